@@ -1,0 +1,27 @@
+//! Types shared by the kernel programs (`proxy-ebpf`) and userspace
+//! (`proxy-userspace`): map names, limits, well-known ports and the
+//! `#[repr(C)]` keys and values stored in the BPF maps.
+//!
+//! Byte order: every IPv4 address and port stored in a map is in **network
+//! byte order**, exactly as the kernel hands them to the socket hooks
+//! (`bpf_sock_addr.user_ip4`, `user_port`), so the programs never convert.
+//! Userspace converts with [`ipv4_to_be`] / [`port_to_be`].
+#![no_std]
+
+pub mod maps;
+pub mod ports;
+
+pub use maps::*;
+
+/// An IPv4 address from its host-order `u32` (as `u32::from(Ipv4Addr)`)
+/// to the network-byte-order `u32` stored in maps.
+pub const fn ipv4_to_be(host_order: u32) -> u32 {
+    host_order.to_be()
+}
+
+/// A port number to the network-byte-order value stored in maps: the port's
+/// two bytes big-endian in the low 16 bits, as `bpf_sock_addr.user_port`
+/// holds it.
+pub const fn port_to_be(port: u16) -> u16 {
+    port.to_be()
+}

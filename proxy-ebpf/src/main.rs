@@ -1,0 +1,20 @@
+//! Strait's kernel programs. Each program lives in its own module; the maps
+//! they share live in [`maps`]. Built by `cargo xtask build-ebpf` and embedded
+//! in the `strait` binary.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod sock_lb;
+mod xdp_deny;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// Required by the kernel for GPL-only helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,5 @@
+//! Strait's node daemon: the kernel data path loader, and (as they land) the
+//! L7 proxy, policy, telemetry and admin API. The `strait` binary is a thin
+//! CLI over this library.
+pub mod datapath;
+pub mod sys;

@@ -1,0 +1,47 @@
+//! Facts about the host the daemon needs: privileges and the cgroup v2 mount.
+use std::path::PathBuf;
+
+/// Whether the process runs with effective uid 0.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The cgroup v2 mount point, read from `/proc/self/mounts`.
+///
+/// On hybrid hosts it is `/sys/fs/cgroup/unified` rather than
+/// `/sys/fs/cgroup`, so it is never hard-coded. `None` when no cgroup2
+/// filesystem is mounted.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    parse_cgroup2_mount(&mounts)
+}
+
+fn parse_cgroup2_mount(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|line| {
+        let mut f = line.split_whitespace();
+        let (_dev, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(dir))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_hybrid_cgroup2_mount() {
+        let mounts = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+        assert_eq!(
+            parse_cgroup2_mount(mounts),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+    }
+
+    #[test]
+    fn no_cgroup2_mount() {
+        assert_eq!(parse_cgroup2_mount("proc /proc proc rw 0 0\n"), None);
+    }
+}

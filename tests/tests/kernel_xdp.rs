@@ -1,0 +1,78 @@
+//! Tier 2: the XDP deny program through BPF_PROG_TEST_RUN on packet fixtures.
+use aya::programs::{TestRun, TestRunOptions};
+use strait_tests::privileged;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+/// An Ethernet + IPv4 + UDP frame from `src` to 198.51.100.10:53.
+fn udp_frame(src: [u8; 4]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02]); // dst MAC
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // src MAC
+    f.extend_from_slice(&[0x08, 0x00]); // IPv4
+    let payload = b"strait";
+    let udp_len = 8 + payload.len() as u16;
+    let tot_len = 20 + udp_len;
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (tot_len >> 8) as u8,
+        tot_len as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        17,
+        0,
+        0,
+    ]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[198, 51, 100, 10]);
+    f.extend_from_slice(&[0x30, 0x39, 0, 53, (udp_len >> 8) as u8, udp_len as u8, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+fn run(prog: &aya::programs::Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    let res = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(res.data_size_out as usize);
+    (res.return_value, out)
+}
+
+#[test]
+fn xdp_deny_drops_denied_sources_and_passes_the_rest_unchanged() {
+    let Some(_p) =
+        privileged::require("xdp_deny_drops_denied_sources_and_passes_the_rest_unchanged")
+    else {
+        return;
+    };
+    let mut ebpf = strait::datapath::load().unwrap();
+    strait::datapath::deny_source(&mut ebpf, "192.0.2.0".parse().unwrap(), 24, 7).unwrap();
+    strait::datapath::deny_source(&mut ebpf, "203.0.113.5".parse().unwrap(), 32, 8).unwrap();
+    let prog = strait::datapath::load_xdp_deny(&mut ebpf).unwrap();
+
+    // Inside the /24 and the /32: dropped.
+    assert_eq!(run(prog, &udp_frame([192, 0, 2, 77])).0, XDP_DROP);
+    assert_eq!(run(prog, &udp_frame([203, 0, 113, 5])).0, XDP_DROP);
+
+    // Outside both prefixes: passed, bytes unchanged.
+    for src in [[192, 0, 3, 1], [203, 0, 113, 6], [198, 51, 100, 1]] {
+        let frame = udp_frame(src);
+        let (verdict, out) = run(prog, &frame);
+        assert_eq!(verdict, XDP_PASS, "source {src:?}");
+        assert_eq!(out, frame, "source {src:?}: output bytes differ");
+    }
+
+    // An ARP frame and a truncated IPv4 frame: passed unchanged.
+    let mut arp = udp_frame([192, 0, 2, 77]);
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert_eq!(run(prog, &arp), (XDP_PASS, arp.clone()));
+    let short = udp_frame([192, 0, 2, 77])[..14 + 12].to_vec();
+    assert_eq!(run(prog, &short), (XDP_PASS, short.clone()));
+}
