@@ -3,3 +3,4 @@
 //! CLI over this library.
 pub mod datapath;
 pub mod sys;
+pub mod telemetry;

@@ -1,0 +1,4 @@
+//! Istio's standard metrics, served on the admin API's `/stats/prometheus`.
+pub mod metrics;
+
+pub use metrics::{Metrics, RequestLabels, TcpLabels};
