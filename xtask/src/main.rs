@@ -1,4 +1,5 @@
 //! `cargo xtask <command>`: the project's developer and CI commands.
+mod bench;
 mod build_ebpf;
 mod cmd;
 mod setup;
@@ -31,6 +32,16 @@ enum Command {
     },
     /// Run the bookinfo demo on a simulated node.
     Demo,
+    /// Benchmarks beside direct, iptables DNAT, nginx and HAProxy; writes
+    /// bench/results.md and bench/results.json.
+    Bench {
+        /// Which cases to run.
+        #[arg(value_enum, default_value = "all")]
+        suite: bench::Suite,
+        /// Fewer, shorter runs (under 5 minutes).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Command::Setup => setup::run(),
         Command::BuildEbpf { release } => build_ebpf::run(release).map(|_| ()),
         Command::Test { args } => test::run(&args),
+        Command::Bench { suite, quick } => bench::run(suite, quick),
         Command::Demo => {
             anyhow::bail!(
                 "`cargo xtask demo` lands with the node daemon issue (#6); \

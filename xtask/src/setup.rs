@@ -22,6 +22,11 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "nghttp2-client",
     "openssl",
+    // `cargo xtask bench`: the proxies Strait is measured against, and
+    // taskset to pin the load generator and the proxy to different CPUs.
+    "nginx",
+    "haproxy",
+    "util-linux",
 ];
 
 /// bpf-linker's version requirement and the LLVM it is built against.

@@ -1,0 +1,495 @@
+//! `cargo xtask bench l7`: HTTP/1.1 keep-alive and HTTP/2 (cleartext, prior
+//! knowledge) through each proxy to the same backend (bench-backend, hyper),
+//! with oha as the client:
+//!
+//! - saturation: requests/s with a fixed number of concurrent requests;
+//!   the proxy's CPU (utime + stime of its processes) per 1,000 requests is
+//!   taken over this run;
+//! - fixed rate: 1,000 requests/s (open loop, oha `-q` with
+//!   `--latency-correction`), latency p50/p99/p99.9.
+//!
+//! nginx and HAProxy are configured as an operator would for this job:
+//! worker processes / threads = CPUs the proxy may use, keep-alive
+//! connections to the upstream, no access log (Strait's is off too), h1 to
+//! the upstream (nginx cannot proxy h2 upstream; all use h1 upstream).
+use std::fmt::Write as _;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use super::netns::SERVER_IP;
+use super::procs::{cpu_seconds, in_ns, peak_rss_mib, tree, Proc};
+use super::report::{Section, Table};
+use super::stats::Samples;
+use super::{interrupted, Env, HTTP_BACKEND_PORT};
+use crate::cmd::step;
+
+/// The fixed request rate for the latency figures.
+const FIXED_RPS: u32 = 1_000;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Proto {
+    H1,
+    H2,
+}
+
+impl Proto {
+    fn title(self) -> &'static str {
+        match self {
+            Proto::H1 => "HTTP/1.1 keep-alive",
+            Proto::H2 => "HTTP/2 (h2c, prior knowledge)",
+        }
+    }
+}
+
+/// One contender: where it listens for each protocol and its processes.
+struct Contender {
+    name: &'static str,
+    h1_port: u16,
+    h2_port: u16,
+    proc: Option<Proc>,
+    /// Why there is no figure (e.g. "not yet available").
+    missing: Option<String>,
+}
+
+impl Contender {
+    fn port(&self, p: Proto) -> u16 {
+        match p {
+            Proto::H1 => self.h1_port,
+            Proto::H2 => self.h2_port,
+        }
+    }
+}
+
+/// Figures of one contender for one protocol.
+#[derive(Default)]
+struct Figures {
+    rps: Samples,
+    p50: Samples,
+    p99: Samples,
+    p999: Samples,
+    cpu_per_1k: Samples,
+    fixed_rate_achieved: Samples,
+}
+
+/// The nginx configuration: h1 on `h1`, h2c on `h2`, upstream keep-alive.
+fn nginx_conf(env: &Env, workers: usize, h1: u16, h2: u16) -> String {
+    let tmp = env.tmp.display();
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "worker_processes {workers};
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    client_body_temp_path {tmp}/nginx-body;
+    proxy_temp_path {tmp}/nginx-proxy;
+    fastcgi_temp_path {tmp}/nginx-fastcgi;
+    uwsgi_temp_path {tmp}/nginx-uwsgi;
+    scgi_temp_path {tmp}/nginx-scgi;
+    upstream backend {{
+        server {SERVER_IP}:{HTTP_BACKEND_PORT};
+        keepalive 256;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen {SERVER_IP}:{h1} backlog=4096;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }}
+    }}
+    server {{
+        listen {SERVER_IP}:{h2} http2 backlog=4096;
+        http2_max_concurrent_streams 256;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }}
+    }}
+}}
+"
+    );
+    s
+}
+
+/// The HAProxy configuration: h1 on `h1`, h2c on `h2`, connection reuse to
+/// the upstream, no logging.
+fn haproxy_conf(threads: usize, h1: u16, h2: u16) -> String {
+    format!(
+        "global
+    nbthread {threads}
+    maxconn 20000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse always
+frontend h1
+    bind {SERVER_IP}:{h1}
+    default_backend upstream
+frontend h2
+    bind {SERVER_IP}:{h2} proto h2
+    default_backend upstream
+backend upstream
+    server backend {SERVER_IP}:{HTTP_BACKEND_PORT}
+"
+    )
+}
+
+/// Waits until `port` answers 200 over `proto` from the client namespace.
+fn wait_http(
+    env: &Env,
+    name: &str,
+    port: u16,
+    proto: Proto,
+    proc: &mut Proc,
+) -> anyhow::Result<()> {
+    let url = format!("http://{SERVER_IP}:{port}/");
+    for _ in 0..100 {
+        proc.check_alive()?;
+        let mut c = in_ns(&env.topo.client, None, "curl");
+        c.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "1",
+        ]);
+        if proto == Proto::H2 {
+            c.arg("--http2-prior-knowledge");
+        }
+        if crate::cmd::output(c.arg(&url)).is_some_and(|s| s.trim() == "200") {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{name} does not answer 200 on {url} ({proto:?})")
+}
+
+/// CPUs the proxy under test may use (worker count = these).
+fn server_cpus(env: &Env) -> usize {
+    if env.cpus.server.is_some() {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+fn start(env: &Env) -> anyhow::Result<Vec<Contender>> {
+    let workers = server_cpus(env);
+    let mut out = vec![Contender {
+        name: "direct (backend)",
+        h1_port: HTTP_BACKEND_PORT,
+        h2_port: HTTP_BACKEND_PORT,
+        proc: None,
+        missing: None,
+    }];
+
+    out.push(strait(env)?);
+
+    let conf = env.tmp.join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(env, workers, 8091, 8092))?;
+    let mut cmd = in_ns(&env.topo.server, env.cpus.server, "nginx");
+    cmd.arg("-p").arg(&env.tmp).arg("-c").arg(&conf);
+    let mut p = Proc::spawn("nginx", cmd)?;
+    wait_http(env, "nginx", 8091, Proto::H1, &mut p)?;
+    wait_http(env, "nginx", 8092, Proto::H2, &mut p)?;
+    out.push(Contender {
+        name: "nginx",
+        h1_port: 8091,
+        h2_port: 8092,
+        proc: Some(p),
+        missing: None,
+    });
+
+    let conf = env.tmp.join("haproxy.cfg");
+    std::fs::write(&conf, haproxy_conf(workers, 8093, 8094))?;
+    let mut cmd = in_ns(&env.topo.server, env.cpus.server, "haproxy");
+    cmd.arg("-db").arg("-f").arg(&conf);
+    let mut p = Proc::spawn("haproxy", cmd)?;
+    wait_http(env, "haproxy", 8093, Proto::H1, &mut p)?;
+    wait_http(env, "haproxy", 8094, Proto::H2, &mut p)?;
+    out.push(Contender {
+        name: "HAProxy",
+        h1_port: 8093,
+        h2_port: 8094,
+        proc: Some(p),
+        missing: None,
+    });
+    Ok(out)
+}
+
+/// Strait's L7 proxy, run by the `bench-strait-l7` helper binary (a
+/// listener that forwards everything to the backend through
+/// `strait::proxy`). Reported as not yet available until that binary
+/// exists in the workspace.
+fn strait(env: &Env) -> anyhow::Result<Contender> {
+    let mut c = Contender {
+        name: "Strait",
+        h1_port: 8095,
+        h2_port: 8095,
+        proc: None,
+        missing: None,
+    };
+    let exe = env.bin("bench-strait-l7");
+    if !exe.exists() {
+        c.missing = Some("not yet available (the L7 proxy has not landed)".into());
+        return Ok(c);
+    }
+    let mut cmd = in_ns(&env.topo.server, env.cpus.server, &exe);
+    cmd.args(["--listen", &format!("{SERVER_IP}:8095")])
+        .args(["--upstream", &format!("{SERVER_IP}:{HTTP_BACKEND_PORT}")])
+        .args(["--workers", &server_cpus(env).to_string()]);
+    let mut p = Proc::spawn("bench-strait-l7", cmd)?;
+    p.wait_line("ready", Duration::from_secs(10))?;
+    wait_http(env, "Strait", 8095, Proto::H1, &mut p)?;
+    wait_http(env, "Strait", 8095, Proto::H2, &mut p)?;
+    c.proc = Some(p);
+    Ok(c)
+}
+
+/// One oha run; returns its parsed JSON.
+fn oha(env: &Env, port: u16, proto: Proto, secs: u32, fixed: bool) -> anyhow::Result<Value> {
+    if interrupted() {
+        bail!("interrupted");
+    }
+    let threads = if env.cpus.load.is_some() { 1 } else { 2 };
+    let mut cmd = in_ns(&env.topo.client, env.cpus.load, "oha");
+    cmd.args([
+        "--no-tui",
+        "--output-format",
+        "json",
+        "--worker-threads",
+        &threads.to_string(),
+    ])
+    .args(["-z", &format!("{secs}s")]);
+    // Saturation: 64 requests in flight (64 h1 connections, or 4 h2
+    // connections × 16 streams). Fixed rate: enough in flight to never lag.
+    match (proto, fixed) {
+        (Proto::H1, false) => cmd.args(["-c", "64"]),
+        (Proto::H2, false) => cmd.args(["--http2", "-c", "4", "-p", "16"]),
+        (Proto::H1, true) => cmd.args(["-c", "16"]),
+        (Proto::H2, true) => cmd.args(["--http2", "-c", "2", "-p", "8"]),
+    };
+    if fixed {
+        cmd.args(["-q", &FIXED_RPS.to_string(), "--latency-correction"]);
+    }
+    cmd.arg(format!("http://{SERVER_IP}:{port}/"));
+    let out = cmd.output().context("running oha")?;
+    if !out.status.success() {
+        bail!(
+            "oha failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("parsing oha's JSON output")
+}
+
+/// Responses with status 200 in an oha result.
+fn ok_count(v: &Value) -> f64 {
+    v["statusCodeDistribution"]["200"].as_f64().unwrap_or(0.0)
+}
+
+fn measure(
+    env: &Env,
+    c: &Contender,
+    proto: Proto,
+    secs: u32,
+    f: &mut Figures,
+) -> anyhow::Result<()> {
+    let pids = c.proc.as_ref().map(|p| tree(p.pid())).unwrap_or_default();
+    let cpu0 = cpu_seconds(&pids);
+    let sat = oha(env, c.port(proto), proto, secs, false)?;
+    let cpu = cpu_seconds(&pids) - cpu0;
+    let total = sat["summary"]["total"].as_f64().unwrap_or(f64::NAN);
+    let ok = ok_count(&sat);
+    let success = sat["summary"]["successRate"].as_f64().unwrap_or(0.0);
+    if ok == 0.0 || success < 0.99 {
+        bail!(
+            "{} {proto:?}: {ok} responses with 200, success rate {success}; errors: {}",
+            c.name,
+            sat["errorDistribution"]
+        );
+    }
+    f.rps.push(ok / total);
+    if !pids.is_empty() {
+        f.cpu_per_1k.push(cpu / (ok / 1000.0));
+    }
+    let fixed = oha(env, c.port(proto), proto, secs, true)?;
+    let pct = |k: &str| fixed["latencyPercentiles"][k].as_f64().map(|s| s * 1e6);
+    f.p50.push(pct("p50").context("oha: no p50")?);
+    f.p99.push(pct("p99").context("oha: no p99")?);
+    f.p999.push(pct("p99.9").context("oha: no p99.9")?);
+    f.fixed_rate_achieved
+        .push(ok_count(&fixed) / fixed["summary"]["total"].as_f64().unwrap_or(f64::NAN));
+    Ok(())
+}
+
+/// Runs the L7 suite and returns its section.
+pub fn run(env: &Env) -> anyhow::Result<Section> {
+    let secs: u32 = if env.quick { 3 } else { 10 };
+    step("L7: starting nginx, HAProxy and Strait in the server namespace");
+    let mut contenders = start(env)?;
+    let protos = [Proto::H1, Proto::H2];
+    let mut figs: Vec<Vec<Figures>> = protos
+        .iter()
+        .map(|_| contenders.iter().map(|_| Figures::default()).collect())
+        .collect();
+    // Warm-up, not recorded.
+    for c in contenders.iter().filter(|c| c.missing.is_none()) {
+        for p in protos {
+            oha(env, c.port(p), p, 1, false)?;
+        }
+    }
+    for r in 0..env.runs {
+        for (pi, proto) in protos.iter().enumerate() {
+            for (ci, c) in contenders.iter_mut().enumerate() {
+                if c.missing.is_some() {
+                    continue;
+                }
+                step(&format!(
+                    "L7 run {}/{}: {} {}",
+                    r + 1,
+                    env.runs,
+                    c.name,
+                    proto.title()
+                ));
+                measure(env, c, *proto, secs, &mut figs[pi][ci])?;
+                if let Some(p) = c.proc.as_mut() {
+                    p.check_alive()?;
+                }
+            }
+        }
+    }
+    let rss: Vec<Option<f64>> = contenders
+        .iter()
+        .map(|c| c.proc.as_ref().map(|p| peak_rss_mib(&tree(p.pid()))))
+        .collect();
+
+    let mut tables = Vec::new();
+    let mut raw = Vec::new();
+    for (pi, proto) in protos.iter().enumerate() {
+        let base = &figs[pi][0];
+        let rows = contenders
+            .iter()
+            .zip(&figs[pi])
+            .zip(&rss)
+            .map(|((c, f), rss)| {
+                if let Some(why) = &c.missing {
+                    let mut row = vec![c.name.to_string(), why.clone()];
+                    row.extend(std::iter::repeat_n("—".to_string(), 5));
+                    return row;
+                }
+                vec![
+                    c.name.to_string(),
+                    f.rps.cell(0, Some(&base.rps)),
+                    f.p50.cell(0, Some(&base.p50)),
+                    f.p99.cell(0, Some(&base.p99)),
+                    f.p999.cell(0, Some(&base.p999)),
+                    if c.proc.is_some() {
+                        f.cpu_per_1k.cell(3, None)
+                    } else {
+                        "—".into()
+                    },
+                    rss.map_or("—".into(), |m| format!("{m:.1}")),
+                ]
+            })
+            .collect();
+        let achieved = figs[pi]
+            .iter()
+            .zip(&contenders)
+            .filter(|(_, c)| c.missing.is_none())
+            .map(|(f, c)| format!("{} {}", c.name, f.fixed_rate_achieved.cell(0, None)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tables.push(Table {
+            title: format!("L7: {}", proto.title()),
+            columns: [
+                "proxy",
+                "requests/s at saturation",
+                &format!("p50 µs @ {FIXED_RPS}/s"),
+                "p99 µs",
+                "p99.9 µs",
+                "proxy CPU s / 1,000 req",
+                "proxy peak RSS MiB",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            rows,
+            notes: vec![format!("Fixed-rate runs achieved (req/s): {achieved}.")],
+        });
+        raw.push(json!({
+            "protocol": proto.title(),
+            "contenders": contenders.iter().zip(&figs[pi]).zip(&rss).map(|((c, f), rss)| json!({
+                "name": c.name,
+                "missing": c.missing,
+                "requests_per_s": f.rps.json(),
+                "p50_us": f.p50.json(), "p99_us": f.p99.json(), "p999_us": f.p999.json(),
+                "cpu_s_per_1k_requests": f.cpu_per_1k.json(),
+                "peak_rss_mib": rss,
+                "fixed_rate_achieved": f.fixed_rate_achieved.json(),
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    let workers = server_cpus(env);
+    Ok(Section {
+        title: "L7: HTTP through a proxy".into(),
+        intro: vec![
+            format!(
+                "Client: oha {} in the client namespace. Saturation: {secs} s with 64 requests in flight (h1: 64 connections; h2: 4 connections × 16 streams). \
+                 Latency: {secs} s at a fixed {FIXED_RPS} requests/s (open loop, `--latency-correction`). \
+                 Backend: `bench-backend --http` (hyper, h1 + h2c, 20-byte body), the same for all. Every proxy speaks HTTP/1.1 keep-alive to the backend.",
+                super::install::OHA_VERSION
+            ),
+            format!(
+                "nginx {}: `worker_processes {workers}`, upstream `keepalive 256`, `proxy_http_version 1.1`, `access_log off`. \
+                 HAProxy {}: `nbthread {workers}`, `http-reuse always`, no log. Worker count = CPUs the proxy is pinned to. \
+                 Proxy CPU is utime+stime of the proxy's processes over the saturation run; peak RSS is VmHWM summed over its processes at the end of the suite.",
+                version("nginx", &["-v"]),
+                version("haproxy", &["-v"]),
+            ),
+        ],
+        tables,
+        json: Value::Array(raw),
+    })
+}
+
+/// The first line a `tool` prints about its version (nginx prints to stderr).
+fn version(tool: &str, args: &[&str]) -> String {
+    Command::new(tool)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            let s = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            let line = String::from_utf8_lossy(&s)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix("nginx/").map(String::from))
+                .or_else(|| line.split_whitespace().nth(2).map(String::from))
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+}

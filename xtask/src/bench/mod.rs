@@ -1,0 +1,207 @@
+//! `cargo xtask bench [l4|l7|config|all] [--quick]`: Strait's figures beside
+//! the alternatives (direct, iptables DNAT, nginx, HAProxy), measured in
+//! one run on one machine, written to bench/results.md and results.json.
+//!
+//! Everything runs in network namespaces the bench creates (see
+//! [`netns`]); the load generator is pinned to CPU 0 and the server side
+//! (backend and the proxy under test) to CPU 1 when the machine has two or
+//! more. Namespaces, the cgroup, processes and temporary files are removed
+//! on success, error, panic and Ctrl-C.
+mod config_case;
+mod install;
+mod l4;
+mod l7;
+mod netns;
+mod procs;
+mod report;
+mod stats;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::cmd::{root, step};
+use procs::{in_ns, Proc};
+
+/// Which cases to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// TCP connection rate and latency: direct, Strait VIP, iptables DNAT.
+    L4,
+    /// HTTP/1.1 and h2 through Strait, nginx and HAProxy.
+    L7,
+    /// Config compile time and memory at 10,000 services.
+    Config,
+    /// All of the above.
+    All,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether Ctrl-C (or SIGTERM) arrived; long loops check it and bail so
+/// the guards tear everything down.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// Which CPUs to pin to (`None`: no pinning, a 1-CPU machine).
+#[derive(Clone, Copy)]
+pub struct Cpus {
+    /// The load generator.
+    pub load: Option<usize>,
+    /// The backend and the proxy under test.
+    pub server: Option<usize>,
+}
+
+/// What every case needs. Field order is drop order: the namespaces (and
+/// every process left in them) go before the cgroup and the temp dir.
+pub struct Env {
+    pub topo: netns::Topology,
+    pub cgroup: netns::BenchCgroup,
+    pub cpus: Cpus,
+    pub quick: bool,
+    /// Runs per case (median and min–max over these).
+    pub runs: usize,
+    /// Scratch directory for configs and rule files.
+    pub tmp: PathBuf,
+    release: PathBuf,
+}
+
+impl Env {
+    /// A release binary of the workspace.
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.release.join(name)
+    }
+}
+
+/// Removes the scratch directory on drop.
+struct TmpDir(PathBuf);
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The backend port for HTTP (h1 and h2c); L4 uses [`l4::BACKEND_PORTS`].
+pub const HTTP_BACKEND_PORT: u16 = 8090;
+
+pub fn run(suite: Suite, quick: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    ctrlc::set_handler(|| {
+        eprintln!("\ninterrupted: tearing down");
+        INTERRUPTED.store(true, Ordering::Relaxed);
+    })
+    .context("installing the Ctrl-C handler")?;
+    let want = |s: Suite| suite == Suite::All || suite == s;
+
+    install::ensure(want(Suite::L7))?;
+    let release = install::build()?;
+    step("removing what an interrupted bench left behind");
+    netns::cleanup_stale();
+
+    let tmp = root().join(format!("target/bench-tmp-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let _tmp_guard = TmpDir(tmp.clone());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = if cores >= 2 {
+        Cpus {
+            load: Some(0),
+            server: Some(1),
+        }
+    } else {
+        Cpus {
+            load: None,
+            server: None,
+        }
+    };
+    step("network namespaces and cgroup");
+    let env = Env {
+        topo: netns::Topology::create()?,
+        cgroup: netns::BenchCgroup::create()?,
+        cpus,
+        quick,
+        runs: if quick { 3 } else { 5 },
+        tmp,
+        release,
+    };
+    let machine = report::Machine::read();
+    let load_before = loadavg();
+
+    step("backend");
+    let mut backend_cmd = in_ns(&env.topo.server, env.cpus.server, env.bin("bench-backend"));
+    for p in l4::BACKEND_PORTS {
+        backend_cmd.args(["--tcp", &format!("{}:{p}", netns::SERVER_IP)]);
+    }
+    backend_cmd.args([
+        "--http",
+        &format!("{}:{HTTP_BACKEND_PORT}", netns::SERVER_IP),
+    ]);
+    let mut backend = Proc::spawn("bench-backend", backend_cmd)?;
+    backend.wait_line("ready", Duration::from_secs(10))?;
+
+    let mut sections = Vec::new();
+    let mut failed = Vec::new();
+    type Case = fn(&Env) -> anyhow::Result<report::Section>;
+    let cases: [(Suite, &str, Case); 3] = [
+        (Suite::L4, "L4", l4::run),
+        (Suite::L7, "L7", l7::run),
+        (Suite::Config, "Config", config_case::run),
+    ];
+    for (s, name, case) in cases {
+        if !want(s) {
+            continue;
+        }
+        match case(&env) {
+            Ok(section) => sections.push(section),
+            Err(e) if interrupted() => return Err(e.context("bench interrupted; nothing written")),
+            Err(e) => {
+                eprintln!("error: {name} case failed: {e:#}");
+                failed.push(name);
+                sections.push(report::Section {
+                    title: name.to_string(),
+                    intro: vec![format!("**Failed** in this run: {e:#}")],
+                    tables: Vec::new(),
+                    json: serde_json::json!({"error": format!("{e:#}")}),
+                });
+            }
+        }
+        backend.check_alive()?;
+    }
+    drop(backend);
+
+    let header = vec![
+        format!(
+            "Mode: `{}` ({} runs per figure), suites: {}; took {:.0} s. Load generator pinned to CPU {}, backend and proxy under test to CPU {} (taskset). \
+             Cells are the median over the runs with (min–max) and ×ratio to the direct baseline of the same table.",
+            if quick { "cargo xtask bench --quick" } else { "cargo xtask bench" },
+            env.runs,
+            format!("{suite:?}").to_lowercase(),
+            started.elapsed().as_secs_f64(),
+            env.cpus.load.map_or("any".into(), |c| c.to_string()),
+            env.cpus.server.map_or("any".into(), |c| c.to_string()),
+        ),
+        format!(
+            "Noise: load average {load_before} at the start and {} at the end (1/5/15 min) on a {cores}-core machine; other work (builds) may share it. \
+             Absolute figures move between runs and machines; the ratios between contenders measured in the same run, interleaved run by run, are the point.",
+            loadavg()
+        ),
+    ];
+    let dir = root().join("bench");
+    report::write(&dir, &machine, &header, &sections)?;
+    step(&format!("wrote {}", dir.join("results.md").display()));
+    drop(env);
+    if !failed.is_empty() {
+        anyhow::bail!("cases failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// The first three fields of /proc/loadavg.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}

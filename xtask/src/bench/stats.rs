@@ -1,0 +1,120 @@
+//! Summaries of repeated runs: median with min–max, and ratios to a baseline.
+use serde_json::{json, Value};
+
+/// The samples of one figure over the runs of a case (one per run).
+#[derive(Clone, Debug, Default)]
+pub struct Samples(pub Vec<f64>);
+
+impl Samples {
+    /// Adds one run's value.
+    pub fn push(&mut self, v: f64) {
+        self.0.push(v);
+    }
+
+    /// The median (mean of the two middle values for an even count);
+    /// `None` without samples.
+    pub fn median(&self) -> Option<f64> {
+        let mut v = self.0.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        Some(if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        })
+    }
+
+    /// Smallest and largest sample.
+    pub fn range(&self) -> Option<(f64, f64)> {
+        let min = self.0.iter().copied().min_by(f64::total_cmp)?;
+        let max = self.0.iter().copied().max_by(f64::total_cmp)?;
+        Some((min, max))
+    }
+
+    /// `"median (min–max)"` with `decimals` digits after the point, and
+    /// `×ratio` to `baseline`'s median when given; `n/a` without samples.
+    pub fn cell(&self, decimals: usize, baseline: Option<&Samples>) -> String {
+        let (Some(m), Some((lo, hi))) = (self.median(), self.range()) else {
+            return "n/a".into();
+        };
+        let mut s = if self.0.len() == 1 {
+            num(m, decimals)
+        } else {
+            format!(
+                "{} ({}–{})",
+                num(m, decimals),
+                num(lo, decimals),
+                num(hi, decimals)
+            )
+        };
+        if let Some(r) = baseline.and_then(|b| self.ratio(b)) {
+            s.push_str(&format!(" ×{r:.2}"));
+        }
+        s
+    }
+
+    /// This median over `baseline`'s median.
+    pub fn ratio(&self, baseline: &Samples) -> Option<f64> {
+        let (m, b) = (self.median()?, baseline.median()?);
+        (b != 0.0).then_some(m / b)
+    }
+
+    /// `{"median", "min", "max", "runs": [...]}` for results.json.
+    pub fn json(&self) -> Value {
+        let (lo, hi) = self.range().unzip();
+        json!({"median": self.median(), "min": lo, "max": hi, "runs": self.0})
+    }
+}
+
+/// A number with thousands separators and `decimals` fraction digits.
+pub fn num(v: f64, decimals: usize) -> String {
+    let s = format!("{:.*}", decimals, v.abs());
+    let (int, frac) = s
+        .split_once('.')
+        .map_or((s.as_str(), None), |(i, f)| (i, Some(f)));
+    let mut out = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if let Some(f) = frac {
+        out.push('.');
+        out.push_str(f);
+    }
+    if v < 0.0 {
+        out.insert(0, '-');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(Samples(vec![3.0, 1.0, 2.0]).median(), Some(2.0));
+        assert_eq!(Samples(vec![4.0, 1.0, 2.0, 3.0]).median(), Some(2.5));
+        assert_eq!(Samples(vec![]).median(), None);
+    }
+
+    #[test]
+    fn cell_shows_median_range_and_ratio() {
+        let base = Samples(vec![100.0, 100.0, 100.0]);
+        let s = Samples(vec![1200.0, 1000.0, 1100.0]);
+        assert_eq!(s.cell(0, Some(&base)), "1,100 (1,000–1,200) ×11.00");
+        assert_eq!(Samples(vec![]).cell(1, None), "n/a");
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(num(1234567.891, 1), "1,234,567.9");
+        assert_eq!(num(999.0, 0), "999");
+        assert_eq!(num(-1000.0, 0), "-1,000");
+    }
+}
