@@ -25,3 +25,17 @@ pub const fn ipv4_to_be(host_order: u32) -> u32 {
 pub const fn port_to_be(port: u16) -> u16 {
     port.to_be()
 }
+
+/// The Maglev table position of a client: a 64-bit finalizer (MurmurHash3's
+/// `fmix64`) of the client identity, modulo [`MAGLEV_TABLE_SIZE`]. The kernel
+/// uses it on the client's bound IPv4 source address (network byte order) or,
+/// when the socket is not bound yet, its network namespace cookie.
+pub const fn maglev_position(client: u64) -> u32 {
+    let mut h = client;
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    (h % MAGLEV_TABLE_SIZE as u64) as u32
+}

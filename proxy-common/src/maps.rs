@@ -1,21 +1,76 @@
 //! Map names, sizes and `#[repr(C)]` entry types.
 //!
 //! Each type is plain old data with explicit padding so the kernel and
-//! userspace agree on its layout byte for byte.
+//! userspace agree on its layout byte for byte. Addresses and ports are in
+//! network byte order unless a field says otherwise.
 
-/// Name of the service map: [`ServiceKey`] → [`ServiceValue`].
+/// Service map: [`ServiceKey`] → [`ServiceValue`] (hash).
 pub const SERVICES: &str = "SERVICES";
-/// Name of the backend map: [`BackendKey`] → [`Backend`].
+/// Backend slots: [`BackendKey`] → [`Backend`] (hash, not preallocated).
 pub const BACKENDS: &str = "BACKENDS";
+/// Maglev lookup tables: `u32` backend set id → [`MaglevTable`] (hash, not
+/// preallocated).
+pub const MAGLEV: &str = "MAGLEV";
+/// Meshed pod IPs: `u32` IPv4 address → [`Workload`] (hash).
+pub const WORKLOADS: &str = "WORKLOADS";
+/// The node proxy's outbound listener: array of one [`ProxyConfig`].
+pub const PROXY_CONFIG: &str = "PROXY_CONFIG";
+/// Original destination of a redirected socket, by socket cookie: `u64` →
+/// [`OrigDst`] (LRU). Written by connect4, read once by the sockops program.
+pub const ORIG_DST_BY_COOKIE: &str = "ORIG_DST_BY_COOKIE";
+/// Original destination of a redirected connection, by the client's address
+/// as the proxy sees it when it accepts: [`ClientKey`] → [`OrigDst`] (LRU).
+pub const ORIG_DST: &str = "ORIG_DST";
+/// Reverse NAT for replies and `getpeername()`: [`RevNatKey`] → [`OrigDst`]
+/// (LRU): the address the application asked for.
+pub const REV_NAT: &str = "REV_NAT";
+/// Per-service counters: [`ServiceKey`] → [`ServiceStats`] (per-CPU hash).
+pub const SERVICE_STATS: &str = "SERVICE_STATS";
+/// Per-backend counters: [`BackendStatsKey`] → `u64` connections chosen
+/// (per-CPU hash).
+pub const BACKEND_STATS: &str = "BACKEND_STATS";
 /// Name of the XDP deny map: LPM trie keyed by IPv4 source prefix (the
 /// kernel's `bpf_lpm_trie_key` layout: `u32` prefix length in host order,
 /// then the address in network byte order) → `u32` policy id.
 pub const DENY_V4: &str = "DENY_V4";
 
+/// Every map the socket programs share; the loader pins each one under
+/// `<bpffs>/strait/<node>/<name>` and reuses the pins on restart.
+pub const PINNED_MAPS: [&str; 10] = [
+    SERVICES,
+    BACKENDS,
+    MAGLEV,
+    WORKLOADS,
+    PROXY_CONFIG,
+    ORIG_DST_BY_COOKIE,
+    ORIG_DST,
+    REV_NAT,
+    SERVICE_STATS,
+    BACKEND_STATS,
+];
+
 /// Maximum number of services (VIP, port, protocol) in [`SERVICES`].
 pub const MAX_SERVICES: u32 = 65_536;
-/// Maximum number of backend slots over all services in [`BACKENDS`].
+/// Maximum number of backend slots over all services in [`BACKENDS`]
+/// (twice what one snapshot may use, so a new set fits beside the old one
+/// while it is swapped in).
 pub const MAX_BACKENDS: u32 = 1_048_576;
+/// Maximum number of slots one service's weighted backend set expands to;
+/// larger weight sums are scaled down proportionally.
+pub const MAX_SLOTS_PER_SERVICE: u32 = 4096;
+/// Maximum number of Maglev services (one [`MaglevTable`] each).
+pub const MAX_MAGLEV_SERVICES: u32 = 16_384;
+/// Maglev lookup table size M: a prime, as the Maglev paper requires, and
+/// Cilium's default (`--bpf-lb-maglev-table-size=16381`). About 100× the
+/// backend count keeps the load imbalance under 1%.
+pub const MAGLEV_TABLE_SIZE: u32 = 16_381;
+/// Maximum number of meshed pod IPs in [`WORKLOADS`].
+pub const MAX_WORKLOADS: u32 = 65_536;
+/// Entries of each connection-tracking LRU ([`ORIG_DST_BY_COOKIE`],
+/// [`ORIG_DST`], [`REV_NAT`]).
+pub const MAX_CONNECTIONS: u32 = 131_072;
+/// Maximum number of backends with counters in [`BACKEND_STATS`].
+pub const MAX_BACKEND_STATS: u32 = 262_144;
 /// Maximum number of deny prefixes in [`DENY_V4`].
 pub const MAX_DENY_PREFIXES: u32 = 16_384;
 
@@ -32,13 +87,27 @@ pub mod mode {
     /// The kernel picks a backend and rewrites the destination.
     pub const L4: u8 = 0;
     /// The kernel rewrites the destination to the node proxy's outbound
-    /// listener (port 15001) and remembers the original destination.
+    /// listener ([`super::PROXY_CONFIG`]) and remembers the original
+    /// destination. TCP only; UDP to such a service is left alone.
     pub const REDIRECT: u8 = 1;
+}
+
+/// Backend choice in [`ServiceValue::lb`].
+pub mod lb {
+    /// Uniform random slot per connection (slots repeat a backend in
+    /// proportion to its weight).
+    pub const RANDOM: u8 = 0;
+    /// Next slot per connection, one cursor per CPU (like Envoy's round
+    /// robin, one per worker thread); slots are in smooth weighted order.
+    pub const ROUND_ROBIN: u8 = 1;
+    /// Maglev consistent hash of the client: the bound source address, else
+    /// the client's network namespace (one per pod) — see [`super::MaglevTable`].
+    pub const MAGLEV: u8 = 2;
 }
 
 /// Key of [`SERVICES`]: a service's virtual IP, port and protocol.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub struct ServiceKey {
     /// Virtual IPv4 address, network byte order.
     pub vip: u32,
@@ -54,20 +123,24 @@ pub struct ServiceKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ServiceValue {
-    /// Identifier of the service's backend set in [`BACKENDS`].
+    /// Identifier of the service's backend set in [`BACKENDS`] and
+    /// [`MAGLEV`]. A changed set gets a new id, so swapping this one entry
+    /// switches new connections atomically.
     pub svc_id: u32,
     /// Number of backend slots `0..backend_count` in [`BACKENDS`]; 0 means
-    /// no usable backend and `connect()` fails at once.
+    /// no usable backend and `connect()` fails at once with `ECONNREFUSED`.
     pub backend_count: u32,
     /// [`mode::L4`] or [`mode::REDIRECT`].
     pub mode: u8,
-    /// Reserved for load-balancing flags; 0 today.
+    /// [`lb::RANDOM`], [`lb::ROUND_ROBIN`] or [`lb::MAGLEV`].
+    pub lb: u8,
+    /// Reserved; 0.
     pub flags: u8,
     /// Always 0.
-    pub pad: u16,
+    pub pad: u8,
 }
 
-/// Key of [`BACKENDS`]: slot `slot` of the service's backend set `svc_id`.
+/// Key of [`BACKENDS`]: slot `slot` of the backend set `svc_id`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct BackendKey {
@@ -79,7 +152,7 @@ pub struct BackendKey {
 
 /// Value of [`BACKENDS`]: where a connection is rewritten to.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub struct Backend {
     /// Backend IPv4 address, network byte order.
     pub ip: u32,
@@ -87,6 +160,104 @@ pub struct Backend {
     pub port: u16,
     /// Always 0.
     pub pad: u16,
+}
+
+/// Value of [`MAGLEV`]: the Maglev lookup table of one backend set; entry
+/// `hash(client) % MAGLEV_TABLE_SIZE` is the slot in [`BACKENDS`] to use.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaglevTable {
+    /// Slot index per table position.
+    pub slots: [u32; MAGLEV_TABLE_SIZE as usize],
+}
+
+/// Value of [`WORKLOADS`]: a meshed pod IP; TCP to it is redirected to the
+/// node proxy like a [`mode::REDIRECT`] service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Workload {
+    /// Reserved; 0.
+    pub flags: u32,
+}
+
+/// The single entry of [`PROXY_CONFIG`]: the node proxy's outbound
+/// listener. Port 0 means "not configured": redirection is off.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ProxyConfig {
+    /// Outbound listener IPv4 address, network byte order.
+    pub ip: u32,
+    /// Outbound listener port, network byte order (15001 by default).
+    pub port: u16,
+    /// Always 0.
+    pub pad: u16,
+}
+
+/// An IPv4 socket address stored as a map value: value of
+/// [`ORIG_DST_BY_COOKIE`], [`ORIG_DST`] and [`REV_NAT`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct OrigDst {
+    /// IPv4 address, network byte order.
+    pub ip: u32,
+    /// Port, network byte order.
+    pub port: u16,
+    /// Always 0.
+    pub pad: u16,
+}
+
+/// Key of [`ORIG_DST`]: the client's local address of a redirected
+/// connection, i.e. the peer address the proxy's `accept()` returns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ClientKey {
+    /// Client IPv4 address, network byte order.
+    pub ip: u32,
+    /// Client port, network byte order.
+    pub port: u16,
+    /// Always 0.
+    pub pad: u16,
+}
+
+/// Key of [`REV_NAT`]: a socket and the address its destination was
+/// rewritten to (the backend, or the proxy).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct RevNatKey {
+    /// Socket cookie (`bpf_get_socket_cookie`).
+    pub cookie: u64,
+    /// Rewritten IPv4 address, network byte order.
+    pub ip: u32,
+    /// Rewritten port, network byte order.
+    pub port: u16,
+    /// Always 0.
+    pub pad: u16,
+}
+
+/// Value of [`SERVICE_STATS`] (one per CPU; userspace sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ServiceStats {
+    /// Connections (TCP `connect()`, UDP `connect()`/`sendmsg()`) balanced
+    /// or redirected. On each CPU it is also the round-robin cursor.
+    pub connections: u64,
+    /// Connections refused because the service had no usable backend
+    /// (Envoy's `upstream_cx_none_healthy`).
+    pub no_backend: u64,
+}
+
+/// Key of [`BACKEND_STATS`]: a backend address and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct BackendStatsKey {
+    /// Backend IPv4 address, network byte order.
+    pub ip: u32,
+    /// Backend port, network byte order.
+    pub port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Always 0.
+    pub pad: u8,
 }
 
 #[cfg(feature = "user")]
@@ -97,4 +268,32 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceValue {}
     unsafe impl aya::Pod for super::BackendKey {}
     unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::MaglevTable {}
+    unsafe impl aya::Pod for super::Workload {}
+    unsafe impl aya::Pod for super::ProxyConfig {}
+    unsafe impl aya::Pod for super::OrigDst {}
+    unsafe impl aya::Pod for super::ClientKey {}
+    unsafe impl aya::Pod for super::RevNatKey {}
+    unsafe impl aya::Pod for super::ServiceStats {}
+    unsafe impl aya::Pod for super::BackendStatsKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<ServiceKey>(), 8);
+        assert_eq!(size_of::<ServiceValue>(), 12);
+        assert_eq!(size_of::<BackendKey>(), 8);
+        assert_eq!(size_of::<Backend>(), 8);
+        assert_eq!(size_of::<MaglevTable>(), 4 * 16_381);
+        assert_eq!(size_of::<OrigDst>(), 8);
+        assert_eq!(size_of::<ClientKey>(), 8);
+        assert_eq!(size_of::<RevNatKey>(), 16);
+        assert_eq!(size_of::<ServiceStats>(), 16);
+        assert_eq!(size_of::<BackendStatsKey>(), 8);
+    }
 }

@@ -4,8 +4,13 @@
 #![no_std]
 #![no_main]
 
+mod connect4;
+mod connect6;
+mod lb4;
 mod maps;
-mod sock_lb;
+mod rev_nat;
+mod sockops;
+mod udp;
 mod xdp_deny;
 
 #[cfg(not(test))]

@@ -1,10 +1,17 @@
 //! Maps shared by the programs. Names and entry types come from
-//! `proxy-common` so userspace opens them by the same names.
+//! `proxy-common` so userspace opens (and pins) them by the same names.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuHashMap},
 };
-use proxy_common::{Backend, BackendKey, ServiceKey, ServiceValue};
+use proxy_common::{
+    Backend, BackendKey, BackendStatsKey, ClientKey, MaglevTable, OrigDst, ProxyConfig, RevNatKey,
+    ServiceKey, ServiceStats, ServiceValue, Workload,
+};
+
+/// `BPF_F_NO_PREALLOC`: entries are allocated on insert, so large or
+/// sparse maps cost memory only for what userspace writes.
+const NO_PREALLOC: u32 = 1;
 
 /// Service VIP:port:proto → mode and backend set.
 #[map(name = "SERVICES")]
@@ -14,10 +21,49 @@ pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
 /// (backend set, slot) → backend address.
 #[map(name = "BACKENDS")]
 pub static BACKENDS: HashMap<BackendKey, Backend> =
-    HashMap::with_max_entries(proxy_common::MAX_BACKENDS, 0);
+    HashMap::with_max_entries(proxy_common::MAX_BACKENDS, NO_PREALLOC);
+
+/// Backend set id → Maglev lookup table (64 KiB each).
+#[map(name = "MAGLEV")]
+pub static MAGLEV: HashMap<u32, MaglevTable> =
+    HashMap::with_max_entries(proxy_common::MAX_MAGLEV_SERVICES, NO_PREALLOC);
+
+/// Meshed pod IPs whose TCP traffic goes through the node proxy.
+#[map(name = "WORKLOADS")]
+pub static WORKLOADS: HashMap<u32, Workload> =
+    HashMap::with_max_entries(proxy_common::MAX_WORKLOADS, 0);
+
+/// The node proxy's outbound listener (index 0).
+#[map(name = "PROXY_CONFIG")]
+pub static PROXY_CONFIG: Array<ProxyConfig> = Array::with_max_entries(1, 0);
+
+/// Socket cookie → original destination, until the connection is established.
+#[map(name = "ORIG_DST_BY_COOKIE")]
+pub static ORIG_DST_BY_COOKIE: LruHashMap<u64, OrigDst> =
+    LruHashMap::with_max_entries(proxy_common::MAX_CONNECTIONS, 0);
+
+/// Client {ip, port} → original destination, for the proxy's `accept()`.
+#[map(name = "ORIG_DST")]
+pub static ORIG_DST: LruHashMap<ClientKey, OrigDst> =
+    LruHashMap::with_max_entries(proxy_common::MAX_CONNECTIONS, 0);
+
+/// (socket cookie, rewritten address) → address the application asked for.
+#[map(name = "REV_NAT")]
+pub static REV_NAT: LruHashMap<RevNatKey, OrigDst> =
+    LruHashMap::with_max_entries(proxy_common::MAX_CONNECTIONS, 0);
+
+/// Per-service counters, per CPU.
+#[map(name = "SERVICE_STATS")]
+pub static SERVICE_STATS: PerCpuHashMap<ServiceKey, ServiceStats> =
+    PerCpuHashMap::with_max_entries(proxy_common::MAX_SERVICES, 0);
+
+/// Per-backend connection counters, per CPU.
+#[map(name = "BACKEND_STATS")]
+pub static BACKEND_STATS: PerCpuHashMap<BackendStatsKey, u64> =
+    PerCpuHashMap::with_max_entries(proxy_common::MAX_BACKEND_STATS, 0);
 
 /// Source prefixes an AuthorizationPolicy DENY drops at XDP.
-/// `BPF_F_NO_PREALLOC` (1) is mandatory for LPM tries.
+/// `BPF_F_NO_PREALLOC` is mandatory for LPM tries.
 #[map(name = "DENY_V4")]
 pub static DENY_V4: LpmTrie<u32, u32> =
-    LpmTrie::with_max_entries(proxy_common::MAX_DENY_PREFIXES, 1);
+    LpmTrie::with_max_entries(proxy_common::MAX_DENY_PREFIXES, NO_PREALLOC);

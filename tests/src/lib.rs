@@ -1,5 +1,7 @@
 //! Helpers for Strait's kernel (tier 2) and namespace (tier 3) tests:
 //! privilege checks that skip with a reason, and guards that remove what a
 //! test created (cgroups, namespaces, processes) even when it panics.
+pub mod bpffs;
 pub mod cgroup;
+pub mod lb;
 pub mod privileged;

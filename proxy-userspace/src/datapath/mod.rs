@@ -1,6 +1,36 @@
 //! The kernel data path from userspace: load the embedded eBPF object,
-//! attach its programs and write the maps.
+//! attach its programs to the pods cgroup, pin them, and keep the service
+//! tables in step with the mesh snapshot.
+//!
+//! The daemon uses [`Datapath`]:
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use strait::datapath::{Datapath, DatapathConfig};
+//! let mut dp = Datapath::new(&DatapathConfig::new("node-a"))?;
+//! dp.attach(std::path::Path::new("/sys/fs/cgroup/kubepods"))?;
+//! let services = Vec::new(); // snapshot.l4 services
+//! let report = dp.apply(&services)?;
+//! # let _ = report; Ok(()) }
+//! ```
+//!
+//! The free functions below ([`load`], [`attach_connect4`],
+//! [`put_l4_service`]) load an unpinned copy for one-off tools and tests.
 use std::path::Path;
+
+mod bpffs;
+mod loader;
+mod maglev;
+mod maps;
+mod orig_dst;
+mod slots;
+mod tables;
+
+pub use bpffs::{ensure_mounted as ensure_bpffs, is_bpffs, DEFAULT_BPFFS};
+pub use loader::{remove_pins, Datapath, DatapathConfig, ServiceCounters};
+pub use orig_dst::OriginalDestinations;
+pub use strait_config::snapshot::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
+pub use tables::ApplyReport;
 
 use anyhow::{bail, Context};
 use aya::{
@@ -20,6 +50,26 @@ pub static EBPF_OBJECT: &[u8] =
 pub mod programs {
     /// `cgroup/connect4` socket load balancer.
     pub const CONNECT4: &str = "connect4";
+    /// `cgroup/connect6`: the same for IPv4-mapped IPv6 destinations.
+    pub const CONNECT6: &str = "connect6";
+    /// `cgroup/sendmsg4`: unconnected UDP to a VIP.
+    pub const SENDMSG4: &str = "sendmsg4";
+    /// `cgroup/recvmsg4`: UDP replies appear from the VIP.
+    pub const RECVMSG4: &str = "recvmsg4";
+    /// `cgroup/getpeername4`: balanced sockets report the VIP.
+    pub const GETPEERNAME4: &str = "getpeername4";
+    /// `sockops`: copies a redirected connection's original destination to
+    /// a key of the client's address.
+    pub const SOCKOPS: &str = "orig_dst_sockops";
+    /// Every program [`super::Datapath::attach`] attaches to the pods cgroup.
+    pub const SOCKET: [&str; 6] = [
+        CONNECT4,
+        CONNECT6,
+        SENDMSG4,
+        RECVMSG4,
+        GETPEERNAME4,
+        SOCKOPS,
+    ];
     /// XDP source-prefix deny filter.
     pub const XDP_DENY: &str = "xdp_deny";
 }
@@ -39,7 +89,7 @@ pub fn load() -> anyhow::Result<Ebpf> {
 
 /// Lifts RLIMIT_MEMLOCK for kernels before 5.11 that still charge BPF maps to
 /// it; harmless on newer kernels.
-fn raise_memlock() {
+pub(crate) fn raise_memlock() {
     let rlim = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
@@ -74,8 +124,9 @@ pub fn load_xdp_deny(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
     Ok(prog)
 }
 
-/// Writes one L4 service and its backends: `vip` and `backends` are
-/// `(ip, port)` in host order; `svc_id` names the backend set.
+/// Writes one L4 service (random choice) and its backends into an object
+/// from [`load`]: `vip` and `backends` are `(ip, port)` in host order;
+/// `svc_id` names the backend set. [`Datapath::apply`] is the daemon's way.
 pub fn put_l4_service(
     ebpf: &mut Ebpf,
     vip: std::net::SocketAddrV4,
@@ -115,6 +166,7 @@ pub fn put_l4_service(
         svc_id,
         backend_count: backends.len() as u32,
         mode: proxy_common::mode::L4,
+        lb: proxy_common::lb::RANDOM,
         flags: 0,
         pad: 0,
     };

@@ -1,12 +1,30 @@
 //! A test client that can join a cgroup before it connects, so a test can
-//! put "a process in the pods cgroup" without moving the test runner.
+//! put "a process in the pods cgroup" without moving the test runner; and a
+//! one-shot data path loader, so a test can load from a process that exits.
 //!
-//! `strait-probe [--cgroup DIR] tcp ADDR [COUNT]`: connects COUNT times
-//! (default 1) and prints, per connection, the first line the server sent,
-//! or `error <io::ErrorKind>` when the connect or read fails.
+//! ```text
+//! strait-probe [--cgroup DIR] [--elapsed] COMMAND
+//!   tcp ADDR [COUNT] [--bind-from IP] [--peer]
+//!       COUNT connections one after another (default 1); with --bind-from
+//!       connection i first binds to IP+i (a distinct client address).
+//!       Prints per connection the first line the server sent, or
+//!       `error <io::ErrorKind>`; --peer prefixes `getpeername()`;
+//!       --elapsed appends the connect time `<N>us`.
+//!   hold COUNT ADDR [ADDR...]
+//!       Opens COUNT connections (connection i to ADDR number i mod n) that
+//!       are all open at once, then prints per connection
+//!       `<local addr> <peer addr> <first line>`.
+//!   udp ADDR [COUNT] [--connect]
+//!       Sends `ping` COUNT times from one socket and prints per datagram
+//!       `<reply source> <reply>` (or `error <kind>`).
+//!   load --bpffs DIR --node NAME --attach CGROUP [--lb random|round_robin|maglev]
+//!        --service VIP:PORT/PROTO=B1,B2,...  (repeatable)
+//!       Loads, attaches, pins and applies the services, then exits.
+//! ```
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::time::Duration;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::os::fd::FromRawFd;
+use std::time::{Duration, Instant};
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -15,31 +33,233 @@ fn main() {
         std::fs::write(format!("{dir}/cgroup.procs"), "0").expect("join cgroup");
         args.drain(..2);
     }
-    match args.first().map(String::as_str) {
-        Some("tcp") => {
-            let addr = args.get(1).expect("tcp ADDR");
-            let count: usize = args.get(2).map_or(1, |c| c.parse().expect("COUNT"));
-            for _ in 0..count {
-                println!("{}", tcp_once(addr));
+    let elapsed = take_flag(&mut args, "--elapsed");
+    raise_nofile();
+    let cmd = if args.is_empty() {
+        String::new()
+    } else {
+        args.remove(0)
+    };
+    match cmd.as_str() {
+        "tcp" => {
+            let bind_from = take_opt(&mut args, "--bind-from").map(|s| ip(&s));
+            let peer = take_flag(&mut args, "--peer");
+            let addr = sock(args.first().expect("tcp ADDR"));
+            let count: u32 = args.get(1).map_or(1, |c| c.parse().expect("COUNT"));
+            for i in 0..count {
+                let src = bind_from.map(|b| Ipv4Addr::from(u32::from(b) + i));
+                let start = Instant::now();
+                let line = match connect(addr, src) {
+                    Ok(s) if peer => match s.peer_addr() {
+                        Ok(p) => format!("{p} {}", first_line(s)),
+                        Err(e) => format!("error {:?}", e.kind()),
+                    },
+                    Ok(s) => first_line(s),
+                    Err(e) => format!("error {:?}", e.kind()),
+                };
+                if elapsed {
+                    println!("{line} {}us", start.elapsed().as_micros());
+                } else {
+                    println!("{line}");
+                }
+            }
+        }
+        "hold" => {
+            let count: usize = args.first().expect("COUNT").parse().expect("COUNT");
+            let addrs: Vec<SocketAddr> = args[1..].iter().map(|a| sock(a)).collect();
+            assert!(!addrs.is_empty(), "hold COUNT ADDR...");
+            let streams: Vec<std::io::Result<TcpStream>> = (0..count)
+                .map(|i| connect(addrs[i % addrs.len()], None))
+                .collect();
+            for s in streams {
+                match s {
+                    Ok(s) => {
+                        let local = s.local_addr().expect("local addr");
+                        let peer = s.peer_addr().expect("peer addr");
+                        println!("{local} {peer} {}", first_line(s));
+                    }
+                    Err(e) => println!("- - error {:?}", e.kind()),
+                }
+            }
+        }
+        "udp" => {
+            let connected = take_flag(&mut args, "--connect");
+            let addr = sock(args.first().expect("udp ADDR"));
+            let count: u32 = args.get(1).map_or(1, |c| c.parse().expect("COUNT"));
+            udp(addr, count, connected);
+        }
+        "load" => {
+            if let Err(e) = load(args) {
+                eprintln!("strait-probe load: {e:#}");
+                std::process::exit(1);
             }
         }
         _ => {
-            eprintln!("usage: strait-probe [--cgroup DIR] tcp ADDR [COUNT]");
+            eprintln!("usage: strait-probe [--cgroup DIR] [--elapsed] tcp|hold|udp|load ...");
             std::process::exit(2);
         }
     }
 }
 
-fn tcp_once(addr: &str) -> String {
-    let stream =
-        match TcpStream::connect_timeout(&addr.parse().expect("ADDR"), Duration::from_secs(5)) {
-            Ok(s) => s,
-            Err(e) => return format!("error {:?}", e.kind()),
+fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
+    let before = args.len();
+    args.retain(|a| a != flag);
+    args.len() != before
+}
+
+fn take_opt(args: &mut Vec<String>, opt: &str) -> Option<String> {
+    let i = args.iter().position(|a| a == opt)?;
+    let v = args
+        .get(i + 1)
+        .unwrap_or_else(|| panic!("{opt} VALUE"))
+        .clone();
+    args.drain(i..i + 2);
+    Some(v)
+}
+
+fn sock(s: &str) -> SocketAddr {
+    s.parse()
+        .unwrap_or_else(|_| panic!("not a socket address: {s}"))
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse()
+        .unwrap_or_else(|_| panic!("not an IPv4 address: {s}"))
+}
+
+/// Connects to `addr`, first binding to `src` (port chosen by the kernel).
+fn connect(addr: SocketAddr, src: Option<Ipv4Addr>) -> std::io::Result<TcpStream> {
+    let Some(src) = src else {
+        return TcpStream::connect_timeout(&addr, Duration::from_secs(5));
+    };
+    let SocketAddr::V4(dst) = addr else {
+        panic!("--bind-from needs an IPv4 destination");
+    };
+    // SAFETY: plain socket syscalls on a descriptor this function owns; the
+    // sockaddr structs live across the calls.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let sa = |a: SocketAddrV4| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
         };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let local = sa(SocketAddrV4::new(src, 0));
+        if libc::bind(fd, &local as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let remote = sa(dst);
+        if libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+fn first_line(stream: TcpStream) -> String {
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
     let mut line = String::new();
     match BufReader::new(stream).read_line(&mut line) {
         Ok(_) => line.trim_end().to_string(),
         Err(e) => format!("error {:?}", e.kind()),
+    }
+}
+
+fn udp(addr: SocketAddr, count: u32, connected: bool) {
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("bind udp");
+    sock.set_read_timeout(Some(Duration::from_secs(2))).ok();
+    if connected {
+        if let Err(e) = sock.connect(addr) {
+            println!("error {:?}", e.kind());
+            return;
+        }
+    }
+    let mut buf = [0u8; 512];
+    for _ in 0..count {
+        let sent = if connected {
+            sock.send(b"ping")
+        } else {
+            sock.send_to(b"ping", addr)
+        };
+        if let Err(e) = sent {
+            println!("error {:?}", e.kind());
+            continue;
+        }
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => println!("{from} {}", String::from_utf8_lossy(&buf[..n])),
+            Err(e) => println!("error {:?}", e.kind()),
+        }
+    }
+}
+
+/// `load`: a loader process that pins everything and exits, as a daemon
+/// that stops would.
+fn load(mut args: Vec<String>) -> anyhow::Result<()> {
+    use strait::datapath::{
+        Datapath, DatapathConfig, L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service,
+    };
+    let bpffs = take_opt(&mut args, "--bpffs").expect("--bpffs DIR");
+    let node = take_opt(&mut args, "--node").expect("--node NAME");
+    let cgroup = take_opt(&mut args, "--attach").expect("--attach CGROUP");
+    let lb = match take_opt(&mut args, "--lb").as_deref() {
+        None | Some("random") => L4LoadBalancer::Random,
+        Some("round_robin") => L4LoadBalancer::RoundRobin,
+        Some("maglev") => L4LoadBalancer::Maglev,
+        Some(other) => anyhow::bail!("unknown --lb {other}"),
+    };
+    let mut services = Vec::new();
+    while let Some(spec) = take_opt(&mut args, "--service") {
+        let (front, backs) = spec.split_once('=').expect("VIP:PORT/PROTO=B1,...");
+        let (vip, proto) = front.split_once('/').expect("VIP:PORT/PROTO");
+        let vip = sock(vip);
+        services.push(L4Service {
+            host: format!("{vip}.probe"),
+            vip: vip.ip(),
+            port: vip.port(),
+            protocol: if proto == "udp" {
+                L4Protocol::Udp
+            } else {
+                L4Protocol::Tcp
+            },
+            mode: L4Mode::L4,
+            load_balancer: lb,
+            backends: backs
+                .split(',')
+                .filter(|b| !b.is_empty())
+                .map(|b| L4Backend {
+                    addr: sock(b),
+                    weight: 1,
+                    healthy: true,
+                })
+                .collect(),
+        });
+    }
+    let mut config = DatapathConfig::new(node);
+    config.bpffs = bpffs.into();
+    let mut dp = Datapath::new(&config)?;
+    dp.attach(std::path::Path::new(&cgroup))?;
+    let report = dp.apply(&services)?;
+    println!("loaded {} services ({report:?})", dp.service_count());
+    Ok(())
+}
+
+/// 1,000 concurrent connections need more than the usual 1,024 soft limit
+/// once the runtime's own descriptors are counted.
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
     }
 }

@@ -1,0 +1,294 @@
+//! [`Datapath`]: loads the socket programs, attaches them to the pods
+//! cgroup, pins maps and links so the data path outlives the daemon, and
+//! reuses them when the daemon starts again.
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use aya::{
+    programs::{
+        links::{CgroupAttachMode, FdLink, PinnedLink},
+        CgroupSockAddr, SockOps,
+    },
+    Ebpf, EbpfLoader,
+};
+use proxy_common::{ProxyConfig, Workload};
+use strait_config::snapshot::{L4Protocol, L4Service};
+
+use super::{bpffs, maps::Maps, orig_dst, programs, tables, ApplyReport};
+
+/// Where and how the data path is set up.
+#[derive(Clone, Debug)]
+pub struct DatapathConfig {
+    /// Node name: pins go to `<bpffs>/strait/<node>/`, so several simulated
+    /// nodes on one host keep separate data paths.
+    pub node: String,
+    /// bpffs mount point (default `/sys/fs/bpf`; mounted when missing).
+    pub bpffs: PathBuf,
+    /// The node proxy's outbound listener that REDIRECT services and
+    /// meshed pod IPs are sent to (default `127.0.0.1:15001`, Istio's
+    /// outbound capture port).
+    pub outbound: SocketAddrV4,
+}
+
+impl DatapathConfig {
+    /// Defaults for `node`.
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            bpffs: PathBuf::from(bpffs::DEFAULT_BPFFS),
+            outbound: SocketAddrV4::new(
+                std::net::Ipv4Addr::LOCALHOST,
+                proxy_common::ports::OUTBOUND,
+            ),
+        }
+    }
+
+    /// `<bpffs>/strait/<node>`: the pinned maps, and the pinned links under
+    /// `links/`.
+    pub fn pin_dir(&self) -> PathBuf {
+        bpffs::pin_dir(&self.bpffs, &self.node)
+    }
+}
+
+/// Per-service counters summed over CPUs (Envoy's `upstream_cx_total` and
+/// `upstream_cx_none_healthy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCounters {
+    /// Connections balanced or redirected.
+    pub connections: u64,
+    /// Connections refused for want of a usable backend.
+    pub no_backend: u64,
+}
+
+/// The kernel socket data path of one node.
+pub struct Datapath {
+    ebpf: Ebpf,
+    maps: Maps,
+    tables: tables::ServiceTables,
+    pin_dir: PathBuf,
+    links: Vec<PinnedLink>,
+}
+
+impl Datapath {
+    /// Loads the embedded object with its maps pinned under
+    /// [`DatapathConfig::pin_dir`]: maps pinned by an earlier run are reused
+    /// (with their services, so traffic never stops across a restart);
+    /// missing ones are created and pinned. Mounts bpffs when missing and
+    /// writes the outbound listener address. Nothing is attached yet.
+    ///
+    /// Errors: not root, no BPF, bpffs cannot be mounted, the binary was
+    /// built without its eBPF object.
+    pub fn new(config: &DatapathConfig) -> anyhow::Result<Self> {
+        if super::EBPF_OBJECT.is_empty() {
+            bail!("this strait binary was built without its eBPF object: run `cargo xtask build-ebpf` and rebuild");
+        }
+        bpffs::ensure_mounted(&config.bpffs)?;
+        let pin_dir = config.pin_dir();
+        std::fs::create_dir_all(pin_dir.join("links"))
+            .with_context(|| format!("creating {}", pin_dir.display()))?;
+        super::raise_memlock();
+        let mut loader = EbpfLoader::new();
+        let paths: Vec<(&str, PathBuf)> = proxy_common::PINNED_MAPS
+            .iter()
+            .map(|name| (*name, pin_dir.join(name)))
+            .collect();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(super::EBPF_OBJECT).with_context(|| {
+            format!(
+                "loading the eBPF object with maps pinned in {}",
+                pin_dir.display()
+            )
+        })?;
+        let mut maps = Maps::take(&mut ebpf)?;
+        let tables = tables::ServiceTables::recover(&mut maps)?;
+        let mut dp = Self {
+            ebpf,
+            maps,
+            tables,
+            pin_dir,
+            links: Vec::new(),
+        };
+        dp.set_outbound(config.outbound)?;
+        Ok(dp)
+    }
+
+    /// Attaches the socket programs (connect4/6, sendmsg4, recvmsg4,
+    /// getpeername4, sockops) to the cgroup v2 directory `cgroup` — every
+    /// process below it is balanced; the daemon itself must live outside
+    /// it. Links are pinned under `<pin_dir>/links/`; programs already
+    /// attached by an earlier run (pinned link present) are kept as they
+    /// are, so a restart never detaches them.
+    ///
+    /// Errors: the cgroup does not exist or the kernel refuses a program
+    /// (the verifier log is in the error).
+    pub fn attach(&mut self, cgroup: &Path) -> anyhow::Result<()> {
+        for name in programs::SOCKET {
+            let pin = self.pin_dir.join("links").join(name);
+            if pin.exists() {
+                let link = PinnedLink::from_pin(&pin)
+                    .with_context(|| format!("reopening pinned link {}", pin.display()))?;
+                self.links.push(link);
+                continue;
+            }
+            let cg = std::fs::File::open(cgroup)
+                .with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+            let prog = self
+                .ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the eBPF object"))?;
+            // A bpf_link (5.7+) takes no attach flags and always coexists
+            // with other programs on the hook (other agents, a data path in
+            // a parent cgroup): `Single` is the mode that passes flags 0.
+            let mode = CgroupAttachMode::Single;
+            let link: FdLink = if name == programs::SOCKOPS {
+                let p: &mut SockOps = prog.try_into()?;
+                p.load().with_context(|| format!("loading {name}"))?;
+                let id = p.attach(cg, mode)?;
+                p.take_link(id)?.try_into()?
+            } else {
+                let p: &mut CgroupSockAddr = prog.try_into()?;
+                p.load().with_context(|| format!("loading {name}"))?;
+                let id = p
+                    .attach(cg, mode)
+                    .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+                p.take_link(id)?.try_into()?
+            };
+            let pinned = link
+                .pin(&pin)
+                .with_context(|| format!("pinning {}", pin.display()))?;
+            self.links.push(pinned);
+        }
+        Ok(())
+    }
+
+    /// Makes the kernel's service tables hold exactly `services` (IPv4 VIPs;
+    /// others are reported as skipped): new and changed services are
+    /// written (a changed backend set is built aside and swapped in with one
+    /// `SERVICES` update), unchanged ones left alone, missing ones deleted.
+    ///
+    /// Errors: two services with the same VIP, port and protocol, or a map
+    /// is full; the tables then hold the services written before the error.
+    pub fn apply(&mut self, services: &[L4Service]) -> anyhow::Result<ApplyReport> {
+        self.tables.apply(&mut self.maps, services)
+    }
+
+    /// Number of services in the kernel tables.
+    pub fn service_count(&self) -> usize {
+        self.tables.service_count()
+    }
+
+    /// Makes `WORKLOADS` hold exactly `ips` (meshed pod IPs; IPv4 or
+    /// IPv4-mapped): TCP to them is redirected to the node proxy.
+    pub fn set_workloads(&mut self, ips: &[IpAddr]) -> anyhow::Result<()> {
+        let want: std::collections::HashSet<u32> = ips
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(a) => Some(*a),
+                IpAddr::V6(a) => a.to_ipv4_mapped(),
+            })
+            .map(|a| proxy_common::ipv4_to_be(u32::from(a)))
+            .collect();
+        let have: Vec<u32> = self.maps.workloads.keys().filter_map(Result::ok).collect();
+        for ip in have.iter().filter(|ip| !want.contains(ip)) {
+            let _ = self.maps.workloads.remove(ip);
+        }
+        for ip in want {
+            self.maps
+                .workloads
+                .insert(ip, Workload { flags: 0 }, 0)
+                .context("WORKLOADS is full")?;
+        }
+        Ok(())
+    }
+
+    /// Sets the node proxy's outbound listener for redirected connections.
+    pub fn set_outbound(&mut self, addr: SocketAddrV4) -> anyhow::Result<()> {
+        let cfg = ProxyConfig {
+            ip: proxy_common::ipv4_to_be(u32::from(*addr.ip())),
+            port: proxy_common::port_to_be(addr.port()),
+            pad: 0,
+        };
+        self.maps.proxy_config.set(0, cfg, 0)?;
+        Ok(())
+    }
+
+    /// The original destination of a connection redirected to the proxy,
+    /// by the peer address the proxy's `accept()` returned; see
+    /// [`super::OriginalDestinations`] for a handle another component can
+    /// hold.
+    pub fn original_destination(&self, peer: SocketAddr) -> Option<SocketAddr> {
+        orig_dst::lookup(&self.maps.orig_dst, peer)
+    }
+
+    /// Counters of the service `vip:port/protocol` (zero when it has had no
+    /// connection yet).
+    pub fn service_counters(&self, vip: SocketAddrV4, protocol: L4Protocol) -> ServiceCounters {
+        let key = proxy_common::ServiceKey {
+            vip: proxy_common::ipv4_to_be(u32::from(*vip.ip())),
+            port: proxy_common::port_to_be(vip.port()),
+            proto: proto_number(protocol),
+            pad: 0,
+        };
+        let mut sum = ServiceCounters::default();
+        if let Ok(per_cpu) = self.maps.service_stats.get(&key, 0) {
+            for v in per_cpu.iter() {
+                sum.connections += v.connections;
+                sum.no_backend += v.no_backend;
+            }
+        }
+        sum
+    }
+
+    /// Connections the kernel sent to `backend` over all services.
+    pub fn backend_connections(&self, backend: SocketAddrV4, protocol: L4Protocol) -> u64 {
+        let key = tables::stats_key(&backend, proto_number(protocol));
+        self.maps
+            .backend_stats
+            .get(&key, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+
+    /// The pin directory in use.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Detaches every program and removes the pins (`strait run --cleanup`,
+    /// tests): the pods' sockets are no longer balanced or redirected.
+    pub fn cleanup(self) -> anyhow::Result<()> {
+        let Self {
+            ebpf,
+            maps,
+            links,
+            pin_dir,
+            ..
+        } = self;
+        for l in links {
+            // Unpinned and dropped: the last reference, so it detaches.
+            let _ = l.unpin();
+        }
+        drop(maps);
+        drop(ebpf);
+        remove_pins(&pin_dir)
+    }
+}
+
+/// Removes a node's pins without loading anything: pinned links go first
+/// (which detaches their programs once no process holds them), then maps.
+pub fn remove_pins(pin_dir: &Path) -> anyhow::Result<()> {
+    if !pin_dir.exists() {
+        return Ok(());
+    }
+    std::fs::remove_dir_all(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))
+}
+
+fn proto_number(p: L4Protocol) -> u8 {
+    match p {
+        L4Protocol::Tcp => proxy_common::proto::TCP,
+        L4Protocol::Udp => proxy_common::proto::UDP,
+    }
+}

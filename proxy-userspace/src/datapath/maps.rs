@@ -1,0 +1,44 @@
+//! Typed handles on the pinned maps, taken out of the loaded object so the
+//! loader can write several at once.
+use anyhow::Context;
+use aya::{
+    maps::{Array, HashMap, Map, MapData, PerCpuHashMap},
+    Ebpf,
+};
+use proxy_common::{
+    Backend, BackendKey, BackendStatsKey, ClientKey, MaglevTable, OrigDst, ProxyConfig, ServiceKey,
+    ServiceStats, ServiceValue, Workload,
+};
+
+/// The socket data path's maps.
+pub struct Maps {
+    pub services: HashMap<MapData, ServiceKey, ServiceValue>,
+    pub backends: HashMap<MapData, BackendKey, Backend>,
+    pub maglev: HashMap<MapData, u32, MaglevTable>,
+    pub workloads: HashMap<MapData, u32, Workload>,
+    pub proxy_config: Array<MapData, ProxyConfig>,
+    pub orig_dst: HashMap<MapData, ClientKey, OrigDst>,
+    pub service_stats: PerCpuHashMap<MapData, ServiceKey, ServiceStats>,
+    pub backend_stats: PerCpuHashMap<MapData, BackendStatsKey, u64>,
+}
+
+impl Maps {
+    /// Takes the maps out of `ebpf` (programs keep their references).
+    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        Ok(Self {
+            services: take(ebpf, proxy_common::SERVICES)?.try_into()?,
+            backends: take(ebpf, proxy_common::BACKENDS)?.try_into()?,
+            maglev: take(ebpf, proxy_common::MAGLEV)?.try_into()?,
+            workloads: take(ebpf, proxy_common::WORKLOADS)?.try_into()?,
+            proxy_config: take(ebpf, proxy_common::PROXY_CONFIG)?.try_into()?,
+            orig_dst: take(ebpf, proxy_common::ORIG_DST)?.try_into()?,
+            service_stats: take(ebpf, proxy_common::SERVICE_STATS)?.try_into()?,
+            backend_stats: take(ebpf, proxy_common::BACKEND_STATS)?.try_into()?,
+        })
+    }
+}
+
+fn take(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<Map> {
+    ebpf.take_map(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))
+}

@@ -1,0 +1,357 @@
+//! Writes a snapshot's L4 services into `SERVICES`, `BACKENDS` and `MAGLEV`.
+//!
+//! A service whose backends changed gets a new backend set under a fresh id,
+//! written beside the old one; then its single `SERVICES` entry is swapped,
+//! so a `connect()` sees either the whole old set or the whole new one
+//! (Cilium and Katran swap the same way). The old set is deleted after.
+//! Unchanged services are not touched, so re-applying a snapshot costs
+//! nothing in the kernel.
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+
+use anyhow::{bail, Context};
+use proxy_common::{
+    lb, mode, proto, Backend, BackendKey, BackendStatsKey, MaglevTable, ServiceKey, ServiceValue,
+    MAGLEV_TABLE_SIZE, MAX_SLOTS_PER_SERVICE,
+};
+use strait_config::snapshot::{L4LoadBalancer, L4Mode, L4Protocol, L4Service};
+
+use super::{maglev, maps::Maps, slots};
+
+/// What [`super::Datapath::apply`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Services written for the first time.
+    pub added: usize,
+    /// Services whose mode, load balancer or backends changed (swapped).
+    pub updated: usize,
+    /// Services removed because the snapshot no longer has them.
+    pub removed: usize,
+    /// Services already as the snapshot has them.
+    pub unchanged: usize,
+    /// Services the kernel data path cannot carry, with the reason
+    /// (e.g. an IPv6 VIP).
+    pub skipped: Vec<String>,
+}
+
+/// The kernel form of one service: what is compared to decide whether it
+/// changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    mode: u8,
+    lb: u8,
+    /// Healthy IPv4 backends, sorted, with weights.
+    backends: Vec<(SocketAddrV4, u32)>,
+}
+
+struct Installed {
+    /// `None` when recovered from pinned maps after a restart: the next
+    /// apply rewrites it once (same backends give the same Maglev table,
+    /// so no client moves).
+    entry: Option<Entry>,
+    value: ServiceValue,
+}
+
+/// Userspace mirror of what is in `SERVICES`.
+pub struct ServiceTables {
+    installed: BTreeMap<ServiceKey, Installed>,
+    next_id: u32,
+}
+
+impl ServiceTables {
+    /// Reads the (possibly pinned, from an earlier run) `SERVICES` map and
+    /// deletes backend sets no service points at (left by a crash between
+    /// writing a set and swapping it in).
+    pub fn recover(maps: &mut Maps) -> anyhow::Result<Self> {
+        let mut installed = BTreeMap::new();
+        for item in maps.services.iter() {
+            let (key, value) = item.context("reading SERVICES")?;
+            installed.insert(key, Installed { entry: None, value });
+        }
+        let sets: std::collections::HashMap<u32, u32> = installed
+            .values()
+            .filter(|i| i.value.svc_id != 0)
+            .map(|i| (i.value.svc_id, i.value.backend_count))
+            .collect();
+        let next_id = sets
+            .keys()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .wrapping_add(1)
+            .max(1);
+        let orphans: Vec<BackendKey> = maps
+            .backends
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| sets.get(&k.svc_id).is_none_or(|&count| k.slot >= count))
+            .collect();
+        for k in orphans {
+            let _ = maps.backends.remove(&k);
+        }
+        let tables: Vec<u32> = maps.maglev.keys().filter_map(Result::ok).collect();
+        for id in tables.into_iter().filter(|id| !sets.contains_key(id)) {
+            let _ = maps.maglev.remove(&id);
+        }
+        Ok(Self { installed, next_id })
+    }
+
+    /// Number of services in the kernel.
+    pub fn service_count(&self) -> usize {
+        self.installed.len()
+    }
+
+    /// Makes the kernel tables hold exactly `services`.
+    ///
+    /// Errors: two services with the same VIP, port and protocol; a map is
+    /// full (the service being written is left as it was).
+    pub fn apply(
+        &mut self,
+        maps: &mut Maps,
+        services: &[L4Service],
+    ) -> anyhow::Result<ApplyReport> {
+        let mut report = ApplyReport::default();
+        let mut desired: BTreeMap<ServiceKey, (Entry, &str)> = BTreeMap::new();
+        for s in services {
+            let Some((key, entry)) = kernel_form(s, &mut report) else {
+                continue;
+            };
+            if let Some((_, other)) = desired.insert(key, (entry, &s.host)) {
+                bail!(
+                    "L4 services {other} and {} both claim {}:{}/{:?}",
+                    s.host,
+                    s.vip,
+                    s.port,
+                    s.protocol
+                );
+            }
+        }
+        for (key, (entry, host)) in &desired {
+            let old = self.installed.get(key);
+            if old.and_then(|i| i.entry.as_ref()) == Some(entry) {
+                report.unchanged += 1;
+                continue;
+            }
+            let value = self
+                .write(maps, key, entry)
+                .with_context(|| format!("writing L4 service {host} to the kernel"))?;
+            let prev = self.installed.insert(
+                *key,
+                Installed {
+                    entry: Some(entry.clone()),
+                    value,
+                },
+            );
+            match prev {
+                Some(p) => {
+                    delete_set(maps, &p.value);
+                    report.updated += 1;
+                }
+                None => report.added += 1,
+            }
+        }
+        let stale: Vec<ServiceKey> = self
+            .installed
+            .keys()
+            .filter(|k| !desired.contains_key(k))
+            .copied()
+            .collect();
+        for key in stale {
+            let _ = maps.services.remove(&key);
+            if let Some(old) = self.installed.remove(&key) {
+                delete_set(maps, &old.value);
+            }
+            let _ = maps.service_stats.remove(&key);
+            report.removed += 1;
+        }
+        self.sweep_backend_stats(maps);
+        Ok(report)
+    }
+
+    /// Writes `entry`'s backend set under a new id and swaps it in.
+    fn write(
+        &mut self,
+        maps: &mut Maps,
+        key: &ServiceKey,
+        e: &Entry,
+    ) -> anyhow::Result<ServiceValue> {
+        let mut value = ServiceValue {
+            svc_id: 0,
+            backend_count: 0,
+            mode: e.mode,
+            lb: e.lb,
+            flags: 0,
+            pad: 0,
+        };
+        if e.mode == mode::L4 && !e.backends.is_empty() {
+            let id = self.alloc_id();
+            let order: Vec<usize> = if e.lb == lb::MAGLEV {
+                (0..e.backends.len()).collect()
+            } else {
+                let weights: Vec<u32> = e.backends.iter().map(|b| b.1).collect();
+                slots::expand(&weights, MAX_SLOTS_PER_SERVICE)
+            };
+            value.svc_id = id;
+            if let Err(err) = write_set(maps, id, e, &order) {
+                value.backend_count = order.len() as u32;
+                delete_set(maps, &value);
+                return Err(err);
+            }
+            value.backend_count = order.len() as u32;
+        }
+        if let Err(err) = maps.services.insert(key, value, 0) {
+            delete_set(maps, &value);
+            return Err(err).context("SERVICES is full");
+        }
+        Ok(value)
+    }
+
+    fn alloc_id(&mut self) -> u32 {
+        let used: HashSet<u32> = self.installed.values().map(|i| i.value.svc_id).collect();
+        loop {
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            if !used.contains(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Drops counters of backends no service has any more.
+    fn sweep_backend_stats(&self, maps: &mut Maps) {
+        let live: HashSet<BackendStatsKey> = self
+            .installed
+            .iter()
+            .filter_map(|(k, i)| Some((k.proto, i.entry.as_ref()?)))
+            .flat_map(|(p, e)| e.backends.iter().map(move |(a, _)| stats_key(a, p)))
+            .collect();
+        let stale: Vec<BackendStatsKey> = maps
+            .backend_stats
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !live.contains(k))
+            .collect();
+        for k in stale {
+            let _ = maps.backend_stats.remove(&k);
+        }
+    }
+}
+
+fn write_set(maps: &mut Maps, id: u32, e: &Entry, order: &[usize]) -> anyhow::Result<()> {
+    for (slot, &b) in order.iter().enumerate() {
+        let key = BackendKey {
+            svc_id: id,
+            slot: slot as u32,
+        };
+        maps.backends
+            .insert(key, backend(&e.backends[b].0), 0)
+            .context("BACKENDS is full")?;
+    }
+    if e.lb == lb::MAGLEV {
+        let addrs: Vec<(SocketAddr, u32)> = e
+            .backends
+            .iter()
+            .map(|(a, w)| (SocketAddr::V4(*a), *w))
+            .collect();
+        let mut table = Box::new(MaglevTable {
+            slots: [0; MAGLEV_TABLE_SIZE as usize],
+        });
+        table
+            .slots
+            .copy_from_slice(&maglev::table(&addrs, MAGLEV_TABLE_SIZE));
+        maps.maglev
+            .insert(id, table.as_ref(), 0)
+            .context("MAGLEV is full")?;
+    }
+    Ok(())
+}
+
+/// Deletes the backend set (and Maglev table) `value` points at.
+fn delete_set(maps: &mut Maps, value: &ServiceValue) {
+    if value.svc_id == 0 {
+        return;
+    }
+    for slot in 0..value.backend_count {
+        let _ = maps.backends.remove(&BackendKey {
+            svc_id: value.svc_id,
+            slot,
+        });
+    }
+    if value.lb == lb::MAGLEV {
+        let _ = maps.maglev.remove(&value.svc_id);
+    }
+}
+
+/// The kernel key and entry of `s`, or `None` (noted in `report`) when the
+/// kernel cannot carry it.
+fn kernel_form(s: &L4Service, report: &mut ApplyReport) -> Option<(ServiceKey, Entry)> {
+    let Some(vip) = v4(s.vip) else {
+        report.skipped.push(format!(
+            "{} {}:{}: IPv6 VIPs are not balanced in the kernel yet",
+            s.host, s.vip, s.port
+        ));
+        return None;
+    };
+    let proto_ = match s.protocol {
+        L4Protocol::Tcp => proto::TCP,
+        L4Protocol::Udp => proto::UDP,
+    };
+    let key = ServiceKey {
+        vip: proxy_common::ipv4_to_be(u32::from(vip)),
+        port: proxy_common::port_to_be(s.port),
+        proto: proto_,
+        pad: 0,
+    };
+    let mut backends: Vec<(SocketAddrV4, u32)> = s
+        .backends
+        .iter()
+        // Not ready or terminating: never picked for new connections
+        // (established ones never consult the table).
+        .filter(|b| b.healthy)
+        .filter_map(|b| {
+            Some((
+                SocketAddrV4::new(v4(b.addr.ip())?, b.addr.port()),
+                b.weight.max(1),
+            ))
+        })
+        .collect();
+    backends.sort();
+    backends.dedup_by_key(|b| b.0);
+    let entry = Entry {
+        mode: match s.mode {
+            L4Mode::L4 => mode::L4,
+            L4Mode::Redirect => mode::REDIRECT,
+        },
+        lb: match s.load_balancer {
+            L4LoadBalancer::Random => lb::RANDOM,
+            L4LoadBalancer::RoundRobin => lb::ROUND_ROBIN,
+            L4LoadBalancer::Maglev => lb::MAGLEV,
+        },
+        backends,
+    };
+    Some((key, entry))
+}
+
+fn v4(ip: IpAddr) -> Option<std::net::Ipv4Addr> {
+    match ip {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(a) => a.to_ipv4_mapped(),
+    }
+}
+
+fn backend(a: &SocketAddrV4) -> Backend {
+    Backend {
+        ip: proxy_common::ipv4_to_be(u32::from(*a.ip())),
+        port: proxy_common::port_to_be(a.port()),
+        pad: 0,
+    }
+}
+
+pub(super) fn stats_key(a: &SocketAddrV4, proto_: u8) -> BackendStatsKey {
+    BackendStatsKey {
+        ip: proxy_common::ipv4_to_be(u32::from(*a.ip())),
+        port: proxy_common::port_to_be(a.port()),
+        proto: proto_,
+        pad: 0,
+    }
+}

@@ -1,0 +1,157 @@
+//! Loopback fixtures for the socket load-balancing tests: named TCP and UDP
+//! backends, the `strait-probe` client run inside a cgroup, and service
+//! builders.
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+
+use strait::datapath::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
+
+/// A TCP server on 127.0.0.1 that writes `name\n` to every connection. The
+/// thread lives until the test process exits.
+pub fn tcp_backend(name: &str) -> SocketAddrV4 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let addr = v4(l.local_addr().unwrap());
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let _ = writeln!(s, "{name}");
+        }
+    });
+    addr
+}
+
+/// A UDP server on 127.0.0.1 that answers every datagram with `name`.
+pub fn udp_backend(name: &str) -> SocketAddrV4 {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind udp backend");
+    let addr = v4(s.local_addr().unwrap());
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((_, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(name.as_bytes(), from);
+        }
+    });
+    addr
+}
+
+fn v4(a: SocketAddr) -> SocketAddrV4 {
+    match a {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => unreachable!("bound to 127.0.0.1"),
+    }
+}
+
+/// An L4 TCP service `vip` over `backends` (weight, healthy).
+pub fn service(
+    vip: SocketAddrV4,
+    lb: L4LoadBalancer,
+    backends: &[(SocketAddrV4, u32, bool)],
+) -> L4Service {
+    L4Service {
+        host: format!("svc-{}-{}.test.svc.cluster.local", vip.ip(), vip.port()),
+        vip: IpAddr::V4(*vip.ip()),
+        port: vip.port(),
+        protocol: L4Protocol::Tcp,
+        mode: L4Mode::L4,
+        load_balancer: lb,
+        backends: backends
+            .iter()
+            .map(|&(a, weight, healthy)| L4Backend {
+                addr: SocketAddr::V4(a),
+                weight,
+                healthy,
+            })
+            .collect(),
+    }
+}
+
+/// Runs `strait-probe` (path `probe`) with `args`, inside `cgroup` when
+/// given, and returns its output lines. Panics when the probe fails.
+pub fn probe(probe: &str, cgroup: Option<&Path>, args: &[&str]) -> Vec<String> {
+    let mut cmd = Command::new(probe);
+    if let Some(cg) = cgroup {
+        cmd.arg("--cgroup").arg(cg);
+    }
+    let out = cmd.args(args).output().expect("run strait-probe");
+    assert!(
+        out.status.success(),
+        "strait-probe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// How many times each line occurs.
+pub fn tally<S: AsRef<str>>(lines: &[S]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for l in lines {
+        *m.entry(l.as_ref().to_string()).or_default() += 1;
+    }
+    m
+}
+
+/// Asserts `count` of `n` trials is within 5 standard deviations of the
+/// binomial mean for success probability `p` (a false failure about once
+/// in 3.5 million runs).
+pub fn assert_binomial(what: &str, count: usize, n: usize, p: f64) {
+    let mean = n as f64 * p;
+    let sigma = (n as f64 * p * (1.0 - p)).sqrt();
+    assert!(
+        (count as f64 - mean).abs() <= 5.0 * sigma,
+        "{what}: {count} of {n}, expected {mean:.0} ± {:.0} (5σ)",
+        5.0 * sigma
+    );
+}
+
+/// One test's data path: a private bpffs, a pods cgroup and a [`Datapath`]
+/// attached to it. Dropped in field order: the data path is cleaned up
+/// (programs detached, pins removed), then the cgroup, then the bpffs.
+pub struct Fixture {
+    /// The loaded, attached data path (`None` once cleaned up).
+    pub dp: Option<strait::datapath::Datapath>,
+    /// The "pods" cgroup the programs are attached to.
+    pub cg: crate::cgroup::TestCgroup,
+    /// The bpffs the pins live in.
+    pub bpffs: crate::bpffs::TestBpffs,
+}
+
+impl Fixture {
+    /// Loads and attaches a data path for node `name` with the node proxy
+    /// at `outbound`.
+    pub fn new(p: &crate::privileged::Privileged, name: &str, outbound: SocketAddrV4) -> Self {
+        let bpffs = crate::bpffs::TestBpffs::new().expect("mount bpffs");
+        let cg = crate::cgroup::TestCgroup::new(&p.cgroup2, name).expect("create cgroup");
+        let mut config = strait::datapath::DatapathConfig::new(name);
+        config.bpffs = bpffs.path().to_path_buf();
+        config.outbound = outbound;
+        let mut dp = strait::datapath::Datapath::new(&config).expect("load data path");
+        dp.attach(cg.path()).expect("attach to cgroup");
+        Self {
+            dp: Some(dp),
+            cg,
+            bpffs,
+        }
+    }
+
+    /// The data path.
+    pub fn dp(&mut self) -> &mut strait::datapath::Datapath {
+        self.dp.as_mut().expect("data path already cleaned up")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(dp) = self.dp.take() {
+            if let Err(e) = dp.cleanup() {
+                eprintln!("warning: data path cleanup: {e:#}");
+            }
+        }
+    }
+}
