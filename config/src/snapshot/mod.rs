@@ -1,6 +1,291 @@
 //! The compiled mesh: what the daemon and the kernel maps consume.
 //!
-//! Nothing downstream of this module re-parses YAML.
+//! Nothing downstream of this module re-parses YAML. Every collection is a
+//! `BTreeMap` or a sorted `Vec`, so the same input always gives the same
+//! snapshot (and the same JSON). Durations are milliseconds, percentages
+//! `0.0..=100.0`.
+pub mod cluster;
+pub mod gateway;
 pub mod l4;
+pub mod policy;
+pub mod route;
 
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+pub use cluster::{
+    cluster_name, ClientTls, Cluster, ConnectionPool, ConsistentHash, Endpoint, HashAlgorithm,
+    HashKey, LoadBalancer, OutlierDetection, SimpleLb, TlsMode,
+};
+pub use gateway::{Gateway, GatewayServer, ServerTls, VirtualHost};
 pub use l4::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
+pub use policy::{
+    AuthzAction, AuthzPolicy, AuthzRule, JwtRule, MtlsMode, PeerAuthn, Policies, RequestAuthn,
+    Selector, WorkloadPolicies,
+};
+pub use route::{
+    AbortStatus, CorsPolicy, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderMatch, HeaderOps,
+    Headers, HttpMatch, HttpRoute, HttpRouteDestination, L4Match, Mirror, Redirect, RegexRewrite,
+    Retries, Rewrite, Routes, StringMatch, TcpRoute, TlsRoute, WeightedCluster,
+};
+
+/// Application protocol of a port, chosen as Istio does: UDP ports are UDP;
+/// else `appProtocol` if set (Kubernetes' `kubernetes.io/h2c` → HTTP2,
+/// `kubernetes.io/ws`/`wss` → HTTP/HTTPS); else the port name up to the first
+/// `-` (`http-web` → HTTP, `grpc-web` → GRPC); anything else is
+/// [`Protocol::Unknown`], for which the proxy sniffs the protocol.
+/// ServiceEntry and Gateway ports give `protocol` explicitly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Protocol {
+    /// HTTP/1.1 (or HTTP/2 upgraded by the client).
+    #[serde(rename = "HTTP")]
+    Http,
+    /// HTTP/2 prior knowledge (h2c).
+    #[serde(rename = "HTTP2")]
+    Http2,
+    /// HTTPS: TLS that the mesh does not terminate.
+    #[serde(rename = "HTTPS")]
+    Https,
+    /// gRPC (HTTP/2).
+    #[serde(rename = "GRPC")]
+    Grpc,
+    /// gRPC-Web (HTTP/1.1).
+    #[serde(rename = "GRPC-WEB")]
+    GrpcWeb,
+    /// Opaque TCP.
+    #[serde(rename = "TCP")]
+    Tcp,
+    /// TLS, routed by SNI.
+    #[serde(rename = "TLS")]
+    Tls,
+    /// MongoDB (treated as TCP).
+    #[serde(rename = "MONGO")]
+    Mongo,
+    /// Redis (treated as TCP).
+    #[serde(rename = "REDIS")]
+    Redis,
+    /// MySQL (treated as TCP).
+    #[serde(rename = "MYSQL")]
+    Mysql,
+    /// UDP.
+    #[serde(rename = "UDP")]
+    Udp,
+    /// Not declared: detect (sniff) on the connection.
+    #[serde(rename = "UNKNOWN")]
+    Unknown,
+}
+
+impl Protocol {
+    /// Istio's `protocol.Parse`: case-insensitive protocol names.
+    pub fn parse(s: &str) -> Protocol {
+        match s.to_ascii_lowercase().as_str() {
+            "http" | "http1" => Protocol::Http,
+            "http2" | "h2c" => Protocol::Http2,
+            "https" => Protocol::Https,
+            "grpc" => Protocol::Grpc,
+            "grpc-web" => Protocol::GrpcWeb,
+            "tcp" => Protocol::Tcp,
+            "tls" => Protocol::Tls,
+            "mongo" => Protocol::Mongo,
+            "redis" => Protocol::Redis,
+            "mysql" => Protocol::Mysql,
+            "udp" => Protocol::Udp,
+            _ => Protocol::Unknown,
+        }
+    }
+
+    /// Protocol of a Kubernetes Service port (see the type's docs).
+    pub fn from_service_port(name: &str, transport: &str, app_protocol: Option<&str>) -> Protocol {
+        if transport.eq_ignore_ascii_case("UDP") {
+            return Protocol::Udp;
+        }
+        if let Some(ap) = app_protocol {
+            return match ap {
+                "kubernetes.io/h2c" => Protocol::Http2,
+                "kubernetes.io/ws" => Protocol::Http,
+                "kubernetes.io/wss" => Protocol::Https,
+                other => Protocol::parse(other),
+            };
+        }
+        let lower = name.to_ascii_lowercase();
+        let prefix = lower.split('-').next().unwrap_or("");
+        Protocol::parse(prefix)
+    }
+
+    /// HTTP-family: routed with `http` rules.
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
+        )
+    }
+
+    /// Transport of the port.
+    pub fn l4(self) -> L4Protocol {
+        if self == Protocol::Udp {
+            L4Protocol::Udp
+        } else {
+            L4Protocol::Tcp
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = serde_json::to_value(self).ok();
+        let s = s.as_ref().and_then(|v| v.as_str()).unwrap_or("UNKNOWN");
+        f.write_str(s)
+    }
+}
+
+/// Where a service comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServiceSource {
+    /// A Kubernetes Service.
+    Kubernetes,
+    /// An Istio ServiceEntry inside the mesh (`MESH_INTERNAL`).
+    ServiceEntryInternal,
+    /// An Istio ServiceEntry outside the mesh (`MESH_EXTERNAL`, the default).
+    ServiceEntryExternal,
+}
+
+/// One port of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePort {
+    /// Port name (may be empty on single-port Kubernetes services).
+    pub name: String,
+    /// Service port.
+    pub port: u16,
+    /// Target port number when numeric (None: named target port, resolved
+    /// per endpoint; or same as `port`).
+    pub target_port: Option<u16>,
+    /// Application protocol.
+    pub protocol: Protocol,
+}
+
+/// A service: a Kubernetes Service or one host of a ServiceEntry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// FQDN, e.g. `reviews.default.svc.cluster.local` (ServiceEntry: its host).
+    pub host: String,
+    /// Resource name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// ClusterIP / ServiceEntry address; None for headless or address-less.
+    pub vip: Option<IpAddr>,
+    /// Ports, sorted by number.
+    pub ports: Vec<ServicePort>,
+    /// Service labels.
+    pub labels: BTreeMap<String, String>,
+    /// Pod selector (Kubernetes) or workloadSelector (ServiceEntry).
+    pub selector: BTreeMap<String, String>,
+    /// Origin.
+    pub source: ServiceSource,
+    /// ServiceEntry `resolution` (`NONE`, `STATIC`, `DNS`, `DNS_ROUND_ROBIN`);
+    /// Kubernetes services are `STATIC`-like (`CLIENT_SIDE_LB`).
+    pub resolution: String,
+    /// Namespaces that see it (`*`: all; from `exportTo` or the
+    /// `networking.istio.io/exportTo` annotation).
+    pub export_to: Vec<String>,
+}
+
+impl Service {
+    /// The port with this number.
+    pub fn port(&self, port: u16) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.port == port)
+    }
+
+    /// `true` when a workload in `namespace` may see the service.
+    pub fn visible_from(&self, namespace: &str) -> bool {
+        self.export_to
+            .iter()
+            .any(|e| e == "*" || e == namespace || (e == "." && namespace == self.namespace))
+    }
+}
+
+/// A meshed workload instance (a Pod or a WorkloadEntry).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workload {
+    /// Pod / WorkloadEntry name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Address.
+    pub ip: IpAddr,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Service account (`default` when the pod names none).
+    pub service_account: String,
+    /// `region/zone/subzone`, empty if unknown.
+    pub locality: String,
+    /// Node name, if known.
+    pub node: Option<String>,
+    /// Hosts of the services that select it, sorted.
+    pub services: Vec<String>,
+}
+
+/// Everything the data plane needs, compiled from the resources.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MeshSnapshot {
+    /// Host → service.
+    pub services: BTreeMap<String, Service>,
+    /// Envoy cluster name (`outbound|port|subset|host`) → cluster.
+    pub clusters: BTreeMap<String, Cluster>,
+    /// Host → port → routes for mesh (sidecar/waypoint) traffic. Every port of
+    /// every service has an entry (a default route when no VirtualService).
+    pub routes: BTreeMap<String, BTreeMap<u16, Routes>>,
+    /// `namespace/name` → gateway.
+    pub gateways: BTreeMap<String, Gateway>,
+    /// Security policies.
+    pub policies: Policies,
+    /// Pod / WorkloadEntry IP → workload.
+    pub workloads: BTreeMap<IpAddr, Workload>,
+    /// VIP → hosts having that address (sorted).
+    pub vips: BTreeMap<IpAddr, Vec<String>>,
+    /// Kernel service table, sorted by (vip, port, protocol).
+    pub l4: Vec<L4Service>,
+}
+
+impl MeshSnapshot {
+    /// The service and port behind an original destination `vip:port`.
+    pub fn service_by_vip(&self, vip: IpAddr, port: u16) -> Option<(&Service, &ServicePort)> {
+        self.vips.get(&vip)?.iter().find_map(|h| {
+            let s = self.services.get(h)?;
+            Some((s, s.port(port)?))
+        })
+    }
+
+    /// Routes of `host:port`.
+    pub fn routes_for(&self, host: &str, port: u16) -> Option<&Routes> {
+        self.routes.get(host)?.get(&port)
+    }
+
+    /// Routes for an original destination `vip:port`, with the service.
+    pub fn routes_by_vip(&self, vip: IpAddr, port: u16) -> Option<(&Service, &Routes)> {
+        let (svc, p) = self.service_by_vip(vip, port)?;
+        Some((svc, self.routes_for(&svc.host, p.port)?))
+    }
+
+    /// A cluster by Envoy name.
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.get(name)
+    }
+
+    /// The workload with this IP.
+    pub fn workload(&self, ip: IpAddr) -> Option<&Workload> {
+        self.workloads.get(&ip)
+    }
+
+    /// The kernel entry for `vip:port/proto`.
+    pub fn l4_service(&self, vip: IpAddr, port: u16, proto: L4Protocol) -> Option<&L4Service> {
+        self.l4
+            .binary_search_by(|s| (s.vip, s.port, s.protocol).cmp(&(vip, port, proto)))
+            .ok()
+            .map(|i| &self.l4[i])
+    }
+}

@@ -1,0 +1,117 @@
+//! The L4 kernel table (`SERVICES` / `BACKENDS` maps).
+//!
+//! One entry per service with a VIP, per port. Mode rule (DESIGN, "Kernel
+//! data path"): [`L4Mode::Redirect`] when the port's traffic needs the node
+//! proxy, that is when any of these holds, else [`L4Mode::L4`]:
+//! 1. a mesh VirtualService routes the host (any http, tcp or tls rule:
+//!    subsets, weights, rewrites and faults are L7/proxy work);
+//! 2. the effective DestinationRule policy for the port sets upstream TLS
+//!    other than DISABLE, an HTTP-keyed consistent hash (header, cookie,
+//!    query parameter), HTTP connection-pool limits, or outlier detection;
+//! 3. an AuthorizationPolicy that uses HTTP attributes, or any
+//!    RequestAuthentication, selects a workload of the service;
+//! 4. a PeerAuthentication makes a workload of the service STRICT (mTLS
+//!    needs the proxy; PERMISSIVE accepts plain text, so L4 still works).
+//!
+//! Load balancer: `RANDOM` → Random, `ROUND_ROBIN`/`LEAST_REQUEST` →
+//! RoundRobin, `consistentHash` (source IP or Maglev) → Maglev; Istio's
+//! default LEAST_REQUEST has no per-request state in the kernel, so it maps
+//! to Random, like kube-proxy.
+use std::collections::BTreeMap;
+
+use super::clusters::{dr_for, effective};
+use super::routes::mesh_vs_for;
+use super::Index;
+use crate::snapshot::{
+    cluster_name, HashAlgorithm, HashKey, L4Backend, L4LoadBalancer, L4Mode, L4Service,
+    LoadBalancer, MeshSnapshot, MtlsMode, Service, SimpleLb,
+};
+
+fn workloads_of<'s>(
+    snap: &'s MeshSnapshot,
+    svc: &Service,
+) -> Vec<(&'s str, &'s BTreeMap<String, String>)> {
+    snap.workloads
+        .values()
+        .filter(|w| w.services.iter().any(|h| h == &svc.host))
+        .map(|w| (w.namespace.as_str(), &w.labels))
+        .collect()
+}
+
+fn policy_needs_proxy(snap: &MeshSnapshot, svc: &Service) -> bool {
+    workloads_of(snap, svc).into_iter().any(|(ns, labels)| {
+        let p = snap.policies.for_workload(ns, labels);
+        p.mtls == MtlsMode::Strict
+            || p.port_mtls.values().any(|m| *m == MtlsMode::Strict)
+            || !p.request_authn.is_empty()
+            || p.authz.iter().any(|a| a.needs_l7)
+    })
+}
+
+/// Builds the table, sorted by (vip, port, protocol).
+pub(crate) fn build(idx: &Index<'_>, snap: &MeshSnapshot) -> Vec<L4Service> {
+    let mut out = Vec::new();
+    for svc in snap.services.values() {
+        let Some(vip) = svc.vip else { continue };
+        let routed = mesh_vs_for(idx, &svc.host).is_some();
+        let policy = policy_needs_proxy(snap, svc);
+        let dr = dr_for(idx, &svc.host, &svc.namespace);
+        for port in &svc.ports {
+            let e = effective(&dr, port.port, None);
+            let tls = e
+                .tls
+                .is_some_and(|t| t.mode.as_deref().is_some_and(|m| m != "DISABLE"));
+            let http_pool = e.pool.is_some_and(|p| p.http.is_some());
+            let cluster = snap.clusters.get(&cluster_name(port.port, "", &svc.host));
+            let lb = cluster.map(|c| c.load_balancer.clone()).unwrap_or_default();
+            let http_hash =
+                matches!(&lb, LoadBalancer::ConsistentHash(ch) if ch.key != HashKey::UseSourceIp);
+            let redirect = routed || policy || tls || http_pool || e.od.is_some() || http_hash;
+            let load_balancer = match &lb {
+                LoadBalancer::Simple(SimpleLb::RoundRobin | SimpleLb::LeastRequest)
+                    if e.lb.is_some() =>
+                {
+                    L4LoadBalancer::RoundRobin
+                }
+                LoadBalancer::ConsistentHash(ch)
+                    if ch.key == HashKey::UseSourceIp
+                        || matches!(ch.algorithm, HashAlgorithm::Maglev { .. }) =>
+                {
+                    L4LoadBalancer::Maglev
+                }
+                _ => L4LoadBalancer::Random,
+            };
+            let mut backends: Vec<L4Backend> = cluster
+                .map(|c| {
+                    c.endpoints
+                        .iter()
+                        .map(|e| L4Backend {
+                            addr: e.addr,
+                            weight: e.weight.max(1),
+                            healthy: e.healthy,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            backends.sort();
+            out.push(L4Service {
+                host: svc.host.clone(),
+                vip,
+                port: port.port,
+                protocol: port.protocol.l4(),
+                mode: if redirect {
+                    L4Mode::Redirect
+                } else {
+                    L4Mode::L4
+                },
+                load_balancer,
+                backends,
+            });
+        }
+    }
+    out.sort_by(|a, b| {
+        (a.vip, a.port, a.protocol, &a.host).cmp(&(b.vip, b.port, b.protocol, &b.host))
+    });
+    out.dedup_by(|a, b| (a.vip, a.port, a.protocol) == (b.vip, b.port, b.protocol));
+    out
+}

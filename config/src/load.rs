@@ -1,0 +1,347 @@
+//! Loading resources from multi-document YAML (files, directories, strings).
+//!
+//! Each document keeps its file and the line it starts on. Documents of
+//! kinds Strait does not use (EnvoyFilter, Telemetry, ConfigMap, ...) are
+//! reported once per kind as [`Level::Info`], not as errors. A document that
+//! does not parse gives one [`Level::Error`] and is skipped; the others load.
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::api::{Object, Origin, Resource};
+use crate::diag::{Diagnostic, Level};
+
+/// What a load produced.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    /// Resources in file order.
+    pub resources: Vec<Resource>,
+    /// Parse errors and ignored-kind notes.
+    pub diagnostics: Vec<Diagnostic>,
+    ignored: BTreeSet<String>,
+}
+
+impl Loaded {
+    /// `true` when some document failed to parse.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// The first two fields of every document.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: Option<HeaderMeta>,
+}
+
+#[derive(Deserialize)]
+struct HeaderMeta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// Splits multi-document YAML into `(first line, text)` pairs; the first
+/// line is 1-based and skips blank and comment lines. Empty documents are
+/// dropped.
+pub fn split_documents(text: &str) -> Vec<(usize, usize, &str)> {
+    fn push<'t>(
+        text: &'t str,
+        from: usize,
+        to: usize,
+        first: usize,
+        docs: &mut Vec<(usize, usize, &'t str)>,
+    ) {
+        let body = &text[from..to];
+        let content = body.lines().position(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#')
+        });
+        if let Some(i) = content {
+            docs.push((first, first + i, body));
+        }
+    }
+    let mut docs = Vec::new();
+    let mut start_byte = 0;
+    let mut start_line = 1;
+    let mut offset = 0;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let t = line.trim_end();
+        if t == "---" || t.starts_with("--- ") || t == "..." {
+            push(text, start_byte, offset, start_line, &mut docs);
+            start_byte = offset + line.len();
+            start_line = n + 2;
+        }
+        offset += line.len();
+    }
+    push(text, start_byte, text.len(), start_line, &mut docs);
+    docs
+}
+
+/// Loads every document of `text`, labelled `file` in diagnostics.
+pub fn load_str(text: &str, file: &str) -> Loaded {
+    let mut out = Loaded::default();
+    load_into(&mut out, text, file);
+    out
+}
+
+/// Loads files and directories (recursively: `*.yaml`, `*.yml`, `*.json`,
+/// in sorted path order). A path that cannot be read is an error.
+pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Loaded {
+    let mut out = Loaded::default();
+    for p in paths {
+        let p = p.as_ref();
+        let mut files = Vec::new();
+        if let Err(e) = collect(p, &mut files) {
+            out.diagnostics
+                .push(file_error(p, format!("cannot read: {e}")));
+            continue;
+        }
+        for f in files {
+            match std::fs::read_to_string(&f) {
+                Ok(text) => load_into(&mut out, &text, &f.display().to_string()),
+                Err(e) => out
+                    .diagnostics
+                    .push(file_error(&f, format!("cannot read: {e}"))),
+            }
+        }
+    }
+    out
+}
+
+fn file_error(p: &Path, message: String) -> Diagnostic {
+    Diagnostic {
+        level: Level::Error,
+        code: None,
+        origin: Some(Origin {
+            file: p.display().to_string(),
+            line: 0,
+        }),
+        resource: None,
+        field: None,
+        message,
+    }
+}
+
+fn collect(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    if p.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        entries.sort();
+        for e in entries {
+            if e.is_dir() {
+                collect(&e, out)?;
+            } else if matches!(
+                e.extension().and_then(|x| x.to_str()),
+                Some("yaml" | "yml" | "json")
+            ) {
+                out.push(e);
+            }
+        }
+        Ok(())
+    } else {
+        std::fs::metadata(p)?;
+        out.push(p.to_path_buf());
+        Ok(())
+    }
+}
+
+fn load_into(out: &mut Loaded, text: &str, file: &str) {
+    for (first, content_line, doc) in split_documents(text) {
+        let origin = Origin {
+            file: file.to_string(),
+            line: content_line,
+        };
+        match parse_document(doc, first, &origin) {
+            Ok(Parsed::Resource(r)) => out.resources.push(*r),
+            Ok(Parsed::Ignored(kind)) => {
+                if out.ignored.insert(kind.clone()) {
+                    out.diagnostics.push(Diagnostic {
+                        level: Level::Info,
+                        code: None,
+                        origin: Some(origin),
+                        resource: None,
+                        field: None,
+                        message: format!("kind {kind} is not used by Strait; ignored"),
+                    });
+                }
+            }
+            Ok(Parsed::Empty) => {}
+            Err(d) => out.diagnostics.push(*d),
+        }
+    }
+}
+
+enum Parsed {
+    Resource(Box<Resource>),
+    Ignored(String),
+    Empty,
+}
+
+/// Turns a serde_yaml error into a diagnostic with an absolute line.
+fn yaml_error(
+    e: serde_yaml::Error,
+    first: usize,
+    origin: &Origin,
+    key: Option<String>,
+) -> Box<Diagnostic> {
+    let mut msg = e.to_string();
+    let mut line = origin.line;
+    if let Some(loc) = e.location() {
+        line = first + loc.line() - 1;
+        if let Some(i) = msg.rfind(" at line ") {
+            msg.truncate(i);
+        }
+    }
+    // serde_yaml prefixes the field path: "spec.http[0]: unknown field ...".
+    let (field, msg) = match msg.split_once(": ") {
+        Some((p, m)) if !p.contains(' ') && !p.is_empty() => (Some(p.to_string()), m.to_string()),
+        _ => (None, msg),
+    };
+    Box::new(Diagnostic {
+        level: Level::Error,
+        code: None,
+        origin: Some(Origin {
+            file: origin.file.clone(),
+            line,
+        }),
+        resource: key,
+        field,
+        message: msg,
+    })
+}
+
+fn typed<T: DeserializeOwned>(
+    doc: &str,
+    first: usize,
+    origin: &Origin,
+    key: &str,
+) -> Result<T, Box<Diagnostic>> {
+    serde_yaml::from_str(doc).map_err(|e| yaml_error(e, first, origin, Some(key.to_string())))
+}
+
+fn parse_document(doc: &str, first: usize, origin: &Origin) -> Result<Parsed, Box<Diagnostic>> {
+    let header: Option<Header> =
+        serde_yaml::from_str(doc).map_err(|e| yaml_error(e, first, origin, None))?;
+    let Some(header) = header else {
+        return Ok(Parsed::Empty);
+    };
+    let api = header.api_version.unwrap_or_default();
+    let kind = header.kind.unwrap_or_default();
+    let (name, ns) = header
+        .metadata
+        .map(|m| (m.name.unwrap_or_default(), m.namespace))
+        .unwrap_or_default();
+    let key = format!("{kind}/{}/{name}", ns.as_deref().unwrap_or("default"));
+    let missing = |what: &str| {
+        Box::new(Diagnostic {
+            level: Level::Error,
+            code: None,
+            origin: Some(origin.clone()),
+            resource: (!kind.is_empty()).then(|| key.clone()),
+            field: Some(what.to_string()),
+            message: format!("{what} is required"),
+        })
+    };
+    if api.is_empty() {
+        return Err(missing("apiVersion"));
+    }
+    if kind.is_empty() {
+        return Err(missing("kind"));
+    }
+    let group = api.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    let version = api.rsplit('/').next().unwrap_or("");
+    let istio_net =
+        group == "networking.istio.io" && matches!(version, "v1" | "v1beta1" | "v1alpha3");
+    let istio_sec = group == "security.istio.io" && matches!(version, "v1" | "v1beta1");
+    let object = match (kind.as_str(), istio_net, istio_sec, api.as_str()) {
+        ("VirtualService", true, _, _) => Object::VirtualService(typed(doc, first, origin, &key)?),
+        ("DestinationRule", true, _, _) => {
+            Object::DestinationRule(typed(doc, first, origin, &key)?)
+        }
+        ("Gateway", true, _, _) => Object::Gateway(typed(doc, first, origin, &key)?),
+        ("ServiceEntry", true, _, _) => Object::ServiceEntry(typed(doc, first, origin, &key)?),
+        ("Sidecar", true, _, _) => Object::Sidecar(typed(doc, first, origin, &key)?),
+        ("WorkloadEntry", true, _, _) => Object::WorkloadEntry(typed(doc, first, origin, &key)?),
+        ("PeerAuthentication", _, true, _) => {
+            Object::PeerAuthentication(typed(doc, first, origin, &key)?)
+        }
+        ("RequestAuthentication", _, true, _) => {
+            Object::RequestAuthentication(typed(doc, first, origin, &key)?)
+        }
+        ("AuthorizationPolicy", _, true, _) => {
+            Object::AuthorizationPolicy(typed(doc, first, origin, &key)?)
+        }
+        ("Namespace", _, _, "v1") => Object::Namespace(typed(doc, first, origin, &key)?),
+        ("Service", _, _, "v1") => Object::Service(typed(doc, first, origin, &key)?),
+        ("Endpoints", _, _, "v1") => Object::Endpoints(typed(doc, first, origin, &key)?),
+        ("Pod", _, _, "v1") => Object::Pod(typed(doc, first, origin, &key)?),
+        ("ServiceAccount", _, _, "v1") => Object::ServiceAccount(typed(doc, first, origin, &key)?),
+        ("Deployment", _, _, "apps/v1") => Object::Deployment(typed(doc, first, origin, &key)?),
+        ("EndpointSlice", _, _, "discovery.k8s.io/v1") => {
+            Object::EndpointSlice(typed(doc, first, origin, &key)?)
+        }
+        _ => return Ok(Parsed::Ignored(format!("{kind} ({api})"))),
+    };
+    let mut object = object;
+    if !matches!(object, Object::Namespace(_)) {
+        let meta = object.metadata_mut();
+        if meta.namespace.as_deref().unwrap_or("").is_empty() {
+            meta.namespace = Some("default".to_string());
+        }
+    }
+    Ok(Parsed::Resource(Box::new(Resource {
+        origin: origin.clone(),
+        object,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_keep_their_lines() {
+        let text = "# c\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n\n---\n# x\napiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n";
+        let docs = split_documents(text);
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].1, 2);
+        assert_eq!(docs[1].1, 9);
+        let l = load_str(text, "t.yaml");
+        assert_eq!(l.resources.len(), 2);
+        assert_eq!(l.resources[1].origin.line, 9);
+        assert_eq!(l.resources[1].name(), "b");
+    }
+
+    #[test]
+    fn ignored_kinds_are_reported_once() {
+        let text = "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: a}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: b}\n";
+        let l = load_str(text, "t.yaml");
+        assert!(l.resources.is_empty());
+        assert_eq!(l.diagnostics.len(), 1);
+        assert_eq!(l.diagnostics[0].level, Level::Info);
+        assert!(l.diagnostics[0].message.contains("EnvoyFilter"));
+    }
+
+    #[test]
+    fn parse_errors_name_file_line_resource_and_field() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\n  namespace: ns\nspec:\n  hosts: [r]\n  http:\n  - rout: []\n";
+        let l = load_str(text, "t.yaml");
+        assert_eq!(l.resources.len(), 1, "the valid document still loads");
+        let d = &l.diagnostics[0];
+        assert_eq!(d.resource.as_deref(), Some("VirtualService/ns/r"));
+        assert_eq!(d.origin.as_ref().unwrap().line, 13);
+        assert_eq!(d.field.as_deref(), Some("spec.http[0]"));
+        assert!(d.message.contains("unknown field `rout`"), "{}", d.message);
+    }
+}

@@ -1,0 +1,267 @@
+//! Compiled upstream clusters: one per (service host, port, subset), named
+//! like Envoy's `outbound|<port>|<subset>|<host>` (empty subset for the
+//! service-wide cluster). Traffic policy is merged as Istio merges it: the
+//! DestinationRule's top-level `trafficPolicy`, then its `portLevelSettings`
+//! for this port, then the subset's `trafficPolicy` (and the subset's own
+//! `portLevelSettings`); each of loadBalancer / connectionPool /
+//! outlierDetection / tls is replaced as a whole by the more specific level.
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::Protocol;
+
+/// Envoy cluster name for an outbound cluster.
+pub fn cluster_name(port: u16, subset: &str, host: &str) -> String {
+    format!("outbound|{port}|{subset}|{host}")
+}
+
+/// One upstream cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// `outbound|<port>|<subset>|<host>`.
+    pub name: String,
+    /// Service FQDN.
+    pub host: String,
+    /// Service port.
+    pub port: u16,
+    /// Subset name, empty for the whole service.
+    pub subset: String,
+    /// Subset labels (empty for the whole service).
+    pub subset_labels: BTreeMap<String, String>,
+    /// Protocol of the service port.
+    pub protocol: Protocol,
+    /// Endpoints (sorted by address); those of the subset only.
+    pub endpoints: Vec<Endpoint>,
+    /// Load balancing.
+    pub load_balancer: LoadBalancer,
+    /// Connection pool limits (circuit breaker thresholds).
+    pub connection_pool: ConnectionPool,
+    /// Passive health checking; None when the DestinationRule has none.
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Upstream TLS.
+    pub tls: ClientTls,
+}
+
+/// An upstream endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Address with the *target* port.
+    pub addr: SocketAddr,
+    /// Workload labels (from the Pod, WorkloadEntry or ServiceEntry endpoint).
+    pub labels: BTreeMap<String, String>,
+    /// `region/zone/subzone` (from `topology.kubernetes.io/*` labels, the
+    /// EndpointSlice zone, or the WorkloadEntry `locality`); empty if unknown.
+    pub locality: String,
+    /// Kubernetes service account (SPIFFE `ns/<ns>/sa/<sa>`); None if unknown.
+    pub service_account: Option<String>,
+    /// Namespace of the workload.
+    pub namespace: String,
+    /// `false` for not-ready / terminating endpoints.
+    pub healthy: bool,
+    /// Load-balancing weight, ≥ 1.
+    pub weight: u32,
+}
+
+/// Simple load-balancing algorithms (`LoadBalancerSettings.simple`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SimpleLb {
+    /// Round robin.
+    RoundRobin,
+    /// Random.
+    Random,
+    /// Power of two choices, least active requests (Istio's default).
+    LeastRequest,
+    /// Connect to the original destination address.
+    Passthrough,
+}
+
+/// What a consistent hash is computed from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashKey {
+    /// A request header's value.
+    HttpHeaderName(String),
+    /// A cookie; generated with `ttl_ms` when absent and a ttl is set.
+    HttpCookie {
+        /// Cookie name.
+        name: String,
+        /// Cookie path.
+        path: Option<String>,
+        /// Cookie lifetime, ms.
+        ttl_ms: Option<u64>,
+    },
+    /// The client IP.
+    UseSourceIp,
+    /// A query parameter.
+    HttpQueryParameterName(String),
+}
+
+/// Consistent hashing table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashAlgorithm {
+    /// Ketama ring; Envoy's default minimum ring size is 1024.
+    RingHash {
+        /// Minimum ring entries.
+        minimum_ring_size: u64,
+    },
+    /// Maglev; Envoy's default table size is 65537 (a prime).
+    Maglev {
+        /// Lookup table size.
+        table_size: u64,
+    },
+}
+
+/// Consistent-hash load balancing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistentHash {
+    /// Hash input.
+    pub key: HashKey,
+    /// Table.
+    pub algorithm: HashAlgorithm,
+}
+
+/// Load-balancing policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancer {
+    /// A simple algorithm.
+    Simple(SimpleLb),
+    /// Consistent hashing.
+    ConsistentHash(ConsistentHash),
+}
+
+impl Default for LoadBalancer {
+    /// Istio's default: `LEAST_REQUEST`.
+    fn default() -> Self {
+        LoadBalancer::Simple(SimpleLb::LeastRequest)
+    }
+}
+
+/// Connection pool limits. Defaults are the values Istio programs into
+/// Envoy when a DestinationRule sets none: effectively unlimited
+/// (`u32::MAX`, i.e. 4294967295) for connections, pending requests,
+/// requests and retries; connect timeout 10 s; HTTP idle timeout 1 h;
+/// unlimited requests per connection. (Envoy's own defaults, without Istio,
+/// are 1024 connections / pending / requests and 3 retries.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionPool {
+    /// `tcp.maxConnections`: max connections to the cluster.
+    pub max_connections: u32,
+    /// `tcp.connectTimeout`, ms.
+    pub connect_timeout_ms: u64,
+    /// `tcp.maxConnectionDuration`, ms (None: unlimited).
+    pub max_connection_duration_ms: Option<u64>,
+    /// `http.http1MaxPendingRequests`: queued requests waiting for a connection.
+    pub http1_max_pending_requests: u32,
+    /// `http.http2MaxRequests`: max concurrent requests to the cluster.
+    pub http2_max_requests: u32,
+    /// `http.maxRequestsPerConnection` (0: unlimited).
+    pub max_requests_per_connection: u32,
+    /// `http.maxRetries`: max concurrent retries to the cluster.
+    pub max_retries: u32,
+    /// `http.idleTimeout` (or `tcp.idleTimeout`), ms.
+    pub idle_timeout_ms: u64,
+    /// `http.h2UpgradePolicy == UPGRADE`.
+    pub h2_upgrade: bool,
+    /// `http.useClientProtocol`.
+    pub use_client_protocol: bool,
+}
+
+impl Default for ConnectionPool {
+    fn default() -> Self {
+        ConnectionPool {
+            max_connections: u32::MAX,
+            connect_timeout_ms: 10_000,
+            max_connection_duration_ms: None,
+            http1_max_pending_requests: u32::MAX,
+            http2_max_requests: u32::MAX,
+            max_requests_per_connection: 0,
+            max_retries: u32::MAX,
+            idle_timeout_ms: 3_600_000,
+            h2_upgrade: false,
+            use_client_protocol: false,
+        }
+    }
+}
+
+/// Outlier detection (Envoy semantics). Defaults are Istio's/Envoy's when a
+/// DestinationRule has an `outlierDetection` block: 5 consecutive 5xx,
+/// gateway errors off, interval 10 s, base ejection 30 s, max ejection 10 %,
+/// min health 0 % (Istio sets Envoy's panic threshold to 0 unless given).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutlierDetection {
+    /// `consecutive5xxErrors` (0: disabled).
+    pub consecutive_5xx_errors: u32,
+    /// `consecutiveGatewayErrors` (502/503/504/connect failures; None: off).
+    pub consecutive_gateway_errors: Option<u32>,
+    /// `consecutiveLocalOriginFailures` (with split errors).
+    pub consecutive_local_origin_failures: Option<u32>,
+    /// `splitExternalLocalOriginErrors`.
+    pub split_external_local_origin_errors: bool,
+    /// `interval`, ms.
+    pub interval_ms: u64,
+    /// `baseEjectionTime`, ms (multiplied by the times ejected).
+    pub base_ejection_time_ms: u64,
+    /// `maxEjectionPercent`, 0..100.
+    pub max_ejection_percent: u32,
+    /// `minHealthPercent`, 0..100.
+    pub min_health_percent: u32,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_5xx_errors: 5,
+            consecutive_gateway_errors: None,
+            consecutive_local_origin_failures: None,
+            split_external_local_origin_errors: false,
+            interval_ms: 10_000,
+            base_ejection_time_ms: 30_000,
+            max_ejection_percent: 10,
+            min_health_percent: 0,
+        }
+    }
+}
+
+/// Upstream TLS mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TlsMode {
+    /// Plain text (unless auto mTLS applies; see [`ClientTls::auto_mtls`]).
+    #[default]
+    Disable,
+    /// TLS, server verified.
+    Simple,
+    /// mTLS with the given client certificate.
+    Mutual,
+    /// mTLS with the mesh workload certificate (HBONE between nodes).
+    IstioMutual,
+}
+
+/// Upstream TLS settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientTls {
+    /// Mode.
+    pub mode: TlsMode,
+    /// `true` when no DestinationRule set `tls`: Istio's auto mTLS uses
+    /// ISTIO_MUTUAL to meshed endpoints and plain text otherwise.
+    pub auto_mtls: bool,
+    /// SNI to send.
+    pub sni: Option<String>,
+    /// Accepted server SANs.
+    pub subject_alt_names: Vec<String>,
+    /// Secret name holding cert/key/CA.
+    pub credential_name: Option<String>,
+    /// CA file.
+    pub ca_certificates: Option<String>,
+    /// Client cert file (MUTUAL).
+    pub client_certificate: Option<String>,
+    /// Client key file (MUTUAL).
+    pub private_key: Option<String>,
+    /// Skip server verification.
+    pub insecure_skip_verify: bool,
+}
