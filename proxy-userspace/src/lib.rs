@@ -2,5 +2,6 @@
 //! L7 proxy, policy, telemetry and admin API. The `strait` binary is a thin
 //! CLI over this library.
 pub mod datapath;
+pub mod proxy;
 pub mod sys;
 pub mod telemetry;

@@ -1,0 +1,155 @@
+//! Upstream clusters (Envoy `outbound|port|subset|host`): endpoints, load
+//! balancer, circuit breaker, outlier detection and the connection pools,
+//! built once per snapshot.
+pub mod endpoint;
+pub mod hash;
+pub mod lb;
+pub mod limits;
+pub mod outlier;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use endpoint::{ActiveGuard, Endpoint};
+pub use lb::{HashKey, LoadBalancer, PickContext, Simple};
+pub use limits::{CircuitBreaker, Limits};
+pub use outlier::OutlierDetection;
+
+use super::upstream::Clients;
+
+/// Which HTTP version the proxy speaks to the upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (service port protocol `http`).
+    Http1,
+    /// HTTP/2 prior knowledge (`http2`, `grpc`, `grpc-web`, or
+    /// `h2UpgradePolicy: UPGRADE`).
+    Http2,
+    /// The client's protocol (ports with sniffed protocol, Envoy's
+    /// `use_downstream_protocol_config`).
+    Downstream,
+}
+
+/// Connection-pool settings other than the circuit-breaker limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// `tcp.connectTimeout` (Istio default 10 s).
+    pub connect_timeout: Duration,
+    /// `http.idleTimeout` (Istio default 1 h).
+    pub idle_timeout: Duration,
+    /// `http.maxRequestsPerConnection`; 0 = unlimited. Only 1 (no
+    /// keep-alive) is enforced; other values are treated as unlimited.
+    pub max_requests_per_connection: u32,
+    /// `tcp.tcpKeepalive` set.
+    pub tcp_keepalive: Option<Duration>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(3600),
+            max_requests_per_connection: 0,
+            tcp_keepalive: None,
+        }
+    }
+}
+
+/// Everything needed to build a [`Cluster`].
+#[derive(Debug)]
+pub struct ClusterSpec {
+    /// Envoy cluster name, e.g. `outbound|9080|v1|reviews.default.svc.cluster.local`.
+    pub name: String,
+    /// Service host (FQDN).
+    pub service: String,
+    /// Service port.
+    pub port: u16,
+    /// Upstream HTTP version.
+    pub protocol: UpstreamProtocol,
+    /// Members (already filtered by subset labels).
+    pub endpoints: Vec<Endpoint>,
+    /// Load-balancer policy.
+    pub lb: LbSpec,
+    /// Circuit-breaker limits.
+    pub limits: Limits,
+    /// Pool settings.
+    pub pool: PoolSettings,
+    /// Outlier detection, when configured.
+    pub outlier: Option<OutlierDetection>,
+}
+
+/// The load-balancer part of a [`ClusterSpec`].
+#[derive(Clone, Debug)]
+pub enum LbSpec {
+    /// A simple policy.
+    Simple(Simple),
+    /// Ring hash with `minimumRingSize`.
+    RingHash(HashKey, usize),
+    /// Maglev with `tableSize`.
+    Maglev(HashKey, usize),
+}
+
+/// A live cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Envoy cluster name.
+    pub name: Arc<str>,
+    /// Service host (FQDN).
+    pub service: Arc<str>,
+    /// Service port.
+    pub port: u16,
+    /// Upstream HTTP version.
+    pub protocol: UpstreamProtocol,
+    /// Members.
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Load balancer and its state.
+    pub lb: LoadBalancer,
+    /// Circuit breaker and its counters.
+    pub breaker: CircuitBreaker,
+    /// Outlier detection.
+    pub outlier: Option<OutlierDetection>,
+    /// Pool settings.
+    pub pool: PoolSettings,
+    /// HTTP connection pools.
+    pub(crate) clients: Clients,
+}
+
+impl Cluster {
+    /// Builds the live cluster: hash tables, counters and (lazy) pools.
+    pub fn new(spec: ClusterSpec) -> Self {
+        let endpoints: Vec<Arc<Endpoint>> = spec.endpoints.into_iter().map(Arc::new).collect();
+        let lb = match spec.lb {
+            LbSpec::Simple(s) => LoadBalancer::simple(s),
+            LbSpec::RingHash(k, size) => {
+                LoadBalancer::Hash(k, hash::HashTable::ring(&endpoints, size))
+            }
+            LbSpec::Maglev(k, size) => {
+                LoadBalancer::Hash(k, hash::HashTable::maglev(&endpoints, size))
+            }
+        };
+        Self {
+            name: spec.name.into(),
+            service: spec.service.into(),
+            port: spec.port,
+            protocol: spec.protocol,
+            endpoints,
+            lb,
+            breaker: CircuitBreaker::new(spec.limits),
+            outlier: spec.outlier,
+            pool: spec.pool,
+            clients: Clients::new(&spec.pool),
+        }
+    }
+
+    /// Picks an endpoint; `None` = no healthy upstream (or PASSTHROUGH).
+    pub fn pick(&self, ctx: &PickContext<'_>) -> Option<Arc<Endpoint>> {
+        self.lb.pick(&self.endpoints, ctx)
+    }
+
+    /// Records a try's result for outlier detection.
+    pub fn record(&self, ep: &Endpoint, result: outlier::TryResult) {
+        if let Some(od) = &self.outlier {
+            od.record(ep, result, &self.endpoints);
+        }
+    }
+}

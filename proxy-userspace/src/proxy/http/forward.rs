@@ -1,0 +1,288 @@
+//! Sending a routed request upstream: endpoint pick, circuit breaker,
+//! per-try and route timeouts, Envoy's retry policy and backoff, outlier
+//! detection, and the local replies for each failure.
+use std::any::Any;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+
+use super::local_reply::{self as lr, local_reply};
+use crate::proxy::access_log::AccessLogRecord;
+use crate::proxy::body::{full, ProxyBody};
+use crate::proxy::cluster::outlier::TryResult;
+use crate::proxy::cluster::{ActiveGuard, Cluster, PickContext};
+use crate::proxy::flags::ResponseFlags;
+use crate::proxy::route::actions::TryOutcome;
+use crate::proxy::route::RetryPolicy;
+use crate::proxy::upstream::UpstreamError;
+
+/// The request body as the retry logic sees it.
+pub enum RequestBody {
+    /// Fully read (small, known size): can be sent again.
+    Buffered(Bytes),
+    /// Streamed through once: no retry after the first send.
+    Streaming(ProxyBody),
+}
+
+/// A request ready to go upstream (headers already rewritten).
+pub struct Outgoing {
+    /// Method.
+    pub method: http::Method,
+    /// Path and query to send.
+    pub path_and_query: http::uri::PathAndQuery,
+    /// Headers to send.
+    pub headers: http::HeaderMap,
+    /// Body.
+    pub body: RequestBody,
+    /// Downstream upgrade (WebSocket), when the client asked for one.
+    pub on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// How to forward.
+pub struct Plan<'a> {
+    /// Target cluster.
+    pub cluster: &'a Arc<Cluster>,
+    /// Retry policy.
+    pub retries: &'a RetryPolicy,
+    /// Route timeout.
+    pub timeout: Option<Duration>,
+    /// Speak HTTP/2 upstream.
+    pub http2: bool,
+    /// Original destination (PASSTHROUGH).
+    pub original_dst: SocketAddr,
+    /// Client address (consistent hash on source IP).
+    pub source: SocketAddr,
+    /// gRPC request (local replies as gRPC).
+    pub grpc: bool,
+}
+
+/// The forwarded response plus what must live as long as its body.
+pub struct Forwarded {
+    /// The response for the client.
+    pub response: Response<ProxyBody>,
+    /// Guards (circuit-breaker admission, active-request count) released
+    /// when the response body ends.
+    pub hold: Vec<Box<dyn Any + Send>>,
+}
+
+fn reply(status: StatusCode, body: &'static str, grpc: bool) -> Forwarded {
+    Forwarded {
+        response: local_reply(status, body, grpc),
+        hold: Vec::new(),
+    }
+}
+
+/// Envoy's default retry back-off: fully jittered exponential, base 25 ms,
+/// cap 250 ms.
+fn backoff(retry: u32) -> Duration {
+    let cap = (25u64 << retry.min(4)).min(250);
+    Duration::from_millis(rand::random::<u64>() % cap + 1)
+}
+
+/// Forwards `out` under `plan`, filling the upstream fields of `rec`.
+pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecord) -> Forwarded {
+    let cluster = plan.cluster;
+    rec.upstream_cluster = Some(cluster.name.clone());
+    let deadline = plan.timeout.map(|t| Instant::now() + t);
+    let mut avoid = None;
+    let mut retries_done = 0u32;
+    loop {
+        let ctx = PickContext {
+            headers: Some(&out.headers),
+            query: out.path_and_query.query(),
+            source_ip: Some(plan.source.ip()),
+            avoid,
+        };
+        let (addr, authority, ep) = if cluster.lb.is_passthrough() {
+            let a = plan.original_dst;
+            match a.to_string().parse() {
+                Ok(auth) => (a, auth, None),
+                Err(_) => {
+                    return reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        lr::NO_HEALTHY_UPSTREAM,
+                        plan.grpc,
+                    )
+                }
+            }
+        } else {
+            match cluster.pick(&ctx) {
+                Some(ep) => (ep.addr, ep.authority.clone(), Some(ep)),
+                None => {
+                    rec.response_flags
+                        .insert(ResponseFlags::NO_HEALTHY_UPSTREAM);
+                    rec.response_code_details = Some("no_healthy_upstream");
+                    return reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        lr::NO_HEALTHY_UPSTREAM,
+                        plan.grpc,
+                    );
+                }
+            }
+        };
+        rec.upstream_host = Some(addr);
+        let Some(admission) = cluster.breaker.admit(!plan.http2).await else {
+            rec.response_flags.insert(ResponseFlags::UPSTREAM_OVERFLOW);
+            rec.response_code_details = Some("overflow");
+            return reply(StatusCode::SERVICE_UNAVAILABLE, lr::OVERFLOW, plan.grpc);
+        };
+        let active = ep.clone().map(ActiveGuard::new);
+        let replayable = matches!(out.body, RequestBody::Buffered(_));
+        let body = match &mut out.body {
+            RequestBody::Buffered(b) => full(b.clone()),
+            RequestBody::Streaming(b) => std::mem::replace(b, crate::proxy::body::empty()),
+        };
+        let uri = http::Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(out.path_and_query.clone())
+            .build()
+            .expect("scheme, authority and path are valid");
+        let mut req = Request::new(body);
+        *req.method_mut() = out.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = if plan.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        *req.headers_mut() = out.headers.clone();
+        if retries_done > 0 {
+            req.headers_mut()
+                .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
+        }
+        let sent_at = Instant::now();
+        let send = cluster.clients.send(plan.http2, req);
+        let per_try_deadline = plan.retries.per_try_timeout.map(|t| sent_at + t);
+        let try_deadline = match (deadline, per_try_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let result = match try_deadline {
+            Some(d) => tokio::time::timeout_at(d, send).await.ok(),
+            None => Some(send.await),
+        };
+        let outcome = match &result {
+            None => TryOutcome::PerTryTimeout,
+            Some(Ok(resp)) => {
+                TryOutcome::Response(resp.status().as_u16(), grpc_status(resp.headers()))
+            }
+            Some(Err(UpstreamError::Connect(_))) => TryOutcome::ConnectFailure,
+            Some(Err(UpstreamError::RefusedStream)) => TryOutcome::RefusedStream,
+            Some(Err(UpstreamError::Reset(_))) => TryOutcome::Reset,
+        };
+        if let Some(ep) = &ep {
+            cluster.record(
+                ep,
+                match outcome {
+                    TryOutcome::Response(s, _) => TryResult::Status(s),
+                    _ => TryResult::LocalFailure,
+                },
+            );
+        }
+        let overall_expired = deadline.is_some_and(|d| Instant::now() >= d);
+        let may_retry = plan.retries.retriable(outcome);
+        if may_retry && retries_done < plan.retries.attempts && replayable && !overall_expired {
+            if let Some(slot) = cluster.breaker.retry() {
+                drop(result);
+                drop(admission);
+                drop(active);
+                let mut pause = backoff(retries_done);
+                if let Some(d) = deadline {
+                    pause = pause.min(d.saturating_duration_since(Instant::now()));
+                }
+                tokio::time::sleep(pause).await;
+                drop(slot);
+                retries_done += 1;
+                avoid = Some(addr);
+                continue;
+            }
+        }
+        if may_retry && retries_done > 0 {
+            rec.response_flags
+                .insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+        }
+        return match result {
+            None => {
+                rec.response_flags
+                    .insert(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
+                rec.response_code_details = Some(if overall_expired {
+                    "upstream_response_timeout"
+                } else {
+                    "upstream_per_try_timeout"
+                });
+                reply(StatusCode::GATEWAY_TIMEOUT, lr::TIMEOUT, plan.grpc)
+            }
+            Some(Err(UpstreamError::Connect(reason))) => {
+                rec.response_flags
+                    .insert(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+                rec.response_code_details =
+                    Some("upstream_reset_before_response_started{connection_failure}");
+                rec.upstream_transport_failure_reason = Some(reason);
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    lr::CONNECT_FAILURE,
+                    plan.grpc,
+                )
+            }
+            Some(Err(UpstreamError::RefusedStream)) | Some(Err(UpstreamError::Reset(_))) => {
+                rec.response_flags
+                    .insert(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
+                rec.response_code_details =
+                    Some("upstream_reset_before_response_started{connection_termination}");
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    lr::CONNECTION_TERMINATION,
+                    plan.grpc,
+                )
+            }
+            Some(Ok(mut resp)) => {
+                rec.response_code_details = Some("via_upstream");
+                let service_ms = sent_at.elapsed().as_millis() as u64;
+                rec.upstream_service_time_ms = Some(service_ms);
+                if let Some(info) = resp
+                    .extensions()
+                    .get::<hyper_util::client::legacy::connect::HttpInfo>()
+                {
+                    rec.upstream_local_address = Some(info.local_addr());
+                }
+                resp.headers_mut().insert(
+                    "x-envoy-upstream-service-time",
+                    HeaderValue::from(service_ms),
+                );
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(down) = out.on_upgrade.take() {
+                        let up = hyper::upgrade::on(&mut resp);
+                        tokio::spawn(tunnel(down, up));
+                    }
+                }
+                let mut hold: Vec<Box<dyn Any + Send>> = vec![Box::new(admission)];
+                if let Some(a) = active {
+                    hold.push(Box::new(a));
+                }
+                let response = resp.map(|b| b.map_err(Into::into).boxed());
+                Forwarded { response, hold }
+            }
+        };
+    }
+}
+
+fn grpc_status(h: &http::HeaderMap) -> Option<u32> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// Copies bytes both ways between an upgraded client and upstream
+/// connection (WebSocket).
+async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
+    let (Ok(down), Ok(up)) = tokio::join!(down, up) else {
+        return;
+    };
+    let mut down = hyper_util::rt::TokioIo::new(down);
+    let mut up = hyper_util::rt::TokioIo::new(up);
+    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+}

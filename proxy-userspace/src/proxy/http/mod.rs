@@ -1,0 +1,412 @@
+//! The HTTP request pipeline of the outbound listener, in Envoy's filter
+//! order: route match (404 `NR` when none), CORS, redirect / direct
+//! response, fault injection, destination pick, rewrite and header
+//! operations, mirroring, then forwarding with retries and timeouts.
+pub mod cors;
+pub mod forward;
+pub mod local_reply;
+pub mod log_body;
+pub mod mirror;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use self::forward::{Outgoing, Plan, RequestBody};
+use self::local_reply::{grpc_reply, local_reply};
+use self::log_body::{CountingBody, LoggedBody, PendingLog};
+use super::access_log::AccessLogRecord;
+use super::body::{empty, full, ProxyBody};
+use super::cluster::UpstreamProtocol;
+use super::flags::ResponseFlags;
+use super::route::actions::{chance, AbortStatus};
+use super::route::{HttpRoute, MatchContext, RetryPolicy, RouteAction};
+use super::table::{PortProtocol, Table};
+use super::Shared;
+
+/// Largest request body buffered so that it can be retried or mirrored
+/// (Envoy's `per_request_buffer_limit_bytes` is 1 MiB; smaller here to keep
+/// memory low). Larger or unknown-length bodies are streamed once.
+const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+
+/// Per-connection facts every request on it shares.
+pub struct ConnInfo {
+    /// Proxy state (table, sink, settings).
+    pub shared: Arc<Shared>,
+    /// Original destination (service VIP:port).
+    pub dst: SocketAddr,
+    /// Client address.
+    pub peer: SocketAddr,
+    /// The connection's port protocol was sniffed, not declared.
+    pub sniffed: bool,
+}
+
+static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+static X_ENVOY_ORIGINAL_PATH: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-original-path");
+
+/// Serves one request.
+pub async fn handle(
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<LoggedBody>, Infallible> {
+    let start = Instant::now();
+    let table = conn.shared.table.load_full();
+    let (mut parts, body) = req.into_parts();
+    if !parts.headers.contains_key(&X_REQUEST_ID) {
+        let id = uuid::Uuid::new_v4();
+        let mut buf = uuid::Uuid::encode_buffer();
+        let s = id.hyphenated().encode_lower(&mut buf);
+        parts.headers.insert(
+            X_REQUEST_ID.clone(),
+            HeaderValue::from_str(s).expect("uuid is ASCII"),
+        );
+    }
+    let grpc = is_grpc(&parts.headers);
+    let header = |n: &http::HeaderName| {
+        parts
+            .headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let mut record = AccessLogRecord {
+        start_time: Some(SystemTime::now()),
+        method: Some(parts.method.clone()),
+        path: parts.uri.path_and_query().map(|p| p.as_str().to_owned()),
+        protocol: Some(protocol_name(parts.version)),
+        request_protocol: if grpc { "grpc" } else { "http" },
+        x_forwarded_for: header(&http::HeaderName::from_static("x-forwarded-for")),
+        user_agent: header(&http::header::USER_AGENT),
+        request_id: header(&X_REQUEST_ID),
+        authority: super::route::matching::authority(&parts).map(str::to_owned),
+        downstream_local_address: Some(conn.dst),
+        downstream_remote_address: Some(conn.peer),
+        ..Default::default()
+    };
+    let bytes_received = Arc::new(AtomicU64::new(0));
+    let body = CountingBody::new(body, bytes_received.clone());
+    let (response, hold) = route(&conn, &table, parts, body, grpc, &mut record).await;
+    record.response_code = response.status().as_u16();
+    if record.grpc_status.is_none() && grpc {
+        record.grpc_status = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+    }
+    let log = PendingLog {
+        record,
+        sink: conn.shared.sink.clone(),
+        start,
+        bytes_received,
+    };
+    let (rparts, rbody) = response.into_parts();
+    let mut body = LoggedBody::new(rbody, log);
+    body.hold(hold);
+    // `table` (and with it the routes this request used) is released here;
+    // the guards in `hold` keep the cluster counters until the body ends.
+    drop(table);
+    Ok(Response::from_parts(rparts, body))
+}
+
+type Held = Vec<Box<dyn std::any::Any + Send>>;
+
+async fn route(
+    conn: &ConnInfo,
+    table: &Arc<Table>,
+    mut parts: http::request::Parts,
+    body: CountingBody<Incoming>,
+    grpc: bool,
+    rec: &mut AccessLogRecord,
+) -> (Response<ProxyBody>, Held) {
+    let no_hold = Held::new;
+    let Some(svc) = table.service(conn.dst) else {
+        // Unknown destination: Envoy's PassthroughCluster.
+        let policy = RetryPolicy::default();
+        let http2 = parts.version == Version::HTTP_2;
+        let out = outgoing(&mut parts, body);
+        let plan = Plan {
+            cluster: &table.passthrough,
+            retries: &policy,
+            timeout: None,
+            http2,
+            original_dst: conn.dst,
+            source: conn.peer,
+            grpc,
+        };
+        let f = forward::forward(plan, out, rec).await;
+        return (f.response, f.hold);
+    };
+    rec.destination_service = Some(svc.host.clone());
+    let scheme = parts
+        .headers
+        .get(&X_FORWARDED_PROTO)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("http")
+        .to_owned();
+    let source_labels = table.workloads.get(&conn.peer.ip()).map(|l| &**l);
+    let ctx = MatchContext {
+        port: svc.port,
+        source_labels,
+        scheme: &scheme,
+    };
+    let Some((route, matched)) = svc.routes.select_http(&parts, &ctx) else {
+        rec.response_flags.insert(ResponseFlags::NO_ROUTE_FOUND);
+        rec.response_code_details = Some("route_not_found");
+        return (local_reply(StatusCode::NOT_FOUND, "", grpc), no_hold());
+    };
+    rec.route_name = route.name.clone();
+
+    // CORS: an allowed preflight is answered here.
+    let cors_origin = route
+        .cors
+        .as_ref()
+        .and_then(|c| cors::allowed_origin(c, &parts.headers));
+    if let (Some(policy), Some(origin)) = (&route.cors, &cors_origin) {
+        if cors::is_preflight(&parts.method, &parts.headers) {
+            rec.response_code_details = Some("cors_response");
+            return (cors::preflight_response(policy, origin.clone()), no_hold());
+        }
+    }
+
+    let forward_to = match &route.action {
+        RouteAction::Redirect(r) => {
+            let authority = rec.authority.clone().unwrap_or_default();
+            let location = r.location(&parts.uri, &authority, &scheme);
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = r.code;
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(http::header::LOCATION, v);
+            }
+            rec.response_code_details = Some("direct_response");
+            return (resp, no_hold());
+        }
+        RouteAction::DirectResponse { status, body } => {
+            let mut resp = Response::new(if body.is_empty() {
+                empty()
+            } else {
+                full(body.clone())
+            });
+            *resp.status_mut() = *status;
+            route.response_headers.apply(resp.headers_mut());
+            rec.response_code_details = Some("direct_response");
+            return (resp, no_hold());
+        }
+        RouteAction::Forward(w) => w,
+    };
+
+    if let Some(fault) = &route.fault {
+        if let Some((pct, delay)) = fault.delay {
+            if chance(pct) {
+                rec.response_flags.insert(ResponseFlags::DELAY_INJECTED);
+                tokio::time::sleep(delay).await;
+            }
+        }
+        if let Some(abort) = &fault.abort {
+            if chance(abort.percent) {
+                rec.response_flags.insert(ResponseFlags::FAULT_INJECTED);
+                rec.response_code_details = Some("fault_filter_abort");
+                let resp = match abort.status {
+                    AbortStatus::Grpc(code) => grpc_reply(code, local_reply::FAULT_ABORT),
+                    AbortStatus::Http(code) => {
+                        let status =
+                            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                        local_reply(status, local_reply::FAULT_ABORT, false)
+                    }
+                };
+                return (resp, no_hold());
+            }
+        }
+    }
+
+    let Some(dest) = forward_to.pick() else {
+        rec.response_flags
+            .insert(ResponseFlags::NO_HEALTHY_UPSTREAM);
+        return (
+            local_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                local_reply::NO_HEALTHY_UPSTREAM,
+                grpc,
+            ),
+            no_hold(),
+        );
+    };
+
+    // Rewrite, then header operations (route, then destination).
+    let matched_uri = matched.and_then(|i| route.matches[i].uri.as_ref());
+    if let Some(rw) = &route.rewrite {
+        if let Some(new) = rw.rewrite_path(&parts.uri, matched_uri) {
+            if let Some(pq) = parts.uri.path_and_query() {
+                if let Ok(v) = HeaderValue::from_str(pq.path()) {
+                    parts.headers.insert(X_ENVOY_ORIGINAL_PATH.clone(), v);
+                }
+            }
+            if let Ok(u) = http::Uri::builder().path_and_query(new).build() {
+                parts.uri = u;
+            }
+        }
+        if let Some(a) = &rw.authority {
+            parts.headers.insert(http::header::HOST, a.clone());
+        }
+    }
+    route.request_headers.apply(&mut parts.headers);
+    dest.request_headers.apply(&mut parts.headers);
+
+    let http2 = match dest.cluster.protocol {
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::Http2 => true,
+        UpstreamProtocol::Downstream => parts.version == Version::HTTP_2,
+    } || (svc.protocol == PortProtocol::Grpc || grpc)
+        && dest.cluster.protocol != UpstreamProtocol::Http1;
+
+    let want_buffer = route.retries.attempts > 0 || !route.mirrors.is_empty();
+    let mut out = outgoing(&mut parts, body);
+    if let Some(o) = buffer_if_small(&mut out, want_buffer).await {
+        return (o, no_hold());
+    }
+    if let RequestBody::Buffered(b) = &out.body {
+        for m in &route.mirrors {
+            if chance(m.percent) {
+                mirror::spawn_mirror(
+                    m.cluster.clone(),
+                    out.method.clone(),
+                    out.path_and_query.clone(),
+                    out.headers.clone(),
+                    b.clone(),
+                    rec.authority.as_deref().unwrap_or(""),
+                );
+            }
+        }
+    }
+
+    let plan = Plan {
+        cluster: &dest.cluster,
+        retries: &route.retries,
+        timeout: route.timeout,
+        http2,
+        original_dst: conn.dst,
+        source: conn.peer,
+        grpc,
+    };
+    let mut f = forward::forward(plan, out, rec).await;
+    finish_response(route, dest, cors_origin, &mut f.response);
+    (f.response, f.hold)
+}
+
+fn finish_response(
+    route: &HttpRoute,
+    dest: &super::route::WeightedCluster,
+    cors_origin: Option<HeaderValue>,
+    resp: &mut Response<ProxyBody>,
+) {
+    let upgrade = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(resp.headers_mut(), upgrade);
+    route.response_headers.apply(resp.headers_mut());
+    dest.response_headers.apply(resp.headers_mut());
+    if let (Some(policy), Some(origin)) = (&route.cors, cors_origin) {
+        cors::decorate(policy, origin, resp.headers_mut());
+    }
+}
+
+/// Connection-specific headers a proxy must not forward (RFC 9110 §7.6.1),
+/// except the upgrade pair on a WebSocket handshake.
+fn strip_hop_by_hop(h: &mut http::HeaderMap, upgrade: bool) {
+    if !upgrade {
+        h.remove(http::header::CONNECTION);
+        h.remove(http::header::UPGRADE);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+    h.remove(http::header::TRANSFER_ENCODING);
+    if h.get(http::header::TE).is_some_and(|v| v != "trailers") {
+        h.remove(http::header::TE);
+    }
+}
+
+/// Builds the upstream request from the client's: hop-by-hop headers
+/// removed, `host` and `x-forwarded-proto` set as Envoy does.
+fn outgoing(parts: &mut http::request::Parts, body: CountingBody<Incoming>) -> Outgoing {
+    let upgrade =
+        parts.headers.contains_key(http::header::UPGRADE) && parts.version == Version::HTTP_11;
+    let on_upgrade = if upgrade {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+    let mut headers = std::mem::take(&mut parts.headers);
+    strip_hop_by_hop(&mut headers, upgrade);
+    if !headers.contains_key(http::header::HOST) {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                headers.insert(http::header::HOST, v);
+            }
+        }
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let body = if body.is_end_stream() {
+        RequestBody::Buffered(bytes::Bytes::new())
+    } else {
+        RequestBody::Streaming(body.boxed())
+    };
+    Outgoing {
+        method: parts.method.clone(),
+        path_and_query,
+        headers,
+        body,
+        on_upgrade,
+    }
+}
+
+/// Reads a small body of known length fully so it can be retried or
+/// mirrored. Returns a reply when the client's body fails.
+async fn buffer_if_small(out: &mut Outgoing, want: bool) -> Option<Response<ProxyBody>> {
+    if !want {
+        return None;
+    }
+    let RequestBody::Streaming(body) = &mut out.body else {
+        return None;
+    };
+    match body.size_hint().exact() {
+        Some(n) if n <= MAX_BUFFERED_BODY => {}
+        _ => return None,
+    }
+    let b = std::mem::replace(body, empty());
+    match b.collect().await {
+        Ok(c) => {
+            out.body = RequestBody::Buffered(c.to_bytes());
+            None
+        }
+        Err(_) => Some(local_reply(StatusCode::BAD_REQUEST, "", false)),
+    }
+}
+
+fn is_grpc(h: &http::HeaderMap) -> bool {
+    h.get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+fn protocol_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}

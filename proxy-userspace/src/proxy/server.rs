@@ -1,0 +1,106 @@
+//! The outbound listener: accept, find the original destination, detect the
+//! protocol, then serve HTTP (hyper, HTTP/1.1 and HTTP/2 on one port) or
+//! proxy TCP / TLS.
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::http::{handle, ConnInfo};
+use super::orig_dst::OriginalDst;
+use super::sniff::{sniff, Sniffed};
+use super::table::PortProtocol;
+use super::{tcp, tls, Shared};
+
+/// Accepts connections until the listener fails.
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    orig: Arc<dyn OriginalDst>,
+) -> std::io::Result<()> {
+    let listen_addr = listener.local_addr()?;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            // Out of file descriptors and the like: keep serving.
+            Err(e) if is_transient(&e) => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let local = stream.local_addr().unwrap_or(listen_addr);
+        let Some(dst) = orig.original_destination(peer, local) else {
+            continue;
+        };
+        if dst == listen_addr {
+            // Would loop back into the proxy (Envoy's BlackHoleCluster).
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move { connection(shared, stream, peer, dst).await });
+    }
+}
+
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::Interrupted
+    ) || e
+        .raw_os_error()
+        .is_some_and(|c| c == libc::EMFILE || c == libc::ENFILE)
+}
+
+async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, dst: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let table = shared.table.load_full();
+    let declared = table
+        .service(dst)
+        .map_or(PortProtocol::Unknown, |s| s.protocol);
+    let timeout = shared.settings.protocol_detection_timeout;
+    let (http, sniffed) = match declared {
+        PortProtocol::Http | PortProtocol::Http2 | PortProtocol::Grpc => (true, false),
+        PortProtocol::Tcp => (false, false),
+        PortProtocol::Tls => {
+            let sni = tls::peek_sni(&stream, timeout).await;
+            tcp::proxy(shared, table, stream, peer, dst, sni).await;
+            return;
+        }
+        PortProtocol::Unknown => match sniff(&stream, timeout).await {
+            Ok(Sniffed::Http1 | Sniffed::Http2) => (true, true),
+            Ok(Sniffed::Tls) => {
+                let sni = tls::peek_sni(&stream, timeout).await;
+                tcp::proxy(shared, table, stream, peer, dst, sni).await;
+                return;
+            }
+            Ok(Sniffed::Opaque) => (false, true),
+            Err(_) => return,
+        },
+    };
+    if !http {
+        tcp::proxy(shared, table, stream, peer, dst, None).await;
+        return;
+    }
+    drop(table);
+    let info = Arc::new(ConnInfo {
+        shared,
+        dst,
+        peer,
+        sniffed,
+    });
+    let svc = service_fn(move |req| handle(info.clone(), req));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(Some(1024));
+    let _ = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+        .await;
+}

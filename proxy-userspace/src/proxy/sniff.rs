@@ -1,0 +1,116 @@
+//! Protocol detection for ports whose protocol is not declared, like Istio's
+//! `http_inspector` / `tls_inspector` listener filters: peek at the first
+//! bytes without consuming them.
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+/// What the first bytes of a connection look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sniffed {
+    /// An HTTP/1.x request line (`GET / HTTP/1.1`).
+    Http1,
+    /// The HTTP/2 connection preface (`PRI * HTTP/2.0`), i.e. prior knowledge.
+    Http2,
+    /// A TLS handshake record (ClientHello); [`super::tls::sni`] reads it.
+    Tls,
+    /// Anything else: opaque TCP.
+    Opaque,
+}
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+const METHODS: &[&[u8]] = &[
+    b"GET ",
+    b"HEAD ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"CONNECT ",
+    b"OPTIONS ",
+    b"TRACE ",
+    b"PATCH ",
+];
+
+/// Classifies a prefix of the stream. Returns `None` while more bytes are
+/// needed to decide.
+pub fn classify(buf: &[u8]) -> Option<Sniffed> {
+    if buf.is_empty() {
+        return None;
+    }
+    if buf[0] == 0x16 {
+        // TLS record type handshake, then version 3.x.
+        return match buf.get(1) {
+            None => None,
+            Some(3) => Some(Sniffed::Tls),
+            Some(_) => Some(Sniffed::Opaque),
+        };
+    }
+    let n = buf.len().min(H2_PREFACE.len());
+    if buf[..n] == H2_PREFACE[..n] {
+        return if n == H2_PREFACE.len() {
+            Some(Sniffed::Http2)
+        } else {
+            None
+        };
+    }
+    let mut undecided = false;
+    for m in METHODS {
+        let k = buf.len().min(m.len());
+        if buf[..k] == m[..k] {
+            if k == m.len() {
+                return Some(Sniffed::Http1);
+            }
+            undecided = true;
+        }
+    }
+    if undecided {
+        None
+    } else {
+        Some(Sniffed::Opaque)
+    }
+}
+
+/// Peeks until [`classify`] decides, the client sends nothing for `timeout`
+/// (server-first protocols such as MySQL: opaque, as Istio's
+/// `protocol_detection_timeout` of 5 s... here configurable), or EOF.
+pub async fn sniff(stream: &TcpStream, timeout: Duration) -> std::io::Result<Sniffed> {
+    let mut buf = [0u8; 32];
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(Sniffed::Opaque),
+        };
+        if n == 0 {
+            return Ok(Sniffed::Opaque);
+        }
+        if let Some(s) = classify(&buf[..n]) {
+            return Ok(s);
+        }
+        if n == buf.len() {
+            return Ok(Sniffed::Opaque);
+        }
+        // Not enough bytes yet: wait for more without busy-looping.
+        stream.readable().await?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_prefixes() {
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Sniffed::Http1));
+        assert_eq!(classify(b"GE"), None);
+        assert_eq!(classify(b"OPTIONS * HTTP/1.1"), Some(Sniffed::Http1));
+        assert_eq!(classify(H2_PREFACE), Some(Sniffed::Http2));
+        assert_eq!(classify(b"PRI * HT"), None);
+        assert_eq!(classify(&[0x16, 3, 1, 0, 5]), Some(Sniffed::Tls));
+        assert_eq!(classify(b"\x00\x00mysql"), Some(Sniffed::Opaque));
+        assert_eq!(classify(b"HELLO"), Some(Sniffed::Opaque));
+    }
+}

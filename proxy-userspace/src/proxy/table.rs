@@ -1,0 +1,105 @@
+//! The runtime routing table: everything the proxy needs per request,
+//! built once per snapshot and swapped in atomically (`ArcSwap`). A request
+//! holds an `Arc` to the table it started with, so in-flight requests finish
+//! on their routes while new ones see the new snapshot.
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use super::cluster::{Cluster, ClusterSpec, LbSpec, Simple, UpstreamProtocol};
+use super::route::RouteTable;
+
+/// Protocol of a service port, from the port name / `appProtocol` as Istio
+/// reads it (`http`, `http-web`, `http2`, `grpc`, `tcp`, `tls`, `https`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortProtocol {
+    /// HTTP/1.1 (the client may still speak HTTP/2: hyper serves both).
+    Http,
+    /// HTTP/2.
+    Http2,
+    /// gRPC (HTTP/2).
+    Grpc,
+    /// Opaque TCP (`tcp`, `mongo`, `mysql`, `redis`, ...).
+    Tcp,
+    /// TLS: routed by SNI (`tls`, `https`).
+    Tls,
+    /// Not declared: sniff the first bytes.
+    Unknown,
+}
+
+impl PortProtocol {
+    /// Istio's protocol selection from a port name (`http-web` → `http`) or
+    /// an `appProtocol`, case-insensitive.
+    pub fn from_name(name: &str) -> Self {
+        let lower = name.to_ascii_lowercase();
+        let prefix = lower.split('-').next().unwrap_or("");
+        match prefix {
+            "http" => Self::Http,
+            "http2" => Self::Http2,
+            "grpc" => Self::Grpc,
+            "tcp" | "mongo" | "mysql" | "redis" => Self::Tcp,
+            "tls" | "https" => Self::Tls,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// One service port the proxy handles.
+#[derive(Debug)]
+pub struct ServicePort {
+    /// FQDN, e.g. `reviews.default.svc.cluster.local`.
+    pub host: Arc<str>,
+    /// Service port.
+    pub port: u16,
+    /// Declared protocol.
+    pub protocol: PortProtocol,
+    /// Routes (VirtualService rules, or the default route).
+    pub routes: RouteTable,
+}
+
+/// The whole runtime table.
+#[derive(Debug)]
+pub struct Table {
+    /// Service VIP:port (and headless pod IP:port) → its routes.
+    pub services: HashMap<SocketAddr, Arc<ServicePort>>,
+    /// Every cluster by Envoy name (mirrors, config dump).
+    pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
+    /// Pod IP → workload labels (`sourceLabels` matching).
+    pub workloads: HashMap<IpAddr, Arc<BTreeMap<String, String>>>,
+    /// Envoy's `PassthroughCluster`: traffic to destinations the mesh does
+    /// not know goes to the original destination.
+    pub passthrough: Arc<Cluster>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self {
+            services: HashMap::new(),
+            clusters: HashMap::new(),
+            workloads: HashMap::new(),
+            passthrough: Arc::new(passthrough_cluster()),
+        }
+    }
+}
+
+/// The `PassthroughCluster`: original destination, client's protocol.
+pub fn passthrough_cluster() -> Cluster {
+    Cluster::new(ClusterSpec {
+        name: "PassthroughCluster".into(),
+        service: "PassthroughCluster".into(),
+        port: 0,
+        protocol: UpstreamProtocol::Downstream,
+        endpoints: Vec::new(),
+        lb: LbSpec::Simple(Simple::Passthrough),
+        limits: Default::default(),
+        pool: Default::default(),
+        outlier: None,
+    })
+}
+
+impl Table {
+    /// The service port a connection to `dst` is for.
+    pub fn service(&self, dst: SocketAddr) -> Option<&Arc<ServicePort>> {
+        self.services.get(&dst)
+    }
+}

@@ -1,0 +1,148 @@
+//! Opaque TCP and TLS passthrough: VirtualService `tcp` / `tls` routes (or
+//! the service's default cluster, or the original destination), bytes
+//! copied both ways, one access-log record per connection.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::access_log::AccessLogRecord;
+use super::cluster::{ActiveGuard, Cluster, PickContext};
+use super::flags::ResponseFlags;
+use super::route::{L4Context, WeightedClusters};
+use super::table::Table;
+use super::Shared;
+
+/// Proxies one TCP connection. `sni` is set for TLS passthrough.
+pub async fn proxy(
+    shared: Arc<Shared>,
+    table: Arc<Table>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    dst: SocketAddr,
+    sni: Option<String>,
+) {
+    let start = Instant::now();
+    let mut rec = AccessLogRecord {
+        start_time: Some(SystemTime::now()),
+        request_protocol: "tcp",
+        downstream_local_address: Some(dst),
+        downstream_remote_address: Some(peer),
+        requested_server_name: sni.clone(),
+        ..Default::default()
+    };
+    let svc = table.service(dst);
+    let cluster: Arc<Cluster> = match svc {
+        None => table.passthrough.clone(),
+        Some(svc) => {
+            rec.destination_service = Some(svc.host.clone());
+            let ctx = L4Context {
+                dst,
+                port: svc.port,
+                sni: sni.as_deref(),
+                source_labels: table.workloads.get(&peer.ip()).map(|l| &**l),
+            };
+            // TLS rules first (by SNI), then TCP rules, as Istio builds the
+            // filter chains.
+            let route = match svc
+                .routes
+                .tls
+                .iter()
+                .find(|r| sni.is_some() && r.matches(&ctx))
+            {
+                Some(r) => Some(&r.route),
+                None => svc
+                    .routes
+                    .tcp
+                    .iter()
+                    .find(|r| r.matches(&ctx))
+                    .map(|r| &r.route),
+            };
+            match route.and_then(WeightedClusters::pick) {
+                Some(d) => d.cluster.clone(),
+                None => {
+                    rec.response_flags.insert(ResponseFlags::NO_ROUTE_FOUND);
+                    finish(&shared, rec, start);
+                    return;
+                }
+            }
+        }
+    };
+    rec.upstream_cluster = Some(cluster.name.clone());
+    let (addr, ep) = if cluster.lb.is_passthrough() {
+        (dst, None)
+    } else {
+        let ctx = PickContext {
+            source_ip: Some(peer.ip()),
+            ..Default::default()
+        };
+        match cluster.pick(&ctx) {
+            Some(ep) => (ep.addr, Some(ep)),
+            None => {
+                rec.response_flags
+                    .insert(ResponseFlags::NO_HEALTHY_UPSTREAM);
+                finish(&shared, rec, start);
+                return;
+            }
+        }
+    };
+    rec.upstream_host = Some(addr);
+    let Some(_admission) = cluster.breaker.admit_connection() else {
+        rec.response_flags.insert(ResponseFlags::UPSTREAM_OVERFLOW);
+        finish(&shared, rec, start);
+        return;
+    };
+    let _active = ep.clone().map(ActiveGuard::new);
+    let connect =
+        tokio::time::timeout(cluster.pool.connect_timeout, TcpStream::connect(addr)).await;
+    let mut upstream = match connect {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            fail_connect(&cluster, ep.as_deref(), &mut rec, e.to_string());
+            finish(&shared, rec, start);
+            return;
+        }
+        Err(_) => {
+            fail_connect(&cluster, ep.as_deref(), &mut rec, "connect timeout".into());
+            finish(&shared, rec, start);
+            return;
+        }
+    };
+    if let Some(ep) = &ep {
+        cluster.record(ep, super::cluster::outlier::TryResult::Status(200));
+    }
+    let _ = upstream.set_nodelay(true);
+    rec.upstream_local_address = upstream.local_addr().ok();
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((up, down)) => {
+            rec.bytes_received = up;
+            rec.bytes_sent = down;
+        }
+        Err(_) => rec
+            .response_flags
+            .insert(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION),
+    }
+    let _ = client.shutdown().await;
+    finish(&shared, rec, start);
+}
+
+fn fail_connect(
+    cluster: &Cluster,
+    ep: Option<&super::cluster::Endpoint>,
+    rec: &mut AccessLogRecord,
+    reason: String,
+) {
+    rec.response_flags
+        .insert(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+    rec.upstream_transport_failure_reason = Some(reason);
+    if let Some(ep) = ep {
+        cluster.record(ep, super::cluster::outlier::TryResult::LocalFailure);
+    }
+}
+
+fn finish(shared: &Shared, mut rec: AccessLogRecord, start: Instant) {
+    rec.duration_ms = start.elapsed().as_millis() as u64;
+    shared.sink.log(rec);
+}
