@@ -13,6 +13,7 @@ use strait::datapath::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service}
 /// thread lives until the test process exits.
 pub fn tcp_backend(name: &str) -> SocketAddrV4 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    deep_backlog(&l);
     let addr = v4(l.local_addr().unwrap());
     let name = name.to_string();
     std::thread::spawn(move || {
@@ -154,4 +155,27 @@ impl Drop for Fixture {
             }
         }
     }
+}
+
+/// Raises the open-file soft limit to the hard limit, for tests that hold
+/// 1,000 connections open at once.
+pub fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// Deepens a listener's accept queue to 4,096 (std listens with 128): a
+/// burst of connections that outruns `accept()` would otherwise have SYNs
+/// dropped and retried a second later. Calling `listen()` again on a
+/// listening socket only changes its backlog.
+pub fn deep_backlog(l: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen on a valid socket descriptor.
+    unsafe { libc::listen(l.as_raw_fd(), 4096) };
 }

@@ -243,9 +243,21 @@ fn apply_swaps_backend_sets_and_deletes_stale_services() {
         ["old"; 3]
     );
 
-    let v2 = [service(vip, L4LoadBalancer::Random, &[(new, 1, true)])];
+    let before = fx.dp().kernel_entries();
+    assert_eq!((before.services, before.backend_slots), (2, 2));
+    let v2 = [service(
+        vip,
+        L4LoadBalancer::Maglev,
+        &[(new, 1, true), (tcp_backend("new2"), 1, false)],
+    )];
     let r = fx.dp().apply(&v2).unwrap();
     assert_eq!((r.updated, r.removed), (1, 1), "{r:?}");
+    // The old sets are gone: one service, one healthy slot, one table.
+    let after = fx.dp().kernel_entries();
+    assert_eq!(
+        (after.services, after.backend_slots, after.maglev_tables),
+        (1, 1, 1)
+    );
     assert_eq!(
         probe(PROBE, Some(&cg), &["tcp", &vip.to_string(), "3"]),
         ["new"; 3]
@@ -255,4 +267,11 @@ fn apply_swaps_backend_sets_and_deletes_stale_services() {
         ["error ConnectionRefused"]
     );
     assert_eq!(fx.dp().service_count(), 1);
+
+    // Removing everything leaves the tables empty.
+    assert_eq!(fx.dp().apply(&[]).unwrap().removed, 1);
+    assert_eq!(
+        fx.dp().kernel_entries(),
+        strait::datapath::KernelEntries::default()
+    );
 }

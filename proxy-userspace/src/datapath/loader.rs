@@ -61,6 +61,19 @@ pub struct ServiceCounters {
     pub no_backend: u64,
 }
 
+/// Entry counts of the kernel tables (see [`Datapath::kernel_entries`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelEntries {
+    /// `SERVICES` entries.
+    pub services: usize,
+    /// `BACKENDS` slots over all backend sets.
+    pub backend_slots: usize,
+    /// `MAGLEV` tables (64 KiB each).
+    pub maglev_tables: usize,
+    /// `WORKLOADS` entries.
+    pub workloads: usize,
+}
+
 /// The kernel socket data path of one node.
 pub struct Datapath {
     ebpf: Ebpf,
@@ -87,6 +100,7 @@ impl Datapath {
         let pin_dir = config.pin_dir();
         std::fs::create_dir_all(pin_dir.join("links"))
             .with_context(|| format!("creating {}", pin_dir.display()))?;
+        super::maps::check_pinned(&pin_dir)?;
         super::raise_memlock();
         let mut loader = EbpfLoader::new();
         let paths: Vec<(&str, PathBuf)> = proxy_common::PINNED_MAPS
@@ -250,6 +264,17 @@ impl Datapath {
             .get(&key, 0)
             .map(|v| v.iter().sum())
             .unwrap_or(0)
+    }
+
+    /// How many entries the kernel tables hold now (walks the maps; for
+    /// tests, the admin API and capacity checks).
+    pub fn kernel_entries(&self) -> KernelEntries {
+        KernelEntries {
+            services: self.maps.services.keys().count(),
+            backend_slots: self.maps.backends.keys().count(),
+            maglev_tables: self.maps.maglev.keys().count(),
+            workloads: self.maps.workloads.keys().count(),
+        }
     }
 
     /// The pin directory in use.

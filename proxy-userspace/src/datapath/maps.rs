@@ -42,3 +42,75 @@ fn take(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<Map> {
     ebpf.take_map(name)
         .with_context(|| format!("map {name} missing from the eBPF object"))
 }
+
+/// Key size, value size and capacity of each pinned map, as this build's
+/// eBPF object declares them.
+fn expected_layout(name: &str) -> Option<(usize, usize, u32)> {
+    use core::mem::size_of;
+    use proxy_common as c;
+    Some(match name {
+        c::SERVICES => (
+            size_of::<ServiceKey>(),
+            size_of::<ServiceValue>(),
+            c::MAX_SERVICES,
+        ),
+        c::BACKENDS => (
+            size_of::<BackendKey>(),
+            size_of::<Backend>(),
+            c::MAX_BACKENDS,
+        ),
+        c::MAGLEV => (4, size_of::<MaglevTable>(), c::MAX_MAGLEV_SERVICES),
+        c::WORKLOADS => (4, size_of::<Workload>(), c::MAX_WORKLOADS),
+        c::PROXY_CONFIG => (4, size_of::<ProxyConfig>(), 1),
+        c::ORIG_DST_BY_COOKIE => (8, size_of::<OrigDst>(), c::MAX_CONNECTIONS),
+        c::ORIG_DST => (
+            size_of::<ClientKey>(),
+            size_of::<OrigDst>(),
+            c::MAX_CONNECTIONS,
+        ),
+        c::REV_NAT => (
+            size_of::<proxy_common::RevNatKey>(),
+            size_of::<OrigDst>(),
+            c::MAX_CONNECTIONS,
+        ),
+        c::SERVICE_STATS => (
+            size_of::<ServiceKey>(),
+            size_of::<ServiceStats>(),
+            c::MAX_SERVICES,
+        ),
+        c::BACKEND_STATS => (size_of::<BackendStatsKey>(), 8, c::MAX_BACKEND_STATS),
+        _ => return None,
+    })
+}
+
+/// Refuses to reuse pins left by a build whose map layout differs (an
+/// upgrade that changed a key or value): the programs of this build would
+/// misread them.
+///
+/// Errors: name the map, both layouts, and the way out (remove the pins
+/// with `strait run --cleanup`, which detaches the data path).
+pub fn check_pinned(pin_dir: &std::path::Path) -> anyhow::Result<()> {
+    for name in proxy_common::PINNED_MAPS {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = aya::maps::MapInfo::from_pin(&path)
+            .with_context(|| format!("reading pinned map {}", path.display()))?;
+        let have = (
+            info.key_size() as usize,
+            info.value_size() as usize,
+            info.max_entries(),
+        );
+        let want = expected_layout(name).expect("every pinned map has a layout");
+        if have != want {
+            anyhow::bail!(
+                "pinned map {} has (key, value, entries) = {have:?} but this strait expects {want:?}: \
+                 remove the old data path with `strait run --cleanup` (or delete {})",
+                path.display(),
+                pin_dir.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -27,7 +27,7 @@ mod slots;
 mod tables;
 
 pub use bpffs::{ensure_mounted as ensure_bpffs, is_bpffs, DEFAULT_BPFFS};
-pub use loader::{remove_pins, Datapath, DatapathConfig, ServiceCounters};
+pub use loader::{remove_pins, Datapath, DatapathConfig, KernelEntries, ServiceCounters};
 pub use orig_dst::OriginalDestinations;
 pub use strait_config::snapshot::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
 pub use tables::ApplyReport;

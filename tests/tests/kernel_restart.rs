@@ -1,0 +1,88 @@
+//! Tier 2: the data path outlives its loader. A loader process pins maps and
+//! links and exits; connections are still balanced; a new loader reuses the
+//! pins (same maps, programs not attached twice) and can change them; and
+//! cleanup detaches everything.
+use std::net::SocketAddrV4;
+use std::process::Command;
+
+use strait::datapath::{Datapath, DatapathConfig, L4LoadBalancer, L4Protocol};
+use strait_tests::bpffs::TestBpffs;
+use strait_tests::cgroup::TestCgroup;
+use strait_tests::lb::{probe, service, tally, tcp_backend};
+use strait_tests::privileged;
+
+const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
+
+#[test]
+fn pinned_data_path_survives_its_loader_and_is_reused() {
+    let Some(p) = privileged::require("pinned_data_path_survives_its_loader_and_is_reused") else {
+        return;
+    };
+    let bpffs = TestBpffs::new().unwrap();
+    let cg = TestCgroup::new(&p.cgroup2, "restart").unwrap();
+    let b = [tcp_backend("k0"), tcp_backend("k1"), tcp_backend("k2")];
+    let vip: SocketAddrV4 = "127.100.5.1:80".parse().unwrap();
+    let spec = format!(
+        "{vip}/tcp={}",
+        b.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+
+    // A loader that exits, as a daemon that stops (it is not in the cgroup).
+    let out = Command::new(PROBE)
+        .args(["load", "--bpffs"])
+        .arg(bpffs.path())
+        .args(["--node", "restart", "--attach"])
+        .arg(cg.path())
+        .args(["--service", &spec])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "loader: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Loader gone: still balanced over all three.
+    let lines = probe(PROBE, Some(cg.path()), &["tcp", &vip.to_string(), "60"]);
+    assert_eq!(
+        tally(&lines).keys().collect::<Vec<_>>(),
+        ["k0", "k1", "k2"],
+        "{lines:?}"
+    );
+
+    // A new loader finds the pinned service and its counters.
+    let mut config = DatapathConfig::new("restart");
+    config.bpffs = bpffs.path().to_path_buf();
+    let mut dp = Datapath::new(&config).unwrap();
+    assert_eq!(dp.service_count(), 1);
+    assert_eq!(dp.service_counters(vip, L4Protocol::Tcp).connections, 60);
+    dp.attach(cg.path()).unwrap();
+    let r = dp
+        .apply(&[service(
+            vip,
+            L4LoadBalancer::Random,
+            &[(b[0], 1, true), (b[1], 1, true)],
+        )])
+        .unwrap();
+    assert_eq!(r.updated, 1, "{r:?}");
+    let lines = probe(PROBE, Some(cg.path()), &["tcp", &vip.to_string(), "40"]);
+    assert_eq!(
+        tally(&lines).keys().collect::<Vec<_>>(),
+        ["k0", "k1"],
+        "{lines:?}"
+    );
+    // Attached once: each connect was counted once.
+    assert_eq!(dp.service_counters(vip, L4Protocol::Tcp).connections, 100);
+
+    // Cleanup detaches: the VIP is no longer rewritten.
+    let pins = dp.pin_dir().to_path_buf();
+    dp.cleanup().unwrap();
+    assert!(!pins.exists());
+    assert_eq!(
+        probe(PROBE, Some(cg.path()), &["tcp", &vip.to_string()]),
+        ["error ConnectionRefused"]
+    );
+}

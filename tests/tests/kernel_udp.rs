@@ -1,0 +1,67 @@
+//! Tier 2: UDP through a VIP (`cgroup/sendmsg4`, `connect4`, `recvmsg4`):
+//! datagrams are balanced and the replies come from the VIP.
+use std::net::SocketAddrV4;
+
+use strait::datapath::{L4LoadBalancer, L4Protocol};
+use strait_tests::lb::{probe, service, tally, udp_backend, Fixture};
+use strait_tests::privileged;
+
+const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
+
+#[test]
+fn udp_request_reply_through_a_vip_comes_back_from_the_vip() {
+    let Some(p) = privileged::require("udp_request_reply_through_a_vip_comes_back_from_the_vip")
+    else {
+        return;
+    };
+    let vip: SocketAddrV4 = "127.100.2.1:5353".parse().unwrap();
+    let mut fx = Fixture::new(&p, "udp", "127.0.0.1:1".parse().unwrap());
+    let mut svc = service(
+        vip,
+        L4LoadBalancer::Random,
+        &[(udp_backend("u0"), 1, true), (udp_backend("u1"), 1, true)],
+    );
+    svc.protocol = L4Protocol::Udp;
+    fx.dp().apply(&[svc]).unwrap();
+    let cg = fx.cg.path().to_path_buf();
+
+    // Unconnected socket: each datagram is balanced (P(a backend unseen in
+    // 40) = 2·2^-40); every reply's source is the VIP.
+    let lines = probe(PROBE, Some(&cg), &["udp", &vip.to_string(), "40"]);
+    let from_vip: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            l.strip_prefix(&format!("{vip} "))
+                .unwrap_or_else(|| panic!("reply not from the VIP: {l}"))
+        })
+        .collect();
+    assert_eq!(
+        tally(&from_vip).keys().collect::<Vec<_>>(),
+        ["u0", "u1"],
+        "{lines:?}"
+    );
+
+    // Connected socket: one backend for the socket's life, still the VIP.
+    let lines = probe(
+        PROBE,
+        Some(&cg),
+        &["udp", &vip.to_string(), "10", "--connect"],
+    );
+    let seen = tally(&lines);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let only = seen.keys().next().unwrap();
+    assert!(
+        only == &format!("{vip} u0") || only == &format!("{vip} u1"),
+        "{only}"
+    );
+    assert_eq!(
+        fx.dp().service_counters(vip, L4Protocol::Udp).connections,
+        41
+    );
+
+    // Outside the cgroup nothing is rewritten: the VIP has no listener.
+    assert_eq!(
+        probe(PROBE, None, &["udp", &vip.to_string(), "1", "--connect"]),
+        ["error ConnectionRefused"]
+    );
+}
