@@ -9,6 +9,7 @@
 //! compile::compile                   →  MeshSnapshot (+ diagnostics)
 //! diff::diff                         →  what changed between two snapshots
 //! ```
+pub mod analyze;
 pub mod api;
 pub mod compile;
 pub mod diag;

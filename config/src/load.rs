@@ -94,8 +94,10 @@ pub fn load_str(text: &str, file: &str) -> Loaded {
     out
 }
 
-/// Loads files and directories (recursively: `*.yaml`, `*.yml`, `*.json`,
-/// in sorted path order). A path that cannot be read is an error.
+/// Loads files and directories (directories recursively: `*.yaml` and
+/// `*.yml`, in sorted path order, like `kubectl apply -f DIR`; a file named
+/// explicitly is read whatever its extension, JSON included, since JSON is
+/// YAML). A path that cannot be read is an error.
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Loaded {
     let mut out = Loaded::default();
     for p in paths {
@@ -141,10 +143,7 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         for e in entries {
             if e.is_dir() {
                 collect(&e, out)?;
-            } else if matches!(
-                e.extension().and_then(|x| x.to_str()),
-                Some("yaml" | "yml" | "json")
-            ) {
+            } else if matches!(e.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")) {
                 out.push(e);
             }
         }

@@ -1,11 +1,73 @@
-//! The `strait` command line.
-use clap::Parser;
+//! The `strait` command line: parse with clap, dispatch to `cli/`.
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Strait: a sidecarless service-mesh data plane for Linux nodes.
 #[derive(Parser)]
 #[command(name = "strait", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+/// Top-level commands.
+#[derive(Subcommand)]
+enum Command {
+    /// Validate Istio and Kubernetes YAML like `istioctl validate`: exit 0
+    /// when every resource is valid, 1 with every error listed otherwise.
+    Validate {
+        /// Files or directories (recursively: *.yaml, *.yml, *.json).
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+    },
+    /// Analyze configuration like `istioctl analyze` (IST0xxx messages):
+    /// exit 0 when nothing at Error level was found, 79 otherwise.
+    Analyze {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// `strait config ...`.
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Compile the configuration and print the MeshSnapshot.
+    Compile {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Json)]
+        output: Format,
+    },
+}
+
+/// Output format of `config compile`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// Pretty JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { files } => cli::validate::run(&files),
+        Command::Analyze { paths } => cli::analyze::run(&paths),
+        Command::Config {
+            command: ConfigCommand::Compile { paths, output },
+        } => cli::compile::run(&paths, output),
+    }
 }

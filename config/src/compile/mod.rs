@@ -115,6 +115,36 @@ impl<'a> Index<'a> {
     }
 }
 
+/// Keeps the last definition of each `Kind/namespace/name`, as
+/// `kubectl apply -f` of the same files would; earlier ones are reported
+/// (Info) and dropped. Order of the survivors is preserved.
+pub fn dedupe(resources: &[Resource]) -> (Vec<&Resource>, Vec<Diagnostic>) {
+    let mut last: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
+    for (i, r) in resources.iter().enumerate() {
+        last.insert((r.kind(), r.namespace(), r.name()), i);
+    }
+    let mut diags = Vec::new();
+    let mut out = Vec::with_capacity(last.len());
+    for (i, r) in resources.iter().enumerate() {
+        let winner = last[&(r.kind(), r.namespace(), r.name())];
+        if winner == i {
+            out.push(r);
+        } else {
+            diags.push(Diagnostic::at(
+                crate::diag::Level::Info,
+                r,
+                "",
+                format!(
+                    "{} is defined again at {}; the later definition is used",
+                    r.key(),
+                    resources[winner].origin
+                ),
+            ));
+        }
+    }
+    (out, diags)
+}
+
 /// Validates and compiles `resources` into a snapshot. Returns the
 /// validation errors of the resources left out (and compile-time notes).
 ///
@@ -135,9 +165,9 @@ impl<'a> Index<'a> {
 /// assert_eq!(routes.http[0].route[0].cluster, "outbound|9080||reviews.default.svc.cluster.local");
 /// ```
 pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
-    let mut diags = Vec::new();
-    let mut valid = Vec::with_capacity(resources.len());
-    for r in resources {
+    let (latest, mut diags) = dedupe(resources);
+    let mut valid = Vec::with_capacity(latest.len());
+    for r in latest {
         let errs = crate::validate::validate_resource(r);
         if errs.iter().any(Diagnostic::is_error) {
             diags.extend(errs);

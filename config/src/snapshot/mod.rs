@@ -252,6 +252,16 @@ pub struct MeshSnapshot {
 }
 
 impl MeshSnapshot {
+    /// Pretty JSON (what `strait config compile -o json` prints).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("snapshot serializes to JSON")
+    }
+
+    /// YAML (what `strait config compile -o yaml` prints).
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("snapshot serializes to YAML")
+    }
+
     /// The service and port behind an original destination `vip:port`.
     pub fn service_by_vip(&self, vip: IpAddr, port: u16) -> Option<(&Service, &ServicePort)> {
         self.vips.get(&vip)?.iter().find_map(|h| {
