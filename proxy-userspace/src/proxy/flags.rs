@@ -30,18 +30,19 @@ impl ResponseFlags {
     /// `UR`: upstream remote reset.
     pub const UPSTREAM_REMOTE_RESET: Self = Self(1 << 10);
 
+    /// In Envoy's printing order (`ResponseFlagUtils`).
     const NAMES: [(Self, &'static str); 11] = [
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
+        (Self::UPSTREAM_REQUEST_TIMEOUT, "UT"),
+        (Self::UPSTREAM_REMOTE_RESET, "UR"),
         (Self::UPSTREAM_CONNECTION_FAILURE, "UF"),
+        (Self::UPSTREAM_CONNECTION_TERMINATION, "UC"),
         (Self::UPSTREAM_OVERFLOW, "UO"),
         (Self::NO_ROUTE_FOUND, "NR"),
-        (Self::UPSTREAM_RETRY_LIMIT_EXCEEDED, "URX"),
-        (Self::UPSTREAM_REQUEST_TIMEOUT, "UT"),
         (Self::DELAY_INJECTED, "DI"),
         (Self::FAULT_INJECTED, "FI"),
-        (Self::UPSTREAM_CONNECTION_TERMINATION, "UC"),
         (Self::DOWNSTREAM_CONNECTION_TERMINATION, "DC"),
-        (Self::UPSTREAM_REMOTE_RESET, "UR"),
+        (Self::UPSTREAM_RETRY_LIMIT_EXCEEDED, "URX"),
     ];
 
     /// No flag set.
@@ -95,5 +96,8 @@ mod tests {
         assert_eq!(f.to_string(), "UO");
         f.insert(ResponseFlags::DELAY_INJECTED);
         assert_eq!(f.to_string(), "UO,DI");
+        f.insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+        f.insert(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
+        assert_eq!(f.to_string(), "UT,UO,DI,URX");
     }
 }
