@@ -4,4 +4,5 @@
 pub mod bpffs;
 pub mod cgroup;
 pub mod lb;
+pub mod node;
 pub mod privileged;

@@ -1,0 +1,94 @@
+//! A pod: a network namespace on a veth to its node, with its own IP and
+//! cgroup, and the Kubernetes identity (namespace, labels, service account)
+//! the mesh sees.
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::netns;
+
+/// What to create: a pod's Kubernetes identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodSpec {
+    /// Pod name, unique per namespace on the node.
+    pub name: String,
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Workload labels (`app`, `version`, …) that Service selectors and
+    /// DestinationRule subsets match.
+    pub labels: BTreeMap<String, String>,
+    /// `spec.serviceAccountName`; the SPIFFE identity is
+    /// `spiffe://<trust domain>/ns/<namespace>/sa/<service_account>`.
+    pub service_account: String,
+    /// `(name, containerPort)` the pod serves, for named `targetPort`s.
+    pub container_ports: Vec<(Option<String>, u16)>,
+    /// The Deployment the pod belongs to, if any.
+    pub deployment: Option<String>,
+}
+
+impl PodSpec {
+    /// A pod `name` in namespace `default` with `labels`, service account
+    /// `default` and no declared ports.
+    pub fn new(name: &str, labels: &[(&str, &str)]) -> Self {
+        PodSpec {
+            name: name.to_string(),
+            namespace: super::kube::DEFAULT_NAMESPACE.to_string(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            service_account: super::kube::DEFAULT_SERVICE_ACCOUNT.to_string(),
+            container_ports: Vec::new(),
+            deployment: None,
+        }
+    }
+}
+
+/// A running pod. Its kernel objects belong to the [`super::Node`] and go
+/// away when the node is dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pod {
+    /// The Kubernetes identity it was created from.
+    pub spec: PodSpec,
+    /// The pod IP (`10.244.<node index>.<n>`), a /32 on the pod's `eth0`.
+    pub ip: Ipv4Addr,
+    /// The name of the node it runs on.
+    pub node: String,
+    /// Its network namespace (`/run/netns/<netns>`).
+    pub netns: String,
+    /// The node-side end of its veth pair, in the node's namespace (the pod
+    /// side is `eth0` in the pod's namespace).
+    pub node_veth: String,
+    /// Its cgroup, `<cgroup2>/strait-<id>/pods/<namespace>_<name>`.
+    pub cgroup: PathBuf,
+}
+
+impl Pod {
+    /// The pod name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// A command that runs `program` inside this pod: in its network
+    /// namespace and its cgroup (so the daemon's socket programs on the pods
+    /// cgroup see its connections). Spawn it like any `Command`; the node
+    /// kills it on drop if it is still running.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> anyhow::Result<Command> {
+        let mut cmd = Command::new(program);
+        netns::enter(&mut cmd, &self.netns, Some(&self.cgroup))?;
+        Ok(cmd)
+    }
+
+    /// Runs `f` on a thread inside the pod's network namespace (not its
+    /// cgroup: the test process must not move). Use it for sockets a test
+    /// opens itself, e.g. a listener in the pod.
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+        netns::run_in(&self.netns, f)
+    }
+
+    /// The processes in the pod's cgroup.
+    pub fn pids(&self) -> Vec<i32> {
+        super::cgroups::pids(&self.cgroup)
+    }
+}
