@@ -2,6 +2,7 @@
 //! template's labels and service account, Services get stable ClusterIPs,
 //! and the node writes the Kubernetes view the daemon's config dir needs.
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde_yaml::Value;
@@ -197,4 +198,55 @@ fn duplicate_pods_and_services_are_rejected() {
         e.contains("spec.clusterIP") && e.contains("already allocated"),
         "{e}"
     );
+}
+
+#[test]
+fn the_config_crate_sees_the_nodes_vips_and_endpoints() {
+    let Some(p) =
+        strait_tests::privileged::require("the_config_crate_sees_the_nodes_vips_and_endpoints")
+    else {
+        return;
+    };
+    let mut node = Node::new(&p.cgroup2, "node-a", 44).unwrap();
+    node.apply(&platform()).unwrap();
+    // The demo's config dir: the node's view, the subsets and one step.
+    let dir = node.tmp_dir().join("config");
+    node.write_config(&dir).unwrap();
+    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/bookinfo");
+    for f in ["destination-rules.yaml", "all-v1.yaml"] {
+        std::fs::copy(samples.join(f), dir.join(f)).unwrap();
+    }
+    let loaded = strait_config::load::load_paths(&[&dir]);
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    let (snap, diags) = strait_config::compile(&loaded.resources);
+    assert!(
+        diags.iter().all(|d| d.level == strait_config::Level::Info),
+        "{diags:?}"
+    );
+
+    for svc in node.services() {
+        let s = &snap.services[&format!("{}.default.svc.cluster.local", svc.name)];
+        assert_eq!(s.vip, svc.cluster_ip.map(Into::into), "{}", svc.name);
+    }
+    // Each reviews subset's cluster holds exactly that version's pod.
+    for v in ["v1", "v2", "v3"] {
+        let c = &snap.clusters[&format!("outbound|9080|{v}|reviews.default.svc.cluster.local")];
+        let pod = node
+            .pod("default", &format!("reviews-{v}-node-a-0"))
+            .unwrap();
+        let addrs: Vec<_> = c.endpoints.iter().map(|e| e.addr).collect();
+        assert_eq!(addrs, [SocketAddr::from((pod.ip, 9080))], "subset {v}");
+        assert_eq!(
+            c.endpoints[0].service_account.as_deref(),
+            Some("bookinfo-reviews")
+        );
+    }
+    // Every pod is a meshed workload with its identity and node.
+    for pod in node.pods() {
+        let w = &snap.workloads[&std::net::IpAddr::from(pod.ip)];
+        assert_eq!(w.name, pod.name());
+        assert_eq!(w.labels, pod.spec.labels);
+        assert_eq!(w.service_account, pod.spec.service_account);
+        assert_eq!(w.node.as_deref(), Some("node-a"));
+    }
 }

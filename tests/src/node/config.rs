@@ -166,7 +166,11 @@ fn write_docs(path: &Path, docs: &[Value]) -> anyhow::Result<()> {
         text.push_str("---\n");
         text.push_str(&serde_yaml::to_string(d)?);
     }
-    let tmp = path.with_extension("yaml.tmp");
+    // A hidden name, so a loader reading the directory skips it.
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().expect("a file name").to_string_lossy()
+    ));
     std::fs::write(&tmp, text).with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))
 }

@@ -18,12 +18,13 @@ pub const ID_LEN: usize = PID_WIDTH + COUNTER_WIDTH;
 /// A fresh node id for this process: `<pid base36, 5 chars><counter, 2 chars>`.
 pub fn new_node_id() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed) % 36u32.pow(COUNTER_WIDTH as u32);
-    format!(
-        "{}{}",
-        base36(std::process::id(), PID_WIDTH),
-        base36(n, COUNTER_WIDTH)
-    )
+    id_for(std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The id of the `n`-th node (mod 1296) of process `pid`.
+pub fn id_for(pid: u32, n: u32) -> String {
+    let n = n % 36u32.pow(COUNTER_WIDTH as u32);
+    format!("{}{}", base36(pid, PID_WIDTH), base36(n, COUNTER_WIDTH))
 }
 
 /// The pid encoded in a node id, or `None` when `id` is not one.
