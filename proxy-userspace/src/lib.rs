@@ -1,6 +1,8 @@
 //! Strait's node daemon: the kernel data path loader, and (as they land) the
 //! L7 proxy, policy, telemetry and admin API. The `strait` binary is a thin
 //! CLI over this library.
+pub mod admin;
+pub mod daemon;
 pub mod datapath;
 pub mod proxy;
 pub mod sys;

@@ -1,0 +1,90 @@
+//! The admin API (default `127.0.0.1:15000`), with Envoy's admin paths:
+//! `/ready`, `/healthz`, `/config_dump`, `/clusters`, `/stats/prometheus`.
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// What the admin API shows; the daemon implements it over its live state.
+pub trait AdminSource: Send + Sync + 'static {
+    /// Whether the daemon has loaded a config and its listeners are up.
+    fn ready(&self) -> bool;
+    /// The live snapshot as JSON (`/config_dump`).
+    fn config_dump(&self) -> serde_json::Value;
+    /// Envoy's `/clusters` text: one `cluster::endpoint::stat::value` line
+    /// per endpoint statistic (health_flags, cx_active, rq_total, …).
+    fn clusters(&self) -> String;
+    /// Prometheus text exposition (`/stats/prometheus`).
+    fn prometheus(&self) -> String;
+}
+
+/// Serves the admin API on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, source: Arc<dyn AdminSource>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let source = source.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let source = source.clone();
+                async move { Ok::<_, Infallible>(handle(&*source, &req)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// Binds the admin address, failing with a message that names it.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on admin address {addr}: {e} (is another strait or Envoy running? pass --admin ADDR)")
+    })
+}
+
+fn handle(source: &dyn AdminSource, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into());
+    }
+    match req.uri().path() {
+        // Envoy answers LIVE / PRE_INITIALIZING.
+        "/ready" if source.ready() => text(StatusCode::OK, "LIVE\n".into()),
+        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "PRE_INITIALIZING\n".into()),
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/config_dump" => {
+            let body = serde_json::to_string_pretty(&source.config_dump()).unwrap_or_default();
+            respond(StatusCode::OK, "application/json", body)
+        }
+        "/clusters" => text(StatusCode::OK, source.clusters()),
+        "/stats/prometheus" => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            source.prometheus(),
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "paths: /ready /healthz /config_dump /clusters /stats/prometheus\n".into(),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    respond(status, "text/plain; charset=utf-8", body)
+}
+
+fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}

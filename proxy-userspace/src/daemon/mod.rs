@@ -1,0 +1,216 @@
+//! `strait run`: the node daemon. It loads and attaches the eBPF programs,
+//! compiles the config directory, writes the kernel maps, serves the
+//! outbound listener (L7 proxy) and the admin API, hot-reloads the config,
+//! and on SIGTERM/SIGINT drains in-flight requests (bounded) and exits 0.
+//! Pinned maps and links stay, so L4 traffic keeps flowing while the daemon
+//! restarts; `strait cleanup` removes them.
+pub mod cli;
+pub mod preflight;
+pub mod sink;
+pub mod state;
+pub mod store;
+pub mod watch;
+
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use strait_config::snapshot::MeshSnapshot;
+use strait_config::Diagnostic;
+use tokio::net::TcpListener;
+
+use crate::datapath::{Datapath, DatapathConfig, OriginalDestinations};
+use crate::proxy::{OriginalDst, Proxy};
+use crate::telemetry::Metrics;
+use state::Live;
+use store::ConfigStore;
+
+/// Settings of `strait run`.
+#[derive(Clone, Debug)]
+pub struct RunArgs {
+    /// Directory of Istio and Kubernetes YAML (watched).
+    pub config: PathBuf,
+    /// Node name: pins go to `<bpffs>/strait/<node>/`.
+    pub node: String,
+    /// The pods cgroup (default `<cgroup2>/strait-<node>/pods`, created).
+    pub pods_cgroup: Option<PathBuf>,
+    /// bpffs mount point.
+    pub bpffs: PathBuf,
+    /// Admin API address.
+    pub admin: SocketAddr,
+    /// Outbound listener: where the kernel redirects meshed connections and
+    /// where the proxy listens (IPv4). Pods in their own network namespaces
+    /// need the node's address here, not loopback.
+    pub outbound: SocketAddrV4,
+    /// Longest wait for in-flight requests at shutdown.
+    pub drain: Duration,
+    /// Print one access-log line per request on stdout.
+    pub access_log: bool,
+}
+
+/// The kernel's answer to "where was this connection going".
+struct KernelOriginalDst(OriginalDestinations);
+
+impl OriginalDst for KernelOriginalDst {
+    fn original_destination(&self, peer: SocketAddr, _local: SocketAddr) -> Option<SocketAddr> {
+        self.0.get(peer)
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Errors are one line saying what is
+/// wrong and what to do (not root, no BPF, no cgroup v2, port taken, ...).
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let cgroup2 = preflight::check(&args.config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(args, cgroup2))
+}
+
+fn log_diagnostics(diags: &[Diagnostic]) {
+    for d in diags {
+        match d.level {
+            strait_config::Level::Error => tracing::error!("{d}"),
+            strait_config::Level::Warning => tracing::warn!("{d}"),
+            strait_config::Level::Info => tracing::info!("{d}"),
+        }
+    }
+}
+
+/// Load, validate and compile the directory (last good version per file).
+fn compile(store: &mut ConfigStore) -> MeshSnapshot {
+    let reload = store.reload();
+    log_diagnostics(&reload.diagnostics);
+    for f in &reload.kept_last_good {
+        tracing::warn!(file = %f.display(), "file has errors: still serving its last good version");
+    }
+    let (snap, diags) = strait_config::compile(&reload.resources);
+    // Validation errors were reported by the store; report the rest.
+    let rest: Vec<Diagnostic> = diags.into_iter().filter(|d| !d.is_error()).collect();
+    log_diagnostics(&rest);
+    snap
+}
+
+fn meshed_ips(snap: &MeshSnapshot) -> Vec<IpAddr> {
+    snap.workloads.keys().copied().collect()
+}
+
+async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
+    let mut store = ConfigStore::new(&args.config);
+    let snap = compile(&mut store);
+    tracing::info!(
+        services = snap.services.len(),
+        clusters = snap.clusters.len(),
+        kernel_services = snap.l4.len(),
+        "config compiled"
+    );
+
+    let admin_listener = crate::admin::bind(args.admin).await?;
+    let outbound = TcpListener::bind(SocketAddr::V4(args.outbound)).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on outbound address {}: {e} (is another strait running? pass --outbound ADDR)",
+            args.outbound
+        )
+    })?;
+
+    let mut dp_cfg = DatapathConfig::new(&args.node);
+    dp_cfg.bpffs = args.bpffs.clone();
+    dp_cfg.outbound = args.outbound;
+    let mut datapath = Datapath::new(&dp_cfg)?;
+    let pods = args
+        .pods_cgroup
+        .clone()
+        .unwrap_or_else(|| cgroup2.join(format!("strait-{}", args.node)).join("pods"));
+    std::fs::create_dir_all(&pods)
+        .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
+    datapath.attach(&pods)?;
+    apply_kernel(&mut datapath, &snap);
+    let orig = KernelOriginalDst(OriginalDestinations::open(datapath.pin_dir())?);
+
+    let proxy = Proxy::new(&snap).map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?;
+    let snapshot = Arc::new(ArcSwap::from_pointee(snap));
+    let metrics = Arc::new(Metrics::new());
+    let sink = sink::TelemetrySink::new(snapshot.clone(), metrics.clone(), args.access_log);
+    let proxy = proxy.with_access_log(Arc::new(sink));
+    let live = Arc::new(Live {
+        snapshot: snapshot.clone(),
+        ready: AtomicBool::new(false),
+        metrics,
+        proxy: proxy.clone(),
+    });
+
+    let admin_task = tokio::spawn(crate::admin::serve(admin_listener, live.clone()));
+    let accept_proxy = proxy.clone();
+    let accept_task = tokio::spawn(async move { accept_proxy.serve(outbound, orig).await });
+    let (_watch, mut changes) = watch::watch(&args.config)?;
+    let reload_live = live.clone();
+    let reload_task = tokio::spawn(async move {
+        while changes.recv().await.is_some() {
+            let started = Instant::now();
+            let snap = compile(&mut store);
+            if **reload_live.snapshot.load() == snap {
+                tracing::debug!("config unchanged");
+                continue;
+            }
+            if let Err(e) = reload_live.proxy.update(&snap) {
+                tracing::error!("new config not applied, the last good one keeps serving: {e}");
+                continue;
+            }
+            apply_kernel(&mut datapath, &snap);
+            reload_live.snapshot.store(Arc::new(snap));
+            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "config reloaded");
+        }
+        datapath
+    });
+    live.set_ready(true);
+    tracing::info!(
+        node = %args.node, pods_cgroup = %pods.display(), outbound = %args.outbound,
+        admin = %args.admin, config = %args.config.display(), "strait is serving"
+    );
+
+    shutdown_signal().await;
+    tracing::info!(drain_ms = args.drain.as_millis() as u64, "shutting down: draining in-flight requests");
+    live.set_ready(false);
+    accept_task.abort();
+    drain(args.drain).await;
+    reload_task.abort();
+    admin_task.abort();
+    tracing::info!("stopped; kernel maps stay pinned for the next start");
+    Ok(())
+}
+
+fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot) {
+    match datapath.apply(&snap.l4) {
+        Ok(report) => tracing::debug!(?report, "kernel tables written"),
+        Err(e) => tracing::error!("writing the kernel service tables: {e:#}"),
+    }
+    if let Err(e) = datapath.set_workloads(&meshed_ips(snap)) {
+        tracing::error!("writing the meshed workloads: {e:#}");
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Waits until only the daemon's own long-lived tasks remain (every
+/// connection task has finished) or `limit` passes.
+async fn drain(limit: Duration) {
+    // Admin server, reload loop and access-log writer.
+    const OWN_TASKS: usize = 3;
+    let deadline = Instant::now() + limit;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    while metrics.num_alive_tasks() > OWN_TASKS && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
