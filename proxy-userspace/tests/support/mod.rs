@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 pub mod backend;
 pub mod client;
+pub mod tcp;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -56,6 +57,8 @@ pub struct Service {
     pub vip: IpAddr,
     /// Backends by pod name.
     pub backends: HashMap<String, Backend>,
+    /// Raw TCP backends by pod name.
+    pub tcp_backends: HashMap<String, tcp::TcpBackend>,
 }
 
 impl Service {
@@ -64,6 +67,9 @@ impl Service {
         &self.backends[name]
     }
 }
+
+/// A pod: its name and labels.
+pub type Pod<'a> = (&'a str, &'a [(&'a str, &'a str)]);
 
 /// Builds a mesh.
 #[derive(Default)]
@@ -81,23 +87,42 @@ impl MeshBuilder {
     /// Adds service `name` (namespace `default`) with one port named
     /// `port_name`, and one backend per `(pod name, labels)`; every pod gets
     /// label `app: name`.
-    pub async fn service(
+    pub async fn service(&mut self, name: &str, port: u16, port_name: &str, pods: &[Pod<'_>]) {
+        self.add_service(name, port, port_name, pods, false).await
+    }
+
+    /// Like [`MeshBuilder::service`] with raw TCP echo backends.
+    pub async fn tcp_service(&mut self, name: &str, port: u16, port_name: &str, pods: &[Pod<'_>]) {
+        self.add_service(name, port, port_name, pods, true).await
+    }
+
+    async fn add_service(
         &mut self,
         name: &str,
         port: u16,
         port_name: &str,
-        pods: &[(&str, &[(&str, &str)])],
+        pods: &[Pod<'_>],
+        raw_tcp: bool,
     ) {
         let vip = fresh_vip();
         let mut backends = HashMap::new();
+        let mut tcp_backends = HashMap::new();
         let mut target = 0u16;
         let mut yaml = String::new();
         for (pod, labels) in pods {
             let ip = fresh_ip();
-            let b = Backend::start(pod, SocketAddr::new(ip, target))
-                .await
-                .expect("bind backend");
-            target = b.addr.port();
+            let addr = SocketAddr::new(ip, target);
+            if raw_tcp {
+                let b = tcp::TcpBackend::start(pod, addr)
+                    .await
+                    .expect("bind backend");
+                target = b.addr.port();
+                tcp_backends.insert(pod.to_string(), b);
+            } else {
+                let b = Backend::start(pod, addr).await.expect("bind backend");
+                target = b.addr.port();
+                backends.insert(pod.to_string(), b);
+            }
             let mut l = format!("app: {name}");
             for (k, v) in labels.iter() {
                 write!(l, ", {k}: \"{v}\"").unwrap();
@@ -107,18 +132,19 @@ impl MeshBuilder {
                 "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, namespace: default, labels: {{{l}}}}}\nstatus: {{podIP: {ip}}}"
             )
             .unwrap();
-            backends.insert(pod.to_string(), b);
         }
         writeln!(
             self.yaml,
             "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  clusterIP: {vip}\n  selector: {{app: {name}}}\n  ports: [{{name: {port_name}, port: {port}, targetPort: {target}}}]\n{yaml}"
         )
         .unwrap();
+        let name = name.to_owned();
         self.services.push(Service {
-            name: name.to_owned(),
+            name,
             port,
             vip,
             backends,
+            tcp_backends,
         });
     }
 
