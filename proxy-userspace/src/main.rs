@@ -12,6 +12,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log level of `run` (error, warn, info, debug, trace); RUST_LOG overrides.
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
+    log_level: String,
 }
 
 /// Top-level commands.
@@ -31,6 +34,11 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Run the node daemon: attach the eBPF programs, serve the mesh's
+    /// traffic with the config directory's routes until SIGTERM/SIGINT.
+    Run(strait::daemon::cli::RunCmd),
+    /// Detach the node's eBPF programs and remove its pinned maps.
+    Cleanup(strait::daemon::cli::CleanupCmd),
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -69,5 +77,21 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Compile { paths, output },
         } => cli::compile::run(&paths, output),
+        Command::Run(cmd) => {
+            strait::daemon::cli::init_logging(&cli.log_level);
+            report(strait::daemon::run(cmd.into_args()))
+        }
+        Command::Cleanup(cmd) => report(cmd.run()),
+    }
+}
+
+/// Exit 0, or print the error on one line and exit 1.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strait: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -55,7 +55,8 @@ impl RunCmd {
     }
 }
 
-/// `strait cleanup`: detach the node's programs and remove its pinned maps.
+/// `strait cleanup`: detach the node's programs, remove its pinned maps and
+/// the default pods cgroup `strait run` created (when empty).
 #[derive(Args, Debug, Clone)]
 pub struct CleanupCmd {
     /// Node name (default: the host name).
@@ -73,11 +74,19 @@ impl CleanupCmd {
         let node = self.node.unwrap_or_else(hostname);
         let dir = crate::datapath::DatapathConfig {
             bpffs: self.bpffs,
-            ..crate::datapath::DatapathConfig::new(node)
+            ..crate::datapath::DatapathConfig::new(node.clone())
         }
         .pin_dir();
         crate::datapath::remove_pins(&dir)?;
         println!("removed {}", dir.display());
+        if let Some(cg) = crate::sys::cgroup2_mount() {
+            let node_cg = cg.join(format!("strait-{node}"));
+            // rmdir only succeeds on empty cgroups: pods still running stay.
+            if std::fs::remove_dir(node_cg.join("pods")).is_ok() {
+                let _ = std::fs::remove_dir(&node_cg);
+                println!("removed {}", node_cg.display());
+            }
+        }
         Ok(())
     }
 }
@@ -96,8 +105,10 @@ pub fn hostname() -> String {
 pub fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
