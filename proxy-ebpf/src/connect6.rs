@@ -1,30 +1,37 @@
-//! `cgroup/connect6`: the same load balancing for IPv6 sockets that connect
-//! to an IPv4-mapped address (`::ffff:a.b.c.d`), as dual-stack clients do.
-//! Native IPv6 services are not balanced yet.
-use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext, EbpfContext};
+//! The IPv6 hooks, for IPv6 sockets that talk to IPv4-mapped addresses
+//! (`::ffff:a.b.c.d`), as dual-stack clients do: `connect6` and `sendmsg6`
+//! balance exactly like their IPv4 twins, `getpeername6` and `recvmsg6`
+//! restore the VIP. Native IPv6 services are not balanced yet.
+use aya_ebpf::{
+    bindings::bpf_sock_addr, helpers::bpf_get_socket_cookie, macros::cgroup_sock_addr,
+    programs::SockAddrContext, EbpfContext,
+};
+use proxy_common::{proto, RevNatKey};
 
-use crate::lb4::{refuse, translate, Verdict, ALLOW};
+use crate::{
+    lb4::{refuse, translate, Verdict, ALLOW},
+    maps::REV_NAT,
+};
 
 /// Third word of an IPv4-mapped IPv6 address (`0:0:0:0:0:ffff`), as the
 /// kernel stores it (network byte order).
 const V4_MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
-/// IPv6 `connect()` hook.
-#[cgroup_sock_addr(connect6)]
-pub fn connect6(ctx: SockAddrContext) -> i32 {
-    // SAFETY: the kernel hands a valid `bpf_sock_addr` to this hook.
-    let sa = unsafe { &mut *ctx.sock_addr };
+/// The IPv4 address inside an IPv4-mapped `user_ip6`, if it is one.
+#[inline(always)]
+fn mapped_v4(sa: &bpf_sock_addr) -> Option<u32> {
     let ip6 = sa.user_ip6;
-    if ip6[0] != 0 || ip6[1] != 0 || ip6[2] != V4_MAPPED {
+    (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == V4_MAPPED).then_some(ip6[3])
+}
+
+#[inline(always)]
+fn balance(ctx: &SockAddrContext, proto_: u8) -> i32 {
+    // SAFETY: the kernel hands a valid `bpf_sock_addr` to these hooks.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let Some(ip) = mapped_v4(sa) else {
         return ALLOW;
-    }
-    match translate(
-        ctx.as_ptr(),
-        ip6[3],
-        sa.user_port as u16,
-        sa.protocol as u8,
-        0,
-    ) {
+    };
+    match translate(ctx.as_ptr(), ip, sa.user_port as u16, proto_, 0) {
         Verdict::Pass => ALLOW,
         Verdict::Refuse => refuse(),
         Verdict::Rewrite(to) => {
@@ -33,4 +40,52 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
             ALLOW
         }
     }
+}
+
+#[inline(always)]
+fn restore(ctx: &SockAddrContext) -> i32 {
+    // SAFETY: the kernel hands a valid `bpf_sock_addr` to these hooks.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let Some(ip) = mapped_v4(sa) else {
+        return ALLOW;
+    };
+    let key = RevNatKey {
+        // SAFETY: ctx is a sock_addr context.
+        cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+        ip,
+        port: sa.user_port as u16,
+        pad: 0,
+    };
+    // SAFETY: copied out at once.
+    if let Some(orig) = unsafe { REV_NAT.get(&key) }.copied() {
+        sa.user_ip6[3] = orig.ip;
+        sa.user_port = orig.port as u32;
+    }
+    ALLOW
+}
+
+/// IPv6 `connect()` hook (TCP and connected UDP).
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    // SAFETY: as in `balance`.
+    let proto_ = unsafe { (*ctx.sock_addr).protocol } as u8;
+    balance(&ctx, proto_)
+}
+
+/// IPv6 UDP `sendmsg()` hook (unconnected sockets).
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
+    balance(&ctx, proto::UDP)
+}
+
+/// IPv6 UDP `recvmsg()` hook: replies appear from the VIP.
+#[cgroup_sock_addr(recvmsg6)]
+pub fn recvmsg6(ctx: SockAddrContext) -> i32 {
+    restore(&ctx)
+}
+
+/// IPv6 `getpeername()` hook: a balanced socket reports the VIP.
+#[cgroup_sock_addr(getpeername6)]
+pub fn getpeername6(ctx: SockAddrContext) -> i32 {
+    restore(&ctx)
 }

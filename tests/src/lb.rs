@@ -13,15 +13,21 @@ use strait::datapath::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service}
 /// thread lives until the test process exits.
 pub fn tcp_backend(name: &str) -> SocketAddrV4 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
-    deep_backlog(&l);
     let addr = v4(l.local_addr().unwrap());
+    serve_name(l, name);
+    addr
+}
+
+/// Serves `name\n` to every connection on `l` (which may live in another
+/// network namespace) from a thread that lives until the process exits.
+pub fn serve_name(l: TcpListener, name: &str) {
+    deep_backlog(&l);
     let name = name.to_string();
     std::thread::spawn(move || {
         for mut s in l.incoming().flatten() {
             let _ = writeln!(s, "{name}");
         }
     });
-    addr
 }
 
 /// A UDP server on 127.0.0.1 that answers every datagram with `name`.

@@ -213,8 +213,16 @@ fn connect6_balances_ipv4_mapped_destinations() {
         .apply(&[service(vip, L4LoadBalancer::Random, &backends)])
         .unwrap();
     let mapped = format!("[::ffff:{}]:{}", vip.ip(), vip.port());
-    let lines = probe(PROBE, Some(fx.cg.path()), &["tcp", &mapped, "60"]);
-    let seen = tally(&lines);
+    let lines = probe(PROBE, Some(fx.cg.path()), &["tcp", &mapped, "60", "--peer"]);
+    // getpeername() on the IPv6 socket reports the mapped VIP.
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            l.strip_prefix(&format!("{mapped} "))
+                .unwrap_or_else(|| panic!("peer is not the VIP: {l}"))
+        })
+        .collect();
+    let seen = tally(&names);
     assert_eq!(
         seen.keys().collect::<Vec<_>>(),
         ["m0", "m1", "m2"],

@@ -59,6 +59,17 @@ fn udp_request_reply_through_a_vip_comes_back_from_the_vip() {
         41
     );
 
+    // An IPv6 socket sending to the IPv4-mapped VIP: balanced, and the
+    // replies come from the mapped VIP.
+    let mapped = format!("[::ffff:{}]:{}", vip.ip(), vip.port());
+    let lines = probe(PROBE, Some(&cg), &["udp", &mapped, "4"]);
+    for l in &lines {
+        let name = l
+            .strip_prefix(&format!("{mapped} "))
+            .unwrap_or_else(|| panic!("reply not from the mapped VIP: {l}"));
+        assert!(name == "u0" || name == "u1", "{l}");
+    }
+
     // Outside the cgroup nothing is rewritten: the VIP has no listener.
     assert_eq!(
         probe(PROBE, None, &["udp", &vip.to_string(), "1", "--connect"]),

@@ -129,8 +129,8 @@ impl Datapath {
         Ok(dp)
     }
 
-    /// Attaches the socket programs (connect4/6, sendmsg4, recvmsg4,
-    /// getpeername4, sockops) to the cgroup v2 directory `cgroup` — every
+    /// Attaches the socket programs (connect4/6, sendmsg4/6, recvmsg4/6,
+    /// getpeername4/6, sockops) to the cgroup v2 directory `cgroup` — every
     /// process below it is balanced; the daemon itself must live outside
     /// it. Links are pinned under `<pin_dir>/links/`; programs already
     /// attached by an earlier run (pinned link present) are kept as they

@@ -58,16 +58,26 @@ pub mod programs {
     pub const RECVMSG4: &str = "recvmsg4";
     /// `cgroup/getpeername4`: balanced sockets report the VIP.
     pub const GETPEERNAME4: &str = "getpeername4";
+    /// `cgroup/sendmsg6`, `recvmsg6`, `getpeername6`: the UDP and peer-name
+    /// hooks for IPv4-mapped IPv6 destinations.
+    pub const SENDMSG6: &str = "sendmsg6";
+    /// See [`SENDMSG6`].
+    pub const RECVMSG6: &str = "recvmsg6";
+    /// See [`SENDMSG6`].
+    pub const GETPEERNAME6: &str = "getpeername6";
     /// `sockops`: copies a redirected connection's original destination to
     /// a key of the client's address.
     pub const SOCKOPS: &str = "orig_dst_sockops";
     /// Every program [`super::Datapath::attach`] attaches to the pods cgroup.
-    pub const SOCKET: [&str; 6] = [
+    pub const SOCKET: [&str; 9] = [
         CONNECT4,
         CONNECT6,
         SENDMSG4,
+        SENDMSG6,
         RECVMSG4,
+        RECVMSG6,
         GETPEERNAME4,
+        GETPEERNAME6,
         SOCKOPS,
     ];
     /// XDP source-prefix deny filter.

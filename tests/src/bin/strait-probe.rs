@@ -174,7 +174,12 @@ fn first_line(stream: TcpStream) -> String {
 }
 
 fn udp(addr: SocketAddr, count: u32, connected: bool) {
-    let sock = UdpSocket::bind("0.0.0.0:0").expect("bind udp");
+    let any = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let sock = UdpSocket::bind(any).expect("bind udp");
     sock.set_read_timeout(Some(Duration::from_secs(2))).ok();
     if connected {
         if let Err(e) = sock.connect(addr) {
