@@ -459,3 +459,38 @@ spec:
         );
     }
 }
+
+#[tokio::test]
+async fn source_labels_and_namespace_match_the_client_pod() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{sourceLabels: {app: sleep}, sourceNamespace: other}]
+    route: [{destination: {host: reviews, subset: v3}}]
+  - match: [{sourceLabels: {app: sleep}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+"#;
+    let without_client = reviews_mesh(vs).await;
+    let c = Client::http1();
+    let r = c.get(&without_client.url("reviews", "/"), &[]).await;
+    assert_eq!(
+        r.served_by(),
+        Some("reviews-v1"),
+        "an unknown client has no labels"
+    );
+    drop(without_client);
+    // The test client (127.0.0.1) is the pod `sleep` in namespace default.
+    let client_pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: sleep, namespace: default, labels: {app: sleep}}\nstatus: {podIP: 127.0.0.1}";
+    let mesh = reviews_mesh(&format!("{vs}\n---\n{client_pod}")).await;
+    let r = c.get(&mesh.url("reviews", "/"), &[]).await;
+    assert_eq!(
+        r.served_by(),
+        Some("reviews-v2"),
+        "labels match, namespace does not"
+    );
+}

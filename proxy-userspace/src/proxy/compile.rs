@@ -20,7 +20,7 @@ use super::route::{
     Redirect, RetryPolicy, Rewrite, RouteAction, RouteTable, StringMatch, WeightedCluster,
     WeightedClusters,
 };
-use super::table::{passthrough_cluster, PortProtocol, ServicePort, Table};
+use super::table::{passthrough_cluster, PortProtocol, ServicePort, SourceWorkload, Table};
 
 /// Something in the snapshot the runtime cannot build. Names the route
 /// (`host:port http[i]`) or cluster and the field.
@@ -55,7 +55,13 @@ pub fn compile(s: &snap::MeshSnapshot) -> Result<Table, CompileError> {
     let workloads = s
         .workloads
         .iter()
-        .map(|(ip, w)| (*ip, Arc::new(w.labels.clone())))
+        .map(|(ip, w)| {
+            let sw = SourceWorkload {
+                labels: w.labels.clone(),
+                namespace: w.namespace.clone(),
+            };
+            (*ip, Arc::new(sw))
+        })
         .collect();
     let mut services = HashMap::new();
     for svc in s.services.values() {
@@ -241,6 +247,7 @@ fn l4_route(
             destination_subnets: subnets,
             sni_hosts: m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
             source_labels: m.source_labels.clone(),
+            source_namespace: m.source_namespace.clone(),
         });
     }
     let mut dests = Vec::new();
@@ -365,6 +372,7 @@ fn http_match(loc: &str, i: usize, m: &snap::HttpMatch) -> Result<HttpMatch, Com
             .collect::<Result<_, CompileError>>()?,
         port: m.port,
         source_labels: m.source_labels.clone(),
+        source_namespace: m.source_namespace.clone(),
         ignore_uri_case: m.ignore_uri_case,
     })
 }

@@ -44,6 +44,15 @@ impl PortProtocol {
     }
 }
 
+/// What routes may match about the client workload.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceWorkload {
+    /// Pod labels.
+    pub labels: BTreeMap<String, String>,
+    /// Namespace.
+    pub namespace: String,
+}
+
 /// One service port the proxy handles.
 #[derive(Debug)]
 pub struct ServicePort {
@@ -64,8 +73,8 @@ pub struct Table {
     pub services: HashMap<SocketAddr, Arc<ServicePort>>,
     /// Every cluster by Envoy name (mirrors, config dump).
     pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
-    /// Pod IP → workload labels (`sourceLabels` matching).
-    pub workloads: HashMap<IpAddr, Arc<BTreeMap<String, String>>>,
+    /// Pod IP → the workload (`sourceLabels` / `sourceNamespace` matching).
+    pub workloads: HashMap<IpAddr, Arc<SourceWorkload>>,
     /// Envoy's `PassthroughCluster`: traffic to destinations the mesh does
     /// not know goes to the original destination.
     pub passthrough: Arc<Cluster>,

@@ -42,7 +42,7 @@ pub async fn proxy(
                 dst,
                 port: svc.port,
                 sni: sni.as_deref(),
-                source_labels: table.workloads.get(&peer.ip()).map(|l| &**l),
+                source: table.workloads.get(&peer.ip()).map(|w| &**w),
             };
             // TLS rules first (by SNI), then TCP rules, as Istio builds the
             // filter chains.

@@ -152,10 +152,10 @@ async fn route(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("http")
         .to_owned();
-    let source_labels = table.workloads.get(&conn.peer.ip()).map(|l| &**l);
+    let source = table.workloads.get(&conn.peer.ip()).map(|w| &**w);
     let ctx = MatchContext {
         port: svc.port,
-        source_labels,
+        source,
         scheme: &scheme,
     };
     let Some((route, matched)) = svc.routes.select_http(&parts, &ctx) else {

@@ -72,6 +72,8 @@ pub struct HttpMatch {
     pub port: Option<u16>,
     /// Labels the client workload must carry.
     pub source_labels: BTreeMap<String, String>,
+    /// Namespace the client workload must be in.
+    pub source_namespace: Option<String>,
     /// Exact/prefix `uri` match ignores ASCII case.
     pub ignore_uri_case: bool,
 }
@@ -81,8 +83,8 @@ pub struct HttpMatch {
 pub struct MatchContext<'a> {
     /// The service port the connection was addressed to.
     pub port: u16,
-    /// Labels of the client workload, when the client is a known pod.
-    pub source_labels: Option<&'a BTreeMap<String, String>>,
+    /// The client workload, when the client is a known pod.
+    pub source: Option<&'a crate::proxy::table::SourceWorkload>,
     /// `http` or `https` (`x-forwarded-proto`, else `http`).
     pub scheme: &'a str,
 }
@@ -145,20 +147,30 @@ impl HttpMatch {
                 }
             }
         }
-        if !self.source_labels.is_empty() {
-            let Some(labels) = ctx.source_labels else {
-                return false;
-            };
-            if !self
-                .source_labels
-                .iter()
-                .all(|(k, v)| labels.get(k) == Some(v))
-            {
-                return false;
-            }
+        if !source_matches(
+            &self.source_labels,
+            self.source_namespace.as_deref(),
+            ctx.source,
+        ) {
+            return false;
         }
         true
     }
+}
+
+/// `sourceLabels` and `sourceNamespace`: both hold when unset; set, they
+/// need a known client workload.
+pub fn source_matches(
+    labels: &BTreeMap<String, String>,
+    namespace: Option<&str>,
+    source: Option<&crate::proxy::table::SourceWorkload>,
+) -> bool {
+    if labels.is_empty() && namespace.is_none() {
+        return true;
+    }
+    let Some(src) = source else { return false };
+    namespace.is_none_or(|ns| ns == src.namespace)
+        && labels.iter().all(|(k, v)| src.labels.get(k) == Some(v))
 }
 
 /// The request's authority: `:authority` for HTTP/2, else the `Host` header.
@@ -193,7 +205,7 @@ mod tests {
 
     const CTX: MatchContext<'static> = MatchContext {
         port: 9080,
-        source_labels: None,
+        source: None,
         scheme: "http",
     };
 

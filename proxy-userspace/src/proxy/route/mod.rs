@@ -185,6 +185,8 @@ pub struct L4Match {
     pub sni_hosts: Vec<String>,
     /// `sourceLabels`.
     pub source_labels: std::collections::BTreeMap<String, String>,
+    /// `sourceNamespace`.
+    pub source_namespace: Option<String>,
 }
 
 /// What an L4 match looks at.
@@ -196,8 +198,8 @@ pub struct L4Context<'a> {
     pub port: u16,
     /// SNI of a TLS connection.
     pub sni: Option<&'a str>,
-    /// Client workload labels.
-    pub source_labels: Option<&'a std::collections::BTreeMap<String, String>>,
+    /// The client workload, when known.
+    pub source: Option<&'a super::table::SourceWorkload>,
 }
 
 impl L4Match {
@@ -211,10 +213,11 @@ impl L4Match {
                     .any(|(n, l)| in_subnet(ctx.dst.ip(), *n, *l)))
             && (self.sni_hosts.is_empty()
                 || ctx.sni.is_some_and(|s| sni_matches(&self.sni_hosts, s)))
-            && (self.source_labels.is_empty()
-                || ctx
-                    .source_labels
-                    .is_some_and(|l| self.source_labels.iter().all(|(k, v)| l.get(k) == Some(v))))
+            && matching::source_matches(
+                &self.source_labels,
+                self.source_namespace.as_deref(),
+                ctx.source,
+            )
     }
 }
 
