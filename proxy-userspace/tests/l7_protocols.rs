@@ -31,9 +31,24 @@ async fn http2_downstream_to_http1_and_http2_upstreams() {
     );
     let r = c.get(&mesh.url("h2svc", "/y"), &[]).await;
     assert_eq!((r.status.as_u16(), r.served_by()), (200, Some("h2-1")));
+    let seen = &mesh.backend("h2svc", "h2-1").seen()[0];
+    assert_eq!(seen.version, http::Version::HTTP_2);
+    let front = mesh.fronts["h2svc"].to_string();
     assert_eq!(
-        mesh.backend("h2svc", "h2-1").seen()[0].version,
-        http::Version::HTTP_2
+        seen.authority.as_deref(),
+        Some(front.as_str()),
+        "the client's :authority, not the endpoint"
+    );
+    assert!(
+        !seen.headers.contains_key("host"),
+        "HTTP/2 carries the authority in :authority only"
+    );
+    let seen = &mesh.backend("web", "web-1").seen()[0];
+    let front = mesh.fronts["web"].to_string();
+    assert_eq!(
+        seen.authority.as_deref(),
+        Some(front.as_str()),
+        "HTTP/2 :authority becomes Host"
     );
     // HTTP/1.1 keep-alive client on the same port works too.
     let h1 = Client::http1();

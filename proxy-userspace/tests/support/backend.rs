@@ -30,6 +30,8 @@ pub struct Seen {
     pub headers: HeaderMap,
     /// HTTP version.
     pub version: http::Version,
+    /// `:authority` (HTTP/2) or `Host` (HTTP/1.1).
+    pub authority: Option<String>,
     /// Body.
     pub body: Bytes,
 }
@@ -110,6 +112,16 @@ impl Backend {
     }
 }
 
+fn authority(parts: &http::request::Parts) -> Option<String> {
+    parts.uri.authority().map(|a| a.to_string()).or_else(|| {
+        parts
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    })
+}
+
 fn text(status: StatusCode, name: &str, body: String) -> Response<BoxBody> {
     let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
     *r.status_mut() = status;
@@ -148,6 +160,7 @@ async fn serve(
         path: path.clone(),
         headers: parts.headers.clone(),
         version: parts.version,
+        authority: authority(&parts),
         body: body.clone(),
     });
     let left = st.fail_next.load(Ordering::SeqCst);
@@ -242,6 +255,7 @@ async fn grpc(
         path: path.clone(),
         headers: parts.headers.clone(),
         version: parts.version,
+        authority: authority(&parts),
         body: Bytes::new(),
     });
     tokio::spawn(async move {

@@ -25,6 +25,8 @@ pub struct Endpoint {
     pub(crate) ejected_until_ms: AtomicU64,
     /// How many times ejected (the ejection time grows with it, as Envoy's).
     pub(crate) ejections: AtomicU32,
+    /// Connection pools to this host, made on first use.
+    clients: OnceLock<crate::proxy::upstream::EndpointClients>,
 }
 
 impl Endpoint {
@@ -43,7 +45,14 @@ impl Endpoint {
             consecutive_gateway: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
+            clients: OnceLock::new(),
         }
+    }
+
+    /// The connection pools to this host (created with `pool` on first use).
+    pub fn clients(&self, pool: &super::PoolSettings) -> &crate::proxy::upstream::EndpointClients {
+        self.clients
+            .get_or_init(|| crate::proxy::upstream::EndpointClients::new(self.addr, pool))
     }
 
     /// Whether outlier detection has this host ejected right now.

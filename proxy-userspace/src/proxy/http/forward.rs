@@ -137,9 +137,23 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
             RequestBody::Buffered(b) => full(b.clone()),
             RequestBody::Streaming(b) => std::mem::replace(b, crate::proxy::body::empty()),
         };
+        // Envoy sends the request's own authority: `:authority` over
+        // HTTP/2, `Host` over HTTP/1.1. The endpoint is the pool's.
+        let mut headers = out.headers.clone();
+        let req_authority = if ep.is_some() {
+            let host = if plan.http2 {
+                headers.remove(http::header::HOST)
+            } else {
+                headers.get(http::header::HOST).cloned()
+            };
+            host.and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+                .unwrap_or(authority)
+        } else {
+            authority
+        };
         let uri = http::Uri::builder()
             .scheme("http")
-            .authority(authority)
+            .authority(req_authority)
             .path_and_query(out.path_and_query.clone())
             .build()
             .expect("scheme, authority and path are valid");
@@ -151,13 +165,18 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
         } else {
             Version::HTTP_11
         };
-        *req.headers_mut() = out.headers.clone();
+        *req.headers_mut() = headers;
         if retries_done > 0 {
             req.headers_mut()
                 .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
         }
         let sent_at = Instant::now();
-        let send = cluster.clients.send(plan.http2, req);
+        let send = async {
+            match &ep {
+                Some(ep) => ep.clients(&cluster.pool).send(plan.http2, req).await,
+                None => cluster.clients.send(plan.http2, req).await,
+            }
+        };
         let per_try_deadline = plan.retries.per_try_timeout.map(|t| sent_at + t);
         let try_deadline = match (deadline, per_try_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -33,7 +33,8 @@ pub fn spawn_mirror(
     body: Bytes,
     authority: &str,
 ) {
-    if let Ok(v) = HeaderValue::from_str(&shadow_host(authority)) {
+    let shadow = shadow_host(authority);
+    if let Ok(v) = HeaderValue::from_str(&shadow) {
         headers.insert(http::header::HOST, v);
     }
     tokio::spawn(async move {
@@ -41,14 +42,19 @@ pub fn spawn_mirror(
             return;
         };
         let http2 = cluster.protocol == crate::proxy::cluster::UpstreamProtocol::Http2;
+        let authority = http::uri::Authority::try_from(shadow.as_str())
+            .unwrap_or_else(|_| ep.authority.clone());
         let Ok(uri) = http::Uri::builder()
             .scheme("http")
-            .authority(ep.authority.clone())
+            .authority(authority)
             .path_and_query(path_and_query)
             .build()
         else {
             return;
         };
+        if http2 {
+            headers.remove(http::header::HOST);
+        }
         let mut req = Request::new(full(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
@@ -58,7 +64,7 @@ pub fn spawn_mirror(
             Version::HTTP_11
         };
         *req.headers_mut() = headers;
-        if let Ok(resp) = cluster.clients.send(http2, req).await {
+        if let Ok(resp) = ep.clients(&cluster.pool).send(http2, req).await {
             // Drain so the connection goes back to the pool.
             let _ = resp.into_body().collect().await;
         }
