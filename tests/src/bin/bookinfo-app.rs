@@ -26,6 +26,9 @@
 //! - Timeouts follow bookinfo: productpage gives details 3 s, and reviews
 //!   3 s with one retry; reviews v2 gives ratings 10 s, v3 2.5 s.
 //!   `--timeout-ms` overrides them all.
+//! - Every upstream call uses a new connection (no keep-alive pool), as
+//!   bookinfo's productpage does, so a connection-level load balancer
+//!   spreads calls.
 //! - Several comma-separated URLs are used round robin (for plain routing
 //!   to pod IPs without the mesh).
 //!
@@ -185,7 +188,12 @@ impl App {
             details: upstream(Service::Details, &args.details, ms(3000), 1)?,
             reviews: upstream(Service::Reviews, &args.reviews, ms(3000), 2)?,
             ratings: upstream(Service::Ratings, &args.ratings, ms(ratings_timeout), 1)?,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            // A new connection per call, as bookinfo's productpage
+            // (`requests.get`) makes them: L4 balancing then spreads calls,
+            // not just connections.
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build_http(),
         })
     }
 

@@ -34,7 +34,7 @@ mod pod;
 pub mod sweep;
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -43,6 +43,9 @@ use anyhow::{bail, Context};
 pub use kube::{DeploymentDef, Platform, ServiceDef, ServicePort, TargetPort};
 pub use link::link;
 pub use pod::{Pod, PodSpec};
+
+/// Istio's outbound capture port, where the daemon's outbound listener is.
+pub const OUTBOUND_PORT: u16 = 15001;
 
 /// A node: its namespace, cgroups, pods and services. See the module docs.
 #[derive(Debug)]
@@ -336,6 +339,33 @@ impl Node {
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> anyhow::Result<Command> {
         let mut cmd = Command::new(program);
         netns::enter(&mut cmd, &self.netns, Some(&self.cgroup.join("node")))?;
+        Ok(cmd)
+    }
+
+    /// Where this node's daemon should listen for redirected connections:
+    /// `<node address>:15001` (Istio's outbound capture port). Pods have
+    /// their own loopback, so `127.0.0.1` in the node's namespace is out of
+    /// their reach; the node address is routed from every pod.
+    pub fn outbound_addr(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.gateway(), OUTBOUND_PORT)
+    }
+
+    /// `strait run` for this node, as a [`Node::command`] (node namespace,
+    /// outside the pods cgroup): `run --config <config_dir> --node <name>
+    /// --pods-cgroup <pods cgroup> --bpffs <node bpffs> --outbound
+    /// <outbound_addr>`. Add flags (`--admin`, `--log-level`) and spawn it;
+    /// the node kills it on drop.
+    pub fn strait_run(&self, strait: &Path, config_dir: &Path) -> anyhow::Result<Command> {
+        let mut cmd = self.command(strait)?;
+        cmd.arg("run")
+            .arg("--config")
+            .arg(config_dir)
+            .args(["--node", &self.name])
+            .arg("--pods-cgroup")
+            .arg(self.pods_cgroup())
+            .arg("--bpffs")
+            .arg(self.bpffs_dir())
+            .args(["--outbound", &self.outbound_addr().to_string()]);
         Ok(cmd)
     }
 
