@@ -119,7 +119,8 @@ impl Node {
         self.index
     }
 
-    /// The 7-character id in every object name this node creates.
+    /// The 8-character id (`<pid>_<n>`, see [`names`]) in every object name
+    /// this node creates.
     pub fn id(&self) -> &str {
         &self.id
     }

@@ -1,10 +1,12 @@
 //! Unique, short names for one simulated node's kernel objects.
 //!
-//! Every object a node creates carries the node id `<pid:5><n:2>` (base 36,
-//! fixed width, 7 characters): the creating process id and a per-process
+//! Every object a node creates carries the node id `<pid:5>_<n:2>` (base 36,
+//! fixed width, 8 characters): the creating process id and a per-process
 //! counter. Interface names must fit in 15 bytes (`IFNAMSIZ - 1`), so the id
 //! is short; the pid in it lets [`super::sweep`] tell leftovers of a dead test
-//! run from objects a live run still owns.
+//! run from objects a live run still owns. The `_` cannot occur in a host
+//! or Kubernetes node name, so `strait run`'s own `strait-<node>` cgroups
+//! are never mistaken for a node id.
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Prefix of every netns, cgroup, tmp dir and bpffs dir a node creates.
@@ -13,9 +15,9 @@ pub const PREFIX: &str = "strait-";
 const PID_WIDTH: usize = 5;
 const COUNTER_WIDTH: usize = 2;
 /// Length of a node id.
-pub const ID_LEN: usize = PID_WIDTH + COUNTER_WIDTH;
+pub const ID_LEN: usize = PID_WIDTH + 1 + COUNTER_WIDTH;
 
-/// A fresh node id for this process: `<pid base36, 5 chars><counter, 2 chars>`.
+/// A fresh node id for this process: `<pid, 5 chars>_<counter, 2 chars>`.
 pub fn new_node_id() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     id_for(std::process::id(), N.fetch_add(1, Ordering::Relaxed))
@@ -24,19 +26,20 @@ pub fn new_node_id() -> String {
 /// The id of the `n`-th node (mod 1296) of process `pid`.
 pub fn id_for(pid: u32, n: u32) -> String {
     let n = n % 36u32.pow(COUNTER_WIDTH as u32);
-    format!("{}{}", base36(pid, PID_WIDTH), base36(n, COUNTER_WIDTH))
+    format!("{}_{}", base36(pid, PID_WIDTH), base36(n, COUNTER_WIDTH))
 }
 
 /// The pid encoded in a node id, or `None` when `id` is not one.
 pub fn pid_of(id: &str) -> Option<u32> {
-    if id.len() != ID_LEN
-        || !id
-            .bytes()
+    let (pid, n) = id.split_once('_')?;
+    let base36 = |s: &str| {
+        s.bytes()
             .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
-    {
+    };
+    if pid.len() != PID_WIDTH || n.len() != COUNTER_WIDTH || !base36(pid) || !base36(n) {
         return None;
     }
-    u32::from_str_radix(&id[..PID_WIDTH], 36).ok()
+    u32::from_str_radix(pid, 36).ok()
 }
 
 /// The node id inside an object name `strait-<id>` or `strait-<id>-<rest>`.
@@ -78,6 +81,9 @@ mod tests {
         assert_eq!(id_in("strait"), None);
         assert_eq!(id_in("strait-ABCDEFG"), None);
         assert_eq!(id_in("strait-abcdefgh"), None);
+        // `strait run`'s default cgroup for a node named like an id.
+        assert_eq!(id_in("strait-worke01"), None);
+        assert_eq!(id_in("strait-worker01"), None);
     }
 
     #[test]
