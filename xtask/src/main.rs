@@ -2,6 +2,7 @@
 mod bench;
 mod build_ebpf;
 mod cmd;
+mod demo;
 mod setup;
 mod test;
 
@@ -50,11 +51,6 @@ fn main() -> anyhow::Result<()> {
         Command::BuildEbpf { release } => build_ebpf::run(release).map(|_| ()),
         Command::Test { args } => test::run(&args),
         Command::Bench { suite, quick } => bench::run(suite, quick),
-        Command::Demo => {
-            anyhow::bail!(
-                "`cargo xtask demo` lands with the node daemon issue (#6); \
-                 until then run `cargo xtask test`"
-            )
-        }
+        Command::Demo => demo::run(),
     }
 }
