@@ -23,7 +23,7 @@
 pub mod bookinfo;
 mod bpffs;
 mod cgroups;
-mod config;
+pub mod config;
 pub mod http;
 pub mod ipam;
 pub mod kube;
