@@ -35,6 +35,8 @@ pub struct MeshOptions {
 /// One `GET /productpage` as the client saw it.
 #[derive(Clone, Debug)]
 pub struct Sample {
+    /// When it was sent, milliseconds after the client started.
+    pub t_ms: u64,
     /// HTTP status (0 when the request failed outright).
     pub status: u16,
     /// Time to the whole response.
@@ -98,7 +100,10 @@ impl Mesh {
 
     /// Starts (or restarts) `strait run` and waits for `/ready`.
     pub fn start_daemon(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = self
             .node
             .strait_run(&self.opts.strait, &self.config_dir)?
@@ -113,7 +118,11 @@ impl Mesh {
             if let Ok((200, _)) = self.admin("/ready") {
                 return Ok(());
             }
-            if let Some(status) = self.daemon.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .daemon
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("strait run exited with {status}:\n{}", self.log_tail(40));
             }
             if Instant::now() > deadline {
@@ -133,7 +142,10 @@ impl Mesh {
 
     /// Stops the daemon with SIGTERM and returns its exit status.
     pub fn stop_daemon(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        let mut c = self.daemon.take().ok_or_else(|| anyhow!("daemon not running"))?;
+        let mut c = self
+            .daemon
+            .take()
+            .ok_or_else(|| anyhow!("daemon not running"))?;
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -183,7 +195,9 @@ impl Mesh {
     pub fn set_config(&self, name: &str, sources: &[&Path]) -> anyhow::Result<Duration> {
         let mut text = String::new();
         for s in sources {
-            text.push_str(&std::fs::read_to_string(s).with_context(|| format!("reading {}", s.display()))?);
+            text.push_str(
+                &std::fs::read_to_string(s).with_context(|| format!("reading {}", s.display()))?,
+            );
             text.push_str("\n---\n");
         }
         self.write_config_file(name, &text)
@@ -204,7 +218,10 @@ impl Mesh {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("the daemon did not pick up {name} within 5 s:\n{}", self.log_tail(20))
+        bail!(
+            "the daemon did not pick up {name} within 5 s:\n{}",
+            self.log_tail(20)
+        )
     }
 
     /// Sends `n` sequential `GET /productpage` to productpage's ClusterIP
@@ -216,20 +233,31 @@ impl Mesh {
             .and_then(|b| b.productpage_vip())
             .ok_or_else(|| anyhow!("productpage has no ClusterIP"))?;
         let mut cmd = self.client_command()?;
-        cmd.args(["--url", &format!("http://{vip}/productpage"), "--count", &n.to_string()]);
+        cmd.args([
+            "--url",
+            &format!("http://{vip}/productpage"),
+            "--count",
+            &n.to_string(),
+        ]);
         for (k, v) in headers {
             cmd.args(["--header", &format!("{k}: {v}")]);
         }
         let out = cmd.output()?;
         if !out.status.success() {
-            bail!("mesh-client failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "mesh-client failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         parse_samples(&String::from_utf8_lossy(&out.stdout))
     }
 
     /// `mesh-client` in the client pod (in its netns and the pods cgroup).
     pub fn client_command(&self) -> anyhow::Result<Command> {
-        let client = self.node.pod("default", "client").ok_or_else(|| anyhow!("no client pod"))?;
+        let client = self
+            .node
+            .pod("default", "client")
+            .ok_or_else(|| anyhow!("no client pod"))?;
         let mut cmd = client.command(mesh_client_path()?)?;
         cmd.stdin(Stdio::null());
         Ok(cmd)
@@ -262,8 +290,10 @@ pub fn parse_samples(out: &str) -> anyhow::Result<Vec<Sample>> {
     out.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).with_context(|| format!("bad line {l:?}"))?;
+            let v: serde_json::Value =
+                serde_json::from_str(l).with_context(|| format!("bad line {l:?}"))?;
             Ok(Sample {
+                t_ms: v["t_ms"].as_u64().unwrap_or(0),
                 status: v["status"].as_u64().unwrap_or(0) as u16,
                 latency: Duration::from_micros(v["latency_us"].as_u64().unwrap_or(0)),
                 body: v["body"].clone(),
@@ -286,5 +316,10 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
         .take(2)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .ok_or_else(|| anyhow!("no {name} beside {}: build the workspace's binaries first", exe.display()))
+        .ok_or_else(|| {
+            anyhow!(
+                "no {name} beside {}: build the workspace's binaries first",
+                exe.display()
+            )
+        })
 }

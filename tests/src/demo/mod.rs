@@ -5,7 +5,7 @@
 pub mod mesh;
 pub mod steps;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use mesh::{Mesh, MeshOptions, Sample};
 pub use steps::{bookinfo_steps, evaluate, table, Check, Expect, Row, Step};
@@ -21,4 +21,61 @@ pub fn run_step(mesh: &Mesh, samples_dir: &Path, step: &Step) -> anyhow::Result<
         rows.push(evaluate(check, &samples));
     }
     Ok(rows)
+}
+
+/// `../shared/istio` beside the repository (Istio's own files, test input).
+/// When it is missing: `SKIP` with a reason, or a panic when
+/// `STRAIT_NO_SKIP` is set (CI always has it).
+pub fn istio_samples(test: &str) -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/istio");
+    if dir.join("bookinfo/platform/bookinfo.yaml").is_file() {
+        return Some(dir);
+    }
+    let reason = format!("Istio's samples are not at {}", dir.display());
+    if std::env::var_os(crate::privileged::NO_SKIP).is_some() {
+        panic!("{test}: {reason}");
+    }
+    eprintln!("SKIP {test}: {reason}");
+    None
+}
+
+/// The harness options for a test: this workspace's binaries (the test
+/// executable's siblings), the given platform and config files.
+pub fn test_options(
+    platform: PathBuf,
+    config: Vec<PathBuf>,
+    node_index: u8,
+) -> anyhow::Result<MeshOptions> {
+    Ok(MeshOptions {
+        strait: mesh::sibling("strait")?,
+        app: mesh::sibling("bookinfo-app")?,
+        platform,
+        config,
+        app_timeout_ms: None,
+        node_index,
+    })
+}
+
+/// Runs `checks` against the mesh as it is now; panics with the step name,
+/// the table and the daemon's log tail when one fails.
+pub fn assert_checks(mesh: &Mesh, name: &str, checks: &[Check]) {
+    let mut rows = Vec::new();
+    for check in checks {
+        let headers: Vec<(&str, &str)> = check.user.map(|u| ("end-user", u)).into_iter().collect();
+        let samples = mesh
+            .productpage(check.n, &headers)
+            .expect("requests to productpage");
+        rows.push(evaluate(check, &samples));
+    }
+    let step = Step {
+        title: "",
+        file: "",
+        checks: checks.to_vec(),
+    };
+    let text = table(0, &step, &rows);
+    assert!(
+        rows.iter().all(|r| r.problem.is_none()),
+        "{name}:{text}\ndaemon log:\n{}",
+        mesh.log_tail(30)
+    );
 }

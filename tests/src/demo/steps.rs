@@ -15,7 +15,10 @@ pub enum Expect {
     /// each count within 5 sigma of the binomial for the sample size.
     Split(&'static [(&'static str, f64)]),
     /// reviews `version` with a ratings answer, each page ≥ `min` late.
-    Delayed { version: &'static str, min: Duration },
+    Delayed {
+        version: &'static str,
+        min: Duration,
+    },
     /// reviews `version` with `{"error":"ratings service unavailable","status":<status>}`.
     RatingsError { version: &'static str, status: u16 },
 }
@@ -51,16 +54,32 @@ pub fn bookinfo_steps() -> Vec<Step> {
             title: "all traffic to v1",
             file: "all-v1.yaml",
             checks: vec![
-                Check { user: None, n: 20, expect: Expect::Version("v1") },
-                Check { user: jason, n: 10, expect: Expect::Version("v1") },
+                Check {
+                    user: None,
+                    n: 20,
+                    expect: Expect::Version("v1"),
+                },
+                Check {
+                    user: jason,
+                    n: 10,
+                    expect: Expect::Version("v1"),
+                },
             ],
         },
         Step {
             title: "end-user jason to reviews v2",
             file: "reviews-jason-v2.yaml",
             checks: vec![
-                Check { user: jason, n: 20, expect: Expect::Version("v2") },
-                Check { user: None, n: 20, expect: Expect::Version("v1") },
+                Check {
+                    user: jason,
+                    n: 20,
+                    expect: Expect::Version("v2"),
+                },
+                Check {
+                    user: None,
+                    n: 20,
+                    expect: Expect::Version("v1"),
+                },
             ],
         },
         Step {
@@ -76,16 +95,38 @@ pub fn bookinfo_steps() -> Vec<Step> {
             title: "2 s delay on ratings for jason",
             file: "ratings-delay-jason.yaml",
             checks: vec![
-                Check { user: jason, n: 3, expect: Expect::Delayed { version: "v2", min: Duration::from_secs(2) } },
-                Check { user: None, n: 20, expect: Expect::Version("v1") },
+                Check {
+                    user: jason,
+                    n: 3,
+                    expect: Expect::Delayed {
+                        version: "v2",
+                        min: Duration::from_secs(2),
+                    },
+                },
+                Check {
+                    user: None,
+                    n: 20,
+                    expect: Expect::Version("v1"),
+                },
             ],
         },
         Step {
             title: "HTTP 500 abort on ratings for jason",
             file: "ratings-abort-jason.yaml",
             checks: vec![
-                Check { user: jason, n: 20, expect: Expect::RatingsError { version: "v2", status: 500 } },
-                Check { user: None, n: 20, expect: Expect::Version("v1") },
+                Check {
+                    user: jason,
+                    n: 20,
+                    expect: Expect::RatingsError {
+                        version: "v2",
+                        status: 500,
+                    },
+                },
+                Check {
+                    user: None,
+                    n: 20,
+                    expect: Expect::Version("v1"),
+                },
             ],
         },
     ]
@@ -117,7 +158,9 @@ pub fn evaluate(check: &Check, samples: &[Sample]) -> Row {
     let mut lat: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
     lat.sort();
     for s in samples {
-        *versions.entry(s.reviews_version().unwrap_or("-").to_string()).or_insert(0) += 1;
+        *versions
+            .entry(s.reviews_version().unwrap_or("-").to_string())
+            .or_insert(0) += 1;
         *statuses.entry(s.status).or_insert(0) += 1;
     }
     let mut problem = None;
@@ -125,10 +168,17 @@ pub fn evaluate(check: &Check, samples: &[Sample]) -> Row {
         problem.get_or_insert(msg);
     };
     if samples.len() != check.n {
-        fail(format!("{} answers for {} requests", samples.len(), check.n));
+        fail(format!(
+            "{} answers for {} requests",
+            samples.len(),
+            check.n
+        ));
     }
     if let Some(bad) = samples.iter().find(|s| s.status != 200) {
-        fail(format!("productpage answered {} ({})", bad.status, bad.body));
+        fail(format!(
+            "productpage answered {} ({})",
+            bad.status, bad.body
+        ));
     }
     let all_version = |v: &str| samples.iter().all(|s| s.reviews_version() == Some(v));
     match &check.expect {
@@ -137,8 +187,14 @@ pub fn evaluate(check: &Check, samples: &[Sample]) -> Row {
                 fail(format!("expected every request on reviews {v}"));
             }
             let wants_ratings = *v != "v1";
-            if samples.iter().any(|s| s.ratings()["service"].is_string() != wants_ratings) {
-                fail(format!("reviews {v} {} call ratings", if wants_ratings { "must" } else { "must not" }));
+            if samples
+                .iter()
+                .any(|s| s.ratings()["service"].is_string() != wants_ratings)
+            {
+                fail(format!(
+                    "reviews {v} {} call ratings",
+                    if wants_ratings { "must" } else { "must not" }
+                ));
             }
         }
         Expect::Split(weights) => {
@@ -147,10 +203,16 @@ pub fn evaluate(check: &Check, samples: &[Sample]) -> Row {
                 let k = versions.get(*v).copied().unwrap_or(0) as f64;
                 let tol = 5.0 * (n * p * (1.0 - p)).sqrt();
                 if (k - n * p).abs() > tol {
-                    fail(format!("reviews {v}: {k} of {n}, expected {:.0} ± {tol:.1} (5 sigma)", n * p));
+                    fail(format!(
+                        "reviews {v}: {k} of {n}, expected {:.0} ± {tol:.1} (5 sigma)",
+                        n * p
+                    ));
                 }
             }
-            let known: usize = weights.iter().map(|(v, _)| versions.get(*v).copied().unwrap_or(0)).sum();
+            let known: usize = weights
+                .iter()
+                .map(|(v, _)| versions.get(*v).copied().unwrap_or(0))
+                .sum();
             if known != samples.len() {
                 fail(format!("versions outside the split: {versions:?}"));
             }
@@ -160,7 +222,10 @@ pub fn evaluate(check: &Check, samples: &[Sample]) -> Row {
                 fail(format!("expected every request on reviews {version}"));
             }
             if let Some(s) = samples.iter().find(|s| s.latency < *min) {
-                fail(format!("a page took {:?}, expected at least {min:?}", s.latency));
+                fail(format!(
+                    "a page took {:?}, expected at least {min:?}",
+                    s.latency
+                ));
             }
             if samples.iter().any(|s| !s.ratings()["service"].is_string()) {
                 fail("the delayed ratings answer is missing".into());
@@ -171,10 +236,14 @@ pub fn evaluate(check: &Check, samples: &[Sample]) -> Row {
                 fail(format!("expected every request on reviews {version}"));
             }
             let ok = |s: &Sample| {
-                s.ratings()["error"] == "ratings service unavailable" && s.ratings()["status"] == *status
+                s.ratings()["error"] == "ratings service unavailable"
+                    && s.ratings()["status"] == *status
             };
             if let Some(s) = samples.iter().find(|s| !ok(s)) {
-                fail(format!("expected ratings error {status}, got {}", s.ratings()));
+                fail(format!(
+                    "expected ratings error {status}, got {}",
+                    s.ratings()
+                ));
             }
         }
     }
@@ -190,7 +259,10 @@ pub fn evaluate(check: &Check, samples: &[Sample]) -> Row {
 }
 
 fn counts<K: std::fmt::Display>(m: &BTreeMap<K, usize>) -> String {
-    m.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" ")
+    m.iter()
+        .map(|(k, v)| format!("{k}:{v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The table a person reads for one step.
@@ -212,7 +284,9 @@ pub fn table(n: usize, step: &Step, rows: &[Row]) -> String {
             counts(&r.statuses),
             r.p50.as_secs_f64() * 1e3,
             r.max.as_secs_f64() * 1e3,
-            r.problem.as_deref().map_or("ok".to_string(), |p| format!("FAIL: {p}")),
+            r.problem
+                .as_deref()
+                .map_or("ok".to_string(), |p| format!("FAIL: {p}")),
         );
     }
     s
@@ -224,6 +298,7 @@ mod tests {
 
     fn sample(version: &str, ratings: serde_json::Value, ms: u64) -> Sample {
         Sample {
+            t_ms: 0,
             status: 200,
             latency: Duration::from_millis(ms),
             body: serde_json::json!({"service": "productpage", "reviews": {"version": version, "ratings": ratings}}),
@@ -232,26 +307,50 @@ mod tests {
 
     #[test]
     fn a_split_far_from_its_weights_fails_and_a_fair_one_passes() {
-        let check = Check { user: None, n: 100, expect: Expect::Split(&[("v1", 0.5), ("v3", 0.5)]) };
+        let check = Check {
+            user: None,
+            n: 100,
+            expect: Expect::Split(&[("v1", 0.5), ("v3", 0.5)]),
+        };
         let r = serde_json::json!({"service": "ratings"});
-        let fair: Vec<Sample> = (0..100).map(|i| sample(if i % 2 == 0 { "v1" } else { "v3" }, r.clone(), 5)).collect();
+        let fair: Vec<Sample> = (0..100)
+            .map(|i| sample(if i % 2 == 0 { "v1" } else { "v3" }, r.clone(), 5))
+            .collect();
         assert!(evaluate(&check, &fair).problem.is_none());
         // 80/20 is 6 sigma from 50/50 at n = 100.
-        let skewed: Vec<Sample> = (0..100).map(|i| sample(if i < 80 { "v1" } else { "v3" }, r.clone(), 5)).collect();
+        let skewed: Vec<Sample> = (0..100)
+            .map(|i| sample(if i < 80 { "v1" } else { "v3" }, r.clone(), 5))
+            .collect();
         assert!(evaluate(&check, &skewed).problem.is_some());
     }
 
     #[test]
     fn a_fast_page_fails_the_delay_check() {
-        let check = Check { user: Some("jason"), n: 1, expect: Expect::Delayed { version: "v2", min: Duration::from_secs(2) } };
+        let check = Check {
+            user: Some("jason"),
+            n: 1,
+            expect: Expect::Delayed {
+                version: "v2",
+                min: Duration::from_secs(2),
+            },
+        };
         let r = serde_json::json!({"service": "ratings"});
-        assert!(evaluate(&check, &[sample("v2", r.clone(), 2100)]).problem.is_none());
+        assert!(evaluate(&check, &[sample("v2", r.clone(), 2100)])
+            .problem
+            .is_none());
         assert!(evaluate(&check, &[sample("v2", r, 30)]).problem.is_some());
     }
 
     #[test]
     fn the_abort_check_wants_the_ratings_error() {
-        let check = Check { user: Some("jason"), n: 1, expect: Expect::RatingsError { version: "v2", status: 500 } };
+        let check = Check {
+            user: Some("jason"),
+            n: 1,
+            expect: Expect::RatingsError {
+                version: "v2",
+                status: 500,
+            },
+        };
         let err = serde_json::json!({"error": "ratings service unavailable", "status": 500});
         assert!(evaluate(&check, &[sample("v2", err, 5)]).problem.is_none());
         let ok = serde_json::json!({"service": "ratings"});
