@@ -53,7 +53,10 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 
 fn handle(source: &dyn AdminSource, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into());
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+        );
     }
     match req.uri().path() {
         // Envoy answers LIVE / PRE_INITIALIZING.

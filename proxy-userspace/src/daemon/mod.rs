@@ -132,7 +132,8 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     apply_kernel(&mut datapath, &snap);
     let orig = KernelOriginalDst(OriginalDestinations::open(datapath.pin_dir())?);
 
-    let proxy = Proxy::new(&snap).map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?;
+    let proxy =
+        Proxy::new(&snap).map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?;
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
     let metrics = Arc::new(Metrics::new());
     let sink = sink::TelemetrySink::new(snapshot.clone(), metrics.clone(), args.access_log);
@@ -163,7 +164,10 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
             }
             apply_kernel(&mut datapath, &snap);
             reload_live.snapshot.store(Arc::new(snap));
-            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "config reloaded");
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "config reloaded"
+            );
         }
         datapath
     });
@@ -174,7 +178,10 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     );
 
     shutdown_signal().await;
-    tracing::info!(drain_ms = args.drain.as_millis() as u64, "shutting down: draining in-flight requests");
+    tracing::info!(
+        drain_ms = args.drain.as_millis() as u64,
+        "shutting down: draining in-flight requests"
+    );
     live.set_ready(false);
     accept_task.abort();
     drain(args.drain).await;

@@ -23,7 +23,11 @@ pub struct TelemetrySink {
 impl TelemetrySink {
     /// A sink over the live snapshot; with `access_log` the lines go to
     /// standard output (the writer task is spawned on the current runtime).
-    pub fn new(snapshot: Arc<ArcSwap<MeshSnapshot>>, metrics: Arc<Metrics>, access_log: bool) -> Self {
+    pub fn new(
+        snapshot: Arc<ArcSwap<MeshSnapshot>>,
+        metrics: Arc<Metrics>,
+        access_log: bool,
+    ) -> Self {
         let lines = access_log.then(|| {
             let (tx, mut rx) = mpsc::unbounded_channel::<String>();
             tokio::spawn(async move {
@@ -39,7 +43,11 @@ impl TelemetrySink {
             });
             tx
         });
-        Self { snapshot, metrics, lines }
+        Self {
+            snapshot,
+            metrics,
+            lines,
+        }
     }
 }
 
@@ -86,7 +94,11 @@ impl AccessLogSink for TelemetrySink {
         let snap = self.snapshot.load();
         let src = side(&snap, r.downstream_remote_address.map(|a| a.ip()));
         let dst = side(&snap, r.upstream_host.map(|a| a.ip()));
-        let service = r.destination_service.as_deref().unwrap_or("unknown").to_string();
+        let service = r
+            .destination_service
+            .as_deref()
+            .unwrap_or("unknown")
+            .to_string();
         let (svc_name, svc_ns) = match snap.services.get(&service) {
             Some(s) => (s.name.clone(), s.namespace.clone()),
             None => ("unknown".into(), "unknown".into()),
@@ -113,7 +125,8 @@ impl AccessLogSink for TelemetrySink {
                 connection_security_policy: "unknown".into(),
             };
             self.metrics.tcp_opened(&labels);
-            self.metrics.tcp_closed(&labels, r.bytes_sent, r.bytes_received);
+            self.metrics
+                .tcp_closed(&labels, r.bytes_sent, r.bytes_received);
         } else {
             let labels = RequestLabels {
                 reporter: "source".into(),
@@ -138,8 +151,12 @@ impl AccessLogSink for TelemetrySink {
                 response_flags: flags,
                 connection_security_policy: "unknown".into(),
             };
-            self.metrics
-                .record_request(&labels, r.duration_ms as f64, r.bytes_received, r.bytes_sent);
+            self.metrics.record_request(
+                &labels,
+                r.duration_ms as f64,
+                r.bytes_received,
+                r.bytes_sent,
+            );
         }
         if let Some(tx) = &self.lines {
             let _ = tx.send(r.to_string());
@@ -164,7 +181,10 @@ mod tests {
             services: vec![],
         };
         assert_eq!(workload_name(&w), "reviews-v2");
-        let bare = Workload { labels: Default::default(), ..w };
+        let bare = Workload {
+            labels: Default::default(),
+            ..w
+        };
         assert_eq!(workload_name(&bare), "reviews-v2-5b64f47978-xk2lp");
     }
 }

@@ -41,10 +41,23 @@ impl AdminSource for Live {
         for name in names {
             let c = &table.clusters[&name];
             for ep in &c.endpoints {
-                let health = if ep.is_ejected() { "/failed_outlier_check" } else { "healthy" };
-                let _ = writeln!(out, "{name}::{}::rq_active::{}", ep.addr, ep.active_requests());
+                let health = if ep.is_ejected() {
+                    "/failed_outlier_check"
+                } else {
+                    "healthy"
+                };
+                let _ = writeln!(
+                    out,
+                    "{name}::{}::rq_active::{}",
+                    ep.addr,
+                    ep.active_requests()
+                );
                 let _ = writeln!(out, "{name}::{}::health_flags::{health}", ep.addr);
-                for (k, v) in ep.labels.iter().filter(|(k, _)| *k == "version" || *k == "app") {
+                for (k, v) in ep
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| *k == "version" || *k == "app")
+                {
                     let _ = writeln!(out, "{name}::{}::label_{k}::{v}", ep.addr);
                 }
             }

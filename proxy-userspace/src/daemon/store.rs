@@ -48,7 +48,8 @@ impl ConfigStore {
         let mut out = Reload::default();
         let mut files = Vec::new();
         if let Err(e) = yaml_files(&self.dir, &mut files) {
-            out.diagnostics.push(file_error(&self.dir, format!("cannot read: {e}")));
+            out.diagnostics
+                .push(file_error(&self.dir, format!("cannot read: {e}")));
         }
         let mut next = BTreeMap::new();
         for f in files {
@@ -56,7 +57,8 @@ impl ConfigStore {
             let loaded = match std::fs::read_to_string(&f) {
                 Ok(text) => strait_config::load::load_str(&text, &name),
                 Err(e) => {
-                    out.diagnostics.push(file_error(&f, format!("cannot read: {e}")));
+                    out.diagnostics
+                        .push(file_error(&f, format!("cannot read: {e}")));
                     if let Some(prev) = self.last_good.remove(&f) {
                         out.kept_last_good.push(f.clone());
                         next.insert(f, prev);
@@ -64,8 +66,12 @@ impl ConfigStore {
                     continue;
                 }
             };
-            let mut errors: Vec<Diagnostic> =
-                loaded.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
+            let mut errors: Vec<Diagnostic> = loaded
+                .diagnostics
+                .iter()
+                .filter(|d| d.is_error())
+                .cloned()
+                .collect();
             let mut valid = Vec::new();
             for r in loaded.resources {
                 let errs: Vec<Diagnostic> = strait_config::validate::validate_resource(&r)
@@ -165,17 +171,32 @@ mod tests {
         std::fs::write(d.0.join("vs.yaml"), GOOD_VS).unwrap();
         let mut store = ConfigStore::new(&d.0);
         let first = store.reload();
-        assert!(first.diagnostics.iter().all(|d| !d.is_error()), "{:?}", first.diagnostics);
+        assert!(
+            first.diagnostics.iter().all(|d| !d.is_error()),
+            "{:?}",
+            first.diagnostics
+        );
         assert_eq!(subset(&first).as_deref(), Some("v1"));
 
         std::fs::write(d.0.join("vs.yaml"), BAD_VS).unwrap();
         let second = store.reload();
-        let err = second.diagnostics.iter().find(|d| d.is_error()).expect("an error");
+        let err = second
+            .diagnostics
+            .iter()
+            .find(|d| d.is_error())
+            .expect("an error");
         let text = err.to_string();
-        assert!(text.contains("vs.yaml") && text.contains("VirtualService/default/reviews"), "{text}");
+        assert!(
+            text.contains("vs.yaml") && text.contains("VirtualService/default/reviews"),
+            "{text}"
+        );
         assert!(text.contains("subset name is invalid: v1.0"), "{text}");
         assert_eq!(second.kept_last_good, vec![d.0.join("vs.yaml")]);
-        assert_eq!(subset(&second).as_deref(), Some("v1"), "last good version no longer served");
+        assert_eq!(
+            subset(&second).as_deref(),
+            Some("v1"),
+            "last good version no longer served"
+        );
     }
 
     #[test]
@@ -185,7 +206,10 @@ mod tests {
         std::fs::write(d.0.join("b.yaml"), "kind: [unclosed\n").unwrap();
         let mut store = ConfigStore::new(&d.0);
         let r = store.reload();
-        assert!(r.diagnostics.iter().any(|d| d.is_error() && d.to_string().contains("b.yaml")));
+        assert!(r
+            .diagnostics
+            .iter()
+            .any(|d| d.is_error() && d.to_string().contains("b.yaml")));
         assert_eq!(subset(&r).as_deref(), Some("v1"));
         assert!(r.kept_last_good.is_empty());
     }

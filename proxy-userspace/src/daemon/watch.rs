@@ -38,7 +38,12 @@ pub fn watch(dir: &Path) -> anyhow::Result<(ConfigWatch, mpsc::UnboundedReceiver
         .watcher()
         .watch(dir, RecursiveMode::Recursive)
         .map_err(|e| anyhow::anyhow!("cannot watch config directory {}: {e}", dir.display()))?;
-    Ok((ConfigWatch { _debouncer: debouncer }, rx))
+    Ok((
+        ConfigWatch {
+            _debouncer: debouncer,
+        },
+        rx,
+    ))
 }
 
 #[cfg(test)]
@@ -55,7 +60,10 @@ mod tests {
             std::fs::write(dir.join("vs.yaml"), format!("# {i}\n")).unwrap();
         }
         let woke = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
-        assert!(matches!(woke, Ok(Some(()))), "no wake-up within 1 s of writing a file");
+        assert!(
+            matches!(woke, Ok(Some(()))),
+            "no wake-up within 1 s of writing a file"
+        );
         assert!(t0.elapsed() < Duration::from_secs(1));
         // The burst may span a debounce tick or two, never more: then quiet.
         tokio::time::sleep(Duration::from_millis(5 * DEBOUNCE_MS)).await;

@@ -69,8 +69,8 @@ pub struct TcpLabels {
 
 /// Istio's duration buckets, milliseconds.
 const DURATION_BUCKETS_MS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 /// Istio's size buckets, bytes: 1, 10, 100, …, 10^8.
 const BYTES_BUCKETS: [f64; 9] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
@@ -116,8 +116,16 @@ impl Metrics {
             "Request duration",
             duration_ms.clone(),
         );
-        registry.register("istio_request_bytes", "Request body sizes", request_bytes.clone());
-        registry.register("istio_response_bytes", "Response body sizes", response_bytes.clone());
+        registry.register(
+            "istio_request_bytes",
+            "Request body sizes",
+            request_bytes.clone(),
+        );
+        registry.register(
+            "istio_response_bytes",
+            "Response body sizes",
+            response_bytes.clone(),
+        );
         registry.register(
             "istio_tcp_connections_opened",
             "TCP connections opened",
@@ -153,11 +161,21 @@ impl Metrics {
 
     /// Records one finished HTTP or gRPC request: duration in milliseconds,
     /// request and response body sizes in bytes.
-    pub fn record_request(&self, labels: &RequestLabels, duration_ms: f64, req_bytes: u64, resp_bytes: u64) {
+    pub fn record_request(
+        &self,
+        labels: &RequestLabels,
+        duration_ms: f64,
+        req_bytes: u64,
+        resp_bytes: u64,
+    ) {
         self.requests.get_or_create(labels).inc();
         self.duration_ms.get_or_create(labels).observe(duration_ms);
-        self.request_bytes.get_or_create(labels).observe(req_bytes as f64);
-        self.response_bytes.get_or_create(labels).observe(resp_bytes as f64);
+        self.request_bytes
+            .get_or_create(labels)
+            .observe(req_bytes as f64);
+        self.response_bytes
+            .get_or_create(labels)
+            .observe(resp_bytes as f64);
     }
 
     /// Records a TCP connection opened.
@@ -170,7 +188,9 @@ impl Metrics {
     pub fn tcp_closed(&self, labels: &TcpLabels, sent_bytes: u64, received_bytes: u64) {
         self.tcp_closed.get_or_create(labels).inc();
         self.tcp_sent.get_or_create(labels).inc_by(sent_bytes);
-        self.tcp_received.get_or_create(labels).inc_by(received_bytes);
+        self.tcp_received
+            .get_or_create(labels)
+            .inc_by(received_bytes);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -222,7 +242,10 @@ mod tests {
         let text = m.encode();
         let line = |code: &str| {
             text.lines()
-                .find(|l| l.starts_with("istio_requests_total{") && l.contains(&format!("response_code=\"{code}\"")))
+                .find(|l| {
+                    l.starts_with("istio_requests_total{")
+                        && l.contains(&format!("response_code=\"{code}\""))
+                })
                 .unwrap_or_else(|| panic!("no istio_requests_total for {code} in\n{text}"))
                 .to_string()
         };
@@ -264,7 +287,10 @@ mod tests {
             ("istio_tcp_sent_bytes_total{", " 100"),
             ("istio_tcp_received_bytes_total{", " 42"),
         ] {
-            let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} missing"));
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("{name} missing"));
             assert!(line.ends_with(v), "{line}");
         }
     }

@@ -40,7 +40,10 @@ fn main() {
         .expect("URL address")
         .next()
         .expect("URL address");
-    let hdrs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let hdrs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let start = Instant::now();
     let mut sent = 0usize;
     loop {

@@ -38,7 +38,10 @@ fn run() -> anyhow::Result<bool> {
             node_index: 200,
         },
     )?;
-    println!("Ready in {:.1} s. Requests go to productpage's ClusterIP from a client pod.", started.elapsed().as_secs_f64());
+    println!(
+        "Ready in {:.1} s. Requests go to productpage's ClusterIP from a client pod.",
+        started.elapsed().as_secs_f64()
+    );
     let mut ok = true;
     for (i, step) in demo::bookinfo_steps().iter().enumerate() {
         let rows = demo::run_step(&mesh, &samples, step)?;
@@ -46,15 +49,25 @@ fn run() -> anyhow::Result<bool> {
         ok &= rows.iter().all(|r| r.problem.is_none());
     }
     let metrics = mesh.admin_text("/stats/prometheus")?;
-    let requests = metrics.lines().filter(|l| l.starts_with("istio_requests_total{")).count();
+    let requests = metrics
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .count();
     println!("\nistio_requests_total series on the admin API: {requests}");
     if !ok {
-        println!("\nSome steps misbehaved; the daemon's last log lines:\n{}", mesh.log_tail(30));
+        println!(
+            "\nSome steps misbehaved; the daemon's last log lines:\n{}",
+            mesh.log_tail(30)
+        );
     }
     drop(mesh);
     println!(
         "\n{} in {:.1} s; everything the demo created is removed.",
-        if ok { "All steps behaved as Istio's tasks describe" } else { "FAILED" },
+        if ok {
+            "All steps behaved as Istio's tasks describe"
+        } else {
+            "FAILED"
+        },
         started.elapsed().as_secs_f64()
     );
     Ok(ok)
