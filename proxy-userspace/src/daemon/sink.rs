@@ -103,54 +103,37 @@ impl AccessLogSink for TelemetrySink {
             Some(s) => (s.name.clone(), s.namespace.clone()),
             None => ("unknown".into(), "unknown".into()),
         };
-        let flags = r.response_flags.to_string();
+        let labels = RequestLabels {
+            reporter: "source".into(),
+            source_workload: src.workload,
+            source_workload_namespace: src.namespace,
+            source_principal: "unknown".into(),
+            source_app: src.app,
+            source_version: src.version,
+            source_cluster: "unknown".into(),
+            destination_workload: dst.workload,
+            destination_workload_namespace: dst.namespace,
+            destination_principal: "unknown".into(),
+            destination_app: dst.app,
+            destination_version: dst.version,
+            destination_service: service,
+            destination_service_name: svc_name,
+            destination_service_namespace: svc_ns,
+            destination_cluster: "unknown".into(),
+            request_protocol: r.request_protocol.into(),
+            response_code: r.response_code.to_string(),
+            grpc_response_status: r.grpc_status.map_or_else(|| "-".into(), |s| s.to_string()),
+            response_flags: r.response_flags.to_string(),
+            connection_security_policy: "unknown".into(),
+        };
         if r.request_protocol == "tcp" {
-            let labels = TcpLabels {
-                reporter: "source".into(),
-                source_workload: src.workload,
-                source_workload_namespace: src.namespace,
-                source_principal: "unknown".into(),
-                source_app: src.app,
-                source_version: src.version,
-                destination_workload: dst.workload,
-                destination_workload_namespace: dst.namespace,
-                destination_principal: "unknown".into(),
-                destination_app: dst.app,
-                destination_version: dst.version,
-                destination_service: service,
-                destination_service_name: svc_name,
-                destination_service_namespace: svc_ns,
-                request_protocol: "tcp".into(),
-                response_flags: flags,
-                connection_security_policy: "unknown".into(),
-            };
-            self.metrics.tcp_opened(&labels);
+            let tcp = TcpLabels::from(&labels);
+            // Records arrive when the connection closes, so both counters
+            // move then.
+            self.metrics.tcp_opened(&tcp);
             self.metrics
-                .tcp_closed(&labels, r.bytes_sent, r.bytes_received);
+                .tcp_closed(&tcp, r.bytes_sent, r.bytes_received);
         } else {
-            let labels = RequestLabels {
-                reporter: "source".into(),
-                source_workload: src.workload,
-                source_workload_namespace: src.namespace,
-                source_principal: "unknown".into(),
-                source_app: src.app,
-                source_version: src.version,
-                source_cluster: "unknown".into(),
-                destination_workload: dst.workload,
-                destination_workload_namespace: dst.namespace,
-                destination_principal: "unknown".into(),
-                destination_app: dst.app,
-                destination_version: dst.version,
-                destination_service: service,
-                destination_service_name: svc_name,
-                destination_service_namespace: svc_ns,
-                destination_cluster: "unknown".into(),
-                request_protocol: r.request_protocol.into(),
-                response_code: r.response_code.to_string(),
-                grpc_response_status: r.grpc_status.map_or_else(|| "-".into(), |s| s.to_string()),
-                response_flags: flags,
-                connection_security_policy: "unknown".into(),
-            };
             self.metrics.record_request(
                 &labels,
                 r.duration_ms as f64,

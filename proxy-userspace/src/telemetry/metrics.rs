@@ -67,6 +67,31 @@ pub struct TcpLabels {
     pub connection_security_policy: String,
 }
 
+impl From<&RequestLabels> for TcpLabels {
+    /// The TCP metrics' subset of the request labels.
+    fn from(r: &RequestLabels) -> Self {
+        TcpLabels {
+            reporter: r.reporter.clone(),
+            source_workload: r.source_workload.clone(),
+            source_workload_namespace: r.source_workload_namespace.clone(),
+            source_principal: r.source_principal.clone(),
+            source_app: r.source_app.clone(),
+            source_version: r.source_version.clone(),
+            destination_workload: r.destination_workload.clone(),
+            destination_workload_namespace: r.destination_workload_namespace.clone(),
+            destination_principal: r.destination_principal.clone(),
+            destination_app: r.destination_app.clone(),
+            destination_version: r.destination_version.clone(),
+            destination_service: r.destination_service.clone(),
+            destination_service_name: r.destination_service_name.clone(),
+            destination_service_namespace: r.destination_service_namespace.clone(),
+            request_protocol: r.request_protocol.clone(),
+            response_flags: r.response_flags.clone(),
+            connection_security_policy: r.connection_security_policy.clone(),
+        }
+    }
+}
+
 /// Istio's duration buckets, milliseconds.
 const DURATION_BUCKETS_MS: [f64; 19] = [
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
