@@ -7,7 +7,7 @@
 //! validate::validate                 →  Istio's validation errors
 //! analyze::analyze                   →  IST0xxx messages
 //! compile::compile                   →  MeshSnapshot (+ diagnostics)
-//! diff::diff                         →  what changed between two snapshots
+//! snapshot::diff                         →  what changed between two snapshots
 //! ```
 pub mod analyze;
 pub mod api;
@@ -22,4 +22,4 @@ pub mod validate;
 pub use api::{Object, Origin, Resource};
 pub use compile::compile;
 pub use diag::{Diagnostic, Level};
-pub use snapshot::MeshSnapshot;
+pub use snapshot::{diff, MeshSnapshot, SnapshotDiff};

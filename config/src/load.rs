@@ -156,12 +156,42 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 fn load_into(out: &mut Loaded, text: &str, file: &str) {
-    for (first, content_line, doc) in split_documents(text) {
-        let origin = Origin {
-            file: file.to_string(),
-            line: content_line,
-        };
-        match parse_document(doc, first, &origin) {
+    let docs = split_documents(text);
+    // Documents parse independently: spread them over the cores, keeping
+    // file order in the result.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let parse = |chunk: &[(usize, usize, &str)]| -> Vec<(Origin, Result<Parsed, Box<Diagnostic>>)> {
+        chunk
+            .iter()
+            .map(|(first, content_line, doc)| {
+                let origin = Origin {
+                    file: file.to_string(),
+                    line: *content_line,
+                };
+                let parsed = parse_document(doc, *first, &origin);
+                (origin, parsed)
+            })
+            .collect()
+    };
+    let results: Vec<_> = if threads > 1 && docs.len() >= 256 {
+        let size = docs.len().div_ceil(threads);
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = docs
+                .chunks(size)
+                .map(|c| sc.spawn(move || parse(c)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("YAML parsing does not panic"))
+                .collect()
+        })
+    } else {
+        parse(&docs)
+    };
+    for (origin, parsed) in results {
+        match parsed {
             Ok(Parsed::Resource(r)) => out.resources.push(*r),
             Ok(Parsed::Ignored(kind)) => {
                 if out.ignored.insert(kind.clone()) {
@@ -224,30 +254,67 @@ fn typed<T: DeserializeOwned>(
     doc: &str,
     first: usize,
     origin: &Origin,
-    key: &str,
+    key: &dyn Fn() -> String,
 ) -> Result<T, Box<Diagnostic>> {
-    serde_yaml::from_str(doc).map_err(|e| yaml_error(e, first, origin, Some(key.to_string())))
+    serde_yaml::from_str(doc).map_err(|e| yaml_error(e, first, origin, Some(key())))
+}
+
+/// `apiVersion` and `kind` read straight from block-style YAML (top-level
+/// `key: value` lines), avoiding a second full parse for the common case.
+fn quick_header(doc: &str) -> Option<(String, String)> {
+    let mut api = None;
+    let mut kind = None;
+    for line in doc.lines() {
+        let val = |k: &str| {
+            let v = line.strip_prefix(k)?.trim();
+            let v = v.split(" #").next().unwrap_or(v).trim();
+            let v = v.trim_matches('"').trim_matches('\'');
+            (!v.is_empty() && !v.contains(['{', '[', '&', '*', '!'])).then(|| v.to_string())
+        };
+        if let Some(v) = val("apiVersion:") {
+            api = Some(v);
+        } else if let Some(v) = val("kind:") {
+            kind = Some(v);
+        }
+        if api.is_some() && kind.is_some() {
+            break;
+        }
+    }
+    Some((api?, kind?))
+}
+
+/// `Kind/namespace/name` of a document, for error messages.
+fn doc_key(doc: &str, kind: &str) -> String {
+    let header: Option<Header> = serde_yaml::from_str(doc).ok().flatten();
+    let (name, ns) = header
+        .and_then(|h| h.metadata)
+        .map(|m| (m.name.unwrap_or_default(), m.namespace))
+        .unwrap_or_default();
+    format!("{kind}/{}/{name}", ns.as_deref().unwrap_or("default"))
 }
 
 fn parse_document(doc: &str, first: usize, origin: &Origin) -> Result<Parsed, Box<Diagnostic>> {
-    let header: Option<Header> =
-        serde_yaml::from_str(doc).map_err(|e| yaml_error(e, first, origin, None))?;
-    let Some(header) = header else {
-        return Ok(Parsed::Empty);
+    let (api, kind) = match quick_header(doc) {
+        Some(h) => h,
+        None => {
+            let header: Option<Header> =
+                serde_yaml::from_str(doc).map_err(|e| yaml_error(e, first, origin, None))?;
+            let Some(header) = header else {
+                return Ok(Parsed::Empty);
+            };
+            (
+                header.api_version.unwrap_or_default(),
+                header.kind.unwrap_or_default(),
+            )
+        }
     };
-    let api = header.api_version.unwrap_or_default();
-    let kind = header.kind.unwrap_or_default();
-    let (name, ns) = header
-        .metadata
-        .map(|m| (m.name.unwrap_or_default(), m.namespace))
-        .unwrap_or_default();
-    let key = format!("{kind}/{}/{name}", ns.as_deref().unwrap_or("default"));
+    let key = || doc_key(doc, &kind);
     let missing = |what: &str| {
         Box::new(Diagnostic {
             level: Level::Error,
             code: None,
             origin: Some(origin.clone()),
-            resource: (!kind.is_empty()).then(|| key.clone()),
+            resource: (!kind.is_empty()).then(key),
             field: Some(what.to_string()),
             message: format!("{what} is required"),
         })

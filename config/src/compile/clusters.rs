@@ -9,7 +9,6 @@ use crate::api::destination_rule::{
 };
 use crate::api::Resource;
 use crate::duration::parse_ms;
-use crate::hosts;
 use crate::snapshot::policy::ROOT_NAMESPACE;
 use crate::snapshot::{
     cluster_name, ClientTls, Cluster, ConnectionPool, ConsistentHash, Endpoint, HashAlgorithm,
@@ -37,12 +36,9 @@ pub(crate) fn dr_for<'a>(idx: &Index<'a>, host: &str, svc_ns: &str) -> MergedDr<
         &'a Resource,
         &'a crate::api::destination_rule::DestinationRule,
     )> = Vec::new();
-    for (r, dr) in &idx.destination_rules {
+    for (dh, i) in idx.dr_by_host.lookup(host) {
+        let (r, dr) = idx.destination_rules[i];
         if dr.workload_selector.is_some() {
-            continue;
-        }
-        let dh = hosts::resolve(&dr.host, r.namespace());
-        if !hosts::matches(&dh, host) {
             continue;
         }
         let specificity = if dh == host { usize::MAX } else { dh.len() };

@@ -24,23 +24,12 @@ use super::routes::mesh_vs_for;
 use super::Index;
 use crate::snapshot::{
     cluster_name, HashAlgorithm, HashKey, L4Backend, L4LoadBalancer, L4Mode, L4Service,
-    LoadBalancer, MeshSnapshot, MtlsMode, Service, SimpleLb,
+    LoadBalancer, MeshSnapshot, MtlsMode, SimpleLb, Workload,
 };
 
-fn workloads_of<'s>(
-    snap: &'s MeshSnapshot,
-    svc: &Service,
-) -> Vec<(&'s str, &'s BTreeMap<String, String>)> {
-    snap.workloads
-        .values()
-        .filter(|w| w.services.iter().any(|h| h == &svc.host))
-        .map(|w| (w.namespace.as_str(), &w.labels))
-        .collect()
-}
-
-fn policy_needs_proxy(snap: &MeshSnapshot, svc: &Service) -> bool {
-    workloads_of(snap, svc).into_iter().any(|(ns, labels)| {
-        let p = snap.policies.for_workload(ns, labels);
+fn policy_needs_proxy(snap: &MeshSnapshot, workloads: &[&Workload]) -> bool {
+    workloads.iter().any(|w| {
+        let p = snap.policies.for_workload(&w.namespace, &w.labels);
         p.mtls == MtlsMode::Strict
             || p.port_mtls.values().any(|m| *m == MtlsMode::Strict)
             || !p.request_authn.is_empty()
@@ -51,10 +40,21 @@ fn policy_needs_proxy(snap: &MeshSnapshot, svc: &Service) -> bool {
 /// Builds the table, sorted by (vip, port, protocol).
 pub(crate) fn build(idx: &Index<'_>, snap: &MeshSnapshot) -> Vec<L4Service> {
     let mut out = Vec::new();
+    let mut by_host: BTreeMap<&str, Vec<&Workload>> = BTreeMap::new();
+    for w in snap.workloads.values() {
+        for h in &w.services {
+            by_host.entry(h.as_str()).or_default().push(w);
+        }
+    }
+    let none = Vec::new();
+    let policies_exist = !snap.policies.peer_authentication.is_empty()
+        || !snap.policies.request_authentication.is_empty()
+        || !snap.policies.authorization.is_empty();
     for svc in snap.services.values() {
         let Some(vip) = svc.vip else { continue };
         let routed = mesh_vs_for(idx, &svc.host).is_some();
-        let policy = policy_needs_proxy(snap, svc);
+        let policy = policies_exist
+            && policy_needs_proxy(snap, by_host.get(svc.host.as_str()).unwrap_or(&none));
         let dr = dr_for(idx, &svc.host, &svc.namespace);
         for port in &svc.ports {
             let e = effective(&dr, port.port, None);

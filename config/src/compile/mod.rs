@@ -45,6 +45,44 @@ pub(crate) struct Index<'a> {
     pub request_authn: Vec<(&'a Resource, &'a RequestAuthentication)>,
     pub authz: Vec<(&'a Resource, &'a AuthorizationPolicy)>,
     pub workloads: BTreeMap<IpAddr, Workload>,
+    /// Resolved exact host → indexes into `virtual_services` / `destination_rules`;
+    /// wildcard hosts are listed separately (few in practice).
+    pub vs_by_host: HostIndex,
+    pub dr_by_host: HostIndex,
+}
+
+/// Resources by the hosts they name: exact hosts in a map, wildcard hosts
+/// (`*`, `*.example.com`) in a list scanned per lookup.
+#[derive(Default)]
+pub(crate) struct HostIndex {
+    pub exact: BTreeMap<String, Vec<usize>>,
+    pub wildcard: Vec<(String, usize)>,
+}
+
+impl HostIndex {
+    fn add(&mut self, host: String, i: usize) {
+        if host.starts_with('*') {
+            self.wildcard.push((host, i));
+        } else {
+            self.exact.entry(host).or_default().push(i);
+        }
+    }
+
+    /// (pattern, index) pairs whose host matches `host`: exact first.
+    pub fn lookup<'s>(&'s self, host: &'s str) -> impl Iterator<Item = (&'s str, usize)> + 's {
+        let exact = self
+            .exact
+            .get(host)
+            .into_iter()
+            .flatten()
+            .map(move |i| (host, *i));
+        let wild = self
+            .wildcard
+            .iter()
+            .filter(move |(p, _)| crate::hosts::matches(p, host))
+            .map(|(p, i)| (p.as_str(), *i));
+        exact.chain(wild)
+    }
 }
 
 impl<'a> Index<'a> {
@@ -72,6 +110,8 @@ impl<'a> Index<'a> {
             request_authn: vec![],
             authz: vec![],
             workloads: BTreeMap::new(),
+            vs_by_host: HostIndex::default(),
+            dr_by_host: HostIndex::default(),
         };
         for r in sorted {
             let ns = r.namespace().to_string();
@@ -111,8 +151,63 @@ impl<'a> Index<'a> {
             }
         }
         idx.workloads = services::workloads(&idx);
+        for (i, (r, v)) in idx.virtual_services.iter().enumerate() {
+            let mut hs: Vec<String> = v
+                .hosts
+                .iter()
+                .map(|h| crate::hosts::resolve(h, r.namespace()))
+                .collect();
+            hs.sort();
+            hs.dedup();
+            for h in hs {
+                idx.vs_by_host.add(h, i);
+            }
+        }
+        for (i, (r, d)) in idx.destination_rules.iter().enumerate() {
+            idx.dr_by_host
+                .add(crate::hosts::resolve(&d.host, r.namespace()), i);
+        }
         idx
     }
+}
+
+/// Sidecar resources → egress scopes.
+fn sidecars(idx: &Index<'_>) -> BTreeMap<String, crate::snapshot::SidecarScope> {
+    use crate::snapshot::{EgressListener, SidecarScope};
+    idx.sidecars
+        .iter()
+        .map(|(r, s)| {
+            let ns = r.namespace().to_string();
+            let name = format!("{ns}/{}", r.name());
+            let egress = s
+                .egress
+                .iter()
+                .map(|e| EgressListener {
+                    port: e.port.as_ref().map(|p| p.number as u16),
+                    hosts: e
+                        .hosts
+                        .iter()
+                        .filter_map(|h| {
+                            let (hns, host) = h.split_once('/')?;
+                            let hns = if hns == "." {
+                                ns.clone()
+                            } else {
+                                hns.to_string()
+                            };
+                            Some((hns, host.to_string()))
+                        })
+                        .collect(),
+                })
+                .collect();
+            let scope = SidecarScope {
+                name: name.clone(),
+                namespace: ns,
+                match_labels: s.workload_selector.as_ref().map(|w| w.match_labels.clone()),
+                egress,
+            };
+            (name, scope)
+        })
+        .collect()
 }
 
 /// Keeps the last definition of each `Kind/namespace/name`, as
@@ -223,5 +318,6 @@ pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
     snap.gateways = gateways::build(&idx, &snap.services, &mut diags);
     snap.policies = policy::build(&idx);
     snap.l4 = l4::build(&idx, &snap);
+    snap.sidecars = sidecars(&idx);
     (snap, diags)
 }

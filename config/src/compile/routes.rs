@@ -440,23 +440,22 @@ pub(crate) fn mesh_vs_for<'a>(
     idx: &Index<'a>,
     host: &str,
 ) -> Option<(&'a Resource, &'a VirtualService)> {
-    let mut best: Option<(usize, &'a Resource, &'a VirtualService)> = None;
-    for (r, v) in &idx.virtual_services {
+    let mut best: Option<(usize, &'a Resource, &'a VirtualService, usize)> = None;
+    for (h, i) in idx.vs_by_host.lookup(host) {
+        let (r, v) = idx.virtual_services[i];
         if !vs_gateways(r, v).iter().any(|g| g == MESH) {
             continue;
         }
-        for h in &v.hosts {
-            let h = hosts::resolve(h, r.namespace());
-            if !hosts::matches(&h, host) {
-                continue;
-            }
-            let spec = if h == host { usize::MAX } else { h.len() };
-            if best.as_ref().is_none_or(|b| spec > b.0) {
-                best = Some((spec, r, v));
-            }
+        let spec = if h == host { usize::MAX } else { h.len() };
+        // Strictly greater: the first VirtualService (namespace/name order) wins ties.
+        if best
+            .as_ref()
+            .is_none_or(|b| spec > b.0 || (spec == b.0 && i < b.3))
+        {
+            best = Some((spec, r, v, i));
         }
     }
-    best.map(|(_, r, v)| (r, v))
+    best.map(|(_, r, v, _)| (r, v))
 }
 
 /// The default route of a port: everything to the service-wide cluster.

@@ -5,10 +5,12 @@
 //! snapshot (and the same JSON). Durations are milliseconds, percentages
 //! `0.0..=100.0`.
 pub mod cluster;
+pub mod diff;
 pub mod gateway;
 pub mod l4;
 pub mod policy;
 pub mod route;
+pub mod sidecar;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +22,7 @@ pub use cluster::{
     cluster_name, ClientTls, Cluster, ConnectionPool, ConsistentHash, Endpoint, HashAlgorithm,
     HashKey, LoadBalancer, OutlierDetection, SimpleLb, TlsMode,
 };
+pub use diff::{diff, Changes, SnapshotDiff};
 pub use gateway::{Gateway, GatewayServer, ServerTls, VirtualHost};
 pub use l4::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
 pub use policy::{
@@ -31,6 +34,7 @@ pub use route::{
     Headers, HttpMatch, HttpRoute, HttpRouteDestination, L4Match, Mirror, Redirect, RegexRewrite,
     Retries, Rewrite, Routes, StringMatch, TcpRoute, TlsRoute, WeightedCluster,
 };
+pub use sidecar::{EgressListener, SidecarScope};
 
 /// Application protocol of a port, chosen as Istio does: UDP ports are UDP;
 /// else `appProtocol` if set (Kubernetes' `kubernetes.io/h2c` → HTTP2,
@@ -249,6 +253,9 @@ pub struct MeshSnapshot {
     pub vips: BTreeMap<IpAddr, Vec<String>>,
     /// Kernel service table, sorted by (vip, port, protocol).
     pub l4: Vec<L4Service>,
+    /// `namespace/name` → Sidecar egress scope.
+    #[serde(default)]
+    pub sidecars: BTreeMap<String, SidecarScope>,
 }
 
 impl MeshSnapshot {
@@ -289,6 +296,24 @@ impl MeshSnapshot {
     /// The workload with this IP.
     pub fn workload(&self, ip: IpAddr) -> Option<&Workload> {
         self.workloads.get(&ip)
+    }
+
+    /// `true` when a workload in `namespace` with `labels` may reach
+    /// `host:port` by name: the service is exported to the namespace
+    /// (`exportTo`) and the applicable Sidecar (if any) lists it.
+    pub fn visible(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        host: &str,
+        port: u16,
+    ) -> bool {
+        let Some(svc) = self.services.get(host) else {
+            return false;
+        };
+        svc.visible_from(namespace)
+            && sidecar::scope_for(&self.sidecars, namespace, labels)
+                .is_none_or(|s| s.allows(svc, port))
     }
 
     /// The kernel entry for `vip:port/proto`.

@@ -82,7 +82,8 @@ pub fn validate_regex(re: &str, where_: &str) -> Result<(), String> {
     }
     regex::Regex::new(re).map(|_| ()).map_err(|e| {
         let first = e.to_string();
-        let short = first.lines().last().unwrap_or("invalid regex").trim().to_string();
+        let last = first.lines().last().unwrap_or("invalid regex").trim();
+        let short = last.strip_prefix("error: ").unwrap_or(last).to_string();
         format!(
             "{where_:?}: error parsing regexp: {short}: `{re}`; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"
         )
