@@ -494,3 +494,75 @@ spec:
         "labels match, namespace does not"
     );
 }
+
+#[tokio::test]
+async fn consistent_hash_on_header_and_generated_cookie() {
+    let mut b = MeshBuilder::new();
+    let names: Vec<String> = (0..4).map(|i| format!("cart-{i}")).collect();
+    let pods: Vec<support::Pod> = names.iter().map(|n| (n.as_str(), &[][..])).collect();
+    b.service("cart", 8080, "http", &pods).await;
+    let names: Vec<String> = (0..4).map(|i| format!("session-{i}")).collect();
+    let pods: Vec<support::Pod> = names.iter().map(|n| (n.as_str(), &[][..])).collect();
+    b.service("session", 8080, "http", &pods).await;
+    b.yaml(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart, namespace: default}
+spec:
+  host: cart
+  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: session, namespace: default}
+spec:
+  host: session
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpCookie: {name: sticky, path: /, ttl: 60s}}}
+"#,
+    );
+    let mesh = b.start().await;
+    let c = Client::http1();
+    let mut owners = std::collections::HashSet::new();
+    for user in [
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+    ] {
+        let first = c.get(&mesh.url("cart", "/"), &[("x-user", user)]).await;
+        let owner = first.served_by().expect("served").to_owned();
+        for _ in 0..5 {
+            let r = c.get(&mesh.url("cart", "/"), &[("x-user", user)]).await;
+            assert_eq!(
+                r.served_by(),
+                Some(owner.as_str()),
+                "{user} sticks to one host"
+            );
+        }
+        owners.insert(owner);
+    }
+    assert!(
+        owners.len() >= 2,
+        "eight users spread over several hosts: {owners:?}"
+    );
+
+    let first = c.get(&mesh.url("session", "/"), &[]).await;
+    let set = first
+        .header("set-cookie")
+        .expect("cookie generated")
+        .to_owned();
+    assert!(
+        set.starts_with("sticky=\"") && set.contains("Max-Age=60; Path=/; HttpOnly"),
+        "{set}"
+    );
+    let value = set.split(';').next().unwrap();
+    let owner = first.served_by().unwrap().to_owned();
+    for _ in 0..5 {
+        let r = c.get(&mesh.url("session", "/"), &[("cookie", value)]).await;
+        assert_eq!(
+            r.served_by(),
+            Some(owner.as_str()),
+            "the generated cookie pins the first host"
+        );
+        assert!(r.header("set-cookie").is_none());
+    }
+}

@@ -87,6 +87,12 @@ pub struct AccessLogRecord {
 pub trait AccessLogSink: Send + Sync + 'static {
     /// Consume one record.
     fn log(&self, record: AccessLogRecord);
+
+    /// `false` when records are dropped anyway: the proxy then skips
+    /// copying request fields into them.
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// Drops every record (benchmarks).
@@ -95,6 +101,10 @@ pub struct NoAccessLog;
 
 impl AccessLogSink for NoAccessLog {
     fn log(&self, _record: AccessLogRecord) {}
+
+    fn enabled(&self) -> bool {
+        false
+    }
 }
 
 /// Writes each record as one line to standard output, like Istio's

@@ -131,7 +131,11 @@ fn cluster_spec(c: &snap::Cluster) -> Result<ClusterSpec, CompileError> {
                         err(&c.name, "loadBalancer.consistentHash.httpHeaderName", e)
                     })?)
                 }
-                snap::HashKey::HttpCookie { name, .. } => HashKey::Cookie(name.clone()),
+                snap::HashKey::HttpCookie { name, path, ttl_ms } => HashKey::Cookie {
+                    name: name.clone(),
+                    path: path.clone(),
+                    ttl: ttl_ms.filter(|t| *t > 0).map(Duration::from_millis),
+                },
                 snap::HashKey::UseSourceIp => HashKey::SourceIp,
                 snap::HashKey::HttpQueryParameterName(n) => HashKey::QueryParameter(n.clone()),
             };

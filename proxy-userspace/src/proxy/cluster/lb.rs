@@ -17,8 +17,18 @@ use super::hash::{fnv1a, HashTable};
 pub enum HashKey {
     /// `httpHeaderName`.
     Header(HeaderName),
-    /// `httpCookie.name` (a missing cookie hashes nothing: random pick).
-    Cookie(String),
+    /// `httpCookie`: hash the cookie `name`. When the request has none and
+    /// `ttl` is set, the proxy makes one up, hashes it, and sends it back in
+    /// `set-cookie` (Envoy generates the cookie the same way), so the client
+    /// sticks to the host from its first request on.
+    Cookie {
+        /// Cookie name.
+        name: String,
+        /// `path` of the generated cookie.
+        path: Option<String>,
+        /// `ttl` of the generated cookie; `None` = never generate.
+        ttl: Option<std::time::Duration>,
+    },
     /// `useSourceIp`.
     SourceIp,
     /// `httpQueryParameterName`.
@@ -58,6 +68,8 @@ pub struct PickContext<'a> {
     pub source_ip: Option<IpAddr>,
     /// An endpoint to avoid (a retry's previous host), when others exist.
     pub avoid: Option<SocketAddr>,
+    /// A generated hash cookie value to use when the request has none.
+    pub generated_cookie: Option<&'a str>,
 }
 
 impl LoadBalancer {
@@ -128,18 +140,45 @@ impl LoadBalancer {
     }
 }
 
+/// The value of cookie `name` (surrounding quotes removed, as Envoy does).
+pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get_all(http::header::COOKIE).iter().find_map(|v| {
+        v.to_str().ok()?.split(';').find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == name).then(|| v.trim_matches('"'))
+        })
+    })
+}
+
+impl LoadBalancer {
+    /// For `httpCookie` hashing with a `ttl`: the cookie to generate when
+    /// the request has none, as `(name, path, ttl)`.
+    pub fn cookie_to_generate(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Option<(&str, Option<&str>, std::time::Duration)> {
+        match self {
+            Self::Hash(
+                HashKey::Cookie {
+                    name,
+                    path,
+                    ttl: Some(ttl),
+                },
+                _,
+            ) if cookie(headers, name).is_none() => Some((name, path.as_deref(), *ttl)),
+            _ => None,
+        }
+    }
+}
+
 fn hash_of(key: &HashKey, ctx: &PickContext<'_>) -> Option<u64> {
     match key {
         HashKey::Header(name) => ctx.headers?.get(name).map(|v| fnv1a(v.as_bytes())),
-        HashKey::Cookie(name) => {
-            let headers = ctx.headers?;
-            headers.get_all(http::header::COOKIE).iter().find_map(|v| {
-                v.to_str().ok()?.split(';').find_map(|kv| {
-                    let (k, v) = kv.trim().split_once('=')?;
-                    (k == name).then(|| fnv1a(v.as_bytes()))
-                })
-            })
-        }
+        HashKey::Cookie { name, .. } => ctx
+            .headers
+            .and_then(|h| cookie(h, name))
+            .or(ctx.generated_cookie)
+            .map(|v| fnv1a(v.as_bytes())),
         HashKey::SourceIp => ctx.source_ip.map(|ip| fnv1a(ip.to_string().as_bytes())),
         HashKey::QueryParameter(name) => {
             crate::proxy::route::matching::query_param(ctx.query?, name)

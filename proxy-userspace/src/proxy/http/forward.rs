@@ -1,7 +1,6 @@
 //! Sending a routed request upstream: endpoint pick, circuit breaker,
 //! per-try and route timeouts, Envoy's retry policy and backoff, outlier
 //! detection, and the local replies for each failure.
-use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,19 +60,29 @@ pub struct Plan<'a> {
     pub grpc: bool,
 }
 
+/// Guards released when the response body ends: the circuit-breaker
+/// admission and the endpoint's active-request count.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Circuit-breaker slot.
+    pub admission: Option<crate::proxy::cluster::limits::Admission>,
+    /// Active request on the endpoint (LEAST_REQUEST).
+    pub active: Option<ActiveGuard>,
+}
+
 /// The forwarded response plus what must live as long as its body.
 pub struct Forwarded {
     /// The response for the client.
     pub response: Response<ProxyBody>,
     /// Guards (circuit-breaker admission, active-request count) released
     /// when the response body ends.
-    pub hold: Vec<Box<dyn Any + Send>>,
+    pub hold: Held,
 }
 
 fn reply(status: StatusCode, body: &'static str, grpc: bool) -> Forwarded {
     Forwarded {
         response: local_reply(status, body, grpc),
-        hold: Vec::new(),
+        hold: Held::default(),
     }
 }
 
@@ -91,12 +100,22 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
     let deadline = plan.timeout.map(|t| Instant::now() + t);
     let mut avoid = None;
     let mut retries_done = 0u32;
+    let new_cookie = cluster
+        .lb
+        .cookie_to_generate(&out.headers)
+        .map(|(name, path, ttl)| NewCookie {
+            name: name.to_owned(),
+            path: path.map(str::to_owned),
+            ttl,
+            value: format!("{:016x}", rand::random::<u64>()),
+        });
     loop {
         let ctx = PickContext {
             headers: Some(&out.headers),
             query: out.path_and_query.query(),
             source_ip: Some(plan.source.ip()),
             avoid,
+            generated_cookie: new_cookie.as_ref().map(|c| c.value.as_str()),
         };
         let (addr, authority, ep) = if cluster.lb.is_passthrough() {
             let a = plan.original_dst;
@@ -139,7 +158,13 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
         };
         // Envoy sends the request's own authority: `:authority` over
         // HTTP/2, `Host` over HTTP/1.1. The endpoint is the pool's.
-        let mut headers = out.headers.clone();
+        // Keep a copy only while another try may need it.
+        let last_try = !replayable || retries_done >= plan.retries.attempts;
+        let mut headers = if last_try {
+            std::mem::take(&mut out.headers)
+        } else {
+            out.headers.clone()
+        };
         let req_authority = if ep.is_some() {
             let host = if plan.http2 {
                 headers.remove(http::header::HOST)
@@ -280,14 +305,45 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
                         tokio::spawn(tunnel(down, up));
                     }
                 }
-                let mut hold: Vec<Box<dyn Any + Send>> = vec![Box::new(admission)];
-                if let Some(a) = active {
-                    hold.push(Box::new(a));
+                if let Some(c) = &new_cookie {
+                    if let Ok(v) = HeaderValue::from_str(&c.set_cookie()) {
+                        resp.headers_mut().append(http::header::SET_COOKIE, v);
+                    }
                 }
+                let hold = Held {
+                    admission: Some(admission),
+                    active,
+                };
                 let response = resp.map(|b| b.map_err(Into::into).boxed());
                 Forwarded { response, hold }
             }
         };
+    }
+}
+
+/// A hash cookie made up for a client that had none.
+struct NewCookie {
+    name: String,
+    path: Option<String>,
+    ttl: Duration,
+    value: String,
+}
+
+impl NewCookie {
+    /// Envoy's form: `name="value"; Max-Age=N; Path=p; HttpOnly`.
+    fn set_cookie(&self) -> String {
+        let mut s = format!(
+            "{}=\"{}\"; Max-Age={}",
+            self.name,
+            self.value,
+            self.ttl.as_secs()
+        );
+        if let Some(p) = &self.path {
+            s.push_str("; Path=");
+            s.push_str(p);
+        }
+        s.push_str("; HttpOnly");
+        s
     }
 }
 

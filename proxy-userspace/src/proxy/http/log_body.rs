@@ -45,7 +45,7 @@ pub struct LoggedBody {
     inner: ProxyBody,
     sent: u64,
     log: Option<PendingLog>,
-    held: Vec<Box<dyn std::any::Any + Send>>,
+    held: super::forward::Held,
 }
 
 impl LoggedBody {
@@ -55,7 +55,7 @@ impl LoggedBody {
             inner,
             sent: 0,
             log: Some(log),
-            held: Vec::new(),
+            held: Default::default(),
         };
         if b.inner.is_end_stream() {
             if let Some(l) = b.log.take() {
@@ -98,7 +98,7 @@ impl Body for LoggedBody {
                 }
             }
             Poll::Ready(None) => {
-                this.held.clear();
+                this.held = Default::default();
                 if let Some(l) = this.log.take() {
                     l.finish(this.sent, true);
                 }
@@ -184,7 +184,7 @@ where
 impl LoggedBody {
     /// Keeps `guards` alive until the body ends (circuit-breaker slots,
     /// active-request counts).
-    pub fn hold(&mut self, guards: Vec<Box<dyn std::any::Any + Send>>) {
+    pub fn hold(&mut self, guards: super::forward::Held) {
         self.held = guards;
     }
 }

@@ -49,6 +49,7 @@ pub struct ConnInfo {
 }
 
 static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 static X_ENVOY_ORIGINAL_PATH: http::HeaderName =
     http::HeaderName::from_static("x-envoy-original-path");
@@ -71,7 +72,12 @@ pub async fn handle(
         );
     }
     let grpc = is_grpc(&parts.headers);
+    // Copy request fields into the record only when someone reads it.
+    let full = conn.shared.sink.enabled();
     let header = |n: &http::HeaderName| {
+        if !full {
+            return None;
+        }
         parts
             .headers
             .get(n)
@@ -81,10 +87,14 @@ pub async fn handle(
     let mut record = AccessLogRecord {
         start_time: Some(SystemTime::now()),
         method: Some(parts.method.clone()),
-        path: parts.uri.path_and_query().map(|p| p.as_str().to_owned()),
+        path: parts
+            .uri
+            .path_and_query()
+            .filter(|_| full)
+            .map(|p| p.as_str().to_owned()),
         protocol: Some(protocol_name(parts.version)),
         request_protocol: if grpc { "grpc" } else { "http" },
-        x_forwarded_for: header(&http::HeaderName::from_static("x-forwarded-for")),
+        x_forwarded_for: header(&X_FORWARDED_FOR),
         user_agent: header(&http::header::USER_AGENT),
         request_id: header(&X_REQUEST_ID),
         authority: super::route::matching::authority(&parts).map(str::to_owned),
@@ -117,7 +127,7 @@ pub async fn handle(
     Ok(Response::from_parts(rparts, body))
 }
 
-type Held = Vec<Box<dyn std::any::Any + Send>>;
+use self::forward::Held;
 
 async fn route(
     conn: &ConnInfo,
@@ -127,7 +137,7 @@ async fn route(
     grpc: bool,
     rec: &mut AccessLogRecord,
 ) -> (Response<ProxyBody>, Held) {
-    let no_hold = Held::new;
+    let no_hold = Held::default;
     let Some(svc) = table.service(conn.dst) else {
         // Unknown destination: Envoy's PassthroughCluster.
         let policy = RetryPolicy::default();
