@@ -128,7 +128,7 @@ fn haproxy_conf(threads: usize, h1: u16, h2: u16) -> String {
     format!(
         "global
     nbthread {threads}
-    maxconn 20000
+    maxconn 4096
 defaults
     mode http
     timeout connect 5s

@@ -1,0 +1,103 @@
+//! Holds Strait's socket data path for `cargo xtask bench l4`, set up as
+//! the daemon sets it up: [`strait::datapath::Datapath`] loads the eBPF
+//! object with its maps pinned under `/sys/fs/bpf/strait/<node>/`, attaches
+//! the socket programs (connect4/6, sendmsg4, recvmsg4, getpeername4,
+//! sockops) to a cgroup, and writes a table of L4 services (mode L4,
+//! weighted random). It keeps them until its stdin closes (the bench closes
+//! it, or dies), then detaches everything and removes its pins.
+//!
+//! `bench-datapath --node NAME --cgroup DIR --services FILE`
+//!
+//! FILE has one service a line: `VIP:PORT BACKEND:PORT[,BACKEND:PORT...]`
+//! (IPv4, TCP). Prints `ready <services> <milliseconds>` once every entry
+//! is written (the time is for load + attach + apply).
+use std::io::Read;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use strait::datapath::{
+    Datapath, DatapathConfig, L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service,
+};
+
+fn parse(text: &str, file: &str) -> anyhow::Result<Vec<(SocketAddrV4, Vec<SocketAddrV4>)>> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let ctx = || format!("{file}:{}: expected `VIP:PORT BACKEND:PORT[,...]`", n + 1);
+        let (vip, backends) = line.split_once(' ').with_context(ctx)?;
+        let vip = vip.parse().with_context(ctx)?;
+        let backends = backends
+            .split(',')
+            .map(|b| b.trim().parse())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(ctx)?;
+        out.push((vip, backends));
+    }
+    Ok(out)
+}
+
+fn run() -> anyhow::Result<()> {
+    let mut node = None;
+    let mut cgroup = None;
+    let mut services = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--node" => node = it.next(),
+            "--cgroup" => cgroup = it.next().map(PathBuf::from),
+            "--services" => services = it.next(),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    let (Some(node), Some(cgroup), Some(file)) = (node, cgroup, services) else {
+        bail!("usage: bench-datapath --node NAME --cgroup DIR --services FILE");
+    };
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+    let table = parse(&text, &file)?;
+
+    let services: Vec<L4Service> = table
+        .iter()
+        .enumerate()
+        .map(|(i, (vip, backends))| L4Service {
+            host: format!("svc-{i}.bench.svc.cluster.local"),
+            vip: (*vip.ip()).into(),
+            port: vip.port(),
+            protocol: L4Protocol::Tcp,
+            mode: L4Mode::L4,
+            load_balancer: L4LoadBalancer::Random,
+            backends: backends
+                .iter()
+                .map(|b| L4Backend {
+                    addr: SocketAddr::V4(*b),
+                    weight: 1,
+                    healthy: true,
+                })
+                .collect(),
+        })
+        .collect();
+
+    let start = std::time::Instant::now();
+    let mut dp = Datapath::new(&DatapathConfig::new(node))?;
+    let result = dp
+        .attach(&cgroup)
+        .and_then(|()| dp.apply(&services).map(|_| ()));
+    if let Err(e) = result {
+        let _ = dp.cleanup();
+        return Err(e);
+    }
+    println!(
+        "ready {} {}",
+        dp.service_count(),
+        start.elapsed().as_millis()
+    );
+    // Block until the bench closes our stdin, then detach and unpin.
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    dp.cleanup()
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("bench-datapath: {e:#}");
+        std::process::exit(1);
+    }
+}
