@@ -86,6 +86,7 @@ fn main() {
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     drop(text);
     assert!(!loaded.has_errors(), "{:?}", &loaded.diagnostics[..1]);
+    let rss_after_load = peak_rss_mb();
     let t1 = Instant::now();
     let (snap, diags) = compile(&loaded.resources);
     let compile_ms = t1.elapsed().as_secs_f64() * 1e3;
@@ -102,7 +103,7 @@ fn main() {
         .filter(|r| r.kind() == "VirtualService")
         .count();
     println!(
-        "{{\"services\":{},\"endpoints\":{endpoints},\"virtual_services\":{vs},\"clusters\":{},\"l4_entries\":{},\"load_ms\":{load_ms:.1},\"compile_ms\":{compile_ms:.1},\"peak_rss_mb\":{:.1}}}",
+        "{{\"services\":{},\"endpoints\":{endpoints},\"virtual_services\":{vs},\"clusters\":{},\"l4_entries\":{},\"load_ms\":{load_ms:.1},\"compile_ms\":{compile_ms:.1},\"peak_rss_after_load_mb\":{rss_after_load:.1},\"peak_rss_mb\":{:.1}}}",
         snap.services.len(),
         snap.clusters.len(),
         snap.l4.len(),

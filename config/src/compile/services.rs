@@ -10,6 +10,7 @@
 //! the Pod name (`reviews-v1-7f9c…` → Deployment `reviews-v1`).
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -23,7 +24,7 @@ use crate::snapshot::{Protocol, Service, ServicePort, ServiceSource, Workload};
 pub(crate) struct RawEndpoint {
     pub ip: IpAddr,
     /// Service port name → endpoint (target) port.
-    pub ports: BTreeMap<String, u16>,
+    pub ports: Arc<BTreeMap<String, u16>>,
     pub labels: BTreeMap<String, String>,
     pub locality: String,
     pub service_account: Option<String>,
@@ -215,7 +216,7 @@ fn kube_endpoints(
     let key = (ns.to_string(), name.to_string());
     let mut out = Vec::new();
     let mut push = |ip: IpAddr,
-                    ports: BTreeMap<String, u16>,
+                    ports: Arc<BTreeMap<String, u16>>,
                     pod: Option<&str>,
                     healthy: bool,
                     zone: Option<&str>,
@@ -242,12 +243,13 @@ fn kube_endpoints(
     };
     if let Some(slices) = idx.slices_by_service.get(&key) {
         for s in slices {
-            let ports: BTreeMap<String, u16> = s
+            let ports: Arc<BTreeMap<String, u16>> = s
                 .ports
                 .iter()
                 .flatten()
                 .filter_map(|p| Some((p.name.clone().unwrap_or_default(), p.port? as u16)))
-                .collect();
+                .collect::<BTreeMap<_, _>>()
+                .into();
             for e in &s.endpoints {
                 let c = e.conditions.as_ref();
                 let ready = c.and_then(|c| c.ready).unwrap_or(true);
@@ -269,12 +271,13 @@ fn kube_endpoints(
         }
     } else if let Some(eps) = idx.endpoints_by_name.get(&key) {
         for sub in eps.subsets.iter().flatten() {
-            let ports: BTreeMap<String, u16> = sub
+            let ports: Arc<BTreeMap<String, u16>> = sub
                 .ports
                 .iter()
                 .flatten()
                 .map(|p| (p.name.clone().unwrap_or_default(), p.port as u16))
-                .collect();
+                .collect::<BTreeMap<_, _>>()
+                .into();
             for (list, healthy) in [(&sub.addresses, true), (&sub.not_ready_addresses, false)] {
                 for a in list.iter().flatten() {
                     if let Ok(ip) = a.ip.parse() {
@@ -294,10 +297,11 @@ fn kube_endpoints(
             if !selects(selector, &labels(&pod.metadata.labels)) {
                 continue;
             }
-            let ports = targets
+            let ports: Arc<BTreeMap<String, u16>> = targets
                 .iter()
                 .filter_map(|(pname, t)| Some((pname.clone(), target_port(pod, t)?)))
-                .collect();
+                .collect::<BTreeMap<_, _>>()
+                .into();
             push(
                 ip,
                 ports,
@@ -371,7 +375,7 @@ pub(crate) fn service_entries(
             let Ok(ip) = e.address.parse() else { continue };
             eps.push(RawEndpoint {
                 ip,
-                ports: port_map(&e.ports),
+                ports: Arc::new(port_map(&e.ports)),
                 labels: e.labels.clone(),
                 locality: e.locality.clone().unwrap_or_default(),
                 service_account: e.service_account.clone(),
@@ -387,7 +391,7 @@ pub(crate) fn service_entries(
                 if selects(&selector, &w.labels) {
                     eps.push(RawEndpoint {
                         ip: w.ip,
-                        ports: port_map(&BTreeMap::new()),
+                        ports: Arc::new(port_map(&BTreeMap::new())),
                         labels: w.labels.clone(),
                         locality: w.locality.clone(),
                         service_account: Some(w.service_account.clone()),

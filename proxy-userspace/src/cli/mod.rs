@@ -12,3 +12,72 @@ pub fn out(line: &str) {
     let mut o = std::io::stdout().lock();
     let _ = writeln!(o, "{line}");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+
+    /// A file in a fresh temp directory, removed on drop.
+    struct TempYaml(PathBuf);
+
+    impl TempYaml {
+        fn new(name: &str, text: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("strait-cli-{}-{name}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("c.yaml"), text).unwrap();
+            TempYaml(dir)
+        }
+    }
+
+    impl Drop for TempYaml {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const GOOD: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews}\nspec:\n  clusterIP: 10.96.0.1\n  ports: [{name: http, port: 9080}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n";
+
+    #[test]
+    fn validate_exit_codes() {
+        let good = TempYaml::new("good", GOOD);
+        assert_eq!(
+            super::validate::run(std::slice::from_ref(&good.0)),
+            ExitCode::SUCCESS
+        );
+        let bad = TempYaml::new(
+            "bad",
+            &GOOD.replace("{host: reviews}", "{host: reviews, subset: v1.0}"),
+        );
+        assert_eq!(
+            super::validate::run(std::slice::from_ref(&bad.0)),
+            ExitCode::from(1)
+        );
+        let missing = [PathBuf::from("/nonexistent/strait.yaml")];
+        assert_eq!(super::validate::run(&missing), ExitCode::from(1));
+    }
+
+    #[test]
+    fn analyze_exit_codes() {
+        let good = TempYaml::new("agood", GOOD);
+        assert_eq!(
+            super::analyze::run(std::slice::from_ref(&good.0)),
+            ExitCode::SUCCESS
+        );
+        let bad = TempYaml::new("abad", &GOOD.replace("{host: reviews}", "{host: ratings}"));
+        assert_eq!(
+            super::analyze::run(std::slice::from_ref(&bad.0)),
+            ExitCode::from(79)
+        );
+    }
+
+    #[test]
+    fn compile_prints_and_exits_zero() {
+        let good = TempYaml::new("cgood", GOOD);
+        assert_eq!(
+            super::compile::run(std::slice::from_ref(&good.0), crate::Format::Yaml),
+            ExitCode::SUCCESS
+        );
+    }
+}
