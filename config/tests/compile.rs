@@ -370,3 +370,73 @@ fn sidecar_egress_and_export_to_limit_visibility() {
     assert!(s.visible("other", &none, p, 80));
     assert!(!s.visible("third", &none, p, 80), "exportTo: .");
 }
+
+#[test]
+fn delegate_rules_replace_the_root_rule() {
+    let s = snap(&format!(
+        "{SVC}apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: root, namespace: default}}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - uri: {{prefix: /api}}
+    timeout: 3s
+    delegate: {{name: api, namespace: team}}
+  - route:
+    - destination: {{host: reviews, port: {{number: 9080}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: team}}
+spec:
+  http:
+  - match:
+    - uri: {{prefix: /api/v1}}
+    - uri: {{prefix: /other}}
+    route:
+    - destination: {{host: reviews.default.svc.cluster.local, subset: v1, port: {{number: 9080}}}}
+  - route:
+    - destination: {{host: backend, port: {{number: 80}}}}
+"
+    ));
+    let r = s
+        .routes_for("reviews.default.svc.cluster.local", 9080)
+        .unwrap();
+    let summary: Vec<(String, Vec<String>, String, Option<u64>)> = r
+        .http
+        .iter()
+        .map(|h| {
+            (
+                h.virtual_service.clone(),
+                h.matches.iter().map(|m| format!("{:?}", m.uri)).collect(),
+                h.route[0].cluster.clone(),
+                h.timeout_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "team/api".to_string(),
+                vec!["Some(Prefix(\"/api/v1\"))".to_string()],
+                "outbound|9080|v1|reviews.default.svc.cluster.local".to_string(),
+                Some(3000)
+            ),
+            (
+                "team/api".to_string(),
+                vec!["Some(Prefix(\"/api\"))".to_string()],
+                "outbound|80||backend.team.svc.cluster.local".to_string(),
+                Some(3000)
+            ),
+            (
+                "default/root".to_string(),
+                vec![],
+                "outbound|9080||reviews.default.svc.cluster.local".to_string(),
+                None
+            ),
+        ]
+    );
+}

@@ -71,7 +71,7 @@ pub(crate) fn build(
                 domains.sort();
                 domains.dedup();
                 let http = if server.protocol.is_http() || server.protocol == Protocol::Https {
-                    http_routes(r, v, server.port, &key, services)
+                    http_routes(idx, r, v, server.port, &key, services)
                 } else {
                     vec![]
                 };

@@ -8,6 +8,7 @@
 //! depends on order (VirtualServices for one host, DestinationRules for one
 //! host), where resources are ordered by `namespace/name`.
 mod clusters;
+mod delegate;
 mod gateways;
 mod l4;
 mod policy;
@@ -49,6 +50,8 @@ pub(crate) struct Index<'a> {
     /// wildcard hosts are listed separately (few in practice).
     pub vs_by_host: HostIndex,
     pub dr_by_host: HostIndex,
+    /// (namespace, name) → index into `virtual_services` (delegates).
+    pub vs_by_name: BTreeMap<(String, String), usize>,
 }
 
 /// Resources by the hosts they name: exact hosts in a map, wildcard hosts
@@ -112,6 +115,7 @@ impl<'a> Index<'a> {
             workloads: BTreeMap::new(),
             vs_by_host: HostIndex::default(),
             dr_by_host: HostIndex::default(),
+            vs_by_name: BTreeMap::new(),
         };
         for r in sorted {
             let ns = r.namespace().to_string();
@@ -152,6 +156,8 @@ impl<'a> Index<'a> {
         }
         idx.workloads = services::workloads(&idx);
         for (i, (r, v)) in idx.virtual_services.iter().enumerate() {
+            idx.vs_by_name
+                .insert((r.namespace().to_string(), r.name().to_string()), i);
             let mut hs: Vec<String> = v
                 .hosts
                 .iter()

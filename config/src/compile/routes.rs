@@ -154,6 +154,7 @@ fn match_applies(
 
 /// Compiles the HTTP rules of one VirtualService for `port` on `gateway`.
 pub(crate) fn http_routes(
+    idx: &Index<'_>,
     res: &Resource,
     v: &VirtualService,
     port: u16,
@@ -164,7 +165,8 @@ pub(crate) fn http_routes(
     let vs_gws = vs_gateways(res, v);
     let vs_name = format!("{ns}/{}", res.name());
     let mut out = Vec::new();
-    for r in &v.http {
+    for (r, owner) in super::delegate::expand(idx, res, v) {
+        let r = r.as_ref();
         let matches: Vec<HttpMatch> = r
             .matches
             .iter()
@@ -191,7 +193,15 @@ pub(crate) fn http_routes(
         if r.matches.is_empty() && !vs_gws.iter().any(|g| g == gateway) {
             continue;
         }
-        out.push(http_route(r, &vs_name, ns, port, matches, services));
+        let (name, dest_ns) = if std::ptr::eq(owner, res) {
+            (vs_name.clone(), ns)
+        } else {
+            (
+                format!("{}/{}", owner.namespace(), owner.name()),
+                owner.namespace(),
+            )
+        };
+        out.push(http_route(r, &name, dest_ns, port, matches, services));
     }
     out
 }
@@ -507,7 +517,7 @@ pub(crate) fn mesh_routes(
             let mut routes = Routes::default();
             if let Some((r, v)) = vs {
                 if p.protocol.is_http() || p.protocol == Protocol::Unknown {
-                    routes.http = http_routes(r, v, p.port, MESH, services);
+                    routes.http = http_routes(idx, r, v, p.port, MESH, services);
                 }
                 routes.tcp = tcp_routes(r, v, p.port, MESH, services);
                 routes.tls = tls_routes(r, v, p.port, MESH, services);
