@@ -440,3 +440,24 @@ spec:
         ]
     );
 }
+
+#[test]
+fn gateway_server_namespace_prefix_admits_only_that_namespace() {
+    let vs = |ns: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  hosts: [web.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route:\n    - destination: {{host: web, port: {{number: 80}}}}\n---\n")
+    };
+    let s = snap(&format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [\"shop/*.example.com\"]\n---\n{}{}",
+        vs("shop"),
+        vs("other")
+    ));
+    let vhosts = &s.gateways["istio-system/gw"].routes[&80];
+    assert_eq!(vhosts.len(), 1);
+    assert_eq!(vhosts[0].domains, ["web.example.com"]);
+    assert_eq!(vhosts[0].routes.http.len(), 1);
+    assert_eq!(vhosts[0].routes.http[0].virtual_service, "shop/web");
+    assert_eq!(
+        vhosts[0].routes.http[0].route[0].cluster,
+        "outbound|80||web.shop.svc.cluster.local"
+    );
+}

@@ -5,7 +5,8 @@
 //! intersect the server's hosts become one [`VirtualHost`]; VirtualServices
 //! with the same host set on one gateway are merged by appending their rules
 //! in `namespace/name` order (Istio merges gateway VirtualServices this way,
-//! in creation order).
+//! in creation order). A server host written `namespace/host` admits only
+//! VirtualServices of that namespace (`.`: the Gateway's own, `*`: any).
 use std::collections::BTreeMap;
 
 use super::routes::{http_routes, tcp_routes, tls_routes, vs_gateways};
@@ -53,7 +54,14 @@ pub(crate) fn build(
             })
             .collect();
         let mut routes: BTreeMap<u16, Vec<VirtualHost>> = BTreeMap::new();
-        for server in &servers {
+        for (server, api_server) in servers.iter().zip(&g.servers) {
+            // `namespace/host` server hosts only admit VirtualServices from
+            // that namespace (`.`: the Gateway's, `*`: any).
+            let admitted: Vec<(Option<&str>, &str)> = api_server
+                .hosts
+                .iter()
+                .map(|h| hosts::split_namespaced(h))
+                .collect();
             let vhosts = routes.entry(server.port).or_default();
             for (r, v) in &idx.virtual_services {
                 if !vs_gateways(r, v).contains(&key) {
@@ -63,7 +71,16 @@ pub(crate) fn build(
                     .hosts
                     .iter()
                     .map(|h| hosts::resolve(h, r.namespace()))
-                    .filter(|h| server.hosts.iter().any(|s| hosts::intersect(s, h)))
+                    .filter(|h| {
+                        admitted.iter().any(|(ns, s)| {
+                            let ns_ok = match *ns {
+                                None | Some("*") => true,
+                                Some(".") => r.namespace() == res.namespace(),
+                                Some(n) => r.namespace() == n,
+                            };
+                            ns_ok && hosts::intersect(s, h)
+                        })
+                    })
                     .collect();
                 if domains.is_empty() {
                     continue;
