@@ -2,6 +2,7 @@
 //! per snapshot by [`super::compile`] and evaluated per request/connection.
 pub mod actions;
 pub mod matching;
+pub mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,201 +1,20 @@
-//! Builds the runtime [`Table`] from a compiled `MeshSnapshot`: regexes
-//! compiled, header names parsed, clusters with their endpoints, load
-//! balancers and limits created, routes pointing at their clusters. Runs
-//! once per snapshot swap, never per request.
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+//! VirtualService-derived route tables: matches compiled (regexes
+//! anchored), header operations parsed, destinations resolved to clusters.
+use std::net::IpAddr;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use strait_config::snapshot as snap;
 
-use super::cluster::{
-    Cluster, ClusterSpec, Endpoint, HashKey, LbSpec, Limits, OutlierDetection, PoolSettings,
-    Simple, UpstreamProtocol,
-};
-use super::route::actions::{convert_substitution, grpc_code, AbortStatus, RetryOn};
-use super::route::{
+use super::{err, lookup, Clusters, CompileError};
+use crate::proxy::route::actions::{convert_substitution, grpc_code, AbortStatus, RetryOn};
+use crate::proxy::route::{
     CorsPolicy, Fault, FaultAbort, HeaderOps, HttpMatch, HttpRoute, L4Match, L4Route, Mirror,
     Redirect, RetryPolicy, Rewrite, RouteAction, RouteTable, StringMatch, WeightedCluster,
     WeightedClusters,
 };
-use super::table::{passthrough_cluster, PortProtocol, ServicePort, SourceWorkload, Table};
 
-/// Something in the snapshot the runtime cannot build. Names the route
-/// (`host:port http[i]`) or cluster and the field.
-#[derive(Debug, thiserror::Error)]
-#[error("{location}: {field}: {message}")]
-pub struct CompileError {
-    /// `reviews.default.svc.cluster.local:9080 http[0]`, or a cluster name.
-    pub location: String,
-    /// Field path, e.g. `match[0].headers.end-user.regex`.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-fn err(location: &str, field: impl Into<String>, message: impl ToString) -> CompileError {
-    CompileError {
-        location: location.to_owned(),
-        field: field.into(),
-        message: message.to_string(),
-    }
-}
-
-/// Compiles the whole runtime table.
-pub fn compile(s: &snap::MeshSnapshot) -> Result<Table, CompileError> {
-    let mut clusters = HashMap::new();
-    for (name, c) in &s.clusters {
-        clusters.insert(
-            Arc::<str>::from(name.as_str()),
-            Arc::new(Cluster::new(cluster_spec(c)?)),
-        );
-    }
-    let workloads = s
-        .workloads
-        .iter()
-        .map(|(ip, w)| {
-            let sw = SourceWorkload {
-                labels: w.labels.clone(),
-                namespace: w.namespace.clone(),
-            };
-            (*ip, Arc::new(sw))
-        })
-        .collect();
-    let mut services = HashMap::new();
-    for svc in s.services.values() {
-        let Some(vip) = svc.vip else { continue };
-        for port in &svc.ports {
-            let Some(routes) = s.routes_for(&svc.host, port.port) else {
-                continue;
-            };
-            let loc = format!("{}:{}", svc.host, port.port);
-            let table = route_table(&loc, routes, &clusters)?;
-            let sp = ServicePort {
-                host: svc.host.as_str().into(),
-                port: port.port,
-                protocol: port_protocol(port.protocol),
-                routes: table,
-            };
-            services.insert(SocketAddr::new(vip, port.port), Arc::new(sp));
-        }
-    }
-    Ok(Table {
-        services,
-        clusters,
-        workloads,
-        passthrough: Arc::new(passthrough_cluster()),
-    })
-}
-
-fn port_protocol(p: snap::Protocol) -> PortProtocol {
-    use snap::Protocol as P;
-    match p {
-        P::Http | P::GrpcWeb => PortProtocol::Http,
-        P::Http2 => PortProtocol::Http2,
-        P::Grpc => PortProtocol::Grpc,
-        P::Tcp | P::Mongo | P::Redis | P::Mysql | P::Udp => PortProtocol::Tcp,
-        P::Tls | P::Https => PortProtocol::Tls,
-        P::Unknown => PortProtocol::Unknown,
-    }
-}
-
-fn cluster_spec(c: &snap::Cluster) -> Result<ClusterSpec, CompileError> {
-    let pool = &c.connection_pool;
-    let protocol = if pool.use_client_protocol || c.protocol == snap::Protocol::Unknown {
-        UpstreamProtocol::Downstream
-    } else if matches!(c.protocol, snap::Protocol::Http2 | snap::Protocol::Grpc) || pool.h2_upgrade
-    {
-        UpstreamProtocol::Http2
-    } else {
-        UpstreamProtocol::Http1
-    };
-    let endpoints = c
-        .endpoints
-        .iter()
-        .filter(|e| e.healthy)
-        .map(|e| Endpoint::new(e.addr, Arc::new(e.labels.clone())))
-        .collect();
-    let lb = match &c.load_balancer {
-        snap::LoadBalancer::Simple(s) => LbSpec::Simple(match s {
-            snap::SimpleLb::RoundRobin => Simple::RoundRobin,
-            snap::SimpleLb::Random => Simple::Random,
-            snap::SimpleLb::LeastRequest => Simple::LeastRequest,
-            snap::SimpleLb::Passthrough => Simple::Passthrough,
-        }),
-        snap::LoadBalancer::ConsistentHash(h) => {
-            let key = match &h.key {
-                snap::HashKey::HttpHeaderName(n) => {
-                    HashKey::Header(HeaderName::try_from(n.to_ascii_lowercase()).map_err(|e| {
-                        err(&c.name, "loadBalancer.consistentHash.httpHeaderName", e)
-                    })?)
-                }
-                snap::HashKey::HttpCookie { name, path, ttl_ms } => HashKey::Cookie {
-                    name: name.clone(),
-                    path: path.clone(),
-                    ttl: ttl_ms.filter(|t| *t > 0).map(Duration::from_millis),
-                },
-                snap::HashKey::UseSourceIp => HashKey::SourceIp,
-                snap::HashKey::HttpQueryParameterName(n) => HashKey::QueryParameter(n.clone()),
-            };
-            match h.algorithm {
-                snap::HashAlgorithm::RingHash { minimum_ring_size } => {
-                    LbSpec::RingHash(key, (minimum_ring_size as usize).clamp(1, 1 << 20))
-                }
-                snap::HashAlgorithm::Maglev { table_size } => {
-                    LbSpec::Maglev(key, (table_size as usize).clamp(1, 5_000_011))
-                }
-            }
-        }
-    };
-    let limits = Limits {
-        max_connections: pool.max_connections,
-        max_pending_requests: pool.http1_max_pending_requests,
-        max_requests: pool.http2_max_requests,
-        max_retries: pool.max_retries,
-    };
-    let pool_settings = PoolSettings {
-        connect_timeout: Duration::from_millis(pool.connect_timeout_ms.max(1)),
-        idle_timeout: Duration::from_millis(pool.idle_timeout_ms.max(1)),
-        max_requests_per_connection: pool.max_requests_per_connection,
-        tcp_keepalive: None,
-    };
-    let outlier = c.outlier_detection.as_ref().map(|o| OutlierDetection {
-        consecutive_5xx: o.consecutive_5xx_errors,
-        consecutive_gateway: o.consecutive_gateway_errors.unwrap_or(0),
-        interval: Duration::from_millis(o.interval_ms),
-        base_ejection_time: Duration::from_millis(o.base_ejection_time_ms),
-        max_ejection_percent: o.max_ejection_percent,
-    });
-    Ok(ClusterSpec {
-        name: c.name.clone(),
-        service: c.host.clone(),
-        port: c.port,
-        protocol,
-        endpoints,
-        lb,
-        limits,
-        pool: pool_settings,
-        outlier,
-    })
-}
-
-type Clusters = HashMap<Arc<str>, Arc<Cluster>>;
-
-fn lookup(
-    clusters: &Clusters,
-    loc: &str,
-    field: &str,
-    name: &str,
-) -> Result<Arc<Cluster>, CompileError> {
-    clusters
-        .get(name)
-        .cloned()
-        .ok_or_else(|| err(loc, field, format!("unknown cluster {name:?}")))
-}
-
-fn route_table(
+pub(super) fn route_table(
     loc: &str,
     r: &snap::Routes,
     clusters: &Clusters,

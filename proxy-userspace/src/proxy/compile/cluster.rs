@@ -1,0 +1,93 @@
+//! DestinationRule-derived cluster settings: endpoints, load balancer,
+//! circuit-breaker limits, pool settings and outlier detection.
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use strait_config::snapshot as snap;
+
+use super::{err, CompileError};
+use crate::proxy::cluster::{
+    ClusterSpec, Endpoint, HashKey, LbSpec, Limits, OutlierDetection, PoolSettings, Simple,
+    UpstreamProtocol,
+};
+
+pub(super) fn cluster_spec(c: &snap::Cluster) -> Result<ClusterSpec, CompileError> {
+    let pool = &c.connection_pool;
+    let protocol = if pool.use_client_protocol || c.protocol == snap::Protocol::Unknown {
+        UpstreamProtocol::Downstream
+    } else if matches!(c.protocol, snap::Protocol::Http2 | snap::Protocol::Grpc) || pool.h2_upgrade
+    {
+        UpstreamProtocol::Http2
+    } else {
+        UpstreamProtocol::Http1
+    };
+    let endpoints = c
+        .endpoints
+        .iter()
+        .filter(|e| e.healthy)
+        .map(|e| Endpoint::new(e.addr, Arc::new(e.labels.clone())))
+        .collect();
+    let lb = match &c.load_balancer {
+        snap::LoadBalancer::Simple(s) => LbSpec::Simple(match s {
+            snap::SimpleLb::RoundRobin => Simple::RoundRobin,
+            snap::SimpleLb::Random => Simple::Random,
+            snap::SimpleLb::LeastRequest => Simple::LeastRequest,
+            snap::SimpleLb::Passthrough => Simple::Passthrough,
+        }),
+        snap::LoadBalancer::ConsistentHash(h) => {
+            let key = match &h.key {
+                snap::HashKey::HttpHeaderName(n) => {
+                    HashKey::Header(HeaderName::try_from(n.to_ascii_lowercase()).map_err(|e| {
+                        err(&c.name, "loadBalancer.consistentHash.httpHeaderName", e)
+                    })?)
+                }
+                snap::HashKey::HttpCookie { name, path, ttl_ms } => HashKey::Cookie {
+                    name: name.clone(),
+                    path: path.clone(),
+                    ttl: ttl_ms.filter(|t| *t > 0).map(Duration::from_millis),
+                },
+                snap::HashKey::UseSourceIp => HashKey::SourceIp,
+                snap::HashKey::HttpQueryParameterName(n) => HashKey::QueryParameter(n.clone()),
+            };
+            match h.algorithm {
+                snap::HashAlgorithm::RingHash { minimum_ring_size } => {
+                    LbSpec::RingHash(key, (minimum_ring_size as usize).clamp(1, 1 << 20))
+                }
+                snap::HashAlgorithm::Maglev { table_size } => {
+                    LbSpec::Maglev(key, (table_size as usize).clamp(1, 5_000_011))
+                }
+            }
+        }
+    };
+    let limits = Limits {
+        max_connections: pool.max_connections,
+        max_pending_requests: pool.http1_max_pending_requests,
+        max_requests: pool.http2_max_requests,
+        max_retries: pool.max_retries,
+    };
+    let pool_settings = PoolSettings {
+        connect_timeout: Duration::from_millis(pool.connect_timeout_ms.max(1)),
+        idle_timeout: Duration::from_millis(pool.idle_timeout_ms.max(1)),
+        max_requests_per_connection: pool.max_requests_per_connection,
+        tcp_keepalive: None,
+    };
+    let outlier = c.outlier_detection.as_ref().map(|o| OutlierDetection {
+        consecutive_5xx: o.consecutive_5xx_errors,
+        consecutive_gateway: o.consecutive_gateway_errors.unwrap_or(0),
+        interval: Duration::from_millis(o.interval_ms),
+        base_ejection_time: Duration::from_millis(o.base_ejection_time_ms),
+        max_ejection_percent: o.max_ejection_percent,
+    });
+    Ok(ClusterSpec {
+        name: c.name.clone(),
+        service: c.host.clone(),
+        port: c.port,
+        protocol,
+        endpoints,
+        lb,
+        limits,
+        pool: pool_settings,
+        outlier,
+    })
+}
