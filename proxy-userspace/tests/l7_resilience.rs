@@ -70,10 +70,28 @@ spec:
     }
     support::assert_binomial(aborted, n, 0.5, "50% abort");
 
+    // A client that gives up during the delay is still logged: code 0, DC.
+    let url = mesh.url("ratings", "/gone");
+    let gone = tokio::time::timeout(
+        Duration::from_millis(100),
+        c.get(&url, &[("end-user", "jason"), ("x-request-id", "gone-1")]),
+    )
+    .await;
+    assert!(gone.is_err(), "the client gave up first");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
     let logs = mesh.logs().await;
     assert!(logs
         .iter()
         .any(|l| l.response_flags.to_string() == "DI" && l.response_code == 200));
+    let gone = logs
+        .iter()
+        .find(|l| l.request_id.as_deref() == Some("gone-1"))
+        .expect("logged");
+    assert_eq!(
+        (gone.response_code, gone.response_flags.to_string().as_str()),
+        (0, "DI,DC")
+    );
     let fi = logs.iter().find(|l| l.response_code == 500).unwrap();
     assert_eq!(fi.response_flags.to_string(), "FI");
     assert_eq!(fi.response_code_details, Some("fault_filter_abort"));

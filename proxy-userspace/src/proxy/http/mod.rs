@@ -84,7 +84,7 @@ pub async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let mut record = AccessLogRecord {
+    let record = AccessLogRecord {
         start_time: Some(SystemTime::now()),
         method: Some(parts.method.clone()),
         path: parts
@@ -104,7 +104,17 @@ pub async fn handle(
     };
     let bytes_received = Arc::new(AtomicU64::new(0));
     let body = CountingBody::new(body, bytes_received.clone());
-    let (response, hold) = route(&conn, &table, parts, body, grpc, &mut record).await;
+    // If the client goes away before the response starts, this future is
+    // dropped mid-route: the guard still logs the request (code 0, `DC`).
+    let mut pending = Some(PendingLog {
+        record,
+        sink: conn.shared.sink.clone(),
+        start,
+        bytes_received,
+    });
+    let guard = AbandonGuard(&mut pending);
+    let record = &mut guard.0.as_mut().expect("set above").record;
+    let (response, hold) = route(&conn, &table, parts, body, grpc, record).await;
     record.response_code = response.status().as_u16();
     if record.grpc_status.is_none() && grpc {
         record.grpc_status = response
@@ -112,12 +122,7 @@ pub async fn handle(
             .get("grpc-status")
             .and_then(|v| v.to_str().ok()?.parse().ok());
     }
-    let log = PendingLog {
-        record,
-        sink: conn.shared.sink.clone(),
-        start,
-        bytes_received,
-    };
+    let log = guard.0.take().expect("set above");
     let (rparts, rbody) = response.into_parts();
     let mut body = LoggedBody::new(rbody, log);
     body.hold(hold);
@@ -128,6 +133,17 @@ pub async fn handle(
 }
 
 use self::forward::Held;
+
+/// Logs a request whose handling was abandoned (client disconnect).
+struct AbandonGuard<'a>(&'a mut Option<PendingLog>);
+
+impl Drop for AbandonGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(log) = self.0.take() {
+            log.finish(0, false);
+        }
+    }
+}
 
 async fn route(
     conn: &ConnInfo,
