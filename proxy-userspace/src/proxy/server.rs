@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -94,12 +94,11 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, ds
         sniffed,
     });
     let svc = service_fn(move |req| handle(info.clone(), req));
+    // No header-read timer: Envoy's `request_headers_timeout` is off by
+    // default too, and arming a timer per request costs CPU.
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(Some(1024));
+    builder.http1().keep_alive(true);
+    builder.http2().max_concurrent_streams(Some(1024));
     let _ = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
         .await;
