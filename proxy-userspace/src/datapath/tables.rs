@@ -55,6 +55,8 @@ struct Installed {
 /// Userspace mirror of what is in `SERVICES`.
 pub struct ServiceTables {
     installed: BTreeMap<ServiceKey, Installed>,
+    /// Backend set ids in use (non-zero `svc_id`s of `installed`).
+    ids: HashSet<u32>,
     next_id: u32,
 }
 
@@ -93,7 +95,12 @@ impl ServiceTables {
         for id in tables.into_iter().filter(|id| !sets.contains_key(id)) {
             let _ = maps.maglev.remove(&id);
         }
-        Ok(Self { installed, next_id })
+        let ids = sets.keys().copied().collect();
+        Ok(Self {
+            installed,
+            ids,
+            next_id,
+        })
     }
 
     /// Number of services in the kernel.
@@ -142,8 +149,10 @@ impl ServiceTables {
                     value,
                 },
             );
+            self.ids.insert(value.svc_id);
             match prev {
                 Some(p) => {
+                    self.ids.remove(&p.value.svc_id);
                     delete_set(maps, &p.value);
                     report.updated += 1;
                 }
@@ -159,6 +168,7 @@ impl ServiceTables {
         for key in stale {
             let _ = maps.services.remove(&key);
             if let Some(old) = self.installed.remove(&key) {
+                self.ids.remove(&old.value.svc_id);
                 delete_set(maps, &old.value);
             }
             let _ = maps.service_stats.remove(&key);
@@ -207,11 +217,10 @@ impl ServiceTables {
     }
 
     fn alloc_id(&mut self) -> u32 {
-        let used: HashSet<u32> = self.installed.values().map(|i| i.value.svc_id).collect();
         loop {
             let id = self.next_id;
             self.next_id = self.next_id.wrapping_add(1).max(1);
-            if !used.contains(&id) {
+            if !self.ids.contains(&id) {
                 return id;
             }
         }
