@@ -3,7 +3,7 @@
 //! test created (cgroups, namespaces, processes) even when it panics.
 pub mod bpffs;
 pub mod cgroup;
-pub mod lb;
 pub mod demo;
+pub mod lb;
 pub mod node;
 pub mod privileged;
