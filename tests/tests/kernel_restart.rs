@@ -77,12 +77,23 @@ fn pinned_data_path_survives_its_loader_and_is_reused() {
     // Attached once: each connect was counted once.
     assert_eq!(dp.service_counters(vip, L4Protocol::Tcp).connections, 100);
 
+    // Attaching to another pods cgroup moves the programs there.
+    let moved = TestCgroup::new(&p.cgroup2, "restart-moved").unwrap();
+    dp.attach(moved.path()).unwrap();
+    let lines = probe(PROBE, Some(moved.path()), &["tcp", &vip.to_string(), "3"]);
+    assert!(lines.iter().all(|l| l == "k0" || l == "k1"), "{lines:?}");
+    assert_eq!(
+        probe(PROBE, Some(cg.path()), &["tcp", &vip.to_string()]),
+        ["error ConnectionRefused"],
+        "still attached to the old cgroup"
+    );
+
     // Cleanup detaches: the VIP is no longer rewritten.
     let pins = dp.pin_dir().to_path_buf();
     dp.cleanup().unwrap();
     assert!(!pins.exists());
     assert_eq!(
-        probe(PROBE, Some(cg.path()), &["tcp", &vip.to_string()]),
+        probe(PROBE, Some(moved.path()), &["tcp", &vip.to_string()]),
         ["error ConnectionRefused"]
     );
 }

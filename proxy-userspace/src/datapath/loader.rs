@@ -132,15 +132,26 @@ impl Datapath {
     /// Attaches the socket programs (connect4/6, sendmsg4/6, recvmsg4/6,
     /// getpeername4/6, sockops) to the cgroup v2 directory `cgroup` — every
     /// process below it is balanced; the daemon itself must live outside
-    /// it. Links are pinned under `<pin_dir>/links/`; programs already
-    /// attached by an earlier run (pinned link present) are kept as they
-    /// are, so a restart never detaches them.
+    /// it. Links are pinned as `<pin_dir>/links/<program>@<cgroup id>`;
+    /// programs already attached to this cgroup by an earlier run are kept
+    /// as they are, so a restart never detaches them, and links to another
+    /// cgroup (the pods cgroup was moved) are removed.
     ///
     /// Errors: the cgroup does not exist or the kernel refuses a program
     /// (the verifier log is in the error).
     pub fn attach(&mut self, cgroup: &Path) -> anyhow::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        // On cgroup v2 the directory's inode number is the cgroup id.
+        let cgroup_id = std::fs::metadata(cgroup)
+            .with_context(|| format!("opening cgroup {}", cgroup.display()))?
+            .ino();
+        let links_dir = self.pin_dir.join("links");
+        // Our handles on links of an earlier attach: the pins keep those we
+        // want; dropping the handles lets the unpinned ones detach.
+        self.links.clear();
         for name in programs::SOCKET {
-            let pin = self.pin_dir.join("links").join(name);
+            self.unpin_other_cgroups(&links_dir, name, cgroup_id);
+            let pin = links_dir.join(format!("{name}@{cgroup_id}"));
             if pin.exists() {
                 let link = PinnedLink::from_pin(&pin)
                     .with_context(|| format!("reopening pinned link {}", pin.display()))?;
@@ -176,6 +187,25 @@ impl Datapath {
             self.links.push(pinned);
         }
         Ok(())
+    }
+
+    /// Removes pinned links of `program` to cgroups other than `keep`
+    /// (which detaches them once no process holds them).
+    fn unpin_other_cgroups(&self, links_dir: &Path, program: &str, keep: u64) {
+        let Ok(entries) = std::fs::read_dir(links_dir) else {
+            return;
+        };
+        let prefix = format!("{program}@");
+        for e in entries.flatten() {
+            let file = e.file_name();
+            let Some(id) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+                continue;
+            };
+            if id != keep.to_string() {
+                tracing::info!(link = %e.path().display(), "detaching from the previous pods cgroup");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     /// Makes the kernel's service tables hold exactly `services` (IPv4 VIPs;
