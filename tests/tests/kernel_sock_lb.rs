@@ -116,6 +116,7 @@ fn weighted_random_follows_the_weights() {
     for (name, p) in [("w60", 0.6), ("w30", 0.3), ("w10", 0.1)] {
         let count = seen.get(name).copied().unwrap_or(0);
         assert_binomial(name, count, n, p);
+        eprintln!("{name}: {count} of {n}");
     }
 }
 
@@ -194,6 +195,7 @@ fn no_usable_backend_refuses_at_once() {
             assert_eq!(what, "error ConnectionRefused", "{vip}: {l}");
             let us: u64 = us.trim_end_matches("us").parse().unwrap();
             assert!(us < 100_000, "{vip}: refused after {us} µs");
+            eprintln!("{vip}: refused after {us} µs");
         }
         let c = fx.dp().service_counters(vip, L4Protocol::Tcp);
         assert_eq!((c.connections, c.no_backend), (0, 5), "{vip}");
