@@ -403,3 +403,163 @@ spec:
         (200, Some("reviews-v1"))
     );
 }
+
+/// Raw-bytes gRPC codec, so tonic needs no protobuf code generation.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Bytes>, tonic::Status> {
+        use bytes::Buf;
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
+    }
+}
+
+#[tokio::test]
+async fn tonic_client_sees_messages_and_statuses_through_the_proxy() {
+    let mut b = MeshBuilder::new();
+    b.service("grpc", 50051, "grpc", &[("grpc-1", &[])]).await;
+    b.yaml(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: grpc, namespace: default}
+spec:
+  hosts: [grpc]
+  http:
+  - match: [{uri: {prefix: /test.Echo/Aborted}}]
+    fault: {abort: {percentage: {value: 100}, grpcStatus: RESOURCE_EXHAUSTED}}
+    route: [{destination: {host: grpc}}]
+  - route: [{destination: {host: grpc}}]
+"#,
+    );
+    let mesh = b.start().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", mesh.fronts["grpc"]))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let path = |p: &'static str| http::uri::PathAndQuery::from_static(p);
+
+    grpc.ready().await.unwrap();
+    let resp = grpc
+        .unary(
+            tonic::Request::new(Bytes::from("hi")),
+            path("/test.Echo/Unary"),
+            RawCodec,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.into_inner(), "grpc-1:hi");
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
+    let outbound = MessageStream(rx);
+    grpc.ready().await.unwrap();
+    let mut replies = grpc
+        .streaming(
+            tonic::Request::new(outbound),
+            path("/test.Echo/Stream"),
+            RawCodec,
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    for i in 0..3 {
+        tx.send(Ok(Frame::data(Bytes::from(format!("s{i}")))))
+            .await
+            .unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), replies.message())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m, Some(Bytes::from(format!("grpc-1:s{i}"))));
+    }
+    drop(tx);
+    assert_eq!(
+        replies.message().await.unwrap(),
+        None,
+        "stream ends with status OK"
+    );
+
+    grpc.ready().await.unwrap();
+    let err = grpc
+        .unary(
+            tonic::Request::new(Bytes::from("x")),
+            path("/test.Echo/Fail"),
+            RawCodec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (tonic::Code::Unavailable, "backend unavailable")
+    );
+
+    grpc.ready().await.unwrap();
+    let err = grpc
+        .unary(
+            tonic::Request::new(Bytes::from("x")),
+            path("/test.Echo/Aborted"),
+            RawCodec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (tonic::Code::ResourceExhausted, "fault filter abort")
+    );
+}
+
+/// Client messages for tonic, fed from a channel one at a time.
+struct MessageStream(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::convert::Infallible>>);
+
+impl futures_core::Stream for MessageStream {
+    type Item = Bytes;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Bytes>> {
+        self.0
+            .poll_recv(cx)
+            .map(|m| m.and_then(|f| f.ok()).and_then(|f| f.into_data().ok()))
+    }
+}
