@@ -1,6 +1,7 @@
 //! Compile benchmark: 10,000 Services, 100,000 endpoints (10,000
-//! EndpointSlices of 10), 10,000 VirtualServices and 10,000
-//! DestinationRules, generated as YAML text and fed through the real loader.
+//! EndpointSlices of 10, their pods from 20,000 Deployments v1/v2),
+//! 10,000 VirtualServices and 10,000 DestinationRules with two subsets,
+//! generated as YAML text and fed through the real loader.
 //!
 //! Run: `cargo run --release -p strait-config --example compile_bench`
 //! Prints one JSON line:
@@ -47,10 +48,14 @@ fn generate(services: usize, eps: usize) -> String {
                 j % 2 + 1
             );
         }
-        let _ = write!(
-            y,
-            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}-v1-0, namespace: {ns}, labels: {{app: {name}, version: v1}}}}\nspec: {{containers: [], serviceAccountName: {name}}}\n---\n"
-        );
+        // Endpoint labels come from the Deployments the pods belong to.
+        y.push_str("---\n");
+        for v in 1..=2 {
+            let _ = write!(
+                y,
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}-v{v}, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: {name}, version: v{v}}}}}\n  template:\n    metadata: {{labels: {{app: {name}, version: v{v}}}}}\n    spec: {{serviceAccountName: {name}, containers: []}}\n---\n"
+            );
+        }
         let _ = write!(
             y,
             "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  hosts: [{name}]\n  http:\n  - match:\n    - headers:\n        end-user: {{exact: jason}}\n      uri: {{prefix: /api}}\n    route:\n    - destination: {{host: {name}, subset: v2}}\n  - route:\n    - destination: {{host: {name}, subset: v1}}\n      weight: 90\n    - destination: {{host: {name}, subset: v2}}\n      weight: 10\n    timeout: 2s\n---\n"
@@ -97,6 +102,16 @@ fn main() {
         .filter(|c| c.subset.is_empty())
         .map(|c| c.endpoints.len())
         .sum();
+    let subset_endpoints: usize = snap
+        .clusters
+        .values()
+        .filter(|c| !c.subset.is_empty())
+        .map(|c| c.endpoints.len())
+        .sum();
+    assert_eq!(
+        subset_endpoints, endpoints,
+        "every endpoint belongs to v1 or v2"
+    );
     let vs = loaded
         .resources
         .iter()

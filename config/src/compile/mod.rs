@@ -33,7 +33,8 @@ pub(crate) struct Index<'a> {
     pub pods: Vec<&'a Pod>,
     pub pods_by_name: BTreeMap<(String, String), &'a Pod>,
     pub pods_by_ip: BTreeMap<IpAddr, &'a Pod>,
-    pub deployments: Vec<&'a Deployment>,
+    /// (namespace, name) → Deployment.
+    pub deployments: BTreeMap<(String, String), &'a Deployment>,
     pub slices_by_service: BTreeMap<(String, String), Vec<&'a EndpointSlice>>,
     pub endpoints_by_name: BTreeMap<(String, String), &'a Endpoints>,
     pub service_entries: Vec<(&'a Resource, &'a ServiceEntry)>,
@@ -100,7 +101,7 @@ impl<'a> Index<'a> {
             pods: vec![],
             pods_by_name: BTreeMap::new(),
             pods_by_ip: BTreeMap::new(),
-            deployments: vec![],
+            deployments: BTreeMap::new(),
             slices_by_service: BTreeMap::new(),
             endpoints_by_name: BTreeMap::new(),
             service_entries: vec![],
@@ -128,7 +129,9 @@ impl<'a> Index<'a> {
                         idx.pods_by_ip.insert(ip, p);
                     }
                 }
-                Object::Deployment(d) => idx.deployments.push(d),
+                Object::Deployment(d) => {
+                    idx.deployments.insert((ns, r.name().to_string()), d);
+                }
                 Object::EndpointSlice(s) => {
                     let svc = s
                         .metadata
@@ -320,6 +323,7 @@ pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
         }
     }
     snap.clusters = clusters::build(&idx, &snap.services, &raw);
+    drop(raw);
     snap.routes = routes::mesh_routes(&idx, &snap.services, &mut diags);
     snap.gateways = gateways::build(&idx, &snap.services, &mut diags);
     snap.policies = policy::build(&idx);

@@ -71,18 +71,14 @@ fn pod_identity(
         return pod_info(p);
     }
     if let Some(name) = pod_name {
-        // Longest Deployment name that prefixes the pod name.
-        let dep = idx
-            .deployments
-            .iter()
-            .filter(|d| d.metadata.namespace.as_deref() == Some(ns))
-            .filter(|d| {
-                let dn = d.metadata.name.as_deref().unwrap_or("");
-                !dn.is_empty() && name.starts_with(&format!("{dn}-"))
-            })
-            .max_by_key(|d| d.metadata.name.as_ref().map(String::len));
-        if let Some(d) = dep {
-            return deployment_info(d);
+        // The longest `-`-separated prefix of the pod name that names a
+        // Deployment (`reviews-v1-7f9c-abcde` → `reviews-v1`).
+        let mut prefix = name;
+        while let Some((head, _)) = prefix.rsplit_once('-') {
+            if let Some(d) = idx.deployments.get(&(ns.to_string(), head.to_string())) {
+                return deployment_info(d);
+            }
+            prefix = head;
         }
     }
     (BTreeMap::new(), None, None)
