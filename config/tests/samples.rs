@@ -230,3 +230,27 @@ fn bookinfo_gateway_routes_productpage_paths() {
         .unwrap();
     assert_eq!(mesh.http[0].name, "default");
 }
+
+#[test]
+fn static_service_entry_endpoints_keep_weights_and_localities() {
+    let Some(dir) = common::istio_dir("static_service_entry") else {
+        return;
+    };
+    let loaded = load_paths(&[dir.join("config-corpus/static-weighted-se.yaml")]);
+    let (snap, _) = compile(&loaded.resources);
+    let c = &snap.clusters["outbound|80||weighted.static.svc.cluster.local"];
+    let got: Vec<(String, u32, &str)> = c
+        .endpoints
+        .iter()
+        .map(|e| (e.addr.to_string(), e.weight, e.locality.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("1.1.1.1:80".to_string(), 3, "b"),
+            ("2.2.2.2:80".to_string(), 8, "a"),
+            ("3.3.3.3:80".to_string(), 1, "a"),
+        ]
+    );
+    assert_eq!(c.protocol, Protocol::Http);
+}
