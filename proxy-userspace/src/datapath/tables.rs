@@ -364,3 +364,69 @@ pub(super) fn stats_key(a: &SocketAddrV4, proto_: u8) -> BackendStatsKey {
         pad: 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_config::snapshot::L4Backend;
+
+    fn svc(vip: &str, backends: &[(&str, u32, bool)]) -> L4Service {
+        L4Service {
+            host: "reviews.default.svc.cluster.local".into(),
+            vip: vip.parse().unwrap(),
+            port: 9080,
+            protocol: L4Protocol::Tcp,
+            mode: L4Mode::L4,
+            load_balancer: L4LoadBalancer::RoundRobin,
+            backends: backends
+                .iter()
+                .map(|&(a, weight, healthy)| L4Backend {
+                    addr: a.parse().unwrap(),
+                    weight,
+                    healthy,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn kernel_form_keeps_healthy_ipv4_backends_sorted() {
+        let mut report = ApplyReport::default();
+        let s = svc(
+            "10.96.0.5",
+            &[
+                ("10.244.0.9:9080", 3, true),
+                ("10.244.0.7:9080", 0, true),
+                ("10.244.0.8:9080", 1, false),
+                ("[fd00::1]:9080", 1, true),
+            ],
+        );
+        let (key, entry) = kernel_form(&s, &mut report).unwrap();
+        assert_eq!(key.vip, u32::from_ne_bytes([10, 96, 0, 5]));
+        assert_eq!(key.port, 9080u16.to_be());
+        assert_eq!(key.proto, proto::TCP);
+        assert_eq!(entry.lb, lb::ROUND_ROBIN);
+        assert_eq!(
+            entry.backends,
+            vec![
+                ("10.244.0.7:9080".parse().unwrap(), 1),
+                ("10.244.0.9:9080".parse().unwrap(), 3),
+            ]
+        );
+        assert!(report.skipped.is_empty());
+    }
+
+    #[test]
+    fn ipv6_vips_are_skipped_with_a_reason_and_mapped_ones_kept() {
+        let mut report = ApplyReport::default();
+        assert!(kernel_form(&svc("fd00::5", &[]), &mut report).is_none());
+        assert_eq!(report.skipped.len(), 1);
+        assert!(
+            report.skipped[0].contains("reviews.default.svc.cluster.local"),
+            "{:?}",
+            report.skipped
+        );
+        let (key, _) = kernel_form(&svc("::ffff:10.96.0.5", &[]), &mut report).unwrap();
+        assert_eq!(key.vip, u32::from_ne_bytes([10, 96, 0, 5]));
+    }
+}
