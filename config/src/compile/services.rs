@@ -25,7 +25,8 @@ pub(crate) struct RawEndpoint {
     pub ip: IpAddr,
     /// Service port name → endpoint (target) port.
     pub ports: Arc<BTreeMap<String, u16>>,
-    pub labels: BTreeMap<String, String>,
+    /// Shared by the endpoints of one pod / Deployment.
+    pub labels: Arc<BTreeMap<String, String>>,
     pub locality: String,
     pub service_account: Option<String>,
     pub namespace: String,
@@ -56,19 +57,35 @@ fn labels(m: &Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
     m.clone().unwrap_or_default()
 }
 
-/// Labels and service account of a pod, directly or from its Deployment.
+/// Labels, service account and node of an endpoint's workload.
+type Identity = (
+    Arc<BTreeMap<String, String>>,
+    Option<String>,
+    Option<String>,
+);
+
+/// Labels and service account of a pod, directly or from its Deployment;
+/// `cache` shares one label map per pod / Deployment.
 fn pod_identity(
     idx: &Index<'_>,
+    cache: &mut BTreeMap<(bool, String), Identity>,
     ns: &str,
     pod_name: Option<&str>,
     ip: IpAddr,
-) -> (BTreeMap<String, String>, Option<String>, Option<String>) {
+) -> Identity {
     let pod = pod_name
         .and_then(|n| idx.pods_by_name.get(&(ns.to_string(), n.to_string())))
         .or_else(|| idx.pods_by_ip.get(&ip))
         .copied();
     if let Some(p) = pod {
-        return pod_info(p);
+        let key = (true, p.metadata.name.clone().unwrap_or_default());
+        return cache
+            .entry(key)
+            .or_insert_with(|| {
+                let (l, sa, node) = pod_info(p);
+                (Arc::new(l), sa, node)
+            })
+            .clone();
     }
     if let Some(name) = pod_name {
         // The longest `-`-separated prefix of the pod name that names a
@@ -76,12 +93,18 @@ fn pod_identity(
         let mut prefix = name;
         while let Some((head, _)) = prefix.rsplit_once('-') {
             if let Some(d) = idx.deployments.get(&(ns.to_string(), head.to_string())) {
-                return deployment_info(d);
+                return cache
+                    .entry((false, head.to_string()))
+                    .or_insert_with(|| {
+                        let (l, sa, node) = deployment_info(d);
+                        (Arc::new(l), sa, node)
+                    })
+                    .clone();
             }
             prefix = head;
         }
     }
-    (BTreeMap::new(), None, None)
+    (Arc::default(), None, None)
 }
 
 pub(crate) fn pod_info(p: &Pod) -> (BTreeMap<String, String>, Option<String>, Option<String>) {
@@ -211,13 +234,14 @@ fn kube_endpoints(
 ) -> Vec<RawEndpoint> {
     let key = (ns.to_string(), name.to_string());
     let mut out = Vec::new();
+    let mut cache = BTreeMap::new();
     let mut push = |ip: IpAddr,
                     ports: Arc<BTreeMap<String, u16>>,
                     pod: Option<&str>,
                     healthy: bool,
                     zone: Option<&str>,
                     node: Option<String>| {
-        let (labels, sa, pod_node) = pod_identity(idx, ns, pod, ip);
+        let (labels, sa, pod_node) = pod_identity(idx, &mut cache, ns, pod, ip);
         let mut locality = locality_of(&labels);
         if locality.is_empty() {
             if let Some(z) = zone {
@@ -372,7 +396,7 @@ pub(crate) fn service_entries(
             eps.push(RawEndpoint {
                 ip,
                 ports: Arc::new(port_map(&e.ports)),
-                labels: e.labels.clone(),
+                labels: Arc::new(e.labels.clone()),
                 locality: e.locality.clone().unwrap_or_default(),
                 service_account: e.service_account.clone(),
                 namespace: ns.clone(),
@@ -388,7 +412,7 @@ pub(crate) fn service_entries(
                     eps.push(RawEndpoint {
                         ip: w.ip,
                         ports: Arc::new(port_map(&BTreeMap::new())),
-                        labels: w.labels.clone(),
+                        labels: Arc::new(w.labels.clone()),
                         locality: w.locality.clone(),
                         service_account: Some(w.service_account.clone()),
                         namespace: ns.clone(),
