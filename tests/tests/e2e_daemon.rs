@@ -20,7 +20,7 @@ fn start(p: &strait_tests::privileged::Privileged, index: u8, platform: PathBuf)
         index,
     )
     .unwrap();
-    Mesh::start(&p, opts).unwrap()
+    Mesh::start(p, opts).unwrap()
 }
 
 #[test]
