@@ -184,7 +184,17 @@ fn run_client(
         .args(["--connections", &conns.to_string()])
         .args(["--concurrency", &CONCURRENCY.to_string()]);
     if cgroup {
-        cmd.arg("--cgroup").arg(env.cgroup.path());
+        // `ip netns exec` mounts a fresh /sys, hiding the cgroup2 mount, so
+        // join the cgroup first: a shell moves itself in, then execs (same
+        // pid) into `ip netns exec ... bench-l4`.
+        let mut wrapped = std::process::Command::new("sh");
+        wrapped
+            .arg("-c")
+            .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+            .arg(env.cgroup.path())
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        cmd = wrapped;
     }
     let out = cmd.output().context("running bench-l4")?;
     if !out.status.success() {
@@ -317,7 +327,8 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
             })
             .collect();
         let mut notes = vec![format!(
-            "Rules/maps load time for {n} services: Strait {strait_load:.2} s (load + attach + map writes), iptables-restore {ipt_load:.2} s."
+            "Rules/maps load time for {} service(s): Strait {strait_load:.2} s (load + attach + map writes), iptables-restore {ipt_load:.2} s.",
+            super::stats::num(n as f64, 0)
         )];
         if let (Some(s), Some(i)) = (
             figs[1].rate.ratio(&figs[0].rate),

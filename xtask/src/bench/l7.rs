@@ -36,6 +36,13 @@ enum Proto {
 }
 
 impl Proto {
+    fn idx(self) -> usize {
+        match self {
+            Proto::H1 => 0,
+            Proto::H2 => 1,
+        }
+    }
+
     fn title(self) -> &'static str {
         match self {
             Proto::H1 => "HTTP/1.1 keep-alive",
@@ -50,8 +57,9 @@ struct Contender {
     h1_port: u16,
     h2_port: u16,
     proc: Option<Proc>,
-    /// Why there is no figure (e.g. "not yet available").
-    missing: Option<String>,
+    /// Why there is no figure, per protocol (H1, H2): "not yet
+    /// available", or the error that stopped this contender.
+    missing: [Option<String>; 2],
 }
 
 impl Contender {
@@ -196,7 +204,7 @@ fn start(env: &Env) -> anyhow::Result<Vec<Contender>> {
         h1_port: HTTP_BACKEND_PORT,
         h2_port: HTTP_BACKEND_PORT,
         proc: None,
-        missing: None,
+        missing: [None, None],
     }];
 
     out.push(strait(env)?);
@@ -213,7 +221,7 @@ fn start(env: &Env) -> anyhow::Result<Vec<Contender>> {
         h1_port: 8091,
         h2_port: 8092,
         proc: Some(p),
-        missing: None,
+        missing: [None, None],
     });
 
     let conf = env.tmp.join("haproxy.cfg");
@@ -228,7 +236,7 @@ fn start(env: &Env) -> anyhow::Result<Vec<Contender>> {
         h1_port: 8093,
         h2_port: 8094,
         proc: Some(p),
-        missing: None,
+        missing: [None, None],
     });
     Ok(out)
 }
@@ -243,21 +251,38 @@ fn strait(env: &Env) -> anyhow::Result<Contender> {
         h1_port: 8095,
         h2_port: 8095,
         proc: None,
-        missing: None,
+        missing: [None, None],
     };
     let exe = env.bin("bench-strait-l7");
     if !exe.exists() {
-        c.missing = Some("not yet available (the L7 proxy has not landed)".into());
+        let why = "not yet available (the L7 proxy has not landed)".to_string();
+        c.missing = [Some(why.clone()), Some(why)];
         return Ok(c);
     }
     let mut cmd = in_ns(&env.topo.server, env.cpus.server, &exe);
     cmd.args(["--listen", &format!("{SERVER_IP}:8095")])
         .args(["--upstream", &format!("{SERVER_IP}:{HTTP_BACKEND_PORT}")])
         .args(["--workers", &server_cpus(env).to_string()]);
-    let mut p = Proc::spawn("bench-strait-l7", cmd)?;
-    p.wait_line("ready", Duration::from_secs(10))?;
-    wait_http(env, "Strait", 8095, Proto::H1, &mut p)?;
-    wait_http(env, "Strait", 8095, Proto::H2, &mut p)?;
+    let started = Proc::spawn("bench-strait-l7", cmd).and_then(|mut p| {
+        p.wait_line("ready", Duration::from_secs(10))?;
+        Ok(p)
+    });
+    let mut p = match started {
+        Ok(p) => p,
+        Err(e) => {
+            let why = format!("failed to start: {e:#}");
+            eprintln!("warning: Strait L7 {why}");
+            c.missing = [Some(why.clone()), Some(why)];
+            return Ok(c);
+        }
+    };
+    // A protocol Strait does not serve yet is reported, not fatal.
+    for proto in [Proto::H1, Proto::H2] {
+        if let Err(e) = wait_http(env, "Strait", 8095, proto, &mut p) {
+            eprintln!("warning: {e:#}");
+            c.missing[proto.idx()] = Some(format!("failed: {e:#}"));
+        }
+    }
     c.proc = Some(p);
     Ok(c)
 }
@@ -350,15 +375,15 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
         .map(|_| contenders.iter().map(|_| Figures::default()).collect())
         .collect();
     // Warm-up, not recorded.
-    for c in contenders.iter().filter(|c| c.missing.is_none()) {
-        for p in protos {
+    for c in contenders.iter() {
+        for p in protos.into_iter().filter(|p| c.missing[p.idx()].is_none()) {
             oha(env, c.port(p), p, 1, false)?;
         }
     }
     for r in 0..env.runs {
         for (pi, proto) in protos.iter().enumerate() {
             for (ci, c) in contenders.iter_mut().enumerate() {
-                if c.missing.is_some() {
+                if c.missing[proto.idx()].is_some() {
                     continue;
                 }
                 step(&format!(
@@ -368,9 +393,16 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
                     c.name,
                     proto.title()
                 ));
-                measure(env, c, *proto, secs, &mut figs[pi][ci])?;
-                if let Some(p) = c.proc.as_mut() {
-                    p.check_alive()?;
+                let res = measure(env, c, *proto, secs, &mut figs[pi][ci])
+                    .and_then(|()| c.proc.as_mut().map_or(Ok(()), Proc::check_alive));
+                match res {
+                    Ok(()) => {}
+                    // The baseline failing means the setup is broken.
+                    Err(e) if ci == 0 || interrupted() => return Err(e),
+                    Err(e) => {
+                        eprintln!("warning: {} {proto:?}: {e:#}", c.name);
+                        c.missing[pi] = Some(format!("failed: {e:#}"));
+                    }
                 }
             }
         }
@@ -389,7 +421,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
             .zip(&figs[pi])
             .zip(&rss)
             .map(|((c, f), rss)| {
-                if let Some(why) = &c.missing {
+                if let Some(why) = &c.missing[pi] {
                     let mut row = vec![c.name.to_string(), why.clone()];
                     row.extend(std::iter::repeat_n("—".to_string(), 5));
                     return row;
@@ -412,7 +444,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
         let achieved = figs[pi]
             .iter()
             .zip(&contenders)
-            .filter(|(_, c)| c.missing.is_none())
+            .filter(|(_, c)| c.missing[pi].is_none())
             .map(|(f, c)| format!("{} {}", c.name, f.fixed_rate_achieved.cell(0, None)))
             .collect::<Vec<_>>()
             .join(", ");
@@ -437,7 +469,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
             "protocol": proto.title(),
             "contenders": contenders.iter().zip(&figs[pi]).zip(&rss).map(|((c, f), rss)| json!({
                 "name": c.name,
-                "missing": c.missing,
+                "missing": c.missing[pi],
                 "requests_per_s": f.rps.json(),
                 "p50_us": f.p50.json(), "p99_us": f.p99.json(), "p999_us": f.p999.json(),
                 "cpu_s_per_1k_requests": f.cpu_per_1k.json(),
