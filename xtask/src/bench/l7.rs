@@ -463,7 +463,10 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
             .map(|s| s.to_string())
             .collect(),
             rows,
-            notes: vec![format!("Fixed-rate runs achieved (req/s): {achieved}.")],
+            notes: vec![
+                format!("Fixed-rate runs achieved (req/s): {achieved}."),
+                targets(&contenders, &figs[pi], &rss, pi),
+            ],
         });
         raw.push(json!({
             "protocol": proto.title(),
@@ -499,6 +502,51 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
         tables,
         json: Value::Array(raw),
     })
+}
+
+/// Issue 5's targets for Strait, checked against this table's medians:
+/// requests/s at least nginx's, p99 added over direct under 200 µs at
+/// 1,000 req/s, peak RSS under 20 MB.
+fn targets(cs: &[Contender], figs: &[Figures], rss: &[Option<f64>], pi: usize) -> String {
+    let idx = |name: &str| {
+        cs.iter()
+            .position(|c| c.name == name && c.missing[pi].is_none())
+    };
+    let (Some(s), Some(n)) = (idx("Strait"), idx("nginx")) else {
+        return "Issue 5 targets: not checked (Strait or nginx has no figure).".into();
+    };
+    let ok = |b: bool| if b { "met" } else { "not met" };
+    let (srps, nrps) = (figs[s].rps.median(), figs[n].rps.median());
+    let added = figs[s]
+        .p99
+        .median()
+        .zip(figs[0].p99.median())
+        .map(|(a, b)| a - b);
+    let mut out = String::from("Issue 5 targets for Strait: ");
+    if let (Some(a), Some(b)) = (srps, nrps) {
+        let _ = write!(
+            out,
+            "requests/s ≥ nginx's: {:.0} vs {:.0} ({}); ",
+            a,
+            b,
+            ok(a >= b)
+        );
+    }
+    if let Some(d) = added {
+        let _ = write!(
+            out,
+            "p99 added over direct at {FIXED_RPS}/s: {d:.0} µs, target < 200 ({}); ",
+            ok(d < 200.0)
+        );
+    }
+    if let Some(m) = rss[s] {
+        let _ = write!(
+            out,
+            "peak RSS {m:.1} MiB, target < 20 MB ({}).",
+            ok(m * 1.048_576 < 20.0)
+        );
+    }
+    out
 }
 
 /// The first line a `tool` prints about its version (nginx prints to stderr).
