@@ -486,7 +486,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
         title: "L7: HTTP through a proxy".into(),
         intro: vec![
             format!(
-                "Client: oha {} in the client namespace. Saturation: {secs} s with 64 requests in flight (h1: 64 connections; h2: 4 connections × 16 streams). \
+                "Client: oha {} in the client namespace (chosen because it drives HTTP/1.1 and h2 at a fixed open-loop rate with latency correction and reports percentiles as JSON; h2load has no fixed rate or percentiles, wrk no h2 or fixed rate). Saturation: {secs} s with 64 requests in flight (h1: 64 connections; h2: 4 connections × 16 streams). \
                  Latency: {secs} s at a fixed {FIXED_RPS} requests/s (open loop, `--latency-correction`). \
                  Backend: `bench-backend --http` (hyper, h1 + h2c, 20-byte body), the same for all. Every proxy speaks HTTP/1.1 keep-alive to the backend.",
                 super::install::OHA_VERSION
