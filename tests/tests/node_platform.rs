@@ -245,7 +245,7 @@ fn the_config_crate_sees_the_nodes_vips_and_endpoints() {
     for pod in node.pods() {
         let w = &snap.workloads[&std::net::IpAddr::from(pod.ip)];
         assert_eq!(w.name, pod.name());
-        assert_eq!(w.labels, pod.spec.labels);
+        assert_eq!(*w.labels, pod.spec.labels);
         assert_eq!(w.service_account, pod.spec.service_account);
         assert_eq!(w.node.as_deref(), Some("node-a"));
     }

@@ -276,7 +276,7 @@ fn endpoints_for(
                 .or(port.target_port)?;
             Some(Endpoint {
                 addr: std::net::SocketAddr::new(e.ip, p),
-                labels: (*e.labels).clone(),
+                labels: e.labels.clone(),
                 locality: e.locality.clone(),
                 service_account: e.service_account.clone(),
                 namespace: e.namespace.clone(),

@@ -298,7 +298,7 @@ pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
                         name: e.name.clone(),
                         namespace: e.namespace.clone(),
                         ip: e.ip,
-                        labels: (*e.labels).clone(),
+                        labels: e.labels.clone(),
                         service_account: e
                             .service_account
                             .clone()

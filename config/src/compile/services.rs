@@ -83,7 +83,12 @@ fn pod_identity(
             .entry(key)
             .or_insert_with(|| {
                 let (l, sa, node) = pod_info(p);
-                (Arc::new(l), sa, node)
+                // The pod's Workload already holds these labels: share them.
+                let shared = pod_ip(p)
+                    .and_then(|ip| idx.workloads.get(&ip))
+                    .filter(|w| *w.labels == l)
+                    .map(|w| w.labels.clone());
+                (shared.unwrap_or_else(|| Arc::new(l)), sa, node)
             })
             .clone();
     }
@@ -412,7 +417,7 @@ pub(crate) fn service_entries(
                     eps.push(RawEndpoint {
                         ip: w.ip,
                         ports: Arc::new(port_map(&BTreeMap::new())),
-                        labels: Arc::new(w.labels.clone()),
+                        labels: w.labels.clone(),
                         locality: w.locality.clone(),
                         service_account: Some(w.service_account.clone()),
                         namespace: ns.clone(),
@@ -473,7 +478,7 @@ pub(crate) fn workloads(idx: &Index<'_>) -> BTreeMap<IpAddr, Workload> {
                 namespace: p.metadata.namespace.clone().unwrap_or_default(),
                 ip,
                 locality: locality_of(&labels),
-                labels,
+                labels: Arc::new(labels),
                 service_account: sa.unwrap_or_else(|| "default".into()),
                 node,
                 services: Vec::new(),
@@ -486,7 +491,7 @@ pub(crate) fn workloads(idx: &Index<'_>) -> BTreeMap<IpAddr, Workload> {
             name: res.name().to_string(),
             namespace: res.namespace().to_string(),
             ip,
-            labels: we.labels.clone(),
+            labels: Arc::new(we.labels.clone()),
             service_account: we
                 .service_account
                 .clone()

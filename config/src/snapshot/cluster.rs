@@ -7,6 +7,7 @@
 //! outlierDetection / tls is replaced as a whole by the more specific level.
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -49,8 +50,9 @@ pub struct Cluster {
 pub struct Endpoint {
     /// Address with the *target* port.
     pub addr: SocketAddr,
-    /// Workload labels (from the Pod, WorkloadEntry or ServiceEntry endpoint).
-    pub labels: BTreeMap<String, String>,
+    /// Workload labels (from the Pod, WorkloadEntry or ServiceEntry endpoint);
+    /// shared by every endpoint (and [`super::Workload`]) of one workload.
+    pub labels: Arc<BTreeMap<String, String>>,
     /// `region/zone/subzone` (from `topology.kubernetes.io/*` labels, the
     /// EndpointSlice zone, or the WorkloadEntry `locality`); empty if unknown.
     pub locality: String,

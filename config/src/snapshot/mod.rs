@@ -15,6 +15,7 @@ pub mod sidecar;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -221,8 +222,8 @@ pub struct Workload {
     pub namespace: String,
     /// Address.
     pub ip: IpAddr,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
+    /// Labels; shared with the workload's cluster [`Endpoint`]s.
+    pub labels: Arc<BTreeMap<String, String>>,
     /// Service account (`default` when the pod names none).
     pub service_account: String,
     /// `region/zone/subzone`, empty if unknown.

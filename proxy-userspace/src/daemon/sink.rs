@@ -157,7 +157,9 @@ mod tests {
             name: "reviews-v2-5b64f47978-xk2lp".into(),
             namespace: "default".into(),
             ip: "10.244.0.7".parse().unwrap(),
-            labels: [("pod-template-hash".to_string(), "5b64f47978".to_string())].into(),
+            labels: std::sync::Arc::new(
+                [("pod-template-hash".to_string(), "5b64f47978".to_string())].into(),
+            ),
             service_account: "default".into(),
             locality: String::new(),
             node: None,

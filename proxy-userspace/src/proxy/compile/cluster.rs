@@ -1,6 +1,5 @@
 //! DestinationRule-derived cluster settings: endpoints, load balancer,
 //! circuit-breaker limits, pool settings and outlier detection.
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -26,7 +25,7 @@ pub(super) fn cluster_spec(c: &snap::Cluster) -> Result<ClusterSpec, CompileErro
         .endpoints
         .iter()
         .filter(|e| e.healthy)
-        .map(|e| Endpoint::new(e.addr, Arc::new(e.labels.clone())))
+        .map(|e| Endpoint::new(e.addr, e.labels.clone()))
         .collect();
     let lb = match &c.load_balancer {
         snap::LoadBalancer::Simple(s) => LbSpec::Simple(match s {

@@ -55,7 +55,7 @@ pub fn compile(s: &snap::MeshSnapshot) -> Result<Table, CompileError> {
         .iter()
         .map(|(ip, w)| {
             let sw = SourceWorkload {
-                labels: w.labels.clone(),
+                labels: (*w.labels).clone(),
                 namespace: w.namespace.clone(),
             };
             (*ip, Arc::new(sw))
