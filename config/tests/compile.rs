@@ -461,3 +461,42 @@ fn gateway_server_namespace_prefix_admits_only_that_namespace() {
         "outbound|80||web.shop.svc.cluster.local"
     );
 }
+
+#[test]
+fn invalid_resources_among_thousands_are_rejected_alone_in_order() {
+    // Enough resources that validation is spread over threads; the errors
+    // must still name exactly the bad ones, in input order.
+    let mut y = String::new();
+    for i in 0..1500 {
+        let port = if i == 3 || i == 1400 { 0 } else { 80 };
+        y.push_str(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: default}}\nspec:\n  clusterIP: 10.96.{}.{}\n  ports: [{{name: http, port: {port}}}]\n---\n",
+            i / 256,
+            i % 256
+        ));
+    }
+    let loaded = load_str(&y, "t.yaml");
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    let (s, diags) = compile(&loaded.resources);
+    let errors: Vec<_> = diags
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| (d.resource.clone().unwrap_or_default(), d.field.clone()))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (
+                "Service/default/s3".to_string(),
+                Some("spec.ports[0].port".to_string())
+            ),
+            (
+                "Service/default/s1400".to_string(),
+                Some("spec.ports[0].port".to_string())
+            ),
+        ]
+    );
+    assert_eq!(s.services.len(), 1498);
+    assert!(!s.services.contains_key("s3.default.svc.cluster.local"));
+    assert!(s.services.contains_key("s4.default.svc.cluster.local"));
+}

@@ -287,6 +287,8 @@ fn endpoints_for(
         .collect();
     out.sort();
     out.dedup_by(|a, b| a.addr == b.addr);
+    // Snapshots live long and hold 10^5 endpoints: drop the growth slack.
+    out.shrink_to_fit();
     out
 }
 

@@ -249,6 +249,35 @@ pub fn dedupe(resources: &[Resource]) -> (Vec<&Resource>, Vec<Diagnostic>) {
     (out, diags)
 }
 
+/// Validation diagnostics of each resource, in order. Resources validate
+/// independently, so large inputs are spread over the cores (like the
+/// loader's parsing).
+fn validate_all(resources: &[&Resource]) -> Vec<Vec<Diagnostic>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let run = |chunk: &[&Resource]| -> Vec<Vec<Diagnostic>> {
+        chunk
+            .iter()
+            .map(|r| crate::validate::validate_resource(r))
+            .collect()
+    };
+    if threads < 2 || resources.len() < 1024 {
+        return run(resources);
+    }
+    let size = resources.len().div_ceil(threads);
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = resources
+            .chunks(size)
+            .map(|c| sc.spawn(move || run(c)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("validation does not panic"))
+            .collect()
+    })
+}
+
 /// Validates and compiles `resources` into a snapshot. Returns the
 /// validation errors of the resources left out (and compile-time notes).
 ///
@@ -271,12 +300,11 @@ pub fn dedupe(resources: &[Resource]) -> (Vec<&Resource>, Vec<Diagnostic>) {
 pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
     let (latest, mut diags) = dedupe(resources);
     let mut valid = Vec::with_capacity(latest.len());
-    for r in latest {
-        let errs = crate::validate::validate_resource(r);
+    for (r, errs) in latest.iter().zip(validate_all(&latest)) {
         if errs.iter().any(Diagnostic::is_error) {
             diags.extend(errs);
         } else {
-            valid.push(r);
+            valid.push(*r);
         }
     }
     let idx = Index::new(&valid);
