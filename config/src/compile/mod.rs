@@ -333,7 +333,8 @@ pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
                             .unwrap_or_else(|| "default".into()),
                         locality: e.locality.clone(),
                         node: e.node.clone(),
-                        services: vec![],
+                        // Usually one Service per workload.
+                        services: Vec::with_capacity(1),
                     },
                 );
             }

@@ -338,6 +338,7 @@ fn kube_endpoints(
         }
     }
     out.sort_by_key(|e| e.ip);
+    out.shrink_to_fit();
     out
 }
 
