@@ -13,6 +13,7 @@ use crate::api::{Object, Resource};
 use crate::diag::{Diagnostic, Level};
 
 pub use common::{validate_port, validate_regex, validate_wildcard_domain};
+pub use virtual_service::GRPC_STATUS;
 
 /// Collects findings for one resource.
 pub(crate) struct Report<'a> {

@@ -33,8 +33,9 @@ const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
 ];
 
-/// gRPC status names Istio accepts for `abort.grpcStatus`.
-pub(crate) const GRPC_STATUS: &[&str] = &[
+/// gRPC status names Istio accepts for `abort.grpcStatus`, indexed by
+/// their numeric code (`UNAVAILABLE` is 14).
+pub const GRPC_STATUS: &[&str] = &[
     "OK",
     "CANCELLED",
     "UNKNOWN",

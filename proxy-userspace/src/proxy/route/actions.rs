@@ -161,27 +161,8 @@ pub enum AbortStatus {
 
 /// Maps Istio's gRPC status names (`UNAVAILABLE`) or numbers to the code.
 pub fn grpc_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
     name.parse().ok().or_else(|| {
-        NAMES
+        strait_config::validate::GRPC_STATUS
             .iter()
             .position(|n| n.eq_ignore_ascii_case(name))
             .map(|i| i as u32)
