@@ -62,6 +62,19 @@ impl Samples {
         (b != 0.0).then_some(m / b)
     }
 
+    /// Run-by-run ratios to `baseline`: sample `i` over the baseline's
+    /// sample `i` (runs measured back to back in the same round), so drift
+    /// between rounds cancels out. `None` when the run counts differ or a
+    /// baseline sample is zero.
+    pub fn paired_ratios(&self, baseline: &Samples) -> Option<Samples> {
+        if self.0.len() != baseline.0.len() || baseline.0.contains(&0.0) {
+            return None;
+        }
+        Some(Samples(
+            self.0.iter().zip(&baseline.0).map(|(v, b)| v / b).collect(),
+        ))
+    }
+
     /// `{"median", "min", "max", "runs": [...]}` for results.json.
     pub fn json(&self) -> Value {
         let (lo, hi) = self.range().unzip();
@@ -109,6 +122,17 @@ mod tests {
         let s = Samples(vec![1200.0, 1000.0, 1100.0]);
         assert_eq!(s.cell(0, Some(&base)), "1,100 (1,000–1,200) ×11.00");
         assert_eq!(Samples(vec![]).cell(1, None), "n/a");
+    }
+
+    #[test]
+    fn paired_ratios_cancel_drift_between_rounds() {
+        // The machine slows down round by round; the contender stays 5%
+        // behind the baseline measured next to it.
+        let base = Samples(vec![100.0, 80.0, 60.0]);
+        let s = Samples(vec![95.0, 76.0, 57.0]);
+        let r = s.paired_ratios(&base).unwrap();
+        assert!(r.0.iter().all(|x| (x - 0.95).abs() < 1e-9));
+        assert!(Samples(vec![1.0]).paired_ratios(&base).is_none());
     }
 
     #[test]
