@@ -16,6 +16,7 @@ pub mod compile;
 pub mod flags;
 pub mod http;
 pub mod orig_dst;
+pub mod pool;
 pub mod route;
 pub mod server;
 pub mod sniff;

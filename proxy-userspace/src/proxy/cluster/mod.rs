@@ -37,8 +37,8 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     /// `http.idleTimeout` (Istio default 1 h).
     pub idle_timeout: Duration,
-    /// `http.maxRequestsPerConnection`; 0 = unlimited. Only 1 (no
-    /// keep-alive) is enforced; other values are treated as unlimited.
+    /// `http.maxRequestsPerConnection`; 0 = unlimited, 1 = no keep-alive.
+    /// A connection is retired after this many requests (HTTP/2: streams).
     pub max_requests_per_connection: u32,
     /// `tcp.tcpKeepalive` set.
     pub tcp_keepalive: Option<Duration>,

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use super::local_reply::{self as lr, local_reply};
@@ -165,23 +164,26 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
         } else {
             out.headers.clone()
         };
-        let req_authority = if ep.is_some() {
-            let host = if plan.http2 {
-                headers.remove(http::header::HOST)
-            } else {
-                headers.get(http::header::HOST).cloned()
-            };
-            host.and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
-                .unwrap_or(authority)
+        // An endpoint's pool speaks HTTP/1.1 in origin form (`Host` is in
+        // the headers): no absolute URI to build.
+        let uri = if ep.is_some() && !plan.http2 {
+            http::Uri::from(out.path_and_query.clone())
         } else {
-            authority
+            let req_authority = if ep.is_some() {
+                headers
+                    .remove(http::header::HOST)
+                    .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+                    .unwrap_or(authority)
+            } else {
+                authority
+            };
+            http::Uri::builder()
+                .scheme("http")
+                .authority(req_authority)
+                .path_and_query(out.path_and_query.clone())
+                .build()
+                .expect("scheme, authority and path are valid")
         };
-        let uri = http::Uri::builder()
-            .scheme("http")
-            .authority(req_authority)
-            .path_and_query(out.path_and_query.clone())
-            .build()
-            .expect("scheme, authority and path are valid");
         let mut req = Request::new(body);
         *req.method_mut() = out.method.clone();
         *req.uri_mut() = uri;
@@ -213,9 +215,10 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
         };
         let outcome = match &result {
             None => TryOutcome::PerTryTimeout,
-            Some(Ok(resp)) => {
-                TryOutcome::Response(resp.status().as_u16(), grpc_status(resp.headers()))
-            }
+            Some(Ok(sent)) => TryOutcome::Response(
+                sent.response.status().as_u16(),
+                grpc_status(sent.response.headers()),
+            ),
             Some(Err(UpstreamError::Connect(_))) => TryOutcome::ConnectFailure,
             Some(Err(UpstreamError::RefusedStream)) => TryOutcome::RefusedStream,
             Some(Err(UpstreamError::Reset(_))) => TryOutcome::Reset,
@@ -285,16 +288,12 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
                     plan.grpc,
                 )
             }
-            Some(Ok(mut resp)) => {
+            Some(Ok(sent)) => {
+                let mut resp = sent.response;
                 rec.response_code_details = Some("via_upstream");
                 let service_ms = sent_at.elapsed().as_millis() as u64;
                 rec.upstream_service_time_ms = Some(service_ms);
-                if let Some(info) = resp
-                    .extensions()
-                    .get::<hyper_util::client::legacy::connect::HttpInfo>()
-                {
-                    rec.upstream_local_address = Some(info.local_addr());
-                }
+                rec.upstream_local_address = sent.local;
                 resp.headers_mut().insert(
                     "x-envoy-upstream-service-time",
                     HeaderValue::from(service_ms),
@@ -314,8 +313,10 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
                     admission: Some(admission),
                     active,
                 };
-                let response = resp.map(|b| b.map_err(Into::into).boxed());
-                Forwarded { response, hold }
+                Forwarded {
+                    response: resp,
+                    hold,
+                }
             }
         };
     }

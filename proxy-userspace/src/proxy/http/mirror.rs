@@ -64,9 +64,9 @@ pub fn spawn_mirror(
             Version::HTTP_11
         };
         *req.headers_mut() = headers;
-        if let Ok(resp) = ep.clients(&cluster.pool).send(http2, req).await {
+        if let Ok(sent) = ep.clients(&cluster.pool).send(http2, req).await {
             // Drain so the connection goes back to the pool.
-            let _ = resp.into_body().collect().await;
+            let _ = sent.response.into_body().collect().await;
         }
     });
 }

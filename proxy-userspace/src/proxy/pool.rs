@@ -1,0 +1,430 @@
+//! Connection pool to one upstream host, on hyper's connection-level
+//! clients (`hyper::client::conn::{http1, http2}`).
+//!
+//! - HTTP/1.1: an idle list of keep-alive connections, most recently used
+//!   first. A connection goes back to the list when its response body has
+//!   been read to the end (not when it is dropped half-read), so the list
+//!   only holds connections that can carry a new request.
+//! - HTTP/2: one shared connection multiplexing every request, as Envoy's
+//!   HTTP/2 pool (a new one after `maxRequestsPerConnection` streams or when
+//!   it closes).
+//! - `http.idleTimeout`: a sweeper closes connections idle longer than that
+//!   (it runs only while there are idle connections).
+//! - `http.maxRequestsPerConnection`: a connection is retired after that
+//!   many requests (1 = no keep-alive).
+//! - A request that could not be written because a pooled connection had
+//!   just been closed by the upstream is sent once more on a new connection,
+//!   as Envoy's pool does for a stale keep-alive connection.
+//!
+//! The circuit-breaker limits (`maxConnections`, pending requests) are
+//! enforced before a request gets here (see `cluster::limits`).
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::body::{BoxError, ProxyBody};
+use super::cluster::PoolSettings;
+use super::upstream::{classify_hyper, UpstreamError};
+
+/// An idle HTTP/1.1 connection.
+struct Idle {
+    tx: http1::SendRequest<ProxyBody>,
+    local: Option<SocketAddr>,
+    since: Instant,
+    served: u32,
+}
+
+/// The shared HTTP/2 connection.
+struct H2Conn {
+    tx: http2::SendRequest<ProxyBody>,
+    local: Option<SocketAddr>,
+    streams: u32,
+    last_used: Instant,
+}
+
+/// State shared with response bodies (which give connections back) and
+/// the idle sweeper.
+struct Inner {
+    addr: SocketAddr,
+    settings: PoolSettings,
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<H2Conn>>,
+    /// Held while dialing the HTTP/2 connection so concurrent first
+    /// requests share one.
+    h2_dial: tokio::sync::Mutex<()>,
+    sweeping: AtomicBool,
+}
+
+/// HTTP/1.1 and HTTP/2 connections to one endpoint.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("addr", &self.inner.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A response from the pool and the local address of the connection that
+/// carried it (`%UPSTREAM_LOCAL_ADDRESS%`).
+pub struct Sent {
+    /// The response; its body gives the connection back when read to the end.
+    pub response: http::Response<ProxyBody>,
+    /// Local address of the upstream connection.
+    pub local: Option<SocketAddr>,
+}
+
+impl Pool {
+    /// An empty pool to `addr` with the cluster's settings.
+    pub fn new(addr: SocketAddr, settings: &PoolSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                addr,
+                settings: *settings,
+                idle: Mutex::new(Vec::new()),
+                h2: Mutex::new(None),
+                h2_dial: tokio::sync::Mutex::new(()),
+                sweeping: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Sends `req` over HTTP/2 when `http2`, else HTTP/1.1. The URI must
+    /// carry the authority for HTTP/2 (`:authority`); HTTP/1.1 sends the
+    /// path and query (origin form) with the request's own `Host`.
+    pub async fn send(
+        &self,
+        http2: bool,
+        req: http::Request<ProxyBody>,
+    ) -> Result<Sent, UpstreamError> {
+        if http2 {
+            self.send_h2(req).await
+        } else {
+            self.send_h1(req).await
+        }
+    }
+
+    async fn send_h1(&self, mut req: http::Request<ProxyBody>) -> Result<Sent, UpstreamError> {
+        // Origin form on the wire: `GET /path HTTP/1.1` plus `Host`.
+        if req.uri().scheme().is_some() {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+            *req.uri_mut() = http::Uri::from(pq);
+        }
+        let mut fresh = false;
+        let mut conn = match self.checkout_h1().await {
+            Some(c) => c,
+            None => {
+                fresh = true;
+                self.dial_h1().await?
+            }
+        };
+        loop {
+            match conn.tx.try_send_request(req).await {
+                Ok(resp) => {
+                    conn.served += 1;
+                    return Ok(self.h1_response(resp, conn));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never written: the pooled connection was closing.
+                    // Once more on a new connection.
+                    Some(r) if !fresh => {
+                        req = r;
+                        fresh = true;
+                        conn = self.dial_h1().await?;
+                    }
+                    _ => return Err(classify_hyper(e.error())),
+                },
+            }
+        }
+    }
+
+    fn h1_response(&self, resp: http::Response<Incoming>, conn: Idle) -> Sent {
+        let local = conn.local;
+        let max = self.inner.settings.max_requests_per_connection;
+        let reusable = (max == 0 || conn.served < max)
+            && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS;
+        let checkin = reusable.then(|| Checkin {
+            pool: Arc::downgrade(&self.inner),
+            conn,
+        });
+        let response = resp.map(|b| {
+            let mut body = PooledBody { inner: b, checkin };
+            if body.inner.is_end_stream() {
+                body.give_back();
+            }
+            http_body_util::BodyExt::boxed(body)
+        });
+        Sent { response, local }
+    }
+
+    /// The most recently used idle connection that is still open.
+    async fn checkout_h1(&self) -> Option<Idle> {
+        let timeout = self.inner.settings.idle_timeout;
+        loop {
+            let mut c = {
+                let mut idle = self.inner.idle.lock().expect("pool lock");
+                idle.pop()?
+            };
+            if c.tx.is_closed() || c.since.elapsed() >= timeout {
+                continue;
+            }
+            // Given back when its response body ended; hyper's connection
+            // task may not have marked it idle yet.
+            if c.tx.is_ready() || c.tx.ready().await.is_ok() {
+                return Some(c);
+            }
+        }
+    }
+
+    async fn dial(&self) -> Result<(TokioIo<TcpStream>, Option<SocketAddr>), UpstreamError> {
+        let addr = self.inner.addr;
+        let stream = match tokio::time::timeout(
+            self.inner.settings.connect_timeout,
+            TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
+            Err(_) => return Err(UpstreamError::Connect("connect timeout".into())),
+        };
+        let _ = stream.set_nodelay(true);
+        if let Some(ka) = self.inner.settings.tcp_keepalive {
+            let sock = socket2::SockRef::from(&stream);
+            let _ = sock.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(ka));
+        }
+        let local = stream.local_addr().ok();
+        Ok((TokioIo::new(stream), local))
+    }
+
+    async fn dial_h1(&self) -> Result<Idle, UpstreamError> {
+        let (io, local) = self.dial().await?;
+        let (tx, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(Idle {
+            tx,
+            local,
+            since: Instant::now(),
+            served: 0,
+        })
+    }
+
+    async fn send_h2(&self, req: http::Request<ProxyBody>) -> Result<Sent, UpstreamError> {
+        let (mut tx, local) = match self.checkout_h2() {
+            Some(c) => c,
+            None => self.dial_h2().await?,
+        };
+        let resp = tx.send_request(req).await.map_err(|e| classify_hyper(&e))?;
+        Ok(Sent {
+            response: resp.map(|b| http_body_util::BodyExt::boxed(MapErr(b))),
+            local,
+        })
+    }
+
+    /// The shared HTTP/2 connection, when open and under its stream budget.
+    fn checkout_h2(&self) -> Option<(http2::SendRequest<ProxyBody>, Option<SocketAddr>)> {
+        let max = self.inner.settings.max_requests_per_connection;
+        let mut slot = self.inner.h2.lock().expect("pool lock");
+        let c = slot.as_mut()?;
+        if c.tx.is_closed() || (max != 0 && c.streams >= max) {
+            *slot = None;
+            return None;
+        }
+        c.streams += 1;
+        c.last_used = Instant::now();
+        Some((c.tx.clone(), c.local))
+    }
+
+    async fn dial_h2(
+        &self,
+    ) -> Result<(http2::SendRequest<ProxyBody>, Option<SocketAddr>), UpstreamError> {
+        let _dialing = self.inner.h2_dial.lock().await;
+        // Someone else may have connected while we waited.
+        if let Some(c) = self.checkout_h2() {
+            return Ok(c);
+        }
+        let (io, local) = self.dial().await?;
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .adaptive_window(true)
+            .handshake(io)
+            .await
+            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        *self.inner.h2.lock().expect("pool lock") = Some(H2Conn {
+            tx: tx.clone(),
+            local,
+            streams: 1,
+            last_used: Instant::now(),
+        });
+        self.inner.start_sweeper();
+        Ok((tx, local))
+    }
+}
+
+impl Inner {
+    fn checkin(self: &Arc<Self>, mut conn: Idle) {
+        conn.since = Instant::now();
+        self.idle.lock().expect("pool lock").push(conn);
+        self.start_sweeper();
+    }
+
+    /// Starts the idle sweeper unless it runs already. It closes
+    /// connections idle for `idleTimeout` and stops when none are left.
+    fn start_sweeper(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.sweeping.store(false, Ordering::Release);
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        let timeout = self.settings.idle_timeout;
+        // Close within a quarter of the timeout after it passes.
+        let tick = (timeout / 4).max(Duration::from_millis(10));
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if !inner.sweep(timeout) {
+                    inner.sweeping.store(false, Ordering::Release);
+                    // A checkin may have raced the store: look once more.
+                    if inner.is_empty() || inner.sweeping.swap(true, Ordering::AcqRel) {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Drops expired connections; whether any remain.
+    fn sweep(&self, timeout: Duration) -> bool {
+        let mut idle = self.idle.lock().expect("pool lock");
+        idle.retain(|c| !c.tx.is_closed() && c.since.elapsed() < timeout);
+        let mut h2 = self.h2.lock().expect("pool lock");
+        if h2
+            .as_ref()
+            .is_some_and(|c| c.tx.is_closed() || c.last_used.elapsed() >= timeout)
+        {
+            *h2 = None;
+        }
+        !idle.is_empty() || h2.is_some()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.idle.lock().expect("pool lock").is_empty()
+            && self.h2.lock().expect("pool lock").is_none()
+    }
+}
+
+/// Gives an HTTP/1.1 connection back to its pool.
+struct Checkin {
+    pool: Weak<Inner>,
+    conn: Idle,
+}
+
+/// An HTTP/1.1 response body that gives its connection back to the pool
+/// once read to the end.
+struct PooledBody {
+    inner: Incoming,
+    checkin: Option<Checkin>,
+}
+
+impl PooledBody {
+    fn give_back(&mut self) {
+        if let Some(c) = self.checkin.take() {
+            if let Some(pool) = c.pool.upgrade() {
+                pool.checkin(c.conn);
+            }
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                if this.inner.is_end_stream() {
+                    this.give_back();
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(None) => {
+                this.give_back();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The connection is broken: never reuse it.
+                this.checkin = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `Incoming` with the proxy's boxed error type.
+struct MapErr(Incoming);
+
+impl Body for MapErr {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.0)
+            .poll_frame(cx)
+            .map(|f| f.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
