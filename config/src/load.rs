@@ -353,13 +353,17 @@ fn parse_document(doc: &str, first: usize, origin: &Origin) -> Result<Parsed, Bo
         ("Endpoints", _, _, "v1") => Object::Endpoints(typed(doc, first, origin, &key)?),
         ("Pod", _, _, "v1") => Object::Pod(typed(doc, first, origin, &key)?),
         ("ServiceAccount", _, _, "v1") => Object::ServiceAccount(typed(doc, first, origin, &key)?),
-        ("Deployment", _, _, "apps/v1") => Object::Deployment(typed(doc, first, origin, &key)?),
+        ("Deployment", _, _, "apps/v1") => {
+            let full: k8s_openapi::api::apps::v1::Deployment = typed(doc, first, origin, &key)?;
+            Object::Deployment(Box::new(full.into()))
+        }
         ("EndpointSlice", _, _, "discovery.k8s.io/v1") => {
             Object::EndpointSlice(typed(doc, first, origin, &key)?)
         }
         _ => return Ok(Parsed::Ignored(format!("{kind} ({api})"))),
     };
     let mut object = object;
+    object.shrink_to_fit();
     if !matches!(object, Object::Namespace(_)) {
         let meta = object.metadata_mut();
         if meta.namespace.as_deref().unwrap_or("").is_empty() {

@@ -82,7 +82,7 @@ fn endpoints_from_selected_pods_with_labels_locality_and_identity() {
     let c = &s.clusters["outbound|9080||reviews.default.svc.cluster.local"];
     let addrs: Vec<SocketAddr> = c.endpoints.iter().map(|e| e.addr).collect();
     assert_eq!(addrs, [addr("10.1.0.1:8080"), addr("10.1.0.2:8080")]);
-    assert_eq!(c.endpoints[0].locality, "r1/z1");
+    assert_eq!(&*c.endpoints[0].locality, "r1/z1");
     assert_eq!(
         c.endpoints[0].service_account.as_deref(),
         Some("bookinfo-reviews")
@@ -134,7 +134,7 @@ endpoints:
     );
     assert_eq!(c.endpoints[0].labels["version"], "v3");
     assert_eq!(c.endpoints[0].service_account.as_deref(), Some("sa3"));
-    assert_eq!(c.endpoints[0].locality, "/z9");
+    assert_eq!(&*c.endpoints[0].locality, "/z9");
     let l4 = s
         .l4_service("10.96.0.10".parse().unwrap(), 9090, L4Protocol::Tcp)
         .unwrap();

@@ -242,7 +242,7 @@ fn static_service_entry_endpoints_keep_weights_and_localities() {
     let got: Vec<(String, u32, &str)> = c
         .endpoints
         .iter()
-        .map(|e| (e.addr.to_string(), e.weight, e.locality.as_str()))
+        .map(|e| (e.addr.to_string(), e.weight, &*e.locality))
         .collect();
     assert_eq!(
         got,

@@ -12,9 +12,9 @@ pub struct DestinationRule {
     /// Service host the rule applies to.
     #[serde(default)]
     pub host: String,
-    /// Policy for every subset and port.
+    /// Policy for every subset and port (boxed: ~1 KB inline, often absent).
     #[serde(default)]
-    pub traffic_policy: Option<TrafficPolicy>,
+    pub traffic_policy: Option<Box<TrafficPolicy>>,
     /// Named subsets selected by endpoint labels.
     #[serde(default)]
     pub subsets: Vec<Subset>,
@@ -45,9 +45,9 @@ pub struct Subset {
     /// Endpoint labels.
     #[serde(default)]
     pub labels: Labels,
-    /// Overrides the rule's traffic policy.
+    /// Overrides the rule's traffic policy (boxed: ~1 KB inline, often absent).
     #[serde(default)]
-    pub traffic_policy: Option<TrafficPolicy>,
+    pub traffic_policy: Option<Box<TrafficPolicy>>,
 }
 
 /// `TrafficPolicy`.

@@ -51,25 +51,25 @@ pub struct HttpRoute {
     pub route: Vec<HttpRouteDestination>,
     /// Redirect instead of forwarding.
     #[serde(default)]
-    pub redirect: Option<HttpRedirect>,
+    pub redirect: Option<Box<HttpRedirect>>,
     /// Respond without forwarding.
     #[serde(default)]
-    pub direct_response: Option<HttpDirectResponse>,
+    pub direct_response: Option<Box<HttpDirectResponse>>,
     /// Delegate to another VirtualService.
     #[serde(default)]
-    pub delegate: Option<Delegate>,
+    pub delegate: Option<Box<Delegate>>,
     /// Rewrite before forwarding.
     #[serde(default)]
-    pub rewrite: Option<HttpRewrite>,
+    pub rewrite: Option<Box<HttpRewrite>>,
     /// Overall timeout (duration string).
     #[serde(default)]
     pub timeout: Option<String>,
     /// Retry policy.
     #[serde(default)]
-    pub retries: Option<HttpRetry>,
+    pub retries: Option<Box<HttpRetry>>,
     /// Fault injection.
     #[serde(default)]
-    pub fault: Option<HttpFaultInjection>,
+    pub fault: Option<Box<HttpFaultInjection>>,
     /// Mirror destination (single).
     #[serde(default)]
     pub mirror: Option<Destination>,
@@ -84,10 +84,10 @@ pub struct HttpRoute {
     pub mirror_percent: Option<u32>,
     /// CORS policy.
     #[serde(default)]
-    pub cors_policy: Option<CorsPolicy>,
+    pub cors_policy: Option<Box<CorsPolicy>>,
     /// Header operations.
     #[serde(default)]
-    pub headers: Option<Headers>,
+    pub headers: Option<Box<Headers>>,
     /// Removed from Istio's API (WebSocket upgrades are always allowed);
     /// still accepted so old files load.
     #[serde(default)]
@@ -194,7 +194,7 @@ pub struct HttpRouteDestination {
     pub weight: Option<i64>,
     /// Header operations for this destination.
     #[serde(default)]
-    pub headers: Option<Headers>,
+    pub headers: Option<Box<Headers>>,
 }
 
 /// `RouteDestination` (TCP/TLS).

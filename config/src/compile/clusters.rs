@@ -62,7 +62,7 @@ pub(crate) fn dr_for<'a>(idx: &Index<'a>, host: &str, svc_ns: &str) -> MergedDr<
     for (_, _, r, dr) in cands {
         out.sources.push(r);
         if out.traffic_policy.is_none() {
-            out.traffic_policy = dr.traffic_policy.as_ref();
+            out.traffic_policy = dr.traffic_policy.as_deref();
         }
         for s in &dr.subsets {
             if !out.subsets.iter().any(|x| x.name == s.name) {
@@ -121,7 +121,7 @@ pub(crate) fn effective<'a>(
     subset: Option<&'a Subset>,
 ) -> Effective<'a> {
     let top = apply(Effective::default(), dr.traffic_policy, port);
-    apply(top, subset.and_then(|s| s.traffic_policy.as_ref()), port)
+    apply(top, subset.and_then(|s| s.traffic_policy.as_deref()), port)
 }
 
 pub(crate) fn load_balancer(lb: Option<&LoadBalancerSettings>) -> LoadBalancer {

@@ -10,12 +10,13 @@
 mod clusters;
 mod delegate;
 mod gateways;
+mod intern;
 mod l4;
 mod policy;
 mod routes;
 mod services;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use crate::api::destination_rule::DestinationRule;
@@ -223,7 +224,8 @@ fn sidecars(idx: &Index<'_>) -> BTreeMap<String, crate::snapshot::SidecarScope> 
 /// `kubectl apply -f` of the same files would; earlier ones are reported
 /// (Info) and dropped. Order of the survivors is preserved.
 pub fn dedupe(resources: &[Resource]) -> (Vec<&Resource>, Vec<Diagnostic>) {
-    let mut last: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
+    // Hashed: 10^5 keys of similar strings compare slowly in a BTreeMap.
+    let mut last: HashMap<(&str, &str, &str), usize> = HashMap::with_capacity(resources.len());
     for (i, r) in resources.iter().enumerate() {
         last.insert((r.kind(), r.namespace(), r.name()), i);
     }
@@ -310,8 +312,9 @@ pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
     let idx = Index::new(&valid);
     let mut snap = MeshSnapshot::default();
     let mut raw = BTreeMap::new();
-    services::kube_services(&idx, &mut snap.services, &mut raw);
-    services::service_entries(&idx, &mut snap.services, &mut raw);
+    let mut strings = intern::Interner::default();
+    services::kube_services(&idx, &mut snap.services, &mut raw, &mut strings);
+    services::service_entries(&idx, &mut snap.services, &mut raw, &mut strings);
     snap.workloads = idx.workloads.clone();
     // Endpoint-derived workloads (Endpoints without Pod objects) are meshed
     // pods too; the service membership of every workload is recorded.
@@ -324,14 +327,15 @@ pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
                     e.ip,
                     Workload {
                         name: e.name.clone(),
-                        namespace: e.namespace.clone(),
+                        namespace: e.namespace.to_string(),
                         ip: e.ip,
                         labels: e.labels.clone(),
                         service_account: e
                             .service_account
-                            .clone()
-                            .unwrap_or_else(|| "default".into()),
-                        locality: e.locality.clone(),
+                            .as_deref()
+                            .unwrap_or("default")
+                            .to_string(),
+                        locality: e.locality.to_string(),
                         node: e.node.clone(),
                         // Usually one Service per workload.
                         services: Vec::with_capacity(1),

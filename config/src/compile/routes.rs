@@ -201,8 +201,12 @@ pub(crate) fn http_routes(
                 owner.namespace(),
             )
         };
+        let mut matches = matches;
+        matches.shrink_to_fit();
         out.push(http_route(r, &name, dest_ns, port, matches, services));
     }
+    // Route tables live as long as the snapshot: no growth slack.
+    out.shrink_to_fit();
     out
 }
 
@@ -227,7 +231,7 @@ fn http_route(
                 subset,
                 port: dport,
                 weight: weight(d.weight, n),
-                headers: headers(d.headers.as_ref()),
+                headers: headers(d.headers.as_deref()),
             }
         })
         .collect();
@@ -322,7 +326,7 @@ fn http_route(
                 rewrite: x.rewrite.clone(),
             }),
         }),
-        headers: headers(r.headers.as_ref()),
+        headers: headers(r.headers.as_deref()),
         fault,
         mirrors,
         retries,
@@ -405,6 +409,7 @@ pub(crate) fn tcp_routes(
             route: weighted(&r.route, ns, port, services),
         });
     }
+    out.shrink_to_fit();
     out
 }
 
@@ -442,6 +447,7 @@ pub(crate) fn tls_routes(
             route: weighted(&r.route, ns, port, services),
         });
     }
+    out.shrink_to_fit();
     out
 }
 
@@ -513,7 +519,6 @@ pub(crate) fn mesh_routes(
         let vs = mesh_vs_for(idx, &svc.host);
         let per_port = out.entry(svc.host.clone()).or_default();
         for p in &svc.ports {
-            let defaults = default_routes(svc, p.port, p.protocol);
             let mut routes = Routes::default();
             if let Some((r, v)) = vs {
                 if p.protocol.is_http() || p.protocol == Protocol::Unknown {
@@ -522,11 +527,17 @@ pub(crate) fn mesh_routes(
                 routes.tcp = tcp_routes(r, v, p.port, MESH, services);
                 routes.tls = tls_routes(r, v, p.port, MESH, services);
             }
-            if routes.http.is_empty() {
-                routes.http = defaults.http;
-            }
-            if routes.tcp.is_empty() {
-                routes.tcp = defaults.tcp;
+            let wants_http = p.protocol.is_http() || p.protocol == Protocol::Unknown;
+            if (routes.http.is_empty() && wants_http)
+                || (routes.tcp.is_empty() && !p.protocol.is_http())
+            {
+                let defaults = default_routes(svc, p.port, p.protocol);
+                if routes.http.is_empty() {
+                    routes.http = defaults.http;
+                }
+                if routes.tcp.is_empty() {
+                    routes.tcp = defaults.tcp;
+                }
             }
             per_port.insert(p.port, routes);
         }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::intern::Interner;
 use super::Index;
 use crate::api::{Deployment, Pod};
 use crate::hosts;
@@ -27,9 +28,9 @@ pub(crate) struct RawEndpoint {
     pub ports: Arc<BTreeMap<String, u16>>,
     /// Shared by the endpoints of one pod / Deployment.
     pub labels: Arc<BTreeMap<String, String>>,
-    pub locality: String,
-    pub service_account: Option<String>,
-    pub namespace: String,
+    pub locality: Arc<str>,
+    pub service_account: Option<Arc<str>>,
+    pub namespace: Arc<str>,
     pub healthy: bool,
     pub weight: u32,
     pub name: String,
@@ -60,7 +61,7 @@ fn labels(m: &Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
 /// Labels, service account and node of an endpoint's workload.
 type Identity = (
     Arc<BTreeMap<String, String>>,
-    Option<String>,
+    Option<Arc<str>>,
     Option<String>,
 );
 
@@ -69,6 +70,7 @@ type Identity = (
 fn pod_identity(
     idx: &Index<'_>,
     cache: &mut BTreeMap<(bool, String), Identity>,
+    strings: &mut Interner,
     ns: &str,
     pod_name: Option<&str>,
     ip: IpAddr,
@@ -88,6 +90,7 @@ fn pod_identity(
                     .and_then(|ip| idx.workloads.get(&ip))
                     .filter(|w| *w.labels == l)
                     .map(|w| w.labels.clone());
+                let sa = sa.map(|s| strings.get(&s));
                 (shared.unwrap_or_else(|| Arc::new(l)), sa, node)
             })
             .clone();
@@ -102,7 +105,7 @@ fn pod_identity(
                     .entry((false, head.to_string()))
                     .or_insert_with(|| {
                         let (l, sa, node) = deployment_info(d);
-                        (Arc::new(l), sa, node)
+                        (Arc::new(l), sa.map(|s| strings.get(&s)), node)
                     })
                     .clone();
             }
@@ -125,16 +128,11 @@ pub(crate) fn pod_info(p: &Pod) -> (BTreeMap<String, String>, Option<String>, Op
 }
 
 fn deployment_info(d: &Deployment) -> (BTreeMap<String, String>, Option<String>, Option<String>) {
-    let t = d.spec.as_ref().map(|s| &s.template);
-    let l = t
-        .and_then(|t| t.metadata.as_ref())
-        .map(|m| labels(&m.labels))
-        .unwrap_or_default();
-    let sa = t
-        .and_then(|t| t.spec.as_ref())
-        .and_then(|s| s.service_account_name.clone())
+    let sa = d
+        .service_account_name
+        .clone()
         .unwrap_or_else(|| "default".into());
-    (l, Some(sa), None)
+    (d.pod_labels.clone(), Some(sa), None)
 }
 
 /// A pod is running and has an IP.
@@ -167,6 +165,7 @@ pub(crate) fn kube_services(
     idx: &Index<'_>,
     services: &mut BTreeMap<String, Service>,
     endpoints: &mut BTreeMap<String, Vec<RawEndpoint>>,
+    strings: &mut Interner,
 ) {
     for svc in &idx.services {
         let ns = svc.metadata.namespace.clone().unwrap_or_default();
@@ -210,7 +209,7 @@ pub(crate) fn kube_services(
             .and_then(|a| a.get("networking.istio.io/exportTo"))
             .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
             .unwrap_or_else(|| vec!["*".to_string()]);
-        let eps = kube_endpoints(idx, &ns, &name, &selector, &target_names);
+        let eps = kube_endpoints(idx, strings, &ns, &name, &selector, &target_names);
         endpoints.insert(host.clone(), eps);
         services.insert(
             host.clone(),
@@ -232,6 +231,7 @@ pub(crate) fn kube_services(
 
 fn kube_endpoints(
     idx: &Index<'_>,
+    strings: &mut Interner,
     ns: &str,
     name: &str,
     selector: &BTreeMap<String, String>,
@@ -240,26 +240,28 @@ fn kube_endpoints(
     let key = (ns.to_string(), name.to_string());
     let mut out = Vec::new();
     let mut cache = BTreeMap::new();
+    let namespace = strings.get(ns);
     let mut push = |ip: IpAddr,
                     ports: Arc<BTreeMap<String, u16>>,
                     pod: Option<&str>,
                     healthy: bool,
                     zone: Option<&str>,
                     node: Option<String>| {
-        let (labels, sa, pod_node) = pod_identity(idx, &mut cache, ns, pod, ip);
+        let (labels, sa, pod_node) = pod_identity(idx, &mut cache, strings, ns, pod, ip);
         let mut locality = locality_of(&labels);
         if locality.is_empty() {
             if let Some(z) = zone {
                 locality = format!("/{z}");
             }
         }
+        let locality = strings.get(&locality);
         out.push(RawEndpoint {
             ip,
             ports,
             labels,
             locality,
             service_account: sa,
-            namespace: ns.to_string(),
+            namespace: namespace.clone(),
             healthy,
             weight: 1,
             name: pod.unwrap_or("").to_string(),
@@ -363,6 +365,7 @@ pub(crate) fn service_entries(
     idx: &Index<'_>,
     services: &mut BTreeMap<String, Service>,
     endpoints: &mut BTreeMap<String, Vec<RawEndpoint>>,
+    strings: &mut Interner,
 ) {
     for (res, se) in &idx.service_entries {
         let ns = res.namespace().to_string();
@@ -403,9 +406,9 @@ pub(crate) fn service_entries(
                 ip,
                 ports: Arc::new(port_map(&e.ports)),
                 labels: Arc::new(e.labels.clone()),
-                locality: e.locality.clone().unwrap_or_default(),
-                service_account: e.service_account.clone(),
-                namespace: ns.clone(),
+                locality: strings.get(e.locality.as_deref().unwrap_or_default()),
+                service_account: e.service_account.as_deref().map(|s| strings.get(s)),
+                namespace: strings.get(&ns),
                 healthy: true,
                 weight: e.weight.unwrap_or(1).max(1),
                 name: String::new(),
@@ -419,9 +422,9 @@ pub(crate) fn service_entries(
                         ip: w.ip,
                         ports: Arc::new(port_map(&BTreeMap::new())),
                         labels: w.labels.clone(),
-                        locality: w.locality.clone(),
-                        service_account: Some(w.service_account.clone()),
-                        namespace: ns.clone(),
+                        locality: strings.get(&w.locality),
+                        service_account: Some(strings.get(&w.service_account)),
+                        namespace: strings.get(&ns),
                         healthy: true,
                         weight: 1,
                         name: w.name.clone(),

@@ -45,7 +45,9 @@ pub struct Cluster {
     pub tls: ClientTls,
 }
 
-/// An upstream endpoint.
+/// An upstream endpoint. The strings that repeat across endpoints
+/// (locality, service account, namespace) are shared `Arc<str>`s; they
+/// serialise as plain strings.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Endpoint {
     /// Address with the *target* port.
@@ -55,11 +57,11 @@ pub struct Endpoint {
     pub labels: Arc<BTreeMap<String, String>>,
     /// `region/zone/subzone` (from `topology.kubernetes.io/*` labels, the
     /// EndpointSlice zone, or the WorkloadEntry `locality`); empty if unknown.
-    pub locality: String,
+    pub locality: Arc<str>,
     /// Kubernetes service account (SPIFFE `ns/<ns>/sa/<sa>`); None if unknown.
-    pub service_account: Option<String>,
+    pub service_account: Option<Arc<str>>,
     /// Namespace of the workload.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// `false` for not-ready / terminating endpoints.
     pub healthy: bool,
     /// Load-balancing weight, ≥ 1.

@@ -268,7 +268,7 @@ fn string_match(r: &mut Report<'_>, f: &str, m: &StringMatch, where_: &str, allo
     }
 }
 
-fn header_ops(r: &mut Report<'_>, f: &str, h: &Option<Headers>) {
+fn header_ops(r: &mut Report<'_>, f: &str, h: Option<&Headers>) {
     let Some(h) = h else { return };
     for (dir, ops) in [("request", &h.request), ("response", &h.response)] {
         let Some(ops) = ops else { continue };
@@ -376,7 +376,7 @@ fn http_destinations(r: &mut Report<'_>, f: &str, rd: &[HttpRouteDestination]) {
     for (i, d) in rd.iter().enumerate() {
         let df = format!("{f}.route[{i}]");
         destination(r, &format!("{df}.destination"), &d.destination);
-        header_ops(r, &df, &d.headers);
+        header_ops(r, &df, d.headers.as_deref());
     }
     weights(r, f, rd.iter().map(|d| d.weight));
 }
@@ -502,7 +502,7 @@ fn http_route(r: &mut Report<'_>, f: &str, h: &HttpRoute, delegate: bool) {
             }
         }
     }
-    header_ops(r, f, &h.headers);
+    header_ops(r, f, h.headers.as_deref());
     if let Some(c) = &h.cors_policy {
         let cf = format!("{f}.corsPolicy");
         for (i, o) in c.allow_origins.iter().enumerate() {
