@@ -1,6 +1,9 @@
 //! The `strait` command line: parse with clap, dispatch to `cli/`.
 mod cli;
 
+#[global_allocator]
+static GLOBAL: strait::Allocator = strait::Allocator;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -21,7 +21,6 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use strait_config::snapshot::MeshSnapshot;
 use strait_config::Diagnostic;
-use tokio::net::TcpListener;
 
 use crate::datapath::{Datapath, DatapathConfig, OriginalDestinations};
 use crate::proxy::{OriginalDst, Proxy};
@@ -111,7 +110,7 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     );
 
     let admin_listener = crate::admin::bind(args.admin).await?;
-    let outbound = TcpListener::bind(SocketAddr::V4(args.outbound)).await.map_err(|e| {
+    let outbound = crate::proxy::workers::bind(SocketAddr::V4(args.outbound)).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on outbound address {}: {e} (is another strait running? pass --outbound ADDR)",
             args.outbound
@@ -146,8 +145,11 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     });
 
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, live.clone()));
-    let accept_proxy = proxy.clone();
-    let accept_task = tokio::spawn(async move { accept_proxy.serve(outbound, orig).await });
+    // Thread-per-core: one worker (own single-threaded runtime) per CPU.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let proxy_workers = proxy
+        .serve_workers(outbound, orig, workers)
+        .context("starting the proxy workers")?;
     let (_watch, mut changes) = watch::watch(&args.config)?;
     let reload_live = live.clone();
     let reload_task = tokio::spawn(async move {
@@ -183,8 +185,7 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
         "shutting down: draining in-flight requests"
     );
     live.set_ready(false);
-    accept_task.abort();
-    drain(args.drain).await;
+    proxy_workers.shutdown(args.drain).await;
     reload_task.abort();
     admin_task.abort();
     tracing::info!("stopped; kernel maps stay pinned for the next start");
@@ -207,17 +208,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-/// Waits until only the daemon's own long-lived tasks remain (every
-/// connection task has finished) or `limit` passes.
-async fn drain(limit: Duration) {
-    // Admin server, reload loop and access-log writer.
-    const OWN_TASKS: usize = 3;
-    let deadline = Instant::now() + limit;
-    let metrics = tokio::runtime::Handle::current().metrics();
-    while metrics.num_alive_tasks() > OWN_TASKS && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -24,6 +24,7 @@ pub mod table;
 pub mod tcp;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub use access_log::{AccessLogRecord, AccessLogSink, NoAccessLog, StdoutAccessLo
 pub use flags::ResponseFlags;
 pub use orig_dst::{FixedDestination, OriginalDst, StaticOriginalDst};
 pub use table::Table;
+pub use workers::Workers;
 
 /// Proxy-wide settings (Istio `meshConfig` equivalents).
 #[derive(Clone, Debug)]
@@ -147,5 +149,22 @@ impl Proxy {
         orig: impl OriginalDst,
     ) -> std::io::Result<()> {
         server::serve(self.shared.clone(), listener, Arc::new(orig)).await
+    }
+
+    /// Serves `listener` on `workers` threads, each with its own
+    /// single-threaded runtime (thread-per-core, like nginx's
+    /// `worker_processes`; see [`workers`]). `workers` is usually the CPUs
+    /// this process may run on. Returns once the threads run; stop them with
+    /// [`Workers::shutdown`].
+    ///
+    /// Errors: the listener cannot be shared between threads, or a thread or
+    /// runtime cannot start.
+    pub fn serve_workers(
+        &self,
+        listener: std::net::TcpListener,
+        orig: impl OriginalDst,
+        workers: usize,
+    ) -> std::io::Result<Workers> {
+        Workers::start(self.shared.clone(), listener, Arc::new(orig), workers)
     }
 }

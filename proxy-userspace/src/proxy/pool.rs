@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -40,7 +40,8 @@ use super::upstream::{classify_hyper, UpstreamError};
 struct Idle {
     tx: http1::SendRequest<ProxyBody>,
     local: Option<SocketAddr>,
-    since: Instant,
+    /// When it went idle ([`now`]).
+    since: Duration,
     served: u32,
 }
 
@@ -49,7 +50,7 @@ struct H2Conn {
     tx: http2::SendRequest<ProxyBody>,
     local: Option<SocketAddr>,
     streams: u32,
-    last_used: Instant,
+    last_used: Duration,
 }
 
 /// State shared with response bodies (which give connections back) and
@@ -183,7 +184,7 @@ impl Pool {
                 let mut idle = self.inner.idle.lock().expect("pool lock");
                 idle.pop()?
             };
-            if c.tx.is_closed() || c.since.elapsed() >= timeout {
+            if c.tx.is_closed() || now().saturating_sub(c.since) >= timeout {
                 continue;
             }
             // Given back when its response body ended; hyper's connection
@@ -227,7 +228,7 @@ impl Pool {
         Ok(Idle {
             tx,
             local,
-            since: Instant::now(),
+            since: now(),
             served: 0,
         })
     }
@@ -254,7 +255,7 @@ impl Pool {
             return None;
         }
         c.streams += 1;
-        c.last_used = Instant::now();
+        c.last_used = now();
         Some((c.tx.clone(), c.local))
     }
 
@@ -280,7 +281,7 @@ impl Pool {
             tx: tx.clone(),
             local,
             streams: 1,
-            last_used: Instant::now(),
+            last_used: now(),
         });
         self.inner.start_sweeper();
         Ok((tx, local))
@@ -289,7 +290,7 @@ impl Pool {
 
 impl Inner {
     fn checkin(self: &Arc<Self>, mut conn: Idle) {
-        conn.since = Instant::now();
+        conn.since = now();
         self.idle.lock().expect("pool lock").push(conn);
         self.start_sweeper();
     }
@@ -326,11 +327,11 @@ impl Inner {
     /// Drops expired connections; whether any remain.
     fn sweep(&self, timeout: Duration) -> bool {
         let mut idle = self.idle.lock().expect("pool lock");
-        idle.retain(|c| !c.tx.is_closed() && c.since.elapsed() < timeout);
+        idle.retain(|c| !c.tx.is_closed() && now().saturating_sub(c.since) < timeout);
         let mut h2 = self.h2.lock().expect("pool lock");
         if h2
             .as_ref()
-            .is_some_and(|c| c.tx.is_closed() || c.last_used.elapsed() >= timeout)
+            .is_some_and(|c| c.tx.is_closed() || now().saturating_sub(c.last_used) >= timeout)
         {
             *h2 = None;
         }
@@ -341,6 +342,19 @@ impl Inner {
         self.idle.lock().expect("pool lock").is_empty()
             && self.h2.lock().expect("pool lock").is_none()
     }
+}
+
+/// A monotonic clock with a few milliseconds' resolution
+/// (`CLOCK_MONOTONIC_COARSE`): idle times need no better, and it is read
+/// on every request without touching the TSC.
+fn now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Gives an HTTP/1.1 connection back to its pool.

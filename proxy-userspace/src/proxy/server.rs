@@ -2,6 +2,7 @@
 //! protocol, then serve HTTP (hyper, HTTP/1.1 and HTTP/2 on one port) or
 //! proxy TCP / TLS.
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hyper::service::service_fn;
@@ -20,6 +21,17 @@ pub async fn serve(
     shared: Arc<Shared>,
     listener: TcpListener,
     orig: Arc<dyn OriginalDst>,
+) -> std::io::Result<()> {
+    serve_counted(shared, listener, orig, Arc::new(AtomicUsize::new(0))).await
+}
+
+/// Like [`serve`], keeping `live` = the connections being served (for
+/// draining on shutdown).
+pub async fn serve_counted(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    orig: Arc<dyn OriginalDst>,
+    live: Arc<AtomicUsize>,
 ) -> std::io::Result<()> {
     let listen_addr = listener.local_addr()?;
     loop {
@@ -41,7 +53,27 @@ pub async fn serve(
             continue;
         }
         let shared = shared.clone();
-        tokio::spawn(async move { connection(shared, stream, peer, dst).await });
+        let guard = LiveGuard::new(&live);
+        tokio::spawn(async move {
+            connection(shared, stream, peer, dst).await;
+            drop(guard);
+        });
+    }
+}
+
+/// Counts one connection being served until dropped.
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl LiveGuard {
+    fn new(live: &Arc<AtomicUsize>) -> Self {
+        live.fetch_add(1, Ordering::AcqRel);
+        Self(live.clone())
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

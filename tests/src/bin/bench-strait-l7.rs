@@ -9,13 +9,18 @@
 //! port 80 named `http`) whose Endpoints are `--upstream`; every accepted
 //! connection's original destination is that VIP (there is no kernel
 //! redirect in front of this listener). HTTP/1.1 and h2c clients are told
-//! apart by protocol detection, as on the outbound listener. Tokio runs
-//! `--workers` threads (default: the CPUs this process may use). Prints
-//! `ready` once listening.
+//! apart by protocol detection, as on the outbound listener. `--workers`
+//! worker threads, each with its own single-threaded runtime, as the
+//! daemon runs (default: the CPUs this process may use). Prints `ready`
+//! once listening.
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context};
 use strait::proxy::{FixedDestination, Proxy};
+
+/// The allocator the `strait` binary uses.
+#[global_allocator]
+static GLOBAL: strait::Allocator = strait::Allocator;
 
 /// The Service's ClusterIP and port the proxy sees as original destination.
 const VIP: &str = "198.19.255.1:80";
@@ -74,21 +79,16 @@ fn run() -> anyhow::Result<()> {
     let proxy = Proxy::new(&snapshot).map_err(|e| anyhow::anyhow!("{e}"))?;
     let workers =
         workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("listening on {listen}"))?;
-        println!("ready");
-        let vip: SocketAddr = VIP.parse().expect("static address");
-        proxy
-            .serve(listener, FixedDestination(vip))
-            .await
-            .context("serving")
-    })
+    let listener =
+        strait::proxy::workers::bind(listen).with_context(|| format!("listening on {listen}"))?;
+    let vip: SocketAddr = VIP.parse().expect("static address");
+    // Thread-per-core, as the daemon serves its outbound listener.
+    let running = proxy
+        .serve_workers(listener, FixedDestination(vip), workers)
+        .context("starting the workers")?;
+    println!("ready");
+    running.join();
+    Ok(())
 }
 
 fn main() {

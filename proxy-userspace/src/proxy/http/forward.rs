@@ -294,10 +294,8 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
                 let service_ms = sent_at.elapsed().as_millis() as u64;
                 rec.upstream_service_time_ms = Some(service_ms);
                 rec.upstream_local_address = sent.local;
-                resp.headers_mut().insert(
-                    "x-envoy-upstream-service-time",
-                    HeaderValue::from(service_ms),
-                );
+                resp.headers_mut()
+                    .insert(X_ENVOY_UPSTREAM_SERVICE_TIME.clone(), ms_value(service_ms));
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(down) = out.on_upgrade.take() {
                         let up = hyper::upgrade::on(&mut resp);
@@ -348,8 +346,21 @@ impl NewCookie {
     }
 }
 
+static X_ENVOY_UPSTREAM_SERVICE_TIME: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-upstream-service-time");
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
+/// `ms` as a header value; the common small values without allocating.
+fn ms_value(ms: u64) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match SMALL.get(ms as usize) {
+        Some(s) => HeaderValue::from_static(s),
+        None => HeaderValue::from(ms),
+    }
+}
+
 fn grpc_status(h: &http::HeaderMap) -> Option<u32> {
-    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+    h.get(&GRPC_STATUS)?.to_str().ok()?.parse().ok()
 }
 
 /// Copies bytes both ways between an upgraded client and upstream

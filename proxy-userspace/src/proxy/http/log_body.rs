@@ -21,8 +21,9 @@ pub struct PendingLog {
     pub sink: Arc<dyn AccessLogSink>,
     /// When the request started.
     pub start: Instant,
-    /// Request bytes read so far (shared with the request body counter).
-    pub bytes_received: Arc<AtomicU64>,
+    /// Request bytes read so far (shared with the request body counter);
+    /// `None` when the sink is disabled (nothing counts them).
+    pub bytes_received: Option<Arc<AtomicU64>>,
 }
 
 impl PendingLog {
@@ -30,7 +31,10 @@ impl PendingLog {
     pub fn finish(mut self, bytes_sent: u64, complete: bool) {
         let r = &mut self.record;
         r.bytes_sent = bytes_sent;
-        r.bytes_received = self.bytes_received.load(Ordering::Relaxed);
+        r.bytes_received = self
+            .bytes_received
+            .as_ref()
+            .map_or(0, |b| b.load(Ordering::Relaxed));
         r.duration_ms = self.start.elapsed().as_millis() as u64;
         if !complete {
             r.response_flags
@@ -136,12 +140,12 @@ impl Drop for LoggedBody {
 /// A request body that counts the bytes read from the client.
 pub struct CountingBody<B> {
     inner: B,
-    count: Arc<AtomicU64>,
+    count: Option<Arc<AtomicU64>>,
 }
 
 impl<B> CountingBody<B> {
-    /// Counts into `count`.
-    pub fn new(inner: B, count: Arc<AtomicU64>) -> Self {
+    /// Counts into `count` (`None`: counts nothing).
+    pub fn new(inner: B, count: Option<Arc<AtomicU64>>) -> Self {
         Self { inner, count }
     }
 }
@@ -161,8 +165,8 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
-                if let Some(d) = f.data_ref() {
-                    this.count.fetch_add(d.len() as u64, Ordering::Relaxed);
+                if let (Some(d), Some(c)) = (f.data_ref(), &this.count) {
+                    c.fetch_add(d.len() as u64, Ordering::Relaxed);
                 }
                 Poll::Ready(Some(Ok(f)))
             }

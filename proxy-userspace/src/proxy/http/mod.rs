@@ -85,7 +85,7 @@ pub async fn handle(
             .map(str::to_owned)
     };
     let record = AccessLogRecord {
-        start_time: Some(SystemTime::now()),
+        start_time: full.then(SystemTime::now),
         method: Some(parts.method.clone()),
         path: parts
             .uri
@@ -97,12 +97,12 @@ pub async fn handle(
         x_forwarded_for: header(&X_FORWARDED_FOR),
         user_agent: header(&http::header::USER_AGENT),
         request_id: header(&X_REQUEST_ID),
-        authority: super::route::matching::authority(&parts).map(str::to_owned),
+        authority: header_authority(&parts, full),
         downstream_local_address: Some(conn.dst),
         downstream_remote_address: Some(conn.peer),
         ..Default::default()
     };
-    let bytes_received = Arc::new(AtomicU64::new(0));
+    let bytes_received = full.then(|| Arc::new(AtomicU64::new(0)));
     let body = CountingBody::new(body, bytes_received.clone());
     // If the client goes away before the response starts, this future is
     // dropped mid-route: the guard still logs the request (code 0, `DC`).
@@ -172,12 +172,15 @@ async fn route(
         return (f.response, f.hold);
     };
     rec.destination_service = Some(svc.host.clone());
-    let scheme = parts
+    let scheme: std::borrow::Cow<'static, str> = match parts
         .headers
         .get(&X_FORWARDED_PROTO)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("http")
-        .to_owned();
+    {
+        None | Some("http") => "http".into(),
+        Some("https") => "https".into(),
+        Some(other) => other.to_owned().into(),
+    };
     let source = table.workloads.get(&conn.peer.ip()).map(|w| &**w);
     let ctx = MatchContext {
         port: svc.port,
@@ -205,8 +208,8 @@ async fn route(
 
     let forward_to = match &route.action {
         RouteAction::Redirect(r) => {
-            let authority = rec.authority.clone().unwrap_or_default();
-            let location = r.location(&parts.uri, &authority, &scheme);
+            let authority = super::route::matching::authority(&parts).unwrap_or_default();
+            let location = r.location(&parts.uri, authority, &scheme);
             let mut resp = Response::new(empty());
             *resp.status_mut() = r.code;
             if let Ok(v) = HeaderValue::from_str(&location) {
@@ -266,6 +269,8 @@ async fn route(
         );
     };
 
+    // Mirrors get the authority as the client sent it (before rewrite).
+    let mirror_authority = header_authority(&parts, !route.mirrors.is_empty());
     // Rewrite, then header operations (route, then destination).
     let matched_uri = matched.and_then(|i| route.matches[i].uri.as_ref());
     if let Some(rw) = &route.rewrite {
@@ -307,7 +312,7 @@ async fn route(
                     out.path_and_query.clone(),
                     out.headers.clone(),
                     b.clone(),
-                    rec.authority.as_deref().unwrap_or(""),
+                    mirror_authority.as_deref().unwrap_or(""),
                 );
             }
         }
@@ -342,15 +347,33 @@ fn finish_response(
     }
 }
 
+static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: http::HeaderName = http::HeaderName::from_static("proxy-connection");
+
+/// Whether `n` is a connection-specific header (RFC 9110 §7.6.1).
+fn is_hop_by_hop(n: &http::HeaderName) -> bool {
+    n == http::header::CONNECTION
+        || n == http::header::UPGRADE
+        || n == http::header::TRANSFER_ENCODING
+        || n == http::header::TE
+        || n == KEEP_ALIVE
+        || n == PROXY_CONNECTION
+}
+
 /// Connection-specific headers a proxy must not forward (RFC 9110 §7.6.1),
-/// except the upgrade pair on a WebSocket handshake.
+/// except the upgrade pair on a WebSocket handshake, and `te: trailers`.
 fn strip_hop_by_hop(h: &mut http::HeaderMap, upgrade: bool) {
+    // Most messages carry none: one pass over the names instead of a hash
+    // lookup per header that might be there.
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     if !upgrade {
         h.remove(http::header::CONNECTION);
         h.remove(http::header::UPGRADE);
     }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
     h.remove(http::header::TRANSFER_ENCODING);
     if h.get(http::header::TE).is_some_and(|v| v != "trailers") {
         h.remove(http::header::TE);
@@ -419,6 +442,14 @@ async fn buffer_if_small(out: &mut Outgoing, want: bool) -> Option<Response<Prox
         }
         Err(_) => Some(local_reply(StatusCode::BAD_REQUEST, "", false)),
     }
+}
+
+/// The request's `:authority` / `Host`, copied only when `wanted`.
+fn header_authority(parts: &http::request::Parts, wanted: bool) -> Option<String> {
+    if !wanted {
+        return None;
+    }
+    super::route::matching::authority(parts).map(str::to_owned)
 }
 
 fn is_grpc(h: &http::HeaderMap) -> bool {
