@@ -129,12 +129,14 @@ impl Pool {
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
             *req.uri_mut() = http::Uri::from(pq);
         }
+        // Dialing is boxed: it is rare, and its futures (connect, timer,
+        // handshake) would otherwise make every request's future bigger.
         let mut fresh = false;
         let mut conn = match self.checkout_h1().await {
             Some(c) => c,
             None => {
                 fresh = true;
-                self.dial_h1().await?
+                Box::pin(self.dial_h1()).await?
             }
         };
         loop {
@@ -149,7 +151,7 @@ impl Pool {
                     Some(r) if !fresh => {
                         req = r;
                         fresh = true;
-                        conn = self.dial_h1().await?;
+                        conn = Box::pin(self.dial_h1()).await?;
                     }
                     _ => return Err(classify_hyper(e.error())),
                 },
@@ -236,7 +238,7 @@ impl Pool {
     async fn send_h2(&self, req: http::Request<ProxyBody>) -> Result<Sent, UpstreamError> {
         let (mut tx, local) = match self.checkout_h2() {
             Some(c) => c,
-            None => self.dial_h2().await?,
+            None => Box::pin(self.dial_h2()).await?,
         };
         let resp = tx.send_request(req).await.map_err(|e| classify_hyper(&e))?;
         Ok(Sent {

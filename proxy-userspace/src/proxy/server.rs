@@ -125,7 +125,9 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, ds
         peer,
         sniffed,
     });
-    let svc = service_fn(move |req| handle(info.clone(), req));
+    // Boxed: hyper keeps the request's future in place while it runs,
+    // so it moves a pointer instead of the whole (kilobytes) future.
+    let svc = service_fn(move |req| Box::pin(handle(info.clone(), req)));
     // No header-read timer: Envoy's `request_headers_timeout` is off by
     // default too, and arming a timer per request costs CPU.
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -198,20 +198,21 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
                 .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
         }
         let sent_at = Instant::now();
-        let send = async {
-            match &ep {
-                Some(ep) => ep.clients(&cluster.pool).send(plan.http2, req).await,
-                None => cluster.clients.send(plan.http2, req).await,
-            }
-        };
         let per_try_deadline = plan.retries.per_try_timeout.map(|t| sent_at + t);
         let try_deadline = match (deadline, per_try_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // With a deadline the try is boxed with its timer: requests
+        // without one keep a smaller future.
         let result = match try_deadline {
-            Some(d) => tokio::time::timeout_at(d, send).await.ok(),
-            None => Some(send.await),
+            Some(d) => Box::pin(tokio::time::timeout_at(
+                d,
+                send(cluster, &ep, plan.http2, req),
+            ))
+            .await
+            .ok(),
+            None => Some(send(cluster, &ep, plan.http2, req).await),
         };
         let outcome = match &result {
             None => TryOutcome::PerTryTimeout,
@@ -317,6 +318,20 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
                 }
             }
         };
+    }
+}
+
+/// One try: the endpoint's pool, or the PASSTHROUGH client when `ep` is
+/// `None` (boxed: rare, and its future is large).
+async fn send(
+    cluster: &Cluster,
+    ep: &Option<Arc<crate::proxy::cluster::Endpoint>>,
+    http2: bool,
+    req: Request<ProxyBody>,
+) -> Result<crate::proxy::upstream::Sent, UpstreamError> {
+    match ep {
+        Some(ep) => ep.clients(&cluster.pool).send(http2, req).await,
+        None => Box::pin(cluster.clients.send(http2, req)).await,
     }
 }
 

@@ -168,7 +168,7 @@ async fn route(
             source: conn.peer,
             grpc,
         };
-        let f = forward::forward(plan, out, rec).await;
+        let f = Box::pin(forward::forward(plan, out, rec)).await;
         return (f.response, f.hold);
     };
     rec.destination_service = Some(svc.host.clone());
@@ -327,7 +327,9 @@ async fn route(
         source: conn.peer,
         grpc,
     };
-    let mut f = forward::forward(plan, out, rec).await;
+    // Boxed: the forwarding future is kilobytes, and stored inline it would
+    // be copied with every move of the request's future.
+    let mut f = Box::pin(forward::forward(plan, out, rec)).await;
     finish_response(route, dest, cors_origin, &mut f.response);
     (f.response, f.hold)
 }
