@@ -298,36 +298,50 @@ pub(crate) fn build(
     services: &BTreeMap<String, Service>,
     raw: &BTreeMap<String, Vec<RawEndpoint>>,
 ) -> BTreeMap<String, Cluster> {
-    let mut out = BTreeMap::new();
     let empty = Vec::new();
-    for svc in services.values() {
-        let dr = dr_for(idx, &svc.host, &svc.namespace);
-        let eps = raw.get(&svc.host).unwrap_or(&empty);
-        for port in &svc.ports {
-            let subsets = std::iter::once(None).chain(dr.subsets.iter().map(|s| Some(*s)));
-            for subset in subsets {
-                let e = effective(&dr, port.port, subset);
-                let name = subset.map(|s| s.name.as_str()).unwrap_or("");
-                let labels = subset.map(|s| s.labels.clone()).unwrap_or_default();
-                let cname = cluster_name(port.port, name, &svc.host);
-                out.insert(
-                    cname.clone(),
-                    Cluster {
-                        name: cname,
-                        host: svc.host.clone(),
-                        port: port.port,
-                        subset: name.to_string(),
-                        endpoints: endpoints_for(eps, port, &labels),
-                        subset_labels: labels,
-                        protocol: port.protocol,
-                        load_balancer: load_balancer(e.lb),
-                        connection_pool: connection_pool(e.pool),
-                        outlier_detection: outlier_detection(e.od),
-                        tls: client_tls(e.tls),
-                    },
-                );
-            }
+    let list: Vec<&Service> = services.values().collect();
+    // Services are independent: compile them on every core.
+    let built = super::par::map_chunks(&list, |chunk| {
+        let mut out = Vec::new();
+        for svc in chunk {
+            service_clusters(idx, svc, raw.get(&svc.host).unwrap_or(&empty), &mut out);
+        }
+        out
+    });
+    built.into_iter().collect()
+}
+
+/// The clusters of one service: per port, service-wide then per subset.
+fn service_clusters(
+    idx: &Index<'_>,
+    svc: &Service,
+    eps: &[RawEndpoint],
+    out: &mut Vec<(String, Cluster)>,
+) {
+    let dr = dr_for(idx, &svc.host, &svc.namespace);
+    for port in &svc.ports {
+        let subsets = std::iter::once(None).chain(dr.subsets.iter().map(|s| Some(*s)));
+        for subset in subsets {
+            let e = effective(&dr, port.port, subset);
+            let name = subset.map(|s| s.name.as_str()).unwrap_or("");
+            let labels = subset.map(|s| s.labels.clone()).unwrap_or_default();
+            let cname = cluster_name(port.port, name, &svc.host);
+            out.push((
+                cname.clone(),
+                Cluster {
+                    name: cname,
+                    host: svc.host.clone(),
+                    port: port.port,
+                    subset: name.to_string(),
+                    endpoints: endpoints_for(eps, port, &labels),
+                    subset_labels: labels,
+                    protocol: port.protocol,
+                    load_balancer: load_balancer(e.lb),
+                    connection_pool: connection_pool(e.pool),
+                    outlier_detection: outlier_detection(e.od),
+                    tls: client_tls(e.tls),
+                },
+            ));
         }
     }
-    out
 }

@@ -39,7 +39,6 @@ fn policy_needs_proxy(snap: &MeshSnapshot, workloads: &[&Workload]) -> bool {
 
 /// Builds the table, sorted by (vip, port, protocol).
 pub(crate) fn build(idx: &Index<'_>, snap: &MeshSnapshot) -> Vec<L4Service> {
-    let mut out = Vec::new();
     let mut by_host: BTreeMap<&str, Vec<&Workload>> = BTreeMap::new();
     for w in snap.workloads.values() {
         for h in &w.services {
@@ -50,65 +49,70 @@ pub(crate) fn build(idx: &Index<'_>, snap: &MeshSnapshot) -> Vec<L4Service> {
     let policies_exist = !snap.policies.peer_authentication.is_empty()
         || !snap.policies.request_authentication.is_empty()
         || !snap.policies.authorization.is_empty();
-    for svc in snap.services.values() {
-        let Some(vip) = svc.vip else { continue };
-        let routed = mesh_vs_for(idx, &svc.host).is_some();
-        let policy = policies_exist
-            && policy_needs_proxy(snap, by_host.get(svc.host.as_str()).unwrap_or(&none));
-        let dr = dr_for(idx, &svc.host, &svc.namespace);
-        for port in &svc.ports {
-            let e = effective(&dr, port.port, None);
-            let tls = e
-                .tls
-                .is_some_and(|t| t.mode.as_deref().is_some_and(|m| m != "DISABLE"));
-            let http_pool = e.pool.is_some_and(|p| p.http.is_some());
-            let cluster = snap.clusters.get(&cluster_name(port.port, "", &svc.host));
-            let lb = cluster.map(|c| c.load_balancer.clone()).unwrap_or_default();
-            let http_hash =
-                matches!(&lb, LoadBalancer::ConsistentHash(ch) if ch.key != HashKey::UseSourceIp);
-            let redirect = routed || policy || tls || http_pool || e.od.is_some() || http_hash;
-            let load_balancer = match &lb {
-                LoadBalancer::Simple(SimpleLb::RoundRobin | SimpleLb::LeastRequest)
-                    if e.lb.is_some() =>
-                {
-                    L4LoadBalancer::RoundRobin
-                }
-                LoadBalancer::ConsistentHash(ch)
-                    if ch.key == HashKey::UseSourceIp
-                        || matches!(ch.algorithm, HashAlgorithm::Maglev { .. }) =>
-                {
-                    L4LoadBalancer::Maglev
-                }
-                _ => L4LoadBalancer::Random,
-            };
-            let mut backends: Vec<L4Backend> = cluster
-                .map(|c| {
-                    c.endpoints
-                        .iter()
-                        .map(|e| L4Backend {
-                            addr: e.addr,
-                            weight: e.weight.max(1),
-                            healthy: e.healthy,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            backends.sort();
-            out.push(L4Service {
-                host: svc.host.clone(),
-                vip,
-                port: port.port,
-                protocol: port.protocol.l4(),
-                mode: if redirect {
-                    L4Mode::Redirect
-                } else {
-                    L4Mode::L4
-                },
-                load_balancer,
-                backends,
-            });
+    let list: Vec<&crate::snapshot::Service> = snap.services.values().collect();
+    // Services are independent: compile them on every core.
+    let mut out: Vec<L4Service> = super::par::map_chunks(&list, |chunk| {
+        let mut out = Vec::new();
+        for svc in chunk {
+            let Some(vip) = svc.vip else { continue };
+            let routed = mesh_vs_for(idx, &svc.host).is_some();
+            let policy = policies_exist
+                && policy_needs_proxy(snap, by_host.get(svc.host.as_str()).unwrap_or(&none));
+            let dr = dr_for(idx, &svc.host, &svc.namespace);
+            for port in &svc.ports {
+                let e = effective(&dr, port.port, None);
+                let tls = e
+                    .tls
+                    .is_some_and(|t| t.mode.as_deref().is_some_and(|m| m != "DISABLE"));
+                let http_pool = e.pool.is_some_and(|p| p.http.is_some());
+                let cluster = snap.clusters.get(&cluster_name(port.port, "", &svc.host));
+                let lb = cluster.map(|c| c.load_balancer.clone()).unwrap_or_default();
+                let http_hash = matches!(&lb, LoadBalancer::ConsistentHash(ch) if ch.key != HashKey::UseSourceIp);
+                let redirect = routed || policy || tls || http_pool || e.od.is_some() || http_hash;
+                let load_balancer = match &lb {
+                    LoadBalancer::Simple(SimpleLb::RoundRobin | SimpleLb::LeastRequest)
+                        if e.lb.is_some() =>
+                    {
+                        L4LoadBalancer::RoundRobin
+                    }
+                    LoadBalancer::ConsistentHash(ch)
+                        if ch.key == HashKey::UseSourceIp
+                            || matches!(ch.algorithm, HashAlgorithm::Maglev { .. }) =>
+                    {
+                        L4LoadBalancer::Maglev
+                    }
+                    _ => L4LoadBalancer::Random,
+                };
+                let mut backends: Vec<L4Backend> = cluster
+                    .map(|c| {
+                        c.endpoints
+                            .iter()
+                            .map(|e| L4Backend {
+                                addr: e.addr,
+                                weight: e.weight.max(1),
+                                healthy: e.healthy,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                backends.sort();
+                out.push(L4Service {
+                    host: svc.host.clone(),
+                    vip,
+                    port: port.port,
+                    protocol: port.protocol.l4(),
+                    mode: if redirect {
+                        L4Mode::Redirect
+                    } else {
+                        L4Mode::L4
+                    },
+                    load_balancer,
+                    backends,
+                });
+            }
         }
-    }
+        out
+    });
     out.sort_by(|a, b| {
         (a.vip, a.port, a.protocol, &a.host).cmp(&(b.vip, b.port, b.protocol, &b.host))
     });

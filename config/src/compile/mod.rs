@@ -12,6 +12,7 @@ mod delegate;
 mod gateways;
 mod intern;
 mod l4;
+mod par;
 mod policy;
 mod routes;
 mod services;
@@ -225,17 +226,22 @@ fn sidecars(idx: &Index<'_>) -> BTreeMap<String, crate::snapshot::SidecarScope> 
 /// (Info) and dropped. Order of the survivors is preserved.
 pub fn dedupe(resources: &[Resource]) -> (Vec<&Resource>, Vec<Diagnostic>) {
     // Hashed: 10^5 keys of similar strings compare slowly in a BTreeMap.
+    // One pass marks the definitions a later one replaces, so the key
+    // strings are read once per resource.
     let mut last: HashMap<(&str, &str, &str), usize> = HashMap::with_capacity(resources.len());
+    let mut replaced = vec![false; resources.len()];
     for (i, r) in resources.iter().enumerate() {
-        last.insert((r.kind(), r.namespace(), r.name()), i);
+        if let Some(prev) = last.insert((r.kind(), r.namespace(), r.name()), i) {
+            replaced[prev] = true;
+        }
     }
     let mut diags = Vec::new();
     let mut out = Vec::with_capacity(last.len());
-    for (i, r) in resources.iter().enumerate() {
-        let winner = last[&(r.kind(), r.namespace(), r.name())];
-        if winner == i {
+    for (r, replaced) in resources.iter().zip(replaced) {
+        if !replaced {
             out.push(r);
         } else {
+            let winner = last[&(r.kind(), r.namespace(), r.name())];
             diags.push(Diagnostic::at(
                 crate::diag::Level::Info,
                 r,
@@ -252,32 +258,9 @@ pub fn dedupe(resources: &[Resource]) -> (Vec<&Resource>, Vec<Diagnostic>) {
 }
 
 /// Validation diagnostics of each resource, in order. Resources validate
-/// independently, so large inputs are spread over the cores (like the
-/// loader's parsing).
+/// independently, so large inputs are spread over the cores.
 fn validate_all(resources: &[&Resource]) -> Vec<Vec<Diagnostic>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    let run = |chunk: &[&Resource]| -> Vec<Vec<Diagnostic>> {
-        chunk
-            .iter()
-            .map(|r| crate::validate::validate_resource(r))
-            .collect()
-    };
-    if threads < 2 || resources.len() < 1024 {
-        return run(resources);
-    }
-    let size = resources.len().div_ceil(threads);
-    std::thread::scope(|sc| {
-        let handles: Vec<_> = resources
-            .chunks(size)
-            .map(|c| sc.spawn(move || run(c)))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("validation does not panic"))
-            .collect()
-    })
+    par::map(resources, |r| crate::validate::validate_resource(r))
 }
 
 /// Validates and compiles `resources` into a snapshot. Returns the
@@ -313,7 +296,7 @@ pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
     let mut snap = MeshSnapshot::default();
     let mut raw = BTreeMap::new();
     let mut strings = intern::Interner::default();
-    services::kube_services(&idx, &mut snap.services, &mut raw, &mut strings);
+    services::kube_services(&idx, &mut snap.services, &mut raw);
     services::service_entries(&idx, &mut snap.services, &mut raw, &mut strings);
     snap.workloads = idx.workloads.clone();
     // Endpoint-derived workloads (Endpoints without Pod objects) are meshed

@@ -514,10 +514,11 @@ pub(crate) fn mesh_routes(
     services: &BTreeMap<String, Service>,
     _diags: &mut Vec<Diagnostic>,
 ) -> BTreeMap<String, BTreeMap<u16, Routes>> {
-    let mut out: BTreeMap<String, BTreeMap<u16, Routes>> = BTreeMap::new();
-    for svc in services.values() {
+    let list: Vec<&Service> = services.values().collect();
+    // Services are independent: compile them on every core.
+    super::par::map(&list, |svc| {
         let vs = mesh_vs_for(idx, &svc.host);
-        let per_port = out.entry(svc.host.clone()).or_default();
+        let mut per_port = BTreeMap::new();
         for p in &svc.ports {
             let mut routes = Routes::default();
             if let Some((r, v)) = vs {
@@ -541,6 +542,8 @@ pub(crate) fn mesh_routes(
             }
             per_port.insert(p.port, routes);
         }
-    }
-    out
+        (svc.host.clone(), per_port)
+    })
+    .into_iter()
+    .collect()
 }

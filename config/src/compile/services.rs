@@ -165,68 +165,86 @@ pub(crate) fn kube_services(
     idx: &Index<'_>,
     services: &mut BTreeMap<String, Service>,
     endpoints: &mut BTreeMap<String, Vec<RawEndpoint>>,
-    strings: &mut Interner,
 ) {
-    for svc in &idx.services {
-        let ns = svc.metadata.namespace.clone().unwrap_or_default();
-        let name = svc.metadata.name.clone().unwrap_or_default();
-        let host = hosts::service_fqdn(&name, &ns);
-        let Some(spec) = &svc.spec else { continue };
-        if spec.type_.as_deref() == Some("ExternalName") {
-            continue;
-        }
-        let vip = spec
-            .cluster_ip
-            .as_deref()
-            .filter(|ip| *ip != "None")
-            .and_then(|ip| ip.parse().ok());
-        let mut ports: Vec<ServicePort> = Vec::new();
-        let mut target_names: BTreeMap<String, IntOrString> = BTreeMap::new();
-        for p in spec.ports.iter().flatten() {
-            let pname = p.name.clone().unwrap_or_default();
-            let target = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
-            target_names.insert(pname.clone(), target.clone());
-            ports.push(ServicePort {
-                protocol: Protocol::from_service_port(
-                    &pname,
-                    p.protocol.as_deref().unwrap_or("TCP"),
-                    p.app_protocol.as_deref(),
-                ),
-                name: pname,
-                port: p.port as u16,
-                target_port: match target {
-                    IntOrString::Int(n) => Some(n as u16),
-                    IntOrString::String(_) => None,
-                },
-            });
-        }
-        ports.sort_by_key(|p| p.port);
-        let selector = spec.selector.clone().unwrap_or_default();
-        let export_to = svc
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("networking.istio.io/exportTo"))
-            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
-            .unwrap_or_else(|| vec!["*".to_string()]);
-        let eps = kube_endpoints(idx, strings, &ns, &name, &selector, &target_names);
-        endpoints.insert(host.clone(), eps);
-        services.insert(
-            host.clone(),
-            Service {
-                host,
-                name,
-                namespace: ns,
-                vip,
-                ports,
-                labels: labels(&svc.metadata.labels),
-                selector,
-                source: ServiceSource::Kubernetes,
-                resolution: "STATIC".into(),
-                export_to,
-            },
-        );
+    // Services compile independently; each thread shares strings within
+    // its own chunk.
+    let built = super::par::map_chunks(&idx.services, |chunk| {
+        let mut strings = Interner::default();
+        chunk
+            .iter()
+            .filter_map(|svc| kube_service(idx, &mut strings, svc))
+            .collect()
+    });
+    for (svc, eps) in built {
+        endpoints.insert(svc.host.clone(), eps);
+        services.insert(svc.host.clone(), svc);
     }
+}
+
+/// One Kubernetes Service and its endpoints; None for ExternalName and
+/// spec-less Services.
+fn kube_service(
+    idx: &Index<'_>,
+    strings: &mut Interner,
+    svc: &crate::api::Service,
+) -> Option<(Service, Vec<RawEndpoint>)> {
+    let ns = svc.metadata.namespace.clone().unwrap_or_default();
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let host = hosts::service_fqdn(&name, &ns);
+    let spec = svc.spec.as_ref()?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return None;
+    }
+    let vip = spec
+        .cluster_ip
+        .as_deref()
+        .filter(|ip| *ip != "None")
+        .and_then(|ip| ip.parse().ok());
+    let mut ports: Vec<ServicePort> = Vec::new();
+    let mut target_names: BTreeMap<String, IntOrString> = BTreeMap::new();
+    for p in spec.ports.iter().flatten() {
+        let pname = p.name.clone().unwrap_or_default();
+        let target = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
+        target_names.insert(pname.clone(), target.clone());
+        ports.push(ServicePort {
+            protocol: Protocol::from_service_port(
+                &pname,
+                p.protocol.as_deref().unwrap_or("TCP"),
+                p.app_protocol.as_deref(),
+            ),
+            name: pname,
+            port: p.port as u16,
+            target_port: match target {
+                IntOrString::Int(n) => Some(n as u16),
+                IntOrString::String(_) => None,
+            },
+        });
+    }
+    ports.sort_by_key(|p| p.port);
+    let selector = spec.selector.clone().unwrap_or_default();
+    let export_to = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("networking.istio.io/exportTo"))
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_else(|| vec!["*".to_string()]);
+    let eps = kube_endpoints(idx, strings, &ns, &name, &selector, &target_names);
+    Some((
+        Service {
+            host,
+            name,
+            namespace: ns,
+            vip,
+            ports,
+            labels: labels(&svc.metadata.labels),
+            selector,
+            source: ServiceSource::Kubernetes,
+            resolution: "STATIC".into(),
+            export_to,
+        },
+        eps,
+    ))
 }
 
 fn kube_endpoints(
