@@ -19,8 +19,9 @@ pub struct PendingLog {
     pub record: AccessLogRecord,
     /// Where it goes.
     pub sink: Arc<dyn AccessLogSink>,
-    /// When the request started.
-    pub start: Instant,
+    /// When the request started; `None` when the sink is disabled (the
+    /// record is then never emitted).
+    pub start: Option<Instant>,
     /// Request bytes read so far (shared with the request body counter);
     /// `None` when the sink is disabled (nothing counts them).
     pub bytes_received: Option<Arc<AtomicU64>>,
@@ -29,13 +30,16 @@ pub struct PendingLog {
 impl PendingLog {
     /// Completes and emits the record.
     pub fn finish(mut self, bytes_sent: u64, complete: bool) {
+        let Some(start) = self.start else {
+            return;
+        };
         let r = &mut self.record;
         r.bytes_sent = bytes_sent;
         r.bytes_received = self
             .bytes_received
             .as_ref()
             .map_or(0, |b| b.load(Ordering::Relaxed));
-        r.duration_ms = self.start.elapsed().as_millis() as u64;
+        r.duration_ms = start.elapsed().as_millis() as u64;
         if !complete {
             r.response_flags
                 .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
@@ -53,6 +57,17 @@ pub struct LoggedBody {
 }
 
 impl LoggedBody {
+    /// Wraps `inner` without a record (access log and telemetry off): it
+    /// only holds the request's guards until the body ends.
+    pub fn unlogged(inner: ProxyBody) -> Self {
+        Self {
+            inner,
+            sent: 0,
+            log: None,
+            held: Default::default(),
+        }
+    }
+
     /// Wraps `inner`; `log` is emitted at end of stream or drop.
     pub fn new(inner: ProxyBody, log: PendingLog) -> Self {
         let mut b = Self {

@@ -59,7 +59,6 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<LoggedBody>, Infallible> {
-    let start = Instant::now();
     let table = conn.shared.table.load_full();
     let (mut parts, body) = req.into_parts();
     if !parts.headers.contains_key(&X_REQUEST_ID) {
@@ -109,7 +108,8 @@ pub async fn handle(
     let mut pending = Some(PendingLog {
         record,
         sink: conn.shared.sink.clone(),
-        start,
+        // No clock reads for a record nobody reads.
+        start: full.then(Instant::now),
         bytes_received,
     });
     let guard = AbandonGuard(&mut pending);
@@ -124,7 +124,11 @@ pub async fn handle(
     }
     let log = guard.0.take().expect("set above");
     let (rparts, rbody) = response.into_parts();
-    let mut body = LoggedBody::new(rbody, log);
+    let mut body = if full {
+        LoggedBody::new(rbody, log)
+    } else {
+        LoggedBody::unlogged(rbody)
+    };
     body.hold(hold);
     // `table` (and with it the routes this request used) is released here;
     // the guards in `hold` keep the cluster counters until the body ends.
