@@ -292,44 +292,45 @@ pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
             valid.push(*r);
         }
     }
-    let idx = Index::new(&valid);
+    let mut idx = Index::new(&valid);
     let mut snap = MeshSnapshot::default();
     let mut raw = BTreeMap::new();
     let mut strings = intern::Interner::default();
     services::kube_services(&idx, &mut snap.services, &mut raw);
     services::service_entries(&idx, &mut snap.services, &mut raw, &mut strings);
-    snap.workloads = idx.workloads.clone();
+    snap.clusters = clusters::build(&idx, &snap.services, &raw);
+    // Pod workloads are not needed in the index any more.
+    snap.workloads = std::mem::take(&mut idx.workloads);
     // Endpoint-derived workloads (Endpoints without Pod objects) are meshed
-    // pods too; the service membership of every workload is recorded.
-    for (host, eps) in &raw {
-        let from_kube = snap.services.get(host).map(|s| s.source)
+    // pods too; the service membership of every workload is recorded. The
+    // raw endpoints are used up here (their names and labels move).
+    for (host, eps) in raw {
+        let from_kube = snap.services.get(&host).map(|s| s.source)
             == Some(crate::snapshot::ServiceSource::Kubernetes);
         for e in eps {
-            if from_kube && !snap.workloads.contains_key(&e.ip) {
-                snap.workloads.insert(
-                    e.ip,
-                    Workload {
-                        name: e.name.clone(),
-                        namespace: e.namespace.to_string(),
-                        ip: e.ip,
-                        labels: e.labels.clone(),
-                        service_account: e
-                            .service_account
-                            .as_deref()
-                            .unwrap_or("default")
-                            .to_string(),
-                        locality: e.locality.to_string(),
-                        node: e.node.clone(),
-                        // Usually one Service per workload.
-                        services: Vec::with_capacity(1),
-                    },
-                );
-            }
-            if let Some(w) = snap.workloads.get_mut(&e.ip) {
-                if !w.services.contains(host) {
-                    w.services.push(host.clone());
-                    w.services.sort();
-                }
+            use std::collections::btree_map::Entry;
+            let w = match snap.workloads.entry(e.ip) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) if from_kube => v.insert(Workload {
+                    name: e.name,
+                    namespace: e.namespace.to_string(),
+                    ip: e.ip,
+                    labels: e.labels,
+                    service_account: e
+                        .service_account
+                        .as_deref()
+                        .unwrap_or("default")
+                        .to_string(),
+                    locality: e.locality.to_string(),
+                    node: e.node,
+                    // Usually one Service per workload.
+                    services: Vec::with_capacity(1),
+                }),
+                Entry::Vacant(_) => continue,
+            };
+            if !w.services.contains(&host) {
+                w.services.push(host.clone());
+                w.services.sort();
             }
         }
     }
@@ -338,8 +339,6 @@ pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
             snap.vips.entry(vip).or_default().push(s.host.clone());
         }
     }
-    snap.clusters = clusters::build(&idx, &snap.services, &raw);
-    drop(raw);
     snap.routes = routes::mesh_routes(&idx, &snap.services, &mut diags);
     snap.gateways = gateways::build(&idx, &snap.services, &mut diags);
     snap.policies = policy::build(&idx);
