@@ -358,7 +358,9 @@ fn parse_document(doc: &str, first: usize, origin: &Origin) -> Result<Parsed, Bo
             Object::Deployment(Box::new(full.into()))
         }
         ("EndpointSlice", _, _, "discovery.k8s.io/v1") => {
-            Object::EndpointSlice(typed(doc, first, origin, &key)?)
+            let full: k8s_openapi::api::discovery::v1::EndpointSlice =
+                typed(doc, first, origin, &key)?;
+            Object::EndpointSlice(Box::new(full.into()))
         }
         _ => return Ok(Parsed::Ignored(format!("{kind} ({api})"))),
     };

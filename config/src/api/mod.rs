@@ -3,10 +3,11 @@
 //! Istio kinds are hand-written serde types ([`virtual_service`],
 //! [`destination_rule`], [`gateway`], [`service_entry`], [`security`]) in
 //! Istio's protobuf JSON field names; Kubernetes kinds are `k8s-openapi`'s
-//! types, except [`Deployment`], kept slim after parsing with
-//! k8s-openapi's type ([`deployment`]). A [`Resource`] is one YAML document with where it came from.
+//! types, except [`Deployment`] and [`EndpointSlice`], kept slim after
+//! parsing with k8s-openapi's types ([`deployment`], [`endpoint_slice`]). A [`Resource`] is one YAML document with where it came from.
 pub mod deployment;
 pub mod destination_rule;
+pub mod endpoint_slice;
 pub mod gateway;
 pub mod security;
 pub mod service_entry;
@@ -16,8 +17,8 @@ pub mod virtual_service;
 use std::fmt;
 
 pub use deployment::Deployment;
+pub use endpoint_slice::EndpointSlice;
 pub use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service, ServiceAccount};
-pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 

@@ -301,7 +301,7 @@ fn kube_endpoints(
                 let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
                 for a in &e.addresses {
                     if let Ok(ip) = a.parse() {
-                        let pod = e.target_ref.as_ref().and_then(|t| t.name.as_deref());
+                        let pod = e.target_name.as_deref();
                         push(
                             ip,
                             ports.clone(),
