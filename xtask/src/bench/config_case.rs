@@ -2,7 +2,9 @@
 //! (issue 3): load and compile 10,000 services, 100,000 endpoints and
 //! 10,000 VirtualServices. The workload lives in the config crate's
 //! `compile_bench` example, which prints one JSON line:
-//! `{services, endpoints, virtual_services, load_ms, compile_ms, peak_rss_mb}`.
+//! `{services, endpoints, virtual_services, load_ms, compile_ms, total_ms,
+//! peak_rss_mb}`. The target is judged on load + compile (`total_ms`), the
+//! whole time from YAML text to a `MeshSnapshot`.
 use std::process::Command;
 
 use anyhow::{bail, Context};
@@ -16,13 +18,13 @@ use crate::cmd::{root, step};
 /// Where the example lives; absent until the config helper lands it.
 const EXAMPLE: &str = "config/examples/compile_bench.rs";
 
-/// Runs the example `env.runs` times (pinned to the server core) and
+/// Runs the example `env.runs` times, unpinned (see the intro), and
 /// returns the section; "not yet available" when the example is absent.
 pub fn run(env: &Env) -> anyhow::Result<Section> {
     let mut section = Section {
         title: "Config: compile 10,000 services".into(),
         intro: vec![
-            "`cargo run --release -p strait-config --example compile_bench`: parse the generated Istio/Kubernetes YAML, validate and compile it into a `MeshSnapshot`. Targets (issue 3): compile under 1 s, peak RSS under 500 MB.".into(),
+            "`cargo run --release -p strait-config --example compile_bench`: parse the generated Istio/Kubernetes YAML, validate and compile it into a `MeshSnapshot`, with the daemon's allocator (mimalloc), on all cores (the process runs alone: no load generator shares the machine, and the daemon compiles on every core). Targets (issue 3): load + compile under 1 s, peak RSS under 500 MB.".into(),
         ],
         tables: Vec::new(),
         json: Value::Null,
@@ -53,23 +55,19 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
         return Ok(section);
     }
     let exe = root().join("target/release/examples/compile_bench");
-    let (mut load, mut compile, mut rss) =
-        (Samples::default(), Samples::default(), Samples::default());
+    let (mut load, mut compile, mut total, mut rss) = (
+        Samples::default(),
+        Samples::default(),
+        Samples::default(),
+        Samples::default(),
+    );
     let mut last = Value::Null;
     for i in 0..env.runs {
         if interrupted() {
             bail!("interrupted");
         }
         step(&format!("config: compile_bench run {}/{}", i + 1, env.runs));
-        let mut cmd = match env.cpus.server {
-            Some(c) => {
-                let mut t = Command::new("taskset");
-                t.args(["-c", &c.to_string()]).arg(&exe);
-                t
-            }
-            None => Command::new(&exe),
-        };
-        let out = cmd
+        let out = Command::new(&exe)
             .current_dir(root())
             .output()
             .context("running compile_bench")?;
@@ -93,6 +91,11 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
         };
         load.push(f("load_ms")?);
         compile.push(f("compile_ms")?);
+        // Older examples print no total: load + compile.
+        total.push(match v["total_ms"].as_f64() {
+            Some(t) => t,
+            None => f("load_ms")? + f("compile_ms")?,
+        });
         rss.push(f("peak_rss_mb")?);
         last = v;
     }
@@ -118,12 +121,17 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
             vec![
                 "compile (→ MeshSnapshot), ms".into(),
                 compile.cell(0, None),
+                "—".into(),
+            ],
+            vec![
+                "load + compile, ms".into(),
+                total.cell(0, None),
                 "< 1,000".into(),
             ],
             vec!["peak RSS, MB".into(), rss.cell(1, None), "< 500".into()],
         ],
         notes: Vec::new(),
     });
-    section.json = json!({"last_run": last, "load_ms": load.json(), "compile_ms": compile.json(), "peak_rss_mb": rss.json()});
+    section.json = json!({"last_run": last, "load_ms": load.json(), "compile_ms": compile.json(), "total_ms": total.json(), "peak_rss_mb": rss.json()});
     Ok(section)
 }
