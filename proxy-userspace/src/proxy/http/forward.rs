@@ -152,6 +152,8 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
         let active = ep.clone().map(ActiveGuard::new);
         let replayable = matches!(out.body, RequestBody::Buffered(_));
         let body = match &mut out.body {
+            // `empty()` is zero-sized: no allocation for bodiless requests.
+            RequestBody::Buffered(b) if b.is_empty() => crate::proxy::body::empty(),
             RequestBody::Buffered(b) => full(b.clone()),
             RequestBody::Streaming(b) => std::mem::replace(b, crate::proxy::body::empty()),
         };
