@@ -58,58 +58,7 @@ pub(crate) fn build(idx: &Index<'_>, snap: &MeshSnapshot) -> Vec<L4Service> {
             let routed = mesh_vs_for(idx, &svc.host).is_some();
             let policy = policies_exist
                 && policy_needs_proxy(snap, by_host.get(svc.host.as_str()).unwrap_or(&none));
-            let dr = dr_for(idx, &svc.host, &svc.namespace);
-            for port in &svc.ports {
-                let e = effective(&dr, port.port, None);
-                let tls = e
-                    .tls
-                    .is_some_and(|t| t.mode.as_deref().is_some_and(|m| m != "DISABLE"));
-                let http_pool = e.pool.is_some_and(|p| p.http.is_some());
-                let cluster = snap.clusters.get(&cluster_name(port.port, "", &svc.host));
-                let lb = cluster.map(|c| c.load_balancer.clone()).unwrap_or_default();
-                let http_hash = matches!(&lb, LoadBalancer::ConsistentHash(ch) if ch.key != HashKey::UseSourceIp);
-                let redirect = routed || policy || tls || http_pool || e.od.is_some() || http_hash;
-                let load_balancer = match &lb {
-                    LoadBalancer::Simple(SimpleLb::RoundRobin | SimpleLb::LeastRequest)
-                        if e.lb.is_some() =>
-                    {
-                        L4LoadBalancer::RoundRobin
-                    }
-                    LoadBalancer::ConsistentHash(ch)
-                        if ch.key == HashKey::UseSourceIp
-                            || matches!(ch.algorithm, HashAlgorithm::Maglev { .. }) =>
-                    {
-                        L4LoadBalancer::Maglev
-                    }
-                    _ => L4LoadBalancer::Random,
-                };
-                let mut backends: Vec<L4Backend> = cluster
-                    .map(|c| {
-                        c.endpoints
-                            .iter()
-                            .map(|e| L4Backend {
-                                addr: e.addr,
-                                weight: e.weight.max(1),
-                                healthy: e.healthy,
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                backends.sort();
-                out.push(L4Service {
-                    host: svc.host.clone(),
-                    vip,
-                    port: port.port,
-                    protocol: port.protocol.l4(),
-                    mode: if redirect {
-                        L4Mode::Redirect
-                    } else {
-                        L4Mode::L4
-                    },
-                    load_balancer,
-                    backends,
-                });
-            }
+            service_entries(idx, snap, svc, vip, routed || policy, &mut out);
         }
         out
     });
@@ -118,4 +67,69 @@ pub(crate) fn build(idx: &Index<'_>, snap: &MeshSnapshot) -> Vec<L4Service> {
     });
     out.dedup_by(|a, b| (a.vip, a.port, a.protocol) == (b.vip, b.port, b.protocol));
     out
+}
+
+/// The entries of one service with a VIP, one per port; `needs_proxy` when
+/// a VirtualService or a policy already sends its traffic to the proxy.
+fn service_entries(
+    idx: &Index<'_>,
+    snap: &MeshSnapshot,
+    svc: &crate::snapshot::Service,
+    vip: std::net::IpAddr,
+    needs_proxy: bool,
+    out: &mut Vec<L4Service>,
+) {
+    let dr = dr_for(idx, &svc.host, &svc.namespace);
+    for port in &svc.ports {
+        let e = effective(&dr, port.port, None);
+        let tls = e
+            .tls
+            .is_some_and(|t| t.mode.as_deref().is_some_and(|m| m != "DISABLE"));
+        let http_pool = e.pool.is_some_and(|p| p.http.is_some());
+        let cluster = snap.clusters.get(&cluster_name(port.port, "", &svc.host));
+        let lb = cluster.map(|c| c.load_balancer.clone()).unwrap_or_default();
+        let http_hash =
+            matches!(&lb, LoadBalancer::ConsistentHash(ch) if ch.key != HashKey::UseSourceIp);
+        let redirect = needs_proxy || tls || http_pool || e.od.is_some() || http_hash;
+        let load_balancer = match &lb {
+            LoadBalancer::Simple(SimpleLb::RoundRobin | SimpleLb::LeastRequest)
+                if e.lb.is_some() =>
+            {
+                L4LoadBalancer::RoundRobin
+            }
+            LoadBalancer::ConsistentHash(ch)
+                if ch.key == HashKey::UseSourceIp
+                    || matches!(ch.algorithm, HashAlgorithm::Maglev { .. }) =>
+            {
+                L4LoadBalancer::Maglev
+            }
+            _ => L4LoadBalancer::Random,
+        };
+        let mut backends: Vec<L4Backend> = cluster
+            .map(|c| {
+                c.endpoints
+                    .iter()
+                    .map(|e| L4Backend {
+                        addr: e.addr,
+                        weight: e.weight.max(1),
+                        healthy: e.healthy,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        backends.sort();
+        out.push(L4Service {
+            host: svc.host.clone(),
+            vip,
+            port: port.port,
+            protocol: port.protocol.l4(),
+            mode: if redirect {
+                L4Mode::Redirect
+            } else {
+                L4Mode::L4
+            },
+            load_balancer,
+            backends,
+        });
+    }
 }
