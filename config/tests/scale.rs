@@ -87,7 +87,7 @@ fn a_large_mesh_compiles_every_service_whatever_the_order() {
             assert_eq!(&*e.namespace, format!("ns{}", i % 7));
             assert_eq!(&*e.locality, format!("/z{v}"));
             let w = &snap.workloads[&ip];
-            assert_eq!(w.services, [host.clone()]);
+            assert_eq!(w.services, std::slice::from_ref(&host));
             assert_eq!(w.name, format!("svc{i}-v{v}-abc"));
         }
         let routes = snap.routes_for(&host, 80).unwrap();
