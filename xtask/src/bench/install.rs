@@ -39,8 +39,8 @@ pub fn ensure(l7: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the eBPF object, then `strait` and the bench binaries in release;
-/// returns the release directory.
+/// Builds the eBPF object, then `strait` and the bench binaries in release
+/// and Strait's L7 bench proxy in `dist`; returns the release directory.
 pub fn build() -> anyhow::Result<PathBuf> {
     build_ebpf::run(true)?;
     step("release build of strait and the bench binaries");
@@ -52,6 +52,17 @@ pub fn build() -> anyhow::Result<PathBuf> {
         "-p",
         "strait-tests",
         "--bins",
+    ]))?;
+    // Strait's proxy is measured as it ships: the `dist` profile (fat LTO).
+    step("dist build of Strait's L7 proxy (fat LTO; a few minutes the first time)");
+    sh(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--profile",
+        "dist",
+        "-p",
+        "strait-tests",
+        "--bin",
+        "bench-strait-l7",
     ]))?;
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);

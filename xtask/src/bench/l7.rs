@@ -253,7 +253,7 @@ fn strait(env: &Env) -> anyhow::Result<Contender> {
         proc: None,
         missing: [None, None],
     };
-    let exe = env.bin("bench-strait-l7");
+    let exe = env.dist_bin("bench-strait-l7");
     if !exe.exists() {
         let why = "not yet available (the L7 proxy has not landed)".to_string();
         c.missing = [Some(why.clone()), Some(why)];
@@ -493,7 +493,8 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
             ),
             format!(
                 "nginx {}: `worker_processes {workers}`, upstream `keepalive 256`, `proxy_http_version 1.1`, `access_log off`. \
-                 HAProxy {}: `nbthread {workers}`, `http-reuse always`, no log. Worker count = CPUs the proxy is pinned to. \
+                 HAProxy {}: `nbthread {workers}`, `http-reuse always`, no log. \
+                 Strait: `bench-strait-l7` (the daemon's `strait::proxy` on the outbound path: original destination → Service → route → cluster → endpoint pool) built with the `dist` profile Strait ships with (fat LTO), `{workers}` worker thread(s) each with its own current-thread runtime, access log and metrics sink off. Worker count = CPUs the proxy is pinned to. \
                  Proxy CPU is utime+stime of the proxy's processes over the saturation run; peak RSS is VmHWM summed over its processes at the end of the suite.",
                 version("nginx", &["-v"]),
                 version("haproxy", &["-v"]),

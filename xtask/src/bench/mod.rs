@@ -74,6 +74,11 @@ impl Env {
     pub fn bin(&self, name: &str) -> PathBuf {
         self.release.join(name)
     }
+
+    /// A binary built with the `dist` profile (how Strait ships: fat LTO).
+    pub fn dist_bin(&self, name: &str) -> PathBuf {
+        self.release.with_file_name("dist").join(name)
+    }
 }
 
 /// Removes the scratch directory on drop.
