@@ -251,6 +251,36 @@ spec:
 }
 
 #[test]
+fn default_load_balancer_is_round_robin_and_least_request_is_chosen_by_name() {
+    let dr = |lb: &str| {
+        format!(
+            "{SVC}{}apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: default}}
+spec:
+  host: reviews
+  trafficPolicy: {{loadBalancer: {lb}}}
+",
+            pod("reviews-v1-a", "10.1.0.1", "v1")
+        )
+    };
+    let lb = |yaml: &str| {
+        snap(yaml).clusters["outbound|9080||reviews.default.svc.cluster.local"]
+            .load_balancer
+            .clone()
+    };
+    let rr = LoadBalancer::Simple(SimpleLb::RoundRobin);
+    let least = LoadBalancer::Simple(SimpleLb::LeastRequest);
+    assert_eq!(
+        lb(&format!("{SVC}{}", pod("reviews-v1-a", "10.1.0.1", "v1"))),
+        rr
+    );
+    assert_eq!(lb(&dr("{simple: UNSPECIFIED}")), rr);
+    assert_eq!(lb(&dr("{simple: LEAST_REQUEST}")), least);
+    assert_eq!(lb(&dr("{simple: LEAST_CONN}")), least);
+}
+
+#[test]
 fn l4_mode_follows_routing_and_policy() {
     let base = format!("{SVC}{}", pod("reviews-v1-a", "10.1.0.1", "v1"));
     let vip: IpAddr = "10.96.0.10".parse().unwrap();

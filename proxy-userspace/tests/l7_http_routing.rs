@@ -436,16 +436,7 @@ async fn no_virtual_service_balances_over_all_endpoints() {
         &[("details-a", &[]), ("details-b", &[]), ("details-c", &[])],
     )
     .await;
-    b.yaml(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: details, namespace: default}
-spec:
-  host: details
-  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
-"#,
-    );
+    // No VirtualService and no DestinationRule: round robin.
     let mesh = b.start().await;
     let c = Client::http1();
     for _ in 0..30 {

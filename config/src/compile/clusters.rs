@@ -162,8 +162,10 @@ pub(crate) fn load_balancer(lb: Option<&LoadBalancerSettings>) -> LoadBalancer {
         Some("ROUND_ROBIN") => SimpleLb::RoundRobin,
         Some("RANDOM") => SimpleLb::Random,
         Some("PASSTHROUGH") => SimpleLb::Passthrough,
-        // LEAST_CONN is a deprecated alias; UNSPECIFIED is Istio's default.
-        _ => SimpleLb::LeastRequest,
+        // LEAST_CONN is Istio's deprecated alias of LEAST_REQUEST.
+        Some("LEAST_REQUEST" | "LEAST_CONN") => SimpleLb::LeastRequest,
+        // UNSPECIFIED or absent: the default (see `LoadBalancer::default`).
+        _ => return LoadBalancer::default(),
     })
 }
 

@@ -14,9 +14,10 @@
 //!    needs the proxy; PERMISSIVE accepts plain text, so L4 still works).
 //!
 //! Load balancer: `RANDOM` → Random, `ROUND_ROBIN`/`LEAST_REQUEST` →
-//! RoundRobin, `consistentHash` (source IP or Maglev) → Maglev; Istio's
-//! default LEAST_REQUEST has no per-request state in the kernel, so it maps
-//! to Random, like kube-proxy.
+//! RoundRobin (the kernel keeps no per-request state, so least-request is
+//! approximated by round robin), `consistentHash` (source IP or Maglev) →
+//! Maglev; with no DestinationRule load balancer the kernel picks at
+//! random, like kube-proxy.
 use std::collections::BTreeMap;
 
 use super::clusters::{dr_for, effective};

@@ -139,9 +139,13 @@ pub enum LoadBalancer {
 }
 
 impl Default for LoadBalancer {
-    /// Istio's default: `LEAST_REQUEST`.
+    /// `ROUND_ROBIN`: with no DestinationRule load balancer (or `simple:
+    /// UNSPECIFIED`), requests go round robin over the service's endpoints,
+    /// as Strait's issue 5 asks. Istio itself programs Envoy's
+    /// `LEAST_REQUEST` there; a DestinationRule with `simple:
+    /// LEAST_REQUEST` selects it.
     fn default() -> Self {
-        LoadBalancer::Simple(SimpleLb::LeastRequest)
+        LoadBalancer::Simple(SimpleLb::RoundRobin)
     }
 }
 

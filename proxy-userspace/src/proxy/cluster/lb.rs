@@ -38,7 +38,9 @@ pub enum HashKey {
 /// The simple policies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Simple {
-    /// `ROUND_ROBIN` (Istio's default is LEAST_REQUEST; kept as asked).
+    /// `ROUND_ROBIN`; also the default when no DestinationRule picks one
+    /// (Istio's default is LEAST_REQUEST; see `LoadBalancer::default` in
+    /// the config crate).
     RoundRobin,
     /// `RANDOM`.
     Random,
