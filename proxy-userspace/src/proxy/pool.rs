@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -242,7 +243,7 @@ impl Pool {
         };
         let resp = tx.send_request(req).await.map_err(|e| classify_hyper(&e))?;
         Ok(Sent {
-            response: resp.map(|b| http_body_util::BodyExt::boxed(MapErr(b))),
+            response: resp.map(|b| b.map_err(BoxError::from).boxed()),
             local,
         })
     }
@@ -417,30 +418,5 @@ impl Body for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// `Incoming` with the proxy's boxed error type.
-struct MapErr(Incoming);
-
-impl Body for MapErr {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.0)
-            .poll_frame(cx)
-            .map(|f| f.map(|r| r.map_err(Into::into)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.0.size_hint()
     }
 }

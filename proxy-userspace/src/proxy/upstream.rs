@@ -88,7 +88,13 @@ impl Clients {
 
 /// Envoy's reset reason for an error of hyper's connection-level client.
 pub(crate) fn classify_hyper(e: &hyper::Error) -> UpstreamError {
-    let mut src = std::error::Error::source(e);
+    reset_or_refused(e)
+}
+
+/// `RefusedStream` when an h2 REFUSED_STREAM is among `e`'s sources, else
+/// a reset with `e`'s message.
+fn reset_or_refused(e: &dyn std::error::Error) -> UpstreamError {
+    let mut src = e.source();
     while let Some(s) = src {
         if let Some(h2) = s.downcast_ref::<h2::Error>() {
             if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
@@ -110,14 +116,5 @@ fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
         }
         return UpstreamError::Connect(reason);
     }
-    let mut src = e.source();
-    while let Some(s) = src {
-        if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
-                return UpstreamError::RefusedStream;
-            }
-        }
-        src = s.source();
-    }
-    UpstreamError::Reset(e.to_string())
+    reset_or_refused(&e)
 }
