@@ -15,6 +15,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "libpolly-22-dev",
     "libzstd-dev",
     "zlib1g-dev",
+    // A C compiler: the mimalloc allocator the `strait` binary links is C.
+    "gcc",
     // Namespace tests, the demo and benchmarks.
     "iproute2",
     "iptables",
