@@ -14,6 +14,7 @@ pub mod body;
 pub mod cluster;
 pub mod compile;
 pub mod flags;
+pub mod h1;
 pub mod http;
 pub mod orig_dst;
 pub mod pool;

@@ -1,5 +1,6 @@
-//! Connection pool to one upstream host, on hyper's connection-level
-//! clients (`hyper::client::conn::{http1, http2}`).
+//! Connection pool to one upstream host: HTTP/1.1 on Strait's own client
+//! codec (`proxy::h1`, driven by the request's task), HTTP/2 and upgrades
+//! on hyper's connection-level clients (`hyper::client::conn`).
 //!
 //! - HTTP/1.1: an idle list of keep-alive connections, most recently used
 //!   first. A connection goes back to the list when its response body has
@@ -12,39 +13,31 @@
 //!   (it runs only while there are idle connections).
 //! - `http.maxRequestsPerConnection`: a connection is retired after that
 //!   many requests (1 = no keep-alive).
-//! - A request that could not be written because a pooled connection had
-//!   just been closed by the upstream is sent once more on a new connection,
-//!   as Envoy's pool does for a stale keep-alive connection.
+//! - A bodiless request that got no byte of response because a pooled
+//!   connection had just been closed by the upstream is sent once more on a
+//!   new connection, as Envoy's pool does for a stale keep-alive connection;
+//!   before a request with a body goes on a pooled connection, one
+//!   non-blocking read checks that the upstream has not closed it.
 //!
 //! The circuit-breaker limits (`maxConnections`, pending requests) are
 //! enforced before a request gets here (see `cluster::limits`).
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::body::{BoxError, ProxyBody};
 use super::cluster::PoolSettings;
+use super::h1::body::{ResponseBody, Reuse};
+use super::h1::conn::SendError;
+use super::h1::{self, Conn};
 use super::upstream::{classify_hyper, UpstreamError};
-
-/// An idle HTTP/1.1 connection.
-struct Idle {
-    tx: http1::SendRequest<ProxyBody>,
-    local: Option<SocketAddr>,
-    /// When it went idle ([`now`]).
-    since: Duration,
-    served: u32,
-}
 
 /// The shared HTTP/2 connection.
 struct H2Conn {
@@ -59,7 +52,7 @@ struct H2Conn {
 struct Inner {
     addr: SocketAddr,
     settings: PoolSettings,
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<Vec<Conn>>,
     h2: Mutex<Option<H2Conn>>,
     /// Held while dialing the HTTP/2 connection so concurrent first
     /// requests share one.
@@ -120,85 +113,73 @@ impl Pool {
         }
     }
 
-    async fn send_h1(&self, mut req: http::Request<ProxyBody>) -> Result<Sent, UpstreamError> {
-        // Origin form on the wire: `GET /path HTTP/1.1` plus `Host`.
-        if req.uri().scheme().is_some() {
-            let pq = req
-                .uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-            *req.uri_mut() = http::Uri::from(pq);
+    async fn send_h1(&self, req: http::Request<ProxyBody>) -> Result<Sent, UpstreamError> {
+        if req.headers().contains_key(http::header::UPGRADE) {
+            return Box::pin(self.send_upgrade(req)).await;
         }
-        // Dialing is boxed: it is rare, and its futures (connect, timer,
-        // handshake) would otherwise make every request's future bigger.
+        let (parts, body) = req.into_parts();
+        // Origin form on the wire: `GET /path HTTP/1.1` plus `Host`.
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        // A bodiless request can go again on a new connection if a pooled
+        // one turns out closed; one with a body is checked before sending.
+        let replayable = body.is_end_stream();
+        // Dialing is boxed: it is rare, and its futures (connect, timer)
+        // would otherwise make every request's future bigger.
         let mut fresh = false;
-        let mut conn = match self.checkout_h1().await {
+        let mut conn = match self.checkout_h1(!replayable) {
             Some(c) => c,
             None => {
                 fresh = true;
                 Box::pin(self.dial_h1()).await?
             }
         };
+        let mut body = Some(body);
         loop {
-            match conn.tx.try_send_request(req).await {
-                Ok(resp) => {
+            let b = body.take().unwrap_or_else(super::body::empty);
+            match conn.send(&parts.method, pq, &parts.headers, b).await {
+                Ok(head) => {
                     conn.served += 1;
-                    return Ok(self.h1_response(resp, conn));
+                    return Ok(self.h1_response(head, conn));
                 }
-                Err(mut e) => match e.take_message() {
-                    // Never written: the pooled connection was closing.
-                    // Once more on a new connection.
-                    Some(r) if !fresh => {
-                        req = r;
-                        fresh = true;
-                        conn = Box::pin(self.dial_h1()).await?;
-                    }
-                    _ => return Err(classify_hyper(e.error())),
-                },
+                // The pooled connection had been closed by the upstream:
+                // once more on a new one, as Envoy's pool does.
+                Err(SendError::Closed(_)) if !fresh && replayable => {
+                    fresh = true;
+                    conn = Box::pin(self.dial_h1()).await?;
+                }
+                Err(SendError::Closed(m) | SendError::Broken(m)) => {
+                    return Err(UpstreamError::Reset(m))
+                }
             }
         }
     }
 
-    fn h1_response(&self, resp: http::Response<Incoming>, conn: Idle) -> Sent {
+    fn h1_response(&self, head: h1::response::Head, conn: Conn) -> Sent {
         let local = conn.local;
         let max = self.inner.settings.max_requests_per_connection;
-        let reusable = (max == 0 || conn.served < max)
-            && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS;
-        let checkin = reusable.then(|| Checkin {
-            pool: Arc::downgrade(&self.inner),
-            conn,
-        });
-        let response = resp.map(|b| {
-            let mut body = PooledBody { inner: b, checkin };
-            if body.inner.is_end_stream() {
-                body.give_back();
-            }
-            http_body_util::BodyExt::boxed(body)
-        });
+        let keep_alive = head.keep_alive && (max == 0 || conn.served < max);
+        let home = keep_alive.then(|| Home(Arc::downgrade(&self.inner)));
+        let body = ResponseBody::new(conn, head.body, keep_alive, home);
+        let mut response = http::Response::new(BodyExt::boxed(body));
+        *response.status_mut() = head.status;
+        *response.headers_mut() = head.headers;
         Sent { response, local }
     }
 
-    /// The most recently used idle connection that is still open.
-    async fn checkout_h1(&self) -> Option<Idle> {
+    /// The most recently used idle connection that is still open; with
+    /// `probe`, one that has been checked not to be closed by the upstream.
+    fn checkout_h1(&self, probe: bool) -> Option<Conn> {
         let timeout = self.inner.settings.idle_timeout;
         loop {
-            let mut c = {
-                let mut idle = self.inner.idle.lock().expect("pool lock");
-                idle.pop()?
-            };
-            if c.tx.is_closed() || now().saturating_sub(c.since) >= timeout {
+            let c = self.inner.idle.lock().expect("pool lock").pop()?;
+            if now().saturating_sub(c.since) >= timeout || (probe && c.is_closed()) {
                 continue;
             }
-            // Given back when its response body ended; hyper's connection
-            // task may not have marked it idle yet.
-            if c.tx.is_ready() || c.tx.ready().await.is_ok() {
-                return Some(c);
-            }
+            return Some(c);
         }
     }
 
-    async fn dial(&self) -> Result<(TokioIo<TcpStream>, Option<SocketAddr>), UpstreamError> {
+    async fn dial(&self) -> Result<TcpStream, UpstreamError> {
         let addr = self.inner.addr;
         let stream = match tokio::time::timeout(
             self.inner.settings.connect_timeout,
@@ -215,24 +196,29 @@ impl Pool {
             let sock = socket2::SockRef::from(&stream);
             let _ = sock.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(ka));
         }
-        let local = stream.local_addr().ok();
-        Ok((TokioIo::new(stream), local))
+        Ok(stream)
     }
 
-    async fn dial_h1(&self) -> Result<Idle, UpstreamError> {
-        let (io, local) = self.dial().await?;
-        let (tx, conn) = http1::Builder::new()
-            .handshake(io)
+    async fn dial_h1(&self) -> Result<Conn, UpstreamError> {
+        Ok(Conn::new(self.dial().await?))
+    }
+
+    /// A WebSocket (or other `Upgrade`) request: its own connection through
+    /// hyper's client, which hands over the upgraded stream.
+    async fn send_upgrade(&self, req: http::Request<ProxyBody>) -> Result<Sent, UpstreamError> {
+        let stream = self.dial().await?;
+        let local = stream.local_addr().ok();
+        let (mut tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| UpstreamError::Connect(e.to_string()))?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
-        Ok(Idle {
-            tx,
+        let resp = tx.send_request(req).await.map_err(|e| classify_hyper(&e))?;
+        Ok(Sent {
+            response: resp.map(|b| b.map_err(BoxError::from).boxed()),
             local,
-            since: now(),
-            served: 0,
         })
     }
 
@@ -270,11 +256,12 @@ impl Pool {
         if let Some(c) = self.checkout_h2() {
             return Ok(c);
         }
-        let (io, local) = self.dial().await?;
+        let stream = self.dial().await?;
+        let local = stream.local_addr().ok();
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .adaptive_window(true)
-            .handshake(io)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| UpstreamError::Connect(e.to_string()))?;
         tokio::spawn(async move {
@@ -292,7 +279,7 @@ impl Pool {
 }
 
 impl Inner {
-    fn checkin(self: &Arc<Self>, mut conn: Idle) {
+    fn checkin(self: &Arc<Self>, mut conn: Conn) {
         conn.since = now();
         self.idle.lock().expect("pool lock").push(conn);
         self.start_sweeper();
@@ -310,8 +297,9 @@ impl Inner {
         };
         let weak = Arc::downgrade(self);
         let timeout = self.settings.idle_timeout;
-        // Close within a quarter of the timeout after it passes.
-        let tick = (timeout / 4).max(Duration::from_millis(10));
+        // Close within a quarter of the timeout after it passes, and
+        // notice connections the upstream closed within seconds.
+        let tick = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
         rt.spawn(async move {
             loop {
                 tokio::time::sleep(tick).await;
@@ -330,7 +318,7 @@ impl Inner {
     /// Drops expired connections; whether any remain.
     fn sweep(&self, timeout: Duration) -> bool {
         let mut idle = self.idle.lock().expect("pool lock");
-        idle.retain(|c| !c.tx.is_closed() && now().saturating_sub(c.since) < timeout);
+        idle.retain(|c| now().saturating_sub(c.since) < timeout && !c.is_closed());
         let mut h2 = self.h2.lock().expect("pool lock");
         if h2
             .as_ref()
@@ -360,63 +348,13 @@ fn now() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Gives an HTTP/1.1 connection back to its pool.
-struct Checkin {
-    pool: Weak<Inner>,
-    conn: Idle,
-}
+/// Where a finished HTTP/1.1 response gives its connection back.
+struct Home(Weak<Inner>);
 
-/// An HTTP/1.1 response body that gives its connection back to the pool
-/// once read to the end.
-struct PooledBody {
-    inner: Incoming,
-    checkin: Option<Checkin>,
-}
-
-impl PooledBody {
-    fn give_back(&mut self) {
-        if let Some(c) = self.checkin.take() {
-            if let Some(pool) = c.pool.upgrade() {
-                pool.checkin(c.conn);
-            }
+impl Reuse for Home {
+    fn reuse(&self, conn: Conn) {
+        if let Some(pool) = self.0.upgrade() {
+            pool.checkin(conn);
         }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(f))) => {
-                if this.inner.is_end_stream() {
-                    this.give_back();
-                }
-                Poll::Ready(Some(Ok(f)))
-            }
-            Poll::Ready(None) => {
-                this.give_back();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(e))) => {
-                // The connection is broken: never reuse it.
-                this.checkin = None;
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

@@ -1,0 +1,137 @@
+//! Request head encoding (RFC 9112 §3): origin form, the request's headers
+//! as given, and the body framing the proxy chose.
+use bytes::BufMut;
+use http::{HeaderMap, Method};
+
+/// How the request body is framed on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (no framing header added).
+    Empty,
+    /// `Content-Length: n` (already among the headers, or added).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`, added by the proxy.
+    Chunked,
+}
+
+/// Chooses the framing for a body of `exact` length (`None` = unknown)
+/// given the headers that will be sent.
+pub fn framing(headers: &HeaderMap, exact: Option<u64>, end_stream: bool) -> Framing {
+    if end_stream && exact.is_none_or(|n| n == 0) {
+        // A client-sent `content-length: 0` stays among the headers.
+        return Framing::Empty;
+    }
+    match exact {
+        Some(n) => Framing::Length(n),
+        None => match content_length(headers) {
+            Some(n) => Framing::Length(n),
+            None => Framing::Chunked,
+        },
+    }
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Appends `METHOD path HTTP/1.1`, the headers, any framing header the
+/// headers lack, and the blank line to `out`.
+pub fn encode_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    framing: Framing,
+) {
+    out.put_slice(method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(if path_and_query.is_empty() {
+        b"/"
+    } else {
+        path_and_query.as_bytes()
+    });
+    out.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) if !headers.contains_key(http::header::CONTENT_LENGTH) => {
+            out.put_slice(b"content-length: ");
+            out.put_slice(itoa(n, &mut [0; 20]));
+            out.put_slice(b"\r\n");
+        }
+        Framing::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Appends one chunk (`size CRLF data CRLF`) of a chunked body.
+pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    out.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.put_slice(data);
+    out.put_slice(b"\r\n");
+}
+
+/// The last chunk and the (empty) trailer section.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// `n` in decimal, written into `buf`.
+pub fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_in_origin_form_with_added_length() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "reviews:9080".parse().unwrap());
+        h.append("x-a", "1".parse().unwrap());
+        h.append("x-a", "2".parse().unwrap());
+        let mut out = Vec::new();
+        encode_head(&mut out, &Method::POST, "/r?x=1", &h, Framing::Length(12));
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "POST /r?x=1 HTTP/1.1\r\nhost: reviews:9080\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 12\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn framing_choice() {
+        let mut h = HeaderMap::new();
+        assert_eq!(framing(&h, None, true), Framing::Empty);
+        assert_eq!(framing(&h, Some(5), false), Framing::Length(5));
+        assert_eq!(framing(&h, None, false), Framing::Chunked);
+        h.insert("content-length", "7".parse().unwrap());
+        assert_eq!(framing(&h, None, false), Framing::Length(7));
+        let mut out = Vec::new();
+        encode_chunk(&mut out, b"hello world!");
+        assert_eq!(out, b"c\r\nhello world!\r\n");
+        assert_eq!(itoa(0, &mut [0; 20]), b"0");
+        assert_eq!(
+            itoa(18446744073709551615, &mut [0; 20]),
+            b"18446744073709551615"
+        );
+    }
+}
