@@ -217,6 +217,8 @@ async fn close_delimited_body_and_stale_pooled_connection() {
         )
         .await;
     assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "conn=3 len=3"));
+    // No request reached the backend twice.
+    assert_eq!(conns(&seen), vec![0, 1, 2, 2, 3]);
 }
 
 #[tokio::test]
