@@ -1,6 +1,6 @@
 //! The outbound listener: accept, find the original destination, detect the
-//! protocol, then serve HTTP (hyper, HTTP/1.1 and HTTP/2 on one port) or
-//! proxy TCP / TLS.
+//! protocol, then serve HTTP (Strait's HTTP/1.1 loop, hyper for HTTP/2 and
+//! what that loop hands on) or proxy TCP / TLS.
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use super::http::{handle, ConnInfo};
 use super::orig_dst::OriginalDst;
 use super::sniff::{sniff, Sniffed};
 use super::table::PortProtocol;
-use super::{tcp, tls, Shared};
+use super::{h1, tcp, tls, Shared};
 
 /// Accepts connections until the listener fails.
 pub async fn serve(
@@ -125,6 +125,12 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, ds
         peer,
         sniffed,
     });
+    // HTTP/1.1 on Strait's own loop; hyper takes over what it hands on
+    // (HTTP/2, upgrades, streamed uploads), with the bytes read so far.
+    let io = match h1::server::serve(info.clone(), stream).await {
+        h1::server::Handoff::Done => return,
+        h1::server::Handoff::Hyper(io) => io,
+    };
     // Boxed: hyper keeps the request's future in place while it runs,
     // so it moves a pointer instead of the whole (kilobytes) future.
     let svc = service_fn(move |req| Box::pin(handle(info.clone(), req)));
@@ -134,6 +140,6 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, ds
     builder.http1().keep_alive(true);
     builder.http2().max_concurrent_streams(Some(1024));
     let _ = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
         .await;
 }

@@ -1,4 +1,5 @@
-//! Strait's own HTTP/1.1 client codec for pooled upstream connections.
+//! Strait's own HTTP/1.1 codec: the client side for pooled upstream
+//! connections and the server loop of the outbound listener (`server`).
 //!
 //! hyper's connection-level client runs every connection as its own task
 //! and hands requests and responses over channels: two task wake-ups and
@@ -9,10 +10,15 @@
 //! Parsing is `httparse` (hyper's parser); framing follows RFC 9112 §6:
 //! `Transfer-Encoding: chunked`, `Content-Length`, or read to close.
 //!
-//! Upgrades (WebSocket) still use hyper's client (`pool::Pool::send_upgrade`).
+//! Upgrades (WebSocket) still use hyper's client (`pool::Pool::send_upgrade`),
+//! and hyper's server takes over any connection the server loop does not
+//! handle (see [`server`]).
 pub mod body;
 pub mod conn;
+pub mod date;
+pub mod prefixed;
 pub mod request;
 pub mod response;
+pub mod server;
 
 pub use conn::Conn;

@@ -17,7 +17,6 @@ use std::time::{Instant, SystemTime};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use self::forward::{Outgoing, Plan, RequestBody};
 use self::local_reply::{grpc_reply, local_reply};
@@ -54,11 +53,32 @@ static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-fo
 static X_ENVOY_ORIGINAL_PATH: http::HeaderName =
     http::HeaderName::from_static("x-envoy-original-path");
 
+/// The request bodies the pipeline takes: hyper's `Incoming` (HTTP/2 and
+/// the HTTP/1.1 connections hyper serves) and the bodies Strait's own
+/// HTTP/1.1 server reads ahead (`proxy::h1::server`).
+pub trait RequestBodyIn:
+    http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static
+where
+    Self::Error: Into<super::body::BoxError>,
+{
+}
+
+impl<B> RequestBodyIn for B
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<super::body::BoxError>,
+{
+}
+
 /// Serves one request.
-pub async fn handle(
+pub async fn handle<B>(
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
-) -> Result<Response<LoggedBody>, Infallible> {
+    req: Request<B>,
+) -> Result<Response<LoggedBody>, Infallible>
+where
+    B: RequestBodyIn,
+    B::Error: Into<super::body::BoxError>,
+{
     let table = conn.shared.table.load_full();
     let (mut parts, body) = req.into_parts();
     if !parts.headers.contains_key(&X_REQUEST_ID) {
@@ -149,14 +169,18 @@ impl Drop for AbandonGuard<'_> {
     }
 }
 
-async fn route(
+async fn route<B>(
     conn: &ConnInfo,
     table: &Arc<Table>,
     mut parts: http::request::Parts,
-    body: CountingBody<Incoming>,
+    body: CountingBody<B>,
     grpc: bool,
     rec: &mut AccessLogRecord,
-) -> (Response<ProxyBody>, Held) {
+) -> (Response<ProxyBody>, Held)
+where
+    B: RequestBodyIn,
+    B::Error: Into<super::body::BoxError>,
+{
     let no_hold = Held::default;
     let Some(svc) = table.service(conn.dst) else {
         // Unknown destination: Envoy's PassthroughCluster.
@@ -388,7 +412,11 @@ fn strip_hop_by_hop(h: &mut http::HeaderMap, upgrade: bool) {
 
 /// Builds the upstream request from the client's: hop-by-hop headers
 /// removed, `host` and `x-forwarded-proto` set as Envoy does.
-fn outgoing(parts: &mut http::request::Parts, body: CountingBody<Incoming>) -> Outgoing {
+fn outgoing<B>(parts: &mut http::request::Parts, body: CountingBody<B>) -> Outgoing
+where
+    B: RequestBodyIn,
+    B::Error: Into<super::body::BoxError>,
+{
     let upgrade =
         parts.headers.contains_key(http::header::UPGRADE) && parts.version == Version::HTTP_11;
     let on_upgrade = if upgrade {
