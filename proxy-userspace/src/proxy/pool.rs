@@ -120,6 +120,21 @@ impl Pool {
         let (parts, body) = req.into_parts();
         // Origin form on the wire: `GET /path HTTP/1.1` plus `Host`.
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        self.send_h1_parts(&parts.method, pq, &parts.headers, body)
+            .await
+    }
+
+    /// Sends a request over HTTP/1.1 in origin form (`path_and_query`, and
+    /// `Host` among `headers`), borrowing the head so that a caller that
+    /// may retry keeps it without a copy. No `Upgrade` requests (see
+    /// [`Pool::send`]).
+    pub async fn send_h1_parts(
+        &self,
+        method: &http::Method,
+        path_and_query: &str,
+        headers: &http::HeaderMap,
+        body: ProxyBody,
+    ) -> Result<Sent, UpstreamError> {
         // A bodiless request can go again on a new connection if a pooled
         // one turns out closed; one with a body is checked before sending.
         let replayable = body.is_end_stream();
@@ -136,7 +151,7 @@ impl Pool {
         let mut body = Some(body);
         loop {
             let b = body.take().unwrap_or_else(super::body::empty);
-            match conn.send(&parts.method, pq, &parts.headers, b).await {
+            match conn.send(method, path_and_query, headers, b).await {
                 Ok(head) => {
                     conn.served += 1;
                     return Ok(self.h1_response(head, conn));

@@ -157,46 +157,8 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
             RequestBody::Buffered(b) => full(b.clone()),
             RequestBody::Streaming(b) => std::mem::replace(b, crate::proxy::body::empty()),
         };
-        // Envoy sends the request's own authority: `:authority` over
-        // HTTP/2, `Host` over HTTP/1.1. The endpoint is the pool's.
-        // Keep a copy only while another try may need it.
-        let last_try = !replayable || retries_done >= plan.retries.attempts;
-        let mut headers = if last_try {
-            std::mem::take(&mut out.headers)
-        } else {
-            out.headers.clone()
-        };
-        // An endpoint's pool speaks HTTP/1.1 in origin form (`Host` is in
-        // the headers): no absolute URI to build.
-        let uri = if ep.is_some() && !plan.http2 {
-            http::Uri::from(out.path_and_query.clone())
-        } else {
-            let req_authority = if ep.is_some() {
-                headers
-                    .remove(http::header::HOST)
-                    .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
-                    .unwrap_or(authority)
-            } else {
-                authority
-            };
-            http::Uri::builder()
-                .scheme("http")
-                .authority(req_authority)
-                .path_and_query(out.path_and_query.clone())
-                .build()
-                .expect("scheme, authority and path are valid")
-        };
-        let mut req = Request::new(body);
-        *req.method_mut() = out.method.clone();
-        *req.uri_mut() = uri;
-        *req.version_mut() = if plan.http2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
-        *req.headers_mut() = headers;
         if retries_done > 0 {
-            req.headers_mut()
+            out.headers
                 .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
         }
         let sent_at = Instant::now();
@@ -205,16 +167,35 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // An endpoint's HTTP/1.1 pool borrows the head, so a request that
+        // may be retried keeps it without a copy.
+        let borrowed_h1 = !plan.http2 && out.on_upgrade.is_none() && ep.is_some();
+        let try_fut = if borrowed_h1 {
+            let pool = ep.as_ref().expect("checked").clients(&cluster.pool);
+            Try::H1(pool.send_h1_parts(
+                &out.method,
+                out.path_and_query.as_str(),
+                &out.headers,
+                body,
+            ))
+        } else {
+            let req = build_request(
+                &mut out,
+                plan.http2,
+                &ep,
+                authority,
+                body,
+                replayable && retries_done < plan.retries.attempts,
+            );
+            Try::Other(send(cluster, &ep, plan.http2, req))
+        };
         // With a deadline the try is boxed with its timer: requests
         // without one keep a smaller future.
         let result = match try_deadline {
-            Some(d) => Box::pin(tokio::time::timeout_at(
-                d,
-                send(cluster, &ep, plan.http2, req),
-            ))
-            .await
-            .ok(),
-            None => Some(send(cluster, &ep, plan.http2, req).await),
+            Some(d) => Box::pin(tokio::time::timeout_at(d, try_fut.run()))
+                .await
+                .ok(),
+            None => Some(try_fut.run().await),
         };
         let outcome = match &result {
             None => TryOutcome::PerTryTimeout,
@@ -321,6 +302,75 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
             }
         };
     }
+}
+
+/// One try's future: the endpoint's HTTP/1.1 pool with a borrowed head,
+/// or a whole request to [`send`].
+enum Try<A, B> {
+    H1(A),
+    Other(B),
+}
+
+impl<A, B> Try<A, B>
+where
+    A: std::future::Future<Output = Result<crate::proxy::upstream::Sent, UpstreamError>>,
+    B: std::future::Future<Output = Result<crate::proxy::upstream::Sent, UpstreamError>>,
+{
+    async fn run(self) -> Result<crate::proxy::upstream::Sent, UpstreamError> {
+        match self {
+            Try::H1(f) => f.await,
+            Try::Other(f) => f.await,
+        }
+    }
+}
+
+/// The request for HTTP/2, upgrades and PASSTHROUGH: the head is moved
+/// out of `out` unless `keep` (another try may need it).
+fn build_request(
+    out: &mut Outgoing,
+    http2: bool,
+    ep: &Option<Arc<crate::proxy::cluster::Endpoint>>,
+    authority: http::uri::Authority,
+    body: ProxyBody,
+    keep: bool,
+) -> Request<ProxyBody> {
+    // Envoy sends the request's own authority: `:authority` over HTTP/2,
+    // `Host` over HTTP/1.1. The endpoint is the pool's.
+    let mut headers = if keep {
+        out.headers.clone()
+    } else {
+        std::mem::take(&mut out.headers)
+    };
+    // An endpoint's pool speaks HTTP/1.1 in origin form (`Host` is in the
+    // headers): no absolute URI to build.
+    let uri = if ep.is_some() && !http2 {
+        http::Uri::from(out.path_and_query.clone())
+    } else {
+        let req_authority = if ep.is_some() {
+            headers
+                .remove(http::header::HOST)
+                .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+                .unwrap_or(authority)
+        } else {
+            authority
+        };
+        http::Uri::builder()
+            .scheme("http")
+            .authority(req_authority)
+            .path_and_query(out.path_and_query.clone())
+            .build()
+            .expect("scheme, authority and path are valid")
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = out.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = if http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    *req.headers_mut() = headers;
+    req
 }
 
 /// One try: the endpoint's pool, or the PASSTHROUGH client when `ep` is
