@@ -15,19 +15,39 @@ pub const MAGLEV: &str = "MAGLEV";
 pub const WORKLOADS: &str = "WORKLOADS";
 /// The node proxy's outbound listener: array of one [`ProxyConfig`].
 pub const PROXY_CONFIG: &str = "PROXY_CONFIG";
-/// Original destination of a redirected socket, by socket cookie: `u64` →
-/// [`OrigDst`] (LRU). Written by connect4, read once by the sockops program.
-pub const ORIG_DST_BY_COOKIE: &str = "ORIG_DST_BY_COOKIE";
 /// Original destination of a redirected connection, by the client's address
 /// as the proxy sees it when it accepts: [`ClientKey`] → [`OrigDst`] (LRU).
+/// Written by the sockops program when the client's connection is
+/// established, from the socket's [`SOCK_NAT`] entry.
 pub const ORIG_DST: &str = "ORIG_DST";
-/// Reverse NAT for replies and `getpeername()`: [`RevNatKey`] → [`OrigDst`]
-/// (LRU): the address the application asked for.
+/// Per-socket translation of a socket whose `connect()` was rewritten:
+/// socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`, a BTF-defined map; `i32`
+/// key as the kernel requires) → [`SockNat`]. The entry lives in the
+/// socket and is freed with it, so there is nothing to evict or clean up.
+/// Written by connect4/connect6; read by getpeername4/6 and recvmsg4/6
+/// (reverse NAT) and by the sockops program (original destination of a
+/// redirected connection).
+///
+/// Cilium keeps this reverse NAT in an LRU hash keyed by socket cookie and
+/// rewritten address (`cilium_lb4_reverse_sk`), filled for TCP only when
+/// getpeername support (`ENABLE_HOST_SERVICES_PEER`) is on; the socket's own
+/// storage gives the same answer without a shared table: no hash of a fresh
+/// cookie into a large bucket array (a cache miss per connection), no LRU
+/// list to maintain, no entry outliving its socket.
+pub const SOCK_NAT: &str = "SOCK_NAT";
+/// Reverse NAT for unconnected UDP (`sendmsg()` to a VIP, where one socket
+/// may talk to several services): [`RevNatKey`] → [`OrigDst`] (LRU), the
+/// address the application sent to. Connected sockets use [`SOCK_NAT`].
 pub const REV_NAT: &str = "REV_NAT";
-/// Per-service counters: [`ServiceKey`] → [`ServiceStats`] (per-CPU hash).
+/// Per-service counters: per-CPU array indexed by
+/// [`ServiceValue::stats_index`] → [`ServiceStats`]. An array lookup is
+/// inlined by the verifier (a bounds check and an add); the per-CPU hash it
+/// replaces hashed the service key again on every `connect()`.
 pub const SERVICE_STATS: &str = "SERVICE_STATS";
-/// Per-backend counters: [`BackendStatsKey`] → `u64` connections chosen
-/// (per-CPU hash).
+/// Per-backend counters: per-CPU array indexed by
+/// [`Backend::stats_index`] → `u64` connections sent to that backend
+/// address and protocol (one index per backend address and protocol, shared
+/// by every service that has the backend).
 pub const BACKEND_STATS: &str = "BACKEND_STATS";
 /// Name of the XDP deny map: LPM trie keyed by IPv4 source prefix (the
 /// kernel's `bpf_lpm_trie_key` layout: `u32` prefix length in host order,
@@ -42,14 +62,15 @@ pub const PINNED_MAPS: [&str; 10] = [
     MAGLEV,
     WORKLOADS,
     PROXY_CONFIG,
-    ORIG_DST_BY_COOKIE,
     ORIG_DST,
+    SOCK_NAT,
     REV_NAT,
     SERVICE_STATS,
     BACKEND_STATS,
 ];
 
-/// Maximum number of services (VIP, port, protocol) in [`SERVICES`].
+/// Maximum number of services (VIP, port, protocol) in [`SERVICES`], and
+/// the size of [`SERVICE_STATS`].
 pub const MAX_SERVICES: u32 = 65_536;
 /// Maximum number of backend slots over all services in [`BACKENDS`]
 /// (twice what one snapshot may use, so a new set fits beside the old one
@@ -66,10 +87,10 @@ pub const MAX_MAGLEV_SERVICES: u32 = 16_384;
 pub const MAGLEV_TABLE_SIZE: u32 = 16_381;
 /// Maximum number of meshed pod IPs in [`WORKLOADS`].
 pub const MAX_WORKLOADS: u32 = 65_536;
-/// Entries of each connection-tracking LRU ([`ORIG_DST_BY_COOKIE`],
-/// [`ORIG_DST`], [`REV_NAT`]).
+/// Entries of each connection-tracking LRU ([`ORIG_DST`], [`REV_NAT`]).
 pub const MAX_CONNECTIONS: u32 = 131_072;
-/// Maximum number of backends with counters in [`BACKEND_STATS`].
+/// Maximum number of backend addresses (per protocol) with counters in
+/// [`BACKEND_STATS`]: the size of that array.
 pub const MAX_BACKEND_STATS: u32 = 262_144;
 /// Maximum number of deny prefixes in [`DENY_V4`].
 pub const MAX_DENY_PREFIXES: u32 = 16_384;
@@ -138,6 +159,10 @@ pub struct ServiceValue {
     pub flags: u8,
     /// Always 0.
     pub pad: u8,
+    /// The service's slot in [`SERVICE_STATS`], `0..MAX_SERVICES`, assigned
+    /// by userspace when the service is first written and kept while it
+    /// exists (backend set swaps keep its counters).
+    pub stats_index: u32,
 }
 
 /// Key of [`BACKENDS`]: slot `slot` of the backend set `svc_id`.
@@ -160,6 +185,9 @@ pub struct Backend {
     pub port: u16,
     /// Always 0.
     pub pad: u16,
+    /// The backend's slot in [`BACKEND_STATS`], `0..MAX_BACKEND_STATS`: one
+    /// per backend address and protocol, assigned by userspace.
+    pub stats_index: u32,
 }
 
 /// Value of [`MAGLEV`]: the Maglev lookup table of one backend set; entry
@@ -193,8 +221,8 @@ pub struct ProxyConfig {
     pub pad: u16,
 }
 
-/// An IPv4 socket address stored as a map value: value of
-/// [`ORIG_DST_BY_COOKIE`], [`ORIG_DST`] and [`REV_NAT`].
+/// An IPv4 socket address stored as a map value: value of [`ORIG_DST`] and
+/// [`REV_NAT`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct OrigDst {
@@ -234,6 +262,33 @@ pub struct RevNatKey {
     pub pad: u16,
 }
 
+/// Flags of [`SockNat::flags`].
+pub mod sock_nat {
+    /// The socket's destination was rewritten by connect4/connect6: the
+    /// entry is live. Cleared when the socket later connects somewhere that
+    /// is not rewritten (a UDP socket may `connect()` again).
+    pub const REWRITTEN: u32 = 1;
+    /// The destination was the node proxy ([`super::mode::REDIRECT`] or a
+    /// meshed pod IP): the sockops program publishes
+    /// [`SockNat::orig`] under the client's address in [`super::ORIG_DST`].
+    pub const REDIRECTED: u32 = 2;
+}
+
+/// Value of [`SOCK_NAT`]: what connect4/connect6 did to this socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockNat {
+    /// The address the destination was rewritten to (a backend or the node
+    /// proxy), IPv4 network byte order: the peer the kernel reports, which
+    /// getpeername/recvmsg translate back.
+    pub to: OrigDst,
+    /// The address the application asked for (the VIP, or the original
+    /// destination of a redirected connection), IPv4 network byte order.
+    pub orig: OrigDst,
+    /// [`sock_nat`] flags.
+    pub flags: u32,
+}
+
 /// Value of [`SERVICE_STATS`] (one per CPU; userspace sums them).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -246,7 +301,8 @@ pub struct ServiceStats {
     pub no_backend: u64,
 }
 
-/// Key of [`BACKEND_STATS`]: a backend address and protocol.
+/// A backend address and protocol: what a [`BACKEND_STATS`] index stands
+/// for (userspace's key when it assigns [`Backend::stats_index`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct BackendStatsKey {
@@ -276,6 +332,7 @@ mod pod {
     unsafe impl aya::Pod for super::RevNatKey {}
     unsafe impl aya::Pod for super::ServiceStats {}
     unsafe impl aya::Pod for super::BackendStatsKey {}
+    unsafe impl aya::Pod for super::SockNat {}
 }
 
 #[cfg(test)]
@@ -286,14 +343,15 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<ServiceKey>(), 8);
-        assert_eq!(size_of::<ServiceValue>(), 12);
+        assert_eq!(size_of::<ServiceValue>(), 16);
         assert_eq!(size_of::<BackendKey>(), 8);
-        assert_eq!(size_of::<Backend>(), 8);
+        assert_eq!(size_of::<Backend>(), 12);
         assert_eq!(size_of::<MaglevTable>(), 4 * 16_381);
         assert_eq!(size_of::<OrigDst>(), 8);
         assert_eq!(size_of::<ClientKey>(), 8);
         assert_eq!(size_of::<RevNatKey>(), 16);
         assert_eq!(size_of::<ServiceStats>(), 16);
         assert_eq!(size_of::<BackendStatsKey>(), 8);
+        assert_eq!(size_of::<SockNat>(), 20);
     }
 }

@@ -3,8 +3,12 @@
 //! per `connect()` and the socket's destination rewritten, so no packet is
 //! ever translated.
 use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext, EbpfContext};
+use proxy_common::OrigDst;
 
-use crate::lb4::{refuse, translate, Verdict, ALLOW};
+use crate::{
+    lb4::{refuse, translate, Verdict, ALLOW},
+    sock_nat,
+};
 
 /// IPv4 `connect()` hook.
 #[cgroup_sock_addr(connect4)]
@@ -13,16 +17,15 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
     let sa = unsafe { &mut *ctx.sock_addr };
     // SAFETY: `sk` is always set for sock_addr hooks.
     let client_ip = unsafe { (*sa.__bindgen_anon_1.sk).src_ip4 };
-    match translate(
-        ctx.as_ptr(),
-        sa.user_ip4,
-        sa.user_port as u16,
-        sa.protocol as u8,
-        client_ip,
-    ) {
-        Verdict::Pass => ALLOW,
+    let (ip, port) = (sa.user_ip4, sa.user_port as u16);
+    match translate(ctx.as_ptr(), ip, port, sa.protocol as u8, client_ip) {
+        Verdict::Pass => {
+            sock_nat::forget(&ctx);
+            ALLOW
+        }
         Verdict::Refuse => refuse(),
-        Verdict::Rewrite(to) => {
+        Verdict::Rewrite { to, redirected } => {
+            sock_nat::remember(&ctx, &to, &OrigDst { ip, port, pad: 0 }, redirected);
             sa.user_ip4 = to.ip;
             sa.user_port = to.port as u32;
             ALLOW

@@ -3,14 +3,13 @@
 //! balance exactly like their IPv4 twins, `getpeername6` and `recvmsg6`
 //! restore the VIP. Native IPv6 services are not balanced yet.
 use aya_ebpf::{
-    bindings::bpf_sock_addr, helpers::bpf_get_socket_cookie, macros::cgroup_sock_addr,
-    programs::SockAddrContext, EbpfContext,
+    bindings::bpf_sock_addr, macros::cgroup_sock_addr, programs::SockAddrContext, EbpfContext,
 };
-use proxy_common::{proto, RevNatKey};
+use proxy_common::{proto, OrigDst};
 
 use crate::{
     lb4::{refuse, translate, Verdict, ALLOW},
-    maps::REV_NAT,
+    rev_nat, sock_nat,
 };
 
 /// Third word of an IPv4-mapped IPv6 address (`0:0:0:0:0:ffff`), as the
@@ -24,17 +23,35 @@ fn mapped_v4(sa: &bpf_sock_addr) -> Option<u32> {
     (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == V4_MAPPED).then_some(ip6[3])
 }
 
+/// Balances a `proto_` socket's IPv4-mapped destination; `connected`
+/// (connect6) records the reverse NAT on the socket, else (sendmsg6) by
+/// cookie.
 #[inline(always)]
-fn balance(ctx: &SockAddrContext, proto_: u8) -> i32 {
+fn balance(ctx: &SockAddrContext, proto_: u8, connected: bool) -> i32 {
     // SAFETY: the kernel hands a valid `bpf_sock_addr` to these hooks.
     let sa = unsafe { &mut *ctx.sock_addr };
     let Some(ip) = mapped_v4(sa) else {
+        if connected {
+            sock_nat::forget(ctx);
+        }
         return ALLOW;
     };
-    match translate(ctx.as_ptr(), ip, sa.user_port as u16, proto_, 0) {
-        Verdict::Pass => ALLOW,
+    let port = sa.user_port as u16;
+    match translate(ctx.as_ptr(), ip, port, proto_, 0) {
+        Verdict::Pass => {
+            if connected {
+                sock_nat::forget(ctx);
+            }
+            ALLOW
+        }
         Verdict::Refuse => refuse(),
-        Verdict::Rewrite(to) => {
+        Verdict::Rewrite { to, redirected } => {
+            let orig = OrigDst { ip, port, pad: 0 };
+            if connected {
+                sock_nat::remember(ctx, &to, &orig, redirected);
+            } else {
+                rev_nat::remember_unconnected(ctx, &to, &orig);
+            }
             sa.user_ip6[3] = to.ip;
             sa.user_port = to.port as u32;
             ALLOW
@@ -43,21 +60,13 @@ fn balance(ctx: &SockAddrContext, proto_: u8) -> i32 {
 }
 
 #[inline(always)]
-fn restore(ctx: &SockAddrContext) -> i32 {
+fn restore(ctx: &SockAddrContext, unconnected: bool) -> i32 {
     // SAFETY: the kernel hands a valid `bpf_sock_addr` to these hooks.
     let sa = unsafe { &mut *ctx.sock_addr };
     let Some(ip) = mapped_v4(sa) else {
         return ALLOW;
     };
-    let key = RevNatKey {
-        // SAFETY: ctx is a sock_addr context.
-        cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
-        ip,
-        port: sa.user_port as u16,
-        pad: 0,
-    };
-    // SAFETY: copied out at once.
-    if let Some(orig) = unsafe { REV_NAT.get(&key) }.copied() {
+    if let Some(orig) = rev_nat::original(ctx, ip, sa.user_port as u16, unconnected) {
         sa.user_ip6[3] = orig.ip;
         sa.user_port = orig.port as u32;
     }
@@ -69,23 +78,23 @@ fn restore(ctx: &SockAddrContext) -> i32 {
 pub fn connect6(ctx: SockAddrContext) -> i32 {
     // SAFETY: as in `balance`.
     let proto_ = unsafe { (*ctx.sock_addr).protocol } as u8;
-    balance(&ctx, proto_)
+    balance(&ctx, proto_, true)
 }
 
 /// IPv6 UDP `sendmsg()` hook (unconnected sockets).
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
-    balance(&ctx, proto::UDP)
+    balance(&ctx, proto::UDP, false)
 }
 
 /// IPv6 UDP `recvmsg()` hook: replies appear from the VIP.
 #[cgroup_sock_addr(recvmsg6)]
 pub fn recvmsg6(ctx: SockAddrContext) -> i32 {
-    restore(&ctx)
+    restore(&ctx, true)
 }
 
 /// IPv6 `getpeername()` hook: a balanced socket reports the VIP.
 #[cgroup_sock_addr(getpeername6)]
 pub fn getpeername6(ctx: SockAddrContext) -> i32 {
-    restore(&ctx)
+    restore(&ctx, false)
 }

@@ -1,21 +1,18 @@
 //! IPv4 service translation shared by the socket hooks (connect4, connect6
-//! for IPv4-mapped addresses, sendmsg4): look the destination up in
-//! `SERVICES`, pick a backend (or the node proxy), count, and record the
-//! reverse NAT so replies and `getpeername()` show the address the
-//! application asked for — Cilium's `__sock4_xlate_fwd`, by socket cookie.
+//! for IPv4-mapped addresses, sendmsg4/6): look the destination up in
+//! `SERVICES`, pick a backend (or the node proxy) and count — Cilium's
+//! `__sock4_xlate_fwd`. The caller records the reverse NAT: connected
+//! sockets in their own storage ([`crate::sock_nat`]), unconnected UDP by
+//! socket cookie ([`crate::rev_nat`]).
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{
-    bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_set_retval,
-};
+use aya_ebpf::helpers::{bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_set_retval};
 use proxy_common::{
-    lb, maglev_position, mode, proto, BackendKey, BackendStatsKey, OrigDst, RevNatKey, ServiceKey,
-    ServiceStats, MAGLEV_TABLE_SIZE,
+    lb, maglev_position, mode, proto, BackendKey, OrigDst, ServiceKey, MAGLEV_TABLE_SIZE,
 };
 
 use crate::maps::{
-    BACKENDS, BACKEND_STATS, MAGLEV, ORIG_DST_BY_COOKIE, PROXY_CONFIG, REV_NAT, SERVICES,
-    SERVICE_STATS, WORKLOADS,
+    BACKENDS, BACKEND_STATS, MAGLEV, PROXY_CONFIG, SERVICES, SERVICE_STATS, WORKLOADS,
 };
 
 /// Return value that lets the syscall proceed (possibly rewritten).
@@ -30,15 +27,16 @@ const ECONNREFUSED: i32 = 111;
 pub enum Verdict {
     /// Not a service (or not ours to change): leave it.
     Pass,
-    /// Rewrite the destination to this address.
-    Rewrite(OrigDst),
+    /// Rewrite the destination to `to`; `redirected` when `to` is the node
+    /// proxy rather than a backend.
+    Rewrite { to: OrigDst, redirected: bool },
     /// Fail the syscall with `ECONNREFUSED`.
     Refuse,
 }
 
 /// The destination `ip:port` (network byte order) of a `proto` socket.
-/// `ctx` is the program context (for the cookie helpers); `client_ip` the
-/// socket's bound source address or 0.
+/// `ctx` is the program context (for the netns cookie helper); `client_ip`
+/// the socket's bound source address or 0.
 #[inline(always)]
 pub fn translate(ctx: *mut c_void, ip: u32, port: u16, proto_: u8, client_ip: u32) -> Verdict {
     let key = ServiceKey {
@@ -52,7 +50,7 @@ pub fn translate(ctx: *mut c_void, ip: u32, port: u16, proto_: u8, client_ip: u3
         // A meshed pod IP: TCP goes through the node proxy for mTLS.
         // SAFETY: only tested for presence.
         if proto_ == proto::TCP && unsafe { WORKLOADS.get(&ip) }.is_some() {
-            return redirect(ctx, ip, port);
+            return redirect(ip, port);
         }
         return Verdict::Pass;
     };
@@ -60,14 +58,14 @@ pub fn translate(ctx: *mut c_void, ip: u32, port: u16, proto_: u8, client_ip: u3
         if proto_ != proto::TCP {
             return Verdict::Pass;
         }
-        count_service(&key, false);
-        return redirect(ctx, ip, port);
+        count_service(svc.stats_index, false);
+        return redirect(ip, port);
     }
     if svc.backend_count == 0 {
-        count_service(&key, true);
+        count_service(svc.stats_index, true);
         return Verdict::Refuse;
     }
-    let cursor = count_service(&key, false);
+    let cursor = count_service(svc.stats_index, false);
     let slot = match svc.lb {
         lb::ROUND_ROBIN => (cursor % svc.backend_count as u64) as u32,
         lb::MAGLEV => match maglev_slot(ctx, svc.svc_id, client_ip) {
@@ -87,14 +85,18 @@ pub fn translate(ctx: *mut c_void, ip: u32, port: u16, proto_: u8, client_ip: u3
         // sees the new one. Refusing is the honest answer meanwhile.
         return Verdict::Refuse;
     };
-    count_backend(backend.ip, backend.port, proto_);
-    let to = OrigDst {
-        ip: backend.ip,
-        port: backend.port,
-        pad: 0,
-    };
-    remember_rev_nat(ctx, &to, ip, port);
-    Verdict::Rewrite(to)
+    if let Some(p) = BACKEND_STATS.get_ptr_mut(backend.stats_index) {
+        // SAFETY: this CPU's slot; nothing else writes it while we run.
+        unsafe { *p += 1 };
+    }
+    Verdict::Rewrite {
+        to: OrigDst {
+            ip: backend.ip,
+            port: backend.port,
+            pad: 0,
+        },
+        redirected: false,
+    }
 }
 
 /// Sets the errno a rejected syscall returns (`bpf_set_retval`, 5.19+).
@@ -105,39 +107,25 @@ pub fn refuse() -> i32 {
     REJECT
 }
 
-/// Rewrites to the node proxy's outbound listener and records the original
-/// destination for the sockops program and for `getpeername()`.
+/// Rewrites to the node proxy's outbound listener; the caller records the
+/// original destination on the socket for the sockops program and for
+/// `getpeername()`.
 #[inline(always)]
-fn redirect(ctx: *mut c_void, ip: u32, port: u16) -> Verdict {
+fn redirect(ip: u32, port: u16) -> Verdict {
     let Some(proxy) = PROXY_CONFIG.get(0).copied() else {
         return Verdict::Pass;
     };
     if proxy.port == 0 || (proxy.ip == ip && proxy.port == port) {
         return Verdict::Pass;
     }
-    let orig = OrigDst { ip, port, pad: 0 };
-    // SAFETY: ctx is the program's context.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx) };
-    let _ = ORIG_DST_BY_COOKIE.insert(&cookie, &orig, 0);
-    let to = OrigDst {
-        ip: proxy.ip,
-        port: proxy.port,
-        pad: 0,
-    };
-    remember_rev_nat(ctx, &to, ip, port);
-    Verdict::Rewrite(to)
-}
-
-#[inline(always)]
-fn remember_rev_nat(ctx: *mut c_void, to: &OrigDst, ip: u32, port: u16) {
-    let key = RevNatKey {
-        // SAFETY: ctx is the program's context.
-        cookie: unsafe { bpf_get_socket_cookie(ctx) },
-        ip: to.ip,
-        port: to.port,
-        pad: 0,
-    };
-    let _ = REV_NAT.insert(&key, &OrigDst { ip, port, pad: 0 }, 0);
+    Verdict::Rewrite {
+        to: OrigDst {
+            ip: proxy.ip,
+            port: proxy.port,
+            pad: 0,
+        },
+        redirected: true,
+    }
 }
 
 /// The Maglev slot for this client: its bound source address, else its
@@ -166,40 +154,18 @@ fn maglev_slot(ctx: *mut c_void, svc_id: u32, client_ip: u32) -> Option<u32> {
 /// Counts a connection (or a refusal) for the service on this CPU and
 /// returns the CPU's connection count before it: the round-robin cursor.
 #[inline(always)]
-fn count_service(key: &ServiceKey, refused: bool) -> u64 {
-    if let Some(p) = SERVICE_STATS.get_ptr_mut(key) {
-        // SAFETY: per-CPU value; nothing else writes it on this CPU now.
-        unsafe {
-            if refused {
-                (*p).no_backend += 1;
-                return 0;
-            }
-            let c = (*p).connections;
-            (*p).connections = c + 1;
-            c
-        }
-    } else {
-        let v = ServiceStats {
-            connections: !refused as u64,
-            no_backend: refused as u64,
-        };
-        let _ = SERVICE_STATS.insert(key, &v, 0);
-        0
-    }
-}
-
-#[inline(always)]
-fn count_backend(ip: u32, port: u16, proto_: u8) {
-    let key = BackendStatsKey {
-        ip,
-        port,
-        proto: proto_,
-        pad: 0,
+fn count_service(index: u32, refused: bool) -> u64 {
+    let Some(p) = SERVICE_STATS.get_ptr_mut(index) else {
+        return 0;
     };
-    if let Some(p) = BACKEND_STATS.get_ptr_mut(&key) {
-        // SAFETY: per-CPU value.
-        unsafe { *p += 1 };
-    } else {
-        let _ = BACKEND_STATS.insert(&key, &1, 0);
+    // SAFETY: this CPU's slot; nothing else writes it while we run.
+    unsafe {
+        if refused {
+            (*p).no_backend += 1;
+            return 0;
+        }
+        let c = (*p).connections;
+        (*p).connections = c + 1;
+        c
     }
 }

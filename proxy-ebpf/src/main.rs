@@ -9,6 +9,7 @@ mod connect6;
 mod lb4;
 mod maps;
 mod rev_nat;
+mod sock_nat;
 mod sockops;
 mod udp;
 mod xdp_deny;

@@ -1,12 +1,13 @@
 //! Maps shared by the programs. Names and entry types come from
 //! `proxy-common` so userspace opens (and pins) them by the same names.
 use aya_ebpf::{
-    macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuHashMap},
+    btf_maps::SkStorage,
+    macros::{btf_map, map},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use proxy_common::{
-    Backend, BackendKey, BackendStatsKey, ClientKey, MaglevTable, OrigDst, ProxyConfig, RevNatKey,
-    ServiceKey, ServiceStats, ServiceValue, Workload,
+    Backend, BackendKey, ClientKey, MaglevTable, OrigDst, ProxyConfig, RevNatKey, ServiceKey,
+    ServiceStats, ServiceValue, SockNat, Workload,
 };
 
 /// `BPF_F_NO_PREALLOC`: entries are allocated on insert, so large or
@@ -37,30 +38,32 @@ pub static WORKLOADS: HashMap<u32, Workload> =
 #[map(name = "PROXY_CONFIG")]
 pub static PROXY_CONFIG: Array<ProxyConfig> = Array::with_max_entries(1, 0);
 
-/// Socket cookie → original destination, until the connection is established.
-#[map(name = "ORIG_DST_BY_COOKIE")]
-pub static ORIG_DST_BY_COOKIE: LruHashMap<u64, OrigDst> =
-    LruHashMap::with_max_entries(proxy_common::MAX_CONNECTIONS, 0);
-
 /// Client {ip, port} → original destination, for the proxy's `accept()`.
 #[map(name = "ORIG_DST")]
 pub static ORIG_DST: LruHashMap<ClientKey, OrigDst> =
     LruHashMap::with_max_entries(proxy_common::MAX_CONNECTIONS, 0);
 
-/// (socket cookie, rewritten address) → address the application asked for.
+/// What connect4/connect6 did to a socket, in the socket itself (freed
+/// with it). The only BTF-defined map: the kernel creates socket storage
+/// maps only with BTF key and value types.
+#[btf_map(name = "SOCK_NAT")]
+pub static SOCK_NAT: SkStorage<SockNat> = SkStorage::new();
+
+/// (socket cookie, rewritten address) → address the application asked for,
+/// for unconnected UDP (`sendmsg()` to a VIP).
 #[map(name = "REV_NAT")]
 pub static REV_NAT: LruHashMap<RevNatKey, OrigDst> =
     LruHashMap::with_max_entries(proxy_common::MAX_CONNECTIONS, 0);
 
-/// Per-service counters, per CPU.
+/// Per-service counters, per CPU, by `ServiceValue::stats_index`.
 #[map(name = "SERVICE_STATS")]
-pub static SERVICE_STATS: PerCpuHashMap<ServiceKey, ServiceStats> =
-    PerCpuHashMap::with_max_entries(proxy_common::MAX_SERVICES, 0);
+pub static SERVICE_STATS: PerCpuArray<ServiceStats> =
+    PerCpuArray::with_max_entries(proxy_common::MAX_SERVICES, 0);
 
-/// Per-backend connection counters, per CPU.
+/// Per-backend connection counters, per CPU, by `Backend::stats_index`.
 #[map(name = "BACKEND_STATS")]
-pub static BACKEND_STATS: PerCpuHashMap<BackendStatsKey, u64> =
-    PerCpuHashMap::with_max_entries(proxy_common::MAX_BACKEND_STATS, 0);
+pub static BACKEND_STATS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(proxy_common::MAX_BACKEND_STATS, 0);
 
 /// Source prefixes an AuthorizationPolicy DENY drops at XDP.
 /// `BPF_F_NO_PREALLOC` is mandatory for LPM tries.

@@ -1,14 +1,20 @@
-//! `sockops`: when a redirected connection is established, copy its
-//! original destination from the socket-cookie LRU to a key of the client's
-//! `{ip, port}`, so the node proxy finds it from the peer address its
-//! `accept()` returns (the proxy cannot learn the client's cookie).
+//! `sockops`: when a redirected connection is established, publish its
+//! original destination (from the socket's own [`crate::sock_nat`] record)
+//! under the client's `{ip, port}`, so the node proxy finds it from the
+//! peer address its `accept()` returns (the proxy cannot see the client's
+//! socket).
+//!
+//! The kernel runs this program for every TCP event of every socket in the
+//! pods cgroup (about five per connection: timeout init, receive window
+//! init, connect, ECN, established); the callbacks it invokes without being
+//! asked cannot be turned off per socket. Every event but the active open
+//! completing exits after one context load and compare.
 use aya_ebpf::{
-    bindings::BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, helpers::bpf_get_socket_cookie, macros::sock_ops,
-    programs::SockOpsContext, EbpfContext,
+    bindings::BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, macros::sock_ops, programs::SockOpsContext,
 };
-use proxy_common::ClientKey;
+use proxy_common::{sock_nat, ClientKey};
 
-use crate::maps::{ORIG_DST, ORIG_DST_BY_COOKIE};
+use crate::maps::ORIG_DST;
 
 /// Runs for TCP events of sockets in the pods cgroup; acts on the client's
 /// active open completing (before its final ACK is sent, so before the
@@ -18,19 +24,24 @@ pub fn orig_dst_sockops(ctx: SockOpsContext) -> u32 {
     if ctx.op() != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
         return 1;
     }
-    // SAFETY: ctx is a sock_ops context, which this helper accepts.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    // SAFETY: copied out at once.
-    let Some(orig) = (unsafe { ORIG_DST_BY_COOKIE.get(&cookie) }).copied() else {
+    // SAFETY: a sock_ops context; `sk` is its full socket or null.
+    let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return 1;
+    }
+    // SAFETY: `sk` is this program's non-null context socket.
+    let Some(nat) = (unsafe { crate::sock_nat::of_socket(sk) }) else {
         return 1;
     };
+    if nat.flags & sock_nat::REDIRECTED == 0 {
+        return 1;
+    }
     let key = ClientKey {
         ip: ctx.local_ip4(),
         // `local_port` is in host byte order, unlike every other port here.
         port: (ctx.local_port() as u16).to_be(),
         pad: 0,
     };
-    let _ = ORIG_DST.insert(&key, &orig, 0);
-    let _ = ORIG_DST_BY_COOKIE.remove(&cookie);
+    let _ = ORIG_DST.insert(&key, &nat.orig, 0);
     1
 }

@@ -15,7 +15,7 @@ use aya::{
 use proxy_common::{ProxyConfig, Workload};
 use strait_config::snapshot::{L4Protocol, L4Service};
 
-use super::{bpffs, maps::Maps, orig_dst, programs, tables, ApplyReport};
+use super::{bpffs, counters, maps::Maps, orig_dst, programs, tables, ApplyReport};
 
 /// Where and how the data path is set up.
 #[derive(Clone, Debug)]
@@ -277,11 +277,12 @@ impl Datapath {
             pad: 0,
         };
         let mut sum = ServiceCounters::default();
-        if let Ok(per_cpu) = self.maps.service_stats.get(&key, 0) {
-            for v in per_cpu.iter() {
-                sum.connections += v.connections;
-                sum.no_backend += v.no_backend;
-            }
+        let Some(i) = self.tables.service_stats_index(&key) else {
+            return sum;
+        };
+        for v in counters::per_cpu(&self.maps.service_stats, i) {
+            sum.connections += v.connections;
+            sum.no_backend += v.no_backend;
         }
         sum
     }
@@ -289,11 +290,9 @@ impl Datapath {
     /// Connections the kernel sent to `backend` over all services.
     pub fn backend_connections(&self, backend: SocketAddrV4, protocol: L4Protocol) -> u64 {
         let key = tables::stats_key(&backend, proto_number(protocol));
-        self.maps
-            .backend_stats
-            .get(&key, 0)
-            .map(|v| v.iter().sum())
-            .unwrap_or(0)
+        self.tables.backend_stats_index(&key).map_or(0, |i| {
+            counters::per_cpu(&self.maps.backend_stats, i).iter().sum()
+        })
     }
 
     /// How many entries the kernel tables hold now (walks the maps; for

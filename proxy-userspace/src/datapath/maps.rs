@@ -2,12 +2,12 @@
 //! loader can write several at once.
 use anyhow::Context;
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuHashMap},
+    maps::{Array, HashMap, Map, MapData, MapType, PerCpuArray},
     Ebpf,
 };
 use proxy_common::{
-    Backend, BackendKey, BackendStatsKey, ClientKey, MaglevTable, OrigDst, ProxyConfig, ServiceKey,
-    ServiceStats, ServiceValue, Workload,
+    Backend, BackendKey, ClientKey, MaglevTable, OrigDst, ProxyConfig, ServiceKey, ServiceStats,
+    ServiceValue, SockNat, Workload,
 };
 
 /// The socket data path's maps.
@@ -18,8 +18,8 @@ pub struct Maps {
     pub workloads: HashMap<MapData, u32, Workload>,
     pub proxy_config: Array<MapData, ProxyConfig>,
     pub orig_dst: HashMap<MapData, ClientKey, OrigDst>,
-    pub service_stats: PerCpuHashMap<MapData, ServiceKey, ServiceStats>,
-    pub backend_stats: PerCpuHashMap<MapData, BackendStatsKey, u64>,
+    pub service_stats: PerCpuArray<MapData, ServiceStats>,
+    pub backend_stats: PerCpuArray<MapData, u64>,
 }
 
 impl Maps {
@@ -43,42 +43,44 @@ fn take(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<Map> {
         .with_context(|| format!("map {name} missing from the eBPF object"))
 }
 
-/// Key size, value size and capacity of each pinned map, as this build's
-/// eBPF object declares them.
-fn expected_layout(name: &str) -> Option<(usize, usize, u32)> {
+/// Map type, key size, value size and capacity of each pinned map, as this
+/// build's eBPF object declares them.
+fn expected_layout(name: &str) -> Option<(MapType, usize, usize, u32)> {
     use core::mem::size_of;
     use proxy_common as c;
+    use MapType::{Array as A, Hash as H, LruHash as Lru, PerCpuArray as PcA, SkStorage as Sk};
     Some(match name {
         c::SERVICES => (
+            H,
             size_of::<ServiceKey>(),
             size_of::<ServiceValue>(),
             c::MAX_SERVICES,
         ),
         c::BACKENDS => (
+            H,
             size_of::<BackendKey>(),
             size_of::<Backend>(),
             c::MAX_BACKENDS,
         ),
-        c::MAGLEV => (4, size_of::<MaglevTable>(), c::MAX_MAGLEV_SERVICES),
-        c::WORKLOADS => (4, size_of::<Workload>(), c::MAX_WORKLOADS),
-        c::PROXY_CONFIG => (4, size_of::<ProxyConfig>(), 1),
-        c::ORIG_DST_BY_COOKIE => (8, size_of::<OrigDst>(), c::MAX_CONNECTIONS),
+        c::MAGLEV => (H, 4, size_of::<MaglevTable>(), c::MAX_MAGLEV_SERVICES),
+        c::WORKLOADS => (H, 4, size_of::<Workload>(), c::MAX_WORKLOADS),
+        c::PROXY_CONFIG => (A, 4, size_of::<ProxyConfig>(), 1),
         c::ORIG_DST => (
+            Lru,
             size_of::<ClientKey>(),
             size_of::<OrigDst>(),
             c::MAX_CONNECTIONS,
         ),
+        // Socket storage: `int` key, no capacity (one entry per socket).
+        c::SOCK_NAT => (Sk, 4, size_of::<SockNat>(), 0),
         c::REV_NAT => (
+            Lru,
             size_of::<proxy_common::RevNatKey>(),
             size_of::<OrigDst>(),
             c::MAX_CONNECTIONS,
         ),
-        c::SERVICE_STATS => (
-            size_of::<ServiceKey>(),
-            size_of::<ServiceStats>(),
-            c::MAX_SERVICES,
-        ),
-        c::BACKEND_STATS => (size_of::<BackendStatsKey>(), 8, c::MAX_BACKEND_STATS),
+        c::SERVICE_STATS => (PcA, 4, size_of::<ServiceStats>(), c::MAX_SERVICES),
+        c::BACKEND_STATS => (PcA, 4, 8, c::MAX_BACKEND_STATS),
         _ => return None,
     })
 }
@@ -98,6 +100,8 @@ pub fn check_pinned(pin_dir: &std::path::Path) -> anyhow::Result<()> {
         let info = aya::maps::MapInfo::from_pin(&path)
             .with_context(|| format!("reading pinned map {}", path.display()))?;
         let have = (
+            info.map_type()
+                .with_context(|| format!("reading pinned map {}", path.display()))?,
             info.key_size() as usize,
             info.value_size() as usize,
             info.max_entries(),
@@ -105,7 +109,7 @@ pub fn check_pinned(pin_dir: &std::path::Path) -> anyhow::Result<()> {
         let want = expected_layout(name).expect("every pinned map has a layout");
         if have != want {
             anyhow::bail!(
-                "pinned map {} has (key, value, entries) = {have:?} but this strait expects {want:?}: \
+                "pinned map {} has (type, key, value, entries) = {have:?} but this strait expects {want:?}: \
                  remove the old data path with `strait run --cleanup` (or delete {})",
                 path.display(),
                 pin_dir.display()

@@ -17,6 +17,7 @@
 //! [`load`] gives an unpinned copy of the object for one-off tools and the
 //! XDP `BPF_PROG_TEST_RUN` tests.
 mod bpffs;
+mod counters;
 mod loader;
 mod maglev;
 mod maps;

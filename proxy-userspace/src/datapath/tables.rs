@@ -16,7 +16,7 @@ use proxy_common::{
 };
 use strait_config::snapshot::{L4LoadBalancer, L4Mode, L4Protocol, L4Service};
 
-use super::{maglev, maps::Maps, slots};
+use super::{counters::IndexPool, maglev, maps::Maps, slots};
 
 /// What [`super::Datapath::apply`] changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -50,6 +50,8 @@ struct Installed {
     /// so no client moves).
     entry: Option<Entry>,
     value: ServiceValue,
+    /// The backends of its set, as `BACKEND_STATS` keys.
+    backend_keys: Vec<BackendStatsKey>,
 }
 
 /// Userspace mirror of what is in `SERVICES`.
@@ -58,23 +60,67 @@ pub struct ServiceTables {
     /// Backend set ids in use (non-zero `svc_id`s of `installed`).
     ids: HashSet<u32>,
     next_id: u32,
+    /// `SERVICE_STATS` index of each service.
+    service_stats: IndexPool<ServiceKey>,
+    /// `BACKEND_STATS` index of each backend address and protocol.
+    backend_stats: IndexPool<BackendStatsKey>,
 }
 
 impl ServiceTables {
-    /// Reads the (possibly pinned, from an earlier run) `SERVICES` map and
+    /// Reads the (possibly pinned, from an earlier run) `SERVICES` and
+    /// `BACKENDS` maps, with the counter indexes their values carry, and
     /// deletes backend sets no service points at (left by a crash between
     /// writing a set and swapping it in).
     pub fn recover(maps: &mut Maps) -> anyhow::Result<Self> {
         let mut installed = BTreeMap::new();
+        let mut service_stats =
+            IndexPool::new(proxy_common::SERVICE_STATS, proxy_common::MAX_SERVICES);
         for item in maps.services.iter() {
             let (key, value) = item.context("reading SERVICES")?;
-            installed.insert(key, Installed { entry: None, value });
+            service_stats.adopt(key, value.stats_index);
+            installed.insert(
+                key,
+                Installed {
+                    entry: None,
+                    value,
+                    backend_keys: Vec::new(),
+                },
+            );
         }
+        service_stats.finish_adopting();
         let sets: std::collections::HashMap<u32, u32> = installed
             .values()
             .filter(|i| i.value.svc_id != 0)
             .map(|i| (i.value.svc_id, i.value.backend_count))
             .collect();
+        let mut backend_stats =
+            IndexPool::new(proxy_common::BACKEND_STATS, proxy_common::MAX_BACKEND_STATS);
+        let mut set_backends: std::collections::HashMap<u32, Vec<Backend>> =
+            std::collections::HashMap::new();
+        for item in maps.backends.iter() {
+            let (k, b) = item.context("reading BACKENDS")?;
+            if sets.get(&k.svc_id).is_some_and(|&count| k.slot < count) {
+                set_backends.entry(k.svc_id).or_default().push(b);
+            }
+        }
+        for (key, i) in installed.iter_mut() {
+            let Some(bs) = set_backends.get(&i.value.svc_id) else {
+                continue;
+            };
+            for b in bs {
+                let sk = BackendStatsKey {
+                    ip: b.ip,
+                    port: b.port,
+                    proto: key.proto,
+                    pad: 0,
+                };
+                backend_stats.adopt(sk, b.stats_index);
+                i.backend_keys.push(sk);
+            }
+            i.backend_keys.sort_unstable_by_key(|k| (k.ip, k.port));
+            i.backend_keys.dedup();
+        }
+        backend_stats.finish_adopting();
         let next_id = sets
             .keys()
             .copied()
@@ -100,7 +146,19 @@ impl ServiceTables {
             installed,
             ids,
             next_id,
+            service_stats,
+            backend_stats,
         })
+    }
+
+    /// The `SERVICE_STATS` index of the service `key`.
+    pub fn service_stats_index(&self, key: &ServiceKey) -> Option<u32> {
+        self.service_stats.get(key)
+    }
+
+    /// The `BACKEND_STATS` index of a backend address and protocol.
+    pub fn backend_stats_index(&self, key: &BackendStatsKey) -> Option<u32> {
+        self.backend_stats.get(key)
     }
 
     /// Number of services in the kernel.
@@ -139,7 +197,7 @@ impl ServiceTables {
                 report.unchanged += 1;
                 continue;
             }
-            let value = self
+            let (value, backend_keys) = self
                 .write(maps, key, entry)
                 .with_context(|| format!("writing L4 service {host} to the kernel"))?;
             let prev = self.installed.insert(
@@ -147,6 +205,7 @@ impl ServiceTables {
                 Installed {
                     entry: Some(entry.clone()),
                     value,
+                    backend_keys,
                 },
             );
             self.ids.insert(value.svc_id);
@@ -171,20 +230,24 @@ impl ServiceTables {
                 self.ids.remove(&old.value.svc_id);
                 delete_set(maps, &old.value);
             }
-            let _ = maps.service_stats.remove(&key);
             report.removed += 1;
         }
-        self.sweep_backend_stats(maps);
+        self.sweep_stats();
         Ok(report)
     }
 
-    /// Writes `entry`'s backend set under a new id and swaps it in.
+    /// Writes `entry`'s backend set under a new id and swaps it in; returns
+    /// the new `SERVICES` value and the set's backends as counter keys.
     fn write(
         &mut self,
         maps: &mut Maps,
         key: &ServiceKey,
         e: &Entry,
-    ) -> anyhow::Result<ServiceValue> {
+    ) -> anyhow::Result<(ServiceValue, Vec<BackendStatsKey>)> {
+        let stats = &mut maps.service_stats;
+        let stats_index = self
+            .service_stats
+            .assign(*key, |i| super::counters::zero(stats, i))?;
         let mut value = ServiceValue {
             svc_id: 0,
             backend_count: 0,
@@ -192,8 +255,20 @@ impl ServiceTables {
             lb: e.lb,
             flags: 0,
             pad: 0,
+            stats_index,
         };
+        let mut backend_keys = Vec::new();
         if e.mode == mode::L4 && !e.backends.is_empty() {
+            let mut indexes = Vec::with_capacity(e.backends.len());
+            for (a, _) in &e.backends {
+                let k = stats_key(a, key.proto);
+                let stats = &mut maps.backend_stats;
+                indexes.push(
+                    self.backend_stats
+                        .assign(k, |i| super::counters::zero(stats, i))?,
+                );
+                backend_keys.push(k);
+            }
             let id = self.alloc_id();
             let order: Vec<usize> = if e.lb == lb::MAGLEV {
                 (0..e.backends.len()).collect()
@@ -202,7 +277,7 @@ impl ServiceTables {
                 slots::expand(&weights, MAX_SLOTS_PER_SERVICE)
             };
             value.svc_id = id;
-            if let Err(err) = write_set(maps, id, e, &order) {
+            if let Err(err) = write_set(maps, id, e, &order, &indexes) {
                 value.backend_count = order.len() as u32;
                 delete_set(maps, &value);
                 return Err(err);
@@ -213,7 +288,7 @@ impl ServiceTables {
             delete_set(maps, &value);
             return Err(err).context("SERVICES is full");
         }
-        Ok(value)
+        Ok((value, backend_keys))
     }
 
     fn alloc_id(&mut self) -> u32 {
@@ -226,34 +301,36 @@ impl ServiceTables {
         }
     }
 
-    /// Drops counters of backends no service has any more.
-    fn sweep_backend_stats(&self, maps: &mut Maps) {
-        let live: HashSet<BackendStatsKey> = self
-            .installed
-            .iter()
-            .filter_map(|(k, i)| Some((k.proto, i.entry.as_ref()?)))
-            .flat_map(|(p, e)| e.backends.iter().map(move |(a, _)| stats_key(a, p)))
+    /// Frees the counter indexes of services and backends no service has
+    /// any more (their counters restart from zero if they come back, as
+    /// they did when the counters lived in hash maps).
+    fn sweep_stats(&mut self) {
+        let installed = &self.installed;
+        self.service_stats.retain(|k| installed.contains_key(k));
+        let live: HashSet<BackendStatsKey> = installed
+            .values()
+            .flat_map(|i| i.backend_keys.iter().copied())
             .collect();
-        let stale: Vec<BackendStatsKey> = maps
-            .backend_stats
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !live.contains(k))
-            .collect();
-        for k in stale {
-            let _ = maps.backend_stats.remove(&k);
-        }
+        self.backend_stats.retain(|k| live.contains(k));
     }
 }
 
-fn write_set(maps: &mut Maps, id: u32, e: &Entry, order: &[usize]) -> anyhow::Result<()> {
+/// Writes backend set `id`: slot `s` holds backend `order[s]` of `e`,
+/// whose counter index is `stats[order[s]]`.
+fn write_set(
+    maps: &mut Maps,
+    id: u32,
+    e: &Entry,
+    order: &[usize],
+    stats: &[u32],
+) -> anyhow::Result<()> {
     for (slot, &b) in order.iter().enumerate() {
         let key = BackendKey {
             svc_id: id,
             slot: slot as u32,
         };
         maps.backends
-            .insert(key, backend(&e.backends[b].0), 0)
+            .insert(key, backend(&e.backends[b].0, stats[b]), 0)
             .context("BACKENDS is full")?;
     }
     if e.lb == lb::MAGLEV {
@@ -348,11 +425,12 @@ fn v4(ip: IpAddr) -> Option<std::net::Ipv4Addr> {
     }
 }
 
-fn backend(a: &SocketAddrV4) -> Backend {
+fn backend(a: &SocketAddrV4, stats_index: u32) -> Backend {
     Backend {
         ip: proxy_common::ipv4_to_be(u32::from(*a.ip())),
         port: proxy_common::port_to_be(a.port()),
         pad: 0,
+        stats_index,
     }
 }
 
