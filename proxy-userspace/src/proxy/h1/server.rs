@@ -114,7 +114,8 @@ pub async fn serve(info: Arc<ConnInfo>, mut stream: TcpStream) -> Handoff {
             tokio::select! {
                 biased;
                 r = &mut respond => break r,
-                r = stream.readable(), if watching => {
+                // The stream's own reader waker slot: no waiter list.
+                r = poll_fn(|cx| stream.poll_read_ready(cx)), if watching => {
                     if r.is_err() {
                         return Handoff::Done;
                     }
