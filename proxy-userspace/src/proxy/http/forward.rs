@@ -170,32 +170,36 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
         // An endpoint's HTTP/1.1 pool borrows the head, so a request that
         // may be retried keeps it without a copy.
         let borrowed_h1 = !plan.http2 && out.on_upgrade.is_none() && ep.is_some();
-        let try_fut = if borrowed_h1 {
-            let pool = ep.as_ref().expect("checked").clients(&cluster.pool);
-            Try::H1(pool.send_h1_parts(
-                &out.method,
-                out.path_and_query.as_str(),
-                &out.headers,
-                body,
-            ))
-        } else {
-            let req = build_request(
-                &mut out,
-                plan.http2,
-                &ep,
-                authority,
-                body,
-                replayable && retries_done < plan.retries.attempts,
-            );
-            Try::Other(send(cluster, &ep, plan.http2, req))
-        };
         // With a deadline the try is boxed with its timer: requests
-        // without one keep a smaller future.
-        let result = match try_deadline {
-            Some(d) => Box::pin(tokio::time::timeout_at(d, try_fut.run()))
+        // without one keep a smaller future. Each branch awaits its future
+        // where it is made: moving an unstarted future copies all of it.
+        let result = if borrowed_h1 {
+            let pool = ep.as_ref().expect("checked").clients(&cluster.pool);
+            let pq = out.path_and_query.as_str();
+            match try_deadline {
+                Some(d) => Box::pin(tokio::time::timeout_at(
+                    d,
+                    pool.send_h1_parts(&out.method, pq, &out.headers, body),
+                ))
                 .await
                 .ok(),
-            None => Some(try_fut.run().await),
+                None => Some(
+                    pool.send_h1_parts(&out.method, pq, &out.headers, body)
+                        .await,
+                ),
+            }
+        } else {
+            let keep = replayable && retries_done < plan.retries.attempts;
+            let req = build_request(&mut out, plan.http2, &ep, authority, body, keep);
+            match try_deadline {
+                Some(d) => Box::pin(tokio::time::timeout_at(
+                    d,
+                    send(cluster, &ep, plan.http2, req),
+                ))
+                .await
+                .ok(),
+                None => Some(send(cluster, &ep, plan.http2, req).await),
+            }
         };
         let outcome = match &result {
             None => TryOutcome::PerTryTimeout,
@@ -301,26 +305,6 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
                 }
             }
         };
-    }
-}
-
-/// One try's future: the endpoint's HTTP/1.1 pool with a borrowed head,
-/// or a whole request to [`send`].
-enum Try<A, B> {
-    H1(A),
-    Other(B),
-}
-
-impl<A, B> Try<A, B>
-where
-    A: std::future::Future<Output = Result<crate::proxy::upstream::Sent, UpstreamError>>,
-    B: std::future::Future<Output = Result<crate::proxy::upstream::Sent, UpstreamError>>,
-{
-    async fn run(self) -> Result<crate::proxy::upstream::Sent, UpstreamError> {
-        match self {
-            Try::H1(f) => f.await,
-            Try::Other(f) => f.await,
-        }
     }
 }
 
