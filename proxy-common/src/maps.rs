@@ -21,19 +21,25 @@ pub const PROXY_CONFIG: &str = "PROXY_CONFIG";
 /// established, from the socket's [`SOCK_NAT`] entry.
 pub const ORIG_DST: &str = "ORIG_DST";
 /// Per-socket translation of a socket whose `connect()` was rewritten:
-/// socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`, a BTF-defined map; `i32`
-/// key as the kernel requires) → [`SockNat`]. The entry lives in the
-/// socket and is freed with it, so there is nothing to evict or clean up.
-/// Written by connect4/connect6; read by getpeername4/6 and recvmsg4/6
-/// (reverse NAT) and by the sockops program (original destination of a
-/// redirected connection).
+/// array of [`SOCK_NAT_SLOTS`] [`SockNat`] entries, a direct-mapped table
+/// indexed by the socket cookie modulo its size and tagged with the full
+/// cookie. Written by connect4/connect6; read by getpeername4/6 and
+/// recvmsg4/6 (reverse NAT) and by the sockops program (original
+/// destination of a redirected connection).
 ///
 /// Cilium keeps this reverse NAT in an LRU hash keyed by socket cookie and
 /// rewritten address (`cilium_lb4_reverse_sk`), filled for TCP only when
-/// getpeername support (`ENABLE_HOST_SERVICES_PEER`) is on; the socket's own
-/// storage gives the same answer without a shared table: no hash of a fresh
-/// cookie into a large bucket array (a cache miss per connection), no LRU
-/// list to maintain, no entry outliving its socket.
+/// getpeername support (`ENABLE_HOST_SERVICES_PEER`) is on. Cookies are
+/// handed out in increasing order, so a slot is only reused after
+/// [`SOCK_NAT_SLOTS`] newer sockets got a cookie — the same capacity the LRU
+/// had, and as with an LRU eviction, a socket that lost its slot reports
+/// the backend from getpeername. In exchange the write is an inlined array
+/// store next to the previous connection's slot. Measured with
+/// `kernel.bpf_stats_enabled` on Linux 6.18, 8 clients on 2 CPUs: connect4
+/// costs 230–290 ns with this table, 470–590 ns with an LRU insert and
+/// 860–960 ns with socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`, whose
+/// create and free take one of a couple of map-wide bucket locks and
+/// allocate per socket).
 pub const SOCK_NAT: &str = "SOCK_NAT";
 /// Reverse NAT for unconnected UDP (`sendmsg()` to a VIP, where one socket
 /// may talk to several services): [`RevNatKey`] → [`OrigDst`] (LRU), the
@@ -89,6 +95,9 @@ pub const MAGLEV_TABLE_SIZE: u32 = 16_381;
 pub const MAX_WORKLOADS: u32 = 65_536;
 /// Entries of each connection-tracking LRU ([`ORIG_DST`], [`REV_NAT`]).
 pub const MAX_CONNECTIONS: u32 = 131_072;
+/// Size of [`SOCK_NAT`]: a power of two, so the slot of a cookie is its low
+/// bits.
+pub const SOCK_NAT_SLOTS: u32 = 131_072;
 /// Maximum number of backend addresses (per protocol) with counters in
 /// [`BACKEND_STATS`]: the size of that array.
 pub const MAX_BACKEND_STATS: u32 = 262_144;
@@ -265,8 +274,8 @@ pub struct RevNatKey {
 /// Flags of [`SockNat::flags`].
 pub mod sock_nat {
     /// The socket's destination was rewritten by connect4/connect6: the
-    /// entry is live. Cleared when the socket later connects somewhere that
-    /// is not rewritten (a UDP socket may `connect()` again).
+    /// entry is live. Cleared when a UDP socket later connects somewhere
+    /// that is not rewritten.
     pub const REWRITTEN: u32 = 1;
     /// The destination was the node proxy ([`super::mode::REDIRECT`] or a
     /// meshed pod IP): the sockops program publishes
@@ -274,10 +283,13 @@ pub mod sock_nat {
     pub const REDIRECTED: u32 = 2;
 }
 
-/// Value of [`SOCK_NAT`]: what connect4/connect6 did to this socket.
+/// Value of [`SOCK_NAT`]: what connect4/connect6 did to one socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SockNat {
+    /// Cookie of the socket the entry belongs to (`bpf_get_socket_cookie`):
+    /// a reader whose socket has another cookie ignores the entry.
+    pub cookie: u64,
     /// The address the destination was rewritten to (a backend or the node
     /// proxy), IPv4 network byte order: the peer the kernel reports, which
     /// getpeername/recvmsg translate back.
@@ -287,6 +299,8 @@ pub struct SockNat {
     pub orig: OrigDst,
     /// [`sock_nat`] flags.
     pub flags: u32,
+    /// Always 0.
+    pub pad: u32,
 }
 
 /// Value of [`SERVICE_STATS`] (one per CPU; userspace sums them).
@@ -352,6 +366,6 @@ mod tests {
         assert_eq!(size_of::<RevNatKey>(), 16);
         assert_eq!(size_of::<ServiceStats>(), 16);
         assert_eq!(size_of::<BackendStatsKey>(), 8);
-        assert_eq!(size_of::<SockNat>(), 20);
+        assert_eq!(size_of::<SockNat>(), 32);
     }
 }

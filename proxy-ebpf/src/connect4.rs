@@ -3,7 +3,7 @@
 //! per `connect()` and the socket's destination rewritten, so no packet is
 //! ever translated.
 use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext, EbpfContext};
-use proxy_common::OrigDst;
+use proxy_common::{proto, OrigDst};
 
 use crate::{
     lb4::{refuse, translate, Verdict, ALLOW},
@@ -18,14 +18,21 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
     // SAFETY: `sk` is always set for sock_addr hooks.
     let client_ip = unsafe { (*sa.__bindgen_anon_1.sk).src_ip4 };
     let (ip, port) = (sa.user_ip4, sa.user_port as u16);
-    match translate(ctx.as_ptr(), ip, port, sa.protocol as u8, client_ip) {
+    let proto_ = sa.protocol as u8;
+    match translate(ctx.as_ptr(), ip, port, proto_, client_ip) {
         Verdict::Pass => {
-            sock_nat::forget(&ctx);
+            // Only UDP sockets connect again after a success; a TCP socket
+            // never rewritten has no entry, and asking would assign it a
+            // cookie for nothing.
+            if proto_ != proto::TCP {
+                sock_nat::forget(sock_nat::cookie(ctx.as_ptr()));
+            }
             ALLOW
         }
         Verdict::Refuse => refuse(),
         Verdict::Rewrite { to, redirected } => {
-            sock_nat::remember(&ctx, &to, &OrigDst { ip, port, pad: 0 }, redirected);
+            let orig = OrigDst { ip, port, pad: 0 };
+            sock_nat::remember(sock_nat::cookie(ctx.as_ptr()), &to, &orig, redirected);
             sa.user_ip4 = to.ip;
             sa.user_port = to.port as u32;
             ALLOW

@@ -31,16 +31,17 @@ fn balance(ctx: &SockAddrContext, proto_: u8, connected: bool) -> i32 {
     // SAFETY: the kernel hands a valid `bpf_sock_addr` to these hooks.
     let sa = unsafe { &mut *ctx.sock_addr };
     let Some(ip) = mapped_v4(sa) else {
-        if connected {
-            sock_nat::forget(ctx);
+        if connected && proto_ != proto::TCP {
+            sock_nat::forget(sock_nat::cookie(ctx.as_ptr()));
         }
         return ALLOW;
     };
     let port = sa.user_port as u16;
     match translate(ctx.as_ptr(), ip, port, proto_, 0) {
         Verdict::Pass => {
-            if connected {
-                sock_nat::forget(ctx);
+            // As in connect4: only a UDP socket can carry an older entry.
+            if connected && proto_ != proto::TCP {
+                sock_nat::forget(sock_nat::cookie(ctx.as_ptr()));
             }
             ALLOW
         }
@@ -48,7 +49,7 @@ fn balance(ctx: &SockAddrContext, proto_: u8, connected: bool) -> i32 {
         Verdict::Rewrite { to, redirected } => {
             let orig = OrigDst { ip, port, pad: 0 };
             if connected {
-                sock_nat::remember(ctx, &to, &orig, redirected);
+                sock_nat::remember(sock_nat::cookie(ctx.as_ptr()), &to, &orig, redirected);
             } else {
                 rev_nat::remember_unconnected(ctx, &to, &orig);
             }

@@ -1,8 +1,7 @@
 //! Maps shared by the programs. Names and entry types come from
 //! `proxy-common` so userspace opens (and pins) them by the same names.
 use aya_ebpf::{
-    btf_maps::SkStorage,
-    macros::{btf_map, map},
+    macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use proxy_common::{
@@ -43,11 +42,9 @@ pub static PROXY_CONFIG: Array<ProxyConfig> = Array::with_max_entries(1, 0);
 pub static ORIG_DST: LruHashMap<ClientKey, OrigDst> =
     LruHashMap::with_max_entries(proxy_common::MAX_CONNECTIONS, 0);
 
-/// What connect4/connect6 did to a socket, in the socket itself (freed
-/// with it). The only BTF-defined map: the kernel creates socket storage
-/// maps only with BTF key and value types.
-#[btf_map(name = "SOCK_NAT")]
-pub static SOCK_NAT: SkStorage<SockNat> = SkStorage::new();
+/// What connect4/connect6 did to a socket, by socket cookie modulo the size.
+#[map(name = "SOCK_NAT")]
+pub static SOCK_NAT: Array<SockNat> = Array::with_max_entries(proxy_common::SOCK_NAT_SLOTS, 0);
 
 /// (socket cookie, rewritten address) → address the application asked for,
 /// for unconnected UDP (`sendmsg()` to a VIP).

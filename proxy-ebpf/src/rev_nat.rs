@@ -1,9 +1,9 @@
 //! Reverse NAT: the peer address a rewritten socket reports
 //! (`getpeername()`, `recvmsg()` source) is the one the application asked
 //! for — the VIP, or the original destination of a redirected connection —
-//! not the backend or the proxy. Connected sockets carry their translation
-//! in their own storage ([`crate::sock_nat`]); unconnected UDP sockets,
-//! which may send to several VIPs, by socket cookie in `REV_NAT`.
+//! not the backend or the proxy. Connected sockets have one translation,
+//! in [`crate::sock_nat`]; unconnected UDP sockets, which may send to
+//! several VIPs, one per rewritten address, by socket cookie in `REV_NAT`.
 use aya_ebpf::{
     helpers::bpf_get_socket_cookie, macros::cgroup_sock_addr, programs::SockAddrContext,
     EbpfContext,
@@ -32,15 +32,15 @@ pub fn remember_unconnected(ctx: &SockAddrContext, to: &OrigDst, orig: &OrigDst)
 /// socket).
 #[inline(always)]
 pub fn original(ctx: &SockAddrContext, ip: u32, port: u16, unconnected: bool) -> Option<OrigDst> {
-    if let Some(orig) = sock_nat::original(ctx, ip, port) {
+    let cookie = sock_nat::cookie(ctx.as_ptr());
+    if let Some(orig) = sock_nat::original(cookie, ip, port) {
         return Some(orig);
     }
     if !unconnected {
         return None;
     }
     let key = RevNatKey {
-        // SAFETY: ctx is a sock_addr context.
-        cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+        cookie,
         ip,
         port,
         pad: 0,

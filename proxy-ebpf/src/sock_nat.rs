@@ -1,87 +1,85 @@
-//! The socket's own record of what connect4/connect6 did to it
-//! ([`SOCK_NAT`], socket-local storage): the address the application asked
-//! for and the one the kernel connects to instead. getpeername/recvmsg read
-//! it back (reverse NAT) and the sockops program reads it to publish a
-//! redirected connection's original destination. The storage hangs off the
-//! socket (`sk->sk_bpf_storage`), so reading it touches memory the socket
-//! call has just used, and it is freed with the socket.
-use core::{ffi::c_void, ptr};
+//! What connect4/connect6 did to a socket, in [`SOCK_NAT`]: a direct-mapped
+//! table indexed by the socket cookie's low bits and tagged with the whole
+//! cookie. getpeername/recvmsg read it back (reverse NAT) and the sockops
+//! program reads it to publish a redirected connection's original
+//! destination. Cookies increase, so consecutive connections write
+//! neighbouring slots and a slot is reused only after `SOCK_NAT_SLOTS`
+//! newer sockets (see `proxy_common::SOCK_NAT` for the measurements that
+//! chose this over an LRU or socket-local storage).
+use core::ffi::c_void;
 
-use aya_ebpf::{
-    bindings::bpf_sock, helpers::generated::bpf_sk_storage_get, programs::SockAddrContext,
-};
-use proxy_common::{sock_nat, OrigDst, SockNat};
+use aya_ebpf::helpers::bpf_get_socket_cookie;
+use proxy_common::{sock_nat, OrigDst, SockNat, SOCK_NAT_SLOTS};
 
 use crate::maps::SOCK_NAT;
 
-/// Records on the socket that its destination `orig` was rewritten to `to`
-/// (`redirected`: to the node proxy). Best effort: if the kernel cannot
-/// allocate the storage, the connection still goes to `to` and only the
-/// reverse translation is lost (as when Cilium's LRU evicts an entry).
+/// The slot of `cookie`.
 #[inline(always)]
-pub fn remember(ctx: &SockAddrContext, to: &OrigDst, orig: &OrigDst, redirected: bool) {
-    // SAFETY: `sk` of a sock_addr context is a valid socket.
-    let p = unsafe { SOCK_NAT.get_or_insert_ptr_mut(ctx, None) };
-    if p.is_null() {
+fn slot(cookie: u64) -> u32 {
+    (cookie as u32) & (SOCK_NAT_SLOTS - 1)
+}
+
+/// The cookie of the context's socket (a sock_addr or sock_ops context);
+/// the first call for a socket assigns it.
+#[inline(always)]
+pub fn cookie(ctx: *mut c_void) -> u64 {
+    // SAFETY: both context kinds this is called with accept the helper.
+    unsafe { bpf_get_socket_cookie(ctx) }
+}
+
+/// Records that the socket `cookie`'s destination `orig` was rewritten to
+/// `to` (`redirected`: to the node proxy).
+#[inline(always)]
+pub fn remember(cookie: u64, to: &OrigDst, orig: &OrigDst, redirected: bool) {
+    let Some(p) = SOCK_NAT.get_ptr_mut(slot(cookie)) else {
         return;
-    }
-    // SAFETY: non-null storage of this socket; the socket lock is held by
-    // the connect/sendmsg path, so nothing else writes it now.
-    unsafe {
-        (*p).to = *to;
-        (*p).orig = *orig;
-        (*p).flags = if redirected {
-            sock_nat::REWRITTEN | sock_nat::REDIRECTED
-        } else {
-            sock_nat::REWRITTEN
-        };
-    }
-}
-
-/// Forgets an earlier rewrite when the socket connects somewhere that is
-/// not rewritten (a UDP socket may `connect()` again; a TCP socket may
-/// retry a failed `connect()` elsewhere). Costs one helper call that finds
-/// no storage on a socket that was never rewritten.
-#[inline(always)]
-pub fn forget(ctx: &SockAddrContext) {
-    // SAFETY: as in `remember`; no storage is created.
-    let p = unsafe { SOCK_NAT.get_ptr_mut(ctx) };
-    if !p.is_null() {
-        // SAFETY: non-null storage of this socket.
-        unsafe { (*p).flags = 0 };
-    }
-}
-
-/// The address the application asked for, when this socket's destination
-/// was rewritten to `ip:port` (network byte order).
-#[inline(always)]
-pub fn original(ctx: &SockAddrContext, ip: u32, port: u16) -> Option<OrigDst> {
-    // SAFETY: as in `remember`; no storage is created.
-    let p = unsafe { SOCK_NAT.get_ptr_mut(ctx) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: non-null storage of this socket, copied out at once.
-    let v = unsafe { *p };
-    (v.flags & sock_nat::REWRITTEN != 0 && v.to.ip == ip && v.to.port == port).then_some(v.orig)
-}
-
-/// The record of `sk` (a full socket from a sockops context), if any.
-///
-/// # Safety
-/// `sk` must be the non-null `bpf_sock_ops.sk` of the running program.
-#[inline(always)]
-pub unsafe fn of_socket(sk: *mut bpf_sock) -> Option<SockNat> {
-    // `SkStorage` only takes sock_addr contexts; the helper itself accepts
-    // any socket pointer the verifier knows, as `bpf_sock_ops.sk` is.
-    let map = ptr::from_ref(&SOCK_NAT).cast_mut().cast::<c_void>();
-    // SAFETY: `map` is the map definition the loader relocates; `sk` is a
-    // socket per the contract; no storage is created.
-    let p = unsafe { bpf_sk_storage_get(map, sk.cast(), ptr::null_mut(), 0) }.cast::<SockNat>();
-    if p.is_null() {
-        None
+    };
+    let flags = if redirected {
+        sock_nat::REWRITTEN | sock_nat::REDIRECTED
     } else {
-        // SAFETY: non-null storage, copied out at once.
-        Some(unsafe { *p })
+        sock_nat::REWRITTEN
+    };
+    // SAFETY: an array slot; a concurrent writer of the same slot would be
+    // a socket `SOCK_NAT_SLOTS` cookies apart, whose entry replaces this
+    // one either way (readers check the cookie).
+    unsafe {
+        *p = SockNat {
+            cookie,
+            to: *to,
+            orig: *orig,
+            flags,
+            pad: 0,
+        }
+    };
+}
+
+/// Forgets an earlier rewrite of the socket `cookie` (a UDP socket that
+/// connects again, somewhere not rewritten).
+#[inline(always)]
+pub fn forget(cookie: u64) {
+    if let Some(p) = SOCK_NAT.get_ptr_mut(slot(cookie)) {
+        // SAFETY: an array slot (see `remember`).
+        unsafe {
+            if (*p).cookie == cookie {
+                (*p).flags = 0;
+            }
+        }
     }
+}
+
+/// The record of the socket `cookie`, if it has a live one.
+#[inline(always)]
+pub fn of_socket(cookie: u64) -> Option<SockNat> {
+    let p = SOCK_NAT.get_ptr(slot(cookie))?;
+    // SAFETY: an array slot, copied out at once.
+    let v = unsafe { *p };
+    (v.cookie == cookie && v.flags & sock_nat::REWRITTEN != 0).then_some(v)
+}
+
+/// The address the application asked for, when the socket `cookie`'s
+/// destination was rewritten to `ip:port` (network byte order).
+#[inline(always)]
+pub fn original(cookie: u64, ip: u32, port: u16) -> Option<OrigDst> {
+    let v = of_socket(cookie)?;
+    (v.to.ip == ip && v.to.port == port).then_some(v.orig)
 }

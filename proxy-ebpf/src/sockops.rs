@@ -1,5 +1,5 @@
 //! `sockops`: when a redirected connection is established, publish its
-//! original destination (from the socket's own [`crate::sock_nat`] record)
+//! original destination (from the socket's [`crate::sock_nat`] record)
 //! under the client's `{ip, port}`, so the node proxy finds it from the
 //! peer address its `accept()` returns (the proxy cannot see the client's
 //! socket).
@@ -11,6 +11,7 @@
 //! completing exits after one context load and compare.
 use aya_ebpf::{
     bindings::BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, macros::sock_ops, programs::SockOpsContext,
+    EbpfContext,
 };
 use proxy_common::{sock_nat, ClientKey};
 
@@ -24,13 +25,7 @@ pub fn orig_dst_sockops(ctx: SockOpsContext) -> u32 {
     if ctx.op() != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
         return 1;
     }
-    // SAFETY: a sock_ops context; `sk` is its full socket or null.
-    let sk = unsafe { (*ctx.ops).__bindgen_anon_2.sk };
-    if sk.is_null() {
-        return 1;
-    }
-    // SAFETY: `sk` is this program's non-null context socket.
-    let Some(nat) = (unsafe { crate::sock_nat::of_socket(sk) }) else {
+    let Some(nat) = crate::sock_nat::of_socket(crate::sock_nat::cookie(ctx.as_ptr())) else {
         return 1;
     };
     if nat.flags & sock_nat::REDIRECTED == 0 {

@@ -48,7 +48,7 @@ fn take(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<Map> {
 fn expected_layout(name: &str) -> Option<(MapType, usize, usize, u32)> {
     use core::mem::size_of;
     use proxy_common as c;
-    use MapType::{Array as A, Hash as H, LruHash as Lru, PerCpuArray as PcA, SkStorage as Sk};
+    use MapType::{Array as A, Hash as H, LruHash as Lru, PerCpuArray as PcA};
     Some(match name {
         c::SERVICES => (
             H,
@@ -71,8 +71,7 @@ fn expected_layout(name: &str) -> Option<(MapType, usize, usize, u32)> {
             size_of::<OrigDst>(),
             c::MAX_CONNECTIONS,
         ),
-        // Socket storage: `int` key, no capacity (one entry per socket).
-        c::SOCK_NAT => (Sk, 4, size_of::<SockNat>(), 0),
+        c::SOCK_NAT => (A, 4, size_of::<SockNat>(), c::SOCK_NAT_SLOTS),
         c::REV_NAT => (
             Lru,
             size_of::<proxy_common::RevNatKey>(),
