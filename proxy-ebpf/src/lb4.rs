@@ -1,9 +1,9 @@
 //! IPv4 service translation shared by the socket hooks (connect4, connect6
 //! for IPv4-mapped addresses, sendmsg4/6): look the destination up in
 //! `SERVICES`, pick a backend (or the node proxy) and count — Cilium's
-//! `__sock4_xlate_fwd`. The caller records the reverse NAT: connected
-//! sockets in their own storage ([`crate::sock_nat`]), unconnected UDP by
-//! socket cookie ([`crate::rev_nat`]).
+//! `__sock4_xlate_fwd`. The caller records the reverse NAT: one entry per
+//! connected socket in [`crate::sock_nat`], one per rewritten address of an
+//! unconnected UDP socket in [`crate::rev_nat`].
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_set_retval};

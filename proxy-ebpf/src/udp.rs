@@ -2,7 +2,7 @@
 //! service VIP (and records the reverse NAT); `cgroup/recvmsg4` makes the
 //! replies appear to come from the VIP, so a client that checks the source
 //! of a DNS-style reply accepts it. Connected UDP sockets are balanced by
-//! connect4 and restored here from their own storage.
+//! connect4 and restored here from their [`crate::sock_nat`] record.
 use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext, EbpfContext};
 use proxy_common::{proto, OrigDst};
 
