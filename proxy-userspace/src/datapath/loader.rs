@@ -337,7 +337,12 @@ pub fn remove_pins(pin_dir: &Path) -> anyhow::Result<()> {
     if !pin_dir.exists() {
         return Ok(());
     }
-    std::fs::remove_dir_all(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))
+    std::fs::remove_dir_all(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))?;
+    // `<bpffs>/strait` goes too once no node is left (fails while one is).
+    if let Some(parent) = pin_dir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+    Ok(())
 }
 
 fn proto_number(p: L4Protocol) -> u8 {
