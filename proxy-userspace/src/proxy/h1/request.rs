@@ -56,10 +56,7 @@ pub fn encode_head(
     });
     out.put_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
+        header_line(out, name.as_str().as_bytes(), value.as_bytes());
     }
     match framing {
         Framing::Length(n) if !headers.contains_key(http::header::CONTENT_LENGTH) => {
@@ -71,6 +68,22 @@ pub fn encode_head(
         _ => {}
     }
     out.put_slice(b"\r\n");
+}
+
+/// Appends `name: value CRLF`.
+pub fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// Whether a `Connection` header value lists `token` (ASCII case
+/// insensitive, RFC 9110 §7.6.1).
+pub fn connection_has(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Appends one chunk (`size CRLF data CRLF`) of a chunked body.

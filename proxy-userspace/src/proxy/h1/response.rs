@@ -134,9 +134,7 @@ pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Par
 }
 
 fn connection_has(v: &HeaderValue, token: &[u8]) -> bool {
-    v.as_bytes()
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    super::request::connection_has(v.as_bytes(), token)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use super::prefixed::Prefixed;
-use super::request::itoa;
+use super::request::{connection_has, header_line, itoa};
 use crate::proxy::http::{handle, ConnInfo};
 use crate::proxy::sniff::H2_PREFACE;
 
@@ -266,10 +266,7 @@ fn parse(buf: &mut BytesMut) -> Step {
             }
             length = v;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= h
-                .value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            close |= connection_has(h.value, b"close");
         }
         let ns = h.name.as_ptr() as usize - base;
         let vs = h.value.as_ptr() as usize - base;
@@ -307,13 +304,6 @@ fn parse(buf: &mut BytesMut) -> Step {
         close,
         head_request,
     })
-}
-
-fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// `HTTP/1.1 <code> <reason>`, the headers, `date` when absent, the
