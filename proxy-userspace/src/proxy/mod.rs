@@ -13,6 +13,7 @@ pub mod access_log;
 pub mod body;
 pub mod cluster;
 pub mod compile;
+pub mod conn_exec;
 pub mod flags;
 pub mod h1;
 pub mod http;

@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 
+use super::conn_exec::ConnExec;
 use super::http::{handle, ConnInfo};
 use super::orig_dst::OriginalDst;
 use super::sniff::{sniff, Sniffed};
@@ -136,10 +137,11 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, ds
     let svc = service_fn(move |req| Box::pin(handle(info.clone(), req)));
     // No header-read timer: Envoy's `request_headers_timeout` is off by
     // default too, and arming a timer per request costs CPU.
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/2 streams run in this task, each response written when done.
+    let exec = ConnExec::default();
+    let mut builder = auto::Builder::new(exec.clone());
     builder.http1().keep_alive(true);
     builder.http2().max_concurrent_streams(Some(1024));
-    let _ = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), svc)
-        .await;
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    let _ = exec.drive(conn).await;
 }

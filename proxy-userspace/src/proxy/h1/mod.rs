@@ -20,5 +20,6 @@ pub mod prefixed;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod spans;
 
 pub use conn::Conn;

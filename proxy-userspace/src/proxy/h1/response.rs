@@ -2,6 +2,8 @@
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
+use super::spans::{uninit_headers, Spans};
+
 /// Most response headers accepted (hyper's client default is 100).
 pub const MAX_HEADERS: usize = 100;
 
@@ -50,9 +52,11 @@ pub enum ParseError {
 /// Parses a complete head at the start of `buf` and removes it; `Ok(None)`
 /// when more bytes are needed. `head_request`: the request was `HEAD`.
 pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ParseError> {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut raw);
-    let len = match resp.parse(buf)? {
+    let mut raw = uninit_headers::<MAX_HEADERS>();
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut raw)?
+    {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => return Ok(None),
     };
@@ -64,23 +68,22 @@ pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Par
     };
     // Offsets into `buf`, so the values can share one frozen allocation.
     let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let mut spans = Spans::<MAX_HEADERS>::new();
     let n = resp.headers.len();
-    for (h, span) in resp.headers.iter().zip(spans.iter_mut()) {
-        let ns = h.name.as_ptr() as usize - base;
-        let vs = h.value.as_ptr() as usize - base;
-        *span = (ns, ns + h.name.len(), vs, vs + h.value.len());
+    for h in resp.headers.iter() {
+        spans.push(base, h);
     }
     let bytes: Bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(n);
+    // Room for `x-envoy-upstream-service-time` without growing the map.
+    let mut headers = HeaderMap::with_capacity(n + 1);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut transfer_encoding = false;
     let mut close = version == Version::HTTP_10;
-    for &(ns, ne, vs, ve) in &spans[..n] {
-        let name = HeaderName::from_bytes(&bytes[ns..ne]).map_err(|_| ParseError::Header)?;
+    for (name, value) in spans.iter() {
+        let name = HeaderName::from_bytes(&bytes[name]).map_err(|_| ParseError::Header)?;
         let value =
-            HeaderValue::from_maybe_shared(bytes.slice(vs..ve)).map_err(|_| ParseError::Header)?;
+            HeaderValue::from_maybe_shared(bytes.slice(value)).map_err(|_| ParseError::Header)?;
         if name == http::header::CONTENT_LENGTH {
             let v: u64 = value
                 .to_str()

@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 
 use super::prefixed::Prefixed;
 use super::request::{connection_has, header_line, itoa};
+use super::spans::{uninit_headers, Spans};
 use crate::proxy::http::{handle, ConnInfo};
 use crate::proxy::sniff::H2_PREFACE;
 
@@ -221,9 +222,9 @@ async fn write(stream: &mut TcpStream, wbuf: &mut Vec<u8>) -> std::io::Result<()
 /// Parses one request at the start of `buf`, removing it (head and body)
 /// when this loop handles it.
 fn parse(buf: &mut BytesMut) -> Step {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut raw);
-    let head_len = match req.parse(buf) {
+    let mut raw = uninit_headers::<MAX_HEADERS>();
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut raw) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Step::NeedMore,
         Err(_) => return Step::Handoff,
@@ -242,11 +243,11 @@ fn parse(buf: &mut BytesMut) -> Step {
     };
     let base = buf.as_ptr() as usize;
     let path_span = (path.as_ptr() as usize - base, path.len());
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let mut spans = Spans::<MAX_HEADERS>::new();
     let n = req.headers.len();
     let mut length = 0u64;
     let mut close = false;
-    for (h, span) in req.headers.iter().zip(spans.iter_mut()) {
+    for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"upgrade")
@@ -268,9 +269,7 @@ fn parse(buf: &mut BytesMut) -> Step {
         } else if name.eq_ignore_ascii_case(b"connection") {
             close |= connection_has(h.value, b"close");
         }
-        let ns = h.name.as_ptr() as usize - base;
-        let vs = h.value.as_ptr() as usize - base;
-        *span = (ns, ns + h.name.len(), vs, vs + h.value.len());
+        spans.push(base, h);
     }
     if (buf.len() as u64) < head_len as u64 + length {
         return Step::NeedMore;
@@ -281,11 +280,13 @@ fn parse(buf: &mut BytesMut) -> Step {
     else {
         return Step::Handoff;
     };
-    let mut headers = HeaderMap::with_capacity(n);
-    for &(ns, ne, vs, ve) in &spans[..n] {
+    // Room for the headers the pipeline adds (`x-request-id`,
+    // `x-forwarded-proto`) without growing the map.
+    let mut headers = HeaderMap::with_capacity(n + 2);
+    for (name, value) in spans.iter() {
         let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&head[ns..ne]),
-            HeaderValue::from_maybe_shared(head.slice(vs..ve)),
+            HeaderName::from_bytes(&head[name]),
+            HeaderValue::from_maybe_shared(head.slice(value)),
         ) else {
             // Should not happen after httparse; the head is consumed, so
             // answer as hyper would not: drop the header.

@@ -191,6 +191,9 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
         } else {
             let keep = replayable && retries_done < plan.retries.attempts;
             let req = build_request(&mut out, plan.http2, &ep, authority, body, keep);
+            // Boxed: HTTP/2 and hyper's clients make this future several
+            // times the HTTP/1.1 pool's, and inline it would size (and be
+            // copied with) every request's future.
             match try_deadline {
                 Some(d) => Box::pin(tokio::time::timeout_at(
                     d,
@@ -198,7 +201,7 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
                 ))
                 .await
                 .ok(),
-                None => Some(send(cluster, &ep, plan.http2, req).await),
+                None => Some(Box::pin(send(cluster, &ep, plan.http2, req)).await),
             }
         };
         let outcome = match &result {
