@@ -1,5 +1,5 @@
 //! Runs the streams of a connection hyper serves inside that connection's
-//! own task, and writes each response as soon as it is complete.
+//! own task, and writes the first response of each wake-up at once.
 //!
 //! hyper's HTTP/2 server hands every stream to its executor. With
 //! `tokio::spawn` each stream is a task of its own, and the connection
@@ -11,9 +11,13 @@
 //! requests/s while it used less CPU per request (`cargo xtask bench l7`).
 //!
 //! Here the executor queues stream futures for [`ConnExec::drive`], which
-//! polls them in the connection's task and polls the connection again after
-//! each stream that finishes, so that response goes out at once, as nginx
-//! writes each response when it is ready.
+//! polls them in the connection's task. The first stream that finishes in a
+//! wake-up is written at once, so the client gets to work while the proxy
+//! runs the others; their responses then leave together. Measured with
+//! `oha --http2 -c 4 -p 16` on 2 vCPUs, proxy and backend sharing one:
+//! that CPU is 94-97% busy (81-84% before), at the same CPU per request.
+//! Writing every response on its own (as nginx does, 3 `writev` per
+//! response) also kept the CPU busy but cost 20% more CPU per request.
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
