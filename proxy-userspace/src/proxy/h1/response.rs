@@ -2,7 +2,7 @@
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
-use super::spans::{uninit_headers, Spans};
+use super::spans::{header_value, uninit_headers, Spans};
 
 /// Most response headers accepted (hyper's client default is 100).
 pub const MAX_HEADERS: usize = 100;
@@ -82,8 +82,7 @@ pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Par
     let mut close = version == Version::HTTP_10;
     for (name, value) in spans.iter() {
         let name = HeaderName::from_bytes(&bytes[name]).map_err(|_| ParseError::Header)?;
-        let value =
-            HeaderValue::from_maybe_shared(bytes.slice(value)).map_err(|_| ParseError::Header)?;
+        let value = header_value(&bytes, value);
         if name == http::header::CONTENT_LENGTH {
             let v: u64 = value
                 .to_str()

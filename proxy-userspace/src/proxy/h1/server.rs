@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Version};
+use http::{HeaderMap, HeaderName, Method, Request, StatusCode, Version};
 use http_body::Body;
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 
 use super::prefixed::Prefixed;
 use super::request::{connection_has, header_line, itoa};
-use super::spans::{uninit_headers, Spans};
+use super::spans::{header_value, uninit_headers, Spans};
 use crate::proxy::http::{handle, ConnInfo};
 use crate::proxy::sniff::H2_PREFACE;
 
@@ -284,15 +284,12 @@ fn parse(buf: &mut BytesMut) -> Step {
     // `x-forwarded-proto`) without growing the map.
     let mut headers = HeaderMap::with_capacity(n + 2);
     for (name, value) in spans.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&head[name]),
-            HeaderValue::from_maybe_shared(head.slice(value)),
-        ) else {
+        let Ok(name) = HeaderName::from_bytes(&head[name]) else {
             // Should not happen after httparse; the head is consumed, so
             // answer as hyper would not: drop the header.
             continue;
         };
-        headers.append(name, value);
+        headers.append(name, header_value(&head, value));
     }
     let head_request = method == Method::HEAD;
     let mut req = Request::new(Full::new(body));

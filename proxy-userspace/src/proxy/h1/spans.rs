@@ -9,6 +9,19 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
+/// The header value at `range` of a frozen head that `httparse` parsed,
+/// sharing its allocation.
+///
+/// Not validated again: `httparse` accepts in header values exactly the
+/// bytes `HeaderValue` allows (HTAB, SP, VCHAR and obs-text 0x80-0xFF), and
+/// hyper builds its header values from `httparse` output the same way.
+/// Debug builds check it.
+pub fn header_value(head: &bytes::Bytes, range: Range<usize>) -> http::HeaderValue {
+    // SAFETY: see above; `http` stores the bytes as they are and checks
+    // them again in `to_str`.
+    unsafe { http::HeaderValue::from_maybe_shared_unchecked(head.slice(range)) }
+}
+
 /// Header slots left uninitialised until the parser writes them.
 pub fn uninit_headers<'b, const N: usize>() -> [MaybeUninit<httparse::Header<'b>>; N] {
     [const { MaybeUninit::uninit() }; N]
