@@ -134,6 +134,7 @@ pub fn run(suite: Suite, quick: bool) -> anyhow::Result<()> {
     };
     let machine = report::Machine::read();
     let load_before = loadavg();
+    let steal_before = cpu_times();
 
     step("backend");
     let mut backend_cmd = in_ns(&env.topo.server, env.cpus.server, env.bin("bench-backend"));
@@ -190,8 +191,10 @@ pub fn run(suite: Suite, quick: bool) -> anyhow::Result<()> {
         ),
         format!(
             "Noise: load average {load_before} at the start and {} at the end (1/5/15 min) on a {cores}-core machine; other work (builds) may share it. \
+             CPU steal (time the host ran something else while this VM wanted the CPU; /proc/stat) over the run: {}. \
              Absolute figures move between runs and machines; the ratios between contenders measured in the same run, interleaved run by run, are the point.",
-            loadavg()
+            loadavg(),
+            steal_share(steal_before, cpu_times()),
         ),
     ];
     let dir = root().join("bench");
@@ -202,6 +205,30 @@ pub fn run(suite: Suite, quick: bool) -> anyhow::Result<()> {
         anyhow::bail!("cases failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// (steal, total) jiffies of all CPUs from the `cpu` line of /proc/stat.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let total = v.iter().take(8).sum();
+    Some((*v.get(7)?, total))
+}
+
+/// Steal as a share of all CPU time between two `cpu_times` readings.
+fn steal_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> String {
+    match (before, after) {
+        (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => {
+            format!("{:.1}%", 100.0 * (s1 - s0) as f64 / (t1 - t0) as f64)
+        }
+        _ => "unknown".into(),
+    }
 }
 
 /// The first three fields of /proc/loadavg.
