@@ -355,9 +355,7 @@ where
         source: conn.peer,
         grpc,
     };
-    // Boxed: the forwarding future is kilobytes, and stored inline it would
-    // be copied with every move of the request's future.
-    let mut f = Box::pin(forward::forward(plan, out, rec)).await;
+    let mut f = forward::forward(plan, out, rec).await;
     finish_response(route, dest, cors_origin, &mut f.response);
     (f.response, f.hold)
 }
