@@ -208,7 +208,7 @@ pub fn run(suite: Suite, quick: bool) -> anyhow::Result<()> {
 }
 
 /// (steal, total) jiffies of all CPUs from the `cpu` line of /proc/stat.
-fn cpu_times() -> Option<(u64, u64)> {
+pub(crate) fn cpu_times() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let v: Vec<u64> = line
@@ -221,14 +221,20 @@ fn cpu_times() -> Option<(u64, u64)> {
     Some((*v.get(7)?, total))
 }
 
-/// Steal as a share of all CPU time between two `cpu_times` readings.
-fn steal_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> String {
+/// Steal as a fraction (0–1) of all CPU time between two `cpu_times`
+/// readings; `None` when either is missing or no time passed.
+pub(crate) fn steal_fraction(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
     match (before, after) {
         (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => {
-            format!("{:.1}%", 100.0 * (s1 - s0) as f64 / (t1 - t0) as f64)
+            Some(s1.saturating_sub(s0) as f64 / (t1 - t0) as f64)
         }
-        _ => "unknown".into(),
+        _ => None,
     }
+}
+
+/// [`steal_fraction`] as a percentage for the report.
+fn steal_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> String {
+    steal_fraction(before, after).map_or("unknown".into(), |f| format!("{:.1}%", 100.0 * f))
 }
 
 /// The first three fields of /proc/loadavg.
