@@ -128,4 +128,36 @@ mod tests {
         assert_eq!(exec.drive(conn).await, 7);
         assert_eq!(ran.load(Ordering::SeqCst), 2);
     }
+
+    #[tokio::test]
+    async fn first_finished_stream_is_written_before_the_rest_run() {
+        let exec = ConnExec::default();
+        let done = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (e2, d2, s2) = (exec.clone(), done.clone(), seen.clone());
+        let mut queued = false;
+        // A connection that queues three streams ready at once and notes,
+        // each time it is polled (when it would write), how many finished.
+        let conn = poll_fn(move |_| {
+            if !queued {
+                queued = true;
+                for _ in 0..3 {
+                    let d = d2.clone();
+                    e2.execute(async move {
+                        d.fetch_add(1, Ordering::SeqCst);
+                    });
+                }
+            }
+            let n = d2.load(Ordering::SeqCst);
+            s2.lock().unwrap().push(n);
+            if n == 3 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        exec.drive(conn).await;
+        // Polled after the first stream alone, then after the other two.
+        assert_eq!(*seen.lock().unwrap(), [0, 1, 3]);
+    }
 }
