@@ -16,6 +16,7 @@ pub mod compile;
 pub mod conn_exec;
 pub mod flags;
 pub mod h1;
+pub mod head;
 pub mod http;
 pub mod orig_dst;
 pub mod pool;

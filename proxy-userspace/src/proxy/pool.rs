@@ -52,7 +52,10 @@ struct H2Conn {
 struct Inner {
     addr: SocketAddr,
     settings: PoolSettings,
-    idle: Mutex<Vec<Conn>>,
+    /// Boxed: a connection moves between this list, the request and its
+    /// response body on every request; a box moves as one pointer.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<Conn>>>,
     h2: Mutex<Option<H2Conn>>,
     /// Held while dialing the HTTP/2 connection so concurrent first
     /// requests share one.
@@ -120,8 +123,8 @@ impl Pool {
         let (parts, body) = req.into_parts();
         // Origin form on the wire: `GET /path HTTP/1.1` plus `Host`.
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        self.send_h1_parts(&parts.method, pq, &parts.headers, body)
-            .await
+        let headers = crate::proxy::head::ReqHeaders::Map(parts.headers);
+        self.send_h1_parts(&parts.method, pq, &headers, body).await
     }
 
     /// Sends a request over HTTP/1.1 in origin form (`path_and_query`, and
@@ -132,7 +135,7 @@ impl Pool {
         &self,
         method: &http::Method,
         path_and_query: &str,
-        headers: &http::HeaderMap,
+        headers: &crate::proxy::head::ReqHeaders,
         body: ProxyBody,
     ) -> Result<Sent, UpstreamError> {
         // A bodiless request can go again on a new connection if a pooled
@@ -169,7 +172,7 @@ impl Pool {
         }
     }
 
-    fn h1_response(&self, head: h1::response::Head, conn: Conn) -> Sent {
+    fn h1_response(&self, head: h1::response::Head, conn: Box<Conn>) -> Sent {
         let local = conn.local;
         let max = self.inner.settings.max_requests_per_connection;
         let keep_alive = head.keep_alive && (max == 0 || conn.served < max);
@@ -183,7 +186,7 @@ impl Pool {
 
     /// The most recently used idle connection that is still open; with
     /// `probe`, one that has been checked not to be closed by the upstream.
-    fn checkout_h1(&self, probe: bool) -> Option<Conn> {
+    fn checkout_h1(&self, probe: bool) -> Option<Box<Conn>> {
         let timeout = self.inner.settings.idle_timeout;
         loop {
             let c = self.inner.idle.lock().expect("pool lock").pop()?;
@@ -214,8 +217,8 @@ impl Pool {
         Ok(stream)
     }
 
-    async fn dial_h1(&self) -> Result<Conn, UpstreamError> {
-        Ok(Conn::new(self.dial().await?))
+    async fn dial_h1(&self) -> Result<Box<Conn>, UpstreamError> {
+        Ok(Box::new(Conn::new(self.dial().await?)))
     }
 
     /// A WebSocket (or other `Upgrade`) request: its own connection through
@@ -294,7 +297,7 @@ impl Pool {
 }
 
 impl Inner {
-    fn checkin(self: &Arc<Self>, mut conn: Conn) {
+    fn checkin(self: &Arc<Self>, mut conn: Box<Conn>) {
         conn.since = now();
         self.idle.lock().expect("pool lock").push(conn);
         self.start_sweeper();
@@ -367,7 +370,7 @@ fn now() -> Duration {
 struct Home(Weak<Inner>);
 
 impl Reuse for Home {
-    fn reuse(&self, conn: Conn) {
+    fn reuse(&self, conn: Box<Conn>) {
         if let Some(pool) = self.0.upgrade() {
             pool.checkin(conn);
         }

@@ -134,7 +134,10 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, ds
     };
     // Boxed: hyper keeps the request's future in place while it runs,
     // so it moves a pointer instead of the whole (kilobytes) future.
-    let svc = service_fn(move |req| Box::pin(handle(info.clone(), req)));
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let (parts, body) = req.into_parts();
+        Box::pin(handle(info.clone(), parts.into(), body))
+    });
     // No header-read timer: Envoy's `request_headers_timeout` is off by
     // default too, and arming a timer per request costs CPU.
     // HTTP/2 streams run in this task, each response written when done.

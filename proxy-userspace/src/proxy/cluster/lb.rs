@@ -11,6 +11,7 @@ use http::HeaderName;
 
 use super::endpoint::Endpoint;
 use super::hash::{fnv1a, HashTable};
+use crate::proxy::head::ReqHeaders;
 
 /// Where consistentHash takes its key from.
 #[derive(Clone, Debug)]
@@ -63,7 +64,7 @@ pub enum LoadBalancer {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PickContext<'a> {
     /// Request headers (HTTP), for header / cookie hashing.
-    pub headers: Option<&'a http::HeaderMap>,
+    pub headers: Option<&'a ReqHeaders>,
     /// Query string, for parameter hashing.
     pub query: Option<&'a str>,
     /// Client IP.
@@ -143,9 +144,9 @@ impl LoadBalancer {
 }
 
 /// The value of cookie `name` (surrounding quotes removed, as Envoy does).
-pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get_all(http::header::COOKIE).iter().find_map(|v| {
-        v.to_str().ok()?.split(';').find_map(|kv| {
+pub fn cookie<'h>(headers: &'h ReqHeaders, name: &str) -> Option<&'h str> {
+    headers.find_map_all(&http::header::COOKIE, |v| {
+        std::str::from_utf8(v).ok()?.split(';').find_map(|kv| {
             let (k, v) = kv.trim().split_once('=')?;
             (k == name).then(|| v.trim_matches('"'))
         })
@@ -157,7 +158,7 @@ impl LoadBalancer {
     /// the request has none, as `(name, path, ttl)`.
     pub fn cookie_to_generate(
         &self,
-        headers: &http::HeaderMap,
+        headers: &ReqHeaders,
     ) -> Option<(&str, Option<&str>, std::time::Duration)> {
         match self {
             Self::Hash(
@@ -175,7 +176,7 @@ impl LoadBalancer {
 
 fn hash_of(key: &HashKey, ctx: &PickContext<'_>) -> Option<u64> {
     match key {
-        HashKey::Header(name) => ctx.headers?.get(name).map(|v| fnv1a(v.as_bytes())),
+        HashKey::Header(name) => ctx.headers?.get_bytes(name).map(fnv1a),
         HashKey::Cookie { name, .. } => ctx
             .headers
             .and_then(|h| cookie(h, name))
@@ -255,6 +256,7 @@ mod tests {
         );
         let mut h = http::HeaderMap::new();
         h.insert("x-user", "alice".parse().unwrap());
+        let h = ReqHeaders::Map(h);
         let ctx = PickContext {
             headers: Some(&h),
             ..Default::default()

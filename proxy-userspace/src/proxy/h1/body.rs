@@ -15,7 +15,7 @@ use crate::proxy::body::BoxError;
 /// Where a connection goes when its response has been read to the end.
 pub trait Reuse: Send + Sync + Unpin + 'static {
     /// Takes back a connection that can carry another request.
-    fn reuse(&self, conn: Conn);
+    fn reuse(&self, conn: Box<Conn>);
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -31,7 +31,7 @@ enum State {
 
 /// A response body read straight from its connection.
 pub struct ResponseBody<R: Reuse> {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     state: State,
     keep_alive: bool,
     home: Option<R>,
@@ -40,7 +40,7 @@ pub struct ResponseBody<R: Reuse> {
 impl<R: Reuse> ResponseBody<R> {
     /// The body of a response with this framing on `conn`; `home` gets the
     /// connection back when `keep_alive` and the body has been read.
-    pub fn new(conn: Conn, kind: BodyKind, keep_alive: bool, home: Option<R>) -> Self {
+    pub fn new(conn: Box<Conn>, kind: BodyKind, keep_alive: bool, home: Option<R>) -> Self {
         let state = match kind {
             BodyKind::Empty => State::Done,
             BodyKind::Length(n) => State::Length(n),

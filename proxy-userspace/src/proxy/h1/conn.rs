@@ -73,7 +73,7 @@ impl Conn {
         &mut self,
         method: &http::Method,
         path_and_query: &str,
-        headers: &http::HeaderMap,
+        headers: &crate::proxy::head::ReqHeaders,
         mut body: ProxyBody,
     ) -> Result<Head, SendError> {
         let exact = body.size_hint().exact();

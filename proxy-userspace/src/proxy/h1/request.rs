@@ -1,7 +1,9 @@
 //! Request head encoding (RFC 9112 §3): origin form, the request's headers
 //! as given, and the body framing the proxy chose.
 use bytes::BufMut;
-use http::{HeaderMap, Method};
+use http::Method;
+
+use crate::proxy::head::ReqHeaders;
 
 /// How the request body is framed on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,7 +18,7 @@ pub enum Framing {
 
 /// Chooses the framing for a body of `exact` length (`None` = unknown)
 /// given the headers that will be sent.
-pub fn framing(headers: &HeaderMap, exact: Option<u64>, end_stream: bool) -> Framing {
+pub fn framing(headers: &ReqHeaders, exact: Option<u64>, end_stream: bool) -> Framing {
     if end_stream && exact.is_none_or(|n| n == 0) {
         // A client-sent `content-length: 0` stays among the headers.
         return Framing::Empty;
@@ -30,12 +32,8 @@ pub fn framing(headers: &HeaderMap, exact: Option<u64>, end_stream: bool) -> Fra
     }
 }
 
-fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+fn content_length(h: &ReqHeaders) -> Option<u64> {
+    h.get_str(&http::header::CONTENT_LENGTH)?.parse().ok()
 }
 
 /// Appends `METHOD path HTTP/1.1`, the headers, any framing header the
@@ -44,7 +42,7 @@ pub fn encode_head(
     out: &mut Vec<u8>,
     method: &Method,
     path_and_query: &str,
-    headers: &HeaderMap,
+    headers: &ReqHeaders,
     framing: Framing,
 ) {
     out.put_slice(method.as_str().as_bytes());
@@ -55,11 +53,9 @@ pub fn encode_head(
         path_and_query.as_bytes()
     });
     out.put_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        header_line(out, name.as_str().as_bytes(), value.as_bytes());
-    }
+    headers.encode(out);
     match framing {
-        Framing::Length(n) if !headers.contains_key(http::header::CONTENT_LENGTH) => {
+        Framing::Length(n) if !headers.contains_key(&http::header::CONTENT_LENGTH) => {
             out.put_slice(b"content-length: ");
             out.put_slice(itoa(n, &mut [0; 20]));
             out.put_slice(b"\r\n");
@@ -118,10 +114,11 @@ mod tests {
 
     #[test]
     fn head_in_origin_form_with_added_length() {
-        let mut h = HeaderMap::new();
+        let mut h = http::HeaderMap::new();
         h.insert("host", "reviews:9080".parse().unwrap());
         h.append("x-a", "1".parse().unwrap());
         h.append("x-a", "2".parse().unwrap());
+        let h = ReqHeaders::Map(h);
         let mut out = Vec::new();
         encode_head(&mut out, &Method::POST, "/r?x=1", &h, Framing::Length(12));
         assert_eq!(
@@ -132,11 +129,11 @@ mod tests {
 
     #[test]
     fn framing_choice() {
-        let mut h = HeaderMap::new();
+        let mut h = ReqHeaders::default();
         assert_eq!(framing(&h, None, true), Framing::Empty);
         assert_eq!(framing(&h, Some(5), false), Framing::Length(5));
         assert_eq!(framing(&h, None, false), Framing::Chunked);
-        h.insert("content-length", "7".parse().unwrap());
+        h.insert(http::header::CONTENT_LENGTH, "7".parse().unwrap());
         assert_eq!(framing(&h, None, false), Framing::Length(7));
         let mut out = Vec::new();
         encode_chunk(&mut out, b"hello world!");

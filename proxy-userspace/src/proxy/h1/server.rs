@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, Method, Request, StatusCode, Version};
+use http::{HeaderMap, Method, StatusCode, Version};
 use http_body::Body;
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
@@ -21,12 +21,13 @@ use tokio::net::TcpStream;
 
 use super::prefixed::Prefixed;
 use super::request::{connection_has, header_line, itoa};
-use super::spans::{header_value, uninit_headers, Spans};
+use super::spans::{span, uninit_headers};
+use crate::proxy::head::{RawHeaders, ReqHead, ReqHeaders};
 use crate::proxy::http::{handle, ConnInfo};
 use crate::proxy::sniff::H2_PREFACE;
 
 /// Most request headers this loop parses; more goes to hyper.
-const MAX_HEADERS: usize = 64;
+const MAX_HEADERS: usize = crate::proxy::head::MAX_RAW;
 /// Largest head (bytes) this loop reads before handing over.
 const MAX_HEAD: usize = 64 * 1024;
 /// Largest request body (bytes) read ahead here; larger ones stream
@@ -45,7 +46,8 @@ pub enum Handoff {
 
 /// A parsed request this loop handles.
 struct Parsed {
-    req: Request<Full<Bytes>>,
+    head: ReqHead,
+    body: Full<Bytes>,
     close: bool,
     head_request: bool,
 }
@@ -101,15 +103,17 @@ pub async fn serve(info: Arc<ConnInfo>, mut stream: TcpStream) -> Handoff {
             });
         }
         let Parsed {
-            req,
+            head,
+            body,
             close,
             head_request,
         } = parsed;
         let mut close = close;
         // Run the pipeline; a client that goes away meanwhile abandons the
         // request (logged `DC`, as Envoy does).
-        let respond = handle(info.clone(), req);
-        tokio::pin!(respond);
+        // Made in place: a `let` then `pin!` would copy the whole
+        // (kilobytes) future once more per request.
+        let mut respond = std::pin::pin!(handle(info.clone(), head, body));
         let mut watching = true;
         let resp = loop {
             tokio::select! {
@@ -243,8 +247,7 @@ fn parse(buf: &mut BytesMut) -> Step {
     };
     let base = buf.as_ptr() as usize;
     let path_span = (path.as_ptr() as usize - base, path.len());
-    let mut spans = Spans::<MAX_HEADERS>::new();
-    let n = req.headers.len();
+    let mut spans = Vec::with_capacity(req.headers.len());
     let mut length = 0u64;
     let mut close = false;
     for h in req.headers.iter() {
@@ -269,7 +272,7 @@ fn parse(buf: &mut BytesMut) -> Step {
         } else if name.eq_ignore_ascii_case(b"connection") {
             close |= connection_has(h.value, b"close");
         }
-        spans.push(base, h);
+        spans.push(span(base, h));
     }
     if (buf.len() as u64) < head_len as u64 + length {
         return Step::NeedMore;
@@ -280,25 +283,17 @@ fn parse(buf: &mut BytesMut) -> Step {
     else {
         return Step::Handoff;
     };
-    // Room for the headers the pipeline adds (`x-request-id`,
-    // `x-forwarded-proto`) without growing the map.
-    let mut headers = HeaderMap::with_capacity(n + 2);
-    for (name, value) in spans.iter() {
-        let Ok(name) = HeaderName::from_bytes(&head[name]) else {
-            // Should not happen after httparse; the head is consumed, so
-            // answer as hyper would not: drop the header.
-            continue;
-        };
-        headers.append(name, header_value(&head, value));
-    }
     let head_request = method == Method::HEAD;
-    let mut req = Request::new(Full::new(body));
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
+    let head = ReqHead {
+        method,
+        uri,
+        version: Version::HTTP_11,
+        headers: ReqHeaders::Raw(RawHeaders::new(head, spans)),
+        extensions: http::Extensions::new(),
+    };
     Step::Parsed(Parsed {
-        req,
+        head,
+        body: Full::new(body),
         close,
         head_request,
     })

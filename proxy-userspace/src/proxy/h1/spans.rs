@@ -22,6 +22,15 @@ pub fn header_value(head: &bytes::Bytes, range: Range<usize>) -> http::HeaderVal
     unsafe { http::HeaderValue::from_maybe_shared_unchecked(head.slice(range)) }
 }
 
+/// Where `h`, parsed from a buffer whose first byte is at address `base`,
+/// sits in it: name start, name end, value start, value end. Heads are at
+/// most 64 KiB, so the offsets fit in `u32`.
+pub fn span(base: usize, h: &httparse::Header<'_>) -> [u32; 4] {
+    let ns = (h.name.as_ptr() as usize - base) as u32;
+    let vs = (h.value.as_ptr() as usize - base) as u32;
+    [ns, ns + h.name.len() as u32, vs, vs + h.value.len() as u32]
+}
+
 /// Header slots left uninitialised until the parser writes them.
 pub fn uninit_headers<'b, const N: usize>() -> [MaybeUninit<httparse::Header<'b>>; N] {
     [const { MaybeUninit::uninit() }; N]
@@ -42,16 +51,14 @@ impl<const N: usize> Spans<N> {
         }
     }
 
-    /// Records `h`, parsed from `buf`, whose first byte is at address
-    /// `base`. Heads are at most 64 KiB, so the offsets fit in `u32`.
+    /// Records `h`, parsed from a buffer whose first byte is at address
+    /// `base` (see [`span`]).
     ///
     /// # Panics
     /// When `N` headers are recorded already (the parser had only `N`
     /// slots, so it cannot yield more).
     pub fn push(&mut self, base: usize, h: &httparse::Header<'_>) {
-        let ns = (h.name.as_ptr() as usize - base) as u32;
-        let vs = (h.value.as_ptr() as usize - base) as u32;
-        self.items[self.len].write([ns, ns + h.name.len() as u32, vs, vs + h.value.len() as u32]);
+        self.items[self.len].write(span(base, h));
         self.len += 1;
     }
 

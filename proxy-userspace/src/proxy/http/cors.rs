@@ -3,22 +3,24 @@
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use crate::proxy::body::{empty, ProxyBody};
+use crate::proxy::head::ReqHeaders;
 use crate::proxy::route::CorsPolicy;
 
 /// The request's `origin` when the policy allows it.
-pub fn allowed_origin(policy: &CorsPolicy, headers: &HeaderMap) -> Option<HeaderValue> {
-    let origin = headers.get(http::header::ORIGIN)?;
-    policy
-        .origin_allowed(origin.to_str().ok()?)
-        .then(|| origin.clone())
+pub fn allowed_origin(policy: &CorsPolicy, headers: &ReqHeaders) -> Option<HeaderValue> {
+    let origin = headers.get_str(&http::header::ORIGIN)?;
+    if !policy.origin_allowed(origin) {
+        return None;
+    }
+    headers.get_value(&http::header::ORIGIN)
 }
 
 /// Whether the request is a CORS preflight (`OPTIONS` with `origin` and
 /// `access-control-request-method`).
-pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
+pub fn is_preflight(method: &Method, headers: &ReqHeaders) -> bool {
     method == Method::OPTIONS
-        && headers.contains_key(http::header::ORIGIN)
-        && headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+        && headers.contains_key(&http::header::ORIGIN)
+        && headers.contains_key(&http::header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// Envoy's preflight answer: 200, no body, the policy's allow-* headers.

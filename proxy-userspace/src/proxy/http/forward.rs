@@ -15,6 +15,7 @@ use crate::proxy::body::{full, ProxyBody};
 use crate::proxy::cluster::outlier::TryResult;
 use crate::proxy::cluster::{ActiveGuard, Cluster, PickContext};
 use crate::proxy::flags::ResponseFlags;
+use crate::proxy::head::ReqHeaders;
 use crate::proxy::route::actions::TryOutcome;
 use crate::proxy::route::RetryPolicy;
 use crate::proxy::upstream::UpstreamError;
@@ -34,7 +35,7 @@ pub struct Outgoing {
     /// Path and query to send.
     pub path_and_query: http::uri::PathAndQuery,
     /// Headers to send.
-    pub headers: http::HeaderMap,
+    pub headers: ReqHeaders,
     /// Body.
     pub body: RequestBody,
     /// Downstream upgrade (WebSocket), when the client asked for one.
@@ -158,8 +159,10 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
             RequestBody::Streaming(b) => std::mem::replace(b, crate::proxy::body::empty()),
         };
         if retries_done > 0 {
-            out.headers
-                .insert("x-envoy-attempt-count", HeaderValue::from(retries_done + 1));
+            out.headers.insert(
+                X_ENVOY_ATTEMPT_COUNT.clone(),
+                HeaderValue::from(retries_done + 1),
+            );
         }
         let sent_at = Instant::now();
         let per_try_deadline = plan.retries.per_try_timeout.map(|t| sent_at + t);
@@ -324,9 +327,9 @@ fn build_request(
     // Envoy sends the request's own authority: `:authority` over HTTP/2,
     // `Host` over HTTP/1.1. The endpoint is the pool's.
     let mut headers = if keep {
-        out.headers.clone()
+        out.headers.to_map()
     } else {
-        std::mem::take(&mut out.headers)
+        std::mem::take(&mut out.headers).into_map()
     };
     // An endpoint's pool speaks HTTP/1.1 in origin form (`Host` is in the
     // headers): no absolute URI to build.
@@ -402,6 +405,8 @@ impl NewCookie {
 
 static X_ENVOY_UPSTREAM_SERVICE_TIME: http::HeaderName =
     http::HeaderName::from_static("x-envoy-upstream-service-time");
+static X_ENVOY_ATTEMPT_COUNT: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-attempt-count");
 static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
 /// `ms` as a header value; the common small values without allocating.

@@ -52,7 +52,9 @@ impl PendingLog {
 pub struct LoggedBody {
     inner: ProxyBody,
     sent: u64,
-    log: Option<PendingLog>,
+    // Boxed: the record is large, and a response (moved several times per
+    // request) should not carry its space when nothing is logged.
+    log: Option<Box<PendingLog>>,
     held: super::forward::Held,
 }
 
@@ -69,7 +71,7 @@ impl LoggedBody {
     }
 
     /// Wraps `inner`; `log` is emitted at end of stream or drop.
-    pub fn new(inner: ProxyBody, log: PendingLog) -> Self {
+    pub fn new(inner: ProxyBody, log: Box<PendingLog>) -> Self {
         let mut b = Self {
             inner,
             sent: 0,

@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http::{HeaderValue, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
@@ -25,6 +25,7 @@ use super::access_log::AccessLogRecord;
 use super::body::{empty, full, ProxyBody};
 use super::cluster::UpstreamProtocol;
 use super::flags::ResponseFlags;
+use super::head::{ReqHead, ReqHeaders};
 use super::route::actions::{chance, AbortStatus};
 use super::route::{HttpRoute, MatchContext, RetryPolicy, RouteAction};
 use super::table::{PortProtocol, Table};
@@ -73,14 +74,14 @@ where
 /// Serves one request.
 pub async fn handle<B>(
     conn: Arc<ConnInfo>,
-    req: Request<B>,
+    mut parts: ReqHead,
+    body: B,
 ) -> Result<Response<LoggedBody>, Infallible>
 where
     B: RequestBodyIn,
     B::Error: Into<super::body::BoxError>,
 {
     let table = conn.shared.table.load_full();
-    let (mut parts, body) = req.into_parts();
     if !parts.headers.contains_key(&X_REQUEST_ID) {
         let id = uuid::Uuid::new_v4();
         let mut buf = uuid::Uuid::encode_buffer();
@@ -97,41 +98,37 @@ where
         if !full {
             return None;
         }
-        parts
-            .headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let record = AccessLogRecord {
-        start_time: full.then(SystemTime::now),
-        method: Some(parts.method.clone()),
-        path: parts
-            .uri
-            .path_and_query()
-            .filter(|_| full)
-            .map(|p| p.as_str().to_owned()),
-        protocol: Some(protocol_name(parts.version)),
-        request_protocol: if grpc { "grpc" } else { "http" },
-        x_forwarded_for: header(&X_FORWARDED_FOR),
-        user_agent: header(&http::header::USER_AGENT),
-        request_id: header(&X_REQUEST_ID),
-        authority: header_authority(&parts, full),
-        downstream_local_address: Some(conn.dst),
-        downstream_remote_address: Some(conn.peer),
-        ..Default::default()
+        parts.headers.get_str(n).map(str::to_owned)
     };
     let bytes_received = full.then(|| Arc::new(AtomicU64::new(0)));
-    let body = CountingBody::new(body, bytes_received.clone());
     // If the client goes away before the response starts, this future is
     // dropped mid-route: the guard still logs the request (code 0, `DC`).
+    // Built in place (the record is large).
     let mut pending = Some(PendingLog {
-        record,
+        record: AccessLogRecord {
+            start_time: full.then(SystemTime::now),
+            method: Some(parts.method.clone()),
+            path: parts
+                .uri
+                .path_and_query()
+                .filter(|_| full)
+                .map(|p| p.as_str().to_owned()),
+            protocol: Some(protocol_name(parts.version)),
+            request_protocol: if grpc { "grpc" } else { "http" },
+            x_forwarded_for: header(&X_FORWARDED_FOR),
+            user_agent: header(&http::header::USER_AGENT),
+            request_id: header(&X_REQUEST_ID),
+            authority: header_authority(&parts, full),
+            downstream_local_address: Some(conn.dst),
+            downstream_remote_address: Some(conn.peer),
+            ..Default::default()
+        },
         sink: conn.shared.sink.clone(),
         // No clock reads for a record nobody reads.
         start: full.then(Instant::now),
-        bytes_received,
+        bytes_received: bytes_received.clone(),
     });
+    let body = CountingBody::new(body, bytes_received);
     let guard = AbandonGuard(&mut pending);
     let record = &mut guard.0.as_mut().expect("set above").record;
     let (response, hold) = route(&conn, &table, parts, body, grpc, record).await;
@@ -142,11 +139,12 @@ where
             .get("grpc-status")
             .and_then(|v| v.to_str().ok()?.parse().ok());
     }
-    let log = guard.0.take().expect("set above");
     let (rparts, rbody) = response.into_parts();
     let mut body = if full {
-        LoggedBody::new(rbody, log)
+        LoggedBody::new(rbody, Box::new(guard.0.take().expect("set above")))
     } else {
+        // Nothing to log: dropped where it is.
+        *guard.0 = None;
         LoggedBody::unlogged(rbody)
     };
     body.hold(hold);
@@ -172,7 +170,7 @@ impl Drop for AbandonGuard<'_> {
 async fn route<B>(
     conn: &ConnInfo,
     table: &Arc<Table>,
-    mut parts: http::request::Parts,
+    mut parts: ReqHead,
     body: CountingBody<B>,
     grpc: bool,
     rec: &mut AccessLogRecord,
@@ -200,11 +198,7 @@ where
         return (f.response, f.hold);
     };
     rec.destination_service = Some(svc.host.clone());
-    let scheme: std::borrow::Cow<'static, str> = match parts
-        .headers
-        .get(&X_FORWARDED_PROTO)
-        .and_then(|v| v.to_str().ok())
-    {
+    let scheme: std::borrow::Cow<'static, str> = match parts.headers.get_str(&X_FORWARDED_PROTO) {
         None | Some("http") => "http".into(),
         Some("https") => "https".into(),
         Some(other) => other.to_owned().into(),
@@ -316,8 +310,11 @@ where
             parts.headers.insert(http::header::HOST, a.clone());
         }
     }
-    route.request_headers.apply(&mut parts.headers);
-    dest.request_headers.apply(&mut parts.headers);
+    for ops in [&route.request_headers, &dest.request_headers] {
+        if !ops.is_empty() {
+            ops.apply(parts.headers.map_mut());
+        }
+    }
 
     let http2 = match dest.cluster.protocol {
         UpstreamProtocol::Http1 => false,
@@ -338,7 +335,7 @@ where
                     m.cluster.clone(),
                     out.method.clone(),
                     out.path_and_query.clone(),
-                    out.headers.clone(),
+                    out.headers.to_map(),
                     b.clone(),
                     mirror_authority.as_deref().unwrap_or(""),
                 );
@@ -367,7 +364,9 @@ fn finish_response(
     resp: &mut Response<ProxyBody>,
 ) {
     let upgrade = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    strip_hop_by_hop(resp.headers_mut(), upgrade);
+    let mut headers = ReqHeaders::Map(std::mem::take(resp.headers_mut()));
+    headers.strip_hop_by_hop(upgrade);
+    *resp.headers_mut() = headers.into_map();
     route.response_headers.apply(resp.headers_mut());
     dest.response_headers.apply(resp.headers_mut());
     if let (Some(policy), Some(origin)) = (&route.cors, cors_origin) {
@@ -375,56 +374,23 @@ fn finish_response(
     }
 }
 
-static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: http::HeaderName = http::HeaderName::from_static("proxy-connection");
-
-/// Whether `n` is a connection-specific header (RFC 9110 §7.6.1).
-fn is_hop_by_hop(n: &http::HeaderName) -> bool {
-    n == http::header::CONNECTION
-        || n == http::header::UPGRADE
-        || n == http::header::TRANSFER_ENCODING
-        || n == http::header::TE
-        || n == KEEP_ALIVE
-        || n == PROXY_CONNECTION
-}
-
-/// Connection-specific headers a proxy must not forward (RFC 9110 §7.6.1),
-/// except the upgrade pair on a WebSocket handshake, and `te: trailers`.
-fn strip_hop_by_hop(h: &mut http::HeaderMap, upgrade: bool) {
-    // Most messages carry none: one pass over the names instead of a hash
-    // lookup per header that might be there.
-    if !h.keys().any(is_hop_by_hop) {
-        return;
-    }
-    if !upgrade {
-        h.remove(http::header::CONNECTION);
-        h.remove(http::header::UPGRADE);
-    }
-    h.remove(&KEEP_ALIVE);
-    h.remove(&PROXY_CONNECTION);
-    h.remove(http::header::TRANSFER_ENCODING);
-    if h.get(http::header::TE).is_some_and(|v| v != "trailers") {
-        h.remove(http::header::TE);
-    }
-}
-
 /// Builds the upstream request from the client's: hop-by-hop headers
 /// removed, `host` and `x-forwarded-proto` set as Envoy does.
-fn outgoing<B>(parts: &mut http::request::Parts, body: CountingBody<B>) -> Outgoing
+fn outgoing<B>(parts: &mut ReqHead, body: CountingBody<B>) -> Outgoing
 where
     B: RequestBodyIn,
     B::Error: Into<super::body::BoxError>,
 {
     let upgrade =
-        parts.headers.contains_key(http::header::UPGRADE) && parts.version == Version::HTTP_11;
+        parts.headers.contains_key(&http::header::UPGRADE) && parts.version == Version::HTTP_11;
     let on_upgrade = if upgrade {
         parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
     } else {
         None
     };
     let mut headers = std::mem::take(&mut parts.headers);
-    strip_hop_by_hop(&mut headers, upgrade);
-    if !headers.contains_key(http::header::HOST) {
+    headers.strip_hop_by_hop(upgrade);
+    if !headers.contains_key(&http::header::HOST) {
         if let Some(a) = parts.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {
                 headers.insert(http::header::HOST, v);
@@ -477,16 +443,15 @@ async fn buffer_if_small(out: &mut Outgoing, want: bool) -> Option<Response<Prox
 }
 
 /// The request's `:authority` / `Host`, copied only when `wanted`.
-fn header_authority(parts: &http::request::Parts, wanted: bool) -> Option<String> {
+fn header_authority(parts: &ReqHead, wanted: bool) -> Option<String> {
     if !wanted {
         return None;
     }
     super::route::matching::authority(parts).map(str::to_owned)
 }
 
-fn is_grpc(h: &http::HeaderMap) -> bool {
-    h.get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+fn is_grpc(h: &ReqHeaders) -> bool {
+    h.get_str(&http::header::CONTENT_TYPE)
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 

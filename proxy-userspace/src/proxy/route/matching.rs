@@ -2,7 +2,7 @@
 //! except lowercasing for `ignoreUriCase`.
 use std::collections::BTreeMap;
 
-use http::request::Parts;
+use crate::proxy::head::ReqHead;
 use regex::Regex;
 
 /// Istio `StringMatch`, compiled. Regexes are RE2 syntax (the `regex` crate)
@@ -91,7 +91,7 @@ pub struct MatchContext<'a> {
 
 impl HttpMatch {
     /// Whether the request satisfies every condition.
-    pub fn matches(&self, req: &Parts, ctx: &MatchContext<'_>) -> bool {
+    pub fn matches(&self, req: &ReqHead, ctx: &MatchContext<'_>) -> bool {
         if let Some(p) = self.port {
             if p != ctx.port {
                 return false;
@@ -126,13 +126,13 @@ impl HttpMatch {
         for (name, m) in &self.headers {
             // Envoy joins repeated headers with ','; the first value is
             // enough for the common case and avoids allocating.
-            match req.headers.get(name).and_then(|v| v.to_str().ok()) {
+            match req.headers.get_str(name) {
                 Some(v) if m.matches(v) => {}
                 _ => return false,
             }
         }
         for (name, m) in &self.without_headers {
-            if let Some(v) = req.headers.get(name).and_then(|v| v.to_str().ok()) {
+            if let Some(v) = req.headers.get_str(name) {
                 if m.matches(v) {
                     return false;
                 }
@@ -174,12 +174,11 @@ pub fn source_matches(
 }
 
 /// The request's authority: `:authority` for HTTP/2, else the `Host` header.
-pub fn authority(req: &Parts) -> Option<&str> {
-    req.uri.authority().map(|a| a.as_str()).or_else(|| {
-        req.headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
+pub fn authority(req: &ReqHead) -> Option<&str> {
+    req.uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get_str(&http::header::HOST))
 }
 
 /// The raw (not percent-decoded) value of the first `name=` in `query`; a
@@ -195,12 +194,12 @@ pub fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
 mod tests {
     use super::*;
 
-    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> ReqHead {
         let mut b = http::Request::builder().uri(uri);
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        b.body(()).unwrap().into_parts().0
+        b.body(()).unwrap().into_parts().0.into()
     }
 
     const CTX: MatchContext<'static> = MatchContext {

@@ -31,7 +31,7 @@ impl RouteTable {
     /// condition that matched (`None` when the rule has no conditions).
     pub fn select_http(
         &self,
-        req: &http::request::Parts,
+        req: &crate::proxy::head::ReqHead,
         ctx: &MatchContext<'_>,
     ) -> Option<(&HttpRoute, Option<usize>)> {
         self.http.iter().find_map(|r| {
