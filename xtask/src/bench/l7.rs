@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use super::netns::SERVER_IP;
 use super::procs::{cpu_seconds, in_ns, peak_rss_mib, tree, Proc};
 use super::report::{Section, Table};
+use super::rounds;
 use super::stats::Samples;
 use super::{interrupted, Env, HTTP_BACKEND_PORT};
 use crate::cmd::step;
@@ -414,7 +415,7 @@ enum Kind {
 /// Runs the L7 suite and returns its section.
 pub fn run(env: &Env) -> anyhow::Result<Section> {
     let secs: u32 = if env.quick { 3 } else { 10 };
-    let sat_secs: u32 = if env.quick { 3 } else { 5 };
+    let sat_secs: u32 = if env.quick { 2 } else { 3 };
     step("L7: starting nginx, HAProxy and Strait in the server namespace");
     let mut contenders = start(env)?;
     let protos = [Proto::H1, Proto::H2];
@@ -430,9 +431,14 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
     }
     // Saturation runs are short and many, every contender back to back in
     // each round with the first one rotating (as in L4), so that each
-    // round's ratios compare runs seconds apart; the fixed-rate runs follow
-    // in the first `env.runs` rounds.
-    let rounds = env.runs * 2;
+    // round's ratios compare runs seconds apart; Strait and nginx, whose
+    // ratio is judged, always run one right after the other. The
+    // fixed-rate runs follow in the first `env.runs` rounds.
+    let rounds = env.runs * 3;
+    let judged = (
+        contenders.iter().position(|c| c.name == "Strait"),
+        contenders.iter().position(|c| c.name == "nginx"),
+    );
     for r in 0..rounds {
         for (pi, proto) in protos.iter().enumerate() {
             let kinds: &[Kind] = if r < env.runs {
@@ -441,8 +447,13 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
                 &[Kind::Saturation]
             };
             for &kind in kinds {
-                for k in 0..contenders.len() {
-                    let ci = (r + k) % contenders.len();
+                let order = match judged {
+                    (Some(s), Some(n)) => rounds::order(r, contenders.len(), (s, n)),
+                    _ => (0..contenders.len())
+                        .map(|k| (r + k) % contenders.len())
+                        .collect(),
+                };
+                for ci in order {
                     let c = &mut contenders[ci];
                     if c.missing[proto.idx()].is_some() {
                         continue;
@@ -568,7 +579,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
         title: "L7: HTTP through a proxy".into(),
         intro: vec![
             format!(
-                "Client: oha {} in the client namespace (chosen because it drives HTTP/1.1 and h2 at a fixed open-loop rate with latency correction and reports percentiles as JSON; h2load has no fixed rate or percentiles, wrk no h2 or fixed rate). Saturation: {rounds} rounds of {sat_secs} s with 64 requests in flight (h1: 64 connections; h2: 4 connections × 16 streams); each round runs every contender back to back, the first one rotating, after one unrecorded warm-up run each. \
+                "Client: oha {} in the client namespace (chosen because it drives HTTP/1.1 and h2 at a fixed open-loop rate with latency correction and reports percentiles as JSON; h2load has no fixed rate or percentiles, wrk no h2 or fixed rate). Saturation: {rounds} rounds of {sat_secs} s with 64 requests in flight (h1: 64 connections; h2: 4 connections × 16 streams); each round runs every contender back to back, the first one rotating and Strait right next to nginx, after one unrecorded warm-up run each. \
                  Latency: {runs} runs of {secs} s at a fixed {FIXED_RPS} requests/s (open loop, `--latency-correction`), in the first rounds. \
                  \"rate ÷ direct, same round\" is each round's requests/s over direct's in that round (median, min–max): it cancels the drift between rounds, as in L4. \
                  Backend: `bench-backend --http` (hyper, h1 + h2c, 20-byte body), the same for all. Every proxy speaks HTTP/1.1 keep-alive to the backend.",

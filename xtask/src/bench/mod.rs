@@ -14,6 +14,7 @@ mod l7;
 mod netns;
 mod procs;
 mod report;
+mod rounds;
 mod stats;
 
 use std::path::PathBuf;
