@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use http_body::Body;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::request::{encode_chunk, encode_head, framing, Framing, LAST_CHUNK};
@@ -110,7 +110,7 @@ impl Conn {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let r = self.io.write_all(&self.wbuf).await;
+        let r = super::io::write_all(&self.io, &self.wbuf).await;
         self.wbuf.clear();
         r.map_err(|e| SendError::Closed(e.to_string()))
     }

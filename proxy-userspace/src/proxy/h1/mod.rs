@@ -16,6 +16,7 @@
 pub mod body;
 pub mod conn;
 pub mod date;
+pub mod io;
 pub mod prefixed;
 pub mod request;
 pub mod response;

@@ -218,7 +218,7 @@ async fn write(stream: &mut TcpStream, wbuf: &mut Vec<u8>) -> std::io::Result<()
     if wbuf.is_empty() {
         return Ok(());
     }
-    let r = stream.write_all(wbuf).await;
+    let r = super::io::write_all(stream, wbuf).await;
     wbuf.clear();
     r
 }
