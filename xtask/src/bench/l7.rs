@@ -434,7 +434,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
     // round's ratios compare runs seconds apart; Strait and nginx, whose
     // ratio is judged, always run one right after the other. The
     // fixed-rate runs follow in the first `env.runs` rounds.
-    let rounds = env.runs * 3;
+    let rounds = if env.quick { 9 } else { 20 };
     let judged = (
         contenders.iter().position(|c| c.name == "Strait"),
         contenders.iter().position(|c| c.name == "nginx"),
