@@ -95,10 +95,21 @@ impl TestCa {
     /// Starts `authority` with tokens A → node-a, B → node-b (or `tokens`)
     /// and the pods of `yaml`.
     pub async fn start(authority: Authority, settings: CaSettings, tokens: TokenSource, yaml: &str) -> TestCa {
+        Self::start_at("127.0.0.1:0".parse().unwrap(), authority, settings, tokens, yaml).await
+    }
+
+    /// [`TestCa::start`] on a given address (a restart on the same port).
+    pub async fn start_at(
+        at: SocketAddr,
+        authority: Authority,
+        settings: CaSettings,
+        tokens: TokenSource,
+        yaml: &str,
+    ) -> TestCa {
         let metrics = CaMetrics::default();
         let svc = CaService::new(authority, settings, tokens, Arc::new(snapshot(yaml)), metrics.clone());
         let root_pem = svc.root_pem();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(at).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
