@@ -59,7 +59,8 @@ fn embedded_ca_issues_node_identities_and_never_shows_keys() {
     let mut reviews = PodSpec::new("reviews-v1", &[("app", "reviews")]);
     reviews.service_account = "bookinfo-reviews".into();
     node.add_pod(reviews).unwrap();
-    node.add_pod(PodSpec::new("client", &[("app", "client")])).unwrap();
+    node.add_pod(PodSpec::new("client", &[("app", "client")]))
+        .unwrap();
     let config = node.tmp_dir().join("config");
     node.write_config(&config).unwrap();
     let ca_dir = node.tmp_dir().join("ca");
@@ -93,8 +94,14 @@ fn embedded_ca_issues_node_identities_and_never_shows_keys() {
         let root = std::fs::read_to_string(ca_dir.join("root-cert.pem")).unwrap();
         let root_der = strait::identity::certs::parse_pem_certs(&root).unwrap();
         let root_info = strait::identity::CertInfo::from_der(&root_der[0]).unwrap();
-        assert_eq!(certs["trust_bundle"][0]["serial"], root_info.serial.as_str());
-        assert_eq!(certs["certificates"][0]["issuer_chain"][0]["serial"], root_info.serial.as_str());
+        assert_eq!(
+            certs["trust_bundle"][0]["serial"],
+            root_info.serial.as_str()
+        );
+        assert_eq!(
+            certs["certificates"][0]["issuer_chain"][0]["serial"],
+            root_info.serial.as_str()
+        );
 
         // A pod arriving on the node adds its identity; leaving drops it.
         let late = node.pod("default", "client").unwrap().ip.octets();
@@ -120,11 +127,23 @@ fn embedded_ca_issues_node_identities_and_never_shows_keys() {
         wait_identities(&node, &three[..2], &log_path);
 
         // `strait ca inspect` inside the node.
-        let out = node.command(strait).unwrap().args(["ca", "inspect", "--admin", ADMIN]).output().unwrap();
+        let out = node
+            .command(strait)
+            .unwrap()
+            .args(["ca", "inspect", "--admin", ADMIN])
+            .output()
+            .unwrap();
         let table = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{table}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{table}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(table.starts_with("RESOURCE NAME"), "{table}");
-        assert!(table.contains("spiffe://cluster.local/ns/default/sa/bookinfo-reviews  Cert Chain"), "{table}");
+        assert!(
+            table.contains("spiffe://cluster.local/ns/default/sa/bookinfo-reviews  Cert Chain"),
+            "{table}"
+        );
         assert!(table.lines().any(|l| l.starts_with("ROOTCA")), "{table}");
 
         // Metrics: the CA's counters and the node's expiry gauge.
@@ -160,8 +179,17 @@ fn embedded_ca_issues_node_identities_and_never_shows_keys() {
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
-    assert!(log_text.contains("workload certificate installed"), "{log_text}");
-    assert!(!log_text.contains("PRIVATE KEY"), "the log shows a private key");
+    assert!(
+        log_text.contains("workload certificate installed"),
+        "{log_text}"
+    );
+    assert!(
+        !log_text.contains("PRIVATE KEY"),
+        "the log shows a private key"
+    );
     let key = std::fs::read_to_string(ca_dir.join("ca-key.pem")).unwrap();
-    assert!(!log_text.contains(key.lines().nth(1).unwrap()), "the log shows CA key bytes");
+    assert!(
+        !log_text.contains(key.lines().nth(1).unwrap()),
+        "the log shows CA key bytes"
+    );
 }

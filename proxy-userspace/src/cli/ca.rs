@@ -15,13 +15,17 @@ fn fetch(admin: SocketAddr) -> Result<serde_json::Value, String> {
     s.write_all(format!("GET /certs HTTP/1.0\r\nHost: {admin}\r\n\r\n").as_bytes())
         .map_err(|e| format!("{admin}: {e}"))?;
     let mut resp = Vec::new();
-    s.read_to_end(&mut resp).map_err(|e| format!("{admin}: {e}"))?;
+    s.read_to_end(&mut resp)
+        .map_err(|e| format!("{admin}: {e}"))?;
     let text = String::from_utf8_lossy(&resp);
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("{admin}: not an HTTP response"))?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(format!("{admin}/certs: {}", head.lines().next().unwrap_or_default()));
+        return Err(format!(
+            "{admin}/certs: {}",
+            head.lines().next().unwrap_or_default()
+        ));
     }
     serde_json::from_str(body).map_err(|e| format!("{admin}/certs: bad JSON: {e}"))
 }

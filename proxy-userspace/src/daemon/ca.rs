@@ -131,7 +131,9 @@ async fn run(args: CaServeArgs) -> anyhow::Result<()> {
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (pass --listen ADDR)", args.listen))?;
+        .map_err(|e| {
+            anyhow::anyhow!("cannot listen on {}: {e} (pass --listen ADDR)", args.listen)
+        })?;
     tracing::info!(listen = %args.listen, monitoring = %args.monitoring, "CA: serving istio.v1.auth.IstioCertificateService");
     ca::serve(svc, listener, &args.server_names, super::shutdown_signal()).await?;
     tracing::info!("CA: stopped");

@@ -60,7 +60,12 @@ pub struct IdentityFlags {
     #[arg(long, value_name = "DIR")]
     pub ca_dir: Option<PathBuf>,
     /// Where the embedded CA serves Istio's CA API.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15012", requires = "ca_dir")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:15012",
+        requires = "ca_dir"
+    )]
     pub ca_listen: SocketAddr,
     /// Tokens of other nodes the embedded CA serves (`TOKEN NODE-NAME` lines).
     #[arg(long, value_name = "FILE", requires = "ca_dir")]

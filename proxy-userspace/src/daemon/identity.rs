@@ -10,7 +10,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use strait_config::snapshot::MeshSnapshot;
 
-use crate::identity::ca::{self, Authority, CaService, CaSettings, TokenSource};
+use crate::identity::ca::{self, Authority, CaService, CaSettings, Caller, TokenSource};
 use crate::identity::client::{CaClient, CaClientConfig, NodeToken};
 use crate::identity::{CertStore, SecretManager, SpiffeId};
 use crate::telemetry::Metrics;
@@ -82,7 +82,11 @@ pub async fn start(
                 .with_context(|| format!("reading --ca-root {}", root.display()))?;
             std::fs::metadata(token_file)
                 .with_context(|| format!("reading --ca-token-file {}", token_file.display()))?;
-            (address.clone(), root_pem, NodeToken::File(token_file.clone()))
+            (
+                address.clone(),
+                root_pem,
+                NodeToken::File(token_file.clone()),
+            )
         }
         CaMode::Embedded {
             dir,
@@ -93,16 +97,21 @@ pub async fn start(
             let authority = Authority::load_or_generate(dir, &args.trust_domain)?;
             tracing::info!(dir = %dir.display(), origin = ?authority.origin(), "embedded CA: root loaded");
             // The daemon's own token: random, in memory only.
-            let own: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+            let own: String = (0..32)
+                .map(|_| format!("{:02x}", rand::random::<u8>()))
+                .collect();
             let token_source = match tokens {
                 Some(f) => {
                     let text = std::fs::read_to_string(f)
                         .with_context(|| format!("reading --ca-tokens {}", f.display()))?;
                     let mut m = crate::identity::ca::auth::parse_tokens(f, &text)?;
-                    m.insert(own.clone(), node.to_string());
+                    m.insert(own.clone(), Caller::Node(node.to_string()));
                     TokenSource::Static(Arc::new(m))
                 }
-                None => TokenSource::Static(Arc::new(HashMap::from([(own.clone(), node.to_string())]))),
+                None => TokenSource::Static(Arc::new(HashMap::from([(
+                    own.clone(),
+                    Caller::Node(node.to_string()),
+                )]))),
             };
             let ca_metrics = metrics.ca.clone().unwrap_or_default();
             let svc = CaService::new(
@@ -130,7 +139,11 @@ pub async fn start(
             } else {
                 local.ip().to_string()
             };
-            (format!("https://{host}:{}", local.port()), root_pem, NodeToken::Static(own))
+            (
+                format!("https://{host}:{}", local.port()),
+                root_pem,
+                NodeToken::Static(own),
+            )
         }
     };
     let roots = crate::identity::certs::parse_pem_certs(&root_pem)?;

@@ -61,7 +61,10 @@ pub fn parse_private_key(text: &str) -> Result<PrivatePkcs8KeyDer<'static>, Iden
         PrivateKeyDer::Pkcs1(k) => {
             // AlgorithmIdentifier { rsaEncryption, NULL }
             let alg = der_seq(&[
-                &der_tlv(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01]),
+                &der_tlv(
+                    0x06,
+                    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+                ),
                 &[0x05, 0x00],
             ]);
             pkcs8_wrap(&alg, k.secret_pkcs1_der())

@@ -44,7 +44,9 @@ pub enum IdentityError {
     #[error("certificate: {0}")]
     Cert(String),
     /// Not a SPIFFE ID of the form `spiffe://<td>/ns/<ns>/sa/<sa>`.
-    #[error("invalid SPIFFE ID {0:?}: want spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>")]
+    #[error(
+        "invalid SPIFFE ID {0:?}: want spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>"
+    )]
     SpiffeId(String),
     /// The tokens file has a malformed line.
     #[error("{path}:{line}: {msg}")]
@@ -140,7 +142,10 @@ mod tests {
         let id: SpiffeId = "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
             .parse()
             .unwrap();
-        assert_eq!(id, SpiffeId::new("cluster.local", "default", "bookinfo-reviews"));
+        assert_eq!(
+            id,
+            SpiffeId::new("cluster.local", "default", "bookinfo-reviews")
+        );
         assert_eq!(
             id.to_string(),
             "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"

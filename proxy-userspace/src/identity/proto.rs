@@ -44,7 +44,9 @@ impl IstioCertificateRequest {
 }
 
 /// A `Struct` of string fields.
-pub fn string_struct<'a>(fields: impl IntoIterator<Item = (&'a str, String)>) -> prost_types::Struct {
+pub fn string_struct<'a>(
+    fields: impl IntoIterator<Item = (&'a str, String)>,
+) -> prost_types::Struct {
     prost_types::Struct {
         fields: fields
             .into_iter()

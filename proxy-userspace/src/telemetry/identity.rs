@@ -90,11 +90,36 @@ impl CaMetrics {
         let c = |r: &mut Registry, name: &str, help: &str, m: &IstioCounter| {
             r.register(name, help, m.clone());
         };
-        c(registry, "citadel_server_csr_count", "The number of CSRs received by Citadel server.", &self.csr);
-        c(registry, "citadel_server_success_cert_issuance_count", "The number of certificates issuances that have succeeded.", &self.success);
-        c(registry, "citadel_server_authentication_failure_count", "The number of authentication failures.", &self.authn_failure);
-        c(registry, "citadel_server_csr_parsing_err_count", "The number of errors occurred when parsing the CSR.", &self.csr_parsing_err);
-        c(registry, "citadel_server_id_extraction_err_count", "The number of errors occurred when extracting the ID from CSR.", &self.id_extraction_err);
+        c(
+            registry,
+            "citadel_server_csr_count",
+            "The number of CSRs received by Citadel server.",
+            &self.csr,
+        );
+        c(
+            registry,
+            "citadel_server_success_cert_issuance_count",
+            "The number of certificates issuances that have succeeded.",
+            &self.success,
+        );
+        c(
+            registry,
+            "citadel_server_authentication_failure_count",
+            "The number of authentication failures.",
+            &self.authn_failure,
+        );
+        c(
+            registry,
+            "citadel_server_csr_parsing_err_count",
+            "The number of errors occurred when parsing the CSR.",
+            &self.csr_parsing_err,
+        );
+        c(
+            registry,
+            "citadel_server_id_extraction_err_count",
+            "The number of errors occurred when extracting the ID from CSR.",
+            &self.id_extraction_err,
+        );
         registry.register(
             "citadel_server_csr_sign_err_count",
             "The number of errors occurred when signing the CSR.",
@@ -154,7 +179,9 @@ impl EncodeMetric for CertExpiry {
                 Err(e) => -e.duration().as_secs_f64(),
             };
             let labels = [("resource_name", name.as_str())];
-            encoder.encode_family(&labels.as_slice())?.encode_gauge(&secs)?;
+            encoder
+                .encode_family(&labels.as_slice())?
+                .encode_gauge(&secs)?;
         }
         Ok(())
     }
@@ -194,11 +221,20 @@ mod tests {
         ca.sign_error("TTL_ERROR");
         let exp = CertExpiry::default();
         r.register("istio_agent_cert_expiry_seconds", "x", exp.clone());
-        exp.set("spiffe://cluster.local/ns/a/sa/b", SystemTime::now() + Duration::from_secs(100));
+        exp.set(
+            "spiffe://cluster.local/ns/a/sa/b",
+            SystemTime::now() + Duration::from_secs(100),
+        );
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
-        assert!(out.contains("# TYPE citadel_server_csr_count counter\ncitadel_server_csr_count 2\n"), "{out}");
-        assert!(out.contains("citadel_server_csr_sign_err_count{error=\"TTL_ERROR\"} 1"), "{out}");
+        assert!(
+            out.contains("# TYPE citadel_server_csr_count counter\ncitadel_server_csr_count 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("citadel_server_csr_sign_err_count{error=\"TTL_ERROR\"} 1"),
+            "{out}"
+        );
         let line = out
             .lines()
             .find(|l| l.starts_with("istio_agent_cert_expiry_seconds{resource_name=\"spiffe://cluster.local/ns/a/sa/b\"} "))

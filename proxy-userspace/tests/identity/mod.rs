@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use strait::identity::ca::{self, Authority, CaService, CaSettings, TokenSource};
+use strait::identity::ca::{self, Authority, CaService, CaSettings, Caller, TokenSource};
 use strait::identity::client::{CaClient, CaClientConfig, NodeToken};
 use strait::telemetry::identity::CaMetrics;
 use strait_config::snapshot::MeshSnapshot;
@@ -73,14 +73,34 @@ pub fn snapshot(yaml: &str) -> Arc<ArcSwap<MeshSnapshot>> {
 /// productpage on node-b.
 pub fn default_pods() -> String {
     pods_yaml(&[
-        ("default", "reviews-v1-abc", "bookinfo-reviews", "node-a", "10.1.0.5"),
-        ("default", "ratings-v1-abc", "bookinfo-ratings", "node-a", "10.1.0.6"),
-        ("default", "productpage-v1-abc", "bookinfo-productpage", "node-b", "10.1.1.5"),
+        (
+            "default",
+            "reviews-v1-abc",
+            "bookinfo-reviews",
+            "node-a",
+            "10.1.0.5",
+        ),
+        (
+            "default",
+            "ratings-v1-abc",
+            "bookinfo-ratings",
+            "node-a",
+            "10.1.0.6",
+        ),
+        (
+            "default",
+            "productpage-v1-abc",
+            "bookinfo-productpage",
+            "node-b",
+            "10.1.1.5",
+        ),
     ])
 }
 
 pub const TOKEN_A: &str = "token-of-node-a-0123456789";
 pub const TOKEN_B: &str = "token-of-node-b-0123456789";
+/// A workload's own token (spiffe://cluster.local/ns/default/sa/bookinfo-productpage).
+pub const TOKEN_PRODUCTPAGE: &str = "token-of-productpage-0123456789";
 
 /// A CA serving on loopback until dropped.
 pub struct TestCa {
@@ -94,8 +114,20 @@ pub struct TestCa {
 impl TestCa {
     /// Starts `authority` with tokens A → node-a, B → node-b (or `tokens`)
     /// and the pods of `yaml`.
-    pub async fn start(authority: Authority, settings: CaSettings, tokens: TokenSource, yaml: &str) -> TestCa {
-        Self::start_at("127.0.0.1:0".parse().unwrap(), authority, settings, tokens, yaml).await
+    pub async fn start(
+        authority: Authority,
+        settings: CaSettings,
+        tokens: TokenSource,
+        yaml: &str,
+    ) -> TestCa {
+        Self::start_at(
+            "127.0.0.1:0".parse().unwrap(),
+            authority,
+            settings,
+            tokens,
+            yaml,
+        )
+        .await
     }
 
     /// [`TestCa::start`] on a given address (a restart on the same port).
@@ -107,7 +139,13 @@ impl TestCa {
         yaml: &str,
     ) -> TestCa {
         let metrics = CaMetrics::default();
-        let svc = CaService::new(authority, settings, tokens, Arc::new(snapshot(yaml)), metrics.clone());
+        let svc = CaService::new(
+            authority,
+            settings,
+            tokens,
+            Arc::new(snapshot(yaml)),
+            metrics.clone(),
+        );
         let root_pem = svc.root_pem();
         let listener = tokio::net::TcpListener::bind(at).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -130,7 +168,13 @@ impl TestCa {
 
     /// Default settings, static tokens for node-a and node-b, default pods.
     pub async fn simple(authority: Authority) -> TestCa {
-        Self::start(authority, CaSettings::default(), static_tokens(), &default_pods()).await
+        Self::start(
+            authority,
+            CaSettings::default(),
+            static_tokens(),
+            &default_pods(),
+        )
+        .await
     }
 
     /// A client of this CA using `token`, asking for `ttl`.
@@ -158,8 +202,16 @@ impl TestCa {
 pub fn static_tokens() -> TokenSource {
     TokenSource::Static(Arc::new(
         [
-            (TOKEN_A.to_string(), "node-a".to_string()),
-            (TOKEN_B.to_string(), "node-b".to_string()),
+            (TOKEN_A.to_string(), Caller::Node("node-a".into())),
+            (TOKEN_B.to_string(), Caller::Node("node-b".into())),
+            (
+                TOKEN_PRODUCTPAGE.to_string(),
+                Caller::Workload(strait::identity::SpiffeId::new(
+                    "cluster.local",
+                    "default",
+                    "bookinfo-productpage",
+                )),
+            ),
         ]
         .into_iter()
         .collect(),

@@ -3,7 +3,11 @@
 //! Callers authenticate with `authorization: Bearer <token>`. Without
 //! Kubernetes, tokens come from the `--tokens` file: one `TOKEN NODE-NAME`
 //! pair per line (blank lines and `#` comments ignored), read again on every
-//! request so tokens can be added or revoked without a restart. A node may
+//! request so tokens can be added or revoked without a restart. A line
+//! `TOKEN spiffe://<td>/ns/<ns>/sa/<sa>` is a workload's own token (what a
+//! Kubernetes service-account token is to istiod): its holder gets that
+//! identity and no other — how a ztunnel in dedicated mode, which sends no
+//! `ImpersonatedIdentity`, is served. A node may
 //! only obtain identities of pods scheduled on it — istiod's rule for
 //! ztunnel's `ImpersonatedIdentity` (`pilot/pkg/.../nodeauth`): the pods come
 //! from the config directory's Pod objects (`spec.nodeName`,
@@ -17,18 +21,36 @@ use strait_config::snapshot::MeshSnapshot;
 
 use super::super::{IdentityError, SpiffeId};
 
+/// Who a token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// A node proxy: it may obtain identities of pods scheduled on the node.
+    Node(String),
+    /// One workload: it may obtain this identity only.
+    Workload(SpiffeId),
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Node(n) => write!(f, "node {n}"),
+            Caller::Workload(id) => write!(f, "workload {id}"),
+        }
+    }
+}
+
 /// Where the CA checks bearer tokens.
 #[derive(Clone, Debug)]
 pub enum TokenSource {
     /// The `--tokens` file, read on every request.
     File(PathBuf),
-    /// Fixed pairs (the CA embedded in `strait run`: one random token for
-    /// the node itself).
-    Static(Arc<HashMap<String, String>>),
+    /// Fixed tokens (the CA embedded in `strait run`: one random token for
+    /// the node itself, plus `--ca-tokens`).
+    Static(Arc<HashMap<String, Caller>>),
 }
 
-/// Parses a tokens file: `TOKEN NODE-NAME` per line.
-pub fn parse_tokens(path: &Path, text: &str) -> Result<HashMap<String, String>, IdentityError> {
+/// Parses a tokens file: `TOKEN NODE-NAME` or `TOKEN SPIFFE-ID` per line.
+pub fn parse_tokens(path: &Path, text: &str) -> Result<HashMap<String, Caller>, IdentityError> {
     let mut out = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -41,13 +63,21 @@ pub fn parse_tokens(path: &Path, text: &str) -> Result<HashMap<String, String>, 
             msg: msg.into(),
         };
         let mut parts = line.split_whitespace();
-        let (Some(token), Some(node), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(err("want `TOKEN NODE-NAME`"));
+        let (Some(token), Some(who), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(err("want `TOKEN NODE-NAME` or `TOKEN spiffe://...`"));
         };
         if token.len() < 16 {
             return Err(err("token shorter than 16 characters"));
         }
-        if out.insert(token.to_string(), node.to_string()).is_some() {
+        let caller = if who.starts_with("spiffe://") {
+            Caller::Workload(
+                who.parse()
+                    .map_err(|e: IdentityError| err(&e.to_string()))?,
+            )
+        } else {
+            Caller::Node(who.to_string())
+        };
+        if out.insert(token.to_string(), caller).is_some() {
             return Err(err("token listed twice"));
         }
     }
@@ -64,10 +94,10 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl TokenSource {
-    /// The node a token belongs to. `Err` when the tokens file cannot be
-    /// read or parsed (the caller answers `Unavailable`, fails closed).
-    pub fn node_of(&self, token: &str) -> Result<Option<String>, IdentityError> {
-        let lookup = |m: &HashMap<String, String>| {
+    /// Who a token belongs to. `Err` when the tokens file cannot be read
+    /// or parsed (the CA answers `Unavailable`: it fails closed).
+    pub fn caller_of(&self, token: &str) -> Result<Option<Caller>, IdentityError> {
+        let lookup = |m: &HashMap<String, Caller>| {
             let mut found = None;
             for (t, n) in m {
                 if ct_eq(t.as_bytes(), token.as_bytes()) {
@@ -110,16 +140,36 @@ mod tests {
     #[test]
     fn tokens_file_lines_and_errors_name_the_line() {
         let p = Path::new("/etc/strait/tokens");
-        let m = parse_tokens(p, "# comment\n\nabcdefghijklmnop0 node-a\n  qrstuvwxyz0123456 node-b  \n").unwrap();
-        assert_eq!(m["abcdefghijklmnop0"], "node-a");
-        assert_eq!(m["qrstuvwxyz0123456"], "node-b");
+        let m = parse_tokens(
+            p,
+            "# comment\n\nabcdefghijklmnop0 node-a\n  qrstuvwxyz0123456 node-b  \nworkload-token-0123 spiffe://cluster.local/ns/default/sa/default\n",
+        )
+        .unwrap();
+        assert_eq!(m["abcdefghijklmnop0"], Caller::Node("node-a".into()));
+        assert_eq!(m["qrstuvwxyz0123456"], Caller::Node("node-b".into()));
+        assert_eq!(
+            m["workload-token-0123"],
+            Caller::Workload(SpiffeId::new("cluster.local", "default", "default"))
+        );
         let e = parse_tokens(p, "abcdefghijklmnop0 node-a extra\n").unwrap_err();
-        assert_eq!(e.to_string(), "/etc/strait/tokens:1: want `TOKEN NODE-NAME`");
+        assert_eq!(
+            e.to_string(),
+            "/etc/strait/tokens:1: want `TOKEN NODE-NAME` or `TOKEN spiffe://...`"
+        );
+        let e = parse_tokens(p, "abcdefghijklmnop0 spiffe://cluster.local/ns/x\n").unwrap_err();
+        assert!(e.to_string().contains("invalid SPIFFE ID"), "{e}");
         let e = parse_tokens(p, "\nshort node-a\n").unwrap_err();
-        assert!(e.to_string().starts_with("/etc/strait/tokens:2: token shorter"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/etc/strait/tokens:2: token shorter"),
+            "{e}"
+        );
         let src = TokenSource::Static(Arc::new(m));
-        assert_eq!(src.node_of("abcdefghijklmnop0").unwrap().as_deref(), Some("node-a"));
-        assert_eq!(src.node_of("abcdefghijklmnop1").unwrap(), None);
-        assert_eq!(src.node_of("").unwrap(), None);
+        assert_eq!(
+            src.caller_of("abcdefghijklmnop0").unwrap(),
+            Some(Caller::Node("node-a".into()))
+        );
+        assert_eq!(src.caller_of("abcdefghijklmnop1").unwrap(), None);
+        assert_eq!(src.caller_of("").unwrap(), None);
     }
 }

@@ -163,7 +163,11 @@ impl Authority {
         write(CA_CERT, &root_pem, 0o644)?;
         write(ROOT_CERT, &root_pem, 0o644)?;
         write(CERT_CHAIN, &root_pem, 0o644)?;
-        write(".strait-generated", "written by strait ca: self-signed root\n", 0o644)?;
+        write(
+            ".strait-generated",
+            "written by strait ca: self-signed root\n",
+            0o644,
+        )?;
         Ok(())
     }
 
@@ -177,7 +181,8 @@ impl Authority {
         trust_domain: &str,
         origin: Origin,
     ) -> Result<Self, IdentityError> {
-        let at = |f: &str, m: String| IdentityError::Material(format!("{}: {m}", dir.join(f).display()));
+        let at =
+            |f: &str, m: String| IdentityError::Material(format!("{}: {m}", dir.join(f).display()));
         let signing = parse_pem_certs(cert).map_err(|e| at(CA_CERT, e.to_string()))?;
         let signing = signing
             .into_iter()
@@ -185,7 +190,10 @@ impl Authority {
             .ok_or_else(|| at(CA_CERT, "no CERTIFICATE block".into()))?;
         let info = CertInfo::from_der(&signing).map_err(|e| at(CA_CERT, e.to_string()))?;
         if !info.is_ca {
-            return Err(at(CA_CERT, "not a CA certificate (basicConstraints CA:TRUE is required)".into()));
+            return Err(at(
+                CA_CERT,
+                "not a CA certificate (basicConstraints CA:TRUE is required)".into(),
+            ));
         }
         if info.not_after() <= SystemTime::now() {
             return Err(at(CA_CERT, format!("expired at {}", info.not_after)));
@@ -196,7 +204,10 @@ impl Authority {
         let (_, x) = x509_parser::parse_x509_certificate(&signing)
             .map_err(|e| at(CA_CERT, e.to_string()))?;
         if x.public_key().raw != key_pair.public_key_der().as_slice() {
-            return Err(at(CA_KEY, format!("does not match the public key of {CA_CERT}")));
+            return Err(at(
+                CA_KEY,
+                format!("does not match the public key of {CA_CERT}"),
+            ));
         }
         let params = CertificateParams::from_ca_cert_der(&signing)
             .map_err(|e| at(CA_CERT, format!("cannot use as issuer: {e}")))?;
@@ -212,7 +223,12 @@ impl Authority {
                 .next()
                 .ok_or_else(|| at(ROOT_CERT, "no CERTIFICATE block".into()))?,
             None if info.subject == info.issuer => signing.clone(),
-            None => return Err(at(ROOT_CERT, "missing (ca-cert.pem is not self-signed)".into())),
+            None => {
+                return Err(at(
+                    ROOT_CERT,
+                    "missing (ca-cert.pem is not self-signed)".into(),
+                ))
+            }
         };
         let mut intermediates = vec![signing.clone()];
         if let Some(c) = chain {
@@ -260,7 +276,12 @@ impl Authority {
     /// digitalSignature + keyEncipherment, CA:FALSE. Only the CSR's public
     /// key is used (its signature is verified); names it asks for are
     /// ignored. Returns PEMs, leaf first, root last.
-    pub fn sign(&self, csr_pem: &str, id: &SpiffeId, ttl: Duration) -> Result<Vec<String>, SignError> {
+    pub fn sign(
+        &self,
+        csr_pem: &str,
+        id: &SpiffeId,
+        ttl: Duration,
+    ) -> Result<Vec<String>, SignError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| SignError::Csr(e.to_string()))?;
         let mut params = CertificateParams::default();
@@ -274,7 +295,8 @@ impl Authority {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let mut san = CustomExtension::from_oid_content(&[2, 5, 29, 17], uri_san_value(&id.to_string()));
+        let mut san =
+            CustomExtension::from_oid_content(&[2, 5, 29, 17], uri_san_value(&id.to_string()));
         san.set_criticality(true);
         params.custom_extensions = vec![san];
         params.use_authority_key_identifier_extension = true;
@@ -297,7 +319,12 @@ impl Authority {
     /// A TLS serving certificate for the CA's own gRPC endpoint (istiod's
     /// DNS certificate): DNS and IP SANs, EKU serverAuth, signed by this CA.
     /// Returns (chain PEM without the root, key PEM). The key stays in memory.
-    pub fn serving_cert(&self, dns: &[String], ips: &[std::net::IpAddr], ttl: Duration) -> Result<(String, String), IdentityError> {
+    pub fn serving_cert(
+        &self,
+        dns: &[String],
+        ips: &[std::net::IpAddr],
+        ttl: Duration,
+    ) -> Result<(String, String), IdentityError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_err)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -305,9 +332,9 @@ impl Authority {
         params.distinguished_name = dn;
         let mut sans = Vec::new();
         for d in dns {
-            sans.push(rcgen::SanType::DnsName(
-                d.clone().try_into().map_err(|e| IdentityError::Config(format!("bad DNS name {d:?}: {e}")))?,
-            ));
+            sans.push(rcgen::SanType::DnsName(d.clone().try_into().map_err(
+                |e| IdentityError::Config(format!("bad DNS name {d:?}: {e}")),
+            )?));
         }
         sans.extend(ips.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
         params.subject_alt_names = sans;
@@ -318,7 +345,9 @@ impl Authority {
         params.not_before = (now - Duration::from_secs(60)).into();
         params.not_after = (now + ttl).into();
         params.serial_number = Some(random_serial());
-        let cert = params.signed_by(&key, &self.issuer, &self.issuer_key).map_err(cert_err)?;
+        let cert = params
+            .signed_by(&key, &self.issuer, &self.issuer_key)
+            .map_err(cert_err)?;
         let mut chain = cert.pem();
         for d in &self.intermediates {
             chain.push_str(&cert_pem(d));

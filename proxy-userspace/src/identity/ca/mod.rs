@@ -18,7 +18,7 @@ use std::time::Duration;
 use tonic::codegen::{http, BoxFuture, Service};
 use tonic::server::NamedService;
 
-pub use auth::{NodePods, TokenSource};
+pub use auth::{Caller, NodePods, TokenSource};
 pub use authority::{Authority, Origin, SignError};
 
 use super::proto::{
@@ -76,7 +76,10 @@ impl NamedService for CaService {
 fn bearer(md: &tonic::metadata::MetadataMap) -> Option<&str> {
     let v = md.get("authorization")?.to_str().ok()?.trim();
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn human(d: Duration) -> String {
@@ -145,8 +148,8 @@ impl CaService {
                 "request authenticate failure: no `authorization: Bearer <token>` metadata",
             ));
         };
-        let node = match self.inner.tokens.node_of(token) {
-            Ok(Some(n)) => n,
+        let caller = match self.inner.tokens.caller_of(token) {
+            Ok(Some(c)) => c,
             Ok(None) => {
                 m.authn_failure.inc();
                 return refuse(Status::unauthenticated(
@@ -160,32 +163,46 @@ impl CaService {
             }
         };
         let body = req.get_ref();
-        let Some(wanted) = body.metadata_str(IMPERSONATED_IDENTITY) else {
-            m.id_extraction_err.inc();
-            return refuse(Status::unauthenticated(format!(
-                "node {node}: `{IMPERSONATED_IDENTITY}` metadata is required (a node token carries no workload identity)"
-            )));
-        };
-        let id: SpiffeId = match wanted.parse() {
-            Ok(id) => id,
-            Err(e) => {
+        let wanted = match (body.metadata_str(IMPERSONATED_IDENTITY), &caller) {
+            (Some(w), _) => match w.parse::<SpiffeId>() {
+                Ok(id) => id,
+                Err(e) => {
+                    m.id_extraction_err.inc();
+                    return refuse(Status::invalid_argument(e.to_string()));
+                }
+            },
+            // istiod: without impersonation the caller gets its own identity.
+            (None, Caller::Workload(own)) => own.clone(),
+            (None, Caller::Node(node)) => {
                 m.id_extraction_err.inc();
-                return refuse(Status::invalid_argument(e.to_string()));
+                return refuse(Status::unauthenticated(format!(
+                    "node {node}: `{IMPERSONATED_IDENTITY}` metadata is required (a node token carries no workload identity)"
+                )));
             }
         };
+        let id = wanted;
         let td = self.inner.authority.trust_domain();
         if id.trust_domain != td {
             m.authn_failure.inc();
             return refuse(Status::unauthenticated(format!(
-                "node {node} may not obtain {id}: trust domain is not {td}"
+                "{caller} may not obtain {id}: trust domain is not {td}"
             )));
         }
-        if !self.inner.pods.runs_on(&node, &id) {
-            m.authn_failure.inc();
-            return refuse(Status::unauthenticated(format!(
-                "node {node} may not obtain {id}: no pod with service account {} in namespace {} is scheduled on it",
-                id.service_account, id.namespace
-            )));
+        match &caller {
+            Caller::Node(node) if !self.inner.pods.runs_on(node, &id) => {
+                m.authn_failure.inc();
+                return refuse(Status::unauthenticated(format!(
+                    "node {node} may not obtain {id}: no pod with service account {} in namespace {} is scheduled on it",
+                    id.service_account, id.namespace
+                )));
+            }
+            Caller::Workload(own) if *own != id => {
+                m.authn_failure.inc();
+                return refuse(Status::unauthenticated(format!(
+                    "workload {own} may not obtain {id}"
+                )));
+            }
+            _ => {}
         }
         let s = &self.inner.settings;
         let ttl = if body.validity_duration <= 0 {
@@ -204,8 +221,10 @@ impl CaService {
         match self.inner.authority.sign(&body.csr, &id, ttl) {
             Ok(chain) => {
                 m.success.inc();
-                tracing::info!(%peer, %node, identity = %id, ttl_s = ttl.as_secs(), "CA: issued a workload certificate");
-                Ok(tonic::Response::new(IstioCertificateResponse { cert_chain: chain }))
+                tracing::info!(%peer, %caller, identity = %id, ttl_s = ttl.as_secs(), "CA: issued a workload certificate");
+                Ok(tonic::Response::new(IstioCertificateResponse {
+                    cert_chain: chain,
+                }))
             }
             Err(SignError::Csr(e)) => {
                 m.csr_parsing_err.inc();
@@ -297,9 +316,9 @@ pub async fn serve(
         }
     }
     // One year; regenerated at every start.
-    let (chain, key) = svc
-        .authority()
-        .serving_cert(&dns, &ips, Duration::from_secs(365 * 24 * 3600))?;
+    let (chain, key) =
+        svc.authority()
+            .serving_cert(&dns, &ips, Duration::from_secs(365 * 24 * 3600))?;
     let tls = tonic::transport::ServerTlsConfig::new()
         .identity(tonic::transport::Identity::from_pem(chain, key));
     tonic::transport::Server::builder()

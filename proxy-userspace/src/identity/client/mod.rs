@@ -86,7 +86,9 @@ impl CaClient {
             )));
         }
         if super::certs::parse_pem_certs(&cfg.root_pem)?.is_empty() {
-            return Err(IdentityError::Material("--ca-root holds no CERTIFICATE".into()));
+            return Err(IdentityError::Material(
+                "--ca-root holds no CERTIFICATE".into(),
+            ));
         }
         let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&cfg.root_pem));
         let channel = Endpoint::from_shared(cfg.address.clone())
@@ -129,9 +131,9 @@ impl CaClient {
         let md = req.metadata_mut();
         md.insert(
             "authorization",
-            format!("Bearer {token}")
-                .parse()
-                .map_err(|_| IdentityError::Config("the CA token is not a valid header value".into()))?,
+            format!("Bearer {token}").parse().map_err(|_| {
+                IdentityError::Config("the CA token is not a valid header value".into())
+            })?,
         );
         if let Ok(v) = self.cfg.cluster_id.parse() {
             md.insert("clusterid", v);

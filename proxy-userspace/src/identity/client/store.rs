@@ -27,7 +27,11 @@ impl CertStore {
 
     /// The current certificate of `id`.
     pub fn get(&self, id: &SpiffeId) -> Option<Arc<WorkloadCert>> {
-        self.certs.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+        self.certs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// Installs (or replaces) a certificate; its roots join the trust bundle.
@@ -48,7 +52,10 @@ impl CertStore {
 
     /// Drops the certificate of `id`.
     pub fn remove(&self, id: &SpiffeId) -> Option<Arc<WorkloadCert>> {
-        self.certs.write().unwrap_or_else(|e| e.into_inner()).remove(id)
+        self.certs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
     }
 
     /// Every certificate, by identity.
