@@ -315,6 +315,12 @@ where
             ops.apply(parts.headers.map_mut());
         }
     }
+    // Security policy of the destination workloads (one pointer check when
+    // the node has none).
+    let cluster = &dest.cluster.name;
+    if let Some(r) = super::authz::check_request(table, cluster, conn.peer, &mut parts, grpc, rec) {
+        return (r, no_hold());
+    }
 
     let http2 = match dest.cluster.protocol {
         UpstreamProtocol::Http1 => false,
