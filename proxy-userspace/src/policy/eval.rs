@@ -67,8 +67,9 @@ pub enum Why {
     NoAllowMatched,
     /// A DENY policy matched.
     DenyMatched,
-    /// A DENY policy may match: a rule needs an attribute Strait cannot
-    /// know (mTLS identity), so it is taken as matching (fail closed).
+    /// A DENY policy may match: a rule needs an attribute not available
+    /// here (the peer's mTLS identity; HTTP fields on a TCP connection,
+    /// which Istio ignores in DENY rules), so it is taken as matching.
     DenyUndecidable,
     /// A CUSTOM policy matched (or may match): Strait has no external
     /// authorizer client, so it denies (fail closed).
@@ -89,7 +90,9 @@ impl Why {
             Why::AllowMatched => "ALLOW policy matched",
             Why::NoAllowMatched => "no ALLOW policy matched",
             Why::DenyMatched => "DENY policy matched",
-            Why::DenyUndecidable => "DENY policy needs the peer's mTLS identity (not available): denied",
+            Why::DenyUndecidable => {
+                "DENY policy may match (mTLS identity not available, or HTTP fields on TCP): denied"
+            }
             Why::CustomUnsupported => "CUSTOM policy matched: no external authorizer, denied",
             Why::PolicyInvalid => "policy cannot be enforced: denied",
             Why::RemoteWorkload => "policy-selected workload on another node cannot be protected: denied",
