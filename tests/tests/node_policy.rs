@@ -237,3 +237,147 @@ fn istio_security_tasks_on_a_node() {
         "{metrics}"
     );
 }
+
+/// Stops `strait run` (SIGKILL) when the test ends, pass or fail.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// "Authorization for TCP traffic": tcp-echo on ports 9000 and 9001; an
+/// ALLOW policy on port 9000 closes 9001 connections; an ALLOW rule with
+/// HTTP-only fields allows nothing on TCP; a DENY rule with HTTP-only
+/// fields denies its port.
+#[test]
+fn istio_tcp_authorization_task_on_a_node() {
+    use std::io::Write;
+    use std::net::{SocketAddr, TcpListener};
+    use std::time::{Duration, Instant};
+    use strait_tests::node::{Node, PodSpec, ServiceDef, ServicePort};
+
+    let name = "istio_tcp_authorization_task_on_a_node";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let mut node = Node::new(&p.cgroup2, "node-1", 218).unwrap();
+    node.add_pod(PodSpec::new("client", &[("app", "client")])).unwrap();
+    node.add_pod(PodSpec::new("tcp-echo", &[("app", "tcp-echo")])).unwrap();
+    let port = |n: u16| ServicePort {
+        name: Some(format!("tcp-{n}")),
+        port: n,
+        target_port: None,
+        protocol: "TCP".into(),
+        app_protocol: None,
+    };
+    node.add_service(ServiceDef {
+        name: "tcp-echo".into(),
+        namespace: "default".into(),
+        selector: [("app".to_string(), "tcp-echo".to_string())].into(),
+        ports: vec![port(9000), port(9001)],
+        cluster_ip: None,
+        headless: false,
+    })
+    .unwrap();
+    // tcp-echo: answers every connection with "hello <port>".
+    let echo = node.pod("default", "tcp-echo").unwrap().clone();
+    for n in [9000u16, 9001] {
+        let l = echo
+            .run_in(|| TcpListener::bind(SocketAddr::from((echo.ip, n))))
+            .unwrap()
+            .unwrap();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().map_while(Result::ok) {
+                let _ = writeln!(s, "hello {n}");
+            }
+        });
+    }
+    let dir = node.tmp_dir().join("config");
+    node.write_config(&dir).unwrap();
+    let log = node.tmp_dir().join("strait.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let strait = demo::mesh::sibling("strait").unwrap();
+    let _daemon = Daemon(
+        node.strait_run(&strait, &dir)
+            .unwrap()
+            .args(["--admin", demo::mesh::ADMIN])
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap(),
+    );
+    let admin: SocketAddr = demo::mesh::ADMIN.parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(
+        node.run_in(|| strait_tests::node::http::get(admin, "localhost", "/ready", &[])),
+        Ok(Ok((200, _)))
+    ) {
+        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let vip = node.service("default", "tcp-echo").unwrap().cluster_ip.unwrap();
+    let probe = |n: u16| {
+        let out = node
+            .pod("default", "client")
+            .unwrap()
+            .command(env!("CARGO_BIN_EXE_strait-probe"))
+            .unwrap()
+            .args(["tcp", &format!("{vip}:{n}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Applies a policy file and waits until the daemon answers as `ready`
+    // says (a reload takes well under a second; allow 10 s).
+    let apply = |yaml: &str, ready: &dyn Fn() -> bool| {
+        let tmp = dir.join(".policy.yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, dir.join("policy.yaml")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready() {
+            assert!(
+                Instant::now() < deadline,
+                "policy not in force after 10 s:\n{yaml}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert_eq!(probe(9000), "hello 9000");
+    assert_eq!(probe(9001), "hello 9001");
+    let selector = "  selector:\n    matchLabels:\n      app: tcp-echo\n";
+    let spec = |name: &str, body: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n{selector}{body}"
+        )
+    };
+    apply(
+        &spec("tcp-policy", "  action: ALLOW\n  rules:\n  - to:\n    - operation:\n        ports: [\"9000\"]\n"),
+        &|| probe(9001) != "hello 9001",
+    );
+    assert_eq!(probe(9000), "hello 9000");
+    assert!(!probe(9001).contains("hello"));
+    // HTTP-only field in an ALLOW rule: the rule is ignored, nothing allowed.
+    apply(
+        &spec(
+            "tcp-policy",
+            "  action: ALLOW\n  rules:\n  - to:\n    - operation:\n        methods: [\"GET\"]\n        ports: [\"9000\"]\n",
+        ),
+        &|| probe(9000) != "hello 9000",
+    );
+    assert!(!probe(9001).contains("hello"));
+    // HTTP-only field in a DENY rule: port 9000 denied, 9001 allowed.
+    apply(
+        &spec(
+            "tcp-policy",
+            "  action: DENY\n  rules:\n  - to:\n    - operation:\n        methods: [\"GET\"]\n        ports: [\"9000\"]\n",
+        ),
+        &|| probe(9001) == "hello 9001",
+    );
+    assert!(!probe(9000).contains("hello"));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.lines().any(|l| l.contains(" RBAC ") && l.contains("tcp-echo")), "{text}");
+}
