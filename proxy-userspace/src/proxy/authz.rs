@@ -112,6 +112,37 @@ pub fn check_request(
     }
 }
 
+/// Whether a mirrored copy of `out` may go to `cluster`: its destination
+/// workloads' policies must allow it, as they would the request itself (a
+/// denied or unauthenticated copy is not sent; nothing is logged as a
+/// denial, the client never sees mirrors).
+pub fn mirror_allowed(
+    table: &Table,
+    cluster: &str,
+    peer: SocketAddr,
+    out: &super::http::forward::Outgoing,
+) -> bool {
+    let Some(guard) = table.policy.as_deref().and_then(|p| p.guard(cluster)) else {
+        return true;
+    };
+    let host = out
+        .headers
+        .get_str(&http::header::HOST)
+        .unwrap_or_default();
+    let req = Request {
+        source_ip: peer.ip(),
+        sni: None,
+        http: Some(HttpRequest {
+            method: out.method.as_str(),
+            path: out.path_and_query.path(),
+            query: out.path_and_query.query(),
+            host,
+            headers: &out.headers,
+        }),
+    };
+    matches!(policy::enforce(guard, &req), Outcome::Allow { .. })
+}
+
 /// Checks a TCP connection routed to `cluster`; `true` when it is denied
 /// (the caller closes it; flag `RBAC` in the access log).
 pub fn check_connection(

@@ -336,7 +336,8 @@ where
     }
     if let RequestBody::Buffered(b) = &out.body {
         for m in &route.mirrors {
-            if chance(m.percent) {
+            let allowed = || super::authz::mirror_allowed(table, &m.cluster.name, conn.peer, &out);
+            if chance(m.percent) && allowed() {
                 mirror::spawn_mirror(
                     m.cluster.clone(),
                     out.method.clone(),
