@@ -554,3 +554,51 @@ fn table_scopes_selector_namespace_root_and_remote_nodes() {
     assert!(matches!(enforce(g, &http("/")), Outcome::Allow { .. }));
     assert!(matches!(enforce(g, &http("/admin")), Outcome::Denied(_)));
 }
+
+#[test]
+fn jwks_uri_is_fetched_and_shared() {
+    use std::io::{Read, Write};
+    // A one-route HTTP server on loopback serving Istio's JWKS.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = jwks();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let yaml = format!(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: remote\n  namespace: default\nspec:\n  jwtRules:\n  - issuer: testing@secure.istio.io\n    jwksUri: http://{addr}/jwks.json\n"
+    );
+    let a = set(&yaml).authn.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match a.authenticate(&bearer(&token("demo.jwt")), None) {
+            AuthnResult::Verified(id, _) => {
+                assert_eq!(id.principal, "testing@secure.istio.io/testing@secure.istio.io");
+                break;
+            }
+            // Until the first fetch lands: Envoy's message.
+            AuthnResult::Failed(m) => assert_eq!(m, "Jwks remote fetch is failed"),
+            AuthnResult::NoToken => unreachable!(),
+        }
+        assert!(std::time::Instant::now() < deadline, "JWKS never fetched");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A second policy set naming the same URI shares the fetched keys.
+    let b = set(&yaml).authn.unwrap();
+    assert!(matches!(
+        b.authenticate(&bearer(&token("demo.jwt")), None),
+        AuthnResult::Verified(..)
+    ));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -47,6 +47,7 @@ impl HeaderLookup for ReqHeaders {
 /// header edits are applied to `parts`); `Some(reply)`: answer with it —
 /// 401 with Envoy's `jwt_authn` message, or 403 `RBAC: access denied`
 /// (flag `RBAC`).
+#[inline]
 pub fn check_request(
     table: &Table,
     cluster: &str,
@@ -55,7 +56,21 @@ pub fn check_request(
     grpc: bool,
     rec: &mut AccessLogRecord,
 ) -> Option<Response<ProxyBody>> {
-    let guard = table.policy.as_deref()?.guard(cluster)?;
+    // The no-policy path: one pointer check, nothing else inlined.
+    let policies = table.policy.as_deref()?;
+    check_with(policies, cluster, peer, parts, grpc, rec)
+}
+
+#[inline(never)]
+fn check_with(
+    policies: &policy::PolicyTable,
+    cluster: &str,
+    peer: SocketAddr,
+    parts: &mut ReqHead,
+    grpc: bool,
+    rec: &mut AccessLogRecord,
+) -> Option<Response<ProxyBody>> {
+    let guard = policies.guard(cluster)?;
     let outcome = {
         let host = super::route::matching::authority(parts).unwrap_or("");
         let req = Request {
