@@ -135,8 +135,13 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     apply_kernel(&mut datapath, &snap);
     let orig = KernelOriginalDst(OriginalDestinations::open(datapath.pin_dir())?);
 
-    let proxy =
-        Proxy::new(&snap).map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?;
+    // Security policy is enforced for the workloads of this node.
+    let scope = crate::policy::Scope {
+        node: Some(args.node.clone()),
+        ..Default::default()
+    };
+    let proxy = Proxy::with_scope(&snap, scope)
+        .map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?;
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
     let embedded_ca = matches!(
         args.identity,

@@ -29,9 +29,11 @@ impl ResponseFlags {
     pub const DOWNSTREAM_CONNECTION_TERMINATION: Self = Self(1 << 9);
     /// `UR`: upstream remote reset.
     pub const UPSTREAM_REMOTE_RESET: Self = Self(1 << 10);
+    /// `RBAC`: denied by an AuthorizationPolicy (Envoy's RBAC filter).
+    pub const RBAC_ACCESS_DENIED: Self = Self(1 << 11);
 
     /// In Envoy's printing order (`ResponseFlagUtils`).
-    const NAMES: [(Self, &'static str); 11] = [
+    const NAMES: [(Self, &'static str); 12] = [
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_REQUEST_TIMEOUT, "UT"),
         (Self::UPSTREAM_REMOTE_RESET, "UR"),
@@ -43,6 +45,7 @@ impl ResponseFlags {
         (Self::FAULT_INJECTED, "FI"),
         (Self::DOWNSTREAM_CONNECTION_TERMINATION, "DC"),
         (Self::UPSTREAM_RETRY_LIMIT_EXCEEDED, "URX"),
+        (Self::RBAC_ACCESS_DENIED, "RBAC"),
     ];
 
     /// No flag set.

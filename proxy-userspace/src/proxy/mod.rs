@@ -10,6 +10,7 @@
 //!
 //! Public API for the daemon and the benchmarks: [`Proxy`].
 pub mod access_log;
+pub mod authz;
 pub mod body;
 pub mod cluster;
 pub mod compile;
@@ -49,12 +50,16 @@ pub struct ProxySettings {
     /// `protocolDetectionTimeout`, default 0 = wait; here default 100 ms so
     /// server-first protocols are not stalled for long).
     pub protocol_detection_timeout: Duration,
+    /// Whose security policies this proxy enforces (node name, root
+    /// namespace); see [`crate::policy::Scope`].
+    pub policy_scope: crate::policy::Scope,
 }
 
 impl Default for ProxySettings {
     fn default() -> Self {
         Self {
             protocol_detection_timeout: Duration::from_millis(100),
+            policy_scope: crate::policy::Scope::default(),
         }
     }
 }
@@ -84,7 +89,23 @@ impl Proxy {
     pub fn new(
         snapshot: &strait_config::snapshot::MeshSnapshot,
     ) -> Result<Self, compile::CompileError> {
-        Ok(Self::from_table(compile::compile(snapshot)?))
+        Self::with_scope(snapshot, crate::policy::Scope::default())
+    }
+
+    /// A proxy serving `snapshot` that enforces the security policies of
+    /// the workloads `scope` makes local (the daemon: its node).
+    pub fn with_scope(
+        snapshot: &strait_config::snapshot::MeshSnapshot,
+        scope: crate::policy::Scope,
+    ) -> Result<Self, compile::CompileError> {
+        let mut table = compile::compile(snapshot)?;
+        table.policy = crate::policy::PolicyTable::build(snapshot, &scope).map(Arc::new);
+        let proxy = Self::from_table(table);
+        let settings = ProxySettings {
+            policy_scope: scope,
+            ..ProxySettings::default()
+        };
+        Ok(proxy.with_settings(settings))
     }
 
     /// A proxy serving an already built runtime table.
@@ -129,7 +150,11 @@ impl Proxy {
         &self,
         snapshot: &strait_config::snapshot::MeshSnapshot,
     ) -> Result<(), compile::CompileError> {
-        self.update_table(compile::compile(snapshot)?);
+        let mut table = compile::compile(snapshot)?;
+        table.policy =
+            crate::policy::PolicyTable::build(snapshot, &self.shared.settings.policy_scope)
+                .map(Arc::new);
+        self.update_table(table);
         Ok(())
     }
 

@@ -315,6 +315,12 @@ where
             ops.apply(parts.headers.map_mut());
         }
     }
+    // Security policy of the destination workloads (one pointer check when
+    // the node has none).
+    let cluster = &dest.cluster.name;
+    if let Some(r) = super::authz::check_request(table, cluster, conn.peer, &mut parts, grpc, rec) {
+        return (r, no_hold());
+    }
 
     let http2 = match dest.cluster.protocol {
         UpstreamProtocol::Http1 => false,
@@ -330,7 +336,8 @@ where
     }
     if let RequestBody::Buffered(b) = &out.body {
         for m in &route.mirrors {
-            if chance(m.percent) {
+            let allowed = || super::authz::mirror_allowed(table, &m.cluster.name, conn.peer, &out);
+            if chance(m.percent) && allowed() {
                 mirror::spawn_mirror(
                     m.cluster.clone(),
                     out.method.clone(),
