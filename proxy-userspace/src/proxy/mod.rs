@@ -149,11 +149,7 @@ impl Proxy {
     pub fn with_access_log(self, sink: Arc<dyn AccessLogSink>) -> Self {
         let mut settings = self.shared.settings.clone();
         settings.path_normalization = self.shared.path_normalization.get();
-        let shared = Shared::new(
-            ArcSwap::new(self.shared.table.load_full()),
-            sink,
-            settings,
-        );
+        let shared = Shared::new(ArcSwap::new(self.shared.table.load_full()), sink, settings);
         Self {
             shared: Arc::new(shared),
         }

@@ -109,7 +109,8 @@ pub async fn serve(info: Arc<ConnInfo>, mut stream: TcpStream) -> Handoff {
     // that may be stale, and only then is the real one computed (so a
     // request costs one clock read, not a timer update).
     let mut clock = Clock::new(settings);
-    let timer = tokio::time::sleep_until(clock.last_active + BUFFER_RELEASE);
+    let timer =
+        tokio::time::sleep_until(clock.last_active + BUFFER_RELEASE.min(settings.idle_timeout));
     tokio::pin!(timer);
     loop {
         // Read until a whole head (and its small body) is here.
@@ -396,19 +397,19 @@ impl Clock {
                 due
             }
             Wait::Idle => {
+                let idle_due = self.last_active + self.idle_timeout;
+                if now >= idle_due {
+                    return Some(Expired::Idle);
+                }
                 let release = self.last_active + BUFFER_RELEASE;
                 if now < release {
-                    release
+                    release.min(idle_due)
                 } else {
                     if buf.is_empty() && buf.capacity() > 0 {
                         *buf = BytesMut::new();
                         *wbuf = Vec::new();
                     }
-                    let due = self.last_active + self.idle_timeout;
-                    if now >= due {
-                        return Some(Expired::Idle);
-                    }
-                    due
+                    idle_due
                 }
             }
         };
@@ -455,7 +456,11 @@ async fn reject_with(info: &ConnInfo, stream: &mut TcpStream, r: Reject, dpe: bo
     out.push(b' ');
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    header_line(&mut out, b"content-length", itoa(reason.len() as u64, &mut [0; 20]));
+    header_line(
+        &mut out,
+        b"content-length",
+        itoa(reason.len() as u64, &mut [0; 20]),
+    );
     header_line(&mut out, b"content-type", b"text/plain");
     super::date::with(|d| header_line(&mut out, b"date", d));
     out.extend_from_slice(b"connection: close\r\n\r\n");
