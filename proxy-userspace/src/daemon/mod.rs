@@ -49,6 +49,9 @@ pub struct RunArgs {
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
     pub access_log: bool,
+    /// The L7 proxy's HTTP limits and timeouts (request-headers, stream
+    /// idle and connection idle timeouts, connection cap).
+    pub proxy: crate::proxy::ProxySettings,
 }
 
 /// The kernel's answer to "where was this connection going".
@@ -133,6 +136,7 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
 
     let proxy =
         Proxy::new(&snap).map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?;
+    let proxy = proxy.with_settings(args.proxy.clone());
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
     let metrics = Arc::new(Metrics::new());
     let sink = sink::TelemetrySink::new(snapshot.clone(), metrics.clone(), args.access_log);

@@ -484,6 +484,61 @@ async fn reject_with(info: &ConnInfo, stream: &mut TcpStream, r: Reject, dpe: bo
     crate::proxy::http::log_protocol_error(info, r.status, r.details, dpe);
 }
 
+/// What the server loop makes of `bytes` as the next request on a
+/// connection: the same code path as serving, for the fuzz target
+/// (`fuzz/fuzz_targets/h1_request.rs`) and tests.
+#[derive(Debug)]
+pub enum ParseOutcome {
+    /// A request served by this loop.
+    Request {
+        /// Method.
+        method: Method,
+        /// Path and query as routed (before normalization).
+        path: String,
+        /// The header lines forwarded upstream, in order.
+        headers: Vec<(Vec<u8>, Vec<u8>)>,
+        /// Request body length.
+        body: usize,
+        /// Bytes of `bytes` the request took (head and body).
+        consumed: usize,
+    },
+    /// The head is incomplete.
+    NeedMore,
+    /// The head is complete, the body is not.
+    NeedBody,
+    /// hyper would serve it.
+    Handoff,
+    /// Refused with this reply.
+    Reject(Reject),
+}
+
+/// Parses `bytes` as the server loop does (see [`ParseOutcome`]).
+pub fn parse_one(bytes: &[u8]) -> ParseOutcome {
+    let mut buf = BytesMut::from(bytes);
+    match parse(&mut buf) {
+        Step::Parsed(p) => {
+            let headers = p
+                .head
+                .headers
+                .to_map()
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect();
+            ParseOutcome::Request {
+                method: p.head.method,
+                path: p.head.uri.to_string(),
+                headers,
+                body: p.body.size_hint().exact().unwrap_or(0) as usize,
+                consumed: bytes.len() - buf.len(),
+            }
+        }
+        Step::NeedMore => ParseOutcome::NeedMore,
+        Step::NeedBody => ParseOutcome::NeedBody,
+        Step::Handoff => ParseOutcome::Handoff,
+        Step::Reject(r) => ParseOutcome::Reject(r),
+    }
+}
+
 /// A `Content-Length` value: decimal digits only (no sign, no spaces, no
 /// list), without overflow; `None` otherwise (RFC 9110 §8.6).
 pub fn parse_content_length(v: &[u8]) -> Option<u64> {

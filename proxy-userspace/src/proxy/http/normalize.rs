@@ -12,7 +12,8 @@
 //! - `DECODE_AND_MERGE_SLASHES`: `%2F`/`%5C` decoded to `/` first
 //!   (Envoy's `UNESCAPE_AND_FORWARD`), then `MERGE_SLASHES`.
 //!
-//! `%00` in a path is always refused (Envoy answers 400). The query is left
+//! A `%` that starts no valid escape becomes `%25`, so normalizing twice
+//! changes nothing. `%00` in a path is always refused (Envoy answers 400). The query is left
 //! as it is. The normalized path is what routes match and what the upstream
 //! receives.
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -190,7 +191,13 @@ fn decode(path: &[u8], slashes: bool) -> Result<Vec<u8>, NormalizeError> {
                 continue;
             }
         }
-        out.push(if b == b'\\' { b'/' } else { b });
+        match b {
+            b'\\' => out.push(b'/'),
+            // A `%` that starts no escape is a literal one: encoded, so that
+            // normalizing again changes nothing (no double decoding).
+            b'%' => out.extend_from_slice(b"%25"),
+            _ => out.push(b),
+        }
         i += 1;
     }
     Ok(out)
@@ -257,11 +264,15 @@ mod tests {
         assert_eq!(n("/a\\b", Base), "/a/b");
         assert_eq!(n("/a//b", Base), "/a//b");
         assert_eq!(n("/a/../b?x=/../y", Base), "/b?x=/../y");
-        assert_eq!(n("/a%zz", Base), "/a%zz");
-        assert_eq!(n("/a%2", Base), "/a%2");
+        assert_eq!(n("/a%zz", Base), "/a%25zz");
+        assert_eq!(n("/a%2", Base), "/a%252");
+        assert_eq!(n("/%%3341", Base), "/%25341");
         assert_eq!(n("/a..b/c.d", Base), "/a..b/c.d");
-        assert_eq!(normalize("/plain/path?q=1", Base), Ok(None));
-        assert_eq!(normalize("/index.html/.well-known/a..b", Base), Ok(None));
+        assert_eq!(normalize("/plain/path?q=1", Base), Ok(Option::None));
+        assert_eq!(
+            normalize("/index.html/.well-known/a..b", Base),
+            Ok(Option::None)
+        );
         assert_eq!(normalize("/a//b", MergeSlashes), Ok(Some("/a/b".into())));
         assert_eq!(normalize("/a/%00", Base), Err(NormalizeError::EncodedNul));
     }
@@ -273,7 +284,13 @@ mod tests {
         assert_eq!(n("/a%2fb", MergeSlashes), "/a%2Fb");
         assert_eq!(n("/a%2fb", DecodeAndMergeSlashes), "/a/b");
         assert_eq!(n("/a%5C%2F/b", DecodeAndMergeSlashes), "/a/b");
-        assert_eq!(n("/public/%2f..%2fadmin", DecodeAndMergeSlashes), "/admin");
+        // Envoy's order: decode, RFC 3986 (the `..` drops the empty
+        // segment), then merge.
+        assert_eq!(
+            n("/public/%2f..%2fadmin", DecodeAndMergeSlashes),
+            "/public/admin"
+        );
+        assert_eq!(n("/public/..%2fadmin", DecodeAndMergeSlashes), "/admin");
         assert_eq!(n("/public/../admin", None), "/public/../admin");
         assert_eq!(n("/a//b", None), "/a//b");
     }
