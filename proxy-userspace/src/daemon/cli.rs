@@ -37,6 +37,24 @@ pub struct RunCmd {
     /// Do not print access-log lines.
     #[arg(long)]
     pub no_access_log: bool,
+    /// Longest time a client may take to send a request head, from its
+    /// first byte, milliseconds (Envoy's `request_headers_timeout`); a
+    /// slower client gets 408 and is disconnected. 0: no limit (also for
+    /// the other timeouts below).
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub request_headers_timeout_ms: u64,
+    /// Longest wait for more of a request body being read before routing,
+    /// milliseconds (Envoy's `stream_idle_timeout`, 5 min).
+    #[arg(long, value_name = "MS", default_value_t = 300_000)]
+    pub stream_idle_timeout_ms: u64,
+    /// A client connection with no request for this long is closed,
+    /// milliseconds (Envoy's HTTP `idle_timeout`, 1 h).
+    #[arg(long, value_name = "MS", default_value_t = 3_600_000)]
+    pub idle_timeout_ms: u64,
+    /// Most client connections served at once; more get Envoy's overload
+    /// reply (503) or are closed. 0: no cap.
+    #[arg(long, value_name = "N", default_value_t = 32_768)]
+    pub max_connections: usize,
     #[command(flatten)]
     pub identity: IdentityFlags,
 }
@@ -195,7 +213,27 @@ impl RunCmd {
             drain: Duration::from_millis(self.drain_ms),
             access_log: !self.no_access_log,
             identity: self.identity.into_args(),
+            proxy: crate::proxy::ProxySettings {
+                request_headers_timeout: ms_or_off(self.request_headers_timeout_ms),
+                stream_idle_timeout: ms_or_off(self.stream_idle_timeout_ms),
+                idle_timeout: ms_or_off(self.idle_timeout_ms),
+                max_connections: if self.max_connections == 0 {
+                    usize::MAX
+                } else {
+                    self.max_connections
+                },
+                ..Default::default()
+            },
         }
+    }
+}
+
+/// `ms` milliseconds; 0 turns the timeout off, as in Envoy (ten years).
+fn ms_or_off(ms: u64) -> Duration {
+    if ms == 0 {
+        Duration::from_secs(10 * 365 * 86_400)
+    } else {
+        Duration::from_millis(ms)
     }
 }
 

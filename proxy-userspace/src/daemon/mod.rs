@@ -53,6 +53,9 @@ pub struct RunArgs {
     pub access_log: bool,
     /// Workload certificates for the node's pods (none: no identity).
     pub identity: Option<identity::IdentityArgs>,
+    /// The L7 proxy's HTTP limits and timeouts (request-headers, stream
+    /// idle and connection idle timeouts, connection cap).
+    pub proxy: crate::proxy::ProxySettings,
 }
 
 /// The kernel's answer to "where was this connection going".
@@ -140,8 +143,13 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
         node: Some(args.node.clone()),
         ..Default::default()
     };
+    let settings = crate::proxy::ProxySettings {
+        policy_scope: scope.clone(),
+        ..args.proxy.clone()
+    };
     let proxy = Proxy::with_scope(&snap, scope)
-        .map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?
+        .with_settings(settings);
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
     let embedded_ca = matches!(
         args.identity,
