@@ -152,7 +152,13 @@ struct Setup {
 
 /// Everything that needs privileges, on the calling thread.
 fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::Result<Setup> {
-    let mut store = ConfigStore::with_limits(&args.config, args.limits);
+    let node_ips = crate::sys::node_addresses();
+    crate::proxy::self_guard::set(
+        vec![args.admin, SocketAddr::V4(args.outbound)],
+        node_ips.clone(),
+    );
+    let mut store =
+        ConfigStore::with_limits(&args.config, args.limits).with_node_addresses(node_ips);
     let snap = compile(&mut store).unwrap_or_default();
     tracing::info!(
         services = snap.services.len(),

@@ -43,6 +43,7 @@ pub struct ConfigStore {
     limits: Limits,
     last_good: BTreeMap<PathBuf, Vec<Resource>>,
     last_inputs: Option<Inputs>,
+    node_ips: Vec<std::net::IpAddr>,
 }
 
 impl ConfigStore {
@@ -59,7 +60,15 @@ impl ConfigStore {
             limits,
             last_good: BTreeMap::new(),
             last_inputs: None,
+            node_ips: Vec::new(),
         }
+    }
+
+    /// The node's own addresses: an endpoint at one of them is rejected
+    /// like a loopback one (see `strait_config::validate::special_ip`).
+    pub fn with_node_addresses(mut self, ips: Vec<std::net::IpAddr>) -> Self {
+        self.node_ips = ips;
+        self
     }
 
     /// The directory watched.
@@ -124,10 +133,11 @@ impl ConfigStore {
                 .collect();
             let mut valid = Vec::new();
             for r in loaded.resources {
-                let errs: Vec<Diagnostic> = strait_config::validate::validate_resource(&r)
-                    .into_iter()
-                    .filter(Diagnostic::is_error)
-                    .collect();
+                let errs: Vec<Diagnostic> =
+                    strait_config::validate::validate_resource_on_node(&r, &self.node_ips)
+                        .into_iter()
+                        .filter(Diagnostic::is_error)
+                        .collect();
                 if errs.is_empty() {
                     valid.push(r);
                 } else {
