@@ -40,9 +40,11 @@ pub fn special_ip(ip: IpAddr, node: &[IpAddr]) -> Option<String> {
         IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xff00 && v6.segments()[0] & 0x000f == 2 => {
             "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"
         }
-        _ if node.iter().any(|n| n.to_canonical() == ip) => return Some(format!(
+        _ if node.iter().any(|n| n.to_canonical() == ip) => {
+            return Some(format!(
             "{ip}: may not be an address of this node (the proxy would connect to the node itself)"
-        )),
+        ))
+        }
         _ => return None,
     };
     Some(format!("{ip}: {why}"))
