@@ -326,3 +326,83 @@ fn a_loopback_endpoint_is_rejected_and_never_reaches_the_admin_api() {
     assert!(!v.status.success());
     assert!(String::from_utf8_lossy(&v.stderr).contains("may not be in the loopback range"));
 }
+
+#[test]
+fn the_admin_api_backs_off_at_descriptor_exhaustion_and_recovers() {
+    let name = "the_admin_api_backs_off_at_descriptor_exhaustion_and_recovers";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let mesh = start(&p, 237);
+    let pid = mesh.daemon_pid().unwrap();
+    let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64;
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads the limit of an existing pid into `old`.
+    let r = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let set_nofile = |soft: u64| {
+        let new = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: old.rlim_max,
+        };
+        // SAFETY: a valid rlimit for an existing pid; the old value is not read.
+        let r = unsafe {
+            libc::prlimit(
+                pid as libc::pid_t,
+                libc::RLIMIT_NOFILE,
+                &new,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    };
+    set_nofile(open_fds + 8);
+    // More admin connections than descriptors left: accept fails (EMFILE)
+    // while connections wait in the backlog.
+    let conns = mesh
+        .node()
+        .run_in(|| {
+            (0..64)
+                .filter_map(|_| std::net::TcpStream::connect(mesh::ADMIN).ok())
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    assert!(conns.len() >= 32, "only {} connections", conns.len());
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu0 = cpu_time(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_time(pid) - cpu0;
+    drop(conns);
+    set_nofile(old.rlim_cur);
+    assert!(
+        used < Duration::from_millis(600),
+        "the daemon used {used:?} of CPU in 3 s at descriptor exhaustion (accept loop spinning)"
+    );
+    assert!(
+        mesh.log()
+            .contains("admin listener cannot accept; backing off"),
+        "{}",
+        mesh.log_tail(20)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok((200, _)) = mesh.admin("/ready") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/ready did not recover");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_checks(&mesh, "after descriptor exhaustion", &ALL_V1);
+}
