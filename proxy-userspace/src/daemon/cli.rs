@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use strait_config::load::Limits;
 
 /// `strait run`: serve the node until SIGTERM/SIGINT.
 #[derive(Args, Debug, Clone)]
@@ -37,6 +38,16 @@ pub struct RunCmd {
     /// Do not print access-log lines.
     #[arg(long)]
     pub no_access_log: bool,
+    /// Largest config file read, bytes; a larger file is reported and
+    /// skipped (its last good version keeps serving).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_file_bytes)]
+    pub max_config_file_bytes: u64,
+    /// Most YAML documents in one config file.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_documents)]
+    pub max_config_documents: usize,
+    /// Deepest nesting of YAML mappings/sequences in one document.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_depth)]
+    pub max_yaml_depth: usize,
     /// Longest time a client may take to send a request head, from its
     /// first byte, milliseconds (Envoy's `request_headers_timeout`); a
     /// slower client gets 408 and is disconnected. 0: no limit (also for
@@ -223,6 +234,11 @@ impl RunCmd {
                     self.max_connections
                 },
                 ..Default::default()
+            },
+            limits: Limits {
+                max_file_bytes: self.max_config_file_bytes,
+                max_documents: self.max_config_documents,
+                max_depth: self.max_yaml_depth,
             },
         }
     }

@@ -22,6 +22,7 @@ pub mod http;
 pub mod orig_dst;
 pub mod pool;
 pub mod route;
+pub mod self_guard;
 pub mod server;
 pub mod sniff;
 pub mod table;
