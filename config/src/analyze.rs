@@ -489,3 +489,7 @@ fn analyze_snapshot(resources: &[&Resource], snap: &MeshSnapshot, out: &mut Vec<
         }
     }
 }
+
+/// Strait's own analyzer code, in Istio's style: a field or kind Strait
+/// accepts but does not enforce yet (see [`crate::enforced`]).
+pub const FIELD_NOT_ENFORCED: &str = "STR0001";

@@ -16,6 +16,7 @@ pub mod diag;
 pub mod duration;
 pub mod hosts;
 pub mod load;
+pub mod schema;
 pub mod snapshot;
 pub mod validate;
 

@@ -205,6 +205,17 @@ fn load_into(out: &mut Loaded, text: &str, file: &str) {
                     });
                 }
             }
+            Ok(Parsed::Invalid(ds)) => out.diagnostics.extend(ds),
+            Ok(Parsed::NotEnforced(key, kind)) => out.diagnostics.push(Diagnostic {
+                level: Level::Warning,
+                code: Some(crate::analyze::FIELD_NOT_ENFORCED.to_string()),
+                origin: Some(origin),
+                resource: Some(key),
+                field: None,
+                message: format!(
+                    "{kind} is not yet enforced by Strait: the resource is accepted and has no effect"
+                ),
+            }),
             Ok(Parsed::Empty) => {}
             Err(d) => out.diagnostics.push(*d),
         }
@@ -214,6 +225,10 @@ fn load_into(out: &mut Loaded, text: &str, file: &str) {
 enum Parsed {
     Resource(Box<Resource>),
     Ignored(String),
+    /// Failed Istio's CRD schema: every violation.
+    Invalid(Vec<Diagnostic>),
+    /// An Istio kind Strait reads but does not act on (`Kind/ns/name`, kind).
+    NotEnforced(String, String),
     Empty,
 }
 
@@ -362,8 +377,15 @@ fn parse_document(doc: &str, first: usize, origin: &Origin) -> Result<Parsed, Bo
                 typed(doc, first, origin, &key)?;
             Object::EndpointSlice(Box::new(full.into()))
         }
+        _ if recognised_kind(&api, &kind) => {
+            return Ok(schema_errors(doc, &api, &kind, origin, &key)
+                .unwrap_or_else(|| Parsed::NotEnforced(key(), kind.clone())));
+        }
         _ => return Ok(Parsed::Ignored(format!("{kind} ({api})"))),
     };
+    if let Some(errors) = schema_errors(doc, &api, &kind, origin, &key) {
+        return Ok(errors);
+    }
     let mut object = object;
     object.shrink_to_fit();
     if !matches!(object, Object::Namespace(_)) {
@@ -376,6 +398,47 @@ fn parse_document(doc: &str, first: usize, origin: &Origin) -> Result<Parsed, Bo
         origin: origin.clone(),
         object,
     })))
+}
+
+/// `true` for an Istio kind (in Istio's CRD schema) that Strait reads but
+/// does not act on: Telemetry, WorkloadGroup, ProxyConfig, WasmPlugin,
+/// EnvoyFilter, TrafficExtension. They are checked against the schema and
+/// reported as not enforced (`STR0001`).
+pub fn recognised_kind(api: &str, kind: &str) -> bool {
+    crate::schema::schema_for(api, kind).is_some()
+}
+
+/// Istio's CRD schema applied to an Istio document ([`crate::schema`]):
+/// `Some(Parsed::Invalid)` when it fails, `None` when it passes or the kind
+/// has no schema.
+fn schema_errors(
+    doc: &str,
+    api: &str,
+    kind: &str,
+    origin: &Origin,
+    key: &dyn Fn() -> String,
+) -> Option<Parsed> {
+    crate::schema::schema_for(api, kind)?;
+    let value = match serde_yaml::from_str::<serde_yaml::Value>(doc) {
+        Ok(v) => crate::schema::yaml_to_json(v),
+        Err(e) => return Some(Parsed::Invalid(vec![*yaml_error(e, origin.line, origin, Some(key()))])),
+    };
+    let errors = crate::schema::check(api, kind, &value)?;
+    (!errors.is_empty()).then(|| {
+        Parsed::Invalid(
+            errors
+                .into_iter()
+                .map(|e| Diagnostic {
+                    level: Level::Error,
+                    code: None,
+                    origin: Some(origin.clone()),
+                    resource: Some(key()),
+                    field: (!e.field.is_empty()).then_some(e.field),
+                    message: e.message,
+                })
+                .collect(),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -397,12 +460,26 @@ mod tests {
 
     #[test]
     fn ignored_kinds_are_reported_once() {
-        let text = "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: a}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: b}\n";
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n";
         let l = load_str(text, "t.yaml");
         assert!(l.resources.is_empty());
         assert_eq!(l.diagnostics.len(), 1);
         assert_eq!(l.diagnostics[0].level, Level::Info);
-        assert!(l.diagnostics[0].message.contains("EnvoyFilter"));
+        assert!(l.diagnostics[0].message.contains("ConfigMap"));
+    }
+
+    #[test]
+    fn istio_kinds_strait_does_not_enforce_are_reported_per_resource() {
+        let text = "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: a}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: b}\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t, namespace: n}\nspec: {bogus: 1}\n";
+        let l = load_str(text, "t.yaml");
+        assert!(l.resources.is_empty());
+        let warnings: Vec<_> = l.diagnostics.iter().filter(|d| d.level == Level::Warning).collect();
+        assert_eq!(warnings.len(), 2, "{:?}", l.diagnostics);
+        assert_eq!(warnings[1].resource.as_deref(), Some("EnvoyFilter/default/b"));
+        assert_eq!(warnings[1].code.as_deref(), Some("STR0001"));
+        let err = l.diagnostics.iter().find(|d| d.is_error()).expect("schema error");
+        assert_eq!(err.resource.as_deref(), Some("Telemetry/n/t"));
+        assert_eq!(err.message, "unknown field \"spec.bogus\"");
     }
 
     #[test]

@@ -240,7 +240,7 @@ fn http_route(
         let (host, subset, mport, cluster) = resolve_destination(m, ns, port, services);
         let percentage = pct(
             r.mirror_percentage.as_ref(),
-            r.mirror_percent.map(i64::from),
+            r.mirror_percent.or(r.mirror_percent_snake).map(i64::from),
             100.0,
         );
         mirrors.push(Mirror {
