@@ -192,7 +192,10 @@ fn load_into(out: &mut Loaded, text: &str, file: &str) {
     };
     for (origin, parsed) in results {
         match parsed {
-            Ok(Parsed::Resource(r)) => out.resources.push(*r),
+            Ok(Parsed::Resource(r, warnings)) => {
+                out.resources.push(*r);
+                out.diagnostics.extend(warnings);
+            }
             Ok(Parsed::Ignored(kind)) => {
                 if out.ignored.insert(kind.clone()) {
                     out.diagnostics.push(Diagnostic {
@@ -223,7 +226,8 @@ fn load_into(out: &mut Loaded, text: &str, file: &str) {
 }
 
 enum Parsed {
-    Resource(Box<Resource>),
+    /// A resource, with schema warnings (fields of older Istio versions).
+    Resource(Box<Resource>, Vec<Diagnostic>),
     Ignored(String),
     /// Failed Istio's CRD schema: every violation.
     Invalid(Vec<Diagnostic>),
@@ -378,12 +382,13 @@ fn parse_document(doc: &str, first: usize, origin: &Origin) -> Result<Parsed, Bo
             Object::EndpointSlice(Box::new(full.into()))
         }
         _ if recognised_kind(&api, &kind) => {
-            return Ok(schema_errors(doc, &api, &kind, origin, &key)
-                .unwrap_or_else(|| Parsed::NotEnforced(key(), kind.clone())));
+            let (errors, _) = schema_errors(doc, &api, &kind, origin, &key, false);
+            return Ok(errors.unwrap_or_else(|| Parsed::NotEnforced(key(), kind.clone())));
         }
         _ => return Ok(Parsed::Ignored(format!("{kind} ({api})"))),
     };
-    if let Some(errors) = schema_errors(doc, &api, &kind, origin, &key) {
+    let (errors, warnings) = schema_errors(doc, &api, &kind, origin, &key, true);
+    if let Some(errors) = errors {
         return Ok(errors);
     }
     let mut object = object;
@@ -394,10 +399,13 @@ fn parse_document(doc: &str, first: usize, origin: &Origin) -> Result<Parsed, Bo
             meta.namespace = Some("default".to_string());
         }
     }
-    Ok(Parsed::Resource(Box::new(Resource {
-        origin: origin.clone(),
-        object,
-    })))
+    Ok(Parsed::Resource(
+        Box::new(Resource {
+            origin: origin.clone(),
+            object,
+        }),
+        warnings,
+    ))
 }
 
 /// `true` for an Istio kind (in Istio's CRD schema) that Strait reads but
@@ -410,35 +418,49 @@ pub fn recognised_kind(api: &str, kind: &str) -> bool {
 
 /// Istio's CRD schema applied to an Istio document ([`crate::schema`]):
 /// `Some(Parsed::Invalid)` when it fails, `None` when it passes or the kind
-/// has no schema.
+/// has no schema. With `typed` (Strait's serde types already rejected
+/// unknown fields), a field the types know but Istio's current schema does
+/// not (`websocketUpgrade`, from older Istio versions) is a warning, not an
+/// error: the resource loads.
 fn schema_errors(
     doc: &str,
     api: &str,
     kind: &str,
     origin: &Origin,
     key: &dyn Fn() -> String,
-) -> Option<Parsed> {
-    crate::schema::schema_for(api, kind)?;
+    typed: bool,
+) -> (Option<Parsed>, Vec<Diagnostic>) {
+    if crate::schema::schema_for(api, kind).is_none() {
+        return (None, Vec::new());
+    }
     let value = match serde_yaml::from_str::<serde_yaml::Value>(doc) {
         Ok(v) => crate::schema::yaml_to_json(v),
-        Err(e) => return Some(Parsed::Invalid(vec![*yaml_error(e, origin.line, origin, Some(key()))])),
+        Err(e) => {
+            let d = yaml_error(e, origin.line, origin, Some(key()));
+            return (Some(Parsed::Invalid(vec![*d])), Vec::new());
+        }
     };
-    let errors = crate::schema::check(api, kind, &value)?;
-    (!errors.is_empty()).then(|| {
-        Parsed::Invalid(
-            errors
-                .into_iter()
-                .map(|e| Diagnostic {
-                    level: Level::Error,
-                    code: None,
-                    origin: Some(origin.clone()),
-                    resource: Some(key()),
-                    field: (!e.field.is_empty()).then_some(e.field),
-                    message: e.message,
-                })
-                .collect(),
-        )
-    })
+    let diag = |level: Level, e: crate::schema::SchemaError| Diagnostic {
+        level,
+        code: None,
+        origin: Some(origin.clone()),
+        resource: Some(key()),
+        field: (!e.field.is_empty()).then_some(e.field),
+        message: e.message,
+    };
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    for e in crate::schema::check(api, kind, &value).unwrap_or_default() {
+        if typed && e.unknown_field {
+            let mut d = diag(Level::Warning, e);
+            d.message
+                .push_str(" (not in Istio's current API; accepted as older Istio versions did)");
+            warnings.push(d);
+        } else {
+            errors.push(diag(Level::Error, e));
+        }
+    }
+    ((!errors.is_empty()).then_some(Parsed::Invalid(errors)), warnings)
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ pub struct SchemaError {
     pub field: String,
     /// `Invalid value: "string": must be a valid duration greater than 1ms`.
     pub message: String,
+    /// `true` for a field the schema does not define (`unknown field`).
+    pub unknown_field: bool,
 }
 
 /// Every schema, keyed `group/version/Kind` (`networking.istio.io/v1/VirtualService`).
@@ -137,6 +139,7 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<SchemaError>) {
             out.push(SchemaError {
                 field: $field.to_string(),
                 message: $msg,
+                unknown_field: false,
             })
         };
     }
@@ -250,7 +253,11 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<SchemaError>) {
                     // apiVersion and kind belong to every object.
                     // Subschemas of oneOf/anyOf/not carry no type and constrain only what they name.
                     _ if ty != Some("object") || preserve || (path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind")) => {}
-                    _ => err!(&field, format!("unknown field \"{field}\"")),
+                    _ => out.push(SchemaError {
+                        message: format!("unknown field \"{field}\""),
+                        field,
+                        unknown_field: true,
+                    }),
                 }
             }
         }
@@ -260,6 +267,7 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<SchemaError>) {
         let n = alts.iter().filter(|a| matches(a, v)).count();
         if n != 1 {
             out.push(SchemaError {
+                unknown_field: false,
                 field: path.to_string(),
                 message: format!("Invalid value: {}: {path} in body must validate one and only one schema (oneOf){}", render(v), exclusive_hint(alts, v)),
             });
@@ -268,6 +276,7 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<SchemaError>) {
     if let Some(alts) = s.get("anyOf").and_then(Value::as_array) {
         if !int_or_string && !alts.iter().any(|a| matches(a, v)) {
             out.push(SchemaError {
+                unknown_field: false,
                 field: path.to_string(),
                 message: format!("Invalid value: {}: {path} in body must validate at least one schema (anyOf)", render(v)),
             });
@@ -279,6 +288,7 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<SchemaError>) {
     if let Some(n) = s.get("not") {
         if matches(n, v) {
             out.push(SchemaError {
+                unknown_field: false,
                 field: path.to_string(),
                 message: format!("Invalid value: {}: {path} in body must not validate the schema (not)", render(v)),
             });
@@ -298,10 +308,12 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<SchemaError>) {
         match cel::eval(text, v) {
             Some(true) => {}
             Some(false) => out.push(SchemaError {
+                unknown_field: false,
                 field: path.to_string(),
                 message: format!("Invalid value: \"{}\": {message}", type_name(v)),
             }),
             None => out.push(SchemaError {
+                unknown_field: false,
                 field: path.to_string(),
                 message: format!("Strait cannot evaluate the schema rule {text:?} ({message}); rejected"),
             }),
