@@ -10,6 +10,7 @@
 //! | IST0130 | VirtualServiceUnreachableRule | Warning |
 //! | IST0131 | VirtualServiceIneffectiveMatch | Info |
 //! | IST0132 | VirtualServiceHostNotFoundInGateway | Warning |
+//! | STR0001 | FieldNotEnforced (Strait's own: a field or kind accepted but not enforced yet, from [`crate::enforced::TABLE`]) | Warning |
 //! | — | ConflictingDestinationRules (Istio merges same-host rules and drops the later `trafficPolicy` / repeated subsets with only a log line; no IST code exists) | Warning |
 //!
 //! [`analyze`] also returns the validation findings, so one call gives the
@@ -35,6 +36,9 @@ pub fn analyze(resources: &[Resource]) -> Vec<Diagnostic> {
             valid.push(r);
         }
         out.extend(findings.into_iter().filter(|d| !d.is_error()));
+    }
+    for r in &valid {
+        out.extend(crate::enforced::diagnostics(r));
     }
     analyze_snapshot(&valid, &snap, &mut out);
     out.sort();

@@ -110,6 +110,10 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Loaded {
         }
         for f in files {
             match std::fs::read_to_string(&f) {
+                // A `mesh.yaml` of plain MeshConfig (no apiVersion/kind).
+                Ok(text) if crate::mesh::is_mesh_file(&f) && quick_header(&text).is_none() => {
+                    load_mesh_file(&mut out, &text, &f.display().to_string())
+                }
                 Ok(text) => load_into(&mut out, &text, &f.display().to_string()),
                 Err(e) => out
                     .diagnostics
@@ -372,6 +376,11 @@ fn parse_document(doc: &str, first: usize, origin: &Origin) -> Result<Parsed, Bo
         ("Endpoints", _, _, "v1") => Object::Endpoints(typed(doc, first, origin, &key)?),
         ("Pod", _, _, "v1") => Object::Pod(typed(doc, first, origin, &key)?),
         ("ServiceAccount", _, _, "v1") => Object::ServiceAccount(typed(doc, first, origin, &key)?),
+        ("ConfigMap", _, _, "v1") => match crate::mesh::from_config_map(doc) {
+            Ok(Some(m)) => Object::MeshConfig(Box::new(m)),
+            Ok(None) => return Ok(Parsed::Ignored(format!("{kind} ({api})"))),
+            Err(message) => return Err(mesh_error(origin, Some(key()), message)),
+        },
         ("Deployment", _, _, "apps/v1") => {
             let full: k8s_openapi::api::apps::v1::Deployment = typed(doc, first, origin, &key)?;
             Object::Deployment(Box::new(full.into()))
@@ -406,6 +415,36 @@ fn parse_document(doc: &str, first: usize, origin: &Origin) -> Result<Parsed, Bo
         }),
         warnings,
     ))
+}
+
+/// A `mesh.yaml`: one MeshConfig document (see [`crate::mesh`]).
+fn load_mesh_file(out: &mut Loaded, text: &str, file: &str) {
+    let origin = Origin {
+        file: file.to_string(),
+        line: 1,
+    };
+    match crate::mesh::from_file(text) {
+        Ok(m) => out.resources.push(Resource {
+            origin,
+            object: Object::MeshConfig(Box::new(m)),
+        }),
+        Err(message) => out.diagnostics.push(*mesh_error(
+            &origin,
+            Some("MeshConfig/istio-system/mesh".to_string()),
+            message,
+        )),
+    }
+}
+
+fn mesh_error(origin: &Origin, resource: Option<String>, message: String) -> Box<Diagnostic> {
+    Box::new(Diagnostic {
+        level: Level::Error,
+        code: None,
+        origin: Some(origin.clone()),
+        resource,
+        field: None,
+        message: format!("invalid MeshConfig: {message}"),
+    })
 }
 
 /// `true` for an Istio kind (in Istio's CRD schema) that Strait reads but

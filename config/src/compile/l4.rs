@@ -31,7 +31,9 @@ use crate::snapshot::{
 fn policy_needs_proxy(snap: &MeshSnapshot, workloads: &[&Workload]) -> bool {
     workloads.iter().any(|w| {
         let p = snap.policies.for_workload(&w.namespace, &w.labels);
-        p.mtls == MtlsMode::Strict
+        // Fail closed (compile/deny.rs): the proxy answers for the service.
+        snap.deny.contains_key(&w.ip)
+            || p.mtls == MtlsMode::Strict
             || p.port_mtls.values().any(|m| *m == MtlsMode::Strict)
             || !p.request_authn.is_empty()
             || p.authz.iter().any(|a| a.needs_l7)
