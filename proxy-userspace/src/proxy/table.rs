@@ -78,7 +78,14 @@ pub struct Table {
     /// Envoy's `PassthroughCluster`: traffic to destinations the mesh does
     /// not know goes to the original destination.
     pub passthrough: Arc<Cluster>,
+    /// MeshConfig `outboundTrafficPolicy.mode: REGISTRY_ONLY`: destinations
+    /// the mesh does not know go to Envoy's `BlackHoleCluster` instead (HTTP:
+    /// 502 from Istio's block-all route; TCP: the connection is closed).
+    pub registry_only: bool,
 }
+
+/// Envoy's name for the cluster of blocked destinations.
+pub const BLACK_HOLE_CLUSTER: &str = "BlackHoleCluster";
 
 impl Default for Table {
     fn default() -> Self {
@@ -87,6 +94,7 @@ impl Default for Table {
             clusters: HashMap::new(),
             workloads: HashMap::new(),
             passthrough: Arc::new(passthrough_cluster()),
+            registry_only: false,
         }
     }
 }

@@ -84,6 +84,8 @@ pub fn compile(s: &snap::MeshSnapshot) -> Result<Table, CompileError> {
         clusters,
         workloads,
         passthrough: Arc::new(passthrough_cluster()),
+        registry_only: s.mesh.outbound_traffic_policy.mode
+            == strait_config::mesh::OutboundMode::RegistryOnly,
     })
 }
 
