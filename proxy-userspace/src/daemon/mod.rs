@@ -139,6 +139,13 @@ pub(crate) fn compile(store: &mut ConfigStore) -> Option<MeshSnapshot> {
     // Validation errors were reported by the store; report the rest.
     let rest: Vec<Diagnostic> = diags.into_iter().filter(|d| !d.is_error()).collect();
     log_diagnostics(&rest);
+    // Accepted but not enforced (STR0001): once per resource per load.
+    for r in &reload.resources {
+        log_diagnostics(&strait_config::enforced::diagnostics(r));
+    }
+    for (ip, why) in &snap.deny {
+        tracing::warn!(workload = %ip, "{why}");
+    }
     Some(snap)
 }
 
