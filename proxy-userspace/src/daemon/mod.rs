@@ -11,7 +11,9 @@
 //! dropped ([`privs`]) before any other thread starts. Reloads run on their
 //! own thread, off the serving path: a reload that blocks or runs long
 //! never delays requests, the admin API or SIGTERM.
+pub mod ca;
 pub mod cli;
+pub mod identity;
 pub mod lock;
 pub mod preflight;
 pub mod privs;
@@ -59,6 +61,11 @@ pub struct RunArgs {
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
     pub access_log: bool,
+    /// Workload certificates for the node's pods (none: no identity).
+    pub identity: Option<identity::IdentityArgs>,
+    /// The L7 proxy's HTTP limits and timeouts (request-headers, stream
+    /// idle and connection idle timeouts, connection cap).
+    pub proxy: crate::proxy::ProxySettings,
     /// Bounds on config files (size, documents, nesting depth).
     pub limits: Limits,
 }
@@ -116,7 +123,7 @@ fn log_diagnostics(diags: &[Diagnostic]) {
 
 /// Load, validate and compile the directory (last good version per file).
 /// `None` when the inputs are byte-identical to the previous reload's.
-fn compile(store: &mut ConfigStore) -> Option<MeshSnapshot> {
+pub(crate) fn compile(store: &mut ConfigStore) -> Option<MeshSnapshot> {
     let reload = store.reload();
     if reload.unchanged {
         return None;
@@ -208,10 +215,36 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     } = setup;
     let admin_listener = tokio::net::TcpListener::from_std(admin)
         .with_context(|| format!("admin listener {}", args.admin))?;
-    let proxy =
-        Proxy::new(&snap).map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?;
+
+    // Security policy is enforced for the workloads of this node.
+    let scope = crate::policy::Scope {
+        node: Some(args.node.clone()),
+        ..Default::default()
+    };
+    let settings = crate::proxy::ProxySettings {
+        policy_scope: scope.clone(),
+        ..args.proxy.clone()
+    };
+    let proxy = Proxy::with_scope(&snap, scope)
+        .map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?
+        .with_settings(settings);
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
-    let metrics = Arc::new(Metrics::new());
+    let embedded_ca = matches!(
+        args.identity,
+        Some(identity::IdentityArgs {
+            mode: identity::CaMode::Embedded { .. },
+            ..
+        })
+    );
+    let metrics = Arc::new(if embedded_ca {
+        Metrics::with_ca()
+    } else {
+        Metrics::new()
+    });
+    let secrets = match &args.identity {
+        Some(id) => Some(identity::start(id, &args.node, snapshot.clone(), &metrics).await?),
+        None => None,
+    };
     let sink = sink::TelemetrySink::new(snapshot.clone(), metrics.clone(), args.access_log);
     let proxy = proxy.with_access_log(Arc::new(sink));
     let live = Arc::new(Live {
@@ -219,6 +252,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         metrics,
         proxy: proxy.clone(),
+        certs: secrets.as_ref().map(|s| s.store().clone()),
         reload_started_ms: AtomicU64::new(0),
     });
 
@@ -230,16 +264,28 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         .context("starting the proxy workers")?;
     let (watch, changes) = watch::watch(&args.config)?;
     let reload_live = live.clone();
+    let reload_identity = args
+        .identity
+        .as_ref()
+        .map(|i| (i.trust_domain.clone(), args.node.clone()));
+    let reload_secrets = secrets.clone();
     // Reloads run on their own thread: reading and compiling a large or
     // hostile config never occupies the runtime serving the admin API and
     // the shutdown signal. The thread is not joined at exit.
+    // The runtime's context: a reload may start tasks (certificate renewals).
+    let runtime = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("strait-reload".into())
         .spawn(move || {
+            let _runtime = runtime.enter();
             let _watch = watch;
             while watch::next_burst(&changes) {
                 reload_live.set_reloading(true);
-                reload_once(&mut store, &reload_live, &mut datapath);
+                if let Some(snap) = reload_once(&mut store, &reload_live, &mut datapath) {
+                    if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
+                        mgr.set_wanted(&identity::wanted(&snap, node, td));
+                    }
+                }
                 reload_live.set_reloading(false);
             }
         })
@@ -262,28 +308,35 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One reload: read, compile, swap the proxy's table, write the kernel maps.
-fn reload_once(store: &mut ConfigStore, live: &Live, datapath: &mut Datapath) {
+/// One reload: read, compile, swap the proxy's table, write the kernel
+/// maps. Returns the snapshot now served when it changed.
+fn reload_once(
+    store: &mut ConfigStore,
+    live: &Live,
+    datapath: &mut Datapath,
+) -> Option<Arc<MeshSnapshot>> {
     let started = Instant::now();
     let Some(snap) = compile(store) else {
         tracing::debug!("config files unchanged: nothing reloaded");
-        return;
+        return None;
     };
     tracing::info!("config files changed: reloading");
     if **live.snapshot.load() == snap {
         tracing::debug!("config unchanged");
-        return;
+        return None;
     }
     if let Err(e) = live.proxy.update(&snap) {
         tracing::error!("new config not applied, the last good one keeps serving: {e}");
-        return;
+        return None;
     }
     apply_kernel(datapath, &snap);
-    live.snapshot.store(Arc::new(snap));
+    let snap = Arc::new(snap);
+    live.snapshot.store(snap.clone());
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "config reloaded"
     );
+    Some(snap)
 }
 
 fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot) {
@@ -296,7 +349,7 @@ fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot) {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
     tokio::select! {

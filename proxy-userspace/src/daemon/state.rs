@@ -22,6 +22,8 @@ pub struct Live {
     pub metrics: Arc<Metrics>,
     /// The L7 proxy (for per-endpoint state in `/clusters`).
     pub proxy: Proxy,
+    /// The node's workload certificates (`/certs`), when identity is on.
+    pub certs: Option<crate::identity::CertStore>,
     /// When the reload in progress started (milliseconds since the Unix
     /// epoch), 0 when none runs; see [`RELOAD_WEDGED_AFTER`].
     pub reload_started_ms: AtomicU64,
@@ -81,6 +83,13 @@ impl AdminSource for Live {
         out
     }
 
+    fn certs(&self) -> serde_json::Value {
+        match &self.certs {
+            Some(store) => store.to_json(),
+            None => crate::admin::no_certs(),
+        }
+    }
+
     fn prometheus(&self) -> String {
         self.metrics.encode()
     }
@@ -117,6 +126,7 @@ mod tests {
             ready: AtomicBool::new(true),
             metrics: Arc::new(Metrics::new()),
             proxy: Proxy::new(&snap).unwrap(),
+            certs: None,
             reload_started_ms: AtomicU64::new(0),
         };
         assert!(live.ready());

@@ -71,6 +71,10 @@ pub async fn proxy(
         }
     };
     rec.upstream_cluster = Some(cluster.name.clone());
+    if super::authz::check_connection(&table, &cluster.name, peer, sni.as_deref(), &mut rec) {
+        finish(&shared, rec, start);
+        return;
+    }
     let (addr, ep) = if cluster.lb.is_passthrough() {
         (dst, None)
     } else {
