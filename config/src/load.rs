@@ -826,7 +826,7 @@ mod tests {
             max_file_bytes: 1000,
             ..Limits::default()
         };
-        let l = load_paths_with(&[d.clone()], &limits);
+        let l = load_paths_with(std::slice::from_ref(&d), &limits);
         std::fs::remove_dir_all(&d).unwrap();
         assert!(l.resources.is_empty());
         let text = l.diagnostics[0].to_string();

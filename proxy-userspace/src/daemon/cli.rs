@@ -38,16 +38,6 @@ pub struct RunCmd {
     /// Do not print access-log lines.
     #[arg(long)]
     pub no_access_log: bool,
-    /// Largest config file read, bytes; a larger file is reported and
-    /// skipped (its last good version keeps serving).
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_file_bytes)]
-    pub max_config_file_bytes: u64,
-    /// Most YAML documents in one config file.
-    #[arg(long, value_name = "N", default_value_t = Limits::default().max_documents)]
-    pub max_config_documents: usize,
-    /// Deepest nesting of YAML mappings/sequences in one document.
-    #[arg(long, value_name = "N", default_value_t = Limits::default().max_depth)]
-    pub max_yaml_depth: usize,
     /// Longest time a client may take to send a request head, from its
     /// first byte, milliseconds (Envoy's `request_headers_timeout`); a
     /// slower client gets 408 and is disconnected. 0: no limit (also for
@@ -66,6 +56,16 @@ pub struct RunCmd {
     /// reply (503) or are closed. 0: no cap.
     #[arg(long, value_name = "N", default_value_t = 32_768)]
     pub max_connections: usize,
+    /// Largest config file read, bytes; a larger file is reported and
+    /// skipped (its last good version keeps serving).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_file_bytes)]
+    pub max_config_file_bytes: u64,
+    /// Most YAML documents in one config file.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_documents)]
+    pub max_config_documents: usize,
+    /// Deepest nesting of YAML mappings/sequences in one document.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_depth)]
+    pub max_yaml_depth: usize,
     #[command(flatten)]
     pub identity: IdentityFlags,
 }

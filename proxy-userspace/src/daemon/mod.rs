@@ -61,13 +61,13 @@ pub struct RunArgs {
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
     pub access_log: bool,
-    /// Bounds on config files (size, documents, nesting depth).
-    pub limits: Limits,
     /// Workload certificates for the node's pods (none: no identity).
     pub identity: Option<identity::IdentityArgs>,
     /// The L7 proxy's HTTP limits and timeouts (request-headers, stream
     /// idle and connection idle timeouts, connection cap).
     pub proxy: crate::proxy::ProxySettings,
+    /// Bounds on config files (size, documents, nesting depth).
+    pub limits: Limits,
 }
 
 /// The kernel's answer to "where was this connection going".
@@ -222,6 +222,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     } = setup;
     let admin_listener = tokio::net::TcpListener::from_std(admin)
         .with_context(|| format!("admin listener {}", args.admin))?;
+
     // Security policy is enforced for the workloads of this node.
     let scope = crate::policy::Scope {
         node: Some(args.node.clone()),
@@ -258,8 +259,8 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         metrics,
         proxy: proxy.clone(),
-        reload_started_ms: AtomicU64::new(0),
         certs: secrets.as_ref().map(|s| s.store().clone()),
+        reload_started_ms: AtomicU64::new(0),
     });
 
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, live.clone()));
@@ -278,9 +279,12 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     // Reloads run on their own thread: reading and compiling a large or
     // hostile config never occupies the runtime serving the admin API and
     // the shutdown signal. The thread is not joined at exit.
+    // The runtime's context: a reload may start tasks (certificate renewals).
+    let runtime = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("strait-reload".into())
         .spawn(move || {
+            let _runtime = runtime.enter();
             let _watch = watch;
             while watch::next_burst(&changes) {
                 reload_live.set_reloading(true);
@@ -311,8 +315,8 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One reload: read, compile, swap the proxy's table, write the kernel maps.
-/// Returns the snapshot now serving when it changed.
+/// One reload: read, compile, swap the proxy's table, write the kernel
+/// maps. Returns the snapshot now served when it changed.
 fn reload_once(
     store: &mut ConfigStore,
     live: &Live,
