@@ -42,6 +42,11 @@ enum Command {
     Run(strait::daemon::cli::RunCmd),
     /// Detach the node's eBPF programs and remove its pinned maps.
     Cleanup(strait::daemon::cli::CleanupCmd),
+    /// Workload identity: Strait's CA (Istio's CA API) and a node's certificates.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -96,6 +101,24 @@ enum ConfigCommand {
     },
 }
 
+/// `strait ca ...`.
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Serve Istio's CA API (istio.v1.auth.IstioCertificateService) to the
+    /// mesh's nodes until SIGTERM/SIGINT.
+    Serve(strait::daemon::cli::CaServeCmd),
+    /// Show a node's workload certificates (its admin API's /certs), like
+    /// `istioctl proxy-config secret`. No key material is ever shown.
+    Inspect {
+        /// The node's admin API.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15000")]
+        admin: std::net::SocketAddr,
+        /// Print /certs as JSON.
+        #[arg(short = 'o', long = "output", value_enum)]
+        output: Option<Format>,
+    },
+}
+
 /// Output format of `config compile`.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -124,6 +147,15 @@ fn main() -> ExitCode {
                     command: AuthzCommand::Check { pod, files, node },
                 },
         } => cli::authz::run(&pod, &files, node),
+        Command::Ca {
+            command: CaCommand::Serve(cmd),
+        } => {
+            strait::daemon::cli::init_logging(&cli.log_level);
+            report(cmd.into_args().and_then(strait::daemon::ca::serve_ca))
+        }
+        Command::Ca {
+            command: CaCommand::Inspect { admin, output },
+        } => cli::ca::run(admin, output.is_some()),
     }
 }
 

@@ -2,6 +2,7 @@
 //! process exit code.
 pub mod analyze;
 pub mod authz;
+pub mod ca;
 pub mod compile;
 pub mod validate;
 

@@ -4,7 +4,9 @@
 //! and on SIGTERM/SIGINT drains in-flight requests (bounded) and exits 0.
 //! Pinned maps and links stay, so L4 traffic keeps flowing while the daemon
 //! restarts; `strait cleanup` removes them.
+pub mod ca;
 pub mod cli;
+pub mod identity;
 pub mod preflight;
 pub mod sink;
 pub mod state;
@@ -49,6 +51,8 @@ pub struct RunArgs {
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
     pub access_log: bool,
+    /// Workload certificates for the node's pods (none: no identity).
+    pub identity: Option<identity::IdentityArgs>,
 }
 
 /// The kernel's answer to "where was this connection going".
@@ -82,7 +86,7 @@ fn log_diagnostics(diags: &[Diagnostic]) {
 }
 
 /// Load, validate and compile the directory (last good version per file).
-fn compile(store: &mut ConfigStore) -> MeshSnapshot {
+pub(crate) fn compile(store: &mut ConfigStore) -> MeshSnapshot {
     let reload = store.reload();
     log_diagnostics(&reload.diagnostics);
     for f in &reload.kept_last_good {
@@ -139,7 +143,22 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     let proxy = Proxy::with_scope(&snap, scope)
         .map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?;
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
-    let metrics = Arc::new(Metrics::new());
+    let embedded_ca = matches!(
+        args.identity,
+        Some(identity::IdentityArgs {
+            mode: identity::CaMode::Embedded { .. },
+            ..
+        })
+    );
+    let metrics = Arc::new(if embedded_ca {
+        Metrics::with_ca()
+    } else {
+        Metrics::new()
+    });
+    let secrets = match &args.identity {
+        Some(id) => Some(identity::start(id, &args.node, snapshot.clone(), &metrics).await?),
+        None => None,
+    };
     let sink = sink::TelemetrySink::new(snapshot.clone(), metrics.clone(), args.access_log);
     let proxy = proxy.with_access_log(Arc::new(sink));
     let live = Arc::new(Live {
@@ -147,6 +166,7 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         metrics,
         proxy: proxy.clone(),
+        certs: secrets.as_ref().map(|s| s.store().clone()),
     });
 
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, live.clone()));
@@ -157,6 +177,11 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
         .context("starting the proxy workers")?;
     let (_watch, mut changes) = watch::watch(&args.config)?;
     let reload_live = live.clone();
+    let reload_identity = args
+        .identity
+        .as_ref()
+        .map(|i| (i.trust_domain.clone(), args.node.clone()));
+    let reload_secrets = secrets.clone();
     let reload_task = tokio::spawn(async move {
         while changes.recv().await.is_some() {
             let started = Instant::now();
@@ -170,6 +195,9 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
                 continue;
             }
             apply_kernel(&mut datapath, &snap);
+            if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
+                mgr.set_wanted(&identity::wanted(&snap, node, td));
+            }
             reload_live.snapshot.store(Arc::new(snap));
             tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -207,7 +235,7 @@ fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot) {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
     tokio::select! {
