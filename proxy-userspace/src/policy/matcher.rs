@@ -30,9 +30,13 @@ impl Tri {
             Tri::No
         }
     }
+}
+
+impl std::ops::Not for Tri {
+    type Output = Tri;
 
     /// Negation; `Unknown` stays `Unknown`.
-    pub fn not(self) -> Self {
+    fn not(self) -> Tri {
         match self {
             Tri::Yes => Tri::No,
             Tri::No => Tri::Yes,
@@ -116,8 +120,9 @@ impl StrMatch {
             StrMatch::Prefix(p) => b
                 .get(..p.len())
                 .is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes())),
-            StrMatch::Suffix(x) => b.len() >= x.len()
-                && b[b.len() - x.len()..].eq_ignore_ascii_case(x.as_bytes()),
+            StrMatch::Suffix(x) => {
+                b.len() >= x.len() && b[b.len() - x.len()..].eq_ignore_ascii_case(x.as_bytes())
+            }
             StrMatch::Presence => !s.is_empty(),
             StrMatch::Template(r) => r.is_match(&s.to_ascii_lowercase()),
         }
