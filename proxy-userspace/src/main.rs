@@ -141,12 +141,6 @@ fn main() -> ExitCode {
             report(strait::daemon::run(cmd.into_args()))
         }
         Command::Cleanup(cmd) => report(cmd.run()),
-        Command::X {
-            command:
-                XCommand::Authz {
-                    command: AuthzCommand::Check { pod, files, node },
-                },
-        } => cli::authz::run(&pod, &files, node),
         Command::Ca {
             command: CaCommand::Serve(cmd),
         } => {
@@ -156,6 +150,12 @@ fn main() -> ExitCode {
         Command::Ca {
             command: CaCommand::Inspect { admin, output },
         } => cli::ca::run(admin, output.is_some()),
+        Command::X {
+            command:
+                XCommand::Authz {
+                    command: AuthzCommand::Check { pod, files, node },
+                },
+        } => cli::authz::run(&pod, &files, node),
     }
 }
 

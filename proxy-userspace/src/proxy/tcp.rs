@@ -99,6 +99,16 @@ pub async fn proxy(
         return;
     };
     let _active = ep.clone().map(ActiveGuard::new);
+    if super::self_guard::is_self(addr) {
+        fail_connect(
+            &cluster,
+            ep.as_deref(),
+            &mut rec,
+            super::self_guard::REFUSED.into(),
+        );
+        finish(&shared, rec, start);
+        return;
+    }
     let connect =
         tokio::time::timeout(cluster.pool.connect_timeout, TcpStream::connect(addr)).await;
     let mut upstream = match connect {
