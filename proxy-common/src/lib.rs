@@ -11,8 +11,10 @@
 pub mod maglev;
 pub mod maps;
 pub mod ports;
+pub mod xlb;
 
 pub use maps::*;
+pub use xlb::*;
 
 /// An IPv4 address from its host-order `u32` (as `u32::from(Ipv4Addr)`)
 /// to the network-byte-order `u32` stored in maps.

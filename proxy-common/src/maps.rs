@@ -57,8 +57,15 @@ pub const SERVICE_STATS: &str = "SERVICE_STATS";
 pub const BACKEND_STATS: &str = "BACKEND_STATS";
 /// Name of the XDP deny map: LPM trie keyed by IPv4 source prefix (the
 /// kernel's `bpf_lpm_trie_key` layout: `u32` prefix length in host order,
-/// then the address in network byte order) → `u32` policy id.
+/// then the address in network byte order) → `u32` index of the prefix's
+/// drop counter in [`DENY_STATS`].
 pub const DENY_V4: &str = "DENY_V4";
+/// The IPv6 deny trie: `u32` prefix length, then the 16 address bytes →
+/// `u32` index in [`DENY_STATS`].
+pub const DENY_V6: &str = "DENY_V6";
+/// Drop counters of the deny prefixes: per-CPU array of
+/// [`MAX_DENY_PREFIXES`] `u64` packets, indexed by the tries' values.
+pub const DENY_STATS: &str = "DENY_STATS";
 
 /// Every map the socket programs share; the loader pins each one under
 /// `<bpffs>/strait/<node>/<name>` and reuses the pins on restart.
@@ -101,7 +108,8 @@ pub const SOCK_NAT_SLOTS: u32 = 131_072;
 /// Maximum number of backend addresses (per protocol) with counters in
 /// [`BACKEND_STATS`]: the size of that array.
 pub const MAX_BACKEND_STATS: u32 = 262_144;
-/// Maximum number of deny prefixes in [`DENY_V4`].
+/// Maximum number of deny prefixes in [`DENY_V4`] and [`DENY_V6`]
+/// together (the size of [`DENY_STATS`]).
 pub const MAX_DENY_PREFIXES: u32 = 16_384;
 
 /// IP protocol numbers used in [`ServiceKey::proto`].
