@@ -85,7 +85,9 @@ fn udp6_frame(src: [u8; 16]) -> Vec<u8> {
     let udp_len = 8 + payload.len() as u16;
     f.extend_from_slice(&[0x60, 0, 0, 0, (udp_len >> 8) as u8, udp_len as u8, 17, 64]);
     f.extend_from_slice(&src);
-    f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10]);
+    f.extend_from_slice(&[
+        0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ]);
     f.extend_from_slice(&[0x30, 0x39, 0, 53, (udp_len >> 8) as u8, udp_len as u8, 0, 0]);
     f.extend_from_slice(payload);
     f

@@ -37,6 +37,19 @@ pub struct RunCmd {
     /// Do not print access-log lines.
     #[arg(long)]
     pub no_access_log: bool,
+    /// Attach the XDP program to this node uplink: external VIPs are
+    /// balanced over their nodes (IPIP, direct return) and denied source
+    /// prefixes dropped at the driver.
+    #[arg(long, value_name = "IFACE")]
+    pub xdp_uplink: Option<String>,
+    /// Outer source address of tunnelled packets (default: the uplink's
+    /// IPv4 address).
+    #[arg(long, value_name = "IP", requires = "xdp_uplink")]
+    pub xdp_source: Option<std::net::Ipv4Addr>,
+    /// MAC of the uplink's gateway for tunnelled packets (default: the
+    /// neighbour entry of the uplink's default gateway).
+    #[arg(long, value_name = "MAC", requires = "xdp_uplink", value_parser = crate::datapath::parse_mac)]
+    pub xdp_gateway_mac: Option<[u8; 6]>,
 }
 
 impl RunCmd {
@@ -51,6 +64,9 @@ impl RunCmd {
             outbound: self.outbound,
             drain: Duration::from_millis(self.drain_ms),
             access_log: !self.no_access_log,
+            xdp_uplink: self.xdp_uplink,
+            xdp_source: self.xdp_source,
+            xdp_gateway_mac: self.xdp_gateway_mac,
         }
     }
 }

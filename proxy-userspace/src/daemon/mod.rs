@@ -49,6 +49,15 @@ pub struct RunArgs {
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
     pub access_log: bool,
+    /// Node uplink to attach the XDP program to (external VIP balancer and
+    /// source-prefix deny); none: no XDP program.
+    pub xdp_uplink: Option<String>,
+    /// Outer source address of tunnelled packets (default: the uplink's
+    /// first IPv4 address).
+    pub xdp_source: Option<std::net::Ipv4Addr>,
+    /// Gateway MAC for tunnelled packets (default: the neighbour entry of
+    /// the uplink's default gateway).
+    pub xdp_gateway_mac: Option<[u8; 6]>,
 }
 
 /// The kernel's answer to "where was this connection going".
@@ -128,6 +137,10 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     std::fs::create_dir_all(&pods)
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
     datapath.attach(&pods)?;
+    if let Some(iface) = &args.xdp_uplink {
+        let uplink = crate::datapath::resolve_uplink(iface, args.xdp_source, args.xdp_gateway_mac)?;
+        datapath.attach_uplink(iface, &uplink)?;
+    }
     apply_kernel(&mut datapath, &snap);
     let orig = KernelOriginalDst(OriginalDestinations::open(datapath.pin_dir())?);
 

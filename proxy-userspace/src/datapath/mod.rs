@@ -24,6 +24,7 @@ mod maps;
 mod orig_dst;
 mod slots;
 mod tables;
+mod uplink;
 mod xdp;
 mod xlb;
 
@@ -33,6 +34,7 @@ pub use orig_dst::OriginalDestinations;
 pub use proxy_common::XlbStats;
 pub use strait_config::snapshot::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
 pub use tables::ApplyReport;
+pub use uplink::{parse_mac, resolve as resolve_uplink};
 pub use xdp::{deny_source, load_xdp_deny, DenyReport, DenyTries, SourcePrefix};
 pub use xlb::{
     configure_uplink, load_xdp_drop, load_xdp_lb, xlb_stats, ExternalVip, ExternalVips,
