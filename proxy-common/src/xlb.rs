@@ -9,8 +9,10 @@
 //! [`flow_position`] into the VIP's Maglev ring in [`XLB_RINGS`]; the packet
 //! is then wrapped in an outer IPv4 header (IPIP, protocol 4) to the real's
 //! address and transmitted back out of the same interface (`XDP_TX`) to the
-//! gateway MAC in [`XLB_CONFIG`]. The real decapsulates (an `ipip` device)
-//! and answers the client directly from the VIP (direct server return).
+//! gateway MAC in [`XLB_CONFIG`]. The real's own `xdp_lb` strips the outer
+//! header of IPIP packets to a VIP (Katran's `xdpdecap`; no `ipip` module
+//! needed) and the node answers the client directly from the VIP (direct
+//! server return).
 
 use crate::maglev::fmix64;
 
@@ -146,6 +148,9 @@ pub struct XlbStats {
     pub no_real_dropped: u64,
     /// Packets whose tunnelled size would exceed 65535 bytes, dropped.
     pub too_big_dropped: u64,
+    /// IPIP packets to a VIP received by this node as a real, decapsulated
+    /// and passed up the stack.
+    pub decapsulated: u64,
 }
 
 /// Position of `flow` in a Maglev ring of `size` entries: MurmurHash3's
@@ -183,7 +188,7 @@ mod tests {
         assert_eq!(size_of::<XlbFlow>(), 16);
         assert_eq!(size_of::<XlbConn>(), 8);
         assert_eq!(size_of::<XlbConfig>(), 12);
-        assert_eq!(size_of::<XlbStats>(), 64);
+        assert_eq!(size_of::<XlbStats>(), 72);
     }
 
     #[test]

@@ -38,6 +38,47 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
     balance(&ctx)
 }
 
+/// The real's side (Katran's `decap_kern.c`): an IPIP packet whose inner
+/// destination is a VIP address loses its outer header and goes up the
+/// stack as the client sent it (the node holds the VIP on a local
+/// interface and answers the client directly). IPIP to anything else
+/// passes untouched (the kernel's own tunnel devices, if any, see it).
+#[inline(always)]
+fn decapsulate(ctx: &XdpContext, vihl: u8, frags: [u8; 2]) -> u32 {
+    if vihl != 0x45 || u16::from_be_bytes(frags) & 0x3fff != 0 {
+        return XDP_PASS;
+    }
+    let d = ctx.data();
+    let e = ctx.data_end();
+    if d + ETH_LEN + IP_LEN + IP_LEN > e {
+        return XDP_PASS;
+    }
+    // SAFETY: d + 54 <= e checked above.
+    let (inner_v, inner_dst) = unsafe {
+        let q = d + ETH_LEN + IP_LEN;
+        (
+            *(q as *const u8),
+            u32::from_ne_bytes(*((q + 16) as *const [u8; 4])),
+        )
+    };
+    if inner_v >> 4 != 4 || !is_vip_address(inner_dst) {
+        return XDP_PASS;
+    }
+    // SAFETY: reads and writes below d + 34 <= e (checked above).
+    unsafe {
+        let eth = *(d as *const [u8; 14]);
+        *((d + IP_LEN) as *mut [u8; 14]) = eth;
+    }
+    // SAFETY: ctx.ctx is the program's context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, IP_LEN as i32) } != 0 {
+        return XDP_DROP;
+    }
+    if let Some(s) = stats() {
+        s.decapsulated += 1;
+    }
+    XDP_PASS
+}
+
 /// Which counter a drop or forward bumps.
 #[derive(Clone, Copy)]
 enum Count {
@@ -90,12 +131,6 @@ fn drop_if_vip(ip: u32, c: Count) -> u32 {
 
 #[inline(always)]
 fn balance(ctx: &XdpContext) -> u32 {
-    let Some(cfg) = XLB_CONFIG.get(0).copied() else {
-        return XDP_PASS;
-    };
-    if cfg.src_ip == 0 {
-        return XDP_PASS;
-    }
     let d = ctx.data();
     let e = ctx.data_end();
     if d + ETH_LEN + IP_LEN > e {
@@ -115,6 +150,15 @@ fn balance(ctx: &XdpContext) -> u32 {
         )
     };
     if ether_type != [0x08, 0x00] {
+        return XDP_PASS;
+    }
+    if proto_ == IPPROTO_IPIP {
+        return decapsulate(ctx, vihl, frags);
+    }
+    let Some(cfg) = XLB_CONFIG.get(0).copied() else {
+        return XDP_PASS;
+    };
+    if cfg.src_ip == 0 {
         return XDP_PASS;
     }
     if proto_ == IPPROTO_ICMP {

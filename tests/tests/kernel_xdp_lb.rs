@@ -531,3 +531,35 @@ fn xdp_lb_drops_denied_sources_before_balancing() {
     assert_eq!(run(p, &tcp_frame([192, 0, 3, 7], 1, 80, 0x02)).0, XDP_TX);
     assert_eq!(deny.drops()[0].1, 1);
 }
+
+#[test]
+fn xdp_lb_decapsulates_ipip_to_a_vip_on_the_real() {
+    let Some(_p) = privileged::require("xdp_lb_decapsulates_ipip_to_a_vip_on_the_real") else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips::new()
+        .apply(
+            &mut ebpf,
+            &[vip(80, L4Protocol::Tcp, &[([10, 1, 0, 2], 1)])],
+        )
+        .unwrap();
+    let p = prog(&ebpf);
+    // What the balancer sent: decapsulated to the Ethernet header it
+    // arrived with plus the client's packet, byte for byte.
+    let inner = tcp_frame([192, 0, 2, 1], 40000, 80, 0x10);
+    let tunnelled = encapsulated(&inner, [10, 1, 0, 2]);
+    let mut want = tunnelled[..14].to_vec();
+    want.extend_from_slice(&inner[14..]);
+    assert_eq!(run(p, &tunnelled), (XDP_PASS, want));
+    assert_eq!(strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated, 1);
+    // IPIP to an address that is not a VIP, or truncated: untouched.
+    let other = encapsulated(
+        &frame([192, 0, 2, 1], [203, 0, 113, 9], 6, &tcp(1, 80, 0x10, b"")),
+        [10, 1, 0, 2],
+    );
+    assert_eq!(run(p, &other), (XDP_PASS, other.clone()));
+    let cut = &tunnelled[..14 + 20 + 12];
+    assert_eq!(run(p, cut), (XDP_PASS, cut.to_vec()));
+    assert_eq!(strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated, 1);
+}

@@ -133,6 +133,7 @@ pub fn xlb_stats(ebpf: &Ebpf) -> anyhow::Result<XlbStats> {
         sum.malformed_dropped += v.malformed_dropped;
         sum.no_real_dropped += v.no_real_dropped;
         sum.too_big_dropped += v.too_big_dropped;
+        sum.decapsulated += v.decapsulated;
     }
     Ok(sum)
 }
