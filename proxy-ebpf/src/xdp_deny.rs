@@ -1,9 +1,10 @@
 //! XDP fast drop of sources that an AuthorizationPolicy DENY rule names by
 //! `ipBlocks`/`remoteIpBlocks` (LPM trie lookup on the source address,
 //! IPv4 and IPv6), each drop counted per prefix; and `xdp_drop`, the
-//! drop-everything floor `cargo xtask bench xdp` compares against.
+//! drop-everything and transmit-everything floors `cargo xtask bench xdp`
+//! compares against.
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     macros::xdp,
     maps::lpm_trie::Key,
     programs::XdpContext,
@@ -28,6 +29,14 @@ pub fn xdp_deny(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn xdp_drop(_ctx: XdpContext) -> u32 {
     XDP_DROP
+}
+
+/// Transmits every packet unchanged: the floor of a program that answers
+/// `XDP_TX` (in live-frame test runs the kernel's transmit path is part of
+/// every such figure).
+#[xdp]
+pub fn xdp_tx(_ctx: XdpContext) -> u32 {
+    XDP_TX
 }
 
 /// Whether the frame's IPv4/IPv6 source is in a deny trie; counts the drop

@@ -90,6 +90,8 @@ pub mod programs {
     pub const XDP_LB: &str = "xdp_lb";
     /// Drops every packet (benchmark floor).
     pub const XDP_DROP: &str = "xdp_drop";
+    /// Transmits every packet unchanged (benchmark floor of `XDP_TX`).
+    pub const XDP_TX: &str = "xdp_tx";
 }
 
 /// Parses and loads the embedded eBPF object into the kernel (maps created,
