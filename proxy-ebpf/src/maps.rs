@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use proxy_common::{
-    Backend, BackendKey, ClientKey, MaglevTable, OrigDst, ProxyConfig, RevNatKey, ServiceKey,
+    Backend, BackendKey, DenyConfig, DenyV4Key, ClientKey, MaglevTable, OrigDst, ProxyConfig, RevNatKey, ServiceKey,
     ServiceStats, ServiceValue, SockNat, Workload, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbStats,
     XlbVip, XlbVipKey,
 };
@@ -74,6 +74,15 @@ pub static DENY_V4: LpmTrie<u32, u32> =
 #[map(name = "DENY_V6")]
 pub static DENY_V6: LpmTrie<[u8; 16], u32> =
     LpmTrie::with_max_entries(proxy_common::MAX_DENY_PREFIXES, NO_PREALLOC);
+
+/// IPv4 deny prefixes by exact (length, masked address).
+#[map(name = "DENY_V4_LEN")]
+pub static DENY_V4_LEN: HashMap<DenyV4Key, u32> =
+    HashMap::with_max_entries(proxy_common::MAX_DENY_PREFIXES, NO_PREALLOC);
+
+/// How sources are looked up.
+#[map(name = "DENY_CONFIG")]
+pub static DENY_CONFIG: Array<DenyConfig> = Array::with_max_entries(1, 0);
 
 /// Packets dropped per deny prefix, per CPU.
 #[map(name = "DENY_STATS")]

@@ -10,7 +10,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-use crate::maps::{DENY_STATS, DENY_V4, DENY_V6};
+use proxy_common::{deny_mode, DenyConfig, DenyV4Key};
+
+use crate::maps::{DENY_CONFIG, DENY_STATS, DENY_V4, DENY_V4_LEN, DENY_V6};
 
 const ETH_LEN: usize = 14;
 
@@ -50,17 +52,22 @@ pub fn denied(ctx: &XdpContext) -> bool {
     }
     // SAFETY: bounds checked above against data_end.
     let ether_type = unsafe { *((start + 12) as *const [u8; 2]) };
+    let cfg = DENY_CONFIG.get(0).copied().unwrap_or(DenyConfig::default());
     let hit = match ether_type {
         [0x08, 0x00] => {
-            if start + ETH_LEN + 20 > end {
+            if cfg.v4_mode == deny_mode::EMPTY || start + ETH_LEN + 20 > end {
                 return false;
             }
             // SAFETY: bounds checked above (source at IPv4 offset 12).
             let src = unsafe { *((start + ETH_LEN + 12) as *const [u8; 4]) };
-            DENY_V4.get(Key::new(32, u32::from_ne_bytes(src))).copied()
+            if cfg.v4_mode == deny_mode::BY_LENGTH {
+                by_length(u32::from_be_bytes(src), cfg.v4_lengths)
+            } else {
+                DENY_V4.get(Key::new(32, u32::from_ne_bytes(src))).copied()
+            }
         }
         [0x86, 0xdd] => {
-            if start + ETH_LEN + 40 > end {
+            if cfg.v6_mode == deny_mode::EMPTY || start + ETH_LEN + 40 > end {
                 return false;
             }
             // SAFETY: bounds checked above (source at IPv6 offset 8).
@@ -77,4 +84,27 @@ pub fn denied(ctx: &XdpContext) -> bool {
         unsafe { *n += 1 };
     }
     true
+}
+
+/// The counter of the longest prefix in `DENY_V4_LEN` containing `src`
+/// (host byte order), trying only the lengths set in `lengths`.
+#[inline(always)]
+fn by_length(src: u32, lengths: u64) -> Option<u32> {
+    let mut i = 0u32;
+    while i <= 32 {
+        let len = 32 - i;
+        if lengths & (1u64 << len) != 0 {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            let key = DenyV4Key {
+                prefix_len: len,
+                addr: src & mask,
+            };
+            // SAFETY: copied out at once.
+            if let Some(v) = unsafe { DENY_V4_LEN.get(&key) } {
+                return Some(*v);
+            }
+        }
+        i += 1;
+    }
+    None
 }

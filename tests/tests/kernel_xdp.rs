@@ -150,6 +150,19 @@ fn xdp_deny_syncs_v4_and_v6_prefixes_and_counts_each_drop() {
         deny.drops(),
         vec![(p("192.0.2.0", 24), 2), (p("2001:db8::1", 128), 1)]
     );
+    // Eight distinct IPv4 lengths: looked up in the trie instead of one
+    // hash per length; same answers.
+    let many: Vec<_> = (0..8u8)
+        .map(|k| p(&format!("10.{k}.0.0"), 16 + k))
+        .chain([p("192.0.2.0", 24)])
+        .collect();
+    deny.sync(&many).unwrap();
+    assert_eq!(run(prog, &udp_frame([10, 7, 0, 1])).0, XDP_DROP);
+    assert_eq!(run(prog, &udp_frame([10, 7, 2, 1])).0, XDP_PASS);
+    assert_eq!(run(prog, &udp_frame([192, 0, 2, 1])).0, XDP_DROP);
+    assert_eq!(run(prog, &udp6_frame(v6("2001:db8::1"))).0, XDP_PASS);
+    deny.sync(&[p("192.0.2.0", 24)]).unwrap();
+    assert_eq!(run(prog, &udp_frame([10, 7, 0, 1])).0, XDP_PASS);
     // A bad prefix length changes nothing.
     assert!(deny.sync(&[p("10.0.0.0", 40)]).is_err());
     assert_eq!(run(prog, &udp_frame([192, 0, 2, 1])).0, XDP_DROP);

@@ -6,11 +6,15 @@
 //! `ipBlocks` / `remoteIpBlocks`) is the policy layer's decision; this
 //! module makes the kernel tries hold a given list of prefixes.
 use std::collections::{HashMap, HashSet};
+
+use proxy_common::{deny_mode, DenyConfig, DenyV4Key};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context};
 use aya::{
-    maps::{lpm_trie::Key, LpmTrie, MapData, PerCpuArray, PerCpuValues},
+    maps::{
+        lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues,
+    },
     programs::Xdp,
     Ebpf,
 };
@@ -78,42 +82,43 @@ fn normalise((addr, len): SourcePrefix) -> anyhow::Result<SourcePrefix> {
     }
 }
 
-fn tries(
-    ebpf: &mut Ebpf,
-) -> anyhow::Result<(
-    LpmTrie<MapData, u32, u32>,
-    LpmTrie<MapData, [u8; 16], u32>,
-    PerCpuArray<MapData, u64>,
-)> {
-    let mut take = |name: &str| {
-        ebpf.take_map(name)
-            .with_context(|| format!("map {name} missing from the eBPF object"))
-    };
-    Ok((
-        LpmTrie::try_from(take(proxy_common::DENY_V4)?)?,
-        LpmTrie::try_from(take(proxy_common::DENY_V6)?)?,
-        PerCpuArray::try_from(take(proxy_common::DENY_STATS)?)?,
-    ))
-}
-
 /// The deny tries and their counters, taken out of a loaded object (the
 /// programs keep their references).
+///
+/// IPv4 prefixes are also kept by exact (length, address) in `DENY_V4_LEN`:
+/// with at most [`proxy_common::DENY_MAX_HASHED_LENGTHS`] distinct lengths
+/// the programs do one hash lookup per length instead of walking the trie
+/// (`DENY_CONFIG` says which).
 pub struct DenyTries {
     v4: LpmTrie<MapData, u32, u32>,
+    v4_len: BpfHashMap<MapData, DenyV4Key, u32>,
     v6: LpmTrie<MapData, [u8; 16], u32>,
+    config: Array<MapData, DenyConfig>,
     stats: PerCpuArray<MapData, u64>,
     counters: HashMap<SourcePrefix, u32>,
+}
+
+fn v4_len_key(a: Ipv4Addr, len: u8) -> DenyV4Key {
+    DenyV4Key {
+        prefix_len: len as u32,
+        addr: u32::from(a),
+    }
 }
 
 impl DenyTries {
     /// Takes `DENY_V4`, `DENY_V6` and `DENY_STATS` out of `ebpf` (after
     /// loading the programs that use them).
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
-        let (v4, v6, stats) = tries(ebpf)?;
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .with_context(|| format!("map {name} missing from the eBPF object"))
+        };
         Ok(Self {
-            v4,
-            v6,
-            stats,
+            v4: LpmTrie::try_from(take(proxy_common::DENY_V4)?)?,
+            v4_len: BpfHashMap::try_from(take(proxy_common::DENY_V4_LEN)?)?,
+            v6: LpmTrie::try_from(take(proxy_common::DENY_V6)?)?,
+            config: Array::try_from(take(proxy_common::DENY_CONFIG)?)?,
+            stats: PerCpuArray::try_from(take(proxy_common::DENY_STATS)?)?,
             counters: HashMap::new(),
         })
     }
@@ -147,6 +152,7 @@ impl DenyTries {
             match p {
                 (IpAddr::V4(a), len) => {
                     let _ = self.v4.remove(&Key::new(len as u32, u32::from(a).to_be()));
+                    let _ = self.v4_len.remove(&v4_len_key(a, len));
                 }
                 (IpAddr::V6(a), len) => {
                     let _ = self.v6.remove(&Key::new(len as u32, a.octets()));
@@ -168,10 +174,14 @@ impl DenyTries {
             self.stats
                 .set(i, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
             match p {
-                (IpAddr::V4(a), len) => self
-                    .v4
-                    .insert(&Key::new(len as u32, u32::from(a).to_be()), i, 0)
-                    .context("DENY_V4 is full")?,
+                (IpAddr::V4(a), len) => {
+                    self.v4
+                        .insert(&Key::new(len as u32, u32::from(a).to_be()), i, 0)
+                        .context("DENY_V4 is full")?;
+                    self.v4_len
+                        .insert(v4_len_key(a, len), i, 0)
+                        .context("DENY_V4_LEN is full")?;
+                }
                 (IpAddr::V6(a), len) => self
                     .v6
                     .insert(&Key::new(len as u32, a.octets()), i, 0)
@@ -179,6 +189,31 @@ impl DenyTries {
             }
             self.counters.insert(p, i);
         }
+        // Entries first, then the lookup mode that may use them.
+        let v4_lengths = self
+            .counters
+            .keys()
+            .filter(|p| p.0.is_ipv4())
+            .fold(0u64, |bits, p| bits | 1 << p.1);
+        let v4_mode = match v4_lengths.count_ones() {
+            0 => deny_mode::EMPTY,
+            n if n <= proxy_common::DENY_MAX_HASHED_LENGTHS => deny_mode::BY_LENGTH,
+            _ => deny_mode::TRIE,
+        };
+        let v6_mode = if self.counters.keys().any(|p| p.0.is_ipv6()) {
+            deny_mode::TRIE
+        } else {
+            deny_mode::EMPTY
+        };
+        self.config.set(
+            0,
+            DenyConfig {
+                v4_lengths,
+                v4_mode,
+                v6_mode,
+            },
+            0,
+        )?;
         Ok(DenyReport {
             v4: self.counters.keys().filter(|p| p.0.is_ipv4()).count(),
             v6: self.counters.keys().filter(|p| p.0.is_ipv6()).count(),
