@@ -1,4 +1,4 @@
-//! `cargo xtask bench [l4|l7|config|all] [--quick]`: Strait's figures beside
+//! `cargo xtask bench [l4|l7|config|all|policy] [--quick]`: Strait's figures beside
 //! the alternatives (direct, iptables DNAT, nginx, HAProxy), measured in
 //! one run on one machine, written to bench/results.md and results.json.
 //!
@@ -12,6 +12,7 @@ mod install;
 mod l4;
 mod l7;
 mod netns;
+mod policy_case;
 mod procs;
 mod report;
 mod rounds;
@@ -39,8 +40,11 @@ pub enum Suite {
     /// XDP programs through BPF_PROG_TEST_RUN: load balancer, deny, floors
     /// (writes only its own section of results.md).
     Xdp,
-    /// All of the above.
+    /// All of the above (not `policy`; `xdp` runs at the end).
     All,
+    /// CPU per request of the security-policy check (in process; writes
+    /// only its own section of bench/results.md).
+    Policy,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -101,6 +105,9 @@ pub const HTTP_BACKEND_PORT: u16 = 8090;
 pub fn run(suite: Suite, quick: bool) -> anyhow::Result<()> {
     if suite == Suite::Xdp {
         return xdp::run(quick);
+    }
+    if suite == Suite::Policy {
+        return policy_case::run(quick);
     }
     let started = Instant::now();
     ctrlc::set_handler(|| {
