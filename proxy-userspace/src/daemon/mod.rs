@@ -61,6 +61,15 @@ pub struct RunArgs {
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
     pub access_log: bool,
+    /// Node uplink to attach the XDP program to (external VIP balancer and
+    /// source-prefix deny); none: no XDP program.
+    pub xdp_uplink: Option<String>,
+    /// Outer source address of tunnelled packets (default: the uplink's
+    /// first IPv4 address).
+    pub xdp_source: Option<std::net::Ipv4Addr>,
+    /// Gateway MAC for tunnelled packets (default: the neighbour entry of
+    /// the uplink's default gateway).
+    pub xdp_gateway_mac: Option<[u8; 6]>,
     /// Workload certificates for the node's pods (none: no identity).
     pub identity: Option<identity::IdentityArgs>,
     /// The L7 proxy's HTTP limits and timeouts (request-headers, stream
@@ -197,6 +206,10 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     std::fs::create_dir_all(&pods)
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
     datapath.attach(&pods)?;
+    if let Some(iface) = &args.xdp_uplink {
+        let uplink = crate::datapath::resolve_uplink(iface, args.xdp_source, args.xdp_gateway_mac)?;
+        datapath.attach_uplink(iface, &uplink)?;
+    }
     apply_kernel(&mut datapath, &snap);
     let orig = KernelOriginalDst(OriginalDestinations::open(datapath.pin_dir())?);
     Ok(Setup {
