@@ -14,6 +14,7 @@ pub mod api;
 pub mod compile;
 pub mod diag;
 pub mod duration;
+pub mod enroll;
 pub mod hosts;
 pub mod load;
 pub mod snapshot;

@@ -5,6 +5,7 @@
 //! Pinned maps and links stay, so L4 traffic keeps flowing while the daemon
 //! restarts; `strait cleanup` removes them.
 pub mod cli;
+pub mod pods;
 pub mod preflight;
 pub mod sink;
 pub mod state;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use strait_config::enroll::Enrollment;
 use strait_config::snapshot::MeshSnapshot;
 use strait_config::Diagnostic;
 
@@ -81,8 +83,9 @@ fn log_diagnostics(diags: &[Diagnostic]) {
     }
 }
 
-/// Load, validate and compile the directory (last good version per file).
-fn compile(store: &mut ConfigStore) -> MeshSnapshot {
+/// Load, validate and compile the source (last good version per file or
+/// object), and decide which pods are meshed.
+fn compile(store: &mut dyn store::Source) -> (MeshSnapshot, Enrollment) {
     let reload = store.reload();
     log_diagnostics(&reload.diagnostics);
     for f in &reload.kept_last_good {
@@ -92,16 +95,60 @@ fn compile(store: &mut ConfigStore) -> MeshSnapshot {
     // Validation errors were reported by the store; report the rest.
     let rest: Vec<Diagnostic> = diags.into_iter().filter(|d| !d.is_error()).collect();
     log_diagnostics(&rest);
-    snap
+    let enrollment = Enrollment::from_resources(&reload.resources);
+    (snap, enrollment)
 }
 
-fn meshed_ips(snap: &MeshSnapshot) -> Vec<IpAddr> {
-    snap.workloads.keys().copied().collect()
+/// The meshed workloads' IPs: connections to them are redirected to the
+/// node proxy. Workloads that are not enrolled are left alone.
+fn meshed_ips(snap: &MeshSnapshot, enrollment: &Enrollment) -> Vec<IpAddr> {
+    snap.workloads
+        .values()
+        .filter(|w| enrollment.ip_meshed(w.ip, &w.namespace))
+        .map(|w| w.ip)
+        .collect()
+}
+
+/// Which pod cgroups carry the socket programs: the meshed pods' (see
+/// [`pods`]). Re-checked after every config change and every
+/// [`CGROUP_RESCAN`], since a pod's cgroup appears after its Pod object.
+struct Capture {
+    root: PathBuf,
+    attached: Option<Vec<PathBuf>>,
+}
+
+/// How often the pods cgroup is searched for new or ended pods.
+const CGROUP_RESCAN: Duration = Duration::from_millis(500);
+
+impl Capture {
+    fn sync(&mut self, datapath: &mut Datapath, enrollment: &Enrollment) {
+        let found = pods::pod_cgroups(&self.root);
+        let want = pods::meshed_cgroups(enrollment, &found);
+        if self.attached.as_ref() == Some(&want) {
+            return;
+        }
+        let failed = datapath.attach_each(&want);
+        for (cg, e) in &failed {
+            tracing::warn!(cgroup = %cg.display(), "pod not captured: {e:#}");
+        }
+        let captured: Vec<PathBuf> = want
+            .iter()
+            .filter(|w| !failed.iter().any(|(f, _)| f == *w))
+            .cloned()
+            .collect();
+        tracing::info!(
+            meshed_pods = captured.len(),
+            pods_found = found.len(),
+            "pod capture updated"
+        );
+        // A failed attach is tried again at the next rescan.
+        self.attached = failed.is_empty().then_some(want);
+    }
 }
 
 async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     let mut store = ConfigStore::new(&args.config);
-    let snap = compile(&mut store);
+    let (snap, enrollment) = compile(&mut store);
     tracing::info!(
         services = snap.services.len(),
         clusters = snap.clusters.len(),
@@ -127,8 +174,12 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
         .unwrap_or_else(|| cgroup2.join(format!("strait-{}", args.node)).join("pods"));
     std::fs::create_dir_all(&pods)
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
-    datapath.attach(&pods)?;
-    apply_kernel(&mut datapath, &snap);
+    let mut capture = Capture {
+        root: pods.clone(),
+        attached: None,
+    };
+    capture.sync(&mut datapath, &enrollment);
+    apply_kernel(&mut datapath, &snap, &enrollment);
     let orig = KernelOriginalDst(OriginalDestinations::open(datapath.pin_dir())?);
 
     let proxy =
@@ -153,9 +204,25 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     let (_watch, mut changes) = watch::watch(&args.config)?;
     let reload_live = live.clone();
     let reload_task = tokio::spawn(async move {
-        while changes.recv().await.is_some() {
+        let mut enrollment = enrollment;
+        let mut rescan = tokio::time::interval(CGROUP_RESCAN);
+        loop {
+            tokio::select! {
+                change = changes.recv() => if change.is_none() { break },
+                _ = rescan.tick() => {
+                    capture.sync(&mut datapath, &enrollment);
+                    continue;
+                }
+            }
             let started = Instant::now();
-            let snap = compile(&mut store);
+            let (snap, enrolled) = compile(&mut store);
+            if enrolled != enrollment {
+                enrollment = enrolled;
+                capture.sync(&mut datapath, &enrollment);
+                if let Err(e) = datapath.set_workloads(&meshed_ips(&snap, &enrollment)) {
+                    tracing::error!("writing the meshed workloads: {e:#}");
+                }
+            }
             if **reload_live.snapshot.load() == snap {
                 tracing::debug!("config unchanged");
                 continue;
@@ -164,7 +231,7 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
                 tracing::error!("new config not applied, the last good one keeps serving: {e}");
                 continue;
             }
-            apply_kernel(&mut datapath, &snap);
+            apply_kernel(&mut datapath, &snap, &enrollment);
             reload_live.snapshot.store(Arc::new(snap));
             tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -192,12 +259,12 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot) {
+fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot, enrollment: &Enrollment) {
     match datapath.apply(&snap.l4) {
         Ok(report) => tracing::debug!(?report, "kernel tables written"),
         Err(e) => tracing::error!("writing the kernel service tables: {e:#}"),
     }
-    if let Err(e) = datapath.set_workloads(&meshed_ips(snap)) {
+    if let Err(e) = datapath.set_workloads(&meshed_ips(snap, enrollment)) {
         tracing::error!("writing the meshed workloads: {e:#}");
     }
 }

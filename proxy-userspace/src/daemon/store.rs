@@ -22,6 +22,21 @@ pub struct Reload {
     pub kept_last_good: Vec<PathBuf>,
 }
 
+/// Where the daemon's resources come from: the config directory
+/// ([`ConfigStore`]) or a Kubernetes API server
+/// ([`crate::sources::kube::KubeStore`]).
+pub trait Source: Send {
+    /// The resources to serve now (each file's or object's current or last
+    /// good version), with what was wrong.
+    fn reload(&mut self) -> Reload;
+}
+
+impl Source for ConfigStore {
+    fn reload(&mut self) -> Reload {
+        ConfigStore::reload(self)
+    }
+}
+
 /// The config directory and each file's last good resources.
 pub struct ConfigStore {
     dir: PathBuf,
