@@ -33,8 +33,10 @@ use store::ConfigStore;
 /// Settings of `strait run`.
 #[derive(Clone, Debug)]
 pub struct RunArgs {
-    /// Directory of Istio and Kubernetes YAML (watched).
+    /// Directory of Istio and Kubernetes YAML (watched); unused with `kube`.
     pub config: PathBuf,
+    /// Read the configuration from a Kubernetes API server instead.
+    pub kube: Option<KubeArgs>,
     /// Node name: pins go to `<bpffs>/strait/<node>/`.
     pub node: String,
     /// The pods cgroup (default `<cgroup2>/strait-<node>/pods`, created).
@@ -53,6 +55,51 @@ pub struct RunArgs {
     pub access_log: bool,
 }
 
+/// Where `strait run` finds its API server.
+#[derive(Clone, Debug)]
+pub struct KubeArgs {
+    /// The kubeconfig; `None`: the in-cluster config.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Keeps the config source's watch alive.
+enum SourceGuard {
+    Files(#[allow(dead_code)] watch::ConfigWatch),
+    Kube(#[allow(dead_code)] crate::sources::kube::KubeWatch),
+}
+
+type Opened = (
+    Box<dyn store::Source>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    SourceGuard,
+);
+
+/// Opens the config directory or the API server; for an API server,
+/// returns once every kind has been listed (so nothing half-synced is
+/// ever served).
+async fn open_source(args: &RunArgs) -> anyhow::Result<Opened> {
+    match &args.kube {
+        None => {
+            let (w, changes) = watch::watch(&args.config)?;
+            Ok((
+                Box::new(ConfigStore::new(&args.config)),
+                changes,
+                SourceGuard::Files(w),
+            ))
+        }
+        Some(k) => {
+            let client = crate::sources::kube::client(k.kubeconfig.as_deref())
+                .await
+                .context("connecting to the Kubernetes API server")?;
+            let (store, changes, mut w) = crate::sources::kube::start(client);
+            tracing::info!("waiting for the initial list of every watched kind");
+            w.wait_synced().await;
+            tracing::info!(counts = ?w.counts(), "API server in sync");
+            Ok((Box::new(store), changes, SourceGuard::Kube(w)))
+        }
+    }
+}
+
 /// The kernel's answer to "where was this connection going".
 struct KernelOriginalDst(OriginalDestinations);
 
@@ -65,7 +112,8 @@ impl OriginalDst for KernelOriginalDst {
 /// Runs the daemon until SIGTERM/SIGINT. Errors are one line saying what is
 /// wrong and what to do (not root, no BPF, no cgroup v2, port taken, ...).
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let cgroup2 = preflight::check(&args.config)?;
+    let dir = args.kube.is_none().then_some(args.config.as_path());
+    let cgroup2 = preflight::check(dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -147,8 +195,8 @@ impl Capture {
 }
 
 async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
-    let mut store = ConfigStore::new(&args.config);
-    let (snap, enrollment) = compile(&mut store);
+    let (mut store, mut changes, _source) = open_source(&args).await?;
+    let (snap, enrollment) = compile(&mut *store);
     tracing::info!(
         services = snap.services.len(),
         clusters = snap.clusters.len(),
@@ -201,7 +249,6 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     let proxy_workers = proxy
         .serve_workers(outbound, orig, workers)
         .context("starting the proxy workers")?;
-    let (_watch, mut changes) = watch::watch(&args.config)?;
     let reload_live = live.clone();
     let reload_task = tokio::spawn(async move {
         let mut enrollment = enrollment;
@@ -214,8 +261,10 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
                     continue;
                 }
             }
+            // One recompile for a burst of changes.
+            while changes.try_recv().is_ok() {}
             let started = Instant::now();
-            let (snap, enrolled) = compile(&mut store);
+            let (snap, enrolled) = compile(&mut *store);
             if enrolled != enrollment {
                 enrollment = enrolled;
                 capture.sync(&mut datapath, &enrollment);
@@ -243,7 +292,7 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     live.set_ready(true);
     tracing::info!(
         node = %args.node, pods_cgroup = %pods.display(), outbound = %args.outbound,
-        admin = %args.admin, config = %args.config.display(), "strait is serving"
+        admin = %args.admin, config = %source_name(&args), "strait is serving"
     );
 
     shutdown_signal().await;
@@ -257,6 +306,16 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     admin_task.abort();
     tracing::info!("stopped; kernel maps stay pinned for the next start");
     Ok(())
+}
+
+fn source_name(args: &RunArgs) -> String {
+    match &args.kube {
+        None => args.config.display().to_string(),
+        Some(KubeArgs {
+            kubeconfig: Some(k),
+        }) => format!("kubeconfig {}", k.display()),
+        Some(_) => "in-cluster API server".into(),
+    }
 }
 
 fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot, enrollment: &Enrollment) {
