@@ -291,4 +291,6 @@ async fn watch_kind(client: kube::Client, kind: Kind, store: Arc<Mutex<ObjectSto
 }
 
 #[cfg(test)]
+mod fake_api;
+#[cfg(test)]
 mod tests;
