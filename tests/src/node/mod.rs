@@ -359,10 +359,23 @@ impl Node {
     /// <outbound_addr>`. Add flags (`--admin`, `--log-level`) and spawn it;
     /// the node kills it on drop.
     pub fn strait_run(&self, strait: &Path, config_dir: &Path) -> anyhow::Result<Command> {
+        self.strait_run_from(strait, &["--config".as_ref(), config_dir.as_os_str()])
+    }
+
+    /// [`Node::strait_run`] reading the configuration from the API server
+    /// of `kubeconfig` (`run --kubeconfig <kubeconfig> ...`).
+    pub fn strait_run_kube(&self, strait: &Path, kubeconfig: &Path) -> anyhow::Result<Command> {
+        self.strait_run_from(strait, &["--kubeconfig".as_ref(), kubeconfig.as_os_str()])
+    }
+
+    fn strait_run_from(
+        &self,
+        strait: &Path,
+        source: &[&std::ffi::OsStr],
+    ) -> anyhow::Result<Command> {
         let mut cmd = self.command(strait)?;
         cmd.arg("run")
-            .arg("--config")
-            .arg(config_dir)
+            .args(source)
             .args(["--node", &self.name])
             .arg("--pods-cgroup")
             .arg(self.pods_cgroup())
