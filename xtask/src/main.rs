@@ -3,6 +3,7 @@ mod bench;
 mod build_ebpf;
 mod cmd;
 mod demo;
+mod image;
 mod setup;
 mod test;
 
@@ -33,6 +34,16 @@ enum Command {
     },
     /// Run the bookinfo demo on a simulated node.
     Demo,
+    /// Build the OCI image deploy/ runs (buildah, FROM scratch), check
+    /// `strait --version` inside it, write target/strait-image.tar.
+    Image {
+        /// Cargo profile of the binary (dist: fat LTO, what ships).
+        #[arg(long, default_value = "dist")]
+        profile: String,
+        /// Use this strait binary instead of building one.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<std::path::PathBuf>,
+    },
     /// Benchmarks beside direct, iptables DNAT, nginx and HAProxy; writes
     /// bench/results.md and bench/results.json.
     Bench {
@@ -52,5 +63,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test { args } => test::run(&args),
         Command::Bench { suite, quick } => bench::run(suite, quick),
         Command::Demo => demo::run(),
+        Command::Image { profile, binary } => image::run(&profile, binary),
     }
 }
