@@ -42,6 +42,11 @@ enum Command {
     Run(strait::daemon::cli::RunCmd),
     /// Detach the node's eBPF programs and remove its pinned maps.
     Cleanup(strait::daemon::cli::CleanupCmd),
+    /// Workload identity: Strait's CA (Istio's CA API) and a node's certificates.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -60,6 +65,24 @@ enum ConfigCommand {
         /// Output format.
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Json)]
         output: Format,
+    },
+}
+
+/// `strait ca ...`.
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Serve Istio's CA API (istio.v1.auth.IstioCertificateService) to the
+    /// mesh's nodes until SIGTERM/SIGINT.
+    Serve(strait::daemon::cli::CaServeCmd),
+    /// Show a node's workload certificates (its admin API's /certs), like
+    /// `istioctl proxy-config secret`. No key material is ever shown.
+    Inspect {
+        /// The node's admin API.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15000")]
+        admin: std::net::SocketAddr,
+        /// Print /certs as JSON.
+        #[arg(short = 'o', long = "output", value_enum)]
+        output: Option<Format>,
     },
 }
 
@@ -85,6 +108,15 @@ fn main() -> ExitCode {
             report(strait::daemon::run(cmd.into_args()))
         }
         Command::Cleanup(cmd) => report(cmd.run()),
+        Command::Ca {
+            command: CaCommand::Serve(cmd),
+        } => {
+            strait::daemon::cli::init_logging(&cli.log_level);
+            report(cmd.into_args().and_then(strait::daemon::ca::serve_ca))
+        }
+        Command::Ca {
+            command: CaCommand::Inspect { admin, output },
+        } => cli::ca::run(admin, output.is_some()),
     }
 }
 

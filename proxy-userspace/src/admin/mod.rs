@@ -1,5 +1,6 @@
 //! The admin API (default `127.0.0.1:15000`), with Envoy's admin paths:
-//! `/ready`, `/healthz`, `/config_dump`, `/clusters`, `/stats/prometheus`.
+//! `/ready`, `/healthz`, `/config_dump`, `/clusters`, `/certs`,
+//! `/stats/prometheus` (also as `/metrics`, istiod's monitoring path).
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,17 @@ pub trait AdminSource: Send + Sync + 'static {
     fn clusters(&self) -> String;
     /// Prometheus text exposition (`/stats/prometheus`).
     fn prometheus(&self) -> String;
+    /// The node's workload certificates (`/certs`, like Envoy's `/certs`
+    /// and `istioctl proxy-config secret`): identity, serial, validity,
+    /// issuer chain, time to renewal. Never key material.
+    fn certs(&self) -> serde_json::Value {
+        no_certs()
+    }
+}
+
+/// `/certs` when the daemon has no identity configured.
+pub fn no_certs() -> serde_json::Value {
+    serde_json::json!({ "certificates": [], "trust_bundle": [] })
 }
 
 /// Serves the admin API on `listener` until the task is dropped.
@@ -68,14 +80,18 @@ fn handle(source: &dyn AdminSource, req: &Request<Incoming>) -> Response<Full<By
             respond(StatusCode::OK, "application/json", body)
         }
         "/clusters" => text(StatusCode::OK, source.clusters()),
-        "/stats/prometheus" => respond(
+        "/certs" => {
+            let body = serde_json::to_string_pretty(&source.certs()).unwrap_or_default();
+            respond(StatusCode::OK, "application/json", body)
+        }
+        "/stats/prometheus" | "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             source.prometheus(),
         ),
         _ => text(
             StatusCode::NOT_FOUND,
-            "paths: /ready /healthz /config_dump /clusters /stats/prometheus\n".into(),
+            "paths: /ready /healthz /config_dump /clusters /certs /stats/prometheus\n".into(),
         ),
     }
 }

@@ -1,6 +1,7 @@
 //! Subcommand implementations. Each prints to stdout/stderr and returns the
 //! process exit code.
 pub mod analyze;
+pub mod ca;
 pub mod compile;
 pub mod validate;
 

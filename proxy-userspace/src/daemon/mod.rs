@@ -4,7 +4,9 @@
 //! and on SIGTERM/SIGINT drains in-flight requests (bounded) and exits 0.
 //! Pinned maps and links stay, so L4 traffic keeps flowing while the daemon
 //! restarts; `strait cleanup` removes them.
+pub mod ca;
 pub mod cli;
+pub mod identity;
 pub mod pods;
 pub mod preflight;
 pub mod sink;
@@ -53,6 +55,8 @@ pub struct RunArgs {
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
     pub access_log: bool,
+    /// Workload certificates for the node's pods (none: no identity).
+    pub identity: Option<identity::IdentityArgs>,
 }
 
 /// Where `strait run` finds its API server.
@@ -133,7 +137,7 @@ fn log_diagnostics(diags: &[Diagnostic]) {
 
 /// Load, validate and compile the source (last good version per file or
 /// object), and decide which pods are meshed.
-fn compile(store: &mut dyn store::Source) -> (MeshSnapshot, Enrollment) {
+pub(crate) fn compile(store: &mut dyn store::Source) -> (MeshSnapshot, Enrollment) {
     let reload = store.reload();
     log_diagnostics(&reload.diagnostics);
     for f in &reload.kept_last_good {
@@ -233,7 +237,22 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     let proxy =
         Proxy::new(&snap).map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?;
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
-    let metrics = Arc::new(Metrics::new());
+    let embedded_ca = matches!(
+        args.identity,
+        Some(identity::IdentityArgs {
+            mode: identity::CaMode::Embedded { .. },
+            ..
+        })
+    );
+    let metrics = Arc::new(if embedded_ca {
+        Metrics::with_ca()
+    } else {
+        Metrics::new()
+    });
+    let secrets = match &args.identity {
+        Some(id) => Some(identity::start(id, &args.node, snapshot.clone(), &metrics).await?),
+        None => None,
+    };
     let sink = sink::TelemetrySink::new(snapshot.clone(), metrics.clone(), args.access_log);
     let proxy = proxy.with_access_log(Arc::new(sink));
     let live = Arc::new(Live {
@@ -241,6 +260,7 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         metrics,
         proxy: proxy.clone(),
+        certs: secrets.as_ref().map(|s| s.store().clone()),
     });
 
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, live.clone()));
@@ -250,6 +270,11 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
         .serve_workers(outbound, orig, workers)
         .context("starting the proxy workers")?;
     let reload_live = live.clone();
+    let reload_identity = args
+        .identity
+        .as_ref()
+        .map(|i| (i.trust_domain.clone(), args.node.clone()));
+    let reload_secrets = secrets.clone();
     let reload_task = tokio::spawn(async move {
         let mut enrollment = enrollment;
         let mut rescan = tokio::time::interval(CGROUP_RESCAN);
@@ -281,6 +306,9 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
                 continue;
             }
             apply_kernel(&mut datapath, &snap, &enrollment);
+            if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
+                mgr.set_wanted(&identity::wanted(&snap, node, td));
+            }
             reload_live.snapshot.store(Arc::new(snap));
             tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -328,7 +356,7 @@ fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot, enrollment: &Enrol
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
     tokio::select! {

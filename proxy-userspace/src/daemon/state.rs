@@ -21,6 +21,8 @@ pub struct Live {
     pub metrics: Arc<Metrics>,
     /// The L7 proxy (for per-endpoint state in `/clusters`).
     pub proxy: Proxy,
+    /// The node's workload certificates (`/certs`), when identity is on.
+    pub certs: Option<crate::identity::CertStore>,
 }
 
 impl AdminSource for Live {
@@ -63,6 +65,13 @@ impl AdminSource for Live {
             }
         }
         out
+    }
+
+    fn certs(&self) -> serde_json::Value {
+        match &self.certs {
+            Some(store) => store.to_json(),
+            None => crate::admin::no_certs(),
+        }
     }
 
     fn prometheus(&self) -> String {
