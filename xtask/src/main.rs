@@ -4,6 +4,7 @@ mod build_ebpf;
 mod cmd;
 mod demo;
 mod image;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -44,6 +45,14 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         binary: Option<std::path::PathBuf>,
     },
+    /// Run every cargo-fuzz target (HTTP/1.1 codec, config loader, route
+    /// matcher) from the committed seed corpora for a bounded time.
+    Fuzz {
+        /// Total fuzzing time over all targets, seconds (split evenly;
+        /// the build comes on top).
+        #[arg(long, default_value_t = 90)]
+        seconds: u64,
+    },
     /// Benchmarks beside direct, iptables DNAT, nginx and HAProxy; writes
     /// bench/results.md and bench/results.json.
     Bench {
@@ -64,5 +73,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { suite, quick } => bench::run(suite, quick),
         Command::Demo => demo::run(),
         Command::Image { profile, binary } => image::run(&profile, binary),
+        Command::Fuzz { seconds } => fuzz::run(seconds),
     }
 }

@@ -4,11 +4,20 @@
 //! and on SIGTERM/SIGINT drains in-flight requests (bounded) and exits 0.
 //! Pinned maps and links stay, so L4 traffic keeps flowing while the daemon
 //! restarts; `strait cleanup` removes them.
+//!
+//! Order of a start: preflight checks, the node lock ([`lock`]: one daemon
+//! per node), the first config, listeners bound, programs loaded and
+//! attached, maps written — all on the main thread — then capabilities are
+//! dropped ([`privs`]) before any other thread starts. Reloads run on their
+//! own thread, off the serving path: a reload that blocks or runs long
+//! never delays requests, the admin API or SIGTERM.
 pub mod ca;
 pub mod cli;
 pub mod identity;
+pub mod lock;
 pub mod pods;
 pub mod preflight;
+pub mod privs;
 pub mod sink;
 pub mod state;
 pub mod store;
@@ -16,13 +25,14 @@ pub mod watch;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use strait_config::enroll::Enrollment;
+use strait_config::load::Limits;
 use strait_config::snapshot::MeshSnapshot;
 use strait_config::Diagnostic;
 
@@ -55,8 +65,13 @@ pub struct RunArgs {
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
     pub access_log: bool,
+    /// Bounds on config files (size, documents, nesting depth).
+    pub limits: Limits,
     /// Workload certificates for the node's pods (none: no identity).
     pub identity: Option<identity::IdentityArgs>,
+    /// The L7 proxy's HTTP limits and timeouts (request-headers, stream
+    /// idle and connection idle timeouts, connection cap).
+    pub proxy: crate::proxy::ProxySettings,
 }
 
 /// Where `strait run` finds its API server.
@@ -64,44 +79,6 @@ pub struct RunArgs {
 pub struct KubeArgs {
     /// The kubeconfig; `None`: the in-cluster config.
     pub kubeconfig: Option<PathBuf>,
-}
-
-/// Keeps the config source's watch alive.
-enum SourceGuard {
-    Files(#[allow(dead_code)] watch::ConfigWatch),
-    Kube(#[allow(dead_code)] crate::sources::kube::KubeWatch),
-}
-
-type Opened = (
-    Box<dyn store::Source>,
-    tokio::sync::mpsc::UnboundedReceiver<()>,
-    SourceGuard,
-);
-
-/// Opens the config directory or the API server; for an API server,
-/// returns once every kind has been listed (so nothing half-synced is
-/// ever served).
-async fn open_source(args: &RunArgs) -> anyhow::Result<Opened> {
-    match &args.kube {
-        None => {
-            let (w, changes) = watch::watch(&args.config)?;
-            Ok((
-                Box::new(ConfigStore::new(&args.config)),
-                changes,
-                SourceGuard::Files(w),
-            ))
-        }
-        Some(k) => {
-            let client = crate::sources::kube::client(k.kubeconfig.as_deref())
-                .await
-                .context("connecting to the Kubernetes API server")?;
-            let (store, changes, mut w) = crate::sources::kube::start(client);
-            tracing::info!("waiting for the initial list of every watched kind");
-            w.wait_synced().await;
-            tracing::info!(counts = ?w.counts(), "API server in sync");
-            Ok((Box::new(store), changes, SourceGuard::Kube(w)))
-        }
-    }
 }
 
 /// The kernel's answer to "where was this connection going".
@@ -114,15 +91,36 @@ impl OriginalDst for KernelOriginalDst {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Errors are one line saying what is
-/// wrong and what to do (not root, no BPF, no cgroup v2, port taken, ...).
+/// wrong and what to do (not root, no BPF, no cgroup v2, port taken,
+/// another daemon on the node, ...).
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let dir = args.kube.is_none().then_some(args.config.as_path());
     let cgroup2 = preflight::check(dir)?;
+    let mut dp_cfg = DatapathConfig::new(&args.node);
+    dp_cfg.bpffs = args.bpffs.clone();
+    dp_cfg.outbound = args.outbound;
+    let node_lock = lock::lock_node(
+        std::path::Path::new(lock::LOCK_DIR),
+        &dp_cfg.pin_dir(),
+        &args.node,
+    )?;
+    tracing::debug!(lock = %node_lock.path().display(), "node lock taken");
+    let setup = setup(&args, &dp_cfg, cgroup2)?;
+    privs::drop_privileges()?;
+    tracing::info!(
+        kept = ?privs::KEEP,
+        "capabilities dropped after setup; no_new_privs set"
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(args, cgroup2))
+    let result = rt.block_on(serve(args, setup));
+    // A reload stuck in a read or a compile is on its own thread and is
+    // not waited for; neither is any task that does not stop at once.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    drop(node_lock);
+    result
 }
 
 fn log_diagnostics(diags: &[Diagnostic]) {
@@ -136,10 +134,17 @@ fn log_diagnostics(diags: &[Diagnostic]) {
 }
 
 /// Load, validate and compile the source (last good version per file or
-/// object), and decide which pods are meshed.
-pub(crate) fn compile(store: &mut dyn store::Source) -> (MeshSnapshot, Enrollment) {
+/// object), and decide which pods are meshed. `None` when the inputs are
+/// byte-identical to the previous reload's.
+pub(crate) fn compile(store: &mut dyn store::Source) -> Option<(MeshSnapshot, Enrollment)> {
     let reload = store.reload();
+    if reload.unchanged {
+        return None;
+    }
     log_diagnostics(&reload.diagnostics);
+    if reload.listing_failed {
+        tracing::warn!("config directory unreadable: still serving the last good config");
+    }
     for f in &reload.kept_last_good {
         tracing::warn!(file = %f.display(), "file has errors: still serving its last good version");
     }
@@ -148,7 +153,7 @@ pub(crate) fn compile(store: &mut dyn store::Source) -> (MeshSnapshot, Enrollmen
     let rest: Vec<Diagnostic> = diags.into_iter().filter(|d| !d.is_error()).collect();
     log_diagnostics(&rest);
     let enrollment = Enrollment::from_resources(&reload.resources);
-    (snap, enrollment)
+    Some((snap, enrollment))
 }
 
 /// The meshed workloads' IPs: connections to them are redirected to the
@@ -183,13 +188,8 @@ impl Capture {
         for (cg, e) in &failed {
             tracing::warn!(cgroup = %cg.display(), "pod not captured: {e:#}");
         }
-        let captured: Vec<PathBuf> = want
-            .iter()
-            .filter(|w| !failed.iter().any(|(f, _)| f == *w))
-            .cloned()
-            .collect();
         tracing::info!(
-            meshed_pods = captured.len(),
+            meshed_pods = want.len() - failed.len(),
             pods_found = found.len(),
             "pod capture updated"
         );
@@ -198,17 +198,52 @@ impl Capture {
     }
 }
 
-async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
-    let (mut store, mut changes, _source) = open_source(&args).await?;
-    let (snap, enrollment) = compile(&mut *store);
-    tracing::info!(
-        services = snap.services.len(),
-        clusters = snap.clusters.len(),
-        kernel_services = snap.l4.len(),
-        "config compiled"
-    );
+/// Keeps the config source's watch alive.
+enum SourceGuard {
+    Files(#[allow(dead_code)] watch::ConfigWatch),
+    Kube(#[allow(dead_code)] crate::sources::kube::KubeWatch),
+}
 
-    let admin_listener = crate::admin::bind(args.admin).await?;
+/// What setup hands to serving.
+struct Setup {
+    /// The config directory; `None` with an API server (opened in serve).
+    store: Option<ConfigStore>,
+    /// The first config (directory only).
+    first: Option<(MeshSnapshot, Enrollment)>,
+    admin: std::net::TcpListener,
+    outbound: std::net::TcpListener,
+    datapath: Datapath,
+    orig: KernelOriginalDst,
+    pods: PathBuf,
+    capture: Capture,
+}
+
+/// Everything that needs privileges, on the calling thread.
+fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::Result<Setup> {
+    let node_ips = crate::sys::node_addresses();
+    crate::proxy::self_guard::set(
+        vec![args.admin, SocketAddr::V4(args.outbound)],
+        node_ips.clone(),
+    );
+    let (store, first) = match args.kube {
+        None => {
+            let mut store =
+                ConfigStore::with_limits(&args.config, args.limits).with_node_addresses(node_ips);
+            let first = compile(&mut store).unwrap_or_default();
+            tracing::info!(
+                services = first.0.services.len(),
+                clusters = first.0.clusters.len(),
+                kernel_services = first.0.l4.len(),
+                "config compiled"
+            );
+            (Some(store), Some(first))
+        }
+        // The API server is read once serving starts; the kernel tables
+        // pinned by a previous run keep serving until then.
+        Some(_) => (None, None),
+    };
+
+    let admin = crate::admin::bind_std(args.admin)?;
     let outbound = crate::proxy::workers::bind(SocketAddr::V4(args.outbound)).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on outbound address {}: {e} (is another strait running? pass --outbound ADDR)",
@@ -216,26 +251,84 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
         )
     })?;
 
-    let mut dp_cfg = DatapathConfig::new(&args.node);
-    dp_cfg.bpffs = args.bpffs.clone();
-    dp_cfg.outbound = args.outbound;
-    let mut datapath = Datapath::new(&dp_cfg)?;
+    let mut datapath = Datapath::new(dp_cfg)?;
     let pods = args
         .pods_cgroup
         .clone()
         .unwrap_or_else(|| cgroup2.join(format!("strait-{}", args.node)).join("pods"));
     std::fs::create_dir_all(&pods)
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
+    datapath.load_socket_programs()?;
     let mut capture = Capture {
         root: pods.clone(),
         attached: None,
     };
-    capture.sync(&mut datapath, &enrollment);
-    apply_kernel(&mut datapath, &snap, &enrollment);
+    if let Some((snap, enrollment)) = &first {
+        capture.sync(&mut datapath, enrollment);
+        apply_kernel(&mut datapath, snap, enrollment);
+    }
     let orig = KernelOriginalDst(OriginalDestinations::open(datapath.pin_dir())?);
+    Ok(Setup {
+        store,
+        first,
+        admin,
+        outbound,
+        datapath,
+        orig,
+        pods,
+        capture,
+    })
+}
 
-    let proxy =
-        Proxy::new(&snap).map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?;
+async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
+    let Setup {
+        store,
+        first,
+        admin,
+        outbound,
+        mut datapath,
+        orig,
+        pods,
+        mut capture,
+    } = setup;
+    // The source and its first config: the directory's was compiled in
+    // setup; an API server's once every watched kind is listed.
+    let (mut store, changes, source_guard, first): (Box<dyn store::Source>, _, _, _) =
+        match (store, first) {
+            (Some(store), Some(first)) => {
+                let (w, changes) = watch::watch(&args.config)?;
+                (Box::new(store), changes, SourceGuard::Files(w), first)
+            }
+            _ => {
+                let k = args.kube.clone().context("no config source")?;
+                let client = crate::sources::kube::client(k.kubeconfig.as_deref())
+                    .await
+                    .context("connecting to the Kubernetes API server")?;
+                let (mut store, changes, mut w) = crate::sources::kube::start(client);
+                tracing::info!("waiting for the initial list of every watched kind");
+                w.wait_synced().await;
+                tracing::info!(counts = ?w.counts(), "API server in sync");
+                let first = compile(&mut store).unwrap_or_default();
+                capture.sync(&mut datapath, &first.1);
+                apply_kernel(&mut datapath, &first.0, &first.1);
+                (Box::new(store), changes, SourceGuard::Kube(w), first)
+            }
+        };
+    let (snap, enrollment) = first;
+    let admin_listener = tokio::net::TcpListener::from_std(admin)
+        .with_context(|| format!("admin listener {}", args.admin))?;
+    // Security policy is enforced for the workloads of this node.
+    let scope = crate::policy::Scope {
+        node: Some(args.node.clone()),
+        ..Default::default()
+    };
+    let settings = crate::proxy::ProxySettings {
+        policy_scope: scope.clone(),
+        ..args.proxy.clone()
+    };
+    let proxy = Proxy::with_scope(&snap, scope)
+        .map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?
+        .with_settings(settings);
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
     let embedded_ca = matches!(
         args.identity,
@@ -260,6 +353,7 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         metrics,
         proxy: proxy.clone(),
+        reload_started_ms: AtomicU64::new(0),
         certs: secrets.as_ref().map(|s| s.store().clone()),
     });
 
@@ -275,48 +369,42 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
         .as_ref()
         .map(|i| (i.trust_domain.clone(), args.node.clone()));
     let reload_secrets = secrets.clone();
-    let reload_task = tokio::spawn(async move {
-        let mut enrollment = enrollment;
-        let mut rescan = tokio::time::interval(CGROUP_RESCAN);
-        loop {
-            tokio::select! {
-                change = changes.recv() => if change.is_none() { break },
-                _ = rescan.tick() => {
-                    capture.sync(&mut datapath, &enrollment);
-                    continue;
+    // Reloads run on their own thread: reading and compiling a large or
+    // hostile config never occupies the runtime serving the admin API and
+    // the shutdown signal. The thread is not joined at exit.
+    std::thread::Builder::new()
+        .name("strait-reload".into())
+        .spawn(move || {
+            let _source = source_guard;
+            let mut enrollment = enrollment;
+            loop {
+                // Pod cgroups come and go between config changes: look
+                // for them while no change arrives.
+                match changes.recv_timeout(CGROUP_RESCAN) {
+                    Ok(()) => rest_of_burst(&changes),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        capture.sync(&mut datapath, &enrollment);
+                        continue;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }
-            }
-            // One recompile for a burst of changes.
-            while changes.try_recv().is_ok() {}
-            let started = Instant::now();
-            let (snap, enrolled) = compile(&mut *store);
-            if enrolled != enrollment {
-                enrollment = enrolled;
-                capture.sync(&mut datapath, &enrollment);
-                if let Err(e) = datapath.set_workloads(&meshed_ips(&snap, &enrollment)) {
-                    tracing::error!("writing the meshed workloads: {e:#}");
+                reload_live.set_reloading(true);
+                let reloaded = reload_once(
+                    &mut *store,
+                    &reload_live,
+                    &mut datapath,
+                    &mut capture,
+                    &mut enrollment,
+                );
+                if let Some(snap) = reloaded {
+                    if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
+                        mgr.set_wanted(&identity::wanted(&snap, node, td));
+                    }
                 }
+                reload_live.set_reloading(false);
             }
-            if **reload_live.snapshot.load() == snap {
-                tracing::debug!("config unchanged");
-                continue;
-            }
-            if let Err(e) = reload_live.proxy.update(&snap) {
-                tracing::error!("new config not applied, the last good one keeps serving: {e}");
-                continue;
-            }
-            apply_kernel(&mut datapath, &snap, &enrollment);
-            if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
-                mgr.set_wanted(&identity::wanted(&snap, node, td));
-            }
-            reload_live.snapshot.store(Arc::new(snap));
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "config reloaded"
-            );
-        }
-        datapath
-    });
+        })
+        .context("starting the reload thread")?;
     live.set_ready(true);
     tracing::info!(
         node = %args.node, pods_cgroup = %pods.display(), outbound = %args.outbound,
@@ -330,10 +418,63 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     );
     live.set_ready(false);
     proxy_workers.shutdown(args.drain).await;
-    reload_task.abort();
     admin_task.abort();
     tracing::info!("stopped; kernel maps stay pinned for the next start");
     Ok(())
+}
+
+/// Waits until [`watch::DEBOUNCE_MS`] pass without a change (at most
+/// [`watch::MAX_DELAY_MS`]), as [`watch::next_burst`] does after its first.
+fn rest_of_burst(rx: &std::sync::mpsc::Receiver<()>) {
+    let until = Instant::now() + Duration::from_millis(watch::MAX_DELAY_MS);
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(Duration::from_millis(watch::DEBOUNCE_MS).min(left)) {
+            Ok(()) if !left.is_zero() => continue,
+            _ => return,
+        }
+    }
+}
+
+/// One reload: read, compile, decide enrollment, swap the proxy's table,
+/// write the kernel maps, attach to the meshed pods. Returns the snapshot
+/// now serving when it changed.
+fn reload_once(
+    store: &mut dyn store::Source,
+    live: &Live,
+    datapath: &mut Datapath,
+    capture: &mut Capture,
+    enrollment: &mut Enrollment,
+) -> Option<Arc<MeshSnapshot>> {
+    let started = Instant::now();
+    let Some((snap, enrolled)) = compile(store) else {
+        tracing::debug!("config inputs unchanged: nothing reloaded");
+        return None;
+    };
+    tracing::info!("config changed: reloading");
+    if enrolled != *enrollment {
+        *enrollment = enrolled;
+        capture.sync(datapath, enrollment);
+        if let Err(e) = datapath.set_workloads(&meshed_ips(&snap, enrollment)) {
+            tracing::error!("writing the meshed workloads: {e:#}");
+        }
+    }
+    if **live.snapshot.load() == snap {
+        tracing::debug!("config unchanged");
+        return None;
+    }
+    if let Err(e) = live.proxy.update(&snap) {
+        tracing::error!("new config not applied, the last good one keeps serving: {e}");
+        return None;
+    }
+    apply_kernel(datapath, &snap, enrollment);
+    let snap = Arc::new(snap);
+    live.snapshot.store(snap.clone());
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "config reloaded"
+    );
+    Some(snap)
 }
 
 fn source_name(args: &RunArgs) -> String {

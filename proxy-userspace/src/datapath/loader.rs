@@ -189,6 +189,32 @@ impl Datapath {
         Ok(())
     }
 
+    /// Loads every socket program into the kernel without attaching it
+    /// (loading cgroup programs needs privileges `strait run` drops after
+    /// setup; attaching them later does not). Already loaded ones are kept.
+    ///
+    /// Errors: the verifier rejects a program.
+    pub fn load_socket_programs(&mut self) -> anyhow::Result<()> {
+        for name in programs::SOCKET {
+            let prog = self
+                .ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the eBPF object"))?;
+            if name == programs::SOCKOPS {
+                let p: &mut SockOps = prog.try_into()?;
+                if p.fd().is_err() {
+                    p.load().with_context(|| format!("loading {name}"))?;
+                }
+            } else {
+                let p: &mut CgroupSockAddr = prog.try_into()?;
+                if p.fd().is_err() {
+                    p.load().with_context(|| format!("loading {name}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Attaches the socket programs to each of `cgroups` (the meshed pods'
     /// cgroups) and to nothing else: links to cgroups not listed (pods that
     /// left the mesh or ended, or a pods cgroup attached by [`Self::attach`])

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use std::sync::mpsc;
 
 use super::store::ObjectStore;
 use super::{watch_kind, Kind};
@@ -137,7 +137,7 @@ async fn the_real_watcher_resumes_after_a_disconnect_and_relists_after_410_gone(
 
     let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
-    let (wake, mut wakes) = mpsc::unbounded_channel();
+    let (wake, _wakes) = mpsc::channel();
     let (store, mut synced) = ObjectStore::new(&["Namespace"], wake);
     let store = Arc::new(Mutex::new(store));
     let kind = Kind::new("", "v1", "Namespace", "namespaces");
@@ -153,7 +153,7 @@ async fn the_real_watcher_resumes_after_a_disconnect_and_relists_after_410_gone(
     let mut got = names(&store);
     let requests = || log.lock().unwrap().len();
     while (got != want || requests() < 5) && tokio::time::Instant::now() < deadline {
-        let _ = tokio::time::timeout(Duration::from_millis(200), wakes.recv()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         got = names(&store);
     }
     watcher.abort();

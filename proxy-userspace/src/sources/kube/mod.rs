@@ -20,7 +20,9 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use serde_json::Value;
-use tokio::sync::{mpsc, watch as tokio_watch};
+use std::sync::mpsc;
+
+use tokio::sync::watch as tokio_watch;
 
 pub use review::{ReviewedToken, TokenReviewError, TokenReviewer};
 pub use store::{Change, KubeStore, ObjectStore};
@@ -189,8 +191,8 @@ impl Drop for KubeWatch {
 /// Starts one watcher per kind of [`KINDS`] on the current runtime.
 /// Returns the store the daemon compiles, one `()` per change of what it
 /// serves, and the watchers.
-pub fn start(client: kube::Client) -> (KubeStore, mpsc::UnboundedReceiver<()>, KubeWatch) {
-    let (wake, changes) = mpsc::unbounded_channel();
+pub fn start(client: kube::Client) -> (KubeStore, mpsc::Receiver<()>, KubeWatch) {
+    let (wake, changes) = mpsc::channel();
     let kinds: Vec<&'static str> = KINDS.iter().map(|k| k.kind).collect();
     let (store, synced) = ObjectStore::new(&kinds, wake);
     let store = Arc::new(Mutex::new(store));

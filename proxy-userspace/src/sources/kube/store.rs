@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use strait_config::{Diagnostic, Resource};
-use tokio::sync::{mpsc, watch};
+use std::sync::mpsc;
+
+use tokio::sync::watch;
 
 use crate::daemon::store::{Reload, Source};
 
@@ -50,7 +52,7 @@ struct KindState {
 pub struct ObjectStore {
     kinds: BTreeMap<&'static str, KindState>,
     diagnostics: Vec<Diagnostic>,
-    wake: mpsc::UnboundedSender<()>,
+    wake: mpsc::Sender<()>,
     synced: watch::Sender<bool>,
 }
 
@@ -60,7 +62,7 @@ impl ObjectStore {
     /// been listed completely once.
     pub fn new(
         kinds: &[&'static str],
-        wake: mpsc::UnboundedSender<()>,
+        wake: mpsc::Sender<()>,
     ) -> (Self, watch::Receiver<bool>) {
         let (synced, rx) = watch::channel(false);
         let store = Self {
@@ -148,7 +150,7 @@ impl ObjectStore {
                 .flat_map(|k| k.served.values().cloned())
                 .collect(),
             diagnostics: std::mem::take(&mut self.diagnostics),
-            kept_last_good: Vec::new(),
+            ..Reload::default()
         }
     }
 

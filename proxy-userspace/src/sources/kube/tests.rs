@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 use strait_config::enroll::Enrollment;
 use strait_config::MeshSnapshot;
-use tokio::sync::mpsc;
+use std::sync::mpsc;
 
 use super::store::{Change, ObjectStore};
 use super::KINDS;
@@ -15,13 +15,13 @@ fn kinds() -> Vec<&'static str> {
 
 struct Harness {
     store: ObjectStore,
-    wakes: mpsc::UnboundedReceiver<()>,
+    wakes: mpsc::Receiver<()>,
     synced: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Harness {
     fn new() -> Self {
-        let (tx, wakes) = mpsc::unbounded_channel();
+        let (tx, wakes) = mpsc::channel();
         let (store, synced) = ObjectStore::new(&kinds(), tx);
         Self {
             store,
