@@ -15,6 +15,7 @@ pub mod compile;
 pub mod diag;
 pub mod duration;
 pub mod enforced;
+pub mod enroll;
 pub mod hosts;
 pub mod load;
 pub mod mesh;

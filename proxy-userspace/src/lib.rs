@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod identity;
 pub mod policy;
 pub mod proxy;
+pub mod sources;
 pub mod sys;
 pub mod telemetry;
 

@@ -4,6 +4,7 @@
 pub mod bpffs;
 pub mod cgroup;
 pub mod demo;
+pub mod fake_apiserver;
 pub mod lb;
 pub mod node;
 pub mod privileged;

@@ -3,6 +3,7 @@ mod bench;
 mod build_ebpf;
 mod cmd;
 mod demo;
+mod image;
 mod fuzz;
 mod setup;
 mod test;
@@ -34,6 +35,16 @@ enum Command {
     },
     /// Run the bookinfo demo on a simulated node.
     Demo,
+    /// Build the OCI image deploy/ runs (buildah, FROM scratch), check
+    /// `strait --version` inside it, write target/strait-image.tar.
+    Image {
+        /// Cargo profile of the binary (dist: fat LTO, what ships).
+        #[arg(long, default_value = "dist")]
+        profile: String,
+        /// Use this strait binary instead of building one.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<std::path::PathBuf>,
+    },
     /// Run every cargo-fuzz target (HTTP/1.1 codec, config loader, route
     /// matcher) from the committed seed corpora for a bounded time.
     Fuzz {
@@ -61,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test { args } => test::run(&args),
         Command::Bench { suite, quick } => bench::run(suite, quick),
         Command::Demo => demo::run(),
+        Command::Image { profile, binary } => image::run(&profile, binary),
         Command::Fuzz { seconds } => fuzz::run(seconds),
     }
 }

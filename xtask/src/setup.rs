@@ -29,6 +29,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "nginx",
     "haproxy",
     "util-linux",
+    // The end-to-end test against a real API server (when KUBE_APISERVER
+    // names a kube-apiserver binary) runs etcd.
+    "etcd-server",
 ];
 
 /// bpf-linker's version requirement and the LLVM it is built against.
@@ -42,6 +45,7 @@ pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
     debian_packages(DEBIAN_PACKAGES)?;
     bpf_linker()?;
+    kubectl()?;
     cargo_fuzz()?;
     step("setup complete");
     Ok(())
@@ -103,6 +107,31 @@ pub fn debian_packages(pkgs: &[&str]) -> anyhow::Result<()> {
     sh(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("apt-get install needs root")
+}
+
+/// kubectl with `kubectl kustomize` (the deploy/ manifests test, the API
+/// server end-to-end test): Debian's `kubectl` package where the apt
+/// sources have it, else `kubernetes-client`.
+fn kubectl() -> anyhow::Result<()> {
+    step("kubectl (kubectl kustomize renders deploy/)");
+    if output(Command::new("kubectl").args(["kustomize", "--help"])).is_some() {
+        eprintln!("    present");
+        return Ok(());
+    }
+    let has_candidate = |pkg: &str| {
+        output(Command::new("apt-cache").args(["policy", pkg]))
+            .is_some_and(|p| p.contains("Candidate:") && !p.contains("Candidate: (none)"))
+    };
+    sh(Command::new("apt-get").args(["update", "-q"]))?;
+    let pkg = if has_candidate("kubectl") {
+        "kubectl"
+    } else {
+        "kubernetes-client"
+    };
+    sh(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends", pkg])
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .context("apt-get install needs root")
 }

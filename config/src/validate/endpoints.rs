@@ -6,8 +6,9 @@
 //! reach the node's own services (its admin API, its outbound listener)
 //! through the proxy.
 //!
-//! Errors in Endpoints, EndpointSlices and a Pod's `status.podIP(s)`, as
-//! the API server rejects them. Warnings in WorkloadEntries, ServiceEntry
+//! Errors in Endpoints and EndpointSlices, as the API server rejects them.
+//! Warnings in a Pod's `status.podIP(s)` (set by the kubelet, not checked
+//! by the API server), WorkloadEntries, ServiceEntry
 //! `endpoints` (STATIC) and ServiceEntry `addresses` when its resolution is
 //! `NONE` (the original destination is then the endpoint): Istio accepts
 //! those (its own samples use `127.0.0.2`), so the resource loads, and the
@@ -109,10 +110,10 @@ pub(crate) fn endpoint_addresses(r: &mut Report<'_>, res: &Resource, node: &[IpA
         Object::Pod(p) => {
             if let Some(st) = &p.status {
                 if let Some(ip) = &st.pod_ip {
-                    check(r, "status.podIP".into(), ip, node, Severity::Reject);
+                    check(r, "status.podIP".into(), ip, node, Severity::Refuse);
                 }
                 for (i, ip) in st.pod_ips.iter().flatten().enumerate() {
-                    check(r, format!("status.podIPs[{i}].ip"), &ip.ip, node, Severity::Reject);
+                    check(r, format!("status.podIPs[{i}].ip"), &ip.ip, node, Severity::Refuse);
                 }
             }
         }

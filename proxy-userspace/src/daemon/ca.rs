@@ -96,7 +96,9 @@ async fn run(args: CaServeArgs) -> anyhow::Result<()> {
     let n = crate::identity::ca::auth::parse_tokens(&args.tokens, &text)?.len();
     let mut store = ConfigStore::new(&args.config);
     let snapshot = Arc::new(ArcSwap::from_pointee(
-        super::compile(&mut store).unwrap_or_default(),
+        super::compile(&mut store)
+            .map(|(snap, _)| snap)
+            .unwrap_or_default(),
     ));
     let authority = Authority::load_or_generate(&args.ca_dir, &args.trust_domain)?;
     let (signing, root) = authority.describe();
@@ -131,7 +133,7 @@ async fn run(args: CaServeArgs) -> anyhow::Result<()> {
         .spawn(move || {
             let _watch = watch;
             while super::watch::next_burst(&changes) {
-                if let Some(s) = super::compile(&mut store) {
+                if let Some((s, _)) = super::compile(&mut store) {
                     snap.store(Arc::new(s));
                     tracing::debug!("CA: config reloaded");
                 }

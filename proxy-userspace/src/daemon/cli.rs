@@ -10,8 +10,16 @@ use strait_config::load::Limits;
 #[derive(Args, Debug, Clone)]
 pub struct RunCmd {
     /// Directory of Istio and Kubernetes YAML; hot-reloaded.
-    #[arg(long, short = 'c', value_name = "DIR")]
-    pub config: PathBuf,
+    #[arg(long, short = 'c', value_name = "DIR", required_unless_present_any = ["kubeconfig", "in_cluster"], conflicts_with_all = ["kubeconfig", "in_cluster"])]
+    pub config: Option<PathBuf>,
+    /// Read the configuration from the Kubernetes API server of this
+    /// kubeconfig (its current context), watching it.
+    #[arg(long, value_name = "PATH", conflicts_with = "in_cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Read the configuration from the API server of the cluster this pod
+    /// runs in (its service account), watching it.
+    #[arg(long)]
+    pub in_cluster: bool,
     /// Node name (default: the host name). Kernel maps are pinned under
     /// <bpffs>/strait/<node>/.
     #[arg(long, value_name = "NAME")]
@@ -227,8 +235,12 @@ impl CaServeCmd {
 impl RunCmd {
     /// The daemon settings, with defaults filled in.
     pub fn into_args(self) -> super::RunArgs {
+        let kube = (self.kubeconfig.is_some() || self.in_cluster).then(|| super::KubeArgs {
+            kubeconfig: self.kubeconfig,
+        });
         super::RunArgs {
-            config: self.config,
+            config: self.config.unwrap_or_default(),
+            kube,
             node: self.node.unwrap_or_else(hostname),
             pods_cgroup: self.pods_cgroup,
             bpffs: self.bpffs,

@@ -15,6 +15,7 @@ pub mod ca;
 pub mod cli;
 pub mod identity;
 pub mod lock;
+pub mod pods;
 pub mod preflight;
 pub mod privs;
 pub mod sink;
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use strait_config::enroll::Enrollment;
 use strait_config::load::Limits;
 use strait_config::snapshot::MeshSnapshot;
 use strait_config::Diagnostic;
@@ -43,8 +45,10 @@ use store::ConfigStore;
 /// Settings of `strait run`.
 #[derive(Clone, Debug)]
 pub struct RunArgs {
-    /// Directory of Istio and Kubernetes YAML (watched).
+    /// Directory of Istio and Kubernetes YAML (watched); unused with `kube`.
     pub config: PathBuf,
+    /// Read the configuration from a Kubernetes API server instead.
+    pub kube: Option<KubeArgs>,
     /// Node name: pins go to `<bpffs>/strait/<node>/`.
     pub node: String,
     /// The pods cgroup (default `<cgroup2>/strait-<node>/pods`, created).
@@ -70,13 +74,20 @@ pub struct RunArgs {
     /// Gateway MAC for tunnelled packets (default: the neighbour entry of
     /// the uplink's default gateway).
     pub xdp_gateway_mac: Option<[u8; 6]>,
+    /// Bounds on config files (size, documents, nesting depth).
+    pub limits: Limits,
     /// Workload certificates for the node's pods (none: no identity).
     pub identity: Option<identity::IdentityArgs>,
     /// The L7 proxy's HTTP limits and timeouts (request-headers, stream
     /// idle and connection idle timeouts, connection cap).
     pub proxy: crate::proxy::ProxySettings,
-    /// Bounds on config files (size, documents, nesting depth).
-    pub limits: Limits,
+}
+
+/// Where `strait run` finds its API server.
+#[derive(Clone, Debug)]
+pub struct KubeArgs {
+    /// The kubeconfig; `None`: the in-cluster config.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// The kernel's answer to "where was this connection going".
@@ -92,7 +103,8 @@ impl OriginalDst for KernelOriginalDst {
 /// wrong and what to do (not root, no BPF, no cgroup v2, port taken,
 /// another daemon on the node, ...).
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let cgroup2 = preflight::check(&args.config)?;
+    let dir = args.kube.is_none().then_some(args.config.as_path());
+    let cgroup2 = preflight::check(dir)?;
     let mut dp_cfg = DatapathConfig::new(&args.node);
     dp_cfg.bpffs = args.bpffs.clone();
     dp_cfg.outbound = args.outbound;
@@ -130,16 +142,17 @@ fn log_diagnostics(diags: &[Diagnostic]) {
     }
 }
 
-/// Load, validate and compile the directory (last good version per file).
-/// `None` when the inputs are byte-identical to the previous reload's.
-pub(crate) fn compile(store: &mut ConfigStore) -> Option<MeshSnapshot> {
+/// Load, validate and compile the source (last good version per file or
+/// object), and decide which pods are meshed. `None` when the inputs are
+/// byte-identical to the previous reload's.
+pub(crate) fn compile(store: &mut dyn store::Source) -> Option<(MeshSnapshot, Enrollment)> {
     let reload = store.reload();
     if reload.unchanged {
         return None;
     }
     log_diagnostics(&reload.diagnostics);
     if reload.listing_failed {
-        tracing::warn!(dir = %store.dir().display(), "config directory unreadable: still serving the last good config");
+        tracing::warn!("config directory unreadable: still serving the last good config");
     }
     for f in &reload.kept_last_good {
         tracing::warn!(file = %f.display(), "file has errors: still serving its last good version");
@@ -155,22 +168,70 @@ pub(crate) fn compile(store: &mut ConfigStore) -> Option<MeshSnapshot> {
     for (ip, why) in &snap.deny {
         tracing::warn!(workload = %ip, "{why}");
     }
-    Some(snap)
+    let enrollment = Enrollment::from_resources(&reload.resources);
+    Some((snap, enrollment))
 }
 
-fn meshed_ips(snap: &MeshSnapshot) -> Vec<IpAddr> {
-    snap.workloads.keys().copied().collect()
+/// The meshed workloads' IPs: connections to them are redirected to the
+/// node proxy. Workloads that are not enrolled are left alone.
+fn meshed_ips(snap: &MeshSnapshot, enrollment: &Enrollment) -> Vec<IpAddr> {
+    snap.workloads
+        .values()
+        .filter(|w| enrollment.ip_meshed(w.ip, &w.namespace))
+        .map(|w| w.ip)
+        .collect()
+}
+
+/// Which pod cgroups carry the socket programs: the meshed pods' (see
+/// [`pods`]). Re-checked after every config change and every
+/// [`CGROUP_RESCAN`], since a pod's cgroup appears after its Pod object.
+struct Capture {
+    root: PathBuf,
+    attached: Option<Vec<PathBuf>>,
+}
+
+/// How often the pods cgroup is searched for new or ended pods.
+const CGROUP_RESCAN: Duration = Duration::from_millis(500);
+
+impl Capture {
+    fn sync(&mut self, datapath: &mut Datapath, enrollment: &Enrollment) {
+        let found = pods::pod_cgroups(&self.root);
+        let want = pods::meshed_cgroups(enrollment, &found);
+        if self.attached.as_ref() == Some(&want) {
+            return;
+        }
+        let failed = datapath.attach_each(&want);
+        for (cg, e) in &failed {
+            tracing::warn!(cgroup = %cg.display(), "pod not captured: {e:#}");
+        }
+        tracing::info!(
+            meshed_pods = want.len() - failed.len(),
+            pods_found = found.len(),
+            "pod capture updated"
+        );
+        // A failed attach is tried again at the next rescan.
+        self.attached = failed.is_empty().then_some(want);
+    }
+}
+
+/// Keeps the config source's watch alive.
+enum SourceGuard {
+    Files(#[allow(dead_code)] watch::ConfigWatch),
+    Kube(#[allow(dead_code)] crate::sources::kube::KubeWatch),
 }
 
 /// What setup hands to serving.
 struct Setup {
-    store: ConfigStore,
-    snap: MeshSnapshot,
+    /// The config directory; `None` with an API server (opened in serve).
+    store: Option<ConfigStore>,
+    /// The first config (directory only).
+    first: Option<(MeshSnapshot, Enrollment)>,
     admin: std::net::TcpListener,
     outbound: std::net::TcpListener,
     datapath: Datapath,
     orig: KernelOriginalDst,
     pods: PathBuf,
+    capture: Capture,
 }
 
 /// Everything that needs privileges, on the calling thread.
@@ -180,15 +241,23 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         vec![args.admin, SocketAddr::V4(args.outbound)],
         node_ips.clone(),
     );
-    let mut store =
-        ConfigStore::with_limits(&args.config, args.limits).with_node_addresses(node_ips);
-    let snap = compile(&mut store).unwrap_or_default();
-    tracing::info!(
-        services = snap.services.len(),
-        clusters = snap.clusters.len(),
-        kernel_services = snap.l4.len(),
-        "config compiled"
-    );
+    let (store, first) = match args.kube {
+        None => {
+            let mut store =
+                ConfigStore::with_limits(&args.config, args.limits).with_node_addresses(node_ips);
+            let first = compile(&mut store).unwrap_or_default();
+            tracing::info!(
+                services = first.0.services.len(),
+                clusters = first.0.clusters.len(),
+                kernel_services = first.0.l4.len(),
+                "config compiled"
+            );
+            (Some(store), Some(first))
+        }
+        // The API server is read once serving starts; the kernel tables
+        // pinned by a previous run keep serving until then.
+        Some(_) => (None, None),
+    };
 
     let admin = crate::admin::bind_std(args.admin)?;
     let outbound = crate::proxy::workers::bind(SocketAddr::V4(args.outbound)).map_err(|e| {
@@ -205,37 +274,69 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         .unwrap_or_else(|| cgroup2.join(format!("strait-{}", args.node)).join("pods"));
     std::fs::create_dir_all(&pods)
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
-    datapath.attach(&pods)?;
+    datapath.load_socket_programs()?;
     if let Some(iface) = &args.xdp_uplink {
         let uplink = crate::datapath::resolve_uplink(iface, args.xdp_source, args.xdp_gateway_mac)?;
         datapath.attach_uplink(iface, &uplink)?;
     }
-    apply_kernel(&mut datapath, &snap);
+    let mut capture = Capture {
+        root: pods.clone(),
+        attached: None,
+    };
+    if let Some((snap, enrollment)) = &first {
+        capture.sync(&mut datapath, enrollment);
+        apply_kernel(&mut datapath, snap, enrollment);
+    }
     let orig = KernelOriginalDst(OriginalDestinations::open(datapath.pin_dir())?);
     Ok(Setup {
         store,
-        snap,
+        first,
         admin,
         outbound,
         datapath,
         orig,
         pods,
+        capture,
     })
 }
 
 async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     let Setup {
-        mut store,
-        snap,
+        store,
+        first,
         admin,
         outbound,
         mut datapath,
         orig,
         pods,
+        mut capture,
     } = setup;
+    // The source and its first config: the directory's was compiled in
+    // setup; an API server's once every watched kind is listed.
+    let (mut store, changes, source_guard, first): (Box<dyn store::Source>, _, _, _) =
+        match (store, first) {
+            (Some(store), Some(first)) => {
+                let (w, changes) = watch::watch(&args.config)?;
+                (Box::new(store), changes, SourceGuard::Files(w), first)
+            }
+            _ => {
+                let k = args.kube.clone().context("no config source")?;
+                let client = crate::sources::kube::client(k.kubeconfig.as_deref())
+                    .await
+                    .context("connecting to the Kubernetes API server")?;
+                let (mut store, changes, mut w) = crate::sources::kube::start(client);
+                tracing::info!("waiting for the initial list of every watched kind");
+                w.wait_synced().await;
+                tracing::info!(counts = ?w.counts(), "API server in sync");
+                let first = compile(&mut store).unwrap_or_default();
+                capture.sync(&mut datapath, &first.1);
+                apply_kernel(&mut datapath, &first.0, &first.1);
+                (Box::new(store), changes, SourceGuard::Kube(w), first)
+            }
+        };
+    let (snap, enrollment) = first;
     let admin_listener = tokio::net::TcpListener::from_std(admin)
         .with_context(|| format!("admin listener {}", args.admin))?;
-
     // Security policy is enforced for the workloads of this node.
     let scope = crate::policy::Scope {
         node: Some(args.node.clone()),
@@ -272,8 +373,8 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         metrics,
         proxy: proxy.clone(),
-        certs: secrets.as_ref().map(|s| s.store().clone()),
         reload_started_ms: AtomicU64::new(0),
+        certs: secrets.as_ref().map(|s| s.store().clone()),
     });
 
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, live.clone()));
@@ -282,7 +383,6 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     let proxy_workers = proxy
         .serve_workers(outbound, orig, workers)
         .context("starting the proxy workers")?;
-    let (watch, changes) = watch::watch(&args.config)?;
     let reload_live = live.clone();
     let reload_identity = args
         .identity
@@ -298,10 +398,28 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         .name("strait-reload".into())
         .spawn(move || {
             let _runtime = runtime.enter();
-            let _watch = watch;
-            while watch::next_burst(&changes) {
+            let _source = source_guard;
+            let mut enrollment = enrollment;
+            loop {
+                // Pod cgroups come and go between config changes: look
+                // for them while no change arrives.
+                match changes.recv_timeout(CGROUP_RESCAN) {
+                    Ok(()) => rest_of_burst(&changes),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        capture.sync(&mut datapath, &enrollment);
+                        continue;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
                 reload_live.set_reloading(true);
-                if let Some(snap) = reload_once(&mut store, &reload_live, &mut datapath) {
+                let reloaded = reload_once(
+                    &mut *store,
+                    &reload_live,
+                    &mut datapath,
+                    &mut capture,
+                    &mut enrollment,
+                );
+                if let Some(snap) = reloaded {
                     if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
                         mgr.set_wanted(&identity::wanted(&snap, node, td));
                     }
@@ -313,7 +431,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     live.set_ready(true);
     tracing::info!(
         node = %args.node, pods_cgroup = %pods.display(), outbound = %args.outbound,
-        admin = %args.admin, config = %args.config.display(), "strait is serving"
+        admin = %args.admin, config = %source_name(&args), "strait is serving"
     );
 
     shutdown_signal().await;
@@ -328,19 +446,42 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One reload: read, compile, swap the proxy's table, write the kernel
-/// maps. Returns the snapshot now served when it changed.
+/// Waits until [`watch::DEBOUNCE_MS`] pass without a change (at most
+/// [`watch::MAX_DELAY_MS`]), as [`watch::next_burst`] does after its first.
+fn rest_of_burst(rx: &std::sync::mpsc::Receiver<()>) {
+    let until = Instant::now() + Duration::from_millis(watch::MAX_DELAY_MS);
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(Duration::from_millis(watch::DEBOUNCE_MS).min(left)) {
+            Ok(()) if !left.is_zero() => continue,
+            _ => return,
+        }
+    }
+}
+
+/// One reload: read, compile, decide enrollment, swap the proxy's table,
+/// write the kernel maps, attach to the meshed pods. Returns the snapshot
+/// now serving when it changed.
 fn reload_once(
-    store: &mut ConfigStore,
+    store: &mut dyn store::Source,
     live: &Live,
     datapath: &mut Datapath,
+    capture: &mut Capture,
+    enrollment: &mut Enrollment,
 ) -> Option<Arc<MeshSnapshot>> {
     let started = Instant::now();
-    let Some(snap) = compile(store) else {
-        tracing::debug!("config files unchanged: nothing reloaded");
+    let Some((snap, enrolled)) = compile(store) else {
+        tracing::debug!("config inputs unchanged: nothing reloaded");
         return None;
     };
-    tracing::info!("config files changed: reloading");
+    tracing::info!("config changed: reloading");
+    if enrolled != *enrollment {
+        *enrollment = enrolled;
+        capture.sync(datapath, enrollment);
+        if let Err(e) = datapath.set_workloads(&meshed_ips(&snap, enrollment)) {
+            tracing::error!("writing the meshed workloads: {e:#}");
+        }
+    }
     if **live.snapshot.load() == snap {
         tracing::debug!("config unchanged");
         return None;
@@ -349,7 +490,7 @@ fn reload_once(
         tracing::error!("new config not applied, the last good one keeps serving: {e}");
         return None;
     }
-    apply_kernel(datapath, &snap);
+    apply_kernel(datapath, &snap, enrollment);
     let snap = Arc::new(snap);
     live.snapshot.store(snap.clone());
     tracing::info!(
@@ -359,12 +500,22 @@ fn reload_once(
     Some(snap)
 }
 
-fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot) {
+fn source_name(args: &RunArgs) -> String {
+    match &args.kube {
+        None => args.config.display().to_string(),
+        Some(KubeArgs {
+            kubeconfig: Some(k),
+        }) => format!("kubeconfig {}", k.display()),
+        Some(_) => "in-cluster API server".into(),
+    }
+}
+
+fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot, enrollment: &Enrollment) {
     match datapath.apply(&snap.l4) {
         Ok(report) => tracing::debug!(?report, "kernel tables written"),
         Err(e) => tracing::error!("writing the kernel service tables: {e:#}"),
     }
-    if let Err(e) = datapath.set_workloads(&meshed_ips(snap)) {
+    if let Err(e) = datapath.set_workloads(&meshed_ips(snap, enrollment)) {
         tracing::error!("writing the meshed workloads: {e:#}");
     }
 }

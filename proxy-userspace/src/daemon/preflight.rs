@@ -3,11 +3,12 @@
 use std::path::{Path, PathBuf};
 
 /// Checks that the host can run the daemon: root, BPF, cgroup v2, and the
-/// config directory. Returns the cgroup v2 mount.
+/// config directory (`None`: the config comes from an API server).
+/// Returns the cgroup v2 mount.
 ///
 /// Errors: one sentence naming the problem and the fix.
-pub fn check(config_dir: &Path) -> anyhow::Result<PathBuf> {
-    if !config_dir.is_dir() {
+pub fn check(config_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(config_dir) = config_dir.filter(|d| !d.is_dir()) {
         anyhow::bail!(
             "config directory {} does not exist or is not a directory: pass --config DIR with your Istio and Kubernetes YAML",
             config_dir.display()

@@ -7,9 +7,12 @@
 //! workload tables on every reload), reads the config directory, and
 //! accepts and opens TCP connections. Map writes need `CAP_BPF` on kernels
 //! where `kernel.unprivileged_bpf_disabled` gates every `bpf()` command
-//! (5.10–6.4); nothing else needs a capability, so [`KEEP`] is `CAP_BPF`
-//! alone (measured: reloads that rewrite the kernel tables work with it,
-//! see the `e2e_hardening` tests). Every other capability is removed from
+//! (5.10–6.4). Enrollment attaches and detaches the socket programs on
+//! pod cgroups as pods join or leave the mesh (`BPF_LINK_CREATE` on a
+//! cgroup needs `CAP_NET_ADMIN`, like istio-cni's in-pod redirection), so
+//! [`KEEP`] is `CAP_BPF` and `CAP_NET_ADMIN` (measured: reloads that
+//! rewrite the kernel tables work with them, see the `e2e_hardening`
+//! tests; label flips attach and detach, see `node_enrollment`). Every other capability is removed from
 //! the effective, permitted, inheritable, ambient and bounding sets, and
 //! `no_new_privs` stops an `execve` from regaining any. Like ztunnel, which
 //! runs without `CAP_SYS_ADMIN` after its setup.
@@ -20,7 +23,7 @@
 use caps::{CapSet, Capability, CapsHashSet};
 
 /// The capabilities kept for serving.
-pub const KEEP: &[Capability] = &[Capability::CAP_BPF];
+pub const KEEP: &[Capability] = &[Capability::CAP_BPF, Capability::CAP_NET_ADMIN];
 
 /// Drops every capability but [`KEEP`] and sets `no_new_privs`.
 ///

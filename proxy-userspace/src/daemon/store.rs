@@ -34,6 +34,21 @@ pub struct Reload {
     pub listing_failed: bool,
 }
 
+/// Where the daemon's resources come from: the config directory
+/// ([`ConfigStore`]) or a Kubernetes API server
+/// ([`crate::sources::kube::KubeStore`]).
+pub trait Source: Send {
+    /// The resources to serve now (each file's or object's current or last
+    /// good version), with what was wrong.
+    fn reload(&mut self) -> Reload;
+}
+
+impl Source for ConfigStore {
+    fn reload(&mut self) -> Reload {
+        ConfigStore::reload(self)
+    }
+}
+
 /// One reload's raw inputs: each file's bytes or its read error.
 type Inputs = Vec<(PathBuf, Result<String, String>)>;
 

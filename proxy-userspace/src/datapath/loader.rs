@@ -199,6 +199,114 @@ impl Datapath {
         Ok(())
     }
 
+    /// Loads every socket program into the kernel without attaching it
+    /// (loading cgroup programs needs privileges `strait run` drops after
+    /// setup; attaching them later does not). Already loaded ones are kept.
+    ///
+    /// Errors: the verifier rejects a program.
+    pub fn load_socket_programs(&mut self) -> anyhow::Result<()> {
+        for name in programs::SOCKET {
+            let prog = self
+                .ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the eBPF object"))?;
+            if name == programs::SOCKOPS {
+                let p: &mut SockOps = prog.try_into()?;
+                if p.fd().is_err() {
+                    p.load().with_context(|| format!("loading {name}"))?;
+                }
+            } else {
+                let p: &mut CgroupSockAddr = prog.try_into()?;
+                if p.fd().is_err() {
+                    p.load().with_context(|| format!("loading {name}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the socket programs to each of `cgroups` (the meshed pods'
+    /// cgroups) and to nothing else: links to cgroups not listed (pods that
+    /// left the mesh or ended, or a pods cgroup attached by [`Self::attach`])
+    /// are unpinned, which detaches them. Pins and restarts work as in
+    /// [`Self::attach`]. A cgroup that cannot be attached (the pod ended
+    /// meanwhile) does not stop the others.
+    ///
+    /// Returns the cgroups that failed, with why.
+    pub fn attach_each(&mut self, cgroups: &[PathBuf]) -> Vec<(PathBuf, anyhow::Error)> {
+        use std::os::unix::fs::MetadataExt;
+        let links_dir = self.pin_dir.join("links");
+        let mut keep = std::collections::HashSet::new();
+        let mut failed = Vec::new();
+        let mut links = Vec::new();
+        for cgroup in cgroups {
+            let one =
+                |dp: &mut Self, links: &mut Vec<PinnedLink>| -> anyhow::Result<u64> {
+                    let id = std::fs::metadata(cgroup)
+                        .with_context(|| format!("opening cgroup {}", cgroup.display()))?
+                        .ino();
+                    for name in programs::SOCKET {
+                        let pin = links_dir.join(format!("{name}@{id}"));
+                        if pin.exists() {
+                            links.push(PinnedLink::from_pin(&pin).with_context(|| {
+                                format!("reopening pinned link {}", pin.display())
+                            })?);
+                            continue;
+                        }
+                        let cg = std::fs::File::open(cgroup)
+                            .with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+                        let prog = dp.ebpf.program_mut(name).with_context(|| {
+                            format!("program {name} missing from the eBPF object")
+                        })?;
+                        let mode = CgroupAttachMode::Single;
+                        let link: FdLink = if name == programs::SOCKOPS {
+                            let p: &mut SockOps = prog.try_into()?;
+                            if p.fd().is_err() {
+                                p.load().with_context(|| format!("loading {name}"))?;
+                            }
+                            let id = p.attach(cg, mode)?;
+                            p.take_link(id)?.try_into()?
+                        } else {
+                            let p: &mut CgroupSockAddr = prog.try_into()?;
+                            if p.fd().is_err() {
+                                p.load().with_context(|| format!("loading {name}"))?;
+                            }
+                            let id = p.attach(cg, mode).with_context(|| {
+                                format!("attaching {name} to {}", cgroup.display())
+                            })?;
+                            p.take_link(id)?.try_into()?
+                        };
+                        links.push(
+                            link.pin(&pin)
+                                .with_context(|| format!("pinning {}", pin.display()))?,
+                        );
+                    }
+                    Ok(id)
+                };
+            match one(self, &mut links) {
+                Ok(id) => {
+                    keep.insert(id.to_string());
+                }
+                Err(e) => failed.push((cgroup.clone(), e)),
+            }
+        }
+        // Our handles of links no longer wanted go; so do their pins.
+        self.links = links;
+        if let Ok(entries) = std::fs::read_dir(&links_dir) {
+            for e in entries.flatten() {
+                let file = e.file_name();
+                let Some((_, id)) = file.to_str().and_then(|f| f.rsplit_once('@')) else {
+                    continue;
+                };
+                if !keep.contains(id) {
+                    tracing::info!(link = %e.path().display(), "detaching from a cgroup no longer meshed");
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        failed
+    }
+
     /// Removes pinned links of `program` to cgroups other than `keep`
     /// (which detaches them once no process holds them).
     fn unpin_other_cgroups(&self, links_dir: &Path, program: &str, keep: u64) {

@@ -65,12 +65,35 @@ pub struct Mesh {
     config_dir: PathBuf,
     log: PathBuf,
     opts: MeshOptions,
+    api: Option<super::kube_api::ApiServer>,
 }
 
 impl Mesh {
     /// Builds the node and bookinfo, writes the config directory and starts
     /// `strait run`; returns once `/ready` answers 200 (20 s at most).
     pub fn start(p: &Privileged, opts: MeshOptions) -> anyhow::Result<Mesh> {
+        Self::start_with(p, opts, None)
+    }
+
+    /// [`Mesh::start`] with a real API server in the node (see
+    /// [`super::kube_api`]): the binary `apiserver` is started, `crds`
+    /// (Istio's CRDs) and the node's config are applied with kubectl, and
+    /// the daemon runs with `--kubeconfig`. The config files of `opts` are
+    /// applied too.
+    pub fn start_kube(
+        p: &Privileged,
+        opts: MeshOptions,
+        apiserver: &Path,
+        crds: &Path,
+    ) -> anyhow::Result<Mesh> {
+        Self::start_with(p, opts, Some((apiserver, crds)))
+    }
+
+    fn start_with(
+        p: &Privileged,
+        opts: MeshOptions,
+        kube: Option<(&Path, &Path)>,
+    ) -> anyhow::Result<Mesh> {
         let mut node = Node::new(&p.cgroup2, "node-1", opts.node_index)?;
         let app_opts = Options {
             timeout_ms: opts.app_timeout_ms,
@@ -85,8 +108,32 @@ impl Mesh {
             std::fs::copy(f, config_dir.join(name))
                 .with_context(|| format!("copying {}", f.display()))?;
         }
+        let api = match kube {
+            None => None,
+            Some((apiserver, crds)) => {
+                let api = super::kube_api::ApiServer::start(&node, apiserver)?;
+                api.kubectl(&node, &["apply", "-f", &crds.display().to_string()])?;
+                api.kubectl(
+                    &node,
+                    &[
+                        "wait",
+                        "--for",
+                        "condition=established",
+                        "--timeout=60s",
+                        "crd",
+                        "--all",
+                    ],
+                )?;
+                api.apply_node_config(&node, &config_dir)?;
+                for f in &opts.config {
+                    api.kubectl(&node, &["apply", "-f", &f.display().to_string()])?;
+                }
+                Some(api)
+            }
+        };
         let log = node.tmp_dir().join("strait.log");
         let mut mesh = Mesh {
+            api,
             daemon: None,
             bookinfo: Some(bookinfo),
             node,
@@ -104,9 +151,13 @@ impl Mesh {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = self
-            .node
-            .strait_run(&self.opts.strait, &self.config_dir)?
+        let mut cmd = match &self.api {
+            Some(api) => self
+                .node
+                .strait_run_kube(&self.opts.strait, &api.kubeconfig)?,
+            None => self.node.strait_run(&self.opts.strait, &self.config_dir)?,
+        };
+        let child = cmd
             .args(["--admin", ADMIN, "--drain-ms", "1000"])
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -187,6 +238,34 @@ impl Mesh {
             .args(["-sS", "-m", "5", &format!("http://{ADMIN}{path}")])
             .output()?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// kubectl against the mesh's API server (see [`Mesh::start_kube`]).
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        self.api
+            .as_ref()
+            .ok_or_else(|| anyhow!("this mesh has no API server"))?
+            .kubectl(&self.node, args)
+    }
+
+    /// Runs `kubectl <args>` and waits until the daemon serves a new
+    /// snapshot (5 s at most); returns how long that took after kubectl
+    /// returned.
+    pub fn kubectl_and_wait(&self, args: &[&str]) -> anyhow::Result<Duration> {
+        let before = self.admin("/config_dump")?.1;
+        self.kubectl(args)?;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if self.admin("/config_dump")?.1 != before {
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bail!(
+            "the daemon did not pick up kubectl {} within 5 s:\n{}",
+            args.join(" "),
+            self.log_tail(20)
+        )
     }
 
     /// The config directory the daemon watches.
@@ -292,6 +371,7 @@ impl Drop for Mesh {
             let _ = self.stop_daemon();
         }
         self.bookinfo.take();
+        self.api.take();
     }
 }
 

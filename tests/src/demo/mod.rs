@@ -2,6 +2,7 @@
 //! tests share with it: a simulated node running bookinfo under
 //! `strait run` ([`mesh::Mesh`]) and Istio's traffic-management steps with
 //! their expected outcomes ([`steps`]).
+pub mod kube_api;
 pub mod mesh;
 pub mod steps;
 

@@ -1,7 +1,9 @@
 //! The Kubernetes view of a node, written for `strait run --config DIR` as a
 //! cluster's API server would show it:
 //!
-//! - `k8s-services.yaml`: Namespaces, ServiceAccounts and Services with
+//! - `k8s-services.yaml`: Namespaces (enrolled in the mesh with
+//!   `istio.io/dataplane-mode: ambient` unless
+//!   [`Node::set_namespace_labels`] says otherwise), ServiceAccounts and Services with
 //!   `spec.clusterIP` set to the allocated VIP. It depends only on the
 //!   Services, so nodes built from the same platform write the same file.
 //! - `k8s-pods-<node>.yaml`: this node's Pods with labels,
@@ -39,7 +41,10 @@ fn services(node: &Node) -> Vec<Value> {
     let mut docs: Vec<Value> = node
         .namespaces
         .iter()
-        .map(|ns| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+        .map(|ns| {
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": ns, "labels": node.namespace_labels(ns)}})
+        })
         .collect();
     docs.extend(node.service_accounts.iter().map(|(ns, name)| {
         json!({"apiVersion": "v1", "kind": "ServiceAccount",

@@ -33,7 +33,7 @@ pub mod netns;
 mod pod;
 pub mod sweep;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,6 +59,7 @@ pub struct Node {
     pods: Vec<Pod>,
     services: Vec<ServiceDef>,
     namespaces: BTreeSet<String>,
+    namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     service_accounts: BTreeSet<(String, String)>,
 }
 
@@ -80,6 +81,7 @@ impl Node {
             pods: Vec::new(),
             services: Vec::new(),
             namespaces: BTreeSet::new(),
+            namespace_labels: BTreeMap::new(),
             service_accounts: BTreeSet::new(),
         };
         node.setup()
@@ -357,10 +359,23 @@ impl Node {
     /// <outbound_addr>`. Add flags (`--admin`, `--log-level`) and spawn it;
     /// the node kills it on drop.
     pub fn strait_run(&self, strait: &Path, config_dir: &Path) -> anyhow::Result<Command> {
+        self.strait_run_from(strait, &["--config".as_ref(), config_dir.as_os_str()])
+    }
+
+    /// [`Node::strait_run`] reading the configuration from the API server
+    /// of `kubeconfig` (`run --kubeconfig <kubeconfig> ...`).
+    pub fn strait_run_kube(&self, strait: &Path, kubeconfig: &Path) -> anyhow::Result<Command> {
+        self.strait_run_from(strait, &["--kubeconfig".as_ref(), kubeconfig.as_os_str()])
+    }
+
+    fn strait_run_from(
+        &self,
+        strait: &Path,
+        source: &[&std::ffi::OsStr],
+    ) -> anyhow::Result<Command> {
         let mut cmd = self.command(strait)?;
         cmd.arg("run")
-            .arg("--config")
-            .arg(config_dir)
+            .args(source)
             .args(["--node", &self.name])
             .arg("--pods-cgroup")
             .arg(self.pods_cgroup())
@@ -373,6 +388,56 @@ impl Node {
     /// Runs `f` on a thread inside the node's network namespace.
     pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
         netns::run_in(&self.netns, f)
+    }
+
+    /// Sets the labels [`Node::write_config`] gives Namespace `namespace`.
+    /// A namespace without labels set here is written with
+    /// `istio.io/dataplane-mode: ambient`, so its pods are meshed (see
+    /// `strait_config::enroll`); `set_namespace_labels(ns, &[])` leaves it
+    /// out of the mesh.
+    pub fn set_namespace_labels(&mut self, namespace: &str, labels: &[(&str, &str)]) {
+        self.namespace_labels.insert(
+            namespace.to_string(),
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+    }
+
+    /// Sets label `key` of pod `namespace/name` (what [`Node::write_config`]
+    /// writes as the Pod's labels); `None` removes it. Returns false when
+    /// there is no such pod.
+    pub fn set_pod_label(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> bool {
+        let Some(pod) = self
+            .pods
+            .iter_mut()
+            .find(|p| p.spec.namespace == namespace && p.spec.name == name)
+        else {
+            return false;
+        };
+        match value {
+            Some(v) => pod.spec.labels.insert(key.to_string(), v.to_string()),
+            None => pod.spec.labels.remove(key),
+        };
+        true
+    }
+
+    /// The labels of Namespace `namespace` in the written config (see
+    /// [`Node::set_namespace_labels`]).
+    pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        self.namespace_labels
+            .get(namespace)
+            .cloned()
+            .unwrap_or_else(|| {
+                [("istio.io/dataplane-mode".to_string(), "ambient".to_string())].into()
+            })
     }
 
     /// Writes the Kubernetes view of this node into the config directory

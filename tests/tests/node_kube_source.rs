@@ -1,0 +1,220 @@
+//! Namespace test of the Kubernetes source: `strait run --kubeconfig` on a
+//! simulated node, its API server a fake one (tests/src/fake_apiserver.rs)
+//! serving the node's Namespaces, Services, Pods and EndpointSlices inside
+//! the node's namespace. The daemon becomes ready from the API server's
+//! objects, and watch events — a namespace label flip, a Service deleted
+//! and added back — change what it serves without a restart.
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use strait_tests::fake_apiserver::FakeApiServer;
+use strait_tests::node::{Node, PodSpec, ServiceDef, ServicePort};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
+
+struct Daemon(Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn probe_until(node: &Node, addr: SocketAddr, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = node
+            .pod("default", "client")
+            .unwrap()
+            .command(PROBE)
+            .unwrap()
+            .args(["tcp", &addr.to_string()])
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if want(&line) || Instant::now() > deadline {
+            return line;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Every document of the node's config files.
+fn docs(dir: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        for d in serde_yaml::Deserializer::from_str(&text) {
+            let v: Value = serde::Deserialize::deserialize(d).unwrap();
+            if !v.is_null() {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn strait_run_kubeconfig_serves_the_api_servers_objects_and_follows_watch_events() {
+    let name = "strait_run_kubeconfig_serves_the_api_servers_objects_and_follows_watch_events";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let mut node = Node::new(&p.cgroup2, "node-a", 62).unwrap();
+    node.add_pod(PodSpec::new("client", &[("app", "client")]))
+        .unwrap();
+    node.add_pod(PodSpec::new("server", &[("app", "server")]))
+        .unwrap();
+    let vip = node
+        .add_service(ServiceDef {
+            name: "server".into(),
+            namespace: "default".into(),
+            selector: [("app".to_string(), "server".to_string())].into(),
+            ports: vec![ServicePort {
+                name: Some("tcp-hello".into()),
+                port: 7000,
+                target_port: None,
+                protocol: "TCP".into(),
+                app_protocol: None,
+            }],
+            cluster_ip: None,
+            headless: false,
+        })
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    let vip = SocketAddr::from((vip, 7000));
+    let client_ip = node.pod("default", "client").unwrap().ip;
+    let server = node.pod("default", "server").unwrap();
+    let listener = server
+        .run_in(|| TcpListener::bind((server.ip, 7000)))
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let peer = s
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            let _ = writeln!(s, "hello from server to {peer}");
+        }
+    });
+
+    // The API server: the node's objects, served inside the node.
+    let config = node.tmp_dir().join("config");
+    node.write_config(&config).unwrap();
+    let api = FakeApiServer::new();
+    let objects = docs(&config);
+    for o in &objects {
+        api.apply(o.clone());
+    }
+    let std_listener = node
+        .run_in(|| TcpListener::bind("127.0.0.1:0"))
+        .unwrap()
+        .unwrap();
+    let port = std_listener.local_addr().unwrap().port();
+    std_listener.set_nonblocking(true).unwrap();
+    let served = api.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            served.serve(l).await
+        });
+    });
+    let kubeconfig = node.tmp_dir().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {{server: 'http://127.0.0.1:{port}'}}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: nobody}}\ncurrent-context: fake\nusers:\n- name: nobody\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
+
+    let log = node.tmp_dir().join("strait.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let daemon = node
+        .strait_run_kube(
+            &strait_tests::demo::mesh::sibling("strait").unwrap(),
+            &kubeconfig,
+        )
+        .unwrap()
+        .args(["--admin", "127.0.0.1:15000", "--no-access-log"])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon(daemon);
+    let greeting = format!("hello from server to {client_ip}");
+    let hello = |l: &str| l == greeting;
+
+    let line = probe_until(&node, vip, hello);
+    assert_eq!(
+        line,
+        greeting,
+        "not serving the API server's objects:\n{}",
+        log_tail(&log)
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("API server in sync"),
+        "{}",
+        log_tail(&log)
+    );
+
+    // A namespace label flip through a watch event: capture off, then on.
+    let ns = |labels: Value| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default", "labels": labels}});
+    api.apply(ns(json!({})));
+    let line = probe_until(&node, vip, |l| !hello(l));
+    assert!(
+        line.starts_with("error"),
+        "still captured: {line}\n{}",
+        log_tail(&log)
+    );
+    api.apply(ns(json!({"istio.io/dataplane-mode": "ambient"})));
+    assert_eq!(
+        probe_until(&node, vip, hello),
+        greeting,
+        "{}",
+        log_tail(&log)
+    );
+
+    // The Service deleted: its VIP goes from the kernel; added back: it returns.
+    let svc = objects
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "server")
+        .unwrap()
+        .clone();
+    api.delete(&svc);
+    let line = probe_until(&node, vip, |l| !hello(l));
+    assert!(
+        line.starts_with("error"),
+        "deleted Service still served: {line}"
+    );
+    api.apply(svc);
+    assert_eq!(
+        probe_until(&node, vip, hello),
+        greeting,
+        "{}",
+        log_tail(&log)
+    );
+
+    assert!(daemon.0.try_wait().unwrap().is_none(), "{}", log_tail(&log));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("strait is serving").count(), 1, "restarted");
+}
