@@ -140,7 +140,7 @@ pub fn eval(rule: &str, v: &Value) -> Option<bool> {
                 .and_then(Value::as_array)
                 .is_some_and(|a| a.iter().any(|k| k.as_str().is_some_and(|k| k.contains('/'))));
             let res = str_of(v, "resolution").unwrap_or("NONE");
-            !(cidr && !matches!(res, "STATIC" | "NONE"))
+            !cidr || matches!(res, "STATIC" | "NONE")
         }
         r#"((has(self.resolution) ? self.resolution : "NONE") == "NONE") ? !has(self.endpoints) : true"# => {
             str_of(v, "resolution").unwrap_or("NONE") != "NONE" || !has(v, "endpoints")
