@@ -141,7 +141,10 @@ pub fn fails_closed(res: &Resource) -> bool {
     findings(res)
         .iter()
         .any(|(r, _)| r.status == Status::FailClosed)
-        || matches!(&res.object, Object::AuthorizationPolicy(_) | Object::RequestAuthentication(_))
+        || matches!(
+            &res.object,
+            Object::AuthorizationPolicy(_) | Object::RequestAuthentication(_)
+        )
 }
 
 /// One `STR0001` diagnostic per row `res` hits (for a MeshConfig, per field
@@ -174,7 +177,10 @@ pub fn diagnostics(res: &Resource) -> Vec<Diagnostic> {
                 level,
                 res,
                 path.clone(),
-                format!("Field {path} is not yet enforced by Strait and {what}: {}", row.note),
+                format!(
+                    "Field {path} is not yet enforced by Strait and {what}: {}",
+                    row.note
+                ),
             )
             .with_code(FIELD_NOT_ENFORCED)
         })
@@ -214,7 +220,12 @@ fn leaves(v: &Value, generic: &str, concrete: &str, out: &mut Vec<(String, Strin
         }
         Value::Object(m) => {
             for (k, x) in m {
-                leaves(x, &format!("{generic}.{k}"), &format!("{concrete}.{k}"), out);
+                leaves(
+                    x,
+                    &format!("{generic}.{k}"),
+                    &format!("{concrete}.{k}"),
+                    out,
+                );
             }
         }
         _ => out.push((normalise(generic), concrete.to_string())),

@@ -38,9 +38,7 @@ async fn unknown_destination(mesh: &str) -> (u16, usize, Option<String>) {
     let task = tokio::spawn(async move {
         let _ = p.serve(listener, FixedDestination(dst)).await;
     });
-    let r = Client::http1()
-        .get(&format!("http://{front}/x"), &[])
-        .await;
+    let r = Client::http1().get(&format!("http://{front}/x"), &[]).await;
     let logs = m.logs().await;
     task.abort();
     let cluster = logs
@@ -74,7 +72,11 @@ async fn registry_only_black_holes_unknown_destinations() {
 async fn default_http_retry_policy_applies_to_routes_without_retries() {
     for (mesh, vs_retries, want) in [
         ("", "", 500),
-        ("defaultHttpRetryPolicy: {attempts: 3, retryOn: 5xx}", "", 200),
+        (
+            "defaultHttpRetryPolicy: {attempts: 3, retryOn: 5xx}",
+            "",
+            200,
+        ),
         (
             "defaultHttpRetryPolicy: {attempts: 3, retryOn: 5xx}",
             "    retries: {attempts: 0}\n",
@@ -90,7 +92,11 @@ async fn default_http_retry_policy_applies_to_routes_without_retries() {
         let m = b.start().await;
         m.backend("web", "web-1").fail_next(2, 500);
         let r = Client::http1().get(&m.url("web", "/r"), &[]).await;
-        assert_eq!(r.status.as_u16(), want, "mesh {mesh:?} route retries {vs_retries:?}");
+        assert_eq!(
+            r.status.as_u16(),
+            want,
+            "mesh {mesh:?} route retries {vs_retries:?}"
+        );
     }
 }
 
@@ -110,7 +116,8 @@ async fn unenforceable_authorization_policy_fails_closed() {
     assert_eq!(m.backend("locked", "locked-1").hits(), 0);
     let logs = m.logs().await;
     assert!(
-        logs.iter().any(|l| l.response_code == 503 && l.response_flags.to_string() == "UH"),
+        logs.iter()
+            .any(|l| l.response_code == 503 && l.response_flags.to_string() == "UH"),
         "503 UH in the access log"
     );
     let r = c.get(&m.url("open", "/"), &[]).await;
