@@ -55,13 +55,15 @@ const fn closed(kind: &'static str, path: &'static str, note: &'static str) -> R
     }
 }
 
+/// AuthorizationPolicy and RequestAuthentication are enforced by the
+/// proxy's policy module (`proxy-userspace/src/policy`), which fails closed
+/// itself for what it cannot evaluate (`strait analyze` reports those).
+///
 /// Every field Strait accepts without enforcing it (DestinationRule rows
 /// under `spec.trafficPolicy` cover subsets' and port-level policies too). Kinds not listed here and
 /// not typed by Strait (Telemetry, WorkloadGroup, ProxyConfig, WasmPlugin,
 /// EnvoyFilter, TrafficExtension) are reported whole at load.
 pub const TABLE: &[Row] = &[
-    closed("AuthorizationPolicy", "spec", "no policy evaluation yet: selected workloads are denied all traffic"),
-    closed("RequestAuthentication", "spec", "no JWT verification yet: selected workloads are denied all traffic"),
     closed("PeerAuthentication", "spec.mtls.mode", "STRICT: no mTLS on the server side yet, selected workloads are unreachable; PERMISSIVE/DISABLE: plain text, as today"),
     closed("PeerAuthentication", "spec.portLevelMtls", "STRICT ports: selected workloads are unreachable"),
     row("DestinationRule", "spec.trafficPolicy.tls", "no TLS origination or mesh mTLS yet: traffic is plain text (ISTIO_MUTUAL routes as before)"),
@@ -141,10 +143,6 @@ pub fn fails_closed(res: &Resource) -> bool {
     findings(res)
         .iter()
         .any(|(r, _)| r.status == Status::FailClosed)
-        || matches!(
-            &res.object,
-            Object::AuthorizationPolicy(_) | Object::RequestAuthentication(_)
-        )
 }
 
 /// One `STR0001` diagnostic per row `res` hits (for a MeshConfig, per field

@@ -160,24 +160,28 @@ fn ip(s: &str) -> IpAddr {
 #[test]
 fn security_resources_strait_cannot_enforce_fail_closed() {
     let cases = [
-        (policy("AuthorizationPolicy", "  selector: {matchLabels: {app: reviews}}\n  action: ALLOW\n  rules: [{}]\n"), vec!["10.0.0.1"]),
-        (policy("RequestAuthentication", "  selector: {matchLabels: {app: reviews}}\n  jwtRules: [{issuer: x}]\n"), vec!["10.0.0.1"]),
         (policy("PeerAuthentication", "  mtls: {mode: STRICT}\n"), vec!["10.0.0.1", "10.0.0.2"]),
         (policy("PeerAuthentication", "  mtls: {mode: PERMISSIVE}\n"), vec![]),
         (
-            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: mesh, namespace: istio-system}\nspec: {}\n---\n".to_string(),
-            vec!["10.0.0.1", "10.0.0.2"],
-        ),
-        (
-            policy("AuthorizationPolicy", "  targetRefs: [{kind: Service, group: \"\", name: reviews}]\n"),
+            policy("PeerAuthentication", "  selector: {matchLabels: {app: reviews}}\n  portLevelMtls:\n    \"8080\": {mode: STRICT}\n"),
             vec!["10.0.0.1"],
         ),
+        (
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: mesh, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n---\n".to_string(),
+            vec!["10.0.0.1", "10.0.0.2"],
+        ),
+        // Enforced by the policy module: no blanket deny here.
+        (policy("AuthorizationPolicy", "  selector: {matchLabels: {app: reviews}}\n  rules: [{}]\n"), vec![]),
+        (policy("RequestAuthentication", "  selector: {matchLabels: {app: reviews}}\n  jwtRules: [{issuer: x}]\n"), vec![]),
     ];
     for (p, denied) in cases {
         let s = snap(&format!("{APP}{p}"));
         let got: Vec<IpAddr> = s.deny.keys().copied().collect();
         let want: Vec<IpAddr> = denied.iter().map(|a| ip(a)).collect();
         assert_eq!(got, want, "{p}");
+        if p.contains("AuthorizationPolicy") || p.contains("RequestAuthentication") {
+            continue;
+        }
         let c = &s.clusters["outbound|9080||reviews.default.svc.cluster.local"];
         let l4 = s
             .l4_service(

@@ -1,8 +1,9 @@
 //! MeshConfig settings through the real proxy: `outboundTrafficPolicy`
 //! (`ALLOW_ANY` passes unknown destinations through, `REGISTRY_ONLY` answers
 //! 502 from the `BlackHoleCluster`), `defaultHttpRetryPolicy` (routes
-//! without `retries` use it), and a security resource Strait cannot enforce
-//! failing closed (no traffic reaches the workload it selects).
+//! without `retries` use it), and a security setting Strait cannot enforce
+//! (PeerAuthentication STRICT) failing closed: no traffic reaches the
+//! workload it selects.
 mod support;
 
 use std::net::SocketAddr;
@@ -100,15 +101,15 @@ async fn default_http_retry_policy_applies_to_routes_without_retries() {
     }
 }
 
-/// An AuthorizationPolicy Strait cannot evaluate yet denies: the workload it
-/// selects gets no request (503 no healthy upstream); the other one still
-/// serves.
+/// A PeerAuthentication STRICT Strait cannot enforce yet (no server-side
+/// mTLS) makes the workloads it selects unreachable rather than open: they
+/// get no request (503 no healthy upstream); the other one still serves.
 #[tokio::test]
-async fn unenforceable_authorization_policy_fails_closed() {
+async fn unenforceable_strict_mtls_fails_closed() {
     let mut b = MeshBuilder::new();
     b.service("locked", 80, "http", &[("locked-1", &[])]).await;
     b.service("open", 81, "http", &[("open-1", &[])]).await;
-    b.yaml("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-get, namespace: default}\nspec:\n  selector: {matchLabels: {app: locked}}\n  rules:\n  - to: [{operation: {methods: [GET]}}]\n");
+    b.yaml("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: strict, namespace: default}\nspec:\n  selector: {matchLabels: {app: locked}}\n  mtls: {mode: STRICT}\n");
     let m = b.start().await;
     let c = Client::http1();
     let r = c.get(&m.url("locked", "/"), &[]).await;

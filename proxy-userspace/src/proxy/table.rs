@@ -82,6 +82,9 @@ pub struct Table {
     /// the mesh does not know go to Envoy's `BlackHoleCluster` instead (HTTP:
     /// 502 from Istio's block-all route; TCP: the connection is closed).
     pub registry_only: bool,
+    /// Security policies of this node's workloads (`None`: none apply,
+    /// and requests pay one pointer check). Built with the table.
+    pub policy: Option<Arc<crate::policy::PolicyTable>>,
 }
 
 /// Envoy's name for the cluster of blocked destinations.
@@ -95,6 +98,7 @@ impl Default for Table {
             workloads: HashMap::new(),
             passthrough: Arc::new(passthrough_cluster()),
             registry_only: false,
+            policy: None,
         }
     }
 }

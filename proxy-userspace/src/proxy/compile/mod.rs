@@ -86,6 +86,7 @@ pub fn compile(s: &snap::MeshSnapshot) -> Result<Table, CompileError> {
         passthrough: Arc::new(passthrough_cluster()),
         registry_only: s.mesh.outbound_traffic_policy.mode
             == strait_config::mesh::OutboundMode::RegistryOnly,
+        policy: None,
     })
 }
 
