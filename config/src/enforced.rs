@@ -55,6 +55,10 @@ const fn closed(kind: &'static str, path: &'static str, note: &'static str) -> R
     }
 }
 
+/// AuthorizationPolicy and RequestAuthentication are enforced by the
+/// proxy's policy module (`proxy-userspace/src/policy`), which fails closed
+/// itself for what it cannot evaluate (`strait analyze` reports those).
+///
 /// Every field Strait accepts without enforcing it (DestinationRule rows
 /// under `spec.trafficPolicy` cover subsets' and port-level policies too). Kinds not listed here and
 /// not typed by Strait (Telemetry, WorkloadGroup, ProxyConfig, WasmPlugin,
@@ -171,7 +175,10 @@ pub fn diagnostics(res: &Resource) -> Vec<Diagnostic> {
                 level,
                 res,
                 path.clone(),
-                format!("Field {path} is not yet enforced by Strait and {what}: {}", row.note),
+                format!(
+                    "Field {path} is not yet enforced by Strait and {what}: {}",
+                    row.note
+                ),
             )
             .with_code(FIELD_NOT_ENFORCED)
         })
@@ -211,7 +218,12 @@ fn leaves(v: &Value, generic: &str, concrete: &str, out: &mut Vec<(String, Strin
         }
         Value::Object(m) => {
             for (k, x) in m {
-                leaves(x, &format!("{generic}.{k}"), &format!("{concrete}.{k}"), out);
+                leaves(
+                    x,
+                    &format!("{generic}.{k}"),
+                    &format!("{concrete}.{k}"),
+                    out,
+                );
             }
         }
         _ => out.push((normalise(generic), concrete.to_string())),

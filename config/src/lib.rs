@@ -3,9 +3,13 @@
 //! Pure functions: no sockets, no kernel.
 //!
 //! ```text
-//! load::load_paths / load::load_str  →  Vec<Resource> (+ parse diagnostics)
+//! load::load_paths / load::load_str  →  Vec<Resource> (+ parse and Istio
+//!                                        CRD-schema diagnostics, `schema`;
+//!                                        MeshConfig from mesh.yaml or the
+//!                                        istio ConfigMap, `mesh`)
 //! validate::validate                 →  Istio's validation errors
-//! analyze::analyze                   →  IST0xxx messages
+//! analyze::analyze                   →  IST0xxx messages, STR0001 for what
+//!                                        is accepted but not enforced (`enforced`)
 //! compile::compile                   →  MeshSnapshot (+ diagnostics)
 //! snapshot::diff                         →  what changed between two snapshots
 //! ```

@@ -725,7 +725,10 @@ fn schema_errors(
             errors.push(diag(Level::Error, e));
         }
     }
-    ((!errors.is_empty()).then_some(Parsed::Invalid(errors)), warnings)
+    (
+        (!errors.is_empty()).then_some(Parsed::Invalid(errors)),
+        warnings,
+    )
 }
 
 #[cfg(test)]
@@ -760,11 +763,22 @@ mod tests {
         let text = "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: a}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: b}\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t, namespace: n}\nspec: {bogus: 1}\n";
         let l = load_str(text, "t.yaml");
         assert!(l.resources.is_empty());
-        let warnings: Vec<_> = l.diagnostics.iter().filter(|d| d.level == Level::Warning).collect();
+        let warnings: Vec<_> = l
+            .diagnostics
+            .iter()
+            .filter(|d| d.level == Level::Warning)
+            .collect();
         assert_eq!(warnings.len(), 2, "{:?}", l.diagnostics);
-        assert_eq!(warnings[1].resource.as_deref(), Some("EnvoyFilter/default/b"));
+        assert_eq!(
+            warnings[1].resource.as_deref(),
+            Some("EnvoyFilter/default/b")
+        );
         assert_eq!(warnings[1].code.as_deref(), Some("STR0001"));
-        let err = l.diagnostics.iter().find(|d| d.is_error()).expect("schema error");
+        let err = l
+            .diagnostics
+            .iter()
+            .find(|d| d.is_error())
+            .expect("schema error");
         assert_eq!(err.resource.as_deref(), Some("Telemetry/n/t"));
         assert_eq!(err.message, "unknown field \"spec.bogus\"");
     }

@@ -143,10 +143,16 @@ impl MeshConfig {
             out.push(("enableAutoMtls".to_string(), "no mesh mTLS yet"));
         }
         if !self.extension_providers.is_empty() {
-            out.push(("extensionProviders".to_string(), "no tracing, external authorization or log providers yet"));
+            out.push((
+                "extensionProviders".to_string(),
+                "no tracing, external authorization or log providers yet",
+            ));
         }
         if self.path_normalization.is_some() {
-            out.push(("pathNormalization".to_string(), "not applied by Strait's request path yet"));
+            out.push((
+                "pathNormalization".to_string(),
+                "not applied by Strait's request path yet",
+            ));
         }
         for k in self.other.keys() {
             out.push((k.clone(), "MeshConfig field not read by Strait"));

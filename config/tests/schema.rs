@@ -48,7 +48,11 @@ fn embedded_schema_is_istios() {
         }
     }
     assert!(want.len() > 30, "{}", want.len());
-    assert_eq!(&want, schema::schemas(), "config/src/schema/istio-crds.json is stale: regenerate it from crd-all.gen.yaml");
+    assert_eq!(
+        &want,
+        schema::schemas(),
+        "config/src/schema/istio-crds.json is stale: regenerate it from crd-all.gen.yaml"
+    );
 }
 
 trait FromDoc {
@@ -67,7 +71,12 @@ fn every_cel_rule_has_a_port() {
     fn collect(v: &Value, out: &mut BTreeSet<String>) {
         match v {
             Value::Object(m) => {
-                for r in m.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten() {
+                for r in m
+                    .get("x-kubernetes-validations")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     out.insert(r["rule"].as_str().unwrap().to_string());
                 }
                 m.values().for_each(|x| collect(x, out));
@@ -91,7 +100,12 @@ fn every_cel_rule_has_a_port() {
 fn exclusive_groups(s: &Map<String, Value>) -> Vec<Vec<String>> {
     let mut groups = Vec::new();
     let mut one_ofs: Vec<&Value> = s.get("oneOf").into_iter().collect();
-    for a in s.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+    for a in s
+        .get("allOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         one_ofs.extend(a.get("oneOf"));
     }
     for alts in one_ofs.into_iter().filter_map(Value::as_array) {
@@ -104,7 +118,12 @@ fn exclusive_groups(s: &Map<String, Value>) -> Vec<Vec<String>> {
             groups.push(g);
         }
     }
-    for r in s.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten() {
+    for r in s
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(g) = cel::exclusive_fields(r["rule"].as_str().unwrap()) {
             groups.push(g);
         }
@@ -133,7 +152,12 @@ fn generate(schema: &Value, variant: usize) -> Value {
     match s.get("type").and_then(Value::as_str) {
         Some("object") => {
             let mut m = Map::new();
-            for (k, p) in s.get("properties").and_then(Value::as_object).into_iter().flatten() {
+            for (k, p) in s
+                .get("properties")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
                 m.insert(k.clone(), generate(p, variant));
             }
             if let Some(a) = s.get("additionalProperties").filter(|a| a.is_object()) {
@@ -217,7 +241,10 @@ fn repair(s: &Map<String, Value>, v: &mut Value, variant: usize) {
                 .filter(|k| rule.contains(&format!("self.{k}")))
                 .cloned()
                 .collect();
-            assert!(!named.is_empty() && guard < 16, "cannot satisfy {rule} with {v}");
+            assert!(
+                !named.is_empty() && guard < 16,
+                "cannot satisfy {rule} with {v}"
+            );
             let drop = &named[mix(variant + guard, &named) % named.len()];
             v.as_object_mut().unwrap().remove(drop);
             guard += 1;
@@ -249,7 +276,9 @@ fn paths(v: &Value, at: &str, out: &mut BTreeSet<String>) {
                 paths(x, &format!("{at}.{k}"), out);
             }
         }
-        Value::Array(a) if !a.is_empty() => a.iter().for_each(|x| paths(x, &format!("{at}[]"), out)),
+        Value::Array(a) if !a.is_empty() => {
+            a.iter().for_each(|x| paths(x, &format!("{at}[]"), out))
+        }
         Value::Null => {}
         _ => {
             out.insert(at.to_string());
@@ -258,19 +287,21 @@ fn paths(v: &Value, at: &str, out: &mut BTreeSet<String>) {
 }
 
 fn spec_json(o: &Object) -> Option<Value> {
-    Some(match o {
-        Object::VirtualService(o) => serde_json::to_value(&o.spec),
-        Object::DestinationRule(o) => serde_json::to_value(&o.spec),
-        Object::Gateway(o) => serde_json::to_value(&o.spec),
-        Object::ServiceEntry(o) => serde_json::to_value(&o.spec),
-        Object::Sidecar(o) => serde_json::to_value(&o.spec),
-        Object::WorkloadEntry(o) => serde_json::to_value(&o.spec),
-        Object::PeerAuthentication(o) => serde_json::to_value(&o.spec),
-        Object::RequestAuthentication(o) => serde_json::to_value(&o.spec),
-        Object::AuthorizationPolicy(o) => serde_json::to_value(&o.spec),
-        _ => return None,
-    }
-    .unwrap())
+    Some(
+        match o {
+            Object::VirtualService(o) => serde_json::to_value(&o.spec),
+            Object::DestinationRule(o) => serde_json::to_value(&o.spec),
+            Object::Gateway(o) => serde_json::to_value(&o.spec),
+            Object::ServiceEntry(o) => serde_json::to_value(&o.spec),
+            Object::Sidecar(o) => serde_json::to_value(&o.spec),
+            Object::WorkloadEntry(o) => serde_json::to_value(&o.spec),
+            Object::PeerAuthentication(o) => serde_json::to_value(&o.spec),
+            Object::RequestAuthentication(o) => serde_json::to_value(&o.spec),
+            Object::AuthorizationPolicy(o) => serde_json::to_value(&o.spec),
+            _ => return None,
+        }
+        .unwrap(),
+    )
 }
 
 fn doc(key: &str, spec: Value) -> (String, String, Value) {
@@ -314,7 +345,9 @@ fn generated_resources_with_every_field_load() {
                 paths(&back, "spec", &mut kept);
                 let lost: Vec<_> = got.difference(&kept).collect();
                 if !lost.is_empty() {
-                    failures.push(format!("{key} variant {variant}: fields dropped by Strait's types: {lost:?}"));
+                    failures.push(format!(
+                        "{key} variant {variant}: fields dropped by Strait's types: {lost:?}"
+                    ));
                 }
             } else {
                 assert!(
@@ -328,7 +361,12 @@ fn generated_resources_with_every_field_load() {
             failures.push(format!("{key}: generator never set {uncovered:?}"));
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// Variants per kind: enough for every enum value (at most 12) and every
@@ -342,7 +380,12 @@ fn generate_all(schema: &Value) -> Value {
     match s.get("type").and_then(Value::as_str) {
         Some("object") => {
             let mut m = Map::new();
-            for (k, p) in s.get("properties").and_then(Value::as_object).into_iter().flatten() {
+            for (k, p) in s
+                .get("properties")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
                 m.insert(k.clone(), generate_all(p));
             }
             if let Some(a) = s.get("additionalProperties").filter(|a| a.is_object()) {
@@ -363,7 +406,11 @@ fn unknown_fields_are_rejected() {
         let spec = json!({"straitUnknownField": 1});
         let (_, _, v) = doc(key, spec);
         let loaded = load_str(&serde_yaml::to_string(&v).unwrap(), "u.yaml");
-        assert!(loaded.has_errors(), "{key}: unknown field accepted: {:?}", loaded.diagnostics);
+        assert!(
+            loaded.has_errors(),
+            "{key}: unknown field accepted: {:?}",
+            loaded.diagnostics
+        );
         assert!(loaded.resources.is_empty(), "{key}");
     }
 }
@@ -405,7 +452,13 @@ fn schema_rules_reject_with_istios_messages() {
             .filter(|d| d.is_error())
             .map(|d| format!("{}: {}", d.field.clone().unwrap_or_default(), d.message))
             .collect();
-        assert!(got.iter().any(|g| g.starts_with(want)), "want {want}\ngot {got:#?}");
-        assert!(loaded.resources.is_empty(), "{want}: the resource is rejected");
+        assert!(
+            got.iter().any(|g| g.starts_with(want)),
+            "want {want}\ngot {got:#?}"
+        );
+        assert!(
+            loaded.resources.is_empty(),
+            "{want}: the resource is rejected"
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! MeshConfig settings through the real proxy: `outboundTrafficPolicy`
 //! (`ALLOW_ANY` passes unknown destinations through, `REGISTRY_ONLY` answers
 //! 502 from the `BlackHoleCluster`), `defaultHttpRetryPolicy` (routes
-//! without `retries` use it), and a security resource Strait cannot enforce
-//! failing closed (no traffic reaches the workload it selects).
+//! without `retries` use it), and a security setting Strait cannot enforce
+//! (PeerAuthentication STRICT) failing closed: no traffic reaches the
+//! workload it selects.
 mod support;
 
 use std::net::SocketAddr;
@@ -38,9 +39,7 @@ async fn unknown_destination(mesh: &str) -> (u16, usize, Option<String>) {
     let task = tokio::spawn(async move {
         let _ = p.serve(listener, FixedDestination(dst)).await;
     });
-    let r = Client::http1()
-        .get(&format!("http://{front}/x"), &[])
-        .await;
+    let r = Client::http1().get(&format!("http://{front}/x"), &[]).await;
     let logs = m.logs().await;
     task.abort();
     let cluster = logs
@@ -74,7 +73,11 @@ async fn registry_only_black_holes_unknown_destinations() {
 async fn default_http_retry_policy_applies_to_routes_without_retries() {
     for (mesh, vs_retries, want) in [
         ("", "", 500),
-        ("defaultHttpRetryPolicy: {attempts: 3, retryOn: 5xx}", "", 200),
+        (
+            "defaultHttpRetryPolicy: {attempts: 3, retryOn: 5xx}",
+            "",
+            200,
+        ),
         (
             "defaultHttpRetryPolicy: {attempts: 3, retryOn: 5xx}",
             "    retries: {attempts: 0}\n",
@@ -90,19 +93,23 @@ async fn default_http_retry_policy_applies_to_routes_without_retries() {
         let m = b.start().await;
         m.backend("web", "web-1").fail_next(2, 500);
         let r = Client::http1().get(&m.url("web", "/r"), &[]).await;
-        assert_eq!(r.status.as_u16(), want, "mesh {mesh:?} route retries {vs_retries:?}");
+        assert_eq!(
+            r.status.as_u16(),
+            want,
+            "mesh {mesh:?} route retries {vs_retries:?}"
+        );
     }
 }
 
-/// An AuthorizationPolicy Strait cannot evaluate yet denies: the workload it
-/// selects gets no request (503 no healthy upstream); the other one still
-/// serves.
+/// A PeerAuthentication STRICT Strait cannot enforce yet (no server-side
+/// mTLS) makes the workloads it selects unreachable rather than open: they
+/// get no request (503 no healthy upstream); the other one still serves.
 #[tokio::test]
-async fn unenforceable_authorization_policy_fails_closed() {
+async fn unenforceable_strict_mtls_fails_closed() {
     let mut b = MeshBuilder::new();
     b.service("locked", 80, "http", &[("locked-1", &[])]).await;
     b.service("open", 81, "http", &[("open-1", &[])]).await;
-    b.yaml("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-get, namespace: default}\nspec:\n  selector: {matchLabels: {app: locked}}\n  rules:\n  - to: [{operation: {methods: [GET]}}]\n");
+    b.yaml("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: strict, namespace: default}\nspec:\n  selector: {matchLabels: {app: locked}}\n  mtls: {mode: STRICT}\n");
     let m = b.start().await;
     let c = Client::http1();
     let r = c.get(&m.url("locked", "/"), &[]).await;
@@ -110,7 +117,8 @@ async fn unenforceable_authorization_policy_fails_closed() {
     assert_eq!(m.backend("locked", "locked-1").hits(), 0);
     let logs = m.logs().await;
     assert!(
-        logs.iter().any(|l| l.response_code == 503 && l.response_flags.to_string() == "UH"),
+        logs.iter()
+            .any(|l| l.response_code == 503 && l.response_flags.to_string() == "UH"),
         "503 UH in the access log"
     );
     let r = c.get(&m.url("open", "/"), &[]).await;

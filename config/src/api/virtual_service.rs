@@ -84,7 +84,11 @@ pub struct HttpRoute {
     pub mirror_percent: Option<u32>,
     /// The same, spelled `mirror_percent` (the CRD accepts both; read as
     /// `mirrorPercent` when that is absent).
-    #[serde(default, rename = "mirror_percent", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "mirror_percent",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mirror_percent_snake: Option<u32>,
     /// CORS policy.
     #[serde(default)]

@@ -31,11 +31,19 @@ fn scope(res: &Resource) -> Option<Scope<'_>> {
     let (selector, targets) = match &res.object {
         Object::AuthorizationPolicy(o) => (
             o.spec.selector.as_ref(),
-            o.spec.target_ref.iter().chain(&o.spec.target_refs).collect(),
+            o.spec
+                .target_ref
+                .iter()
+                .chain(&o.spec.target_refs)
+                .collect(),
         ),
         Object::RequestAuthentication(o) => (
             o.spec.selector.as_ref(),
-            o.spec.target_ref.iter().chain(&o.spec.target_refs).collect(),
+            o.spec
+                .target_ref
+                .iter()
+                .chain(&o.spec.target_refs)
+                .collect(),
         ),
         Object::PeerAuthentication(o) => (o.spec.selector.as_ref(), Vec::new()),
         _ => return None,
@@ -50,7 +58,11 @@ fn scope(res: &Resource) -> Option<Scope<'_>> {
 fn selects(s: &Scope<'_>, root: &str, w: &Workload) -> bool {
     if !s.targets.is_empty() {
         return s.targets.iter().any(|t| {
-            let ns = t.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(s.namespace);
+            let ns = t
+                .namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(s.namespace);
             if w.namespace != ns {
                 return false;
             }
@@ -65,9 +77,7 @@ fn selects(s: &Scope<'_>, root: &str, w: &Workload) -> bool {
     match s.labels {
         None if s.namespace == root => true,
         None => w.namespace == s.namespace,
-        Some(l) => {
-            w.namespace == s.namespace && l.iter().all(|(k, v)| w.labels.get(k) == Some(v))
-        }
+        Some(l) => w.namespace == s.namespace && l.iter().all(|(k, v)| w.labels.get(k) == Some(v)),
     }
 }
 
@@ -94,6 +104,7 @@ pub(crate) fn fail_closed(valid: &[&Resource], mesh: &MeshConfig, snap: &mut Mes
         return;
     }
     for c in snap.clusters.values_mut() {
-        c.endpoints.retain(|e| !snap.deny.contains_key(&e.addr.ip()));
+        c.endpoints
+            .retain(|e| !snap.deny.contains_key(&e.addr.ip()));
     }
 }

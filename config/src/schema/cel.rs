@@ -42,11 +42,9 @@ fn at_most_one_of(rule: &str) -> Option<Vec<String>> {
             .expect("static regex")
     });
     let term = TERM.get_or_init(|| Regex::new(r"has\(self\.(\w+)\)").expect("static regex"));
-    shape.is_match(rule).then(|| {
-        term.captures_iter(rule)
-            .map(|c| c[1].to_string())
-            .collect()
-    })
+    shape
+        .is_match(rule)
+        .then(|| term.captures_iter(rule).map(|c| c[1].to_string()).collect())
 }
 
 /// The fields an "at most one of" rule names (for test generators), or
@@ -65,7 +63,8 @@ pub fn normalize(rule: &str) -> String {
 /// starting with `/` has none; anything else is not a URL.
 fn url_scheme(s: &str) -> Option<String> {
     static SCHEME: OnceLock<Regex> = OnceLock::new();
-    let re = SCHEME.get_or_init(|| Regex::new(r"^([a-zA-Z][a-zA-Z0-9+.\-]*):").expect("static regex"));
+    let re =
+        SCHEME.get_or_init(|| Regex::new(r"^([a-zA-Z][a-zA-Z0-9+.\-]*):").expect("static regex"));
     if let Some(c) = re.captures(s) {
         return Some(c[1].to_ascii_lowercase());
     }
@@ -216,7 +215,10 @@ mod tests {
     fn rules_behave_as_their_cel() {
         let one = "(has(self.selector) ? 1 : 0) + (has(self.targetRef) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1";
         assert_eq!(eval(one, &json!({"selector": {}})), Some(true));
-        assert_eq!(eval(one, &json!({"selector": {}, "targetRefs": []})), Some(false));
+        assert_eq!(
+            eval(one, &json!({"selector": {}, "targetRefs": []})),
+            Some(false)
+        );
         let d = "duration(self) >= duration('1ms')";
         assert_eq!(eval(d, &json!("1ms")), Some(true));
         assert_eq!(eval(d, &json!("0.5ms")), Some(false));
@@ -231,7 +233,13 @@ mod tests {
         assert_eq!(eval(url, &json!("oci://r/x:1")), Some(true));
         assert_eq!(eval(url, &json!("ftp://r/x")), Some(false));
         assert_eq!(eval(url, &json!("r.io/x")), Some(true));
-        assert_eq!(eval("self.all(key, 0 < int(key) && int(key) <= 65535)", &json!({"80": 1, "x": 1})), Some(false));
+        assert_eq!(
+            eval(
+                "self.all(key, 0 < int(key) && int(key) <= 65535)",
+                &json!({"80": 1, "x": 1})
+            ),
+            Some(false)
+        );
         assert_eq!(eval("self == 1", &json!(1)), None);
     }
 }

@@ -83,7 +83,10 @@ pub fn yaml_to_json(v: serde_yaml::Value) -> Value {
                         Y::String(s) => s,
                         Y::Number(n) => n.to_string(),
                         Y::Bool(b) => b.to_string(),
-                        other => serde_yaml::to_string(&other).unwrap_or_default().trim().to_string(),
+                        other => serde_yaml::to_string(&other)
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string(),
                     };
                     (k, yaml_to_json(v))
                 })
@@ -182,7 +185,12 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<SchemaError>) {
         }
         if let Some(max) = num("maximum") {
             if n > max {
-                err!(path, format!("Invalid value: {v}: {path} in body should be less than or equal to {max}"));
+                err!(
+                    path,
+                    format!(
+                        "Invalid value: {v}: {path} in body should be less than or equal to {max}"
+                    )
+                );
             }
         }
     }
@@ -197,24 +205,45 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<SchemaError>) {
             }
             if let Some(min) = count("minLength") {
                 if len < min {
-                    err!(path, format!("Invalid value: {}: {path} in body should be at least {min} chars long", render(v)));
+                    err!(
+                        path,
+                        format!(
+                            "Invalid value: {}: {path} in body should be at least {min} chars long",
+                            render(v)
+                        )
+                    );
                 }
             }
             if let Some(p) = s.get("pattern").and_then(Value::as_str) {
                 if !pattern(p).is_some_and(|re| re.is_match(text)) {
-                    err!(path, format!("Invalid value: {}: {path} in body should match '{p}'", render(v)));
+                    err!(
+                        path,
+                        format!(
+                            "Invalid value: {}: {path} in body should match '{p}'",
+                            render(v)
+                        )
+                    );
                 }
             }
         }
         Value::Array(items) => {
             if let Some(max) = count("maxItems") {
                 if items.len() > max {
-                    err!(path, format!("Too many: {}: must have at most {max} items", items.len()));
+                    err!(
+                        path,
+                        format!("Too many: {}: must have at most {max} items", items.len())
+                    );
                 }
             }
             if let Some(min) = count("minItems") {
                 if items.len() < min {
-                    err!(path, format!("Invalid value: {}: {path} in body should have at least {min} items", items.len()));
+                    err!(
+                        path,
+                        format!(
+                            "Invalid value: {}: {path} in body should have at least {min} items",
+                            items.len()
+                        )
+                    );
                 }
             }
             if let Some(item) = s.get("items") {
@@ -226,7 +255,10 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<SchemaError>) {
         Value::Object(map) => {
             if let Some(max) = count("maxProperties") {
                 if map.len() > max {
-                    err!(path, format!("Too many: {}: must have at most {max} items", map.len()));
+                    err!(
+                        path,
+                        format!("Too many: {}: must have at most {max} items", map.len())
+                    );
                 }
             }
             if let Some(min) = count("minProperties") {
@@ -234,7 +266,12 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<SchemaError>) {
                     err!(path, format!("Invalid value: {}: {path} in body should have at least {min} properties", map.len()));
                 }
             }
-            for r in s.get("required").and_then(Value::as_array).into_iter().flatten() {
+            for r in s
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(r) = r.as_str() {
                     if map.get(r).is_none_or(Value::is_null) {
                         err!(&join(path, r), "Required value".to_string());
@@ -243,7 +280,8 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<SchemaError>) {
             }
             let props = s.get("properties").and_then(Value::as_object);
             let additional = s.get("additionalProperties");
-            let preserve = s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+            let preserve =
+                s.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
             for (k, x) in map {
                 let field = join(path, k);
                 match (props.and_then(|p| p.get(k)), additional) {
@@ -252,7 +290,9 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<SchemaError>) {
                     (None, Some(Value::Bool(true))) => {}
                     // apiVersion and kind belong to every object.
                     // Subschemas of oneOf/anyOf/not carry no type and constrain only what they name.
-                    _ if ty != Some("object") || preserve || (path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind")) => {}
+                    _ if ty != Some("object")
+                        || preserve
+                        || (path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind")) => {}
                     _ => out.push(SchemaError {
                         message: format!("unknown field \"{field}\""),
                         field,
@@ -278,11 +318,19 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<SchemaError>) {
             out.push(SchemaError {
                 unknown_field: false,
                 field: path.to_string(),
-                message: format!("Invalid value: {}: {path} in body must validate at least one schema (anyOf)", render(v)),
+                message: format!(
+                    "Invalid value: {}: {path} in body must validate at least one schema (anyOf)",
+                    render(v)
+                ),
             });
         }
     }
-    for a in s.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+    for a in s
+        .get("allOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         walk(a, v, path, out);
     }
     if let Some(n) = s.get("not") {
@@ -290,7 +338,10 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<SchemaError>) {
             out.push(SchemaError {
                 unknown_field: false,
                 field: path.to_string(),
-                message: format!("Invalid value: {}: {path} in body must not validate the schema (not)", render(v)),
+                message: format!(
+                    "Invalid value: {}: {path} in body must not validate the schema (not)",
+                    render(v)
+                ),
             });
         }
     }
@@ -315,7 +366,9 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<SchemaError>) {
             None => out.push(SchemaError {
                 unknown_field: false,
                 field: path.to_string(),
-                message: format!("Strait cannot evaluate the schema rule {text:?} ({message}); rejected"),
+                message: format!(
+                    "Strait cannot evaluate the schema rule {text:?} ({message}); rejected"
+                ),
             }),
         }
     }

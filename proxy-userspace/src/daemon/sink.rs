@@ -52,7 +52,11 @@ impl Output {
         let out: Option<Box<dyn Write + Send>> = match &*path {
             "/dev/stdout" => Some(Box::new(std::io::stdout())),
             "/dev/stderr" => Some(Box::new(std::io::stderr())),
-            p => match std::fs::OpenOptions::new().create(true).append(true).open(p) {
+            p => match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+            {
                 Ok(f) => Some(Box::new(std::io::BufWriter::new(f))),
                 Err(e) => {
                     tracing::error!("MeshConfig accessLogFile {p}: {e}; access log lines dropped");
@@ -266,7 +270,10 @@ mod tests {
         }
         let json = read(&json_file);
         let v: serde_json::Value = serde_json::from_str(json.trim()).expect("one JSON object");
-        assert_eq!((v["method"].as_str(), v["path"].as_str()), (Some("GET"), Some("/a")));
+        assert_eq!(
+            (v["method"].as_str(), v["path"].as_str()),
+            (Some("GET"), Some("/a"))
+        );
         assert_eq!(v["response_code"], 200);
         assert_eq!(read(&text_file), "GET /b 200\n");
         std::fs::remove_dir_all(&dir).unwrap();

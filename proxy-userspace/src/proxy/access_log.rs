@@ -368,12 +368,21 @@ const DEFAULT_JSON: &[(&str, &str)] = &[
     ("response_code", "%RESPONSE_CODE%"),
     ("response_flags", "%RESPONSE_FLAGS%"),
     ("response_code_details", "%RESPONSE_CODE_DETAILS%"),
-    ("connection_termination_details", "%CONNECTION_TERMINATION_DETAILS%"),
-    ("upstream_transport_failure_reason", "%UPSTREAM_TRANSPORT_FAILURE_REASON%"),
+    (
+        "connection_termination_details",
+        "%CONNECTION_TERMINATION_DETAILS%",
+    ),
+    (
+        "upstream_transport_failure_reason",
+        "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+    ),
     ("bytes_received", "%BYTES_RECEIVED%"),
     ("bytes_sent", "%BYTES_SENT%"),
     ("duration", "%DURATION%"),
-    ("upstream_service_time", "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%"),
+    (
+        "upstream_service_time",
+        "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    ),
     ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"),
     ("user_agent", "%REQ(USER-AGENT)%"),
     ("request_id", "%REQ(X-REQUEST-ID)%"),
@@ -407,7 +416,9 @@ impl LogFormat {
                     .map_err(|e| format!("JSON accessLogFormat is not a JSON object: {e}"))?;
                 obj.into_iter()
                     .map(|(k, v)| {
-                        let f = v.as_str().ok_or_else(|| format!("JSON accessLogFormat key {k:?}: not a string"))?;
+                        let f = v.as_str().ok_or_else(|| {
+                            format!("JSON accessLogFormat key {k:?}: not a string")
+                        })?;
                         Ok((k, parse_pieces(f)?))
                     })
                     .collect::<Result<_, String>>()
@@ -472,9 +483,15 @@ mod tests {
         assert_eq!(v["response_flags"], "UH");
         assert_eq!(v["upstream_host"], serde_json::Value::Null);
         assert_eq!(v.as_object().unwrap().len(), DEFAULT_JSON.len());
-        let j = LogFormat::new(true, r#"{"code": "%RESPONSE_CODE%", "what": "%REQ(:METHOD)% on %UPSTREAM_CLUSTER%"}"#).unwrap();
+        let j = LogFormat::new(
+            true,
+            r#"{"code": "%RESPONSE_CODE%", "what": "%REQ(:METHOD)% on %UPSTREAM_CLUSTER%"}"#,
+        )
+        .unwrap();
         assert_eq!(j.render(&r), r#"{"code":503,"what":"GET on c"}"#);
-        assert!(LogFormat::new(false, "%REQ(X-B3-TRACEID)%").unwrap_err().contains("x-b3-traceid"));
+        assert!(LogFormat::new(false, "%REQ(X-B3-TRACEID)%")
+            .unwrap_err()
+            .contains("x-b3-traceid"));
         assert!(LogFormat::new(false, "%DYNAMIC_METADATA(x)%").is_err());
         assert_eq!(LogFormat::new(false, "").unwrap().0, Format::DefaultText);
     }
