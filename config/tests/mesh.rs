@@ -49,7 +49,10 @@ fn defaults_are_istios_when_no_mesh_config() {
     assert_eq!(m.outbound_traffic_policy.mode, OutboundMode::AllowAny);
     assert_eq!(m.access_log_file, "/dev/stdout");
     assert_eq!(m.access_log_encoding, AccessLogEncoding::Text);
-    let r = &s.routes_for("reviews.default.svc.cluster.local", 9080).unwrap().http[0];
+    let r = &s
+        .routes_for("reviews.default.svc.cluster.local", 9080)
+        .unwrap()
+        .http[0];
     assert_eq!(r.retries.attempts, 2);
     assert_eq!(
         r.retries.retry_on,
@@ -74,17 +77,29 @@ fn istio_config_map_sets_the_mesh_config() {
     );
     let s = snap(&cm);
     assert_eq!(s.mesh.root_namespace, "mesh-root");
-    assert_eq!(s.mesh.outbound_traffic_policy.mode, OutboundMode::RegistryOnly);
+    assert_eq!(
+        s.mesh.outbound_traffic_policy.mode,
+        OutboundMode::RegistryOnly
+    );
     assert_eq!(s.mesh.access_log_encoding, AccessLogEncoding::Json);
     assert_eq!(s.mesh.access_log_file, "/tmp/strait-access.log");
     // defaultHttpRetryPolicy reaches routes without `retries` ...
-    let r = &s.routes_for("reviews.default.svc.cluster.local", 9080).unwrap().http[0];
-    assert_eq!((r.retries.attempts, r.retries.retry_on.as_str()), (5, "5xx"));
+    let r = &s
+        .routes_for("reviews.default.svc.cluster.local", 9080)
+        .unwrap()
+        .http[0];
+    assert_eq!(
+        (r.retries.attempts, r.retries.retry_on.as_str()),
+        (5, "5xx")
+    );
     assert_eq!(r.retries.per_try_timeout_ms, Some(2000));
     // ... and VirtualService routes without `retries`, not those with.
     let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{uri: {prefix: /a}}]\n    route: [{destination: {host: reviews}}]\n    retries: {attempts: 1}\n  - route: [{destination: {host: reviews}}]\n---\n";
     let s = snap(&format!("{cm}{vs}"));
-    let http = &s.routes_for("reviews.default.svc.cluster.local", 9080).unwrap().http;
+    let http = &s
+        .routes_for("reviews.default.svc.cluster.local", 9080)
+        .unwrap()
+        .http;
     assert_eq!(http[0].retries.attempts, 1);
     assert_eq!(http[1].retries.attempts, 5);
 }
@@ -106,9 +121,20 @@ fn mesh_yaml_in_the_config_directory_wins_and_unapplied_fields_are_reported() {
         .filter(|d| d.code.as_deref() == Some("STR0001"))
         .map(|d| format!("{} {}", d.field.clone().unwrap_or_default(), d.message))
         .collect();
-    assert!(str0001.iter().any(|m| m.starts_with("trustDomain ")), "{str0001:?}");
-    assert!(str0001.iter().any(|m| m.starts_with("enableTracing ")), "{str0001:?}");
-    assert!(!str0001.iter().any(|m| m.starts_with("outboundTrafficPolicy")), "{str0001:?}");
+    assert!(
+        str0001.iter().any(|m| m.starts_with("trustDomain ")),
+        "{str0001:?}"
+    );
+    assert!(
+        str0001.iter().any(|m| m.starts_with("enableTracing ")),
+        "{str0001:?}"
+    );
+    assert!(
+        !str0001
+            .iter()
+            .any(|m| m.starts_with("outboundTrafficPolicy")),
+        "{str0001:?}"
+    );
 }
 
 #[test]
@@ -156,12 +182,21 @@ fn security_resources_strait_cannot_enforce_fail_closed() {
         let want: Vec<IpAddr> = denied.iter().map(|a| ip(a)).collect();
         assert_eq!(got, want, "{p}");
         let c = &s.clusters["outbound|9080||reviews.default.svc.cluster.local"];
-        let l4 = s.l4_service(ip("10.96.0.10"), 9080, strait_config::snapshot::L4Protocol::Tcp).unwrap();
+        let l4 = s
+            .l4_service(
+                ip("10.96.0.10"),
+                9080,
+                strait_config::snapshot::L4Protocol::Tcp,
+            )
+            .unwrap();
         if want.contains(&ip("10.0.0.1")) {
             assert!(c.endpoints.is_empty(), "{p}: {:?}", c.endpoints);
             assert!(l4.backends.is_empty(), "{p}");
             assert_eq!(l4.mode, L4Mode::Redirect, "{p}: the proxy answers 503 UH");
-            assert!(s.deny[&ip("10.0.0.1")].contains("not enforced by Strait"), "{p}");
+            assert!(
+                s.deny[&ip("10.0.0.1")].contains("not enforced by Strait"),
+                "{p}"
+            );
         } else {
             assert_eq!(c.endpoints.len(), 1, "{p}");
             assert_eq!(l4.backends.len(), 1, "{p}");
@@ -183,19 +218,28 @@ fn analyze_reports_unenforced_fields_once_per_resource_and_istio_mutual_still_ro
     assert_eq!(
         got,
         // One finding per row and resource, at the first place it is set.
-        ["spec.subsets[0].trafficPolicy.tls.mode Warning", "spec.subsets[0].trafficPolicy.tunnel.protocol Warning"],
+        [
+            "spec.subsets[0].trafficPolicy.tls.mode Warning",
+            "spec.subsets[0].trafficPolicy.tunnel.protocol Warning"
+        ],
         "{report:#?}"
     );
     assert!(report.iter().all(|d| d.level != Level::Error));
     let (s, _) = compile(&loaded.resources);
     assert!(s.deny.is_empty());
-    assert_eq!(s.clusters["outbound|9080|v1|reviews.default.svc.cluster.local"].endpoints.len(), 1);
+    assert_eq!(
+        s.clusters["outbound|9080|v1|reviews.default.svc.cluster.local"]
+            .endpoints
+            .len(),
+        1
+    );
 }
 
 /// The README's "Not yet enforced" table lists every row of the code's table.
 #[test]
 fn readme_mirrors_the_not_enforced_table() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let section = readme
         .split("## Not yet enforced")
         .nth(1)
@@ -211,6 +255,13 @@ fn readme_mirrors_the_not_enforced_table() {
         let line = format!("| {} | `{}` | {status} |", row.kind, row.path);
         assert!(section.contains(&line), "README lacks the row: {line}");
     }
-    let rows = section.lines().filter(|l| l.starts_with("| ") && l.contains(" | `")).count();
-    assert_eq!(rows, TABLE.len(), "README lists rows the code's table does not have");
+    let rows = section
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.contains(" | `"))
+        .count();
+    assert_eq!(
+        rows,
+        TABLE.len(),
+        "README lists rows the code's table does not have"
+    );
 }

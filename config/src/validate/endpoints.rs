@@ -95,7 +95,13 @@ pub(crate) fn endpoint_addresses(r: &mut Report<'_>, res: &Resource, node: &[IpA
                     ("notReadyAddresses", &s.not_ready_addresses),
                 ] {
                     for (j, a) in list.iter().flatten().enumerate() {
-                        check(r, format!("subsets[{i}].{key}[{j}].ip"), &a.ip, node, Severity::Reject);
+                        check(
+                            r,
+                            format!("subsets[{i}].{key}[{j}].ip"),
+                            &a.ip,
+                            node,
+                            Severity::Reject,
+                        );
                     }
                 }
             }
@@ -103,7 +109,13 @@ pub(crate) fn endpoint_addresses(r: &mut Report<'_>, res: &Resource, node: &[IpA
         Object::EndpointSlice(s) => {
             for (i, e) in s.endpoints.iter().enumerate() {
                 for (j, a) in e.addresses.iter().enumerate() {
-                    check(r, format!("endpoints[{i}].addresses[{j}]"), a, node, Severity::Reject);
+                    check(
+                        r,
+                        format!("endpoints[{i}].addresses[{j}]"),
+                        a,
+                        node,
+                        Severity::Reject,
+                    );
                 }
             }
         }
@@ -113,7 +125,13 @@ pub(crate) fn endpoint_addresses(r: &mut Report<'_>, res: &Resource, node: &[IpA
                     check(r, "status.podIP".into(), ip, node, Severity::Refuse);
                 }
                 for (i, ip) in st.pod_ips.iter().flatten().enumerate() {
-                    check(r, format!("status.podIPs[{i}].ip"), &ip.ip, node, Severity::Refuse);
+                    check(
+                        r,
+                        format!("status.podIPs[{i}].ip"),
+                        &ip.ip,
+                        node,
+                        Severity::Refuse,
+                    );
                 }
             }
         }
@@ -127,7 +145,13 @@ pub(crate) fn endpoint_addresses(r: &mut Report<'_>, res: &Resource, node: &[IpA
         Object::ServiceEntry(se) => {
             let se = &se.spec;
             for (i, e) in se.endpoints.iter().enumerate() {
-                check(r, format!("spec.endpoints[{i}].address"), &e.address, node, Severity::Refuse);
+                check(
+                    r,
+                    format!("spec.endpoints[{i}].address"),
+                    &e.address,
+                    node,
+                    Severity::Refuse,
+                );
             }
             if se.resolution.as_deref().unwrap_or("NONE") == "NONE" {
                 for (i, a) in se.addresses.iter().enumerate() {
@@ -182,7 +206,10 @@ mod tests {
         let warns = diags(yaml, &node, false);
         assert!(find(&warns, "127.0.0.2").contains("ServiceEntry/ns/se"));
         let w = find(&warns, "WorkloadEntry/ns/we");
-        assert!(w.contains("::1: may not be in the loopback range") && w.contains("503 UF"), "{w}");
+        assert!(
+            w.contains("::1: may not be in the loopback range") && w.contains("503 UF"),
+            "{w}"
+        );
         // Off the node (`strait validate`), node addresses are not known.
         assert_eq!(diags(yaml, &[], true).len(), 2);
     }

@@ -52,13 +52,13 @@ fn reaches(s: &SelfAddrs, addr: SocketAddr) -> bool {
     let ip = addr.ip().to_canonical();
     node_local(ip)
         || s.listeners.iter().any(|l| {
-        let lip = l.ip().to_canonical();
-        l.port() == addr.port()
-            && (ip == lip
-                || ip.is_unspecified()
-                || (ip.is_loopback() && (lip.is_loopback() || lip.is_unspecified()))
-                || (lip.is_unspecified() && s.node_ips.contains(&ip)))
-    })
+            let lip = l.ip().to_canonical();
+            l.port() == addr.port()
+                && (ip == lip
+                    || ip.is_unspecified()
+                    || (ip.is_loopback() && (lip.is_loopback() || lip.is_unspecified()))
+                    || (lip.is_unspecified() && s.node_ips.contains(&ip)))
+        })
 }
 
 #[cfg(test)]
@@ -85,7 +85,12 @@ mod tests {
         }
         // Loopback, link-local and unspecified on any port: the node's own
         // services (kubelet, metadata servers).
-        for hit in ["127.0.0.1:8080", "127.0.0.2:80", "169.254.169.254:80", "[::1]:10248"] {
+        for hit in [
+            "127.0.0.1:8080",
+            "127.0.0.2:80",
+            "169.254.169.254:80",
+            "[::1]:10248",
+        ] {
             assert!(reaches(&s, hit.parse().unwrap()), "{hit}");
         }
         for miss in ["10.244.0.1:15000", "10.244.0.7:15001", "10.96.0.10:80"] {
