@@ -63,6 +63,8 @@ impl Default for ProxySettings {
 pub struct Shared {
     /// The current runtime table.
     pub table: ArcSwap<Table>,
+    /// Live upstream state across tables (pools, breakers, ejections).
+    pub registry: cluster::Registry,
     /// Access-log sink.
     pub sink: Arc<dyn AccessLogSink>,
     /// Settings.
@@ -84,14 +86,23 @@ impl Proxy {
     pub fn new(
         snapshot: &strait_config::snapshot::MeshSnapshot,
     ) -> Result<Self, compile::CompileError> {
-        Ok(Self::from_table(compile::compile(snapshot)?))
+        let registry = cluster::Registry::new();
+        let (table, prepared) = compile::compile_with(snapshot, &registry)?;
+        registry.commit(&prepared);
+        Ok(Self::with_registry(table, registry))
     }
 
-    /// A proxy serving an already built runtime table.
+    /// A proxy serving an already built runtime table (its clusters' state
+    /// is not carried over by later [`Proxy::update`]s).
     pub fn from_table(table: Table) -> Self {
+        Self::with_registry(table, cluster::Registry::new())
+    }
+
+    fn with_registry(table: Table, registry: cluster::Registry) -> Self {
         Self {
             shared: Arc::new(Shared {
                 table: ArcSwap::from_pointee(table),
+                registry,
                 sink: Arc::new(NoAccessLog),
                 settings: ProxySettings::default(),
             }),
@@ -103,6 +114,7 @@ impl Proxy {
     pub fn with_access_log(self, sink: Arc<dyn AccessLogSink>) -> Self {
         let shared = Shared {
             table: ArcSwap::new(self.shared.table.load_full()),
+            registry: self.shared.registry.clone(),
             sink,
             settings: self.shared.settings.clone(),
         };
@@ -115,6 +127,7 @@ impl Proxy {
     pub fn with_settings(self, settings: ProxySettings) -> Self {
         let shared = Shared {
             table: ArcSwap::new(self.shared.table.load_full()),
+            registry: self.shared.registry.clone(),
             sink: self.shared.sink.clone(),
             settings,
         };
@@ -124,13 +137,24 @@ impl Proxy {
     }
 
     /// Compiles `snapshot` and swaps it in atomically. Requests already
-    /// routed finish on the old table. On error the old table stays live.
+    /// routed finish on the old table. Clusters whose config is unchanged
+    /// keep their connections, ejections and breaker counters; changed ones
+    /// keep them for the endpoints they still have (see
+    /// [`cluster::registry`]). On error the old table stays live and
+    /// nothing changes. Returns how many clusters were rebuilt.
     pub fn update(
         &self,
         snapshot: &strait_config::snapshot::MeshSnapshot,
-    ) -> Result<(), compile::CompileError> {
-        self.update_table(compile::compile(snapshot)?);
-        Ok(())
+    ) -> Result<usize, compile::CompileError> {
+        let (table, prepared) = compile::compile_with(snapshot, &self.shared.registry)?;
+        self.update_table(table);
+        self.shared.registry.commit(&prepared);
+        Ok(prepared.rebuilt())
+    }
+
+    /// The live upstream state.
+    pub fn registry(&self) -> &cluster::Registry {
+        &self.shared.registry
     }
 
     /// Swaps in an already built table.

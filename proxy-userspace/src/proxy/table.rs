@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use super::cluster::{Cluster, ClusterSpec, LbSpec, Simple, UpstreamProtocol};
+use super::cluster::Cluster;
 use super::route::RouteTable;
 
 /// Protocol of a service port, from the port name / `appProtocol` as Istio
@@ -91,20 +91,7 @@ impl Default for Table {
     }
 }
 
-/// The `PassthroughCluster`: original destination, client's protocol.
-pub fn passthrough_cluster() -> Cluster {
-    Cluster::new(ClusterSpec {
-        name: "PassthroughCluster".into(),
-        service: "PassthroughCluster".into(),
-        port: 0,
-        protocol: UpstreamProtocol::Downstream,
-        endpoints: Vec::new(),
-        lb: LbSpec::Simple(Simple::Passthrough),
-        limits: Default::default(),
-        pool: Default::default(),
-        outlier: None,
-    })
-}
+pub use super::cluster::passthrough_cluster;
 
 impl Table {
     /// The service port a connection to `dst` is for.

@@ -1,7 +1,8 @@
 //! Builds the runtime [`Table`] from a compiled `MeshSnapshot`: regexes
-//! compiled, header names parsed, clusters with their endpoints, load
-//! balancers and limits created, routes pointing at their clusters. Runs
-//! once per snapshot swap, never per request.
+//! compiled, header names parsed, clusters resolved against the upstream
+//! [`Registry`] (unchanged clusters reused with their live state, changed
+//! ones rebuilt around it), routes pointing at their clusters. Runs once
+//! per snapshot swap, never per request.
 mod cluster;
 mod route;
 
@@ -13,8 +14,8 @@ use strait_config::snapshot as snap;
 
 use self::cluster::cluster_spec;
 use self::route::route_table;
-use super::cluster::Cluster;
-use super::table::{passthrough_cluster, PortProtocol, ServicePort, SourceWorkload, Table};
+use super::cluster::{Cluster, Prepared, Registry};
+use super::table::{PortProtocol, ServicePort, SourceWorkload, Table};
 
 /// Something in the snapshot the runtime cannot build. Names the route
 /// (`host:port http[i]`) or cluster and the field.
@@ -41,15 +42,27 @@ pub(super) fn err(
     }
 }
 
-/// Compiles the whole runtime table.
+/// Compiles the whole runtime table with fresh upstream state (tests,
+/// `strait compile`); a running proxy uses [`compile_with`].
 pub fn compile(s: &snap::MeshSnapshot) -> Result<Table, CompileError> {
-    let mut clusters = HashMap::new();
+    let registry = Registry::new();
+    let (table, prepared) = compile_with(s, &registry)?;
+    registry.commit(&prepared);
+    Ok(table)
+}
+
+/// Compiles the runtime table against the live upstream state of
+/// `registry`. The caller commits the returned [`Prepared`] once the table
+/// is in service; on error nothing changed.
+pub fn compile_with(
+    s: &snap::MeshSnapshot,
+    registry: &Registry,
+) -> Result<(Table, Prepared), CompileError> {
+    let mut prepared = Prepared::default();
     for (name, c) in &s.clusters {
-        clusters.insert(
-            Arc::<str>::from(name.as_str()),
-            Arc::new(Cluster::new(cluster_spec(c)?)),
-        );
+        registry.prepare(&mut prepared, name, c, || cluster_spec(c))?;
     }
+    let clusters = &prepared.clusters;
     let workloads = s
         .workloads
         .iter()
@@ -69,7 +82,7 @@ pub fn compile(s: &snap::MeshSnapshot) -> Result<Table, CompileError> {
                 continue;
             };
             let loc = format!("{}:{}", svc.host, port.port);
-            let table = route_table(&loc, routes, &clusters)?;
+            let table = route_table(&loc, routes, clusters)?;
             let sp = ServicePort {
                 host: svc.host.as_str().into(),
                 port: port.port,
@@ -79,12 +92,13 @@ pub fn compile(s: &snap::MeshSnapshot) -> Result<Table, CompileError> {
             services.insert(SocketAddr::new(vip, port.port), Arc::new(sp));
         }
     }
-    Ok(Table {
+    let table = Table {
         services,
-        clusters,
+        clusters: prepared.clusters.clone(),
         workloads,
-        passthrough: Arc::new(passthrough_cluster()),
-    })
+        passthrough: registry.passthrough(),
+    };
+    Ok((table, prepared))
 }
 
 fn port_protocol(p: snap::Protocol) -> PortProtocol {
