@@ -329,3 +329,41 @@ async fn removing_an_h1_endpoint_lets_its_in_flight_requests_finish() {
 async fn removing_an_h2_endpoint_lets_its_in_flight_requests_finish() {
     removed_endpoint_drains(Proto::H2).await;
 }
+
+/// `Proxy::apply_diff`: removing one pod of `ratings` rebuilds ratings'
+/// cluster and route table only; `other`'s service port and cluster are
+/// the very same objects, and traffic follows the new endpoint set.
+#[tokio::test]
+async fn a_diff_rebuilds_only_what_it_names() {
+    let (mesh, base) = two_services(Proto::H1, &[("ratings-a", &[]), ("ratings-b", &[])]).await;
+    let old = support::compile(&base);
+    let new = support::compile(&without(&base, "name: ratings-a,"));
+    let diff = strait_config::snapshot::diff(&old, &new);
+    assert_eq!(diff.clusters.changed.len(), 1, "{diff:?}");
+    let other_vip = mesh.service("other").vip;
+    let before = mesh.proxy.table();
+    let other_port = |t: &strait::proxy::Table| {
+        t.services[&std::net::SocketAddr::new(other_vip, 8080)].clone()
+    };
+    let rebuilt = mesh.proxy.apply_diff(&new, &diff).expect("applies");
+    assert_eq!(rebuilt, 1);
+    let after = mesh.proxy.table();
+    assert!(Arc::ptr_eq(&other_port(&before), &other_port(&after)));
+    let name = &diff.clusters.changed[0];
+    assert!(!Arc::ptr_eq(&before.clusters[name.as_str()], &after.clusters[name.as_str()]));
+    let untouched: Vec<_> = before
+        .clusters
+        .keys()
+        .filter(|k| &***k != name.as_str())
+        .collect();
+    assert!(!untouched.is_empty());
+    for k in untouched {
+        assert!(Arc::ptr_eq(&before.clusters[k], &after.clusters[k]), "{k}");
+    }
+    let c = Client::http1();
+    for _ in 0..6 {
+        let r = c.get(&mesh.url("ratings", "/"), &[]).await;
+        assert_eq!(r.served_by(), Some("ratings-b"));
+    }
+    assert_eq!(c.get(&mesh.url("other", "/"), &[]).await.status, 200);
+}

@@ -128,7 +128,7 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     std::fs::create_dir_all(&pods)
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
     datapath.attach(&pods)?;
-    apply_kernel(&mut datapath, &snap);
+    let kernel_applied = apply_kernel(&mut datapath, &snap);
     let orig = KernelOriginalDst(OriginalDestinations::open(datapath.pin_dir())?);
 
     let proxy =
@@ -153,21 +153,43 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     let (_watch, mut changes) = watch::watch(&args.config)?;
     let reload_live = live.clone();
     let reload_task = tokio::spawn(async move {
+        let mut kernel_ok = kernel_applied;
         while changes.recv().await.is_some() {
             let started = Instant::now();
             let snap = compile(&mut store);
-            if **reload_live.snapshot.load() == snap {
+            let old = reload_live.snapshot.load_full();
+            if *old == snap {
                 tracing::debug!("config unchanged");
                 continue;
             }
-            if let Err(e) = reload_live.proxy.update(&snap) {
-                tracing::error!("new config not applied, the last good one keeps serving: {e}");
-                continue;
-            }
-            apply_kernel(&mut datapath, &snap);
+            let compiled = started.elapsed();
+            // Only what changed is rebuilt (proxy) and rewritten (kernel).
+            let diff = strait_config::snapshot::diff(&old, &snap);
+            drop(old);
+            let rebuilt = match reload_live.proxy.apply_diff(&snap, &diff) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(
+                        "new config not applied, the last good one keeps serving: {e}"
+                    );
+                    continue;
+                }
+            };
+            let proxied = started.elapsed();
+            // After a failed write the kernel may differ from the old
+            // snapshot: then the whole table is compared once more.
+            kernel_ok = if kernel_ok {
+                apply_kernel_changes(&mut datapath, &snap, &diff)
+            } else {
+                apply_kernel(&mut datapath, &snap)
+            };
             reload_live.snapshot.store(Arc::new(snap));
             tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                compile_ms = compiled.as_millis() as u64,
+                proxy_us = (proxied - compiled).as_micros() as u64,
+                kernel_us = (started.elapsed() - proxied).as_micros() as u64,
+                clusters_rebuilt = rebuilt,
+                kernel_services_changed = diff.l4.added.len() + diff.l4.changed.len() + diff.l4.removed.len(),
                 "config reloaded"
             );
         }
@@ -192,14 +214,48 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot) {
+/// Makes the kernel tables hold `snap`'s; whether every write succeeded.
+fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot) -> bool {
+    let mut ok = true;
     match datapath.apply(&snap.l4) {
         Ok(report) => tracing::debug!(?report, "kernel tables written"),
-        Err(e) => tracing::error!("writing the kernel service tables: {e:#}"),
+        Err(e) => {
+            tracing::error!("writing the kernel service tables: {e:#}");
+            ok = false;
+        }
     }
     if let Err(e) = datapath.set_workloads(&meshed_ips(snap)) {
         tracing::error!("writing the meshed workloads: {e:#}");
+        ok = false;
     }
+    ok
+}
+
+/// Writes the kernel part of a snapshot diff: the L4 services and meshed
+/// workloads it names, nothing else. Whether every write succeeded.
+fn apply_kernel_changes(
+    datapath: &mut Datapath,
+    snap: &MeshSnapshot,
+    diff: &strait_config::snapshot::SnapshotDiff,
+) -> bool {
+    let mut ok = true;
+    if !diff.l4.is_empty() {
+        match datapath.apply_changes(&snap.l4, &diff.l4) {
+            Ok(report) => tracing::debug!(?report, "kernel tables written"),
+            Err(e) => {
+                tracing::error!("writing the kernel service tables: {e:#}");
+                ok = false;
+            }
+        }
+    }
+    let w = &diff.workloads;
+    if !w.added.is_empty() || !w.removed.is_empty() {
+        if let Err(e) = datapath.change_workloads(&w.added, &w.removed) {
+            tracing::error!("writing the meshed workloads: {e:#}");
+            ok = false;
+        }
+    }
+    ok
 }
 
 async fn shutdown_signal() {

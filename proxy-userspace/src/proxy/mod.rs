@@ -152,6 +152,27 @@ impl Proxy {
         Ok(prepared.rebuilt())
     }
 
+    /// Applies `snapshot` given what changed since the snapshot the table
+    /// in service was built from (`diff`, from
+    /// [`strait_config::snapshot::diff`]): only the changed clusters and the
+    /// service ports that use them or whose routes changed are rebuilt
+    /// ([`compile::compile_incremental`]); the rest of the table is shared
+    /// with the old one. Same guarantees as [`Proxy::update`]. Returns how
+    /// many clusters were rebuilt.
+    pub fn apply_diff(
+        &self,
+        snapshot: &strait_config::snapshot::MeshSnapshot,
+        diff: &strait_config::snapshot::SnapshotDiff,
+    ) -> Result<usize, compile::CompileError> {
+        let current = self.shared.table.load_full();
+        let (table, prepared) =
+            compile::compile_incremental(snapshot, diff, &current, &self.shared.registry)?;
+        drop(current);
+        self.update_table(table);
+        self.shared.registry.commit(&prepared);
+        Ok(prepared.rebuilt())
+    }
+
     /// The live upstream state.
     pub fn registry(&self) -> &cluster::Registry {
         &self.shared.registry

@@ -51,6 +51,104 @@ pub fn compile(s: &snap::MeshSnapshot) -> Result<Table, CompileError> {
     Ok(table)
 }
 
+/// Compiles the runtime table for `new` from the table in service
+/// (`current`, built from the snapshot `diff` was computed against), using
+/// the diff end to end: only the clusters `diff` names are resolved
+/// against `registry` (rebuilt around their live state), and only the
+/// service ports whose service or routes changed, or whose routes point at
+/// a rebuilt cluster, get a new route table; every other service port,
+/// cluster and the workload table are the same `Arc`s as before. The
+/// caller commits the returned [`Prepared`] once the table is in service.
+pub fn compile_incremental(
+    new: &snap::MeshSnapshot,
+    diff: &snap::SnapshotDiff,
+    current: &Table,
+    registry: &Registry,
+) -> Result<(Table, Prepared), CompileError> {
+    let mut prepared = Prepared::default();
+    prepared.clusters = current.clusters.clone();
+    for name in &diff.clusters.removed {
+        prepared.clusters.remove(name.as_str());
+    }
+    for name in diff.clusters.added.iter().chain(&diff.clusters.changed) {
+        if let Some(c) = new.clusters.get(name) {
+            registry.prepare(&mut prepared, name, c, || cluster_spec(c))?;
+        }
+    }
+    let touched_hosts: std::collections::HashSet<&str> = diff
+        .services
+        .added
+        .iter()
+        .chain(&diff.services.changed)
+        .map(String::as_str)
+        .collect();
+    let touched_routes: std::collections::HashSet<(&str, u16)> = diff
+        .routes
+        .added
+        .iter()
+        .chain(&diff.routes.changed)
+        .map(|(h, p)| (h.as_str(), *p))
+        .collect();
+    let clusters = &prepared.clusters;
+    let mut services = HashMap::with_capacity(current.services.len());
+    for svc in new.services.values() {
+        let Some(vip) = svc.vip else { continue };
+        for port in &svc.ports {
+            let key = SocketAddr::new(vip, port.port);
+            let touched = touched_hosts.contains(svc.host.as_str())
+                || touched_routes.contains(&(svc.host.as_str(), port.port));
+            let reusable = current.services.get(&key).filter(|sp| {
+                !touched
+                    && sp.routes.clusters().all(|c| {
+                        clusters
+                            .get(&c.name)
+                            .is_some_and(|now| Arc::ptr_eq(now, c))
+                    })
+            });
+            if let Some(sp) = reusable {
+                services.insert(key, sp.clone());
+                continue;
+            }
+            let Some(routes) = new.routes_for(&svc.host, port.port) else {
+                continue;
+            };
+            let loc = format!("{}:{}", svc.host, port.port);
+            let sp = ServicePort {
+                host: svc.host.as_str().into(),
+                port: port.port,
+                protocol: port_protocol(port.protocol),
+                routes: route_table(&loc, routes, clusters)?,
+            };
+            services.insert(key, Arc::new(sp));
+        }
+    }
+    let workloads = if diff.workloads.is_empty() {
+        current.workloads.clone()
+    } else {
+        workload_table(new)
+    };
+    let table = Table {
+        services,
+        clusters: prepared.clusters.clone(),
+        workloads,
+        passthrough: registry.passthrough(),
+    };
+    Ok((table, prepared))
+}
+
+fn workload_table(s: &snap::MeshSnapshot) -> HashMap<std::net::IpAddr, Arc<SourceWorkload>> {
+    s.workloads
+        .iter()
+        .map(|(ip, w)| {
+            let sw = SourceWorkload {
+                labels: (*w.labels).clone(),
+                namespace: w.namespace.clone(),
+            };
+            (*ip, Arc::new(sw))
+        })
+        .collect()
+}
+
 /// Compiles the runtime table against the live upstream state of
 /// `registry`. The caller commits the returned [`Prepared`] once the table
 /// is in service; on error nothing changed.
@@ -63,17 +161,7 @@ pub fn compile_with(
         registry.prepare(&mut prepared, name, c, || cluster_spec(c))?;
     }
     let clusters = &prepared.clusters;
-    let workloads = s
-        .workloads
-        .iter()
-        .map(|(ip, w)| {
-            let sw = SourceWorkload {
-                labels: (*w.labels).clone(),
-                namespace: w.namespace.clone(),
-            };
-            (*ip, Arc::new(sw))
-        })
-        .collect();
+    let workloads = workload_table(s);
     let mut services = HashMap::new();
     for svc in s.services.values() {
         let Some(vip) = svc.vip else { continue };
