@@ -342,15 +342,17 @@ async fn a_diff_rebuilds_only_what_it_names() {
     assert_eq!(diff.clusters.changed.len(), 1, "{diff:?}");
     let other_vip = mesh.service("other").vip;
     let before = mesh.proxy.table();
-    let other_port = |t: &strait::proxy::Table| {
-        t.services[&std::net::SocketAddr::new(other_vip, 8080)].clone()
-    };
+    let other_port =
+        |t: &strait::proxy::Table| t.services[&std::net::SocketAddr::new(other_vip, 8080)].clone();
     let rebuilt = mesh.proxy.apply_diff(&new, &diff).expect("applies");
     assert_eq!(rebuilt, 1);
     let after = mesh.proxy.table();
     assert!(Arc::ptr_eq(&other_port(&before), &other_port(&after)));
     let name = &diff.clusters.changed[0];
-    assert!(!Arc::ptr_eq(&before.clusters[name.as_str()], &after.clusters[name.as_str()]));
+    assert!(!Arc::ptr_eq(
+        &before.clusters[name.as_str()],
+        &after.clusters[name.as_str()]
+    ));
     let untouched: Vec<_> = before
         .clusters
         .keys()

@@ -45,10 +45,20 @@ fn diff_rewrites_only_the_services_it_names() {
         removed: vec![],
         changed: vec![key(vip_a)],
     };
-    let r = dp.apply_changes(&[a2.clone(), b1.clone()], &changes).unwrap();
-    assert_eq!((r.updated, r.added, r.removed, r.unchanged), (1, 0, 0, 0), "{r:?}");
+    let r = dp
+        .apply_changes(&[a2.clone(), b1.clone()], &changes)
+        .unwrap();
+    assert_eq!(
+        (r.updated, r.added, r.removed, r.unchanged),
+        (1, 0, 0, 0),
+        "{r:?}"
+    );
     let lines = probe(PROBE, Some(cg.path()), &["tcp", &vip_a.to_string(), "20"]);
-    assert_eq!(tally(&lines).keys().collect::<Vec<_>>(), ["i0"], "{lines:?}");
+    assert_eq!(
+        tally(&lines).keys().collect::<Vec<_>>(),
+        ["i0"],
+        "{lines:?}"
+    );
     // B untouched: same backends, its counters carry on.
     let lines = probe(PROBE, Some(cg.path()), &["tcp", &vip_b.to_string(), "5"]);
     assert_eq!(tally(&lines).keys().collect::<Vec<_>>(), ["i2"]);

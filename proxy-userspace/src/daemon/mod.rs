@@ -169,9 +169,7 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
             let rebuilt = match reload_live.proxy.apply_diff(&snap, &diff) {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::error!(
-                        "new config not applied, the last good one keeps serving: {e}"
-                    );
+                    tracing::error!("new config not applied, the last good one keeps serving: {e}");
                     continue;
                 }
             };
@@ -189,7 +187,8 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
                 proxy_us = (proxied - compiled).as_micros() as u64,
                 kernel_us = (started.elapsed() - proxied).as_micros() as u64,
                 clusters_rebuilt = rebuilt,
-                kernel_services_changed = diff.l4.added.len() + diff.l4.changed.len() + diff.l4.removed.len(),
+                kernel_services_changed =
+                    diff.l4.added.len() + diff.l4.changed.len() + diff.l4.removed.len(),
                 "config reloaded"
             );
         }

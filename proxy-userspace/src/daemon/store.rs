@@ -26,6 +26,16 @@ pub struct Reload {
 pub struct ConfigStore {
     dir: PathBuf,
     last_good: BTreeMap<PathBuf, Vec<Resource>>,
+    /// Each file's text at the last reload and what reading it reported
+    /// (diagnostics, whether its last good version was kept): a file whose
+    /// text has not changed is not parsed or validated again.
+    seen: BTreeMap<PathBuf, Seen>,
+}
+
+struct Seen {
+    text: String,
+    diagnostics: Vec<Diagnostic>,
+    kept_last_good: bool,
 }
 
 impl ConfigStore {
@@ -34,6 +44,7 @@ impl ConfigStore {
         Self {
             dir: dir.into(),
             last_good: BTreeMap::new(),
+            seen: BTreeMap::new(),
         }
     }
 
@@ -52,10 +63,26 @@ impl ConfigStore {
                 .push(file_error(&self.dir, format!("cannot read: {e}")));
         }
         let mut next = BTreeMap::new();
+        let mut seen = BTreeMap::new();
         for f in files {
             let name = f.display().to_string();
-            let loaded = match std::fs::read_to_string(&f) {
-                Ok(text) => strait_config::load::load_str(&text, &name),
+            let text = std::fs::read_to_string(&f);
+            // Unchanged since the last reload: same resources, same report.
+            if let (Ok(text), Some(prev)) = (&text, self.seen.remove(&f)) {
+                if *text == prev.text {
+                    if let Some(keep) = self.last_good.remove(&f) {
+                        out.diagnostics.extend(prev.diagnostics.iter().cloned());
+                        if prev.kept_last_good {
+                            out.kept_last_good.push(f.clone());
+                        }
+                        next.insert(f.clone(), keep);
+                        seen.insert(f, prev);
+                        continue;
+                    }
+                }
+            }
+            let loaded = match text {
+                Ok(ref text) => strait_config::load::load_str(text, &name),
                 Err(e) => {
                     out.diagnostics
                         .push(file_error(&f, format!("cannot read: {e}")));
@@ -84,20 +111,35 @@ impl ConfigStore {
                     errors.extend(errs);
                 }
             }
+            let first = out.diagnostics.len();
             out.diagnostics
                 .extend(loaded.diagnostics.into_iter().filter(|d| !d.is_error()));
+            let mut kept_last_good = false;
             let keep = if errors.is_empty() {
                 valid
             } else if let Some(prev) = self.last_good.remove(&f) {
                 out.kept_last_good.push(f.clone());
+                kept_last_good = true;
                 prev
             } else {
                 valid
             };
             out.diagnostics.extend(errors);
+            if let Ok(text) = text {
+                let diagnostics = out.diagnostics[first..].to_vec();
+                seen.insert(
+                    f.clone(),
+                    Seen {
+                        text,
+                        diagnostics,
+                        kept_last_good,
+                    },
+                );
+            }
             next.insert(f, keep);
         }
         self.last_good = next;
+        self.seen = seen;
         out.resources = self.last_good.values().flatten().cloned().collect();
         out
     }
@@ -212,5 +254,40 @@ mod tests {
             .any(|d| d.is_error() && d.to_string().contains("b.yaml")));
         assert_eq!(subset(&r).as_deref(), Some("v1"));
         assert!(r.kept_last_good.is_empty());
+    }
+
+    #[test]
+    fn unchanged_files_are_served_and_reported_as_before() {
+        let d = tempdir("unchanged");
+        std::fs::write(d.0.join("a.yaml"), GOOD_VS).unwrap();
+        let mut store = ConfigStore::new(&d.0);
+        store.reload();
+        std::fs::write(d.0.join("a.yaml"), BAD_VS).unwrap();
+        let bad = store.reload();
+        // Nothing changed on disk: the same resources, the same error, the
+        // same last good version.
+        let again = store.reload();
+        assert_eq!(subset(&again).as_deref(), Some("v1"));
+        assert_eq!(again.kept_last_good, bad.kept_last_good);
+        assert_eq!(
+            again
+                .diagnostics
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>(),
+            bad.diagnostics
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+        );
+        // Fixed on disk: read again.
+        std::fs::write(
+            d.0.join("a.yaml"),
+            GOOD_VS.replace("subset: v1", "subset: v2"),
+        )
+        .unwrap();
+        let fixed = store.reload();
+        assert_eq!(subset(&fixed).as_deref(), Some("v2"));
+        assert!(fixed.kept_last_good.is_empty());
     }
 }

@@ -99,11 +99,10 @@ pub fn compile_incremental(
                 || touched_routes.contains(&(svc.host.as_str(), port.port));
             let reusable = current.services.get(&key).filter(|sp| {
                 !touched
-                    && sp.routes.clusters().all(|c| {
-                        clusters
-                            .get(&c.name)
-                            .is_some_and(|now| Arc::ptr_eq(now, c))
-                    })
+                    && sp
+                        .routes
+                        .clusters()
+                        .all(|c| clusters.get(&c.name).is_some_and(|now| Arc::ptr_eq(now, c)))
             });
             if let Some(sp) = reusable {
                 services.insert(key, sp.clone());
