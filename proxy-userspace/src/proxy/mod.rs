@@ -14,6 +14,7 @@ pub mod body;
 pub mod cluster;
 pub mod compile;
 pub mod conn_exec;
+pub mod failure;
 pub mod flags;
 pub mod h1;
 pub mod head;

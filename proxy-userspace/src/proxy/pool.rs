@@ -37,7 +37,7 @@ use super::cluster::PoolSettings;
 use super::h1::body::{ResponseBody, Reuse};
 use super::h1::conn::SendError;
 use super::h1::{self, Conn};
-use super::upstream::{classify_hyper, UpstreamError};
+use super::upstream::{classify_hyper, ConnectError, UpstreamError};
 
 /// The shared HTTP/2 connection.
 struct H2Conn {
@@ -165,9 +165,7 @@ impl Pool {
                     fresh = true;
                     conn = Box::pin(self.dial_h1()).await?;
                 }
-                Err(SendError::Closed(m) | SendError::Broken(m)) => {
-                    return Err(UpstreamError::Reset(m))
-                }
+                Err(e) => return Err(UpstreamError::Reset(Box::new(e))),
             }
         }
     }
@@ -206,8 +204,8 @@ impl Pool {
         .await
         {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
-            Err(_) => return Err(UpstreamError::Connect("connect timeout".into())),
+            Ok(Err(e)) => return Err(UpstreamError::Connect(e.into())),
+            Err(_) => return Err(UpstreamError::Connect(ConnectError::Timeout)),
         };
         let _ = stream.set_nodelay(true);
         if let Some(ka) = self.inner.settings.tcp_keepalive {
@@ -229,11 +227,11 @@ impl Pool {
         let (mut tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+            .map_err(|e| UpstreamError::Connect(ConnectError::Handshake(e)))?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
-        let resp = tx.send_request(req).await.map_err(|e| classify_hyper(&e))?;
+        let resp = tx.send_request(req).await.map_err(classify_hyper)?;
         Ok(Sent {
             response: resp.map(|b| b.map_err(BoxError::from).boxed()),
             local,
@@ -245,7 +243,7 @@ impl Pool {
             Some(c) => c,
             None => Box::pin(self.dial_h2()).await?,
         };
-        let resp = tx.send_request(req).await.map_err(|e| classify_hyper(&e))?;
+        let resp = tx.send_request(req).await.map_err(classify_hyper)?;
         Ok(Sent {
             response: resp.map(|b| b.map_err(BoxError::from).boxed()),
             local,
@@ -281,7 +279,7 @@ impl Pool {
             .adaptive_window(true)
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+            .map_err(|e| UpstreamError::Connect(ConnectError::Handshake(e)))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });

@@ -233,7 +233,7 @@ fn run(dir: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
         std::env::temp_dir().join(format!("strait-propagation-bpffs-{}", std::process::id()));
     let mut kernel = None;
     let mut kernel_note = String::new();
-    if unsafe { libc::geteuid() } == 0 {
+    if rustix::process::geteuid().is_root() {
         std::fs::create_dir_all(&bpffs)?;
         strait::datapath::ensure_bpffs(&bpffs)?;
         let mut cfg = DatapathConfig::new("propagation");
@@ -318,10 +318,7 @@ fn run(dir: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
     let _ = client_thread.join();
     if let Some(dp) = kernel.take() {
         let _ = dp.cleanup();
-        if let Ok(c) = std::ffi::CString::new(bpffs.as_os_str().as_encoded_bytes()) {
-            // SAFETY: `c` is a valid C string.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
+        let _ = rustix::mount::unmount(&bpffs, rustix::mount::UnmountFlags::DETACH);
         let _ = std::fs::remove_dir(&bpffs);
     }
     outcome?;

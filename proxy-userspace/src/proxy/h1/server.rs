@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use super::prefixed::Prefixed;
-use super::request::{connection_has, header_line, itoa};
+use super::request::{connection_has, header_line};
 use super::spans::{span, uninit_headers};
 use crate::proxy::head::{RawHeaders, ReqHead, ReqHeaders};
 use crate::proxy::http::{handle, ConnInfo};
@@ -321,7 +321,11 @@ fn encode_head(
         super::date::with(|d| header_line(out, b"date", d));
     }
     if let Some(n) = length {
-        header_line(out, b"content-length", itoa(n, &mut [0; 20]));
+        header_line(
+            out,
+            b"content-length",
+            itoa::Buffer::new().format(n).as_bytes(),
+        );
     }
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
