@@ -42,10 +42,48 @@ enum Command {
     Run(strait::daemon::cli::RunCmd),
     /// Detach the node's eBPF programs and remove its pinned maps.
     Cleanup(strait::daemon::cli::CleanupCmd),
+    /// Workload identity: Strait's CA (Istio's CA API) and a node's certificates.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Experimental tools (like `istioctl x`).
+    X {
+        #[command(subcommand)]
+        command: XCommand,
+    },
+}
+
+/// `strait x ...`.
+#[derive(Subcommand)]
+enum XCommand {
+    /// Authorization tools.
+    Authz {
+        #[command(subcommand)]
+        command: AuthzCommand,
+    },
+}
+
+/// `strait x authz ...`.
+#[derive(Subcommand)]
+enum AuthzCommand {
+    /// Show the AuthorizationPolicies and RequestAuthentications that apply
+    /// to a pod and how Strait enforces them (like `istioctl x authz check`).
+    Check {
+        /// The pod: `name`, `name.namespace` or `namespace/name`.
+        pod: String,
+        /// Configuration files or directories.
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// The node whose daemon is asked about (default: every workload
+        /// counts as local).
+        #[arg(long)]
+        node: Option<String>,
     },
 }
 
@@ -60,6 +98,24 @@ enum ConfigCommand {
         /// Output format.
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Json)]
         output: Format,
+    },
+}
+
+/// `strait ca ...`.
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Serve Istio's CA API (istio.v1.auth.IstioCertificateService) to the
+    /// mesh's nodes until SIGTERM/SIGINT.
+    Serve(strait::daemon::cli::CaServeCmd),
+    /// Show a node's workload certificates (its admin API's /certs), like
+    /// `istioctl proxy-config secret`. No key material is ever shown.
+    Inspect {
+        /// The node's admin API.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15000")]
+        admin: std::net::SocketAddr,
+        /// Print /certs as JSON.
+        #[arg(short = 'o', long = "output", value_enum)]
+        output: Option<Format>,
     },
 }
 
@@ -85,6 +141,21 @@ fn main() -> ExitCode {
             report(strait::daemon::run(cmd.into_args()))
         }
         Command::Cleanup(cmd) => report(cmd.run()),
+        Command::Ca {
+            command: CaCommand::Serve(cmd),
+        } => {
+            strait::daemon::cli::init_logging(&cli.log_level);
+            report(cmd.into_args().and_then(strait::daemon::ca::serve_ca))
+        }
+        Command::Ca {
+            command: CaCommand::Inspect { admin, output },
+        } => cli::ca::run(admin, output.is_some()),
+        Command::X {
+            command:
+                XCommand::Authz {
+                    command: AuthzCommand::Check { pod, files, node },
+                },
+        } => cli::authz::run(&pod, &files, node),
     }
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use strait_config::load::Limits;
 
 /// `strait run`: serve the node until SIGTERM/SIGINT.
 #[derive(Args, Debug, Clone)]
@@ -37,6 +38,177 @@ pub struct RunCmd {
     /// Do not print access-log lines.
     #[arg(long)]
     pub no_access_log: bool,
+    /// Largest config file read, bytes; a larger file is reported and
+    /// skipped (its last good version keeps serving).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_file_bytes)]
+    pub max_config_file_bytes: u64,
+    /// Most YAML documents in one config file.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_documents)]
+    pub max_config_documents: usize,
+    /// Deepest nesting of YAML mappings/sequences in one document.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_depth)]
+    pub max_yaml_depth: usize,
+    /// Longest time a client may take to send a request head, from its
+    /// first byte, milliseconds (Envoy's `request_headers_timeout`); a
+    /// slower client gets 408 and is disconnected. 0: no limit (also for
+    /// the other timeouts below).
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub request_headers_timeout_ms: u64,
+    /// Longest wait for more of a request body being read before routing,
+    /// milliseconds (Envoy's `stream_idle_timeout`, 5 min).
+    #[arg(long, value_name = "MS", default_value_t = 300_000)]
+    pub stream_idle_timeout_ms: u64,
+    /// A client connection with no request for this long is closed,
+    /// milliseconds (Envoy's HTTP `idle_timeout`, 1 h).
+    #[arg(long, value_name = "MS", default_value_t = 3_600_000)]
+    pub idle_timeout_ms: u64,
+    /// Most client connections served at once; more get Envoy's overload
+    /// reply (503) or are closed. 0: no cap.
+    #[arg(long, value_name = "N", default_value_t = 32_768)]
+    pub max_connections: usize,
+    #[command(flatten)]
+    pub identity: IdentityFlags,
+}
+
+/// Workload-identity flags of `strait run`.
+#[derive(Args, Debug, Clone)]
+pub struct IdentityFlags {
+    /// Istio's CA API to get the node's workload certificates from
+    /// (`strait ca serve` or istiod), https://HOST:PORT (ztunnel's CA_ADDRESS).
+    #[arg(long, value_name = "URL", requires_all = ["ca_root", "ca_token_file"], conflicts_with = "ca_dir")]
+    pub ca_address: Option<String>,
+    /// PEM root that verifies the CA's TLS certificate (ztunnel's CA_ROOT_CA).
+    #[arg(long, value_name = "FILE", requires = "ca_address")]
+    pub ca_root: Option<PathBuf>,
+    /// File holding the node's bearer token (ztunnel's AUTH_TOKEN); read
+    /// before every request.
+    #[arg(long, value_name = "FILE", requires = "ca_address")]
+    pub ca_token_file: Option<PathBuf>,
+    /// Run the CA inside the daemon (single node, demo): Istio's plugged-in
+    /// CA files in DIR, or a self-signed root generated there once.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// Where the embedded CA serves Istio's CA API.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:15012",
+        requires = "ca_dir"
+    )]
+    pub ca_listen: SocketAddr,
+    /// Tokens of other nodes the embedded CA serves (`TOKEN NODE-NAME` lines).
+    #[arg(long, value_name = "FILE", requires = "ca_dir")]
+    pub ca_tokens: Option<PathBuf>,
+    /// Longest certificate lifetime the embedded CA issues.
+    #[arg(long, value_name = "DURATION", default_value = "2160h", value_parser = parse_duration, requires = "ca_dir")]
+    pub ca_max_ttl: Duration,
+    /// Trust domain of the workload identities (spiffe://<trust-domain>/ns/<ns>/sa/<sa>).
+    #[arg(long, value_name = "DOMAIN", default_value = crate::identity::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+    /// Lifetime asked for each workload certificate (ztunnel's SECRET_TTL);
+    /// renewed at half of it.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub secret_ttl: Duration,
+    /// `clusterid` sent to the CA (ztunnel's CLUSTER_ID).
+    #[arg(long, value_name = "ID", default_value = "Kubernetes")]
+    pub cluster_id: String,
+}
+
+/// Parses `24h`, `90s`, `1h30m` (Go durations, as Istio's settings).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = strait_config::duration::parse(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{s}: at least 1s"));
+    }
+    Ok(d)
+}
+
+impl IdentityFlags {
+    fn into_args(self) -> Option<super::identity::IdentityArgs> {
+        use super::identity::{CaMode, IdentityArgs};
+        let mode = if let Some(dir) = self.ca_dir {
+            CaMode::Embedded {
+                dir,
+                listen: self.ca_listen,
+                tokens: self.ca_tokens,
+                settings: crate::identity::ca::CaSettings {
+                    default_ttl: self.secret_ttl.min(self.ca_max_ttl),
+                    max_ttl: self.ca_max_ttl,
+                },
+            }
+        } else {
+            CaMode::Remote {
+                address: self.ca_address?,
+                root: self.ca_root?,
+                token_file: self.ca_token_file?,
+            }
+        };
+        Some(IdentityArgs {
+            mode,
+            trust_domain: self.trust_domain,
+            secret_ttl: self.secret_ttl,
+            cluster_id: self.cluster_id,
+        })
+    }
+}
+
+/// `strait ca serve`: Istio's CA API for the mesh's nodes.
+#[derive(Args, Debug, Clone)]
+pub struct CaServeCmd {
+    /// Istio's plugged-in CA files (ca-cert.pem, ca-key.pem, root-cert.pem,
+    /// cert-chain.pem), or an empty/new directory where a self-signed root
+    /// is generated once and kept.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// Where to serve istio.v1.auth.IstioCertificateService (TLS; Istio's port 15012).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:15012")]
+    pub listen: SocketAddr,
+    /// Node tokens: `TOKEN NODE-NAME` per line; re-read on every request.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: PathBuf,
+    /// Config directory (as `strait run --config`): its Pods' spec.nodeName
+    /// and serviceAccountName say which identities each node may obtain.
+    #[arg(long, short = 'c', value_name = "DIR")]
+    pub config: PathBuf,
+    /// Trust domain.
+    #[arg(long, value_name = "DOMAIN", default_value = crate::identity::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+    /// Lifetime when a request asks for none (Istio's DEFAULT_WORKLOAD_CERT_TTL).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub default_ttl: Duration,
+    /// Longest lifetime; longer requests are refused (Istio's MAX_WORKLOAD_CERT_TTL).
+    #[arg(long, value_name = "DURATION", default_value = "2160h", value_parser = parse_duration)]
+    pub max_ttl: Duration,
+    /// Metrics (/metrics, /stats/prometheus), /ready and /config_dump (istiod's monitoring port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15014")]
+    pub monitoring: SocketAddr,
+    /// Extra DNS name or IP in the CA's TLS certificate (repeatable); it
+    /// always has istiod.istio-system.svc, localhost, 127.0.0.1 and the listen IP.
+    #[arg(long = "server-name", value_name = "NAME")]
+    pub server_names: Vec<String>,
+}
+
+impl CaServeCmd {
+    /// The CA settings.
+    pub fn into_args(self) -> anyhow::Result<super::ca::CaServeArgs> {
+        anyhow::ensure!(
+            self.default_ttl <= self.max_ttl,
+            "--default-ttl is longer than --max-ttl"
+        );
+        Ok(super::ca::CaServeArgs {
+            ca_dir: self.ca_dir,
+            listen: self.listen,
+            tokens: self.tokens,
+            config: self.config,
+            trust_domain: self.trust_domain,
+            settings: crate::identity::ca::CaSettings {
+                default_ttl: self.default_ttl,
+                max_ttl: self.max_ttl,
+            },
+            monitoring: self.monitoring,
+            server_names: self.server_names,
+        })
+    }
 }
 
 impl RunCmd {
@@ -51,7 +223,33 @@ impl RunCmd {
             outbound: self.outbound,
             drain: Duration::from_millis(self.drain_ms),
             access_log: !self.no_access_log,
+            identity: self.identity.into_args(),
+            proxy: crate::proxy::ProxySettings {
+                request_headers_timeout: ms_or_off(self.request_headers_timeout_ms),
+                stream_idle_timeout: ms_or_off(self.stream_idle_timeout_ms),
+                idle_timeout: ms_or_off(self.idle_timeout_ms),
+                max_connections: if self.max_connections == 0 {
+                    usize::MAX
+                } else {
+                    self.max_connections
+                },
+                ..Default::default()
+            },
+            limits: Limits {
+                max_file_bytes: self.max_config_file_bytes,
+                max_documents: self.max_config_documents,
+                max_depth: self.max_yaml_depth,
+            },
         }
+    }
+}
+
+/// `ms` milliseconds; 0 turns the timeout off, as in Envoy (ten years).
+fn ms_or_off(ms: u64) -> Duration {
+    if ms == 0 {
+        Duration::from_secs(10 * 365 * 86_400)
+    } else {
+        Duration::from_millis(ms)
     }
 }
 

@@ -4,8 +4,19 @@
 //! and on SIGTERM/SIGINT drains in-flight requests (bounded) and exits 0.
 //! Pinned maps and links stay, so L4 traffic keeps flowing while the daemon
 //! restarts; `strait cleanup` removes them.
+//!
+//! Order of a start: preflight checks, the node lock ([`lock`]: one daemon
+//! per node), the first config, listeners bound, programs loaded and
+//! attached, maps written — all on the main thread — then capabilities are
+//! dropped ([`privs`]) before any other thread starts. Reloads run on their
+//! own thread, off the serving path: a reload that blocks or runs long
+//! never delays requests, the admin API or SIGTERM.
+pub mod ca;
 pub mod cli;
+pub mod identity;
+pub mod lock;
 pub mod preflight;
+pub mod privs;
 pub mod sink;
 pub mod state;
 pub mod store;
@@ -13,12 +24,13 @@ pub mod watch;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use strait_config::load::Limits;
 use strait_config::snapshot::MeshSnapshot;
 use strait_config::Diagnostic;
 
@@ -49,6 +61,13 @@ pub struct RunArgs {
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
     pub access_log: bool,
+    /// Bounds on config files (size, documents, nesting depth).
+    pub limits: Limits,
+    /// Workload certificates for the node's pods (none: no identity).
+    pub identity: Option<identity::IdentityArgs>,
+    /// The L7 proxy's HTTP limits and timeouts (request-headers, stream
+    /// idle and connection idle timeouts, connection cap).
+    pub proxy: crate::proxy::ProxySettings,
 }
 
 /// The kernel's answer to "where was this connection going".
@@ -61,14 +80,35 @@ impl OriginalDst for KernelOriginalDst {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Errors are one line saying what is
-/// wrong and what to do (not root, no BPF, no cgroup v2, port taken, ...).
+/// wrong and what to do (not root, no BPF, no cgroup v2, port taken,
+/// another daemon on the node, ...).
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let cgroup2 = preflight::check(&args.config)?;
+    let mut dp_cfg = DatapathConfig::new(&args.node);
+    dp_cfg.bpffs = args.bpffs.clone();
+    dp_cfg.outbound = args.outbound;
+    let node_lock = lock::lock_node(
+        std::path::Path::new(lock::LOCK_DIR),
+        &dp_cfg.pin_dir(),
+        &args.node,
+    )?;
+    tracing::debug!(lock = %node_lock.path().display(), "node lock taken");
+    let setup = setup(&args, &dp_cfg, cgroup2)?;
+    privs::drop_privileges()?;
+    tracing::info!(
+        kept = ?privs::KEEP,
+        "capabilities dropped after setup; no_new_privs set"
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(args, cgroup2))
+    let result = rt.block_on(serve(args, setup));
+    // A reload stuck in a read or a compile is on its own thread and is
+    // not waited for; neither is any task that does not stop at once.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    drop(node_lock);
+    result
 }
 
 fn log_diagnostics(diags: &[Diagnostic]) {
@@ -82,9 +122,16 @@ fn log_diagnostics(diags: &[Diagnostic]) {
 }
 
 /// Load, validate and compile the directory (last good version per file).
-fn compile(store: &mut ConfigStore) -> MeshSnapshot {
+/// `None` when the inputs are byte-identical to the previous reload's.
+pub(crate) fn compile(store: &mut ConfigStore) -> Option<MeshSnapshot> {
     let reload = store.reload();
+    if reload.unchanged {
+        return None;
+    }
     log_diagnostics(&reload.diagnostics);
+    if reload.listing_failed {
+        tracing::warn!(dir = %store.dir().display(), "config directory unreadable: still serving the last good config");
+    }
     for f in &reload.kept_last_good {
         tracing::warn!(file = %f.display(), "file has errors: still serving its last good version");
     }
@@ -92,16 +139,37 @@ fn compile(store: &mut ConfigStore) -> MeshSnapshot {
     // Validation errors were reported by the store; report the rest.
     let rest: Vec<Diagnostic> = diags.into_iter().filter(|d| !d.is_error()).collect();
     log_diagnostics(&rest);
-    snap
+    Some(snap)
 }
 
 fn meshed_ips(snap: &MeshSnapshot) -> Vec<IpAddr> {
     snap.workloads.keys().copied().collect()
 }
 
-async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
-    let mut store = ConfigStore::new(&args.config);
-    let snap = compile(&mut store);
+/// What setup hands to serving.
+struct Setup {
+    store: ConfigStore,
+    snap: MeshSnapshot,
+    admin: std::net::TcpListener,
+    outbound: std::net::TcpListener,
+    datapath: Datapath,
+    /// Whether the first kernel write succeeded (else the first reload
+    /// writes the whole table).
+    kernel_ok: bool,
+    orig: KernelOriginalDst,
+    pods: PathBuf,
+}
+
+/// Everything that needs privileges, on the calling thread.
+fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::Result<Setup> {
+    let node_ips = crate::sys::node_addresses();
+    crate::proxy::self_guard::set(
+        vec![args.admin, SocketAddr::V4(args.outbound)],
+        node_ips.clone(),
+    );
+    let mut store =
+        ConfigStore::with_limits(&args.config, args.limits).with_node_addresses(node_ips);
+    let snap = compile(&mut store).unwrap_or_default();
     tracing::info!(
         services = snap.services.len(),
         clusters = snap.clusters.len(),
@@ -109,7 +177,7 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
         "config compiled"
     );
 
-    let admin_listener = crate::admin::bind(args.admin).await?;
+    let admin = crate::admin::bind_std(args.admin)?;
     let outbound = crate::proxy::workers::bind(SocketAddr::V4(args.outbound)).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on outbound address {}: {e} (is another strait running? pass --outbound ADDR)",
@@ -117,10 +185,7 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
         )
     })?;
 
-    let mut dp_cfg = DatapathConfig::new(&args.node);
-    dp_cfg.bpffs = args.bpffs.clone();
-    dp_cfg.outbound = args.outbound;
-    let mut datapath = Datapath::new(&dp_cfg)?;
+    let mut datapath = Datapath::new(dp_cfg)?;
     let pods = args
         .pods_cgroup
         .clone()
@@ -128,13 +193,62 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     std::fs::create_dir_all(&pods)
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
     datapath.attach(&pods)?;
-    let kernel_applied = apply_kernel(&mut datapath, &snap);
+    let kernel_ok = apply_kernel(&mut datapath, &snap);
     let orig = KernelOriginalDst(OriginalDestinations::open(datapath.pin_dir())?);
+    Ok(Setup {
+        store,
+        snap,
+        admin,
+        outbound,
+        datapath,
+        kernel_ok,
+        orig,
+        pods,
+    })
+}
 
-    let proxy =
-        Proxy::new(&snap).map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?;
+async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
+    let Setup {
+        mut store,
+        snap,
+        admin,
+        outbound,
+        mut datapath,
+        mut kernel_ok,
+        orig,
+        pods,
+    } = setup;
+    let admin_listener = tokio::net::TcpListener::from_std(admin)
+        .with_context(|| format!("admin listener {}", args.admin))?;
+    // Security policy is enforced for the workloads of this node.
+    let scope = crate::policy::Scope {
+        node: Some(args.node.clone()),
+        ..Default::default()
+    };
+    let settings = crate::proxy::ProxySettings {
+        policy_scope: scope.clone(),
+        ..args.proxy.clone()
+    };
+    let proxy = Proxy::with_scope(&snap, scope)
+        .map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?
+        .with_settings(settings);
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
-    let metrics = Arc::new(Metrics::new());
+    let embedded_ca = matches!(
+        args.identity,
+        Some(identity::IdentityArgs {
+            mode: identity::CaMode::Embedded { .. },
+            ..
+        })
+    );
+    let metrics = Arc::new(if embedded_ca {
+        Metrics::with_ca()
+    } else {
+        Metrics::new()
+    });
+    let secrets = match &args.identity {
+        Some(id) => Some(identity::start(id, &args.node, snapshot.clone(), &metrics).await?),
+        None => None,
+    };
     let sink = sink::TelemetrySink::new(snapshot.clone(), metrics.clone(), args.access_log);
     let proxy = proxy.with_access_log(Arc::new(sink));
     let live = Arc::new(Live {
@@ -142,6 +256,8 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         metrics,
         proxy: proxy.clone(),
+        reload_started_ms: AtomicU64::new(0),
+        certs: secrets.as_ref().map(|s| s.store().clone()),
     });
 
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, live.clone()));
@@ -150,50 +266,33 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     let proxy_workers = proxy
         .serve_workers(outbound, orig, workers)
         .context("starting the proxy workers")?;
-    let (_watch, mut changes) = watch::watch(&args.config)?;
+    let (watch, changes) = watch::watch(&args.config)?;
     let reload_live = live.clone();
-    let reload_task = tokio::spawn(async move {
-        let mut kernel_ok = kernel_applied;
-        while changes.recv().await.is_some() {
-            let started = Instant::now();
-            let snap = compile(&mut store);
-            let old = reload_live.snapshot.load_full();
-            if *old == snap {
-                tracing::debug!("config unchanged");
-                continue;
-            }
-            let compiled = started.elapsed();
-            // Only what changed is rebuilt (proxy) and rewritten (kernel).
-            let diff = strait_config::snapshot::diff(&old, &snap);
-            drop(old);
-            let rebuilt = match reload_live.proxy.apply_diff(&snap, &diff) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::error!("new config not applied, the last good one keeps serving: {e}");
-                    continue;
+    let reload_identity = args
+        .identity
+        .as_ref()
+        .map(|i| (i.trust_domain.clone(), args.node.clone()));
+    let reload_secrets = secrets.clone();
+    // Reloads run on their own thread: reading and compiling a large or
+    // hostile config never occupies the runtime serving the admin API and
+    // the shutdown signal. The thread is not joined at exit.
+    std::thread::Builder::new()
+        .name("strait-reload".into())
+        .spawn(move || {
+            let _watch = watch;
+            while watch::next_burst(&changes) {
+                reload_live.set_reloading(true);
+                if let Some(snap) =
+                    reload_once(&mut store, &reload_live, &mut datapath, &mut kernel_ok)
+                {
+                    if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
+                        mgr.set_wanted(&identity::wanted(&snap, node, td));
+                    }
                 }
-            };
-            let proxied = started.elapsed();
-            // After a failed write the kernel may differ from the old
-            // snapshot: then the whole table is compared once more.
-            kernel_ok = if kernel_ok {
-                apply_kernel_changes(&mut datapath, &snap, &diff)
-            } else {
-                apply_kernel(&mut datapath, &snap)
-            };
-            reload_live.snapshot.store(Arc::new(snap));
-            tracing::info!(
-                compile_ms = compiled.as_millis() as u64,
-                proxy_us = (proxied - compiled).as_micros() as u64,
-                kernel_us = (started.elapsed() - proxied).as_micros() as u64,
-                clusters_rebuilt = rebuilt,
-                kernel_services_changed =
-                    diff.l4.added.len() + diff.l4.changed.len() + diff.l4.removed.len(),
-                "config reloaded"
-            );
-        }
-        datapath
-    });
+                reload_live.set_reloading(false);
+            }
+        })
+        .context("starting the reload thread")?;
     live.set_ready(true);
     tracing::info!(
         node = %args.node, pods_cgroup = %pods.display(), outbound = %args.outbound,
@@ -207,10 +306,63 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     );
     live.set_ready(false);
     proxy_workers.shutdown(args.drain).await;
-    reload_task.abort();
     admin_task.abort();
     tracing::info!("stopped; kernel maps stay pinned for the next start");
     Ok(())
+}
+
+/// One reload: read, compile, apply what changed to the proxy's table and
+/// the kernel maps (from the snapshot diff: only the changed clusters,
+/// route tables and kernel services are rebuilt or rewritten). Returns the
+/// snapshot now serving when it changed. `kernel_ok` is false after a
+/// failed kernel write: the next reload then compares every kernel service
+/// once more instead of trusting the diff.
+fn reload_once(
+    store: &mut ConfigStore,
+    live: &Live,
+    datapath: &mut Datapath,
+    kernel_ok: &mut bool,
+) -> Option<Arc<MeshSnapshot>> {
+    let started = Instant::now();
+    let Some(snap) = compile(store) else {
+        tracing::debug!("config files unchanged: nothing reloaded");
+        return None;
+    };
+    tracing::info!("config files changed: reloading");
+    let old = live.snapshot.load_full();
+    if *old == snap {
+        tracing::debug!("config unchanged");
+        return None;
+    }
+    let compiled = started.elapsed();
+    let diff = strait_config::snapshot::diff(&old, &snap);
+    drop(old);
+    let rebuilt = match live.proxy.apply_diff(&snap, &diff) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("new config not applied, the last good one keeps serving: {e}");
+            return None;
+        }
+    };
+    let proxied = started.elapsed();
+    *kernel_ok = if *kernel_ok {
+        apply_kernel_changes(datapath, &snap, &diff)
+    } else {
+        apply_kernel(datapath, &snap)
+    };
+    let snap = Arc::new(snap);
+    live.snapshot.store(snap.clone());
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        compile_ms = compiled.as_millis() as u64,
+        proxy_us = (proxied - compiled).as_micros() as u64,
+        kernel_us = (started.elapsed() - proxied).as_micros() as u64,
+        clusters_rebuilt = rebuilt,
+        kernel_services_changed =
+            diff.l4.added.len() + diff.l4.changed.len() + diff.l4.removed.len(),
+        "config reloaded"
+    );
+    Some(snap)
 }
 
 /// Makes the kernel tables hold `snap`'s; whether every write succeeded.
@@ -257,7 +409,7 @@ fn apply_kernel_changes(
     ok
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
     tokio::select! {

@@ -5,9 +5,17 @@
 //! the way `kubectl apply` of a bad manifest leaves the cluster's objects as
 //! they were. A new file with errors contributes only its valid resources.
 //! Every error is reported with file, line, `Kind/namespace/name` and field.
+//!
+//! A directory that cannot be listed (file-descriptor exhaustion, the
+//! directory removed or replaced) keeps the whole last good config, like a
+//! parse failure. A reload whose inputs (file list and every file's bytes)
+//! are identical to the previous one is skipped; otherwise only the files
+//! whose bytes changed are parsed and validated again (one Service changed
+//! among 10,000 files costs one file's parse).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use strait_config::load::{read_file, Limits, ReadError};
 use strait_config::{Diagnostic, Resource};
 
 /// What one reload produced.
@@ -20,32 +28,59 @@ pub struct Reload {
     /// Files whose new version had errors and whose last good version is
     /// still in use.
     pub kept_last_good: Vec<PathBuf>,
+    /// The inputs are byte-identical to the previous reload's: nothing was
+    /// parsed and `resources` is empty; keep serving what is served.
+    pub unchanged: bool,
+    /// The directory could not be listed: `resources` is the whole last
+    /// good config.
+    pub listing_failed: bool,
 }
+
+/// One reload's raw inputs: each file's bytes or its read error.
+type Inputs = Vec<(PathBuf, Result<String, String>)>;
 
 /// The config directory and each file's last good resources.
 pub struct ConfigStore {
     dir: PathBuf,
+    limits: Limits,
     last_good: BTreeMap<PathBuf, Vec<Resource>>,
-    /// Each file's text at the last reload and what reading it reported
-    /// (diagnostics, whether its last good version was kept): a file whose
-    /// text has not changed is not parsed or validated again.
-    seen: BTreeMap<PathBuf, Seen>,
+    last_inputs: Option<Inputs>,
+    /// What reading each file reported at the last reload (diagnostics,
+    /// whether its last good version was kept), reused with its resources
+    /// while the file's bytes stay the same.
+    reports: BTreeMap<PathBuf, FileReport>,
+    node_ips: Vec<std::net::IpAddr>,
 }
 
-struct Seen {
-    text: String,
+struct FileReport {
     diagnostics: Vec<Diagnostic>,
     kept_last_good: bool,
 }
 
 impl ConfigStore {
-    /// A store over `dir` (read on [`ConfigStore::reload`]).
+    /// A store over `dir` (read on [`ConfigStore::reload`]) with the
+    /// default [`Limits`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self::with_limits(dir, Limits::default())
+    }
+
+    /// A store over `dir` whose files are read within `limits`.
+    pub fn with_limits(dir: impl Into<PathBuf>, limits: Limits) -> Self {
         Self {
             dir: dir.into(),
+            limits,
             last_good: BTreeMap::new(),
-            seen: BTreeMap::new(),
+            last_inputs: None,
+            reports: BTreeMap::new(),
+            node_ips: Vec::new(),
         }
+    }
+
+    /// The node's own addresses: an endpoint at one of them is rejected
+    /// like a loopback one (see `strait_config::validate::special_ip`).
+    pub fn with_node_addresses(mut self, ips: Vec<std::net::IpAddr>) -> Self {
+        self.node_ips = ips;
+        self
     }
 
     /// The directory watched.
@@ -54,41 +89,73 @@ impl ConfigStore {
     }
 
     /// Reads every `*.yaml` / `*.yml` below the directory (sorted, like
-    /// `kubectl apply -f DIR`) and returns the resources to serve.
+    /// `kubectl apply -f DIR`; regular files only, within the limits) and
+    /// returns the resources to serve. See [`Reload::unchanged`] and
+    /// [`Reload::listing_failed`].
     pub fn reload(&mut self) -> Reload {
         let mut out = Reload::default();
         let mut files = Vec::new();
         if let Err(e) = yaml_files(&self.dir, &mut files) {
-            out.diagnostics
-                .push(file_error(&self.dir, format!("cannot read: {e}")));
+            out.diagnostics.push(file_error(
+                &self.dir,
+                format!(
+                    "cannot list the config directory: {e}; the last good config keeps serving"
+                ),
+            ));
+            out.listing_failed = true;
+            out.kept_last_good = self.last_good.keys().cloned().collect();
+            out.resources = self.last_good.values().flatten().cloned().collect();
+            // Read everything again on the next change, even if identical.
+            self.last_inputs = None;
+            return out;
+        }
+        let inputs: Inputs = files
+            .into_iter()
+            .map(|f| {
+                let text = read_file(&f, &self.limits).map_err(|e| match e {
+                    ReadError::Io(e) => format!("cannot read: {e}"),
+                    e => e.to_string(),
+                });
+                (f, text)
+            })
+            .collect();
+        if self.last_inputs.as_ref() == Some(&inputs) {
+            out.unchanged = true;
+            return out;
         }
         let mut next = BTreeMap::new();
-        let mut seen = BTreeMap::new();
-        for f in files {
+        let mut reports = BTreeMap::new();
+        let previous: std::collections::HashMap<&PathBuf, &String> = self
+            .last_inputs
+            .iter()
+            .flatten()
+            .filter_map(|(f, t)| Some((f, t.as_ref().ok()?)))
+            .collect();
+        for (f, text) in &inputs {
             let name = f.display().to_string();
-            let text = std::fs::read_to_string(&f);
-            // Unchanged since the last reload: same resources, same report.
-            if let (Ok(text), Some(prev)) = (&text, self.seen.remove(&f)) {
-                if *text == prev.text {
-                    if let Some(keep) = self.last_good.remove(&f) {
-                        out.diagnostics.extend(prev.diagnostics.iter().cloned());
-                        if prev.kept_last_good {
+            // Same bytes as last time: same resources, same report.
+            if let Ok(t) = text {
+                if previous.get(f).is_some_and(|p| *p == t) {
+                    if let (Some(keep), Some(report)) =
+                        (self.last_good.remove(f), self.reports.remove(f))
+                    {
+                        out.diagnostics.extend(report.diagnostics.iter().cloned());
+                        if report.kept_last_good {
                             out.kept_last_good.push(f.clone());
                         }
                         next.insert(f.clone(), keep);
-                        seen.insert(f, prev);
+                        reports.insert(f.clone(), report);
                         continue;
                     }
                 }
             }
             let loaded = match text {
-                Ok(ref text) => strait_config::load::load_str(text, &name),
+                Ok(text) => strait_config::load::load_str_with(text, &name, &self.limits),
                 Err(e) => {
-                    out.diagnostics
-                        .push(file_error(&f, format!("cannot read: {e}")));
-                    if let Some(prev) = self.last_good.remove(&f) {
+                    out.diagnostics.push(file_error(f, e.clone()));
+                    if let Some(prev) = self.last_good.remove(f) {
                         out.kept_last_good.push(f.clone());
-                        next.insert(f, prev);
+                        next.insert(f.clone(), prev);
                     }
                     continue;
                 }
@@ -101,10 +168,11 @@ impl ConfigStore {
                 .collect();
             let mut valid = Vec::new();
             for r in loaded.resources {
-                let errs: Vec<Diagnostic> = strait_config::validate::validate_resource(&r)
-                    .into_iter()
-                    .filter(Diagnostic::is_error)
-                    .collect();
+                let errs: Vec<Diagnostic> =
+                    strait_config::validate::validate_resource_on_node(&r, &self.node_ips)
+                        .into_iter()
+                        .filter(Diagnostic::is_error)
+                        .collect();
                 if errs.is_empty() {
                     valid.push(r);
                 } else {
@@ -117,7 +185,7 @@ impl ConfigStore {
             let mut kept_last_good = false;
             let keep = if errors.is_empty() {
                 valid
-            } else if let Some(prev) = self.last_good.remove(&f) {
+            } else if let Some(prev) = self.last_good.remove(f) {
                 out.kept_last_good.push(f.clone());
                 kept_last_good = true;
                 prev
@@ -125,21 +193,18 @@ impl ConfigStore {
                 valid
             };
             out.diagnostics.extend(errors);
-            if let Ok(text) = text {
-                let diagnostics = out.diagnostics[first..].to_vec();
-                seen.insert(
-                    f.clone(),
-                    Seen {
-                        text,
-                        diagnostics,
-                        kept_last_good,
-                    },
-                );
-            }
-            next.insert(f, keep);
+            reports.insert(
+                f.clone(),
+                FileReport {
+                    diagnostics: out.diagnostics[first..].to_vec(),
+                    kept_last_good,
+                },
+            );
+            next.insert(f.clone(), keep);
         }
         self.last_good = next;
-        self.seen = seen;
+        self.reports = reports;
+        self.last_inputs = Some(inputs);
         out.resources = self.last_good.values().flatten().cloned().collect();
         out
     }
@@ -257,29 +322,102 @@ mod tests {
     }
 
     #[test]
+    fn identical_inputs_are_not_parsed_again() {
+        let d = tempdir("same");
+        std::fs::write(d.0.join("vs.yaml"), GOOD_VS).unwrap();
+        let mut store = ConfigStore::new(&d.0);
+        assert!(!store.reload().unchanged);
+        // Rewritten with the same bytes (an editor's save, a touch).
+        std::fs::write(d.0.join("vs.yaml"), GOOD_VS).unwrap();
+        let again = store.reload();
+        assert!(again.unchanged && again.resources.is_empty());
+        std::fs::write(
+            d.0.join("vs.yaml"),
+            GOOD_VS.replace("subset: v1", "subset: v2"),
+        )
+        .unwrap();
+        let changed = store.reload();
+        assert!(!changed.unchanged);
+        assert_eq!(subset(&changed).as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_listed_keeps_the_last_good_config() {
+        let d = tempdir("listing");
+        std::fs::write(d.0.join("vs.yaml"), GOOD_VS).unwrap();
+        let mut store = ConfigStore::new(&d.0);
+        assert_eq!(subset(&store.reload()).as_deref(), Some("v1"));
+        // The directory replaced by a file: listing fails with ENOTDIR.
+        std::fs::remove_dir_all(&d.0).unwrap();
+        std::fs::write(&d.0, "not a directory").unwrap();
+        let r = store.reload();
+        std::fs::remove_file(&d.0).unwrap();
+        std::fs::create_dir_all(&d.0).unwrap();
+        assert!(r.listing_failed);
+        assert_eq!(
+            subset(&r).as_deref(),
+            Some("v1"),
+            "last good config dropped"
+        );
+        let err = r
+            .diagnostics
+            .iter()
+            .find(|d| d.is_error())
+            .expect("an error");
+        assert!(
+            err.to_string().contains("cannot list the config directory"),
+            "{err}"
+        );
+        // Listing works again: the directory (now empty) is served.
+        let r = store.reload();
+        assert!(!r.listing_failed && r.resources.is_empty());
+    }
+
+    #[test]
+    fn a_fifo_is_reported_and_a_reload_does_not_block() {
+        let d = tempdir("fifo");
+        std::fs::write(d.0.join("a.yaml"), GOOD_VS).unwrap();
+        let c = std::ffi::CString::new(d.0.join("b.yaml").to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = d.0.clone();
+        std::thread::spawn(move || tx.send(ConfigStore::new(dir).reload()).unwrap());
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the reload blocked on a FIFO");
+        assert_eq!(subset(&r).as_deref(), Some("v1"));
+        assert!(r
+            .diagnostics
+            .iter()
+            .any(|e| e.to_string().contains("b.yaml") && e.to_string().contains("FIFO")));
+    }
+
+    #[test]
     fn unchanged_files_are_served_and_reported_as_before() {
         let d = tempdir("unchanged");
         std::fs::write(d.0.join("a.yaml"), GOOD_VS).unwrap();
+        std::fs::write(d.0.join("b.yaml"), GOOD_VS.replace("reviews", "ratings")).unwrap();
         let mut store = ConfigStore::new(&d.0);
         store.reload();
         std::fs::write(d.0.join("a.yaml"), BAD_VS).unwrap();
         let bad = store.reload();
-        // Nothing changed on disk: the same resources, the same error, the
-        // same last good version.
+        // Another file changes, a.yaml does not: a.yaml's resources, error
+        // and last good version are as before.
+        std::fs::write(d.0.join("b.yaml"), GOOD_VS.replace("reviews", "details")).unwrap();
         let again = store.reload();
+        assert!(!again.unchanged);
         assert_eq!(subset(&again).as_deref(), Some("v1"));
         assert_eq!(again.kept_last_good, bad.kept_last_good);
-        assert_eq!(
-            again
-                .diagnostics
+        let errors = |r: &Reload| {
+            r.diagnostics
                 .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>(),
-            bad.diagnostics
-                .iter()
+                .filter(|d| d.is_error())
                 .map(|d| d.to_string())
                 .collect::<Vec<_>>()
-        );
+        };
+        assert_eq!(errors(&again), errors(&bad));
+        assert_eq!(again.resources.len(), 2);
         // Fixed on disk: read again.
         std::fs::write(
             d.0.join("a.yaml"),

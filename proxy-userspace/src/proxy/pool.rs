@@ -197,6 +197,11 @@ impl Pool {
 
     async fn dial(&self) -> Result<TcpStream, UpstreamError> {
         let addr = self.inner.addr;
+        if super::self_guard::is_self(addr) {
+            return Err(UpstreamError::Connect(ConnectError::Refused(
+                super::self_guard::REFUSED,
+            )));
+        }
         let stream = match tokio::time::timeout(
             self.inner.settings.connect_timeout,
             TcpStream::connect(addr),

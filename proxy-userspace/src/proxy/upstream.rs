@@ -45,6 +45,10 @@ pub enum ConnectError {
     /// The connection was made but the HTTP/2 (or upgrade) handshake failed.
     #[error("handshake")]
     Handshake(#[source] hyper::Error),
+    /// Strait refused to connect (e.g. the endpoint is this node's own
+    /// proxy or admin listener, `self_guard`).
+    #[error("{0}")]
+    Refused(&'static str),
     /// hyper-util's client could not connect (PASSTHROUGH).
     #[error("connect")]
     Client(#[source] BoxError),
@@ -109,6 +113,12 @@ impl Clients {
         http2: bool,
         req: http::Request<ProxyBody>,
     ) -> Result<Sent, UpstreamError> {
+        let target = req.uri().authority().and_then(|a| a.as_str().parse().ok());
+        if target.is_some_and(super::self_guard::is_self) {
+            return Err(UpstreamError::Connect(ConnectError::Refused(
+                super::self_guard::REFUSED,
+            )));
+        }
         let client = if http2 { &self.h2 } else { &self.h1 };
         let resp = client.request(req).await.map_err(classify)?;
         let local = resp

@@ -114,6 +114,10 @@ pub struct Metrics {
     tcp_closed: Family<TcpLabels, Counter>,
     tcp_sent: Family<TcpLabels, Counter>,
     tcp_received: Family<TcpLabels, Counter>,
+    /// `istio_agent_cert_expiry_seconds`: the node's workload certificates.
+    pub cert_expiry: super::identity::CertExpiry,
+    /// Istio's `citadel_server_*` metrics when the CA runs in this process.
+    pub ca: Option<super::identity::CaMetrics>,
 }
 
 impl Default for Metrics {
@@ -123,6 +127,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Creates and registers every family, and the CA's `citadel_server_*`
+    /// metrics (for `strait ca serve` or a CA embedded in `strait run`).
+    pub fn with_ca() -> Self {
+        let mut m = Self::new();
+        let ca = super::identity::CaMetrics::default();
+        ca.register(&mut m.registry);
+        m.ca = Some(ca);
+        m
+    }
+
     /// Creates and registers every family.
     pub fn new() -> Self {
         let mut registry = Registry::default();
@@ -171,7 +185,15 @@ impl Metrics {
             "Bytes received from the downstream during TCP connections",
             Family::<TcpLabels, Counter>::clone(&tcp_received),
         );
+        let cert_expiry = super::identity::CertExpiry::default();
+        registry.register(
+            "istio_agent_cert_expiry_seconds",
+            "The time remaining, in seconds, before the certificate chain will expire.",
+            cert_expiry.clone(),
+        );
         Self {
+            cert_expiry,
+            ca: None,
             registry,
             requests,
             duration_ms,

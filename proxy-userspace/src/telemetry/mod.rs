@@ -1,4 +1,5 @@
 //! Istio's standard metrics, served on the admin API's `/stats/prometheus`.
+pub mod identity;
 pub mod metrics;
 
 pub use metrics::{Metrics, RequestLabels, TcpLabels};

@@ -131,6 +131,7 @@ pub fn compile_incremental(
         clusters: prepared.clusters.clone(),
         workloads,
         passthrough: registry.passthrough(),
+        policy: None,
     };
     Ok((table, prepared))
 }
@@ -184,6 +185,7 @@ pub fn compile_with(
         clusters: prepared.clusters.clone(),
         workloads,
         passthrough: registry.passthrough(),
+        policy: None,
     };
     Ok((table, prepared))
 }

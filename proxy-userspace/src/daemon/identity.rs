@@ -1,0 +1,160 @@
+//! Workload identity in `strait run`: the node's certificates from a CA
+//! (`--ca-address`) or from a CA embedded in the daemon (`--ca-dir`).
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use strait_config::snapshot::MeshSnapshot;
+
+use crate::identity::ca::{self, Authority, CaService, CaSettings, Caller, TokenSource};
+use crate::identity::client::{CaClient, CaClientConfig, NodeToken};
+use crate::identity::{CertStore, SecretManager, SpiffeId};
+use crate::telemetry::Metrics;
+
+/// Where the node's certificates come from.
+#[derive(Clone, Debug)]
+pub enum CaMode {
+    /// A CA elsewhere (`strait ca serve`, or istiod): `--ca-address`,
+    /// `--ca-root`, `--ca-token-file`.
+    Remote {
+        /// `https://HOST:PORT`.
+        address: String,
+        /// PEM root verifying the CA.
+        root: PathBuf,
+        /// Bearer token file.
+        token_file: PathBuf,
+    },
+    /// The CA runs inside this daemon (`--ca-dir`), for a single node or
+    /// the demo; it also serves other nodes on `listen` with `tokens`.
+    Embedded {
+        /// Istio's plugged-in CA layout, or where a generated root is kept.
+        dir: PathBuf,
+        /// Where it serves Istio's CA API.
+        listen: SocketAddr,
+        /// Tokens of other nodes (`TOKEN NODE` lines), if any.
+        tokens: Option<PathBuf>,
+        /// Signing settings.
+        settings: CaSettings,
+    },
+}
+
+/// Identity settings of `strait run`.
+#[derive(Clone, Debug)]
+pub struct IdentityArgs {
+    /// The CA.
+    pub mode: CaMode,
+    /// Trust domain of the SPIFFE IDs (`cluster.local`).
+    pub trust_domain: String,
+    /// Lifetime the node asks for (ztunnel's `SECRET_TTL`, 24 h).
+    pub secret_ttl: Duration,
+    /// `clusterid` metadata (`Kubernetes`).
+    pub cluster_id: String,
+}
+
+/// The identities the node needs: one per (namespace, service account) of
+/// the meshed pods whose `spec.nodeName` is `node`.
+pub fn wanted(snap: &MeshSnapshot, node: &str, trust_domain: &str) -> BTreeSet<SpiffeId> {
+    snap.workloads
+        .values()
+        .filter(|w| w.node.as_deref() == Some(node))
+        .map(|w| SpiffeId::new(trust_domain, &w.namespace, &w.service_account))
+        .collect()
+}
+
+/// Starts the embedded CA (if any) and the node's secret manager.
+pub async fn start(
+    args: &IdentityArgs,
+    node: &str,
+    snapshot: Arc<ArcSwap<MeshSnapshot>>,
+    metrics: &Metrics,
+) -> anyhow::Result<Arc<SecretManager>> {
+    let (address, root_pem, token) = match &args.mode {
+        CaMode::Remote {
+            address,
+            root,
+            token_file,
+        } => {
+            let root_pem = std::fs::read_to_string(root)
+                .with_context(|| format!("reading --ca-root {}", root.display()))?;
+            std::fs::metadata(token_file)
+                .with_context(|| format!("reading --ca-token-file {}", token_file.display()))?;
+            (
+                address.clone(),
+                root_pem,
+                NodeToken::File(token_file.clone()),
+            )
+        }
+        CaMode::Embedded {
+            dir,
+            listen,
+            tokens,
+            settings,
+        } => {
+            let authority = Authority::load_or_generate(dir, &args.trust_domain)?;
+            tracing::info!(dir = %dir.display(), origin = ?authority.origin(), "embedded CA: root loaded");
+            // The daemon's own token: random, in memory only.
+            let own: String = (0..32)
+                .map(|_| format!("{:02x}", rand::random::<u8>()))
+                .collect();
+            let token_source = match tokens {
+                Some(f) => {
+                    let text = std::fs::read_to_string(f)
+                        .with_context(|| format!("reading --ca-tokens {}", f.display()))?;
+                    let mut m = crate::identity::ca::auth::parse_tokens(f, &text)?;
+                    m.insert(own.clone(), Caller::Node(node.to_string()));
+                    TokenSource::Static(Arc::new(m))
+                }
+                None => TokenSource::Static(Arc::new(HashMap::from([(
+                    own.clone(),
+                    Caller::Node(node.to_string()),
+                )]))),
+            };
+            let ca_metrics = metrics.ca.clone().unwrap_or_default();
+            let svc = CaService::new(
+                authority,
+                settings.clone(),
+                token_source,
+                Arc::new(snapshot.clone()),
+                ca_metrics,
+            );
+            let root_pem = svc.root_pem();
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on CA address {listen}: {e} (pass --ca-listen ADDR)")
+            })?;
+            let local = listener.local_addr()?;
+            tokio::spawn(async move {
+                if let Err(e) = ca::serve(svc, listener, &[], std::future::pending()).await {
+                    tracing::error!("embedded CA stopped: {e}");
+                }
+            });
+            tracing::info!(listen = %local, "embedded CA: serving Istio's CA API");
+            let host = if local.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else if local.is_ipv6() {
+                format!("[{}]", local.ip())
+            } else {
+                local.ip().to_string()
+            };
+            (
+                format!("https://{host}:{}", local.port()),
+                root_pem,
+                NodeToken::Static(own),
+            )
+        }
+    };
+    let roots = crate::identity::certs::parse_pem_certs(&root_pem)?;
+    let client = CaClient::new(CaClientConfig {
+        address,
+        root_pem,
+        token,
+        cluster_id: args.cluster_id.clone(),
+        ttl: args.secret_ttl,
+    })?;
+    let mgr = SecretManager::new(client, CertStore::new(roots), metrics.cert_expiry.clone());
+    mgr.set_wanted(&wanted(&snapshot.load(), node, &args.trust_domain));
+    Ok(mgr)
+}
