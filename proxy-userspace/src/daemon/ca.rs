@@ -125,7 +125,7 @@ async fn run(args: CaServeArgs) -> anyhow::Result<()> {
     tokio::spawn(crate::admin::serve(admin, admin_src));
     let (watch, changes) = super::watch::watch(&args.config)?;
     let snap = snapshot.clone();
-    // Reloads on their own thread, as in `strait run`.
+    // Reloads on their own thread, off the serving path (see the daemon).
     std::thread::Builder::new()
         .name("strait-ca-reload".into())
         .spawn(move || {

@@ -132,6 +132,8 @@ pub fn compile_incremental(
         workloads,
         passthrough: registry.passthrough(),
         policy: None,
+        registry_only: new.mesh.outbound_traffic_policy.mode
+            == strait_config::mesh::OutboundMode::RegistryOnly,
     };
     Ok((table, prepared))
 }
@@ -186,6 +188,8 @@ pub fn compile_with(
         workloads,
         passthrough: registry.passthrough(),
         policy: None,
+        registry_only: s.mesh.outbound_traffic_policy.mode
+            == strait_config::mesh::OutboundMode::RegistryOnly,
     };
     Ok((table, prepared))
 }
