@@ -18,7 +18,7 @@ pub fn pin_dir(bpffs: &Path, node: &str) -> PathBuf {
 
 /// Whether `dir` is on a bpffs (statfs magic).
 pub fn is_bpffs(dir: &Path) -> bool {
-    rustix::fs::statfs(dir).is_ok_and(|st| st.f_type as i64 == BPF_FS_MAGIC)
+    rustix::fs::statfs(dir).is_ok_and(|st| st.f_type == BPF_FS_MAGIC)
 }
 
 /// Mounts bpffs at `dir` unless one is mounted there already (it is not on
