@@ -30,10 +30,7 @@ impl TestBpffs {
 
 impl Drop for TestBpffs {
     fn drop(&mut self) {
-        if let Ok(c) = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()) {
-            // SAFETY: `c` is a valid C string.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
+        let _ = rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH);
         if std::fs::remove_dir(&self.path).is_err() {
             eprintln!("warning: could not remove {}", self.path.display());
         }

@@ -166,14 +166,15 @@ impl Drop for Fixture {
 /// Raises the open-file soft limit to the hard limit, for tests that hold
 /// 1,000 connections open at once.
 pub fn raise_nofile() {
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut r: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-        }
-    }
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let r = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: r.maximum,
+            maximum: r.maximum,
+        },
+    );
 }
 
 /// Deepens a listener's accept queue to 4,096 (std listens with 128): a

@@ -229,6 +229,9 @@ struct Setup {
     admin: std::net::TcpListener,
     outbound: std::net::TcpListener,
     datapath: Datapath,
+    /// Whether the first kernel write succeeded (else the first reload
+    /// writes the whole table).
+    kernel_ok: bool,
     orig: KernelOriginalDst,
     pods: PathBuf,
     capture: Capture,
@@ -283,9 +286,10 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         root: pods.clone(),
         attached: None,
     };
+    let mut kernel_ok = true;
     if let Some((snap, enrollment)) = &first {
         capture.sync(&mut datapath, enrollment);
-        apply_kernel(&mut datapath, snap, enrollment);
+        kernel_ok = apply_kernel(&mut datapath, snap, enrollment);
     }
     let orig = KernelOriginalDst(OriginalDestinations::open(datapath.pin_dir())?);
     Ok(Setup {
@@ -294,6 +298,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         admin,
         outbound,
         datapath,
+        kernel_ok,
         orig,
         pods,
         capture,
@@ -307,6 +312,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         admin,
         outbound,
         mut datapath,
+        mut kernel_ok,
         orig,
         pods,
         mut capture,
@@ -418,6 +424,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     &mut datapath,
                     &mut capture,
                     &mut enrollment,
+                    &mut kernel_ok,
                 );
                 if let Some(snap) = reloaded {
                     if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
@@ -459,15 +466,20 @@ fn rest_of_burst(rx: &std::sync::mpsc::Receiver<()>) {
     }
 }
 
-/// One reload: read, compile, decide enrollment, swap the proxy's table,
-/// write the kernel maps, attach to the meshed pods. Returns the snapshot
-/// now serving when it changed.
+/// One reload: read, compile, decide enrollment, apply what changed to the
+/// proxy's table and the kernel maps (from the snapshot diff: only the
+/// changed clusters, route tables and kernel services are rebuilt or
+/// rewritten), attach to the meshed pods. Returns the snapshot now serving
+/// when it changed. `kernel_ok` is false after a failed kernel write: the
+/// next reload then compares every kernel service once more instead of
+/// trusting the diff.
 fn reload_once(
     store: &mut dyn store::Source,
     live: &Live,
     datapath: &mut Datapath,
     capture: &mut Capture,
     enrollment: &mut Enrollment,
+    kernel_ok: &mut bool,
 ) -> Option<Arc<MeshSnapshot>> {
     let started = Instant::now();
     let Some((snap, enrolled)) = compile(store) else {
@@ -480,21 +492,40 @@ fn reload_once(
         capture.sync(datapath, enrollment);
         if let Err(e) = datapath.set_workloads(&meshed_ips(&snap, enrollment)) {
             tracing::error!("writing the meshed workloads: {e:#}");
+            *kernel_ok = false;
         }
     }
-    if **live.snapshot.load() == snap {
+    let old = live.snapshot.load_full();
+    if *old == snap {
         tracing::debug!("config unchanged");
         return None;
     }
-    if let Err(e) = live.proxy.update(&snap) {
-        tracing::error!("new config not applied, the last good one keeps serving: {e}");
-        return None;
-    }
-    apply_kernel(datapath, &snap, enrollment);
+    let compiled = started.elapsed();
+    let diff = strait_config::snapshot::diff(&old, &snap);
+    drop(old);
+    let rebuilt = match live.proxy.apply_diff(&snap, &diff) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("new config not applied, the last good one keeps serving: {e}");
+            return None;
+        }
+    };
+    let proxied = started.elapsed();
+    *kernel_ok = if *kernel_ok {
+        apply_kernel_changes(datapath, &snap, &diff, enrollment)
+    } else {
+        apply_kernel(datapath, &snap, enrollment)
+    };
     let snap = Arc::new(snap);
     live.snapshot.store(snap.clone());
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
+        compile_ms = compiled.as_millis() as u64,
+        proxy_us = (proxied - compiled).as_micros() as u64,
+        kernel_us = (started.elapsed() - proxied).as_micros() as u64,
+        clusters_rebuilt = rebuilt,
+        kernel_services_changed =
+            diff.l4.added.len() + diff.l4.changed.len() + diff.l4.removed.len(),
         "config reloaded"
     );
     Some(snap)
@@ -510,14 +541,51 @@ fn source_name(args: &RunArgs) -> String {
     }
 }
 
-fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot, enrollment: &Enrollment) {
+/// Makes the kernel tables hold `snap`'s; whether every write succeeded.
+fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot, enrollment: &Enrollment) -> bool {
+    let mut ok = true;
     match datapath.apply(&snap.l4) {
         Ok(report) => tracing::debug!(?report, "kernel tables written"),
-        Err(e) => tracing::error!("writing the kernel service tables: {e:#}"),
+        Err(e) => {
+            tracing::error!("writing the kernel service tables: {e:#}");
+            ok = false;
+        }
     }
     if let Err(e) = datapath.set_workloads(&meshed_ips(snap, enrollment)) {
         tracing::error!("writing the meshed workloads: {e:#}");
+        ok = false;
     }
+    ok
+}
+
+/// Writes the kernel part of a snapshot diff: the L4 services and meshed
+/// workloads it names, nothing else. Whether every write succeeded.
+fn apply_kernel_changes(
+    datapath: &mut Datapath,
+    snap: &MeshSnapshot,
+    diff: &strait_config::snapshot::SnapshotDiff,
+    enrollment: &Enrollment,
+) -> bool {
+    let mut ok = true;
+    if !diff.l4.is_empty() {
+        match datapath.apply_changes(&snap.l4, &diff.l4) {
+            Ok(report) => tracing::debug!(?report, "kernel tables written"),
+            Err(e) => {
+                tracing::error!("writing the kernel service tables: {e:#}");
+                ok = false;
+            }
+        }
+    }
+    // Which workloads are meshed also depends on enrollment: the whole set
+    // is written when any workload changed.
+    let w = &diff.workloads;
+    if !w.added.is_empty() || !w.removed.is_empty() {
+        if let Err(e) = datapath.set_workloads(&meshed_ips(snap, enrollment)) {
+            tracing::error!("writing the meshed workloads: {e:#}");
+            ok = false;
+        }
+    }
+    ok
 }
 
 pub(crate) async fn shutdown_signal() {

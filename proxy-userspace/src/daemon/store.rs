@@ -9,7 +9,9 @@
 //! A directory that cannot be listed (file-descriptor exhaustion, the
 //! directory removed or replaced) keeps the whole last good config, like a
 //! parse failure. A reload whose inputs (file list and every file's bytes)
-//! are identical to the previous one is skipped.
+//! are identical to the previous one is skipped; otherwise only the files
+//! whose bytes changed are parsed and validated again (one Service changed
+//! among 10,000 files costs one file's parse).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -58,7 +60,16 @@ pub struct ConfigStore {
     limits: Limits,
     last_good: BTreeMap<PathBuf, Vec<Resource>>,
     last_inputs: Option<Inputs>,
+    /// What reading each file reported at the last reload (diagnostics,
+    /// whether its last good version was kept), reused with its resources
+    /// while the file's bytes stay the same.
+    reports: BTreeMap<PathBuf, FileReport>,
     node_ips: Vec<std::net::IpAddr>,
+}
+
+struct FileReport {
+    diagnostics: Vec<Diagnostic>,
+    kept_last_good: bool,
 }
 
 impl ConfigStore {
@@ -75,6 +86,7 @@ impl ConfigStore {
             limits,
             last_good: BTreeMap::new(),
             last_inputs: None,
+            reports: BTreeMap::new(),
             node_ips: Vec::new(),
         }
     }
@@ -127,8 +139,31 @@ impl ConfigStore {
             return out;
         }
         let mut next = BTreeMap::new();
+        let mut reports = BTreeMap::new();
+        let previous: std::collections::HashMap<&PathBuf, &String> = self
+            .last_inputs
+            .iter()
+            .flatten()
+            .filter_map(|(f, t)| Some((f, t.as_ref().ok()?)))
+            .collect();
         for (f, text) in &inputs {
             let name = f.display().to_string();
+            // Same bytes as last time: same resources, same report.
+            if let Ok(t) = text {
+                if previous.get(f).is_some_and(|p| *p == t) {
+                    if let (Some(keep), Some(report)) =
+                        (self.last_good.remove(f), self.reports.remove(f))
+                    {
+                        out.diagnostics.extend(report.diagnostics.iter().cloned());
+                        if report.kept_last_good {
+                            out.kept_last_good.push(f.clone());
+                        }
+                        next.insert(f.clone(), keep);
+                        reports.insert(f.clone(), report);
+                        continue;
+                    }
+                }
+            }
             let loaded = match text {
                 Ok(text) => strait_config::load::load_str_with(text, &name, &self.limits),
                 Err(e) => {
@@ -159,20 +194,31 @@ impl ConfigStore {
                     errors.extend(errs);
                 }
             }
+            let first = out.diagnostics.len();
             out.diagnostics
                 .extend(loaded.diagnostics.into_iter().filter(|d| !d.is_error()));
+            let mut kept_last_good = false;
             let keep = if errors.is_empty() {
                 valid
             } else if let Some(prev) = self.last_good.remove(f) {
                 out.kept_last_good.push(f.clone());
+                kept_last_good = true;
                 prev
             } else {
                 valid
             };
             out.diagnostics.extend(errors);
+            reports.insert(
+                f.clone(),
+                FileReport {
+                    diagnostics: out.diagnostics[first..].to_vec(),
+                    kept_last_good,
+                },
+            );
             next.insert(f.clone(), keep);
         }
         self.last_good = next;
+        self.reports = reports;
         self.last_inputs = Some(inputs);
         out.resources = self.last_good.values().flatten().cloned().collect();
         out
@@ -360,5 +406,41 @@ mod tests {
             .diagnostics
             .iter()
             .any(|e| e.to_string().contains("b.yaml") && e.to_string().contains("FIFO")));
+    }
+
+    #[test]
+    fn unchanged_files_are_served_and_reported_as_before() {
+        let d = tempdir("unchanged");
+        std::fs::write(d.0.join("a.yaml"), GOOD_VS).unwrap();
+        std::fs::write(d.0.join("b.yaml"), GOOD_VS.replace("reviews", "ratings")).unwrap();
+        let mut store = ConfigStore::new(&d.0);
+        store.reload();
+        std::fs::write(d.0.join("a.yaml"), BAD_VS).unwrap();
+        let bad = store.reload();
+        // Another file changes, a.yaml does not: a.yaml's resources, error
+        // and last good version are as before.
+        std::fs::write(d.0.join("b.yaml"), GOOD_VS.replace("reviews", "details")).unwrap();
+        let again = store.reload();
+        assert!(!again.unchanged);
+        assert_eq!(subset(&again).as_deref(), Some("v1"));
+        assert_eq!(again.kept_last_good, bad.kept_last_good);
+        let errors = |r: &Reload| {
+            r.diagnostics
+                .iter()
+                .filter(|d| d.is_error())
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(errors(&again), errors(&bad));
+        assert_eq!(again.resources.len(), 2);
+        // Fixed on disk: read again.
+        std::fs::write(
+            d.0.join("a.yaml"),
+            GOOD_VS.replace("subset: v1", "subset: v2"),
+        )
+        .unwrap();
+        let fixed = store.reload();
+        assert_eq!(subset(&fixed).as_deref(), Some("v2"));
+        assert!(fixed.kept_last_good.is_empty());
     }
 }

@@ -1,7 +1,6 @@
 //! The BPF filesystem where Strait pins its maps and links:
 //! `<bpffs>/strait/<node>/` (`/sys/fs/bpf` by default, like libbpf and
 //! Cilium), so the kernel data path outlives the daemon.
-use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -19,14 +18,7 @@ pub fn pin_dir(bpffs: &Path, node: &str) -> PathBuf {
 
 /// Whether `dir` is on a bpffs (statfs magic).
 pub fn is_bpffs(dir: &Path) -> bool {
-    let Ok(c) = CString::new(dir.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs writes into a zeroed struct; `c` is a valid C string.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
-    }
+    rustix::fs::statfs(dir).is_ok_and(|st| st.f_type == BPF_FS_MAGIC)
 }
 
 /// Mounts bpffs at `dir` unless one is mounted there already (it is not on
@@ -38,23 +30,13 @@ pub fn ensure_mounted(dir: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let target = CString::new(dir.as_os_str().as_encoded_bytes())?;
-    let fstype = c"bpf";
-    // SAFETY: all pointers are valid NUL-terminated strings; data is NULL.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
+    if let Err(e) =
+        rustix::mount::mount("bpf", dir, "bpf", rustix::mount::MountFlags::empty(), None)
+    {
         bail!(
             "mounting bpffs at {}: {}",
             dir.display(),
-            std::io::Error::last_os_error()
+            std::io::Error::from(e)
         );
     }
     Ok(())

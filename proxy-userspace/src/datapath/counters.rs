@@ -84,7 +84,14 @@ impl<K: Hash + Eq + Copy> IndexPool<K> {
         self.free = (0..self.next).rev().filter(|i| !used.contains(i)).collect();
     }
 
-    /// Frees the index of every key for which `keep` is false.
+    /// Frees the index of `key`, if it has one.
+    pub fn release(&mut self, key: &K) {
+        if let Some(i) = self.by_key.remove(key) {
+            self.free.push(i);
+        }
+    }
+
+    /// Frees the indexes of the keys `keep` rejects.
     pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
         let free = &mut self.free;
         self.by_key.retain(|k, i| {

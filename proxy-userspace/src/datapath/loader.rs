@@ -337,6 +337,40 @@ impl Datapath {
         self.tables.apply(&mut self.maps, services)
     }
 
+    /// Applies one snapshot diff's kernel part (`changes`, keys of
+    /// `services`): only the services it names are written or deleted (see
+    /// [`Datapath::apply`] for how a changed service is swapped).
+    ///
+    /// Errors: as [`Datapath::apply`].
+    pub fn apply_changes(
+        &mut self,
+        services: &[L4Service],
+        changes: &strait_config::snapshot::Changes<strait_config::snapshot::diff::L4Key>,
+    ) -> anyhow::Result<ApplyReport> {
+        self.tables.apply_changes(&mut self.maps, services, changes)
+    }
+
+    /// Adds and removes meshed workload IPs (a snapshot diff's workloads),
+    /// leaving the others untouched.
+    pub fn change_workloads(&mut self, added: &[IpAddr], removed: &[IpAddr]) -> anyhow::Result<()> {
+        let key = |ip: &IpAddr| match ip {
+            IpAddr::V4(a) => Some(proxy_common::ipv4_to_be(u32::from(*a))),
+            IpAddr::V6(a) => a
+                .to_ipv4_mapped()
+                .map(|a| proxy_common::ipv4_to_be(u32::from(a))),
+        };
+        for ip in removed.iter().filter_map(key) {
+            let _ = self.maps.workloads.remove(&ip);
+        }
+        for ip in added.iter().filter_map(key) {
+            self.maps
+                .workloads
+                .insert(ip, Workload { flags: 0 }, 0)
+                .context("WORKLOADS is full")?;
+        }
+        Ok(())
+    }
+
     /// Attaches the uplink XDP program (`xdp_lb`: source-prefix deny, then
     /// the external VIP balancer) to `iface`, in native (driver) mode when
     /// the driver supports it, else generic mode (logged). Tunnelled packets

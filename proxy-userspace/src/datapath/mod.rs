@@ -110,10 +110,10 @@ pub fn load() -> anyhow::Result<Ebpf> {
 /// Lifts RLIMIT_MEMLOCK for kernels before 5.11 that still charge BPF maps to
 /// it; harmless on newer kernels.
 pub(crate) fn raise_memlock() {
-    let rlim = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    let unlimited = Rlimit {
+        current: None,
+        maximum: None,
     };
-    // SAFETY: setrlimit reads a valid rlimit struct.
-    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    let _ = setrlimit(Resource::Memlock, unlimited);
 }

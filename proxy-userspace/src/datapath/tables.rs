@@ -14,7 +14,8 @@ use proxy_common::{
     lb, mode, proto, Backend, BackendKey, BackendStatsKey, MaglevTable, ServiceKey, ServiceValue,
     MAGLEV_TABLE_SIZE, MAX_SLOTS_PER_SERVICE,
 };
-use strait_config::snapshot::{L4LoadBalancer, L4Mode, L4Protocol, L4Service};
+use strait_config::snapshot::diff::L4Key;
+use strait_config::snapshot::{Changes, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
 
 use super::{counters::IndexPool, maglev, maps::Maps, slots};
 
@@ -236,6 +237,99 @@ impl ServiceTables {
         Ok(report)
     }
 
+    /// Applies only what `changes` names (from the snapshot diff, keys of
+    /// `services`): added and changed services are written (changed ones
+    /// swapped as in [`ServiceTables::apply`]), removed ones deleted; no
+    /// other service is read or compared, so one endpoint change costs one
+    /// service's writes however many services there are.
+    ///
+    /// Errors: as [`ServiceTables::apply`].
+    pub fn apply_changes(
+        &mut self,
+        maps: &mut Maps,
+        services: &[L4Service],
+        changes: &Changes<L4Key>,
+    ) -> anyhow::Result<ApplyReport> {
+        let mut report = ApplyReport::default();
+        let touched: HashSet<&L4Key> = changes.added.iter().chain(&changes.changed).collect();
+        let mut freed: Vec<BackendStatsKey> = Vec::new();
+        let mut seen: HashSet<ServiceKey> = HashSet::new();
+        for s in services {
+            if touched.is_empty() {
+                break;
+            }
+            if !touched.contains(&(s.vip, s.port, s.protocol)) {
+                continue;
+            }
+            let Some((key, entry)) = kernel_form(s, &mut report) else {
+                continue;
+            };
+            if !seen.insert(key) {
+                bail!(
+                    "two L4 services claim {}:{}/{:?} ({})",
+                    s.vip,
+                    s.port,
+                    s.protocol,
+                    s.host
+                );
+            }
+            if self.installed.get(&key).and_then(|i| i.entry.as_ref()) == Some(&entry) {
+                report.unchanged += 1;
+                continue;
+            }
+            let (value, backend_keys) = self
+                .write(maps, &key, &entry)
+                .with_context(|| format!("writing L4 service {} to the kernel", s.host))?;
+            let prev = self.installed.insert(
+                key,
+                Installed {
+                    entry: Some(entry),
+                    value,
+                    backend_keys,
+                },
+            );
+            self.ids.insert(value.svc_id);
+            match prev {
+                Some(p) => {
+                    self.ids.remove(&p.value.svc_id);
+                    delete_set(maps, &p.value);
+                    freed.extend(p.backend_keys);
+                    report.updated += 1;
+                }
+                None => report.added += 1,
+            }
+        }
+        for (vip, port, protocol) in &changes.removed {
+            let Some(key) = service_key(*vip, *port, *protocol) else {
+                continue;
+            };
+            let _ = maps.services.remove(&key);
+            if let Some(old) = self.installed.remove(&key) {
+                self.ids.remove(&old.value.svc_id);
+                delete_set(maps, &old.value);
+                freed.extend(old.backend_keys);
+                self.service_stats.release(&key);
+                report.removed += 1;
+            }
+        }
+        // Counter slots of backends no service has any more.
+        freed.sort_unstable_by_key(|k| (k.ip, k.port, k.proto));
+        freed.dedup();
+        if !freed.is_empty() {
+            let still: HashSet<BackendStatsKey> = self
+                .installed
+                .values()
+                .flat_map(|i| i.backend_keys.iter())
+                .filter(|k| freed.contains(k))
+                .copied()
+                .collect();
+            for k in freed.iter().filter(|k| !still.contains(k)) {
+                self.backend_stats.release(k);
+            }
+        }
+        Ok(report)
+    }
+
     /// Writes `entry`'s backend set under a new id and swaps it in; returns
     /// the new `SERVICES` value and the set's backends as counter keys.
     fn write(
@@ -370,6 +464,20 @@ fn delete_set(maps: &mut Maps, value: &ServiceValue) {
 
 /// The kernel key and entry of `s`, or `None` (noted in `report`) when the
 /// kernel cannot carry it.
+/// The `SERVICES` key of an IPv4 `vip:port/protocol`; `None` for IPv6.
+fn service_key(vip: IpAddr, port: u16, protocol: L4Protocol) -> Option<ServiceKey> {
+    let vip = v4(vip)?;
+    Some(ServiceKey {
+        vip: proxy_common::ipv4_to_be(u32::from(vip)),
+        port: proxy_common::port_to_be(port),
+        proto: match protocol {
+            L4Protocol::Tcp => proto::TCP,
+            L4Protocol::Udp => proto::UDP,
+        },
+        pad: 0,
+    })
+}
+
 fn kernel_form(s: &L4Service, report: &mut ApplyReport) -> Option<(ServiceKey, Entry)> {
     let Some(vip) = v4(s.vip) else {
         report.skipped.push(format!(

@@ -15,6 +15,7 @@ pub mod body;
 pub mod cluster;
 pub mod compile;
 pub mod conn_exec;
+pub mod failure;
 pub mod flags;
 pub mod h1;
 pub mod head;
@@ -96,6 +97,8 @@ impl Default for ProxySettings {
 pub struct Shared {
     /// The current runtime table.
     pub table: ArcSwap<Table>,
+    /// Live upstream state across tables (pools, breakers, ejections).
+    pub registry: cluster::Registry,
     /// Access-log sink.
     pub sink: Arc<dyn AccessLogSink>,
     /// Settings.
@@ -108,9 +111,15 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn new(table: ArcSwap<Table>, sink: Arc<dyn AccessLogSink>, settings: ProxySettings) -> Self {
+    fn new(
+        table: ArcSwap<Table>,
+        registry: cluster::Registry,
+        sink: Arc<dyn AccessLogSink>,
+        settings: ProxySettings,
+    ) -> Self {
         Self {
             table,
+            registry,
             sink,
             path_normalization: http::normalize::PathNormalizationCell::new(
                 settings.path_normalization,
@@ -145,9 +154,11 @@ impl Proxy {
         snapshot: &strait_config::snapshot::MeshSnapshot,
         scope: crate::policy::Scope,
     ) -> Result<Self, compile::CompileError> {
-        let mut table = compile::compile(snapshot)?;
+        let registry = cluster::Registry::new();
+        let (mut table, prepared) = compile::compile_with(snapshot, &registry)?;
+        registry.commit(&prepared);
         table.policy = crate::policy::PolicyTable::build(snapshot, &scope).map(Arc::new);
-        let proxy = Self::from_table(table);
+        let proxy = Self::with_registry(table, registry);
         let settings = ProxySettings {
             policy_scope: scope,
             ..ProxySettings::default()
@@ -155,11 +166,17 @@ impl Proxy {
         Ok(proxy.with_settings(settings))
     }
 
-    /// A proxy serving an already built runtime table.
+    /// A proxy serving an already built runtime table (its clusters' state
+    /// is not carried over by later [`Proxy::update`]s).
     pub fn from_table(table: Table) -> Self {
+        Self::with_registry(table, cluster::Registry::new())
+    }
+
+    fn with_registry(table: Table, registry: cluster::Registry) -> Self {
         Self {
             shared: Arc::new(Shared::new(
                 ArcSwap::from_pointee(table),
+                registry,
                 Arc::new(NoAccessLog),
                 ProxySettings::default(),
             )),
@@ -171,7 +188,12 @@ impl Proxy {
     pub fn with_access_log(self, sink: Arc<dyn AccessLogSink>) -> Self {
         let mut settings = self.shared.settings.clone();
         settings.path_normalization = self.shared.path_normalization.get();
-        let shared = Shared::new(ArcSwap::new(self.shared.table.load_full()), sink, settings);
+        let shared = Shared::new(
+            ArcSwap::new(self.shared.table.load_full()),
+            self.shared.registry.clone(),
+            sink,
+            settings,
+        );
         Self {
             shared: Arc::new(shared),
         }
@@ -181,6 +203,7 @@ impl Proxy {
     pub fn with_settings(self, settings: ProxySettings) -> Self {
         let shared = Shared::new(
             ArcSwap::new(self.shared.table.load_full()),
+            self.shared.registry.clone(),
             self.shared.sink.clone(),
             settings,
         );
@@ -190,17 +213,56 @@ impl Proxy {
     }
 
     /// Compiles `snapshot` and swaps it in atomically. Requests already
-    /// routed finish on the old table. On error the old table stays live.
+    /// routed finish on the old table. Clusters whose config is unchanged
+    /// keep their connections, ejections and breaker counters; changed ones
+    /// keep them for the endpoints they still have (see
+    /// [`cluster::registry`]). On error the old table stays live and
+    /// nothing changes. Returns how many clusters were rebuilt.
     pub fn update(
         &self,
         snapshot: &strait_config::snapshot::MeshSnapshot,
-    ) -> Result<(), compile::CompileError> {
-        let mut table = compile::compile(snapshot)?;
+    ) -> Result<usize, compile::CompileError> {
+        let (mut table, prepared) = compile::compile_with(snapshot, &self.shared.registry)?;
         table.policy =
             crate::policy::PolicyTable::build(snapshot, &self.shared.settings.policy_scope)
                 .map(Arc::new);
         self.update_table(table);
-        Ok(())
+        self.shared.registry.commit(&prepared);
+        Ok(prepared.rebuilt())
+    }
+
+    /// Applies `snapshot` given what changed since the snapshot the table
+    /// in service was built from (`diff`, from
+    /// [`strait_config::snapshot::diff`]): only the changed clusters and the
+    /// service ports that use them or whose routes changed are rebuilt
+    /// ([`compile::compile_incremental`]); the rest of the table is shared
+    /// with the old one. The policy table is rebuilt when policies,
+    /// workloads or clusters changed. Same guarantees as [`Proxy::update`].
+    /// Returns how many clusters were rebuilt.
+    pub fn apply_diff(
+        &self,
+        snapshot: &strait_config::snapshot::MeshSnapshot,
+        diff: &strait_config::snapshot::SnapshotDiff,
+    ) -> Result<usize, compile::CompileError> {
+        let current = self.shared.table.load_full();
+        let (mut table, prepared) =
+            compile::compile_incremental(snapshot, diff, &current, &self.shared.registry)?;
+        table.policy =
+            if diff.policies_changed || !diff.workloads.is_empty() || !diff.clusters.is_empty() {
+                crate::policy::PolicyTable::build(snapshot, &self.shared.settings.policy_scope)
+                    .map(Arc::new)
+            } else {
+                current.policy.clone()
+            };
+        drop(current);
+        self.update_table(table);
+        self.shared.registry.commit(&prepared);
+        Ok(prepared.rebuilt())
+    }
+
+    /// The live upstream state.
+    pub fn registry(&self) -> &cluster::Registry {
+        &self.shared.registry
     }
 
     /// Swaps in an already built table.

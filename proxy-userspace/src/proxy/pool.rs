@@ -37,7 +37,7 @@ use super::cluster::PoolSettings;
 use super::h1::body::{ResponseBody, Reuse};
 use super::h1::conn::SendError;
 use super::h1::{self, Conn};
-use super::upstream::{classify_hyper, UpstreamError};
+use super::upstream::{classify_hyper, ConnectError, UpstreamError};
 
 /// The shared HTTP/2 connection.
 struct H2Conn {
@@ -165,9 +165,7 @@ impl Pool {
                     fresh = true;
                     conn = Box::pin(self.dial_h1()).await?;
                 }
-                Err(SendError::Closed(m) | SendError::Broken(m)) => {
-                    return Err(UpstreamError::Reset(m))
-                }
+                Err(e) => return Err(UpstreamError::Reset(Box::new(e))),
             }
         }
     }
@@ -200,7 +198,9 @@ impl Pool {
     async fn dial(&self) -> Result<TcpStream, UpstreamError> {
         let addr = self.inner.addr;
         if super::self_guard::is_self(addr) {
-            return Err(UpstreamError::Connect(super::self_guard::REFUSED.into()));
+            return Err(UpstreamError::Connect(ConnectError::Refused(
+                super::self_guard::REFUSED,
+            )));
         }
         let stream = match tokio::time::timeout(
             self.inner.settings.connect_timeout,
@@ -209,8 +209,8 @@ impl Pool {
         .await
         {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
-            Err(_) => return Err(UpstreamError::Connect("connect timeout".into())),
+            Ok(Err(e)) => return Err(UpstreamError::Connect(e.into())),
+            Err(_) => return Err(UpstreamError::Connect(ConnectError::Timeout)),
         };
         let _ = stream.set_nodelay(true);
         if let Some(ka) = self.inner.settings.tcp_keepalive {
@@ -232,11 +232,11 @@ impl Pool {
         let (mut tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+            .map_err(|e| UpstreamError::Connect(ConnectError::Handshake(e)))?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
-        let resp = tx.send_request(req).await.map_err(|e| classify_hyper(&e))?;
+        let resp = tx.send_request(req).await.map_err(classify_hyper)?;
         Ok(Sent {
             response: resp.map(|b| b.map_err(BoxError::from).boxed()),
             local,
@@ -248,7 +248,7 @@ impl Pool {
             Some(c) => c,
             None => Box::pin(self.dial_h2()).await?,
         };
-        let resp = tx.send_request(req).await.map_err(|e| classify_hyper(&e))?;
+        let resp = tx.send_request(req).await.map_err(classify_hyper)?;
         Ok(Sent {
             response: resp.map(|b| b.map_err(BoxError::from).boxed()),
             local,
@@ -284,7 +284,7 @@ impl Pool {
             .adaptive_window(true)
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+            .map_err(|e| UpstreamError::Connect(ConnectError::Handshake(e)))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });

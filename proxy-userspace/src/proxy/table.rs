@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use super::cluster::{Cluster, ClusterSpec, LbSpec, Simple, UpstreamProtocol};
+use super::cluster::Cluster;
 use super::route::RouteTable;
 
-/// Protocol of a service port, from the port name / `appProtocol` as Istio
-/// reads it (`http`, `http-web`, `http2`, `grpc`, `tcp`, `tls`, `https`, ...).
+/// Protocol of a service port, as the config crate selected it from the
+/// port name / `appProtocol` (Istio's rules; see `compile::port_protocol`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PortProtocol {
     /// HTTP/1.1 (the client may still speak HTTP/2: hyper serves both).
@@ -25,23 +25,6 @@ pub enum PortProtocol {
     Tls,
     /// Not declared: sniff the first bytes.
     Unknown,
-}
-
-impl PortProtocol {
-    /// Istio's protocol selection from a port name (`http-web` → `http`) or
-    /// an `appProtocol`, case-insensitive.
-    pub fn from_name(name: &str) -> Self {
-        let lower = name.to_ascii_lowercase();
-        let prefix = lower.split('-').next().unwrap_or("");
-        match prefix {
-            "http" => Self::Http,
-            "http2" => Self::Http2,
-            "grpc" => Self::Grpc,
-            "tcp" | "mongo" | "mysql" | "redis" => Self::Tcp,
-            "tls" | "https" => Self::Tls,
-            _ => Self::Unknown,
-        }
-    }
 }
 
 /// What routes may match about the client workload.
@@ -103,20 +86,7 @@ impl Default for Table {
     }
 }
 
-/// The `PassthroughCluster`: original destination, client's protocol.
-pub fn passthrough_cluster() -> Cluster {
-    Cluster::new(ClusterSpec {
-        name: "PassthroughCluster".into(),
-        service: "PassthroughCluster".into(),
-        port: 0,
-        protocol: UpstreamProtocol::Downstream,
-        endpoints: Vec::new(),
-        lb: LbSpec::Simple(Simple::Passthrough),
-        limits: Default::default(),
-        pool: Default::default(),
-        outlier: None,
-    })
-}
+pub use super::cluster::passthrough_cluster;
 
 impl Table {
     /// The service port a connection to `dst` is for.

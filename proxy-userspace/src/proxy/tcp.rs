@@ -10,9 +10,11 @@ use tokio::net::TcpStream;
 
 use super::access_log::AccessLogRecord;
 use super::cluster::{ActiveGuard, Cluster, PickContext};
+use super::failure::Failure;
 use super::flags::ResponseFlags;
 use super::route::{L4Context, WeightedClusters};
 use super::table::Table;
+use super::upstream::{ConnectError, UpstreamError};
 use super::Shared;
 
 /// Proxies one TCP connection. `sni` is set for TLS passthrough.
@@ -69,7 +71,7 @@ pub async fn proxy(
             match route.and_then(WeightedClusters::pick) {
                 Some(d) => d.cluster.clone(),
                 None => {
-                    rec.response_flags.insert(ResponseFlags::NO_ROUTE_FOUND);
+                    Failure::NoRoute.record(&mut rec);
                     finish(&shared, rec, start);
                     return;
                 }
@@ -91,8 +93,7 @@ pub async fn proxy(
         match cluster.pick(&ctx) {
             Some(ep) => (ep.addr, Some(ep)),
             None => {
-                rec.response_flags
-                    .insert(ResponseFlags::NO_HEALTHY_UPSTREAM);
+                Failure::NoHealthyUpstream.record(&mut rec);
                 finish(&shared, rec, start);
                 return;
             }
@@ -100,7 +101,7 @@ pub async fn proxy(
     };
     rec.upstream_host = Some(addr);
     let Some(_admission) = cluster.breaker.admit_connection() else {
-        rec.response_flags.insert(ResponseFlags::UPSTREAM_OVERFLOW);
+        Failure::Overflow.record(&mut rec);
         finish(&shared, rec, start);
         return;
     };
@@ -110,7 +111,7 @@ pub async fn proxy(
             &cluster,
             ep.as_deref(),
             &mut rec,
-            super::self_guard::REFUSED.into(),
+            ConnectError::Refused(super::self_guard::REFUSED),
         );
         finish(&shared, rec, start);
         return;
@@ -120,12 +121,12 @@ pub async fn proxy(
     let mut upstream = match connect {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            fail_connect(&cluster, ep.as_deref(), &mut rec, e.to_string());
+            fail_connect(&cluster, ep.as_deref(), &mut rec, e.into());
             finish(&shared, rec, start);
             return;
         }
         Err(_) => {
-            fail_connect(&cluster, ep.as_deref(), &mut rec, "connect timeout".into());
+            fail_connect(&cluster, ep.as_deref(), &mut rec, ConnectError::Timeout);
             finish(&shared, rec, start);
             return;
         }
@@ -152,11 +153,9 @@ fn fail_connect(
     cluster: &Cluster,
     ep: Option<&super::cluster::Endpoint>,
     rec: &mut AccessLogRecord,
-    reason: String,
+    cause: ConnectError,
 ) {
-    rec.response_flags
-        .insert(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
-    rec.upstream_transport_failure_reason = Some(reason);
+    Failure::Upstream(&UpstreamError::Connect(cause)).record(rec);
     if let Some(ep) = ep {
         cluster.record(ep, super::cluster::outlier::TryResult::LocalFailure);
     }

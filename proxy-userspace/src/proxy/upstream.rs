@@ -4,28 +4,68 @@
 //! that endpoint, so requests keep their real `:authority` / `Host` (as
 //! Envoy sends them). PASSTHROUGH traffic uses a hyper-util client that
 //! dials the URI's authority.
-use std::error::Error as _;
 
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::ProxyBody;
+use super::body::{BoxError, ProxyBody};
 use super::cluster::PoolSettings;
 pub use super::pool::{Pool, Sent};
 
-/// Why an upstream try failed before response headers.
-#[derive(Debug)]
+/// Why an upstream try failed before response headers, as Envoy's reset
+/// reasons; the cause is kept as the error's source. Which response flag
+/// and local reply each one becomes is decided in one place,
+/// `http::local_reply::upstream_failure`.
+#[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// TCP connect failed or timed out (`UF`, reset reason
     /// `connection failure`).
-    Connect(String),
+    #[error("connection failure")]
+    Connect(#[source] ConnectError),
     /// HTTP/2 REFUSED_STREAM (`refused-stream` retries).
+    #[error("refused stream")]
     RefusedStream,
     /// Reset / disconnect before headers (`UC`, reset reason
     /// `connection termination`).
-    Reset(String),
+    #[error("connection termination")]
+    Reset(#[source] BoxError),
+}
+
+/// Why a connection to an upstream could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The connect timeout (`connectTimeout`) passed.
+    #[error("connect timeout")]
+    Timeout,
+    /// The system refused (`ECONNREFUSED`, unreachable, ...).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The connection was made but the HTTP/2 (or upgrade) handshake failed.
+    #[error("handshake")]
+    Handshake(#[source] hyper::Error),
+    /// Strait refused to connect (e.g. the endpoint is this node's own
+    /// proxy or admin listener, `self_guard`).
+    #[error("{0}")]
+    Refused(&'static str),
+    /// hyper-util's client could not connect (PASSTHROUGH).
+    #[error("connect")]
+    Client(#[source] BoxError),
+}
+
+impl UpstreamError {
+    /// Envoy's `%UPSTREAM_TRANSPORT_FAILURE_REASON%` for a connect failure:
+    /// the innermost cause's message (e.g. `Connection refused (os error
+    /// 111)`, `connect timeout`).
+    pub fn transport_failure_reason(&self) -> Option<String> {
+        let Self::Connect(e) = self else { return None };
+        let mut last: &dyn std::error::Error = e;
+        while let Some(s) = last.source() {
+            last = s;
+        }
+        Some(last.to_string())
+    }
 }
 
 fn builder(pool: &PoolSettings, h2: bool) -> hyper_util::client::legacy::Builder {
@@ -75,7 +115,9 @@ impl Clients {
     ) -> Result<Sent, UpstreamError> {
         let target = req.uri().authority().and_then(|a| a.as_str().parse().ok());
         if target.is_some_and(super::self_guard::is_self) {
-            return Err(UpstreamError::Connect(super::self_guard::REFUSED.into()));
+            return Err(UpstreamError::Connect(ConnectError::Refused(
+                super::self_guard::REFUSED,
+            )));
         }
         let client = if http2 { &self.h2 } else { &self.h1 };
         let resp = client.request(req).await.map_err(classify)?;
@@ -91,34 +133,33 @@ impl Clients {
 }
 
 /// Envoy's reset reason for an error of hyper's connection-level client.
-pub(crate) fn classify_hyper(e: &hyper::Error) -> UpstreamError {
-    reset_or_refused(e)
+pub(crate) fn classify_hyper(e: hyper::Error) -> UpstreamError {
+    if refused(&e) {
+        return UpstreamError::RefusedStream;
+    }
+    UpstreamError::Reset(Box::new(e))
 }
 
-/// `RefusedStream` when an h2 REFUSED_STREAM is among `e`'s sources, else
-/// a reset with `e`'s message.
-fn reset_or_refused(e: &dyn std::error::Error) -> UpstreamError {
+/// Whether an h2 REFUSED_STREAM is among `e`'s sources.
+fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut src = e.source();
     while let Some(s) = src {
         if let Some(h2) = s.downcast_ref::<h2::Error>() {
             if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
-                return UpstreamError::RefusedStream;
+                return true;
             }
         }
         src = s.source();
     }
-    UpstreamError::Reset(e.to_string())
+    false
 }
 
 fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
     if e.is_connect() {
-        let mut reason = String::new();
-        let mut src = e.source();
-        while let Some(s) = src {
-            reason = s.to_string();
-            src = s.source();
-        }
-        return UpstreamError::Connect(reason);
+        return UpstreamError::Connect(ConnectError::Client(Box::new(e)));
     }
-    reset_or_refused(&e)
+    if refused(&e) {
+        return UpstreamError::RefusedStream;
+    }
+    UpstreamError::Reset(Box::new(e))
 }

@@ -43,6 +43,10 @@ pub struct State {
     pub name: String,
     /// Requests served.
     pub hits: AtomicUsize,
+    /// Connections accepted.
+    pub accepted: AtomicUsize,
+    /// Connections open now.
+    pub open: AtomicUsize,
     /// The next `fail_next` requests get `fail_status`.
     pub fail_next: AtomicUsize,
     /// Status for failures.
@@ -82,11 +86,15 @@ impl Backend {
                     continue;
                 };
                 let st = st.clone();
+                st.accepted.fetch_add(1, Ordering::SeqCst);
+                st.open.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| serve(st.clone(), req));
+                    let st2 = st.clone();
+                    let svc = service_fn(move |req| serve(st2.clone(), req));
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
+                    st.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -96,6 +104,16 @@ impl Backend {
     /// Requests served so far.
     pub fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.state.open.load(Ordering::SeqCst)
     }
 
     /// Makes the next `n` requests fail with `status`.

@@ -259,12 +259,13 @@ fn load(mut args: Vec<String>) -> anyhow::Result<()> {
 /// 1,000 concurrent connections need more than the usual 1,024 soft limit
 /// once the runtime's own descriptors are counted.
 fn raise_nofile() {
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut r: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-        }
-    }
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let r = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: r.maximum,
+            maximum: r.maximum,
+        },
+    );
 }

@@ -129,12 +129,9 @@ pub fn enter(cmd: &mut Command, netns: &str, cgroup: Option<&Path>) -> io::Resul
 }
 
 fn setns_net(ns: &File) -> io::Result<()> {
-    // SAFETY: setns has no memory-safety preconditions; ns is an open
-    // network-namespace file.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+    use std::os::fd::AsFd;
+    move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network)).map_err(io::Error::from)
 }
 
 /// Sets a sysctl under `/proc/sys/net` inside the named namespace (`key` like

@@ -7,6 +7,11 @@
 //! step (`compile_ms`: resources → `MeshSnapshot`); load + compile
 //! (`total_ms`, YAML text → snapshot) is reported beside it against the same
 //! 1 s as a stretch goal.
+//!
+//! Then the propagation latency of one endpoint change at the same scale
+//! (issue 21), from the `bench-propagation` binary (strait-tests): the
+//! daemon's reload steps after the file watcher's debounce, each timed,
+//! with the kernel maps on a private bpffs.
 use std::process::Command;
 
 use anyhow::{bail, Context};
@@ -134,6 +139,106 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
         ],
         notes: Vec::new(),
     });
-    section.json = json!({"last_run": last, "load_ms": load.json(), "compile_ms": compile.json(), "total_ms": total.json(), "peak_rss_mb": rss.json()});
+    let compile_json = json!({"last_run": last, "load_ms": load.json(), "compile_ms": compile.json(), "total_ms": total.json(), "peak_rss_mb": rss.json()});
+    let propagation = propagation(env, &mut section)?;
+    section.json = json!({"compile": compile_json, "propagation": propagation});
     Ok(section)
+}
+
+/// One `bench-propagation` run (10,000 services; 5 changes quick, 20
+/// full): its table goes into `section`, its JSON is returned.
+fn propagation(env: &Env, section: &mut Section) -> anyhow::Result<Value> {
+    let changes = if env.quick { 5 } else { 20 };
+    step(&format!(
+        "config: propagation of {changes} endpoint changes at 10,000 services"
+    ));
+    let out = Command::new(env.bin("bench-propagation"))
+        .current_dir(root())
+        .args(["--services", "10000", "--changes", &changes.to_string()])
+        .output()
+        .context("running bench-propagation")?;
+    if !out.status.success() {
+        bail!(
+            "bench-propagation failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .context("bench-propagation printed no JSON line")?;
+    let v: Value =
+        serde_json::from_str(line).with_context(|| format!("bench-propagation output: {line}"))?;
+    let samples = |k: &str| {
+        Samples(
+            v[k].as_array()
+                .map_or(Vec::new(), |a| a.iter().filter_map(Value::as_f64).collect()),
+        )
+    };
+    let one = |k: &str| {
+        v[k].as_f64()
+            .map_or("—".into(), |x| super::stats::num(x, 1))
+    };
+    let kernel = samples("kernel_write_ms");
+    let mut rows = vec![
+        vec![
+            "re-read the config directory (`ConfigStore::reload`), ms".into(),
+            samples("load_ms").cell(1, None),
+            "—".into(),
+        ],
+        vec![
+            "compile the snapshot, ms".into(),
+            samples("compile_ms").cell(1, None),
+            "—".into(),
+        ],
+        vec![
+            "diff against the snapshot in service, ms".into(),
+            samples("diff_ms").cell(2, None),
+            "—".into(),
+        ],
+        vec![
+            "apply the diff to the proxy (`Proxy::apply_diff`), ms".into(),
+            samples("proxy_apply_ms").cell(2, None),
+            "—".into(),
+        ],
+        vec![
+            "write the kernel maps (`Datapath::apply_changes`), ms".into(),
+            if kernel.0.is_empty() {
+                "not measured".into()
+            } else {
+                kernel.cell(3, None)
+            },
+            "≤ 1".into(),
+        ],
+        vec![
+            "change → new endpoint answers through the proxy, ms".into(),
+            samples("end_to_end_ms").cell(1, None),
+            "≤ 10".into(),
+        ],
+    ];
+    rows.push(vec![
+        "for comparison: full `Proxy::update` (every cluster compared), ms".into(),
+        one("full_proxy_update_ms"),
+        "—".into(),
+    ]);
+    rows.push(vec![
+        "for comparison: full `Datapath::apply` (every service compared), ms".into(),
+        one("full_kernel_apply_ms"),
+        "—".into(),
+    ]);
+    let mut notes = vec![format!(
+        "One file per Service (Service, EndpointSlice of 10 endpoints, VirtualService; `svc0` without VirtualService, balanced in the kernel), {changes} changes of `svc0`'s one endpoint between two loopback backends; the clock starts after the file is written (the watcher's debounce is not counted). Release build, run unpinned while the machine is otherwise idle of bench load."
+    )];
+    if let Some(n) = v["note"].as_str().filter(|n| !n.is_empty()) {
+        notes.push(n.to_owned());
+    }
+    section.tables.push(Table {
+        title: "Config: propagation of one endpoint change at 10,000 services".into(),
+        columns: vec!["step".into(), "median (min–max)".into(), "target".into()],
+        rows,
+        notes,
+    });
+    Ok(v)
 }

@@ -41,7 +41,7 @@ pub fn ensure(l7: bool) -> anyhow::Result<()> {
 
 /// Builds the eBPF object, then `strait` and the bench binaries in release
 /// and Strait's L7 bench proxy in `dist`; returns the release directory.
-pub fn build() -> anyhow::Result<PathBuf> {
+pub fn build(l7: bool) -> anyhow::Result<PathBuf> {
     build_ebpf::run(true)?;
     step("release build of strait and the bench binaries");
     sh(Command::new("cargo").current_dir(root()).args([
@@ -54,16 +54,19 @@ pub fn build() -> anyhow::Result<PathBuf> {
         "--bins",
     ]))?;
     // Strait's proxy is measured as it ships: the `dist` profile (fat LTO).
-    step("dist build of Strait's L7 proxy (fat LTO; a few minutes the first time)");
-    sh(Command::new("cargo").current_dir(root()).args([
-        "build",
-        "--profile",
-        "dist",
-        "-p",
-        "strait-tests",
-        "--bin",
-        "bench-strait-l7",
-    ]))?;
+    // Only the L7 suite uses it.
+    if l7 {
+        step("dist build of Strait's L7 proxy (fat LTO; a few minutes the first time)");
+        sh(Command::new("cargo").current_dir(root()).args([
+            "build",
+            "--profile",
+            "dist",
+            "-p",
+            "strait-tests",
+            "--bin",
+            "bench-strait-l7",
+        ]))?;
+    }
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
     Ok(target.join("release"))

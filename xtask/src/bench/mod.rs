@@ -118,7 +118,7 @@ pub fn run(suite: Suite, quick: bool) -> anyhow::Result<()> {
     let want = |s: Suite| suite == Suite::All || suite == s;
 
     install::ensure(want(Suite::L7))?;
-    let release = install::build()?;
+    let release = install::build(want(Suite::L7))?;
     step("removing what an interrupted bench left behind");
     netns::cleanup_stale();
 

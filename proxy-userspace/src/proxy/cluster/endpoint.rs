@@ -1,8 +1,10 @@
 //! One upstream host of a cluster and its live state (active requests,
-//! outlier-detection counters), shared by every request through atomics.
+//! outlier-detection counters, connection pool), shared by every request
+//! through atomics. The upstream registry (`registry`) keeps one per
+//! (cluster, address) across config swaps.
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -21,7 +23,10 @@ pub struct Endpoint {
     pub(crate) consecutive_5xx: AtomicU32,
     /// Consecutive 502/503/504 / connect failures.
     pub(crate) consecutive_gateway: AtomicU32,
-    /// Ejected until this many ms after [`epoch`]; 0 = not ejected.
+    /// Ejected by outlier detection (what the load balancers read).
+    pub(crate) ejected: AtomicBool,
+    /// While ejected: eligible to come back at the first `interval` sweep
+    /// at or after this many ms after the [`now_ms`] epoch.
     pub(crate) ejected_until_ms: AtomicU64,
     /// How many times ejected (the ejection time grows with it, as Envoy's).
     pub(crate) ejections: AtomicU32,
@@ -43,6 +48,7 @@ impl Endpoint {
             active: AtomicU32::new(0),
             consecutive_5xx: AtomicU32::new(0),
             consecutive_gateway: AtomicU32::new(0),
+            ejected: AtomicBool::new(false),
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             clients: OnceLock::new(),
@@ -57,8 +63,13 @@ impl Endpoint {
 
     /// Whether outlier detection has this host ejected right now.
     pub fn is_ejected(&self) -> bool {
-        let until = self.ejected_until_ms.load(Ordering::Relaxed);
-        until != 0 && now_ms() < until
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// How many times in a row outlier detection has ejected this host
+    /// (the multiplier of `baseEjectionTime`).
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
     }
 
     /// Requests in flight to this host.

@@ -216,10 +216,10 @@ mod tests {
         for p in 2000..2003 {
             assert_eq!(picks.iter().filter(|x| **x == p).count(), 2);
         }
-        e[1].ejected_until_ms.store(u64::MAX, Ordering::Relaxed);
+        e[1].ejected.store(true, Ordering::Relaxed);
         assert!((0..6).all(|_| lb.pick(&e, &ctx).unwrap().addr.port() != 2001));
         for x in &e {
-            x.ejected_until_ms.store(u64::MAX, Ordering::Relaxed);
+            x.ejected.store(true, Ordering::Relaxed);
         }
         assert!(
             lb.pick(&e, &ctx).is_none(),

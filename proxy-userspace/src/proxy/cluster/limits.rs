@@ -36,19 +36,41 @@ impl Default for Limits {
     }
 }
 
-/// A cluster's live circuit-breaker counters.
-#[derive(Debug)]
+/// A cluster's live circuit-breaker counters. Cheap to clone: clones
+/// share the counters. The upstream registry keeps one per cluster for the
+/// life of the process and hands the same one to every snapshot's cluster,
+/// so a config swap never has two breakers counting the same upstream
+/// (Envoy keeps a cluster's resource manager while the cluster lives).
+#[derive(Clone, Debug)]
 pub struct CircuitBreaker {
-    limits: Limits,
     state: Arc<State>,
 }
 
 #[derive(Debug)]
 struct State {
-    connections: Option<Arc<Semaphore>>,
+    max_connections: AtomicU32,
+    max_pending_requests: AtomicU32,
+    max_requests: AtomicU32,
+    max_retries: AtomicU32,
+    /// HTTP/1.1 connection slots: `max_connections` permits when limited
+    /// (none while unlimited: then it is not consulted).
+    connections: Arc<Semaphore>,
+    /// Permits still to take out of circulation after a lowered
+    /// `maxConnections` found them in use: released ones are forgotten.
+    connection_debt: AtomicU32,
     pending: AtomicU32,
     requests: AtomicU32,
     retries: AtomicU32,
+}
+
+/// Semaphore permits for a `maxConnections` value (0 = unlimited: no
+/// semaphore use).
+fn permits(max_connections: u32) -> u32 {
+    if max_connections == u32::MAX {
+        0
+    } else {
+        max_connections.max(1)
+    }
 }
 
 /// Admission for one request; dropping it (when the response ends) frees
@@ -56,12 +78,22 @@ struct State {
 #[derive(Debug)]
 pub struct Admission {
     state: Arc<State>,
-    _connection: Option<OwnedSemaphorePermit>,
+    connection: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         self.state.requests.fetch_sub(1, Ordering::Relaxed);
+        if let Some(p) = self.connection.take() {
+            let debt = &self.state.connection_debt;
+            if debt.load(Ordering::Relaxed) > 0
+                && debt
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1))
+                    .is_ok()
+            {
+                p.forget();
+            }
+        }
     }
 }
 
@@ -78,30 +110,75 @@ impl Drop for RetrySlot {
 impl CircuitBreaker {
     /// Counters for `limits`.
     pub fn new(limits: Limits) -> Self {
-        let connections = (limits.max_connections != u32::MAX)
-            .then(|| Arc::new(Semaphore::new(limits.max_connections.max(1) as usize)));
         let state = State {
-            connections,
+            max_connections: AtomicU32::new(limits.max_connections),
+            max_pending_requests: AtomicU32::new(limits.max_pending_requests),
+            max_requests: AtomicU32::new(limits.max_requests),
+            max_retries: AtomicU32::new(limits.max_retries),
+            connections: Arc::new(Semaphore::new(permits(limits.max_connections) as usize)),
+            connection_debt: AtomicU32::new(0),
             pending: AtomicU32::new(0),
             requests: AtomicU32::new(0),
             retries: AtomicU32::new(0),
         };
         Self {
-            limits,
             state: Arc::new(state),
         }
     }
 
     /// The configured limits.
     pub fn limits(&self) -> Limits {
-        self.limits
+        let st = &self.state;
+        Limits {
+            max_connections: st.max_connections.load(Ordering::Relaxed),
+            max_pending_requests: st.max_pending_requests.load(Ordering::Relaxed),
+            max_requests: st.max_requests.load(Ordering::Relaxed),
+            max_retries: st.max_retries.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Applies new limits to the live counters (a DestinationRule edit):
+    /// requests in flight stay counted. A lowered `maxConnections` takes
+    /// effect as slots are given back. Called by the registry only (one
+    /// writer).
+    pub fn set_limits(&self, limits: Limits) {
+        let st = &self.state;
+        let old = permits(
+            st.max_connections
+                .swap(limits.max_connections, Ordering::Relaxed),
+        );
+        let new = permits(limits.max_connections);
+        if new > old {
+            // Settle debt first, then grow.
+            let mut grow = new - old;
+            let debt = st.connection_debt.load(Ordering::Relaxed);
+            let paid = debt.min(grow);
+            st.connection_debt.fetch_sub(paid, Ordering::Relaxed);
+            grow -= paid;
+            st.connections.add_permits(grow as usize);
+        } else if new < old {
+            let shrink = old - new;
+            let forgotten = st.connections.forget_permits(shrink as usize) as u32;
+            st.connection_debt
+                .fetch_add(shrink - forgotten, Ordering::Relaxed);
+        }
+        st.max_pending_requests
+            .store(limits.max_pending_requests, Ordering::Relaxed);
+        st.max_requests
+            .store(limits.max_requests, Ordering::Relaxed);
+        st.max_retries.store(limits.max_retries, Ordering::Relaxed);
+    }
+
+    /// Requests (HTTP) or connections (TCP) admitted and not yet finished.
+    pub fn in_flight(&self) -> u32 {
+        self.state.requests.load(Ordering::Relaxed)
     }
 
     /// Admits a request, waiting for an HTTP/1 connection slot when
     /// `http1` and the pending queue has room. `None` = overflow (`UO`).
     pub async fn admit(&self, http1: bool) -> Option<Admission> {
         let st = &self.state;
-        if st.requests.fetch_add(1, Ordering::Relaxed) >= self.limits.max_requests {
+        if st.requests.fetch_add(1, Ordering::Relaxed) >= st.max_requests.load(Ordering::Relaxed) {
             st.requests.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
@@ -109,16 +186,19 @@ impl CircuitBreaker {
         // including the caller dropping this future while it waits.
         let mut admission = Admission {
             state: st.clone(),
-            _connection: None,
+            connection: None,
         };
-        let Some(sem) = st.connections.as_ref().filter(|_| http1) else {
-            return Some(admission);
-        };
-        if let Ok(p) = sem.clone().try_acquire_owned() {
-            admission._connection = Some(p);
+        if !http1 || st.max_connections.load(Ordering::Relaxed) == u32::MAX {
             return Some(admission);
         }
-        if st.pending.fetch_add(1, Ordering::Relaxed) >= self.limits.max_pending_requests {
+        let sem = &st.connections;
+        if let Ok(p) = sem.clone().try_acquire_owned() {
+            admission.connection = Some(p);
+            return Some(admission);
+        }
+        if st.pending.fetch_add(1, Ordering::Relaxed)
+            >= st.max_pending_requests.load(Ordering::Relaxed)
+        {
             st.pending.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
@@ -129,7 +209,7 @@ impl CircuitBreaker {
             }
         }
         let pending = Pending(&st.pending);
-        admission._connection = sem.clone().acquire_owned().await.ok();
+        admission.connection = sem.clone().acquire_owned().await.ok();
         drop(pending);
         Some(admission)
     }
@@ -141,21 +221,22 @@ impl CircuitBreaker {
         st.requests.fetch_add(1, Ordering::Relaxed);
         let mut admission = Admission {
             state: st.clone(),
-            _connection: None,
+            connection: None,
         };
-        if let Some(sem) = &st.connections {
-            admission._connection = Some(sem.clone().try_acquire_owned().ok()?);
+        if st.max_connections.load(Ordering::Relaxed) != u32::MAX {
+            admission.connection = Some(st.connections.clone().try_acquire_owned().ok()?);
         }
         Some(admission)
     }
 
     /// Takes a retry slot; `None` when `maxRetries` retries are in flight.
     pub fn retry(&self) -> Option<RetrySlot> {
-        if self.state.retries.fetch_add(1, Ordering::Relaxed) >= self.limits.max_retries {
-            self.state.retries.fetch_sub(1, Ordering::Relaxed);
+        let st = &self.state;
+        if st.retries.fetch_add(1, Ordering::Relaxed) >= st.max_retries.load(Ordering::Relaxed) {
+            st.retries.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        Some(RetrySlot(self.state.clone()))
+        Some(RetrySlot(st.clone()))
     }
 }
 
@@ -188,5 +269,39 @@ mod tests {
         });
         let _x = r.admit(false).await.unwrap();
         assert!(r.admit(false).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn new_limits_keep_the_requests_in_flight() {
+        let cb = CircuitBreaker::new(Limits {
+            max_connections: 2,
+            max_pending_requests: 0,
+            ..Default::default()
+        });
+        let a = cb.admit(true).await.unwrap();
+        let b = cb.admit(true).await.unwrap();
+        // Lowered to one while two are in flight: nothing more until both
+        // are back, then exactly one at a time.
+        cb.set_limits(Limits {
+            max_connections: 1,
+            max_pending_requests: 0,
+            ..Default::default()
+        });
+        assert!(cb.admit(true).await.is_none());
+        drop(a);
+        assert!(cb.admit(true).await.is_none(), "still one over the limit");
+        drop(b);
+        let c = cb.admit(true).await.expect("one slot now");
+        assert!(cb.admit(true).await.is_none());
+        drop(c);
+        // Raised: both slots usable.
+        cb.set_limits(Limits {
+            max_connections: 2,
+            max_pending_requests: 0,
+            ..Default::default()
+        });
+        let _c = cb.admit(true).await.unwrap();
+        let _d = cb.admit(true).await.unwrap();
+        assert_eq!(cb.in_flight(), 2);
     }
 }

@@ -1,11 +1,14 @@
 //! Upstream clusters (Envoy `outbound|port|subset|host`): endpoints, load
-//! balancer, circuit breaker, outlier detection and the connection pools,
-//! built once per snapshot.
+//! balancer, circuit breaker, outlier detection and the connection pools.
+//! A [`Cluster`] is what one snapshot's routes point at; its live state
+//! (breaker, endpoints with their pools and outlier counters) comes from
+//! the process-wide [`Registry`] and outlives the snapshot.
 pub mod endpoint;
 pub mod hash;
 pub mod lb;
 pub mod limits;
 pub mod outlier;
+pub mod registry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +17,7 @@ pub use endpoint::{ActiveGuard, Endpoint};
 pub use lb::{HashKey, LoadBalancer, PickContext, Simple};
 pub use limits::{CircuitBreaker, Limits};
 pub use outlier::OutlierDetection;
+pub use registry::{Prepared, Registry};
 
 use super::upstream::Clients;
 
@@ -115,9 +119,42 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Builds the live cluster: hash tables, counters and (lazy) pools.
+    /// Builds a cluster with fresh state: hash tables, counters and (lazy)
+    /// pools.
     pub fn new(spec: ClusterSpec) -> Self {
-        let endpoints: Vec<Arc<Endpoint>> = spec.endpoints.into_iter().map(Arc::new).collect();
+        Self::build(spec, None)
+    }
+
+    /// Builds a cluster that carries on `prev`'s live state (the registry's
+    /// config swap): the same circuit breaker with `spec`'s limits, and
+    /// `prev`'s endpoint for every address (and labels) both have, unless
+    /// the pool settings changed (then every endpoint is new, as Envoy
+    /// rebuilds a cluster whose settings changed).
+    pub fn build(spec: ClusterSpec, prev: Option<&Cluster>) -> Self {
+        let same_pools = prev.is_some_and(|p| p.pool == spec.pool);
+        let live: std::collections::HashMap<std::net::SocketAddr, &Arc<Endpoint>> = match prev {
+            Some(p) if same_pools => p.endpoints.iter().map(|e| (e.addr, e)).collect(),
+            _ => Default::default(),
+        };
+        let endpoints: Vec<Arc<Endpoint>> = spec
+            .endpoints
+            .into_iter()
+            .map(|e| match live.get(&e.addr) {
+                Some(l) if l.labels == e.labels => Arc::clone(l),
+                _ => Arc::new(e),
+            })
+            .collect();
+        let breaker = match prev {
+            Some(p) => {
+                p.breaker.set_limits(spec.limits);
+                p.breaker.clone()
+            }
+            None => CircuitBreaker::new(spec.limits),
+        };
+        let clients = match prev {
+            Some(p) if same_pools => p.clients.clone(),
+            _ => Clients::new(&spec.pool),
+        };
         let lb = match spec.lb {
             LbSpec::Simple(s) => LoadBalancer::simple(s),
             LbSpec::RingHash(k, size) => {
@@ -134,10 +171,10 @@ impl Cluster {
             protocol: spec.protocol,
             endpoints,
             lb,
-            breaker: CircuitBreaker::new(spec.limits),
+            breaker,
             outlier: spec.outlier,
             pool: spec.pool,
-            clients: Clients::new(&spec.pool),
+            clients,
         }
     }
 
@@ -152,4 +189,19 @@ impl Cluster {
             od.record(ep, result, &self.endpoints);
         }
     }
+}
+
+/// Envoy's `PassthroughCluster`: original destination, client's protocol.
+pub fn passthrough_cluster() -> Cluster {
+    Cluster::new(ClusterSpec {
+        name: "PassthroughCluster".into(),
+        service: "PassthroughCluster".into(),
+        port: 0,
+        protocol: UpstreamProtocol::Downstream,
+        endpoints: Vec::new(),
+        lb: LbSpec::Simple(Simple::Passthrough),
+        limits: Default::default(),
+        pool: Default::default(),
+        outlier: None,
+    })
 }

@@ -1,15 +1,31 @@
 //! Envoy outlier detection as Istio configures it (DestinationRule
-//! `trafficPolicy.outlierDetection`): consecutive errors eject a host for
-//! `baseEjectionTime × times ejected`, never more than
-//! `maxEjectionPercent` of the cluster at once.
+//! `trafficPolicy.outlierDetection`), following Envoy's "ejection
+//! algorithm" (arch overview, outlier detection):
 //!
-//! Differences from Envoy: ejection is checked when the error arrives and
-//! the host comes back when its ejection time has passed (Envoy re-checks
-//! both every `interval`; `interval` is kept for the config dump only).
+//! - consecutive errors (`consecutive5xxErrors`, `consecutiveGatewayErrors`)
+//!   are counted per host on every response; reaching the threshold ejects
+//!   the host inline (Envoy: "ejection runs inline for consecutive 5xx"),
+//!   unless `maxEjectionPercent` of the cluster is already ejected (the
+//!   first host is always ejectable, as Envoy's "at least one host");
+//! - the host is ejected for `baseEjectionTime × times ejected in a row`,
+//!   capped at Envoy's default `max_ejection_time` (300 s, or the base time
+//!   when that is longer);
+//! - every `interval` a sweep (run by the upstream registry) returns the
+//!   hosts whose ejection time has passed, and lowers the multiplier of
+//!   hosts that stayed in service a whole interval (Envoy decrements
+//!   `num_ejections` on healthy sweeps), so a host that fails again soon is
+//!   ejected for longer and one that recovered starts over.
+//!
+//! The counters live in the [`Endpoint`] the registry keeps across config
+//! swaps, so an ejection survives a reload.
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::endpoint::{now_ms, Endpoint};
+
+/// Envoy's default `max_ejection_time`.
+const MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
 
 /// Compiled `OutlierDetection`.
 #[derive(Clone, Debug)]
@@ -53,7 +69,7 @@ pub enum TryResult {
 impl OutlierDetection {
     /// Records a try's result on `ep`; may eject it. `all` is the cluster's
     /// endpoint list (for `maxEjectionPercent`).
-    pub fn record(&self, ep: &Endpoint, result: TryResult, all: &[std::sync::Arc<Endpoint>]) {
+    pub fn record(&self, ep: &Endpoint, result: TryResult, all: &[Arc<Endpoint>]) {
         let status = match result {
             TryResult::Status(s) => s,
             TryResult::LocalFailure => 503,
@@ -79,24 +95,53 @@ impl OutlierDetection {
         }
     }
 
-    fn eject(&self, ep: &Endpoint, all: &[std::sync::Arc<Endpoint>]) {
+    fn eject(&self, ep: &Endpoint, all: &[Arc<Endpoint>]) {
         let ejected = all.iter().filter(|e| e.is_ejected()).count();
-        // Envoy: no new ejection once the ejected share reaches the maximum.
-        if all.is_empty() || ejected * 100 / all.len() >= self.max_ejection_percent as usize {
+        // Envoy: the first host is always ejectable; later ones only while
+        // the share already ejected is under the maximum.
+        if all.is_empty()
+            || (ejected > 0 && ejected * 100 >= self.max_ejection_percent as usize * all.len())
+        {
+            return;
+        }
+        if ep.ejected.swap(true, Ordering::Relaxed) {
             return;
         }
         let times = ep.ejections.fetch_add(1, Ordering::Relaxed) as u64 + 1;
-        let ms = self.base_ejection_time.as_millis() as u64 * times;
+        let cap = MAX_EJECTION_TIME.max(self.base_ejection_time).as_millis() as u64;
+        let ms = (self.base_ejection_time.as_millis() as u64)
+            .saturating_mul(times)
+            .min(cap);
         ep.ejected_until_ms.store(now_ms() + ms, Ordering::Relaxed);
         ep.consecutive_5xx.store(0, Ordering::Relaxed);
         ep.consecutive_gateway.store(0, Ordering::Relaxed);
+    }
+
+    /// The `interval` sweep over a cluster's hosts at time `now` (ms of
+    /// [`now_ms`]): hosts whose ejection time has passed come back; hosts in
+    /// service have their ejection multiplier lowered by one. Returns how
+    /// many hosts came back.
+    pub fn sweep(&self, all: &[Arc<Endpoint>], now: u64) -> usize {
+        let mut back = 0;
+        for ep in all {
+            if ep.is_ejected() {
+                if now >= ep.ejected_until_ms.load(Ordering::Relaxed) {
+                    ep.ejected.store(false, Ordering::Relaxed);
+                    back += 1;
+                }
+            } else if ep.ejections.load(Ordering::Relaxed) > 0 {
+                let _ = ep
+                    .ejections
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            }
+        }
+        back
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn ejects_after_consecutive_errors_within_max_percent() {
@@ -128,5 +173,42 @@ mod tests {
             od.record(&eps[2], TryResult::Status(503), &eps);
         }
         assert!(!eps[2].is_ejected(), "50% already ejected");
+    }
+
+    #[test]
+    fn sweep_returns_hosts_after_their_time_and_the_multiplier_decays() {
+        let eps: Vec<_> = (0..2)
+            .map(|i| {
+                Arc::new(Endpoint::new(
+                    format!("127.0.0.1:{}", 1100 + i).parse().unwrap(),
+                    Default::default(),
+                ))
+            })
+            .collect();
+        let od = OutlierDetection {
+            consecutive_5xx: 1,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_percent: 100,
+            ..Default::default()
+        };
+        od.record(&eps[0], TryResult::Status(500), &eps);
+        assert!(eps[0].is_ejected());
+        let t0 = now_ms();
+        // Before the ejection time: a sweep keeps it out.
+        assert_eq!(od.sweep(&eps, t0 + 29_000), 0);
+        assert!(eps[0].is_ejected());
+        // After it: back at the sweep, not before.
+        assert_eq!(od.sweep(&eps, t0 + 31_000), 1);
+        assert!(!eps[0].is_ejected());
+        // Ejected again at once: twice the base time.
+        od.record(&eps[0], TryResult::Status(500), &eps);
+        assert_eq!(eps[0].ejections(), 2);
+        let until = eps[0].ejected_until_ms.load(Ordering::Relaxed);
+        assert!(until >= now_ms() + 59_000, "2 x 30 s");
+        od.sweep(&eps, until);
+        // Healthy sweeps lower the multiplier back to zero.
+        od.sweep(&eps, until);
+        od.sweep(&eps, until);
+        assert_eq!(eps[0].ejections(), 0);
     }
 }

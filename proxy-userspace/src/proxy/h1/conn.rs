@@ -36,14 +36,26 @@ pub struct Conn {
 }
 
 /// Why a request on a connection failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// Nothing of a response arrived before the connection closed or was
-    /// reset: on a reused connection the upstream had closed it while idle,
-    /// and a replayable request may go again on a new connection.
-    Closed(String),
-    /// Anything else (bad response, closed mid-response, body error).
-    Broken(String),
+    /// reset (`None`: an orderly close): on a reused connection the
+    /// upstream had closed it while idle, and a replayable request may go
+    /// again on a new connection.
+    #[error("upstream closed the connection before responding")]
+    Closed(#[source] Option<std::io::Error>),
+    /// Reading the request body from the client failed.
+    #[error("request body")]
+    RequestBody(#[source] crate::proxy::body::BoxError),
+    /// The response head was over [`MAX_HEAD`] bytes.
+    #[error("upstream response head too large")]
+    HeadTooLarge,
+    /// The response head is not valid HTTP/1.
+    #[error("invalid upstream response head")]
+    Parse(#[source] super::response::ParseError),
+    /// The connection failed, or closed, part way through the response head.
+    #[error("upstream connection failed mid-response")]
+    Broken(#[source] Option<std::io::Error>),
 }
 
 impl Conn {
@@ -85,7 +97,7 @@ impl Conn {
             // Small bodies go out with the head; others as they arrive.
             let coalesce = exact.is_some_and(|n| n <= COALESCE);
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| SendError::Broken(format!("request body: {e}")))?;
+                let frame = frame.map_err(SendError::RequestBody)?;
                 let Ok(data) = frame.into_data() else {
                     continue; // trailers are not sent over HTTP/1.1
                 };
@@ -112,7 +124,7 @@ impl Conn {
         }
         let r = super::io::write_all(&self.io, &self.wbuf).await;
         self.wbuf.clear();
-        r.map_err(|e| SendError::Closed(e.to_string()))
+        r.map_err(|e| SendError::Closed(Some(e)))
     }
 
     async fn read_head(&mut self, head_request: bool) -> Result<Head, SendError> {
@@ -123,28 +135,20 @@ impl Conn {
                     // 100 Continue and other interim responses: skip.
                     Ok(Some(h)) if h.status.is_informational() && h.status != 101 => continue,
                     Ok(Some(h)) => return Ok(h),
-                    Ok(None) if self.buf.len() > MAX_HEAD => {
-                        return Err(SendError::Broken("upstream response head too large".into()))
-                    }
+                    Ok(None) if self.buf.len() > MAX_HEAD => return Err(SendError::HeadTooLarge),
                     Ok(None) => {}
-                    Err(e) => return Err(SendError::Broken(e.to_string())),
+                    Err(e) => return Err(SendError::Parse(e)),
                 }
             }
             if self.buf.capacity() - self.buf.len() < 1024 {
                 self.buf.reserve(8 * 1024);
             }
             match self.io.read_buf(&mut self.buf).await {
-                Ok(0) if !got_any => {
-                    return Err(SendError::Closed("connection closed by upstream".into()))
-                }
-                Ok(0) => {
-                    return Err(SendError::Broken(
-                        "upstream closed the connection before the response head ended".into(),
-                    ))
-                }
+                Ok(0) if !got_any => return Err(SendError::Closed(None)),
+                Ok(0) => return Err(SendError::Broken(None)),
                 Ok(_) => got_any = true,
-                Err(e) if !got_any => return Err(SendError::Closed(e.to_string())),
-                Err(e) => return Err(SendError::Broken(e.to_string())),
+                Err(e) if !got_any => return Err(SendError::Closed(Some(e))),
+                Err(e) => return Err(SendError::Broken(Some(e))),
             }
         }
     }

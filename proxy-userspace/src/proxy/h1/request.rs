@@ -57,7 +57,7 @@ pub fn encode_head(
     match framing {
         Framing::Length(n) if !headers.contains_key(&http::header::CONTENT_LENGTH) => {
             out.put_slice(b"content-length: ");
-            out.put_slice(itoa(n, &mut [0; 20]));
+            out.put_slice(itoa::Buffer::new().format(n).as_bytes());
             out.put_slice(b"\r\n");
         }
         Framing::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
@@ -95,19 +95,6 @@ pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
 /// The last chunk and the (empty) trailer section.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
-/// `n` in decimal, written into `buf`.
-pub fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,10 +125,5 @@ mod tests {
         let mut out = Vec::new();
         encode_chunk(&mut out, b"hello world!");
         assert_eq!(out, b"c\r\nhello world!\r\n");
-        assert_eq!(itoa(0, &mut [0; 20]), b"0");
-        assert_eq!(
-            itoa(18446744073709551615, &mut [0; 20]),
-            b"18446744073709551615"
-        );
     }
 }

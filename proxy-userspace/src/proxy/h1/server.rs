@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::prefixed::Prefixed;
-use super::request::{connection_has, header_line, itoa};
+use super::request::{connection_has, header_line};
 use super::spans::{span, uninit_headers};
 use crate::proxy::head::{RawHeaders, ReqHead, ReqHeaders};
 use crate::proxy::http::{handle, ConnInfo};
@@ -469,7 +469,7 @@ async fn reject_with(info: &ConnInfo, stream: &mut TcpStream, r: Reject, dpe: bo
     header_line(
         &mut out,
         b"content-length",
-        itoa(reason.len() as u64, &mut [0; 20]),
+        itoa::Buffer::new().format(reason.len()).as_bytes(),
     );
     header_line(&mut out, b"content-type", b"text/plain");
     super::date::with(|d| header_line(&mut out, b"date", d));
@@ -688,7 +688,11 @@ fn encode_head(
         super::date::with(|d| header_line(out, b"date", d));
     }
     if let Some(n) = length {
-        header_line(out, b"content-length", itoa(n, &mut [0; 20]));
+        header_line(
+            out,
+            b"content-length",
+            itoa::Buffer::new().format(n).as_bytes(),
+        );
     }
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");

@@ -14,6 +14,7 @@ use crate::proxy::access_log::AccessLogRecord;
 use crate::proxy::body::{full, ProxyBody};
 use crate::proxy::cluster::outlier::TryResult;
 use crate::proxy::cluster::{ActiveGuard, Cluster, PickContext};
+use crate::proxy::failure::Failure;
 use crate::proxy::flags::ResponseFlags;
 use crate::proxy::head::ReqHeaders;
 use crate::proxy::route::actions::TryOutcome;
@@ -89,6 +90,14 @@ fn reply(status: StatusCode, body: &'static str, grpc: bool) -> Forwarded {
     }
 }
 
+/// A failure's local reply, recorded in `rec` ([`Failure`] maps it).
+fn fail(f: Failure<'_>, rec: &mut AccessLogRecord, grpc: bool) -> Forwarded {
+    Forwarded {
+        response: f.reply(rec, grpc),
+        hold: Held::default(),
+    }
+}
+
 /// Envoy's default retry back-off: fully jittered exponential, base 25 ms,
 /// cap 250 ms.
 fn backoff(retry: u32) -> Duration {
@@ -135,23 +144,12 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
         } else {
             match cluster.pick(&ctx) {
                 Some(ep) => (ep.addr, ep.authority.clone(), Some(ep)),
-                None => {
-                    rec.response_flags
-                        .insert(ResponseFlags::NO_HEALTHY_UPSTREAM);
-                    rec.response_code_details = Some("no_healthy_upstream");
-                    return reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        lr::NO_HEALTHY_UPSTREAM,
-                        plan.grpc,
-                    );
-                }
+                None => return fail(Failure::NoHealthyUpstream, rec, plan.grpc),
             }
         };
         rec.upstream_host = Some(addr);
         let Some(admission) = cluster.breaker.admit(!plan.http2).await else {
-            rec.response_flags.insert(ResponseFlags::UPSTREAM_OVERFLOW);
-            rec.response_code_details = Some("overflow");
-            return reply(StatusCode::SERVICE_UNAVAILABLE, lr::OVERFLOW, plan.grpc);
+            return fail(Failure::Overflow, rec, plan.grpc);
         };
         let active = ep.clone().map(ActiveGuard::new);
         let replayable = matches!(out.body, RequestBody::Buffered(_));
@@ -261,39 +259,14 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
                 .insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
         }
         return match result {
-            None => {
-                rec.response_flags
-                    .insert(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
-                rec.response_code_details = Some(if overall_expired {
-                    "upstream_response_timeout"
-                } else {
-                    "upstream_per_try_timeout"
-                });
-                reply(StatusCode::GATEWAY_TIMEOUT, lr::TIMEOUT, plan.grpc)
-            }
-            Some(Err(UpstreamError::Connect(reason))) => {
-                rec.response_flags
-                    .insert(ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
-                rec.response_code_details =
-                    Some("upstream_reset_before_response_started{connection_failure}");
-                rec.upstream_transport_failure_reason = Some(reason);
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    lr::CONNECT_FAILURE,
-                    plan.grpc,
-                )
-            }
-            Some(Err(UpstreamError::RefusedStream)) | Some(Err(UpstreamError::Reset(_))) => {
-                rec.response_flags
-                    .insert(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
-                rec.response_code_details =
-                    Some("upstream_reset_before_response_started{connection_termination}");
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    lr::CONNECTION_TERMINATION,
-                    plan.grpc,
-                )
-            }
+            None => fail(
+                Failure::Timeout {
+                    overall: overall_expired,
+                },
+                rec,
+                plan.grpc,
+            ),
+            Some(Err(e)) => fail(Failure::Upstream(&e), rec, plan.grpc),
             Some(Ok(sent)) => {
                 let mut resp = sent.response;
                 rec.response_code_details = Some("via_upstream");

@@ -25,6 +25,7 @@ use self::log_body::{CountingBody, LoggedBody, PendingLog};
 use super::access_log::AccessLogRecord;
 use super::body::{empty, full, ProxyBody};
 use super::cluster::UpstreamProtocol;
+use super::failure::Failure;
 use super::flags::ResponseFlags;
 use super::head::{ReqHead, ReqHeaders};
 use super::route::actions::{chance, AbortStatus};
@@ -239,9 +240,7 @@ where
         scheme: &scheme,
     };
     let Some((route, matched)) = svc.routes.select_http(&parts, &ctx) else {
-        rec.response_flags.insert(ResponseFlags::NO_ROUTE_FOUND);
-        rec.response_code_details = Some("route_not_found");
-        return (local_reply(StatusCode::NOT_FOUND, "", grpc), no_hold());
+        return (Failure::NoRoute.reply(rec, grpc), no_hold());
     };
     rec.route_name = route.name.clone();
 
@@ -308,16 +307,7 @@ where
     }
 
     let Some(dest) = forward_to.pick() else {
-        rec.response_flags
-            .insert(ResponseFlags::NO_HEALTHY_UPSTREAM);
-        return (
-            local_reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                local_reply::NO_HEALTHY_UPSTREAM,
-                grpc,
-            ),
-            no_hold(),
-        );
+        return (Failure::NoHealthyUpstream.reply(rec, grpc), no_hold());
     };
 
     // Mirrors get the authority as the client sent it (before rewrite).

@@ -27,6 +27,27 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
+    /// Every cluster these routes send to (destinations and mirrors), for
+    /// deciding at swap time whether the table can be reused.
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        let http = self.http.iter().flat_map(|r| {
+            let dests = match &r.action {
+                RouteAction::Forward(w) => w.destinations.as_slice(),
+                _ => &[],
+            };
+            dests
+                .iter()
+                .map(|d| &d.cluster)
+                .chain(r.mirrors.iter().map(|m| &m.cluster))
+        });
+        let l4 = self
+            .tcp
+            .iter()
+            .chain(&self.tls)
+            .flat_map(|r| r.route.destinations.iter().map(|d| &d.cluster));
+        http.chain(l4)
+    }
+
     /// The first HTTP rule with a matching condition, and the index of the
     /// condition that matched (`None` when the rule has no conditions).
     pub fn select_http(
