@@ -246,7 +246,10 @@ fn capabilities_are_dropped_and_a_reload_still_writes_the_kernel_maps() {
     const KEPT: u64 = (1 << 39) | (1 << 12);
     for k in ["CapEff:", "CapPrm:", "CapBnd:"] {
         let v = u64::from_str_radix(&field(k), 16).unwrap();
-        assert_eq!(v, KEPT, "{k} {v:016x}: only CAP_BPF and CAP_NET_ADMIN are kept");
+        assert_eq!(
+            v, KEPT,
+            "{k} {v:016x}: only CAP_BPF and CAP_NET_ADMIN are kept"
+        );
     }
     assert_eq!(u64::from_str_radix(&field("CapInh:"), 16).unwrap(), 0);
     assert_eq!(field("NoNewPrivs:"), "1");

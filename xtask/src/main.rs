@@ -3,8 +3,8 @@ mod bench;
 mod build_ebpf;
 mod cmd;
 mod demo;
-mod image;
 mod fuzz;
+mod image;
 mod setup;
 mod test;
 

@@ -222,7 +222,7 @@ impl CaServeCmd {
 impl RunCmd {
     /// The daemon settings, with defaults filled in.
     pub fn into_args(self) -> super::RunArgs {
-        let kube = (self.kubeconfig.is_some() || self.in_cluster).then(|| super::KubeArgs {
+        let kube = (self.kubeconfig.is_some() || self.in_cluster).then_some(super::KubeArgs {
             kubeconfig: self.kubeconfig,
         });
         super::RunArgs {

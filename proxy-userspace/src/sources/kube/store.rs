@@ -12,8 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
-use strait_config::{Diagnostic, Resource};
 use std::sync::mpsc;
+use strait_config::{Diagnostic, Resource};
 
 use tokio::sync::watch;
 
@@ -60,10 +60,7 @@ impl ObjectStore {
     /// A store expecting `kinds`; `wake` gets one `()` per change of what
     /// is served. The returned receiver turns `true` once every kind has
     /// been listed completely once.
-    pub fn new(
-        kinds: &[&'static str],
-        wake: mpsc::Sender<()>,
-    ) -> (Self, watch::Receiver<bool>) {
+    pub fn new(kinds: &[&'static str], wake: mpsc::Sender<()>) -> (Self, watch::Receiver<bool>) {
         let (synced, rx) = watch::channel(false);
         let store = Self {
             kinds: kinds.iter().map(|k| (*k, KindState::default())).collect(),

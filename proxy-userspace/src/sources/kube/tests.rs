@@ -2,9 +2,9 @@
 //! of every watched kind go through the store and the compiler, as the
 //! daemon runs them.
 use serde_json::{json, Value};
+use std::sync::mpsc;
 use strait_config::enroll::Enrollment;
 use strait_config::MeshSnapshot;
-use std::sync::mpsc;
 
 use super::store::{Change, ObjectStore};
 use super::KINDS;
