@@ -483,10 +483,10 @@ fn reload_once(
 ) -> Option<Arc<MeshSnapshot>> {
     let started = Instant::now();
     let Some((snap, enrolled)) = compile(store) else {
-        tracing::debug!("config inputs unchanged: nothing reloaded");
+        tracing::debug!("config files unchanged: nothing reloaded");
         return None;
     };
-    tracing::info!("config changed: reloading");
+    tracing::info!("config files changed: reloading");
     if enrolled != *enrollment {
         *enrollment = enrolled;
         capture.sync(datapath, enrollment);
