@@ -94,6 +94,12 @@ pub async fn start(
             tokens,
             settings,
         } => {
+            anyhow::ensure!(
+                args.secret_ttl <= settings.max_ttl,
+                "--secret-ttl ({}s) is longer than --ca-max-ttl ({}s): the embedded CA would refuse every request",
+                args.secret_ttl.as_secs(),
+                settings.max_ttl.as_secs()
+            );
             let authority = Authority::load_or_generate(dir, &args.trust_domain)?;
             tracing::info!(dir = %dir.display(), origin = ?authority.origin(), "embedded CA: root loaded");
             // The daemon's own token: random, in memory only.
