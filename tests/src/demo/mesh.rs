@@ -108,6 +108,11 @@ impl Mesh {
             .node
             .strait_run(&self.opts.strait, &self.config_dir)?
             .args(["--admin", ADMIN, "--drain-ms", "1000"])
+            // Workload identity from the CA embedded in the daemon; the
+            // root is generated once into the node's directory and kept
+            // across daemon restarts.
+            .arg("--ca-dir")
+            .arg(self.node.tmp_dir().join("ca"))
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
