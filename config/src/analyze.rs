@@ -10,6 +10,7 @@
 //! | IST0130 | VirtualServiceUnreachableRule | Warning |
 //! | IST0131 | VirtualServiceIneffectiveMatch | Info |
 //! | IST0132 | VirtualServiceHostNotFoundInGateway | Warning |
+//! | — | AuthorizationPolicy not enforced as Istio would (CUSTOM, mTLS identities, unknown `when` keys, unsupported targetRef kinds; fail-closed) | Warning |
 //! | — | ConflictingDestinationRules (Istio merges same-host rules and drops the later `trafficPolicy` / repeated subsets with only a log line; no IST code exists) | Warning |
 //!
 //! [`analyze`] also returns the validation findings, so one call gives the
@@ -242,7 +243,30 @@ fn json<T: serde::Serialize>(m: &T) -> String {
     serde_json::to_string(m).unwrap_or_default()
 }
 
+/// AuthorizationPolicies Strait enforces only in part (fail-closed): one
+/// warning per reason ([`crate::snapshot::AuthzPolicy::not_enforced`]).
+fn policy_gaps(resources: &[&Resource], snap: &MeshSnapshot, out: &mut Vec<Diagnostic>) {
+    for r in resources {
+        if !matches!(r.object, Object::AuthorizationPolicy(_)) {
+            continue;
+        }
+        let name = format!("{}/{}", r.namespace(), r.name());
+        let Some(p) = snap.policies.authorization.iter().find(|p| p.name == name) else {
+            continue;
+        };
+        for why in &p.not_enforced {
+            out.push(Diagnostic::at(
+                Level::Warning,
+                r,
+                "spec",
+                format!("not enforced as Istio would: {why}"),
+            ));
+        }
+    }
+}
+
 fn analyze_snapshot(resources: &[&Resource], snap: &MeshSnapshot, out: &mut Vec<Diagnostic>) {
+    policy_gaps(resources, snap, out);
     // Subsets defined per resolved host.
     let mut subsets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut drs_by_host: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();

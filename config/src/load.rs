@@ -4,7 +4,15 @@
 //! kinds Strait does not use (EnvoyFilter, Telemetry, ConfigMap, ...) are
 //! reported once per kind as [`Level::Info`], not as errors. A document that
 //! does not parse gives one [`Level::Error`] and is skipped; the others load.
+//!
+//! Input is bounded ([`Limits`]): only regular files are read (a FIFO or
+//! device named `*.yaml` is reported and skipped, never opened for a
+//! blocking read), a file larger than [`Limits::max_file_bytes`] or with more
+//! than [`Limits::max_documents`] documents is rejected whole, and a document
+//! nested deeper than [`Limits::max_depth`] is rejected before the YAML
+//! parser sees it (libyaml's parse time grows quadratically with depth).
 use std::collections::BTreeSet;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -28,6 +36,185 @@ impl Loaded {
     pub fn has_errors(&self) -> bool {
         self.diagnostics.iter().any(Diagnostic::is_error)
     }
+}
+
+/// Bounds on configuration input, so that a hostile or broken file cannot
+/// wedge or exhaust the loader. `strait run` takes them from
+/// `--max-config-file-bytes`, `--max-config-documents` and
+/// `--max-yaml-depth`; `strait validate` uses the defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest file read, bytes (default 64 MiB; Kubernetes objects are at
+    /// most 1.5 MiB each in etcd).
+    pub max_file_bytes: u64,
+    /// Most YAML documents in one file (default 100,000).
+    pub max_documents: usize,
+    /// Deepest nesting of mappings and sequences in one document (default
+    /// 128, serde_yaml's own recursion limit; Istio and Kubernetes objects
+    /// nest about 10 deep).
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 64 << 20,
+            max_documents: 100_000,
+            max_depth: 128,
+        }
+    }
+}
+
+/// Why a config file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// `open`/`read`/`stat` failed.
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    /// A FIFO, socket, device or other non-regular file.
+    #[error("not a regular file ({0}): skipped")]
+    NotRegular(&'static str),
+    /// Larger than [`Limits::max_file_bytes`].
+    #[error("file is larger than the limit of {limit} bytes (--max-config-file-bytes): skipped")]
+    TooLarge {
+        /// The limit, bytes.
+        limit: u64,
+    },
+    /// Not UTF-8 text.
+    #[error("file is not UTF-8 text: skipped")]
+    NotUtf8,
+}
+
+fn kind_of(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "a device"
+    } else if ft.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    }
+}
+
+/// Reads one config file: regular files only (symbolic links followed, as
+/// in a Kubernetes ConfigMap mount), opened non-blocking so a FIFO swapped
+/// in after the check cannot block, at most `limits.max_file_bytes`.
+///
+/// Errors: see [`ReadError`].
+pub fn read_file(path: &Path, limits: &Limits) -> Result<String, ReadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular(kind_of(meta.file_type())));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular(kind_of(meta.file_type())));
+    }
+    if meta.len() > limits.max_file_bytes {
+        return Err(ReadError::TooLarge {
+            limit: limits.max_file_bytes,
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limits.max_file_bytes + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limits.max_file_bytes {
+        return Err(ReadError::TooLarge {
+            limit: limits.max_file_bytes,
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8)
+}
+
+/// The first line (1-based, within `doc`) where the nesting of block and
+/// flow collections exceeds `max`, found by a linear scan of the text
+/// before any YAML parsing. Block nesting counts indentation levels and
+/// `- ` entries; flow nesting counts `[`/`{` outside quotes. Block scalars
+/// (`|`, `>`) and comments are skipped. An estimate on the safe side of
+/// pathological input, exact enough for ordinary YAML.
+pub fn too_deep(doc: &str, max: usize) -> Option<usize> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    let mut scalar_parent: Option<usize> = None;
+    for (n, line) in doc.lines().enumerate() {
+        let content = line.trim_start_matches(' ');
+        let indent = line.len() - content.len();
+        if let Some(parent) = scalar_parent {
+            if content.trim().is_empty() || indent > parent {
+                continue;
+            }
+            scalar_parent = None;
+        }
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let mut rest = content;
+        let mut col = indent;
+        if flow == 0 {
+            while indents.last().is_some_and(|&i| i >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+            // `- - - x`: each dash opens a nested sequence entry.
+            while let Some(r) = rest
+                .strip_prefix("- ")
+                .or_else(|| (rest == "-").then_some(""))
+            {
+                col += 2;
+                indents.push(col);
+                rest = r.trim_start_matches(' ');
+            }
+        }
+        let mut value_start = true;
+        let mut quote: Option<char> = None;
+        let mut prev = ' ';
+        let mut chars = rest.chars().peekable();
+        while let Some(c) = chars.next() {
+            if let Some(q) = quote {
+                if c == '\\' && q == '"' {
+                    chars.next();
+                } else if c == q {
+                    quote = None;
+                }
+                prev = c;
+                continue;
+            }
+            match c {
+                '#' if prev == ' ' || prev == '\t' => break,
+                '"' | '\'' if value_start || flow > 0 => quote = Some(c),
+                '[' | '{' if value_start || flow > 0 => {
+                    flow += 1;
+                    value_start = true;
+                    if indents.len() + flow > max {
+                        return Some(n + 1);
+                    }
+                }
+                ']' | '}' if flow > 0 => flow -= 1,
+                ':' if chars.peek().is_none_or(|n| *n == ' ') => value_start = true,
+                ',' if flow > 0 => value_start = true,
+                ' ' | '\t' => {}
+                '|' | '>' if value_start && flow == 0 => {
+                    scalar_parent = Some(indent);
+                    value_start = false;
+                }
+                _ => value_start = false,
+            }
+            prev = c;
+        }
+        if indents.len() + flow > max {
+            return Some(n + 1);
+        }
+    }
+    None
 }
 
 /// The first two fields of every document.
@@ -87,18 +274,32 @@ pub fn split_documents(text: &str) -> Vec<(usize, usize, &str)> {
     docs
 }
 
-/// Loads every document of `text`, labelled `file` in diagnostics.
+/// Loads every document of `text`, labelled `file` in diagnostics, with
+/// the default [`Limits`] on documents and nesting.
 pub fn load_str(text: &str, file: &str) -> Loaded {
+    load_str_with(text, file, &Limits::default())
+}
+
+/// [`load_str`] with explicit limits: more than `limits.max_documents`
+/// documents is one error for the whole text (nothing loads); a document
+/// nested deeper than `limits.max_depth` is an error for that document.
+pub fn load_str_with(text: &str, file: &str, limits: &Limits) -> Loaded {
     let mut out = Loaded::default();
-    load_into(&mut out, text, file);
+    load_into(&mut out, text, file, limits);
     out
 }
 
 /// Loads files and directories (directories recursively: `*.yaml` and
 /// `*.yml`, in sorted path order, like `kubectl apply -f DIR`; a file named
 /// explicitly is read whatever its extension, JSON included, since JSON is
-/// YAML). A path that cannot be read is an error.
+/// YAML). A path that cannot be read is an error; so is a non-regular
+/// file (FIFO, socket, device), which is never opened for reading.
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Loaded {
+    load_paths_with(paths, &Limits::default())
+}
+
+/// [`load_paths`] with explicit limits (see [`Limits`]).
+pub fn load_paths_with<P: AsRef<Path>>(paths: &[P], limits: &Limits) -> Loaded {
     let mut out = Loaded::default();
     for p in paths {
         let p = p.as_ref();
@@ -109,11 +310,9 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Loaded {
             continue;
         }
         for f in files {
-            match std::fs::read_to_string(&f) {
-                Ok(text) => load_into(&mut out, &text, &f.display().to_string()),
-                Err(e) => out
-                    .diagnostics
-                    .push(file_error(&f, format!("cannot read: {e}"))),
+            match read_file(&f, limits) {
+                Ok(text) => load_into(&mut out, &text, &f.display().to_string(), limits),
+                Err(e) => out.diagnostics.push(file_error(&f, e.to_string())),
             }
         }
     }
@@ -155,8 +354,19 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     }
 }
 
-fn load_into(out: &mut Loaded, text: &str, file: &str) {
+fn load_into(out: &mut Loaded, text: &str, file: &str, limits: &Limits) {
     let docs = split_documents(text);
+    if docs.len() > limits.max_documents {
+        out.diagnostics.push(file_error(
+            Path::new(file),
+            format!(
+                "{} YAML documents, more than the limit of {} per file (--max-config-documents): file skipped",
+                docs.len(),
+                limits.max_documents
+            ),
+        ));
+        return;
+    }
     // Documents parse independently: spread them over the cores, keeping
     // file order in the result.
     let threads = std::thread::available_parallelism()
@@ -170,7 +380,23 @@ fn load_into(out: &mut Loaded, text: &str, file: &str) {
                     file: file.to_string(),
                     line: *content_line,
                 };
-                let parsed = parse_document(doc, *first, &origin);
+                let parsed = match too_deep(doc, limits.max_depth) {
+                    Some(line) => Err(Box::new(Diagnostic {
+                        level: Level::Error,
+                        code: None,
+                        origin: Some(Origin {
+                            file: file.to_string(),
+                            line: first + line - 1,
+                        }),
+                        resource: None,
+                        field: None,
+                        message: format!(
+                            "YAML nested deeper than the limit of {} levels (--max-yaml-depth): document skipped",
+                            limits.max_depth
+                        ),
+                    })),
+                    None => parse_document(doc, *first, &origin),
+                };
                 (origin, parsed)
             })
             .collect()
@@ -415,5 +641,116 @@ mod tests {
         assert_eq!(d.origin.as_ref().unwrap().line, 13);
         assert_eq!(d.field.as_deref(), Some("spec.http[0]"));
         assert!(d.message.contains("unknown field `rout`"), "{}", d.message);
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("strait-load-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    const NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
+
+    #[test]
+    fn a_fifo_named_yaml_is_reported_and_skipped_without_blocking() {
+        let d = scratch("fifo");
+        std::fs::write(d.join("a.yaml"), NS).unwrap();
+        let fifo = d.join("b.yaml");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = d.clone();
+        std::thread::spawn(move || tx.send(load_paths(&[dir])).unwrap());
+        let l = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("loading a directory with a FIFO blocked");
+        std::fs::remove_dir_all(&d).unwrap();
+        assert_eq!(l.resources.len(), 1, "the regular file still loads");
+        let e = l
+            .diagnostics
+            .iter()
+            .find(|d| d.is_error())
+            .expect("an error");
+        let text = e.to_string();
+        assert!(
+            text.contains("b.yaml") && text.contains("not a regular file (a FIFO)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn files_over_the_size_limit_are_rejected_with_the_flag_named() {
+        let d = scratch("size");
+        std::fs::write(d.join("a.yaml"), NS.repeat(100)).unwrap();
+        let limits = Limits {
+            max_file_bytes: 1000,
+            ..Limits::default()
+        };
+        let l = load_paths_with(&[d.clone()], &limits);
+        std::fs::remove_dir_all(&d).unwrap();
+        assert!(l.resources.is_empty());
+        let text = l.diagnostics[0].to_string();
+        assert!(
+            text.contains("a.yaml") && text.contains("--max-config-file-bytes"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn too_many_documents_reject_the_file() {
+        let text = format!("{NS}---\n").repeat(11);
+        let limits = Limits {
+            max_documents: 10,
+            ..Limits::default()
+        };
+        let l = load_str_with(&text, "many.yaml", &limits);
+        assert!(l.resources.is_empty());
+        let msg = l.diagnostics[0].to_string();
+        assert!(
+            msg.contains("many.yaml")
+                && msg.contains("11 YAML documents")
+                && msg.contains("--max-config-documents"),
+            "{msg}"
+        );
+        assert_eq!(load_str(&text, "many.yaml").resources.len(), 11);
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_fast_and_ordinary_yaml_is_not() {
+        for (name, doc) in [
+            (
+                "flow",
+                format!("{NS}spec: {}{}\n", "[".repeat(40_000), "]".repeat(40_000)),
+            ),
+            ("block", {
+                let mut d = String::from(NS);
+                d.push_str("spec:\n");
+                for i in 1..40_000 {
+                    d.push_str(&" ".repeat(i));
+                    d.push_str("a:\n");
+                }
+                d
+            }),
+            ("dashes", format!("{NS}spec:\n{}x\n", "- ".repeat(40_000))),
+        ] {
+            let t0 = std::time::Instant::now();
+            let l = load_str(&doc, "deep.yaml");
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(5),
+                "{name}: {:?}",
+                t0.elapsed()
+            );
+            assert!(l.resources.is_empty(), "{name}");
+            let msg = l.diagnostics[0].to_string();
+            assert!(
+                msg.contains("deep.yaml") && msg.contains("--max-yaml-depth"),
+                "{name}: {msg}"
+            );
+        }
+        let ok = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: ns}\nspec:\n  rules:\n  - from:\n    - source:\n        principals: [\"a/[b\", 'c{']\n    to:\n    - operation: {methods: [GET], paths: ['/x[', \"/y{\"]}\n    when:\n    - key: request.headers[x]\n      values: |\n        [[[[[[\n";
+        assert_eq!(too_deep(ok, 7), None);
+        assert_eq!(too_deep(ok, 4), Some(8));
     }
 }

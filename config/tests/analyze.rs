@@ -114,3 +114,20 @@ fn conflicting_destination_rules_are_reported() {
         .message
         .contains("subsets [\"v1\"] are defined more than once"));
 }
+
+#[test]
+fn authorization_policies_strait_enforces_only_fail_closed_are_warned() {
+    let yaml = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ext, namespace: default}\nspec:\n  action: CUSTOM\n  provider: {name: my-authz}\n  rules: [{}]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: peers, namespace: default}\nspec:\n  rules:\n  - from: [{source: {principals: [\"cluster.local/ns/default/sa/sleep\"]}}]\n    when: [{key: experimental.unknown, values: [x]}]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: fine, namespace: default}\nspec:\n  rules: [{to: [{operation: {methods: [GET]}}]}]\n";
+    let loaded = load_str(yaml, "t.yaml");
+    let warnings: Vec<String> = analyze(&loaded.resources)
+        .into_iter()
+        .filter(|d| d.message.contains("not enforced as Istio would"))
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    let all = warnings.join("\n");
+    assert!(all.contains("AuthorizationPolicy/default/ext") && all.contains("CUSTOM"), "{all}");
+    assert!(all.contains("mTLS identity"), "{all}");
+    assert!(all.contains("experimental.unknown"), "{all}");
+    assert!(!all.contains("/fine"), "{all}");
+}

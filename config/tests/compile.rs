@@ -301,9 +301,20 @@ fn l4_mode_follows_routing_and_policy() {
         mode("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: default}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  rules:\n  - to:\n    - operation: {methods: [GET]}\n"),
         L4Mode::Redirect
     );
-    // An L4-only policy (ports, namespaces) does not need the proxy.
+    // An L4-only policy (ports, namespaces) needs the proxy too: the
+    // kernel path checks no policy, and nothing may bypass it.
     assert_eq!(
         mode("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: default}\nspec:\n  rules:\n  - from:\n    - source: {namespaces: [default]}\n"),
+        L4Mode::Redirect
+    );
+    // A root-namespace policy with a selector applies in every namespace.
+    assert_eq!(
+        mode("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: istio-system}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  rules:\n  - to:\n    - operation: {ports: [\"9080\"]}\n"),
+        L4Mode::Redirect
+    );
+    // A policy in another namespace does not.
+    assert_eq!(
+        mode("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: other}\nspec: {}\n"),
         L4Mode::L4
     );
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod daemon;
 pub mod datapath;
 pub mod identity;
+pub mod policy;
 pub mod proxy;
 pub mod sys;
 pub mod telemetry;

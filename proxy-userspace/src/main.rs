@@ -52,6 +52,39 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Experimental tools (like `istioctl x`).
+    X {
+        #[command(subcommand)]
+        command: XCommand,
+    },
+}
+
+/// `strait x ...`.
+#[derive(Subcommand)]
+enum XCommand {
+    /// Authorization tools.
+    Authz {
+        #[command(subcommand)]
+        command: AuthzCommand,
+    },
+}
+
+/// `strait x authz ...`.
+#[derive(Subcommand)]
+enum AuthzCommand {
+    /// Show the AuthorizationPolicies and RequestAuthentications that apply
+    /// to a pod and how Strait enforces them (like `istioctl x authz check`).
+    Check {
+        /// The pod: `name`, `name.namespace` or `namespace/name`.
+        pod: String,
+        /// Configuration files or directories.
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// The node whose daemon is asked about (default: every workload
+        /// counts as local).
+        #[arg(long)]
+        node: Option<String>,
+    },
 }
 
 /// `strait config ...`.
@@ -117,6 +150,12 @@ fn main() -> ExitCode {
         Command::Ca {
             command: CaCommand::Inspect { admin, output },
         } => cli::ca::run(admin, output.is_some()),
+        Command::X {
+            command:
+                XCommand::Authz {
+                    command: AuthzCommand::Check { pod, files, node },
+                },
+        } => cli::authz::run(&pod, &files, node),
     }
 }
 

@@ -45,3 +45,24 @@ mod tests {
         assert_eq!(parse_cgroup2_mount("proc /proc proc rw 0 0\n"), None);
     }
 }
+
+/// The addresses of this network namespace's interfaces (`getifaddrs`):
+/// the node's own addresses. Empty when they cannot be read.
+pub fn node_addresses() -> Vec<std::net::IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut out: Vec<std::net::IpAddr> = addrs
+        .filter_map(|a| a.address)
+        .filter_map(|a| {
+            if let Some(v4) = a.as_sockaddr_in() {
+                Some(std::net::IpAddr::V4(v4.ip()))
+            } else {
+                a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}

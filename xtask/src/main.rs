@@ -3,6 +3,7 @@ mod bench;
 mod build_ebpf;
 mod cmd;
 mod demo;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -33,6 +34,14 @@ enum Command {
     },
     /// Run the bookinfo demo on a simulated node.
     Demo,
+    /// Run every cargo-fuzz target (HTTP/1.1 codec, config loader, route
+    /// matcher) from the committed seed corpora for a bounded time.
+    Fuzz {
+        /// Total fuzzing time over all targets, seconds (split evenly;
+        /// the build comes on top).
+        #[arg(long, default_value_t = 90)]
+        seconds: u64,
+    },
     /// Benchmarks beside direct, iptables DNAT, nginx and HAProxy; writes
     /// bench/results.md and bench/results.json.
     Bench {
@@ -52,5 +61,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test { args } => test::run(&args),
         Command::Bench { suite, quick } => bench::run(suite, quick),
         Command::Demo => demo::run(),
+        Command::Fuzz { seconds } => fuzz::run(seconds),
     }
 }

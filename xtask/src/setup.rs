@@ -42,6 +42,7 @@ pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
     debian_packages(DEBIAN_PACKAGES)?;
     bpf_linker()?;
+    cargo_fuzz()?;
     step("setup complete");
     Ok(())
 }
@@ -130,4 +131,15 @@ fn bpf_linker() -> anyhow::Result<()> {
             "--force",
         ])
         .env("LLVM_PREFIX", LLVM_PREFIX))
+}
+
+/// `cargo fuzz` (cargo-fuzz) for `cargo xtask fuzz`; it builds the targets
+/// with the nightly toolchain installed above.
+pub fn cargo_fuzz() -> anyhow::Result<()> {
+    step("cargo-fuzz");
+    if let Some(v) = output(Command::new("cargo").args(["fuzz", "--version"])) {
+        eprintln!("    present: {}", v.trim());
+        return Ok(());
+    }
+    sh(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
 }

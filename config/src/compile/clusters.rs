@@ -59,13 +59,16 @@ pub(crate) fn dr_for<'a>(idx: &Index<'a>, host: &str, svc_ns: &str) -> MergedDr<
         (a.0, a.2.namespace(), a.2.name()).cmp(&(b.0, b.2.namespace(), b.2.name()))
     });
     let mut out = MergedDr::default();
+    // A set of the names seen keeps the merge linear in the subset count
+    // (a DestinationRule may list 100,000 subsets).
+    let mut seen: std::collections::HashSet<&'a str> = std::collections::HashSet::new();
     for (_, _, r, dr) in cands {
         out.sources.push(r);
         if out.traffic_policy.is_none() {
             out.traffic_policy = dr.traffic_policy.as_deref();
         }
         for s in &dr.subsets {
-            if !out.subsets.iter().any(|x| x.name == s.name) {
+            if seen.insert(s.name.as_str()) {
                 out.subsets.push(s);
             }
         }

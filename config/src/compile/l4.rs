@@ -8,8 +8,9 @@
 //! 2. the effective DestinationRule policy for the port sets upstream TLS
 //!    other than DISABLE, an HTTP-keyed consistent hash (header, cookie,
 //!    query parameter), HTTP connection-pool limits, or outlier detection;
-//! 3. an AuthorizationPolicy that uses HTTP attributes, or any
-//!    RequestAuthentication, selects a workload of the service;
+//! 3. any AuthorizationPolicy (L4-only ones too: the kernel path has no
+//!    policy check) or RequestAuthentication selects a workload of the
+//!    service;
 //! 4. a PeerAuthentication makes a workload of the service STRICT (mTLS
 //!    needs the proxy; PERMISSIVE accepts plain text, so L4 still works).
 //!
@@ -31,10 +32,18 @@ use crate::snapshot::{
 fn policy_needs_proxy(snap: &MeshSnapshot, workloads: &[&Workload]) -> bool {
     workloads.iter().any(|w| {
         let p = snap.policies.for_workload(&w.namespace, &w.labels);
+        let root = crate::snapshot::policy::ROOT_NAMESPACE;
+        let pol = &snap.policies;
         p.mtls == MtlsMode::Strict
             || p.port_mtls.values().any(|m| *m == MtlsMode::Strict)
-            || !p.request_authn.is_empty()
-            || p.authz.iter().any(|a| a.needs_l7)
+            || !pol
+                .request_authn_for(root, &w.namespace, &w.labels, &w.services)
+                .is_empty()
+            // Every AuthorizationPolicy, L4-only ones too: the kernel's L4
+            // path has no policy check, so nothing may bypass the proxy.
+            || !pol
+                .authz_for(root, &w.namespace, &w.labels, &w.services)
+                .is_empty()
     })
 }
 

@@ -1,13 +1,115 @@
 //! Security resources → [`Policies`].
 use super::Index;
 use crate::api::destination_rule::WorkloadSelector;
-use crate::api::security::Rule;
+use crate::api::security::{AuthorizationPolicy, PolicyTargetReference, Rule};
 use crate::api::Resource;
 use crate::snapshot::policy::JwtHeader;
 use crate::snapshot::{
     AuthzAction, AuthzPolicy, AuthzRule, JwtRule, MtlsMode, PeerAuthn, Policies, RequestAuthn,
-    Selector,
+    Selector, TargetRef,
 };
+
+fn target_refs(
+    res: &Resource,
+    one: Option<&PolicyTargetReference>,
+    many: &[PolicyTargetReference],
+) -> Vec<TargetRef> {
+    one.into_iter()
+        .chain(many)
+        .map(|t| TargetRef {
+            group: t.group.clone().unwrap_or_default(),
+            kind: t.kind.clone(),
+            name: t.name.clone(),
+            namespace: t
+                .namespace
+                .clone()
+                .unwrap_or_else(|| res.namespace().to_string()),
+        })
+        .collect()
+}
+
+/// `when` keys Strait evaluates (Istio's condition keys). Keys are matched
+/// on their name up to `[`.
+pub const CONDITION_KEYS: &[&str] = &[
+    "request.headers",
+    "source.ip",
+    "remote.ip",
+    "source.namespace",
+    "source.principal",
+    "request.auth.principal",
+    "request.auth.audiences",
+    "request.auth.presenter",
+    "request.auth.claims",
+    "destination.ip",
+    "destination.port",
+    "connection.sni",
+];
+
+/// `true` when `key` is one of Istio's condition keys Strait evaluates.
+pub fn known_condition_key(key: &str) -> bool {
+    let base = key.split('[').next().unwrap_or(key);
+    let bracket_ok = match base {
+        "request.headers" | "request.auth.claims" => {
+            key.len() > base.len() + 2 && key.ends_with(']')
+        }
+        _ => key == base,
+    };
+    CONDITION_KEYS.contains(&base) && bracket_ok
+}
+
+/// What of `ap` Strait cannot enforce as Istio would (see
+/// [`AuthzPolicy::not_enforced`]).
+fn not_enforced(ap: &AuthorizationPolicy, refs: &[TargetRef]) -> Vec<String> {
+    let mut out = Vec::new();
+    if ap.action.as_deref() == Some("CUSTOM") {
+        out.push(format!(
+            "CUSTOM action (provider {:?}): Strait has no external authorizer client yet; \
+             requests this policy's rules match (or may match) are denied with 403",
+            ap.provider.as_ref().map(|p| p.name.as_str()).unwrap_or("")
+        ));
+    }
+    let identity = ap.rules.iter().any(|r| {
+        r.from.iter().any(|f| {
+            let s = &f.source;
+            !(s.principals.is_empty()
+                && s.not_principals.is_empty()
+                && s.namespaces.is_empty()
+                && s.not_namespaces.is_empty())
+        }) || r
+            .when
+            .iter()
+            .any(|c| c.key == "source.principal" || c.key == "source.namespace")
+    });
+    if identity {
+        out.push(
+            "principals / namespaces / source.principal / source.namespace need the peer's mTLS \
+             identity, which Strait does not have yet (HBONE/mTLS not built): rules using them \
+             never allow (ALLOW) and always deny (DENY, CUSTOM)"
+                .into(),
+        );
+    }
+    for (i, r) in ap.rules.iter().enumerate() {
+        for (j, c) in r.when.iter().enumerate() {
+            if !known_condition_key(&c.key) {
+                out.push(format!(
+                    "rules[{i}].when[{j}].key {:?} is not a condition key Strait knows: \
+                     the policy fails closed (every request to the workload is denied)",
+                    c.key
+                ));
+            }
+        }
+    }
+    for t in refs {
+        if !(t.kind == "Service" && t.group.is_empty() || t.kind == "Gateway") {
+            out.push(format!(
+                "targetRef {}/{} {}: only Service and Gateway targets are supported; \
+                 the policy applies to no workload",
+                t.group, t.kind, t.name
+            ));
+        }
+    }
+    out
+}
 
 fn selector(res: &Resource, s: Option<&WorkloadSelector>) -> Selector {
     Selector {
@@ -67,6 +169,7 @@ pub(crate) fn build(idx: &Index<'_>) -> Policies {
         p.request_authentication.push(RequestAuthn {
             name: name(r),
             selector: selector(r, ra.selector.as_ref()),
+            target_refs: target_refs(r, ra.target_ref.as_ref(), &ra.target_refs),
             jwt_rules: ra
                 .jwt_rules
                 .iter()
@@ -97,9 +200,12 @@ pub(crate) fn build(idx: &Index<'_>) -> Policies {
         });
     }
     for (r, ap) in &idx.authz {
+        let refs = target_refs(r, ap.target_ref.as_ref(), &ap.target_refs);
         p.authorization.push(AuthzPolicy {
             name: name(r),
             selector: selector(r, ap.selector.as_ref()),
+            not_enforced: not_enforced(ap, &refs),
+            target_refs: refs,
             action: match ap.action.as_deref() {
                 Some("DENY") => AuthzAction::Deny,
                 Some("AUDIT") => AuthzAction::Audit,

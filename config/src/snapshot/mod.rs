@@ -28,7 +28,7 @@ pub use gateway::{Gateway, GatewayServer, ServerTls, VirtualHost};
 pub use l4::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
 pub use policy::{
     AuthzAction, AuthzPolicy, AuthzRule, JwtRule, MtlsMode, PeerAuthn, Policies, RequestAuthn,
-    Selector, WorkloadPolicies,
+    Selector, TargetRef, WorkloadPolicies,
 };
 pub use route::{
     AbortStatus, CorsPolicy, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderMatch, HeaderOps,

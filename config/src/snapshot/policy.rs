@@ -45,6 +45,49 @@ impl Selector {
     }
 }
 
+/// The label Istio puts on a Gateway API gateway's pods; a policy with a
+/// `Gateway` targetRef applies to the pods carrying it.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+
+/// Istio's scope of a RequestAuthentication / AuthorizationPolicy
+/// (`pilot/pkg/model/authorization.go`, `policyattachment.go`): with
+/// `targetRefs`, a `Gateway` target selects the pods labelled
+/// [`GATEWAY_NAME_LABEL`]` = name` in the target's namespace and a core
+/// `Service` target the workloads of that service (Strait enforces as the
+/// service's waypoint would); otherwise a policy in `root_namespace`
+/// applies in every namespace (all workloads without selector, the
+/// matching ones with), and one elsewhere in its own namespace.
+/// `services` are the hosts of the services that select the workload.
+pub fn policy_applies(
+    selector: &Selector,
+    target_refs: &[TargetRef],
+    root_namespace: &str,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    services: &[String],
+) -> bool {
+    if !target_refs.is_empty() {
+        return target_refs.iter().any(|t| match t.kind.as_str() {
+            "Gateway" => {
+                t.namespace == namespace
+                    && labels.get(GATEWAY_NAME_LABEL).is_some_and(|g| *g == t.name)
+            }
+            "Service" if t.group.is_empty() => {
+                let prefix = format!("{}.{}.svc.", t.name, t.namespace);
+                services.iter().any(|h| h.starts_with(&prefix))
+            }
+            _ => false,
+        });
+    }
+    if selector.namespace != root_namespace && selector.namespace != namespace {
+        return false;
+    }
+    match &selector.match_labels {
+        None => true,
+        Some(m) => m.iter().all(|(k, v)| labels.get(k) == Some(v)),
+    }
+}
+
 /// mTLS mode of a PeerAuthentication.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -108,6 +151,23 @@ pub struct JwtRule {
     pub output_claim_to_headers: Vec<(String, String)>,
 }
 
+/// `targetRef` / `targetRefs` of a policy (Istio's `PolicyTargetReference`).
+/// Istio applies a policy with a `Gateway` target to the pods labelled
+/// `gateway.networking.k8s.io/gateway-name: <name>`, and one with a
+/// `Service` target to the waypoint of that service; Strait enforces a
+/// `Service` target on the service's workloads (it is their waypoint).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetRef {
+    /// `group` (empty: core).
+    pub group: String,
+    /// `kind`: `Gateway`, `Service`, `ServiceEntry`, `GatewayClass`.
+    pub kind: String,
+    /// `name`.
+    pub name: String,
+    /// Namespace (the policy's when not set).
+    pub namespace: String,
+}
+
 /// A RequestAuthentication.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestAuthn {
@@ -115,6 +175,9 @@ pub struct RequestAuthn {
     pub name: String,
     /// Scope.
     pub selector: Selector,
+    /// `targetRef` / `targetRefs` (empty: `selector` decides).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_refs: Vec<TargetRef>,
     /// Issuers.
     pub jwt_rules: Vec<JwtRule>,
 }
@@ -155,6 +218,9 @@ pub struct AuthzPolicy {
     pub name: String,
     /// Scope.
     pub selector: Selector,
+    /// `targetRef` / `targetRefs` (empty: `selector` decides).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_refs: Vec<TargetRef>,
     /// Action.
     pub action: AuthzAction,
     /// CUSTOM provider name.
@@ -165,6 +231,12 @@ pub struct AuthzPolicy {
     /// `true` when a rule uses HTTP-only attributes (paths, methods, hosts,
     /// request principals, `request.*` keys): the workload needs the L7 proxy.
     pub needs_l7: bool,
+    /// Why Strait cannot enforce (part of) this policy as Istio would, one
+    /// sentence each (`strait analyze` prints them). A policy with an
+    /// entry is still applied, fail-closed: the parts Strait cannot decide
+    /// deny (DENY, CUSTOM) or never allow (ALLOW). Empty: fully enforced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_enforced: Vec<String>,
 }
 
 /// Every policy, sorted by `namespace/name`.
@@ -225,16 +297,56 @@ impl Policies {
                 *m = base;
             }
         }
-        out.request_authn = self
-            .request_authentication
-            .iter()
-            .filter(|r| r.selector.selects(namespace, labels))
-            .collect();
-        out.authz = self
-            .authorization
-            .iter()
-            .filter(|a| a.selector.selects(namespace, labels))
-            .collect();
+        out.request_authn = self.request_authn_for(ROOT_NAMESPACE, namespace, labels, &[]);
+        out.authz = self.authz_for(ROOT_NAMESPACE, namespace, labels, &[]);
         out
+    }
+
+    /// The RequestAuthentications that apply to a workload
+    /// ([`policy_applies`]).
+    pub fn request_authn_for(
+        &self,
+        root_namespace: &str,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        services: &[String],
+    ) -> Vec<&RequestAuthn> {
+        self.request_authentication
+            .iter()
+            .filter(|r| {
+                policy_applies(
+                    &r.selector,
+                    &r.target_refs,
+                    root_namespace,
+                    namespace,
+                    labels,
+                    services,
+                )
+            })
+            .collect()
+    }
+
+    /// The AuthorizationPolicies that apply to a workload
+    /// ([`policy_applies`]).
+    pub fn authz_for(
+        &self,
+        root_namespace: &str,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        services: &[String],
+    ) -> Vec<&AuthzPolicy> {
+        self.authorization
+            .iter()
+            .filter(|a| {
+                policy_applies(
+                    &a.selector,
+                    &a.target_refs,
+                    root_namespace,
+                    namespace,
+                    labels,
+                    services,
+                )
+            })
+            .collect()
     }
 }

@@ -5,6 +5,7 @@
 //! Errors reject the resource alone (see [`crate::compile`]); warnings (e.g.
 //! deprecated fields) do not.
 mod common;
+mod endpoints;
 mod networking;
 mod security;
 mod virtual_service;
@@ -13,6 +14,7 @@ use crate::api::{Object, Resource};
 use crate::diag::{Diagnostic, Level};
 
 pub use common::{validate_port, validate_regex, validate_wildcard_domain};
+pub use endpoints::special_ip;
 pub use virtual_service::GRPC_STATUS;
 
 /// Collects findings for one resource.
@@ -60,7 +62,14 @@ impl<'a> Report<'a> {
 
 /// Validates one resource. Returns errors and warnings.
 pub fn validate_resource(res: &Resource) -> Vec<Diagnostic> {
+    validate_resource_on_node(res, &[])
+}
+
+/// [`validate_resource`] on a node whose own addresses are `node`: an
+/// endpoint at one of them is an error too (see [`special_ip`]).
+pub fn validate_resource_on_node(res: &Resource, node: &[std::net::IpAddr]) -> Vec<Diagnostic> {
     let mut r = Report::new(res);
+    endpoints::endpoint_addresses(&mut r, res, node);
     let name = res.name();
     if name.is_empty() {
         r.err("metadata.name", "name is required");

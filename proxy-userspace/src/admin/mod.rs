@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -37,11 +38,39 @@ pub fn no_certs() -> serde_json::Value {
     serde_json::json!({ "certificates": [], "trust_bundle": [] })
 }
 
-/// Serves the admin API on `listener` until the task is dropped.
+/// First pause after a failed `accept` (EMFILE/ENFILE at file-descriptor
+/// exhaustion, ENOBUFS, ...); it doubles per consecutive failure up to
+/// [`ACCEPT_BACKOFF_MAX`], so a persistent failure costs no CPU.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// Longest pause between failed `accept`s.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Serves the admin API on `listener` until the task is dropped. A failed
+/// `accept` is logged (once per run of failures) and retried after a
+/// back-off instead of at once, as Envoy does, so file-descriptor
+/// exhaustion does not spin a core.
 pub async fn serve(listener: TcpListener, source: Arc<dyn AdminSource>) {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut failing = false;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                if failing {
+                    tracing::info!("admin listener accepting again");
+                }
+                failing = false;
+                backoff = ACCEPT_BACKOFF_MIN;
+                stream
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "admin listener cannot accept; backing off");
+                }
+                failing = true;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
         };
         let source = source.clone();
         tokio::spawn(async move {
@@ -58,9 +87,18 @@ pub async fn serve(listener: TcpListener, source: Arc<dyn AdminSource>) {
 
 /// Binds the admin address, failing with a message that names it.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
+    TcpListener::from_std(bind_std(addr)?)
+        .map_err(|e| anyhow::anyhow!("admin listener {addr}: {e}"))
+}
+
+/// [`bind`] without a runtime: a non-blocking std listener, for binding
+/// before the daemon drops its privileges and starts its runtime.
+pub fn bind_std(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr).map_err(|e| {
         anyhow::anyhow!("cannot listen on admin address {addr}: {e} (is another strait or Envoy running? pass --admin ADDR)")
-    })
+    })?;
+    l.set_nonblocking(true)?;
+    Ok(l)
 }
 
 fn handle(source: &dyn AdminSource, req: &Request<Incoming>) -> Response<Full<Bytes>> {

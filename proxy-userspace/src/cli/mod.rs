@@ -2,6 +2,7 @@
 //! process exit code.
 pub mod analyze;
 pub mod ca;
+pub mod authz;
 pub mod compile;
 pub mod validate;
 
@@ -70,6 +71,23 @@ mod tests {
         assert_eq!(
             super::analyze::run(std::slice::from_ref(&bad.0)),
             ExitCode::from(79)
+        );
+    }
+
+    #[test]
+    fn authz_check_finds_the_pod_or_fails() {
+        let yaml = format!(
+            "{GOOD}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: reviews-1, namespace: default, labels: {{app: reviews}}}}\nspec: {{nodeName: n1}}\nstatus: {{podIP: 10.244.0.9}}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: deny-all, namespace: default}}\nspec: {{}}\n"
+        );
+        let dir = TempYaml::new("authz", &yaml);
+        let files = std::slice::from_ref(&dir.0);
+        assert_eq!(
+            super::authz::run("reviews-1.default", files, Some("n1".into())),
+            ExitCode::SUCCESS
+        );
+        assert_eq!(
+            super::authz::run("default/nope", files, None),
+            ExitCode::FAILURE
         );
     }
 

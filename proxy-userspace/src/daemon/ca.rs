@@ -95,7 +95,9 @@ async fn run(args: CaServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading --tokens {}", args.tokens.display()))?;
     let n = crate::identity::ca::auth::parse_tokens(&args.tokens, &text)?.len();
     let mut store = ConfigStore::new(&args.config);
-    let snapshot = Arc::new(ArcSwap::from_pointee(super::compile(&mut store)));
+    let snapshot = Arc::new(ArcSwap::from_pointee(
+        super::compile(&mut store).unwrap_or_default(),
+    ));
     let authority = Authority::load_or_generate(&args.ca_dir, &args.trust_domain)?;
     let (signing, root) = authority.describe();
     tracing::info!(
@@ -121,14 +123,21 @@ async fn run(args: CaServeArgs) -> anyhow::Result<()> {
         trust_domain: args.trust_domain.clone(),
     });
     tokio::spawn(crate::admin::serve(admin, admin_src));
-    let (_watch, mut changes) = super::watch::watch(&args.config)?;
+    let (watch, changes) = super::watch::watch(&args.config)?;
     let snap = snapshot.clone();
-    tokio::spawn(async move {
-        while changes.recv().await.is_some() {
-            snap.store(Arc::new(super::compile(&mut store)));
-            tracing::debug!("CA: config reloaded");
-        }
-    });
+    // Reloads on their own thread, as in `strait run`.
+    std::thread::Builder::new()
+        .name("strait-ca-reload".into())
+        .spawn(move || {
+            let _watch = watch;
+            while super::watch::next_burst(&changes) {
+                if let Some(s) = super::compile(&mut store) {
+                    snap.store(Arc::new(s));
+                    tracing::debug!("CA: config reloaded");
+                }
+            }
+        })
+        .context("starting the CA's reload thread")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use strait_config::load::Limits;
 
 /// `strait run`: serve the node until SIGTERM/SIGINT.
 #[derive(Args, Debug, Clone)]
@@ -37,6 +38,34 @@ pub struct RunCmd {
     /// Do not print access-log lines.
     #[arg(long)]
     pub no_access_log: bool,
+    /// Largest config file read, bytes; a larger file is reported and
+    /// skipped (its last good version keeps serving).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_file_bytes)]
+    pub max_config_file_bytes: u64,
+    /// Most YAML documents in one config file.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_documents)]
+    pub max_config_documents: usize,
+    /// Deepest nesting of YAML mappings/sequences in one document.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_depth)]
+    pub max_yaml_depth: usize,
+    /// Longest time a client may take to send a request head, from its
+    /// first byte, milliseconds (Envoy's `request_headers_timeout`); a
+    /// slower client gets 408 and is disconnected. 0: no limit (also for
+    /// the other timeouts below).
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub request_headers_timeout_ms: u64,
+    /// Longest wait for more of a request body being read before routing,
+    /// milliseconds (Envoy's `stream_idle_timeout`, 5 min).
+    #[arg(long, value_name = "MS", default_value_t = 300_000)]
+    pub stream_idle_timeout_ms: u64,
+    /// A client connection with no request for this long is closed,
+    /// milliseconds (Envoy's HTTP `idle_timeout`, 1 h).
+    #[arg(long, value_name = "MS", default_value_t = 3_600_000)]
+    pub idle_timeout_ms: u64,
+    /// Most client connections served at once; more get Envoy's overload
+    /// reply (503) or are closed. 0: no cap.
+    #[arg(long, value_name = "N", default_value_t = 32_768)]
+    pub max_connections: usize,
     #[command(flatten)]
     pub identity: IdentityFlags,
 }
@@ -195,7 +224,32 @@ impl RunCmd {
             drain: Duration::from_millis(self.drain_ms),
             access_log: !self.no_access_log,
             identity: self.identity.into_args(),
+            proxy: crate::proxy::ProxySettings {
+                request_headers_timeout: ms_or_off(self.request_headers_timeout_ms),
+                stream_idle_timeout: ms_or_off(self.stream_idle_timeout_ms),
+                idle_timeout: ms_or_off(self.idle_timeout_ms),
+                max_connections: if self.max_connections == 0 {
+                    usize::MAX
+                } else {
+                    self.max_connections
+                },
+                ..Default::default()
+            },
+            limits: Limits {
+                max_file_bytes: self.max_config_file_bytes,
+                max_documents: self.max_config_documents,
+                max_depth: self.max_yaml_depth,
+            },
         }
+    }
+}
+
+/// `ms` milliseconds; 0 turns the timeout off, as in Envoy (ten years).
+fn ms_or_off(ms: u64) -> Duration {
+    if ms == 0 {
+        Duration::from_secs(10 * 365 * 86_400)
+    } else {
+        Duration::from_millis(ms)
     }
 }
 

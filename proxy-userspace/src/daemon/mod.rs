@@ -4,10 +4,19 @@
 //! and on SIGTERM/SIGINT drains in-flight requests (bounded) and exits 0.
 //! Pinned maps and links stay, so L4 traffic keeps flowing while the daemon
 //! restarts; `strait cleanup` removes them.
+//!
+//! Order of a start: preflight checks, the node lock ([`lock`]: one daemon
+//! per node), the first config, listeners bound, programs loaded and
+//! attached, maps written — all on the main thread — then capabilities are
+//! dropped ([`privs`]) before any other thread starts. Reloads run on their
+//! own thread, off the serving path: a reload that blocks or runs long
+//! never delays requests, the admin API or SIGTERM.
 pub mod ca;
 pub mod cli;
 pub mod identity;
+pub mod lock;
 pub mod preflight;
+pub mod privs;
 pub mod sink;
 pub mod state;
 pub mod store;
@@ -15,12 +24,13 @@ pub mod watch;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use strait_config::load::Limits;
 use strait_config::snapshot::MeshSnapshot;
 use strait_config::Diagnostic;
 
@@ -51,8 +61,13 @@ pub struct RunArgs {
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
     pub access_log: bool,
+    /// Bounds on config files (size, documents, nesting depth).
+    pub limits: Limits,
     /// Workload certificates for the node's pods (none: no identity).
     pub identity: Option<identity::IdentityArgs>,
+    /// The L7 proxy's HTTP limits and timeouts (request-headers, stream
+    /// idle and connection idle timeouts, connection cap).
+    pub proxy: crate::proxy::ProxySettings,
 }
 
 /// The kernel's answer to "where was this connection going".
@@ -65,14 +80,35 @@ impl OriginalDst for KernelOriginalDst {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Errors are one line saying what is
-/// wrong and what to do (not root, no BPF, no cgroup v2, port taken, ...).
+/// wrong and what to do (not root, no BPF, no cgroup v2, port taken,
+/// another daemon on the node, ...).
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let cgroup2 = preflight::check(&args.config)?;
+    let mut dp_cfg = DatapathConfig::new(&args.node);
+    dp_cfg.bpffs = args.bpffs.clone();
+    dp_cfg.outbound = args.outbound;
+    let node_lock = lock::lock_node(
+        std::path::Path::new(lock::LOCK_DIR),
+        &dp_cfg.pin_dir(),
+        &args.node,
+    )?;
+    tracing::debug!(lock = %node_lock.path().display(), "node lock taken");
+    let setup = setup(&args, &dp_cfg, cgroup2)?;
+    privs::drop_privileges()?;
+    tracing::info!(
+        kept = ?privs::KEEP,
+        "capabilities dropped after setup; no_new_privs set"
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(args, cgroup2))
+    let result = rt.block_on(serve(args, setup));
+    // A reload stuck in a read or a compile is on its own thread and is
+    // not waited for; neither is any task that does not stop at once.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    drop(node_lock);
+    result
 }
 
 fn log_diagnostics(diags: &[Diagnostic]) {
@@ -86,9 +122,16 @@ fn log_diagnostics(diags: &[Diagnostic]) {
 }
 
 /// Load, validate and compile the directory (last good version per file).
-pub(crate) fn compile(store: &mut ConfigStore) -> MeshSnapshot {
+/// `None` when the inputs are byte-identical to the previous reload's.
+pub(crate) fn compile(store: &mut ConfigStore) -> Option<MeshSnapshot> {
     let reload = store.reload();
+    if reload.unchanged {
+        return None;
+    }
     log_diagnostics(&reload.diagnostics);
+    if reload.listing_failed {
+        tracing::warn!(dir = %store.dir().display(), "config directory unreadable: still serving the last good config");
+    }
     for f in &reload.kept_last_good {
         tracing::warn!(file = %f.display(), "file has errors: still serving its last good version");
     }
@@ -96,16 +139,34 @@ pub(crate) fn compile(store: &mut ConfigStore) -> MeshSnapshot {
     // Validation errors were reported by the store; report the rest.
     let rest: Vec<Diagnostic> = diags.into_iter().filter(|d| !d.is_error()).collect();
     log_diagnostics(&rest);
-    snap
+    Some(snap)
 }
 
 fn meshed_ips(snap: &MeshSnapshot) -> Vec<IpAddr> {
     snap.workloads.keys().copied().collect()
 }
 
-async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
-    let mut store = ConfigStore::new(&args.config);
-    let snap = compile(&mut store);
+/// What setup hands to serving.
+struct Setup {
+    store: ConfigStore,
+    snap: MeshSnapshot,
+    admin: std::net::TcpListener,
+    outbound: std::net::TcpListener,
+    datapath: Datapath,
+    orig: KernelOriginalDst,
+    pods: PathBuf,
+}
+
+/// Everything that needs privileges, on the calling thread.
+fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::Result<Setup> {
+    let node_ips = crate::sys::node_addresses();
+    crate::proxy::self_guard::set(
+        vec![args.admin, SocketAddr::V4(args.outbound)],
+        node_ips.clone(),
+    );
+    let mut store =
+        ConfigStore::with_limits(&args.config, args.limits).with_node_addresses(node_ips);
+    let snap = compile(&mut store).unwrap_or_default();
     tracing::info!(
         services = snap.services.len(),
         clusters = snap.clusters.len(),
@@ -113,7 +174,7 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
         "config compiled"
     );
 
-    let admin_listener = crate::admin::bind(args.admin).await?;
+    let admin = crate::admin::bind_std(args.admin)?;
     let outbound = crate::proxy::workers::bind(SocketAddr::V4(args.outbound)).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on outbound address {}: {e} (is another strait running? pass --outbound ADDR)",
@@ -121,10 +182,7 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
         )
     })?;
 
-    let mut dp_cfg = DatapathConfig::new(&args.node);
-    dp_cfg.bpffs = args.bpffs.clone();
-    dp_cfg.outbound = args.outbound;
-    let mut datapath = Datapath::new(&dp_cfg)?;
+    let mut datapath = Datapath::new(dp_cfg)?;
     let pods = args
         .pods_cgroup
         .clone()
@@ -134,9 +192,41 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     datapath.attach(&pods)?;
     apply_kernel(&mut datapath, &snap);
     let orig = KernelOriginalDst(OriginalDestinations::open(datapath.pin_dir())?);
+    Ok(Setup {
+        store,
+        snap,
+        admin,
+        outbound,
+        datapath,
+        orig,
+        pods,
+    })
+}
 
-    let proxy =
-        Proxy::new(&snap).map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?;
+async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
+    let Setup {
+        mut store,
+        snap,
+        admin,
+        outbound,
+        mut datapath,
+        orig,
+        pods,
+    } = setup;
+    let admin_listener = tokio::net::TcpListener::from_std(admin)
+        .with_context(|| format!("admin listener {}", args.admin))?;
+    // Security policy is enforced for the workloads of this node.
+    let scope = crate::policy::Scope {
+        node: Some(args.node.clone()),
+        ..Default::default()
+    };
+    let settings = crate::proxy::ProxySettings {
+        policy_scope: scope.clone(),
+        ..args.proxy.clone()
+    };
+    let proxy = Proxy::with_scope(&snap, scope)
+        .map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?
+        .with_settings(settings);
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
     let embedded_ca = matches!(
         args.identity,
@@ -161,6 +251,7 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         metrics,
         proxy: proxy.clone(),
+        reload_started_ms: AtomicU64::new(0),
         certs: secrets.as_ref().map(|s| s.store().clone()),
     });
 
@@ -170,37 +261,31 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     let proxy_workers = proxy
         .serve_workers(outbound, orig, workers)
         .context("starting the proxy workers")?;
-    let (_watch, mut changes) = watch::watch(&args.config)?;
+    let (watch, changes) = watch::watch(&args.config)?;
     let reload_live = live.clone();
     let reload_identity = args
         .identity
         .as_ref()
         .map(|i| (i.trust_domain.clone(), args.node.clone()));
     let reload_secrets = secrets.clone();
-    let reload_task = tokio::spawn(async move {
-        while changes.recv().await.is_some() {
-            let started = Instant::now();
-            let snap = compile(&mut store);
-            if **reload_live.snapshot.load() == snap {
-                tracing::debug!("config unchanged");
-                continue;
+    // Reloads run on their own thread: reading and compiling a large or
+    // hostile config never occupies the runtime serving the admin API and
+    // the shutdown signal. The thread is not joined at exit.
+    std::thread::Builder::new()
+        .name("strait-reload".into())
+        .spawn(move || {
+            let _watch = watch;
+            while watch::next_burst(&changes) {
+                reload_live.set_reloading(true);
+                if let Some(snap) = reload_once(&mut store, &reload_live, &mut datapath) {
+                    if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
+                        mgr.set_wanted(&identity::wanted(&snap, node, td));
+                    }
+                }
+                reload_live.set_reloading(false);
             }
-            if let Err(e) = reload_live.proxy.update(&snap) {
-                tracing::error!("new config not applied, the last good one keeps serving: {e}");
-                continue;
-            }
-            apply_kernel(&mut datapath, &snap);
-            if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
-                mgr.set_wanted(&identity::wanted(&snap, node, td));
-            }
-            reload_live.snapshot.store(Arc::new(snap));
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "config reloaded"
-            );
-        }
-        datapath
-    });
+        })
+        .context("starting the reload thread")?;
     live.set_ready(true);
     tracing::info!(
         node = %args.node, pods_cgroup = %pods.display(), outbound = %args.outbound,
@@ -214,10 +299,40 @@ async fn serve(args: RunArgs, cgroup2: PathBuf) -> anyhow::Result<()> {
     );
     live.set_ready(false);
     proxy_workers.shutdown(args.drain).await;
-    reload_task.abort();
     admin_task.abort();
     tracing::info!("stopped; kernel maps stay pinned for the next start");
     Ok(())
+}
+
+/// One reload: read, compile, swap the proxy's table, write the kernel maps.
+/// Returns the snapshot now serving when it changed.
+fn reload_once(
+    store: &mut ConfigStore,
+    live: &Live,
+    datapath: &mut Datapath,
+) -> Option<Arc<MeshSnapshot>> {
+    let started = Instant::now();
+    let Some(snap) = compile(store) else {
+        tracing::debug!("config files unchanged: nothing reloaded");
+        return None;
+    };
+    tracing::info!("config files changed: reloading");
+    if **live.snapshot.load() == snap {
+        tracing::debug!("config unchanged");
+        return None;
+    }
+    if let Err(e) = live.proxy.update(&snap) {
+        tracing::error!("new config not applied, the last good one keeps serving: {e}");
+        return None;
+    }
+    apply_kernel(datapath, &snap);
+    let snap = Arc::new(snap);
+    live.snapshot.store(snap.clone());
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "config reloaded"
+    );
+    Some(snap)
 }
 
 fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot) {

@@ -1,7 +1,8 @@
 //! The daemon's live state, and what the admin API shows of it.
 use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use strait_config::snapshot::MeshSnapshot;
@@ -23,11 +24,26 @@ pub struct Live {
     pub proxy: Proxy,
     /// The node's workload certificates (`/certs`), when identity is on.
     pub certs: Option<crate::identity::CertStore>,
+    /// When the reload in progress started (milliseconds since the Unix
+    /// epoch), 0 when none runs; see [`RELOAD_WEDGED_AFTER`].
+    pub reload_started_ms: AtomicU64,
+}
+
+/// A reload running longer than this (a read that never returns, a
+/// compile without end) makes `/ready` answer 503: the daemon no longer
+/// follows its config.
+pub const RELOAD_WEDGED_AFTER: Duration = Duration::from_secs(30);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64)
+        .max(1)
 }
 
 impl AdminSource for Live {
     fn ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && !self.reload_wedged()
     }
 
     fn config_dump(&self) -> serde_json::Value {
@@ -83,5 +99,43 @@ impl Live {
     /// Marks the daemon ready (or not).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Marks a reload as started (`true`) or finished.
+    pub fn set_reloading(&self, reloading: bool) {
+        let v = if reloading { now_ms() } else { 0 };
+        self.reload_started_ms.store(v, Ordering::Release);
+    }
+
+    /// Whether a reload has been running for over [`RELOAD_WEDGED_AFTER`].
+    pub fn reload_wedged(&self) -> bool {
+        let started = self.reload_started_ms.load(Ordering::Acquire);
+        started != 0 && now_ms().saturating_sub(started) > RELOAD_WEDGED_AFTER.as_millis() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wedged_reload_makes_ready_false() {
+        let snap = MeshSnapshot::default();
+        let live = Live {
+            snapshot: Arc::new(ArcSwap::from_pointee(snap.clone())),
+            ready: AtomicBool::new(true),
+            metrics: Arc::new(Metrics::new()),
+            proxy: Proxy::new(&snap).unwrap(),
+            reload_started_ms: AtomicU64::new(0),
+            certs: None,
+        };
+        assert!(live.ready());
+        live.set_reloading(true);
+        assert!(live.ready(), "a reload that just started is not wedged");
+        let long_ago = now_ms() - RELOAD_WEDGED_AFTER.as_millis() as u64 - 1000;
+        live.reload_started_ms.store(long_ago, Ordering::Release);
+        assert!(!live.ready(), "LIVE while a reload is wedged");
+        live.set_reloading(false);
+        assert!(live.ready());
     }
 }

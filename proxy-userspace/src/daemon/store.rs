@@ -5,9 +5,15 @@
 //! the way `kubectl apply` of a bad manifest leaves the cluster's objects as
 //! they were. A new file with errors contributes only its valid resources.
 //! Every error is reported with file, line, `Kind/namespace/name` and field.
+//!
+//! A directory that cannot be listed (file-descriptor exhaustion, the
+//! directory removed or replaced) keeps the whole last good config, like a
+//! parse failure. A reload whose inputs (file list and every file's bytes)
+//! are identical to the previous one is skipped.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use strait_config::load::{read_file, Limits, ReadError};
 use strait_config::{Diagnostic, Resource};
 
 /// What one reload produced.
@@ -20,21 +26,49 @@ pub struct Reload {
     /// Files whose new version had errors and whose last good version is
     /// still in use.
     pub kept_last_good: Vec<PathBuf>,
+    /// The inputs are byte-identical to the previous reload's: nothing was
+    /// parsed and `resources` is empty; keep serving what is served.
+    pub unchanged: bool,
+    /// The directory could not be listed: `resources` is the whole last
+    /// good config.
+    pub listing_failed: bool,
 }
+
+/// One reload's raw inputs: each file's bytes or its read error.
+type Inputs = Vec<(PathBuf, Result<String, String>)>;
 
 /// The config directory and each file's last good resources.
 pub struct ConfigStore {
     dir: PathBuf,
+    limits: Limits,
     last_good: BTreeMap<PathBuf, Vec<Resource>>,
+    last_inputs: Option<Inputs>,
+    node_ips: Vec<std::net::IpAddr>,
 }
 
 impl ConfigStore {
-    /// A store over `dir` (read on [`ConfigStore::reload`]).
+    /// A store over `dir` (read on [`ConfigStore::reload`]) with the
+    /// default [`Limits`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self::with_limits(dir, Limits::default())
+    }
+
+    /// A store over `dir` whose files are read within `limits`.
+    pub fn with_limits(dir: impl Into<PathBuf>, limits: Limits) -> Self {
         Self {
             dir: dir.into(),
+            limits,
             last_good: BTreeMap::new(),
+            last_inputs: None,
+            node_ips: Vec::new(),
         }
+    }
+
+    /// The node's own addresses: an endpoint at one of them is rejected
+    /// like a loopback one (see `strait_config::validate::special_ip`).
+    pub fn with_node_addresses(mut self, ips: Vec<std::net::IpAddr>) -> Self {
+        self.node_ips = ips;
+        self
     }
 
     /// The directory watched.
@@ -43,25 +77,50 @@ impl ConfigStore {
     }
 
     /// Reads every `*.yaml` / `*.yml` below the directory (sorted, like
-    /// `kubectl apply -f DIR`) and returns the resources to serve.
+    /// `kubectl apply -f DIR`; regular files only, within the limits) and
+    /// returns the resources to serve. See [`Reload::unchanged`] and
+    /// [`Reload::listing_failed`].
     pub fn reload(&mut self) -> Reload {
         let mut out = Reload::default();
         let mut files = Vec::new();
         if let Err(e) = yaml_files(&self.dir, &mut files) {
-            out.diagnostics
-                .push(file_error(&self.dir, format!("cannot read: {e}")));
+            out.diagnostics.push(file_error(
+                &self.dir,
+                format!(
+                    "cannot list the config directory: {e}; the last good config keeps serving"
+                ),
+            ));
+            out.listing_failed = true;
+            out.kept_last_good = self.last_good.keys().cloned().collect();
+            out.resources = self.last_good.values().flatten().cloned().collect();
+            // Read everything again on the next change, even if identical.
+            self.last_inputs = None;
+            return out;
+        }
+        let inputs: Inputs = files
+            .into_iter()
+            .map(|f| {
+                let text = read_file(&f, &self.limits).map_err(|e| match e {
+                    ReadError::Io(e) => format!("cannot read: {e}"),
+                    e => e.to_string(),
+                });
+                (f, text)
+            })
+            .collect();
+        if self.last_inputs.as_ref() == Some(&inputs) {
+            out.unchanged = true;
+            return out;
         }
         let mut next = BTreeMap::new();
-        for f in files {
+        for (f, text) in &inputs {
             let name = f.display().to_string();
-            let loaded = match std::fs::read_to_string(&f) {
-                Ok(text) => strait_config::load::load_str(&text, &name),
+            let loaded = match text {
+                Ok(text) => strait_config::load::load_str_with(text, &name, &self.limits),
                 Err(e) => {
-                    out.diagnostics
-                        .push(file_error(&f, format!("cannot read: {e}")));
-                    if let Some(prev) = self.last_good.remove(&f) {
+                    out.diagnostics.push(file_error(f, e.clone()));
+                    if let Some(prev) = self.last_good.remove(f) {
                         out.kept_last_good.push(f.clone());
-                        next.insert(f, prev);
+                        next.insert(f.clone(), prev);
                     }
                     continue;
                 }
@@ -74,10 +133,11 @@ impl ConfigStore {
                 .collect();
             let mut valid = Vec::new();
             for r in loaded.resources {
-                let errs: Vec<Diagnostic> = strait_config::validate::validate_resource(&r)
-                    .into_iter()
-                    .filter(Diagnostic::is_error)
-                    .collect();
+                let errs: Vec<Diagnostic> =
+                    strait_config::validate::validate_resource_on_node(&r, &self.node_ips)
+                        .into_iter()
+                        .filter(Diagnostic::is_error)
+                        .collect();
                 if errs.is_empty() {
                     valid.push(r);
                 } else {
@@ -88,16 +148,17 @@ impl ConfigStore {
                 .extend(loaded.diagnostics.into_iter().filter(|d| !d.is_error()));
             let keep = if errors.is_empty() {
                 valid
-            } else if let Some(prev) = self.last_good.remove(&f) {
+            } else if let Some(prev) = self.last_good.remove(f) {
                 out.kept_last_good.push(f.clone());
                 prev
             } else {
                 valid
             };
             out.diagnostics.extend(errors);
-            next.insert(f, keep);
+            next.insert(f.clone(), keep);
         }
         self.last_good = next;
+        self.last_inputs = Some(inputs);
         out.resources = self.last_good.values().flatten().cloned().collect();
         out
     }
@@ -212,5 +273,77 @@ mod tests {
             .any(|d| d.is_error() && d.to_string().contains("b.yaml")));
         assert_eq!(subset(&r).as_deref(), Some("v1"));
         assert!(r.kept_last_good.is_empty());
+    }
+
+    #[test]
+    fn identical_inputs_are_not_parsed_again() {
+        let d = tempdir("same");
+        std::fs::write(d.0.join("vs.yaml"), GOOD_VS).unwrap();
+        let mut store = ConfigStore::new(&d.0);
+        assert!(!store.reload().unchanged);
+        // Rewritten with the same bytes (an editor's save, a touch).
+        std::fs::write(d.0.join("vs.yaml"), GOOD_VS).unwrap();
+        let again = store.reload();
+        assert!(again.unchanged && again.resources.is_empty());
+        std::fs::write(
+            d.0.join("vs.yaml"),
+            GOOD_VS.replace("subset: v1", "subset: v2"),
+        )
+        .unwrap();
+        let changed = store.reload();
+        assert!(!changed.unchanged);
+        assert_eq!(subset(&changed).as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_listed_keeps_the_last_good_config() {
+        let d = tempdir("listing");
+        std::fs::write(d.0.join("vs.yaml"), GOOD_VS).unwrap();
+        let mut store = ConfigStore::new(&d.0);
+        assert_eq!(subset(&store.reload()).as_deref(), Some("v1"));
+        // The directory replaced by a file: listing fails with ENOTDIR.
+        std::fs::remove_dir_all(&d.0).unwrap();
+        std::fs::write(&d.0, "not a directory").unwrap();
+        let r = store.reload();
+        std::fs::remove_file(&d.0).unwrap();
+        std::fs::create_dir_all(&d.0).unwrap();
+        assert!(r.listing_failed);
+        assert_eq!(
+            subset(&r).as_deref(),
+            Some("v1"),
+            "last good config dropped"
+        );
+        let err = r
+            .diagnostics
+            .iter()
+            .find(|d| d.is_error())
+            .expect("an error");
+        assert!(
+            err.to_string().contains("cannot list the config directory"),
+            "{err}"
+        );
+        // Listing works again: the directory (now empty) is served.
+        let r = store.reload();
+        assert!(!r.listing_failed && r.resources.is_empty());
+    }
+
+    #[test]
+    fn a_fifo_is_reported_and_a_reload_does_not_block() {
+        let d = tempdir("fifo");
+        std::fs::write(d.0.join("a.yaml"), GOOD_VS).unwrap();
+        let c = std::ffi::CString::new(d.0.join("b.yaml").to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = d.0.clone();
+        std::thread::spawn(move || tx.send(ConfigStore::new(dir).reload()).unwrap());
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the reload blocked on a FIFO");
+        assert_eq!(subset(&r).as_deref(), Some("v1"));
+        assert!(r
+            .diagnostics
+            .iter()
+            .any(|e| e.to_string().contains("b.yaml") && e.to_string().contains("FIFO")));
     }
 }

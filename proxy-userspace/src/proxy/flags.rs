@@ -29,9 +29,18 @@ impl ResponseFlags {
     pub const DOWNSTREAM_CONNECTION_TERMINATION: Self = Self(1 << 9);
     /// `UR`: upstream remote reset.
     pub const UPSTREAM_REMOTE_RESET: Self = Self(1 << 10);
+    /// `DPE`: the downstream request had an HTTP protocol error (a
+    /// malformed head or body framing: the client's fault, never counted
+    /// against an upstream).
+    pub const DOWNSTREAM_PROTOCOL_ERROR: Self = Self(1 << 11);
+    /// `OL`: refused by the overload manager (here: the downstream
+    /// connection cap).
+    pub const OVERLOAD_MANAGER: Self = Self(1 << 12);
+    /// `RBAC`: denied by an AuthorizationPolicy (Envoy's RBAC filter).
+    pub const RBAC_ACCESS_DENIED: Self = Self(1 << 13);
 
     /// In Envoy's printing order (`ResponseFlagUtils`).
-    const NAMES: [(Self, &'static str); 11] = [
+    const NAMES: [(Self, &'static str); 14] = [
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_REQUEST_TIMEOUT, "UT"),
         (Self::UPSTREAM_REMOTE_RESET, "UR"),
@@ -43,6 +52,9 @@ impl ResponseFlags {
         (Self::FAULT_INJECTED, "FI"),
         (Self::DOWNSTREAM_CONNECTION_TERMINATION, "DC"),
         (Self::UPSTREAM_RETRY_LIMIT_EXCEEDED, "URX"),
+        (Self::RBAC_ACCESS_DENIED, "RBAC"),
+        (Self::DOWNSTREAM_PROTOCOL_ERROR, "DPE"),
+        (Self::OVERLOAD_MANAGER, "OL"),
     ];
 
     /// No flag set.

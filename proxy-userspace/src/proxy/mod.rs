@@ -10,6 +10,7 @@
 //!
 //! Public API for the daemon and the benchmarks: [`Proxy`].
 pub mod access_log;
+pub mod authz;
 pub mod body;
 pub mod cluster;
 pub mod compile;
@@ -21,6 +22,7 @@ pub mod http;
 pub mod orig_dst;
 pub mod pool;
 pub mod route;
+pub mod self_guard;
 pub mod server;
 pub mod sniff;
 pub mod table;
@@ -37,6 +39,7 @@ use tokio::net::TcpListener;
 
 pub use access_log::{AccessLogRecord, AccessLogSink, NoAccessLog, StdoutAccessLog};
 pub use flags::ResponseFlags;
+pub use http::normalize::PathNormalization;
 pub use orig_dst::{FixedDestination, OriginalDst, StaticOriginalDst};
 pub use table::Table;
 pub use workers::Workers;
@@ -49,12 +52,42 @@ pub struct ProxySettings {
     /// `protocolDetectionTimeout`, default 0 = wait; here default 100 ms so
     /// server-first protocols are not stalled for long).
     pub protocol_detection_timeout: Duration,
+    /// Whose security policies this proxy enforces (node name, root
+    /// namespace); see [`crate::policy::Scope`].
+    pub policy_scope: crate::policy::Scope,
+    /// Longest time from a request head's first byte to its last (Envoy's
+    /// `request_headers_timeout`; Envoy's edge-proxy guidance uses 10 s).
+    /// A client slower than this (slowloris) is disconnected. Default 10 s.
+    pub request_headers_timeout: Duration,
+    /// Longest wait for more of a request body that is being read before
+    /// routing, with no byte arriving (Envoy's `stream_idle_timeout`,
+    /// default 5 min): `408` then close.
+    pub stream_idle_timeout: Duration,
+    /// A client connection with no request in flight for this long is
+    /// closed (Envoy's `common_http_protocol_options.idle_timeout`,
+    /// default 1 h).
+    pub idle_timeout: Duration,
+    /// Most client connections served at once, over all workers (Envoy's
+    /// overload manager `global_downstream_max_connections`). One more is
+    /// answered `503` (`OL`, "envoy overloaded") on HTTP ports, or closed,
+    /// at once. Default 32,768.
+    pub max_connections: usize,
+    /// Initial path normalization (Istio's `meshConfig.pathNormalization`,
+    /// default `BASE`); change it while serving with
+    /// [`Proxy::set_path_normalization`].
+    pub path_normalization: PathNormalization,
 }
 
 impl Default for ProxySettings {
     fn default() -> Self {
         Self {
             protocol_detection_timeout: Duration::from_millis(100),
+            policy_scope: crate::policy::Scope::default(),
+            request_headers_timeout: Duration::from_secs(10),
+            stream_idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(3600),
+            max_connections: 32_768,
+            path_normalization: PathNormalization::Base,
         }
     }
 }
@@ -67,6 +100,25 @@ pub struct Shared {
     pub sink: Arc<dyn AccessLogSink>,
     /// Settings.
     pub settings: ProxySettings,
+    /// The path normalization in force (changeable while serving).
+    pub path_normalization: http::normalize::PathNormalizationCell,
+    /// Client connections being served now, over all listeners and
+    /// workers (checked against `settings.max_connections`).
+    pub connections: std::sync::atomic::AtomicUsize,
+}
+
+impl Shared {
+    fn new(table: ArcSwap<Table>, sink: Arc<dyn AccessLogSink>, settings: ProxySettings) -> Self {
+        Self {
+            table,
+            sink,
+            path_normalization: http::normalize::PathNormalizationCell::new(
+                settings.path_normalization,
+            ),
+            settings,
+            connections: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
 }
 
 /// A running L7 proxy. Cheap to clone (shared state).
@@ -84,28 +136,42 @@ impl Proxy {
     pub fn new(
         snapshot: &strait_config::snapshot::MeshSnapshot,
     ) -> Result<Self, compile::CompileError> {
-        Ok(Self::from_table(compile::compile(snapshot)?))
+        Self::with_scope(snapshot, crate::policy::Scope::default())
+    }
+
+    /// A proxy serving `snapshot` that enforces the security policies of
+    /// the workloads `scope` makes local (the daemon: its node).
+    pub fn with_scope(
+        snapshot: &strait_config::snapshot::MeshSnapshot,
+        scope: crate::policy::Scope,
+    ) -> Result<Self, compile::CompileError> {
+        let mut table = compile::compile(snapshot)?;
+        table.policy = crate::policy::PolicyTable::build(snapshot, &scope).map(Arc::new);
+        let proxy = Self::from_table(table);
+        let settings = ProxySettings {
+            policy_scope: scope,
+            ..ProxySettings::default()
+        };
+        Ok(proxy.with_settings(settings))
     }
 
     /// A proxy serving an already built runtime table.
     pub fn from_table(table: Table) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                table: ArcSwap::from_pointee(table),
-                sink: Arc::new(NoAccessLog),
-                settings: ProxySettings::default(),
-            }),
+            shared: Arc::new(Shared::new(
+                ArcSwap::from_pointee(table),
+                Arc::new(NoAccessLog),
+                ProxySettings::default(),
+            )),
         }
     }
 
     /// Sends access-log records to `sink` (must be called before
     /// [`Proxy::serve`]; later calls do not affect running listeners).
     pub fn with_access_log(self, sink: Arc<dyn AccessLogSink>) -> Self {
-        let shared = Shared {
-            table: ArcSwap::new(self.shared.table.load_full()),
-            sink,
-            settings: self.shared.settings.clone(),
-        };
+        let mut settings = self.shared.settings.clone();
+        settings.path_normalization = self.shared.path_normalization.get();
+        let shared = Shared::new(ArcSwap::new(self.shared.table.load_full()), sink, settings);
         Self {
             shared: Arc::new(shared),
         }
@@ -113,11 +179,11 @@ impl Proxy {
 
     /// Replaces the settings (before [`Proxy::serve`]).
     pub fn with_settings(self, settings: ProxySettings) -> Self {
-        let shared = Shared {
-            table: ArcSwap::new(self.shared.table.load_full()),
-            sink: self.shared.sink.clone(),
+        let shared = Shared::new(
+            ArcSwap::new(self.shared.table.load_full()),
+            self.shared.sink.clone(),
             settings,
-        };
+        );
         Self {
             shared: Arc::new(shared),
         }
@@ -129,13 +195,35 @@ impl Proxy {
         &self,
         snapshot: &strait_config::snapshot::MeshSnapshot,
     ) -> Result<(), compile::CompileError> {
-        self.update_table(compile::compile(snapshot)?);
+        let mut table = compile::compile(snapshot)?;
+        table.policy =
+            crate::policy::PolicyTable::build(snapshot, &self.shared.settings.policy_scope)
+                .map(Arc::new);
+        self.update_table(table);
         Ok(())
     }
 
     /// Swaps in an already built table.
     pub fn update_table(&self, table: Table) {
         self.shared.table.store(Arc::new(table));
+    }
+
+    /// Sets Istio's `meshConfig.pathNormalization.normalization` while
+    /// serving: requests that start afterwards are normalized this way.
+    pub fn set_path_normalization(&self, mode: PathNormalization) {
+        self.shared.path_normalization.set(mode);
+    }
+
+    /// The path normalization in force.
+    pub fn path_normalization(&self) -> PathNormalization {
+        self.shared.path_normalization.get()
+    }
+
+    /// Client connections being served now (all listeners and workers).
+    pub fn connections(&self) -> usize {
+        self.shared
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The table in use now.

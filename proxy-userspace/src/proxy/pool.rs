@@ -199,6 +199,9 @@ impl Pool {
 
     async fn dial(&self) -> Result<TcpStream, UpstreamError> {
         let addr = self.inner.addr;
+        if super::self_guard::is_self(addr) {
+            return Err(UpstreamError::Connect(super::self_guard::REFUSED.into()));
+        }
         let stream = match tokio::time::timeout(
             self.inner.settings.connect_timeout,
             TcpStream::connect(addr),

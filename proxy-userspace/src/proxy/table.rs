@@ -78,6 +78,9 @@ pub struct Table {
     /// Envoy's `PassthroughCluster`: traffic to destinations the mesh does
     /// not know goes to the original destination.
     pub passthrough: Arc<Cluster>,
+    /// Security policies of this node's workloads (`None`: none apply,
+    /// and requests pay one pointer check). Built with the table.
+    pub policy: Option<Arc<crate::policy::PolicyTable>>,
 }
 
 impl Default for Table {
@@ -87,6 +90,7 @@ impl Default for Table {
             clusters: HashMap::new(),
             workloads: HashMap::new(),
             passthrough: Arc::new(passthrough_cluster()),
+            policy: None,
         }
     }
 }

@@ -71,6 +71,10 @@ pub async fn proxy(
         }
     };
     rec.upstream_cluster = Some(cluster.name.clone());
+    if super::authz::check_connection(&table, &cluster.name, peer, sni.as_deref(), &mut rec) {
+        finish(&shared, rec, start);
+        return;
+    }
     let (addr, ep) = if cluster.lb.is_passthrough() {
         (dst, None)
     } else {
@@ -95,6 +99,16 @@ pub async fn proxy(
         return;
     };
     let _active = ep.clone().map(ActiveGuard::new);
+    if super::self_guard::is_self(addr) {
+        fail_connect(
+            &cluster,
+            ep.as_deref(),
+            &mut rec,
+            super::self_guard::REFUSED.into(),
+        );
+        finish(&shared, rec, start);
+        return;
+    }
     let connect =
         tokio::time::timeout(cluster.pool.connect_timeout, TcpStream::connect(addr)).await;
     let mut upstream = match connect {

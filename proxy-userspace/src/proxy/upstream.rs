@@ -73,6 +73,10 @@ impl Clients {
         http2: bool,
         req: http::Request<ProxyBody>,
     ) -> Result<Sent, UpstreamError> {
+        let target = req.uri().authority().and_then(|a| a.as_str().parse().ok());
+        if target.is_some_and(super::self_guard::is_self) {
+            return Err(UpstreamError::Connect(super::self_guard::REFUSED.into()));
+        }
         let client = if http2 { &self.h2 } else { &self.h1 };
         let resp = client.request(req).await.map_err(classify)?;
         let local = resp

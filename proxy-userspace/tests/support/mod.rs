@@ -59,6 +59,8 @@ pub struct Service {
     pub backends: HashMap<String, Backend>,
     /// Raw TCP backends by pod name.
     pub tcp_backends: HashMap<String, tcp::TcpBackend>,
+    /// Byte-recording HTTP/1.1 backends by pod name.
+    pub raw_backends: HashMap<String, tcp::RawHttpBackend>,
 }
 
 impl Service {
@@ -76,6 +78,14 @@ pub type Pod<'a> = (&'a str, &'a [(&'a str, &'a str)]);
 pub struct MeshBuilder {
     yaml: String,
     services: Vec<Service>,
+    settings: Option<strait::proxy::ProxySettings>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Http,
+    Tcp,
+    RawHttp,
 }
 
 impl MeshBuilder {
@@ -88,12 +98,33 @@ impl MeshBuilder {
     /// `port_name`, and one backend per `(pod name, labels)`; every pod gets
     /// label `app: name`.
     pub async fn service(&mut self, name: &str, port: u16, port_name: &str, pods: &[Pod<'_>]) {
-        self.add_service(name, port, port_name, pods, false).await
+        self.add_service(name, port, port_name, pods, Kind::Http)
+            .await
+    }
+
+    /// Like [`MeshBuilder::service`] with backends that record the exact
+    /// bytes they receive and answer every request head `200 ok`
+    /// (`tcp::RawHttpBackend`).
+    pub async fn raw_http_service(
+        &mut self,
+        name: &str,
+        port: u16,
+        port_name: &str,
+        pods: &[Pod<'_>],
+    ) {
+        self.add_service(name, port, port_name, pods, Kind::RawHttp)
+            .await
+    }
+
+    /// Proxy settings (timeouts, limits) instead of the defaults.
+    pub fn settings(&mut self, s: strait::proxy::ProxySettings) {
+        self.settings = Some(s);
     }
 
     /// Like [`MeshBuilder::service`] with raw TCP echo backends.
     pub async fn tcp_service(&mut self, name: &str, port: u16, port_name: &str, pods: &[Pod<'_>]) {
-        self.add_service(name, port, port_name, pods, true).await
+        self.add_service(name, port, port_name, pods, Kind::Tcp)
+            .await
     }
 
     async fn add_service(
@@ -102,22 +133,29 @@ impl MeshBuilder {
         port: u16,
         port_name: &str,
         pods: &[Pod<'_>],
-        raw_tcp: bool,
+        kind: Kind,
     ) {
         let vip = fresh_vip();
         let mut backends = HashMap::new();
         let mut tcp_backends = HashMap::new();
+        let mut raw_backends = HashMap::new();
         let mut target = 0u16;
         let mut yaml = String::new();
         for (pod, labels) in pods {
             let ip = fresh_ip();
             let addr = SocketAddr::new(ip, target);
-            if raw_tcp {
+            if kind == Kind::Tcp {
                 let b = tcp::TcpBackend::start(pod, addr)
                     .await
                     .expect("bind backend");
                 target = b.addr.port();
                 tcp_backends.insert(pod.to_string(), b);
+            } else if kind == Kind::RawHttp {
+                let b = tcp::RawHttpBackend::start(addr)
+                    .await
+                    .expect("bind backend");
+                target = b.addr.port();
+                raw_backends.insert(pod.to_string(), b);
             } else {
                 let b = Backend::start(pod, addr).await.expect("bind backend");
                 target = b.addr.port();
@@ -145,6 +183,7 @@ impl MeshBuilder {
             vip,
             backends,
             tcp_backends,
+            raw_backends,
         });
     }
 
@@ -167,9 +206,11 @@ impl MeshBuilder {
                 l2.lock().unwrap().push(r);
             }
         });
-        let proxy = Proxy::new(&snapshot)
-            .expect("runtime table builds")
-            .with_access_log(Arc::new(tx));
+        let mut proxy = Proxy::new(&snapshot).expect("runtime table builds");
+        if let Some(s) = self.settings {
+            proxy = proxy.with_settings(s);
+        }
+        let proxy = proxy.with_access_log(Arc::new(tx));
         let mut fronts = HashMap::new();
         let mut tasks = Vec::new();
         for s in &self.services {

@@ -1,6 +1,7 @@
 //! Raw TCP helpers: an echo backend that first says its name, a minimal TLS
 //! ClientHello with SNI, and a raw HTTP/1.1 upgrade handshake.
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -87,4 +88,74 @@ pub async fn exchange(addr: SocketAddr, first: &[u8], want: usize) -> Vec<u8> {
         out.extend_from_slice(&buf[..n]);
     }
     out
+}
+
+/// An HTTP/1.1 backend that records every byte it receives, exactly, and
+/// answers `200 ok` (`content-length: 2`) per request head (`\r\n\r\n`)
+/// seen: what a smuggling test needs to see whether a second request
+/// reached it. Stops when dropped.
+pub struct RawHttpBackend {
+    /// Listening address.
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawHttpBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawHttpBackend {
+    /// Starts on `addr`.
+    pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
+        let l = TcpListener::bind(addr).await?;
+        let addr = l.local_addr()?;
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let rec = received.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    let mut answered = 0;
+                    let mut buf = [0u8; 8192];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                        mine.extend_from_slice(&buf[..n]);
+                        let heads = mine.windows(4).filter(|w| w == b"\r\n\r\n").count();
+                        while answered < heads {
+                            answered += 1;
+                            let r = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if s.write_all(r).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            received,
+            task,
+        })
+    }
+
+    /// Every byte received so far, all connections in arrival order.
+    pub fn received(&self) -> String {
+        String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
+    }
+
+    /// Request lines received so far (lines ending in ` HTTP/1.1`).
+    pub fn requests(&self) -> usize {
+        self.received()
+            .split("\r\n")
+            .filter(|l| l.ends_with(" HTTP/1.1") || l.ends_with(" HTTP/1.0"))
+            .count()
+    }
 }

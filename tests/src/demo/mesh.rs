@@ -166,6 +166,16 @@ impl Mesh {
         }
     }
 
+    /// The running daemon's process id.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
+    /// The `strait` binary the mesh runs.
+    pub fn strait_bin(&self) -> &Path {
+        &self.opts.strait
+    }
+
     /// GET `path` from the daemon's admin API (inside the node).
     pub fn admin(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
         let addr: SocketAddr = ADMIN.parse().expect("static address");

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [l4|l7|config|all] [--quick]`: Strait's figures beside
+//! `cargo xtask bench [l4|l7|config|all|policy] [--quick]`: Strait's figures beside
 //! the alternatives (direct, iptables DNAT, nginx, HAProxy), measured in
 //! one run on one machine, written to bench/results.md and results.json.
 //!
@@ -12,6 +12,7 @@ mod install;
 mod l4;
 mod l7;
 mod netns;
+mod policy_case;
 mod procs;
 mod report;
 mod rounds;
@@ -35,8 +36,11 @@ pub enum Suite {
     L7,
     /// Config compile time and memory at 10,000 services.
     Config,
-    /// All of the above.
+    /// All of the above (not `policy`).
     All,
+    /// CPU per request of the security-policy check (in process; writes
+    /// only its own section of bench/results.md).
+    Policy,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -95,6 +99,9 @@ impl Drop for TmpDir {
 pub const HTTP_BACKEND_PORT: u16 = 8090;
 
 pub fn run(suite: Suite, quick: bool) -> anyhow::Result<()> {
+    if suite == Suite::Policy {
+        return policy_case::run(quick);
+    }
     let started = Instant::now();
     ctrlc::set_handler(|| {
         eprintln!("\ninterrupted: tearing down");

@@ -84,6 +84,7 @@ pub fn compile(s: &snap::MeshSnapshot) -> Result<Table, CompileError> {
         clusters,
         workloads,
         passthrough: Arc::new(passthrough_cluster()),
+        policy: None,
     })
 }
 

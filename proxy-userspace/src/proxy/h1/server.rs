@@ -11,6 +11,7 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version};
@@ -18,6 +19,7 @@ use http_body::Body;
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::prefixed::Prefixed;
 use super::request::{connection_has, header_line, itoa};
@@ -28,8 +30,9 @@ use crate::proxy::sniff::H2_PREFACE;
 
 /// Most request headers this loop parses; more goes to hyper.
 const MAX_HEADERS: usize = crate::proxy::head::MAX_RAW;
-/// Largest head (bytes) this loop reads before handing over.
-const MAX_HEAD: usize = 64 * 1024;
+/// Largest request head (request line and headers, bytes): Envoy's
+/// `max_request_headers_kb` default, 60 KiB. A longer head gets 431.
+pub const MAX_HEAD: usize = 60 * 1024;
 /// Largest request body (bytes) read ahead here; larger ones stream
 /// through hyper.
 const MAX_BODY: u64 = 64 * 1024;
@@ -57,8 +60,41 @@ struct Parsed {
 #[allow(clippy::large_enum_variant)]
 enum Step {
     Parsed(Parsed),
+    /// The head is incomplete.
     NeedMore,
+    /// The head is complete; its body is not all here yet.
+    NeedBody,
     Handoff,
+    /// A framing error: answered here, then the connection closes.
+    Reject(Reject),
+}
+
+/// A request refused before routing, as Envoy's HTTP/1.1 codec refuses it:
+/// the status, Envoy's `%RESPONSE_CODE_DETAILS%`, and flag `DPE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reject {
+    /// Status sent (400, 431).
+    pub status: StatusCode,
+    /// Envoy's response code details.
+    pub details: &'static str,
+}
+
+impl Reject {
+    /// An invalid `Content-Length`, or two different ones.
+    pub const BAD_CONTENT_LENGTH: Self = Self {
+        status: StatusCode::BAD_REQUEST,
+        details: "http1.codec_error",
+    };
+    /// `Transfer-Encoding` and `Content-Length` together.
+    pub const CHUNKED_WITH_LENGTH: Self = Self {
+        status: StatusCode::BAD_REQUEST,
+        details: "http1.content_length_and_chunked_not_allowed",
+    };
+    /// A head over [`MAX_HEAD`].
+    pub const HEADERS_TOO_LARGE: Self = Self {
+        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        details: "http1.headers_too_large",
+    };
 }
 
 /// Serves HTTP/1.1 requests on `stream` until it closes or a request needs
@@ -68,6 +104,14 @@ pub async fn serve(info: Arc<ConnInfo>, mut stream: TcpStream) -> Handoff {
     let mut wbuf: Vec<u8> = Vec::with_capacity(4 * 1024);
     let current_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+    let settings = &info.shared.settings;
+    // One timer per connection, re-armed lazily: it fires at a deadline
+    // that may be stale, and only then is the real one computed (so a
+    // request costs one clock read, not a timer update).
+    let mut clock = Clock::new(settings);
+    let timer =
+        tokio::time::sleep_until(clock.last_active + BUFFER_RELEASE.min(settings.idle_timeout));
+    tokio::pin!(timer);
     loop {
         // Read until a whole head (and its small body) is here.
         let mut short_read = false;
@@ -75,23 +119,59 @@ pub async fn serve(info: Arc<ConnInfo>, mut stream: TcpStream) -> Handoff {
             if buf.len() >= 3 && buf[..3] == H2_PREFACE[..3] {
                 return handoff(buf, stream);
             }
+            let mut wait = Wait::Idle;
+            if !buf.is_empty() {
+                wait = Wait::Head;
+            }
             if buf.len() >= 3 {
                 match parse(&mut buf) {
                     Step::Parsed(p) => break p,
                     Step::Handoff => return handoff(buf, stream),
-                    Step::NeedMore if buf.len() > MAX_HEAD => return handoff(buf, stream),
+                    Step::NeedMore if buf.len() > MAX_HEAD => {
+                        reject(&info, &mut stream, Reject::HEADERS_TOO_LARGE).await;
+                        return Handoff::Done;
+                    }
+                    Step::Reject(r) => {
+                        reject(&info, &mut stream, r).await;
+                        return Handoff::Done;
+                    }
                     Step::NeedMore => {}
+                    Step::NeedBody => wait = Wait::Body,
                 }
+            }
+            clock.waiting(wait, timer.as_mut());
+            if buf.capacity() == 0 {
+                // Buffers were released while idle: wait for bytes before
+                // allocating them again.
+                tokio::select! {
+                    biased;
+                    r = stream.readable() => if r.is_err() { return Handoff::Done },
+                    () = &mut timer => match clock.expired(timer.as_mut(), &mut buf, &mut wbuf) {
+                        None => continue,
+                        Some(r) => { expire(&info, &mut stream, r).await; return Handoff::Done }
+                    },
+                }
+                buf.reserve(8 * 1024);
+                continue;
             }
             if buf.capacity() - buf.len() < 2048 {
                 buf.reserve(8 * 1024);
             }
             let room = buf.capacity() - buf.len();
-            match stream.read_buf(&mut buf).await {
+            let read = tokio::select! {
+                biased;
+                r = stream.read_buf(&mut buf) => r,
+                () = &mut timer => match clock.expired(timer.as_mut(), &mut buf, &mut wbuf) {
+                    None => continue,
+                    Some(r) => { expire(&info, &mut stream, r).await; return Handoff::Done }
+                },
+            };
+            match read {
                 Ok(0) | Err(_) => return Handoff::Done,
                 Ok(n) => short_read = n < room,
             }
         };
+        clock.request_started();
         // The socket was drained by a short read: forget tokio's stale
         // "readable" so the watch below waits for a real event (new bytes
         // or the client closing) instead of a read that would find nothing.
@@ -207,7 +287,270 @@ pub async fn serve(info: Arc<ConnInfo>, mut stream: TcpStream) -> Handoff {
             let _ = stream.shutdown().await;
             return Handoff::Done;
         }
+        clock.request_done();
     }
+}
+
+/// After this long without a request, an idle connection gives its read
+/// and write buffers back (12 KiB per connection), and takes new ones when
+/// bytes arrive.
+const BUFFER_RELEASE: Duration = Duration::from_secs(5);
+
+/// What the connection waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// The next request (nothing buffered): idle timeout.
+    Idle,
+    /// The rest of a request head: request-headers timeout.
+    Head,
+    /// The rest of a small request body: stream idle timeout.
+    Body,
+}
+
+/// A connection's timeouts, checked when its (lazily armed) timer fires.
+struct Clock {
+    /// When the last response was written (or the connection accepted).
+    last_active: Instant,
+    /// When the head being read started to arrive (set lazily: the first
+    /// time the loop has to wait for more of it).
+    head_started: Option<Instant>,
+    /// When the body being read last made progress (set lazily too).
+    body_progress: Option<(Instant, usize)>,
+    wait: Wait,
+    headers_timeout: Duration,
+    idle_timeout: Duration,
+    stream_idle_timeout: Duration,
+}
+
+/// Why a connection is being closed by a timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expired {
+    /// Idle for the idle timeout: closed without a reply.
+    Idle,
+    /// A head or body too slow: `408` (Envoy's `request_header_timeout`,
+    /// `stream_idle_timeout`).
+    TooSlow(&'static str),
+}
+
+impl Clock {
+    fn new(s: &crate::proxy::ProxySettings) -> Self {
+        Self {
+            last_active: Instant::now(),
+            head_started: None,
+            body_progress: None,
+            wait: Wait::Idle,
+            headers_timeout: s.request_headers_timeout,
+            idle_timeout: s.idle_timeout,
+            stream_idle_timeout: s.stream_idle_timeout,
+        }
+    }
+
+    /// The loop is about to wait in state `wait`.
+    fn waiting(&mut self, wait: Wait, timer: Pin<&mut tokio::time::Sleep>) {
+        self.wait = wait;
+        if wait == Wait::Head && self.head_started.is_none() {
+            let now = Instant::now();
+            self.head_started = Some(now);
+            // Shorter than what the timer waits for now: arm it earlier.
+            let due = now + self.headers_timeout;
+            if timer.deadline() > due {
+                timer.reset(due);
+            }
+        }
+    }
+
+    fn request_started(&mut self) {
+        self.head_started = None;
+        self.body_progress = None;
+    }
+
+    fn request_done(&mut self) {
+        self.last_active = Instant::now();
+    }
+
+    /// The timer fired: `None` (re-armed at the real deadline) or why the
+    /// connection ends. Releases the buffers of a connection idle for
+    /// [`BUFFER_RELEASE`].
+    fn expired(
+        &mut self,
+        timer: Pin<&mut tokio::time::Sleep>,
+        buf: &mut BytesMut,
+        wbuf: &mut Vec<u8>,
+    ) -> Option<Expired> {
+        let now = Instant::now();
+        let due = match self.wait {
+            Wait::Head => {
+                let due = self.head_started.unwrap_or(now) + self.headers_timeout;
+                if now >= due {
+                    return Some(Expired::TooSlow("request_header_timeout"));
+                }
+                due
+            }
+            Wait::Body => {
+                let (at, len) = self.body_progress.unwrap_or((now, buf.len()));
+                let at = if len == buf.len() { at } else { now };
+                self.body_progress = Some((at, buf.len()));
+                let due = at + self.stream_idle_timeout;
+                if now >= due {
+                    return Some(Expired::TooSlow("stream_idle_timeout"));
+                }
+                due
+            }
+            Wait::Idle => {
+                let idle_due = self.last_active + self.idle_timeout;
+                if now >= idle_due {
+                    return Some(Expired::Idle);
+                }
+                let release = self.last_active + BUFFER_RELEASE;
+                if now < release {
+                    release.min(idle_due)
+                } else {
+                    if buf.is_empty() && buf.capacity() > 0 {
+                        *buf = BytesMut::new();
+                        *wbuf = Vec::new();
+                    }
+                    idle_due
+                }
+            }
+        };
+        // Stale or early wake-ups (activity since it was armed): wait on.
+        let due = if self.wait == Wait::Body {
+            due.min(now + BUFFER_RELEASE)
+        } else {
+            due
+        };
+        timer.reset(due.max(now + Duration::from_millis(1)));
+        None
+    }
+}
+
+/// Ends a connection whose timer expired: `408` with `connection: close`
+/// for a request too slow to arrive (logged with its details), nothing
+/// for an idle one.
+async fn expire(info: &ConnInfo, stream: &mut TcpStream, why: Expired) {
+    match why {
+        Expired::Idle => {
+            let _ = stream.shutdown().await;
+        }
+        Expired::TooSlow(details) => {
+            let r = Reject {
+                status: StatusCode::REQUEST_TIMEOUT,
+                details,
+            };
+            reject_with(info, stream, r, false).await;
+        }
+    }
+}
+
+/// Answers a request refused by the codec (`connection: close`, Envoy's
+/// body: the status text), logs it with flag `DPE` and closes.
+async fn reject(info: &ConnInfo, stream: &mut TcpStream, r: Reject) {
+    reject_with(info, stream, r, true).await
+}
+
+async fn reject_with(info: &ConnInfo, stream: &mut TcpStream, r: Reject, dpe: bool) {
+    let reason = r.status.canonical_reason().unwrap_or("");
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(r.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    header_line(
+        &mut out,
+        b"content-length",
+        itoa(reason.len() as u64, &mut [0; 20]),
+    );
+    header_line(&mut out, b"content-type", b"text/plain");
+    super::date::with(|d| header_line(&mut out, b"date", d));
+    out.extend_from_slice(b"connection: close\r\n\r\n");
+    out.extend_from_slice(reason.as_bytes());
+    let _ = super::io::write_all(stream, &out).await;
+    let _ = stream.shutdown().await;
+    // Read (and drop) what the client is still sending for a moment, so
+    // closing with unread bytes does not reset the connection before the
+    // client has read the reply.
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut left = 1usize << 20;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    crate::proxy::http::log_protocol_error(info, r.status, r.details, dpe);
+}
+
+/// What the server loop makes of `bytes` as the next request on a
+/// connection: the same code path as serving, for the fuzz target
+/// (`fuzz/fuzz_targets/h1_request.rs`) and tests.
+#[derive(Debug)]
+pub enum ParseOutcome {
+    /// A request served by this loop.
+    Request {
+        /// Method.
+        method: Method,
+        /// Path and query as routed (before normalization).
+        path: String,
+        /// The header lines forwarded upstream, in order.
+        headers: Vec<(Vec<u8>, Vec<u8>)>,
+        /// Request body length.
+        body: usize,
+        /// Bytes of `bytes` the request took (head and body).
+        consumed: usize,
+    },
+    /// The head is incomplete.
+    NeedMore,
+    /// The head is complete, the body is not.
+    NeedBody,
+    /// hyper would serve it.
+    Handoff,
+    /// Refused with this reply.
+    Reject(Reject),
+}
+
+/// Parses `bytes` as the server loop does (see [`ParseOutcome`]).
+pub fn parse_one(bytes: &[u8]) -> ParseOutcome {
+    let mut buf = BytesMut::from(bytes);
+    match parse(&mut buf) {
+        Step::Parsed(p) => {
+            let headers = p
+                .head
+                .headers
+                .to_map()
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect();
+            ParseOutcome::Request {
+                method: p.head.method,
+                path: p.head.uri.to_string(),
+                headers,
+                body: p.body.size_hint().exact().unwrap_or(0) as usize,
+                consumed: bytes.len() - buf.len(),
+            }
+        }
+        Step::NeedMore => ParseOutcome::NeedMore,
+        Step::NeedBody => ParseOutcome::NeedBody,
+        Step::Handoff => ParseOutcome::Handoff,
+        Step::Reject(r) => ParseOutcome::Reject(r),
+    }
+}
+
+/// A `Content-Length` value: decimal digits only (no sign, no spaces, no
+/// list), without overflow; `None` otherwise (RFC 9110 §8.6).
+pub fn parse_content_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
 }
 
 fn handoff(buf: BytesMut, stream: TcpStream) -> Handoff {
@@ -248,34 +591,48 @@ fn parse(buf: &mut BytesMut) -> Step {
     let base = buf.as_ptr() as usize;
     let path_span = (path.as_ptr() as usize - base, path.len());
     let mut spans = Vec::with_capacity(req.headers.len());
-    let mut length = 0u64;
     let mut close = false;
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut handoff = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"upgrade")
-            || name.eq_ignore_ascii_case(b"expect")
-        {
-            return Step::Handoff;
-        }
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let Some(v) = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-            else {
-                return Step::Handoff;
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked = true;
+            handoff = true;
+        } else if name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"expect") {
+            handoff = true;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            // RFC 9112 §6.3: an invalid or a second, different length is
+            // an unrecoverable framing error (Envoy: 400). The same value
+            // repeated is kept once, as Envoy coalesces it.
+            let Some(v) = parse_content_length(h.value) else {
+                return Step::Reject(Reject::BAD_CONTENT_LENGTH);
             };
-            if v > MAX_BODY || (length != 0 && length != v) {
-                return Step::Handoff;
+            match content_length {
+                Some(prev) if prev != v => return Step::Reject(Reject::BAD_CONTENT_LENGTH),
+                Some(_) => continue,
+                None => content_length = Some(v),
             }
-            length = v;
+            if v > MAX_BODY {
+                handoff = true;
+            }
         } else if name.eq_ignore_ascii_case(b"connection") {
             close |= connection_has(h.value, b"close");
         }
         spans.push(span(base, h));
     }
+    if chunked && content_length.is_some() {
+        // Both framings: the classic smuggling vector. Envoy rejects it
+        // unless `allow_chunked_length` is set (RFC 9112 §6.3 allows it).
+        return Step::Reject(Reject::CHUNKED_WITH_LENGTH);
+    }
+    if handoff {
+        return Step::Handoff;
+    }
+    let length = content_length.unwrap_or(0);
     if (buf.len() as u64) < head_len as u64 + length {
-        return Step::NeedMore;
+        return Step::NeedBody;
     }
     let head = buf.split_to(head_len).freeze();
     let body = buf.split_to(length as usize).freeze();

@@ -40,6 +40,9 @@ pub struct Outgoing {
     pub body: RequestBody,
     /// Downstream upgrade (WebSocket), when the client asked for one.
     pub on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// Set when a streamed client body failed (see
+    /// `CountingBody::flag_errors`); `None` for bodies already read.
+    pub downstream_error: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// How to forward.
@@ -207,6 +210,15 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
                 None => Some(Box::pin(send(cluster, &ep, plan.http2, req)).await),
             }
         };
+        if super::downstream_failed(&out.downstream_error) && !matches!(&result, Some(Ok(_))) {
+            // The client's body broke (malformed chunked framing, early
+            // close): its fault, not the upstream's. No outlier count, no
+            // retry; Envoy answers 400 with `DPE`.
+            rec.response_flags
+                .insert(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
+            rec.response_code_details = Some("downstream_protocol_error");
+            return reply(StatusCode::BAD_REQUEST, "Bad Request", plan.grpc);
+        }
         let outcome = match &result {
             None => TryOutcome::PerTryTimeout,
             Some(Ok(sent)) => TryOutcome::Response(

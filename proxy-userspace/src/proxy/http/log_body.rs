@@ -1,7 +1,7 @@
 //! Wraps the response body to count the bytes sent and to emit the access
 //! log record when the response ends (or the client goes away).
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -154,16 +154,29 @@ impl Drop for LoggedBody {
     }
 }
 
-/// A request body that counts the bytes read from the client.
+/// A request body that counts the bytes read from the client and notes
+/// whether reading it failed.
 pub struct CountingBody<B> {
     inner: B,
     count: Option<Arc<AtomicU64>>,
+    failed: Option<Arc<AtomicBool>>,
 }
 
 impl<B> CountingBody<B> {
     /// Counts into `count` (`None`: counts nothing).
     pub fn new(inner: B, count: Option<Arc<AtomicU64>>) -> Self {
-        Self { inner, count }
+        Self {
+            inner,
+            count,
+            failed: None,
+        }
+    }
+
+    /// Sets `flag` when the client's body fails (a downstream protocol
+    /// error: malformed chunked framing, a body cut short).
+    pub fn flag_errors(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.failed = Some(flag);
+        self
     }
 }
 
@@ -187,7 +200,12 @@ where
                 }
                 Poll::Ready(Some(Ok(f)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(f) = &this.failed {
+                    f.store(true, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Err(e.into())))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

@@ -7,10 +7,11 @@ pub mod forward;
 pub mod local_reply;
 pub mod log_body;
 pub mod mirror;
+pub mod normalize;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -81,6 +82,9 @@ where
     B: RequestBodyIn,
     B::Error: Into<super::body::BoxError>,
 {
+    // Before anything reads the path: routes, logs and the upstream all
+    // see the normalized one (Istio's `pathNormalization`).
+    let bad_path = normalize_path(&mut parts, conn.shared.path_normalization.get()).is_err();
     let table = conn.shared.table.load_full();
     if !parts.headers.contains_key(&X_REQUEST_ID) {
         let id = uuid::Uuid::new_v4();
@@ -131,7 +135,18 @@ where
     let body = CountingBody::new(body, bytes_received);
     let guard = AbandonGuard(&mut pending);
     let record = &mut guard.0.as_mut().expect("set above").record;
-    let (response, hold) = route(&conn, &table, parts, body, grpc, record).await;
+    let (response, hold) = if bad_path {
+        record
+            .response_flags
+            .insert(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
+        record.response_code_details = Some("path_normalization_failed");
+        (
+            local_reply(StatusCode::BAD_REQUEST, "Bad Request", grpc),
+            Held::default(),
+        )
+    } else {
+        route(&conn, &table, parts, body, grpc, record).await
+    };
     record.response_code = response.status().as_u16();
     if record.grpc_status.is_none() && grpc {
         record.grpc_status = response
@@ -180,6 +195,13 @@ where
     B::Error: Into<super::body::BoxError>,
 {
     let no_hold = Held::default;
+    if parts.method == http::Method::CONNECT {
+        // No route matches CONNECT without a `connect_matcher`, which
+        // Istio does not configure: Envoy answers 404 `NR`.
+        rec.response_flags.insert(ResponseFlags::NO_ROUTE_FOUND);
+        rec.response_code_details = Some("route_not_found");
+        return (local_reply(StatusCode::NOT_FOUND, "", grpc), no_hold());
+    }
     let Some(svc) = table.service(conn.dst) else {
         // Unknown destination: Envoy's PassthroughCluster.
         let policy = RetryPolicy::default();
@@ -315,6 +337,12 @@ where
             ops.apply(parts.headers.map_mut());
         }
     }
+    // Security policy of the destination workloads (one pointer check when
+    // the node has none).
+    let cluster = &dest.cluster.name;
+    if let Some(r) = super::authz::check_request(table, cluster, conn.peer, &mut parts, grpc, rec) {
+        return (r, no_hold());
+    }
 
     let http2 = match dest.cluster.protocol {
         UpstreamProtocol::Http1 => false,
@@ -326,11 +354,15 @@ where
     let want_buffer = route.retries.attempts > 0 || !route.mirrors.is_empty();
     let mut out = outgoing(&mut parts, body);
     if let Some(o) = buffer_if_small(&mut out, want_buffer).await {
+        rec.response_flags
+            .insert(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
+        rec.response_code_details = Some("downstream_protocol_error");
         return (o, no_hold());
     }
     if let RequestBody::Buffered(b) = &out.body {
         for m in &route.mirrors {
-            if chance(m.percent) {
+            let allowed = || super::authz::mirror_allowed(table, &m.cluster.name, conn.peer, &out);
+            if chance(m.percent) && allowed() {
                 mirror::spawn_mirror(
                     m.cluster.clone(),
                     out.method.clone(),
@@ -405,10 +437,13 @@ where
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let mut downstream_error = None;
     let body = if body.is_end_stream() {
         RequestBody::Buffered(bytes::Bytes::new())
     } else {
-        RequestBody::Streaming(body.boxed())
+        let flag = Arc::new(AtomicBool::new(false));
+        downstream_error = Some(flag.clone());
+        RequestBody::Streaming(body.flag_errors(flag).boxed())
     };
     Outgoing {
         method: parts.method.clone(),
@@ -416,6 +451,7 @@ where
         headers,
         body,
         on_upgrade,
+        downstream_error,
     }
 }
 
@@ -438,8 +474,62 @@ async fn buffer_if_small(out: &mut Outgoing, want: bool) -> Option<Response<Prox
             out.body = RequestBody::Buffered(c.to_bytes());
             None
         }
-        Err(_) => Some(local_reply(StatusCode::BAD_REQUEST, "", false)),
+        Err(_) => Some(local_reply(StatusCode::BAD_REQUEST, "Bad Request", false)),
     }
+}
+
+/// Normalizes the request's path in place as `mode` says (see
+/// [`normalize`]); the query and any scheme/authority stay.
+///
+/// Errors: the path cannot be normalized (`%00`): Envoy answers 400.
+pub fn normalize_path(
+    parts: &mut ReqHead,
+    mode: normalize::PathNormalization,
+) -> Result<(), normalize::NormalizeError> {
+    let Some(pq) = parts.uri.path_and_query() else {
+        return Ok(());
+    };
+    let Some(new) = normalize::normalize(pq.as_str(), mode)? else {
+        return Ok(());
+    };
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    // Made of bytes a valid path held (or their decoded unreserved forms).
+    uri.path_and_query = http::uri::PathAndQuery::try_from(new).ok();
+    if let Ok(u) = http::Uri::from_parts(uri) {
+        parts.uri = u;
+    }
+    Ok(())
+}
+
+/// Logs a request the HTTP/1.1 codec refused before routing (framing
+/// errors, oversized heads): `status`, flag `DPE`, Envoy's `details`.
+/// `dpe`: flag it `DPE` (a malformed request; not for timeouts).
+pub fn log_protocol_error(conn: &ConnInfo, status: StatusCode, details: &'static str, dpe: bool) {
+    let sink = &conn.shared.sink;
+    if !sink.enabled() {
+        return;
+    }
+    sink.log(AccessLogRecord {
+        start_time: Some(SystemTime::now()),
+        protocol: Some("HTTP/1.1"),
+        request_protocol: "http",
+        response_code: status.as_u16(),
+        response_flags: if dpe {
+            ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR
+        } else {
+            ResponseFlags::empty()
+        },
+        response_code_details: Some(details),
+        downstream_local_address: Some(conn.dst),
+        downstream_remote_address: Some(conn.peer),
+        ..Default::default()
+    });
+}
+
+/// Whether the client's body of `out` failed (malformed chunked framing,
+/// early close): the client's fault, answered 400 `DPE`.
+pub(crate) fn downstream_failed(flag: &Option<Arc<AtomicBool>>) -> bool {
+    flag.as_ref().is_some_and(|f| f.load(Ordering::Relaxed))
 }
 
 /// The request's `:authority` / `Host`, copied only when `wanted`.

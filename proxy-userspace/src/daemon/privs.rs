@@ -1,0 +1,49 @@
+//! Least privilege after setup: once the eBPF programs are attached, the
+//! maps pinned, bpffs mounted and the listeners bound, `strait run` keeps
+//! only the capabilities serving needs and sets `no_new_privs`.
+//!
+//! What serving does at run time: it writes the kernel maps through the
+//! file descriptors it already holds (service, backend, Maglev and
+//! workload tables on every reload), reads the config directory, and
+//! accepts and opens TCP connections. Map writes need `CAP_BPF` on kernels
+//! where `kernel.unprivileged_bpf_disabled` gates every `bpf()` command
+//! (5.10–6.4); nothing else needs a capability, so [`KEEP`] is `CAP_BPF`
+//! alone (measured: reloads that rewrite the kernel tables work with it,
+//! see the `e2e_hardening` tests). Every other capability is removed from
+//! the effective, permitted, inheritable, ambient and bounding sets, and
+//! `no_new_privs` stops an `execve` from regaining any. Like ztunnel, which
+//! runs without `CAP_SYS_ADMIN` after its setup.
+//!
+//! Capabilities are per thread: this must run before the process starts
+//! any thread that outlives setup (the tokio runtime, the proxy workers, the
+//! file watcher); threads created later inherit the reduced sets.
+use caps::{CapSet, Capability, CapsHashSet};
+
+/// The capabilities kept for serving.
+pub const KEEP: &[Capability] = &[Capability::CAP_BPF];
+
+/// Drops every capability but [`KEEP`] and sets `no_new_privs`.
+///
+/// Errors: a `capset`/`prctl` call failed (the message names it); the
+/// daemon then refuses to serve rather than serve with full privileges.
+pub fn drop_privileges() -> anyhow::Result<()> {
+    let keep: CapsHashSet = KEEP.iter().copied().collect();
+    let err = |what: &str, e: caps::errors::CapsError| {
+        anyhow::anyhow!("dropping capabilities ({what}): {e}")
+    };
+    // The bounding set first: removing from it needs CAP_SETPCAP, which
+    // is about to go.
+    let bounding = caps::read(None, CapSet::Bounding).map_err(|e| err("read bounding", e))?;
+    for cap in bounding.difference(&keep) {
+        caps::drop(None, CapSet::Bounding, *cap).map_err(|e| err("bounding", e))?;
+    }
+    caps::clear(None, CapSet::Ambient).map_err(|e| err("ambient", e))?;
+    caps::clear(None, CapSet::Inheritable).map_err(|e| err("inheritable", e))?;
+    let permitted = caps::read(None, CapSet::Permitted).map_err(|e| err("read permitted", e))?;
+    let kept: CapsHashSet = permitted.intersection(&keep).copied().collect();
+    caps::set(None, CapSet::Effective, &kept).map_err(|e| err("effective", e))?;
+    caps::set(None, CapSet::Permitted, &kept).map_err(|e| err("permitted", e))?;
+    rustix::thread::set_no_new_privs(true)
+        .map_err(|e| anyhow::anyhow!("setting no_new_privs: {e}"))?;
+    Ok(())
+}

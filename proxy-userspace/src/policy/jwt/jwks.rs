@@ -1,0 +1,267 @@
+//! JWKS: parsed key sets, inline or fetched from `jwksUri`. A fetched set
+//! is shared by every policy naming the URI, refreshed every 20 minutes
+//! (Envoy's `cache_duration` as Istio sets it) by a thread of its own, and
+//! the last good set is kept when a fetch fails (retried with backoff
+//! from 1 s to 60 s meanwhile).
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::Duration;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+use crate::policy::PolicyError;
+
+/// How often a fetched JWKS is refreshed.
+pub const REFRESH: Duration = Duration::from_secs(20 * 60);
+
+/// One usable key.
+pub struct Key {
+    /// `kid`.
+    pub kid: Option<String>,
+    /// `alg`, when the JWK pins one.
+    pub alg: Option<Algorithm>,
+    /// Key family.
+    family: Family,
+    /// The key.
+    pub key: DecodingKey,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Family {
+    Rsa,
+    Ec,
+    Okp,
+    Oct,
+}
+
+fn family_of(alg: Algorithm) -> Family {
+    use Algorithm::*;
+    match alg {
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => Family::Rsa,
+        ES256 | ES384 => Family::Ec,
+        EdDSA => Family::Okp,
+        HS256 | HS384 | HS512 => Family::Oct,
+    }
+}
+
+impl Key {
+    /// Whether the key may verify a token signed with `alg`.
+    pub fn fits(&self, alg: Algorithm) -> bool {
+        self.alg.is_none_or(|a| a == alg) && self.family == family_of(alg)
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("family", &self.family)
+            .finish()
+    }
+}
+
+/// A parsed key set.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    /// Keys (those jsonwebtoken can use; others are skipped with a warning).
+    pub keys: Vec<Key>,
+}
+
+impl KeySet {
+    /// Parses a JWKS document (`{"keys": [...]}`, or one JWK). Errors: not
+    /// JSON, or no usable key.
+    pub fn parse(json: &str) -> Result<KeySet, PolicyError> {
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| PolicyError::Jwks(format!("not JSON: {e}")))?;
+        let list: Vec<serde_json::Value> = match v.get("keys") {
+            Some(serde_json::Value::Array(a)) => a.clone(),
+            _ if v.get("kty").is_some() => vec![v.clone()],
+            _ => return Err(PolicyError::Jwks("missing \"keys\"".into())),
+        };
+        let mut keys = Vec::new();
+        for (i, k) in list.into_iter().enumerate() {
+            let jwk: Jwk = match serde_json::from_value(k) {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::warn!("JWKS key {i} skipped: {e}");
+                    continue;
+                }
+            };
+            let family = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Family::Rsa,
+                AlgorithmParameters::EllipticCurve(_) => Family::Ec,
+                AlgorithmParameters::OctetKeyPair(_) => Family::Okp,
+                AlgorithmParameters::OctetKey(_) => Family::Oct,
+            };
+            let alg = jwk
+                .common
+                .key_algorithm
+                .and_then(|a| a.to_string().parse::<Algorithm>().ok());
+            match DecodingKey::from_jwk(&jwk) {
+                Ok(key) => keys.push(Key {
+                    kid: jwk.common.key_id.clone(),
+                    alg,
+                    family,
+                    key,
+                }),
+                Err(e) => tracing::warn!("JWKS key {i} skipped: {e}"),
+            }
+        }
+        if keys.is_empty() {
+            return Err(PolicyError::Jwks("no usable key".into()));
+        }
+        Ok(KeySet { keys })
+    }
+}
+
+/// A `jwksUri` and its last good key set.
+#[derive(Debug)]
+pub struct RemoteJwks {
+    /// The URI.
+    pub uri: String,
+    /// Last good set (`None` until the first successful fetch).
+    keys: RwLock<Option<Arc<KeySet>>>,
+    /// Last fetch error, for `strait x authz check`.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl RemoteJwks {
+    /// The last good key set.
+    pub fn keys(&self) -> Option<Arc<KeySet>> {
+        self.keys.read().ok()?.clone()
+    }
+
+    /// Installs a fetched set (tests, and the refresher).
+    pub fn set(&self, ks: KeySet) {
+        if let Ok(mut k) = self.keys.write() {
+            *k = Some(Arc::new(ks));
+        }
+    }
+}
+
+/// Where a rule's keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// `jwks` (parsed at snapshot swap); `Err` keeps the parse error.
+    Inline(Result<Arc<KeySet>, String>),
+    /// `jwksUri`.
+    Remote(Arc<RemoteJwks>),
+}
+
+impl KeySource {
+    /// The keys usable now; `None` when a remote set was never fetched or
+    /// the inline set is broken (Envoy: `Jwks remote fetch is failed`).
+    pub fn keys(&self) -> Option<Arc<KeySet>> {
+        match self {
+            KeySource::Inline(k) => k.as_ref().ok().cloned(),
+            KeySource::Remote(r) => r.keys(),
+        }
+    }
+}
+
+fn registry() -> &'static Mutex<HashMap<String, Weak<RemoteJwks>>> {
+    static R: OnceLock<Mutex<HashMap<String, Weak<RemoteJwks>>>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+/// The shared fetcher of `uri`: one per URI while any policy uses it
+/// (kept across snapshot swaps, so a reload does not refetch). Starts the
+/// refresh thread the first time; the thread ends once no policy holds it.
+pub fn remote(uri: &str, timeout: Duration) -> Arc<RemoteJwks> {
+    let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = reg.get(uri).and_then(Weak::upgrade) {
+        return r;
+    }
+    let r = Arc::new(RemoteJwks {
+        uri: uri.to_string(),
+        keys: RwLock::new(None),
+        last_error: Mutex::new(None),
+    });
+    reg.retain(|_, w| w.strong_count() > 0);
+    reg.insert(uri.to_string(), Arc::downgrade(&r));
+    let weak = Arc::downgrade(&r);
+    let spawned = std::thread::Builder::new()
+        .name("strait-jwks".into())
+        .spawn(move || refresher(weak, timeout));
+    if let Err(e) = spawned {
+        tracing::error!(uri, "cannot start the JWKS fetcher: {e}");
+    }
+    r
+}
+
+fn refresher(weak: Weak<RemoteJwks>, timeout: Duration) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let Some(r) = weak.upgrade() else { return };
+        let uri = r.uri.clone();
+        let res = rt.block_on(fetch(&uri, timeout));
+        let wait = match res.and_then(|body| KeySet::parse(&body).map_err(|e| e.to_string())) {
+            Ok(ks) => {
+                tracing::info!(uri, keys = ks.keys.len(), "JWKS fetched");
+                r.set(ks);
+                *r.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                backoff = Duration::from_secs(1);
+                REFRESH
+            }
+            Err(e) => {
+                let kept = r.keys().is_some();
+                tracing::warn!(uri, kept_last_good = kept, "JWKS fetch failed: {e}");
+                *r.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                let w = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+                w
+            }
+        };
+        drop(r);
+        // Sleep in slices so the thread ends soon after its last user.
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(500).min(wait));
+            if weak.strong_count() == 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// GETs `uri` (plain HTTP; `https://` is refused until Strait has a TLS
+/// client, so its tokens fail with `Jwks remote fetch is failed`).
+async fn fetch(uri: &str, timeout: Duration) -> Result<String, String> {
+    use http_body_util::BodyExt;
+    if uri.starts_with("https://") {
+        return Err("https jwksUri is not supported yet (no TLS client); use http:// or inline jwks".into());
+    }
+    let u: http::Uri = uri.parse().map_err(|e| format!("bad URI: {e}"))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let req = http::Request::get(u)
+        .body(http_body_util::Empty::new())
+        .map_err(|e| e.to_string())?;
+    let work = async {
+        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("status {}", resp.status()));
+        }
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if body.len() > 1 << 20 {
+            return Err("JWKS larger than 1 MiB".into());
+        }
+        String::from_utf8(body.to_vec()).map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("timeout after {timeout:?}"))?
+}

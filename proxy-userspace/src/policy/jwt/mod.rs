@@ -1,0 +1,359 @@
+//! RequestAuthentication: JWT extraction and verification with Envoy's
+//! `jwt_authn` semantics as Istio configures it (one provider per
+//! `jwtRule`, `requires_any` of them or a missing token): a request without
+//! a token passes (authorization decides); a token that fails gets 401
+//! with Envoy's message (`Jwt is expired`, `Jwt verification fails`, ...).
+//! Signatures are verified by `jsonwebtoken` (RS/PS 256-512, ES256/384,
+//! EdDSA, HS with `oct` keys); time and issuer are checked first, as
+//! Envoy does, so an expired token says `Jwt is expired`.
+pub mod jwks;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use http::{HeaderName, HeaderValue};
+use jsonwebtoken::{Algorithm, Validation};
+use strait_config::snapshot::RequestAuthn;
+
+use self::jwks::KeySource;
+use super::attrs::HeaderLookup;
+
+/// Envoy's clock skew allowance (`clock_skew_seconds`, default 60).
+pub const CLOCK_SKEW_SECS: u64 = 60;
+
+/// Envoy's status texts (`jwt_verify_lib/status.cc`), the 401 bodies.
+pub mod status {
+    /// Malformed token.
+    pub const BAD_FORMAT: &str =
+        "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections";
+    /// Header not base64url JSON.
+    pub const BAD_HEADER: &str = "Jwt header is an invalid JSON";
+    /// Payload not base64url JSON.
+    pub const BAD_PAYLOAD: &str = "Jwt payload is an invalid JSON";
+    /// `exp` in the past.
+    pub const EXPIRED: &str = "Jwt is expired";
+    /// `nbf` in the future.
+    pub const NOT_YET_VALID: &str = "Jwt not yet valid";
+    /// No rule for `iss`.
+    pub const UNKNOWN_ISSUER: &str = "Jwt issuer is not configured";
+    /// `aud` not accepted.
+    pub const AUDIENCE: &str = "Audiences in Jwt are not allowed";
+    /// Bad signature.
+    pub const VERIFICATION: &str = "Jwt verification fails";
+    /// No key with the token's `kid` / `alg`.
+    pub const NO_KEY: &str = "Jwks doesn't have key to match kid or alg from Jwt";
+    /// Keys not available.
+    pub const JWKS_FETCH: &str = "Jwks remote fetch is failed";
+    /// Unsupported `alg`.
+    pub const BAD_ALG: &str = "Jwt header [alg] field value is invalid";
+}
+
+/// A verified token, as authorization sees it.
+#[derive(Clone, Debug)]
+pub struct JwtIdentity {
+    /// `iss/sub` (`request.auth.principal`, `requestPrincipals`).
+    pub principal: String,
+    /// The payload's claims.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Where a token was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Location {
+    Header(HeaderName, String),
+    Param(String),
+    Cookie(String),
+}
+
+/// One `jwtRule`.
+#[derive(Debug)]
+struct Provider {
+    issuer: String,
+    audiences: Vec<String>,
+    keys: KeySource,
+    locations: Vec<Location>,
+    payload_header: Option<HeaderName>,
+    claim_headers: Vec<(String, HeaderName)>,
+    forward: bool,
+}
+
+/// A change the proxy makes to the request after a token verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderEdit {
+    /// Remove the header that carried the token (`forwardOriginalToken:
+    /// false`, the default).
+    Remove(HeaderName),
+    /// Set a header (`outputPayloadToHeader`, `outputClaimToHeaders`).
+    Set(HeaderName, HeaderValue),
+}
+
+/// The outcome of authentication.
+#[derive(Debug)]
+pub enum AuthnResult {
+    /// No token in any configured location: passes, no principal.
+    NoToken,
+    /// A token verified.
+    Verified(Arc<JwtIdentity>, Vec<HeaderEdit>),
+    /// A token failed: 401 with this body.
+    Failed(&'static str),
+}
+
+/// The RequestAuthentication rules of a workload (every `jwtRule` of every
+/// RequestAuthentication that selects it).
+#[derive(Debug, Default)]
+pub struct Authn {
+    providers: Vec<Provider>,
+    /// Configuration problems (bad header names, unparsable inline JWKS),
+    /// for `strait x authz check`.
+    pub problems: Vec<String>,
+}
+
+fn b64(s: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .ok()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The value of cookie `name` in `Cookie` header value(s).
+fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split([';', ',']).find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == name).then_some(v.trim_matches('"'))
+    })
+}
+
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+impl Authn {
+    /// Builds the providers of `ras`. `timeout`: JWKS fetch timeout.
+    pub fn new(ras: &[&RequestAuthn]) -> Self {
+        let mut out = Authn::default();
+        for ra in ras {
+            for (i, r) in ra.jwt_rules.iter().enumerate() {
+                let at = format!("{} jwtRules[{i}]", ra.name);
+                let keys = match (&r.jwks, &r.jwks_uri) {
+                    (Some(inline), _) => KeySource::Inline(
+                        jwks::KeySet::parse(inline)
+                            .map(Arc::new)
+                            .map_err(|e| e.to_string()),
+                    ),
+                    (None, Some(uri)) => {
+                        KeySource::Remote(jwks::remote(uri, Duration::from_secs(5)))
+                    }
+                    (None, None) => KeySource::Inline(Err("no jwks or jwksUri".into())),
+                };
+                if let KeySource::Inline(Err(e)) = &keys {
+                    out.problems.push(format!("{at}: jwks: {e}"));
+                }
+                let mut locations = Vec::new();
+                for h in &r.from_headers {
+                    match HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes()) {
+                        Ok(n) => locations.push(Location::Header(n, h.prefix.clone())),
+                        Err(_) => out
+                            .problems
+                            .push(format!("{at}: fromHeaders: bad header name {:?}", h.name)),
+                    }
+                }
+                locations.extend(r.from_params.iter().cloned().map(Location::Param));
+                locations.extend(r.from_cookies.iter().cloned().map(Location::Cookie));
+                if locations.is_empty() {
+                    locations.push(Location::Header(
+                        http::header::AUTHORIZATION,
+                        "Bearer ".into(),
+                    ));
+                    locations.push(Location::Param("access_token".into()));
+                }
+                let header = |n: &str| HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes());
+                let payload_header = match r.output_payload_to_header.as_deref().map(header) {
+                    Some(Ok(h)) => Some(h),
+                    Some(Err(_)) => {
+                        out.problems.push(format!("{at}: outputPayloadToHeader: bad header name"));
+                        None
+                    }
+                    None => None,
+                };
+                let claim_headers = r
+                    .output_claim_to_headers
+                    .iter()
+                    .filter_map(|(claim, h)| Some((claim.clone(), header(h).ok()?)))
+                    .collect();
+                out.providers.push(Provider {
+                    issuer: r.issuer.clone(),
+                    audiences: r.audiences.clone(),
+                    keys,
+                    locations,
+                    payload_header,
+                    claim_headers,
+                    forward: r.forward_original_token,
+                });
+            }
+        }
+        out
+    }
+
+    /// Whether any provider is configured.
+    pub fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+    }
+
+    /// Finds the first token in the configured locations.
+    fn find<'h>(
+        &self,
+        headers: &'h dyn HeaderLookup,
+        query: Option<&'h str>,
+    ) -> Option<(String, &Location)> {
+        for p in &self.providers {
+            for loc in &p.locations {
+                let tok = match loc {
+                    Location::Header(n, prefix) => headers.joined(n).and_then(|v| {
+                        let v = v.trim();
+                        let rest = if prefix.is_empty() {
+                            Some(v)
+                        } else if v.len() >= prefix.len()
+                            && v.as_bytes()[..prefix.len()]
+                                .eq_ignore_ascii_case(prefix.as_bytes())
+                        {
+                            Some(&v[prefix.len()..])
+                        } else {
+                            None
+                        };
+                        rest.map(|t| t.trim().to_string())
+                    }),
+                    Location::Param(name) => query
+                        .and_then(|q| query_param(q, name))
+                        .map(str::to_string),
+                    Location::Cookie(name) => headers
+                        .joined(&http::header::COOKIE)
+                        .and_then(|c| cookie(&c, name).map(str::to_string)),
+                };
+                if let Some(t) = tok.filter(|t| !t.is_empty()) {
+                    return Some((t, loc));
+                }
+            }
+        }
+        None
+    }
+
+    /// Authenticates a request: its headers and query string.
+    pub fn authenticate(&self, headers: &dyn HeaderLookup, query: Option<&str>) -> AuthnResult {
+        let Some((token, loc)) = self.find(headers, query) else {
+            return AuthnResult::NoToken;
+        };
+        match self.verify(&token, loc) {
+            Ok(r) => r,
+            Err(s) => AuthnResult::Failed(s),
+        }
+    }
+
+    fn verify(&self, token: &str, loc: &Location) -> Result<AuthnResult, &'static str> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(payload), Some(_sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(status::BAD_FORMAT);
+        };
+        let header: serde_json::Value = b64(h)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(status::BAD_HEADER)?;
+        let claims: serde_json::Map<String, serde_json::Value> = b64(payload)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(status::BAD_PAYLOAD)?;
+        let alg: Algorithm = header
+            .get("alg")
+            .and_then(|a| a.as_str())
+            .and_then(|a| a.parse().ok())
+            .ok_or(status::BAD_ALG)?;
+        let kid = header.get("kid").and_then(|k| k.as_str());
+        // Time first, as Envoy does (no signature work for stale tokens).
+        let t = now();
+        if let Some(exp) = claims.get("exp").and_then(|e| e.as_u64()) {
+            if t > exp + CLOCK_SKEW_SECS {
+                return Err(status::EXPIRED);
+            }
+        }
+        if let Some(nbf) = claims.get("nbf").and_then(|e| e.as_u64()) {
+            if t + CLOCK_SKEW_SECS < nbf {
+                return Err(status::NOT_YET_VALID);
+            }
+        }
+        let iss = claims.get("iss").and_then(|i| i.as_str()).unwrap_or("");
+        let p = self
+            .providers
+            .iter()
+            .find(|p| p.issuer == iss && p.locations.contains(loc))
+            .ok_or(status::UNKNOWN_ISSUER)?;
+        if !p.audiences.is_empty() {
+            let ok = match claims.get("aud") {
+                Some(serde_json::Value::String(a)) => p.audiences.contains(a),
+                Some(serde_json::Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                    .any(|a| p.audiences.iter().any(|x| x == a)),
+                _ => false,
+            };
+            if !ok {
+                return Err(status::AUDIENCE);
+            }
+        }
+        let keys = p.keys.keys().ok_or(status::JWKS_FETCH)?;
+        let mut candidates = keys
+            .keys
+            .iter()
+            .filter(|k| k.fits(alg) && (kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid))
+            .peekable();
+        if candidates.peek().is_none() {
+            return Err(status::NO_KEY);
+        }
+        let mut v = Validation::new(alg);
+        v.required_spec_claims.clear();
+        v.leeway = CLOCK_SKEW_SECS;
+        v.validate_aud = false;
+        v.validate_nbf = true;
+        let verified = candidates.any(|k| {
+            jsonwebtoken::decode::<serde_json::Value>(token, &k.key, &v).is_ok()
+        });
+        if !verified {
+            return Err(status::VERIFICATION);
+        }
+        let sub = claims.get("sub").and_then(|s| s.as_str()).unwrap_or("");
+        let principal = format!("{iss}/{sub}");
+        let mut edits = Vec::new();
+        if !p.forward {
+            if let Location::Header(n, _) = loc {
+                edits.push(HeaderEdit::Remove(n.clone()));
+            }
+        }
+        if let Some(h) = &p.payload_header {
+            if let Ok(v) = HeaderValue::from_str(payload) {
+                edits.push(HeaderEdit::Set(h.clone(), v));
+            }
+        }
+        for (claim, h) in &p.claim_headers {
+            let text = match claims.get(claim) {
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+                Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
+                _ => None,
+            };
+            if let Some(v) = text.and_then(|t| HeaderValue::from_str(&t).ok()) {
+                edits.push(HeaderEdit::Set(h.clone(), v));
+            }
+        }
+        Ok(AuthnResult::Verified(
+            Arc::new(JwtIdentity { principal, claims }),
+            edits,
+        ))
+    }
+}

@@ -1,0 +1,67 @@
+//! `cargo xtask fuzz [--seconds N]`: runs every `cargo fuzz` target of
+//! `fuzz/` (the HTTP/1.1 request codec, the config loader, the route
+//! matcher) for a bounded time, starting from the seed corpora committed
+//! in `fuzz/corpus/<target>/`. New inputs libFuzzer finds go to
+//! `target/fuzz-corpus/<target>/` (not the repository); a crash fails the
+//! command and leaves its input in `fuzz/artifacts/<target>/`, to be turned
+//! into a regression test.
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cmd::{root, sh, step};
+
+/// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`).
+pub const TARGETS: &[&str] = &["h1_request", "config_load", "route_match"];
+
+/// Runs each target for an equal share of `seconds` (at least 5 s each).
+pub fn run(seconds: u64) -> anyhow::Result<()> {
+    crate::setup::cargo_fuzz()?;
+    let root = root();
+    let fuzz_dir = root.join("fuzz");
+    let per_target = (seconds / TARGETS.len() as u64).max(5);
+    step(&format!(
+        "build the fuzz targets (nightly, sanitizers; {per_target} s of fuzzing each after)"
+    ));
+    sh(nightly(&fuzz_dir).args(["fuzz", "build"]))?;
+    for t in TARGETS {
+        step(&format!("fuzz {t} for {per_target} s"));
+        let work = root.join("target").join("fuzz-corpus").join(t);
+        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        let seeds = fuzz_dir.join("corpus").join(t);
+        sh(nightly(&fuzz_dir)
+            .args(["fuzz", "run", t])
+            .arg(&work)
+            .arg(&seeds)
+            .arg("--")
+            .arg(format!("-max_total_time={per_target}"))
+            // One input slower than this is a hang (a bug: hostile input
+            // must not stall the daemon).
+            .arg(format!("-timeout={}", Duration::from_secs(20).as_secs()))
+            .arg("-rss_limit_mb=4096")
+            .arg("-max_len=65536")
+            .arg("-print_final_stats=1"))
+        .with_context(|| {
+            format!("fuzz target {t} failed: the crashing input is in fuzz/artifacts/{t}/")
+        })?;
+    }
+    step("fuzzing found nothing");
+    Ok(())
+}
+
+/// `cargo +nightly` in `dir`, without the stable toolchain's environment
+/// that cargo exports to xtask.
+fn nightly(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(dir.parent().expect("fuzz/ has a parent"))
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .arg("+nightly");
+    cmd
+}
