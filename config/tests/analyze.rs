@@ -126,7 +126,10 @@ fn authorization_policies_strait_enforces_only_fail_closed_are_warned() {
         .collect();
     assert_eq!(warnings.len(), 3, "{warnings:#?}");
     let all = warnings.join("\n");
-    assert!(all.contains("AuthorizationPolicy/default/ext") && all.contains("CUSTOM"), "{all}");
+    assert!(
+        all.contains("AuthorizationPolicy/default/ext") && all.contains("CUSTOM"),
+        "{all}"
+    );
     assert!(all.contains("mTLS identity"), "{all}");
     assert!(all.contains("experimental.unknown"), "{all}");
     assert!(!all.contains("/fine"), "{all}");

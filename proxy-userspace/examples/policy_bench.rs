@@ -40,7 +40,13 @@ fn table(yaml: &str) -> Option<PolicyTable> {
 }
 
 /// Median ns per request of `enforce` (or the no-policy pointer check).
-fn measure(t: Option<&PolicyTable>, path: &str, headers: &HeaderMap, iters: u32, runs: usize) -> f64 {
+fn measure(
+    t: Option<&PolicyTable>,
+    path: &str,
+    headers: &HeaderMap,
+    iters: u32,
+    runs: usize,
+) -> f64 {
     let cluster = "outbound|80||web.default.svc.cluster.local";
     let mut per = Vec::new();
     for _ in 0..runs {
@@ -80,15 +86,23 @@ fn main() {
     headers.insert("user-agent", "bench".parse().unwrap());
     let mut cases = Vec::new();
     let mut push = |name: &str, ns: f64| {
-        cases.push(serde_json::json!({"name": name, "ns_per_request": ns, "requests_per_s": 1e9 / ns}));
+        cases.push(
+            serde_json::json!({"name": name, "ns_per_request": ns, "requests_per_s": 1e9 / ns}),
+        );
     };
-    push("0 policies", measure(None, "/api-9/x", &headers, iters * 10, runs));
+    push(
+        "0 policies",
+        measure(None, "/api-9/x", &headers, iters * 10, runs),
+    );
     for n in [10usize, 1000] {
         let t = table(&format!("{PLATFORM}{}", policies(n)));
         let last = (0..n).rev().find(|i| i % 10 != 0).unwrap();
         let path = format!("/api-{last}/x");
         let it = if n >= 1000 { iters / 20 } else { iters };
-        push(&format!("{n} policies"), measure(t.as_ref(), &path, &headers, it, runs));
+        push(
+            &format!("{n} policies"),
+            measure(t.as_ref(), &path, &headers, it, runs),
+        );
     }
     let jwks = std::fs::read_to_string(dir.join("jwks.json")).expect("jwks.json");
     let token = std::fs::read_to_string(dir.join("demo.jwt")).expect("demo.jwt");
@@ -98,7 +112,16 @@ fn main() {
     );
     let t = table(&format!("{PLATFORM}{ra}"));
     let mut h = headers.clone();
-    h.insert("authorization", format!("Bearer {}", token.trim()).parse().unwrap());
-    push("1 RequestAuthentication (RS256, cached key)", measure(t.as_ref(), "/", &h, iters / 10, runs));
-    println!("{}", serde_json::json!({"iters": iters, "runs": runs, "cases": cases}));
+    h.insert(
+        "authorization",
+        format!("Bearer {}", token.trim()).parse().unwrap(),
+    );
+    push(
+        "1 RequestAuthentication (RS256, cached key)",
+        measure(t.as_ref(), "/", &h, iters / 10, runs),
+    );
+    println!(
+        "{}",
+        serde_json::json!({"iters": iters, "runs": runs, "cases": cases})
+    );
 }

@@ -89,12 +89,24 @@ fn istio_security_tasks_on_a_node() {
     )
     .unwrap();
     let mesh = Mesh::start(&p, opts).unwrap();
-    expect(&mesh, "no policy", call(&mesh, "GET", &[]), 200, "productpage");
+    expect(
+        &mesh,
+        "no policy",
+        call(&mesh, "GET", &[]),
+        200,
+        "productpage",
+    );
 
     // "Authorization for HTTP traffic": allow-nothing, then a GET viewer.
     let nothing = policy("allow-nothing", "  {}\n");
     mesh.write_config_file("policy.yaml", &nothing).unwrap();
-    expect(&mesh, "allow-nothing", call(&mesh, "GET", &[]), 403, "RBAC: access denied");
+    expect(
+        &mesh,
+        "allow-nothing",
+        call(&mesh, "GET", &[]),
+        403,
+        "RBAC: access denied",
+    );
     let viewer = policy(
         "productpage-viewer",
         "  selector:\n    matchLabels:\n      app: productpage\n  action: ALLOW\n  rules:\n  - to:\n    - operation:\n        methods: [\"GET\"]\n",
@@ -102,10 +114,25 @@ fn istio_security_tasks_on_a_node() {
     mesh.write_config_file("policy.yaml", &format!("{nothing}{viewer}"))
         .unwrap();
     let (code, body) = call(&mesh, "GET", &[]);
-    expect(&mesh, "viewer GET", (code, body.clone()), 200, "productpage");
+    expect(
+        &mesh,
+        "viewer GET",
+        (code, body.clone()),
+        200,
+        "productpage",
+    );
     // productpage's own calls to details/reviews are still denied.
-    assert!(body.contains("unavailable") || body.contains("403"), "{body}");
-    expect(&mesh, "viewer POST", call(&mesh, "POST", &[]), 403, "RBAC: access denied");
+    assert!(
+        body.contains("unavailable") || body.contains("403"),
+        "{body}"
+    );
+    expect(
+        &mesh,
+        "viewer POST",
+        call(&mesh, "POST", &[]),
+        403,
+        "RBAC: access denied",
+    );
 
     // "Explicit deny": DENY beats ALLOW.
     let allow_all = policy("allow-all", "  rules:\n  - {}\n");
@@ -115,7 +142,13 @@ fn istio_security_tasks_on_a_node() {
     );
     mesh.write_config_file("policy.yaml", &format!("{allow_all}{deny_get}"))
         .unwrap();
-    expect(&mesh, "deny GET", call(&mesh, "GET", &[]), 403, "RBAC: access denied");
+    expect(
+        &mesh,
+        "deny GET",
+        call(&mesh, "GET", &[]),
+        403,
+        "RBAC: access denied",
+    );
     expect(
         &mesh,
         "deny GET, admin token",
@@ -134,13 +167,24 @@ fn istio_security_tasks_on_a_node() {
     );
     mesh.write_config_file("policy.yaml", &format!("{allow_all}{deny_ip}"))
         .unwrap();
-    expect(&mesh, "ipBlocks deny", call(&mesh, "GET", &[]), 403, "RBAC: access denied");
+    expect(
+        &mesh,
+        "ipBlocks deny",
+        call(&mesh, "GET", &[]),
+        403,
+        "RBAC: access denied",
+    );
 
     // "JWT": RequestAuthentication with Istio's JWKS; a policy requiring a
     // request principal; the `sub` claim copied to `end-user`, which
     // productpage echoes.
     let jwks = std::fs::read_to_string(jwt.join("jwks.json")).unwrap();
-    let token = |f: &str| std::fs::read_to_string(jwt.join(f)).unwrap().trim().to_string();
+    let token = |f: &str| {
+        std::fs::read_to_string(jwt.join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
     let ra = format!(
         "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: jwt-example\n  namespace: default\nspec:\n  selector:\n    matchLabels:\n      app: productpage\n  jwtRules:\n  - issuer: testing@secure.istio.io\n    outputClaimToHeaders:\n    - header: end-user\n      claim: sub\n    jwks: '{}'\n---\n",
         jwks.replace('\n', " ")
@@ -154,9 +198,24 @@ fn istio_security_tasks_on_a_node() {
     let demo = token("demo.jwt");
     let bearer = format!("Bearer {demo}");
     let (code, body) = call(&mesh, "GET", &[("authorization", &bearer)]);
-    expect(&mesh, "valid token", (code, body.clone()), 200, "productpage");
-    assert!(body.contains("\"end-user\":\"testing@secure.istio.io\""), "{body}");
-    expect(&mesh, "no token", call(&mesh, "GET", &[]), 403, "RBAC: access denied");
+    expect(
+        &mesh,
+        "valid token",
+        (code, body.clone()),
+        200,
+        "productpage",
+    );
+    assert!(
+        body.contains("\"end-user\":\"testing@secure.istio.io\""),
+        "{body}"
+    );
+    expect(
+        &mesh,
+        "no token",
+        call(&mesh, "GET", &[]),
+        403,
+        "RBAC: access denied",
+    );
     // Tampered: another payload under demo.jwt's signature.
     let b64 = |j: &str| {
         use std::fmt::Write;
@@ -165,7 +224,9 @@ fn istio_security_tasks_on_a_node() {
         let b = j.as_bytes();
         let mut s = String::new();
         for c in b.chunks(3) {
-            let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+            let n = (c[0] as u32) << 16
+                | (*c.get(1).unwrap_or(&0) as u32) << 8
+                | *c.get(2).unwrap_or(&0) as u32;
             for i in 0..=c.len() {
                 let _ = write!(s, "{}", A[(n >> (18 - 6 * i) & 63) as usize] as char);
             }
@@ -182,7 +243,11 @@ fn istio_security_tasks_on_a_node() {
     expect(
         &mesh,
         "tampered token",
-        call(&mesh, "GET", &[("authorization", &format!("Bearer {forged}"))]),
+        call(
+            &mesh,
+            "GET",
+            &[("authorization", &format!("Bearer {forged}"))],
+        ),
         401,
         "Jwt verification fails",
     );
@@ -195,7 +260,11 @@ fn istio_security_tasks_on_a_node() {
     expect(
         &mesh,
         "expired token",
-        call(&mesh, "GET", &[("authorization", &format!("Bearer {expired}"))]),
+        call(
+            &mesh,
+            "GET",
+            &[("authorization", &format!("Bearer {expired}"))],
+        ),
         401,
         "Jwt is expired",
     );
@@ -207,7 +276,13 @@ fn istio_security_tasks_on_a_node() {
     mesh.write_config_file("policy.yaml", &format!("{ra}{groups}"))
         .unwrap();
     let g = format!("Bearer {}", token("groups-scope.jwt"));
-    expect(&mesh, "group1 token", call(&mesh, "GET", &[("authorization", &g)]), 200, "productpage");
+    expect(
+        &mesh,
+        "group1 token",
+        call(&mesh, "GET", &[("authorization", &g)]),
+        200,
+        "productpage",
+    );
     expect(
         &mesh,
         "token without groups",
@@ -264,8 +339,10 @@ fn istio_tcp_authorization_task_on_a_node() {
         return;
     };
     let mut node = Node::new(&p.cgroup2, "node-1", 218).unwrap();
-    node.add_pod(PodSpec::new("client", &[("app", "client")])).unwrap();
-    node.add_pod(PodSpec::new("tcp-echo", &[("app", "tcp-echo")])).unwrap();
+    node.add_pod(PodSpec::new("client", &[("app", "client")]))
+        .unwrap();
+    node.add_pod(PodSpec::new("tcp-echo", &[("app", "tcp-echo")]))
+        .unwrap();
     let port = |n: u16| ServicePort {
         name: Some(format!("tcp-{n}")),
         port: n,
@@ -315,10 +392,18 @@ fn istio_tcp_authorization_task_on_a_node() {
         node.run_in(|| strait_tests::node::http::get(admin, "localhost", "/ready", &[])),
         Ok(Ok((200, _)))
     ) {
-        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let vip = node.service("default", "tcp-echo").unwrap().cluster_ip.unwrap();
+    let vip = node
+        .service("default", "tcp-echo")
+        .unwrap()
+        .cluster_ip
+        .unwrap();
     let probe = |n: u16| {
         let out = node
             .pod("default", "client")
@@ -355,7 +440,10 @@ fn istio_tcp_authorization_task_on_a_node() {
         )
     };
     apply(
-        &spec("tcp-policy", "  action: ALLOW\n  rules:\n  - to:\n    - operation:\n        ports: [\"9000\"]\n"),
+        &spec(
+            "tcp-policy",
+            "  action: ALLOW\n  rules:\n  - to:\n    - operation:\n        ports: [\"9000\"]\n",
+        ),
         &|| probe(9001) != "hello 9001",
     );
     assert_eq!(probe(9000), "hello 9000");
@@ -379,5 +467,9 @@ fn istio_tcp_authorization_task_on_a_node() {
     );
     assert!(!probe(9000).contains("hello"));
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.lines().any(|l| l.contains(" RBAC ") && l.contains("tcp-echo")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" RBAC ") && l.contains("tcp-echo")),
+        "{text}"
+    );
 }

@@ -42,10 +42,15 @@ pub fn run(pod: &str, paths: &[PathBuf], node: Option<String>) -> ExitCode {
     ));
     let table = PolicyTable::build(&snap, &scope);
     let Some(view) = table.as_ref().and_then(|t| t.workloads.get(ip)) else {
-        super::out("  no AuthorizationPolicy or RequestAuthentication applies: every request is allowed");
+        super::out(
+            "  no AuthorizationPolicy or RequestAuthentication applies: every request is allowed",
+        );
         return ExitCode::SUCCESS;
     };
-    super::out(&format!("  {:<8} {:<40} {}", "ACTION", "AuthorizationPolicy", "RULES"));
+    super::out(&format!(
+        "  {:<8} {:<40} {}",
+        "ACTION", "AuthorizationPolicy", "RULES"
+    ));
     for (pname, action) in &view.authz {
         let p = snap
             .policies

@@ -1,8 +1,8 @@
 //! Subcommand implementations. Each prints to stdout/stderr and returns the
 //! process exit code.
 pub mod analyze;
-pub mod ca;
 pub mod authz;
+pub mod ca;
 pub mod compile;
 pub mod validate;
 

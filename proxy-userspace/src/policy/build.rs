@@ -120,9 +120,15 @@ impl PolicyTable {
         let mut sets: HashMap<(Vec<usize>, Vec<usize>), Arc<PolicySet>> = HashMap::new();
         let mut table = PolicyTable::default();
         for (ip, w) in &snap.workloads {
-            let applies = |sel, refs| policy_applies(sel, refs, root, &w.namespace, &w.labels, &w.services);
+            let applies =
+                |sel, refs| policy_applies(sel, refs, root, &w.namespace, &w.labels, &w.services);
             let az: Vec<usize> = (0..pol.authorization.len())
-                .filter(|&i| applies(&pol.authorization[i].selector, &pol.authorization[i].target_refs))
+                .filter(|&i| {
+                    applies(
+                        &pol.authorization[i].selector,
+                        &pol.authorization[i].target_refs,
+                    )
+                })
                 .collect();
             let ra: Vec<usize> = (0..pol.request_authentication.len())
                 .filter(|&i| {
@@ -141,7 +147,8 @@ impl PolicyTable {
                         s.push(compiled[i].clone());
                     }
                     if !ra.is_empty() {
-                        let ras: Vec<_> = ra.iter().map(|&i| &pol.request_authentication[i]).collect();
+                        let ras: Vec<_> =
+                            ra.iter().map(|&i| &pol.request_authentication[i]).collect();
                         let a = Authn::new(&ras);
                         for p in &a.problems {
                             tracing::warn!("RequestAuthentication: {p}");
@@ -163,7 +170,10 @@ impl PolicyTable {
                             (p.name.clone(), format!("{:?}", p.action).to_uppercase())
                         })
                         .collect(),
-                    authn: ra.iter().map(|&i| pol.request_authentication[i].name.clone()).collect(),
+                    authn: ra
+                        .iter()
+                        .map(|&i| pol.request_authentication[i].name.clone())
+                        .collect(),
                     set,
                 },
             );
@@ -178,11 +188,19 @@ impl PolicyTable {
                     continue;
                 };
                 if !view.local {
-                    let node = snap.workloads[&ep.addr.ip()].node.clone().unwrap_or_default();
-                    g.remote.get_or_insert_with(|| format!("{} on node {node}", view.name));
+                    let node = snap.workloads[&ep.addr.ip()]
+                        .node
+                        .clone()
+                        .unwrap_or_default();
+                    g.remote
+                        .get_or_insert_with(|| format!("{} on node {node}", view.name));
                     continue;
                 }
-                match g.entries.iter_mut().find(|e| Arc::ptr_eq(&e.set, &view.set)) {
+                match g
+                    .entries
+                    .iter_mut()
+                    .find(|e| Arc::ptr_eq(&e.set, &view.set))
+                {
                     Some(e) => {
                         if e.dest_ip != Some(ep.addr.ip()) {
                             e.dest_ip = None;

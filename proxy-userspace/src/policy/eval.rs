@@ -95,7 +95,9 @@ impl Why {
             }
             Why::CustomUnsupported => "CUSTOM policy matched: no external authorizer, denied",
             Why::PolicyInvalid => "policy cannot be enforced: denied",
-            Why::RemoteWorkload => "policy-selected workload on another node cannot be protected: denied",
+            Why::RemoteWorkload => {
+                "policy-selected workload on another node cannot be protected: denied"
+            }
         }
     }
 }

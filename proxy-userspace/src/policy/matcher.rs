@@ -116,8 +116,9 @@ impl StrMatch {
             StrMatch::Prefix(p) => b
                 .get(..p.len())
                 .is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes())),
-            StrMatch::Suffix(x) => b.len() >= x.len()
-                && b[b.len() - x.len()..].eq_ignore_ascii_case(x.as_bytes()),
+            StrMatch::Suffix(x) => {
+                b.len() >= x.len() && b[b.len() - x.len()..].eq_ignore_ascii_case(x.as_bytes())
+            }
             StrMatch::Presence => !s.is_empty(),
             StrMatch::Template(r) => r.is_match(&s.to_ascii_lowercase()),
         }

@@ -19,9 +19,15 @@ fn strs(pos: &[String], neg: &[String]) -> Field<StrMatch> {
     Field::new(pos, neg, |s| StrMatch::istio(s))
 }
 
-fn cidrs(policy: &str, field: &str, pos: &[String], neg: &[String]) -> Result<Field<IpNet>, PolicyError> {
+fn cidrs(
+    policy: &str,
+    field: &str,
+    pos: &[String],
+    neg: &[String],
+) -> Result<Field<IpNet>, PolicyError> {
     let parse = |v: &String| {
-        parse_cidr(v).ok_or_else(|| PolicyError::invalid(policy, field, format!("bad IP block {v:?}")))
+        parse_cidr(v)
+            .ok_or_else(|| PolicyError::invalid(policy, field, format!("bad IP block {v:?}")))
     };
     Ok(Field {
         pos: pos.iter().map(parse).collect::<Result<_, _>>()?,
@@ -29,7 +35,12 @@ fn cidrs(policy: &str, field: &str, pos: &[String], neg: &[String]) -> Result<Fi
     })
 }
 
-fn ports(policy: &str, field: &str, pos: &[String], neg: &[String]) -> Result<Field<u16>, PolicyError> {
+fn ports(
+    policy: &str,
+    field: &str,
+    pos: &[String],
+    neg: &[String],
+) -> Result<Field<u16>, PolicyError> {
     let parse = |v: &String| {
         v.parse::<u16>()
             .map_err(|_| PolicyError::invalid(policy, field, format!("bad port {v:?}")))
@@ -254,14 +265,14 @@ fn source(s: &CSource, a: &Attrs<'_>) -> Tri {
 }
 
 fn operation(o: &COp, a: &Attrs<'_>) -> Tri {
-    let port = o
-        .ports
-        .eval(true, |p| *p == a.dest_port);
+    let port = o.ports.eval(true, |p| *p == a.dest_port);
     if port == Tri::No {
         return Tri::No;
     }
     let Some(h) = &a.http else {
-        let http = [&o.hosts, &o.methods, &o.paths].iter().all(|f| f.is_empty());
+        let http = [&o.hosts, &o.methods, &o.paths]
+            .iter()
+            .all(|f| f.is_empty());
         return if http { port } else { port.min(Tri::Unknown) };
     };
     let hosts = o.hosts.eval(true, |m| m.matches_ignore_case(h.host));

@@ -244,7 +244,10 @@ fn jwt_request_principals_and_claims() {
         "any-jwt",
         "  rules:\n  - from:\n    - source:\n        requestPrincipals: [\"*\"]\n",
     ));
-    assert!(!allowed(&s, &get("/")), "missing token with requestPrincipals [*] is denied");
+    assert!(
+        !allowed(&s, &get("/")),
+        "missing token with requestPrincipals [*] is denied"
+    );
     let s = set(&policy(
         "groups",
         "  rules:\n  - when:\n    - key: request.auth.claims[groups]\n      values: [\"group1\"]\n",
@@ -421,7 +424,10 @@ fn jwt_verification_with_istio_samples() {
     let a = authn("");
     match a.authenticate(&bearer(&token("demo.jwt")), None) {
         AuthnResult::Verified(id, edits) => {
-            assert_eq!(id.principal, "testing@secure.istio.io/testing@secure.istio.io");
+            assert_eq!(
+                id.principal,
+                "testing@secure.istio.io/testing@secure.istio.io"
+            );
             assert_eq!(id.claims["foo"], "bar");
             // The token is not forwarded by default.
             assert_eq!(edits, vec![HeaderEdit::Remove(http::header::AUTHORIZATION)]);
@@ -438,7 +444,10 @@ fn jwt_verification_with_istio_samples() {
         a.authenticate(&HeaderMap::new(), Some(&q)),
         AuthnResult::Verified(..)
     ));
-    assert!(matches!(a.authenticate(&HeaderMap::new(), None), AuthnResult::NoToken));
+    assert!(matches!(
+        a.authenticate(&HeaderMap::new(), None),
+        AuthnResult::NoToken
+    ));
 }
 
 /// `demo.jwt` with its payload replaced (signature no longer matches).
@@ -457,9 +466,12 @@ fn jwt_failures_get_envoys_messages() {
         AuthnResult::Failed(m) => m,
         other => panic!("{other:?}"),
     };
-    let forged = tampered(serde_json::json!({"iss": "testing@secure.istio.io", "sub": "admin", "exp": 4685989700u64}));
+    let forged = tampered(
+        serde_json::json!({"iss": "testing@secure.istio.io", "sub": "admin", "exp": 4685989700u64}),
+    );
     assert_eq!(fail(bearer(&forged)), "Jwt verification fails");
-    let expired = tampered(serde_json::json!({"iss": "testing@secure.istio.io", "sub": "x", "exp": 1000}));
+    let expired =
+        tampered(serde_json::json!({"iss": "testing@secure.istio.io", "sub": "x", "exp": 1000}));
     assert_eq!(fail(bearer(&expired)), "Jwt is expired");
     let other = tampered(serde_json::json!({"iss": "someone-else", "sub": "x"}));
     assert_eq!(fail(bearer(&other)), "Jwt issuer is not configured");
@@ -498,8 +510,16 @@ fn jwt_locations_and_outputs() {
         other => panic!("{other:?}"),
     }
     let mut h = HeaderMap::new();
-    h.insert("cookie", format!("a=b; session={}", token("demo.jwt")).parse().unwrap());
-    assert!(matches!(a.authenticate(&h, None), AuthnResult::Verified(..)));
+    h.insert(
+        "cookie",
+        format!("a=b; session={}", token("demo.jwt"))
+            .parse()
+            .unwrap(),
+    );
+    assert!(matches!(
+        a.authenticate(&h, None),
+        AuthnResult::Verified(..)
+    ));
     // Authorization: Bearer is not a location of this rule any more.
     assert!(matches!(
         a.authenticate(&bearer(&token("demo.jwt")), None),
@@ -522,10 +542,18 @@ fn table_scopes_selector_namespace_root_and_remote_nodes() {
     assert!(t.workloads[&w1].local);
     let w2: IpAddr = "10.244.1.10".parse().unwrap();
     assert!(!t.workloads[&w2].local);
-    assert!(!t.workloads.contains_key(&"10.244.0.11".parse::<IpAddr>().unwrap()));
+    assert!(!t
+        .workloads
+        .contains_key(&"10.244.0.11".parse::<IpAddr>().unwrap()));
     // The service's cluster has a remote policy-selected endpoint: denied.
-    let g = t.guard("outbound|80||web.foo.svc.cluster.local").expect("guard");
-    assert!(g.remote.as_deref().unwrap().contains("foo/web-2 on node n2"));
+    let g = t
+        .guard("outbound|80||web.foo.svc.cluster.local")
+        .expect("guard");
+    assert!(g
+        .remote
+        .as_deref()
+        .unwrap()
+        .contains("foo/web-2 on node n2"));
     let req = Request {
         source_ip: "10.244.0.11".parse().unwrap(),
         sni: None,
@@ -584,7 +612,10 @@ fn jwks_uri_is_fetched_and_shared() {
     loop {
         match a.authenticate(&bearer(&token("demo.jwt")), None) {
             AuthnResult::Verified(id, _) => {
-                assert_eq!(id.principal, "testing@secure.istio.io/testing@secure.istio.io");
+                assert_eq!(
+                    id.principal,
+                    "testing@secure.istio.io/testing@secure.istio.io"
+                );
                 break;
             }
             // Until the first fetch lands: Envoy's message.

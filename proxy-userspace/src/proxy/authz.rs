@@ -111,8 +111,7 @@ fn check_with(
             Some(r)
         }
         Outcome::Denied(d) => {
-            rec.response_flags
-                .insert(ResponseFlags::RBAC_ACCESS_DENIED);
+            rec.response_flags.insert(ResponseFlags::RBAC_ACCESS_DENIED);
             rec.response_code_details = Some(if d.policy.is_some() {
                 "rbac_access_denied_matched_policy"
             } else {
@@ -140,10 +139,7 @@ pub fn mirror_allowed(
     let Some(guard) = table.policy.as_deref().and_then(|p| p.guard(cluster)) else {
         return true;
     };
-    let host = out
-        .headers
-        .get_str(&http::header::HOST)
-        .unwrap_or_default();
+    let host = out.headers.get_str(&http::header::HOST).unwrap_or_default();
     let req = Request {
         source_ip: peer.ip(),
         sni: None,
@@ -178,8 +174,7 @@ pub fn check_connection(
     match policy::enforce(guard, &req) {
         Outcome::Allow { .. } | Outcome::Unauthenticated(_) => false,
         Outcome::Denied(d) => {
-            rec.response_flags
-                .insert(ResponseFlags::RBAC_ACCESS_DENIED);
+            rec.response_flags.insert(ResponseFlags::RBAC_ACCESS_DENIED);
             rec.response_code_details = Some("rbac_access_denied_matched_policy");
             tracing::debug!(
                 source = %peer, cluster, policy = ?d.policy, why = d.why.as_str(),

@@ -36,7 +36,15 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     step("policy: building the policy_bench example (release)");
     let status = Command::new("cargo")
         .current_dir(root())
-        .args(["build", "--release", "-q", "-p", "strait", "--example", "policy_bench"])
+        .args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "strait",
+            "--example",
+            "policy_bench",
+        ])
         .status()?;
     if !status.success() {
         bail!("building policy_bench failed");
@@ -50,7 +58,10 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     step("policy: measuring");
     let out = cmd.output().context("running policy_bench")?;
     if !out.status.success() {
-        bail!("policy_bench failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "policy_bench failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let v: Value = serde_json::from_slice(&out.stdout).context("policy_bench output")?;
     let cases = v["cases"].as_array().context("cases")?;
@@ -85,9 +96,23 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         let n = c["ns_per_request"].as_f64().unwrap_or(f64::NAN);
         let added = n - base;
         let target = if name.starts_with("1000") {
-            format!("≤ 5 µs: {}", if added <= TARGET_1000_NS { "met" } else { "NOT met" })
+            format!(
+                "≤ 5 µs: {}",
+                if added <= TARGET_1000_NS {
+                    "met"
+                } else {
+                    "NOT met"
+                }
+            )
         } else if name.contains("RequestAuthentication") {
-            format!("≤ 20 µs: {}", if added <= TARGET_JWT_NS { "met" } else { "NOT met" })
+            format!(
+                "≤ 20 µs: {}",
+                if added <= TARGET_JWT_NS {
+                    "met"
+                } else {
+                    "NOT met"
+                }
+            )
         } else {
             "-".into()
         };

@@ -237,7 +237,9 @@ fn refresher(weak: Weak<RemoteJwks>, timeout: Duration) {
 async fn fetch(uri: &str, timeout: Duration) -> Result<String, String> {
     use http_body_util::BodyExt;
     if uri.starts_with("https://") {
-        return Err("https jwksUri is not supported yet (no TLS client); use http:// or inline jwks".into());
+        return Err(
+            "https jwksUri is not supported yet (no TLS client); use http:// or inline jwks".into(),
+        );
     }
     let u: http::Uri = uri.parse().map_err(|e| format!("bad URI: {e}"))?;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())

@@ -179,7 +179,8 @@ impl Authn {
                 let payload_header = match r.output_payload_to_header.as_deref().map(header) {
                     Some(Ok(h)) => Some(h),
                     Some(Err(_)) => {
-                        out.problems.push(format!("{at}: outputPayloadToHeader: bad header name"));
+                        out.problems
+                            .push(format!("{at}: outputPayloadToHeader: bad header name"));
                         None
                     }
                     None => None,
@@ -222,8 +223,7 @@ impl Authn {
                         let rest = if prefix.is_empty() {
                             Some(v)
                         } else if v.len() >= prefix.len()
-                            && v.as_bytes()[..prefix.len()]
-                                .eq_ignore_ascii_case(prefix.as_bytes())
+                            && v.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
                         {
                             Some(&v[prefix.len()..])
                         } else {
@@ -231,9 +231,9 @@ impl Authn {
                         };
                         rest.map(|t| t.trim().to_string())
                     }),
-                    Location::Param(name) => query
-                        .and_then(|q| query_param(q, name))
-                        .map(str::to_string),
+                    Location::Param(name) => {
+                        query.and_then(|q| query_param(q, name)).map(str::to_string)
+                    }
                     Location::Cookie(name) => headers
                         .joined(&http::header::COOKIE)
                         .and_then(|c| cookie(&c, name).map(str::to_string)),
@@ -311,7 +311,9 @@ impl Authn {
         let mut candidates = keys
             .keys
             .iter()
-            .filter(|k| k.fits(alg) && (kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid))
+            .filter(|k| {
+                k.fits(alg) && (kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid)
+            })
             .peekable();
         if candidates.peek().is_none() {
             return Err(status::NO_KEY);
@@ -321,9 +323,8 @@ impl Authn {
         v.leeway = CLOCK_SKEW_SECS;
         v.validate_aud = false;
         v.validate_nbf = true;
-        let verified = candidates.any(|k| {
-            jsonwebtoken::decode::<serde_json::Value>(token, &k.key, &v).is_ok()
-        });
+        let verified = candidates
+            .any(|k| jsonwebtoken::decode::<serde_json::Value>(token, &k.key, &v).is_ok());
         if !verified {
             return Err(status::VERIFICATION);
         }
