@@ -11,6 +11,7 @@
 //! | IST0131 | VirtualServiceIneffectiveMatch | Info |
 //! | IST0132 | VirtualServiceHostNotFoundInGateway | Warning |
 //! | — | AuthorizationPolicy not enforced as Istio would (CUSTOM, mTLS identities, unknown `when` keys, unsupported targetRef kinds; fail-closed) | Warning |
+//! | STR0001 | FieldNotEnforced (Strait's own: a field or kind accepted but not enforced yet, from [`crate::enforced::TABLE`]) | Warning |
 //! | — | ConflictingDestinationRules (Istio merges same-host rules and drops the later `trafficPolicy` / repeated subsets with only a log line; no IST code exists) | Warning |
 //!
 //! [`analyze`] also returns the validation findings, so one call gives the
@@ -36,6 +37,9 @@ pub fn analyze(resources: &[Resource]) -> Vec<Diagnostic> {
             valid.push(r);
         }
         out.extend(findings.into_iter().filter(|d| !d.is_error()));
+    }
+    for r in &valid {
+        out.extend(crate::enforced::diagnostics(r));
     }
     analyze_snapshot(&valid, &snap, &mut out);
     out.sort();
@@ -513,3 +517,7 @@ fn analyze_snapshot(resources: &[&Resource], snap: &MeshSnapshot, out: &mut Vec<
         }
     }
 }
+
+/// Strait's own analyzer code, in Istio's style: a field or kind Strait
+/// accepts but does not enforce yet (see [`crate::enforced`]).
+pub const FIELD_NOT_ENFORCED: &str = "STR0001";

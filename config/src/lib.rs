@@ -14,8 +14,11 @@ pub mod api;
 pub mod compile;
 pub mod diag;
 pub mod duration;
+pub mod enforced;
 pub mod hosts;
 pub mod load;
+pub mod mesh;
+pub mod schema;
 pub mod snapshot;
 pub mod validate;
 

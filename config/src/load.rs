@@ -311,6 +311,10 @@ pub fn load_paths_with<P: AsRef<Path>>(paths: &[P], limits: &Limits) -> Loaded {
         }
         for f in files {
             match read_file(&f, limits) {
+                // A `mesh.yaml` of plain MeshConfig (no apiVersion/kind).
+                Ok(text) if crate::mesh::is_mesh_file(&f) && quick_header(&text).is_none() => {
+                    load_mesh_file(&mut out, &text, &f.display().to_string())
+                }
                 Ok(text) => load_into(&mut out, &text, &f.display().to_string(), limits),
                 Err(e) => out.diagnostics.push(file_error(&f, e.to_string())),
             }
@@ -418,7 +422,10 @@ fn load_into(out: &mut Loaded, text: &str, file: &str, limits: &Limits) {
     };
     for (origin, parsed) in results {
         match parsed {
-            Ok(Parsed::Resource(r)) => out.resources.push(*r),
+            Ok(Parsed::Resource(r, warnings)) => {
+                out.resources.push(*r);
+                out.diagnostics.extend(warnings);
+            }
             Ok(Parsed::Ignored(kind)) => {
                 if out.ignored.insert(kind.clone()) {
                     out.diagnostics.push(Diagnostic {
@@ -431,6 +438,17 @@ fn load_into(out: &mut Loaded, text: &str, file: &str, limits: &Limits) {
                     });
                 }
             }
+            Ok(Parsed::Invalid(ds)) => out.diagnostics.extend(ds),
+            Ok(Parsed::NotEnforced(key, kind)) => out.diagnostics.push(Diagnostic {
+                level: Level::Warning,
+                code: Some(crate::analyze::FIELD_NOT_ENFORCED.to_string()),
+                origin: Some(origin),
+                resource: Some(key),
+                field: None,
+                message: format!(
+                    "{kind} is not yet enforced by Strait: the resource is accepted and has no effect"
+                ),
+            }),
             Ok(Parsed::Empty) => {}
             Err(d) => out.diagnostics.push(*d),
         }
@@ -438,8 +456,13 @@ fn load_into(out: &mut Loaded, text: &str, file: &str, limits: &Limits) {
 }
 
 enum Parsed {
-    Resource(Box<Resource>),
+    /// A resource, with schema warnings (fields of older Istio versions).
+    Resource(Box<Resource>, Vec<Diagnostic>),
     Ignored(String),
+    /// Failed Istio's CRD schema: every violation.
+    Invalid(Vec<Diagnostic>),
+    /// An Istio kind Strait reads but does not act on (`Kind/ns/name`, kind).
+    NotEnforced(String, String),
     Empty,
 }
 
@@ -579,6 +602,11 @@ fn parse_document(doc: &str, first: usize, origin: &Origin) -> Result<Parsed, Bo
         ("Endpoints", _, _, "v1") => Object::Endpoints(typed(doc, first, origin, &key)?),
         ("Pod", _, _, "v1") => Object::Pod(typed(doc, first, origin, &key)?),
         ("ServiceAccount", _, _, "v1") => Object::ServiceAccount(typed(doc, first, origin, &key)?),
+        ("ConfigMap", _, _, "v1") => match crate::mesh::from_config_map(doc) {
+            Ok(Some(m)) => Object::MeshConfig(Box::new(m)),
+            Ok(None) => return Ok(Parsed::Ignored(format!("{kind} ({api})"))),
+            Err(message) => return Err(mesh_error(origin, Some(key()), message)),
+        },
         ("Deployment", _, _, "apps/v1") => {
             let full: k8s_openapi::api::apps::v1::Deployment = typed(doc, first, origin, &key)?;
             Object::Deployment(Box::new(full.into()))
@@ -588,8 +616,16 @@ fn parse_document(doc: &str, first: usize, origin: &Origin) -> Result<Parsed, Bo
                 typed(doc, first, origin, &key)?;
             Object::EndpointSlice(Box::new(full.into()))
         }
+        _ if recognised_kind(&api, &kind) => {
+            let (errors, _) = schema_errors(doc, &api, &kind, origin, &key, false);
+            return Ok(errors.unwrap_or_else(|| Parsed::NotEnforced(key(), kind.clone())));
+        }
         _ => return Ok(Parsed::Ignored(format!("{kind} ({api})"))),
     };
+    let (errors, warnings) = schema_errors(doc, &api, &kind, origin, &key, true);
+    if let Some(errors) = errors {
+        return Ok(errors);
+    }
     let mut object = object;
     object.shrink_to_fit();
     if !matches!(object, Object::Namespace(_)) {
@@ -598,10 +634,98 @@ fn parse_document(doc: &str, first: usize, origin: &Origin) -> Result<Parsed, Bo
             meta.namespace = Some("default".to_string());
         }
     }
-    Ok(Parsed::Resource(Box::new(Resource {
-        origin: origin.clone(),
-        object,
-    })))
+    Ok(Parsed::Resource(
+        Box::new(Resource {
+            origin: origin.clone(),
+            object,
+        }),
+        warnings,
+    ))
+}
+
+/// A `mesh.yaml`: one MeshConfig document (see [`crate::mesh`]).
+fn load_mesh_file(out: &mut Loaded, text: &str, file: &str) {
+    let origin = Origin {
+        file: file.to_string(),
+        line: 1,
+    };
+    match crate::mesh::from_file(text) {
+        Ok(m) => out.resources.push(Resource {
+            origin,
+            object: Object::MeshConfig(Box::new(m)),
+        }),
+        Err(message) => out.diagnostics.push(*mesh_error(
+            &origin,
+            Some("MeshConfig/istio-system/mesh".to_string()),
+            message,
+        )),
+    }
+}
+
+fn mesh_error(origin: &Origin, resource: Option<String>, message: String) -> Box<Diagnostic> {
+    Box::new(Diagnostic {
+        level: Level::Error,
+        code: None,
+        origin: Some(origin.clone()),
+        resource,
+        field: None,
+        message: format!("invalid MeshConfig: {message}"),
+    })
+}
+
+/// `true` for an Istio kind (in Istio's CRD schema) that Strait reads but
+/// does not act on: Telemetry, WorkloadGroup, ProxyConfig, WasmPlugin,
+/// EnvoyFilter, TrafficExtension. They are checked against the schema and
+/// reported as not enforced (`STR0001`).
+pub fn recognised_kind(api: &str, kind: &str) -> bool {
+    crate::schema::schema_for(api, kind).is_some()
+}
+
+/// Istio's CRD schema applied to an Istio document ([`crate::schema`]):
+/// `Some(Parsed::Invalid)` when it fails, `None` when it passes or the kind
+/// has no schema. With `typed` (Strait's serde types already rejected
+/// unknown fields), a field the types know but Istio's current schema does
+/// not (`websocketUpgrade`, from older Istio versions) is a warning, not an
+/// error: the resource loads.
+fn schema_errors(
+    doc: &str,
+    api: &str,
+    kind: &str,
+    origin: &Origin,
+    key: &dyn Fn() -> String,
+    typed: bool,
+) -> (Option<Parsed>, Vec<Diagnostic>) {
+    if crate::schema::schema_for(api, kind).is_none() {
+        return (None, Vec::new());
+    }
+    let value = match serde_yaml::from_str::<serde_yaml::Value>(doc) {
+        Ok(v) => crate::schema::yaml_to_json(v),
+        Err(e) => {
+            let d = yaml_error(e, origin.line, origin, Some(key()));
+            return (Some(Parsed::Invalid(vec![*d])), Vec::new());
+        }
+    };
+    let diag = |level: Level, e: crate::schema::SchemaError| Diagnostic {
+        level,
+        code: None,
+        origin: Some(origin.clone()),
+        resource: Some(key()),
+        field: (!e.field.is_empty()).then_some(e.field),
+        message: e.message,
+    };
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    for e in crate::schema::check(api, kind, &value).unwrap_or_default() {
+        if typed && e.unknown_field {
+            let mut d = diag(Level::Warning, e);
+            d.message
+                .push_str(" (not in Istio's current API; accepted as older Istio versions did)");
+            warnings.push(d);
+        } else {
+            errors.push(diag(Level::Error, e));
+        }
+    }
+    ((!errors.is_empty()).then_some(Parsed::Invalid(errors)), warnings)
 }
 
 #[cfg(test)]
@@ -623,12 +747,26 @@ mod tests {
 
     #[test]
     fn ignored_kinds_are_reported_once() {
-        let text = "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: a}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: b}\n";
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n";
         let l = load_str(text, "t.yaml");
         assert!(l.resources.is_empty());
         assert_eq!(l.diagnostics.len(), 1);
         assert_eq!(l.diagnostics[0].level, Level::Info);
-        assert!(l.diagnostics[0].message.contains("EnvoyFilter"));
+        assert!(l.diagnostics[0].message.contains("ConfigMap"));
+    }
+
+    #[test]
+    fn istio_kinds_strait_does_not_enforce_are_reported_per_resource() {
+        let text = "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: a}\n---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: b}\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t, namespace: n}\nspec: {bogus: 1}\n";
+        let l = load_str(text, "t.yaml");
+        assert!(l.resources.is_empty());
+        let warnings: Vec<_> = l.diagnostics.iter().filter(|d| d.level == Level::Warning).collect();
+        assert_eq!(warnings.len(), 2, "{:?}", l.diagnostics);
+        assert_eq!(warnings[1].resource.as_deref(), Some("EnvoyFilter/default/b"));
+        assert_eq!(warnings[1].code.as_deref(), Some("STR0001"));
+        let err = l.diagnostics.iter().find(|d| d.is_error()).expect("schema error");
+        assert_eq!(err.resource.as_deref(), Some("Telemetry/n/t"));
+        assert_eq!(err.message, "unknown field \"spec.bogus\"");
     }
 
     #[test]
@@ -688,7 +826,7 @@ mod tests {
             max_file_bytes: 1000,
             ..Limits::default()
         };
-        let l = load_paths_with(&[d.clone()], &limits);
+        let l = load_paths_with(std::slice::from_ref(&d), &limits);
         std::fs::remove_dir_all(&d).unwrap();
         assert!(l.resources.is_empty());
         let text = l.diagnostics[0].to_string();

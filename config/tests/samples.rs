@@ -24,8 +24,9 @@ fn every_sample_file_loads_and_validates() {
         "only {} resources",
         loaded.resources.len()
     );
-    let invalid: Vec<String> = strait_config::validate::validate(&loaded.resources)
-        .into_iter()
+    let diags = strait_config::validate::validate(&loaded.resources);
+    let invalid: Vec<String> = diags
+        .iter()
         .filter(|d| d.is_error())
         .map(|d| d.to_string())
         .collect();
@@ -33,6 +34,23 @@ fn every_sample_file_loads_and_validates() {
         invalid.is_empty(),
         "validation errors:\n{}",
         invalid.join("\n")
+    );
+    // Istio's test corpus points ServiceEntries at 127.0.0.x, which Istio
+    // accepts: Strait loads them with a warning, and its node proxy refuses
+    // to connect there (a pod could otherwise reach the node's own
+    // listeners, issue 14).
+    let loopback: Vec<String> = diags
+        .iter()
+        .filter(|d| !d.is_error())
+        .map(|d| d.to_string())
+        .filter(|e| e.contains(": may not be in the loopback range"))
+        .collect();
+    assert!(
+        !loopback.is_empty()
+            && loopback
+                .iter()
+                .all(|e| e.contains("ServiceEntry/") && e.contains("spec.endpoints[")),
+        "{loopback:#?}"
     );
 }
 

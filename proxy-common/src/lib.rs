@@ -8,10 +8,13 @@
 //! Userspace converts with [`ipv4_to_be`] / [`port_to_be`].
 #![no_std]
 
+pub mod maglev;
 pub mod maps;
 pub mod ports;
+pub mod xlb;
 
 pub use maps::*;
+pub use xlb::*;
 
 /// An IPv4 address from its host-order `u32` (as `u32::from(Ipv4Addr)`)
 /// to the network-byte-order `u32` stored in maps.
@@ -31,11 +34,5 @@ pub const fn port_to_be(port: u16) -> u16 {
 /// uses it on the client's bound IPv4 source address (network byte order) or,
 /// when the socket is not bound yet, its network namespace cookie.
 pub const fn maglev_position(client: u64) -> u32 {
-    let mut h = client;
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 33;
-    (h % MAGLEV_TABLE_SIZE as u64) as u32
+    (maglev::fmix64(client) % MAGLEV_TABLE_SIZE as u64) as u32
 }

@@ -57,8 +57,26 @@ pub const SERVICE_STATS: &str = "SERVICE_STATS";
 pub const BACKEND_STATS: &str = "BACKEND_STATS";
 /// Name of the XDP deny map: LPM trie keyed by IPv4 source prefix (the
 /// kernel's `bpf_lpm_trie_key` layout: `u32` prefix length in host order,
-/// then the address in network byte order) → `u32` policy id.
+/// then the address in network byte order) → `u32` index of the prefix's
+/// drop counter in [`DENY_STATS`].
 pub const DENY_V4: &str = "DENY_V4";
+/// The IPv6 deny trie: `u32` prefix length, then the 16 address bytes →
+/// `u32` index in [`DENY_STATS`].
+pub const DENY_V6: &str = "DENY_V6";
+/// The IPv4 deny prefixes again, by exact (prefix length, masked address):
+/// [`DenyV4Key`] → `u32` index in [`DENY_STATS`] (hash). With few distinct
+/// prefix lengths ([`DENY_MAX_HASHED_LENGTHS`]), one hash lookup per length
+/// present is cheaper than walking the LPM trie (Cilium's "prefilter"
+/// makes the same trade with its per-length hash maps).
+pub const DENY_V4_LEN: &str = "DENY_V4_LEN";
+/// How the deny programs look sources up: array of one [`DenyConfig`].
+pub const DENY_CONFIG: &str = "DENY_CONFIG";
+/// Up to this many distinct IPv4 prefix lengths are looked up in
+/// [`DENY_V4_LEN`]; more use the trie.
+pub const DENY_MAX_HASHED_LENGTHS: u32 = 6;
+/// Drop counters of the deny prefixes: per-CPU array of
+/// [`MAX_DENY_PREFIXES`] `u64` packets, indexed by the tries' values.
+pub const DENY_STATS: &str = "DENY_STATS";
 
 /// Every map the socket programs share; the loader pins each one under
 /// `<bpffs>/strait/<node>/<name>` and reuses the pins on restart.
@@ -101,7 +119,8 @@ pub const SOCK_NAT_SLOTS: u32 = 131_072;
 /// Maximum number of backend addresses (per protocol) with counters in
 /// [`BACKEND_STATS`]: the size of that array.
 pub const MAX_BACKEND_STATS: u32 = 262_144;
-/// Maximum number of deny prefixes in [`DENY_V4`].
+/// Maximum number of deny prefixes in [`DENY_V4`] and [`DENY_V6`]
+/// together (the size of [`DENY_STATS`]).
 pub const MAX_DENY_PREFIXES: u32 = 16_384;
 
 /// IP protocol numbers used in [`ServiceKey::proto`].
@@ -315,6 +334,41 @@ pub struct ServiceStats {
     pub no_backend: u64,
 }
 
+/// Key of [`DENY_V4_LEN`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DenyV4Key {
+    /// Prefix length, 0–32.
+    pub prefix_len: u32,
+    /// The address with the bits past `prefix_len` cleared, **host** byte
+    /// order (as `u32::from(Ipv4Addr)`).
+    pub addr: u32,
+}
+
+/// [`DenyConfig`] lookup modes.
+pub mod deny_mode {
+    /// Walk the LPM trie (the zeroed default, so a trie filled without a
+    /// config is used).
+    pub const TRIE: u32 = 0;
+    /// One [`super::DENY_V4_LEN`] lookup per length in
+    /// [`super::DenyConfig::v4_lengths`], longest first.
+    pub const BY_LENGTH: u32 = 1;
+    /// No prefix: skip the lookup.
+    pub const EMPTY: u32 = 2;
+}
+
+/// The single entry of [`DENY_CONFIG`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DenyConfig {
+    /// Bit `n` set: some IPv4 prefix has length `n`.
+    pub v4_lengths: u64,
+    /// IPv4 lookup: a [`deny_mode`] value.
+    pub v4_mode: u32,
+    /// IPv6 lookup: [`deny_mode::TRIE`] or [`deny_mode::EMPTY`].
+    pub v6_mode: u32,
+}
+
 /// A backend address and protocol: what a [`BACKEND_STATS`] index stands
 /// for (userspace's key when it assigns [`Backend::stats_index`]).
 #[repr(C)]
@@ -347,6 +401,8 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceStats {}
     unsafe impl aya::Pod for super::BackendStatsKey {}
     unsafe impl aya::Pod for super::SockNat {}
+    unsafe impl aya::Pod for super::DenyV4Key {}
+    unsafe impl aya::Pod for super::DenyConfig {}
 }
 
 #[cfg(test)]
@@ -367,5 +423,7 @@ mod tests {
         assert_eq!(size_of::<ServiceStats>(), 16);
         assert_eq!(size_of::<BackendStatsKey>(), 8);
         assert_eq!(size_of::<SockNat>(), 32);
+        assert_eq!(size_of::<DenyV4Key>(), 8);
+        assert_eq!(size_of::<DenyConfig>(), 16);
     }
 }

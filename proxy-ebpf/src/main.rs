@@ -13,6 +13,7 @@ mod sock_nat;
 mod sockops;
 mod udp;
 mod xdp_deny;
+mod xdp_lb;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -5,8 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use proxy_common::{
-    Backend, BackendKey, ClientKey, MaglevTable, OrigDst, ProxyConfig, RevNatKey, ServiceKey,
-    ServiceStats, ServiceValue, SockNat, Workload,
+    Backend, BackendKey, DenyConfig, DenyV4Key, ClientKey, MaglevTable, OrigDst, ProxyConfig, RevNatKey, ServiceKey,
+    ServiceStats, ServiceValue, SockNat, Workload, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbStats,
+    XlbVip, XlbVipKey,
 };
 
 /// `BPF_F_NO_PREALLOC`: entries are allocated on insert, so large or
@@ -62,8 +63,59 @@ pub static SERVICE_STATS: PerCpuArray<ServiceStats> =
 pub static BACKEND_STATS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(proxy_common::MAX_BACKEND_STATS, 0);
 
-/// Source prefixes an AuthorizationPolicy DENY drops at XDP.
-/// `BPF_F_NO_PREALLOC` is mandatory for LPM tries.
+/// IPv4 source prefixes an AuthorizationPolicy DENY drops at XDP → the
+/// prefix's counter in [`DENY_STATS`]. `BPF_F_NO_PREALLOC` is mandatory for
+/// LPM tries.
 #[map(name = "DENY_V4")]
 pub static DENY_V4: LpmTrie<u32, u32> =
     LpmTrie::with_max_entries(proxy_common::MAX_DENY_PREFIXES, NO_PREALLOC);
+
+/// The same for IPv6 source prefixes.
+#[map(name = "DENY_V6")]
+pub static DENY_V6: LpmTrie<[u8; 16], u32> =
+    LpmTrie::with_max_entries(proxy_common::MAX_DENY_PREFIXES, NO_PREALLOC);
+
+/// IPv4 deny prefixes by exact (length, masked address).
+#[map(name = "DENY_V4_LEN")]
+pub static DENY_V4_LEN: HashMap<DenyV4Key, u32> =
+    HashMap::with_max_entries(proxy_common::MAX_DENY_PREFIXES, NO_PREALLOC);
+
+/// How sources are looked up.
+#[map(name = "DENY_CONFIG")]
+pub static DENY_CONFIG: Array<DenyConfig> = Array::with_max_entries(1, 0);
+
+/// Packets dropped per deny prefix, per CPU.
+#[map(name = "DENY_STATS")]
+pub static DENY_STATS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(proxy_common::MAX_DENY_PREFIXES, 0);
+
+/// `BPF_F_NO_COMMON_LRU`: one LRU list per CPU (no cross-CPU lock on
+/// insert), as Katran's per-CPU connection tables.
+const NO_COMMON_LRU: u32 = 2;
+
+/// External VIP:port/proto → ring (XDP load balancer).
+#[map(name = "XLB_VIPS")]
+pub static XLB_VIPS: HashMap<XlbVipKey, XlbVip> =
+    HashMap::with_max_entries(proxy_common::MAX_XLB_VIPS, 0);
+
+/// Ring id → Maglev table of real indexes.
+#[map(name = "XLB_RINGS")]
+pub static XLB_RINGS: HashMap<u32, MaglevTable> =
+    HashMap::with_max_entries(proxy_common::MAX_XLB_VIPS, NO_PREALLOC);
+
+/// Real index → node address.
+#[map(name = "XLB_REALS")]
+pub static XLB_REALS: Array<XlbReal> = Array::with_max_entries(proxy_common::MAX_XLB_REALS, 0);
+
+/// Flow → real, LRU per CPU.
+#[map(name = "XLB_CONNS")]
+pub static XLB_CONNS: LruHashMap<XlbFlow, XlbConn> =
+    LruHashMap::with_max_entries(proxy_common::MAX_XLB_CONNS, NO_COMMON_LRU);
+
+/// Outer source address and gateway MAC.
+#[map(name = "XLB_CONFIG")]
+pub static XLB_CONFIG: Array<XlbConfig> = Array::with_max_entries(1, 0);
+
+/// XDP load balancer counters, per CPU.
+#[map(name = "XLB_STATS")]
+pub static XLB_STATS: PerCpuArray<XlbStats> = PerCpuArray::with_max_entries(1, 0);

@@ -39,7 +39,7 @@ enum Command {
     },
     /// Run the node daemon: attach the eBPF programs, serve the mesh's
     /// traffic with the config directory's routes until SIGTERM/SIGINT.
-    Run(strait::daemon::cli::RunCmd),
+    Run(Box<strait::daemon::cli::RunCmd>),
     /// Detach the node's eBPF programs and remove its pinned maps.
     Cleanup(strait::daemon::cli::CleanupCmd),
     /// Workload identity: Strait's CA (Istio's CA API) and a node's certificates.
@@ -138,7 +138,7 @@ fn main() -> ExitCode {
         } => cli::compile::run(&paths, output),
         Command::Run(cmd) => {
             strait::daemon::cli::init_logging(&cli.log_level);
-            report(strait::daemon::run(cmd.into_args()))
+            report(strait::daemon::run((*cmd).into_args()))
         }
         Command::Cleanup(cmd) => report(cmd.run()),
         Command::Ca {

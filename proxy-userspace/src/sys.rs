@@ -25,27 +25,6 @@ fn parse_cgroup2_mount(mounts: &str) -> Option<PathBuf> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_hybrid_cgroup2_mount() {
-        let mounts = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
-                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
-                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
-        assert_eq!(
-            parse_cgroup2_mount(mounts),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-    }
-
-    #[test]
-    fn no_cgroup2_mount() {
-        assert_eq!(parse_cgroup2_mount("proc /proc proc rw 0 0\n"), None);
-    }
-}
-
 /// The addresses of this network namespace's interfaces (`getifaddrs`):
 /// the node's own addresses. Empty when they cannot be read.
 pub fn node_addresses() -> Vec<std::net::IpAddr> {
@@ -65,4 +44,25 @@ pub fn node_addresses() -> Vec<std::net::IpAddr> {
     out.sort();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_hybrid_cgroup2_mount() {
+        let mounts = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+        assert_eq!(
+            parse_cgroup2_mount(mounts),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+    }
+
+    #[test]
+    fn no_cgroup2_mount() {
+        assert_eq!(parse_cgroup2_mount("proc /proc proc rw 0 0\n"), None);
+    }
 }

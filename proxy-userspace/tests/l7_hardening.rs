@@ -461,3 +461,40 @@ async fn connections_over_the_cap_get_the_overload_reply() {
         "{logs:?}"
     );
 }
+
+#[tokio::test]
+async fn authorization_policy_sees_the_normalized_path() {
+    let mut b = MeshBuilder::new();
+    b.service("api", 9080, "http", &[("api-v1", &[])]).await;
+    b.yaml(
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-admin, namespace: default}
+spec:
+  selector: {matchLabels: {app: api}}
+  action: DENY
+  rules:
+  - to:
+    - operation:
+        paths: ["/admin/*"]
+"#,
+    );
+    let mesh = b.start().await;
+    let front = mesh.fronts["api"];
+    let done = |t: &str| t.contains("\r\n\r\n") && (t.contains("RBAC") || t.contains("api-v1"));
+    for path in [
+        "/admin/x",
+        "/public/../admin/x",
+        "/public/%2e%2e/admin/x",
+        "/public/./../admin/x",
+    ] {
+        let req = format!("GET {path} HTTP/1.1\r\nhost: api\r\n\r\n");
+        let out = raw(front, req.as_bytes(), done).await;
+        assert!(out.starts_with("HTTP/1.1 403 "), "{path} -> {out}");
+        assert!(out.contains("RBAC: access denied"), "{path} -> {out}");
+    }
+    let out = raw(front, b"GET /public/x HTTP/1.1\r\nhost: api\r\n\r\n", done).await;
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert_eq!(mesh.backend("api", "api-v1").hits(), 1);
+}

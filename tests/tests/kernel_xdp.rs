@@ -76,3 +76,94 @@ fn xdp_deny_drops_denied_sources_and_passes_the_rest_unchanged() {
     let short = udp_frame([192, 0, 2, 77])[..14 + 12].to_vec();
     assert_eq!(run(prog, &short), (XDP_PASS, short.clone()));
 }
+
+/// An Ethernet + IPv6 + UDP frame from `src` to 2001:db8:ffff::10 port 53.
+fn udp6_frame(src: [u8; 16]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x86, 0xdd]);
+    let payload = b"strait";
+    let udp_len = 8 + payload.len() as u16;
+    f.extend_from_slice(&[0x60, 0, 0, 0, (udp_len >> 8) as u8, udp_len as u8, 17, 64]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[
+        0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ]);
+    f.extend_from_slice(&[0x30, 0x39, 0, 53, (udp_len >> 8) as u8, udp_len as u8, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+fn v6(s: &str) -> [u8; 16] {
+    s.parse::<std::net::Ipv6Addr>().unwrap().octets()
+}
+
+#[test]
+fn xdp_deny_syncs_v4_and_v6_prefixes_and_counts_each_drop() {
+    let Some(_p) = privileged::require("xdp_deny_syncs_v4_and_v6_prefixes_and_counts_each_drop")
+    else {
+        return;
+    };
+    let mut ebpf = strait::datapath::load().unwrap();
+    strait::datapath::load_xdp_deny(&mut ebpf).unwrap();
+    let mut deny = strait::datapath::DenyTries::take(&mut ebpf).unwrap();
+    let p = |s: &str, l| (s.parse::<std::net::IpAddr>().unwrap(), l);
+    // Host bits are cleared; an IPv4-mapped prefix is an IPv4 one.
+    let report = deny
+        .sync(&[
+            p("192.0.2.99", 24),
+            p("2001:db8:bad::", 48),
+            p("::ffff:203.0.113.5", 128),
+        ])
+        .unwrap();
+    assert_eq!((report.v4, report.v6), (2, 1));
+    let prog: &aya::programs::Xdp = ebpf.program("xdp_deny").unwrap().try_into().unwrap();
+
+    assert_eq!(run(prog, &udp_frame([192, 0, 2, 1])).0, XDP_DROP);
+    assert_eq!(run(prog, &udp_frame([192, 0, 2, 2])).0, XDP_DROP);
+    assert_eq!(run(prog, &udp_frame([203, 0, 113, 5])).0, XDP_DROP);
+    assert_eq!(run(prog, &udp6_frame(v6("2001:db8:bad:1::7"))).0, XDP_DROP);
+    for f in [
+        udp_frame([192, 0, 3, 1]),
+        udp6_frame(v6("2001:db8:bae::1")),
+        udp6_frame(v6("2001:db8:bad::1"))[..14 + 39].to_vec(),
+    ] {
+        assert_eq!(run(prog, &f), (XDP_PASS, f.clone()));
+    }
+    let drops = deny.drops();
+    assert_eq!(
+        drops,
+        vec![
+            (p("192.0.2.0", 24), 2),
+            (p("203.0.113.5", 32), 1),
+            (p("2001:db8:bad::", 48), 1),
+        ]
+    );
+
+    // A new list: the /24 stays with its count, the others go, a v6 /128
+    // comes; removed prefixes no longer drop.
+    deny.sync(&[p("192.0.2.0", 24), p("2001:db8::1", 128)])
+        .unwrap();
+    assert_eq!(run(prog, &udp_frame([203, 0, 113, 5])).0, XDP_PASS);
+    assert_eq!(run(prog, &udp6_frame(v6("2001:db8:bad:1::7"))).0, XDP_PASS);
+    assert_eq!(run(prog, &udp6_frame(v6("2001:db8::1"))).0, XDP_DROP);
+    assert_eq!(
+        deny.drops(),
+        vec![(p("192.0.2.0", 24), 2), (p("2001:db8::1", 128), 1)]
+    );
+    // Eight distinct IPv4 lengths: looked up in the trie instead of one
+    // hash per length; same answers.
+    let many: Vec<_> = (0..8u8)
+        .map(|k| p(&format!("10.{k}.0.0"), 16 + k))
+        .chain([p("192.0.2.0", 24)])
+        .collect();
+    deny.sync(&many).unwrap();
+    assert_eq!(run(prog, &udp_frame([10, 7, 0, 1])).0, XDP_DROP);
+    assert_eq!(run(prog, &udp_frame([10, 7, 2, 1])).0, XDP_PASS);
+    assert_eq!(run(prog, &udp_frame([192, 0, 2, 1])).0, XDP_DROP);
+    assert_eq!(run(prog, &udp6_frame(v6("2001:db8::1"))).0, XDP_PASS);
+    deny.sync(&[p("192.0.2.0", 24)]).unwrap();
+    assert_eq!(run(prog, &udp_frame([10, 7, 0, 1])).0, XDP_PASS);
+    // A bad prefix length changes nothing.
+    assert!(deny.sync(&[p("10.0.0.0", 40)]).is_err());
+    assert_eq!(run(prog, &udp_frame([192, 0, 2, 1])).0, XDP_DROP);
+}

@@ -31,7 +31,7 @@ pub struct DestinationRule {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadSelector {
     /// Labels a workload must carry.
-    #[serde(default)]
+    #[serde(default, alias = "labels")]
     pub match_labels: Labels,
 }
 
@@ -75,6 +75,9 @@ pub struct TrafficPolicy {
     /// PROXY protocol (kept, not used).
     #[serde(default)]
     pub proxy_protocol: Option<serde_yaml::Value>,
+    /// `retryBudget` (kept; not enforced).
+    #[serde(default)]
+    pub retry_budget: Option<serde_yaml::Value>,
 }
 
 /// `TrafficPolicy.PortTrafficPolicy`.
@@ -117,6 +120,12 @@ pub struct LoadBalancerSettings {
     /// Slow start (newer form, kept).
     #[serde(default)]
     pub warmup: Option<serde_yaml::Value>,
+    /// `backendUtilization` (kept; not enforced).
+    #[serde(default)]
+    pub backend_utilization: Option<serde_yaml::Value>,
+    /// `zoneAwareLbSetting` (kept; not enforced).
+    #[serde(default)]
+    pub zone_aware_lb_setting: Option<serde_yaml::Value>,
 }
 
 /// `ConsistentHashLB`.
@@ -159,6 +168,9 @@ pub struct HttpCookie {
     /// Lifetime (duration string).
     #[serde(default)]
     pub ttl: Option<String>,
+    /// Cookie `attributes` (kept; not enforced).
+    #[serde(default)]
+    pub attributes: Vec<serde_yaml::Value>,
 }
 
 /// `ConsistentHashLB.RingHash`.
@@ -282,6 +294,9 @@ pub struct HttpSettings {
     /// Max concurrent HTTP/2 streams.
     #[serde(default)]
     pub max_concurrent_streams: Option<i64>,
+    /// `http2KeepAlive` (kept; not enforced).
+    #[serde(default)]
+    pub http2_keep_alive: Option<serde_yaml::Value>,
 }
 
 /// `OutlierDetection`.
@@ -315,6 +330,9 @@ pub struct OutlierDetection {
     /// Below this share of healthy hosts, ejection stops.
     #[serde(default)]
     pub min_health_percent: Option<i64>,
+    /// `outlierDetectionHttpErrorCodes` (kept; not enforced).
+    #[serde(default)]
+    pub outlier_detection_http_error_codes: Option<serde_yaml::Value>,
 }
 
 /// `ClientTLSSettings`.

@@ -103,4 +103,16 @@ pub struct ServerTlsSettings {
     /// Cipher suites.
     #[serde(default)]
     pub cipher_suites: Vec<String>,
+    /// `caCertCredentialName` (kept; not enforced).
+    #[serde(default)]
+    pub ca_cert_credential_name: Option<String>,
+    /// `ecdhCurves` (kept; not enforced).
+    #[serde(default)]
+    pub ecdh_curves: Vec<String>,
+    /// `insecureSkipVerify` (kept; not enforced).
+    #[serde(default)]
+    pub insecure_skip_verify: Option<bool>,
+    /// `tlsCertificates` (kept; not enforced).
+    #[serde(default)]
+    pub tls_certificates: Vec<serde_yaml::Value>,
 }

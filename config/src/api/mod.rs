@@ -57,6 +57,18 @@ pub enum Object {
     Pod(Box<Pod>),
     Deployment(Box<Deployment>),
     ServiceAccount(Box<ServiceAccount>),
+    /// Istio's MeshConfig (`mesh.yaml`, or the `istio` ConfigMap's `mesh` key).
+    MeshConfig(Box<MeshConfigObject>),
+}
+
+/// A MeshConfig with where it came from: `metadata` names the ConfigMap
+/// (`istio-system/istio`) or, for a `mesh.yaml`, `istio-system/mesh`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeshConfigObject {
+    /// Name and namespace.
+    pub metadata: ObjectMeta,
+    /// The configuration.
+    pub mesh: crate::mesh::MeshConfig,
 }
 
 impl Object {
@@ -79,6 +91,7 @@ impl Object {
             Object::Pod(_) => "Pod",
             Object::Deployment(_) => "Deployment",
             Object::ServiceAccount(_) => "ServiceAccount",
+            Object::MeshConfig(_) => "MeshConfig",
         }
     }
 
@@ -101,6 +114,7 @@ impl Object {
             Object::Pod(o) => &o.metadata,
             Object::Deployment(o) => &o.metadata,
             Object::ServiceAccount(o) => &o.metadata,
+            Object::MeshConfig(o) => &o.metadata,
         }
     }
 
@@ -123,6 +137,7 @@ impl Object {
             Object::Pod(o) => &mut o.metadata,
             Object::Deployment(o) => &mut o.metadata,
             Object::ServiceAccount(o) => &mut o.metadata,
+            Object::MeshConfig(o) => &mut o.metadata,
         }
     }
 }

@@ -17,8 +17,33 @@ pub struct PeerAuthentication {
     #[serde(default)]
     pub mtls: Option<MutualTls>,
     /// Port → mTLS mode (needs a selector).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "port_keys")]
     pub port_level_mtls: BTreeMap<u32, MutualTls>,
+}
+
+/// A map keyed by port, with keys written as numbers (`8080:`) or strings
+/// (`"8080":`, as the CRD's OpenAPI schema and `kubectl` write them).
+fn port_keys<'de, D, V>(d: D) -> Result<BTreeMap<u32, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    #[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+    #[serde(untagged)]
+    enum Key {
+        Num(u32),
+        Text(String),
+    }
+    let raw: BTreeMap<Key, V> = BTreeMap::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| match k {
+            Key::Num(n) => Ok((n, v)),
+            Key::Text(t) => t
+                .parse()
+                .map(|n| (n, v))
+                .map_err(|_| serde::de::Error::custom(format!("port {t:?} is not a number"))),
+        })
+        .collect()
 }
 
 /// `PeerAuthentication.MutualTLS`.
@@ -77,7 +102,7 @@ pub struct JwtRule {
     #[serde(default)]
     pub audiences: Vec<String>,
     /// JWKS URL.
-    #[serde(default)]
+    #[serde(default, alias = "jwks_uri")]
     pub jwks_uri: Option<String>,
     /// Inline JWKS JSON.
     #[serde(default)]
@@ -103,6 +128,12 @@ pub struct JwtRule {
     /// JWKS fetch timeout (duration string).
     #[serde(default)]
     pub timeout: Option<String>,
+    /// `spaceDelimitedClaims`.
+    #[serde(default)]
+    pub space_delimited_claims: Vec<String>,
+    /// `presence` (kept; not enforced).
+    #[serde(default)]
+    pub presence: Option<serde_yaml::Value>,
 }
 
 /// `JWTHeader`.
@@ -229,6 +260,18 @@ pub struct Source {
     /// Negated remote IP blocks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_remote_ip_blocks: Vec<String>,
+    /// `serviceAccounts` (`namespace/name`).
+    #[serde(default)]
+    pub service_accounts: Vec<String>,
+    /// `notServiceAccounts`.
+    #[serde(default)]
+    pub not_service_accounts: Vec<String>,
+    /// `trustDomains`.
+    #[serde(default)]
+    pub trust_domains: Vec<String>,
+    /// `notTrustDomains`.
+    #[serde(default)]
+    pub not_trust_domains: Vec<String>,
 }
 
 /// `Operation`: fields ANDed, values ORed.

@@ -82,6 +82,10 @@ pub struct HttpRoute {
     /// Deprecated integer mirror percent.
     #[serde(default)]
     pub mirror_percent: Option<u32>,
+    /// The same, spelled `mirror_percent` (the CRD accepts both; read as
+    /// `mirrorPercent` when that is absent).
+    #[serde(default, rename = "mirror_percent", skip_serializing_if = "Option::is_none")]
+    pub mirror_percent_snake: Option<u32>,
     /// CORS policy.
     #[serde(default)]
     pub cors_policy: Option<Box<CorsPolicy>>,
@@ -258,6 +262,9 @@ pub struct HttpRedirect {
     /// Status code, default 301.
     #[serde(default)]
     pub redirect_code: Option<u32>,
+    /// `prefixRewrite` (kept; not enforced).
+    #[serde(default)]
+    pub prefix_rewrite: Option<String>,
 }
 
 /// `HTTPDirectResponse`.
@@ -342,6 +349,9 @@ pub struct HttpRetry {
     /// Envoy retry back-off base interval.
     #[serde(default)]
     pub backoff: Option<String>,
+    /// `retryIgnorePreviousHosts` (kept; not enforced).
+    #[serde(default)]
+    pub retry_ignore_previous_hosts: Option<bool>,
 }
 
 /// `Percent`: `value` in 0..100.
@@ -510,4 +520,7 @@ pub struct L4MatchAttributes {
     /// Client namespace.
     #[serde(default)]
     pub source_namespace: Option<String>,
+    /// `sourceSubnet` (kept; not enforced).
+    #[serde(default)]
+    pub source_subnet: Option<String>,
 }

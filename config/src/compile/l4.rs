@@ -32,9 +32,11 @@ use crate::snapshot::{
 fn policy_needs_proxy(snap: &MeshSnapshot, workloads: &[&Workload]) -> bool {
     workloads.iter().any(|w| {
         let p = snap.policies.for_workload(&w.namespace, &w.labels);
-        let root = crate::snapshot::policy::ROOT_NAMESPACE;
+        let root = snap.mesh.root_namespace.as_str();
         let pol = &snap.policies;
-        p.mtls == MtlsMode::Strict
+        // Fail closed (compile/deny.rs): the proxy answers for the service.
+        snap.deny.contains_key(&w.ip)
+            || p.mtls == MtlsMode::Strict
             || p.port_mtls.values().any(|m| *m == MtlsMode::Strict)
             || !pol
                 .request_authn_for(root, &w.namespace, &w.labels, &w.services)

@@ -9,6 +9,7 @@
 //! host), where resources are ordered by `namespace/name`.
 mod clusters;
 mod delegate;
+mod deny;
 mod gateways;
 mod intern;
 mod l4;
@@ -55,6 +56,8 @@ pub(crate) struct Index<'a> {
     pub dr_by_host: HostIndex,
     /// (namespace, name) → index into `virtual_services` (delegates).
     pub vs_by_name: BTreeMap<(String, String), usize>,
+    /// The MeshConfig (Istio's defaults when none is given).
+    pub mesh: crate::mesh::MeshConfig,
 }
 
 /// Resources by the hosts they name: exact hosts in a map, wildcard hosts
@@ -119,6 +122,7 @@ impl<'a> Index<'a> {
             vs_by_host: HostIndex::default(),
             dr_by_host: HostIndex::default(),
             vs_by_name: BTreeMap::new(),
+            mesh: crate::mesh::MeshConfig::default(),
         };
         for r in sorted {
             let ns = r.namespace().to_string();
@@ -156,6 +160,9 @@ impl<'a> Index<'a> {
                 Object::PeerAuthentication(o) => idx.peer_authn.push((r, &o.spec)),
                 Object::RequestAuthentication(o) => idx.request_authn.push((r, &o.spec)),
                 Object::AuthorizationPolicy(o) => idx.authz.push((r, &o.spec)),
+                // Sorted by name: a `mesh.yaml` ("mesh") wins over the
+                // `istio` ConfigMap.
+                Object::MeshConfig(o) => idx.mesh = o.mesh.clone(),
                 Object::Namespace(_) | Object::ServiceAccount(_) => {}
             }
         }
@@ -342,7 +349,11 @@ pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
     snap.routes = routes::mesh_routes(&idx, &snap.services, &mut diags);
     snap.gateways = gateways::build(&idx, &snap.services, &mut diags);
     snap.policies = policy::build(&idx);
+    // Security resources Strait cannot enforce: their workloads get no
+    // traffic (before the kernel table is built from the clusters).
+    deny::fail_closed(&valid, &idx.mesh, &mut snap);
     snap.l4 = l4::build(&idx, &snap);
     snap.sidecars = sidecars(&idx);
+    snap.mesh = idx.mesh.clone();
     (snap, diags)
 }

@@ -203,11 +203,41 @@ pub(crate) fn http_routes(
         };
         let mut matches = matches;
         matches.shrink_to_fit();
-        out.push(http_route(r, &name, dest_ns, port, matches, services));
+        out.push(http_route(
+            r,
+            &name,
+            dest_ns,
+            port,
+            matches,
+            services,
+            &mesh_default_retries(&idx.mesh),
+        ));
     }
     // Route tables live as long as the snapshot: no growth slack.
     out.shrink_to_fit();
     out
+}
+
+/// A VirtualService (or MeshConfig `defaultHttpRetryPolicy`) retry policy.
+fn retries_from(rt: &crate::api::virtual_service::HttpRetry) -> Retries {
+    Retries {
+        attempts: rt.attempts.clamp(0, u32::MAX as i64) as u32,
+        per_try_timeout_ms: rt.per_try_timeout.as_deref().and_then(|d| parse_ms(d).ok()),
+        retry_on: rt
+            .retry_on
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| Retries::default().retry_on),
+        retry_remote_localities: rt.retry_remote_localities.unwrap_or(false),
+    }
+}
+
+/// Retries of routes without a `retries` field: the MeshConfig's
+/// `defaultHttpRetryPolicy`, else Istio's default ([`Retries::default`]).
+pub(crate) fn mesh_default_retries(mesh: &crate::mesh::MeshConfig) -> Retries {
+    mesh.default_http_retry_policy
+        .as_ref()
+        .map_or_else(Retries::default, retries_from)
 }
 
 fn http_route(
@@ -217,6 +247,7 @@ fn http_route(
     port: u16,
     matches: Vec<HttpMatch>,
     services: &BTreeMap<String, Service>,
+    default_retries: &Retries,
 ) -> HttpRoute {
     let n = r.route.len();
     let route = r
@@ -240,7 +271,7 @@ fn http_route(
         let (host, subset, mport, cluster) = resolve_destination(m, ns, port, services);
         let percentage = pct(
             r.mirror_percentage.as_ref(),
-            r.mirror_percent.map(i64::from),
+            r.mirror_percent.or(r.mirror_percent_snake).map(i64::from),
             100.0,
         );
         mirrors.push(Mirror {
@@ -264,17 +295,8 @@ fn http_route(
         });
     }
     let retries = match &r.retries {
-        None => Retries::default(),
-        Some(rt) => Retries {
-            attempts: rt.attempts.clamp(0, u32::MAX as i64) as u32,
-            per_try_timeout_ms: rt.per_try_timeout.as_deref().and_then(|d| parse_ms(d).ok()),
-            retry_on: rt
-                .retry_on
-                .clone()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| Retries::default().retry_on),
-            retry_remote_localities: rt.retry_remote_localities.unwrap_or(false),
-        },
+        None => default_retries.clone(),
+        Some(rt) => retries_from(rt),
     };
     let fault = r.fault.as_ref().map(|f| Fault {
         delay: f.delay.as_ref().map(|d| FaultDelay {
@@ -475,7 +497,7 @@ pub(crate) fn mesh_vs_for<'a>(
 }
 
 /// The default route of a port: everything to the service-wide cluster.
-fn default_routes(svc: &Service, port: u16, protocol: Protocol) -> Routes {
+fn default_routes(svc: &Service, port: u16, protocol: Protocol, retries: &Retries) -> Routes {
     let cluster = cluster_name(port, "", &svc.host);
     let mut r = Routes::default();
     if protocol.is_http() || protocol == Protocol::Unknown {
@@ -489,6 +511,7 @@ fn default_routes(svc: &Service, port: u16, protocol: Protocol) -> Routes {
                 weight: 100,
                 headers: Headers::default(),
             }],
+            retries: retries.clone(),
             ..HttpRoute::default()
         });
     }
@@ -532,7 +555,8 @@ pub(crate) fn mesh_routes(
             if (routes.http.is_empty() && wants_http)
                 || (routes.tcp.is_empty() && !p.protocol.is_http())
             {
-                let defaults = default_routes(svc, p.port, p.protocol);
+                let defaults =
+                    default_routes(svc, p.port, p.protocol, &mesh_default_retries(&idx.mesh));
                 if routes.http.is_empty() {
                     routes.http = defaults.http;
                 }

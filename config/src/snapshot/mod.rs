@@ -257,6 +257,16 @@ pub struct MeshSnapshot {
     /// `namespace/name` → Sidecar egress scope.
     #[serde(default)]
     pub sidecars: BTreeMap<String, SidecarScope>,
+    /// Istio's MeshConfig (defaults when none was given).
+    #[serde(default)]
+    pub mesh: crate::mesh::MeshConfig,
+    /// Workload IP → why it gets no traffic: a security resource selecting it
+    /// that Strait cannot enforce yet ([`crate::enforced`], fail closed). Its
+    /// endpoints are left out of every cluster and kernel backend set, so
+    /// requests to its services get 503 `UH` and connections are refused.
+    /// The one place enforcement work lifts (see `compile/deny.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deny: BTreeMap<IpAddr, String>,
 }
 
 impl MeshSnapshot {

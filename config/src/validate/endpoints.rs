@@ -6,10 +6,14 @@
 //! reach the node's own services (its admin API, its outbound listener)
 //! through the proxy.
 //!
-//! Checked in Endpoints, EndpointSlices, a Pod's `status.podIP(s)`,
-//! WorkloadEntries, ServiceEntry `endpoints` (STATIC) and ServiceEntry
-//! `addresses` when its resolution is `NONE` (the original destination is
-//! then the endpoint).
+//! Errors in Endpoints, EndpointSlices and a Pod's `status.podIP(s)`, as
+//! the API server rejects them. Warnings in WorkloadEntries, ServiceEntry
+//! `endpoints` (STATIC) and ServiceEntry `addresses` when its resolution is
+//! `NONE` (the original destination is then the endpoint): Istio accepts
+//! those (its own samples use `127.0.0.2`), so the resource loads, and the
+//! daemon's proxy refuses to connect to loopback, link-local, unspecified
+//! and its own listeners' addresses at connect time
+//! (`proxy::self_guard`, `503 UF`).
 use std::net::IpAddr;
 
 use super::Report;
@@ -50,14 +54,33 @@ pub fn special_ip(ip: IpAddr, node: &[IpAddr]) -> Option<String> {
     Some(format!("{ip}: {why}"))
 }
 
-fn check(r: &mut Report<'_>, field: String, addr: &str, node: &[IpAddr]) {
+/// How a special address is reported: an error (Kubernetes kinds, which
+/// the API server rejects) or a warning (Istio kinds, which Istio accepts;
+/// the proxy refuses the connection instead).
+#[derive(Clone, Copy)]
+enum Severity {
+    Reject,
+    Refuse,
+}
+
+fn check(r: &mut Report<'_>, field: String, addr: &str, node: &[IpAddr], sev: Severity) {
     let bare = addr.split('/').next().unwrap_or(addr);
-    if bare.eq_ignore_ascii_case("localhost") || bare.to_ascii_lowercase().ends_with(".localhost") {
-        r.err(field, format!("{addr}: may not be localhost"));
-    } else if let Ok(ip) = bare.parse::<IpAddr>() {
-        if let Some(why) = special_ip(ip, node) {
-            r.err(field, why);
-        }
+    let why = if bare.eq_ignore_ascii_case("localhost")
+        || bare.to_ascii_lowercase().ends_with(".localhost")
+    {
+        Some(format!("{addr}: may not be localhost"))
+    } else {
+        bare.parse::<IpAddr>()
+            .ok()
+            .and_then(|ip| special_ip(ip, node))
+    };
+    match (why, sev) {
+        (Some(why), Severity::Reject) => r.err(field, why),
+        (Some(why), Severity::Refuse) => r.warn(
+            field,
+            format!("{why}; the node proxy refuses to connect to it (503 UF)"),
+        ),
+        (None, _) => {}
     }
 }
 
@@ -71,7 +94,7 @@ pub(crate) fn endpoint_addresses(r: &mut Report<'_>, res: &Resource, node: &[IpA
                     ("notReadyAddresses", &s.not_ready_addresses),
                 ] {
                     for (j, a) in list.iter().flatten().enumerate() {
-                        check(r, format!("subsets[{i}].{key}[{j}].ip"), &a.ip, node);
+                        check(r, format!("subsets[{i}].{key}[{j}].ip"), &a.ip, node, Severity::Reject);
                     }
                 }
             }
@@ -79,29 +102,35 @@ pub(crate) fn endpoint_addresses(r: &mut Report<'_>, res: &Resource, node: &[IpA
         Object::EndpointSlice(s) => {
             for (i, e) in s.endpoints.iter().enumerate() {
                 for (j, a) in e.addresses.iter().enumerate() {
-                    check(r, format!("endpoints[{i}].addresses[{j}]"), a, node);
+                    check(r, format!("endpoints[{i}].addresses[{j}]"), a, node, Severity::Reject);
                 }
             }
         }
         Object::Pod(p) => {
             if let Some(st) = &p.status {
                 if let Some(ip) = &st.pod_ip {
-                    check(r, "status.podIP".into(), ip, node);
+                    check(r, "status.podIP".into(), ip, node, Severity::Reject);
                 }
                 for (i, ip) in st.pod_ips.iter().flatten().enumerate() {
-                    check(r, format!("status.podIPs[{i}].ip"), &ip.ip, node);
+                    check(r, format!("status.podIPs[{i}].ip"), &ip.ip, node, Severity::Reject);
                 }
             }
         }
-        Object::WorkloadEntry(w) => check(r, "spec.address".into(), &w.spec.address, node),
+        Object::WorkloadEntry(w) => check(
+            r,
+            "spec.address".into(),
+            &w.spec.address,
+            node,
+            Severity::Refuse,
+        ),
         Object::ServiceEntry(se) => {
             let se = &se.spec;
             for (i, e) in se.endpoints.iter().enumerate() {
-                check(r, format!("spec.endpoints[{i}].address"), &e.address, node);
+                check(r, format!("spec.endpoints[{i}].address"), &e.address, node, Severity::Refuse);
             }
             if se.resolution.as_deref().unwrap_or("NONE") == "NONE" {
                 for (i, a) in se.addresses.iter().enumerate() {
-                    check(r, format!("spec.addresses[{i}]"), a, node);
+                    check(r, format!("spec.addresses[{i}]"), a, node, Severity::Refuse);
                 }
             }
         }
@@ -114,13 +143,13 @@ mod tests {
     use super::*;
     use crate::load::load_str;
 
-    fn errors(yaml: &str, node: &[IpAddr]) -> Vec<String> {
+    fn diags(yaml: &str, node: &[IpAddr], errors: bool) -> Vec<String> {
         let l = load_str(yaml, "eps.yaml");
         assert!(!l.has_errors(), "{:?}", l.diagnostics);
         l.resources
             .iter()
             .flat_map(|r| super::super::validate_resource_on_node(r, node))
-            .filter(|d| d.is_error())
+            .filter(|d| d.is_error() == errors)
             .map(|d| d.to_string())
             .collect()
     }
@@ -129,13 +158,14 @@ mod tests {
     fn loopback_link_local_and_node_endpoints_are_rejected_with_file_resource_and_field() {
         let yaml = "apiVersion: v1\nkind: Endpoints\nmetadata: {name: admin, namespace: ns}\nsubsets:\n- addresses: [{ip: 10.244.0.5}, {ip: 127.0.0.1}]\n  ports: [{port: 15000}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s, namespace: ns, labels: {kubernetes.io/service-name: admin}}\naddressType: IPv4\nendpoints:\n- addresses: [169.254.169.254]\n- addresses: [10.244.0.1]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: se, namespace: ns}\nspec:\n  hosts: [x.example]\n  addresses: [127.0.0.2]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: NONE\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: we, namespace: ns}\nspec:\n  address: \"::1\"\n";
         let node: Vec<IpAddr> = vec!["10.244.0.1".parse().unwrap()];
-        let errs = errors(yaml, &node);
-        let find = |s: &str| {
-            errs.iter()
+        let errs = diags(yaml, &node, true);
+        let find = |list: &[String], s: &str| {
+            list.iter()
                 .find(|e| e.contains(s))
-                .unwrap_or_else(|| panic!("no error with {s:?} in {errs:#?}"))
+                .cloned()
+                .unwrap_or_else(|| panic!("nothing with {s:?} in {list:#?}"))
         };
-        let e = find("127.0.0.1");
+        let e = find(&errs, "127.0.0.1");
         assert!(
             e.contains("eps.yaml")
                 && e.contains("Endpoints/ns/admin")
@@ -143,12 +173,16 @@ mod tests {
                 && e.contains("loopback"),
             "{e}"
         );
-        assert!(find("169.254.169.254").contains("endpoints[0].addresses[0]"));
-        assert!(find("10.244.0.1").contains("address of this node"));
-        assert!(find("127.0.0.2").contains("ServiceEntry/ns/se"));
-        assert!(find("WorkloadEntry/ns/we").contains("::1: may not be in the loopback range"));
-        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert!(find(&errs, "169.254.169.254").contains("endpoints[0].addresses[0]"));
+        assert!(find(&errs, "10.244.0.1").contains("address of this node"));
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        // Istio accepts these in its own kinds (its samples use 127.0.0.2):
+        // a warning, and the proxy refuses the connection.
+        let warns = diags(yaml, &node, false);
+        assert!(find(&warns, "127.0.0.2").contains("ServiceEntry/ns/se"));
+        let w = find(&warns, "WorkloadEntry/ns/we");
+        assert!(w.contains("::1: may not be in the loopback range") && w.contains("503 UF"), "{w}");
         // Off the node (`strait validate`), node addresses are not known.
-        assert_eq!(errors(yaml, &[]).len(), 4);
+        assert_eq!(diags(yaml, &[], true).len(), 2);
     }
 }

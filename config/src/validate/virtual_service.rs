@@ -604,7 +604,7 @@ fn http_route(r: &mut Report<'_>, f: &str, h: &HttpRoute, delegate: bool) {
             }
         }
     }
-    if let Some(p) = h.mirror_percent {
+    if let Some(p) = h.mirror_percent.or(h.mirror_percent_snake) {
         if p > 100 {
             r.err(
                 format!("{f}.mirrorPercent"),

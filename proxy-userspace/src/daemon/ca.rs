@@ -98,6 +98,7 @@ async fn run(args: CaServeArgs) -> anyhow::Result<()> {
     let snapshot = Arc::new(ArcSwap::from_pointee(
         super::compile(&mut store).unwrap_or_default(),
     ));
+    super::identity::warn_trust_domain(&snapshot.load(), &args.trust_domain);
     let authority = Authority::load_or_generate(&args.ca_dir, &args.trust_domain)?;
     let (signing, root) = authority.describe();
     tracing::info!(
@@ -125,7 +126,7 @@ async fn run(args: CaServeArgs) -> anyhow::Result<()> {
     tokio::spawn(crate::admin::serve(admin, admin_src));
     let (watch, changes) = super::watch::watch(&args.config)?;
     let snap = snapshot.clone();
-    // Reloads on their own thread, as in `strait run`.
+    // Reloads on their own thread, off the serving path (see the daemon).
     std::thread::Builder::new()
         .name("strait-ca-reload".into())
         .spawn(move || {

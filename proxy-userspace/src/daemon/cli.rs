@@ -38,16 +38,19 @@ pub struct RunCmd {
     /// Do not print access-log lines.
     #[arg(long)]
     pub no_access_log: bool,
-    /// Largest config file read, bytes; a larger file is reported and
-    /// skipped (its last good version keeps serving).
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_file_bytes)]
-    pub max_config_file_bytes: u64,
-    /// Most YAML documents in one config file.
-    #[arg(long, value_name = "N", default_value_t = Limits::default().max_documents)]
-    pub max_config_documents: usize,
-    /// Deepest nesting of YAML mappings/sequences in one document.
-    #[arg(long, value_name = "N", default_value_t = Limits::default().max_depth)]
-    pub max_yaml_depth: usize,
+    /// Attach the XDP program to this node uplink: external VIPs are
+    /// balanced over their nodes (IPIP, direct return) and denied source
+    /// prefixes dropped at the driver.
+    #[arg(long, value_name = "IFACE")]
+    pub xdp_uplink: Option<String>,
+    /// Outer source address of tunnelled packets (default: the uplink's
+    /// IPv4 address).
+    #[arg(long, value_name = "IP", requires = "xdp_uplink")]
+    pub xdp_source: Option<std::net::Ipv4Addr>,
+    /// MAC of the uplink's gateway for tunnelled packets (default: the
+    /// neighbour entry of the uplink's default gateway).
+    #[arg(long, value_name = "MAC", requires = "xdp_uplink", value_parser = crate::datapath::parse_mac)]
+    pub xdp_gateway_mac: Option<[u8; 6]>,
     /// Longest time a client may take to send a request head, from its
     /// first byte, milliseconds (Envoy's `request_headers_timeout`); a
     /// slower client gets 408 and is disconnected. 0: no limit (also for
@@ -66,6 +69,16 @@ pub struct RunCmd {
     /// reply (503) or are closed. 0: no cap.
     #[arg(long, value_name = "N", default_value_t = 32_768)]
     pub max_connections: usize,
+    /// Largest config file read, bytes; a larger file is reported and
+    /// skipped (its last good version keeps serving).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_file_bytes)]
+    pub max_config_file_bytes: u64,
+    /// Most YAML documents in one config file.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_documents)]
+    pub max_config_documents: usize,
+    /// Deepest nesting of YAML mappings/sequences in one document.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_depth)]
+    pub max_yaml_depth: usize,
     #[command(flatten)]
     pub identity: IdentityFlags,
 }
@@ -223,6 +236,9 @@ impl RunCmd {
             outbound: self.outbound,
             drain: Duration::from_millis(self.drain_ms),
             access_log: !self.no_access_log,
+            xdp_uplink: self.xdp_uplink,
+            xdp_source: self.xdp_source,
+            xdp_gateway_mac: self.xdp_gateway_mac,
             identity: self.identity.into_args(),
             proxy: crate::proxy::ProxySettings {
                 request_headers_timeout: ms_or_off(self.request_headers_timeout_ms),

@@ -61,13 +61,22 @@ pub struct RunArgs {
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
     pub access_log: bool,
-    /// Bounds on config files (size, documents, nesting depth).
-    pub limits: Limits,
+    /// Node uplink to attach the XDP program to (external VIP balancer and
+    /// source-prefix deny); none: no XDP program.
+    pub xdp_uplink: Option<String>,
+    /// Outer source address of tunnelled packets (default: the uplink's
+    /// first IPv4 address).
+    pub xdp_source: Option<std::net::Ipv4Addr>,
+    /// Gateway MAC for tunnelled packets (default: the neighbour entry of
+    /// the uplink's default gateway).
+    pub xdp_gateway_mac: Option<[u8; 6]>,
     /// Workload certificates for the node's pods (none: no identity).
     pub identity: Option<identity::IdentityArgs>,
     /// The L7 proxy's HTTP limits and timeouts (request-headers, stream
     /// idle and connection idle timeouts, connection cap).
     pub proxy: crate::proxy::ProxySettings,
+    /// Bounds on config files (size, documents, nesting depth).
+    pub limits: Limits,
 }
 
 /// The kernel's answer to "where was this connection going".
@@ -139,6 +148,13 @@ pub(crate) fn compile(store: &mut ConfigStore) -> Option<MeshSnapshot> {
     // Validation errors were reported by the store; report the rest.
     let rest: Vec<Diagnostic> = diags.into_iter().filter(|d| !d.is_error()).collect();
     log_diagnostics(&rest);
+    // Accepted but not enforced (STR0001): once per resource per load.
+    for r in &reload.resources {
+        log_diagnostics(&strait_config::enforced::diagnostics(r));
+    }
+    for (ip, why) in &snap.deny {
+        tracing::warn!(workload = %ip, "{why}");
+    }
     Some(snap)
 }
 
@@ -190,6 +206,10 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     std::fs::create_dir_all(&pods)
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
     datapath.attach(&pods)?;
+    if let Some(iface) = &args.xdp_uplink {
+        let uplink = crate::datapath::resolve_uplink(iface, args.xdp_source, args.xdp_gateway_mac)?;
+        datapath.attach_uplink(iface, &uplink)?;
+    }
     apply_kernel(&mut datapath, &snap);
     let orig = KernelOriginalDst(OriginalDestinations::open(datapath.pin_dir())?);
     Ok(Setup {
@@ -215,6 +235,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     } = setup;
     let admin_listener = tokio::net::TcpListener::from_std(admin)
         .with_context(|| format!("admin listener {}", args.admin))?;
+
     // Security policy is enforced for the workloads of this node.
     let scope = crate::policy::Scope {
         node: Some(args.node.clone()),
@@ -251,8 +272,8 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         metrics,
         proxy: proxy.clone(),
-        reload_started_ms: AtomicU64::new(0),
         certs: secrets.as_ref().map(|s| s.store().clone()),
+        reload_started_ms: AtomicU64::new(0),
     });
 
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, live.clone()));
@@ -271,9 +292,12 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     // Reloads run on their own thread: reading and compiling a large or
     // hostile config never occupies the runtime serving the admin API and
     // the shutdown signal. The thread is not joined at exit.
+    // The runtime's context: a reload may start tasks (certificate renewals).
+    let runtime = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("strait-reload".into())
         .spawn(move || {
+            let _runtime = runtime.enter();
             let _watch = watch;
             while watch::next_burst(&changes) {
                 reload_live.set_reloading(true);
@@ -304,8 +328,8 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One reload: read, compile, swap the proxy's table, write the kernel maps.
-/// Returns the snapshot now serving when it changed.
+/// One reload: read, compile, swap the proxy's table, write the kernel
+/// maps. Returns the snapshot now served when it changed.
 fn reload_once(
     store: &mut ConfigStore,
     live: &Live,

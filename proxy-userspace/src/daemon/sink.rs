@@ -1,15 +1,68 @@
-//! The daemon's access-log sink: one Envoy-format line per request on
-//! standard output (Istio's `accessLogFile: /dev/stdout`) and Istio's
-//! standard metrics, labelled from the live snapshot's workloads.
+//! The daemon's access-log sink: one Envoy-format line per request where
+//! the MeshConfig says (`accessLogFile`, default `/dev/stdout`; `""` turns it
+//! off), encoded as it says (`accessLogEncoding` TEXT/JSON,
+//! `accessLogFormat`), and Istio's standard metrics, labelled from the live
+//! snapshot's workloads. The settings are read from the live snapshot, so a
+//! changed mesh config applies to the next request.
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use strait_config::mesh::{AccessLogEncoding, MeshConfig};
 use strait_config::snapshot::{MeshSnapshot, Workload};
 use tokio::sync::mpsc;
 
-use crate::proxy::{AccessLogRecord, AccessLogSink};
+use crate::proxy::{AccessLogRecord, AccessLogSink, LogFormat};
+
+/// The parsed `accessLogFormat` for one (encoding, format) pair.
+struct Renderer {
+    json: bool,
+    format: String,
+    log: LogFormat,
+}
+
+impl Renderer {
+    fn for_mesh(mesh: &MeshConfig) -> Renderer {
+        let json = mesh.access_log_encoding == AccessLogEncoding::Json;
+        let format = mesh.access_log_format.clone();
+        let log = LogFormat::new(json, &format).unwrap_or_else(|e| {
+            tracing::error!(
+                "MeshConfig accessLogFormat {format:?}: {e}; using Istio's default format"
+            );
+            LogFormat::new(json, "").expect("the default format parses")
+        });
+        Renderer { json, format, log }
+    }
+
+    fn is_for(&self, mesh: &MeshConfig) -> bool {
+        self.json == (mesh.access_log_encoding == AccessLogEncoding::Json)
+            && self.format == mesh.access_log_format
+    }
+}
+
+/// Where lines go: `/dev/stdout`, `/dev/stderr`, or a file (appended to).
+struct Output {
+    path: Arc<str>,
+    out: Option<Box<dyn Write + Send>>,
+}
+
+impl Output {
+    fn open(path: Arc<str>) -> Output {
+        let out: Option<Box<dyn Write + Send>> = match &*path {
+            "/dev/stdout" => Some(Box::new(std::io::stdout())),
+            "/dev/stderr" => Some(Box::new(std::io::stderr())),
+            p => match std::fs::OpenOptions::new().create(true).append(true).open(p) {
+                Ok(f) => Some(Box::new(std::io::BufWriter::new(f))),
+                Err(e) => {
+                    tracing::error!("MeshConfig accessLogFile {p}: {e}; access log lines dropped");
+                    None
+                }
+            },
+        };
+        Output { path, out }
+    }
+}
 use crate::telemetry::{Metrics, RequestLabels, TcpLabels};
 
 /// Records metrics on the request's task and hands the line to a writer
@@ -17,36 +70,51 @@ use crate::telemetry::{Metrics, RequestLabels, TcpLabels};
 pub struct TelemetrySink {
     snapshot: Arc<ArcSwap<MeshSnapshot>>,
     metrics: Arc<Metrics>,
-    lines: Option<mpsc::UnboundedSender<String>>,
+    lines: Option<mpsc::UnboundedSender<(Arc<str>, String)>>,
+    renderer: ArcSwap<Renderer>,
 }
 
 impl TelemetrySink {
-    /// A sink over the live snapshot; with `access_log` the lines go to
-    /// standard output (the writer task is spawned on the current runtime).
+    /// A sink over the live snapshot; with `access_log` (no
+    /// `--no-access-log`) lines go where the snapshot's MeshConfig says (the
+    /// writer task is spawned on the current runtime).
     pub fn new(
         snapshot: Arc<ArcSwap<MeshSnapshot>>,
         metrics: Arc<Metrics>,
         access_log: bool,
     ) -> Self {
         let lines = access_log.then(|| {
-            let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+            let (tx, mut rx) = mpsc::unbounded_channel::<(Arc<str>, String)>();
             tokio::spawn(async move {
-                while let Some(line) = rx.recv().await {
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{line}");
+                let mut current: Option<Output> = None;
+                while let Some(first) = rx.recv().await {
+                    let mut next = Some(first);
                     // Write whatever else is queued before flushing once.
-                    while let Ok(line) = rx.try_recv() {
-                        let _ = writeln!(out, "{line}");
+                    while let Some((path, line)) = next.take() {
+                        if current.as_ref().is_none_or(|c| c.path != path) {
+                            if let Some(out) = current.as_mut().and_then(|c| c.out.as_mut()) {
+                                let _ = out.flush();
+                            }
+                            current = Some(Output::open(path));
+                        }
+                        if let Some(out) = current.as_mut().and_then(|c| c.out.as_mut()) {
+                            let _ = writeln!(out, "{line}");
+                        }
+                        next = rx.try_recv().ok();
                     }
-                    let _ = out.flush();
+                    if let Some(out) = current.as_mut().and_then(|c| c.out.as_mut()) {
+                        let _ = out.flush();
+                    }
                 }
             });
             tx
         });
+        let renderer = ArcSwap::from_pointee(Renderer::for_mesh(&snapshot.load().mesh));
         Self {
             snapshot,
             metrics,
             lines,
+            renderer,
         }
     }
 }
@@ -142,7 +210,16 @@ impl AccessLogSink for TelemetrySink {
             );
         }
         if let Some(tx) = &self.lines {
-            let _ = tx.send(r.to_string());
+            let mesh = &snap.mesh;
+            if !mesh.access_log_file.is_empty() {
+                let mut renderer = self.renderer.load_full();
+                if !renderer.is_for(mesh) {
+                    renderer = Arc::new(Renderer::for_mesh(mesh));
+                    self.renderer.store(renderer.clone());
+                }
+                let line = renderer.log.render(&r);
+                let _ = tx.send((mesh.access_log_file.as_str().into(), line));
+            }
         }
     }
 }
@@ -150,6 +227,50 @@ impl AccessLogSink for TelemetrySink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// accessLogFile / accessLogEncoding / accessLogFormat from the live
+    /// snapshot: lines go to the file, in the encoding and format given, and
+    /// follow a changed mesh config.
+    #[tokio::test]
+    async fn access_log_follows_the_mesh_config() {
+        let dir = std::env::temp_dir().join(format!("strait-sink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (json_file, text_file) = (dir.join("json.log"), dir.join("text.log"));
+        let mut snap = MeshSnapshot::default();
+        snap.mesh.access_log_file = json_file.display().to_string();
+        snap.mesh.access_log_encoding = AccessLogEncoding::Json;
+        let live = Arc::new(ArcSwap::from_pointee(snap.clone()));
+        let sink = TelemetrySink::new(live.clone(), Arc::new(Metrics::new()), true);
+        let rec = |path: &str| AccessLogRecord {
+            method: Some(http::Method::GET),
+            path: Some(path.into()),
+            response_code: 200,
+            request_protocol: "http",
+            ..Default::default()
+        };
+        sink.log(rec("/a"));
+        snap.mesh.access_log_file = text_file.display().to_string();
+        snap.mesh.access_log_encoding = AccessLogEncoding::Text;
+        snap.mesh.access_log_format = "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE%\n".into();
+        live.store(Arc::new(snap.clone()));
+        sink.log(rec("/b"));
+        snap.mesh.access_log_file = String::new();
+        live.store(Arc::new(snap));
+        sink.log(rec("/c"));
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while (read(&json_file).is_empty() || read(&text_file).is_empty())
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let json = read(&json_file);
+        let v: serde_json::Value = serde_json::from_str(json.trim()).expect("one JSON object");
+        assert_eq!((v["method"].as_str(), v["path"].as_str()), (Some("GET"), Some("/a")));
+        assert_eq!(v["response_code"], 200);
+        assert_eq!(read(&text_file), "GET /b 200\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn deployment_pods_report_the_deployment_name() {

@@ -126,8 +126,8 @@ mod tests {
             ready: AtomicBool::new(true),
             metrics: Arc::new(Metrics::new()),
             proxy: Proxy::new(&snap).unwrap(),
-            reload_started_ms: AtomicU64::new(0),
             certs: None,
+            reload_started_ms: AtomicU64::new(0),
         };
         assert!(live.ready());
         live.set_reloading(true);

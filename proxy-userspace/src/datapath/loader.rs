@@ -15,7 +15,10 @@ use aya::{
 use proxy_common::{ProxyConfig, Workload};
 use strait_config::snapshot::{L4Protocol, L4Service};
 
-use super::{bpffs, counters, maps::Maps, orig_dst, programs, tables, ApplyReport};
+use super::{
+    bpffs, counters, maps::Maps, orig_dst, programs, tables, xdp::DenyTries, xlb, ApplyReport,
+    DenyReport, ExternalVip, SourcePrefix, UplinkConfig, XlbReport,
+};
 
 /// Where and how the data path is set up.
 #[derive(Clone, Debug)]
@@ -81,6 +84,9 @@ pub struct Datapath {
     tables: tables::ServiceTables,
     pin_dir: PathBuf,
     links: Vec<PinnedLink>,
+    deny: DenyTries,
+    external_vips: xlb::ExternalVips,
+    uplink: Option<String>,
 }
 
 impl Datapath {
@@ -118,12 +124,16 @@ impl Datapath {
         })?;
         let mut maps = Maps::take(&mut ebpf)?;
         let tables = tables::ServiceTables::recover(&mut maps)?;
+        let deny = DenyTries::take(&mut ebpf)?;
         let mut dp = Self {
             ebpf,
             maps,
             tables,
             pin_dir,
             links: Vec::new(),
+            deny,
+            external_vips: xlb::ExternalVips::new(),
+            uplink: None,
         };
         dp.set_outbound(config.outbound)?;
         Ok(dp)
@@ -217,6 +227,62 @@ impl Datapath {
     /// is full; the tables then hold the services written before the error.
     pub fn apply(&mut self, services: &[L4Service]) -> anyhow::Result<ApplyReport> {
         self.tables.apply(&mut self.maps, services)
+    }
+
+    /// Attaches the uplink XDP program (`xdp_lb`: source-prefix deny, then
+    /// the external VIP balancer) to `iface`, in native (driver) mode when
+    /// the driver supports it, else generic mode (logged). Tunnelled packets
+    /// leave from `cfg.source` to `cfg.gateway_mac` (see
+    /// [`super::resolve_uplink`]). The program is not pinned: it detaches
+    /// when the daemon exits, and packets then reach the host stack as
+    /// before.
+    ///
+    /// Errors: unknown interface, the verifier or the driver refuses the
+    /// program, an uplink is already attached.
+    pub fn attach_uplink(&mut self, iface: &str, cfg: &UplinkConfig) -> anyhow::Result<()> {
+        use aya::programs::XdpMode;
+        if let Some(have) = &self.uplink {
+            bail!("the XDP uplink program is already attached to {have}");
+        }
+        xlb::configure_uplink(&mut self.ebpf, cfg)?;
+        let prog = xlb::load_xdp_lb(&mut self.ebpf)?;
+        if let Err(native) = prog.attach(iface, XdpMode::Driver) {
+            tracing::warn!(
+                uplink = iface,
+                "native XDP refused ({native}); using generic (skb) XDP, which is slower"
+            );
+            prog.attach(iface, XdpMode::Skb)
+                .with_context(|| format!("attaching xdp_lb to {iface}"))?;
+        }
+        self.uplink = Some(iface.to_string());
+        tracing::info!(uplink = iface, source = %cfg.source, "XDP uplink program attached");
+        Ok(())
+    }
+
+    /// Makes the XDP deny tries hold exactly `prefixes` (source prefixes of
+    /// AuthorizationPolicy DENY rules that depend on nothing else; the
+    /// policy layer picks them), each with its own drop counter. Dropped
+    /// only once [`Self::attach_uplink`] has attached the program.
+    ///
+    /// Errors: a bad prefix length (nothing changed), too many prefixes.
+    pub fn set_deny_sources(&mut self, prefixes: &[SourcePrefix]) -> anyhow::Result<DenyReport> {
+        self.deny.sync(prefixes)
+    }
+
+    /// Packets the XDP deny filter dropped, per prefix.
+    pub fn deny_drops(&self) -> Vec<(SourcePrefix, u64)> {
+        self.deny.drops()
+    }
+
+    /// Makes the XDP balancer's tables hold exactly `vips`; see
+    /// [`xlb::ExternalVips::apply`].
+    pub fn set_external_vips(&mut self, vips: &[ExternalVip]) -> anyhow::Result<XlbReport> {
+        self.external_vips.apply(&mut self.ebpf, vips)
+    }
+
+    /// The XDP balancer's counters summed over CPUs.
+    pub fn xlb_stats(&self) -> anyhow::Result<proxy_common::XlbStats> {
+        xlb::xlb_stats(&self.ebpf)
     }
 
     /// Number of services in the kernel tables.
@@ -319,8 +385,10 @@ impl Datapath {
             maps,
             links,
             pin_dir,
+            deny,
             ..
         } = self;
+        drop(deny);
         for l in links {
             // Unpinned and dropped: the last reference, so it detaches.
             let _ = l.unpin();

@@ -1,11 +1,7 @@
-//! Maglev lookup table population (Eisenbud et al., "Maglev: A Fast and
-//! Reliable Software Network Load Balancer", NSDI 2016, §3.4), with weights
-//! as Cilium applies them: a backend of weight `w` takes `w` turns per round.
-//!
-//! Every node builds the same table from the same backends: the
-//! permutations depend only on each backend's address, through a fixed
-//! (unseeded) hash, and backends are taken in a sorted order. No maintained
-//! Rust crate offers a stable-hash Maglev table builder, hence this module.
+//! Maglev lookup tables for the kernel's backend sets, built by the one
+//! Maglev implementation shared with the L7 balancer
+//! ([`proxy_common::maglev`]): weights as Cilium applies them, a backend
+//! keyed by its address's text so every node builds the same table.
 use std::net::SocketAddr;
 
 /// A table of `size` entries (a prime), each the index of a backend in
@@ -16,57 +12,14 @@ use std::net::SocketAddr;
 /// pointed at it plus a small fraction of the others (the paper's Fig. 12).
 pub fn table(backends: &[(SocketAddr, u32)], size: u32) -> Vec<u32> {
     assert!(!backends.is_empty(), "maglev table of no backends");
-    let m = size as u64;
     let perms: Vec<(u64, u64)> = backends
         .iter()
-        .map(|(addr, _)| {
-            let name = addr.to_string();
-            let offset = hash(OFFSET_SEED, name.as_bytes()) % m;
-            let skip = hash(SKIP_SEED, name.as_bytes()) % (m - 1) + 1;
-            (offset, skip)
-        })
+        .map(|(addr, _)| proxy_common::maglev::permutation(addr.to_string().as_bytes(), size))
         .collect();
     let mut next = vec![0u64; backends.len()];
     let mut entry = vec![u32::MAX; size as usize];
-    let mut filled = 0u64;
-    'rounds: loop {
-        for (i, &(offset, skip)) in perms.iter().enumerate() {
-            for _ in 0..backends[i].1.max(1) {
-                // Next preferred position of backend i still free.
-                let mut c = (offset + next[i] * skip) % m;
-                while entry[c as usize] != u32::MAX {
-                    next[i] += 1;
-                    c = (offset + next[i] * skip) % m;
-                }
-                entry[c as usize] = i as u32;
-                next[i] += 1;
-                filled += 1;
-                if filled == m {
-                    break 'rounds;
-                }
-            }
-        }
-    }
+    proxy_common::maglev::populate(&perms, |i| backends[i].1, &mut next, &mut entry);
     entry
-}
-
-const OFFSET_SEED: u64 = 0x6d61_676c_6576_0001;
-const SKIP_SEED: u64 = 0x6d61_676c_6576_0002;
-
-/// FNV-1a over `bytes` from a seeded basis, finished with MurmurHash3's
-/// `fmix64` so nearby addresses spread over the whole range. Stable across
-/// Rust versions and machines (unlike `std`'s `DefaultHasher`).
-fn hash(seed: u64, bytes: &[u8]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
 }
 
 #[cfg(test)]

@@ -24,14 +24,22 @@ mod maps;
 mod orig_dst;
 mod slots;
 mod tables;
+mod uplink;
 mod xdp;
+mod xlb;
 
 pub use bpffs::{ensure_mounted as ensure_bpffs, is_bpffs, DEFAULT_BPFFS};
 pub use loader::{remove_pins, Datapath, DatapathConfig, KernelEntries, ServiceCounters};
 pub use orig_dst::OriginalDestinations;
+pub use proxy_common::XlbStats;
 pub use strait_config::snapshot::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
 pub use tables::ApplyReport;
-pub use xdp::{deny_source, load_xdp_deny};
+pub use uplink::{parse_mac, resolve as resolve_uplink};
+pub use xdp::{deny_source, load_xdp_deny, DenyReport, DenyTries, SourcePrefix};
+pub use xlb::{
+    configure_uplink, load_xdp_drop, load_xdp_lb, xlb_stats, ExternalVip, ExternalVips,
+    UplinkConfig, XlbReport,
+};
 
 use anyhow::{bail, Context};
 use aya::Ebpf;
@@ -78,6 +86,12 @@ pub mod programs {
     ];
     /// XDP source-prefix deny filter.
     pub const XDP_DENY: &str = "xdp_deny";
+    /// The uplink program: deny filter, then the external VIP balancer.
+    pub const XDP_LB: &str = "xdp_lb";
+    /// Drops every packet (benchmark floor).
+    pub const XDP_DROP: &str = "xdp_drop";
+    /// Transmits every packet unchanged (benchmark floor of `XDP_TX`).
+    pub const XDP_TX: &str = "xdp_tx";
 }
 
 /// Parses and loads the embedded eBPF object into the kernel (maps created,

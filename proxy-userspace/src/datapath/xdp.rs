@@ -1,8 +1,20 @@
 //! The XDP deny filter from userspace: AuthorizationPolicy DENY source
-//! prefixes dropped at the driver, before any socket sees them.
-use anyhow::Context;
+//! prefixes dropped at the driver, before any socket sees them, IPv4 and
+//! IPv6, each prefix with its own drop counter.
+//!
+//! Which rules qualify (a DENY whose only condition is the source:
+//! `ipBlocks` / `remoteIpBlocks`) is the policy layer's decision; this
+//! module makes the kernel tries hold a given list of prefixes.
+use std::collections::{HashMap, HashSet};
+
+use proxy_common::{deny_mode, DenyConfig, DenyV4Key};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use anyhow::{bail, Context};
 use aya::{
-    maps::{lpm_trie::Key, LpmTrie},
+    maps::{
+        lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues,
+    },
     programs::Xdp,
     Ebpf,
 };
@@ -10,24 +22,242 @@ use aya::{
 /// Loads the XDP deny program of an object from [`super::load`] (not
 /// attached) and returns it, e.g. for `BPF_PROG_TEST_RUN`.
 pub fn load_xdp_deny(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
-    let prog: &mut Xdp = ebpf
-        .program_mut(super::programs::XDP_DENY)
-        .context("xdp_deny program missing from the eBPF object")?
-        .try_into()?;
-    prog.load()?;
-    Ok(prog)
+    super::xlb::load_xdp(ebpf, super::programs::XDP_DENY)
 }
 
-/// Adds an IPv4 source prefix (`addr`, `prefix_len` bits) with the id of
-/// the policy that denies it to the XDP deny list.
+/// Adds an IPv4 source prefix (`addr`, `prefix_len` bits) to the XDP deny
+/// list, its drops counted in `DENY_STATS[counter]`. Prefer
+/// [`sync_deny_sources`], which manages counters.
 pub fn deny_source(
     ebpf: &mut Ebpf,
     addr: std::net::Ipv4Addr,
     prefix_len: u32,
-    policy_id: u32,
+    counter: u32,
 ) -> anyhow::Result<()> {
     let mut trie: LpmTrie<_, u32, u32> =
         LpmTrie::try_from(ebpf.map_mut(proxy_common::DENY_V4).context("DENY_V4 map")?)?;
-    trie.insert(&Key::new(prefix_len, u32::from(addr).to_be()), policy_id, 0)?;
+    trie.insert(&Key::new(prefix_len, u32::from(addr).to_be()), counter, 0)?;
     Ok(())
+}
+
+/// A source prefix: address and prefix length. IPv4-mapped IPv6 prefixes
+/// (`::ffff:a.b.c.d/96+n`) are stored as IPv4 `/n`.
+pub type SourcePrefix = (IpAddr, u8);
+
+/// What [`sync_deny_sources`] left in the tries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DenyReport {
+    /// IPv4 prefixes in `DENY_V4`.
+    pub v4: usize,
+    /// IPv6 prefixes in `DENY_V6`.
+    pub v6: usize,
+}
+
+/// The prefix with host bits cleared, IPv4-mapped IPv6 made IPv4.
+///
+/// Errors: a prefix length over 32 (IPv4) or 128 (IPv6).
+fn normalise((addr, len): SourcePrefix) -> anyhow::Result<SourcePrefix> {
+    match addr {
+        IpAddr::V4(a) => {
+            if len > 32 {
+                bail!("deny prefix {a}/{len}: an IPv4 prefix length is at most 32");
+            }
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            Ok((IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask)), len))
+        }
+        IpAddr::V6(a) => {
+            if len > 128 {
+                bail!("deny prefix {a}/{len}: an IPv6 prefix length is at most 128");
+            }
+            if let (Some(v4), true) = (a.to_ipv4_mapped(), len >= 96) {
+                return normalise((IpAddr::V4(v4), len - 96));
+            }
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            Ok((IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask)), len))
+        }
+    }
+}
+
+/// The deny tries and their counters, taken out of a loaded object (the
+/// programs keep their references).
+///
+/// IPv4 prefixes are also kept by exact (length, address) in `DENY_V4_LEN`:
+/// with at most [`proxy_common::DENY_MAX_HASHED_LENGTHS`] distinct lengths
+/// the programs do one hash lookup per length instead of walking the trie
+/// (`DENY_CONFIG` says which).
+pub struct DenyTries {
+    v4: LpmTrie<MapData, u32, u32>,
+    v4_len: BpfHashMap<MapData, DenyV4Key, u32>,
+    v6: LpmTrie<MapData, [u8; 16], u32>,
+    config: Array<MapData, DenyConfig>,
+    stats: PerCpuArray<MapData, u64>,
+    counters: HashMap<SourcePrefix, u32>,
+}
+
+fn v4_len_key(a: Ipv4Addr, len: u8) -> DenyV4Key {
+    DenyV4Key {
+        prefix_len: len as u32,
+        addr: u32::from(a),
+    }
+}
+
+impl DenyTries {
+    /// Takes `DENY_V4`, `DENY_V6` and `DENY_STATS` out of `ebpf` (after
+    /// loading the programs that use them).
+    pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .with_context(|| format!("map {name} missing from the eBPF object"))
+        };
+        Ok(Self {
+            v4: LpmTrie::try_from(take(proxy_common::DENY_V4)?)?,
+            v4_len: BpfHashMap::try_from(take(proxy_common::DENY_V4_LEN)?)?,
+            v6: LpmTrie::try_from(take(proxy_common::DENY_V6)?)?,
+            config: Array::try_from(take(proxy_common::DENY_CONFIG)?)?,
+            stats: PerCpuArray::try_from(take(proxy_common::DENY_STATS)?)?,
+            counters: HashMap::new(),
+        })
+    }
+
+    /// Makes the tries hold exactly `prefixes` (host bits cleared,
+    /// duplicates merged): new ones get a zeroed drop counter, gone ones
+    /// are removed, kept ones keep their counts. Takes effect for the next
+    /// packet.
+    ///
+    /// Errors: a bad prefix length (nothing is changed), more than
+    /// `MAX_DENY_PREFIXES` prefixes, a map update refused.
+    pub fn sync(&mut self, prefixes: &[SourcePrefix]) -> anyhow::Result<DenyReport> {
+        let want: HashSet<SourcePrefix> = prefixes
+            .iter()
+            .map(|p| normalise(*p))
+            .collect::<anyhow::Result<_>>()?;
+        if want.len() > proxy_common::MAX_DENY_PREFIXES as usize {
+            bail!(
+                "{} deny prefixes exceed the XDP tries' {}",
+                want.len(),
+                proxy_common::MAX_DENY_PREFIXES
+            );
+        }
+        let gone: Vec<SourcePrefix> = self
+            .counters
+            .keys()
+            .filter(|p| !want.contains(p))
+            .copied()
+            .collect();
+        for p in gone {
+            match p {
+                (IpAddr::V4(a), len) => {
+                    let _ = self.v4.remove(&Key::new(len as u32, u32::from(a).to_be()));
+                    let _ = self.v4_len.remove(&v4_len_key(a, len));
+                }
+                (IpAddr::V6(a), len) => {
+                    let _ = self.v6.remove(&Key::new(len as u32, a.octets()));
+                }
+            }
+            self.counters.remove(&p);
+        }
+        let used: HashSet<u32> = self.counters.values().copied().collect();
+        let mut free = (0..proxy_common::MAX_DENY_PREFIXES).filter(|i| !used.contains(i));
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+        let mut new: Vec<SourcePrefix> = want
+            .iter()
+            .filter(|p| !self.counters.contains_key(p))
+            .copied()
+            .collect();
+        new.sort();
+        for p in new {
+            let i = free.next().context("DENY_STATS is full")?;
+            self.stats
+                .set(i, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+            match p {
+                (IpAddr::V4(a), len) => {
+                    self.v4
+                        .insert(&Key::new(len as u32, u32::from(a).to_be()), i, 0)
+                        .context("DENY_V4 is full")?;
+                    self.v4_len
+                        .insert(v4_len_key(a, len), i, 0)
+                        .context("DENY_V4_LEN is full")?;
+                }
+                (IpAddr::V6(a), len) => self
+                    .v6
+                    .insert(&Key::new(len as u32, a.octets()), i, 0)
+                    .context("DENY_V6 is full")?,
+            }
+            self.counters.insert(p, i);
+        }
+        // Entries first, then the lookup mode that may use them.
+        let v4_lengths = self
+            .counters
+            .keys()
+            .filter(|p| p.0.is_ipv4())
+            .fold(0u64, |bits, p| bits | 1 << p.1);
+        let v4_mode = match v4_lengths.count_ones() {
+            0 => deny_mode::EMPTY,
+            n if n <= proxy_common::DENY_MAX_HASHED_LENGTHS => deny_mode::BY_LENGTH,
+            _ => deny_mode::TRIE,
+        };
+        let v6_mode = if self.counters.keys().any(|p| p.0.is_ipv6()) {
+            deny_mode::TRIE
+        } else {
+            deny_mode::EMPTY
+        };
+        self.config.set(
+            0,
+            DenyConfig {
+                v4_lengths,
+                v4_mode,
+                v6_mode,
+            },
+            0,
+        )?;
+        Ok(DenyReport {
+            v4: self.counters.keys().filter(|p| p.0.is_ipv4()).count(),
+            v6: self.counters.keys().filter(|p| p.0.is_ipv6()).count(),
+        })
+    }
+
+    /// Packets dropped per prefix since it was added, summed over CPUs,
+    /// sorted by prefix.
+    pub fn drops(&self) -> Vec<(SourcePrefix, u64)> {
+        let mut out: Vec<(SourcePrefix, u64)> = self
+            .counters
+            .iter()
+            .map(|(p, i)| {
+                let n = self
+                    .stats
+                    .get(i, 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or_default();
+                (*p, n)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_normalised_and_checked() {
+        let p = |s: &str, l| (s.parse::<IpAddr>().unwrap(), l);
+        assert_eq!(normalise(p("192.0.2.77", 24)).unwrap(), p("192.0.2.0", 24));
+        assert_eq!(normalise(p("10.1.2.3", 0)).unwrap(), p("0.0.0.0", 0));
+        assert_eq!(
+            normalise(p("2001:db8::1", 32)).unwrap(),
+            p("2001:db8::", 32)
+        );
+        assert_eq!(
+            normalise(p("::ffff:192.0.2.9", 120)).unwrap(),
+            p("192.0.2.0", 24)
+        );
+        assert!(normalise(p("10.0.0.0", 33)).is_err());
+        assert!(normalise(p("::", 129)).is_err());
+    }
 }

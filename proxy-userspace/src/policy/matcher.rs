@@ -30,9 +30,13 @@ impl Tri {
             Tri::No
         }
     }
+}
+
+impl std::ops::Not for Tri {
+    type Output = Tri;
 
     /// Negation; `Unknown` stays `Unknown`.
-    pub fn not(self) -> Self {
+    fn not(self) -> Tri {
         match self {
             Tri::Yes => Tri::No,
             Tri::No => Tri::Yes,

@@ -97,7 +97,7 @@ fn allowed(s: &PolicySet, r: &Req) -> bool {
         dest_port: r.port,
         sni: None,
         peer: None,
-        http: r.http.then(|| HttpAttrs {
+        http: r.http.then_some(HttpAttrs {
             method: r.method,
             path: r.path,
             host: r.host,

@@ -189,10 +189,295 @@ impl fmt::Display for AccessLogRecord {
     }
 }
 
+/// One Envoy format operator Strait can fill from an [`AccessLogRecord`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Op {
+    StartTime,
+    Method,
+    Path,
+    Protocol,
+    ResponseCode,
+    ResponseFlags,
+    ResponseCodeDetails,
+    ConnectionTerminationDetails,
+    UpstreamTransportFailureReason,
+    BytesReceived,
+    BytesSent,
+    Duration,
+    UpstreamServiceTime,
+    XForwardedFor,
+    UserAgent,
+    RequestId,
+    Authority,
+    UpstreamHost,
+    UpstreamCluster,
+    UpstreamLocalAddress,
+    DownstreamLocalAddress,
+    DownstreamRemoteAddress,
+    RequestedServerName,
+    RouteName,
+}
+
+impl Op {
+    /// `%NAME%` or `%NAME(ARG)%` (`%REQ(X?Y)%` takes the first header the
+    /// record has); `Err` names what Strait cannot log.
+    fn parse(op: &str) -> Result<Op, String> {
+        let (name, arg) = match op.split_once('(') {
+            Some((n, rest)) => {
+                let arg = rest.split(')').next().unwrap_or("");
+                (n, Some(arg.to_ascii_lowercase()))
+            }
+            None => (op, None),
+        };
+        Ok(match (name, arg.as_deref()) {
+            ("START_TIME", _) => Op::StartTime,
+            ("PROTOCOL", None) => Op::Protocol,
+            ("RESPONSE_CODE", None) => Op::ResponseCode,
+            ("RESPONSE_FLAGS", None) => Op::ResponseFlags,
+            ("RESPONSE_CODE_DETAILS", None) => Op::ResponseCodeDetails,
+            ("CONNECTION_TERMINATION_DETAILS", None) => Op::ConnectionTerminationDetails,
+            ("UPSTREAM_TRANSPORT_FAILURE_REASON", None) => Op::UpstreamTransportFailureReason,
+            ("BYTES_RECEIVED", None) => Op::BytesReceived,
+            ("BYTES_SENT", None) => Op::BytesSent,
+            ("DURATION", None) => Op::Duration,
+            ("UPSTREAM_HOST", None) => Op::UpstreamHost,
+            ("UPSTREAM_CLUSTER", None) => Op::UpstreamCluster,
+            ("UPSTREAM_LOCAL_ADDRESS", None) => Op::UpstreamLocalAddress,
+            ("DOWNSTREAM_LOCAL_ADDRESS", None) => Op::DownstreamLocalAddress,
+            ("DOWNSTREAM_REMOTE_ADDRESS", None) => Op::DownstreamRemoteAddress,
+            ("REQUESTED_SERVER_NAME", None) => Op::RequestedServerName,
+            ("ROUTE_NAME", None) => Op::RouteName,
+            ("RESP", Some("x-envoy-upstream-service-time")) => Op::UpstreamServiceTime,
+            ("REQ", Some(h)) => match h.split('?').next().unwrap_or(h) {
+                ":method" => Op::Method,
+                ":path" | "x-envoy-original-path" => Op::Path,
+                ":authority" | "host" => Op::Authority,
+                "user-agent" => Op::UserAgent,
+                "x-forwarded-for" => Op::XForwardedFor,
+                "x-request-id" => Op::RequestId,
+                other => return Err(format!("request header {other} is not recorded by Strait")),
+            },
+            _ => return Err(format!("operator %{op}% is not supported by Strait")),
+        })
+    }
+
+    fn value(&self, r: &AccessLogRecord) -> Option<String> {
+        fn s<T: ToString>(v: &Option<T>) -> Option<String> {
+            v.as_ref().map(ToString::to_string)
+        }
+        match self {
+            Op::StartTime => r.start_time.map(format_start_time),
+            Op::Method => s(&r.method),
+            Op::Path => r.path.clone(),
+            Op::Protocol => r.protocol.map(str::to_string),
+            Op::ResponseCode => Some(r.response_code.to_string()),
+            Op::ResponseFlags => Some(r.response_flags.to_string()),
+            Op::ResponseCodeDetails => s(&r.response_code_details),
+            Op::ConnectionTerminationDetails => None,
+            Op::UpstreamTransportFailureReason => r.upstream_transport_failure_reason.clone(),
+            Op::BytesReceived => Some(r.bytes_received.to_string()),
+            Op::BytesSent => Some(r.bytes_sent.to_string()),
+            Op::Duration => Some(r.duration_ms.to_string()),
+            Op::UpstreamServiceTime => s(&r.upstream_service_time_ms),
+            Op::XForwardedFor => r.x_forwarded_for.clone(),
+            Op::UserAgent => r.user_agent.clone(),
+            Op::RequestId => r.request_id.clone(),
+            Op::Authority => r.authority.clone(),
+            Op::UpstreamHost => s(&r.upstream_host),
+            Op::UpstreamCluster => s(&r.upstream_cluster),
+            Op::UpstreamLocalAddress => s(&r.upstream_local_address),
+            Op::DownstreamLocalAddress => s(&r.downstream_local_address),
+            Op::DownstreamRemoteAddress => s(&r.downstream_remote_address),
+            Op::RequestedServerName => r.requested_server_name.clone(),
+            Op::RouteName => s(&r.route_name),
+        }
+    }
+
+    /// JSON value: numbers for counts and codes, strings else, `null` when unset.
+    fn json(&self, r: &AccessLogRecord) -> serde_json::Value {
+        use serde_json::Value;
+        match self {
+            Op::ResponseCode => Value::from(r.response_code),
+            Op::BytesReceived => Value::from(r.bytes_received),
+            Op::BytesSent => Value::from(r.bytes_sent),
+            Op::Duration => Value::from(r.duration_ms),
+            Op::UpstreamServiceTime => r.upstream_service_time_ms.map_or(Value::Null, Value::from),
+            _ => self.value(r).map_or(Value::Null, Value::String),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Op(Op),
+}
+
+fn parse_pieces(format: &str) -> Result<Vec<Piece>, String> {
+    let mut out = Vec::new();
+    let mut rest = format;
+    while let Some(i) = rest.find('%') {
+        if i > 0 {
+            out.push(Piece::Text(rest[..i].to_string()));
+        }
+        let after = &rest[i + 1..];
+        let Some(j) = after.find('%') else {
+            return Err(format!("unterminated operator in {format:?}"));
+        };
+        out.push(Piece::Op(Op::parse(&after[..j])?));
+        rest = &after[j + 1..];
+    }
+    if !rest.is_empty() {
+        out.push(Piece::Text(rest.to_string()));
+    }
+    Ok(out)
+}
+
+/// How access-log lines are written: MeshConfig `accessLogEncoding` and
+/// `accessLogFormat` (Envoy's format operators, those Strait records:
+/// `%START_TIME%`, `%REQ(:METHOD)%`, `%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%`,
+/// `%PROTOCOL%`, `%RESPONSE_CODE%`, `%RESPONSE_FLAGS%`,
+/// `%RESPONSE_CODE_DETAILS%`, `%CONNECTION_TERMINATION_DETAILS%`,
+/// `%UPSTREAM_TRANSPORT_FAILURE_REASON%`, `%BYTES_RECEIVED%`, `%BYTES_SENT%`,
+/// `%DURATION%`, `%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%`,
+/// `%REQ(X-FORWARDED-FOR)%`, `%REQ(USER-AGENT)%`, `%REQ(X-REQUEST-ID)%`,
+/// `%REQ(:AUTHORITY)%`, `%UPSTREAM_HOST%`, `%UPSTREAM_CLUSTER%`,
+/// `%UPSTREAM_LOCAL_ADDRESS%`, `%DOWNSTREAM_LOCAL_ADDRESS%`,
+/// `%DOWNSTREAM_REMOTE_ADDRESS%`, `%REQUESTED_SERVER_NAME%`,
+/// `%ROUTE_NAME%`). Empty format: Istio's default line (TEXT) or Istio's
+/// default JSON object (JSON, its keys as Istio names them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogFormat(Format);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Format {
+    /// Istio's default text line ([`AccessLogRecord`]'s `Display`).
+    DefaultText,
+    /// A text format string.
+    Text(Vec<Piece>),
+    /// JSON: key → format (Istio's default keys when no format was given).
+    Json(Vec<(String, Vec<Piece>)>),
+}
+
+/// Istio's default JSON access-log keys and their operators.
+const DEFAULT_JSON: &[(&str, &str)] = &[
+    ("start_time", "%START_TIME%"),
+    ("method", "%REQ(:METHOD)%"),
+    ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+    ("protocol", "%PROTOCOL%"),
+    ("response_code", "%RESPONSE_CODE%"),
+    ("response_flags", "%RESPONSE_FLAGS%"),
+    ("response_code_details", "%RESPONSE_CODE_DETAILS%"),
+    ("connection_termination_details", "%CONNECTION_TERMINATION_DETAILS%"),
+    ("upstream_transport_failure_reason", "%UPSTREAM_TRANSPORT_FAILURE_REASON%"),
+    ("bytes_received", "%BYTES_RECEIVED%"),
+    ("bytes_sent", "%BYTES_SENT%"),
+    ("duration", "%DURATION%"),
+    ("upstream_service_time", "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%"),
+    ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"),
+    ("user_agent", "%REQ(USER-AGENT)%"),
+    ("request_id", "%REQ(X-REQUEST-ID)%"),
+    ("authority", "%REQ(:AUTHORITY)%"),
+    ("upstream_host", "%UPSTREAM_HOST%"),
+    ("upstream_cluster", "%UPSTREAM_CLUSTER%"),
+    ("upstream_local_address", "%UPSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_local_address", "%DOWNSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_remote_address", "%DOWNSTREAM_REMOTE_ADDRESS%"),
+    ("requested_server_name", "%REQUESTED_SERVER_NAME%"),
+    ("route_name", "%ROUTE_NAME%"),
+];
+
+impl LogFormat {
+    /// From MeshConfig `accessLogEncoding` (`json`) and `accessLogFormat`.
+    /// A JSON format is a JSON object of key → format string. `Err` says
+    /// which operator or header Strait cannot log.
+    pub fn new(json: bool, format: &str) -> Result<LogFormat, String> {
+        let format = format.trim_end_matches('\n');
+        let f = match (json, format.trim().is_empty()) {
+            (false, true) => Ok(Format::DefaultText),
+            (false, false) => parse_pieces(format).map(Format::Text),
+            (true, true) => Ok(Format::Json(
+                DEFAULT_JSON
+                    .iter()
+                    .map(|(k, f)| Ok((k.to_string(), parse_pieces(f)?)))
+                    .collect::<Result<_, String>>()?,
+            )),
+            (true, false) => {
+                let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(format)
+                    .map_err(|e| format!("JSON accessLogFormat is not a JSON object: {e}"))?;
+                obj.into_iter()
+                    .map(|(k, v)| {
+                        let f = v.as_str().ok_or_else(|| format!("JSON accessLogFormat key {k:?}: not a string"))?;
+                        Ok((k, parse_pieces(f)?))
+                    })
+                    .collect::<Result<_, String>>()
+                    .map(Format::Json)
+            }
+        };
+        f.map(LogFormat)
+    }
+
+    /// One line (without the newline).
+    pub fn render(&self, r: &AccessLogRecord) -> String {
+        fn text(pieces: &[Piece], r: &AccessLogRecord) -> String {
+            let mut out = String::new();
+            for p in pieces {
+                match p {
+                    Piece::Text(t) => out.push_str(t),
+                    Piece::Op(op) => out.push_str(op.value(r).as_deref().unwrap_or("-")),
+                }
+            }
+            out
+        }
+        match &self.0 {
+            Format::DefaultText => r.to_string(),
+            Format::Text(pieces) => text(pieces, r),
+            Format::Json(fields) => {
+                let mut m = serde_json::Map::new();
+                for (k, pieces) in fields {
+                    let v = match pieces.as_slice() {
+                        [Piece::Op(op)] => op.json(r),
+                        _ => serde_json::Value::String(text(pieces, r)),
+                    };
+                    m.insert(k.clone(), v);
+                }
+                serde_json::Value::Object(m).to_string()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn mesh_config_formats() {
+        let r = AccessLogRecord {
+            method: Some(http::Method::GET),
+            path: Some("/p".into()),
+            response_code: 503,
+            response_flags: ResponseFlags::NO_HEALTHY_UPSTREAM,
+            upstream_cluster: Some("c".into()),
+            duration_ms: 7,
+            ..Default::default()
+        };
+        let t = LogFormat::new(false, "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_HOST% [%DURATION%]\n").unwrap();
+        assert_eq!(t.render(&r), "GET /p 503 UH - [7]");
+        let j = LogFormat::new(true, "").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&j.render(&r)).unwrap();
+        assert_eq!(v["method"], "GET");
+        assert_eq!(v["response_code"], 503);
+        assert_eq!(v["response_flags"], "UH");
+        assert_eq!(v["upstream_host"], serde_json::Value::Null);
+        assert_eq!(v.as_object().unwrap().len(), DEFAULT_JSON.len());
+        let j = LogFormat::new(true, r#"{"code": "%RESPONSE_CODE%", "what": "%REQ(:METHOD)% on %UPSTREAM_CLUSTER%"}"#).unwrap();
+        assert_eq!(j.render(&r), r#"{"code":503,"what":"GET on c"}"#);
+        assert!(LogFormat::new(false, "%REQ(X-B3-TRACEID)%").unwrap_err().contains("x-b3-traceid"));
+        assert!(LogFormat::new(false, "%DYNAMIC_METADATA(x)%").is_err());
+        assert_eq!(LogFormat::new(false, "").unwrap().0, Format::DefaultText);
+    }
 
     #[test]
     fn formats_like_envoy() {

@@ -37,7 +37,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
-pub use access_log::{AccessLogRecord, AccessLogSink, NoAccessLog, StdoutAccessLog};
+pub use access_log::{AccessLogRecord, AccessLogSink, LogFormat, NoAccessLog, StdoutAccessLog};
 pub use flags::ResponseFlags;
 pub use http::normalize::PathNormalization;
 pub use orig_dst::{FixedDestination, OriginalDst, StaticOriginalDst};

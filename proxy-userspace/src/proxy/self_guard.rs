@@ -1,15 +1,20 @@
-//! Never connect to this node's own listeners: a guard at upstream connect
-//! time, behind config validation (which rejects loopback, link-local and
-//! node-address endpoints, `strait_config::validate::special_ip`). An
-//! endpoint that still names the daemon's admin or outbound listener (a DNS
-//! name resolving to `127.0.0.1`, a node address missed at startup) gets
-//! `503` with Envoy's `UF` flag and a transport failure reason, instead of
-//! letting a pod read the admin API through the proxy.
+//! Never connect to the node itself: a guard at upstream connect time,
+//! set by the daemon (`strait run`; without [`set`] nothing is refused).
+//! Config validation rejects loopback, link-local and node-address
+//! endpoints in Kubernetes kinds (`strait_config::validate::special_ip`)
+//! and warns about them in ServiceEntry/WorkloadEntry, which Istio accepts.
+//! Whatever gets through — such an entry, a DNS name resolving to
+//! `127.0.0.1`, a node address missed at startup — is refused here: any
+//! loopback, link-local or unspecified address, and the daemon's own
+//! listeners on the node's addresses. The request gets `503` with Envoy's
+//! `UF` flag and a transport failure reason, instead of a pod reading the
+//! admin API, the kubelet or a metadata server through the proxy.
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 
 /// The transport failure reason logged for a refused connect.
-pub const REFUSED: &str = "refused: the endpoint is this node's own proxy or admin listener";
+pub const REFUSED: &str =
+    "refused: the endpoint is this node's own listener or a loopback, link-local or unspecified address";
 
 struct SelfAddrs {
     listeners: Vec<SocketAddr>,
@@ -32,9 +37,21 @@ pub fn is_self(addr: SocketAddr) -> bool {
     SELF.get().is_some_and(|s| reaches(s, addr))
 }
 
+/// Addresses that only ever reach the node itself when the daemon (in the
+/// node's network namespace) connects: loopback, link-local (cloud
+/// metadata servers live there), unspecified. Istio accepts them in
+/// ServiceEntry/WorkloadEntry endpoints; a pod's traffic is never sent there.
+fn node_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unicast_link_local() || v6.is_unspecified(),
+    }
+}
+
 fn reaches(s: &SelfAddrs, addr: SocketAddr) -> bool {
     let ip = addr.ip().to_canonical();
-    s.listeners.iter().any(|l| {
+    node_local(ip)
+        || s.listeners.iter().any(|l| {
         let lip = l.ip().to_canonical();
         l.port() == addr.port()
             && (ip == lip
@@ -66,7 +83,12 @@ mod tests {
         ] {
             assert!(reaches(&s, hit.parse().unwrap()), "{hit}");
         }
-        for miss in ["10.244.0.1:15000", "10.244.0.7:15001", "127.0.0.1:8080"] {
+        // Loopback, link-local and unspecified on any port: the node's own
+        // services (kubelet, metadata servers).
+        for hit in ["127.0.0.1:8080", "127.0.0.2:80", "169.254.169.254:80", "[::1]:10248"] {
+            assert!(reaches(&s, hit.parse().unwrap()), "{hit}");
+        }
+        for miss in ["10.244.0.1:15000", "10.244.0.7:15001", "10.96.0.10:80"] {
             assert!(!reaches(&s, miss.parse().unwrap()), "{miss}");
         }
     }

@@ -81,7 +81,14 @@ pub struct Table {
     /// Security policies of this node's workloads (`None`: none apply,
     /// and requests pay one pointer check). Built with the table.
     pub policy: Option<Arc<crate::policy::PolicyTable>>,
+    /// MeshConfig `outboundTrafficPolicy.mode: REGISTRY_ONLY`: destinations
+    /// the mesh does not know go to Envoy's `BlackHoleCluster` instead (HTTP:
+    /// 502 from Istio's block-all route; TCP: the connection is closed).
+    pub registry_only: bool,
 }
+
+/// Envoy's name for the cluster of blocked destinations.
+pub const BLACK_HOLE_CLUSTER: &str = "BlackHoleCluster";
 
 impl Default for Table {
     fn default() -> Self {
@@ -91,6 +98,7 @@ impl Default for Table {
             workloads: HashMap::new(),
             passthrough: Arc::new(passthrough_cluster()),
             policy: None,
+            registry_only: false,
         }
     }
 }

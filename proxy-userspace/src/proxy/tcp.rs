@@ -35,6 +35,12 @@ pub async fn proxy(
     };
     let svc = table.service(dst);
     let cluster: Arc<Cluster> = match svc {
+        None if table.registry_only => {
+            // REGISTRY_ONLY: Envoy's BlackHoleCluster closes the connection.
+            rec.upstream_cluster = Some(super::table::BLACK_HOLE_CLUSTER.into());
+            finish(&shared, rec, start);
+            return;
+        }
         None => table.passthrough.clone(),
         Some(svc) => {
             rec.destination_service = Some(svc.host.clone());

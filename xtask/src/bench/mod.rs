@@ -17,6 +17,7 @@ mod procs;
 mod report;
 mod rounds;
 mod stats;
+mod xdp;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +37,10 @@ pub enum Suite {
     L7,
     /// Config compile time and memory at 10,000 services.
     Config,
-    /// All of the above (not `policy`).
+    /// XDP programs through BPF_PROG_TEST_RUN: load balancer, deny, floors
+    /// (writes only its own section of results.md).
+    Xdp,
+    /// All of the above (not `policy`; `xdp` runs at the end).
     All,
     /// CPU per request of the security-policy check (in process; writes
     /// only its own section of bench/results.md).
@@ -99,6 +103,9 @@ impl Drop for TmpDir {
 pub const HTTP_BACKEND_PORT: u16 = 8090;
 
 pub fn run(suite: Suite, quick: bool) -> anyhow::Result<()> {
+    if suite == Suite::Xdp {
+        return xdp::run(quick);
+    }
     if suite == Suite::Policy {
         return policy_case::run(quick);
     }
@@ -209,6 +216,12 @@ pub fn run(suite: Suite, quick: bool) -> anyhow::Result<()> {
     report::write(&dir, &machine, &header, &sections)?;
     step(&format!("wrote {}", dir.join("results.md").display()));
     drop(env);
+    if suite == Suite::All {
+        if let Err(e) = xdp::run(quick) {
+            eprintln!("error: XDP case failed: {e:#}");
+            failed.push("XDP");
+        }
+    }
     if !failed.is_empty() {
         anyhow::bail!("cases failed: {}", failed.join(", "));
     }

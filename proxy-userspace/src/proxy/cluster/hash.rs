@@ -47,40 +47,22 @@ impl HashTable {
         Self::Ring(ring)
     }
 
-    /// Maglev table of `size` entries (should be prime), Maglev paper §3.4.
+    /// Maglev table of `size` entries (should be prime), Maglev paper §3.4,
+    /// from [`proxy_common::maglev`] (the builder the kernel tables use).
     pub fn maglev(eps: &[Arc<Endpoint>], size: usize) -> Self {
         let n = eps.len();
         if n == 0 || size == 0 {
             return Self::Maglev(Vec::new());
         }
+        // The one Maglev builder, shared with the kernel tables.
+        let size = size.min(u32::MAX as usize) as u32;
         let perms: Vec<(u64, u64)> = eps
             .iter()
-            .map(|e| {
-                let name = e.addr.to_string();
-                let offset = fnv1a(name.as_bytes()) % size as u64;
-                let skip = fnv1a(format!("{name}#skip").as_bytes()) % (size as u64 - 1).max(1) + 1;
-                (offset, skip)
-            })
+            .map(|e| proxy_common::maglev::permutation(e.addr.to_string().as_bytes(), size))
             .collect();
         let mut next = vec![0u64; n];
-        let mut table = vec![u32::MAX; size];
-        let mut filled = 0;
-        'outer: loop {
-            for i in 0..n {
-                let (offset, skip) = perms[i];
-                let mut c = ((offset + next[i] * skip) % size as u64) as usize;
-                while table[c] != u32::MAX {
-                    next[i] += 1;
-                    c = ((offset + next[i] * skip) % size as u64) as usize;
-                }
-                table[c] = i as u32;
-                next[i] += 1;
-                filled += 1;
-                if filled == size {
-                    break 'outer;
-                }
-            }
-        }
+        let mut table = vec![u32::MAX; size as usize];
+        proxy_common::maglev::populate(&perms, |_| 1, &mut next, &mut table);
         Self::Maglev(table)
     }
 

@@ -85,6 +85,8 @@ pub fn compile(s: &snap::MeshSnapshot) -> Result<Table, CompileError> {
         workloads,
         passthrough: Arc::new(passthrough_cluster()),
         policy: None,
+        registry_only: s.mesh.outbound_traffic_policy.mode
+            == strait_config::mesh::OutboundMode::RegistryOnly,
     })
 }
 

@@ -218,6 +218,7 @@ pub async fn serve(info: Arc<ConnInfo>, mut stream: TcpStream) -> Handoff {
         let (parts, mut body) = resp.into_parts();
         // Head.
         wbuf.clear();
+        wbuf.reserve(4 * 1024);
         let no_body = head_request
             || parts.status.is_informational()
             || parts.status == StatusCode::NO_CONTENT
@@ -288,12 +289,21 @@ pub async fn serve(info: Arc<ConnInfo>, mut stream: TcpStream) -> Handoff {
             return Handoff::Done;
         }
         clock.request_done();
+        if buf.is_empty() {
+            // Nothing pipelined: give both buffers back while the client
+            // thinks (nginx frees its keep-alive buffers the same way), so
+            // idle connections hold none; the next request takes them from
+            // the allocator's thread-local free list.
+            buf = BytesMut::new();
+            wbuf = Vec::new();
+        }
     }
 }
 
-/// After this long without a request, an idle connection gives its read
-/// and write buffers back (12 KiB per connection), and takes new ones when
-/// bytes arrive.
+/// A connection that has not sent its first request after this long gives
+/// its first read and write buffers back (12 KiB); later, buffers are
+/// given back after every response with nothing pipelined behind it, and
+/// taken again when bytes arrive.
 const BUFFER_RELEASE: Duration = Duration::from_secs(5);
 
 /// What the connection waits for.

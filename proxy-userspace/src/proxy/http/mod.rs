@@ -203,6 +203,13 @@ where
         return (local_reply(StatusCode::NOT_FOUND, "", grpc), no_hold());
     }
     let Some(svc) = table.service(conn.dst) else {
+        if table.registry_only {
+            // REGISTRY_ONLY: Istio's block-all route, a 502 direct response
+            // on the BlackHoleCluster.
+            rec.upstream_cluster = Some(super::table::BLACK_HOLE_CLUSTER.into());
+            rec.response_code_details = Some("direct_response");
+            return (local_reply(StatusCode::BAD_GATEWAY, "", grpc), no_hold());
+        }
         // Unknown destination: Envoy's PassthroughCluster.
         let policy = RetryPolicy::default();
         let http2 = parts.version == Version::HTTP_2;

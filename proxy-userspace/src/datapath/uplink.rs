@@ -1,0 +1,145 @@
+//! The node uplink: resolving what the XDP balancer needs to know about it
+//! (its IPv4 address, the gateway's MAC) from the kernel's tables.
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Context};
+
+use super::xlb::UplinkConfig;
+
+/// `source` and `gateway_mac` for `iface`, each taken from the argument
+/// when given, else resolved: the interface's first IPv4 address
+/// (`getifaddrs`), and the MAC of the gateway of the interface's default
+/// route (`/proc/net/route`) from the neighbour table (`/proc/net/arp`).
+///
+/// Errors: the interface has no IPv4 address, no default route, or the
+/// gateway has no resolved neighbour entry (ping it, or pass the MAC).
+pub fn resolve(
+    iface: &str,
+    source: Option<Ipv4Addr>,
+    gateway_mac: Option<[u8; 6]>,
+) -> anyhow::Result<UplinkConfig> {
+    let source = match source {
+        Some(s) => s,
+        None => interface_ipv4(iface)?,
+    };
+    let gateway_mac = match gateway_mac {
+        Some(m) => m,
+        None => {
+            let route =
+                std::fs::read_to_string("/proc/net/route").context("reading /proc/net/route")?;
+            let gw = default_gateway(&route, iface).with_context(|| {
+                format!("{iface} has no default route: pass the gateway MAC (--xdp-gateway-mac)")
+            })?;
+            let arp = std::fs::read_to_string("/proc/net/arp").context("reading /proc/net/arp")?;
+            neighbour_mac(&arp, gw, iface).with_context(|| {
+                format!(
+                    "no neighbour entry for the gateway {gw} on {iface}: pass --xdp-gateway-mac"
+                )
+            })?
+        }
+    };
+    Ok(UplinkConfig {
+        source,
+        gateway_mac,
+    })
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        bail!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)");
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16)
+            .with_context(|| format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))?;
+    }
+    Ok(mac)
+}
+
+fn interface_ipv4(iface: &str) -> anyhow::Result<Ipv4Addr> {
+    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we free below.
+    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getifaddrs");
+    }
+    let mut found = None;
+    let mut p = addrs;
+    while !p.is_null() {
+        // SAFETY: p is a node of the list getifaddrs returned.
+        let a = unsafe { &*p };
+        // SAFETY: ifa_name is a NUL-terminated string.
+        let name = unsafe { std::ffi::CStr::from_ptr(a.ifa_name) };
+        if name.to_bytes() == iface.as_bytes() && !a.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points at a sockaddr of its family.
+            let family = unsafe { (*a.ifa_addr).sa_family } as i32;
+            if family == libc::AF_INET {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let sin = unsafe { &*(a.ifa_addr as *const libc::sockaddr_in) };
+                found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                break;
+            }
+        }
+        p = a.ifa_next;
+    }
+    // SAFETY: frees the list getifaddrs allocated.
+    unsafe { libc::freeifaddrs(addrs) };
+    found.with_context(|| format!("{iface} has no IPv4 address: pass --xdp-source"))
+}
+
+/// The gateway of `iface`'s default route in `/proc/net/route` text.
+fn default_gateway(route: &str, iface: &str) -> Option<Ipv4Addr> {
+    route.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 3 || f[0] != iface || f[1] != "00000000" {
+            return None;
+        }
+        // Hex of the address as stored in memory (network order), printed
+        // as a host-order (little-endian) number.
+        let g = u32::from_str_radix(f[2], 16).ok()?;
+        (g != 0).then(|| Ipv4Addr::from(g.to_le_bytes()))
+    })
+}
+
+/// The MAC of `ip` on `iface` in `/proc/net/arp` text (complete entries).
+fn neighbour_mac(arp: &str, ip: Ipv4Addr, iface: &str) -> Option<[u8; 6]> {
+    arp.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // IP, HW type, flags (0x2 = complete), MAC, mask, device.
+        if f.len() < 6 || f[0] != ip.to_string() || f[5] != iface || f[2] == "0x0" {
+            return None;
+        }
+        parse_mac(f[3]).ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_and_its_mac_are_read_from_proc_tables() {
+        let route =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                     eth1\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                     eth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                     eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
+        assert_eq!(
+            default_gateway(route, "eth0"),
+            Some(Ipv4Addr::new(10, 0, 0, 1))
+        );
+        assert_eq!(default_gateway(route, "eth2"), None);
+        let arp =
+            "IP address       HW type     Flags       HW address            Mask     Device\n\
+                   10.0.0.1         0x1         0x0         00:00:00:00:00:00     *        eth0\n\
+                   10.0.0.1         0x1         0x2         02:42:ac:11:00:01     *        eth0\n";
+        assert_eq!(
+            neighbour_mac(arp, Ipv4Addr::new(10, 0, 0, 1), "eth0"),
+            Some([2, 0x42, 0xac, 0x11, 0, 1])
+        );
+        assert_eq!(neighbour_mac(arp, Ipv4Addr::new(10, 0, 0, 2), "eth0"), None);
+        assert!(parse_mac("02:42:ac:11:00").is_err());
+        assert!(parse_mac("zz:42:ac:11:00:01").is_err());
+    }
+}

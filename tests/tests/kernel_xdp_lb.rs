@@ -1,0 +1,565 @@
+//! Tier 2: the XDP external-VIP load balancer (`xdp_lb`) through
+//! BPF_PROG_TEST_RUN on packet fixtures, with exact output bytes (outer
+//! IPIP header, checksum, TTL), malformed and truncated packets, and
+//! random mutations that must never pass a VIP packet unbalanced.
+use std::net::Ipv4Addr;
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig};
+use strait_tests::privileged;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+const VIP: [u8; 4] = [198, 51, 100, 10];
+const LB_SRC: [u8; 4] = [10, 0, 0, 1];
+const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
+const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+/// Internet checksum of `bytes` (RFC 1071), computed here independently of
+/// the program.
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in bytes.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An IPv4 header (no options) with a correct checksum.
+fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload_len: usize, frags: u16) -> Vec<u8> {
+    let tot = (20 + payload_len) as u16;
+    let mut h = vec![0x45, 0, (tot >> 8) as u8, tot as u8, 0x12, 0x34];
+    h.extend_from_slice(&frags.to_be_bytes());
+    h.extend_from_slice(&[61, proto, 0, 0]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    let c = checksum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h
+}
+
+fn eth(ether_type: [u8; 2]) -> Vec<u8> {
+    let mut f = DST_MAC.to_vec();
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&ether_type);
+    f
+}
+
+/// A TCP segment header with `flags` (SYN = 0x02, ACK = 0x10) and payload.
+fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    t
+}
+
+fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let len = (8 + payload.len()) as u16;
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&len.to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    u
+}
+
+/// Ethernet + IPv4 + `l4` from `src` to `dst`.
+fn frame(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut f = eth([0x08, 0x00]);
+    f.extend(ipv4(src, dst, proto, l4.len(), 0));
+    f.extend_from_slice(l4);
+    f
+}
+
+fn tcp_frame(src: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    frame(src, VIP, 6, &tcp(sport, dport, flags, b"hello"))
+}
+
+/// The frame `xdp_lb` must transmit for `inner` (an Ethernet frame) sent
+/// to `real`: gateway MAC, the old destination MAC as source, an outer
+/// IPv4 header (TOS copied, id 0, no fragment flags, TTL 64, protocol 4,
+/// checksum), then the inner IPv4 packet byte for byte.
+fn encapsulated(inner: &[u8], real: [u8; 4]) -> Vec<u8> {
+    let ip = &inner[14..];
+    let mut f = GW_MAC.to_vec();
+    f.extend_from_slice(&inner[0..6]);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let tot = (ip.len() + 20) as u16;
+    let mut h = vec![
+        0x45,
+        ip[1],
+        (tot >> 8) as u8,
+        tot as u8,
+        0,
+        0,
+        0,
+        0,
+        64,
+        4,
+        0,
+        0,
+    ];
+    h.extend_from_slice(&LB_SRC);
+    h.extend_from_slice(&real);
+    let c = checksum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend(h);
+    f.extend_from_slice(ip);
+    f
+}
+
+fn run(prog: &Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    let res = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(res.data_size_out as usize);
+    (res.return_value, out)
+}
+
+fn vip(port: u16, protocol: L4Protocol, reals: &[([u8; 4], u32)]) -> ExternalVip {
+    ExternalVip {
+        vip: Ipv4Addr::from(VIP),
+        port,
+        protocol,
+        reals: reals
+            .iter()
+            .map(|(a, w)| (Ipv4Addr::from(*a), *w))
+            .collect(),
+    }
+}
+
+fn setup() -> aya::Ebpf {
+    let mut ebpf = strait::datapath::load().unwrap();
+    strait::datapath::configure_uplink(
+        &mut ebpf,
+        &UplinkConfig {
+            source: Ipv4Addr::from(LB_SRC),
+            gateway_mac: GW_MAC,
+        },
+    )
+    .unwrap();
+    strait::datapath::load_xdp_lb(&mut ebpf).unwrap();
+    ebpf
+}
+
+fn prog(ebpf: &aya::Ebpf) -> &Xdp {
+    ebpf.program("xdp_lb").unwrap().try_into().unwrap()
+}
+
+/// The real a transmitted frame was tunnelled to (outer destination).
+fn real_of(out: &[u8]) -> [u8; 4] {
+    out[30..34].try_into().unwrap()
+}
+
+#[test]
+fn xdp_lb_tunnels_vip_packets_with_exact_outer_headers() {
+    let Some(_p) = privileged::require("xdp_lb_tunnels_vip_packets_with_exact_outer_headers")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    let mut vips = ExternalVips::new();
+    let report = vips
+        .apply(
+            &mut ebpf,
+            &[
+                vip(80, L4Protocol::Tcp, &[([10, 1, 0, 2], 1)]),
+                vip(53, L4Protocol::Udp, &[([10, 1, 0, 3], 1)]),
+            ],
+        )
+        .unwrap();
+    assert_eq!((report.vips, report.reals, report.without_reals), (2, 2, 0));
+    let p = prog(&ebpf);
+
+    // TCP SYN to the VIP: tunnelled to the only real, exact bytes.
+    let syn = tcp_frame([192, 0, 2, 1], 40000, 80, 0x02);
+    let (v, out) = run(p, &syn);
+    assert_eq!(v, XDP_TX);
+    assert_eq!(out, encapsulated(&syn, [10, 1, 0, 2]));
+    assert_eq!(checksum(&out[14..34]), 0, "outer header checksum verifies");
+    assert_eq!(out[22], 64, "outer TTL");
+    assert_eq!(
+        &out[34..],
+        &syn[14..],
+        "inner packet (TTL 61 too) untouched"
+    );
+
+    // A TOS byte is copied to the outer header; UDP to the UDP VIP port.
+    let mut dscp = frame([192, 0, 2, 1], VIP, 17, &udp(5353, 53, b"q"));
+    dscp[15] = 0xb8;
+    let c = checksum(&{
+        let mut h = dscp[14..34].to_vec();
+        h[10] = 0;
+        h[11] = 0;
+        h
+    });
+    dscp[24..26].copy_from_slice(&c.to_be_bytes());
+    let (v, out) = run(p, &dscp);
+    assert_eq!(
+        (v, out.clone()),
+        (XDP_TX, encapsulated(&dscp, [10, 1, 0, 3]))
+    );
+    assert_eq!(out[15], 0xb8);
+
+    // Not a VIP, not a VIP port, not a VIP protocol, not IPv4: passed
+    // unchanged.
+    for f in [
+        frame(
+            [192, 0, 2, 1],
+            [198, 51, 100, 11],
+            6,
+            &tcp(40000, 80, 0x02, b""),
+        ),
+        tcp_frame([192, 0, 2, 1], 40000, 81, 0x02),
+        frame([192, 0, 2, 1], VIP, 17, &udp(5353, 80, b"x")),
+        frame([192, 0, 2, 1], VIP, 47, &[0u8; 24]),
+        {
+            let mut arp = syn.clone();
+            arp[12..14].copy_from_slice(&[0x08, 0x06]);
+            arp
+        },
+    ] {
+        assert_eq!(run(p, &f), (XDP_PASS, f.clone()));
+    }
+    let s = strait::datapath::xlb_stats(&ebpf).unwrap();
+    assert_eq!((s.packets, s.new_flows), (2, 2));
+}
+
+#[test]
+fn xdp_lb_drops_malformed_and_fragmented_vip_packets_and_passes_others() {
+    let Some(_p) =
+        privileged::require("xdp_lb_drops_malformed_and_fragmented_vip_packets_and_passes_others")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips::new()
+        .apply(
+            &mut ebpf,
+            &[vip(80, L4Protocol::Tcp, &[([10, 1, 0, 2], 1)])],
+        )
+        .unwrap();
+    let p = prog(&ebpf);
+    let good = tcp_frame([192, 0, 2, 1], 40000, 80, 0x10);
+
+    let with_frags = |dst: [u8; 4], frags: u16| {
+        let l4 = tcp(40000, 80, 0x10, b"x");
+        let mut f = eth([0x08, 0x00]);
+        f.extend(ipv4([192, 0, 2, 1], dst, 6, l4.len(), frags));
+        f.extend(l4);
+        f
+    };
+    // First fragment (MF) and a non-first fragment (offset, no ports).
+    assert_eq!(run(p, &with_frags(VIP, 0x2000)).0, XDP_DROP);
+    assert_eq!(run(p, &with_frags(VIP, 0x0005)).0, XDP_DROP);
+    // Fragments to other addresses are not ours.
+    let other = with_frags([198, 51, 100, 99], 0x0005);
+    assert_eq!(run(p, &other), (XDP_PASS, other.clone()));
+
+    // IP options (IHL 6) to the VIP: dropped (Katran drops them).
+    let mut opts = good.clone();
+    opts[14] = 0x46;
+    assert_eq!(run(p, &opts).0, XDP_DROP);
+    // Total length beyond the frame, or shorter than the TCP header.
+    let mut long = good.clone();
+    long[16..18].copy_from_slice(&1000u16.to_be_bytes());
+    assert_eq!(run(p, &long).0, XDP_DROP);
+    let mut short_len = good.clone();
+    short_len[16..18].copy_from_slice(&30u16.to_be_bytes());
+    assert_eq!(run(p, &short_len).0, XDP_DROP);
+    // Truncated inside the TCP header (ports present): dropped; inside the
+    // ports: dropped (the address is a VIP's); inside the IP header: not
+    // recognisable, passed unchanged.
+    for (cut, want) in [(14 + 20 + 10, XDP_DROP), (14 + 20 + 2, XDP_DROP)] {
+        assert_eq!(run(p, &good[..cut]).0, want, "cut at {cut}");
+    }
+    // (The kernel refuses to test-run frames shorter than Ethernet.)
+    for cut in [14, 14 + 19] {
+        let f = &good[..cut];
+        assert_eq!(run(p, f), (XDP_PASS, f.to_vec()), "cut at {cut}");
+    }
+    let s = strait::datapath::xlb_stats(&ebpf).unwrap();
+    assert_eq!(s.fragments_dropped, 2);
+    assert_eq!(s.malformed_dropped, 5);
+    assert_eq!(s.packets, 0);
+
+    // A VIP whose reals are all drained: dropped and counted.
+    let mut vips = ExternalVips::new();
+    let mut ebpf2 = setup();
+    let r = vips
+        .apply(
+            &mut ebpf2,
+            &[vip(80, L4Protocol::Tcp, &[([10, 1, 0, 2], 0)])],
+        )
+        .unwrap();
+    assert_eq!(r.without_reals, 1);
+    assert_eq!(run(prog(&ebpf2), &good).0, XDP_DROP);
+    assert_eq!(
+        strait::datapath::xlb_stats(&ebpf2).unwrap().no_real_dropped,
+        1
+    );
+}
+
+#[test]
+fn xdp_lb_icmp_frag_needed_follows_the_flow_and_other_icmp_passes() {
+    let Some(_p) =
+        privileged::require("xdp_lb_icmp_frag_needed_follows_the_flow_and_other_icmp_passes")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    let reals: Vec<([u8; 4], u32)> = (2..6).map(|i| ([10, 1, 0, i], 1)).collect();
+    ExternalVips::new()
+        .apply(&mut ebpf, &[vip(443, L4Protocol::Tcp, &reals)])
+        .unwrap();
+    let p = prog(&ebpf);
+    let client = [192, 0, 2, 9];
+    for sport in 40000..40016u16 {
+        let syn = tcp_frame(client, sport, 443, 0x02);
+        let (v, out) = run(p, &syn);
+        assert_eq!(v, XDP_TX);
+        let real = real_of(&out);
+        // A router on the way back says the real's reply (VIP:443 ->
+        // client:sport) was too big: the error goes to the same real.
+        let reply = {
+            let mut r = ipv4(VIP, client, 6, 20, 0x4000);
+            r.extend(&tcp(443, sport, 0x10, b"")[..8]);
+            r
+        };
+        let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0xdc];
+        icmp.extend(&reply);
+        let c = checksum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let err = frame([203, 0, 113, 1], VIP, 1, &icmp);
+        let (v, out) = run(p, &err);
+        assert_eq!(v, XDP_TX, "sport {sport}");
+        assert_eq!(out, encapsulated(&err, real), "sport {sport}");
+    }
+    assert_eq!(
+        strait::datapath::xlb_stats(&ebpf).unwrap().icmp_frag_needed,
+        16
+    );
+    // Echo request and port unreachable to the VIP: passed unchanged.
+    for (ty, code) in [(8u8, 0u8), (3, 3)] {
+        let mut icmp = vec![ty, code, 0, 0, 0, 0, 0, 0];
+        icmp.extend(ipv4(VIP, client, 6, 8, 0));
+        icmp.extend(&tcp(443, 40000, 0x10, b"")[..8]);
+        let f = frame([203, 0, 113, 1], VIP, 1, &icmp);
+        assert_eq!(run(p, &f), (XDP_PASS, f.clone()));
+    }
+    // A frag-needed quoting a packet with options: dropped; truncated
+    // before the quoted ports: dropped.
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0xdc];
+    icmp.extend(ipv4(VIP, client, 6, 8, 0));
+    icmp.extend(&tcp(443, 40000, 0x10, b"")[..8]);
+    let f = frame([203, 0, 113, 1], VIP, 1, &icmp);
+    let mut opts = f.clone();
+    opts[14 + 20 + 8] = 0x46;
+    assert_eq!(run(p, &opts).0, XDP_DROP);
+    assert_eq!(run(p, &f[..f.len() - 6]).0, XDP_DROP);
+}
+
+#[test]
+fn xdp_lb_spreads_flows_and_keeps_them_when_reals_change() {
+    let Some(_p) = privileged::require("xdp_lb_spreads_flows_and_keeps_them_when_reals_change")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    let mut vips = ExternalVips::new();
+    let three: Vec<([u8; 4], u32)> = (2..5).map(|i| ([10, 1, 0, i], 1)).collect();
+    vips.apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &three)])
+        .unwrap();
+    const FLOWS: u16 = 300;
+    let client = |i: u16| [192, 0, 2, (i % 200) as u8 + 1];
+    let mut first = Vec::new();
+    for i in 0..FLOWS {
+        let (v, out) = run(prog(&ebpf), &tcp_frame(client(i), 30000 + i, 80, 0x02));
+        assert_eq!(v, XDP_TX);
+        first.push(real_of(&out));
+    }
+    for r in &three {
+        let n = first.iter().filter(|x| **x == r.0).count();
+        assert!(
+            n > FLOWS as usize / 6,
+            "real {:?} got {n} of {FLOWS} flows: {first:?}",
+            r.0
+        );
+    }
+
+    // A fourth real joins: established flows (ACKs) stay where they were;
+    // new connections (SYNs) from other ports reach the newcomer too.
+    let mut four = three.clone();
+    four.push(([10, 1, 0, 5], 1));
+    vips.apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &four)])
+        .unwrap();
+    for i in 0..FLOWS {
+        let out = run(prog(&ebpf), &tcp_frame(client(i), 30000 + i, 80, 0x10)).1;
+        assert_eq!(real_of(&out), first[i as usize], "flow {i} moved");
+    }
+    let newcomer = (0..FLOWS)
+        .map(|i| real_of(&run(prog(&ebpf), &tcp_frame(client(i), 50000 + i, 80, 0x02)).1))
+        .filter(|r| *r == [10, 1, 0, 5])
+        .count();
+    assert!(
+        newcomer > FLOWS as usize / 8,
+        "{newcomer} new flows on the new real"
+    );
+
+    // A real leaves: its flows move to the others (not dropped), flows on
+    // the remaining reals stay.
+    let gone = [10, 1, 0, 2];
+    let rest: Vec<_> = four.iter().filter(|r| r.0 != gone).copied().collect();
+    vips.apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &rest)])
+        .unwrap();
+    for i in 0..FLOWS {
+        let (v, out) = run(prog(&ebpf), &tcp_frame(client(i), 30000 + i, 80, 0x10));
+        assert_eq!(v, XDP_TX);
+        let now = real_of(&out);
+        if first[i as usize] == gone {
+            assert_ne!(now, gone, "flow {i} still on the removed real");
+        } else {
+            assert_eq!(now, first[i as usize], "flow {i} moved");
+        }
+    }
+
+    // The VIP goes: its packets pass to the host again.
+    vips.apply(&mut ebpf, &[]).unwrap();
+    let f = tcp_frame(client(1), 30001, 80, 0x10);
+    assert_eq!(run(prog(&ebpf), &f), (XDP_PASS, f.clone()));
+}
+
+#[test]
+fn xdp_lb_random_mutations_never_pass_a_vip_packet_unbalanced() {
+    let Some(_p) =
+        privileged::require("xdp_lb_random_mutations_never_pass_a_vip_packet_unbalanced")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips::new()
+        .apply(
+            &mut ebpf,
+            &[
+                vip(80, L4Protocol::Tcp, &[([10, 1, 0, 2], 1)]),
+                vip(80, L4Protocol::Udp, &[([10, 1, 0, 3], 1)]),
+            ],
+        )
+        .unwrap();
+    let p = prog(&ebpf);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let bases = [
+        tcp_frame([192, 0, 2, 1], 40000, 80, 0x10),
+        frame([192, 0, 2, 1], VIP, 17, &udp(4000, 80, b"abcdef")),
+    ];
+    for n in 0..3000 {
+        let mut f = bases[n % 2].clone();
+        // Flip 1-4 bytes among the headers, sometimes cut the frame.
+        for _ in 0..(rnd() % 4 + 1) {
+            let i = (rnd() % 54) as usize % f.len();
+            f[i] = rnd() as u8;
+        }
+        if rnd() % 4 == 0 {
+            // At least an Ethernet header: BPF_PROG_TEST_RUN refuses less.
+            let cut = 14 + (rnd() as usize) % (f.len() - 14);
+            f.truncate(cut);
+        }
+        let (v, out) = run(p, &f);
+        assert!(
+            [XDP_DROP, XDP_PASS, XDP_TX].contains(&v),
+            "verdict {v} for {f:02x?}"
+        );
+        let ipv4_frame = f.len() >= 34 && f[12..14] == [0x08, 0x00];
+        let to_vip_port = ipv4_frame
+            && f.len() >= 38
+            && f[30..34] == VIP
+            && (f[23] == 6 || f[23] == 17)
+            && f[36..38] == [0, 80];
+        match v {
+            XDP_PASS => {
+                assert_eq!(out, f, "passed frames are unchanged");
+                assert!(!to_vip_port, "a packet to a VIP port passed: {f:02x?}");
+            }
+            XDP_TX => {
+                // Only well-formed, unfragmented packets to the VIP port.
+                assert!(to_vip_port, "{f:02x?}");
+                assert_eq!(f[14], 0x45);
+                assert_eq!(u16::from_be_bytes([f[20], f[21]]) & 0x3fff, 0);
+                let tot = u16::from_be_bytes([f[16], f[17]]) as usize;
+                assert!(tot <= f.len() - 14);
+                assert_eq!(checksum(&out[14..34]), 0);
+                assert_eq!(&out[34..], &f[14..]);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn xdp_lb_drops_denied_sources_before_balancing() {
+    let Some(_p) = privileged::require("xdp_lb_drops_denied_sources_before_balancing") else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips::new()
+        .apply(
+            &mut ebpf,
+            &[vip(80, L4Protocol::Tcp, &[([10, 1, 0, 2], 1)])],
+        )
+        .unwrap();
+    let mut deny = strait::datapath::DenyTries::take(&mut ebpf).unwrap();
+    deny.sync(&[("192.0.2.0".parse().unwrap(), 24)]).unwrap();
+    let p = prog(&ebpf);
+    assert_eq!(run(p, &tcp_frame([192, 0, 2, 7], 1, 80, 0x02)).0, XDP_DROP);
+    assert_eq!(run(p, &tcp_frame([192, 0, 3, 7], 1, 80, 0x02)).0, XDP_TX);
+    assert_eq!(deny.drops()[0].1, 1);
+}
+
+#[test]
+fn xdp_lb_decapsulates_ipip_to_a_vip_on_the_real() {
+    let Some(_p) = privileged::require("xdp_lb_decapsulates_ipip_to_a_vip_on_the_real") else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips::new()
+        .apply(
+            &mut ebpf,
+            &[vip(80, L4Protocol::Tcp, &[([10, 1, 0, 2], 1)])],
+        )
+        .unwrap();
+    let p = prog(&ebpf);
+    // What the balancer sent: decapsulated to the Ethernet header it
+    // arrived with plus the client's packet, byte for byte.
+    let inner = tcp_frame([192, 0, 2, 1], 40000, 80, 0x10);
+    let tunnelled = encapsulated(&inner, [10, 1, 0, 2]);
+    let mut want = tunnelled[..14].to_vec();
+    want.extend_from_slice(&inner[14..]);
+    assert_eq!(run(p, &tunnelled), (XDP_PASS, want));
+    assert_eq!(strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated, 1);
+    // IPIP to an address that is not a VIP, or truncated: untouched.
+    let other = encapsulated(
+        &frame([192, 0, 2, 1], [203, 0, 113, 9], 6, &tcp(1, 80, 0x10, b"")),
+        [10, 1, 0, 2],
+    );
+    assert_eq!(run(p, &other), (XDP_PASS, other.clone()));
+    let cut = &tunnelled[..14 + 20 + 12];
+    assert_eq!(run(p, cut), (XDP_PASS, cut.to_vec()));
+    assert_eq!(strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated, 1);
+}

@@ -1,0 +1,168 @@
+//! `cargo xtask bench xdp`: packets per second per core of Strait's XDP
+//! programs through `BPF_PROG_TEST_RUN` (the `bench-xdp` binary), beside
+//! an `XDP_DROP`-only and an `XDP_TX`-only program as floors. Writes the
+//! "XDP" section of bench/results.md, leaving the other sections as they
+//! are.
+//!
+//! Targets (issue 19): LB ≥ 10 Mpps per core, deny ≥ 20 Mpps per core.
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use crate::build_ebpf;
+use crate::cmd::{root, sh, step};
+
+/// Heading of the section this suite owns in results.md.
+const HEADING: &str = "## XDP: packets per second per core (BPF_PROG_TEST_RUN)";
+
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    (!v.is_empty()).then(|| v[v.len() / 2])
+}
+
+fn nums(row: &Value, key: &str) -> Vec<f64> {
+    row[key]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default()
+}
+
+pub fn run(quick: bool) -> anyhow::Result<()> {
+    build_ebpf::run(true)?;
+    step("debug build of bench-xdp (the timing is the kernel's)");
+    sh(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "-p",
+        "strait-tests",
+        "--bin",
+        "bench-xdp",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("target"), std::path::PathBuf::from);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (repeat, runs) = if quick {
+        (1_000_000, 3)
+    } else {
+        (10_000_000, 5)
+    };
+    step(&format!("bench-xdp: repeat {repeat}, {runs} runs per case"));
+    let mut cmd = Command::new(target.join("debug/bench-xdp"));
+    cmd.args(["--repeat", &repeat.to_string(), "--runs", &runs.to_string()]);
+    if cores >= 2 {
+        cmd.args(["--cpu", "1"]);
+    }
+    let out = cmd.output().context("running bench-xdp")?;
+    if !out.status.success() {
+        bail!("bench-xdp failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("parsing bench-xdp output")?;
+    let find = |program: &str| {
+        rows.iter()
+            .find(|r| r["program"] == program)
+            .with_context(|| format!("no {program} row"))
+    };
+    let drop_repeat = median(&nums(find("xdp_drop")?, "repeat_ns")).context("floor")?;
+    let drop_single = median(&nums(find("xdp_drop")?, "single_ns")).context("floor")?;
+    let decap_checks = rows
+        .iter()
+        .find(|r| r["program"] == "xdp_lb" && r["verdict"] == 2)
+        .and_then(|r| median(&nums(r, "repeat_ns")))
+        .unwrap_or(drop_repeat);
+    let mut table = vec![
+        "| Case | Verdict | ns/packet, repeat | ns/packet, single runs | over the floor (single) | Mpps per core |".to_string(),
+        "|---|---|---|---|---|---|".to_string(),
+    ];
+    for r in &rows {
+        let repeat_ns = median(&nums(r, "repeat_ns"));
+        let single_ns = median(&nums(r, "single_ns")).unwrap_or(f64::NAN);
+        // Packets per second: from the repeat figure when the program
+        // leaves the frame alone; for the balancer, from the bound
+        // lb <= 2 x (balance + decapsulate pair) - decapsulation checks.
+        let pair = median(&nums(r, "lb_decap_pair_ns"));
+        let (per_packet, how) = match (repeat_ns, pair) {
+            (Some(ns), _) => (ns, String::new()),
+            (None, Some(p)) => (2.0 * p - decap_checks, format!(" (≥; pair {p:.0} ns)")),
+            (None, None) => (f64::NAN, String::new()),
+        };
+        let verdict = match r["verdict"].as_u64() {
+            Some(1) => "DROP",
+            Some(2) => "PASS",
+            Some(3) => "TX",
+            _ => "?",
+        };
+        table.push(format!(
+            "| {} (`{}`) | {verdict} | {} | {single_ns:.0} | {:.0} | {:.1}{how} |",
+            r["case"].as_str().unwrap_or("?"),
+            r["program"].as_str().unwrap_or("?"),
+            repeat_ns.map_or("–".into(), |n| format!("{n:.0}")),
+            single_ns - drop_single,
+            1000.0 / per_packet,
+        ));
+    }
+    let date = crate::cmd::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let section = format!(
+        "{HEADING}\n\n\
+         `cargo xtask bench xdp{}` ({date}; {runs} runs per case, medians; pinned to CPU {}; load average {}). \
+         64-byte-class TCP frames; 100 nodes behind the VIP; 1,000 /24 deny prefixes (one length: one hash lookup; the LB's and the decapsulation's deny checks are misses in that table). \
+         *repeat*: one `BPF_PROG_TEST_RUN` with repeat {repeat}, the kernel's mean per repetition — exact for programs that leave the frame as it is. \
+         *single runs*: the mean of repeat-1 calls on a fresh frame (colder caches, timer overhead included: compare with the floors). \
+         The load balancer rewrites the frame in place, so with repeat its repetitions alternate between balancing the client's packet and decapsulating the tunnelled result (as the receiving node does; checked on the counters): \
+         from the mean *pair* time, a balanced packet costs at most 2 × pair − the IPIP-to-a-non-VIP row (the decapsulation's checks without its rewrite), which gives a lower bound on its Mpps. \
+         Targets: LB ≥ 10 Mpps, deny ≥ 20 Mpps per core.\n\n{}\n",
+        if quick { " --quick" } else { "" },
+        if cores >= 2 { "1" } else { "any" },
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default(),
+        table.join("\n"),
+    );
+    let path = root().join("bench/results.md");
+    let md = std::fs::read_to_string(&path).unwrap_or_default();
+    let new = splice(&md, &section);
+    std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
+    println!("{section}");
+    step(&format!("wrote the XDP section of {}", path.display()));
+    Ok(())
+}
+
+/// `md` with its XDP section (from [`HEADING`] to the next `## `) replaced
+/// by `section`, or `section` appended.
+fn splice(md: &str, section: &str) -> String {
+    match md.find(HEADING) {
+        Some(start) => {
+            let after = &md[start + HEADING.len()..];
+            let end = after
+                .find("\n## ")
+                .map_or(md.len(), |i| start + HEADING.len() + i + 1);
+            format!("{}{section}{}", &md[..start], &md[end..])
+        }
+        None => format!(
+            "{}\n{section}",
+            md.trim_end_matches('\n').to_string() + "\n"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_xdp_section_is_replaced_or_appended_and_others_kept() {
+        let s = format!("{HEADING}\n\nnew\n");
+        let appended = splice("# B\n\n## L4\n\nx\n", &s);
+        assert_eq!(appended, format!("# B\n\n## L4\n\nx\n\n{s}"));
+        let replaced = splice(&format!("# B\n\n{HEADING}\n\nold\n\n## L7\n\ny\n"), &s);
+        assert_eq!(replaced, format!("# B\n\n{s}## L7\n\ny\n"));
+        assert_eq!(splice(&appended, &s), appended);
+    }
+}
