@@ -429,3 +429,65 @@ async fn a_key_that_does_not_match_ca_cert_is_rejected() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_leaf_never_outlives_the_signing_certificate() {
+    let dir = TempDir::new("short-root");
+    openssl_ok(
+        dir.path(),
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ca-key.pem",
+        ],
+    );
+    openssl_ok(
+        dir.path(),
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca-key.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/O=cluster.local",
+            "-addext",
+            "basicConstraints=critical,CA:true",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-out",
+            "ca-cert.pem",
+        ],
+    );
+    std::fs::copy(
+        dir.path().join("ca-cert.pem"),
+        dir.path().join("root-cert.pem"),
+    )
+    .unwrap();
+    std::fs::copy(
+        dir.path().join("ca-cert.pem"),
+        dir.path().join("cert-chain.pem"),
+    )
+    .unwrap();
+    let ca =
+        TestCa::simple(Authority::load_or_generate(dir.path(), "cluster.local").unwrap()).await;
+    let cert = ca
+        .client(TOKEN_A, Duration::from_secs(48 * 3600))
+        .fetch(&reviews())
+        .await
+        .unwrap();
+    assert!(
+        cert.leaf.not_after() <= cert.issuers[0].not_after(),
+        "{:?} {:?}",
+        cert.leaf,
+        cert.issuers
+    );
+    assert!(cert.leaf.lifetime() <= Duration::from_secs(24 * 3600));
+    ca.stop().await;
+}

@@ -182,16 +182,26 @@ fn ztunnel_obtains_its_certificate_from_strait_ca() {
         .iter()
         .find(|c| c["identity"] == id)
         .unwrap();
+    // ztunnel's dump gives serial numbers in decimal (its PEMs base64ed).
     let root = std::fs::read_to_string(dir.join("ca/root-cert.pem")).unwrap();
-    let roots: Vec<String> = cert["rootCerts"]
+    let root = strait::identity::certs::parse_pem_certs(&root).unwrap();
+    let root = strait::identity::CertInfo::from_der(&root[0]).unwrap();
+    let root_serial = u128::from_str_radix(&root.serial.replace(':', ""), 16).unwrap();
+    let roots: Vec<&str> = cert["rootCerts"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|r| r["pem"].as_str().map(|s| s.trim().to_string()))
+        .filter_map(|r| r["serialNumber"].as_str())
         .collect();
-    assert!(
-        roots.contains(&root.trim().to_string()),
-        "ztunnel's roots are not Strait's root:\n{cert}"
+    assert_eq!(
+        roots,
+        [root_serial.to_string()],
+        "ztunnel's trust is Strait's root:\n{cert}"
+    );
+    assert_eq!(
+        cert["certChain"].as_array().map(Vec::len),
+        Some(1),
+        "{cert}"
     );
     let metrics = curl(&node, "http://127.0.0.1:15014/metrics");
     assert!(

@@ -100,6 +100,7 @@ async fn run(args: CaServeArgs) -> anyhow::Result<()> {
             .map(|(snap, _)| snap)
             .unwrap_or_default(),
     ));
+    super::identity::warn_trust_domain(&snapshot.load(), &args.trust_domain);
     let authority = Authority::load_or_generate(&args.ca_dir, &args.trust_domain)?;
     let (signing, root) = authority.describe();
     tracing::info!(

@@ -65,6 +65,18 @@ pub fn wanted(snap: &MeshSnapshot, node: &str, trust_domain: &str) -> BTreeSet<S
         .collect()
 }
 
+/// Logs an error when the mesh config's `trustDomain` is not the one the
+/// certificates are issued for (`--trust-domain`): the flag wins, loudly.
+pub fn warn_trust_domain(snap: &MeshSnapshot, trust_domain: &str) {
+    if snap.mesh.trust_domain != trust_domain {
+        tracing::error!(
+            mesh_trust_domain = %snap.mesh.trust_domain, flag = %trust_domain,
+            "the mesh config's trustDomain differs from --trust-domain: workload certificates use --trust-domain; pass --trust-domain {} to follow the mesh config",
+            snap.mesh.trust_domain
+        );
+    }
+}
+
 /// Starts the embedded CA (if any) and the node's secret manager.
 pub async fn start(
     args: &IdentityArgs,
@@ -72,6 +84,7 @@ pub async fn start(
     snapshot: Arc<ArcSwap<MeshSnapshot>>,
     metrics: &Metrics,
 ) -> anyhow::Result<Arc<SecretManager>> {
+    warn_trust_domain(&snapshot.load(), &args.trust_domain);
     let (address, root_pem, token) = match &args.mode {
         CaMode::Remote {
             address,
@@ -94,6 +107,12 @@ pub async fn start(
             tokens,
             settings,
         } => {
+            anyhow::ensure!(
+                args.secret_ttl <= settings.max_ttl,
+                "--secret-ttl ({}s) is longer than --ca-max-ttl ({}s): the embedded CA would refuse every request",
+                args.secret_ttl.as_secs(),
+                settings.max_ttl.as_secs()
+            );
             let authority = Authority::load_or_generate(dir, &args.trust_domain)?;
             tracing::info!(dir = %dir.display(), origin = ?authority.origin(), "embedded CA: root loaded");
             // The daemon's own token: random, in memory only.

@@ -54,6 +54,25 @@ fn run() -> anyhow::Result<bool> {
         .filter(|l| l.starts_with("istio_requests_total{"))
         .count();
     println!("\nistio_requests_total series on the admin API: {requests}");
+    // Workload certificates the embedded CA issued (admin /certs).
+    let certs: serde_json::Value =
+        serde_json::from_str(&mesh.admin_text("/certs")?).unwrap_or_default();
+    let certs = certs["certificates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    println!(
+        "Workload certificates from the CA embedded in `strait run --ca-dir` ({}):",
+        certs.len()
+    );
+    for c in &certs {
+        println!(
+            "  {}  serial {}  valid until {}",
+            c["identity"].as_str().unwrap_or("?"),
+            c["serial_number"].as_str().unwrap_or("?"),
+            c["expiration_time"].as_str().unwrap_or("?")
+        );
+    }
     if !ok {
         println!(
             "\nSome steps misbehaved; the daemon's last log lines:\n{}",

@@ -159,6 +159,11 @@ impl Mesh {
         };
         let child = cmd
             .args(["--admin", ADMIN, "--drain-ms", "1000"])
+            // Workload identity from the CA embedded in the daemon; the
+            // root is generated once into the node's directory and kept
+            // across daemon restarts.
+            .arg("--ca-dir")
+            .arg(self.node.tmp_dir().join("ca"))
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

@@ -275,7 +275,8 @@ impl Authority {
     /// is empty, RFC 5280 4.2.1.6), EKU serverAuth + clientAuth, key usage
     /// digitalSignature + keyEncipherment, CA:FALSE. Only the CSR's public
     /// key is used (its signature is verified); names it asks for are
-    /// ignored. Returns PEMs, leaf first, root last.
+    /// ignored. The lifetime ends at the signing certificate's end at the
+    /// latest. Returns PEMs, leaf first, root last.
     pub fn sign(
         &self,
         csr_pem: &str,
@@ -302,7 +303,8 @@ impl Authority {
         params.use_authority_key_identifier_extension = true;
         let now = SystemTime::now();
         params.not_before = now.into();
-        params.not_after = (now + ttl).into();
+        // Never past the signing certificate's own end.
+        params.not_after = (now + ttl).min(self.signing_not_after()).into();
         params.serial_number = Some(random_serial());
         let leaf = CertificateSigningRequestParams {
             params,
@@ -353,6 +355,10 @@ impl Authority {
             chain.push_str(&cert_pem(d));
         }
         Ok((chain, key.serialize_pem()))
+    }
+
+    fn signing_not_after(&self) -> SystemTime {
+        self.describe().0.not_after()
     }
 
     /// The signing certificate and root, parsed (for metrics and logs).

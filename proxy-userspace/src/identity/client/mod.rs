@@ -172,17 +172,22 @@ pub struct SecretManager {
     store: CertStore,
     expiry: CertExpiry,
     tasks: Mutex<HashMap<SpiffeId, tokio::task::JoinHandle<()>>>,
+    /// The runtime the renewal tasks run on (`set_wanted` may be called
+    /// from a plain thread, e.g. the daemon's reload thread).
+    runtime: tokio::runtime::Handle,
 }
 
 impl SecretManager {
     /// A manager filling `store`; `expiry` is the node's
-    /// `istio_agent_cert_expiry_seconds` gauge.
+    /// `istio_agent_cert_expiry_seconds` gauge. Must be called inside a
+    /// tokio runtime: its renewal tasks run there.
     pub fn new(client: CaClient, store: CertStore, expiry: CertExpiry) -> Arc<Self> {
         Arc::new(SecretManager {
             client: Arc::new(client),
             store,
             expiry,
             tasks: Mutex::new(HashMap::new()),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -194,7 +199,7 @@ impl SecretManager {
     /// Sets the identities the node needs (one per service account with a
     /// meshed pod on the node). New ones are fetched in the background;
     /// certificates of identities no longer listed are dropped at once.
-    /// Must be called inside a tokio runtime.
+    /// May be called from any thread.
     pub fn set_wanted(&self, wanted: &BTreeSet<SpiffeId>) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         tasks.retain(|id, task| {
@@ -211,7 +216,7 @@ impl SecretManager {
             if tasks.contains_key(id) {
                 continue;
             }
-            let task = tokio::spawn(keep_fresh(
+            let task = self.runtime.spawn(keep_fresh(
                 id.clone(),
                 self.client.clone(),
                 self.store.clone(),
