@@ -1,6 +1,9 @@
-//! Strait's node daemon: the kernel data path loader, and (as they land) the
-//! L7 proxy, policy, telemetry and admin API. The `strait` binary is a thin
-//! CLI over this library.
+//! Strait's node daemon: the kernel data path loader (`datapath`), the L7
+//! and TCP proxy (`proxy`), security policy (`policy`), workload identity
+//! (`identity`), config sources (`daemon` for files, `sources` for
+//! Kubernetes), telemetry and the admin API. The `strait` binary is a thin
+//! CLI over this library. What runs where and the import rule:
+//! `ARCHITECTURE.md` at the repository root.
 pub mod admin;
 pub mod daemon;
 pub mod datapath;

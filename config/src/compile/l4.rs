@@ -1,6 +1,6 @@
 //! The L4 kernel table (`SERVICES` / `BACKENDS` maps).
 //!
-//! One entry per service with a VIP, per port. Mode rule (DESIGN, "Kernel
+//! One entry per service with a VIP, per port. Mode rule (ARCHITECTURE.md / DESIGN, "Kernel
 //! data path"): [`L4Mode::Redirect`] when the port's traffic needs the node
 //! proxy, that is when any of these holds, else [`L4Mode::L4`]:
 //! 1. a mesh VirtualService routes the host (any http, tcp or tls rule:

@@ -2,7 +2,7 @@
 //! the backends the kernel may pick, compiled from Services, Endpoints /
 //! EndpointSlices, ServiceEntries and DestinationRules.
 //!
-//! Mode rules (DESIGN, "Kernel data path"): a service whose traffic needs L7
+//! Mode rules (ARCHITECTURE.md / DESIGN, "Kernel data path"): a service whose traffic needs L7
 //! routing, mTLS or L7 policy is [`L4Mode::Redirect`] (the kernel sends the
 //! connection to the node proxy's outbound listener, port 15001); every other
 //! service is [`L4Mode::L4`] (the kernel picks the backend itself).

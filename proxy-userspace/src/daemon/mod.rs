@@ -195,7 +195,15 @@ const CGROUP_RESCAN: Duration = Duration::from_millis(500);
 
 impl Capture {
     fn sync(&mut self, datapath: &mut Datapath, enrollment: &Enrollment) {
-        let found = pods::pod_cgroups(&self.root);
+        let found = match pods::pod_cgroups(&self.root) {
+            Ok(found) => found,
+            Err(e) => {
+                // Keep every pod captured as it is: a pod we could not see
+                // is not a pod that left.
+                tracing::warn!(root = %self.root.display(), "pods cgroup not listed, capture unchanged: {e}");
+                return;
+            }
+        };
         let want = pods::meshed_cgroups(enrollment, &found);
         if self.attached.as_ref() == Some(&want) {
             return;

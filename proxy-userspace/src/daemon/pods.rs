@@ -53,12 +53,20 @@ pub fn pod_key(dir_name: &str) -> Option<PodKey> {
 }
 
 /// Every pod cgroup below `root`, by what names its pod.
-pub fn pod_cgroups(root: &Path) -> BTreeMap<PodKey, PathBuf> {
+///
+/// Errors: a directory of the tree could not be listed (descriptor
+/// exhaustion, a cgroup removed mid-walk): the caller keeps what it has
+/// rather than take the pods it did not see for gone, as a config
+/// directory that cannot be listed keeps the last good config.
+pub fn pod_cgroups(root: &Path) -> std::io::Result<BTreeMap<PodKey, PathBuf>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![(root.to_path_buf(), 0usize)];
     while let Some((dir, depth)) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            // A pod's cgroup removed while walking is simply gone.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir != root => continue,
+            Err(e) => return Err(e),
         };
         for e in entries.flatten() {
             if !e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -75,7 +83,7 @@ pub fn pod_cgroups(root: &Path) -> BTreeMap<PodKey, PathBuf> {
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// The cgroups of the meshed pods among `found` (sorted): a pod's cgroup
@@ -152,7 +160,7 @@ mod tests {
         );
         let loaded = strait_config::load::load_str(&yaml, "t.yaml");
         let e = Enrollment::from_resources(&loaded.resources);
-        let found = pod_cgroups(&root);
+        let found = pod_cgroups(&root).unwrap();
         let got = meshed_cgroups(&e, &found);
         std::fs::remove_dir_all(&root).unwrap();
         assert_eq!(found.len(), 3, "{found:?}");

@@ -1,5 +1,5 @@
 //! Strait's L7 proxy: what Envoy does for Istio, for the traffic the kernel
-//! redirects to the node proxy (DESIGN "Userspace daemon").
+//! redirects to the node proxy (ARCHITECTURE.md / DESIGN "Userspace daemon").
 //!
 //! ```text
 //! accept → OriginalDst → service (VIP:port) → protocol (declared / sniffed)

@@ -2,7 +2,7 @@
 //! node proxy.
 //!
 //! In the node daemon the answer comes from the eBPF `cgroup/connect4` +
-//! sockops maps (keyed by the client's `{ip, port}`, DESIGN "Kernel data
+//! sockops maps (keyed by the client's `{ip, port}`, ARCHITECTURE.md / DESIGN "Kernel data
 //! path"); that implementation lives with the datapath. Here are the trait and
 //! the two implementations tests and benchmarks need.
 use std::collections::HashMap;

@@ -1,5 +1,5 @@
 //! The node's cgroup v2 tree: `<cgroup2>/strait-<id>/pods/<pod>` for pods
-//! (the DESIGN's pods cgroup, where the daemon attaches its socket programs)
+//! (the design's (ARCHITECTURE.md) pods cgroup, where the daemon attaches its socket programs)
 //! and `<cgroup2>/strait-<id>/node` for processes that run "on the node"
 //! (the daemon), outside the pods cgroup.
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
 //! A simulated Kubernetes node for namespace tests and the demo, built as
-//! the DESIGN's "Node model" describes:
+//! the design's (ARCHITECTURE.md) "Node model" describes:
 //!
 //! - the node is its own network namespace `strait-<id>-node` (never the
 //!   host's), with `ip_forward=1` and its pod-network address
