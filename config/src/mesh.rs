@@ -84,7 +84,8 @@ pub struct MeshConfig {
     /// Extension providers (carried; not enforced).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extension_providers: Vec<serde_json::Value>,
-    /// `pathNormalization` (carried; not enforced).
+    /// `pathNormalization`: `normalization` is applied by the proxy
+    /// (`Proxy::follow_mesh_config`) before route and policy matching.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_normalization: Option<serde_json::Value>,
     /// Every other MeshConfig field, as given (carried; not enforced).
@@ -146,12 +147,6 @@ impl MeshConfig {
             out.push((
                 "extensionProviders".to_string(),
                 "no tracing, external authorization or log providers yet",
-            ));
-        }
-        if self.path_normalization.is_some() {
-            out.push((
-                "pathNormalization".to_string(),
-                "not applied by Strait's request path yet",
             ));
         }
         for k in self.other.keys() {

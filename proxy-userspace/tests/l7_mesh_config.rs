@@ -124,3 +124,27 @@ async fn unenforceable_strict_mtls_fails_closed() {
     let r = c.get(&m.url("open", "/"), &[]).await;
     assert_eq!(r.status.as_u16(), 200);
 }
+
+/// MeshConfig `pathNormalization.normalization` reaches the proxy at start
+/// and on every update; absent, Istio's default `BASE` applies.
+#[tokio::test]
+async fn path_normalization_follows_the_mesh_config() {
+    use strait::proxy::PathNormalization;
+    let mut b = MeshBuilder::new();
+    b.service("web", 80, "http", &[("web-1", &[])]).await;
+    b.yaml(&mesh_config(
+        "pathNormalization: {normalization: MERGE_SLASHES}",
+    ));
+    let m = b.start().await;
+    assert_eq!(
+        m.proxy.path_normalization(),
+        PathNormalization::MergeSlashes
+    );
+
+    let mut b = MeshBuilder::new();
+    b.service("web", 80, "http", &[("web-1", &[])]).await;
+    let mut m = b.start().await;
+    assert_eq!(m.proxy.path_normalization(), PathNormalization::Base);
+    m.update(&mesh_config("pathNormalization: {normalization: NONE}"));
+    assert_eq!(m.proxy.path_normalization(), PathNormalization::None);
+}

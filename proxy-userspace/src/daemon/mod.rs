@@ -363,6 +363,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     let proxy = Proxy::with_scope(&snap, scope)
         .map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?
         .with_settings(settings);
+    proxy.follow_mesh_config(&snap);
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
     let embedded_ca = matches!(
         args.identity,

@@ -163,7 +163,9 @@ impl Proxy {
             policy_scope: scope,
             ..ProxySettings::default()
         };
-        Ok(proxy.with_settings(settings))
+        let proxy = proxy.with_settings(settings);
+        proxy.follow_mesh_config(snapshot);
+        Ok(proxy)
     }
 
     /// A proxy serving an already built runtime table (its clusters' state
@@ -228,6 +230,7 @@ impl Proxy {
                 .map(Arc::new);
         self.update_table(table);
         self.shared.registry.commit(&prepared);
+        self.follow_mesh_config(snapshot);
         Ok(prepared.rebuilt())
     }
 
@@ -257,7 +260,36 @@ impl Proxy {
         drop(current);
         self.update_table(table);
         self.shared.registry.commit(&prepared);
+        self.follow_mesh_config(snapshot);
         Ok(prepared.rebuilt())
+    }
+
+    /// Applies the MeshConfig settings the request path reads at run time:
+    /// `pathNormalization.normalization` (Istio's `NONE`, `BASE`,
+    /// `MERGE_SLASHES`, `DECODE_AND_MERGE_SLASHES`; absent: `BASE`, Istio's
+    /// default). An unknown value keeps `BASE` and is logged. Called by
+    /// [`Proxy::update`] and [`Proxy::apply_diff`]; the daemon also calls it
+    /// after building the proxy.
+    pub fn follow_mesh_config(&self, snapshot: &strait_config::snapshot::MeshSnapshot) {
+        let name = snapshot
+            .mesh
+            .path_normalization
+            .as_ref()
+            .and_then(|v| v.get("normalization"))
+            .and_then(|v| v.as_str());
+        let mode = match name {
+            None => PathNormalization::Base,
+            Some(n) => PathNormalization::from_istio(n).unwrap_or_else(|| {
+                tracing::warn!(
+                    value = n,
+                    "MeshConfig pathNormalization.normalization: unknown value, BASE applies"
+                );
+                PathNormalization::Base
+            }),
+        };
+        if self.path_normalization() != mode {
+            self.set_path_normalization(mode);
+        }
     }
 
     /// The live upstream state.
