@@ -210,7 +210,7 @@ async fn sweeper(me: Weak<Outbound>) {
 
 /// TCP connect, TLS handshake (ALPN `h2` required), HTTP/2 handshake with
 /// ztunnel's client settings; the connection is driven by a spawned task.
-async fn handshake(
+pub(crate) async fn handshake(
     cfg: Arc<rustls::ClientConfig>,
     addr: SocketAddr,
 ) -> Result<http2::SendRequest<Empty<Bytes>>, HboneError> {

@@ -79,3 +79,6 @@ pub enum HboneError {
     #[error("timed out")]
     Timeout,
 }
+
+#[cfg(test)]
+mod tests;
