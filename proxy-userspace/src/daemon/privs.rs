@@ -25,12 +25,18 @@ use caps::{CapSet, Capability, CapsHashSet};
 /// The capabilities kept for serving.
 pub const KEEP: &[Capability] = &[Capability::CAP_BPF, Capability::CAP_NET_ADMIN];
 
-/// Drops every capability but [`KEEP`] and sets `no_new_privs`.
+/// Drops every capability but [`KEEP`] (and `CAP_SYS_ADMIN` when
+/// `keep_sys_admin`: with workload identities the daemon opens HBONE
+/// sockets inside pods' network namespaces, which needs `setns`, as
+/// ztunnel's in-pod mode keeps `SYS_ADMIN`) and sets `no_new_privs`.
 ///
 /// Errors: a `capset`/`prctl` call failed (the message names it); the
 /// daemon then refuses to serve rather than serve with full privileges.
-pub fn drop_privileges() -> anyhow::Result<()> {
-    let keep: CapsHashSet = KEEP.iter().copied().collect();
+pub fn drop_privileges(keep_sys_admin: bool) -> anyhow::Result<()> {
+    let mut keep: CapsHashSet = KEEP.iter().copied().collect();
+    if keep_sys_admin {
+        keep.insert(Capability::CAP_SYS_ADMIN);
+    }
     let err = |what: &str, e: caps::errors::CapsError| {
         anyhow::anyhow!("dropping capabilities ({what}): {e}")
     };

@@ -184,3 +184,40 @@ pub fn check_connection(
         }
     }
 }
+
+/// Checks a connection arriving over HBONE at this node's workload
+/// `target` from a peer with a verified mTLS identity (ztunnel's inbound
+/// authorization): the workload's policy set with `source.principal` /
+/// `source.namespace` known, as a TCP connection (HTTP-only fields are
+/// undecidable: an ALLOW rule with them never matches). `true`: allowed.
+pub fn check_hbone(
+    table: &Table,
+    target: SocketAddr,
+    source: std::net::IpAddr,
+    peer: &policy::PeerIdentity,
+) -> bool {
+    let Some(view) = table
+        .policy
+        .as_deref()
+        .and_then(|p| p.workloads.get(&target.ip()))
+    else {
+        return true;
+    };
+    let attrs = policy::Attrs {
+        source_ip: source,
+        remote_ip: source,
+        dest_ip: Some(target.ip()),
+        dest_port: target.port(),
+        sni: None,
+        peer: Some(peer),
+        http: None,
+    };
+    let d = view.set.authorize(&attrs);
+    if !d.allowed {
+        tracing::debug!(
+            %source, %target, principal = %peer.principal, policy = ?d.policy, why = d.why.as_str(),
+            "HBONE connection denied by AuthorizationPolicy"
+        );
+    }
+    d.allowed
+}

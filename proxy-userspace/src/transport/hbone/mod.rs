@@ -10,12 +10,14 @@
 //!   (source identity, destination identity, destination address), as
 //!   ztunnel's `WorkloadHBONEPool`, and `CONNECT` streams over them.
 pub mod client;
+pub mod mesh;
 pub mod server;
 pub mod tls;
 
 use std::time::Duration;
 
 pub use client::{HboneStream, Outbound, OutboundRequest};
+pub use mesh::{MeshOutbound, MeshView, Upstream};
 pub use server::{ConnectCheck, InboundHandler};
 
 /// The HBONE port on every meshed pod IP.
