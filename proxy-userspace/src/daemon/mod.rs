@@ -121,6 +121,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     privs::drop_privileges(args.identity.is_some())?;
     tracing::info!(
         kept = ?privs::KEEP,
+        sys_admin = args.identity.is_some(),
         "capabilities dropped after setup; no_new_privs set"
     );
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -21,6 +21,7 @@
 //! namespaces, veths, cgroups, bpffs mount and tmp dir; [`sweep::stale`]
 //! removes what a killed test run left behind.
 pub mod bookinfo;
+pub mod capture;
 mod bpffs;
 mod cgroups;
 pub mod config;
