@@ -223,6 +223,7 @@ where
             original_dst: conn.dst,
             source: conn.peer,
             grpc,
+            mesh: conn.shared.settings.hbone.as_ref(),
         };
         let f = Box::pin(forward::forward(plan, out, rec)).await;
         return (f.response, f.hold);
@@ -380,6 +381,7 @@ where
         original_dst: conn.dst,
         source: conn.peer,
         grpc,
+        mesh: conn.shared.settings.hbone.as_ref(),
     };
     let mut f = forward::forward(plan, out, rec).await;
     finish_response(route, dest, cors_origin, &mut f.response);

@@ -257,7 +257,12 @@ pub fn connect_request(req: &OutboundRequest) -> http::Request<Empty<Bytes>> {
 
 fn forwarded(req: &OutboundRequest) -> Option<String> {
     let for_ = req.forwarded_for?;
-    let mut v = format!("for=\"{for_}\"");
+    // Port 0: a pooled tunnel carrying many client connections of one pod.
+    let mut v = if for_.port() == 0 {
+        format!("for=\"{}\"", for_.ip())
+    } else {
+        format!("for=\"{for_}\"")
+    };
     if let Some(h) = &req.service_host {
         v.push_str(";host=");
         v.push_str(h);

@@ -110,6 +110,68 @@ impl MeshOutbound {
     }
 }
 
+/// The tunnel one source workload uses to reach one destination address
+/// (the key of the L7 proxy's tunnelled connection pools: every request
+/// on such a pool comes from `source_ip` and is presented as `source`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Tunnel {
+    /// The client pod.
+    pub source_ip: IpAddr,
+    /// Its identity.
+    pub source: SpiffeId,
+    /// The destination workload's identity.
+    pub destination: SpiffeId,
+    /// The destination pod address (`:authority` of the CONNECT).
+    pub dst: SocketAddr,
+}
+
+impl MeshOutbound {
+    /// [`MeshOutbound::wants_hbone`] as a [`Tunnel`].
+    pub fn tunnel(&self, source: IpAddr, dst: SocketAddr, explicit_tls: bool) -> Option<Tunnel> {
+        let (from, to) = self.wants_hbone(source, dst.ip(), explicit_tls)?;
+        Some(Tunnel {
+            source_ip: source,
+            source: from,
+            destination: to,
+            dst,
+        })
+    }
+
+    /// Opens one `CONNECT` stream for `t` (`forwarded: for="<source IP>"`).
+    pub async fn open(&self, t: &Tunnel) -> Result<HboneStream, HboneError> {
+        let req = OutboundRequest {
+            source: t.source.clone(),
+            destination: t.destination.clone(),
+            extra_sans: Vec::new(),
+            hbone_addr: SocketAddr::new(t.dst.ip(), PORT),
+            target: t.dst,
+            forwarded_for: Some(SocketAddr::new(t.source_ip, 0)),
+            service_host: None,
+        };
+        self.client.connect(&req).await
+    }
+
+    /// A `TcpStream` whose bytes go through a `CONNECT` stream for `t`: a
+    /// loopback connection bridged to the tunnel by a spawned task, for the
+    /// L7 proxy's pools, whose codecs run on `TcpStream`s.
+    pub async fn bridge(&self, t: &Tunnel) -> std::io::Result<TcpStream> {
+        let mut tunnel = self.open(t).await.map_err(|e| match e {
+            HboneError::Io(e) => e,
+            other => std::io::Error::other(other),
+        })?;
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        let near = TcpStream::connect(listener.local_addr()?).await?;
+        let (mut far, _) = listener.accept().await?;
+        drop(listener);
+        let _ = near.set_nodelay(true);
+        let _ = far.set_nodelay(true);
+        tokio::spawn(async move {
+            let _ = tokio::io::copy_bidirectional(&mut far, &mut tunnel).await;
+        });
+        Ok(near)
+    }
+}
+
 /// Opens the upstream to `dst`: through `mesh` when there is one (see
 /// [`MeshOutbound::connect`]), else plain TCP.
 pub async fn connect(

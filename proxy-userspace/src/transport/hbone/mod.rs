@@ -17,7 +17,7 @@ pub mod tls;
 use std::time::Duration;
 
 pub use client::{HboneStream, Outbound, OutboundRequest};
-pub use mesh::{MeshOutbound, MeshView, Upstream};
+pub use mesh::{MeshOutbound, MeshView, Tunnel, Upstream};
 pub use server::{ConnectCheck, InboundHandler};
 
 /// The HBONE port on every meshed pod IP.

@@ -83,7 +83,10 @@ pub fn forwarded_for(headers: &http::HeaderMap) -> Option<SocketAddr> {
         if !k.eq_ignore_ascii_case("for") {
             return None;
         }
-        v.trim_matches('"').parse().ok()
+        let v = v.trim_matches('"');
+        v.parse()
+            .ok()
+            .or_else(|| v.parse::<std::net::IpAddr>().ok().map(|ip| (ip, 0).into()))
     })
 }
 
