@@ -90,7 +90,10 @@ fn serve_canary(node: &Node, pod: &str, canary: &'static str) -> SocketAddr {
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
-            let peer = s.peer_addr().map(|p| p.ip().to_string()).unwrap_or_default();
+            let peer = s
+                .peer_addr()
+                .map(|p| p.ip().to_string())
+                .unwrap_or_default();
             let _ = writeln!(s, "{canary} peer={peer}");
             // Drain what the client sends, then close.
             let mut line = String::new();
@@ -225,7 +228,9 @@ fn tcp_between_pods_on_two_nodes_goes_through_hbone_and_the_link_carries_no_plai
     let (a, b) = (&m.a, &m.b);
     let svc_addr = SocketAddr::from((m.vip, ECHO_PORT));
     let want = format!("{canary} peer=127.0.0.6");
-    eventually(&m, "through the Service", &want, || probe(a, "client", svc_addr));
+    eventually(&m, "through the Service", &want, || {
+        probe(a, "client", svc_addr)
+    });
 
     let iface = format!("l{}", b.id());
     let cap = Capture::start(a.netns(), &iface).unwrap();
@@ -311,29 +316,46 @@ fn serve_http(node: &Node, pod: &str, ports: &[u16], canary: &'static str) {
                 let l = tokio::net::TcpListener::from_std(l).unwrap();
                 tokio::spawn(async move {
                     loop {
-                        let Ok((s, peer)) = l.accept().await else { continue };
+                        let Ok((s, peer)) = l.accept().await else {
+                            continue;
+                        };
                         tokio::spawn(async move {
-                            let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| async move {
-                                let text = format!("{canary} peer={} proto={:?}", peer.ip(), req.version());
-                                let grpc = req
-                                    .headers()
-                                    .get(http::header::CONTENT_TYPE)
-                                    .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-                                let resp = if grpc {
-                                    let mut msg = vec![0u8];
-                                    msg.extend((text.len() as u32).to_be_bytes());
-                                    msg.extend(text.as_bytes());
-                                    let mut t = http::HeaderMap::new();
-                                    t.insert("grpc-status", http::HeaderValue::from_static("0"));
-                                    http::Response::builder()
-                                        .header("content-type", "application/grpc")
-                                        .body(GrpcBody { data: Some(msg.into()), trailers: Some(t) })
-                                        .unwrap()
-                                } else {
-                                    http::Response::new(GrpcBody { data: Some(text.into()), trailers: None })
-                                };
-                                Ok::<_, std::convert::Infallible>(resp)
-                            });
+                            let svc = hyper::service::service_fn(
+                                move |req: http::Request<hyper::body::Incoming>| async move {
+                                    let text = format!(
+                                        "{canary} peer={} proto={:?}",
+                                        peer.ip(),
+                                        req.version()
+                                    );
+                                    let grpc =
+                                        req.headers().get(http::header::CONTENT_TYPE).is_some_and(
+                                            |v| v.as_bytes().starts_with(b"application/grpc"),
+                                        );
+                                    let resp = if grpc {
+                                        let mut msg = vec![0u8];
+                                        msg.extend((text.len() as u32).to_be_bytes());
+                                        msg.extend(text.as_bytes());
+                                        let mut t = http::HeaderMap::new();
+                                        t.insert(
+                                            "grpc-status",
+                                            http::HeaderValue::from_static("0"),
+                                        );
+                                        http::Response::builder()
+                                            .header("content-type", "application/grpc")
+                                            .body(GrpcBody {
+                                                data: Some(msg.into()),
+                                                trailers: Some(t),
+                                            })
+                                            .unwrap()
+                                    } else {
+                                        http::Response::new(GrpcBody {
+                                            data: Some(text.into()),
+                                            trailers: None,
+                                        })
+                                    };
+                                    Ok::<_, std::convert::Infallible>(resp)
+                                },
+                            );
                             let _ = hyper_util::server::conn::auto::Builder::new(
                                 hyper_util::rt::TokioExecutor::new(),
                             )
@@ -398,7 +420,11 @@ fn http1_h2_and_grpc_between_pods_on_two_nodes_go_through_hbone() {
     );
     // h2 (prior knowledge) on an http2 port: HTTP/2 end to end.
     assert_eq!(
-        curl(a, &["--http2-prior-knowledge", &format!("http://{vip}:7302/")]).0,
+        curl(
+            a,
+            &["--http2-prior-knowledge", &format!("http://{vip}:7302/")]
+        )
+        .0,
         format!("{canary} peer=127.0.0.6 proto=HTTP/2.0")
     );
     // gRPC-style: POST application/grpc, a framed message back and the

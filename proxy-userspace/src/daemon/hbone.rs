@@ -125,7 +125,11 @@ impl Hbone {
     /// Opens the listeners still missing and closes those no longer
     /// wanted (called after [`Hbone::update`] and at every pod rescan).
     pub fn sync(&self) {
-        let wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let wanted = self
+            .wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         listeners.retain(|ip, l| {
             let keep = wanted.get(ip).is_some_and(|p| p.id == l.id);
@@ -154,7 +158,12 @@ impl Hbone {
                     ))
                 });
             let hint = format!("-{}-{}", pod.namespace, pod.name);
-            let netns = match inpod::find_netns(*ip, cg.map(|p| p.as_path()), &self.netns_dir, Some(&hint)) {
+            let netns = match inpod::find_netns(
+                *ip,
+                cg.map(|p| p.as_path()),
+                &self.netns_dir,
+                Some(&hint),
+            ) {
                 Ok(Some(n)) => Arc::new(n),
                 Ok(None) => {
                     tracing::debug!(pod = %format!("{}/{}", pod.namespace, pod.name), pod_ip = %ip, "pod network namespace not found yet");

@@ -77,8 +77,7 @@ impl InPodNetns {
         let home = home()?;
         move_into_link_name_space(self.fd.as_fd(), Some(LinkNameSpaceType::Network))?;
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-        if let Err(e) = move_into_link_name_space(home.as_fd(), Some(LinkNameSpaceType::Network))
-        {
+        if let Err(e) = move_into_link_name_space(home.as_fd(), Some(LinkNameSpaceType::Network)) {
             tracing::error!("cannot return to the node's network namespace: {e}; aborting");
             std::process::abort();
         }
@@ -193,7 +192,10 @@ pub fn listen_in_pod(netns: &InPodNetns, addr: SocketAddr) -> io::Result<tokio::
 
 /// Connects to `dst` (the pod's own address) from inside the pod's
 /// namespace, from `127.0.0.6` (`::6`), as Istio delivers inbound traffic.
-pub async fn connect_in_pod(netns: &InPodNetns, dst: SocketAddr) -> io::Result<tokio::net::TcpStream> {
+pub async fn connect_in_pod(
+    netns: &InPodNetns,
+    dst: SocketAddr,
+) -> io::Result<tokio::net::TcpStream> {
     let src: SocketAddr = match dst {
         SocketAddr::V4(_) => (INBOUND_SOURCE_V4, 0).into(),
         SocketAddr::V6(_) => (INBOUND_SOURCE_V6, 0).into(),

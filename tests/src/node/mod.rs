@@ -21,8 +21,8 @@
 //! namespaces, veths, cgroups, bpffs mount and tmp dir; [`sweep::stale`]
 //! removes what a killed test run left behind.
 pub mod bookinfo;
-pub mod capture;
 mod bpffs;
+pub mod capture;
 mod cgroups;
 pub mod config;
 pub mod http;

@@ -223,7 +223,9 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
                 ))
                 .await
                 .ok(),
-                None => Some(Box::pin(send(cluster, &ep, tunnel_pool.as_ref(), plan.http2, req)).await),
+                None => {
+                    Some(Box::pin(send(cluster, &ep, tunnel_pool.as_ref(), plan.http2, req)).await)
+                }
             }
         };
         if super::downstream_failed(&out.downstream_error) && !matches!(&result, Some(Ok(_))) {

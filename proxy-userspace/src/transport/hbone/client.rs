@@ -192,9 +192,7 @@ impl Outbound {
         let now = Instant::now();
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         pool.retain(|_, conns| {
-            conns.retain(|c| {
-                !c.tx.is_closed() && c.idle_since().is_none_or(|t| now - t < idle)
-            });
+            conns.retain(|c| !c.tx.is_closed() && c.idle_since().is_none_or(|t| now - t < idle));
             !conns.is_empty()
         });
     }
@@ -317,10 +315,7 @@ impl AsyncWrite for HboneStream {
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -142,9 +142,7 @@ pub async fn serve_connection(
         .ok_or(HboneError::NoPeerIdentity)?;
     let svc = hyper::service::service_fn(move |req| {
         let (peer, handler) = (peer.clone(), handler.clone());
-        async move {
-            Ok::<_, Infallible>(handle(req, dialled, remote, peer, handler).await)
-        }
+        async move { Ok::<_, Infallible>(handle(req, dialled, remote, peer, handler).await) }
     });
     http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())

@@ -287,9 +287,12 @@ const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 async fn the_server_accepts_a_well_formed_mesh_client() {
     let ca = Authority::generate(TD).unwrap();
     let dest = destination(&ca, true).await;
-    try_with(client_cfg(&ca, &id("ns", "c"), TLS13, &[b"h2"], true), &dest)
-        .await
-        .unwrap();
+    try_with(
+        client_cfg(&ca, &id("ns", "c"), TLS13, &[b"h2"], true),
+        &dest,
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -330,9 +333,17 @@ async fn the_server_rejects_tls12_only_clients_clients_without_certificate_and_h
     let ca = Authority::generate(TD).unwrap();
     let dest = destination(&ca, true).await;
     let tls12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
-    let e = try_with(client_cfg(&ca, &id("ns", "c"), tls12, &[b"h2"], true), &dest).await;
+    let e = try_with(
+        client_cfg(&ca, &id("ns", "c"), tls12, &[b"h2"], true),
+        &dest,
+    )
+    .await;
     assert!(e.is_err(), "TLS 1.2 only");
-    let e = try_with(client_cfg(&ca, &id("ns", "c"), TLS13, &[b"h2"], false), &dest).await;
+    let e = try_with(
+        client_cfg(&ca, &id("ns", "c"), TLS13, &[b"h2"], false),
+        &dest,
+    )
+    .await;
     assert!(e.is_err(), "no client certificate");
     let e = try_with(
         client_cfg(&ca, &id("ns", "c"), TLS13, &[b"http/1.1"], true),
