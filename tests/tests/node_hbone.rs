@@ -129,13 +129,19 @@ fn two_nodes(
     p: &strait_tests::privileged::Privileged,
     index: u8,
     ports: Vec<ServicePort>,
-    before_daemons: impl FnOnce(&Node),
+    extra_clients: &[(&str, &str)],
+    before_daemons: impl FnOnce(&Node, &Path),
 ) -> Mesh {
     let mut a = Node::new(&p.cgroup2, "node-a", index).unwrap();
     let mut b = Node::new(&p.cgroup2, "node-b", index + 1).unwrap();
     let mut client = PodSpec::new("client", &[("app", "client")]);
     client.service_account = "sleep".into();
     a.add_pod(client).unwrap();
+    for (name, sa) in extra_clients {
+        let mut c = PodSpec::new(name, &[("app", name)]);
+        c.service_account = sa.to_string();
+        a.add_pod(c).unwrap();
+    }
     let mut server = PodSpec::new("server", &[("app", "echo")]);
     server.service_account = "echo".into();
     b.add_pod(server).unwrap();
@@ -154,7 +160,7 @@ fn two_nodes(
     let config = a.tmp_dir().join("config");
     a.write_config(&config).unwrap();
     b.write_config(&config).unwrap();
-    before_daemons(&b);
+    before_daemons(&b, &config);
 
     // Node A: the embedded CA, serving node B too.
     let ca_dir = a.tmp_dir().join("ca");
@@ -221,7 +227,7 @@ fn tcp_between_pods_on_two_nodes_goes_through_hbone_and_the_link_carries_no_plai
     };
     let canary: &'static str = "PLAINTEXT-CANARY-7f3e9a";
     let server_addr = std::sync::OnceLock::new();
-    let m = two_nodes(&p, 46, vec![port("tcp-echo", ECHO_PORT)], |b| {
+    let m = two_nodes(&p, 46, vec![port("tcp-echo", ECHO_PORT)], &[], |b, _| {
         server_addr.set(serve_canary(b, "server", canary)).unwrap();
     });
     let server_addr = *server_addr.get().unwrap();
@@ -395,7 +401,7 @@ fn http1_h2_and_grpc_between_pods_on_two_nodes_go_through_hbone() {
     };
     let canary: &'static str = "HTTP-CANARY-51c0de";
     let ports = vec![port("http", 7301), port("http2", 7302), port("grpc", 7303)];
-    let m = two_nodes(&p, 48, ports, |b| {
+    let m = two_nodes(&p, 48, ports, &[], |b, _| {
         serve_http(b, "server", &[7301, 7302, 7303], canary)
     });
     let a = &m.a;
@@ -459,4 +465,59 @@ fn http1_h2_and_grpc_between_pods_on_two_nodes_go_through_hbone() {
     );
     assert!(!capture::contains(&frames, b"GET / HTTP/1.1"));
     assert!(capture::contains(&frames, &[0x17, 0x03, 0x03]));
+}
+
+#[test]
+fn authorization_policy_principals_are_enforced_with_the_peer_identity_across_nodes() {
+    let name = "authorization_policy_principals_are_enforced_with_the_peer_identity_across_nodes";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let canary: &'static str = "AUTHZ-CANARY-2b7d";
+    let server_addr = std::sync::OnceLock::new();
+    let m = two_nodes(
+        &p,
+        50,
+        vec![port("tcp-echo", ECHO_PORT)],
+        &[("intruder", "other")],
+        |b, config| {
+            server_addr.set(serve_canary(b, "server", canary)).unwrap();
+            std::fs::write(
+                config.join("authz.yaml"),
+                "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+                 metadata: {name: echo-from-sleep, namespace: default}\n\
+                 spec:\n  selector: {matchLabels: {app: echo}}\n  action: ALLOW\n  rules:\n\
+                 \x20 - from:\n    - source: {principals: [cluster.local/ns/default/sa/sleep]}\n",
+            )
+            .unwrap();
+        },
+    );
+    let server_addr = *server_addr.get().unwrap();
+    let a = &m.a;
+    let svc_addr = SocketAddr::from((m.vip, ECHO_PORT));
+    let want = format!("{canary} peer=127.0.0.6");
+    // The allowed principal gets through (via the Service and direct).
+    eventually(&m, "sleep through the Service", &want, || {
+        probe(a, "client", svc_addr)
+    });
+    assert_eq!(probe(a, "client", server_addr), want);
+    // Another service account is refused by node B (401 on the CONNECT):
+    // no byte of the server reaches it.
+    for addr in [svc_addr, server_addr] {
+        let got = probe(a, "intruder", addr);
+        assert!(!got.contains(canary), "{addr}: {got:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = m.db.log();
+        let denied = log.lines().any(|l| {
+            l.contains("src.identity=spiffe://cluster.local/ns/default/sa/other")
+                && l.contains("status=401")
+        });
+        if denied {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node B:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -79,7 +79,14 @@ pub async fn proxy(
         }
     };
     rec.upstream_cluster = Some(cluster.name.clone());
-    if super::authz::check_connection(&table, &cluster.name, peer, sni.as_deref(), &mut rec) {
+    if super::authz::check_connection(
+        &table,
+        &cluster.name,
+        peer,
+        sni.as_deref(),
+        &mut rec,
+        shared.settings.hbone.as_deref(),
+    ) {
         finish(&shared, rec, start);
         return;
     }

@@ -82,6 +82,17 @@ impl MeshOutbound {
         Some((from.clone(), to.clone()))
     }
 
+    /// The identity of this node's meshed workload at `ip`, if any (what
+    /// its tunnels present).
+    pub fn local_identity(&self, ip: IpAddr) -> Option<SpiffeId> {
+        self.view.load().local.get(&ip).cloned()
+    }
+
+    /// Whether `ip` is a meshed workload (reached over HBONE).
+    pub fn is_meshed(&self, ip: IpAddr) -> bool {
+        self.view.load().meshed.contains_key(&ip)
+    }
+
     /// Opens the upstream to `dst` for a client at `source`: HBONE when
     /// [`MeshOutbound::wants_hbone`] says so, else a plain TCP connection.
     /// `service_host` is the service the client asked for, if any.
