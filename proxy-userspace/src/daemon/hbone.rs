@@ -261,6 +261,16 @@ impl InboundHandler for PodInbound {
         Box::pin(async move { inpod::connect_in_pod(&netns, target).await })
     }
 
+    fn opened(&self, c: &ConnectCheck) {
+        if self.access_log {
+            tracing::info!(
+                target: "strait::hbone",
+                pod = %self.pod, src.addr = %c.source, dst.addr = %c.target,
+                src.identity = %c.peer, "inbound HBONE connection opened"
+            );
+        }
+    }
+
     fn finished(&self, c: &ConnectCheck, status: http::StatusCode, sent: u64, received: u64) {
         if self.access_log {
             tracing::info!(

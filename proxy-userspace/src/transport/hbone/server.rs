@@ -47,6 +47,8 @@ pub trait InboundHandler: Send + Sync + 'static {
     /// The connection to the pod (the daemon: from 127.0.0.6 inside the
     /// pod's network namespace).
     fn connect(&self, target: SocketAddr) -> BoxFuture<std::io::Result<TcpStream>>;
+    /// A tunnel was established (200 sent; bytes flow next).
+    fn opened(&self, _c: &ConnectCheck) {}
     /// A tunnelled connection ended (or was refused with `status`):
     /// bytes from the peer to the pod and back.
     fn finished(&self, c: &ConnectCheck, status: StatusCode, sent: u64, received: u64);
@@ -198,6 +200,7 @@ async fn handle(
             return status(StatusCode::SERVICE_UNAVAILABLE);
         }
     };
+    handler.opened(&check);
     tokio::spawn(async move {
         let mut upstream = upstream;
         let _ = upstream.set_nodelay(true);
