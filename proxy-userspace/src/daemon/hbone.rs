@@ -61,7 +61,14 @@ pub struct Hbone {
     access_log: bool,
     wanted: Mutex<BTreeMap<IpAddr, LocalPod>>,
     listeners: Mutex<HashMap<IpAddr, PodListener>>,
+    /// Pods whose listener could not be opened yet: failures so far and
+    /// when to try again (0.5 s doubling up to 16 s), so a pod whose
+    /// namespace never appears costs little and logs little.
+    retry: Mutex<HashMap<IpAddr, (u32, std::time::Instant)>>,
 }
+
+/// Longest wait between two attempts at a pod's listener.
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(16);
 
 impl Hbone {
     /// HBONE for node `node` with the certificates of `certs`.
@@ -83,6 +90,7 @@ impl Hbone {
             access_log,
             wanted: Mutex::new(BTreeMap::new()),
             listeners: Mutex::new(HashMap::new()),
+            retry: Mutex::new(HashMap::new()),
         })
     }
 
@@ -138,13 +146,26 @@ impl Hbone {
             }
             keep
         });
+        let now = std::time::Instant::now();
+        let mut retry = self.retry.lock().unwrap_or_else(|e| e.into_inner());
+        retry.retain(|ip, _| wanted.contains_key(ip) && !listeners.contains_key(ip));
         let missing: Vec<(&IpAddr, &LocalPod)> = wanted
             .iter()
             .filter(|(ip, _)| !listeners.contains_key(ip))
+            .filter(|(ip, _)| retry.get(ip).is_none_or(|(_, at)| *at <= now))
             .collect();
         if missing.is_empty() {
             return;
         }
+        let mut failed = |ip: IpAddr| -> u32 {
+            let e = retry.entry(ip).or_insert((0, now));
+            e.0 += 1;
+            let wait = std::time::Duration::from_millis(500)
+                .saturating_mul(1 << e.0.min(6))
+                .min(RETRY_MAX);
+            e.1 = now + wait;
+            e.0
+        };
         let cgroups = super::pods::pod_cgroups(&self.pods_cgroup).unwrap_or_default();
         for (ip, pod) in missing {
             let cg = pod
@@ -166,11 +187,14 @@ impl Hbone {
             ) {
                 Ok(Some(n)) => Arc::new(n),
                 Ok(None) => {
-                    tracing::debug!(pod = %format!("{}/{}", pod.namespace, pod.name), pod_ip = %ip, "pod network namespace not found yet");
+                    let n = failed(*ip);
+                    tracing::debug!(pod = %format!("{}/{}", pod.namespace, pod.name), pod_ip = %ip, attempts = n, "pod network namespace not found yet");
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(pod_ip = %ip, "looking for the pod's network namespace: {e}");
+                    if failed(*ip) == 1 {
+                        tracing::warn!(pod_ip = %ip, "looking for the pod's network namespace: {e}");
+                    }
                     continue;
                 }
             };
@@ -178,10 +202,15 @@ impl Hbone {
                 Ok(l) => {
                     listeners.insert(*ip, l);
                 }
-                Err(e) => tracing::warn!(
-                    pod = %format!("{}/{}", pod.namespace, pod.name), pod_ip = %ip,
-                    "HBONE listener not opened (retried at the next rescan): {e}"
-                ),
+                Err(e) => {
+                    let n = failed(*ip);
+                    if n == 1 || n % 16 == 0 {
+                        tracing::warn!(
+                            pod = %format!("{}/{}", pod.namespace, pod.name), pod_ip = %ip, attempts = n,
+                            "HBONE listener not opened (tried again later): {e}"
+                        );
+                    }
+                }
             }
         }
     }
@@ -321,4 +350,52 @@ pub fn redirect_meshed_services(snap: &mut MeshSnapshot, enrollment: &Enrollment
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_config::snapshot::L4Mode;
+
+    fn pod(ns: &str, name: &str, ip: &str, app: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {app}}}}}\n\
+             spec: {{nodeName: n1, serviceAccountName: {app}, containers: [{{name: c, image: i}}]}}\n\
+             status: {{phase: Running, podIP: {ip}}}\n---\n"
+        )
+    }
+
+    fn service(ns: &str, name: &str, ip: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+             spec: {{clusterIP: {ip}, selector: {{app: {name}}}, ports: [{{name: tcp, port: 7000}}]}}\n---\n"
+        )
+    }
+
+    #[test]
+    fn l4_services_with_meshed_endpoints_are_redirected_and_plaintext_ones_keep_the_kernel_path() {
+        let yaml = [
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh, labels: {istio.io/dataplane-mode: ambient}}\n---\n".to_string(),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: plain}\n---\n".to_string(),
+            pod("mesh", "a-0", "10.244.1.2", "a"),
+            pod("plain", "b-0", "10.244.1.3", "b"),
+            service("mesh", "a", "10.96.0.10"),
+            service("plain", "b", "10.96.0.11"),
+        ]
+        .concat();
+        let loaded = strait_config::load::load_str(&yaml, "t.yaml");
+        let (mut snap, _) = strait_config::compile(&loaded.resources);
+        let enrollment = Enrollment::from_resources(&loaded.resources);
+        let mode = |snap: &MeshSnapshot, vip: &str| {
+            snap.l4
+                .iter()
+                .find(|s| s.vip.to_string() == vip)
+                .map(|s| s.mode)
+                .unwrap()
+        };
+        assert_eq!(mode(&snap, "10.96.0.10"), L4Mode::L4);
+        assert_eq!(redirect_meshed_services(&mut snap, &enrollment), 1);
+        assert_eq!(mode(&snap, "10.96.0.10"), L4Mode::Redirect);
+        assert_eq!(mode(&snap, "10.96.0.11"), L4Mode::L4);
+    }
 }
