@@ -433,6 +433,18 @@ fn http1_h2_and_grpc_between_pods_on_two_nodes_go_through_hbone() {
         .0,
         format!("{canary} peer=127.0.0.6 proto=HTTP/2.0")
     );
+    // h2 straight to the pod IP (PASSTHROUGH, the client's protocol).
+    assert_eq!(
+        curl(
+            a,
+            &[
+                "--http2-prior-knowledge",
+                &format!("http://{server_ip}:7302/")
+            ]
+        )
+        .0,
+        format!("{canary} peer=127.0.0.6 proto=HTTP/2.0")
+    );
     // gRPC-style: POST application/grpc, a framed message back and the
     // grpc-status trailer.
     let msg = a.tmp_dir().join("grpc-empty-message");

@@ -14,8 +14,10 @@
 //! rewrite the kernel tables work with them, see the `e2e_hardening`
 //! tests; label flips attach and detach, see `node_enrollment`). Every other capability is removed from
 //! the effective, permitted, inheritable, ambient and bounding sets, and
-//! `no_new_privs` stops an `execve` from regaining any. Like ztunnel, which
-//! runs without `CAP_SYS_ADMIN` after its setup.
+//! `no_new_privs` stops an `execve` from regaining any. With workload
+//! identities (a CA), `CAP_SYS_ADMIN` is kept too: the HBONE listeners and
+//! deliveries are sockets opened inside each meshed pod's network
+//! namespace (`setns`), as ztunnel's in-pod mode, which keeps `SYS_ADMIN`.
 //!
 //! Capabilities are per thread: this must run before the process starts
 //! any thread that outlives setup (the tokio runtime, the proxy workers, the
