@@ -7,7 +7,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use strait::proxy::route::RouteAction;
+use strait::runtime::route::RouteAction;
 use support::client::Client;
 use support::{assert_binomial, Mesh, MeshBuilder};
 

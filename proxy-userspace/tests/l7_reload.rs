@@ -342,8 +342,9 @@ async fn a_diff_rebuilds_only_what_it_names() {
     assert_eq!(diff.clusters.changed.len(), 1, "{diff:?}");
     let other_vip = mesh.service("other").vip;
     let before = mesh.proxy.table();
-    let other_port =
-        |t: &strait::proxy::Table| t.services[&std::net::SocketAddr::new(other_vip, 8080)].clone();
+    let other_port = |t: &strait::runtime::Table| {
+        t.services[&std::net::SocketAddr::new(other_vip, 8080)].clone()
+    };
     let rebuilt = mesh.proxy.apply_diff(&new, &diff).expect("applies");
     assert_eq!(rebuilt, 1);
     let after = mesh.proxy.table();

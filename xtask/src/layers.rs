@@ -164,7 +164,15 @@ fn print_graph(out: &mut String, g: &Graph) {
             .filter(|(f, _)| f == n)
             .map(|(_, t)| t.as_str())
             .collect();
-        let _ = writeln!(out, "{n} -> {}", if to.is_empty() { "-".to_owned() } else { to.join(", ") });
+        let _ = writeln!(
+            out,
+            "{n} -> {}",
+            if to.is_empty() {
+                "-".to_owned()
+            } else {
+                to.join(", ")
+            }
+        );
     }
 }
 
@@ -209,7 +217,8 @@ pub fn cycles(g: &Graph) -> Vec<Vec<String>> {
                 .min()
                 .expect("a strongly connected component has an edge out of each node");
             if let Some(pos) = path.iter().position(|&p| p == next) {
-                let mut cycle: Vec<String> = path[pos..].iter().map(|&i| nodes[i].clone()).collect();
+                let mut cycle: Vec<String> =
+                    path[pos..].iter().map(|&i| nodes[i].clone()).collect();
                 cycle.push(nodes[next].clone());
                 out.push(cycle);
                 break;
@@ -305,7 +314,8 @@ impl ModuleTree {
     ) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))?;
-        let ast = syn::parse_file(&text).with_context(|| format!("cannot parse {}", file.display()))?;
+        let ast =
+            syn::parse_file(&text).with_context(|| format!("cannot parse {}", file.display()))?;
         let rel = file.strip_prefix(src).unwrap_or(file).display().to_string();
         self.items(&ast.items, file, dir, module, src, &rel)
     }
@@ -419,7 +429,9 @@ impl Refs<'_> {
     /// the current module; other paths (extern crates, locals, std) are
     /// not this crate's modules and are ignored.
     fn add(&mut self, segments: &[String], line: usize) {
-        let Some(first) = segments.first() else { return };
+        let Some(first) = segments.first() else {
+            return;
+        };
         if segments.len() < 2 {
             return;
         }
@@ -495,7 +507,11 @@ impl<'ast> Visit<'ast> for Refs<'_> {
     fn visit_macro(&mut self, m: &'ast syn::Macro) {
         // Macro bodies are tokens to syn: find `crate :: a :: b` and
         // `super :: …` runs in them.
-        let line = m.path.segments.first().map_or(0, |s| s.ident.span().start().line);
+        let line = m
+            .path
+            .segments
+            .first()
+            .map_or(0, |s| s.ident.span().start().line);
         scan_tokens(m.tokens.clone(), &mut |segs| self.add(segs, line));
         syn::visit::visit_macro(self, m);
     }
@@ -508,9 +524,11 @@ fn scan_tokens(tokens: proc_macro2::TokenStream, found: &mut dyn FnMut(&[String]
     while i < tts.len() {
         match &tts[i] {
             TokenTree::Group(g) => scan_tokens(g.stream(), found),
-            TokenTree::Ident(id) if matches!(id.to_string().as_str(), "crate" | "super" | "self") => {
-                let start_ok = i == 0
-                    || !matches!(&tts[i - 1], TokenTree::Punct(p) if p.as_char() == ':');
+            TokenTree::Ident(id)
+                if matches!(id.to_string().as_str(), "crate" | "super" | "self") =>
+            {
+                let start_ok =
+                    i == 0 || !matches!(&tts[i - 1], TokenTree::Punct(p) if p.as_char() == ':');
                 if start_ok {
                     let mut segs = vec![id.to_string()];
                     let mut j = i + 1;
@@ -548,9 +566,16 @@ mod tests {
     /// and `c` uses `a` inside a macro body (a cycle a -> b -> c -> a).
     fn fixture(dir: &Path, c_body: &str) {
         std::fs::create_dir_all(dir.join("b")).unwrap();
-        std::fs::write(dir.join("lib.rs"), "pub mod a;\npub mod b;\nmod c;\npub struct Top;\n")
-            .unwrap();
-        std::fs::write(dir.join("a.rs"), "use crate::b::inner::Thing;\npub fn f() {}\n").unwrap();
+        std::fs::write(
+            dir.join("lib.rs"),
+            "pub mod a;\npub mod b;\nmod c;\npub struct Top;\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("a.rs"),
+            "use crate::b::inner::Thing;\npub fn f() {}\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("b/mod.rs"), "pub mod inner;\n").unwrap();
         std::fs::write(
             dir.join("b/inner.rs"),
@@ -578,10 +603,28 @@ mod tests {
         assert!(g.edges.contains_key(&("b".into(), ROOT.into())));
         assert_eq!(cycles(&g), vec![vec!["a", "b", "c", "a"]]);
         let r = check(&tree, &[&["a"], &["b"], &["c"]], &[]);
-        assert!(r.errors.iter().any(|e| e == "import cycle: a -> b -> c -> a"), "{:?}", r.errors);
+        assert!(
+            r.errors
+                .iter()
+                .any(|e| e == "import cycle: a -> b -> c -> a"),
+            "{:?}",
+            r.errors
+        );
         // c -> a goes up; b -> (root) goes up too.
-        assert!(r.errors.iter().any(|e| e.starts_with("`c` imports `a`") && e.contains("c.rs:1")), "{:?}", r.errors);
-        assert!(r.errors.iter().any(|e| e.starts_with("`b` imports `(root)`")), "{:?}", r.errors);
+        assert!(
+            r.errors
+                .iter()
+                .any(|e| e.starts_with("`c` imports `a`") && e.contains("c.rs:1")),
+            "{:?}",
+            r.errors
+        );
+        assert!(
+            r.errors
+                .iter()
+                .any(|e| e.starts_with("`b` imports `(root)`")),
+            "{:?}",
+            r.errors
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -598,10 +641,18 @@ mod tests {
         assert!(r.text.contains("b -> c\n"), "{}", r.text);
         // Same row: a peer import is against the order.
         let r = check(&tree, &[&["a", "b"], &["c"]], exc);
-        assert!(r.errors.iter().any(|e| e.starts_with("`a` imports `b`")), "{:?}", r.errors);
+        assert!(
+            r.errors.iter().any(|e| e.starts_with("`a` imports `b`")),
+            "{:?}",
+            r.errors
+        );
         // A module with no row.
         let r = check(&tree, &[&["a"], &["b"]], exc);
-        assert!(r.errors.iter().any(|e| e.contains("`c` has no row")), "{:?}", r.errors);
+        assert!(
+            r.errors.iter().any(|e| e.contains("`c` has no row")),
+            "{:?}",
+            r.errors
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use strait_config::snapshot::MeshSnapshot;
 
 use crate::admin::AdminSource;
-use crate::proxy::Proxy;
+use crate::serve::Proxy;
 use crate::telemetry::Metrics;
 
 /// Shared by the reload loop, the access-log sink and the admin API.

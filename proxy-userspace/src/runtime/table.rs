@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use super::cluster::Cluster;
 use super::route::RouteTable;
+use crate::upstream::cluster::Cluster;
 
 /// Protocol of a service port, as the config crate selected it from the
 /// port name / `appProtocol` (Istio's rules; see `compile::port_protocol`).
@@ -86,7 +86,7 @@ impl Default for Table {
     }
 }
 
-pub use super::cluster::passthrough_cluster;
+pub use crate::upstream::cluster::passthrough_cluster;
 
 impl Table {
     /// The service port a connection to `dst` is for.

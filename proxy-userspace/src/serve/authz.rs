@@ -9,13 +9,13 @@ use std::net::SocketAddr;
 
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
-use super::access_log::AccessLogRecord;
-use super::body::ProxyBody;
-use super::flags::ResponseFlags;
-use super::head::{ReqHead, ReqHeaders};
 use super::http::local_reply::local_reply;
-use super::table::Table;
 use crate::policy::{self, HeaderEdit, HeaderLookup, HttpRequest, Outcome, Request};
+use crate::proxy::body::ProxyBody;
+use crate::proxy::head::{ReqHead, ReqHeaders};
+use crate::runtime::table::Table;
+use crate::telemetry::access_log::AccessLogRecord;
+use crate::telemetry::flags::ResponseFlags;
 
 /// Envoy's RBAC filter's 403 body.
 pub const RBAC_DENIED: &str = "RBAC: access denied";
@@ -72,7 +72,7 @@ fn check_with(
 ) -> Option<Response<ProxyBody>> {
     let guard = policies.guard(cluster)?;
     let outcome = {
-        let host = super::route::matching::authority(parts).unwrap_or("");
+        let host = crate::runtime::route::matching::authority(parts).unwrap_or("");
         let req = Request {
             source_ip: peer.ip(),
             sni: None,
@@ -102,7 +102,7 @@ fn check_with(
             let mut r = local_reply(StatusCode::UNAUTHORIZED, why, grpc);
             let realm = format!(
                 "Bearer realm=\"http://{}{}\", error=\"invalid_token\"",
-                super::route::matching::authority(parts).unwrap_or(""),
+                crate::runtime::route::matching::authority(parts).unwrap_or(""),
                 parts.uri.path()
             );
             if let Ok(v) = HeaderValue::from_str(&realm) {

@@ -6,11 +6,11 @@
 //! HTTP/2, gRPC and TCP.
 use http::{Response, StatusCode};
 
-use super::access_log::AccessLogRecord;
-use super::body::ProxyBody;
-use super::flags::ResponseFlags;
 use super::http::local_reply::{self as lr, local_reply};
-use super::upstream::UpstreamError;
+use crate::proxy::body::ProxyBody;
+use crate::telemetry::access_log::AccessLogRecord;
+use crate::telemetry::flags::ResponseFlags;
+use crate::upstream::client::UpstreamError;
 
 /// A request the proxy could not send upstream, or an upstream try that
 /// failed before response headers.
@@ -111,7 +111,7 @@ impl Failure<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::upstream::ConnectError;
+    use crate::upstream::client::ConnectError;
 
     #[test]
     fn a_connect_failure_keeps_its_cause_and_maps_to_uf() {

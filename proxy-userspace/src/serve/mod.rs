@@ -9,27 +9,12 @@
 //! ```
 //!
 //! Public API for the daemon and the benchmarks: [`Proxy`].
-pub mod access_log;
 pub mod authz;
-pub mod body;
-pub mod cluster;
-pub mod compile;
 pub mod conn_exec;
 pub mod failure;
-pub mod flags;
-pub mod h1;
-pub mod head;
 pub mod http;
-pub mod orig_dst;
-pub mod pool;
-pub mod route;
-pub mod self_guard;
 pub mod server;
-pub mod sniff;
-pub mod table;
 pub mod tcp;
-pub mod tls;
-pub mod upstream;
 pub mod workers;
 
 use std::sync::Arc;
@@ -38,12 +23,17 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
-pub use access_log::{AccessLogRecord, AccessLogSink, LogFormat, NoAccessLog, StdoutAccessLog};
-pub use flags::ResponseFlags;
+pub use crate::telemetry::access_log::{
+    AccessLogRecord, AccessLogSink, LogFormat, NoAccessLog, StdoutAccessLog,
+};
+pub use crate::telemetry::flags::ResponseFlags;
+pub use crate::transport::orig_dst::{FixedDestination, OriginalDst, StaticOriginalDst};
 pub use http::normalize::PathNormalization;
-pub use orig_dst::{FixedDestination, OriginalDst, StaticOriginalDst};
-pub use table::Table;
 pub use workers::Workers;
+
+use crate::runtime::compile;
+use crate::runtime::Table;
+use crate::upstream::cluster;
 
 /// Proxy-wide settings (Istio `meshConfig` equivalents).
 #[derive(Clone, Debug)]

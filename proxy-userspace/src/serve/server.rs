@@ -12,10 +12,12 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::conn_exec::ConnExec;
 use super::http::{handle, ConnInfo};
-use super::orig_dst::OriginalDst;
-use super::sniff::{sniff, Sniffed};
-use super::table::PortProtocol;
-use super::{h1, tcp, tls, Shared};
+use super::{tcp, Shared};
+use crate::proxy::h1;
+use crate::runtime::table::PortProtocol;
+use crate::transport::orig_dst::OriginalDst;
+use crate::transport::sniff::{sniff, Sniffed};
+use crate::transport::tls;
 
 /// Accepts connections until the listener fails.
 pub async fn serve(

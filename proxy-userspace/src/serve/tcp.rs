@@ -8,14 +8,14 @@ use std::time::{Instant, SystemTime};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::access_log::AccessLogRecord;
-use super::cluster::{ActiveGuard, Cluster, PickContext};
 use super::failure::Failure;
-use super::flags::ResponseFlags;
-use super::route::{L4Context, WeightedClusters};
-use super::table::Table;
-use super::upstream::{ConnectError, UpstreamError};
 use super::Shared;
+use crate::runtime::route::{L4Context, WeightedClusters};
+use crate::runtime::table::Table;
+use crate::telemetry::access_log::AccessLogRecord;
+use crate::telemetry::flags::ResponseFlags;
+use crate::upstream::client::{ConnectError, UpstreamError};
+use crate::upstream::cluster::{ActiveGuard, Cluster, PickContext};
 
 /// Proxies one TCP connection. `sni` is set for TLS passthrough.
 pub async fn proxy(
@@ -39,7 +39,7 @@ pub async fn proxy(
     let cluster: Arc<Cluster> = match svc {
         None if table.registry_only => {
             // REGISTRY_ONLY: Envoy's BlackHoleCluster closes the connection.
-            rec.upstream_cluster = Some(super::table::BLACK_HOLE_CLUSTER.into());
+            rec.upstream_cluster = Some(crate::runtime::table::BLACK_HOLE_CLUSTER.into());
             finish(&shared, rec, start);
             return;
         }
@@ -106,12 +106,12 @@ pub async fn proxy(
         return;
     };
     let _active = ep.clone().map(ActiveGuard::new);
-    if super::self_guard::is_self(addr) {
+    if crate::upstream::self_guard::is_self(addr) {
         fail_connect(
             &cluster,
             ep.as_deref(),
             &mut rec,
-            ConnectError::Refused(super::self_guard::REFUSED),
+            ConnectError::Refused(crate::upstream::self_guard::REFUSED),
         );
         finish(&shared, rec, start);
         return;
@@ -132,7 +132,10 @@ pub async fn proxy(
         }
     };
     if let Some(ep) = &ep {
-        cluster.record(ep, super::cluster::outlier::TryResult::Status(200));
+        cluster.record(
+            ep,
+            crate::upstream::cluster::outlier::TryResult::Status(200),
+        );
     }
     let _ = upstream.set_nodelay(true);
     rec.upstream_local_address = upstream.local_addr().ok();
@@ -151,13 +154,16 @@ pub async fn proxy(
 
 fn fail_connect(
     cluster: &Cluster,
-    ep: Option<&super::cluster::Endpoint>,
+    ep: Option<&crate::upstream::cluster::Endpoint>,
     rec: &mut AccessLogRecord,
     cause: ConnectError,
 ) {
     Failure::Upstream(&UpstreamError::Connect(cause)).record(rec);
     if let Some(ep) = ep {
-        cluster.record(ep, super::cluster::outlier::TryResult::LocalFailure);
+        cluster.record(
+            ep,
+            crate::upstream::cluster::outlier::TryResult::LocalFailure,
+        );
     }
 }
 

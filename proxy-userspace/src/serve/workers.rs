@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::orig_dst::OriginalDst;
 use super::{server, Shared};
+use crate::transport::orig_dst::OriginalDst;
 
 /// Running worker threads. Dropping this without [`Workers::shutdown`]
 /// leaves them serving until the process exits.

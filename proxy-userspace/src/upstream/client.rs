@@ -10,9 +10,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::{BoxError, ProxyBody};
 use super::cluster::PoolSettings;
 pub use super::pool::{Pool, Sent};
+use crate::proxy::body::{BoxError, ProxyBody};
 
 /// Why an upstream try failed before response headers, as Envoy's reset
 /// reasons; the cause is kept as the error's source. Which response flag

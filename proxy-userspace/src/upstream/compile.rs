@@ -5,13 +5,13 @@ use std::time::Duration;
 use http::HeaderName;
 use strait_config::snapshot as snap;
 
-use super::{err, CompileError};
-use crate::proxy::cluster::{
+use crate::runtime::compile::{err, CompileError};
+use crate::upstream::cluster::{
     ClusterSpec, Endpoint, HashKey, LbSpec, Limits, OutlierDetection, PoolSettings, Simple,
     UpstreamProtocol,
 };
 
-pub(super) fn cluster_spec(c: &snap::Cluster) -> Result<ClusterSpec, CompileError> {
+pub(crate) fn cluster_spec(c: &snap::Cluster) -> Result<ClusterSpec, CompileError> {
     let pool = &c.connection_pool;
     let protocol = if pool.use_client_protocol || c.protocol == snap::Protocol::Unknown {
         UpstreamProtocol::Downstream

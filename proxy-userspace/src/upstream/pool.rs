@@ -32,12 +32,12 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::body::{BoxError, ProxyBody};
 use super::cluster::PoolSettings;
-use super::h1::body::{ResponseBody, Reuse};
-use super::h1::conn::SendError;
-use super::h1::{self, Conn};
-use super::upstream::{classify_hyper, ConnectError, UpstreamError};
+use crate::proxy::body::{BoxError, ProxyBody};
+use crate::proxy::h1::body::{ResponseBody, Reuse};
+use crate::proxy::h1::conn::SendError;
+use crate::proxy::h1::{self, Conn};
+use crate::upstream::client::{classify_hyper, ConnectError, UpstreamError};
 
 /// The shared HTTP/2 connection.
 struct H2Conn {
@@ -153,7 +153,7 @@ impl Pool {
         };
         let mut body = Some(body);
         loop {
-            let b = body.take().unwrap_or_else(super::body::empty);
+            let b = body.take().unwrap_or_else(crate::proxy::body::empty);
             match conn.send(method, path_and_query, headers, b).await {
                 Ok(head) => {
                     conn.served += 1;

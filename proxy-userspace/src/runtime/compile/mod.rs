@@ -3,7 +3,6 @@
 //! [`Registry`] (unchanged clusters reused with their live state, changed
 //! ones rebuilt around it), routes pointing at their clusters. Runs once
 //! per snapshot swap, never per request.
-mod cluster;
 mod route;
 
 use std::collections::HashMap;
@@ -12,10 +11,10 @@ use std::sync::Arc;
 
 use strait_config::snapshot as snap;
 
-use self::cluster::cluster_spec;
 use self::route::route_table;
-use super::cluster::{Cluster, Prepared, Registry};
 use super::table::{PortProtocol, ServicePort, SourceWorkload, Table};
+use crate::upstream::cluster::{Cluster, Prepared, Registry};
+use crate::upstream::compile::cluster_spec;
 
 /// Something in the snapshot the runtime cannot build. Names the route
 /// (`host:port http[i]`) or cluster and the field.
@@ -30,7 +29,7 @@ pub struct CompileError {
     pub message: String,
 }
 
-pub(super) fn err(
+pub(crate) fn err(
     location: &str,
     field: impl Into<String>,
     message: impl ToString,

@@ -7,8 +7,8 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use strait_config::snapshot as snap;
 
 use super::{err, lookup, Clusters, CompileError};
-use crate::proxy::route::actions::{convert_substitution, grpc_code, AbortStatus, RetryOn};
-use crate::proxy::route::{
+use crate::runtime::route::actions::{convert_substitution, grpc_code, AbortStatus, RetryOn};
+use crate::runtime::route::{
     CorsPolicy, Fault, FaultAbort, HeaderOps, HttpMatch, HttpRoute, L4Match, L4Route, Mirror,
     Redirect, RetryPolicy, Rewrite, RouteAction, RouteTable, StringMatch, WeightedCluster,
     WeightedClusters,

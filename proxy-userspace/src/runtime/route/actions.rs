@@ -8,7 +8,7 @@ use regex::Regex;
 
 use super::matching::StringMatch;
 pub use super::retry::{RetryOn, RetryPolicy, TryOutcome};
-use crate::proxy::cluster::Cluster;
+use crate::upstream::cluster::Cluster;
 
 /// Istio `HTTPRewrite`.
 #[derive(Clone, Debug, Default)]

@@ -13,7 +13,7 @@ use http::{HeaderName, HeaderValue};
 pub use actions::{CorsPolicy, Fault, FaultAbort, Mirror, Redirect, RetryOn, RetryPolicy, Rewrite};
 pub use matching::{HttpMatch, MatchContext, StringMatch};
 
-use super::cluster::Cluster;
+use crate::upstream::cluster::Cluster;
 
 /// Routes of one service host and port, in Istio's rule order.
 #[derive(Debug, Default)]

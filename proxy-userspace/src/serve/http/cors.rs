@@ -4,7 +4,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use crate::proxy::body::{empty, ProxyBody};
 use crate::proxy::head::ReqHeaders;
-use crate::proxy::route::CorsPolicy;
+use crate::runtime::route::CorsPolicy;
 
 /// The request's `origin` when the policy allows it.
 pub fn allowed_origin(policy: &CorsPolicy, headers: &ReqHeaders) -> Option<HeaderValue> {

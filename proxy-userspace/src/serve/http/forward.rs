@@ -10,16 +10,16 @@ use http::{HeaderValue, Request, Response, StatusCode, Version};
 use tokio::time::Instant;
 
 use super::local_reply::{self as lr, local_reply};
-use crate::proxy::access_log::AccessLogRecord;
 use crate::proxy::body::{full, ProxyBody};
-use crate::proxy::cluster::outlier::TryResult;
-use crate::proxy::cluster::{ActiveGuard, Cluster, PickContext};
-use crate::proxy::failure::Failure;
-use crate::proxy::flags::ResponseFlags;
 use crate::proxy::head::ReqHeaders;
-use crate::proxy::route::actions::TryOutcome;
-use crate::proxy::route::RetryPolicy;
-use crate::proxy::upstream::UpstreamError;
+use crate::runtime::route::actions::TryOutcome;
+use crate::runtime::route::RetryPolicy;
+use crate::serve::failure::Failure;
+use crate::telemetry::access_log::AccessLogRecord;
+use crate::telemetry::flags::ResponseFlags;
+use crate::upstream::client::UpstreamError;
+use crate::upstream::cluster::outlier::TryResult;
+use crate::upstream::cluster::{ActiveGuard, Cluster, PickContext};
 
 /// The request body as the retry logic sees it.
 pub enum RequestBody {
@@ -69,7 +69,7 @@ pub struct Plan<'a> {
 #[derive(Debug, Default)]
 pub struct Held {
     /// Circuit-breaker slot.
-    pub admission: Option<crate::proxy::cluster::limits::Admission>,
+    pub admission: Option<crate::upstream::cluster::limits::Admission>,
     /// Active request on the endpoint (LEAST_REQUEST).
     pub active: Option<ActiveGuard>,
 }
@@ -304,7 +304,7 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
 fn build_request(
     out: &mut Outgoing,
     http2: bool,
-    ep: &Option<Arc<crate::proxy::cluster::Endpoint>>,
+    ep: &Option<Arc<crate::upstream::cluster::Endpoint>>,
     authority: http::uri::Authority,
     body: ProxyBody,
     keep: bool,
@@ -352,10 +352,10 @@ fn build_request(
 /// `None` (boxed: rare, and its future is large).
 async fn send(
     cluster: &Cluster,
-    ep: &Option<Arc<crate::proxy::cluster::Endpoint>>,
+    ep: &Option<Arc<crate::upstream::cluster::Endpoint>>,
     http2: bool,
     req: Request<ProxyBody>,
-) -> Result<crate::proxy::upstream::Sent, UpstreamError> {
+) -> Result<crate::upstream::client::Sent, UpstreamError> {
     match ep {
         Some(ep) => ep.clients(&cluster.pool).send(http2, req).await,
         None => Box::pin(cluster.clients.send(http2, req)).await,

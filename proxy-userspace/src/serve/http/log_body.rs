@@ -9,9 +9,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use crate::proxy::access_log::{AccessLogRecord, AccessLogSink};
 use crate::proxy::body::{BoxError, ProxyBody};
-use crate::proxy::flags::ResponseFlags;
+use crate::telemetry::access_log::{AccessLogRecord, AccessLogSink};
+use crate::telemetry::flags::ResponseFlags;
 
 /// The pending record of one request.
 pub struct PendingLog {

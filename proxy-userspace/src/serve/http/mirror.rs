@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Version};
 use http_body_util::BodyExt;
 
 use crate::proxy::body::full;
-use crate::proxy::cluster::{Cluster, PickContext};
+use crate::upstream::cluster::{Cluster, PickContext};
 
 /// `ratings:9080` → `ratings-shadow:9080`, `ratings` → `ratings-shadow`.
 pub fn shadow_host(host: &str) -> String {
@@ -41,7 +41,7 @@ pub fn spawn_mirror(
         let Some(ep) = cluster.pick(&PickContext::default()) else {
             return;
         };
-        let http2 = cluster.protocol == crate::proxy::cluster::UpstreamProtocol::Http2;
+        let http2 = cluster.protocol == crate::upstream::cluster::UpstreamProtocol::Http2;
         let authority = http::uri::Authority::try_from(shadow.as_str())
             .unwrap_or_else(|_| ep.authority.clone());
         let Ok(uri) = http::Uri::builder()

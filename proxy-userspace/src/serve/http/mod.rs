@@ -22,16 +22,16 @@ use http_body_util::BodyExt;
 use self::forward::{Outgoing, Plan, RequestBody};
 use self::local_reply::{grpc_reply, local_reply};
 use self::log_body::{CountingBody, LoggedBody, PendingLog};
-use super::access_log::AccessLogRecord;
-use super::body::{empty, full, ProxyBody};
-use super::cluster::UpstreamProtocol;
 use super::failure::Failure;
-use super::flags::ResponseFlags;
-use super::head::{ReqHead, ReqHeaders};
-use super::route::actions::{chance, AbortStatus};
-use super::route::{HttpRoute, MatchContext, RetryPolicy, RouteAction};
-use super::table::{PortProtocol, Table};
 use super::Shared;
+use crate::proxy::body::{empty, full, ProxyBody};
+use crate::proxy::head::{ReqHead, ReqHeaders};
+use crate::runtime::route::actions::{chance, AbortStatus};
+use crate::runtime::route::{HttpRoute, MatchContext, RetryPolicy, RouteAction};
+use crate::runtime::table::{PortProtocol, Table};
+use crate::telemetry::access_log::AccessLogRecord;
+use crate::telemetry::flags::ResponseFlags;
+use crate::upstream::cluster::UpstreamProtocol;
 
 /// Largest request body buffered so that it can be retried or mirrored
 /// (Envoy's `per_request_buffer_limit_bytes` is 1 MiB; smaller here to keep
@@ -62,14 +62,14 @@ static X_ENVOY_ORIGINAL_PATH: http::HeaderName =
 pub trait RequestBodyIn:
     http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static
 where
-    Self::Error: Into<super::body::BoxError>,
+    Self::Error: Into<crate::proxy::body::BoxError>,
 {
 }
 
 impl<B> RequestBodyIn for B
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
-    B::Error: Into<super::body::BoxError>,
+    B::Error: Into<crate::proxy::body::BoxError>,
 {
 }
 
@@ -81,7 +81,7 @@ pub async fn handle<B>(
 ) -> Result<Response<LoggedBody>, Infallible>
 where
     B: RequestBodyIn,
-    B::Error: Into<super::body::BoxError>,
+    B::Error: Into<crate::proxy::body::BoxError>,
 {
     // Before anything reads the path: routes, logs and the upstream all
     // see the normalized one (Istio's `pathNormalization`).
@@ -193,7 +193,7 @@ async fn route<B>(
 ) -> (Response<ProxyBody>, Held)
 where
     B: RequestBodyIn,
-    B::Error: Into<super::body::BoxError>,
+    B::Error: Into<crate::proxy::body::BoxError>,
 {
     let no_hold = Held::default;
     if parts.method == http::Method::CONNECT {
@@ -207,7 +207,7 @@ where
         if table.registry_only {
             // REGISTRY_ONLY: Istio's block-all route, a 502 direct response
             // on the BlackHoleCluster.
-            rec.upstream_cluster = Some(super::table::BLACK_HOLE_CLUSTER.into());
+            rec.upstream_cluster = Some(crate::runtime::table::BLACK_HOLE_CLUSTER.into());
             rec.response_code_details = Some("direct_response");
             return (local_reply(StatusCode::BAD_GATEWAY, "", grpc), no_hold());
         }
@@ -258,7 +258,7 @@ where
 
     let forward_to = match &route.action {
         RouteAction::Redirect(r) => {
-            let authority = super::route::matching::authority(&parts).unwrap_or_default();
+            let authority = crate::runtime::route::matching::authority(&parts).unwrap_or_default();
             let location = r.location(&parts.uri, authority, &scheme);
             let mut resp = Response::new(empty());
             *resp.status_mut() = r.code;
@@ -388,7 +388,7 @@ where
 
 fn finish_response(
     route: &HttpRoute,
-    dest: &super::route::WeightedCluster,
+    dest: &crate::runtime::route::WeightedCluster,
     cors_origin: Option<HeaderValue>,
     resp: &mut Response<ProxyBody>,
 ) {
@@ -408,7 +408,7 @@ fn finish_response(
 fn outgoing<B>(parts: &mut ReqHead, body: CountingBody<B>) -> Outgoing
 where
     B: RequestBodyIn,
-    B::Error: Into<super::body::BoxError>,
+    B::Error: Into<crate::proxy::body::BoxError>,
 {
     let upgrade =
         parts.headers.contains_key(&http::header::UPGRADE) && parts.version == Version::HTTP_11;
@@ -534,7 +534,7 @@ fn header_authority(parts: &ReqHead, wanted: bool) -> Option<String> {
     if !wanted {
         return None;
     }
-    super::route::matching::authority(parts).map(str::to_owned)
+    crate::runtime::route::matching::authority(parts).map(str::to_owned)
 }
 
 fn is_grpc(h: &ReqHeaders) -> bool {

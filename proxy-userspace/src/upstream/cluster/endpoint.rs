@@ -31,7 +31,7 @@ pub struct Endpoint {
     /// How many times ejected (the ejection time grows with it, as Envoy's).
     pub(crate) ejections: AtomicU32,
     /// Connection pools to this host, made on first use.
-    clients: OnceLock<crate::proxy::pool::Pool>,
+    clients: OnceLock<crate::upstream::pool::Pool>,
 }
 
 impl Endpoint {
@@ -56,9 +56,9 @@ impl Endpoint {
     }
 
     /// The connection pools to this host (created with `pool` on first use).
-    pub fn clients(&self, pool: &super::PoolSettings) -> &crate::proxy::pool::Pool {
+    pub fn clients(&self, pool: &super::PoolSettings) -> &crate::upstream::pool::Pool {
         self.clients
-            .get_or_init(|| crate::proxy::pool::Pool::new(self.addr, pool))
+            .get_or_init(|| crate::upstream::pool::Pool::new(self.addr, pool))
     }
 
     /// Whether outlier detection has this host ejected right now.

@@ -184,7 +184,7 @@ fn hash_of(key: &HashKey, ctx: &PickContext<'_>) -> Option<u64> {
             .map(|v| fnv1a(v.as_bytes())),
         HashKey::SourceIp => ctx.source_ip.map(|ip| fnv1a(ip.to_string().as_bytes())),
         HashKey::QueryParameter(name) => {
-            crate::proxy::route::matching::query_param(ctx.query?, name)
+            crate::runtime::route::matching::query_param(ctx.query?, name)
                 .map(|v| fnv1a(v.as_bytes()))
         }
     }
@@ -231,7 +231,7 @@ mod tests {
     fn least_request_prefers_idle_host() {
         let e = eps(2);
         let _busy: Vec<_> = (0..5)
-            .map(|_| super::super::endpoint::ActiveGuard::new(e[0].clone()))
+            .map(|_| crate::serve::endpoint::ActiveGuard::new(e[0].clone()))
             .collect();
         let lb = LoadBalancer::simple(Simple::LeastRequest);
         let n = 400;

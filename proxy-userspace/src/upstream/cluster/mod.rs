@@ -19,7 +19,7 @@ pub use limits::{CircuitBreaker, Limits};
 pub use outlier::OutlierDetection;
 pub use registry::{Prepared, Registry};
 
-use super::upstream::Clients;
+use crate::upstream::client::Clients;
 
 /// Which HTTP version the proxy speaks to the upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
