@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use syn::visit::Visit;
 
 /// The declared order of `proxy-userspace`'s top-level modules, top row
@@ -55,7 +55,18 @@ pub const LAYERS: &[&[&str]] = &[
 /// Imports the rule tolerates for now, as (from file, to module, why).
 /// Each is excluded from the graph and printed on every run; delete the
 /// row when the reason is gone.
-pub const EXCEPTIONS: &[(&str, &str, &str)] = &[];
+pub const EXCEPTIONS: &[(&str, &str, &str)] = &[
+    (
+        "proxy/h1/server.rs",
+        "serve",
+        "the HTTP/1.1 server loop calls serve's request handler; it leaves the codec when the codec becomes its own crate",
+    ),
+    (
+        "proxy/h1/server.rs",
+        "transport",
+        "the server loop recognises the HTTP/2 preface (transport::sniff); as above",
+    ),
+];
 
 /// `cargo xtask layers [--under M] [--root DIR]`.
 pub fn run(root: Option<PathBuf>, under: Option<String>) -> anyhow::Result<()> {
@@ -66,7 +77,11 @@ pub fn run(root: Option<PathBuf>, under: Option<String>) -> anyhow::Result<()> {
             let report = check(&tree, LAYERS, EXCEPTIONS);
             print!("{}", report.text);
             if !report.errors.is_empty() {
-                bail!("{} layering error(s)", report.errors.len());
+                eprintln!(
+                    "cargo xtask layers: {} layering error(s)",
+                    report.errors.len()
+                );
+                std::process::exit(1);
             }
         }
         Some(m) => {
@@ -76,11 +91,12 @@ pub fn run(root: Option<PathBuf>, under: Option<String>) -> anyhow::Result<()> {
             print_graph(&mut text, &g);
             let cycles = cycles(&g);
             for c in &cycles {
-                let _ = writeln!(text, "error: import cycle: {}", c.join(" -> "));
+                let _ = writeln!(text, "error: import cycle: {c}");
             }
             print!("{text}");
             if !cycles.is_empty() {
-                bail!("{} cycle(s) under {m}", cycles.len());
+                eprintln!("cargo xtask layers: {} cycle(s) under {m}", cycles.len());
+                std::process::exit(1);
             }
         }
     }
@@ -120,7 +136,7 @@ pub fn check(tree: &ModuleTree, layers: &[&[&str]], exceptions: &[(&str, &str, &
         }
     }
     for c in cycles(&g) {
-        errors.push(format!("import cycle: {}", c.join(" -> ")));
+        errors.push(format!("import cycle: {c}"));
     }
     for ((from, to), sites) in &g.edges {
         if from == ROOT {
@@ -188,10 +204,11 @@ pub struct Graph {
     pub edges: BTreeMap<(String, String), BTreeSet<String>>,
 }
 
-/// Every elementary cycle's representative, found by strongly connected
-/// components (Tarjan): one cycle per component with more than one node,
-/// shown as a path through the component.
-pub fn cycles(g: &Graph) -> Vec<Vec<String>> {
+/// The import cycles of `g`, found by strongly connected components
+/// (Tarjan): one per component with more than one module, as a cycle
+/// through the component and the component's modules (every module that
+/// is on some cycle with the others).
+pub fn cycles(g: &Graph) -> Vec<Cycle> {
     let nodes: Vec<&String> = g.nodes.iter().collect();
     let index = |n: &str| nodes.iter().position(|m| m.as_str() == n);
     let mut adj = vec![Vec::new(); nodes.len()];
@@ -220,7 +237,11 @@ pub fn cycles(g: &Graph) -> Vec<Vec<String>> {
                 let mut cycle: Vec<String> =
                     path[pos..].iter().map(|&i| nodes[i].clone()).collect();
                 cycle.push(nodes[next].clone());
-                out.push(cycle);
+                let members = inside.iter().map(|&i| nodes[i].clone()).collect();
+                out.push(Cycle {
+                    path: cycle,
+                    members,
+                });
                 break;
             }
             path.push(next);
@@ -228,6 +249,26 @@ pub fn cycles(g: &Graph) -> Vec<Vec<String>> {
         }
     }
     out
+}
+
+/// One import cycle: a path that returns to its start, and every module
+/// of the strongly connected component it was found in.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Cycle {
+    /// `a -> b -> a`.
+    pub path: Vec<String>,
+    /// Every module tangled with these.
+    pub members: Vec<String>,
+}
+
+impl std::fmt::Display for Cycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path.join(" -> "))?;
+        if self.members.len() + 1 > self.path.len() {
+            write!(f, " (tangled: {})", self.members.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 fn tarjan(adj: &[Vec<usize>]) -> Vec<Vec<usize>> {
@@ -601,7 +642,10 @@ mod tests {
         assert!(g.edges.contains_key(&("b".into(), "c".into())));
         assert!(g.edges.contains_key(&("c".into(), "a".into())));
         assert!(g.edges.contains_key(&("b".into(), ROOT.into())));
-        assert_eq!(cycles(&g), vec![vec!["a", "b", "c", "a"]]);
+        let found = cycles(&g);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, ["a", "b", "c", "a"]);
+        assert_eq!(found[0].members, ["a", "b", "c"]);
         let r = check(&tree, &[&["a"], &["b"], &["c"]], &[]);
         assert!(
             r.errors

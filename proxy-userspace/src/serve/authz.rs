@@ -10,10 +10,10 @@ use std::net::SocketAddr;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use super::http::local_reply::local_reply;
+use super::table::Table;
 use crate::policy::{self, HeaderEdit, HeaderLookup, HttpRequest, Outcome, Request};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::head::{ReqHead, ReqHeaders};
-use crate::runtime::table::Table;
 use crate::telemetry::access_log::AccessLogRecord;
 use crate::telemetry::flags::ResponseFlags;
 

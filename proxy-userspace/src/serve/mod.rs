@@ -14,6 +14,7 @@ pub mod conn_exec;
 pub mod failure;
 pub mod http;
 pub mod server;
+pub mod table;
 pub mod tcp;
 pub mod workers;
 
@@ -29,10 +30,10 @@ pub use crate::telemetry::access_log::{
 pub use crate::telemetry::flags::ResponseFlags;
 pub use crate::transport::orig_dst::{FixedDestination, OriginalDst, StaticOriginalDst};
 pub use http::normalize::PathNormalization;
+pub use table::Table;
 pub use workers::Workers;
 
-use crate::runtime::compile;
-use crate::runtime::Table;
+use crate::runtime::compile::CompileError;
 use crate::upstream::cluster;
 
 /// Proxy-wide settings (Istio `meshConfig` equivalents).
@@ -132,9 +133,7 @@ impl Proxy {
     /// Errors: the snapshot holds something the runtime cannot build (an
     /// invalid regex or header name that slipped through validation); the
     /// message names the route or cluster.
-    pub fn new(
-        snapshot: &strait_config::snapshot::MeshSnapshot,
-    ) -> Result<Self, compile::CompileError> {
+    pub fn new(snapshot: &strait_config::snapshot::MeshSnapshot) -> Result<Self, CompileError> {
         Self::with_scope(snapshot, crate::policy::Scope::default())
     }
 
@@ -143,9 +142,9 @@ impl Proxy {
     pub fn with_scope(
         snapshot: &strait_config::snapshot::MeshSnapshot,
         scope: crate::policy::Scope,
-    ) -> Result<Self, compile::CompileError> {
+    ) -> Result<Self, CompileError> {
         let registry = cluster::Registry::new();
-        let (mut table, prepared) = compile::compile_with(snapshot, &registry)?;
+        let (mut table, prepared) = table::compile_with(snapshot, &registry)?;
         registry.commit(&prepared);
         table.policy = crate::policy::PolicyTable::build(snapshot, &scope).map(Arc::new);
         let proxy = Self::with_registry(table, registry);
@@ -213,8 +212,8 @@ impl Proxy {
     pub fn update(
         &self,
         snapshot: &strait_config::snapshot::MeshSnapshot,
-    ) -> Result<usize, compile::CompileError> {
-        let (mut table, prepared) = compile::compile_with(snapshot, &self.shared.registry)?;
+    ) -> Result<usize, CompileError> {
+        let (mut table, prepared) = table::compile_with(snapshot, &self.shared.registry)?;
         table.policy =
             crate::policy::PolicyTable::build(snapshot, &self.shared.settings.policy_scope)
                 .map(Arc::new);
@@ -228,7 +227,7 @@ impl Proxy {
     /// in service was built from (`diff`, from
     /// [`strait_config::snapshot::diff`]): only the changed clusters and the
     /// service ports that use them or whose routes changed are rebuilt
-    /// ([`compile::compile_incremental`]); the rest of the table is shared
+    /// ([`table::compile_incremental`]); the rest of the table is shared
     /// with the old one. The policy table is rebuilt when policies,
     /// workloads or clusters changed. Same guarantees as [`Proxy::update`].
     /// Returns how many clusters were rebuilt.
@@ -236,17 +235,15 @@ impl Proxy {
         &self,
         snapshot: &strait_config::snapshot::MeshSnapshot,
         diff: &strait_config::snapshot::SnapshotDiff,
-    ) -> Result<usize, compile::CompileError> {
+    ) -> Result<usize, CompileError> {
         let current = self.shared.table.load_full();
         let (mut table, prepared) =
-            compile::compile_incremental(snapshot, diff, &current, &self.shared.registry)?;
-        table.policy =
-            if diff.policies_changed || !diff.workloads.is_empty() || !diff.clusters.is_empty() {
+            table::compile_incremental(snapshot, diff, &current, &self.shared.registry)?;
+        if diff.policies_changed || !diff.workloads.is_empty() || !diff.clusters.is_empty() {
+            table.policy =
                 crate::policy::PolicyTable::build(snapshot, &self.shared.settings.policy_scope)
-                    .map(Arc::new)
-            } else {
-                current.policy.clone()
-            };
+                    .map(Arc::new);
+        }
         drop(current);
         self.update_table(table);
         self.shared.registry.commit(&prepared);

@@ -9,9 +9,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::failure::Failure;
+use super::table::Table;
 use super::Shared;
 use crate::runtime::route::{L4Context, WeightedClusters};
-use crate::runtime::table::Table;
 use crate::telemetry::access_log::AccessLogRecord;
 use crate::telemetry::flags::ResponseFlags;
 use crate::upstream::client::{ConnectError, UpstreamError};
@@ -37,20 +37,20 @@ pub async fn proxy(
     };
     let svc = table.service(dst);
     let cluster: Arc<Cluster> = match svc {
-        None if table.registry_only => {
+        None if table.registry_only() => {
             // REGISTRY_ONLY: Envoy's BlackHoleCluster closes the connection.
             rec.upstream_cluster = Some(crate::runtime::table::BLACK_HOLE_CLUSTER.into());
             finish(&shared, rec, start);
             return;
         }
-        None => table.passthrough.clone(),
+        None => table.clusters.passthrough().clone(),
         Some(svc) => {
             rec.destination_service = Some(svc.host.clone());
             let ctx = L4Context {
                 dst,
                 port: svc.port,
                 sni: sni.as_deref(),
-                source: table.workloads.get(&peer.ip()).map(|w| &**w),
+                source: table.routes.workloads.get(&peer.ip()).map(|w| &**w),
             };
             // TLS rules first (by SNI), then TCP rules, as Istio builds the
             // filter chains.
@@ -69,7 +69,16 @@ pub async fn proxy(
                     .map(|r| &r.route),
             };
             match route.and_then(WeightedClusters::pick) {
-                Some(d) => d.cluster.clone(),
+                // The id resolves in the table it was compiled with; were
+                // it not to, the connection fails closed.
+                Some(d) => match table.cluster(d.cluster) {
+                    Some(c) => c.clone(),
+                    None => {
+                        Failure::NoHealthyUpstream.record(&mut rec);
+                        finish(&shared, rec, start);
+                        return;
+                    }
+                },
                 None => {
                     Failure::NoRoute.record(&mut rec);
                     finish(&shared, rec, start);

@@ -1,5 +1,9 @@
 //! DestinationRule-derived cluster settings: endpoints, load balancer,
-//! circuit-breaker limits, pool settings and outlier detection.
+//! circuit-breaker limits, pool settings and outlier detection; and the
+//! snapshot's clusters resolved against the live [`Registry`] (unchanged
+//! clusters reused with their live state, changed ones rebuilt around it).
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -7,9 +11,46 @@ use strait_config::snapshot as snap;
 
 use crate::runtime::compile::{err, CompileError};
 use crate::upstream::cluster::{
-    ClusterSpec, Endpoint, HashKey, LbSpec, Limits, OutlierDetection, PoolSettings, Simple,
-    UpstreamProtocol,
+    Cluster, ClusterSpec, Endpoint, HashKey, LbSpec, Limits, OutlierDetection, PoolSettings,
+    Prepared, Registry, Simple, UpstreamProtocol,
 };
+
+/// Resolves every cluster of `s` against `registry`. The caller commits
+/// the result once the table using it is in service; on error nothing
+/// changed.
+///
+/// Errors: a cluster the runtime cannot build (e.g. an invalid
+/// `consistentHash.httpHeaderName`), named with its field.
+pub fn prepare(s: &snap::MeshSnapshot, registry: &Registry) -> Result<Prepared, CompileError> {
+    let mut prepared = Prepared::default();
+    for (name, c) in &s.clusters {
+        registry.prepare(&mut prepared, name, c, || cluster_spec(c))?;
+    }
+    Ok(prepared)
+}
+
+/// Resolves only the clusters `diff` names as added or changed against
+/// `registry`; every other cluster of `current` (name → live cluster, the
+/// table in service) is carried over as it is, and removed ones are left
+/// out. Same contract as [`prepare`].
+pub fn prepare_diff(
+    new: &snap::MeshSnapshot,
+    diff: &snap::SnapshotDiff,
+    current: HashMap<Arc<str>, Arc<Cluster>>,
+    registry: &Registry,
+) -> Result<Prepared, CompileError> {
+    let mut prepared = Prepared::default();
+    prepared.clusters = current;
+    for name in &diff.clusters.removed {
+        prepared.clusters.remove(name.as_str());
+    }
+    for name in diff.clusters.added.iter().chain(&diff.clusters.changed) {
+        if let Some(c) = new.clusters.get(name) {
+            registry.prepare(&mut prepared, name, c, || cluster_spec(c))?;
+        }
+    }
+    Ok(prepared)
+}
 
 pub(crate) fn cluster_spec(c: &snap::Cluster) -> Result<ClusterSpec, CompileError> {
     let pool = &c.connection_pool;

@@ -1,20 +1,18 @@
 //! Builds the runtime [`Table`] from a compiled `MeshSnapshot`: regexes
-//! compiled, header names parsed, clusters resolved against the upstream
-//! [`Registry`] (unchanged clusters reused with their live state, changed
-//! ones rebuilt around it), routes pointing at their clusters. Runs once
-//! per snapshot swap, never per request.
+//! compiled, header names parsed, routes pointing at their clusters by
+//! [`ClusterId`]. Runs once per snapshot swap, never per request. The live
+//! clusters the ids stand for are resolved by `upstream` (its registry);
+//! `serve::table` pairs the two.
 mod route;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use strait_config::snapshot as snap;
 
 use self::route::route_table;
-use super::table::{PortProtocol, ServicePort, SourceWorkload, Table};
-use crate::upstream::cluster::{Cluster, Prepared, Registry};
-use crate::upstream::compile::cluster_spec;
+use super::table::{ClusterId, ClusterIds, PortProtocol, ServicePort, SourceWorkload, Table};
 
 /// Something in the snapshot the runtime cannot build. Names the route
 /// (`host:port http[i]`) or cluster and the field.
@@ -41,54 +39,87 @@ pub(crate) fn err(
     }
 }
 
-/// Compiles the whole runtime table with fresh upstream state (tests,
-/// `strait compile`); a running proxy uses [`compile_with`].
+/// Compiles the whole runtime table: every cluster of the snapshot gets
+/// an id (in name order), every service port its routes.
+///
+/// Errors: a route the runtime cannot build, or that names a cluster the
+/// snapshot does not have.
 pub fn compile(s: &snap::MeshSnapshot) -> Result<Table, CompileError> {
-    let registry = Registry::new();
-    let (table, prepared) = compile_with(s, &registry)?;
-    registry.commit(&prepared);
-    Ok(table)
+    let mut clusters = ClusterIds::default();
+    for name in s.clusters.keys() {
+        clusters.insert(name);
+    }
+    let workloads = workload_table(s);
+    let mut services = HashMap::new();
+    for svc in s.services.values() {
+        let Some(vip) = svc.vip else { continue };
+        for port in &svc.ports {
+            let Some(routes) = s.routes_for(&svc.host, port.port) else {
+                continue;
+            };
+            let loc = format!("{}:{}", svc.host, port.port);
+            let table = route_table(&loc, routes, &clusters)?;
+            let sp = ServicePort {
+                host: svc.host.as_str().into(),
+                port: port.port,
+                protocol: port_protocol(port.protocol),
+                routes: table,
+            };
+            services.insert(SocketAddr::new(vip, port.port), Arc::new(sp));
+        }
+    }
+    Ok(Table {
+        services,
+        clusters,
+        workloads,
+        registry_only: s.mesh.outbound_traffic_policy.mode
+            == strait_config::mesh::OutboundMode::RegistryOnly,
+    })
 }
 
 /// Compiles the runtime table for `new` from the table in service
 /// (`current`, built from the snapshot `diff` was computed against), using
-/// the diff end to end: only the clusters `diff` names are resolved
-/// against `registry` (rebuilt around their live state), and only the
-/// service ports whose service or routes changed, or whose routes point at
-/// a rebuilt cluster, get a new route table; every other service port,
-/// cluster and the workload table are the same `Arc`s as before. The
-/// caller commits the returned [`Prepared`] once the table is in service.
+/// the diff end to end: clusters keep their ids (a changed cluster's routes
+/// need no rebuild: the id now stands for the rebuilt live cluster), added
+/// ones get one, removed ones free theirs; only the service ports whose
+/// service or routes changed, or whose routes name an added or removed
+/// cluster, get a new route table. Every other service port and the
+/// workload table are the same `Arc`s as before.
+///
+/// Errors: as [`compile`]; on error `current` is untouched.
 pub fn compile_incremental(
     new: &snap::MeshSnapshot,
     diff: &snap::SnapshotDiff,
     current: &Table,
-    registry: &Registry,
-) -> Result<(Table, Prepared), CompileError> {
-    let mut prepared = Prepared::default();
-    prepared.clusters = current.clusters.clone();
+) -> Result<Table, CompileError> {
+    let mut clusters = current.clusters.clone();
+    // Ids whose cluster came or went: a route table naming one is rebuilt.
+    let mut stale: HashSet<ClusterId> = HashSet::new();
     for name in &diff.clusters.removed {
-        prepared.clusters.remove(name.as_str());
+        stale.extend(clusters.remove(name));
     }
     for name in diff.clusters.added.iter().chain(&diff.clusters.changed) {
-        if let Some(c) = new.clusters.get(name) {
-            registry.prepare(&mut prepared, name, c, || cluster_spec(c))?;
+        if new.clusters.contains_key(name) {
+            let (id, fresh) = clusters.insert(name);
+            if fresh {
+                stale.insert(id);
+            }
         }
     }
-    let touched_hosts: std::collections::HashSet<&str> = diff
+    let touched_hosts: HashSet<&str> = diff
         .services
         .added
         .iter()
         .chain(&diff.services.changed)
         .map(String::as_str)
         .collect();
-    let touched_routes: std::collections::HashSet<(&str, u16)> = diff
+    let touched_routes: HashSet<(&str, u16)> = diff
         .routes
         .added
         .iter()
         .chain(&diff.routes.changed)
         .map(|(h, p)| (h.as_str(), *p))
         .collect();
-    let clusters = &prepared.clusters;
     let mut services = HashMap::with_capacity(current.services.len());
     for svc in new.services.values() {
         let Some(vip) = svc.vip else { continue };
@@ -96,13 +127,10 @@ pub fn compile_incremental(
             let key = SocketAddr::new(vip, port.port);
             let touched = touched_hosts.contains(svc.host.as_str())
                 || touched_routes.contains(&(svc.host.as_str(), port.port));
-            let reusable = current.services.get(&key).filter(|sp| {
-                !touched
-                    && sp
-                        .routes
-                        .clusters()
-                        .all(|c| clusters.get(&c.name).is_some_and(|now| Arc::ptr_eq(now, c)))
-            });
+            let reusable = current
+                .services
+                .get(&key)
+                .filter(|sp| !touched && sp.routes.clusters().all(|id| !stale.contains(&id)));
             if let Some(sp) = reusable {
                 services.insert(key, sp.clone());
                 continue;
@@ -115,7 +143,7 @@ pub fn compile_incremental(
                 host: svc.host.as_str().into(),
                 port: port.port,
                 protocol: port_protocol(port.protocol),
-                routes: route_table(&loc, routes, clusters)?,
+                routes: route_table(&loc, routes, &clusters)?,
             };
             services.insert(key, Arc::new(sp));
         }
@@ -125,16 +153,13 @@ pub fn compile_incremental(
     } else {
         workload_table(new)
     };
-    let table = Table {
+    Ok(Table {
         services,
-        clusters: prepared.clusters.clone(),
+        clusters,
         workloads,
-        passthrough: registry.passthrough(),
-        policy: None,
         registry_only: new.mesh.outbound_traffic_policy.mode
             == strait_config::mesh::OutboundMode::RegistryOnly,
-    };
-    Ok((table, prepared))
+    })
 }
 
 fn workload_table(s: &snap::MeshSnapshot) -> HashMap<std::net::IpAddr, Arc<SourceWorkload>> {
@@ -150,49 +175,6 @@ fn workload_table(s: &snap::MeshSnapshot) -> HashMap<std::net::IpAddr, Arc<Sourc
         .collect()
 }
 
-/// Compiles the runtime table against the live upstream state of
-/// `registry`. The caller commits the returned [`Prepared`] once the table
-/// is in service; on error nothing changed.
-pub fn compile_with(
-    s: &snap::MeshSnapshot,
-    registry: &Registry,
-) -> Result<(Table, Prepared), CompileError> {
-    let mut prepared = Prepared::default();
-    for (name, c) in &s.clusters {
-        registry.prepare(&mut prepared, name, c, || cluster_spec(c))?;
-    }
-    let clusters = &prepared.clusters;
-    let workloads = workload_table(s);
-    let mut services = HashMap::new();
-    for svc in s.services.values() {
-        let Some(vip) = svc.vip else { continue };
-        for port in &svc.ports {
-            let Some(routes) = s.routes_for(&svc.host, port.port) else {
-                continue;
-            };
-            let loc = format!("{}:{}", svc.host, port.port);
-            let table = route_table(&loc, routes, clusters)?;
-            let sp = ServicePort {
-                host: svc.host.as_str().into(),
-                port: port.port,
-                protocol: port_protocol(port.protocol),
-                routes: table,
-            };
-            services.insert(SocketAddr::new(vip, port.port), Arc::new(sp));
-        }
-    }
-    let table = Table {
-        services,
-        clusters: prepared.clusters.clone(),
-        workloads,
-        passthrough: registry.passthrough(),
-        policy: None,
-        registry_only: s.mesh.outbound_traffic_policy.mode
-            == strait_config::mesh::OutboundMode::RegistryOnly,
-    };
-    Ok((table, prepared))
-}
-
 fn port_protocol(p: snap::Protocol) -> PortProtocol {
     use snap::Protocol as P;
     match p {
@@ -205,16 +187,13 @@ fn port_protocol(p: snap::Protocol) -> PortProtocol {
     }
 }
 
-pub(super) type Clusters = HashMap<Arc<str>, Arc<Cluster>>;
-
 pub(super) fn lookup(
-    clusters: &Clusters,
+    clusters: &ClusterIds,
     loc: &str,
     field: &str,
     name: &str,
-) -> Result<Arc<Cluster>, CompileError> {
+) -> Result<ClusterId, CompileError> {
     clusters
         .get(name)
-        .cloned()
         .ok_or_else(|| err(loc, field, format!("unknown cluster {name:?}")))
 }

@@ -6,18 +6,19 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, StatusCode};
 use strait_config::snapshot as snap;
 
-use super::{err, lookup, Clusters, CompileError};
+use super::{err, lookup, CompileError};
 use crate::runtime::route::actions::{convert_substitution, grpc_code, AbortStatus, RetryOn};
 use crate::runtime::route::{
     CorsPolicy, Fault, FaultAbort, HeaderOps, HttpMatch, HttpRoute, L4Match, L4Route, Mirror,
     Redirect, RetryPolicy, Rewrite, RouteAction, RouteTable, StringMatch, WeightedCluster,
     WeightedClusters,
 };
+use crate::runtime::table::ClusterIds;
 
 pub(super) fn route_table(
     loc: &str,
     r: &snap::Routes,
-    clusters: &Clusters,
+    clusters: &ClusterIds,
 ) -> Result<RouteTable, CompileError> {
     let mut http = Vec::with_capacity(r.http.len());
     for (i, h) in r.http.iter().enumerate() {
@@ -51,7 +52,7 @@ fn l4_route(
     loc: &str,
     matches: &[snap::L4Match],
     route: &[snap::WeightedCluster],
-    clusters: &Clusters,
+    clusters: &ClusterIds,
 ) -> Result<L4Route, CompileError> {
     let mut ms = Vec::new();
     for (i, m) in matches.iter().enumerate() {
@@ -203,7 +204,7 @@ fn http_match(loc: &str, i: usize, m: &snap::HttpMatch) -> Result<HttpMatch, Com
 fn http_route(
     loc: &str,
     h: &snap::HttpRoute,
-    clusters: &Clusters,
+    clusters: &ClusterIds,
 ) -> Result<HttpRoute, CompileError> {
     let matches = h
         .matches

@@ -1,6 +1,5 @@
 //! The non-matching parts of an HTTP rule: rewrite, redirect, fault, mirror,
 //! retries and CORS, with the Envoy behaviour Istio configures.
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, StatusCode, Uri};
@@ -8,7 +7,7 @@ use regex::Regex;
 
 use super::matching::StringMatch;
 pub use super::retry::{RetryOn, RetryPolicy, TryOutcome};
-use crate::upstream::cluster::Cluster;
+use crate::runtime::table::ClusterId;
 
 /// Istio `HTTPRewrite`.
 #[derive(Clone, Debug, Default)]
@@ -180,7 +179,7 @@ pub fn chance(percent: f64) -> bool {
 #[derive(Clone, Debug)]
 pub struct Mirror {
     /// Mirror cluster.
-    pub cluster: Arc<Cluster>,
+    pub cluster: ClusterId,
     /// Percentage of requests mirrored (Istio default 100).
     pub percent: f64,
 }

@@ -13,7 +13,7 @@ use http::{HeaderName, HeaderValue};
 pub use actions::{CorsPolicy, Fault, FaultAbort, Mirror, Redirect, RetryOn, RetryPolicy, Rewrite};
 pub use matching::{HttpMatch, MatchContext, StringMatch};
 
-use crate::upstream::cluster::Cluster;
+use super::table::ClusterId;
 
 /// Routes of one service host and port, in Istio's rule order.
 #[derive(Debug, Default)]
@@ -29,7 +29,7 @@ pub struct RouteTable {
 impl RouteTable {
     /// Every cluster these routes send to (destinations and mirrors), for
     /// deciding at swap time whether the table can be reused.
-    pub fn clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+    pub fn clusters(&self) -> impl Iterator<Item = ClusterId> + '_ {
         let http = self.http.iter().flat_map(|r| {
             let dests = match &r.action {
                 RouteAction::Forward(w) => w.destinations.as_slice(),
@@ -37,14 +37,14 @@ impl RouteTable {
             };
             dests
                 .iter()
-                .map(|d| &d.cluster)
-                .chain(r.mirrors.iter().map(|m| &m.cluster))
+                .map(|d| d.cluster)
+                .chain(r.mirrors.iter().map(|m| m.cluster))
         });
         let l4 = self
             .tcp
             .iter()
             .chain(&self.tls)
-            .flat_map(|r| r.route.destinations.iter().map(|d| &d.cluster));
+            .flat_map(|r| r.route.destinations.iter().map(|d| d.cluster));
         http.chain(l4)
     }
 
@@ -156,7 +156,7 @@ impl WeightedClusters {
 #[derive(Debug)]
 pub struct WeightedCluster {
     /// The upstream cluster (service, port, subset).
-    pub cluster: Arc<Cluster>,
+    pub cluster: ClusterId,
     /// Relative weight.
     pub weight: u32,
     /// Per-destination `headers.request`.

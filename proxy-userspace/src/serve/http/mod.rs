@@ -23,12 +23,13 @@ use self::forward::{Outgoing, Plan, RequestBody};
 use self::local_reply::{grpc_reply, local_reply};
 use self::log_body::{CountingBody, LoggedBody, PendingLog};
 use super::failure::Failure;
+use super::table::Table;
 use super::Shared;
 use crate::proxy::body::{empty, full, ProxyBody};
 use crate::proxy::head::{ReqHead, ReqHeaders};
 use crate::runtime::route::actions::{chance, AbortStatus};
 use crate::runtime::route::{HttpRoute, MatchContext, RetryPolicy, RouteAction};
-use crate::runtime::table::{PortProtocol, Table};
+use crate::runtime::table::PortProtocol;
 use crate::telemetry::access_log::AccessLogRecord;
 use crate::telemetry::flags::ResponseFlags;
 use crate::upstream::cluster::UpstreamProtocol;
@@ -204,7 +205,7 @@ where
         return (local_reply(StatusCode::NOT_FOUND, "", grpc), no_hold());
     }
     let Some(svc) = table.service(conn.dst) else {
-        if table.registry_only {
+        if table.registry_only() {
             // REGISTRY_ONLY: Istio's block-all route, a 502 direct response
             // on the BlackHoleCluster.
             rec.upstream_cluster = Some(crate::runtime::table::BLACK_HOLE_CLUSTER.into());
@@ -216,7 +217,7 @@ where
         let http2 = parts.version == Version::HTTP_2;
         let out = outgoing(&mut parts, body);
         let plan = Plan {
-            cluster: &table.passthrough,
+            cluster: table.clusters.passthrough(),
             retries: &policy,
             timeout: None,
             http2,
@@ -233,7 +234,7 @@ where
         Some("https") => "https".into(),
         Some(other) => other.to_owned().into(),
     };
-    let source = table.workloads.get(&conn.peer.ip()).map(|w| &**w);
+    let source = table.routes.workloads.get(&conn.peer.ip()).map(|w| &**w);
     let ctx = MatchContext {
         port: svc.port,
         source,
@@ -306,7 +307,12 @@ where
         }
     }
 
-    let Some(dest) = forward_to.pick() else {
+    // A route's cluster id always resolves in the table it was compiled
+    // with; were it not to, the request fails closed like an empty cluster.
+    let Some((dest, dest_cluster)) = forward_to
+        .pick()
+        .and_then(|d| Some((d, table.cluster(d.cluster)?)))
+    else {
         return (Failure::NoHealthyUpstream.reply(rec, grpc), no_hold());
     };
 
@@ -336,17 +342,17 @@ where
     }
     // Security policy of the destination workloads (one pointer check when
     // the node has none).
-    let cluster = &dest.cluster.name;
+    let cluster = &dest_cluster.name;
     if let Some(r) = super::authz::check_request(table, cluster, conn.peer, &mut parts, grpc, rec) {
         return (r, no_hold());
     }
 
-    let http2 = match dest.cluster.protocol {
+    let http2 = match dest_cluster.protocol {
         UpstreamProtocol::Http1 => false,
         UpstreamProtocol::Http2 => true,
         UpstreamProtocol::Downstream => parts.version == Version::HTTP_2,
     } || (svc.protocol == PortProtocol::Grpc || grpc)
-        && dest.cluster.protocol != UpstreamProtocol::Http1;
+        && dest_cluster.protocol != UpstreamProtocol::Http1;
 
     let want_buffer = route.retries.attempts > 0 || !route.mirrors.is_empty();
     let mut out = outgoing(&mut parts, body);
@@ -358,10 +364,13 @@ where
     }
     if let RequestBody::Buffered(b) = &out.body {
         for m in &route.mirrors {
-            let allowed = || super::authz::mirror_allowed(table, &m.cluster.name, conn.peer, &out);
+            let Some(mc) = table.cluster(m.cluster) else {
+                continue;
+            };
+            let allowed = || super::authz::mirror_allowed(table, &mc.name, conn.peer, &out);
             if chance(m.percent) && allowed() {
                 mirror::spawn_mirror(
-                    m.cluster.clone(),
+                    mc.clone(),
                     out.method.clone(),
                     out.path_and_query.clone(),
                     out.headers.to_map(),
@@ -373,7 +382,7 @@ where
     }
 
     let plan = Plan {
-        cluster: &dest.cluster,
+        cluster: dest_cluster,
         retries: &route.retries,
         timeout: route.timeout,
         http2,

@@ -231,7 +231,7 @@ mod tests {
     fn least_request_prefers_idle_host() {
         let e = eps(2);
         let _busy: Vec<_> = (0..5)
-            .map(|_| crate::serve::endpoint::ActiveGuard::new(e[0].clone()))
+            .map(|_| super::super::endpoint::ActiveGuard::new(e[0].clone()))
             .collect();
         let lb = LoadBalancer::simple(Simple::LeastRequest);
         let n = 400;

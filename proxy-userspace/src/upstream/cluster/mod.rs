@@ -9,6 +9,7 @@ pub mod lb;
 pub mod limits;
 pub mod outlier;
 pub mod registry;
+pub mod set;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ pub use lb::{HashKey, LoadBalancer, PickContext, Simple};
 pub use limits::{CircuitBreaker, Limits};
 pub use outlier::OutlierDetection;
 pub use registry::{Prepared, Registry};
+pub use set::ClusterSet;
 
 use crate::upstream::client::Clients;
 
