@@ -173,6 +173,7 @@ async fn ratings_delay_for_jason() {
     .await;
     let table = mesh.proxy.table();
     let ratings = table
+        .routes
         .services
         .values()
         .find(|s| s.host.starts_with("ratings."))

@@ -103,6 +103,23 @@ pub fn run(root: Option<PathBuf>, under: Option<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The check `cargo xtask test` runs: prints the report, errors when the
+/// rule is broken.
+///
+/// Errors: a module file cannot be read or parsed, or the rule is broken.
+pub fn check_or_fail() -> anyhow::Result<()> {
+    let tree = ModuleTree::read(&crate_src())?;
+    let report = check(&tree, LAYERS, EXCEPTIONS);
+    print!("{}", report.text);
+    if !report.errors.is_empty() {
+        anyhow::bail!(
+            "{} layering error(s) in proxy-userspace (cargo xtask layers)",
+            report.errors.len()
+        );
+    }
+    Ok(())
+}
+
 fn crate_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
