@@ -9,13 +9,13 @@
 //! ```
 //!
 //! Public API for the daemon and the benchmarks: [`Proxy`].
-pub mod authz;
-pub mod conn_exec;
-pub mod failure;
+pub(crate) mod authz;
+pub(crate) mod conn_exec;
+pub(crate) mod failure;
 pub mod http;
-pub mod server;
+pub(crate) mod server;
 pub mod table;
-pub mod tcp;
+pub(crate) mod tcp;
 pub mod workers;
 
 use std::sync::Arc;

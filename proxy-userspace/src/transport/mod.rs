@@ -3,8 +3,8 @@
 //! (`sniff`) and the TLS ClientHello's SNI (`tls`). HBONE and in-pod
 //! sockets (`hbone/`, `inpod.rs`) and TLS origination (`origination.rs`)
 //! belong here too. Imports `runtime` and below only (ARCHITECTURE.md).
-pub mod orig_dst;
-pub mod sniff;
-pub mod tls;
+pub(crate) mod orig_dst;
+pub(crate) mod sniff;
+pub(crate) mod tls;
 
 pub use orig_dst::{FixedDestination, OriginalDst, StaticOriginalDst};

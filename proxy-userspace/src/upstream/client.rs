@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::cluster::PoolSettings;
-pub use super::pool::{Pool, Sent};
+pub use super::pool::Sent;
 use crate::proxy::body::{BoxError, ProxyBody};
 
 /// Why an upstream try failed before response headers, as Envoy's reset

@@ -5,10 +5,10 @@
 //! connecting to the proxy itself (`self_guard`), and how a snapshot
 //! cluster becomes a [`cluster::ClusterSpec`] (`compile`). Imports
 //! `transport`, `runtime` and below only (ARCHITECTURE.md).
-pub mod client;
+pub(crate) mod client;
 pub mod cluster;
-pub mod compile;
-pub mod pool;
-pub mod self_guard;
+pub(crate) mod compile;
+pub(crate) mod pool;
+pub(crate) mod self_guard;
 
 pub use cluster::{Cluster, Registry};
