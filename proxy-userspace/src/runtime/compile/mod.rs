@@ -197,3 +197,6 @@ pub(super) fn lookup(
         .get(name)
         .ok_or_else(|| err(loc, field, format!("unknown cluster {name:?}")))
 }
+
+#[cfg(test)]
+mod tests;
