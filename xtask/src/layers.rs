@@ -70,7 +70,7 @@ pub const EXCEPTIONS: &[(&str, &str, &str)] = &[
 
 /// `cargo xtask layers [--under M] [--root DIR]`.
 pub fn run(root: Option<PathBuf>, under: Option<String>) -> anyhow::Result<()> {
-    let root = root.unwrap_or_else(|| crate_src());
+    let root = root.unwrap_or_else(crate_src);
     let tree = ModuleTree::read(&root)?;
     match under {
         None => {
@@ -375,13 +375,12 @@ impl ModuleTree {
         let ast =
             syn::parse_file(&text).with_context(|| format!("cannot parse {}", file.display()))?;
         let rel = file.strip_prefix(src).unwrap_or(file).display().to_string();
-        self.items(&ast.items, file, dir, module, src, &rel)
+        self.items(&ast.items, dir, module, src, &rel)
     }
 
     fn items(
         &mut self,
         items: &[syn::Item],
-        file: &Path,
         dir: &Path,
         module: Vec<String>,
         src: &Path,
@@ -396,7 +395,7 @@ impl ModuleTree {
                 let child_dir = dir.join(m.ident.to_string());
                 match &m.content {
                     Some((_, inner)) => {
-                        self.items(inner, file, &child_dir, child, src, rel)?;
+                        self.items(inner, &child_dir, child, src, rel)?;
                     }
                     None => {
                         let flat = dir.join(format!("{}.rs", m.ident));
