@@ -3,6 +3,7 @@
 //! by `compile`. Imports `policy`, the codec (`proxy`) and below only
 //! (ARCHITECTURE.md).
 pub mod compile;
+pub mod ids;
 pub mod route;
 pub mod table;
 

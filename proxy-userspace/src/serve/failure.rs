@@ -6,7 +6,7 @@
 //! HTTP/2, gRPC and TCP.
 use http::{Response, StatusCode};
 
-use super::http::local_reply::{self as lr, local_reply};
+use super::local_reply::{self as lr, local_reply};
 use crate::proxy::body::ProxyBody;
 use crate::telemetry::access_log::AccessLogRecord;
 use crate::telemetry::flags::ResponseFlags;

@@ -9,10 +9,10 @@
 //! ```
 //!
 //! Public API for the daemon and the benchmarks: [`Proxy`].
-pub(crate) mod authz;
 pub(crate) mod conn_exec;
 pub(crate) mod failure;
 pub mod http;
+pub(crate) mod local_reply;
 pub(crate) mod server;
 pub mod table;
 pub(crate) mod tcp;

@@ -88,7 +88,7 @@ pub async fn proxy(
         }
     };
     rec.upstream_cluster = Some(cluster.name.clone());
-    if super::authz::check_connection(&table, &cluster.name, peer, sni.as_deref(), &mut rec) {
+    if super::http::authz::check_connection(&table, &cluster.name, peer, sni.as_deref(), &mut rec) {
         finish(&shared, rec, start);
         return;
     }

@@ -1,23 +1,59 @@
-//! Upstream errors as Envoy's reset reasons, and the PASSTHROUGH client.
+//! Upstream errors as Envoy's reset reasons, the PASSTHROUGH client, and
+//! the types every pool shares (settings, what a send returns).
 //!
 //! Each endpoint has its own connection pool (`pool`) that always dials
 //! that endpoint, so requests keep their real `:authority` / `Host` (as
 //! Envoy sends them). PASSTHROUGH traffic uses a hyper-util client that
 //! dials the URI's authority.
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::cluster::PoolSettings;
-pub use super::pool::Sent;
 use crate::proxy::body::{BoxError, ProxyBody};
+
+/// Connection-pool settings other than the circuit-breaker limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// `tcp.connectTimeout` (Istio default 10 s).
+    pub connect_timeout: Duration,
+    /// `http.idleTimeout` (Istio default 1 h).
+    pub idle_timeout: Duration,
+    /// `http.maxRequestsPerConnection`; 0 = unlimited, 1 = no keep-alive.
+    /// A connection is retired after this many requests (HTTP/2: streams).
+    pub max_requests_per_connection: u32,
+    /// `tcp.tcpKeepalive` set.
+    pub tcp_keepalive: Option<Duration>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(3600),
+            max_requests_per_connection: 0,
+            tcp_keepalive: None,
+        }
+    }
+}
+
+/// A response from the pool and the local address of the connection that
+/// carried it (`%UPSTREAM_LOCAL_ADDRESS%`).
+pub struct Sent {
+    /// The response; its body gives the connection back when read to the end.
+    pub response: http::Response<ProxyBody>,
+    /// Local address of the upstream connection.
+    pub local: Option<SocketAddr>,
+}
 
 /// Why an upstream try failed before response headers, as Envoy's reset
 /// reasons; the cause is kept as the error's source. Which response flag
 /// and local reply each one becomes is decided in one place,
-/// `http::local_reply::upstream_failure`.
+/// `serve/failure.rs`.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// TCP connect failed or timed out (`UF`, reset reason

@@ -32,12 +32,12 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::cluster::PoolSettings;
 use crate::proxy::body::{BoxError, ProxyBody};
 use crate::proxy::h1::body::{ResponseBody, Reuse};
 use crate::proxy::h1::conn::SendError;
 use crate::proxy::h1::{self, Conn};
-use crate::upstream::client::{classify_hyper, ConnectError, UpstreamError};
+pub use crate::upstream::client::Sent;
+use crate::upstream::client::{classify_hyper, ConnectError, PoolSettings, UpstreamError};
 
 /// The shared HTTP/2 connection.
 struct H2Conn {
@@ -75,15 +75,6 @@ impl std::fmt::Debug for Pool {
             .field("addr", &self.inner.addr)
             .finish_non_exhaustive()
     }
-}
-
-/// A response from the pool and the local address of the connection that
-/// carried it (`%UPSTREAM_LOCAL_ADDRESS%`).
-pub struct Sent {
-    /// The response; its body gives the connection back when read to the end.
-    pub response: http::Response<ProxyBody>,
-    /// Local address of the upstream connection.
-    pub local: Option<SocketAddr>,
 }
 
 impl Pool {

@@ -7,7 +7,7 @@ use regex::Regex;
 
 use super::matching::StringMatch;
 pub use super::retry::{RetryOn, RetryPolicy, TryOutcome};
-use crate::runtime::table::ClusterId;
+use crate::runtime::ids::ClusterId;
 
 /// Istio `HTTPRewrite`.
 #[derive(Clone, Debug, Default)]

@@ -84,7 +84,7 @@ pub struct MatchContext<'a> {
     /// The service port the connection was addressed to.
     pub port: u16,
     /// The client workload, when the client is a known pod.
-    pub source: Option<&'a crate::runtime::table::SourceWorkload>,
+    pub source: Option<&'a super::SourceWorkload>,
     /// `http` or `https` (`x-forwarded-proto`, else `http`).
     pub scheme: &'a str,
 }
@@ -163,7 +163,7 @@ impl HttpMatch {
 pub fn source_matches(
     labels: &BTreeMap<String, String>,
     namespace: Option<&str>,
-    source: Option<&crate::runtime::table::SourceWorkload>,
+    source: Option<&super::SourceWorkload>,
 ) -> bool {
     if labels.is_empty() && namespace.is_none() {
         return true;

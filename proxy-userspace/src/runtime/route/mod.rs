@@ -13,7 +13,16 @@ use http::{HeaderName, HeaderValue};
 pub use actions::{CorsPolicy, Fault, FaultAbort, Mirror, Redirect, RetryOn, RetryPolicy, Rewrite};
 pub use matching::{HttpMatch, MatchContext, StringMatch};
 
-use super::table::ClusterId;
+use super::ids::ClusterId;
+
+/// What routes may match about the client workload.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceWorkload {
+    /// Pod labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Namespace.
+    pub namespace: String,
+}
 
 /// Routes of one service host and port, in Istio's rule order.
 #[derive(Debug, Default)]
@@ -221,7 +230,7 @@ pub struct L4Context<'a> {
     /// SNI of a TLS connection.
     pub sni: Option<&'a str>,
     /// The client workload, when known.
-    pub source: Option<&'a super::table::SourceWorkload>,
+    pub source: Option<&'a SourceWorkload>,
 }
 
 impl L4Match {

@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
-use super::http::local_reply::local_reply;
-use super::table::Table;
 use crate::policy::{self, HeaderEdit, HeaderLookup, HttpRequest, Outcome, Request};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::head::{ReqHead, ReqHeaders};
+use crate::serve::local_reply::local_reply;
+use crate::serve::table::Table;
 use crate::telemetry::access_log::AccessLogRecord;
 use crate::telemetry::flags::ResponseFlags;
 
@@ -134,7 +134,7 @@ pub fn mirror_allowed(
     table: &Table,
     cluster: &str,
     peer: SocketAddr,
-    out: &super::http::forward::Outgoing,
+    out: &super::forward::Outgoing,
 ) -> bool {
     let Some(guard) = table.policy.as_deref().and_then(|p| p.guard(cluster)) else {
         return true;

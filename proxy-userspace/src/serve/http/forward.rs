@@ -9,12 +9,12 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use tokio::time::Instant;
 
-use super::local_reply::{self as lr, local_reply};
 use crate::proxy::body::{full, ProxyBody};
 use crate::proxy::head::ReqHeaders;
 use crate::runtime::route::actions::TryOutcome;
 use crate::runtime::route::RetryPolicy;
 use crate::serve::failure::Failure;
+use crate::serve::local_reply::{self as lr, local_reply};
 use crate::telemetry::access_log::AccessLogRecord;
 use crate::telemetry::flags::ResponseFlags;
 use crate::upstream::client::UpstreamError;

@@ -2,9 +2,9 @@
 //! order: route match (404 `NR` when none), CORS, redirect / direct
 //! response, fault injection, destination pick, rewrite and header
 //! operations, mirroring, then forwarding with retries and timeouts.
+pub(crate) mod authz;
 pub mod cors;
 pub mod forward;
-pub mod local_reply;
 pub mod log_body;
 pub mod mirror;
 pub mod normalize;
@@ -20,9 +20,9 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use self::forward::{Outgoing, Plan, RequestBody};
-use self::local_reply::{grpc_reply, local_reply};
 use self::log_body::{CountingBody, LoggedBody, PendingLog};
 use super::failure::Failure;
+use super::local_reply::{self, grpc_reply, local_reply};
 use super::table::Table;
 use super::Shared;
 use crate::proxy::body::{empty, full, ProxyBody};
@@ -343,7 +343,7 @@ where
     // Security policy of the destination workloads (one pointer check when
     // the node has none).
     let cluster = &dest_cluster.name;
-    if let Some(r) = super::authz::check_request(table, cluster, conn.peer, &mut parts, grpc, rec) {
+    if let Some(r) = authz::check_request(table, cluster, conn.peer, &mut parts, grpc, rec) {
         return (r, no_hold());
     }
 
@@ -367,7 +367,7 @@ where
             let Some(mc) = table.cluster(m.cluster) else {
                 continue;
             };
-            let allowed = || super::authz::mirror_allowed(table, &mc.name, conn.peer, &out);
+            let allowed = || authz::mirror_allowed(table, &mc.name, conn.peer, &out);
             if chance(m.percent) && allowed() {
                 mirror::spawn_mirror(
                     mc.clone(),

@@ -12,7 +12,6 @@ pub mod registry;
 pub mod set;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use endpoint::{ActiveGuard, Endpoint};
 pub use lb::{HashKey, LoadBalancer, PickContext, Simple};
@@ -22,6 +21,7 @@ pub use registry::{Prepared, Registry};
 pub use set::ClusterSet;
 
 use crate::upstream::client::Clients;
+pub use crate::upstream::client::PoolSettings;
 
 /// Which HTTP version the proxy speaks to the upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,31 +34,6 @@ pub enum UpstreamProtocol {
     /// The client's protocol (ports with sniffed protocol, Envoy's
     /// `use_downstream_protocol_config`).
     Downstream,
-}
-
-/// Connection-pool settings other than the circuit-breaker limits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolSettings {
-    /// `tcp.connectTimeout` (Istio default 10 s).
-    pub connect_timeout: Duration,
-    /// `http.idleTimeout` (Istio default 1 h).
-    pub idle_timeout: Duration,
-    /// `http.maxRequestsPerConnection`; 0 = unlimited, 1 = no keep-alive.
-    /// A connection is retired after this many requests (HTTP/2: streams).
-    pub max_requests_per_connection: u32,
-    /// `tcp.tcpKeepalive` set.
-    pub tcp_keepalive: Option<Duration>,
-}
-
-impl Default for PoolSettings {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(3600),
-            max_requests_per_connection: 0,
-            tcp_keepalive: None,
-        }
-    }
 }
 
 /// Everything needed to build a [`Cluster`].
