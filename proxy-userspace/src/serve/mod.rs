@@ -1,5 +1,9 @@
-//! Strait's L7 proxy: what Envoy does for Istio, for the traffic the kernel
-//! redirects to the node proxy (ARCHITECTURE.md / DESIGN "Userspace daemon").
+//! Strait's L7 proxy, its top layer: what Envoy does for Istio, for the
+//! traffic the kernel redirects to the node proxy (ARCHITECTURE.md, "What
+//! runs where"). `serve` holds the listeners, connection handling and the
+//! request path; it uses `upstream` (clusters' live state), `transport`
+//! and `runtime` (route tables) below it, never the other way round
+//! (`cargo xtask layers`).
 //!
 //! ```text
 //! accept → OriginalDst → service (VIP:port) → protocol (declared / sniffed)
@@ -157,8 +161,8 @@ impl Proxy {
         Ok(proxy)
     }
 
-    /// A proxy serving an already built runtime table (its clusters' state
-    /// is not carried over by later [`Proxy::update`]s).
+    /// A proxy serving an already built table (see [`table::compile`]; its
+    /// clusters' state is not carried over by later [`Proxy::update`]s).
     pub fn from_table(table: Table) -> Self {
         Self::with_registry(table, cluster::Registry::new())
     }
