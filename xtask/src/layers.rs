@@ -628,9 +628,10 @@ mod tests {
             "pub mod a;\npub mod b;\nmod c;\npub struct Top;\n",
         )
         .unwrap();
+        // `pub(crate)` / `pub(super)` are visibility, not imports.
         std::fs::write(
             dir.join("a.rs"),
-            "use crate::b::inner::Thing;\npub fn f() {}\n",
+            "use crate::b::inner::Thing;\npub fn f() {}\npub(crate) fn g() {}\npub(super) struct S;\n",
         )
         .unwrap();
         std::fs::write(dir.join("b/mod.rs"), "pub mod inner;\n").unwrap();
@@ -658,6 +659,7 @@ mod tests {
         assert!(g.edges.contains_key(&("b".into(), "c".into())));
         assert!(g.edges.contains_key(&("c".into(), "a".into())));
         assert!(g.edges.contains_key(&("b".into(), ROOT.into())));
+        assert!(!g.edges.contains_key(&("a".into(), ROOT.into())), "{g:?}");
         let found = cycles(&g);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].path, ["a", "b", "c", "a"]);
