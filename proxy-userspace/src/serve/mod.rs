@@ -229,9 +229,10 @@ impl Proxy {
 
     /// Applies `snapshot` given what changed since the snapshot the table
     /// in service was built from (`diff`, from
-    /// [`strait_config::snapshot::diff`]): only the changed clusters and the
-    /// service ports that use them or whose routes changed are rebuilt
-    /// ([`table::compile_incremental`]); the rest of the table is shared
+    /// [`strait_config::snapshot::diff`]): only the changed clusters are
+    /// rebuilt, and only the service ports whose routes changed or name an
+    /// added or removed cluster ([`table::compile_incremental`]; a changed
+    /// cluster keeps its id, so its routes stay); the rest of the table is shared
     /// with the old one. The policy table is rebuilt when policies,
     /// workloads or clusters changed. Same guarantees as [`Proxy::update`].
     /// Returns how many clusters were rebuilt.

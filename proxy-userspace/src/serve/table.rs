@@ -94,9 +94,9 @@ pub fn compile_with(
 
 /// Compiles the table for `new` from the table in service (`current`,
 /// built from the snapshot `diff` was computed against): only the clusters
-/// `diff` names are resolved against `registry`
-/// ([`upstream_compile::prepare_diff`]) and only the service ports that
-/// need it get new routes ([`runtime_compile::compile_incremental`]).
+/// `diff` names are resolved against `registry` (`upstream::compile::
+/// prepare_diff`) and only the service ports that need it get new routes
+/// ([`runtime_compile::compile_incremental`]).
 /// Policies are carried over (the caller rebuilds them when they changed).
 /// Same contract as [`compile_with`].
 pub fn compile_incremental(
