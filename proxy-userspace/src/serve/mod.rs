@@ -229,7 +229,7 @@ impl Proxy {
 
     /// Applies `snapshot` given what changed since the snapshot the table
     /// in service was built from (`diff`, from
-    /// [`strait_config::snapshot::diff`]): only the changed clusters are
+    /// [`strait_config::snapshot::diff()`]): only the changed clusters are
     /// rebuilt, and only the service ports whose routes changed or name an
     /// added or removed cluster ([`table::compile_incremental`]; a changed
     /// cluster keeps its id, so its routes stay); the rest of the table is shared
