@@ -239,7 +239,8 @@ fn strict_fails_closed_without_a_ca_and_is_left_to_the_kernel_with_one() {
                 mode: Strict,
                 ports: Default::default()
             },
-            policy: false
+            policy: false,
+            l7: false,
         })
     );
     // DISABLE and PERMISSIVE never failed closed.
@@ -256,7 +257,8 @@ fn policies_mark_the_workloads_whose_plaintext_goes_through_the_inbound_listener
         get("10.0.0.1"),
         Some(InboundWorkload {
             mtls: PeerMtls::default(),
-            policy: true
+            policy: true,
+            l7: true,
         })
     );
     assert_eq!(get("10.0.0.2"), None, "no policy, PERMISSIVE: not listed");

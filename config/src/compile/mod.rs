@@ -392,13 +392,15 @@ fn inbound(
     }
     for (ip, w) in &snap.workloads {
         let mtls = pol.peer_mtls(root, &w.namespace, &w.labels);
-        let policy = !pol
-            .authz_for(root, &w.namespace, &w.labels, &w.services)
-            .is_empty()
-            || !pol
-                .request_authn_for(root, &w.namespace, &w.labels, &w.services)
-                .is_empty();
-        let entry = crate::snapshot::InboundWorkload { mtls, policy };
+        let authz = pol.authz_for(root, &w.namespace, &w.labels, &w.services);
+        let authn = !pol
+            .request_authn_for(root, &w.namespace, &w.labels, &w.services)
+            .is_empty();
+        let entry = crate::snapshot::InboundWorkload {
+            mtls,
+            policy: authn || !authz.is_empty(),
+            l7: authn || authz.iter().any(|p| p.needs_l7),
+        };
         if entry != crate::snapshot::InboundWorkload::default() {
             out.insert(*ip, entry);
         }

@@ -169,6 +169,11 @@ pub struct InboundWorkload {
     /// listener (Istio's 15006), not straight to the pod.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub policy: bool,
+    /// A RequestAuthentication or an AuthorizationPolicy with HTTP-only
+    /// attributes applies: HTTP connections are decided per request, not
+    /// once per connection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub l7: bool,
 }
 
 /// A JWT header location.

@@ -20,6 +20,7 @@ pub mod flags;
 pub mod h1;
 pub mod head;
 pub mod http;
+pub mod inbound;
 pub mod orig_dst;
 pub mod pool;
 pub mod route;
