@@ -14,6 +14,7 @@
 pub mod ca;
 pub mod cli;
 pub mod identity;
+pub mod inbound;
 pub mod lock;
 pub mod pods;
 pub mod preflight;
@@ -115,9 +116,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     tracing::debug!(lock = %node_lock.path().display(), "node lock taken");
     let setup = setup(&args, &dp_cfg, cgroup2)?;
-    privs::drop_privileges()?;
+    // In-pod inbound capture (with a CA) joins pods' network namespaces
+    // as they come: setns(2) needs CAP_SYS_ADMIN, and opening a pod
+    // process's /proc/<pid>/ns/net needs CAP_SYS_PTRACE (ztunnel's
+    // DaemonSet keeps SYS_ADMIN for the same reason).
+    let extra: &[caps::Capability] = if setup.inbound.is_some() {
+        privs::KEEP_INPOD
+    } else {
+        &[]
+    };
+    privs::drop_privileges_keeping(extra)?;
     tracing::info!(
         kept = ?privs::KEEP,
+        extra = ?extra,
         "capabilities dropped after setup; no_new_privs set"
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -146,6 +157,14 @@ fn log_diagnostics(diags: &[Diagnostic]) {
 /// object), and decide which pods are meshed. `None` when the inputs are
 /// byte-identical to the previous reload's.
 pub(crate) fn compile(store: &mut dyn store::Source) -> Option<(MeshSnapshot, Enrollment)> {
+    compile_opts(store, &strait_config::CompileOptions::default())
+}
+
+/// [`compile`] for a data plane that can enforce what `opts` says.
+pub(crate) fn compile_opts(
+    store: &mut dyn store::Source,
+    opts: &strait_config::CompileOptions,
+) -> Option<(MeshSnapshot, Enrollment)> {
     let reload = store.reload();
     if reload.unchanged {
         return None;
@@ -157,7 +176,7 @@ pub(crate) fn compile(store: &mut dyn store::Source) -> Option<(MeshSnapshot, En
     for f in &reload.kept_last_good {
         tracing::warn!(file = %f.display(), "file has errors: still serving its last good version");
     }
-    let (snap, diags) = strait_config::compile(&reload.resources);
+    let (snap, diags) = strait_config::compile_with(&reload.resources, opts);
     // Validation errors were reported by the store; report the rest.
     let rest: Vec<Diagnostic> = diags.into_iter().filter(|d| !d.is_error()).collect();
     log_diagnostics(&rest);
@@ -243,6 +262,16 @@ struct Setup {
     orig: KernelOriginalDst,
     pods: PathBuf,
     capture: Capture,
+    /// In-pod inbound capture (with a CA).
+    inbound: Option<inbound::Inbound>,
+}
+
+/// What the compiled snapshot may leave to this daemon: PeerAuthentication
+/// is enforced in the pods' namespaces when it has a CA.
+fn compile_options(args: &RunArgs) -> strait_config::CompileOptions {
+    strait_config::CompileOptions {
+        peer_authn_enforced: args.identity.is_some(),
+    }
 }
 
 /// Everything that needs privileges, on the calling thread.
@@ -256,7 +285,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         None => {
             let mut store =
                 ConfigStore::with_limits(&args.config, args.limits).with_node_addresses(node_ips);
-            let first = compile(&mut store).unwrap_or_default();
+            let first = compile_opts(&mut store, &compile_options(args)).unwrap_or_default();
             tracing::info!(
                 services = first.0.services.len(),
                 clusters = first.0.clusters.len(),
@@ -286,6 +315,10 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     std::fs::create_dir_all(&pods)
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
     datapath.load_socket_programs()?;
+    let inbound = match args.identity {
+        Some(_) => Some(inbound::Inbound::new(&mut datapath, &pods)?),
+        None => None,
+    };
     if let Some(iface) = &args.xdp_uplink {
         let uplink = crate::datapath::resolve_uplink(iface, args.xdp_source, args.xdp_gateway_mac)?;
         datapath.attach_uplink(iface, &uplink)?;
@@ -310,6 +343,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         orig,
         pods,
         capture,
+        inbound,
     })
 }
 
@@ -324,7 +358,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         orig,
         pods,
         mut capture,
+        mut inbound,
     } = setup;
+    let opts = compile_options(&args);
     // The source and its first config: the directory's was compiled in
     // setup; an API server's once every watched kind is listed.
     let (mut store, changes, source_guard, first): (Box<dyn store::Source>, _, _, _) =
@@ -342,7 +378,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                 tracing::info!("waiting for the initial list of every watched kind");
                 w.wait_synced().await;
                 tracing::info!(counts = ?w.counts(), "API server in sync");
-                let first = compile(&mut store).unwrap_or_default();
+                let first = compile_opts(&mut store, &opts).unwrap_or_default();
                 capture.sync(&mut datapath, &first.1);
                 apply_kernel(&mut datapath, &first.0, &first.1);
                 (Box::new(store), changes, SourceGuard::Kube(w), first)
@@ -392,6 +428,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         certs: secrets.as_ref().map(|s| s.store().clone()),
     });
 
+    if let Some(ib) = &mut inbound {
+        ib.serve_with(proxy.clone(), snapshot.clone());
+    }
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, live.clone()));
     // Thread-per-core: one worker (own single-threaded runtime) per CPU.
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -415,6 +454,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
             let _runtime = runtime.enter();
             let _source = source_guard;
             let mut enrollment = enrollment;
+            if let Some(ib) = &mut inbound {
+                ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment);
+            }
             loop {
                 // Pod cgroups come and go between config changes: look
                 // for them while no change arrives.
@@ -422,6 +464,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     Ok(()) => rest_of_burst(&changes),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         capture.sync(&mut datapath, &enrollment);
+                        if let Some(ib) = &mut inbound {
+                            ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment);
+                        }
                         continue;
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -429,12 +474,16 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                 reload_live.set_reloading(true);
                 let reloaded = reload_once(
                     &mut *store,
+                    &opts,
                     &reload_live,
                     &mut datapath,
                     &mut capture,
                     &mut enrollment,
                     &mut kernel_ok,
                 );
+                if let Some(ib) = &mut inbound {
+                    ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment);
+                }
                 if let Some(snap) = reloaded {
                     if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
                         mgr.set_wanted(&identity::wanted(&snap, node, td));
@@ -484,6 +533,7 @@ fn rest_of_burst(rx: &std::sync::mpsc::Receiver<()>) {
 /// trusting the diff.
 fn reload_once(
     store: &mut dyn store::Source,
+    opts: &strait_config::CompileOptions,
     live: &Live,
     datapath: &mut Datapath,
     capture: &mut Capture,
@@ -491,7 +541,7 @@ fn reload_once(
     kernel_ok: &mut bool,
 ) -> Option<Arc<MeshSnapshot>> {
     let started = Instant::now();
-    let Some((snap, enrolled)) = compile(store) else {
+    let Some((snap, enrolled)) = compile_opts(store, opts) else {
         tracing::debug!("config files unchanged: nothing reloaded");
         return None;
     };

@@ -25,12 +25,26 @@ use caps::{CapSet, Capability, CapsHashSet};
 /// The capabilities kept for serving.
 pub const KEEP: &[Capability] = &[Capability::CAP_BPF, Capability::CAP_NET_ADMIN];
 
+/// Kept as well when the daemon captures inbound traffic inside pods'
+/// network namespaces (a CA is configured): `CAP_SYS_ADMIN` to join a
+/// new pod's namespace (`setns(2)`) and open its listener there, and
+/// `CAP_SYS_PTRACE` to open `/proc/<pid>/ns/net` of the pod's processes.
+/// ztunnel's DaemonSet keeps `SYS_ADMIN` for its in-pod mode too.
+pub const KEEP_INPOD: &[Capability] = &[Capability::CAP_SYS_ADMIN, Capability::CAP_SYS_PTRACE];
+
 /// Drops every capability but [`KEEP`] and sets `no_new_privs`.
 ///
 /// Errors: a `capset`/`prctl` call failed (the message names it); the
 /// daemon then refuses to serve rather than serve with full privileges.
 pub fn drop_privileges() -> anyhow::Result<()> {
-    let keep: CapsHashSet = KEEP.iter().copied().collect();
+    drop_privileges_keeping(&[])
+}
+
+/// [`drop_privileges`], keeping `extra` too.
+///
+/// Errors: as [`drop_privileges`].
+pub fn drop_privileges_keeping(extra: &[Capability]) -> anyhow::Result<()> {
+    let keep: CapsHashSet = KEEP.iter().chain(extra).copied().collect();
     let err = |what: &str, e: caps::errors::CapsError| {
         anyhow::anyhow!("dropping capabilities ({what}): {e}")
     };

@@ -67,6 +67,11 @@ pub async fn serve(
         let Ok(dst) = stream.local_addr() else {
             continue;
         };
+        // Never serve the daemon's own ports or its own deliveries: that
+        // would loop (ztunnel answers 503 for 15001/15006/15008).
+        if is_own_port(dst.port()) || is_passthrough(peer) {
+            continue;
+        }
         let (shared, netns) = (shared.clone(), netns.clone());
         let l7 = snapshot
             .load()
@@ -75,6 +80,15 @@ pub async fn serve(
             .is_some_and(|w| w.l7);
         tokio::spawn(async move { connection(shared, netns, stream, peer, dst, l7).await });
     }
+}
+
+fn is_own_port(port: u16) -> bool {
+    use proxy_common::ports;
+    [ports::OUTBOUND, ports::INBOUND_PLAINTEXT, ports::HBONE].contains(&port)
+}
+
+fn is_passthrough(peer: SocketAddr) -> bool {
+    peer.ip() == std::net::IpAddr::V4(crate::transport::inpod::PASSTHROUGH_SOURCE)
 }
 
 /// The guard of the pod behind `dst`: its policy set with `destination.ip`
@@ -382,5 +396,19 @@ async fn forward(
             s.send_request(req).await.map_err(|e| e.to_string())
         }
         Upstream::None => Err("no upstream".into()),
+    }
+}
+
+impl super::Proxy {
+    /// Serves one pod's plaintext inbound listener (see [`serve`]) with
+    /// this proxy's policy table and access log, until the returned future
+    /// is dropped or aborted.
+    pub fn serve_inbound(
+        &self,
+        listener: TcpListener,
+        netns: Arc<InPodNetns>,
+        snapshot: Arc<ArcSwap<MeshSnapshot>>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        serve(self.shared.clone(), listener, netns, snapshot)
     }
 }
