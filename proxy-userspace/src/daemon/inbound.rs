@@ -85,12 +85,13 @@ impl Inbound {
             tracing::info!(pod = %ip, "inbound capture removed");
         }
         for (ip, cgroup) in &want {
+            let mut new = false;
             if !self.pods.contains_key(ip) {
                 match self.start(datapath, *ip, cgroup, &proxy, &live) {
                     Ok(Some(c)) => {
                         self.waiting.remove(ip);
                         self.pods.insert(*ip, c);
-                        tracing::info!(pod = %ip, "inbound capture attached in the pod's network namespace");
+                        new = true;
                     }
                     Ok(None) => {
                         if self.waiting.insert(*ip) {
@@ -105,6 +106,9 @@ impl Inbound {
                 }
             }
             self.capture.set_modes(*ip, snap.inbound.get(&IpAddr::V4(*ip)));
+            if new {
+                tracing::info!(pod = %ip, "inbound capture attached in the pod's network namespace");
+            }
         }
     }
 

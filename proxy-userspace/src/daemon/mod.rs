@@ -182,6 +182,12 @@ pub(crate) fn compile_opts(
     log_diagnostics(&rest);
     // Accepted but not enforced (STR0001): once per resource per load.
     for r in &reload.resources {
+        // Enforced by this daemon (in-pod capture with a CA).
+        if opts.peer_authn_enforced
+            && matches!(r.object, strait_config::Object::PeerAuthentication(_))
+        {
+            continue;
+        }
         log_diagnostics(&strait_config::enforced::diagnostics(r));
     }
     for (ip, why) in &snap.deny {

@@ -116,20 +116,14 @@ pub async fn connect_in_pod(
 }
 
 /// A listening TCP socket bound to `addr` inside the pod's namespace
-/// (non-blocking, `SO_REUSEADDR`, backlog 1024), for the daemon's runtime.
+/// (non-blocking, `SO_REUSEADDR`, std's backlog), for the daemon's runtime.
 ///
 /// Errors: the namespace cannot be joined or the address is taken.
 pub fn listen_in_pod(netns: &InPodNetns, addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    netns.run(|| -> io::Result<std::net::TcpListener> {
-        let s = match addr {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        s.set_reuseaddr(true)?;
-        s.bind(addr)?;
-        let l = s.listen(1024)?;
-        l.into_std()
-    })?
+    // std sets SO_REUSEADDR on Unix listeners.
+    let l = netns.run(|| std::net::TcpListener::bind(addr))??;
+    l.set_nonblocking(true)?;
+    Ok(l)
 }
 
 /// The network namespace of the pod with IP `pod_ip` whose cgroup is
