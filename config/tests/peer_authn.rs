@@ -53,11 +53,7 @@ fn pa_at(ns: &str, name: &str, created: &str, spec: &str) -> String {
 
 fn compiled(yaml: &str, enforced: bool) -> MeshSnapshot {
     let loaded = strait_config::load::load_str(&format!("{PODS}{yaml}"), "t.yaml");
-    let errors: Vec<_> = loaded
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .collect();
+    let errors: Vec<_> = loaded.diagnostics.iter().filter(|d| d.is_error()).collect();
     assert!(errors.is_empty(), "{errors:?}");
     compile_with(
         &loaded.resources,
@@ -204,15 +200,25 @@ fn istio_documented_peer_authentication_precedence() {
 #[test]
 fn mesh_config_root_namespace_scopes_mesh_wide_peer_authentication() {
     let mesh = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    rootNamespace: foo\n---\n";
-    let yaml = format!(
-        "{mesh}{}",
-        pa("foo", "default", "  mtls: {mode: STRICT}")
-    );
+    let yaml = format!("{mesh}{}", pa("foo", "default", "  mtls: {mode: STRICT}"));
     let snap = compiled(&yaml, true);
-    assert_eq!(mtls(&snap, "10.0.0.3").mode, Strict, "foo is the root namespace");
-    let snap = compiled(&pa("istio-system", "default", "  mtls: {mode: STRICT}"), true);
+    assert_eq!(
+        mtls(&snap, "10.0.0.3").mode,
+        Strict,
+        "foo is the root namespace"
+    );
+    let snap = compiled(
+        &pa("istio-system", "default", "  mtls: {mode: STRICT}"),
+        true,
+    );
     assert_eq!(mtls(&snap, "10.0.0.3").mode, Strict);
-    let snap = compiled(&format!("{mesh}{}", pa("istio-system", "default", "  mtls: {mode: STRICT}")), true);
+    let snap = compiled(
+        &format!(
+            "{mesh}{}",
+            pa("istio-system", "default", "  mtls: {mode: STRICT}")
+        ),
+        true,
+    );
     assert_eq!(
         mtls(&snap, "10.0.0.3").mode,
         Permissive,

@@ -124,7 +124,14 @@ impl Daemon {
         let child = node
             .strait_run(&strait, config)
             .unwrap()
-            .args(["--admin", ADMIN, "--drain-ms", "200", "--ca-dir"])
+            .args([
+                "--admin",
+                ADMIN,
+                "--drain-ms",
+                "200",
+                "--inbound-capture",
+                "--ca-dir",
+            ])
             .arg(node.tmp_dir().join("ca"))
             .env("RUST_LOG", "info,strait=debug")
             .stdout(f.try_clone().unwrap())
@@ -228,7 +235,10 @@ fn strict_peer_authentication_refuses_plaintext_in_the_kernel() {
     write(&config, "pa.yaml", STRICT_8080_DISABLE_9090);
     let d = Daemon::start(&node, &config);
     d.wait_log(
-        &format!("inbound capture attached in the pod's network namespace pod={}", server.ip),
+        &format!(
+            "inbound capture attached in the pod's network namespace pod={}",
+            server.ip
+        ),
         1,
     );
     let a8080 = SocketAddr::from((server.ip, 8080));
@@ -242,7 +252,11 @@ fn strict_peer_authentication_refuses_plaintext_in_the_kernel() {
     assert_eq!(tcp_from(from_outsider(), a8080), "error ConnectionRefused");
     let (code, _) = curl(node.command("curl").unwrap(), &format!("http://{a8080}/"));
     assert_eq!(code, 0, "no HTTP answer under STRICT");
-    assert!(http.lock().unwrap().is_empty(), "the STRICT port's server saw {:?}", http.lock().unwrap());
+    assert!(
+        http.lock().unwrap().is_empty(),
+        "the STRICT port's server saw {:?}",
+        http.lock().unwrap()
+    );
     // portLevelMtls DISABLE: that port takes plain text, straight to the pod.
     assert_eq!(tcp_from(from_node(), a9090), "hello 9090");
     assert_eq!(tcp_from(from_outsider(), a9090), "hello 9090");
@@ -250,15 +264,26 @@ fn strict_peer_authentication_refuses_plaintext_in_the_kernel() {
 
     // PERMISSIVE, without a restart: plain text reaches the pod directly
     // (no policy: the kernel leaves it alone, the peer is the client).
-    write(&config, "pa.yaml", &STRICT_8080_DISABLE_9090.replace("STRICT", "PERMISSIVE"));
+    write(
+        &config,
+        "pa.yaml",
+        &STRICT_8080_DISABLE_9090.replace("STRICT", "PERMISSIVE"),
+    );
     eventually(
         "PERMISSIVE lets plain text in",
         || curl(node.command("curl").unwrap(), &format!("http://{a8080}/p")).0 == 200,
         &d,
     );
     let seen = http.lock().unwrap().clone();
-    assert_eq!(seen.last().unwrap().0.ip(), node.gateway(), "delivered directly: {seen:?}");
-    let (code, _) = curl(outsider.command("curl").unwrap(), &format!("http://{a8080}/q"));
+    assert_eq!(
+        seen.last().unwrap().0.ip(),
+        node.gateway(),
+        "delivered directly: {seen:?}"
+    );
+    let (code, _) = curl(
+        outsider.command("curl").unwrap(),
+        &format!("http://{a8080}/q"),
+    );
     assert_eq!(code, 200, "PERMISSIVE from a pod outside the mesh");
 
     // STRICT again: refused again.
@@ -274,7 +299,10 @@ fn strict_peer_authentication_refuses_plaintext_in_the_kernel() {
     node.set_namespace_labels("default", &[]);
     node.write_config(&config).unwrap();
     d.wait_log("inbound capture removed", 1);
-    let (code, body) = curl(node.command("curl").unwrap(), &format!("http://{a8080}/out"));
+    let (code, body) = curl(
+        node.command("curl").unwrap(),
+        &format!("http://{a8080}/out"),
+    );
     assert_eq!((code, body.as_str()), (200, "ok /out"), "{}", d.log());
     assert_eq!(http.lock().unwrap().len(), before + 1);
 }
@@ -314,49 +342,125 @@ fn authorization_policy_protects_connections_straight_to_the_pod_ip() {
     write(&config, "ap.yaml", DENY_ADMIN_AND_9090);
     let d = Daemon::start(&node, &config);
     d.wait_log(
-        &format!("inbound capture attached in the pod's network namespace pod={}", server.ip),
+        &format!(
+            "inbound capture attached in the pod's network namespace pod={}",
+            server.ip
+        ),
         1,
     );
     let a8080 = SocketAddr::from((server.ip, 8080));
     let a9090 = SocketAddr::from((server.ip, 9090));
-    let curl_node = |path: &str| curl(node.command("curl").unwrap(), &format!("http://{a8080}{path}"));
-    let curl_outsider = |path: &str| curl(outsider.command("curl").unwrap(), &format!("http://{a8080}{path}"));
+    let curl_node = |path: &str| {
+        curl(
+            node.command("curl").unwrap(),
+            &format!("http://{a8080}{path}"),
+        )
+    };
+    let curl_outsider = |path: &str| {
+        curl(
+            outsider.command("curl").unwrap(),
+            &format!("http://{a8080}{path}"),
+        )
+    };
 
     // HTTP: the denied path gets Envoy's RBAC reply and never reaches the
     // server; an allowed path is served, from 127.0.0.6, exactly once.
-    assert_eq!(curl_node("/admin"), (403, "RBAC: access denied".to_string()));
-    assert_eq!(curl_outsider("/admin"), (403, "RBAC: access denied".to_string()));
-    assert!(http.lock().unwrap().is_empty(), "{:?}", http.lock().unwrap());
+    assert_eq!(
+        curl_node("/admin"),
+        (403, "RBAC: access denied".to_string())
+    );
+    assert_eq!(
+        curl_outsider("/admin"),
+        (403, "RBAC: access denied".to_string())
+    );
+    assert!(
+        http.lock().unwrap().is_empty(),
+        "{:?}",
+        http.lock().unwrap()
+    );
     assert_eq!(curl_node("/ok"), (200, "ok /ok".to_string()), "{}", d.log());
     assert_eq!(curl_outsider("/ok"), (200, "ok /ok".to_string()));
     {
         let seen = http.lock().unwrap();
-        assert_eq!(seen.len(), 2, "each allowed request once, no capture loop: {seen:?}");
+        assert_eq!(
+            seen.len(),
+            2,
+            "each allowed request once, no capture loop: {seen:?}"
+        );
         for (peer, line) in seen.iter() {
             assert_eq!(peer.ip(), Ipv4Addr::new(127, 0, 0, 6), "{line}");
             assert!(line.starts_with("GET /ok "), "{line}");
         }
     }
     // TCP: the denied port is closed before the server hears of it.
-    assert_ne!(tcp_from(node.command(probe()).unwrap(), a9090), "hello 9090");
-    assert_ne!(tcp_from(outsider.command(probe()).unwrap(), a9090), "hello 9090");
+    assert_ne!(
+        tcp_from(node.command(probe()).unwrap(), a9090),
+        "hello 9090"
+    );
+    assert_ne!(
+        tcp_from(outsider.command(probe()).unwrap(), a9090),
+        "hello 9090"
+    );
     assert!(tcp.lock().unwrap().is_empty(), "{:?}", tcp.lock().unwrap());
     // Destination-side telemetry.
-    let (_, metrics) = curl(node.command("curl").unwrap(), &format!("http://{ADMIN}/stats/prometheus"));
+    let (_, metrics) = curl(
+        node.command("curl").unwrap(),
+        &format!("http://{ADMIN}/stats/prometheus"),
+    );
     assert!(
-        metrics.lines().any(|l| l.starts_with("istio_requests_total{")
-            && l.contains("reporter=\"destination\"")
-            && l.contains("response_code=\"403\"")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_requests_total{")
+                && l.contains("reporter=\"destination\"")
+                && l.contains("response_code=\"403\"")),
         "{metrics}"
     );
 
     // Policy removed, no restart: the kernel leaves the pod alone again.
     std::fs::remove_file(config.join("ap.yaml")).unwrap();
-    eventually("the policy's removal applies", || curl_node("/admin").0 == 200, &d);
-    assert_eq!(tcp_from(node.command(probe()).unwrap(), a9090), "hello 9090");
+    eventually(
+        "the policy's removal applies",
+        || curl_node("/admin").0 == 200,
+        &d,
+    );
+    assert_eq!(
+        tcp_from(node.command(probe()).unwrap(), a9090),
+        "hello 9090"
+    );
     let seen = http.lock().unwrap().clone();
-    assert_eq!(seen.last().unwrap().0.ip(), node.gateway(), "direct delivery: {seen:?}");
+    assert_eq!(
+        seen.last().unwrap().0.ip(),
+        node.gateway(),
+        "direct delivery: {seen:?}"
+    );
     // And back: a new DENY applies to the next connection.
     write(&config, "ap.yaml", DENY_ADMIN_AND_9090);
-    eventually("the policy applies again", || curl_node("/admin").0 == 403, &d);
+    eventually(
+        "the policy applies again",
+        || curl_node("/admin").0 == 403,
+        &d,
+    );
+
+    // A pod that arrives while the daemon runs is captured too.
+    let mut node = node;
+    node.add_pod(PodSpec::new("late", &[("app", "server")]))
+        .unwrap();
+    let late = node.pod("default", "late").unwrap().clone();
+    let _late_pause = late.command("sleep").unwrap().arg("600").spawn().unwrap();
+    let late_http = http_server(&late, 8080);
+    node.write_config(&config).unwrap();
+    d.wait_log(
+        &format!(
+            "inbound capture attached in the pod's network namespace pod={}",
+            late.ip
+        ),
+        1,
+    );
+    let url = format!("http://{}/admin", SocketAddr::from((late.ip, 8080)));
+    eventually(
+        "the new pod's policy applies",
+        || curl(node.command("curl").unwrap(), &url) == (403, "RBAC: access denied".to_string()),
+        &d,
+    );
+    assert!(late_http.lock().unwrap().is_empty());
 }

@@ -307,7 +307,10 @@ pub struct CompileOptions {
 }
 
 /// [`compile`] with `opts`.
-pub fn compile_with(resources: &[Resource], opts: &CompileOptions) -> (MeshSnapshot, Vec<Diagnostic>) {
+pub fn compile_with(
+    resources: &[Resource],
+    opts: &CompileOptions,
+) -> (MeshSnapshot, Vec<Diagnostic>) {
     let (latest, mut diags) = dedupe(resources);
     let mut valid = Vec::with_capacity(latest.len());
     for (r, errs) in latest.iter().zip(validate_all(&latest)) {

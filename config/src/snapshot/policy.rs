@@ -353,8 +353,11 @@ impl Policies {
             let key = |p: &PeerAuthn| (p.created.is_none(), p.created.clone(), p.name.clone());
             key(a) < key(b)
         };
-        let (mut mesh, mut ns, mut wl): (Option<&PeerAuthn>, Option<&PeerAuthn>, Option<&PeerAuthn>) =
-            (None, None, None);
+        let (mut mesh, mut ns, mut wl): (
+            Option<&PeerAuthn>,
+            Option<&PeerAuthn>,
+            Option<&PeerAuthn>,
+        ) = (None, None, None);
         for pa in &self.peer_authentication {
             let slot = match &pa.selector.match_labels {
                 None if pa.selector.namespace == root_namespace => &mut mesh,

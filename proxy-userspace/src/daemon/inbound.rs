@@ -59,7 +59,12 @@ impl Inbound {
 
     /// Makes the capture follow `enrollment` and the pods cgroup, with the
     /// modes of `snap`. Must run inside the tokio runtime.
-    pub(crate) fn sync(&mut self, datapath: &mut Datapath, snap: &MeshSnapshot, enrollment: &Enrollment) {
+    pub(crate) fn sync(
+        &mut self,
+        datapath: &mut Datapath,
+        snap: &MeshSnapshot,
+        enrollment: &Enrollment,
+    ) {
         let (Some(proxy), Some(live)) = (self.proxy.clone(), self.snapshot.clone()) else {
             return;
         };
@@ -105,7 +110,8 @@ impl Inbound {
                     }
                 }
             }
-            self.capture.set_modes(*ip, snap.inbound.get(&IpAddr::V4(*ip)));
+            self.capture
+                .set_modes(*ip, snap.inbound.get(&IpAddr::V4(*ip)));
             if new {
                 tracing::info!(pod = %ip, "inbound capture attached in the pod's network namespace");
             }
@@ -124,12 +130,16 @@ impl Inbound {
         let Some(netns) = find_netns(IpAddr::V4(ip), Some(cgroup)) else {
             return Ok(None);
         };
-        let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, proxy_common::ports::INBOUND_PLAINTEXT));
+        let addr = SocketAddr::from((
+            Ipv4Addr::UNSPECIFIED,
+            proxy_common::ports::INBOUND_PLAINTEXT,
+        ));
         let listener = listen_in_pod(&netns, addr)
             .with_context(|| format!("listening on {addr} in the pod's network namespace"))?;
         self.capture
             .attach(datapath.ebpf_mut(), ip, &netns, netns.inode())?;
-        self.capture.set_socket(ip, InpodSocket::Plaintext, &listener)?;
+        self.capture
+            .set_socket(ip, InpodSocket::Plaintext, &listener)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let netns: Arc<InPodNetns> = Arc::new(netns);
         let task = tokio::spawn(proxy.serve_inbound(listener, netns, live.clone()));
@@ -141,7 +151,10 @@ impl Inbound {
 }
 
 /// Meshed IPv4 pods with a cgroup on this node → their cgroup.
-fn wanted(enrollment: &Enrollment, found: &BTreeMap<PodKey, PathBuf>) -> BTreeMap<Ipv4Addr, PathBuf> {
+fn wanted(
+    enrollment: &Enrollment,
+    found: &BTreeMap<PodKey, PathBuf>,
+) -> BTreeMap<Ipv4Addr, PathBuf> {
     enrollment
         .pods
         .iter()

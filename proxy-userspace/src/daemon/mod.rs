@@ -66,6 +66,8 @@ pub struct RunArgs {
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
     pub access_log: bool,
+    /// In-pod inbound capture ([`inbound`]): needs `identity`.
+    pub inbound_capture: bool,
     /// Node uplink to attach the XDP program to (external VIP balancer and
     /// source-prefix deny); none: no XDP program.
     pub xdp_uplink: Option<String>,
@@ -104,6 +106,11 @@ impl OriginalDst for KernelOriginalDst {
 /// wrong and what to do (not root, no BPF, no cgroup v2, port taken,
 /// another daemon on the node, ...).
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.inbound_capture && args.identity.is_none() {
+        anyhow::bail!(
+            "--inbound-capture needs workload identities: pass --ca-dir DIR or --ca-address URL"
+        );
+    }
     let dir = args.kube.is_none().then_some(args.config.as_path());
     let cgroup2 = preflight::check(dir)?;
     let mut dp_cfg = DatapathConfig::new(&args.node);
@@ -276,7 +283,7 @@ struct Setup {
 /// is enforced in the pods' namespaces when it has a CA.
 fn compile_options(args: &RunArgs) -> strait_config::CompileOptions {
     strait_config::CompileOptions {
-        peer_authn_enforced: args.identity.is_some(),
+        peer_authn_enforced: args.inbound_capture && args.identity.is_some(),
     }
 }
 
@@ -321,9 +328,9 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     std::fs::create_dir_all(&pods)
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
     datapath.load_socket_programs()?;
-    let inbound = match args.identity {
-        Some(_) => Some(inbound::Inbound::new(&mut datapath, &pods)?),
-        None => None,
+    let inbound = match (&args.identity, args.inbound_capture) {
+        (Some(_), true) => Some(inbound::Inbound::new(&mut datapath, &pods)?),
+        _ => None,
     };
     if let Some(iface) = &args.xdp_uplink {
         let uplink = crate::datapath::resolve_uplink(iface, args.xdp_source, args.xdp_gateway_mac)?;

@@ -112,7 +112,8 @@ impl InpodCapture {
             .program_mut(INPOD_LOOKUP)
             .context("program inpod_lookup missing from the eBPF object")?
             .try_into()?;
-        prog.load().context("loading inpod_lookup (sk_lookup needs Linux 5.9)")?;
+        prog.load()
+            .context("loading inpod_lookup (sk_lookup needs Linux 5.9)")?;
         Ok(Self {
             modes,
             sockets,
@@ -125,7 +126,13 @@ impl InpodCapture {
     /// (again when the pod's namespace changed; nothing when attached).
     ///
     /// Errors: the kernel refuses the link (no `CAP_NET_ADMIN`).
-    pub fn attach(&mut self, ebpf: &mut Ebpf, ip: Ipv4Addr, netns: &impl AsFd, inode: u64) -> anyhow::Result<()> {
+    pub fn attach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        ip: Ipv4Addr,
+        netns: &impl AsFd,
+        inode: u64,
+    ) -> anyhow::Result<()> {
         if self.links.get(&ip).is_some_and(|(i, _)| *i == inode) {
             return Ok(());
         }
@@ -134,9 +141,9 @@ impl InpodCapture {
             .program_mut(INPOD_LOOKUP)
             .context("program inpod_lookup missing")?
             .try_into()?;
-        let id = prog
-            .attach(netns.as_fd())
-            .with_context(|| format!("attaching inpod_lookup to the network namespace of pod {ip}"))?;
+        let id = prog.attach(netns.as_fd()).with_context(|| {
+            format!("attaching inpod_lookup to the network namespace of pod {ip}")
+        })?;
         self.links.insert(ip, (inode, id));
         Ok(())
     }
@@ -193,7 +200,12 @@ impl InpodCapture {
     /// Registers the daemon's listening socket `kind` inside pod `ip`.
     ///
     /// Errors: the map refuses it (not a listening TCP socket, map full).
-    pub fn set_socket(&mut self, ip: Ipv4Addr, kind: InpodSocket, listener: &impl AsRawFd) -> anyhow::Result<()> {
+    pub fn set_socket(
+        &mut self,
+        ip: Ipv4Addr,
+        kind: InpodSocket,
+        listener: &impl AsRawFd,
+    ) -> anyhow::Result<()> {
         let key = InpodSockKey {
             ip: ip_key(ip),
             kind: kind.kind(),

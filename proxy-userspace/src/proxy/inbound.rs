@@ -22,10 +22,10 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response, StatusCode};
-use strait_config::MeshSnapshot;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use strait_config::MeshSnapshot;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -73,11 +73,7 @@ pub async fn serve(
             continue;
         }
         let (shared, netns) = (shared.clone(), netns.clone());
-        let l7 = snapshot
-            .load()
-            .inbound
-            .get(&dst.ip())
-            .is_some_and(|w| w.l7);
+        let l7 = snapshot.load().inbound.get(&dst.ip()).is_some_and(|w| w.l7);
         tokio::spawn(async move { connection(shared, netns, stream, peer, dst, l7).await });
     }
 }
@@ -217,8 +213,12 @@ async fn http(
 ) {
     let upstream = Arc::new(tokio::sync::Mutex::new(Upstream::None));
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (shared, netns, guard, upstream) =
-            (shared.clone(), netns.clone(), guard.clone(), upstream.clone());
+        let (shared, netns, guard, upstream) = (
+            shared.clone(),
+            netns.clone(),
+            guard.clone(),
+            upstream.clone(),
+        );
         async move {
             Ok::<_, std::convert::Infallible>(
                 request(shared, netns, guard, upstream, peer, dst, req).await,
@@ -226,9 +226,7 @@ async fn http(
         }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let _ = builder
-        .serve_connection(TokioIo::new(stream), svc)
-        .await;
+    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
 }
 
 async fn request(
@@ -241,7 +239,15 @@ async fn request(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
-    let mut rec = record(peer, dst, if req.version() == http::Version::HTTP_2 { "grpc_or_h2" } else { "http" });
+    let mut rec = record(
+        peer,
+        dst,
+        if req.version() == http::Version::HTTP_2 {
+            "grpc_or_h2"
+        } else {
+            "http"
+        },
+    );
     rec.request_protocol = "http";
     rec.method = Some(req.method().clone());
     rec.path = Some(req.uri().path().to_string());
@@ -357,12 +363,15 @@ async fn forward(
         Upstream::H2(s) => h2 && !s.is_closed(),
     };
     if !usable {
-        let io = TokioIo::new(connect_in_pod(netns, dst).await.map_err(|e| e.to_string())?);
+        let io = TokioIo::new(
+            connect_in_pod(netns, dst)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
         *up = if h2 {
-            let (send, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                    .await
-                    .map_err(|e| e.to_string())?;
+            let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| e.to_string())?;
             tokio::spawn(conn);
             Upstream::H2(send)
         } else {
