@@ -76,13 +76,16 @@ fn ports(list: &[(u16, MtlsMode)]) -> std::collections::BTreeMap<u16, MtlsMode> 
     list.iter().copied().collect()
 }
 
+/// (pod IP, mode, port-level modes)
+type Want = (&'static str, MtlsMode, Vec<(u16, MtlsMode)>);
+
 #[test]
 fn istio_documented_peer_authentication_precedence() {
     struct Case {
         what: &'static str,
         yaml: String,
         /// (pod IP, mode, ports)
-        want: Vec<(&'static str, MtlsMode, Vec<(u16, MtlsMode)>)>,
+        want: Vec<Want>,
     }
     let cases = vec![
         Case {

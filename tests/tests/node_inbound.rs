@@ -186,7 +186,7 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool, log: &Daemon) {
 /// A node with a meshed `server` pod (a pause process keeps its network
 /// namespace findable, as Kubernetes' pause container does) and an
 /// `outsider` pod in a namespace outside the mesh.
-fn node(p: &strait_tests::privileged::Privileged, name: &str, index: u8) -> (Node, Vec<Child>) {
+fn node(p: &strait_tests::privileged::Privileged, name: &str, index: u8) -> (Node, Pause) {
     let mut node = Node::new(&p.cgroup2, name, index).unwrap();
     node.add_pod(PodSpec::new("server", &[("app", "server")]))
         .unwrap();
@@ -194,15 +194,26 @@ fn node(p: &strait_tests::privileged::Privileged, name: &str, index: u8) -> (Nod
     outsider.namespace = "outside".into();
     node.add_pod(outsider).unwrap();
     node.set_namespace_labels("outside", &[]);
-    let pause = node
-        .pod("default", "server")
-        .unwrap()
-        .command("sleep")
-        .unwrap()
-        .arg("600")
-        .spawn()
-        .unwrap();
-    (node, vec![pause])
+    let pause = Pause::start(node.pod("default", "server").unwrap());
+    (node, pause)
+}
+
+/// A process in a pod's cgroup, as Kubernetes' pause container: the
+/// daemon finds the pod's network namespace through it. Killed and reaped
+/// on drop.
+struct Pause(Child);
+
+impl Pause {
+    fn start(pod: &Pod) -> Pause {
+        Pause(pod.command("sleep").unwrap().arg("600").spawn().unwrap())
+    }
+}
+
+impl Drop for Pause {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn write(config: &Path, file: &str, yaml: &str) {
@@ -446,7 +457,7 @@ fn authorization_policy_protects_connections_straight_to_the_pod_ip() {
     node.add_pod(PodSpec::new("late", &[("app", "server")]))
         .unwrap();
     let late = node.pod("default", "late").unwrap().clone();
-    let _late_pause = late.command("sleep").unwrap().arg("600").spawn().unwrap();
+    let _late_pause = Pause::start(&late);
     let late_http = http_server(&late, 8080);
     node.write_config(&config).unwrap();
     d.wait_log(
