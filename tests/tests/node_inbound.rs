@@ -475,3 +475,24 @@ fn authorization_policy_protects_connections_straight_to_the_pod_ip() {
     );
     assert!(late_http.lock().unwrap().is_empty());
 }
+
+#[test]
+fn inbound_capture_without_a_ca_is_refused_at_start() {
+    let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
+    let dir = std::env::temp_dir().join(format!("strait-inb-noca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(strait)
+        .args(["run", "--inbound-capture", "--config"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            "--inbound-capture needs workload identities: pass --ca-dir DIR or --ca-address URL"
+        ),
+        "{err}"
+    );
+}
