@@ -239,16 +239,7 @@ async fn request(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
-    let mut rec = record(
-        peer,
-        dst,
-        if req.version() == http::Version::HTTP_2 {
-            "grpc_or_h2"
-        } else {
-            "http"
-        },
-    );
-    rec.request_protocol = "http";
+    let mut rec = record(peer, dst, "http");
     rec.method = Some(req.method().clone());
     rec.path = Some(req.uri().path().to_string());
     rec.protocol = Some(if req.version() == http::Version::HTTP_2 {
@@ -261,6 +252,9 @@ async fn request(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        rec.request_protocol = "grpc";
+    }
     let host = req
         .uri()
         .authority()
@@ -357,12 +351,14 @@ async fn forward(
 ) -> Result<Response<Incoming>, String> {
     let h2 = req.version() == http::Version::HTTP_2;
     let mut up = upstream.lock().await;
-    let usable = match &*up {
-        Upstream::None => false,
-        Upstream::H1(s) => !h2 && !s.is_closed(),
-        Upstream::H2(s) => h2 && !s.is_closed(),
+    // A kept connection the pod closed (or of the other version) is
+    // replaced; one that is not ready is replaced too, once.
+    let ready = match &mut *up {
+        Upstream::H1(s) if !h2 && !s.is_closed() => s.ready().await.is_ok(),
+        Upstream::H2(s) if h2 && !s.is_closed() => s.ready().await.is_ok(),
+        _ => false,
     };
-    if !usable {
+    if !ready {
         let io = TokioIo::new(
             connect_in_pod(netns, dst)
                 .await
