@@ -496,3 +496,86 @@ fn inbound_capture_without_a_ca_is_refused_at_start() {
         "{err}"
     );
 }
+
+/// Istio's JWT samples (`../shared/istio/jwt/`); `None` (SKIP) when
+/// absent, a panic with `STRAIT_NO_SKIP`.
+fn jwt_dir(test: &str) -> Option<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for up in ["../../shared/istio/jwt", "../../../shared/istio/jwt"] {
+        let d = root.join(up);
+        if d.join("jwks.json").is_file() {
+            return Some(d);
+        }
+    }
+    let reason = "Istio's JWT samples are not in ../shared/istio/jwt/";
+    if std::env::var_os(strait_tests::privileged::NO_SKIP).is_some() {
+        panic!("{test}: {reason}");
+    }
+    eprintln!("SKIP {test}: {reason}");
+    None
+}
+
+#[test]
+fn request_authentication_is_checked_for_requests_straight_to_the_pod_ip() {
+    let name = "request_authentication_is_checked_for_requests_straight_to_the_pod_ip";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let Some(jwt) = jwt_dir(name) else {
+        return;
+    };
+    let token = |f: &str| {
+        std::fs::read_to_string(jwt.join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let jwks = std::fs::read_to_string(jwt.join("jwks.json")).unwrap();
+    let (node, _pause) = node(&p, "node-inb-c", 93);
+    let server = node.pod("default", "server").unwrap().clone();
+    let http = http_server(&server, 8080);
+    let config = node.tmp_dir().join("config");
+    node.write_config(&config).unwrap();
+    let ra = format!(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: jwt, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: server}}}}\n  jwtRules:\n  - issuer: testing@secure.istio.io\n    jwks: '{}'\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: require-jwt, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: server}}}}\n  action: ALLOW\n  rules:\n  - from: [{{source: {{requestPrincipals: [\"*\"]}}}}]\n",
+        jwks.replace('\n', " ")
+    );
+    write(&config, "jwt.yaml", &ra);
+    let d = Daemon::start(&node, &config);
+    d.wait_log(
+        &format!(
+            "inbound capture attached in the pod's network namespace pod={}",
+            server.ip
+        ),
+        1,
+    );
+    let url = format!("http://{}/headers", SocketAddr::from((server.ip, 8080)));
+    let with = |auth: Option<String>| {
+        let mut cmd = node.command("curl").unwrap();
+        if let Some(a) = auth {
+            cmd.args(["-H", &format!("authorization: Bearer {a}")]);
+        }
+        curl(cmd, &url)
+    };
+    // No token where a request principal is required: 403.
+    assert_eq!(with(None), (403, "RBAC: access denied".to_string()));
+    // A tampered token: 401 with Envoy's body.
+    let demo = token("demo.jwt");
+    let mut parts: Vec<String> = demo.split('.').map(String::from).collect();
+    parts[1] = parts[1].chars().rev().collect();
+    let (code, body) = with(Some(parts.join(".")));
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        http.lock().unwrap().is_empty(),
+        "{:?}",
+        http.lock().unwrap()
+    );
+    // A valid token: delivered.
+    assert_eq!(
+        with(Some(demo)),
+        (200, "ok /headers".to_string()),
+        "{}",
+        d.log()
+    );
+    assert_eq!(http.lock().unwrap().len(), 1);
+}
