@@ -19,7 +19,7 @@ use super::pods::{self, PodKey};
 use crate::datapath::inpod::{InpodCapture, InpodSocket};
 use crate::datapath::Datapath;
 use crate::proxy::Proxy;
-use crate::transport::inpod::{find_netns, listen_in_pod, InPodNetns};
+use crate::transport::inpod::{self, find_netns, listen_in_pod, InPodNetns};
 
 /// One captured pod.
 struct Captured {
@@ -127,8 +127,26 @@ impl Inbound {
         live: &Arc<ArcSwap<MeshSnapshot>>,
     ) -> anyhow::Result<Option<Captured>> {
         use anyhow::Context;
-        let Some(netns) = find_netns(IpAddr::V4(ip), Some(cgroup)) else {
+        let hint = cgroup
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split_once('_'))
+            .map(|(ns, pod)| format!("-{ns}-{pod}"));
+        let Some(netns) = find_netns(
+            IpAddr::V4(ip),
+            Some(cgroup),
+            Path::new(inpod::NAMED_NETNS_DIR),
+            hint.as_deref(),
+        )?
+        else {
             return Ok(None);
+        };
+        // The namespace's identity, and a descriptor to attach to.
+        let ns_file = std::fs::File::open(netns.path())
+            .with_context(|| format!("opening {}", netns.path().display()))?;
+        let inode = {
+            use std::os::unix::fs::MetadataExt;
+            ns_file.metadata()?.ino()
         };
         let addr = SocketAddr::from((
             Ipv4Addr::UNSPECIFIED,
@@ -137,10 +155,9 @@ impl Inbound {
         let listener = listen_in_pod(&netns, addr)
             .with_context(|| format!("listening on {addr} in the pod's network namespace"))?;
         self.capture
-            .attach(datapath.ebpf_mut(), ip, &netns, netns.inode())?;
+            .attach(datapath.ebpf_mut(), ip, &ns_file, inode)?;
         self.capture
             .set_socket(ip, InpodSocket::Plaintext, &listener)?;
-        let listener = tokio::net::TcpListener::from_std(listener)?;
         let netns: Arc<InPodNetns> = Arc::new(netns);
         let task = tokio::spawn(proxy.serve_inbound(listener, netns, live.clone()));
         Ok(Some(Captured {

@@ -84,7 +84,7 @@ fn is_own_port(port: u16) -> bool {
 }
 
 fn is_passthrough(peer: SocketAddr) -> bool {
-    peer.ip() == std::net::IpAddr::V4(crate::transport::inpod::PASSTHROUGH_SOURCE)
+    peer.ip() == std::net::IpAddr::V4(crate::transport::inpod::INBOUND_SOURCE_V4)
 }
 
 /// The guard of the pod behind `dst`: its policy set with `destination.ip`
@@ -100,6 +100,7 @@ fn guard_for(shared: &Shared, dst: SocketAddr) -> Option<Guard> {
             dest_port: dst.port(),
         }],
         remote: None,
+        remote_ips: Vec::new(),
     })
 }
 

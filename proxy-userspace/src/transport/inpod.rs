@@ -1,214 +1,221 @@
-//! ztunnel's "in-pod" model: the daemon opens sockets *inside* a meshed
-//! pod's network namespace (a listener there, or the connection that
-//! delivers an accepted inbound connection to the application) and uses
-//! them from its own runtime afterwards; a socket stays in the namespace it
-//! was created in.
+//! Sockets inside a pod's network namespace, as ztunnel's in-pod mode
+//! (`ztunnel/src/inpod/netns.rs`): the daemon stays in the node's
+//! namespace and, for each meshed pod, switches one thread into the pod's
+//! namespace just long enough to create a socket (listen or connect); the
+//! socket then works from any thread of the daemon's runtime.
 //!
-//! - [`find_netns`]: a pod's network namespace, from a process in the pod's
-//!   cgroup (`/proc/<pid>/ns/net`, what Kubernetes' pause container gives
-//!   every pod), else the one named namespace under `/run/netns/` (where
-//!   containerd, CRI-O and the simulated node keep them) whose addresses
-//!   include the pod IP.
-//! - [`InPodNetns::run`]: runs a closure on a short-lived thread that has
-//!   joined the namespace (`setns(2)` needs `CAP_SYS_ADMIN`, which the
-//!   daemon keeps when in-pod capture is on; see `daemon/privs.rs`).
-//! - [`connect_in_pod`]: connects to the pod from `127.0.0.6` (Istio's
-//!   inbound passthrough source), which the in-pod `sk_lookup` program
-//!   never captures, so a delivery is not captured again.
-use std::fs::File;
+//! - [`find_netns`]: a pod's namespace, from a process in its cgroup
+//!   (`/proc/<pid>/ns/net`) or the named namespace under `/run/netns/`
+//!   (containerd/CRI-O; the simulated node) that holds the pod IP;
+//! - [`listen_in_pod`]: a listening socket on `<pod IP>:<port>` there;
+//! - [`connect_in_pod`]: a connection to the pod from `127.0.0.6` (Istio's
+//!   inbound passthrough source; `::6` for IPv6) made inside the pod, so
+//!   the kernel programs recognise the daemon's own deliveries (remote IP
+//!   127.0.0.6 over `lo`) and never capture them again.
+//!
+//! Switching namespaces needs `CAP_SYS_ADMIN` (kept by `strait run` when a
+//! CA is configured, see `daemon/privs.rs`).
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-/// Istio's inbound passthrough source address: deliveries to a pod come
-/// from here.
-pub const PASSTHROUGH_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
 
-/// Where named network namespaces are bind-mounted (`ip netns`, CNI).
-pub const NETNS_DIR: &str = "/run/netns";
+/// Istio's inbound passthrough source address (IPv4).
+pub const INBOUND_SOURCE_V4: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+/// Istio's inbound passthrough source address (IPv6, `::6`).
+pub const INBOUND_SOURCE_V6: Ipv6Addr = Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
 
-/// An owned handle on a pod's network namespace.
+/// Where container runtimes (and the simulated node) name network namespaces.
+pub const NAMED_NETNS_DIR: &str = "/run/netns";
+
+/// An open pod network namespace (an owned `nsfs` descriptor).
 #[derive(Debug)]
 pub struct InPodNetns {
     fd: OwnedFd,
-    inode: u64,
+    path: PathBuf,
+}
+
+/// The daemon's own namespace, where every thread returns after
+/// [`InPodNetns::run`]. The main thread never switches, so
+/// `/proc/self/ns/net` (the thread-group leader's) is it.
+fn home() -> io::Result<&'static OwnedFd> {
+    static HOME: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = HOME.get() {
+        return Ok(fd);
+    }
+    let fd: OwnedFd = std::fs::File::open("/proc/self/ns/net")?.into();
+    Ok(HOME.get_or_init(|| fd))
 }
 
 impl InPodNetns {
-    /// Opens the namespace file `path` (`/proc/<pid>/ns/net`,
+    /// Opens the namespace at `path` (`/proc/<pid>/ns/net`,
     /// `/run/netns/<name>`).
-    ///
-    /// Errors: the file cannot be opened (gone, no permission).
     pub fn open(path: &Path) -> io::Result<Self> {
-        use std::os::unix::fs::MetadataExt;
-        let f = File::open(path)?;
-        let inode = f.metadata()?.ino();
+        home()?;
+        let fd: OwnedFd = std::fs::File::open(path)?.into();
         Ok(Self {
-            fd: f.into(),
-            inode,
+            fd,
+            path: path.to_path_buf(),
         })
     }
 
-    /// The namespace's inode number (its identity: two handles on one
-    /// namespace have the same).
-    pub fn inode(&self) -> u64 {
-        self.inode
+    /// Where it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
-    /// Runs `f` on a new thread that has joined this namespace and returns
-    /// its result; the calling thread stays where it is. Sockets `f`
-    /// creates belong to the pod's namespace and may be used from any
-    /// thread afterwards. A panic in `f` is resumed on the caller.
-    ///
-    /// Errors: `setns(2)` refused (no `CAP_SYS_ADMIN`, the namespace is
-    /// gone) or the thread could not be started.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> io::Result<T> {
-        let fd = self.fd.as_fd();
-        std::thread::scope(|s| {
-            let joined = std::thread::Builder::new()
-                .name("strait-inpod".into())
-                .spawn_scoped(s, move || {
-                    use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
-                    move_into_link_name_space(fd, Some(LinkNameSpaceType::Network))
-                        .map_err(io::Error::from)?;
-                    Ok(f())
-                })?;
-            match joined.join() {
-                Ok(r) => r,
-                Err(panic) => std::panic::resume_unwind(panic),
+    /// Runs `f` on the calling thread inside this namespace, then moves the
+    /// thread back. `f` must not block or yield to other tasks (it creates
+    /// sockets). Errors: the switch was refused (no `CAP_SYS_ADMIN`, not a
+    /// network namespace). If the thread cannot return, the process aborts:
+    /// a daemon thread left in a pod's namespace would serve other pods'
+    /// traffic from there.
+    pub fn run<T>(&self, f: impl FnOnce() -> T) -> io::Result<T> {
+        let home = home()?;
+        move_into_link_name_space(self.fd.as_fd(), Some(LinkNameSpaceType::Network))?;
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        if let Err(e) = move_into_link_name_space(home.as_fd(), Some(LinkNameSpaceType::Network)) {
+            tracing::error!("cannot return to the node's network namespace: {e}; aborting");
+            std::process::abort();
+        }
+        match out {
+            Ok(v) => Ok(v),
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+
+    /// Whether `ip` is one of the namespace's interface addresses.
+    pub fn has_address(&self, ip: IpAddr) -> io::Result<bool> {
+        self.run(|| {
+            nix::ifaddrs::getifaddrs().map(|addrs| {
+                addrs.into_iter().any(|a| {
+                    let Some(s) = a.address else { return false };
+                    if let Some(v4) = s.as_sockaddr_in() {
+                        return IpAddr::V4(v4.ip()) == ip;
+                    }
+                    s.as_sockaddr_in6()
+                        .is_some_and(|v6| IpAddr::V6(v6.ip()) == ip)
+                })
+            })
+        })?
+        .map_err(io::Error::from)
+    }
+}
+
+/// The network namespace of the pod with `pod_ip`: the namespace of a
+/// process in `cgroup` (the pod's cgroup, searched with its sub-cgroups)
+/// when one is there and holds the IP, else a named namespace under
+/// `netns_dir` holding the IP — names containing `hint` (e.g.
+/// `<namespace>-<pod>`) are tried first. `Ok(None)`: not found (yet).
+pub fn find_netns(
+    pod_ip: IpAddr,
+    cgroup: Option<&Path>,
+    netns_dir: &Path,
+    hint: Option<&str>,
+) -> io::Result<Option<InPodNetns>> {
+    if let Some(cg) = cgroup {
+        for pid in cgroup_pids(cg) {
+            let Ok(ns) = InPodNetns::open(&PathBuf::from(format!("/proc/{pid}/ns/net"))) else {
+                continue;
+            };
+            if ns.has_address(pod_ip).unwrap_or(false) {
+                return Ok(Some(ns));
             }
+            break;
+        }
+    }
+    let entries = match std::fs::read_dir(netns_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut names: Vec<(bool, PathBuf)> = entries
+        .flatten()
+        .map(|e| {
+            let hinted = hint.is_some_and(|h| e.file_name().to_string_lossy().contains(h));
+            (!hinted, e.path())
         })
+        .collect();
+    names.sort();
+    for (_, path) in names {
+        let Ok(ns) = InPodNetns::open(&path) else {
+            continue;
+        };
+        if ns.has_address(pod_ip).unwrap_or(false) {
+            return Ok(Some(ns));
+        }
     }
+    Ok(None)
 }
 
-impl AsFd for InPodNetns {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+/// Process IDs in `cgroup` and its sub-cgroups (containers).
+fn cgroup_pids(cgroup: &Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut stack = vec![cgroup.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            stack.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
     }
+    out
 }
 
-/// Connects to `dst` (the pod's own address and port) from inside the
-/// pod's namespace, from [`PASSTHROUGH_SOURCE`] (port chosen by the
-/// kernel). The socket is created in the namespace; the connect runs on the
-/// caller's runtime.
-///
-/// Errors: the namespace cannot be joined, `127.0.0.6` cannot be bound
-/// (the pod's `lo` is down), or the connect fails (nothing listens:
-/// refused).
+/// A listening socket on `addr` inside `netns` (`SO_REUSEADDR`, so a
+/// restarted daemon binds again at once). Must be called inside a tokio
+/// runtime.
+pub fn listen_in_pod(netns: &InPodNetns, addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let std_listener = netns.run(|| -> io::Result<std::net::TcpListener> {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        Ok(s.into())
+    })??;
+    tokio::net::TcpListener::from_std(std_listener)
+}
+
+/// Connects to `dst` (the pod's own address) from inside the pod's
+/// namespace, from `127.0.0.6` (`::6`), as Istio delivers inbound traffic.
 pub async fn connect_in_pod(
     netns: &InPodNetns,
     dst: SocketAddr,
-) -> std::io::Result<tokio::net::TcpStream> {
-    let socket = netns.run(|| -> io::Result<tokio::net::TcpSocket> {
-        let s = match dst {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        if dst.is_ipv4() {
-            s.bind(SocketAddr::new(IpAddr::V4(PASSTHROUGH_SOURCE), 0))?;
+) -> io::Result<tokio::net::TcpStream> {
+    let src: SocketAddr = match dst {
+        SocketAddr::V4(_) => (INBOUND_SOURCE_V4, 0).into(),
+        SocketAddr::V6(_) => (INBOUND_SOURCE_V6, 0).into(),
+    };
+    let sock = netns.run(|| -> io::Result<std::net::TcpStream> {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(dst),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        s.set_nonblocking(true)?;
+        // 127.0.0.6 is on the pod's `lo` (127/8); ::6 needs freebind.
+        if src.is_ipv6() {
+            s.set_freebind_v6(true)?;
         }
-        Ok(s)
+        s.bind(&src.into())?;
+        Ok(s.into())
     })??;
-    let stream = socket.connect(dst).await?;
+    let sock = tokio::net::TcpSocket::from_std_stream(sock);
+    let stream = sock.connect(dst).await?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
-}
-
-/// A listening TCP socket bound to `addr` inside the pod's namespace
-/// (non-blocking, `SO_REUSEADDR`, std's backlog), for the daemon's runtime.
-///
-/// Errors: the namespace cannot be joined or the address is taken.
-pub fn listen_in_pod(netns: &InPodNetns, addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    // std sets SO_REUSEADDR on Unix listeners.
-    let l = netns.run(|| std::net::TcpListener::bind(addr))??;
-    l.set_nonblocking(true)?;
-    Ok(l)
-}
-
-/// The network namespace of the pod with IP `pod_ip` whose cgroup is
-/// `cgroup` (see the module docs for the order of the searches). `None`:
-/// no process in the cgroup and no (or more than one) named namespace with
-/// the address — the caller looks again later.
-pub fn find_netns(pod_ip: IpAddr, cgroup: Option<&Path>) -> Option<InPodNetns> {
-    if let Some(cg) = cgroup {
-        if let Some(ns) = from_cgroup(cg) {
-            return Some(ns);
-        }
-    }
-    from_named(Path::new(NETNS_DIR), pod_ip)
-}
-
-/// `/proc/<pid>/ns/net` of the first process found in `cgroup` or its
-/// children (a pod's processes live in its containers' cgroups).
-fn from_cgroup(cgroup: &Path) -> Option<InPodNetns> {
-    let mut stack = vec![(cgroup.to_path_buf(), 0)];
-    while let Some((dir, depth)) = stack.pop() {
-        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
-                if let Ok(ns) = InPodNetns::open(Path::new(&format!("/proc/{pid}/ns/net"))) {
-                    return Some(ns);
-                }
-            }
-        }
-        if depth < 2 {
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for e in entries.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        stack.push((e.path(), depth + 1));
-                    }
-                }
-            }
-        }
-    }
-    None
-}
-
-/// The one named namespace in `dir` with `ip` on an interface; `None` when
-/// none or several have it (a pod IP is ambiguous across separate
-/// networks, e.g. simulated nodes of other test runs).
-fn from_named(dir: &Path, ip: IpAddr) -> Option<InPodNetns> {
-    let mut found: Option<InPodNetns> = None;
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let Ok(ns) = InPodNetns::open(&e.path()) else {
-            continue;
-        };
-        let has = ns
-            .run(|| {
-                nix::ifaddrs::getifaddrs().is_ok_and(|mut addrs| {
-                    addrs.any(|a| {
-                        a.address.as_ref().is_some_and(|s| {
-                            s.as_sockaddr_in().map(|v4| IpAddr::V4(v4.ip())) == Some(ip)
-                                || s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())) == Some(ip)
-                        })
-                    })
-                })
-            })
-            .unwrap_or(false);
-        if has {
-            if found.as_ref().is_some_and(|f| f.inode() != ns.inode()) {
-                return None;
-            }
-            found = Some(ns);
-        }
-    }
-    found
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_own_namespace_runs_closures_and_reports_its_inode() {
-        let ns = InPodNetns::open(Path::new("/proc/self/ns/net")).unwrap();
-        use std::os::unix::fs::MetadataExt;
-        let want = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
-        assert_eq!(ns.inode(), want);
-        // Joining one's own namespace needs CAP_SYS_ADMIN too; as root it
-        // works and the closure's value comes back.
-        if rustix::process::geteuid().is_root() {
-            assert_eq!(ns.run(|| 7).unwrap(), 7);
-        }
-    }
 }
