@@ -163,6 +163,13 @@ pub(crate) fn build(idx: &Index<'_>) -> Policies {
                 .iter()
                 .map(|(port, m)| (*port as u16, mtls_mode(m.mode.as_deref())))
                 .collect(),
+            created: r
+                .object
+                .metadata()
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| serde_json::to_value(t).ok())
+                .and_then(|v| v.as_str().map(String::from)),
         });
     }
     for (r, ra) in &idx.request_authn {

@@ -27,8 +27,8 @@ pub use diff::{diff, Changes, SnapshotDiff};
 pub use gateway::{Gateway, GatewayServer, ServerTls, VirtualHost};
 pub use l4::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
 pub use policy::{
-    AuthzAction, AuthzPolicy, AuthzRule, JwtRule, MtlsMode, PeerAuthn, Policies, RequestAuthn,
-    Selector, TargetRef, WorkloadPolicies,
+    AuthzAction, AuthzPolicy, AuthzRule, InboundWorkload, JwtRule, MtlsMode, PeerAuthn, PeerMtls,
+    Policies, RequestAuthn, Selector, TargetRef, WorkloadPolicies,
 };
 pub use route::{
     AbortStatus, CorsPolicy, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderMatch, HeaderOps,
@@ -267,6 +267,14 @@ pub struct MeshSnapshot {
     /// The one place enforcement work lifts (see `compile/deny.rs`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub deny: BTreeMap<IpAddr, String>,
+    /// Workload IP → how the destination node treats new connections to
+    /// it: the PeerAuthentication mode per target port and whether an
+    /// AuthorizationPolicy or RequestAuthentication applies. Only
+    /// workloads with something else than `PERMISSIVE` without policy are
+    /// listed (the rest are left alone). The daemon writes it to the
+    /// in-pod `sk_lookup` program's mode map (`datapath/inpod.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inbound: BTreeMap<IpAddr, InboundWorkload>,
 }
 
 impl MeshSnapshot {

@@ -40,6 +40,26 @@ pub fn run(pod: &str, paths: &[PathBuf], node: Option<String>) -> ExitCode {
         w.node.as_deref().unwrap_or("unknown"),
         scope.root_namespace
     ));
+    let peer = snap
+        .policies
+        .peer_mtls(&snap.mesh.root_namespace, ns, &w.labels);
+    let ports: Vec<String> = peer
+        .ports
+        .iter()
+        .map(|(p, m)| format!("port {p} {}", mode_name(*m)))
+        .collect();
+    super::out(&format!(
+        "  PeerAuthentication: {}{}{}",
+        mode_name(peer.mode),
+        if ports.is_empty() { "" } else { "; " },
+        ports.join(", ")
+    ));
+    if peer.any_strict() {
+        super::out(
+            "           STRICT: plain text refused in the pod's network namespace by `strait run --inbound-capture` \
+             (with a CA); without in-pod capture the workload is unreachable (fail closed)",
+        );
+    }
     let table = PolicyTable::build(&snap, &scope);
     let Some(view) = table.as_ref().and_then(|t| t.workloads.get(ip)) else {
         super::out(
@@ -91,4 +111,14 @@ pub fn run(pod: &str, paths: &[PathBuf], node: Option<String>) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn mode_name(m: strait_config::snapshot::MtlsMode) -> &'static str {
+    use strait_config::snapshot::MtlsMode;
+    match m {
+        MtlsMode::Strict => "STRICT",
+        MtlsMode::Permissive => "PERMISSIVE",
+        MtlsMode::Disable => "DISABLE",
+        MtlsMode::Unset => "UNSET",
+    }
 }

@@ -46,6 +46,13 @@ pub struct RunCmd {
     /// Do not print access-log lines.
     #[arg(long)]
     pub no_access_log: bool,
+    /// Capture inbound traffic inside each meshed pod's network namespace
+    /// (ztunnel's in-pod model): PeerAuthentication STRICT refused in the
+    /// kernel, AuthorizationPolicy enforced for connections straight to
+    /// pod IPs (plaintext inbound listener 15006). Needs workload
+    /// identities (`--ca-dir` or `--ca-address`).
+    #[arg(long)]
+    pub inbound_capture: bool,
     /// Attach the XDP program to this node uplink: external VIPs are
     /// balanced over their nodes (IPIP, direct return) and denied source
     /// prefixes dropped at the driver.
@@ -248,6 +255,7 @@ impl RunCmd {
             outbound: self.outbound,
             drain: Duration::from_millis(self.drain_ms),
             access_log: !self.no_access_log,
+            inbound_capture: self.inbound_capture,
             xdp_uplink: self.xdp_uplink,
             xdp_source: self.xdp_source,
             xdp_gateway_mac: self.xdp_gateway_mac,

@@ -15,6 +15,7 @@ pub mod ca;
 pub mod cli;
 pub mod hbone;
 pub mod identity;
+pub mod inbound;
 pub mod lock;
 pub mod pods;
 pub mod preflight;
@@ -65,6 +66,8 @@ pub struct RunArgs {
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
     pub access_log: bool,
+    /// In-pod inbound capture ([`inbound`]): needs `identity`.
+    pub inbound_capture: bool,
     /// Node uplink to attach the XDP program to (external VIP balancer and
     /// source-prefix deny); none: no XDP program.
     pub xdp_uplink: Option<String>,
@@ -103,6 +106,11 @@ impl OriginalDst for KernelOriginalDst {
 /// wrong and what to do (not root, no BPF, no cgroup v2, port taken,
 /// another daemon on the node, ...).
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.inbound_capture && args.identity.is_none() {
+        anyhow::bail!(
+            "--inbound-capture needs workload identities: pass --ca-dir DIR or --ca-address URL"
+        );
+    }
     let dir = args.kube.is_none().then_some(args.config.as_path());
     let cgroup2 = preflight::check(dir)?;
     hbone::set_enabled(args.identity.is_some());
@@ -116,7 +124,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     tracing::debug!(lock = %node_lock.path().display(), "node lock taken");
     let setup = setup(&args, &dp_cfg, cgroup2)?;
-    // Opening sockets in pods' network namespaces (HBONE) needs setns.
+    // Opening sockets in pods' network namespaces (HBONE, and the
+    // plaintext inbound listener with --inbound-capture) needs setns.
     privs::drop_privileges(args.identity.is_some())?;
     tracing::info!(
         kept = ?privs::KEEP,
@@ -149,6 +158,14 @@ fn log_diagnostics(diags: &[Diagnostic]) {
 /// object), and decide which pods are meshed. `None` when the inputs are
 /// byte-identical to the previous reload's.
 pub(crate) fn compile(store: &mut dyn Source) -> Option<(MeshSnapshot, Enrollment)> {
+    compile_opts(store, &strait_config::CompileOptions::default())
+}
+
+/// [`compile`] for a data plane that can enforce what `opts` says.
+pub(crate) fn compile_opts(
+    store: &mut dyn Source,
+    opts: &strait_config::CompileOptions,
+) -> Option<(MeshSnapshot, Enrollment)> {
     let reload = store.reload();
     if reload.unchanged {
         return None;
@@ -160,12 +177,18 @@ pub(crate) fn compile(store: &mut dyn Source) -> Option<(MeshSnapshot, Enrollmen
     for f in &reload.kept_last_good {
         tracing::warn!(file = %f.display(), "file has errors: still serving its last good version");
     }
-    let (snap, diags) = strait_config::compile(&reload.resources);
+    let (snap, diags) = strait_config::compile_with(&reload.resources, opts);
     // Validation errors were reported by the store; report the rest.
     let rest: Vec<Diagnostic> = diags.into_iter().filter(|d| !d.is_error()).collect();
     log_diagnostics(&rest);
     // Accepted but not enforced (STR0001): once per resource per load.
     for r in &reload.resources {
+        // Enforced by this daemon (in-pod capture with a CA).
+        if opts.peer_authn_enforced
+            && matches!(r.object, strait_config::Object::PeerAuthentication(_))
+        {
+            continue;
+        }
         log_diagnostics(&strait_config::enforced::diagnostics(r));
     }
     for (ip, why) in &snap.deny {
@@ -250,6 +273,16 @@ struct Setup {
     orig: KernelOriginalDst,
     pods: PathBuf,
     capture: Capture,
+    /// In-pod inbound capture (with a CA).
+    inbound: Option<inbound::Inbound>,
+}
+
+/// What the compiled snapshot may leave to this daemon: PeerAuthentication
+/// is enforced in the pods' namespaces when it has a CA.
+fn compile_options(args: &RunArgs) -> strait_config::CompileOptions {
+    strait_config::CompileOptions {
+        peer_authn_enforced: args.inbound_capture && args.identity.is_some(),
+    }
 }
 
 /// Everything that needs privileges, on the calling thread.
@@ -263,7 +296,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         None => {
             let mut store =
                 ConfigStore::with_limits(&args.config, args.limits).with_node_addresses(node_ips);
-            let first = compile(&mut store).unwrap_or_default();
+            let first = compile_opts(&mut store, &compile_options(args)).unwrap_or_default();
             tracing::info!(
                 services = first.0.services.len(),
                 clusters = first.0.clusters.len(),
@@ -293,6 +326,10 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     std::fs::create_dir_all(&pods)
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
     datapath.load_socket_programs()?;
+    let inbound = match (&args.identity, args.inbound_capture) {
+        (Some(_), true) => Some(inbound::Inbound::new(&mut datapath, &pods)?),
+        _ => None,
+    };
     if let Some(iface) = &args.xdp_uplink {
         let uplink = crate::datapath::resolve_uplink(iface, args.xdp_source, args.xdp_gateway_mac)?;
         datapath.attach_uplink(iface, &uplink)?;
@@ -317,6 +354,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         orig,
         pods,
         capture,
+        inbound,
     })
 }
 
@@ -331,30 +369,32 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         orig,
         pods,
         mut capture,
+        mut inbound,
     } = setup;
+    let opts = compile_options(&args);
     // The source and its first config: the directory's was compiled in
     // setup; an API server's once every watched kind is listed.
-    let (mut store, changes, source_guard, first): (Box<dyn Source>, _, _, _) = match (store, first)
-    {
-        (Some(store), Some(first)) => {
-            let (w, changes) = watch::watch(&args.config)?;
-            (Box::new(store), changes, SourceGuard::Files(w), first)
-        }
-        _ => {
-            let k = args.kube.clone().context("no config source")?;
-            let client = crate::sources::kube::client(k.kubeconfig.as_deref())
-                .await
-                .context("connecting to the Kubernetes API server")?;
-            let (mut store, changes, mut w) = crate::sources::kube::start(client);
-            tracing::info!("waiting for the initial list of every watched kind");
-            w.wait_synced().await;
-            tracing::info!(counts = ?w.counts(), "API server in sync");
-            let first = compile(&mut store).unwrap_or_default();
-            capture.sync(&mut datapath, &first.1);
-            apply_kernel(&mut datapath, &first.0, &first.1);
-            (Box::new(store), changes, SourceGuard::Kube(w), first)
-        }
-    };
+    let (mut store, changes, source_guard, first): (Box<dyn Source>, _, _, _) =
+        match (store, first) {
+            (Some(store), Some(first)) => {
+                let (w, changes) = watch::watch(&args.config)?;
+                (Box::new(store), changes, SourceGuard::Files(w), first)
+            }
+            _ => {
+                let k = args.kube.clone().context("no config source")?;
+                let client = crate::sources::kube::client(k.kubeconfig.as_deref())
+                    .await
+                    .context("connecting to the Kubernetes API server")?;
+                let (mut store, changes, mut w) = crate::sources::kube::start(client);
+                tracing::info!("waiting for the initial list of every watched kind");
+                w.wait_synced().await;
+                tracing::info!(counts = ?w.counts(), "API server in sync");
+                let first = compile_opts(&mut store, &opts).unwrap_or_default();
+                capture.sync(&mut datapath, &first.1);
+                apply_kernel(&mut datapath, &first.0, &first.1);
+                (Box::new(store), changes, SourceGuard::Kube(w), first)
+            }
+        };
     let (snap, enrollment) = first;
     let admin_listener = tokio::net::TcpListener::from_std(admin)
         .with_context(|| format!("admin listener {}", args.admin))?;
@@ -425,6 +465,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         certs: secrets.as_ref().map(|s| s.store().clone()),
     });
 
+    if let Some(ib) = &mut inbound {
+        ib.serve_with(proxy.clone(), snapshot.clone());
+    }
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, live.clone()));
     // Thread-per-core: one worker (own single-threaded runtime) per CPU.
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -449,6 +492,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
             let _runtime = runtime.enter();
             let _source = source_guard;
             let mut enrollment = enrollment;
+            if let Some(ib) = &mut inbound {
+                ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment);
+            }
             loop {
                 // Pod cgroups come and go between config changes: look
                 // for them while no change arrives.
@@ -456,6 +502,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     Ok(()) => rest_of_burst(&changes),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         capture.sync(&mut datapath, &enrollment);
+                        if let Some(ib) = &mut inbound {
+                            ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment);
+                        }
                         if let Some(m) = &reload_mesh {
                             m.sync();
                         }
@@ -466,12 +515,16 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                 reload_live.set_reloading(true);
                 let reloaded = reload_once(
                     &mut *store,
+                    &opts,
                     &reload_live,
                     &mut datapath,
                     &mut capture,
                     &mut enrollment,
                     &mut kernel_ok,
                 );
+                if let Some(ib) = &mut inbound {
+                    ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment);
+                }
                 if let Some(snap) = reloaded {
                     if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
                         mgr.set_wanted(&identity::wanted(&snap, node, td));
@@ -524,6 +577,7 @@ fn rest_of_burst(rx: &std::sync::mpsc::Receiver<()>) {
 /// trusting the diff.
 fn reload_once(
     store: &mut dyn Source,
+    opts: &strait_config::CompileOptions,
     live: &Live,
     datapath: &mut Datapath,
     capture: &mut Capture,
@@ -531,7 +585,7 @@ fn reload_once(
     kernel_ok: &mut bool,
 ) -> Option<Arc<MeshSnapshot>> {
     let started = Instant::now();
-    let Some((snap, enrolled)) = compile(store) else {
+    let Some((snap, enrolled)) = compile_opts(store, opts) else {
         tracing::debug!("config files unchanged: nothing reloaded");
         return None;
     };

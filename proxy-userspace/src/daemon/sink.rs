@@ -175,8 +175,14 @@ impl AccessLogSink for TelemetrySink {
             Some(s) => (s.name.clone(), s.namespace.clone()),
             None => ("unknown".into(), "unknown".into()),
         };
+        // Istio's inbound clusters (`inbound|<port>||`) are the
+        // destination side's (proxy/inbound.rs).
+        let inbound = r
+            .upstream_cluster
+            .as_deref()
+            .is_some_and(|c| c.starts_with("inbound|"));
         let labels = RequestLabels {
-            reporter: "source".into(),
+            reporter: if inbound { "destination" } else { "source" }.into(),
             source_workload: src.workload,
             source_workload_namespace: src.namespace,
             source_principal: "unknown".into(),

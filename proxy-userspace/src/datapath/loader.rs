@@ -514,6 +514,12 @@ impl Datapath {
         }
     }
 
+    /// The loaded object (for [`super::inpod::InpodCapture`], which
+    /// attaches its program per pod network namespace).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     /// The pin directory in use.
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir

@@ -18,6 +18,7 @@
 //! XDP `BPF_PROG_TEST_RUN` tests.
 mod bpffs;
 mod counters;
+pub mod inpod;
 mod loader;
 mod maglev;
 mod maps;

@@ -16,6 +16,7 @@
 pub(crate) mod conn_exec;
 pub(crate) mod failure;
 pub mod http;
+pub mod inbound;
 pub(crate) mod local_reply;
 pub(crate) mod server;
 pub mod table;
