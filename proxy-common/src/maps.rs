@@ -71,6 +71,20 @@ pub const DENY_V6: &str = "DENY_V6";
 pub const DENY_V4_LEN: &str = "DENY_V4_LEN";
 /// How the deny programs look sources up: array of one [`DenyConfig`].
 pub const DENY_CONFIG: &str = "DENY_CONFIG";
+/// Destinations a scoped deny prefix protects: [`DenyDstKey`] → `u32`
+/// (unused, 0) (hash, not preallocated). A trie value with
+/// [`DENY_SCOPED`] set drops only a connection-opening TCP segment (SYN
+/// without ACK) whose destination is listed here under the prefix's
+/// counter index: an AuthorizationPolicy DENY protects the workloads it
+/// selects, not the node or the workloads' own outbound connections.
+pub const DENY_DST: &str = "DENY_DST";
+/// Flag bit of a deny trie / `DENY_V4_LEN` value: the prefix is scoped to
+/// the destinations in [`DENY_DST`]; the low bits are the counter index.
+/// Without it the prefix drops every packet from the source (the raw
+/// `xdp_deny` filter).
+pub const DENY_SCOPED: u32 = 1 << 31;
+/// Maximum number of (destination, prefix) pairs in [`DENY_DST`].
+pub const MAX_DENY_DESTINATIONS: u32 = 65_536;
 /// Up to this many distinct IPv4 prefix lengths are looked up in
 /// [`DENY_V4_LEN`]; more use the trie.
 pub const DENY_MAX_HASHED_LENGTHS: u32 = 6;
@@ -137,7 +151,9 @@ pub mod mode {
     pub const L4: u8 = 0;
     /// The kernel rewrites the destination to the node proxy's outbound
     /// listener ([`super::PROXY_CONFIG`]) and remembers the original
-    /// destination. TCP only; UDP to such a service is left alone.
+    /// destination. TCP only: UDP to such a service is balanced over its
+    /// backend set like [`L4`] (the proxy has no UDP listener; Istio's
+    /// sidecar and ztunnel capture TCP only).
     pub const REDIRECT: u8 = 1;
 }
 
@@ -345,6 +361,19 @@ pub struct DenyV4Key {
     pub addr: u32,
 }
 
+/// Key of [`DENY_DST`]: a protected destination and the deny prefix
+/// (by its counter index) that protects it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct DenyDstKey {
+    /// Destination address as it appears in the packet: IPv6, or IPv4 as
+    /// an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`).
+    pub addr: [u8; 16],
+    /// The prefix's counter index (its trie value without
+    /// [`DENY_SCOPED`]).
+    pub index: u32,
+}
+
 /// [`DenyConfig`] lookup modes.
 pub mod deny_mode {
     /// Walk the LPM trie (the zeroed default, so a trie filled without a
@@ -403,6 +432,7 @@ mod pod {
     unsafe impl aya::Pod for super::SockNat {}
     unsafe impl aya::Pod for super::DenyV4Key {}
     unsafe impl aya::Pod for super::DenyConfig {}
+    unsafe impl aya::Pod for super::DenyDstKey {}
 }
 
 #[cfg(test)]
@@ -425,5 +455,6 @@ mod tests {
         assert_eq!(size_of::<SockNat>(), 32);
         assert_eq!(size_of::<DenyV4Key>(), 8);
         assert_eq!(size_of::<DenyConfig>(), 16);
+        assert_eq!(size_of::<DenyDstKey>(), 20);
     }
 }

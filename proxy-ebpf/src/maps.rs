@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use proxy_common::{
-    Backend, BackendKey, DenyConfig, DenyV4Key, ClientKey, MaglevTable, OrigDst, ProxyConfig, RevNatKey, ServiceKey,
+    Backend, BackendKey, ClientKey, DenyConfig, DenyDstKey, DenyV4Key, MaglevTable, OrigDst, ProxyConfig, RevNatKey, ServiceKey,
     ServiceStats, ServiceValue, SockNat, Workload, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbStats,
     XlbVip, XlbVipKey,
 };
@@ -79,6 +79,11 @@ pub static DENY_V6: LpmTrie<[u8; 16], u32> =
 #[map(name = "DENY_V4_LEN")]
 pub static DENY_V4_LEN: HashMap<DenyV4Key, u32> =
     HashMap::with_max_entries(proxy_common::MAX_DENY_PREFIXES, NO_PREALLOC);
+
+/// Destinations of scoped deny prefixes (`proxy_common::DENY_DST`).
+#[map(name = "DENY_DST")]
+pub static DENY_DST: HashMap<DenyDstKey, u32> =
+    HashMap::with_max_entries(proxy_common::MAX_DENY_DESTINATIONS, NO_PREALLOC);
 
 /// How sources are looked up.
 #[map(name = "DENY_CONFIG")]

@@ -564,7 +564,17 @@ fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot, enrollment: &Enrol
         tracing::error!("writing the meshed workloads: {e:#}");
         ok = false;
     }
+    apply_deny(datapath, snap);
     ok
+}
+
+/// The XDP deny rules of `snap` (AuthorizationPolicy DENY by source
+/// address only); a failure is logged, the proxy enforces the policies.
+fn apply_deny(datapath: &mut Datapath, snap: &MeshSnapshot) {
+    match datapath.apply_deny_policies(snap) {
+        Ok(report) => tracing::debug!(?report, "XDP deny rules written"),
+        Err(e) => tracing::error!("writing the XDP deny rules (the proxy still enforces them): {e:#}"),
+    }
 }
 
 /// Writes the kernel part of a snapshot diff: the L4 services and meshed
@@ -593,6 +603,9 @@ fn apply_kernel_changes(
             tracing::error!("writing the meshed workloads: {e:#}");
             ok = false;
         }
+    }
+    if diff.policies_changed || !w.is_empty() {
+        apply_deny(datapath, snap);
     }
     ok
 }

@@ -14,6 +14,7 @@ use aya::{
 };
 use proxy_common::{ProxyConfig, Workload};
 use strait_config::snapshot::{L4Protocol, L4Service};
+use strait_config::MeshSnapshot;
 
 use super::{
     bpffs, counters, maps::Maps, orig_dst, programs, tables, xdp::DenyTries, xlb, ApplyReport,
@@ -87,6 +88,8 @@ pub struct Datapath {
     deny: DenyTries,
     external_vips: xlb::ExternalVips,
     uplink: Option<String>,
+    /// This node's name (which workloads' policies the deny rules enforce).
+    node: String,
 }
 
 impl Datapath {
@@ -134,6 +137,7 @@ impl Datapath {
             deny,
             external_vips: xlb::ExternalVips::new(),
             uplink: None,
+            node: config.node.clone(),
         };
         dp.set_outbound(config.outbound)?;
         Ok(dp)
@@ -409,6 +413,21 @@ impl Datapath {
     /// Errors: a bad prefix length (nothing changed), too many prefixes.
     pub fn set_deny_sources(&mut self, prefixes: &[SourcePrefix]) -> anyhow::Result<DenyReport> {
         self.deny.sync(prefixes)
+    }
+
+    /// Makes the XDP deny tries hold the AuthorizationPolicy DENY rules of
+    /// `snap` that depend only on source addresses, scoped to the
+    /// workloads of this node each policy selects
+    /// ([`super::kernel_deny_rules`]): a connection those workloads would
+    /// refuse is dropped at its first packet. Incremental: only changed
+    /// prefixes and destinations are written. Dropped only once
+    /// [`Self::attach_uplink`] has attached the program.
+    ///
+    /// Errors: as [`DenyTries::sync_scoped`] (the tries keep what they
+    /// held; the proxy enforces every policy regardless).
+    pub fn apply_deny_policies(&mut self, snap: &MeshSnapshot) -> anyhow::Result<DenyReport> {
+        let rules = super::kernel_deny_rules(snap, Some(&self.node));
+        self.deny.sync_scoped(&rules)
     }
 
     /// Packets the XDP deny filter dropped, per prefix.

@@ -18,6 +18,7 @@
 //! XDP `BPF_PROG_TEST_RUN` tests.
 mod bpffs;
 mod counters;
+mod deny_rules;
 mod loader;
 mod maglev;
 mod maps;
@@ -35,7 +36,8 @@ pub use proxy_common::XlbStats;
 pub use strait_config::snapshot::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
 pub use tables::ApplyReport;
 pub use uplink::{parse_mac, resolve as resolve_uplink};
-pub use xdp::{deny_source, load_xdp_deny, DenyReport, DenyTries, SourcePrefix};
+pub use deny_rules::kernel_deny_rules;
+pub use xdp::{deny_source, load_xdp_deny, DenyReport, DenyScope, DenyTries, SourcePrefix};
 pub use xlb::{
     configure_uplink, load_xdp_drop, load_xdp_lb, xlb_stats, ExternalVip, ExternalVips,
     UplinkConfig, XlbReport,
