@@ -10,6 +10,7 @@
 mod clusters;
 mod delegate;
 mod deny;
+mod external;
 mod gateways;
 mod intern;
 mod l4;
@@ -353,6 +354,7 @@ pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
     // traffic (before the kernel table is built from the clusters).
     deny::fail_closed(&valid, &idx.mesh, &mut snap);
     snap.l4 = l4::build(&idx, &snap);
+    snap.external = external::build(&idx, &snap);
     snap.sidecars = sidecars(&idx);
     snap.mesh = idx.mesh.clone();
     (snap, diags)
