@@ -55,6 +55,17 @@ pub const SERVICE_STATS: &str = "SERVICE_STATS";
 /// address and protocol (one index per backend address and protocol, shared
 /// by every service that has the backend).
 pub const BACKEND_STATS: &str = "BACKEND_STATS";
+/// Connections the kernel balanced (never those redirected to the node
+/// proxy, which reports its own): per-CPU hash [`TcpStatsKey`] →
+/// [`TcpStats`]. The sockops program counts a connection opened when the
+/// client's active open completes and, with the socket's state callback
+/// turned on at that moment, closed with its byte counts when it reaches
+/// `TCP_CLOSE`. Userspace exports the sums as Istio's `istio_tcp_*`
+/// metrics (`reporter="source"`).
+pub const TCP_STATS: &str = "TCP_STATS";
+/// Maximum number of (client, service, backend) keys in [`TCP_STATS`]; a
+/// connection with a new key past it is not counted.
+pub const MAX_TCP_STATS: u32 = 65_536;
 /// Name of the XDP deny map: LPM trie keyed by IPv4 source prefix (the
 /// kernel's `bpf_lpm_trie_key` layout: `u32` prefix length in host order,
 /// then the address in network byte order) → `u32` index of the prefix's
@@ -350,6 +361,42 @@ pub struct ServiceStats {
     pub no_backend: u64,
 }
 
+/// Key of [`TCP_STATS`]: who connected to which service through which
+/// backend (IPv4, network byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct TcpStatsKey {
+    /// The client's (pod's) address.
+    pub src: u32,
+    /// The service VIP the client asked for; 0 when the socket's
+    /// [`SOCK_NAT`] slot was reused before it closed (the service is then
+    /// found from the backend).
+    pub vip: u32,
+    /// The backend the kernel chose.
+    pub backend: u32,
+    /// Service port; 0 with `vip` 0.
+    pub vport: u16,
+    /// Backend port.
+    pub bport: u16,
+}
+
+/// Value of [`TCP_STATS`] (one per CPU; userspace sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TcpStats {
+    /// Connections established.
+    pub opened: u64,
+    /// Connections closed.
+    pub closed: u64,
+    /// Bytes the client sent and the backend acknowledged, over closed
+    /// connections (Istio's `istio_tcp_received_bytes_total`: bytes
+    /// received during the request).
+    pub sent: u64,
+    /// Bytes the client received, over closed connections (Istio's
+    /// `istio_tcp_sent_bytes_total`: bytes sent during the response).
+    pub received: u64,
+}
+
 /// Key of [`DENY_V4_LEN`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -433,6 +480,8 @@ mod pod {
     unsafe impl aya::Pod for super::DenyV4Key {}
     unsafe impl aya::Pod for super::DenyConfig {}
     unsafe impl aya::Pod for super::DenyDstKey {}
+    unsafe impl aya::Pod for super::TcpStatsKey {}
+    unsafe impl aya::Pod for super::TcpStats {}
 }
 
 #[cfg(test)]
@@ -456,5 +505,7 @@ mod tests {
         assert_eq!(size_of::<DenyV4Key>(), 8);
         assert_eq!(size_of::<DenyConfig>(), 16);
         assert_eq!(size_of::<DenyDstKey>(), 20);
+        assert_eq!(size_of::<TcpStatsKey>(), 16);
+        assert_eq!(size_of::<TcpStats>(), 32);
     }
 }

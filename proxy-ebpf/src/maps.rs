@@ -2,11 +2,11 @@
 //! `proxy-common` so userspace opens (and pins) them by the same names.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use proxy_common::{
     Backend, BackendKey, ClientKey, DenyConfig, DenyDstKey, DenyV4Key, MaglevTable, OrigDst, ProxyConfig, RevNatKey, ServiceKey,
-    ServiceStats, ServiceValue, SockNat, Workload, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbStats,
+    ServiceStats, ServiceValue, SockNat, TcpStats, TcpStatsKey, Workload, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbStats,
     XlbVip, XlbVipKey,
 };
 
@@ -62,6 +62,11 @@ pub static SERVICE_STATS: PerCpuArray<ServiceStats> =
 #[map(name = "BACKEND_STATS")]
 pub static BACKEND_STATS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(proxy_common::MAX_BACKEND_STATS, 0);
+
+/// Kernel-balanced TCP connections and bytes (`proxy_common::TCP_STATS`).
+#[map(name = "TCP_STATS")]
+pub static TCP_STATS: PerCpuHashMap<TcpStatsKey, TcpStats> =
+    PerCpuHashMap::with_max_entries(proxy_common::MAX_TCP_STATS, NO_PREALLOC);
 
 /// IPv4 source prefixes an AuthorizationPolicy DENY drops at XDP → the
 /// prefix's counter in [`DENY_STATS`]. `BPF_F_NO_PREALLOC` is mandatory for

@@ -564,16 +564,21 @@ fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot, enrollment: &Enrol
         tracing::error!("writing the meshed workloads: {e:#}");
         ok = false;
     }
-    apply_deny(datapath, snap);
+    apply_uplink(datapath, snap);
     ok
 }
 
-/// The XDP deny rules of `snap` (AuthorizationPolicy DENY by source
-/// address only); a failure is logged, the proxy enforces the policies.
-fn apply_deny(datapath: &mut Datapath, snap: &MeshSnapshot) {
+/// The uplink XDP tables of `snap`: deny rules (AuthorizationPolicy DENY
+/// by source address only; a failure is logged, the proxy enforces the
+/// policies) and external VIPs.
+fn apply_uplink(datapath: &mut Datapath, snap: &MeshSnapshot) {
     match datapath.apply_deny_policies(snap) {
         Ok(report) => tracing::debug!(?report, "XDP deny rules written"),
         Err(e) => tracing::error!("writing the XDP deny rules (the proxy still enforces them): {e:#}"),
+    }
+    match datapath.apply_external_services(snap) {
+        Ok(report) => tracing::debug!(?report, "XDP external VIPs written"),
+        Err(e) => tracing::error!("writing the XDP external VIPs: {e:#}"),
     }
 }
 
@@ -604,8 +609,11 @@ fn apply_kernel_changes(
             ok = false;
         }
     }
-    if diff.policies_changed || !w.is_empty() {
-        apply_deny(datapath, snap);
+    // Deny rules follow policies and workloads; external VIPs follow
+    // services and their endpoints (clusters). Both write only what
+    // changed.
+    if diff.policies_changed || !w.is_empty() || !diff.services.is_empty() || !diff.clusters.is_empty() {
+        apply_uplink(datapath, snap);
     }
     ok
 }

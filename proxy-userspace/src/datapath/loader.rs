@@ -441,6 +441,23 @@ impl Datapath {
         self.external_vips.apply(&mut self.ebpf, vips)
     }
 
+    /// Makes the XDP balancer's tables hold the external VIPs of `snap`
+    /// (Services' `externalIPs` and `status.loadBalancer.ingress`, spread
+    /// over the nodes hosting their endpoints): only VIPs whose nodes or
+    /// weights changed get a new ring. IPv6 entries are skipped (logged).
+    /// Balanced only once [`Self::attach_uplink`] has attached the
+    /// program; nodes receiving tunnelled packets must hold the VIP on a
+    /// local interface, as Katran's reals do.
+    ///
+    /// Errors: as [`xlb::ExternalVips::apply`].
+    pub fn apply_external_services(&mut self, snap: &MeshSnapshot) -> anyhow::Result<XlbReport> {
+        let (vips, skipped) = xlb::external_vips(&snap.external);
+        for s in &skipped {
+            tracing::warn!("{s}");
+        }
+        self.external_vips.apply(&mut self.ebpf, &vips)
+    }
+
     /// The XDP balancer's counters summed over CPUs.
     pub fn xlb_stats(&self) -> anyhow::Result<proxy_common::XlbStats> {
         xlb::xlb_stats(&self.ebpf)

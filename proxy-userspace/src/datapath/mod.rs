@@ -39,7 +39,8 @@ pub use uplink::{parse_mac, resolve as resolve_uplink};
 pub use deny_rules::kernel_deny_rules;
 pub use xdp::{deny_source, load_xdp_deny, DenyReport, DenyScope, DenyTries, SourcePrefix};
 pub use xlb::{
-    configure_uplink, load_xdp_drop, load_xdp_lb, xlb_stats, ExternalVip, ExternalVips,
+    configure_uplink, external_vips, load_xdp_drop, load_xdp_lb, xlb_stats, ExternalVip,
+    ExternalVips,
     UplinkConfig, XlbReport,
 };
 
