@@ -57,11 +57,11 @@ pub fn orig_dst_sockops(ctx: SockOpsContext) -> u32 {
     1
 }
 
-/// The stats key of a balanced socket.
+/// The stats key of a balanced socket whose client address is `src`.
 #[inline(always)]
-fn key_of(ctx: &SockOpsContext, nat: &SockNat) -> TcpStatsKey {
+fn key_of(src: u32, nat: &SockNat) -> TcpStatsKey {
     TcpStatsKey {
-        src: ctx.local_ip4(),
+        src,
         vip: nat.orig.ip,
         backend: nat.to.ip,
         vport: nat.orig.port,
@@ -73,7 +73,7 @@ fn key_of(ctx: &SockOpsContext, nat: &SockNat) -> TcpStatsKey {
 /// changes.
 #[inline(always)]
 fn opened(ctx: &SockOpsContext, nat: &SockNat) {
-    let key = key_of(ctx, nat);
+    let key = key_of(ctx.local_ip4(), nat);
     match TCP_STATS.get_ptr_mut(&key) {
         // SAFETY: this CPU's value; nothing else writes it while we run.
         Some(s) => unsafe { (*s).opened += 1 },
@@ -96,7 +96,8 @@ fn opened(ctx: &SockOpsContext, nat: &SockNat) {
 /// `sock_ops_convert_ctx_access`), in the lower half on others.
 #[inline(always)]
 fn remote_port(ctx: &SockOpsContext) -> u16 {
-    let p = ctx.remote_port();
+    // SAFETY: a plain load of the context field.
+    let p = unsafe { core::ptr::read_volatile(&raw const (*ctx.ops).remote_port) };
     if p > 0xffff {
         (p >> 16) as u16
     } else {
@@ -111,20 +112,32 @@ fn closed(ctx: &SockOpsContext) {
     if ctx.arg(1) != BPF_TCP_CLOSE {
         return;
     }
+    // Every context field is read up front, each with its own constant
+    // offset: the verifier refuses a load through a context pointer the
+    // compiler offset in a shared branch.
+    // SAFETY: the kernel hands a valid `bpf_sock_ops`; plain loads.
+    let (src, peer, acked, received) = unsafe {
+        let ops = ctx.ops;
+        (
+            core::ptr::read_volatile(&raw const (*ops).local_ip4),
+            core::ptr::read_volatile(&raw const (*ops).remote_ip4),
+            core::ptr::read_volatile(&raw const (*ops).bytes_acked),
+            core::ptr::read_volatile(&raw const (*ops).bytes_received),
+        )
+    };
+    let peer_port = remote_port(ctx);
     // The record is gone if its slot was reused meanwhile: the service is
     // then unknown (0), the backend is the socket's peer.
     let key = match crate::sock_nat::of_socket(crate::sock_nat::cookie(ctx.as_ptr())) {
-        Some(nat) if nat.flags & sock_nat::REDIRECTED == 0 => key_of(ctx, &nat),
+        Some(nat) if nat.flags & sock_nat::REDIRECTED == 0 => key_of(src, &nat),
         _ => TcpStatsKey {
-            src: ctx.local_ip4(),
+            src,
             vip: 0,
-            backend: ctx.remote_ip4(),
+            backend: peer,
             vport: 0,
-            bport: remote_port(ctx),
+            bport: peer_port,
         },
     };
-    // SAFETY: the kernel hands a valid `bpf_sock_ops`; plain loads.
-    let (acked, received) = unsafe { ((*ctx.ops).bytes_acked, (*ctx.ops).bytes_received) };
     match TCP_STATS.get_ptr_mut(&key) {
         // SAFETY: this CPU's value; nothing else writes it while we run.
         Some(s) => unsafe {

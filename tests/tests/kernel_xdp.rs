@@ -193,7 +193,9 @@ fn tcp_frame(src: [u8; 4], dst: [u8; 4], flags: u8, options: usize) -> Vec<u8> {
     f.extend_from_slice(&dst);
     // NOP options (type 1).
     f.extend(std::iter::repeat_n(1u8, options));
-    f.extend_from_slice(&[0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend_from_slice(&[
+        0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0,
+    ]);
     f
 }
 
@@ -204,7 +206,9 @@ fn tcp6_frame(src: [u8; 16], dst: [u8; 16], flags: u8) -> Vec<u8> {
     f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
     f.extend_from_slice(&src);
     f.extend_from_slice(&dst);
-    f.extend_from_slice(&[0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend_from_slice(&[
+        0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0,
+    ]);
     f
 }
 
@@ -240,16 +244,44 @@ fn xdp_deny_scoped_prefixes_drop_only_syns_to_protected_workloads() {
     let cases: [(&str, Vec<u8>, u32); 11] = [
         ("SYN to the pod", tcp_frame(src, pod, SYN, 0), XDP_DROP),
         ("SYN with IP options", tcp_frame(src, pod, SYN, 8), XDP_DROP),
-        ("SYN to another address", tcp_frame(src, [10, 244, 0, 6], SYN, 0), XDP_PASS),
-        ("SYN-ACK (the pod's own connection)", tcp_frame(src, pod, SYN_ACK, 0), XDP_PASS),
+        (
+            "SYN to another address",
+            tcp_frame(src, [10, 244, 0, 6], SYN, 0),
+            XDP_PASS,
+        ),
+        (
+            "SYN-ACK (the pod's own connection)",
+            tcp_frame(src, pod, SYN_ACK, 0),
+            XDP_PASS,
+        ),
         ("ACK", tcp_frame(src, pod, ACK, 0), XDP_PASS),
         ("UDP", udp_frame(src), XDP_PASS),
-        ("SYN from elsewhere", tcp_frame([192, 0, 3, 1], pod, SYN, 0), XDP_PASS),
-        ("IPv6 SYN to the pod", tcp6_frame(v6("2001:db8::9"), pod6, SYN), XDP_DROP),
-        ("IPv6 ACK", tcp6_frame(v6("2001:db8::9"), pod6, ACK), XDP_PASS),
-        ("IPv6 SYN elsewhere", tcp6_frame(v6("2001:db8::9"), v6("fd00::6"), SYN), XDP_PASS),
+        (
+            "SYN from elsewhere",
+            tcp_frame([192, 0, 3, 1], pod, SYN, 0),
+            XDP_PASS,
+        ),
+        (
+            "IPv6 SYN to the pod",
+            tcp6_frame(v6("2001:db8::9"), pod6, SYN),
+            XDP_DROP,
+        ),
+        (
+            "IPv6 ACK",
+            tcp6_frame(v6("2001:db8::9"), pod6, ACK),
+            XDP_PASS,
+        ),
+        (
+            "IPv6 SYN elsewhere",
+            tcp6_frame(v6("2001:db8::9"), v6("fd00::6"), SYN),
+            XDP_PASS,
+        ),
         // Truncated inside the TCP header: never read past the end.
-        ("truncated SYN", tcp_frame(src, pod, SYN, 0)[..14 + 20 + 10].to_vec(), XDP_PASS),
+        (
+            "truncated SYN",
+            tcp_frame(src, pod, SYN, 0)[..14 + 20 + 10].to_vec(),
+            XDP_PASS,
+        ),
     ];
     for (what, frame, want) in &cases {
         let (action, out) = run(prog, frame);
@@ -268,7 +300,10 @@ fn xdp_deny_scoped_prefixes_drop_only_syns_to_protected_workloads() {
     ])
     .unwrap();
     let prog: &aya::programs::Xdp = ebpf.program("xdp_deny").unwrap().try_into().unwrap();
-    assert_eq!(run(prog, &tcp_frame(src, [10, 244, 0, 6], ACK, 0)).0, XDP_DROP);
+    assert_eq!(
+        run(prog, &tcp_frame(src, [10, 244, 0, 6], ACK, 0)).0,
+        XDP_DROP
+    );
     assert_eq!(run(prog, &udp_frame(src)).0, XDP_DROP);
     // And removing it brings the scoped behaviour back.
     deny.sync_scoped(&[(("192.0.2.0".parse().unwrap(), 24), scope(&["10.244.0.5"]))])

@@ -165,12 +165,18 @@ fn deny_ip_blocks_policy_drops_the_source_in_xdp_until_it_is_removed() {
     assert_eq!(drops[0].0, ("10.78.0.0".parse().unwrap(), 28));
     assert!(drops[0].1 >= 1, "the SYN was counted: {drops:?}");
     // The node's other address is not a selected workload.
-    assert!(reaches(&client, other, wait), "unselected address reachable");
+    assert!(
+        reaches(&client, other, wait),
+        "unselected address reachable"
+    );
 
     // Policy removed: the same client connects again.
     let report = fx.dp().apply_deny_policies(&snapshot(&pod)).unwrap();
     assert_eq!((report.v4, report.destinations), (0, 0));
-    assert!(reaches(&client, web, wait), "reachable once the policy is gone");
+    assert!(
+        reaches(&client, web, wait),
+        "reachable once the policy is gone"
+    );
     drop(fx);
     drop(spaces);
 }

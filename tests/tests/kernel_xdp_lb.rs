@@ -623,7 +623,11 @@ fn xdp_lb_vips_follow_the_snapshots_external_ips_and_endpoints() {
         on.insert(sport, real_of(&out));
     }
     let used: std::collections::BTreeSet<[u8; 4]> = on.values().copied().collect();
-    assert_eq!(used, [n1, n2].into_iter().collect(), "64 flows over both nodes");
+    assert_eq!(
+        used,
+        [n1, n2].into_iter().collect(),
+        "64 flows over both nodes"
+    );
 
     // Node 2's endpoint is no longer ready: drained.
     let snap = external_service(&[
@@ -639,7 +643,11 @@ fn xdp_lb_vips_follow_the_snapshots_external_ips_and_endpoints() {
     }
     for sport in 2000..2032u16 {
         let (_, out) = run(prog(&ebpf), &tcp_frame([203, 0, 113, 1], sport, 80, 0x02));
-        assert_eq!(real_of(&out), n1, "new flow {sport} avoids the drained node");
+        assert_eq!(
+            real_of(&out),
+            n1,
+            "new flow {sport} avoids the drained node"
+        );
     }
     // The Service without external IPs: the VIP is gone, packets pass.
     let snap = snapshot(

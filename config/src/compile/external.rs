@@ -124,7 +124,10 @@ mod tests {
                 )
             })
             .collect();
-        let nodes = vec![("192.168.0.11".to_string(), 2), ("192.168.0.12".to_string(), 1)];
+        let nodes = vec![
+            ("192.168.0.11".to_string(), 2),
+            ("192.168.0.12".to_string(), 1),
+        ];
         assert_eq!(
             got,
             vec![
@@ -134,7 +137,10 @@ mod tests {
                 ("203.0.113.9".into(), 80, L4Protocol::Tcp, nodes),
             ]
         );
-        assert!(s.external.iter().all(|e| e.host == "front.web.svc.cluster.local"));
+        assert!(s
+            .external
+            .iter()
+            .all(|e| e.host == "front.web.svc.cluster.local"));
     }
 
     #[test]
@@ -149,11 +155,17 @@ mod tests {
         let nodes: Vec<(String, u32)> = e.nodes.iter().map(|(a, w)| (a.to_string(), *w)).collect();
         assert_eq!(
             nodes,
-            vec![("192.168.0.11".to_string(), 1), ("192.168.0.12".to_string(), 0)]
+            vec![
+                ("192.168.0.11".to_string(), 1),
+                ("192.168.0.12".to_string(), 0)
+            ]
         );
         let plain = SERVICE
             .replace("  externalIPs: [198.51.100.7]\n", "")
-            .replace("ingress: [{ip: 203.0.113.9}, {hostname: lb.example.com}]", "ingress: []");
+            .replace(
+                "ingress: [{ip: 203.0.113.9}, {hostname: lb.example.com}]",
+                "ingress: []",
+            );
         let yaml = format!("{plain}{}", pod("a", "10.244.1.5", "192.168.0.11", true));
         assert!(snap(&yaml).external.is_empty());
     }

@@ -14,6 +14,7 @@
 pub mod ca;
 pub mod cli;
 pub mod identity;
+mod kernel_tcp;
 pub mod lock;
 pub mod pods;
 pub mod preflight;
@@ -415,7 +416,14 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
             let _runtime = runtime.enter();
             let _source = source_guard;
             let mut enrollment = enrollment;
+            let mut kernel_tcp = kernel_tcp::KernelTcpMetrics::default();
             loop {
+                kernel_tcp.poll(
+                    &datapath,
+                    &reload_live.snapshot.load(),
+                    &reload_live.metrics,
+                    false,
+                );
                 // Pod cgroups come and go between config changes: look
                 // for them while no change arrives.
                 match changes.recv_timeout(CGROUP_RESCAN) {
@@ -574,7 +582,9 @@ fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot, enrollment: &Enrol
 fn apply_uplink(datapath: &mut Datapath, snap: &MeshSnapshot) {
     match datapath.apply_deny_policies(snap) {
         Ok(report) => tracing::debug!(?report, "XDP deny rules written"),
-        Err(e) => tracing::error!("writing the XDP deny rules (the proxy still enforces them): {e:#}"),
+        Err(e) => {
+            tracing::error!("writing the XDP deny rules (the proxy still enforces them): {e:#}")
+        }
     }
     match datapath.apply_external_services(snap) {
         Ok(report) => tracing::debug!(?report, "XDP external VIPs written"),
@@ -612,7 +622,11 @@ fn apply_kernel_changes(
     // Deny rules follow policies and workloads; external VIPs follow
     // services and their endpoints (clusters). Both write only what
     // changed.
-    if diff.policies_changed || !w.is_empty() || !diff.services.is_empty() || !diff.clusters.is_empty() {
+    if diff.policies_changed
+        || !w.is_empty()
+        || !diff.services.is_empty()
+        || !diff.clusters.is_empty()
+    {
         apply_uplink(datapath, snap);
     }
     ok

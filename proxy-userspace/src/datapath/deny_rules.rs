@@ -80,7 +80,10 @@ fn policy_prefixes(p: &AuthzPolicy) -> Vec<SourcePrefix> {
 /// this node the policy selects (a workload whose node is unknown counts
 /// as local, as for the policy engine's scope). Sorted and merged by
 /// prefix; empty when no DENY policy qualifies.
-pub fn kernel_deny_rules(snap: &MeshSnapshot, node: Option<&str>) -> Vec<(SourcePrefix, DenyScope)> {
+pub fn kernel_deny_rules(
+    snap: &MeshSnapshot,
+    node: Option<&str>,
+) -> Vec<(SourcePrefix, DenyScope)> {
     let pol = &snap.policies.authorization;
     let candidates: Vec<(&AuthzPolicy, Vec<SourcePrefix>)> = pol
         .iter()
@@ -192,7 +195,10 @@ status: {podIP: 10.244.0.6, phase: Running}
         // Node b hosts only web-b.
         let rules = kernel_deny_rules(&snapshot(&yaml), Some("node-b"));
         assert_eq!(rules.len(), 4);
-        assert!(rules.iter().all(|(_, s)| *s == to(&["10.244.1.5"])), "{rules:?}");
+        assert!(
+            rules.iter().all(|(_, s)| *s == to(&["10.244.1.5"])),
+            "{rules:?}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use proxy_common::{ProxyConfig, Workload};
+use proxy_common::{ProxyConfig, TcpStats, TcpStatsKey, Workload};
 use strait_config::snapshot::{L4Protocol, L4Service};
 use strait_config::MeshSnapshot;
 
@@ -456,6 +456,50 @@ impl Datapath {
             tracing::warn!("{s}");
         }
         self.external_vips.apply(&mut self.ebpf, &vips)
+    }
+
+    /// The kernel-balanced TCP connections counted by the sockops program
+    /// (`TCP_STATS`), summed over CPUs: per (client, service VIP, backend)
+    /// key, connections opened and closed and the bytes of closed ones.
+    /// Counts only grow while the object is loaded.
+    ///
+    /// Errors: the map cannot be read.
+    pub fn tcp_stats(&self) -> anyhow::Result<Vec<(TcpStatsKey, TcpStats)>> {
+        let map: aya::maps::PerCpuHashMap<_, TcpStatsKey, TcpStats> =
+            aya::maps::PerCpuHashMap::try_from(
+                self.ebpf
+                    .map(proxy_common::TCP_STATS)
+                    .context("map TCP_STATS missing from the eBPF object")?,
+            )?;
+        let mut out = Vec::new();
+        for item in map.iter() {
+            let (k, per_cpu) = item.context("reading TCP_STATS")?;
+            let mut sum = TcpStats::default();
+            for v in per_cpu.iter() {
+                sum.opened += v.opened;
+                sum.closed += v.closed;
+                sum.sent += v.sent;
+                sum.received += v.received;
+            }
+            out.push((k, sum));
+        }
+        Ok(out)
+    }
+
+    /// Run count and total run time of each loaded program, by name, as
+    /// the kernel counts them while `BPF_ENABLE_STATS` is held
+    /// (`aya::sys::enable_stats`); zero otherwise. For benchmarks.
+    pub fn program_stats(&self) -> Vec<(String, u64, std::time::Duration)> {
+        let mut out: Vec<(String, u64, std::time::Duration)> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((name.to_string(), info.run_count(), info.run_time()))
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// The XDP balancer's counters summed over CPUs.

@@ -139,11 +139,19 @@ fn contains(outer: &SourcePrefix, inner: &SourcePrefix) -> bool {
     }
     match (outer.0, inner.0) {
         (IpAddr::V4(o), IpAddr::V4(i)) => {
-            let mask = if outer.1 == 0 { 0 } else { u32::MAX << (32 - outer.1) };
+            let mask = if outer.1 == 0 {
+                0
+            } else {
+                u32::MAX << (32 - outer.1)
+            };
             u32::from(o) == u32::from(i) & mask
         }
         (IpAddr::V6(o), IpAddr::V6(i)) => {
-            let mask = if outer.1 == 0 { 0 } else { u128::MAX << (128 - outer.1) };
+            let mask = if outer.1 == 0 {
+                0
+            } else {
+                u128::MAX << (128 - outer.1)
+            };
             u128::from(o) == u128::from(i) & mask
         }
         _ => false,
