@@ -105,7 +105,9 @@ pub const DENY_STATS: &str = "DENY_STATS";
 
 /// Every map the socket programs share; the loader pins each one under
 /// `<bpffs>/strait/<node>/<name>` and reuses the pins on restart.
-pub const PINNED_MAPS: [&str; 10] = [
+/// `TCP_STATS` is pinned so a restarted daemon reads the counters the
+/// programs it keeps attached write.
+pub const PINNED_MAPS: [&str; 11] = [
     SERVICES,
     BACKENDS,
     MAGLEV,
@@ -116,6 +118,7 @@ pub const PINNED_MAPS: [&str; 10] = [
     REV_NAT,
     SERVICE_STATS,
     BACKEND_STATS,
+    TCP_STATS,
 ];
 
 /// Maximum number of services (VIP, port, protocol) in [`SERVICES`], and

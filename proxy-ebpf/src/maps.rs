@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use proxy_common::{
-    Backend, BackendKey, ClientKey, DenyConfig, DenyDstKey, DenyV4Key, MaglevTable, OrigDst, ProxyConfig, RevNatKey, ServiceKey,
-    ServiceStats, ServiceValue, SockNat, TcpStats, TcpStatsKey, Workload, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbStats,
-    XlbVip, XlbVipKey,
+    Backend, BackendKey, ClientKey, DenyConfig, DenyDstKey, DenyV4Key, MaglevTable, OrigDst,
+    ProxyConfig, RevNatKey, ServiceKey, ServiceStats, ServiceValue, SockNat, TcpStats, TcpStatsKey,
+    Workload, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbStats, XlbVip, XlbVipKey,
 };
 
 /// `BPF_F_NO_PREALLOC`: entries are allocated on insert, so large or

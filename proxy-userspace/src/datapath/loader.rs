@@ -167,8 +167,7 @@ impl Datapath {
             self.unpin_other_cgroups(&links_dir, name, cgroup_id);
             let pin = links_dir.join(format!("{name}@{cgroup_id}"));
             if pin.exists() {
-                let link = PinnedLink::from_pin(&pin)
-                    .with_context(|| format!("reopening pinned link {}", pin.display()))?;
+                let link = self.reuse_pin(name, &pin)?;
                 self.links.push(link);
                 continue;
             }
@@ -184,12 +183,16 @@ impl Datapath {
             let mode = CgroupAttachMode::Single;
             let link: FdLink = if name == programs::SOCKOPS {
                 let p: &mut SockOps = prog.try_into()?;
-                p.load().with_context(|| format!("loading {name}"))?;
+                if p.fd().is_err() {
+                    p.load().with_context(|| format!("loading {name}"))?;
+                }
                 let id = p.attach(cg, mode)?;
                 p.take_link(id)?.try_into()?
             } else {
                 let p: &mut CgroupSockAddr = prog.try_into()?;
-                p.load().with_context(|| format!("loading {name}"))?;
+                if p.fd().is_err() {
+                    p.load().with_context(|| format!("loading {name}"))?;
+                }
                 let id = p
                     .attach(cg, mode)
                     .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
@@ -244,49 +247,47 @@ impl Datapath {
         let mut failed = Vec::new();
         let mut links = Vec::new();
         for cgroup in cgroups {
-            let one =
-                |dp: &mut Self, links: &mut Vec<PinnedLink>| -> anyhow::Result<u64> {
-                    let id = std::fs::metadata(cgroup)
-                        .with_context(|| format!("opening cgroup {}", cgroup.display()))?
-                        .ino();
-                    for name in programs::SOCKET {
-                        let pin = links_dir.join(format!("{name}@{id}"));
-                        if pin.exists() {
-                            links.push(PinnedLink::from_pin(&pin).with_context(|| {
-                                format!("reopening pinned link {}", pin.display())
-                            })?);
-                            continue;
-                        }
-                        let cg = std::fs::File::open(cgroup)
-                            .with_context(|| format!("opening cgroup {}", cgroup.display()))?;
-                        let prog = dp.ebpf.program_mut(name).with_context(|| {
-                            format!("program {name} missing from the eBPF object")
-                        })?;
-                        let mode = CgroupAttachMode::Single;
-                        let link: FdLink = if name == programs::SOCKOPS {
-                            let p: &mut SockOps = prog.try_into()?;
-                            if p.fd().is_err() {
-                                p.load().with_context(|| format!("loading {name}"))?;
-                            }
-                            let id = p.attach(cg, mode)?;
-                            p.take_link(id)?.try_into()?
-                        } else {
-                            let p: &mut CgroupSockAddr = prog.try_into()?;
-                            if p.fd().is_err() {
-                                p.load().with_context(|| format!("loading {name}"))?;
-                            }
-                            let id = p.attach(cg, mode).with_context(|| {
-                                format!("attaching {name} to {}", cgroup.display())
-                            })?;
-                            p.take_link(id)?.try_into()?
-                        };
-                        links.push(
-                            link.pin(&pin)
-                                .with_context(|| format!("pinning {}", pin.display()))?,
-                        );
+            let one = |dp: &mut Self, links: &mut Vec<PinnedLink>| -> anyhow::Result<u64> {
+                let id = std::fs::metadata(cgroup)
+                    .with_context(|| format!("opening cgroup {}", cgroup.display()))?
+                    .ino();
+                for name in programs::SOCKET {
+                    let pin = links_dir.join(format!("{name}@{id}"));
+                    if pin.exists() {
+                        links.push(dp.reuse_pin(name, &pin)?);
+                        continue;
                     }
-                    Ok(id)
-                };
+                    let cg = std::fs::File::open(cgroup)
+                        .with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+                    let prog = dp
+                        .ebpf
+                        .program_mut(name)
+                        .with_context(|| format!("program {name} missing from the eBPF object"))?;
+                    let mode = CgroupAttachMode::Single;
+                    let link: FdLink = if name == programs::SOCKOPS {
+                        let p: &mut SockOps = prog.try_into()?;
+                        if p.fd().is_err() {
+                            p.load().with_context(|| format!("loading {name}"))?;
+                        }
+                        let id = p.attach(cg, mode)?;
+                        p.take_link(id)?.try_into()?
+                    } else {
+                        let p: &mut CgroupSockAddr = prog.try_into()?;
+                        if p.fd().is_err() {
+                            p.load().with_context(|| format!("loading {name}"))?;
+                        }
+                        let id = p
+                            .attach(cg, mode)
+                            .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+                        p.take_link(id)?.try_into()?
+                    };
+                    links.push(
+                        link.pin(&pin)
+                            .with_context(|| format!("pinning {}", pin.display()))?,
+                    );
+                }
+                Ok(id)
+            };
             match one(self, &mut links) {
                 Ok(id) => {
                     keep.insert(id.to_string());
@@ -309,6 +310,76 @@ impl Datapath {
             }
         }
         failed
+    }
+
+    /// Reopens the link an earlier run pinned at `pin` for program `name`
+    /// and swaps this object's `name` (loaded now if it is not yet) into
+    /// it atomically ([`super::relink`]): after a restart or an upgrade the
+    /// hook runs this binary's program, over the same pinned maps, without
+    /// ever being empty. When the kernel refuses the swap the old program
+    /// stays attached (logged), so traffic is never interrupted.
+    ///
+    /// Errors: the pin cannot be reopened or the program not loaded.
+    fn reuse_pin(&mut self, name: &str, pin: &Path) -> anyhow::Result<PinnedLink> {
+        use std::os::fd::AsFd;
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the eBPF object"))?;
+        let fd = if name == programs::SOCKOPS {
+            let p: &mut SockOps = prog.try_into()?;
+            if p.fd().is_err() {
+                p.load().with_context(|| format!("loading {name}"))?;
+            }
+            p.fd()?.as_fd().try_clone_to_owned()?
+        } else {
+            let p: &mut CgroupSockAddr = prog.try_into()?;
+            if p.fd().is_err() {
+                p.load().with_context(|| format!("loading {name}"))?;
+            }
+            p.fd()?.as_fd().try_clone_to_owned()?
+        };
+        if let Err(e) = super::relink::replace_program(pin, fd.as_fd()) {
+            tracing::warn!(
+                link = %pin.display(),
+                "could not swap this build's program into the pinned link ({e}); the earlier program stays attached"
+            );
+        }
+        PinnedLink::from_pin(pin)
+            .with_context(|| format!("reopening pinned link {}", pin.display()))
+    }
+
+    /// The pinned links whose program is not this object's (an earlier
+    /// run's, left when the kernel refused the swap in [`Self::attach`]);
+    /// 0 after a successful attach.
+    ///
+    /// Errors: a pinned link or a program cannot be inspected.
+    pub fn stale_links(&self) -> anyhow::Result<usize> {
+        let mut stale = 0;
+        let Ok(entries) = std::fs::read_dir(self.pin_dir.join("links")) else {
+            return Ok(0);
+        };
+        for e in entries.flatten() {
+            let file = e.file_name();
+            let Some((name, _)) = file.to_str().and_then(|f| f.rsplit_once('@')) else {
+                continue;
+            };
+            let link = FdLink::from(
+                PinnedLink::from_pin(e.path())
+                    .with_context(|| format!("reopening {}", e.path().display()))?,
+            );
+            let running = link.info()?.program_id();
+            let ours = self
+                .ebpf
+                .program(name)
+                .with_context(|| format!("program {name} missing from the eBPF object"))?
+                .info()?
+                .id();
+            if running != ours {
+                stale += 1;
+            }
+        }
+        Ok(stale)
     }
 
     /// Removes pinned links of `program` to cgroups other than `keep`

@@ -23,6 +23,7 @@ mod loader;
 mod maglev;
 mod maps;
 mod orig_dst;
+mod relink;
 mod slots;
 mod tables;
 mod uplink;
