@@ -112,7 +112,8 @@ mod tests {
             pod("c", "10.244.2.5", "192.168.0.12", true),
         );
         let s = snap(&yaml);
-        let got: Vec<(String, u16, L4Protocol, Vec<(String, u32)>)> = s
+        type Row = (String, u16, L4Protocol, Vec<(String, u32)>);
+        let got: Vec<Row> = s
             .external
             .iter()
             .map(|e| {
