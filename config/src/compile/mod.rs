@@ -10,6 +10,7 @@
 mod clusters;
 mod delegate;
 mod deny;
+mod external;
 mod gateways;
 mod intern;
 mod l4;
@@ -376,6 +377,7 @@ pub fn compile_with(
     deny::fail_closed(&valid, &idx.mesh, opts, &mut snap);
     snap.inbound = inbound(&snap, &idx.mesh.root_namespace);
     snap.l4 = l4::build(&idx, &snap);
+    snap.external = external::build(&idx, &snap);
     snap.sidecars = sidecars(&idx);
     snap.mesh = idx.mesh.clone();
     (snap, diags)

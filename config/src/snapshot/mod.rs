@@ -25,7 +25,7 @@ pub use cluster::{
 };
 pub use diff::{diff, Changes, SnapshotDiff};
 pub use gateway::{Gateway, GatewayServer, ServerTls, VirtualHost};
-pub use l4::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
+pub use l4::{ExternalL4Service, L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
 pub use policy::{
     AuthzAction, AuthzPolicy, AuthzRule, InboundWorkload, JwtRule, MtlsMode, PeerAuthn, PeerMtls,
     Policies, RequestAuthn, Selector, TargetRef, WorkloadPolicies,
@@ -254,6 +254,10 @@ pub struct MeshSnapshot {
     pub vips: BTreeMap<IpAddr, Vec<String>>,
     /// Kernel service table, sorted by (vip, port, protocol).
     pub l4: Vec<L4Service>,
+    /// External VIPs for the uplink XDP balancer, sorted by (vip, port,
+    /// protocol).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<ExternalL4Service>,
     /// `namespace/name` → Sidecar egress scope.
     #[serde(default)]
     pub sidecars: BTreeMap<String, SidecarScope>,

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod hbone;
 pub mod identity;
 pub mod inbound;
+mod kernel_tcp;
 pub mod lock;
 pub mod pods;
 pub mod preflight;
@@ -495,7 +496,14 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
             if let Some(ib) = &mut inbound {
                 ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment);
             }
+            let mut kernel_tcp = kernel_tcp::KernelTcpMetrics::default();
             loop {
+                kernel_tcp.poll(
+                    &datapath,
+                    &reload_live.snapshot.load(),
+                    &reload_live.metrics,
+                    false,
+                );
                 // Pod cgroups come and go between config changes: look
                 // for them while no change arrives.
                 match changes.recv_timeout(CGROUP_RESCAN) {
@@ -658,7 +666,24 @@ fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot, enrollment: &Enrol
         tracing::error!("writing the meshed workloads: {e:#}");
         ok = false;
     }
+    apply_uplink(datapath, snap);
     ok
+}
+
+/// The uplink XDP tables of `snap`: deny rules (AuthorizationPolicy DENY
+/// by source address only; a failure is logged, the proxy enforces the
+/// policies) and external VIPs.
+fn apply_uplink(datapath: &mut Datapath, snap: &MeshSnapshot) {
+    match datapath.apply_deny_policies(snap) {
+        Ok(report) => tracing::debug!(?report, "XDP deny rules written"),
+        Err(e) => {
+            tracing::error!("writing the XDP deny rules (the proxy still enforces them): {e:#}")
+        }
+    }
+    match datapath.apply_external_services(snap) {
+        Ok(report) => tracing::debug!(?report, "XDP external VIPs written"),
+        Err(e) => tracing::error!("writing the XDP external VIPs: {e:#}"),
+    }
 }
 
 /// Writes the kernel part of a snapshot diff: the L4 services and meshed
@@ -687,6 +712,16 @@ fn apply_kernel_changes(
             tracing::error!("writing the meshed workloads: {e:#}");
             ok = false;
         }
+    }
+    // Deny rules follow policies and workloads; external VIPs follow
+    // services and their endpoints (clusters). Both write only what
+    // changed.
+    if diff.policies_changed
+        || !w.is_empty()
+        || !diff.services.is_empty()
+        || !diff.clusters.is_empty()
+    {
+        apply_uplink(datapath, snap);
     }
     ok
 }

@@ -136,14 +136,16 @@ fn workload_name(w: &Workload) -> String {
     }
 }
 
-struct Side {
-    workload: String,
-    namespace: String,
-    app: String,
-    version: String,
+/// One side's workload labels (`unknown` when the address is no workload).
+pub(super) struct Side {
+    pub(super) workload: String,
+    pub(super) namespace: String,
+    pub(super) app: String,
+    pub(super) version: String,
 }
 
-fn side(snap: &MeshSnapshot, ip: Option<IpAddr>) -> Side {
+/// The labels of the workload at `ip`.
+pub(super) fn side(snap: &MeshSnapshot, ip: Option<IpAddr>) -> Side {
     let unknown = || "unknown".to_string();
     match ip.and_then(|ip| snap.workload(ip)) {
         Some(w) => Side {
@@ -176,7 +178,7 @@ impl AccessLogSink for TelemetrySink {
             None => ("unknown".into(), "unknown".into()),
         };
         // Istio's inbound clusters (`inbound|<port>||`) are the
-        // destination side's (proxy/inbound.rs).
+        // destination side's (serve/inbound.rs).
         let inbound = r
             .upstream_cluster
             .as_deref()
