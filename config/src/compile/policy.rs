@@ -61,13 +61,6 @@ pub fn known_condition_key(key: &str) -> bool {
 /// [`AuthzPolicy::not_enforced`]).
 fn not_enforced(ap: &AuthorizationPolicy, refs: &[TargetRef]) -> Vec<String> {
     let mut out = Vec::new();
-    if ap.action.as_deref() == Some("CUSTOM") {
-        out.push(format!(
-            "CUSTOM action (provider {:?}): Strait has no external authorizer client yet; \
-             requests this policy's rules match (or may match) are denied with 403",
-            ap.provider.as_ref().map(|p| p.name.as_str()).unwrap_or("")
-        ));
-    }
     let identity = ap.rules.iter().any(|r| {
         r.from.iter().any(|f| {
             let s = &f.source;

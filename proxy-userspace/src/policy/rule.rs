@@ -108,6 +108,15 @@ pub struct CRule {
     when: Vec<CCond>,
 }
 
+/// A path a rule is indexed under ([`CRule::path_keys`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathKey<'a> {
+    /// The whole path.
+    Exact(&'a str),
+    /// A prefix of the path (`/api/*` → `/api/`).
+    Prefix(&'a str),
+}
+
 /// `request.auth.claims[a][b]` → `["a", "b"]`.
 fn claim_path(rest: &str) -> Option<Vec<String>> {
     let mut out = Vec::new();
@@ -194,6 +203,49 @@ impl CRule {
                 .enumerate()
                 .map(|(j, c)| cond(policy, &format!("{f}.when[{j}]"), c))
                 .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// The request paths this rule can match, when it can only match some:
+    /// every operation of `to` lists `paths` that are all exact values or
+    /// `prefix*` patterns (else `None`: any path may match). A request
+    /// whose path matches none of them is never matched by this rule, with
+    /// HTTP facts known (`paths` is then decided, and `No`).
+    pub fn path_keys(&self) -> Option<Vec<PathKey<'_>>> {
+        if self.to.is_empty() {
+            return None;
+        }
+        let mut keys = Vec::new();
+        for o in &self.to {
+            if o.paths.pos.is_empty() {
+                return None;
+            }
+            for m in &o.paths.pos {
+                keys.push(match m {
+                    StrMatch::Exact(e) => PathKey::Exact(e),
+                    StrMatch::Prefix(p) => PathKey::Prefix(p),
+                    _ => return None,
+                });
+            }
+        }
+        Some(keys)
+    }
+
+    /// Whether the rule can match a request or connection to destination
+    /// port `port` (`ports` / `notPorts` of every operation and
+    /// `destination.port` conditions); `false` means it never can, so a
+    /// workload port's policy list may leave it out at build time.
+    pub fn can_match_port(&self, port: u16) -> bool {
+        let to = self.to.is_empty()
+            || self
+                .to
+                .iter()
+                .any(|o| o.ports.eval(true, |p| *p == port) != Tri::No);
+        to && self.when.iter().all(|c| match &c.values {
+            CondValues::Port(f) if matches!(c.key, Key::DestPort) => {
+                f.eval(true, |p| *p == port) != Tri::No
+            }
+            _ => true,
         })
     }
 
