@@ -33,6 +33,10 @@ pub mod rule;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_index;
+#[cfg(test)]
+mod tests_jwt;
 
 use std::net::IpAddr;
 use std::sync::Arc;
