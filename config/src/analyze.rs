@@ -294,12 +294,18 @@ pub fn custom_gap(p: &crate::snapshot::AuthzPolicy, snap: &MeshSnapshot) -> Opti
         Ok(c) => c,
         Err(e) => return Some(format!("CUSTOM action: {e}: {deny}")),
     };
-    let host = cfg.service.split_once('/').map_or(cfg.service.as_str(), |(_, h)| h);
+    let host = cfg
+        .service
+        .split_once('/')
+        .map_or(cfg.service.as_str(), |(_, h)| h);
     let port = cfg.port().unwrap_or(0);
     let known = snap
         .clusters
         .contains_key(&format!("outbound|{port}||{host}"))
-        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok();
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok();
     if !known {
         return Some(format!(
             "CUSTOM action: extension provider {name:?}: service {:?} port {port} is not in the registry: {deny}",

@@ -233,17 +233,22 @@ impl MeshConfig {
             .extension_providers
             .iter()
             .find(|p| p.get("name").and_then(|n| n.as_str()) == Some(name))
-            .ok_or_else(|| format!("no extension provider {name:?} in the mesh config's extensionProviders"))?;
+            .ok_or_else(|| {
+                format!("no extension provider {name:?} in the mesh config's extensionProviders")
+            })?;
         let Some(cfg) = p.get("envoyExtAuthzHttp") else {
             return Err(if p.get("envoyExtAuthzGrpc").is_some() {
                 format!("extension provider {name:?} is envoyExtAuthzGrpc, which Strait does not support yet (use envoyExtAuthzHttp)")
             } else {
-                format!("extension provider {name:?} is not an external authorizer (envoyExtAuthzHttp)")
+                format!(
+                    "extension provider {name:?} is not an external authorizer (envoyExtAuthzHttp)"
+                )
             });
         };
         let x: ExtAuthzHttp = serde_json::from_value(cfg.clone())
             .map_err(|e| format!("extension provider {name:?}: envoyExtAuthzHttp: {e} (Strait refuses a provider rather than apply it in part)"))?;
-        x.check().map_err(|e| format!("extension provider {name:?}: envoyExtAuthzHttp.{e}"))?;
+        x.check()
+            .map_err(|e| format!("extension provider {name:?}: envoyExtAuthzHttp.{e}"))?;
         Ok(x)
     }
 }

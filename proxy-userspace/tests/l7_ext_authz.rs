@@ -331,7 +331,11 @@ async fn providers_strait_cannot_ask_fail_closed() {
             authz.addr.ip(),
             authz.addr.port()
         ),
-        provider("body", authz.addr, "    includeRequestBodyInCheck: {maxRequestBytes: 100}\n"),
+        provider(
+            "body",
+            authz.addr,
+            "    includeRequestBodyInCheck: {maxRequestBytes: 100}\n",
+        ),
         provider("ok", authz.addr, ""),
     ]
     .join("");

@@ -219,11 +219,7 @@ impl PolicyTable {
                         .get_or_insert_with(|| format!("{} on node {node}", view.name));
                     continue;
                 }
-                match g
-                    .entries
-                    .iter_mut()
-                    .find(|e| Arc::ptr_eq(&e.set, &set))
-                {
+                match g.entries.iter_mut().find(|e| Arc::ptr_eq(&e.set, &set)) {
                     Some(e) => {
                         if e.dest_ip != Some(ep.addr.ip()) {
                             e.dest_ip = None;

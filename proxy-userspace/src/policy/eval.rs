@@ -312,7 +312,10 @@ impl PolicySet {
     /// authorizer. `None` when every policy can match (use this set).
     pub fn for_port(&self, port: u16) -> Option<PolicySet> {
         let keep = |l: &[Arc<CompiledPolicy>]| -> Vec<Arc<CompiledPolicy>> {
-            l.iter().filter(|p| p.can_match_port(port)).cloned().collect()
+            l.iter()
+                .filter(|p| p.can_match_port(port))
+                .cloned()
+                .collect()
         };
         let out = PolicySet {
             custom: keep(&self.custom),

@@ -178,8 +178,11 @@ impl ExtAuthz {
         host: &str,
         headers: &HeaderMap,
     ) -> Verdict {
-        match tokio::time::timeout(self.timeout, self.ask(method, path_and_query, host, headers))
-            .await
+        match tokio::time::timeout(
+            self.timeout,
+            self.ask(method, path_and_query, host, headers),
+        )
+        .await
         {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => self.on_error(e),
@@ -313,4 +316,3 @@ fn resolve(service: &str, port: u16, snap: &MeshSnapshot) -> Result<Vec<SocketAd
         "service {service:?} port {port} is not in the registry (no cluster {cluster})"
     ))
 }
-

@@ -113,8 +113,12 @@ fn indexed_lists_decide_as_a_full_scan() {
 fn guards_check_only_the_policies_of_their_port() {
     let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  clusterIP: 10.96.0.10\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080}, {name: http-admin, port: 90, targetPort: 9090}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: default, labels: {app: web}}\nstatus: {podIP: 10.244.0.10}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: app-get, namespace: default}\nspec:\n  selector: {matchLabels: {app: web}}\n  rules: [{to: [{operation: {ports: [\"8080\"], methods: [GET]}}]}]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: admin-no-post, namespace: default}\nspec:\n  selector: {matchLabels: {app: web}}\n  action: DENY\n  rules: [{to: [{operation: {methods: [POST]}}], when: [{key: destination.port, values: [\"9090\"]}]}]\n";
     let t = PolicyTable::build(&snapshot(yaml), &Scope::default()).unwrap();
-    let app = t.guard("outbound|80||web.default.svc.cluster.local").unwrap();
-    let admin = t.guard("outbound|90||web.default.svc.cluster.local").unwrap();
+    let app = t
+        .guard("outbound|80||web.default.svc.cluster.local")
+        .unwrap();
+    let admin = t
+        .guard("outbound|90||web.default.svc.cluster.local")
+        .unwrap();
     // Port 8080's list has no DENY (it names 9090 only).
     assert_eq!(app.entries[0].set.allow.len(), 1);
     assert!(app.entries[0].set.deny.is_empty());
@@ -122,7 +126,10 @@ fn guards_check_only_the_policies_of_their_port() {
     // there (the list keeps it rather than become "no ALLOW policy").
     assert_eq!(admin.entries[0].set.allow.len(), 1);
     assert_eq!(admin.entries[0].set.deny.len(), 1);
-    assert_eq!(t.workloads.values().next().unwrap().set.allow[0].action, AuthzAction::Allow);
+    assert_eq!(
+        t.workloads.values().next().unwrap().set.allow[0].action,
+        AuthzAction::Allow
+    );
     let h = HeaderMap::new();
     let req = |method| Request {
         source_ip: "10.244.0.5".parse().unwrap(),
@@ -136,7 +143,13 @@ fn guards_check_only_the_policies_of_their_port() {
         }),
     };
     assert!(matches!(enforce(app, &req("GET")), Outcome::Allow { .. }));
-    assert!(matches!(enforce(app, &req("POST")), Outcome::Denied(d) if d.why == Why::NoAllowMatched));
-    assert!(matches!(enforce(admin, &req("GET")), Outcome::Denied(d) if d.why == Why::NoAllowMatched));
-    assert!(matches!(enforce(admin, &req("POST")), Outcome::Denied(d) if d.why == Why::DenyMatched));
+    assert!(
+        matches!(enforce(app, &req("POST")), Outcome::Denied(d) if d.why == Why::NoAllowMatched)
+    );
+    assert!(
+        matches!(enforce(admin, &req("GET")), Outcome::Denied(d) if d.why == Why::NoAllowMatched)
+    );
+    assert!(
+        matches!(enforce(admin, &req("POST")), Outcome::Denied(d) if d.why == Why::DenyMatched)
+    );
 }

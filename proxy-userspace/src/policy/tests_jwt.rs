@@ -39,14 +39,23 @@ fn cached_tokens_are_checked_for_expiry_on_every_hit() {
         .unwrap();
     // Expires (with Envoy's 60 s skew) two seconds from now.
     let exp = now() + 2 - CLOCK_SKEW_SECS;
-    let t = hs256(secret, serde_json::json!({"iss": "cache@test", "sub": "u", "exp": exp}));
+    let t = hs256(
+        secret,
+        serde_json::json!({"iss": "cache@test", "sub": "u", "exp": exp}),
+    );
     for _ in 0..3 {
-        assert!(matches!(a.authenticate(&bearer(&t), None), AuthnResult::Verified(..)));
+        assert!(matches!(
+            a.authenticate(&bearer(&t), None),
+            AuthnResult::Verified(..)
+        ));
     }
     assert_eq!(a.cached_tokens(), 1);
     // A bad token is not cached.
     let bad = format!("{}x", &t[..t.len() - 1]);
-    assert!(matches!(a.authenticate(&bearer(&bad), None), AuthnResult::Failed(_)));
+    assert!(matches!(
+        a.authenticate(&bearer(&bad), None),
+        AuthnResult::Failed(_)
+    ));
     assert_eq!(a.cached_tokens(), 1);
     // Once expired, the cached entry answers Envoy's message and goes.
     while now() <= exp + CLOCK_SKEW_SECS {
@@ -68,7 +77,10 @@ fn a_changed_key_set_verifies_cached_tokens_again() {
     let old = b"old-secret-old-secret-old-secret";
     remote.set(jwks::KeySet::parse(&oct_jwks(old)).unwrap());
     let t = hs256(old, serde_json::json!({"iss": "cache@test", "sub": "u"}));
-    assert!(matches!(a.authenticate(&bearer(&t), None), AuthnResult::Verified(..)));
+    assert!(matches!(
+        a.authenticate(&bearer(&t), None),
+        AuthnResult::Verified(..)
+    ));
     assert_eq!(a.cached_tokens(), 1);
     // Rotated: the old key is gone, so is the cached verification.
     remote.set(jwks::KeySet::parse(&oct_jwks(b"new-secret-new-secret-new-secret")).unwrap());
@@ -143,7 +155,9 @@ fn https_jwks_uri_is_fetched_with_a_trusted_ca_only() {
         .unwrap_err();
     assert!(err.contains("TLS") && err.contains("certificate"), "{err}");
     jwks::add_trusted_ca(ca.as_bytes()).unwrap();
-    let body = rt.block_on(jwks::fetch(&uri, Duration::from_secs(10))).unwrap();
+    let body = rt
+        .block_on(jwks::fetch(&uri, Duration::from_secs(10)))
+        .unwrap();
     assert!(jwks::KeySet::parse(&body).is_ok());
     // Through a RequestAuthentication: the refresher fetches it and
     // Istio's sample token verifies.
@@ -156,7 +170,10 @@ fn https_jwks_uri_is_fetched_with_a_trusted_ca_only() {
             AuthnResult::Failed(m) => assert_eq!(m, status::JWKS_FETCH),
             AuthnResult::NoToken => unreachable!(),
         }
-        assert!(std::time::Instant::now() < deadline, "https JWKS never fetched");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "https JWKS never fetched"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(matches!(

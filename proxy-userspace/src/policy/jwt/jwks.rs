@@ -323,7 +323,10 @@ async fn get(uri: &str) -> Result<String, String> {
     };
     let host = u.host().ok_or("jwksUri has no host")?.to_string();
     let port = u.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let tcp = tokio::net::TcpStream::connect((bare.as_str(), port))
         .await
         .map_err(|e| format!("connect {host}:{port}: {e}"))?;

@@ -337,7 +337,8 @@ where
     // Security policy of the destination workloads (one pointer check when
     // the node has none).
     let cluster = &dest.cluster.name;
-    if let Some(r) = super::authz::check_request(table, cluster, conn.peer, &mut parts, grpc, rec).await
+    if let Some(r) =
+        super::authz::check_request(table, cluster, conn.peer, &mut parts, grpc, rec).await
     {
         return (r, no_hold());
     }
