@@ -67,7 +67,11 @@ fn not_enforced(ap: &AuthorizationPolicy, refs: &[TargetRef]) -> Vec<String> {
             !(s.principals.is_empty()
                 && s.not_principals.is_empty()
                 && s.namespaces.is_empty()
-                && s.not_namespaces.is_empty())
+                && s.not_namespaces.is_empty()
+                && s.service_accounts.is_empty()
+                && s.not_service_accounts.is_empty()
+                && s.trust_domains.is_empty()
+                && s.not_trust_domains.is_empty())
         }) || r
             .when
             .iter()
@@ -75,7 +79,7 @@ fn not_enforced(ap: &AuthorizationPolicy, refs: &[TargetRef]) -> Vec<String> {
     });
     if identity {
         out.push(
-            "principals / namespaces / source.principal / source.namespace need the peer's mTLS \
+            "principals / namespaces / serviceAccounts / trustDomains / source.principal / source.namespace need the peer's mTLS \
              identity, which Strait does not have yet (HBONE/mTLS not built): rules using them \
              never allow (ALLOW) and always deny (DENY, CUSTOM)"
                 .into(),

@@ -59,6 +59,10 @@ struct CSource {
     namespaces: Field<StrMatch>,
     ip_blocks: Field<IpNet>,
     remote_ip_blocks: Field<IpNet>,
+    /// `serviceAccounts` (`namespace/name`, exact) against the peer's.
+    service_accounts: Field<StrMatch>,
+    /// `trustDomains` against the peer principal's trust domain.
+    trust_domains: Field<StrMatch>,
 }
 
 /// `to.operation`.
@@ -184,6 +188,10 @@ impl CRule {
                 namespaces: strs(&s.namespaces, &s.not_namespaces),
                 ip_blocks: cidrs(policy, &f, &s.ip_blocks, &s.not_ip_blocks)?,
                 remote_ip_blocks: cidrs(policy, &f, &s.remote_ip_blocks, &s.not_remote_ip_blocks)?,
+                service_accounts: Field::new(&s.service_accounts, &s.not_service_accounts, |v| {
+                    StrMatch::Exact(v.as_str().into())
+                }),
+                trust_domains: strs(&s.trust_domains, &s.not_trust_domains),
             })
         };
         let op = |o: &Operation| -> Result<COp, PolicyError> {
@@ -310,10 +318,32 @@ fn source(s: &CSource, a: &Attrs<'_>) -> Tri {
         principal_attr(a).eval(&s.request_principals),
         peer(&s.principals, a.peer.map(|p| p.principal.as_str())),
         peer(&s.namespaces, a.peer.map(|p| p.namespace.as_str())),
+        peer(
+            &s.service_accounts,
+            a.peer
+                .and_then(|p| service_account(&p.principal))
+                .as_deref(),
+        ),
+        peer(
+            &s.trust_domains,
+            a.peer.and_then(|p| trust_domain(&p.principal)),
+        ),
     ]
     .into_iter()
     .min()
     .unwrap_or(Tri::Yes)
+}
+
+/// `namespace/name` of a SPIFFE principal `<td>/ns/<ns>/sa/<sa>`.
+fn service_account(principal: &str) -> Option<String> {
+    let (_, rest) = principal.split_once("/ns/")?;
+    let (ns, sa) = rest.split_once("/sa/")?;
+    Some(format!("{ns}/{sa}"))
+}
+
+/// The trust domain of a SPIFFE principal `<td>/ns/<ns>/sa/<sa>`.
+fn trust_domain(principal: &str) -> Option<&str> {
+    principal.split_once("/ns/").map(|(td, _)| td)
 }
 
 fn operation(o: &COp, a: &Attrs<'_>) -> Tri {

@@ -340,6 +340,34 @@ fn peer_identity_rules_fail_closed() {
         http: None,
     };
     assert!(s.authorize(&a).allowed);
+    // serviceAccounts (`namespace/name`) and trustDomains are peer
+    // identity too: never allow without it, decided with it.
+    let s = set(&policy(
+        "sa",
+        "  rules:\n  - from:\n    - source:\n        serviceAccounts: [\"foo/sleep\"]\n        trustDomains: [\"cluster.local\"]\n",
+    ));
+    let no_peer = Attrs { peer: None, ..a };
+    assert!(!s.authorize(&no_peer).allowed);
+    let a = Attrs {
+        peer: Some(&peer),
+        ..no_peer
+    };
+    assert!(s.authorize(&a).allowed);
+    let other = PeerIdentity {
+        principal: "cluster.local/ns/bar/sa/sleep".into(),
+        namespace: "bar".into(),
+    };
+    let b = Attrs {
+        peer: Some(&other),
+        ..a
+    };
+    assert!(!s.authorize(&b).allowed);
+    let d = set(&policy(
+        "no-sa",
+        "  action: DENY\n  rules:\n  - from:\n    - source:\n        notServiceAccounts: [\"foo/sleep\"]\n",
+    ));
+    let no_peer = Attrs { peer: None, ..b };
+    assert_eq!(d.authorize(&no_peer).why, Why::DenyUndecidable);
 }
 
 #[test]
