@@ -192,6 +192,18 @@ pub(crate) fn build(idx: &Index<'_>) -> Policies {
                         .iter()
                         .map(|c| (c.claim.clone(), c.header.clone()))
                         .collect(),
+                    // Validation rejects a bad duration (CRD CEL rule).
+                    timeout_ms: j
+                        .timeout
+                        .as_deref()
+                        .and_then(|t| crate::duration::parse(t).ok())
+                        .map(|d| d.as_millis() as u64),
+                    space_delimited_claims: j.space_delimited_claims.clone(),
+                    presence_required: j
+                        .presence
+                        .as_ref()
+                        .and_then(|p| p.as_str())
+                        .is_some_and(|p| p == "REQUIRED"),
                 })
                 .collect(),
         });

@@ -181,3 +181,54 @@ fn https_jwks_uri_is_fetched_with_a_trusted_ca_only() {
         AuthnResult::NoToken
     ));
 }
+
+#[test]
+fn presence_required_and_space_delimited_claims() {
+    use super::{Attrs, HttpAttrs};
+    let secret = b"another-secret-of-32-bytes-hs256";
+    let yaml = format!(
+        "{}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: writers, namespace: default}}\nspec:\n  rules:\n  - when:\n    - key: request.auth.claims[scope]\n      values: [\"write\"]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: no-banned, namespace: default}}\nspec:\n  action: DENY\n  rules:\n  - when:\n    - key: request.auth.claims[roles]\n      values: [\"banned\"]\n",
+        ra(&format!(
+            "    jwks: '{}'\n    presence: REQUIRED\n    spaceDelimitedClaims: [roles]\n",
+            oct_jwks(secret)
+        ))
+    );
+    let s = set(&yaml);
+    let a = s.authn.clone().unwrap();
+    // presence: REQUIRED: no token is a 401 with Envoy's message.
+    match a.authenticate(&HeaderMap::new(), None) {
+        AuthnResult::Failed(m) => assert_eq!(m, status::MISSING),
+        other => panic!("{other:?}"),
+    }
+    let allowed = |claims: serde_json::Value| {
+        let t = hs256(secret, claims);
+        let AuthnResult::Verified(id, _) = a.authenticate(&bearer(&t), None) else {
+            panic!("token fails");
+        };
+        let h = HeaderMap::new();
+        let at = Attrs {
+            source_ip: "10.0.0.1".parse().unwrap(),
+            remote_ip: "10.0.0.1".parse().unwrap(),
+            dest_ip: None,
+            dest_port: 80,
+            sni: None,
+            peer: None,
+            http: Some(HttpAttrs {
+                method: "GET",
+                path: "/",
+                host: "web",
+                headers: &h,
+                auth: Some(&id),
+            }),
+        };
+        s.authorize(&at).allowed
+    };
+    let c = |scope: &str, roles: &str| serde_json::json!({"iss": "cache@test", "sub": "u", "scope": scope, "roles": roles});
+    // `scope` is space-delimited by default, `roles` by the rule.
+    assert!(allowed(c("read write", "dev")));
+    assert!(allowed(c("write", "dev")));
+    assert!(!allowed(c("read", "dev")));
+    assert!(!allowed(c("read writer", "dev")));
+    assert!(!allowed(c("read write", "dev banned")));
+    assert!(!allowed(c("write", "banned")));
+}

@@ -56,6 +56,8 @@ pub mod status {
     pub const JWKS_FETCH: &str = "Jwks remote fetch is failed";
     /// Unsupported `alg`.
     pub const BAD_ALG: &str = "Jwt header [alg] field value is invalid";
+    /// No token where `presence: REQUIRED`.
+    pub const MISSING: &str = "Jwt is missing";
 }
 
 /// A verified token, as authorization sees it.
@@ -63,7 +65,10 @@ pub mod status {
 pub struct JwtIdentity {
     /// `iss/sub` (`request.auth.principal`, `requestPrincipals`).
     pub principal: String,
-    /// The payload's claims.
+    /// The payload's claims. A space-delimited string claim (`scope`,
+    /// `permission`, `spaceDelimitedClaims`) holding several values is a
+    /// list of the whole string and each value, so a rule value matches
+    /// either, as Istio's generated matcher does.
     pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -85,7 +90,18 @@ struct Provider {
     payload_header: Option<HeaderName>,
     claim_headers: Vec<(String, HeaderName)>,
     forward: bool,
+    /// Claims matched as space-separated lists (Istio's `scope`,
+    /// `permission`, plus `spaceDelimitedClaims`).
+    space_delimited: Vec<String>,
+    /// `presence: REQUIRED`.
+    required: bool,
 }
+
+/// Claims Istio always treats as space-delimited.
+pub const SPACE_DELIMITED_DEFAULT: [&str; 2] = ["scope", "permission"];
+
+/// Istio's default JWKS fetch timeout (`jwtRules[].timeout`).
+pub const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A change the proxy makes to the request after a token verified.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,9 +221,10 @@ impl Authn {
                             .map(Arc::new)
                             .map_err(|e| e.to_string()),
                     ),
-                    (None, Some(uri)) => {
-                        KeySource::Remote(jwks::remote(uri, Duration::from_secs(5)))
-                    }
+                    (None, Some(uri)) => KeySource::Remote(jwks::remote(
+                        uri,
+                        r.timeout_ms.map_or(JWKS_TIMEOUT, Duration::from_millis),
+                    )),
                     (None, None) => KeySource::Inline(Err("no jwks or jwksUri".into())),
                 };
                 if let KeySource::Inline(Err(e)) = &keys {
@@ -254,6 +271,12 @@ impl Authn {
                     payload_header,
                     claim_headers,
                     forward: r.forward_original_token,
+                    space_delimited: SPACE_DELIMITED_DEFAULT
+                        .iter()
+                        .map(|c| c.to_string())
+                        .chain(r.space_delimited_claims.iter().cloned())
+                        .collect(),
+                    required: r.presence_required,
                 });
             }
         }
@@ -307,6 +330,9 @@ impl Authn {
     /// `exp` / `nbf` are.
     pub fn authenticate(&self, headers: &dyn HeaderLookup, query: Option<&str>) -> AuthnResult {
         let Some((token, loc, at)) = self.find(headers, query) else {
+            if self.providers.iter().any(|p| p.required) {
+                return AuthnResult::Failed(status::MISSING);
+            }
             return AuthnResult::NoToken;
         };
         let key = (token, at);
@@ -424,6 +450,21 @@ impl Authn {
             if let Some(v) = text.and_then(|t| HeaderValue::from_str(&t).ok()) {
                 edits.push(HeaderEdit::Set(h.clone(), v));
             }
+        }
+        let mut claims = claims;
+        for name in &p.space_delimited {
+            let split = match claims.get(name) {
+                Some(serde_json::Value::String(v)) if v.contains(char::is_whitespace) => {
+                    let mut all = vec![serde_json::Value::String(v.clone())];
+                    all.extend(
+                        v.split_whitespace()
+                            .map(|x| serde_json::Value::String(x.to_string())),
+                    );
+                    all
+                }
+                _ => continue,
+            };
+            claims.insert(name.clone(), serde_json::Value::Array(split));
         }
         Ok(Cached {
             identity: Arc::new(JwtIdentity { principal, claims }),
