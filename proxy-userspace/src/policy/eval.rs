@@ -152,15 +152,19 @@ impl Decision {
 }
 
 /// Lists shorter than this are evaluated in order; longer ones through a
-/// path index.
+/// [`PathIndex`].
 const INDEX_MIN: usize = 16;
 
-/// The policies of one action list that can match a path: those indexed
-/// under the exact path or one of its prefixes, plus those that cannot be
-/// indexed. Built once per policy set (at snapshot swap, or on first use).
+/// The policies of one action list that can match an HTTP request: those
+/// indexed under its exact path, one of its path prefixes, or the exact
+/// value of a request header one of their rules requires, plus those that
+/// cannot be indexed. Each rule is indexed by its paths when every
+/// operation lists exact / `prefix*` paths, else by a `when` condition on
+/// `request.headers[...]` with exact values, else not at all (its policy is
+/// always a candidate). Built once per policy set (at snapshot swap).
 #[derive(Debug, Default)]
 struct PathIndex {
-    /// Policies some rule of which may match any path.
+    /// Policies some rule of which cannot be indexed.
     always: Vec<u32>,
     /// Exact path → policies.
     exact: HashMap<Box<str>, Vec<u32>>,
@@ -168,6 +172,15 @@ struct PathIndex {
     prefix: HashMap<Box<str>, Vec<u32>>,
     /// The distinct prefix lengths in `prefix`, ascending.
     prefix_lens: Vec<usize>,
+    /// Header → exact value → policies.
+    headers: Vec<(http::HeaderName, HashMap<Box<str>, Vec<u32>>)>,
+}
+
+fn add(map: &mut HashMap<Box<str>, Vec<u32>>, key: &str, i: u32) {
+    let v = map.entry(key.into()).or_default();
+    if v.last() != Some(&i) {
+        v.push(i);
+    }
 }
 
 impl PathIndex {
@@ -180,28 +193,42 @@ impl PathIndex {
         let mut ix = PathIndex::default();
         for (i, p) in list.iter().enumerate() {
             let i = i as u32;
-            let keys = match &p.rules {
-                Ok(rules) if !rules.is_empty() => rules
-                    .iter()
-                    .map(CRule::path_keys)
-                    .collect::<Option<Vec<_>>>(),
-                // No rules: never matches (not listed at all). Invalid
-                // policies deny before any list is consulted.
-                Ok(_) => Some(Vec::new()),
-                Err(_) => None,
+            let rules = match &p.rules {
+                Ok(rules) => rules,
+                // Invalid policies deny before any list is consulted.
+                Err(_) => {
+                    ix.always.push(i);
+                    continue;
+                }
             };
-            let Some(keys) = keys else {
+            // Every rule needs a key, else the policy is always a candidate.
+            // (No rules: never matches, so never a candidate.)
+            if !rules
+                .iter()
+                .all(|r| r.path_keys().is_some() || r.header_key().is_some())
+            {
                 ix.always.push(i);
                 continue;
-            };
-            for k in keys.into_iter().flatten() {
-                let (map, key) = match k {
-                    PathKey::Exact(e) => (&mut ix.exact, e),
-                    PathKey::Prefix(p) => (&mut ix.prefix, p),
-                };
-                let v = map.entry(key.into()).or_default();
-                if v.last() != Some(&i) {
-                    v.push(i);
+            }
+            for r in rules {
+                if let Some(keys) = r.path_keys() {
+                    for k in keys {
+                        match k {
+                            PathKey::Exact(e) => add(&mut ix.exact, e, i),
+                            PathKey::Prefix(p) => add(&mut ix.prefix, p, i),
+                        }
+                    }
+                } else if let Some((name, vals)) = r.header_key() {
+                    let at = match ix.headers.iter().position(|(n, _)| n == name) {
+                        Some(at) => at,
+                        None => {
+                            ix.headers.push((name.clone(), HashMap::new()));
+                            ix.headers.len() - 1
+                        }
+                    };
+                    for v in vals {
+                        add(&mut ix.headers[at].1, v, i);
+                    }
                 }
             }
         }
@@ -215,8 +242,9 @@ impl PathIndex {
         Some(ix)
     }
 
-    /// The positions of the policies that can match `path`, ascending.
-    fn candidates(&self, path: &str) -> Vec<u32> {
+    /// The positions of the policies that can match a request with `path`
+    /// and `headers`, ascending.
+    fn candidates(&self, path: &str, headers: &dyn super::attrs::HeaderLookup) -> Vec<u32> {
         let mut out = self.always.clone();
         if let Some(v) = self.exact.get(path) {
             out.extend_from_slice(v);
@@ -226,6 +254,11 @@ impl PathIndex {
                 break;
             }
             if let Some(v) = path.get(..l).and_then(|p| self.prefix.get(p)) {
+                out.extend_from_slice(v);
+            }
+        }
+        for (name, values) in &self.headers {
+            if let Some(v) = headers.joined(name).and_then(|h| values.get(&*h)) {
                 out.extend_from_slice(v);
             }
         }
@@ -257,7 +290,7 @@ fn scan<'p, T>(
 ) -> Option<T> {
     match (ix, &a.http) {
         (Some(ix), Some(h)) => ix
-            .candidates(h.path)
+            .candidates(h.path, h.headers)
             .into_iter()
             .find_map(|i| f(&list[i as usize])),
         _ => list.iter().find_map(f),

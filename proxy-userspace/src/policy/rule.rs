@@ -239,6 +239,31 @@ impl CRule {
         Some(keys)
     }
 
+    /// The request header values this rule can match, when it can only
+    /// match some: a `when` condition on `request.headers[name]` whose
+    /// `values` are all exact (`None` otherwise). A request whose header
+    /// (its values joined with `,`, as evaluated) is not one of them, or
+    /// that lacks the header, is never matched by this rule over HTTP.
+    pub fn header_key(&self) -> Option<(&HeaderName, Vec<&str>)> {
+        self.when.iter().find_map(|c| {
+            let (Key::Header(n), CondValues::Str(f)) = (&c.key, &c.values) else {
+                return None;
+            };
+            if f.pos.is_empty() {
+                return None;
+            }
+            let vals = f
+                .pos
+                .iter()
+                .map(|m| match m {
+                    StrMatch::Exact(e) => Some(&**e),
+                    _ => None,
+                })
+                .collect::<Option<Vec<&str>>>()?;
+            Some((n, vals))
+        })
+    }
+
     /// Whether the rule can match a request or connection to destination
     /// port `port` (`ports` / `notPorts` of every operation and
     /// `destination.port` conditions); `false` means it never can, so a

@@ -30,8 +30,9 @@ fn reference(s: &PolicySet, a: &Attrs<'_>) -> (bool, Option<Arc<str>>, Vec<Arc<s
 }
 
 /// 60 ALLOW, 20 DENY and 20 AUDIT policies mixing what the index keys on
-/// (exact paths, `prefix*`) with what it cannot (templates, `*suffix`,
-/// no `to`, `notPaths` only, paths in one operation but not another).
+/// (exact paths, `prefix*`, exact header values) with what it cannot
+/// (templates, `*suffix`, `notPaths` only, paths in one operation but not
+/// another).
 fn many() -> String {
     let mut y = String::new();
     for i in 0..100 {
@@ -72,9 +73,17 @@ fn indexed_lists_decide_as_a_full_scan() {
     let mut checked = (0, 0);
     for path in &paths {
         for method in ["GET", "DELETE"] {
-            for (hdr, src) in [("none", "10.0.5.1"), ("4", "10.0.12.9"), ("11", "10.1.0.1")] {
+            for (hdr, src) in [
+                ("none", "10.0.5.1"),
+                ("4", "10.0.12.9"),
+                ("11", "10.1.0.1"),
+                ("4,11", "10.0.5.1"),
+            ] {
+                // Repeated headers are matched joined with `,`.
                 let mut h = HeaderMap::new();
-                h.insert("x-n", hdr.parse().unwrap());
+                for v in hdr.split(',') {
+                    h.append("x-n", v.parse().unwrap());
+                }
                 let a = Attrs {
                     source_ip: src.parse().unwrap(),
                     remote_ip: src.parse().unwrap(),
