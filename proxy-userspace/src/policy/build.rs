@@ -71,6 +71,8 @@ pub struct Guard {
     /// (`namespace/name on node N`): Strait does not intercept inbound
     /// traffic there yet, so it cannot protect it, and denies.
     pub remote: Option<String>,
+    /// The addresses of those remote policy-selected workloads.
+    pub remote_ips: Vec<IpAddr>,
 }
 
 /// What `strait x authz check` shows of one workload.
@@ -217,6 +219,9 @@ impl PolicyTable {
                         .unwrap_or_default();
                     g.remote
                         .get_or_insert_with(|| format!("{} on node {node}", view.name));
+                    if !g.remote_ips.contains(&ep.addr.ip()) {
+                        g.remote_ips.push(ep.addr.ip());
+                    }
                     continue;
                 }
                 match g.entries.iter_mut().find(|e| Arc::ptr_eq(&e.set, &set)) {
