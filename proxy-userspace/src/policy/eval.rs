@@ -167,16 +167,19 @@ struct PathIndex {
     /// Policies some rule of which cannot be indexed.
     always: Vec<u32>,
     /// Exact path → policies.
-    exact: HashMap<Box<str>, Vec<u32>>,
+    exact: Keyed,
     /// Path prefix → policies.
-    prefix: HashMap<Box<str>, Vec<u32>>,
+    prefix: Keyed,
     /// The distinct prefix lengths in `prefix`, ascending.
     prefix_lens: Vec<usize>,
     /// Header → exact value → policies.
-    headers: Vec<(http::HeaderName, HashMap<Box<str>, Vec<u32>>)>,
+    headers: Vec<(http::HeaderName, Keyed)>,
 }
 
-fn add(map: &mut HashMap<Box<str>, Vec<u32>>, key: &str, i: u32) {
+/// A key (exact path, prefix, header value) → the policies under it.
+type Keyed = HashMap<Box<str>, Vec<u32>>;
+
+fn add(map: &mut Keyed, key: &str, i: u32) {
     let v = map.entry(key.into()).or_default();
     if v.last() != Some(&i) {
         v.push(i);
