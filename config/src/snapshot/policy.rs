@@ -209,6 +209,18 @@ pub struct JwtRule {
     pub forward_original_token: bool,
     /// Claim → header copies.
     pub output_claim_to_headers: Vec<(String, String)>,
+    /// `timeout`: JWKS fetch timeout in ms (`None`: Istio's 5 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// `spaceDelimitedClaims`: string claims matched as space-separated
+    /// lists in `request.auth.claims[...]`, beside Istio's defaults
+    /// `scope` and `permission`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub space_delimited_claims: Vec<String>,
+    /// `presence: REQUIRED`: a request without a token gets 401 `Jwt is
+    /// missing` (default `OPTIONAL`: it passes, authorization decides).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub presence_required: bool,
 }
 
 /// `targetRef` / `targetRefs` of a policy (Istio's `PolicyTargetReference`).

@@ -82,6 +82,17 @@ pub fn run(pod: &str, paths: &[PathBuf], node: Option<String>) -> ExitCode {
         for why in p.map(|p| p.not_enforced.as_slice()).unwrap_or_default() {
             super::out(&format!("           ! {why}"));
         }
+        if let Some(why) = p.and_then(|p| strait_config::analyze::custom_gap(p, &snap)) {
+            super::out(&format!("           ! {why}"));
+        }
+    }
+    match &view.set.ext_authz {
+        Some(Ok(x)) => super::out(&format!(
+            "  CUSTOM   provider {:?}: envoyExtAuthzHttp {}:{}, asked before DENY and ALLOW",
+            x.name, x.service, x.port
+        )),
+        Some(Err(e)) => super::out(&format!("  CUSTOM   ! {e}: matched requests are denied")),
+        None => {}
     }
     for ra in &view.authn {
         super::out(&format!("  {:<8} {ra:<40} (RequestAuthentication)", "JWT"));

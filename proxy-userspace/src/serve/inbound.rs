@@ -311,6 +311,17 @@ async fn request(
             finish(&shared, rec, start);
             return r;
         }
+        // CUSTOM (ext_authz) is asked on the outbound path only; a request
+        // straight to the pod IP that a CUSTOM policy matches fails closed.
+        Outcome::External { ask, .. } => {
+            rec.response_flags
+                .insert(ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE);
+            rec.response_code_details = Some("ext_authz_error");
+            tracing::warn!(source = %peer, destination = %dst, policies = ask.len(), "a CUSTOM AuthorizationPolicy matched a request straight to a pod IP; the external authorizer is not asked on this path: denied");
+            rec.response_code = 403;
+            finish(&shared, rec, start);
+            return local_reply(StatusCode::FORBIDDEN, RBAC_DENIED, grpc);
+        }
         Outcome::Denied(d) => {
             rec.response_flags.insert(ResponseFlags::RBAC_ACCESS_DENIED);
             rec.response_code_details = Some("rbac_access_denied_matched_policy");

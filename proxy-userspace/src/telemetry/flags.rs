@@ -38,9 +38,12 @@ impl ResponseFlags {
     pub const OVERLOAD_MANAGER: Self = Self(1 << 12);
     /// `RBAC`: denied by an AuthorizationPolicy (Envoy's RBAC filter).
     pub const RBAC_ACCESS_DENIED: Self = Self(1 << 13);
+    /// `UAEX`: denied by an external authorization service (a CUSTOM
+    /// AuthorizationPolicy's provider).
+    pub const UNAUTHORIZED_EXTERNAL_SERVICE: Self = Self(1 << 14);
 
     /// In Envoy's printing order (`ResponseFlagUtils`).
-    const NAMES: [(Self, &'static str); 14] = [
+    const NAMES: [(Self, &'static str); 15] = [
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_REQUEST_TIMEOUT, "UT"),
         (Self::UPSTREAM_REMOTE_RESET, "UR"),
@@ -52,6 +55,7 @@ impl ResponseFlags {
         (Self::FAULT_INJECTED, "FI"),
         (Self::DOWNSTREAM_CONNECTION_TERMINATION, "DC"),
         (Self::UPSTREAM_RETRY_LIMIT_EXCEEDED, "URX"),
+        (Self::UNAUTHORIZED_EXTERNAL_SERVICE, "UAEX"),
         (Self::RBAC_ACCESS_DENIED, "RBAC"),
         (Self::DOWNSTREAM_PROTOCOL_ERROR, "DPE"),
         (Self::OVERLOAD_MANAGER, "OL"),

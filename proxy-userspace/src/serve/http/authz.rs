@@ -3,14 +3,18 @@
 //! route header operations — what the destination's sidecar would see —
 //! and before forwarding) and one in the TCP path ([`check_connection`],
 //! after the route picks a cluster). With no policy on the node both are a
-//! single pointer check.
+//! single pointer check. A CUSTOM policy's external authorizer is asked
+//! from [`check_request`] (the only await on this path).
 use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
+use std::sync::Arc;
+
+use crate::policy::ext_authz::{ExtAuthz, Verdict};
 use crate::policy::{self, HeaderEdit, HeaderLookup, HttpRequest, Outcome, Request};
-use crate::proxy::body::ProxyBody;
+use crate::proxy::body::{empty, full, ProxyBody};
 use crate::proxy::head::{ReqHead, ReqHeaders};
 use crate::serve::local_reply::local_reply;
 use crate::serve::table::Table;
@@ -45,11 +49,12 @@ impl HeaderLookup for ReqHeaders {
 }
 
 /// Checks an HTTP request routed to `cluster`. `None`: go on (the JWT
-/// header edits are applied to `parts`); `Some(reply)`: answer with it —
-/// 401 with Envoy's `jwt_authn` message, or 403 `RBAC: access denied`
-/// (flag `RBAC`).
+/// header edits and the authorizer's `headersToUpstreamOnAllow` headers
+/// are applied to `parts`); `Some(reply)`: answer with it — 401 with
+/// Envoy's `jwt_authn` message, 403 `RBAC: access denied` (flag `RBAC`),
+/// or the external authorizer's reply (flag `UAEX`).
 #[inline]
-pub fn check_request(
+pub async fn check_request(
     table: &Table,
     cluster: &str,
     peer: SocketAddr,
@@ -60,7 +65,81 @@ pub fn check_request(
 ) -> Option<Response<ProxyBody>> {
     // The no-policy path: one pointer check, nothing else inlined.
     let policies = table.policy.as_deref()?;
-    check_with(policies, cluster, peer, parts, grpc, rec, mesh)
+    match check_with(policies, cluster, peer, parts, grpc, rec, mesh) {
+        Step::Done(r) => r,
+        Step::Ask(ask, then) => ask_external(ask, *then, peer, cluster, parts, grpc, rec).await,
+    }
+}
+
+/// What the synchronous part of the check decided.
+enum Step {
+    Done(Option<Response<ProxyBody>>),
+    Ask(Vec<(Arc<ExtAuthz>, Arc<str>)>, Box<Outcome>),
+}
+
+/// Asks the CUSTOM policies' authorizers, then applies `then`.
+#[inline(never)]
+async fn ask_external(
+    ask: Vec<(Arc<ExtAuthz>, Arc<str>)>,
+    then: Outcome,
+    peer: SocketAddr,
+    cluster: &str,
+    parts: &mut ReqHead,
+    grpc: bool,
+    rec: &mut AccessLogRecord,
+) -> Option<Response<ProxyBody>> {
+    let host = crate::runtime::route::matching::authority(parts)
+        .unwrap_or("")
+        .to_string();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
+    let headers = parts.headers.to_map();
+    let mut upstream = Vec::new();
+    for (x, policy) in ask {
+        match x.check(&parts.method, &pq, &host, &headers).await {
+            Verdict::Allow(h) => upstream.extend(h),
+            Verdict::Deny {
+                status,
+                headers,
+                body,
+                error,
+            } => {
+                rec.response_flags
+                    .insert(ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE);
+                rec.response_code_details = Some(if error.is_some() {
+                    "ext_authz_error"
+                } else {
+                    "ext_authz_denied"
+                });
+                tracing::debug!(
+                    source = %peer, cluster, %policy, provider = %x.name, %status, ?error,
+                    "request denied by the external authorizer of a CUSTOM AuthorizationPolicy"
+                );
+                let mut r = Response::new(if body.is_empty() {
+                    empty()
+                } else {
+                    full(body.clone())
+                });
+                *r.status_mut() = status;
+                *r.headers_mut() = headers;
+                if !body.is_empty() {
+                    r.headers_mut()
+                        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                }
+                return Some(r);
+            }
+        }
+    }
+    for (n, v) in upstream {
+        parts.headers.insert(n, v);
+    }
+    match apply(then, peer, cluster, parts, grpc, rec) {
+        Step::Done(r) => r,
+        // `then` never asks again (enforce wraps once).
+        Step::Ask(..) => Some(local_reply(StatusCode::FORBIDDEN, RBAC_DENIED, grpc)),
+    }
 }
 
 /// With mutual TLS on (`mesh`): the client pod's identity (what its
@@ -98,8 +177,10 @@ fn check_with(
     grpc: bool,
     rec: &mut AccessLogRecord,
     mesh: Option<&MeshOutbound>,
-) -> Option<Response<ProxyBody>> {
-    let guard = policies.guard(cluster)?;
+) -> Step {
+    let Some(guard) = policies.guard(cluster) else {
+        return Step::Done(None);
+    };
     let (identity, remote_enforced) = mesh_peer(mesh, guard, peer.ip());
     let outcome = {
         let host = crate::runtime::route::matching::authority(parts).unwrap_or("");
@@ -116,7 +197,20 @@ fn check_with(
         };
         policy::enforce_with_peer(guard, &req, identity.as_ref(), remote_enforced)
     };
-    match outcome {
+    apply(outcome, peer, cluster, parts, grpc, rec)
+}
+
+/// Applies a local outcome: header edits on allow, or the 401 / 403 reply.
+fn apply(
+    outcome: Outcome,
+    peer: SocketAddr,
+    cluster: &str,
+    parts: &mut ReqHead,
+    grpc: bool,
+    rec: &mut AccessLogRecord,
+) -> Step {
+    Step::Done(match outcome {
+        Outcome::External { ask, then } => return Step::Ask(ask, then),
         Outcome::Allow { edits } => {
             for e in edits {
                 match e {
@@ -153,13 +247,15 @@ fn check_with(
             );
             Some(local_reply(StatusCode::FORBIDDEN, RBAC_DENIED, grpc))
         }
-    }
+    })
 }
 
 /// Whether a mirrored copy of `out` may go to `cluster`: its destination
 /// workloads' policies must allow it, as they would the request itself (a
 /// denied or unauthenticated copy is not sent; nothing is logged as a
-/// denial, the client never sees mirrors).
+/// denial, the client never sees mirrors). A copy that would need a
+/// CUSTOM policy's external authorizer is not sent (the authorizer is
+/// asked once, for the request itself).
 pub fn mirror_allowed(
     table: &Table,
     cluster: &str,
@@ -205,6 +301,13 @@ pub fn check_connection(
     };
     match policy::enforce_with_peer(guard, &req, identity.as_ref(), remote_enforced) {
         Outcome::Allow { .. } | Outcome::Unauthenticated(_) => false,
+        // An HTTP authorizer cannot check a connection (enforce denies
+        // those already); closed all the same.
+        Outcome::External { .. } => {
+            rec.response_flags
+                .insert(ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE);
+            true
+        }
         Outcome::Denied(d) => {
             rec.response_flags.insert(ResponseFlags::RBAC_ACCESS_DENIED);
             rec.response_code_details = Some("rbac_access_denied_matched_policy");

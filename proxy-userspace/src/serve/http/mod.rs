@@ -352,7 +352,9 @@ where
         grpc,
         rec,
         conn.shared.settings.hbone.as_deref(),
-    ) {
+    )
+    .await
+    {
         return (r, no_hold());
     }
 
