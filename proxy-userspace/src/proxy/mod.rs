@@ -11,14 +11,14 @@
 //! Public API for the daemon and the benchmarks: [`Proxy`].
 pub mod access_log;
 pub mod authz;
-pub mod body;
+pub use strait_codec::body;
 pub mod cluster;
 pub mod compile;
 pub mod conn_exec;
 pub mod failure;
 pub mod flags;
 pub mod h1;
-pub mod head;
+pub use strait_codec::head;
 pub mod http;
 pub mod orig_dst;
 pub mod pool;

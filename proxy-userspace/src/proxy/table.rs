@@ -2,7 +2,7 @@
 //! built once per snapshot and swapped in atomically (`ArcSwap`). A request
 //! holds an `Arc` to the table it started with, so in-flight requests finish
 //! on their routes while new ones see the new snapshot.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -27,14 +27,8 @@ pub enum PortProtocol {
     Unknown,
 }
 
-/// What routes may match about the client workload.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SourceWorkload {
-    /// Pod labels.
-    pub labels: BTreeMap<String, String>,
-    /// Namespace.
-    pub namespace: String,
-}
+/// The client workload of a connection (from `strait_codec::matching`).
+pub use strait_codec::matching::SourceWorkload;
 
 /// One service port the proxy handles.
 #[derive(Debug)]

@@ -1,7 +1,7 @@
 //! Compiled Istio routes (VirtualService `http`, `tcp`, `tls`), built once
 //! per snapshot by [`super::compile`] and evaluated per request/connection.
 pub mod actions;
-pub mod matching;
+pub use strait_codec::matching;
 pub mod retry;
 
 use std::sync::Arc;
