@@ -11,6 +11,7 @@ mod clusters;
 mod delegate;
 mod deny;
 mod gateways;
+mod incremental;
 mod intern;
 mod l4;
 mod par;
@@ -29,6 +30,8 @@ use crate::api::virtual_service::VirtualService;
 use crate::api::{Deployment, EndpointSlice, Endpoints, Object, Pod, Resource, Service};
 use crate::diag::Diagnostic;
 use crate::snapshot::{MeshSnapshot, Workload};
+
+pub use incremental::{Applied, Incremental};
 
 /// Resources by kind, each sorted by `namespace/name`.
 pub(crate) struct Index<'a> {
@@ -290,11 +293,32 @@ fn validate_all(resources: &[&Resource]) -> Vec<Vec<Diagnostic>> {
 /// assert_eq!(routes.http[0].route[0].cluster, "outbound|9080||reviews.default.svc.cluster.local");
 /// ```
 pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
+    let (snap, diags, _) = compile_keeping(resources, false);
+    (snap, diags)
+}
+
+/// What [`Incremental`] keeps from a full compile: each host's endpoints
+/// before they are bound to ports, the workloads from Pods and
+/// WorkloadEntries before endpoints add to them, and whether any resource
+/// was left out (invalid or defined twice).
+pub(crate) struct Kept {
+    pub raw: BTreeMap<String, Vec<services::RawEndpoint>>,
+    pub base_workloads: BTreeMap<IpAddr, Workload>,
+    pub left_out: bool,
+}
+
+/// [`compile`], keeping what [`Incremental`] needs when `keep`.
+pub(crate) fn compile_keeping(
+    resources: &[Resource],
+    keep: bool,
+) -> (MeshSnapshot, Vec<Diagnostic>, Option<Kept>) {
     let (latest, mut diags) = dedupe(resources);
+    let mut left_out = latest.len() != resources.len();
     let mut valid = Vec::with_capacity(latest.len());
     for (r, errs) in latest.iter().zip(validate_all(&latest)) {
         if errs.iter().any(Diagnostic::is_error) {
             diags.extend(errs);
+            left_out = true;
         } else {
             valid.push(*r);
         }
@@ -306,6 +330,11 @@ pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
     services::kube_services(&idx, &mut snap.services, &mut raw);
     services::service_entries(&idx, &mut snap.services, &mut raw, &mut strings);
     snap.clusters = clusters::build(&idx, &snap.services, &raw);
+    let kept = keep.then(|| Kept {
+        raw: raw.clone(),
+        base_workloads: idx.workloads.clone(),
+        left_out,
+    });
     // Pod workloads are not needed in the index any more.
     snap.workloads = std::mem::take(&mut idx.workloads);
     // Endpoint-derived workloads (Endpoints without Pod objects) are meshed
@@ -355,5 +384,5 @@ pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
     snap.l4 = l4::build(&idx, &snap);
     snap.sidecars = sidecars(&idx);
     snap.mesh = idx.mesh.clone();
-    (snap, diags)
+    (snap, diags, kept)
 }
