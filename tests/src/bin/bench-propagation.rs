@@ -4,10 +4,13 @@
 //! new endpoint receives traffic through the L7 proxy. The file watcher's
 //! debounce is left out (the clock starts when the daemon would wake up);
 //! every step after it is the daemon's own: re-read the config directory
-//! (`ConfigStore::reload`), compile the snapshot, diff it against the one
-//! in service, apply the diff to the proxy (`Proxy::apply_diff`) and to the
-//! kernel maps (`Datapath::apply_changes`, on a private bpffs; skipped with
-//! a note when not root).
+//! (`ConfigStore::reload`, which parses only the changed file and names the
+//! resources that changed), apply the change to the snapshot
+//! (`strait_config::compile::Incremental::apply`: an endpoint change
+//! recompiles only its service and yields the diff), apply the diff to the
+//! proxy (`Proxy::apply_diff`) and to the kernel maps
+//! (`Datapath::apply_changes`, on a private bpffs; skipped with a note when
+//! not root).
 //!
 //! `bench-propagation [--services N] [--changes K]`
 //!
@@ -28,7 +31,7 @@ use anyhow::Context;
 use strait::daemon::store::ConfigStore;
 use strait::datapath::{Datapath, DatapathConfig};
 use strait::proxy::{FixedDestination, Proxy};
-use strait_config::snapshot::MeshSnapshot;
+use strait_config::compile::{Applied, Incremental};
 
 /// The allocator the `strait` binary uses.
 #[global_allocator]
@@ -184,15 +187,6 @@ fn client(
     }
 }
 
-fn compile(store: &mut ConfigStore) -> (MeshSnapshot, f64, f64) {
-    let t = Instant::now();
-    let reload = store.reload();
-    let load_ms = ms(t.elapsed());
-    let t = Instant::now();
-    let (snap, _) = strait_config::compile(&reload.resources);
-    (snap, load_ms, ms(t.elapsed()))
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -221,7 +215,13 @@ fn run(dir: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
     std::fs::write(&svc0, service_yaml(0, Some(("127.0.0.2", port))))?;
 
     let mut store = ConfigStore::new(dir);
-    let (snap, load0, compile0) = compile(&mut store);
+    let t = Instant::now();
+    let reload = store.reload();
+    let load0 = ms(t.elapsed());
+    let t = Instant::now();
+    let (mut inc, snap, _) = Incremental::compile(&reload.resources);
+    let compile0 = ms(t.elapsed());
+    drop(reload);
     anyhow::ensure!(
         snap.services.len() == services,
         "compiled {} services of {services}",
@@ -263,8 +263,10 @@ fn run(dir: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
     let client_thread = std::thread::spawn(move || client(front, w, s, tx));
 
     let mut current = snap;
-    let (mut load, mut comp, mut diffs, mut proxy_ms, mut kernel_ms, mut e2e) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut load, mut comp, mut proxy_ms, mut kernel_ms, mut e2e) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut incremental = 0usize;
+    let mut resources = Vec::new();
     let mut outcome = Ok(());
     for k in 0..changes {
         let (ip, name) = if k % 2 == 0 {
@@ -275,18 +277,26 @@ fn run(dir: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
         std::fs::write(&svc0, service_yaml(0, Some((ip, port))))?;
         want.store(name, Ordering::Release);
         let t0 = Instant::now();
-        let (snap, l, c) = compile(&mut store);
+        let reload = store.reload();
+        let l = ms(t0.elapsed());
         let t = Instant::now();
-        let diff = strait_config::snapshot::diff(&current, &snap);
-        diffs.push(ms(t.elapsed()));
+        let changed = reload
+            .changed
+            .as_ref()
+            .map(|c| (&c.removed[..], &c.added[..]));
+        let (diff, how) = inc.apply(&mut current, &reload.resources, changed);
+        let c = ms(t.elapsed());
+        if matches!(how, Applied::Incremental) {
+            incremental += 1;
+        }
         let t = Instant::now();
         proxy
-            .apply_diff(&snap, &diff)
+            .apply_diff(&current, &diff)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         proxy_ms.push(ms(t.elapsed()));
         if let Some(dp) = kernel.as_mut() {
             let t = Instant::now();
-            let r = dp.apply_changes(&snap.l4, &diff.l4)?;
+            let r = dp.apply_changes(&current.l4, &diff.l4)?;
             kernel_ms.push(ms(t.elapsed()));
             anyhow::ensure!(r.updated == 1, "one kernel service rewritten: {r:?}");
         }
@@ -299,10 +309,22 @@ fn run(dir: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
         }
         load.push(l);
         comp.push(c);
-        current = snap;
+        resources = reload.resources;
     }
-    // The full path, for comparison: every cluster compared, every kernel
-    // service compared.
+    // The full path, for comparison: a full compile and diff, every
+    // cluster compared, every kernel service compared.
+    let t = Instant::now();
+    let (full, _) = strait_config::compile(&resources);
+    let full_compile = ms(t.elapsed());
+    let t = Instant::now();
+    let full_diff = strait_config::snapshot::diff(&current, &full);
+    let full_diff_ms = ms(t.elapsed());
+    if outcome.is_ok() && !(full_diff.is_empty() && full == current) {
+        outcome = Err(anyhow::anyhow!(
+            "the incremental snapshot differs from a full compile: {full_diff:?}"
+        ));
+    }
+    drop(full);
     let t = Instant::now();
     proxy.update(&current).map_err(|e| anyhow::anyhow!("{e}"))?;
     let full_proxy = ms(t.elapsed());
@@ -329,7 +351,9 @@ fn run(dir: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
         "initial_compile_ms": compile0,
         "load_ms": load,
         "compile_ms": comp,
-        "diff_ms": diffs,
+        "incremental": incremental,
+        "full_compile_ms": full_compile,
+        "full_diff_ms": full_diff_ms,
         "proxy_apply_ms": proxy_ms,
         "kernel_write_ms": kernel_ms,
         "end_to_end_ms": e2e,
