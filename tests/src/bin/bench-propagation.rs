@@ -17,7 +17,8 @@
 //! One file per Service (Service + EndpointSlice of 10 endpoints +
 //! VirtualService), as a Kubernetes source would keep them; `svc0` has no
 //! VirtualService (balanced in the kernel, mode L4) and one endpoint that
-//! alternates between two loopback backends, A and B. Prints one JSON
+//! alternates between two backends, A and B, in a network namespace of the
+//! process's own (root only). Prints one JSON
 //! line: per-step samples in milliseconds.
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -191,7 +192,32 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// The two backends' addresses: RFC 2544's benchmarking range, on the
+/// loopback interface of this process's own network namespace. Not
+/// 127.0.0.0/8: the config loader rejects loopback endpoints (issue 14).
+const BACKEND_A: &str = "198.18.0.2";
+const BACKEND_B: &str = "198.18.0.3";
+
+/// Moves this process into a network namespace of its own (gone when it
+/// exits) with `lo` up and holding the backends' addresses. Before any
+/// thread starts: threads inherit it.
+fn private_network() -> anyhow::Result<()> {
+    rustix::thread::unshare(rustix::thread::UnshareFlags::NEWNET)
+        .context("unshare(CLONE_NEWNET): run as root")?;
+    let ip = |args: &[&str]| -> anyhow::Result<()> {
+        let st = std::process::Command::new("ip").args(args).status()?;
+        anyhow::ensure!(st.success(), "ip {}: {st}", args.join(" "));
+        Ok(())
+    };
+    ip(&["link", "set", "lo", "up"])?;
+    for a in [BACKEND_A, BACKEND_B] {
+        ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    private_network()?;
     let services = arg("--services", 10_000);
     let changes = arg("--changes", 10);
     let dir = std::env::temp_dir().join(format!("strait-propagation-{}", std::process::id()));
@@ -202,17 +228,17 @@ fn main() -> anyhow::Result<()> {
 
 fn run(dir: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    // Backends A and B on one port, two loopback addresses.
-    let probe = TcpListener::bind("127.0.0.2:0")?;
+    // Backends A and B on one port, two addresses.
+    let probe = TcpListener::bind(format!("{BACKEND_A}:0"))?;
     let port = probe.local_addr()?.port();
     drop(probe);
-    backend(SocketAddr::from(([127, 0, 0, 2], port)), b'a')?;
-    backend(SocketAddr::from(([127, 0, 0, 3], port)), b'b')?;
+    backend(SocketAddr::new(BACKEND_A.parse()?, port), b'a')?;
+    backend(SocketAddr::new(BACKEND_B.parse()?, port), b'b')?;
     for i in 1..services {
         std::fs::write(dir.join(format!("svc{i}.yaml")), service_yaml(i, None))?;
     }
     let svc0 = dir.join("svc0.yaml");
-    std::fs::write(&svc0, service_yaml(0, Some(("127.0.0.2", port))))?;
+    std::fs::write(&svc0, service_yaml(0, Some((BACKEND_A, port))))?;
 
     let mut store = ConfigStore::new(dir);
     let t = Instant::now();
@@ -270,9 +296,9 @@ fn run(dir: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
     let mut outcome = Ok(());
     for k in 0..changes {
         let (ip, name) = if k % 2 == 0 {
-            ("127.0.0.3", b'b')
+            (BACKEND_B, b'b')
         } else {
-            ("127.0.0.2", b'a')
+            (BACKEND_A, b'a')
         };
         std::fs::write(&svc0, service_yaml(0, Some((ip, port))))?;
         want.store(name, Ordering::Release);
@@ -286,6 +312,9 @@ fn run(dir: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
             .map(|c| (&c.removed[..], &c.added[..]));
         let (diff, how) = inc.apply(&mut current, &reload.resources, changed);
         let c = ms(t.elapsed());
+        if std::env::var_os("BENCH_DEBUG").is_some() {
+            eprintln!("{how:?} {diff:?} changed: {:?}", changed.map(|(r, a)| (r.len(), a.len())));
+        }
         if matches!(how, Applied::Incremental) {
             incremental += 1;
         }
