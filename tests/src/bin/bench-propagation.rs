@@ -313,7 +313,10 @@ fn run(dir: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
         let (diff, how) = inc.apply(&mut current, &reload.resources, changed);
         let c = ms(t.elapsed());
         if std::env::var_os("BENCH_DEBUG").is_some() {
-            eprintln!("{how:?} {diff:?} changed: {:?}", changed.map(|(r, a)| (r.len(), a.len())));
+            eprintln!(
+                "{how:?} {diff:?} changed: {:?}",
+                changed.map(|(r, a)| (r.len(), a.len()))
+            );
         }
         if matches!(how, Applied::Incremental) {
             incremental += 1;
