@@ -202,7 +202,9 @@ const BACKEND_B: &str = "198.18.0.3";
 /// exits) with `lo` up and holding the backends' addresses. Before any
 /// thread starts: threads inherit it.
 fn private_network() -> anyhow::Result<()> {
-    rustix::thread::unshare(rustix::thread::UnshareFlags::NEWNET)
+    // SAFETY: only CLONE_NEWNET (no CLONE_FILES, which could invalidate
+    // file descriptors others hold), before any other thread exists.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
         .context("unshare(CLONE_NEWNET): run as root")?;
     let ip = |args: &[&str]| -> anyhow::Result<()> {
         let st = std::process::Command::new("ip").args(args).status()?;
