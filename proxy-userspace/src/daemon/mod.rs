@@ -13,6 +13,7 @@
 //! never delays requests, the admin API or SIGTERM.
 pub mod ca;
 pub mod cli;
+pub mod hbone;
 pub mod identity;
 pub mod lock;
 pub mod pods;
@@ -20,7 +21,6 @@ pub mod preflight;
 pub mod privs;
 pub mod sink;
 pub mod state;
-pub mod store;
 pub mod watch;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
@@ -37,10 +37,10 @@ use strait_config::snapshot::MeshSnapshot;
 use strait_config::Diagnostic;
 
 use crate::datapath::{Datapath, DatapathConfig, OriginalDestinations};
-use crate::proxy::{OriginalDst, Proxy};
+use crate::serve::{OriginalDst, Proxy};
+use crate::sources::{ConfigStore, Source};
 use crate::telemetry::Metrics;
 use state::Live;
-use store::ConfigStore;
 
 /// Settings of `strait run`.
 #[derive(Clone, Debug)]
@@ -80,7 +80,7 @@ pub struct RunArgs {
     pub identity: Option<identity::IdentityArgs>,
     /// The L7 proxy's HTTP limits and timeouts (request-headers, stream
     /// idle and connection idle timeouts, connection cap).
-    pub proxy: crate::proxy::ProxySettings,
+    pub proxy: crate::serve::ProxySettings,
 }
 
 /// Where `strait run` finds its API server.
@@ -105,6 +105,7 @@ impl OriginalDst for KernelOriginalDst {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let dir = args.kube.is_none().then_some(args.config.as_path());
     let cgroup2 = preflight::check(dir)?;
+    hbone::set_enabled(args.identity.is_some());
     let mut dp_cfg = DatapathConfig::new(&args.node);
     dp_cfg.bpffs = args.bpffs.clone();
     dp_cfg.outbound = args.outbound;
@@ -115,9 +116,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     tracing::debug!(lock = %node_lock.path().display(), "node lock taken");
     let setup = setup(&args, &dp_cfg, cgroup2)?;
-    privs::drop_privileges()?;
+    // Opening sockets in pods' network namespaces (HBONE) needs setns.
+    privs::drop_privileges(args.identity.is_some())?;
     tracing::info!(
         kept = ?privs::KEEP,
+        sys_admin = args.identity.is_some(),
         "capabilities dropped after setup; no_new_privs set"
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -145,7 +148,7 @@ fn log_diagnostics(diags: &[Diagnostic]) {
 /// Load, validate and compile the source (last good version per file or
 /// object), and decide which pods are meshed. `None` when the inputs are
 /// byte-identical to the previous reload's.
-pub(crate) fn compile(store: &mut dyn store::Source) -> Option<(MeshSnapshot, Enrollment)> {
+pub(crate) fn compile(store: &mut dyn Source) -> Option<(MeshSnapshot, Enrollment)> {
     let reload = store.reload();
     if reload.unchanged {
         return None;
@@ -169,6 +172,10 @@ pub(crate) fn compile(store: &mut dyn store::Source) -> Option<(MeshSnapshot, En
         tracing::warn!(workload = %ip, "{why}");
     }
     let enrollment = Enrollment::from_resources(&reload.resources);
+    let mut snap = snap;
+    if hbone::enabled() {
+        hbone::redirect_meshed_services(&mut snap, &enrollment);
+    }
     Some((snap, enrollment))
 }
 
@@ -248,7 +255,7 @@ struct Setup {
 /// Everything that needs privileges, on the calling thread.
 fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::Result<Setup> {
     let node_ips = crate::sys::node_addresses();
-    crate::proxy::self_guard::set(
+    crate::upstream::self_guard::set(
         vec![args.admin, SocketAddr::V4(args.outbound)],
         node_ips.clone(),
     );
@@ -271,7 +278,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     };
 
     let admin = crate::admin::bind_std(args.admin)?;
-    let outbound = crate::proxy::workers::bind(SocketAddr::V4(args.outbound)).map_err(|e| {
+    let outbound = crate::serve::workers::bind(SocketAddr::V4(args.outbound)).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on outbound address {}: {e} (is another strait running? pass --outbound ADDR)",
             args.outbound
@@ -327,27 +334,27 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     } = setup;
     // The source and its first config: the directory's was compiled in
     // setup; an API server's once every watched kind is listed.
-    let (mut store, changes, source_guard, first): (Box<dyn store::Source>, _, _, _) =
-        match (store, first) {
-            (Some(store), Some(first)) => {
-                let (w, changes) = watch::watch(&args.config)?;
-                (Box::new(store), changes, SourceGuard::Files(w), first)
-            }
-            _ => {
-                let k = args.kube.clone().context("no config source")?;
-                let client = crate::sources::kube::client(k.kubeconfig.as_deref())
-                    .await
-                    .context("connecting to the Kubernetes API server")?;
-                let (mut store, changes, mut w) = crate::sources::kube::start(client);
-                tracing::info!("waiting for the initial list of every watched kind");
-                w.wait_synced().await;
-                tracing::info!(counts = ?w.counts(), "API server in sync");
-                let first = compile(&mut store).unwrap_or_default();
-                capture.sync(&mut datapath, &first.1);
-                apply_kernel(&mut datapath, &first.0, &first.1);
-                (Box::new(store), changes, SourceGuard::Kube(w), first)
-            }
-        };
+    let (mut store, changes, source_guard, first): (Box<dyn Source>, _, _, _) = match (store, first)
+    {
+        (Some(store), Some(first)) => {
+            let (w, changes) = watch::watch(&args.config)?;
+            (Box::new(store), changes, SourceGuard::Files(w), first)
+        }
+        _ => {
+            let k = args.kube.clone().context("no config source")?;
+            let client = crate::sources::kube::client(k.kubeconfig.as_deref())
+                .await
+                .context("connecting to the Kubernetes API server")?;
+            let (mut store, changes, mut w) = crate::sources::kube::start(client);
+            tracing::info!("waiting for the initial list of every watched kind");
+            w.wait_synced().await;
+            tracing::info!(counts = ?w.counts(), "API server in sync");
+            let first = compile(&mut store).unwrap_or_default();
+            capture.sync(&mut datapath, &first.1);
+            apply_kernel(&mut datapath, &first.0, &first.1);
+            (Box::new(store), changes, SourceGuard::Kube(w), first)
+        }
+    };
     let (snap, enrollment) = first;
     let admin_listener = tokio::net::TcpListener::from_std(admin)
         .with_context(|| format!("admin listener {}", args.admin))?;
@@ -356,13 +363,13 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         node: Some(args.node.clone()),
         ..Default::default()
     };
-    let settings = crate::proxy::ProxySettings {
+    let settings = crate::serve::ProxySettings {
         policy_scope: scope.clone(),
         ..args.proxy.clone()
     };
     let proxy = Proxy::with_scope(&snap, scope)
         .map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?
-        .with_settings(settings);
+        .with_settings(settings.clone());
     proxy.follow_mesh_config(&snap);
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
     let embedded_ca = matches!(
@@ -381,8 +388,34 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         Some(id) => Some(identity::start(id, &args.node, snapshot.clone(), &metrics).await?),
         None => None,
     };
+    // mTLS between workloads (HBONE) when the node has identities.
+    let mesh = match (&secrets, &args.identity) {
+        (Some(s), Some(id)) => Some(hbone::Hbone::new(
+            s.store().clone(),
+            &id.trust_domain,
+            &args.node,
+            &pods,
+            args.access_log,
+        )),
+        _ => None,
+    };
+    let proxy = match &mesh {
+        Some(m) => {
+            let p = proxy.with_settings(crate::serve::ProxySettings {
+                hbone: Some(m.outbound.clone()),
+                ..settings
+            });
+            p.follow_mesh_config(&snapshot.load());
+            p
+        }
+        None => proxy,
+    };
     let sink = sink::TelemetrySink::new(snapshot.clone(), metrics.clone(), args.access_log);
     let proxy = proxy.with_access_log(Arc::new(sink));
+    if let Some(m) = &mesh {
+        m.set_proxy(proxy.clone());
+        m.update(&snapshot.load(), &enrollment);
+    }
     let live = Arc::new(Live {
         snapshot: snapshot.clone(),
         ready: AtomicBool::new(false),
@@ -404,6 +437,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         .as_ref()
         .map(|i| (i.trust_domain.clone(), args.node.clone()));
     let reload_secrets = secrets.clone();
+    let reload_mesh = mesh.clone();
     // Reloads run on their own thread: reading and compiling a large or
     // hostile config never occupies the runtime serving the admin API and
     // the shutdown signal. The thread is not joined at exit.
@@ -422,6 +456,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     Ok(()) => rest_of_burst(&changes),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         capture.sync(&mut datapath, &enrollment);
+                        if let Some(m) = &reload_mesh {
+                            m.sync();
+                        }
                         continue;
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -439,6 +476,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
                         mgr.set_wanted(&identity::wanted(&snap, node, td));
                     }
+                }
+                if let Some(m) = &reload_mesh {
+                    m.update(&reload_live.snapshot.load(), &enrollment);
                 }
                 reload_live.set_reloading(false);
             }
@@ -483,7 +523,7 @@ fn rest_of_burst(rx: &std::sync::mpsc::Receiver<()>) {
 /// next reload then compares every kernel service once more instead of
 /// trusting the diff.
 fn reload_once(
-    store: &mut dyn store::Source,
+    store: &mut dyn Source,
     live: &Live,
     datapath: &mut Datapath,
     capture: &mut Capture,

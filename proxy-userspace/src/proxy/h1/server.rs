@@ -28,8 +28,8 @@ pub use strait_codec::h1::parse::{
 use strait_codec::h1::prefixed::Prefixed;
 use strait_codec::h1::request::header_line;
 
-use crate::proxy::http::{handle, ConnInfo};
-use crate::proxy::sniff::H2_PREFACE;
+use crate::serve::http::{handle, ConnInfo};
+use crate::transport::sniff::H2_PREFACE;
 
 /// Response bytes gathered before a write.
 const WRITE_CHUNK: usize = 64 * 1024;
@@ -290,7 +290,7 @@ enum Expired {
 }
 
 impl Clock {
-    fn new(s: &crate::proxy::ProxySettings) -> Self {
+    fn new(s: &crate::serve::ProxySettings) -> Self {
         Self {
             last_active: Instant::now(),
             head_started: None,
@@ -438,7 +438,7 @@ async fn reject_with(info: &ConnInfo, stream: &mut TcpStream, r: Reject, dpe: bo
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
-    crate::proxy::http::log_protocol_error(info, r.status, r.details, dpe);
+    crate::serve::http::log_protocol_error(info, r.status, r.details, dpe);
 }
 
 fn handoff(buf: BytesMut, stream: TcpStream) -> Handoff {
