@@ -322,7 +322,7 @@ pub(crate) fn build(
 }
 
 /// The clusters of one service: per port, service-wide then per subset.
-fn service_clusters(
+pub(crate) fn service_clusters(
     idx: &Index<'_>,
     svc: &Service,
     eps: &[RawEndpoint],

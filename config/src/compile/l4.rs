@@ -29,7 +29,7 @@ use crate::snapshot::{
     LoadBalancer, MeshSnapshot, MtlsMode, SimpleLb, Workload,
 };
 
-fn policy_needs_proxy(snap: &MeshSnapshot, workloads: &[&Workload]) -> bool {
+pub(crate) fn policy_needs_proxy(snap: &MeshSnapshot, workloads: &[&Workload]) -> bool {
     workloads.iter().any(|w| {
         let p = snap.policies.for_workload(&w.namespace, &w.labels);
         let root = snap.mesh.root_namespace.as_str();

@@ -12,6 +12,7 @@ mod delegate;
 mod deny;
 mod external;
 mod gateways;
+mod incremental;
 mod intern;
 mod l4;
 mod par;
@@ -30,6 +31,8 @@ use crate::api::virtual_service::VirtualService;
 use crate::api::{Deployment, EndpointSlice, Endpoints, Object, Pod, Resource, Service};
 use crate::diag::Diagnostic;
 use crate::snapshot::{MeshSnapshot, Workload};
+
+pub use incremental::{Applied, Incremental};
 
 /// Resources by kind, each sorted by `namespace/name`.
 pub(crate) struct Index<'a> {
@@ -313,11 +316,33 @@ pub fn compile_with(
     resources: &[Resource],
     opts: &CompileOptions,
 ) -> (MeshSnapshot, Vec<Diagnostic>) {
+    let (snap, diags, _) = compile_keeping(resources, opts, false);
+    (snap, diags)
+}
+
+/// What [`Incremental`] keeps from a full compile: each host's endpoints
+/// before they are bound to ports, the workloads from Pods and
+/// WorkloadEntries before endpoints add to them, and whether any resource
+/// was left out (invalid or defined twice).
+pub(crate) struct Kept {
+    pub raw: BTreeMap<String, Vec<services::RawEndpoint>>,
+    pub base_workloads: BTreeMap<IpAddr, Workload>,
+    pub left_out: bool,
+}
+
+/// [`compile_with`], keeping what [`Incremental`] needs when `keep`.
+pub(crate) fn compile_keeping(
+    resources: &[Resource],
+    opts: &CompileOptions,
+    keep: bool,
+) -> (MeshSnapshot, Vec<Diagnostic>, Option<Kept>) {
     let (latest, mut diags) = dedupe(resources);
+    let mut left_out = latest.len() != resources.len();
     let mut valid = Vec::with_capacity(latest.len());
     for (r, errs) in latest.iter().zip(validate_all(&latest)) {
         if errs.iter().any(Diagnostic::is_error) {
             diags.extend(errs);
+            left_out = true;
         } else {
             valid.push(*r);
         }
@@ -329,6 +354,11 @@ pub fn compile_with(
     services::kube_services(&idx, &mut snap.services, &mut raw);
     services::service_entries(&idx, &mut snap.services, &mut raw, &mut strings);
     snap.clusters = clusters::build(&idx, &snap.services, &raw);
+    let kept = keep.then(|| Kept {
+        raw: raw.clone(),
+        base_workloads: idx.workloads.clone(),
+        left_out,
+    });
     // Pod workloads are not needed in the index any more.
     snap.workloads = std::mem::take(&mut idx.workloads);
     // Endpoint-derived workloads (Endpoints without Pod objects) are meshed
@@ -380,7 +410,7 @@ pub fn compile_with(
     snap.external = external::build(&idx, &snap);
     snap.sidecars = sidecars(&idx);
     snap.mesh = idx.mesh.clone();
-    (snap, diags)
+    (snap, diags, kept)
 }
 
 /// The per-workload inbound modes ([`MeshSnapshot::inbound`]).

@@ -183,7 +183,7 @@ pub(crate) fn kube_services(
 
 /// One Kubernetes Service and its endpoints; None for ExternalName and
 /// spec-less Services.
-fn kube_service(
+pub(crate) fn kube_service(
     idx: &Index<'_>,
     strings: &mut Interner,
     svc: &crate::api::Service,

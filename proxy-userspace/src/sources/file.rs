@@ -34,6 +34,22 @@ pub struct Reload {
     /// The directory could not be listed: `resources` is the whole last
     /// good config.
     pub listing_failed: bool,
+    /// What differs from the previous reload's `resources`, when the
+    /// source knows: the previous versions of the resources that changed
+    /// or went (`removed`) and the new versions of those that changed or
+    /// came (`added`). `None` on the first reload, after a listing failure
+    /// and from sources that do not track it; then compile everything.
+    /// Feeds `strait_config::compile::Incremental::apply`.
+    pub changed: Option<Changed>,
+}
+
+/// The resources one reload changed (see [`Reload::changed`]).
+#[derive(Debug, Default)]
+pub struct Changed {
+    /// Previous versions of the files' resources that changed or went.
+    pub removed: Vec<Resource>,
+    /// New versions of the files' resources that changed or came.
+    pub added: Vec<Resource>,
 }
 
 /// Where the daemon's resources come from: the config directory
@@ -140,6 +156,7 @@ impl ConfigStore {
         }
         let mut next = BTreeMap::new();
         let mut reports = BTreeMap::new();
+        let mut changed = self.last_inputs.is_some().then(Changed::default);
         let previous: std::collections::HashMap<&PathBuf, &String> = self
             .last_inputs
             .iter()
@@ -164,6 +181,11 @@ impl ConfigStore {
                     }
                 }
             }
+            // The file's bytes changed: its resources before, to report
+            // what changed once its new ones are known.
+            let before: Option<Vec<Resource>> = changed
+                .as_ref()
+                .map(|_| self.last_good.get(f).cloned().unwrap_or_default());
             let loaded = match text {
                 Ok(text) => strait_config::load::load_str_with(text, &name, &self.limits),
                 Err(e) => {
@@ -208,6 +230,9 @@ impl ConfigStore {
                 valid
             };
             out.diagnostics.extend(errors);
+            if let (Some(c), Some(before)) = (changed.as_mut(), before) {
+                resource_changes(before, &keep, c);
+            }
             reports.insert(
                 f.clone(),
                 FileReport {
@@ -217,12 +242,42 @@ impl ConfigStore {
             );
             next.insert(f.clone(), keep);
         }
+        if let Some(c) = changed.as_mut() {
+            // Files that went, with their resources.
+            for (f, gone) in &self.last_good {
+                if !next.contains_key(f) {
+                    c.removed.extend(gone.iter().cloned());
+                }
+            }
+        }
+        out.changed = changed;
         self.last_good = next;
         self.reports = reports;
         self.last_inputs = Some(inputs);
         out.resources = self.last_good.values().flatten().cloned().collect();
         out
     }
+}
+
+/// Adds to `out` the resources of one file that differ between its
+/// `before` and `after` versions (compared by content: a document that only
+/// moved to another line is unchanged).
+fn resource_changes(before: Vec<Resource>, after: &[Resource], out: &mut Changed) {
+    let mut old: std::collections::HashMap<String, Vec<Resource>> =
+        std::collections::HashMap::new();
+    for r in before {
+        old.entry(r.key()).or_default().push(r);
+    }
+    for r in after {
+        let same = old.get_mut(&r.key()).and_then(|list| {
+            let i = list.iter().position(|o| o.object == r.object)?;
+            Some(list.swap_remove(i))
+        });
+        if same.is_none() {
+            out.added.push(r.clone());
+        }
+    }
+    out.removed.extend(old.into_values().flatten());
 }
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -354,6 +409,31 @@ mod tests {
         let changed = store.reload();
         assert!(!changed.unchanged);
         assert_eq!(subset(&changed).as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn a_reload_names_the_resources_that_changed() {
+        let d = tempdir("changed");
+        let svc = |ip: &str| {
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: api, namespace: default}}\nspec: {{clusterIP: 10.96.0.10, ports: [{{port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: api-1, namespace: default, labels: {{kubernetes.io/service-name: api}}}}\naddressType: IPv4\nendpoints: [{{addresses: [\"{ip}\"]}}]\n")
+        };
+        std::fs::write(d.0.join("api.yaml"), svc("10.1.0.1")).unwrap();
+        std::fs::write(d.0.join("vs.yaml"), GOOD_VS).unwrap();
+        let mut store = ConfigStore::new(&d.0);
+        assert!(store.reload().changed.is_none(), "first load: unknown");
+        std::fs::write(d.0.join("api.yaml"), svc("10.1.0.2")).unwrap();
+        let r = store.reload();
+        let c = r.changed.expect("known after the first load");
+        let keys = |v: &[Resource]| v.iter().map(Resource::key).collect::<Vec<_>>();
+        // Only the slice: the Service in the same file and the other file
+        // are unchanged.
+        assert_eq!(keys(&c.removed), ["EndpointSlice/default/api-1"]);
+        assert_eq!(keys(&c.added), ["EndpointSlice/default/api-1"]);
+        assert_eq!(r.resources.len(), 3);
+        std::fs::remove_file(d.0.join("vs.yaml")).unwrap();
+        let c = store.reload().changed.unwrap();
+        assert_eq!(keys(&c.removed), ["VirtualService/default/reviews"]);
+        assert!(c.added.is_empty());
     }
 
     #[test]

@@ -4,17 +4,21 @@
 //! new endpoint receives traffic through the L7 proxy. The file watcher's
 //! debounce is left out (the clock starts when the daemon would wake up);
 //! every step after it is the daemon's own: re-read the config directory
-//! (`ConfigStore::reload`), compile the snapshot, diff it against the one
-//! in service, apply the diff to the proxy (`Proxy::apply_diff`) and to the
-//! kernel maps (`Datapath::apply_changes`, on a private bpffs; skipped with
-//! a note when not root).
+//! (`ConfigStore::reload`, which parses only the changed file and names the
+//! resources that changed), apply the change to the snapshot
+//! (`strait_config::compile::Incremental::apply`: an endpoint change
+//! recompiles only its service and yields the diff), apply the diff to the
+//! proxy (`Proxy::apply_diff`) and to the kernel maps
+//! (`Datapath::apply_changes`, on a private bpffs; skipped with a note when
+//! not root).
 //!
 //! `bench-propagation [--services N] [--changes K]`
 //!
 //! One file per Service (Service + EndpointSlice of 10 endpoints +
 //! VirtualService), as a Kubernetes source would keep them; `svc0` has no
 //! VirtualService (balanced in the kernel, mode L4) and one endpoint that
-//! alternates between two loopback backends, A and B. Prints one JSON
+//! alternates between two backends, A and B, in a network namespace of the
+//! process's own (root only). Prints one JSON
 //! line: per-step samples in milliseconds.
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -28,7 +32,7 @@ use anyhow::Context;
 use strait::datapath::{Datapath, DatapathConfig};
 use strait::serve::{FixedDestination, Proxy};
 use strait::sources::ConfigStore;
-use strait_config::snapshot::MeshSnapshot;
+use strait_config::compile::{Applied, Incremental};
 
 /// The allocator the `strait` binary uses.
 #[global_allocator]
@@ -184,20 +188,38 @@ fn client(
     }
 }
 
-fn compile(store: &mut ConfigStore) -> (MeshSnapshot, f64, f64) {
-    let t = Instant::now();
-    let reload = store.reload();
-    let load_ms = ms(t.elapsed());
-    let t = Instant::now();
-    let (snap, _) = strait_config::compile(&reload.resources);
-    (snap, load_ms, ms(t.elapsed()))
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// The two backends' addresses: RFC 2544's benchmarking range, on the
+/// loopback interface of this process's own network namespace. Not
+/// 127.0.0.0/8: the config loader rejects loopback endpoints (issue 14).
+const BACKEND_A: &str = "198.18.0.2";
+const BACKEND_B: &str = "198.18.0.3";
+
+/// Moves this process into a network namespace of its own (gone when it
+/// exits) with `lo` up and holding the backends' addresses. Before any
+/// thread starts: threads inherit it.
+fn private_network() -> anyhow::Result<()> {
+    // SAFETY: only CLONE_NEWNET (no CLONE_FILES, which could invalidate
+    // file descriptors others hold), before any other thread exists.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+        .context("unshare(CLONE_NEWNET): run as root")?;
+    let ip = |args: &[&str]| -> anyhow::Result<()> {
+        let st = std::process::Command::new("ip").args(args).status()?;
+        anyhow::ensure!(st.success(), "ip {}: {st}", args.join(" "));
+        Ok(())
+    };
+    ip(&["link", "set", "lo", "up"])?;
+    for a in [BACKEND_A, BACKEND_B] {
+        ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    private_network()?;
     let services = arg("--services", 10_000);
     let changes = arg("--changes", 10);
     let dir = std::env::temp_dir().join(format!("strait-propagation-{}", std::process::id()));
@@ -208,20 +230,26 @@ fn main() -> anyhow::Result<()> {
 
 fn run(dir: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    // Backends A and B on one port, two loopback addresses.
-    let probe = TcpListener::bind("127.0.0.2:0")?;
+    // Backends A and B on one port, two addresses.
+    let probe = TcpListener::bind(format!("{BACKEND_A}:0"))?;
     let port = probe.local_addr()?.port();
     drop(probe);
-    backend(SocketAddr::from(([127, 0, 0, 2], port)), b'a')?;
-    backend(SocketAddr::from(([127, 0, 0, 3], port)), b'b')?;
+    backend(SocketAddr::new(BACKEND_A.parse()?, port), b'a')?;
+    backend(SocketAddr::new(BACKEND_B.parse()?, port), b'b')?;
     for i in 1..services {
         std::fs::write(dir.join(format!("svc{i}.yaml")), service_yaml(i, None))?;
     }
     let svc0 = dir.join("svc0.yaml");
-    std::fs::write(&svc0, service_yaml(0, Some(("127.0.0.2", port))))?;
+    std::fs::write(&svc0, service_yaml(0, Some((BACKEND_A, port))))?;
 
     let mut store = ConfigStore::new(dir);
-    let (snap, load0, compile0) = compile(&mut store);
+    let t = Instant::now();
+    let reload = store.reload();
+    let load0 = ms(t.elapsed());
+    let t = Instant::now();
+    let (mut inc, snap, _) = Incremental::compile(&reload.resources);
+    let compile0 = ms(t.elapsed());
+    drop(reload);
     anyhow::ensure!(
         snap.services.len() == services,
         "compiled {} services of {services}",
@@ -263,30 +291,46 @@ fn run(dir: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
     let client_thread = std::thread::spawn(move || client(front, w, s, tx));
 
     let mut current = snap;
-    let (mut load, mut comp, mut diffs, mut proxy_ms, mut kernel_ms, mut e2e) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut load, mut comp, mut proxy_ms, mut kernel_ms, mut e2e) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut incremental = 0usize;
+    let mut resources = Vec::new();
     let mut outcome = Ok(());
     for k in 0..changes {
         let (ip, name) = if k % 2 == 0 {
-            ("127.0.0.3", b'b')
+            (BACKEND_B, b'b')
         } else {
-            ("127.0.0.2", b'a')
+            (BACKEND_A, b'a')
         };
         std::fs::write(&svc0, service_yaml(0, Some((ip, port))))?;
         want.store(name, Ordering::Release);
         let t0 = Instant::now();
-        let (snap, l, c) = compile(&mut store);
+        let reload = store.reload();
+        let l = ms(t0.elapsed());
         let t = Instant::now();
-        let diff = strait_config::snapshot::diff(&current, &snap);
-        diffs.push(ms(t.elapsed()));
+        let changed = reload
+            .changed
+            .as_ref()
+            .map(|c| (&c.removed[..], &c.added[..]));
+        let (diff, how) = inc.apply(&mut current, &reload.resources, changed);
+        let c = ms(t.elapsed());
+        if std::env::var_os("BENCH_DEBUG").is_some() {
+            eprintln!(
+                "{how:?} {diff:?} changed: {:?}",
+                changed.map(|(r, a)| (r.len(), a.len()))
+            );
+        }
+        if matches!(how, Applied::Incremental) {
+            incremental += 1;
+        }
         let t = Instant::now();
         proxy
-            .apply_diff(&snap, &diff)
+            .apply_diff(&current, &diff)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         proxy_ms.push(ms(t.elapsed()));
         if let Some(dp) = kernel.as_mut() {
             let t = Instant::now();
-            let r = dp.apply_changes(&snap.l4, &diff.l4)?;
+            let r = dp.apply_changes(&current.l4, &diff.l4)?;
             kernel_ms.push(ms(t.elapsed()));
             anyhow::ensure!(r.updated == 1, "one kernel service rewritten: {r:?}");
         }
@@ -299,10 +343,22 @@ fn run(dir: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
         }
         load.push(l);
         comp.push(c);
-        current = snap;
+        resources = reload.resources;
     }
-    // The full path, for comparison: every cluster compared, every kernel
-    // service compared.
+    // The full path, for comparison: a full compile and diff, every
+    // cluster compared, every kernel service compared.
+    let t = Instant::now();
+    let (full, _) = strait_config::compile(&resources);
+    let full_compile = ms(t.elapsed());
+    let t = Instant::now();
+    let full_diff = strait_config::snapshot::diff(&current, &full);
+    let full_diff_ms = ms(t.elapsed());
+    if outcome.is_ok() && !(full_diff.is_empty() && full == current) {
+        outcome = Err(anyhow::anyhow!(
+            "the incremental snapshot differs from a full compile: {full_diff:?}"
+        ));
+    }
+    drop(full);
     let t = Instant::now();
     proxy.update(&current).map_err(|e| anyhow::anyhow!("{e}"))?;
     let full_proxy = ms(t.elapsed());
@@ -329,7 +385,9 @@ fn run(dir: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
         "initial_compile_ms": compile0,
         "load_ms": load,
         "compile_ms": comp,
-        "diff_ms": diffs,
+        "incremental": incremental,
+        "full_compile_ms": full_compile,
+        "full_diff_ms": full_diff_ms,
         "proxy_apply_ms": proxy_ms,
         "kernel_write_ms": kernel_ms,
         "end_to_end_ms": e2e,

@@ -77,6 +77,98 @@ impl Machine {
     }
 }
 
+/// One section as markdown: `## title`, `extra` paragraphs (how this
+/// section alone was produced), the intro, the tables.
+fn render(s: &Section, extra: &[String]) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "## {}\n", s.title);
+    for p in extra.iter().chain(&s.intro) {
+        md.push_str(p);
+        md.push_str("\n\n");
+    }
+    for t in &s.tables {
+        let _ = writeln!(md, "### {}\n", t.title);
+        let _ = writeln!(md, "| {} |", t.columns.join(" | "));
+        let _ = writeln!(md, "|{}", "---|".repeat(t.columns.len()));
+        for r in &t.rows {
+            let _ = writeln!(md, "| {} |", r.join(" | "));
+        }
+        md.push('\n');
+        for n in &t.notes {
+            md.push_str(n);
+            md.push_str("\n\n");
+        }
+    }
+    md
+}
+
+/// `md` with the section titled `## title` (up to the next `## `) replaced
+/// by `text`, or `text` appended when there is none.
+pub fn splice(md: &str, title: &str, text: &str) -> String {
+    let heading = format!("## {title}\n");
+    let start = if md.starts_with(&heading) {
+        Some(0)
+    } else {
+        md.find(&format!("\n{heading}")).map(|i| i + 1)
+    };
+    match start {
+        Some(start) => {
+            let after = start + heading.len();
+            let end = md[after..]
+                .find("\n## ")
+                .map_or(md.len(), |i| after + i + 1);
+            format!("{}{text}{}", &md[..start], &md[end..])
+        }
+        None => format!("{}\n\n{text}", md.trim_end_matches('\n')),
+    }
+}
+
+/// Updates only `sections` in `dir/results.md` and `dir/results.json`
+/// (a suite run alone: the other suites' figures stay), each headed by
+/// `header` (machine, mode, date, noise of this run).
+pub fn write_sections(
+    dir: &Path,
+    m: &Machine,
+    header: &[String],
+    sections: &[Section],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("results.md");
+    let mut md = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut extra = vec![format!(
+        "This section alone: machine {} cores, {} ({}), {} RAM, Linux {}; date {}.",
+        m.cores,
+        m.cpu,
+        std::env::consts::ARCH,
+        m.memory,
+        m.kernel,
+        m.date
+    )];
+    extra.extend(header.iter().cloned());
+    for s in sections {
+        md = splice(&md, &s.title, &render(s, &extra));
+    }
+    std::fs::write(&path, md)?;
+    let jpath = dir.join("results.json");
+    let mut doc: Value = std::fs::read_to_string(&jpath)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| json!({"sections": []}));
+    if !doc["sections"].is_array() {
+        doc["sections"] = json!([]);
+    }
+    let list = doc["sections"].as_array_mut().expect("an array");
+    for s in sections {
+        let entry = json!({"title": s.title, "date": m.date, "results": s.json});
+        match list.iter_mut().find(|e| e["title"] == s.title.as_str()) {
+            Some(e) => *e = entry,
+            None => list.push(entry),
+        }
+    }
+    std::fs::write(&jpath, serde_json::to_string_pretty(&doc)? + "\n")?;
+    Ok(())
+}
+
 /// Writes `dir/results.md` and `dir/results.json`.
 pub fn write(
     dir: &Path,
@@ -103,24 +195,7 @@ pub fn write(
         md.push_str("\n\n");
     }
     for s in sections {
-        let _ = writeln!(md, "## {}\n", s.title);
-        for p in &s.intro {
-            md.push_str(p);
-            md.push_str("\n\n");
-        }
-        for t in &s.tables {
-            let _ = writeln!(md, "### {}\n", t.title);
-            let _ = writeln!(md, "| {} |", t.columns.join(" | "));
-            let _ = writeln!(md, "|{}", "---|".repeat(t.columns.len()));
-            for r in &t.rows {
-                let _ = writeln!(md, "| {} |", r.join(" | "));
-            }
-            md.push('\n');
-            for n in &t.notes {
-                md.push_str(n);
-                md.push_str("\n\n");
-            }
-        }
+        md.push_str(&render(s, &[]));
     }
     std::fs::write(dir.join("results.md"), md)?;
     let doc = json!({
@@ -135,4 +210,22 @@ pub fn write(
         serde_json::to_string_pretty(&doc)? + "\n",
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_is_replaced_or_appended_and_the_others_kept() {
+        let md = "# B\n\n## L4\n\nx\n\n## Config: compile\n\nold\n\n## XDP\n\ny\n";
+        let new = "## Config: compile\n\nnew\n\n";
+        assert_eq!(
+            splice(md, "Config: compile", new),
+            "# B\n\n## L4\n\nx\n\n## Config: compile\n\nnew\n\n## XDP\n\ny\n"
+        );
+        let appended = splice("# B\n\n## L4\n\nx\n", "Config: compile", new);
+        assert_eq!(appended, format!("# B\n\n## L4\n\nx\n\n{new}"));
+        assert_eq!(splice(&appended, "Config: compile", new), appended);
+    }
 }

@@ -6,36 +6,31 @@
 //! Everything else goes to hyper, with the bytes read so far put back
 //! ([`Handoff`]): the HTTP/2 preface, HTTP/1.0, `Upgrade`, `Expect`,
 //! chunked request bodies, bodies over 64 KiB, requests hyper answers with
-//! 4xx (malformed heads, too many headers).
+//! 4xx (malformed heads, too many headers). The parser is
+//! [`strait_codec::h1::parse`] (its own crate, fuzzed by `cargo xtask fuzz`).
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Method, StatusCode, Version};
+use bytes::BytesMut;
+use http::{HeaderMap, StatusCode};
 use http_body::Body;
-use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::prefixed::Prefixed;
-use super::request::{connection_has, header_line};
-use super::spans::{span, uninit_headers};
-use crate::proxy::head::{RawHeaders, ReqHead, ReqHeaders};
+use strait_codec::h1::parse::{encode_head, parse, Parsed, Step};
+pub use strait_codec::h1::parse::{
+    parse_content_length, parse_one, ParseOutcome, Reject, MAX_HEAD,
+};
+use strait_codec::h1::prefixed::Prefixed;
+use strait_codec::h1::request::header_line;
+
 use crate::serve::http::{handle, ConnInfo};
 use crate::transport::sniff::H2_PREFACE;
 
-/// Most request headers this loop parses; more goes to hyper.
-const MAX_HEADERS: usize = crate::proxy::head::MAX_RAW;
-/// Largest request head (request line and headers, bytes): Envoy's
-/// `max_request_headers_kb` default, 60 KiB. A longer head gets 431.
-pub const MAX_HEAD: usize = 60 * 1024;
-/// Largest request body (bytes) read ahead here; larger ones stream
-/// through hyper.
-const MAX_BODY: u64 = 64 * 1024;
 /// Response bytes gathered before a write.
 const WRITE_CHUNK: usize = 64 * 1024;
 
@@ -45,56 +40,6 @@ pub enum Handoff {
     Done,
     /// hyper serves the rest; reads start with the bytes read so far.
     Hyper(Prefixed<TcpStream>),
-}
-
-/// A parsed request this loop handles.
-struct Parsed {
-    head: ReqHead,
-    body: Full<Bytes>,
-    close: bool,
-    head_request: bool,
-}
-
-// Lives for one parse on the stack; boxing the request would cost an
-// allocation per request for nothing.
-#[allow(clippy::large_enum_variant)]
-enum Step {
-    Parsed(Parsed),
-    /// The head is incomplete.
-    NeedMore,
-    /// The head is complete; its body is not all here yet.
-    NeedBody,
-    Handoff,
-    /// A framing error: answered here, then the connection closes.
-    Reject(Reject),
-}
-
-/// A request refused before routing, as Envoy's HTTP/1.1 codec refuses it:
-/// the status, Envoy's `%RESPONSE_CODE_DETAILS%`, and flag `DPE`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Reject {
-    /// Status sent (400, 431).
-    pub status: StatusCode,
-    /// Envoy's response code details.
-    pub details: &'static str,
-}
-
-impl Reject {
-    /// An invalid `Content-Length`, or two different ones.
-    pub const BAD_CONTENT_LENGTH: Self = Self {
-        status: StatusCode::BAD_REQUEST,
-        details: "http1.codec_error",
-    };
-    /// `Transfer-Encoding` and `Content-Length` together.
-    pub const CHUNKED_WITH_LENGTH: Self = Self {
-        status: StatusCode::BAD_REQUEST,
-        details: "http1.content_length_and_chunked_not_allowed",
-    };
-    /// A head over [`MAX_HEAD`].
-    pub const HEADERS_TOO_LARGE: Self = Self {
-        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        details: "http1.headers_too_large",
-    };
 }
 
 /// Serves HTTP/1.1 requests on `stream` until it closes or a request needs
@@ -261,7 +206,9 @@ pub async fn serve(info: Arc<ConnInfo>, mut stream: TcpStream) -> Handoff {
                 Some(None) => break,
                 Some(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) if no_body => drop(data),
-                    Ok(data) if chunked => super::request::encode_chunk(&mut wbuf, &data),
+                    Ok(data) if chunked => {
+                        strait_codec::h1::request::encode_chunk(&mut wbuf, &data)
+                    }
                     Ok(data) => wbuf.extend_from_slice(&data),
                     Err(frame) => trailers = frame.into_trailers().ok(),
                 },
@@ -472,10 +419,10 @@ async fn reject_with(info: &ConnInfo, stream: &mut TcpStream, r: Reject, dpe: bo
         itoa::Buffer::new().format(reason.len()).as_bytes(),
     );
     header_line(&mut out, b"content-type", b"text/plain");
-    super::date::with(|d| header_line(&mut out, b"date", d));
+    strait_codec::h1::date::with(|d| header_line(&mut out, b"date", d));
     out.extend_from_slice(b"connection: close\r\n\r\n");
     out.extend_from_slice(reason.as_bytes());
-    let _ = super::io::write_all(stream, &out).await;
+    let _ = strait_codec::h1::io::write_all(stream, &out).await;
     let _ = stream.shutdown().await;
     // Read (and drop) what the client is still sending for a moment, so
     // closing with unread bytes does not reset the connection before the
@@ -494,75 +441,6 @@ async fn reject_with(info: &ConnInfo, stream: &mut TcpStream, r: Reject, dpe: bo
     crate::serve::http::log_protocol_error(info, r.status, r.details, dpe);
 }
 
-/// What the server loop makes of `bytes` as the next request on a
-/// connection: the same code path as serving, for the fuzz target
-/// (`fuzz/fuzz_targets/h1_request.rs`) and tests.
-#[derive(Debug)]
-pub enum ParseOutcome {
-    /// A request served by this loop.
-    Request {
-        /// Method.
-        method: Method,
-        /// Path and query as routed (before normalization).
-        path: String,
-        /// The header lines forwarded upstream, in order.
-        headers: Vec<(Vec<u8>, Vec<u8>)>,
-        /// Request body length.
-        body: usize,
-        /// Bytes of `bytes` the request took (head and body).
-        consumed: usize,
-    },
-    /// The head is incomplete.
-    NeedMore,
-    /// The head is complete, the body is not.
-    NeedBody,
-    /// hyper would serve it.
-    Handoff,
-    /// Refused with this reply.
-    Reject(Reject),
-}
-
-/// Parses `bytes` as the server loop does (see [`ParseOutcome`]).
-pub fn parse_one(bytes: &[u8]) -> ParseOutcome {
-    let mut buf = BytesMut::from(bytes);
-    match parse(&mut buf) {
-        Step::Parsed(p) => {
-            let headers = p
-                .head
-                .headers
-                .to_map()
-                .iter()
-                .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
-                .collect();
-            ParseOutcome::Request {
-                method: p.head.method,
-                path: p.head.uri.to_string(),
-                headers,
-                body: p.body.size_hint().exact().unwrap_or(0) as usize,
-                consumed: bytes.len() - buf.len(),
-            }
-        }
-        Step::NeedMore => ParseOutcome::NeedMore,
-        Step::NeedBody => ParseOutcome::NeedBody,
-        Step::Handoff => ParseOutcome::Handoff,
-        Step::Reject(r) => ParseOutcome::Reject(r),
-    }
-}
-
-/// A `Content-Length` value: decimal digits only (no sign, no spaces, no
-/// list), without overflow; `None` otherwise (RFC 9110 §8.6).
-pub fn parse_content_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &b| {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-    })
-}
-
 fn handoff(buf: BytesMut, stream: TcpStream) -> Handoff {
     Handoff::Hyper(Prefixed::new(buf.freeze(), stream))
 }
@@ -571,134 +449,7 @@ async fn write(stream: &mut TcpStream, wbuf: &mut Vec<u8>) -> std::io::Result<()
     if wbuf.is_empty() {
         return Ok(());
     }
-    let r = super::io::write_all(stream, wbuf).await;
+    let r = strait_codec::h1::io::write_all(stream, wbuf).await;
     wbuf.clear();
     r
-}
-
-/// Parses one request at the start of `buf`, removing it (head and body)
-/// when this loop handles it.
-fn parse(buf: &mut BytesMut) -> Step {
-    let mut raw = uninit_headers::<MAX_HEADERS>();
-    let mut req = httparse::Request::new(&mut []);
-    let head_len = match req.parse_with_uninit_headers(buf, &mut raw) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Step::NeedMore,
-        Err(_) => return Step::Handoff,
-    };
-    if req.version != Some(1) {
-        return Step::Handoff;
-    }
-    let (Some(method), Some(path)) = (req.method, req.path) else {
-        return Step::Handoff;
-    };
-    if !path.starts_with('/') {
-        return Step::Handoff;
-    }
-    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-        return Step::Handoff;
-    };
-    let base = buf.as_ptr() as usize;
-    let path_span = (path.as_ptr() as usize - base, path.len());
-    let mut spans = Vec::with_capacity(req.headers.len());
-    let mut close = false;
-    let mut content_length: Option<u64> = None;
-    let mut chunked = false;
-    let mut handoff = false;
-    for h in req.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            chunked = true;
-            handoff = true;
-        } else if name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"expect") {
-            handoff = true;
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            // RFC 9112 §6.3: an invalid or a second, different length is
-            // an unrecoverable framing error (Envoy: 400). The same value
-            // repeated is kept once, as Envoy coalesces it.
-            let Some(v) = parse_content_length(h.value) else {
-                return Step::Reject(Reject::BAD_CONTENT_LENGTH);
-            };
-            match content_length {
-                Some(prev) if prev != v => return Step::Reject(Reject::BAD_CONTENT_LENGTH),
-                Some(_) => continue,
-                None => content_length = Some(v),
-            }
-            if v > MAX_BODY {
-                handoff = true;
-            }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= connection_has(h.value, b"close");
-        }
-        spans.push(span(base, h));
-    }
-    if chunked && content_length.is_some() {
-        // Both framings: the classic smuggling vector. Envoy rejects it
-        // unless `allow_chunked_length` is set (RFC 9112 §6.3 allows it).
-        return Step::Reject(Reject::CHUNKED_WITH_LENGTH);
-    }
-    if handoff {
-        return Step::Handoff;
-    }
-    let length = content_length.unwrap_or(0);
-    if (buf.len() as u64) < head_len as u64 + length {
-        return Step::NeedBody;
-    }
-    let head = buf.split_to(head_len).freeze();
-    let body = buf.split_to(length as usize).freeze();
-    let Ok(uri) = http::Uri::from_maybe_shared(head.slice(path_span.0..path_span.0 + path_span.1))
-    else {
-        return Step::Handoff;
-    };
-    let head_request = method == Method::HEAD;
-    let head = ReqHead {
-        method,
-        uri,
-        version: Version::HTTP_11,
-        headers: ReqHeaders::Raw(RawHeaders::new(head, spans)),
-        extensions: http::Extensions::new(),
-    };
-    Step::Parsed(Parsed {
-        head,
-        body: Full::new(body),
-        close,
-        head_request,
-    })
-}
-
-/// `HTTP/1.1 <code> <reason>`, the headers, `date` when absent, the
-/// framing header, `connection: close` when closing.
-fn encode_head(
-    out: &mut Vec<u8>,
-    status: StatusCode,
-    headers: &HeaderMap,
-    length: Option<u64>,
-    chunked: bool,
-    close: bool,
-) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (n, v) in headers {
-        header_line(out, n.as_str().as_bytes(), v.as_bytes());
-    }
-    if !headers.contains_key(http::header::DATE) {
-        super::date::with(|d| header_line(out, b"date", d));
-    }
-    if let Some(n) = length {
-        header_line(
-            out,
-            b"content-length",
-            itoa::Buffer::new().format(n).as_bytes(),
-        );
-    }
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
 }

@@ -1,7 +1,7 @@
 //! Compiled Istio routes (VirtualService `http`, `tcp`, `tls`), built once
 //! per snapshot by [`super::compile`] and evaluated per request/connection.
 pub mod actions;
-pub mod matching;
+pub use strait_codec::matching;
 pub mod retry;
 
 use std::sync::Arc;
@@ -15,14 +15,9 @@ pub use matching::{HttpMatch, MatchContext, StringMatch};
 
 use super::ids::ClusterId;
 
-/// What routes may match about the client workload.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SourceWorkload {
-    /// Pod labels.
-    pub labels: std::collections::BTreeMap<String, String>,
-    /// Namespace.
-    pub namespace: String,
-}
+/// What routes may match about the client workload (defined beside the
+/// matcher, in `strait-codec`).
+pub use strait_codec::matching::SourceWorkload;
 
 /// Routes of one service host and port, in Istio's rule order.
 #[derive(Debug, Default)]

@@ -7,7 +7,7 @@ pub mod cors;
 pub mod forward;
 pub mod log_body;
 pub mod mirror;
-pub mod normalize;
+pub use strait_codec::normalize;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -504,19 +504,7 @@ pub fn normalize_path(
     parts: &mut ReqHead,
     mode: normalize::PathNormalization,
 ) -> Result<(), normalize::NormalizeError> {
-    let Some(pq) = parts.uri.path_and_query() else {
-        return Ok(());
-    };
-    let Some(new) = normalize::normalize(pq.as_str(), mode)? else {
-        return Ok(());
-    };
-    let mut uri = std::mem::take(&mut parts.uri).into_parts();
-    // Made of bytes a valid path held (or their decoded unreserved forms).
-    uri.path_and_query = http::uri::PathAndQuery::try_from(new).ok();
-    if let Ok(u) = http::Uri::from_parts(uri) {
-        parts.uri = u;
-    }
-    Ok(())
+    normalize::normalize_head(parts, mode)
 }
 
 /// Logs a request the HTTP/1.1 codec refused before routing (framing

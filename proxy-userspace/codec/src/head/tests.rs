@@ -1,5 +1,5 @@
 use super::*;
-use crate::proxy::h1::spans::{span, uninit_headers};
+use crate::h1::spans::{span, uninit_headers};
 
 /// The raw headers of `head` (a whole HTTP/1.1 request head).
 fn raw(head: &'static [u8]) -> ReqHeaders {

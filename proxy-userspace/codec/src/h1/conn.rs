@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use super::request::{encode_chunk, encode_head, framing, Framing, LAST_CHUNK};
 use super::response::{parse, Head};
-use crate::proxy::body::ProxyBody;
+use crate::body::ProxyBody;
 
 /// Largest response head accepted, in bytes (hyper's default read buffer
 /// limit is about 400 KiB; Envoy's header limit is 60 KiB).
@@ -46,7 +46,7 @@ pub enum SendError {
     Closed(#[source] Option<std::io::Error>),
     /// Reading the request body from the client failed.
     #[error("request body")]
-    RequestBody(#[source] crate::proxy::body::BoxError),
+    RequestBody(#[source] crate::body::BoxError),
     /// The response head was over [`MAX_HEAD`] bytes.
     #[error("upstream response head too large")]
     HeadTooLarge,
@@ -85,7 +85,7 @@ impl Conn {
         &mut self,
         method: &http::Method,
         path_and_query: &str,
-        headers: &crate::proxy::head::ReqHeaders,
+        headers: &crate::head::ReqHeaders,
         mut body: ProxyBody,
     ) -> Result<Head, SendError> {
         let exact = body.size_hint().exact();

@@ -3,7 +3,7 @@
 use bytes::BufMut;
 use http::Method;
 
-use crate::proxy::head::ReqHeaders;
+use crate::head::ReqHeaders;
 
 /// How the request body is framed on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

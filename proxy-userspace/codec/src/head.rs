@@ -11,7 +11,7 @@
 //! client sent, route header operations) turns it into a `HeaderMap`.
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 
-use crate::proxy::h1::spans::header_value;
+use crate::h1::spans::header_value;
 
 /// A request head: what `http::request::Parts` holds, with [`ReqHeaders`].
 #[derive(Debug)]
@@ -176,7 +176,7 @@ impl RawHeaders {
             }
         }
         for (n, v) in &self.added {
-            crate::proxy::h1::request::header_line(out, n.as_str().as_bytes(), v.as_bytes());
+            crate::h1::request::header_line(out, n.as_str().as_bytes(), v.as_bytes());
         }
     }
 }
@@ -302,11 +302,7 @@ impl ReqHeaders {
         match self {
             Self::Map(m) => {
                 for (n, v) in m {
-                    crate::proxy::h1::request::header_line(
-                        out,
-                        n.as_str().as_bytes(),
-                        v.as_bytes(),
-                    );
+                    crate::h1::request::header_line(out, n.as_str().as_bytes(), v.as_bytes());
                 }
             }
             Self::Raw(r) => r.encode(out),

@@ -240,6 +240,29 @@ fn remove_dot_segments(path: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Normalizes the path of `head` in place (see [`normalize`]); the query
+/// and any scheme/authority stay.
+///
+/// Errors: the path cannot be normalized (`%00`): Envoy answers 400.
+pub fn normalize_head(
+    head: &mut crate::head::ReqHead,
+    mode: PathNormalization,
+) -> Result<(), NormalizeError> {
+    let Some(pq) = head.uri.path_and_query() else {
+        return Ok(());
+    };
+    let Some(new) = normalize(pq.as_str(), mode)? else {
+        return Ok(());
+    };
+    let mut uri = std::mem::take(&mut head.uri).into_parts();
+    // Made of bytes a valid path held (or their decoded unreserved forms).
+    uri.path_and_query = http::uri::PathAndQuery::try_from(new).ok();
+    if let Ok(u) = http::Uri::from_parts(uri) {
+        head.uri = u;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::PathNormalization::*;

@@ -1,9 +1,23 @@
-//! Compiled `HTTPMatchRequest`s: evaluated per request with no allocation
-//! except lowercasing for `ignoreUriCase`.
+//! Compiled `HTTPMatchRequest`s: evaluated per request with no allocation.
+//! Istio's `StringMatch` semantics as Envoy applies them: `exact`, `prefix`,
+//! `regex` (RE2 syntax, whole value), `ignoreUriCase` for the path's exact
+//! and prefix matches; the daemon compiles them from the snapshot
+//! (`strait::proxy::compile::route`).
 use std::collections::BTreeMap;
 
-use crate::proxy::head::ReqHead;
 use regex::Regex;
+
+use crate::head::ReqHead;
+
+/// What routes may match about the client workload (`sourceLabels`,
+/// `sourceNamespace`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceWorkload {
+    /// Pod labels.
+    pub labels: BTreeMap<String, String>,
+    /// Namespace.
+    pub namespace: String,
+}
 
 /// Istio `StringMatch`, compiled. Regexes are RE2 syntax (the `regex` crate)
 /// and, like Envoy's `safe_regex`, must match the whole value.
@@ -84,7 +98,7 @@ pub struct MatchContext<'a> {
     /// The service port the connection was addressed to.
     pub port: u16,
     /// The client workload, when the client is a known pod.
-    pub source: Option<&'a super::SourceWorkload>,
+    pub source: Option<&'a SourceWorkload>,
     /// `http` or `https` (`x-forwarded-proto`, else `http`).
     pub scheme: &'a str,
 }
@@ -163,7 +177,7 @@ impl HttpMatch {
 pub fn source_matches(
     labels: &BTreeMap<String, String>,
     namespace: Option<&str>,
-    source: Option<&super::SourceWorkload>,
+    source: Option<&SourceWorkload>,
 ) -> bool {
     if labels.is_empty() && namespace.is_none() {
         return true;

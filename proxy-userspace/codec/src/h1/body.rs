@@ -10,7 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::conn::Conn;
 use super::response::BodyKind;
-use crate::proxy::body::BoxError;
+use crate::body::BoxError;
 
 /// Where a connection goes when its response has been read to the end.
 pub trait Reuse: Send + Sync + Unpin + 'static {
