@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod sources;
 pub mod sys;
 pub mod telemetry;
+pub mod transport;
 
 /// The global allocator the `strait` binary (and the L7 benchmark proxy)
 /// installs: mimalloc, whose per-thread free lists suit the proxy's many

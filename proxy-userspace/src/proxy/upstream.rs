@@ -154,7 +154,7 @@ fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
+pub(crate) fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
     if e.is_connect() {
         return UpstreamError::Connect(ConnectError::Client(Box::new(e)));
     }

@@ -35,7 +35,7 @@ pub enum UpstreamProtocol {
 }
 
 /// Connection-pool settings other than the circuit-breaker limits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolSettings {
     /// `tcp.connectTimeout` (Istio default 10 s).
     pub connect_timeout: Duration,
@@ -46,6 +46,9 @@ pub struct PoolSettings {
     pub max_requests_per_connection: u32,
     /// `tcp.tcpKeepalive` set.
     pub tcp_keepalive: Option<Duration>,
+    /// TLS origination (DestinationRule `SIMPLE`/`MUTUAL`), built with the
+    /// cluster; `None`: plain TCP.
+    pub tls: Option<crate::transport::origination::Origination>,
 }
 
 impl Default for PoolSettings {
@@ -55,6 +58,7 @@ impl Default for PoolSettings {
             idle_timeout: Duration::from_secs(3600),
             max_requests_per_connection: 0,
             tcp_keepalive: None,
+            tls: None,
         }
     }
 }

@@ -6,6 +6,7 @@ use http::HeaderName;
 use strait_config::snapshot as snap;
 
 use super::{err, CompileError};
+use crate::transport::origination::Alpn;
 use crate::proxy::cluster::{
     ClusterSpec, Endpoint, HashKey, LbSpec, Limits, OutlierDetection, PoolSettings, Simple,
     UpstreamProtocol,
@@ -70,6 +71,16 @@ pub(super) fn cluster_spec(c: &snap::Cluster) -> Result<ClusterSpec, CompileErro
         idle_timeout: Duration::from_millis(pool.idle_timeout_ms.max(1)),
         max_requests_per_connection: pool.max_requests_per_connection,
         tcp_keepalive: None,
+        tls: crate::transport::origination::Origination::for_cluster(
+            &c.name,
+            &c.host,
+            &c.tls,
+            match protocol {
+                UpstreamProtocol::Http1 => Alpn::Http1,
+                UpstreamProtocol::Http2 => Alpn::Http2,
+                UpstreamProtocol::Downstream => Alpn::None,
+            },
+        ),
     };
     let outlier = c.outlier_detection.as_ref().map(|o| OutlierDetection {
         consecutive_5xx: o.consecutive_5xx_errors,
