@@ -94,6 +94,7 @@ impl Pki {
     }
 }
 
+#[allow(deprecated)] // ring: the workspace's rustls provider
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -143,7 +144,11 @@ async fn https_server(pki: &Pki, client_ca: bool) -> SocketAddr {
                         "sni={sni} client_cert={client_cert} version={:?}",
                         req.version()
                     );
-                    async move { Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(body)))) }
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(body),
+                        )))
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), svc)
@@ -166,7 +171,8 @@ async fn http_server() -> SocketAddr {
                 ))))
             });
             tokio::spawn(
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(sock), svc),
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(sock), svc),
             );
         }
     });
@@ -248,7 +254,10 @@ async fn simple_verifies_the_ca_and_sends_the_host_as_sni() {
     .await;
     let r = get(front).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.body, "sni=api.example.com client_cert=false version=HTTP/1.1");
+    assert_eq!(
+        r.body,
+        "sni=api.example.com client_cert=false version=HTTP/1.1"
+    );
     let rec = record(&mut log).await;
     assert!(rec.response_flags.is_empty(), "{}", rec.response_flags);
     // The connection is kept: a second request is served too.
@@ -270,7 +279,8 @@ async fn simple_with_the_wrong_ca_is_503_uf() {
     let r = get(front).await;
     assert_eq!(r.status, 503);
     let rec = record(&mut log).await;
-    assert_eq!(rec.response_flags.to_string(), "UF");
+    // Envoy retries connect failures (MeshConfig defaultHttpRetryPolicy).
+    assert_eq!(rec.response_flags.to_string(), "UF,URX");
     let reason = rec.upstream_transport_failure_reason.unwrap_or_default();
     assert!(
         reason.starts_with("TLS_error:") && reason.contains("UnknownIssuer"),
@@ -304,7 +314,7 @@ async fn sni_and_subject_alt_names_replace_the_host_name_check() {
     .await;
     assert_eq!(get(front).await.status, 503);
     let rec = record(&mut log).await;
-    assert_eq!(rec.response_flags.to_string(), "UF");
+    assert_eq!(rec.response_flags.to_string(), "UF,URX");
     assert!(
         rec.upstream_transport_failure_reason
             .as_deref()
@@ -344,19 +354,26 @@ async fn mutual_presents_the_client_certificate() {
     let pki = Pki::new();
     let server = https_server(&pki, true).await;
     let ca = pki.files.write("ca.pem", &pki.server_ca.cert.pem());
-    let (cert, key) = pki.client_ca.leaf(&["spiffe://cluster.local/ns/default/sa/client"]);
+    let (cert, key) = pki
+        .client_ca
+        .leaf(&["spiffe://cluster.local/ns/default/sa/client"]);
     let cert = pki.files.write("client.pem", &cert.pem());
     let key = pki.files.write("client.key", &key.serialize_pem());
     let (front, _log) = proxy(
         server,
         "240.0.0.7",
         "HTTP",
-        &format!("{{mode: MUTUAL, caCertificates: {ca}, clientCertificate: {cert}, privateKey: {key}}}"),
+        &format!(
+            "{{mode: MUTUAL, caCertificates: {ca}, clientCertificate: {cert}, privateKey: {key}}}"
+        ),
     )
     .await;
     let r = get(front).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.body, "sni=api.example.com client_cert=true version=HTTP/1.1");
+    assert_eq!(
+        r.body,
+        "sni=api.example.com client_cert=true version=HTTP/1.1"
+    );
     // The same server refuses a SIMPLE client (no certificate).
     let (front, mut log) = proxy(
         server,
@@ -384,7 +401,10 @@ async fn http2_cluster_negotiates_h2_over_tls() {
     .await;
     let r = get(front).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.body, "sni=api.example.com client_cert=false version=HTTP/2.0");
+    assert_eq!(
+        r.body,
+        "sni=api.example.com client_cert=false version=HTTP/2.0"
+    );
 }
 
 #[tokio::test]
@@ -401,7 +421,11 @@ async fn settings_that_cannot_be_honoured_fail_closed() {
     let pki = Pki::new();
     let server = https_server(&pki, false).await;
     for (vip, tls, why) in [
-        ("240.0.0.11", "{mode: SIMPLE, credentialName: api-cert}".to_string(), "credentialName"),
+        (
+            "240.0.0.11",
+            "{mode: SIMPLE, credentialName: api-cert}".to_string(),
+            "credentialName",
+        ),
         (
             "240.0.0.12",
             "{mode: SIMPLE, caCertificates: /nonexistent/strait-ca.pem}".to_string(),
@@ -411,7 +435,7 @@ async fn settings_that_cannot_be_honoured_fail_closed() {
         let (front, mut log) = proxy(server, vip, "HTTP", &tls).await;
         assert_eq!(get(front).await.status, 503, "{tls}");
         let rec = record(&mut log).await;
-        assert_eq!(rec.response_flags.to_string(), "UF");
+        assert_eq!(rec.response_flags.to_string(), "UF,URX");
         let reason = rec.upstream_transport_failure_reason.unwrap_or_default();
         assert!(reason.contains(why), "{tls}: {reason}");
     }

@@ -156,7 +156,9 @@ impl Pool {
         if self.inner.origin.is_some() {
             let mut req = http::Request::new(body);
             *req.method_mut() = method.clone();
-            *req.uri_mut() = path_and_query.parse().map_err(|e| UpstreamError::Reset(Box::new(e)))?;
+            *req.uri_mut() = path_and_query
+                .parse()
+                .map_err(|e| UpstreamError::Reset(Box::new(e)))?;
             *req.headers_mut() = headers.to_map();
             return Box::pin(self.send_originated(false, req)).await;
         }

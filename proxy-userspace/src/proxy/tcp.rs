@@ -166,7 +166,10 @@ async fn originated(
     rec: &mut AccessLogRecord,
 ) {
     let keepalive = cluster.pool.tcp_keepalive;
-    let mut upstream = match tls.connect(addr, cluster.pool.connect_timeout, keepalive).await {
+    let mut upstream = match tls
+        .connect(addr, cluster.pool.connect_timeout, keepalive)
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
             fail_connect(cluster, ep, rec, ConnectError::Client(Box::new(e)));

@@ -6,11 +6,11 @@ use http::HeaderName;
 use strait_config::snapshot as snap;
 
 use super::{err, CompileError};
-use crate::transport::origination::Alpn;
 use crate::proxy::cluster::{
     ClusterSpec, Endpoint, HashKey, LbSpec, Limits, OutlierDetection, PoolSettings, Simple,
     UpstreamProtocol,
 };
+use crate::transport::origination::Alpn;
 
 pub(super) fn cluster_spec(c: &snap::Cluster) -> Result<ClusterSpec, CompileError> {
     let pool = &c.connection_pool;

@@ -110,6 +110,10 @@ impl PartialEq for Origination {
 }
 impl Eq for Origination {}
 
+/// rustls with *ring*, the workspace's provider (no aws-lc build). rustls
+/// 0.23.48 deprecates it for lacking post-quantum key exchange; X25519 and
+/// the NIST curves remain.
+#[allow(deprecated)]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     static P: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
     P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
@@ -125,7 +129,9 @@ fn system_roots() -> Result<Arc<RootCertStore>, Arc<str>> {
             let found = rustls_native_certs::load_native_certs();
             let (added, _) = store.add_parsable_certificates(found.certs);
             if added == 0 {
-                return Err("caCertificates: not set and the system trust store has no certificates".into());
+                return Err(
+                    "caCertificates: not set and the system trust store has no certificates".into(),
+                );
             }
             Ok(Arc::new(store))
         })
@@ -160,51 +166,45 @@ fn build(spec: &ClientTls, host: &str, alpn: Alpn) -> Result<Built, String> {
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =
-        if spec.insecure_skip_verify {
-            Arc::new(verify::NoVerify(provider.clone()))
-        } else {
-            let roots = match &spec.ca_certificates {
-                Some(path) => {
-                    let mut store = RootCertStore::empty();
-                    for c in certs("caCertificates", path)? {
-                        store
-                            .add(c)
-                            .map_err(|e| format!("caCertificates: {path}: {e}"))?;
-                    }
-                    Arc::new(store)
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = if spec.insecure_skip_verify
+    {
+        Arc::new(verify::NoVerify(provider.clone()))
+    } else {
+        let roots = match &spec.ca_certificates {
+            Some(path) => {
+                let mut store = RootCertStore::empty();
+                for c in certs("caCertificates", path)? {
+                    store
+                        .add(c)
+                        .map_err(|e| format!("caCertificates: {path}: {e}"))?;
                 }
-                None => system_roots().map_err(|e| e.to_string())?,
-            };
-            let mut vb = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                roots,
-                provider.clone(),
-            );
-            if let Some(path) = &spec.ca_crl {
-                let bytes = read("caCrl", path)?;
-                let crls: Vec<CertificateRevocationListDer<'static>> =
-                    CertificateRevocationListDer::pem_slice_iter(&bytes)
-                        .collect::<Result<_, _>>()
-                        .map_err(|e| format!("caCrl: {path}: {e}"))?;
-                if crls.is_empty() {
-                    return Err(format!("caCrl: {path}: no PEM CRL"));
-                }
-                vb = vb.with_crls(crls);
+                Arc::new(store)
             }
-            let inner = vb.build().map_err(|e| format!("caCertificates: {e}"))?;
-            Arc::new(verify::SanVerifier {
-                inner,
-                sans: spec.subject_alt_names.clone(),
-            })
+            None => system_roots().map_err(|e| e.to_string())?,
         };
+        let mut vb =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone());
+        if let Some(path) = &spec.ca_crl {
+            let bytes = read("caCrl", path)?;
+            let crls: Vec<CertificateRevocationListDer<'static>> =
+                CertificateRevocationListDer::pem_slice_iter(&bytes)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("caCrl: {path}: {e}"))?;
+            if crls.is_empty() {
+                return Err(format!("caCrl: {path}: no PEM CRL"));
+            }
+            vb = vb.with_crls(crls);
+        }
+        let inner = vb.build().map_err(|e| format!("caCertificates: {e}"))?;
+        Arc::new(verify::SanVerifier {
+            inner,
+            sans: spec.subject_alt_names.clone(),
+        })
+    };
     let builder = builder
         .dangerous()
         .with_custom_certificate_verifier(verifier);
-    let mut config = match (
-        spec.mode,
-        &spec.client_certificate,
-        &spec.private_key,
-    ) {
+    let mut config = match (spec.mode, &spec.client_certificate, &spec.private_key) {
         (TlsMode::Mutual, Some(cert), Some(key)) => {
             let chain = certs("clientCertificate", cert)?;
             let key_bytes = read("privateKey", key)?;
