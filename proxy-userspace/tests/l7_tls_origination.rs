@@ -260,6 +260,9 @@ async fn simple_verifies_the_ca_and_sends_the_host_as_sni() {
     );
     let rec = record(&mut log).await;
     assert!(rec.response_flags.is_empty(), "{}", rec.response_flags);
+    // Originated TLS is not mesh mTLS: Istio's label says `none`.
+    assert_eq!(rec.peer.security, strait::telemetry::SecurityPolicy::None);
+    assert_eq!(rec.peer.source_principal, None);
     // The connection is kept: a second request is served too.
     assert_eq!(get(front).await.status, 200);
 }
@@ -475,7 +478,7 @@ async fn tcp_cluster_originates_tls() {
         }
     });
     let ca = pki.files.write("ca.pem", &pki.server_ca.cert.pem());
-    let (front, _log) = proxy(
+    let (front, mut log) = proxy(
         server,
         "240.0.0.13",
         "TCP",
@@ -490,4 +493,7 @@ async fn tcp_cluster_originates_tls() {
         .unwrap()
         .unwrap();
     assert_eq!(got, b"tls:hello");
+    let rec = record(&mut log).await;
+    assert_eq!(rec.request_protocol, "tcp");
+    assert_eq!(rec.peer.security, strait::telemetry::SecurityPolicy::None);
 }

@@ -33,6 +33,7 @@ pub async fn proxy(
         downstream_local_address: Some(dst),
         downstream_remote_address: Some(peer),
         requested_server_name: sni.clone(),
+        peer: crate::telemetry::PeerInfo::plaintext(),
         ..Default::default()
     };
     let svc = table.service(dst);
