@@ -493,6 +493,7 @@ async fn tcp_cluster_originates_tls() {
         .unwrap()
         .unwrap();
     assert_eq!(got, b"tls:hello");
+    drop(c); // the record is written when both directions have closed
     let rec = record(&mut log).await;
     assert_eq!(rec.request_protocol, "tcp");
     assert_eq!(rec.peer.security, strait::telemetry::SecurityPolicy::None);
