@@ -75,8 +75,14 @@ fn args() -> anyhow::Result<Args> {
 /// One oha run from the client pod; its JSON.
 fn oha(client: &Pod, a: &Args, url: &str, mode: &str) -> anyhow::Result<Value> {
     let mut cmd = client.command(&a.oha)?;
-    cmd.args(["--no-tui", "--output-format", "json", "--worker-threads", "1"])
-        .args(["-z", &format!("{}s", a.secs)]);
+    cmd.args([
+        "--no-tui",
+        "--output-format",
+        "json",
+        "--worker-threads",
+        "1",
+    ])
+    .args(["-z", &format!("{}s", a.secs)]);
     match mode {
         "saturate" => cmd.args(["-c", "64"]),
         "fixed" => cmd.args([
@@ -294,9 +300,9 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
     let before = mtls_requests(&nb);
     let l7 = measure("strait-l7", client, a, &format!("http://{vip}/"), &pids)?;
     let mtls = mtls_requests(&nb) - before > 0.0;
-    let routed = admin(&na, "/stats/prometheus")
-        .lines()
-        .any(|l| l.starts_with("istio_requests_total{") && l.contains("destination_service=\"bench."));
+    let routed = admin(&na, "/stats/prometheus").lines().any(|l| {
+        l.starts_with("istio_requests_total{") && l.contains("destination_service=\"bench.")
+    });
     if !routed {
         bail!("strait-l7: node A's daemon counted no request to the bench service");
     }
