@@ -337,3 +337,17 @@ spec:
     assert!(outside.message.contains("192.0.2.10:443"), "{outside:?}");
     assert_eq!(outside.level, Level::Warning);
 }
+
+/// The daemon's file store reads each file with `load_str_with`: a plain
+/// MeshConfig `mesh.yaml` loads there too.
+#[test]
+fn plain_mesh_yaml_loads_file_by_file() {
+    let loaded = strait_config::load::load_str_with(
+        "accessLogFormat: \"%RESPONSE_CODE%\\n\"\n",
+        "/etc/strait/mesh.yaml",
+        &strait_config::load::Limits::default(),
+    );
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    let (s, _) = compile(&loaded.resources);
+    assert_eq!(s.mesh.access_log_format, "%RESPONSE_CODE%\n");
+}
