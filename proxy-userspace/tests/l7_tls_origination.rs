@@ -19,6 +19,9 @@ use support::client::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The serial number of every leaf made here.
+const LEAF_SERIAL: u64 = 4242;
+
 /// A CA and what it signed.
 struct Ca {
     cert: rcgen::Certificate,
@@ -45,6 +48,8 @@ impl Ca {
                 rcgen::SanType::DnsName((*s).try_into().unwrap())
             });
         }
+        // Every leaf has serial LEAF_SERIAL (the CRL test revokes it).
+        p.serial_number = Some(rcgen::SerialNumber::from(LEAF_SERIAL));
         let key = KeyPair::generate().unwrap();
         let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
         (cert, key)
@@ -497,4 +502,54 @@ async fn tcp_cluster_originates_tls() {
     let rec = record(&mut log).await;
     assert_eq!(rec.request_protocol, "tcp");
     assert_eq!(rec.peer.security, strait::telemetry::SecurityPolicy::None);
+}
+
+/// `caCrl`: a server certificate the CA revoked is refused (503 UF); a
+/// CRL that does not list it changes nothing.
+#[tokio::test]
+async fn ca_crl_refuses_a_revoked_server_certificate() {
+    let pki = Pki::new();
+    let server = https_server(&pki, false).await;
+    let ca = pki.files.write("ca.pem", &pki.server_ca.cert.pem());
+    let crl = |serial: u64| {
+        rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(serial),
+                revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+                reason_code: None,
+                invalidity_date: None,
+            }],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&pki.server_ca.cert, &pki.server_ca.key)
+        .unwrap()
+        .pem()
+        .unwrap()
+    };
+    let revoked = pki.files.write("revoked.crl", &crl(LEAF_SERIAL));
+    let (front, mut log) = proxy(
+        server,
+        "240.0.0.14",
+        "HTTP",
+        &format!("{{mode: SIMPLE, caCertificates: {ca}, caCrl: {revoked}}}"),
+    )
+    .await;
+    assert_eq!(get(front).await.status, 503);
+    let rec = record(&mut log).await;
+    assert_eq!(rec.response_flags.to_string(), "UF,URX");
+    let reason = rec.upstream_transport_failure_reason.unwrap_or_default();
+    assert!(reason.contains("Revoked"), "{reason}");
+    let other = pki.files.write("other.crl", &crl(7));
+    let (front, _log) = proxy(
+        server,
+        "240.0.0.15",
+        "HTTP",
+        &format!("{{mode: SIMPLE, caCertificates: {ca}, caCrl: {other}}}"),
+    )
+    .await;
+    assert_eq!(get(front).await.status, 200);
 }

@@ -74,7 +74,12 @@ fn local_xds(pods: &[(&str, &str, std::net::Ipv4Addr, &str)]) -> String {
     s
 }
 
-fn wait_for(what: &str, timeout: Duration, logs: &dyn Fn() -> String, mut ok: impl FnMut() -> bool) {
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    logs: &dyn Fn() -> String,
+    mut ok: impl FnMut() -> bool,
+) {
     let deadline = Instant::now() + timeout;
     while !ok() {
         assert!(Instant::now() < deadline, "{what}\n{}", logs());
@@ -91,7 +96,11 @@ fn ztunnel_and_strait_exchange_hbone_with_peer_identities() {
         );
         return;
     };
-    assert!(ztunnel.is_file(), "ZTUNNEL_BIN={} is not a file", ztunnel.display());
+    assert!(
+        ztunnel.is_file(),
+        "ZTUNNEL_BIN={} is not a file",
+        ztunnel.display()
+    );
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };
@@ -183,10 +192,21 @@ fn ztunnel_and_strait_exchange_hbone_with_peer_identities() {
         .unwrap()
         .args(["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d"])
         .arg(server_ip.to_string())
-        .args(["--dport", &APP_PORT.to_string(), "-j", "REDIRECT", "--to-ports", "15001"])
+        .args([
+            "--dport",
+            &APP_PORT.to_string(),
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            "15001",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "iptables: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "iptables: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let zt_log = zdir.join("ztunnel.log");
     let f = std::fs::File::create(&zt_log).unwrap();
     let _zt = Killed(
@@ -225,7 +245,16 @@ fn ztunnel_and_strait_exchange_hbone_with_peer_identities() {
     });
     wait_for("ztunnel ready", Duration::from_secs(60), &logs, || {
         let mut c = zpod.command("curl").unwrap();
-        c.args(["-sS", "-m", "2", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:15021/healthz/ready"]);
+        c.args([
+            "-sS",
+            "-m",
+            "2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://127.0.0.1:15021/healthz/ready",
+        ]);
         curl(c) == "200"
     });
 
