@@ -184,19 +184,11 @@ async fn http_server() -> SocketAddr {
     addr
 }
 
-/// A proxy for ServiceEntry `api.example.com` (VIP `vip`, port 80, protocol
-/// `protocol`) whose one endpoint is `backend`, with the DestinationRule
-/// `tls` block given; returns the front listener and the access log.
-async fn proxy(
-    backend: SocketAddr,
-    vip: &str,
-    protocol: &str,
-    tls: &str,
-) -> (
-    SocketAddr,
-    tokio::sync::mpsc::UnboundedReceiver<AccessLogRecord>,
-) {
-    let yaml = format!(
+/// The mesh: ServiceEntry `api.example.com` (VIP `vip`, port 80, protocol
+/// `protocol`) whose one endpoint is `backend`, and a DestinationRule with
+/// the `tls` block given.
+fn mesh_yaml(backend: SocketAddr, vip: &str, protocol: &str, tls: &str) -> String {
+    format!(
         "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: api, namespace: default}}
@@ -218,17 +210,46 @@ spec:
 ",
         ip = backend.ip(),
         port = backend.port(),
-    );
+    )
+}
+
+/// A proxy for [`mesh_yaml`]; returns the proxy, its front listener and
+/// the access log.
+async fn proxy_for(
+    backend: SocketAddr,
+    vip: &str,
+    protocol: &str,
+    tls: &str,
+) -> (
+    Proxy,
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<AccessLogRecord>,
+) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let proxy = Proxy::new(&support::compile(&yaml))
+    let proxy = Proxy::new(&support::compile(&mesh_yaml(backend, vip, protocol, tls)))
         .unwrap()
         .with_access_log(Arc::new(tx));
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let front = l.local_addr().unwrap();
     let dst: SocketAddr = format!("{vip}:80").parse().unwrap();
+    let p = proxy.clone();
     tokio::spawn(async move {
-        let _ = proxy.serve(l, FixedDestination(dst)).await;
+        let _ = p.serve(l, FixedDestination(dst)).await;
     });
+    (proxy, front, rx)
+}
+
+/// [`proxy_for`] without the proxy handle.
+async fn proxy(
+    backend: SocketAddr,
+    vip: &str,
+    protocol: &str,
+    tls: &str,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<AccessLogRecord>,
+) {
+    let (_, front, rx) = proxy_for(backend, vip, protocol, tls).await;
     (front, rx)
 }
 
@@ -552,4 +573,41 @@ async fn ca_crl_refuses_a_revoked_server_certificate() {
     )
     .await;
     assert_eq!(get(front).await.status, 200);
+}
+
+/// A changed `tls` policy applies on reload: the cluster's pools are
+/// rebuilt with the new client configuration (wrong CA, then the right
+/// one, then back).
+#[tokio::test]
+async fn a_changed_tls_policy_applies_on_reload() {
+    let pki = Pki::new();
+    let server = https_server(&pki, false).await;
+    let good = pki.files.write("ca.pem", &pki.server_ca.cert.pem());
+    let bad = pki.files.write("other.pem", &pki.other_ca.cert.pem());
+    let vip = "240.0.0.16";
+    let tls = |ca: &str| format!("{{mode: SIMPLE, caCertificates: {ca}}}");
+    let (proxy, front, _log) = proxy_for(server, vip, "HTTP", &tls(&bad)).await;
+    assert_eq!(get(front).await.status, 503);
+    proxy
+        .update(&support::compile(&mesh_yaml(
+            server,
+            vip,
+            "HTTP",
+            &tls(&good),
+        )))
+        .unwrap();
+    assert_eq!(get(front).await.status, 200);
+    proxy
+        .update(&support::compile(&mesh_yaml(
+            server,
+            vip,
+            "HTTP",
+            &tls(&bad),
+        )))
+        .unwrap();
+    assert_eq!(
+        get(front).await.status,
+        503,
+        "the pooled TLS connection is not reused"
+    );
 }
