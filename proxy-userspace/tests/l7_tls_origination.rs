@@ -611,3 +611,47 @@ async fn a_changed_tls_policy_applies_on_reload() {
         "the pooled TLS connection is not reused"
     );
 }
+
+/// A PASSTHROUGH cluster (original destination) originates TLS too, to
+/// the address the client connected to.
+#[tokio::test]
+async fn passthrough_cluster_originates_tls_to_the_original_destination() {
+    let pki = Pki::new();
+    let server = https_server(&pki, false).await;
+    let ca = pki.files.write("ca.pem", &pki.server_ca.cert.pem());
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.example.com]
+  addresses: [{ip}]
+  ports: [{{number: {port}, name: p, protocol: HTTP}}]
+  resolution: NONE
+  location: MESH_EXTERNAL
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api, namespace: default}}
+spec:
+  host: api.example.com
+  trafficPolicy:
+    loadBalancer: {{simple: PASSTHROUGH}}
+    tls: {{mode: SIMPLE, caCertificates: {ca}}}
+",
+        ip = server.ip(),
+        port = server.port(),
+    );
+    let proxy = Proxy::new(&support::compile(&yaml)).unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = proxy.serve(l, FixedDestination(server)).await;
+    });
+    let r = get(front).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body,
+        "sni=api.example.com client_cert=false version=HTTP/1.1"
+    );
+}

@@ -107,7 +107,7 @@ impl Pool {
                         no_keep_alive: settings.max_requests_per_connection == 1,
                         tcp_keepalive: settings.tcp_keepalive,
                     };
-                    OriginClients::new(addr, o, dial)
+                    OriginClients::new(Some(addr), o, dial)
                 }),
             }),
         }

@@ -86,11 +86,13 @@ fn builder(pool: &PoolSettings, h2: bool) -> hyper_util::client::legacy::Builder
     b
 }
 
-/// Pools for PASSTHROUGH: dial whatever the URI's authority says.
+/// Pools for PASSTHROUGH: dial whatever the URI's authority says (over
+/// TLS when the cluster originates it).
 #[derive(Clone, Debug)]
 pub struct Clients {
     h1: Client<HttpConnector, ProxyBody>,
     h2: Client<HttpConnector, ProxyBody>,
+    origin: Option<std::sync::Arc<crate::transport::origination::OriginClients<ProxyBody>>>,
 }
 
 impl Clients {
@@ -101,9 +103,21 @@ impl Clients {
         conn.set_nodelay(true);
         conn.set_keepalive(pool.tcp_keepalive);
         conn.enforce_http(false);
+        let origin = pool.tls.clone().map(|o| {
+            let dial = crate::transport::origination::Dial {
+                connect_timeout: pool.connect_timeout,
+                idle_timeout: pool.idle_timeout,
+                no_keep_alive: pool.max_requests_per_connection == 1,
+                tcp_keepalive: pool.tcp_keepalive,
+            };
+            std::sync::Arc::new(crate::transport::origination::OriginClients::new(
+                None, o, dial,
+            ))
+        });
         Self {
             h1: builder(pool, false).build(conn.clone()),
             h2: builder(pool, true).build(conn),
+            origin,
         }
     }
 
@@ -118,6 +132,13 @@ impl Clients {
             return Err(UpstreamError::Connect(ConnectError::Refused(
                 super::self_guard::REFUSED,
             )));
+        }
+        if let Some(o) = &self.origin {
+            let (resp, local) = o.send(http2, req).await.map_err(classify)?;
+            return Ok(Sent {
+                response: resp.map(|b| b.map_err(Into::into).boxed()),
+                local,
+            });
         }
         let client = if http2 { &self.h2 } else { &self.h1 };
         let resp = client.request(req).await.map_err(classify)?;

@@ -88,10 +88,11 @@ pub struct Dial {
     pub tcp_keepalive: Option<Duration>,
 }
 
-/// Dials one address with TLS.
+/// Dials one address (or, without one, the request URI's authority: the
+/// PASSTHROUGH cluster's original destination) with TLS.
 #[derive(Clone)]
 struct Connector {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     origination: Origination,
     dial: Dial,
 }
@@ -133,21 +134,33 @@ impl tower_service::Service<http::Uri> for Connector {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _uri: http::Uri) -> Self::Future {
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
         let me = self.clone();
         Box::pin(async move {
+            let addr = match me.addr {
+                Some(a) => a,
+                None => uri
+                    .authority()
+                    .and_then(|a| a.as_str().parse().ok())
+                    .ok_or_else(|| {
+                        OriginationError::Config(
+                            format!("no address to connect to in {uri}").into(),
+                        )
+                    })?,
+            };
             let s = me
                 .origination
-                .connect(me.addr, me.dial.connect_timeout, me.dial.tcp_keepalive)
+                .connect(addr, me.dial.connect_timeout, me.dial.tcp_keepalive)
                 .await?;
             Ok(TokioIo::new(TlsConn(s)))
         })
     }
 }
 
-/// HTTP/1.1 and HTTP/2 pools to one endpoint over originated TLS.
+/// HTTP/1.1 and HTTP/2 pools to one endpoint (or, for PASSTHROUGH, to
+/// each request's authority) over originated TLS.
 pub struct OriginClients<B> {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     h1: Client<Connector, B>,
     h2: Client<Connector, B>,
 }
@@ -166,8 +179,9 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// Empty pools to `addr`.
-    pub fn new(addr: SocketAddr, origination: Origination, dial: Dial) -> Self {
+    /// Empty pools to `addr` (`None`: to each request URI's authority,
+    /// which must then be an `IP:port`).
+    pub fn new(addr: Option<SocketAddr>, origination: Origination, dial: Dial) -> Self {
         let connector = Connector {
             addr,
             origination,
@@ -209,7 +223,7 @@ where
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
         parts.scheme = Some(http::uri::Scheme::HTTPS);
         if parts.authority.is_none() {
-            parts.authority = self.addr.to_string().parse().ok();
+            parts.authority = self.addr.and_then(|a| a.to_string().parse().ok());
         }
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
