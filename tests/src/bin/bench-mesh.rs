@@ -7,6 +7,8 @@
 //! - `strait-l7`: a VirtualService on the server's Service, so node A's
 //!   daemon (`strait run`) routes every request (plain text between the
 //!   nodes: the source-node proxy path without HBONE);
+//! - `strait-l4`: the Service without the VirtualService: node A's kernel
+//!   balances the connections (no proxy on the path while plain text);
 //! - `strait-l4-hbone`, `strait-l7-hbone`: the same through HBONE. They
 //!   are measured only when node B's daemon reports mTLS connections
 //!   (`connection_security_policy="mutual_tls"`, `reporter="destination"`)
@@ -319,7 +321,23 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
     if !mtls {
         out.push(missing("strait-l7-hbone", no_hbone));
     }
-    out.push(missing("strait-l4-hbone", no_hbone));
+
+    // L4: without the VirtualService the service needs no proxy on the
+    // source node (kernel load balancing, or HBONE when meshed mTLS is on).
+    for n in [&na, &nb] {
+        std::fs::remove_file(n.tmp_dir().join("config/bench-vs.yaml"))?;
+    }
+    std::thread::sleep(Duration::from_secs(3)); // reload (debounced, < 1 s)
+    eprintln!("bench-mesh: strait-l4");
+    let before = mtls_requests(&nb);
+    let mut l4 = measure("strait-l4", client, a, &format!("http://{vip}/"), &pids)?;
+    if mtls_requests(&nb) - before > 0.0 {
+        l4["scenario"] = json!("strait-l4-hbone");
+        out.push(l4);
+    } else {
+        out.push(l4);
+        out.push(missing("strait-l4-hbone", no_hbone));
+    }
     out.push(missing(
         "ztunnel",
         match &a.ztunnel {

@@ -2,7 +2,7 @@
 //! simulated nodes, through the `bench-mesh` harness (tests/src/bin): a
 //! client pod on node A, a server pod on node B, oha in the client pod.
 //! Scenarios: direct plain text; Strait L7 route (node A's daemon routes,
-//! plain text between the nodes); Strait L4 and L7 over HBONE (measured
+//! plain text between the nodes); Strait L4 (kernel load balancing); Strait L4 and L7 over HBONE (measured
 //! when node B's daemon reports mTLS connections, else "not available");
 //! ztunnel to ztunnel when `ZTUNNEL_BIN` is set (not in the harness yet).
 //! Writes the "Mesh" section of bench/results.md, leaving the other
@@ -26,6 +26,7 @@ const HEADING: &str = "## Mesh: pod to pod across two nodes";
 const SCENARIOS: &[(&str, &str)] = &[
     ("direct", "direct (plain text, no proxy)"),
     ("strait-l7", "Strait L7 route, plain text between nodes"),
+    ("strait-l4", "Strait L4 (kernel load balancing, plain text)"),
     ("strait-l4-hbone", "Strait L4 over HBONE"),
     ("strait-l7-hbone", "Strait L7 route + HBONE"),
     ("ztunnel", "ztunnel → ztunnel"),
