@@ -13,6 +13,7 @@
 //! never delays requests, the admin API or SIGTERM.
 pub mod ca;
 pub mod cli;
+pub mod hbone;
 pub mod identity;
 pub mod lock;
 pub mod pods;
@@ -105,6 +106,7 @@ impl OriginalDst for KernelOriginalDst {
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let dir = args.kube.is_none().then_some(args.config.as_path());
     let cgroup2 = preflight::check(dir)?;
+    hbone::set_enabled(args.identity.is_some());
     let mut dp_cfg = DatapathConfig::new(&args.node);
     dp_cfg.bpffs = args.bpffs.clone();
     dp_cfg.outbound = args.outbound;
@@ -115,9 +117,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     tracing::debug!(lock = %node_lock.path().display(), "node lock taken");
     let setup = setup(&args, &dp_cfg, cgroup2)?;
-    privs::drop_privileges()?;
+    // Opening sockets in pods' network namespaces (HBONE) needs setns.
+    privs::drop_privileges(args.identity.is_some())?;
     tracing::info!(
         kept = ?privs::KEEP,
+        sys_admin = args.identity.is_some(),
         "capabilities dropped after setup; no_new_privs set"
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -169,6 +173,10 @@ pub(crate) fn compile(store: &mut dyn store::Source) -> Option<(MeshSnapshot, En
         tracing::warn!(workload = %ip, "{why}");
     }
     let enrollment = Enrollment::from_resources(&reload.resources);
+    let mut snap = snap;
+    if hbone::enabled() {
+        hbone::redirect_meshed_services(&mut snap, &enrollment);
+    }
     Some((snap, enrollment))
 }
 
@@ -362,7 +370,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     };
     let proxy = Proxy::with_scope(&snap, scope)
         .map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?
-        .with_settings(settings);
+        .with_settings(settings.clone());
     proxy.follow_mesh_config(&snap);
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
     let embedded_ca = matches!(
@@ -381,8 +389,34 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         Some(id) => Some(identity::start(id, &args.node, snapshot.clone(), &metrics).await?),
         None => None,
     };
+    // mTLS between workloads (HBONE) when the node has identities.
+    let mesh = match (&secrets, &args.identity) {
+        (Some(s), Some(id)) => Some(hbone::Hbone::new(
+            s.store().clone(),
+            &id.trust_domain,
+            &args.node,
+            &pods,
+            args.access_log,
+        )),
+        _ => None,
+    };
+    let proxy = match &mesh {
+        Some(m) => {
+            let p = proxy.with_settings(crate::proxy::ProxySettings {
+                hbone: Some(m.outbound.clone()),
+                ..settings
+            });
+            p.follow_mesh_config(&snapshot.load());
+            p
+        }
+        None => proxy,
+    };
     let sink = sink::TelemetrySink::new(snapshot.clone(), metrics.clone(), args.access_log);
     let proxy = proxy.with_access_log(Arc::new(sink));
+    if let Some(m) = &mesh {
+        m.set_proxy(proxy.clone());
+        m.update(&snapshot.load(), &enrollment);
+    }
     let live = Arc::new(Live {
         snapshot: snapshot.clone(),
         ready: AtomicBool::new(false),
@@ -404,6 +438,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         .as_ref()
         .map(|i| (i.trust_domain.clone(), args.node.clone()));
     let reload_secrets = secrets.clone();
+    let reload_mesh = mesh.clone();
     // Reloads run on their own thread: reading and compiling a large or
     // hostile config never occupies the runtime serving the admin API and
     // the shutdown signal. The thread is not joined at exit.
@@ -422,6 +457,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     Ok(()) => rest_of_burst(&changes),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         capture.sync(&mut datapath, &enrollment);
+                        if let Some(m) = &reload_mesh {
+                            m.sync();
+                        }
                         continue;
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -439,6 +477,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
                         mgr.set_wanted(&identity::wanted(&snap, node, td));
                     }
+                }
+                if let Some(m) = &reload_mesh {
+                    m.update(&reload_live.snapshot.load(), &enrollment);
                 }
                 reload_live.set_reloading(false);
             }

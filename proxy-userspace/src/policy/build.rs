@@ -70,6 +70,8 @@ pub struct Guard {
     /// (`namespace/name on node N`): Strait does not intercept inbound
     /// traffic there yet, so it cannot protect it, and denies.
     pub remote: Option<String>,
+    /// The addresses of those remote policy-selected workloads.
+    pub remote_ips: Vec<IpAddr>,
 }
 
 /// What `strait x authz check` shows of one workload.
@@ -194,6 +196,9 @@ impl PolicyTable {
                         .unwrap_or_default();
                     g.remote
                         .get_or_insert_with(|| format!("{} on node {node}", view.name));
+                    if !g.remote_ips.contains(&ep.addr.ip()) {
+                        g.remote_ips.push(ep.addr.ip());
+                    }
                     continue;
                 }
                 match g

@@ -113,7 +113,22 @@ pub enum Outcome {
 /// filter) and Istio's authorization order. The request must pass every
 /// set of the cluster's endpoints.
 pub fn enforce(guard: &Guard, req: &Request<'_>) -> Outcome {
-    if let Some(w) = &guard.remote {
+    enforce_with_peer(guard, req, None, false)
+}
+
+/// [`enforce`] when the client's mTLS identity is known (`peer`: the node
+/// tunnels its connection with that workload's certificate, HBONE), so
+/// `principals` / `namespaces` / `source.principal` rules are decided; and
+/// `remote_enforced`: every policy-selected workload of the guard on
+/// another node is reached over HBONE, whose destination node enforces its
+/// policies, so it is not denied here.
+pub fn enforce_with_peer(
+    guard: &Guard,
+    req: &Request<'_>,
+    peer: Option<&PeerIdentity>,
+    remote_enforced: bool,
+) -> Outcome {
+    if let Some(w) = guard.remote.as_ref().filter(|_| !remote_enforced) {
         tracing::debug!(workload = %w, "policy-selected workload on another node: denied");
         return Outcome::Denied(Decision {
             allowed: false,
@@ -145,7 +160,7 @@ pub fn enforce(guard: &Guard, req: &Request<'_>) -> Outcome {
             dest_ip: e.dest_ip,
             dest_port: e.dest_port,
             sni: req.sni,
-            peer: None,
+            peer,
             http: req.http.as_ref().map(|h| HttpAttrs {
                 method: h.method,
                 path: h.path,

@@ -16,6 +16,7 @@ use super::head::{ReqHead, ReqHeaders};
 use super::http::local_reply::local_reply;
 use super::table::Table;
 use crate::policy::{self, HeaderEdit, HeaderLookup, HttpRequest, Outcome, Request};
+use crate::transport::hbone::MeshOutbound;
 
 /// Envoy's RBAC filter's 403 body.
 pub const RBAC_DENIED: &str = "RBAC: access denied";
@@ -55,10 +56,37 @@ pub fn check_request(
     parts: &mut ReqHead,
     grpc: bool,
     rec: &mut AccessLogRecord,
+    mesh: Option<&MeshOutbound>,
 ) -> Option<Response<ProxyBody>> {
     // The no-policy path: one pointer check, nothing else inlined.
     let policies = table.policy.as_deref()?;
-    check_with(policies, cluster, peer, parts, grpc, rec)
+    check_with(policies, cluster, peer, parts, grpc, rec, mesh)
+}
+
+/// With mutual TLS on (`mesh`): the client pod's identity (what its
+/// tunnel presents), and whether every policy-selected workload of the
+/// guard on another node is reached over HBONE (its node enforces).
+fn mesh_peer(
+    mesh: Option<&MeshOutbound>,
+    guard: &policy::Guard,
+    source: std::net::IpAddr,
+) -> (Option<policy::PeerIdentity>, bool) {
+    let Some(m) = mesh else {
+        return (None, false);
+    };
+    let Some(id) = m.local_identity(source) else {
+        return (None, false);
+    };
+    let peer = policy::PeerIdentity {
+        principal: format!(
+            "{}/ns/{}/sa/{}",
+            id.trust_domain, id.namespace, id.service_account
+        ),
+        namespace: id.namespace,
+    };
+    let remote_enforced =
+        !guard.remote_ips.is_empty() && guard.remote_ips.iter().all(|ip| m.is_meshed(*ip));
+    (Some(peer), remote_enforced)
 }
 
 #[inline(never)]
@@ -69,8 +97,10 @@ fn check_with(
     parts: &mut ReqHead,
     grpc: bool,
     rec: &mut AccessLogRecord,
+    mesh: Option<&MeshOutbound>,
 ) -> Option<Response<ProxyBody>> {
     let guard = policies.guard(cluster)?;
+    let (identity, remote_enforced) = mesh_peer(mesh, guard, peer.ip());
     let outcome = {
         let host = super::route::matching::authority(parts).unwrap_or("");
         let req = Request {
@@ -84,7 +114,7 @@ fn check_with(
                 headers: &parts.headers,
             }),
         };
-        policy::enforce(guard, &req)
+        policy::enforce_with_peer(guard, &req, identity.as_ref(), remote_enforced)
     };
     match outcome {
         Outcome::Allow { edits } => {
@@ -162,16 +192,18 @@ pub fn check_connection(
     peer: SocketAddr,
     sni: Option<&str>,
     rec: &mut AccessLogRecord,
+    mesh: Option<&MeshOutbound>,
 ) -> bool {
     let Some(guard) = table.policy.as_deref().and_then(|p| p.guard(cluster)) else {
         return false;
     };
+    let (identity, remote_enforced) = mesh_peer(mesh, guard, peer.ip());
     let req = Request {
         source_ip: peer.ip(),
         sni,
         http: None,
     };
-    match policy::enforce(guard, &req) {
+    match policy::enforce_with_peer(guard, &req, identity.as_ref(), remote_enforced) {
         Outcome::Allow { .. } | Outcome::Unauthenticated(_) => false,
         Outcome::Denied(d) => {
             rec.response_flags.insert(ResponseFlags::RBAC_ACCESS_DENIED);
@@ -183,4 +215,41 @@ pub fn check_connection(
             true
         }
     }
+}
+
+/// Checks a connection arriving over HBONE at this node's workload
+/// `target` from a peer with a verified mTLS identity (ztunnel's inbound
+/// authorization): the workload's policy set with `source.principal` /
+/// `source.namespace` known, as a TCP connection (HTTP-only fields are
+/// undecidable: an ALLOW rule with them never matches). `true`: allowed.
+pub fn check_hbone(
+    table: &Table,
+    target: SocketAddr,
+    source: std::net::IpAddr,
+    peer: &policy::PeerIdentity,
+) -> bool {
+    let Some(view) = table
+        .policy
+        .as_deref()
+        .and_then(|p| p.workloads.get(&target.ip()))
+    else {
+        return true;
+    };
+    let attrs = policy::Attrs {
+        source_ip: source,
+        remote_ip: source,
+        dest_ip: Some(target.ip()),
+        dest_port: target.port(),
+        sni: None,
+        peer: Some(peer),
+        http: None,
+    };
+    let d = view.set.authorize(&attrs);
+    if !d.allowed {
+        tracing::debug!(
+            %source, %target, principal = %peer.principal, policy = ?d.policy, why = d.why.as_str(),
+            "HBONE connection denied by AuthorizationPolicy"
+        );
+    }
+    d.allowed
 }

@@ -77,6 +77,9 @@ pub struct ProxySettings {
     /// default `BASE`); change it while serving with
     /// [`Proxy::set_path_normalization`].
     pub path_normalization: PathNormalization,
+    /// Mutual TLS between workloads (HBONE), when the daemon has workload
+    /// identities: connections to meshed workloads go through it.
+    pub hbone: Option<std::sync::Arc<crate::transport::hbone::MeshOutbound>>,
 }
 
 impl Default for ProxySettings {
@@ -89,6 +92,7 @@ impl Default for ProxySettings {
             idle_timeout: Duration::from_secs(3600),
             max_connections: 32_768,
             path_normalization: PathNormalization::Base,
+            hbone: None,
         }
     }
 }

@@ -38,7 +38,26 @@ use super::h1::body::{ResponseBody, Reuse};
 use super::h1::conn::SendError;
 use super::h1::{self, Conn};
 use super::upstream::{classify_hyper, ConnectError, UpstreamError};
+use crate::transport::hbone::{MeshOutbound, Tunnel};
 use crate::transport::origination::{Dial, OriginClients};
+
+/// The L7 pool of one HBONE tunnel (source pod, destination identity and
+/// address): requests of different source pods never share a connection,
+/// since each is presented with its own workload certificate. Pools are
+/// kept for the process's life (an idle pool holds no connection after
+/// its idle timeout).
+pub fn tunnel_pool(mesh: &Arc<MeshOutbound>, tunnel: Tunnel, settings: &PoolSettings) -> Pool {
+    static POOLS: std::sync::OnceLock<Mutex<std::collections::HashMap<Tunnel, Pool>>> =
+        std::sync::OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    pools
+        .entry(tunnel.clone())
+        .or_insert_with(|| Pool::through(mesh.clone(), tunnel, settings))
+        .clone()
+}
 
 /// The shared HTTP/2 connection.
 struct H2Conn {
@@ -64,6 +83,8 @@ struct Inner {
     sweeping: AtomicBool,
     /// TLS origination: every request goes through these instead.
     origin: Option<OriginClients<ProxyBody>>,
+    /// Set for a pool whose connections go through an HBONE tunnel.
+    via: Option<(Arc<MeshOutbound>, Tunnel)>,
 }
 
 /// HTTP/1.1 and HTTP/2 connections to one endpoint.
@@ -109,6 +130,25 @@ impl Pool {
                     };
                     OriginClients::new(Some(addr), o, dial)
                 }),
+                via: None,
+            }),
+        }
+    }
+
+    /// A pool whose connections are HBONE `CONNECT` streams for `tunnel`
+    /// (mutual TLS to the destination pod), one per process and tunnel
+    /// (see [`tunnel_pool`]).
+    fn through(mesh: Arc<MeshOutbound>, tunnel: Tunnel, settings: &PoolSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                addr: tunnel.dst,
+                settings: settings.clone(),
+                idle: Mutex::new(Vec::new()),
+                h2: Mutex::new(None),
+                h2_dial: tokio::sync::Mutex::new(()),
+                sweeping: AtomicBool::new(false),
+                origin: None,
+                via: Some((mesh, tunnel)),
             }),
         }
     }
@@ -249,11 +289,13 @@ impl Pool {
                 super::self_guard::REFUSED,
             )));
         }
-        let stream = match tokio::time::timeout(
-            self.inner.settings.connect_timeout,
-            TcpStream::connect(addr),
-        )
-        .await
+        let connect = async {
+            match &self.inner.via {
+                Some((mesh, tunnel)) => mesh.bridge(tunnel).await,
+                None => TcpStream::connect(addr).await,
+            }
+        };
+        let stream = match tokio::time::timeout(self.inner.settings.connect_timeout, connect).await
         {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(UpstreamError::Connect(e.into())),

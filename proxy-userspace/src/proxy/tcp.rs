@@ -80,7 +80,14 @@ pub async fn proxy(
         }
     };
     rec.upstream_cluster = Some(cluster.name.clone());
-    if super::authz::check_connection(&table, &cluster.name, peer, sni.as_deref(), &mut rec) {
+    if super::authz::check_connection(
+        &table,
+        &cluster.name,
+        peer,
+        sni.as_deref(),
+        &mut rec,
+        shared.settings.hbone.as_deref(),
+    ) {
         finish(&shared, rec, start);
         return;
     }
@@ -122,8 +129,17 @@ pub async fn proxy(
         finish(&shared, rec, start);
         return;
     }
-    let connect =
-        tokio::time::timeout(cluster.pool.connect_timeout, TcpStream::connect(addr)).await;
+    let service_host = rec.destination_service.clone();
+    let connect = tokio::time::timeout(
+        cluster.pool.connect_timeout,
+        crate::transport::hbone::mesh::connect(
+            shared.settings.hbone.as_deref(),
+            peer,
+            addr,
+            service_host.as_deref(),
+        ),
+    )
+    .await;
     let mut upstream = match connect {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -140,8 +156,22 @@ pub async fn proxy(
     if let Some(ep) = &ep {
         cluster.record(ep, super::cluster::outlier::TryResult::Status(200));
     }
-    let _ = upstream.set_nodelay(true);
-    rec.upstream_local_address = upstream.local_addr().ok();
+    upstream.set_nodelay();
+    rec.upstream_local_address = upstream.local_addr();
+    if upstream.is_hbone() {
+        // Istio's labels for a tunnelled connection: mTLS with both
+        // workload identities (the ones the tunnel presented and checked).
+        let ids = shared
+            .settings
+            .hbone
+            .as_deref()
+            .and_then(|m| m.wants_hbone(peer.ip(), addr.ip(), false));
+        rec.peer = crate::telemetry::PeerInfo::mutual_tls(
+            crate::telemetry::Reporter::Source,
+            ids.as_ref().map(|(from, _)| from.to_string().into()),
+            ids.as_ref().map(|(_, to)| to.to_string().into()),
+        );
+    }
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((up, down)) => {
             rec.bytes_received = up;

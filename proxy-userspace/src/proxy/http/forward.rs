@@ -62,6 +62,8 @@ pub struct Plan<'a> {
     pub source: SocketAddr,
     /// gRPC request (local replies as gRPC).
     pub grpc: bool,
+    /// Mutual TLS between workloads (HBONE), when on.
+    pub mesh: Option<&'a Arc<crate::transport::hbone::MeshOutbound>>,
 }
 
 /// Guards released when the response body ends: the circuit-breaker
@@ -148,6 +150,19 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
             }
         };
         rec.upstream_host = Some(addr);
+        // A meshed destination: the try goes through the source pod's
+        // HBONE tunnel (a pool of its own); PASSTHROUGH gets an endpoint.
+        let tunnel_pool = plan.mesh.and_then(|m| {
+            m.tunnel(plan.source.ip(), addr, false)
+                .map(|t| crate::proxy::pool::tunnel_pool(m, t, &cluster.pool))
+        });
+        let ep = match ep {
+            None if tunnel_pool.is_some() => Some(Arc::new(crate::proxy::cluster::Endpoint::new(
+                addr,
+                Default::default(),
+            ))),
+            ep => ep,
+        };
         let Some(admission) = cluster.breaker.admit(!plan.http2).await else {
             return fail(Failure::Overflow, rec, plan.grpc);
         };
@@ -178,7 +193,10 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
         // without one keep a smaller future. Each branch awaits its future
         // where it is made: moving an unstarted future copies all of it.
         let result = if borrowed_h1 {
-            let pool = ep.as_ref().expect("checked").clients(&cluster.pool);
+            let pool = match &tunnel_pool {
+                Some(t) => t,
+                None => ep.as_ref().expect("checked").clients(&cluster.pool),
+            };
             let pq = out.path_and_query.as_str();
             match try_deadline {
                 Some(d) => Box::pin(tokio::time::timeout_at(
@@ -201,11 +219,13 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
             match try_deadline {
                 Some(d) => Box::pin(tokio::time::timeout_at(
                     d,
-                    send(cluster, &ep, plan.http2, req),
+                    send(cluster, &ep, tunnel_pool.as_ref(), plan.http2, req),
                 ))
                 .await
                 .ok(),
-                None => Some(Box::pin(send(cluster, &ep, plan.http2, req)).await),
+                None => {
+                    Some(Box::pin(send(cluster, &ep, tunnel_pool.as_ref(), plan.http2, req)).await)
+                }
             }
         };
         if super::downstream_failed(&out.downstream_error) && !matches!(&result, Some(Ok(_))) {
@@ -353,9 +373,13 @@ fn build_request(
 async fn send(
     cluster: &Cluster,
     ep: &Option<Arc<crate::proxy::cluster::Endpoint>>,
+    tunnel: Option<&crate::proxy::pool::Pool>,
     http2: bool,
     req: Request<ProxyBody>,
 ) -> Result<crate::proxy::upstream::Sent, UpstreamError> {
+    if let Some(t) = tunnel {
+        return t.send(http2, req).await;
+    }
     match ep {
         Some(ep) => ep.clients(&cluster.pool).send(http2, req).await,
         None => Box::pin(cluster.clients.send(http2, req)).await,

@@ -230,6 +230,7 @@ where
             original_dst: conn.dst,
             source: conn.peer,
             grpc,
+            mesh: conn.shared.settings.hbone.as_ref(),
         };
         let f = Box::pin(forward::forward(plan, out, rec)).await;
         return (f.response, f.hold);
@@ -344,7 +345,15 @@ where
     // Security policy of the destination workloads (one pointer check when
     // the node has none).
     let cluster = &dest.cluster.name;
-    if let Some(r) = super::authz::check_request(table, cluster, conn.peer, &mut parts, grpc, rec) {
+    if let Some(r) = super::authz::check_request(
+        table,
+        cluster,
+        conn.peer,
+        &mut parts,
+        grpc,
+        rec,
+        conn.shared.settings.hbone.as_deref(),
+    ) {
         return (r, no_hold());
     }
 
@@ -387,6 +396,7 @@ where
         original_dst: conn.dst,
         source: conn.peer,
         grpc,
+        mesh: conn.shared.settings.hbone.as_ref(),
     };
     let mut f = forward::forward(plan, out, rec).await;
     finish_response(route, dest, cors_origin, &mut f.response);
