@@ -7,11 +7,12 @@
 //! - ztunnel → Strait: a client in the ztunnel pod connects to a pod on
 //!   the Strait node; ztunnel (dedicated mode, outbound capture by an
 //!   iptables REDIRECT in its pod) tunnels it to `<pod IP>:15008`, and
-//!   Strait's access log shows the ztunnel workload's SPIFFE ID as
-//!   `%DOWNSTREAM_PEER_URI_SAN%`.
+//!   Strait's log of the inbound tunnel shows the ztunnel workload's
+//!   SPIFFE ID (`src.identity=`).
 //! - Strait → ztunnel: a pod on the Strait node connects to the ztunnel
-//!   pod; Strait tunnels it to the ztunnel pod's `:15008`, and ztunnel's
-//!   access log shows the Strait pod's SPIFFE ID as `src.identity`.
+//!   pod; Strait tunnels it to the ztunnel pod's `:15008`, ztunnel's
+//!   access log shows the Strait pod's SPIFFE ID as `src.identity`, and
+//!   Strait's access log shows ztunnel's as `%UPSTREAM_PEER_URI_SAN%`.
 //!
 //! Runs only when `ZTUNNEL_BIN` names a ztunnel binary (istio/ztunnel built
 //! outside this repository) and says so otherwise. Needs root; the nodes'
@@ -266,7 +267,12 @@ fn ztunnel_and_strait_exchange_hbone_with_peer_identities() {
         || {
             let mut c = zpod.command("curl").unwrap();
             c.args(["-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{server_ip}:{APP_PORT}/")]);
-            curl(c) == "200" && read(&strait_log).contains(&format!("peer={ZT_ID}"))
+            // The destination node logs each tunnelled connection with the
+            // peer's identity (`strait::hbone` line, `src.identity=`).
+            curl(c) == "200"
+                && read(&strait_log).lines().any(|l| {
+                    l.contains("inbound HBONE connection") && l.contains(&format!("src.identity={ZT_ID}"))
+                })
         },
     );
 
