@@ -8,10 +8,10 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use strait_config::snapshot::MeshSnapshot;
 
-use super::store::ConfigStore;
 use crate::admin::AdminSource;
 use crate::identity::ca::{self, Authority, CaService, CaSettings, TokenSource};
 use crate::identity::CertInfo;
+use crate::sources::ConfigStore;
 use crate::telemetry::Metrics;
 
 /// Settings of `strait ca serve`.

@@ -252,7 +252,7 @@ impl RunCmd {
             xdp_source: self.xdp_source,
             xdp_gateway_mac: self.xdp_gateway_mac,
             identity: self.identity.into_args(),
-            proxy: crate::proxy::ProxySettings {
+            proxy: crate::serve::ProxySettings {
                 request_headers_timeout: ms_or_off(self.request_headers_timeout_ms),
                 stream_idle_timeout: ms_or_off(self.stream_idle_timeout_ms),
                 idle_timeout: ms_or_off(self.idle_timeout_ms),

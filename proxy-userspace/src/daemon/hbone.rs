@@ -22,7 +22,7 @@ use strait_config::snapshot::MeshSnapshot;
 
 use crate::identity::{CertStore, SpiffeId};
 use crate::policy::PeerIdentity;
-use crate::proxy::Proxy;
+use crate::serve::Proxy;
 use crate::transport::hbone::server::BoxFuture;
 use crate::transport::hbone::{self, tls, ConnectCheck, InboundHandler, MeshOutbound, MeshView};
 use crate::transport::inpod::{self, InPodNetns};
@@ -282,7 +282,7 @@ impl InboundHandler for PodInbound {
             ),
             namespace: c.peer.namespace.clone(),
         };
-        crate::proxy::authz::check_hbone(&self.proxy.table(), c.target, c.source.ip(), &peer)
+        crate::serve::http::authz::check_hbone(&self.proxy.table(), c.target, c.source.ip(), &peer)
     }
 
     fn connect(&self, target: SocketAddr) -> BoxFuture<std::io::Result<tokio::net::TcpStream>> {

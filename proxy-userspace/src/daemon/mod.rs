@@ -21,7 +21,6 @@ pub mod preflight;
 pub mod privs;
 pub mod sink;
 pub mod state;
-pub mod store;
 pub mod watch;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
@@ -38,10 +37,10 @@ use strait_config::snapshot::MeshSnapshot;
 use strait_config::Diagnostic;
 
 use crate::datapath::{Datapath, DatapathConfig, OriginalDestinations};
-use crate::proxy::{OriginalDst, Proxy};
+use crate::serve::{OriginalDst, Proxy};
+use crate::sources::{ConfigStore, Source};
 use crate::telemetry::Metrics;
 use state::Live;
-use store::ConfigStore;
 
 /// Settings of `strait run`.
 #[derive(Clone, Debug)]
@@ -81,7 +80,7 @@ pub struct RunArgs {
     pub identity: Option<identity::IdentityArgs>,
     /// The L7 proxy's HTTP limits and timeouts (request-headers, stream
     /// idle and connection idle timeouts, connection cap).
-    pub proxy: crate::proxy::ProxySettings,
+    pub proxy: crate::serve::ProxySettings,
 }
 
 /// Where `strait run` finds its API server.
@@ -149,7 +148,7 @@ fn log_diagnostics(diags: &[Diagnostic]) {
 /// Load, validate and compile the source (last good version per file or
 /// object), and decide which pods are meshed. `None` when the inputs are
 /// byte-identical to the previous reload's.
-pub(crate) fn compile(store: &mut dyn store::Source) -> Option<(MeshSnapshot, Enrollment)> {
+pub(crate) fn compile(store: &mut dyn Source) -> Option<(MeshSnapshot, Enrollment)> {
     let reload = store.reload();
     if reload.unchanged {
         return None;
@@ -256,7 +255,7 @@ struct Setup {
 /// Everything that needs privileges, on the calling thread.
 fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::Result<Setup> {
     let node_ips = crate::sys::node_addresses();
-    crate::proxy::self_guard::set(
+    crate::upstream::self_guard::set(
         vec![args.admin, SocketAddr::V4(args.outbound)],
         node_ips.clone(),
     );
@@ -279,7 +278,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     };
 
     let admin = crate::admin::bind_std(args.admin)?;
-    let outbound = crate::proxy::workers::bind(SocketAddr::V4(args.outbound)).map_err(|e| {
+    let outbound = crate::serve::workers::bind(SocketAddr::V4(args.outbound)).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on outbound address {}: {e} (is another strait running? pass --outbound ADDR)",
             args.outbound
@@ -335,27 +334,27 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     } = setup;
     // The source and its first config: the directory's was compiled in
     // setup; an API server's once every watched kind is listed.
-    let (mut store, changes, source_guard, first): (Box<dyn store::Source>, _, _, _) =
-        match (store, first) {
-            (Some(store), Some(first)) => {
-                let (w, changes) = watch::watch(&args.config)?;
-                (Box::new(store), changes, SourceGuard::Files(w), first)
-            }
-            _ => {
-                let k = args.kube.clone().context("no config source")?;
-                let client = crate::sources::kube::client(k.kubeconfig.as_deref())
-                    .await
-                    .context("connecting to the Kubernetes API server")?;
-                let (mut store, changes, mut w) = crate::sources::kube::start(client);
-                tracing::info!("waiting for the initial list of every watched kind");
-                w.wait_synced().await;
-                tracing::info!(counts = ?w.counts(), "API server in sync");
-                let first = compile(&mut store).unwrap_or_default();
-                capture.sync(&mut datapath, &first.1);
-                apply_kernel(&mut datapath, &first.0, &first.1);
-                (Box::new(store), changes, SourceGuard::Kube(w), first)
-            }
-        };
+    let (mut store, changes, source_guard, first): (Box<dyn Source>, _, _, _) = match (store, first)
+    {
+        (Some(store), Some(first)) => {
+            let (w, changes) = watch::watch(&args.config)?;
+            (Box::new(store), changes, SourceGuard::Files(w), first)
+        }
+        _ => {
+            let k = args.kube.clone().context("no config source")?;
+            let client = crate::sources::kube::client(k.kubeconfig.as_deref())
+                .await
+                .context("connecting to the Kubernetes API server")?;
+            let (mut store, changes, mut w) = crate::sources::kube::start(client);
+            tracing::info!("waiting for the initial list of every watched kind");
+            w.wait_synced().await;
+            tracing::info!(counts = ?w.counts(), "API server in sync");
+            let first = compile(&mut store).unwrap_or_default();
+            capture.sync(&mut datapath, &first.1);
+            apply_kernel(&mut datapath, &first.0, &first.1);
+            (Box::new(store), changes, SourceGuard::Kube(w), first)
+        }
+    };
     let (snap, enrollment) = first;
     let admin_listener = tokio::net::TcpListener::from_std(admin)
         .with_context(|| format!("admin listener {}", args.admin))?;
@@ -364,7 +363,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         node: Some(args.node.clone()),
         ..Default::default()
     };
-    let settings = crate::proxy::ProxySettings {
+    let settings = crate::serve::ProxySettings {
         policy_scope: scope.clone(),
         ..args.proxy.clone()
     };
@@ -402,7 +401,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     };
     let proxy = match &mesh {
         Some(m) => {
-            let p = proxy.with_settings(crate::proxy::ProxySettings {
+            let p = proxy.with_settings(crate::serve::ProxySettings {
                 hbone: Some(m.outbound.clone()),
                 ..settings
             });
@@ -524,7 +523,7 @@ fn rest_of_burst(rx: &std::sync::mpsc::Receiver<()>) {
 /// next reload then compares every kernel service once more instead of
 /// trusting the diff.
 fn reload_once(
-    store: &mut dyn store::Source,
+    store: &mut dyn Source,
     live: &Live,
     datapath: &mut Datapath,
     capture: &mut Capture,

@@ -13,7 +13,7 @@ use strait_config::mesh::{AccessLogEncoding, MeshConfig};
 use strait_config::snapshot::{MeshSnapshot, Workload};
 use tokio::sync::mpsc;
 
-use crate::proxy::{AccessLogRecord, AccessLogSink, LogFormat};
+use crate::telemetry::access_log::{AccessLogRecord, AccessLogSink, LogFormat};
 
 /// The parsed `accessLogFormat` for one (encoding, format) pair.
 struct Renderer {

@@ -1,8 +1,13 @@
-//! Transports below the proxy: HBONE, Istio ambient's mutual-TLS tunnel
-//! between workloads ([`hbone`]), sockets opened inside a pod's network
-//! namespace ([`inpod`]), as ztunnel's in-pod mode does, and TLS
-//! origination to upstreams ([`origination`], DestinationRule
-//! `SIMPLE`/`MUTUAL`).
+//! How the proxy reaches and recognises peers below HTTP: the original
+//! destination of a redirected connection (`orig_dst`), protocol sniffing
+//! (`sniff`) and the TLS ClientHello's SNI (`tls`). HBONE and in-pod
+//! sockets (`hbone/`, `inpod.rs`) and TLS origination (`origination.rs`)
+//! belong here too. Imports `runtime` and below only (ARCHITECTURE.md).
 pub mod hbone;
 pub mod inpod;
 pub mod origination;
+pub(crate) mod orig_dst;
+pub(crate) mod sniff;
+pub(crate) mod tls;
+
+pub use orig_dst::{FixedDestination, OriginalDst, StaticOriginalDst};
