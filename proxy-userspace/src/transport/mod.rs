@@ -5,8 +5,8 @@
 //! belong here too. Imports `runtime` and below only (ARCHITECTURE.md).
 pub mod hbone;
 pub mod inpod;
-pub mod origination;
 pub(crate) mod orig_dst;
+pub mod origination;
 pub(crate) mod sniff;
 pub(crate) mod tls;
 

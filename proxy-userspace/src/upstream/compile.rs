@@ -10,11 +10,11 @@ use http::HeaderName;
 use strait_config::snapshot as snap;
 
 use crate::runtime::compile::{err, CompileError};
+use crate::transport::origination::Alpn;
 use crate::upstream::cluster::{
     Cluster, ClusterSpec, Endpoint, HashKey, LbSpec, Limits, OutlierDetection, PoolSettings,
     Prepared, Registry, Simple, UpstreamProtocol,
 };
-use crate::transport::origination::Alpn;
 
 /// Resolves every cluster of `s` against `registry`. The caller commits
 /// the result once the table using it is in service; on error nothing

@@ -36,10 +36,10 @@ use crate::proxy::body::{BoxError, ProxyBody};
 use crate::proxy::h1::body::{ResponseBody, Reuse};
 use crate::proxy::h1::conn::SendError;
 use crate::proxy::h1::{self, Conn};
-pub use crate::upstream::client::Sent;
-use crate::upstream::client::{classify_hyper, ConnectError, PoolSettings, UpstreamError};
 use crate::transport::hbone::{MeshOutbound, Tunnel};
 use crate::transport::origination::{Dial, OriginClients};
+pub use crate::upstream::client::Sent;
+use crate::upstream::client::{classify_hyper, ConnectError, PoolSettings, UpstreamError};
 
 /// The L7 pool of one HBONE tunnel (source pod, destination identity and
 /// address): requests of different source pods never share a connection,

@@ -10,13 +10,13 @@ use std::net::SocketAddr;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::policy::{self, HeaderEdit, HeaderLookup, HttpRequest, Outcome, Request};
-use crate::transport::hbone::MeshOutbound;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::head::{ReqHead, ReqHeaders};
 use crate::serve::local_reply::local_reply;
 use crate::serve::table::Table;
 use crate::telemetry::access_log::AccessLogRecord;
 use crate::telemetry::flags::ResponseFlags;
+use crate::transport::hbone::MeshOutbound;
 
 /// Envoy's RBAC filter's 403 body.
 pub const RBAC_DENIED: &str = "RBAC: access denied";

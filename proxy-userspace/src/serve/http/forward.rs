@@ -157,10 +157,9 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
                 .map(|t| crate::upstream::pool::tunnel_pool(m, t, &cluster.pool))
         });
         let ep = match ep {
-            None if tunnel_pool.is_some() => Some(Arc::new(crate::upstream::cluster::Endpoint::new(
-                addr,
-                Default::default(),
-            ))),
+            None if tunnel_pool.is_some() => Some(Arc::new(
+                crate::upstream::cluster::Endpoint::new(addr, Default::default()),
+            )),
             ep => ep,
         };
         let Some(admission) = cluster.breaker.admit(!plan.http2).await else {
