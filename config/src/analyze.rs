@@ -12,6 +12,7 @@
 //! | IST0132 | VirtualServiceHostNotFoundInGateway | Warning |
 //! | — | AuthorizationPolicy not enforced as Istio would (CUSTOM whose provider Strait cannot ask, mTLS identities, unknown `when` keys, unsupported targetRef kinds; fail-closed) | Warning |
 //! | STR0001 | FieldNotEnforced (Strait's own: a field or kind accepted but not enforced yet, from [`crate::enforced::TABLE`]) | Warning |
+//! | — | DestinationRule TLS the daemon refuses (`credentialName`, `ISTIO_MUTUAL` without a CA or to endpoints outside the mesh; [`crate::analyze_tls`]) | Warning / Info |
 //! | — | ConflictingDestinationRules (Istio merges same-host rules and drops the later `trafficPolicy` / repeated subsets with only a log line; no IST code exists) | Warning |
 //!
 //! [`analyze`] also returns the validation findings, so one call gives the
@@ -317,6 +318,7 @@ pub fn custom_gap(p: &crate::snapshot::AuthzPolicy, snap: &MeshSnapshot) -> Opti
 
 fn analyze_snapshot(resources: &[&Resource], snap: &MeshSnapshot, out: &mut Vec<Diagnostic>) {
     policy_gaps(resources, snap, out);
+    crate::analyze_tls::tls_gaps(resources, snap, out);
     // Subsets defined per resolved host.
     let mut subsets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut drs_by_host: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();

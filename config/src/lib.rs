@@ -14,6 +14,7 @@
 //! snapshot::diff                         →  what changed between two snapshots
 //! ```
 pub mod analyze;
+mod analyze_tls;
 pub mod api;
 pub mod compile;
 pub mod diag;

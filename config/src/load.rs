@@ -285,7 +285,13 @@ pub fn load_str(text: &str, file: &str) -> Loaded {
 /// nested deeper than `limits.max_depth` is an error for that document.
 pub fn load_str_with(text: &str, file: &str, limits: &Limits) -> Loaded {
     let mut out = Loaded::default();
-    load_into(&mut out, text, file, limits);
+    // A `mesh.yaml` of plain MeshConfig (no apiVersion/kind), as
+    // [`load_paths_with`] reads it (the daemon's file store reads here).
+    if crate::mesh::is_mesh_file(Path::new(file)) && quick_header(text).is_none() {
+        load_mesh_file(&mut out, text, file);
+    } else {
+        load_into(&mut out, text, file, limits);
+    }
     out
 }
 

@@ -541,3 +541,108 @@ fn invalid_resources_among_thousands_are_rejected_alone_in_order() {
     assert!(!s.services.contains_key("s3.default.svc.cluster.local"));
     assert!(s.services.contains_key("s4.default.svc.cluster.local"));
 }
+
+/// `trafficPolicy.tls` per cluster with Istio's precedence (subset
+/// port-level > subset > top-level port-level > top level, each replacing
+/// `tls` whole), auto mTLS where nothing sets it, and the transport each
+/// mode leads to.
+#[test]
+fn destination_rule_tls_precedence_and_transport() {
+    use strait_config::snapshot::{TlsMode, UpstreamTransport};
+    let yaml = format!(
+        "{SVC}{}apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: default}}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {{mode: SIMPLE, sni: api.example.com, caCertificates: /etc/ca.pem, subjectAltNames: [a.example.com]}}
+    portLevelSettings:
+    - port: {{number: 9090}}
+      tls: {{mode: DISABLE}}
+  subsets:
+  - name: v1
+    labels: {{version: v1}}
+    trafficPolicy:
+      tls: {{mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem, caCrl: /crl.pem}}
+      portLevelSettings:
+      - port: {{number: 3306}}
+        tls: {{mode: ISTIO_MUTUAL}}
+  - name: v2
+    labels: {{version: v2}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: plain, namespace: default}}
+spec:
+  clusterIP: 10.96.0.11
+  ports: [{{name: http, port: 80}}]
+",
+        pod("reviews-v1-a", "10.1.0.1", "v1"),
+    );
+    let s = snap(&yaml);
+    let host = "reviews.default.svc.cluster.local";
+    let c = |port: u16, subset: &str| &s.clusters[&format!("outbound|{port}|{subset}|{host}")].tls;
+    // Top level.
+    let top = c(9080, "");
+    assert_eq!(top.mode, TlsMode::Simple);
+    assert!(!top.auto_mtls);
+    assert_eq!(top.sni.as_deref(), Some("api.example.com"));
+    assert_eq!(top.ca_certificates.as_deref(), Some("/etc/ca.pem"));
+    assert_eq!(top.subject_alt_names, ["a.example.com"]);
+    // Top-level port settings replace the top level for that port.
+    assert_eq!(c(9090, "").mode, TlsMode::Disable);
+    assert_eq!(c(9090, "").sni, None);
+    // A subset without its own policy inherits the top level (and its port
+    // settings); one with its own `tls` replaces it whole.
+    assert_eq!(c(9080, "v2").mode, TlsMode::Simple);
+    assert_eq!(c(9090, "v2").mode, TlsMode::Disable);
+    let v1 = c(9080, "v1");
+    assert_eq!(v1.mode, TlsMode::Mutual);
+    assert_eq!(
+        v1.sni, None,
+        "the subset's tls does not inherit the top level's sni"
+    );
+    assert_eq!(v1.client_certificate.as_deref(), Some("/c.pem"));
+    assert_eq!(v1.ca_crl.as_deref(), Some("/crl.pem"));
+    assert_eq!(c(3306, "v1").mode, TlsMode::IstioMutual);
+    // No DestinationRule: auto mTLS.
+    let plain = &s.clusters["outbound|80||plain.default.svc.cluster.local"].tls;
+    assert!(plain.auto_mtls);
+    assert_eq!(plain.mode, TlsMode::Disable);
+
+    // Transport per (meshed destination, daemon has a CA, enableAutoMtls).
+    assert_eq!(plain.transport(true, true, true), UpstreamTransport::Hbone);
+    assert_eq!(
+        plain.transport(false, true, true),
+        UpstreamTransport::Plaintext
+    );
+    assert_eq!(
+        plain.transport(true, false, true),
+        UpstreamTransport::Plaintext
+    );
+    assert_eq!(
+        plain.transport(true, true, false),
+        UpstreamTransport::Plaintext
+    );
+    assert_eq!(
+        c(9090, "").transport(true, true, true),
+        UpstreamTransport::Plaintext
+    );
+    assert_eq!(
+        top.transport(true, true, true),
+        UpstreamTransport::Originate
+    );
+    assert_eq!(
+        v1.transport(false, false, true),
+        UpstreamTransport::Originate
+    );
+    let im = c(3306, "v1");
+    assert_eq!(im.transport(true, true, true), UpstreamTransport::Hbone);
+    assert!(
+        matches!(im.transport(false, true, true), UpstreamTransport::Refuse(r) if r.contains("outside the mesh"))
+    );
+    assert!(
+        matches!(im.transport(true, false, true), UpstreamTransport::Refuse(r) if r.contains("--ca-dir"))
+    );
+}

@@ -265,3 +265,89 @@ fn readme_mirrors_the_not_enforced_table() {
         "README lists rows the code's table does not have"
     );
 }
+
+/// SIMPLE/MUTUAL/DISABLE are enforced (no STR0001); ISTIO_MUTUAL is
+/// reported until mesh mTLS exists; `credentialName` and ISTIO_MUTUAL to
+/// endpoints outside the mesh are warned about (the daemon refuses them).
+#[test]
+fn analyze_reports_destination_rule_tls_the_daemon_refuses() {
+    let yaml = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: default}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 443, name: https, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 192.0.2.10}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ext, namespace: default}
+spec:
+  host: api.example.com
+  trafficPolicy:
+    tls: {mode: SIMPLE, caCertificates: /etc/ca.pem, sni: api.example.com}
+    portLevelSettings:
+    - port: {number: 443}
+      tls: {mode: MUTUAL, credentialName: client-cert}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ext-mtls, namespace: other}
+spec:
+  host: api.example.com
+  subsets:
+  - name: v1
+    labels: {}
+    trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+";
+    let loaded = load_str(yaml, "t.yaml");
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    let report = analyze::analyze(&loaded.resources);
+    let line = |d: &strait_config::Diagnostic| {
+        format!(
+            "{} {} {}",
+            d.resource.as_deref().unwrap_or_default(),
+            d.field.as_deref().unwrap_or_default(),
+            d.level
+        )
+    };
+    let str0001: Vec<String> = report
+        .iter()
+        .filter(|d| d.code.as_deref() == Some("STR0001"))
+        .map(line)
+        .collect();
+    assert_eq!(
+        str0001,
+        ["DestinationRule/other/ext-mtls spec.subsets[0].trafficPolicy.tls.mode Warning"],
+        "{report:#?}"
+    );
+    let cred = report
+        .iter()
+        .find(|d| d.message.contains("credentialName"))
+        .expect("a credentialName finding");
+    assert_eq!(
+        line(cred),
+        "DestinationRule/default/ext spec.trafficPolicy.portLevelSettings[0].tls.credentialName Warning"
+    );
+    let outside = report
+        .iter()
+        .find(|d| d.message.contains("outside the mesh"))
+        .expect("an ISTIO_MUTUAL-outside-the-mesh finding");
+    assert!(outside.message.contains("192.0.2.10:443"), "{outside:?}");
+    assert_eq!(outside.level, Level::Warning);
+}
+
+/// The daemon's file store reads each file with `load_str_with`: a plain
+/// MeshConfig `mesh.yaml` loads there too.
+#[test]
+fn plain_mesh_yaml_loads_file_by_file() {
+    let loaded = strait_config::load::load_str_with(
+        "accessLogFormat: \"%RESPONSE_CODE%\\n\"\n",
+        "/etc/strait/mesh.yaml",
+        &strait_config::load::Limits::default(),
+    );
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    let (s, _) = compile(&loaded.resources);
+    assert_eq!(s.mesh.access_log_format, "%RESPONSE_CODE%\n");
+}

@@ -259,6 +259,7 @@ pub(crate) fn client_tls(t: Option<&ClientTlsSettings>) -> ClientTls {
         client_certificate: t.client_certificate.clone(),
         private_key: t.private_key.clone(),
         insecure_skip_verify: t.insecure_skip_verify.unwrap_or(false),
+        ca_crl: t.ca_crl.clone(),
     }
 }
 

@@ -235,22 +235,26 @@ impl Default for OutlierDetection {
     }
 }
 
-/// Upstream TLS mode.
+/// Upstream TLS mode (`ClientTLSSettings.TLSmode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TlsMode {
     /// Plain text (unless auto mTLS applies; see [`ClientTls::auto_mtls`]).
     #[default]
     Disable,
-    /// TLS, server verified.
+    /// TLS origination, server verified (Envoy's `UpstreamTlsContext`).
     Simple,
-    /// mTLS with the given client certificate.
+    /// TLS origination presenting the given client certificate.
     Mutual,
     /// mTLS with the mesh workload certificate (HBONE between nodes).
     IstioMutual,
 }
 
-/// Upstream TLS settings.
+/// Upstream TLS settings of a cluster: the `trafficPolicy.tls` that applies
+/// to it after Istio's precedence (subset `portLevelSettings` > subset >
+/// top-level `portLevelSettings` > top level; each level replaces `tls` as
+/// a whole), or auto mTLS when no level sets it. File paths are read by
+/// the daemon when it builds the cluster (never per request).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientTls {
     /// Mode.
@@ -258,18 +262,89 @@ pub struct ClientTls {
     /// `true` when no DestinationRule set `tls`: Istio's auto mTLS uses
     /// ISTIO_MUTUAL to meshed endpoints and plain text otherwise.
     pub auto_mtls: bool,
-    /// SNI to send.
+    /// SNI to send (SIMPLE/MUTUAL); `None`: the cluster's host.
     pub sni: Option<String>,
-    /// Accepted server SANs.
+    /// Accepted server SANs; when set, one of the server certificate's SANs
+    /// must equal one of them (instead of the host-name check against SNI).
     pub subject_alt_names: Vec<String>,
-    /// Secret name holding cert/key/CA.
+    /// Kubernetes Secret holding cert/key/CA (`credentialName`).
     pub credential_name: Option<String>,
-    /// CA file.
+    /// CA bundle file (PEM); `None`: the system's trust store.
     pub ca_certificates: Option<String>,
-    /// Client cert file (MUTUAL).
+    /// Client certificate chain file (PEM, MUTUAL).
     pub client_certificate: Option<String>,
-    /// Client key file (MUTUAL).
+    /// Client private key file (PEM, MUTUAL).
     pub private_key: Option<String>,
-    /// Skip server verification.
+    /// Skip server certificate verification (and SAN checks).
     pub insecure_skip_verify: bool,
+    /// Certificate revocation list file (PEM), checked with the CA.
+    #[serde(default)]
+    pub ca_crl: Option<String>,
+}
+
+/// How a connection to one endpoint of a cluster leaves the node: the one
+/// decision the proxy and the HBONE transport share
+/// ([`ClientTls::transport`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamTransport {
+    /// Plain TCP to the endpoint.
+    Plaintext,
+    /// HBONE (HTTP/2 CONNECT over mTLS with workload certificates) to the
+    /// endpoint's `:15008`.
+    Hbone,
+    /// TLS origination (`SIMPLE` / `MUTUAL`) to the endpoint itself.
+    Originate,
+    /// No connection: the setting cannot be honoured (fail closed). The
+    /// text is the reason, used as Envoy's
+    /// `%UPSTREAM_TRANSPORT_FAILURE_REASON%` with response flag `UF`.
+    Refuse(&'static str),
+}
+
+/// Why an `ISTIO_MUTUAL` connection is refused when the daemon has no
+/// workload certificates.
+pub const REFUSE_NO_IDENTITY: &str =
+    "ISTIO_MUTUAL needs workload certificates: the daemon has no CA (--ca-dir or --ca-address)";
+/// Why an `ISTIO_MUTUAL` connection is refused to a destination outside
+/// the mesh.
+pub const REFUSE_NOT_MESHED: &str =
+    "ISTIO_MUTUAL to a destination outside the mesh (no workload identity to verify)";
+
+impl ClientTls {
+    /// How to reach one endpoint of the cluster, as Istio decides it:
+    ///
+    /// - `DISABLE` set explicitly: plain text.
+    /// - unset (auto mTLS, MeshConfig `enableAutoMtls`, default on): HBONE
+    ///   when the destination is meshed and the daemon has workload
+    ///   certificates, else plain text (Istio's auto mTLS falls back to
+    ///   plain text for destinations without a sidecar).
+    /// - `ISTIO_MUTUAL`: HBONE to a meshed destination; refused (fail
+    ///   closed) to a destination outside the mesh or without a CA, where
+    ///   Envoy's handshake would fail with `UF`.
+    /// - `SIMPLE` / `MUTUAL`: TLS origination to the endpoint itself.
+    ///
+    /// `meshed`: the endpoint is a meshed pod (a known pod IP with a
+    /// service account); `have_identity`: the daemon has a CA;
+    /// `enable_auto_mtls`: the MeshConfig's `enableAutoMtls`.
+    pub fn transport(
+        &self,
+        meshed: bool,
+        have_identity: bool,
+        enable_auto_mtls: bool,
+    ) -> UpstreamTransport {
+        match self.mode {
+            TlsMode::Disable if self.auto_mtls && enable_auto_mtls && meshed && have_identity => {
+                UpstreamTransport::Hbone
+            }
+            TlsMode::Disable => UpstreamTransport::Plaintext,
+            TlsMode::IstioMutual if !have_identity => UpstreamTransport::Refuse(REFUSE_NO_IDENTITY),
+            TlsMode::IstioMutual if !meshed => UpstreamTransport::Refuse(REFUSE_NOT_MESHED),
+            TlsMode::IstioMutual => UpstreamTransport::Hbone,
+            TlsMode::Simple | TlsMode::Mutual => UpstreamTransport::Originate,
+        }
+    }
+
+    /// `true` for `SIMPLE` and `MUTUAL` (TLS origination).
+    pub fn originates(&self) -> bool {
+        matches!(self.mode, TlsMode::Simple | TlsMode::Mutual)
+    }
 }

@@ -144,6 +144,12 @@ pub(super) struct Side {
     pub(super) version: String,
 }
 
+/// Istio's `source_principal` / `destination_principal`: the SPIFFE ID,
+/// or `unknown`.
+fn principal(p: &Option<Arc<str>>) -> String {
+    p.as_deref().unwrap_or("unknown").to_string()
+}
+
 /// The labels of the workload at `ip`.
 pub(super) fn side(snap: &MeshSnapshot, ip: Option<IpAddr>) -> Side {
     let unknown = || "unknown".to_string();
@@ -184,16 +190,21 @@ impl AccessLogSink for TelemetrySink {
             .as_deref()
             .is_some_and(|c| c.starts_with("inbound|"));
         let labels = RequestLabels {
-            reporter: if inbound { "destination" } else { "source" }.into(),
+            reporter: if inbound {
+                "destination"
+            } else {
+                r.peer.reporter.as_str()
+            }
+            .into(),
             source_workload: src.workload,
             source_workload_namespace: src.namespace,
-            source_principal: "unknown".into(),
+            source_principal: principal(&r.peer.source_principal),
             source_app: src.app,
             source_version: src.version,
             source_cluster: "unknown".into(),
             destination_workload: dst.workload,
             destination_workload_namespace: dst.namespace,
-            destination_principal: "unknown".into(),
+            destination_principal: principal(&r.peer.destination_principal),
             destination_app: dst.app,
             destination_version: dst.version,
             destination_service: service,
@@ -204,7 +215,7 @@ impl AccessLogSink for TelemetrySink {
             response_code: r.response_code.to_string(),
             grpc_response_status: r.grpc_status.map_or_else(|| "-".into(), |s| s.to_string()),
             response_flags: r.response_flags.to_string(),
-            connection_security_policy: "unknown".into(),
+            connection_security_policy: r.peer.security.as_str().into(),
         };
         if r.request_protocol == "tcp" {
             let tcp = TcpLabels::from(&labels);
@@ -285,6 +296,66 @@ mod tests {
         assert_eq!(v["response_code"], 200);
         assert_eq!(read(&text_file), "GET /b 200\n");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Istio's security labels come from the record's `PeerInfo`:
+    /// `none` for the plain-text paths, `mutual_tls` with both SPIFFE IDs
+    /// (and the reporter) for an mTLS connection, `unknown` otherwise.
+    #[tokio::test]
+    async fn security_labels_follow_the_connection() {
+        use crate::telemetry::{PeerInfo, Reporter};
+        let live = Arc::new(ArcSwap::from_pointee(MeshSnapshot::default()));
+        let metrics = Arc::new(Metrics::new());
+        let sink = TelemetrySink::new(live, metrics.clone(), false);
+        let rec = |peer: PeerInfo, proto: &'static str| AccessLogRecord {
+            response_code: if proto == "tcp" { 0 } else { 200 },
+            request_protocol: proto,
+            peer,
+            ..Default::default()
+        };
+        sink.log(rec(PeerInfo::plaintext(), "http"));
+        sink.log(rec(PeerInfo::plaintext(), "tcp"));
+        sink.log(rec(
+            PeerInfo::mutual_tls(
+                Reporter::Destination,
+                Some("spiffe://cluster.local/ns/a/sa/client".into()),
+                Some("spiffe://cluster.local/ns/b/sa/server".into()),
+            ),
+            "http",
+        ));
+        sink.log(rec(PeerInfo::default(), "http"));
+        let text = metrics.encode();
+        let requests: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .collect();
+        assert_eq!(requests.len(), 3, "{text}");
+        let plain = requests
+            .iter()
+            .find(|l| l.contains("connection_security_policy=\"none\""))
+            .expect("a plain-text series");
+        assert!(plain.contains("reporter=\"source\""), "{plain}");
+        assert!(plain.contains("source_principal=\"unknown\""), "{plain}");
+        let mtls = requests
+            .iter()
+            .find(|l| l.contains("connection_security_policy=\"mutual_tls\""))
+            .expect("an mTLS series");
+        assert!(mtls.contains("reporter=\"destination\""), "{mtls}");
+        assert!(
+            mtls.contains("source_principal=\"spiffe://cluster.local/ns/a/sa/client\""),
+            "{mtls}"
+        );
+        assert!(
+            mtls.contains("destination_principal=\"spiffe://cluster.local/ns/b/sa/server\""),
+            "{mtls}"
+        );
+        assert!(requests
+            .iter()
+            .any(|l| l.contains("connection_security_policy=\"unknown\"")));
+        assert!(text
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_connections_opened_total{")
+                && l.contains("connection_security_policy=\"none\"")));
     }
 
     #[test]

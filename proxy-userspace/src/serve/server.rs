@@ -236,6 +236,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, ds
         dst,
         peer,
         sniffed,
+        peer_info: crate::telemetry::PeerInfo::plaintext(),
     });
     // HTTP/1.1 on Strait's own loop; hyper takes over what it hands on
     // (HTTP/2, upgrades, streamed uploads), with the bytes read so far.

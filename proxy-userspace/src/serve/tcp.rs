@@ -33,6 +33,7 @@ pub async fn proxy(
         downstream_local_address: Some(dst),
         downstream_remote_address: Some(peer),
         requested_server_name: sni.clone(),
+        peer: crate::telemetry::PeerInfo::plaintext(),
         ..Default::default()
     };
     let svc = table.service(dst);
@@ -132,6 +133,11 @@ pub async fn proxy(
         finish(&shared, rec, start);
         return;
     }
+    if let Some(tls) = &cluster.pool.tls {
+        originated(&cluster, ep.as_deref(), tls, client, addr, &mut rec).await;
+        finish(&shared, rec, start);
+        return;
+    }
     let service_host = rec.destination_service.clone();
     let connect = tokio::time::timeout(
         cluster.pool.connect_timeout,
@@ -164,6 +170,20 @@ pub async fn proxy(
     }
     upstream.set_nodelay();
     rec.upstream_local_address = upstream.local_addr();
+    if upstream.is_hbone() {
+        // Istio's labels for a tunnelled connection: mTLS with both
+        // workload identities (the ones the tunnel presented and checked).
+        let ids = shared
+            .settings
+            .hbone
+            .as_deref()
+            .and_then(|m| m.wants_hbone(peer.ip(), addr.ip(), false));
+        rec.peer = crate::telemetry::PeerInfo::mutual_tls(
+            crate::telemetry::Reporter::Source,
+            ids.as_ref().map(|(from, _)| from.to_string().into()),
+            ids.as_ref().map(|(_, to)| to.to_string().into()),
+        );
+    }
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((up, down)) => {
             rec.bytes_received = up;
@@ -175,6 +195,44 @@ pub async fn proxy(
     }
     let _ = client.shutdown().await;
     finish(&shared, rec, start);
+}
+
+/// TLS origination for a TCP cluster (DestinationRule `SIMPLE`/`MUTUAL`):
+/// the client's bytes go to the endpoint inside TLS. A failed connect or
+/// handshake is `UF` with its reason.
+async fn originated(
+    cluster: &Cluster,
+    ep: Option<&super::cluster::Endpoint>,
+    tls: &crate::transport::origination::Origination,
+    mut client: TcpStream,
+    addr: SocketAddr,
+    rec: &mut AccessLogRecord,
+) {
+    let keepalive = cluster.pool.tcp_keepalive;
+    let mut upstream = match tls
+        .connect(addr, cluster.pool.connect_timeout, keepalive)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            fail_connect(cluster, ep, rec, ConnectError::Client(Box::new(e)));
+            return;
+        }
+    };
+    if let Some(ep) = ep {
+        cluster.record(ep, super::cluster::outlier::TryResult::Status(200));
+    }
+    rec.upstream_local_address = upstream.get_ref().0.local_addr().ok();
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((up, down)) => {
+            rec.bytes_received = up;
+            rec.bytes_sent = down;
+        }
+        Err(_) => rec
+            .response_flags
+            .insert(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION),
+    }
+    let _ = client.shutdown().await;
 }
 
 fn fail_connect(

@@ -80,6 +80,10 @@ pub struct AccessLogRecord {
     pub route_name: Option<Arc<str>>,
     /// Fully qualified destination service host (`destination_service` label).
     pub destination_service: Option<Arc<str>>,
+    /// The connection's security and peer identities (Istio's
+    /// `connection_security_policy`, `source_principal`,
+    /// `destination_principal`, `reporter`).
+    pub peer: crate::telemetry::PeerInfo,
 }
 
 /// Where access-log records go. Called once per finished request, on the
@@ -216,6 +220,8 @@ enum Op {
     DownstreamRemoteAddress,
     RequestedServerName,
     RouteName,
+    DownstreamPeerUriSan,
+    UpstreamPeerUriSan,
 }
 
 impl Op {
@@ -247,6 +253,8 @@ impl Op {
             ("DOWNSTREAM_REMOTE_ADDRESS", None) => Op::DownstreamRemoteAddress,
             ("REQUESTED_SERVER_NAME", None) => Op::RequestedServerName,
             ("ROUTE_NAME", None) => Op::RouteName,
+            ("DOWNSTREAM_PEER_URI_SAN", None) => Op::DownstreamPeerUriSan,
+            ("UPSTREAM_PEER_URI_SAN", None) => Op::UpstreamPeerUriSan,
             ("RESP", Some("x-envoy-upstream-service-time")) => Op::UpstreamServiceTime,
             ("REQ", Some(h)) => match h.split('?').next().unwrap_or(h) {
                 ":method" => Op::Method,
@@ -290,6 +298,8 @@ impl Op {
             Op::DownstreamRemoteAddress => s(&r.downstream_remote_address),
             Op::RequestedServerName => r.requested_server_name.clone(),
             Op::RouteName => s(&r.route_name),
+            Op::DownstreamPeerUriSan => s(&r.peer.source_principal),
+            Op::UpstreamPeerUriSan => s(&r.peer.destination_principal),
         }
     }
 
@@ -494,6 +504,30 @@ mod tests {
             .contains("x-b3-traceid"));
         assert!(LogFormat::new(false, "%DYNAMIC_METADATA(x)%").is_err());
         assert_eq!(LogFormat::new(false, "").unwrap().0, Format::DefaultText);
+    }
+
+    #[test]
+    fn peer_uri_sans_are_the_connection_identities() {
+        let r = AccessLogRecord {
+            peer: crate::telemetry::PeerInfo::mutual_tls(
+                crate::telemetry::Reporter::Destination,
+                Some("spiffe://cluster.local/ns/a/sa/client".into()),
+                Some("spiffe://cluster.local/ns/b/sa/server".into()),
+            ),
+            ..Default::default()
+        };
+        let t =
+            LogFormat::new(false, "%DOWNSTREAM_PEER_URI_SAN% %UPSTREAM_PEER_URI_SAN%\n").unwrap();
+        assert_eq!(
+            t.render(&r),
+            "spiffe://cluster.local/ns/a/sa/client spiffe://cluster.local/ns/b/sa/server"
+        );
+        let j = LogFormat::new(true, r#"{"src": "%DOWNSTREAM_PEER_URI_SAN%"}"#).unwrap();
+        assert_eq!(
+            j.render(&AccessLogRecord::default()),
+            r#"{"src":null}"#,
+            "no identity: null, as Envoy"
+        );
     }
 
     #[test]

@@ -6,5 +6,7 @@ pub mod access_log;
 pub mod flags;
 pub mod identity;
 pub mod metrics;
+pub mod peer;
 
 pub use metrics::{Metrics, RequestLabels, TcpLabels};
+pub use peer::{PeerInfo, Reporter, SecurityPolicy};

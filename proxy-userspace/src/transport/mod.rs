@@ -6,6 +6,7 @@
 pub mod hbone;
 pub mod inpod;
 pub(crate) mod orig_dst;
+pub mod origination;
 pub(crate) mod sniff;
 pub(crate) mod tls;
 

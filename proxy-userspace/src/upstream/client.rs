@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::proxy::body::{BoxError, ProxyBody};
 
 /// Connection-pool settings other than the circuit-breaker limits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolSettings {
     /// `tcp.connectTimeout` (Istio default 10 s).
     pub connect_timeout: Duration,
@@ -28,6 +28,9 @@ pub struct PoolSettings {
     pub max_requests_per_connection: u32,
     /// `tcp.tcpKeepalive` set.
     pub tcp_keepalive: Option<Duration>,
+    /// TLS origination (DestinationRule `SIMPLE`/`MUTUAL`), built with the
+    /// cluster; `None`: plain TCP.
+    pub tls: Option<crate::transport::origination::Origination>,
 }
 
 impl Default for PoolSettings {
@@ -37,6 +40,7 @@ impl Default for PoolSettings {
             idle_timeout: Duration::from_secs(3600),
             max_requests_per_connection: 0,
             tcp_keepalive: None,
+            tls: None,
         }
     }
 }
@@ -122,11 +126,13 @@ fn builder(pool: &PoolSettings, h2: bool) -> hyper_util::client::legacy::Builder
     b
 }
 
-/// Pools for PASSTHROUGH: dial whatever the URI's authority says.
+/// Pools for PASSTHROUGH: dial whatever the URI's authority says (over
+/// TLS when the cluster originates it).
 #[derive(Clone, Debug)]
 pub struct Clients {
     h1: Client<HttpConnector, ProxyBody>,
     h2: Client<HttpConnector, ProxyBody>,
+    origin: Option<std::sync::Arc<crate::transport::origination::OriginClients<ProxyBody>>>,
 }
 
 impl Clients {
@@ -137,9 +143,21 @@ impl Clients {
         conn.set_nodelay(true);
         conn.set_keepalive(pool.tcp_keepalive);
         conn.enforce_http(false);
+        let origin = pool.tls.clone().map(|o| {
+            let dial = crate::transport::origination::Dial {
+                connect_timeout: pool.connect_timeout,
+                idle_timeout: pool.idle_timeout,
+                no_keep_alive: pool.max_requests_per_connection == 1,
+                tcp_keepalive: pool.tcp_keepalive,
+            };
+            std::sync::Arc::new(crate::transport::origination::OriginClients::new(
+                None, o, dial,
+            ))
+        });
         Self {
             h1: builder(pool, false).build(conn.clone()),
             h2: builder(pool, true).build(conn),
+            origin,
         }
     }
 
@@ -154,6 +172,13 @@ impl Clients {
             return Err(UpstreamError::Connect(ConnectError::Refused(
                 super::self_guard::REFUSED,
             )));
+        }
+        if let Some(o) = &self.origin {
+            let (resp, local) = o.send(http2, req).await.map_err(classify)?;
+            return Ok(Sent {
+                response: resp.map(|b| b.map_err(Into::into).boxed()),
+                local,
+            });
         }
         let client = if http2 { &self.h2 } else { &self.h1 };
         let resp = client.request(req).await.map_err(classify)?;
@@ -190,7 +215,7 @@ fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
+pub(crate) fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
     if e.is_connect() {
         return UpstreamError::Connect(ConnectError::Client(Box::new(e)));
     }

@@ -10,6 +10,7 @@ use http::HeaderName;
 use strait_config::snapshot as snap;
 
 use crate::runtime::compile::{err, CompileError};
+use crate::transport::origination::Alpn;
 use crate::upstream::cluster::{
     Cluster, ClusterSpec, Endpoint, HashKey, LbSpec, Limits, OutlierDetection, PoolSettings,
     Prepared, Registry, Simple, UpstreamProtocol,
@@ -111,6 +112,16 @@ pub(crate) fn cluster_spec(c: &snap::Cluster) -> Result<ClusterSpec, CompileErro
         idle_timeout: Duration::from_millis(pool.idle_timeout_ms.max(1)),
         max_requests_per_connection: pool.max_requests_per_connection,
         tcp_keepalive: None,
+        tls: crate::transport::origination::Origination::for_cluster(
+            &c.name,
+            &c.host,
+            &c.tls,
+            match protocol {
+                UpstreamProtocol::Http1 => Alpn::Http1,
+                UpstreamProtocol::Http2 => Alpn::Http2,
+                UpstreamProtocol::Downstream => Alpn::None,
+            },
+        ),
     };
     let outlier = c.outlier_detection.as_ref().map(|o| OutlierDetection {
         consecutive_5xx: o.consecutive_5xx_errors,

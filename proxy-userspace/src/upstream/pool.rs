@@ -37,6 +37,7 @@ use crate::proxy::h1::body::{ResponseBody, Reuse};
 use crate::proxy::h1::conn::SendError;
 use crate::proxy::h1::{self, Conn};
 use crate::transport::hbone::{MeshOutbound, Tunnel};
+use crate::transport::origination::{Dial, OriginClients};
 pub use crate::upstream::client::Sent;
 use crate::upstream::client::{classify_hyper, ConnectError, PoolSettings, UpstreamError};
 
@@ -80,6 +81,8 @@ struct Inner {
     /// requests share one.
     h2_dial: tokio::sync::Mutex<()>,
     sweeping: AtomicBool,
+    /// TLS origination: every request goes through these instead.
+    origin: Option<OriginClients<ProxyBody>>,
     /// Set for a pool whose connections go through an HBONE tunnel.
     via: Option<(Arc<MeshOutbound>, Tunnel)>,
 }
@@ -104,11 +107,20 @@ impl Pool {
         Self {
             inner: Arc::new(Inner {
                 addr,
-                settings: *settings,
+                settings: settings.clone(),
                 idle: Mutex::new(Vec::new()),
                 h2: Mutex::new(None),
                 h2_dial: tokio::sync::Mutex::new(()),
                 sweeping: AtomicBool::new(false),
+                origin: settings.tls.clone().map(|o| {
+                    let dial = Dial {
+                        connect_timeout: settings.connect_timeout,
+                        idle_timeout: settings.idle_timeout,
+                        no_keep_alive: settings.max_requests_per_connection == 1,
+                        tcp_keepalive: settings.tcp_keepalive,
+                    };
+                    OriginClients::new(Some(addr), o, dial)
+                }),
                 via: None,
             }),
         }
@@ -121,11 +133,12 @@ impl Pool {
         Self {
             inner: Arc::new(Inner {
                 addr: tunnel.dst,
-                settings: *settings,
+                settings: settings.clone(),
                 idle: Mutex::new(Vec::new()),
                 h2: Mutex::new(None),
                 h2_dial: tokio::sync::Mutex::new(()),
                 sweeping: AtomicBool::new(false),
+                origin: None,
                 via: Some((mesh, tunnel)),
             }),
         }
@@ -139,6 +152,9 @@ impl Pool {
         http2: bool,
         req: http::Request<ProxyBody>,
     ) -> Result<Sent, UpstreamError> {
+        if self.inner.origin.is_some() {
+            return Box::pin(self.send_originated(http2, req)).await;
+        }
         if http2 {
             self.send_h2(req).await
         } else {
@@ -168,6 +184,15 @@ impl Pool {
         headers: &crate::proxy::head::ReqHeaders,
         body: ProxyBody,
     ) -> Result<Sent, UpstreamError> {
+        if self.inner.origin.is_some() {
+            let mut req = http::Request::new(body);
+            *req.method_mut() = method.clone();
+            *req.uri_mut() = path_and_query
+                .parse()
+                .map_err(|e| UpstreamError::Reset(Box::new(e)))?;
+            *req.headers_mut() = headers.to_map();
+            return Box::pin(self.send_originated(false, req)).await;
+        }
         // A bodiless request can go again on a new connection if a pooled
         // one turns out closed; one with a body is checked before sending.
         let replayable = body.is_end_stream();
@@ -198,6 +223,29 @@ impl Pool {
                 Err(e) => return Err(UpstreamError::Reset(Box::new(e))),
             }
         }
+    }
+
+    /// TLS origination (`transport::origination`): a failed connect or
+    /// handshake is a connect failure (`UF`) with its reason.
+    async fn send_originated(
+        &self,
+        http2: bool,
+        req: http::Request<ProxyBody>,
+    ) -> Result<Sent, UpstreamError> {
+        if super::self_guard::is_self(self.inner.addr) {
+            return Err(UpstreamError::Connect(ConnectError::Refused(
+                super::self_guard::REFUSED,
+            )));
+        }
+        let origin = self.inner.origin.as_ref().expect("checked by the caller");
+        let (resp, local) = origin
+            .send(http2, req)
+            .await
+            .map_err(super::client::classify)?;
+        Ok(Sent {
+            response: resp.map(|b| b.map_err(BoxError::from).boxed()),
+            local,
+        })
     }
 
     fn h1_response(&self, head: h1::response::Head, conn: Box<Conn>) -> Sent {

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [l4|l7|config|all|policy] [--quick]`: Strait's figures beside
+//! `cargo xtask bench [l4|l7|config|all|policy|mesh] [--quick]`: Strait's figures beside
 //! the alternatives (direct, iptables DNAT, nginx, HAProxy), measured in
 //! one run on one machine, written to bench/results.md and results.json.
 //!
@@ -11,6 +11,7 @@ mod config_case;
 mod install;
 mod l4;
 mod l7;
+mod mesh;
 mod netns;
 mod policy_case;
 mod procs;
@@ -47,6 +48,9 @@ pub enum Suite {
     /// CPU per request of the security-policy check (in process; writes
     /// only its own section of bench/results.md).
     Policy,
+    /// Pod to pod across two simulated nodes: direct, Strait L7, HBONE,
+    /// ztunnel (writes only its own section of bench/results.md).
+    Mesh,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -110,6 +114,9 @@ pub fn run(suite: Suite, quick: bool) -> anyhow::Result<()> {
     }
     if suite == Suite::Policy {
         return policy_case::run(quick);
+    }
+    if suite == Suite::Mesh {
+        return mesh::run(quick);
     }
     let started = Instant::now();
     ctrlc::set_handler(|| {

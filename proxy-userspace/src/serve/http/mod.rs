@@ -49,6 +49,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The connection's port protocol was sniffed, not declared.
     pub sniffed: bool,
+    /// The connection's security and peer identities (telemetry labels).
+    pub peer_info: crate::telemetry::PeerInfo,
 }
 
 static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
@@ -127,6 +129,11 @@ where
             authority: header_authority(&parts, full),
             downstream_local_address: Some(conn.dst),
             downstream_remote_address: Some(conn.peer),
+            peer: if full {
+                conn.peer_info.clone()
+            } else {
+                Default::default()
+            },
             ..Default::default()
         },
         sink: conn.shared.sink.clone(),
@@ -528,6 +535,7 @@ pub fn log_protocol_error(conn: &ConnInfo, status: StatusCode, details: &'static
         response_code_details: Some(details),
         downstream_local_address: Some(conn.dst),
         downstream_remote_address: Some(conn.peer),
+        peer: conn.peer_info.clone(),
         ..Default::default()
     });
 }
