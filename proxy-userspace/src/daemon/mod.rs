@@ -378,7 +378,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         Metrics::new()
     });
     let secrets = match &args.identity {
-        Some(id) => Some(identity::start(id, &args.node, snapshot.clone(), &metrics).await?),
+        Some(id) => Some(identity::start(id, &args.node, snapshot.clone(), &enrollment, &metrics).await?),
         None => None,
     };
     let sink = sink::TelemetrySink::new(snapshot.clone(), metrics.clone(), args.access_log);
@@ -427,7 +427,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }
                 reload_live.set_reloading(true);
-                let reloaded = reload_once(
+                reload_once(
                     &mut *store,
                     &reload_live,
                     &mut datapath,
@@ -435,10 +435,12 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     &mut enrollment,
                     &mut kernel_ok,
                 );
-                if let Some(snap) = reloaded {
-                    if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
-                        mgr.set_wanted(&identity::wanted(&snap, node, td));
-                    }
+                // After every reload: a pod joining or leaving the mesh
+                // (a label flip) changes the identities without changing
+                // the snapshot.
+                if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
+                    let snap = reload_live.snapshot.load();
+                    mgr.set_wanted(&identity::wanted(&snap, &enrollment, node, td));
                 }
                 reload_live.set_reloading(false);
             }

@@ -9,6 +9,8 @@
 //! every kind's first complete list before it compiles and reports ready.
 //! An Istio kind whose CRD is not installed (the list answers 404) counts
 //! as listed and empty, and is watched again in case the CRD appears.
+pub mod ca_auth;
+pub mod pods;
 pub mod review;
 pub mod store;
 
@@ -296,3 +298,7 @@ async fn watch_kind(client: kube::Client, kind: Kind, store: Arc<Mutex<ObjectSto
 mod fake_api;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod ca_tests;
+#[cfg(test)]
+mod fake_server;
