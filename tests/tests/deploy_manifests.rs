@@ -137,21 +137,25 @@ fn check_daemonset(docs: &[Value]) -> DaemonSet {
 }
 
 /// The daemon's ClusterRole: get/list/watch of exactly what the Kubernetes
-/// source watches.
+/// source watches, and one write: Events (create, patch) to report invalid
+/// resources.
 fn check_rbac(docs: &[Value]) {
     let role: ClusterRole = one(docs, "ClusterRole", "strait");
-    let rules = role.rules.unwrap();
+    let mut rules = role.rules.unwrap();
+    let events = rules
+        .iter()
+        .position(|r| r.api_groups.as_deref() == Some(&["events.k8s.io".to_string()][..]))
+        .expect("a rule for Events");
+    let ev = rules.remove(events);
+    assert_eq!(ev.resources.as_deref(), Some(&["events".to_string()][..]));
+    assert_eq!(ev.verbs, ["create", "patch"]);
     for r in &rules {
         assert_eq!(
             r.verbs,
             ["get", "list", "watch"],
             "the daemon only reads: {r:?}"
         );
-        assert!(!r
-            .resources
-            .iter()
-            .flatten()
-            .any(|x| x == "*" || x == "secrets"));
+        assert!(!r.resources.iter().flatten().any(|x| x == "*"));
     }
     let granted = |group: &str, plural: &str| {
         rules.iter().any(|r| {

@@ -20,6 +20,10 @@ pub struct RunCmd {
     /// runs in (its service account), watching it.
     #[arg(long)]
     pub in_cluster: bool,
+    /// Namespace of the `istio` ConfigMap whose `mesh` key is the mesh
+    /// config (istiod's own namespace), with --kubeconfig/--in-cluster.
+    #[arg(long, value_name = "NS", default_value = "istio-system")]
+    pub mesh_config_namespace: String,
     /// Node name (default: the host name). Kernel maps are pinned under
     /// <bpffs>/strait/<node>/.
     #[arg(long, value_name = "NAME")]
@@ -262,13 +266,18 @@ impl CaServeCmd {
 impl RunCmd {
     /// The daemon settings, with defaults filled in.
     pub fn into_args(self) -> super::RunArgs {
+        let node = self.node.unwrap_or_else(hostname);
         let kube = (self.kubeconfig.is_some() || self.in_cluster).then_some(super::KubeArgs {
             kubeconfig: self.kubeconfig,
+            watch: crate::sources::kube::WatchOptions {
+                mesh_config_namespace: self.mesh_config_namespace,
+                events_from: Some(node.clone()),
+            },
         });
         super::RunArgs {
             config: self.config.unwrap_or_default(),
             kube,
-            node: self.node.unwrap_or_else(hostname),
+            node,
             pods_cgroup: self.pods_cgroup,
             bpffs: self.bpffs,
             admin: self.admin,

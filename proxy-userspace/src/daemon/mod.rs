@@ -15,6 +15,7 @@ pub mod ca;
 pub mod cli;
 pub mod identity;
 pub mod lock;
+pub mod outbound_guard;
 pub mod pods;
 pub mod preflight;
 pub mod privs;
@@ -88,6 +89,8 @@ pub struct RunArgs {
 pub struct KubeArgs {
     /// The kubeconfig; `None`: the in-cluster config.
     pub kubeconfig: Option<PathBuf>,
+    /// What is watched beyond the defaults (the mesh config's namespace).
+    pub watch: crate::sources::kube::WatchOptions,
 }
 
 /// The kernel's answer to "where was this connection going".
@@ -243,6 +246,8 @@ struct Setup {
     orig: KernelOriginalDst,
     pods: PathBuf,
     capture: Capture,
+    /// The outbound listener's source filter (this node only).
+    guard: outbound_guard::OutboundGuard,
 }
 
 /// Everything that needs privileges, on the calling thread.
@@ -254,8 +259,8 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     );
     let (store, first) = match args.kube {
         None => {
-            let mut store =
-                ConfigStore::with_limits(&args.config, args.limits).with_node_addresses(node_ips);
+            let mut store = ConfigStore::with_limits(&args.config, args.limits)
+                .with_node_addresses(node_ips.clone());
             let first = compile(&mut store).unwrap_or_default();
             tracing::info!(
                 services = first.0.services.len(),
@@ -278,6 +283,17 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         )
     })?;
 
+    let mut guard = outbound_guard::OutboundGuard::new(
+        outbound
+            .try_clone()
+            .context("duplicating the outbound listener")?,
+        &args.node,
+        node_ips,
+    )
+    .context("attaching the outbound listener's source filter")?;
+    if let Some((_, enrollment)) = &first {
+        guard.update(enrollment);
+    }
     let mut datapath = Datapath::new(dp_cfg)?;
     let pods = args
         .pods_cgroup
@@ -310,6 +326,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         orig,
         pods,
         capture,
+        guard,
     })
 }
 
@@ -324,6 +341,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         orig,
         pods,
         mut capture,
+        mut guard,
     } = setup;
     // The source and its first config: the directory's was compiled in
     // setup; an API server's once every watched kind is listed.
@@ -338,12 +356,13 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                 let client = crate::sources::kube::client(k.kubeconfig.as_deref())
                     .await
                     .context("connecting to the Kubernetes API server")?;
-                let (mut store, changes, mut w) = crate::sources::kube::start(client);
+                let (mut store, changes, mut w) = crate::sources::kube::start(client, &k.watch);
                 tracing::info!("waiting for the initial list of every watched kind");
                 w.wait_synced().await;
                 tracing::info!(counts = ?w.counts(), "API server in sync");
                 let first = compile(&mut store).unwrap_or_default();
                 capture.sync(&mut datapath, &first.1);
+                guard.update(&first.1);
                 apply_kernel(&mut datapath, &first.0, &first.1);
                 (Box::new(store), changes, SourceGuard::Kube(w), first)
             }
@@ -435,6 +454,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     &mut enrollment,
                     &mut kernel_ok,
                 );
+                guard.update(&enrollment);
                 // After every reload: a pod joining or leaving the mesh
                 // (a label flip) changes the identities without changing
                 // the snapshot.
@@ -547,6 +567,7 @@ fn source_name(args: &RunArgs) -> String {
         None => args.config.display().to_string(),
         Some(KubeArgs {
             kubeconfig: Some(k),
+            ..
         }) => format!("kubeconfig {}", k.display()),
         Some(_) => "in-cluster API server".into(),
     }
