@@ -1,4 +1,4 @@
-//! `cargo xtask bench [l4|l7|config|all|policy] [--quick]`: Strait's figures beside
+//! `cargo xtask bench [l4|l7|config|all|policy|kube] [--quick]`: Strait's figures beside
 //! the alternatives (direct, iptables DNAT, nginx, HAProxy), measured in
 //! one run on one machine, written to bench/results.md and results.json.
 //!
@@ -9,6 +9,7 @@
 //! on success, error, panic and Ctrl-C.
 mod config_case;
 mod install;
+mod kube_case;
 mod l4;
 mod l7;
 mod netns;
@@ -45,6 +46,10 @@ pub enum Suite {
     /// CPU per request of the security-policy check (in process; writes
     /// only its own section of bench/results.md).
     Policy,
+    /// The Kubernetes source's initial sync and memory at 10,000 Services
+    /// and 100,000 endpoints from a fake API server (in process; writes
+    /// only its own section of bench/results.md).
+    Kube,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -108,6 +113,9 @@ pub fn run(suite: Suite, quick: bool) -> anyhow::Result<()> {
     }
     if suite == Suite::Policy {
         return policy_case::run(quick);
+    }
+    if suite == Suite::Kube {
+        return kube_case::run(quick);
     }
     let started = Instant::now();
     ctrlc::set_handler(|| {
