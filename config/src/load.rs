@@ -611,7 +611,11 @@ fn parse_document(doc: &str, first: usize, origin: &Origin) -> Result<Parsed, Bo
             let full: k8s_openapi::api::core::v1::Secret = typed(doc, first, origin, &key)?;
             match crate::api::secret::TlsSecret::from_secret(full) {
                 Ok(Some(t)) => Object::Secret(Box::new(t)),
-                Ok(None) => return Ok(Parsed::Ignored(format!("{kind} ({api}) without TLS material"))),
+                Ok(None) => {
+                    return Ok(Parsed::Ignored(format!(
+                        "{kind} ({api}) without TLS material"
+                    )))
+                }
                 Err((field, message)) => {
                     return Err(Box::new(Diagnostic {
                         level: Level::Error,

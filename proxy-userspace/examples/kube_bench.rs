@@ -133,8 +133,10 @@ async fn answer(
             .map(String::from)
     };
     let body: Body = if param("watch").as_deref() == Some("true") {
-        StreamBody::new(futures_util::stream::pending::<Result<Frame<Bytes>, Infallible>>())
-            .boxed()
+        StreamBody::new(futures_util::stream::pending::<
+            Result<Frame<Bytes>, Infallible>,
+        >())
+        .boxed()
     } else {
         pages
             .lists
@@ -186,10 +188,9 @@ fn main() {
             }
         });
         let rss_before = status_mb("VmRSS:");
-        let client = kube::Client::try_from(kube::Config::new(
-            format!("http://{addr}").parse().unwrap(),
-        ))
-        .unwrap();
+        let client =
+            kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
+                .unwrap();
         let started = Instant::now();
         let (mut store, _changes, mut watch) =
             strait::sources::kube::start(client, &strait::sources::kube::WatchOptions::default());

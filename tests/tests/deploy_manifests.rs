@@ -274,7 +274,15 @@ fn the_mtls_overlay_adds_the_ca_with_tokenreview_rbac_and_the_daemons_ca_flags()
     };
     let ds = check_daemonset(&docs);
     check_rbac(&docs);
-    let c = &ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    let c = &ds
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
     assert_eq!(
         arg(c, "--ca-address"),
         Some("https://strait-ca.strait-system.svc:15012")
@@ -304,10 +312,7 @@ fn the_mtls_overlay_adds_the_ca_with_tokenreview_rbac_and_the_daemons_ca_flags()
         } => {
             assert!(kubeconfig.is_none(), "in-cluster");
             assert_eq!(audiences, &["istio-ca"]);
-            let ds_account = (
-                "strait-system".to_string(),
-                ds_pod_service_account(&docs),
-            );
+            let ds_account = ("strait-system".to_string(), ds_pod_service_account(&docs));
             assert_eq!(trusted_node_accounts, &[ds_account]);
         }
         other => panic!("the CA does not use the API server: {other:?}"),
@@ -321,9 +326,20 @@ fn the_mtls_overlay_adds_the_ca_with_tokenreview_rbac_and_the_daemons_ca_flags()
         .flatten()
         .find_map(|v| v.projected.as_ref())
         .expect("a projected service-account token");
-    let sat = projected.sources.iter().flatten().find_map(|s| s.service_account_token.as_ref()).unwrap();
+    let sat = projected
+        .sources
+        .iter()
+        .flatten()
+        .find_map(|s| s.service_account_token.as_ref())
+        .unwrap();
     assert_eq!(sat.audience.as_deref(), Some("istio-ca"));
-    let ready = cc.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    let ready = cc
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
     assert_eq!(ready.path.as_deref(), Some("/ready"));
     assert_eq!(
         ready.port,

@@ -148,7 +148,11 @@ mod tests {
             indent(CERT)
         );
         let l = load_str(&yaml, "secrets.yaml");
-        assert!(l.diagnostics.iter().all(|d| !d.is_error()), "{:?}", l.diagnostics);
+        assert!(
+            l.diagnostics.iter().all(|d| !d.is_error()),
+            "{:?}",
+            l.diagnostics
+        );
         let secrets: Vec<_> = l
             .resources
             .iter()
@@ -162,14 +166,20 @@ mod tests {
         assert_eq!(secrets[0].1.cert_chain.as_ref().unwrap().0, CERT.as_bytes());
         assert!(secrets[1].1.ca_cert.is_some());
         let shown = format!("{:?}", l.resources);
-        assert!(!shown.contains("MIIE") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            !shown.contains("MIIE") && !shown.contains("hunter2"),
+            "{shown}"
+        );
         // The compiled snapshot has them for credentialName, and never
         // serializes them.
         let (snap, _) = crate::compile(&l.resources);
         assert!(snap.credential("shop", "client").is_some());
         assert!(snap.credential("default", "client").is_none());
         let json = serde_json::to_string(&snap).unwrap();
-        assert!(!json.contains("MIIE") && !json.contains("gw-cert"), "{json}");
+        assert!(
+            !json.contains("MIIE") && !json.contains("gw-cert"),
+            "{json}"
+        );
     }
 
     fn indent(s: &str) -> String {
@@ -182,15 +192,30 @@ mod tests {
             "apiVersion: v1\nkind: Secret\nmetadata: {name: half, namespace: shop}\nstringData: {tls.key: x}\n",
             "s.yaml",
         );
-        let e = l.diagnostics.iter().find(|d| d.is_error()).expect("an error");
+        let e = l
+            .diagnostics
+            .iter()
+            .find(|d| d.is_error())
+            .expect("an error");
         let text = e.to_string();
-        assert!(text.contains("Secret/shop/half") && text.contains("data.tls.key"), "{text}");
+        assert!(
+            text.contains("Secret/shop/half") && text.contains("data.tls.key"),
+            "{text}"
+        );
         let l = load_str(
             "apiVersion: v1\nkind: Secret\nmetadata: {name: bad, namespace: shop}\ntype: kubernetes.io/tls\nstringData: {tls.crt: not-pem, tls.key: not-pem}\n",
             "s.yaml",
         );
-        let text = l.diagnostics.iter().find(|d| d.is_error()).expect("an error").to_string();
-        assert!(text.contains("data.tls.crt") && text.contains("not PEM"), "{text}");
+        let text = l
+            .diagnostics
+            .iter()
+            .find(|d| d.is_error())
+            .expect("an error")
+            .to_string();
+        assert!(
+            text.contains("data.tls.crt") && text.contains("not PEM"),
+            "{text}"
+        );
         assert!(!text.contains("not-pem"), "content in the message: {text}");
     }
 }

@@ -221,6 +221,9 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert_eq!(ids, ["spiffe://cluster.local/ns/default/sa/bookinfo-reviews"]);
+        assert_eq!(
+            ids,
+            ["spiffe://cluster.local/ns/default/sa/bookinfo-reviews"]
+        );
     }
 }

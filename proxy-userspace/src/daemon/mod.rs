@@ -397,7 +397,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         Metrics::new()
     });
     let secrets = match &args.identity {
-        Some(id) => Some(identity::start(id, &args.node, snapshot.clone(), &enrollment, &metrics).await?),
+        Some(id) => {
+            Some(identity::start(id, &args.node, snapshot.clone(), &enrollment, &metrics).await?)
+        }
         None => None,
     };
     let sink = sink::TelemetrySink::new(snapshot.clone(), metrics.clone(), args.access_log);

@@ -19,8 +19,8 @@
 //! the pods come from the API server.
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::pin::Pin;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;

@@ -142,11 +142,7 @@ pub fn start(
     audiences: Vec<String>,
     trusted: Vec<(String, String)>,
     trust_domain: &str,
-) -> (
-    Arc<KubeCaAuth>,
-    Arc<PodIndex>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (Arc<KubeCaAuth>, Arc<PodIndex>, tokio::task::JoinHandle<()>) {
     let pods = PodIndex::new();
     let task = tokio::spawn(super::pods::watch_pods(client.clone(), pods.clone()));
     let auth = Arc::new(KubeCaAuth::new(

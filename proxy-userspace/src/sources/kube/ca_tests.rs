@@ -24,7 +24,13 @@ fn pods() -> Vec<Value> {
     vec![
         pod("strait-system", "strait-a", "uid-a", "strait", "node-a"),
         pod("strait-system", "strait-b", "uid-b", "strait", "node-b"),
-        pod("default", "reviews-v1", "uid-r", "bookinfo-reviews", "node-a"),
+        pod(
+            "default",
+            "reviews-v1",
+            "uid-r",
+            "bookinfo-reviews",
+            "node-a",
+        ),
         pod(
             "default",
             "productpage-v1",
@@ -94,10 +100,8 @@ async fn ask(
         validity_duration: 3600,
         metadata: impersonate.then(|| string_struct([(IMPERSONATED_IDENTITY, id.to_string())])),
     });
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().unwrap(),
-    );
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     ca.create_certificate(req).await.map(|_| ())
 }
 
@@ -156,7 +160,9 @@ async fn the_ca_reviews_service_account_tokens_and_allows_a_node_only_its_pods_i
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
     assert!(
-        e.message().contains("workload spiffe://cluster.local/ns/default/sa/bookinfo-productpage may not obtain"),
+        e.message().contains(
+            "workload spiffe://cluster.local/ns/default/sa/bookinfo-productpage may not obtain"
+        ),
         "{}",
         e.message()
     );

@@ -23,9 +23,7 @@ fn handler() -> Handler {
             200,
             list("VirtualService", "networking.istio.io/v1", vec![vs("v1.0")]),
         )),
-        ("POST", "/apis/events.k8s.io/v1/namespaces/default/events") => {
-            Some((201, r.body.clone()))
-        }
+        ("POST", "/apis/events.k8s.io/v1/namespaces/default/events") => Some((201, r.body.clone())),
         _ => None,
     })
 }

@@ -257,16 +257,11 @@ pub fn start(
         tasks.push(task);
     }
     let store = Arc::new(Mutex::new(store));
-    tasks.extend(KINDS
-        .iter()
-        .map(|k| {
-            tokio::spawn(watch_kind(
-                client.clone(),
-                *k,
-                store.clone(),
-                opts.clone(),
-            ))
-        }));
+    tasks.extend(
+        KINDS
+            .iter()
+            .map(|k| tokio::spawn(watch_kind(client.clone(), *k, store.clone(), opts.clone()))),
+    );
     let watch = KubeWatch {
         store: store.clone(),
         synced,
@@ -387,12 +382,12 @@ async fn watch_kind(
 }
 
 #[cfg(test)]
-mod fake_api;
-#[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod ca_tests;
+#[cfg(test)]
+mod events_tests;
+#[cfg(test)]
+mod fake_api;
 #[cfg(test)]
 mod fake_server;
 #[cfg(test)]
-mod events_tests;
+mod tests;

@@ -258,7 +258,9 @@ fn every_watched_kind_is_listed_compiled_and_counted() {
         snap.mesh.outbound_traffic_policy.mode,
         strait_config::mesh::OutboundMode::RegistryOnly
     );
-    let cred = snap.credential("default", "reviews-client").expect("the Secret");
+    let cred = snap
+        .credential("default", "reviews-client")
+        .expect("the Secret");
     assert_eq!(cred.private_key.as_ref().unwrap().0, PEM_KEY.as_bytes());
     assert!(enrollment.pods.iter().all(|p| p.meshed()));
     assert_eq!(
@@ -449,7 +451,11 @@ fn mesh_config_and_secret_edits_reach_the_snapshot_and_a_bad_one_keeps_the_last_
     assert!(snap.credential("default", "reviews-client").is_some());
     // Deleted: gone.
     h.delete(tls_secret("reviews-client"));
-    assert!(h.compile().0.credential("default", "reviews-client").is_none());
+    assert!(h
+        .compile()
+        .0
+        .credential("default", "reviews-client")
+        .is_none());
 }
 
 #[test]
