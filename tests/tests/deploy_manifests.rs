@@ -214,6 +214,7 @@ struct Strait {
 }
 
 #[derive(clap::Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per test
 enum Cmd {
     Run(strait::daemon::cli::RunCmd),
     #[command(subcommand)]
@@ -223,7 +224,7 @@ enum Cmd {
 /// `strait ca serve`'s own flag parser.
 #[derive(clap::Subcommand)]
 enum CaCmd {
-    Serve(strait::daemon::cli::CaServeCmd),
+    Serve(Box<strait::daemon::cli::CaServeCmd>),
 }
 
 #[test]
@@ -303,7 +304,7 @@ fn the_mtls_overlay_adds_the_ca_with_tokenreview_rbac_and_the_daemons_ca_flags()
     let Cmd::Ca(CaCmd::Serve(serve)) = parsed.cmd else {
         panic!("not strait ca serve")
     };
-    let serve = serve.into_args().unwrap();
+    let serve = (*serve).into_args().unwrap();
     match &serve.auth {
         strait::daemon::ca::CaAuthArgs::Kube {
             kubeconfig,

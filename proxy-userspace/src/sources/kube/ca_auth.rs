@@ -91,6 +91,12 @@ impl KubeCaAuth {
                 "node account {who}: the token is not bound to a pod (use a projected service-account token)"
             )));
         };
+        if !self.pods.synced() {
+            // Not an unknown pod: the CA does not know any pod yet.
+            return Err(AuthFailure::Unavailable(
+                "the CA has not listed the cluster's Pods yet".into(),
+            ));
+        }
         let Some(facts) = self.pods.pod(&r.namespace, pod) else {
             return Err(unauth(format!(
                 "node account {who}: its pod {}/{pod} is not known to the CA",
