@@ -10,7 +10,7 @@
 //! | IST0130 | VirtualServiceUnreachableRule | Warning |
 //! | IST0131 | VirtualServiceIneffectiveMatch | Info |
 //! | IST0132 | VirtualServiceHostNotFoundInGateway | Warning |
-//! | — | AuthorizationPolicy not enforced as Istio would (CUSTOM, mTLS identities, unknown `when` keys, unsupported targetRef kinds; fail-closed) | Warning |
+//! | — | AuthorizationPolicy not enforced as Istio would (CUSTOM whose provider Strait cannot ask, mTLS identities, unknown `when` keys, unsupported targetRef kinds; fail-closed) | Warning |
 //! | STR0001 | FieldNotEnforced (Strait's own: a field or kind accepted but not enforced yet, from [`crate::enforced::TABLE`]) | Warning |
 //! | — | ConflictingDestinationRules (Istio merges same-host rules and drops the later `trafficPolicy` / repeated subsets with only a log line; no IST code exists) | Warning |
 //!
@@ -266,7 +266,53 @@ fn policy_gaps(resources: &[&Resource], snap: &MeshSnapshot, out: &mut Vec<Diagn
                 format!("not enforced as Istio would: {why}"),
             ));
         }
+        if let Some(why) = custom_gap(p, snap) {
+            out.push(Diagnostic::at(
+                Level::Warning,
+                r,
+                "spec.provider",
+                format!("not enforced as Istio would: {why}"),
+            ));
+        }
     }
+}
+
+/// Why the runtime cannot ask a CUSTOM policy's provider (it then denies
+/// every request the policy matches), or `None` when it can: the provider
+/// must be an `envoyExtAuthzHttp` entry of the mesh config with only the
+/// fields Strait applies, and its `service` a registry host on `port` (or
+/// an IP address).
+pub fn custom_gap(p: &crate::snapshot::AuthzPolicy, snap: &MeshSnapshot) -> Option<String> {
+    if p.action != crate::snapshot::AuthzAction::Custom {
+        return None;
+    }
+    let deny = "requests this CUSTOM policy's rules match (or may match) are denied with 403";
+    let Some(name) = p.provider.as_deref() else {
+        return Some(format!("CUSTOM action without provider.name: {deny}"));
+    };
+    let cfg = match snap.mesh.ext_authz_http(name) {
+        Ok(c) => c,
+        Err(e) => return Some(format!("CUSTOM action: {e}: {deny}")),
+    };
+    let host = cfg
+        .service
+        .split_once('/')
+        .map_or(cfg.service.as_str(), |(_, h)| h);
+    let port = cfg.port().unwrap_or(0);
+    let known = snap
+        .clusters
+        .contains_key(&format!("outbound|{port}||{host}"))
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok();
+    if !known {
+        return Some(format!(
+            "CUSTOM action: extension provider {name:?}: service {:?} port {port} is not in the registry: {deny}",
+            cfg.service
+        ));
+    }
+    None
 }
 
 fn analyze_snapshot(resources: &[&Resource], snap: &MeshSnapshot, out: &mut Vec<Diagnostic>) {

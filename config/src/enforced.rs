@@ -64,8 +64,8 @@ const fn closed(kind: &'static str, path: &'static str, note: &'static str) -> R
 /// not typed by Strait (Telemetry, WorkloadGroup, ProxyConfig, WasmPlugin,
 /// EnvoyFilter, TrafficExtension) are reported whole at load.
 pub const TABLE: &[Row] = &[
-    closed("PeerAuthentication", "spec.mtls.mode", "STRICT: no mTLS on the server side yet, selected workloads are unreachable; PERMISSIVE/DISABLE: plain text, as today"),
-    closed("PeerAuthentication", "spec.portLevelMtls", "STRICT ports: selected workloads are unreachable"),
+    closed("PeerAuthentication", "spec.mtls.mode", "STRICT is enforced in the kernel only by strait run --inbound-capture (with --ca-dir or --ca-address); otherwise the selected workloads are unreachable"),
+    closed("PeerAuthentication", "spec.portLevelMtls", "STRICT ports are enforced in the kernel only by strait run --inbound-capture; otherwise the selected workloads are unreachable"),
     row("DestinationRule", "spec.trafficPolicy.tls", "no TLS origination or mesh mTLS yet: traffic is plain text (ISTIO_MUTUAL routes as before)"),
     row("DestinationRule", "spec.trafficPolicy.tunnel", "no HTTP CONNECT tunnelling"),
     row("DestinationRule", "spec.trafficPolicy.proxyProtocol", "no PROXY protocol to upstreams"),

@@ -28,6 +28,6 @@ pub mod snapshot;
 pub mod validate;
 
 pub use api::{Object, Origin, Resource};
-pub use compile::compile;
+pub use compile::{compile, compile_with, CompileOptions};
 pub use diag::{Diagnostic, Level};
 pub use snapshot::{diff, MeshSnapshot, SnapshotDiff};

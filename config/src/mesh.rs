@@ -81,7 +81,9 @@ pub struct MeshConfig {
     /// Envoy format string (TEXT) or JSON template; empty: Istio's default.
     #[serde(default)]
     pub access_log_format: String,
-    /// Extension providers (carried; not enforced).
+    /// Extension providers, as given. `envoyExtAuthzHttp` providers are
+    /// applied (CUSTOM AuthorizationPolicies, [`MeshConfig::ext_authz_http`]);
+    /// other kinds are carried, not enforced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extension_providers: Vec<serde_json::Value>,
     /// `pathNormalization`: `normalization` is applied by the proxy
@@ -143,16 +145,159 @@ impl MeshConfig {
         if !self.enable_auto_mtls {
             out.push(("enableAutoMtls".to_string(), "no mesh mTLS yet"));
         }
-        if !self.extension_providers.is_empty() {
+        if self
+            .extension_providers
+            .iter()
+            .any(|p| p.get("envoyExtAuthzHttp").is_none())
+        {
             out.push((
                 "extensionProviders".to_string(),
-                "no tracing, external authorization or log providers yet",
+                "only envoyExtAuthzHttp providers are applied: no tracing, log or gRPC external authorization providers yet",
             ));
         }
         for k in self.other.keys() {
             out.push((k.clone(), "MeshConfig field not read by Strait"));
         }
         out
+    }
+}
+
+/// A string or a number (proto `uint32` / `string` fields written either way).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NumOrString {
+    /// `8000`.
+    Num(u64),
+    /// `"8000"`.
+    Str(String),
+}
+
+impl NumOrString {
+    /// The number, if it is one (or a string holding one).
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            NumOrString::Num(n) => Some(*n),
+            NumOrString::Str(s) => s.trim().parse().ok(),
+        }
+    }
+}
+
+/// `extensionProviders[].envoyExtAuthzHttp`
+/// (`MeshConfig.ExtensionProvider.EnvoyExternalAuthorizationHttpProvider`):
+/// the fields Strait applies. Any other field (`includeRequestBodyInCheck`,
+/// `headersToDownstreamOnAllow`, ...) makes the provider unusable (a
+/// CUSTOM policy naming it denies what it matches) rather than ignored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtAuthzHttp {
+    /// The authorizer's service: a registry host (`ext-authz.foo.svc.cluster.local`,
+    /// or Istio's `foo/ext-authz.foo.svc.cluster.local`), or an IP address.
+    pub service: String,
+    /// Its port.
+    pub port: NumOrString,
+    /// Prepended to the request path in the check request.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Check timeout (Istio's default: 600s).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Allow the request when the authorizer cannot be reached or errs.
+    #[serde(default)]
+    pub fail_open: bool,
+    /// Status sent to the client when the check errs (default `403`).
+    #[serde(default)]
+    pub status_on_error: Option<NumOrString>,
+    /// Request headers sent in the check (exact, `prefix*`, `*suffix`).
+    #[serde(default)]
+    pub include_request_headers_in_check: Vec<String>,
+    /// Deprecated name of `includeRequestHeadersInCheck`.
+    #[serde(default)]
+    pub include_headers_in_check: Vec<String>,
+    /// Headers added to the check request.
+    #[serde(default)]
+    pub include_additional_headers_in_check: BTreeMap<String, String>,
+    /// Authorizer response headers set on the upstream request on allow.
+    #[serde(default)]
+    pub headers_to_upstream_on_allow: Vec<String>,
+    /// Authorizer response headers sent to the client on deny (empty: all).
+    #[serde(default)]
+    pub headers_to_downstream_on_deny: Vec<String>,
+}
+
+impl MeshConfig {
+    /// The `envoyExtAuthzHttp` provider `name`. Errors, one sentence each:
+    /// no provider of that name; an `envoyExtAuthzGrpc` or other kind; a
+    /// field Strait does not apply or a bad value.
+    pub fn ext_authz_http(&self, name: &str) -> Result<ExtAuthzHttp, String> {
+        let p = self
+            .extension_providers
+            .iter()
+            .find(|p| p.get("name").and_then(|n| n.as_str()) == Some(name))
+            .ok_or_else(|| {
+                format!("no extension provider {name:?} in the mesh config's extensionProviders")
+            })?;
+        let Some(cfg) = p.get("envoyExtAuthzHttp") else {
+            return Err(if p.get("envoyExtAuthzGrpc").is_some() {
+                format!("extension provider {name:?} is envoyExtAuthzGrpc, which Strait does not support yet (use envoyExtAuthzHttp)")
+            } else {
+                format!(
+                    "extension provider {name:?} is not an external authorizer (envoyExtAuthzHttp)"
+                )
+            });
+        };
+        let x: ExtAuthzHttp = serde_json::from_value(cfg.clone())
+            .map_err(|e| format!("extension provider {name:?}: envoyExtAuthzHttp: {e} (Strait refuses a provider rather than apply it in part)"))?;
+        x.check()
+            .map_err(|e| format!("extension provider {name:?}: envoyExtAuthzHttp.{e}"))?;
+        Ok(x)
+    }
+}
+
+impl ExtAuthzHttp {
+    /// Port as a number.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+    }
+
+    /// `statusOnError` (default 403).
+    pub fn status_on_error(&self) -> Option<u16> {
+        match &self.status_on_error {
+            None => Some(403),
+            Some(s) => s
+                .as_u64()
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| (200..600).contains(c)),
+        }
+    }
+
+    /// `timeout` (default 600 s).
+    pub fn timeout(&self) -> Result<std::time::Duration, String> {
+        match &self.timeout {
+            None => Ok(std::time::Duration::from_secs(600)),
+            Some(t) => crate::duration::parse(t),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.service.is_empty() {
+            return Err("service: required".into());
+        }
+        if self.port().is_none() {
+            return Err("port: required, 1-65535".into());
+        }
+        if let Some(p) = &self.path_prefix {
+            if !p.is_empty() && !p.starts_with('/') {
+                return Err(format!("pathPrefix: {p:?} must start with /"));
+            }
+        }
+        self.timeout().map_err(|e| format!("timeout: {e}"))?;
+        if self.status_on_error().is_none() {
+            return Err("statusOnError: not an HTTP status code".into());
+        }
+        Ok(())
     }
 }
 

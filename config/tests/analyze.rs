@@ -134,3 +134,26 @@ fn authorization_policies_strait_enforces_only_fail_closed_are_warned() {
     assert!(all.contains("experimental.unknown"), "{all}");
     assert!(!all.contains("/fine"), "{all}");
 }
+
+#[test]
+fn custom_policies_are_warned_only_when_their_provider_cannot_be_asked() {
+    let mesh = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    extensionProviders:\n    - name: http-ok\n      envoyExtAuthzHttp: {service: 10.0.0.9, port: 8000, includeRequestHeadersInCheck: [x-ext-authz]}\n    - name: grpc\n      envoyExtAuthzGrpc: {service: 10.0.0.9, port: 9000}\n    - name: with-body\n      envoyExtAuthzHttp: {service: 10.0.0.9, port: 8000, includeRequestBodyInCheck: {maxRequestBytes: 10}}\n    - name: not-registered\n      envoyExtAuthzHttp: {service: authz.nowhere.svc.cluster.local, port: 8000}\n";
+    let mut yaml = mesh.to_string();
+    for p in ["http-ok", "grpc", "with-body", "not-registered", "missing"] {
+        yaml.push_str(&format!("---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: ext-{p}, namespace: default}}\nspec:\n  action: CUSTOM\n  provider: {{name: {p}}}\n  rules: [{{}}]\n"));
+    }
+    let loaded = load_str(&yaml, "t.yaml");
+    let warnings: Vec<String> = analyze(&loaded.resources)
+        .into_iter()
+        .filter(|d| d.message.contains("not enforced as Istio would"))
+        .map(|d| d.to_string())
+        .collect();
+    let all = warnings.join("\n");
+    assert_eq!(warnings.len(), 4, "{all}");
+    assert!(!all.contains("ext-http-ok"), "{all}");
+    assert!(all.contains("envoyExtAuthzGrpc"), "{all}");
+    assert!(all.contains("includeRequestBodyInCheck"), "{all}");
+    assert!(all.contains("not in the registry"), "{all}");
+    assert!(all.contains("no extension provider \"missing\""), "{all}");
+    assert!(all.contains("denied with 403"), "{all}");
+}

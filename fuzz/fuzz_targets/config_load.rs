@@ -12,5 +12,5 @@ fuzz_target!(|data: &[u8]| {
     let loaded = strait_config::load::load_str(text, "fuzz.yaml");
     let _ = strait_config::validate::validate(&loaded.resources);
     let (snap, _diags) = strait_config::compile(&loaded.resources);
-    let _ = strait::proxy::compile::compile(&snap);
+    let _ = strait::runtime::compile::compile(&snap);
 });

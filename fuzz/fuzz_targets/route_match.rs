@@ -13,9 +13,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use strait::proxy::head::ReqHead;
-use strait::proxy::http::normalize::{normalize, PathNormalization};
-use strait::proxy::route::MatchContext;
-use strait::proxy::Table;
+use strait::serve::http::normalize::{normalize, PathNormalization};
+use strait::runtime::route::MatchContext;
+use strait::runtime::Table;
 
 const VIP: &str = "10.96.0.10:9080";
 
@@ -61,7 +61,7 @@ fn table() -> &'static Table {
         let loaded = strait_config::load::load_str(MESH, "fuzz.yaml");
         assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
         let (snap, _) = strait_config::compile(&loaded.resources);
-        strait::proxy::compile::compile(&snap).expect("table builds")
+        strait::runtime::compile::compile(&snap).expect("table builds")
     })
 }
 
@@ -118,7 +118,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    if strait::proxy::http::normalize_path(&mut head, mode).is_err() {
+    if strait::serve::http::normalize_path(&mut head, mode).is_err() {
         return;
     }
     let vip: SocketAddr = VIP.parse().unwrap();

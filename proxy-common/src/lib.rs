@@ -8,11 +8,13 @@
 //! Userspace converts with [`ipv4_to_be`] / [`port_to_be`].
 #![no_std]
 
+pub mod inpod;
 pub mod maglev;
 pub mod maps;
 pub mod ports;
 pub mod xlb;
 
+pub use inpod::*;
 pub use maps::*;
 pub use xlb::*;
 

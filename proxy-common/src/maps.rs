@@ -55,6 +55,17 @@ pub const SERVICE_STATS: &str = "SERVICE_STATS";
 /// address and protocol (one index per backend address and protocol, shared
 /// by every service that has the backend).
 pub const BACKEND_STATS: &str = "BACKEND_STATS";
+/// Connections the kernel balanced (never those redirected to the node
+/// proxy, which reports its own): per-CPU hash [`TcpStatsKey`] →
+/// [`TcpStats`]. The sockops program counts a connection opened when the
+/// client's active open completes and, with the socket's state callback
+/// turned on at that moment, closed with its byte counts when it reaches
+/// `TCP_CLOSE`. Userspace exports the sums as Istio's `istio_tcp_*`
+/// metrics (`reporter="source"`).
+pub const TCP_STATS: &str = "TCP_STATS";
+/// Maximum number of (client, service, backend) keys in [`TCP_STATS`]; a
+/// connection with a new key past it is not counted.
+pub const MAX_TCP_STATS: u32 = 65_536;
 /// Name of the XDP deny map: LPM trie keyed by IPv4 source prefix (the
 /// kernel's `bpf_lpm_trie_key` layout: `u32` prefix length in host order,
 /// then the address in network byte order) → `u32` index of the prefix's
@@ -71,6 +82,20 @@ pub const DENY_V6: &str = "DENY_V6";
 pub const DENY_V4_LEN: &str = "DENY_V4_LEN";
 /// How the deny programs look sources up: array of one [`DenyConfig`].
 pub const DENY_CONFIG: &str = "DENY_CONFIG";
+/// Destinations a scoped deny prefix protects: [`DenyDstKey`] → `u32`
+/// (unused, 0) (hash, not preallocated). A trie value with
+/// [`DENY_SCOPED`] set drops only a connection-opening TCP segment (SYN
+/// without ACK) whose destination is listed here under the prefix's
+/// counter index: an AuthorizationPolicy DENY protects the workloads it
+/// selects, not the node or the workloads' own outbound connections.
+pub const DENY_DST: &str = "DENY_DST";
+/// Flag bit of a deny trie / `DENY_V4_LEN` value: the prefix is scoped to
+/// the destinations in [`DENY_DST`]; the low bits are the counter index.
+/// Without it the prefix drops every packet from the source (the raw
+/// `xdp_deny` filter).
+pub const DENY_SCOPED: u32 = 1 << 31;
+/// Maximum number of (destination, prefix) pairs in [`DENY_DST`].
+pub const MAX_DENY_DESTINATIONS: u32 = 65_536;
 /// Up to this many distinct IPv4 prefix lengths are looked up in
 /// [`DENY_V4_LEN`]; more use the trie.
 pub const DENY_MAX_HASHED_LENGTHS: u32 = 6;
@@ -80,7 +105,9 @@ pub const DENY_STATS: &str = "DENY_STATS";
 
 /// Every map the socket programs share; the loader pins each one under
 /// `<bpffs>/strait/<node>/<name>` and reuses the pins on restart.
-pub const PINNED_MAPS: [&str; 10] = [
+/// `TCP_STATS` is pinned so a restarted daemon reads the counters the
+/// programs it keeps attached write.
+pub const PINNED_MAPS: [&str; 11] = [
     SERVICES,
     BACKENDS,
     MAGLEV,
@@ -91,6 +118,7 @@ pub const PINNED_MAPS: [&str; 10] = [
     REV_NAT,
     SERVICE_STATS,
     BACKEND_STATS,
+    TCP_STATS,
 ];
 
 /// Maximum number of services (VIP, port, protocol) in [`SERVICES`], and
@@ -137,7 +165,9 @@ pub mod mode {
     pub const L4: u8 = 0;
     /// The kernel rewrites the destination to the node proxy's outbound
     /// listener ([`super::PROXY_CONFIG`]) and remembers the original
-    /// destination. TCP only; UDP to such a service is left alone.
+    /// destination. TCP only: UDP to such a service is balanced over its
+    /// backend set like [`L4`] (the proxy has no UDP listener; Istio's
+    /// sidecar and ztunnel capture TCP only).
     pub const REDIRECT: u8 = 1;
 }
 
@@ -334,6 +364,42 @@ pub struct ServiceStats {
     pub no_backend: u64,
 }
 
+/// Key of [`TCP_STATS`]: who connected to which service through which
+/// backend (IPv4, network byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct TcpStatsKey {
+    /// The client's (pod's) address.
+    pub src: u32,
+    /// The service VIP the client asked for; 0 when the socket's
+    /// [`SOCK_NAT`] slot was reused before it closed (the service is then
+    /// found from the backend).
+    pub vip: u32,
+    /// The backend the kernel chose.
+    pub backend: u32,
+    /// Service port; 0 with `vip` 0.
+    pub vport: u16,
+    /// Backend port.
+    pub bport: u16,
+}
+
+/// Value of [`TCP_STATS`] (one per CPU; userspace sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TcpStats {
+    /// Connections established.
+    pub opened: u64,
+    /// Connections closed.
+    pub closed: u64,
+    /// Bytes the client sent and the backend acknowledged, over closed
+    /// connections (Istio's `istio_tcp_received_bytes_total`: bytes
+    /// received during the request).
+    pub sent: u64,
+    /// Bytes the client received, over closed connections (Istio's
+    /// `istio_tcp_sent_bytes_total`: bytes sent during the response).
+    pub received: u64,
+}
+
 /// Key of [`DENY_V4_LEN`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -343,6 +409,19 @@ pub struct DenyV4Key {
     /// The address with the bits past `prefix_len` cleared, **host** byte
     /// order (as `u32::from(Ipv4Addr)`).
     pub addr: u32,
+}
+
+/// Key of [`DENY_DST`]: a protected destination and the deny prefix
+/// (by its counter index) that protects it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct DenyDstKey {
+    /// Destination address as it appears in the packet: IPv6, or IPv4 as
+    /// an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`).
+    pub addr: [u8; 16],
+    /// The prefix's counter index (its trie value without
+    /// [`DENY_SCOPED`]).
+    pub index: u32,
 }
 
 /// [`DenyConfig`] lookup modes.
@@ -403,6 +482,9 @@ mod pod {
     unsafe impl aya::Pod for super::SockNat {}
     unsafe impl aya::Pod for super::DenyV4Key {}
     unsafe impl aya::Pod for super::DenyConfig {}
+    unsafe impl aya::Pod for super::DenyDstKey {}
+    unsafe impl aya::Pod for super::TcpStatsKey {}
+    unsafe impl aya::Pod for super::TcpStats {}
 }
 
 #[cfg(test)]
@@ -425,5 +507,8 @@ mod tests {
         assert_eq!(size_of::<SockNat>(), 32);
         assert_eq!(size_of::<DenyV4Key>(), 8);
         assert_eq!(size_of::<DenyConfig>(), 16);
+        assert_eq!(size_of::<DenyDstKey>(), 20);
+        assert_eq!(size_of::<TcpStatsKey>(), 16);
+        assert_eq!(size_of::<TcpStats>(), 32);
     }
 }

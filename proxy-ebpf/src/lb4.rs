@@ -54,10 +54,12 @@ pub fn translate(ctx: *mut c_void, ip: u32, port: u16, proto_: u8, client_ip: u3
         }
         return Verdict::Pass;
     };
-    if svc.mode == mode::REDIRECT {
-        if proto_ != proto::TCP {
-            return Verdict::Pass;
-        }
+    // The node proxy listens for TCP only. UDP to a REDIRECT-mode service
+    // is balanced here over the set userspace writes for it, as Istio
+    // leaves UDP to kube-proxy (sidecar and ztunnel capture TCP only);
+    // passing it through untranslated would send it to a VIP nothing
+    // answers on.
+    if svc.mode == mode::REDIRECT && proto_ == proto::TCP {
         count_service(svc.stats_index, false);
         return redirect(ip, port);
     }

@@ -2,12 +2,12 @@
 //! `proxy-common` so userspace opens (and pins) them by the same names.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use proxy_common::{
-    Backend, BackendKey, DenyConfig, DenyV4Key, ClientKey, MaglevTable, OrigDst, ProxyConfig, RevNatKey, ServiceKey,
-    ServiceStats, ServiceValue, SockNat, Workload, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbStats,
-    XlbVip, XlbVipKey,
+    Backend, BackendKey, ClientKey, DenyConfig, DenyDstKey, DenyV4Key, MaglevTable, OrigDst,
+    ProxyConfig, RevNatKey, ServiceKey, ServiceStats, ServiceValue, SockNat, TcpStats, TcpStatsKey,
+    Workload, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbStats, XlbVip, XlbVipKey,
 };
 
 /// `BPF_F_NO_PREALLOC`: entries are allocated on insert, so large or
@@ -63,6 +63,11 @@ pub static SERVICE_STATS: PerCpuArray<ServiceStats> =
 pub static BACKEND_STATS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(proxy_common::MAX_BACKEND_STATS, 0);
 
+/// Kernel-balanced TCP connections and bytes (`proxy_common::TCP_STATS`).
+#[map(name = "TCP_STATS")]
+pub static TCP_STATS: PerCpuHashMap<TcpStatsKey, TcpStats> =
+    PerCpuHashMap::with_max_entries(proxy_common::MAX_TCP_STATS, NO_PREALLOC);
+
 /// IPv4 source prefixes an AuthorizationPolicy DENY drops at XDP → the
 /// prefix's counter in [`DENY_STATS`]. `BPF_F_NO_PREALLOC` is mandatory for
 /// LPM tries.
@@ -79,6 +84,11 @@ pub static DENY_V6: LpmTrie<[u8; 16], u32> =
 #[map(name = "DENY_V4_LEN")]
 pub static DENY_V4_LEN: HashMap<DenyV4Key, u32> =
     HashMap::with_max_entries(proxy_common::MAX_DENY_PREFIXES, NO_PREALLOC);
+
+/// Destinations of scoped deny prefixes (`proxy_common::DENY_DST`).
+#[map(name = "DENY_DST")]
+pub static DENY_DST: HashMap<DenyDstKey, u32> =
+    HashMap::with_max_entries(proxy_common::MAX_DENY_DESTINATIONS, NO_PREALLOC);
 
 /// How sources are looked up.
 #[map(name = "DENY_CONFIG")]

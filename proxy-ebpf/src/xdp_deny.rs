@@ -10,9 +10,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-use proxy_common::{deny_mode, DenyConfig, DenyV4Key};
+use proxy_common::{deny_mode, DenyConfig, DenyDstKey, DenyV4Key, DENY_SCOPED};
 
-use crate::maps::{DENY_CONFIG, DENY_STATS, DENY_V4, DENY_V4_LEN, DENY_V6};
+use crate::maps::{DENY_CONFIG, DENY_DST, DENY_STATS, DENY_V4, DENY_V4_LEN, DENY_V6};
 
 const ETH_LEN: usize = 14;
 
@@ -41,8 +41,9 @@ pub fn xdp_tx(_ctx: XdpContext) -> u32 {
     XDP_TX
 }
 
-/// Whether the frame's IPv4/IPv6 source is in a deny trie; counts the drop
-/// on the prefix's counter.
+/// Whether the frame's IPv4/IPv6 source is in a deny trie (for a scoped
+/// prefix: and the frame opens a TCP connection to a destination the
+/// prefix protects); counts the drop on the prefix's counter.
 #[inline(always)]
 pub fn denied(ctx: &XdpContext) -> bool {
     let start = ctx.data();
@@ -53,18 +54,19 @@ pub fn denied(ctx: &XdpContext) -> bool {
     // SAFETY: bounds checked above against data_end.
     let ether_type = unsafe { *((start + 12) as *const [u8; 2]) };
     let cfg = DENY_CONFIG.get(0).copied().unwrap_or(DenyConfig::default());
-    let hit = match ether_type {
+    let (hit, v6) = match ether_type {
         [0x08, 0x00] => {
             if cfg.v4_mode == deny_mode::EMPTY || start + ETH_LEN + 20 > end {
                 return false;
             }
             // SAFETY: bounds checked above (source at IPv4 offset 12).
             let src = unsafe { *((start + ETH_LEN + 12) as *const [u8; 4]) };
-            if cfg.v4_mode == deny_mode::BY_LENGTH {
+            let hit = if cfg.v4_mode == deny_mode::BY_LENGTH {
                 by_length(u32::from_be_bytes(src), cfg.v4_lengths)
             } else {
                 DENY_V4.get(Key::new(32, u32::from_ne_bytes(src))).copied()
-            }
+            };
+            (hit, false)
         }
         [0x86, 0xdd] => {
             if cfg.v6_mode == deny_mode::EMPTY || start + ETH_LEN + 40 > end {
@@ -72,18 +74,97 @@ pub fn denied(ctx: &XdpContext) -> bool {
             }
             // SAFETY: bounds checked above (source at IPv6 offset 8).
             let src = unsafe { *((start + ETH_LEN + 8) as *const [u8; 16]) };
-            DENY_V6.get(Key::new(128, src)).copied()
+            (DENY_V6.get(Key::new(128, src)).copied(), true)
         }
-        _ => None,
+        _ => (None, false),
     };
-    let Some(index) = hit else {
+    let Some(value) = hit else {
         return false;
     };
+    let index = value & !DENY_SCOPED;
+    if value & DENY_SCOPED != 0 && !protects(ctx, v6, index) {
+        return false;
+    }
     if let Some(n) = DENY_STATS.get_ptr_mut(index) {
         // SAFETY: per-CPU value, no concurrent writer on this CPU.
         unsafe { *n += 1 };
     }
     true
+}
+
+/// TCP flag bits in the header's 14th byte.
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+/// For a scoped prefix (counter `index`): whether the frame is a TCP SYN
+/// without ACK (a connection being opened, what an AuthorizationPolicy
+/// decides on) to a destination `DENY_DST` lists under `index`. IPv4 with
+/// options is parsed; IPv6 with extension headers, fragments and other
+/// protocols are not dropped here (the node proxy still enforces the
+/// policy on what it handles).
+#[inline(always)]
+fn protects(ctx: &XdpContext, v6: bool, index: u32) -> bool {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let mut key = DenyDstKey {
+        addr: [0; 16],
+        index,
+    };
+    let flags_at;
+    if v6 {
+        if start + ETH_LEN + 40 + 14 > end {
+            return false;
+        }
+        // SAFETY: bounds checked above (next header at 6, destination at
+        // 24..40, TCP flags at 40 + 13).
+        unsafe {
+            if *((start + ETH_LEN + 6) as *const u8) != 6 {
+                return false;
+            }
+            key.addr = *((start + ETH_LEN + 24) as *const [u8; 16]);
+        }
+        flags_at = start + ETH_LEN + 40 + 13;
+    } else {
+        // Checked again: the verifier forgets the caller's check across the
+        // trie lookup (packet pointers are reloaded from the context).
+        if start + ETH_LEN + 20 > end {
+            return false;
+        }
+        // SAFETY: bounds checked above (20 bytes of IPv4 header).
+        let (vihl, frag, proto, dst) = unsafe {
+            (
+                *((start + ETH_LEN) as *const u8),
+                *((start + ETH_LEN + 6) as *const [u8; 2]),
+                *((start + ETH_LEN + 9) as *const u8),
+                *((start + ETH_LEN + 16) as *const [u8; 4]),
+            )
+        };
+        // Not TCP, or a non-first fragment (no TCP header).
+        if proto != 6 || u16::from_be_bytes(frag) & 0x1fff != 0 {
+            return false;
+        }
+        let ihl = ((vihl & 0x0f) as usize) * 4;
+        if ihl < 20 {
+            return false;
+        }
+        if start + ETH_LEN + ihl + 14 > end {
+            return false;
+        }
+        key.addr[10] = 0xff;
+        key.addr[11] = 0xff;
+        key.addr[12] = dst[0];
+        key.addr[13] = dst[1];
+        key.addr[14] = dst[2];
+        key.addr[15] = dst[3];
+        flags_at = start + ETH_LEN + ihl + 13;
+    }
+    // SAFETY: flags_at + 1 <= end checked in the branch that set it.
+    let flags = unsafe { *(flags_at as *const u8) };
+    if flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        return false;
+    }
+    // SAFETY: only tested for presence.
+    unsafe { DENY_DST.get(&key) }.is_some()
 }
 
 /// The counter of the longest prefix in `DENY_V4_LEN` containing `src`

@@ -7,7 +7,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use strait::proxy::route::RouteAction;
+use strait::runtime::route::RouteAction;
 use support::client::Client;
 use support::{assert_binomial, Mesh, MeshBuilder};
 
@@ -173,6 +173,7 @@ async fn ratings_delay_for_jason() {
     .await;
     let table = mesh.proxy.table();
     let ratings = table
+        .routes
         .services
         .values()
         .find(|s| s.host.starts_with("ratings."))

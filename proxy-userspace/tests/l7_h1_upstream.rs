@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::Method;
-use strait::proxy::{FixedDestination, Proxy};
+use strait::serve::{FixedDestination, Proxy};
 use support::client::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use strait::proxy::{PathNormalization, ProxySettings};
+use strait::serve::{PathNormalization, ProxySettings};
 use support::client::Client;
 use support::MeshBuilder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

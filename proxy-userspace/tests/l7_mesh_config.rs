@@ -8,7 +8,7 @@ mod support;
 
 use std::net::SocketAddr;
 
-use strait::proxy::FixedDestination;
+use strait::serve::FixedDestination;
 use support::backend::Backend;
 use support::client::Client;
 use support::{fresh_ip, MeshBuilder};
@@ -129,7 +129,7 @@ async fn unenforceable_strict_mtls_fails_closed() {
 /// and on every update; absent, Istio's default `BASE` applies.
 #[tokio::test]
 async fn path_normalization_follows_the_mesh_config() {
-    use strait::proxy::PathNormalization;
+    use strait::serve::PathNormalization;
     let mut b = MeshBuilder::new();
     b.service("web", 80, "http", &[("web-1", &[])]).await;
     b.yaml(&mesh_config(

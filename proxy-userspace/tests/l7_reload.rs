@@ -342,25 +342,30 @@ async fn a_diff_rebuilds_only_what_it_names() {
     assert_eq!(diff.clusters.changed.len(), 1, "{diff:?}");
     let other_vip = mesh.service("other").vip;
     let before = mesh.proxy.table();
-    let other_port =
-        |t: &strait::proxy::Table| t.services[&std::net::SocketAddr::new(other_vip, 8080)].clone();
+    let other_port = |t: &strait::serve::Table| {
+        t.routes.services[&std::net::SocketAddr::new(other_vip, 8080)].clone()
+    };
     let rebuilt = mesh.proxy.apply_diff(&new, &diff).expect("applies");
     assert_eq!(rebuilt, 1);
     let after = mesh.proxy.table();
     assert!(Arc::ptr_eq(&other_port(&before), &other_port(&after)));
     let name = &diff.clusters.changed[0];
-    assert!(!Arc::ptr_eq(
-        &before.clusters[name.as_str()],
-        &after.clusters[name.as_str()]
-    ));
+    let live = |t: &strait::serve::Table, n: &str| t.cluster_named(n).expect("cluster").clone();
+    assert!(!Arc::ptr_eq(&live(&before, name), &live(&after, name)));
+    // The changed cluster keeps its id: routes naming it were not rebuilt.
+    assert_eq!(
+        before.routes.clusters.get(name),
+        after.routes.clusters.get(name)
+    );
     let untouched: Vec<_> = before
-        .clusters
-        .keys()
-        .filter(|k| &***k != name.as_str())
+        .clusters_by_name()
+        .into_iter()
+        .map(|(k, _)| k.clone())
+        .filter(|k| &**k != name.as_str())
         .collect();
     assert!(!untouched.is_empty());
     for k in untouched {
-        assert!(Arc::ptr_eq(&before.clusters[k], &after.clusters[k]), "{k}");
+        assert!(Arc::ptr_eq(&live(&before, &k), &live(&after, &k)), "{k}");
     }
     let c = Client::http1();
     for _ in 0..6 {

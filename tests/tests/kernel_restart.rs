@@ -60,6 +60,16 @@ fn pinned_data_path_survives_its_loader_and_is_reused() {
     assert_eq!(dp.service_count(), 1);
     assert_eq!(dp.service_counters(vip, L4Protocol::Tcp).connections, 60);
     dp.attach(cg.path()).unwrap();
+    // The links now run this loader's programs (swapped in place, never
+    // detached), over the same pinned maps: the kernel-balanced connection
+    // counts of the first loader's programs are still there.
+    assert_eq!(
+        dp.stale_links().unwrap(),
+        0,
+        "an earlier program still runs"
+    );
+    let opened: u64 = dp.tcp_stats().unwrap().iter().map(|(_, s)| s.opened).sum();
+    assert_eq!(opened, 60, "TCP_STATS kept across the restart");
     let r = dp
         .apply(&[service(
             vip,

@@ -2,7 +2,7 @@
 //! datagrams are balanced and the replies come from the VIP.
 use std::net::SocketAddrV4;
 
-use strait::datapath::{L4LoadBalancer, L4Protocol};
+use strait::datapath::{L4LoadBalancer, L4Mode, L4Protocol};
 use strait_tests::lb::{probe, service, tally, udp_backend, Fixture};
 use strait_tests::privileged;
 
@@ -74,5 +74,51 @@ fn udp_request_reply_through_a_vip_comes_back_from_the_vip() {
     assert_eq!(
         probe(PROBE, None, &["udp", &vip.to_string(), "1", "--connect"]),
         ["error ConnectionRefused"]
+    );
+}
+
+/// A UDP port of a service the proxy handles (REDIRECT mode: a
+/// VirtualService or a policy selects it) is still balanced in the kernel:
+/// the proxy listens for TCP only, and Istio leaves UDP to kube-proxy. It
+/// used to pass through untranslated to a VIP nothing answers on.
+#[test]
+fn udp_port_of_a_redirect_mode_service_is_balanced_not_passed_through() {
+    let Some(p) = privileged::require("udp_port_of_a_redirect_mode_service_is_balanced") else {
+        return;
+    };
+    let vip: SocketAddrV4 = "127.100.2.2:5353".parse().unwrap();
+    let mut fx = Fixture::new(&p, "udp-redirect", "127.0.0.1:1".parse().unwrap());
+    let mut svc = service(
+        vip,
+        L4LoadBalancer::Random,
+        &[(udp_backend("r0"), 1, true), (udp_backend("r1"), 1, true)],
+    );
+    svc.protocol = L4Protocol::Udp;
+    svc.mode = L4Mode::Redirect;
+    fx.dp().apply(&[svc]).unwrap();
+    let cg = fx.cg.path().to_path_buf();
+
+    let lines = probe(PROBE, Some(&cg), &["udp", &vip.to_string(), "40"]);
+    let from_vip: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            l.strip_prefix(&format!("{vip} "))
+                .unwrap_or_else(|| panic!("reply not from the VIP: {l}"))
+        })
+        .collect();
+    assert_eq!(
+        tally(&from_vip).keys().collect::<Vec<_>>(),
+        ["r0", "r1"],
+        "{lines:?}"
+    );
+    let lines = probe(
+        PROBE,
+        Some(&cg),
+        &["udp", &vip.to_string(), "3", "--connect"],
+    );
+    assert_eq!(tally(&lines).len(), 1, "{lines:?}");
+    assert_eq!(
+        fx.dp().service_counters(vip, L4Protocol::Udp).connections,
+        41
     );
 }

@@ -167,3 +167,148 @@ fn xdp_deny_syncs_v4_and_v6_prefixes_and_counts_each_drop() {
     assert!(deny.sync(&[p("10.0.0.0", 40)]).is_err());
     assert_eq!(run(prog, &udp_frame([192, 0, 2, 1])).0, XDP_DROP);
 }
+
+/// An Ethernet + IPv4 (`options` bytes of IP options, a multiple of 4) +
+/// TCP frame from `src` to `dst`:80 with TCP flags `flags`.
+fn tcp_frame(src: [u8; 4], dst: [u8; 4], flags: u8, options: usize) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00]);
+    let ihl = 20 + options;
+    let tot_len = (ihl + 20) as u16;
+    f.extend_from_slice(&[
+        0x40 | (ihl / 4) as u8,
+        0,
+        (tot_len >> 8) as u8,
+        tot_len as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+    ]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    // NOP options (type 1).
+    f.extend(std::iter::repeat_n(1u8, options));
+    f.extend_from_slice(&[
+        0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0,
+    ]);
+    f
+}
+
+/// An Ethernet + IPv6 + TCP frame from `src` to `dst`:80 with `flags`.
+fn tcp6_frame(src: [u8; 16], dst: [u8; 16], flags: u8) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x86, 0xdd]);
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&[
+        0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0,
+    ]);
+    f
+}
+
+/// The AuthorizationPolicy form of the filter: a prefix scoped to the
+/// workloads a DENY selects drops only connection-opening TCP segments to
+/// them, and a scoped prefix inside a wider unscoped one drops everything.
+#[test]
+fn xdp_deny_scoped_prefixes_drop_only_syns_to_protected_workloads() {
+    use strait::datapath::DenyScope;
+    let Some(_p) =
+        privileged::require("xdp_deny_scoped_prefixes_drop_only_syns_to_protected_workloads")
+    else {
+        return;
+    };
+    const SYN: u8 = 0x02;
+    const SYN_ACK: u8 = 0x12;
+    const ACK: u8 = 0x10;
+    let mut ebpf = strait::datapath::load().unwrap();
+    strait::datapath::load_xdp_deny(&mut ebpf).unwrap();
+    let mut deny = strait::datapath::DenyTries::take(&mut ebpf).unwrap();
+    let pod = [10, 244, 0, 5];
+    let pod6 = v6("fd00::5");
+    let scope = |ips: &[&str]| DenyScope::To(ips.iter().map(|s| s.parse().unwrap()).collect());
+    let report = deny
+        .sync_scoped(&[
+            (("192.0.2.0".parse().unwrap(), 24), scope(&["10.244.0.5"])),
+            (("2001:db8::".parse().unwrap(), 32), scope(&["fd00::5"])),
+        ])
+        .unwrap();
+    assert_eq!((report.v4, report.v6, report.destinations), (1, 1, 2));
+    let prog: &aya::programs::Xdp = ebpf.program("xdp_deny").unwrap().try_into().unwrap();
+    let src = [192, 0, 2, 77];
+    let cases: [(&str, Vec<u8>, u32); 11] = [
+        ("SYN to the pod", tcp_frame(src, pod, SYN, 0), XDP_DROP),
+        ("SYN with IP options", tcp_frame(src, pod, SYN, 8), XDP_DROP),
+        (
+            "SYN to another address",
+            tcp_frame(src, [10, 244, 0, 6], SYN, 0),
+            XDP_PASS,
+        ),
+        (
+            "SYN-ACK (the pod's own connection)",
+            tcp_frame(src, pod, SYN_ACK, 0),
+            XDP_PASS,
+        ),
+        ("ACK", tcp_frame(src, pod, ACK, 0), XDP_PASS),
+        ("UDP", udp_frame(src), XDP_PASS),
+        (
+            "SYN from elsewhere",
+            tcp_frame([192, 0, 3, 1], pod, SYN, 0),
+            XDP_PASS,
+        ),
+        (
+            "IPv6 SYN to the pod",
+            tcp6_frame(v6("2001:db8::9"), pod6, SYN),
+            XDP_DROP,
+        ),
+        (
+            "IPv6 ACK",
+            tcp6_frame(v6("2001:db8::9"), pod6, ACK),
+            XDP_PASS,
+        ),
+        (
+            "IPv6 SYN elsewhere",
+            tcp6_frame(v6("2001:db8::9"), v6("fd00::6"), SYN),
+            XDP_PASS,
+        ),
+        // Truncated inside the TCP header: never read past the end.
+        (
+            "truncated SYN",
+            tcp_frame(src, pod, SYN, 0)[..14 + 20 + 10].to_vec(),
+            XDP_PASS,
+        ),
+    ];
+    for (what, frame, want) in &cases {
+        let (action, out) = run(prog, frame);
+        assert_eq!(action, *want, "{what}");
+        if *want == XDP_PASS {
+            assert_eq!(&out, frame, "{what}: passed unchanged");
+        }
+    }
+    let drops = deny.drops();
+    assert_eq!(drops.iter().map(|d| d.1).sum::<u64>(), 3, "{drops:?}");
+
+    // A wider prefix that drops everything covers the scoped one inside it.
+    deny.sync_scoped(&[
+        (("192.0.2.0".parse().unwrap(), 24), scope(&["10.244.0.5"])),
+        (("192.0.0.0".parse().unwrap(), 16), DenyScope::Any),
+    ])
+    .unwrap();
+    let prog: &aya::programs::Xdp = ebpf.program("xdp_deny").unwrap().try_into().unwrap();
+    assert_eq!(
+        run(prog, &tcp_frame(src, [10, 244, 0, 6], ACK, 0)).0,
+        XDP_DROP
+    );
+    assert_eq!(run(prog, &udp_frame(src)).0, XDP_DROP);
+    // And removing it brings the scoped behaviour back.
+    deny.sync_scoped(&[(("192.0.2.0".parse().unwrap(), 24), scope(&["10.244.0.5"]))])
+        .unwrap();
+    let prog: &aya::programs::Xdp = ebpf.program("xdp_deny").unwrap().try_into().unwrap();
+    assert_eq!(run(prog, &udp_frame(src)).0, XDP_PASS);
+    assert_eq!(run(prog, &tcp_frame(src, pod, SYN, 0)).0, XDP_DROP);
+}

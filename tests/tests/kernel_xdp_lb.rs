@@ -563,3 +563,100 @@ fn xdp_lb_decapsulates_ipip_to_a_vip_on_the_real() {
     assert_eq!(run(p, cut), (XDP_PASS, cut.to_vec()));
     assert_eq!(strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated, 1);
 }
+
+fn snapshot(yaml: &str) -> strait_config::MeshSnapshot {
+    let loaded = strait_config::load::load_str(yaml, "test.yaml");
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    let (snap, diags) = strait_config::compile(&loaded.resources);
+    assert!(!diags.iter().any(|d| d.is_error()), "{diags:?}");
+    snap
+}
+
+/// A Service with the external IP [`VIP`] (port 80) and pods `(name, pod
+/// IP, node address, ready)`.
+fn external_service(pods: &[(&str, &str, &str, bool)]) -> strait_config::MeshSnapshot {
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: front, namespace: web}}\n\
+         spec:\n  clusterIP: 10.96.0.20\n  selector: {{app: front}}\n  externalIPs: [{}]\n  ports:\n  - {{name: http, port: 80}}\n",
+        Ipv4Addr::from(VIP)
+    );
+    for (name, ip, host, ready) in pods {
+        yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: web, labels: {{app: front}}}}\n\
+             spec: {{containers: [{{name: c, image: x}}]}}\n\
+             status: {{podIP: {ip}, hostIP: {host}, phase: Running, conditions: [{{type: Ready, status: \"{}\"}}]}}\n",
+            if *ready { "True" } else { "False" }
+        ));
+    }
+    snapshot(&yaml)
+}
+
+/// The wiring from the config: a Service's `externalIPs` becomes an XDP
+/// VIP spread over the nodes of its ready endpoints; a node whose only
+/// endpoint turns unready is drained (its flows stay, new ones go
+/// elsewhere); re-applying an unchanged snapshot rebuilds nothing.
+#[test]
+fn xdp_lb_vips_follow_the_snapshots_external_ips_and_endpoints() {
+    let Some(_p) =
+        privileged::require("xdp_lb_vips_follow_the_snapshots_external_ips_and_endpoints")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    let mut vips = ExternalVips::new();
+    let n1 = [192, 168, 0, 11];
+    let n2 = [192, 168, 0, 12];
+    let snap = external_service(&[
+        ("a", "10.244.1.5", "192.168.0.11", true),
+        ("b", "10.244.2.5", "192.168.0.12", true),
+    ]);
+    let (list, skipped) = strait::datapath::external_vips(&snap.external);
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert_eq!(list, vec![vip(80, L4Protocol::Tcp, &[(n1, 1), (n2, 1)])]);
+    let report = vips.apply(&mut ebpf, &list).unwrap();
+    assert_eq!((report.vips, report.reals, report.without_reals), (1, 2, 0));
+
+    let mut on: std::collections::HashMap<u16, [u8; 4]> = Default::default();
+    for sport in 1000..1064u16 {
+        let (action, out) = run(prog(&ebpf), &tcp_frame([203, 0, 113, 1], sport, 80, 0x02));
+        assert_eq!(action, XDP_TX, "sport {sport}");
+        on.insert(sport, real_of(&out));
+    }
+    let used: std::collections::BTreeSet<[u8; 4]> = on.values().copied().collect();
+    assert_eq!(
+        used,
+        [n1, n2].into_iter().collect(),
+        "64 flows over both nodes"
+    );
+
+    // Node 2's endpoint is no longer ready: drained.
+    let snap = external_service(&[
+        ("a", "10.244.1.5", "192.168.0.11", true),
+        ("b", "10.244.2.5", "192.168.0.12", false),
+    ]);
+    let (list, _) = strait::datapath::external_vips(&snap.external);
+    assert_eq!(list, vec![vip(80, L4Protocol::Tcp, &[(n1, 1), (n2, 0)])]);
+    vips.apply(&mut ebpf, &list).unwrap();
+    for (sport, real) in &on {
+        let (_, out) = run(prog(&ebpf), &tcp_frame([203, 0, 113, 1], *sport, 80, 0x10));
+        assert_eq!(real_of(&out), *real, "established flow {sport} stays");
+    }
+    for sport in 2000..2032u16 {
+        let (_, out) = run(prog(&ebpf), &tcp_frame([203, 0, 113, 1], sport, 80, 0x02));
+        assert_eq!(
+            real_of(&out),
+            n1,
+            "new flow {sport} avoids the drained node"
+        );
+    }
+    // The Service without external IPs: the VIP is gone, packets pass.
+    let snap = snapshot(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: front, namespace: web}\n\
+         spec:\n  clusterIP: 10.96.0.20\n  ports:\n  - {name: http, port: 80}\n",
+    );
+    let (list, _) = strait::datapath::external_vips(&snap.external);
+    assert!(list.is_empty());
+    assert_eq!(vips.apply(&mut ebpf, &list).unwrap().vips, 0);
+    let frame = tcp_frame([203, 0, 113, 1], 3000, 80, 0x02);
+    assert_eq!(run(prog(&ebpf), &frame), (XDP_PASS, frame));
+}

@@ -5,6 +5,7 @@ mod cmd;
 mod demo;
 mod fuzz;
 mod image;
+mod layers;
 mod setup;
 mod test;
 
@@ -32,6 +33,18 @@ enum Command {
         /// Extra arguments passed to `cargo test` (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Print proxy-userspace's module dependency graph; fail on an import
+    /// cycle or an import against the layer order (xtask/src/layers.rs,
+    /// mirrored in ARCHITECTURE.md). Parses the sources; no build.
+    Layers {
+        /// Show the graph among this module's children instead (e.g.
+        /// `serve`, `upstream::cluster`); fails on their cycles.
+        #[arg(long, value_name = "MODULE")]
+        under: Option<String>,
+        /// The crate's `src` directory (default: proxy-userspace/src).
+        #[arg(long, value_name = "DIR")]
+        root: Option<std::path::PathBuf>,
     },
     /// Run the bookinfo demo on a simulated node.
     Demo,
@@ -71,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         Command::BuildEbpf { release } => build_ebpf::run(release).map(|_| ()),
         Command::Test { args } => test::run(&args),
         Command::Bench { suite, quick } => bench::run(suite, quick),
+        Command::Layers { under, root } => layers::run(root, under),
         Command::Demo => demo::run(),
         Command::Image { profile, binary } => image::run(&profile, binary),
         Command::Fuzz { seconds } => fuzz::run(seconds),

@@ -131,7 +131,7 @@ pub struct JwtRule {
     /// `spaceDelimitedClaims`.
     #[serde(default)]
     pub space_delimited_claims: Vec<String>,
-    /// `presence` (kept; not enforced).
+    /// `presence`: `OPTIONAL` (default) or `REQUIRED`.
     #[serde(default)]
     pub presence: Option<serde_yaml::Value>,
 }

@@ -83,9 +83,18 @@ fn selects(s: &Scope<'_>, root: &str, w: &Workload) -> bool {
 
 /// Marks the workloads `valid` security resources cannot protect and drops
 /// their endpoints from the clusters.
-pub(crate) fn fail_closed(valid: &[&Resource], mesh: &MeshConfig, snap: &mut MeshSnapshot) {
+pub(crate) fn fail_closed(
+    valid: &[&Resource],
+    mesh: &MeshConfig,
+    opts: &super::CompileOptions,
+    snap: &mut MeshSnapshot,
+) {
     for res in valid {
         if !crate::enforced::fails_closed(res) {
+            continue;
+        }
+        // Enforced in each pod's network namespace by the daemon.
+        if opts.peer_authn_enforced && matches!(res.object, Object::PeerAuthentication(_)) {
             continue;
         }
         let Some(s) = scope(res) else { continue };

@@ -10,6 +10,7 @@
 mod clusters;
 mod delegate;
 mod deny;
+mod external;
 mod gateways;
 mod intern;
 mod l4;
@@ -299,6 +300,28 @@ fn validate_all(resources: &[&Resource]) -> Vec<Vec<Diagnostic>> {
 /// assert_eq!(routes.http[0].route[0].cluster, "outbound|9080||reviews.default.svc.cluster.local");
 /// ```
 pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
+    compile_with(resources, &CompileOptions::default())
+}
+
+/// What the data plane that will serve the snapshot can enforce, where
+/// that changes the compiled result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// The daemon has workload identities (a CA) and enforces
+    /// PeerAuthentication in each pod's network namespace (`strait run
+    /// --inbound-capture` with a CA): a `STRICT`
+    /// PeerAuthentication no longer makes its workloads unreachable
+    /// (fail closed) — the in-pod `sk_lookup` program refuses plain text
+    /// instead. Without it (`strait config compile`, a daemon without a
+    /// CA) STRICT fails closed.
+    pub peer_authn_enforced: bool,
+}
+
+/// [`compile`] with `opts`.
+pub fn compile_with(
+    resources: &[Resource],
+    opts: &CompileOptions,
+) -> (MeshSnapshot, Vec<Diagnostic>) {
     let (latest, mut diags) = dedupe(resources);
     let mut valid = Vec::with_capacity(latest.len());
     for (r, errs) in latest.iter().zip(validate_all(&latest)) {
@@ -360,10 +383,43 @@ pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
     snap.policies = policy::build(&idx);
     // Security resources Strait cannot enforce: their workloads get no
     // traffic (before the kernel table is built from the clusters).
-    deny::fail_closed(&valid, &idx.mesh, &mut snap);
+    deny::fail_closed(&valid, &idx.mesh, opts, &mut snap);
+    snap.inbound = inbound(&snap, &idx.mesh.root_namespace);
     snap.l4 = l4::build(&idx, &snap);
+    snap.external = external::build(&idx, &snap);
     snap.sidecars = sidecars(&idx);
     snap.mesh = idx.mesh.clone();
     snap.credentials = std::mem::take(&mut idx.secrets);
     (snap, diags)
+}
+
+/// The per-workload inbound modes ([`MeshSnapshot::inbound`]).
+fn inbound(
+    snap: &MeshSnapshot,
+    root: &str,
+) -> BTreeMap<std::net::IpAddr, crate::snapshot::InboundWorkload> {
+    let pol = &snap.policies;
+    let mut out = BTreeMap::new();
+    if pol.peer_authentication.is_empty()
+        && pol.authorization.is_empty()
+        && pol.request_authentication.is_empty()
+    {
+        return out;
+    }
+    for (ip, w) in &snap.workloads {
+        let mtls = pol.peer_mtls(root, &w.namespace, &w.labels);
+        let authz = pol.authz_for(root, &w.namespace, &w.labels, &w.services);
+        let authn = !pol
+            .request_authn_for(root, &w.namespace, &w.labels, &w.services)
+            .is_empty();
+        let entry = crate::snapshot::InboundWorkload {
+            mtls,
+            policy: authn || !authz.is_empty(),
+            l7: authn || authz.iter().any(|p| p.needs_l7),
+        };
+        if entry != crate::snapshot::InboundWorkload::default() {
+            out.insert(*ip, entry);
+        }
+    }
+    out
 }

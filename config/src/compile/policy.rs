@@ -61,20 +61,17 @@ pub fn known_condition_key(key: &str) -> bool {
 /// [`AuthzPolicy::not_enforced`]).
 fn not_enforced(ap: &AuthorizationPolicy, refs: &[TargetRef]) -> Vec<String> {
     let mut out = Vec::new();
-    if ap.action.as_deref() == Some("CUSTOM") {
-        out.push(format!(
-            "CUSTOM action (provider {:?}): Strait has no external authorizer client yet; \
-             requests this policy's rules match (or may match) are denied with 403",
-            ap.provider.as_ref().map(|p| p.name.as_str()).unwrap_or("")
-        ));
-    }
     let identity = ap.rules.iter().any(|r| {
         r.from.iter().any(|f| {
             let s = &f.source;
             !(s.principals.is_empty()
                 && s.not_principals.is_empty()
                 && s.namespaces.is_empty()
-                && s.not_namespaces.is_empty())
+                && s.not_namespaces.is_empty()
+                && s.service_accounts.is_empty()
+                && s.not_service_accounts.is_empty()
+                && s.trust_domains.is_empty()
+                && s.not_trust_domains.is_empty())
         }) || r
             .when
             .iter()
@@ -82,7 +79,7 @@ fn not_enforced(ap: &AuthorizationPolicy, refs: &[TargetRef]) -> Vec<String> {
     });
     if identity {
         out.push(
-            "principals / namespaces / source.principal / source.namespace need the peer's mTLS \
+            "principals / namespaces / serviceAccounts / trustDomains / source.principal / source.namespace need the peer's mTLS \
              identity, which Strait does not have yet (HBONE/mTLS not built): rules using them \
              never allow (ALLOW) and always deny (DENY, CUSTOM)"
                 .into(),
@@ -163,6 +160,13 @@ pub(crate) fn build(idx: &Index<'_>) -> Policies {
                 .iter()
                 .map(|(port, m)| (*port as u16, mtls_mode(m.mode.as_deref())))
                 .collect(),
+            created: r
+                .object
+                .metadata()
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| serde_json::to_value(t).ok())
+                .and_then(|v| v.as_str().map(String::from)),
         });
     }
     for (r, ra) in &idx.request_authn {
@@ -195,6 +199,18 @@ pub(crate) fn build(idx: &Index<'_>) -> Policies {
                         .iter()
                         .map(|c| (c.claim.clone(), c.header.clone()))
                         .collect(),
+                    // Validation rejects a bad duration (CRD CEL rule).
+                    timeout_ms: j
+                        .timeout
+                        .as_deref()
+                        .and_then(|t| crate::duration::parse(t).ok())
+                        .map(|d| d.as_millis() as u64),
+                    space_delimited_claims: j.space_delimited_claims.clone(),
+                    presence_required: j
+                        .presence
+                        .as_ref()
+                        .and_then(|p| p.as_str())
+                        .is_some_and(|p| p == "REQUIRED"),
                 })
                 .collect(),
         });

@@ -79,3 +79,29 @@ pub struct L4Service {
     /// Backends in a deterministic order (sorted by address).
     pub backends: Vec<L4Backend>,
 }
+
+/// One external address of a Service on one port, for the XDP load
+/// balancer on the node uplink (Katran's design): packets to `vip:port`
+/// are spread with Maglev over the nodes hosting the Service's endpoints
+/// and tunnelled (IPIP) to the chosen node, which answers directly.
+///
+/// From `spec.externalIPs` and `status.loadBalancer.ingress[].ip` of
+/// Kubernetes Services (hostname-only ingress entries carry no address and
+/// are skipped).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ExternalL4Service {
+    /// Fully qualified host of the service.
+    pub host: String,
+    /// The external address.
+    pub vip: IpAddr,
+    /// Service port.
+    pub port: u16,
+    /// Transport protocol.
+    pub protocol: L4Protocol,
+    /// Nodes hosting endpoints of the port, by node address (the Pods'
+    /// `status.hostIP`), sorted, with weight = the node's ready endpoints
+    /// (0: only endpoints not ready or terminating, drained: established
+    /// flows stay, new ones go elsewhere). Endpoints without a known node
+    /// address are not reachable this way and left out.
+    pub nodes: Vec<(IpAddr, u32)>,
+}

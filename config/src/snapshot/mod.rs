@@ -25,10 +25,10 @@ pub use cluster::{
 };
 pub use diff::{diff, Changes, SnapshotDiff};
 pub use gateway::{Gateway, GatewayServer, ServerTls, VirtualHost};
-pub use l4::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
+pub use l4::{ExternalL4Service, L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
 pub use policy::{
-    AuthzAction, AuthzPolicy, AuthzRule, JwtRule, MtlsMode, PeerAuthn, Policies, RequestAuthn,
-    Selector, TargetRef, WorkloadPolicies,
+    AuthzAction, AuthzPolicy, AuthzRule, InboundWorkload, JwtRule, MtlsMode, PeerAuthn, PeerMtls,
+    Policies, RequestAuthn, Selector, TargetRef, WorkloadPolicies,
 };
 pub use route::{
     AbortStatus, CorsPolicy, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderMatch, HeaderOps,
@@ -254,6 +254,10 @@ pub struct MeshSnapshot {
     pub vips: BTreeMap<IpAddr, Vec<String>>,
     /// Kernel service table, sorted by (vip, port, protocol).
     pub l4: Vec<L4Service>,
+    /// External VIPs for the uplink XDP balancer, sorted by (vip, port,
+    /// protocol).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<ExternalL4Service>,
     /// `namespace/name` → Sidecar egress scope.
     #[serde(default)]
     pub sidecars: BTreeMap<String, SidecarScope>,
@@ -274,6 +278,14 @@ pub struct MeshSnapshot {
     /// [`MeshSnapshot::credential`].
     #[serde(skip)]
     pub credentials: BTreeMap<String, Arc<crate::api::secret::TlsSecret>>,
+    /// Workload IP → how the destination node treats new connections to
+    /// it: the PeerAuthentication mode per target port and whether an
+    /// AuthorizationPolicy or RequestAuthentication applies. Only
+    /// workloads with something else than `PERMISSIVE` without policy are
+    /// listed (the rest are left alone). The daemon writes it to the
+    /// in-pod `sk_lookup` program's mode map (`datapath/inpod.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inbound: BTreeMap<IpAddr, InboundWorkload>,
 }
 
 impl MeshSnapshot {

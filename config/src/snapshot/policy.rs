@@ -114,6 +114,66 @@ pub struct PeerAuthn {
     pub mode: MtlsMode,
     /// Workload port → mode.
     pub port_level: BTreeMap<u16, MtlsMode>,
+    /// `metadata.creationTimestamp` (RFC 3339), when given: of several
+    /// policies at one level Istio uses the oldest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+}
+
+/// A workload's effective peer authentication, composed as Istio's
+/// `ComposePeerAuthentication` (pilot/pkg/security/authn/policy_applier.go):
+/// the mesh-wide policy (root namespace, no selector), then the namespace
+/// policy (no selector), then the workload policy (selector, not in the root
+/// namespace), each overriding its parent unless its mode is `UNSET`;
+/// `PERMISSIVE` when nothing is set. Of several policies at one level the
+/// oldest (`creationTimestamp`, then name) wins. Port-level modes come from
+/// the workload policy only; a port-level `UNSET` takes the workload's mode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerMtls {
+    /// The mode of every port without an entry in `ports` (never `UNSET`).
+    pub mode: MtlsMode,
+    /// Target (container) port → mode (never `UNSET`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<u16, MtlsMode>,
+}
+
+impl Default for PeerMtls {
+    fn default() -> Self {
+        Self {
+            mode: MtlsMode::Permissive,
+            ports: BTreeMap::new(),
+        }
+    }
+}
+
+impl PeerMtls {
+    /// The mode of target port `port`.
+    pub fn mode_for(&self, port: u16) -> MtlsMode {
+        self.ports.get(&port).copied().unwrap_or(self.mode)
+    }
+
+    /// `true` when some port is `STRICT`.
+    pub fn any_strict(&self) -> bool {
+        self.mode == MtlsMode::Strict || self.ports.values().any(|m| *m == MtlsMode::Strict)
+    }
+}
+
+/// How the destination node treats new connections to one meshed workload
+/// (the per-pod-port mode the kernel's in-pod `sk_lookup` program enforces).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundWorkload {
+    /// PeerAuthentication, composed.
+    pub mtls: PeerMtls,
+    /// An AuthorizationPolicy or RequestAuthentication applies: plain-text
+    /// connections that are accepted go through the inbound policy
+    /// listener (Istio's 15006), not straight to the pod.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub policy: bool,
+    /// A RequestAuthentication or an AuthorizationPolicy with HTTP-only
+    /// attributes applies: HTTP connections are decided per request, not
+    /// once per connection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub l7: bool,
 }
 
 /// A JWT header location.
@@ -149,6 +209,18 @@ pub struct JwtRule {
     pub forward_original_token: bool,
     /// Claim → header copies.
     pub output_claim_to_headers: Vec<(String, String)>,
+    /// `timeout`: JWKS fetch timeout in ms (`None`: Istio's 5 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// `spaceDelimitedClaims`: string claims matched as space-separated
+    /// lists in `request.auth.claims[...]`, beside Istio's defaults
+    /// `scope` and `permission`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub space_delimited_claims: Vec<String>,
+    /// `presence: REQUIRED`: a request without a token gets 401 `Jwt is
+    /// missing` (default `OPTIONAL`: it passes, authorization decides).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub presence_required: bool,
 }
 
 /// `targetRef` / `targetRefs` of a policy (Istio's `PolicyTargetReference`).
@@ -272,33 +344,67 @@ impl Policies {
         labels: &BTreeMap<String, String>,
     ) -> WorkloadPolicies<'_> {
         let mut out = WorkloadPolicies::default();
-        let (mut mesh, mut ns, mut wl) = (MtlsMode::Unset, MtlsMode::Unset, MtlsMode::Unset);
-        for pa in &self.peer_authentication {
-            if !pa.selector.selects(namespace, labels) {
-                continue;
-            }
-            if pa.selector.is_mesh_wide() {
-                mesh = pa.mode;
-            } else if pa.selector.match_labels.is_none() {
-                ns = pa.mode;
-            } else {
-                wl = pa.mode;
-                out.port_mtls = pa.port_level.clone();
-            }
-        }
-        out.mtls = [wl, ns, mesh]
-            .into_iter()
-            .find(|m| *m != MtlsMode::Unset)
-            .unwrap_or(MtlsMode::Permissive);
-        // Port-level UNSET inherits the workload's mode.
-        let base = out.mtls;
-        for m in out.port_mtls.values_mut() {
-            if *m == MtlsMode::Unset {
-                *m = base;
-            }
-        }
+        let peer = self.peer_mtls(ROOT_NAMESPACE, namespace, labels);
+        out.mtls = peer.mode;
+        out.port_mtls = peer.ports;
         out.request_authn = self.request_authn_for(ROOT_NAMESPACE, namespace, labels, &[]);
         out.authz = self.authz_for(ROOT_NAMESPACE, namespace, labels, &[]);
+        out
+    }
+
+    /// The effective PeerAuthentication of a workload in `namespace` with
+    /// `labels` (see [`PeerMtls`] for Istio's precedence).
+    pub fn peer_mtls(
+        &self,
+        root_namespace: &str,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> PeerMtls {
+        // Oldest first: creationTimestamp (absent sorts last), then name.
+        let older = |a: &PeerAuthn, b: &PeerAuthn| {
+            let key = |p: &PeerAuthn| (p.created.is_none(), p.created.clone(), p.name.clone());
+            key(a) < key(b)
+        };
+        let (mut mesh, mut ns, mut wl): (
+            Option<&PeerAuthn>,
+            Option<&PeerAuthn>,
+            Option<&PeerAuthn>,
+        ) = (None, None, None);
+        for pa in &self.peer_authentication {
+            let slot = match &pa.selector.match_labels {
+                None if pa.selector.namespace == root_namespace => &mut mesh,
+                None if pa.selector.namespace == namespace => &mut ns,
+                None => continue,
+                // Istio ignores selector policies in the root namespace
+                // for peer authentication ("workload level policy, aka has
+                // selector and not in root namespace").
+                Some(_) if pa.selector.namespace == root_namespace => continue,
+                Some(m) => {
+                    if pa.selector.namespace != namespace
+                        || !m.iter().all(|(k, v)| labels.get(k) == Some(v))
+                    {
+                        continue;
+                    }
+                    &mut wl
+                }
+            };
+            if slot.is_none_or(|have| older(pa, have)) {
+                *slot = Some(pa);
+            }
+        }
+        let mut out = PeerMtls::default();
+        for p in [mesh, ns, wl].into_iter().flatten() {
+            if p.mode != MtlsMode::Unset {
+                out.mode = p.mode;
+            }
+        }
+        if let Some(w) = wl {
+            out.ports = w
+                .port_level
+                .iter()
+                .map(|(port, m)| (*port, if *m == MtlsMode::Unset { out.mode } else { *m }))
+                .collect();
+        }
         out
     }
 

@@ -14,7 +14,7 @@
 //! those (its own samples use `127.0.0.2`), so the resource loads, and the
 //! daemon's proxy refuses to connect to loopback, link-local, unspecified
 //! and its own listeners' addresses at connect time
-//! (`proxy::self_guard`, `503 UF`).
+//! (`upstream::self_guard` in the daemon, `503 UF`).
 use std::net::IpAddr;
 
 use super::Report;

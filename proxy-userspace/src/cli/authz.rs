@@ -40,6 +40,26 @@ pub fn run(pod: &str, paths: &[PathBuf], node: Option<String>) -> ExitCode {
         w.node.as_deref().unwrap_or("unknown"),
         scope.root_namespace
     ));
+    let peer = snap
+        .policies
+        .peer_mtls(&snap.mesh.root_namespace, ns, &w.labels);
+    let ports: Vec<String> = peer
+        .ports
+        .iter()
+        .map(|(p, m)| format!("port {p} {}", mode_name(*m)))
+        .collect();
+    super::out(&format!(
+        "  PeerAuthentication: {}{}{}",
+        mode_name(peer.mode),
+        if ports.is_empty() { "" } else { "; " },
+        ports.join(", ")
+    ));
+    if peer.any_strict() {
+        super::out(
+            "           STRICT: plain text refused in the pod's network namespace by `strait run --inbound-capture` \
+             (with a CA); without in-pod capture the workload is unreachable (fail closed)",
+        );
+    }
     let table = PolicyTable::build(&snap, &scope);
     let Some(view) = table.as_ref().and_then(|t| t.workloads.get(ip)) else {
         super::out(
@@ -62,6 +82,17 @@ pub fn run(pod: &str, paths: &[PathBuf], node: Option<String>) -> ExitCode {
         for why in p.map(|p| p.not_enforced.as_slice()).unwrap_or_default() {
             super::out(&format!("           ! {why}"));
         }
+        if let Some(why) = p.and_then(|p| strait_config::analyze::custom_gap(p, &snap)) {
+            super::out(&format!("           ! {why}"));
+        }
+    }
+    match &view.set.ext_authz {
+        Some(Ok(x)) => super::out(&format!(
+            "  CUSTOM   provider {:?}: envoyExtAuthzHttp {}:{}, asked before DENY and ALLOW",
+            x.name, x.service, x.port
+        )),
+        Some(Err(e)) => super::out(&format!("  CUSTOM   ! {e}: matched requests are denied")),
+        None => {}
     }
     for ra in &view.authn {
         super::out(&format!("  {:<8} {ra:<40} (RequestAuthentication)", "JWT"));
@@ -91,4 +122,14 @@ pub fn run(pod: &str, paths: &[PathBuf], node: Option<String>) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn mode_name(m: strait_config::snapshot::MtlsMode) -> &'static str {
+    use strait_config::snapshot::MtlsMode;
+    match m {
+        MtlsMode::Strict => "STRICT",
+        MtlsMode::Permissive => "PERMISSIVE",
+        MtlsMode::Disable => "DISABLE",
+        MtlsMode::Unset => "UNSET",
+    }
 }

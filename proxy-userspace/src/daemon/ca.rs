@@ -7,10 +7,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 
-use super::store::ConfigStore;
 use crate::admin::AdminSource;
 use crate::identity::ca::{self, Authority, CaService, CaSettings, NodePods, TokenSource};
 use crate::identity::CertInfo;
+use crate::sources::ConfigStore;
 use crate::telemetry::Metrics;
 
 /// Who the CA's callers are and which pods run where.

@@ -50,6 +50,13 @@ pub struct RunCmd {
     /// Do not print access-log lines.
     #[arg(long)]
     pub no_access_log: bool,
+    /// Capture inbound traffic inside each meshed pod's network namespace
+    /// (ztunnel's in-pod model): PeerAuthentication STRICT refused in the
+    /// kernel, AuthorizationPolicy enforced for connections straight to
+    /// pod IPs (plaintext inbound listener 15006). Needs workload
+    /// identities (`--ca-dir` or `--ca-address`).
+    #[arg(long)]
+    pub inbound_capture: bool,
     /// Attach the XDP program to this node uplink: external VIPs are
     /// balanced over their nodes (IPIP, direct return) and denied source
     /// prefixes dropped at the driver.
@@ -284,11 +291,12 @@ impl RunCmd {
             outbound: self.outbound,
             drain: Duration::from_millis(self.drain_ms),
             access_log: !self.no_access_log,
+            inbound_capture: self.inbound_capture,
             xdp_uplink: self.xdp_uplink,
             xdp_source: self.xdp_source,
             xdp_gateway_mac: self.xdp_gateway_mac,
             identity: self.identity.into_args(),
-            proxy: crate::proxy::ProxySettings {
+            proxy: crate::serve::ProxySettings {
                 request_headers_timeout: ms_or_off(self.request_headers_timeout_ms),
                 stream_idle_timeout: ms_or_off(self.stream_idle_timeout_ms),
                 idle_timeout: ms_or_off(self.idle_timeout_ms),

@@ -13,7 +13,10 @@
 //! never delays requests, the admin API or SIGTERM.
 pub mod ca;
 pub mod cli;
+pub mod hbone;
 pub mod identity;
+pub mod inbound;
+mod kernel_tcp;
 pub mod lock;
 pub mod outbound_guard;
 pub mod pods;
@@ -21,7 +24,6 @@ pub mod preflight;
 pub mod privs;
 pub mod sink;
 pub mod state;
-pub mod store;
 pub mod watch;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
@@ -38,10 +40,10 @@ use strait_config::snapshot::MeshSnapshot;
 use strait_config::Diagnostic;
 
 use crate::datapath::{Datapath, DatapathConfig, OriginalDestinations};
-use crate::proxy::{OriginalDst, Proxy};
+use crate::serve::{OriginalDst, Proxy};
+use crate::sources::{ConfigStore, Source};
 use crate::telemetry::Metrics;
 use state::Live;
-use store::ConfigStore;
 
 /// Settings of `strait run`.
 #[derive(Clone, Debug)]
@@ -66,6 +68,8 @@ pub struct RunArgs {
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
     pub access_log: bool,
+    /// In-pod inbound capture ([`inbound`]): needs `identity`.
+    pub inbound_capture: bool,
     /// Node uplink to attach the XDP program to (external VIP balancer and
     /// source-prefix deny); none: no XDP program.
     pub xdp_uplink: Option<String>,
@@ -81,7 +85,7 @@ pub struct RunArgs {
     pub identity: Option<identity::IdentityArgs>,
     /// The L7 proxy's HTTP limits and timeouts (request-headers, stream
     /// idle and connection idle timeouts, connection cap).
-    pub proxy: crate::proxy::ProxySettings,
+    pub proxy: crate::serve::ProxySettings,
 }
 
 /// Where `strait run` finds its API server.
@@ -106,8 +110,14 @@ impl OriginalDst for KernelOriginalDst {
 /// wrong and what to do (not root, no BPF, no cgroup v2, port taken,
 /// another daemon on the node, ...).
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.inbound_capture && args.identity.is_none() {
+        anyhow::bail!(
+            "--inbound-capture needs workload identities: pass --ca-dir DIR or --ca-address URL"
+        );
+    }
     let dir = args.kube.is_none().then_some(args.config.as_path());
     let cgroup2 = preflight::check(dir)?;
+    hbone::set_enabled(args.identity.is_some());
     let mut dp_cfg = DatapathConfig::new(&args.node);
     dp_cfg.bpffs = args.bpffs.clone();
     dp_cfg.outbound = args.outbound;
@@ -118,9 +128,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     tracing::debug!(lock = %node_lock.path().display(), "node lock taken");
     let setup = setup(&args, &dp_cfg, cgroup2)?;
-    privs::drop_privileges()?;
+    // Opening sockets in pods' network namespaces (HBONE, and the
+    // plaintext inbound listener with --inbound-capture) needs setns.
+    privs::drop_privileges(args.identity.is_some())?;
     tracing::info!(
         kept = ?privs::KEEP,
+        sys_admin = args.identity.is_some(),
         "capabilities dropped after setup; no_new_privs set"
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -148,7 +161,15 @@ fn log_diagnostics(diags: &[Diagnostic]) {
 /// Load, validate and compile the source (last good version per file or
 /// object), and decide which pods are meshed. `None` when the inputs are
 /// byte-identical to the previous reload's.
-pub(crate) fn compile(store: &mut dyn store::Source) -> Option<(MeshSnapshot, Enrollment)> {
+pub(crate) fn compile(store: &mut dyn Source) -> Option<(MeshSnapshot, Enrollment)> {
+    compile_opts(store, &strait_config::CompileOptions::default())
+}
+
+/// [`compile`] for a data plane that can enforce what `opts` says.
+pub(crate) fn compile_opts(
+    store: &mut dyn Source,
+    opts: &strait_config::CompileOptions,
+) -> Option<(MeshSnapshot, Enrollment)> {
     let reload = store.reload();
     if reload.unchanged {
         return None;
@@ -160,18 +181,28 @@ pub(crate) fn compile(store: &mut dyn store::Source) -> Option<(MeshSnapshot, En
     for f in &reload.kept_last_good {
         tracing::warn!(file = %f.display(), "file has errors: still serving its last good version");
     }
-    let (snap, diags) = strait_config::compile(&reload.resources);
+    let (snap, diags) = strait_config::compile_with(&reload.resources, opts);
     // Validation errors were reported by the store; report the rest.
     let rest: Vec<Diagnostic> = diags.into_iter().filter(|d| !d.is_error()).collect();
     log_diagnostics(&rest);
     // Accepted but not enforced (STR0001): once per resource per load.
     for r in &reload.resources {
+        // Enforced by this daemon (in-pod capture with a CA).
+        if opts.peer_authn_enforced
+            && matches!(r.object, strait_config::Object::PeerAuthentication(_))
+        {
+            continue;
+        }
         log_diagnostics(&strait_config::enforced::diagnostics(r));
     }
     for (ip, why) in &snap.deny {
         tracing::warn!(workload = %ip, "{why}");
     }
     let enrollment = Enrollment::from_resources(&reload.resources);
+    let mut snap = snap;
+    if hbone::enabled() {
+        hbone::redirect_meshed_services(&mut snap, &enrollment);
+    }
     Some((snap, enrollment))
 }
 
@@ -248,12 +279,22 @@ struct Setup {
     capture: Capture,
     /// The outbound listener's source filter (this node only).
     guard: outbound_guard::OutboundGuard,
+    /// In-pod inbound capture (with a CA).
+    inbound: Option<inbound::Inbound>,
+}
+
+/// What the compiled snapshot may leave to this daemon: PeerAuthentication
+/// is enforced in the pods' namespaces when it has a CA.
+fn compile_options(args: &RunArgs) -> strait_config::CompileOptions {
+    strait_config::CompileOptions {
+        peer_authn_enforced: args.inbound_capture && args.identity.is_some(),
+    }
 }
 
 /// Everything that needs privileges, on the calling thread.
 fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::Result<Setup> {
     let node_ips = crate::sys::node_addresses();
-    crate::proxy::self_guard::set(
+    crate::upstream::self_guard::set(
         vec![args.admin, SocketAddr::V4(args.outbound)],
         node_ips.clone(),
     );
@@ -261,7 +302,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         None => {
             let mut store = ConfigStore::with_limits(&args.config, args.limits)
                 .with_node_addresses(node_ips.clone());
-            let first = compile(&mut store).unwrap_or_default();
+            let first = compile_opts(&mut store, &compile_options(args)).unwrap_or_default();
             tracing::info!(
                 services = first.0.services.len(),
                 clusters = first.0.clusters.len(),
@@ -276,7 +317,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     };
 
     let admin = crate::admin::bind_std(args.admin)?;
-    let outbound = crate::proxy::workers::bind(SocketAddr::V4(args.outbound)).map_err(|e| {
+    let outbound = crate::serve::workers::bind(SocketAddr::V4(args.outbound)).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on outbound address {}: {e} (is another strait running? pass --outbound ADDR)",
             args.outbound
@@ -302,6 +343,10 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     std::fs::create_dir_all(&pods)
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
     datapath.load_socket_programs()?;
+    let inbound = match (&args.identity, args.inbound_capture) {
+        (Some(_), true) => Some(inbound::Inbound::new(&mut datapath, &pods)?),
+        _ => None,
+    };
     if let Some(iface) = &args.xdp_uplink {
         let uplink = crate::datapath::resolve_uplink(iface, args.xdp_source, args.xdp_gateway_mac)?;
         datapath.attach_uplink(iface, &uplink)?;
@@ -327,6 +372,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         pods,
         capture,
         guard,
+        inbound,
     })
 }
 
@@ -342,31 +388,33 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         pods,
         mut capture,
         mut guard,
+        mut inbound,
     } = setup;
+    let opts = compile_options(&args);
     // The source and its first config: the directory's was compiled in
     // setup; an API server's once every watched kind is listed.
-    let (mut store, changes, source_guard, first): (Box<dyn store::Source>, _, _, _) =
-        match (store, first) {
-            (Some(store), Some(first)) => {
-                let (w, changes) = watch::watch(&args.config)?;
-                (Box::new(store), changes, SourceGuard::Files(w), first)
-            }
-            _ => {
-                let k = args.kube.clone().context("no config source")?;
-                let client = crate::sources::kube::client(k.kubeconfig.as_deref())
-                    .await
-                    .context("connecting to the Kubernetes API server")?;
-                let (mut store, changes, mut w) = crate::sources::kube::start(client, &k.watch);
-                tracing::info!("waiting for the initial list of every watched kind");
-                w.wait_synced().await;
-                tracing::info!(counts = ?w.counts(), "API server in sync");
-                let first = compile(&mut store).unwrap_or_default();
-                capture.sync(&mut datapath, &first.1);
-                guard.update(&first.1);
-                apply_kernel(&mut datapath, &first.0, &first.1);
-                (Box::new(store), changes, SourceGuard::Kube(w), first)
-            }
-        };
+    let (mut store, changes, source_guard, first): (Box<dyn Source>, _, _, _) = match (store, first)
+    {
+        (Some(store), Some(first)) => {
+            let (w, changes) = watch::watch(&args.config)?;
+            (Box::new(store), changes, SourceGuard::Files(w), first)
+        }
+        _ => {
+            let k = args.kube.clone().context("no config source")?;
+            let client = crate::sources::kube::client(k.kubeconfig.as_deref())
+                .await
+                .context("connecting to the Kubernetes API server")?;
+            let (mut store, changes, mut w) = crate::sources::kube::start(client, &k.watch);
+            tracing::info!("waiting for the initial list of every watched kind");
+            w.wait_synced().await;
+            tracing::info!(counts = ?w.counts(), "API server in sync");
+            let first = compile_opts(&mut store, &opts).unwrap_or_default();
+            capture.sync(&mut datapath, &first.1);
+            guard.update(&first.1);
+            apply_kernel(&mut datapath, &first.0, &first.1);
+            (Box::new(store), changes, SourceGuard::Kube(w), first)
+        }
+    };
     let (snap, enrollment) = first;
     let admin_listener = tokio::net::TcpListener::from_std(admin)
         .with_context(|| format!("admin listener {}", args.admin))?;
@@ -375,13 +423,13 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         node: Some(args.node.clone()),
         ..Default::default()
     };
-    let settings = crate::proxy::ProxySettings {
+    let settings = crate::serve::ProxySettings {
         policy_scope: scope.clone(),
         ..args.proxy.clone()
     };
     let proxy = Proxy::with_scope(&snap, scope)
         .map_err(|e| anyhow::anyhow!("building the proxy's routes: {e}"))?
-        .with_settings(settings);
+        .with_settings(settings.clone());
     proxy.follow_mesh_config(&snap);
     let snapshot = Arc::new(ArcSwap::from_pointee(snap));
     let embedded_ca = matches!(
@@ -402,8 +450,34 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // mTLS between workloads (HBONE) when the node has identities.
+    let mesh = match (&secrets, &args.identity) {
+        (Some(s), Some(id)) => Some(hbone::Hbone::new(
+            s.store().clone(),
+            &id.trust_domain,
+            &args.node,
+            &pods,
+            args.access_log,
+        )),
+        _ => None,
+    };
+    let proxy = match &mesh {
+        Some(m) => {
+            let p = proxy.with_settings(crate::serve::ProxySettings {
+                hbone: Some(m.outbound.clone()),
+                ..settings
+            });
+            p.follow_mesh_config(&snapshot.load());
+            p
+        }
+        None => proxy,
+    };
     let sink = sink::TelemetrySink::new(snapshot.clone(), metrics.clone(), args.access_log);
     let proxy = proxy.with_access_log(Arc::new(sink));
+    if let Some(m) = &mesh {
+        m.set_proxy(proxy.clone());
+        m.update(&snapshot.load(), &enrollment);
+    }
     let live = Arc::new(Live {
         snapshot: snapshot.clone(),
         ready: AtomicBool::new(false),
@@ -413,6 +487,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         certs: secrets.as_ref().map(|s| s.store().clone()),
     });
 
+    if let Some(ib) = &mut inbound {
+        ib.serve_with(proxy.clone(), snapshot.clone());
+    }
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, live.clone()));
     // Thread-per-core: one worker (own single-threaded runtime) per CPU.
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -425,6 +502,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         .as_ref()
         .map(|i| (i.trust_domain.clone(), args.node.clone()));
     let reload_secrets = secrets.clone();
+    let reload_mesh = mesh.clone();
     // Reloads run on their own thread: reading and compiling a large or
     // hostile config never occupies the runtime serving the admin API and
     // the shutdown signal. The thread is not joined at exit.
@@ -436,13 +514,29 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
             let _runtime = runtime.enter();
             let _source = source_guard;
             let mut enrollment = enrollment;
+            if let Some(ib) = &mut inbound {
+                ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment);
+            }
+            let mut kernel_tcp = kernel_tcp::KernelTcpMetrics::default();
             loop {
+                kernel_tcp.poll(
+                    &datapath,
+                    &reload_live.snapshot.load(),
+                    &reload_live.metrics,
+                    false,
+                );
                 // Pod cgroups come and go between config changes: look
                 // for them while no change arrives.
                 match changes.recv_timeout(CGROUP_RESCAN) {
                     Ok(()) => rest_of_burst(&changes),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         capture.sync(&mut datapath, &enrollment);
+                        if let Some(ib) = &mut inbound {
+                            ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment);
+                        }
+                        if let Some(m) = &reload_mesh {
+                            m.sync();
+                        }
                         continue;
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -450,6 +544,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                 reload_live.set_reloading(true);
                 reload_once(
                     &mut *store,
+                    &opts,
                     &reload_live,
                     &mut datapath,
                     &mut capture,
@@ -457,12 +552,18 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     &mut kernel_ok,
                 );
                 guard.update(&enrollment);
+                if let Some(ib) = &mut inbound {
+                    ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment);
+                }
                 // After every reload: a pod joining or leaving the mesh
                 // (a label flip) changes the identities without changing
                 // the snapshot.
                 if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
                     let snap = reload_live.snapshot.load();
                     mgr.set_wanted(&identity::wanted(&snap, &enrollment, node, td));
+                }
+                if let Some(m) = &reload_mesh {
+                    m.update(&reload_live.snapshot.load(), &enrollment);
                 }
                 reload_live.set_reloading(false);
             }
@@ -507,7 +608,8 @@ fn rest_of_burst(rx: &std::sync::mpsc::Receiver<()>) {
 /// next reload then compares every kernel service once more instead of
 /// trusting the diff.
 fn reload_once(
-    store: &mut dyn store::Source,
+    store: &mut dyn Source,
+    opts: &strait_config::CompileOptions,
     live: &Live,
     datapath: &mut Datapath,
     capture: &mut Capture,
@@ -515,7 +617,7 @@ fn reload_once(
     kernel_ok: &mut bool,
 ) -> Option<Arc<MeshSnapshot>> {
     let started = Instant::now();
-    let Some((snap, enrolled)) = compile(store) else {
+    let Some((snap, enrolled)) = compile_opts(store, opts) else {
         tracing::debug!("config files unchanged: nothing reloaded");
         return None;
     };
@@ -589,7 +691,24 @@ fn apply_kernel(datapath: &mut Datapath, snap: &MeshSnapshot, enrollment: &Enrol
         tracing::error!("writing the meshed workloads: {e:#}");
         ok = false;
     }
+    apply_uplink(datapath, snap);
     ok
+}
+
+/// The uplink XDP tables of `snap`: deny rules (AuthorizationPolicy DENY
+/// by source address only; a failure is logged, the proxy enforces the
+/// policies) and external VIPs.
+fn apply_uplink(datapath: &mut Datapath, snap: &MeshSnapshot) {
+    match datapath.apply_deny_policies(snap) {
+        Ok(report) => tracing::debug!(?report, "XDP deny rules written"),
+        Err(e) => {
+            tracing::error!("writing the XDP deny rules (the proxy still enforces them): {e:#}")
+        }
+    }
+    match datapath.apply_external_services(snap) {
+        Ok(report) => tracing::debug!(?report, "XDP external VIPs written"),
+        Err(e) => tracing::error!("writing the XDP external VIPs: {e:#}"),
+    }
 }
 
 /// Writes the kernel part of a snapshot diff: the L4 services and meshed
@@ -618,6 +737,16 @@ fn apply_kernel_changes(
             tracing::error!("writing the meshed workloads: {e:#}");
             ok = false;
         }
+    }
+    // Deny rules follow policies and workloads; external VIPs follow
+    // services and their endpoints (clusters). Both write only what
+    // changed.
+    if diff.policies_changed
+        || !w.is_empty()
+        || !diff.services.is_empty()
+        || !diff.clusters.is_empty()
+    {
+        apply_uplink(datapath, snap);
     }
     ok
 }

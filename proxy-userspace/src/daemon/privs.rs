@@ -14,8 +14,10 @@
 //! rewrite the kernel tables work with them, see the `e2e_hardening`
 //! tests; label flips attach and detach, see `node_enrollment`). Every other capability is removed from
 //! the effective, permitted, inheritable, ambient and bounding sets, and
-//! `no_new_privs` stops an `execve` from regaining any. Like ztunnel, which
-//! runs without `CAP_SYS_ADMIN` after its setup.
+//! `no_new_privs` stops an `execve` from regaining any. With workload
+//! identities (a CA), `CAP_SYS_ADMIN` is kept too: the HBONE listeners and
+//! deliveries are sockets opened inside each meshed pod's network
+//! namespace (`setns`), as ztunnel's in-pod mode, which keeps `SYS_ADMIN`.
 //!
 //! Capabilities are per thread: this must run before the process starts
 //! any thread that outlives setup (the tokio runtime, the proxy workers, the
@@ -25,12 +27,18 @@ use caps::{CapSet, Capability, CapsHashSet};
 /// The capabilities kept for serving.
 pub const KEEP: &[Capability] = &[Capability::CAP_BPF, Capability::CAP_NET_ADMIN];
 
-/// Drops every capability but [`KEEP`] and sets `no_new_privs`.
+/// Drops every capability but [`KEEP`] (and `CAP_SYS_ADMIN` when
+/// `keep_sys_admin`: with workload identities the daemon opens HBONE
+/// sockets inside pods' network namespaces, which needs `setns`, as
+/// ztunnel's in-pod mode keeps `SYS_ADMIN`) and sets `no_new_privs`.
 ///
 /// Errors: a `capset`/`prctl` call failed (the message names it); the
 /// daemon then refuses to serve rather than serve with full privileges.
-pub fn drop_privileges() -> anyhow::Result<()> {
-    let keep: CapsHashSet = KEEP.iter().copied().collect();
+pub fn drop_privileges(keep_sys_admin: bool) -> anyhow::Result<()> {
+    let mut keep: CapsHashSet = KEEP.iter().copied().collect();
+    if keep_sys_admin {
+        keep.insert(Capability::CAP_SYS_ADMIN);
+    }
     let err = |what: &str, e: caps::errors::CapsError| {
         anyhow::anyhow!("dropping capabilities ({what}): {e}")
     };

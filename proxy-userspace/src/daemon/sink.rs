@@ -13,7 +13,7 @@ use strait_config::mesh::{AccessLogEncoding, MeshConfig};
 use strait_config::snapshot::{MeshSnapshot, Workload};
 use tokio::sync::mpsc;
 
-use crate::proxy::{AccessLogRecord, AccessLogSink, LogFormat};
+use crate::telemetry::access_log::{AccessLogRecord, AccessLogSink, LogFormat};
 
 /// The parsed `accessLogFormat` for one (encoding, format) pair.
 struct Renderer {
@@ -136,14 +136,16 @@ fn workload_name(w: &Workload) -> String {
     }
 }
 
-struct Side {
-    workload: String,
-    namespace: String,
-    app: String,
-    version: String,
+/// One side's workload labels (`unknown` when the address is no workload).
+pub(super) struct Side {
+    pub(super) workload: String,
+    pub(super) namespace: String,
+    pub(super) app: String,
+    pub(super) version: String,
 }
 
-fn side(snap: &MeshSnapshot, ip: Option<IpAddr>) -> Side {
+/// The labels of the workload at `ip`.
+pub(super) fn side(snap: &MeshSnapshot, ip: Option<IpAddr>) -> Side {
     let unknown = || "unknown".to_string();
     match ip.and_then(|ip| snap.workload(ip)) {
         Some(w) => Side {
@@ -175,8 +177,14 @@ impl AccessLogSink for TelemetrySink {
             Some(s) => (s.name.clone(), s.namespace.clone()),
             None => ("unknown".into(), "unknown".into()),
         };
+        // Istio's inbound clusters (`inbound|<port>||`) are the
+        // destination side's (serve/inbound.rs).
+        let inbound = r
+            .upstream_cluster
+            .as_deref()
+            .is_some_and(|c| c.starts_with("inbound|"));
         let labels = RequestLabels {
-            reporter: "source".into(),
+            reporter: if inbound { "destination" } else { "source" }.into(),
             source_workload: src.workload,
             source_workload_namespace: src.namespace,
             source_principal: "unknown".into(),

@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use strait_config::snapshot::MeshSnapshot;
 
 use crate::admin::AdminSource;
-use crate::proxy::Proxy;
+use crate::serve::Proxy;
 use crate::telemetry::Metrics;
 
 /// Shared by the reload loop, the access-log sink and the admin API.
@@ -53,11 +53,8 @@ impl AdminSource for Live {
     /// Envoy's `/clusters` text format: `cluster::endpoint::stat::value`.
     fn clusters(&self) -> String {
         let table = self.proxy.table();
-        let mut names: Vec<_> = table.clusters.keys().cloned().collect();
-        names.sort();
         let mut out = String::new();
-        for name in names {
-            let c = &table.clusters[&name];
+        for (name, c) in table.clusters_by_name() {
             for ep in &c.endpoints {
                 let health = if ep.is_ejected() {
                     "/failed_outlier_check"

@@ -12,8 +12,9 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use proxy_common::{ProxyConfig, Workload};
+use proxy_common::{ProxyConfig, TcpStats, TcpStatsKey, Workload};
 use strait_config::snapshot::{L4Protocol, L4Service};
+use strait_config::MeshSnapshot;
 
 use super::{
     bpffs, counters, maps::Maps, orig_dst, programs, tables, xdp::DenyTries, xlb, ApplyReport,
@@ -87,6 +88,8 @@ pub struct Datapath {
     deny: DenyTries,
     external_vips: xlb::ExternalVips,
     uplink: Option<String>,
+    /// This node's name (which workloads' policies the deny rules enforce).
+    node: String,
 }
 
 impl Datapath {
@@ -134,6 +137,7 @@ impl Datapath {
             deny,
             external_vips: xlb::ExternalVips::new(),
             uplink: None,
+            node: config.node.clone(),
         };
         dp.set_outbound(config.outbound)?;
         Ok(dp)
@@ -163,8 +167,7 @@ impl Datapath {
             self.unpin_other_cgroups(&links_dir, name, cgroup_id);
             let pin = links_dir.join(format!("{name}@{cgroup_id}"));
             if pin.exists() {
-                let link = PinnedLink::from_pin(&pin)
-                    .with_context(|| format!("reopening pinned link {}", pin.display()))?;
+                let link = self.reuse_pin(name, &pin)?;
                 self.links.push(link);
                 continue;
             }
@@ -180,12 +183,16 @@ impl Datapath {
             let mode = CgroupAttachMode::Single;
             let link: FdLink = if name == programs::SOCKOPS {
                 let p: &mut SockOps = prog.try_into()?;
-                p.load().with_context(|| format!("loading {name}"))?;
+                if p.fd().is_err() {
+                    p.load().with_context(|| format!("loading {name}"))?;
+                }
                 let id = p.attach(cg, mode)?;
                 p.take_link(id)?.try_into()?
             } else {
                 let p: &mut CgroupSockAddr = prog.try_into()?;
-                p.load().with_context(|| format!("loading {name}"))?;
+                if p.fd().is_err() {
+                    p.load().with_context(|| format!("loading {name}"))?;
+                }
                 let id = p
                     .attach(cg, mode)
                     .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
@@ -240,49 +247,47 @@ impl Datapath {
         let mut failed = Vec::new();
         let mut links = Vec::new();
         for cgroup in cgroups {
-            let one =
-                |dp: &mut Self, links: &mut Vec<PinnedLink>| -> anyhow::Result<u64> {
-                    let id = std::fs::metadata(cgroup)
-                        .with_context(|| format!("opening cgroup {}", cgroup.display()))?
-                        .ino();
-                    for name in programs::SOCKET {
-                        let pin = links_dir.join(format!("{name}@{id}"));
-                        if pin.exists() {
-                            links.push(PinnedLink::from_pin(&pin).with_context(|| {
-                                format!("reopening pinned link {}", pin.display())
-                            })?);
-                            continue;
-                        }
-                        let cg = std::fs::File::open(cgroup)
-                            .with_context(|| format!("opening cgroup {}", cgroup.display()))?;
-                        let prog = dp.ebpf.program_mut(name).with_context(|| {
-                            format!("program {name} missing from the eBPF object")
-                        })?;
-                        let mode = CgroupAttachMode::Single;
-                        let link: FdLink = if name == programs::SOCKOPS {
-                            let p: &mut SockOps = prog.try_into()?;
-                            if p.fd().is_err() {
-                                p.load().with_context(|| format!("loading {name}"))?;
-                            }
-                            let id = p.attach(cg, mode)?;
-                            p.take_link(id)?.try_into()?
-                        } else {
-                            let p: &mut CgroupSockAddr = prog.try_into()?;
-                            if p.fd().is_err() {
-                                p.load().with_context(|| format!("loading {name}"))?;
-                            }
-                            let id = p.attach(cg, mode).with_context(|| {
-                                format!("attaching {name} to {}", cgroup.display())
-                            })?;
-                            p.take_link(id)?.try_into()?
-                        };
-                        links.push(
-                            link.pin(&pin)
-                                .with_context(|| format!("pinning {}", pin.display()))?,
-                        );
+            let one = |dp: &mut Self, links: &mut Vec<PinnedLink>| -> anyhow::Result<u64> {
+                let id = std::fs::metadata(cgroup)
+                    .with_context(|| format!("opening cgroup {}", cgroup.display()))?
+                    .ino();
+                for name in programs::SOCKET {
+                    let pin = links_dir.join(format!("{name}@{id}"));
+                    if pin.exists() {
+                        links.push(dp.reuse_pin(name, &pin)?);
+                        continue;
                     }
-                    Ok(id)
-                };
+                    let cg = std::fs::File::open(cgroup)
+                        .with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+                    let prog = dp
+                        .ebpf
+                        .program_mut(name)
+                        .with_context(|| format!("program {name} missing from the eBPF object"))?;
+                    let mode = CgroupAttachMode::Single;
+                    let link: FdLink = if name == programs::SOCKOPS {
+                        let p: &mut SockOps = prog.try_into()?;
+                        if p.fd().is_err() {
+                            p.load().with_context(|| format!("loading {name}"))?;
+                        }
+                        let id = p.attach(cg, mode)?;
+                        p.take_link(id)?.try_into()?
+                    } else {
+                        let p: &mut CgroupSockAddr = prog.try_into()?;
+                        if p.fd().is_err() {
+                            p.load().with_context(|| format!("loading {name}"))?;
+                        }
+                        let id = p
+                            .attach(cg, mode)
+                            .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+                        p.take_link(id)?.try_into()?
+                    };
+                    links.push(
+                        link.pin(&pin)
+                            .with_context(|| format!("pinning {}", pin.display()))?,
+                    );
+                }
+                Ok(id)
+            };
             match one(self, &mut links) {
                 Ok(id) => {
                     keep.insert(id.to_string());
@@ -305,6 +310,76 @@ impl Datapath {
             }
         }
         failed
+    }
+
+    /// Reopens the link an earlier run pinned at `pin` for program `name`
+    /// and swaps this object's `name` (loaded now if it is not yet) into
+    /// it atomically ([`super::relink`]): after a restart or an upgrade the
+    /// hook runs this binary's program, over the same pinned maps, without
+    /// ever being empty. When the kernel refuses the swap the old program
+    /// stays attached (logged), so traffic is never interrupted.
+    ///
+    /// Errors: the pin cannot be reopened or the program not loaded.
+    fn reuse_pin(&mut self, name: &str, pin: &Path) -> anyhow::Result<PinnedLink> {
+        use std::os::fd::AsFd;
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the eBPF object"))?;
+        let fd = if name == programs::SOCKOPS {
+            let p: &mut SockOps = prog.try_into()?;
+            if p.fd().is_err() {
+                p.load().with_context(|| format!("loading {name}"))?;
+            }
+            p.fd()?.as_fd().try_clone_to_owned()?
+        } else {
+            let p: &mut CgroupSockAddr = prog.try_into()?;
+            if p.fd().is_err() {
+                p.load().with_context(|| format!("loading {name}"))?;
+            }
+            p.fd()?.as_fd().try_clone_to_owned()?
+        };
+        if let Err(e) = super::relink::replace_program(pin, fd.as_fd()) {
+            tracing::warn!(
+                link = %pin.display(),
+                "could not swap this build's program into the pinned link ({e}); the earlier program stays attached"
+            );
+        }
+        PinnedLink::from_pin(pin)
+            .with_context(|| format!("reopening pinned link {}", pin.display()))
+    }
+
+    /// The pinned links whose program is not this object's (an earlier
+    /// run's, left when the kernel refused the swap in [`Self::attach`]);
+    /// 0 after a successful attach.
+    ///
+    /// Errors: a pinned link or a program cannot be inspected.
+    pub fn stale_links(&self) -> anyhow::Result<usize> {
+        let mut stale = 0;
+        let Ok(entries) = std::fs::read_dir(self.pin_dir.join("links")) else {
+            return Ok(0);
+        };
+        for e in entries.flatten() {
+            let file = e.file_name();
+            let Some((name, _)) = file.to_str().and_then(|f| f.rsplit_once('@')) else {
+                continue;
+            };
+            let link = FdLink::from(
+                PinnedLink::from_pin(e.path())
+                    .with_context(|| format!("reopening {}", e.path().display()))?,
+            );
+            let running = link.info()?.program_id();
+            let ours = self
+                .ebpf
+                .program(name)
+                .with_context(|| format!("program {name} missing from the eBPF object"))?
+                .info()?
+                .id();
+            if running != ours {
+                stale += 1;
+            }
+        }
+        Ok(stale)
     }
 
     /// Removes pinned links of `program` to cgroups other than `keep`
@@ -411,6 +486,21 @@ impl Datapath {
         self.deny.sync(prefixes)
     }
 
+    /// Makes the XDP deny tries hold the AuthorizationPolicy DENY rules of
+    /// `snap` that depend only on source addresses, scoped to the
+    /// workloads of this node each policy selects
+    /// ([`super::kernel_deny_rules`]): a connection those workloads would
+    /// refuse is dropped at its first packet. Incremental: only changed
+    /// prefixes and destinations are written. Dropped only once
+    /// [`Self::attach_uplink`] has attached the program.
+    ///
+    /// Errors: as [`DenyTries::sync_scoped`] (the tries keep what they
+    /// held; the proxy enforces every policy regardless).
+    pub fn apply_deny_policies(&mut self, snap: &MeshSnapshot) -> anyhow::Result<DenyReport> {
+        let rules = super::kernel_deny_rules(snap, Some(&self.node));
+        self.deny.sync_scoped(&rules)
+    }
+
     /// Packets the XDP deny filter dropped, per prefix.
     pub fn deny_drops(&self) -> Vec<(SourcePrefix, u64)> {
         self.deny.drops()
@@ -420,6 +510,67 @@ impl Datapath {
     /// [`xlb::ExternalVips::apply`].
     pub fn set_external_vips(&mut self, vips: &[ExternalVip]) -> anyhow::Result<XlbReport> {
         self.external_vips.apply(&mut self.ebpf, vips)
+    }
+
+    /// Makes the XDP balancer's tables hold the external VIPs of `snap`
+    /// (Services' `externalIPs` and `status.loadBalancer.ingress`, spread
+    /// over the nodes hosting their endpoints): only VIPs whose nodes or
+    /// weights changed get a new ring. IPv6 entries are skipped (logged).
+    /// Balanced only once [`Self::attach_uplink`] has attached the
+    /// program; nodes receiving tunnelled packets must hold the VIP on a
+    /// local interface, as Katran's reals do.
+    ///
+    /// Errors: as [`xlb::ExternalVips::apply`].
+    pub fn apply_external_services(&mut self, snap: &MeshSnapshot) -> anyhow::Result<XlbReport> {
+        let (vips, skipped) = xlb::external_vips(&snap.external);
+        for s in &skipped {
+            tracing::warn!("{s}");
+        }
+        self.external_vips.apply(&mut self.ebpf, &vips)
+    }
+
+    /// The kernel-balanced TCP connections counted by the sockops program
+    /// (`TCP_STATS`), summed over CPUs: per (client, service VIP, backend)
+    /// key, connections opened and closed and the bytes of closed ones.
+    /// Counts only grow while the object is loaded.
+    ///
+    /// Errors: the map cannot be read.
+    pub fn tcp_stats(&self) -> anyhow::Result<Vec<(TcpStatsKey, TcpStats)>> {
+        let map: aya::maps::PerCpuHashMap<_, TcpStatsKey, TcpStats> =
+            aya::maps::PerCpuHashMap::try_from(
+                self.ebpf
+                    .map(proxy_common::TCP_STATS)
+                    .context("map TCP_STATS missing from the eBPF object")?,
+            )?;
+        let mut out = Vec::new();
+        for item in map.iter() {
+            let (k, per_cpu) = item.context("reading TCP_STATS")?;
+            let mut sum = TcpStats::default();
+            for v in per_cpu.iter() {
+                sum.opened += v.opened;
+                sum.closed += v.closed;
+                sum.sent += v.sent;
+                sum.received += v.received;
+            }
+            out.push((k, sum));
+        }
+        Ok(out)
+    }
+
+    /// Run count and total run time of each loaded program, by name, as
+    /// the kernel counts them while `BPF_ENABLE_STATS` is held
+    /// (`aya::sys::enable_stats`); zero otherwise. For benchmarks.
+    pub fn program_stats(&self) -> Vec<(String, u64, std::time::Duration)> {
+        let mut out: Vec<(String, u64, std::time::Duration)> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((name.to_string(), info.run_count(), info.run_time()))
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// The XDP balancer's counters summed over CPUs.
@@ -512,6 +663,12 @@ impl Datapath {
             maglev_tables: self.maps.maglev.keys().count(),
             workloads: self.maps.workloads.keys().count(),
         }
+    }
+
+    /// The loaded object (for [`super::inpod::InpodCapture`], which
+    /// attaches its program per pod network namespace).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
     /// The pin directory in use.

@@ -80,6 +80,12 @@ fn expected_layout(name: &str) -> Option<(MapType, usize, usize, u32)> {
         ),
         c::SERVICE_STATS => (PcA, 4, size_of::<ServiceStats>(), c::MAX_SERVICES),
         c::BACKEND_STATS => (PcA, 4, 8, c::MAX_BACKEND_STATS),
+        c::TCP_STATS => (
+            MapType::PerCpuHash,
+            size_of::<proxy_common::TcpStatsKey>(),
+            size_of::<proxy_common::TcpStats>(),
+            c::MAX_TCP_STATS,
+        ),
         _ => return None,
     })
 }

@@ -18,10 +18,13 @@
 //! XDP `BPF_PROG_TEST_RUN` tests.
 mod bpffs;
 mod counters;
+mod deny_rules;
+pub mod inpod;
 mod loader;
 mod maglev;
 mod maps;
 mod orig_dst;
+mod relink;
 mod slots;
 mod tables;
 mod uplink;
@@ -29,16 +32,17 @@ mod xdp;
 mod xlb;
 
 pub use bpffs::{ensure_mounted as ensure_bpffs, is_bpffs, DEFAULT_BPFFS};
+pub use deny_rules::kernel_deny_rules;
 pub use loader::{remove_pins, Datapath, DatapathConfig, KernelEntries, ServiceCounters};
 pub use orig_dst::OriginalDestinations;
-pub use proxy_common::XlbStats;
+pub use proxy_common::{TcpStats, TcpStatsKey, XlbStats};
 pub use strait_config::snapshot::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
 pub use tables::ApplyReport;
 pub use uplink::{parse_mac, resolve as resolve_uplink};
-pub use xdp::{deny_source, load_xdp_deny, DenyReport, DenyTries, SourcePrefix};
+pub use xdp::{deny_source, load_xdp_deny, DenyReport, DenyScope, DenyTries, SourcePrefix};
 pub use xlb::{
-    configure_uplink, load_xdp_drop, load_xdp_lb, xlb_stats, ExternalVip, ExternalVips,
-    UplinkConfig, XlbReport,
+    configure_uplink, external_vips, load_xdp_drop, load_xdp_lb, xlb_stats, ExternalVip,
+    ExternalVips, UplinkConfig, XlbReport,
 };
 
 use anyhow::{bail, Context};

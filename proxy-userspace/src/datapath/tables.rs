@@ -352,7 +352,10 @@ impl ServiceTables {
             stats_index,
         };
         let mut backend_keys = Vec::new();
-        if e.mode == mode::L4 && !e.backends.is_empty() {
+        // UDP is balanced in the kernel whatever the mode (the proxy has no
+        // UDP listener), so a REDIRECT-mode UDP port gets its set too.
+        let balanced = e.mode == mode::L4 || key.proto == proto::UDP;
+        if balanced && !e.backends.is_empty() {
             let mut indexes = Vec::with_capacity(e.backends.len());
             for (a, _) in &e.backends {
                 let k = stats_key(a, key.proto);

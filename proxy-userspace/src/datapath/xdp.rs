@@ -5,9 +5,9 @@
 //! Which rules qualify (a DENY whose only condition is the source:
 //! `ipBlocks` / `remoteIpBlocks`) is the policy layer's decision; this
 //! module makes the kernel tries hold a given list of prefixes.
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use proxy_common::{deny_mode, DenyConfig, DenyV4Key};
+use proxy_common::{deny_mode, DenyConfig, DenyDstKey, DenyV4Key, DENY_SCOPED};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context};
@@ -51,6 +51,8 @@ pub struct DenyReport {
     pub v4: usize,
     /// IPv6 prefixes in `DENY_V6`.
     pub v6: usize,
+    /// (destination, prefix) pairs of scoped prefixes in `DENY_DST`.
+    pub destinations: usize,
 }
 
 /// The prefix with host bits cleared, IPv4-mapped IPv6 made IPv4.
@@ -82,6 +84,19 @@ fn normalise((addr, len): SourcePrefix) -> anyhow::Result<SourcePrefix> {
     }
 }
 
+/// Which destinations a deny prefix applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DenyScope {
+    /// Every packet from the prefix is dropped, whatever it is sent to
+    /// (the raw filter: `strait x` tools, benchmarks).
+    Any,
+    /// Only TCP connections opened (SYN without ACK) from the prefix to
+    /// these addresses are dropped: the workloads an AuthorizationPolicy
+    /// DENY selects. Replies to the workloads' own connections, other
+    /// protocols and the node itself are untouched.
+    To(BTreeSet<IpAddr>),
+}
+
 /// The deny tries and their counters, taken out of a loaded object (the
 /// programs keep their references).
 ///
@@ -93,9 +108,13 @@ pub struct DenyTries {
     v4: LpmTrie<MapData, u32, u32>,
     v4_len: BpfHashMap<MapData, DenyV4Key, u32>,
     v6: LpmTrie<MapData, [u8; 16], u32>,
+    dst: BpfHashMap<MapData, DenyDstKey, u32>,
     config: Array<MapData, DenyConfig>,
     stats: PerCpuArray<MapData, u64>,
-    counters: HashMap<SourcePrefix, u32>,
+    /// Prefix → (counter index, trie value as written).
+    counters: HashMap<SourcePrefix, (u32, u32)>,
+    /// `DENY_DST` entries written.
+    destinations: HashSet<DenyDstKey>,
 }
 
 fn v4_len_key(a: Ipv4Addr, len: u8) -> DenyV4Key {
@@ -105,9 +124,44 @@ fn v4_len_key(a: Ipv4Addr, len: u8) -> DenyV4Key {
     }
 }
 
+fn dst_key(addr: IpAddr, index: u32) -> DenyDstKey {
+    let addr = match addr {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    };
+    DenyDstKey { addr, index }
+}
+
+/// Whether prefix `outer` contains prefix `inner` (same family).
+fn contains(outer: &SourcePrefix, inner: &SourcePrefix) -> bool {
+    if outer.1 > inner.1 {
+        return false;
+    }
+    match (outer.0, inner.0) {
+        (IpAddr::V4(o), IpAddr::V4(i)) => {
+            let mask = if outer.1 == 0 {
+                0
+            } else {
+                u32::MAX << (32 - outer.1)
+            };
+            u32::from(o) == u32::from(i) & mask
+        }
+        (IpAddr::V6(o), IpAddr::V6(i)) => {
+            let mask = if outer.1 == 0 {
+                0
+            } else {
+                u128::MAX << (128 - outer.1)
+            };
+            u128::from(o) == u128::from(i) & mask
+        }
+        _ => false,
+    }
+}
+
 impl DenyTries {
-    /// Takes `DENY_V4`, `DENY_V6` and `DENY_STATS` out of `ebpf` (after
-    /// loading the programs that use them).
+    /// Takes `DENY_V4`, `DENY_V4_LEN`, `DENY_V6`, `DENY_DST`,
+    /// `DENY_CONFIG` and `DENY_STATS` out of `ebpf` (after loading the
+    /// programs that use them).
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         let mut take = |name: &str| {
             ebpf.take_map(name)
@@ -117,24 +171,54 @@ impl DenyTries {
             v4: LpmTrie::try_from(take(proxy_common::DENY_V4)?)?,
             v4_len: BpfHashMap::try_from(take(proxy_common::DENY_V4_LEN)?)?,
             v6: LpmTrie::try_from(take(proxy_common::DENY_V6)?)?,
+            dst: BpfHashMap::try_from(take(proxy_common::DENY_DST)?)?,
             config: Array::try_from(take(proxy_common::DENY_CONFIG)?)?,
             stats: PerCpuArray::try_from(take(proxy_common::DENY_STATS)?)?,
             counters: HashMap::new(),
+            destinations: HashSet::new(),
         })
     }
 
-    /// Makes the tries hold exactly `prefixes` (host bits cleared,
-    /// duplicates merged): new ones get a zeroed drop counter, gone ones
-    /// are removed, kept ones keep their counts. Takes effect for the next
-    /// packet.
+    /// Makes the tries hold exactly `prefixes`, each dropping every packet
+    /// from it ([`DenyScope::Any`]); see [`DenyTries::sync_scoped`].
+    ///
+    /// Errors: as [`DenyTries::sync_scoped`].
+    pub fn sync(&mut self, prefixes: &[SourcePrefix]) -> anyhow::Result<DenyReport> {
+        let all: Vec<(SourcePrefix, DenyScope)> =
+            prefixes.iter().map(|p| (*p, DenyScope::Any)).collect();
+        self.sync_scoped(&all)
+    }
+
+    /// Makes the tries hold exactly `rules` (host bits cleared, duplicate
+    /// prefixes merged, their scopes united): new prefixes get a zeroed
+    /// drop counter, gone ones are removed, kept ones keep their counts.
+    /// Takes effect for the next packet.
+    ///
+    /// The kernel looks up only the longest prefix containing a source, so
+    /// a scoped prefix also protects the destinations of every prefix that
+    /// contains it (and drops everything if one of those is
+    /// [`DenyScope::Any`]).
     ///
     /// Errors: a bad prefix length (nothing is changed), more than
-    /// `MAX_DENY_PREFIXES` prefixes, a map update refused.
-    pub fn sync(&mut self, prefixes: &[SourcePrefix]) -> anyhow::Result<DenyReport> {
-        let want: HashSet<SourcePrefix> = prefixes
-            .iter()
-            .map(|p| normalise(*p))
-            .collect::<anyhow::Result<_>>()?;
+    /// `MAX_DENY_PREFIXES` prefixes or `MAX_DENY_DESTINATIONS`
+    /// (destination, prefix) pairs, a map update refused.
+    pub fn sync_scoped(
+        &mut self,
+        rules: &[(SourcePrefix, DenyScope)],
+    ) -> anyhow::Result<DenyReport> {
+        let mut want: HashMap<SourcePrefix, DenyScope> = HashMap::new();
+        for (p, scope) in rules {
+            let p = normalise(*p)?;
+            let merged = match (want.remove(&p), scope) {
+                (None, s) => s.clone(),
+                (Some(DenyScope::Any), _) | (_, DenyScope::Any) => DenyScope::Any,
+                (Some(DenyScope::To(mut a)), DenyScope::To(b)) => {
+                    a.extend(b.iter().copied());
+                    DenyScope::To(a)
+                }
+            };
+            want.insert(p, merged);
+        }
         if want.len() > proxy_common::MAX_DENY_PREFIXES as usize {
             bail!(
                 "{} deny prefixes exceed the XDP tries' {}",
@@ -142,10 +226,40 @@ impl DenyTries {
                 proxy_common::MAX_DENY_PREFIXES
             );
         }
+        // Longest match only: inherit the scopes of containing prefixes.
+        let snapshot: Vec<(SourcePrefix, DenyScope)> =
+            want.iter().map(|(p, s)| (*p, s.clone())).collect();
+        for (p, scope) in want.iter_mut() {
+            for (q, qs) in &snapshot {
+                if q == p || !contains(q, p) {
+                    continue;
+                }
+                *scope = match (std::mem::replace(scope, DenyScope::Any), qs) {
+                    (DenyScope::Any, _) | (_, DenyScope::Any) => DenyScope::Any,
+                    (DenyScope::To(mut a), DenyScope::To(b)) => {
+                        a.extend(b.iter().copied());
+                        DenyScope::To(a)
+                    }
+                };
+            }
+        }
+        let pairs: usize = want
+            .values()
+            .map(|s| match s {
+                DenyScope::Any => 0,
+                DenyScope::To(d) => d.len(),
+            })
+            .sum();
+        if pairs > proxy_common::MAX_DENY_DESTINATIONS as usize {
+            bail!(
+                "{pairs} (destination, deny prefix) pairs exceed the XDP table's {}",
+                proxy_common::MAX_DENY_DESTINATIONS
+            );
+        }
         let gone: Vec<SourcePrefix> = self
             .counters
             .keys()
-            .filter(|p| !want.contains(p))
+            .filter(|p| !want.contains_key(p))
             .copied()
             .collect();
         for p in gone {
@@ -160,35 +274,60 @@ impl DenyTries {
             }
             self.counters.remove(&p);
         }
-        let used: HashSet<u32> = self.counters.values().copied().collect();
+        let used: HashSet<u32> = self.counters.values().map(|c| c.0).collect();
         let mut free = (0..proxy_common::MAX_DENY_PREFIXES).filter(|i| !used.contains(i));
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
-        let mut new: Vec<SourcePrefix> = want
-            .iter()
-            .filter(|p| !self.counters.contains_key(p))
-            .copied()
-            .collect();
-        new.sort();
-        for p in new {
-            let i = free.next().context("DENY_STATS is full")?;
-            self.stats
-                .set(i, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+        let mut list: Vec<(&SourcePrefix, &DenyScope)> = want.iter().collect();
+        list.sort_by_key(|(p, _)| **p);
+        let mut dst_want: HashSet<DenyDstKey> = HashSet::new();
+        let mut trie_writes: Vec<(SourcePrefix, u32)> = Vec::new();
+        for (p, scope) in list {
+            let index = match self.counters.get(p) {
+                Some(c) => c.0,
+                None => {
+                    let i = free.next().context("DENY_STATS is full")?;
+                    self.stats
+                        .set(i, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+                    i
+                }
+            };
+            let value = match scope {
+                DenyScope::Any => index,
+                DenyScope::To(dsts) => {
+                    dst_want.extend(dsts.iter().map(|d| dst_key(*d, index)));
+                    index | DENY_SCOPED
+                }
+            };
+            if self.counters.get(p) != Some(&(index, value)) {
+                trie_writes.push((*p, value));
+            }
+            self.counters.insert(*p, (index, value));
+        }
+        // Destinations before the trie values that send lookups to them;
+        // stale destinations after.
+        for k in dst_want.difference(&self.destinations) {
+            self.dst.insert(k, 0, 0).context("DENY_DST is full")?;
+        }
+        for (p, value) in trie_writes {
             match p {
                 (IpAddr::V4(a), len) => {
                     self.v4
-                        .insert(&Key::new(len as u32, u32::from(a).to_be()), i, 0)
+                        .insert(&Key::new(len as u32, u32::from(a).to_be()), value, 0)
                         .context("DENY_V4 is full")?;
                     self.v4_len
-                        .insert(v4_len_key(a, len), i, 0)
+                        .insert(v4_len_key(a, len), value, 0)
                         .context("DENY_V4_LEN is full")?;
                 }
                 (IpAddr::V6(a), len) => self
                     .v6
-                    .insert(&Key::new(len as u32, a.octets()), i, 0)
+                    .insert(&Key::new(len as u32, a.octets()), value, 0)
                     .context("DENY_V6 is full")?,
             }
-            self.counters.insert(p, i);
         }
+        for k in self.destinations.difference(&dst_want) {
+            let _ = self.dst.remove(k);
+        }
+        self.destinations = dst_want;
         // Entries first, then the lookup mode that may use them.
         let v4_lengths = self
             .counters
@@ -217,6 +356,7 @@ impl DenyTries {
         Ok(DenyReport {
             v4: self.counters.keys().filter(|p| p.0.is_ipv4()).count(),
             v6: self.counters.keys().filter(|p| p.0.is_ipv6()).count(),
+            destinations: self.destinations.len(),
         })
     }
 
@@ -226,7 +366,7 @@ impl DenyTries {
         let mut out: Vec<(SourcePrefix, u64)> = self
             .counters
             .iter()
-            .map(|(p, i)| {
+            .map(|(p, (i, _))| {
                 let n = self
                     .stats
                     .get(i, 0)

@@ -41,6 +41,47 @@ pub struct ExternalVip {
     pub reals: Vec<(Ipv4Addr, u32)>,
 }
 
+/// The XDP balancer's entries of a snapshot's external services
+/// ([`strait_config::snapshot::ExternalL4Service`]): IPv4 VIPs with IPv4
+/// node addresses. IPv6 VIPs and nodes are not balanced by `xdp_lb`
+/// (IPv4-in-IPv4 only); each skipped entry is named in the second list.
+pub fn external_vips(
+    services: &[strait_config::snapshot::ExternalL4Service],
+) -> (Vec<ExternalVip>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    for s in services {
+        let std::net::IpAddr::V4(vip) = s.vip else {
+            skipped.push(format!(
+                "{} {}:{}: IPv6 external VIPs are not balanced in XDP",
+                s.host, s.vip, s.port
+            ));
+            continue;
+        };
+        let reals: Vec<(Ipv4Addr, u32)> = s
+            .nodes
+            .iter()
+            .filter_map(|(a, w)| match a {
+                std::net::IpAddr::V4(a) => Some((*a, *w)),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect();
+        if reals.len() != s.nodes.len() {
+            skipped.push(format!(
+                "{} {vip}:{}: IPv6 node addresses left out of the XDP ring",
+                s.host, s.port
+            ));
+        }
+        out.push(ExternalVip {
+            vip,
+            port: s.port,
+            protocol: s.protocol,
+            reals,
+        });
+    }
+    (out, skipped)
+}
+
 /// How tunnelled packets leave the uplink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UplinkConfig {
@@ -72,6 +113,9 @@ pub struct ExternalVips {
     next_ring: u32,
     free_rings: Vec<u32>,
     markers: HashSet<u32>,
+    /// Healthy reals each ring was last built from: an unchanged VIP's
+    /// ring is not rebuilt (a reload costs only the VIPs it changes).
+    built: HashMap<XlbVipKey, Vec<(Ipv4Addr, u32)>>,
 }
 
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
@@ -245,7 +289,11 @@ impl ExternalVips {
                 healthy.dedup_by_key(|(a, _)| *a);
                 if healthy.is_empty() {
                     let _ = rings.remove(&ring);
+                    self.built.remove(key);
                     report.without_reals += 1;
+                    continue;
+                }
+                if self.built.get(key) == Some(&healthy) {
                     continue;
                 }
                 let perms: Vec<(u64, u64)> = healthy
@@ -270,6 +318,7 @@ impl ExternalVips {
                 rings
                     .insert(ring, table.as_ref(), 0)
                     .context("XLB_RINGS is full")?;
+                self.built.insert(*key, healthy);
             }
         }
         {
@@ -305,6 +354,7 @@ impl ExternalVips {
                 .collect();
             for k in gone {
                 let _ = map.remove(&k);
+                self.built.remove(&k);
                 if let Some(r) = self.rings.remove(&k) {
                     self.free_rings.push(r);
                 }

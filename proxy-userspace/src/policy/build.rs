@@ -10,6 +10,7 @@ use strait_config::snapshot::policy::policy_applies;
 use strait_config::snapshot::{MeshSnapshot, Workload};
 
 use super::eval::{CompiledPolicy, PolicySet};
+use super::ext_authz::ExtAuthz;
 use super::jwt::Authn;
 
 /// Istio's default `meshConfig.rootNamespace`. Used until the mesh config
@@ -70,6 +71,8 @@ pub struct Guard {
     /// (`namespace/name on node N`): Strait does not intercept inbound
     /// traffic there yet, so it cannot protect it, and denies.
     pub remote: Option<String>,
+    /// The addresses of those remote policy-selected workloads.
+    pub remote_ips: Vec<IpAddr>,
 }
 
 /// What `strait x authz check` shows of one workload.
@@ -116,6 +119,7 @@ impl PolicyTable {
                 tracing::error!(policy = %c.name, "AuthorizationPolicy cannot be enforced, its workloads deny every request: {e}");
             }
         }
+        let mut providers: HashMap<String, Result<Arc<ExtAuthz>, String>> = HashMap::new();
         let root = scope.root_namespace.as_str();
         let mut sets: HashMap<(Vec<usize>, Vec<usize>), Arc<PolicySet>> = HashMap::new();
         let mut table = PolicyTable::default();
@@ -145,6 +149,13 @@ impl PolicyTable {
                     let mut s = PolicySet::default();
                     for &i in &az {
                         s.push(compiled[i].clone());
+                    }
+                    if !s.custom.is_empty() {
+                        let x = custom_provider(&s, snap, &mut providers);
+                        if let Err(e) = &x {
+                            tracing::error!(workload = %w.name, "CUSTOM AuthorizationPolicy cannot ask its provider, requests it matches are denied: {e}");
+                        }
+                        s.ext_authz = Some(x);
                     }
                     if !ra.is_empty() {
                         let ras: Vec<_> =
@@ -181,12 +192,26 @@ impl PolicyTable {
         if table.workloads.is_empty() {
             return None;
         }
+        // The set each (set, destination port) pair is checked against:
+        // only the policies that can match that port.
+        let mut per_port: HashMap<(*const PolicySet, u16), Arc<PolicySet>> = HashMap::new();
         for (name, c) in &snap.clusters {
             let mut g = Guard::default();
             for ep in &c.endpoints {
                 let Some(view) = table.workloads.get(&ep.addr.ip()) else {
                     continue;
                 };
+                let set = per_port
+                    .entry((Arc::as_ptr(&view.set), ep.addr.port()))
+                    .or_insert_with(|| {
+                        let s = view
+                            .set
+                            .for_port(ep.addr.port())
+                            .map_or_else(|| view.set.clone(), Arc::new);
+                        s.prepare();
+                        s
+                    })
+                    .clone();
                 if !view.local {
                     let node = snap.workloads[&ep.addr.ip()]
                         .node
@@ -194,20 +219,19 @@ impl PolicyTable {
                         .unwrap_or_default();
                     g.remote
                         .get_or_insert_with(|| format!("{} on node {node}", view.name));
+                    if !g.remote_ips.contains(&ep.addr.ip()) {
+                        g.remote_ips.push(ep.addr.ip());
+                    }
                     continue;
                 }
-                match g
-                    .entries
-                    .iter_mut()
-                    .find(|e| Arc::ptr_eq(&e.set, &view.set))
-                {
+                match g.entries.iter_mut().find(|e| Arc::ptr_eq(&e.set, &set)) {
                     Some(e) => {
                         if e.dest_ip != Some(ep.addr.ip()) {
                             e.dest_ip = None;
                         }
                     }
                     None => g.entries.push(GuardEntry {
-                        set: view.set.clone(),
+                        set,
                         dest_ip: Some(ep.addr.ip()),
                         dest_port: ep.addr.port(),
                     }),
@@ -223,5 +247,35 @@ impl PolicyTable {
     /// The guard of a cluster, if its endpoints have policies.
     pub fn guard(&self, cluster: &str) -> Option<&Arc<Guard>> {
         self.clusters.get(cluster)
+    }
+}
+
+/// The authorizer of a set's CUSTOM policies: Istio allows one provider
+/// per workload; none, several, or a name without a usable
+/// `extensionProviders` entry is an error (the CUSTOM policies then deny
+/// what they match).
+fn custom_provider(
+    set: &PolicySet,
+    snap: &MeshSnapshot,
+    providers: &mut HashMap<String, Result<Arc<ExtAuthz>, String>>,
+) -> Result<Arc<ExtAuthz>, String> {
+    let mut names: Vec<&str> = Vec::new();
+    for p in &set.custom {
+        let Some(n) = p.provider.as_deref() else {
+            return Err(format!("CUSTOM policy {} names no provider", p.name));
+        };
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    match names.as_slice() {
+        [n] => providers
+            .entry(n.to_string())
+            .or_insert_with(|| ExtAuthz::build(n, snap).map(Arc::new))
+            .clone(),
+        _ => Err(format!(
+            "CUSTOM policies with different providers ({}) select one workload: Istio allows one provider per workload",
+            names.join(", ")
+        )),
     }
 }

@@ -19,16 +19,24 @@
 //! - rules that need the peer's mTLS identity (`principals`, `namespaces`,
 //!   `source.principal`, `source.namespace`) are undecidable until mTLS
 //!   lands: ALLOW never matches on them, DENY and CUSTOM deny;
-//! - CUSTOM has no external authorizer client yet: a match denies.
+//! - CUSTOM asks the `envoyExtAuthzHttp` provider it names
+//!   ([`ext_authz`]) before DENY and ALLOW decide; a provider Strait
+//!   cannot use (gRPC, unsupported fields, not found) makes a match deny,
+//!   and so does a CUSTOM match on a TCP connection.
 pub mod attrs;
 pub mod build;
 pub mod eval;
+pub mod ext_authz;
 pub mod jwt;
 pub mod matcher;
 pub mod rule;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_index;
+#[cfg(test)]
+mod tests_jwt;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -104,6 +112,29 @@ pub enum Outcome {
     /// Authorization denied: 403 `RBAC: access denied` (HTTP), or the
     /// connection is closed (TCP).
     Denied(Decision),
+    /// CUSTOM policies matched (HTTP only): ask these authorizers first,
+    /// in order (`(provider, policy name)`); a deny or error from one is
+    /// the answer, and if all allow, `then` (an `Allow` or `Denied` from
+    /// DENY / ALLOW) applies. Istio's order CUSTOM → DENY → ALLOW.
+    External {
+        /// The authorizers and the CUSTOM policy that matched for each.
+        ask: Vec<(Arc<ext_authz::ExtAuthz>, Arc<str>)>,
+        /// What applies once every authorizer allowed.
+        then: Box<Outcome>,
+    },
+}
+
+impl Outcome {
+    /// Wraps `self` so the authorizers in `ask` are asked first.
+    fn after(self, ask: Vec<(Arc<ext_authz::ExtAuthz>, Arc<str>)>) -> Outcome {
+        if ask.is_empty() {
+            return self;
+        }
+        Outcome::External {
+            ask,
+            then: Box::new(self),
+        }
+    }
 }
 
 /// The enforcement decision for one request or connection to `guard`
@@ -113,16 +144,33 @@ pub enum Outcome {
 /// filter) and Istio's authorization order. The request must pass every
 /// set of the cluster's endpoints.
 pub fn enforce(guard: &Guard, req: &Request<'_>) -> Outcome {
-    if let Some(w) = &guard.remote {
+    enforce_with_peer(guard, req, None, false)
+}
+
+/// [`enforce`] when the client's mTLS identity is known (`peer`: the node
+/// tunnels its connection with that workload's certificate, HBONE), so
+/// `principals` / `namespaces` / `source.principal` rules are decided; and
+/// `remote_enforced`: every policy-selected workload of the guard on
+/// another node is reached over HBONE, whose destination node enforces its
+/// policies, so it is not denied here.
+pub fn enforce_with_peer(
+    guard: &Guard,
+    req: &Request<'_>,
+    peer: Option<&PeerIdentity>,
+    remote_enforced: bool,
+) -> Outcome {
+    if let Some(w) = guard.remote.as_ref().filter(|_| !remote_enforced) {
         tracing::debug!(workload = %w, "policy-selected workload on another node: denied");
         return Outcome::Denied(Decision {
             allowed: false,
             why: Why::RemoteWorkload,
             policy: None,
             audited: Vec::new(),
+            external: None,
         });
     }
     let mut edits: Vec<HeaderEdit> = Vec::new();
+    let mut ask: Vec<(Arc<ext_authz::ExtAuthz>, Arc<str>)> = Vec::new();
     for e in &guard.entries {
         let mut identity: Option<Arc<JwtIdentity>> = None;
         if let (Some(authn), Some(h)) = (&e.set.authn, &req.http) {
@@ -145,7 +193,7 @@ pub fn enforce(guard: &Guard, req: &Request<'_>) -> Outcome {
             dest_ip: e.dest_ip,
             dest_port: e.dest_port,
             sni: req.sni,
-            peer: None,
+            peer,
             http: req.http.as_ref().map(|h| HttpAttrs {
                 method: h.method,
                 path: h.path,
@@ -154,7 +202,12 @@ pub fn enforce(guard: &Guard, req: &Request<'_>) -> Outcome {
                 auth: identity.as_deref(),
             }),
         };
-        let d = e.set.authorize(&attrs);
+        let mut d = e.set.authorize(&attrs);
+        if let Some((x, p)) = d.external.take() {
+            if !ask.iter().any(|(y, _)| Arc::ptr_eq(&x, y)) {
+                ask.push((x, p));
+            }
+        }
         for p in &d.audited {
             tracing::info!(
                 policy = %p,
@@ -164,8 +217,8 @@ pub fn enforce(guard: &Guard, req: &Request<'_>) -> Outcome {
             );
         }
         if !d.allowed {
-            return Outcome::Denied(d);
+            return Outcome::Denied(d).after(ask);
         }
     }
-    Outcome::Allow { edits }
+    Outcome::Allow { edits }.after(ask)
 }

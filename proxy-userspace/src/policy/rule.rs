@@ -59,6 +59,10 @@ struct CSource {
     namespaces: Field<StrMatch>,
     ip_blocks: Field<IpNet>,
     remote_ip_blocks: Field<IpNet>,
+    /// `serviceAccounts` (`namespace/name`, exact) against the peer's.
+    service_accounts: Field<StrMatch>,
+    /// `trustDomains` against the peer principal's trust domain.
+    trust_domains: Field<StrMatch>,
 }
 
 /// `to.operation`.
@@ -106,6 +110,15 @@ pub struct CRule {
     from: Vec<CSource>,
     to: Vec<COp>,
     when: Vec<CCond>,
+}
+
+/// A path a rule is indexed under ([`CRule::path_keys`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathKey<'a> {
+    /// The whole path.
+    Exact(&'a str),
+    /// A prefix of the path (`/api/*` → `/api/`).
+    Prefix(&'a str),
 }
 
 /// `request.auth.claims[a][b]` → `["a", "b"]`.
@@ -175,6 +188,10 @@ impl CRule {
                 namespaces: strs(&s.namespaces, &s.not_namespaces),
                 ip_blocks: cidrs(policy, &f, &s.ip_blocks, &s.not_ip_blocks)?,
                 remote_ip_blocks: cidrs(policy, &f, &s.remote_ip_blocks, &s.not_remote_ip_blocks)?,
+                service_accounts: Field::new(&s.service_accounts, &s.not_service_accounts, |v| {
+                    StrMatch::Exact(v.as_str().into())
+                }),
+                trust_domains: strs(&s.trust_domains, &s.not_trust_domains),
             })
         };
         let op = |o: &Operation| -> Result<COp, PolicyError> {
@@ -194,6 +211,74 @@ impl CRule {
                 .enumerate()
                 .map(|(j, c)| cond(policy, &format!("{f}.when[{j}]"), c))
                 .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// The request paths this rule can match, when it can only match some:
+    /// every operation of `to` lists `paths` that are all exact values or
+    /// `prefix*` patterns (else `None`: any path may match). A request
+    /// whose path matches none of them is never matched by this rule, with
+    /// HTTP facts known (`paths` is then decided, and `No`).
+    pub fn path_keys(&self) -> Option<Vec<PathKey<'_>>> {
+        if self.to.is_empty() {
+            return None;
+        }
+        let mut keys = Vec::new();
+        for o in &self.to {
+            if o.paths.pos.is_empty() {
+                return None;
+            }
+            for m in &o.paths.pos {
+                keys.push(match m {
+                    StrMatch::Exact(e) => PathKey::Exact(e),
+                    StrMatch::Prefix(p) => PathKey::Prefix(p),
+                    _ => return None,
+                });
+            }
+        }
+        Some(keys)
+    }
+
+    /// The request header values this rule can match, when it can only
+    /// match some: a `when` condition on `request.headers[name]` whose
+    /// `values` are all exact (`None` otherwise). A request whose header
+    /// (its values joined with `,`, as evaluated) is not one of them, or
+    /// that lacks the header, is never matched by this rule over HTTP.
+    pub fn header_key(&self) -> Option<(&HeaderName, Vec<&str>)> {
+        self.when.iter().find_map(|c| {
+            let (Key::Header(n), CondValues::Str(f)) = (&c.key, &c.values) else {
+                return None;
+            };
+            if f.pos.is_empty() {
+                return None;
+            }
+            let vals = f
+                .pos
+                .iter()
+                .map(|m| match m {
+                    StrMatch::Exact(e) => Some(&**e),
+                    _ => None,
+                })
+                .collect::<Option<Vec<&str>>>()?;
+            Some((n, vals))
+        })
+    }
+
+    /// Whether the rule can match a request or connection to destination
+    /// port `port` (`ports` / `notPorts` of every operation and
+    /// `destination.port` conditions); `false` means it never can, so a
+    /// workload port's policy list may leave it out at build time.
+    pub fn can_match_port(&self, port: u16) -> bool {
+        let to = self.to.is_empty()
+            || self
+                .to
+                .iter()
+                .any(|o| o.ports.eval(true, |p| *p == port) != Tri::No);
+        to && self.when.iter().all(|c| match &c.values {
+            CondValues::Port(f) if matches!(c.key, Key::DestPort) => {
+                f.eval(true, |p| *p == port) != Tri::No
+            }
+            _ => true,
         })
     }
 
@@ -258,10 +343,32 @@ fn source(s: &CSource, a: &Attrs<'_>) -> Tri {
         principal_attr(a).eval(&s.request_principals),
         peer(&s.principals, a.peer.map(|p| p.principal.as_str())),
         peer(&s.namespaces, a.peer.map(|p| p.namespace.as_str())),
+        peer(
+            &s.service_accounts,
+            a.peer
+                .and_then(|p| service_account(&p.principal))
+                .as_deref(),
+        ),
+        peer(
+            &s.trust_domains,
+            a.peer.and_then(|p| trust_domain(&p.principal)),
+        ),
     ]
     .into_iter()
     .min()
     .unwrap_or(Tri::Yes)
+}
+
+/// `namespace/name` of a SPIFFE principal `<td>/ns/<ns>/sa/<sa>`.
+fn service_account(principal: &str) -> Option<String> {
+    let (_, rest) = principal.split_once("/ns/")?;
+    let (ns, sa) = rest.split_once("/sa/")?;
+    Some(format!("{ns}/{sa}"))
+}
+
+/// The trust domain of a SPIFFE principal `<td>/ns/<ns>/sa/<sa>`.
+fn trust_domain(principal: &str) -> Option<&str> {
+    principal.split_once("/ns/").map(|(td, _)| td)
 }
 
 fn operation(o: &COp, a: &Attrs<'_>) -> Tri {

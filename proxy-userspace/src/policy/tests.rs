@@ -10,7 +10,7 @@ use http::HeaderMap;
 
 use super::*;
 
-fn snapshot(yaml: &str) -> strait_config::MeshSnapshot {
+pub(super) fn snapshot(yaml: &str) -> strait_config::MeshSnapshot {
     let loaded = strait_config::load::load_str(yaml, "test.yaml");
     assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
     let (snap, diags) = strait_config::compile(&loaded.resources);
@@ -19,7 +19,7 @@ fn snapshot(yaml: &str) -> strait_config::MeshSnapshot {
 }
 
 /// Every AuthorizationPolicy and RequestAuthentication of `yaml` as one set.
-fn set(yaml: &str) -> PolicySet {
+pub(super) fn set(yaml: &str) -> PolicySet {
     let snap = snapshot(yaml);
     let mut s = PolicySet::default();
     for p in &snap.policies.authorization {
@@ -340,6 +340,34 @@ fn peer_identity_rules_fail_closed() {
         http: None,
     };
     assert!(s.authorize(&a).allowed);
+    // serviceAccounts (`namespace/name`) and trustDomains are peer
+    // identity too: never allow without it, decided with it.
+    let s = set(&policy(
+        "sa",
+        "  rules:\n  - from:\n    - source:\n        serviceAccounts: [\"foo/sleep\"]\n        trustDomains: [\"cluster.local\"]\n",
+    ));
+    let no_peer = Attrs { peer: None, ..a };
+    assert!(!s.authorize(&no_peer).allowed);
+    let a = Attrs {
+        peer: Some(&peer),
+        ..no_peer
+    };
+    assert!(s.authorize(&a).allowed);
+    let other = PeerIdentity {
+        principal: "cluster.local/ns/bar/sa/sleep".into(),
+        namespace: "bar".into(),
+    };
+    let b = Attrs {
+        peer: Some(&other),
+        ..a
+    };
+    assert!(!s.authorize(&b).allowed);
+    let d = set(&policy(
+        "no-sa",
+        "  action: DENY\n  rules:\n  - from:\n    - source:\n        notServiceAccounts: [\"foo/sleep\"]\n",
+    ));
+    let no_peer = Attrs { peer: None, ..b };
+    assert_eq!(d.authorize(&no_peer).why, Why::DenyUndecidable);
 }
 
 #[test]
@@ -387,7 +415,7 @@ fn audit_never_decides() {
 
 /// A file of Istio's JWT samples: `../shared/istio/jwt/` beside the
 /// repository (or beside the worktrees' directory).
-fn sample(name: &str) -> String {
+pub(super) fn sample(name: &str) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for up in ["../../shared/istio/jwt", "../../../shared/istio/jwt"] {
         if let Ok(s) = std::fs::read_to_string(root.join(up).join(name)) {
@@ -397,11 +425,11 @@ fn sample(name: &str) -> String {
     panic!("Istio's JWT sample {name} not found in ../shared/istio/jwt/");
 }
 
-fn jwks() -> String {
+pub(super) fn jwks() -> String {
     sample("jwks.json")
 }
 
-fn token(name: &str) -> String {
+pub(super) fn token(name: &str) -> String {
     sample(name).trim().to_string()
 }
 
@@ -413,7 +441,7 @@ fn authn(extra: &str) -> Arc<jwt::Authn> {
     set(&yaml).authn.expect("authn")
 }
 
-fn bearer(t: &str) -> HeaderMap {
+pub(super) fn bearer(t: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("authorization", format!("Bearer {t}").parse().unwrap());
     h

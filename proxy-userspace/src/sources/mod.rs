@@ -1,4 +1,7 @@
-//! Where the daemon's configuration comes from besides the config
-//! directory ([`crate::daemon::store::ConfigStore`]): a Kubernetes API
-//! server ([`kube`]).
+//! Where the daemon's configuration comes from: the config directory
+//! ([`file::ConfigStore`]) or a Kubernetes API server ([`kube`]), both
+//! behind the [`Source`] trait the daemon reloads through.
+pub(crate) mod file;
 pub mod kube;
+
+pub use file::{ConfigStore, Reload, Source};

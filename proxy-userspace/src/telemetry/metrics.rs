@@ -240,6 +240,24 @@ impl Metrics {
             .inc_by(received_bytes);
     }
 
+    /// Adds counts of TCP connections seen elsewhere (the kernel's
+    /// balanced connections): `opened` and `closed` connections, bytes
+    /// sent to and received from the downstream.
+    pub fn tcp_add(&self, labels: &TcpLabels, opened: u64, closed: u64, sent: u64, received: u64) {
+        if opened > 0 {
+            self.tcp_opened.get_or_create(labels).inc_by(opened);
+        }
+        if closed > 0 {
+            self.tcp_closed.get_or_create(labels).inc_by(closed);
+        }
+        if closed > 0 || sent > 0 {
+            self.tcp_sent.get_or_create(labels).inc_by(sent);
+        }
+        if closed > 0 || received > 0 {
+            self.tcp_received.get_or_create(labels).inc_by(received);
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strait::proxy::{AccessLogRecord, FixedDestination, Proxy};
+use strait::serve::{AccessLogRecord, FixedDestination, Proxy};
 use tokio::net::TcpListener;
 
 pub use backend::Backend;
@@ -78,7 +78,7 @@ pub type Pod<'a> = (&'a str, &'a [(&'a str, &'a str)]);
 pub struct MeshBuilder {
     yaml: String,
     services: Vec<Service>,
-    settings: Option<strait::proxy::ProxySettings>,
+    settings: Option<strait::serve::ProxySettings>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -117,7 +117,7 @@ impl MeshBuilder {
     }
 
     /// Proxy settings (timeouts, limits) instead of the defaults.
-    pub fn settings(&mut self, s: strait::proxy::ProxySettings) {
+    pub fn settings(&mut self, s: strait::serve::ProxySettings) {
         self.settings = Some(s);
     }
 

@@ -90,9 +90,38 @@ fn run() -> anyhow::Result<()> {
         dp.service_count(),
         start.elapsed().as_millis()
     );
+    // The kernel counts each program's runs and run time while this is
+    // held: the cost per connection printed at exit.
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
     // Block until the bench closes our stdin, then detach and unpin.
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    if stats.is_some() {
+        report(&dp);
+    }
     dp.cleanup()
+}
+
+/// Prints (stderr) each socket program's runs and mean run time, and the
+/// sockops program's time per kernel-balanced connection (the connections
+/// its `TCP_STATS` counted opened): what the per-connection telemetry
+/// costs, all events of a connection included.
+fn report(dp: &Datapath) {
+    let opened: u64 = dp
+        .tcp_stats()
+        .map(|s| s.iter().map(|(_, v)| v.opened).sum())
+        .unwrap_or(0);
+    for (name, runs, time) in dp.program_stats() {
+        if runs == 0 {
+            continue;
+        }
+        let per_run = time.as_nanos() as f64 / runs as f64;
+        eprint!("bench-datapath: {name}: {runs} runs, {per_run:.0} ns per run");
+        if name == strait::datapath::programs::SOCKOPS && opened > 0 {
+            let per_conn = time.as_nanos() as f64 / opened as f64;
+            eprint!(", {per_conn:.0} ns per balanced connection ({opened} connections)");
+        }
+        eprintln!();
+    }
 }
 
 fn main() {

@@ -25,9 +25,9 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use strait::daemon::store::ConfigStore;
 use strait::datapath::{Datapath, DatapathConfig};
-use strait::proxy::{FixedDestination, Proxy};
+use strait::serve::{FixedDestination, Proxy};
+use strait::sources::ConfigStore;
 use strait_config::snapshot::MeshSnapshot;
 
 /// The allocator the `strait` binary uses.

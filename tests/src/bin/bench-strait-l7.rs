@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context};
-use strait::proxy::{FixedDestination, Proxy};
+use strait::serve::{FixedDestination, Proxy};
 
 /// The allocator the `strait` binary uses.
 #[global_allocator]
@@ -80,7 +80,7 @@ fn run() -> anyhow::Result<()> {
     let workers =
         workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let listener =
-        strait::proxy::workers::bind(listen).with_context(|| format!("listening on {listen}"))?;
+        strait::serve::workers::bind(listen).with_context(|| format!("listening on {listen}"))?;
     let vip: SocketAddr = VIP.parse().expect("static address");
     // Thread-per-core, as the daemon serves its outbound listener.
     let running = proxy

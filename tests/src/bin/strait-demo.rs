@@ -36,6 +36,7 @@ fn run() -> anyhow::Result<bool> {
             config: vec![samples.join("destination-rules.yaml")],
             app_timeout_ms: None,
             node_index: 200,
+            identity: true,
         },
     )?;
     println!(

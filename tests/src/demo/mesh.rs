@@ -30,6 +30,10 @@ pub struct MeshOptions {
     pub app_timeout_ms: Option<u64>,
     /// Node index (pod CIDR 10.244.<index>.0/24); distinct per concurrent test.
     pub node_index: u8,
+    /// Run the daemon with the embedded CA (`--ca-dir`): workload
+    /// identities, so traffic between meshed pods goes through HBONE
+    /// (mutual TLS). `false`: no CA, everything in plain text.
+    pub identity: bool,
 }
 
 /// One `GET /productpage` as the client saw it.
@@ -157,13 +161,14 @@ impl Mesh {
                 .strait_run_kube(&self.opts.strait, &api.kubeconfig)?,
             None => self.node.strait_run(&self.opts.strait, &self.config_dir)?,
         };
-        let child = cmd
-            .args(["--admin", ADMIN, "--drain-ms", "1000"])
+        cmd.args(["--admin", ADMIN, "--drain-ms", "1000"]);
+        if self.opts.identity {
             // Workload identity from the CA embedded in the daemon; the
             // root is generated once into the node's directory and kept
             // across daemon restarts.
-            .arg("--ca-dir")
-            .arg(self.node.tmp_dir().join("ca"))
+            cmd.arg("--ca-dir").arg(self.node.tmp_dir().join("ca"));
+        }
+        let child = cmd
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

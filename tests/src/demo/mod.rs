@@ -54,6 +54,7 @@ pub fn test_options(
         config,
         app_timeout_ms: None,
         node_index,
+        identity: true,
     })
 }
 

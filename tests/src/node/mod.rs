@@ -22,6 +22,7 @@
 //! removes what a killed test run left behind.
 pub mod bookinfo;
 mod bpffs;
+pub mod capture;
 mod cgroups;
 pub mod config;
 pub mod http;

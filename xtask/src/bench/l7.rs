@@ -247,7 +247,7 @@ fn start(env: &Env) -> anyhow::Result<Vec<Contender>> {
 
 /// Strait's L7 proxy, run by the `bench-strait-l7` helper binary (a
 /// listener that forwards everything to the backend through
-/// `strait::proxy`). Reported as not yet available until that binary
+/// `strait::serve`). Reported as not yet available until that binary
 /// exists in the workspace.
 fn strait(env: &Env) -> anyhow::Result<Contender> {
     let mut c = Contender {
@@ -610,7 +610,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
             format!(
                 "nginx {}: `worker_processes {workers}`, upstream `keepalive 256`, `proxy_http_version 1.1`, `access_log off`. \
                  HAProxy {}: `nbthread {workers}`, `http-reuse always`, no log. \
-                 Strait: `bench-strait-l7` (the daemon's `strait::proxy` on the outbound path: original destination → Service → route → cluster → endpoint pool) built with the `dist` profile Strait ships with (fat LTO), `{workers}` worker thread(s) each with its own current-thread runtime, access log and metrics sink off. Worker count = CPUs the proxy is pinned to. \
+                 Strait: `bench-strait-l7` (the daemon's `strait::serve` on the outbound path: original destination → Service → route → cluster → endpoint pool) built with the `dist` profile Strait ships with (fat LTO), `{workers}` worker thread(s) each with its own current-thread runtime, access log and metrics sink off. Worker count = CPUs the proxy is pinned to. \
                  Proxy CPU is utime+stime of the proxy's processes over the saturation run; peak RSS is VmHWM summed over its processes at the end of the suite.",
                 version("nginx", &["-v"]),
                 version("haproxy", &["-v"]),

@@ -3,6 +3,12 @@
 //! (Envoy's `cache_duration` as Istio sets it) by a thread of its own, and
 //! the last good set is kept when a fetch fails (retried with backoff
 //! from 1 s to 60 s meanwhile).
+//!
+//! `https://` URIs are fetched with rustls (ring), trusting the system's
+//! CA certificates (`rustls-native-certs`), the PEM file named by
+//! `STRAIT_JWKS_CA` ([`JWKS_CA_ENV`]) and any CA added with
+//! [`add_trusted_ca`]; the server's certificate must be valid for the URI's
+//! host.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
@@ -232,38 +238,139 @@ fn refresher(weak: Weak<RemoteJwks>, timeout: Duration) {
     }
 }
 
-/// GETs `uri` (plain HTTP; `https://` is refused until Strait has a TLS
-/// client, so its tokens fail with `Jwks remote fetch is failed`).
-async fn fetch(uri: &str, timeout: Duration) -> Result<String, String> {
-    use http_body_util::BodyExt;
-    if uri.starts_with("https://") {
-        return Err(
-            "https jwksUri is not supported yet (no TLS client); use http:// or inline jwks".into(),
-        );
+/// Names a PEM file of extra CA certificates trusted for `https://`
+/// `jwksUri` fetches (beside the system's), e.g. a private issuer's CA.
+pub const JWKS_CA_ENV: &str = "STRAIT_JWKS_CA";
+
+/// Largest JWKS document accepted.
+pub const MAX_JWKS_BYTES: usize = 1 << 20;
+
+fn extra_roots() -> &'static RwLock<Vec<rustls_pki_types::CertificateDer<'static>>> {
+    static R: OnceLock<RwLock<Vec<rustls_pki_types::CertificateDer<'static>>>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+fn pem_certs(pem: &[u8]) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no CERTIFICATE in PEM".into());
     }
-    let u: http::Uri = uri.parse().map_err(|e| format!("bad URI: {e}"))?;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let req = http::Request::get(u)
-        .body(http_body_util::Empty::new())
-        .map_err(|e| e.to_string())?;
-    let work = async {
-        let resp = client.request(req).await.map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("status {}", resp.status()));
-        }
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        if body.len() > 1 << 20 {
-            return Err("JWKS larger than 1 MiB".into());
-        }
-        String::from_utf8(body.to_vec()).map_err(|e| e.to_string())
-    };
-    tokio::time::timeout(timeout, work)
+    Ok(certs)
+}
+
+/// Trusts the CA certificates of `pem` for `https://` `jwksUri` fetches
+/// from now on (this process). Errors: no certificate in `pem`.
+pub fn add_trusted_ca(pem: &[u8]) -> Result<(), PolicyError> {
+    let certs = pem_certs(pem).map_err(PolicyError::Jwks)?;
+    extra_roots()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(certs);
+    Ok(())
+}
+
+/// The TLS client configuration of `https://` fetches: system roots, then
+/// `STRAIT_JWKS_CA`, then [`add_trusted_ca`]'s. Built per fetch (every 20
+/// minutes), so a changed CA file is picked up.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Ok(path) = std::env::var(JWKS_CA_ENV) {
+        let pem = std::fs::read(&path).map_err(|e| format!("{JWKS_CA_ENV}={path}: {e}"))?;
+        let certs = pem_certs(&pem).map_err(|e| format!("{JWKS_CA_ENV}={path}: {e}"))?;
+        roots.add_parsable_certificates(certs);
+    }
+    roots.add_parsable_certificates(
+        extra_roots()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned(),
+    );
+    if roots.is_empty() {
+        return Err(format!(
+            "no trusted CA certificates (system store empty; set {JWKS_CA_ENV})"
+        ));
+    }
+    // The process's crypto provider (ring: the only one Strait builds).
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+/// GETs `uri` (`http://` or `https://`) over one HTTP/1.1 connection;
+/// the body must be a 2xx answer of at most [`MAX_JWKS_BYTES`], received
+/// within `timeout`.
+pub async fn fetch(uri: &str, timeout: Duration) -> Result<String, String> {
+    tokio::time::timeout(timeout, get(uri))
         .await
         .map_err(|_| format!("timeout after {timeout:?}"))?
+}
+
+async fn get(uri: &str) -> Result<String, String> {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::TokioIo;
+    let u: http::Uri = uri.parse().map_err(|e| format!("bad URI: {e}"))?;
+    let https = match u.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err("jwksUri must be http:// or https://".into()),
+    };
+    let host = u.host().ok_or("jwksUri has no host")?.to_string();
+    let port = u.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let tcp = tokio::net::TcpStream::connect((bare.as_str(), port))
+        .await
+        .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+    let authority = u.authority().map_or(host.clone(), |a| a.to_string());
+    let path = u.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let req = http::Request::get(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::ACCEPT, "application/json")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = if https {
+        let name = rustls_pki_types::ServerName::try_from(bare.clone())
+            .map_err(|e| format!("bad TLS server name {bare:?}: {e}"))?;
+        let tls = tokio_rustls::TlsConnector::from(tls_config()?)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {host}:{port}: {e}"))?;
+        send(TokioIo::new(tls), req).await?
+    } else {
+        send(TokioIo::new(tcp), req).await?
+    };
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()));
+    }
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_JWKS_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e} (limit {MAX_JWKS_BYTES} bytes)"))?
+        .to_bytes();
+    String::from_utf8(body.to_vec()).map_err(|e| e.to_string())
+}
+
+async fn send<T>(
+    io: T,
+    req: http::Request<http_body_util::Empty<bytes::Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    tx.send_request(req).await.map_err(|e| e.to_string())
 }

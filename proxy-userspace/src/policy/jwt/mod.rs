@@ -6,6 +6,12 @@
 //! Signatures are verified by `jsonwebtoken` (RS/PS 256-512, ES256/384,
 //! EdDSA, HS with `oct` keys); time and issuer are checked first, as
 //! Envoy does, so an expired token says `Jwt is expired`.
+//!
+//! Verified tokens are cached per workload policy set, as Envoy's
+//! `jwt_cache_config` does (its default size, [`TOKEN_CACHE_SIZE`]): the key
+//! is the whole token and where it was found, the value the claims and
+//! header edits; `exp` / `nbf` are checked again on every hit, and a hit
+//! whose key set has since changed (a `jwksUri` refresh) is verified again.
 pub mod jwks;
 
 use std::sync::Arc;
@@ -21,6 +27,9 @@ use super::attrs::HeaderLookup;
 
 /// Envoy's clock skew allowance (`clock_skew_seconds`, default 60).
 pub const CLOCK_SKEW_SECS: u64 = 60;
+
+/// Verified tokens kept per policy set (Envoy's `jwt_cache_size` default).
+pub const TOKEN_CACHE_SIZE: usize = 100;
 
 /// Envoy's status texts (`jwt_verify_lib/status.cc`), the 401 bodies.
 pub mod status {
@@ -47,6 +56,8 @@ pub mod status {
     pub const JWKS_FETCH: &str = "Jwks remote fetch is failed";
     /// Unsupported `alg`.
     pub const BAD_ALG: &str = "Jwt header [alg] field value is invalid";
+    /// No token where `presence: REQUIRED`.
+    pub const MISSING: &str = "Jwt is missing";
 }
 
 /// A verified token, as authorization sees it.
@@ -54,7 +65,10 @@ pub mod status {
 pub struct JwtIdentity {
     /// `iss/sub` (`request.auth.principal`, `requestPrincipals`).
     pub principal: String,
-    /// The payload's claims.
+    /// The payload's claims. A space-delimited string claim (`scope`,
+    /// `permission`, `spaceDelimitedClaims`) holding several values is a
+    /// list of the whole string and each value, so a rule value matches
+    /// either, as Istio's generated matcher does.
     pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -76,7 +90,18 @@ struct Provider {
     payload_header: Option<HeaderName>,
     claim_headers: Vec<(String, HeaderName)>,
     forward: bool,
+    /// Claims matched as space-separated lists (Istio's `scope`,
+    /// `permission`, plus `spaceDelimitedClaims`).
+    space_delimited: Vec<String>,
+    /// `presence: REQUIRED`.
+    required: bool,
 }
+
+/// Claims Istio always treats as space-delimited.
+pub const SPACE_DELIMITED_DEFAULT: [&str; 2] = ["scope", "permission"];
+
+/// Istio's default JWKS fetch timeout (`jwtRules[].timeout`).
+pub const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A change the proxy makes to the request after a token verified.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,14 +124,61 @@ pub enum AuthnResult {
     Failed(&'static str),
 }
 
+/// A verified token in the cache.
+struct Cached {
+    identity: Arc<JwtIdentity>,
+    edits: Vec<HeaderEdit>,
+    exp: Option<u64>,
+    nbf: Option<u64>,
+    /// The provider that verified it, and the key set it used (a hit with
+    /// another set current is verified again).
+    provider: usize,
+    keys: Arc<jwks::KeySet>,
+}
+
+/// Cache key: the token and the (provider, location) it was found at.
+type CacheKey = (String, u32);
+
 /// The RequestAuthentication rules of a workload (every `jwtRule` of every
 /// RequestAuthentication that selects it).
-#[derive(Debug, Default)]
 pub struct Authn {
     providers: Vec<Provider>,
     /// Configuration problems (bad header names, unparsable inline JWKS),
     /// for `strait x authz check`.
     pub problems: Vec<String>,
+    cache: quick_cache::sync::Cache<CacheKey, Arc<Cached>>,
+}
+
+impl Default for Authn {
+    fn default() -> Self {
+        Self {
+            providers: Vec::new(),
+            problems: Vec::new(),
+            cache: quick_cache::sync::Cache::new(TOKEN_CACHE_SIZE),
+        }
+    }
+}
+
+impl std::fmt::Debug for Authn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authn")
+            .field("providers", &self.providers)
+            .field("problems", &self.problems)
+            .field("cached_tokens", &self.cache.len())
+            .finish()
+    }
+}
+
+/// Envoy's time checks: `exp` passed (with skew), `nbf` ahead (with skew).
+fn check_time(exp: Option<u64>, nbf: Option<u64>) -> Result<(), &'static str> {
+    let t = now();
+    if exp.is_some_and(|exp| t > exp.saturating_add(CLOCK_SKEW_SECS)) {
+        return Err(status::EXPIRED);
+    }
+    if nbf.is_some_and(|nbf| t.saturating_add(CLOCK_SKEW_SECS) < nbf) {
+        return Err(status::NOT_YET_VALID);
+    }
+    Ok(())
 }
 
 fn b64(s: &str) -> Option<Vec<u8>> {
@@ -149,9 +221,10 @@ impl Authn {
                             .map(Arc::new)
                             .map_err(|e| e.to_string()),
                     ),
-                    (None, Some(uri)) => {
-                        KeySource::Remote(jwks::remote(uri, Duration::from_secs(5)))
-                    }
+                    (None, Some(uri)) => KeySource::Remote(jwks::remote(
+                        uri,
+                        r.timeout_ms.map_or(JWKS_TIMEOUT, Duration::from_millis),
+                    )),
                     (None, None) => KeySource::Inline(Err("no jwks or jwksUri".into())),
                 };
                 if let KeySource::Inline(Err(e)) = &keys {
@@ -198,6 +271,12 @@ impl Authn {
                     payload_header,
                     claim_headers,
                     forward: r.forward_original_token,
+                    space_delimited: SPACE_DELIMITED_DEFAULT
+                        .iter()
+                        .map(|c| c.to_string())
+                        .chain(r.space_delimited_claims.iter().cloned())
+                        .collect(),
+                    required: r.presence_required,
                 });
             }
         }
@@ -214,9 +293,9 @@ impl Authn {
         &self,
         headers: &'h dyn HeaderLookup,
         query: Option<&'h str>,
-    ) -> Option<(String, &Location)> {
-        for p in &self.providers {
-            for loc in &p.locations {
+    ) -> Option<(String, &Location, u32)> {
+        for (pi, p) in self.providers.iter().enumerate() {
+            for (li, loc) in p.locations.iter().enumerate() {
                 let tok = match loc {
                     Location::Header(n, prefix) => headers.joined(n).and_then(|v| {
                         let v = v.trim();
@@ -239,25 +318,52 @@ impl Authn {
                         .and_then(|c| cookie(&c, name).map(str::to_string)),
                 };
                 if let Some(t) = tok.filter(|t| !t.is_empty()) {
-                    return Some((t, loc));
+                    return Some((t, loc, ((pi as u32) << 16) | li as u32));
                 }
             }
         }
         None
     }
 
-    /// Authenticates a request: its headers and query string.
+    /// Authenticates a request: its headers and query string. A token
+    /// verified before (and still in the cache) is not verified again; its
+    /// `exp` / `nbf` are.
     pub fn authenticate(&self, headers: &dyn HeaderLookup, query: Option<&str>) -> AuthnResult {
-        let Some((token, loc)) = self.find(headers, query) else {
+        let Some((token, loc, at)) = self.find(headers, query) else {
+            if self.providers.iter().any(|p| p.required) {
+                return AuthnResult::Failed(status::MISSING);
+            }
             return AuthnResult::NoToken;
         };
-        match self.verify(&token, loc) {
-            Ok(r) => r,
+        let key = (token, at);
+        if let Some(c) = self.cache.get(&key) {
+            let current = self.providers[c.provider].keys.keys();
+            if current.is_some_and(|k| Arc::ptr_eq(&k, &c.keys)) {
+                return match check_time(c.exp, c.nbf) {
+                    Ok(()) => AuthnResult::Verified(c.identity.clone(), c.edits.clone()),
+                    Err(why) => {
+                        self.cache.remove(&key);
+                        AuthnResult::Failed(why)
+                    }
+                };
+            }
+        }
+        match self.verify(&key.0, loc) {
+            Ok(c) => {
+                let r = AuthnResult::Verified(c.identity.clone(), c.edits.clone());
+                self.cache.insert(key, Arc::new(c));
+                r
+            }
             Err(s) => AuthnResult::Failed(s),
         }
     }
 
-    fn verify(&self, token: &str, loc: &Location) -> Result<AuthnResult, &'static str> {
+    /// Number of verified tokens cached (tests, `authz check`).
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn verify(&self, token: &str, loc: &Location) -> Result<Cached, &'static str> {
         let mut parts = token.split('.');
         let (Some(h), Some(payload), Some(_sig), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -277,22 +383,15 @@ impl Authn {
             .ok_or(status::BAD_ALG)?;
         let kid = header.get("kid").and_then(|k| k.as_str());
         // Time first, as Envoy does (no signature work for stale tokens).
-        let t = now();
-        if let Some(exp) = claims.get("exp").and_then(|e| e.as_u64()) {
-            if t > exp + CLOCK_SKEW_SECS {
-                return Err(status::EXPIRED);
-            }
-        }
-        if let Some(nbf) = claims.get("nbf").and_then(|e| e.as_u64()) {
-            if t + CLOCK_SKEW_SECS < nbf {
-                return Err(status::NOT_YET_VALID);
-            }
-        }
+        let exp = claims.get("exp").and_then(|e| e.as_u64());
+        let nbf = claims.get("nbf").and_then(|e| e.as_u64());
+        check_time(exp, nbf)?;
         let iss = claims.get("iss").and_then(|i| i.as_str()).unwrap_or("");
-        let p = self
+        let (pi, p) = self
             .providers
             .iter()
-            .find(|p| p.issuer == iss && p.locations.contains(loc))
+            .enumerate()
+            .find(|(_, p)| p.issuer == iss && p.locations.contains(loc))
             .ok_or(status::UNKNOWN_ISSUER)?;
         if !p.audiences.is_empty() {
             let ok = match claims.get("aud") {
@@ -352,9 +451,28 @@ impl Authn {
                 edits.push(HeaderEdit::Set(h.clone(), v));
             }
         }
-        Ok(AuthnResult::Verified(
-            Arc::new(JwtIdentity { principal, claims }),
+        let mut claims = claims;
+        for name in &p.space_delimited {
+            let split = match claims.get(name) {
+                Some(serde_json::Value::String(v)) if v.contains(char::is_whitespace) => {
+                    let mut all = vec![serde_json::Value::String(v.clone())];
+                    all.extend(
+                        v.split_whitespace()
+                            .map(|x| serde_json::Value::String(x.to_string())),
+                    );
+                    all
+                }
+                _ => continue,
+            };
+            claims.insert(name.clone(), serde_json::Value::Array(split));
+        }
+        Ok(Cached {
+            identity: Arc::new(JwtIdentity { principal, claims }),
             edits,
-        ))
+            exp,
+            nbf,
+            provider: pi,
+            keys,
+        })
     }
 }

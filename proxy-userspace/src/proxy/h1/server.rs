@@ -25,8 +25,8 @@ use super::prefixed::Prefixed;
 use super::request::{connection_has, header_line};
 use super::spans::{span, uninit_headers};
 use crate::proxy::head::{RawHeaders, ReqHead, ReqHeaders};
-use crate::proxy::http::{handle, ConnInfo};
-use crate::proxy::sniff::H2_PREFACE;
+use crate::serve::http::{handle, ConnInfo};
+use crate::transport::sniff::H2_PREFACE;
 
 /// Most request headers this loop parses; more goes to hyper.
 const MAX_HEADERS: usize = crate::proxy::head::MAX_RAW;
@@ -343,7 +343,7 @@ enum Expired {
 }
 
 impl Clock {
-    fn new(s: &crate::proxy::ProxySettings) -> Self {
+    fn new(s: &crate::serve::ProxySettings) -> Self {
         Self {
             last_active: Instant::now(),
             head_started: None,
@@ -491,7 +491,7 @@ async fn reject_with(info: &ConnInfo, stream: &mut TcpStream, r: Reject, dpe: bo
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
-    crate::proxy::http::log_protocol_error(info, r.status, r.details, dpe);
+    crate::serve::http::log_protocol_error(info, r.status, r.details, dpe);
 }
 
 /// What the server loop makes of `bytes` as the next request on a

@@ -18,7 +18,7 @@ use strait_config::{Diagnostic, Resource};
 use tokio::sync::watch;
 
 use super::events::{EventSink, Invalid};
-use crate::daemon::store::{Reload, Source};
+use crate::sources::file::{Reload, Source};
 
 /// What the daemon's diagnostics name as the file of a Kubernetes object.
 pub const ORIGIN: &str = "kube-apiserver";

@@ -1,0 +1,80 @@
+//! Inbound capture inside a meshed pod's network namespace: the
+//! `sk_lookup` program `inpod_lookup` (proxy-ebpf/src/inpod.rs), its mode
+//! map [`INPOD_MODES`] and socket map [`INPOD_SOCKETS`].
+//!
+//! The daemon attaches the program to each meshed local pod's network
+//! namespace (ztunnel's "in-pod" model) and writes, per (pod IP, port),
+//! what the kernel does with a new TCP connection to that port:
+//! [`inpod_action::PASS`] (the pod's own listener, untouched),
+//! [`inpod_action::DROP`] (PeerAuthentication `STRICT`: plain text is
+//! refused by the kernel, the client sees a reset) or
+//! [`inpod_action::PLAINTEXT`] (the daemon's plaintext inbound listener,
+//! Istio's 15006, which enforces AuthorizationPolicy). The entry with port
+//! 0 is the pod's default for ports without an entry of their own.
+//! Connections to port 15008 go to the daemon's HBONE socket when one is
+//! registered; connections from `127.0.0.6` (the daemon's own deliveries)
+//! are never touched.
+
+/// `(pod IP, port)` → [`inpod_action`] (`u32`).
+pub const INPOD_MODES: &str = "INPOD_MODES";
+/// [`InpodSockKey`] → the daemon's listening socket in the pod's netns.
+pub const INPOD_SOCKETS: &str = "INPOD_SOCKETS";
+
+/// Maximum entries of [`INPOD_MODES`] (pods × ports with a mode of their own).
+pub const MAX_INPOD_MODES: u32 = 65_536;
+/// Maximum entries of [`INPOD_SOCKETS`] (two per meshed local pod).
+pub const MAX_INPOD_SOCKETS: u32 = 16_384;
+
+/// `127.0.0.6`, Istio's inbound passthrough source, as a network-byte-order
+/// `u32`: the daemon delivers to pods from this address, and the program
+/// leaves such connections alone (no capture loop).
+pub const INBOUND_PASSTHROUGH_SOURCE: u32 = u32::from_be_bytes([127, 0, 0, 6]).to_be();
+
+/// What `inpod_lookup` does with a new connection.
+pub mod inpod_action {
+    /// Normal delivery to the pod's listener.
+    pub const PASS: u32 = 0;
+    /// Refused in the kernel (`SK_DROP`: the client gets a reset).
+    pub const DROP: u32 = 1;
+    /// To the daemon's plaintext inbound socket ([`super::sock_kind::PLAINTEXT`]);
+    /// refused when that socket is missing (fail closed).
+    pub const PLAINTEXT: u32 = 2;
+}
+
+/// Which of the daemon's in-pod sockets.
+pub mod sock_kind {
+    /// Plaintext inbound listener (Istio's 15006).
+    pub const PLAINTEXT: u32 = 0;
+    /// HBONE listener (15008).
+    pub const HBONE: u32 = 1;
+}
+
+/// Key of [`INPOD_MODES`]: the pod IP (network byte order) and the local
+/// port in host byte order (as `bpf_sk_lookup.local_port` has it); port 0
+/// is the pod's default.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InpodModeKey {
+    /// Pod IPv4 address, network byte order.
+    pub ip: u32,
+    /// Local (destination) port, host byte order; 0: the pod's default.
+    pub port: u32,
+}
+
+/// Key of [`INPOD_SOCKETS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InpodSockKey {
+    /// Pod IPv4 address, network byte order.
+    pub ip: u32,
+    /// [`sock_kind`].
+    pub kind: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `repr(C)` integers without padding.
+    unsafe impl aya::Pod for super::InpodModeKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::InpodSockKey {}
+}

@@ -1,0 +1,192 @@
+//! Inbound capture for the meshed pods of this node (in-pod model, on when
+//! the daemon has workload identities): for each meshed pod whose cgroup
+//! is on this node, find its network namespace, open the plaintext inbound
+//! listener `0.0.0.0:15006` inside it, attach the `sk_lookup` program to
+//! it, register the listener and write the pod's per-port modes from the
+//! snapshot's `inbound` table. Pods that leave (or stop being meshed) are
+//! detached and their listener closed. Runs on the reload thread, after
+//! every config change and every pods-cgroup rescan.
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use strait_config::enroll::Enrollment;
+use strait_config::MeshSnapshot;
+
+use super::pods::{self, PodKey};
+use crate::datapath::inpod::{InpodCapture, InpodSocket};
+use crate::datapath::Datapath;
+use crate::serve::Proxy;
+use crate::transport::inpod::{self, find_netns, listen_in_pod, InPodNetns};
+
+/// One captured pod.
+struct Captured {
+    cgroup: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The node's in-pod inbound capture.
+pub(crate) struct Inbound {
+    capture: InpodCapture,
+    pods: HashMap<Ipv4Addr, Captured>,
+    proxy: Option<Proxy>,
+    snapshot: Option<Arc<ArcSwap<MeshSnapshot>>>,
+    root: PathBuf,
+    /// Pods whose namespace was not found yet, logged once each.
+    waiting: std::collections::HashSet<Ipv4Addr>,
+}
+
+impl Inbound {
+    /// Loads the program (needs the privileges of setup).
+    pub(crate) fn new(datapath: &mut Datapath, pods_root: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            capture: InpodCapture::new(datapath.ebpf_mut())?,
+            pods: HashMap::new(),
+            proxy: None,
+            snapshot: None,
+            root: pods_root.to_path_buf(),
+            waiting: Default::default(),
+        })
+    }
+
+    /// Where accepted connections are served (once serving starts).
+    pub(crate) fn serve_with(&mut self, proxy: Proxy, snapshot: Arc<ArcSwap<MeshSnapshot>>) {
+        self.proxy = Some(proxy);
+        self.snapshot = Some(snapshot);
+    }
+
+    /// Makes the capture follow `enrollment` and the pods cgroup, with the
+    /// modes of `snap`. Must run inside the tokio runtime.
+    pub(crate) fn sync(
+        &mut self,
+        datapath: &mut Datapath,
+        snap: &MeshSnapshot,
+        enrollment: &Enrollment,
+    ) {
+        let (Some(proxy), Some(live)) = (self.proxy.clone(), self.snapshot.clone()) else {
+            return;
+        };
+        let found = match pods::pod_cgroups(&self.root) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("pods cgroup not listed, inbound capture unchanged: {e}");
+                return;
+            }
+        };
+        let want = wanted(enrollment, &found);
+        let gone: Vec<Ipv4Addr> = self
+            .pods
+            .iter()
+            .filter(|(ip, c)| want.get(ip) != Some(&c.cgroup))
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in gone {
+            if let Some(c) = self.pods.remove(&ip) {
+                c.task.abort();
+            }
+            self.capture.detach(datapath.ebpf_mut(), ip);
+            tracing::info!(pod = %ip, "inbound capture removed");
+        }
+        for (ip, cgroup) in &want {
+            let mut new = false;
+            if !self.pods.contains_key(ip) {
+                match self.start(datapath, *ip, cgroup, &proxy, &live) {
+                    Ok(Some(c)) => {
+                        self.waiting.remove(ip);
+                        self.pods.insert(*ip, c);
+                        new = true;
+                    }
+                    Ok(None) => {
+                        if self.waiting.insert(*ip) {
+                            tracing::info!(pod = %ip, "pod network namespace not found yet; inbound capture waits");
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(pod = %ip, "inbound capture not set up: {e:#}");
+                        continue;
+                    }
+                }
+            }
+            self.capture
+                .set_modes(*ip, snap.inbound.get(&IpAddr::V4(*ip)));
+            if new {
+                tracing::info!(pod = %ip, "inbound capture attached in the pod's network namespace");
+            }
+        }
+    }
+
+    fn start(
+        &mut self,
+        datapath: &mut Datapath,
+        ip: Ipv4Addr,
+        cgroup: &Path,
+        proxy: &Proxy,
+        live: &Arc<ArcSwap<MeshSnapshot>>,
+    ) -> anyhow::Result<Option<Captured>> {
+        use anyhow::Context;
+        let hint = cgroup
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split_once('_'))
+            .map(|(ns, pod)| format!("-{ns}-{pod}"));
+        let Some(netns) = find_netns(
+            IpAddr::V4(ip),
+            Some(cgroup),
+            Path::new(inpod::NAMED_NETNS_DIR),
+            hint.as_deref(),
+        )?
+        else {
+            return Ok(None);
+        };
+        // The namespace's identity, and a descriptor to attach to.
+        let ns_file = std::fs::File::open(netns.path())
+            .with_context(|| format!("opening {}", netns.path().display()))?;
+        let inode = {
+            use std::os::unix::fs::MetadataExt;
+            ns_file.metadata()?.ino()
+        };
+        let addr = SocketAddr::from((
+            Ipv4Addr::UNSPECIFIED,
+            proxy_common::ports::INBOUND_PLAINTEXT,
+        ));
+        let listener = listen_in_pod(&netns, addr)
+            .with_context(|| format!("listening on {addr} in the pod's network namespace"))?;
+        self.capture
+            .attach(datapath.ebpf_mut(), ip, &ns_file, inode)?;
+        self.capture
+            .set_socket(ip, InpodSocket::Plaintext, &listener)?;
+        let netns: Arc<InPodNetns> = Arc::new(netns);
+        let task = tokio::spawn(proxy.serve_inbound(listener, netns, live.clone()));
+        Ok(Some(Captured {
+            cgroup: cgroup.to_path_buf(),
+            task,
+        }))
+    }
+}
+
+/// Meshed IPv4 pods with a cgroup on this node → their cgroup.
+fn wanted(
+    enrollment: &Enrollment,
+    found: &BTreeMap<PodKey, PathBuf>,
+) -> BTreeMap<Ipv4Addr, PathBuf> {
+    enrollment
+        .pods
+        .iter()
+        .filter(|p| p.meshed())
+        .filter_map(|p| {
+            let ip = match p.ip? {
+                IpAddr::V4(a) => a,
+                IpAddr::V6(a) => a.to_ipv4_mapped()?,
+            };
+            let cg = p
+                .uid
+                .as_ref()
+                .and_then(|u| found.get(&PodKey::Uid(u.clone())))
+                .or_else(|| found.get(&PodKey::Name(p.namespace.clone(), p.name.clone())))?;
+            Some((ip, cg.clone()))
+        })
+        .collect()
+}

@@ -1,0 +1,253 @@
+//! Inbound capture in each meshed local pod's network namespace: the
+//! `sk_lookup` program `inpod_lookup` (proxy-ebpf/src/inpod.rs) attached to
+//! the namespace, its mode map (`INPOD_MODES`, from the snapshot's
+//! `inbound` table) and socket map (`INPOD_SOCKETS`, the daemon's listening
+//! sockets inside the pod). See `proxy_common::inpod` for what each action
+//! does. The links are held by the daemon, not pinned: they detach when it
+//! exits (and when the pod's namespace goes away).
+use std::collections::{BTreeMap, HashMap as StdHashMap};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd};
+
+use anyhow::Context;
+use aya::maps::{HashMap, MapData, SockHash};
+use aya::programs::{sk_lookup::SkLookupLinkId, SkLookup};
+use aya::Ebpf;
+use proxy_common::{inpod_action, InpodModeKey, InpodSockKey};
+use strait_config::snapshot::{InboundWorkload, MtlsMode};
+
+/// The `sk_lookup` program's name in the eBPF object.
+pub const INPOD_LOOKUP: &str = "inpod_lookup";
+
+/// Which in-pod socket (`proxy_common::sock_kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum InpodSocket {
+    /// The plaintext inbound listener (15006).
+    Plaintext,
+    /// The HBONE listener (15008).
+    Hbone,
+}
+
+impl InpodSocket {
+    fn kind(self) -> u32 {
+        match self {
+            InpodSocket::Plaintext => proxy_common::sock_kind::PLAINTEXT,
+            InpodSocket::Hbone => proxy_common::sock_kind::HBONE,
+        }
+    }
+}
+
+/// What the kernel does with a new plain-text connection to one pod port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InboundAction {
+    /// Normal delivery to the pod.
+    Pass,
+    /// Refused in the kernel (STRICT).
+    Drop,
+    /// To the daemon's plaintext inbound listener (policy).
+    Plaintext,
+}
+
+impl InboundAction {
+    fn raw(self) -> u32 {
+        match self {
+            InboundAction::Pass => inpod_action::PASS,
+            InboundAction::Drop => inpod_action::DROP,
+            InboundAction::Plaintext => inpod_action::PLAINTEXT,
+        }
+    }
+
+    /// Istio's meaning of a PeerAuthentication mode for plain text, with
+    /// or without policy: STRICT refuses, anything else is accepted —
+    /// through the policy listener when a policy applies.
+    pub fn for_mode(mode: MtlsMode, policy: bool) -> Self {
+        match (mode, policy) {
+            (MtlsMode::Strict, _) => InboundAction::Drop,
+            (_, true) => InboundAction::Plaintext,
+            _ => InboundAction::Pass,
+        }
+    }
+}
+
+/// The mode entries of one pod: port 0 is the default.
+pub fn mode_entries(w: &InboundWorkload) -> BTreeMap<u16, InboundAction> {
+    let mut out = BTreeMap::new();
+    out.insert(0, InboundAction::for_mode(w.mtls.mode, w.policy));
+    for (port, m) in &w.mtls.ports {
+        if *port != 0 {
+            out.insert(*port, InboundAction::for_mode(*m, w.policy));
+        }
+    }
+    out
+}
+
+/// The in-pod capture's program, maps and attachments.
+pub struct InpodCapture {
+    modes: HashMap<MapData, InpodModeKey, u32>,
+    sockets: SockHash<MapData, InpodSockKey>,
+    /// Pod IP → (netns inode, link).
+    links: StdHashMap<Ipv4Addr, (u64, SkLookupLinkId)>,
+    /// What `modes` holds, per pod.
+    written: StdHashMap<Ipv4Addr, BTreeMap<u16, InboundAction>>,
+}
+
+fn ip_key(ip: Ipv4Addr) -> u32 {
+    proxy_common::ipv4_to_be(u32::from(ip))
+}
+
+impl InpodCapture {
+    /// Takes the maps out of `ebpf` and loads the program (not attached).
+    ///
+    /// Errors: the object lacks them, the verifier refuses the program.
+    pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        let modes = ebpf
+            .take_map(proxy_common::INPOD_MODES)
+            .context("map INPOD_MODES missing from the eBPF object")?
+            .try_into()?;
+        let sockets = ebpf
+            .take_map(proxy_common::INPOD_SOCKETS)
+            .context("map INPOD_SOCKETS missing from the eBPF object")?
+            .try_into()?;
+        let prog: &mut SkLookup = ebpf
+            .program_mut(INPOD_LOOKUP)
+            .context("program inpod_lookup missing from the eBPF object")?
+            .try_into()?;
+        prog.load()
+            .context("loading inpod_lookup (sk_lookup needs Linux 5.9)")?;
+        Ok(Self {
+            modes,
+            sockets,
+            links: StdHashMap::new(),
+            written: StdHashMap::new(),
+        })
+    }
+
+    /// Attaches the program to the network namespace `netns` of pod `ip`
+    /// (again when the pod's namespace changed; nothing when attached).
+    ///
+    /// Errors: the kernel refuses the link (no `CAP_NET_ADMIN`).
+    pub fn attach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        ip: Ipv4Addr,
+        netns: &impl AsFd,
+        inode: u64,
+    ) -> anyhow::Result<()> {
+        if self.links.get(&ip).is_some_and(|(i, _)| *i == inode) {
+            return Ok(());
+        }
+        self.detach(ebpf, ip);
+        let prog: &mut SkLookup = ebpf
+            .program_mut(INPOD_LOOKUP)
+            .context("program inpod_lookup missing")?
+            .try_into()?;
+        let id = prog.attach(netns.as_fd()).with_context(|| {
+            format!("attaching inpod_lookup to the network namespace of pod {ip}")
+        })?;
+        self.links.insert(ip, (inode, id));
+        Ok(())
+    }
+
+    /// Detaches from pod `ip`'s namespace and forgets its modes and
+    /// sockets.
+    pub fn detach(&mut self, ebpf: &mut Ebpf, ip: Ipv4Addr) {
+        if let Some((_, id)) = self.links.remove(&ip) {
+            if let Some(prog) = ebpf.program_mut(INPOD_LOOKUP) {
+                if let Ok(p) = <&mut SkLookup>::try_from(prog) {
+                    let _ = p.detach(id);
+                }
+            }
+        }
+        self.set_modes(ip, None);
+        for kind in [InpodSocket::Plaintext, InpodSocket::Hbone] {
+            self.remove_socket(ip, kind);
+        }
+    }
+
+    /// Pods the program is attached to.
+    pub fn attached(&self) -> Vec<Ipv4Addr> {
+        self.links.keys().copied().collect()
+    }
+
+    /// Makes pod `ip`'s mode entries those of `w` (`None`: none, so every
+    /// port passes). Only changed entries are written.
+    pub fn set_modes(&mut self, ip: Ipv4Addr, w: Option<&InboundWorkload>) {
+        let want = w.map(mode_entries).unwrap_or_default();
+        let have = self.written.remove(&ip).unwrap_or_default();
+        for port in have.keys().filter(|p| !want.contains_key(p)) {
+            let _ = self.modes.remove(&InpodModeKey {
+                ip: ip_key(ip),
+                port: u32::from(*port),
+            });
+        }
+        for (port, a) in &want {
+            if have.get(port) == Some(a) {
+                continue;
+            }
+            let key = InpodModeKey {
+                ip: ip_key(ip),
+                port: u32::from(*port),
+            };
+            if let Err(e) = self.modes.insert(key, a.raw(), 0) {
+                tracing::error!(pod = %ip, port, "writing INPOD_MODES: {e}");
+            }
+        }
+        if !want.is_empty() {
+            self.written.insert(ip, want);
+        }
+    }
+
+    /// Registers the daemon's listening socket `kind` inside pod `ip`.
+    ///
+    /// Errors: the map refuses it (not a listening TCP socket, map full).
+    pub fn set_socket(
+        &mut self,
+        ip: Ipv4Addr,
+        kind: InpodSocket,
+        listener: &impl AsRawFd,
+    ) -> anyhow::Result<()> {
+        let key = InpodSockKey {
+            ip: ip_key(ip),
+            kind: kind.kind(),
+        };
+        self.sockets
+            .insert(key, listener.as_raw_fd(), 0)
+            .with_context(|| format!("registering the {kind:?} socket of pod {ip}"))
+    }
+
+    /// Forgets pod `ip`'s socket `kind` (a closed socket leaves the map by
+    /// itself).
+    pub fn remove_socket(&mut self, ip: Ipv4Addr, kind: InpodSocket) {
+        let _ = self.sockets.remove(&InpodSockKey {
+            ip: ip_key(ip),
+            kind: kind.kind(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_config::snapshot::PeerMtls;
+
+    #[test]
+    fn modes_follow_istio_peer_authentication_and_policy() {
+        use InboundAction::*;
+        let w = |mode, ports: &[(u16, MtlsMode)], policy| InboundWorkload {
+            mtls: PeerMtls {
+                mode,
+                ports: ports.iter().copied().collect(),
+            },
+            policy,
+            l7: false,
+        };
+        let e = mode_entries(&w(MtlsMode::Strict, &[(8080, MtlsMode::Disable)], false));
+        assert_eq!(e, [(0, Drop), (8080, Pass)].into_iter().collect());
+        let e = mode_entries(&w(MtlsMode::Strict, &[(8080, MtlsMode::Disable)], true));
+        assert_eq!(e, [(0, Drop), (8080, Plaintext)].into_iter().collect());
+        let e = mode_entries(&w(MtlsMode::Permissive, &[], true));
+        assert_eq!(e, [(0, Plaintext)].into_iter().collect());
+        let e = mode_entries(&w(MtlsMode::Disable, &[(9000, MtlsMode::Strict)], false));
+        assert_eq!(e, [(0, Pass), (9000, Drop)].into_iter().collect());
+    }
+}

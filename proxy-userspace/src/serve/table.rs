@@ -1,0 +1,123 @@
+//! What a request or connection reads, swapped as one on every config
+//! change: the runtime routes (`runtime`), the live clusters their ids
+//! stand for (`upstream`) and the node's security policies (`policy`).
+//! The functions here are the one place a snapshot becomes all three.
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use strait_config::snapshot as snap;
+
+use crate::policy::PolicyTable;
+use crate::runtime::compile::{self as runtime_compile, CompileError};
+use crate::runtime::table::{ClusterId, ServicePort};
+use crate::upstream::cluster::{Cluster, ClusterSet, Prepared, Registry};
+use crate::upstream::compile as upstream_compile;
+
+/// The proxy's table in service.
+#[derive(Debug, Default)]
+pub struct Table {
+    /// Service ports, routes, workloads, cluster names and ids.
+    pub routes: crate::runtime::Table,
+    /// The live clusters the routes' ids stand for.
+    pub clusters: ClusterSet,
+    /// Security policies of this node's workloads (`None`: none apply,
+    /// and requests pay one pointer check).
+    pub policy: Option<Arc<PolicyTable>>,
+}
+
+impl Table {
+    /// The service port a connection to `dst` is for.
+    pub fn service(&self, dst: SocketAddr) -> Option<&Arc<ServicePort>> {
+        self.routes.service(dst)
+    }
+
+    /// The live cluster a route's `id` stands for.
+    #[inline]
+    pub fn cluster(&self, id: ClusterId) -> Option<&Arc<Cluster>> {
+        self.clusters.get(id)
+    }
+
+    /// The live cluster named `name` (Envoy cluster name).
+    pub fn cluster_named(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.clusters.get(self.routes.clusters.get(name)?)
+    }
+
+    /// Every cluster with its name, in name order (admin `/clusters`).
+    pub fn clusters_by_name(&self) -> Vec<(&Arc<str>, &Arc<Cluster>)> {
+        let mut all: Vec<_> = self
+            .routes
+            .clusters
+            .iter()
+            .filter_map(|(id, name)| Some((name, self.clusters.get(id)?)))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all
+    }
+
+    /// MeshConfig `outboundTrafficPolicy.mode: REGISTRY_ONLY`.
+    pub fn registry_only(&self) -> bool {
+        self.routes.registry_only
+    }
+}
+
+/// Compiles the whole table with fresh upstream state (tests, fuzzing);
+/// a running proxy uses [`compile_with`].
+///
+/// Errors: what [`compile_with`] returns.
+pub fn compile(s: &snap::MeshSnapshot) -> Result<Table, CompileError> {
+    let registry = Registry::new();
+    let (table, prepared) = compile_with(s, &registry)?;
+    registry.commit(&prepared);
+    Ok(table)
+}
+
+/// Compiles the table against the live upstream state of `registry`
+/// (policies are left to the caller). The caller commits the returned
+/// [`Prepared`] once the table is in service; on error nothing changed.
+///
+/// Errors: a route or cluster the runtime cannot build (names the route or
+/// cluster and the field).
+pub fn compile_with(
+    s: &snap::MeshSnapshot,
+    registry: &Registry,
+) -> Result<(Table, Prepared), CompileError> {
+    let prepared = upstream_compile::prepare(s, registry)?;
+    let routes = runtime_compile::compile(s)?;
+    let clusters = ClusterSet::new(&routes.clusters, &prepared.clusters, registry.passthrough());
+    let table = Table {
+        routes,
+        clusters,
+        policy: None,
+    };
+    Ok((table, prepared))
+}
+
+/// Compiles the table for `new` from the table in service (`current`,
+/// built from the snapshot `diff` was computed against): only the clusters
+/// `diff` names are resolved against `registry` (`upstream::compile::
+/// prepare_diff`) and only the service ports that need it get new routes
+/// ([`runtime_compile::compile_incremental`]).
+/// Policies are carried over (the caller rebuilds them when they changed).
+/// Same contract as [`compile_with`].
+pub fn compile_incremental(
+    new: &snap::MeshSnapshot,
+    diff: &snap::SnapshotDiff,
+    current: &Table,
+    registry: &Registry,
+) -> Result<(Table, Prepared), CompileError> {
+    let live = current
+        .routes
+        .clusters
+        .iter()
+        .filter_map(|(id, name)| Some((name.clone(), current.clusters.get(id)?.clone())))
+        .collect();
+    let prepared = upstream_compile::prepare_diff(new, diff, live, registry)?;
+    let routes = runtime_compile::compile_incremental(new, diff, &current.routes)?;
+    let clusters = ClusterSet::new(&routes.clusters, &prepared.clusters, registry.passthrough());
+    let table = Table {
+        routes,
+        clusters,
+        policy: current.policy.clone(),
+    };
+    Ok((table, prepared))
+}

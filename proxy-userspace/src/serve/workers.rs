@@ -1,0 +1,132 @@
+//! Thread-per-core serving, as nginx workers and Envoy worker threads: N OS
+//! threads, each running its own single-threaded tokio runtime that
+//! accepts on the shared listening socket and serves the connections it
+//! accepted to the end. A request never changes thread, so there is no
+//! work stealing and no cross-thread wake-up on the hot path.
+//!
+//! Every worker accepts on a duplicate of one listening socket (nginx
+//! without `reuseport`): the port is bound once, so a second proxy on the
+//! same address still fails with "address in use" instead of silently
+//! sharing the port as `SO_REUSEPORT` would allow.
+//!
+//! The route table is shared by all workers through the proxy's `ArcSwap`,
+//! so a snapshot swap reaches every worker at once.
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::{server, Shared};
+use crate::transport::orig_dst::OriginalDst;
+
+/// Running worker threads. Dropping this without [`Workers::shutdown`]
+/// leaves them serving until the process exits.
+pub struct Workers {
+    local: SocketAddr,
+    stop: watch::Sender<Option<Instant>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `n` (at least 1) workers accepting on `listener`.
+    ///
+    /// Errors: the listener cannot be duplicated or made non-blocking, or a
+    /// thread or runtime cannot be created.
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        listener: std::net::TcpListener,
+        orig: Arc<dyn OriginalDst>,
+        n: usize,
+    ) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
+        let (stop, stop_rx) = watch::channel(None);
+        let mut threads = Vec::new();
+        for i in 0..n.max(1) {
+            let l = listener.try_clone()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (shared, orig, stop) = (shared.clone(), orig.clone(), stop_rx.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("strait-worker-{i}"))
+                .spawn(move || rt.block_on(worker(shared, l, orig, stop)))?;
+            threads.push(t);
+        }
+        Ok(Self {
+            local,
+            stop,
+            threads,
+        })
+    }
+
+    /// The address the workers accept on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Stops accepting, lets connections in flight finish for up to
+    /// `drain`, then closes the rest and waits for the threads to end.
+    pub async fn shutdown(self, drain: Duration) {
+        let _ = self.stop.send(Some(Instant::now() + drain));
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+
+    /// Blocks until every worker has ended (they end only on
+    /// [`Workers::shutdown`] or when accepting fails).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds a listening socket for [`Workers`] as tokio's `TcpListener::bind`
+/// does (`SO_REUSEADDR`, backlog 1024), without `SO_REUSEPORT`.
+///
+/// Errors: the address is in use or not local.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    Ok(sock.into())
+}
+
+async fn worker(
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    orig: Arc<dyn OriginalDst>,
+    mut stop: watch::Receiver<Option<Instant>>,
+) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        return;
+    };
+    let live = Arc::new(AtomicUsize::new(0));
+    let serve = server::serve_counted(shared, listener, orig, live.clone());
+    tokio::select! {
+        r = serve => {
+            if let Err(e) = r {
+                tracing::error!("proxy worker stopped accepting: {e}");
+            }
+            return;
+        }
+        _ = stop.wait_for(Option::is_some) => {}
+    }
+    let deadline = (*stop.borrow()).unwrap_or_else(Instant::now);
+    while live.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

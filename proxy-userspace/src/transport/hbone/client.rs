@@ -1,0 +1,321 @@
+//! The source side of HBONE: mTLS HTTP/2 connections to
+//! `<destination pod IP>:15008`, pooled per (source identity, destination
+//! identity, destination address) as ztunnel's `WorkloadHBONEPool`
+//! (`ztunnel/src/proxy/pool.rs`): at most
+//! [`MAX_STREAMS_PER_CONNECTION`](super::settings::MAX_STREAMS_PER_CONNECTION)
+//! streams on one connection, idle connections closed after
+//! [`POOL_IDLE_TIMEOUT`](super::settings::POOL_IDLE_TIMEOUT). Each proxied
+//! TCP connection is one `CONNECT` stream ([`HboneStream`]).
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::settings::*;
+use super::{tls, HboneError};
+use crate::identity::{CertStore, SpiffeId};
+
+/// One tunnelled connection to open.
+#[derive(Clone, Debug)]
+pub struct OutboundRequest {
+    /// The source workload (whose certificate is presented).
+    pub source: SpiffeId,
+    /// The destination workload's identity (the server must present it).
+    pub destination: SpiffeId,
+    /// More accepted server identities (a service's `subjectAltNames`).
+    pub extra_sans: Vec<String>,
+    /// Where to dial: `<destination pod IP>:15008`.
+    pub hbone_addr: SocketAddr,
+    /// The `:authority`: `<destination pod IP>:<target port>`.
+    pub target: SocketAddr,
+    /// The downstream client (`forwarded: for="<ip:port>"`).
+    pub forwarded_for: Option<SocketAddr>,
+    /// The service host when the original destination was a service
+    /// (`forwarded: ...;host=<host>`).
+    pub service_host: Option<String>,
+}
+
+/// What a pooled connection is shared by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PoolKey {
+    source: SpiffeId,
+    destination: SpiffeId,
+    addr: SocketAddr,
+}
+
+struct PooledConn {
+    tx: http2::SendRequest<Empty<Bytes>>,
+    active: Arc<AtomicUsize>,
+    last_used: Mutex<Instant>,
+}
+
+impl PooledConn {
+    fn usable(&self) -> bool {
+        !self.tx.is_closed() && self.active.load(Ordering::Relaxed) < MAX_STREAMS_PER_CONNECTION
+    }
+
+    fn idle_since(&self) -> Option<Instant> {
+        (self.active.load(Ordering::Relaxed) == 0)
+            .then(|| *self.last_used.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The node's HBONE client: the workload certificates and the connection
+/// pool. Cheap to share (`Arc`).
+pub struct Outbound {
+    certs: CertStore,
+    pool: Mutex<HashMap<PoolKey, Vec<Arc<PooledConn>>>>,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("connections", &self.connections())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbound {
+    /// A client presenting certificates from `certs`. Starts the idle
+    /// sweeper on the current tokio runtime, if any.
+    pub fn new(certs: CertStore) -> Arc<Self> {
+        let me = Arc::new(Self {
+            certs,
+            pool: Mutex::new(HashMap::new()),
+            connect_timeout: CONNECT_TIMEOUT,
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&me);
+            rt.spawn(sweeper(weak));
+        }
+        me
+    }
+
+    /// The certificate store.
+    pub fn certs(&self) -> &CertStore {
+        &self.certs
+    }
+
+    /// Open pooled connections (for `/config_dump`-style views and tests).
+    pub fn connections(&self) -> usize {
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|v| v.iter().filter(|c| !c.tx.is_closed()).count())
+            .sum()
+    }
+
+    /// Opens a `CONNECT` stream for `req`, on a pooled connection when one
+    /// has room, else on a new one. Errors: no certificate for the source,
+    /// TCP/TLS/HTTP/2 failures, a non-200 answer.
+    pub async fn connect(&self, req: &OutboundRequest) -> Result<HboneStream, HboneError> {
+        let key = PoolKey {
+            source: req.source.clone(),
+            destination: req.destination.clone(),
+            addr: req.hbone_addr,
+        };
+        let conn = match self.checkout(&key) {
+            Some(c) => c,
+            None => self.dial(&key, req).await?,
+        };
+        let guard = StreamGuard(conn.clone());
+        let mut tx = conn.tx.clone();
+        let request = connect_request(req);
+        let resp = tokio::time::timeout(self.connect_timeout, async {
+            tx.ready().await?;
+            tx.send_request(request).await
+        })
+        .await
+        .map_err(|_| HboneError::Timeout)??;
+        if resp.status() != http::StatusCode::OK {
+            return Err(HboneError::Status(resp.status()));
+        }
+        let upgraded = hyper::upgrade::on(resp).await?;
+        Ok(HboneStream {
+            io: TokioIo::new(upgraded),
+            _guard: guard,
+        })
+    }
+
+    fn checkout(&self, key: &PoolKey) -> Option<Arc<PooledConn>> {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let conns = pool.get_mut(key)?;
+        conns.retain(|c| !c.tx.is_closed());
+        let c = conns.iter().find(|c| c.usable())?.clone();
+        c.active.fetch_add(1, Ordering::Relaxed);
+        Some(c)
+    }
+
+    async fn dial(
+        &self,
+        key: &PoolKey,
+        req: &OutboundRequest,
+    ) -> Result<Arc<PooledConn>, HboneError> {
+        let cert = self
+            .certs
+            .get(&req.source)
+            .ok_or_else(|| HboneError::NoCertificate(req.source.to_string()))?;
+        let mut expected = vec![req.destination.to_string()];
+        expected.extend(req.extra_sans.iter().cloned());
+        let cfg = tls::client_config(&cert, self.certs.root_store(), expected)?;
+        let tx = tokio::time::timeout(self.connect_timeout, handshake(cfg, req.hbone_addr))
+            .await
+            .map_err(|_| HboneError::Timeout)??;
+        let conn = Arc::new(PooledConn {
+            tx,
+            active: Arc::new(AtomicUsize::new(1)),
+            last_used: Mutex::new(Instant::now()),
+        });
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .push(conn.clone());
+        Ok(conn)
+    }
+
+    /// Drops closed connections and those idle longer than `idle`.
+    fn sweep(&self, idle: Duration) {
+        let now = Instant::now();
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.retain(|_, conns| {
+            conns.retain(|c| !c.tx.is_closed() && c.idle_since().is_none_or(|t| now - t < idle));
+            !conns.is_empty()
+        });
+    }
+}
+
+async fn sweeper(me: Weak<Outbound>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let Some(me) = me.upgrade() else { return };
+        me.sweep(POOL_IDLE_TIMEOUT);
+    }
+}
+
+/// TCP connect, TLS handshake (ALPN `h2` required), HTTP/2 handshake with
+/// ztunnel's client settings; the connection is driven by a spawned task.
+pub(crate) async fn handshake(
+    cfg: Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+) -> Result<http2::SendRequest<Empty<Bytes>>, HboneError> {
+    let tcp = TcpStream::connect(addr).await?;
+    let _ = tcp.set_nodelay(true);
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .map_err(HboneError::Tls)?;
+    if tls.get_ref().1.alpn_protocol() != Some(tls::ALPN_H2) {
+        return Err(HboneError::Alpn);
+    }
+    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(tls))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, "HBONE connection ended: {e}");
+        }
+    });
+    Ok(tx)
+}
+
+/// The `CONNECT` ztunnel sends: `:method CONNECT`, `:authority <ip:port>`
+/// (no `:scheme`, no `:path`) and `forwarded`.
+pub fn connect_request(req: &OutboundRequest) -> http::Request<Empty<Bytes>> {
+    let mut b = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(req.target.to_string())
+        .version(http::Version::HTTP_2);
+    if let Some(f) = forwarded(req) {
+        b = b.header(http::header::FORWARDED, f);
+    }
+    b.body(Empty::new()).expect("valid CONNECT request")
+}
+
+fn forwarded(req: &OutboundRequest) -> Option<String> {
+    let for_ = req.forwarded_for?;
+    // Port 0: a pooled tunnel carrying many client connections of one pod.
+    let mut v = if for_.port() == 0 {
+        format!("for=\"{}\"", for_.ip())
+    } else {
+        format!("for=\"{for_}\"")
+    };
+    if let Some(h) = &req.service_host {
+        v.push_str(";host=");
+        v.push_str(h);
+    }
+    Some(v)
+}
+
+/// Counts a stream on its pooled connection until dropped.
+struct StreamGuard(Arc<PooledConn>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        *self.0.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One tunnelled TCP connection: bytes written are DATA frames, shutdown
+/// is END_STREAM (a half-close), END_STREAM or RST_STREAM NO_ERROR/CANCEL
+/// from the peer reads as EOF.
+pub struct HboneStream {
+    io: TokioIo<hyper::upgrade::Upgraded>,
+    _guard: StreamGuard,
+}
+
+impl std::fmt::Debug for HboneStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HboneStream").finish_non_exhaustive()
+    }
+}
+
+impl AsyncRead for HboneStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for HboneStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}

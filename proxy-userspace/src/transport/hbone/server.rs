@@ -1,0 +1,222 @@
+//! The destination side of HBONE (ztunnel's `proxy/inbound.rs`): TLS
+//! termination with the destination workload's certificate, the peer's
+//! SPIFFE ID from its verified certificate, then one `CONNECT` per
+//! tunnelled connection: checked (400 not CONNECT / bad authority /
+//! authority IP not the dialled IP, 503 protected port), authorized (401),
+//! connected to the pod within 10 s (else 503), answered 200, and bytes
+//! copied both ways with half-close.
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::settings::*;
+use super::{tls, HboneError, PROTECTED_PORTS};
+use crate::identity::SpiffeId;
+
+/// What the destination side knows about one `CONNECT`.
+#[derive(Clone, Debug)]
+pub struct ConnectCheck {
+    /// The peer's verified identity.
+    pub peer: SpiffeId,
+    /// The original client: `forwarded: for=` when the peer sent it, else
+    /// the TLS connection's remote address (as ztunnel).
+    pub source: SocketAddr,
+    /// The pod address the tunnel delivers to (`:authority`).
+    pub target: SocketAddr,
+}
+
+/// A boxed future (the handler is used as a trait object).
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// How the destination side authorizes and delivers. Implemented by the
+/// daemon (policy engine, in-pod delivery) and by tests.
+pub trait InboundHandler: Send + Sync + 'static {
+    /// Authorization of one `CONNECT`; `false` answers 401.
+    fn authorize(&self, c: &ConnectCheck) -> bool;
+    /// The connection to the pod (the daemon: from 127.0.0.6 inside the
+    /// pod's network namespace).
+    fn connect(&self, target: SocketAddr) -> BoxFuture<std::io::Result<TcpStream>>;
+    /// A tunnel was established (200 sent; bytes flow next).
+    fn opened(&self, _c: &ConnectCheck) {}
+    /// A tunnelled connection ended (or was refused with `status`):
+    /// bytes from the peer to the pod and back.
+    fn finished(&self, c: &ConnectCheck, status: StatusCode, sent: u64, received: u64);
+}
+
+/// Checks a `CONNECT` request against the dialled address: the target, or
+/// the status to answer (400: not CONNECT, no or bad authority, authority
+/// IP other than the dialled one; 503: a protected port).
+pub fn check_request<B>(req: &Request<B>, dialled: SocketAddr) -> Result<SocketAddr, StatusCode> {
+    if req.method() != http::Method::CONNECT {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    let target: SocketAddr = req
+        .uri()
+        .authority()
+        .and_then(|a| a.as_str().parse().ok())
+        .ok_or(StatusCode::BAD_REQUEST)?;
+    if target.ip() != dialled.ip() {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    if PROTECTED_PORTS.contains(&target.port()) {
+        return Err(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    Ok(target)
+}
+
+/// The client address of a `forwarded: for="<ip:port>"` header (the first
+/// element), if it parses.
+pub fn forwarded_for(headers: &http::HeaderMap) -> Option<SocketAddr> {
+    let v = headers.get(http::header::FORWARDED)?.to_str().ok()?;
+    let first = v.split(',').next()?;
+    first.split(';').find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        if !k.eq_ignore_ascii_case("for") {
+            return None;
+        }
+        let v = v.trim_matches('"');
+        v.parse()
+            .ok()
+            .or_else(|| v.parse::<std::net::IpAddr>().ok().map(|ip| (ip, 0).into()))
+    })
+}
+
+/// Accepts HBONE connections on `listener` until it fails; each connection
+/// is served on its own task.
+pub async fn serve(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    handler: Arc<dyn InboundHandler>,
+) {
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("HBONE accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (config, handler) = (config.clone(), handler.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(tcp, config, handler).await {
+                tracing::debug!(%remote, "HBONE connection: {e}");
+            }
+        });
+    }
+}
+
+/// Serves one HBONE connection: TLS (client certificate required), ALPN
+/// `h2`, then HTTP/2 `CONNECT` streams until the peer closes.
+pub async fn serve_connection(
+    tcp: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    handler: Arc<dyn InboundHandler>,
+) -> Result<(), HboneError> {
+    let dialled = tcp.local_addr()?;
+    let remote = tcp.peer_addr()?;
+    let _ = tcp.set_nodelay(true);
+    let tls = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_rustls::TlsAcceptor::from(config).accept(tcp),
+    )
+    .await
+    .map_err(|_| HboneError::Timeout)?
+    .map_err(HboneError::Tls)?;
+    let conn = tls.get_ref().1;
+    if conn.alpn_protocol() != Some(tls::ALPN_H2) {
+        return Err(HboneError::Alpn);
+    }
+    let peer = conn
+        .peer_certificates()
+        .and_then(tls::peer_identity)
+        .ok_or(HboneError::NoPeerIdentity)?;
+    let svc = hyper::service::service_fn(move |req| {
+        let (peer, handler) = (peer.clone(), handler.clone());
+        async move { Ok::<_, Infallible>(handle(req, dialled, remote, peer, handler).await) }
+    });
+    http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .serve_connection(TokioIo::new(tls), svc)
+        .await?;
+    Ok(())
+}
+
+fn status(code: StatusCode) -> Response<Empty<Bytes>> {
+    let mut r = Response::new(Empty::new());
+    *r.status_mut() = code;
+    r
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    dialled: SocketAddr,
+    remote: SocketAddr,
+    peer: SpiffeId,
+    handler: Arc<dyn InboundHandler>,
+) -> Response<Empty<Bytes>> {
+    let target = match check_request(&req, dialled) {
+        Ok(t) => t,
+        Err(code) => {
+            tracing::debug!(peer = %peer, uri = %req.uri(), %code, "HBONE CONNECT refused");
+            return status(code);
+        }
+    };
+    let check = ConnectCheck {
+        peer,
+        source: forwarded_for(req.headers()).unwrap_or(remote),
+        target,
+    };
+    if !handler.authorize(&check) {
+        handler.finished(&check, StatusCode::UNAUTHORIZED, 0, 0);
+        return status(StatusCode::UNAUTHORIZED);
+    }
+    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, handler.connect(target)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%target, "HBONE: connecting to the pod: {e}");
+            handler.finished(&check, StatusCode::SERVICE_UNAVAILABLE, 0, 0);
+            return status(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        Err(_) => {
+            handler.finished(&check, StatusCode::SERVICE_UNAVAILABLE, 0, 0);
+            return status(StatusCode::SERVICE_UNAVAILABLE);
+        }
+    };
+    handler.opened(&check);
+    tokio::spawn(async move {
+        let mut upstream = upstream;
+        let _ = upstream.set_nodelay(true);
+        let (sent, received) = match hyper::upgrade::on(req).await {
+            Ok(up) => {
+                let mut tunnel = TokioIo::new(up);
+                let r = tokio::io::copy_bidirectional(&mut tunnel, &mut upstream).await;
+                let _ = tunnel.shutdown().await;
+                r.unwrap_or((0, 0))
+            }
+            Err(e) => {
+                tracing::debug!(%target, "HBONE stream not upgraded: {e}");
+                (0, 0)
+            }
+        };
+        handler.finished(&check, StatusCode::OK, sent, received);
+    });
+    status(StatusCode::OK)
+}

@@ -1,0 +1,12 @@
+//! How the proxy reaches and recognises peers below HTTP: the original
+//! destination of a redirected connection (`orig_dst`), protocol sniffing
+//! (`sniff`) and the TLS ClientHello's SNI (`tls`). HBONE and in-pod
+//! sockets (`hbone/`, `inpod.rs`) and TLS origination (`origination.rs`)
+//! belong here too. Imports `runtime` and below only (ARCHITECTURE.md).
+pub mod hbone;
+pub mod inpod;
+pub(crate) mod orig_dst;
+pub(crate) mod sniff;
+pub(crate) mod tls;
+
+pub use orig_dst::{FixedDestination, OriginalDst, StaticOriginalDst};

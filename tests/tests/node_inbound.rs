@@ -1,0 +1,581 @@
+//! Inbound capture in the pods' network namespaces (the in-pod
+//! `sk_lookup` program and the plaintext inbound listener 15006), on a
+//! simulated node whose daemon has the embedded CA (`--ca-dir`), so mTLS is
+//! on and PeerAuthentication is enforced by the kernel:
+//!
+//! - `STRICT`: a plain-text client (a process on the node, a pod outside
+//!   the mesh) gets its connection refused and the server sees nothing;
+//!   `portLevelMtls` DISABLE lets one port through; PERMISSIVE lets it in;
+//!   changes apply without a restart.
+//! - An AuthorizationPolicy on the pod now protects connections made
+//!   straight to the pod IP: HTTP gets `403 RBAC: access denied`, a denied
+//!   TCP port is closed before the server sees anything, allowed traffic
+//!   is delivered from 127.0.0.6 exactly once (no capture loop); removing
+//!   the policy or taking the pod out of the mesh restores direct delivery.
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use strait_tests::node::{Node, Pod, PodSpec};
+
+const ADMIN: &str = "127.0.0.1:15000";
+
+/// What a test server in the pod saw: one entry per accepted connection,
+/// (peer, request line or "").
+type Seen = Arc<Mutex<Vec<(SocketAddr, String)>>>;
+
+/// An HTTP server on `port` in the pod (the test's own socket): answers
+/// `200 ok <path>` and closes.
+fn http_server(pod: &Pod, port: u16) -> Seen {
+    let l = pod
+        .run_in(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
+        .unwrap()
+        .unwrap();
+    let seen: Seen = Default::default();
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let peer = c.peer_addr().unwrap();
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            s.lock().unwrap().push((peer, line.trim().to_string()));
+            let body = format!("ok {path}");
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    seen
+}
+
+/// A server-first TCP server on `port` in the pod: writes `hello <port>`
+/// and records what the client sent until it closes.
+fn tcp_server(pod: &Pod, port: u16) -> Seen {
+    let l = pod
+        .run_in(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
+        .unwrap()
+        .unwrap();
+    let seen: Seen = Default::default();
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let peer = c.peer_addr().unwrap();
+            s.lock().unwrap().push((peer, String::new()));
+            let _ = writeln!(c, "hello {port}");
+            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = Vec::new();
+            let _ = c.read_to_end(&mut buf);
+        }
+    });
+    seen
+}
+
+fn probe() -> PathBuf {
+    strait_tests::demo::mesh::sibling("strait-probe").unwrap()
+}
+
+/// `strait-probe tcp ADDR` from the node (outside the pods cgroup) or from
+/// a pod: the server's first line, or `error <kind>`.
+fn tcp_from(cmd: std::process::Command, addr: SocketAddr) -> String {
+    let mut cmd = cmd;
+    let out = cmd.args(["tcp", &addr.to_string()]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `curl` from the node or a pod: (status, body); status 0 when no HTTP
+/// answer came.
+fn curl(cmd: std::process::Command, url: &str) -> (u16, String) {
+    let mut cmd = cmd;
+    let out = cmd
+        .args(["-sS", "-m", "10", "-o", "-", "-w", "\n%{http_code}", url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(node: &Node, config: &Path) -> Daemon {
+        let log = node.tmp_dir().join("strait.log");
+        let f = std::fs::File::create(&log).unwrap();
+        let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
+        let child = node
+            .strait_run(&strait, config)
+            .unwrap()
+            .args([
+                "--admin",
+                ADMIN,
+                "--drain-ms",
+                "200",
+                "--inbound-capture",
+                "--ca-dir",
+            ])
+            .arg(node.tmp_dir().join("ca"))
+            .env("RUST_LOG", "info,strait=debug")
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `n` log lines contain `needle`.
+    fn wait_log(&self, needle: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let log = self.log();
+            if log.lines().filter(|l| l.contains(needle)).count() >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {n}× {needle:?} in the daemon's log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns true (generous: the machine is shared).
+fn eventually(what: &str, mut f: impl FnMut() -> bool, log: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: never happened; daemon log:\n{}",
+            log.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A node with a meshed `server` pod (a pause process keeps its network
+/// namespace findable, as Kubernetes' pause container does) and an
+/// `outsider` pod in a namespace outside the mesh.
+fn node(p: &strait_tests::privileged::Privileged, name: &str, index: u8) -> (Node, Pause) {
+    let mut node = Node::new(&p.cgroup2, name, index).unwrap();
+    node.add_pod(PodSpec::new("server", &[("app", "server")]))
+        .unwrap();
+    let mut outsider = PodSpec::new("outsider", &[("app", "outsider")]);
+    outsider.namespace = "outside".into();
+    node.add_pod(outsider).unwrap();
+    node.set_namespace_labels("outside", &[]);
+    let pause = Pause::start(node.pod("default", "server").unwrap());
+    (node, pause)
+}
+
+/// A process in a pod's cgroup, as Kubernetes' pause container: the
+/// daemon finds the pod's network namespace through it. Killed and reaped
+/// on drop.
+struct Pause(Child);
+
+impl Pause {
+    fn start(pod: &Pod) -> Pause {
+        Pause(pod.command("sleep").unwrap().arg("600").spawn().unwrap())
+    }
+}
+
+impl Drop for Pause {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn write(config: &Path, file: &str, yaml: &str) {
+    std::fs::write(config.join(file), yaml).unwrap();
+}
+
+const STRICT_8080_DISABLE_9090: &str = "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: server, namespace: default}
+spec:
+  selector: {matchLabels: {app: server}}
+  mtls: {mode: STRICT}
+  portLevelMtls:
+    9090: {mode: DISABLE}
+";
+
+#[test]
+fn strict_peer_authentication_refuses_plaintext_in_the_kernel() {
+    let name = "strict_peer_authentication_refuses_plaintext_in_the_kernel";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let (node, _pause) = node(&p, "node-inb-a", 91);
+    let server = node.pod("default", "server").unwrap().clone();
+    let outsider = node.pod("outside", "outsider").unwrap().clone();
+    let http = http_server(&server, 8080);
+    let tcp = tcp_server(&server, 9090);
+    let config = node.tmp_dir().join("config");
+    node.write_config(&config).unwrap();
+    write(&config, "pa.yaml", STRICT_8080_DISABLE_9090);
+    let d = Daemon::start(&node, &config);
+    d.wait_log(
+        &format!(
+            "inbound capture attached in the pod's network namespace pod={}",
+            server.ip
+        ),
+        1,
+    );
+    let a8080 = SocketAddr::from((server.ip, 8080));
+    let a9090 = SocketAddr::from((server.ip, 9090));
+    let from_node = || node.command(probe()).unwrap();
+    let from_outsider = || outsider.command(probe()).unwrap();
+
+    // STRICT port: refused by the kernel, from the node and from a pod
+    // outside the mesh; the server never accepts.
+    assert_eq!(tcp_from(from_node(), a8080), "error ConnectionRefused");
+    assert_eq!(tcp_from(from_outsider(), a8080), "error ConnectionRefused");
+    let (code, _) = curl(node.command("curl").unwrap(), &format!("http://{a8080}/"));
+    assert_eq!(code, 0, "no HTTP answer under STRICT");
+    assert!(
+        http.lock().unwrap().is_empty(),
+        "the STRICT port's server saw {:?}",
+        http.lock().unwrap()
+    );
+    // portLevelMtls DISABLE: that port takes plain text, straight to the pod.
+    assert_eq!(tcp_from(from_node(), a9090), "hello 9090");
+    assert_eq!(tcp_from(from_outsider(), a9090), "hello 9090");
+    assert_eq!(tcp.lock().unwrap().len(), 2);
+
+    // PERMISSIVE, without a restart: plain text reaches the pod directly
+    // (no policy: the kernel leaves it alone, the peer is the client).
+    write(
+        &config,
+        "pa.yaml",
+        &STRICT_8080_DISABLE_9090.replace("STRICT", "PERMISSIVE"),
+    );
+    eventually(
+        "PERMISSIVE lets plain text in",
+        || curl(node.command("curl").unwrap(), &format!("http://{a8080}/p")).0 == 200,
+        &d,
+    );
+    let seen = http.lock().unwrap().clone();
+    assert_eq!(
+        seen.last().unwrap().0.ip(),
+        node.gateway(),
+        "delivered directly: {seen:?}"
+    );
+    let (code, _) = curl(
+        outsider.command("curl").unwrap(),
+        &format!("http://{a8080}/q"),
+    );
+    assert_eq!(code, 200, "PERMISSIVE from a pod outside the mesh");
+
+    // STRICT again: refused again.
+    write(&config, "pa.yaml", STRICT_8080_DISABLE_9090);
+    eventually(
+        "STRICT refuses again",
+        || tcp_from(from_node(), a8080) == "error ConnectionRefused",
+        &d,
+    );
+    // A pod leaving the mesh is left alone.
+    let before = http.lock().unwrap().len();
+    let mut node = node;
+    node.set_namespace_labels("default", &[]);
+    node.write_config(&config).unwrap();
+    d.wait_log("inbound capture removed", 1);
+    let (code, body) = curl(
+        node.command("curl").unwrap(),
+        &format!("http://{a8080}/out"),
+    );
+    assert_eq!((code, body.as_str()), (200, "ok /out"), "{}", d.log());
+    assert_eq!(http.lock().unwrap().len(), before + 1);
+}
+
+const DENY_ADMIN_AND_9090: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: default}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rules:
+  - to: [{operation: {paths: [/admin]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-9090, namespace: default}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rules:
+  - to: [{operation: {ports: [\"9090\"]}}]
+";
+
+#[test]
+fn authorization_policy_protects_connections_straight_to_the_pod_ip() {
+    let name = "authorization_policy_protects_connections_straight_to_the_pod_ip";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let (node, _pause) = node(&p, "node-inb-b", 92);
+    let server = node.pod("default", "server").unwrap().clone();
+    let outsider = node.pod("outside", "outsider").unwrap().clone();
+    let http = http_server(&server, 8080);
+    let tcp = tcp_server(&server, 9090);
+    let config = node.tmp_dir().join("config");
+    node.write_config(&config).unwrap();
+    write(&config, "ap.yaml", DENY_ADMIN_AND_9090);
+    let d = Daemon::start(&node, &config);
+    d.wait_log(
+        &format!(
+            "inbound capture attached in the pod's network namespace pod={}",
+            server.ip
+        ),
+        1,
+    );
+    let a8080 = SocketAddr::from((server.ip, 8080));
+    let a9090 = SocketAddr::from((server.ip, 9090));
+    let curl_node = |path: &str| {
+        curl(
+            node.command("curl").unwrap(),
+            &format!("http://{a8080}{path}"),
+        )
+    };
+    let curl_outsider = |path: &str| {
+        curl(
+            outsider.command("curl").unwrap(),
+            &format!("http://{a8080}{path}"),
+        )
+    };
+
+    // HTTP: the denied path gets Envoy's RBAC reply and never reaches the
+    // server; an allowed path is served, from 127.0.0.6, exactly once.
+    assert_eq!(
+        curl_node("/admin"),
+        (403, "RBAC: access denied".to_string())
+    );
+    assert_eq!(
+        curl_outsider("/admin"),
+        (403, "RBAC: access denied".to_string())
+    );
+    assert!(
+        http.lock().unwrap().is_empty(),
+        "{:?}",
+        http.lock().unwrap()
+    );
+    assert_eq!(curl_node("/ok"), (200, "ok /ok".to_string()), "{}", d.log());
+    assert_eq!(curl_outsider("/ok"), (200, "ok /ok".to_string()));
+    {
+        let seen = http.lock().unwrap();
+        assert_eq!(
+            seen.len(),
+            2,
+            "each allowed request once, no capture loop: {seen:?}"
+        );
+        for (peer, line) in seen.iter() {
+            assert_eq!(peer.ip(), Ipv4Addr::new(127, 0, 0, 6), "{line}");
+            assert!(line.starts_with("GET /ok "), "{line}");
+        }
+    }
+    // TCP: the denied port is closed before the server hears of it.
+    assert_ne!(
+        tcp_from(node.command(probe()).unwrap(), a9090),
+        "hello 9090"
+    );
+    assert_ne!(
+        tcp_from(outsider.command(probe()).unwrap(), a9090),
+        "hello 9090"
+    );
+    assert!(tcp.lock().unwrap().is_empty(), "{:?}", tcp.lock().unwrap());
+    // Destination-side telemetry.
+    let (_, metrics) = curl(
+        node.command("curl").unwrap(),
+        &format!("http://{ADMIN}/stats/prometheus"),
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_requests_total{")
+                && l.contains("reporter=\"destination\"")
+                && l.contains("response_code=\"403\"")),
+        "{metrics}"
+    );
+
+    // Policy removed, no restart: the kernel leaves the pod alone again.
+    std::fs::remove_file(config.join("ap.yaml")).unwrap();
+    eventually(
+        "the policy's removal applies",
+        || curl_node("/admin").0 == 200,
+        &d,
+    );
+    assert_eq!(
+        tcp_from(node.command(probe()).unwrap(), a9090),
+        "hello 9090"
+    );
+    let seen = http.lock().unwrap().clone();
+    assert_eq!(
+        seen.last().unwrap().0.ip(),
+        node.gateway(),
+        "direct delivery: {seen:?}"
+    );
+    // And back: a new DENY applies to the next connection.
+    write(&config, "ap.yaml", DENY_ADMIN_AND_9090);
+    eventually(
+        "the policy applies again",
+        || curl_node("/admin").0 == 403,
+        &d,
+    );
+
+    // A pod that arrives while the daemon runs is captured too.
+    let mut node = node;
+    node.add_pod(PodSpec::new("late", &[("app", "server")]))
+        .unwrap();
+    let late = node.pod("default", "late").unwrap().clone();
+    let _late_pause = Pause::start(&late);
+    let late_http = http_server(&late, 8080);
+    node.write_config(&config).unwrap();
+    d.wait_log(
+        &format!(
+            "inbound capture attached in the pod's network namespace pod={}",
+            late.ip
+        ),
+        1,
+    );
+    let url = format!("http://{}/admin", SocketAddr::from((late.ip, 8080)));
+    eventually(
+        "the new pod's policy applies",
+        || curl(node.command("curl").unwrap(), &url) == (403, "RBAC: access denied".to_string()),
+        &d,
+    );
+    assert!(late_http.lock().unwrap().is_empty());
+}
+
+#[test]
+fn inbound_capture_without_a_ca_is_refused_at_start() {
+    let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
+    let dir = std::env::temp_dir().join(format!("strait-inb-noca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(strait)
+        .args(["run", "--inbound-capture", "--config"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            "--inbound-capture needs workload identities: pass --ca-dir DIR or --ca-address URL"
+        ),
+        "{err}"
+    );
+}
+
+/// Istio's JWT samples (`../shared/istio/jwt/`); `None` (SKIP) when
+/// absent, a panic with `STRAIT_NO_SKIP`.
+fn jwt_dir(test: &str) -> Option<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for up in ["../../shared/istio/jwt", "../../../shared/istio/jwt"] {
+        let d = root.join(up);
+        if d.join("jwks.json").is_file() {
+            return Some(d);
+        }
+    }
+    let reason = "Istio's JWT samples are not in ../shared/istio/jwt/";
+    if std::env::var_os(strait_tests::privileged::NO_SKIP).is_some() {
+        panic!("{test}: {reason}");
+    }
+    eprintln!("SKIP {test}: {reason}");
+    None
+}
+
+#[test]
+fn request_authentication_is_checked_for_requests_straight_to_the_pod_ip() {
+    let name = "request_authentication_is_checked_for_requests_straight_to_the_pod_ip";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let Some(jwt) = jwt_dir(name) else {
+        return;
+    };
+    let token = |f: &str| {
+        std::fs::read_to_string(jwt.join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let jwks = std::fs::read_to_string(jwt.join("jwks.json")).unwrap();
+    let (node, _pause) = node(&p, "node-inb-c", 93);
+    let server = node.pod("default", "server").unwrap().clone();
+    let http = http_server(&server, 8080);
+    let config = node.tmp_dir().join("config");
+    node.write_config(&config).unwrap();
+    let ra = format!(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: jwt, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: server}}}}\n  jwtRules:\n  - issuer: testing@secure.istio.io\n    jwks: '{}'\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: require-jwt, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: server}}}}\n  action: ALLOW\n  rules:\n  - from: [{{source: {{requestPrincipals: [\"*\"]}}}}]\n",
+        jwks.replace('\n', " ")
+    );
+    write(&config, "jwt.yaml", &ra);
+    let d = Daemon::start(&node, &config);
+    d.wait_log(
+        &format!(
+            "inbound capture attached in the pod's network namespace pod={}",
+            server.ip
+        ),
+        1,
+    );
+    let url = format!("http://{}/headers", SocketAddr::from((server.ip, 8080)));
+    let with = |auth: Option<String>| {
+        let mut cmd = node.command("curl").unwrap();
+        if let Some(a) = auth {
+            cmd.args(["-H", &format!("authorization: Bearer {a}")]);
+        }
+        curl(cmd, &url)
+    };
+    // No token where a request principal is required: 403.
+    assert_eq!(with(None), (403, "RBAC: access denied".to_string()));
+    // A tampered token: 401 with Envoy's body.
+    let demo = token("demo.jwt");
+    let mut parts: Vec<String> = demo.split('.').map(String::from).collect();
+    parts[1] = parts[1].chars().rev().collect();
+    let (code, body) = with(Some(parts.join(".")));
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        http.lock().unwrap().is_empty(),
+        "{:?}",
+        http.lock().unwrap()
+    );
+    // A valid token: delivered.
+    assert_eq!(
+        with(Some(demo)),
+        (200, "ok /headers".to_string()),
+        "{}",
+        d.log()
+    );
+    assert_eq!(http.lock().unwrap().len(), 1);
+}
