@@ -198,7 +198,7 @@ fn main() {
             .await
             .expect("synced within 10 minutes");
         let synced = started.elapsed();
-        let reload = strait::sources::file::Source::reload(&mut store);
+        let reload = strait::sources::Source::reload(&mut store);
         let errors = reload.diagnostics.iter().filter(|d| d.is_error()).count();
         let (snap, _) = strait_config::compile(&reload.resources);
         let enrollment = strait_config::enroll::Enrollment::from_resources(&reload.resources);
