@@ -613,6 +613,27 @@ fn parse_document(doc: &str, first: usize, origin: &Origin) -> Result<Parsed, Bo
             Ok(None) => return Ok(Parsed::Ignored(format!("{kind} ({api})"))),
             Err(message) => return Err(mesh_error(origin, Some(key()), message)),
         },
+        ("Secret", _, _, "v1") => {
+            let full: k8s_openapi::api::core::v1::Secret = typed(doc, first, origin, &key)?;
+            match crate::api::secret::TlsSecret::from_secret(full) {
+                Ok(Some(t)) => Object::Secret(Box::new(t)),
+                Ok(None) => {
+                    return Ok(Parsed::Ignored(format!(
+                        "{kind} ({api}) without TLS material"
+                    )))
+                }
+                Err((field, message)) => {
+                    return Err(Box::new(Diagnostic {
+                        level: Level::Error,
+                        code: None,
+                        origin: Some(origin.clone()),
+                        resource: Some(key()),
+                        field: Some(field),
+                        message,
+                    }))
+                }
+            }
+        }
         ("Deployment", _, _, "apps/v1") => {
             let full: k8s_openapi::api::apps::v1::Deployment = typed(doc, first, origin, &key)?;
             Object::Deployment(Box::new(full.into()))

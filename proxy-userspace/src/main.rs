@@ -106,7 +106,7 @@ enum ConfigCommand {
 enum CaCommand {
     /// Serve Istio's CA API (istio.v1.auth.IstioCertificateService) to the
     /// mesh's nodes until SIGTERM/SIGINT.
-    Serve(strait::daemon::cli::CaServeCmd),
+    Serve(Box<strait::daemon::cli::CaServeCmd>),
     /// Show a node's workload certificates (its admin API's /certs), like
     /// `istioctl proxy-config secret`. No key material is ever shown.
     Inspect {
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
             command: CaCommand::Serve(cmd),
         } => {
             strait::daemon::cli::init_logging(&cli.log_level);
-            report(cmd.into_args().and_then(strait::daemon::ca::serve_ca))
+            report((*cmd).into_args().and_then(strait::daemon::ca::serve_ca))
         }
         Command::Ca {
             command: CaCommand::Inspect { admin, output },

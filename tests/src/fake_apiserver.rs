@@ -4,7 +4,10 @@
 //! test puts in, over plain HTTP on a listener the test provides (on
 //! loopback, or in a simulated node's namespace). Every change bumps the
 //! resource version and is sent to open watches. Kinds with no objects
-//! list empty. Nothing else of the API is implemented.
+//! list empty. TokenReviews (`POST /apis/authentication.k8s.io/v1/tokenreviews`)
+//! are answered from the statuses a test sets ([`FakeApiServer::set_token_review`]);
+//! an unknown token is not authenticated. Nothing else of the API is
+//! implemented.
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -25,6 +28,8 @@ struct State {
     /// Every event: (resource version, path, JSON line), for watches that
     /// start from an older version.
     history: Vec<(u64, String, String)>,
+    /// token → TokenReview `status`.
+    token_reviews: BTreeMap<String, Value>,
 }
 
 /// The server's objects; clone it to change them from the test.
@@ -99,6 +104,37 @@ impl FakeApiServer {
         let _ = self.events.send((path, line));
     }
 
+    /// What a TokenReview of `token` answers: its `status`
+    /// (`{"authenticated": true, "user": {...}}`).
+    pub fn set_token_review(&self, token: &str, status: Value) {
+        self.state
+            .lock()
+            .unwrap()
+            .token_reviews
+            .insert(token.to_string(), status);
+    }
+
+    async fn review(&self, req: hyper::Request<hyper::body::Incoming>) -> Value {
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let asked: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let token = asked["spec"]["token"].as_str().unwrap_or_default();
+        let status = self
+            .state
+            .lock()
+            .unwrap()
+            .token_reviews
+            .get(token)
+            .cloned()
+            .unwrap_or_else(|| json!({"authenticated": false, "error": "token not known"}));
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+               "spec": asked["spec"], "status": status})
+    }
+
     /// Removes `obj` (matched by path and namespace/name), sending DELETED.
     pub fn delete(&self, obj: &Value) {
         let mut st = self.state.lock().unwrap();
@@ -127,7 +163,20 @@ impl FakeApiServer {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let me = me.clone();
-                    async move { Ok::<_, Infallible>(me.answer(req)) }
+                    async move {
+                        if req.method() == hyper::Method::POST
+                            && req.uri().path().ends_with("/tokenreviews")
+                        {
+                            let v = me.review(req).await;
+                            let resp = hyper::Response::builder()
+                                .status(201)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(v.to_string())).boxed())
+                                .expect("static response");
+                            return Ok::<_, Infallible>(resp);
+                        }
+                        Ok::<_, Infallible>(me.answer(req))
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)

@@ -137,21 +137,25 @@ fn check_daemonset(docs: &[Value]) -> DaemonSet {
 }
 
 /// The daemon's ClusterRole: get/list/watch of exactly what the Kubernetes
-/// source watches.
+/// source watches, and one write: Events (create, patch) to report invalid
+/// resources.
 fn check_rbac(docs: &[Value]) {
     let role: ClusterRole = one(docs, "ClusterRole", "strait");
-    let rules = role.rules.unwrap();
+    let mut rules = role.rules.unwrap();
+    let events = rules
+        .iter()
+        .position(|r| r.api_groups.as_deref() == Some(&["events.k8s.io".to_string()][..]))
+        .expect("a rule for Events");
+    let ev = rules.remove(events);
+    assert_eq!(ev.resources.as_deref(), Some(&["events".to_string()][..]));
+    assert_eq!(ev.verbs, ["create", "patch"]);
     for r in &rules {
         assert_eq!(
             r.verbs,
             ["get", "list", "watch"],
             "the daemon only reads: {r:?}"
         );
-        assert!(!r
-            .resources
-            .iter()
-            .flatten()
-            .any(|x| x == "*" || x == "secrets"));
+        assert!(!r.resources.iter().flatten().any(|x| x == "*"));
     }
     let granted = |group: &str, plural: &str| {
         rules.iter().any(|r| {
@@ -210,8 +214,17 @@ struct Strait {
 }
 
 #[derive(clap::Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per test
 enum Cmd {
     Run(strait::daemon::cli::RunCmd),
+    #[command(subcommand)]
+    Ca(CaCmd),
+}
+
+/// `strait ca serve`'s own flag parser.
+#[derive(clap::Subcommand)]
+enum CaCmd {
+    Serve(Box<strait::daemon::cli::CaServeCmd>),
 }
 
 #[test]
@@ -229,7 +242,9 @@ fn the_daemonsets_arguments_are_accepted_by_strait_run() {
     let parsed =
         <Strait as clap::Parser>::try_parse_from(std::iter::once("strait".to_string()).chain(args))
             .unwrap_or_else(|e| panic!("strait rejects the DaemonSet's args: {e}"));
-    let Cmd::Run(run) = parsed.cmd;
+    let Cmd::Run(run) = parsed.cmd else {
+        panic!("not strait run")
+    };
     let run = run.into_args();
     assert_eq!(run.node, "node-a");
     assert!(
@@ -260,7 +275,15 @@ fn the_mtls_overlay_adds_the_ca_with_tokenreview_rbac_and_the_daemons_ca_flags()
     };
     let ds = check_daemonset(&docs);
     check_rbac(&docs);
-    let c = &ds.spec.unwrap().template.spec.unwrap().containers[0];
+    let c = &ds
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
     assert_eq!(
         arg(c, "--ca-address"),
         Some("https://strait-ca.strait-system.svc:15012")
@@ -271,6 +294,58 @@ fn the_mtls_overlay_adds_the_ca_with_tokenreview_rbac_and_the_daemons_ca_flags()
     let cc = &pod.containers[0];
     assert_eq!(cc.args.as_ref().unwrap()[..2], ["ca", "serve"]);
     assert_eq!(arg(cc, "--listen"), Some("0.0.0.0:15012"));
+    // What `strait ca serve` itself makes of the args: Kubernetes auth
+    // in-cluster (TokenReview), Istio's audience, the DaemonSet's account
+    // as the only node account, monitoring reachable by the kubelet.
+    let parsed = <Strait as clap::Parser>::try_parse_from(
+        std::iter::once("strait".to_string()).chain(cc.args.clone().unwrap()),
+    )
+    .unwrap_or_else(|e| panic!("strait ca serve rejects the CA Deployment's args: {e}"));
+    let Cmd::Ca(CaCmd::Serve(serve)) = parsed.cmd else {
+        panic!("not strait ca serve")
+    };
+    let serve = (*serve).into_args().unwrap();
+    match &serve.auth {
+        strait::daemon::ca::CaAuthArgs::Kube {
+            kubeconfig,
+            audiences,
+            trusted_node_accounts,
+        } => {
+            assert!(kubeconfig.is_none(), "in-cluster");
+            assert_eq!(audiences, &["istio-ca"]);
+            let ds_account = ("strait-system".to_string(), ds_pod_service_account(&docs));
+            assert_eq!(trusted_node_accounts, &[ds_account]);
+        }
+        other => panic!("the CA does not use the API server: {other:?}"),
+    }
+    assert_eq!(serve.monitoring.to_string(), "0.0.0.0:15014");
+    // The daemon's token is for the audience the CA reviews.
+    let ds_pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let projected = ds_pod
+        .volumes
+        .iter()
+        .flatten()
+        .find_map(|v| v.projected.as_ref())
+        .expect("a projected service-account token");
+    let sat = projected
+        .sources
+        .iter()
+        .flatten()
+        .find_map(|s| s.service_account_token.as_ref())
+        .unwrap();
+    assert_eq!(sat.audience.as_deref(), Some("istio-ca"));
+    let ready = cc
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(ready.path.as_deref(), Some("/ready"));
+    assert_eq!(
+        ready.port,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(15014)
+    );
     assert!(cc.image.as_deref().unwrap().starts_with("localhost/strait"));
     assert_eq!(
         pod.volumes.unwrap()[0]
@@ -304,6 +379,18 @@ fn the_mtls_overlay_adds_the_ca_with_tokenreview_rbac_and_the_daemons_ca_flags()
     assert!(rules
         .iter()
         .all(|r| r.verbs.iter().all(|v| v != "*" && v != "delete")));
+}
+
+/// The DaemonSet's service account.
+fn ds_pod_service_account(docs: &[Value]) -> String {
+    let ds: DaemonSet = one(docs, "DaemonSet", "strait");
+    ds.spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .service_account_name
+        .unwrap()
 }
 
 #[test]

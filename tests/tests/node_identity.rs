@@ -1,6 +1,6 @@
 //! Workload identity on a simulated node: `strait run --ca-dir` (the CA
 //! embedded in the daemon) issues a certificate per service account with a
-//! pod on the node, `/certs` and `strait ca inspect` show them, pods
+//! meshed pod on the node (an opted-out pod gets none), `/certs` and `strait ca inspect` show them, pods
 //! arriving and leaving add and drop identities, and no key material ever
 //! reaches the logs, the config dump, the metrics or `/certs`.
 use std::path::Path;
@@ -108,7 +108,14 @@ fn embedded_ca_issues_node_identities_and_never_shows_keys() {
         let late_ip = format!("{}.{}.{}.250", late[0], late[1], late[2]);
         std::fs::write(
             config.join("late-pod.yaml"),
-            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: late, namespace: shop, labels: {{app: late}}}}\nspec:\n  serviceAccountName: cart\n  nodeName: node-id\n  containers: [{{name: app, image: app}}]\nstatus: {{phase: Running, podIP: {late_ip}}}\n"),
+            format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop, labels: {{istio.io/dataplane-mode: ambient}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: late, namespace: shop, labels: {{app: late}}}}\nspec:\n  serviceAccountName: cart\n  nodeName: node-id\n  containers: [{{name: app, image: app}}]\nstatus: {{phase: Running, podIP: {late_ip}}}\n"),
+        )
+        .unwrap();
+        // A pod on this node that opted out of the mesh gets nothing.
+        let out_ip = format!("{}.{}.{}.251", late[0], late[1], late[2]);
+        std::fs::write(
+            config.join("opted-out.yaml"),
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: mysql-0, namespace: default, labels: {{app: mysql, istio.io/dataplane-mode: none}}}}\nspec:\n  serviceAccountName: mysql\n  nodeName: node-id\n  containers: [{{name: app, image: app}}]\nstatus: {{phase: Running, podIP: {out_ip}}}\n"),
         )
         .unwrap();
         // And a pod on another node gets nothing here.

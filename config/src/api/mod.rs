@@ -9,6 +9,7 @@ pub mod deployment;
 pub mod destination_rule;
 pub mod endpoint_slice;
 pub mod gateway;
+pub mod secret;
 pub mod security;
 pub mod service_entry;
 mod shrink;
@@ -59,6 +60,8 @@ pub enum Object {
     ServiceAccount(Box<ServiceAccount>),
     /// Istio's MeshConfig (`mesh.yaml`, or the `istio` ConfigMap's `mesh` key).
     MeshConfig(Box<MeshConfigObject>),
+    /// A Secret with TLS material, for `credentialName` ([`secret`]).
+    Secret(Box<secret::TlsSecret>),
 }
 
 /// A MeshConfig with where it came from: `metadata` names the ConfigMap
@@ -92,6 +95,7 @@ impl Object {
             Object::Deployment(_) => "Deployment",
             Object::ServiceAccount(_) => "ServiceAccount",
             Object::MeshConfig(_) => "MeshConfig",
+            Object::Secret(_) => "Secret",
         }
     }
 
@@ -115,6 +119,7 @@ impl Object {
             Object::Deployment(o) => &o.metadata,
             Object::ServiceAccount(o) => &o.metadata,
             Object::MeshConfig(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
         }
     }
 
@@ -138,6 +143,7 @@ impl Object {
             Object::Deployment(o) => &mut o.metadata,
             Object::ServiceAccount(o) => &mut o.metadata,
             Object::MeshConfig(o) => &mut o.metadata,
+            Object::Secret(o) => &mut o.metadata,
         }
     }
 }

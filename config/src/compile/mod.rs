@@ -62,6 +62,8 @@ pub(crate) struct Index<'a> {
     pub vs_by_name: BTreeMap<(String, String), usize>,
     /// The MeshConfig (Istio's defaults when none is given).
     pub mesh: crate::mesh::MeshConfig,
+    /// `namespace/name` → TLS Secret (for `credentialName`).
+    pub secrets: BTreeMap<String, std::sync::Arc<crate::api::secret::TlsSecret>>,
 }
 
 /// Resources by the hosts they name: exact hosts in a map, wildcard hosts
@@ -127,6 +129,7 @@ impl<'a> Index<'a> {
             dr_by_host: HostIndex::default(),
             vs_by_name: BTreeMap::new(),
             mesh: crate::mesh::MeshConfig::default(),
+            secrets: BTreeMap::new(),
         };
         for r in sorted {
             let ns = r.namespace().to_string();
@@ -167,6 +170,12 @@ impl<'a> Index<'a> {
                 // Sorted by name: a `mesh.yaml` ("mesh") wins over the
                 // `istio` ConfigMap.
                 Object::MeshConfig(o) => idx.mesh = o.mesh.clone(),
+                Object::Secret(o) => {
+                    idx.secrets.insert(
+                        format!("{ns}/{}", r.name()),
+                        std::sync::Arc::new((**o).clone()),
+                    );
+                }
                 Object::Namespace(_) | Object::ServiceAccount(_) => {}
             }
         }
@@ -410,6 +419,7 @@ pub(crate) fn compile_keeping(
     snap.external = external::build(&idx, &snap);
     snap.sidecars = sidecars(&idx);
     snap.mesh = idx.mesh.clone();
+    snap.credentials = std::mem::take(&mut idx.secrets);
     (snap, diags, kept)
 }
 

@@ -272,6 +272,13 @@ pub struct MeshSnapshot {
     /// The one place enforcement work lifts (see `compile/deny.rs`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub deny: BTreeMap<IpAddr, String>,
+    /// `namespace/name` → the TLS material of a Secret (`kubernetes.io/tls`
+    /// or generic with `tls.crt`/`tls.key`/`ca.crt` or `cert`/`key`/
+    /// `cacert`), for `credentialName`. Never serialized (no key material in
+    /// `strait config compile` or `/config_dump`); see
+    /// [`MeshSnapshot::credential`].
+    #[serde(skip)]
+    pub credentials: BTreeMap<String, Arc<crate::api::secret::TlsSecret>>,
     /// Workload IP → how the destination node treats new connections to
     /// it: the PeerAuthentication mode per target port and whether an
     /// AuthorizationPolicy or RequestAuthentication applies. Only
@@ -283,6 +290,16 @@ pub struct MeshSnapshot {
 }
 
 impl MeshSnapshot {
+    /// The TLS Secret `credentialName` names, looked up as Istio does: in
+    /// `namespace` (the namespace of the resource that names it).
+    pub fn credential(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<&Arc<crate::api::secret::TlsSecret>> {
+        self.credentials.get(&format!("{namespace}/{name}"))
+    }
+
     /// Pretty JSON (what `strait config compile -o json` prints).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("snapshot serializes to JSON")

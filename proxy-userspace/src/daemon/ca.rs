@@ -6,13 +6,35 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use strait_config::snapshot::MeshSnapshot;
 
 use crate::admin::AdminSource;
-use crate::identity::ca::{self, Authority, CaService, CaSettings, TokenSource};
+use crate::identity::ca::{self, Authority, CaService, CaSettings, NodePods, TokenSource};
 use crate::identity::CertInfo;
 use crate::sources::ConfigStore;
 use crate::telemetry::Metrics;
+
+/// Who the CA's callers are and which pods run where.
+#[derive(Clone, Debug)]
+pub enum CaAuthArgs {
+    /// Without Kubernetes: a tokens file and a config directory.
+    Files {
+        /// `TOKEN NODE-NAME` per line.
+        tokens: PathBuf,
+        /// The config directory whose Pods say which pods run on which node.
+        config: PathBuf,
+    },
+    /// Under Kubernetes: service-account tokens (TokenReview) and the API
+    /// server's Pods.
+    Kube {
+        /// The kubeconfig; `None`: in-cluster.
+        kubeconfig: Option<PathBuf>,
+        /// Audiences a token must be valid for.
+        audiences: Vec<String>,
+        /// Node accounts (namespace, name) that may obtain identities of
+        /// pods on their node.
+        trusted_node_accounts: Vec<(String, String)>,
+    },
+}
 
 /// Settings of `strait ca serve`.
 #[derive(Clone, Debug)]
@@ -21,10 +43,8 @@ pub struct CaServeArgs {
     pub ca_dir: PathBuf,
     /// Where Istio's CA API is served (TLS).
     pub listen: SocketAddr,
-    /// `TOKEN NODE-NAME` per line.
-    pub tokens: PathBuf,
-    /// The config directory whose Pods say which pods run on which node.
-    pub config: PathBuf,
+    /// How callers authenticate and where the pods come from.
+    pub auth: CaAuthArgs,
     /// Trust domain.
     pub trust_domain: String,
     /// Signing settings.
@@ -37,7 +57,7 @@ pub struct CaServeArgs {
 
 struct CaAdmin {
     metrics: Arc<Metrics>,
-    snapshot: Arc<ArcSwap<MeshSnapshot>>,
+    pods: Arc<dyn NodePods>,
     root: CertInfo,
     signing: CertInfo,
     origin: ca::Origin,
@@ -45,18 +65,14 @@ struct CaAdmin {
 }
 
 impl AdminSource for CaAdmin {
+    /// Ready once the pods are known (under Kubernetes: the first list).
     fn ready(&self) -> bool {
-        true
+        self.pods.ready()
     }
 
     /// The CA's public material and how many pods it knows per node.
     fn config_dump(&self) -> serde_json::Value {
-        let mut per_node = std::collections::BTreeMap::<String, usize>::new();
-        for w in self.snapshot.load().workloads.values() {
-            if let Some(n) = &w.node {
-                *per_node.entry(n.clone()).or_default() += 1;
-            }
-        }
+        let per_node = self.pods.pods_per_node();
         serde_json::json!({
             "trust_domain": self.trust_domain,
             "origin": self.origin,
@@ -85,48 +101,107 @@ pub fn serve_ca(args: CaServeArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: CaServeArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.config.is_dir(),
-        "--config {}: not a directory (the CA reads Pods from it to know which pods run on which node)",
-        args.config.display()
-    );
-    // Fail at start on a malformed tokens file; it is read again per request.
-    let text = std::fs::read_to_string(&args.tokens)
-        .with_context(|| format!("reading --tokens {}", args.tokens.display()))?;
-    let n = crate::identity::ca::auth::parse_tokens(&args.tokens, &text)?.len();
-    let mut store = ConfigStore::new(&args.config);
-    let snapshot = Arc::new(ArcSwap::from_pointee(
-        super::compile(&mut store)
-            .map(|(snap, _)| snap)
-            .unwrap_or_default(),
-    ));
-    super::identity::warn_trust_domain(&snapshot.load(), &args.trust_domain);
     let authority = Authority::load_or_generate(&args.ca_dir, &args.trust_domain)?;
     let (signing, root) = authority.describe();
     tracing::info!(
         dir = %args.ca_dir.display(), origin = ?authority.origin(), root_serial = %root.serial,
-        root_not_after = %root.not_after, tokens = n, "CA: root loaded"
+        root_not_after = %root.not_after, "CA: root loaded"
     );
+    let (tokens, pods, _guard) = match &args.auth {
+        CaAuthArgs::Files { tokens, config } => files_auth(tokens, config, &args.trust_domain)?,
+        CaAuthArgs::Kube {
+            kubeconfig,
+            audiences,
+            trusted_node_accounts,
+        } => {
+            let client = crate::sources::kube::client(kubeconfig.as_deref())
+                .await
+                .context("connecting to the Kubernetes API server")?;
+            let (auth, index, task) = crate::sources::kube::ca_auth::start(
+                client,
+                audiences.clone(),
+                trusted_node_accounts.clone(),
+                &args.trust_domain,
+            );
+            tracing::info!(
+                ?audiences, trusted_node_accounts = ?trusted_node_accounts,
+                "CA: callers authenticate with service-account tokens (TokenReview); pods from the API server"
+            );
+            let pods: Arc<dyn NodePods> = index;
+            (TokenSource::Review(auth), pods, Guard::Task(task))
+        }
+    };
     let metrics = Arc::new(Metrics::with_ca());
     let origin = authority.origin();
     let svc = CaService::new(
         authority,
         args.settings.clone(),
-        TokenSource::File(args.tokens.clone()),
-        Arc::new(snapshot.clone()),
+        tokens,
+        pods.clone(),
         metrics.ca.clone().unwrap_or_default(),
     );
     let admin = crate::admin::bind(args.monitoring).await?;
     let admin_src = Arc::new(CaAdmin {
         metrics,
-        snapshot: snapshot.clone(),
+        pods,
         root,
         signing,
         origin,
         trust_domain: args.trust_domain.clone(),
     });
     tokio::spawn(crate::admin::serve(admin, admin_src));
-    let (watch, changes) = super::watch::watch(&args.config)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot listen on {}: {e} (pass --listen ADDR)", args.listen)
+        })?;
+    tracing::info!(listen = %args.listen, monitoring = %args.monitoring, "CA: serving istio.v1.auth.IstioCertificateService");
+    ca::serve(svc, listener, &args.server_names, super::shutdown_signal()).await?;
+    tracing::info!("CA: stopped");
+    Ok(())
+}
+
+/// Keeps the CA's pod source running.
+enum Guard {
+    /// The config directory's watch (its reload thread holds the rest).
+    Files,
+    /// The API server's Pod watcher.
+    Task(tokio::task::JoinHandle<()>),
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Guard::Task(t) = self {
+            t.abort();
+        }
+    }
+}
+
+/// Without Kubernetes: the tokens file (checked now, read per request) and
+/// the config directory's Pods (watched).
+fn files_auth(
+    tokens: &std::path::Path,
+    config: &std::path::Path,
+    trust_domain: &str,
+) -> anyhow::Result<(TokenSource, Arc<dyn NodePods>, Guard)> {
+    anyhow::ensure!(
+        config.is_dir(),
+        "--config {}: not a directory (the CA reads Pods from it to know which pods run on which node)",
+        config.display()
+    );
+    // Fail at start on a malformed tokens file; it is read again per request.
+    let text = std::fs::read_to_string(tokens)
+        .with_context(|| format!("reading --tokens {}", tokens.display()))?;
+    let n = crate::identity::ca::auth::parse_tokens(tokens, &text)?.len();
+    tracing::info!(tokens = n, file = %tokens.display(), "CA: callers authenticate with the tokens file");
+    let mut store = ConfigStore::new(config);
+    let snapshot = Arc::new(ArcSwap::from_pointee(
+        super::compile(&mut store)
+            .map(|(snap, _)| snap)
+            .unwrap_or_default(),
+    ));
+    super::identity::warn_trust_domain(&snapshot.load(), trust_domain);
+    let (watch, changes) = super::watch::watch(config)?;
     let snap = snapshot.clone();
     // Reloads on their own thread, off the serving path (see the daemon).
     std::thread::Builder::new()
@@ -141,13 +216,9 @@ async fn run(args: CaServeArgs) -> anyhow::Result<()> {
             }
         })
         .context("starting the CA's reload thread")?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("cannot listen on {}: {e} (pass --listen ADDR)", args.listen)
-        })?;
-    tracing::info!(listen = %args.listen, monitoring = %args.monitoring, "CA: serving istio.v1.auth.IstioCertificateService");
-    ca::serve(svc, listener, &args.server_names, super::shutdown_signal()).await?;
-    tracing::info!("CA: stopped");
-    Ok(())
+    Ok((
+        TokenSource::File(tokens.to_path_buf()),
+        Arc::new(snapshot),
+        Guard::Files,
+    ))
 }

@@ -20,6 +20,10 @@ pub struct RunCmd {
     /// runs in (its service account), watching it.
     #[arg(long)]
     pub in_cluster: bool,
+    /// Namespace of the `istio` ConfigMap whose `mesh` key is the mesh
+    /// config (istiod's own namespace), with --kubeconfig/--in-cluster.
+    #[arg(long, value_name = "NS", default_value = "istio-system")]
+    pub mesh_config_namespace: String,
     /// Node name (default: the host name). Kernel maps are pinned under
     /// <bpffs>/strait/<node>/.
     #[arg(long, value_name = "NAME")]
@@ -191,13 +195,33 @@ pub struct CaServeCmd {
     /// Where to serve istio.v1.auth.IstioCertificateService (TLS; Istio's port 15012).
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:15012")]
     pub listen: SocketAddr,
-    /// Node tokens: `TOKEN NODE-NAME` per line; re-read on every request.
-    #[arg(long, value_name = "FILE")]
-    pub tokens: PathBuf,
+    /// Node tokens: `TOKEN NODE-NAME` per line; re-read on every request
+    /// (without Kubernetes).
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["kubeconfig", "in_cluster"], conflicts_with_all = ["kubeconfig", "in_cluster"], requires = "config")]
+    pub tokens: Option<PathBuf>,
     /// Config directory (as `strait run --config`): its Pods' spec.nodeName
-    /// and serviceAccountName say which identities each node may obtain.
-    #[arg(long, short = 'c', value_name = "DIR")]
-    pub config: PathBuf,
+    /// and serviceAccountName say which identities each node may obtain
+    /// (without Kubernetes).
+    #[arg(long, short = 'c', value_name = "DIR", conflicts_with_all = ["kubeconfig", "in_cluster"], requires = "tokens")]
+    pub config: Option<PathBuf>,
+    /// Under Kubernetes, from this kubeconfig (its current context):
+    /// callers present service-account tokens, checked with a TokenReview;
+    /// pods and their nodes come from the API server.
+    #[arg(long, value_name = "PATH", conflicts_with = "in_cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The same with the pod's own service account (the CA Deployment).
+    #[arg(long)]
+    pub in_cluster: bool,
+    /// Service accounts (NAMESPACE/NAME, comma-separated or repeated) whose
+    /// pod-bound tokens may obtain identities of pods on their pod's node
+    /// (istiod's CA_TRUSTED_NODE_ACCOUNTS). Other tokens get only their own
+    /// identity.
+    #[arg(long, value_name = "NS/SA", value_delimiter = ',', default_value = crate::sources::kube::ca_auth::DEFAULT_NODE_ACCOUNT, value_parser = crate::sources::kube::ca_auth::parse_account)]
+    pub trusted_node_accounts: Vec<(String, String)>,
+    /// Audience a service-account token must be valid for (repeatable;
+    /// istiod's TOKEN_AUDIENCES).
+    #[arg(long = "token-audience", value_name = "AUD", default_value = crate::sources::kube::ca_auth::DEFAULT_AUDIENCE)]
+    pub token_audiences: Vec<String>,
     /// Trust domain.
     #[arg(long, value_name = "DOMAIN", default_value = crate::identity::DEFAULT_TRUST_DOMAIN)]
     pub trust_domain: String,
@@ -223,11 +247,18 @@ impl CaServeCmd {
             self.default_ttl <= self.max_ttl,
             "--default-ttl is longer than --max-ttl"
         );
+        let auth = match (self.tokens, self.config) {
+            (Some(tokens), Some(config)) => super::ca::CaAuthArgs::Files { tokens, config },
+            _ => super::ca::CaAuthArgs::Kube {
+                kubeconfig: self.kubeconfig,
+                audiences: self.token_audiences,
+                trusted_node_accounts: self.trusted_node_accounts,
+            },
+        };
         Ok(super::ca::CaServeArgs {
             ca_dir: self.ca_dir,
             listen: self.listen,
-            tokens: self.tokens,
-            config: self.config,
+            auth,
             trust_domain: self.trust_domain,
             settings: crate::identity::ca::CaSettings {
                 default_ttl: self.default_ttl,
@@ -242,13 +273,18 @@ impl CaServeCmd {
 impl RunCmd {
     /// The daemon settings, with defaults filled in.
     pub fn into_args(self) -> super::RunArgs {
+        let node = self.node.unwrap_or_else(hostname);
         let kube = (self.kubeconfig.is_some() || self.in_cluster).then_some(super::KubeArgs {
             kubeconfig: self.kubeconfig,
+            watch: crate::sources::kube::WatchOptions {
+                mesh_config_namespace: self.mesh_config_namespace,
+                events_from: Some(node.clone()),
+            },
         });
         super::RunArgs {
             config: self.config.unwrap_or_default(),
             kube,
-            node: self.node.unwrap_or_else(hostname),
+            node,
             pods_cgroup: self.pods_cgroup,
             bpffs: self.bpffs,
             admin: self.admin,

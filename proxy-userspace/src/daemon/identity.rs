@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use strait_config::enroll::Enrollment;
 use strait_config::snapshot::MeshSnapshot;
 
 use crate::identity::ca::{self, Authority, CaService, CaSettings, Caller, TokenSource};
@@ -56,11 +57,22 @@ pub struct IdentityArgs {
 }
 
 /// The identities the node needs: one per (namespace, service account) of
-/// the meshed pods whose `spec.nodeName` is `node`.
-pub fn wanted(snap: &MeshSnapshot, node: &str, trust_domain: &str) -> BTreeSet<SpiffeId> {
+/// the **meshed** pods whose `spec.nodeName` is `node` (a pod left out of
+/// the mesh, or in a namespace that is not enrolled, gets no certificate:
+/// ztunnel's rule, it only serves workloads it captures).
+pub fn wanted(
+    snap: &MeshSnapshot,
+    enrollment: &Enrollment,
+    node: &str,
+    trust_domain: &str,
+) -> BTreeSet<SpiffeId> {
     snap.workloads
         .values()
         .filter(|w| w.node.as_deref() == Some(node))
+        .filter(|w| match enrollment.pod(&w.namespace, &w.name) {
+            Some(p) => p.meshed(),
+            None => enrollment.namespaces.contains(&w.namespace),
+        })
         .map(|w| SpiffeId::new(trust_domain, &w.namespace, &w.service_account))
         .collect()
 }
@@ -82,6 +94,7 @@ pub async fn start(
     args: &IdentityArgs,
     node: &str,
     snapshot: Arc<ArcSwap<MeshSnapshot>>,
+    enrollment: &Enrollment,
     metrics: &Metrics,
 ) -> anyhow::Result<Arc<SecretManager>> {
     warn_trust_domain(&snapshot.load(), &args.trust_domain);
@@ -174,6 +187,43 @@ pub async fn start(
         ttl: args.secret_ttl,
     })?;
     let mgr = SecretManager::new(client, CertStore::new(roots), metrics.cert_expiry.clone());
-    mgr.set_wanted(&wanted(&snapshot.load(), node, &args.trust_domain));
+    mgr.set_wanted(&wanted(
+        &snapshot.load(),
+        enrollment,
+        node,
+        &args.trust_domain,
+    ));
     Ok(mgr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_meshed_pods_on_the_node_get_identities() {
+        let pod = |ns: &str, name: &str, sa: &str, node: &str, ip: &str, extra: &str| {
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}{extra}}}}}\nspec: {{serviceAccountName: {sa}, nodeName: {node}, containers: [{{name: c}}]}}\nstatus: {{phase: Running, podIP: {ip}}}\n")
+        };
+        let yaml = [
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: default, labels: {istio.io/dataplane-mode: ambient}}\n".to_string(),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: legacy}\n".to_string(),
+            pod("default", "reviews", "bookinfo-reviews", "node-a", "10.1.0.5", ""),
+            pod("default", "mysql", "mysql", "node-a", "10.1.0.6", ", istio.io/dataplane-mode: none"),
+            pod("legacy", "old", "old", "node-a", "10.1.0.7", ""),
+            pod("default", "ratings", "bookinfo-ratings", "node-b", "10.1.1.5", ""),
+        ]
+        .join("---\n");
+        let loaded = strait_config::load::load_str(&yaml, "pods.yaml");
+        let (snap, _) = strait_config::compile(&loaded.resources);
+        let enrollment = Enrollment::from_resources(&loaded.resources);
+        let ids: Vec<String> = wanted(&snap, &enrollment, "node-a", "cluster.local")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            ids,
+            ["spiffe://cluster.local/ns/default/sa/bookinfo-reviews"]
+        );
+    }
 }

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod inbound;
 mod kernel_tcp;
 pub mod lock;
+pub mod outbound_guard;
 pub mod pods;
 pub mod preflight;
 pub mod privs;
@@ -92,6 +93,8 @@ pub struct RunArgs {
 pub struct KubeArgs {
     /// The kubeconfig; `None`: the in-cluster config.
     pub kubeconfig: Option<PathBuf>,
+    /// What is watched beyond the defaults (the mesh config's namespace).
+    pub watch: crate::sources::kube::WatchOptions,
 }
 
 /// The kernel's answer to "where was this connection going".
@@ -274,6 +277,8 @@ struct Setup {
     orig: KernelOriginalDst,
     pods: PathBuf,
     capture: Capture,
+    /// The outbound listener's source filter (this node only).
+    guard: outbound_guard::OutboundGuard,
     /// In-pod inbound capture (with a CA).
     inbound: Option<inbound::Inbound>,
 }
@@ -295,8 +300,8 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     );
     let (store, first) = match args.kube {
         None => {
-            let mut store =
-                ConfigStore::with_limits(&args.config, args.limits).with_node_addresses(node_ips);
+            let mut store = ConfigStore::with_limits(&args.config, args.limits)
+                .with_node_addresses(node_ips.clone());
             let first = compile_opts(&mut store, &compile_options(args)).unwrap_or_default();
             tracing::info!(
                 services = first.0.services.len(),
@@ -319,6 +324,17 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         )
     })?;
 
+    let mut guard = outbound_guard::OutboundGuard::new(
+        outbound
+            .try_clone()
+            .context("duplicating the outbound listener")?,
+        &args.node,
+        node_ips,
+    )
+    .context("attaching the outbound listener's source filter")?;
+    if let Some((_, enrollment)) = &first {
+        guard.update(enrollment);
+    }
     let mut datapath = Datapath::new(dp_cfg)?;
     let pods = args
         .pods_cgroup
@@ -355,6 +371,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         orig,
         pods,
         capture,
+        guard,
         inbound,
     })
 }
@@ -370,32 +387,34 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         orig,
         pods,
         mut capture,
+        mut guard,
         mut inbound,
     } = setup;
     let opts = compile_options(&args);
     // The source and its first config: the directory's was compiled in
     // setup; an API server's once every watched kind is listed.
-    let (mut store, changes, source_guard, first): (Box<dyn Source>, _, _, _) =
-        match (store, first) {
-            (Some(store), Some(first)) => {
-                let (w, changes) = watch::watch(&args.config)?;
-                (Box::new(store), changes, SourceGuard::Files(w), first)
-            }
-            _ => {
-                let k = args.kube.clone().context("no config source")?;
-                let client = crate::sources::kube::client(k.kubeconfig.as_deref())
-                    .await
-                    .context("connecting to the Kubernetes API server")?;
-                let (mut store, changes, mut w) = crate::sources::kube::start(client);
-                tracing::info!("waiting for the initial list of every watched kind");
-                w.wait_synced().await;
-                tracing::info!(counts = ?w.counts(), "API server in sync");
-                let first = compile_opts(&mut store, &opts).unwrap_or_default();
-                capture.sync(&mut datapath, &first.1);
-                apply_kernel(&mut datapath, &first.0, &first.1);
-                (Box::new(store), changes, SourceGuard::Kube(w), first)
-            }
-        };
+    let (mut store, changes, source_guard, first): (Box<dyn Source>, _, _, _) = match (store, first)
+    {
+        (Some(store), Some(first)) => {
+            let (w, changes) = watch::watch(&args.config)?;
+            (Box::new(store), changes, SourceGuard::Files(w), first)
+        }
+        _ => {
+            let k = args.kube.clone().context("no config source")?;
+            let client = crate::sources::kube::client(k.kubeconfig.as_deref())
+                .await
+                .context("connecting to the Kubernetes API server")?;
+            let (mut store, changes, mut w) = crate::sources::kube::start(client, &k.watch);
+            tracing::info!("waiting for the initial list of every watched kind");
+            w.wait_synced().await;
+            tracing::info!(counts = ?w.counts(), "API server in sync");
+            let first = compile_opts(&mut store, &opts).unwrap_or_default();
+            capture.sync(&mut datapath, &first.1);
+            guard.update(&first.1);
+            apply_kernel(&mut datapath, &first.0, &first.1);
+            (Box::new(store), changes, SourceGuard::Kube(w), first)
+        }
+    };
     let (snap, enrollment) = first;
     let admin_listener = tokio::net::TcpListener::from_std(admin)
         .with_context(|| format!("admin listener {}", args.admin))?;
@@ -426,7 +445,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         Metrics::new()
     });
     let secrets = match &args.identity {
-        Some(id) => Some(identity::start(id, &args.node, snapshot.clone(), &metrics).await?),
+        Some(id) => {
+            Some(identity::start(id, &args.node, snapshot.clone(), &enrollment, &metrics).await?)
+        }
         None => None,
     };
     // mTLS between workloads (HBONE) when the node has identities.
@@ -521,7 +542,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }
                 reload_live.set_reloading(true);
-                let reloaded = reload_once(
+                reload_once(
                     &mut *store,
                     &opts,
                     &reload_live,
@@ -530,13 +551,16 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     &mut enrollment,
                     &mut kernel_ok,
                 );
+                guard.update(&enrollment);
                 if let Some(ib) = &mut inbound {
                     ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment);
                 }
-                if let Some(snap) = reloaded {
-                    if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
-                        mgr.set_wanted(&identity::wanted(&snap, node, td));
-                    }
+                // After every reload: a pod joining or leaving the mesh
+                // (a label flip) changes the identities without changing
+                // the snapshot.
+                if let (Some(mgr), Some((td, node))) = (&reload_secrets, &reload_identity) {
+                    let snap = reload_live.snapshot.load();
+                    mgr.set_wanted(&identity::wanted(&snap, &enrollment, node, td));
                 }
                 if let Some(m) = &reload_mesh {
                     m.update(&reload_live.snapshot.load(), &enrollment);
@@ -647,6 +671,7 @@ fn source_name(args: &RunArgs) -> String {
         None => args.config.display().to_string(),
         Some(KubeArgs {
             kubeconfig: Some(k),
+            ..
         }) => format!("kubeconfig {}", k.display()),
         Some(_) => "in-cluster API server".into(),
     }

@@ -18,8 +18,8 @@
 //! XDP `BPF_PROG_TEST_RUN` tests.
 mod bpffs;
 mod counters;
-pub mod inpod;
 mod deny_rules;
+pub mod inpod;
 mod loader;
 mod maglev;
 mod maps;

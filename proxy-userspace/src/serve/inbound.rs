@@ -29,15 +29,15 @@ use strait_config::MeshSnapshot;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::telemetry::access_log::AccessLogRecord;
 use super::http::authz::RBAC_DENIED;
-use crate::proxy::body::ProxyBody;
-use crate::telemetry::flags::ResponseFlags;
 use super::local_reply::local_reply;
-use crate::transport::sniff::{sniff, Sniffed};
 use super::Shared;
 use crate::policy::{self, Guard, GuardEntry, HttpRequest, Outcome, Request as PolicyRequest};
+use crate::proxy::body::ProxyBody;
+use crate::telemetry::access_log::AccessLogRecord;
+use crate::telemetry::flags::ResponseFlags;
 use crate::transport::inpod::{connect_in_pod, InPodNetns};
+use crate::transport::sniff::{sniff, Sniffed};
 
 /// Istio's inbound cluster name for a target port (`inbound|9080||`).
 pub fn inbound_cluster(port: u16) -> Arc<str> {
@@ -349,7 +349,10 @@ async fn request(
     };
     rec.response_code = resp.status().as_u16();
     finish(&shared, rec, start);
-    resp.map(|b| b.map_err(|e| Box::new(e) as crate::proxy::body::BoxError).boxed())
+    resp.map(|b| {
+        b.map_err(|e| Box::new(e) as crate::proxy::body::BoxError)
+            .boxed()
+    })
 }
 
 /// Sends `req` to the pod over this downstream connection's upstream

@@ -25,7 +25,7 @@ const TOKEN: &str = "strait-e2e-admin-token";
 pub fn unavailable() -> Option<String> {
     let Some(bin) = std::env::var_os(KUBE_APISERVER) else {
         return Some(format!(
-            "{KUBE_APISERVER} is not set (name a kube-apiserver binary to run this test)"
+            "{KUBE_APISERVER} is not set (name a kube-apiserver binary to run this test; Debian packages none and it cannot be built here without Go)"
         ));
     };
     if !Path::new(&bin).is_file() {

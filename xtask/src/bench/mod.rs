@@ -1,4 +1,4 @@
-//! `cargo xtask bench [l4|l7|config|all|policy|mesh] [--quick]`: Strait's figures beside
+//! `cargo xtask bench [l4|l7|config|all|policy|mesh|kube] [--quick]`: Strait's figures beside
 //! the alternatives (direct, iptables DNAT, nginx, HAProxy), measured in
 //! one run on one machine, written to bench/results.md and results.json.
 //!
@@ -9,6 +9,7 @@
 //! on success, error, panic and Ctrl-C.
 mod config_case;
 mod install;
+mod kube_case;
 mod l4;
 mod l7;
 mod mesh;
@@ -51,6 +52,10 @@ pub enum Suite {
     /// Pod to pod across two simulated nodes: direct, Strait L7, HBONE,
     /// ztunnel (writes only its own section of bench/results.md).
     Mesh,
+    /// The Kubernetes source's initial sync and memory at 10,000 Services
+    /// and 100,000 endpoints from a fake API server (in process; writes
+    /// only its own section of bench/results.md).
+    Kube,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -117,6 +122,9 @@ pub fn run(suite: Suite, quick: bool) -> anyhow::Result<()> {
     }
     if suite == Suite::Mesh {
         return mesh::run(quick);
+    }
+    if suite == Suite::Kube {
+        return kube_case::run(quick);
     }
     let started = Instant::now();
     ctrlc::set_handler(|| {

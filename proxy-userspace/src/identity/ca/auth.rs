@@ -12,8 +12,15 @@
 //! ztunnel's `ImpersonatedIdentity` (`pilot/pkg/.../nodeauth`): the pods come
 //! from the config directory's Pod objects (`spec.nodeName`,
 //! `spec.serviceAccountName`, `status.podIP`).
-use std::collections::HashMap;
+//!
+//! Under Kubernetes (`strait ca serve --kubeconfig/--in-cluster`) the token
+//! is a service-account token checked with a TokenReview
+//! ([`TokenSource::Review`], implemented by `sources::kube::ca_auth`), and
+//! the pods come from the API server.
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -39,14 +46,50 @@ impl std::fmt::Display for Caller {
     }
 }
 
+/// Why a caller was not authenticated.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    /// The token is not valid, or its holder may not use the CA (gRPC
+    /// `Unauthenticated`).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The CA cannot check tokens right now (tokens file unreadable, API
+    /// server unreachable): gRPC `Unavailable`, the caller retries. Fails
+    /// closed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A future of [`TokenAuthenticator::authenticate`].
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Caller, AuthFailure>> + Send + 'a>>;
+
+/// Authenticates a bearer token by asking someone else (Kubernetes'
+/// TokenReview: `sources::kube::ca_auth::KubeCaAuth`).
+pub trait TokenAuthenticator: Send + Sync + 'static {
+    /// Who holds `token`. Never logs the token.
+    fn authenticate<'a>(&'a self, token: &'a str) -> AuthFuture<'a>;
+}
+
 /// Where the CA checks bearer tokens.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum TokenSource {
     /// The `--tokens` file, read on every request.
     File(PathBuf),
     /// Fixed tokens (the CA embedded in `strait run`: one random token for
     /// the node itself, plus `--ca-tokens`).
     Static(Arc<HashMap<String, Caller>>),
+    /// Service-account tokens checked by the API server (TokenReview).
+    Review(Arc<dyn TokenAuthenticator>),
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::File(p) => write!(f, "File({})", p.display()),
+            TokenSource::Static(m) => write!(f, "Static({} tokens)", m.len()),
+            TokenSource::Review(_) => f.write_str("Review"),
+        }
+    }
 }
 
 /// Parses a tokens file: `TOKEN NODE-NAME` or `TOKEN SPIFFE-ID` per line.
@@ -94,8 +137,32 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl TokenSource {
-    /// Who a token belongs to. `Err` when the tokens file cannot be read
-    /// or parsed (the CA answers `Unavailable`: it fails closed).
+    /// Who a token belongs to, for every source. Errors: an unknown or
+    /// invalid token is [`AuthFailure::Unauthenticated`]; a tokens file
+    /// that cannot be read or an API server that cannot be asked is
+    /// [`AuthFailure::Unavailable`].
+    pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthFailure> {
+        if let TokenSource::Review(r) = self {
+            return r.authenticate(token).await;
+        }
+        match self.caller_of(token) {
+            Ok(Some(c)) => Ok(c),
+            Ok(None) => Err(AuthFailure::Unauthenticated(
+                "request authenticate failure: unknown bearer token".into(),
+            )),
+            Err(e) => {
+                tracing::error!("CA: cannot check tokens: {e}");
+                Err(AuthFailure::Unavailable(
+                    "the CA cannot read its tokens file".into(),
+                ))
+            }
+        }
+    }
+
+    /// Who a token of the file or the fixed set belongs to (`Ok(None)`
+    /// for [`TokenSource::Review`]: use [`TokenSource::authenticate`]).
+    /// `Err` when the tokens file cannot be read or parsed (the CA answers
+    /// `Unavailable`: it fails closed).
     pub fn caller_of(&self, token: &str) -> Result<Option<Caller>, IdentityError> {
         let lookup = |m: &HashMap<String, Caller>| {
             let mut found = None;
@@ -112,6 +179,7 @@ impl TokenSource {
                 let text = std::fs::read_to_string(p).map_err(|e| IdentityError::io(p, e))?;
                 Ok(lookup(&parse_tokens(p, &text)?))
             }
+            TokenSource::Review(_) => Ok(None),
         }
     }
 }
@@ -121,6 +189,15 @@ pub trait NodePods: Send + Sync + 'static {
     /// `true` when a pod in `id.namespace` with service account
     /// `id.service_account` has `spec.nodeName == node`.
     fn runs_on(&self, node: &str, id: &SpiffeId) -> bool;
+
+    /// Whether the pods are known (the API server's first list is done):
+    /// the CA's `/ready`.
+    fn ready(&self) -> bool {
+        true
+    }
+
+    /// How many pods each node has (the CA's `/config_dump`).
+    fn pods_per_node(&self) -> BTreeMap<String, usize>;
 }
 
 impl NodePods for Arc<ArcSwap<MeshSnapshot>> {
@@ -130,6 +207,16 @@ impl NodePods for Arc<ArcSwap<MeshSnapshot>> {
                 && w.namespace == id.namespace
                 && w.service_account == id.service_account
         })
+    }
+
+    fn pods_per_node(&self) -> BTreeMap<String, usize> {
+        let mut per_node = BTreeMap::new();
+        for w in self.load().workloads.values() {
+            if let Some(n) = &w.node {
+                *per_node.entry(n.clone()).or_default() += 1;
+            }
+        }
+        per_node
     }
 }
 

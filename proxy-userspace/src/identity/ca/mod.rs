@@ -18,7 +18,7 @@ use std::time::Duration;
 use tonic::codegen::{http, BoxFuture, Service};
 use tonic::server::NamedService;
 
-pub use auth::{Caller, NodePods, TokenSource};
+pub use auth::{AuthFailure, AuthFuture, Caller, NodePods, TokenAuthenticator, TokenSource};
 pub use authority::{Authority, Origin, SignError};
 
 use super::proto::{
@@ -122,13 +122,18 @@ impl CaService {
         self.inner.authority.root_pem()
     }
 
+    /// Which pods run where (the CA's `/ready` and `/config_dump`).
+    pub fn node_pods(&self) -> &Arc<dyn NodePods> {
+        &self.inner.pods
+    }
+
     /// The authority (for a serving certificate).
     pub fn authority(&self) -> &Authority {
         &self.inner.authority
     }
 
     /// `CreateCertificate`.
-    pub fn create_certificate(
+    pub async fn create_certificate(
         &self,
         req: tonic::Request<IstioCertificateRequest>,
     ) -> Result<tonic::Response<IstioCertificateResponse>, tonic::Status> {
@@ -148,18 +153,15 @@ impl CaService {
                 "request authenticate failure: no `authorization: Bearer <token>` metadata",
             ));
         };
-        let caller = match self.inner.tokens.caller_of(token) {
-            Ok(Some(c)) => c,
-            Ok(None) => {
+        let caller = match self.inner.tokens.authenticate(token).await {
+            Ok(c) => c,
+            Err(AuthFailure::Unauthenticated(why)) => {
                 m.authn_failure.inc();
-                return refuse(Status::unauthenticated(
-                    "request authenticate failure: unknown bearer token",
-                ));
+                return refuse(Status::unauthenticated(why));
             }
-            Err(e) => {
-                tracing::error!("CA: cannot check tokens: {e}");
+            Err(AuthFailure::Unavailable(why)) => {
                 m.authn_failure.inc();
-                return refuse(Status::unavailable("the CA cannot read its tokens file"));
+                return refuse(Status::unavailable(why));
             }
         };
         let body = req.get_ref();
@@ -247,7 +249,7 @@ impl tonic::server::UnaryService<IstioCertificateRequest> for Unary {
 
     fn call(&mut self, request: tonic::Request<IstioCertificateRequest>) -> Self::Future {
         let svc = self.0.clone();
-        Box::pin(async move { svc.create_certificate(request) })
+        Box::pin(async move { svc.create_certificate(request).await })
     }
 }
 

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use std::sync::mpsc;
 
 use super::store::ObjectStore;
-use super::{watch_kind, Kind};
+use super::{watch_kind, Kind, WatchOptions};
 
 fn ns(name: &str, rv: u32, labels: Value) -> Value {
     json!({"metadata": {"name": name, "resourceVersion": rv.to_string(), "labels": labels}})
@@ -141,7 +141,12 @@ async fn the_real_watcher_resumes_after_a_disconnect_and_relists_after_410_gone(
     let (store, mut synced) = ObjectStore::new(&["Namespace"], wake);
     let store = Arc::new(Mutex::new(store));
     let kind = Kind::new("", "v1", "Namespace", "namespaces");
-    let watcher = tokio::spawn(watch_kind(client, kind, store.clone()));
+    let watcher = tokio::spawn(watch_kind(
+        client,
+        kind,
+        store.clone(),
+        WatchOptions::default(),
+    ));
 
     tokio::time::timeout(Duration::from_secs(20), synced.wait_for(|s| *s))
         .await

@@ -9,13 +9,16 @@
 //! every kind's first complete list before it compiles and reports ready.
 //! An Istio kind whose CRD is not installed (the list answers 404) counts
 //! as listed and empty, and is watched again in case the CRD appears.
+pub mod ca_auth;
+pub mod events;
+pub mod pods;
 pub mod review;
 pub mod store;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -48,6 +51,21 @@ pub enum KubeError {
     Client(#[from] kube::Error),
 }
 
+/// Which objects of a kind are watched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// Every object in every namespace.
+    All,
+    /// Only the `istio` ConfigMap (mesh config, key `mesh`) in the mesh
+    /// config namespace ([`WatchOptions::mesh_config_namespace`]), as
+    /// istiod reads it.
+    MeshConfigMap,
+    /// Secrets in every namespace except Helm releases and service-account
+    /// tokens (istiod's field selector for the Secrets it reads for
+    /// `credentialName`); of the rest only TLS material is loaded.
+    TlsSecrets,
+}
+
 /// One watched kind: group, version, kind, plural.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Kind {
@@ -59,6 +77,8 @@ pub struct Kind {
     pub kind: &'static str,
     /// Resource (plural) name.
     pub plural: &'static str,
+    /// Which objects.
+    pub selection: Selection,
 }
 
 impl Kind {
@@ -73,7 +93,13 @@ impl Kind {
             version,
             kind,
             plural,
+            selection: Selection::All,
         }
+    }
+
+    const fn only(mut self, selection: Selection) -> Self {
+        self.selection = selection;
+        self
     }
 
     /// `apiVersion` as objects carry it.
@@ -151,7 +177,33 @@ pub const KINDS: &[Kind] = &[
         "AuthorizationPolicy",
         "authorizationpolicies",
     ),
+    Kind::new("", "v1", "ConfigMap", "configmaps").only(Selection::MeshConfigMap),
+    Kind::new("", "v1", "Secret", "secrets").only(Selection::TlsSecrets),
 ];
+
+/// istiod's field selector for the Secrets it watches.
+pub const SECRET_FIELD_SELECTOR: &str =
+    "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
+
+/// Where the mesh config lives, and other choices of what is watched.
+#[derive(Clone, Debug)]
+pub struct WatchOptions {
+    /// Namespace of the `istio` ConfigMap (istiod's own namespace;
+    /// default `istio-system`).
+    pub mesh_config_namespace: String,
+    /// Report invalid objects as Events from this node (the reporting
+    /// instance); `None`: log only.
+    pub events_from: Option<String>,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self {
+            mesh_config_namespace: "istio-system".into(),
+            events_from: None,
+        }
+    }
+}
 
 /// A client from `kubeconfig` (its current context), or the in-cluster
 /// config (the pod's service account) when `None`.
@@ -191,15 +243,25 @@ impl Drop for KubeWatch {
 /// Starts one watcher per kind of [`KINDS`] on the current runtime.
 /// Returns the store the daemon compiles, one `()` per change of what it
 /// serves, and the watchers.
-pub fn start(client: kube::Client) -> (KubeStore, mpsc::Receiver<()>, KubeWatch) {
+pub fn start(
+    client: kube::Client,
+    opts: &WatchOptions,
+) -> (KubeStore, mpsc::Receiver<()>, KubeWatch) {
     let (wake, changes) = mpsc::channel();
     let kinds: Vec<&'static str> = KINDS.iter().map(|k| k.kind).collect();
-    let (store, synced) = ObjectStore::new(&kinds, wake);
+    let (mut store, synced) = ObjectStore::new(&kinds, wake);
+    let mut tasks = Vec::new();
+    if let Some(node) = &opts.events_from {
+        let (sink, task) = events::start(client.clone(), node);
+        store = store.with_events(sink);
+        tasks.push(task);
+    }
     let store = Arc::new(Mutex::new(store));
-    let tasks = KINDS
-        .iter()
-        .map(|k| tokio::spawn(watch_kind(client.clone(), *k, store.clone())))
-        .collect();
+    tasks.extend(
+        KINDS
+            .iter()
+            .map(|k| tokio::spawn(watch_kind(client.clone(), *k, store.clone(), opts.clone()))),
+    );
     let watch = KubeWatch {
         store: store.clone(),
         synced,
@@ -267,9 +329,36 @@ fn is_not_found(e: &watcher::Error) -> bool {
     }
 }
 
-async fn watch_kind(client: kube::Client, kind: Kind, store: Arc<Mutex<ObjectStore>>) {
-    let api: Api<DynamicObject> = Api::all_with(client, &kind.api_resource());
-    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+async fn watch_kind(
+    client: kube::Client,
+    kind: Kind,
+    store: Arc<Mutex<ObjectStore>>,
+    opts: WatchOptions,
+) {
+    let ar = kind.api_resource();
+    let (api, config): (Api<DynamicObject>, _) = match kind.selection {
+        Selection::All => (Api::all_with(client, &ar), watcher::Config::default()),
+        Selection::MeshConfigMap => (
+            Api::namespaced_with(client, &opts.mesh_config_namespace, &ar),
+            watcher::Config::default().fields("metadata.name=istio"),
+        ),
+        Selection::TlsSecrets => (
+            Api::all_with(client, &ar),
+            watcher::Config::default().fields(SECRET_FIELD_SELECTOR),
+        ),
+    };
+    let mesh_ns = opts.mesh_config_namespace;
+    let stream = watcher::watcher(api, config)
+        .default_backoff()
+        .map_ok(move |ev| {
+            // The loader reads the `istio` ConfigMap of `istio-system`;
+            // one of another configured namespace is that one.
+            ev.modify(|o| {
+                if kind.selection == Selection::MeshConfigMap && mesh_ns != "istio-system" {
+                    o.metadata.namespace = Some("istio-system".into());
+                }
+            })
+        });
     futures_util::pin_mut!(stream);
     while let Some(ev) = stream.next().await {
         let mut st = store
@@ -293,6 +382,12 @@ async fn watch_kind(client: kube::Client, kind: Kind, store: Arc<Mutex<ObjectSto
 }
 
 #[cfg(test)]
+mod ca_tests;
+#[cfg(test)]
+mod events_tests;
+#[cfg(test)]
 mod fake_api;
+#[cfg(test)]
+mod fake_server;
 #[cfg(test)]
 mod tests;

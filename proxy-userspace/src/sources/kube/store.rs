@@ -17,6 +17,7 @@ use strait_config::{Diagnostic, Resource};
 
 use tokio::sync::watch;
 
+use super::events::{EventSink, Invalid};
 use crate::sources::file::{Reload, Source};
 
 /// What the daemon's diagnostics name as the file of a Kubernetes object.
@@ -52,6 +53,7 @@ struct KindState {
 pub struct ObjectStore {
     kinds: BTreeMap<&'static str, KindState>,
     diagnostics: Vec<Diagnostic>,
+    events: Option<EventSink>,
     wake: mpsc::Sender<()>,
     synced: watch::Sender<bool>,
 }
@@ -65,10 +67,18 @@ impl ObjectStore {
         let store = Self {
             kinds: kinds.iter().map(|k| (*k, KindState::default())).collect(),
             diagnostics: Vec::new(),
+            events: None,
             wake,
             synced,
         };
         (store, rx)
+    }
+
+    /// Reports every invalid object also as a Kubernetes Event against it
+    /// ([`super::events`]).
+    pub fn with_events(mut self, sink: EventSink) -> Self {
+        self.events = Some(sink);
+        self
     }
 
     /// Whether every kind has been listed completely once.
@@ -100,7 +110,7 @@ impl ObjectStore {
             Change::InitApply(v) => {
                 let key = key_of(&v);
                 let prev = st.served.get(&key).cloned();
-                let res = accept(v, prev, &mut self.diagnostics);
+                let res = accept(v, prev, &mut self.diagnostics, self.events.as_ref());
                 if let (Some(r), Some(buf)) = (res, st.relist.as_mut()) {
                     buf.insert(key, r);
                 }
@@ -116,7 +126,7 @@ impl ObjectStore {
             Change::Apply(v) => {
                 let key = key_of(&v);
                 let prev = st.served.get(&key).cloned();
-                match accept(v, prev.clone(), &mut self.diagnostics) {
+                match accept(v, prev.clone(), &mut self.diagnostics, self.events.as_ref()) {
                     Some(r) if Some(&r) != prev.as_ref() => {
                         st.served.insert(key, r);
                         true
@@ -176,8 +186,14 @@ fn key_of(v: &Value) -> Key {
 }
 
 /// Loads and validates one object. Valid: the new resource. Invalid: the
-/// errors are recorded and `prev` (the last good version) is kept.
-fn accept(mut v: Value, prev: Option<Resource>, diags: &mut Vec<Diagnostic>) -> Option<Resource> {
+/// errors are recorded (and sent to `events`) and `prev` (the last good
+/// version) is kept.
+fn accept(
+    mut v: Value,
+    prev: Option<Resource>,
+    diags: &mut Vec<Diagnostic>,
+    events: Option<&EventSink>,
+) -> Option<Resource> {
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         // Server-side bookkeeping Strait never reads.
         m.remove("managedFields");
@@ -212,8 +228,26 @@ fn accept(mut v: Value, prev: Option<Resource>, diags: &mut Vec<Diagnostic>) -> 
     } else {
         tracing::warn!(resource = %key, "invalid: not loaded");
     }
+    if let Some(sink) = events {
+        let kept = if prev.is_some() {
+            "; its last good version keeps serving"
+        } else {
+            "; not loaded"
+        };
+        let lines: Vec<String> = errors.iter().map(event_line).collect();
+        sink.report(Invalid::of(&v, format!("{}{kept}", lines.join("\n"))));
+    }
     diags.extend(errors);
     prev
+}
+
+/// A diagnostic as an Event note: field and message (the origin is the API
+/// server and the object is the Event's subject).
+fn event_line(d: &Diagnostic) -> String {
+    match &d.field {
+        Some(f) => format!("{f}: {}", d.message),
+        None => d.message.clone(),
+    }
 }
 
 /// The daemon's view of an [`ObjectStore`] behind a mutex.

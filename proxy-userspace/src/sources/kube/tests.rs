@@ -202,7 +202,27 @@ fn bookinfo() -> Vec<Value> {
             "deny-all",
             json!({}),
         ),
+        mesh_config("outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n"),
+        tls_secret("reviews-client"),
     ]
+}
+
+fn mesh_config(mesh: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": "istio", "namespace": "istio-system"},
+           "data": {"mesh": mesh}})
+}
+
+const PEM_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+const PEM_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+
+/// A `kubernetes.io/tls` Secret as the API server serves it (base64 data).
+fn tls_secret(name: &str) -> Value {
+    use base64::Engine;
+    let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+           "metadata": {"name": name, "namespace": "default"},
+           "data": {"tls.crt": b(PEM_CERT), "tls.key": b(PEM_KEY)}})
 }
 
 fn subset(snap: &MeshSnapshot) -> Option<String> {
@@ -233,6 +253,15 @@ fn every_watched_kind_is_listed_compiled_and_counted() {
     assert!(snap.services.contains_key("api.example.com"));
     assert_eq!(subset(&snap).as_deref(), Some("v1"));
     assert_eq!(snap.workloads.len(), 3, "two pods and the WorkloadEntry");
+    // The `istio` ConfigMap's mesh config and the TLS Secret.
+    assert_eq!(
+        snap.mesh.outbound_traffic_policy.mode,
+        strait_config::mesh::OutboundMode::RegistryOnly
+    );
+    let cred = snap
+        .credential("default", "reviews-client")
+        .expect("the Secret");
+    assert_eq!(cred.private_key.as_ref().unwrap().0, PEM_KEY.as_bytes());
     assert!(enrollment.pods.iter().all(|p| p.meshed()));
     assert_eq!(
         enrollment
@@ -377,6 +406,56 @@ fn an_invalid_object_is_reported_and_keeps_its_last_good_version_next_to_valid_o
         .handle("VirtualService", Change::InitApply(vs("v1.0")));
     h.store.handle("VirtualService", Change::InitDone);
     assert_eq!(subset(&h.compile().0).as_deref(), Some("v1"));
+}
+
+#[test]
+fn mesh_config_and_secret_edits_reach_the_snapshot_and_a_bad_one_keeps_the_last_good() {
+    let mut h = Harness::new();
+    h.initial_list(&bookinfo());
+    h.woke();
+    // The mesh config edited: back to ALLOW_ANY.
+    h.apply(mesh_config("outboundTrafficPolicy: {mode: ALLOW_ANY}\n"));
+    assert_eq!(h.woke(), 1);
+    let (snap, _, errors) = h.compile();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        snap.mesh.outbound_traffic_policy.mode,
+        strait_config::mesh::OutboundMode::AllowAny
+    );
+    // A broken mesh config: reported, the last good one stays.
+    h.apply(mesh_config("outboundTrafficPolicy: {mode: SOMETIMES}\n"));
+    let (snap, _, errors) = h.compile();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("ConfigMap/istio-system/istio") && e.contains("MeshConfig")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        snap.mesh.outbound_traffic_policy.mode,
+        strait_config::mesh::OutboundMode::AllowAny
+    );
+    // A Secret whose key went missing keeps its last good material; the
+    // error names the field, never the content.
+    let mut half = tls_secret("reviews-client");
+    half["data"].as_object_mut().unwrap().remove("tls.key");
+    h.apply(half);
+    let (snap, _, errors) = h.compile();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("Secret/default/reviews-client") && e.contains("data.tls.crt")),
+        "{errors:?}"
+    );
+    assert!(errors.iter().all(|e| !e.contains("MIIB")), "{errors:?}");
+    assert!(snap.credential("default", "reviews-client").is_some());
+    // Deleted: gone.
+    h.delete(tls_secret("reviews-client"));
+    assert!(h
+        .compile()
+        .0
+        .credential("default", "reviews-client")
+        .is_none());
 }
 
 #[test]
