@@ -41,12 +41,16 @@ fn kernel_balanced_connections_are_reported_as_istio_tcp_metrics() {
     ));
     std::fs::write(&file, platform).unwrap();
     let s = samples();
-    let opts = demo::test_options(
+    let mut opts = demo::test_options(
         file.clone(),
         vec![s.join("destination-rules.yaml"), s.join("all-v1.yaml")],
         231,
     )
     .unwrap();
+    // No CA: with mesh mTLS, services whose endpoints are meshed pods go
+    // through the proxy (HBONE), and this test is about connections the
+    // kernel balances on its own.
+    opts.identity = false;
     let mut mesh = Mesh::start(&p, opts).unwrap();
     std::fs::remove_file(&file).unwrap();
     let vip = mesh

@@ -20,7 +20,7 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     let obj = build_ebpf::run(true)?;
     step("cargo test --workspace (unit, kernel and namespace tiers)");
     let mut cmd = Command::new("cargo");
-    cmd.args(["test", "--workspace"])
+    cmd.args(["test", "--workspace", "--no-fail-fast"])
         .env("STRAIT_EBPF_OBJECT", &obj)
         .stdout(Stdio::piped());
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {

@@ -146,6 +146,7 @@ pub async fn proxy(
             peer,
             addr,
             service_host.as_deref(),
+            cluster.pool.no_auto_mtls,
         ),
     )
     .await;
@@ -177,7 +178,7 @@ pub async fn proxy(
             .settings
             .hbone
             .as_deref()
-            .and_then(|m| m.wants_hbone(peer.ip(), addr.ip(), false));
+            .and_then(|m| m.wants_hbone(peer.ip(), addr.ip(), cluster.pool.no_auto_mtls));
         rec.peer = crate::telemetry::PeerInfo::mutual_tls(
             crate::telemetry::Reporter::Source,
             ids.as_ref().map(|(from, _)| from.to_string().into()),

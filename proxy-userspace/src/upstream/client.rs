@@ -31,6 +31,10 @@ pub struct PoolSettings {
     /// TLS origination (DestinationRule `SIMPLE`/`MUTUAL`), built with the
     /// cluster; `None`: plain TCP.
     pub tls: Option<crate::transport::origination::Origination>,
+    /// The DestinationRule sets its own TLS mode (`DISABLE`, `SIMPLE` or
+    /// `MUTUAL`): Istio's auto mTLS does not apply, so meshed endpoints
+    /// are reached without HBONE ([`strait_config::snapshot::ClientTls::transport`]).
+    pub no_auto_mtls: bool,
 }
 
 impl Default for PoolSettings {
@@ -41,6 +45,7 @@ impl Default for PoolSettings {
             max_requests_per_connection: 0,
             tcp_keepalive: None,
             tls: None,
+            no_auto_mtls: false,
         }
     }
 }

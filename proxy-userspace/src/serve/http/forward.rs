@@ -153,7 +153,7 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
         // A meshed destination: the try goes through the source pod's
         // HBONE tunnel (a pool of its own); PASSTHROUGH gets an endpoint.
         let tunnel_pool = plan.mesh.and_then(|m| {
-            m.tunnel(plan.source.ip(), addr, false)
+            m.tunnel(plan.source.ip(), addr, cluster.pool.no_auto_mtls)
                 .map(|t| crate::upstream::pool::tunnel_pool(m, t, &cluster.pool))
         });
         let ep = match ep {

@@ -190,11 +190,12 @@ pub async fn connect(
     source: SocketAddr,
     dst: SocketAddr,
     service_host: Option<&str>,
+    explicit_tls: bool,
 ) -> std::io::Result<Upstream> {
     match mesh {
         None => Ok(Upstream::Plain(TcpStream::connect(dst).await?)),
         Some(m) => m
-            .connect(source, dst, service_host, false)
+            .connect(source, dst, service_host, explicit_tls)
             .await
             .map_err(|e| match e {
                 HboneError::Io(e) => e,
