@@ -66,7 +66,7 @@ const fn closed(kind: &'static str, path: &'static str, note: &'static str) -> R
 pub const TABLE: &[Row] = &[
     closed("PeerAuthentication", "spec.mtls.mode", "STRICT is enforced in the kernel only by strait run --inbound-capture (with --ca-dir or --ca-address); otherwise the selected workloads are unreachable"),
     closed("PeerAuthentication", "spec.portLevelMtls", "STRICT ports are enforced in the kernel only by strait run --inbound-capture; otherwise the selected workloads are unreachable"),
-    row("DestinationRule", "spec.trafficPolicy.tls.mode", "ISTIO_MUTUAL: every meshed destination gets mesh mTLS (HBONE) when the node has a CA, whatever the mode says; ISTIO_MUTUAL to a destination outside the mesh is plain text"),
+    row("DestinationRule", "spec.trafficPolicy.tls.mode", "ISTIO_MUTUAL to a destination outside the mesh, or on a node without a CA, is plain text instead of refused (meshed destinations get HBONE; DISABLE/SIMPLE/MUTUAL turn it off)"),
     row("DestinationRule", "spec.trafficPolicy.tunnel", "no HTTP CONNECT tunnelling"),
     row("DestinationRule", "spec.trafficPolicy.proxyProtocol", "no PROXY protocol to upstreams"),
     row("DestinationRule", "spec.trafficPolicy.retryBudget", "retry budgets"),

@@ -255,7 +255,7 @@ pub enum TlsMode {
 /// top-level `portLevelSettings` > top level; each level replaces `tls` as
 /// a whole), or auto mTLS when no level sets it. File paths are read by
 /// the daemon when it builds the cluster (never per request).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientTls {
     /// Mode.
     pub mode: TlsMode,
@@ -280,6 +280,26 @@ pub struct ClientTls {
     /// Certificate revocation list file (PEM), checked with the CA.
     #[serde(default)]
     pub ca_crl: Option<String>,
+}
+
+/// No DestinationRule `tls`: Istio's auto mTLS (`auto_mtls: true`), so
+/// clusters built without one (PASSTHROUGH, BlackHole) reach meshed pods
+/// over HBONE like any other.
+impl Default for ClientTls {
+    fn default() -> Self {
+        Self {
+            mode: TlsMode::default(),
+            auto_mtls: true,
+            sni: None,
+            subject_alt_names: Vec::new(),
+            credential_name: None,
+            ca_certificates: None,
+            client_certificate: None,
+            private_key: None,
+            insecure_skip_verify: false,
+            ca_crl: None,
+        }
+    }
 }
 
 /// How a connection to one endpoint of a cluster leaves the node: the one
