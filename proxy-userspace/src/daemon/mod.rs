@@ -569,6 +569,11 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
             }
         })
         .context("starting the reload thread")?;
+    // With mesh mTLS: LIVE once the local workloads' certificates are in
+    // (bounded: a CA outage must not keep the node from serving).
+    if let Some(s) = &secrets {
+        s.wait_ready(Duration::from_secs(10)).await;
+    }
     live.set_ready(true);
     tracing::info!(
         node = %args.node, pods_cgroup = %pods.display(), outbound = %args.outbound,

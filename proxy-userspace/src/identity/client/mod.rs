@@ -227,6 +227,38 @@ impl SecretManager {
     }
 }
 
+impl SecretManager {
+    /// Waits until every identity passed to [`SecretManager::set_wanted`]
+    /// has a certificate in the store, or `limit` has passed (a CA outage
+    /// must not keep the node from serving plaintext and L4 traffic).
+    /// `true` when all are there. The daemon calls it before `/ready`
+    /// says LIVE, so the first tunnelled connections after a start do not
+    /// meet a pod without a certificate.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let missing = {
+                let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+                tasks
+                    .keys()
+                    .filter(|id| self.store.get(id).is_none())
+                    .count()
+            };
+            if missing == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    missing,
+                    "serving before every workload certificate arrived from the CA"
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 impl Drop for SecretManager {
     fn drop(&mut self) {
         for (_, t) in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain() {
