@@ -347,6 +347,11 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         (Some(_), true) => Some(inbound::Inbound::new(&mut datapath, &pods)?),
         _ => None,
     };
+    if inbound.is_none() {
+        tracing::warn!(
+            "connections made straight to pod IPs are not checked against AuthorizationPolicy or RequestAuthentication on this node: run with --inbound-capture and a CA (--ca-dir or --ca-address) to enforce them"
+        );
+    }
     if let Some(iface) = &args.xdp_uplink {
         let uplink = crate::datapath::resolve_uplink(iface, args.xdp_source, args.xdp_gateway_mac)?;
         datapath.attach_uplink(iface, &uplink)?;
