@@ -10,7 +10,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-use proxy_common::{deny_mode, DenyConfig, DenyDstKey, DenyV4Key, DENY_SCOPED};
+use proxy_common::{
+    deny_mode, DenyConfig, DenyDstKey, DenyV4Key, DENY_MAX_HASHED_LENGTHS, DENY_SCOPED,
+};
 
 use crate::maps::{DENY_CONFIG, DENY_DST, DENY_STATS, DENY_V4, DENY_V4_LEN, DENY_V6};
 
@@ -51,24 +53,26 @@ pub fn denied(ctx: &XdpContext) -> bool {
     if start + ETH_LEN > end {
         return false;
     }
-    // SAFETY: bounds checked above against data_end.
-    let ether_type = unsafe { *((start + 12) as *const [u8; 2]) };
+    // SAFETY: bounds checked above against data_end; one 16-bit load
+    // (x86 and arm64 kernels allow unaligned packet loads).
+    let ether_type = unsafe { load16(start + 12) };
     let cfg = DENY_CONFIG.get(0).copied().unwrap_or(DenyConfig::default());
     let (hit, v6) = match ether_type {
-        [0x08, 0x00] => {
+        ETH_P_IP => {
             if cfg.v4_mode == deny_mode::EMPTY || start + ETH_LEN + 20 > end {
                 return false;
             }
-            // SAFETY: bounds checked above (source at IPv4 offset 12).
-            let src = unsafe { *((start + ETH_LEN + 12) as *const [u8; 4]) };
+            // SAFETY: bounds checked above (source at IPv4 offset 12); one
+            // 32-bit load, the address stays in network byte order.
+            let src = unsafe { load32(start + ETH_LEN + 12) };
             let hit = if cfg.v4_mode == deny_mode::BY_LENGTH {
-                by_length(u32::from_be_bytes(src), cfg.v4_lengths)
+                by_length(u32::from_be(src), cfg.v4_lengths)
             } else {
-                DENY_V4.get(Key::new(32, u32::from_ne_bytes(src))).copied()
+                DENY_V4.get(Key::new(32, src)).copied()
             };
             (hit, false)
         }
-        [0x86, 0xdd] => {
+        ETH_P_IPV6 => {
             if cfg.v6_mode == deny_mode::EMPTY || start + ETH_LEN + 40 > end {
                 return false;
             }
@@ -168,24 +172,100 @@ fn protects(ctx: &XdpContext, v6: bool, index: u32) -> bool {
 }
 
 /// The counter of the longest prefix in `DENY_V4_LEN` containing `src`
-/// (host byte order), trying only the lengths set in `lengths`.
+/// (host byte order), trying only the lengths set in `lengths`, longest
+/// first: one hash lookup per length present (a miss with one length costs
+/// one lookup, not a walk over all 33 bits). Userspace sets at most
+/// [`DENY_MAX_HASHED_LENGTHS`] lengths in this mode; should more be set,
+/// the rest is looked up in the trie (which holds every prefix), so no
+/// prefix is ever skipped.
 #[inline(always)]
 fn by_length(src: u32, lengths: u64) -> Option<u32> {
-    let mut i = 0u32;
-    while i <= 32 {
-        let len = 32 - i;
-        if lengths & (1u64 << len) != 0 {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            let key = DenyV4Key {
-                prefix_len: len,
-                addr: src & mask,
-            };
-            // SAFETY: copied out at once.
-            if let Some(v) = unsafe { DENY_V4_LEN.get(&key) } {
-                return Some(*v);
-            }
+    let mut left = lengths & ((1u64 << 33) - 1);
+    let mut n = 0u32;
+    while n < DENY_MAX_HASHED_LENGTHS {
+        if left == 0 {
+            return None;
         }
-        i += 1;
+        let len = top_bit(left);
+        left &= !(1u64 << len);
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        // Two 32-bit stores, read back by the kernel's hash as two words.
+        let key = DenyV4Key {
+            prefix_len: len,
+            addr: src & mask,
+        };
+        // SAFETY: copied out at once.
+        if let Some(v) = unsafe { DENY_V4_LEN.get(&key) } {
+            return Some(*v);
+        }
+        n += 1;
     }
-    None
+    if left == 0 {
+        return None;
+    }
+    DENY_V4.get(Key::new(32, src.to_be())).copied()
+}
+
+/// Index of the highest set bit of `x` (`0 < x < 2^33`), without branches
+/// (BPF has neither count-leading-zeros nor conditional moves, and every
+/// branch here would multiply the verifier's states): a binary search whose
+/// steps are computed as `(t + 2^k - 1) >> k`, 1 when `t` is non-zero.
+#[inline(always)]
+fn top_bit(x: u64) -> u32 {
+    // Bit 32 (a /32 prefix) is the only one above the low word.
+    let hi = (x >> 32) & 1;
+    let mut x = x & 0xffff_ffff;
+    let mut n = 0u64;
+    let b = ((x >> 16) + 0xffff) >> 16 << 4;
+    x >>= b;
+    n += b;
+    let b = ((x >> 8) + 0xff) >> 8 << 3;
+    x >>= b;
+    n += b;
+    let b = ((x >> 4) + 0xf) >> 4 << 2;
+    x >>= b;
+    n += b;
+    let b = ((x >> 2) + 0x3) >> 2 << 1;
+    x >>= b;
+    n += b;
+    n += ((x >> 1) + 1) >> 1;
+    // 32 when bit 32 is set, else n.
+    let all = hi.wrapping_neg();
+    ((32 & all) | (n & !all)) as u32
+}
+
+/// EtherType IPv4 as a native-endian load of the frame's bytes 12..14.
+pub(crate) const ETH_P_IP: u16 = u16::from_ne_bytes([0x08, 0x00]);
+/// EtherType IPv6, likewise.
+const ETH_P_IPV6: u16 = u16::from_ne_bytes([0x86, 0xdd]);
+
+/// One 16-bit load from packet memory at `p`, bytes as in the packet.
+///
+/// # Safety
+/// `p + 2` must be at or below `data_end` (checked by the caller).
+#[inline(always)]
+pub(crate) unsafe fn load16(p: usize) -> u16 {
+    // SAFETY: in bounds (caller); XDP packet loads may be unaligned on the
+    // architectures Strait supports (the verifier allows them).
+    unsafe { core::ptr::read_volatile(p as *const u16) }
+}
+
+/// One 32-bit load from packet memory at `p`, bytes as in the packet.
+///
+/// # Safety
+/// `p + 4` must be at or below `data_end` (checked by the caller).
+#[inline(always)]
+pub(crate) unsafe fn load32(p: usize) -> u32 {
+    // SAFETY: as `load16`.
+    unsafe { core::ptr::read_volatile(p as *const u32) }
+}
+
+/// One 64-bit load from packet memory at `p`, bytes as in the packet.
+///
+/// # Safety
+/// `p + 8` must be at or below `data_end` (checked by the caller).
+#[inline(always)]
+pub(crate) unsafe fn load64(p: usize) -> u64 {
+    // SAFETY: as `load16`.
+    unsafe { core::ptr::read_volatile(p as *const u64) }
 }

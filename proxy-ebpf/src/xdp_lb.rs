@@ -22,6 +22,7 @@ use proxy_common::{
 };
 
 use crate::maps::{XLB_CONFIG, XLB_CONNS, XLB_REALS, XLB_RINGS, XLB_STATS, XLB_VIPS};
+use crate::xdp_deny::{load16, load32, load64, ETH_P_IP};
 
 const ETH_LEN: usize = 14;
 const IP_LEN: usize = 20;
@@ -56,18 +57,19 @@ fn decapsulate(ctx: &XdpContext, vihl: u8, frags: [u8; 2]) -> u32 {
     // SAFETY: d + 54 <= e checked above.
     let (inner_v, inner_dst) = unsafe {
         let q = d + ETH_LEN + IP_LEN;
-        (
-            *(q as *const u8),
-            u32::from_ne_bytes(*((q + 16) as *const [u8; 4])),
-        )
+        (*(q as *const u8), load32(q + 16))
     };
     if inner_v >> 4 != 4 || !is_vip_address(inner_dst) {
         return XDP_PASS;
     }
+    // The Ethernet header moves 20 bytes up, over the outer IPv4 header:
+    // three loads and three stores (not a byte loop).
     // SAFETY: reads and writes below d + 34 <= e (checked above).
     unsafe {
-        let eth = *(d as *const [u8; 14]);
-        *((d + IP_LEN) as *mut [u8; 14]) = eth;
+        let (a, b, t) = (load64(d), load32(d + 8), load16(d + 12));
+        store64(d + IP_LEN, a);
+        store32(d + IP_LEN + 8, b);
+        store16(d + IP_LEN + 12, t);
     }
     // SAFETY: ctx.ctx is the program's context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, IP_LEN as i32) } != 0 {
@@ -110,13 +112,51 @@ fn drop_counted(c: Count) -> u32 {
 /// Whether `ip` (network byte order) is an external VIP address.
 #[inline(always)]
 fn is_vip_address(ip: u32) -> bool {
-    let key = XlbVipKey {
-        vip: ip,
-        port: 0,
-        proto: 0,
-        pad: 0,
-    };
-    XLB_VIPS.get_ptr(&key).is_some()
+    let key = vip_key(ip, 0, 0);
+    XLB_VIPS.get_ptr(key.vip()).is_some()
+}
+
+/// A map key held as whole 64-bit words, so it is written to the stack
+/// with one store per word and the kernel's hash, reading it a word at a
+/// time, never waits on a store-to-load forward of narrower field stores.
+#[repr(C, align(8))]
+struct Words<const N: usize>([u64; N]);
+
+// The views below reinterpret the words as the keys' `repr(C)` layouts
+// (fields in ascending offsets, low bytes first on little-endian BPF).
+const _: () = assert!(cfg!(target_endian = "little"));
+const _: () = assert!(core::mem::size_of::<XlbVipKey>() == 8);
+const _: () = assert!(core::mem::size_of::<XlbFlow>() == 16);
+
+/// `XlbVipKey { vip, port, proto, pad: 0 }` as one word.
+#[inline(always)]
+fn vip_key(vip: u32, port: u16, proto: u8) -> Words<1> {
+    Words([vip as u64 | (port as u64) << 32 | (proto as u64) << 48])
+}
+
+/// `XlbFlow { src, dst, sport, dport, proto, pad: 0 }` as two words.
+#[inline(always)]
+fn flow_key(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> Words<2> {
+    Words([
+        src as u64 | (dst as u64) << 32,
+        sport as u64 | (dport as u64) << 16 | (proto as u64) << 32,
+    ])
+}
+
+impl Words<1> {
+    #[inline(always)]
+    fn vip(&self) -> &XlbVipKey {
+        // SAFETY: same size, alignment 8 >= 4, every bit pattern valid.
+        unsafe { &*(self as *const Self as *const XlbVipKey) }
+    }
+}
+
+impl Words<2> {
+    #[inline(always)]
+    fn flow(&self) -> &XlbFlow {
+        // SAFETY: same size, alignment 8 >= 4, every bit pattern valid.
+        unsafe { &*(self as *const Self as *const XlbFlow) }
+    }
 }
 
 /// Drops (counted) if `ip` is a VIP address, else passes.
@@ -136,33 +176,34 @@ fn balance(ctx: &XdpContext) -> u32 {
     if d + ETH_LEN + IP_LEN > e {
         return XDP_PASS;
     }
-    // SAFETY: d + 34 <= e checked above; every read below is inside it.
+    // SAFETY: d + 34 <= e checked above; every read below is inside it
+    // (one load per field, straight from the packet).
     let (ether_type, vihl, frags, proto_, src, dst, tot_len) = unsafe {
         let ip = d + ETH_LEN;
         (
-            *((d + 12) as *const [u8; 2]),
+            load16(d + 12),
             *(ip as *const u8),
-            *((ip + 6) as *const [u8; 2]),
+            load16(ip + 6).to_ne_bytes(),
             *((ip + 9) as *const u8),
-            u32::from_ne_bytes(*((ip + 12) as *const [u8; 4])),
-            u32::from_ne_bytes(*((ip + 16) as *const [u8; 4])),
-            u16::from_be_bytes(*((ip + 2) as *const [u8; 2])) as usize,
+            load32(ip + 12),
+            load32(ip + 16),
+            u16::from_be(load16(ip + 2)) as usize,
         )
     };
-    if ether_type != [0x08, 0x00] {
+    if ether_type != ETH_P_IP {
         return XDP_PASS;
     }
     if proto_ == IPPROTO_IPIP {
         return decapsulate(ctx, vihl, frags);
     }
-    let Some(cfg) = XLB_CONFIG.get(0).copied() else {
+    let Some(cfg) = XLB_CONFIG.get(0) else {
         return XDP_PASS;
     };
     if cfg.src_ip == 0 {
         return XDP_PASS;
     }
     if proto_ == IPPROTO_ICMP {
-        return icmp(ctx, &cfg, vihl, frags, dst, tot_len);
+        return icmp(ctx, cfg, vihl, frags, dst, tot_len);
     }
     if proto_ != proto::TCP && proto_ != proto::UDP {
         return XDP_PASS;
@@ -177,17 +218,15 @@ fn balance(ctx: &XdpContext) -> u32 {
         return drop_if_vip(dst, Count::Malformed);
     }
     // SAFETY: the four port bytes are inside the packet (checked above).
-    let ports = unsafe { *((d + ETH_LEN + IP_LEN) as *const [u8; 4]) };
-    let sport = u16::from_ne_bytes([ports[0], ports[1]]);
-    let dport = u16::from_ne_bytes([ports[2], ports[3]]);
-    let key = XlbVipKey {
-        vip: dst,
-        port: dport,
-        proto: proto_,
-        pad: 0,
+    let (sport, dport) = unsafe {
+        (
+            load16(d + ETH_LEN + IP_LEN),
+            load16(d + ETH_LEN + IP_LEN + 2),
+        )
     };
+    let key = vip_key(dst, dport, proto_);
     // SAFETY: copied out at once.
-    let Some(vip) = (unsafe { XLB_VIPS.get(&key) }).copied() else {
+    let Some(vip) = (unsafe { XLB_VIPS.get(key.vip()) }).copied() else {
         return XDP_PASS;
     };
     // The whole L4 header is in the frame (checked before the total length,
@@ -211,15 +250,8 @@ fn balance(ctx: &XdpContext) -> u32 {
     if tot_len < IP_LEN + l4_min || d + ETH_LEN + tot_len > e {
         return drop_counted(Count::Malformed);
     }
-    let flow = XlbFlow {
-        src,
-        dst,
-        sport,
-        dport,
-        proto: proto_,
-        pad: [0; 3],
-    };
-    forward(ctx, &cfg, vip.ring, &flow, syn, true, tot_len)
+    let flow = flow_key(src, dst, sport, dport, proto_);
+    forward(ctx, cfg, vip.ring, flow.flow(), syn, true, tot_len)
 }
 
 /// ICMP to a VIP address: "fragmentation needed" about one of the VIP's
@@ -258,22 +290,17 @@ fn icmp(ctx: &XdpContext, cfg: &XlbConfig, vihl: u8, frags: [u8; 2], dst: u32, t
     }
     // The quoted packet is the real's reply (VIP -> client): the flow it
     // belongs to is the reverse.
-    let flow = XlbFlow {
-        src: in_dst,
-        dst: in_src,
-        sport: u16::from_ne_bytes([in_ports[2], in_ports[3]]),
-        dport: u16::from_ne_bytes([in_ports[0], in_ports[1]]),
-        proto: in_proto,
-        pad: [0; 3],
-    };
-    let key = XlbVipKey {
-        vip: in_src,
-        port: flow.dport,
-        proto: in_proto,
-        pad: 0,
-    };
+    let dport = u16::from_ne_bytes([in_ports[0], in_ports[1]]);
+    let flow = flow_key(
+        in_dst,
+        in_src,
+        u16::from_ne_bytes([in_ports[2], in_ports[3]]),
+        dport,
+        in_proto,
+    );
+    let key = vip_key(in_src, dport, in_proto);
     // SAFETY: copied out at once.
-    let Some(vip) = (unsafe { XLB_VIPS.get(&key) }).copied() else {
+    let Some(vip) = (unsafe { XLB_VIPS.get(key.vip()) }).copied() else {
         return XDP_PASS;
     };
     if tot_len < QUOTE - ETH_LEN + IP_LEN + 8 || d + ETH_LEN + tot_len > e {
@@ -282,7 +309,7 @@ fn icmp(ctx: &XdpContext, cfg: &XlbConfig, vihl: u8, frags: [u8; 2], dst: u32, t
     if let Some(s) = stats() {
         s.icmp_frag_needed += 1;
     }
-    forward(ctx, cfg, vip.ring, &flow, false, false, tot_len)
+    forward(ctx, cfg, vip.ring, flow.flow(), false, false, tot_len)
 }
 
 /// Picks the flow's real and tunnels the packet to it.
@@ -365,58 +392,81 @@ fn encapsulate(ctx: &XdpContext, cfg: &XlbConfig, real_ip: u32, tot_len: usize) 
     if d + IP_LEN + ETH_LEN + IP_LEN > e {
         return XDP_DROP;
     }
-    // SAFETY: every access is below d + 54 <= e (checked above).
+    // SAFETY: every access is below d + 54 <= e (checked above). Word
+    // loads and stores; the header checksum is the one's complement sum of
+    // the header's 16-bit words taken in native byte order, which stored
+    // natively is the right checksum (RFC 1071 2.(B)).
     unsafe {
-        let old_dst_mac = *((d + IP_LEN) as *const [u8; 6]);
+        // Destination: the gateway; source: the frame's old destination
+        // (this node), as a 64-, a 32- and a 16-bit store.
+        let (mac01, mac25) = (load16(d + IP_LEN), load32(d + IP_LEN + 2));
         let tos = *((d + IP_LEN + ETH_LEN + 1) as *const u8);
-        let eth = d as *mut [u8; 14];
-        let mut h = [0u8; 14];
-        h[..6].copy_from_slice(&cfg.gw_mac);
-        h[6..12].copy_from_slice(&old_dst_mac);
-        h[12] = 0x08;
-        h[13] = 0x00;
-        *eth = h;
-        let src = cfg.src_ip.to_ne_bytes();
-        let dst = real_ip.to_ne_bytes();
+        // `gw_mac` sits at offset 4 of the 4-aligned config: aligned loads.
+        let gw = cfg.gw_mac.as_ptr();
+        let (gw03, gw45) = (*(gw as *const u32), *(gw.add(4) as *const u16));
+        store64(
+            d,
+            gw03 as u64 | (gw45 as u64) << 32 | (mac01 as u64) << 48,
+        );
+        store32(d + 8, mac25);
+        store16(d + 12, ETH_P_IP);
         let len = (outer_len as u16).to_be_bytes();
-        let mut ip = [
-            0x45,
-            tos,
-            len[0],
-            len[1],
-            0,
-            0,
-            0,
-            0,
-            XLB_OUTER_TTL,
-            IPPROTO_IPIP,
-            0,
-            0,
-            src[0],
-            src[1],
-            src[2],
-            src[3],
-            dst[0],
-            dst[1],
-            dst[2],
-            dst[3],
-        ];
-        let mut sum = 0u32;
-        let mut i = 0;
-        while i < IP_LEN {
-            sum += u16::from_be_bytes([ip[i], ip[i + 1]]) as u32;
-            i += 2;
-        }
+        let w0 = u32::from_ne_bytes([0x45, tos, len[0], len[1]]);
+        let w2 = u32::from_ne_bytes([XLB_OUTER_TTL, IPPROTO_IPIP, 0, 0]);
+        let (src, dst) = (cfg.src_ip, real_ip);
+        let mut sum = (w0 & 0xffff) as u64
+            + (w0 >> 16) as u64
+            + (w2 & 0xffff) as u64
+            + (src & 0xffff) as u64
+            + (src >> 16) as u64
+            + (dst & 0xffff) as u64
+            + (dst >> 16) as u64;
         sum = (sum & 0xffff) + (sum >> 16);
         sum = (sum & 0xffff) + (sum >> 16);
-        let check = (!(sum as u16)).to_be_bytes();
-        ip[10] = check[0];
-        ip[11] = check[1];
-        *((d + ETH_LEN) as *mut [u8; 20]) = ip;
+        let check = (!(sum as u16)).to_ne_bytes();
+        let ip = d + ETH_LEN;
+        store32(ip, w0);
+        store32(ip + 4, 0);
+        store32(
+            ip + 8,
+            u32::from_ne_bytes([XLB_OUTER_TTL, IPPROTO_IPIP, check[0], check[1]]),
+        );
+        store32(ip + 12, src);
+        store32(ip + 16, dst);
     }
     if let Some(s) = stats() {
         s.packets += 1;
         s.bytes += tot_len as u64;
     }
     XDP_TX
+}
+
+/// One 16-bit store to packet memory at `p`.
+///
+/// # Safety
+/// `p + 2` must be at or below `data_end` (checked by the caller).
+#[inline(always)]
+unsafe fn store16(p: usize, v: u16) {
+    // SAFETY: in bounds (caller); unaligned packet stores are allowed.
+    unsafe { core::ptr::write_volatile(p as *mut u16, v) }
+}
+
+/// One 32-bit store to packet memory at `p`.
+///
+/// # Safety
+/// `p + 4` must be at or below `data_end` (checked by the caller).
+#[inline(always)]
+unsafe fn store32(p: usize, v: u32) {
+    // SAFETY: as `store16`.
+    unsafe { core::ptr::write_volatile(p as *mut u32, v) }
+}
+
+/// One 64-bit store to packet memory at `p`.
+///
+/// # Safety
+/// `p + 8` must be at or below `data_end` (checked by the caller).
+#[inline(always)]
+unsafe fn store64(p: usize, v: u64) {
+    // SAFETY: as `store16`.
+    unsafe { core::ptr::write_volatile(p as *mut u64, v) }
 }

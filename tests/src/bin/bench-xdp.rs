@@ -15,7 +15,9 @@
 //!   the frame (caches colder, the kernel's timer overhead included; the
 //!   floors show how much).
 //!
-//! `bench-xdp [--repeat N] [--runs R] [--cpu C] [--deny-prefixes N]`
+//! `bench-xdp [--repeat N] [--runs R] [--cpu C] [--deny-prefixes N] [--only TEXT] [--single-calls N]`
+//! (`--only`: run only the cases whose name contains TEXT; `--single-calls
+//! 0`: no single runs; both for profiling one case with `perf`)
 //!
 //! Prints one JSON object per case: `{"case", "program", "verdict",
 //! "repeat_ns": [per run], "single_ns": [per run]}`.
@@ -127,6 +129,8 @@ fn main() -> anyhow::Result<()> {
     let mut runs = 5usize;
     let mut cpu = None;
     let mut deny_prefixes = 1000u32;
+    let mut only = String::new();
+    let mut single_calls = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -135,6 +139,8 @@ fn main() -> anyhow::Result<()> {
             "--runs" => runs = val()?.parse()?,
             "--cpu" => cpu = Some(val()?.parse()?),
             "--deny-prefixes" => deny_prefixes = val()?.parse()?,
+            "--only" => only = val()?,
+            "--single-calls" => single_calls = Some(val()?.parse::<u32>()?),
             _ => bail!("unknown argument {a}"),
         }
     }
@@ -258,6 +264,9 @@ fn main() -> anyhow::Result<()> {
         ),
     ];
     for (name, program, frame, want) in cases {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         let prog: &Xdp = ebpf
             .program(program)
             .with_context(|| format!("{program} missing"))?
@@ -291,7 +300,10 @@ fn main() -> anyhow::Result<()> {
             } else {
                 same.push(time(prog, &frame, repeat)?);
             }
-            single.push(time_single(prog, &frame, (repeat / 50).max(1000))?);
+            let calls = single_calls.unwrap_or((repeat / 50).max(1000));
+            if calls > 0 {
+                single.push(time_single(prog, &frame, calls)?);
+            }
         }
         println!(
             "{}",
