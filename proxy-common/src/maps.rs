@@ -99,6 +99,21 @@ pub const MAX_DENY_DESTINATIONS: u32 = 65_536;
 /// Up to this many distinct IPv4 prefix lengths are looked up in
 /// [`DENY_V4_LEN`]; more use the trie.
 pub const DENY_MAX_HASHED_LENGTHS: u32 = 6;
+/// IPv4 deny prefixes summarised per /16: array of 65,536 `u64`, entry
+/// `i` (the source's top 16 bits, host order) has bit `n` (0–32) set when
+/// some IPv4 prefix of length `n` overlaps `i`'s /16 (a /8 sets its bit in
+/// 256 entries), and the longest such length in bits
+/// [`DENY_SLASH16_LONGEST_SHIFT`]`..+6`. The programs decide IPv4 sources
+/// from it alone: an entry of 0 is no deny's (one array load, no hash
+/// lookup: most traffic), else only the entry's lengths are looked up in
+/// [`DENY_V4_LEN`], longest first (past [`DENY_MAX_HASHED_LENGTHS`], the
+/// rest in [`DENY_V4`]). Userspace adds bits before the prefixes that need
+/// them and removes them after, so the summary never hides a prefix.
+pub const DENY_V4_SLASH16: &str = "DENY_V4_SLASH16";
+/// Shift of the longest length in a [`DENY_V4_SLASH16`] entry.
+pub const DENY_SLASH16_LONGEST_SHIFT: u32 = 56;
+/// Entries of [`DENY_V4_SLASH16`].
+pub const DENY_SLASH16_ENTRIES: u32 = 1 << 16;
 /// Drop counters of the deny prefixes: per-CPU array of
 /// [`MAX_DENY_PREFIXES`] `u64` packets, indexed by the tries' values.
 pub const DENY_STATS: &str = "DENY_STATS";
@@ -434,6 +449,11 @@ pub mod deny_mode {
     pub const BY_LENGTH: u32 = 1;
     /// No prefix: skip the lookup.
     pub const EMPTY: u32 = 2;
+    /// IPv4 sources are decided by their [`super::DENY_V4_SLASH16`] entry
+    /// (which lengths to look up in [`super::DENY_V4_LEN`]; none: not
+    /// denied). What userspace sets for any non-empty IPv4 list; the
+    /// programs read only the summary for IPv4, whatever the mode.
+    pub const BY_SLASH16: u32 = 3;
 }
 
 /// The single entry of [`DENY_CONFIG`].

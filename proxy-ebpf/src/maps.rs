@@ -94,6 +94,11 @@ pub static DENY_DST: HashMap<DenyDstKey, u32> =
 #[map(name = "DENY_CONFIG")]
 pub static DENY_CONFIG: Array<DenyConfig> = Array::with_max_entries(1, 0);
 
+/// IPv4 deny prefix lengths per /16 (`proxy_common::DENY_V4_SLASH16`).
+#[map(name = "DENY_V4_SLASH16")]
+pub static DENY_V4_SLASH16: Array<u64> =
+    Array::with_max_entries(proxy_common::DENY_SLASH16_ENTRIES, 0);
+
 /// Packets dropped per deny prefix, per CPU.
 #[map(name = "DENY_STATS")]
 pub static DENY_STATS: PerCpuArray<u64> =

@@ -14,7 +14,9 @@ use proxy_common::{
     deny_mode, DenyConfig, DenyDstKey, DenyV4Key, DENY_MAX_HASHED_LENGTHS, DENY_SCOPED,
 };
 
-use crate::maps::{DENY_CONFIG, DENY_DST, DENY_STATS, DENY_V4, DENY_V4_LEN, DENY_V6};
+use crate::maps::{
+    DENY_CONFIG, DENY_DST, DENY_STATS, DENY_V4, DENY_V4_LEN, DENY_V4_SLASH16, DENY_V6,
+};
 
 const ETH_LEN: usize = 14;
 
@@ -56,23 +58,24 @@ pub fn denied(ctx: &XdpContext) -> bool {
     // SAFETY: bounds checked above against data_end; one 16-bit load
     // (x86 and arm64 kernels allow unaligned packet loads).
     let ether_type = unsafe { load16(start + 12) };
-    let cfg = DENY_CONFIG.get(0).copied().unwrap_or(DenyConfig::default());
     let (hit, v6) = match ether_type {
         ETH_P_IP => {
-            if cfg.v4_mode == deny_mode::EMPTY || start + ETH_LEN + 20 > end {
+            if start + ETH_LEN + 20 > end {
                 return false;
             }
             // SAFETY: bounds checked above (source at IPv4 offset 12); one
             // 32-bit load, the address stays in network byte order.
-            let src = unsafe { load32(start + ETH_LEN + 12) };
-            let hit = if cfg.v4_mode == deny_mode::BY_LENGTH {
-                by_length(u32::from_be(src), cfg.v4_lengths)
-            } else {
-                DENY_V4.get(Key::new(32, src)).copied()
-            };
-            (hit, false)
+            let host = u32::from_be(unsafe { load32(start + ETH_LEN + 12) });
+            // One array load decides most packets: no prefix overlaps the
+            // source's /16 (an empty list leaves every entry 0).
+            let entry = DENY_V4_SLASH16.get(host >> 16).copied().unwrap_or(0);
+            if entry == 0 {
+                return false;
+            }
+            (by_length(host, entry), false)
         }
         ETH_P_IPV6 => {
+            let cfg = DENY_CONFIG.get(0).copied().unwrap_or(DenyConfig::default());
             if cfg.v6_mode == deny_mode::EMPTY || start + ETH_LEN + 40 > end {
                 return false;
             }
@@ -172,21 +175,29 @@ fn protects(ctx: &XdpContext, v6: bool, index: u32) -> bool {
 }
 
 /// The counter of the longest prefix in `DENY_V4_LEN` containing `src`
-/// (host byte order), trying only the lengths set in `lengths`, longest
-/// first: one hash lookup per length present (a miss with one length costs
-/// one lookup, not a walk over all 33 bits). Userspace sets at most
-/// [`DENY_MAX_HASHED_LENGTHS`] lengths in this mode; should more be set,
-/// the rest is looked up in the trie (which holds every prefix), so no
-/// prefix is ever skipped.
+/// (host byte order), trying only the lengths of the source's
+/// `DENY_V4_SLASH16` `entry`, longest first (the entry names the longest,
+/// so the common one-length case computes no bit index): one hash lookup
+/// per length. Past [`DENY_MAX_HASHED_LENGTHS`] lengths the rest is looked
+/// up in the trie (which holds every prefix), so no prefix is skipped.
 #[inline(always)]
-fn by_length(src: u32, lengths: u64) -> Option<u32> {
-    let mut left = lengths & ((1u64 << 33) - 1);
+fn by_length(src: u32, entry: u64) -> Option<u32> {
+    let mut left = entry & SLASH16_LENGTHS;
+    let mut len = (entry >> SLASH16_LONGEST_SHIFT) as u32 & 63;
     let mut n = 0u32;
     while n < DENY_MAX_HASHED_LENGTHS {
-        if left == 0 {
+        if n > 0 {
+            if left == 0 {
+                return None;
+            }
+            len = top_bit(left);
+        }
+        // In range for the shifts below (a corrupt entry cannot make the
+        // program shift by 33 or more).
+        let len = len & 63;
+        if len > 32 {
             return None;
         }
-        let len = top_bit(left);
         left &= !(1u64 << len);
         let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
         // Two 32-bit stores, read back by the kernel's hash as two words.
@@ -205,6 +216,11 @@ fn by_length(src: u32, lengths: u64) -> Option<u32> {
     }
     DENY_V4.get(Key::new(32, src.to_be())).copied()
 }
+
+/// Bits of a `DENY_V4_SLASH16` entry: the lengths present (0–32).
+const SLASH16_LENGTHS: u64 = (1u64 << 33) - 1;
+/// Where in the entry the longest of them is.
+const SLASH16_LONGEST_SHIFT: u32 = proxy_common::DENY_SLASH16_LONGEST_SHIFT;
 
 /// Index of the highest set bit of `x` (`0 < x < 2^33`), without branches
 /// (BPF has neither count-leading-zeros nor conditional moves, and every

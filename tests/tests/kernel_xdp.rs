@@ -168,6 +168,57 @@ fn xdp_deny_syncs_v4_and_v6_prefixes_and_counts_each_drop() {
     assert_eq!(run(prog, &udp_frame([192, 0, 2, 1])).0, XDP_DROP);
 }
 
+#[test]
+fn xdp_deny_counts_the_longest_of_nested_prefixes_past_six_lengths() {
+    let Some(_p) =
+        privileged::require("xdp_deny_counts_the_longest_of_nested_prefixes_past_six_lengths")
+    else {
+        return;
+    };
+    let mut ebpf = strait::datapath::load().unwrap();
+    strait::datapath::load_xdp_deny(&mut ebpf).unwrap();
+    let mut deny = strait::datapath::DenyTries::take(&mut ebpf).unwrap();
+    let p = |s: &str, l| (s.parse::<std::net::IpAddr>().unwrap(), l);
+    let prog: &aya::programs::Xdp = ebpf.program("xdp_deny").unwrap().try_into().unwrap();
+    // Nine nested lengths in one /16 (10.9.0.0/16 ... /24), a /8 around
+    // them and a /32 elsewhere: the /16's summary has ten lengths, the
+    // six longest are hashed, the rest found in the trie.
+    let mut list: Vec<_> = (16..=24u8).map(|l| p("10.9.0.0", l)).collect();
+    list.extend([p("10.0.0.0", 8), p("198.51.100.7", 32)]);
+    deny.sync(&list).unwrap();
+    let sources: [([u8; 4], u8); 6] = [
+        ([10, 9, 0, 1], 24),
+        ([10, 9, 1, 1], 23),
+        ([10, 9, 3, 1], 22),
+        ([10, 9, 128, 1], 16),
+        ([10, 200, 0, 1], 8),
+        ([198, 51, 100, 7], 32),
+    ];
+    for (src, _) in sources {
+        assert_eq!(run(prog, &udp_frame(src)).0, XDP_DROP, "source {src:?}");
+    }
+    for src in [[11, 9, 0, 1], [198, 51, 100, 8], [192, 0, 2, 1]] {
+        let f = udp_frame(src);
+        assert_eq!(run(prog, &f), (XDP_PASS, f.clone()), "source {src:?}");
+    }
+    let drops = deny.drops();
+    for (src, len) in sources {
+        let net = std::net::Ipv4Addr::from(u32::from_be_bytes(src) & (u32::MAX << (32 - len)));
+        let want = (p(&net.to_string(), len), 1);
+        assert!(drops.contains(&want), "{want:?} not in {drops:?}");
+    }
+    assert_eq!(drops.iter().map(|d| d.1).sum::<u64>(), 6);
+    // Removing the /8 and the /16s' longer half: their sources fall back
+    // to what is left, and the summary no longer sends 10.200/16 to a
+    // lookup that would find nothing.
+    deny.sync(&(16..=20u8).map(|l| p("10.9.0.0", l)).collect::<Vec<_>>())
+        .unwrap();
+    assert_eq!(run(prog, &udp_frame([10, 9, 0, 1])).0, XDP_DROP);
+    let f = udp_frame([10, 200, 0, 1]);
+    assert_eq!(run(prog, &f), (XDP_PASS, f.clone()));
+    assert!(deny.drops().contains(&(p("10.9.0.0", 20), 1)));
+}
+
 /// An Ethernet + IPv4 (`options` bytes of IP options, a multiple of 4) +
 /// TCP frame from `src` to `dst`:80 with TCP flags `flags`.
 fn tcp_frame(src: [u8; 4], dst: [u8; 4], flags: u8, options: usize) -> Vec<u8> {

@@ -34,9 +34,38 @@ pub fn deny_source(
     prefix_len: u32,
     counter: u32,
 ) -> anyhow::Result<()> {
+    if prefix_len > 32 {
+        bail!("deny prefix {addr}/{prefix_len}: an IPv4 prefix length is at most 32");
+    }
+    let mask = if prefix_len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix_len)
+    };
+    let addr = Ipv4Addr::from(u32::from(addr) & mask);
     let mut trie: LpmTrie<_, u32, u32> =
         LpmTrie::try_from(ebpf.map_mut(proxy_common::DENY_V4).context("DENY_V4 map")?)?;
     trie.insert(&Key::new(prefix_len, u32::from(addr).to_be()), counter, 0)?;
+    let mut by_len: BpfHashMap<_, DenyV4Key, u32> = BpfHashMap::try_from(
+        ebpf.map_mut(proxy_common::DENY_V4_LEN)
+            .context("DENY_V4_LEN map")?,
+    )?;
+    by_len.insert(v4_len_key(addr, prefix_len as u8), counter, 0)?;
+    // Then the /16 summary entries that send lookups to it.
+    let mut summary: Array<_, u64> = Array::try_from(
+        ebpf.map_mut(proxy_common::DENY_V4_SLASH16)
+            .context("DENY_V4_SLASH16 map")?,
+    )?;
+    let first = u32::from(addr) >> 16;
+    let count = if prefix_len >= 16 {
+        1
+    } else {
+        1u32 << (16 - prefix_len)
+    };
+    for i in first..first + count {
+        let old = summary.get(&i, 0)?;
+        summary.set(i, slash16_entry(old | 1 << prefix_len), 0)?;
+    }
     Ok(())
 }
 
@@ -100,13 +129,17 @@ pub enum DenyScope {
 /// The deny tries and their counters, taken out of a loaded object (the
 /// programs keep their references).
 ///
-/// IPv4 prefixes are also kept by exact (length, address) in `DENY_V4_LEN`:
-/// with at most [`proxy_common::DENY_MAX_HASHED_LENGTHS`] distinct lengths
-/// the programs do one hash lookup per length instead of walking the trie
-/// (`DENY_CONFIG` says which).
+/// IPv4 prefixes are also kept by exact (length, address) in `DENY_V4_LEN`
+/// and summarised per /16 in `DENY_V4_SLASH16` (which lengths overlap each
+/// /16): the programs load the source's /16 entry, stop there when it is 0
+/// (most traffic), else do one hash lookup per length in it, longest first
+/// (`DENY_CONFIG` says so: [`deny_mode::BY_SLASH16`]).
 pub struct DenyTries {
     v4: LpmTrie<MapData, u32, u32>,
     v4_len: BpfHashMap<MapData, DenyV4Key, u32>,
+    slash16: Array<MapData, u64>,
+    /// Non-zero `DENY_V4_SLASH16` entries as written.
+    slash16_written: HashMap<u32, u64>,
     v6: LpmTrie<MapData, [u8; 16], u32>,
     dst: BpfHashMap<MapData, DenyDstKey, u32>,
     config: Array<MapData, DenyConfig>,
@@ -159,9 +192,9 @@ fn contains(outer: &SourcePrefix, inner: &SourcePrefix) -> bool {
 }
 
 impl DenyTries {
-    /// Takes `DENY_V4`, `DENY_V4_LEN`, `DENY_V6`, `DENY_DST`,
-    /// `DENY_CONFIG` and `DENY_STATS` out of `ebpf` (after loading the
-    /// programs that use them).
+    /// Takes `DENY_V4`, `DENY_V4_LEN`, `DENY_V4_SLASH16`, `DENY_V6`,
+    /// `DENY_DST`, `DENY_CONFIG` and `DENY_STATS` out of `ebpf` (after
+    /// loading the programs that use them).
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         let mut take = |name: &str| {
             ebpf.take_map(name)
@@ -170,6 +203,8 @@ impl DenyTries {
         Ok(Self {
             v4: LpmTrie::try_from(take(proxy_common::DENY_V4)?)?,
             v4_len: BpfHashMap::try_from(take(proxy_common::DENY_V4_LEN)?)?,
+            slash16: Array::try_from(take(proxy_common::DENY_V4_SLASH16)?)?,
+            slash16_written: HashMap::new(),
             v6: LpmTrie::try_from(take(proxy_common::DENY_V6)?)?,
             dst: BpfHashMap::try_from(take(proxy_common::DENY_DST)?)?,
             config: Array::try_from(take(proxy_common::DENY_CONFIG)?)?,
@@ -303,6 +338,17 @@ impl DenyTries {
             }
             self.counters.insert(*p, (index, value));
         }
+        // /16 summary bits before the entries they lead to (the union of
+        // old and new), the exact summary after: a lookup may try a length
+        // with nothing in it, never skip one that has a prefix.
+        let summary = slash16_summary(self.counters.keys());
+        for (&i, &bits) in &summary {
+            let old = self.slash16_written.get(&i).copied().unwrap_or(0);
+            if bits & !old != 0 {
+                self.slash16.set(i, old | bits, 0)?;
+                self.slash16_written.insert(i, old | bits);
+            }
+        }
         // Destinations before the trie values that send lookups to them;
         // stale destinations after.
         for k in dst_want.difference(&self.destinations) {
@@ -328,16 +374,30 @@ impl DenyTries {
             let _ = self.dst.remove(k);
         }
         self.destinations = dst_want;
+        let stale: Vec<(u32, u64)> = self
+            .slash16_written
+            .iter()
+            .filter(|(i, bits)| summary.get(i) != Some(bits))
+            .map(|(i, _)| (*i, summary.get(i).copied().unwrap_or(0)))
+            .collect();
+        for (i, bits) in stale {
+            self.slash16.set(i, bits, 0)?;
+            if bits == 0 {
+                self.slash16_written.remove(&i);
+            } else {
+                self.slash16_written.insert(i, bits);
+            }
+        }
         // Entries first, then the lookup mode that may use them.
         let v4_lengths = self
             .counters
             .keys()
             .filter(|p| p.0.is_ipv4())
             .fold(0u64, |bits, p| bits | 1 << p.1);
-        let v4_mode = match v4_lengths.count_ones() {
-            0 => deny_mode::EMPTY,
-            n if n <= proxy_common::DENY_MAX_HASHED_LENGTHS => deny_mode::BY_LENGTH,
-            _ => deny_mode::TRIE,
+        let v4_mode = if v4_lengths == 0 {
+            deny_mode::EMPTY
+        } else {
+            deny_mode::BY_SLASH16
         };
         let v6_mode = if self.counters.keys().any(|p| p.0.is_ipv6()) {
             deny_mode::TRIE
@@ -380,9 +440,59 @@ impl DenyTries {
     }
 }
 
+/// The `DENY_V4_SLASH16` entries `prefixes` need: for each /16 (top 16
+/// bits, host order) that an IPv4 prefix overlaps, the bit of its length,
+/// and the longest length at [`proxy_common::DENY_SLASH16_LONGEST_SHIFT`].
+fn slash16_summary<'a>(prefixes: impl Iterator<Item = &'a SourcePrefix>) -> HashMap<u32, u64> {
+    let mut out: HashMap<u32, u64> = HashMap::new();
+    for (addr, len) in prefixes {
+        let IpAddr::V4(a) = addr else { continue };
+        let first = u32::from(*a) >> 16;
+        let count = if *len >= 16 { 1 } else { 1u32 << (16 - len) };
+        for i in first..first + count {
+            *out.entry(i).or_default() |= 1u64 << len;
+        }
+    }
+    for entry in out.values_mut() {
+        *entry = slash16_entry(*entry);
+    }
+    out
+}
+
+/// A `DENY_V4_SLASH16` entry from its length bits (the longest added).
+fn slash16_entry(lengths: u64) -> u64 {
+    let lengths = lengths & ((1 << 33) - 1);
+    if lengths == 0 {
+        return 0;
+    }
+    let longest = 63 - lengths.leading_zeros() as u64;
+    lengths | longest << proxy_common::DENY_SLASH16_LONGEST_SHIFT
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slash16_summary_marks_every_overlapped_slash16_with_the_length() {
+        let p = |s: &str, l| (s.parse::<IpAddr>().unwrap(), l);
+        let s = slash16_summary(
+            [
+                p("192.0.2.0", 24),
+                p("192.0.2.5", 32),
+                p("10.0.0.0", 8),
+                p("2001:db8::", 32),
+            ]
+            .iter(),
+        );
+        assert_eq!(s[&0xc000], 1 << 24 | 1 << 32 | 32 << 56);
+        assert_eq!(s.len(), 1 + 256);
+        assert!((0x0a00..=0x0aff).all(|i| s[&i] == 1 << 8 | 8 << 56));
+        assert!(!s.contains_key(&0x0b00));
+        let all = slash16_summary([p("0.0.0.0", 0)].iter());
+        assert_eq!(all.len(), 65_536);
+        assert_eq!(all[&0xffff], 1);
+    }
 
     #[test]
     fn prefixes_are_normalised_and_checked() {
