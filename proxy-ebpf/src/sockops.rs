@@ -27,6 +27,14 @@ use proxy_common::{sock_nat, ClientKey, SockNat, TcpStats, TcpStatsKey};
 
 use crate::maps::{ORIG_DST, TCP_STATS};
 
+/// 1: count kernel-balanced connections in [`TCP_STATS`] (the default);
+/// 0: don't (no counting, no state callbacks). Set at load time (a read-only
+/// global the verifier treats as a constant, so the branch on it costs
+/// nothing) by `DatapathConfig::tcp_stats`; off only to measure what the
+/// counters cost (`cargo xtask bench l4-counters`).
+#[unsafe(no_mangle)]
+static TCP_STATS_ON: u8 = 1;
+
 /// Runs for TCP events of sockets in the pods cgroup; acts on the client's
 /// active open completing (before its final ACK is sent, so before the
 /// proxy can accept the connection) and on a balanced socket closing.
@@ -44,7 +52,11 @@ pub fn orig_dst_sockops(ctx: SockOpsContext) -> u32 {
         return 1;
     };
     if nat.flags & sock_nat::REDIRECTED == 0 {
-        opened(&ctx, &nat);
+        // SAFETY: a plain load of a global (volatile: its value is the
+        // loader's, not the one compiled in).
+        if unsafe { core::ptr::read_volatile(&TCP_STATS_ON) } != 0 {
+            opened(&ctx, &nat);
+        }
         return 1;
     }
     let key = ClientKey {

@@ -33,6 +33,12 @@ pub struct DatapathConfig {
     /// meshed pod IPs are sent to (default `127.0.0.1:15001`, Istio's
     /// outbound capture port).
     pub outbound: SocketAddrV4,
+    /// Count kernel-balanced connections in `TCP_STATS` (Istio's
+    /// `istio_tcp_*` with `reporter="source"`; default on). Off only to
+    /// measure what the counters cost (`cargo xtask bench l4-counters`):
+    /// the sockops program then neither counts nor asks for state
+    /// callbacks, and no `istio_tcp_*` series appear for such connections.
+    pub tcp_stats: bool,
 }
 
 impl DatapathConfig {
@@ -45,6 +51,7 @@ impl DatapathConfig {
                 std::net::Ipv4Addr::LOCALHOST,
                 proxy_common::ports::OUTBOUND,
             ),
+            tcp_stats: true,
         }
     }
 
@@ -112,6 +119,7 @@ impl Datapath {
         super::maps::check_pinned(&pin_dir)?;
         super::raise_memlock();
         let mut loader = EbpfLoader::new();
+        loader.override_global("TCP_STATS_ON", &u8::from(config.tcp_stats), true);
         let paths: Vec<(&str, PathBuf)> = proxy_common::PINNED_MAPS
             .iter()
             .map(|name| (*name, pin_dir.join(name)))

@@ -6,11 +6,15 @@
 //! weighted random). It keeps them until its stdin closes (the bench closes
 //! it, or dies), then detaches everything and removes its pins.
 //!
-//! `bench-datapath --node NAME --cgroup DIR --services FILE`
+//! `bench-datapath --node NAME --cgroup DIR --services FILE [--no-tcp-stats]`
 //!
 //! FILE has one service a line: `VIP:PORT BACKEND:PORT[,BACKEND:PORT...]`
 //! (IPv4, TCP). Prints `ready <services> <milliseconds>` once every entry
-//! is written (the time is for load + attach + apply).
+//! is written (the time is for load + attach + apply), and at exit
+//! `sockops <runs> <total ns> <connections counted opened>` (the kernel's
+//! run-time statistics of the sockops program while it was held).
+//! `--no-tcp-stats` loads the programs with the `TCP_STATS` counters off
+//! (`DatapathConfig::tcp_stats`), to measure what they cost.
 use std::io::Read;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -40,12 +44,14 @@ fn run() -> anyhow::Result<()> {
     let mut node = None;
     let mut cgroup = None;
     let mut services = None;
+    let mut tcp_stats = true;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--node" => node = it.next(),
             "--cgroup" => cgroup = it.next().map(PathBuf::from),
             "--services" => services = it.next(),
+            "--no-tcp-stats" => tcp_stats = false,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -77,7 +83,10 @@ fn run() -> anyhow::Result<()> {
         .collect();
 
     let start = std::time::Instant::now();
-    let mut dp = Datapath::new(&DatapathConfig::new(node))?;
+    let mut dp = Datapath::new(&DatapathConfig {
+        tcp_stats,
+        ..DatapathConfig::new(node)
+    })?;
     let result = dp
         .attach(&cgroup)
         .and_then(|()| dp.apply(&services).map(|_| ()));
@@ -111,14 +120,19 @@ fn report(dp: &Datapath) {
         .map(|s| s.iter().map(|(_, v)| v.opened).sum())
         .unwrap_or(0);
     for (name, runs, time) in dp.program_stats() {
+        if name == strait::datapath::programs::SOCKOPS {
+            println!("sockops {runs} {} {opened}", time.as_nanos());
+        }
         if runs == 0 {
             continue;
         }
         let per_run = time.as_nanos() as f64 / runs as f64;
         eprint!("bench-datapath: {name}: {runs} runs, {per_run:.0} ns per run");
-        if name == strait::datapath::programs::SOCKOPS && opened > 0 {
-            let per_conn = time.as_nanos() as f64 / opened as f64;
-            eprint!(", {per_conn:.0} ns per balanced connection ({opened} connections)");
+        if name == strait::datapath::programs::SOCKOPS {
+            if opened > 0 {
+                let per_conn = time.as_nanos() as f64 / opened as f64;
+                eprint!(", {per_conn:.0} ns per balanced connection ({opened} connections)");
+            }
         }
         eprintln!();
     }

@@ -163,13 +163,15 @@ fn chain_name(prefix: &str, key: &str) -> String {
 }
 
 /// One bench-l4 run's figures.
-struct Run {
-    rate: f64,
-    p50_us: f64,
-    p99_us: f64,
+pub(super) struct Run {
+    pub rate: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
 }
 
-fn run_client(
+/// Runs `bench-l4` in namespace `ns` against `addr` (`conns` connections;
+/// inside the bench cgroup when `cgroup`, so Strait's socket programs apply).
+pub(super) fn run_client(
     env: &Env,
     ns: &str,
     addr: SocketAddrV4,

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [l4|l7|config|all|policy|mesh|kube] [--quick]`: Strait's figures beside
+//! `cargo xtask bench [l4|l7|config|all|policy|mesh|kube|l4-counters] [--quick]`: Strait's figures beside
 //! the alternatives (direct, iptables DNAT, nginx, HAProxy), measured in
 //! one run on one machine, written to bench/results.md and results.json.
 //!
@@ -11,6 +11,7 @@ mod config_case;
 mod install;
 mod kube_case;
 mod l4;
+mod l4_counters;
 mod l7;
 mod mesh;
 mod netns;
@@ -56,6 +57,10 @@ pub enum Suite {
     /// and 100,000 endpoints from a fake API server (in process; writes
     /// only its own section of bench/results.md).
     Kube,
+    /// What the sockops `TCP_STATS` counters cost per kernel-balanced
+    /// connection: counters on vs off (writes only its own section of
+    /// bench/results.md).
+    L4Counters,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -183,10 +188,11 @@ pub fn run(suite: Suite, quick: bool) -> anyhow::Result<()> {
     let mut sections = Vec::new();
     let mut failed = Vec::new();
     type Case = fn(&Env) -> anyhow::Result<report::Section>;
-    let cases: [(Suite, &str, Case); 3] = [
+    let cases: [(Suite, &str, Case); 4] = [
         (Suite::L4, "L4", l4::run),
         (Suite::L7, "L7", l7::run),
         (Suite::Config, "Config", config_case::run),
+        (Suite::L4Counters, "L4 counters", l4_counters::run),
     ];
     for (s, name, case) in cases {
         if !want(s) {
@@ -230,7 +236,7 @@ pub fn run(suite: Suite, quick: bool) -> anyhow::Result<()> {
         ),
     ];
     let dir = root().join("bench");
-    if suite == Suite::Config {
+    if suite == Suite::Config || suite == Suite::L4Counters {
         // Alone: only its own section changes.
         report::write_sections(&dir, &machine, &header, &sections)?;
     } else {

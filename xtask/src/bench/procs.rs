@@ -81,6 +81,12 @@ impl Proc {
         }
     }
 
+    /// Closes the process's stdin (bench-datapath then reports and exits);
+    /// its stdout can still be read with [`Proc::wait_line`].
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
