@@ -118,8 +118,9 @@ impl Datapath {
             .with_context(|| format!("creating {}", pin_dir.display()))?;
         super::maps::check_pinned(&pin_dir)?;
         super::raise_memlock();
+        let tcp_stats_on = u8::from(config.tcp_stats);
         let mut loader = EbpfLoader::new();
-        loader.override_global("TCP_STATS_ON", &u8::from(config.tcp_stats), true);
+        loader.override_global("TCP_STATS_ON", &tcp_stats_on, true);
         let paths: Vec<(&str, PathBuf)> = proxy_common::PINNED_MAPS
             .iter()
             .map(|name| (*name, pin_dir.join(name)))
