@@ -184,3 +184,28 @@ fn an_endpoint_slice_address_of_the_wrong_family_is_rejected() {
     let addrs: Vec<String> = c.endpoints.iter().map(|e| e.addr.to_string()).collect();
     assert_eq!(addrs, ["10.244.0.5:8080"]);
 }
+
+#[test]
+fn an_endpoint_change_updates_both_vips_incrementally() {
+    use strait_config::compile::{Applied, Incremental};
+    let yaml = |v6: &str| {
+        service(DUAL) + &slice("web-v4", "IPv4", &["10.244.0.5"]) + &slice("web-v6", "IPv6", &[v6])
+    };
+    let before = load_str(&yaml("fd00:244::5"), "dual.yaml").resources;
+    let after = load_str(&yaml("fd00:244::9"), "dual.yaml").resources;
+    let (mut inc, mut snap, _) = Incremental::compile(&before);
+    let (diff, how) = inc.apply(&mut snap, &after, Some((&before[2..], &after[2..])));
+    assert!(matches!(how, Applied::Incremental), "{how:?}");
+    // Every kernel entry of both VIPs carries the new IPv6 endpoint.
+    assert_eq!(diff.l4.changed.len(), 4, "{:?}", diff.l4);
+    assert_eq!(snap, compile(&after).0);
+    let e = snap
+        .l4
+        .iter()
+        .find(|e| e.vip == ip("fd00:96::80") && e.port == 80)
+        .unwrap();
+    assert!(e
+        .backends
+        .iter()
+        .any(|b| b.addr == "[fd00:244::9]:8080".parse().unwrap()));
+}
