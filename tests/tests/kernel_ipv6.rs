@@ -447,3 +447,80 @@ fn maglev_over_ipv6_backends_moves_only_the_removed_backends_clients() {
 fn sock_v4(s: &str) -> std::net::SocketAddrV4 {
     s.parse().unwrap()
 }
+
+#[test]
+fn ipv6_services_survive_a_restart_and_follow_diffs() {
+    use strait::datapath::{Datapath, DatapathConfig};
+    use strait_config::snapshot::Changes;
+    let Some(p) = privileged::require("ipv6_services_survive_a_restart_and_follow_diffs") else {
+        return;
+    };
+    let b = [tcp_backend6("r0"), tcp_backend6("r1"), tcp_backend6("r2")];
+    let vip = sock("[fd00:5719::6]:80");
+    let host = "restart6.test.svc.cluster.local";
+    let svc = |set: &[SocketAddr]| {
+        let backends: Vec<_> = set.iter().map(|&a| (a, 1, true)).collect();
+        service(
+            host,
+            vip,
+            L4Protocol::Tcp,
+            L4LoadBalancer::Random,
+            &backends,
+        )
+    };
+    let mut fx = Fixture::new(&p, "v6-restart", sock_v4(PROXY));
+    fx.dp().apply(&[svc(&b)]).unwrap();
+    let cg = fx.cg.path().to_path_buf();
+    // P(a backend unseen in 60) = 3·(2/3)^60 ≈ 1e-10.
+    let lines = probe(PROBE, Some(&cg), &["tcp", &vip.to_string(), "60"]);
+    assert_eq!(tally(&lines).keys().collect::<Vec<_>>(), ["r0", "r1", "r2"]);
+
+    // The daemon stops without cleaning up: pins and links stay, and the
+    // IPv6 service keeps being balanced.
+    drop(fx.dp.take());
+    let lines = probe(PROBE, Some(&cg), &["tcp", &vip.to_string(), "60", "--peer"]);
+    for l in &lines {
+        assert!(l.starts_with(&format!("{vip} r")), "{l}");
+    }
+
+    // A new daemon recovers the IPv6 tables (service, set, counters) and
+    // rewrites the service once.
+    let mut config = DatapathConfig::new("v6-restart");
+    config.bpffs = fx.bpffs.path().to_path_buf();
+    config.outbound = sock_v4(PROXY);
+    let mut dp = Datapath::new(&config).unwrap();
+    dp.attach(&cg).unwrap();
+    fx.dp = Some(dp);
+    assert_eq!(fx.dp().service_count(), 1);
+    assert_eq!(
+        fx.dp().service_counters(vip, L4Protocol::Tcp).connections,
+        120
+    );
+    let r = fx.dp().apply(&[svc(&b)]).unwrap();
+    assert_eq!(r.updated, 1, "{r:?}");
+    let e = fx.dp().kernel_entries();
+    assert_eq!((e.services, e.backend_slots), (1, 3), "{e:?}");
+
+    // A diff that drops r1: only that service is rewritten.
+    let rest = [b[0], b[2]];
+    let changes = Changes {
+        changed: vec![(vip.ip(), vip.port(), L4Protocol::Tcp)],
+        ..Changes::default()
+    };
+    let r = fx.dp().apply_changes(&[svc(&rest)], &changes).unwrap();
+    assert_eq!(r.updated, 1, "{r:?}");
+    let lines = probe(PROBE, Some(&cg), &["tcp", &vip.to_string(), "40"]);
+    assert_eq!(tally(&lines).keys().collect::<Vec<_>>(), ["r0", "r2"]);
+    assert_eq!(fx.dp().kernel_entries().backend_slots, 2);
+
+    // A diff that removes it: connections are no longer rewritten.
+    let changes = Changes {
+        removed: vec![(vip.ip(), vip.port(), L4Protocol::Tcp)],
+        ..Changes::default()
+    };
+    assert_eq!(fx.dp().apply_changes(&[], &changes).unwrap().removed, 1);
+    assert_eq!(
+        fx.dp().kernel_entries(),
+        strait::datapath::KernelEntries::default()
+    );
+}
