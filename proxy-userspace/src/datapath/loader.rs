@@ -402,8 +402,10 @@ impl Datapath {
         }
     }
 
-    /// Makes the kernel's service tables hold exactly `services` (IPv4 VIPs;
-    /// others are reported as skipped): new and changed services are
+    /// Makes the kernel's service tables hold exactly `services` (IPv4 VIPs
+    /// in `SERVICES`, native IPv6 ones in `SERVICES6`, each over the
+    /// backends of its own family; REDIRECT-mode TCP on an IPv6 VIP is
+    /// written to be refused and listed in [`ApplyReport::refused`]): new and changed services are
     /// written (a changed backend set is built aside and swapped in with one
     /// `SERVICES` update), unchanged ones left alone, missing ones deleted.
     ///
