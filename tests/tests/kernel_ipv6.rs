@@ -273,6 +273,32 @@ fn redirect_mode_tcp_on_an_ipv6_vip_is_refused_not_bypassed() {
     let c = fx.dp().service_counters(vip, L4Protocol::Tcp);
     assert_eq!((c.connections, c.no_backend), (0, 3));
 
+    // UDP on a REDIRECT-mode port is balanced in the kernel (the proxy has
+    // no UDP listener), as for IPv4; nothing is refused.
+    let udp_vip = sock("[fd00:5719::4]:53");
+    let mut tcp = service(
+        "policy6.test.svc.cluster.local",
+        vip,
+        L4Protocol::Tcp,
+        L4LoadBalancer::Random,
+        &[(tcp_backend6("direct"), 1, true)],
+    );
+    tcp.mode = L4Mode::Redirect;
+    let mut udp = service(
+        "policy6.test.svc.cluster.local",
+        udp_vip,
+        L4Protocol::Udp,
+        L4LoadBalancer::Random,
+        &[(udp_backend6("dns"), 1, true)],
+    );
+    udp.mode = L4Mode::Redirect;
+    let r = fx.dp().apply(&[tcp, udp]).unwrap();
+    assert_eq!((r.added, r.refused.len()), (1, 1), "{r:?}");
+    assert_eq!(
+        probe(PROBE, Some(&cg), &["udp", &udp_vip.to_string(), "2"]),
+        [format!("{udp_vip} dns"), format!("{udp_vip} dns")]
+    );
+
     // A meshed pod's IPv6 address: refused while redirection is on.
     let pod = tcp_backend6("pod");
     fx.dp().set_workloads(&[pod.ip()]).unwrap();
