@@ -257,7 +257,14 @@ fn balance(ctx: &XdpContext) -> u32 {
 /// ICMP to a VIP address: "fragmentation needed" about one of the VIP's
 /// flows goes to that flow's real; the rest passes.
 #[inline(always)]
-fn icmp(ctx: &XdpContext, cfg: &XlbConfig, vihl: u8, frags: [u8; 2], dst: u32, tot_len: usize) -> u32 {
+fn icmp(
+    ctx: &XdpContext,
+    cfg: &XlbConfig,
+    vihl: u8,
+    frags: [u8; 2],
+    dst: u32,
+    tot_len: usize,
+) -> u32 {
     if vihl != 0x45 || u16::from_be_bytes(frags) & 0x3fff != 0 {
         return drop_if_vip(dst, Count::Malformed);
     }
@@ -367,7 +374,14 @@ fn pick(ring: u32, flow: &XlbFlow, syn: bool, remember: bool) -> Option<u32> {
         s.new_flows += 1;
     }
     if remember {
-        let _ = XLB_CONNS.insert(flow, &XlbConn { real: index, pad: 0 }, 0);
+        let _ = XLB_CONNS.insert(
+            flow,
+            &XlbConn {
+                real: index,
+                pad: 0,
+            },
+            0,
+        );
     }
     Some(ip)
 }
@@ -404,10 +418,7 @@ fn encapsulate(ctx: &XdpContext, cfg: &XlbConfig, real_ip: u32, tot_len: usize) 
         // `gw_mac` sits at offset 4 of the 4-aligned config: aligned loads.
         let gw = cfg.gw_mac.as_ptr();
         let (gw03, gw45) = (*(gw as *const u32), *(gw.add(4) as *const u16));
-        store64(
-            d,
-            gw03 as u64 | (gw45 as u64) << 32 | (mac01 as u64) << 48,
-        );
+        store64(d, gw03 as u64 | (gw45 as u64) << 32 | (mac01 as u64) << 48);
         store32(d + 8, mac25);
         store16(d + 12, ETH_P_IP);
         let len = (outer_len as u16).to_be_bytes();

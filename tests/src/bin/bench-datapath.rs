@@ -128,11 +128,9 @@ fn report(dp: &Datapath) {
         }
         let per_run = time.as_nanos() as f64 / runs as f64;
         eprint!("bench-datapath: {name}: {runs} runs, {per_run:.0} ns per run");
-        if name == strait::datapath::programs::SOCKOPS {
-            if opened > 0 {
-                let per_conn = time.as_nanos() as f64 / opened as f64;
-                eprint!(", {per_conn:.0} ns per balanced connection ({opened} connections)");
-            }
+        if name == strait::datapath::programs::SOCKOPS && opened > 0 {
+            let per_conn = time.as_nanos() as f64 / opened as f64;
+            eprint!(", {per_conn:.0} ns per balanced connection ({opened} connections)");
         }
         eprintln!();
     }

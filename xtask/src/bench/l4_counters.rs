@@ -73,7 +73,9 @@ fn hold(env: &Env, file: &std::path::Path, counters: bool, conns: u32) -> anyhow
         .skip(1)
         .map(str::parse)
         .collect::<Result<_, _>>()
-        .with_context(|| format!("bench-datapath: `sockops <runs> <ns> <opened>` expected, got {line:?}"))?;
+        .with_context(|| {
+            format!("bench-datapath: `sockops <runs> <ns> <opened>` expected, got {line:?}")
+        })?;
     let [runs, ns, opened] = f[..] else {
         bail!("bench-datapath: `sockops <runs> <ns> <opened>` expected, got {line:?}");
     };
