@@ -102,7 +102,10 @@ impl Hbone {
     /// After a reload: the outbound view, and the listeners of this node's
     /// meshed pods (opened, kept, or closed).
     pub fn update(&self, snap: &MeshSnapshot, enrollment: &Enrollment) {
-        let mut view = MeshView::default();
+        let mut view = MeshView {
+            auto_mtls_off: !snap.mesh.enable_auto_mtls,
+            ..MeshView::default()
+        };
         let mut wanted = BTreeMap::new();
         for w in snap.workloads.values() {
             if !enrollment.ip_meshed(w.ip, &w.namespace) {

@@ -122,8 +122,7 @@ pub(crate) fn cluster_spec(c: &snap::Cluster) -> Result<ClusterSpec, CompileErro
                 UpstreamProtocol::Downstream => Alpn::None,
             },
         ),
-        no_auto_mtls: !c.tls.auto_mtls
-            && !matches!(c.tls.mode, strait_config::snapshot::TlsMode::IstioMutual),
+        mesh_tls: c.tls.mesh_policy(),
     };
     let outlier = c.outlier_detection.as_ref().map(|o| OutlierDetection {
         consecutive_5xx: o.consecutive_5xx_errors,
