@@ -497,8 +497,14 @@ fn http1_h2_and_grpc_between_pods_on_two_nodes_go_through_hbone() {
                 && l.contains("destination_principal=\"spiffe://cluster.local/ns/default/sa/echo\"")
         })
     };
-    assert!(source_mtls("http"), "no source-side mTLS HTTP series in\n{metrics}");
-    assert!(source_mtls("grpc"), "no source-side mTLS gRPC series in\n{metrics}");
+    assert!(
+        source_mtls("http"),
+        "no source-side mTLS HTTP series in\n{metrics}"
+    );
+    assert!(
+        source_mtls("grpc"),
+        "no source-side mTLS gRPC series in\n{metrics}"
+    );
 }
 
 #[test]
