@@ -266,3 +266,65 @@ async fn a_meshed_destination_is_never_reached_in_plain_text_when_the_tunnel_can
     )
     .await;
 }
+
+/// A mirrored copy leaves the node as the request would: to an
+/// ISTIO_MUTUAL host outside the mesh no copy is sent (the same setup
+/// without the DestinationRule does mirror, in plain text).
+#[tokio::test]
+async fn mirror_copies_follow_the_same_decision() {
+    for (vip, shadow_tls, want_copy) in [
+        ("240.0.1.7", Some("{mode: ISTIO_MUTUAL}"), false),
+        ("240.0.1.8", None, true),
+    ] {
+        let (backend, _) = plain_server().await;
+        let (shadow, copies) = plain_server().await;
+        let mut yaml = mesh_yaml(backend, vip, "HTTP", None);
+        yaml.push_str(&format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: shadow, namespace: default}}
+spec:
+  hosts: [shadow.internal]
+  ports: [{{number: 80, name: p, protocol: HTTP}}]
+  resolution: STATIC
+  location: MESH_INTERNAL
+  endpoints: [{{address: {ip}, ports: {{p: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.internal]
+  http:
+  - route: [{{destination: {{host: api.internal}}}}]
+    mirror: {{host: shadow.internal}}
+    mirrorPercentage: {{value: 100}}
+",
+            ip = shadow.ip(),
+            port = shadow.port(),
+        ));
+        if let Some(tls) = shadow_tls {
+            yaml.push_str(&format!(
+                "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: shadow, namespace: default}}
+spec:
+  host: shadow.internal
+  trafficPolicy:
+    tls: {tls}
+"
+            ));
+        }
+        let (front, _log) = proxy(&yaml, vip, Some(mesh_with(&[]))).await;
+        let r = get(front).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(if want_copy { 30 } else { 1 });
+        while copies.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(copies.load(Ordering::SeqCst) > 0, want_copy, "{vip}");
+    }
+}

@@ -389,6 +389,8 @@ where
             if chance(m.percent) && allowed() {
                 mirror::spawn_mirror(
                     mc.clone(),
+                    conn.shared.settings.hbone.clone(),
+                    conn.peer.ip(),
                     out.method.clone(),
                     out.path_and_query.clone(),
                     out.headers.to_map(),
