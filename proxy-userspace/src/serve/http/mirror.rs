@@ -28,13 +28,12 @@ pub fn shadow_host(host: &str) -> String {
 }
 
 /// Sends a copy of the request to `cluster` in the background, leaving
-/// the node as the request itself would (`mesh::route` for the client at
-/// `source`: through the HBONE tunnel to a meshed endpoint; a refused
-/// route sends no copy).
+/// the node as the request itself would (`mesh::route`; `mesh`: the
+/// node's HBONE and the client's address, when mTLS is on): through the
+/// HBONE tunnel to a meshed endpoint; a refused route sends no copy.
 pub fn spawn_mirror(
     cluster: Arc<Cluster>,
-    mesh: Option<Arc<MeshOutbound>>,
-    source: IpAddr,
+    mesh: Option<(Arc<MeshOutbound>, IpAddr)>,
     method: Method,
     path_and_query: http::uri::PathAndQuery,
     mut headers: HeaderMap,
@@ -72,10 +71,14 @@ pub fn spawn_mirror(
             Version::HTTP_11
         };
         *req.headers_mut() = headers;
-        let tunnel_pool = match route(mesh.as_deref(), cluster.pool.mesh_tls, source, ep.addr) {
+        let (m, source) = match &mesh {
+            Some((m, ip)) => (Some(m), *ip),
+            None => (None, IpAddr::from([0, 0, 0, 0])),
+        };
+        let tunnel_pool = match route(m.map(|m| &**m), cluster.pool.mesh_tls, source, ep.addr) {
             Route::Plain => None,
             Route::Refuse(_) => return,
-            Route::Tunnel(t) => match &mesh {
+            Route::Tunnel(t) => match m {
                 Some(m) => Some(crate::upstream::pool::tunnel_pool(m, t, &cluster.pool)),
                 None => return,
             },

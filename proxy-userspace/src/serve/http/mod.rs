@@ -389,8 +389,11 @@ where
             if chance(m.percent) && allowed() {
                 mirror::spawn_mirror(
                     mc.clone(),
-                    conn.shared.settings.hbone.clone(),
-                    conn.peer.ip(),
+                    conn.shared
+                        .settings
+                        .hbone
+                        .clone()
+                        .map(|m| (m, conn.peer.ip())),
                     out.method.clone(),
                     out.path_and_query.clone(),
                     out.headers.to_map(),
