@@ -141,9 +141,8 @@ mod tests {
         let (mut c, mut s) = tokio::io::duplex(64);
         use tokio::io::AsyncWriteExt;
         c.write_all(b"GE").await.unwrap();
-        let h = tokio::spawn(async move {
-            sniff_read(&mut s, Duration::from_secs(10)).await.unwrap()
-        });
+        let h =
+            tokio::spawn(async move { sniff_read(&mut s, Duration::from_secs(10)).await.unwrap() });
         tokio::time::sleep(Duration::from_millis(20)).await;
         c.write_all(b"T / HTTP/1.1\r\n").await.unwrap();
         let (what, read) = h.await.unwrap();
