@@ -1,9 +1,17 @@
-//! The plaintext inbound listener (Istio's 15006, "virtualInbound"): the
-//! in-pod `sk_lookup` program hands it the plain-text connections to a
-//! meshed pod's ports that an AuthorizationPolicy or RequestAuthentication
-//! protects (`datapath/inpod.rs`). One listener per pod, opened inside the
-//! pod's network namespace; the original destination is the accepted
-//! socket's local address (`<pod IP>:<port>`, as the client dialled it).
+//! The destination side's serving path. Two callers, one code path, each
+//! with its connection facts ([`InboundConn`]):
+//!
+//! - the plaintext inbound listener (Istio's 15006, "virtualInbound"): the
+//!   in-pod `sk_lookup` program hands it the plain-text connections to a
+//!   meshed pod's ports that an AuthorizationPolicy or RequestAuthentication
+//!   protects (`datapath/inpod.rs`). One listener per pod, opened inside
+//!   the pod's network namespace; the original destination is the accepted
+//!   socket's local address (`<pod IP>:<port>`, as the client dialled it);
+//! - the HBONE destination side (`daemon/hbone.rs`), for a tunnel whose
+//!   pod's policies need HTTP facts: the tunnel's inner stream, with the
+//!   peer's verified SPIFFE identity ([`super::Proxy::serve_inbound_stream`]);
+//!   tunnels decided at the `CONNECT` are only recorded here
+//!   ([`super::Proxy::log_inbound_connection`]).
 //!
 //! Enforcement follows the split, as ztunnel and Envoy do: a
 //! workload whose policies need only L4 facts is decided once per
@@ -15,7 +23,9 @@
 //! delivered to the pod from `127.0.0.6` inside its namespace
 //! ([`crate::transport::inpod::connect_in_pod`]), which the kernel program
 //! never captures again. Records carry the cluster `inbound|<port>||`, so
-//! metrics report them with `reporter="destination"`.
+//! metrics report them with `reporter="destination"`, and the connection's
+//! `connection_security_policy` (`none` for plain text, `mutual_tls` with
+//! both SPIFFE IDs for HBONE).
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};

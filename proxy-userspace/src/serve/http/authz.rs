@@ -325,6 +325,8 @@ pub fn check_connection(
 /// authorization): the workload's policy set with `source.principal` /
 /// `source.namespace` known, as a TCP connection (HTTP-only fields are
 /// undecidable: an ALLOW rule with them never matches). `true`: allowed.
+/// Used for ports whose policies need only L4 facts; the others are
+/// decided per request inside the tunnel (`serve::inbound`).
 pub fn check_hbone(
     table: &Table,
     target: SocketAddr,
