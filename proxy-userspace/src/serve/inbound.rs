@@ -638,3 +638,57 @@ impl super::Proxy {
         self.shared.sink.log(rec);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tunnel decided at the CONNECT is recorded as the destination
+    /// with its identities; a refused one carries Envoy's flag.
+    #[tokio::test]
+    async fn tunnels_are_recorded_as_the_destination_with_their_identities() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AccessLogRecord>();
+        let proxy = super::super::Proxy::new(&MeshSnapshot::default())
+            .unwrap()
+            .with_access_log(Arc::new(tx));
+        let conn = InboundConn {
+            source: "10.244.1.5:40000".parse().unwrap(),
+            dst: "10.244.2.7:8080".parse().unwrap(),
+            peer: None,
+            telemetry: PeerInfo::mutual_tls(
+                Reporter::Destination,
+                Some("spiffe://cluster.local/ns/a/sa/client".into()),
+                Some("spiffe://cluster.local/ns/b/sa/server".into()),
+            ),
+            record_connection: true,
+        };
+        let at = SystemTime::now();
+        proxy.log_inbound_connection(&conn, StatusCode::OK, 11, 22, at);
+        proxy.log_inbound_connection(&conn, StatusCode::UNAUTHORIZED, 0, 0, at);
+        proxy.log_inbound_connection(&conn, StatusCode::SERVICE_UNAVAILABLE, 0, 0, at);
+        let ok = rx.recv().await.unwrap();
+        assert_eq!(ok.request_protocol, "tcp");
+        assert_eq!((ok.bytes_received, ok.bytes_sent), (11, 22));
+        assert_eq!(ok.upstream_cluster.as_deref(), Some("inbound|8080||"));
+        assert_eq!(ok.downstream_remote_address, Some(conn.source));
+        assert_eq!(ok.peer, conn.telemetry);
+        assert_eq!(ok.response_flags.to_string(), "-");
+        // `%DOWNSTREAM_PEER_URI_SAN%` is the client's SPIFFE ID.
+        let line =
+            crate::telemetry::access_log::LogFormat::new(false, "%DOWNSTREAM_PEER_URI_SAN%\n")
+                .unwrap()
+                .render(&ok);
+        assert!(
+            line.contains("spiffe://cluster.local/ns/a/sa/client"),
+            "{line}"
+        );
+        let denied = rx.recv().await.unwrap();
+        assert_eq!(denied.response_flags.to_string(), "RBAC");
+        let refused = rx.recv().await.unwrap();
+        assert_eq!(refused.response_flags.to_string(), "UF");
+        // Plain text through the 15006 listener: `none`, destination.
+        let plain = InboundConn::plaintext(conn.source, conn.dst);
+        assert_eq!(plain.telemetry.security.as_str(), "none");
+        assert_eq!(plain.telemetry.reporter.as_str(), "destination");
+    }
+}
