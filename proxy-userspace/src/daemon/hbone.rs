@@ -358,6 +358,7 @@ impl InboundHandler for PodInbound {
     }
 
     fn opened(&self, c: &ConnectCheck) {
+        self.proxy.inbound_opened(&self.conn(c));
         if self.access_log {
             tracing::info!(
                 target: "strait::hbone",

@@ -212,6 +212,8 @@ async fn connection<S: InboundIo>(
     }
     let start = Instant::now();
     let mut rec = record(&conn, "tcp");
+    shared.sink.opened(&rec);
+    rec.opened_counted = true;
     let stream = Counted::new(stream);
     let counts = stream.counts();
     http(shared.clone(), netns, stream, conn, Arc::new(guard)).await;
@@ -289,6 +291,8 @@ async fn tcp<S: InboundIo>(
     };
     let _ = upstream.set_nodelay(true);
     rec.upstream_local_address = upstream.local_addr().ok();
+    shared.sink.opened(&rec);
+    rec.opened_counted = true;
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((up, down)) => {
             rec.bytes_received = up;
@@ -605,13 +609,27 @@ impl super::Proxy {
         connection(self.shared.clone(), netns, stream, Arc::new(conn), true)
     }
 
+    /// Counts an inbound connection whose bytes this proxy does not serve
+    /// itself (an HBONE tunnel copied by the transport) as opened
+    /// (`istio_tcp_connections_opened_total`), when its bytes start to
+    /// flow; [`Proxy::log_inbound_connection`] with a 200 then records its
+    /// end without counting it again.
+    ///
+    /// [`Proxy::log_inbound_connection`]: super::Proxy::log_inbound_connection
+    pub fn inbound_opened(&self, conn: &InboundConn) {
+        self.shared.sink.opened(&record(conn, "tcp"));
+    }
+
     /// Records one inbound connection whose bytes this proxy did not
     /// serve itself (an HBONE tunnel copied by the transport): Istio's
     /// `istio_tcp_*` metrics and an access-log line with `conn.telemetry`.
     /// `status` is how the tunnel's `CONNECT` was answered: 401 (denied by
     /// AuthorizationPolicy, flag `RBAC`), 503 (the pod refused, flag
     /// `UF`), 200 (bytes flowed). `from_client` / `to_client`: bytes each
-    /// way; `opened`: when the `CONNECT` arrived.
+    /// way; `opened`: when the `CONNECT` arrived. For a 200, the caller
+    /// counted the opening with [`Proxy::inbound_opened`].
+    ///
+    /// [`Proxy::inbound_opened`]: super::Proxy::inbound_opened
     pub fn log_inbound_connection(
         &self,
         conn: &InboundConn,
@@ -622,6 +640,9 @@ impl super::Proxy {
     ) {
         let mut rec = record(conn, "tcp");
         rec.start_time = Some(opened);
+        // A tunnel answered 200 was counted as opened then
+        // ([`Proxy::inbound_opened`], called by the HBONE handler).
+        rec.opened_counted = status == StatusCode::OK;
         rec.bytes_received = from_client;
         rec.bytes_sent = to_client;
         match status {
