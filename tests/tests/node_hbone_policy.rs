@@ -438,13 +438,12 @@ fn l7_authorization_policy_is_enforced_inside_the_tunnel_and_the_destination_rep
     // CONNECT (401) and the opaque one denied inside, each with the peer.
     let tcp_open = "istio_tcp_connections_opened_total";
     assert!(
-        series(
+        !series(
             &metrics,
             tcp_open,
             &[DEST, MTLS, SLEEP, ECHO, "response_flags=\"-\""]
         )
-        .len()
-            >= 1,
+        .is_empty(),
         "{metrics}"
     );
     assert!(
