@@ -566,3 +566,124 @@ fn request_authentication_is_checked_inside_the_tunnel() {
         );
     }
 }
+
+/// An external authorizer in pod `server` on `port`, like Istio's
+/// `samples/extauthz`: `x-ext-authz: allow` allows, anything else gets 403
+/// `denied by ext_authz for testing purpose`.
+fn serve_authorizer(node: &Node, port: u16) {
+    let p = node.pod("default", "server").unwrap();
+    let addr = SocketAddr::from((p.ip, port));
+    let l = p.run_in(|| TcpListener::bind(addr)).unwrap().unwrap();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        |req: http::Request<hyper::body::Incoming>| async move {
+                            let allow = req
+                                .headers()
+                                .get("x-ext-authz")
+                                .is_some_and(|v| v == "allow");
+                            let (status, body) = if allow {
+                                (200, "")
+                            } else {
+                                (403, "denied by ext_authz for testing purpose")
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .status(status)
+                                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                                    .unwrap(),
+                            )
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+    });
+}
+
+#[test]
+fn custom_policy_asks_the_external_authorizer_for_requests_inside_the_tunnel() {
+    let name = "custom_policy_asks_the_external_authorizer_for_requests_inside_the_tunnel";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let canary: &'static str = "EXT-AUTHZ-IN-TUNNEL-7b3f";
+    let m = two_nodes(&p, 58, vec![port("http", 7401)], |b, config| {
+        serve_http(b, 7401, canary);
+        serve_authorizer(b, 7409);
+        let authz = b.pod("default", "server").unwrap().ip;
+        std::fs::write(
+            config.join("ext-authz.yaml"),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n\
+                 \x20   extensionProviders:\n\
+                 \x20   - name: sample\n\
+                 \x20     envoyExtAuthzHttp:\n\
+                 \x20       service: \"{authz}\"\n\
+                 \x20       port: 7409\n\
+                 \x20       includeRequestHeadersInCheck: [\"x-ext-authz\"]\n---\n\
+                 apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+                 metadata: {{name: ext, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: echo}}}}\n\
+                 \x20 action: CUSTOM\n  provider: {{name: sample}}\n  rules:\n  - to: [{{operation: {{paths: [\"/admin/*\"]}}}}]\n"
+            ),
+        )
+        .unwrap();
+    });
+    let server_ip = m.b.pods()[0].ip;
+    let url = |path: &str| format!("http://{server_ip}:7401{path}");
+    // Not matched by the CUSTOM rule: the authorizer is not asked.
+    let got = eventually(
+        &m,
+        "a public path",
+        || curl(&m, "client", &[&url("/public")]),
+        |r| r.0 == 200,
+    );
+    assert_eq!(got.1, format!("{canary} peer=127.0.0.6 GET /public"));
+    // Matched: the authorizer decides on node B.
+    assert_eq!(
+        curl(
+            &m,
+            "client",
+            &["-H", "x-ext-authz: allow", &url("/admin/x")]
+        ),
+        (200, format!("{canary} peer=127.0.0.6 GET /admin/x")),
+        "{}",
+        m.logs()
+    );
+    assert_eq!(
+        curl(&m, "client", &["-H", "x-ext-authz: deny", &url("/admin/x")]),
+        (403, "denied by ext_authz for testing purpose".to_string()),
+        "{}",
+        m.logs()
+    );
+    let metrics = m.metrics_b();
+    assert!(
+        !series(
+            &metrics,
+            "istio_requests_total",
+            &[
+                DEST,
+                MTLS,
+                SLEEP,
+                "response_code=\"403\"",
+                "response_flags=\"UAEX\""
+            ]
+        )
+        .is_empty(),
+        "{metrics}"
+    );
+}

@@ -40,9 +40,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::counted::Counted;
-use super::http::authz::RBAC_DENIED;
+use super::http::authz::{ext_authz_reply, RBAC_DENIED};
 use super::local_reply::local_reply;
 use super::Shared;
+use crate::policy::ext_authz::Verdict;
 use crate::policy::{
     self, Guard, GuardEntry, HttpRequest, Outcome, PeerIdentity, Request as PolicyRequest,
 };
@@ -430,6 +431,48 @@ async fn request(
         };
         policy::enforce_with_peer(&guard, &preq, conn.peer.as_ref(), false)
     };
+    // CUSTOM first (Istio's order): ask the authorizers, then DENY/ALLOW.
+    let outcome = match outcome {
+        Outcome::External { ask, then } => {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            let mut on_allow = Vec::new();
+            for (x, policy) in ask {
+                match x.check(req.method(), &pq, &host, req.headers()).await {
+                    Verdict::Allow(h) => on_allow.extend(h),
+                    Verdict::Deny {
+                        status,
+                        headers,
+                        body,
+                        error,
+                    } => {
+                        rec.response_flags
+                            .insert(ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE);
+                        rec.response_code_details = Some(if error.is_some() {
+                            "ext_authz_error"
+                        } else {
+                            "ext_authz_denied"
+                        });
+                        tracing::debug!(
+                            source = %peer, destination = %dst, %policy, provider = %x.name, %status, ?error,
+                            "inbound request denied by the external authorizer of a CUSTOM AuthorizationPolicy"
+                        );
+                        rec.response_code = status.as_u16();
+                        finish(&shared, rec, start);
+                        return ext_authz_reply(status, headers, body);
+                    }
+                }
+            }
+            for (n, v) in on_allow {
+                req.headers_mut().insert(n, v);
+            }
+            *then
+        }
+        o => o,
+    };
     match outcome {
         Outcome::Allow { edits } => {
             for e in edits {
@@ -457,14 +500,13 @@ async fn request(
             finish(&shared, rec, start);
             return r;
         }
-        // CUSTOM (ext_authz) is asked on the outbound path only; a request
-        // served here (straight to the pod IP, or inside an HBONE tunnel)
-        // that a CUSTOM policy matches fails closed.
+        // The authorizers were asked above and `then` never asks again
+        // (enforce wraps once); fail closed all the same.
         Outcome::External { ask, .. } => {
             rec.response_flags
                 .insert(ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE);
             rec.response_code_details = Some("ext_authz_error");
-            tracing::warn!(source = %peer, destination = %dst, policies = ask.len(), "a CUSTOM AuthorizationPolicy matched a request on the destination side (straight to the pod IP or inside an HBONE tunnel); the external authorizer is not asked on this path: denied");
+            tracing::warn!(source = %peer, destination = %dst, policies = ask.len(), "CUSTOM AuthorizationPolicy outcome left undecided: denied");
             rec.response_code = 403;
             finish(&shared, rec, start);
             return local_reply(StatusCode::FORBIDDEN, RBAC_DENIED, grpc);
