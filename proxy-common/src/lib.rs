@@ -9,12 +9,14 @@
 #![no_std]
 
 pub mod inpod;
+pub mod layout;
 pub mod maglev;
 pub mod maps;
 pub mod ports;
 pub mod xlb;
 
 pub use inpod::*;
+pub use layout::{layout_version, PINNED_XDP_MAPS};
 pub use maps::*;
 pub use xlb::*;
 
