@@ -279,10 +279,13 @@ pub(super) fn plan(
              Nothing was changed; the running kernel data path keeps serving with the earlier build's programs. \
              To replace those maps with empty ones of this build's layout (the daemon refills them from the \
              configuration; kernel-balanced connections may fail until it has), start with `strait run --reset-maps`; \
-             to remove the whole data path first, run `strait cleanup --node <node>` (or delete {}).",
+             to remove the whole data path first, run `strait cleanup --node {}` (or delete {}).",
             refused.len(),
             pin_dir.display(),
             refused.join("\n"),
+            pin_dir
+                .file_name()
+                .map_or_else(|| "<node>".into(), |n| n.to_string_lossy()),
             pin_dir.display()
         );
     }

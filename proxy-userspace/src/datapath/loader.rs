@@ -68,7 +68,11 @@ impl Replaced {
             let path = pin_dir.join(m.name);
             let _ = std::fs::remove_file(&path);
             if let Err(e) = m.data.pin(&path) {
-                tracing::error!(map = m.name, "could not pin the old map back at {}: {e}", path.display());
+                tracing::error!(
+                    map = m.name,
+                    "could not pin the old map back at {}: {e}",
+                    path.display()
+                );
             }
         }
     }
@@ -252,9 +256,10 @@ impl Datapath {
         let mut maps = Maps::take(&mut ebpf)?;
         let tables = tables::ServiceTables::recover(&mut maps)?;
         let mut deny = DenyTries::take(&mut ebpf)?;
-        deny.recover().context("reading the pinned XDP deny tries")?;
-        let external_vips = xlb::ExternalVips::recover(&ebpf)
-            .context("reading the pinned XDP balancer tables")?;
+        deny.recover()
+            .context("reading the pinned XDP deny tries")?;
+        let external_vips =
+            xlb::ExternalVips::recover(&ebpf).context("reading the pinned XDP balancer tables")?;
         let mut dp = Self {
             ebpf,
             maps,

@@ -81,7 +81,12 @@ pub(super) fn copy(
         match bpf(BPF_MAP_GET_NEXT_KEY, &attr) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(copied),
-            Err(e) => return Err(io::Error::new(e.kind(), format!("BPF_MAP_GET_NEXT_KEY: {e}"))),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("BPF_MAP_GET_NEXT_KEY: {e}"),
+                ))
+            }
         }
         first = false;
         std::mem::swap(&mut key, &mut next);
@@ -96,7 +101,12 @@ pub(super) fn copy(
             Ok(_) => {}
             // Evicted (LRU) or deleted since the key was listed.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-            Err(e) => return Err(io::Error::new(e.kind(), format!("BPF_MAP_LOOKUP_ELEM: {e}"))),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("BPF_MAP_LOOKUP_ELEM: {e}"),
+                ))
+            }
         }
         let update = ElemAttr {
             map_fd: to.as_raw_fd() as u32,
@@ -111,7 +121,12 @@ pub(super) fn copy(
         match bpf(BPF_MAP_UPDATE_ELEM, &update) {
             Ok(_) => copied += 1,
             Err(e) if overwrite == Overwrite::No && e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(io::Error::new(e.kind(), format!("BPF_MAP_UPDATE_ELEM: {e}"))),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("BPF_MAP_UPDATE_ELEM: {e}"),
+                ))
+            }
         }
     }
 }
