@@ -234,6 +234,29 @@ fn a_pinned_map_of_another_layout_is_refused_untouched_or_reset_alone() {
         before,
         "a pin changed on a refused start"
     );
+    // `strait run` refuses the same way, exits non-zero, changes nothing.
+    let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
+    let config_dir = std::env::temp_dir().join(format!("strait-upgrade-{}", std::process::id()));
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let out = Command::new(&strait)
+        .arg("run")
+        .arg("--config")
+        .arg(&config_dir)
+        .args(["--node", node, "--bpffs"])
+        .arg(bpffs.path())
+        .arg("--pods-cgroup")
+        .arg(cg.path())
+        .args(["--admin", "127.0.0.1:0", "--outbound", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&config_dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "strait run started: {stderr}");
+    assert!(
+        stderr.contains("pinned:     hash, key 4 B, value 8 B") && stderr.contains("--reset-maps"),
+        "strait run's error: {stderr}"
+    );
+    assert_eq!(pinned_ids(&pins), before, "strait run changed a pin");
     // The earlier programs still balance.
     let lines = probe(PROBE, Some(cg.path()), &["tcp", &vip.to_string(), "20"]);
     assert_eq!(
