@@ -623,3 +623,89 @@ fn the_uplink_xdp_program_stays_attached_across_restarts_and_detaches_when_dropp
     drop(bpffs);
     drop(spaces);
 }
+
+/// The index of each real in the pinned `XLB_REALS`.
+fn real_indexes(pins: &Path) -> BTreeMap<Ipv4Addr, u32> {
+    let reals: aya::maps::Array<_, proxy_common::XlbReal> = aya::maps::Array::try_from(
+        aya::maps::Map::Array(aya::maps::MapData::from_pin(pins.join("XLB_REALS")).unwrap()),
+    )
+    .unwrap();
+    reals
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let r = r.unwrap();
+            (r.ip != 0).then(|| (Ipv4Addr::from(u32::from_be(r.ip)), i as u32))
+        })
+        .collect()
+}
+
+#[test]
+fn external_vip_tables_and_flows_are_kept_across_a_restart() {
+    let Some(_p) = privileged::require("external_vip_tables_and_flows_are_kept_across_a_restart")
+    else {
+        return;
+    };
+    use strait::datapath::{ExternalVip, L4Protocol};
+    let bpffs = TestBpffs::new().unwrap();
+    let node = "upgrade-xlb";
+    let pins = config(bpffs.path(), node).pin_dir();
+    let (a, b, c) = (
+        Ipv4Addr::new(10, 80, 0, 1),
+        Ipv4Addr::new(10, 80, 0, 2),
+        Ipv4Addr::new(10, 80, 0, 3),
+    );
+    let vip = |reals: Vec<(Ipv4Addr, u32)>| ExternalVip {
+        vip: Ipv4Addr::new(198, 51, 100, 9),
+        port: 443,
+        protocol: L4Protocol::Tcp,
+        reals,
+    };
+    let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
+    dp.set_external_vips(&[vip(vec![(a, 1), (b, 1)])]).unwrap();
+    let first = real_indexes(&pins);
+    assert_eq!(first.keys().copied().collect::<Vec<_>>(), [a, b]);
+    // A flow the balancer pinned to b.
+    let flow = proxy_common::XlbFlow {
+        src: u32::from(Ipv4Addr::new(203, 0, 113, 7)).to_be(),
+        dst: u32::from(Ipv4Addr::new(198, 51, 100, 9)).to_be(),
+        sport: 40_000u16.to_be(),
+        dport: 443u16.to_be(),
+        proto: 6,
+        pad: [0; 3],
+    };
+    let conns = || {
+        let m: aya::maps::HashMap<_, proxy_common::XlbFlow, proxy_common::XlbConn> =
+            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(
+                aya::maps::MapData::from_pin(pins.join("XLB_CONNS")).unwrap(),
+            ))
+            .unwrap();
+        m
+    };
+    conns()
+        .insert(
+            flow,
+            proxy_common::XlbConn {
+                real: first[&b],
+                pad: 0,
+            },
+            0,
+        )
+        .unwrap();
+    drop(dp);
+
+    // The next run learns the indexes: b keeps its own (the flow stays on
+    // b), a's is cleared, and c gets an index no flow points at.
+    let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
+    let r = dp.set_external_vips(&[vip(vec![(b, 1), (c, 1)])]).unwrap();
+    assert_eq!((r.vips, r.reals), (1, 2), "{r:?}");
+    let second = real_indexes(&pins);
+    assert_eq!(second[&b], first[&b], "b moved: {first:?} → {second:?}");
+    assert!(!second.contains_key(&a));
+    assert!(
+        !first.values().any(|i| *i == second[&c]),
+        "c took an index a flow may still name: {first:?} → {second:?}"
+    );
+    assert_eq!(conns().get(&flow, 0).unwrap().real, first[&b], "flow lost");
+    dp.cleanup().unwrap();
+}
