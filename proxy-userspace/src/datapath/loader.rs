@@ -110,8 +110,9 @@ impl DatapathConfig {
         }
     }
 
-    /// `<bpffs>/strait/<node>`: the pinned maps, and the pinned links under
-    /// `links/`.
+    /// `<bpffs>/strait/<node>`: the pinned maps, the pinned cgroup links
+    /// under `links/`, the uplink XDP link under `uplink/` and the maps'
+    /// layout versions under `layout/`.
     pub fn pin_dir(&self) -> PathBuf {
         bpffs::pin_dir(&self.bpffs, &self.node)
     }
