@@ -709,3 +709,139 @@ fn external_vip_tables_and_flows_are_kept_across_a_restart() {
     assert_eq!(conns().get(&flow, 0).unwrap().real, first[&b], "flow lost");
     dp.cleanup().unwrap();
 }
+
+/// `strait run` on `node` (with `extra` flags), logging to `log`, once its
+/// admin API says `/ready`.
+fn start_daemon(
+    node: &strait_tests::node::Node,
+    config_dir: &Path,
+    log: &Path,
+    extra: &[&str],
+) -> std::process::Child {
+    let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut child = node
+        .strait_run(&strait, config_dir)
+        .unwrap()
+        .args(["--admin", "127.0.0.1:15000"])
+        .args(extra)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = node
+            .run_in(|| {
+                let Ok(mut s) = TcpStream::connect("127.0.0.1:15000") else {
+                    return false;
+                };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = s.write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+                let mut r = String::new();
+                let _ = s.read_to_string(&mut r);
+                r.starts_with("HTTP/1.1 200")
+            })
+            .unwrap();
+        if ready {
+            return child;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "strait run exited with {status}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "strait run not ready in 30 s: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM, then the exit status.
+fn stop_daemon(mut child: std::process::Child) -> std::process::ExitStatus {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("strait run did not exit within 15 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn strait_run_keeps_its_uplink_program_across_a_restart_and_detaches_it_without_the_flag() {
+    let name =
+        "strait_run_keeps_its_uplink_program_across_a_restart_and_detaches_it_without_the_flag";
+    let Some(p) = privileged::require(name) else {
+        return;
+    };
+    let node = strait_tests::node::Node::new(&p.cgroup2, "upgrade-daemon", 231).unwrap();
+    // The uplink: a veth pair inside the node's namespace (removed with it).
+    ip_in(
+        node.netns(),
+        &[
+            "link add up0 type veth peer name up1",
+            "addr add 10.81.0.2/24 dev up0",
+            "link set up0 up",
+            "link set up1 up",
+        ],
+    );
+    let config_dir = node.tmp_dir().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    node.write_config(&config_dir).unwrap();
+    let log = node.tmp_dir().join("strait.log");
+    let pins = config(&node.bpffs_dir(), node.name()).pin_dir();
+    let uplink = [
+        "--xdp-uplink",
+        "up0",
+        "--xdp-source",
+        "10.81.0.2",
+        "--xdp-gateway-mac",
+        "02:00:00:00:00:01",
+    ];
+
+    let daemon = start_daemon(&node, &config_dir, &log, &uplink);
+    assert!(xdp_attached(node.netns(), "up0"), "not attached");
+    let (link, first_prog) = uplink_link(&pins, "up0");
+    assert!(stop_daemon(daemon).success());
+    assert!(
+        xdp_attached(node.netns(), "up0"),
+        "the uplink program detached when the daemon stopped"
+    );
+    assert_eq!(uplink_link(&pins, "up0").0, link);
+
+    let daemon = start_daemon(&node, &config_dir, &log, &uplink);
+    let (link2, second_prog) = uplink_link(&pins, "up0");
+    assert_eq!(link2, link, "the restarted daemon made a new link");
+    assert_ne!(second_prog, first_prog, "its program was not swapped in");
+    assert!(stop_daemon(daemon).success());
+
+    // Started without --xdp-uplink: the program goes.
+    let daemon = start_daemon(&node, &config_dir, &log, &[]);
+    assert!(
+        !xdp_attached(node.netns(), "up0"),
+        "still attached without --xdp-uplink"
+    );
+    assert!(!pins.join("uplink").join("xdp_lb@up0").exists());
+    assert!(stop_daemon(daemon).success());
+    let out = Command::new(strait_tests::demo::mesh::sibling("strait").unwrap())
+        .args(["cleanup", "--node", node.name(), "--bpffs"])
+        .arg(node.bpffs_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
