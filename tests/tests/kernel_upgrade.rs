@@ -789,7 +789,7 @@ fn strait_run_keeps_its_uplink_program_across_a_restart_and_detaches_it_without_
     let Some(p) = privileged::require(name) else {
         return;
     };
-    let node = strait_tests::node::Node::new(&p.cgroup2, "upgrade-daemon", 231).unwrap();
+    let node = strait_tests::node::Node::new(&p.cgroup2, "upgrade-daemon", 191).unwrap();
     // The uplink: a veth pair inside the node's namespace (removed with it).
     ip_in(
         node.netns(),
