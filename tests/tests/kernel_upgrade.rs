@@ -316,7 +316,7 @@ fn a_pinned_map_with_a_smaller_capacity_is_migrated_with_its_entries() {
     std::fs::remove_file(&services).unwrap();
     let key = std::mem::size_of::<proxy_common::ServiceKey>() as u32;
     let value = std::mem::size_of::<proxy_common::ServiceValue>() as u32;
-    let _small = pin_raw_map(&services, 1, key, value, 1024);
+    let small = pin_raw_map(&services, 1, key, value, 1024);
     {
         let from: aya::maps::HashMap<_, proxy_common::ServiceKey, proxy_common::ServiceValue> =
             aya::maps::HashMap::try_from(aya::maps::Map::HashMap(running)).unwrap();
@@ -347,7 +347,32 @@ fn a_pinned_map_with_a_smaller_capacity_is_migrated_with_its_entries() {
     for (path, id) in &others {
         assert_eq!(now.get(path), Some(id), "{} replaced", path.display());
     }
+    // What reaches the old map until the links run this build's programs
+    // is copied once they do: keys the new map lacks, never over an entry
+    // it has.
+    let mut old: aya::maps::HashMap<_, proxy_common::ServiceKey, proxy_common::ServiceValue> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(
+            aya::maps::MapData::from_fd(small).unwrap(),
+        ))
+        .unwrap();
+    let existing: Vec<proxy_common::ServiceKey> = old.keys().map(Result::unwrap).collect();
+    assert_eq!(existing.len(), 1);
+    old.insert(existing[0], proxy_common::ServiceValue::default(), 0)
+        .unwrap();
+    let late = proxy_common::ServiceKey {
+        vip: u32::from(Ipv4Addr::new(127, 100, 6, 99)).to_be(),
+        port: 80u16.to_be(),
+        proto: 6,
+        pad: 0,
+    };
+    old.insert(late, proxy_common::ServiceValue::default(), 0)
+        .unwrap();
     dp.attach(cg.path()).unwrap();
+    assert_eq!(
+        dp.kernel_entries().services,
+        2,
+        "the late entry was not copied"
+    );
     assert_eq!(dp.stale_links().unwrap(), 0);
     let lines = probe(PROBE, Some(cg.path()), &["tcp", &vip.to_string(), "20"]);
     assert_eq!(

@@ -281,6 +281,8 @@ impl Datapath {
     /// Once this build's programs run in every pinned link: copies what
     /// the earlier programs wrote into migrated maps since [`Self::new`]
     /// copied them (keys not yet present), then lets the old maps go.
+    /// Called once the cgroup links are swapped ([`Self::attach`],
+    /// [`Self::attach_each`]); the daemon attaches the uplink before them.
     fn finish_migration(&mut self) {
         if self.replaced.maps.is_empty() {
             return;
@@ -638,7 +640,6 @@ impl Datapath {
                         .with_context(|| format!("reopening pinned link {}", pin.display()))?;
                     self.uplink_link = Some(link);
                     self.uplink = Some(iface.to_string());
-                    self.finish_migration();
                     tracing::info!(uplink = iface, source = %cfg.source, "XDP uplink program swapped into the pinned link");
                     return Ok(());
                 }
@@ -681,7 +682,6 @@ impl Datapath {
             }
         }
         self.uplink = Some(iface.to_string());
-        self.finish_migration();
         tracing::info!(uplink = iface, source = %cfg.source, "XDP uplink program attached");
         Ok(())
     }
