@@ -221,6 +221,22 @@ pub(super) fn record_versions(
     Ok(())
 }
 
+/// Pins directly under `pin_dir` that are no map of this build (left by a
+/// build that had more maps): not used, not removed.
+pub(super) fn unknown_pins(pin_dir: &Path) -> Vec<String> {
+    let known: std::collections::HashSet<&str> = pinned_maps().collect();
+    let mut out: Vec<String> = std::fs::read_dir(pin_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| !known.contains(n.as_str()))
+        .collect();
+    out.sort();
+    out
+}
+
 /// What to do with one pinned map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Action {

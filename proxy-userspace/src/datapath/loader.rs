@@ -189,6 +189,12 @@ impl Datapath {
         let want = layout::expected(super::EBPF_OBJECT)?;
         // Decided for every map before any is touched.
         let plan = layout::plan(&pin_dir, &want, config.reset_maps)?;
+        for name in layout::unknown_pins(&pin_dir) {
+            tracing::warn!(
+                pin = %pin_dir.join(&name).display(),
+                "a pinned object this build does not use (an earlier build's map?) is left as it is"
+            );
+        }
         std::fs::create_dir_all(pin_dir.join("links"))
             .with_context(|| format!("creating {}", pin_dir.display()))?;
         super::raise_memlock();
