@@ -614,6 +614,11 @@ fn the_uplink_xdp_program_stays_attached_across_restarts_and_detaches_when_dropp
         second_prog, first_prog,
         "the new program was not swapped in"
     );
+    assert_eq!(
+        dp.stale_links().unwrap(),
+        0,
+        "the uplink runs an old program"
+    );
     std::thread::sleep(Duration::from_millis(500));
     watch.store(true, Ordering::SeqCst);
     watcher.join().unwrap();

@@ -511,15 +511,17 @@ impl Datapath {
     }
 
     /// The pinned links whose program is not this object's (an earlier
-    /// run's, left when the kernel refused the swap in [`Self::attach`]);
-    /// 0 after a successful attach.
+    /// run's, left when the kernel refused the swap in [`Self::attach`]),
+    /// cgroup links and the uplink XDP link alike; 0 after a successful
+    /// attach.
     ///
     /// Errors: a pinned link or a program cannot be inspected.
     pub fn stale_links(&self) -> anyhow::Result<usize> {
         let mut stale = 0;
-        let Ok(entries) = std::fs::read_dir(self.pin_dir.join("links")) else {
-            return Ok(0);
-        };
+        let entries = ["links", "uplink"]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(self.pin_dir.join(d)).ok())
+            .flatten();
         for e in entries.flatten() {
             let file = e.file_name();
             let Some((name, _)) = file.to_str().and_then(|f| f.rsplit_once('@')) else {
