@@ -1,8 +1,8 @@
 //! What a pinned map's entries mean, by version: the part of a map's
 //! layout the kernel cannot see.
 //!
-//! The loader pins the maps of [`crate::PINNED_MAPS`] and
-//! [`PINNED_XDP_MAPS`] so a restarted or upgraded daemon keeps their
+//! The loader pins the maps of [`crate::PINNED_MAPS`],
+//! [`crate::PINNED_MAPS6`] and [`PINNED_XDP_MAPS`] so a restarted or upgraded daemon keeps their
 //! entries. Before it reuses a pin it compares the pinned map's layout —
 //! map type, key size, value size, capacity, flags (read from the kernel)
 //! and the version below (recorded beside the pins) — with its own build's.
@@ -14,7 +14,7 @@
 //! entries an older build wrote (or the reverse). Maps not listed are at
 //! version 1.
 
-use crate::{maps::*, xlb::*};
+use crate::{maps::*, maps6::*, xlb::*};
 
 /// The XDP maps pinned beside [`crate::PINNED_MAPS`]: the deny tries and
 /// their counters, and the external VIP balancer's tables — above all its
@@ -48,6 +48,11 @@ pub const MAP_LAYOUT_VERSIONS: &[(&str, u32)] = &[
     (SERVICE_STATS, 1),
     (BACKEND_STATS, 1),
     (TCP_STATS, 1),
+    (SERVICES6, 1),
+    (BACKENDS6, 1),
+    (SOCK_NAT6, 1),
+    (REV_NAT6, 1),
+    (WORKLOADS6, 1),
     (DENY_V4, 1),
     (DENY_V6, 1),
     (DENY_V4_LEN, 1),
@@ -76,7 +81,11 @@ mod tests {
 
     #[test]
     fn every_pinned_map_has_one_version() {
-        for name in PINNED_MAPS.iter().chain(PINNED_XDP_MAPS.iter()) {
+        for name in PINNED_MAPS
+            .iter()
+            .chain(PINNED_MAPS6.iter())
+            .chain(PINNED_XDP_MAPS.iter())
+        {
             let n = MAP_LAYOUT_VERSIONS
                 .iter()
                 .filter(|(m, _)| m == name)

@@ -111,11 +111,13 @@ impl fmt::Display for Layout {
 }
 
 /// Every map the loader pins: the socket data path's
-/// ([`proxy_common::PINNED_MAPS`]) and the uplink XDP program's
+/// ([`proxy_common::PINNED_MAPS`], [`proxy_common::PINNED_MAPS6`]) and the
+/// uplink XDP program's
 /// ([`proxy_common::PINNED_XDP_MAPS`]).
 pub(super) fn pinned_maps() -> impl Iterator<Item = &'static str> {
     proxy_common::PINNED_MAPS
         .iter()
+        .chain(proxy_common::PINNED_MAPS6.iter())
         .chain(proxy_common::PINNED_XDP_MAPS.iter())
         .copied()
 }

@@ -6,8 +6,8 @@ use aya::{
     Ebpf,
 };
 use proxy_common::{
-    Backend, BackendKey, ClientKey, MaglevTable, OrigDst, ProxyConfig, ServiceKey, ServiceStats,
-    ServiceValue, Workload,
+    Backend, Backend6, BackendKey, ClientKey, MaglevTable, OrigDst, ProxyConfig, ServiceKey,
+    ServiceKey6, ServiceStats, ServiceValue, Workload,
 };
 
 /// The socket data path's maps.
@@ -20,6 +20,10 @@ pub struct Maps {
     pub orig_dst: HashMap<MapData, ClientKey, OrigDst>,
     pub service_stats: PerCpuArray<MapData, ServiceStats>,
     pub backend_stats: PerCpuArray<MapData, u64>,
+    /// IPv6 VIPs (`proxy_common::maps6`).
+    pub services6: HashMap<MapData, ServiceKey6, ServiceValue>,
+    pub backends6: HashMap<MapData, BackendKey, Backend6>,
+    pub workloads6: HashMap<MapData, [u32; 4], Workload>,
 }
 
 impl Maps {
@@ -34,6 +38,9 @@ impl Maps {
             orig_dst: take(ebpf, proxy_common::ORIG_DST)?.try_into()?,
             service_stats: take(ebpf, proxy_common::SERVICE_STATS)?.try_into()?,
             backend_stats: take(ebpf, proxy_common::BACKEND_STATS)?.try_into()?,
+            services6: take(ebpf, proxy_common::SERVICES6)?.try_into()?,
+            backends6: take(ebpf, proxy_common::BACKENDS6)?.try_into()?,
+            workloads6: take(ebpf, proxy_common::WORKLOADS6)?.try_into()?,
         })
     }
 }
