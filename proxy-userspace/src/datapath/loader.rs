@@ -953,7 +953,7 @@ impl Datapath {
         &self.pin_dir
     }
 
-    /// Detaches every program and removes the pins (`strait run --cleanup`,
+    /// Detaches every program and removes the pins (`strait cleanup`,
     /// tests): the pods' sockets are no longer balanced or redirected.
     pub fn cleanup(self) -> anyhow::Result<()> {
         let Self {
