@@ -70,6 +70,11 @@ pub struct RunCmd {
     /// neighbour entry of the uplink's default gateway).
     #[arg(long, value_name = "MAC", requires = "xdp_uplink", value_parser = crate::datapath::parse_mac)]
     pub xdp_gateway_mac: Option<[u8; 6]>,
+    /// When a pinned kernel map (from an earlier strait) has a layout this
+    /// build can neither use nor migrate, replace it with an empty one and
+    /// refill it from the configuration, instead of refusing to start.
+    #[arg(long)]
+    pub reset_maps: bool,
     /// Longest time a client may take to send a request head, from its
     /// first byte, milliseconds (Envoy's `request_headers_timeout`); a
     /// slower client gets 408 and is disconnected. 0: no limit (also for
@@ -295,6 +300,7 @@ impl RunCmd {
             xdp_uplink: self.xdp_uplink,
             xdp_source: self.xdp_source,
             xdp_gateway_mac: self.xdp_gateway_mac,
+            reset_maps: self.reset_maps,
             identity: self.identity.into_args(),
             proxy: crate::serve::ProxySettings {
                 request_headers_timeout: ms_or_off(self.request_headers_timeout_ms),

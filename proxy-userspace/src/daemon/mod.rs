@@ -79,6 +79,9 @@ pub struct RunArgs {
     /// Gateway MAC for tunnelled packets (default: the neighbour entry of
     /// the uplink's default gateway).
     pub xdp_gateway_mac: Option<[u8; 6]>,
+    /// Replace pinned maps of an unusable layout instead of refusing
+    /// ([`DatapathConfig::reset_maps`]).
+    pub reset_maps: bool,
     /// Bounds on config files (size, documents, nesting depth).
     pub limits: Limits,
     /// Workload certificates for the node's pods (none: no identity).
@@ -121,6 +124,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut dp_cfg = DatapathConfig::new(&args.node);
     dp_cfg.bpffs = args.bpffs.clone();
     dp_cfg.outbound = args.outbound;
+    dp_cfg.reset_maps = args.reset_maps;
     let node_lock = lock::lock_node(
         std::path::Path::new(lock::LOCK_DIR),
         &dp_cfg.pin_dir(),
@@ -355,6 +359,8 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     if let Some(iface) = &args.xdp_uplink {
         let uplink = crate::datapath::resolve_uplink(iface, args.xdp_source, args.xdp_gateway_mac)?;
         datapath.attach_uplink(iface, &uplink)?;
+    } else {
+        datapath.detach_uplink();
     }
     let mut capture = Capture {
         root: pods.clone(),
