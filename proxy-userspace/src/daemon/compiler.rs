@@ -44,6 +44,8 @@ pub(crate) struct Step {
 /// Keeps what the last reload compiled (see the module docs).
 pub(crate) struct Compiler {
     opts: CompileOptions,
+    /// HBONE is on: meshed L4 services are redirected.
+    hbone: bool,
     /// `None` until the first compile, and after [`Compiler::invalidate`].
     inc: Option<Incremental>,
     /// The snapshot last compiled (HBONE redirects applied); incremental
@@ -55,10 +57,12 @@ pub(crate) struct Compiler {
 }
 
 impl Compiler {
-    /// A compiler whose full compiles use `opts`.
-    pub fn new(opts: CompileOptions) -> Self {
+    /// A compiler whose full compiles use `opts`; with `hbone`, L4
+    /// services with a meshed endpoint are turned to REDIRECT.
+    pub fn new(opts: CompileOptions, hbone: bool) -> Self {
         Self {
             opts,
+            hbone,
             inc: None,
             current: MeshSnapshot::default(),
             redirected: BTreeSet::new(),
@@ -122,7 +126,7 @@ impl Compiler {
                 return None;
             }
         };
-        if hbone::enabled() && !self.redirect_changed(&diff, old) {
+        if self.hbone && !self.redirect_changed(&diff, old) {
             tracing::debug!(
                 reason = "a workload's meshed status changes",
                 "config change compiled in full"
@@ -187,7 +191,7 @@ impl Compiler {
         }
         let enrollment = Enrollment::from_resources(&reload.resources);
         self.redirected.clear();
-        if hbone::enabled() {
+        if self.hbone {
             let was_l4: Vec<bool> = snap.l4.iter().map(|e| e.mode == L4Mode::L4).collect();
             hbone::redirect_meshed_services(&mut snap, &enrollment);
             self.redirected = snap
@@ -221,5 +225,146 @@ impl Compiler {
             }
             super::log_diagnostics(&strait_config::enforced::diagnostics(r));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::{ChangedPaths, ConfigStore};
+    use std::path::{Path, PathBuf};
+
+    struct TempDir(PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tempdir(name: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("strait-compiler-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+
+    const MESH_NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh, labels: {istio.io/dataplane-mode: ambient}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: plain}\n";
+
+    fn pod(ns: &str, name: &str, ip: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: api}}}}\nspec: {{nodeName: n1, containers: [{{name: c, image: i}}]}}\nstatus: {{phase: Running, podIP: {ip}}}\n"
+        )
+    }
+
+    /// Service `api` in `plain` with its endpoints at `ips` (pods in
+    /// `plain` or `mesh` by address: 10.1.0.x plain, 10.2.0.x meshed).
+    fn api(ips: &[&str]) -> String {
+        let mut y = "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: plain}\nspec: {clusterIP: 10.96.0.10, ports: [{name: http, port: 80, targetPort: 8080}]}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: api-1, namespace: plain, labels: {kubernetes.io/service-name: api}}\naddressType: IPv4\nports: [{name: http, port: 8080}]\nendpoints:\n".to_string();
+        for ip in ips {
+            y.push_str(&format!("- {{addresses: [\"{ip}\"]}}\n"));
+        }
+        y
+    }
+
+    fn write(dir: &Path, file: &str, text: &str, paths: &ChangedPaths) {
+        std::fs::write(dir.join(file), text).unwrap();
+        paths.note(&[dir.join(file)]);
+    }
+
+    /// What a fresh daemon would compile from the directory.
+    fn full(dir: &Path, hbone: bool) -> MeshSnapshot {
+        let mut c = Compiler::new(CompileOptions::default(), hbone);
+        c.reload(&mut ConfigStore::new(dir), None).unwrap();
+        c.current
+    }
+
+    fn setup(name: &str, hbone: bool) -> (TempDir, ChangedPaths, ConfigStore, Compiler) {
+        let d = tempdir(name);
+        let pods = [
+            pod("plain", "a", "10.1.0.1"),
+            pod("plain", "b", "10.1.0.2"),
+            pod("mesh", "m", "10.2.0.1"),
+        ]
+        .join("---\n");
+        std::fs::write(d.0.join("ns.yaml"), MESH_NS).unwrap();
+        std::fs::write(d.0.join("pods.yaml"), pods).unwrap();
+        std::fs::write(d.0.join("api.yaml"), api(&["10.1.0.1"])).unwrap();
+        let paths = ChangedPaths::default();
+        let mut store = ConfigStore::new(&d.0);
+        store.follow(paths.clone());
+        let mut c = Compiler::new(CompileOptions::default(), hbone);
+        let first = c.reload(&mut store, None).unwrap();
+        assert!(!first.incremental && first.diff.is_none());
+        (d, paths, store, c)
+    }
+
+    #[test]
+    fn an_endpoint_change_is_applied_incrementally_and_equals_a_full_compile() {
+        let (d, paths, mut store, mut c) = setup("endpoints", false);
+        let old = c.current.clone();
+        write(&d.0, "api.yaml", &api(&["10.1.0.1", "10.1.0.2"]), &paths);
+        let step = c.reload(&mut store, Some(&old)).unwrap();
+        assert!(step.incremental, "{step:?}");
+        let diff = step.diff.unwrap();
+        assert_eq!(
+            diff.clusters.changed,
+            ["outbound|80||api.plain.svc.cluster.local"]
+        );
+        assert_eq!(diff.l4.changed.len(), 1);
+        assert!(diff.routes.is_empty() && diff.services.is_empty());
+        assert_eq!(c.current, full(&d.0, false));
+        assert_eq!(diff, strait_config::snapshot::diff(&old, &c.current));
+
+        // Another kind: compiled in full, still diffed against the old.
+        let old = c.current.clone();
+        write(
+            &d.0,
+            "vs.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api, namespace: plain}\nspec:\n  hosts: [api]\n  http:\n  - route: [{destination: {host: api}}]\n    timeout: 2s\n",
+            &paths,
+        );
+        let step = c.reload(&mut store, Some(&old)).unwrap();
+        assert!(!step.incremental);
+        assert!(!step.diff.unwrap().routes.is_empty());
+        assert_eq!(c.current, full(&d.0, false));
+    }
+
+    #[test]
+    fn after_invalidate_the_next_change_is_compiled_in_full_against_the_served_snapshot() {
+        let (d, paths, mut store, mut c) = setup("invalidate", false);
+        let served = c.current.clone();
+        write(&d.0, "api.yaml", &api(&["10.1.0.2"]), &paths);
+        assert!(c.reload(&mut store, Some(&served)).unwrap().incremental);
+        // That snapshot was not put in service.
+        c.invalidate();
+        write(&d.0, "api.yaml", &api(&["10.1.0.2", "10.1.0.1"]), &paths);
+        let step = c.reload(&mut store, Some(&served)).unwrap();
+        assert!(!step.incremental);
+        assert_eq!(
+            step.diff.unwrap(),
+            strait_config::snapshot::diff(&served, &full(&d.0, false))
+        );
+    }
+
+    #[test]
+    fn with_hbone_a_meshed_endpoint_redirects_its_service_incrementally_and_back() {
+        use strait_config::snapshot::L4Mode;
+        let (d, paths, mut store, mut c) = setup("hbone", true);
+        assert_eq!(c.current.l4[0].mode, L4Mode::L4);
+        // The meshed pod joins the service: the kernel entry redirects.
+        let old = c.current.clone();
+        write(&d.0, "api.yaml", &api(&["10.1.0.1", "10.2.0.1"]), &paths);
+        let step = c.reload(&mut store, Some(&old)).unwrap();
+        assert!(step.incremental, "{step:?}");
+        assert_eq!(step.diff.unwrap().l4.changed.len(), 1);
+        assert_eq!(c.current.l4[0].mode, L4Mode::Redirect);
+        assert_eq!(c.current, full(&d.0, true));
+        // It leaves: back to the kernel path.
+        let old = c.current.clone();
+        write(&d.0, "api.yaml", &api(&["10.1.0.2"]), &paths);
+        let step = c.reload(&mut store, Some(&old)).unwrap();
+        assert!(step.incremental, "{step:?}");
+        assert_eq!(c.current.l4[0].mode, L4Mode::L4);
+        assert_eq!(c.current, full(&d.0, true));
     }
 }

@@ -172,7 +172,7 @@ pub(crate) fn compile_opts(
     store: &mut dyn Source,
     opts: &strait_config::CompileOptions,
 ) -> Option<(MeshSnapshot, Enrollment)> {
-    let mut c = compiler::Compiler::new(*opts);
+    let mut c = compiler::Compiler::new(*opts, hbone::enabled());
     c.reload(store, None)?;
     Some((c.snapshot().clone(), c.enrollment().clone()))
 }
@@ -271,7 +271,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         vec![args.admin, SocketAddr::V4(args.outbound)],
         node_ips.clone(),
     );
-    let mut compiler = compiler::Compiler::new(compile_options(args));
+    let mut compiler = compiler::Compiler::new(compile_options(args), hbone::enabled());
     let (store, first) = match args.kube {
         None => {
             let mut store = ConfigStore::with_limits(&args.config, args.limits)

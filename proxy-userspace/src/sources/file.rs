@@ -603,6 +603,84 @@ mod tests {
     }
 
     #[test]
+    fn a_followed_store_reads_only_the_files_the_watcher_named() {
+        let d = tempdir("follow");
+        std::fs::write(d.0.join("a.yaml"), GOOD_VS).unwrap();
+        std::fs::write(d.0.join("b.yaml"), GOOD_VS.replace("reviews", "ratings")).unwrap();
+        let paths = ChangedPaths::default();
+        let mut store = ConfigStore::new(&d.0);
+        store.follow(paths.clone());
+        assert_eq!(store.reload().resources.len(), 2);
+        // b.yaml changes on disk, but the watcher named only a.yaml: b's
+        // new version is not read (proof that only named files are).
+        std::fs::write(d.0.join("a.yaml"), GOOD_VS.replace("subset: v1", "subset: v2")).unwrap();
+        std::fs::write(d.0.join("b.yaml"), BAD_VS.replace("reviews", "ratings")).unwrap();
+        paths.note(&[d.0.join("a.yaml")]);
+        let r = store.reload();
+        assert_eq!(subset(&r).as_deref(), Some("v2"));
+        assert!(r.diagnostics.iter().all(|d| !d.is_error()), "{:?}", r.diagnostics);
+        let c = r.changed.expect("named");
+        let keys = |v: &[Resource]| v.iter().map(Resource::key).collect::<Vec<_>>();
+        assert_eq!(keys(&c.added), ["VirtualService/default/reviews"]);
+        // Nothing named: nothing read, nothing changed.
+        assert!(store.reload().unchanged);
+        // Named with the same bytes: unchanged.
+        paths.note(&[d.0.join("a.yaml")]);
+        assert!(store.reload().unchanged);
+        // b.yaml named now: its error is reported with the file and
+        // resource, its last good version kept.
+        paths.note(&[d.0.join("b.yaml")]);
+        let r = store.reload();
+        let err = r.diagnostics.iter().find(|d| d.is_error()).expect("an error");
+        assert!(err.to_string().contains("b.yaml") && err.to_string().contains("VirtualService/default/ratings"), "{err}");
+        assert_eq!(r.kept_last_good, vec![d.0.join("b.yaml")]);
+        assert_eq!(r.resources.len(), 2);
+        // A removed file, and a new one.
+        std::fs::remove_file(d.0.join("a.yaml")).unwrap();
+        std::fs::write(d.0.join("c.yml"), GOOD_VS.replace("reviews", "details")).unwrap();
+        paths.note(&[d.0.join("a.yaml"), d.0.join("c.yml")]);
+        let r = store.reload();
+        let c = r.changed.expect("named");
+        assert_eq!(keys(&c.removed), ["VirtualService/default/reviews"]);
+        assert_eq!(keys(&c.added), ["VirtualService/default/details"]);
+        assert_eq!(r.resources.len(), 2);
+        // The error of b.yaml, which was not named, is still reported.
+        assert_eq!(r.kept_last_good, vec![d.0.join("b.yaml")]);
+    }
+
+    #[test]
+    fn a_named_directory_hidden_path_or_lost_events_read_everything() {
+        let d = tempdir("follow-full");
+        std::fs::write(d.0.join("a.yaml"), GOOD_VS).unwrap();
+        let paths = ChangedPaths::default();
+        let mut store = ConfigStore::new(&d.0);
+        store.follow(paths.clone());
+        store.reload();
+        let v = |n: usize| GOOD_VS.replace("subset: v1", &format!("subset: v{n}"));
+        // A new directory with a file (the watch may miss the file's own
+        // events): the whole directory is read.
+        std::fs::create_dir(d.0.join("sub")).unwrap();
+        std::fs::write(d.0.join("sub/b.yaml"), GOOD_VS.replace("reviews", "ratings")).unwrap();
+        std::fs::write(d.0.join("a.yaml"), v(2)).unwrap();
+        paths.note(&[d.0.join("sub")]);
+        let r = store.reload();
+        assert_eq!((r.resources.len(), subset(&r).as_deref()), (2, Some("v2")));
+        // A ConfigMap volume swaps its hidden `..data` link.
+        std::fs::write(d.0.join("a.yaml"), v(3)).unwrap();
+        paths.note(&[d.0.join("..data")]);
+        assert_eq!(subset(&store.reload()).as_deref(), Some("v3"));
+        // Lost events (queue overflow).
+        std::fs::write(d.0.join("a.yaml"), v(4)).unwrap();
+        paths.note_unknown();
+        assert_eq!(subset(&store.reload()).as_deref(), Some("v4"));
+        // A non-YAML file: ignored, nothing read.
+        std::fs::write(d.0.join("a.yaml"), v(5)).unwrap();
+        std::fs::write(d.0.join("notes.txt"), "x").unwrap();
+        paths.note(&[d.0.join("notes.txt")]);
+        assert!(store.reload().unchanged);
+    }
+
+    #[test]
     fn a_directory_that_cannot_be_listed_keeps_the_last_good_config() {
         let d = tempdir("listing");
         std::fs::write(d.0.join("vs.yaml"), GOOD_VS).unwrap();
