@@ -130,12 +130,16 @@ fn serve_conn(mut s: TcpStream, name: u8) {
     let mut chunk = [0u8; 4096];
     loop {
         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let close = String::from_utf8_lossy(&buf[..end])
+                .to_ascii_lowercase()
+                .contains("connection: close");
             buf.drain(..end + 4);
             let resp = format!(
-                "HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n{}",
+                "HTTP/1.1 200 OK\r\ncontent-length: 1\r\n{}\r\n{}",
+                if close { "connection: close\r\n" } else { "" },
                 name as char
             );
-            if s.write_all(resp.as_bytes()).is_err() {
+            if s.write_all(resp.as_bytes()).is_err() || close {
                 return;
             }
         }
