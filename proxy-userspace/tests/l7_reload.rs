@@ -349,8 +349,14 @@ async fn a_diff_rebuilds_only_what_it_names() {
     let rebuilt = mesh.proxy.apply_diff(&new, &diff).expect("applies");
     assert_eq!(rebuilt, 1);
     let built = mesh.proxy.rebuild_counts();
-    assert_eq!(built.route_tables, counts.route_tables, "no route table rebuilt");
-    assert_eq!(built.policy_tables, counts.policy_tables, "no policy table built");
+    assert_eq!(
+        built.route_tables, counts.route_tables,
+        "no route table rebuilt"
+    );
+    assert_eq!(
+        built.policy_tables, counts.policy_tables,
+        "no policy table built"
+    );
     assert_eq!(built.clusters, counts.clusters + 1);
     let after = mesh.proxy.table();
     assert!(Arc::ptr_eq(&other_port(&before), &other_port(&after)));
@@ -426,7 +432,11 @@ fn a_swap_builds_route_and_policy_tables_only_when_theirs_changed() {
         let proxy = strait::serve::Proxy::new(&support::compile(&a)).unwrap();
         // A route of `web`: one route table, no policy table.
         let b = policy_mesh(&["10.1.0.1"], "2s", policy);
-        assert_eq!(step(&proxy, &a, &b), (1, 0), "route change, policy {policy:?}");
+        assert_eq!(
+            step(&proxy, &a, &b),
+            (1, 0),
+            "route change, policy {policy:?}"
+        );
         // An endpoint of `api`: no route table; the policy table only
         // when there are policies.
         let c = policy_mesh(&["10.1.0.1", "10.1.0.2"], "2s", policy);

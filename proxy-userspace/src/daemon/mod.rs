@@ -277,10 +277,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
             let mut store = ConfigStore::with_limits(&args.config, args.limits)
                 .with_node_addresses(node_ips.clone());
             compiler.reload(&mut store, None);
-            let first = (
-                compiler.snapshot().clone(),
-                compiler.enrollment().clone(),
-            );
+            let first = (compiler.snapshot().clone(), compiler.enrollment().clone());
             tracing::info!(
                 services = first.0.services.len(),
                 clusters = first.0.clusters.len(),
@@ -396,10 +393,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
             w.wait_synced().await;
             tracing::info!(counts = ?w.counts(), "API server in sync");
             compiler.reload(&mut store, None);
-            let first = (
-                compiler.snapshot().clone(),
-                compiler.enrollment().clone(),
-            );
+            let first = (compiler.snapshot().clone(), compiler.enrollment().clone());
             capture.sync(&mut datapath, &first.1);
             guard.update(&first.1);
             apply_kernel(&mut datapath, &first.0, &first.1);
@@ -619,7 +613,10 @@ fn reload_once(
         tracing::debug!("config files unchanged: nothing reloaded");
         return None;
     };
-    tracing::info!(incremental = step.incremental, "config files changed: reloading");
+    tracing::info!(
+        incremental = step.incremental,
+        "config files changed: reloading"
+    );
     let snap = compiler.snapshot();
     if step.enrollment_changed {
         *enrollment = compiler.enrollment().clone();

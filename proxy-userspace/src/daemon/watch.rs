@@ -51,10 +51,7 @@ pub fn is_content_change(kind: &EventKind) -> bool {
 /// returned channel (use [`next_burst`] to wait for a debounced burst).
 ///
 /// Errors: the directory does not exist or inotify cannot watch it.
-pub fn watch(
-    dir: &Path,
-    paths: ChangedPaths,
-) -> anyhow::Result<(ConfigWatch, mpsc::Receiver<()>)> {
+pub fn watch(dir: &Path, paths: ChangedPaths) -> anyhow::Result<(ConfigWatch, mpsc::Receiver<()>)> {
     let (tx, rx) = mpsc::channel();
     let mut watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {

@@ -186,7 +186,9 @@ impl ConfigStore {
                 if let Some(r) = self.reload_paths(&paths) {
                     return r;
                 }
-                tracing::debug!("a changed path is not a YAML file: reading the whole config directory");
+                tracing::debug!(
+                    "a changed path is not a YAML file: reading the whole config directory"
+                );
             }
         }
         self.reload_all()
@@ -246,7 +248,11 @@ impl ConfigStore {
                 Some(text) => {
                     let prev = self.last_good.remove(&f);
                     let (keep, report) = self.load_file(&f, &text, prev.as_ref());
-                    resource_changes(prev.unwrap_or_default(), keep.as_deref().unwrap_or(&[]), &mut changed);
+                    resource_changes(
+                        prev.unwrap_or_default(),
+                        keep.as_deref().unwrap_or(&[]),
+                        &mut changed,
+                    );
                     if let Some(known) = self.last_inputs.as_mut() {
                         known.insert(f.clone(), text);
                     }
@@ -613,12 +619,20 @@ mod tests {
         assert_eq!(store.reload().resources.len(), 2);
         // b.yaml changes on disk, but the watcher named only a.yaml: b's
         // new version is not read (proof that only named files are).
-        std::fs::write(d.0.join("a.yaml"), GOOD_VS.replace("subset: v1", "subset: v2")).unwrap();
+        std::fs::write(
+            d.0.join("a.yaml"),
+            GOOD_VS.replace("subset: v1", "subset: v2"),
+        )
+        .unwrap();
         std::fs::write(d.0.join("b.yaml"), BAD_VS.replace("reviews", "ratings")).unwrap();
         paths.note(&[d.0.join("a.yaml")]);
         let r = store.reload();
         assert_eq!(subset(&r).as_deref(), Some("v2"));
-        assert!(r.diagnostics.iter().all(|d| !d.is_error()), "{:?}", r.diagnostics);
+        assert!(
+            r.diagnostics.iter().all(|d| !d.is_error()),
+            "{:?}",
+            r.diagnostics
+        );
         let c = r.changed.expect("named");
         let keys = |v: &[Resource]| v.iter().map(Resource::key).collect::<Vec<_>>();
         assert_eq!(keys(&c.added), ["VirtualService/default/reviews"]);
@@ -631,8 +645,16 @@ mod tests {
         // resource, its last good version kept.
         paths.note(&[d.0.join("b.yaml")]);
         let r = store.reload();
-        let err = r.diagnostics.iter().find(|d| d.is_error()).expect("an error");
-        assert!(err.to_string().contains("b.yaml") && err.to_string().contains("VirtualService/default/ratings"), "{err}");
+        let err = r
+            .diagnostics
+            .iter()
+            .find(|d| d.is_error())
+            .expect("an error");
+        assert!(
+            err.to_string().contains("b.yaml")
+                && err.to_string().contains("VirtualService/default/ratings"),
+            "{err}"
+        );
         assert_eq!(r.kept_last_good, vec![d.0.join("b.yaml")]);
         assert_eq!(r.resources.len(), 2);
         // A removed file, and a new one.
@@ -660,7 +682,11 @@ mod tests {
         // A new directory with a file (the watch may miss the file's own
         // events): the whole directory is read.
         std::fs::create_dir(d.0.join("sub")).unwrap();
-        std::fs::write(d.0.join("sub/b.yaml"), GOOD_VS.replace("reviews", "ratings")).unwrap();
+        std::fs::write(
+            d.0.join("sub/b.yaml"),
+            GOOD_VS.replace("reviews", "ratings"),
+        )
+        .unwrap();
         std::fs::write(d.0.join("a.yaml"), v(2)).unwrap();
         paths.note(&[d.0.join("sub")]);
         let r = store.reload();

@@ -163,8 +163,7 @@ fn client(addr: SocketAddr) -> anyhow::Result<()> {
             continue;
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s
-            .write_all(b"GET / HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
+        if s.write_all(b"GET / HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
             .is_err()
         {
             continue;
@@ -329,7 +328,13 @@ fn run(strait: &Path, services: usize, changes: usize) -> anyhow::Result<Value> 
     procs.0.push(daemon);
     let deadline = Instant::now() + Duration::from_secs(180);
     while !admin_ready(&node) {
-        if let Some(st) = procs.0.last_mut().map(Child::try_wait).transpose()?.flatten() {
+        if let Some(st) = procs
+            .0
+            .last_mut()
+            .map(Child::try_wait)
+            .transpose()?
+            .flatten()
+        {
             bail!(
                 "strait run exited ({st}):\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
@@ -358,7 +363,11 @@ fn run(strait: &Path, services: usize, changes: usize) -> anyhow::Result<Value> 
         let mut fields: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         let mut incremental = 0;
         for k in 0..changes {
-            let (to, want) = if k % 2 == 0 { (&ip_b, 'b') } else { (&ip_a, 'a') };
+            let (to, want) = if k % 2 == 0 {
+                (&ip_b, 'b')
+            } else {
+                (&ip_a, 'a')
+            };
             let before = log_records(&log, "config reloaded").len();
             std::thread::sleep(Duration::from_millis(300));
             let t0 = mono_ns();

@@ -189,18 +189,22 @@ fn propagation(env: &Env, _section: &mut Section) -> anyhow::Result<Value> {
         _ => format!("{}\n\n{md}\n", old.trim_end()),
     };
     std::fs::write(&path, new)?;
-    step(&format!("config: wrote the propagation section of {}", path.display()));
+    step(&format!(
+        "config: wrote the propagation section of {}",
+        path.display()
+    ));
     println!("{md}");
     Ok(v)
 }
 
 /// Samples of `key` in one path's JSON, scaled by `scale`.
 fn samples(path: &Value, key: &str, scale: f64) -> Samples {
-    Samples(
-        path[key]
-            .as_array()
-            .map_or(Vec::new(), |a| a.iter().filter_map(Value::as_f64).map(|x| x * scale).collect()),
-    )
+    Samples(path[key].as_array().map_or(Vec::new(), |a| {
+        a.iter()
+            .filter_map(Value::as_f64)
+            .map(|x| x * scale)
+            .collect()
+    }))
 }
 
 /// "met" when every sample is within `target`, else "not met" with the
@@ -216,7 +220,10 @@ fn verdict(s: &Samples, target: f64) -> String {
     if max <= target {
         "met".into()
     } else if median <= target {
-        format!("met by the median, not by the slowest ({})", super::stats::num(max, 2))
+        format!(
+            "met by the median, not by the slowest ({})",
+            super::stats::num(max, 2)
+        )
     } else {
         "not met".into()
     }
@@ -248,24 +255,32 @@ fn render(v: &Value, quick: bool, load_before: &str, load_after: &str) -> String
         "|---|---|---|---|---|---|".into(),
     ];
     let (k, p) = (&v["kernel"], &v["proxy"]);
-    let row = |label: &str, key: &str, scale: f64, digits: usize, target: Option<f64>, shift: f64| {
-        let ks = Samples(samples(k, key, scale).0.iter().map(|x| x - shift).collect());
-        let ps = Samples(samples(p, key, scale).0.iter().map(|x| x - shift).collect());
-        let (t, kv, pv) = match target {
-            Some(t) => (
-                format!("≤ {}", super::stats::num(t, 0)),
-                verdict(&ks, t),
-                verdict(&ps, t),
-            ),
-            None => ("—".into(), "—".into(), "—".into()),
+    let row =
+        |label: &str, key: &str, scale: f64, digits: usize, target: Option<f64>, shift: f64| {
+            let ks = Samples(samples(k, key, scale).0.iter().map(|x| x - shift).collect());
+            let ps = Samples(samples(p, key, scale).0.iter().map(|x| x - shift).collect());
+            let (t, kv, pv) = match target {
+                Some(t) => (
+                    format!("≤ {}", super::stats::num(t, 0)),
+                    verdict(&ks, t),
+                    verdict(&ps, t),
+                ),
+                None => ("—".into(), "—".into(), "—".into()),
+            };
+            format!(
+                "| {label} | {} | {} | {t} | {kv} | {pv} |",
+                ks.cell(digits, None),
+                ps.cell(digits, None)
+            )
         };
-        format!(
-            "| {label} | {} | {} | {t} | {kv} | {pv} |",
-            ks.cell(digits, None),
-            ps.cell(digits, None)
-        )
-    };
-    md.push(row("file written → new backend answers (end to end), ms", "end_to_end_ms", 1.0, 1, None, 0.0));
+    md.push(row(
+        "file written → new backend answers (end to end), ms",
+        "end_to_end_ms",
+        1.0,
+        1,
+        None,
+        0.0,
+    ));
     md.push(row(
         &format!("end to end minus the {debounce:.0} ms debounce, ms"),
         "end_to_end_ms",
@@ -274,13 +289,55 @@ fn render(v: &Value, quick: bool, load_before: &str, load_after: &str) -> String
         Some(10.0),
         debounce,
     ));
-    md.push(row("daemon: read the changed file + compile the change (`compile_us`), ms", "compile_us", 1e-3, 2, None, 0.0));
-    md.push(row("daemon: proxy table swap (`proxy_us`), ms", "proxy_us", 1e-3, 2, None, 0.0));
-    md.push(row("daemon: kernel map write (`kernel_us`), ms", "kernel_us", 1e-3, 3, Some(1.0), 0.0));
-    md.push(row("daemon: diff ready → kernel maps written (`diff_to_map_us`, includes the proxy swap), ms", "diff_to_map_us", 1e-3, 2, None, 0.0));
+    md.push(row(
+        "daemon: read the changed file + compile the change (`compile_us`), ms",
+        "compile_us",
+        1e-3,
+        2,
+        None,
+        0.0,
+    ));
+    md.push(row(
+        "daemon: proxy table swap (`proxy_us`), ms",
+        "proxy_us",
+        1e-3,
+        2,
+        None,
+        0.0,
+    ));
+    md.push(row(
+        "daemon: kernel map write (`kernel_us`), ms",
+        "kernel_us",
+        1e-3,
+        3,
+        Some(1.0),
+        0.0,
+    ));
+    md.push(row(
+        "daemon: diff ready → kernel maps written (`diff_to_map_us`, includes the proxy swap), ms",
+        "diff_to_map_us",
+        1e-3,
+        2,
+        None,
+        0.0,
+    ));
     md.push(row("daemon: publish the snapshot to the admin API and telemetry (`publish_us`, after traffic moved), ms", "publish_us", 1e-3, 1, None, 0.0));
-    md.push(row("route tables compiled per change", "route_tables_built", 1.0, 0, None, 0.0));
-    md.push(row("policy tables built per change", "policy_tables_built", 1.0, 0, None, 0.0));
+    md.push(row(
+        "route tables compiled per change",
+        "route_tables_built",
+        1.0,
+        0,
+        None,
+        0.0,
+    ));
+    md.push(row(
+        "policy tables built per change",
+        "policy_tables_built",
+        1.0,
+        0,
+        None,
+        0.0,
+    ));
     md.push(String::new());
     md.push(format!(
         "Applied through `compile::Incremental`: kernel path {} of {}, proxy path {} of {} changes (the rest compiled in full).",
