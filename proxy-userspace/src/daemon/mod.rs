@@ -635,6 +635,7 @@ fn reload_once(
     }
     drop(old);
     let compiled = started.elapsed();
+    let counts = live.proxy.rebuild_counts();
     let rebuilt = match live.proxy.apply_diff(snap, &diff) {
         Ok(n) => n,
         Err(e) => {
@@ -653,7 +654,7 @@ fn reload_once(
     let written = started.elapsed();
     let snap = Arc::new(snap.clone());
     live.snapshot.store(snap.clone());
-    let counts = live.proxy.rebuild_counts();
+    let built = live.proxy.rebuild_counts();
     tracing::info!(
         incremental = step.incremental,
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -663,8 +664,8 @@ fn reload_once(
         diff_to_map_us = (written - compiled).as_micros() as u64,
         publish_us = (started.elapsed() - written).as_micros() as u64,
         clusters_rebuilt = rebuilt,
-        route_tables_built = counts.route_tables,
-        policy_tables_built = counts.policy_tables,
+        route_tables_built = built.route_tables - counts.route_tables,
+        policy_tables_built = built.policy_tables - counts.policy_tables,
         kernel_services_changed =
             diff.l4.added.len() + diff.l4.changed.len() + diff.l4.removed.len(),
         "config reloaded"

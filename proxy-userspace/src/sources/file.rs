@@ -167,9 +167,10 @@ impl ConfigStore {
 
     /// Follows a watcher's changed paths: from now on a reload re-reads
     /// only the files the watcher named since the previous reload (the
-    /// whole directory when it named something else than a YAML file —
-    /// a directory, a hidden path such as a ConfigMap's `..data` — or
-    /// lost events). Call it before the watch starts noting; changes
+    /// whole directory when it named a directory — a hidden one too, such
+    /// as a ConfigMap volume's `..data` link — or lost events; hidden
+    /// files, such as an atomic writer's temporary file, and other
+    /// non-YAML files are not read). Call it before the watch starts noting; changes
     /// between the last reload and then are not seen.
     pub fn follow(&mut self, changed: ChangedPaths) {
         self.changed_paths = Some(changed);
@@ -203,8 +204,23 @@ impl ConfigStore {
         let mut files: Vec<(PathBuf, Option<Result<String, String>>)> = Vec::new();
         for p in paths {
             let rel = p.strip_prefix(&self.dir).ok()?;
-            if rel.as_os_str().is_empty() || rel.components().any(|c| hidden(c.as_os_str())) {
+            if rel.as_os_str().is_empty() {
                 return None;
+            }
+            // Below a hidden name: not read by a listing either, unless it
+            // is a directory (a ConfigMap volume's `..data` link swap).
+            let mut under = self.dir.clone();
+            let below_hidden = rel.components().any(|c| {
+                under.push(c);
+                hidden(c.as_os_str())
+            });
+            if below_hidden {
+                match std::fs::metadata(&under) {
+                    Ok(m) if m.is_dir() => return None,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(_) => return None,
+                }
             }
             let yaml = is_yaml(p);
             match std::fs::symlink_metadata(p) {
@@ -691,10 +707,20 @@ mod tests {
         paths.note(&[d.0.join("sub")]);
         let r = store.reload();
         assert_eq!((r.resources.len(), subset(&r).as_deref()), (2, Some("v2")));
-        // A ConfigMap volume swaps its hidden `..data` link.
+        // A ConfigMap volume swaps its hidden `..data` link (a directory).
+        std::fs::create_dir(d.0.join("..2026_12_05")).unwrap();
+        std::os::unix::fs::symlink("..2026_12_05", d.0.join("..data")).unwrap();
         std::fs::write(d.0.join("a.yaml"), v(3)).unwrap();
         paths.note(&[d.0.join("..data")]);
         assert_eq!(subset(&store.reload()).as_deref(), Some("v3"));
+        // An atomic writer's hidden temporary file, renamed into place:
+        // only the file it became is read.
+        std::fs::write(d.0.join(".a.yaml.tmp"), v(6)).unwrap();
+        std::fs::rename(d.0.join(".a.yaml.tmp"), d.0.join("a.yaml")).unwrap();
+        paths.note(&[d.0.join(".a.yaml.tmp"), d.0.join("a.yaml")]);
+        let r = store.reload();
+        assert_eq!(subset(&r).as_deref(), Some("v6"));
+        assert_eq!(r.changed.expect("named").added.len(), 1);
         // Lost events (queue overflow).
         std::fs::write(d.0.join("a.yaml"), v(4)).unwrap();
         paths.note_unknown();
