@@ -400,6 +400,20 @@ pub fn enabled() -> bool {
     ENABLED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Whether a kernel entry has a meshed backend (the test
+/// [`redirect_meshed_services`] applies).
+pub fn l4_meshed(
+    svc: &strait_config::snapshot::L4Service,
+    workloads: &BTreeMap<IpAddr, strait_config::snapshot::Workload>,
+    enrollment: &Enrollment,
+) -> bool {
+    svc.backends.iter().any(|b| {
+        workloads
+            .get(&b.addr.ip())
+            .is_some_and(|w| enrollment.ip_meshed(w.ip, &w.namespace))
+    })
+}
+
 /// With mTLS on, a kernel-balanced (L4) service with a meshed endpoint
 /// needs the proxy (the kernel cannot encrypt): its mode becomes REDIRECT,
 /// as policies force it. Services whose endpoints are all plaintext keep
@@ -413,12 +427,7 @@ pub fn redirect_meshed_services(snap: &mut MeshSnapshot, enrollment: &Enrollment
         if svc.mode != L4Mode::L4 {
             continue;
         }
-        let meshed = svc.backends.iter().any(|b| {
-            workloads
-                .get(&b.addr.ip())
-                .is_some_and(|w| enrollment.ip_meshed(w.ip, &w.namespace))
-        });
-        if meshed {
+        if l4_meshed(svc, workloads, enrollment) {
             svc.mode = L4Mode::Redirect;
             n += 1;
         }
