@@ -1,7 +1,9 @@
 //! Inbound capture in the pods' network namespaces (the in-pod
-//! `sk_lookup` program and the plaintext inbound listener 15006), on a
-//! simulated node whose daemon has the embedded CA (`--ca-dir`), so mTLS is
-//! on and PeerAuthentication is enforced by the kernel:
+//! `sk_lookup` program and the plaintext inbound listener 15006), on by
+//! default. Most tests run a daemon with the embedded CA (`--ca-dir`, and
+//! the deprecated no-op `--inbound-capture` that scripts still pass), so
+//! mTLS is on and PeerAuthentication is enforced by the kernel; one runs
+//! it with no flag and no CA, and then with `--no-inbound-capture`:
 //!
 //! - `STRICT`: a plain-text client (a process on the node, a pod outside
 //!   the mesh) gets its connection refused and the server sees nothing;
@@ -12,6 +14,11 @@
 //!   TCP port is closed before the server sees anything, allowed traffic
 //!   is delivered from 127.0.0.6 exactly once (no capture loop); removing
 //!   the policy or taking the pod out of the mesh restores direct delivery.
+//! - Without any flag and without a CA, a DENY policy is enforced for
+//!   clients straight to the pod IP, while the node proxy's own deliveries
+//!   of requests it checked (through a Service) are not checked again with
+//!   the node's address; `--no-inbound-capture` warns that nothing checks
+//!   them.
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -117,22 +124,29 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// With the embedded CA and the deprecated `--inbound-capture` flag.
     fn start(node: &Node, config: &Path) -> Daemon {
-        let log = node.tmp_dir().join("strait.log");
+        let ca = node.tmp_dir().join("ca");
+        let ca = ca.to_str().unwrap();
+        Daemon::start_with(
+            node,
+            config,
+            &["--inbound-capture", "--ca-dir", ca],
+            "strait.log",
+        )
+    }
+
+    /// `strait run` with `args`, its log in `log_name` (in the node's
+    /// directory).
+    fn start_with(node: &Node, config: &Path, args: &[&str], log_name: &str) -> Daemon {
+        let log = node.tmp_dir().join(log_name);
         let f = std::fs::File::create(&log).unwrap();
         let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
         let child = node
             .strait_run(&strait, config)
             .unwrap()
-            .args([
-                "--admin",
-                ADMIN,
-                "--drain-ms",
-                "200",
-                "--inbound-capture",
-                "--ca-dir",
-            ])
-            .arg(node.tmp_dir().join("ca"))
+            .args(["--admin", ADMIN, "--drain-ms", "200"])
+            .args(args)
             .env("RUST_LOG", "info,strait=debug")
             .stdout(f.try_clone().unwrap())
             .stderr(f)
@@ -252,6 +266,7 @@ fn strict_peer_authentication_refuses_plaintext_in_the_kernel() {
         ),
         1,
     );
+    d.wait_log("--inbound-capture is deprecated and has no effect", 1);
     let a8080 = SocketAddr::from((server.ip, 8080));
     let a9090 = SocketAddr::from((server.ip, 9090));
     let from_node = || node.command(probe()).unwrap();
@@ -477,23 +492,210 @@ fn authorization_policy_protects_connections_straight_to_the_pod_ip() {
 }
 
 #[test]
-fn inbound_capture_without_a_ca_is_refused_at_start() {
+fn the_old_flag_and_the_opt_out_cannot_be_combined() {
     let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
-    let dir = std::env::temp_dir().join(format!("strait-inb-noca-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let out = std::process::Command::new(strait)
-        .args(["run", "--inbound-capture", "--config"])
-        .arg(&dir)
+        .args([
+            "run",
+            "--inbound-capture",
+            "--no-inbound-capture",
+            "--config",
+            "/nonexistent",
+        ])
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        err.contains(
-            "--inbound-capture needs workload identities: pass --ca-dir DIR or --ca-address URL"
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
+/// Denies `/admin` to everyone, and `/private` and TCP port 9090 to
+/// anyone but `client` (by source address). The HTTP rules name port 8080:
+/// on a TCP port Istio ignores a DENY rule's HTTP fields, which would deny
+/// every connection to 9090.
+fn deny_policies(client: Ipv4Addr) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: deny-admin, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: server}}}}
+  action: DENY
+  rules:
+  - to: [{{operation: {{ports: [\"8080\"], paths: [/admin]}}}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: deny-strangers, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: server}}}}
+  action: DENY
+  rules:
+  - from: [{{source: {{notIpBlocks: [\"{client}/32\"]}}}}]
+    to: [{{operation: {{ports: [\"8080\"], paths: [/private]}}}}]
+  - from: [{{source: {{notIpBlocks: [\"{client}/32\"]}}}}]
+    to: [{{operation: {{ports: [\"9090\"]}}}}]
+"
+    )
+}
+
+#[test]
+fn without_any_flag_or_ca_a_deny_policy_is_enforced_straight_to_the_pod_ip() {
+    let name = "without_any_flag_or_ca_a_deny_policy_is_enforced_straight_to_the_pod_ip";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let (mut node, _pause) = node(&p, "node-inb-d", 94);
+    node.add_pod(PodSpec::new("client", &[("app", "client")]))
+        .unwrap();
+    let svc = node
+        .add_service(strait_tests::node::kube::ServiceDef {
+            name: "server".into(),
+            namespace: "default".into(),
+            selector: [("app".to_string(), "server".to_string())].into(),
+            ports: vec![
+                strait_tests::node::kube::ServicePort {
+                    name: Some("http".into()),
+                    port: 8080,
+                    target_port: None,
+                    protocol: "TCP".into(),
+                    app_protocol: None,
+                },
+                strait_tests::node::kube::ServicePort {
+                    name: Some("tcp".into()),
+                    port: 9090,
+                    target_port: None,
+                    protocol: "TCP".into(),
+                    app_protocol: None,
+                },
+            ],
+            cluster_ip: None,
+            headless: false,
+        })
+        .unwrap()
+        .clone();
+    let vip = svc.cluster_ip.unwrap();
+    let server = node.pod("default", "server").unwrap().clone();
+    let client = node.pod("default", "client").unwrap().clone();
+    let outsider = node.pod("outside", "outsider").unwrap().clone();
+    let http = http_server(&server, 8080);
+    let tcp = tcp_server(&server, 9090);
+    let config = node.tmp_dir().join("config");
+    node.write_config(&config).unwrap();
+    write(&config, "ap.yaml", &deny_policies(client.ip));
+
+    // No flag, no CA: the capture is on.
+    let d = Daemon::start_with(&node, &config, &[], "strait.log");
+    d.wait_log(
+        &format!(
+            "inbound capture attached in the pod's network namespace pod={}",
+            server.ip
         ),
-        "{err}"
+        1,
+    );
+    d.wait_log("strait is serving", 1);
+    let direct = SocketAddr::from((server.ip, 8080));
+    let via_vip = SocketAddr::from((vip, 8080));
+    let curl_from = |cmd: std::process::Command, addr: SocketAddr, path: &str| {
+        curl(cmd, &format!("http://{addr}{path}"))
+    };
+    let denied = (403, "RBAC: access denied".to_string());
+
+    // Straight to the pod IP, from the node and from a pod outside the
+    // mesh: the DENY policies apply (HTTP 403, TCP closed) and the server
+    // never hears of it.
+    assert_eq!(
+        curl_from(node.command("curl").unwrap(), direct, "/admin"),
+        denied,
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        curl_from(outsider.command("curl").unwrap(), direct, "/admin"),
+        denied
+    );
+    assert_eq!(
+        curl_from(node.command("curl").unwrap(), direct, "/private"),
+        denied
+    );
+    assert_ne!(
+        tcp_from(
+            node.command(probe()).unwrap(),
+            SocketAddr::from((server.ip, 9090))
+        ),
+        "hello 9090"
+    );
+    assert_ne!(
+        tcp_from(
+            outsider.command(probe()).unwrap(),
+            SocketAddr::from((server.ip, 9090))
+        ),
+        "hello 9090"
+    );
+    assert!(
+        http.lock().unwrap().is_empty(),
+        "{:?}",
+        http.lock().unwrap()
+    );
+    assert!(tcp.lock().unwrap().is_empty(), "{:?}", tcp.lock().unwrap());
+    // An allowed path is delivered once, from 127.0.0.6 (no capture loop).
+    assert_eq!(
+        curl_from(node.command("curl").unwrap(), direct, "/ok"),
+        (200, "ok /ok".to_string())
+    );
+    assert_eq!(http.lock().unwrap().len(), 1);
+    assert_eq!(http.lock().unwrap()[0].0.ip(), Ipv4Addr::new(127, 0, 0, 6));
+
+    // Through the Service from the meshed client: the node proxy checks
+    // with the client's own address and delivers inside the pod, so the
+    // client may reach /private and port 9090; /admin stays denied.
+    assert_eq!(
+        curl_from(client.command("curl").unwrap(), via_vip, "/private"),
+        (200, "ok /private".to_string()),
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        curl_from(client.command("curl").unwrap(), via_vip, "/admin"),
+        denied
+    );
+    assert_eq!(
+        tcp_from(
+            client.command(probe()).unwrap(),
+            SocketAddr::from((vip, 9090))
+        ),
+        "hello 9090",
+        "{}",
+        d.log()
+    );
+    {
+        let seen = http.lock().unwrap();
+        assert_eq!(seen.len(), 2, "each allowed request once: {seen:?}");
+        assert!(seen[1].1.starts_with("GET /private "), "{seen:?}");
+        assert_eq!(seen[1].0.ip(), Ipv4Addr::new(127, 0, 0, 6), "{seen:?}");
+    }
+    assert_eq!(tcp.lock().unwrap().len(), 1);
+    drop(d);
+
+    // Opted out: a loud warning naming the workload, and connections
+    // straight to the pod IP are no longer checked.
+    let d = Daemon::start_with(&node, &config, &["--no-inbound-capture"], "strait-off.log");
+    d.wait_log("strait is serving", 1);
+    d.wait_log(
+        "inbound capture is OFF (--no-inbound-capture): connections made straight to pod IPs are NOT checked",
+        2,
+    );
+    assert!(
+        d.log().contains(&format!("workloads={}", server.ip))
+            || d.log().contains(&server.ip.to_string()),
+        "{}",
+        d.log()
+    );
+    assert!(!d.log().contains("inbound capture attached"), "{}", d.log());
+    eventually(
+        "the pod's capture is gone",
+        || curl_from(node.command("curl").unwrap(), direct, "/admin").0 == 200,
+        &d,
     );
 }
 

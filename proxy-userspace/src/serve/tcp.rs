@@ -139,16 +139,28 @@ pub async fn proxy(
         return;
     }
     let service_host = rec.destination_service.clone();
-    let connect = tokio::time::timeout(
-        cluster.pool.connect_timeout,
+    let connect = tokio::time::timeout(cluster.pool.connect_timeout, async {
+        // Checked above (a route's cluster): a captured local pod's policy
+        // port is reached from inside the pod when no tunnel is used.
+        let tunnel = shared.settings.hbone.as_deref().is_some_and(|m| {
+            m.wants_hbone(peer.ip(), addr.ip(), cluster.pool.no_auto_mtls)
+                .is_some()
+        });
+        let local = crate::transport::local_delivery::delivers_in_pod(addr);
+        if local && !tunnel && !cluster.lb.is_passthrough() {
+            return crate::transport::local_delivery::connect(addr, true)
+                .await
+                .map(crate::transport::hbone::mesh::Upstream::Plain);
+        }
         crate::transport::hbone::mesh::connect(
             shared.settings.hbone.as_deref(),
             peer,
             addr,
             service_host.as_deref(),
             cluster.pool.no_auto_mtls,
-        ),
-    )
+        )
+        .await
+    })
     .await;
     let mut upstream = match connect {
         Ok(Ok(s)) => s,

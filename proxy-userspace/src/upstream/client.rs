@@ -35,6 +35,12 @@ pub struct PoolSettings {
     /// `MUTUAL`): Istio's auto mTLS does not apply, so meshed endpoints
     /// are reached without HBONE ([`strait_config::snapshot::ClientTls::transport`]).
     pub no_auto_mtls: bool,
+    /// Every request sent on these connections was checked against the
+    /// endpoints' AuthorizationPolicy first (a route's cluster; not
+    /// Envoy's `PassthroughCluster`): a captured local pod's policy port
+    /// is then reached from inside the pod, not checked a second time by
+    /// its policy listener ([`crate::transport::local_delivery`]).
+    pub policy_checked: bool,
 }
 
 impl Default for PoolSettings {
@@ -46,6 +52,7 @@ impl Default for PoolSettings {
             tcp_keepalive: None,
             tls: None,
             no_auto_mtls: false,
+            policy_checked: false,
         }
     }
 }
