@@ -781,3 +781,110 @@ fn request_authentication_is_checked_for_requests_straight_to_the_pod_ip() {
     );
     assert_eq!(http.lock().unwrap().len(), 1);
 }
+
+/// A server on `port` in `pod` answering each connection's one byte with
+/// one byte.
+fn echo_byte_server(pod: &Pod, port: u16) {
+    let l = pod
+        .run_in(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut b = [0u8; 1];
+            if c.read_exact(&mut b).is_ok() {
+                let _ = c.write_all(&b);
+            }
+        }
+    });
+}
+
+/// Median microseconds of `n` connect + one-byte round trips to `addr`,
+/// from a thread in `from`'s network namespace.
+fn median_connect_us(from: &Pod, addr: SocketAddr, n: usize) -> f64 {
+    from.run_in(|| {
+        let mut us: Vec<f64> = (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                    .expect("connect");
+                s.write_all(b"x").unwrap();
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).unwrap();
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
+        us.sort_by(f64::total_cmp);
+        us[n / 2]
+    })
+    .unwrap()
+}
+
+/// Measurement, not part of the suite (`-- --ignored --nocapture`): the
+/// latency a client outside the mesh sees for a new connection plus one
+/// byte each way to a meshed pod without policy, with the in-pod capture
+/// attached (the `sk_lookup` program looks the port up and passes) and
+/// with `--no-inbound-capture`; and, for scale, to a policy-protected pod
+/// (through the plaintext inbound listener). Fails only when the capture
+/// makes the no-policy port more than 50% + 100 µs slower.
+#[test]
+#[ignore]
+fn capture_adds_no_latency_to_a_pod_without_policy() {
+    let name = "capture_adds_no_latency_to_a_pod_without_policy";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let (mut node, _pause) = node(&p, "node-inb-e", 95);
+    node.add_pod(PodSpec::new("guarded", &[("app", "guarded")]))
+        .unwrap();
+    let guarded = node.pod("default", "guarded").unwrap().clone();
+    let _guarded_pause = Pause::start(&guarded);
+    let server = node.pod("default", "server").unwrap().clone();
+    let outsider = node.pod("outside", "outsider").unwrap().clone();
+    echo_byte_server(&server, 7000);
+    echo_byte_server(&guarded, 7000);
+    let config = node.tmp_dir().join("config");
+    node.write_config(&config).unwrap();
+    write(
+        &config,
+        "ap.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-admin, namespace: default}\nspec:\n  selector: {matchLabels: {app: guarded}}\n  action: DENY\n  rules:\n  - to: [{operation: {ports: [\"9999\"]}}]\n",
+    );
+    let plain = SocketAddr::from((server.ip, 7000));
+    let policed = SocketAddr::from((guarded.ip, 7000));
+    let n = 2000;
+    let rounds = 3;
+    let mut on = Vec::new();
+    let mut policy = Vec::new();
+    {
+        let d = Daemon::start_with(&node, &config, &[], "strait-on.log");
+        d.wait_log("inbound capture attached", 2);
+        median_connect_us(&outsider, plain, 200);
+        for _ in 0..rounds {
+            on.push(median_connect_us(&outsider, plain, n));
+            policy.push(median_connect_us(&outsider, policed, n));
+        }
+    }
+    let mut off = Vec::new();
+    {
+        let d = Daemon::start_with(&node, &config, &["--no-inbound-capture"], "strait-off.log");
+        d.wait_log("strait is serving", 1);
+        median_connect_us(&outsider, plain, 200);
+        for _ in 0..rounds {
+            off.push(median_connect_us(&outsider, plain, n));
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (on_m, off_m, pol_m) = (med(&mut on), med(&mut off), med(&mut policy));
+    println!(
+        "connect + 1-byte round trip, median of {rounds} rounds of {n} (µs): no policy, capture attached {on_m:.1} {on:?}; --no-inbound-capture {off_m:.1} {off:?}; policy port via 15006 (debug build) {pol_m:.1} {policy:?}"
+    );
+    assert!(
+        on_m <= off_m * 1.5 + 100.0,
+        "capture attached: {on_m:.1} µs vs off {off_m:.1} µs"
+    );
+}
