@@ -162,7 +162,7 @@ async fn tcp(
             sni: None,
             http: None,
         };
-        if let Outcome::Denied(d) = policy::enforce(g, &req) {
+        if let Outcome::Denied(d) = policy::enforce_plaintext(g, &req) {
             rec.response_flags.insert(ResponseFlags::RBAC_ACCESS_DENIED);
             rec.response_code_details = Some("rbac_access_denied_matched_policy");
             tracing::debug!(source = %peer, destination = %dst, policy = ?d.policy, "inbound connection denied by AuthorizationPolicy");
@@ -282,7 +282,7 @@ async fn request(
                 headers: req.headers(),
             }),
         };
-        policy::enforce(&guard, &preq)
+        policy::enforce_plaintext(&guard, &preq)
     };
     match outcome {
         Outcome::Allow { edits } => {

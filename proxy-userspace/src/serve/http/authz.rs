@@ -345,6 +345,7 @@ pub fn check_hbone(
         dest_port: target.port(),
         sni: None,
         peer: Some(peer),
+        plaintext: false,
         http: None,
     };
     let d = view.set.authorize(&attrs);
