@@ -58,7 +58,8 @@ pub struct RunCmd {
     /// default): without it PeerAuthentication STRICT is not enforced in
     /// the kernel and connections made straight to pod IPs are NOT checked
     /// against AuthorizationPolicy or RequestAuthentication (the daemon
-    /// warns at start and in /ready's body).
+    /// warns at start and after every reload, naming the pods with
+    /// policies).
     #[arg(long)]
     pub no_inbound_capture: bool,
     /// Attach the XDP program to this node uplink: external VIPs are
