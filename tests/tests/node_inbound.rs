@@ -510,8 +510,9 @@ fn the_old_flag_and_the_opt_out_cannot_be_combined() {
 }
 
 /// Denies `/admin` to everyone, `/private` and TCP port 9090 to anyone
-/// but `client` (by source address), and `/as-sleep` to the peer identity
-/// `foo/sleep` (which a plain-text client does not have). The HTTP rules name port 8080:
+/// but `client` (by source address), `/as-sleep` to the peer identity
+/// `foo/sleep` (which a plain-text client does not have), and `/blocked`
+/// to `client` only. The HTTP rules name port 8080:
 /// on a TCP port Istio ignores a DENY rule's HTTP fields, which would deny
 /// every connection to 9090.
 fn deny_policies(client: Ipv4Addr) -> String {
@@ -536,6 +537,8 @@ spec:
     to: [{{operation: {{ports: [\"8080\"], paths: [/private]}}}}]
   - from: [{{source: {{principals: [cluster.local/ns/foo/sa/sleep]}}}}]
     to: [{{operation: {{ports: [\"8080\"], paths: [/as-sleep]}}}}]
+  - from: [{{source: {{ipBlocks: [\"{client}/32\"]}}}}]
+    to: [{{operation: {{ports: [\"8080\"], paths: [/blocked]}}}}]
   - from: [{{source: {{notIpBlocks: [\"{client}/32\"]}}}}]
     to: [{{operation: {{ports: [\"9090\"]}}}}]
 "
@@ -654,6 +657,10 @@ fn without_any_flag_or_ca_a_deny_policy_is_enforced_straight_to_the_pod_ip() {
         curl_from(node.command("curl").unwrap(), direct, "/as-sleep"),
         (200, "ok /as-sleep".to_string())
     );
+    assert_eq!(
+        curl_from(node.command("curl").unwrap(), direct, "/blocked"),
+        (200, "ok /blocked".to_string())
+    );
     http.lock().unwrap().clear();
 
     // Through the Service from the meshed client: the node proxy checks
@@ -685,6 +692,34 @@ fn without_any_flag_or_ca_a_deny_policy_is_enforced_straight_to_the_pod_ip() {
         assert_eq!(seen[0].0.ip(), Ipv4Addr::new(127, 0, 0, 6), "{seen:?}");
     }
     assert_eq!(tcp.lock().unwrap().len(), 1);
+    // The meshed client dialling the pod IP itself (no Service): its
+    // connection is redirected to the node proxy (Envoy's
+    // PassthroughCluster), which checks the pod's policies with the
+    // client's address too — no way around a DENY by source address.
+    assert_eq!(
+        curl_from(client.command("curl").unwrap(), direct, "/blocked"),
+        denied,
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        curl_from(client.command("curl").unwrap(), direct, "/private"),
+        (200, "ok /private".to_string()),
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        tcp_from(
+            client.command(probe()).unwrap(),
+            SocketAddr::from((server.ip, 9090))
+        ),
+        "hello 9090"
+    );
+    {
+        let seen = http.lock().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[1].0.ip(), Ipv4Addr::new(127, 0, 0, 6), "{seen:?}");
+    }
     drop(d);
 
     // Opted out: a loud warning naming the workload, and connections

@@ -89,14 +89,27 @@ pub async fn proxy(
         }
     };
     rec.upstream_cluster = Some(cluster.name.clone());
-    if super::http::authz::check_connection(
-        &table,
-        &cluster.name,
-        peer,
-        sni.as_deref(),
-        &mut rec,
-        shared.settings.hbone.as_deref(),
-    ) {
+    let mesh = shared.settings.hbone.as_deref();
+    let denied = if cluster.lb.is_passthrough() {
+        super::http::authz::check_passthrough_connection(
+            &table,
+            dst,
+            peer,
+            sni.as_deref(),
+            &mut rec,
+            mesh,
+        )
+    } else {
+        super::http::authz::check_connection(
+            &table,
+            &cluster.name,
+            peer,
+            sni.as_deref(),
+            &mut rec,
+            mesh,
+        )
+    };
+    if denied {
         finish(&shared, rec, start);
         return;
     }
@@ -140,14 +153,15 @@ pub async fn proxy(
     }
     let service_host = rec.destination_service.clone();
     let connect = tokio::time::timeout(cluster.pool.connect_timeout, async {
-        // Checked above (a route's cluster): a captured local pod's policy
-        // port is reached from inside the pod when no tunnel is used.
+        // Checked above (a route's cluster, or the passthrough's
+        // destination workload): a captured local pod's policy port is
+        // reached from inside the pod when no tunnel is used.
         let tunnel = shared.settings.hbone.as_deref().is_some_and(|m| {
             m.wants_hbone(peer.ip(), addr.ip(), cluster.pool.no_auto_mtls)
                 .is_some()
         });
         let local = crate::transport::local_delivery::delivers_in_pod(addr);
-        if local && !tunnel && !cluster.lb.is_passthrough() {
+        if local && !tunnel {
             return crate::transport::local_delivery::connect(addr, true)
                 .await
                 .map(crate::transport::hbone::mesh::Upstream::Plain);
