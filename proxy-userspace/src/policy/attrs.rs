@@ -8,9 +8,11 @@ use http::HeaderName;
 
 use super::jwt::JwtIdentity;
 
-/// The peer's mTLS identity (SPIFFE `<trust-domain>/ns/<ns>/sa/<sa>`).
-/// Strait has no mTLS yet (issue 20), so the proxy always passes `None`,
-/// and rules that need it are undecidable ([`super::Tri::Unknown`]).
+/// The peer's mTLS identity (SPIFFE `<trust-domain>/ns/<ns>/sa/<sa>`),
+/// from the HBONE tunnel's verified certificate (destination side) or the
+/// client pod's workload identity (source side). Where it is not known
+/// the proxy passes `None`, and rules that need it are undecidable
+/// ([`super::Tri::Unknown`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerIdentity {
     /// `cluster.local/ns/foo/sa/bar`.

@@ -403,6 +403,11 @@ where
             if chance(m.percent) && allowed() {
                 mirror::spawn_mirror(
                     mc.clone(),
+                    conn.shared
+                        .settings
+                        .hbone
+                        .clone()
+                        .map(|m| (m, conn.peer.ip())),
                     out.method.clone(),
                     out.path_and_query.clone(),
                     out.headers.to_map(),
