@@ -64,8 +64,8 @@ const fn closed(kind: &'static str, path: &'static str, note: &'static str) -> R
 /// not typed by Strait (Telemetry, WorkloadGroup, ProxyConfig, WasmPlugin,
 /// EnvoyFilter, TrafficExtension) are reported whole at load.
 pub const TABLE: &[Row] = &[
-    closed("PeerAuthentication", "spec.mtls.mode", "STRICT is enforced in the kernel only by strait run --inbound-capture (with --ca-dir or --ca-address); otherwise the selected workloads are unreachable"),
-    closed("PeerAuthentication", "spec.portLevelMtls", "STRICT ports are enforced in the kernel only by strait run --inbound-capture; otherwise the selected workloads are unreachable"),
+    closed("PeerAuthentication", "spec.mtls.mode", "STRICT is enforced in the kernel by strait run with a CA (--ca-dir or --ca-address; in-pod capture is on unless --no-inbound-capture); otherwise the selected workloads are unreachable"),
+    closed("PeerAuthentication", "spec.portLevelMtls", "STRICT ports are enforced in the kernel by strait run with a CA (unless --no-inbound-capture); otherwise the selected workloads are unreachable"),
     row("DestinationRule", "spec.trafficPolicy.tunnel", "no HTTP CONNECT tunnelling"),
     row("DestinationRule", "spec.trafficPolicy.proxyProtocol", "no PROXY protocol to upstreams"),
     row("DestinationRule", "spec.trafficPolicy.retryBudget", "retry budgets"),

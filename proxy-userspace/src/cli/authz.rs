@@ -56,8 +56,9 @@ pub fn run(pod: &str, paths: &[PathBuf], node: Option<String>) -> ExitCode {
     ));
     if peer.any_strict() {
         super::out(
-            "           STRICT: plain text refused in the pod's network namespace by `strait run --inbound-capture` \
-             (with a CA); without in-pod capture the workload is unreachable (fail closed)",
+            "           STRICT: plain text refused in the pod's network namespace by `strait run` \
+             (in-pod capture, on unless --no-inbound-capture); without a CA or with \
+             --no-inbound-capture the workload is also unreachable through services (fail closed)",
         );
     }
     let table = PolicyTable::build(&snap, &scope);

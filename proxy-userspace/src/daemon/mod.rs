@@ -69,7 +69,11 @@ pub struct RunArgs {
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
     pub access_log: bool,
-    /// In-pod inbound capture ([`inbound`]): needs `identity`.
+    /// In-pod inbound capture ([`inbound`]); on unless
+    /// `--no-inbound-capture`. Without `identity` it still steers
+    /// policy-protected ports to the plaintext inbound listener and refuses
+    /// STRICT ones in the kernel; PeerAuthentication is then also failed
+    /// closed in the snapshot ([`compile_options`]).
     pub inbound_capture: bool,
     /// Node uplink to attach the XDP program to (external VIP balancer and
     /// source-prefix deny); none: no XDP program.
@@ -114,11 +118,6 @@ impl OriginalDst for KernelOriginalDst {
 /// wrong and what to do (not root, no BPF, no cgroup v2, port taken,
 /// another daemon on the node, ...).
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    if args.inbound_capture && args.identity.is_none() {
-        anyhow::bail!(
-            "--inbound-capture needs workload identities: pass --ca-dir DIR or --ca-address URL"
-        );
-    }
     let dir = args.kube.is_none().then_some(args.config.as_path());
     let cgroup2 = preflight::check(dir)?;
     hbone::set_enabled(args.identity.is_some());
@@ -134,11 +133,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::debug!(lock = %node_lock.path().display(), "node lock taken");
     let setup = setup(&args, &dp_cfg, cgroup2)?;
     // Opening sockets in pods' network namespaces (HBONE, and the
-    // plaintext inbound listener with --inbound-capture) needs setns.
-    privs::drop_privileges(args.identity.is_some())?;
+    // plaintext inbound listener of the in-pod capture) needs setns.
+    let sys_admin = args.identity.is_some() || args.inbound_capture;
+    privs::drop_privileges(sys_admin)?;
     tracing::info!(
         kept = ?privs::KEEP,
-        sys_admin = args.identity.is_some(),
+        sys_admin,
         "capabilities dropped after setup; no_new_privs set"
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -256,7 +256,7 @@ struct Setup {
     capture: Capture,
     /// The outbound listener's source filter (this node only).
     guard: outbound_guard::OutboundGuard,
-    /// In-pod inbound capture (with a CA).
+    /// In-pod inbound capture (unless `--no-inbound-capture`).
     inbound: Option<inbound::Inbound>,
 }
 
@@ -322,15 +322,12 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     std::fs::create_dir_all(&pods)
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
     datapath.load_socket_programs()?;
-    let inbound = match (&args.identity, args.inbound_capture) {
-        (Some(_), true) => Some(inbound::Inbound::new(&mut datapath, &pods)?),
-        _ => None,
+    let inbound = if args.inbound_capture {
+        Some(inbound::Inbound::new(&mut datapath, &pods)?)
+    } else {
+        tracing::warn!("{}", inbound::UNENFORCED);
+        None
     };
-    if inbound.is_none() {
-        tracing::warn!(
-            "connections made straight to pod IPs are not checked against AuthorizationPolicy or RequestAuthentication on this node: run with --inbound-capture and a CA (--ca-dir or --ca-address) to enforce them"
-        );
-    }
     if let Some(iface) = &args.xdp_uplink {
         let uplink = crate::datapath::resolve_uplink(iface, args.xdp_source, args.xdp_gateway_mac)?;
         datapath.attach_uplink(iface, &uplink)?;
@@ -505,8 +502,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
             let _runtime = runtime.enter();
             let _source = source_guard;
             let mut enrollment = enrollment;
-            if let Some(ib) = &mut inbound {
-                ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment);
+            match &mut inbound {
+                Some(ib) => ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment),
+                None => inbound::warn_unenforced(&reload_live.snapshot.load()),
             }
             let mut kernel_tcp = kernel_tcp::KernelTcpMetrics::default();
             loop {
@@ -533,7 +531,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }
                 reload_live.set_reloading(true);
-                reload_once(
+                let reloaded = reload_once(
                     &mut *store,
                     &mut compiler,
                     &reload_live,
@@ -542,6 +540,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     &mut enrollment,
                     &mut kernel_ok,
                 );
+                if let (None, Some(snap)) = (&inbound, &reloaded) {
+                    inbound::warn_unenforced(snap);
+                }
                 guard.update(&enrollment);
                 if let Some(ib) = &mut inbound {
                     ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment);

@@ -79,8 +79,15 @@ pub struct Attrs<'a> {
     pub dest_port: u16,
     /// TLS SNI (`connection.sni`).
     pub sni: Option<&'a str>,
-    /// mTLS identity of the peer (`None` when not known: plain text).
+    /// mTLS identity of the peer (`None`: not known, or none).
     pub peer: Option<&'a PeerIdentity>,
+    /// The connection is known to be plain text (the in-pod policy
+    /// listener, 15006): with no `peer`, identity rules (`principals`,
+    /// `namespaces`, `serviceAccounts`, `trustDomains`, `source.principal`,
+    /// `source.namespace`) see an *absent* identity, as Istio's RBAC filter
+    /// does for a plaintext peer — a rule that requires one does not match,
+    /// a `not*` form does — instead of an unknown one (which denies).
+    pub plaintext: bool,
     /// HTTP facts; `None` for TCP connections.
     pub http: Option<HttpAttrs<'a>>,
 }

@@ -162,6 +162,24 @@ pub fn enforce_with_peer(
     peer: Option<&PeerIdentity>,
     remote_enforced: bool,
 ) -> Outcome {
+    enforce_inner(guard, req, peer, remote_enforced, false)
+}
+
+/// [`enforce`] for a connection known to be plain text (the in-pod policy
+/// listener): there is no peer identity, so rules that require one do not
+/// match and their `not*` forms do, as Istio's RBAC filter decides for a
+/// plaintext peer ([`Attrs::plaintext`]).
+pub fn enforce_plaintext(guard: &Guard, req: &Request<'_>) -> Outcome {
+    enforce_inner(guard, req, None, false, true)
+}
+
+fn enforce_inner(
+    guard: &Guard,
+    req: &Request<'_>,
+    peer: Option<&PeerIdentity>,
+    remote_enforced: bool,
+    plaintext: bool,
+) -> Outcome {
     if let Some(w) = guard.remote.as_ref().filter(|_| !remote_enforced) {
         tracing::debug!(workload = %w, "policy-selected workload on another node: denied");
         return Outcome::Denied(Decision {
@@ -197,6 +215,7 @@ pub fn enforce_with_peer(
             dest_port: e.dest_port,
             sni: req.sni,
             peer,
+            plaintext,
             http: req.http.as_ref().map(|h| HttpAttrs {
                 method: h.method,
                 path: h.path,

@@ -91,6 +91,7 @@ fn indexed_lists_decide_as_a_full_scan() {
                     dest_port: 80,
                     sni: None,
                     peer: None,
+                    plaintext: false,
                     http: Some(HttpAttrs {
                         method,
                         path,

@@ -149,6 +149,17 @@ pub async fn serve(
     }
 }
 
+/// The policy decision for a connection or request: with the tunnel's
+/// verified peer identity (HBONE), or — on the plaintext listener, which
+/// only ever sees plain text — as Istio decides for a plaintext peer (no
+/// identity: rules that require one do not match, their `not*` forms do).
+fn decide(guard: &Guard, req: &PolicyRequest<'_>, peer: Option<&policy::PeerIdentity>) -> Outcome {
+    match peer {
+        Some(p) => policy::enforce_with_peer(guard, req, Some(p), false),
+        None => policy::enforce_plaintext(guard, req),
+    }
+}
+
 fn is_own_port(port: u16) -> bool {
     use proxy_common::ports;
     [ports::OUTBOUND, ports::INBOUND_PLAINTEXT, ports::HBONE].contains(&port)
@@ -256,7 +267,7 @@ async fn tcp<S: InboundIo>(
             sni: None,
             http: None,
         };
-        match policy::enforce_with_peer(g, &req, conn.peer.as_ref(), false) {
+        match decide(g, &req, conn.peer.as_ref()) {
             Outcome::Allow { .. } | Outcome::Unauthenticated(_) => {}
             // An HTTP authorizer cannot check a connection (the policy set
             // denies those already); closed all the same.
@@ -429,7 +440,7 @@ async fn request(
                 headers: req.headers(),
             }),
         };
-        policy::enforce_with_peer(&guard, &preq, conn.peer.as_ref(), false)
+        decide(&guard, &preq, conn.peer.as_ref())
     };
     // CUSTOM first (Istio's order): ask the authorizers, then DENY/ALLOW.
     let outcome = match outcome {

@@ -89,14 +89,27 @@ pub async fn proxy(
         }
     };
     rec.upstream_cluster = Some(cluster.name.clone());
-    if super::http::authz::check_connection(
-        &table,
-        &cluster.name,
-        peer,
-        sni.as_deref(),
-        &mut rec,
-        shared.settings.hbone.as_deref(),
-    ) {
+    let mesh = shared.settings.hbone.as_deref();
+    let denied = if cluster.lb.is_passthrough() {
+        super::http::authz::check_passthrough_connection(
+            &table,
+            dst,
+            peer,
+            sni.as_deref(),
+            &mut rec,
+            mesh,
+        )
+    } else {
+        super::http::authz::check_connection(
+            &table,
+            &cluster.name,
+            peer,
+            sni.as_deref(),
+            &mut rec,
+            mesh,
+        )
+    };
+    if denied {
         finish(&shared, rec, start);
         return;
     }
@@ -152,10 +165,19 @@ pub async fn proxy(
         return;
     }
     let service_host = rec.destination_service.clone();
-    let connect = tokio::time::timeout(
-        cluster.pool.connect_timeout,
-        crate::transport::hbone::mesh::connect(mesh, &route, peer, addr, service_host.as_deref()),
-    )
+    let connect = tokio::time::timeout(cluster.pool.connect_timeout, async {
+        // Checked above (a route's cluster, or the passthrough's
+        // destination workload): a captured local pod's policy port is
+        // reached from inside the pod when no tunnel is used.
+        let plain = matches!(route, crate::transport::hbone::mesh::Route::Plain);
+        if plain && crate::transport::local_delivery::delivers_in_pod(addr) {
+            return crate::transport::local_delivery::connect(addr, true)
+                .await
+                .map(crate::transport::hbone::mesh::Upstream::Plain);
+        }
+        crate::transport::hbone::mesh::connect(mesh, &route, peer, addr, service_host.as_deref())
+            .await
+    })
     .await;
     let mut upstream = match connect {
         Ok(Ok(s)) => s,

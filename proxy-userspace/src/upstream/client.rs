@@ -36,6 +36,12 @@ pub struct PoolSettings {
     /// text, HBONE and refusal (`transport::hbone::mesh::route`, after
     /// [`strait_config::snapshot::MeshTlsPolicy::transport`]).
     pub mesh_tls: strait_config::snapshot::MeshTlsPolicy,
+    /// Every request sent on these connections was checked against the
+    /// endpoints' AuthorizationPolicy first (a route's cluster; not
+    /// Envoy's `PassthroughCluster`): a captured local pod's policy port
+    /// is then reached from inside the pod, not checked a second time by
+    /// its policy listener ([`crate::transport::local_delivery`]).
+    pub policy_checked: bool,
 }
 
 impl Default for PoolSettings {
@@ -47,6 +53,7 @@ impl Default for PoolSettings {
             tcp_keepalive: None,
             tls: None,
             mesh_tls: Default::default(),
+            policy_checked: false,
         }
     }
 }

@@ -123,6 +123,8 @@ pub(crate) fn cluster_spec(c: &snap::Cluster) -> Result<ClusterSpec, CompileErro
             },
         ),
         mesh_tls: c.tls.mesh_policy(),
+        // Routed requests pass the cluster's policy guard first.
+        policy_checked: true,
     };
     let outlier = c.outlier_detection.as_ref().map(|o| OutlierDetection {
         consecutive_5xx: o.consecutive_5xx_errors,

@@ -365,7 +365,10 @@ impl Pool {
         let connect = async {
             match &self.inner.via {
                 Some((mesh, tunnel)) => mesh.bridge(tunnel).await,
-                None => TcpStream::connect(addr).await,
+                None => {
+                    let checked = self.inner.settings.policy_checked;
+                    crate::transport::local_delivery::connect(addr, checked).await
+                }
             }
         };
         let stream = match tokio::time::timeout(self.inner.settings.connect_timeout, connect).await

@@ -172,8 +172,14 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
                 crate::upstream::pool::tunnel_pool(m, t, &cluster.pool)
             }),
         };
+        // So does a checked PASSTHROUGH request to a captured local pod's
+        // policy port: its pool delivers inside the pod
+        // (`transport/local_delivery.rs`; no connection reuse on this path).
+        let in_pod = ep.is_none()
+            && cluster.lb.is_passthrough()
+            && crate::transport::local_delivery::delivers_in_pod(addr);
         let ep = match ep {
-            None if tunnel_pool.is_some() => Some(Arc::new(
+            None if tunnel_pool.is_some() || in_pod => Some(Arc::new(
                 crate::upstream::cluster::Endpoint::new(addr, Default::default()),
             )),
             ep => ep,
