@@ -64,9 +64,8 @@ const fn closed(kind: &'static str, path: &'static str, note: &'static str) -> R
 /// not typed by Strait (Telemetry, WorkloadGroup, ProxyConfig, WasmPlugin,
 /// EnvoyFilter, TrafficExtension) are reported whole at load.
 pub const TABLE: &[Row] = &[
-    closed("PeerAuthentication", "spec.mtls.mode", "STRICT is enforced in the kernel only by strait run --inbound-capture (with --ca-dir or --ca-address); otherwise the selected workloads are unreachable"),
-    closed("PeerAuthentication", "spec.portLevelMtls", "STRICT ports are enforced in the kernel only by strait run --inbound-capture; otherwise the selected workloads are unreachable"),
-    row("DestinationRule", "spec.trafficPolicy.tls.mode", "ISTIO_MUTUAL to a destination outside the mesh, or on a node without a CA, is plain text instead of refused (meshed destinations get HBONE; DISABLE/SIMPLE/MUTUAL turn it off)"),
+    closed("PeerAuthentication", "spec.mtls.mode", "STRICT is enforced in the kernel by strait run with a CA (--ca-dir or --ca-address; in-pod capture is on unless --no-inbound-capture); otherwise the selected workloads are unreachable"),
+    closed("PeerAuthentication", "spec.portLevelMtls", "STRICT ports are enforced in the kernel by strait run with a CA (unless --no-inbound-capture); otherwise the selected workloads are unreachable"),
     row("DestinationRule", "spec.trafficPolicy.tunnel", "no HTTP CONNECT tunnelling"),
     row("DestinationRule", "spec.trafficPolicy.proxyProtocol", "no PROXY protocol to upstreams"),
     row("DestinationRule", "spec.trafficPolicy.retryBudget", "retry budgets"),
@@ -122,9 +121,7 @@ pub fn findings(res: &Resource) -> Vec<(&'static Row, String)> {
     out
 }
 
-/// Value-dependent rows: PeerAuthentication is fail-closed only for STRICT;
-/// DestinationRule `tls.mode` is not enforced only for `ISTIO_MUTUAL`
-/// (`SIMPLE`/`MUTUAL` originate TLS, `DISABLE` is plain text).
+/// Value-dependent rows: PeerAuthentication is fail-closed only for STRICT.
 fn applies(row: &Row, res: &Resource) -> bool {
     match (&res.object, row.path) {
         (Object::PeerAuthentication(p), "spec.mtls.mode") => {
@@ -135,19 +132,6 @@ fn applies(row: &Row, res: &Resource) -> bool {
             .port_level_mtls
             .values()
             .any(|m| m.mode.as_deref() == Some("STRICT")),
-        (Object::DestinationRule(d), "spec.trafficPolicy.tls.mode") => {
-            let p = |p: &crate::api::destination_rule::TrafficPolicy| {
-                let m = |t: &Option<crate::api::destination_rule::ClientTlsSettings>| {
-                    t.as_ref().and_then(|t| t.mode.as_deref()) == Some("ISTIO_MUTUAL")
-                };
-                m(&p.tls) || p.port_level_settings.iter().any(|pl| m(&pl.tls))
-            };
-            d.spec.traffic_policy.as_deref().is_some_and(p)
-                || d.spec
-                    .subsets
-                    .iter()
-                    .any(|s| s.traffic_policy.as_deref().is_some_and(p))
-        }
         _ => true,
     }
 }

@@ -142,9 +142,6 @@ impl MeshConfig {
         if self.trust_domain != d.trust_domain {
             out.push(("trustDomain".to_string(), "no mesh mTLS identities yet"));
         }
-        if !self.enable_auto_mtls {
-            out.push(("enableAutoMtls".to_string(), "no mesh mTLS yet"));
-        }
         if self
             .extension_providers
             .iter()

@@ -9,6 +9,7 @@
 #![no_std]
 
 pub mod inpod;
+pub mod layout;
 pub mod maglev;
 pub mod maps;
 pub mod maps6;
@@ -16,6 +17,7 @@ pub mod ports;
 pub mod xlb;
 
 pub use inpod::*;
+pub use layout::{layout_version, PINNED_XDP_MAPS};
 pub use maps::*;
 pub use maps6::*;
 pub use xlb::*;

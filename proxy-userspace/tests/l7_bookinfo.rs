@@ -89,13 +89,44 @@ async fn reviews_versions(mesh: &Mesh, n: usize, headers: &[(&str, &str)]) -> [u
     counts
 }
 
+/// The routing of `destination-rule-all-mtls.yaml` over HBONE is checked
+/// with a CA in `strait-tests`' `node_bookinfo_mtls`; without one (this
+/// in-process proxy has no workload certificates) ISTIO_MUTUAL is refused,
+/// never sent in plain text: 503 `UF`, as Envoy's failed handshake.
 #[tokio::test]
-async fn all_v1_with_plain_and_mtls_destination_rules() {
+async fn all_v1_with_plain_destination_rules_and_mtls_refused_without_a_ca() {
     let Some(dir) = samples() else { return };
-    for dr in [
-        "destination-rule-all.yaml",
-        "destination-rule-all-mtls.yaml",
-    ] {
+    let mesh = bookinfo(
+        &dir,
+        &[
+            "destination-rule-all-mtls.yaml",
+            "virtual-service-all-v1.yaml",
+        ],
+    )
+    .await;
+    let r = Client::http1()
+        .get(&mesh.url("reviews", "/reviews/0"), &[])
+        .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    let logs = mesh.logs().await;
+    let rec = logs
+        .iter()
+        .find(|l| {
+            l.upstream_cluster.as_deref()
+                == Some("outbound|9080|v1|reviews.default.svc.cluster.local")
+        })
+        .expect("a record for reviews v1");
+    assert!(
+        rec.response_flags.to_string().starts_with("UF"),
+        "{}",
+        rec.response_flags
+    );
+    assert_eq!(
+        rec.upstream_transport_failure_reason.as_deref(),
+        Some(strait_config::snapshot::REFUSE_NO_IDENTITY)
+    );
+    {
+        let dr = "destination-rule-all.yaml";
         let mesh = bookinfo(&dir, &[dr, "virtual-service-all-v1.yaml"]).await;
         assert_eq!(reviews_versions(&mesh, 30, &[]).await, [30, 0, 0], "{dr}");
         let c = Client::http1();

@@ -345,8 +345,19 @@ async fn a_diff_rebuilds_only_what_it_names() {
     let other_port = |t: &strait::serve::Table| {
         t.routes.services[&std::net::SocketAddr::new(other_vip, 8080)].clone()
     };
+    let counts = mesh.proxy.rebuild_counts();
     let rebuilt = mesh.proxy.apply_diff(&new, &diff).expect("applies");
     assert_eq!(rebuilt, 1);
+    let built = mesh.proxy.rebuild_counts();
+    assert_eq!(
+        built.route_tables, counts.route_tables,
+        "no route table rebuilt"
+    );
+    assert_eq!(
+        built.policy_tables, counts.policy_tables,
+        "no policy table built"
+    );
+    assert_eq!(built.clusters, counts.clusters + 1);
     let after = mesh.proxy.table();
     assert!(Arc::ptr_eq(&other_port(&before), &other_port(&after)));
     let name = &diff.clusters.changed[0];
@@ -373,4 +384,74 @@ async fn a_diff_rebuilds_only_what_it_names() {
         assert_eq!(r.served_by(), Some("ratings-b"));
     }
     assert_eq!(c.get(&mesh.url("other", "/"), &[]).await.status, 200);
+}
+
+/// The yaml of `api` (endpoints at `ips`, pods with `app: api`), `web`
+/// (a VirtualService with `timeout`) and, with `policy`, an
+/// AuthorizationPolicy on `app: api`.
+fn policy_mesh(ips: &[&str], timeout: &str, policy: Option<&str>) -> String {
+    let mut y = String::new();
+    for (i, ip) in ips.iter().enumerate() {
+        y.push_str(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: api-{i}, namespace: default, labels: {{app: api}}}}\nspec: {{containers: [{{name: c, image: i}}]}}\nstatus: {{phase: Running, podIP: {ip}}}\n---\n"
+        ));
+    }
+    y.push_str("apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\nspec: {clusterIP: 10.96.0.10, ports: [{name: http, port: 80, targetPort: 8080}]}\n---\n");
+    y.push_str("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: api-1, namespace: default, labels: {kubernetes.io/service-name: api}}\naddressType: IPv4\nports: [{name: http, port: 8080}]\nendpoints:\n");
+    for ip in ips {
+        y.push_str(&format!("- {{addresses: [\"{ip}\"]}}\n"));
+    }
+    y.push_str(&format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec: {{clusterIP: 10.96.0.11, ports: [{{name: http, port: 80}}]}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: web, namespace: default}}\nspec:\n  hosts: [web]\n  http:\n  - route: [{{destination: {{host: web}}}}]\n    timeout: {timeout}\n"));
+    if let Some(method) = policy {
+        y.push_str(&format!("---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: api, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: api}}}}\n  rules: [{{to: [{{operation: {{methods: [{method}]}}}}]}}]\n"));
+    }
+    y
+}
+
+/// Swapping in a new snapshot builds only what changed (counted by
+/// `Proxy::rebuild_counts`): a route change on one service compiles that
+/// service port's route table and no policy table; an endpoint change
+/// compiles no route table, and a policy table only when policies exist
+/// (the endpoints they guard changed); a policy change builds the policy
+/// table and no route table.
+#[test]
+fn a_swap_builds_route_and_policy_tables_only_when_theirs_changed() {
+    let step = |proxy: &strait::serve::Proxy, old: &str, new: &str| {
+        let (old, new) = (support::compile(old), support::compile(new));
+        let diff = strait_config::snapshot::diff(&old, &new);
+        let before = proxy.rebuild_counts();
+        proxy.apply_diff(&new, &diff).expect("applies");
+        let after = proxy.rebuild_counts();
+        (
+            after.route_tables - before.route_tables,
+            after.policy_tables - before.policy_tables,
+        )
+    };
+    for policy in [None, Some("GET")] {
+        let a = policy_mesh(&["10.1.0.1"], "1s", policy);
+        let proxy = strait::serve::Proxy::new(&support::compile(&a)).unwrap();
+        // A route of `web`: one route table, no policy table.
+        let b = policy_mesh(&["10.1.0.1"], "2s", policy);
+        assert_eq!(
+            step(&proxy, &a, &b),
+            (1, 0),
+            "route change, policy {policy:?}"
+        );
+        // An endpoint of `api`: no route table; the policy table only
+        // when there are policies.
+        let c = policy_mesh(&["10.1.0.1", "10.1.0.2"], "2s", policy);
+        let policy_tables = u64::from(policy.is_some());
+        assert_eq!(
+            step(&proxy, &b, &c),
+            (0, policy_tables),
+            "endpoint change, policy {policy:?}"
+        );
+        // The same snapshot again: nothing.
+        assert_eq!(step(&proxy, &c, &c), (0, 0));
+    }
+    // A policy change: the policy table, no route table.
+    let a = policy_mesh(&["10.1.0.1"], "1s", Some("GET"));
+    let b = policy_mesh(&["10.1.0.1"], "1s", Some("POST"));
+    let proxy = strait::serve::Proxy::new(&support::compile(&a)).unwrap();
+    assert_eq!(step(&proxy, &a, &b), (0, 1));
 }

@@ -220,7 +220,10 @@ fn ztunnel_and_strait_exchange_hbone_with_peer_identities() {
             .env("PROXY_WORKLOAD_INFO", "default/zt-pod/zt-sa")
             .env("ENABLE_ORIG_SRC", "false")
             .env("IPV6_ENABLED", "false")
-            .env("RUST_LOG", "info,access=info")
+            // `access=debug`: ztunnel logs "connection opened" when a
+            // tunnelled connection starts ("connection complete" only when
+            // it ends, and Strait keeps its L7 upstream connections open).
+            .env("RUST_LOG", "info,access=debug")
             .stdout(f.try_clone().unwrap())
             .stderr(f)
             .stdin(Stdio::null())
@@ -284,12 +287,23 @@ fn ztunnel_and_strait_exchange_hbone_with_peer_identities() {
         || {
             let mut c = ns.pod("default", "strait-client").unwrap().command("curl").unwrap();
             c.args(["-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{zt_ip}:{APP_PORT}/")]);
+            // ztunnel's record of the inbound tunnel names the identity
+            // Strait presented (`src.identity="spiffe://.../sa/strait-client"`).
             curl(c) == "200"
-                && read(&zt_log)
-                    .lines()
-                    .any(|l| l.contains("access") && l.contains(CLIENT_ID))
+                && read(&zt_log).lines().any(|l| {
+                    l.contains("access")
+                        && l.contains("direction=\"inbound\"")
+                        && l.contains(&format!("src.identity=\"{CLIENT_ID}\""))
+                        && l.contains(&format!("dst.identity=\"{ZT_ID}\""))
+                })
         },
     );
+    if let Some(l) = read(&zt_log)
+        .lines()
+        .find(|l| l.contains(&format!("src.identity=\"{CLIENT_ID}\"")))
+    {
+        println!("ztunnel: {l}");
+    }
     // Strait's side of that connection names ztunnel's identity upstream.
     assert!(
         read(&strait_log).contains(&format!("upstream_peer={ZT_ID}")),

@@ -477,6 +477,34 @@ fn http1_h2_and_grpc_between_pods_on_two_nodes_go_through_hbone() {
     );
     assert!(!capture::contains(&frames, b"GET / HTTP/1.1"));
     assert!(capture::contains(&frames, &[0x17, 0x03, 0x03]));
+    // Source-side telemetry: node A's L7 requests that went through the
+    // tunnel say so (`mutual_tls`) with both workload identities, as
+    // ztunnel's source-side records do.
+    let out = a
+        .command("curl")
+        .unwrap()
+        .args(["-sS", "-m", "10", "http://127.0.0.1:15000/stats/prometheus"])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    let source_mtls = |proto: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with("istio_requests_total{")
+                && l.contains("reporter=\"source\"")
+                && l.contains(&format!("request_protocol=\"{proto}\""))
+                && l.contains("connection_security_policy=\"mutual_tls\"")
+                && l.contains("source_principal=\"spiffe://cluster.local/ns/default/sa/sleep\"")
+                && l.contains("destination_principal=\"spiffe://cluster.local/ns/default/sa/echo\"")
+        })
+    };
+    assert!(
+        source_mtls("http"),
+        "no source-side mTLS HTTP series in\n{metrics}"
+    );
+    assert!(
+        source_mtls("grpc"),
+        "no source-side mTLS gRPC series in\n{metrics}"
+    );
 }
 
 #[test]

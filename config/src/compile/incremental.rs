@@ -168,7 +168,7 @@ impl Incremental {
         changed: Option<(&[Resource], &[Resource])>,
     ) -> (SnapshotDiff, Applied) {
         if let Some((removed, added)) = changed {
-            if let Some(diff) = self.try_endpoints(snap, resources, removed, added) {
+            if let Ok(diff) = self.try_apply(snap, resources, removed, added) {
                 return (diff, Applied::Incremental);
             }
         }
@@ -179,29 +179,38 @@ impl Incremental {
         (diff, Applied::Full { diagnostics })
     }
 
-    /// The incremental path; `None` (nothing changed) when it does not
-    /// apply.
-    fn try_endpoints(
+    /// The incremental path alone: brings `snap` (the snapshot this
+    /// compiler produced last, possibly with kernel entries' modes changed
+    /// by the caller since) to what `resources` compile to when the change
+    /// (`removed`, `added`: as [`Incremental::apply`]'s `changed`) touches
+    /// only endpoints, and returns the diff. When it cannot, `snap` and
+    /// `self` are untouched and the error says why; the caller then
+    /// compiles in full ([`Incremental::compile_with`]).
+    pub fn try_apply(
         &mut self,
         snap: &mut MeshSnapshot,
         resources: &[Resource],
         removed: &[Resource],
         added: &[Resource],
-    ) -> Option<SnapshotDiff> {
-        if !self.fast || !snap.deny.is_empty() {
-            return None;
+    ) -> Result<SnapshotDiff, NotIncremental> {
+        use NotIncremental as N;
+        if !self.fast {
+            return Err(N::FullOnly);
+        }
+        if !snap.deny.is_empty() {
+            return Err(N::FailsClosed);
         }
         // Only endpoint objects, valid, each defined once.
         let mut affected: BTreeSet<(String, String)> = BTreeSet::new();
         for r in removed.iter().chain(added) {
-            affected.insert(endpoint_service(r)?);
+            affected.insert(endpoint_service(r).ok_or(N::OtherKind(r.kind()))?);
         }
         if added.iter().any(|r| {
             crate::validate::validate_resource(r)
                 .iter()
                 .any(Diagnostic::is_error)
         }) {
-            return None;
+            return Err(N::Invalid);
         }
         let mut counts: HashMap<Key, i64> = HashMap::new();
         for r in removed {
@@ -215,7 +224,7 @@ impl Incremental {
             *counts.entry(k).or_insert(base) += 1;
         }
         if counts.values().any(|n| !(0..=1).contains(n)) {
-            return None;
+            return Err(N::Duplicate);
         }
 
         // The resources the changed services' endpoints and clusters read.
@@ -251,13 +260,13 @@ impl Incremental {
             if current.source != ServiceSource::Kubernetes {
                 continue;
             }
-            let (service, eps) = kube_service(&idx, &mut strings, svc)?;
+            let (service, eps) = kube_service(&idx, &mut strings, svc).ok_or(N::ServiceChanged)?;
             if service != *current {
-                return None;
+                return Err(N::ServiceChanged);
             }
             for vip in service.vips() {
                 if snap.vips.get(&vip).is_some_and(|hs| hs.len() > 1) {
-                    return None;
+                    return Err(N::SharedVip);
                 }
             }
             new_raw.insert(host, eps);
@@ -324,7 +333,7 @@ impl Incremental {
                     None => snap.workloads.get(&ip),
                 });
                 if l4::policy_needs_proxy(snap, &before) != l4::policy_needs_proxy(snap, &after) {
-                    return None;
+                    return Err(N::ModeFlips);
                 }
             }
         }
@@ -427,8 +436,41 @@ impl Incremental {
                 self.keys.insert(k, n as u32);
             }
         }
-        Some(diff)
+        Ok(diff)
     }
+}
+
+/// Why [`Incremental::try_apply`] left a change to the full compile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotIncremental {
+    /// The last full compile had policies, external VIPs, inbound modes,
+    /// resources left out or fail-closed resources: every change is
+    /// compiled in full.
+    #[error("the mesh has policies, external VIPs or left-out resources")]
+    FullOnly,
+    /// Some workload fails closed.
+    #[error("a workload fails closed")]
+    FailsClosed,
+    /// A resource of another kind than EndpointSlice or Endpoints changed.
+    #[error("a {0} changed")]
+    OtherKind(&'static str),
+    /// A changed endpoint object does not validate.
+    #[error("a changed endpoint object is invalid")]
+    Invalid,
+    /// A `Kind/namespace/name` would be defined twice (or a removal names
+    /// one that was not there).
+    #[error("an object is defined twice")]
+    Duplicate,
+    /// The endpoints change what the service compiles to (its ports).
+    #[error("the service itself changes")]
+    ServiceChanged,
+    /// The service shares its VIP with another.
+    #[error("the service VIP is shared")]
+    SharedVip,
+    /// The change flips whether the service's kernel entry redirects to
+    /// the proxy (policies on its workloads).
+    #[error("the kernel entry's mode changes")]
+    ModeFlips,
 }
 
 /// A changed service's new endpoints, else its endpoints as they were.

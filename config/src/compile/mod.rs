@@ -32,7 +32,7 @@ use crate::api::{Deployment, EndpointSlice, Endpoints, Object, Pod, Resource, Se
 use crate::diag::Diagnostic;
 use crate::snapshot::{MeshSnapshot, Workload};
 
-pub use incremental::{Applied, Incremental};
+pub use incremental::{Applied, Incremental, NotIncremental};
 
 /// Resources by kind, each sorted by `namespace/name`.
 pub(crate) struct Index<'a> {
@@ -311,8 +311,9 @@ pub fn compile(resources: &[Resource]) -> (MeshSnapshot, Vec<Diagnostic>) {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CompileOptions {
     /// The daemon has workload identities (a CA) and enforces
-    /// PeerAuthentication in each pod's network namespace (`strait run
-    /// --inbound-capture` with a CA): a `STRICT`
+    /// PeerAuthentication in each pod's network namespace (`strait run`
+    /// with a CA; its in-pod capture is on unless `--no-inbound-capture`):
+    /// a `STRICT`
     /// PeerAuthentication no longer makes its workloads unreachable
     /// (fail closed) — the in-pod `sk_lookup` program refuses plain text
     /// instead. Without it (`strait config compile`, a daemon without a

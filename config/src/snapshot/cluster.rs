@@ -329,7 +329,29 @@ pub const REFUSE_NO_IDENTITY: &str =
 pub const REFUSE_NOT_MESHED: &str =
     "ISTIO_MUTUAL to a destination outside the mesh (no workload identity to verify)";
 
-impl ClientTls {
+/// The part of a cluster's [`ClientTls`] that decides the transport: its
+/// mode and whether auto mTLS applies. Small and `Copy`, so the proxy
+/// carries it with every cluster's pool settings and decides per
+/// connection without cloning the file paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MeshTlsPolicy {
+    /// `trafficPolicy.tls.mode` after Istio's precedence.
+    pub mode: TlsMode,
+    /// No DestinationRule set `tls` (Istio's auto mTLS).
+    pub auto_mtls: bool,
+}
+
+/// No DestinationRule: auto mTLS.
+impl Default for MeshTlsPolicy {
+    fn default() -> Self {
+        Self {
+            mode: TlsMode::Disable,
+            auto_mtls: true,
+        }
+    }
+}
+
+impl MeshTlsPolicy {
     /// How to reach one endpoint of the cluster, as Istio decides it:
     ///
     /// - `DISABLE` set explicitly: plain text.
@@ -346,7 +368,7 @@ impl ClientTls {
     /// service account); `have_identity`: the daemon has a CA;
     /// `enable_auto_mtls`: the MeshConfig's `enableAutoMtls`.
     pub fn transport(
-        &self,
+        self,
         meshed: bool,
         have_identity: bool,
         enable_auto_mtls: bool,
@@ -361,6 +383,27 @@ impl ClientTls {
             TlsMode::IstioMutual => UpstreamTransport::Hbone,
             TlsMode::Simple | TlsMode::Mutual => UpstreamTransport::Originate,
         }
+    }
+}
+
+impl ClientTls {
+    /// The mode and auto-mTLS flag ([`MeshTlsPolicy`]).
+    pub fn mesh_policy(&self) -> MeshTlsPolicy {
+        MeshTlsPolicy {
+            mode: self.mode,
+            auto_mtls: self.auto_mtls,
+        }
+    }
+
+    /// [`MeshTlsPolicy::transport`] for this cluster.
+    pub fn transport(
+        &self,
+        meshed: bool,
+        have_identity: bool,
+        enable_auto_mtls: bool,
+    ) -> UpstreamTransport {
+        self.mesh_policy()
+            .transport(meshed, have_identity, enable_auto_mtls)
     }
 
     /// `true` for `SIMPLE` and `MUTUAL` (TLS origination).

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cluster::{
     cluster_name, ClientTls, Cluster, ConnectionPool, ConsistentHash, Endpoint, HashAlgorithm,
-    HashKey, LoadBalancer, OutlierDetection, SimpleLb, TlsMode, UpstreamTransport,
+    HashKey, LoadBalancer, MeshTlsPolicy, OutlierDetection, SimpleLb, TlsMode, UpstreamTransport,
     REFUSE_NOT_MESHED, REFUSE_NO_IDENTITY,
 };
 pub use diff::{diff, Changes, SnapshotDiff};

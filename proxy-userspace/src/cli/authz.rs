@@ -56,8 +56,9 @@ pub fn run(pod: &str, paths: &[PathBuf], node: Option<String>) -> ExitCode {
     ));
     if peer.any_strict() {
         super::out(
-            "           STRICT: plain text refused in the pod's network namespace by `strait run --inbound-capture` \
-             (with a CA); without in-pod capture the workload is unreachable (fail closed)",
+            "           STRICT: plain text refused in the pod's network namespace by `strait run` \
+             (in-pod capture, on unless --no-inbound-capture); without a CA or with \
+             --no-inbound-capture the workload is also unreachable through services (fail closed)",
         );
     }
     let table = PolicyTable::build(&snap, &scope);
@@ -104,6 +105,21 @@ pub fn run(pod: &str, paths: &[PathBuf], node: Option<String>) -> ExitCode {
     }
     if view.local {
         super::out("  enforced: by this node's strait on the L7 path (HTTP: per request; TCP: per connection)");
+        let set = &view.set;
+        let l7 = set.authn.is_some()
+            || set
+                .custom
+                .iter()
+                .chain(&set.deny)
+                .chain(&set.allow)
+                .any(|p| p.needs_l7);
+        super::out(if l7 {
+            "  over HBONE (mTLS): decided on the workload's node with the client's certificate identity, \
+             per HTTP request inside the tunnel on ports whose policies need HTTP facts (non-HTTP there: denied)"
+        } else {
+            "  over HBONE (mTLS): decided on the workload's node with the client's certificate identity, \
+             once per connection at the CONNECT (401 when denied)"
+        });
     } else {
         super::out(&format!(
             "  NOT PROTECTED on its own node yet: strait on node {} denies traffic to it (fail closed); \

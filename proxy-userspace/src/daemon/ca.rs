@@ -201,7 +201,7 @@ fn files_auth(
             .unwrap_or_default(),
     ));
     super::identity::warn_trust_domain(&snapshot.load(), trust_domain);
-    let (watch, changes) = super::watch::watch(config)?;
+    let (watch, changes) = super::watch::watch(config, Default::default())?;
     let snap = snapshot.clone();
     // Reloads on their own thread, off the serving path (see the daemon).
     std::thread::Builder::new()

@@ -50,13 +50,18 @@ pub struct RunCmd {
     /// Do not print access-log lines.
     #[arg(long)]
     pub no_access_log: bool,
-    /// Capture inbound traffic inside each meshed pod's network namespace
-    /// (ztunnel's in-pod model): PeerAuthentication STRICT refused in the
-    /// kernel, AuthorizationPolicy enforced for connections straight to
-    /// pod IPs (plaintext inbound listener 15006). Needs workload
-    /// identities (`--ca-dir` or `--ca-address`).
-    #[arg(long)]
+    /// Deprecated no-op: in-pod inbound capture is on by default (see
+    /// `--no-inbound-capture`). Accepted so existing scripts keep working.
+    #[arg(long, hide = true, conflicts_with = "no_inbound_capture")]
     pub inbound_capture: bool,
+    /// Turn off the in-pod inbound capture (ztunnel's in-pod model, on by
+    /// default): without it PeerAuthentication STRICT is not enforced in
+    /// the kernel and connections made straight to pod IPs are NOT checked
+    /// against AuthorizationPolicy or RequestAuthentication (the daemon
+    /// warns at start and after every reload, naming the pods with
+    /// policies).
+    #[arg(long)]
+    pub no_inbound_capture: bool,
     /// Attach the XDP program to this node uplink: external VIPs are
     /// balanced over their nodes (IPIP, direct return) and denied source
     /// prefixes dropped at the driver.
@@ -70,6 +75,11 @@ pub struct RunCmd {
     /// neighbour entry of the uplink's default gateway).
     #[arg(long, value_name = "MAC", requires = "xdp_uplink", value_parser = crate::datapath::parse_mac)]
     pub xdp_gateway_mac: Option<[u8; 6]>,
+    /// When a pinned kernel map (from an earlier strait) has a layout this
+    /// build can neither use nor migrate, replace it with an empty one and
+    /// refill it from the configuration, instead of refusing to start.
+    #[arg(long)]
+    pub reset_maps: bool,
     /// Longest time a client may take to send a request head, from its
     /// first byte, milliseconds (Envoy's `request_headers_timeout`); a
     /// slower client gets 408 and is disconnected. 0: no limit (also for
@@ -274,6 +284,9 @@ impl RunCmd {
     /// The daemon settings, with defaults filled in.
     pub fn into_args(self) -> super::RunArgs {
         let node = self.node.unwrap_or_else(hostname);
+        if self.inbound_capture {
+            tracing::info!("--inbound-capture is deprecated and has no effect: in-pod inbound capture is on by default (--no-inbound-capture turns it off)");
+        }
         let kube = (self.kubeconfig.is_some() || self.in_cluster).then_some(super::KubeArgs {
             kubeconfig: self.kubeconfig,
             watch: crate::sources::kube::WatchOptions {
@@ -291,10 +304,11 @@ impl RunCmd {
             outbound: self.outbound,
             drain: Duration::from_millis(self.drain_ms),
             access_log: !self.no_access_log,
-            inbound_capture: self.inbound_capture,
+            inbound_capture: !self.no_inbound_capture,
             xdp_uplink: self.xdp_uplink,
             xdp_source: self.xdp_source,
             xdp_gateway_mac: self.xdp_gateway_mac,
+            reset_maps: self.reset_maps,
             identity: self.identity.into_args(),
             proxy: crate::serve::ProxySettings {
                 request_headers_timeout: ms_or_off(self.request_headers_timeout_ms),

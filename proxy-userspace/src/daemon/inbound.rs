@@ -1,5 +1,11 @@
-//! Inbound capture for the meshed pods of this node (in-pod model, on when
-//! the daemon has workload identities): for each meshed pod whose cgroup
+//! Inbound capture for the meshed pods of this node (in-pod model, on by
+//! default; `strait run --no-inbound-capture` turns it off, with a
+//! warning, [`UNENFORCED`]). It needs no CA: without workload identities
+//! the plaintext inbound listener still enforces AuthorizationPolicy and
+//! RequestAuthentication (no peer identity: a rule that requires a
+//! principal or namespace does not match an ALLOW), STRICT ports are
+//! refused in the kernel, and nothing listens on 15008. For each meshed
+//! pod whose cgroup
 //! is on this node, find its network namespace, open the plaintext inbound
 //! listener `0.0.0.0:15006` inside it, attach the `sk_lookup` program to
 //! it, register the listener and write the pod's per-port modes from the
@@ -13,18 +19,40 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use strait_config::enroll::Enrollment;
+use strait_config::snapshot::InboundWorkload;
 use strait_config::MeshSnapshot;
 
 use super::pods::{self, PodKey};
-use crate::datapath::inpod::{InpodCapture, InpodSocket};
+use crate::datapath::inpod::{mode_entries, InboundAction, InpodCapture, InpodSocket};
 use crate::datapath::Datapath;
 use crate::serve::Proxy;
 use crate::transport::inpod::{self, find_netns, listen_in_pod, InPodNetns};
+use crate::transport::local_delivery::{self, PolicyPorts};
+
+/// What the daemon logs (at start and after each reload that leaves
+/// policy-protected workloads) when the capture is turned off.
+pub const UNENFORCED: &str = "inbound capture is OFF (--no-inbound-capture): connections made straight to pod IPs are NOT checked against AuthorizationPolicy or RequestAuthentication on this node, and PeerAuthentication STRICT fails closed instead of being enforced; drop --no-inbound-capture to enforce them";
+
+/// With the capture off: logs [`UNENFORCED`] with the pod IPs whose
+/// AuthorizationPolicy / RequestAuthentication connections straight to
+/// the pod IP bypass (none: nothing logged).
+pub(crate) fn warn_unenforced(snap: &MeshSnapshot) {
+    let ips: Vec<String> = snap
+        .inbound
+        .iter()
+        .filter(|(_, w)| w.policy)
+        .map(|(ip, _)| ip.to_string())
+        .collect();
+    if !ips.is_empty() {
+        tracing::warn!(workloads = %ips.join(","), "{UNENFORCED}");
+    }
+}
 
 /// One captured pod.
 struct Captured {
     cgroup: PathBuf,
     task: tokio::task::JoinHandle<()>,
+    netns: Arc<InPodNetns>,
 }
 
 /// The node's in-pod inbound capture.
@@ -86,6 +114,7 @@ impl Inbound {
             if let Some(c) = self.pods.remove(&ip) {
                 c.task.abort();
             }
+            local_delivery::remove(IpAddr::V4(ip));
             self.capture.detach(datapath.ebpf_mut(), ip);
             tracing::info!(pod = %ip, "inbound capture removed");
         }
@@ -110,8 +139,11 @@ impl Inbound {
                     }
                 }
             }
-            self.capture
-                .set_modes(*ip, snap.inbound.get(&IpAddr::V4(*ip)));
+            let w = snap.inbound.get(&IpAddr::V4(*ip));
+            self.capture.set_modes(*ip, w);
+            if let Some(c) = self.pods.get(ip) {
+                local_delivery::set(IpAddr::V4(*ip), c.netns.clone(), policy_ports(w));
+            }
             if new {
                 tracing::info!(pod = %ip, "inbound capture attached in the pod's network namespace");
             }
@@ -159,12 +191,31 @@ impl Inbound {
         self.capture
             .set_socket(ip, InpodSocket::Plaintext, &listener)?;
         let netns: Arc<InPodNetns> = Arc::new(netns);
-        let task = tokio::spawn(proxy.serve_inbound(listener, netns, live.clone()));
+        let task = tokio::spawn(proxy.serve_inbound(listener, netns.clone(), live.clone()));
         Ok(Some(Captured {
             cgroup: cgroup.to_path_buf(),
             task,
+            netns,
         }))
     }
+}
+
+/// The ports of a pod the kernel steers to its policy listener (what the
+/// node proxy delivers inside the pod once it has checked a connection).
+fn policy_ports(w: Option<&InboundWorkload>) -> PolicyPorts {
+    let Some(w) = w else {
+        return PolicyPorts::default();
+    };
+    let mut out = PolicyPorts::default();
+    for (port, a) in mode_entries(w) {
+        let steered = a == InboundAction::Plaintext;
+        if port == 0 {
+            out.default = steered;
+        } else {
+            out.ports.insert(port, steered);
+        }
+    }
+    out
 }
 
 /// Meshed IPv4 pods with a cgroup on this node → their cgroup.

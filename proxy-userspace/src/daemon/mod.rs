@@ -13,6 +13,7 @@
 //! never delays requests, the admin API or SIGTERM.
 pub mod ca;
 pub mod cli;
+mod compiler;
 pub mod hbone;
 pub mod identity;
 pub mod inbound;
@@ -68,7 +69,11 @@ pub struct RunArgs {
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
     pub access_log: bool,
-    /// In-pod inbound capture ([`inbound`]): needs `identity`.
+    /// In-pod inbound capture ([`inbound`]); on unless
+    /// `--no-inbound-capture`. Without `identity` it still steers
+    /// policy-protected ports to the plaintext inbound listener and refuses
+    /// STRICT ones in the kernel; PeerAuthentication is then also failed
+    /// closed in the snapshot ([`compile_options`]).
     pub inbound_capture: bool,
     /// Node uplink to attach the XDP program to (external VIP balancer and
     /// source-prefix deny); none: no XDP program.
@@ -79,6 +84,9 @@ pub struct RunArgs {
     /// Gateway MAC for tunnelled packets (default: the neighbour entry of
     /// the uplink's default gateway).
     pub xdp_gateway_mac: Option<[u8; 6]>,
+    /// Replace pinned maps of an unusable layout instead of refusing
+    /// ([`DatapathConfig::reset_maps`]).
+    pub reset_maps: bool,
     /// Bounds on config files (size, documents, nesting depth).
     pub limits: Limits,
     /// Workload certificates for the node's pods (none: no identity).
@@ -110,17 +118,13 @@ impl OriginalDst for KernelOriginalDst {
 /// wrong and what to do (not root, no BPF, no cgroup v2, port taken,
 /// another daemon on the node, ...).
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    if args.inbound_capture && args.identity.is_none() {
-        anyhow::bail!(
-            "--inbound-capture needs workload identities: pass --ca-dir DIR or --ca-address URL"
-        );
-    }
     let dir = args.kube.is_none().then_some(args.config.as_path());
     let cgroup2 = preflight::check(dir)?;
     hbone::set_enabled(args.identity.is_some());
     let mut dp_cfg = DatapathConfig::new(&args.node);
     dp_cfg.bpffs = args.bpffs.clone();
     dp_cfg.outbound = args.outbound;
+    dp_cfg.reset_maps = args.reset_maps;
     let node_lock = lock::lock_node(
         std::path::Path::new(lock::LOCK_DIR),
         &dp_cfg.pin_dir(),
@@ -129,11 +133,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::debug!(lock = %node_lock.path().display(), "node lock taken");
     let setup = setup(&args, &dp_cfg, cgroup2)?;
     // Opening sockets in pods' network namespaces (HBONE, and the
-    // plaintext inbound listener with --inbound-capture) needs setns.
-    privs::drop_privileges(args.identity.is_some())?;
+    // plaintext inbound listener of the in-pod capture) needs setns.
+    let sys_admin = args.identity.is_some() || args.inbound_capture;
+    privs::drop_privileges(sys_admin)?;
     tracing::info!(
         kept = ?privs::KEEP,
-        sys_admin = args.identity.is_some(),
+        sys_admin,
         "capabilities dropped after setup; no_new_privs set"
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -165,45 +170,15 @@ pub(crate) fn compile(store: &mut dyn Source) -> Option<(MeshSnapshot, Enrollmen
     compile_opts(store, &strait_config::CompileOptions::default())
 }
 
-/// [`compile`] for a data plane that can enforce what `opts` says.
+/// [`compile`] for a data plane that can enforce what `opts` says (a
+/// full compile each call; the reload loop keeps a [`compiler::Compiler`]).
 pub(crate) fn compile_opts(
     store: &mut dyn Source,
     opts: &strait_config::CompileOptions,
 ) -> Option<(MeshSnapshot, Enrollment)> {
-    let reload = store.reload();
-    if reload.unchanged {
-        return None;
-    }
-    log_diagnostics(&reload.diagnostics);
-    if reload.listing_failed {
-        tracing::warn!("config directory unreadable: still serving the last good config");
-    }
-    for f in &reload.kept_last_good {
-        tracing::warn!(file = %f.display(), "file has errors: still serving its last good version");
-    }
-    let (snap, diags) = strait_config::compile_with(&reload.resources, opts);
-    // Validation errors were reported by the store; report the rest.
-    let rest: Vec<Diagnostic> = diags.into_iter().filter(|d| !d.is_error()).collect();
-    log_diagnostics(&rest);
-    // Accepted but not enforced (STR0001): once per resource per load.
-    for r in &reload.resources {
-        // Enforced by this daemon (in-pod capture with a CA).
-        if opts.peer_authn_enforced
-            && matches!(r.object, strait_config::Object::PeerAuthentication(_))
-        {
-            continue;
-        }
-        log_diagnostics(&strait_config::enforced::diagnostics(r));
-    }
-    for (ip, why) in &snap.deny {
-        tracing::warn!(workload = %ip, "{why}");
-    }
-    let enrollment = Enrollment::from_resources(&reload.resources);
-    let mut snap = snap;
-    if hbone::enabled() {
-        hbone::redirect_meshed_services(&mut snap, &enrollment);
-    }
-    Some((snap, enrollment))
+    let mut c = compiler::Compiler::new(*opts, hbone::enabled());
+    c.reload(store, None)?;
+    Some((c.snapshot().clone(), c.enrollment().clone()))
 }
 
 /// The meshed workloads' IPs: connections to them are redirected to the
@@ -268,6 +243,8 @@ struct Setup {
     store: Option<ConfigStore>,
     /// The first config (directory only).
     first: Option<(MeshSnapshot, Enrollment)>,
+    /// What compiled it; the reload loop keeps compiling with it.
+    compiler: compiler::Compiler,
     admin: std::net::TcpListener,
     outbound: std::net::TcpListener,
     datapath: Datapath,
@@ -279,7 +256,7 @@ struct Setup {
     capture: Capture,
     /// The outbound listener's source filter (this node only).
     guard: outbound_guard::OutboundGuard,
-    /// In-pod inbound capture (with a CA).
+    /// In-pod inbound capture (unless `--no-inbound-capture`).
     inbound: Option<inbound::Inbound>,
 }
 
@@ -298,11 +275,13 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         vec![args.admin, SocketAddr::V4(args.outbound)],
         node_ips.clone(),
     );
+    let mut compiler = compiler::Compiler::new(compile_options(args), hbone::enabled());
     let (store, first) = match args.kube {
         None => {
             let mut store = ConfigStore::with_limits(&args.config, args.limits)
                 .with_node_addresses(node_ips.clone());
-            let first = compile_opts(&mut store, &compile_options(args)).unwrap_or_default();
+            compiler.reload(&mut store, None);
+            let first = (compiler.snapshot().clone(), compiler.enrollment().clone());
             tracing::info!(
                 services = first.0.services.len(),
                 clusters = first.0.clusters.len(),
@@ -343,18 +322,17 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     std::fs::create_dir_all(&pods)
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
     datapath.load_socket_programs()?;
-    let inbound = match (&args.identity, args.inbound_capture) {
-        (Some(_), true) => Some(inbound::Inbound::new(&mut datapath, &pods)?),
-        _ => None,
+    let inbound = if args.inbound_capture {
+        Some(inbound::Inbound::new(&mut datapath, &pods)?)
+    } else {
+        tracing::warn!("{}", inbound::UNENFORCED);
+        None
     };
-    if inbound.is_none() {
-        tracing::warn!(
-            "connections made straight to pod IPs are not checked against AuthorizationPolicy or RequestAuthentication on this node: run with --inbound-capture and a CA (--ca-dir or --ca-address) to enforce them"
-        );
-    }
     if let Some(iface) = &args.xdp_uplink {
         let uplink = crate::datapath::resolve_uplink(iface, args.xdp_source, args.xdp_gateway_mac)?;
         datapath.attach_uplink(iface, &uplink)?;
+    } else {
+        datapath.detach_uplink();
     }
     let mut capture = Capture {
         root: pods.clone(),
@@ -369,6 +347,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     Ok(Setup {
         store,
         first,
+        compiler,
         admin,
         outbound,
         datapath,
@@ -394,14 +373,17 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         mut capture,
         mut guard,
         mut inbound,
+        mut compiler,
     } = setup;
-    let opts = compile_options(&args);
     // The source and its first config: the directory's was compiled in
     // setup; an API server's once every watched kind is listed.
     let (mut store, changes, source_guard, first): (Box<dyn Source>, _, _, _) = match (store, first)
     {
-        (Some(store), Some(first)) => {
-            let (w, changes) = watch::watch(&args.config)?;
+        (Some(mut store), Some(first)) => {
+            // Reloads re-read only the files the watcher names.
+            let paths = crate::sources::ChangedPaths::default();
+            store.follow(paths.clone());
+            let (w, changes) = watch::watch(&args.config, paths)?;
             (Box::new(store), changes, SourceGuard::Files(w), first)
         }
         _ => {
@@ -413,7 +395,8 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
             tracing::info!("waiting for the initial list of every watched kind");
             w.wait_synced().await;
             tracing::info!(counts = ?w.counts(), "API server in sync");
-            let first = compile_opts(&mut store, &opts).unwrap_or_default();
+            compiler.reload(&mut store, None);
+            let first = (compiler.snapshot().clone(), compiler.enrollment().clone());
             capture.sync(&mut datapath, &first.1);
             guard.update(&first.1);
             apply_kernel(&mut datapath, &first.0, &first.1);
@@ -519,8 +502,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
             let _runtime = runtime.enter();
             let _source = source_guard;
             let mut enrollment = enrollment;
-            if let Some(ib) = &mut inbound {
-                ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment);
+            match &mut inbound {
+                Some(ib) => ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment),
+                None => inbound::warn_unenforced(&reload_live.snapshot.load()),
             }
             let mut kernel_tcp = kernel_tcp::KernelTcpMetrics::default();
             loop {
@@ -547,15 +531,18 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }
                 reload_live.set_reloading(true);
-                reload_once(
+                let reloaded = reload_once(
                     &mut *store,
-                    &opts,
+                    &mut compiler,
                     &reload_live,
                     &mut datapath,
                     &mut capture,
                     &mut enrollment,
                     &mut kernel_ok,
                 );
+                if let (None, Some(snap)) = (&inbound, &reloaded) {
+                    inbound::warn_unenforced(snap);
+                }
                 guard.update(&enrollment);
                 if let Some(ib) = &mut inbound {
                     ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment);
@@ -610,16 +597,17 @@ fn rest_of_burst(rx: &std::sync::mpsc::Receiver<()>) {
     }
 }
 
-/// One reload: read, compile, decide enrollment, apply what changed to the
-/// proxy's table and the kernel maps (from the snapshot diff: only the
-/// changed clusters, route tables and kernel services are rebuilt or
-/// rewritten), attach to the meshed pods. Returns the snapshot now serving
-/// when it changed. `kernel_ok` is false after a failed kernel write: the
-/// next reload then compares every kernel service once more instead of
-/// trusting the diff.
+/// One reload: read, compile (incrementally when only endpoints changed,
+/// see [`compiler`]), decide enrollment, apply what changed to the proxy's
+/// table and the kernel maps (from the snapshot diff: only the changed
+/// clusters, route tables and kernel services are rebuilt or rewritten),
+/// attach to the meshed pods, then publish the new snapshot. Returns the
+/// snapshot now serving when it changed. `kernel_ok` is false after a
+/// failed kernel write: the next reload then compares every kernel service
+/// once more instead of trusting the diff.
 fn reload_once(
     store: &mut dyn Source,
-    opts: &strait_config::CompileOptions,
+    compiler: &mut compiler::Compiler,
     live: &Live,
     datapath: &mut Datapath,
     capture: &mut Capture,
@@ -627,48 +615,64 @@ fn reload_once(
     kernel_ok: &mut bool,
 ) -> Option<Arc<MeshSnapshot>> {
     let started = Instant::now();
-    let Some((snap, enrolled)) = compile_opts(store, opts) else {
+    let old = live.snapshot.load_full();
+    let Some(step) = compiler.reload(store, Some(&old)) else {
         tracing::debug!("config files unchanged: nothing reloaded");
         return None;
     };
-    tracing::info!("config files changed: reloading");
-    if enrolled != *enrollment {
-        *enrollment = enrolled;
+    tracing::info!(
+        incremental = step.incremental,
+        "config files changed: reloading"
+    );
+    let snap = compiler.snapshot();
+    if step.enrollment_changed {
+        *enrollment = compiler.enrollment().clone();
         capture.sync(datapath, enrollment);
-        if let Err(e) = datapath.set_workloads(&meshed_ips(&snap, enrollment)) {
+        if let Err(e) = datapath.set_workloads(&meshed_ips(snap, enrollment)) {
             tracing::error!("writing the meshed workloads: {e:#}");
             *kernel_ok = false;
         }
     }
-    let old = live.snapshot.load_full();
-    if *old == snap {
+    let diff = step.diff.unwrap_or_default();
+    // A full compile may change what the diff does not cover (mesh
+    // config, VIPs, inbound modes): compare those snapshots whole.
+    if diff.is_empty() && (step.incremental || *old == *snap) {
         tracing::debug!("config unchanged");
         return None;
     }
-    let compiled = started.elapsed();
-    let diff = strait_config::snapshot::diff(&old, &snap);
     drop(old);
-    let rebuilt = match live.proxy.apply_diff(&snap, &diff) {
+    let compiled = started.elapsed();
+    let counts = live.proxy.rebuild_counts();
+    let rebuilt = match live.proxy.apply_diff(snap, &diff) {
         Ok(n) => n,
         Err(e) => {
             tracing::error!("new config not applied, the last good one keeps serving: {e}");
+            // The next reload diffs against the snapshot in service.
+            compiler.invalidate();
             return None;
         }
     };
     let proxied = started.elapsed();
     *kernel_ok = if *kernel_ok {
-        apply_kernel_changes(datapath, &snap, &diff, enrollment)
+        apply_kernel_changes(datapath, snap, &diff, enrollment)
     } else {
-        apply_kernel(datapath, &snap, enrollment)
+        apply_kernel(datapath, snap, enrollment)
     };
-    let snap = Arc::new(snap);
+    let written = started.elapsed();
+    let snap = Arc::new(snap.clone());
     live.snapshot.store(snap.clone());
+    let built = live.proxy.rebuild_counts();
     tracing::info!(
+        incremental = step.incremental,
         elapsed_ms = started.elapsed().as_millis() as u64,
-        compile_ms = compiled.as_millis() as u64,
+        compile_us = compiled.as_micros() as u64,
         proxy_us = (proxied - compiled).as_micros() as u64,
-        kernel_us = (started.elapsed() - proxied).as_micros() as u64,
+        kernel_us = (written - proxied).as_micros() as u64,
+        diff_to_map_us = (written - compiled).as_micros() as u64,
+        publish_us = (started.elapsed() - written).as_micros() as u64,
         clusters_rebuilt = rebuilt,
+        route_tables_built = built.route_tables - counts.route_tables,
+        policy_tables_built = built.policy_tables - counts.policy_tables,
         kernel_services_changed =
             diff.l4.added.len() + diff.l4.changed.len() + diff.l4.removed.len(),
         "config reloaded"

@@ -15,9 +15,11 @@
 //! tests; label flips attach and detach, see `node_enrollment`). Every other capability is removed from
 //! the effective, permitted, inheritable, ambient and bounding sets, and
 //! `no_new_privs` stops an `execve` from regaining any. With workload
-//! identities (a CA), `CAP_SYS_ADMIN` is kept too: the HBONE listeners and
-//! deliveries are sockets opened inside each meshed pod's network
-//! namespace (`setns`), as ztunnel's in-pod mode, which keeps `SYS_ADMIN`.
+//! identities (a CA) or the in-pod inbound capture (on unless
+//! `--no-inbound-capture`), `CAP_SYS_ADMIN` is kept too: the HBONE and
+//! plaintext inbound listeners and the deliveries are sockets opened
+//! inside each meshed pod's network namespace (`setns`), as ztunnel's
+//! in-pod mode, which keeps `SYS_ADMIN`.
 //!
 //! Capabilities are per thread: this must run before the process starts
 //! any thread that outlives setup (the tokio runtime, the proxy workers, the
@@ -28,9 +30,10 @@ use caps::{CapSet, Capability, CapsHashSet};
 pub const KEEP: &[Capability] = &[Capability::CAP_BPF, Capability::CAP_NET_ADMIN];
 
 /// Drops every capability but [`KEEP`] (and `CAP_SYS_ADMIN` when
-/// `keep_sys_admin`: with workload identities the daemon opens HBONE
-/// sockets inside pods' network namespaces, which needs `setns`, as
-/// ztunnel's in-pod mode keeps `SYS_ADMIN`) and sets `no_new_privs`.
+/// `keep_sys_admin`: with workload identities or the in-pod inbound
+/// capture the daemon opens sockets inside pods' network namespaces,
+/// which needs `setns`, as ztunnel's in-pod mode keeps `SYS_ADMIN`) and
+/// sets `no_new_privs`.
 ///
 /// Errors: a `capset`/`prctl` call failed (the message names it); the
 /// daemon then refuses to serve rather than serve with full privileges.

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use notify::event::{AccessKind, AccessMode, MetadataKind, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
+use crate::sources::ChangedPaths;
+
 /// Debounce window for file events, milliseconds: a burst ends once no
 /// event arrived for this long. Small enough that a change takes effect
 /// well under a second.
@@ -43,21 +45,32 @@ pub fn is_content_change(kind: &EventKind) -> bool {
     }
 }
 
-/// Watches `dir` recursively; every content change sends one `()` on the
+/// Watches `dir` recursively; every content change notes its paths in
+/// `paths` (so the store re-reads only those files, see
+/// [`crate::sources::ConfigStore::follow`]) and then sends one `()` on the
 /// returned channel (use [`next_burst`] to wait for a debounced burst).
 ///
 /// Errors: the directory does not exist or inotify cannot watch it.
-pub fn watch(dir: &Path) -> anyhow::Result<(ConfigWatch, mpsc::Receiver<()>)> {
+pub fn watch(dir: &Path, paths: ChangedPaths) -> anyhow::Result<(ConfigWatch, mpsc::Receiver<()>)> {
     let (tx, rx) = mpsc::channel();
     let mut watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            // The kernel's queue overflowed: changes were lost.
+            Ok(ev) if ev.need_rescan() => {
+                tracing::warn!("config watch lost events: reading the whole directory");
+                paths.note_unknown();
+                let _ = tx.send(());
+            }
             Ok(ev) if is_content_change(&ev.kind) => {
+                paths.note(&ev.paths);
                 let _ = tx.send(());
             }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "config watch error");
-                // An overflowed queue may have lost changes: reload.
+                // An overflowed queue may have lost changes: read
+                // everything.
+                paths.note_unknown();
                 let _ = tx.send(());
             }
         })?;
@@ -93,7 +106,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("strait-watch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("vs.yaml"), "# 0\n").unwrap();
-        let (_w, rx) = watch(&dir).unwrap();
+        let (_w, rx) = watch(&dir, ChangedPaths::default()).unwrap();
         let (tx, bursts) = mpsc::channel();
         std::thread::spawn(move || {
             while next_burst(&rx) {

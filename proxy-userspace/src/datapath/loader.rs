@@ -17,9 +17,66 @@ use strait_config::snapshot::{L4Protocol, L4Service};
 use strait_config::MeshSnapshot;
 
 use super::{
-    bpffs, counters, maps::Maps, orig_dst, programs, tables, xdp::DenyTries, xlb, ApplyReport,
-    DenyReport, ExternalVip, SourcePrefix, UplinkConfig, XlbReport,
+    bpffs, counters, layout, maps::Maps, migrate, orig_dst, programs, tables, xdp::DenyTries, xlb,
+    ApplyReport, DenyReport, ExternalVip, SourcePrefix, UplinkConfig, XlbReport,
 };
+
+/// A pinned map [`Datapath::new`] replaced: unpinned, but held (the
+/// earlier programs still use it) until this build's programs are swapped
+/// in.
+struct OldMap {
+    name: &'static str,
+    old: layout::Layout,
+    /// Migrated (entries copied), not reset.
+    copy: bool,
+    data: aya::maps::MapData,
+}
+
+/// The maps [`Datapath::new`] replaced.
+#[derive(Default)]
+struct Replaced {
+    maps: Vec<OldMap>,
+}
+
+impl Replaced {
+    /// Copies each migrated map's entries into the map pinned under its
+    /// name now.
+    fn copy_into(&self, pin_dir: &Path, overwrite: migrate::Overwrite) -> anyhow::Result<()> {
+        use std::os::fd::AsFd;
+        for m in self.maps.iter().filter(|m| m.copy) {
+            let path = pin_dir.join(m.name);
+            let new = aya::maps::MapData::from_pin(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let n = migrate::copy(
+                m.data.fd().as_fd(),
+                new.fd().as_fd(),
+                m.old.key_size,
+                m.old.value_size,
+                m.old.per_cpu(),
+                overwrite,
+            )
+            .with_context(|| format!("copying the entries of {} into its new layout", m.name))?;
+            tracing::info!(map = m.name, entries = n, "pinned map entries copied");
+        }
+        Ok(())
+    }
+
+    /// Puts the old maps back under their names (a failed start changes
+    /// nothing): whatever was pinned there since is removed.
+    fn restore(&mut self, pin_dir: &Path) {
+        for m in self.maps.drain(..) {
+            let path = pin_dir.join(m.name);
+            let _ = std::fs::remove_file(&path);
+            if let Err(e) = m.data.pin(&path) {
+                tracing::error!(
+                    map = m.name,
+                    "could not pin the old map back at {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
 
 /// Where and how the data path is set up.
 #[derive(Clone, Debug)]
@@ -39,6 +96,10 @@ pub struct DatapathConfig {
     /// the sockops program then neither counts nor asks for state
     /// callbacks, and no `istio_tcp_*` series appear for such connections.
     pub tcp_stats: bool,
+    /// Replace pinned maps whose layout this build can neither use nor
+    /// migrate with empty ones (`strait run --reset-maps`) instead of
+    /// refusing to start.
+    pub reset_maps: bool,
 }
 
 impl DatapathConfig {
@@ -52,11 +113,13 @@ impl DatapathConfig {
                 proxy_common::ports::OUTBOUND,
             ),
             tcp_stats: true,
+            reset_maps: false,
         }
     }
 
-    /// `<bpffs>/strait/<node>`: the pinned maps, and the pinned links under
-    /// `links/`.
+    /// `<bpffs>/strait/<node>`: the pinned maps, the pinned cgroup links
+    /// under `links/`, the uplink XDP link under `uplink/` and the maps'
+    /// layout versions under `layout/`.
     pub fn pin_dir(&self) -> PathBuf {
         bpffs::pin_dir(&self.bpffs, &self.node)
     }
@@ -95,6 +158,11 @@ pub struct Datapath {
     deny: DenyTries,
     external_vips: xlb::ExternalVips,
     uplink: Option<String>,
+    /// The pinned XDP link on the uplink (`<pin dir>/uplink/xdp_lb@<iface>`).
+    uplink_link: Option<PinnedLink>,
+    /// Pinned maps replaced by [`Self::new`] (migrated or reset), held
+    /// until this build's programs run in every link.
+    replaced: Replaced,
     /// This node's name (which workloads' policies the deny rules enforce).
     node: String,
 }
@@ -106,25 +174,90 @@ impl Datapath {
     /// missing ones are created and pinned. Mounts bpffs when missing and
     /// writes the outbound listener address. Nothing is attached yet.
     ///
+    /// Before anything is touched, every pinned map's layout is compared
+    /// with this build's ([`super::layout`]): same → reused; a grown
+    /// capacity → a new map is created and pinned, and the old entries are
+    /// copied into it (the old programs keep the old map until
+    /// [`Self::attach`] / [`Self::attach_each`] / [`Self::attach_uplink`]
+    /// swap this build's programs in; then what they wrote meanwhile is
+    /// copied too); anything else → refused (nothing changed), or replaced
+    /// by an empty map with [`DatapathConfig::reset_maps`].
+    ///
     /// Errors: not root, no BPF, bpffs cannot be mounted, the binary was
-    /// built without its eBPF object.
+    /// built without its eBPF object, a pinned map's layout differs (the
+    /// message names each map, both layouts and the way out). On an error
+    /// after a migration began, the old maps are pinned back.
     pub fn new(config: &DatapathConfig) -> anyhow::Result<Self> {
         if super::EBPF_OBJECT.is_empty() {
             bail!("this strait binary was built without its eBPF object: run `cargo xtask build-ebpf` and rebuild");
         }
         bpffs::ensure_mounted(&config.bpffs)?;
         let pin_dir = config.pin_dir();
+        let want = layout::expected(super::EBPF_OBJECT)?;
+        // Decided for every map before any is touched.
+        let plan = layout::plan(&pin_dir, &want, config.reset_maps)?;
+        for name in layout::unknown_pins(&pin_dir) {
+            tracing::warn!(
+                pin = %pin_dir.join(&name).display(),
+                "a pinned object this build does not use (an earlier build's map?) is left as it is"
+            );
+        }
         std::fs::create_dir_all(pin_dir.join("links"))
             .with_context(|| format!("creating {}", pin_dir.display()))?;
-        super::maps::check_pinned(&pin_dir)?;
         super::raise_memlock();
+        let mut replaced = Replaced::default();
+        for (name, new, action) in &plan.actions {
+            let old = match action {
+                layout::Action::Migrate { old } => {
+                    tracing::info!(map = name, from = %old, to = %new, "migrating a pinned map to this build's layout");
+                    *old
+                }
+                layout::Action::Reset { old } => {
+                    tracing::warn!(map = name, pinned = %old, this_build = %new, "--reset-maps: replacing a pinned map with an empty one");
+                    *old
+                }
+                layout::Action::Create | layout::Action::Reuse => continue,
+            };
+            let path = pin_dir.join(name);
+            let data = match aya::maps::MapData::from_pin(&path) {
+                Ok(d) => d,
+                Err(e) => {
+                    replaced.restore(&pin_dir);
+                    return Err(e).with_context(|| format!("opening {}", path.display()));
+                }
+            };
+            if let Err(e) = std::fs::remove_file(&path) {
+                replaced.restore(&pin_dir);
+                return Err(e).with_context(|| format!("unpinning {}", path.display()));
+            }
+            replaced.maps.push(OldMap {
+                name,
+                old,
+                copy: matches!(action, layout::Action::Migrate { .. }),
+                data,
+            });
+        }
+        let result = Self::load_pinned(config, &pin_dir, &mut replaced);
+        if result.is_err() {
+            replaced.restore(&pin_dir);
+        }
+        let dp = result?;
+        layout::record_versions(&dp.pin_dir, &want)?;
+        Ok(dp)
+    }
+
+    /// [`Self::new`] once the plan is carried out: loads the object over
+    /// the pins and copies the migrated maps' entries.
+    fn load_pinned(
+        config: &DatapathConfig,
+        pin_dir: &Path,
+        replaced: &mut Replaced,
+    ) -> anyhow::Result<Self> {
         let tcp_stats_on = u8::from(config.tcp_stats);
         let mut loader = EbpfLoader::new();
         loader.override_global("TCP_STATS_ON", &tcp_stats_on, true);
-        let paths: Vec<(&str, PathBuf)> = proxy_common::PINNED_MAPS
-            .iter()
-            .chain(&proxy_common::PINNED_MAPS6)
-            .map(|name| (*name, pin_dir.join(name)))
+        let paths: Vec<(&str, PathBuf)> = layout::pinned_maps()
+            .map(|name| (name, pin_dir.join(name)))
             .collect();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
@@ -135,22 +268,47 @@ impl Datapath {
                 pin_dir.display()
             )
         })?;
+        replaced.copy_into(pin_dir, migrate::Overwrite::Yes)?;
         let mut maps = Maps::take(&mut ebpf)?;
         let tables = tables::ServiceTables::recover(&mut maps)?;
-        let deny = DenyTries::take(&mut ebpf)?;
+        let mut deny = DenyTries::take(&mut ebpf)?;
+        deny.recover()
+            .context("reading the pinned XDP deny tries")?;
+        let external_vips =
+            xlb::ExternalVips::recover(&ebpf).context("reading the pinned XDP balancer tables")?;
         let mut dp = Self {
             ebpf,
             maps,
             tables,
-            pin_dir,
+            pin_dir: pin_dir.to_path_buf(),
             links: Vec::new(),
             deny,
-            external_vips: xlb::ExternalVips::new(),
+            external_vips,
             uplink: None,
+            uplink_link: None,
+            replaced: std::mem::take(replaced),
             node: config.node.clone(),
         };
         dp.set_outbound(config.outbound)?;
         Ok(dp)
+    }
+
+    /// Once this build's programs run in every pinned link: copies what
+    /// the earlier programs wrote into migrated maps since [`Self::new`]
+    /// copied them (keys not yet present), then lets the old maps go.
+    /// Called once the cgroup links are swapped ([`Self::attach`],
+    /// [`Self::attach_each`]); the daemon attaches the uplink before them.
+    fn finish_migration(&mut self) {
+        if self.replaced.maps.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .replaced
+            .copy_into(&self.pin_dir, migrate::Overwrite::No)
+        {
+            tracing::warn!("copying the last entries of migrated maps: {e:#}");
+        }
+        self.replaced.maps.clear();
     }
 
     /// Attaches the socket programs (connect4/6, sendmsg4/6, recvmsg4/6,
@@ -213,6 +371,7 @@ impl Datapath {
                 .with_context(|| format!("pinning {}", pin.display()))?;
             self.links.push(pinned);
         }
+        self.finish_migration();
         Ok(())
     }
 
@@ -319,6 +478,7 @@ impl Datapath {
                 }
             }
         }
+        self.finish_migration();
         failed
     }
 
@@ -360,15 +520,17 @@ impl Datapath {
     }
 
     /// The pinned links whose program is not this object's (an earlier
-    /// run's, left when the kernel refused the swap in [`Self::attach`]);
-    /// 0 after a successful attach.
+    /// run's, left when the kernel refused the swap in [`Self::attach`]),
+    /// cgroup links and the uplink XDP link alike; 0 after a successful
+    /// attach.
     ///
     /// Errors: a pinned link or a program cannot be inspected.
     pub fn stale_links(&self) -> anyhow::Result<usize> {
         let mut stale = 0;
-        let Ok(entries) = std::fs::read_dir(self.pin_dir.join("links")) else {
-            return Ok(0);
-        };
+        let entries = ["links", "uplink"]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(self.pin_dir.join(d)).ok())
+            .flatten();
         for e in entries.flatten() {
             let file = e.file_name();
             let Some((name, _)) = file.to_str().and_then(|f| f.rsplit_once('@')) else {
@@ -474,33 +636,129 @@ impl Datapath {
     }
 
     /// Attaches the uplink XDP program (`xdp_lb`: source-prefix deny, then
-    /// the external VIP balancer) to `iface`, in native (driver) mode when
-    /// the driver supports it, else generic mode (logged). Tunnelled packets
-    /// leave from `cfg.source` to `cfg.gateway_mac` (see
-    /// [`super::resolve_uplink`]). The program is not pinned: it detaches
-    /// when the daemon exits, and packets then reach the host stack as
-    /// before.
+    /// the external VIP balancer) to `iface` through a BPF link pinned at
+    /// `<pin dir>/uplink/xdp_lb@<iface>`, so it stays attached while no
+    /// daemon runs. Tunnelled packets leave from `cfg.source` to
+    /// `cfg.gateway_mac` (see [`super::resolve_uplink`]).
+    ///
+    /// When an earlier run pinned a link on `iface`, this build's program
+    /// is swapped into it atomically (`BPF_LINK_UPDATE`, as for the
+    /// cgroup links): the interface is never without the program, and the
+    /// program uses the pinned maps, so the connection table (`XLB_CONNS`)
+    /// keeps every flow on its node. If the kernel refuses the swap (the
+    /// interface was recreated: the old link is defunct) the old link is
+    /// removed and a new one attached. A link on another interface (the
+    /// uplink moved) is removed, which detaches it. A new link is attached
+    /// in native (driver) mode when the driver supports it, else in generic
+    /// mode (logged).
     ///
     /// Errors: unknown interface, the verifier or the driver refuses the
-    /// program, an uplink is already attached.
+    /// program, an uplink is already attached by this object.
     pub fn attach_uplink(&mut self, iface: &str, cfg: &UplinkConfig) -> anyhow::Result<()> {
         use aya::programs::XdpMode;
+        use std::os::fd::AsFd;
         if let Some(have) = &self.uplink {
             bail!("the XDP uplink program is already attached to {have}");
         }
+        let dir = self.pin_dir.join("uplink");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let pin = dir.join(format!("{}@{iface}", programs::XDP_LB));
+        self.unpin_uplinks_except(Some(&pin));
         xlb::configure_uplink(&mut self.ebpf, cfg)?;
-        let prog = xlb::load_xdp_lb(&mut self.ebpf)?;
-        if let Err(native) = prog.attach(iface, XdpMode::Driver) {
-            tracing::warn!(
-                uplink = iface,
-                "native XDP refused ({native}); using generic (skb) XDP, which is slower"
-            );
-            prog.attach(iface, XdpMode::Skb)
-                .with_context(|| format!("attaching xdp_lb to {iface}"))?;
+        let prog = xdp_lb(&mut self.ebpf)?;
+        if pin.exists() {
+            let fd = prog.fd()?.as_fd().try_clone_to_owned()?;
+            match super::relink::replace_program(&pin, fd.as_fd()) {
+                Ok(()) => {
+                    let link = PinnedLink::from_pin(&pin)
+                        .with_context(|| format!("reopening pinned link {}", pin.display()))?;
+                    self.uplink_link = Some(link);
+                    self.uplink = Some(iface.to_string());
+                    tracing::info!(uplink = iface, source = %cfg.source, "XDP uplink program swapped into the pinned link");
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(uplink = iface, link = %pin.display(), "the pinned XDP link cannot take this build's program ({e}); attaching a new link");
+                    let _ = std::fs::remove_file(&pin);
+                }
+            }
+        }
+        let id = match prog.attach(iface, XdpMode::Driver) {
+            Ok(id) => id,
+            Err(native) => {
+                tracing::warn!(
+                    uplink = iface,
+                    "native XDP refused ({native}); using generic (skb) XDP, which is slower"
+                );
+                prog.attach(iface, XdpMode::Skb)
+                    .with_context(|| format!("attaching xdp_lb to {iface}"))?
+            }
+        };
+        let link = prog.take_link(id)?;
+        match FdLink::try_from(link) {
+            Ok(fd_link) => {
+                let pinned = fd_link
+                    .pin(&pin)
+                    .with_context(|| format!("pinning {}", pin.display()))?;
+                self.uplink_link = Some(pinned);
+            }
+            Err(_) => {
+                // A kernel without XDP links (before 5.9): aya attached
+                // through netlink, which cannot be pinned. Re-attach so the
+                // program owns the attachment (it detaches at exit).
+                tracing::warn!(
+                    uplink = iface,
+                    "this kernel has no XDP links: the uplink program detaches when the daemon exits"
+                );
+                xdp_lb(&mut self.ebpf)?
+                    .attach(iface, XdpMode::Skb)
+                    .with_context(|| format!("attaching xdp_lb to {iface}"))?;
+            }
         }
         self.uplink = Some(iface.to_string());
         tracing::info!(uplink = iface, source = %cfg.source, "XDP uplink program attached");
         Ok(())
+    }
+
+    /// Detaches the uplink XDP program: removes the pinned uplink link(s)
+    /// of an earlier run (the daemon now runs without `--xdp-uplink`) and
+    /// this object's. Packets then reach the host stack as without Strait.
+    pub fn detach_uplink(&mut self) {
+        self.unpin_uplinks_except(None);
+        self.uplink_link = None;
+        self.uplink = None;
+    }
+
+    /// The interfaces with a pinned uplink link (from their pin names).
+    pub fn pinned_uplinks(&self) -> Vec<String> {
+        let prefix = format!("{}@", programs::XDP_LB);
+        let mut out: Vec<String> = std::fs::read_dir(self.pin_dir.join("uplink"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|f| f.strip_prefix(&prefix))
+                    .map(str::to_string)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Removes every pinned uplink link but `keep` (each detaches once no
+    /// process holds it).
+    fn unpin_uplinks_except(&self, keep: Option<&Path>) {
+        let Ok(entries) = std::fs::read_dir(self.pin_dir.join("uplink")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if Some(e.path().as_path()) != keep {
+                tracing::info!(link = %e.path().display(), "detaching the XDP uplink program");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     /// Makes the XDP deny tries hold exactly `prefixes` (source prefixes of
@@ -704,7 +962,7 @@ impl Datapath {
         &self.pin_dir
     }
 
-    /// Detaches every program and removes the pins (`strait run --cleanup`,
+    /// Detaches every program and removes the pins (`strait cleanup`,
     /// tests): the pods' sockets are no longer balanced or redirected.
     pub fn cleanup(self) -> anyhow::Result<()> {
         let Self {
@@ -713,9 +971,13 @@ impl Datapath {
             links,
             pin_dir,
             deny,
+            uplink_link,
             ..
         } = self;
         drop(deny);
+        if let Some(l) = uplink_link {
+            let _ = l.unpin();
+        }
         for l in links {
             // Unpinned and dropped: the last reference, so it detaches.
             let _ = l.unpin();
@@ -738,6 +1000,19 @@ pub fn remove_pins(pin_dir: &Path) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir(parent);
     }
     Ok(())
+}
+
+/// The uplink program of `ebpf`, loaded into the kernel if it is not yet.
+fn xdp_lb(ebpf: &mut Ebpf) -> anyhow::Result<&mut aya::programs::Xdp> {
+    let prog: &mut aya::programs::Xdp = ebpf
+        .program_mut(programs::XDP_LB)
+        .with_context(|| format!("program {} missing from the eBPF object", programs::XDP_LB))?
+        .try_into()?;
+    if prog.fd().is_err() {
+        prog.load()
+            .context("loading xdp_lb (the verifier log is below)")?;
+    }
+    Ok(prog)
 }
 
 /// A `WORKLOADS` or `WORKLOADS6` key.

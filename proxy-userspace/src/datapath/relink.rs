@@ -6,9 +6,10 @@
 //! binary that writes the maps (Cilium replaces its programs the same way;
 //! aya exposes the call only for XDP and TC links, so it is made here).
 //!
-//! Maps are kept across the swap only when their layout is unchanged:
-//! `maps::check_pinned` refuses to start on a layout change before any
-//! program is loaded, so a swap is never half-applied.
+//! Maps are kept across the swap only when their layout is unchanged or
+//! migrated: `layout::plan` decides for every pinned map before any is
+//! touched (and refuses to start on a layout it cannot migrate), so a swap
+//! is never half-applied. The uplink's XDP link is swapped the same way.
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -39,8 +40,9 @@ struct LinkUpdateAttr {
     old_prog_fd: u32,
 }
 
-/// `bpf(cmd, attr, size_of::<A>())`.
-fn bpf<A>(cmd: libc::c_long, attr: &A) -> io::Result<libc::c_long> {
+/// `bpf(cmd, attr, size_of::<A>())`: the raw system call for the commands
+/// aya does not expose (here and in [`super::migrate`]).
+pub(super) fn bpf<A>(cmd: libc::c_long, attr: &A) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a live, fully initialised `repr(C)` value of the
     // layout the command expects, and its exact size is passed.
     let r = unsafe {

@@ -214,6 +214,38 @@ impl DenyTries {
         })
     }
 
+    /// Learns what the tries already hold (maps pinned by an earlier run):
+    /// the prefixes with their counters and scope flag, and the scoped
+    /// destinations, so the next [`DenyTries::sync_scoped`] writes only
+    /// the differences and removes what is no longer wanted — the drops
+    /// never stop across a restart, and the counters keep counting.
+    ///
+    /// Errors: a map cannot be read.
+    pub fn recover(&mut self) -> anyhow::Result<()> {
+        self.counters.clear();
+        for item in self.v4.iter() {
+            let (k, value) = item.context("reading DENY_V4")?;
+            let a = Ipv4Addr::from(u32::from_be(k.data()));
+            self.counters.insert(
+                (IpAddr::V4(a), k.prefix_len() as u8),
+                (value & !DENY_SCOPED, value),
+            );
+        }
+        for item in self.v6.iter() {
+            let (k, value) = item.context("reading DENY_V6")?;
+            self.counters.insert(
+                (IpAddr::V6(Ipv6Addr::from(k.data())), k.prefix_len() as u8),
+                (value & !DENY_SCOPED, value),
+            );
+        }
+        self.destinations = self
+            .dst
+            .keys()
+            .collect::<Result<_, _>>()
+            .context("reading DENY_DST")?;
+        Ok(())
+    }
+
     /// Makes the tries hold exactly `prefixes`, each dropping every packet
     /// from it ([`DenyScope::Any`]); see [`DenyTries::sync_scoped`].
     ///

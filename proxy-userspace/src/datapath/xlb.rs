@@ -200,6 +200,61 @@ impl ExternalVips {
         Self::default()
     }
 
+    /// The bookkeeping of tables an earlier run left in pinned maps: the
+    /// reals keep their indexes (so flows in the connection table stay on
+    /// their node) and the VIPs their rings; each ring is rebuilt at the
+    /// next [`ExternalVips::apply`] (Maglev is deterministic: the same
+    /// reals and weights give the same ring). Empty maps give empty tables.
+    ///
+    /// Errors: a map cannot be read.
+    pub fn recover(ebpf: &Ebpf) -> anyhow::Result<Self> {
+        let map = |name: &str| {
+            ebpf.map(name)
+                .with_context(|| format!("map {name} missing from the eBPF object"))
+        };
+        let mut out = Self::new();
+        let reals: Array<_, XlbReal> = Array::try_from(map(proxy_common::XLB_REALS)?)?;
+        let mut used = Vec::new();
+        for (i, r) in reals.iter().enumerate() {
+            let r = r.context("reading XLB_REALS")?;
+            if r.ip != 0 {
+                out.reals
+                    .insert(Ipv4Addr::from(u32::from_be(r.ip)), i as u32);
+                used.push(i as u32);
+            }
+        }
+        out.next_real = used.iter().max().map_or(0, |m| m + 1);
+        out.free_reals = (0..out.next_real).filter(|i| !used.contains(i)).collect();
+        let vips: BpfHashMap<_, XlbVipKey, XlbVip> =
+            BpfHashMap::try_from(map(proxy_common::XLB_VIPS)?)?;
+        for item in vips.iter() {
+            let (k, v) = item.context("reading XLB_VIPS")?;
+            if v.ring == XLB_ADDRESS_ONLY {
+                out.markers.insert(k.vip);
+            } else {
+                out.rings.insert(k, v.ring);
+            }
+        }
+        let rings: BpfHashMap<_, u32, MaglevTable> =
+            BpfHashMap::try_from(map(proxy_common::XLB_RINGS)?)?;
+        let referenced: HashSet<u32> = out.rings.values().copied().collect();
+        let stored: Vec<u32> = rings
+            .keys()
+            .collect::<Result<_, _>>()
+            .context("reading XLB_RINGS")?;
+        out.next_ring = referenced
+            .iter()
+            .chain(stored.iter())
+            .max()
+            .map_or(0, |m| m + 1);
+        // Ids no VIP uses are free (a ring left without its VIP is removed
+        // at the next apply).
+        out.free_rings = (0..out.next_ring)
+            .filter(|r| !referenced.contains(r))
+            .collect();
+        Ok(out)
+    }
+
     /// Makes the kernel tables hold exactly `vips`: reals indexed, each
     /// VIP's ring rebuilt and swapped in with one map update (a flow whose
     /// real stays keeps it through the connection table), gone VIPs and

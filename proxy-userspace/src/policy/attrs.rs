@@ -8,9 +8,11 @@ use http::HeaderName;
 
 use super::jwt::JwtIdentity;
 
-/// The peer's mTLS identity (SPIFFE `<trust-domain>/ns/<ns>/sa/<sa>`).
-/// Strait has no mTLS yet (issue 20), so the proxy always passes `None`,
-/// and rules that need it are undecidable ([`super::Tri::Unknown`]).
+/// The peer's mTLS identity (SPIFFE `<trust-domain>/ns/<ns>/sa/<sa>`),
+/// from the HBONE tunnel's verified certificate (destination side) or the
+/// client pod's workload identity (source side). Where it is not known
+/// the proxy passes `None`, and rules that need it are undecidable
+/// ([`super::Tri::Unknown`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerIdentity {
     /// `cluster.local/ns/foo/sa/bar`.
@@ -77,8 +79,15 @@ pub struct Attrs<'a> {
     pub dest_port: u16,
     /// TLS SNI (`connection.sni`).
     pub sni: Option<&'a str>,
-    /// mTLS identity of the peer (always `None` until mTLS lands).
+    /// mTLS identity of the peer (`None`: not known, or none).
     pub peer: Option<&'a PeerIdentity>,
+    /// The connection is known to be plain text (the in-pod policy
+    /// listener, 15006): with no `peer`, identity rules (`principals`,
+    /// `namespaces`, `serviceAccounts`, `trustDomains`, `source.principal`,
+    /// `source.namespace`) see an *absent* identity, as Istio's RBAC filter
+    /// does for a plaintext peer — a rule that requires one does not match,
+    /// a `not*` form does — instead of an unknown one (which denies).
+    pub plaintext: bool,
     /// HTTP facts; `None` for TCP connections.
     pub http: Option<HttpAttrs<'a>>,
 }

@@ -248,6 +248,32 @@ impl PolicyTable {
     pub fn guard(&self, cluster: &str) -> Option<&Arc<Guard>> {
         self.clusters.get(cluster)
     }
+
+    /// The guard of a request or connection on Envoy's `PassthroughCluster`
+    /// (no Service: the client dialled a workload's address `dst`): the
+    /// policies of the workload at `dst` when it runs on this node, or the
+    /// workload as remote when it runs on another (denied unless it is
+    /// reached over HBONE, as for a cluster). `None`: no policy applies to
+    /// `dst`.
+    pub fn passthrough_guard(&self, dst: std::net::SocketAddr) -> Option<Guard> {
+        let view = self.workloads.get(&dst.ip())?;
+        if !view.local {
+            return Some(Guard {
+                entries: Vec::new(),
+                remote: Some(format!("{} on another node", view.name)),
+                remote_ips: vec![dst.ip()],
+            });
+        }
+        Some(Guard {
+            entries: vec![GuardEntry {
+                set: view.set.clone(),
+                dest_ip: Some(dst.ip()),
+                dest_port: dst.port(),
+            }],
+            remote: None,
+            remote_ips: Vec::new(),
+        })
+    }
 }
 
 /// The authorizer of a set's CUSTOM policies: Istio allows one provider

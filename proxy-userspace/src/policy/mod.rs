@@ -13,12 +13,15 @@
 //!   workloads of this node (the server side, as Istio enforces);
 //! - TCP connections to such clusters are checked once, after the route;
 //!   a denied connection is closed;
-//! - a policy-selected workload on another node cannot be protected (its
-//!   node does not intercept inbound traffic yet): traffic to it through
-//!   this node is denied ([`Why::RemoteWorkload`]);
+//! - a policy-selected workload on another node is left to its node when
+//!   it is reached over HBONE (that node decides with the peer's identity,
+//!   per request when its policies need HTTP facts); otherwise it cannot
+//!   be protected and traffic to it through this node is denied
+//!   ([`Why::RemoteWorkload`]);
 //! - rules that need the peer's mTLS identity (`principals`, `namespaces`,
-//!   `source.principal`, `source.namespace`) are undecidable until mTLS
-//!   lands: ALLOW never matches on them, DENY and CUSTOM deny;
+//!   `source.principal`, `source.namespace`) are decided with it when the
+//!   caller knows it ([`enforce_with_peer`]); without it they are
+//!   undecidable: ALLOW never matches on them, DENY and CUSTOM deny;
 //! - CUSTOM asks the `envoyExtAuthzHttp` provider it names
 //!   ([`ext_authz`]) before DENY and ALLOW decide; a provider Strait
 //!   cannot use (gRPC, unsupported fields, not found) makes a match deny,
@@ -159,6 +162,24 @@ pub fn enforce_with_peer(
     peer: Option<&PeerIdentity>,
     remote_enforced: bool,
 ) -> Outcome {
+    enforce_inner(guard, req, peer, remote_enforced, false)
+}
+
+/// [`enforce`] for a connection known to be plain text (the in-pod policy
+/// listener): there is no peer identity, so rules that require one do not
+/// match and their `not*` forms do, as Istio's RBAC filter decides for a
+/// plaintext peer ([`Attrs::plaintext`]).
+pub fn enforce_plaintext(guard: &Guard, req: &Request<'_>) -> Outcome {
+    enforce_inner(guard, req, None, false, true)
+}
+
+fn enforce_inner(
+    guard: &Guard,
+    req: &Request<'_>,
+    peer: Option<&PeerIdentity>,
+    remote_enforced: bool,
+    plaintext: bool,
+) -> Outcome {
     if let Some(w) = guard.remote.as_ref().filter(|_| !remote_enforced) {
         tracing::debug!(workload = %w, "policy-selected workload on another node: denied");
         return Outcome::Denied(Decision {
@@ -194,6 +215,7 @@ pub fn enforce_with_peer(
             dest_port: e.dest_port,
             sni: req.sni,
             peer,
+            plaintext,
             http: req.http.as_ref().map(|h| HttpAttrs {
                 method: h.method,
                 path: h.path,

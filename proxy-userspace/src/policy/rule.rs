@@ -318,6 +318,16 @@ fn any<T>(items: &[T], f: impl Fn(&T) -> Tri) -> Tri {
     out
 }
 
+/// A peer-identity attribute without a peer: absent on a known plaintext
+/// connection, else unknown.
+fn no_peer<'a>(a: &Attrs<'_>) -> Attr<'a> {
+    if a.plaintext {
+        Attr::Absent
+    } else {
+        Attr::Unknown
+    }
+}
+
 fn principal_attr<'a>(a: &'a Attrs<'_>) -> Attr<'a> {
     match &a.http {
         None => Attr::Unknown,
@@ -333,6 +343,7 @@ fn source(s: &CSource, a: &Attrs<'_>) -> Tri {
         let attr = match (a.peer, v) {
             (Some(_), Some(v)) => Attr::One(Cow::Borrowed(v)),
             (Some(_), None) => Attr::Absent,
+            (None, _) if a.plaintext => Attr::Absent,
             (None, _) => Attr::Unknown,
         };
         attr.eval(f)
@@ -427,10 +438,10 @@ fn condition(c: &CCond, a: &Attrs<'_>) -> Tri {
         },
         Key::SourceNamespace => a
             .peer
-            .map_or(Attr::Unknown, |p| Attr::One(Cow::Borrowed(&p.namespace))),
+            .map_or(no_peer(a), |p| Attr::One(Cow::Borrowed(&p.namespace))),
         Key::SourcePrincipal => a
             .peer
-            .map_or(Attr::Unknown, |p| Attr::One(Cow::Borrowed(&p.principal))),
+            .map_or(no_peer(a), |p| Attr::One(Cow::Borrowed(&p.principal))),
         Key::Sni => a.sni.map_or(Attr::Absent, |s| Attr::One(Cow::Borrowed(s))),
         Key::AuthPrincipal => principal_attr(a),
         Key::AuthAudiences => match auth {

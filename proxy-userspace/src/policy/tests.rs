@@ -97,6 +97,7 @@ fn allowed(s: &PolicySet, r: &Req) -> bool {
         dest_port: r.port,
         sni: None,
         peer: None,
+        plaintext: false,
         http: r.http.then_some(HttpAttrs {
             method: r.method,
             path: r.path,
@@ -319,6 +320,7 @@ fn peer_identity_rules_fail_closed() {
             dest_port: 80,
             sni: None,
             peer: None,
+            plaintext: false,
             http: None,
         };
         s.authorize(&a)
@@ -337,6 +339,7 @@ fn peer_identity_rules_fail_closed() {
         dest_port: 80,
         sni: None,
         peer: Some(&peer),
+        plaintext: false,
         http: None,
     };
     assert!(s.authorize(&a).allowed);
@@ -350,6 +353,7 @@ fn peer_identity_rules_fail_closed() {
     assert!(!s.authorize(&no_peer).allowed);
     let a = Attrs {
         peer: Some(&peer),
+        plaintext: false,
         ..no_peer
     };
     assert!(s.authorize(&a).allowed);
@@ -359,6 +363,7 @@ fn peer_identity_rules_fail_closed() {
     };
     let b = Attrs {
         peer: Some(&other),
+        plaintext: false,
         ..a
     };
     assert!(!s.authorize(&b).allowed);
@@ -400,6 +405,7 @@ fn audit_never_decides() {
         dest_port: 80,
         sni: None,
         peer: None,
+        plaintext: false,
         http: Some(HttpAttrs {
             method: "GET",
             path: "/headers",
@@ -660,4 +666,67 @@ fn jwks_uri_is_fetched_and_shared() {
         AuthnResult::Verified(..)
     ));
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// Istio's RBAC filter for a plaintext peer (the in-pod policy listener):
+/// no identity, so `principals` / `namespaces` / `source.principal` rules
+/// do not match and their `not*` forms do. Without that knowledge (the
+/// identity is unknown) a DENY on them denies and an ALLOW never allows.
+#[test]
+fn a_plaintext_peer_has_no_identity_as_istio_decides() {
+    let check = |yaml: &str, plaintext: bool| {
+        let s = set(yaml);
+        let headers = HeaderMap::new();
+        let a = Attrs {
+            source_ip: "10.244.0.5".parse().unwrap(),
+            remote_ip: "10.244.0.5".parse().unwrap(),
+            dest_ip: None,
+            dest_port: 9080,
+            sni: None,
+            peer: None,
+            plaintext,
+            http: Some(HttpAttrs {
+                method: "GET",
+                path: "/",
+                host: "h",
+                headers: &headers,
+                auth: None,
+            }),
+        };
+        s.authorize(&a).allowed
+    };
+    let deny_principal = policy(
+        "deny-sleep",
+        "  action: DENY\n  rules:\n  - from:\n    - source:\n        principals: [\"cluster.local/ns/foo/sa/sleep\"]\n",
+    );
+    assert!(check(&deny_principal, true), "plain text is not foo/sleep");
+    assert!(
+        !check(&deny_principal, false),
+        "unknown identity: fail closed"
+    );
+    let deny_namespace_cond = policy(
+        "deny-foo",
+        "  action: DENY\n  rules:\n  - when:\n    - key: source.namespace\n      values: [\"foo\"]\n",
+    );
+    assert!(check(&deny_namespace_cond, true));
+    assert!(!check(&deny_namespace_cond, false));
+    // Istio's "require mTLS": DENY notPrincipals ["*"] denies plain text.
+    let require_mtls = policy(
+        "require-mtls",
+        "  action: DENY\n  rules:\n  - from:\n    - source:\n        notPrincipals: [\"*\"]\n",
+    );
+    assert!(!check(&require_mtls, true));
+    // ALLOW principals ["*"] (any authenticated peer) never allows it.
+    let allow_any_peer = policy(
+        "allow-mtls",
+        "  action: ALLOW\n  rules:\n  - from:\n    - source:\n        principals: [\"*\"]\n",
+    );
+    assert!(!check(&allow_any_peer, true));
+    assert!(!check(&allow_any_peer, false));
+    let allow_not_foo = policy(
+        "allow-not-foo",
+        "  action: ALLOW\n  rules:\n  - from:\n    - source:\n        notNamespaces: [\"foo\"]\n",
+    );
+    assert!(check(&allow_not_foo, true), "no namespace is not foo");
+    assert!(!check(&allow_not_foo, false));
 }

@@ -213,6 +213,7 @@ fn presence_required_and_space_delimited_claims() {
             dest_port: 80,
             sni: None,
             peer: None,
+            plaintext: false,
             http: Some(HttpAttrs {
                 method: "GET",
                 path: "/",

@@ -51,12 +51,25 @@ pub struct Table {
     pub services: HashMap<SocketAddr, Arc<ServicePort>>,
     /// Every cluster of the snapshot, by name and id (routes hold ids).
     pub clusters: ClusterIds,
-    /// Pod IP → the workload (`sourceLabels` / `sourceNamespace` matching).
-    pub workloads: HashMap<IpAddr, Arc<SourceWorkload>>,
+    /// Pod IP → the workload (`sourceLabels` / `sourceNamespace` matching);
+    /// shared with the previous table when no workload changed.
+    pub workloads: Arc<HashMap<IpAddr, Arc<SourceWorkload>>>,
     /// MeshConfig `outboundTrafficPolicy.mode: REGISTRY_ONLY`: destinations
     /// the mesh does not know go to Envoy's `BlackHoleCluster` instead (HTTP:
     /// 502 from Istio's block-all route; TCP: the connection is closed).
     pub registry_only: bool,
+    /// What building this table built anew (the rest is shared with the
+    /// table it was built from).
+    pub built: Built,
+}
+
+/// What one runtime-table build built anew (see [`Table::built`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Built {
+    /// Service ports whose route table was compiled.
+    pub route_tables: usize,
+    /// Workloads whose entry was (re)built.
+    pub workloads: usize,
 }
 
 /// Envoy's name for the cluster of blocked destinations.

@@ -14,6 +14,7 @@
 //!
 //! Public API for the daemon and the benchmarks: [`Proxy`].
 pub(crate) mod conn_exec;
+pub(crate) mod counted;
 pub(crate) mod failure;
 pub mod http;
 pub mod inbound;
@@ -108,6 +109,8 @@ pub struct Shared {
     /// Client connections being served now, over all listeners and
     /// workers (checked against `settings.max_connections`).
     pub connections: std::sync::atomic::AtomicUsize,
+    /// What table swaps built anew, over the proxy's life.
+    pub rebuilds: Arc<table::RebuildCounters>,
 }
 
 impl Shared {
@@ -126,6 +129,7 @@ impl Shared {
             ),
             settings,
             connections: std::sync::atomic::AtomicUsize::new(0),
+            rebuilds: Arc::default(),
         }
     }
 }
@@ -188,12 +192,13 @@ impl Proxy {
     pub fn with_access_log(self, sink: Arc<dyn AccessLogSink>) -> Self {
         let mut settings = self.shared.settings.clone();
         settings.path_normalization = self.shared.path_normalization.get();
-        let shared = Shared::new(
+        let mut shared = Shared::new(
             ArcSwap::new(self.shared.table.load_full()),
             self.shared.registry.clone(),
             sink,
             settings,
         );
+        shared.rebuilds = self.shared.rebuilds.clone();
         Self {
             shared: Arc::new(shared),
         }
@@ -201,12 +206,13 @@ impl Proxy {
 
     /// Replaces the settings (before [`Proxy::serve`]).
     pub fn with_settings(self, settings: ProxySettings) -> Self {
-        let shared = Shared::new(
+        let mut shared = Shared::new(
             ArcSwap::new(self.shared.table.load_full()),
             self.shared.registry.clone(),
             self.shared.sink.clone(),
             settings,
         );
+        shared.rebuilds = self.shared.rebuilds.clone();
         Self {
             shared: Arc::new(shared),
         }
@@ -223,9 +229,10 @@ impl Proxy {
         snapshot: &strait_config::snapshot::MeshSnapshot,
     ) -> Result<usize, CompileError> {
         let (mut table, prepared) = table::compile_with(snapshot, &self.shared.registry)?;
-        table.policy =
-            crate::policy::PolicyTable::build(snapshot, &self.shared.settings.policy_scope)
-                .map(Arc::new);
+        table.policy = self.build_policies(snapshot);
+        self.shared
+            .rebuilds
+            .count(&table.routes.built, prepared.rebuilt());
         self.update_table(table);
         self.shared.registry.commit(&prepared);
         self.follow_mesh_config(snapshot);
@@ -238,9 +245,12 @@ impl Proxy {
     /// rebuilt, and only the service ports whose routes changed or name an
     /// added or removed cluster ([`table::compile_incremental`]; a changed
     /// cluster keeps its id, so its routes stay); the rest of the table is shared
-    /// with the old one. The policy table is rebuilt when policies,
-    /// workloads or clusters changed. Same guarantees as [`Proxy::update`].
-    /// Returns how many clusters were rebuilt.
+    /// with the old one. The policy table is rebuilt when policies changed,
+    /// or when workloads or clusters changed and policies exist (which
+    /// workloads they select and the endpoints guarded depend on both);
+    /// without policies it stays absent and nothing is built. Same
+    /// guarantees as [`Proxy::update`]. Returns how many clusters were
+    /// rebuilt; [`Proxy::rebuild_counts`] counts the rest.
     pub fn apply_diff(
         &self,
         snapshot: &strait_config::snapshot::MeshSnapshot,
@@ -249,16 +259,39 @@ impl Proxy {
         let current = self.shared.table.load_full();
         let (mut table, prepared) =
             table::compile_incremental(snapshot, diff, &current, &self.shared.registry)?;
-        if diff.policies_changed || !diff.workloads.is_empty() || !diff.clusters.is_empty() {
-            table.policy =
-                crate::policy::PolicyTable::build(snapshot, &self.shared.settings.policy_scope)
-                    .map(Arc::new);
+        let p = &snapshot.policies;
+        let policies = !p.authorization.is_empty() || !p.request_authentication.is_empty();
+        if diff.policies_changed
+            || (policies && (!diff.workloads.is_empty() || !diff.clusters.is_empty()))
+        {
+            table.policy = self.build_policies(snapshot);
         }
+        self.shared
+            .rebuilds
+            .count(&table.routes.built, prepared.rebuilt());
         drop(current);
         self.update_table(table);
         self.shared.registry.commit(&prepared);
         self.follow_mesh_config(snapshot);
         Ok(prepared.rebuilt())
+    }
+
+    fn build_policies(
+        &self,
+        snapshot: &strait_config::snapshot::MeshSnapshot,
+    ) -> Option<Arc<crate::policy::PolicyTable>> {
+        self.shared
+            .rebuilds
+            .policy_tables
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::policy::PolicyTable::build(snapshot, &self.shared.settings.policy_scope)
+            .map(Arc::new)
+    }
+
+    /// What the table swaps of this proxy built anew so far (tests and the
+    /// daemon's reload log check that a change rebuilds only its part).
+    pub fn rebuild_counts(&self) -> table::RebuildCounts {
+        self.shared.rebuilds.get()
     }
 
     /// Applies the MeshConfig settings the request path reads at run time:

@@ -3,6 +3,7 @@
 //! stand for (`upstream`) and the node's security policies (`policy`).
 //! The functions here are the one place a snapshot becomes all three.
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use strait_config::snapshot as snap;
@@ -57,6 +58,52 @@ impl Table {
     /// MeshConfig `outboundTrafficPolicy.mode: REGISTRY_ONLY`.
     pub fn registry_only(&self) -> bool {
         self.routes.registry_only
+    }
+}
+
+/// What a proxy's table swaps built anew, summed over its life (see
+/// [`crate::serve::Proxy::rebuild_counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RebuildCounts {
+    /// Service ports whose route table was compiled.
+    pub route_tables: u64,
+    /// Workload entries of the runtime table built.
+    pub workloads: u64,
+    /// Live clusters rebuilt (changed or added).
+    pub clusters: u64,
+    /// Policy tables built (`PolicyTable::build` calls).
+    pub policy_tables: u64,
+}
+
+/// The counters behind [`RebuildCounts`].
+#[derive(Debug, Default)]
+pub struct RebuildCounters {
+    route_tables: AtomicU64,
+    workloads: AtomicU64,
+    clusters: AtomicU64,
+    /// Incremented by each policy table build.
+    pub policy_tables: AtomicU64,
+}
+
+impl RebuildCounters {
+    /// Adds one table build: what the runtime compile built, and how
+    /// many clusters were rebuilt.
+    pub fn count(&self, built: &crate::runtime::table::Built, clusters: usize) {
+        self.route_tables
+            .fetch_add(built.route_tables as u64, Ordering::Relaxed);
+        self.workloads
+            .fetch_add(built.workloads as u64, Ordering::Relaxed);
+        self.clusters.fetch_add(clusters as u64, Ordering::Relaxed);
+    }
+
+    /// The sums so far.
+    pub fn get(&self) -> RebuildCounts {
+        RebuildCounts {
+            route_tables: self.route_tables.load(Ordering::Relaxed),
+            workloads: self.workloads.load(Ordering::Relaxed),
+            clusters: self.clusters.load(Ordering::Relaxed),
+            policy_tables: self.policy_tables.load(Ordering::Relaxed),
+        }
     }
 }
 

@@ -89,14 +89,27 @@ pub async fn proxy(
         }
     };
     rec.upstream_cluster = Some(cluster.name.clone());
-    if super::http::authz::check_connection(
-        &table,
-        &cluster.name,
-        peer,
-        sni.as_deref(),
-        &mut rec,
-        shared.settings.hbone.as_deref(),
-    ) {
+    let mesh = shared.settings.hbone.as_deref();
+    let denied = if cluster.lb.is_passthrough() {
+        super::http::authz::check_passthrough_connection(
+            &table,
+            dst,
+            peer,
+            sni.as_deref(),
+            &mut rec,
+            mesh,
+        )
+    } else {
+        super::http::authz::check_connection(
+            &table,
+            &cluster.name,
+            peer,
+            sni.as_deref(),
+            &mut rec,
+            mesh,
+        )
+    };
+    if denied {
         finish(&shared, rec, start);
         return;
     }
@@ -138,17 +151,33 @@ pub async fn proxy(
         finish(&shared, rec, start);
         return;
     }
+    let mesh = shared.settings.hbone.as_deref();
+    let route = crate::transport::hbone::mesh::route(mesh, cluster.pool.mesh_tls, peer.ip(), addr);
+    if let crate::transport::hbone::mesh::Route::Refuse(reason) = route {
+        // Fail closed: the client's connection is closed, nothing is sent.
+        fail_connect(
+            &cluster,
+            ep.as_deref(),
+            &mut rec,
+            ConnectError::Refused(reason),
+        );
+        finish(&shared, rec, start);
+        return;
+    }
     let service_host = rec.destination_service.clone();
-    let connect = tokio::time::timeout(
-        cluster.pool.connect_timeout,
-        crate::transport::hbone::mesh::connect(
-            shared.settings.hbone.as_deref(),
-            peer,
-            addr,
-            service_host.as_deref(),
-            cluster.pool.no_auto_mtls,
-        ),
-    )
+    let connect = tokio::time::timeout(cluster.pool.connect_timeout, async {
+        // Checked above (a route's cluster, or the passthrough's
+        // destination workload): a captured local pod's policy port is
+        // reached from inside the pod when no tunnel is used.
+        let plain = matches!(route, crate::transport::hbone::mesh::Route::Plain);
+        if plain && crate::transport::local_delivery::delivers_in_pod(addr) {
+            return crate::transport::local_delivery::connect(addr, true)
+                .await
+                .map(crate::transport::hbone::mesh::Upstream::Plain);
+        }
+        crate::transport::hbone::mesh::connect(mesh, &route, peer, addr, service_host.as_deref())
+            .await
+    })
     .await;
     let mut upstream = match connect {
         Ok(Ok(s)) => s,
@@ -171,19 +200,10 @@ pub async fn proxy(
     }
     upstream.set_nodelay();
     rec.upstream_local_address = upstream.local_addr();
-    if upstream.is_hbone() {
+    if let crate::transport::hbone::mesh::Route::Tunnel(t) = &route {
         // Istio's labels for a tunnelled connection: mTLS with both
         // workload identities (the ones the tunnel presented and checked).
-        let ids = shared
-            .settings
-            .hbone
-            .as_deref()
-            .and_then(|m| m.wants_hbone(peer.ip(), addr.ip(), cluster.pool.no_auto_mtls));
-        rec.peer = crate::telemetry::PeerInfo::mutual_tls(
-            crate::telemetry::Reporter::Source,
-            ids.as_ref().map(|(from, _)| from.to_string().into()),
-            ids.as_ref().map(|(_, to)| to.to_string().into()),
-        );
+        rec.peer = t.peer_info();
     }
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((up, down)) => {

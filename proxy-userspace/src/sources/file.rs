@@ -12,8 +12,9 @@
 //! are identical to the previous one is skipped; otherwise only the files
 //! whose bytes changed are parsed and validated again (one Service changed
 //! among 10,000 files costs one file's parse).
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use strait_config::load::{read_file, Limits, ReadError};
 use strait_config::{Diagnostic, Resource};
@@ -67,8 +68,50 @@ impl Source for ConfigStore {
     }
 }
 
-/// One reload's raw inputs: each file's bytes or its read error.
-type Inputs = Vec<(PathBuf, Result<String, String>)>;
+/// One reload's raw inputs: each file's bytes or its read error, by path
+/// (path order is the listing's: sorted, directories in place).
+type Inputs = BTreeMap<PathBuf, Result<String, String>>;
+
+/// The paths the config directory's watcher saw change since the last
+/// reload, shared by the watcher (which notes them, see
+/// [`ChangedPaths::note`]) and the store that follows them
+/// ([`ConfigStore::follow`]), which then re-reads only those files.
+#[derive(Clone, Default)]
+pub struct ChangedPaths(Arc<Mutex<Pending>>);
+
+#[derive(Default)]
+struct Pending {
+    /// Something changed that the paths do not describe (a watch error,
+    /// an event without paths): read the whole directory.
+    unknown: bool,
+    paths: BTreeSet<PathBuf>,
+}
+
+impl ChangedPaths {
+    /// Notes the paths of one event; an event naming none makes the next
+    /// reload read the whole directory.
+    pub fn note(&self, paths: &[PathBuf]) {
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if paths.is_empty() {
+            p.unknown = true;
+        }
+        p.paths.extend(paths.iter().cloned());
+    }
+
+    /// Notes that changes may have been missed (an overflowed queue): the
+    /// next reload reads the whole directory.
+    pub fn note_unknown(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).unknown = true;
+    }
+
+    /// The paths noted since the last call; `None` when the whole
+    /// directory must be read.
+    fn take(&self) -> Option<BTreeSet<PathBuf>> {
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = std::mem::take(&mut *p);
+        (!taken.unknown).then_some(taken.paths)
+    }
+}
 
 /// The config directory and each file's last good resources.
 pub struct ConfigStore {
@@ -81,6 +124,8 @@ pub struct ConfigStore {
     /// while the file's bytes stay the same.
     reports: BTreeMap<PathBuf, FileReport>,
     node_ips: Vec<std::net::IpAddr>,
+    /// The watcher's changed paths, when one is followed.
+    changed_paths: Option<ChangedPaths>,
 }
 
 struct FileReport {
@@ -104,6 +149,7 @@ impl ConfigStore {
             last_inputs: None,
             reports: BTreeMap::new(),
             node_ips: Vec::new(),
+            changed_paths: None,
         }
     }
 
@@ -119,11 +165,211 @@ impl ConfigStore {
         &self.dir
     }
 
-    /// Reads every `*.yaml` / `*.yml` below the directory (sorted, like
+    /// Follows a watcher's changed paths: from now on a reload re-reads
+    /// only the files the watcher named since the previous reload (the
+    /// whole directory when it named a directory — a hidden one too, such
+    /// as a ConfigMap volume's `..data` link — or lost events; hidden
+    /// files, such as an atomic writer's temporary file, and other
+    /// non-YAML files are not read). Call it before the watch starts noting; changes
+    /// between the last reload and then are not seen.
+    pub fn follow(&mut self, changed: ChangedPaths) {
+        self.changed_paths = Some(changed);
+    }
+
+    /// Reads the directory's `*.yaml` / `*.yml` files (sorted, like
     /// `kubectl apply -f DIR`; regular files only, within the limits) and
-    /// returns the resources to serve. See [`Reload::unchanged`] and
-    /// [`Reload::listing_failed`].
+    /// returns the resources to serve: every file without a followed
+    /// watcher ([`ConfigStore::follow`]), else only the files it named.
+    /// See [`Reload::unchanged`] and [`Reload::listing_failed`].
     pub fn reload(&mut self) -> Reload {
+        if let Some(paths) = self.changed_paths.as_ref().and_then(ChangedPaths::take) {
+            if self.last_inputs.is_some() {
+                if let Some(r) = self.reload_paths(&paths) {
+                    return r;
+                }
+                tracing::debug!(
+                    "a changed path is not a YAML file: reading the whole config directory"
+                );
+            }
+        }
+        self.reload_all()
+    }
+
+    /// Re-reads only `paths` (the watcher's); `None` when one of them is
+    /// not a plain YAML file path below the directory (then the whole
+    /// directory is read).
+    fn reload_paths(&mut self, paths: &BTreeSet<PathBuf>) -> Option<Reload> {
+        let known = self.last_inputs.as_ref()?;
+        // Each file's new bytes; `None`: the file is gone.
+        let mut files: Vec<(PathBuf, Option<Result<String, String>>)> = Vec::new();
+        for p in paths {
+            let rel = p.strip_prefix(&self.dir).ok()?;
+            if rel.as_os_str().is_empty() {
+                return None;
+            }
+            // Below a hidden name: not read by a listing either, unless it
+            // is a directory (a ConfigMap volume's `..data` link swap).
+            let mut under = self.dir.clone();
+            let below_hidden = rel.components().any(|c| {
+                under.push(c);
+                hidden(c.as_os_str())
+            });
+            if below_hidden {
+                match std::fs::metadata(&under) {
+                    Ok(m) if m.is_dir() => return None,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(_) => return None,
+                }
+            }
+            let yaml = is_yaml(p);
+            match std::fs::symlink_metadata(p) {
+                Ok(_) if p.is_dir() => return None,
+                Ok(_) if !yaml => {}
+                Ok(_) => files.push((p.clone(), Some(self.read(p)))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if yaml {
+                        files.push((p.clone(), None));
+                    } else if known.keys().any(|k| k.starts_with(p)) {
+                        // A directory that went.
+                        return None;
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        let same = |f: &PathBuf, new: &Option<Result<String, String>>| match (known.get(f), new) {
+            (None, None) => true,
+            (Some(Ok(a)), Some(Ok(b))) => a == b,
+            _ => false,
+        };
+        let mut out = Reload::default();
+        if files.iter().all(|(f, new)| same(f, new)) {
+            out.unchanged = true;
+            return Some(out);
+        }
+        let mut changed = Changed::default();
+        let changed_files: Vec<_> = files.into_iter().filter(|(f, new)| !same(f, new)).collect();
+        for (f, new) in changed_files {
+            match new {
+                None => {
+                    if let Some(known) = self.last_inputs.as_mut() {
+                        known.remove(&f);
+                    }
+                    self.reports.remove(&f);
+                    if let Some(gone) = self.last_good.remove(&f) {
+                        changed.removed.extend(gone);
+                    }
+                }
+                Some(text) => {
+                    let prev = self.last_good.remove(&f);
+                    let (keep, report) = self.load_file(&f, &text, prev.as_ref());
+                    resource_changes(
+                        prev.unwrap_or_default(),
+                        keep.as_deref().unwrap_or(&[]),
+                        &mut changed,
+                    );
+                    if let Some(known) = self.last_inputs.as_mut() {
+                        known.insert(f.clone(), text);
+                    }
+                    self.reports.insert(f.clone(), report);
+                    if let Some(keep) = keep {
+                        self.last_good.insert(f, keep);
+                    }
+                }
+            }
+        }
+        self.report_into(&mut out);
+        out.changed = Some(changed);
+        out.resources = self.last_good.values().flatten().cloned().collect();
+        Some(out)
+    }
+
+    /// Reads one file within the limits.
+    fn read(&self, f: &Path) -> Result<String, String> {
+        read_file(f, &self.limits).map_err(|e| match e {
+            ReadError::Io(e) => format!("cannot read: {e}"),
+            e => e.to_string(),
+        })
+    }
+
+    /// Every file's report (diagnostics, last good kept), in path order.
+    fn report_into(&self, out: &mut Reload) {
+        for (f, r) in &self.reports {
+            out.diagnostics.extend(r.diagnostics.iter().cloned());
+            if r.kept_last_good {
+                out.kept_last_good.push(f.clone());
+            }
+        }
+    }
+
+    /// Loads and validates one file's new version (`text`); returns the
+    /// resources to serve for it (its valid ones, or `prev` when the new
+    /// version has errors and a last good one exists; `None`: nothing)
+    /// and what to report.
+    fn load_file(
+        &self,
+        f: &Path,
+        text: &Result<String, String>,
+        prev: Option<&Vec<Resource>>,
+    ) -> (Option<Vec<Resource>>, FileReport) {
+        let name = f.display().to_string();
+        let text = match text {
+            Ok(text) => text,
+            Err(e) => {
+                let report = FileReport {
+                    diagnostics: vec![file_error(f, e.clone())],
+                    kept_last_good: prev.is_some(),
+                };
+                return (prev.cloned(), report);
+            }
+        };
+        let loaded = strait_config::load::load_str_with(text, &name, &self.limits);
+        let mut errors: Vec<Diagnostic> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .cloned()
+            .collect();
+        let mut valid = Vec::new();
+        for r in loaded.resources {
+            let errs: Vec<Diagnostic> =
+                strait_config::validate::validate_resource_on_node(&r, &self.node_ips)
+                    .into_iter()
+                    .filter(Diagnostic::is_error)
+                    .collect();
+            if errs.is_empty() {
+                valid.push(r);
+            } else {
+                errors.extend(errs);
+            }
+        }
+        let mut diagnostics: Vec<Diagnostic> = loaded
+            .diagnostics
+            .into_iter()
+            .filter(|d| !d.is_error())
+            .collect();
+        let mut kept_last_good = false;
+        let keep = if errors.is_empty() {
+            valid
+        } else if let Some(prev) = prev {
+            kept_last_good = true;
+            prev.clone()
+        } else {
+            valid
+        };
+        diagnostics.extend(errors);
+        (
+            Some(keep),
+            FileReport {
+                diagnostics,
+                kept_last_good,
+            },
+        )
+    }
+
+    /// Lists and reads every file (see [`ConfigStore::reload`]).
+    fn reload_all(&mut self) -> Reload {
         let mut out = Reload::default();
         let mut files = Vec::new();
         if let Err(e) = yaml_files(&self.dir, &mut files) {
@@ -143,10 +389,7 @@ impl ConfigStore {
         let inputs: Inputs = files
             .into_iter()
             .map(|f| {
-                let text = read_file(&f, &self.limits).map_err(|e| match e {
-                    ReadError::Io(e) => format!("cannot read: {e}"),
-                    e => e.to_string(),
-                });
+                let text = self.read(&f);
                 (f, text)
             })
             .collect();
@@ -157,96 +400,35 @@ impl ConfigStore {
         let mut next = BTreeMap::new();
         let mut reports = BTreeMap::new();
         let mut changed = self.last_inputs.is_some().then(Changed::default);
-        let previous: std::collections::HashMap<&PathBuf, &String> = self
-            .last_inputs
-            .iter()
-            .flatten()
-            .filter_map(|(f, t)| Some((f, t.as_ref().ok()?)))
-            .collect();
+        let previous = self.last_inputs.take().unwrap_or_default();
         for (f, text) in &inputs {
-            let name = f.display().to_string();
             // Same bytes as last time: same resources, same report.
-            if let Ok(t) = text {
-                if previous.get(f).is_some_and(|p| *p == t) {
+            if let (Ok(t), Some(Ok(p))) = (text, previous.get(f)) {
+                if p == t {
                     if let (Some(keep), Some(report)) =
                         (self.last_good.remove(f), self.reports.remove(f))
                     {
-                        out.diagnostics.extend(report.diagnostics.iter().cloned());
-                        if report.kept_last_good {
-                            out.kept_last_good.push(f.clone());
-                        }
                         next.insert(f.clone(), keep);
                         reports.insert(f.clone(), report);
                         continue;
                     }
                 }
             }
-            // The file's bytes changed: its resources before, to report
-            // what changed once its new ones are known.
-            let before: Option<Vec<Resource>> = changed
-                .as_ref()
-                .map(|_| self.last_good.get(f).cloned().unwrap_or_default());
-            let loaded = match text {
-                Ok(text) => strait_config::load::load_str_with(text, &name, &self.limits),
-                Err(e) => {
-                    out.diagnostics.push(file_error(f, e.clone()));
-                    if let Some(prev) = self.last_good.remove(f) {
-                        out.kept_last_good.push(f.clone());
-                        next.insert(f.clone(), prev);
-                    }
-                    continue;
-                }
-            };
-            let mut errors: Vec<Diagnostic> = loaded
-                .diagnostics
-                .iter()
-                .filter(|d| d.is_error())
-                .cloned()
-                .collect();
-            let mut valid = Vec::new();
-            for r in loaded.resources {
-                let errs: Vec<Diagnostic> =
-                    strait_config::validate::validate_resource_on_node(&r, &self.node_ips)
-                        .into_iter()
-                        .filter(Diagnostic::is_error)
-                        .collect();
-                if errs.is_empty() {
-                    valid.push(r);
-                } else {
-                    errors.extend(errs);
-                }
+            let prev = self.last_good.remove(f);
+            let (keep, report) = self.load_file(f, text, prev.as_ref());
+            if let Some(c) = changed.as_mut() {
+                resource_changes(prev.unwrap_or_default(), keep.as_deref().unwrap_or(&[]), c);
             }
-            let first = out.diagnostics.len();
-            out.diagnostics
-                .extend(loaded.diagnostics.into_iter().filter(|d| !d.is_error()));
-            let mut kept_last_good = false;
-            let keep = if errors.is_empty() {
-                valid
-            } else if let Some(prev) = self.last_good.remove(f) {
-                out.kept_last_good.push(f.clone());
-                kept_last_good = true;
-                prev
-            } else {
-                valid
-            };
-            out.diagnostics.extend(errors);
-            if let (Some(c), Some(before)) = (changed.as_mut(), before) {
-                resource_changes(before, &keep, c);
+            reports.insert(f.clone(), report);
+            if let Some(keep) = keep {
+                next.insert(f.clone(), keep);
             }
-            reports.insert(
-                f.clone(),
-                FileReport {
-                    diagnostics: out.diagnostics[first..].to_vec(),
-                    kept_last_good,
-                },
-            );
-            next.insert(f.clone(), keep);
         }
         if let Some(c) = changed.as_mut() {
             // Files that went, with their resources.
-            for (f, gone) in &self.last_good {
-                if !next.contains_key(f) {
-                    c.removed.extend(gone.iter().cloned());
+            for (f, gone) in std::mem::take(&mut self.last_good) {
+                if !next.contains_key(&f) {
+                    c.removed.extend(gone);
                 }
             }
         }
@@ -254,9 +436,18 @@ impl ConfigStore {
         self.last_good = next;
         self.reports = reports;
         self.last_inputs = Some(inputs);
+        self.report_into(&mut out);
         out.resources = self.last_good.values().flatten().cloned().collect();
         out
     }
+}
+
+fn hidden(name: &std::ffi::OsStr) -> bool {
+    name.to_string_lossy().starts_with('.')
+}
+
+fn is_yaml(p: &Path) -> bool {
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
 }
 
 /// Adds to `out` the resources of one file that differ between its
@@ -286,15 +477,12 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         .collect::<Result<_, _>>()?;
     entries.sort();
     for p in entries {
-        let hidden = p
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if hidden {
+        if p.file_name().is_some_and(hidden) {
             continue;
         }
         if p.is_dir() {
             yaml_files(&p, out)?;
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+        } else if is_yaml(&p) {
             out.push(p);
         }
     }
@@ -434,6 +622,114 @@ mod tests {
         let c = store.reload().changed.unwrap();
         assert_eq!(keys(&c.removed), ["VirtualService/default/reviews"]);
         assert!(c.added.is_empty());
+    }
+
+    #[test]
+    fn a_followed_store_reads_only_the_files_the_watcher_named() {
+        let d = tempdir("follow");
+        std::fs::write(d.0.join("a.yaml"), GOOD_VS).unwrap();
+        std::fs::write(d.0.join("b.yaml"), GOOD_VS.replace("reviews", "ratings")).unwrap();
+        let paths = ChangedPaths::default();
+        let mut store = ConfigStore::new(&d.0);
+        store.follow(paths.clone());
+        assert_eq!(store.reload().resources.len(), 2);
+        // b.yaml changes on disk, but the watcher named only a.yaml: b's
+        // new version is not read (proof that only named files are).
+        std::fs::write(
+            d.0.join("a.yaml"),
+            GOOD_VS.replace("subset: v1", "subset: v2"),
+        )
+        .unwrap();
+        std::fs::write(d.0.join("b.yaml"), BAD_VS.replace("reviews", "ratings")).unwrap();
+        paths.note(&[d.0.join("a.yaml")]);
+        let r = store.reload();
+        assert_eq!(subset(&r).as_deref(), Some("v2"));
+        assert!(
+            r.diagnostics.iter().all(|d| !d.is_error()),
+            "{:?}",
+            r.diagnostics
+        );
+        let c = r.changed.expect("named");
+        let keys = |v: &[Resource]| v.iter().map(Resource::key).collect::<Vec<_>>();
+        assert_eq!(keys(&c.added), ["VirtualService/default/reviews"]);
+        // Nothing named: nothing read, nothing changed.
+        assert!(store.reload().unchanged);
+        // Named with the same bytes: unchanged.
+        paths.note(&[d.0.join("a.yaml")]);
+        assert!(store.reload().unchanged);
+        // b.yaml named now: its error is reported with the file and
+        // resource, its last good version kept.
+        paths.note(&[d.0.join("b.yaml")]);
+        let r = store.reload();
+        let err = r
+            .diagnostics
+            .iter()
+            .find(|d| d.is_error())
+            .expect("an error");
+        assert!(
+            err.to_string().contains("b.yaml")
+                && err.to_string().contains("VirtualService/default/ratings"),
+            "{err}"
+        );
+        assert_eq!(r.kept_last_good, vec![d.0.join("b.yaml")]);
+        assert_eq!(r.resources.len(), 2);
+        // A removed file, and a new one.
+        std::fs::remove_file(d.0.join("a.yaml")).unwrap();
+        std::fs::write(d.0.join("c.yml"), GOOD_VS.replace("reviews", "details")).unwrap();
+        paths.note(&[d.0.join("a.yaml"), d.0.join("c.yml")]);
+        let r = store.reload();
+        let c = r.changed.expect("named");
+        assert_eq!(keys(&c.removed), ["VirtualService/default/reviews"]);
+        assert_eq!(keys(&c.added), ["VirtualService/default/details"]);
+        assert_eq!(r.resources.len(), 2);
+        // The error of b.yaml, which was not named, is still reported.
+        assert_eq!(r.kept_last_good, vec![d.0.join("b.yaml")]);
+    }
+
+    #[test]
+    fn a_named_directory_hidden_path_or_lost_events_read_everything() {
+        let d = tempdir("follow-full");
+        std::fs::write(d.0.join("a.yaml"), GOOD_VS).unwrap();
+        let paths = ChangedPaths::default();
+        let mut store = ConfigStore::new(&d.0);
+        store.follow(paths.clone());
+        store.reload();
+        let v = |n: usize| GOOD_VS.replace("subset: v1", &format!("subset: v{n}"));
+        // A new directory with a file (the watch may miss the file's own
+        // events): the whole directory is read.
+        std::fs::create_dir(d.0.join("sub")).unwrap();
+        std::fs::write(
+            d.0.join("sub/b.yaml"),
+            GOOD_VS.replace("reviews", "ratings"),
+        )
+        .unwrap();
+        std::fs::write(d.0.join("a.yaml"), v(2)).unwrap();
+        paths.note(&[d.0.join("sub")]);
+        let r = store.reload();
+        assert_eq!((r.resources.len(), subset(&r).as_deref()), (2, Some("v2")));
+        // A ConfigMap volume swaps its hidden `..data` link (a directory).
+        std::fs::create_dir(d.0.join("..2026_12_05")).unwrap();
+        std::os::unix::fs::symlink("..2026_12_05", d.0.join("..data")).unwrap();
+        std::fs::write(d.0.join("a.yaml"), v(3)).unwrap();
+        paths.note(&[d.0.join("..data")]);
+        assert_eq!(subset(&store.reload()).as_deref(), Some("v3"));
+        // An atomic writer's hidden temporary file, renamed into place:
+        // only the file it became is read.
+        std::fs::write(d.0.join(".a.yaml.tmp"), v(6)).unwrap();
+        std::fs::rename(d.0.join(".a.yaml.tmp"), d.0.join("a.yaml")).unwrap();
+        paths.note(&[d.0.join(".a.yaml.tmp"), d.0.join("a.yaml")]);
+        let r = store.reload();
+        assert_eq!(subset(&r).as_deref(), Some("v6"));
+        assert_eq!(r.changed.expect("named").added.len(), 1);
+        // Lost events (queue overflow).
+        std::fs::write(d.0.join("a.yaml"), v(4)).unwrap();
+        paths.note_unknown();
+        assert_eq!(subset(&store.reload()).as_deref(), Some("v4"));
+        // A non-YAML file: ignored, nothing read.
+        std::fs::write(d.0.join("a.yaml"), v(5)).unwrap();
+        std::fs::write(d.0.join("notes.txt"), "x").unwrap();
+        paths.note(&[d.0.join("notes.txt")]);
+        assert!(store.reload().unchanged);
     }
 
     #[test]

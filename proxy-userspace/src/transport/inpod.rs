@@ -13,8 +13,8 @@
 //!   the kernel programs recognise the daemon's own deliveries (remote IP
 //!   127.0.0.6 over `lo`) and never capture them again.
 //!
-//! Switching namespaces needs `CAP_SYS_ADMIN` (kept by `strait run` when a
-//! CA is configured, see `daemon/privs.rs`).
+//! Switching namespaces needs `CAP_SYS_ADMIN` (kept by `strait run` with a
+//! CA or the in-pod inbound capture, see `daemon/privs.rs`).
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};

@@ -5,6 +5,7 @@
 //! belong here too. Imports `runtime` and below only (ARCHITECTURE.md).
 pub mod hbone;
 pub mod inpod;
+pub mod local_delivery;
 pub(crate) mod orig_dst;
 pub mod origination;
 pub(crate) mod sniff;

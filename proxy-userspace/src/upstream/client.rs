@@ -31,10 +31,17 @@ pub struct PoolSettings {
     /// TLS origination (DestinationRule `SIMPLE`/`MUTUAL`), built with the
     /// cluster; `None`: plain TCP.
     pub tls: Option<crate::transport::origination::Origination>,
-    /// The DestinationRule sets its own TLS mode (`DISABLE`, `SIMPLE` or
-    /// `MUTUAL`): Istio's auto mTLS does not apply, so meshed endpoints
-    /// are reached without HBONE ([`strait_config::snapshot::ClientTls::transport`]).
-    pub no_auto_mtls: bool,
+    /// The cluster's DestinationRule TLS mode and whether auto mTLS
+    /// applies: with the mesh view, decides per connection between plain
+    /// text, HBONE and refusal (`transport::hbone::mesh::route`, after
+    /// [`strait_config::snapshot::MeshTlsPolicy::transport`]).
+    pub mesh_tls: strait_config::snapshot::MeshTlsPolicy,
+    /// Every request sent on these connections was checked against the
+    /// endpoints' AuthorizationPolicy first (a route's cluster; not
+    /// Envoy's `PassthroughCluster`): a captured local pod's policy port
+    /// is then reached from inside the pod, not checked a second time by
+    /// its policy listener ([`crate::transport::local_delivery`]).
+    pub policy_checked: bool,
 }
 
 impl Default for PoolSettings {
@@ -45,7 +52,8 @@ impl Default for PoolSettings {
             max_requests_per_connection: 0,
             tcp_keepalive: None,
             tls: None,
-            no_auto_mtls: false,
+            mesh_tls: Default::default(),
+            policy_checked: false,
         }
     }
 }

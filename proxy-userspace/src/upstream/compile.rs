@@ -122,8 +122,9 @@ pub(crate) fn cluster_spec(c: &snap::Cluster) -> Result<ClusterSpec, CompileErro
                 UpstreamProtocol::Downstream => Alpn::None,
             },
         ),
-        no_auto_mtls: !c.tls.auto_mtls
-            && !matches!(c.tls.mode, strait_config::snapshot::TlsMode::IstioMutual),
+        mesh_tls: c.tls.mesh_policy(),
+        // Routed requests pass the cluster's policy guard first.
+        policy_checked: true,
     };
     let outlier = c.outlier_detection.as_ref().map(|o| OutlierDetection {
         consecutive_5xx: o.consecutive_5xx_errors,

@@ -43,20 +43,102 @@ use crate::upstream::client::{classify_hyper, ConnectError, PoolSettings, Upstre
 
 /// The L7 pool of one HBONE tunnel (source pod, destination identity and
 /// address): requests of different source pods never share a connection,
-/// since each is presented with its own workload certificate. Pools are
-/// kept for the process's life (an idle pool holds no connection after
-/// its idle timeout).
+/// since each is presented with its own workload certificate. One map per
+/// process ([`TunnelPools`]), pruned as it is used.
 pub fn tunnel_pool(mesh: &Arc<MeshOutbound>, tunnel: Tunnel, settings: &PoolSettings) -> Pool {
-    static POOLS: std::sync::OnceLock<Mutex<std::collections::HashMap<Tunnel, Pool>>> =
-        std::sync::OnceLock::new();
-    let mut pools = POOLS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    pools
-        .entry(tunnel.clone())
-        .or_insert_with(|| Pool::through(mesh.clone(), tunnel, settings))
-        .clone()
+    static POOLS: std::sync::OnceLock<TunnelPools> = std::sync::OnceLock::new();
+    POOLS
+        .get_or_init(|| TunnelPools::new(crate::transport::hbone::settings::POOL_IDLE_TIMEOUT))
+        .get(mesh, tunnel, settings)
+}
+
+/// How often [`TunnelPools`] looks for pools to drop when the mesh view
+/// has not changed.
+const TUNNEL_PRUNE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The L7 pools of the HBONE tunnels, keyed by [`Tunnel`]. The map never
+/// outgrows the tunnels in use: when the mesh view changes, and at most
+/// every 30 s otherwise, a lookup first drops the pools the view no longer
+/// allows (the destination left the snapshot or changed identity, the
+/// source pod left the node: [`MeshOutbound::allows`]) and those unused
+/// for longer than `idle` (ztunnel's pool idle timeout, 5 min) with no
+/// request in flight. Dropping a pool closes its idle connections, which
+/// ends their `CONNECT` streams.
+pub struct TunnelPools {
+    idle: Duration,
+    state: Mutex<TunnelPoolsState>,
+}
+
+struct TunnelPoolsState {
+    pools: std::collections::HashMap<Tunnel, (Pool, std::time::Instant)>,
+    pruned_at: std::time::Instant,
+    generation: u64,
+}
+
+impl TunnelPools {
+    /// An empty map whose pools are dropped after `idle` without use.
+    pub fn new(idle: Duration) -> Self {
+        Self {
+            idle,
+            state: Mutex::new(TunnelPoolsState {
+                pools: Default::default(),
+                pruned_at: std::time::Instant::now(),
+                generation: 0,
+            }),
+        }
+    }
+
+    /// The pool of `tunnel` (made with `settings` if new), after pruning
+    /// when due.
+    pub fn get(&self, mesh: &Arc<MeshOutbound>, tunnel: Tunnel, settings: &PoolSettings) -> Pool {
+        let now = std::time::Instant::now();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = mesh.generation();
+        if generation != st.generation || now.duration_since(st.pruned_at) >= TUNNEL_PRUNE_INTERVAL
+        {
+            st.generation = generation;
+            st.pruned_at = now;
+            Self::prune_locked(&mut st, mesh, self.idle, now);
+        }
+        let entry = st
+            .pools
+            .entry(tunnel.clone())
+            .or_insert_with(|| (Pool::through(mesh.clone(), tunnel, settings), now));
+        entry.1 = now;
+        entry.0.clone()
+    }
+
+    /// Drops the pools `mesh` no longer allows and those idle for longer
+    /// than the idle timeout at `now` (see the type's doc).
+    #[cfg(test)]
+    pub fn prune(&self, mesh: &MeshOutbound, now: std::time::Instant) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.pruned_at = now;
+        Self::prune_locked(&mut st, mesh, self.idle, now);
+    }
+
+    fn prune_locked(
+        st: &mut TunnelPoolsState,
+        mesh: &MeshOutbound,
+        idle: Duration,
+        now: std::time::Instant,
+    ) {
+        st.pools.retain(|t, (pool, used)| {
+            // Only the map holds it: no request or response body in flight.
+            let unused = Arc::strong_count(&pool.inner) == 1;
+            mesh.allows(t) && !(unused && now.saturating_duration_since(*used) > idle)
+        });
+    }
+
+    /// Tunnels with a pool.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pools
+            .len()
+    }
 }
 
 /// The shared HTTP/2 connection.
@@ -283,7 +365,10 @@ impl Pool {
         let connect = async {
             match &self.inner.via {
                 Some((mesh, tunnel)) => mesh.bridge(tunnel).await,
-                None => TcpStream::connect(addr).await,
+                None => {
+                    let checked = self.inner.settings.policy_checked;
+                    crate::transport::local_delivery::connect(addr, checked).await
+                }
             }
         };
         let stream = match tokio::time::timeout(self.inner.settings.connect_timeout, connect).await
@@ -457,5 +542,96 @@ impl Reuse for Home {
         if let Some(pool) = self.0.upgrade() {
             pool.checkin(conn);
         }
+    }
+}
+
+#[cfg(test)]
+mod tunnel_pool_tests {
+    use std::net::IpAddr;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::identity::{CertStore, SpiffeId};
+    use crate::transport::hbone::MeshView;
+
+    fn id(sa: &str) -> SpiffeId {
+        SpiffeId::new("cluster.local", "ns", sa)
+    }
+
+    fn view(local: &[(&str, &str)], meshed: &[(&str, &str)]) -> MeshView {
+        let m = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(ip, sa)| (ip.parse::<IpAddr>().unwrap(), id(sa)))
+                .collect()
+        };
+        MeshView {
+            local: m(local),
+            meshed: m(meshed),
+            auto_mtls_off: false,
+        }
+    }
+
+    fn tunnel(src: &str, sa: &str, dst: &str, dsa: &str) -> Tunnel {
+        Tunnel {
+            source_ip: src.parse().unwrap(),
+            source: id(sa),
+            destination: id(dsa),
+            dst: SocketAddr::new(dst.parse().unwrap(), 8080),
+        }
+    }
+
+    #[tokio::test]
+    async fn tunnel_pools_drop_destinations_that_left_the_view_and_idle_ones() {
+        let mesh = MeshOutbound::new(CertStore::new(Vec::new()));
+        mesh.set_view(view(
+            &[("10.0.0.1", "client")],
+            &[("10.0.0.1", "client"), ("10.0.1.1", "a"), ("10.0.1.2", "b")],
+        ));
+        let pools = TunnelPools::new(Duration::from_secs(300));
+        let s = PoolSettings::default();
+        let to_a = tunnel("10.0.0.1", "client", "10.0.1.1", "a");
+        let to_b = tunnel("10.0.0.1", "client", "10.0.1.2", "b");
+        let held_a = pools.get(&mesh, to_a.clone(), &s);
+        drop(pools.get(&mesh, to_b.clone(), &s));
+        // The same tunnel reuses its pool.
+        drop(pools.get(&mesh, to_a.clone(), &s));
+        assert_eq!(pools.len(), 2);
+
+        // `b` leaves the snapshot: the next lookup (the view changed)
+        // drops its pool, and `a`'s stays.
+        mesh.set_view(view(
+            &[("10.0.0.1", "client")],
+            &[("10.0.0.1", "client"), ("10.0.1.1", "a")],
+        ));
+        drop(pools.get(&mesh, to_a.clone(), &s));
+        assert_eq!(pools.len(), 1);
+
+        // A destination address that now has another identity is not
+        // reached through the old tunnel's pool either.
+        mesh.set_view(view(
+            &[("10.0.0.1", "client")],
+            &[("10.0.0.1", "client"), ("10.0.1.1", "other")],
+        ));
+        pools.prune(&mesh, Instant::now());
+        assert_eq!(pools.len(), 0);
+
+        // Idle past the timeout: dropped, unless a request holds the pool.
+        mesh.set_view(view(
+            &[("10.0.0.1", "client")],
+            &[("10.0.0.1", "client"), ("10.0.1.1", "a"), ("10.0.1.2", "b")],
+        ));
+        drop(held_a);
+        let held_a = pools.get(&mesh, to_a.clone(), &s);
+        drop(pools.get(&mesh, to_b.clone(), &s));
+        let later = Instant::now() + Duration::from_secs(301);
+        pools.prune(&mesh, later);
+        assert_eq!(pools.len(), 1, "the held pool stays, the idle one goes");
+        drop(held_a);
+        pools.prune(&mesh, later);
+        assert_eq!(pools.len(), 0);
+        // Before the timeout nothing idle is dropped.
+        drop(pools.get(&mesh, to_a, &s));
+        pools.prune(&mesh, Instant::now() + Duration::from_secs(299));
+        assert_eq!(pools.len(), 1);
     }
 }

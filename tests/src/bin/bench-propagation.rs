@@ -1,111 +1,145 @@
-//! Config propagation latency for `cargo xtask bench config` (issue 21):
-//! at N services (default 10,000), how long from one Service's endpoint
-//! change written to disk until (a) the kernel map holds it and (b) the
-//! new endpoint receives traffic through the L7 proxy. The file watcher's
-//! debounce is left out (the clock starts when the daemon would wake up);
-//! every step after it is the daemon's own: re-read the config directory
-//! (`ConfigStore::reload`, which parses only the changed file and names the
-//! resources that changed), apply the change to the snapshot
-//! (`strait_config::compile::Incremental::apply`: an endpoint change
-//! recompiles only its service and yields the diff), apply the diff to the
-//! proxy (`Proxy::apply_diff`) and to the kernel maps
-//! (`Datapath::apply_changes`, on a private bpffs; skipped with a note when
-//! not root).
+//! Config propagation latency for `cargo xtask bench config` (issue 21),
+//! measured on the real daemon: `strait run --config DIR` on a simulated
+//! node ([`strait_tests::node`]) with N services (default 10,000; one file
+//! each: Service, EndpointSlice of 10 endpoints, VirtualService) plus two
+//! services under test whose one endpoint moves between two backend pods,
+//! A and B, written to disk one change at a time:
 //!
-//! `bench-propagation [--services N] [--changes K]`
+//! - `kernel`: `svc-l4` (no VirtualService), balanced in the kernel
+//!   (`cgroup/connect4` on the client pod): the new endpoint receives
+//!   traffic once its kernel map entry is rewritten;
+//! - `proxy`: `svc-l7` (a VirtualService), redirected to the daemon's
+//!   outbound listener: the new endpoint receives traffic once the proxy's
+//!   table names it.
 //!
-//! One file per Service (Service + EndpointSlice of 10 endpoints +
-//! VirtualService), as a Kubernetes source would keep them; `svc0` has no
-//! VirtualService (balanced in the kernel, mode L4) and one endpoint that
-//! alternates between two backends, A and B, in a network namespace of the
-//! process's own (root only). Prints one JSON
-//! line: per-step samples in milliseconds.
+//! A client in a meshed pod sends one request per new connection to the
+//! service back to back and notes, with `CLOCK_MONOTONIC` (one clock for
+//! every process of the machine), when the answering backend changes. Per
+//! change: the time from the file write to the first answer of the new
+//! backend (end to end; the daemon's file-watch debounce,
+//! `strait::daemon::watch::DEBOUNCE_MS`, is part of it and subtracted in
+//! the report), and the daemon's own timings from its `config reloaded`
+//! log line: `compile_us` (reading the changed file, compiling the change),
+//! `kernel_us` (the kernel map writes), `diff_to_map_us` (diff ready →
+//! kernel maps written; the proxy's table swap comes first),
+//! `incremental` (whether `compile::Incremental` applied it).
+//!
+//! `bench-propagation --strait PATH [--services N] [--changes K]`; prints
+//! one JSON line. Needs root (namespaces, cgroups, BPF); removes every
+//! namespace, cgroup and process it made (the node's `Drop`), on error
+//! too. Internal modes: `--serve NAME ADDR` (a backend) and `--client ADDR`
+//! (the client), run inside the pods.
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{mpsc, Arc};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use strait::datapath::{Datapath, DatapathConfig};
-use strait::serve::{FixedDestination, Proxy};
-use strait::sources::ConfigStore;
-use strait_config::compile::{Applied, Incremental};
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use strait_tests::node::{Node, PodSpec};
 
-/// The allocator the `strait` binary uses.
-#[global_allocator]
-static GLOBAL: strait::Allocator = strait::Allocator;
+const ADMIN: &str = "127.0.0.1:15000";
+const BACKEND_PORT: u16 = 8080;
+/// The services under test: (name, VIP, with a VirtualService).
+const UNDER_TEST: [(&str, &str, bool); 2] = [
+    ("svc-l4", "10.97.0.1", false),
+    ("svc-l7", "10.97.0.2", true),
+];
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
+/// `CLOCK_MONOTONIC` in nanoseconds (comparable between processes).
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+        .cloned()
 }
 
 fn vip(i: usize) -> String {
     format!("10.{}.{}.{}", 96 + i / 65536, (i / 256) % 256, i % 256)
 }
 
-/// The file of service `i`; `svc0`'s endpoint is `ep0` (ip, port).
-fn service_yaml(i: usize, ep0: Option<(&str, u16)>) -> String {
+/// Filler service `i`: Service, EndpointSlice of 10 endpoints (addresses
+/// no pod has), VirtualService.
+fn filler_yaml(i: usize) -> String {
     let name = format!("svc{i}");
     let ns = format!("ns{}", i % 100);
-    let (target, eps) = match ep0 {
-        Some((ip, port)) => (port, vec![ip.to_owned()]),
-        None => (
-            8080,
-            (0..10)
-                .map(|j| {
-                    let n = i * 10 + j;
-                    format!("10.{}.{}.{}", 128 + n / 65536 % 64, n / 256 % 256, n % 256)
-                })
-                .collect(),
-        ),
-    };
     let mut y = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  clusterIP: {}\n  selector: {{app: {name}}}\n  ports:\n  - {{name: http, port: 80, targetPort: {target}}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-abc\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n- {{name: http, port: {target}}}\nendpoints:\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  clusterIP: {}\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-abc\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n- {{name: http, port: 8080}}\nendpoints:\n",
         vip(i)
     );
-    for e in eps {
-        let _ = writeln!(y, "- {{addresses: [\"{e}\"], conditions: {{ready: true}}}}");
+    for j in 0..10 {
+        let n = i * 10 + j;
+        let _ = writeln!(
+            y,
+            "- {{addresses: [\"10.{}.{}.{}\"], conditions: {{ready: true}}}}",
+            128 + n / 65536 % 64,
+            n / 256 % 256,
+            n % 256
+        );
     }
-    if ep0.is_none() {
+    let _ = write!(
+        y,
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  hosts: [{name}.{ns}.svc.cluster.local]\n  http:\n  - match: [{{headers: {{end-user: {{exact: jason}}}}}}]\n    route: [{{destination: {{host: {name}.{ns}.svc.cluster.local}}}}]\n    timeout: 2s\n  - route: [{{destination: {{host: {name}.{ns}.svc.cluster.local}}}}]\n"
+    );
+    y
+}
+
+/// A service under test with its one endpoint at `ep`.
+fn under_test_yaml(name: &str, vip: &str, vs: bool, ep: &str) -> String {
+    let mut y = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  clusterIP: {vip}\n  ports:\n  - {{name: http, port: 80, targetPort: {BACKEND_PORT}}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-abc\n  namespace: default\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n- {{name: http, port: {BACKEND_PORT}}}\nendpoints:\n- {{addresses: [\"{ep}\"], conditions: {{ready: true}}}}\n"
+    );
+    if vs {
         let _ = write!(
             y,
-            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  hosts: [{name}.{ns}.svc.cluster.local]\n  http:\n  - match: [{{headers: {{end-user: {{exact: jason}}}}}}]\n    route: [{{destination: {{host: {name}.{ns}.svc.cluster.local}}}}]\n    timeout: 2s\n  - route: [{{destination: {{host: {name}.{ns}.svc.cluster.local}}}}]\n"
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{name}]\n  http:\n  - route: [{{destination: {{host: {name}}}}}]\n"
         );
     }
     y
 }
 
-/// A keep-alive HTTP/1.1 backend answering every request with `name`.
-fn backend(addr: SocketAddr, name: u8) -> anyhow::Result<()> {
+/// `--serve NAME ADDR`: answers every HTTP/1.1 request with a one-byte
+/// body, NAME (keep-alive).
+fn serve(name: u8, addr: SocketAddr) -> anyhow::Result<()> {
     let l = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || serve(s, name));
-        }
-    });
+    println!("ready");
+    std::io::stdout().flush()?;
+    for s in l.incoming().flatten() {
+        std::thread::spawn(move || serve_conn(s, name));
+    }
     Ok(())
 }
 
-fn serve(mut s: TcpStream, name: u8) {
+fn serve_conn(mut s: TcpStream, name: u8) {
     let _ = s.set_nodelay(true);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let close = String::from_utf8_lossy(&buf[..end])
+                .to_ascii_lowercase()
+                .contains("connection: close");
             buf.drain(..end + 4);
             let resp = format!(
-                "HTTP/1.1 200 OK\r\ncontent-length: 1\r\nx-served-by: {}\r\n\r\n{}",
-                name as char, name as char
+                "HTTP/1.1 200 OK\r\ncontent-length: 1\r\n{}\r\n{}",
+                if close { "connection: close\r\n" } else { "" },
+                name as char
             );
-            if s.write_all(resp.as_bytes()).is_err() {
+            if s.write_all(resp.as_bytes()).is_err() || close {
                 return;
             }
         }
@@ -116,285 +150,312 @@ fn serve(mut s: TcpStream, name: u8) {
     }
 }
 
-/// Sends requests back to back through the proxy at `front`; reports the
-/// instant the backend named `want` (set by the caller, 0 = none) first
-/// answers.
-fn client(
-    front: SocketAddr,
-    want: Arc<AtomicU8>,
-    stop: Arc<AtomicBool>,
-    seen: mpsc::Sender<Instant>,
-) {
-    let mut conn: Option<TcpStream> = None;
-    let mut buf = [0u8; 4096];
-    while !stop.load(Ordering::Relaxed) {
-        let s = match conn.as_mut() {
-            Some(s) => s,
-            None => match TcpStream::connect(front) {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    conn.insert(s)
-                }
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(1));
-                    continue;
-                }
-            },
+/// `--client ADDR`: one request per connection, back to back; prints
+/// `<backend> <CLOCK_MONOTONIC ns>` whenever the answering backend
+/// changes.
+fn client(addr: SocketAddr) -> anyhow::Result<()> {
+    let mut last = 0u8;
+    let mut out = std::io::stdout();
+    let mut buf = Vec::new();
+    loop {
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
         };
-        if s.write_all(b"GET / HTTP/1.1\r\nhost: svc0\r\n\r\n")
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(b"GET / HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n")
             .is_err()
         {
-            conn = None;
             continue;
         }
-        // The response is small: read until its one-byte body.
-        let mut got = Vec::new();
-        let served = loop {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => break None,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if got.len() >= end + 4 + len {
-                    break head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("x-served-by:"))
-                        .and_then(|v| v.trim().bytes().next());
-                }
-            }
-        };
-        if std::env::var_os("BENCH_DEBUG").is_some() {
-            eprintln!("{:?} want {}", served, want.load(Ordering::Relaxed));
-        }
-        let Some(name) = served else {
-            conn = None;
+        buf.clear();
+        let _ = s.read_to_end(&mut buf);
+        let at = mono_ns();
+        let ok = buf.starts_with(b"HTTP/1.1 200");
+        let Some(&name) = buf.last().filter(|_| ok) else {
             continue;
         };
-        let w = want.load(Ordering::Acquire);
-        if w != 0
-            && name == w
-            && want
-                .compare_exchange(w, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            let _ = seen.send(Instant::now());
+        if name != last {
+            last = name;
+            writeln!(out, "{} {at}", name as char)?;
+            out.flush()?;
         }
     }
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+/// The `key=value` fields of the daemon's log lines with `message`.
+fn log_records(log: &Path, message: &str) -> Vec<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains(message))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|t| {
+                    let (k, v) = t.split_once('=')?;
+                    Some((k.to_string(), v.to_string()))
+                })
+                .collect()
+        })
+        .collect()
 }
 
-/// The two backends' addresses: RFC 2544's benchmarking range, on the
-/// loopback interface of this process's own network namespace. Not
-/// 127.0.0.0/8: the config loader rejects loopback endpoints (issue 14).
-const BACKEND_A: &str = "198.18.0.2";
-const BACKEND_B: &str = "198.18.0.3";
+fn admin_ready(node: &Node) -> bool {
+    node.run_in(|| {
+        let Ok(mut s) = TcpStream::connect_timeout(&ADMIN.parse().unwrap(), Duration::from_secs(2))
+        else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = s.write_all(b"GET /ready HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n");
+        let mut r = String::new();
+        let _ = s.read_to_string(&mut r);
+        r.ends_with("LIVE") || r.ends_with("LIVE\n")
+    })
+    .unwrap_or(false)
+}
 
-/// Moves this process into a network namespace of its own (gone when it
-/// exits) with `lo` up and holding the backends' addresses. Before any
-/// thread starts: threads inherit it.
-fn private_network() -> anyhow::Result<()> {
-    // SAFETY: only CLONE_NEWNET (no CLONE_FILES, which could invalidate
-    // file descriptors others hold), before any other thread exists.
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
-        .context("unshare(CLONE_NEWNET): run as root")?;
-    let ip = |args: &[&str]| -> anyhow::Result<()> {
-        let st = std::process::Command::new("ip").args(args).status()?;
-        anyhow::ensure!(st.success(), "ip {}: {st}", args.join(" "));
-        Ok(())
-    };
-    ip(&["link", "set", "lo", "up"])?;
-    for a in [BACKEND_A, BACKEND_B] {
-        ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"])?;
+struct Kill(Vec<Child>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
-    Ok(())
+}
+
+/// Spawns `cmd` and waits for its first stdout line; the rest of its
+/// stdout goes to the returned channel.
+fn spawn_lines(
+    mut cmd: std::process::Command,
+    what: &str,
+    procs: &mut Kill,
+) -> anyhow::Result<mpsc::Receiver<String>> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("spawning {what}"))?;
+    let out = child.stdout.take().context("stdout")?;
+    procs.0.push(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 fn main() -> anyhow::Result<()> {
-    private_network()?;
-    let services = arg("--services", 10_000);
-    let changes = arg("--changes", 10);
-    let dir = std::env::temp_dir().join(format!("strait-propagation-{}", std::process::id()));
-    let result = run(&dir, services, changes);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(name) = arg(&args, "--serve") {
+        let addr = args.last().context("--serve NAME ADDR")?.parse()?;
+        return serve(name.bytes().next().unwrap_or(b'?'), addr);
+    }
+    if let Some(addr) = arg(&args, "--client") {
+        return client(addr.parse()?);
+    }
+    let strait = PathBuf::from(arg(&args, "--strait").context("--strait PATH is required")?);
+    let services: usize = arg(&args, "--services").map_or(Ok(10_000), |v| v.parse())?;
+    let changes: usize = arg(&args, "--changes").map_or(Ok(6), |v| v.parse())?;
+    let out = run(&strait, services, changes)?;
+    println!("{out}");
+    Ok(())
 }
 
-fn run(dir: &Path, services: usize, changes: usize) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    // Backends A and B on one port, two addresses.
-    let probe = TcpListener::bind(format!("{BACKEND_A}:0"))?;
-    let port = probe.local_addr()?.port();
-    drop(probe);
-    backend(SocketAddr::new(BACKEND_A.parse()?, port), b'a')?;
-    backend(SocketAddr::new(BACKEND_B.parse()?, port), b'b')?;
-    for i in 1..services {
-        std::fs::write(dir.join(format!("svc{i}.yaml")), service_yaml(i, None))?;
+fn run(strait: &Path, services: usize, changes: usize) -> anyhow::Result<Value> {
+    let Some(p) = strait_tests::privileged::require("bench-propagation") else {
+        bail!("bench-propagation needs root, cgroup v2 and the eBPF object");
+    };
+    let me = std::env::current_exe()?;
+    let mut node = Node::new(&p.cgroup2, "prop", 63)?;
+    node.set_namespace_labels("backends", &[]);
+    node.add_pod(PodSpec::new("client", &[("app", "client")]))?;
+    for n in ["a", "b"] {
+        let mut spec = PodSpec::new(&format!("backend-{n}"), &[("app", n)]);
+        spec.namespace = "backends".into();
+        node.add_pod(spec)?;
     }
-    let svc0 = dir.join("svc0.yaml");
-    std::fs::write(&svc0, service_yaml(0, Some((BACKEND_A, port))))?;
-
-    let mut store = ConfigStore::new(dir);
-    let t = Instant::now();
-    let reload = store.reload();
-    let load0 = ms(t.elapsed());
-    let t = Instant::now();
-    let (mut inc, snap, _) = Incremental::compile(&reload.resources);
-    let compile0 = ms(t.elapsed());
-    drop(reload);
-    anyhow::ensure!(
-        snap.services.len() == services,
-        "compiled {} services of {services}",
-        snap.services.len()
-    );
-    let proxy = Proxy::new(&snap).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // The kernel maps, on a private bpffs (root only).
-    let bpffs =
-        std::env::temp_dir().join(format!("strait-propagation-bpffs-{}", std::process::id()));
-    let mut kernel = None;
-    let mut kernel_note = String::new();
-    if rustix::process::geteuid().is_root() {
-        std::fs::create_dir_all(&bpffs)?;
-        strait::datapath::ensure_bpffs(&bpffs)?;
-        let mut cfg = DatapathConfig::new("propagation");
-        cfg.bpffs = bpffs.clone();
-        let mut dp = Datapath::new(&cfg)?;
-        dp.apply(&snap.l4)?;
-        kernel = Some(dp);
-    } else {
-        kernel_note = "not root: kernel map writes not measured".into();
+    let ip = |n: &str| -> anyhow::Result<String> {
+        Ok(node
+            .pod("backends", &format!("backend-{n}"))
+            .context("backend pod")?
+            .ip
+            .to_string())
+    };
+    let (ip_a, ip_b) = (ip("a")?, ip("b")?);
+    let mut procs = Kill(Vec::new());
+    for (n, ip) in [("a", &ip_a), ("b", &ip_b)] {
+        let mut cmd = node
+            .pod("backends", &format!("backend-{n}"))
+            .context("backend pod")?
+            .command(&me)?;
+        cmd.args(["--serve", n, &format!("{ip}:{BACKEND_PORT}")]);
+        let rx = spawn_lines(cmd, "a backend", &mut procs)?;
+        let first = rx.recv_timeout(Duration::from_secs(10));
+        if first.as_deref() != Ok("ready") {
+            bail!("backend {n} did not start: {first:?}");
+        }
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let front = listener.local_addr()?;
-    let dst: SocketAddr = format!("{}:80", vip(0)).parse()?;
-    let p = proxy.clone();
-    rt.spawn(async move {
-        let _ = p.serve(listener, FixedDestination(dst)).await;
-    });
-    let want = Arc::new(AtomicU8::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel();
-    let (w, s) = (want.clone(), stop.clone());
-    let client_thread = std::thread::spawn(move || client(front, w, s, tx));
-
-    let mut current = snap;
-    let (mut load, mut comp, mut proxy_ms, mut kernel_ms, mut e2e) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let mut incremental = 0usize;
-    let mut resources = Vec::new();
-    let mut outcome = Ok(());
-    for k in 0..changes {
-        let (ip, name) = if k % 2 == 0 {
-            (BACKEND_B, b'b')
-        } else {
-            (BACKEND_A, b'a')
-        };
-        std::fs::write(&svc0, service_yaml(0, Some((ip, port))))?;
-        want.store(name, Ordering::Release);
-        let t0 = Instant::now();
-        let reload = store.reload();
-        let l = ms(t0.elapsed());
-        let t = Instant::now();
-        let changed = reload
-            .changed
-            .as_ref()
-            .map(|c| (&c.removed[..], &c.added[..]));
-        let (diff, how) = inc.apply(&mut current, &reload.resources, changed);
-        let c = ms(t.elapsed());
-        if std::env::var_os("BENCH_DEBUG").is_some() {
-            eprintln!(
-                "{how:?} {diff:?} changed: {:?}",
-                changed.map(|(r, a)| (r.len(), a.len()))
+    let dir = node.tmp_dir().join("config");
+    node.write_config(&dir)?;
+    for i in 1..=services {
+        std::fs::write(dir.join(format!("svc{i}.yaml")), filler_yaml(i))?;
+    }
+    for (name, vip, vs) in UNDER_TEST {
+        std::fs::write(
+            dir.join(format!("{name}.yaml")),
+            under_test_yaml(name, vip, vs, &ip_a),
+        )?;
+    }
+    let log = node.tmp_dir().join("strait.log");
+    let f = std::fs::File::create(&log)?;
+    let started = Instant::now();
+    let daemon = node
+        .strait_run(strait, &dir)?
+        .args(["--admin", ADMIN, "--no-access-log", "--log-level", "info"])
+        .stdin(Stdio::null())
+        .stdout(f.try_clone()?)
+        .stderr(f)
+        .spawn()
+        .context("spawning strait run")?;
+    procs.0.push(daemon);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !admin_ready(&node) {
+        if let Some(st) = procs
+            .0
+            .last_mut()
+            .map(Child::try_wait)
+            .transpose()?
+            .flatten()
+        {
+            bail!(
+                "strait run exited ({st}):\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
             );
         }
-        if matches!(how, Applied::Incremental) {
-            incremental += 1;
+        if Instant::now() > deadline {
+            bail!("strait run not ready in 180 s");
         }
-        let t = Instant::now();
-        proxy
-            .apply_diff(&current, &diff)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        proxy_ms.push(ms(t.elapsed()));
-        if let Some(dp) = kernel.as_mut() {
-            let t = Instant::now();
-            let r = dp.apply_changes(&current.l4, &diff.l4)?;
-            kernel_ms.push(ms(t.elapsed()));
-            anyhow::ensure!(r.updated == 1, "one kernel service rewritten: {r:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let startup_ms = started.elapsed().as_secs_f64() * 1e3;
+
+    let client_pod = node.pod("default", "client").context("client pod")?;
+    let mut results = serde_json::Map::new();
+    for (path, (name, vip, vs)) in ["kernel", "proxy"].into_iter().zip(UNDER_TEST) {
+        let mut cmd = client_pod.command(&me)?;
+        cmd.args(["--client", &format!("{vip}:80")]);
+        let seen = spawn_lines(cmd, "the client", &mut procs)?;
+        let first = seen
+            .recv_timeout(Duration::from_secs(20))
+            .with_context(|| format!("{path}: no answer through {name}"))?;
+        if !first.starts_with('a') {
+            bail!("{path}: the first answer is not from backend A: {first}");
         }
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(at) => e2e.push(ms(at.saturating_duration_since(t0))),
-            Err(_) => {
-                outcome = Err(anyhow::anyhow!("backend {} never answered", name as char));
-                break;
+        let mut e2e_ms = Vec::new();
+        let mut fields: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut incremental = 0;
+        for k in 0..changes {
+            let (to, want) = if k % 2 == 0 {
+                (&ip_b, 'b')
+            } else {
+                (&ip_a, 'a')
+            };
+            let before = log_records(&log, "config reloaded").len();
+            std::thread::sleep(Duration::from_millis(300));
+            let t0 = mono_ns();
+            std::fs::write(
+                dir.join(format!("{name}.yaml")),
+                under_test_yaml(name, vip, vs, to),
+            )?;
+            let line = loop {
+                let line = seen
+                    .recv_timeout(Duration::from_secs(20))
+                    .with_context(|| format!("{path}: backend {want} never answered"))?;
+                if line.starts_with(want) {
+                    break line;
+                }
+            };
+            let at: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .context("client line")?;
+            e2e_ms.push(at.saturating_sub(t0) as f64 / 1e6);
+            // The daemon's record of that reload.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let rec = loop {
+                let recs = log_records(&log, "config reloaded");
+                if recs.len() > before {
+                    break recs[before].clone();
+                }
+                if Instant::now() > deadline {
+                    bail!("{path}: no `config reloaded` line in the daemon's log");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if rec.get("incremental").map(String::as_str) == Some("true") {
+                incremental += 1;
+            }
+            for key in [
+                "compile_us",
+                "proxy_us",
+                "kernel_us",
+                "diff_to_map_us",
+                "publish_us",
+                "elapsed_ms",
+                "route_tables_built",
+                "policy_tables_built",
+            ] {
+                if let Some(v) = rec.get(key).and_then(|v| v.parse::<f64>().ok()) {
+                    fields.entry(key).or_default().push(v);
+                }
             }
         }
-        load.push(l);
-        comp.push(c);
-        resources = reload.resources;
-    }
-    // The full path, for comparison: a full compile and diff, every
-    // cluster compared, every kernel service compared.
-    let t = Instant::now();
-    let (full, _) = strait_config::compile(&resources);
-    let full_compile = ms(t.elapsed());
-    let t = Instant::now();
-    let full_diff = strait_config::snapshot::diff(&current, &full);
-    let full_diff_ms = ms(t.elapsed());
-    if outcome.is_ok() && !(full_diff.is_empty() && full == current) {
-        outcome = Err(anyhow::anyhow!(
-            "the incremental snapshot differs from a full compile: {full_diff:?}"
-        ));
-    }
-    drop(full);
-    let t = Instant::now();
-    proxy.update(&current).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let full_proxy = ms(t.elapsed());
-    let full_kernel = match kernel.as_mut() {
-        Some(dp) => {
-            let t = Instant::now();
-            dp.apply(&current.l4)?;
-            Some(ms(t.elapsed()))
+        let mut v = json!({
+            "service": name,
+            "end_to_end_ms": e2e_ms,
+            "incremental": incremental,
+            "changes": changes,
+        });
+        for (k, samples) in fields {
+            v[k] = json!(samples);
         }
-        None => None,
-    };
-    stop.store(true, Ordering::Relaxed);
-    let _ = client_thread.join();
-    if let Some(dp) = kernel.take() {
-        let _ = dp.cleanup();
-        let _ = rustix::mount::unmount(&bpffs, rustix::mount::UnmountFlags::DETACH);
-        let _ = std::fs::remove_dir(&bpffs);
+        results.insert(path.to_string(), v);
+        // This path's client stops before the next one starts.
+        if let Some(mut c) = procs.0.pop() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
-    outcome?;
-    let j = serde_json::json!({
-        "services": services,
-        "changes": changes,
-        "initial_load_ms": load0,
-        "initial_compile_ms": compile0,
-        "load_ms": load,
-        "compile_ms": comp,
-        "incremental": incremental,
-        "full_compile_ms": full_compile,
-        "full_diff_ms": full_diff_ms,
-        "proxy_apply_ms": proxy_ms,
-        "kernel_write_ms": kernel_ms,
-        "end_to_end_ms": e2e,
-        "full_proxy_update_ms": full_proxy,
-        "full_kernel_apply_ms": full_kernel,
-        "note": kernel_note,
-    });
-    println!("{j}");
-    Ok(())
+    let rss_kb = procs
+        .0
+        .iter()
+        .find(|c| {
+            std::fs::read_link(format!("/proc/{}/exe", c.id()))
+                .is_ok_and(|e| e.file_name() == strait.file_name())
+        })
+        .and_then(|c| std::fs::read_to_string(format!("/proc/{}/status", c.id())).ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        });
+    drop(procs);
+    Ok(json!({
+        "services": services + UNDER_TEST.len(),
+        "endpoints": services * 10 + UNDER_TEST.len(),
+        "debounce_ms": strait::daemon::watch::DEBOUNCE_MS,
+        "startup_ms": startup_ms,
+        "daemon_rss_mb": rss_kb.map(|k| k / 1024.0),
+        "kernel": results.remove("kernel"),
+        "proxy": results.remove("proxy"),
+    }))
 }

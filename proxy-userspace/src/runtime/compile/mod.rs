@@ -12,7 +12,9 @@ use std::sync::Arc;
 use strait_config::snapshot as snap;
 
 use self::route::route_table;
-use super::table::{ClusterId, ClusterIds, PortProtocol, ServicePort, SourceWorkload, Table};
+use super::table::{
+    Built, ClusterId, ClusterIds, PortProtocol, ServicePort, SourceWorkload, Table,
+};
 
 /// Something in the snapshot the runtime cannot build. Names the route
 /// (`host:port http[i]`) or cluster and the field.
@@ -72,12 +74,17 @@ pub fn compile(s: &snap::MeshSnapshot) -> Result<Table, CompileError> {
             services.insert(SocketAddr::new(vip, port.port), Arc::new(sp));
         }
     }
+    let built = Built {
+        route_tables: services.len(),
+        workloads: workloads.len(),
+    };
     Ok(Table {
         services,
         clusters,
-        workloads,
+        workloads: Arc::new(workloads),
         registry_only: s.mesh.outbound_traffic_policy.mode
             == strait_config::mesh::OutboundMode::RegistryOnly,
+        built,
     })
 }
 
@@ -125,6 +132,7 @@ pub fn compile_incremental(
         .map(|(h, p)| (h.as_str(), *p))
         .collect();
     let mut services = HashMap::with_capacity(current.services.len());
+    let mut built = Built::default();
     for svc in new.services.values() {
         let vips: Vec<std::net::IpAddr> = svc.vips().collect();
         for (vip, port) in vips
@@ -152,13 +160,30 @@ pub fn compile_incremental(
                 protocol: port_protocol(port.protocol),
                 routes: route_table(&loc, routes, &clusters)?,
             };
+            built.route_tables += 1;
             services.insert(key, Arc::new(sp));
         }
     }
-    let workloads = if diff.workloads.is_empty() {
+    // Only the workloads that came, went or changed are built; the table
+    // is shared when none did.
+    let w = &diff.workloads;
+    let workloads = if w.is_empty() {
         current.workloads.clone()
     } else {
-        workload_table(new)
+        let mut table = (*current.workloads).clone();
+        for ip in &w.removed {
+            table.remove(ip);
+        }
+        for ip in w.added.iter().chain(&w.changed) {
+            let Some(sw) = new.workloads.get(ip).map(source_workload) else {
+                continue;
+            };
+            if table.get(ip).is_none_or(|old| **old != sw) {
+                built.workloads += 1;
+                table.insert(*ip, Arc::new(sw));
+            }
+        }
+        Arc::new(table)
     };
     Ok(Table {
         services,
@@ -166,20 +191,22 @@ pub fn compile_incremental(
         workloads,
         registry_only: new.mesh.outbound_traffic_policy.mode
             == strait_config::mesh::OutboundMode::RegistryOnly,
+        built,
     })
 }
 
 fn workload_table(s: &snap::MeshSnapshot) -> HashMap<std::net::IpAddr, Arc<SourceWorkload>> {
     s.workloads
         .iter()
-        .map(|(ip, w)| {
-            let sw = SourceWorkload {
-                labels: (*w.labels).clone(),
-                namespace: w.namespace.clone(),
-            };
-            (*ip, Arc::new(sw))
-        })
+        .map(|(ip, w)| (*ip, Arc::new(source_workload(w))))
         .collect()
+}
+
+fn source_workload(w: &snap::Workload) -> SourceWorkload {
+    SourceWorkload {
+        labels: (*w.labels).clone(),
+        namespace: w.namespace.clone(),
+    }
 }
 
 fn port_protocol(p: snap::Protocol) -> PortProtocol {

@@ -71,6 +71,27 @@ pub async fn check_request(
     }
 }
 
+/// [`check_request`] for a request on Envoy's `PassthroughCluster` to the
+/// workload address `dst` (no Service): the policies of the workload at
+/// `dst` ([`policy::PolicyTable::passthrough_guard`]), so a client that
+/// dials a pod IP is checked as one that goes through its Service.
+pub async fn check_passthrough_request(
+    table: &Table,
+    dst: SocketAddr,
+    peer: SocketAddr,
+    parts: &mut ReqHead,
+    grpc: bool,
+    rec: &mut AccessLogRecord,
+    mesh: Option<&MeshOutbound>,
+) -> Option<Response<ProxyBody>> {
+    let guard = table.policy.as_deref()?.passthrough_guard(dst)?;
+    const CLUSTER: &str = "PassthroughCluster";
+    match check_guard(&guard, CLUSTER, peer, parts, grpc, rec, mesh) {
+        Step::Done(r) => r,
+        Step::Ask(ask, then) => ask_external(ask, *then, peer, CLUSTER, parts, grpc, rec).await,
+    }
+}
+
 /// What the synchronous part of the check decided.
 enum Step {
     Done(Option<Response<ProxyBody>>),
@@ -117,18 +138,7 @@ async fn ask_external(
                     source = %peer, cluster, %policy, provider = %x.name, %status, ?error,
                     "request denied by the external authorizer of a CUSTOM AuthorizationPolicy"
                 );
-                let mut r = Response::new(if body.is_empty() {
-                    empty()
-                } else {
-                    full(body.clone())
-                });
-                *r.status_mut() = status;
-                *r.headers_mut() = headers;
-                if !body.is_empty() {
-                    r.headers_mut()
-                        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-                }
-                return Some(r);
+                return Some(ext_authz_reply(status, headers, body));
             }
         }
     }
@@ -140,6 +150,27 @@ async fn ask_external(
         // `then` never asks again (enforce wraps once).
         Step::Ask(..) => Some(local_reply(StatusCode::FORBIDDEN, RBAC_DENIED, grpc)),
     }
+}
+
+/// The client's reply when an external authorizer denies: its status,
+/// headers (`headersToDownstreamOnDeny`) and body.
+pub(crate) fn ext_authz_reply(
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: bytes::Bytes,
+) -> Response<ProxyBody> {
+    let mut r = Response::new(if body.is_empty() {
+        empty()
+    } else {
+        full(body.clone())
+    });
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    if !body.is_empty() {
+        r.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    r
 }
 
 /// With mutual TLS on (`mesh`): the client pod's identity (what its
@@ -181,6 +212,18 @@ fn check_with(
     let Some(guard) = policies.guard(cluster) else {
         return Step::Done(None);
     };
+    check_guard(guard, cluster, peer, parts, grpc, rec, mesh)
+}
+
+fn check_guard(
+    guard: &policy::Guard,
+    cluster: &str,
+    peer: SocketAddr,
+    parts: &mut ReqHead,
+    grpc: bool,
+    rec: &mut AccessLogRecord,
+    mesh: Option<&MeshOutbound>,
+) -> Step {
     let (identity, remote_enforced) = mesh_peer(mesh, guard, peer.ip());
     let outcome = {
         let host = crate::runtime::route::matching::authority(parts).unwrap_or("");
@@ -293,6 +336,37 @@ pub fn check_connection(
     let Some(guard) = table.policy.as_deref().and_then(|p| p.guard(cluster)) else {
         return false;
     };
+    connection_denied(guard, cluster, peer, sni, rec, mesh)
+}
+
+/// [`check_connection`] for a connection on Envoy's `PassthroughCluster`
+/// to the workload address `dst` (see [`check_passthrough_request`]).
+pub fn check_passthrough_connection(
+    table: &Table,
+    dst: SocketAddr,
+    peer: SocketAddr,
+    sni: Option<&str>,
+    rec: &mut AccessLogRecord,
+    mesh: Option<&MeshOutbound>,
+) -> bool {
+    let Some(guard) = table
+        .policy
+        .as_deref()
+        .and_then(|p| p.passthrough_guard(dst))
+    else {
+        return false;
+    };
+    connection_denied(&guard, "PassthroughCluster", peer, sni, rec, mesh)
+}
+
+fn connection_denied(
+    guard: &policy::Guard,
+    cluster: &str,
+    peer: SocketAddr,
+    sni: Option<&str>,
+    rec: &mut AccessLogRecord,
+    mesh: Option<&MeshOutbound>,
+) -> bool {
     let (identity, remote_enforced) = mesh_peer(mesh, guard, peer.ip());
     let req = Request {
         source_ip: peer.ip(),
@@ -325,6 +399,8 @@ pub fn check_connection(
 /// authorization): the workload's policy set with `source.principal` /
 /// `source.namespace` known, as a TCP connection (HTTP-only fields are
 /// undecidable: an ALLOW rule with them never matches). `true`: allowed.
+/// Used for ports whose policies need only L4 facts; the others are
+/// decided per request inside the tunnel (`serve::inbound`).
 pub fn check_hbone(
     table: &Table,
     target: SocketAddr,
@@ -345,6 +421,7 @@ pub fn check_hbone(
         dest_port: target.port(),
         sni: None,
         peer: Some(peer),
+        plaintext: false,
         http: None,
     };
     let d = view.set.authorize(&attrs);

@@ -17,7 +17,8 @@ use crate::serve::failure::Failure;
 use crate::serve::local_reply::{self as lr, local_reply};
 use crate::telemetry::access_log::AccessLogRecord;
 use crate::telemetry::flags::ResponseFlags;
-use crate::upstream::client::UpstreamError;
+use crate::transport::hbone::mesh::Route;
+use crate::upstream::client::{ConnectError, UpstreamError};
 use crate::upstream::cluster::outlier::TryResult;
 use crate::upstream::cluster::{ActiveGuard, Cluster, PickContext};
 
@@ -150,14 +151,35 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
             }
         };
         rec.upstream_host = Some(addr);
-        // A meshed destination: the try goes through the source pod's
-        // HBONE tunnel (a pool of its own); PASSTHROUGH gets an endpoint.
-        let tunnel_pool = plan.mesh.and_then(|m| {
-            m.tunnel(plan.source.ip(), addr, cluster.pool.no_auto_mtls)
-                .map(|t| crate::upstream::pool::tunnel_pool(m, t, &cluster.pool))
-        });
+        // How the try leaves the node (one decision, `mesh::route`): a
+        // meshed destination goes through the source pod's HBONE tunnel (a
+        // pool of its own; PASSTHROUGH gets an endpoint); a refusal is a
+        // connect failure (503 `UF` with the reason) and sends nothing.
+        let mut refused = None;
+        let tunnel_pool = match crate::transport::hbone::mesh::route(
+            plan.mesh.map(|m| &**m),
+            cluster.pool.mesh_tls,
+            plan.source.ip(),
+            addr,
+        ) {
+            Route::Plain => None,
+            Route::Refuse(reason) => {
+                refused = Some(reason);
+                None
+            }
+            Route::Tunnel(t) => plan.mesh.map(|m| {
+                rec.peer = t.peer_info();
+                crate::upstream::pool::tunnel_pool(m, t, &cluster.pool)
+            }),
+        };
+        // So does a checked PASSTHROUGH request to a captured local pod's
+        // policy port: its pool delivers inside the pod
+        // (`transport/local_delivery.rs`; no connection reuse on this path).
+        let in_pod = ep.is_none()
+            && cluster.lb.is_passthrough()
+            && crate::transport::local_delivery::delivers_in_pod(addr);
         let ep = match ep {
-            None if tunnel_pool.is_some() => Some(Arc::new(
+            None if tunnel_pool.is_some() || in_pod => Some(Arc::new(
                 crate::upstream::cluster::Endpoint::new(addr, Default::default()),
             )),
             ep => ep,
@@ -191,7 +213,9 @@ pub async fn forward(plan: Plan<'_>, mut out: Outgoing, rec: &mut AccessLogRecor
         // With a deadline the try is boxed with its timer: requests
         // without one keep a smaller future. Each branch awaits its future
         // where it is made: moving an unstarted future copies all of it.
-        let result = if borrowed_h1 {
+        let result = if let Some(reason) = refused {
+            Some(Err(UpstreamError::Connect(ConnectError::Refused(reason))))
+        } else if borrowed_h1 {
             let pool = match &tunnel_pool {
                 Some(t) => t,
                 None => ep.as_ref().expect("checked").clients(&cluster.pool),

@@ -1,6 +1,7 @@
 //! Request mirroring (Istio `mirror` / `mirrors`, Envoy
 //! `request_mirror_policies`): a fire-and-forget copy whose response is
 //! dropped. As in Envoy the copy's host gets `-shadow` appended.
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -8,6 +9,8 @@ use http::{HeaderMap, HeaderValue, Method, Request, Version};
 use http_body_util::BodyExt;
 
 use crate::proxy::body::full;
+use crate::transport::hbone::mesh::{route, Route};
+use crate::transport::hbone::MeshOutbound;
 use crate::upstream::cluster::{Cluster, PickContext};
 
 /// `ratings:9080` → `ratings-shadow:9080`, `ratings` → `ratings-shadow`.
@@ -24,9 +27,13 @@ pub fn shadow_host(host: &str) -> String {
     }
 }
 
-/// Sends a copy of the request to `cluster` in the background.
+/// Sends a copy of the request to `cluster` in the background, leaving
+/// the node as the request itself would (`mesh::route`; `mesh`: the
+/// node's HBONE and the client's address, when mTLS is on): through the
+/// HBONE tunnel to a meshed endpoint; a refused route sends no copy.
 pub fn spawn_mirror(
     cluster: Arc<Cluster>,
+    mesh: Option<(Arc<MeshOutbound>, IpAddr)>,
     method: Method,
     path_and_query: http::uri::PathAndQuery,
     mut headers: HeaderMap,
@@ -64,7 +71,23 @@ pub fn spawn_mirror(
             Version::HTTP_11
         };
         *req.headers_mut() = headers;
-        if let Ok(sent) = ep.clients(&cluster.pool).send(http2, req).await {
+        let (m, source) = match &mesh {
+            Some((m, ip)) => (Some(m), *ip),
+            None => (None, IpAddr::from([0, 0, 0, 0])),
+        };
+        let tunnel_pool = match route(m.map(|m| &**m), cluster.pool.mesh_tls, source, ep.addr) {
+            Route::Plain => None,
+            Route::Refuse(_) => return,
+            Route::Tunnel(t) => match m {
+                Some(m) => Some(crate::upstream::pool::tunnel_pool(m, t, &cluster.pool)),
+                None => return,
+            },
+        };
+        let pool = match &tunnel_pool {
+            Some(p) => p,
+            None => ep.clients(&cluster.pool),
+        };
+        if let Ok(sent) = pool.send(http2, req).await {
             // Drain so the connection goes back to the pool.
             let _ = sent.response.into_body().collect().await;
         }

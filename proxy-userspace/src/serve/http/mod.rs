@@ -219,7 +219,21 @@ where
             rec.response_code_details = Some("direct_response");
             return (local_reply(StatusCode::BAD_GATEWAY, "", grpc), no_hold());
         }
-        // Unknown destination: Envoy's PassthroughCluster.
+        // Unknown destination: Envoy's PassthroughCluster. A workload's
+        // address is checked against that workload's policies.
+        if let Some(r) = authz::check_passthrough_request(
+            table,
+            conn.dst,
+            conn.peer,
+            &mut parts,
+            grpc,
+            rec,
+            conn.shared.settings.hbone.as_deref(),
+        )
+        .await
+        {
+            return (r, no_hold());
+        }
         let policy = RetryPolicy::default();
         let http2 = parts.version == Version::HTTP_2;
         let out = outgoing(&mut parts, body);
@@ -389,6 +403,11 @@ where
             if chance(m.percent) && allowed() {
                 mirror::spawn_mirror(
                     mc.clone(),
+                    conn.shared
+                        .settings
+                        .hbone
+                        .clone()
+                        .map(|m| (m, conn.peer.ip())),
                     out.method.clone(),
                     out.path_and_query.clone(),
                     out.headers.to_map(),

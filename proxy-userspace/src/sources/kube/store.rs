@@ -18,7 +18,7 @@ use strait_config::{Diagnostic, Resource};
 use tokio::sync::watch;
 
 use super::events::{EventSink, Invalid};
-use crate::sources::file::{Reload, Source};
+use crate::sources::file::{Changed, Reload, Source};
 
 /// What the daemon's diagnostics name as the file of a Kubernetes object.
 pub const ORIGIN: &str = "kube-apiserver";
@@ -56,6 +56,10 @@ pub struct ObjectStore {
     events: Option<EventSink>,
     wake: mpsc::Sender<()>,
     synced: watch::Sender<bool>,
+    /// What changed since the last [`ObjectStore::snapshot`], object by
+    /// object (`Reload::changed`); `None` when unknown (before the first
+    /// snapshot, after a relist that changed what is served).
+    pending: Option<Changed>,
 }
 
 impl ObjectStore {
@@ -70,6 +74,7 @@ impl ObjectStore {
             events: None,
             wake,
             synced,
+            pending: None,
         };
         (store, rx)
     }
@@ -96,6 +101,9 @@ impl ObjectStore {
         st.synced = true;
         let changed = !st.served.is_empty();
         st.served.clear();
+        if changed {
+            self.pending = None;
+        }
         self.after_change(changed);
     }
 
@@ -121,6 +129,10 @@ impl ObjectStore {
                 let changed = next != st.served || !st.synced;
                 st.served = next;
                 st.synced = true;
+                if changed {
+                    // A relist: what changed object by object is unknown.
+                    self.pending = None;
+                }
                 changed
             }
             Change::Apply(v) => {
@@ -128,13 +140,25 @@ impl ObjectStore {
                 let prev = st.served.get(&key).cloned();
                 match accept(v, prev.clone(), &mut self.diagnostics, self.events.as_ref()) {
                     Some(r) if Some(&r) != prev.as_ref() => {
+                        if let Some(p) = self.pending.as_mut() {
+                            p.removed.extend(prev);
+                            p.added.push(r.clone());
+                        }
                         st.served.insert(key, r);
                         true
                     }
                     _ => false,
                 }
             }
-            Change::Delete(v) => st.served.remove(&key_of(&v)).is_some(),
+            Change::Delete(v) => match st.served.remove(&key_of(&v)) {
+                Some(gone) => {
+                    if let Some(p) = self.pending.as_mut() {
+                        p.removed.push(gone);
+                    }
+                    true
+                }
+                None => false,
+            },
         };
         self.after_change(changed);
     }
@@ -148,7 +172,9 @@ impl ObjectStore {
         }
     }
 
-    /// Every served object, with the errors found since the last call.
+    /// Every served object, with the errors found since the last call and
+    /// the objects that changed since then (`Reload::changed`; `None` on
+    /// the first call and after a relist changed what is served).
     pub fn snapshot(&mut self) -> Reload {
         Reload {
             resources: self
@@ -157,6 +183,7 @@ impl ObjectStore {
                 .flat_map(|k| k.served.values().cloned())
                 .collect(),
             diagnostics: std::mem::take(&mut self.diagnostics),
+            changed: self.pending.replace(Changed::default()),
             ..Reload::default()
         }
     }

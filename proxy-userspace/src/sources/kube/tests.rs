@@ -481,3 +481,50 @@ fn enrollment_follows_namespace_and_pod_label_flips() {
     assert_eq!(meshed(&mut h), vec!["reviews-v2"]);
     assert!(h.woke() >= 3);
 }
+
+#[test]
+fn watch_events_name_the_objects_that_changed_and_endpoint_updates_compile_incrementally() {
+    use strait_config::compile::Incremental;
+    let mut h = Harness::new();
+    let reviews = |ips: &[(&str, &str)]| slice("reviews", ips);
+    h.initial_list(&[
+        namespace("default", json!({"istio.io/dataplane-mode": "ambient"})),
+        service("reviews", "10.96.0.10"),
+        pod("reviews-v1", "reviews", "v1", "10.244.0.11"),
+        pod("reviews-v2", "reviews", "v2", "10.244.0.12"),
+        reviews(&[("10.244.0.11", "reviews-v1")]),
+        vs("v1"),
+    ]);
+    h.woke();
+    let first = h.store.snapshot();
+    assert!(first.changed.is_none(), "the first snapshot: unknown");
+    let (mut inc, mut snap, _) = Incremental::compile(&first.resources);
+    // An EndpointSlice update: named, applied incrementally, and the same
+    // as a full compile.
+    h.apply(reviews(&[
+        ("10.244.0.11", "reviews-v1"),
+        ("10.244.0.12", "reviews-v2"),
+    ]));
+    let r = h.store.snapshot();
+    let c = r.changed.as_ref().expect("named after the first snapshot");
+    let keys = |v: &[strait_config::Resource]| v.iter().map(|r| r.key()).collect::<Vec<_>>();
+    assert_eq!(keys(&c.removed), ["EndpointSlice/default/reviews-abc"]);
+    assert_eq!(keys(&c.added), ["EndpointSlice/default/reviews-abc"]);
+    let diff = inc
+        .try_apply(&mut snap, &r.resources, &c.removed, &c.added)
+        .expect("an endpoint change applies incrementally");
+    assert_eq!(diff.clusters.changed.len(), 1, "{diff:?}");
+    assert_eq!(snap, strait_config::compile(&r.resources).0);
+    // A delete is named as removed; nothing changed since: empty.
+    h.delete(vs("v1"));
+    let r = h.store.snapshot();
+    let c = r.changed.expect("named");
+    assert!(c.added.is_empty());
+    assert_eq!(keys(&c.removed), ["VirtualService/default/reviews"]);
+    let c = h.store.snapshot().changed.expect("named");
+    assert!(c.added.is_empty() && c.removed.is_empty());
+    // A relist that changes what is served: unknown again.
+    h.store.handle("Pod", Change::Init);
+    h.store.handle("Pod", Change::InitDone);
+    assert!(h.store.snapshot().changed.is_none());
+}

@@ -187,6 +187,22 @@ impl Outbound {
         Ok(conn)
     }
 
+    /// Keeps only the pooled connections whose (source identity,
+    /// destination identity, HBONE address) `keep` accepts; the others
+    /// leave the pool (streams open on them finish).
+    pub fn retain(&self, keep: impl Fn(&SpiffeId, &SpiffeId, SocketAddr) -> bool) {
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| keep(&k.source, &k.destination, k.addr));
+    }
+
+    /// Pool entries, open or not (for tests: the map never outgrows its
+    /// destinations).
+    pub fn pool_keys(&self) -> usize {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Drops closed connections and those idle longer than `idle`.
     fn sweep(&self, idle: Duration) {
         let now = Instant::now();

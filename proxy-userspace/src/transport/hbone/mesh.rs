@@ -12,6 +12,10 @@ use arc_swap::ArcSwap;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use strait_config::snapshot::{
+    MeshTlsPolicy, UpstreamTransport, REFUSE_NOT_MESHED, REFUSE_NO_IDENTITY,
+};
+
 use super::client::{HboneStream, Outbound, OutboundRequest};
 use super::{HboneError, PORT};
 use crate::identity::{CertStore, SpiffeId};
@@ -24,6 +28,81 @@ pub struct MeshView {
     /// This node's meshed workloads (the possible sources): pod IP →
     /// identity.
     pub local: HashMap<IpAddr, SpiffeId>,
+    /// MeshConfig `enableAutoMtls: false`: clusters without a
+    /// DestinationRule `tls` reach meshed pods in plain text (Istio's
+    /// switch; `ISTIO_MUTUAL` still tunnels).
+    pub auto_mtls_off: bool,
+}
+
+/// Why a connection to a meshed destination is refused when it did not
+/// come from one of this node's meshed workloads: there is no identity to
+/// present, and a meshed pod is never reached in plain text because a
+/// lookup failed (ztunnel refuses an unknown source the same way).
+pub const REFUSE_UNKNOWN_SOURCE: &str =
+    "the destination is a meshed workload but the source is not a meshed workload of this node (no identity to present)";
+
+/// How one connection to one endpoint leaves the node: the decision
+/// [`route`] makes once per connection (TCP) or per try (HTTP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Plain TCP to the endpoint (TLS origination, when the cluster has
+    /// it, runs on top).
+    Plain,
+    /// Through this HBONE tunnel.
+    Tunnel(Tunnel),
+    /// No connection (fail closed): the reason, Envoy's
+    /// `%UPSTREAM_TRANSPORT_FAILURE_REASON%` with flag `UF`.
+    Refuse(&'static str),
+}
+
+/// The one decision "how does a connection from `source` to the endpoint
+/// `dst` of a cluster with `policy` leave the node":
+/// [`MeshTlsPolicy::transport`] (Istio's DestinationRule TLS and auto
+/// mTLS) with `meshed` = `dst` is a meshed workload in the mesh view and
+/// `have_identity` = the node has workload certificates (`mesh` is set).
+/// HBONE needs the source's identity: a source that is not one of this
+/// node's meshed workloads is refused ([`REFUSE_UNKNOWN_SOURCE`]), never
+/// sent in plain text. Every refusal is logged with its reason (warn).
+pub fn route(
+    mesh: Option<&MeshOutbound>,
+    policy: MeshTlsPolicy,
+    source: IpAddr,
+    dst: SocketAddr,
+) -> Route {
+    let r = match mesh {
+        // No CA: `meshed` does not change the outcome without identities.
+        None => transport_route(policy.transport(false, false, true)),
+        Some(m) => {
+            let view = m.view.load();
+            let to = view.meshed.get(&dst.ip());
+            match policy.transport(to.is_some(), true, !view.auto_mtls_off) {
+                UpstreamTransport::Hbone => match (view.local.get(&source), to) {
+                    (Some(from), Some(to)) => Route::Tunnel(Tunnel {
+                        source_ip: source,
+                        source: from.clone(),
+                        destination: to.clone(),
+                        dst,
+                    }),
+                    (_, None) => Route::Refuse(REFUSE_NOT_MESHED),
+                    (None, _) => Route::Refuse(REFUSE_UNKNOWN_SOURCE),
+                },
+                t => transport_route(t),
+            }
+        }
+    };
+    if let Route::Refuse(reason) = &r {
+        tracing::warn!(%source, %dst, "upstream connection refused (fail closed): {reason}");
+    }
+    r
+}
+
+fn transport_route(t: UpstreamTransport) -> Route {
+    match t {
+        UpstreamTransport::Plaintext | UpstreamTransport::Originate => Route::Plain,
+        UpstreamTransport::Refuse(r) => Route::Refuse(r),
+        // Without a view there is no tunnel to use: fail closed.
+        UpstreamTransport::Hbone => Route::Refuse(REFUSE_NO_IDENTITY),
+    }
 }
 
 /// The node's outbound HBONE: the pool and the mesh view. Present only
@@ -31,6 +110,9 @@ pub struct MeshView {
 pub struct MeshOutbound {
     client: Arc<Outbound>,
     view: ArcSwap<MeshView>,
+    /// Bumped by every [`MeshOutbound::set_view`] (the L7 tunnel pools
+    /// prune themselves when it moves).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for MeshOutbound {
@@ -47,39 +129,41 @@ impl MeshOutbound {
         Arc::new(Self {
             client: Outbound::new(certs),
             view: ArcSwap::from_pointee(MeshView::default()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
-    /// Replaces the mesh view (after a reload).
+    /// Replaces the mesh view (after a reload) and drops the pooled HBONE
+    /// connections it no longer allows: to an address that is no longer a
+    /// meshed workload (or now has another identity), or from an identity
+    /// that no local workload has any more. Streams already open on them
+    /// finish; no new stream goes on them.
     pub fn set_view(&self, view: MeshView) {
+        let sources: std::collections::HashSet<&SpiffeId> = view.local.values().collect();
+        self.client.retain(|from, to, addr| {
+            sources.contains(from) && view.meshed.get(&addr.ip()) == Some(to)
+        });
         self.view.store(Arc::new(view));
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How many times the view was replaced.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether the current view still sends `t`'s source to `t`'s
+    /// destination through this tunnel (same identities at both ends).
+    pub fn allows(&self, t: &Tunnel) -> bool {
+        let view = self.view.load();
+        view.local.get(&t.source_ip) == Some(&t.source)
+            && view.meshed.get(&t.dst.ip()) == Some(&t.destination)
     }
 
     /// The pool.
     pub fn client(&self) -> &Arc<Outbound> {
         &self.client
-    }
-
-    /// Istio's auto mTLS decision for a connection from `source` to `dst`:
-    /// the identities to use when it must go through HBONE — the
-    /// destination is a meshed workload and the source one of this node's
-    /// meshed workloads — and the cluster's DestinationRule does not set
-    /// its own TLS (`explicit_tls`: mode DISABLE, SIMPLE or MUTUAL; the
-    /// caller passes `false` until DestinationRule TLS is compiled into the
-    /// clusters). `None`: plaintext, as today.
-    pub fn wants_hbone(
-        &self,
-        source: IpAddr,
-        dst: IpAddr,
-        explicit_tls: bool,
-    ) -> Option<(SpiffeId, SpiffeId)> {
-        if explicit_tls {
-            return None;
-        }
-        let view = self.view.load();
-        let to = view.meshed.get(&dst)?;
-        let from = view.local.get(&source)?;
-        Some((from.clone(), to.clone()))
     }
 
     /// The identity of this node's meshed workload at `ip`, if any (what
@@ -93,31 +177,25 @@ impl MeshOutbound {
         self.view.load().meshed.contains_key(&ip)
     }
 
-    /// Opens the upstream to `dst` for a client at `source`: HBONE when
-    /// [`MeshOutbound::wants_hbone`] says so, else a plain TCP connection.
-    /// `service_host` is the service the client asked for, if any.
+    /// Opens one `CONNECT` stream for `t` on behalf of the client
+    /// connection `source` (`forwarded: for="<ip:port>"`, plus `;host=`
+    /// when the client asked for a service).
     pub async fn connect(
         &self,
+        t: &Tunnel,
         source: SocketAddr,
-        dst: SocketAddr,
         service_host: Option<&str>,
-        explicit_tls: bool,
-    ) -> Result<Upstream, HboneError> {
-        match self.wants_hbone(source.ip(), dst.ip(), explicit_tls) {
-            None => Ok(Upstream::Plain(TcpStream::connect(dst).await?)),
-            Some((from, to)) => {
-                let req = OutboundRequest {
-                    source: from,
-                    destination: to,
-                    extra_sans: Vec::new(),
-                    hbone_addr: SocketAddr::new(dst.ip(), PORT),
-                    target: dst,
-                    forwarded_for: Some(source),
-                    service_host: service_host.map(str::to_string),
-                };
-                Ok(Upstream::Hbone(Box::new(self.client.connect(&req).await?)))
-            }
-        }
+    ) -> Result<HboneStream, HboneError> {
+        let req = OutboundRequest {
+            source: t.source.clone(),
+            destination: t.destination.clone(),
+            extra_sans: Vec::new(),
+            hbone_addr: SocketAddr::new(t.dst.ip(), PORT),
+            target: t.dst,
+            forwarded_for: Some(source),
+            service_host: service_host.map(str::to_string),
+        };
+        self.client.connect(&req).await
     }
 }
 
@@ -136,18 +214,20 @@ pub struct Tunnel {
     pub dst: SocketAddr,
 }
 
-impl MeshOutbound {
-    /// [`MeshOutbound::wants_hbone`] as a [`Tunnel`].
-    pub fn tunnel(&self, source: IpAddr, dst: SocketAddr, explicit_tls: bool) -> Option<Tunnel> {
-        let (from, to) = self.wants_hbone(source, dst.ip(), explicit_tls)?;
-        Some(Tunnel {
-            source_ip: source,
-            source: from,
-            destination: to,
-            dst,
-        })
+impl Tunnel {
+    /// What the source side records for a request or connection that went
+    /// through this tunnel: `mutual_tls`, `reporter="source"`, the source
+    /// identity presented and the destination identity verified.
+    pub fn peer_info(&self) -> crate::telemetry::PeerInfo {
+        crate::telemetry::PeerInfo::mutual_tls(
+            crate::telemetry::Reporter::Source,
+            Some(self.source.to_string().into()),
+            Some(self.destination.to_string().into()),
+        )
     }
+}
 
+impl MeshOutbound {
     /// Opens one `CONNECT` stream for `t` (`forwarded: for="<source IP>"`).
     pub async fn open(&self, t: &Tunnel) -> Result<HboneStream, HboneError> {
         let req = OutboundRequest {
@@ -183,24 +263,28 @@ impl MeshOutbound {
     }
 }
 
-/// Opens the upstream to `dst`: through `mesh` when there is one (see
-/// [`MeshOutbound::connect`]), else plain TCP.
+/// Opens the upstream `route` names for a client at `source`: plain TCP
+/// to `dst`, or a `CONNECT` stream through `mesh`. A refused route (or a
+/// tunnel without `mesh`) is an error: nothing is sent in plain text.
 pub async fn connect(
     mesh: Option<&MeshOutbound>,
+    route: &Route,
     source: SocketAddr,
     dst: SocketAddr,
     service_host: Option<&str>,
-    explicit_tls: bool,
 ) -> std::io::Result<Upstream> {
-    match mesh {
-        None => Ok(Upstream::Plain(TcpStream::connect(dst).await?)),
-        Some(m) => m
-            .connect(source, dst, service_host, explicit_tls)
+    match (route, mesh) {
+        (Route::Plain, _) => Ok(Upstream::Plain(TcpStream::connect(dst).await?)),
+        (Route::Tunnel(t), Some(m)) => m
+            .connect(t, source, service_host)
             .await
+            .map(|s| Upstream::Hbone(Box::new(s)))
             .map_err(|e| match e {
                 HboneError::Io(e) => e,
                 other => std::io::Error::other(other),
             }),
+        (Route::Tunnel(_), None) => Err(std::io::Error::other(REFUSE_NO_IDENTITY)),
+        (Route::Refuse(r), _) => Err(std::io::Error::other(*r)),
     }
 }
 

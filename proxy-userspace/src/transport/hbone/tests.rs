@@ -457,3 +457,214 @@ fn check_request_and_forwarded_parse_as_ztunnel() {
         "for=\"10.1.2.3:4567\";host=reviews.default.svc.cluster.local"
     );
 }
+
+/// A destination that serves every tunnel's inner stream itself (as the
+/// daemon does when the pod's policies need HTTP facts): answers
+/// `seen:<what it read>` and records who it served.
+struct Inspector {
+    served: Mutex<Vec<ConnectCheck>>,
+    refused_elsewhere: std::sync::atomic::AtomicBool,
+}
+
+impl InboundHandler for Inspector {
+    fn inspect(&self, _c: &ConnectCheck) -> bool {
+        true
+    }
+    fn serve_inner(&self, c: ConnectCheck, mut stream: server::InnerStream) -> BoxFuture<()> {
+        self.served.lock().unwrap().push(c);
+        Box::pin(async move {
+            let mut buf = Vec::new();
+            stream.read_to_end(&mut buf).await.unwrap();
+            let mut out = b"seen:".to_vec();
+            out.extend(buf);
+            stream.write_all(&out).await.unwrap();
+            stream.shutdown().await.unwrap();
+        })
+    }
+    // Not called for an inspected tunnel: the inner path decides.
+    fn authorize(&self, _c: &ConnectCheck) -> bool {
+        self.refused_elsewhere
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        false
+    }
+    fn connect(&self, _t: SocketAddr) -> BoxFuture<std::io::Result<TcpStream>> {
+        self.refused_elsewhere
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Box::pin(async { Err(std::io::ErrorKind::ConnectionRefused.into()) })
+    }
+    fn finished(&self, _c: &ConnectCheck, _s: http::StatusCode, _a: u64, _b: u64) {
+        self.refused_elsewhere
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn an_inspecting_handler_gets_the_inner_stream_with_the_peer_identity() {
+    let ca = Authority::generate(TD).unwrap();
+    let store = CertStore::new(vec![ca.root().clone()]);
+    let server_id = id("ns", "server");
+    store.insert(issue(&ca, &server_id));
+    let resolver = Arc::new(tls::StoreResolver::new(store.clone(), server_id.clone()));
+    let cfg = tls::server_config(resolver, store.root_store(), TD).unwrap();
+    let handler = Arc::new(Inspector {
+        served: Mutex::new(Vec::new()),
+        refused_elsewhere: Default::default(),
+    });
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hbone = l.local_addr().unwrap();
+    tokio::spawn(server::serve(l, cfg, handler.clone()));
+    let certs = CertStore::new(vec![ca.root().clone()]);
+    certs.insert(issue(&ca, &id("ns", "client")));
+    let out = Outbound::new(certs);
+    let req = OutboundRequest {
+        source: id("ns", "client"),
+        destination: server_id,
+        extra_sans: Vec::new(),
+        hbone_addr: hbone,
+        // No pod listens there: only the handler's inner path answers.
+        target: SocketAddr::from(([127, 0, 0, 1], 9)),
+        forwarded_for: Some("10.244.1.5:40000".parse().unwrap()),
+        service_host: None,
+    };
+    let mut s = out.connect(&req).await.unwrap();
+    assert_eq!(
+        roundtrip(&mut s, b"GET / HTTP/1.1").await,
+        b"seen:GET / HTTP/1.1"
+    );
+    let served = handler.served.lock().unwrap().clone();
+    assert_eq!(served.len(), 1);
+    assert_eq!(served[0].peer, id("ns", "client"));
+    assert_eq!(
+        served[0].source,
+        "10.244.1.5:40000".parse::<SocketAddr>().unwrap()
+    );
+    assert!(!handler
+        .refused_elsewhere
+        .load(std::sync::atomic::Ordering::Relaxed));
+}
+
+fn mesh_view(local: &[(&str, SpiffeId)], meshed: &[(&str, SpiffeId)]) -> MeshView {
+    let m = |v: &[(&str, SpiffeId)]| {
+        v.iter()
+            .map(|(ip, id)| (ip.parse().unwrap(), id.clone()))
+            .collect()
+    };
+    MeshView {
+        local: m(local),
+        meshed: m(meshed),
+        auto_mtls_off: false,
+    }
+}
+
+#[tokio::test]
+async fn route_tunnels_meshed_destinations_and_never_sends_istio_mutual_in_plain_text() {
+    use mesh::{route, Route, REFUSE_UNKNOWN_SOURCE};
+    use strait_config::snapshot::{MeshTlsPolicy, TlsMode, REFUSE_NOT_MESHED, REFUSE_NO_IDENTITY};
+    let auto = MeshTlsPolicy::default();
+    let istio_mutual = MeshTlsPolicy {
+        mode: TlsMode::IstioMutual,
+        auto_mtls: false,
+    };
+    let disable = MeshTlsPolicy {
+        mode: TlsMode::Disable,
+        auto_mtls: false,
+    };
+    let simple = MeshTlsPolicy {
+        mode: TlsMode::Simple,
+        auto_mtls: false,
+    };
+    let client: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+    let stranger: std::net::IpAddr = "10.0.0.9".parse().unwrap();
+    let meshed: SocketAddr = "10.0.1.1:8080".parse().unwrap();
+    let outside: SocketAddr = "192.0.2.7:8080".parse().unwrap();
+
+    // No CA: auto mTLS is plain text, ISTIO_MUTUAL is refused.
+    assert_eq!(route(None, auto, client, meshed), Route::Plain);
+    assert_eq!(
+        route(None, istio_mutual, client, meshed),
+        Route::Refuse(REFUSE_NO_IDENTITY)
+    );
+    assert_eq!(route(None, simple, client, outside), Route::Plain);
+
+    let m = MeshOutbound::new(CertStore::new(Vec::new()));
+    m.set_view(mesh_view(
+        &[("10.0.0.1", id("ns", "client"))],
+        &[
+            ("10.0.0.1", id("ns", "client")),
+            ("10.0.1.1", id("ns", "server")),
+        ],
+    ));
+    let tunnel = Route::Tunnel(Tunnel {
+        source_ip: client,
+        source: id("ns", "client"),
+        destination: id("ns", "server"),
+        dst: meshed,
+    });
+    // Meshed destination: auto mTLS and ISTIO_MUTUAL tunnel; DISABLE and
+    // SIMPLE (origination) connect directly.
+    assert_eq!(route(Some(&m), auto, client, meshed), tunnel);
+    assert_eq!(route(Some(&m), istio_mutual, client, meshed), tunnel);
+    assert_eq!(route(Some(&m), disable, client, meshed), Route::Plain);
+    assert_eq!(route(Some(&m), simple, client, meshed), Route::Plain);
+    // Not meshed: auto mTLS falls back to plain text (as Istio), but
+    // ISTIO_MUTUAL fails closed.
+    assert_eq!(route(Some(&m), auto, client, outside), Route::Plain);
+    assert_eq!(
+        route(Some(&m), istio_mutual, client, outside),
+        Route::Refuse(REFUSE_NOT_MESHED)
+    );
+    // A source without an identity on this node never reaches a meshed
+    // pod in plain text.
+    assert_eq!(
+        route(Some(&m), auto, stranger, meshed),
+        Route::Refuse(REFUSE_UNKNOWN_SOURCE)
+    );
+    // MeshConfig enableAutoMtls: false turns auto mTLS off, not an
+    // explicit ISTIO_MUTUAL.
+    let mut off = mesh_view(
+        &[("10.0.0.1", id("ns", "client"))],
+        &[("10.0.1.1", id("ns", "server"))],
+    );
+    off.auto_mtls_off = true;
+    m.set_view(off);
+    assert_eq!(route(Some(&m), auto, client, meshed), Route::Plain);
+    assert_eq!(route(Some(&m), istio_mutual, client, meshed), tunnel);
+}
+
+#[tokio::test]
+async fn a_new_view_drops_pooled_connections_to_destinations_that_left_it() {
+    let ca = Authority::generate(TD).unwrap();
+    let dest = destination(&ca, true).await;
+    let certs = CertStore::new(vec![ca.root().clone()]);
+    certs.insert(issue(&ca, &id("ns", "client")));
+    let m = MeshOutbound::new(certs);
+    let keep = mesh_view(
+        &[("10.244.1.5", id("ns", "client"))],
+        &[(&dest.hbone.ip().to_string(), id("ns", "server"))],
+    );
+    m.set_view(keep.clone());
+    let req = request(&dest, id("ns", "client"), id("ns", "server"));
+    let mut s = m.client().connect(&req).await.unwrap();
+    assert_eq!(roundtrip(&mut s, b"one").await, b"ONE");
+    drop(s);
+    assert_eq!(m.client().pool_keys(), 1);
+    // Same view again: the connection stays pooled.
+    m.set_view(keep);
+    assert_eq!(m.client().pool_keys(), 1);
+    // The destination's address now belongs to another identity: gone.
+    m.set_view(mesh_view(
+        &[("10.244.1.5", id("ns", "client"))],
+        &[(&dest.hbone.ip().to_string(), id("ns", "impostor"))],
+    ));
+    assert_eq!(m.client().pool_keys(), 0);
+    assert_eq!(m.client().connections(), 0);
+    // Back, then the destination leaves the snapshot: gone.
+    m.set_view(mesh_view(
+        &[("10.244.1.5", id("ns", "client"))],
+        &[(&dest.hbone.ip().to_string(), id("ns", "server"))],
+    ));
+    drop(m.client().connect(&req).await.unwrap());
+    assert_eq!(m.client().pool_keys(), 1);
+    m.set_view(mesh_view(&[("10.244.1.5", id("ns", "client"))], &[]));
+    assert_eq!(m.client().pool_keys(), 0);
+}

@@ -178,7 +178,13 @@ pub fn passthrough_cluster() -> Cluster {
         endpoints: Vec::new(),
         lb: LbSpec::Simple(Simple::Passthrough),
         limits: Default::default(),
-        pool: Default::default(),
+        // Every request and connection on it is checked against its
+        // destination workload's policies first
+        // (`serve/http/authz.rs::check_passthrough_request`).
+        pool: crate::upstream::client::PoolSettings {
+            policy_checked: true,
+            ..Default::default()
+        },
         outlier: None,
     })
 }

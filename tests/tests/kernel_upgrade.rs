@@ -1,0 +1,877 @@
+//! Tier 2/3: upgrading the kernel data path in place. A new loader (a
+//! restarted or upgraded daemon) swaps its programs into the pinned links
+//! while clients keep connecting; pinned maps are reused when their layout
+//! is unchanged, migrated when only their capacity grew, and a layout it
+//! cannot use makes it refuse to start having changed nothing (or, with
+//! `reset_maps`, replace just that map). The uplink XDP program stays
+//! attached through its pinned link while no loader runs, takes the new
+//! program in place, and detaches when the uplink is dropped.
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aya::programs::links::{FdLink, PinnedLink};
+use strait::datapath::{Datapath, DatapathConfig, L4LoadBalancer, UplinkConfig};
+use strait_tests::bpffs::TestBpffs;
+use strait_tests::cgroup::TestCgroup;
+use strait_tests::lb::{probe, service, tally, tcp_backend};
+use strait_tests::node::{names, netns};
+use strait_tests::privileged;
+
+const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
+
+fn config(bpffs: &Path, node: &str) -> DatapathConfig {
+    let mut c = DatapathConfig::new(node);
+    c.bpffs = bpffs.to_path_buf();
+    c
+}
+
+/// Creates a map with `bpf(BPF_MAP_CREATE)` (as another build of Strait
+/// would have) and pins it at `path`.
+fn pin_raw_map(
+    path: &Path,
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let mut create = [0u32; 18];
+    create[..5].copy_from_slice(&[map_type, key_size, value_size, max_entries, 0]);
+    // SAFETY: a zeroed `union bpf_attr` prefix with the map fields set.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            0, // BPF_MAP_CREATE
+            create.as_ptr(),
+            std::mem::size_of_val(&create),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a new descriptor we own.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    #[repr(C)]
+    struct Pin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    use std::os::fd::AsRawFd;
+    let attr = Pin {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: fd.as_raw_fd() as u32,
+        file_flags: 0,
+    };
+    // SAFETY: a live `repr(C)` attr of BPF_OBJ_PIN's layout.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            6, // BPF_OBJ_PIN
+            &attr as *const Pin,
+            std::mem::size_of::<Pin>(),
+        )
+    };
+    assert_eq!(r, 0, "BPF_OBJ_PIN: {}", std::io::Error::last_os_error());
+    fd
+}
+
+/// Kernel id of every map and link pinned under `dir` (recursively), by
+/// path: equal before and after means nothing was replaced.
+fn pinned_ids(dir: &Path) -> BTreeMap<PathBuf, u32> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                out.insert(p.clone(), 0);
+                stack.push(p);
+            } else if let Ok(info) = aya::maps::MapInfo::from_pin(&p) {
+                out.insert(p, info.id());
+            } else {
+                let link = FdLink::from(PinnedLink::from_pin(&p).unwrap());
+                out.insert(p, link.info().unwrap().id());
+            }
+        }
+    }
+    out
+}
+
+/// A loader process that pins, attaches `cg` and balances `vip` over
+/// `backends`, then exits (the "earlier daemon").
+fn earlier_loader(bpffs: &Path, node: &str, cg: &Path, vip: SocketAddrV4, b: &[SocketAddrV4]) {
+    let spec = format!(
+        "{vip}/tcp={}",
+        b.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let out = Command::new(PROBE)
+        .args(["load", "--bpffs"])
+        .arg(bpffs)
+        .args(["--node", node, "--attach"])
+        .arg(cg)
+        .args(["--service", &spec])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "loader: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn clients_see_no_failure_while_loaders_restart_and_swap_their_programs_in() {
+    let Some(p) = privileged::require(
+        "clients_see_no_failure_while_loaders_restart_and_swap_their_programs_in",
+    ) else {
+        return;
+    };
+    let bpffs = TestBpffs::new().unwrap();
+    let cg = TestCgroup::new(&p.cgroup2, "upgrade-load").unwrap();
+    let b = [tcp_backend("u0"), tcp_backend("u1")];
+    let vip: SocketAddrV4 = "127.100.6.1:80".parse().unwrap();
+    earlier_loader(bpffs.path(), "upgrade-load", cg.path(), vip, &b);
+
+    // Clients connect through the kernel-balanced VIP without pause.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let client = {
+        let (stop, ok, failed, errors) = (stop.clone(), ok.clone(), failed.clone(), errors.clone());
+        let cg = cg.path().to_path_buf();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                for line in probe(PROBE, Some(&cg), &["tcp", &vip.to_string(), "20"]) {
+                    if line == "u0" || line == "u1" {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                        errors.lock().unwrap().push(line);
+                    }
+                }
+            }
+        })
+    };
+    // Three restarts: each new loader reuses the maps, swaps its programs
+    // into the pinned links and exits (no loader runs in between).
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut dp = Datapath::new(&config(bpffs.path(), "upgrade-load")).unwrap();
+        assert_eq!(dp.service_count(), 1, "round {round}: the service is kept");
+        dp.attach(cg.path()).unwrap();
+        assert_eq!(dp.stale_links().unwrap(), 0, "round {round}: not swapped");
+        drop(dp);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    client.join().unwrap();
+    let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    assert!(ok >= 40, "only {ok} connections while restarting");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} connections failed across the restarts: {:?}",
+        ok + failed,
+        &errors.lock().unwrap()[..failed.min(5)]
+    );
+    let mut dp = Datapath::new(&config(bpffs.path(), "upgrade-load")).unwrap();
+    dp.attach(cg.path()).unwrap();
+    dp.cleanup().unwrap();
+}
+
+#[test]
+fn a_pinned_map_of_another_layout_is_refused_untouched_or_reset_alone() {
+    let Some(p) =
+        privileged::require("a_pinned_map_of_another_layout_is_refused_untouched_or_reset_alone")
+    else {
+        return;
+    };
+    let bpffs = TestBpffs::new().unwrap();
+    let node = "upgrade-layout";
+    let cg = TestCgroup::new(&p.cgroup2, node).unwrap();
+    let b = [tcp_backend("l0"), tcp_backend("l1")];
+    let vip: SocketAddrV4 = "127.100.6.2:80".parse().unwrap();
+    earlier_loader(bpffs.path(), node, cg.path(), vip, &b);
+    let pins = config(bpffs.path(), node).pin_dir();
+
+    // An "older build" whose WORKLOADS values were 8 bytes, not 4.
+    let workloads = pins.join(proxy_common::WORKLOADS);
+    std::fs::remove_file(&workloads).unwrap();
+    let _old = pin_raw_map(&workloads, 1, 4, 8, proxy_common::MAX_WORKLOADS);
+    let before = pinned_ids(&pins);
+
+    let err = match Datapath::new(&config(bpffs.path(), node)) {
+        Ok(_) => panic!("a pinned map of another layout was accepted"),
+        Err(e) => format!("{e:#}"),
+    };
+    eprintln!("refusal:\n{err}");
+    for want in [
+        workloads.to_str().unwrap(),
+        "pinned:     hash, key 4 B, value 8 B, 65536 entries",
+        "this build: hash, key 4 B, value 4 B, 65536 entries",
+        "Nothing was changed",
+        "strait run --reset-maps",
+        "strait cleanup --node upgrade-layout",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    assert_eq!(
+        pinned_ids(&pins),
+        before,
+        "a pin changed on a refused start"
+    );
+    // `strait run` refuses the same way, exits non-zero, changes nothing.
+    let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
+    let config_dir = std::env::temp_dir().join(format!("strait-upgrade-{}", std::process::id()));
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let out = Command::new(&strait)
+        .arg("run")
+        .arg("--config")
+        .arg(&config_dir)
+        .args(["--node", node, "--bpffs"])
+        .arg(bpffs.path())
+        .arg("--pods-cgroup")
+        .arg(cg.path())
+        .args(["--admin", "127.0.0.1:0", "--outbound", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&config_dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "strait run started: {stderr}");
+    assert!(
+        stderr.contains("pinned:     hash, key 4 B, value 8 B") && stderr.contains("--reset-maps"),
+        "strait run's error: {stderr}"
+    );
+    assert_eq!(pinned_ids(&pins), before, "strait run changed a pin");
+    // The earlier programs still balance.
+    let lines = probe(PROBE, Some(cg.path()), &["tcp", &vip.to_string(), "20"]);
+    assert_eq!(
+        tally(&lines).keys().collect::<Vec<_>>(),
+        ["l0", "l1"],
+        "{lines:?}"
+    );
+
+    // --reset-maps: only WORKLOADS is replaced (empty, this build's
+    // layout); the service map and its entries are reused.
+    let mut c = config(bpffs.path(), node);
+    c.reset_maps = true;
+    let mut dp = Datapath::new(&c).unwrap();
+    let after = pinned_ids(&pins);
+    for (path, id) in &before {
+        if path == &workloads {
+            assert_ne!(after[path], *id, "WORKLOADS not replaced");
+        } else if !path.starts_with(pins.join("layout")) {
+            assert_eq!(after.get(path), Some(id), "{} replaced", path.display());
+        }
+    }
+    let info = aya::maps::MapInfo::from_pin(&workloads).unwrap();
+    assert_eq!((info.key_size(), info.value_size()), (4, 4));
+    assert_eq!(dp.service_count(), 1);
+    dp.attach(cg.path()).unwrap();
+    assert_eq!(dp.stale_links().unwrap(), 0);
+    let lines = probe(PROBE, Some(cg.path()), &["tcp", &vip.to_string(), "20"]);
+    assert_eq!(
+        tally(&lines).keys().collect::<Vec<_>>(),
+        ["l0", "l1"],
+        "{lines:?}"
+    );
+    // The versions are recorded beside the pins.
+    assert!(pins.join("layout").join("WORKLOADS@1").is_dir());
+    dp.cleanup().unwrap();
+}
+
+#[test]
+fn a_pinned_map_with_a_smaller_capacity_is_migrated_with_its_entries() {
+    let Some(p) =
+        privileged::require("a_pinned_map_with_a_smaller_capacity_is_migrated_with_its_entries")
+    else {
+        return;
+    };
+    let bpffs = TestBpffs::new().unwrap();
+    let node = "upgrade-grow";
+    let cg = TestCgroup::new(&p.cgroup2, node).unwrap();
+    let b = [tcp_backend("g0"), tcp_backend("g1")];
+    let vip: SocketAddrV4 = "127.100.6.3:80".parse().unwrap();
+    earlier_loader(bpffs.path(), node, cg.path(), vip, &b);
+    let pins = config(bpffs.path(), node).pin_dir();
+
+    // An older build with a smaller SERVICES map holding the service: its
+    // entry is copied from the map the running programs use.
+    let services = pins.join(proxy_common::SERVICES);
+    let running = aya::maps::MapData::from_pin(&services).unwrap();
+    std::fs::remove_file(&services).unwrap();
+    let key = std::mem::size_of::<proxy_common::ServiceKey>() as u32;
+    let value = std::mem::size_of::<proxy_common::ServiceValue>() as u32;
+    let small = pin_raw_map(&services, 1, key, value, 1024);
+    {
+        let from: aya::maps::HashMap<_, proxy_common::ServiceKey, proxy_common::ServiceValue> =
+            aya::maps::HashMap::try_from(aya::maps::Map::HashMap(running)).unwrap();
+        let mut to: aya::maps::HashMap<_, proxy_common::ServiceKey, proxy_common::ServiceValue> =
+            aya::maps::HashMap::try_from(aya::maps::Map::HashMap(
+                aya::maps::MapData::from_pin(&services).unwrap(),
+            ))
+            .unwrap();
+        for item in from.iter() {
+            let (k, v) = item.unwrap();
+            to.insert(k, v, 0).unwrap();
+        }
+    }
+    let others: BTreeMap<_, _> = pinned_ids(&pins)
+        .into_iter()
+        .filter(|(p, _)| p != &services)
+        .collect();
+
+    let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
+    let info = aya::maps::MapInfo::from_pin(&services).unwrap();
+    assert_eq!(
+        info.max_entries(),
+        proxy_common::MAX_SERVICES,
+        "not migrated"
+    );
+    assert_eq!(dp.service_count(), 1, "the entry was not copied");
+    let now = pinned_ids(&pins);
+    for (path, id) in &others {
+        assert_eq!(now.get(path), Some(id), "{} replaced", path.display());
+    }
+    // What reaches the old map until the links run this build's programs
+    // is copied once they do: keys the new map lacks, never over an entry
+    // it has.
+    let mut old: aya::maps::HashMap<_, proxy_common::ServiceKey, proxy_common::ServiceValue> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(
+            aya::maps::MapData::from_fd(small).unwrap(),
+        ))
+        .unwrap();
+    let existing: Vec<proxy_common::ServiceKey> = old.keys().map(Result::unwrap).collect();
+    assert_eq!(existing.len(), 1);
+    old.insert(existing[0], proxy_common::ServiceValue::default(), 0)
+        .unwrap();
+    let late = proxy_common::ServiceKey {
+        vip: u32::from(Ipv4Addr::new(127, 100, 6, 99)).to_be(),
+        port: 80u16.to_be(),
+        proto: 6,
+        pad: 0,
+    };
+    old.insert(late, proxy_common::ServiceValue::default(), 0)
+        .unwrap();
+    dp.attach(cg.path()).unwrap();
+    assert_eq!(
+        dp.kernel_entries().services,
+        2,
+        "the late entry was not copied"
+    );
+    assert_eq!(dp.stale_links().unwrap(), 0);
+    let lines = probe(PROBE, Some(cg.path()), &["tcp", &vip.to_string(), "20"]);
+    assert_eq!(
+        tally(&lines).keys().collect::<Vec<_>>(),
+        ["g0", "g1"],
+        "{lines:?}"
+    );
+    // The new map is the one the programs use: a change is seen.
+    dp.apply(&[service(vip, L4LoadBalancer::Random, &[(b[1], 1, true)])])
+        .unwrap();
+    let lines = probe(PROBE, Some(cg.path()), &["tcp", &vip.to_string(), "10"]);
+    assert_eq!(
+        tally(&lines).keys().collect::<Vec<_>>(),
+        ["g1"],
+        "{lines:?}"
+    );
+    dp.cleanup().unwrap();
+}
+
+// ---- the uplink XDP program across restarts -------------------------------
+
+const PORT: u16 = 8080;
+
+/// Deletes the namespaces (and so the veth) when dropped, pass or fail.
+struct Spaces {
+    names: Vec<String>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Spaces {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(100));
+        for ns in &self.names {
+            netns::del(ns);
+        }
+    }
+}
+
+fn ip_in(ns: &str, cmds: &[&str]) {
+    let cmds: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
+    netns::ip_batch(ns, &cmds).unwrap();
+}
+
+/// Answers "ok" to every connection on 0.0.0.0:PORT in `ns`.
+fn serve(ns: &str, stop: Arc<AtomicBool>) {
+    let listener = netns::run_in(ns, || {
+        TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], PORT))).unwrap()
+    })
+    .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    let _ = s.write_all(b"ok");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+}
+
+/// Whether a connection from `from` (a local address of the client
+/// namespace) to `to` gets the server's answer within `timeout`.
+fn reaches(ns: &str, from: Ipv4Addr, to: Ipv4Addr, timeout: Duration) -> bool {
+    netns::run_in(ns, || {
+        let s = connect_from(from, to, timeout);
+        let Some(mut s) = s else { return false };
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 2];
+        s.read_exact(&mut buf).is_ok() && &buf == b"ok"
+    })
+    .unwrap()
+}
+
+/// A TCP connection from `from` to `to:PORT`, or `None` within `timeout`.
+fn connect_from(from: Ipv4Addr, to: Ipv4Addr, timeout: Duration) -> Option<TcpStream> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let s = TcpStream::from_raw_fd(fd);
+        let sin = |a: Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(a).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let local = sin(from, 0);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        if libc::bind(fd, &local as *const _ as *const libc::sockaddr, len) != 0 {
+            panic!("bind {from}: {}", std::io::Error::last_os_error());
+        }
+        s.set_nonblocking(true).unwrap();
+        let remote = sin(to, PORT);
+        libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len);
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        if libc::poll(&mut pfd, 1, timeout.as_millis() as i32) != 1 {
+            return None;
+        }
+        s.take_error().ok()?.is_none().then_some(())?;
+        s.set_nonblocking(false).unwrap();
+        Some(s)
+    }
+}
+
+/// (link id, program id) of the pinned uplink link on `iface`.
+fn uplink_link(pins: &Path, iface: &str) -> (u32, u32) {
+    let link = FdLink::from(
+        PinnedLink::from_pin(pins.join("uplink").join(format!("xdp_lb@{iface}"))).unwrap(),
+    );
+    let info = link.info().unwrap();
+    (info.id(), info.program_id())
+}
+
+/// Whether `ip link` shows an XDP program on `iface` in `ns`.
+fn xdp_attached(ns: &str, iface: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-d", "link", "show", "dev", iface])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip link show: {out:?}");
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
+#[test]
+fn the_uplink_xdp_program_stays_attached_across_restarts_and_detaches_when_dropped() {
+    let name = "the_uplink_xdp_program_stays_attached_across_restarts_and_detaches_when_dropped";
+    let Some(_p) = privileged::require(name) else {
+        return;
+    };
+    let id = names::new_node_id();
+    let node_name = format!("{}{id}-xdpup", names::PREFIX);
+    let (client, node) = (format!("{node_name}-cli"), format!("{node_name}-node"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut spaces = Spaces {
+        names: Vec::new(),
+        stop: stop.clone(),
+    };
+    for n in [&client, &node] {
+        netns::add(n).unwrap();
+        spaces.names.push(n.clone());
+    }
+    // 10.79.0.10 is denied in XDP, 10.79.0.20 is not.
+    ip_in(
+        &client,
+        &[
+            &format!("link add v0 type veth peer name v0 netns {node}"),
+            "addr add 10.79.0.10/24 dev v0",
+            "addr add 10.79.0.20/24 dev v0",
+            "link set v0 up",
+            "link set lo up",
+        ],
+    );
+    ip_in(
+        &node,
+        &[
+            "addr add 10.79.0.2/24 dev v0",
+            "link set v0 up",
+            "link set lo up",
+        ],
+    );
+    serve(&node, stop.clone());
+    let (denied, allowed) = (Ipv4Addr::new(10, 79, 0, 10), Ipv4Addr::new(10, 79, 0, 20));
+    let web = Ipv4Addr::new(10, 79, 0, 2);
+    let uplink = UplinkConfig {
+        source: web,
+        gateway_mac: [0x02, 0, 0, 0, 0, 1],
+    };
+    let bpffs = TestBpffs::new().unwrap();
+    let pins = config(bpffs.path(), &node_name).pin_dir();
+    let attach = |dp: &mut Datapath| {
+        netns::run_in(&node, || dp.attach_uplink("v0", &uplink))
+            .unwrap()
+            .expect("attach xdp_lb to the node's veth");
+    };
+    let wait = Duration::from_secs(10);
+
+    let mut dp = Datapath::new(&config(bpffs.path(), &node_name)).unwrap();
+    attach(&mut dp);
+    dp.set_deny_sources(&[(denied.into(), 32)]).unwrap();
+    assert!(
+        reaches(&client, allowed, web, wait),
+        "allowed source before"
+    );
+    assert!(
+        !reaches(&client, denied, web, Duration::from_millis(500)),
+        "denied before"
+    );
+    let (link, first_prog) = uplink_link(&pins, "v0");
+
+    // Both clients keep connecting through the restarts: the allowed one
+    // never fails, the denied one never gets through (no moment without
+    // the program or its tries).
+    let watch = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new([
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    ]);
+    let watcher = {
+        let (watch, counts, client) = (watch.clone(), counts.clone(), client.clone());
+        std::thread::spawn(move || {
+            while !watch.load(Ordering::SeqCst) {
+                if reaches(&client, allowed, web, Duration::from_secs(5)) {
+                    counts[0].fetch_add(1, Ordering::SeqCst);
+                } else {
+                    counts[1].fetch_add(1, Ordering::SeqCst);
+                }
+                if reaches(&client, denied, web, Duration::from_millis(200)) {
+                    counts[2].fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // The daemon exits: the pinned link keeps the program on the uplink.
+    drop(dp);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(xdp_attached(&node, "v0"), "detached when the loader exited");
+    // A new build starts: same link, its own program, the same tries and
+    // counters.
+    let mut dp = Datapath::new(&config(bpffs.path(), &node_name)).unwrap();
+    let drops = dp.deny_drops();
+    assert_eq!(drops.len(), 1, "deny prefix not recovered: {drops:?}");
+    assert!(drops[0].1 >= 1, "drop counter not kept: {drops:?}");
+    attach(&mut dp);
+    let (link2, second_prog) = uplink_link(&pins, "v0");
+    assert_eq!(link2, link, "the link was replaced, not updated");
+    assert_ne!(
+        second_prog, first_prog,
+        "the new program was not swapped in"
+    );
+    assert_eq!(
+        dp.stale_links().unwrap(),
+        0,
+        "the uplink runs an old program"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    watch.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+    let [ok, failed, leaked] = [0, 1, 2].map(|i| counts[i].load(Ordering::SeqCst));
+    assert!(ok >= 3, "only {ok} connections during the restart");
+    assert_eq!(
+        failed, 0,
+        "{failed} allowed connections failed during the restart"
+    );
+    assert_eq!(
+        leaked, 0,
+        "{leaked} denied connections got through during the restart"
+    );
+
+    // The new object's tries are the ones the attached program reads.
+    dp.set_deny_sources(&[]).unwrap();
+    assert!(reaches(&client, denied, web, wait), "deny not lifted");
+    dp.set_deny_sources(&[(denied.into(), 32)]).unwrap();
+    assert!(!reaches(&client, denied, web, Duration::from_millis(500)));
+
+    // Restarted without an uplink: the program is detached.
+    drop(dp);
+    let mut dp = Datapath::new(&config(bpffs.path(), &node_name)).unwrap();
+    dp.detach_uplink();
+    assert!(dp.pinned_uplinks().is_empty());
+    assert!(
+        !xdp_attached(&node, "v0"),
+        "still attached without an uplink"
+    );
+    assert!(reaches(&client, denied, web, wait), "still dropped");
+    dp.cleanup().unwrap();
+    drop(bpffs);
+    drop(spaces);
+}
+
+/// The index of each real in the pinned `XLB_REALS`.
+fn real_indexes(pins: &Path) -> BTreeMap<Ipv4Addr, u32> {
+    let reals: aya::maps::Array<_, proxy_common::XlbReal> = aya::maps::Array::try_from(
+        aya::maps::Map::Array(aya::maps::MapData::from_pin(pins.join("XLB_REALS")).unwrap()),
+    )
+    .unwrap();
+    reals
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let r = r.unwrap();
+            (r.ip != 0).then(|| (Ipv4Addr::from(u32::from_be(r.ip)), i as u32))
+        })
+        .collect()
+}
+
+#[test]
+fn external_vip_tables_and_flows_are_kept_across_a_restart() {
+    let Some(_p) = privileged::require("external_vip_tables_and_flows_are_kept_across_a_restart")
+    else {
+        return;
+    };
+    use strait::datapath::{ExternalVip, L4Protocol};
+    let bpffs = TestBpffs::new().unwrap();
+    let node = "upgrade-xlb";
+    let pins = config(bpffs.path(), node).pin_dir();
+    let (a, b, c) = (
+        Ipv4Addr::new(10, 80, 0, 1),
+        Ipv4Addr::new(10, 80, 0, 2),
+        Ipv4Addr::new(10, 80, 0, 3),
+    );
+    let vip = |reals: Vec<(Ipv4Addr, u32)>| ExternalVip {
+        vip: Ipv4Addr::new(198, 51, 100, 9),
+        port: 443,
+        protocol: L4Protocol::Tcp,
+        reals,
+    };
+    let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
+    dp.set_external_vips(&[vip(vec![(a, 1), (b, 1)])]).unwrap();
+    let first = real_indexes(&pins);
+    assert_eq!(first.keys().copied().collect::<Vec<_>>(), [a, b]);
+    // A flow the balancer pinned to b.
+    let flow = proxy_common::XlbFlow {
+        src: u32::from(Ipv4Addr::new(203, 0, 113, 7)).to_be(),
+        dst: u32::from(Ipv4Addr::new(198, 51, 100, 9)).to_be(),
+        sport: 40_000u16.to_be(),
+        dport: 443u16.to_be(),
+        proto: 6,
+        pad: [0; 3],
+    };
+    let conns = || {
+        let m: aya::maps::HashMap<_, proxy_common::XlbFlow, proxy_common::XlbConn> =
+            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(
+                aya::maps::MapData::from_pin(pins.join("XLB_CONNS")).unwrap(),
+            ))
+            .unwrap();
+        m
+    };
+    conns()
+        .insert(
+            flow,
+            proxy_common::XlbConn {
+                real: first[&b],
+                pad: 0,
+            },
+            0,
+        )
+        .unwrap();
+    drop(dp);
+
+    // The next run learns the indexes: b keeps its own (the flow stays on
+    // b), a's is cleared, and c gets an index no flow points at.
+    let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
+    let r = dp.set_external_vips(&[vip(vec![(b, 1), (c, 1)])]).unwrap();
+    assert_eq!((r.vips, r.reals), (1, 2), "{r:?}");
+    let second = real_indexes(&pins);
+    assert_eq!(second[&b], first[&b], "b moved: {first:?} → {second:?}");
+    assert!(!second.contains_key(&a));
+    assert!(
+        !first.values().any(|i| *i == second[&c]),
+        "c took an index a flow may still name: {first:?} → {second:?}"
+    );
+    assert_eq!(conns().get(&flow, 0).unwrap().real, first[&b], "flow lost");
+    dp.cleanup().unwrap();
+}
+
+/// `strait run` on `node` (with `extra` flags), logging to `log`, once its
+/// admin API says `/ready`.
+fn start_daemon(
+    node: &strait_tests::node::Node,
+    config_dir: &Path,
+    log: &Path,
+    extra: &[&str],
+) -> std::process::Child {
+    let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut child = node
+        .strait_run(&strait, config_dir)
+        .unwrap()
+        .args(["--admin", "127.0.0.1:15000"])
+        .args(extra)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = node
+            .run_in(|| {
+                let Ok(mut s) = TcpStream::connect("127.0.0.1:15000") else {
+                    return false;
+                };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = s.write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+                let mut r = String::new();
+                let _ = s.read_to_string(&mut r);
+                r.starts_with("HTTP/1.1 200")
+            })
+            .unwrap();
+        if ready {
+            return child;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "strait run exited with {status}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "strait run not ready in 30 s: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM, then the exit status.
+fn stop_daemon(mut child: std::process::Child) -> std::process::ExitStatus {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("strait run did not exit within 15 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn strait_run_keeps_its_uplink_program_across_a_restart_and_detaches_it_without_the_flag() {
+    let name =
+        "strait_run_keeps_its_uplink_program_across_a_restart_and_detaches_it_without_the_flag";
+    let Some(p) = privileged::require(name) else {
+        return;
+    };
+    let node = strait_tests::node::Node::new(&p.cgroup2, "upgrade-daemon", 191).unwrap();
+    // The uplink: a veth pair inside the node's namespace (removed with it).
+    ip_in(
+        node.netns(),
+        &[
+            "link add up0 type veth peer name up1",
+            "addr add 10.81.0.2/24 dev up0",
+            "link set up0 up",
+            "link set up1 up",
+        ],
+    );
+    let config_dir = node.tmp_dir().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    node.write_config(&config_dir).unwrap();
+    let log = node.tmp_dir().join("strait.log");
+    let pins = config(&node.bpffs_dir(), node.name()).pin_dir();
+    let uplink = [
+        "--xdp-uplink",
+        "up0",
+        "--xdp-source",
+        "10.81.0.2",
+        "--xdp-gateway-mac",
+        "02:00:00:00:00:01",
+    ];
+
+    let daemon = start_daemon(&node, &config_dir, &log, &uplink);
+    assert!(xdp_attached(node.netns(), "up0"), "not attached");
+    let (link, first_prog) = uplink_link(&pins, "up0");
+    assert!(stop_daemon(daemon).success());
+    assert!(
+        xdp_attached(node.netns(), "up0"),
+        "the uplink program detached when the daemon stopped"
+    );
+    assert_eq!(uplink_link(&pins, "up0").0, link);
+
+    let daemon = start_daemon(&node, &config_dir, &log, &uplink);
+    let (link2, second_prog) = uplink_link(&pins, "up0");
+    assert_eq!(link2, link, "the restarted daemon made a new link");
+    assert_ne!(second_prog, first_prog, "its program was not swapped in");
+    assert!(stop_daemon(daemon).success());
+
+    // Started without --xdp-uplink: the program goes.
+    let daemon = start_daemon(&node, &config_dir, &log, &[]);
+    assert!(
+        !xdp_attached(node.netns(), "up0"),
+        "still attached without --xdp-uplink"
+    );
+    assert!(!pins.join("uplink").join("xdp_lb@up0").exists());
+    assert!(stop_daemon(daemon).success());
+    let out = Command::new(strait_tests::demo::mesh::sibling("strait").unwrap())
+        .args(["cleanup", "--node", node.name(), "--bpffs"])
+        .arg(node.bpffs_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
