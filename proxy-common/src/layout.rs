@@ -20,10 +20,11 @@ use crate::{maps::*, maps6::*, xlb::*};
 /// their counters, and the external VIP balancer's tables — above all its
 /// connection table [`XLB_CONNS`], so flows keep their node across a
 /// restart.
-pub const PINNED_XDP_MAPS: [&str; 12] = [
+pub const PINNED_XDP_MAPS: [&str; 13] = [
     DENY_V4,
     DENY_V6,
     DENY_V4_LEN,
+    DENY_V4_SLASH16,
     DENY_DST,
     DENY_CONFIG,
     DENY_STATS,
@@ -56,6 +57,7 @@ pub const MAP_LAYOUT_VERSIONS: &[(&str, u32)] = &[
     (DENY_V4, 1),
     (DENY_V6, 1),
     (DENY_V4_LEN, 1),
+    (DENY_V4_SLASH16, 1),
     (DENY_DST, 1),
     (DENY_CONFIG, 1),
     (DENY_STATS, 1),

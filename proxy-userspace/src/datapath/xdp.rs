@@ -243,6 +243,24 @@ impl DenyTries {
             .keys()
             .collect::<Result<_, _>>()
             .context("reading DENY_DST")?;
+        // The /16 summary as pinned, then made to cover every recovered
+        // prefix (a summary new to this build starts empty, and would
+        // hide them until the next sync).
+        self.slash16_written.clear();
+        for i in 0..proxy_common::DENY_SLASH16_ENTRIES {
+            let v = self.slash16.get(&i, 0).context("reading DENY_V4_SLASH16")?;
+            if v != 0 {
+                self.slash16_written.insert(i, v);
+            }
+        }
+        for (i, bits) in slash16_summary(self.counters.keys()) {
+            let old = self.slash16_written.get(&i).copied().unwrap_or(0);
+            let union = slash16_entry(old | bits);
+            if union != old {
+                self.slash16.set(i, union, 0)?;
+                self.slash16_written.insert(i, union);
+            }
+        }
         Ok(())
     }
 
