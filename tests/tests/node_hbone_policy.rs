@@ -622,6 +622,10 @@ fn custom_policy_asks_the_external_authorizer_for_requests_inside_the_tunnel() {
         return;
     };
     let canary: &'static str = "EXT-AUTHZ-IN-TUNNEL-7b3f";
+    // The authorizer runs in the protected pod on 7409; the policy names
+    // port 7401 only, or the daemon's own check requests to 7409 would be
+    // captured and sent to the authorizer again (a loop, as with a sidecar
+    // whose CUSTOM policy covers its authorizer's port).
     let m = two_nodes(&p, 58, vec![port("http", 7401)], |b, config| {
         serve_http(b, 7401, canary);
         serve_authorizer(b, 7409);
@@ -638,7 +642,7 @@ fn custom_policy_asks_the_external_authorizer_for_requests_inside_the_tunnel() {
                  \x20       includeRequestHeadersInCheck: [\"x-ext-authz\"]\n---\n\
                  apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
                  metadata: {{name: ext, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: echo}}}}\n\
-                 \x20 action: CUSTOM\n  provider: {{name: sample}}\n  rules:\n  - to: [{{operation: {{paths: [\"/admin/*\"]}}}}]\n"
+                 \x20 action: CUSTOM\n  provider: {{name: sample}}\n  rules:\n  - to: [{{operation: {{ports: [\"7401\"], paths: [\"/admin/*\"]}}}}]\n"
             ),
         )
         .unwrap();
