@@ -596,8 +596,15 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
     // scenarios really tunnel.
     for s in &scenarios {
         eprintln!("bench-mesh: warm-up {}", s.name);
-        oha(&s.client, a, cpus, &s.url, Mode::Saturate, 1)
-            .with_context(|| format!("{} warm-up", s.name))?;
+        // Listeners and certificates come up asynchronously after
+        // `/ready`: retry the warm-up for a while before giving up.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(e) = oha(&s.client, a, cpus, &s.url, Mode::Saturate, 1) {
+            if Instant::now() > deadline {
+                return Err(e.context(format!("{} warm-up", s.name)));
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
         let server_pod = if s.name.starts_with("strait") {
             &server
         } else {
