@@ -146,7 +146,14 @@ enum Mode {
 
 /// One oha run from `client`; its JSON. Fails when fewer than 99% of the
 /// requests got a 200.
-fn oha(client: &Pod, a: &Args, cpus: Cpus, url: &str, mode: Mode, secs: u32) -> anyhow::Result<Value> {
+fn oha(
+    client: &Pod,
+    a: &Args,
+    cpus: Cpus,
+    url: &str,
+    mode: Mode,
+    secs: u32,
+) -> anyhow::Result<Value> {
     let mut cmd = client.command(&a.oha)?;
     pin(&mut cmd, cpus.load);
     cmd.args([
@@ -386,7 +393,13 @@ fn ztunnel_workloads(pods: &[(&Pod, &str)]) -> String {
 /// Starts ztunnel in dedicated mode in `pod` (FAKE_CA, the local workload
 /// file, one worker thread, no access log), pinned; waits for its
 /// readiness port.
-fn ztunnel(bin: &Path, pod: &Pod, dir: &Path, cpus: Cpus, workloads: &Path) -> anyhow::Result<Killed> {
+fn ztunnel(
+    bin: &Path,
+    pod: &Pod,
+    dir: &Path,
+    cpus: Cpus,
+    workloads: &Path,
+) -> anyhow::Result<Killed> {
     let log = dir.join(format!("ztunnel-{}.log", pod.spec.name));
     let f = std::fs::File::create(&log)?;
     let mut cmd = pod.command(bin)?;
@@ -502,8 +515,14 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
             .cloned()
             .with_context(|| format!("pod {ns}/{name}"))
     };
-    let (client, server) = (pod(&na, "default", "client")?, pod(&nb, "default", "server")?);
-    let (zclient, zserver) = (pod(&na, PLAIN_NS, "zclient")?, pod(&nb, PLAIN_NS, "zserver")?);
+    let (client, server) = (
+        pod(&na, "default", "client")?,
+        pod(&nb, "default", "server")?,
+    );
+    let (zclient, zserver) = (
+        pod(&na, PLAIN_NS, "zclient")?,
+        pod(&nb, PLAIN_NS, "zserver")?,
+    );
     let _backend = backend(&server, a, cpus, &[BACKEND_PORT])?;
     let _zbackend = backend(&zserver, a, cpus, &[BACKEND_PORT, ZT_PORT])?;
 
@@ -620,9 +639,15 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
             _ => {}
         }
     }
-    let routed = !scenarios.iter().any(|s| s.name == "strait-l7-hbone") || curl(na.command("curl")?, &format!("http://{ADMIN}/stats/prometheus"))
+    let routed = !scenarios.iter().any(|s| s.name == "strait-l7-hbone")
+        || curl(
+            na.command("curl")?,
+            &format!("http://{ADMIN}/stats/prometheus"),
+        )
         .lines()
-        .any(|l| l.starts_with("istio_requests_total{") && l.contains("destination_service=\"bench."));
+        .any(|l| {
+            l.starts_with("istio_requests_total{") && l.contains("destination_service=\"bench.")
+        });
     if !routed {
         bail!("strait-l7-hbone: node A's daemon counted no HTTP request to the bench service");
     }

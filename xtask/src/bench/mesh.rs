@@ -63,8 +63,13 @@ fn max_of(v: &Value, k: &str) -> Option<f64> {
         .max_by(f64::total_cmp)
 }
 
+/// Each scenario's figures, in table order.
+type PerScenario = Vec<(&'static str, Figures)>;
+/// (scenario, why it was not measured).
+type Missing = Vec<(String, String)>;
+
 /// Collects the harness's lines per scenario; the `missing` reasons apart.
-fn collect(rows: &[Value]) -> (Vec<(&'static str, Figures)>, Vec<(String, String)>) {
+fn collect(rows: &[Value]) -> (PerScenario, Missing) {
     let direct_p99 = |round: &Value| {
         rows.iter()
             .find(|r| r["scenario"] == "direct" && r["round"] == *round)
@@ -250,7 +255,11 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let steal_before = super::cpu_times();
     step(&format!(
         "bench-mesh: {rounds} rounds, {secs} s per measurement{}",
-        if ztunnel.is_some() { ", with ztunnel" } else { ", ZTUNNEL_BIN not set" }
+        if ztunnel.is_some() {
+            ", with ztunnel"
+        } else {
+            ", ZTUNNEL_BIN not set"
+        }
     ));
     let mut cmd = Command::new(target.join("bench-mesh"));
     cmd.arg("--strait")
@@ -336,7 +345,10 @@ mod tests {
     }
 
     fn rows(lines: &[&str]) -> Vec<Value> {
-        lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect()
+        lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     #[test]
@@ -357,10 +369,22 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("| direct (plain text, no proxy) | 21,000 (20,000–22,000) | – | 100 / 400 | – | 5,000 (5,000–5,000) | – | – |"), "{t}");
-        assert!(t.contains("| Strait L7 route + HBONE | not available: why |"), "{t}");
-        assert!(t.contains("≥ 1.3× ztunnel's (same round) | ×1.25 (1.00–1.50) | not met |"), "{t}");
-        assert!(t.contains("≤ 0.7× ztunnel's (same round) | ×0.50 (0.50–0.50) | met |"), "{t}");
-        assert!(t.contains("add ≤ 200 µs p99 at 1,000 req/s | +130 (+120 to +140) µs | met |"), "{t}");
+        assert!(
+            t.contains("| Strait L7 route + HBONE | not available: why |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("≥ 1.3× ztunnel's (same round) | ×1.25 (1.00–1.50) | not met |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("≤ 0.7× ztunnel's (same round) | ×0.50 (0.50–0.50) | met |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("add ≤ 200 µs p99 at 1,000 req/s | +130 (+120 to +140) µs | met |"),
+            "{t}"
+        );
         assert!(t.contains("| 13.0 MiB | not met |"), "{t}");
     }
 
@@ -371,8 +395,14 @@ mod tests {
             r#"{"scenario":"ztunnel","missing":"not run: ZTUNNEL_BIN is not set"}"#,
         ]);
         let t = tables(&rows);
-        assert!(t.contains("| ztunnel → ztunnel | not run: ZTUNNEL_BIN is not set |"), "{t}");
-        assert!(t.contains("≥ 1.3× ztunnel's (same round) | ×n/a | not measured |"), "{t}");
+        assert!(
+            t.contains("| ztunnel → ztunnel | not run: ZTUNNEL_BIN is not set |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("≥ 1.3× ztunnel's (same round) | ×n/a | not measured |"),
+            "{t}"
+        );
         assert!(t.contains("| 9.5 MiB | met |"), "{t}");
     }
 }
