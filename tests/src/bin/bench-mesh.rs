@@ -253,6 +253,7 @@ fn measure(s: &Scenario, a: &Args, cpus: Cpus, round: usize) -> anyhow::Result<V
         "cpu_s_per_1k": (!s.proxies.is_empty()).then(|| cpu / (ok / 1000.0)),
         "rss_peak_mib": s.proxies.iter().map(|p| vm_mib(*p, "VmHWM:")).collect::<Vec<_>>(),
         "rss_mib": s.proxies.iter().map(|p| vm_mib(*p, "VmRSS:")).collect::<Vec<_>>(),
+        "rss_anon_mib": s.proxies.iter().map(|p| vm_mib(*p, "RssAnon:")).collect::<Vec<_>>(),
     }))
 }
 
