@@ -11,11 +11,13 @@
 pub mod inpod;
 pub mod maglev;
 pub mod maps;
+pub mod maps6;
 pub mod ports;
 pub mod xlb;
 
 pub use inpod::*;
 pub use maps::*;
+pub use maps6::*;
 pub use xlb::*;
 
 /// An IPv4 address from its host-order `u32` (as `u32::from(Ipv4Addr)`)

@@ -1,7 +1,8 @@
-//! The IPv6 hooks, for IPv6 sockets that talk to IPv4-mapped addresses
-//! (`::ffff:a.b.c.d`), as dual-stack clients do: `connect6` and `sendmsg6`
-//! balance exactly like their IPv4 twins, `getpeername6` and `recvmsg6`
-//! restore the VIP. Native IPv6 services are not balanced yet.
+//! The IPv6 hooks. For IPv4-mapped destinations (`::ffff:a.b.c.d`, as
+//! dual-stack clients use) `connect6` and `sendmsg6` balance exactly like
+//! their IPv4 twins over the IPv4 maps; for native IPv6 destinations they
+//! balance over the IPv6 maps ([`crate::lb6`]). `getpeername6` and
+//! `recvmsg6` restore the VIP for both.
 use aya_ebpf::{
     bindings::bpf_sock_addr, macros::cgroup_sock_addr, programs::SockAddrContext, EbpfContext,
 };
@@ -9,6 +10,7 @@ use proxy_common::{proto, OrigDst};
 
 use crate::{
     lb4::{refuse, translate, Verdict, ALLOW},
+    lb6::{self, Verdict6},
     rev_nat, sock_nat,
 };
 
@@ -31,10 +33,7 @@ fn balance(ctx: &SockAddrContext, proto_: u8, connected: bool) -> i32 {
     // SAFETY: the kernel hands a valid `bpf_sock_addr` to these hooks.
     let sa = unsafe { &mut *ctx.sock_addr };
     let Some(ip) = mapped_v4(sa) else {
-        if connected && proto_ != proto::TCP {
-            sock_nat::forget(sock_nat::cookie(ctx.as_ptr()));
-        }
-        return ALLOW;
+        return balance6(ctx, proto_, connected);
     };
     let port = sa.user_port as u16;
     match translate(ctx.as_ptr(), ip, port, proto_, 0) {
@@ -60,12 +59,54 @@ fn balance(ctx: &SockAddrContext, proto_: u8, connected: bool) -> i32 {
     }
 }
 
+/// Balances a native IPv6 destination (see [`balance`]).
+#[inline(always)]
+fn balance6(ctx: &SockAddrContext, proto_: u8, connected: bool) -> i32 {
+    // SAFETY: the kernel hands a valid `bpf_sock_addr` to these hooks.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let ip = lb6::user_ip6(sa);
+    let port = sa.user_port as u16;
+    match lb6::translate6(ctx.as_ptr(), ip, port, proto_, lb6::client6(sa)) {
+        Verdict6::Pass => {
+            if connected && proto_ != proto::TCP {
+                let cookie = sock_nat::cookie(ctx.as_ptr());
+                lb6::forget(cookie);
+                sock_nat::forget(cookie);
+            }
+            ALLOW
+        }
+        Verdict6::Refuse => refuse(),
+        Verdict6::Rewrite(to) => {
+            let orig = proxy_common::OrigDst6 { ip, port, pad: 0 };
+            if connected {
+                lb6::remember(sock_nat::cookie(ctx.as_ptr()), &to, &orig);
+            } else {
+                lb6::remember_unconnected(ctx, &to, &orig);
+            }
+            lb6::set_dst6(sa, &to);
+            ALLOW
+        }
+    }
+}
+
+/// Restores a native IPv6 peer address (see [`restore`]).
+#[inline(always)]
+fn restore6(ctx: &SockAddrContext, unconnected: bool) -> i32 {
+    // SAFETY: the kernel hands a valid `bpf_sock_addr` to these hooks.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let ip = lb6::user_ip6(sa);
+    if let Some(orig) = lb6::original(ctx, ip, sa.user_port as u16, unconnected) {
+        lb6::set_dst6(sa, &orig);
+    }
+    ALLOW
+}
+
 #[inline(always)]
 fn restore(ctx: &SockAddrContext, unconnected: bool) -> i32 {
     // SAFETY: the kernel hands a valid `bpf_sock_addr` to these hooks.
     let sa = unsafe { &mut *ctx.sock_addr };
     let Some(ip) = mapped_v4(sa) else {
-        return ALLOW;
+        return restore6(ctx, unconnected);
     };
     if let Some(orig) = rev_nat::original(ctx, ip, sa.user_port as u16, unconnected) {
         sa.user_ip6[3] = orig.ip;

@@ -133,7 +133,7 @@ fn redirect(ip: u32, port: u16) -> Verdict {
 /// The Maglev slot for this client: its bound source address, else its
 /// network namespace (a pod), hashed into the set's lookup table.
 #[inline(always)]
-fn maglev_slot(ctx: *mut c_void, svc_id: u32, client_ip: u32) -> Option<u32> {
+pub(crate) fn maglev_slot(ctx: *mut c_void, svc_id: u32, client_ip: u32) -> Option<u32> {
     let table = MAGLEV.get_ptr(&svc_id)?;
     let client = if client_ip != 0 {
         client_ip as u64
@@ -156,7 +156,7 @@ fn maglev_slot(ctx: *mut c_void, svc_id: u32, client_ip: u32) -> Option<u32> {
 /// Counts a connection (or a refusal) for the service on this CPU and
 /// returns the CPU's connection count before it: the round-robin cursor.
 #[inline(always)]
-fn count_service(index: u32, refused: bool) -> u64 {
+pub(crate) fn count_service(index: u32, refused: bool) -> u64 {
     let Some(p) = SERVICE_STATS.get_ptr_mut(index) else {
         return 0;
     };

@@ -255,7 +255,7 @@ impl Incremental {
             if service != *current {
                 return None;
             }
-            if let Some(vip) = service.vip {
+            for vip in service.vips() {
                 if snap.vips.get(&vip).is_some_and(|hs| hs.len() > 1) {
                     return None;
                 }
@@ -370,8 +370,11 @@ impl Incremental {
         }
         for h in new_raw.keys() {
             let svc = &snap.services[h];
-            let Some(vip) = svc.vip else { continue };
-            for port in &svc.ports {
+            let vips: Vec<IpAddr> = svc.vips().collect();
+            for (vip, port) in vips
+                .iter()
+                .flat_map(|v| svc.ports.iter().map(move |p| (*v, p)))
+            {
                 let k: L4Key = (vip, port.port, port.protocol.l4());
                 let Ok(i) = snap
                     .l4

@@ -66,11 +66,17 @@ pub(crate) fn build(idx: &Index<'_>, snap: &MeshSnapshot) -> Vec<L4Service> {
     let mut out: Vec<L4Service> = super::par::map_chunks(&list, |chunk| {
         let mut out = Vec::new();
         for svc in chunk {
-            let Some(vip) = svc.vip else { continue };
+            if svc.vip.is_none() {
+                continue;
+            }
             let routed = mesh_vs_for(idx, &svc.host).is_some();
             let policy = policies_exist
                 && policy_needs_proxy(snap, by_host.get(svc.host.as_str()).unwrap_or(&none));
-            service_entries(idx, snap, svc, vip, routed || policy, &mut out);
+            // A dual-stack Service: one entry set per VIP (same mode and
+            // backends; the kernel keeps each VIP's own family).
+            for vip in svc.vips() {
+                service_entries(idx, snap, svc, vip, routed || policy, &mut out);
+            }
         }
         out
     });

@@ -404,7 +404,7 @@ pub(crate) fn compile_keeping(
         }
     }
     for s in snap.services.values() {
-        if let Some(vip) = s.vip {
+        for vip in s.vips() {
             snap.vips.entry(vip).or_default().push(s.host.clone());
         }
     }

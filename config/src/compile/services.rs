@@ -195,11 +195,7 @@ pub(crate) fn kube_service(
     if spec.type_.as_deref() == Some("ExternalName") {
         return None;
     }
-    let vip = spec
-        .cluster_ip
-        .as_deref()
-        .filter(|ip| *ip != "None")
-        .and_then(|ip| ip.parse().ok());
+    let (vip, extra_vips) = cluster_ips(spec);
     let mut ports: Vec<ServicePort> = Vec::new();
     let mut target_names: BTreeMap<String, IntOrString> = BTreeMap::new();
     for p in spec.ports.iter().flatten() {
@@ -236,6 +232,7 @@ pub(crate) fn kube_service(
             name,
             namespace: ns,
             vip,
+            extra_vips,
             ports,
             labels: labels(&svc.metadata.labels),
             selector,
@@ -245,6 +242,31 @@ pub(crate) fn kube_service(
         },
         eps,
     ))
+}
+
+/// A Service's VIPs: the primary (`spec.clusterIP`, else
+/// `spec.clusterIPs[0]`) and, for a dual-stack Service, the other family's
+/// `spec.clusterIPs[1]`. Headless (`None`) has none; validation
+/// (`validate/dual_stack.rs`) has rejected malformed lists already.
+fn cluster_ips(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> (Option<IpAddr>, Vec<IpAddr>) {
+    let list = spec.cluster_ips.as_deref().unwrap_or_default();
+    let primary = spec
+        .cluster_ip
+        .as_deref()
+        .filter(|ip| !ip.is_empty())
+        .or(list.first().map(String::as_str))
+        .filter(|ip| *ip != "None")
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    let Some(primary) = primary else {
+        return (None, Vec::new());
+    };
+    let extra = list
+        .iter()
+        .filter_map(|ip| ip.parse::<IpAddr>().ok())
+        .filter(|ip| *ip != primary && ip.is_ipv4() != primary.is_ipv4())
+        .take(1)
+        .collect();
+    (Some(primary), extra)
 }
 
 fn kube_endpoints(
@@ -387,7 +409,11 @@ pub(crate) fn service_entries(
 ) {
     for (res, se) in &idx.service_entries {
         let ns = res.namespace().to_string();
-        let vip = se.addresses.iter().find_map(|a| a.parse::<IpAddr>().ok());
+        // Every address is a VIP (Istio gives each its own listener);
+        // CIDR ranges are not VIPs.
+        let mut addrs = se.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok());
+        let vip = addrs.next();
+        let extra_vips: Vec<IpAddr> = addrs.collect();
         let mut ports: Vec<ServicePort> = se
             .ports
             .iter()
@@ -471,6 +497,7 @@ pub(crate) fn service_entries(
                     name: res.name().to_string(),
                     namespace: ns.clone(),
                     vip,
+                    extra_vips: extra_vips.clone(),
                     ports: ports.clone(),
                     labels: labels(&res.object.metadata().labels),
                     selector: selector.clone(),

@@ -183,7 +183,14 @@ pub struct Service {
     /// Namespace.
     pub namespace: String,
     /// ClusterIP / ServiceEntry address; None for headless or address-less.
+    /// A dual-stack Service's primary (`spec.clusterIP`, its first family).
     pub vip: Option<IpAddr>,
+    /// A dual-stack Service's other ClusterIP (`spec.clusterIPs[1]`, the
+    /// other family); a ServiceEntry's further `addresses`. Each is a VIP
+    /// like `vip`, with the same ports and endpoints (the kernel balances
+    /// a VIP over the endpoints of its own family). Empty for single-stack.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_vips: Vec<IpAddr>,
     /// Ports, sorted by number.
     pub ports: Vec<ServicePort>,
     /// Service labels.
@@ -201,6 +208,11 @@ pub struct Service {
 }
 
 impl Service {
+    /// Every VIP of the service: [`Self::vip`], then [`Self::extra_vips`].
+    pub fn vips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.vip.into_iter().chain(self.extra_vips.iter().copied())
+    }
+
     /// The port with this number.
     pub fn port(&self, port: u16) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.port == port)

@@ -5,6 +5,7 @@
 //! Errors reject the resource alone (see [`crate::compile`]); warnings (e.g.
 //! deprecated fields) do not.
 mod common;
+mod dual_stack;
 mod endpoints;
 mod networking;
 mod security;
@@ -106,7 +107,11 @@ pub fn validate_resource_on_node(res: &Resource, node: &[std::net::IpAddr]) -> V
                     r.err("spec.clusterIP", format!("{ip} is not a valid IP address"));
                 }
             }
+            if let Some(spec) = &s.spec {
+                dual_stack::service(&mut r, spec);
+            }
         }
+        Object::EndpointSlice(s) => dual_stack::endpoint_slice(&mut r, s),
         _ => {}
     }
     r.out

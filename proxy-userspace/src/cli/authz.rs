@@ -104,6 +104,21 @@ pub fn run(pod: &str, paths: &[PathBuf], node: Option<String>) -> ExitCode {
     }
     if view.local {
         super::out("  enforced: by this node's strait on the L7 path (HTTP: per request; TCP: per connection)");
+        let set = &view.set;
+        let l7 = set.authn.is_some()
+            || set
+                .custom
+                .iter()
+                .chain(&set.deny)
+                .chain(&set.allow)
+                .any(|p| p.needs_l7);
+        super::out(if l7 {
+            "  over HBONE (mTLS): decided on the workload's node with the client's certificate identity, \
+             per HTTP request inside the tunnel on ports whose policies need HTTP facts (non-HTTP there: denied)"
+        } else {
+            "  over HBONE (mTLS): decided on the workload's node with the client's certificate identity, \
+             once per connection at the CONNECT (401 when denied)"
+        });
     } else {
         super::out(&format!(
             "  NOT PROTECTED on its own node yet: strait on node {} denies traffic to it (fail closed); \

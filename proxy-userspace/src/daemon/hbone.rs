@@ -8,10 +8,16 @@
 //!   `<pod IP>:15008` opened inside the pod's network namespace
 //!   (ztunnel's in-pod mode, see `transport/inpod.rs`), terminating TLS
 //!   with the pod's certificate (by its service account), authorizing with
-//!   the peer's SPIFFE ID (`proxy::authz::check_hbone`, 401 when denied)
-//!   and delivering from `127.0.0.6` inside the pod. Listeners follow pods
-//!   appearing and leaving; a pod whose namespace is not found yet is tried
-//!   again at every pod rescan.
+//!   the peer's SPIFFE ID (`serve::http::authz::check_hbone`, 401 when
+//!   denied) and delivering from `127.0.0.6` inside the pod. When the
+//!   pod's policies for the target port need HTTP facts (methods, paths,
+//!   headers, JWT), the tunnel is answered 200 and its inner stream is
+//!   served by the 15006 listener's path (`serve::inbound`, per request,
+//!   with the peer identity): L7 policy without a waypoint. Every tunnel
+//!   is recorded as the destination (`reporter="destination"`,
+//!   `mutual_tls`, both SPIFFE IDs). Listeners follow pods appearing and
+//!   leaving; a pod whose namespace is not found yet is tried again at
+//!   every pod rescan.
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -22,9 +28,13 @@ use strait_config::snapshot::MeshSnapshot;
 
 use crate::identity::{CertStore, SpiffeId};
 use crate::policy::PeerIdentity;
+use crate::serve::inbound::InboundConn;
 use crate::serve::Proxy;
+use crate::telemetry::{PeerInfo, Reporter};
 use crate::transport::hbone::server::BoxFuture;
-use crate::transport::hbone::{self, tls, ConnectCheck, InboundHandler, MeshOutbound, MeshView};
+use crate::transport::hbone::{
+    self, tls, ConnectCheck, InboundHandler, InnerStream, MeshOutbound, MeshView,
+};
 use crate::transport::inpod::{self, InPodNetns};
 
 /// A meshed pod of this node that should have an HBONE listener.
@@ -237,6 +247,7 @@ impl Hbone {
             netns: netns.clone(),
             proxy,
             pod: format!("{}/{}", pod.namespace, pod.name),
+            id: pod.id.to_string().into(),
             access_log: self.access_log,
         });
         tracing::info!(
@@ -269,20 +280,76 @@ struct PodInbound {
     netns: Arc<InPodNetns>,
     proxy: Proxy,
     pod: String,
+    /// The pod's SPIFFE ID (`destination_principal`).
+    id: Arc<str>,
     access_log: bool,
 }
 
-impl InboundHandler for PodInbound {
-    fn authorize(&self, c: &ConnectCheck) -> bool {
-        let peer = PeerIdentity {
-            // Istio's principal: the SPIFFE ID without `spiffe://`.
-            principal: format!(
-                "{}/ns/{}/sa/{}",
-                c.peer.trust_domain, c.peer.namespace, c.peer.service_account
+/// Istio's principal of a SPIFFE ID: without `spiffe://`.
+fn peer_identity(id: &SpiffeId) -> PeerIdentity {
+    PeerIdentity {
+        principal: format!(
+            "{}/ns/{}/sa/{}",
+            id.trust_domain, id.namespace, id.service_account
+        ),
+        namespace: id.namespace.clone(),
+    }
+}
+
+impl PodInbound {
+    /// What the serving path and the records know of a tunnel.
+    fn conn(&self, c: &ConnectCheck) -> InboundConn {
+        InboundConn {
+            source: c.source,
+            dst: c.target,
+            peer: Some(peer_identity(&c.peer)),
+            telemetry: PeerInfo::mutual_tls(
+                Reporter::Destination,
+                Some(c.peer.to_string().into()),
+                Some(self.id.clone()),
             ),
-            namespace: c.peer.namespace.clone(),
-        };
-        crate::serve::http::authz::check_hbone(&self.proxy.table(), c.target, c.source.ip(), &peer)
+            record_connection: true,
+        }
+    }
+}
+
+impl InboundHandler for PodInbound {
+    fn inspect(&self, c: &ConnectCheck) -> bool {
+        self.proxy.inbound_needs_http(c.target)
+    }
+
+    fn serve_inner(&self, c: ConnectCheck, stream: InnerStream) -> BoxFuture<()> {
+        let serving = self
+            .proxy
+            .serve_inbound_stream(self.netns.clone(), stream, self.conn(&c));
+        let (access_log, pod) = (self.access_log, self.pod.clone());
+        Box::pin(async move {
+            if access_log {
+                tracing::info!(
+                    target: "strait::hbone",
+                    pod = %pod, src.addr = %c.source, dst.addr = %c.target,
+                    src.identity = %c.peer, "inbound HBONE connection opened (requests checked inside)"
+                );
+            }
+            serving.await;
+            if access_log {
+                tracing::info!(
+                    target: "strait::hbone",
+                    pod = %pod, src.addr = %c.source, dst.addr = %c.target,
+                    src.identity = %c.peer, status = 200, inspected = true,
+                    "inbound HBONE connection"
+                );
+            }
+        })
+    }
+
+    fn authorize(&self, c: &ConnectCheck) -> bool {
+        crate::serve::http::authz::check_hbone(
+            &self.proxy.table(),
+            c.target,
+            c.source.ip(),
+            &peer_identity(&c.peer),
+        )
     }
 
     fn connect(&self, target: SocketAddr) -> BoxFuture<std::io::Result<tokio::net::TcpStream>> {
@@ -291,6 +358,7 @@ impl InboundHandler for PodInbound {
     }
 
     fn opened(&self, c: &ConnectCheck) {
+        self.proxy.inbound_opened(&self.conn(c));
         if self.access_log {
             tracing::info!(
                 target: "strait::hbone",
@@ -301,6 +369,9 @@ impl InboundHandler for PodInbound {
     }
 
     fn finished(&self, c: &ConnectCheck, status: http::StatusCode, sent: u64, received: u64) {
+        // `sent`: from the peer to the pod; `received`: back.
+        self.proxy
+            .log_inbound_connection(&self.conn(c), status, sent, received, c.at);
         if self.access_log {
             tracing::info!(
                 target: "strait::hbone",

@@ -169,59 +169,74 @@ pub(super) fn side(snap: &MeshSnapshot, ip: Option<IpAddr>) -> Side {
     }
 }
 
+/// Istio's labels of record `r`, from the snapshot's workloads and
+/// services.
+fn labels(snap: &MeshSnapshot, r: &AccessLogRecord) -> RequestLabels {
+    let src = side(snap, r.downstream_remote_address.map(|a| a.ip()));
+    let dst = side(snap, r.upstream_host.map(|a| a.ip()));
+    let service = r
+        .destination_service
+        .as_deref()
+        .unwrap_or("unknown")
+        .to_string();
+    let (svc_name, svc_ns) = match snap.services.get(&service) {
+        Some(s) => (s.name.clone(), s.namespace.clone()),
+        None => ("unknown".into(), "unknown".into()),
+    };
+    // Istio's inbound clusters (`inbound|<port>||`) are the
+    // destination side's (serve/inbound.rs).
+    let inbound = r
+        .upstream_cluster
+        .as_deref()
+        .is_some_and(|c| c.starts_with("inbound|"));
+    RequestLabels {
+        reporter: if inbound {
+            "destination"
+        } else {
+            r.peer.reporter.as_str()
+        }
+        .into(),
+        source_workload: src.workload,
+        source_workload_namespace: src.namespace,
+        source_principal: principal(&r.peer.source_principal),
+        source_app: src.app,
+        source_version: src.version,
+        source_cluster: "unknown".into(),
+        destination_workload: dst.workload,
+        destination_workload_namespace: dst.namespace,
+        destination_principal: principal(&r.peer.destination_principal),
+        destination_app: dst.app,
+        destination_version: dst.version,
+        destination_service: service,
+        destination_service_name: svc_name,
+        destination_service_namespace: svc_ns,
+        destination_cluster: "unknown".into(),
+        request_protocol: r.request_protocol.into(),
+        response_code: r.response_code.to_string(),
+        grpc_response_status: r.grpc_status.map_or_else(|| "-".into(), |s| s.to_string()),
+        response_flags: r.response_flags.to_string(),
+        connection_security_policy: r.peer.security.as_str().into(),
+    }
+}
+
 impl AccessLogSink for TelemetrySink {
+    fn opened(&self, r: &AccessLogRecord) {
+        if r.request_protocol == "tcp" {
+            let labels = labels(&self.snapshot.load(), r);
+            self.metrics.tcp_opened(&TcpLabels::from(&labels));
+        }
+    }
+
     fn log(&self, r: AccessLogRecord) {
         let snap = self.snapshot.load();
-        let src = side(&snap, r.downstream_remote_address.map(|a| a.ip()));
-        let dst = side(&snap, r.upstream_host.map(|a| a.ip()));
-        let service = r
-            .destination_service
-            .as_deref()
-            .unwrap_or("unknown")
-            .to_string();
-        let (svc_name, svc_ns) = match snap.services.get(&service) {
-            Some(s) => (s.name.clone(), s.namespace.clone()),
-            None => ("unknown".into(), "unknown".into()),
-        };
-        // Istio's inbound clusters (`inbound|<port>||`) are the
-        // destination side's (serve/inbound.rs).
-        let inbound = r
-            .upstream_cluster
-            .as_deref()
-            .is_some_and(|c| c.starts_with("inbound|"));
-        let labels = RequestLabels {
-            reporter: if inbound {
-                "destination"
-            } else {
-                r.peer.reporter.as_str()
-            }
-            .into(),
-            source_workload: src.workload,
-            source_workload_namespace: src.namespace,
-            source_principal: principal(&r.peer.source_principal),
-            source_app: src.app,
-            source_version: src.version,
-            source_cluster: "unknown".into(),
-            destination_workload: dst.workload,
-            destination_workload_namespace: dst.namespace,
-            destination_principal: principal(&r.peer.destination_principal),
-            destination_app: dst.app,
-            destination_version: dst.version,
-            destination_service: service,
-            destination_service_name: svc_name,
-            destination_service_namespace: svc_ns,
-            destination_cluster: "unknown".into(),
-            request_protocol: r.request_protocol.into(),
-            response_code: r.response_code.to_string(),
-            grpc_response_status: r.grpc_status.map_or_else(|| "-".into(), |s| s.to_string()),
-            response_flags: r.response_flags.to_string(),
-            connection_security_policy: r.peer.security.as_str().into(),
-        };
+        let labels = labels(&snap, &r);
         if r.request_protocol == "tcp" {
             let tcp = TcpLabels::from(&labels);
-            // Records arrive when the connection closes, so both counters
-            // move then.
-            self.metrics.tcp_opened(&tcp);
+            // Records arrive when the connection closes: the opened
+            // counter moves then too unless it was counted at the open.
+            if !r.opened_counted {
+                self.metrics.tcp_opened(&tcp);
+            }
             self.metrics
                 .tcp_closed(&tcp, r.bytes_sent, r.bytes_received);
         } else {
@@ -356,6 +371,49 @@ mod tests {
             .lines()
             .any(|l| l.starts_with("istio_tcp_connections_opened_total{")
                 && l.contains("connection_security_policy=\"none\"")));
+    }
+
+    /// A TCP connection counted as opened when it opens is not counted
+    /// again when its record arrives; one recorded only at its close is.
+    #[tokio::test]
+    async fn tcp_connections_are_counted_opened_once() {
+        let live = Arc::new(ArcSwap::from_pointee(MeshSnapshot::default()));
+        let metrics = Arc::new(Metrics::new());
+        let sink = TelemetrySink::new(live, metrics.clone(), false);
+        let rec = AccessLogRecord {
+            request_protocol: "tcp",
+            ..Default::default()
+        };
+        let value = |family: &str| -> Option<String> {
+            metrics
+                .encode()
+                .lines()
+                .find(|l| l.starts_with(&format!("{family}{{")))
+                .and_then(|l| l.rsplit(' ').next().map(String::from))
+        };
+        sink.opened(&rec);
+        assert_eq!(
+            value("istio_tcp_connections_opened_total").as_deref(),
+            Some("1")
+        );
+        assert_eq!(value("istio_tcp_connections_closed_total"), None);
+        sink.log(AccessLogRecord {
+            opened_counted: true,
+            ..rec.clone()
+        });
+        assert_eq!(
+            value("istio_tcp_connections_opened_total").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value("istio_tcp_connections_closed_total").as_deref(),
+            Some("1")
+        );
+        sink.log(rec);
+        assert_eq!(
+            value("istio_tcp_connections_opened_total").as_deref(),
+            Some("2")
+        );
     }
 
     #[test]

@@ -114,6 +114,7 @@ impl Datapath {
         let mut loader = EbpfLoader::new();
         let paths: Vec<(&str, PathBuf)> = proxy_common::PINNED_MAPS
             .iter()
+            .chain(&proxy_common::PINNED_MAPS6)
             .map(|name| (*name, pin_dir.join(name)))
             .collect();
         for (name, path) in &paths {
@@ -401,8 +402,10 @@ impl Datapath {
         }
     }
 
-    /// Makes the kernel's service tables hold exactly `services` (IPv4 VIPs;
-    /// others are reported as skipped): new and changed services are
+    /// Makes the kernel's service tables hold exactly `services` (IPv4 VIPs
+    /// in `SERVICES`, native IPv6 ones in `SERVICES6`, each over the
+    /// backends of its own family; REDIRECT-mode TCP on an IPv6 VIP is
+    /// written to be refused and listed in [`ApplyReport::refused`]): new and changed services are
     /// written (a changed backend set is built aside and swapped in with one
     /// `SERVICES` update), unchanged ones left alone, missing ones deleted.
     ///
@@ -426,24 +429,39 @@ impl Datapath {
     }
 
     /// Adds and removes meshed workload IPs (a snapshot diff's workloads),
-    /// leaving the others untouched.
+    /// leaving the others untouched. IPv6 addresses go to `WORKLOADS6`
+    /// (TCP to them is refused while redirection is on: the proxy has no
+    /// IPv6 listener).
     pub fn change_workloads(&mut self, added: &[IpAddr], removed: &[IpAddr]) -> anyhow::Result<()> {
-        let key = |ip: &IpAddr| match ip {
-            IpAddr::V4(a) => Some(proxy_common::ipv4_to_be(u32::from(*a))),
-            IpAddr::V6(a) => a
-                .to_ipv4_mapped()
-                .map(|a| proxy_common::ipv4_to_be(u32::from(a))),
-        };
-        for ip in removed.iter().filter_map(key) {
-            let _ = self.maps.workloads.remove(&ip);
+        for ip in removed {
+            match workload_key(ip) {
+                WorkloadKey::V4(k) => {
+                    let _ = self.maps.workloads.remove(&k);
+                }
+                WorkloadKey::V6(k) => {
+                    let _ = self.maps.workloads6.remove(&k);
+                }
+            }
         }
-        for ip in added.iter().filter_map(key) {
-            self.maps
-                .workloads
-                .insert(ip, Workload { flags: 0 }, 0)
-                .context("WORKLOADS is full")?;
+        for ip in added {
+            self.insert_workload(workload_key(ip))?;
         }
         Ok(())
+    }
+
+    fn insert_workload(&mut self, key: WorkloadKey) -> anyhow::Result<()> {
+        match key {
+            WorkloadKey::V4(k) => self
+                .maps
+                .workloads
+                .insert(k, Workload { flags: 0 }, 0)
+                .context("WORKLOADS is full"),
+            WorkloadKey::V6(k) => self
+                .maps
+                .workloads6
+                .insert(k, Workload { flags: 0 }, 0)
+                .context("WORKLOADS6 is full"),
+        }
     }
 
     /// Attaches the uplink XDP program (`xdp_lb`: source-prefix deny, then
@@ -583,26 +601,26 @@ impl Datapath {
         self.tables.service_count()
     }
 
-    /// Makes `WORKLOADS` hold exactly `ips` (meshed pod IPs; IPv4 or
-    /// IPv4-mapped): TCP to them is redirected to the node proxy.
+    /// Makes `WORKLOADS` / `WORKLOADS6` hold exactly `ips` (meshed pod
+    /// IPs): TCP to an IPv4 (or IPv4-mapped) one is redirected to the node
+    /// proxy; TCP to a native IPv6 one is refused while redirection is on
+    /// (the proxy has no IPv6 listener; never a silent bypass of mTLS).
     pub fn set_workloads(&mut self, ips: &[IpAddr]) -> anyhow::Result<()> {
-        let want: std::collections::HashSet<u32> = ips
-            .iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V4(a) => Some(*a),
-                IpAddr::V6(a) => a.to_ipv4_mapped(),
-            })
-            .map(|a| proxy_common::ipv4_to_be(u32::from(a)))
-            .collect();
-        let have: Vec<u32> = self.maps.workloads.keys().filter_map(Result::ok).collect();
-        for ip in have.iter().filter(|ip| !want.contains(ip)) {
-            let _ = self.maps.workloads.remove(ip);
+        let want: std::collections::HashSet<WorkloadKey> = ips.iter().map(workload_key).collect();
+        let have4: Vec<u32> = self.maps.workloads.keys().filter_map(Result::ok).collect();
+        for ip in have4 {
+            if !want.contains(&WorkloadKey::V4(ip)) {
+                let _ = self.maps.workloads.remove(&ip);
+            }
         }
-        for ip in want {
-            self.maps
-                .workloads
-                .insert(ip, Workload { flags: 0 }, 0)
-                .context("WORKLOADS is full")?;
+        let have6: Vec<[u32; 4]> = self.maps.workloads6.keys().filter_map(Result::ok).collect();
+        for ip in have6 {
+            if !want.contains(&WorkloadKey::V6(ip)) {
+                let _ = self.maps.workloads6.remove(&ip);
+            }
+        }
+        for k in want {
+            self.insert_workload(k)?;
         }
         Ok(())
     }
@@ -626,15 +644,15 @@ impl Datapath {
         orig_dst::lookup(&self.maps.orig_dst, peer)
     }
 
-    /// Counters of the service `vip:port/protocol` (zero when it has had no
-    /// connection yet).
-    pub fn service_counters(&self, vip: SocketAddrV4, protocol: L4Protocol) -> ServiceCounters {
-        let key = proxy_common::ServiceKey {
-            vip: proxy_common::ipv4_to_be(u32::from(*vip.ip())),
-            port: proxy_common::port_to_be(vip.port()),
-            proto: proto_number(protocol),
-            pad: 0,
-        };
+    /// Counters of the service `vip:port/protocol` (IPv4 or IPv6; zero
+    /// when it has had no connection yet).
+    pub fn service_counters(
+        &self,
+        vip: impl Into<SocketAddr>,
+        protocol: L4Protocol,
+    ) -> ServiceCounters {
+        let vip = vip.into();
+        let key = tables::service_key(vip.ip(), vip.port(), protocol);
         let mut sum = ServiceCounters::default();
         let Some(i) = self.tables.service_stats_index(&key) else {
             return sum;
@@ -646,9 +664,10 @@ impl Datapath {
         sum
     }
 
-    /// Connections the kernel sent to `backend` over all services.
-    pub fn backend_connections(&self, backend: SocketAddrV4, protocol: L4Protocol) -> u64 {
-        let key = tables::stats_key(&backend, proto_number(protocol));
+    /// Connections the kernel sent to `backend` (IPv4 or IPv6) over all
+    /// services.
+    pub fn backend_connections(&self, backend: impl Into<SocketAddr>, protocol: L4Protocol) -> u64 {
+        let key = tables::stats_key(&backend.into(), proto_number(protocol));
         self.tables.backend_stats_index(&key).map_or(0, |i| {
             counters::per_cpu(&self.maps.backend_stats, i).iter().sum()
         })
@@ -658,10 +677,10 @@ impl Datapath {
     /// tests, the admin API and capacity checks).
     pub fn kernel_entries(&self) -> KernelEntries {
         KernelEntries {
-            services: self.maps.services.keys().count(),
-            backend_slots: self.maps.backends.keys().count(),
+            services: self.maps.services.keys().count() + self.maps.services6.keys().count(),
+            backend_slots: self.maps.backends.keys().count() + self.maps.backends6.keys().count(),
             maglev_tables: self.maps.maglev.keys().count(),
-            workloads: self.maps.workloads.keys().count(),
+            workloads: self.maps.workloads.keys().count() + self.maps.workloads6.keys().count(),
         }
     }
 
@@ -710,6 +729,23 @@ pub fn remove_pins(pin_dir: &Path) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir(parent);
     }
     Ok(())
+}
+
+/// A `WORKLOADS` or `WORKLOADS6` key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum WorkloadKey {
+    V4(u32),
+    V6([u32; 4]),
+}
+
+fn workload_key(ip: &IpAddr) -> WorkloadKey {
+    match ip {
+        IpAddr::V4(a) => WorkloadKey::V4(proxy_common::ipv4_to_be(u32::from(*a))),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => WorkloadKey::V4(proxy_common::ipv4_to_be(u32::from(v4))),
+            None => WorkloadKey::V6(proxy_common::ipv6_words(a.octets())),
+        },
+    }
 }
 
 fn proto_number(p: L4Protocol) -> u8 {

@@ -6,8 +6,8 @@ use aya::{
     Ebpf,
 };
 use proxy_common::{
-    Backend, BackendKey, ClientKey, MaglevTable, OrigDst, ProxyConfig, ServiceKey, ServiceStats,
-    ServiceValue, SockNat, Workload,
+    Backend, Backend6, BackendKey, ClientKey, MaglevTable, OrigDst, ProxyConfig, ServiceKey,
+    ServiceKey6, ServiceStats, ServiceValue, SockNat, Workload,
 };
 
 /// The socket data path's maps.
@@ -20,6 +20,10 @@ pub struct Maps {
     pub orig_dst: HashMap<MapData, ClientKey, OrigDst>,
     pub service_stats: PerCpuArray<MapData, ServiceStats>,
     pub backend_stats: PerCpuArray<MapData, u64>,
+    /// IPv6 VIPs (`proxy_common::maps6`).
+    pub services6: HashMap<MapData, ServiceKey6, ServiceValue>,
+    pub backends6: HashMap<MapData, BackendKey, Backend6>,
+    pub workloads6: HashMap<MapData, [u32; 4], Workload>,
 }
 
 impl Maps {
@@ -34,6 +38,9 @@ impl Maps {
             orig_dst: take(ebpf, proxy_common::ORIG_DST)?.try_into()?,
             service_stats: take(ebpf, proxy_common::SERVICE_STATS)?.try_into()?,
             backend_stats: take(ebpf, proxy_common::BACKEND_STATS)?.try_into()?,
+            services6: take(ebpf, proxy_common::SERVICES6)?.try_into()?,
+            backends6: take(ebpf, proxy_common::BACKENDS6)?.try_into()?,
+            workloads6: take(ebpf, proxy_common::WORKLOADS6)?.try_into()?,
         })
     }
 }
@@ -86,6 +93,31 @@ fn expected_layout(name: &str) -> Option<(MapType, usize, usize, u32)> {
             size_of::<proxy_common::TcpStats>(),
             c::MAX_TCP_STATS,
         ),
+        c::SERVICES6 => (
+            H,
+            size_of::<ServiceKey6>(),
+            size_of::<ServiceValue>(),
+            c::MAX_SERVICES,
+        ),
+        c::BACKENDS6 => (
+            H,
+            size_of::<BackendKey>(),
+            size_of::<Backend6>(),
+            c::MAX_BACKENDS,
+        ),
+        c::SOCK_NAT6 => (
+            A,
+            4,
+            size_of::<proxy_common::SockNat6>(),
+            c::SOCK_NAT6_SLOTS,
+        ),
+        c::REV_NAT6 => (
+            Lru,
+            size_of::<proxy_common::RevNatKey6>(),
+            size_of::<proxy_common::OrigDst6>(),
+            c::MAX_CONNECTIONS,
+        ),
+        c::WORKLOADS6 => (H, 16, size_of::<Workload>(), c::MAX_WORKLOADS),
         _ => return None,
     })
 }
@@ -97,7 +129,11 @@ fn expected_layout(name: &str) -> Option<(MapType, usize, usize, u32)> {
 /// Errors: name the map, both layouts, and the way out (remove the pins
 /// with `strait run --cleanup`, which detaches the data path).
 pub fn check_pinned(pin_dir: &std::path::Path) -> anyhow::Result<()> {
-    for name in proxy_common::PINNED_MAPS {
+    for name in proxy_common::PINNED_MAPS
+        .iter()
+        .chain(&proxy_common::PINNED_MAPS6)
+        .copied()
+    {
         let path = pin_dir.join(name);
         if !path.exists() {
             continue;

@@ -58,7 +58,8 @@ pub static EBPF_OBJECT: &[u8] =
 pub mod programs {
     /// `cgroup/connect4` socket load balancer.
     pub const CONNECT4: &str = "connect4";
-    /// `cgroup/connect6`: the same for IPv4-mapped IPv6 destinations.
+    /// `cgroup/connect6`: the same for IPv6 sockets, over the IPv4 tables
+    /// for IPv4-mapped destinations and the IPv6 tables for native ones.
     pub const CONNECT6: &str = "connect6";
     /// `cgroup/sendmsg4`: unconnected UDP to a VIP.
     pub const SENDMSG4: &str = "sendmsg4";
@@ -67,7 +68,7 @@ pub mod programs {
     /// `cgroup/getpeername4`: balanced sockets report the VIP.
     pub const GETPEERNAME4: &str = "getpeername4";
     /// `cgroup/sendmsg6`, `recvmsg6`, `getpeername6`: the UDP and peer-name
-    /// hooks for IPv4-mapped IPv6 destinations.
+    /// hooks of IPv6 sockets (IPv4-mapped and native IPv6 destinations).
     pub const SENDMSG6: &str = "sendmsg6";
     /// See [`SENDMSG6`].
     pub const RECVMSG6: &str = "recvmsg6";

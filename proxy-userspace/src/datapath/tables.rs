@@ -1,4 +1,6 @@
-//! Writes a snapshot's L4 services into `SERVICES`, `BACKENDS` and `MAGLEV`.
+//! Writes a snapshot's L4 services into `SERVICES`, `BACKENDS` and `MAGLEV`
+//! (IPv4 VIPs, IPv4-mapped ones included) and `SERVICES6` / `BACKENDS6`
+//! (native IPv6 VIPs; the Maglev tables and backend set ids are shared).
 //!
 //! A service whose backends changed gets a new backend set under a fresh id,
 //! written beside the old one; then its single `SERVICES` entry is swapped,
@@ -6,13 +8,18 @@
 //! (Cilium and Katran swap the same way). The old set is deleted after.
 //! Unchanged services are not touched, so re-applying a snapshot costs
 //! nothing in the kernel.
-use std::collections::{BTreeMap, HashSet};
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+//!
+//! Address families: a VIP is balanced over the backends of its own family
+//! only, as kube-proxy and Cilium do for dual-stack Services (the IPv4
+//! ClusterIP over the IPv4 EndpointSlice, the IPv6 one over the IPv6
+//! slice); a socket is never translated across families.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use anyhow::{bail, Context};
 use proxy_common::{
-    lb, mode, proto, Backend, BackendKey, BackendStatsKey, MaglevTable, ServiceKey, ServiceValue,
-    MAGLEV_TABLE_SIZE, MAX_SLOTS_PER_SERVICE,
+    ipv6_words, lb, mode, proto, Backend, Backend6, BackendKey, MaglevTable, ServiceKey,
+    ServiceKey6, ServiceValue, MAGLEV_TABLE_SIZE, MAX_SLOTS_PER_SERVICE,
 };
 use strait_config::snapshot::diff::L4Key;
 use strait_config::snapshot::{Changes, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
@@ -30,9 +37,46 @@ pub struct ApplyReport {
     pub removed: usize,
     /// Services already as the snapshot has them.
     pub unchanged: usize,
-    /// Services the kernel data path cannot carry, with the reason
-    /// (e.g. an IPv6 VIP).
+    /// Services the kernel data path cannot carry, with the reason.
     pub skipped: Vec<String>,
+    /// Services written so that the kernel refuses their connections
+    /// (fail closed), with the reason: REDIRECT-mode TCP on an IPv6 VIP
+    /// (the node proxy has no IPv6 listener). Also logged as warnings.
+    pub refused: Vec<String>,
+}
+
+/// A `SERVICES` or `SERVICES6` key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SvcKey {
+    /// An IPv4 (or IPv4-mapped) VIP.
+    V4(ServiceKey),
+    /// A native IPv6 VIP.
+    V6(ServiceKey6),
+}
+
+impl SvcKey {
+    fn is_v6(&self) -> bool {
+        matches!(self, SvcKey::V6(_))
+    }
+
+    fn proto(&self) -> u8 {
+        match self {
+            SvcKey::V4(k) => k.proto,
+            SvcKey::V6(k) => k.proto,
+        }
+    }
+}
+
+/// A backend address and protocol: the key of a `BACKEND_STATS` index
+/// (both families share the array).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendStat {
+    /// Backend address (IPv4-mapped addresses as IPv4).
+    pub ip: IpAddr,
+    /// Backend port (host order).
+    pub port: u16,
+    /// IP protocol.
+    pub proto: u8,
 }
 
 /// The kernel form of one service: what is compared to decide whether it
@@ -41,8 +85,8 @@ pub struct ApplyReport {
 struct Entry {
     mode: u8,
     lb: u8,
-    /// Healthy IPv4 backends, sorted, with weights.
-    backends: Vec<(SocketAddrV4, u32)>,
+    /// Healthy backends of the VIP's family, sorted, with weights.
+    backends: Vec<(SocketAddr, u32)>,
 }
 
 struct Installed {
@@ -52,32 +96,40 @@ struct Installed {
     entry: Option<Entry>,
     value: ServiceValue,
     /// The backends of its set, as `BACKEND_STATS` keys.
-    backend_keys: Vec<BackendStatsKey>,
+    backend_keys: Vec<BackendStat>,
 }
 
-/// Userspace mirror of what is in `SERVICES`.
+/// Userspace mirror of what is in `SERVICES` and `SERVICES6`.
 pub struct ServiceTables {
-    installed: BTreeMap<ServiceKey, Installed>,
+    installed: BTreeMap<SvcKey, Installed>,
     /// Backend set ids in use (non-zero `svc_id`s of `installed`).
     ids: HashSet<u32>,
     next_id: u32,
     /// `SERVICE_STATS` index of each service.
-    service_stats: IndexPool<ServiceKey>,
+    service_stats: IndexPool<SvcKey>,
     /// `BACKEND_STATS` index of each backend address and protocol.
-    backend_stats: IndexPool<BackendStatsKey>,
+    backend_stats: IndexPool<BackendStat>,
 }
 
 impl ServiceTables {
-    /// Reads the (possibly pinned, from an earlier run) `SERVICES` and
-    /// `BACKENDS` maps, with the counter indexes their values carry, and
-    /// deletes backend sets no service points at (left by a crash between
-    /// writing a set and swapping it in).
+    /// Reads the (possibly pinned, from an earlier run) service and backend
+    /// maps of both families, with the counter indexes their values carry,
+    /// and deletes backend sets no service points at (left by a crash
+    /// between writing a set and swapping it in).
     pub fn recover(maps: &mut Maps) -> anyhow::Result<Self> {
         let mut installed = BTreeMap::new();
         let mut service_stats =
             IndexPool::new(proxy_common::SERVICE_STATS, proxy_common::MAX_SERVICES);
+        let mut found: Vec<(SvcKey, ServiceValue)> = Vec::new();
         for item in maps.services.iter() {
             let (key, value) = item.context("reading SERVICES")?;
+            found.push((SvcKey::V4(key), value));
+        }
+        for item in maps.services6.iter() {
+            let (key, value) = item.context("reading SERVICES6")?;
+            found.push((SvcKey::V6(key), value));
+        }
+        for (key, value) in found {
             service_stats.adopt(key, value.stats_index);
             installed.insert(
                 key,
@@ -89,36 +141,47 @@ impl ServiceTables {
             );
         }
         service_stats.finish_adopting();
-        let sets: std::collections::HashMap<u32, u32> = installed
-            .values()
-            .filter(|i| i.value.svc_id != 0)
-            .map(|i| (i.value.svc_id, i.value.backend_count))
+        // Set id → (slot count, IPv6).
+        let sets: HashMap<u32, (u32, bool)> = installed
+            .iter()
+            .filter(|(_, i)| i.value.svc_id != 0)
+            .map(|(k, i)| (i.value.svc_id, (i.value.backend_count, k.is_v6())))
             .collect();
+        let live = |k: &BackendKey, v6: bool| {
+            sets.get(&k.svc_id)
+                .is_some_and(|&(count, f)| f == v6 && k.slot < count)
+        };
         let mut backend_stats =
             IndexPool::new(proxy_common::BACKEND_STATS, proxy_common::MAX_BACKEND_STATS);
-        let mut set_backends: std::collections::HashMap<u32, Vec<Backend>> =
-            std::collections::HashMap::new();
+        let mut set_backends: HashMap<u32, Vec<(SocketAddr, u32)>> = HashMap::new();
         for item in maps.backends.iter() {
             let (k, b) = item.context("reading BACKENDS")?;
-            if sets.get(&k.svc_id).is_some_and(|&count| k.slot < count) {
-                set_backends.entry(k.svc_id).or_default().push(b);
+            if live(&k, false) {
+                set_backends
+                    .entry(k.svc_id)
+                    .or_default()
+                    .push((v4_socket(b.ip, b.port), b.stats_index));
+            }
+        }
+        for item in maps.backends6.iter() {
+            let (k, b) = item.context("reading BACKENDS6")?;
+            if live(&k, true) {
+                set_backends
+                    .entry(k.svc_id)
+                    .or_default()
+                    .push((v6_socket(b.ip, b.port), b.stats_index));
             }
         }
         for (key, i) in installed.iter_mut() {
             let Some(bs) = set_backends.get(&i.value.svc_id) else {
                 continue;
             };
-            for b in bs {
-                let sk = BackendStatsKey {
-                    ip: b.ip,
-                    port: b.port,
-                    proto: key.proto,
-                    pad: 0,
-                };
-                backend_stats.adopt(sk, b.stats_index);
+            for (addr, index) in bs {
+                let sk = stats_key(addr, key.proto());
+                backend_stats.adopt(sk, *index);
                 i.backend_keys.push(sk);
             }
-            i.backend_keys.sort_unstable_by_key(|k| (k.ip, k.port));
+            i.backend_keys.sort_unstable();
             i.backend_keys.dedup();
         }
         backend_stats.finish_adopting();
@@ -133,10 +196,19 @@ impl ServiceTables {
             .backends
             .keys()
             .filter_map(Result::ok)
-            .filter(|k| sets.get(&k.svc_id).is_none_or(|&count| k.slot >= count))
+            .filter(|k| !live(k, false))
             .collect();
         for k in orphans {
             let _ = maps.backends.remove(&k);
+        }
+        let orphans: Vec<BackendKey> = maps
+            .backends6
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !live(k, true))
+            .collect();
+        for k in orphans {
+            let _ = maps.backends6.remove(&k);
         }
         let tables: Vec<u32> = maps.maglev.keys().filter_map(Result::ok).collect();
         for id in tables.into_iter().filter(|id| !sets.contains_key(id)) {
@@ -153,16 +225,16 @@ impl ServiceTables {
     }
 
     /// The `SERVICE_STATS` index of the service `key`.
-    pub fn service_stats_index(&self, key: &ServiceKey) -> Option<u32> {
+    pub fn service_stats_index(&self, key: &SvcKey) -> Option<u32> {
         self.service_stats.get(key)
     }
 
     /// The `BACKEND_STATS` index of a backend address and protocol.
-    pub fn backend_stats_index(&self, key: &BackendStatsKey) -> Option<u32> {
+    pub fn backend_stats_index(&self, key: &BackendStat) -> Option<u32> {
         self.backend_stats.get(key)
     }
 
-    /// Number of services in the kernel.
+    /// Number of services in the kernel (both families).
     pub fn service_count(&self) -> usize {
         self.installed.len()
     }
@@ -177,7 +249,7 @@ impl ServiceTables {
         services: &[L4Service],
     ) -> anyhow::Result<ApplyReport> {
         let mut report = ApplyReport::default();
-        let mut desired: BTreeMap<ServiceKey, (Entry, &str)> = BTreeMap::new();
+        let mut desired: BTreeMap<SvcKey, (Entry, &str)> = BTreeMap::new();
         for s in services {
             let Some((key, entry)) = kernel_form(s, &mut report) else {
                 continue;
@@ -213,23 +285,23 @@ impl ServiceTables {
             match prev {
                 Some(p) => {
                     self.ids.remove(&p.value.svc_id);
-                    delete_set(maps, &p.value);
+                    delete_set(maps, key, &p.value);
                     report.updated += 1;
                 }
                 None => report.added += 1,
             }
         }
-        let stale: Vec<ServiceKey> = self
+        let stale: Vec<SvcKey> = self
             .installed
             .keys()
             .filter(|k| !desired.contains_key(k))
             .copied()
             .collect();
         for key in stale {
-            let _ = maps.services.remove(&key);
+            remove_service(maps, &key);
             if let Some(old) = self.installed.remove(&key) {
                 self.ids.remove(&old.value.svc_id);
-                delete_set(maps, &old.value);
+                delete_set(maps, &key, &old.value);
             }
             report.removed += 1;
         }
@@ -252,8 +324,8 @@ impl ServiceTables {
     ) -> anyhow::Result<ApplyReport> {
         let mut report = ApplyReport::default();
         let touched: HashSet<&L4Key> = changes.added.iter().chain(&changes.changed).collect();
-        let mut freed: Vec<BackendStatsKey> = Vec::new();
-        let mut seen: HashSet<ServiceKey> = HashSet::new();
+        let mut freed: Vec<BackendStat> = Vec::new();
+        let mut seen: HashSet<SvcKey> = HashSet::new();
         for s in services {
             if touched.is_empty() {
                 break;
@@ -292,7 +364,7 @@ impl ServiceTables {
             match prev {
                 Some(p) => {
                     self.ids.remove(&p.value.svc_id);
-                    delete_set(maps, &p.value);
+                    delete_set(maps, &key, &p.value);
                     freed.extend(p.backend_keys);
                     report.updated += 1;
                 }
@@ -300,23 +372,21 @@ impl ServiceTables {
             }
         }
         for (vip, port, protocol) in &changes.removed {
-            let Some(key) = service_key(*vip, *port, *protocol) else {
-                continue;
-            };
-            let _ = maps.services.remove(&key);
+            let key = service_key(*vip, *port, *protocol);
+            remove_service(maps, &key);
             if let Some(old) = self.installed.remove(&key) {
                 self.ids.remove(&old.value.svc_id);
-                delete_set(maps, &old.value);
+                delete_set(maps, &key, &old.value);
                 freed.extend(old.backend_keys);
                 self.service_stats.release(&key);
                 report.removed += 1;
             }
         }
         // Counter slots of backends no service has any more.
-        freed.sort_unstable_by_key(|k| (k.ip, k.port, k.proto));
+        freed.sort_unstable();
         freed.dedup();
         if !freed.is_empty() {
-            let still: HashSet<BackendStatsKey> = self
+            let still: HashSet<BackendStat> = self
                 .installed
                 .values()
                 .flat_map(|i| i.backend_keys.iter())
@@ -331,13 +401,13 @@ impl ServiceTables {
     }
 
     /// Writes `entry`'s backend set under a new id and swaps it in; returns
-    /// the new `SERVICES` value and the set's backends as counter keys.
+    /// the new service value and the set's backends as counter keys.
     fn write(
         &mut self,
         maps: &mut Maps,
-        key: &ServiceKey,
+        key: &SvcKey,
         e: &Entry,
-    ) -> anyhow::Result<(ServiceValue, Vec<BackendStatsKey>)> {
+    ) -> anyhow::Result<(ServiceValue, Vec<BackendStat>)> {
         let stats = &mut maps.service_stats;
         let stats_index = self
             .service_stats
@@ -351,14 +421,20 @@ impl ServiceTables {
             pad: 0,
             stats_index,
         };
+        if key.is_v6() && e.mode == mode::REDIRECT && key.proto() == proto::TCP {
+            tracing::warn!(
+                ?key,
+                "an IPv6 VIP needs the node proxy (policy, mTLS or L7 routing), which has no IPv6 listener: its TCP connections are refused (fail closed)"
+            );
+        }
         let mut backend_keys = Vec::new();
         // UDP is balanced in the kernel whatever the mode (the proxy has no
         // UDP listener), so a REDIRECT-mode UDP port gets its set too.
-        let balanced = e.mode == mode::L4 || key.proto == proto::UDP;
+        let balanced = e.mode == mode::L4 || key.proto() == proto::UDP;
         if balanced && !e.backends.is_empty() {
             let mut indexes = Vec::with_capacity(e.backends.len());
             for (a, _) in &e.backends {
-                let k = stats_key(a, key.proto);
+                let k = stats_key(a, key.proto());
                 let stats = &mut maps.backend_stats;
                 indexes.push(
                     self.backend_stats
@@ -374,16 +450,25 @@ impl ServiceTables {
                 slots::expand(&weights, MAX_SLOTS_PER_SERVICE)
             };
             value.svc_id = id;
-            if let Err(err) = write_set(maps, id, e, &order, &indexes) {
-                value.backend_count = order.len() as u32;
-                delete_set(maps, &value);
+            value.backend_count = order.len() as u32;
+            if let Err(err) = write_set(maps, key, id, e, &order, &indexes) {
+                delete_set(maps, key, &value);
                 return Err(err);
             }
-            value.backend_count = order.len() as u32;
         }
-        if let Err(err) = maps.services.insert(key, value, 0) {
-            delete_set(maps, &value);
-            return Err(err).context("SERVICES is full");
+        let inserted = match key {
+            SvcKey::V4(k) => maps
+                .services
+                .insert(k, value, 0)
+                .context("SERVICES is full"),
+            SvcKey::V6(k) => maps
+                .services6
+                .insert(k, value, 0)
+                .context("SERVICES6 is full"),
+        };
+        if let Err(err) = inserted {
+            delete_set(maps, key, &value);
+            return Err(err);
         }
         Ok((value, backend_keys))
     }
@@ -404,7 +489,7 @@ impl ServiceTables {
     fn sweep_stats(&mut self) {
         let installed = &self.installed;
         self.service_stats.retain(|k| installed.contains_key(k));
-        let live: HashSet<BackendStatsKey> = installed
+        let live: HashSet<BackendStat> = installed
             .values()
             .flat_map(|i| i.backend_keys.iter().copied())
             .collect();
@@ -412,36 +497,49 @@ impl ServiceTables {
     }
 }
 
+/// Deletes the `SERVICES` / `SERVICES6` entry `key`.
+fn remove_service(maps: &mut Maps, key: &SvcKey) {
+    let _ = match key {
+        SvcKey::V4(k) => maps.services.remove(k),
+        SvcKey::V6(k) => maps.services6.remove(k),
+    };
+}
+
 /// Writes backend set `id`: slot `s` holds backend `order[s]` of `e`,
 /// whose counter index is `stats[order[s]]`.
 fn write_set(
     maps: &mut Maps,
+    key: &SvcKey,
     id: u32,
     e: &Entry,
     order: &[usize],
     stats: &[u32],
 ) -> anyhow::Result<()> {
     for (slot, &b) in order.iter().enumerate() {
-        let key = BackendKey {
+        let bkey = BackendKey {
             svc_id: id,
             slot: slot as u32,
         };
-        maps.backends
-            .insert(key, backend(&e.backends[b].0, stats[b]), 0)
-            .context("BACKENDS is full")?;
+        let addr = &e.backends[b].0;
+        match (key, addr) {
+            (SvcKey::V4(_), SocketAddr::V4(a)) => maps
+                .backends
+                .insert(bkey, backend(a, stats[b]), 0)
+                .context("BACKENDS is full")?,
+            (SvcKey::V6(_), SocketAddr::V6(a)) => maps
+                .backends6
+                .insert(bkey, backend6(a.ip(), a.port(), stats[b]), 0)
+                .context("BACKENDS6 is full")?,
+            _ => bail!("backend {addr} is not of its VIP's address family"),
+        }
     }
     if e.lb == lb::MAGLEV {
-        let addrs: Vec<(SocketAddr, u32)> = e
-            .backends
-            .iter()
-            .map(|(a, w)| (SocketAddr::V4(*a), *w))
-            .collect();
         let mut table = Box::new(MaglevTable {
             slots: [0; MAGLEV_TABLE_SIZE as usize],
         });
         table
             .slots
-            .copy_from_slice(&maglev::table(&addrs, MAGLEV_TABLE_SIZE));
+            .copy_from_slice(&maglev::table(&e.backends, MAGLEV_TABLE_SIZE));
         maps.maglev
             .insert(id, table.as_ref(), 0)
             .context("MAGLEV is full")?;
@@ -450,67 +548,70 @@ fn write_set(
 }
 
 /// Deletes the backend set (and Maglev table) `value` points at.
-fn delete_set(maps: &mut Maps, value: &ServiceValue) {
+fn delete_set(maps: &mut Maps, key: &SvcKey, value: &ServiceValue) {
     if value.svc_id == 0 {
         return;
     }
     for slot in 0..value.backend_count {
-        let _ = maps.backends.remove(&BackendKey {
+        let k = BackendKey {
             svc_id: value.svc_id,
             slot,
-        });
+        };
+        let _ = match key {
+            SvcKey::V4(_) => maps.backends.remove(&k),
+            SvcKey::V6(_) => maps.backends6.remove(&k),
+        };
     }
     if value.lb == lb::MAGLEV {
         let _ = maps.maglev.remove(&value.svc_id);
     }
 }
 
-/// The kernel key and entry of `s`, or `None` (noted in `report`) when the
-/// kernel cannot carry it.
-/// The `SERVICES` key of an IPv4 `vip:port/protocol`; `None` for IPv6.
-fn service_key(vip: IpAddr, port: u16, protocol: L4Protocol) -> Option<ServiceKey> {
-    let vip = v4(vip)?;
-    Some(ServiceKey {
-        vip: proxy_common::ipv4_to_be(u32::from(vip)),
-        port: proxy_common::port_to_be(port),
-        proto: match protocol {
-            L4Protocol::Tcp => proto::TCP,
-            L4Protocol::Udp => proto::UDP,
-        },
-        pad: 0,
-    })
-}
-
-fn kernel_form(s: &L4Service, report: &mut ApplyReport) -> Option<(ServiceKey, Entry)> {
-    let Some(vip) = v4(s.vip) else {
-        report.skipped.push(format!(
-            "{} {}:{}: IPv6 VIPs are not balanced in the kernel yet",
-            s.host, s.vip, s.port
-        ));
-        return None;
-    };
-    let proto_ = match s.protocol {
+/// The kernel key of `vip:port/protocol`: `SERVICES` for IPv4 and
+/// IPv4-mapped VIPs, `SERVICES6` for native IPv6 ones.
+pub fn service_key(vip: IpAddr, port: u16, protocol: L4Protocol) -> SvcKey {
+    let proto_ = match protocol {
         L4Protocol::Tcp => proto::TCP,
         L4Protocol::Udp => proto::UDP,
     };
-    let key = ServiceKey {
-        vip: proxy_common::ipv4_to_be(u32::from(vip)),
-        port: proxy_common::port_to_be(s.port),
-        proto: proto_,
-        pad: 0,
-    };
-    let mut backends: Vec<(SocketAddrV4, u32)> = s
+    let port = proxy_common::port_to_be(port);
+    match unmap(vip) {
+        IpAddr::V4(a) => SvcKey::V4(ServiceKey {
+            vip: proxy_common::ipv4_to_be(u32::from(a)),
+            port,
+            proto: proto_,
+            pad: 0,
+        }),
+        IpAddr::V6(a) => SvcKey::V6(ServiceKey6 {
+            vip: ipv6_words(a.octets()),
+            port,
+            proto: proto_,
+            pad: 0,
+        }),
+    }
+}
+
+/// The kernel key and entry of `s`, or `None` (noted in `report`) when the
+/// kernel cannot carry it.
+fn kernel_form(s: &L4Service, report: &mut ApplyReport) -> Option<(SvcKey, Entry)> {
+    let key = service_key(s.vip, s.port, s.protocol);
+    let v6 = key.is_v6();
+    let mut backends: Vec<(SocketAddr, u32)> = s
         .backends
         .iter()
         // Not ready or terminating: never picked for new connections
         // (established ones never consult the table).
         .filter(|b| b.healthy)
-        .filter_map(|b| {
-            Some((
-                SocketAddrV4::new(v4(b.addr.ip())?, b.addr.port()),
+        .map(|b| {
+            (
+                SocketAddr::new(unmap(b.addr.ip()), b.addr.port()),
                 b.weight.max(1),
-            ))
+            )
         })
+        // The VIP's family only: a socket is never translated across
+        // families (a dual-stack Service's other slice serves its other
+        // VIP).
+        .filter(|(a, _)| a.is_ipv6() == v6)
         .collect();
     backends.sort();
     backends.dedup_by_key(|b| b.0);
@@ -526,17 +627,36 @@ fn kernel_form(s: &L4Service, report: &mut ApplyReport) -> Option<(ServiceKey, E
         },
         backends,
     };
+    if v6 && entry.mode == mode::REDIRECT && s.protocol == L4Protocol::Tcp {
+        let why = format!(
+            "{} [{}]:{}/TCP: needs the node proxy (policy, mTLS or L7 routing) but the proxy has no IPv6 listener; connections to this IPv6 VIP are refused (fail closed)",
+            s.host, s.vip, s.port
+        );
+        report.refused.push(why);
+    }
     Some((key, entry))
 }
 
-fn v4(ip: IpAddr) -> Option<std::net::Ipv4Addr> {
+/// An IPv4-mapped IPv6 address as the IPv4 address it carries.
+fn unmap(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V4(a) => Some(a),
-        IpAddr::V6(a) => a.to_ipv4_mapped(),
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
-fn backend(a: &SocketAddrV4, stats_index: u32) -> Backend {
+fn v4_socket(ip: u32, port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(u32::from_be(ip).into()), u16::from_be(port))
+}
+
+fn v6_socket(ip: [u32; 4], port: u16) -> SocketAddr {
+    SocketAddr::new(
+        IpAddr::V6(Ipv6Addr::from(proxy_common::ipv6_from_words(ip))),
+        u16::from_be(port),
+    )
+}
+
+fn backend(a: &std::net::SocketAddrV4, stats_index: u32) -> Backend {
     Backend {
         ip: proxy_common::ipv4_to_be(u32::from(*a.ip())),
         port: proxy_common::port_to_be(a.port()),
@@ -545,12 +665,21 @@ fn backend(a: &SocketAddrV4, stats_index: u32) -> Backend {
     }
 }
 
-pub(super) fn stats_key(a: &SocketAddrV4, proto_: u8) -> BackendStatsKey {
-    BackendStatsKey {
-        ip: proxy_common::ipv4_to_be(u32::from(*a.ip())),
-        port: proxy_common::port_to_be(a.port()),
-        proto: proto_,
+fn backend6(ip: &Ipv6Addr, port: u16, stats_index: u32) -> Backend6 {
+    Backend6 {
+        ip: ipv6_words(ip.octets()),
+        port: proxy_common::port_to_be(port),
         pad: 0,
+        stats_index,
+    }
+}
+
+/// The counter key of backend `a` (IPv4-mapped addresses as IPv4).
+pub(super) fn stats_key(a: &SocketAddr, proto_: u8) -> BackendStat {
+    BackendStat {
+        ip: unmap(a.ip()),
+        port: a.port(),
+        proto: proto_,
     }
 }
 
@@ -578,8 +707,15 @@ mod tests {
         }
     }
 
+    fn v4_key(k: SvcKey) -> ServiceKey {
+        match k {
+            SvcKey::V4(k) => k,
+            SvcKey::V6(k) => panic!("IPv6 key {k:?}"),
+        }
+    }
+
     #[test]
-    fn kernel_form_keeps_healthy_ipv4_backends_sorted() {
+    fn kernel_form_keeps_healthy_backends_of_the_vip_family_sorted() {
         let mut report = ApplyReport::default();
         let s = svc(
             "10.96.0.5",
@@ -591,6 +727,7 @@ mod tests {
             ],
         );
         let (key, entry) = kernel_form(&s, &mut report).unwrap();
+        let key = v4_key(key);
         assert_eq!(key.vip, u32::from_ne_bytes([10, 96, 0, 5]));
         assert_eq!(key.port, 9080u16.to_be());
         assert_eq!(key.proto, proto::TCP);
@@ -602,20 +739,62 @@ mod tests {
                 ("10.244.0.9:9080".parse().unwrap(), 3),
             ]
         );
-        assert!(report.skipped.is_empty());
+        assert!(report.skipped.is_empty() && report.refused.is_empty());
     }
 
     #[test]
-    fn ipv6_vips_are_skipped_with_a_reason_and_mapped_ones_kept() {
+    fn ipv6_vips_get_ipv6_keys_and_ipv6_backends_only() {
         let mut report = ApplyReport::default();
-        assert!(kernel_form(&svc("fd00::5", &[]), &mut report).is_none());
-        assert_eq!(report.skipped.len(), 1);
-        assert!(
-            report.skipped[0].contains("reviews.default.svc.cluster.local"),
-            "{:?}",
-            report.skipped
+        let s = svc(
+            "fd00:96::5",
+            &[
+                ("[fd00:244::9]:9080", 1, true),
+                ("10.244.0.7:9080", 1, true),
+                ("[fd00:244::7]:9080", 2, true),
+                ("[fd00:244::8]:9080", 1, false),
+            ],
         );
-        let (key, _) = kernel_form(&svc("::ffff:10.96.0.5", &[]), &mut report).unwrap();
-        assert_eq!(key.vip, u32::from_ne_bytes([10, 96, 0, 5]));
+        let (key, entry) = kernel_form(&s, &mut report).unwrap();
+        let SvcKey::V6(k) = key else {
+            panic!("{key:?}")
+        };
+        let want: std::net::Ipv6Addr = "fd00:96::5".parse().unwrap();
+        assert_eq!(proxy_common::ipv6_from_words(k.vip), want.octets());
+        assert_eq!(k.port, 9080u16.to_be());
+        assert_eq!(
+            entry.backends,
+            vec![
+                ("[fd00:244::7]:9080".parse().unwrap(), 2),
+                ("[fd00:244::9]:9080".parse().unwrap(), 1),
+            ]
+        );
+        assert!(report.skipped.is_empty() && report.refused.is_empty());
+        // An IPv4-mapped VIP stays an IPv4 service over IPv4 backends.
+        let (key, entry) = kernel_form(
+            &svc("::ffff:10.96.0.5", &[("10.0.0.1:1", 1, true)]),
+            &mut report,
+        )
+        .unwrap();
+        assert_eq!(v4_key(key).vip, u32::from_ne_bytes([10, 96, 0, 5]));
+        assert_eq!(entry.backends.len(), 1);
+    }
+
+    #[test]
+    fn redirect_tcp_on_an_ipv6_vip_is_reported_refused() {
+        let mut report = ApplyReport::default();
+        let mut s = svc("fd00:96::6", &[("[fd00:244::1]:9080", 1, true)]);
+        s.mode = L4Mode::Redirect;
+        kernel_form(&s, &mut report).unwrap();
+        assert_eq!(report.refused.len(), 1, "{report:?}");
+        assert!(report.refused[0].contains("reviews.default.svc.cluster.local"));
+        assert!(report.refused[0].contains("fd00:96::6"));
+        // UDP is balanced whatever the mode; IPv4 REDIRECT goes to the proxy.
+        let mut report = ApplyReport::default();
+        s.protocol = L4Protocol::Udp;
+        kernel_form(&s, &mut report).unwrap();
+        let mut v4 = svc("10.96.0.6", &[]);
+        v4.mode = L4Mode::Redirect;
+        kernel_form(&v4, &mut report).unwrap();
+        assert!(report.refused.is_empty(), "{report:?}");
     }
 }

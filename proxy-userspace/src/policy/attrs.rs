@@ -8,9 +8,11 @@ use http::HeaderName;
 
 use super::jwt::JwtIdentity;
 
-/// The peer's mTLS identity (SPIFFE `<trust-domain>/ns/<ns>/sa/<sa>`).
-/// Strait has no mTLS yet (issue 20), so the proxy always passes `None`,
-/// and rules that need it are undecidable ([`super::Tri::Unknown`]).
+/// The peer's mTLS identity (SPIFFE `<trust-domain>/ns/<ns>/sa/<sa>`),
+/// from the HBONE tunnel's verified certificate (destination side) or the
+/// client pod's workload identity (source side). Where it is not known
+/// the proxy passes `None`, and rules that need it are undecidable
+/// ([`super::Tri::Unknown`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerIdentity {
     /// `cluster.local/ns/foo/sa/bar`.
@@ -77,7 +79,7 @@ pub struct Attrs<'a> {
     pub dest_port: u16,
     /// TLS SNI (`connection.sni`).
     pub sni: Option<&'a str>,
-    /// mTLS identity of the peer (always `None` until mTLS lands).
+    /// mTLS identity of the peer (`None` when not known: plain text).
     pub peer: Option<&'a PeerIdentity>,
     /// HTTP facts; `None` for TCP connections.
     pub http: Option<HttpAttrs<'a>>,

@@ -25,6 +25,10 @@ pub struct CompiledPolicy {
     /// CUSTOM: the `provider.name` (resolved against the mesh config's
     /// `extensionProviders` when the table is built).
     pub provider: Option<Arc<str>>,
+    /// A rule uses HTTP-only attributes (`AuthzPolicy::needs_l7`: methods,
+    /// paths, hosts, request principals, `request.*` keys): deciding it
+    /// needs the requests, not only the connection.
+    pub needs_l7: bool,
 }
 
 impl CompiledPolicy {
@@ -43,6 +47,7 @@ impl CompiledPolicy {
             action: p.action,
             rules,
             provider: p.provider.as_deref().map(Into::into),
+            needs_l7: p.needs_l7,
         }
     }
 
@@ -372,6 +377,22 @@ impl PolicySet {
             return None;
         }
         Some(out)
+    }
+
+    /// Whether deciding a connection to destination port `port` needs its
+    /// HTTP requests: a RequestAuthentication applies (JWTs are per
+    /// request), or a CUSTOM, DENY or ALLOW policy that can match the port
+    /// has HTTP-only attributes ([`CompiledPolicy::needs_l7`]). `false`:
+    /// the connection's facts decide (once per connection). AUDIT policies
+    /// only log and never make a connection L7.
+    pub fn needs_http(&self, port: u16) -> bool {
+        self.authn.is_some()
+            || self
+                .custom
+                .iter()
+                .chain(&self.deny)
+                .chain(&self.allow)
+                .any(|p| p.needs_l7 && p.can_match_port(port))
     }
 
     /// Builds the indexes now (else the first request does).

@@ -13,12 +13,15 @@
 //!   workloads of this node (the server side, as Istio enforces);
 //! - TCP connections to such clusters are checked once, after the route;
 //!   a denied connection is closed;
-//! - a policy-selected workload on another node cannot be protected (its
-//!   node does not intercept inbound traffic yet): traffic to it through
-//!   this node is denied ([`Why::RemoteWorkload`]);
+//! - a policy-selected workload on another node is left to its node when
+//!   it is reached over HBONE (that node decides with the peer's identity,
+//!   per request when its policies need HTTP facts); otherwise it cannot
+//!   be protected and traffic to it through this node is denied
+//!   ([`Why::RemoteWorkload`]);
 //! - rules that need the peer's mTLS identity (`principals`, `namespaces`,
-//!   `source.principal`, `source.namespace`) are undecidable until mTLS
-//!   lands: ALLOW never matches on them, DENY and CUSTOM deny;
+//!   `source.principal`, `source.namespace`) are decided with it when the
+//!   caller knows it ([`enforce_with_peer`]); without it they are
+//!   undecidable: ALLOW never matches on them, DENY and CUSTOM deny;
 //! - CUSTOM asks the `envoyExtAuthzHttp` provider it names
 //!   ([`ext_authz`]) before DENY and ALLOW decide; a provider Strait
 //!   cannot use (gRPC, unsupported fields, not found) makes a match deny,

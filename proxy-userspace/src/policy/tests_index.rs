@@ -162,3 +162,48 @@ fn guards_check_only_the_policies_of_their_port() {
         matches!(enforce(admin, &req("POST")), Outcome::Denied(d) if d.why == Why::DenyMatched)
     );
 }
+
+/// Which ports are decided per HTTP request (the HBONE destination side
+/// parses the tunnel's HTTP for them) and which once per connection.
+#[test]
+fn needs_http_follows_the_policies_that_can_match_the_port() {
+    let ap = |name: &str, action: &str, rules: &str| {
+        format!(
+            "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  action: {action}\n  rules: {rules}\n"
+        )
+    };
+    // L4 only: principals and ports.
+    let l4 = set(&ap(
+        "l4",
+        "ALLOW",
+        "[{from: [{source: {principals: [cluster.local/ns/default/sa/sleep]}}], to: [{operation: {ports: [\"9000\"]}}]}]",
+    ));
+    assert!(!l4.needs_http(9000));
+    // Methods on port 8080 only: HTTP there, not on 9000.
+    let l7 = set(&(ap(
+        "get",
+        "ALLOW",
+        "[{to: [{operation: {methods: [GET], ports: [\"8080\"]}}]}]",
+    ) + &ap("l4", "ALLOW", "[{to: [{operation: {ports: [\"9000\"]}}]}]")));
+    assert!(l7.needs_http(8080));
+    assert!(!l7.needs_http(9000));
+    // A DENY with a header condition and no port: every port.
+    let deny = set(&ap(
+        "deny",
+        "DENY",
+        "[{when: [{key: \"request.headers[x-evil]\", values: [\"1\"]}]}]",
+    ));
+    assert!(deny.needs_http(1) && deny.needs_http(65535));
+    // AUDIT only logs: never makes a port HTTP.
+    let audit = set(&ap(
+        "audit",
+        "AUDIT",
+        "[{to: [{operation: {paths: [\"/x\"]}}]}]",
+    ));
+    assert!(!audit.needs_http(80));
+    // A RequestAuthentication: JWTs are per request, every port.
+    let ra = set(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: default}\nspec:\n  jwtRules:\n  - issuer: testing@secure.istio.io\n    jwksUri: https://example.com/jwks.json\n",
+    );
+    assert!(ra.needs_http(9000));
+}

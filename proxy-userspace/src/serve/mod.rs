@@ -14,6 +14,7 @@
 //!
 //! Public API for the daemon and the benchmarks: [`Proxy`].
 pub(crate) mod conn_exec;
+pub(crate) mod counted;
 pub(crate) mod failure;
 pub mod http;
 pub mod inbound;

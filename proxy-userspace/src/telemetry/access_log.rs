@@ -84,6 +84,10 @@ pub struct AccessLogRecord {
     /// `connection_security_policy`, `source_principal`,
     /// `destination_principal`, `reporter`).
     pub peer: crate::telemetry::PeerInfo,
+    /// TCP: `istio_tcp_connections_opened_total` was counted when the
+    /// connection opened ([`AccessLogSink::opened`]), so this closing
+    /// record does not count it again.
+    pub opened_counted: bool,
 }
 
 /// Where access-log records go. Called once per finished request, on the
@@ -91,6 +95,12 @@ pub struct AccessLogRecord {
 pub trait AccessLogSink: Send + Sync + 'static {
     /// Consume one record.
     fn log(&self, record: AccessLogRecord);
+
+    /// A TCP connection opened: count it now, as Istio counts
+    /// `istio_tcp_connections_opened_total` when a connection opens (its
+    /// record comes to [`AccessLogSink::log`] when it closes, with
+    /// `opened_counted` set). Default: nothing.
+    fn opened(&self, _record: &AccessLogRecord) {}
 
     /// `false` when records are dropped anyway: the proxy then skips
     /// copying request fields into them.

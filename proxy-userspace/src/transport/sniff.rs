@@ -98,9 +98,62 @@ pub async fn sniff(stream: &TcpStream, timeout: Duration) -> std::io::Result<Sni
     }
 }
 
+/// [`sniff`] for a stream that cannot be peeked (an HBONE tunnel's inner
+/// stream): reads until [`classify`] decides, the client sends nothing for
+/// `timeout` (opaque), EOF (opaque) or 32 bytes. Returns the bytes read,
+/// which the caller puts back in front of the stream (e.g. with
+/// `strait_codec::h1::prefixed::Prefixed`).
+///
+/// Errors: a read error of `stream`.
+pub async fn sniff_read<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    timeout: Duration,
+) -> std::io::Result<(Sniffed, bytes::Bytes)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = bytes::BytesMut::with_capacity(32);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let mut chunk = [0u8; 32];
+        let want = 32 - buf.len();
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..want])).await {
+            Ok(r) => r?,
+            Err(_) => return Ok((Sniffed::Opaque, buf.freeze())),
+        };
+        if n == 0 {
+            return Ok((Sniffed::Opaque, buf.freeze()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(s) = classify(&buf) {
+            return Ok((s, buf.freeze()));
+        }
+        if buf.len() == 32 {
+            return Ok((Sniffed::Opaque, buf.freeze()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn sniff_read_returns_what_it_read() {
+        let (mut c, mut s) = tokio::io::duplex(64);
+        use tokio::io::AsyncWriteExt;
+        c.write_all(b"GE").await.unwrap();
+        let h =
+            tokio::spawn(async move { sniff_read(&mut s, Duration::from_secs(10)).await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        c.write_all(b"T / HTTP/1.1\r\n").await.unwrap();
+        let (what, read) = h.await.unwrap();
+        assert_eq!(what, Sniffed::Http1);
+        assert!(b"GET / HTTP/1.1\r\n".starts_with(&read), "{read:?}");
+        assert!(read.starts_with(b"GET "));
+        // A server-first protocol: nothing within the timeout, opaque.
+        let (_c, mut s) = tokio::io::duplex(64);
+        let (what, read) = sniff_read(&mut s, Duration::from_millis(50)).await.unwrap();
+        assert_eq!((what, read.len()), (Sniffed::Opaque, 0));
+    }
 
     #[test]
     fn classifies_prefixes() {

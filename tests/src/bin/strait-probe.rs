@@ -6,7 +6,8 @@
 //! strait-probe [--cgroup DIR] [--elapsed] COMMAND
 //!   tcp ADDR [COUNT] [--bind-from IP] [--peer]
 //!       COUNT connections one after another (default 1); with --bind-from
-//!       connection i first binds to IP+i (a distinct client address).
+//!       connection i first binds to IP+i (a distinct client address; IPv4
+//!       or IPv6, of the destination's family).
 //!       Prints per connection the first line the server sent, or
 //!       `error <io::ErrorKind>`; --peer prefixes `getpeername()`;
 //!       --elapsed appends the connect time `<N>us`.
@@ -22,7 +23,7 @@
 //!       Loads, attaches, pins and applies the services, then exits.
 //! ```
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
@@ -47,7 +48,10 @@ fn main() {
             let addr = sock(args.first().expect("tcp ADDR"));
             let count: u32 = args.get(1).map_or(1, |c| c.parse().expect("COUNT"));
             for i in 0..count {
-                let src = bind_from.map(|b| Ipv4Addr::from(u32::from(b) + i));
+                let src = bind_from.map(|b| match b {
+                    IpAddr::V4(b) => IpAddr::V4(Ipv4Addr::from(u32::from(b) + i)),
+                    IpAddr::V6(b) => IpAddr::V6(Ipv6Addr::from(u128::from(b) + i as u128)),
+                });
                 let start = Instant::now();
                 let line = match connect(addr, src) {
                     Ok(s) if peer => match s.peer_addr() {
@@ -122,18 +126,21 @@ fn sock(s: &str) -> SocketAddr {
         .unwrap_or_else(|_| panic!("not a socket address: {s}"))
 }
 
-fn ip(s: &str) -> Ipv4Addr {
+fn ip(s: &str) -> IpAddr {
     s.parse()
-        .unwrap_or_else(|_| panic!("not an IPv4 address: {s}"))
+        .unwrap_or_else(|_| panic!("not an IP address: {s}"))
 }
 
 /// Connects to `addr`, first binding to `src` (port chosen by the kernel).
-fn connect(addr: SocketAddr, src: Option<Ipv4Addr>) -> std::io::Result<TcpStream> {
-    let Some(src) = src else {
-        return TcpStream::connect_timeout(&addr, Duration::from_secs(5));
+fn connect(addr: SocketAddr, src: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let src = match (src, addr) {
+        (None, _) => return TcpStream::connect_timeout(&addr, Duration::from_secs(5)),
+        (Some(IpAddr::V6(src)), SocketAddr::V6(dst)) => return connect6(src, dst),
+        (Some(IpAddr::V4(src)), SocketAddr::V4(_)) => src,
+        _ => panic!("--bind-from and the destination must be of one family"),
     };
     let SocketAddr::V4(dst) = addr else {
-        panic!("--bind-from needs an IPv4 destination");
+        unreachable!()
     };
     // SAFETY: plain socket syscalls on a descriptor this function owns; the
     // sockaddr structs live across the calls.
@@ -157,6 +164,37 @@ fn connect(addr: SocketAddr, src: Option<Ipv4Addr>) -> std::io::Result<TcpStream
             return Err(std::io::Error::last_os_error());
         }
         let remote = sa(dst);
+        if libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+/// [`connect`] for IPv6: binds to `src`, then connects to `dst`.
+fn connect6(src: Ipv6Addr, dst: std::net::SocketAddrV6) -> std::io::Result<TcpStream> {
+    // SAFETY: as in `connect`.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let sa = |ip: Ipv6Addr, port: u16| libc::sockaddr_in6 {
+            sin6_family: libc::AF_INET6 as libc::sa_family_t,
+            sin6_port: port.to_be(),
+            sin6_flowinfo: 0,
+            sin6_addr: libc::in6_addr {
+                s6_addr: ip.octets(),
+            },
+            sin6_scope_id: 0,
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        let local = sa(src, 0);
+        if libc::bind(fd, &local as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let remote = sa(*dst.ip(), dst.port());
         if libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len) != 0 {
             return Err(std::io::Error::last_os_error());
         }

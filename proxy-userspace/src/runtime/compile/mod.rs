@@ -52,8 +52,12 @@ pub fn compile(s: &snap::MeshSnapshot) -> Result<Table, CompileError> {
     let workloads = workload_table(s);
     let mut services = HashMap::new();
     for svc in s.services.values() {
-        let Some(vip) = svc.vip else { continue };
-        for port in &svc.ports {
+        // Every VIP of a dual-stack Service names the same service ports.
+        let vips: Vec<std::net::IpAddr> = svc.vips().collect();
+        for (vip, port) in vips
+            .iter()
+            .flat_map(|v| svc.ports.iter().map(move |p| (*v, p)))
+        {
             let Some(routes) = s.routes_for(&svc.host, port.port) else {
                 continue;
             };
@@ -122,8 +126,11 @@ pub fn compile_incremental(
         .collect();
     let mut services = HashMap::with_capacity(current.services.len());
     for svc in new.services.values() {
-        let Some(vip) = svc.vip else { continue };
-        for port in &svc.ports {
+        let vips: Vec<std::net::IpAddr> = svc.vips().collect();
+        for (vip, port) in vips
+            .iter()
+            .flat_map(|v| svc.ports.iter().map(move |p| (*v, p)))
+        {
             let key = SocketAddr::new(vip, port.port);
             let touched = touched_hosts.contains(svc.host.as_str())
                 || touched_routes.contains(&(svc.host.as_str(), port.port));

@@ -117,18 +117,7 @@ async fn ask_external(
                     source = %peer, cluster, %policy, provider = %x.name, %status, ?error,
                     "request denied by the external authorizer of a CUSTOM AuthorizationPolicy"
                 );
-                let mut r = Response::new(if body.is_empty() {
-                    empty()
-                } else {
-                    full(body.clone())
-                });
-                *r.status_mut() = status;
-                *r.headers_mut() = headers;
-                if !body.is_empty() {
-                    r.headers_mut()
-                        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-                }
-                return Some(r);
+                return Some(ext_authz_reply(status, headers, body));
             }
         }
     }
@@ -140,6 +129,27 @@ async fn ask_external(
         // `then` never asks again (enforce wraps once).
         Step::Ask(..) => Some(local_reply(StatusCode::FORBIDDEN, RBAC_DENIED, grpc)),
     }
+}
+
+/// The client's reply when an external authorizer denies: its status,
+/// headers (`headersToDownstreamOnDeny`) and body.
+pub(crate) fn ext_authz_reply(
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: bytes::Bytes,
+) -> Response<ProxyBody> {
+    let mut r = Response::new(if body.is_empty() {
+        empty()
+    } else {
+        full(body.clone())
+    });
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    if !body.is_empty() {
+        r.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    r
 }
 
 /// With mutual TLS on (`mesh`): the client pod's identity (what its
@@ -325,6 +335,8 @@ pub fn check_connection(
 /// authorization): the workload's policy set with `source.principal` /
 /// `source.namespace` known, as a TCP connection (HTTP-only fields are
 /// undecidable: an ALLOW rule with them never matches). `true`: allowed.
+/// Used for ports whose policies need only L4 facts; the others are
+/// decided per request inside the tunnel (`serve::inbound`).
 pub fn check_hbone(
     table: &Table,
     target: SocketAddr,

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub use client::{HboneStream, Outbound, OutboundRequest};
 pub use mesh::{MeshOutbound, MeshView, Tunnel, Upstream};
-pub use server::{ConnectCheck, InboundHandler};
+pub use server::{ConnectCheck, InboundHandler, InnerStream};
 
 /// The HBONE port on every meshed pod IP.
 pub const PORT: u16 = 15008;

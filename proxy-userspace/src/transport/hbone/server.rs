@@ -4,7 +4,9 @@
 //! tunnelled connection: checked (400 not CONNECT / bad authority /
 //! authority IP not the dialled IP, 503 protected port), authorized (401),
 //! connected to the pod within 10 s (else 503), answered 200, and bytes
-//! copied both ways with half-close.
+//! copied both ways with half-close. A handler that needs the requests
+//! inside the tunnel (L7 policy) takes the inner stream instead
+//! ([`InboundHandler::inspect`]): 200 at once, then it decides.
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,7 +36,13 @@ pub struct ConnectCheck {
     pub source: SocketAddr,
     /// The pod address the tunnel delivers to (`:authority`).
     pub target: SocketAddr,
+    /// When the `CONNECT` arrived.
+    pub at: std::time::SystemTime,
 }
+
+/// The inner stream of an established tunnel (after the `200`), handed to
+/// [`InboundHandler::serve_inner`].
+pub type InnerStream = TokioIo<hyper::upgrade::Upgraded>;
 
 /// A boxed future (the handler is used as a trait object).
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -42,6 +50,19 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// How the destination side authorizes and delivers. Implemented by the
 /// daemon (policy engine, in-pod delivery) and by tests.
 pub trait InboundHandler: Send + Sync + 'static {
+    /// Whether the handler serves this tunnel's inner stream itself
+    /// ([`InboundHandler::serve_inner`]; e.g. its policies need the HTTP
+    /// requests inside). Asked first; when `true` the `CONNECT` is answered
+    /// 200 at once, and neither `authorize`, `connect`, `opened` nor
+    /// `finished` is called for it. Default: `false`.
+    fn inspect(&self, _c: &ConnectCheck) -> bool {
+        false
+    }
+    /// Serves an inspected tunnel's inner stream to its end (checks,
+    /// delivery, records). Default: closes it.
+    fn serve_inner(&self, _c: ConnectCheck, _stream: InnerStream) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
     /// Authorization of one `CONNECT`; `false` answers 401.
     fn authorize(&self, c: &ConnectCheck) -> bool;
     /// The connection to the pod (the daemon: from 127.0.0.6 inside the
@@ -183,7 +204,17 @@ async fn handle(
         peer,
         source: forwarded_for(req.headers()).unwrap_or(remote),
         target,
+        at: std::time::SystemTime::now(),
     };
+    if handler.inspect(&check) {
+        tokio::spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(up) => handler.serve_inner(check, TokioIo::new(up)).await,
+                Err(e) => tracing::debug!(%target, "HBONE stream not upgraded: {e}"),
+            }
+        });
+        return status(StatusCode::OK);
+    }
     if !handler.authorize(&check) {
         handler.finished(&check, StatusCode::UNAUTHORIZED, 0, 0);
         return status(StatusCode::UNAUTHORIZED);

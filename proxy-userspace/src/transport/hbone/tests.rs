@@ -457,3 +457,88 @@ fn check_request_and_forwarded_parse_as_ztunnel() {
         "for=\"10.1.2.3:4567\";host=reviews.default.svc.cluster.local"
     );
 }
+
+/// A destination that serves every tunnel's inner stream itself (as the
+/// daemon does when the pod's policies need HTTP facts): answers
+/// `seen:<what it read>` and records who it served.
+struct Inspector {
+    served: Mutex<Vec<ConnectCheck>>,
+    refused_elsewhere: std::sync::atomic::AtomicBool,
+}
+
+impl InboundHandler for Inspector {
+    fn inspect(&self, _c: &ConnectCheck) -> bool {
+        true
+    }
+    fn serve_inner(&self, c: ConnectCheck, mut stream: server::InnerStream) -> BoxFuture<()> {
+        self.served.lock().unwrap().push(c);
+        Box::pin(async move {
+            let mut buf = Vec::new();
+            stream.read_to_end(&mut buf).await.unwrap();
+            let mut out = b"seen:".to_vec();
+            out.extend(buf);
+            stream.write_all(&out).await.unwrap();
+            stream.shutdown().await.unwrap();
+        })
+    }
+    // Not called for an inspected tunnel: the inner path decides.
+    fn authorize(&self, _c: &ConnectCheck) -> bool {
+        self.refused_elsewhere
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        false
+    }
+    fn connect(&self, _t: SocketAddr) -> BoxFuture<std::io::Result<TcpStream>> {
+        self.refused_elsewhere
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Box::pin(async { Err(std::io::ErrorKind::ConnectionRefused.into()) })
+    }
+    fn finished(&self, _c: &ConnectCheck, _s: http::StatusCode, _a: u64, _b: u64) {
+        self.refused_elsewhere
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn an_inspecting_handler_gets_the_inner_stream_with_the_peer_identity() {
+    let ca = Authority::generate(TD).unwrap();
+    let store = CertStore::new(vec![ca.root().clone()]);
+    let server_id = id("ns", "server");
+    store.insert(issue(&ca, &server_id));
+    let resolver = Arc::new(tls::StoreResolver::new(store.clone(), server_id.clone()));
+    let cfg = tls::server_config(resolver, store.root_store(), TD).unwrap();
+    let handler = Arc::new(Inspector {
+        served: Mutex::new(Vec::new()),
+        refused_elsewhere: Default::default(),
+    });
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hbone = l.local_addr().unwrap();
+    tokio::spawn(server::serve(l, cfg, handler.clone()));
+    let certs = CertStore::new(vec![ca.root().clone()]);
+    certs.insert(issue(&ca, &id("ns", "client")));
+    let out = Outbound::new(certs);
+    let req = OutboundRequest {
+        source: id("ns", "client"),
+        destination: server_id,
+        extra_sans: Vec::new(),
+        hbone_addr: hbone,
+        // No pod listens there: only the handler's inner path answers.
+        target: SocketAddr::from(([127, 0, 0, 1], 9)),
+        forwarded_for: Some("10.244.1.5:40000".parse().unwrap()),
+        service_host: None,
+    };
+    let mut s = out.connect(&req).await.unwrap();
+    assert_eq!(
+        roundtrip(&mut s, b"GET / HTTP/1.1").await,
+        b"seen:GET / HTTP/1.1"
+    );
+    let served = handler.served.lock().unwrap().clone();
+    assert_eq!(served.len(), 1);
+    assert_eq!(served[0].peer, id("ns", "client"));
+    assert_eq!(
+        served[0].source,
+        "10.244.1.5:40000".parse::<SocketAddr>().unwrap()
+    );
+    assert!(!handler
+        .refused_elsewhere
+        .load(std::sync::atomic::Ordering::Relaxed));
+}

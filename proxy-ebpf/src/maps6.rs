@@ -1,0 +1,36 @@
+//! The native IPv6 service maps (`proxy_common::maps6`), beside the IPv4
+//! ones of [`crate::maps`].
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap},
+};
+use proxy_common::{
+    Backend6, BackendKey, OrigDst6, RevNatKey6, ServiceKey6, ServiceValue, SockNat6, Workload,
+};
+
+/// `BPF_F_NO_PREALLOC`, as in [`crate::maps`].
+const NO_PREALLOC: u32 = 1;
+
+/// IPv6 VIP:port:proto → mode and backend set.
+#[map(name = "SERVICES6")]
+pub static SERVICES6: HashMap<ServiceKey6, ServiceValue> =
+    HashMap::with_max_entries(proxy_common::MAX_SERVICES, 0);
+
+/// (backend set, slot) → IPv6 backend address.
+#[map(name = "BACKENDS6")]
+pub static BACKENDS6: HashMap<BackendKey, Backend6> =
+    HashMap::with_max_entries(proxy_common::MAX_BACKENDS, NO_PREALLOC);
+
+/// What connect6 did to a socket with a native IPv6 destination.
+#[map(name = "SOCK_NAT6")]
+pub static SOCK_NAT6: Array<SockNat6> = Array::with_max_entries(proxy_common::SOCK_NAT6_SLOTS, 0);
+
+/// (socket cookie, rewritten IPv6 address) → VIP, for unconnected UDP.
+#[map(name = "REV_NAT6")]
+pub static REV_NAT6: LruHashMap<RevNatKey6, OrigDst6> =
+    LruHashMap::with_max_entries(proxy_common::MAX_CONNECTIONS, 0);
+
+/// Meshed pod IPv6 addresses.
+#[map(name = "WORKLOADS6")]
+pub static WORKLOADS6: HashMap<[u32; 4], Workload> =
+    HashMap::with_max_entries(proxy_common::MAX_WORKLOADS, 0);
