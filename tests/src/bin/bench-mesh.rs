@@ -1,35 +1,55 @@
 //! `bench-mesh`: the harness of `cargo xtask bench mesh` (issue 20). Two
 //! simulated nodes joined by a link ([`strait_tests::node::link`]), a
 //! client pod on node A, a server pod on node B running `bench-backend`,
-//! and oha in the client pod. One JSON line per scenario on stdout:
+//! and oha in the client pod (HTTP/1.1).
 //!
-//! - `direct`: plain text pod to pod, no proxy;
-//! - `strait-l7`: a VirtualService on the server's Service, so node A's
-//!   daemon (`strait run`) routes every request (plain text between the
-//!   nodes: the source-node proxy path without HBONE);
-//! - `strait-l4`: the Service without the VirtualService: node A's kernel
-//!   balances the connections (no proxy on the path while plain text);
-//! - `strait-l4-hbone`, `strait-l7-hbone`: the same through HBONE. They
-//!   are measured only when node B's daemon reports mTLS connections
-//!   (`connection_security_policy="mutual_tls"`, `reporter="destination"`)
-//!   for them; otherwise the line says why they are not available;
-//! - `ztunnel`: ztunnel to ztunnel (dedicated mode, one per pod) when
-//!   `--ztunnel` is given; not built into this harness yet, so the line
-//!   says so.
+//! Scenarios, all in the same two nodes at once:
 //!
-//! Figures per scenario: requests/s at saturation (HTTP/1.1 keep-alive,
-//! 64 connections), p50/p99 at 1,000 requests/s (oha `-q` with latency
-//! correction), new connections/s (one request per connection), the
-//! daemons' CPU seconds per 1,000 requests summed over both nodes, and each
-//! daemon's RSS.
+//! - `direct`: plain text pod to pod, no proxy (pods `zclient` → `zserver`
+//!   of namespace `plain`, outside the mesh, backend port 8090);
+//! - `strait-l4-hbone`: meshed pod `client` → Service `bench-tcp` (a TCP
+//!   port, so no HTTP parsing): node A's daemon (`strait run`, pinned,
+//!   one worker) tunnels each connection through HBONE to node B's
+//!   daemon, which delivers to pod `server`;
+//! - `strait-l7-hbone`: meshed pod `client` → Service `bench` (an HTTP
+//!   port with a VirtualService): node A's daemon routes every request,
+//!   then reaches the chosen endpoint through HBONE;
+//! - `ztunnel`: two ztunnels (dedicated mode, `ZTUNNEL_WORKER_THREADS=1`,
+//!   both trusting the same test root as Strait) in pods `zclient` and
+//!   `zserver`; an iptables REDIRECT in `zclient` sends connections to
+//!   `zserver:8091` to its ztunnel, which tunnels them to the other's
+//!   `:15008`. Only with `--ztunnel`.
 //!
-//! `bench-mesh --strait PATH --backend PATH [--oha PATH] [--secs N]
-//! [--ztunnel PATH]`. Needs root; removes every namespace, cgroup and
-//! process it made (the nodes' `Drop`), on error too.
+//! Every Strait and ztunnel scenario is checked to really tunnel: after
+//! its warm-up run the server pod must hold an established TCP connection
+//! on port 15008 (else the harness fails rather than report plain text as
+//! HBONE).
+//!
+//! Pinning: oha on CPU 0; both daemons (or both ztunnels) and the backends
+//! on CPU 1 (`sched_setaffinity` before exec, so Strait sizes its worker
+//! pool to the one CPU it has).
+//!
+//! Measurement rounds: each round measures every scenario back to back,
+//! the first one rotating; one unrecorded warm-up per scenario precedes
+//! them. Per scenario and round: requests/s at saturation (64 keep-alive
+//! connections), p50/p99 at 1,000 requests/s (open loop, latency
+//! correction, 16 connections), new connections/s (one request per
+//! connection, 16 at a time), the proxies' CPU seconds (utime + stime from
+//! `/proc/<pid>/stat`, both nodes) per 1,000 requests of the saturation
+//! run, and each proxy's peak and current RSS. One JSON line per
+//! (scenario, round) on stdout; a scenario that cannot run gets one line
+//! with `missing` saying why.
+//!
+//! `bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH]
+//! [--secs N] [--rounds N] [--ztunnel PATH] [--only SCENARIO]...`
+//! (`--only`: measure just those, e.g. to profile one path); `--ca` holds `root-cert.pem`
+//! and `ca-key.pem` (the ztunnel test root, which ztunnel's `FAKE_CA`
+//! signs with). Needs root; removes every namespace, cgroup and process it
+//! made (the nodes' `Drop`), on error too.
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -37,24 +57,36 @@ use serde_json::{json, Value};
 use strait_tests::node::{link, Node, Pod, PodSpec, ServiceDef, ServicePort, TargetPort};
 
 const ADMIN: &str = "127.0.0.1:15000";
+/// The backend port every scenario but ztunnel's reaches.
 const BACKEND_PORT: u16 = 8090;
+/// The backend port in `zserver` that `zclient`'s ztunnel captures.
+const ZT_PORT: u16 = 8091;
 const FIXED_RPS: u32 = 1_000;
+/// Namespace of the pods outside the mesh (direct and ztunnel rows).
+const PLAIN_NS: &str = "plain";
 
 struct Args {
     strait: PathBuf,
     backend: PathBuf,
+    ca: PathBuf,
     oha: PathBuf,
     secs: u32,
+    rounds: usize,
     ztunnel: Option<PathBuf>,
+    /// Measure only these scenarios (for profiling one path).
+    only: Vec<String>,
 }
 
 fn args() -> anyhow::Result<Args> {
     let mut a = Args {
         strait: PathBuf::new(),
         backend: PathBuf::new(),
+        ca: PathBuf::new(),
         oha: "oha".into(),
         secs: 3,
+        rounds: 3,
         ztunnel: None,
+        only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -62,21 +94,68 @@ fn args() -> anyhow::Result<Args> {
         match k.as_str() {
             "--strait" => a.strait = v.into(),
             "--backend" => a.backend = v.into(),
+            "--ca" => a.ca = v.into(),
             "--oha" => a.oha = v.into(),
             "--secs" => a.secs = v.parse()?,
+            "--rounds" => a.rounds = v.parse()?,
             "--ztunnel" => a.ztunnel = Some(v.into()),
+            "--only" => a.only.push(v),
             other => bail!("unknown argument {other}"),
         }
     }
-    if a.strait.as_os_str().is_empty() || a.backend.as_os_str().is_empty() {
-        bail!("usage: bench-mesh --strait PATH --backend PATH [--oha PATH] [--secs N] [--ztunnel PATH]");
+    if a.strait.as_os_str().is_empty()
+        || a.backend.as_os_str().is_empty()
+        || a.ca.as_os_str().is_empty()
+    {
+        bail!("usage: bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH] [--secs N] [--rounds N] [--ztunnel PATH]");
     }
     Ok(a)
 }
 
-/// One oha run from the client pod; its JSON.
-fn oha(client: &Pod, a: &Args, url: &str, mode: &str) -> anyhow::Result<Value> {
+/// CPUs for the load generator and for the proxies and backends.
+#[derive(Clone, Copy)]
+struct Cpus {
+    load: Option<usize>,
+    server: Option<usize>,
+}
+
+/// Pins the process `cmd` starts to `cpu` (before exec, so threads and the
+/// program's own view of its CPUs follow).
+fn pin(cmd: &mut Command, cpu: Option<usize>) {
+    let Some(cpu) = cpu else { return };
+    // SAFETY: only sched_setaffinity(2) on a stack value, async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// How oha drives one measurement.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Saturate,
+    Fixed,
+    Connections,
+}
+
+/// One oha run from `client`; its JSON. Fails when fewer than 99% of the
+/// requests got a 200.
+fn oha(
+    client: &Pod,
+    a: &Args,
+    cpus: Cpus,
+    url: &str,
+    mode: Mode,
+    secs: u32,
+) -> anyhow::Result<Value> {
     let mut cmd = client.command(&a.oha)?;
+    pin(&mut cmd, cpus.load);
     cmd.args([
         "--no-tui",
         "--output-format",
@@ -84,19 +163,23 @@ fn oha(client: &Pod, a: &Args, url: &str, mode: &str) -> anyhow::Result<Value> {
         "--worker-threads",
         "1",
     ])
-    .args(["-z", &format!("{}s", a.secs)]);
+    .args(["-z", &format!("{secs}s")]);
     match mode {
-        "saturate" => cmd.args(["-c", "64"]),
-        "fixed" => cmd.args([
+        Mode::Saturate => cmd.args(["-c", "64"]),
+        Mode::Fixed => cmd.args([
             "-c",
             "16",
             "-q",
             &FIXED_RPS.to_string(),
             "--latency-correction",
         ]),
-        _ => cmd.args(["-c", "16", "--disable-keepalive"]),
+        Mode::Connections => cmd.args(["-c", "16", "--disable-keepalive"]),
     };
-    let out = cmd.arg(url).output().context("running oha")?;
+    let out = cmd
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .context("running oha")?;
     if !out.status.success() {
         bail!("oha: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
@@ -105,19 +188,19 @@ fn oha(client: &Pod, a: &Args, url: &str, mode: &str) -> anyhow::Result<Value> {
     let success = v["summary"]["successRate"].as_f64().unwrap_or(0.0);
     if ok == 0.0 || success < 0.99 {
         bail!(
-            "{url} ({mode}): {ok} responses with 200, success rate {success}; errors: {}",
+            "{url}: {ok} responses with 200, success rate {success}; errors: {}",
             v["errorDistribution"]
         );
     }
     Ok(v)
 }
 
-fn ok_per_sec(v: &Value) -> f64 {
-    v["statusCodeDistribution"]["200"].as_f64().unwrap_or(0.0)
-        / v["summary"]["total"].as_f64().unwrap_or(f64::NAN)
+/// Requests answered 200 per second of the run.
+fn ok_per_sec(v: &Value, secs: u32) -> f64 {
+    v["statusCodeDistribution"]["200"].as_f64().unwrap_or(0.0) / f64::from(secs)
 }
 
-/// utime + stime of `pid`, seconds.
+/// utime + stime of `pid` (all its threads), seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(") ").map_or("", |(_, r)| r);
@@ -125,43 +208,52 @@ fn cpu_seconds(pid: u32) -> f64 {
         .split_whitespace()
         .map(|x| x.parse().unwrap_or(0.0))
         .collect();
-    let tck = 100.0; // USER_HZ on Linux
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // Fields 14 and 15 of stat(5); `after` starts at field 3.
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / tck
 }
 
-/// Peak RSS (VmHWM) of `pid`, MiB.
-fn rss_mib(pid: u32) -> f64 {
+/// A `VmHWM:`/`VmRSS:` figure of `pid`, MiB.
+fn vm_mib(pid: u32, key: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// Measures one scenario: saturation, fixed rate, new connections.
-fn measure(
-    name: &str,
-    client: &Pod,
-    a: &Args,
-    url: &str,
-    daemons: &[u32],
-) -> anyhow::Result<Value> {
-    let cpu0: f64 = daemons.iter().map(|p| cpu_seconds(*p)).sum();
-    let sat = oha(client, a, url, "saturate")?;
-    let cpu = daemons.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu0;
+/// One scenario: how to reach the backend and which processes are its
+/// proxies (one per node).
+struct Scenario {
+    name: &'static str,
+    client: Pod,
+    url: String,
+    proxies: Vec<u32>,
+}
+
+/// Measures `s` once: saturation, fixed rate, new connections.
+fn measure(s: &Scenario, a: &Args, cpus: Cpus, round: usize) -> anyhow::Result<Value> {
+    let cpu0: f64 = s.proxies.iter().map(|p| cpu_seconds(*p)).sum();
+    let sat = oha(&s.client, a, cpus, &s.url, Mode::Saturate, a.secs)?;
+    let cpu = s.proxies.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu0;
     let ok = sat["statusCodeDistribution"]["200"].as_f64().unwrap_or(0.0);
-    let fixed = oha(client, a, url, "fixed")?;
+    let fixed = oha(&s.client, a, cpus, &s.url, Mode::Fixed, a.secs)?;
     let pct = |k: &str| fixed["latencyPercentiles"][k].as_f64().map(|s| s * 1e6);
-    let conns = oha(client, a, url, "connections")?;
+    let conns = oha(&s.client, a, cpus, &s.url, Mode::Connections, a.secs)?;
     Ok(json!({
-        "scenario": name,
-        "rps": ok_per_sec(&sat),
+        "scenario": s.name,
+        "round": round,
+        "rps": ok_per_sec(&sat, a.secs),
         "p50_us": pct("p50"),
         "p99_us": pct("p99"),
-        "new_connections_per_s": ok_per_sec(&conns),
-        "cpu_s_per_1k": (!daemons.is_empty()).then(|| cpu / (ok / 1000.0)),
-        "rss_mib": daemons.iter().map(|p| rss_mib(*p)).collect::<Vec<_>>(),
+        "fixed_rps": ok_per_sec(&fixed, a.secs),
+        "new_connections_per_s": ok_per_sec(&conns, a.secs),
+        "cpu_s_per_1k": (!s.proxies.is_empty()).then(|| cpu / (ok / 1000.0)),
+        "rss_peak_mib": s.proxies.iter().map(|p| vm_mib(*p, "VmHWM:")).collect::<Vec<_>>(),
+        "rss_mib": s.proxies.iter().map(|p| vm_mib(*p, "VmRSS:")).collect::<Vec<_>>(),
+        "rss_anon_mib": s.proxies.iter().map(|p| vm_mib(*p, "RssAnon:")).collect::<Vec<_>>(),
     }))
 }
 
@@ -169,123 +261,271 @@ fn missing(name: &str, why: &str) -> Value {
     json!({"scenario": name, "missing": why})
 }
 
-/// GET `path` of a daemon's admin API from inside its node.
-fn admin(node: &Node, path: &str) -> String {
-    node.command("curl")
-        .ok()
-        .and_then(|mut c| {
-            c.args(["-sS", "-m", "5", &format!("http://{ADMIN}{path}")])
-                .output()
-                .ok()
-        })
+/// Output of `program args` run by `cmd` (stdout, lossy).
+fn run_out(mut cmd: Command, args: &[&str]) -> String {
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
 }
 
-/// Requests node `node`'s daemon counted with mTLS as the destination.
-fn mtls_requests(node: &Node) -> f64 {
-    admin(node, "/stats/prometheus")
-        .lines()
-        .filter(|l| {
-            (l.starts_with("istio_requests_total{")
-                || l.starts_with("istio_tcp_connections_opened_total{"))
-                && l.contains("reporter=\"destination\"")
-                && l.contains("connection_security_policy=\"mutual_tls\"")
+/// GET `url` from inside a namespace (`cmd` is a curl command there).
+fn curl(cmd: Command, url: &str) -> String {
+    run_out(cmd, &["-sS", "-m", "5", url])
+}
+
+/// Established TCP connections with local port 15008 in `pod`'s namespace.
+fn hbone_connections(pod: &Pod) -> usize {
+    pod.command("ss")
+        .map(|c| {
+            run_out(c, &["-Htn", "state", "established", "sport", "=", ":15008"])
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .count()
         })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .unwrap_or(0)
 }
 
-fn wait_ready(node: &Node, child: &mut Child, log: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if admin(node, "/ready").trim() == "LIVE" {
-            return Ok(());
-        }
-        if let Some(st) = child.try_wait()? {
-            bail!(
-                "strait run on {} exited ({st}):\n{}",
-                node.name(),
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
+/// Kills a process (and waits for it) on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
-    bail!("strait run on {} not ready in 60 s", node.name())
 }
 
-/// Starts `strait run` on `node` reading `config`.
-fn daemon(node: &Node, a: &Args, config: &Path) -> anyhow::Result<Child> {
-    let log = node.tmp_dir().join("strait.log");
-    let f = std::fs::File::create(&log)?;
-    let mut child = node
-        .strait_run(&a.strait, config)?
-        .args(["--admin", ADMIN, "--no-access-log", "--log-level", "warn"])
-        .stdin(Stdio::null())
-        .stdout(f.try_clone()?)
-        .stderr(f)
-        .spawn()
-        .context("spawning strait run")?;
-    wait_ready(node, &mut child, &log)?;
+/// Starts `bench-backend --http` on `ports` of `pod` and waits for `ready`.
+fn backend(pod: &Pod, a: &Args, cpus: Cpus, ports: &[u16]) -> anyhow::Result<Killed> {
+    use std::io::BufRead;
+    let mut cmd = pod.command(&a.backend)?;
+    pin(&mut cmd, cpus.server);
+    for p in ports {
+        cmd.args(["--http", &format!("{}:{p}", pod.ip)]);
+    }
+    let mut child = Killed(
+        cmd.stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .context("spawning bench-backend")?,
+    );
+    let out = child.0.stdout.take().context("backend stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(out).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        bail!("bench-backend did not start: {line:?}");
+    }
     Ok(child)
 }
 
-fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
-    let Some(p) = strait_tests::privileged::require("bench-mesh") else {
-        bail!("bench-mesh needs root, cgroup v2 and the eBPF object");
-    };
-    let mut na = Node::new(&p.cgroup2, "mesh-a", 61)?;
-    let mut nb = Node::new(&p.cgroup2, "mesh-b", 62)?;
-    link(&na, &nb)?;
-    let svc = ServiceDef {
-        name: "bench".into(),
+/// A CA directory for `strait run --ca-dir` made of the test root (the
+/// root signs workload certificates directly, as ztunnel's FAKE_CA does).
+fn ca_dir(src: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    let ca = dir.join("ca");
+    std::fs::create_dir_all(&ca)?;
+    let root = std::fs::read_to_string(src.join("root-cert.pem"))
+        .with_context(|| format!("{}/root-cert.pem", src.display()))?;
+    for f in ["ca-cert.pem", "root-cert.pem", "cert-chain.pem"] {
+        std::fs::write(ca.join(f), &root)?;
+    }
+    std::fs::copy(src.join("ca-key.pem"), ca.join("ca-key.pem"))
+        .with_context(|| format!("{}/ca-key.pem", src.display()))?;
+    Ok(ca)
+}
+
+/// Starts `strait run` on `node` reading `config`, pinned, with its own
+/// embedded CA on the shared test root; waits for `/ready`.
+fn daemon(node: &Node, a: &Args, cpus: Cpus, config: &Path) -> anyhow::Result<Killed> {
+    let log = node.tmp_dir().join("strait.log");
+    let f = std::fs::File::create(&log)?;
+    let mut cmd = node.strait_run(&a.strait, config)?;
+    pin(&mut cmd, cpus.server);
+    let mut child = Killed(
+        cmd.args(["--admin", ADMIN, "--no-access-log", "--log-level", "warn"])
+            .arg("--ca-dir")
+            .arg(ca_dir(&a.ca, node.tmp_dir())?)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()
+            .context("spawning strait run")?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if curl(node.command("curl")?, &format!("http://{ADMIN}/ready")).trim() == "LIVE" {
+            return Ok(child);
+        }
+        if let Some(st) = child.0.try_wait()? {
+            bail!(
+                "strait run on {} exited ({st}):\n{}",
+                node.name(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "strait run on {} not ready in 90 s:\n{}",
+                node.name(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// ztunnel's local workload file: both pods of the ztunnel scenario,
+/// HBONE-capable.
+fn ztunnel_workloads(pods: &[(&Pod, &str)]) -> String {
+    let mut s = String::from("workloads:\n");
+    for (p, node) in pods {
+        s.push_str(&format!(
+            "- uid: Kubernetes//Pod/{ns}/{name}\n  name: {name}\n  namespace: {ns}\n  serviceAccount: {sa}\n  workloadIps: [\"{ip}\"]\n  protocol: HBONE\n  node: {node}\n  network: \"\"\n  trustDomain: cluster.local\n  services: {{}}\n",
+            ns = p.spec.namespace,
+            name = p.spec.name,
+            sa = p.spec.service_account,
+            ip = p.ip,
+        ));
+    }
+    s
+}
+
+/// Starts ztunnel in dedicated mode in `pod` (FAKE_CA, the local workload
+/// file, one worker thread, no access log), pinned; waits for its
+/// readiness port.
+fn ztunnel(
+    bin: &Path,
+    pod: &Pod,
+    dir: &Path,
+    cpus: Cpus,
+    workloads: &Path,
+) -> anyhow::Result<Killed> {
+    let log = dir.join(format!("ztunnel-{}.log", pod.spec.name));
+    let f = std::fs::File::create(&log)?;
+    let mut cmd = pod.command(bin)?;
+    pin(&mut cmd, cpus.server);
+    let mut child = Killed(
+        cmd.env("FAKE_CA", "true")
+            .env("XDS_ADDRESS", "")
+            .env("LOCAL_XDS_PATH", workloads)
+            .env("PROXY_MODE", "dedicated")
+            .env(
+                "PROXY_WORKLOAD_INFO",
+                format!(
+                    "{}/{}/{}",
+                    pod.spec.namespace, pod.spec.name, pod.spec.service_account
+                ),
+            )
+            .env("ENABLE_ORIG_SRC", "false")
+            .env("IPV6_ENABLED", "false")
+            .env("ZTUNNEL_WORKER_THREADS", "1")
+            .env("RUST_LOG", "warn")
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("spawning ztunnel")?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut c = pod.command("curl")?;
+        c.args(["-o", "/dev/null", "-w", "%{http_code}"]);
+        if curl(c, "http://127.0.0.1:15021/healthz/ready") == "200" {
+            return Ok(child);
+        }
+        if let Some(st) = child.0.try_wait()? {
+            bail!(
+                "ztunnel in {} exited ({st}):\n{}",
+                pod.spec.name,
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "ztunnel in {} not ready in 60 s:\n{}",
+                pod.spec.name,
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn service(name: &str, port_name: &str, port: u16) -> ServiceDef {
+    ServiceDef {
+        name: name.into(),
         namespace: "default".into(),
         selector: BTreeMap::from([("app".to_string(), "server".to_string())]),
         ports: vec![ServicePort {
-            name: Some("http".into()),
-            port: 80,
+            name: Some(port_name.into()),
+            port,
             target_port: Some(TargetPort::Number(BACKEND_PORT)),
             protocol: "TCP".into(),
             app_protocol: None,
         }],
         cluster_ip: None,
         headless: false,
+    }
+}
+
+fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
+    let Some(p) = strait_tests::privileged::require("bench-mesh") else {
+        bail!("bench-mesh needs root, cgroup v2 and the eBPF object");
     };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = if cores >= 2 {
+        Cpus {
+            load: Some(0),
+            server: Some(1),
+        }
+    } else {
+        Cpus {
+            load: None,
+            server: None,
+        }
+    };
+    let mut na = Node::new(&p.cgroup2, "mesh-a", 61)?;
+    let mut nb = Node::new(&p.cgroup2, "mesh-b", 62)?;
+    link(&na, &nb)?;
+    // Meshed: `client` (A) and `server` (B) in `default`. Outside the
+    // mesh: `zclient` (A) and `zserver` (B) in `plain`.
     na.add_pod(PodSpec::new("client", &[("app", "client")]))?;
     nb.add_pod(PodSpec::new("server", &[("app", "server")]))?;
-    let vip: Ipv4Addr = na
-        .add_service(svc.clone())?
-        .cluster_ip
-        .context("the service has a ClusterIP")?;
-    nb.add_service(svc)?;
-    let server_ip = nb.pod("default", "server").context("server pod")?.ip;
-    let mut backend = nb
-        .pod("default", "server")
-        .context("server pod")?
-        .command(&a.backend)?
-        .args(["--http", &format!("{server_ip}:{BACKEND_PORT}")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("spawning bench-backend")?;
-    {
-        use std::io::BufRead;
-        let out = backend.stdout.take().context("backend stdout")?;
-        let mut line = String::new();
-        std::io::BufReader::new(out).read_line(&mut line)?;
-        if line.trim() != "ready" {
-            bail!("bench-backend did not start: {line:?}");
-        }
+    for (n, name) in [(&mut na, "zclient"), (&mut nb, "zserver")] {
+        let mut s = PodSpec::new(name, &[("app", name)]);
+        s.namespace = PLAIN_NS.into();
+        s.service_account = name.into();
+        n.set_namespace_labels(PLAIN_NS, &[]);
+        n.add_pod(s)?;
     }
-    let client = na.pod("default", "client").context("client pod")?;
-    let mut out = Vec::new();
-    eprintln!("bench-mesh: direct");
-    out.push(measure(
-        "direct",
-        client,
-        a,
-        &format!("http://{server_ip}:{BACKEND_PORT}/"),
-        &[],
-    )?);
+    let http_svc = service("bench", "http", 80);
+    let tcp_svc = service("bench-tcp", "tcp-bench", 9000);
+    let vip_http = na
+        .add_service(http_svc.clone())?
+        .cluster_ip
+        .context("ClusterIP")?;
+    let vip_tcp = na
+        .add_service(tcp_svc.clone())?
+        .cluster_ip
+        .context("ClusterIP")?;
+    nb.add_service(http_svc)?;
+    nb.add_service(tcp_svc)?;
+    let pod = |n: &Node, ns: &str, name: &str| -> anyhow::Result<Pod> {
+        n.pod(ns, name)
+            .cloned()
+            .with_context(|| format!("pod {ns}/{name}"))
+    };
+    let (client, server) = (
+        pod(&na, "default", "client")?,
+        pod(&nb, "default", "server")?,
+    );
+    let (zclient, zserver) = (
+        pod(&na, PLAIN_NS, "zclient")?,
+        pod(&nb, PLAIN_NS, "zserver")?,
+    );
+    let _backend = backend(&server, a, cpus, &[BACKEND_PORT])?;
+    let _zbackend = backend(&zserver, a, cpus, &[BACKEND_PORT, ZT_PORT])?;
 
     // Strait on both nodes; both see the whole cluster.
     let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bench, namespace: default}\nspec:\n  hosts: [bench]\n  http:\n  - route:\n    - destination: {host: bench}\n";
@@ -295,62 +535,133 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
         na.write_config(&dir)?;
         nb.write_config(&dir)?;
         std::fs::write(dir.join("bench-vs.yaml"), vs)?;
-        daemons.push(daemon(n, a, &dir)?);
+        daemons.push(daemon(n, a, cpus, &dir)?);
     }
-    let pids: Vec<u32> = daemons.iter().map(Child::id).collect();
-    eprintln!("bench-mesh: strait-l7");
-    let before = mtls_requests(&nb);
-    let l7 = measure("strait-l7", client, a, &format!("http://{vip}/"), &pids)?;
-    let mtls = mtls_requests(&nb) - before > 0.0;
-    let routed = admin(&na, "/stats/prometheus").lines().any(|l| {
-        l.starts_with("istio_requests_total{") && l.contains("destination_service=\"bench.")
-    });
-    if !routed {
-        bail!("strait-l7: node A's daemon counted no request to the bench service");
-    }
-    out.push(if mtls {
-        let mut v = l7.clone();
-        v["scenario"] = json!("strait-l7-hbone");
-        v
-    } else {
-        l7
-    });
-    let no_hbone = "not available: node B's daemon reported no mTLS (HBONE) connection \
-                    (connection_security_policy=\"mutual_tls\", reporter=\"destination\"); \
-                    the HBONE transport is not in this build";
-    if !mtls {
-        out.push(missing("strait-l7-hbone", no_hbone));
+    let strait_pids: Vec<u32> = daemons.iter().map(|d| d.0.id()).collect();
+
+    let mut scenarios = vec![
+        Scenario {
+            name: "direct",
+            client: zclient.clone(),
+            url: format!("http://{}:{BACKEND_PORT}/", zserver.ip),
+            proxies: Vec::new(),
+        },
+        Scenario {
+            name: "strait-l4-hbone",
+            client: client.clone(),
+            url: format!("http://{vip_tcp}:9000/"),
+            proxies: strait_pids.clone(),
+        },
+        Scenario {
+            name: "strait-l7-hbone",
+            client: client.clone(),
+            url: format!("http://{vip_http}/"),
+            proxies: strait_pids.clone(),
+        },
+    ];
+    let mut out = Vec::new();
+    let mut _ztunnels = Vec::new();
+    match &a.ztunnel {
+        None => out.push(missing("ztunnel", "not run: ZTUNNEL_BIN is not set")),
+        Some(bin) => {
+            let dir = nb.tmp_dir().to_path_buf();
+            let workloads = dir.join("ztunnel-workloads.yaml");
+            std::fs::write(
+                &workloads,
+                ztunnel_workloads(&[(&zclient, na.name()), (&zserver, nb.name())]),
+            )?;
+            let rule = zclient
+                .command("iptables")?
+                .args([
+                    "-t",
+                    "nat",
+                    "-A",
+                    "OUTPUT",
+                    "-p",
+                    "tcp",
+                    "-d",
+                    &zserver.ip.to_string(),
+                    "--dport",
+                    &ZT_PORT.to_string(),
+                    "-j",
+                    "REDIRECT",
+                    "--to-ports",
+                    "15001",
+                    "-w",
+                ])
+                .stdin(Stdio::null())
+                .output()
+                .context("running iptables in zclient")?;
+            if !rule.status.success() {
+                bail!(
+                    "iptables REDIRECT in zclient: {}",
+                    String::from_utf8_lossy(&rule.stderr).trim()
+                );
+            }
+            _ztunnels.push(ztunnel(bin, &zserver, &dir, cpus, &workloads)?);
+            _ztunnels.push(ztunnel(bin, &zclient, &dir, cpus, &workloads)?);
+            scenarios.push(Scenario {
+                name: "ztunnel",
+                client: zclient.clone(),
+                url: format!("http://{}:{ZT_PORT}/", zserver.ip),
+                proxies: _ztunnels.iter().map(|z| z.0.id()).collect(),
+            });
+        }
     }
 
-    // L4: without the VirtualService the service needs no proxy on the
-    // source node (kernel load balancing, or HBONE when meshed mTLS is on).
-    for n in [&na, &nb] {
-        std::fs::remove_file(n.tmp_dir().join("config/bench-vs.yaml"))?;
+    if !a.only.is_empty() {
+        scenarios.retain(|s| a.only.iter().any(|o| o == s.name));
     }
-    std::thread::sleep(Duration::from_secs(3)); // reload (debounced, < 1 s)
-    eprintln!("bench-mesh: strait-l4");
-    let before = mtls_requests(&nb);
-    let mut l4 = measure("strait-l4", client, a, &format!("http://{vip}/"), &pids)?;
-    if mtls_requests(&nb) - before > 0.0 {
-        l4["scenario"] = json!("strait-l4-hbone");
-        out.push(l4);
-    } else {
-        out.push(l4);
-        out.push(missing("strait-l4-hbone", no_hbone));
+    // Warm-up (pools, certificates), and the check that the tunnelled
+    // scenarios really tunnel.
+    for s in &scenarios {
+        eprintln!("bench-mesh: warm-up {}", s.name);
+        // Listeners and certificates come up asynchronously after
+        // `/ready`: retry the warm-up for a while before giving up.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(e) = oha(&s.client, a, cpus, &s.url, Mode::Saturate, 1) {
+            if Instant::now() > deadline {
+                return Err(e.context(format!("{} warm-up", s.name)));
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let server_pod = if s.name.starts_with("strait") {
+            &server
+        } else {
+            &zserver
+        };
+        let tunnels = hbone_connections(server_pod);
+        match (s.name, tunnels) {
+            ("direct", 0) => {}
+            ("direct", n) => bail!("direct: {n} HBONE connections in zserver before any tunnel"),
+            (name, 0) => bail!(
+                "{name}: no established HBONE connection (port 15008) in the server pod after the warm-up: not tunnelled"
+            ),
+            _ => {}
+        }
     }
-    out.push(missing(
-        "ztunnel",
-        match &a.ztunnel {
-            None => "not run: ZTUNNEL_BIN is not set",
-            Some(_) => "not run: the ztunnel dedicated-mode scenario is not in this harness yet",
-        },
-    ));
-    for mut d in daemons {
-        let _ = d.kill();
-        let _ = d.wait();
+    let routed = !scenarios.iter().any(|s| s.name == "strait-l7-hbone")
+        || curl(
+            na.command("curl")?,
+            &format!("http://{ADMIN}/stats/prometheus"),
+        )
+        .lines()
+        .any(|l| {
+            l.starts_with("istio_requests_total{") && l.contains("destination_service=\"bench.")
+        });
+    if !routed {
+        bail!("strait-l7-hbone: node A's daemon counted no HTTP request to the bench service");
     }
-    let _ = backend.kill();
-    let _ = backend.wait();
+
+    for round in 0..a.rounds {
+        for i in 0..scenarios.len() {
+            let s = &scenarios[(i + round) % scenarios.len()];
+            eprintln!("bench-mesh: round {} {}", round + 1, s.name);
+            out.push(measure(s, a, cpus, round).with_context(|| s.name)?);
+        }
+    }
+    drop(_ztunnels);
+    drop(daemons);
     Ok(out)
 }
 
