@@ -102,8 +102,10 @@ fn render(s: &Section, extra: &[String]) -> String {
     md
 }
 
-/// `md` with the section titled `## title` (up to the next `## `) replaced
-/// by `text`, or `text` appended when there is none.
+/// `md` with the section titled `## title` (up to the next `## ` or the
+/// next `<!-- ` marker line, which opens a section another suite writes
+/// by its markers) replaced by `text`, or `text` appended when there is
+/// none.
 pub fn splice(md: &str, title: &str, text: &str) -> String {
     let heading = format!("## {title}\n");
     let start = if md.starts_with(&heading) {
@@ -114,8 +116,11 @@ pub fn splice(md: &str, title: &str, text: &str) -> String {
     match start {
         Some(start) => {
             let after = start + heading.len();
-            let end = md[after..]
-                .find("\n## ")
+            let rest = &md[after..];
+            let end = [rest.find("\n## "), rest.find("\n<!-- ")]
+                .into_iter()
+                .flatten()
+                .min()
                 .map_or(md.len(), |i| after + i + 1);
             format!("{}{text}{}", &md[..start], &md[end..])
         }
@@ -223,6 +228,12 @@ mod tests {
         assert_eq!(
             splice(md, "Config: compile", new),
             "# B\n\n## L4\n\nx\n\n## Config: compile\n\nnew\n\n## XDP\n\ny\n"
+        );
+        let marked = "# B\n\n## Config: compile\n\nold\n\n<!-- xdp:begin -->\n## XDP\n\ny\n<!-- xdp:end -->\n";
+        assert_eq!(
+            splice(marked, "Config: compile", new),
+            "# B\n\n## Config: compile\n\nnew\n\n<!-- xdp:begin -->\n## XDP\n\ny\n<!-- xdp:end -->\n",
+            "a marker line that opens the next section is kept"
         );
         let appended = splice("# B\n\n## L4\n\nx\n", "Config: compile", new);
         assert_eq!(appended, format!("# B\n\n## L4\n\nx\n\n{new}"));
