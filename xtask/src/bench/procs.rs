@@ -30,6 +30,8 @@ pub struct Proc {
     /// Kept open while the process should live (bench-datapath exits when
     /// its stdin closes).
     stdin: Option<ChildStdin>,
+    /// [`Proc::close_stdin`] was called: the process is cleaning up.
+    stdin_closed: bool,
     lines: Option<mpsc::Receiver<String>>,
 }
 
@@ -57,6 +59,7 @@ impl Proc {
             name: name.to_string(),
             child,
             stdin,
+            stdin_closed: false,
             lines: Some(rx),
         })
     }
@@ -85,6 +88,7 @@ impl Proc {
     /// its stdout can still be read with [`Proc::wait_line`].
     pub fn close_stdin(&mut self) {
         self.stdin = None;
+        self.stdin_closed = true;
     }
 
     /// The process id.
@@ -104,8 +108,10 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         // Closing stdin asks helpers such as bench-datapath to clean up and
-        // exit; give them a moment before the kill.
-        if self.stdin.take().is_some() {
+        // exit; give them a moment before the kill (also when stdin was
+        // closed earlier: a kill in the middle of bench-datapath's cleanup
+        // leaves its pinned maps, with their counts, to the next run).
+        if self.stdin.take().is_some() || self.stdin_closed {
             for _ in 0..100 {
                 if matches!(self.child.try_wait(), Ok(Some(_))) {
                     break;
