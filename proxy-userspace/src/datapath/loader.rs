@@ -339,33 +339,7 @@ impl Datapath {
                 self.links.push(link);
                 continue;
             }
-            let cg = std::fs::File::open(cgroup)
-                .with_context(|| format!("opening cgroup {}", cgroup.display()))?;
-            let prog = self
-                .ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing from the eBPF object"))?;
-            // A bpf_link (5.7+) takes no attach flags and always coexists
-            // with other programs on the hook (other agents, a data path in
-            // a parent cgroup): `Single` is the mode that passes flags 0.
-            let mode = CgroupAttachMode::Single;
-            let link: FdLink = if name == programs::SOCKOPS {
-                let p: &mut SockOps = prog.try_into()?;
-                if p.fd().is_err() {
-                    p.load().with_context(|| format!("loading {name}"))?;
-                }
-                let id = p.attach(cg, mode)?;
-                p.take_link(id)?.try_into()?
-            } else {
-                let p: &mut CgroupSockAddr = prog.try_into()?;
-                if p.fd().is_err() {
-                    p.load().with_context(|| format!("loading {name}"))?;
-                }
-                let id = p
-                    .attach(cg, mode)
-                    .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
-                p.take_link(id)?.try_into()?
-            };
+            let link = attach_cgroup_link(&mut self.ebpf, name, cgroup)?;
             let pinned = link
                 .pin(&pin)
                 .with_context(|| format!("pinning {}", pin.display()))?;
@@ -426,30 +400,7 @@ impl Datapath {
                         links.push(dp.reuse_pin(name, &pin)?);
                         continue;
                     }
-                    let cg = std::fs::File::open(cgroup)
-                        .with_context(|| format!("opening cgroup {}", cgroup.display()))?;
-                    let prog = dp
-                        .ebpf
-                        .program_mut(name)
-                        .with_context(|| format!("program {name} missing from the eBPF object"))?;
-                    let mode = CgroupAttachMode::Single;
-                    let link: FdLink = if name == programs::SOCKOPS {
-                        let p: &mut SockOps = prog.try_into()?;
-                        if p.fd().is_err() {
-                            p.load().with_context(|| format!("loading {name}"))?;
-                        }
-                        let id = p.attach(cg, mode)?;
-                        p.take_link(id)?.try_into()?
-                    } else {
-                        let p: &mut CgroupSockAddr = prog.try_into()?;
-                        if p.fd().is_err() {
-                            p.load().with_context(|| format!("loading {name}"))?;
-                        }
-                        let id = p
-                            .attach(cg, mode)
-                            .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
-                        p.take_link(id)?.try_into()?
-                    };
+                    let link = attach_cgroup_link(&mut dp.ebpf, name, cgroup)?;
                     links.push(
                         link.pin(&pin)
                             .with_context(|| format!("pinning {}", pin.display()))?,
@@ -1037,4 +988,40 @@ fn proto_number(p: L4Protocol) -> u8 {
         L4Protocol::Tcp => proxy_common::proto::TCP,
         L4Protocol::Udp => proxy_common::proto::UDP,
     }
+}
+
+/// Loads socket program `name` of `ebpf` if it is not loaded yet and
+/// attaches it to `cgroup` through a new bpf_link (not pinned yet).
+///
+/// A bpf_link (5.7+) takes no attach flags and always coexists with other
+/// programs on the hook (other agents, a data path in a parent cgroup):
+/// `Single` is the mode that passes flags 0.
+///
+/// Errors: the cgroup cannot be opened; the program is missing from the
+/// object, fails to load, or the kernel refuses the attach.
+fn attach_cgroup_link(ebpf: &mut Ebpf, name: &str, cgroup: &Path) -> anyhow::Result<FdLink> {
+    let cg = std::fs::File::open(cgroup)
+        .with_context(|| format!("opening cgroup {}", cgroup.display()))?;
+    let prog = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?;
+    let mode = CgroupAttachMode::Single;
+    let link: FdLink = if name == programs::SOCKOPS {
+        let p: &mut SockOps = prog.try_into()?;
+        if p.fd().is_err() {
+            p.load().with_context(|| format!("loading {name}"))?;
+        }
+        let id = p.attach(cg, mode)?;
+        p.take_link(id)?.try_into()?
+    } else {
+        let p: &mut CgroupSockAddr = prog.try_into()?;
+        if p.fd().is_err() {
+            p.load().with_context(|| format!("loading {name}"))?;
+        }
+        let id = p
+            .attach(cg, mode)
+            .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+        p.take_link(id)?.try_into()?
+    };
+    Ok(link)
 }
