@@ -659,8 +659,7 @@ fn reload_once(
         apply_kernel(datapath, snap, enrollment)
     };
     let written = started.elapsed();
-    let snap = Arc::new(snap.clone());
-    live.snapshot.store(snap.clone());
+    let snap = compiler.publish(step.incremental, &diff, &live.snapshot);
     let built = live.proxy.rebuild_counts();
     tracing::info!(
         incremental = step.incremental,
