@@ -26,7 +26,7 @@ fn service(i: usize, eps: usize, t: u32, subset: bool) -> String {
             "- {{addresses: [\"10.1.{i}.{e}\"], conditions: {{ready: true}}}}\n"
         ));
     }
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         y.push_str(&format!("---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc{i}, namespace: default}}\nspec:\n  hosts: [svc{i}]\n  http:\n  - route: [{{destination: {{host: svc{i}}}}}]\n    timeout: {t}s\n"));
     }
     if subset {
