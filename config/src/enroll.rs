@@ -111,6 +111,11 @@ pub struct PodEnrollment {
     pub uid: Option<String>,
     /// `status.podIP` of a pod that has not finished.
     pub ip: Option<IpAddr>,
+    /// Every address of such a pod: `status.podIP`, then the other
+    /// `status.podIPs` (a dual-stack pod's IPv6 address); empty when `ip`
+    /// is `None`.
+    #[serde(skip)]
+    pub ips: Vec<IpAddr>,
     /// `spec.nodeName`.
     pub node: Option<String>,
     /// The decision and why.
@@ -158,6 +163,7 @@ impl Enrollment {
                     name: r.name().to_string(),
                     uid: p.metadata.uid.clone(),
                     ip: running_ip(p),
+                    ips: crate::compile::pod_ips(p),
                     node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
                     reason: pod_reason(ns_labels.get(r.namespace()).unwrap_or(&empty), p),
                 }),
@@ -172,7 +178,11 @@ impl Enrollment {
     /// of the Pod with that IP, else (an address known only from
     /// Endpoints/EndpointSlices or a WorkloadEntry) its namespace's.
     pub fn ip_meshed(&self, ip: IpAddr, namespace: &str) -> bool {
-        match self.pods.iter().find(|p| p.ip == Some(ip)) {
+        match self
+            .pods
+            .iter()
+            .find(|p| p.ip == Some(ip) || p.ips.contains(&ip))
+        {
             Some(p) => p.meshed(),
             None => self.namespaces.contains(namespace),
         }
