@@ -89,11 +89,7 @@ pub fn program6(allowed: &[Ipv6Addr]) -> Vec<libc::sock_filter> {
 /// The IPv6 sources allowed on this node: `::1`, its own IPv6 addresses
 /// and its meshed pods' (every address of `status.podIPs`), sorted and
 /// deduplicated. IPv4-mapped addresses are left to the IPv4 listener.
-pub fn allowed_sources6(
-    node: &str,
-    node_ips: &[IpAddr],
-    enrollment: &Enrollment,
-) -> Vec<Ipv6Addr> {
+pub fn allowed_sources6(node: &str, node_ips: &[IpAddr], enrollment: &Enrollment) -> Vec<Ipv6Addr> {
     let v6 = |ip: &IpAddr| match ip {
         IpAddr::V6(a) if a.to_ipv4_mapped().is_none() => Some(*a),
         _ => None,

@@ -7,8 +7,7 @@ use aya::{
 };
 use proxy_common::{
     Backend, Backend6, BackendKey, ClientKey, ClientKey6, MaglevTable, OrigDst, OrigDst6,
-    ProxyConfig, ProxyConfig6, ServiceKey,
-    ServiceKey6, ServiceStats, ServiceValue, Workload,
+    ProxyConfig, ProxyConfig6, ServiceKey, ServiceKey6, ServiceStats, ServiceValue, Workload,
 };
 
 /// The socket data path's maps.

@@ -393,6 +393,12 @@ impl Proxy {
         orig: impl OriginalDst,
         workers: usize,
     ) -> std::io::Result<Workers> {
-        Workers::start(self.shared.clone(), listener, listener6, Arc::new(orig), workers)
+        Workers::start(
+            self.shared.clone(),
+            listener,
+            listener6,
+            Arc::new(orig),
+            workers,
+        )
     }
 }
