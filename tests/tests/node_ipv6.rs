@@ -11,7 +11,8 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use strait_tests::node::{Node, Pod, PodSpec};
+use strait_tests::node::capture::{self, Capture};
+use strait_tests::node::{link, Node, Pod, PodSpec};
 
 const ADMIN: &str = "127.0.0.1:15000";
 const ECHO_V4: &str = "10.96.200.10";
@@ -250,5 +251,152 @@ fn ipv6_clusterips_get_l7_routing_and_policy_through_the_proxy() {
     assert!(
         !log.contains("no IPv6 listener"),
         "an IPv6 VIP was refused although --outbound6 is set:\n{log}"
+    );
+}
+
+const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
+
+/// `strait run` on `node` with `args`, its log in the node's directory.
+fn start_with(node: &Node, config: &Path, args: &[&str], admin: &str) -> Daemon {
+    let log = node.tmp_dir().join("strait.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
+    let child = node
+        .strait_run(&strait, config)
+        .unwrap()
+        .args(["--admin", admin, "--drain-ms", "200"])
+        .args(args)
+        .env("RUST_LOG", "info,strait::transport=debug")
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Daemon { child, log }
+}
+
+#[test]
+fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
+    let name = "ipv6_pod_to_pod_across_two_nodes_goes_through_hbone";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let canary: &'static str = "V6-PLAINTEXT-CANARY-51c2";
+    let mut a = Node::new(&p.cgroup2, "node-a", 62).unwrap();
+    let mut b = Node::new(&p.cgroup2, "node-b", 63).unwrap();
+    a.enable_ipv6().unwrap();
+    b.enable_ipv6().unwrap();
+    let mut client = PodSpec::new("client", &[("app", "client")]);
+    client.service_account = "sleep".into();
+    a.add_pod(client).unwrap();
+    let mut server = PodSpec::new("server", &[("app", "echo")]);
+    server.service_account = "echo".into();
+    b.add_pod(server).unwrap();
+    link(&a, &b).unwrap();
+    // The server (both families): `<canary> peer=<ip>` to every client.
+    let srv = b.pod("default", "server").unwrap();
+    let server6 = SocketAddr::from((srv.ip6.unwrap(), 7300));
+    let l = srv
+        .run_in(|| TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 7300))))
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let peer = s.peer_addr().map(|p| p.ip().to_canonical().to_string());
+            let _ = writeln!(s, "{canary} peer={}", peer.unwrap_or_default());
+            let mut line = String::new();
+            let _ = BufReader::new(&s).read_line(&mut line);
+        }
+    });
+    let config = a.tmp_dir().join("config");
+    a.write_config(&config).unwrap();
+    b.write_config(&config).unwrap();
+    // Node A: the embedded CA, serving node B too.
+    let ca_dir = a.tmp_dir().join("ca");
+    let tokens = a.tmp_dir().join("tokens");
+    std::fs::write(&tokens, "node-b-token-0123456789 node-b\n").unwrap();
+    let token_b = b.tmp_dir().join("token");
+    std::fs::write(&token_b, "node-b-token-0123456789\n").unwrap();
+    let ca_listen = format!("{}:15012", a.gateway());
+    let da = start_with(
+        &a,
+        &config,
+        &[
+            "--ca-dir",
+            ca_dir.to_str().unwrap(),
+            "--ca-listen",
+            &ca_listen,
+            "--ca-tokens",
+            tokens.to_str().unwrap(),
+        ],
+        "127.0.0.1:15000",
+    );
+    let root = ca_dir.join("root-cert.pem");
+    eventually("the CA's root", || root.exists(), &da);
+    let db = start_with(
+        &b,
+        &config,
+        &[
+            "--ca-address",
+            &format!("https://{ca_listen}"),
+            "--ca-root",
+            root.to_str().unwrap(),
+            "--ca-token-file",
+            token_b.to_str().unwrap(),
+        ],
+        "127.0.0.1:15000",
+    );
+    let probe = || {
+        let out = a
+            .pod("default", "client")
+            .unwrap()
+            .command(PROBE)
+            .unwrap()
+            .args(["tcp", &server6.to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Delivered inside the server pod by node B's daemon (from `::6`,
+    // Istio's IPv6 inbound passthrough source), not by the client.
+    let want = format!("{canary} peer=::6");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = probe();
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod IPv6 to pod IPv6: {got:?}, want {want:?}\nnode A:\n{}\nnode B:\n{}",
+            da.log(),
+            db.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let iface = format!("l{}", b.id());
+    let cap = Capture::start(a.netns(), &iface).unwrap();
+    for _ in 0..3 {
+        assert_eq!(probe(), want);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let frames = cap.stop();
+    assert!(
+        !capture::contains(&frames, canary.as_bytes()),
+        "the payload crossed the link in plaintext"
+    );
+    // The tunnel: TCP to port 15008 (0x3aa0) and TLS application data.
+    assert!(
+        capture::contains(&frames, &[0x3a, 0xa0]),
+        "{} frames, none to 15008",
+        frames.len()
+    );
+    assert!(capture::contains(&frames, &[0x17, 0x03, 0x03]));
+    // Over IPv6: an IPv6 header (version 6) to node B's pod CIDR.
+    let server_ip = srv.ip6.unwrap().octets();
+    assert!(
+        capture::contains(&frames, &server_ip),
+        "no frame to the server's IPv6 address"
     );
 }
