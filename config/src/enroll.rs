@@ -278,6 +278,32 @@ status: {podIP: 10.0.0.6}
     }
 
     #[test]
+    fn a_dual_stack_pod_is_meshed_and_a_workload_at_each_address() {
+        let yaml = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: shop, labels: {app: a}}\nspec: {serviceAccountName: sa-a, containers: [{name: c}]}\nstatus: {phase: Running, podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}, {ip: 'fd00::1'}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: shop, labels: {istio.io/dataplane-mode: none}}\nstatus: {phase: Running, podIP: 10.0.0.2, podIPs: [{ip: 10.0.0.2}, {ip: 'fd00::2'}]}\n";
+        let e = load(yaml);
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        assert_eq!(
+            e.pod("shop", "a").unwrap().ips,
+            vec!["10.0.0.1".parse::<IpAddr>().unwrap(), v6]
+        );
+        assert!(e.ip_meshed(v6, "other"));
+        // The opted-out pod's IPv6 address is not meshed either.
+        assert!(!e.ip_meshed("fd00::2".parse().unwrap(), "shop"));
+        // The compiled snapshot has the pod at both addresses, one identity.
+        let l = crate::load::load_str(yaml, "t.yaml");
+        let (snap, _) = crate::compile::compile(&l.resources);
+        let (w4, w6) = (
+            &snap.workloads[&"10.0.0.1".parse::<IpAddr>().unwrap()],
+            &snap.workloads[&v6],
+        );
+        assert_eq!((w6.name.as_str(), w6.ip), ("a", v6));
+        assert_eq!(
+            (&w4.service_account, &w4.labels),
+            (&w6.service_account, &w6.labels)
+        );
+    }
+
+    #[test]
     fn istio_injection_enabled_meshes_and_disabled_or_missing_does_not() {
         let ns = |labels: &str| {
             load(&format!(
