@@ -4,7 +4,10 @@
 //! with its original destination, so a VirtualService routes it by header,
 //! an AuthorizationPolicy DENY sees the IPv6 client address, and the
 //! dual-stack Service answers on both of its ClusterIPs through the same
-//! routes.
+//! routes; the IPv6 listener answers meshed pods only. Across two linked
+//! dual-stack nodes with a CA, a pod's TCP to another pod's IPv6 address
+//! goes over HBONE to `[pod IPv6]:15008`, is delivered from `::6`, and
+//! nothing of the payload crosses the link in plain text.
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener};
 use std::path::Path;
@@ -165,6 +168,12 @@ fn ipv6_clusterips_get_l7_routing_and_policy_through_the_proxy() {
     ] {
         node.add_pod(PodSpec::new(pod, &[("app", app)])).unwrap();
     }
+    // Outside the mesh: the IPv6 outbound listener must not answer it.
+    node.add_pod(PodSpec::new(
+        "outsider",
+        &[("app", "outsider"), ("istio.io/dataplane-mode", "none")],
+    ))
+    .unwrap();
     http_server(node.pod("default", "echo-a").unwrap(), "echo-a");
     http_server(node.pod("default", "echo-b").unwrap(), "echo-b");
     let client6 = node.pod("default", "client").unwrap().ip6.unwrap();
@@ -186,6 +195,25 @@ fn ipv6_clusterips_get_l7_routing_and_policy_through_the_proxy() {
     let (code, body) = curl(&node, &v6, &[]);
     assert_eq!(code, 200, "{body}");
     assert_eq!(body, format!("echo-a /v6 from {}", node.gateway6()));
+
+    // The IPv6 listener's source filter: a pod outside the mesh gets no
+    // handshake on [node]:15001 (its connections are not redirected, so it
+    // would have to dial the listener itself); a meshed pod's dial is
+    // accepted (then closed by the proxy: no original destination).
+    let outbound6 = node.outbound6_addr().to_string();
+    let dial = |pod: &str| {
+        let out = node
+            .pod("default", pod)
+            .unwrap()
+            .command(PROBE)
+            .unwrap()
+            .args(["tcp", &outbound6])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(dial("outsider"), "error TimedOut");
+    assert_ne!(dial("client"), "error TimedOut");
 
     // VirtualService header match, on the IPv6 ClusterIP.
     let (code, body) = curl(&node, &v6, &["x-route: b"]);
