@@ -444,6 +444,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
             s.store().clone(),
             &id.trust_domain,
             &args.node,
+            &id.cluster_id,
             &pods,
             args.access_log,
         )),
