@@ -550,4 +550,52 @@ mod tests {
         assert_eq!(mode(&snap, "10.96.0.10"), L4Mode::Redirect);
         assert_eq!(mode(&snap, "10.96.0.11"), L4Mode::L4);
     }
+
+    #[test]
+    fn baggage_is_ztunnels_for_deployment_pods_and_bare_pods() {
+        let w = |name: &str, labels: &[(&str, &str)], locality: &str| {
+            strait_config::snapshot::Workload {
+                name: name.into(),
+                namespace: "shop".into(),
+                ip: "10.244.1.9".parse().unwrap(),
+                labels: Arc::new(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                service_account: "sa".into(),
+                locality: locality.into(),
+                node: None,
+                services: Vec::new(),
+            }
+        };
+        let deployed = w(
+            "reviews-v2-5b64f47978-xk2lp",
+            &[
+                ("pod-template-hash", "5b64f47978"),
+                ("app", "reviews"),
+                ("version", "v2"),
+            ],
+            "eu-west1/eu-west1-b/",
+        );
+        assert_eq!(
+            baggage(&deployed, "Kubernetes").unwrap(),
+            "k8s.cluster.name=Kubernetes,k8s.namespace.name=shop,k8s.deployment.name=reviews-v2,\
+             service.name=reviews,service.version=v2,cloud.region=eu-west1,\
+             cloud.availability_zone=eu-west1-b"
+        );
+        // A bare pod: its own name; the canonical labels win over `app`;
+        // no version label is `latest`; no locality, no cloud fields.
+        let bare = w(
+            "debug",
+            &[("app", "x"), ("service.istio.io/canonical-name", "tools")],
+            "",
+        );
+        assert_eq!(
+            baggage(&bare, "c1").unwrap(),
+            "k8s.cluster.name=c1,k8s.namespace.name=shop,k8s.pod.name=debug,\
+             service.name=tools,service.version=latest"
+        );
+    }
 }
