@@ -450,6 +450,11 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         )),
         _ => None,
     };
+    // The external authorizer's check requests take the same outbound
+    // decision as the proxy's connections (HBONE to a meshed authorizer).
+    crate::policy::ext_authz::set_dialer(Some(Box::new(
+        crate::transport::hbone::control::MeshDialer(mesh.as_ref().map(|m| m.outbound.clone())),
+    )));
     let proxy = match &mesh {
         Some(m) => {
             let p = proxy.with_settings(crate::serve::ProxySettings {
