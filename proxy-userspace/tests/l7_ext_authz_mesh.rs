@@ -5,7 +5,9 @@
 //! the workload the check is made for; to an authorizer outside the mesh
 //! in plain text; when `ISTIO_MUTUAL` cannot be honoured or the source has
 //! no identity they are refused (the check fails closed, `statusOnError`)
-//! and nothing reaches the authorizer. One process: the dialer is global.
+//! and nothing reaches the authorizer. The JWKS fetcher, which fetches for
+//! no workload, reaches servers outside the mesh and is refused by meshed
+//! ones. One process: the dialer is global.
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -216,4 +218,28 @@ async fn check_requests_tunnel_to_a_meshed_authorizer_and_are_refused_when_mtls_
     assert!(dial(MeshDialer(Some(mesh.clone())), meshed_addr)
         .await
         .is_ok());
+
+    // The JWKS fetcher takes the same decision. It fetches for no
+    // workload: a meshed server is refused (never plain text), one outside
+    // the mesh is fetched from directly.
+    use strait::policy::jwt::jwks;
+    let e = jwks::fetch(
+        &format!("http://{meshed_addr}/keys"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains(strait::transport::hbone::mesh::REFUSE_UNKNOWN_SOURCE),
+        "{e}"
+    );
+    assert_eq!(meshed_checks.load(Ordering::SeqCst), 1);
+    let body = jwks::fetch(
+        &format!("http://{plain_addr}/keys"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(body, "");
+    assert_eq!(plain_checks.load(Ordering::SeqCst), 2);
 }

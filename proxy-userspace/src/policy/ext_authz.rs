@@ -81,10 +81,25 @@ fn dialer_slot() -> &'static arc_swap::ArcSwapOption<Box<dyn Dialer>> {
     D.get_or_init(arc_swap::ArcSwapOption::empty)
 }
 
-/// Installs how every provider's check requests are dialled (the daemon:
-/// the mesh's outbound decision); `None`: plain text.
+/// Installs how every provider's check requests (and the JWKS fetcher's
+/// connections, `jwt/jwks.rs`) are dialled (the daemon: the mesh's
+/// outbound decision); `None`: plain text.
 pub fn set_dialer(d: Option<Box<dyn Dialer>>) {
     dialer_slot().store(d.map(Arc::new));
+}
+
+/// The installed [`Dialer`]'s decision for a connection to `dst`
+/// ([`Dialed::Plain`] when none is installed).
+pub async fn dial(
+    source: IpAddr,
+    dst: SocketAddr,
+    tls: MeshTlsPolicy,
+    host: &str,
+) -> std::io::Result<Dialed> {
+    match dialer_slot().load_full() {
+        Some(d) => d.dial(source, dst, tls, host).await,
+        None => Ok(Dialed::Plain),
+    }
 }
 
 /// Istio's default `timeout` of an `envoyExtAuthzHttp` provider (10 min).
@@ -312,14 +327,9 @@ impl ExtAuthz {
             .map_err(|e| e.to_string())?;
         *req.headers_mut() = self.check_headers(host, headers);
         let ep = self.endpoints[i];
-        let dialer = dialer_slot().load_full();
-        let dialed = match &dialer {
-            Some(d) => d
-                .dial(source, ep, self.mesh_tls, &self.service)
-                .await
-                .map_err(|e| format!("connect {ep}: {e}"))?,
-            None => Dialed::Plain,
-        };
+        let dialed = dial(source, ep, self.mesh_tls, &self.service)
+            .await
+            .map_err(|e| format!("connect {ep}: {e}"))?;
         let resp = match dialed {
             Dialed::Plain => self.client.request(req).await.map_err(|e| {
                 let mut s = e.to_string();
