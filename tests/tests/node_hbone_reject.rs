@@ -33,7 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use strait::identity::ca::Authority;
 use strait::identity::{CertStore, SpiffeId, WorkloadCert};
 use strait::transport::hbone::tls;
-use strait_tests::node::{link, Node, PodSpec};
+use strait_tests::node::{link, Node, PodSpec, ServiceDef, ServicePort};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
 const ECHO_PORT: u16 = 7300;
@@ -491,6 +491,23 @@ fn the_source_node_dials_from_the_pod_ip_sends_trace_headers_and_refuses_a_wrong
     a.add_pod(client).unwrap();
     c.add_pod(pod("tap", "tap")).unwrap();
     c.add_pod(pod("impostor", "web")).unwrap();
+    // Service `web` (HTTP) selects the impostor: the L7 path's refusal.
+    let web = ServiceDef {
+        name: "web".into(),
+        namespace: "default".into(),
+        selector: [("app".to_string(), "impostor".to_string())].into(),
+        ports: vec![ServicePort {
+            name: Some("http".into()),
+            port: 7301,
+            target_port: None,
+            protocol: "TCP".into(),
+            app_protocol: None,
+        }],
+        cluster_ip: None,
+        headless: false,
+    };
+    let web_vip = a.add_service(web.clone()).unwrap().cluster_ip.unwrap();
+    c.add_service(web).unwrap();
     link(&a, &c).unwrap();
     let config = a.tmp_dir().join("config");
     a.write_config(&config).unwrap();
@@ -587,6 +604,35 @@ fn the_source_node_dials_from_the_pod_ip_sends_trace_headers_and_refuses_a_wrong
         assert!(!got.contains("IMPOSTOR"), "{got:?}");
         assert_eq!(got, "", "{got:?}");
     }
+    // Through the HTTP Service: 503 with Envoy's `UF` (upstream connection
+    // failure), the reason in the body; still no request at the impostor.
+    let out = a
+        .pod("default", "client")
+        .unwrap()
+        .command("curl")
+        .unwrap()
+        .args(["-sS", "-m", "20", "-w", "\n%{http_code}"])
+        .arg(format!("http://{web_vip}:7301/"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.ends_with("\n503"), "{text:?}\nnode A:\n{}", da.log());
+    assert!(!text.contains("IMPOSTOR"), "{text:?}");
+    let metrics = a
+        .command("curl")
+        .unwrap()
+        .args(["-sS", "-m", "10", "http://127.0.0.1:15000/stats/prometheus"])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_requests_total{")
+                && l.contains("response_code=\"503\"")
+                && l.contains("response_flags=\"UF")),
+        "{metrics}"
+    );
     let seen = impostor.lock().unwrap();
     assert!(seen.requests.is_empty(), "{seen:?}");
     assert_eq!(seen.handshakes, 0, "{seen:?}");
