@@ -465,11 +465,17 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
             s.store().clone(),
             &id.trust_domain,
             &args.node,
+            &id.cluster_id,
             &pods,
             args.access_log,
         )),
         _ => None,
     };
+    // The external authorizer's check requests take the same outbound
+    // decision as the proxy's connections (HBONE to a meshed authorizer).
+    crate::policy::ext_authz::set_dialer(Some(Box::new(
+        crate::transport::hbone::control::MeshDialer(mesh.as_ref().map(|m| m.outbound.clone())),
+    )));
     let proxy = match &mesh {
         Some(m) => {
             let p = proxy.with_settings(crate::serve::ProxySettings {
