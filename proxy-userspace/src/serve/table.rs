@@ -170,5 +170,4 @@ pub fn compile_incremental(
 }
 
 #[cfg(test)]
-#[path = "table_tests.rs"]
 mod tests;
