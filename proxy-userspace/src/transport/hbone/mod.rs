@@ -8,8 +8,11 @@
 //!   checks (400/401/503), delivery to the pod, bytes both ways;
 //! - [`client`]: the source side: a pool of mTLS HTTP/2 connections per
 //!   (source identity, destination identity, destination address), as
-//!   ztunnel's `WorkloadHBONEPool`, and `CONNECT` streams over them.
+//!   ztunnel's `WorkloadHBONEPool`, and `CONNECT` streams over them;
+//! - [`control`]: the external authorizer's check requests through the
+//!   same outbound decision ([`mesh::route`]).
 pub mod client;
+pub mod control;
 pub mod mesh;
 pub mod server;
 pub mod tls;

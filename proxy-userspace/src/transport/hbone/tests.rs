@@ -122,6 +122,7 @@ fn request(dest: &Dest, source: SpiffeId, expect: SpiffeId) -> OutboundRequest {
         target: SocketAddr::from(([127, 0, 0, 1], dest.echo.port())),
         forwarded_for: Some("10.244.1.5:40000".parse().unwrap()),
         service_host: Some("server.ns.svc.cluster.local".into()),
+        source_ip: None,
     }
 }
 
@@ -236,6 +237,7 @@ async fn send_connect(
         target,
         forwarded_for: None,
         service_host: None,
+        source_ip: None,
     });
     tokio::time::timeout(Duration::from_secs(20), async {
         tx.ready().await.map_err(|e| e.to_string())?;
@@ -448,6 +450,7 @@ fn check_request_and_forwarded_parse_as_ztunnel() {
         target: "10.0.0.5:9080".parse().unwrap(),
         forwarded_for: Some("10.1.2.3:4567".parse().unwrap()),
         service_host: Some("reviews.default.svc.cluster.local".into()),
+        source_ip: None,
     });
     assert_eq!(r.method(), http::Method::CONNECT);
     assert_eq!(r.uri().to_string(), "10.0.0.5:9080");
@@ -525,6 +528,7 @@ async fn an_inspecting_handler_gets_the_inner_stream_with_the_peer_identity() {
         target: SocketAddr::from(([127, 0, 0, 1], 9)),
         forwarded_for: Some("10.244.1.5:40000".parse().unwrap()),
         service_host: None,
+        source_ip: None,
     };
     let mut s = out.connect(&req).await.unwrap();
     assert_eq!(
