@@ -484,6 +484,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     let proxy_workers = proxy
         .serve_workers(outbound, orig, workers)
         .context("starting the proxy workers")?;
+    if let Some(m) = &mesh {
+        m.serve_on_workers(proxy_workers.spawner());
+    }
     let reload_live = live.clone();
     let reload_identity = args
         .identity

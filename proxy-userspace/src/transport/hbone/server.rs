@@ -113,12 +113,28 @@ pub fn forwarded_for(headers: &http::HeaderMap) -> Option<SocketAddr> {
     })
 }
 
+/// Where [`serve_on`] runs each accepted connection: a function that
+/// spawns the future on some runtime (the daemon: its proxy workers').
+pub type Spawn = Arc<dyn Fn(BoxFuture<()>) + Send + Sync>;
+
 /// Accepts HBONE connections on `listener` until it fails; each connection
-/// is served on its own task.
+/// is served on its own task on the current runtime.
 pub async fn serve(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     handler: Arc<dyn InboundHandler>,
+) {
+    let spawn: Spawn = Arc::new(|f| drop(tokio::spawn(f)));
+    serve_on(listener, config, handler, spawn).await
+}
+
+/// [`serve`], each accepted connection (TLS handshake, then its streams)
+/// started by `spawn`.
+pub async fn serve_on(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    handler: Arc<dyn InboundHandler>,
+    spawn: Spawn,
 ) {
     loop {
         let (tcp, remote) = match listener.accept().await {
@@ -129,12 +145,25 @@ pub async fn serve(
                 continue;
             }
         };
+        // The socket moves to the runtime that serves it (registered with
+        // that runtime's reactor, so its wake-ups stay on that thread).
+        let tcp = match tcp.into_std() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(%remote, "HBONE connection: {e}");
+                continue;
+            }
+        };
         let (config, handler) = (config.clone(), handler.clone());
-        tokio::spawn(async move {
-            if let Err(e) = serve_connection(tcp, config, handler).await {
+        spawn(Box::pin(async move {
+            let served = match TcpStream::from_std(tcp) {
+                Ok(tcp) => serve_connection(tcp, config, handler).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = served {
                 tracing::debug!(%remote, "HBONE connection: {e}");
             }
-        });
+        }));
     }
 }
 
