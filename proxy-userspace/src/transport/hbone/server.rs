@@ -289,8 +289,7 @@ async fn handle(
         handler.finished(&check, StatusCode::UNAUTHORIZED, 0, 0);
         return refuse(respond, StatusCode::UNAUTHORIZED);
     }
-    let mut upstream = match tokio::time::timeout(CONNECT_TIMEOUT, handler.connect(target)).await
-    {
+    let mut upstream = match tokio::time::timeout(CONNECT_TIMEOUT, handler.connect(target)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(%target, "HBONE: connecting to the pod: {e}");
