@@ -5,7 +5,9 @@
 //! the real answers the client directly from the VIP (direct server
 //! return). Connections spread
 //! over the reals, and established ones stay on their real when a real is
-//! added.
+//! added — also while the balancer node's data path restarts (the pinned
+//! uplink link keeps the program, the next run swaps its own in over the
+//! same pinned connection table).
 //!
 //! ```text
 //!  client 10.77.0.10 ─┐
@@ -20,7 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aya::programs::{Xdp, XdpMode};
-use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig};
+use strait::datapath::{
+    Datapath, DatapathConfig, ExternalVip, ExternalVips, L4Protocol, UplinkConfig,
+};
 use strait_tests::node::{names, netns};
 use strait_tests::privileged;
 
@@ -83,13 +87,21 @@ fn ask(s: &mut BufReader<TcpStream>) -> String {
     line.trim().to_string()
 }
 
-#[test]
-fn xdp_lb_spreads_real_connections_over_nodes_and_keeps_them_when_a_node_joins() {
-    let Some(_p) = privileged::require(
-        "xdp_lb_spreads_real_connections_over_nodes_and_keeps_them_when_a_node_joins",
-    ) else {
-        return;
-    };
+/// The namespaces of one test: the hub (gateway), the client, the
+/// balancer node and three real nodes, each real serving its name on
+/// [`PORT`] with the VIP on its loopback.
+struct Net {
+    topo: Topology,
+    hub: String,
+    client: String,
+    lb: String,
+    reals: [String; 3],
+    stop: Arc<AtomicBool>,
+}
+
+const REAL_NAMES: [&str; 3] = ["real-1", "real-2", "real-3"];
+
+fn network() -> Net {
     let id = names::new_node_id();
     let ns = |role: &str| format!("{}{id}-{role}", names::PREFIX);
     let (hub, client, lb) = (ns("hub"), ns("cli"), ns("lb"));
@@ -143,14 +155,76 @@ fn xdp_lb_spreads_real_connections_over_nodes_and_keeps_them_when_a_node_joins()
     plug(&lb, "hl", "10.77.0.2");
     // The client reaches the VIP through the balancer node.
     ip_in(&client, &[&format!("route add {VIP}/32 via 10.77.0.2")]);
-    let names: [&'static str; 3] = ["real-1", "real-2", "real-3"];
     for (k, r) in reals.iter().enumerate() {
         let addr = format!("10.77.0.2{}", k + 1);
         plug(r, &format!("hr{}", k + 1), &addr);
         ip_in(r, &[&format!("addr add {VIP}/32 dev lo")]);
-        serve(r, names[k], stop.clone());
+        serve(r, REAL_NAMES[k], stop.clone());
     }
+    Net {
+        topo,
+        hub,
+        client,
+        lb,
+        reals,
+        stop,
+    }
+}
 
+/// Real node `k` (1-based) with weight 1.
+fn real(k: u8) -> (Ipv4Addr, u32) {
+    (Ipv4Addr::new(10, 77, 0, 20 + k), 1)
+}
+
+fn vip(reals: Vec<(Ipv4Addr, u32)>) -> ExternalVip {
+    ExternalVip {
+        vip: VIP,
+        port: PORT,
+        protocol: L4Protocol::Tcp,
+        reals,
+    }
+}
+
+/// A new connection from the client to the VIP.
+fn connect(client: &str) -> std::io::Result<TcpStream> {
+    let s = netns::run_in(client, || {
+        TcpStream::connect_timeout(&SocketAddr::from((VIP, PORT)), Duration::from_secs(10))
+    })??;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(s)
+}
+
+/// Which real answers `s`, or why none did.
+fn try_ask(s: &mut BufReader<TcpStream>) -> std::io::Result<String> {
+    writeln!(s.get_mut(), "who")?;
+    let mut line = String::new();
+    if s.read_line(&mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(line.trim().to_string())
+}
+
+fn tally<'a>(who: impl Iterator<Item = &'a String>) -> BTreeMap<&'a str, usize> {
+    who.fold(BTreeMap::new(), |mut m, w| {
+        *m.entry(w.as_str()).or_default() += 1;
+        m
+    })
+}
+
+#[test]
+fn xdp_lb_spreads_real_connections_over_nodes_and_keeps_them_when_a_node_joins() {
+    let Some(_p) = privileged::require(
+        "xdp_lb_spreads_real_connections_over_nodes_and_keeps_them_when_a_node_joins",
+    ) else {
+        return;
+    };
+    let Net {
+        topo,
+        client,
+        lb,
+        reals,
+        ..
+    } = network();
     let mut ebpf = strait::datapath::load().unwrap();
     strait::datapath::configure_uplink(
         &mut ebpf,
@@ -160,13 +234,6 @@ fn xdp_lb_spreads_real_connections_over_nodes_and_keeps_them_when_a_node_joins()
         },
     )
     .unwrap();
-    let real = |k: u8| (Ipv4Addr::new(10, 77, 0, 20 + k), 1);
-    let vip = |reals: Vec<(Ipv4Addr, u32)>| ExternalVip {
-        vip: VIP,
-        port: PORT,
-        protocol: L4Protocol::Tcp,
-        reals,
-    };
     let mut vips = ExternalVips::new();
     vips.apply(&mut ebpf, &[vip(vec![real(1), real(2)])])
         .unwrap();
@@ -188,26 +255,15 @@ fn xdp_lb_spreads_real_connections_over_nodes_and_keeps_them_when_a_node_joins()
     }
 
     const N: usize = 24;
-    let connect = || {
-        netns::run_in(&client, || {
-            TcpStream::connect_timeout(&SocketAddr::from((VIP, PORT)), Duration::from_secs(10))
-        })
-        .unwrap()
-        .expect("connect to the VIP")
-    };
+    let open = || connect(&client).expect("connect to the VIP");
     let mut first: Vec<(BufReader<TcpStream>, String)> = (0..N)
         .map(|_| {
-            let s = connect();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut s = BufReader::new(s);
+            let mut s = BufReader::new(open());
             let who = ask(&mut s);
             (s, who)
         })
         .collect();
-    let spread: BTreeMap<&str, usize> = first.iter().fold(BTreeMap::new(), |mut m, (_, w)| {
-        *m.entry(w.as_str()).or_default() += 1;
-        m
-    });
+    let spread = tally(first.iter().map(|(_, w)| w));
     eprintln!("two reals: {spread:?}");
     assert_eq!(
         spread.keys().copied().collect::<BTreeSet<_>>(),
@@ -222,9 +278,7 @@ fn xdp_lb_spreads_real_connections_over_nodes_and_keeps_them_when_a_node_joins()
         assert_eq!(&ask(s), who, "connection {i} moved to another real");
     }
     let later: BTreeMap<String, usize> = (0..N).fold(BTreeMap::new(), |mut m, _| {
-        let s = connect();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        *m.entry(ask(&mut BufReader::new(s))).or_default() += 1;
+        *m.entry(ask(&mut BufReader::new(open()))).or_default() += 1;
         m
     });
     eprintln!("three reals, new connections: {later:?}");
@@ -238,5 +292,265 @@ fn xdp_lb_spreads_real_connections_over_nodes_and_keeps_them_when_a_node_joins()
     assert!(stats.decapsulated >= stats.packets, "{stats:?}");
     drop(first);
     drop(ebpf);
+    drop(topo);
+}
+
+/// The uplink link pinned by the balancer node's data path: (link id,
+/// program id).
+fn uplink_link(pins: &std::path::Path) -> (u32, u32) {
+    use aya::programs::links::{FdLink, PinnedLink};
+    let link = FdLink::from(PinnedLink::from_pin(pins.join("uplink").join("xdp_lb@v0")).unwrap());
+    let info = link.info().unwrap();
+    (info.id(), info.program_id())
+}
+
+/// Turns transmit checksum offload off on `iface` in `ns` (`ethtool -K
+/// IFACE tx off`, through the `SIOCETHTOOL` ioctl), so the client's
+/// segments carry full checksums as frames from a wire do. A veth hands
+/// its peer segments whose TCP checksum is left for offload
+/// (`CHECKSUM_PARTIAL`); native XDP turns a frame it transmits into a bare
+/// `xdp_frame` without that note, so on a veth uplink a tunnelled segment
+/// of an offloading sender would reach the real with an unfinished
+/// checksum (a NIC uplink never receives such frames).
+fn tx_checksum_off(ns: &str, iface: &str) {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        data: *mut EthtoolValue,
+        pad: [u8; 16],
+    }
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    let r = netns::run_in(ns, || {
+        let mut value = EthtoolValue {
+            cmd: ETHTOOL_STXCSUM,
+            data: 0,
+        };
+        let mut req = IfReq {
+            name: [0; 16],
+            data: &mut value,
+            pad: [0; 16],
+        };
+        req.name[..iface.len()].copy_from_slice(iface.as_bytes());
+        // SAFETY: plain syscalls on a socket this closure owns; `req` and
+        // `value` outlive the ioctl.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let r = libc::ioctl(fd, libc::SIOCETHTOOL, &mut req);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            (r == 0).then_some(()).ok_or(err)
+        }
+    })
+    .unwrap();
+    r.unwrap_or_else(|e| panic!("ethtool -K {iface} tx off in {ns}: {e}"));
+}
+
+/// What the client saw while the balancer node's data path restarted.
+#[derive(Debug, Default)]
+struct Watch {
+    /// Rounds over every established connection.
+    rounds: usize,
+    /// (connection, what answered instead of its real).
+    moved: Vec<(usize, String)>,
+    /// New connections answered / failed.
+    new_ok: usize,
+    new_failed: Vec<String>,
+    /// Reals that answered new connections.
+    new_reals: BTreeSet<String>,
+}
+
+#[test]
+fn xdp_lb_connections_keep_their_real_while_the_node_data_path_restarts() {
+    let name = "xdp_lb_connections_keep_their_real_while_the_node_data_path_restarts";
+    let Some(_p) = privileged::require(name) else {
+        return;
+    };
+    let Net {
+        topo,
+        hub,
+        client,
+        lb,
+        reals,
+        stop,
+    } = network();
+    let bpffs = strait_tests::bpffs::TestBpffs::new().unwrap();
+    let mut config = DatapathConfig::new(format!("{}-lb", names::new_node_id()));
+    config.bpffs = bpffs.path().to_path_buf();
+    let pins = config.pin_dir();
+    let uplink = UplinkConfig {
+        source: Ipv4Addr::new(10, 77, 0, 2),
+        gateway_mac: GW_MAC,
+    };
+
+    // The other nodes (they do not restart): each real decapsulates with
+    // its own `xdp_lb` (generic mode) and its own VIP table.
+    let mut others = strait::datapath::load().unwrap();
+    ExternalVips::new()
+        .apply(&mut others, &[vip(vec![real(1), real(2), real(3)])])
+        .unwrap();
+    strait::datapath::load_xdp_lb(&mut others).unwrap();
+    strait::datapath::load_xdp_deny(&mut others).unwrap();
+    {
+        let prog: &mut Xdp = others.program_mut("xdp_lb").unwrap().try_into().unwrap();
+        for r in &reals {
+            netns::run_in(r, || prog.attach("v0", XdpMode::Skb))
+                .unwrap()
+                .expect("attach xdp_lb to a real's veth");
+        }
+        // The balancer node's data path attaches natively to its veth (as
+        // to a NIC), and a native veth transmits `XDP_TX` frames only when
+        // its peer runs XDP: the hub's end runs `xdp_deny`, with no
+        // prefixes (it passes everything).
+        let prog: &mut Xdp = others.program_mut("xdp_deny").unwrap().try_into().unwrap();
+        netns::run_in(&hub, || prog.attach("hl", XdpMode::Driver))
+            .unwrap()
+            .expect("attach xdp_deny to the hub's end of the balancer's veth");
+    }
+
+    tx_checksum_off(&client, "v0");
+
+    // The balancer node's first run: what `strait run --xdp-uplink v0` does.
+    let start = |reals: Vec<(Ipv4Addr, u32)>| {
+        let mut dp = Datapath::new(&config).unwrap();
+        netns::run_in(&lb, || dp.attach_uplink("v0", &uplink))
+            .unwrap()
+            .expect("attach the uplink program");
+        dp.set_external_vips(&[vip(reals)]).unwrap();
+        dp
+    };
+    let dp = start(vec![real(1), real(2)]);
+    let (link, first_prog) = uplink_link(&pins);
+
+    const N: usize = 24;
+    let open = || BufReader::new(connect(&client).expect("connect to the VIP"));
+    let first: Vec<(BufReader<TcpStream>, String)> = (0..N)
+        .map(|_| {
+            let mut s = open();
+            let who = ask(&mut s);
+            (s, who)
+        })
+        .collect();
+    let spread = tally(first.iter().map(|(_, w)| w));
+    eprintln!("before the restart: {spread:?}");
+    assert_eq!(
+        spread.keys().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from(["real-1", "real-2"]),
+        "connections spread over both reals"
+    );
+
+    // The client keeps talking on every connection and opening new ones
+    // throughout the restart and the backend change.
+    let watching = Arc::new(AtomicBool::new(true));
+    let rounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watcher = {
+        let (watching, client, rounds) = (watching.clone(), client.clone(), rounds.clone());
+        std::thread::spawn(move || {
+            let mut first = first;
+            let mut w = Watch::default();
+            while watching.load(Ordering::SeqCst) {
+                for (i, (s, who)) in first.iter_mut().enumerate() {
+                    match try_ask(s) {
+                        Ok(got) if got == *who => {}
+                        Ok(got) => w.moved.push((i, got)),
+                        Err(e) => w.moved.push((i, e.to_string())),
+                    }
+                }
+                match connect(&client).and_then(|s| try_ask(&mut BufReader::new(s))) {
+                    Ok(got) => {
+                        w.new_ok += 1;
+                        w.new_reals.insert(got);
+                    }
+                    Err(e) => w.new_failed.push(e.to_string()),
+                }
+                w.rounds += 1;
+                rounds.fetch_add(1, Ordering::SeqCst);
+            }
+            (first, w)
+        })
+    };
+    // Waits until the client has made two more full rounds (each one
+    // connection per established flow plus a new connection), so each
+    // phase below sees traffic however slow the machine is.
+    let settle = || {
+        let start = rounds.load(Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while rounds.load(Ordering::SeqCst) < start + 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the client made no progress in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    settle();
+    // The daemon exits: only the pinned link holds the program and maps,
+    // and the client makes full rounds with no daemon at all.
+    drop(dp);
+    settle();
+    // The next run: the same pinned maps (connection table included), its
+    // own program swapped into the same link, then a real joins.
+    let mut dp = Datapath::new(&config).unwrap();
+    netns::run_in(&lb, || dp.attach_uplink("v0", &uplink))
+        .unwrap()
+        .expect("swap the uplink program");
+    let (link2, second_prog) = uplink_link(&pins);
+    assert_eq!(link2, link, "the restart replaced the link");
+    assert_ne!(
+        second_prog, first_prog,
+        "the new program was not swapped in"
+    );
+    dp.set_external_vips(&[vip(vec![real(1), real(2)])])
+        .unwrap();
+    settle();
+    dp.set_external_vips(&[vip(vec![real(1), real(2), real(3)])])
+        .unwrap();
+    settle();
+    watching.store(false, Ordering::SeqCst);
+    let (mut first, w) = watcher.join().unwrap();
+    eprintln!(
+        "during the restart: {} rounds, {} new connections answered by {:?}",
+        w.rounds, w.new_ok, w.new_reals
+    );
+    assert!(
+        w.moved.is_empty(),
+        "established connections lost their real: {:?}",
+        w.moved
+    );
+    assert!(
+        w.new_failed.is_empty(),
+        "new connections failed during the restart: {:?}",
+        w.new_failed
+    );
+
+    // After the change: established connections are still on their real
+    // (their flows were kept across the restart although the ring now
+    // sends about a third of all flows to real-3), new ones reach real-3.
+    for (i, (s, who)) in first.iter_mut().enumerate() {
+        assert_eq!(&ask(s), who, "connection {i} moved to another real");
+    }
+    let later: Vec<String> = (0..N).map(|_| ask(&mut open())).collect();
+    let later = tally(later.iter());
+    eprintln!("after the change, new connections: {later:?}");
+    assert!(
+        later.contains_key("real-3"),
+        "new connections reach the new real: {later:?}"
+    );
+    let stats = dp.xlb_stats().unwrap();
+    assert!(stats.packets >= 4 * N as u64, "{stats:?}");
+    assert_eq!(
+        stats.malformed_dropped + stats.no_real_dropped,
+        0,
+        "{stats:?}"
+    );
+    drop(first);
+    stop.store(true, Ordering::SeqCst);
+    dp.cleanup().unwrap();
+    drop(others);
     drop(topo);
 }
