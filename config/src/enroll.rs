@@ -111,6 +111,11 @@ pub struct PodEnrollment {
     pub uid: Option<String>,
     /// `status.podIP` of a pod that has not finished.
     pub ip: Option<IpAddr>,
+    /// Every address of such a pod: `status.podIP`, then the other
+    /// `status.podIPs` (a dual-stack pod's IPv6 address); empty when `ip`
+    /// is `None`.
+    #[serde(skip)]
+    pub ips: Vec<IpAddr>,
     /// `spec.nodeName`.
     pub node: Option<String>,
     /// The decision and why.
@@ -158,6 +163,7 @@ impl Enrollment {
                     name: r.name().to_string(),
                     uid: p.metadata.uid.clone(),
                     ip: running_ip(p),
+                    ips: crate::compile::pod_ips(p),
                     node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
                     reason: pod_reason(ns_labels.get(r.namespace()).unwrap_or(&empty), p),
                 }),
@@ -172,7 +178,11 @@ impl Enrollment {
     /// of the Pod with that IP, else (an address known only from
     /// Endpoints/EndpointSlices or a WorkloadEntry) its namespace's.
     pub fn ip_meshed(&self, ip: IpAddr, namespace: &str) -> bool {
-        match self.pods.iter().find(|p| p.ip == Some(ip)) {
+        match self
+            .pods
+            .iter()
+            .find(|p| p.ip == Some(ip) || p.ips.contains(&ip))
+        {
             Some(p) => p.meshed(),
             None => self.namespaces.contains(namespace),
         }
@@ -265,6 +275,32 @@ status: {podIP: 10.0.0.6}
         // An address with no Pod object follows its namespace.
         assert!(e.ip_meshed("10.0.9.9".parse().unwrap(), "shop"));
         assert!(!e.ip_meshed("10.0.9.9".parse().unwrap(), "other"));
+    }
+
+    #[test]
+    fn a_dual_stack_pod_is_meshed_and_a_workload_at_each_address() {
+        let yaml = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: shop, labels: {app: a}}\nspec: {serviceAccountName: sa-a, containers: [{name: c}]}\nstatus: {phase: Running, podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}, {ip: 'fd00::1'}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: shop, labels: {istio.io/dataplane-mode: none}}\nstatus: {phase: Running, podIP: 10.0.0.2, podIPs: [{ip: 10.0.0.2}, {ip: 'fd00::2'}]}\n";
+        let e = load(yaml);
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        assert_eq!(
+            e.pod("shop", "a").unwrap().ips,
+            vec!["10.0.0.1".parse::<IpAddr>().unwrap(), v6]
+        );
+        assert!(e.ip_meshed(v6, "other"));
+        // The opted-out pod's IPv6 address is not meshed either.
+        assert!(!e.ip_meshed("fd00::2".parse().unwrap(), "shop"));
+        // The compiled snapshot has the pod at both addresses, one identity.
+        let l = crate::load::load_str(yaml, "t.yaml");
+        let (snap, _) = crate::compile::compile(&l.resources);
+        let (w4, w6) = (
+            &snap.workloads[&"10.0.0.1".parse::<IpAddr>().unwrap()],
+            &snap.workloads[&v6],
+        );
+        assert_eq!((w6.name.as_str(), w6.ip), ("a", v6));
+        assert_eq!(
+            (&w4.service_account, &w4.labels),
+            (&w6.service_account, &w6.labels)
+        );
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub const MAP_LAYOUT_VERSIONS: &[(&str, u32)] = &[
     (SOCK_NAT6, 1),
     (REV_NAT6, 1),
     (WORKLOADS6, 1),
+    (PROXY_CONFIG6, 1),
+    (ORIG_DST6, 1),
     (DENY_V4, 1),
     (DENY_V6, 1),
     (DENY_V4_LEN, 1),

@@ -6,21 +6,24 @@
 //! Shared with IPv4: the [`crate::ServiceValue`] of a service, the backend
 //! set ids (one id space, so [`crate::MAGLEV`] holds the lookup tables of
 //! both families, built by the one [`crate::maglev`] implementation), the
-//! counters ([`crate::SERVICE_STATS`], [`crate::BACKEND_STATS`]) and the
-//! proxy's [`crate::PROXY_CONFIG`] (whose IPv4 listener an IPv6 socket
-//! cannot reach: REDIRECT-mode TCP to an IPv6 VIP is refused, see
-//! [`SERVICES6`]).
+//! counters ([`crate::SERVICE_STATS`], [`crate::BACKEND_STATS`]). The node
+//! proxy's IPv6 outbound listener is [`PROXY_CONFIG6`] (an IPv6 socket
+//! cannot reach the IPv4 one of [`crate::PROXY_CONFIG`]): REDIRECT-mode TCP
+//! to an IPv6 VIP and TCP to a meshed pod's IPv6 address go there, their
+//! original destination published in [`ORIG_DST6`]; without it they are
+//! refused (see [`SERVICES6`]).
 //!
 //! An IPv6 address is stored as four `u32` words exactly as the kernel
 //! hands `bpf_sock_addr.user_ip6` to the hooks: the 16 address bytes in
 //! network order (use [`ipv6_words`] / [`ipv6_from_words`]).
 
 /// Service map for IPv6 VIPs: [`ServiceKey6`] → [`crate::ServiceValue`]
-/// (hash). A [`crate::mode::REDIRECT`] TCP entry makes connect6 fail with
-/// `ECONNREFUSED` (fail closed): the node proxy has no IPv6 listener, and
-/// letting the connection through would bypass the policy or mTLS that
-/// made the service REDIRECT. UDP is balanced whatever the mode, as for
-/// IPv4.
+/// (hash). A [`crate::mode::REDIRECT`] TCP entry makes connect6 redirect
+/// the connection to the node proxy's IPv6 listener ([`PROXY_CONFIG6`]);
+/// while that is unset (port 0) connect6 fails with `ECONNREFUSED` (fail
+/// closed): letting the connection through would bypass the policy or mTLS
+/// that made the service REDIRECT. UDP is balanced whatever the mode, as
+/// for IPv4.
 pub const SERVICES6: &str = "SERVICES6";
 /// IPv6 backend slots: [`crate::BackendKey`] → [`Backend6`] (hash, not
 /// preallocated). Slot `s` of set `svc_id`, as [`crate::BACKENDS`].
@@ -33,13 +36,32 @@ pub const SOCK_NAT6: &str = "SOCK_NAT6";
 /// [`OrigDst6`] (LRU), as [`crate::REV_NAT`].
 pub const REV_NAT6: &str = "REV_NAT6";
 /// Meshed pod IPv6 addresses: `[u32; 4]` → [`crate::Workload`] (hash).
-/// With redirection on ([`crate::PROXY_CONFIG`] port ≠ 0), TCP to one of
-/// them is refused by connect6: the proxy that would carry it over mTLS
-/// has no IPv6 listener, and a direct connection would bypass it.
+/// TCP to one of them is redirected by connect6 to the node proxy's IPv6
+/// listener ([`PROXY_CONFIG6`]), as IPv4 pod addresses are to
+/// [`crate::PROXY_CONFIG`]. With IPv4 redirection on but no IPv6 listener
+/// it is refused instead: a direct connection would bypass mTLS.
 pub const WORKLOADS6: &str = "WORKLOADS6";
+/// The node proxy's IPv6 outbound listener: array of one [`ProxyConfig6`];
+/// port 0: none (REDIRECT-mode IPv6 TCP is then refused).
+pub const PROXY_CONFIG6: &str = "PROXY_CONFIG6";
+/// Original destination of a connection connect6 redirected to
+/// [`PROXY_CONFIG6`], by the client's IPv6 address as the proxy's
+/// `accept()` sees it: [`ClientKey6`] → [`OrigDst6`] (LRU). Written by the
+/// sockops program when the client's connection is established, from the
+/// socket's [`SOCK_NAT6`] entry (flag [`crate::sock_nat::REDIRECTED`]), as
+/// [`crate::ORIG_DST`] is for IPv4.
+pub const ORIG_DST6: &str = "ORIG_DST6";
 
 /// The IPv6 maps the loader pins beside [`crate::PINNED_MAPS`].
-pub const PINNED_MAPS6: [&str; 5] = [SERVICES6, BACKENDS6, SOCK_NAT6, REV_NAT6, WORKLOADS6];
+pub const PINNED_MAPS6: [&str; 7] = [
+    SERVICES6,
+    BACKENDS6,
+    SOCK_NAT6,
+    REV_NAT6,
+    WORKLOADS6,
+    PROXY_CONFIG6,
+    ORIG_DST6,
+];
 
 /// Size of [`SOCK_NAT6`] (a power of two; 56 bytes a slot, 3.5 MiB).
 pub const SOCK_NAT6_SLOTS: u32 = 65_536;
@@ -100,6 +122,31 @@ pub struct SockNat6 {
     pub pad: u32,
 }
 
+/// Value of [`PROXY_CONFIG6`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ProxyConfig6 {
+    /// Outbound listener IPv6 address ([`ipv6_words`]).
+    pub ip: [u32; 4],
+    /// Outbound listener port, network byte order; 0: no IPv6 listener.
+    pub port: u16,
+    /// Always 0.
+    pub pad: u16,
+}
+
+/// Key of [`ORIG_DST6`]: the client's local address of a redirected IPv6
+/// connection, i.e. the peer address the proxy's `accept()` returns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ClientKey6 {
+    /// Client IPv6 address ([`ipv6_words`]).
+    pub ip: [u32; 4],
+    /// Client port, network byte order.
+    pub port: u16,
+    /// Always 0.
+    pub pad: u16,
+}
+
 /// Key of [`REV_NAT6`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -158,6 +205,8 @@ mod pod {
     unsafe impl aya::Pod for super::OrigDst6 {}
     unsafe impl aya::Pod for super::SockNat6 {}
     unsafe impl aya::Pod for super::RevNatKey6 {}
+    unsafe impl aya::Pod for super::ProxyConfig6 {}
+    unsafe impl aya::Pod for super::ClientKey6 {}
 }
 
 #[cfg(test)]
@@ -172,6 +221,8 @@ mod tests {
         assert_eq!(size_of::<OrigDst6>(), 20);
         assert_eq!(size_of::<SockNat6>(), 56);
         assert_eq!(size_of::<RevNatKey6>(), 32);
+        assert_eq!(size_of::<ProxyConfig6>(), 20);
+        assert_eq!(size_of::<ClientKey6>(), 20);
     }
 
     #[test]

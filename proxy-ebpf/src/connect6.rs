@@ -76,10 +76,10 @@ fn balance6(ctx: &SockAddrContext, proto_: u8, connected: bool) -> i32 {
             ALLOW
         }
         Verdict6::Refuse => refuse(),
-        Verdict6::Rewrite(to) => {
+        Verdict6::Rewrite { to, redirected } => {
             let orig = proxy_common::OrigDst6 { ip, port, pad: 0 };
             if connected {
-                lb6::remember(sock_nat::cookie(ctx.as_ptr()), &to, &orig);
+                lb6::remember(sock_nat::cookie(ctx.as_ptr()), &to, &orig, redirected);
             } else {
                 lb6::remember_unconnected(ctx, &to, &orig);
             }

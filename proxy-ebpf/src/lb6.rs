@@ -5,32 +5,38 @@
 //! in the shared per-CPU counters. The reverse NAT lives in `SOCK_NAT6`
 //! (connected sockets, by cookie) and `REV_NAT6` (unconnected UDP).
 //!
-//! REDIRECT-mode TCP and TCP to a meshed pod's IPv6 address are refused
-//! (`ECONNREFUSED`): the node proxy listens on IPv4 only, and passing the
-//! connection through would bypass the policy or mTLS it stands for.
+//! REDIRECT-mode TCP and TCP to a meshed pod's IPv6 address go to the node
+//! proxy's IPv6 listener (`PROXY_CONFIG6`), the original destination kept
+//! in `SOCK_NAT6` with the `REDIRECTED` flag and published in `ORIG_DST6`
+//! by the sockops program ([`publish_orig_dst6`]). Without an IPv6
+//! listener they are refused (`ECONNREFUSED`): passing the connection
+//! through would bypass the policy or mTLS the proxy stands for.
 use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::{bpf_get_prandom_u32, bpf_get_socket_cookie},
-    programs::SockAddrContext,
+    programs::{SockAddrContext, SockOpsContext},
     EbpfContext,
 };
 use proxy_common::{
-    ipv6_client, lb, mode, proto, sock_nat, BackendKey, OrigDst6, RevNatKey6, ServiceKey6,
-    SockNat6, SOCK_NAT6_SLOTS,
+    ipv6_client, lb, mode, proto, sock_nat, BackendKey, ClientKey6, OrigDst6, RevNatKey6,
+    ServiceKey6, SockNat6, SOCK_NAT6_SLOTS,
 };
 
 use crate::lb4::{count_service, maglev_slot};
 use crate::maps::{BACKEND_STATS, PROXY_CONFIG};
-use crate::maps6::{BACKENDS6, REV_NAT6, SERVICES6, SOCK_NAT6, WORKLOADS6};
+use crate::maps6::{
+    BACKENDS6, ORIG_DST6, PROXY_CONFIG6, REV_NAT6, SERVICES6, SOCK_NAT6, WORKLOADS6,
+};
 
 /// What to do with an IPv6 destination.
 pub enum Verdict6 {
     /// Not a service: leave it.
     Pass,
-    /// Rewrite the destination to this backend.
-    Rewrite(OrigDst6),
+    /// Rewrite the destination to `to`; `redirected` when `to` is the node
+    /// proxy's IPv6 listener rather than a backend.
+    Rewrite { to: OrigDst6, redirected: bool },
     /// Fail the syscall with `ECONNREFUSED`.
     Refuse,
 }
@@ -95,21 +101,31 @@ pub fn translate6(ctx: *mut c_void, ip: [u32; 4], port: u16, proto_: u8, client:
     };
     // SAFETY: the value is copied out before any use.
     let Some(svc) = (unsafe { SERVICES6.get(&key) }).copied() else {
-        // A meshed pod's IPv6 address while redirection is on: the proxy
-        // cannot take it (IPv4 listener only), so refuse rather than let
-        // it bypass mTLS.
+        // A meshed pod's IPv6 address: TCP goes through the node proxy for
+        // mTLS, as for IPv4.
         // SAFETY: only tested for presence.
-        if proto_ == proto::TCP
-            && unsafe { WORKLOADS6.get(&ip) }.is_some()
-            && PROXY_CONFIG.get(0).is_some_and(|p| p.port != 0)
-        {
-            return Verdict6::Refuse;
+        if proto_ == proto::TCP && unsafe { WORKLOADS6.get(&ip) }.is_some() {
+            return match redirect6(&ip, port) {
+                Some(v) => v,
+                // No IPv6 listener while IPv4 redirection is on: refuse
+                // rather than let the connection bypass mTLS.
+                None if PROXY_CONFIG.get(0).is_some_and(|p| p.port != 0) => Verdict6::Refuse,
+                None => Verdict6::Pass,
+            };
         }
         return Verdict6::Pass;
     };
     if svc.mode == mode::REDIRECT && proto_ == proto::TCP {
-        count_service(svc.stats_index, true);
-        return Verdict6::Refuse;
+        return match redirect6(&ip, port) {
+            Some(v) => {
+                count_service(svc.stats_index, false);
+                v
+            }
+            None => {
+                count_service(svc.stats_index, true);
+                Verdict6::Refuse
+            }
+        };
     }
     if svc.backend_count == 0 {
         count_service(svc.stats_index, true);
@@ -137,10 +153,34 @@ pub fn translate6(ctx: *mut c_void, ip: [u32; 4], port: u16, proto_: u8, client:
         // SAFETY: this CPU's slot.
         unsafe { *p += 1 };
     }
-    Verdict6::Rewrite(OrigDst6 {
-        ip: backend.ip,
-        port: backend.port,
-        pad: 0,
+    Verdict6::Rewrite {
+        to: OrigDst6 {
+            ip: backend.ip,
+            port: backend.port,
+            pad: 0,
+        },
+        redirected: false,
+    }
+}
+
+/// The rewrite to the node proxy's IPv6 listener, `None` without one. A
+/// connection to the listener itself passes untouched.
+#[inline(always)]
+fn redirect6(ip: &[u32; 4], port: u16) -> Option<Verdict6> {
+    let proxy = PROXY_CONFIG6.get(0).copied()?;
+    if proxy.port == 0 {
+        return None;
+    }
+    if proxy.port == port && eq6(&proxy.ip, ip) {
+        return Some(Verdict6::Pass);
+    }
+    Some(Verdict6::Rewrite {
+        to: OrigDst6 {
+            ip: proxy.ip,
+            port: proxy.port,
+            pad: 0,
+        },
+        redirected: true,
     })
 }
 
@@ -150,11 +190,16 @@ fn slot(cookie: u64) -> u32 {
 }
 
 /// Records that the connected socket `cookie`'s destination `orig` was
-/// rewritten to `to`.
+/// rewritten to `to` (`redirected`: to the node proxy).
 #[inline(always)]
-pub fn remember(cookie: u64, to: &OrigDst6, orig: &OrigDst6) {
+pub fn remember(cookie: u64, to: &OrigDst6, orig: &OrigDst6, redirected: bool) {
     let Some(p) = SOCK_NAT6.get_ptr_mut(slot(cookie)) else {
         return;
+    };
+    let flags = if redirected {
+        sock_nat::REWRITTEN | sock_nat::REDIRECTED
+    } else {
+        sock_nat::REWRITTEN
     };
     // SAFETY: an array slot; readers check the cookie (see sock_nat.rs).
     unsafe {
@@ -162,7 +207,7 @@ pub fn remember(cookie: u64, to: &OrigDst6, orig: &OrigDst6) {
             cookie,
             to: *to,
             orig: *orig,
-            flags: sock_nat::REWRITTEN,
+            flags,
             pad: 0,
         }
     };
@@ -231,4 +276,46 @@ pub fn original(
     };
     // SAFETY: copied out at once.
     unsafe { REV_NAT6.get(&key) }.copied()
+}
+
+/// `AF_INET6`.
+const AF_INET6: u32 = 10;
+
+/// sockops, the client's active open completing: when connect6 redirected
+/// this IPv6 socket to the node proxy, publish its original destination in
+/// `ORIG_DST6` under the client's `[ip]:port` (what the proxy's `accept()`
+/// returns), as `ORIG_DST` for IPv4. Other sockets leave after the family
+/// check and one array lookup.
+#[inline(always)]
+pub fn publish_orig_dst6(ctx: &SockOpsContext) {
+    if ctx.family() != AF_INET6 {
+        return;
+    }
+    let cookie = crate::sock_nat::cookie(ctx.as_ptr());
+    let Some(p) = SOCK_NAT6.get_ptr(slot(cookie)) else {
+        return;
+    };
+    // SAFETY: an array slot, copied out at once.
+    let v = unsafe { *p };
+    if v.cookie != cookie || v.flags & sock_nat::REDIRECTED == 0 {
+        return;
+    }
+    // One 32-bit load per word, the only width the verifier allows here.
+    // SAFETY: plain loads of context fields.
+    let ip = unsafe {
+        let ops = ctx.ops;
+        [
+            core::ptr::read_volatile(&raw const (*ops).local_ip6[0]),
+            core::ptr::read_volatile(&raw const (*ops).local_ip6[1]),
+            core::ptr::read_volatile(&raw const (*ops).local_ip6[2]),
+            core::ptr::read_volatile(&raw const (*ops).local_ip6[3]),
+        ]
+    };
+    let key = ClientKey6 {
+        ip,
+        // `local_port` is in host byte order, unlike every other port here.
+        port: (ctx.local_port() as u16).to_be(),
+        pad: 0,
+    };
+    let _ = ORIG_DST6.insert(&key, &v.orig, 0);
 }

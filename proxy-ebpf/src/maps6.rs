@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap},
 };
 use proxy_common::{
-    Backend6, BackendKey, OrigDst6, RevNatKey6, ServiceKey6, ServiceValue, SockNat6, Workload,
+    Backend6, BackendKey, ClientKey6, OrigDst6, ProxyConfig6, RevNatKey6, ServiceKey6,
+    ServiceValue, SockNat6, Workload,
 };
 
 /// `BPF_F_NO_PREALLOC`, as in [`crate::maps`].
@@ -34,3 +35,13 @@ pub static REV_NAT6: LruHashMap<RevNatKey6, OrigDst6> =
 #[map(name = "WORKLOADS6")]
 pub static WORKLOADS6: HashMap<[u32; 4], Workload> =
     HashMap::with_max_entries(proxy_common::MAX_WORKLOADS, 0);
+
+/// The node proxy's IPv6 outbound listener (index 0; port 0: none).
+#[map(name = "PROXY_CONFIG6")]
+pub static PROXY_CONFIG6: Array<ProxyConfig6> = Array::with_max_entries(1, 0);
+
+/// Client `[ip]:port` → original destination of a redirected IPv6
+/// connection, for the proxy's `accept()`.
+#[map(name = "ORIG_DST6")]
+pub static ORIG_DST6: LruHashMap<ClientKey6, OrigDst6> =
+    LruHashMap::with_max_entries(proxy_common::MAX_CONNECTIONS, 0);

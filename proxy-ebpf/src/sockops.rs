@@ -49,6 +49,7 @@ pub fn orig_dst_sockops(ctx: SockOpsContext) -> u32 {
         return 1;
     }
     let Some(nat) = crate::sock_nat::of_socket(crate::sock_nat::cookie(ctx.as_ptr())) else {
+        crate::lb6::publish_orig_dst6(&ctx);
         return 1;
     };
     if nat.flags & sock_nat::REDIRECTED == 0 {

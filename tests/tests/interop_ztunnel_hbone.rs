@@ -304,6 +304,17 @@ fn ztunnel_and_strait_exchange_hbone_with_peer_identities() {
     {
         println!("ztunnel: {l}");
     }
+    // Strait dials the tunnel from the client pod's IP (ztunnel's in-pod
+    // mode), so ztunnel knows the source workload by its address.
+    assert!(
+        read(&zt_log).lines().any(|l| {
+            l.contains(&format!("src.identity=\"{CLIENT_ID}\""))
+                && l.contains(&format!("src.addr={client_ip}:"))
+                && l.contains("src.workload=\"strait-client\"")
+        }),
+        "{}",
+        logs()
+    );
     // Strait's side of that connection names ztunnel's identity upstream.
     assert!(
         read(&strait_log).contains(&format!("upstream_peer={ZT_ID}")),

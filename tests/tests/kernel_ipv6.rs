@@ -6,6 +6,7 @@
 //! 32 client addresses of `fd00:5719:c::/64` and removes them afterwards,
 //! pass or fail.
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::process::Command;
 
@@ -308,6 +309,81 @@ fn redirect_mode_tcp_on_an_ipv6_vip_is_refused_not_bypassed() {
     );
     fx.dp().set_workloads(&[]).unwrap();
     assert_eq!(probe(PROBE, Some(&cg), &["tcp", &pod.to_string()]), ["pod"]);
+}
+
+#[test]
+fn redirect_mode_ipv6_goes_to_the_proxys_ipv6_listener_with_its_original_destination() {
+    let name = "redirect_mode_ipv6_goes_to_the_proxys_ipv6_listener_with_its_original_destination";
+    let Some(p) = privileged::require(name) else {
+        return;
+    };
+    // The node proxy's IPv6 listener on [::1] (the daemon's --outbound6),
+    // reading the original destination from the pinned map as the daemon
+    // does, and answering with it.
+    let proxy = TcpListener::bind("[::1]:0").unwrap();
+    let SocketAddr::V6(outbound6) = proxy.local_addr().unwrap() else {
+        unreachable!()
+    };
+    let mut fx = Fixture::new(&p, "v6-proxy", sock_v4("127.0.0.1:15001"));
+    let vip = sock("[fd00:5719::5]:80");
+    let mut svc = service(
+        "policy6.test.svc.cluster.local",
+        vip,
+        L4Protocol::Tcp,
+        L4LoadBalancer::Random,
+        &[(tcp_backend6("bypassed-the-proxy"), 1, true)],
+    );
+    svc.mode = L4Mode::Redirect;
+    fx.dp().set_outbound6(Some(outbound6)).unwrap();
+    let r = fx.dp().apply(&[svc]).unwrap();
+    assert!(r.refused.is_empty(), "{r:?}");
+    let pod = tcp_backend6("pod-bypassed-the-proxy");
+    fx.dp().set_workloads(&[pod.ip()]).unwrap();
+
+    let table = strait::datapath::OriginalDestinations::open(fx.dp().pin_dir()).unwrap();
+    let n = 40;
+    let accepting = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            let (mut s, peer) = proxy.accept().unwrap();
+            let orig = table
+                .get(peer)
+                .map_or_else(|| "none".to_string(), |a| a.to_string());
+            writeln!(s, "{orig}").unwrap();
+            held.push(s);
+        }
+        held.len()
+    });
+    let cg = fx.cg.path().to_path_buf();
+    let dests = [vip, pod];
+    let mut args = vec!["hold".to_string(), n.to_string()];
+    args.extend(dests.iter().map(|d| d.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let lines = probe(PROBE, Some(&cg), &args);
+    assert_eq!(accepting.join().unwrap(), n);
+    assert_eq!(lines.len(), n);
+    for (i, l) in lines.iter().enumerate() {
+        let want = dests[i % dests.len()].to_string();
+        let mut f = l.split(' ');
+        let (_local, peer, seen) = (f.next(), f.next(), f.next());
+        // The proxy saw the original destination; the client's
+        // getpeername() shows it too, not the proxy.
+        assert_eq!(seen, Some(want.as_str()), "connection {i}: {l}");
+        assert_eq!(peer, Some(want.as_str()), "connection {i}: {l}");
+    }
+    let c = fx.dp().service_counters(vip, L4Protocol::Tcp);
+    assert_eq!((c.connections, c.no_backend), ((n / 2) as u64, 0));
+
+    // Without the IPv6 listener: refused again, never passed through.
+    fx.dp().set_outbound6(None).unwrap();
+    assert_eq!(
+        probe(PROBE, Some(&cg), &["tcp", &vip.to_string(), "2"]),
+        ["error ConnectionRefused"; 2]
+    );
+    assert_eq!(
+        probe(PROBE, Some(&cg), &["tcp", &pod.to_string()]),
+        ["error ConnectionRefused"]
+    );
 }
 
 /// Client addresses `fd00:5719:c::1..=n` on loopback, removed on drop.

@@ -674,6 +674,15 @@ fn custom_policy_asks_the_external_authorizer_for_requests_inside_the_tunnel() {
         "{}",
         m.logs()
     );
+    // The check requests took the mesh's outbound decision: the
+    // authorizer is a meshed pod, so they went through an HBONE tunnel to
+    // its port presenting the protected workload's identity.
+    let checked_via_tunnel = m.db.log().lines().any(|l| {
+        l.contains("inbound HBONE connection")
+            && l.contains(&format!("dst.addr={server_ip}:7409"))
+            && l.contains("src.identity=spiffe://cluster.local/ns/default/sa/echo")
+    });
+    assert!(checked_via_tunnel, "{}", m.logs());
     let metrics = m.metrics_b();
     assert!(
         !series(

@@ -33,6 +33,7 @@ use crate::diag::Diagnostic;
 use crate::snapshot::{MeshSnapshot, Workload};
 
 pub use incremental::{Applied, Incremental, NotIncremental};
+pub(crate) use services::pod_ips;
 
 /// Resources by kind, each sorted by `namespace/name`.
 pub(crate) struct Index<'a> {
@@ -138,7 +139,7 @@ impl<'a> Index<'a> {
                 Object::Pod(p) => {
                     idx.pods.push(p);
                     idx.pods_by_name.insert((ns, r.name().to_string()), p);
-                    if let Some(ip) = services::pod_ip(p) {
+                    for ip in services::pod_ips(p) {
                         idx.pods_by_ip.insert(ip, p);
                     }
                 }

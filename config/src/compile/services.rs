@@ -144,6 +144,25 @@ pub(crate) fn pod_ip(p: &Pod) -> Option<IpAddr> {
     st.pod_ip.as_deref()?.parse().ok()
 }
 
+/// Every address of a running pod: `status.podIP`, then the other
+/// `status.podIPs` (a dual-stack pod's other family), without repeats.
+/// Empty when the pod has finished or has no `podIP`.
+pub(crate) fn pod_ips(p: &Pod) -> Vec<IpAddr> {
+    let Some(first) = pod_ip(p) else {
+        return Vec::new();
+    };
+    let mut out = vec![first];
+    let more = p.status.as_ref().and_then(|s| s.pod_ips.as_ref());
+    for ip in more.into_iter().flatten() {
+        if let Ok(ip) = ip.ip.parse::<IpAddr>() {
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
+
 fn pod_ready(p: &Pod) -> bool {
     let conds = p.status.as_ref().and_then(|s| s.conditions.as_ref());
     match conds {
@@ -514,25 +533,33 @@ pub(crate) fn service_entries(
     }
 }
 
-/// Workloads from Pods (with an IP) and WorkloadEntries.
+/// Workloads from Pods (with an IP) and WorkloadEntries. A dual-stack
+/// pod is one workload at each of its addresses ([`pod_ips`]), as ztunnel
+/// indexes a workload by every address.
 pub(crate) fn workloads(idx: &Index<'_>) -> BTreeMap<IpAddr, Workload> {
     let mut out = BTreeMap::new();
     for p in &idx.pods {
-        let Some(ip) = pod_ip(p) else { continue };
+        let ips = pod_ips(p);
+        if ips.is_empty() {
+            continue;
+        }
         let (labels, sa, node) = pod_info(p);
-        out.insert(
-            ip,
-            Workload {
-                name: p.metadata.name.clone().unwrap_or_default(),
-                namespace: p.metadata.namespace.clone().unwrap_or_default(),
+        let labels = Arc::new(labels);
+        for ip in ips {
+            out.insert(
                 ip,
-                locality: locality_of(&labels),
-                labels: Arc::new(labels),
-                service_account: sa.unwrap_or_else(|| "default".into()),
-                node,
-                services: Vec::new(),
-            },
-        );
+                Workload {
+                    name: p.metadata.name.clone().unwrap_or_default(),
+                    namespace: p.metadata.namespace.clone().unwrap_or_default(),
+                    ip,
+                    locality: locality_of(&labels),
+                    labels: labels.clone(),
+                    service_account: sa.clone().unwrap_or_else(|| "default".into()),
+                    node: node.clone(),
+                    services: Vec::new(),
+                },
+            );
+        }
     }
     for (res, we) in &idx.workload_entries {
         let Ok(ip) = we.address.parse() else { continue };

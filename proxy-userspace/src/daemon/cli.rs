@@ -43,6 +43,13 @@ pub struct RunCmd {
     /// address of the node they can reach.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15001")]
     pub outbound: SocketAddrV4,
+    /// IPv6 outbound listener, `[ADDR]:PORT`: where the kernel redirects
+    /// TCP to IPv6 ClusterIPs that need the proxy (REDIRECT mode) and to
+    /// meshed pods' IPv6 addresses. Without it those connections are
+    /// refused (fail closed). Pods in their own network namespaces need an
+    /// IPv6 address of the node they can reach, not `[::1]`.
+    #[arg(long, value_name = "ADDR")]
+    pub outbound6: Option<std::net::SocketAddrV6>,
     /// Longest wait for in-flight requests at shutdown, milliseconds
     /// (Istio's terminationDrainDuration is 5 s).
     #[arg(long, value_name = "MS", default_value_t = 5000)]
@@ -302,6 +309,7 @@ impl RunCmd {
             bpffs: self.bpffs,
             admin: self.admin,
             outbound: self.outbound,
+            outbound6: self.outbound6,
             drain: Duration::from_millis(self.drain_ms),
             access_log: !self.no_access_log,
             inbound_capture: !self.no_inbound_capture,

@@ -45,11 +45,15 @@ struct LocalPod {
     namespace: String,
     name: String,
     uid: Option<String>,
+    /// The `baggage` its tunnels send.
+    baggage: Option<http::HeaderValue>,
 }
 
 /// One pod's HBONE listener (its task stops when this is dropped).
 struct PodListener {
     id: SpiffeId,
+    /// The pod's namespace (its outbound tunnels are dialled from there).
+    netns: Arc<InPodNetns>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -66,6 +70,8 @@ pub struct Hbone {
     certs: CertStore,
     trust_domain: String,
     node: String,
+    /// `k8s.cluster.name` of the baggage (`--cluster-id`).
+    cluster_id: String,
     pods_cgroup: PathBuf,
     netns_dir: PathBuf,
     proxy: Mutex<Option<Proxy>>,
@@ -85,11 +91,13 @@ pub struct Hbone {
 const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(16);
 
 impl Hbone {
-    /// HBONE for node `node` with the certificates of `certs`.
+    /// HBONE for node `node` of cluster `cluster_id` with the
+    /// certificates of `certs`.
     pub fn new(
         certs: CertStore,
         trust_domain: &str,
         node: &str,
+        cluster_id: &str,
         pods_cgroup: &Path,
         access_log: bool,
     ) -> Arc<Self> {
@@ -98,6 +106,7 @@ impl Hbone {
             certs,
             trust_domain: trust_domain.to_string(),
             node: node.to_string(),
+            cluster_id: cluster_id.to_string(),
             pods_cgroup: pods_cgroup.to_path_buf(),
             netns_dir: PathBuf::from(inpod::NAMED_NETNS_DIR),
             proxy: Mutex::new(None),
@@ -147,6 +156,7 @@ impl Hbone {
                         uid: enrollment
                             .pod(&w.namespace, &w.name)
                             .and_then(|p| p.uid.clone()),
+                        baggage: baggage(w, &self.cluster_id),
                     },
                 );
             }
@@ -157,8 +167,28 @@ impl Hbone {
     }
 
     /// Opens the listeners still missing and closes those no longer
-    /// wanted (called after [`Hbone::update`] and at every pod rescan).
+    /// wanted (called after [`Hbone::update`] and at every pod rescan),
+    /// then tells the outbound client where each local pod's tunnels are
+    /// dialled from (its namespace, so the destination sees the pod IP)
+    /// and the baggage they carry.
     pub fn sync(&self) {
+        self.sync_listeners();
+        let wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        let listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let sources = wanted
+            .iter()
+            .map(|(ip, p)| {
+                let pod = hbone::client::SourcePod {
+                    netns: listeners.get(ip).map(|l| l.netns.clone()),
+                    baggage: p.baggage.clone(),
+                };
+                (*ip, pod)
+            })
+            .collect();
+        self.outbound.client().set_sources(sources);
+    }
+
+    fn sync_listeners(&self) {
         let wanted = self
             .wanted
             .lock()
@@ -278,6 +308,7 @@ impl Hbone {
         let task = tokio::spawn(hbone::server::serve_on(listener, cfg, handler, spawn));
         Ok(PodListener {
             id: pod.id.clone(),
+            netns,
             task,
         })
     }
@@ -294,6 +325,44 @@ impl Hbone {
         v.sort();
         v
     }
+}
+
+/// ztunnel's `baggage` of a source workload (`Workload::baggage` with
+/// istiod's canonical labels): cluster, namespace, `k8s.deployment.name`
+/// for a Deployment's pod (else `k8s.pod.name`), `service.name` (label
+/// `service.istio.io/canonical-name`, `app.kubernetes.io/name`, `app`, else
+/// the workload name), `service.version` (`service.istio.io/canonical-revision`,
+/// `app.kubernetes.io/version`, `version`, else `latest`), region and zone
+/// of its locality.
+fn baggage(w: &strait_config::snapshot::Workload, cluster_id: &str) -> Option<http::HeaderValue> {
+    let label = |keys: &[&str]| keys.iter().find_map(|k| w.labels.get(*k).cloned());
+    let (kind, name) = match w.labels.contains_key("pod-template-hash") {
+        true => ("k8s.deployment.name", super::sink::workload_name(w)),
+        false => ("k8s.pod.name", w.name.clone()),
+    };
+    let service = label(&[
+        "service.istio.io/canonical-name",
+        "app.kubernetes.io/name",
+        "app",
+    ])
+    .unwrap_or_else(|| name.clone());
+    let version = label(&[
+        "service.istio.io/canonical-revision",
+        "app.kubernetes.io/version",
+        "version",
+    ])
+    .unwrap_or_else(|| "latest".into());
+    let mut loc = w.locality.split('/');
+    let (region, zone) = (loc.next().unwrap_or(""), loc.next().unwrap_or(""));
+    hbone::client::baggage_value(&[
+        ("k8s.cluster.name", cluster_id),
+        ("k8s.namespace.name", &w.namespace),
+        (kind, &name),
+        ("service.name", &service),
+        ("service.version", &version),
+        ("cloud.region", region),
+        ("cloud.availability_zone", zone),
+    ])
 }
 
 /// The destination side for one pod.
@@ -348,7 +417,7 @@ impl InboundHandler for PodInbound {
             if access_log {
                 tracing::info!(
                     target: "strait::hbone",
-                    pod = %pod, src.addr = %c.source, dst.addr = %c.target,
+                    pod = %pod, src.addr = %c.source, peer.addr = %c.remote, dst.addr = %c.target,
                     src.identity = %c.peer, "inbound HBONE connection opened (requests checked inside)"
                 );
             }
@@ -356,7 +425,7 @@ impl InboundHandler for PodInbound {
             if access_log {
                 tracing::info!(
                     target: "strait::hbone",
-                    pod = %pod, src.addr = %c.source, dst.addr = %c.target,
+                    pod = %pod, src.addr = %c.source, peer.addr = %c.remote, dst.addr = %c.target,
                     src.identity = %c.peer, status = 200, inspected = true,
                     "inbound HBONE connection"
                 );
@@ -383,7 +452,7 @@ impl InboundHandler for PodInbound {
         if self.access_log {
             tracing::info!(
                 target: "strait::hbone",
-                pod = %self.pod, src.addr = %c.source, dst.addr = %c.target,
+                pod = %self.pod, src.addr = %c.source, peer.addr = %c.remote, dst.addr = %c.target,
                 src.identity = %c.peer, "inbound HBONE connection opened"
             );
         }
@@ -396,7 +465,7 @@ impl InboundHandler for PodInbound {
         if self.access_log {
             tracing::info!(
                 target: "strait::hbone",
-                pod = %self.pod, src.addr = %c.source, dst.addr = %c.target,
+                pod = %self.pod, src.addr = %c.source, peer.addr = %c.remote, dst.addr = %c.target,
                 src.identity = %c.peer, status = status.as_u16(),
                 bytes_sent = sent, bytes_recv = received,
                 "inbound HBONE connection"
@@ -498,5 +567,53 @@ mod tests {
         assert_eq!(redirect_meshed_services(&mut snap, &enrollment), 1);
         assert_eq!(mode(&snap, "10.96.0.10"), L4Mode::Redirect);
         assert_eq!(mode(&snap, "10.96.0.11"), L4Mode::L4);
+    }
+
+    #[test]
+    fn baggage_is_ztunnels_for_deployment_pods_and_bare_pods() {
+        let w = |name: &str, labels: &[(&str, &str)], locality: &str| {
+            strait_config::snapshot::Workload {
+                name: name.into(),
+                namespace: "shop".into(),
+                ip: "10.244.1.9".parse().unwrap(),
+                labels: Arc::new(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                service_account: "sa".into(),
+                locality: locality.into(),
+                node: None,
+                services: Vec::new(),
+            }
+        };
+        let deployed = w(
+            "reviews-v2-5b64f47978-xk2lp",
+            &[
+                ("pod-template-hash", "5b64f47978"),
+                ("app", "reviews"),
+                ("version", "v2"),
+            ],
+            "eu-west1/eu-west1-b/",
+        );
+        assert_eq!(
+            baggage(&deployed, "Kubernetes").unwrap(),
+            "k8s.cluster.name=Kubernetes,k8s.namespace.name=shop,k8s.deployment.name=reviews-v2,\
+             service.name=reviews,service.version=v2,cloud.region=eu-west1,\
+             cloud.availability_zone=eu-west1-b"
+        );
+        // A bare pod: its own name; the canonical labels win over `app`;
+        // no version label is `latest`; no locality, no cloud fields.
+        let bare = w(
+            "debug",
+            &[("app", "x"), ("service.istio.io/canonical-name", "tools")],
+            "",
+        );
+        assert_eq!(
+            baggage(&bare, "c1").unwrap(),
+            "k8s.cluster.name=c1,k8s.namespace.name=shop,k8s.pod.name=debug,\
+             service.name=tools,service.version=latest"
+        );
     }
 }

@@ -65,6 +65,10 @@ pub struct RunArgs {
     /// where the proxy listens (IPv4). Pods in their own network namespaces
     /// need the node's address here, not loopback.
     pub outbound: SocketAddrV4,
+    /// The IPv6 outbound listener (`--outbound6`): where REDIRECT-mode
+    /// IPv6 VIPs and meshed pods' IPv6 addresses are sent; `None`: such
+    /// TCP connections are refused in the kernel.
+    pub outbound6: Option<std::net::SocketAddrV6>,
     /// Longest wait for in-flight requests at shutdown.
     pub drain: Duration,
     /// Print one access-log line per request on stdout.
@@ -124,6 +128,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut dp_cfg = DatapathConfig::new(&args.node);
     dp_cfg.bpffs = args.bpffs.clone();
     dp_cfg.outbound = args.outbound;
+    dp_cfg.outbound6 = args.outbound6;
     dp_cfg.reset_maps = args.reset_maps;
     let node_lock = lock::lock_node(
         std::path::Path::new(lock::LOCK_DIR),
@@ -247,6 +252,8 @@ struct Setup {
     compiler: compiler::Compiler,
     admin: std::net::TcpListener,
     outbound: std::net::TcpListener,
+    /// The IPv6 outbound listener (`--outbound6`).
+    outbound6: Option<std::net::TcpListener>,
     datapath: Datapath,
     /// Whether the first kernel write succeeded (else the first reload
     /// writes the whole table).
@@ -271,10 +278,9 @@ fn compile_options(args: &RunArgs) -> strait_config::CompileOptions {
 /// Everything that needs privileges, on the calling thread.
 fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::Result<Setup> {
     let node_ips = crate::sys::node_addresses();
-    crate::upstream::self_guard::set(
-        vec![args.admin, SocketAddr::V4(args.outbound)],
-        node_ips.clone(),
-    );
+    let mut own = vec![args.admin, SocketAddr::V4(args.outbound)];
+    own.extend(args.outbound6.map(SocketAddr::V6));
+    crate::upstream::self_guard::set(own, node_ips.clone());
     let mut compiler = compiler::Compiler::new(compile_options(args), hbone::enabled());
     let (store, first) = match args.kube {
         None => {
@@ -303,10 +309,23 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         )
     })?;
 
+    let outbound6 = match args.outbound6 {
+        Some(a) => Some(crate::serve::workers::bind(SocketAddr::V6(a)).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on IPv6 outbound address {a}: {e} (is another strait running? pass --outbound6 ADDR)"
+            )
+        })?),
+        None => None,
+    };
     let mut guard = outbound_guard::OutboundGuard::new(
         outbound
             .try_clone()
             .context("duplicating the outbound listener")?,
+        outbound6
+            .as_ref()
+            .map(std::net::TcpListener::try_clone)
+            .transpose()
+            .context("duplicating the IPv6 outbound listener")?,
         &args.node,
         node_ips,
     )
@@ -350,6 +369,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         compiler,
         admin,
         outbound,
+        outbound6,
         datapath,
         kernel_ok,
         orig,
@@ -366,6 +386,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         first,
         admin,
         outbound,
+        outbound6,
         mut datapath,
         mut kernel_ok,
         orig,
@@ -444,11 +465,17 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
             s.store().clone(),
             &id.trust_domain,
             &args.node,
+            &id.cluster_id,
             &pods,
             args.access_log,
         )),
         _ => None,
     };
+    // The external authorizer's check requests take the same outbound
+    // decision as the proxy's connections (HBONE to a meshed authorizer).
+    crate::policy::ext_authz::set_dialer(Some(Box::new(
+        crate::transport::hbone::control::MeshDialer(mesh.as_ref().map(|m| m.outbound.clone())),
+    )));
     let proxy = match &mesh {
         Some(m) => {
             let p = proxy.with_settings(crate::serve::ProxySettings {
@@ -482,7 +509,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     // Thread-per-core: one worker (own single-threaded runtime) per CPU.
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let proxy_workers = proxy
-        .serve_workers(outbound, orig, workers)
+        .serve_workers_on(outbound, outbound6, orig, workers)
         .context("starting the proxy workers")?;
     if let Some(m) = &mesh {
         m.serve_on_workers(proxy_workers.spawner());

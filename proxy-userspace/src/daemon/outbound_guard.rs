@@ -6,14 +6,16 @@
 //! directory meant for one node). Another host connecting to
 //! `<node IP>:15001` (the DaemonSet listens on the node's address so pods
 //! can reach it) gets no answer, as with a firewall rule, but without
-//! touching the node's iptables/nftables.
+//! touching the node's iptables/nftables. The IPv6 outbound listener
+//! (`--outbound6`) gets the same filter over IPv6 sources ([`program6`]):
+//! `::1`, the node's IPv6 addresses and its meshed pods' (`status.podIPs`).
 //!
 //! The userspace check stays behind it: a connection the kernel did not
 //! redirect has no original destination and is closed at once
 //! (`proxy/server.rs`). Accepted connections inherit the filter; the list
 //! is rewritten (atomically, one `setsockopt`) when the node's meshed pods
 //! change.
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use strait_config::enroll::Enrollment;
@@ -52,6 +54,58 @@ pub fn program(allowed: &[Ipv4Addr], loopback: bool) -> Vec<libc::sock_filter> {
     }
     p.push(insn(BPF_RET_K, 0, 0, 0));
     p
+}
+
+/// Most IPv6 addresses one filter holds (nine instructions each).
+pub const MAX_ADDRESSES6: usize = 400;
+
+/// The filter program for an IPv6 listener: accept a packet whose IPv6
+/// source is one of `allowed`, drop the rest. Each address is four word
+/// compares; a mismatch skips to the next address.
+pub fn program6(allowed: &[Ipv6Addr]) -> Vec<libc::sock_filter> {
+    let mut p = Vec::with_capacity(allowed.len() * 9 + 1);
+    for ip in allowed {
+        let o = ip.octets();
+        for w in 0..4u8 {
+            let i = usize::from(w) * 4;
+            let word = u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            // A = word w of ip6->saddr (at offset 8 of the IPv6 header).
+            p.push(insn(
+                BPF_LD_W_ABS,
+                0,
+                0,
+                (SKF_NET_OFF + 8 + i32::from(w) * 4) as u32,
+            ));
+            // Mismatch: skip the rest of this address's block (the
+            // remaining load/compare pairs and the accept).
+            p.push(insn(BPF_JEQ_K, 0, 7 - 2 * w, word));
+        }
+        p.push(insn(BPF_RET_K, 0, 0, u32::MAX));
+    }
+    p.push(insn(BPF_RET_K, 0, 0, 0));
+    p
+}
+
+/// The IPv6 sources allowed on this node: `::1`, its own IPv6 addresses
+/// and its meshed pods' (every address of `status.podIPs`), sorted and
+/// deduplicated. IPv4-mapped addresses are left to the IPv4 listener.
+pub fn allowed_sources6(node: &str, node_ips: &[IpAddr], enrollment: &Enrollment) -> Vec<Ipv6Addr> {
+    let v6 = |ip: &IpAddr| match ip {
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_none() => Some(*a),
+        _ => None,
+    };
+    let mut out: Vec<Ipv6Addr> = vec![Ipv6Addr::LOCALHOST];
+    out.extend(node_ips.iter().filter_map(v6));
+    out.extend(
+        enrollment
+            .pods
+            .iter()
+            .filter(|p| p.meshed() && p.node.as_deref().is_none_or(|n| n == node))
+            .flat_map(|p| p.ips.iter().filter_map(v6)),
+    );
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Attaches (or replaces) `prog` on `sock`.
@@ -98,31 +152,61 @@ pub fn allowed_sources(node: &str, node_ips: &[IpAddr], enrollment: &Enrollment)
     out
 }
 
-/// Keeps the outbound listener's filter in step with the node's pods.
+/// Keeps the outbound listeners' filters in step with the node's pods.
 pub struct OutboundGuard {
     sock: std::net::TcpListener,
+    /// The IPv6 outbound listener, if any.
+    sock6: Option<std::net::TcpListener>,
     node: String,
     node_ips: Vec<IpAddr>,
     current: Option<Vec<Ipv4Addr>>,
+    current6: Option<Vec<Ipv6Addr>>,
 }
 
 impl OutboundGuard {
-    /// A guard for `sock` (a duplicate of the outbound listener: the same
-    /// socket) on `node` with addresses `node_ips`. Attaches the filter
-    /// allowing the node itself and no pod yet.
+    /// A guard for `sock` and `sock6` (duplicates of the IPv4 and IPv6
+    /// outbound listeners: the same sockets) on `node` with addresses
+    /// `node_ips`. Attaches the filters allowing the node itself and no
+    /// pod yet.
     pub fn new(
         sock: std::net::TcpListener,
+        sock6: Option<std::net::TcpListener>,
         node: &str,
         node_ips: Vec<IpAddr>,
     ) -> std::io::Result<Self> {
         let mut g = Self {
             sock,
+            sock6,
             node: node.to_string(),
             node_ips,
             current: None,
+            current6: None,
         };
         g.set(Vec::new())?;
+        g.set6(&Enrollment::default())?;
         Ok(g)
+    }
+
+    fn set6(&mut self, enrollment: &Enrollment) -> std::io::Result<()> {
+        let Some(sock) = &self.sock6 else {
+            return Ok(());
+        };
+        let allowed = allowed_sources6(&self.node, &self.node_ips, enrollment);
+        if self.current6.as_ref() == Some(&allowed) {
+            return Ok(());
+        }
+        if allowed.len() > MAX_ADDRESSES6 {
+            tracing::warn!(
+                addresses = allowed.len(),
+                max = MAX_ADDRESSES6,
+                "too many local pods for the IPv6 outbound listener's source filter: every source is accepted (connections the kernel did not redirect are still closed)"
+            );
+            attach(sock, &[insn(BPF_RET_K, 0, 0, u32::MAX)])?;
+        } else {
+            attach(sock, &program6(&allowed))?;
+        }
+        self.current6 = Some(allowed);
+        Ok(())
     }
 
     fn set(&mut self, pods: Vec<Ipv4Addr>) -> std::io::Result<()> {
@@ -162,6 +246,9 @@ impl OutboundGuard {
         if let Err(e) = self.set(pods) {
             tracing::error!("updating the outbound listener's source filter: {e}");
         }
+        if let Err(e) = self.set6(enrollment) {
+            tracing::error!("updating the IPv6 outbound listener's source filter: {e}");
+        }
     }
 }
 
@@ -196,6 +283,41 @@ mod tests {
         assert!(connect_from(Ipv4Addr::new(127, 0, 0, 9), addr).is_ok());
     }
 
+    fn connect6_from(src: Ipv6Addr, dst: SocketAddr) -> std::io::Result<TcpStream> {
+        let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?;
+        s.bind(&SocketAddr::from((src, 0)).into())?;
+        s.connect_timeout(&dst.into(), Duration::from_millis(1500))?;
+        Ok(s.into())
+    }
+
+    /// Loopback holds `::1` only, so the test compares sources that differ
+    /// in one word at a time through the filter's own compare chain: the
+    /// listed `::1` passes, an allow-list without it drops it.
+    #[test]
+    fn only_listed_ipv6_sources_complete_a_handshake() {
+        let Ok(l) = TcpListener::bind("[::1]:0") else {
+            eprintln!("SKIP only_listed_ipv6_sources_complete_a_handshake: no IPv6 loopback");
+            return;
+        };
+        let addr = l.local_addr().unwrap();
+        let one = Ipv6Addr::LOCALHOST;
+        // Addresses that differ from ::1 in the first, second, third and
+        // last word: each must fail at its own compare.
+        let near: Vec<Ipv6Addr> = ["1::1", "0:0:1::1", "::1:0:0:1", "::2"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        attach(&l, &program6(&near)).unwrap();
+        let e = connect6_from(one, addr).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        let mut with_one = near.clone();
+        with_one.push(one);
+        attach(&l, &program6(&with_one)).unwrap();
+        assert!(connect6_from(one, addr).is_ok());
+        attach(&l, &program6(&[])).unwrap();
+        assert!(connect6_from(one, addr).is_err());
+    }
+
     #[test]
     fn the_allowed_sources_are_the_node_and_its_meshed_pods() {
         let pod = |name: &str, node: &str, ip: &str, extra: &str| {
@@ -213,6 +335,36 @@ mod tests {
         let got = allowed_sources("node-a", &["10.0.0.1".parse().unwrap()], &e);
         assert_eq!(
             got,
+            [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 1, 0, 5)]
+        );
+    }
+
+    #[test]
+    fn the_allowed_ipv6_sources_are_the_node_and_its_meshed_pods_ipv6_addresses() {
+        let pod = |name: &str, node: &str, ips: &str, extra: &str| {
+            let first = ips.split(',').next().unwrap();
+            let list: Vec<String> = ips.split(',').map(|i| format!("{{ip: \"{i}\"}}")).collect();
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default, labels: {{app: {name}{extra}}}}}\nspec: {{nodeName: {node}, containers: [{{name: c}}]}}\nstatus: {{phase: Running, podIP: \"{first}\", podIPs: [{}]}}\n", list.join(", "))
+        };
+        let yaml = [
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: default, labels: {istio.io/dataplane-mode: ambient}}\n".to_string(),
+            pod("dual", "node-a", "10.1.0.5,fd00:1::5", ""),
+            pod("v6only", "node-a", "fd00:1::7", ""),
+            pod("opted-out", "node-a", "10.1.0.6,fd00:1::6", ", istio.io/dataplane-mode: none"),
+            pod("remote", "node-b", "10.1.1.5,fd00:1:1::5", ""),
+        ]
+        .join("---\n");
+        let loaded = strait_config::load::load_str(&yaml, "p.yaml");
+        let e = Enrollment::from_resources(&loaded.resources);
+        let node: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()];
+        let want: Vec<Ipv6Addr> = ["::1", "fd00::1", "fd00:1::5", "fd00:1::7"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(allowed_sources6("node-a", &node, &e), want);
+        // The IPv4 list is unchanged by the pods' IPv6 addresses.
+        assert_eq!(
+            allowed_sources("node-a", &node, &e),
             [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 1, 0, 5)]
         );
     }

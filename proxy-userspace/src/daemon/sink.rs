@@ -126,7 +126,7 @@ impl TelemetrySink {
 /// Istio's workload name: the owning Deployment's name for a Deployment's
 /// pod (`reviews-v2-5b64f47978-xk2lp` → `reviews-v2`, recognised by the
 /// `pod-template-hash` label), else the pod's name.
-fn workload_name(w: &Workload) -> String {
+pub(super) fn workload_name(w: &Workload) -> String {
     match w.labels.get("pod-template-hash") {
         Some(hash) => w
             .name

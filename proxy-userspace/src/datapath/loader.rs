@@ -90,6 +90,10 @@ pub struct DatapathConfig {
     /// meshed pod IPs are sent to (default `127.0.0.1:15001`, Istio's
     /// outbound capture port).
     pub outbound: SocketAddrV4,
+    /// The node proxy's IPv6 outbound listener that REDIRECT-mode IPv6
+    /// VIPs and meshed pods' IPv6 addresses are sent to; `None` (the
+    /// default): such TCP connections are refused (fail closed).
+    pub outbound6: Option<std::net::SocketAddrV6>,
     /// Count kernel-balanced connections in `TCP_STATS` (Istio's
     /// `istio_tcp_*` with `reporter="source"`; default on). Off only to
     /// measure what the counters cost (`cargo xtask bench l4-counters`):
@@ -112,6 +116,7 @@ impl DatapathConfig {
                 std::net::Ipv4Addr::LOCALHOST,
                 proxy_common::ports::OUTBOUND,
             ),
+            outbound6: None,
             tcp_stats: true,
             reset_maps: false,
         }
@@ -290,6 +295,7 @@ impl Datapath {
             node: config.node.clone(),
         };
         dp.set_outbound(config.outbound)?;
+        dp.set_outbound6(config.outbound6)?;
         Ok(dp)
     }
 
@@ -552,8 +558,8 @@ impl Datapath {
 
     /// Adds and removes meshed workload IPs (a snapshot diff's workloads),
     /// leaving the others untouched. IPv6 addresses go to `WORKLOADS6`
-    /// (TCP to them is refused while redirection is on: the proxy has no
-    /// IPv6 listener).
+    /// (TCP to them goes to the proxy's IPv6 listener, and is refused while
+    /// IPv4 redirection is on without one).
     pub fn change_workloads(&mut self, added: &[IpAddr], removed: &[IpAddr]) -> anyhow::Result<()> {
         for ip in removed {
             match workload_key(ip) {
@@ -821,8 +827,9 @@ impl Datapath {
 
     /// Makes `WORKLOADS` / `WORKLOADS6` hold exactly `ips` (meshed pod
     /// IPs): TCP to an IPv4 (or IPv4-mapped) one is redirected to the node
-    /// proxy; TCP to a native IPv6 one is refused while redirection is on
-    /// (the proxy has no IPv6 listener; never a silent bypass of mTLS).
+    /// proxy; TCP to a native IPv6 one to its IPv6 listener
+    /// ([`Self::set_outbound6`]), or, without one, is refused while IPv4
+    /// redirection is on (never a silent bypass of mTLS).
     pub fn set_workloads(&mut self, ips: &[IpAddr]) -> anyhow::Result<()> {
         let want: std::collections::HashSet<WorkloadKey> = ips.iter().map(workload_key).collect();
         let have4: Vec<u32> = self.maps.workloads.keys().filter_map(Result::ok).collect();
@@ -854,12 +861,33 @@ impl Datapath {
         Ok(())
     }
 
+    /// Sets (or, with `None`, clears) the node proxy's IPv6 outbound
+    /// listener: REDIRECT-mode TCP on IPv6 VIPs and TCP to meshed pods'
+    /// IPv6 addresses are redirected there; without it they are refused.
+    pub fn set_outbound6(&mut self, addr: Option<std::net::SocketAddrV6>) -> anyhow::Result<()> {
+        let cfg = addr.map_or(proxy_common::ProxyConfig6::default(), |a| {
+            proxy_common::ProxyConfig6 {
+                ip: proxy_common::ipv6_words(a.ip().octets()),
+                port: proxy_common::port_to_be(a.port()),
+                pad: 0,
+            }
+        });
+        self.maps.proxy_config6.set(0, cfg, 0)?;
+        self.tables.proxy6 = addr.is_some();
+        Ok(())
+    }
+
     /// The original destination of a connection redirected to the proxy,
     /// by the peer address the proxy's `accept()` returned; see
     /// [`super::OriginalDestinations`] for a handle another component can
     /// hold.
     pub fn original_destination(&self, peer: SocketAddr) -> Option<SocketAddr> {
-        orig_dst::lookup(&self.maps.orig_dst, peer)
+        match peer {
+            SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_none() => {
+                orig_dst::lookup6(&self.maps.orig_dst6, a)
+            }
+            _ => orig_dst::lookup(&self.maps.orig_dst, peer),
+        }
     }
 
     /// Counters of the service `vip:port/protocol` (IPv4 or IPv6; zero

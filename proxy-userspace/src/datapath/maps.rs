@@ -6,8 +6,8 @@ use aya::{
     Ebpf,
 };
 use proxy_common::{
-    Backend, Backend6, BackendKey, ClientKey, MaglevTable, OrigDst, ProxyConfig, ServiceKey,
-    ServiceKey6, ServiceStats, ServiceValue, Workload,
+    Backend, Backend6, BackendKey, ClientKey, ClientKey6, MaglevTable, OrigDst, OrigDst6,
+    ProxyConfig, ProxyConfig6, ServiceKey, ServiceKey6, ServiceStats, ServiceValue, Workload,
 };
 
 /// The socket data path's maps.
@@ -24,6 +24,9 @@ pub struct Maps {
     pub services6: HashMap<MapData, ServiceKey6, ServiceValue>,
     pub backends6: HashMap<MapData, BackendKey, Backend6>,
     pub workloads6: HashMap<MapData, [u32; 4], Workload>,
+    /// The node proxy's IPv6 outbound listener (port 0: none).
+    pub proxy_config6: Array<MapData, ProxyConfig6>,
+    pub orig_dst6: HashMap<MapData, ClientKey6, OrigDst6>,
 }
 
 impl Maps {
@@ -41,6 +44,8 @@ impl Maps {
             services6: take(ebpf, proxy_common::SERVICES6)?.try_into()?,
             backends6: take(ebpf, proxy_common::BACKENDS6)?.try_into()?,
             workloads6: take(ebpf, proxy_common::WORKLOADS6)?.try_into()?,
+            proxy_config6: take(ebpf, proxy_common::PROXY_CONFIG6)?.try_into()?,
+            orig_dst6: take(ebpf, proxy_common::ORIG_DST6)?.try_into()?,
         })
     }
 }

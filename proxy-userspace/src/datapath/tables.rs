@@ -41,7 +41,7 @@ pub struct ApplyReport {
     pub skipped: Vec<String>,
     /// Services written so that the kernel refuses their connections
     /// (fail closed), with the reason: REDIRECT-mode TCP on an IPv6 VIP
-    /// (the node proxy has no IPv6 listener). Also logged as warnings.
+    /// while the node proxy has no IPv6 listener. Also logged as warnings.
     pub refused: Vec<String>,
 }
 
@@ -109,6 +109,10 @@ pub struct ServiceTables {
     service_stats: IndexPool<SvcKey>,
     /// `BACKEND_STATS` index of each backend address and protocol.
     backend_stats: IndexPool<BackendStat>,
+    /// Whether the node proxy has an IPv6 listener (`PROXY_CONFIG6` set):
+    /// without one, REDIRECT-mode TCP on an IPv6 VIP is refused by the
+    /// kernel and reported in [`ApplyReport::refused`].
+    pub(super) proxy6: bool,
 }
 
 impl ServiceTables {
@@ -221,6 +225,7 @@ impl ServiceTables {
             next_id,
             service_stats,
             backend_stats,
+            proxy6: false,
         })
     }
 
@@ -251,7 +256,7 @@ impl ServiceTables {
         let mut report = ApplyReport::default();
         let mut desired: BTreeMap<SvcKey, (Entry, &str)> = BTreeMap::new();
         for s in services {
-            let Some((key, entry)) = kernel_form(s, &mut report) else {
+            let Some((key, entry)) = kernel_form(s, self.proxy6, &mut report) else {
                 continue;
             };
             if let Some((_, other)) = desired.insert(key, (entry, &s.host)) {
@@ -333,7 +338,7 @@ impl ServiceTables {
             if !touched.contains(&(s.vip, s.port, s.protocol)) {
                 continue;
             }
-            let Some((key, entry)) = kernel_form(s, &mut report) else {
+            let Some((key, entry)) = kernel_form(s, self.proxy6, &mut report) else {
                 continue;
             };
             if !seen.insert(key) {
@@ -421,7 +426,7 @@ impl ServiceTables {
             pad: 0,
             stats_index,
         };
-        if key.is_v6() && e.mode == mode::REDIRECT && key.proto() == proto::TCP {
+        if !self.proxy6 && key.is_v6() && e.mode == mode::REDIRECT && key.proto() == proto::TCP {
             tracing::warn!(
                 ?key,
                 "an IPv6 VIP needs the node proxy (policy, mTLS or L7 routing), which has no IPv6 listener: its TCP connections are refused (fail closed)"
@@ -592,8 +597,9 @@ pub fn service_key(vip: IpAddr, port: u16, protocol: L4Protocol) -> SvcKey {
 }
 
 /// The kernel key and entry of `s`, or `None` (noted in `report`) when the
-/// kernel cannot carry it.
-fn kernel_form(s: &L4Service, report: &mut ApplyReport) -> Option<(SvcKey, Entry)> {
+/// kernel cannot carry it; `proxy6`: the node proxy has an IPv6 listener
+/// (else REDIRECT-mode TCP on an IPv6 VIP is noted refused).
+fn kernel_form(s: &L4Service, proxy6: bool, report: &mut ApplyReport) -> Option<(SvcKey, Entry)> {
     let key = service_key(s.vip, s.port, s.protocol);
     let v6 = key.is_v6();
     let mut backends: Vec<(SocketAddr, u32)> = s
@@ -627,7 +633,7 @@ fn kernel_form(s: &L4Service, report: &mut ApplyReport) -> Option<(SvcKey, Entry
         },
         backends,
     };
-    if v6 && entry.mode == mode::REDIRECT && s.protocol == L4Protocol::Tcp {
+    if !proxy6 && v6 && entry.mode == mode::REDIRECT && s.protocol == L4Protocol::Tcp {
         let why = format!(
             "{} [{}]:{}/TCP: needs the node proxy (policy, mTLS or L7 routing) but the proxy has no IPv6 listener; connections to this IPv6 VIP are refused (fail closed)",
             s.host, s.vip, s.port
@@ -726,7 +732,7 @@ mod tests {
                 ("[fd00::1]:9080", 1, true),
             ],
         );
-        let (key, entry) = kernel_form(&s, &mut report).unwrap();
+        let (key, entry) = kernel_form(&s, false, &mut report).unwrap();
         let key = v4_key(key);
         assert_eq!(key.vip, u32::from_ne_bytes([10, 96, 0, 5]));
         assert_eq!(key.port, 9080u16.to_be());
@@ -754,7 +760,7 @@ mod tests {
                 ("[fd00:244::8]:9080", 1, false),
             ],
         );
-        let (key, entry) = kernel_form(&s, &mut report).unwrap();
+        let (key, entry) = kernel_form(&s, false, &mut report).unwrap();
         let SvcKey::V6(k) = key else {
             panic!("{key:?}")
         };
@@ -772,6 +778,7 @@ mod tests {
         // An IPv4-mapped VIP stays an IPv4 service over IPv4 backends.
         let (key, entry) = kernel_form(
             &svc("::ffff:10.96.0.5", &[("10.0.0.1:1", 1, true)]),
+            false,
             &mut report,
         )
         .unwrap();
@@ -784,17 +791,23 @@ mod tests {
         let mut report = ApplyReport::default();
         let mut s = svc("fd00:96::6", &[("[fd00:244::1]:9080", 1, true)]);
         s.mode = L4Mode::Redirect;
-        kernel_form(&s, &mut report).unwrap();
+        kernel_form(&s, false, &mut report).unwrap();
         assert_eq!(report.refused.len(), 1, "{report:?}");
         assert!(report.refused[0].contains("reviews.default.svc.cluster.local"));
         assert!(report.refused[0].contains("fd00:96::6"));
         // UDP is balanced whatever the mode; IPv4 REDIRECT goes to the proxy.
         let mut report = ApplyReport::default();
         s.protocol = L4Protocol::Udp;
-        kernel_form(&s, &mut report).unwrap();
+        kernel_form(&s, false, &mut report).unwrap();
         let mut v4 = svc("10.96.0.6", &[]);
         v4.mode = L4Mode::Redirect;
-        kernel_form(&v4, &mut report).unwrap();
+        kernel_form(&v4, false, &mut report).unwrap();
+        assert!(report.refused.is_empty(), "{report:?}");
+        // With the proxy's IPv6 listener it is redirected, not refused.
+        let mut report = ApplyReport::default();
+        s.protocol = L4Protocol::Tcp;
+        let (_, entry) = kernel_form(&s, true, &mut report).unwrap();
+        assert_eq!(entry.mode, mode::REDIRECT);
         assert!(report.refused.is_empty(), "{report:?}");
     }
 }

@@ -21,16 +21,86 @@
 //! request they match, and `strait analyze` says why): `envoyExtAuthzGrpc`,
 //! `includeRequestBodyInCheck`, `headersToDownstreamOnAllow`, and any field
 //! not listed above.
+//!
+//! How a check request leaves the node is the mesh's one outbound decision
+//! (as Envoy reaches its `ext_authz` cluster with the cluster's TLS
+//! settings and auto mTLS): the daemon installs a [`Dialer`]
+//! ([`set_dialer`], `transport/hbone/control.rs`) that tunnels to a meshed
+//! authorizer over HBONE as the workload the check is made for, and
+//! refuses (the check fails: `statusOnError`, or allowed under `failOpen`)
+//! when `ISTIO_MUTUAL` cannot be honoured. Without a dialer (unit tests)
+//! checks go out in plain text.
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use strait_config::snapshot::MeshSnapshot;
+use strait_config::snapshot::{MeshSnapshot, MeshTlsPolicy};
 
 use super::matcher::StrMatch;
+
+/// A connection a [`Dialer`] opened for a check request (an HBONE stream).
+pub trait CheckIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> CheckIo for T {}
+
+/// How a [`Dialer`] says a check request leaves the node.
+pub enum Dialed {
+    /// Plain text: the provider's own pooled HTTP client connects.
+    Plain,
+    /// Over this connection (one check request on it).
+    Stream(Box<dyn CheckIo>),
+}
+
+/// A boxed dial future.
+pub type DialFuture<'a> = Pin<Box<dyn Future<Output = std::io::Result<Dialed>> + Send + 'a>>;
+
+/// Opens the connection for a check request to `dst` (an endpoint of the
+/// provider's service, whose DestinationRule TLS is `tls`) made on behalf
+/// of the local workload at `source`, with `host` the provider's
+/// `service`. An error is a refusal (nothing was sent) or a connect
+/// failure; the check then fails (`statusOnError` / `failOpen`).
+pub trait Dialer: Send + Sync {
+    /// See the trait.
+    fn dial<'a>(
+        &'a self,
+        source: IpAddr,
+        dst: SocketAddr,
+        tls: MeshTlsPolicy,
+        host: &'a str,
+    ) -> DialFuture<'a>;
+}
+
+fn dialer_slot() -> &'static arc_swap::ArcSwapOption<Box<dyn Dialer>> {
+    static D: std::sync::OnceLock<arc_swap::ArcSwapOption<Box<dyn Dialer>>> =
+        std::sync::OnceLock::new();
+    D.get_or_init(arc_swap::ArcSwapOption::empty)
+}
+
+/// Installs how every provider's check requests (and the JWKS fetcher's
+/// connections, `jwt/jwks.rs`) are dialled (the daemon: the mesh's
+/// outbound decision); `None`: plain text.
+pub fn set_dialer(d: Option<Box<dyn Dialer>>) {
+    dialer_slot().store(d.map(Arc::new));
+}
+
+/// The installed [`Dialer`]'s decision for a connection to `dst`
+/// ([`Dialed::Plain`] when none is installed).
+pub async fn dial(
+    source: IpAddr,
+    dst: SocketAddr,
+    tls: MeshTlsPolicy,
+    host: &str,
+) -> std::io::Result<Dialed> {
+    match dialer_slot().load_full() {
+        Some(d) => d.dial(source, dst, tls, host).await,
+        None => Ok(Dialed::Plain),
+    }
+}
 
 /// Istio's default `timeout` of an `envoyExtAuthzHttp` provider (10 min).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -55,6 +125,9 @@ pub struct ExtAuthz {
     /// Where check requests go: the endpoints of the registry service
     /// `outbound|port||service`, or the address when `service` is an IP.
     endpoints: Vec<SocketAddr>,
+    /// The DestinationRule TLS of the provider's cluster (auto mTLS when
+    /// it has none or `service` is an address).
+    mesh_tls: MeshTlsPolicy,
     next: AtomicUsize,
     path_prefix: String,
     timeout: Duration,
@@ -143,7 +216,7 @@ impl ExtAuthz {
             })?;
             additional.push((n, v));
         }
-        let endpoints = resolve(&cfg.service, port, snap)
+        let (endpoints, mesh_tls) = resolve(&cfg.service, port, snap)
             .map_err(|e| format!("extension provider {name:?}: {e}"))?;
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -155,6 +228,7 @@ impl ExtAuthz {
             service: cfg.service.clone(),
             port,
             endpoints,
+            mesh_tls,
             next: AtomicUsize::new(0),
             path_prefix: cfg.path_prefix.clone().unwrap_or_default(),
             timeout,
@@ -169,10 +243,13 @@ impl ExtAuthz {
     }
 
     /// Asks the authorizer about a request (`method`, `path_and_query`,
-    /// `host`, the request's `headers`). Never fails: errors become
-    /// [`Verdict::Allow`] (`failOpen`) or a `statusOnError` deny.
+    /// `host`, the request's `headers`), on behalf of the local workload
+    /// at `source` (whose identity a tunnel to a meshed authorizer
+    /// presents). Never fails: errors become [`Verdict::Allow`]
+    /// (`failOpen`) or a `statusOnError` deny.
     pub async fn check(
         &self,
+        source: IpAddr,
         method: &Method,
         path_and_query: &str,
         host: &str,
@@ -180,7 +257,7 @@ impl ExtAuthz {
     ) -> Verdict {
         match tokio::time::timeout(
             self.timeout,
-            self.ask(method, path_and_query, host, headers),
+            self.ask(source, method, path_and_query, host, headers),
         )
         .await
         {
@@ -227,6 +304,7 @@ impl ExtAuthz {
 
     async fn ask(
         &self,
+        source: IpAddr,
         method: &Method,
         path_and_query: &str,
         host: &str,
@@ -248,13 +326,20 @@ impl ExtAuthz {
             .body(Empty::new())
             .map_err(|e| e.to_string())?;
         *req.headers_mut() = self.check_headers(host, headers);
-        let resp = self.client.request(req).await.map_err(|e| {
-            let mut s = e.to_string();
-            if let Some(src) = std::error::Error::source(&e) {
-                s = format!("{s}: {src}");
-            }
-            s
-        })?;
+        let ep = self.endpoints[i];
+        let dialed = dial(source, ep, self.mesh_tls, &self.service)
+            .await
+            .map_err(|e| format!("connect {ep}: {e}"))?;
+        let resp = match dialed {
+            Dialed::Plain => self.client.request(req).await.map_err(|e| {
+                let mut s = e.to_string();
+                if let Some(src) = std::error::Error::source(&e) {
+                    s = format!("{s}: {src}");
+                }
+                s
+            })?,
+            Dialed::Stream(io) => send_on(io, req).await?,
+        };
         let status = resp.status();
         if status.is_server_error() {
             return Err(format!("provider answered {status}"));
@@ -300,17 +385,46 @@ impl ExtAuthz {
     }
 }
 
+/// Sends one check request on a dialled connection (HTTP/1.1, the
+/// request in origin form; `host` is already set).
+async fn send_on(
+    io: Box<dyn CheckIo>,
+    mut req: http::Request<Empty<Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, String> {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    *req.uri_mut() = pq.parse().map_err(|e| format!("check request URI: {e}"))?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .map_err(|e| format!("check request: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    tx.send_request(req)
+        .await
+        .map_err(|e| format!("check request: {e}"))
+}
+
 /// The check request targets: the endpoints of the registry service
-/// `service` (`host` or Istio's `namespace/host` form) on `port`, else the
-/// address when `service` is an IP literal.
-fn resolve(service: &str, port: u16, snap: &MeshSnapshot) -> Result<Vec<SocketAddr>, String> {
+/// `service` (`host` or Istio's `namespace/host` form) on `port`, with
+/// its cluster's DestinationRule TLS, else the address when `service` is
+/// an IP literal (auto mTLS).
+fn resolve(
+    service: &str,
+    port: u16,
+    snap: &MeshSnapshot,
+) -> Result<(Vec<SocketAddr>, MeshTlsPolicy), String> {
     let host = service.split_once('/').map_or(service, |(_, h)| h);
     let cluster = format!("outbound|{port}||{host}");
     if let Some(c) = snap.clusters.get(&cluster) {
-        return Ok(c.endpoints.iter().map(|e| e.addr).collect());
+        let eps = c.endpoints.iter().map(|e| e.addr).collect();
+        return Ok((eps, c.tls.mesh_policy()));
     }
     if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
+        return Ok((vec![SocketAddr::new(ip, port)], MeshTlsPolicy::default()));
     }
     Err(format!(
         "service {service:?} port {port} is not in the registry (no cluster {cluster})"

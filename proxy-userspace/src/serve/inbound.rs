@@ -452,7 +452,10 @@ async fn request(
                 .to_string();
             let mut on_allow = Vec::new();
             for (x, policy) in ask {
-                match x.check(req.method(), &pq, &host, req.headers()).await {
+                match x
+                    .check(conn.dst.ip(), req.method(), &pq, &host, req.headers())
+                    .await
+                {
                     Verdict::Allow(h) => on_allow.extend(h),
                     Verdict::Deny {
                         status,

@@ -380,6 +380,25 @@ impl Proxy {
         orig: impl OriginalDst,
         workers: usize,
     ) -> std::io::Result<Workers> {
-        Workers::start(self.shared.clone(), listener, Arc::new(orig), workers)
+        Workers::start(self.shared.clone(), listener, None, Arc::new(orig), workers)
+    }
+
+    /// [`Proxy::serve_workers`] on the IPv4 outbound listener and, when
+    /// given, the IPv6 one (`strait run --outbound6`): every worker
+    /// accepts on both.
+    pub fn serve_workers_on(
+        &self,
+        listener: std::net::TcpListener,
+        listener6: Option<std::net::TcpListener>,
+        orig: impl OriginalDst,
+        workers: usize,
+    ) -> std::io::Result<Workers> {
+        Workers::start(
+            self.shared.clone(),
+            listener,
+            listener6,
+            Arc::new(orig),
+            workers,
+        )
     }
 }

@@ -59,23 +59,29 @@ impl WorkerSpawner {
 }
 
 impl Workers {
-    /// Starts `n` (at least 1) workers accepting on `listener`.
+    /// Starts `n` (at least 1) workers accepting on `listener` and, when
+    /// given, on `second` too (the IPv6 outbound listener).
     ///
-    /// Errors: the listener cannot be duplicated or made non-blocking, or a
+    /// Errors: a listener cannot be duplicated or made non-blocking, or a
     /// thread or runtime cannot be created.
     pub(crate) fn start(
         shared: Arc<Shared>,
         listener: std::net::TcpListener,
+        second: Option<std::net::TcpListener>,
         orig: Arc<dyn OriginalDst>,
         n: usize,
     ) -> std::io::Result<Self> {
         listener.set_nonblocking(true)?;
+        if let Some(l) = &second {
+            l.set_nonblocking(true)?;
+        }
         let local = listener.local_addr()?;
         let (stop, stop_rx) = watch::channel(None);
         let mut threads = Vec::new();
         let mut handles = Vec::new();
         for i in 0..n.max(1) {
             let l = listener.try_clone()?;
+            let l2 = second.as_ref().map(|l| l.try_clone()).transpose()?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -83,7 +89,7 @@ impl Workers {
             let (shared, orig, stop) = (shared.clone(), orig.clone(), stop_rx.clone());
             let t = std::thread::Builder::new()
                 .name(format!("strait-worker-{i}"))
-                .spawn(move || rt.block_on(worker(shared, l, orig, stop)))?;
+                .spawn(move || rt.block_on(worker(shared, l, l2, orig, stop)))?;
             threads.push(t);
         }
         Ok(Self {
@@ -130,7 +136,8 @@ impl Workers {
 }
 
 /// Binds a listening socket for [`Workers`] as tokio's `TcpListener::bind`
-/// does (`SO_REUSEADDR`, backlog 1024), without `SO_REUSEPORT`.
+/// does (`SO_REUSEADDR`, backlog 1024), without `SO_REUSEPORT`; an IPv6
+/// address with `IPV6_V6ONLY`.
 ///
 /// Errors: the address is in use or not local.
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -140,6 +147,11 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
         Some(socket2::Protocol::TCP),
     )?;
     sock.set_reuse_address(true)?;
+    // An IPv6 listener takes IPv6 only: IPv4 has its own listener (and,
+    // in the daemon, its own source filter).
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
     sock.bind(&addr.into())?;
     sock.listen(1024)?;
     Ok(sock.into())
@@ -148,14 +160,30 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 async fn worker(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
+    second: Option<std::net::TcpListener>,
     orig: Arc<dyn OriginalDst>,
     mut stop: watch::Receiver<Option<Instant>>,
 ) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
         return;
     };
+    let second = match second.map(tokio::net::TcpListener::from_std).transpose() {
+        Ok(l) => l,
+        Err(_) => return,
+    };
     let live = Arc::new(AtomicUsize::new(0));
-    let serve = server::serve_counted(shared, listener, orig, live.clone());
+    let serve = async {
+        let first = server::serve_counted(shared.clone(), listener, orig.clone(), live.clone());
+        match second {
+            // Either listener failing for good stops the worker, as one
+            // does alone.
+            Some(l) => tokio::select! {
+                r = first => r,
+                r = server::serve_counted(shared, l, orig, live.clone()) => r,
+            },
+            None => first.await,
+        }
+    };
     tokio::select! {
         r = serve => {
             if let Err(e) = r {

@@ -36,6 +36,8 @@ pub const NAMED_NETNS_DIR: &str = "/run/netns";
 pub struct InPodNetns {
     fd: OwnedFd,
     path: PathBuf,
+    /// Set once `::6` is on the namespace's `lo` ([`super::loopback6`]).
+    source_v6: OnceLock<()>,
 }
 
 /// The daemon's own namespace, where every thread returns after
@@ -59,6 +61,7 @@ impl InPodNetns {
         Ok(Self {
             fd,
             path: path.to_path_buf(),
+            source_v6: OnceLock::new(),
         })
     }
 
@@ -201,13 +204,19 @@ pub async fn connect_in_pod(
         SocketAddr::V6(_) => (INBOUND_SOURCE_V6, 0).into(),
     };
     let sock = netns.run(|| -> io::Result<std::net::TcpStream> {
+        // ::6 must be local for the pod's answers to come back to it.
+        if src.is_ipv6() && netns.source_v6.get().is_none() {
+            super::loopback6::add_to_loopback(INBOUND_SOURCE_V6)?;
+            let _ = netns.source_v6.set(());
+        }
         let s = socket2::Socket::new(
             socket2::Domain::for_address(dst),
             socket2::Type::STREAM,
             Some(socket2::Protocol::TCP),
         )?;
         s.set_nonblocking(true)?;
-        // 127.0.0.6 is on the pod's `lo` (127/8); ::6 needs freebind.
+        // 127.0.0.6 is on the pod's `lo` (127/8); ::6 was just added
+        // there (freebind covers a race with its duplicate address check).
         if src.is_ipv6() {
             s.set_freebind_v6(true)?;
         }

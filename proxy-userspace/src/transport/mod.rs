@@ -6,6 +6,7 @@
 pub mod hbone;
 pub mod inpod;
 pub mod local_delivery;
+pub(crate) mod loopback6;
 pub(crate) mod orig_dst;
 pub mod origination;
 pub(crate) mod sniff;

@@ -110,7 +110,10 @@ fn pods(node: &Node) -> Vec<Value> {
                             "containers": [{"name": "app", "image": "strait/bookinfo-app",
                                             "ports": ports}]},
                    "status": {"phase": "Running", "podIP": p.ip.to_string(),
-                              "podIPs": [{"ip": p.ip.to_string()}],
+                              "podIPs": std::iter::once(p.ip.to_string())
+                                  .chain(p.ip6.map(|a| a.to_string()))
+                                  .map(|ip| json!({"ip": ip}))
+                                  .collect::<Vec<_>>(),
                               "hostIP": node.gateway().to_string(),
                               "conditions": [{"type": "Ready", "status": "True"}]}})
         })

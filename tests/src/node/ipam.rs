@@ -5,7 +5,7 @@
 //! These addresses exist only inside the test's namespaces; no route from
 //! them leads to the host.
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The node's own address on its pod network (on the node netns' `lo`);
 /// pods use it as their default gateway.
@@ -25,6 +25,31 @@ pub fn pod_ip(node_index: u8, n: usize) -> anyhow::Result<Ipv4Addr> {
         .filter(|h| *h < 255)
         .ok_or_else(|| anyhow::anyhow!("node 10.244.{node_index}.0/24 is full (253 pods)"))?;
     Ok(Ipv4Addr::new(10, 244, node_index, host))
+}
+
+/// The node's IPv6 address on its pod network, `fd00:244:<index>::1`
+/// (on the node netns' `lo`), with [`Node::enable_ipv6`](super::Node::enable_ipv6).
+pub fn gateway6(node_index: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x244, u16::from(node_index), 0, 0, 0, 0, 1)
+}
+
+/// The `n`-th pod's IPv6 address (n from 0): `fd00:244:<index>::<n + 2>`.
+pub fn pod_ip6(node_index: u8, n: usize) -> Ipv6Addr {
+    Ipv6Addr::new(
+        0xfd00,
+        0x244,
+        u16::from(node_index),
+        0,
+        0,
+        0,
+        0,
+        n as u16 + 2,
+    )
+}
+
+/// The node's IPv6 pod CIDR, `fd00:244:<index>::/64`.
+pub fn pod_cidr6(node_index: u8) -> String {
+    format!("fd00:244:{node_index:x}::/64")
 }
 
 /// The service CIDR.
@@ -77,5 +102,8 @@ mod tests {
         assert_eq!(pod_ip(3, 252).unwrap(), Ipv4Addr::new(10, 244, 3, 254));
         assert!(pod_ip(3, 253).is_err());
         assert_eq!(gateway(3), Ipv4Addr::new(10, 244, 3, 1));
+        assert_eq!(gateway6(3).to_string(), "fd00:244:3::1");
+        assert_eq!(pod_ip6(3, 0).to_string(), "fd00:244:3::2");
+        assert_eq!(pod_cidr6(10), "fd00:244:a::/64");
     }
 }

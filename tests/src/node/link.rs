@@ -6,7 +6,8 @@ use anyhow::bail;
 use super::{netns, Node};
 
 /// Links nodes `a` and `b` (distinct indexes) so that pods on either reach
-/// pods and the node address on the other. The link interfaces are
+/// pods and the node address on the other (over IPv6 too when both have
+/// [`Node::enable_ipv6`]; call it after that). The link interfaces are
 /// `l<peer id>` in each node's namespace; they go away with either node.
 pub fn link(a: &Node, b: &Node) -> anyhow::Result<()> {
     if a.index() == b.index() {
@@ -48,6 +49,31 @@ pub fn link(a: &Node, b: &Node) -> anyhow::Result<()> {
                 ),
             ],
         )?;
+    }
+    if a.ipv6() && b.ipv6() {
+        // IPv6 next hops must be on-link: each end gets link-local
+        // `fe80::1:<its node index>`, and each node routes the other's
+        // IPv6 pod CIDR (which holds its node address) through it.
+        for (node, ifname) in [(a, &a_if), (b, &b_if)] {
+            netns::ip_batch(
+                node.netns(),
+                &[format!(
+                    "addr add fe80::1:{:x}/64 dev {ifname} nodad",
+                    node.index()
+                )],
+            )?;
+        }
+        for (node, ifname, peer) in [(a, &a_if, b), (b, &b_if, a)] {
+            netns::ip_batch(
+                node.netns(),
+                &[format!(
+                    "route add {} via fe80::1:{:x} dev {ifname} src {}",
+                    super::ipam::pod_cidr6(peer.index()),
+                    peer.index(),
+                    node.gateway6()
+                )],
+            )?;
+        }
     }
     Ok(())
 }

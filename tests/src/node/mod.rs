@@ -35,7 +35,7 @@ mod pod;
 pub mod sweep;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -62,7 +62,15 @@ pub struct Node {
     namespaces: BTreeSet<String>,
     namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     service_accounts: BTreeSet<(String, String)>,
+    /// Dual-stack ([`Node::enable_ipv6`]).
+    ipv6: bool,
 }
+
+/// A fixed link-local address of the node's end of every pod veth: the
+/// pods' IPv6 default gateway (IPv6 answers neighbour solicitations only
+/// for addresses of the interface asked on, so the node's `lo` address
+/// cannot be the next hop as the IPv4 one is).
+const NODE_LINK_LOCAL: &str = "fe80::1";
 
 impl Node {
     /// Creates node `name` with pod CIDR `10.244.<index>.0/24` under the
@@ -84,6 +92,7 @@ impl Node {
             namespaces: BTreeSet::new(),
             namespace_labels: BTreeMap::new(),
             service_accounts: BTreeSet::new(),
+            ipv6: false,
         };
         node.setup()
             .with_context(|| format!("create node {name} ({})", node.netns))?;
@@ -139,6 +148,69 @@ impl Node {
         ipam::gateway(self.index)
     }
 
+    /// Makes the node dual-stack: its address `fd00:244:<index>::1` on
+    /// `lo` ([`ipam::gateway6`]), IPv6 forwarding on, and every pod (those
+    /// made before and after) an IPv6 address `fd00:244:<index>::<n>`
+    /// ([`Pod::ip6`], written as the pod's second `status.podIPs`) routed
+    /// through the node; [`Node::strait_run`] then passes `--outbound6
+    /// [fd00:244:<index>::1]:15001`. Addresses are added without duplicate
+    /// address detection, so they work at once.
+    pub fn enable_ipv6(&mut self) -> anyhow::Result<()> {
+        if self.ipv6 {
+            return Ok(());
+        }
+        netns::sysctl(&self.netns, "ipv6/conf/all/disable_ipv6", "0")?;
+        netns::sysctl(&self.netns, "ipv6/conf/all/forwarding", "1")?;
+        netns::ip_batch(
+            &self.netns,
+            &[format!("addr add {}/128 dev lo nodad", self.gateway6())],
+        )?;
+        self.ipv6 = true;
+        for n in 0..self.pods.len() {
+            let ip6 = ipam::pod_ip6(self.index, n);
+            self.pods[n].ip6 = Some(ip6);
+            let pod = self.pods[n].clone();
+            self.setup_pod6(&pod).with_context(|| {
+                format!("IPv6 for pod {}/{}", pod.spec.namespace, pod.spec.name)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn setup_pod6(&self, pod: &Pod) -> anyhow::Result<()> {
+        let Some(ip6) = pod.ip6 else {
+            return Ok(());
+        };
+        netns::ip_batch(
+            &self.netns,
+            &[
+                format!("addr add {NODE_LINK_LOCAL}/64 dev {} nodad", pod.node_veth),
+                format!(
+                    "route add {ip6}/128 dev {} src {}",
+                    pod.node_veth,
+                    self.gateway6()
+                ),
+            ],
+        )?;
+        netns::ip_batch(
+            &pod.netns,
+            &[
+                format!("addr add {ip6}/128 dev eth0 nodad"),
+                format!("route add ::/0 via {NODE_LINK_LOCAL} dev eth0 src {ip6}"),
+            ],
+        )
+    }
+
+    /// The node's IPv6 address with [`Node::enable_ipv6`]: `fd00:244:<index>::1`.
+    pub fn gateway6(&self) -> Ipv6Addr {
+        ipam::gateway6(self.index)
+    }
+
+    /// Whether [`Node::enable_ipv6`] was called.
+    pub fn ipv6(&self) -> bool {
+        self.ipv6
+    }
+
     /// The node's pod CIDR, `10.244.<index>.0/24`.
     pub fn pod_cidr(&self) -> String {
         ipam::pod_cidr(self.index)
@@ -182,6 +254,7 @@ impl Node {
         let n = self.pods.len();
         let pod = Pod {
             ip: ipam::pod_ip(self.index, n)?,
+            ip6: self.ipv6.then(|| ipam::pod_ip6(self.index, n)),
             node: self.name.clone(),
             netns: format!(
                 "{}{}-{}-{}",
@@ -202,6 +275,7 @@ impl Node {
         // Recorded first, so that Drop removes a half-made pod too.
         self.pods.push(pod.clone());
         self.setup_pod(&pod)
+            .and_then(|()| self.setup_pod6(&pod))
             .with_context(|| format!("create pod {}/{}", pod.spec.namespace, pod.spec.name))?;
         Ok(self.pods.last().expect("just pushed"))
     }
@@ -354,10 +428,17 @@ impl Node {
         SocketAddrV4::new(self.gateway(), OUTBOUND_PORT)
     }
 
+    /// Where this node's daemon listens for redirected IPv6 connections
+    /// with [`Node::enable_ipv6`]: `[fd00:244:<index>::1]:15001`.
+    pub fn outbound6_addr(&self) -> SocketAddrV6 {
+        SocketAddrV6::new(self.gateway6(), OUTBOUND_PORT, 0, 0)
+    }
+
     /// `strait run` for this node, as a [`Node::command`] (node namespace,
     /// outside the pods cgroup): `run --config <config_dir> --node <name>
     /// --pods-cgroup <pods cgroup> --bpffs <node bpffs> --outbound
-    /// <outbound_addr>`. Add flags (`--admin`, `--log-level`) and spawn it;
+    /// <outbound_addr>` (and `--outbound6 <outbound6_addr>` on a dual-stack
+    /// node). Add flags (`--admin`, `--log-level`) and spawn it;
     /// the node kills it on drop.
     pub fn strait_run(&self, strait: &Path, config_dir: &Path) -> anyhow::Result<Command> {
         self.strait_run_from(strait, &["--config".as_ref(), config_dir.as_os_str()])
@@ -383,6 +464,9 @@ impl Node {
             .arg("--bpffs")
             .arg(self.bpffs_dir())
             .args(["--outbound", &self.outbound_addr().to_string()]);
+        if self.ipv6 {
+            cmd.args(["--outbound6", &self.outbound6_addr().to_string()]);
+        }
         Ok(cmd)
     }
 

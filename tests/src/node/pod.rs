@@ -2,7 +2,7 @@
 //! cgroup, and the Kubernetes identity (namespace, labels, service account)
 //! the mesh sees.
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -53,6 +53,10 @@ pub struct Pod {
     pub spec: PodSpec,
     /// The pod IP (`10.244.<node index>.<n>`), a /32 on the pod's `eth0`.
     pub ip: Ipv4Addr,
+    /// Its IPv6 address (`fd00:244:<node index>::<n>`, a /128 on `eth0`)
+    /// when the node has IPv6 ([`super::Node::enable_ipv6`]): a dual-stack
+    /// pod, written as the second of `status.podIPs`.
+    pub ip6: Option<Ipv6Addr>,
     /// The name of the node it runs on.
     pub node: String,
     /// Its network namespace (`/run/netns/<netns>`).

@@ -327,7 +327,7 @@ async fn get(uri: &str) -> Result<String, String> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let tcp = tokio::net::TcpStream::connect((bare.as_str(), port))
+    let tcp = connect(&bare, port)
         .await
         .map_err(|e| format!("connect {host}:{port}: {e}"))?;
     let authority = u.authority().map_or(host.clone(), |a| a.to_string());
@@ -357,6 +357,33 @@ async fn get(uri: &str) -> Result<String, String> {
         .map_err(|e| format!("body: {e} (limit {MAX_JWKS_BYTES} bytes)"))?
         .to_bytes();
     String::from_utf8(body.to_vec()).map_err(|e| e.to_string())
+}
+
+/// The fetcher's connection to `host:port`, through the mesh's outbound
+/// decision ([`crate::policy::ext_authz::dial`]) for each resolved
+/// address: plain TCP to a destination outside the mesh (as istiod, which
+/// fetches JWKS from outside the mesh); a meshed workload is refused, never
+/// reached in plain text: the fetch is made for no workload, so there is
+/// no identity to present (`REFUSE_UNKNOWN_SOURCE`). Serve such keys
+/// from outside the mesh or inline them (`jwks`).
+async fn connect(
+    host: &str,
+    port: u16,
+) -> std::io::Result<Box<dyn crate::policy::ext_authz::CheckIo>> {
+    use crate::policy::ext_authz::{dial, Dialed};
+    let unspecified = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        match dial(unspecified, addr, Default::default(), host).await {
+            Ok(Dialed::Plain) => match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => return Ok(Box::new(s)),
+                Err(e) => last = Some(e),
+            },
+            Ok(Dialed::Stream(s)) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
 }
 
 async fn send<T>(

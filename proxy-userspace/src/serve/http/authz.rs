@@ -119,7 +119,10 @@ async fn ask_external(
     let headers = parts.headers.to_map();
     let mut upstream = Vec::new();
     for (x, policy) in ask {
-        match x.check(&parts.method, &pq, &host, &headers).await {
+        match x
+            .check(peer.ip(), &parts.method, &pq, &host, &headers)
+            .await
+        {
             Verdict::Allow(h) => upstream.extend(h),
             Verdict::Deny {
                 status,

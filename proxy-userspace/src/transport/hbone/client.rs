@@ -7,7 +7,7 @@
 //! [`POOL_IDLE_TIMEOUT`](super::settings::POOL_IDLE_TIMEOUT). Each proxied
 //! TCP connection is one `CONNECT` stream ([`HboneStream`]).
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -22,6 +22,7 @@ use super::settings::*;
 use super::stream::{keep_alive, H2Stream};
 use super::{tls, HboneError};
 use crate::identity::{CertStore, SpiffeId};
+use crate::transport::inpod::InPodNetns;
 
 /// One tunnelled connection to open.
 #[derive(Clone, Debug)]
@@ -41,6 +42,25 @@ pub struct OutboundRequest {
     /// The service host when the original destination was a service
     /// (`forwarded: ...;host=<host>`).
     pub service_host: Option<String>,
+    /// The source pod's IP, when the source is a local pod: the tunnel is
+    /// dialled from it (inside its network namespace, as ztunnel's in-pod
+    /// mode) and its `baggage` is sent, when [`Outbound::set_sources`]
+    /// knows it; connections are pooled per source IP (ztunnel's
+    /// `WorkloadKey::src`).
+    pub source_ip: Option<IpAddr>,
+}
+
+/// What the client knows of one local source pod (see
+/// [`Outbound::set_sources`]).
+#[derive(Clone, Debug, Default)]
+pub struct SourcePod {
+    /// The pod's network namespace: tunnels are dialled from inside it, so
+    /// the destination sees the pod IP as the TCP peer. `None`: from the
+    /// node's address (the namespace is not known yet).
+    pub netns: Option<Arc<InPodNetns>>,
+    /// The `baggage` header value sent on its `CONNECT`s (ztunnel's
+    /// `baggage_header_val` of the source workload).
+    pub baggage: Option<http::HeaderValue>,
 }
 
 /// What a pooled connection is shared by.
@@ -49,6 +69,8 @@ struct PoolKey {
     source: SpiffeId,
     destination: SpiffeId,
     addr: SocketAddr,
+    /// The source pod's IP when the connection is dialled from it.
+    src: Option<IpAddr>,
 }
 
 struct PooledConn {
@@ -74,6 +96,7 @@ pub struct Outbound {
     certs: CertStore,
     pool: Mutex<HashMap<PoolKey, Vec<Arc<PooledConn>>>>,
     connect_timeout: Duration,
+    sources: arc_swap::ArcSwap<HashMap<IpAddr, SourcePod>>,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -92,12 +115,19 @@ impl Outbound {
             certs,
             pool: Mutex::new(HashMap::new()),
             connect_timeout: CONNECT_TIMEOUT,
+            sources: arc_swap::ArcSwap::from_pointee(HashMap::new()),
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&me);
             rt.spawn(sweeper(weak));
         }
         me
+    }
+
+    /// Replaces what is known of the local source pods (by pod IP): where
+    /// their tunnels are dialled from and the `baggage` they send.
+    pub fn set_sources(&self, sources: HashMap<IpAddr, SourcePod>) {
+        self.sources.store(Arc::new(sources));
     }
 
     /// The certificate store.
@@ -119,17 +149,31 @@ impl Outbound {
     /// has room, else on a new one. Errors: no certificate for the source,
     /// TCP/TLS/HTTP/2 failures, a non-200 answer.
     pub async fn connect(&self, req: &OutboundRequest) -> Result<HboneStream, HboneError> {
+        let from = req
+            .source_ip
+            .and_then(|ip| self.sources.load().get(&ip).cloned());
         let key = PoolKey {
             source: req.source.clone(),
             destination: req.destination.clone(),
             addr: req.hbone_addr,
+            src: from
+                .as_ref()
+                .and_then(|f| f.netns.as_ref())
+                .and(req.source_ip),
         };
         let conn = match self.checkout(&key) {
             Some(c) => c,
-            None => self.dial(&key, req).await?,
+            None => {
+                let netns = from.as_ref().and_then(|f| f.netns.as_deref());
+                self.dial(&key, req, netns).await?
+            }
         };
         let guard = StreamGuard(conn.clone());
-        let io = tokio::time::timeout(self.connect_timeout, conn.tx.open(connect_request(req)))
+        let mut request = connect_request(req);
+        if let Some(b) = from.and_then(|f| f.baggage) {
+            request.headers_mut().insert(BAGGAGE, b);
+        }
+        let io = tokio::time::timeout(self.connect_timeout, conn.tx.open(request))
             .await
             .map_err(|_| HboneError::Timeout)??;
         Ok(HboneStream { io, _guard: guard })
@@ -148,6 +192,7 @@ impl Outbound {
         &self,
         key: &PoolKey,
         req: &OutboundRequest,
+        from: Option<&InPodNetns>,
     ) -> Result<Arc<PooledConn>, HboneError> {
         let cert = self
             .certs
@@ -156,9 +201,16 @@ impl Outbound {
         let mut expected = vec![req.destination.to_string()];
         expected.extend(req.extra_sans.iter().cloned());
         let cfg = tls::client_config(&cert, self.certs.root_store(), expected)?;
-        let tx = tokio::time::timeout(self.connect_timeout, handshake(cfg, req.hbone_addr))
-            .await
-            .map_err(|_| HboneError::Timeout)??;
+        let addr = req.hbone_addr;
+        let tx = tokio::time::timeout(self.connect_timeout, async move {
+            let tcp = match (from, key.src) {
+                (Some(netns), Some(src)) => connect_from_pod(netns, src, addr).await?,
+                _ => TcpStream::connect(addr).await?,
+            };
+            handshake_on(cfg, addr, tcp).await
+        })
+        .await
+        .map_err(|_| HboneError::Timeout)??;
         let conn = Arc::new(PooledConn {
             tx,
             active: Arc::new(AtomicUsize::new(1)),
@@ -208,6 +260,41 @@ async fn sweeper(me: Weak<Outbound>) {
     }
 }
 
+/// TCP connect, TLS handshake (ALPN `h2` required), HTTP/2 handshake with
+/// ztunnel's client settings; the connection is driven by a spawned task.
+#[cfg(test)]
+pub(crate) async fn handshake(
+    cfg: Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+) -> Result<Connection, HboneError> {
+    handshake_on(cfg, addr, TcpStream::connect(addr).await?).await
+}
+
+/// A TCP connection to `dst` opened inside the source pod's network
+/// namespace, bound to the pod's IP `src`: the destination sees the pod as
+/// the peer, as with ztunnel's in-pod socket factory
+/// (`ztunnel/src/inpod/config.rs`, `InPodSocketFactory`). The socket is
+/// the daemon's (its cgroup), so the pod's socket programs do not see it.
+async fn connect_from_pod(
+    netns: &InPodNetns,
+    src: IpAddr,
+    dst: SocketAddr,
+) -> std::io::Result<TcpStream> {
+    let sock = netns.run(|| -> std::io::Result<std::net::TcpStream> {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(dst),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        s.set_nonblocking(true)?;
+        s.bind(&SocketAddr::new(src, 0).into())?;
+        Ok(s.into())
+    })??;
+    tokio::net::TcpSocket::from_std_stream(sock)
+        .connect(dst)
+        .await
+}
+
 /// One mTLS HTTP/2 connection to a destination's `:15008`, driven by a
 /// spawned task; another sends its keep-alive PINGs and closes it when
 /// one goes unanswered. Cheap to clone.
@@ -251,14 +338,14 @@ impl Drop for SetOnDrop {
     }
 }
 
-/// TCP connect, TLS handshake (ALPN `h2` required), HTTP/2 handshake with
+/// TLS handshake on `tcp` (ALPN `h2` required), HTTP/2 handshake with
 /// ztunnel's client settings (`ztunnel/src/proxy/h2/client.rs`); the
 /// connection is driven by a spawned task.
-pub(crate) async fn handshake(
+async fn handshake_on(
     cfg: Arc<rustls::ClientConfig>,
     addr: SocketAddr,
+    tcp: TcpStream,
 ) -> Result<Connection, HboneError> {
-    let tcp = TcpStream::connect(addr).await?;
     let _ = tcp.set_nodelay(true);
     let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
     let tls = tokio_rustls::TlsConnector::from(cfg)
@@ -296,8 +383,17 @@ pub(crate) async fn handshake(
     Ok(Connection { tx, closed })
 }
 
-/// The `CONNECT` ztunnel sends: `:method CONNECT`, `:authority <ip:port>`
-/// (no `:scheme`, no `:path`) and `forwarded`.
+/// The `baggage` request header (W3C Baggage; ztunnel's `BAGGAGE_HEADER`).
+pub const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
+/// The `traceparent` request header (W3C Trace Context).
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
+/// The `CONNECT` ztunnel sends (`ztunnel/src/proxy/outbound.rs`,
+/// `create_hbone_request`): `:method CONNECT`, `:authority <ip:port>` (no
+/// `:scheme`, no `:path`), `forwarded` and a fresh `traceparent` (one
+/// random trace per tunnelled connection, as ztunnel's per-connection
+/// `TraceParent::new()`). [`Outbound::connect`] adds the source's
+/// `baggage`.
 pub fn connect_request(req: &OutboundRequest) -> http::Request<()> {
     let mut b = http::Request::builder()
         .method(http::Method::CONNECT)
@@ -306,7 +402,35 @@ pub fn connect_request(req: &OutboundRequest) -> http::Request<()> {
     if let Some(f) = forwarded(req) {
         b = b.header(http::header::FORWARDED, f);
     }
+    b = b.header(TRACEPARENT, traceparent());
     b.body(()).expect("valid CONNECT request")
+}
+
+/// A new `traceparent`: version 00, random 128-bit trace id and 64-bit
+/// parent id, flags 00 (not sampled), as ztunnel's `TraceParent::new`.
+pub fn traceparent() -> http::HeaderValue {
+    let (trace, parent): (u128, u64) = (rand::random(), rand::random());
+    let v = format!("00-{trace:032x}-{parent:016x}-00");
+    http::HeaderValue::from_str(&v).expect("hex digits and dashes")
+}
+
+/// ztunnel's `baggage` value for a source workload
+/// (`ztunnel/src/baggage.rs`, `baggage_header_val`): `k8s.cluster.name`,
+/// `k8s.namespace.name`, `k8s.<workload type>.name`, `service.name`,
+/// `service.version`, `cloud.region`, `cloud.availability_zone`, in this
+/// order, empty ones left out. `None` when nothing is left or a value
+/// cannot be a header.
+pub fn baggage_value(fields: &[(&str, &str)]) -> Option<http::HeaderValue> {
+    let v = fields
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    if v.is_empty() {
+        return None;
+    }
+    http::HeaderValue::from_str(&v).ok()
 }
 
 fn forwarded(req: &OutboundRequest) -> Option<String> {

@@ -194,6 +194,7 @@ impl MeshOutbound {
             target: t.dst,
             forwarded_for: Some(source),
             service_host: service_host.map(str::to_string),
+            source_ip: Some(t.source_ip),
         };
         self.client.connect(&req).await
     }
@@ -238,6 +239,7 @@ impl MeshOutbound {
             target: t.dst,
             forwarded_for: Some(SocketAddr::new(t.source_ip, 0)),
             service_host: None,
+            source_ip: Some(t.source_ip),
         };
         self.client.connect(&req).await
     }

@@ -10,8 +10,11 @@
 //!   directly (no per-stream bridge task), and the keep-alive PINGs;
 //! - [`client`]: the source side: a pool of mTLS HTTP/2 connections per
 //!   (source identity, destination identity, destination address), as
-//!   ztunnel's `WorkloadHBONEPool`, and `CONNECT` streams over them.
+//!   ztunnel's `WorkloadHBONEPool`, and `CONNECT` streams over them;
+//! - [`control`]: the external authorizer's check requests through the
+//!   same outbound decision ([`mesh::route`]).
 pub mod client;
+pub mod control;
 pub mod mesh;
 pub mod server;
 pub mod stream;

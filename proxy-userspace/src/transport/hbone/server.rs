@@ -34,6 +34,10 @@ pub struct ConnectCheck {
     pub source: SocketAddr,
     /// The pod address the tunnel delivers to (`:authority`).
     pub target: SocketAddr,
+    /// The TCP peer of the TLS connection: the source pod's IP when the
+    /// source node dials from inside the pod (ztunnel's in-pod mode and
+    /// Strait), else the source node's address.
+    pub remote: SocketAddr,
     /// When the `CONNECT` arrived.
     pub at: std::time::SystemTime,
 }
@@ -273,6 +277,7 @@ async fn handle(
         peer,
         source: forwarded_for(req.headers()).unwrap_or(remote),
         target,
+        remote,
         at: std::time::SystemTime::now(),
     };
     if handler.inspect(&check) {

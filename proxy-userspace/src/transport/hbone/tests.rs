@@ -122,6 +122,7 @@ fn request(dest: &Dest, source: SpiffeId, expect: SpiffeId) -> OutboundRequest {
         target: SocketAddr::from(([127, 0, 0, 1], dest.echo.port())),
         forwarded_for: Some("10.244.1.5:40000".parse().unwrap()),
         service_host: Some("server.ns.svc.cluster.local".into()),
+        source_ip: None,
     }
 }
 
@@ -221,6 +222,7 @@ async fn accepted_tunnels_are_served_on_the_runtime_the_spawner_names() {
         target: SocketAddr::from(([127, 0, 0, 1], handler.echo.port())),
         forwarded_for: None,
         service_host: None,
+        source_ip: None,
     };
     for msg in [&b"one"[..], b"two"] {
         let mut s = out.connect(&req).await.unwrap();
@@ -307,6 +309,7 @@ async fn send_connect(tx: client::Connection, target: SocketAddr) -> Result<(), 
         target,
         forwarded_for: None,
         service_host: None,
+        source_ip: None,
     });
     tokio::time::timeout(Duration::from_secs(20), async {
         match tx.open(req).await {
@@ -517,6 +520,7 @@ fn check_request_and_forwarded_parse_as_ztunnel() {
         target: "10.0.0.5:9080".parse().unwrap(),
         forwarded_for: Some("10.1.2.3:4567".parse().unwrap()),
         service_host: Some("reviews.default.svc.cluster.local".into()),
+        source_ip: None,
     });
     assert_eq!(r.method(), http::Method::CONNECT);
     assert_eq!(r.uri().to_string(), "10.0.0.5:9080");
@@ -594,6 +598,7 @@ async fn an_inspecting_handler_gets_the_inner_stream_with_the_peer_identity() {
         target: SocketAddr::from(([127, 0, 0, 1], 9)),
         forwarded_for: Some("10.244.1.5:40000".parse().unwrap()),
         service_host: None,
+        source_ip: None,
     };
     let mut s = out.connect(&req).await.unwrap();
     assert_eq!(

@@ -1,0 +1,430 @@
+//! Tier 3: IPv6 through the node proxy on a dual-stack simulated node
+//! (`Node::enable_ipv6`, `strait run --outbound6`). The client pod calls
+//! an IPv6 ClusterIP: `connect6` redirects it to the proxy's IPv6 listener
+//! with its original destination, so a VirtualService routes it by header,
+//! an AuthorizationPolicy DENY sees the IPv6 client address, and the
+//! dual-stack Service answers on both of its ClusterIPs through the same
+//! routes; the IPv6 listener answers meshed pods only. Across two linked
+//! dual-stack nodes with a CA, a pod's TCP to another pod's IPv6 address
+//! goes over HBONE to `[pod IPv6]:15008`, is delivered from `::6`, and
+//! nothing of the payload crosses the link in plain text.
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv6Addr, SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use strait_tests::node::capture::{self, Capture};
+use strait_tests::node::{link, Node, Pod, PodSpec};
+
+const ADMIN: &str = "127.0.0.1:15000";
+const ECHO_V4: &str = "10.96.200.10";
+const ECHO_V6: &str = "fd00:96::10";
+const ECHO_B_V6: &str = "fd00:96::11";
+
+/// An HTTP server on `[::]:8080` in the pod (IPv4 and IPv6): answers
+/// `<name> <path> from <peer ip>`.
+fn http_server(pod: &Pod, name: &'static str) {
+    let l = pod
+        // `[::]` takes IPv4 too (a new namespace's `bindv6only` is 0).
+        .run_in(|| TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 8080))))
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let peer = c.peer_addr().unwrap().ip().to_canonical();
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let body = format!("{name} {path} from {peer}");
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+}
+
+/// `curl` from the client pod: (status, body); status 0 when no HTTP
+/// answer came.
+fn curl(node: &Node, url: &str, headers: &[&str]) -> (u16, String) {
+    let mut cmd = node
+        .pod("default", "client")
+        .unwrap()
+        .command("curl")
+        .unwrap();
+    cmd.args(["-gsS", "-m", "10", "-o", "-", "-w", "\n%{http_code}"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+struct Daemon {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(node: &Node, config: &Path) -> Daemon {
+        let log = node.tmp_dir().join("strait.log");
+        let f = std::fs::File::create(&log).unwrap();
+        let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
+        let child = node
+            .strait_run(&strait, config)
+            .unwrap()
+            .args(["--admin", ADMIN, "--drain-ms", "200"])
+            .env("RUST_LOG", "info,strait=debug")
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns true (generous: the machine is shared).
+fn eventually(what: &str, mut f: impl FnMut() -> bool, d: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: never happened; daemon log:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The dual-stack Service `echo` (over `echo-a`), the IPv6-only Service
+/// `echo-b`, their EndpointSlices (one per family), and a VirtualService
+/// sending `x-route: b` to `echo-b`.
+fn services(node: &Node) -> String {
+    let a = node.pod("default", "echo-a").unwrap();
+    let b = node.pod("default", "echo-b").unwrap();
+    let slice = |name: &str, svc: &str, family: &str, ip: String| {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}\n  namespace: default\n  labels: {{kubernetes.io/service-name: {svc}}}\naddressType: {family}\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n- addresses: [\"{ip}\"]\n  conditions: {{ready: true}}\n---\n"
+        )
+    };
+    let mut y = String::new();
+    y += &format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: echo, namespace: default}}\nspec:\n  selector: {{app: echo-a}}\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]\n  clusterIP: {ECHO_V4}\n  clusterIPs: [\"{ECHO_V4}\", \"{ECHO_V6}\"]\n  ports: [{{name: http, port: 8080, targetPort: 8080}}]\n---\n"
+    );
+    y += &format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: echo-b, namespace: default}}\nspec:\n  selector: {{app: echo-b}}\n  ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]\n  clusterIP: \"{ECHO_B_V6}\"\n  clusterIPs: [\"{ECHO_B_V6}\"]\n  ports: [{{name: http, port: 8080, targetPort: 8080}}]\n---\n"
+    );
+    y += &slice("echo-v4", "echo", "IPv4", a.ip.to_string());
+    y += &slice("echo-v6", "echo", "IPv6", a.ip6.unwrap().to_string());
+    y += &slice("echo-b-v6", "echo-b", "IPv6", b.ip6.unwrap().to_string());
+    y += "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: echo, namespace: default}\nspec:\n  hosts: [echo.default.svc.cluster.local]\n  http:\n  - match:\n    - headers:\n        x-route: {exact: b}\n    route:\n    - destination: {host: echo-b.default.svc.cluster.local}\n  - route:\n    - destination: {host: echo.default.svc.cluster.local}\n";
+    y
+}
+
+/// Writes `text` to `dir/name` atomically (the daemon watches `dir`).
+fn write_atomic(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+#[test]
+fn ipv6_clusterips_get_l7_routing_and_policy_through_the_proxy() {
+    let name = "ipv6_clusterips_get_l7_routing_and_policy_through_the_proxy";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let mut node = Node::new(&p.cgroup2, "node-a", 61).unwrap();
+    node.enable_ipv6().unwrap();
+    for (pod, app) in [
+        ("client", "client"),
+        ("echo-a", "echo-a"),
+        ("echo-b", "echo-b"),
+    ] {
+        node.add_pod(PodSpec::new(pod, &[("app", app)])).unwrap();
+    }
+    // Outside the mesh: the IPv6 outbound listener must not answer it.
+    node.add_pod(PodSpec::new(
+        "outsider",
+        &[("app", "outsider"), ("istio.io/dataplane-mode", "none")],
+    ))
+    .unwrap();
+    http_server(node.pod("default", "echo-a").unwrap(), "echo-a");
+    http_server(node.pod("default", "echo-b").unwrap(), "echo-b");
+    let client6 = node.pod("default", "client").unwrap().ip6.unwrap();
+    let client4 = node.pod("default", "client").unwrap().ip;
+    let config = node.tmp_dir().join("config");
+    node.write_config(&config).unwrap();
+    write_atomic(&config, "ipv6.yaml", &services(&node));
+    let d = Daemon::start(&node, &config);
+
+    let v6 = format!("http://[{ECHO_V6}]:8080/v6");
+    let v4 = format!("http://{ECHO_V4}:8080/v4");
+    eventually(
+        "the IPv6 ClusterIP answers through the proxy",
+        || curl(&node, &v6, &[]).0 == 200,
+        &d,
+    );
+    // The request went through the proxy: the server sees the node, not
+    // the client pod (no CA here, so plain text from the node's address).
+    let (code, body) = curl(&node, &v6, &[]);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, format!("echo-a /v6 from {}", node.gateway6()));
+
+    // The IPv6 listener's source filter: a pod outside the mesh gets no
+    // handshake on [node]:15001 (its connections are not redirected, so it
+    // would have to dial the listener itself); a meshed pod's dial is
+    // accepted (then closed by the proxy: no original destination).
+    let outbound6 = node.outbound6_addr().to_string();
+    let dial = |pod: &str| {
+        let out = node
+            .pod("default", pod)
+            .unwrap()
+            .command(PROBE)
+            .unwrap()
+            .args(["tcp", &outbound6])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(dial("outsider"), "error TimedOut");
+    assert_ne!(dial("client"), "error TimedOut");
+
+    // VirtualService header match, on the IPv6 ClusterIP.
+    let (code, body) = curl(&node, &v6, &["x-route: b"]);
+    assert_eq!(
+        (code, body.split(' ').next()),
+        (200, Some("echo-b")),
+        "{body}"
+    );
+    // The dual-stack Service's IPv4 ClusterIP has the same routes.
+    let (code, body) = curl(&node, &v4, &[]);
+    assert_eq!(
+        (code, body.split(' ').next()),
+        (200, Some("echo-a")),
+        "{body}"
+    );
+    let (code, body) = curl(&node, &v4, &["x-route: b"]);
+    assert_eq!(
+        (code, body.split(' ').next()),
+        (200, Some("echo-b")),
+        "{body}"
+    );
+
+    // An IPv6-only Service reached straight on its ClusterIP.
+    let (code, body) = curl(&node, &format!("http://[{ECHO_B_V6}]:8080/b"), &[]);
+    assert_eq!(
+        (code, body.split(' ').next()),
+        (200, Some("echo-b")),
+        "{body}"
+    );
+
+    // DENY the client's IPv6 address on echo-a: its IPv6 requests get
+    // Envoy's 403, its IPv4 ones (another source address) still pass.
+    let deny = format!(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: deny-client6, namespace: default}}\nspec:\n  selector:\n    matchLabels: {{app: echo-a}}\n  action: DENY\n  rules:\n  - from:\n    - source:\n        ipBlocks: [\"{client6}/128\"]\n"
+    );
+    write_atomic(&config, "policy.yaml", &deny);
+    eventually(
+        "the DENY policy applies to the IPv6 client",
+        || curl(&node, &v6, &[]).0 == 403,
+        &d,
+    );
+    let (code, body) = curl(&node, &v6, &[]);
+    assert_eq!(code, 403);
+    assert!(body.contains("RBAC: access denied"), "{body}");
+    let (code, body) = curl(&node, &v4, &[]);
+    assert_eq!(
+        (code, body.split(' ').next()),
+        (200, Some("echo-a")),
+        "{body}"
+    );
+    // The same policy over the IPv4 address denies the IPv4 client too.
+    write_atomic(
+        &config,
+        "policy.yaml",
+        &deny.replace(&format!("{client6}/128"), &format!("{client4}/32")),
+    );
+    eventually(
+        "the DENY policy follows to the IPv4 address",
+        || curl(&node, &v4, &[]).0 == 403 && curl(&node, &v6, &[]).0 == 200,
+        &d,
+    );
+    let log = d.log();
+    assert!(
+        !log.contains("no IPv6 listener"),
+        "an IPv6 VIP was refused although --outbound6 is set:\n{log}"
+    );
+}
+
+const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
+
+/// `strait run` on `node` with `args`, its log in the node's directory.
+fn start_with(node: &Node, config: &Path, args: &[&str], admin: &str) -> Daemon {
+    let log = node.tmp_dir().join("strait.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
+    let child = node
+        .strait_run(&strait, config)
+        .unwrap()
+        .args(["--admin", admin, "--drain-ms", "200"])
+        .args(args)
+        .env("RUST_LOG", "info,strait::transport=debug")
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Daemon { child, log }
+}
+
+#[test]
+fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
+    let name = "ipv6_pod_to_pod_across_two_nodes_goes_through_hbone";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let canary: &'static str = "V6-PLAINTEXT-CANARY-51c2";
+    let mut a = Node::new(&p.cgroup2, "node-a", 62).unwrap();
+    let mut b = Node::new(&p.cgroup2, "node-b", 63).unwrap();
+    a.enable_ipv6().unwrap();
+    b.enable_ipv6().unwrap();
+    let mut client = PodSpec::new("client", &[("app", "client")]);
+    client.service_account = "sleep".into();
+    a.add_pod(client).unwrap();
+    let mut server = PodSpec::new("server", &[("app", "echo")]);
+    server.service_account = "echo".into();
+    b.add_pod(server).unwrap();
+    link(&a, &b).unwrap();
+    // The server (both families): `<canary> peer=<ip>` to every client.
+    let srv = b.pod("default", "server").unwrap();
+    let server6 = SocketAddr::from((srv.ip6.unwrap(), 7300));
+    let l = srv
+        .run_in(|| TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 7300))))
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let peer = s.peer_addr().map(|p| p.ip().to_canonical().to_string());
+            let _ = writeln!(s, "{canary} peer={}", peer.unwrap_or_default());
+            let mut line = String::new();
+            let _ = BufReader::new(&s).read_line(&mut line);
+        }
+    });
+    let config = a.tmp_dir().join("config");
+    a.write_config(&config).unwrap();
+    b.write_config(&config).unwrap();
+    // Node A: the embedded CA, serving node B too.
+    let ca_dir = a.tmp_dir().join("ca");
+    let tokens = a.tmp_dir().join("tokens");
+    std::fs::write(&tokens, "node-b-token-0123456789 node-b\n").unwrap();
+    let token_b = b.tmp_dir().join("token");
+    std::fs::write(&token_b, "node-b-token-0123456789\n").unwrap();
+    let ca_listen = format!("{}:15012", a.gateway());
+    let da = start_with(
+        &a,
+        &config,
+        &[
+            "--ca-dir",
+            ca_dir.to_str().unwrap(),
+            "--ca-listen",
+            &ca_listen,
+            "--ca-tokens",
+            tokens.to_str().unwrap(),
+        ],
+        "127.0.0.1:15000",
+    );
+    let root = ca_dir.join("root-cert.pem");
+    eventually("the CA's root", || root.exists(), &da);
+    let db = start_with(
+        &b,
+        &config,
+        &[
+            "--ca-address",
+            &format!("https://{ca_listen}"),
+            "--ca-root",
+            root.to_str().unwrap(),
+            "--ca-token-file",
+            token_b.to_str().unwrap(),
+        ],
+        "127.0.0.1:15000",
+    );
+    let probe = || {
+        let out = a
+            .pod("default", "client")
+            .unwrap()
+            .command(PROBE)
+            .unwrap()
+            .args(["tcp", &server6.to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Delivered inside the server pod by node B's daemon (from `::6`,
+    // Istio's IPv6 inbound passthrough source), not by the client.
+    let want = format!("{canary} peer=::6");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = probe();
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod IPv6 to pod IPv6: {got:?}, want {want:?}\nnode A:\n{}\nnode B:\n{}",
+            da.log(),
+            db.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let iface = format!("l{}", b.id());
+    let cap = Capture::start(a.netns(), &iface).unwrap();
+    for _ in 0..3 {
+        assert_eq!(probe(), want);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let frames = cap.stop();
+    assert!(
+        !capture::contains(&frames, canary.as_bytes()),
+        "the payload crossed the link in plaintext"
+    );
+    // The tunnel: TCP to port 15008 (0x3aa0) and TLS application data.
+    assert!(
+        capture::contains(&frames, &[0x3a, 0xa0]),
+        "{} frames, none to 15008",
+        frames.len()
+    );
+    assert!(capture::contains(&frames, &[0x17, 0x03, 0x03]));
+    // Over IPv6: an IPv6 header (version 6) to node B's pod CIDR.
+    let server_ip = srv.ip6.unwrap().octets();
+    assert!(
+        capture::contains(&frames, &server_ip),
+        "no frame to the server's IPv6 address"
+    );
+}
