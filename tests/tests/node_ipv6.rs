@@ -555,10 +555,13 @@ fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() 
     node.enable_ipv6().unwrap();
     node.add_pod(PodSpec::new("server", &[("app", "server")]))
         .unwrap();
+    node.add_pod(PodSpec::new("client", &[("app", "client")]))
+        .unwrap();
     let mut outsider = PodSpec::new("outsider", &[("app", "outsider")]);
     outsider.namespace = "outside".into();
     node.add_pod(outsider).unwrap();
     node.set_namespace_labels("outside", &[]);
+    let client = node.pod("default", "client").unwrap().clone();
     let server = node.pod("default", "server").unwrap().clone();
     let outsider = node.pod("outside", "outsider").unwrap().clone();
     let _pause = Pause(server.command("sleep").unwrap().arg("600").spawn().unwrap());
@@ -573,7 +576,9 @@ fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() 
     let config = node.tmp_dir().join("config");
     node.write_config(&config).unwrap();
     write_atomic(&config, "pa.yaml", STRICT_9090_DISABLE);
-    // No CA, no flag: the capture is on by default.
+    // No CA: the capture is on by default (`strait_run` passes
+    // `--outbound6`, which takes the meshed client's IPv6 connections to
+    // the node proxy).
     let d = start_with(&node, &config, &[], ADMIN);
     eventually(
         "the capture is attached",
@@ -631,6 +636,21 @@ fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() 
         http.lock().unwrap().as_slice(),
         &[std::net::IpAddr::from([127, 0, 0, 6])],
         "only the checked IPv4 request reached the server"
+    );
+    // A meshed client on the node dialling the pod's IPv6 address: the
+    // node proxy checks the policy and delivers from `::6` inside the pod,
+    // which the kernel program lets through.
+    assert_eq!(
+        curl_from(&client, &format!("http://{h6}/admin")),
+        (403, "RBAC: access denied".to_string()),
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        curl_from(&client, &format!("http://{h6}/ok")),
+        (200, "ok /ok from ::6".to_string()),
+        "{}",
+        d.log()
     );
     assert!(
         d.log().contains("the policy listener is IPv4-only"),
