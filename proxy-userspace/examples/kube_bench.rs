@@ -200,8 +200,9 @@ fn main() {
         let synced = started.elapsed();
         let reload = strait::sources::Source::reload(&mut store);
         let errors = reload.diagnostics.iter().filter(|d| d.is_error()).count();
-        let (snap, _) = strait_config::compile(&reload.resources);
-        let enrollment = strait_config::enroll::Enrollment::from_resources(&reload.resources);
+        let resources = reload.resources.to_vec();
+        let (snap, _) = strait_config::compile(&resources);
+        let enrollment = strait_config::enroll::Enrollment::from_resources(&resources);
         let total = started.elapsed();
         let rss_after = status_mb("VmRSS:");
         let endpoints: usize = snap.clusters.values().map(|c| c.endpoints.len()).sum();

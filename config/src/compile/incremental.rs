@@ -186,10 +186,10 @@ impl Incremental {
     /// only endpoints, and returns the diff. When it cannot, `snap` and
     /// `self` are untouched and the error says why; the caller then
     /// compiles in full ([`Incremental::compile_with`]).
-    pub fn try_apply(
+    pub fn try_apply<'r>(
         &mut self,
         snap: &mut MeshSnapshot,
-        resources: &[Resource],
+        resources: impl IntoIterator<Item = &'r Resource>,
         removed: &[Resource],
         added: &[Resource],
     ) -> Result<SnapshotDiff, NotIncremental> {
@@ -228,16 +228,31 @@ impl Incremental {
         }
 
         // The resources the changed services' endpoints and clusters read.
+        // Whether (namespace, name) is an affected service; compared
+        // without allocating when few are (this runs over every resource
+        // of the mesh on each update).
+        let hit = |ns: &str, name: &str| {
+            if affected.len() <= 16 {
+                affected.iter().any(|(a, b)| a == ns && b == name)
+            } else {
+                affected.contains(&(ns.to_string(), name.to_string()))
+            }
+        };
         let mut picked: Vec<&Resource> = Vec::new();
         for r in resources {
             let take = match &r.object {
                 Object::Pod(_) | Object::Deployment(_) | Object::DestinationRule(_) => true,
-                Object::Service(_) => {
-                    affected.contains(&(r.namespace().to_string(), r.name().to_string()))
+                Object::Service(_) => hit(r.namespace(), r.name()),
+                Object::EndpointSlice(s) => {
+                    let svc = s
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("kubernetes.io/service-name"))
+                        .map_or("", String::as_str);
+                    hit(r.namespace(), svc)
                 }
-                Object::EndpointSlice(_) | Object::Endpoints(_) => {
-                    endpoint_service(r).is_some_and(|k| affected.contains(&k))
-                }
+                Object::Endpoints(_) => hit(r.namespace(), r.name()),
                 _ => false,
             };
             if take {
@@ -437,6 +452,87 @@ impl Incremental {
             }
         }
         Ok(diff)
+    }
+}
+
+/// Makes `target` equal to `from` given `diff`, the difference between
+/// them as [`Incremental::try_apply`] returned it (`target` is the
+/// snapshot before that update, `from` the one after): copies the
+/// services, clusters, route tables, gateways, workloads and kernel (L4)
+/// entries `diff` names, removes those it names as removed, and touches
+/// nothing else — so the cost is that of the change, not of the mesh.
+///
+/// This is how a second copy of the snapshot follows the first without a
+/// deep copy of every service (the daemon keeps one to update in place and
+/// publishes the other, `daemon/compiler.rs`). Only for diffs of
+/// incremental updates: a full compile can change what a diff does not
+/// name (VIPs, mesh config, policies); `policies_changed` is ignored.
+/// Kernel entries are matched by `(vip, port, protocol)` in `l4`'s order
+/// (sorted, as compiled).
+pub fn copy_changes(target: &mut MeshSnapshot, from: &MeshSnapshot, diff: &SnapshotDiff) {
+    fn copy_map<K: Ord + Clone, V: Clone>(
+        t: &mut BTreeMap<K, V>,
+        f: &BTreeMap<K, V>,
+        c: &Changes<K>,
+    ) {
+        for k in &c.removed {
+            t.remove(k);
+        }
+        for k in c.added.iter().chain(&c.changed) {
+            match f.get(k) {
+                Some(v) => {
+                    t.insert(k.clone(), v.clone());
+                }
+                None => {
+                    t.remove(k);
+                }
+            }
+        }
+    }
+    copy_map(&mut target.services, &from.services, &diff.services);
+    copy_map(&mut target.clusters, &from.clusters, &diff.clusters);
+    copy_map(&mut target.gateways, &from.gateways, &diff.gateways);
+    copy_map(&mut target.workloads, &from.workloads, &diff.workloads);
+    for (h, p) in &diff.routes.removed {
+        if let Some(ports) = target.routes.get_mut(h) {
+            ports.remove(p);
+            if ports.is_empty() {
+                target.routes.remove(h);
+            }
+        }
+    }
+    for (h, p) in diff.routes.added.iter().chain(&diff.routes.changed) {
+        match from.routes.get(h).and_then(|ports| ports.get(p)) {
+            Some(r) => {
+                target
+                    .routes
+                    .entry(h.clone())
+                    .or_default()
+                    .insert(*p, r.clone());
+            }
+            None => {
+                if let Some(ports) = target.routes.get_mut(h) {
+                    ports.remove(p);
+                }
+            }
+        }
+    }
+    let find = |l4: &[crate::snapshot::L4Service], k: &L4Key| {
+        l4.binary_search_by(|e| (e.vip, e.port, e.protocol).cmp(k))
+    };
+    for k in &diff.l4.removed {
+        if let Ok(i) = find(&target.l4, k) {
+            target.l4.remove(i);
+        }
+    }
+    for k in diff.l4.added.iter().chain(&diff.l4.changed) {
+        let Ok(j) = find(&from.l4, k) else {
+            continue;
+        };
+        match find(&target.l4, k) {
+            Ok(i) => target.l4[i] = from.l4[j].clone(),
+            Err(i) => target.l4.insert(i, from.l4[j].clone()),
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use crate::api::{Deployment, EndpointSlice, Endpoints, Object, Pod, Resource, Se
 use crate::diag::Diagnostic;
 use crate::snapshot::{MeshSnapshot, Workload};
 
-pub use incremental::{Applied, Incremental, NotIncremental};
+pub use incremental::{copy_changes, Applied, Incremental, NotIncremental};
 pub(crate) use services::pod_ips;
 
 /// Resources by kind, each sorted by `namespace/name`.

@@ -18,8 +18,10 @@
 //! update re-decides only the entries it changed, and falls back to a full
 //! compile when a workload's meshed status flips.
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use strait_config::compile::Incremental;
+use arc_swap::ArcSwap;
+use strait_config::compile::{copy_changes, Incremental};
 use strait_config::enroll::Enrollment;
 use strait_config::snapshot::diff::L4Key;
 use strait_config::snapshot::{L4Mode, MeshSnapshot, SnapshotDiff};
@@ -87,6 +89,45 @@ impl Compiler {
         self.inc = None;
     }
 
+    /// Puts the snapshot last compiled in service in `slot` and returns
+    /// it. `diff` is what [`Compiler::reload`] returned with it.
+    ///
+    /// After an incremental step this copies nothing whole: the compiled
+    /// snapshot itself is published, and the one it replaces (the previous
+    /// step's, equal to it but for `diff`) becomes the compiler's own
+    /// copy once [`copy_changes`] brought it up to date — so two copies of
+    /// the snapshot take turns and publishing costs what the change costs.
+    /// When a reader still holds the replaced snapshot, or after a full
+    /// compile (whose diff does not name everything that may differ), the
+    /// compiler keeps a deep copy instead.
+    ///
+    /// `slot` must hold the snapshot of the previous step (the daemon's
+    /// `Live::snapshot`): after [`Compiler::invalidate`], the next step is
+    /// a full compile, so a snapshot that was not published is never
+    /// patched.
+    pub fn publish(
+        &mut self,
+        incremental: bool,
+        diff: &SnapshotDiff,
+        slot: &ArcSwap<MeshSnapshot>,
+    ) -> Arc<MeshSnapshot> {
+        if !incremental {
+            let new = Arc::new(self.current.clone());
+            slot.store(new.clone());
+            return new;
+        }
+        let new = Arc::new(std::mem::take(&mut self.current));
+        let prev = slot.swap(new.clone());
+        self.current = match Arc::try_unwrap(prev) {
+            Ok(mut mine) => {
+                copy_changes(&mut mine, &new, diff);
+                mine
+            }
+            Err(_) => (*new).clone(),
+        };
+        new
+    }
+
     /// Reads `store` and compiles what changed; `old` is the snapshot in
     /// service (`None` before there is one). `None` when the source's
     /// inputs did not change. Load and compile diagnostics are logged.
@@ -116,7 +157,7 @@ impl Compiler {
         };
         let diff = match inc.try_apply(
             &mut self.current,
-            &reload.resources,
+            reload.resources.iter(),
             &changed.removed,
             &changed.added,
         ) {
@@ -181,15 +222,18 @@ impl Compiler {
     }
 
     fn full(&mut self, reload: &Reload, old: Option<&MeshSnapshot>) -> Step {
-        let (inc, mut snap, diags) = Incremental::compile_with(&reload.resources, &self.opts);
+        // One slice for the full compile (the reload shares its files'
+        // lists with the store).
+        let resources = reload.resources.to_vec();
+        let (inc, mut snap, diags) = Incremental::compile_with(&resources, &self.opts);
         // Validation errors were reported by the store; report the rest.
         let rest: Vec<Diagnostic> = diags.into_iter().filter(|d| !d.is_error()).collect();
         super::log_diagnostics(&rest);
-        self.log_enforced(&reload.resources);
+        self.log_enforced(&resources);
         for (ip, why) in &snap.deny {
             tracing::warn!(workload = %ip, "{why}");
         }
-        let enrollment = Enrollment::from_resources(&reload.resources);
+        let enrollment = Enrollment::from_resources(&resources);
         self.redirected.clear();
         if self.hbone {
             let was_l4: Vec<bool> = snap.l4.iter().map(|e| e.mode == L4Mode::L4).collect();
@@ -327,6 +371,40 @@ mod tests {
         assert!(!step.incremental);
         assert!(!step.diff.unwrap().routes.is_empty());
         assert_eq!(c.current, full(&d.0, false));
+    }
+
+    /// What the daemon does per reload: compile, then publish. The
+    /// published snapshot and the compiler's own copy (the previous
+    /// published one, patched) both equal a full compile after every
+    /// change, whether or not a reader still held the replaced snapshot.
+    #[test]
+    fn published_snapshots_take_turns_and_equal_a_full_compile() {
+        let (d, paths, mut store, mut c) = setup("publish", false);
+        let slot = ArcSwap::from_pointee(MeshSnapshot::default());
+        let first = c.publish(false, &SnapshotDiff::default(), &slot);
+        assert_eq!(*first, c.current);
+        drop(first);
+        let sets: [&[&str]; 5] = [
+            &["10.1.0.1", "10.1.0.2"],
+            &["10.1.0.2"],
+            &["10.1.0.2", "10.2.0.1"],
+            &["10.1.0.1"],
+            &["10.1.0.1", "10.1.0.2", "10.2.0.1"],
+        ];
+        for (i, ips) in sets.iter().enumerate() {
+            write(&d.0, "api.yaml", &api(ips), &paths);
+            let served = slot.load_full();
+            let step = c.reload(&mut store, Some(&*served)).unwrap();
+            assert!(step.incremental, "change {i}: {step:?}");
+            // Every other change, a reader holds the snapshot replaced.
+            let reader = (i % 2 == 1).then_some(served);
+            let published = c.publish(true, &step.diff.unwrap(), &slot);
+            let want = full(&d.0, false);
+            assert_eq!(*published, want, "published after change {i}");
+            assert_eq!(**slot.load(), want, "in the slot after change {i}");
+            assert_eq!(c.current, want, "the compiler's copy after change {i}");
+            drop(reader);
+        }
     }
 
     #[test]

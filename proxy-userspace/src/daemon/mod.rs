@@ -137,6 +137,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     tracing::debug!(lock = %node_lock.path().display(), "node lock taken");
     let setup = setup(&args, &dp_cfg, cgroup2)?;
+    // The first config's parse tree and the eBPF loader's buffers are gone:
+    // return their pages before the serving threads start (issue 20).
+    crate::sys::release_free_memory();
     // Opening sockets in pods' network namespaces (HBONE, and the
     // plaintext inbound listener of the in-pod capture) needs setns.
     let sys_admin = args.identity.is_some() || args.inbound_capture;
@@ -686,8 +689,7 @@ fn reload_once(
         apply_kernel(datapath, snap, enrollment)
     };
     let written = started.elapsed();
-    let snap = Arc::new(snap.clone());
-    live.snapshot.store(snap.clone());
+    let snap = compiler.publish(step.incremental, &diff, &live.snapshot);
     let built = live.proxy.rebuild_counts();
     tracing::info!(
         incremental = step.incremental,

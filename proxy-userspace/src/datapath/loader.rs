@@ -10,7 +10,7 @@ use aya::{
         links::{CgroupAttachMode, FdLink, PinnedLink},
         CgroupSockAddr, SockOps,
     },
-    Ebpf, EbpfLoader,
+    Ebpf,
 };
 use proxy_common::{ProxyConfig, TcpStats, TcpStatsKey, Workload};
 use strait_config::snapshot::{L4Protocol, L4Service};
@@ -259,7 +259,7 @@ impl Datapath {
         replaced: &mut Replaced,
     ) -> anyhow::Result<Self> {
         let tcp_stats_on = u8::from(config.tcp_stats);
-        let mut loader = EbpfLoader::new();
+        let mut loader = super::btf::loader(super::EBPF_OBJECT);
         loader.override_global("TCP_STATS_ON", &tcp_stats_on, true);
         let paths: Vec<(&str, PathBuf)> = layout::pinned_maps()
             .map(|name| (name, pin_dir.join(name)))

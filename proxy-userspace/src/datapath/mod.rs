@@ -17,6 +17,7 @@
 //! [`load`] gives an unpinned copy of the object for one-off tools and the
 //! XDP `BPF_PROG_TEST_RUN` tests.
 mod bpffs;
+mod btf;
 mod counters;
 mod deny_rules;
 pub mod inpod;
@@ -111,7 +112,9 @@ pub fn load() -> anyhow::Result<Ebpf> {
         bail!("this strait binary was built without its eBPF object: run `cargo xtask build-ebpf` and rebuild");
     }
     raise_memlock();
-    Ebpf::load(EBPF_OBJECT).context("loading the eBPF object (needs root and a kernel with BPF)")
+    btf::loader(EBPF_OBJECT)
+        .load(EBPF_OBJECT)
+        .context("loading the eBPF object (needs root and a kernel with BPF)")
 }
 
 /// Lifts RLIMIT_MEMLOCK for kernels before 5.11 that still charge BPF maps to

@@ -51,9 +51,11 @@ pub struct Table {
     pub services: HashMap<SocketAddr, Arc<ServicePort>>,
     /// Every cluster of the snapshot, by name and id (routes hold ids).
     pub clusters: ClusterIds,
-    /// Pod IP → the workload (`sourceLabels` / `sourceNamespace` matching);
-    /// shared with the previous table when no workload changed.
-    pub workloads: Arc<HashMap<IpAddr, Arc<SourceWorkload>>>,
+    /// Pod IP → the workload (`sourceLabels` / `sourceNamespace` matching).
+    /// A persistent map: an incremental compile shares every entry it did
+    /// not change with the previous table (issue 21: 100,000 workloads
+    /// are not copied for one endpoint change).
+    pub workloads: Workloads,
     /// MeshConfig `outboundTrafficPolicy.mode: REGISTRY_ONLY`: destinations
     /// the mesh does not know go to Envoy's `BlackHoleCluster` instead (HTTP:
     /// 502 from Istio's block-all route; TCP: the connection is closed).
@@ -62,6 +64,9 @@ pub struct Table {
     /// table it was built from).
     pub built: Built,
 }
+
+/// Pod IP → workload, shared between tables (see [`Table::workloads`]).
+pub type Workloads = imbl::HashMap<IpAddr, Arc<SourceWorkload>>;
 
 /// What one runtime-table build built anew (see [`Table::built`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

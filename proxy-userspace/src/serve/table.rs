@@ -152,15 +152,15 @@ pub fn compile_incremental(
     current: &Table,
     registry: &Registry,
 ) -> Result<(Table, Prepared), CompileError> {
-    let live = current
-        .routes
-        .clusters
-        .iter()
-        .filter_map(|(id, name)| Some((name.clone(), current.clusters.get(id)?.clone())))
-        .collect();
-    let prepared = upstream_compile::prepare_diff(new, diff, live, registry)?;
+    let prepared = upstream_compile::prepare_diff(new, diff, registry)?;
     let routes = runtime_compile::compile_incremental(new, diff, &current.routes)?;
-    let clusters = ClusterSet::new(&routes.clusters, &prepared.clusters, registry.passthrough());
+    let mut clusters = current.clusters.clone();
+    let removed = diff
+        .clusters
+        .removed
+        .iter()
+        .filter_map(|name| current.routes.clusters.get(name));
+    clusters.patch(&routes.clusters, removed, &prepared.clusters);
     let table = Table {
         routes,
         clusters,
@@ -168,3 +168,6 @@ pub fn compile_incremental(
     };
     Ok((table, prepared))
 }
+
+#[cfg(test)]
+mod tests;

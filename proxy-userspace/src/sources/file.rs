@@ -22,8 +22,9 @@ use strait_config::{Diagnostic, Resource};
 /// What one reload produced.
 #[derive(Debug, Default)]
 pub struct Reload {
-    /// The resources to compile: every file's current or last good version.
-    pub resources: Vec<Resource>,
+    /// The resources to compile: every file's current or last good version
+    /// (shared with the store: building it copies no resource).
+    pub resources: Resources,
     /// Load and validation errors, and warnings/notes from loading.
     pub diagnostics: Vec<Diagnostic>,
     /// Files whose new version had errors and whose last good version is
@@ -42,6 +43,42 @@ pub struct Reload {
     /// and from sources that do not track it; then compile everything.
     /// Feeds `strait_config::compile::Incremental::apply`.
     pub changed: Option<Changed>,
+}
+
+/// A reload's resources, in file order: each file's list shared
+/// (`Arc`) with the store that read it, so a reload of one changed file
+/// among 10,000 copies no resource (issue 21). Iterate with
+/// [`Resources::iter`]; a full compile, which wants one slice, takes
+/// [`Resources::to_vec`].
+#[derive(Clone, Debug, Default)]
+pub struct Resources(Vec<Arc<Vec<Resource>>>);
+
+impl Resources {
+    /// Every resource, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Resource> + Clone {
+        self.0.iter().flat_map(|f| f.iter())
+    }
+
+    /// How many resources.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|f| f.len()).sum()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|f| f.is_empty())
+    }
+
+    /// A copy of every resource, in order, as one list.
+    pub fn to_vec(&self) -> Vec<Resource> {
+        self.iter().cloned().collect()
+    }
+}
+
+impl From<Vec<Resource>> for Resources {
+    fn from(all: Vec<Resource>) -> Self {
+        Self(vec![Arc::new(all)])
+    }
 }
 
 /// The resources one reload changed (see [`Reload::changed`]).
@@ -117,7 +154,7 @@ impl ChangedPaths {
 pub struct ConfigStore {
     dir: PathBuf,
     limits: Limits,
-    last_good: BTreeMap<PathBuf, Vec<Resource>>,
+    last_good: BTreeMap<PathBuf, Arc<Vec<Resource>>>,
     last_inputs: Option<Inputs>,
     /// What reading each file reported at the last reload (diagnostics,
     /// whether its last good version was kept), reused with its resources
@@ -258,15 +295,15 @@ impl ConfigStore {
                     }
                     self.reports.remove(&f);
                     if let Some(gone) = self.last_good.remove(&f) {
-                        changed.removed.extend(gone);
+                        changed.removed.extend(gone.iter().cloned());
                     }
                 }
                 Some(text) => {
                     let prev = self.last_good.remove(&f);
                     let (keep, report) = self.load_file(&f, &text, prev.as_ref());
                     resource_changes(
-                        prev.unwrap_or_default(),
-                        keep.as_deref().unwrap_or(&[]),
+                        prev.as_deref().map_or(&[], Vec::as_slice),
+                        keep.as_deref().map_or(&[], Vec::as_slice),
                         &mut changed,
                     );
                     if let Some(known) = self.last_inputs.as_mut() {
@@ -281,7 +318,7 @@ impl ConfigStore {
         }
         self.report_into(&mut out);
         out.changed = Some(changed);
-        out.resources = self.last_good.values().flatten().cloned().collect();
+        out.resources = self.resources();
         Some(out)
     }
 
@@ -291,6 +328,11 @@ impl ConfigStore {
             ReadError::Io(e) => format!("cannot read: {e}"),
             e => e.to_string(),
         })
+    }
+
+    /// The resources to serve: every file's last good list, shared.
+    fn resources(&self) -> Resources {
+        Resources(self.last_good.values().cloned().collect())
     }
 
     /// Every file's report (diagnostics, last good kept), in path order.
@@ -311,8 +353,8 @@ impl ConfigStore {
         &self,
         f: &Path,
         text: &Result<String, String>,
-        prev: Option<&Vec<Resource>>,
-    ) -> (Option<Vec<Resource>>, FileReport) {
+        prev: Option<&Arc<Vec<Resource>>>,
+    ) -> (Option<Arc<Vec<Resource>>>, FileReport) {
         let name = f.display().to_string();
         let text = match text {
             Ok(text) => text,
@@ -351,12 +393,12 @@ impl ConfigStore {
             .collect();
         let mut kept_last_good = false;
         let keep = if errors.is_empty() {
-            valid
+            Arc::new(valid)
         } else if let Some(prev) = prev {
             kept_last_good = true;
             prev.clone()
         } else {
-            valid
+            Arc::new(valid)
         };
         diagnostics.extend(errors);
         (
@@ -381,7 +423,7 @@ impl ConfigStore {
             ));
             out.listing_failed = true;
             out.kept_last_good = self.last_good.keys().cloned().collect();
-            out.resources = self.last_good.values().flatten().cloned().collect();
+            out.resources = self.resources();
             // Read everything again on the next change, even if identical.
             self.last_inputs = None;
             return out;
@@ -417,7 +459,11 @@ impl ConfigStore {
             let prev = self.last_good.remove(f);
             let (keep, report) = self.load_file(f, text, prev.as_ref());
             if let Some(c) = changed.as_mut() {
-                resource_changes(prev.unwrap_or_default(), keep.as_deref().unwrap_or(&[]), c);
+                resource_changes(
+                    prev.as_deref().map_or(&[], Vec::as_slice),
+                    keep.as_deref().map_or(&[], Vec::as_slice),
+                    c,
+                );
             }
             reports.insert(f.clone(), report);
             if let Some(keep) = keep {
@@ -428,7 +474,7 @@ impl ConfigStore {
             // Files that went, with their resources.
             for (f, gone) in std::mem::take(&mut self.last_good) {
                 if !next.contains_key(&f) {
-                    c.removed.extend(gone);
+                    c.removed.extend(gone.iter().cloned());
                 }
             }
         }
@@ -437,7 +483,7 @@ impl ConfigStore {
         self.reports = reports;
         self.last_inputs = Some(inputs);
         self.report_into(&mut out);
-        out.resources = self.last_good.values().flatten().cloned().collect();
+        out.resources = self.resources();
         out
     }
 }
@@ -453,8 +499,8 @@ fn is_yaml(p: &Path) -> bool {
 /// Adds to `out` the resources of one file that differ between its
 /// `before` and `after` versions (compared by content: a document that only
 /// moved to another line is unchanged).
-fn resource_changes(before: Vec<Resource>, after: &[Resource], out: &mut Changed) {
-    let mut old: std::collections::HashMap<String, Vec<Resource>> =
+fn resource_changes(before: &[Resource], after: &[Resource], out: &mut Changed) {
+    let mut old: std::collections::HashMap<String, Vec<&Resource>> =
         std::collections::HashMap::new();
     for r in before {
         old.entry(r.key()).or_default().push(r);
@@ -468,7 +514,7 @@ fn resource_changes(before: Vec<Resource>, after: &[Resource], out: &mut Changed
             out.added.push(r.clone());
         }
     }
-    out.removed.extend(old.into_values().flatten());
+    out.removed.extend(old.into_values().flatten().cloned());
 }
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

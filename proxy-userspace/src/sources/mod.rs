@@ -4,4 +4,4 @@
 pub(crate) mod file;
 pub mod kube;
 
-pub use file::{Changed, ChangedPaths, ConfigStore, Reload, Source};
+pub use file::{Changed, ChangedPaths, ConfigStore, Reload, Resources, Source};

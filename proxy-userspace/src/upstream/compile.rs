@@ -2,8 +2,6 @@
 //! circuit-breaker limits, pool settings and outlier detection; and the
 //! snapshot's clusters resolved against the live [`Registry`] (unchanged
 //! clusters reused with their live state, changed ones rebuilt around it).
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -12,8 +10,8 @@ use strait_config::snapshot as snap;
 use crate::runtime::compile::{err, CompileError};
 use crate::transport::origination::Alpn;
 use crate::upstream::cluster::{
-    Cluster, ClusterSpec, Endpoint, HashKey, LbSpec, Limits, OutlierDetection, PoolSettings,
-    Prepared, Registry, Simple, UpstreamProtocol,
+    ClusterSpec, Endpoint, HashKey, LbSpec, Limits, OutlierDetection, PoolSettings, Prepared,
+    Registry, Simple, UpstreamProtocol,
 };
 
 /// Resolves every cluster of `s` against `registry`. The caller commits
@@ -31,20 +29,15 @@ pub fn prepare(s: &snap::MeshSnapshot, registry: &Registry) -> Result<Prepared, 
 }
 
 /// Resolves only the clusters `diff` names as added or changed against
-/// `registry`; every other cluster of `current` (name → live cluster, the
-/// table in service) is carried over as it is, and removed ones are left
-/// out. Same contract as [`prepare`].
+/// `registry` ([`Prepared::partial`]: the result holds those; committing
+/// it drops the removed ones and leaves every other cluster as it is).
+/// Same contract as [`prepare`].
 pub fn prepare_diff(
     new: &snap::MeshSnapshot,
     diff: &snap::SnapshotDiff,
-    current: HashMap<Arc<str>, Arc<Cluster>>,
     registry: &Registry,
 ) -> Result<Prepared, CompileError> {
-    let mut prepared = Prepared::default();
-    prepared.clusters = current;
-    for name in &diff.clusters.removed {
-        prepared.clusters.remove(name.as_str());
-    }
+    let mut prepared = Prepared::partial(diff.clusters.removed.clone());
     for name in diff.clusters.added.iter().chain(&diff.clusters.changed) {
         if let Some(c) = new.clusters.get(name) {
             registry.prepare(&mut prepared, name, c, || cluster_spec(c))?;

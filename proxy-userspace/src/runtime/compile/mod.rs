@@ -81,7 +81,7 @@ pub fn compile(s: &snap::MeshSnapshot) -> Result<Table, CompileError> {
     Ok(Table {
         services,
         clusters,
-        workloads: Arc::new(workloads),
+        workloads,
         registry_only: s.mesh.outbound_traffic_policy.mode
             == strait_config::mesh::OutboundMode::RegistryOnly,
         built,
@@ -131,8 +131,93 @@ pub fn compile_incremental(
         .chain(&diff.routes.changed)
         .map(|(h, p)| (h.as_str(), *p))
         .collect();
-    let mut services = HashMap::with_capacity(current.services.len());
     let mut built = Built::default();
+    // No service came, went or changed and no cluster id came or went:
+    // only the route tables the diff names can differ, so the table in
+    // service is copied (pointers) and those are patched — the cost of an
+    // endpoint change does not grow with the number of services.
+    let services = if stale.is_empty() && diff.services.is_empty() {
+        let mut services = current.services.clone();
+        let named = diff
+            .routes
+            .added
+            .iter()
+            .chain(&diff.routes.changed)
+            .chain(&diff.routes.removed);
+        for (host, p) in named {
+            let Some(svc) = new.services.get(host) else {
+                continue;
+            };
+            for port in svc.ports.iter().filter(|sp| sp.port == *p) {
+                for vip in svc.vips() {
+                    let key = SocketAddr::new(vip, *p);
+                    let Some(routes) = new.routes_for(host, *p) else {
+                        services.remove(&key);
+                        continue;
+                    };
+                    let loc = format!("{host}:{p}");
+                    let sp = ServicePort {
+                        host: svc.host.as_str().into(),
+                        port: *p,
+                        protocol: port_protocol(port.protocol),
+                        routes: route_table(&loc, routes, &clusters)?,
+                    };
+                    built.route_tables += 1;
+                    services.insert(key, Arc::new(sp));
+                }
+            }
+        }
+        services
+    } else {
+        rebuild_services(
+            new,
+            current,
+            &touched_hosts,
+            &touched_routes,
+            &stale,
+            &clusters,
+            &mut built,
+        )?
+    };
+    // Only the workloads that came, went or changed are built; the rest
+    // of the (persistent) table is shared with the one in service.
+    let mut workloads = current.workloads.clone();
+    let w = &diff.workloads;
+    for ip in &w.removed {
+        workloads.remove(ip);
+    }
+    for ip in w.added.iter().chain(&w.changed) {
+        let Some(sw) = new.workloads.get(ip).map(source_workload) else {
+            continue;
+        };
+        if workloads.get(ip).is_none_or(|old| **old != sw) {
+            built.workloads += 1;
+            workloads.insert(*ip, Arc::new(sw));
+        }
+    }
+    Ok(Table {
+        services,
+        clusters,
+        workloads,
+        registry_only: new.mesh.outbound_traffic_policy.mode
+            == strait_config::mesh::OutboundMode::RegistryOnly,
+        built,
+    })
+}
+
+/// The service ports of `new`, reusing those of `current` that no touched
+/// service or route and no stale cluster id concerns (a service or a
+/// cluster id came or went: every service port is looked at).
+fn rebuild_services(
+    new: &snap::MeshSnapshot,
+    current: &Table,
+    touched_hosts: &HashSet<&str>,
+    touched_routes: &HashSet<(&str, u16)>,
+    stale: &HashSet<ClusterId>,
+    clusters: &ClusterIds,
+    built: &mut Built,
+) -> Result<HashMap<SocketAddr, Arc<ServicePort>>, CompileError> {
+    let mut services = HashMap::with_capacity(current.services.len());
     for svc in new.services.values() {
         let vips: Vec<std::net::IpAddr> = svc.vips().collect();
         for (vip, port) in vips
@@ -158,44 +243,16 @@ pub fn compile_incremental(
                 host: svc.host.as_str().into(),
                 port: port.port,
                 protocol: port_protocol(port.protocol),
-                routes: route_table(&loc, routes, &clusters)?,
+                routes: route_table(&loc, routes, clusters)?,
             };
             built.route_tables += 1;
             services.insert(key, Arc::new(sp));
         }
     }
-    // Only the workloads that came, went or changed are built; the table
-    // is shared when none did.
-    let w = &diff.workloads;
-    let workloads = if w.is_empty() {
-        current.workloads.clone()
-    } else {
-        let mut table = (*current.workloads).clone();
-        for ip in &w.removed {
-            table.remove(ip);
-        }
-        for ip in w.added.iter().chain(&w.changed) {
-            let Some(sw) = new.workloads.get(ip).map(source_workload) else {
-                continue;
-            };
-            if table.get(ip).is_none_or(|old| **old != sw) {
-                built.workloads += 1;
-                table.insert(*ip, Arc::new(sw));
-            }
-        }
-        Arc::new(table)
-    };
-    Ok(Table {
-        services,
-        clusters,
-        workloads,
-        registry_only: new.mesh.outbound_traffic_policy.mode
-            == strait_config::mesh::OutboundMode::RegistryOnly,
-        built,
-    })
+    Ok(services)
 }
 
-fn workload_table(s: &snap::MeshSnapshot) -> HashMap<std::net::IpAddr, Arc<SourceWorkload>> {
+fn workload_table(s: &snap::MeshSnapshot) -> super::table::Workloads {
     s.workloads
         .iter()
         .map(|(ip, w)| (*ip, Arc::new(source_workload(w))))

@@ -120,7 +120,7 @@ async fn serve(listener: tokio::net::TcpListener, log: Arc<Mutex<Vec<String>>>) 
 fn names(store: &Mutex<ObjectStore>) -> Vec<(String, bool)> {
     let mut st = store.lock().unwrap();
     let reload = st.snapshot();
-    let e = strait_config::enroll::Enrollment::from_resources(&reload.resources);
+    let e = strait_config::enroll::Enrollment::from_resources(&reload.resources.to_vec());
     reload
         .resources
         .iter()

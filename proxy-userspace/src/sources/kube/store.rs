@@ -181,7 +181,8 @@ impl ObjectStore {
                 .kinds
                 .values()
                 .flat_map(|k| k.served.values().cloned())
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             diagnostics: std::mem::take(&mut self.diagnostics),
             changed: self.pending.replace(Changed::default()),
             ..Reload::default()

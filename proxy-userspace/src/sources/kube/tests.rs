@@ -73,8 +73,12 @@ impl Harness {
             .filter(|d| d.is_error())
             .map(|d| d.to_string())
             .collect();
-        let (snap, _) = strait_config::compile(&reload.resources);
-        (snap, Enrollment::from_resources(&reload.resources), errors)
+        let (snap, _) = strait_config::compile(&reload.resources.to_vec());
+        (
+            snap,
+            Enrollment::from_resources(&reload.resources.to_vec()),
+            errors,
+        )
     }
 }
 
@@ -498,7 +502,7 @@ fn watch_events_name_the_objects_that_changed_and_endpoint_updates_compile_incre
     h.woke();
     let first = h.store.snapshot();
     assert!(first.changed.is_none(), "the first snapshot: unknown");
-    let (mut inc, mut snap, _) = Incremental::compile(&first.resources);
+    let (mut inc, mut snap, _) = Incremental::compile(&first.resources.to_vec());
     // An EndpointSlice update: named, applied incrementally, and the same
     // as a full compile.
     h.apply(reviews(&[
@@ -511,10 +515,10 @@ fn watch_events_name_the_objects_that_changed_and_endpoint_updates_compile_incre
     assert_eq!(keys(&c.removed), ["EndpointSlice/default/reviews-abc"]);
     assert_eq!(keys(&c.added), ["EndpointSlice/default/reviews-abc"]);
     let diff = inc
-        .try_apply(&mut snap, &r.resources, &c.removed, &c.added)
+        .try_apply(&mut snap, r.resources.iter(), &c.removed, &c.added)
         .expect("an endpoint change applies incrementally");
     assert_eq!(diff.clusters.changed.len(), 1, "{diff:?}");
-    assert_eq!(snap, strait_config::compile(&r.resources).0);
+    assert_eq!(snap, strait_config::compile(&r.resources.to_vec()).0);
     // A delete is named as removed; nothing changed since: empty.
     h.delete(vs("v1"));
     let r = h.store.snapshot();

@@ -79,13 +79,28 @@ struct Entry {
 /// as it was (a failed compile changes nothing).
 #[derive(Default)]
 pub struct Prepared {
-    /// Every cluster of the snapshot by name.
+    /// Every cluster of the snapshot by name; from [`Prepared::partial`],
+    /// only the clusters a snapshot diff added or changed.
     pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
     /// The ones built or rebuilt, with their config.
     changed: Vec<(Arc<str>, snap::Cluster)>,
+    /// `Some` (the names the diff removed) when built from a diff: the
+    /// registry's other clusters stay as they are.
+    removed: Option<Vec<String>>,
 }
 
 impl Prepared {
+    /// An empty set for the clusters a snapshot diff added or changed;
+    /// [`Registry::commit`] drops the `removed` ones and keeps every
+    /// cluster the diff did not name (so a commit costs what the diff
+    /// names, not what the mesh has).
+    pub fn partial(removed: Vec<String>) -> Self {
+        Self {
+            removed: Some(removed),
+            ..Self::default()
+        }
+    }
+
     /// How many clusters were built or rebuilt (the rest are reused as they
     /// were).
     pub fn rebuilt(&self) -> usize {
@@ -131,9 +146,16 @@ impl Registry {
         let mut outlier = false;
         {
             let mut state = self.inner.state.lock().expect("registry lock");
-            state
-                .clusters
-                .retain(|name, _| prepared.clusters.contains_key(name));
+            match &prepared.removed {
+                None => state
+                    .clusters
+                    .retain(|name, _| prepared.clusters.contains_key(name)),
+                Some(removed) => {
+                    for name in removed {
+                        state.clusters.remove(name.as_str());
+                    }
+                }
+            }
             let now = now_ms();
             for (name, source) in &prepared.changed {
                 let cluster = prepared.clusters[name].clone();
@@ -151,7 +173,15 @@ impl Registry {
                     },
                 );
             }
-            outlier |= state.clusters.values().any(|e| e.cluster.outlier.is_some());
+            outlier |= match prepared.removed {
+                None => state.clusters.values().any(|e| e.cluster.outlier.is_some()),
+                // The clusters not named were there at an earlier commit,
+                // which woke the sweeper for them.
+                Some(_) => prepared
+                    .changed
+                    .iter()
+                    .any(|(n, _)| prepared.clusters[n].outlier.is_some()),
+            };
         }
         if outlier {
             self.wake_sweeper();
