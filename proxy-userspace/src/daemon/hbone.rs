@@ -29,6 +29,7 @@ use strait_config::snapshot::MeshSnapshot;
 use crate::identity::{CertStore, SpiffeId};
 use crate::policy::PeerIdentity;
 use crate::serve::inbound::InboundConn;
+use crate::serve::workers::WorkerSpawner;
 use crate::serve::Proxy;
 use crate::telemetry::{PeerInfo, Reporter};
 use crate::transport::hbone::server::BoxFuture;
@@ -81,6 +82,9 @@ pub struct Hbone {
     /// when to try again (0.5 s doubling up to 16 s), so a pod whose
     /// namespace never appears costs little and logs little.
     retry: Mutex<HashMap<IpAddr, (u32, std::time::Instant)>>,
+    /// The proxy workers' runtimes, which serve accepted tunnels once set
+    /// ([`Hbone::serve_on_workers`]); before, the daemon's runtime does.
+    workers: Arc<std::sync::OnceLock<WorkerSpawner>>,
 }
 
 /// Longest wait between two attempts at a pod's listener.
@@ -110,7 +114,16 @@ impl Hbone {
             wanted: Mutex::new(BTreeMap::new()),
             listeners: Mutex::new(HashMap::new()),
             retry: Mutex::new(HashMap::new()),
+            workers: Arc::new(std::sync::OnceLock::new()),
         })
+    }
+
+    /// From now on, tunnels accepted by every listener (open or to come)
+    /// are served on the proxy's worker threads, round robin: their
+    /// single-threaded runtimes batch the HTTP/2 frames of many streams
+    /// into one TLS write (see [`WorkerSpawner`]).
+    pub fn serve_on_workers(&self, workers: WorkerSpawner) {
+        let _ = self.workers.set(workers);
     }
 
     /// The proxy whose policy table authorizes inbound tunnels.
@@ -287,7 +300,12 @@ impl Hbone {
             pod = %handler.pod, %addr, identity = %pod.id, netns = %netns.path().display(),
             "HBONE listener open"
         );
-        let task = tokio::spawn(hbone::server::serve(listener, cfg, handler));
+        let workers = self.workers.clone();
+        let spawn: hbone::server::Spawn = Arc::new(move |f| match workers.get() {
+            Some(w) => w.spawn(f),
+            None => drop(tokio::spawn(f)),
+        });
+        let task = tokio::spawn(hbone::server::serve_on(listener, cfg, handler, spawn));
         Ok(PodListener {
             id: pod.id.clone(),
             netns,

@@ -514,6 +514,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     let proxy_workers = proxy
         .serve_workers_on(outbound, outbound6, orig, workers)
         .context("starting the proxy workers")?;
+    if let Some(m) = &mesh {
+        m.serve_on_workers(proxy_workers.spawner());
+    }
     let reload_live = live.clone();
     let reload_identity = args
         .identity

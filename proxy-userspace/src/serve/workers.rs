@@ -27,6 +27,35 @@ pub struct Workers {
     local: SocketAddr,
     stop: watch::Sender<Option<Instant>>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    spawner: WorkerSpawner,
+}
+
+/// Spawns tasks onto the workers' runtimes, one worker after the other
+/// (round robin), so connections that arrive elsewhere (the HBONE
+/// listeners in pods' namespaces) are served on the same single-threaded
+/// runtimes as the proxy's own. Cheap to clone.
+///
+/// Why: a current-thread runtime runs woken tasks in FIFO order, so every
+/// stream's write wakes the HTTP/2 connection task once per scheduler
+/// round and it sends all of them in one TLS record and one syscall; the
+/// multi-threaded runtime's LIFO slot runs the connection task right after
+/// each stream instead (one record and one `writev` per response).
+#[derive(Clone, Debug)]
+pub struct WorkerSpawner {
+    handles: Arc<[tokio::runtime::Handle]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl WorkerSpawner {
+    /// Runs `f` on the next worker's runtime. After the workers stopped,
+    /// `f` is dropped without running.
+    pub fn spawn<F>(&self, f: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        drop(self.handles[i].spawn(f));
+    }
 }
 
 impl Workers {
@@ -49,12 +78,14 @@ impl Workers {
         let local = listener.local_addr()?;
         let (stop, stop_rx) = watch::channel(None);
         let mut threads = Vec::new();
+        let mut handles = Vec::new();
         for i in 0..n.max(1) {
             let l = listener.try_clone()?;
             let l2 = second.as_ref().map(|l| l.try_clone()).transpose()?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
+            handles.push(rt.handle().clone());
             let (shared, orig, stop) = (shared.clone(), orig.clone(), stop_rx.clone());
             let t = std::thread::Builder::new()
                 .name(format!("strait-worker-{i}"))
@@ -65,7 +96,16 @@ impl Workers {
             local,
             stop,
             threads,
+            spawner: WorkerSpawner {
+                handles: handles.into(),
+                next: Arc::new(AtomicUsize::new(0)),
+            },
         })
+    }
+
+    /// Spawns tasks onto these workers ([`WorkerSpawner`]).
+    pub fn spawner(&self) -> WorkerSpawner {
+        self.spawner.clone()
     }
 
     /// The address the workers accept on.

@@ -9,19 +9,17 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Empty;
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::settings::*;
+use super::stream::{keep_alive, H2Stream};
 use super::{tls, HboneError};
 use crate::identity::{CertStore, SpiffeId};
 use crate::transport::inpod::InPodNetns;
@@ -76,7 +74,7 @@ struct PoolKey {
 }
 
 struct PooledConn {
-    tx: http2::SendRequest<Empty<Bytes>>,
+    tx: Connection,
     active: Arc<AtomicUsize>,
     last_used: Mutex<Instant>,
 }
@@ -171,25 +169,14 @@ impl Outbound {
             }
         };
         let guard = StreamGuard(conn.clone());
-        let mut tx = conn.tx.clone();
         let mut request = connect_request(req);
         if let Some(b) = from.and_then(|f| f.baggage) {
             request.headers_mut().insert(BAGGAGE, b);
         }
-        let resp = tokio::time::timeout(self.connect_timeout, async {
-            tx.ready().await?;
-            tx.send_request(request).await
-        })
-        .await
-        .map_err(|_| HboneError::Timeout)??;
-        if resp.status() != http::StatusCode::OK {
-            return Err(HboneError::Status(resp.status()));
-        }
-        let upgraded = hyper::upgrade::on(resp).await?;
-        Ok(HboneStream {
-            io: TokioIo::new(upgraded),
-            _guard: guard,
-        })
+        let io = tokio::time::timeout(self.connect_timeout, conn.tx.open(request))
+            .await
+            .map_err(|_| HboneError::Timeout)??;
+        Ok(HboneStream { io, _guard: guard })
     }
 
     fn checkout(&self, key: &PoolKey) -> Option<Arc<PooledConn>> {
@@ -279,7 +266,7 @@ async fn sweeper(me: Weak<Outbound>) {
 pub(crate) async fn handshake(
     cfg: Arc<rustls::ClientConfig>,
     addr: SocketAddr,
-) -> Result<http2::SendRequest<Empty<Bytes>>, HboneError> {
+) -> Result<Connection, HboneError> {
     handshake_on(cfg, addr, TcpStream::connect(addr).await?).await
 }
 
@@ -308,11 +295,57 @@ async fn connect_from_pod(
         .await
 }
 
+/// One mTLS HTTP/2 connection to a destination's `:15008`, driven by a
+/// spawned task; another sends its keep-alive PINGs and closes it when
+/// one goes unanswered. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    tx: h2::client::SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Connection {
+    /// Whether the connection has ended (its task returned), or the peer
+    /// sent GOAWAY (no new stream is accepted on it).
+    pub(crate) fn is_closed(&self) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut tx = self.tx.clone();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        matches!(tx.poll_ready(&mut cx), Poll::Ready(Err(_)))
+    }
+
+    /// Sends `request` (a `CONNECT`) and waits for the answer: the stream
+    /// on 200, else [`HboneError::Status`].
+    pub(crate) async fn open(&self, request: http::Request<()>) -> Result<H2Stream, HboneError> {
+        let mut tx = self.tx.clone().ready().await?;
+        let (resp, send) = tx.send_request(request, false)?;
+        let resp = resp.await?;
+        if resp.status() != http::StatusCode::OK {
+            return Err(HboneError::Status(resp.status()));
+        }
+        Ok(H2Stream::new(send, resp.into_body()))
+    }
+}
+
+/// Sets the flag when dropped (the connection task ended or was aborted).
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// TLS handshake on `tcp` (ALPN `h2` required), HTTP/2 handshake with
+/// ztunnel's client settings (`ztunnel/src/proxy/h2/client.rs`); the
+/// connection is driven by a spawned task.
 async fn handshake_on(
     cfg: Arc<rustls::ClientConfig>,
     addr: SocketAddr,
     tcp: TcpStream,
-) -> Result<http2::SendRequest<Empty<Bytes>>, HboneError> {
+) -> Result<Connection, HboneError> {
     let _ = tcp.set_nodelay(true);
     let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
     let tls = tokio_rustls::TlsConnector::from(cfg)
@@ -322,22 +355,32 @@ async fn handshake_on(
     if tls.get_ref().1.alpn_protocol() != Some(tls::ALPN_H2) {
         return Err(HboneError::Alpn);
     }
-    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(STREAM_WINDOW)
+    let (tx, mut conn) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
-        .keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .handshake(TokioIo::new(tls))
+        .initial_max_send_streams(MAX_STREAMS_PER_CONNECTION)
+        .max_header_list_size(16 * 1024)
+        .max_send_buffer_size(STREAM_WINDOW as usize)
+        .enable_push(false)
+        .handshake::<_, Bytes>(tls)
         .await?;
-    tokio::spawn(async move {
+    let ping = conn.ping_pong();
+    let closed = Arc::new(AtomicBool::new(false));
+    let done = SetOnDrop(closed.clone());
+    let task = tokio::spawn(async move {
+        let _done = done;
         if let Err(e) = conn.await {
             tracing::debug!(%addr, "HBONE connection ended: {e}");
         }
     });
-    Ok(tx)
+    if let Some(ping) = ping {
+        tokio::spawn(async move {
+            keep_alive(ping, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT).await;
+            task.abort();
+        });
+    }
+    Ok(Connection { tx, closed })
 }
 
 /// The `baggage` request header (W3C Baggage; ztunnel's `BAGGAGE_HEADER`).
@@ -351,7 +394,7 @@ pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("tracepa
 /// random trace per tunnelled connection, as ztunnel's per-connection
 /// `TraceParent::new()`). [`Outbound::connect`] adds the source's
 /// `baggage`.
-pub fn connect_request(req: &OutboundRequest) -> http::Request<Empty<Bytes>> {
+pub fn connect_request(req: &OutboundRequest) -> http::Request<()> {
     let mut b = http::Request::builder()
         .method(http::Method::CONNECT)
         .uri(req.target.to_string())
@@ -360,7 +403,7 @@ pub fn connect_request(req: &OutboundRequest) -> http::Request<Empty<Bytes>> {
         b = b.header(http::header::FORWARDED, f);
     }
     b = b.header(TRACEPARENT, traceparent());
-    b.body(Empty::new()).expect("valid CONNECT request")
+    b.body(()).expect("valid CONNECT request")
 }
 
 /// A new `traceparent`: version 00, random 128-bit trace id and 64-bit
@@ -419,7 +462,7 @@ impl Drop for StreamGuard {
 /// is END_STREAM (a half-close), END_STREAM or RST_STREAM NO_ERROR/CANCEL
 /// from the peer reads as EOF.
 pub struct HboneStream {
-    io: TokioIo<hyper::upgrade::Upgraded>,
+    io: H2Stream,
     _guard: StreamGuard,
 }
 

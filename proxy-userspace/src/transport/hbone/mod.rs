@@ -6,6 +6,8 @@
 //! - [`tls`]: rustls configs and the SPIFFE verifiers;
 //! - [`server`]: the destination side: TLS termination, `CONNECT`
 //!   checks (400/401/503), delivery to the pod, bytes both ways;
+//! - [`stream`]: one `CONNECT` stream as bytes, on the `h2` crate
+//!   directly (no per-stream bridge task), and the keep-alive PINGs;
 //! - [`client`]: the source side: a pool of mTLS HTTP/2 connections per
 //!   (source identity, destination identity, destination address), as
 //!   ztunnel's `WorkloadHBONEPool`, and `CONNECT` streams over them;
@@ -15,6 +17,7 @@ pub mod client;
 pub mod control;
 pub mod mesh;
 pub mod server;
+pub mod stream;
 pub mod tls;
 
 use std::time::Duration;
@@ -76,7 +79,7 @@ pub enum HboneError {
     NoPeerIdentity,
     /// The HTTP/2 handshake or stream failed.
     #[error("HTTP/2: {0}")]
-    H2(#[from] hyper::Error),
+    H2(#[from] h2::Error),
     /// The server answered the `CONNECT` with this status.
     #[error("CONNECT answered {0}")]
     Status(http::StatusCode),

@@ -7,22 +7,20 @@
 //! copied both ways with half-close. A handler that needs the requests
 //! inside the tunnel (L7 policy) takes the inner stream instead
 //! ([`InboundHandler::inspect`]): 200 at once, then it decides.
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::RecvStream;
 use http::{Request, Response, StatusCode};
-use http_body_util::Empty;
-use hyper::body::Incoming;
-use hyper::server::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::settings::*;
+use super::stream::{keep_alive, H2Stream};
 use super::{tls, HboneError, PROTECTED_PORTS};
 use crate::identity::SpiffeId;
 
@@ -46,7 +44,7 @@ pub struct ConnectCheck {
 
 /// The inner stream of an established tunnel (after the `200`), handed to
 /// [`InboundHandler::serve_inner`].
-pub type InnerStream = TokioIo<hyper::upgrade::Upgraded>;
+pub type InnerStream = H2Stream;
 
 /// A boxed future (the handler is used as a trait object).
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -117,12 +115,28 @@ pub fn forwarded_for(headers: &http::HeaderMap) -> Option<SocketAddr> {
     })
 }
 
+/// Where [`serve_on`] runs each accepted connection: a function that
+/// spawns the future on some runtime (the daemon: its proxy workers').
+pub type Spawn = Arc<dyn Fn(BoxFuture<()>) + Send + Sync>;
+
 /// Accepts HBONE connections on `listener` until it fails; each connection
-/// is served on its own task.
+/// is served on its own task on the current runtime.
 pub async fn serve(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     handler: Arc<dyn InboundHandler>,
+) {
+    let spawn: Spawn = Arc::new(|f| drop(tokio::spawn(f)));
+    serve_on(listener, config, handler, spawn).await
+}
+
+/// [`serve`], each accepted connection (TLS handshake, then its streams)
+/// started by `spawn`.
+pub async fn serve_on(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    handler: Arc<dyn InboundHandler>,
+    spawn: Spawn,
 ) {
     loop {
         let (tcp, remote) = match listener.accept().await {
@@ -133,12 +147,25 @@ pub async fn serve(
                 continue;
             }
         };
+        // The socket moves to the runtime that serves it (registered with
+        // that runtime's reactor, so its wake-ups stay on that thread).
+        let tcp = match tcp.into_std() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(%remote, "HBONE connection: {e}");
+                continue;
+            }
+        };
         let (config, handler) = (config.clone(), handler.clone());
-        tokio::spawn(async move {
-            if let Err(e) = serve_connection(tcp, config, handler).await {
+        spawn(Box::pin(async move {
+            let served = match TcpStream::from_std(tcp) {
+                Ok(tcp) => serve_connection(tcp, config, handler).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = served {
                 tracing::debug!(%remote, "HBONE connection: {e}");
             }
-        });
+        }));
     }
 }
 
@@ -167,41 +194,83 @@ pub async fn serve_connection(
         .peer_certificates()
         .and_then(tls::peer_identity)
         .ok_or(HboneError::NoPeerIdentity)?;
-    let svc = hyper::service::service_fn(move |req| {
-        let (peer, handler) = (peer.clone(), handler.clone());
-        async move { Ok::<_, Infallible>(handle(req, dialled, remote, peer, handler).await) }
-    });
-    http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
+    let mut conn = h2::server::Builder::new()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
-        .keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .serve_connection(TokioIo::new(tls), svc)
+        .max_header_list_size(64 * 1024)
+        .max_send_buffer_size(400 * 1024)
+        .handshake::<_, Bytes>(tls)
         .await?;
-    Ok(())
+    // Keep-alive PINGs (ztunnel's `do_ping_pong`): one unanswered closes
+    // the connection.
+    let (dead_tx, mut dead) = tokio::sync::oneshot::channel::<()>();
+    let pinger = conn.ping_pong().map(|ping| {
+        tokio::spawn(async move {
+            keep_alive(ping, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT).await;
+            let _ = dead_tx.send(());
+        })
+    });
+    let _pinger = AbortOnDrop(pinger);
+    // Accepting drives the connection; each stream runs on its own task.
+    loop {
+        tokio::select! {
+            biased;
+            r = conn.accept() => match r {
+                Some(r) => {
+                    let (req, respond) = r?;
+                    let (peer, handler) = (peer.clone(), handler.clone());
+                    tokio::spawn(handle(req, respond, dialled, remote, peer, handler));
+                }
+                None => return Ok(()),
+            },
+            // Only a PING that went unanswered (not a dropped sender).
+            Ok(()) = &mut dead => {
+                conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                return Err(HboneError::Timeout);
+            }
+        }
+    }
 }
 
-fn status(code: StatusCode) -> Response<Empty<Bytes>> {
-    let mut r = Response::new(Empty::new());
+/// Aborts the task when dropped.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
+}
+
+fn status(code: StatusCode) -> Response<()> {
+    let mut r = Response::new(());
     *r.status_mut() = code;
     r
 }
 
+/// Answers `respond` with `code` and no body (END_STREAM).
+fn refuse(mut respond: SendResponse<Bytes>, code: StatusCode) {
+    let _ = respond.send_response(status(code), true);
+}
+
+/// One `CONNECT` stream, to its end: checks, authorization, the
+/// connection to the pod, the `200`, then bytes both ways.
 async fn handle(
-    req: Request<Incoming>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
     dialled: SocketAddr,
     remote: SocketAddr,
     peer: SpiffeId,
     handler: Arc<dyn InboundHandler>,
-) -> Response<Empty<Bytes>> {
+) {
     let target = match check_request(&req, dialled) {
         Ok(t) => t,
         Err(code) => {
             tracing::debug!(peer = %peer, uri = %req.uri(), %code, "HBONE CONNECT refused");
-            return status(code);
+            return refuse(respond, code);
         }
     };
     let check = ConnectCheck {
@@ -212,47 +281,44 @@ async fn handle(
         at: std::time::SystemTime::now(),
     };
     if handler.inspect(&check) {
-        tokio::spawn(async move {
-            match hyper::upgrade::on(req).await {
-                Ok(up) => handler.serve_inner(check, TokioIo::new(up)).await,
-                Err(e) => tracing::debug!(%target, "HBONE stream not upgraded: {e}"),
+        match respond.send_response(status(StatusCode::OK), false) {
+            Ok(send) => {
+                let stream = H2Stream::new(send, req.into_body());
+                handler.serve_inner(check, stream).await;
             }
-        });
-        return status(StatusCode::OK);
+            Err(e) => tracing::debug!(%target, "HBONE: answering the CONNECT: {e}"),
+        }
+        return;
     }
     if !handler.authorize(&check) {
         handler.finished(&check, StatusCode::UNAUTHORIZED, 0, 0);
-        return status(StatusCode::UNAUTHORIZED);
+        return refuse(respond, StatusCode::UNAUTHORIZED);
     }
-    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, handler.connect(target)).await {
+    let mut upstream = match tokio::time::timeout(CONNECT_TIMEOUT, handler.connect(target)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(%target, "HBONE: connecting to the pod: {e}");
             handler.finished(&check, StatusCode::SERVICE_UNAVAILABLE, 0, 0);
-            return status(StatusCode::SERVICE_UNAVAILABLE);
+            return refuse(respond, StatusCode::SERVICE_UNAVAILABLE);
         }
         Err(_) => {
             handler.finished(&check, StatusCode::SERVICE_UNAVAILABLE, 0, 0);
-            return status(StatusCode::SERVICE_UNAVAILABLE);
+            return refuse(respond, StatusCode::SERVICE_UNAVAILABLE);
+        }
+    };
+    let send = match respond.send_response(status(StatusCode::OK), false) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%target, "HBONE: answering the CONNECT: {e}");
+            handler.finished(&check, StatusCode::OK, 0, 0);
+            return;
         }
     };
     handler.opened(&check);
-    tokio::spawn(async move {
-        let mut upstream = upstream;
-        let _ = upstream.set_nodelay(true);
-        let (sent, received) = match hyper::upgrade::on(req).await {
-            Ok(up) => {
-                let mut tunnel = TokioIo::new(up);
-                let r = tokio::io::copy_bidirectional(&mut tunnel, &mut upstream).await;
-                let _ = tunnel.shutdown().await;
-                r.unwrap_or((0, 0))
-            }
-            Err(e) => {
-                tracing::debug!(%target, "HBONE stream not upgraded: {e}");
-                (0, 0)
-            }
-        };
-        handler.finished(&check, StatusCode::OK, sent, received);
-    });
-    status(StatusCode::OK)
+    let _ = upstream.set_nodelay(true);
+    let mut tunnel = H2Stream::new(send, req.into_body());
+    let r = tokio::io::copy_bidirectional(&mut tunnel, &mut upstream).await;
+    let _ = tunnel.shutdown().await;
+    let (sent, received) = r.unwrap_or((0, 0));
+    handler.finished(&check, StatusCode::OK, sent, received);
 }

@@ -162,6 +162,81 @@ async fn bytes_cross_the_tunnel_both_ways_with_half_close_and_the_peer_identity_
     assert_eq!((*sent, *received), (11, 11));
 }
 
+/// Records the thread each `CONNECT`'s pod connection is made on.
+struct ThreadRecorder {
+    echo: SocketAddr,
+    threads: Mutex<Vec<Option<String>>>,
+}
+
+impl InboundHandler for ThreadRecorder {
+    fn authorize(&self, _c: &ConnectCheck) -> bool {
+        true
+    }
+    fn connect(&self, _target: SocketAddr) -> BoxFuture<std::io::Result<TcpStream>> {
+        self.threads
+            .lock()
+            .unwrap()
+            .push(std::thread::current().name().map(str::to_string));
+        Box::pin(TcpStream::connect(self.echo))
+    }
+    fn finished(&self, _c: &ConnectCheck, _s: http::StatusCode, _a: u64, _b: u64) {}
+}
+
+#[tokio::test]
+async fn accepted_tunnels_are_served_on_the_runtime_the_spawner_names() {
+    // The daemon hands accepted tunnels to its proxy workers: the
+    // connection, its streams and their bytes run on that runtime's thread,
+    // not on the listener's.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let worker = rt.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("test-worker".into())
+        .spawn(move || rt.block_on(async move { drop(stopped.await) }))
+        .unwrap();
+    let ca = Authority::generate(TD).unwrap();
+    let store = CertStore::new(vec![ca.root().clone()]);
+    let server_id = id("ns", "server");
+    store.insert(issue(&ca, &server_id));
+    let resolver = Arc::new(tls::StoreResolver::new(store.clone(), server_id));
+    let cfg = tls::server_config(resolver, store.root_store(), TD).unwrap();
+    let handler = Arc::new(ThreadRecorder {
+        echo: echo_server().await,
+        threads: Mutex::new(Vec::new()),
+    });
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hbone = l.local_addr().unwrap();
+    let spawn: server::Spawn = Arc::new(move |f| drop(worker.spawn(f)));
+    tokio::spawn(server::serve_on(l, cfg, handler.clone(), spawn));
+    let certs = CertStore::new(vec![ca.root().clone()]);
+    certs.insert(issue(&ca, &id("ns", "client")));
+    let out = Outbound::new(certs);
+    let req = OutboundRequest {
+        source: id("ns", "client"),
+        destination: id("ns", "server"),
+        extra_sans: Vec::new(),
+        hbone_addr: hbone,
+        target: SocketAddr::from(([127, 0, 0, 1], handler.echo.port())),
+        forwarded_for: None,
+        service_host: None,
+        source_ip: None,
+    };
+    for msg in [&b"one"[..], b"two"] {
+        let mut s = out.connect(&req).await.unwrap();
+        assert_eq!(roundtrip(&mut s, msg).await, msg.to_ascii_uppercase());
+    }
+    assert_eq!(out.connections(), 1);
+    assert_eq!(
+        *handler.threads.lock().unwrap(),
+        vec![Some("test-worker".to_string()); 2]
+    );
+    let _ = stop.send(());
+    thread.join().unwrap();
+}
+
 #[tokio::test]
 async fn a_different_source_identity_gets_its_own_pooled_connection() {
     let ca = Authority::generate(TD).unwrap();
@@ -225,10 +300,7 @@ async fn try_with(cfg: rustls::ClientConfig, dest: &Dest) -> Result<(), String> 
     send_connect(tx, SocketAddr::from(([127, 0, 0, 1], dest.echo.port()))).await
 }
 
-async fn send_connect(
-    mut tx: hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
-    target: SocketAddr,
-) -> Result<(), String> {
+async fn send_connect(tx: client::Connection, target: SocketAddr) -> Result<(), String> {
     let req = client::connect_request(&OutboundRequest {
         source: id("x", "x"),
         destination: id("x", "x"),
@@ -240,12 +312,10 @@ async fn send_connect(
         source_ip: None,
     });
     tokio::time::timeout(Duration::from_secs(20), async {
-        tx.ready().await.map_err(|e| e.to_string())?;
-        let r = tx.send_request(req).await.map_err(|e| e.to_string())?;
-        if r.status() == 200 {
-            Ok(())
-        } else {
-            Err(format!("status {}", r.status().as_u16()))
+        match tx.open(req).await {
+            Ok(_) => Ok(()),
+            Err(HboneError::Status(s)) => Err(format!("status {}", s.as_u16())),
+            Err(e) => Err(e.to_string()),
         }
     })
     .await
