@@ -14,11 +14,27 @@
 //! Connections to port 15008 go to the daemon's HBONE socket when one is
 //! registered; connections from `127.0.0.6` (the daemon's own deliveries)
 //! are never touched.
+//!
+//! IPv6 (dual-stack pods): [`INPOD_V6`] maps each of a captured pod's IPv6
+//! addresses to its IPv4 key, so a connection to `[pod IPv6]:port` gets
+//! the same [`INPOD_MODES`] answer as one to the IPv4 address, except
+//! that [`inpod_action::PLAINTEXT`] is refused (`SK_DROP`): the policy
+//! listener is IPv4-only, so IPv6 plain text to a policy-covered port
+//! fails closed. Connections from `::6` ([`INBOUND_PASSTHROUGH_SOURCE6`],
+//! the daemon's IPv6 deliveries) and to port 15008 pass untouched; an IPv6
+//! address not in [`INPOD_V6`] passes (not a captured pod's).
 
 /// `(pod IP, port)` → [`inpod_action`] (`u32`).
 pub const INPOD_MODES: &str = "INPOD_MODES";
 /// [`InpodSockKey`] → the daemon's listening socket in the pod's netns.
 pub const INPOD_SOCKETS: &str = "INPOD_SOCKETS";
+
+/// A captured pod's IPv6 address ([`Inpod6Key`]) → its IPv4 key of
+/// [`INPOD_MODES`] (`u32`, network byte order). Not pinned, like the other
+/// in-pod maps: the daemon refills it when it attaches.
+pub const INPOD_V6: &str = "INPOD_V6";
+/// Maximum entries of [`INPOD_V6`] (one or two IPv6 addresses per pod).
+pub const MAX_INPOD_V6: u32 = 16_384;
 
 /// Maximum entries of [`INPOD_MODES`] (pods × ports with a mode of their own).
 pub const MAX_INPOD_MODES: u32 = 65_536;
@@ -29,6 +45,11 @@ pub const MAX_INPOD_SOCKETS: u32 = 16_384;
 /// `u32`: the daemon delivers to pods from this address, and the program
 /// leaves such connections alone (no capture loop).
 pub const INBOUND_PASSTHROUGH_SOURCE: u32 = u32::from_be_bytes([127, 0, 0, 6]).to_be();
+
+/// `::6`, Istio's IPv6 inbound passthrough source, as the four words of
+/// `bpf_sk_lookup.remote_ip6` (see [`crate::ipv6_words`]).
+pub const INBOUND_PASSTHROUGH_SOURCE6: [u32; 4] =
+    crate::ipv6_words([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6]);
 
 /// What `inpod_lookup` does with a new connection.
 pub mod inpod_action {
@@ -71,8 +92,19 @@ pub struct InpodSockKey {
     pub kind: u32,
 }
 
+/// Key of [`INPOD_V6`]: a pod IPv6 address as the four words of
+/// `bpf_sk_lookup.local_ip6` (see [`crate::ipv6_words`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Inpod6Key {
+    /// The address words.
+    pub ip: [u32; 4],
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: plain `repr(C)` integers without padding.
+    unsafe impl aya::Pod for super::Inpod6Key {}
     // SAFETY: plain `repr(C)` integers without padding.
     unsafe impl aya::Pod for super::InpodModeKey {}
     // SAFETY: as above.

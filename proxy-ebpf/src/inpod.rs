@@ -8,7 +8,7 @@ use aya_ebpf::{
     maps::{HashMap, SockHash},
     programs::SkLookupContext,
 };
-use proxy_common::{inpod_action, sock_kind, InpodModeKey, InpodSockKey};
+use proxy_common::{inpod_action, sock_kind, Inpod6Key, InpodModeKey, InpodSockKey};
 
 /// `(pod IP, port)` → action.
 #[map(name = "INPOD_MODES")]
@@ -20,7 +20,13 @@ pub static INPOD_MODES: HashMap<InpodModeKey, u32> =
 pub static INPOD_SOCKETS: SockHash<InpodSockKey> =
     SockHash::with_max_entries(proxy_common::MAX_INPOD_SOCKETS, 0);
 
+/// Pod IPv6 address → the pod's IPv4 key of `INPOD_MODES`.
+#[map(name = "INPOD_V6")]
+pub static INPOD_V6: HashMap<Inpod6Key, u32> =
+    HashMap::with_max_entries(proxy_common::MAX_INPOD_V6, 0);
+
 const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
 const IPPROTO_TCP: u32 = 6;
 
 /// The sk_lookup hook of a meshed pod's network namespace.
@@ -28,7 +34,13 @@ const IPPROTO_TCP: u32 = 6;
 pub fn inpod_lookup(ctx: SkLookupContext) -> u32 {
     // SAFETY: the kernel hands a valid `bpf_sk_lookup` to this hook.
     let l: &bpf_sk_lookup = unsafe { &*ctx.lookup };
-    if l.family != AF_INET || l.protocol != IPPROTO_TCP {
+    if l.protocol != IPPROTO_TCP {
+        return sk_action::SK_PASS;
+    }
+    if l.family == AF_INET6 {
+        return lookup6(l);
+    }
+    if l.family != AF_INET {
         return sk_action::SK_PASS;
     }
     // The daemon's own delivery to the pod: never captured again.
@@ -46,18 +58,7 @@ pub fn inpod_lookup(ctx: SkLookupContext) -> u32 {
         let _ = INPOD_SOCKETS.redirect_sk_lookup(&ctx, key, 0);
         return sk_action::SK_PASS;
     }
-    // SAFETY: plain reads of `Copy` values; the map is not written by the
-    // program.
-    let action = unsafe {
-        match INPOD_MODES.get(&InpodModeKey { ip, port }) {
-            Some(a) => *a,
-            None => match INPOD_MODES.get(&InpodModeKey { ip, port: 0 }) {
-                Some(a) => *a,
-                None => inpod_action::PASS,
-            },
-        }
-    };
-    match action {
+    match action(ip, port) {
         inpod_action::DROP => sk_action::SK_DROP,
         inpod_action::PLAINTEXT => {
             let key = InpodSockKey {
@@ -72,5 +73,65 @@ pub fn inpod_lookup(ctx: SkLookupContext) -> u32 {
             }
         }
         _ => sk_action::SK_PASS,
+    }
+}
+
+/// The `INPOD_MODES` action of (pod IPv4 key, port), the pod's default
+/// (port 0) when the port has none, PASS when the pod has none.
+#[inline(always)]
+fn action(ip: u32, port: u32) -> u32 {
+    // SAFETY: plain reads of `Copy` values; the map is not written by the
+    // program.
+    unsafe {
+        match INPOD_MODES.get(&InpodModeKey { ip, port }) {
+            Some(a) => *a,
+            None => match INPOD_MODES.get(&InpodModeKey { ip, port: 0 }) {
+                Some(a) => *a,
+                None => inpod_action::PASS,
+            },
+        }
+    }
+}
+
+/// IPv6 TCP: the pod's IPv4 answer through `INPOD_V6`, with PLAINTEXT
+/// refused (the policy listener is IPv4-only: fail closed).
+#[inline(always)]
+fn lookup6(l: &bpf_sk_lookup) -> u32 {
+    // Word-sized reads of the context (the verifier allows 4-byte loads).
+    // SAFETY: `l` is the kernel's context; fields are read in place.
+    let (remote, local) = unsafe {
+        (
+            [
+                core::ptr::read_volatile(&raw const l.remote_ip6[0]),
+                core::ptr::read_volatile(&raw const l.remote_ip6[1]),
+                core::ptr::read_volatile(&raw const l.remote_ip6[2]),
+                core::ptr::read_volatile(&raw const l.remote_ip6[3]),
+            ],
+            [
+                core::ptr::read_volatile(&raw const l.local_ip6[0]),
+                core::ptr::read_volatile(&raw const l.local_ip6[1]),
+                core::ptr::read_volatile(&raw const l.local_ip6[2]),
+                core::ptr::read_volatile(&raw const l.local_ip6[3]),
+            ],
+        )
+    };
+    // The daemon's own delivery from `::6`.
+    if remote == proxy_common::INBOUND_PASSTHROUGH_SOURCE6 {
+        return sk_action::SK_PASS;
+    }
+    let port = l.local_port;
+    // The daemon's HBONE listener on `[pod IPv6]:15008` in the pod.
+    if port == proxy_common::ports::HBONE as u32 {
+        return sk_action::SK_PASS;
+    }
+    // SAFETY: plain read of a `Copy` value.
+    let ip = match unsafe { INPOD_V6.get(&Inpod6Key { ip: local }) } {
+        Some(ip) => *ip,
+        None => return sk_action::SK_PASS,
+    };
+    match action(ip, port) {
+        inpod_action::PASS => sk_action::SK_PASS,
+        // DROP (STRICT) and PLAINTEXT (no IPv6 policy listener).
+        _ => sk_action::SK_DROP,
     }
 }

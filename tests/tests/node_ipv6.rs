@@ -436,3 +436,244 @@ fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
         "no frame to the server's IPv6 address"
     );
 }
+
+/// A process in a pod's cgroup, as Kubernetes' pause container: the
+/// daemon finds the pod's network namespace through it. Killed and reaped
+/// on drop.
+struct Pause(Child);
+
+impl Drop for Pause {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Peers (canonical IPs) a test server saw, one per accepted connection.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<std::net::IpAddr>>>;
+
+/// A server on `[::]:port` in `pod` (both families): records the peer,
+/// answers `hello <port> from <peer>` and closes.
+fn hello_server(pod: &Pod, port: u16) -> Seen {
+    let l = pod
+        .run_in(|| TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))))
+        .unwrap()
+        .unwrap();
+    let seen: Seen = Default::default();
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let peer = c.peer_addr().unwrap().ip().to_canonical();
+            s.lock().unwrap().push(peer);
+            let _ = writeln!(c, "hello {port} from {peer}");
+        }
+    });
+    seen
+}
+
+/// An HTTP server on `[::]:8080` in `pod` (both families): records the
+/// peer, answers `ok <path> from <peer>` and closes.
+fn recording_http_server(pod: &Pod) -> Seen {
+    let l = pod
+        .run_in(|| TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 8080))))
+        .unwrap()
+        .unwrap();
+    let seen: Seen = Default::default();
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let peer = c.peer_addr().unwrap().ip().to_canonical();
+            s.lock().unwrap().push(peer);
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let body = format!("ok {path} from {peer}");
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    seen
+}
+
+/// `strait-probe tcp ADDR` from `pod`: the server's first line, or
+/// `error <kind>`.
+fn tcp_from(pod: &Pod, addr: SocketAddr) -> String {
+    let out = pod
+        .command(PROBE)
+        .unwrap()
+        .args(["tcp", &addr.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `curl` from `pod`: (status, body); status 0 when no HTTP answer came.
+fn curl_from(pod: &Pod, url: &str) -> (u16, String) {
+    let out = pod
+        .command("curl")
+        .unwrap()
+        .args(["-gsS", "-m", "10", "-o", "-", "-w", "\n%{http_code}", url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+const STRICT_9090_DISABLE: &str = "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: server, namespace: default}
+spec:
+  selector: {matchLabels: {app: server}}
+  mtls: {mode: STRICT}
+  portLevelMtls:
+    9090: {mode: DISABLE}
+";
+
+const DENY_ADMIN: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: default}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rules:
+  - to: [{operation: {paths: [/admin]}}]
+";
+
+#[test]
+fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() {
+    let name = "inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let mut node = Node::new(&p.cgroup2, "node-inb6", 64).unwrap();
+    node.enable_ipv6().unwrap();
+    node.add_pod(PodSpec::new("server", &[("app", "server")]))
+        .unwrap();
+    node.add_pod(PodSpec::new("client", &[("app", "client")]))
+        .unwrap();
+    let mut outsider = PodSpec::new("outsider", &[("app", "outsider")]);
+    outsider.namespace = "outside".into();
+    node.add_pod(outsider).unwrap();
+    node.set_namespace_labels("outside", &[]);
+    let client = node.pod("default", "client").unwrap().clone();
+    let server = node.pod("default", "server").unwrap().clone();
+    let outsider = node.pod("outside", "outsider").unwrap().clone();
+    let _pause = Pause(server.command("sleep").unwrap().arg("600").spawn().unwrap());
+    let v6 = server.ip6.unwrap();
+    let (h6, h4) = (
+        SocketAddr::from((v6, 8080)),
+        SocketAddr::from((server.ip, 8080)),
+    );
+    let t6 = SocketAddr::from((v6, 9090));
+    let http = recording_http_server(&server);
+    let tcp = hello_server(&server, 9090);
+    let config = node.tmp_dir().join("config");
+    node.write_config(&config).unwrap();
+    write_atomic(&config, "pa.yaml", STRICT_9090_DISABLE);
+    // No CA: the capture is on by default (`strait_run` passes
+    // `--outbound6`, which takes the meshed client's IPv6 connections to
+    // the node proxy).
+    let d = start_with(&node, &config, &[], ADMIN);
+    eventually(
+        "the capture is attached",
+        || {
+            d.log().contains(&format!(
+                "inbound capture attached in the pod's network namespace pod={}",
+                server.ip
+            ))
+        },
+        &d,
+    );
+    // STRICT: a plain-text client outside the mesh gets no byte through,
+    // over IPv6 exactly as over IPv4; the server never accepts.
+    eventually(
+        "STRICT refuses IPv6 plain text",
+        || tcp_from(&outsider, h6) == "error ConnectionRefused",
+        &d,
+    );
+    assert_eq!(tcp_from(&outsider, h4), "error ConnectionRefused");
+    assert_eq!(curl_from(&outsider, &format!("http://{h6}/")).0, 0);
+    assert!(
+        http.lock().unwrap().is_empty(),
+        "the STRICT port's server saw {:?}",
+        http.lock().unwrap()
+    );
+    // portLevelMtls DISABLE: that port takes IPv6 plain text, untouched.
+    assert_eq!(
+        tcp_from(&outsider, t6),
+        format!("hello 9090 from {}", outsider.ip6.unwrap())
+    );
+    assert_eq!(tcp.lock().unwrap().len(), 1);
+
+    // PERMISSIVE with a DENY policy: IPv4 goes through the policy
+    // listener (403 / delivered from 127.0.0.6); IPv6 plain text to the
+    // policy-covered port is refused (no IPv6 policy listener: fail
+    // closed), never delivered unchecked.
+    write_atomic(
+        &config,
+        "pa.yaml",
+        &STRICT_9090_DISABLE.replace("STRICT", "PERMISSIVE"),
+    );
+    write_atomic(&config, "ap.yaml", DENY_ADMIN);
+    eventually(
+        "the DENY policy applies over IPv4",
+        || curl_from(&outsider, &format!("http://{h4}/admin")).0 == 403,
+        &d,
+    );
+    assert_eq!(
+        curl_from(&outsider, &format!("http://{h4}/ok")),
+        (200, "ok /ok from 127.0.0.6".to_string())
+    );
+    assert_eq!(tcp_from(&outsider, h6), "error ConnectionRefused");
+    assert_eq!(curl_from(&outsider, &format!("http://{h6}/admin")).0, 0);
+    assert_eq!(
+        http.lock().unwrap().as_slice(),
+        &[std::net::IpAddr::from([127, 0, 0, 6])],
+        "only the checked IPv4 request reached the server"
+    );
+    // A meshed client on the node dialling the pod's IPv6 address: the
+    // node proxy checks the policy and delivers from `::6` inside the pod,
+    // which the kernel program lets through.
+    assert_eq!(
+        curl_from(&client, &format!("http://{h6}/admin")),
+        (403, "RBAC: access denied".to_string()),
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        curl_from(&client, &format!("http://{h6}/ok")),
+        (200, "ok /ok from ::6".to_string()),
+        "{}",
+        d.log()
+    );
+    assert!(
+        d.log().contains("the policy listener is IPv4-only"),
+        "no warning about refused IPv6 plain text:\n{}",
+        d.log()
+    );
+
+    // PERMISSIVE without policy: IPv6 plain text reaches the pod directly.
+    std::fs::remove_file(config.join("ap.yaml")).unwrap();
+    eventually(
+        "PERMISSIVE without policy serves IPv6",
+        || {
+            curl_from(&outsider, &format!("http://{h6}/p"))
+                == (200, format!("ok /p from {}", outsider.ip6.unwrap()))
+        },
+        &d,
+    );
+}

@@ -13,7 +13,7 @@
 //! detached and their listener closed. Runs on the reload thread, after
 //! every config change and every pods-cgroup rescan.
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -64,6 +64,12 @@ pub(crate) struct Inbound {
     root: PathBuf,
     /// Pods whose namespace was not found yet, logged once each.
     waiting: std::collections::HashSet<Ipv4Addr>,
+    /// IPv6-only meshed pods, logged once each (not captured).
+    v6_only: std::collections::HashSet<Ipv6Addr>,
+    /// Captured pods → their IPv6 addresses (published to local delivery).
+    pods_v6: HashMap<Ipv4Addr, Vec<Ipv6Addr>>,
+    /// Pods whose IPv6 policy-port refusal was logged.
+    v6_refused: std::collections::HashSet<Ipv4Addr>,
 }
 
 impl Inbound {
@@ -76,6 +82,9 @@ impl Inbound {
             snapshot: None,
             root: pods_root.to_path_buf(),
             waiting: Default::default(),
+            v6_only: Default::default(),
+            pods_v6: HashMap::new(),
+            v6_refused: Default::default(),
         })
     }
 
@@ -104,10 +113,11 @@ impl Inbound {
             }
         };
         let want = wanted(enrollment, &found);
+        self.warn_v6_only(enrollment, snap);
         let gone: Vec<Ipv4Addr> = self
             .pods
             .iter()
-            .filter(|(ip, c)| want.get(ip) != Some(&c.cgroup))
+            .filter(|(ip, c)| want.get(ip).map(|w| &w.cgroup) != Some(&c.cgroup))
             .map(|(ip, _)| *ip)
             .collect();
         for ip in gone {
@@ -115,10 +125,13 @@ impl Inbound {
                 c.task.abort();
             }
             local_delivery::remove(IpAddr::V4(ip));
+            for a in self.pods_v6.remove(&ip).unwrap_or_default() {
+                local_delivery::remove(IpAddr::V6(a));
+            }
             self.capture.detach(datapath.ebpf_mut(), ip);
             tracing::info!(pod = %ip, "inbound capture removed");
         }
-        for (ip, cgroup) in &want {
+        for (ip, Want { cgroup, v6 }) in &want {
             let mut new = false;
             if !self.pods.contains_key(ip) {
                 match self.start(datapath, *ip, cgroup, &proxy, &live) {
@@ -141,11 +154,59 @@ impl Inbound {
             }
             let w = snap.inbound.get(&IpAddr::V4(*ip));
             self.capture.set_modes(*ip, w);
+            self.capture.set_v6(*ip, v6);
             if let Some(c) = self.pods.get(ip) {
-                local_delivery::set(IpAddr::V4(*ip), c.netns.clone(), policy_ports(w));
+                let ports = policy_ports(w);
+                // IPv6 plain text to a policy port is refused in the pod
+                // (no IPv6 policy listener): the proxy's own checked
+                // deliveries go from `::6` inside the pod instead.
+                for a in self.pods_v6.remove(ip).unwrap_or_default() {
+                    if !v6.contains(&a) {
+                        local_delivery::remove(IpAddr::V6(a));
+                    }
+                }
+                for a in v6 {
+                    local_delivery::set(IpAddr::V6(*a), c.netns.clone(), ports.clone());
+                }
+                if !v6.is_empty() {
+                    self.pods_v6.insert(*ip, v6.clone());
+                }
+                local_delivery::set(IpAddr::V4(*ip), c.netns.clone(), ports);
+                if w.is_some_and(|w| {
+                    mode_entries(w)
+                        .values()
+                        .any(|a| *a == InboundAction::Plaintext)
+                }) && !v6.is_empty()
+                    && self.v6_refused.insert(*ip)
+                {
+                    tracing::warn!(pod = %ip, ipv6 = ?v6, "plain text to the pod's IPv6 address on ports covered by AuthorizationPolicy/RequestAuthentication is refused (the policy listener is IPv4-only); meshed (HBONE) and IPv4 clients are served");
+                }
             }
             if new {
                 tracing::info!(pod = %ip, "inbound capture attached in the pod's network namespace");
+            }
+        }
+    }
+
+    /// Logs once, as an error, each meshed IPv6-only pod (no IPv4 address)
+    /// whose STRICT mode or policy the capture cannot enforce: it is not
+    /// captured (the capture is keyed by the pod's IPv4 address).
+    fn warn_v6_only(&mut self, enrollment: &Enrollment, snap: &MeshSnapshot) {
+        for p in enrollment.pods.iter().filter(|p| p.meshed()) {
+            let Some(IpAddr::V6(a)) = p.ip else {
+                continue;
+            };
+            if a.to_ipv4_mapped().is_some()
+                || p.ips.iter().any(|i| i.is_ipv4())
+                || !snap
+                    .inbound
+                    .get(&IpAddr::V6(a))
+                    .is_some_and(|w| mode_entries(w).values().any(|x| *x != InboundAction::Pass))
+            {
+                continue;
+            }
+            if self.v6_only.insert(a) {
+                tracing::error!(pod = %format!("{}/{}", p.namespace, p.name), ip = %a, "IPv6-only pod: in-pod inbound capture needs an IPv4 pod address, so PeerAuthentication STRICT and AuthorizationPolicy/RequestAuthentication are NOT enforced for plain-text clients outside the mesh connecting straight to this pod's address");
             }
         }
     }
@@ -218,11 +279,18 @@ fn policy_ports(w: Option<&InboundWorkload>) -> PolicyPorts {
     out
 }
 
-/// Meshed IPv4 pods with a cgroup on this node → their cgroup.
-fn wanted(
-    enrollment: &Enrollment,
-    found: &BTreeMap<PodKey, PathBuf>,
-) -> BTreeMap<Ipv4Addr, PathBuf> {
+/// One meshed pod to capture.
+#[derive(Debug, PartialEq)]
+struct Want {
+    /// Its cgroup on this node.
+    cgroup: PathBuf,
+    /// Its IPv6 `status.podIPs` (dual stack).
+    v6: Vec<Ipv6Addr>,
+}
+
+/// Meshed pods with an IPv4 address and a cgroup on this node → their
+/// cgroup and IPv6 addresses.
+fn wanted(enrollment: &Enrollment, found: &BTreeMap<PodKey, PathBuf>) -> BTreeMap<Ipv4Addr, Want> {
     enrollment
         .pods
         .iter()
@@ -237,7 +305,21 @@ fn wanted(
                 .as_ref()
                 .and_then(|u| found.get(&PodKey::Uid(u.clone())))
                 .or_else(|| found.get(&PodKey::Name(p.namespace.clone(), p.name.clone())))?;
-            Some((ip, cg.clone()))
+            let v6 = p
+                .ips
+                .iter()
+                .filter_map(|a| match a {
+                    IpAddr::V6(a) if a.to_ipv4_mapped().is_none() => Some(*a),
+                    _ => None,
+                })
+                .collect();
+            Some((
+                ip,
+                Want {
+                    cgroup: cg.clone(),
+                    v6,
+                },
+            ))
         })
         .collect()
 }

@@ -6,14 +6,14 @@
 //! does. The links are held by the daemon, not pinned: they detach when it
 //! exits (and when the pod's namespace goes away).
 use std::collections::{BTreeMap, HashMap as StdHashMap};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd};
 
 use anyhow::Context;
 use aya::maps::{HashMap, MapData, SockHash};
 use aya::programs::{sk_lookup::SkLookupLinkId, SkLookup};
 use aya::Ebpf;
-use proxy_common::{inpod_action, InpodModeKey, InpodSockKey};
+use proxy_common::{inpod_action, Inpod6Key, InpodModeKey, InpodSockKey};
 use strait_config::snapshot::{InboundWorkload, MtlsMode};
 
 /// The `sk_lookup` program's name in the eBPF object.
@@ -85,6 +85,9 @@ pub fn mode_entries(w: &InboundWorkload) -> BTreeMap<u16, InboundAction> {
 pub struct InpodCapture {
     modes: HashMap<MapData, InpodModeKey, u32>,
     sockets: SockHash<MapData, InpodSockKey>,
+    v6: HashMap<MapData, Inpod6Key, u32>,
+    /// Pod IPv4 → its IPv6 addresses in `v6`.
+    written6: StdHashMap<Ipv4Addr, Vec<Ipv6Addr>>,
     /// Pod IP → (netns inode, link).
     links: StdHashMap<Ipv4Addr, (u64, SkLookupLinkId)>,
     /// What `modes` holds, per pod.
@@ -108,6 +111,10 @@ impl InpodCapture {
             .take_map(proxy_common::INPOD_SOCKETS)
             .context("map INPOD_SOCKETS missing from the eBPF object")?
             .try_into()?;
+        let v6 = ebpf
+            .take_map(proxy_common::INPOD_V6)
+            .context("map INPOD_V6 missing from the eBPF object")?
+            .try_into()?;
         let prog: &mut SkLookup = ebpf
             .program_mut(INPOD_LOOKUP)
             .context("program inpod_lookup missing from the eBPF object")?
@@ -117,6 +124,8 @@ impl InpodCapture {
         Ok(Self {
             modes,
             sockets,
+            v6,
+            written6: StdHashMap::new(),
             links: StdHashMap::new(),
             written: StdHashMap::new(),
         })
@@ -159,6 +168,7 @@ impl InpodCapture {
             }
         }
         self.set_modes(ip, None);
+        self.set_v6(ip, &[]);
         for kind in [InpodSocket::Plaintext, InpodSocket::Hbone] {
             self.remove_socket(ip, kind);
         }
@@ -194,6 +204,29 @@ impl InpodCapture {
         }
         if !want.is_empty() {
             self.written.insert(ip, want);
+        }
+    }
+
+    /// Makes `v6` the IPv6 addresses of pod `ip` (its other
+    /// `status.podIPs`): connections to them get the pod's modes, with
+    /// the policy listener's ports refused (see `proxy_common::inpod`).
+    pub fn set_v6(&mut self, ip: Ipv4Addr, v6: &[Ipv6Addr]) {
+        let have = self.written6.remove(&ip).unwrap_or_default();
+        for a in have.iter().filter(|a| !v6.contains(a)) {
+            let _ = self.v6.remove(&Inpod6Key {
+                ip: proxy_common::ipv6_words(a.octets()),
+            });
+        }
+        for a in v6.iter().filter(|a| !have.contains(a)) {
+            let key = Inpod6Key {
+                ip: proxy_common::ipv6_words(a.octets()),
+            };
+            if let Err(e) = self.v6.insert(key, ip_key(ip), 0) {
+                tracing::error!(pod = %ip, ipv6 = %a, "writing INPOD_V6: {e}");
+            }
+        }
+        if !v6.is_empty() {
+            self.written6.insert(ip, v6.to_vec());
         }
     }
 
