@@ -236,8 +236,9 @@ pub fn run(suite: Suite, quick: bool) -> anyhow::Result<()> {
         ),
     ];
     let dir = root().join("bench");
-    if suite == Suite::Config || suite == Suite::L4Counters {
-        // Alone: only its own section changes.
+    if suite != Suite::All {
+        // One suite alone (`bench l7`, `bench l4`, ...): only its own
+        // section changes; every other suite's figures stay.
         report::write_sections(&dir, &machine, &header, &sections)?;
     } else {
         report::write(&dir, &machine, &header, &sections)?;
