@@ -22,39 +22,6 @@ const ECHO_V4: &str = "10.96.200.10";
 const ECHO_V6: &str = "fd00:96::10";
 const ECHO_B_V6: &str = "fd00:96::11";
 
-/// An HTTP server on `[::]:8080` in the pod (IPv4 and IPv6): answers
-/// `<name> <path> from <peer ip>`.
-fn http_server(pod: &Pod, name: &'static str) {
-    let l = pod
-        // `[::]` takes IPv4 too (a new namespace's `bindv6only` is 0).
-        .run_in(|| TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 8080))))
-        .unwrap()
-        .unwrap();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            let peer = c.peer_addr().unwrap().ip().to_canonical();
-            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut r = BufReader::new(c.try_clone().unwrap());
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-            let body = format!("{name} {path} from {peer}");
-            let _ = write!(
-                c,
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-}
-
 /// `curl` from the client pod: (status, body); status 0 when no HTTP
 /// answer came.
 fn curl(node: &Node, url: &str, headers: &[&str]) -> (u16, String) {
@@ -174,8 +141,8 @@ fn ipv6_clusterips_get_l7_routing_and_policy_through_the_proxy() {
         &[("app", "outsider"), ("istio.io/dataplane-mode", "none")],
     ))
     .unwrap();
-    http_server(node.pod("default", "echo-a").unwrap(), "echo-a");
-    http_server(node.pod("default", "echo-b").unwrap(), "echo-b");
+    let _ = http_server(node.pod("default", "echo-a").unwrap(), "echo-a");
+    let _ = http_server(node.pod("default", "echo-b").unwrap(), "echo-b");
     let client6 = node.pod("default", "client").unwrap().ip6.unwrap();
     let client4 = node.pod("default", "client").unwrap().ip;
     let config = node.tmp_dir().join("config");
@@ -472,9 +439,10 @@ fn hello_server(pod: &Pod, port: u16) -> Seen {
     seen
 }
 
-/// An HTTP server on `[::]:8080` in `pod` (both families): records the
-/// peer, answers `ok <path> from <peer>` and closes.
-fn recording_http_server(pod: &Pod) -> Seen {
+/// An HTTP server on `[::]:8080` in `pod` (both families: a new
+/// namespace's `bindv6only` is 0): records each peer, answers
+/// `<name> <path> from <peer ip>` and closes.
+fn http_server(pod: &Pod, name: &'static str) -> Seen {
     let l = pod
         .run_in(|| TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 8080))))
         .unwrap()
@@ -497,7 +465,7 @@ fn recording_http_server(pod: &Pod) -> Seen {
                 }
             }
             let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-            let body = format!("ok {path} from {peer}");
+            let body = format!("{name} {path} from {peer}");
             let _ = write!(
                 c,
                 "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -579,7 +547,7 @@ fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() 
         SocketAddr::from((server.ip, 8080)),
     );
     let t6 = SocketAddr::from((v6, 9090));
-    let http = recording_http_server(&server);
+    let http = http_server(&server, "ok");
     let tcp = hello_server(&server, 9090);
     let config = node.tmp_dir().join("config");
     node.write_config(&config).unwrap();
