@@ -305,7 +305,7 @@ async fn tcp<S: InboundIo>(
     rec.upstream_local_address = upstream.local_addr().ok();
     shared.sink.opened(&rec);
     rec.opened_counted = true;
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    match crate::transport::copy::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((up, down)) => {
             rec.bytes_received = up;
             rec.bytes_sent = down;

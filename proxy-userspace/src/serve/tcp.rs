@@ -205,7 +205,7 @@ pub async fn proxy(
         // workload identities (the ones the tunnel presented and checked).
         rec.peer = t.peer_info();
     }
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    match crate::transport::copy::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((up, down)) => {
             rec.bytes_received = up;
             rec.bytes_sent = down;
@@ -244,7 +244,7 @@ async fn originated(
         cluster.record(ep, super::cluster::outlier::TryResult::Status(200));
     }
     rec.upstream_local_address = upstream.get_ref().0.local_addr().ok();
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    match crate::transport::copy::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((up, down)) => {
             rec.bytes_received = up;
             rec.bytes_sent = down;

@@ -3,6 +3,7 @@
 //! (`sniff`) and the TLS ClientHello's SNI (`tls`). HBONE and in-pod
 //! sockets (`hbone/`, `inpod.rs`) and TLS origination (`origination.rs`)
 //! belong here too. Imports `runtime` and below only (ARCHITECTURE.md).
+pub mod copy;
 pub mod hbone;
 pub mod inpod;
 pub mod local_delivery;

@@ -244,14 +244,22 @@ fn test_ca() -> std::path::PathBuf {
 pub fn run(quick: bool) -> anyhow::Result<()> {
     super::install::ensure(true)?;
     build_ebpf::run(true)?;
-    step("release build of strait, bench-mesh and bench-backend");
+    // The daemon is measured as shipped (the `dist` profile: its size is
+    // most of the RSS); the harness and the backend as `release`.
+    step("dist build of strait (as shipped)");
     sh(Command::new("cargo").current_dir(root()).args([
         "build",
-        "--release",
+        "--profile",
+        "dist",
         "-p",
         "strait",
         "--bin",
         "strait",
+    ]))?;
+    step("release build of bench-mesh and bench-backend");
+    sh(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
         "-p",
         "strait-tests",
         "--bin",
@@ -259,9 +267,9 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         "--bin",
         "bench-backend",
     ]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root().join("target"), std::path::PathBuf::from)
-        .join("release");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root().join("target"), std::path::PathBuf::from);
+    let target = target_dir.join("release");
     let (secs, rounds) = if quick { (2, 3) } else { (10, 5) };
     let ztunnel = std::env::var_os("ZTUNNEL_BIN");
     let load_before = super::loadavg();
@@ -276,7 +284,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     ));
     let mut cmd = Command::new(target.join("bench-mesh"));
     cmd.arg("--strait")
-        .arg(target.join("strait"))
+        .arg(target_dir.join("dist").join("strait"))
         .arg("--backend")
         .arg(target.join("bench-backend"))
         .arg("--ca")
@@ -308,7 +316,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
          Two simulated nodes (network namespaces joined by a veth link), a client pod on node A running oha 1.16 (HTTP/1.1, one worker thread), \
          a server pod on node B running bench-backend (hyper, 20-byte body). Pinned: oha on CPU 0; both proxies and the backends on CPU 1 \
          (`strait run` then starts one proxy worker; ztunnel `ZTUNNEL_WORKER_THREADS=1`). Rows: direct is plain text between two pods outside the mesh; \
-         Strait rows are `strait run` (release build, `--no-access-log`, each node's embedded CA on ztunnel's test root) on both nodes, \
+         Strait rows are `strait run` (the `dist` build that ships, `--no-access-log`, each node's embedded CA on ztunnel's test root) on both nodes, \
          L4 through a Service with a TCP port (no HTTP parsing), L7 through a Service with an HTTP port and a VirtualService (node A routes every request); \
          ztunnel rows are two ztunnels (dedicated mode in the client and server pods, `FAKE_CA`, local workload file, iptables REDIRECT of the client's \
          connections, warn-level logs). Each tunnelled row is checked to hold an HBONE connection (port 15008) in the server pod before it is measured. \

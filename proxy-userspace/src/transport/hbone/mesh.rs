@@ -259,7 +259,7 @@ impl MeshOutbound {
         let _ = near.set_nodelay(true);
         let _ = far.set_nodelay(true);
         tokio::spawn(async move {
-            let _ = tokio::io::copy_bidirectional(&mut far, &mut tunnel).await;
+            let _ = crate::transport::copy::copy_bidirectional(&mut far, &mut tunnel).await;
         });
         Ok(near)
     }

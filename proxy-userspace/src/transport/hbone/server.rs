@@ -317,7 +317,7 @@ async fn handle(
     handler.opened(&check);
     let _ = upstream.set_nodelay(true);
     let mut tunnel = H2Stream::new(send, req.into_body());
-    let r = tokio::io::copy_bidirectional(&mut tunnel, &mut upstream).await;
+    let r = crate::transport::copy::copy_bidirectional(&mut tunnel, &mut upstream).await;
     let _ = tunnel.shutdown().await;
     let (sent, received) = r.unwrap_or((0, 0));
     handler.finished(&check, StatusCode::OK, sent, received);
