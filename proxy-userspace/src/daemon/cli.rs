@@ -69,6 +69,14 @@ pub struct RunCmd {
     /// policies).
     #[arg(long)]
     pub no_inbound_capture: bool,
+    /// Do not exempt kubelet probes: by default the in-pod capture lets
+    /// plain text from the node's own address (its source towards the
+    /// pod) to a port a container's liveness/readiness/startup probe names
+    /// through to the pod even when the port is STRICT or policy-covered
+    /// (as Istio ambient exempts probes). With this flag such probes are
+    /// captured like any other client.
+    #[arg(long)]
+    pub no_probe_exemption: bool,
     /// Attach the XDP program to this node uplink: external VIPs are
     /// balanced over their nodes (IPIP, direct return) and denied source
     /// prefixes dropped at the driver.
@@ -313,6 +321,7 @@ impl RunCmd {
             drain: Duration::from_millis(self.drain_ms),
             access_log: !self.no_access_log,
             inbound_capture: !self.no_inbound_capture,
+            probe_exemption: !self.no_probe_exemption,
             xdp_uplink: self.xdp_uplink,
             xdp_source: self.xdp_source,
             xdp_gateway_mac: self.xdp_gateway_mac,
