@@ -896,6 +896,12 @@ fn kubelet_probes_from_the_node_pass_a_strict_pod_and_other_plain_text_does_not(
         (code.trim().parse::<u16>().unwrap_or(0), body.to_string())
     };
     let (gw4, gw6) = (node.gateway(), node.gateway6());
+    // `--outbound6 auto` (the DaemonSet's) finds the node's IPv6 address
+    // beside its IPv4 one.
+    assert_eq!(
+        node.run_in(|| strait::daemon::cli::node_ipv6(gw4)).unwrap(),
+        Some(gw6)
+    );
     let d = start_with(&node, &config, &[], ADMIN);
     eventually(
         "STRICT refuses the outsider",

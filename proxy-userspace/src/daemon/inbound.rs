@@ -477,3 +477,64 @@ fn wanted(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enrollment(pods: &[(&str, &[&str])]) -> Enrollment {
+        let mut y = String::from(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}\n",
+        );
+        for (name, ips) in pods {
+            let list: Vec<String> = ips.iter().map(|i| format!("{{ip: \"{i}\"}}")).collect();
+            y += &format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  containers:\n  - name: app\n    image: app\n    readinessProbe: {{tcpSocket: {{port: 8080}}}}\nstatus: {{podIP: \"{}\", podIPs: [{}]}}\n",
+                ips[0],
+                list.join(", ")
+            );
+        }
+        let l = strait_config::load::load_str(&y, "t.yaml");
+        Enrollment::from_resources(&l.resources)
+    }
+
+    fn found(names: &[&str]) -> BTreeMap<PodKey, PathBuf> {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    PodKey::Name("shop".into(), n.to_string()),
+                    PathBuf::from(format!("/cg/{n}")),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ipv6_only_pods_get_stable_synthetic_keys_and_dual_stack_pods_their_ipv4() {
+        let e = enrollment(&[
+            ("dual", &["10.0.0.1", "fd00::1"]),
+            ("six", &["fd00::2"]),
+            ("seven", &["fd00::3"]),
+        ]);
+        let mut keys = HashMap::new();
+        let w = wanted(&e, &found(&["dual", "six", "seven"]), &mut keys);
+        let dual = &w[&Ipv4Addr::new(10, 0, 0, 1)];
+        assert_eq!(dual.v6, vec!["fd00::1".parse::<Ipv6Addr>().unwrap()]);
+        assert_eq!(dual.probe_ports, vec![8080]);
+        let six = keys[&"fd00::2".parse::<Ipv6Addr>().unwrap()];
+        let seven = keys[&"fd00::3".parse::<Ipv6Addr>().unwrap()];
+        assert_ne!(six, seven);
+        for k in [six, seven] {
+            assert!(k.is_multicast(), "{k}: not a key a TCP connection can have");
+            assert_eq!(w[&k].v4, None);
+        }
+        assert_eq!(w[&six].primary(), "fd00::2".parse::<IpAddr>().unwrap());
+        // The same pods keep their keys; a pod that leaves frees its key,
+        // and the next IPv6-only pod may take it.
+        let w = wanted(&e, &found(&["dual", "seven"]), &mut keys);
+        assert_eq!(w.len(), 2);
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[&"fd00::3".parse::<Ipv6Addr>().unwrap()], seven);
+    }
+}
