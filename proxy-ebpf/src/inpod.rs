@@ -3,7 +3,7 @@
 //! `proxy_common::inpod` for the maps and actions). It runs once per new
 //! TCP connection (the SYN's listener lookup), never per packet.
 use aya_ebpf::{
-    bindings::{sk_action, bpf_sk_lookup},
+    bindings::{bpf_sk_lookup, sk_action},
     macros::{map, sk_lookup},
     maps::{HashMap, SockHash},
     programs::SkLookupContext,

@@ -781,8 +781,9 @@ fn inpod_capture_covers_an_ipv6_only_pod() {
     eventually(
         "the HBONE listener on the pod's IPv6 address",
         || {
-            d.log()
-                .contains(&format!("HBONE listener open pod=default/server addr=[{v6}]:15008"))
+            d.log().contains(&format!(
+                "HBONE listener open pod=default/server addr=[{v6}]:15008"
+            ))
         },
         &d,
     );
@@ -814,7 +815,9 @@ fn inpod_capture_covers_an_ipv6_only_pod() {
     );
     assert_eq!(
         http.lock().unwrap().as_slice(),
-        &[std::net::IpAddr::from(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6))]
+        &[std::net::IpAddr::from(Ipv6Addr::new(
+            0, 0, 0, 0, 0, 0, 0, 6
+        ))]
     );
 }
 
@@ -928,7 +931,11 @@ fn kubelet_probes_from_the_node_pass_a_strict_pod_and_other_plain_text_does_not(
     // PERMISSIVE with an ALLOW naming nobody: the probe port is still
     // delivered untouched, the other port goes through the policy
     // listener and is denied.
-    write_atomic(&config, "pa.yaml", &STRICT_SERVER.replace("STRICT", "PERMISSIVE"));
+    write_atomic(
+        &config,
+        "pa.yaml",
+        &STRICT_SERVER.replace("STRICT", "PERMISSIVE"),
+    );
     write_atomic(&config, "ap.yaml", ALLOW_NOBODY);
     eventually(
         "the ALLOW denies the outsider",

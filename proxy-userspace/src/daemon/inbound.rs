@@ -27,11 +27,11 @@ use strait_config::MeshSnapshot;
 
 use super::pods::{self, PodKey};
 use crate::datapath::inpod::{mode_entries, InboundAction, InpodCapture, InpodSocket};
-use proxy_common::InpodProbe;
 use crate::datapath::Datapath;
 use crate::serve::Proxy;
 use crate::transport::inpod::{self, find_netns, listen_in_pod, InPodNetns};
 use crate::transport::local_delivery::{self, PolicyPorts};
+use proxy_common::InpodProbe;
 
 /// What the daemon logs (at start and after each reload that leaves
 /// policy-protected workloads) when the capture is turned off.
@@ -460,8 +460,7 @@ fn wanted(
         let key = match v6_keys.get(&first) {
             Some(k) => *k,
             None => {
-                let used: std::collections::HashSet<Ipv4Addr> =
-                    v6_keys.values().copied().collect();
+                let used: std::collections::HashSet<Ipv4Addr> = v6_keys.values().copied().collect();
                 let base = u32::from(Ipv4Addr::from(proxy_common::V6_ONLY_KEY_BASE));
                 let Some(k) = (1..0x0fff_ffffu32)
                     .map(|n| Ipv4Addr::from(base + n))
