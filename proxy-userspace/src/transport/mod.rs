@@ -1,6 +1,7 @@
 //! How the proxy reaches and recognises peers below HTTP: the original
 //! destination of a redirected connection (`orig_dst`), protocol sniffing
-//! (`sniff`) and the TLS ClientHello's SNI (`tls`). HBONE and in-pod
+//! (`sniff`), the TLS ClientHello's SNI (`tls`) and the bidirectional byte
+//! copy of proxied streams (`copy`). HBONE and in-pod
 //! sockets (`hbone/`, `inpod.rs`) and TLS origination (`origination.rs`)
 //! belong here too. Imports `runtime` and below only (ARCHITECTURE.md).
 pub mod copy;
