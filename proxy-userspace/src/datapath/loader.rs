@@ -279,8 +279,11 @@ impl Datapath {
         let mut deny = DenyTries::take(&mut ebpf)?;
         deny.recover()
             .context("reading the pinned XDP deny tries")?;
-        let external_vips =
+        let mut external_vips =
             xlb::ExternalVips::recover(&ebpf).context("reading the pinned XDP balancer tables")?;
+        external_vips
+            .adopt_v1(&mut ebpf, pin_dir)
+            .context("copying an earlier build's pinned XDP VIP map")?;
         let mut dp = Self {
             ebpf,
             maps,

@@ -33,6 +33,7 @@ mod tables;
 mod uplink;
 mod xdp;
 mod xlb;
+mod xlb_table;
 
 pub use bpffs::{ensure_mounted as ensure_bpffs, is_bpffs, DEFAULT_BPFFS};
 pub use deny_rules::kernel_deny_rules;

@@ -19,10 +19,12 @@ use aya::{
     Ebpf,
 };
 use proxy_common::{
-    ipv4_to_be, port_to_be, proto, MaglevTable, XlbConfig, XlbReal, XlbStats, XlbVip, XlbVipKey,
-    MAGLEV_TABLE_SIZE, MAX_XLB_REALS, MAX_XLB_VIPS, XLB_ADDRESS_ONLY,
+    ipv4_to_be, port_to_be, proto, MaglevTable, XlbConfig, XlbReal, XlbStats, XlbVip, XlbVipBucket,
+    XlbVipKey, MAGLEV_TABLE_SIZE, MAX_XLB_REALS, MAX_XLB_VIPS, XLB_ADDRESS_ONLY,
 };
 use strait_config::snapshot::L4Protocol;
+
+use super::xlb_table::VipTable;
 
 /// One external VIP (a Service's `externalIPs` entry or
 /// `status.loadBalancer.ingress` address) on one port: where its packets go.
@@ -110,12 +112,16 @@ pub struct ExternalVips {
     free_reals: Vec<u32>,
     next_real: u32,
     rings: HashMap<XlbVipKey, u32>,
+    /// The next ring id never used (ids start at 1: 0 is never a ring, see
+    /// [`proxy_common::XlbVipSlot`]).
     next_ring: u32,
     free_rings: Vec<u32>,
     markers: HashSet<u32>,
     /// Healthy reals each ring was last built from: an unchanged VIP's
     /// ring is not rebuilt (a reload costs only the VIPs it changes).
     built: HashMap<XlbVipKey, Vec<(Ipv4Addr, u32)>>,
+    /// The VIP table as written.
+    table: VipTable,
 }
 
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
@@ -213,6 +219,8 @@ impl ExternalVips {
                 .with_context(|| format!("map {name} missing from the eBPF object"))
         };
         let mut out = Self::new();
+        let table: Array<_, XlbVipBucket> = Array::try_from(map(proxy_common::XLB_VIPS)?)?;
+        out.table = VipTable::read(&table)?;
         let reals: Array<_, XlbReal> = Array::try_from(map(proxy_common::XLB_REALS)?)?;
         let mut used = Vec::new();
         for (i, r) in reals.iter().enumerate() {
@@ -225,13 +233,10 @@ impl ExternalVips {
         }
         out.next_real = used.iter().max().map_or(0, |m| m + 1);
         out.free_reals = (0..out.next_real).filter(|i| !used.contains(i)).collect();
-        let vips: BpfHashMap<_, XlbVipKey, XlbVip> =
-            BpfHashMap::try_from(map(proxy_common::XLB_VIPS)?)?;
-        for item in vips.iter() {
-            let (k, v) = item.context("reading XLB_VIPS")?;
+        for (k, v) in out.table.entries() {
             if v.ring == XLB_ADDRESS_ONLY {
                 out.markers.insert(k.vip);
-            } else {
+            } else if v.ring != 0 {
                 out.rings.insert(k, v.ring);
             }
         }
@@ -246,13 +251,72 @@ impl ExternalVips {
             .iter()
             .chain(stored.iter())
             .max()
-            .map_or(0, |m| m + 1);
+            .map_or(1, |m| m + 1);
         // Ids no VIP uses are free (a ring left without its VIP is removed
-        // at the next apply).
+        // at the next apply); 0 included, so a ring 0 an earlier build left
+        // is removed, never reused.
         out.free_rings = (0..out.next_ring)
             .filter(|r| !referenced.contains(r))
             .collect();
         Ok(out)
+    }
+
+    /// Copies the VIPs of the hash map earlier builds pinned as
+    /// [`proxy_common::XLB_VIPS_V1`] under `pin_dir` (if any) into the VIP
+    /// table, so this build's program balances them from its first packet,
+    /// then unpins that map (a program still attached keeps it until it is
+    /// replaced). A VIP on ring 0 gets a new ring id (0 is never used now;
+    /// the ring is rebuilt at the next [`ExternalVips::apply`] anyway).
+    /// Returns how many entries were copied.
+    ///
+    /// Errors: the old map cannot be read or the table written; the old pin
+    /// is then left in place.
+    pub fn adopt_v1(
+        &mut self,
+        ebpf: &mut Ebpf,
+        pin_dir: &std::path::Path,
+    ) -> anyhow::Result<usize> {
+        let path = pin_dir.join(proxy_common::XLB_VIPS_V1);
+        if !path.exists() {
+            return Ok(0);
+        }
+        let data = aya::maps::MapData::from_pin(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let old: BpfHashMap<_, XlbVipKey, XlbVip> =
+            BpfHashMap::try_from(aya::maps::Map::HashMap(data))
+                .with_context(|| format!("reading {}", path.display()))?;
+        let entries: Vec<(XlbVipKey, XlbVip)> = old
+            .iter()
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("reading {}", path.display()))?;
+        for (key, mut v) in entries.iter().copied() {
+            if v.ring == XLB_ADDRESS_ONLY {
+                self.markers.insert(key.vip);
+            } else {
+                if v.ring == 0 || self.rings.values().any(|r| *r == v.ring) {
+                    // A new id with a copy of the ring, so new flows keep
+                    // being balanced; the old id is freed (and its ring
+                    // removed) at the next apply.
+                    let id = self.next_ring.max(1);
+                    self.next_ring = id + 1;
+                    let mut rings: BpfHashMap<_, u32, MaglevTable> =
+                        BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS)?)?;
+                    if let Ok(ring) = rings.get(&v.ring, 0) {
+                        rings.insert(id, ring, 0).context("XLB_RINGS is full")?;
+                    }
+                    v.ring = id;
+                } else {
+                    self.free_rings.retain(|r| *r != v.ring);
+                    self.next_ring = self.next_ring.max(v.ring + 1);
+                }
+                self.rings.insert(XlbVipKey { pad: 0, ..key }, v.ring);
+            }
+            let mut table: Array<_, XlbVipBucket> =
+                Array::try_from(map_mut(ebpf, proxy_common::XLB_VIPS)?)?;
+            self.table.set(&mut table, &key, v)?;
+        }
+        std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+        Ok(entries.len())
     }
 
     /// Makes the kernel tables hold exactly `vips`: reals indexed, each
@@ -330,10 +394,14 @@ impl ExternalVips {
                 let ring = match self.rings.get(key) {
                     Some(r) => *r,
                     None => {
-                        let r = self.free_rings.pop().unwrap_or_else(|| {
-                            self.next_ring += 1;
-                            self.next_ring - 1
-                        });
+                        let r = self
+                            .free_rings
+                            .pop()
+                            .filter(|r| *r != 0)
+                            .unwrap_or_else(|| {
+                                self.next_ring = self.next_ring.max(1) + 1;
+                                self.next_ring - 1
+                            });
                         self.rings.insert(*key, r);
                         r
                     }
@@ -377,30 +445,15 @@ impl ExternalVips {
             }
         }
         {
-            let mut map: BpfHashMap<_, XlbVipKey, XlbVip> =
-                BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_VIPS)?)?;
-            for key in want.keys() {
-                let ring = self.rings[key];
-                map.insert(key, XlbVip { ring, flags: 0 }, 0)
-                    .context("XLB_VIPS is full")?;
-            }
-            for a in &addrs {
-                let marker = XlbVipKey {
-                    vip: *a,
-                    port: 0,
-                    proto: 0,
-                    pad: 0,
-                };
-                map.insert(
-                    marker,
-                    XlbVip {
-                        ring: XLB_ADDRESS_ONLY,
-                        flags: 0,
-                    },
-                    0,
-                )
-                .context("XLB_VIPS is full")?;
-            }
+            let mut map: Array<_, XlbVipBucket> =
+                Array::try_from(map_mut(ebpf, proxy_common::XLB_VIPS)?)?;
+            let marker = |vip: u32| XlbVipKey {
+                vip,
+                port: 0,
+                proto: 0,
+                pad: 0,
+            };
+            // Gone entries first: their slots are free for the new ones.
             let gone: Vec<XlbVipKey> = self
                 .rings
                 .keys()
@@ -408,19 +461,28 @@ impl ExternalVips {
                 .copied()
                 .collect();
             for k in gone {
-                let _ = map.remove(&k);
+                self.table.remove(&mut map, &k)?;
                 self.built.remove(&k);
                 if let Some(r) = self.rings.remove(&k) {
                     self.free_rings.push(r);
                 }
             }
             for a in self.markers.difference(&addrs) {
-                let _ = map.remove(&XlbVipKey {
-                    vip: *a,
-                    port: 0,
-                    proto: 0,
-                    pad: 0,
-                });
+                self.table.remove(&mut map, &marker(*a))?;
+            }
+            for key in want.keys() {
+                let ring = self.rings[key];
+                self.table.set(&mut map, key, XlbVip { ring, flags: 0 })?;
+            }
+            for a in &addrs {
+                self.table.set(
+                    &mut map,
+                    &marker(*a),
+                    XlbVip {
+                        ring: XLB_ADDRESS_ONLY,
+                        flags: 0,
+                    },
+                )?;
             }
             self.markers = addrs;
         }
@@ -431,6 +493,7 @@ impl ExternalVips {
             for r in &self.free_rings {
                 let _ = rings.remove(r);
             }
+            self.free_rings.retain(|r| *r != 0);
             let mut reals: Array<_, XlbReal> =
                 Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS)?)?;
             let gone: Vec<Ipv4Addr> = self
