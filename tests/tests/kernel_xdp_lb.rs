@@ -752,7 +752,12 @@ fn xdp_lb_finds_every_vip_of_a_full_table_and_forgets_removed_ones() {
     };
     for i in 0..512 {
         let (v, out) = run(prog(&ebpf), &to(i, 80));
-        assert_eq!((v, real_of(&out)), (XDP_TX, real), "VIP {} not found", addr(i));
+        assert_eq!(
+            (v, real_of(&out)),
+            (XDP_TX, real),
+            "VIP {} not found",
+            addr(i)
+        );
         assert_eq!(run(prog(&ebpf), &to(i, 81)).0, XDP_PASS, "{}:81", addr(i));
     }
     // Every other one removed: those pass, the rest are still balanced.

@@ -394,14 +394,16 @@ impl ExternalVips {
                 let ring = match self.rings.get(key) {
                     Some(r) => *r,
                     None => {
-                        let r = self
-                            .free_rings
-                            .pop()
-                            .filter(|r| *r != 0)
-                            .unwrap_or_else(|| {
+                        // Never id 0 (an earlier build's ring 0 stays
+                        // listed as free until it is removed below).
+                        let reuse = self.free_rings.iter().rposition(|r| *r != 0);
+                        let r = match reuse {
+                            Some(i) => self.free_rings.remove(i),
+                            None => {
                                 self.next_ring = self.next_ring.max(1) + 1;
                                 self.next_ring - 1
-                            });
+                            }
+                        };
                         self.rings.insert(*key, r);
                         r
                     }
