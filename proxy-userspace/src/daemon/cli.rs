@@ -78,6 +78,11 @@ pub struct RunCmd {
     /// IPv4 address).
     #[arg(long, value_name = "IP", requires = "xdp_uplink")]
     pub xdp_source: Option<std::net::Ipv4Addr>,
+    /// Outer source address of ip6ip6-tunnelled packets to IPv6 VIPs
+    /// (default: the uplink's first global IPv6 address; none: IPv6 VIPs
+    /// are not balanced, with a warning).
+    #[arg(long, value_name = "IPV6", requires = "xdp_uplink")]
+    pub xdp_source6: Option<std::net::Ipv6Addr>,
     /// MAC of the uplink's gateway for tunnelled packets (default: the
     /// neighbour entry of the uplink's default gateway).
     #[arg(long, value_name = "MAC", requires = "xdp_uplink", value_parser = crate::datapath::parse_mac)]
@@ -315,6 +320,7 @@ impl RunCmd {
             inbound_capture: !self.no_inbound_capture,
             xdp_uplink: self.xdp_uplink,
             xdp_source: self.xdp_source,
+            xdp_source6: self.xdp_source6,
             xdp_gateway_mac: self.xdp_gateway_mac,
             reset_maps: self.reset_maps,
             identity: self.identity.into_args(),
