@@ -6,6 +6,7 @@
 //! client's packet, extension headers, fragments, ICMPv6 packet too big,
 //! malformed and truncated frames, and random mutations that must never
 //! pass a VIP packet unbalanced.
+use std::collections::BTreeSet;
 use std::net::Ipv6Addr;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
@@ -259,10 +260,7 @@ fn xdp_lb6_decapsulates_ip6ip6_to_a_vip_back_to_the_clients_packet() {
 
     // ip6ip6 to an address that is not a VIP, an IPv4 packet inside, or
     // truncated inside the inner header: untouched.
-    let other = encapsulated(
-        &frame(CLIENT, node(9), 6, &tcp(1, 80, 0x10, b"")),
-        node(2),
-    );
+    let other = encapsulated(&frame(CLIENT, node(9), 6, &tcp(1, 80, 0x10, b"")), node(2));
     assert_eq!(run(p, &other), (XDP_PASS, other.clone()));
     let mut v4_inside = tunnelled.clone();
     v4_inside[54] = 0x45;
@@ -283,9 +281,9 @@ fn xdp_lb6_decapsulates_ip6ip6_to_a_vip_back_to_the_clients_packet() {
 
 #[test]
 fn xdp_lb6_drops_extension_headers_fragments_and_malformed_vip_packets() {
-    let Some(_p) = privileged::require(
-        "xdp_lb6_drops_extension_headers_fragments_and_malformed_vip_packets",
-    ) else {
+    let Some(_p) =
+        privileged::require("xdp_lb6_drops_extension_headers_fragments_and_malformed_vip_packets")
+    else {
         return;
     };
     let mut ebpf = setup();
@@ -360,11 +358,16 @@ fn xdp_lb6_drops_extension_headers_fragments_and_malformed_vip_packets() {
 
 /// An ICMPv6 message to the VIP: type, code, checksum 0, then `body`.
 fn icmp6(ty: u8, code: u8, body: &[u8]) -> Vec<u8> {
-    let mut f = frame([0x20, 1, 0xd, 0xb8, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], VIP, 58, &{
-        let mut m = vec![ty, code, 0, 0];
-        m.extend_from_slice(body);
-        m
-    });
+    let mut f = frame(
+        [0x20, 1, 0xd, 0xb8, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        VIP,
+        58,
+        &{
+            let mut m = vec![ty, code, 0, 0];
+            m.extend_from_slice(body);
+            m
+        },
+    );
     f.shrink_to_fit();
     f
 }
@@ -451,7 +454,10 @@ fn xdp_lb6_spreads_flows_and_keeps_them_when_reals_change() {
     const FLOWS: u16 = 300;
     let mut first = Vec::new();
     for i in 0..FLOWS {
-        let (v, out) = run(prog(&ebpf), &tcp_frame(client(i % 200), 30000 + i, 80, 0x02));
+        let (v, out) = run(
+            prog(&ebpf),
+            &tcp_frame(client(i % 200), 30000 + i, 80, 0x02),
+        );
         assert_eq!(v, XDP_TX);
         first.push(real_of(&out));
     }
@@ -467,21 +473,39 @@ fn xdp_lb6_spreads_flows_and_keeps_them_when_reals_change() {
     vips.apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &four)])
         .unwrap();
     for i in 0..FLOWS {
-        let out = run(prog(&ebpf), &tcp_frame(client(i % 200), 30000 + i, 80, 0x10)).1;
+        let out = run(
+            prog(&ebpf),
+            &tcp_frame(client(i % 200), 30000 + i, 80, 0x10),
+        )
+        .1;
         assert_eq!(real_of(&out), first[i as usize], "flow {i} moved");
     }
     let newcomer = (0..FLOWS)
-        .map(|i| real_of(&run(prog(&ebpf), &tcp_frame(client(i % 200), 50000 + i, 80, 0x02)).1))
+        .map(|i| {
+            real_of(
+                &run(
+                    prog(&ebpf),
+                    &tcp_frame(client(i % 200), 50000 + i, 80, 0x02),
+                )
+                .1,
+            )
+        })
         .filter(|r| *r == node(5))
         .count();
-    assert!(newcomer > FLOWS as usize / 8, "{newcomer} new flows on the new real");
+    assert!(
+        newcomer > FLOWS as usize / 8,
+        "{newcomer} new flows on the new real"
+    );
 
     // A real leaves: its flows move to the others, the rest stay.
     let rest: Vec<_> = four.iter().filter(|r| r.0 != node(2)).copied().collect();
     vips.apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &rest)])
         .unwrap();
     for i in 0..FLOWS {
-        let (v, out) = run(prog(&ebpf), &tcp_frame(client(i % 200), 30000 + i, 80, 0x10));
+        let (v, out) = run(
+            prog(&ebpf),
+            &tcp_frame(client(i % 200), 30000 + i, 80, 0x10),
+        );
         assert_eq!(v, XDP_TX);
         if first[i as usize] == node(2) {
             assert_ne!(real_of(&out), node(2), "flow {i} still on the removed real");
@@ -499,7 +523,11 @@ fn xdp_lb6_spreads_flows_and_keeps_them_when_reals_change() {
     let moved: Vec<u16> = (0..FLOWS)
         .filter(|i| first[*i as usize] != node(2))
         .filter(|i| {
-            let out = run(prog(&ebpf), &tcp_frame(client(i % 200), 30000 + i, 80, 0x10)).1;
+            let out = run(
+                prog(&ebpf),
+                &tcp_frame(client(i % 200), 30000 + i, 80, 0x10),
+            )
+            .1;
             real_of(&out) != first[*i as usize]
         })
         .collect();
@@ -590,8 +618,7 @@ fn xdp_lb6_random_mutations_never_pass_a_vip_packet_unbalanced() {
 
 #[test]
 fn xdp_lb6_drops_denied_ipv6_sources_before_balancing() {
-    let Some(_p) = privileged::require("xdp_lb6_drops_denied_ipv6_sources_before_balancing")
-    else {
+    let Some(_p) = privileged::require("xdp_lb6_drops_denied_ipv6_sources_before_balancing") else {
         return;
     };
     let mut ebpf = setup();
@@ -599,7 +626,8 @@ fn xdp_lb6_drops_denied_ipv6_sources_before_balancing() {
         .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(node(2), 1)])])
         .unwrap();
     let mut deny = strait::datapath::DenyTries::take(&mut ebpf).unwrap();
-    deny.sync(&[("2001:db8:99::".parse().unwrap(), 48)]).unwrap();
+    deny.sync(&[("2001:db8:99::".parse().unwrap(), 48)])
+        .unwrap();
     let p = prog(&ebpf);
     assert_eq!(run(p, &tcp_frame(CLIENT, 1, 80, 0x02)).0, XDP_DROP);
     let mut elsewhere = CLIENT;
@@ -646,7 +674,7 @@ fn xdp_lb6_vips_follow_the_snapshots_ipv6_external_ips_and_host_ips() {
     ExternalVips6::new().apply(&mut ebpf, &list).unwrap();
     let mut vip_ip = [0u8; 16];
     vip_ip.copy_from_slice(&"2001:db8:7::10".parse::<Ipv6Addr>().unwrap().octets());
-    let used: std::collections::BTreeSet<[u8; 16]> = (1000..1064u16)
+    let used: BTreeSet<[u8; 16]> = (1000..1064u16)
         .map(|sport| {
             let f = frame(CLIENT, vip_ip, 6, &tcp(sport, 80, 0x02, b""));
             let (v, out) = run(prog(&ebpf), &f);
@@ -655,4 +683,83 @@ fn xdp_lb6_vips_follow_the_snapshots_ipv6_external_ips_and_host_ips() {
         })
         .collect();
     assert_eq!(used, [n11.octets(), n12.octets()].into_iter().collect());
+}
+
+/// The daemon's path: a [`strait::datapath::Datapath`] fills the pinned
+/// IPv6 tables from a snapshot (`apply_external_services`), and the next
+/// run over the same pins keeps the flow table and the reals' indexes, so
+/// an established flow stays on its node when another node joins.
+#[test]
+fn xdp_lb6_pinned_tables_keep_flows_across_a_datapath_restart() {
+    let Some(_p) =
+        privileged::require("xdp_lb6_pinned_tables_keep_flows_across_a_datapath_restart")
+    else {
+        return;
+    };
+    use strait::datapath::{Datapath, DatapathConfig};
+    let bpffs = strait_tests::bpffs::TestBpffs::new().unwrap();
+    let mut config =
+        DatapathConfig::new(format!("{}-xlb6", strait_tests::node::names::new_node_id()));
+    config.bpffs = bpffs.path().to_path_buf();
+    let pins = config.pin_dir();
+    let snap = |nodes: &[u8]| {
+        let mut yaml = String::from(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: front, namespace: web}\n\
+             spec:\n  clusterIP: 10.96.0.20\n  selector: {app: front}\n  externalIPs: [\"2001:db8:7::10\"]\n  ports:\n  - {name: http, port: 80}\n",
+        );
+        for n in nodes {
+            yaml.push_str(&format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{n}, namespace: web, labels: {{app: front}}}}\n\
+                 spec: {{containers: [{{name: c, image: x}}]}}\n\
+                 status: {{podIP: 10.244.{n}.5, hostIPs: [{{ip: \"fd00::1:{n}\"}}], phase: Running, conditions: [{{type: Ready, status: \"True\"}}]}}\n"
+            ));
+        }
+        let loaded = strait_config::load::load_str(&yaml, "test.yaml");
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        strait_config::compile(&loaded.resources).0
+    };
+    let uplink = UplinkConfig6 {
+        source: Ipv6Addr::from(LB_SRC),
+        gateway_mac: GW_MAC,
+    };
+    let vip_ip: [u8; 16] = "2001:db8:7::10".parse::<Ipv6Addr>().unwrap().octets();
+    let flows = |dp: &mut Datapath, flags: u8| -> Vec<[u8; 16]> {
+        let ebpf = dp.ebpf_mut();
+        (1000..1032u16)
+            .map(|sport| {
+                let f = frame(CLIENT, vip_ip, 6, &tcp(sport, 80, flags, b""));
+                let (v, out) = run(prog(ebpf), &f);
+                assert_eq!(v, XDP_TX);
+                real_of(&out)
+            })
+            .collect()
+    };
+
+    let mut dp = Datapath::new(&config).unwrap();
+    dp.configure_uplink6(Some(&uplink)).unwrap();
+    let r = dp.apply_external_services(&snap(&[11, 12])).unwrap();
+    assert_eq!((r.vips, r.reals, r.without_reals), (1, 2, 0));
+    strait::datapath::load_xdp_lb(dp.ebpf_mut()).unwrap();
+    let first = flows(&mut dp, 0x02);
+    let used: BTreeSet<[u8; 16]> = first.iter().copied().collect();
+    assert_eq!(used.len(), 2, "32 flows over both nodes");
+    for m in [
+        "XLB_VIPS6",
+        "XLB_RINGS6",
+        "XLB_REALS6",
+        "XLB_CONNS6",
+        "XLB_CONFIG6",
+    ] {
+        assert!(pins.join(m).exists(), "{m} is pinned");
+    }
+    drop(dp);
+
+    // The next run: a third node joins; every established flow stays.
+    let mut dp = Datapath::new(&config).unwrap();
+    dp.configure_uplink6(Some(&uplink)).unwrap();
+    let r = dp.apply_external_services(&snap(&[11, 12, 13])).unwrap();
+    assert_eq!((r.vips, r.reals), (1, 3));
+    strait::datapath::load_xdp_lb(dp.ebpf_mut()).unwrap();
+    assert_eq!(flows(&mut dp, 0x10), first, "established flows moved");
+    dp.cleanup().unwrap();
 }

@@ -218,7 +218,11 @@ mod tests {
         );
         let s = snap(&yaml);
         let nodes = |vip: &str| -> (Vec<(String, u32)>, u32) {
-            let e = s.external.iter().find(|e| e.vip.to_string() == vip).unwrap();
+            let e = s
+                .external
+                .iter()
+                .find(|e| e.vip.to_string() == vip)
+                .unwrap();
             let n = e.nodes.iter().map(|(a, w)| (a.to_string(), *w)).collect();
             (n, e.unplaced)
         };

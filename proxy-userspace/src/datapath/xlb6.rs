@@ -385,7 +385,10 @@ mod tests {
             vip: vip.parse().unwrap(),
             port: 80,
             protocol: L4Protocol::Tcp,
-            nodes: nodes.iter().map(|(a, w)| (a.parse().unwrap(), *w)).collect(),
+            nodes: nodes
+                .iter()
+                .map(|(a, w)| (a.parse().unwrap(), *w))
+                .collect(),
             unplaced,
         };
         let (list, warnings) = external_vips6(&[
