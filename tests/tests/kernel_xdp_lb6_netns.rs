@@ -187,15 +187,27 @@ fn xdp_lb6_spreads_real_ipv6_connections_over_nodes_and_keeps_them_when_a_node_j
         return;
     };
     let (topo, client, lb, reals) = network();
-    let mut ebpf = strait::datapath::load().unwrap();
-    strait::datapath::configure_uplink6(
-        &mut ebpf,
-        Some(&UplinkConfig6 {
+    // What the daemon resolves without --xdp-source6: the uplink's global
+    // address, not its link-local one; an interface without one gives none.
+    let uplink = netns::run_in(&lb, || {
+        strait::datapath::resolve_uplink6("v0", None, GW_MAC)
+    })
+    .unwrap()
+    .expect("the balancer's veth has a global IPv6 address");
+    assert_eq!(
+        uplink,
+        UplinkConfig6 {
             source: "fd77::2".parse().unwrap(),
             gateway_mac: GW_MAC,
-        }),
-    )
+        }
+    );
+    let lo = netns::run_in(&lb, || {
+        strait::datapath::resolve_uplink6("lo", None, GW_MAC)
+    })
     .unwrap();
+    assert_eq!(lo, None, "::1 is not an uplink source");
+    let mut ebpf = strait::datapath::load().unwrap();
+    strait::datapath::configure_uplink6(&mut ebpf, Some(&uplink)).unwrap();
     let mut vips = ExternalVips6::new();
     vips.apply(&mut ebpf, &[vip(vec![real(1), real(2)])])
         .unwrap();

@@ -70,7 +70,7 @@ pub struct RunCmd {
     #[arg(long)]
     pub no_inbound_capture: bool,
     /// Attach the XDP program to this node uplink: external VIPs are
-    /// balanced over their nodes (IPIP, direct return) and denied source
+    /// balanced over their nodes (IPIP or ip6ip6, direct return) and denied source
     /// prefixes dropped at the driver.
     #[arg(long, value_name = "IFACE")]
     pub xdp_uplink: Option<String>,
