@@ -214,13 +214,25 @@ fn tables(rows: &[Value]) -> String {
         verdict(cpu_vs_zt.median().map(|m| m <= 0.7))
     ));
     // A loaded host's scheduling delays swamp a two-hop difference: judge
-    // the latency target only when direct's own p99 is under 1 ms.
+    // the latency target only when direct's own p99 is under 1 ms and
+    // steady over the rounds (its largest at most twice its smallest), and
+    // the added p99 is not negative (a baseline slower than two proxies
+    // was disturbed, not fast).
     let direct_p99 = fig("direct").and_then(|f| f.p99.median());
-    let latency_verdict = match direct_p99 {
-        Some(d) if d > 1000.0 => format!(
+    let direct_range = fig("direct").and_then(|f| f.p99.range());
+    let latency_verdict = match (direct_p99, direct_range, l4_added) {
+        (Some(d), _, _) if d > 1000.0 => format!(
             "not judged: direct's own p99 is {} µs (host scheduling delays dominate)",
             num(d, 0)
         ),
+        (_, Some((lo, hi)), _) if hi > 2.0 * lo => format!(
+            "not judged: direct's own p99 moved from {} to {} µs over the rounds (host scheduling delays dominate)",
+            num(lo, 0),
+            num(hi, 0)
+        ),
+        (_, _, Some(m)) if m < 0.0 => {
+            "not judged: a negative added p99 (direct's baseline was disturbed)".to_string()
+        }
         _ => verdict(l4_added.map(|m| m <= 200.0)).to_string(),
     };
     t.push(format!(
@@ -476,6 +488,41 @@ mod tests {
             ),
             "{}",
             tables(&noisy)
+        );
+        // One disturbed direct round: its p99 moves more than twice over.
+        let unsteady: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                if r["scenario"] == "direct" && r["round"] == 1 {
+                    r["p99_us"] = serde_json::json!(900);
+                }
+                r
+            })
+            .collect();
+        assert!(
+            tables(&unsteady).contains(
+                "| not judged: direct's own p99 moved from 300 to 900 µs over the rounds (host scheduling delays dominate) |"
+            ),
+            "{}",
+            tables(&unsteady)
+        );
+        // Steady but slower than the tunnel: not a pass.
+        let slower: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                if r["scenario"] == "direct" {
+                    r["p99_us"] = serde_json::json!(700);
+                }
+                r
+            })
+            .collect();
+        assert!(
+            tables(&slower)
+                .contains("| not judged: a negative added p99 (direct's baseline was disturbed) |"),
+            "{}",
+            tables(&slower)
         );
     }
 
