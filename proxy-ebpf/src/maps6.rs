@@ -2,11 +2,11 @@
 //! ones of [`crate::maps`].
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuHashMap},
 };
 use proxy_common::{
     Backend6, BackendKey, ClientKey6, OrigDst6, ProxyConfig6, RevNatKey6, ServiceKey6,
-    ServiceValue, SockNat6, Workload,
+    ServiceValue, SockNat6, TcpStats, TcpStatsKey6, Workload,
 };
 
 /// `BPF_F_NO_PREALLOC`, as in [`crate::maps`].
@@ -45,3 +45,9 @@ pub static PROXY_CONFIG6: Array<ProxyConfig6> = Array::with_max_entries(1, 0);
 #[map(name = "ORIG_DST6")]
 pub static ORIG_DST6: LruHashMap<ClientKey6, OrigDst6> =
     LruHashMap::with_max_entries(proxy_common::MAX_CONNECTIONS, 0);
+
+/// Kernel-balanced native IPv6 TCP connections and bytes
+/// (`proxy_common::TCP_STATS6`).
+#[map(name = "TCP_STATS6")]
+pub static TCP_STATS6: PerCpuHashMap<TcpStatsKey6, TcpStats> =
+    PerCpuHashMap::with_max_entries(proxy_common::MAX_TCP_STATS, NO_PREALLOC);
