@@ -196,3 +196,51 @@ fn native_ipv6_balanced_connections_are_counted() {
     assert!(dp.tcp_stats().unwrap().is_empty());
     dp.cleanup().unwrap();
 }
+
+/// The sockops program's runs so far (counted while `BPF_ENABLE_STATS` is
+/// held).
+fn sockops_runs(dp: &Datapath) -> u64 {
+    dp.program_stats()
+        .iter()
+        .find(|(name, ..)| name == strait::datapath::programs::SOCKOPS)
+        .map_or(0, |(_, runs, _)| *runs)
+}
+
+#[test]
+fn a_connection_the_client_closes_costs_one_state_callback() {
+    let Some(p) = privileged::require("a_connection_the_client_closes_costs_one_state_callback")
+    else {
+        return;
+    };
+    let bpffs = TestBpffs::new().unwrap();
+    let (mut dp, cg) = datapath(&p, &bpffs, "tcpstats-runs");
+    let b = backend("127.0.0.1:0", 100, 200, Close::AfterClient);
+    let vip: SocketAddr = "127.100.7.9:80".parse().unwrap();
+    dp.apply(&[l4(vip, b)]).unwrap();
+    // Direct connections (not balanced: no state callback) give the runs
+    // the kernel makes without being asked; balanced ones add one each:
+    // the callback is turned off where the connection is counted closed
+    // (FIN_WAIT1), so FIN_WAIT2 and TCP_CLOSE do not run it.
+    const N: u64 = 10;
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).unwrap();
+    let before = sockops_runs(&dp);
+    for _ in 0..N {
+        xfer(&cg, b, 100, "200", 200);
+    }
+    let direct = sockops_runs(&dp) - before;
+    for _ in 0..N {
+        xfer(&cg, vip, 100, "200", 200);
+    }
+    let balanced = sockops_runs(&dp) - before - direct;
+    assert!(direct >= 3 * N, "{direct} runs for {N} direct connections");
+    assert_eq!(balanced, direct + N, "runs for {N} balanced connections");
+    let stats = dp.tcp_stats().unwrap();
+    assert_eq!(stats.len(), 1, "{stats:?}");
+    assert_eq!(stats[0].1, TcpStats {
+        opened: N,
+        closed: N,
+        sent: 100 * N,
+        received: 200 * N,
+    });
+    dp.cleanup().unwrap();
+}
