@@ -236,11 +236,14 @@ fn a_connection_the_client_closes_costs_one_state_callback() {
     assert_eq!(balanced, direct + N, "runs for {N} balanced connections");
     let stats = dp.tcp_stats().unwrap();
     assert_eq!(stats.len(), 1, "{stats:?}");
-    assert_eq!(stats[0].1, TcpStats {
-        opened: N,
-        closed: N,
-        sent: 100 * N,
-        received: 200 * N,
-    });
+    assert_eq!(
+        stats[0].1,
+        TcpStats {
+            opened: N,
+            closed: N,
+            sent: 100 * N,
+            received: 200 * N,
+        }
+    );
     dp.cleanup().unwrap();
 }

@@ -349,7 +349,7 @@ mod tests {
         t.extend([n[1], INT << 24, write_seq_size, write_seq_size * 8]); // 2: u32
         t.extend([n[2], TYPEDEF << 24, 2]); // 3: __u32 → u32
         t.extend([n[9], FWD << 24, 0]); // 4: a forward declaration
-        // 5: struct sock { u32 sk_err at 284; u8 sk_shutdown at 575 }
+                                        // 5: struct sock { u32 sk_err at 284; u8 sk_shutdown at 575 }
         let kf = if shutdown_bits > 0 { 1 << 31 } else { 0 };
         t.extend([n[3], kf | (STRUCT << 24) | 2, 784]);
         t.extend([n[4], 2, 284 * 8]);
