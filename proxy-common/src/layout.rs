@@ -61,6 +61,7 @@ pub const MAP_LAYOUT_VERSIONS: &[(&str, u32)] = &[
     (WORKLOADS6, 1),
     (PROXY_CONFIG6, 1),
     (ORIG_DST6, 1),
+    (TCP_STATS6, 1),
     (DENY_V4, 1),
     (DENY_V6, 1),
     (DENY_V4_LEN, 1),

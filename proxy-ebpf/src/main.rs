@@ -14,6 +14,7 @@ mod maps6;
 mod rev_nat;
 mod sock_nat;
 mod sockops;
+mod tcp_stats;
 mod udp;
 mod xdp_deny;
 mod xdp_lb;

@@ -2,12 +2,12 @@
 //! ones of [`crate::maps`].
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuHashMap},
 };
 use proxy_common::{
     Backend6, BackendKey, ClientKey6, MaglevTable, OrigDst6, ProxyConfig6, RevNatKey6,
-    ServiceKey6, ServiceValue, SockNat6, Workload, XlbConfig6, XlbConn, XlbFlow6, XlbReal6,
-    XlbVip, XlbVipKey6,
+    ServiceKey6, ServiceValue, SockNat6, TcpStats, TcpStatsKey6, Workload, XlbConfig6, XlbConn,
+    XlbFlow6, XlbReal6, XlbVip, XlbVipKey6,
 };
 
 /// `BPF_F_NO_PREALLOC`, as in [`crate::maps`].
@@ -72,3 +72,9 @@ pub static XLB_CONNS6: LruHashMap<XlbFlow6, XlbConn> =
 /// Outer IPv6 source address and gateway MAC.
 #[map(name = "XLB_CONFIG6")]
 pub static XLB_CONFIG6: Array<XlbConfig6> = Array::with_max_entries(1, 0);
+
+/// Kernel-balanced native IPv6 TCP connections and bytes
+/// (`proxy_common::TCP_STATS6`).
+#[map(name = "TCP_STATS6")]
+pub static TCP_STATS6: PerCpuHashMap<TcpStatsKey6, TcpStats> =
+    PerCpuHashMap::with_max_entries(proxy_common::MAX_TCP_STATS, NO_PREALLOC);

@@ -12,7 +12,7 @@ use aya::{
     },
     Ebpf,
 };
-use proxy_common::{ProxyConfig, TcpStats, TcpStatsKey, Workload};
+use proxy_common::{ProxyConfig, TcpStats, TcpStatsKey, TcpStatsKey6, Workload};
 use strait_config::snapshot::{L4Protocol, L4Service};
 use strait_config::MeshSnapshot;
 
@@ -260,8 +260,15 @@ impl Datapath {
         replaced: &mut Replaced,
     ) -> anyhow::Result<Self> {
         let tcp_stats_on = u8::from(config.tcp_stats);
+        let tcp_sk = if config.tcp_stats {
+            tcp_sock_offsets()
+        } else {
+            [0; 2]
+        };
         let mut loader = super::btf::loader(super::EBPF_OBJECT);
         loader.override_global("TCP_STATS_ON", &tcp_stats_on, true);
+        loader.override_global("TCP_SK_WRITE_SEQ", &tcp_sk[0], true);
+        loader.override_global("TCP_SK_SHUTDOWN", &tcp_sk[1], true);
         let paths: Vec<(&str, PathBuf)> = layout::pinned_maps()
             .map(|name| (name, pin_dir.join(name)))
             .collect();
@@ -808,32 +815,21 @@ impl Datapath {
         })
     }
 
-    /// The kernel-balanced TCP connections counted by the sockops program
-    /// (`TCP_STATS`), summed over CPUs: per (client, service VIP, backend)
-    /// key, connections opened and closed and the bytes of closed ones.
-    /// Counts only grow while the object is loaded.
+    /// The kernel-balanced IPv4 (and IPv4-mapped) TCP connections counted
+    /// by the sockops program (`TCP_STATS`), summed over CPUs: per (client,
+    /// service VIP, backend) key, connections opened and closed and the
+    /// bytes of closed ones. Counts only grow while the object is loaded.
     ///
     /// Errors: the map cannot be read.
     pub fn tcp_stats(&self) -> anyhow::Result<Vec<(TcpStatsKey, TcpStats)>> {
-        let map: aya::maps::PerCpuHashMap<_, TcpStatsKey, TcpStats> =
-            aya::maps::PerCpuHashMap::try_from(
-                self.ebpf
-                    .map(proxy_common::TCP_STATS)
-                    .context("map TCP_STATS missing from the eBPF object")?,
-            )?;
-        let mut out = Vec::new();
-        for item in map.iter() {
-            let (k, per_cpu) = item.context("reading TCP_STATS")?;
-            let mut sum = TcpStats::default();
-            for v in per_cpu.iter() {
-                sum.opened += v.opened;
-                sum.closed += v.closed;
-                sum.sent += v.sent;
-                sum.received += v.received;
-            }
-            out.push((k, sum));
-        }
-        Ok(out)
+        summed(&self.ebpf, proxy_common::TCP_STATS)
+    }
+
+    /// [`Self::tcp_stats`] for native IPv6 services (`TCP_STATS6`).
+    ///
+    /// Errors: the map cannot be read.
+    pub fn tcp_stats6(&self) -> anyhow::Result<Vec<(TcpStatsKey6, TcpStats)>> {
+        summed(&self.ebpf, proxy_common::TCP_STATS6)
     }
 
     /// Run count and total run time of each loaded program, by name, as
@@ -1089,4 +1085,44 @@ fn attach_cgroup_link(ebpf: &mut Ebpf, name: &str, cgroup: &Path) -> anyhow::Res
         p.take_link(id)?.try_into()?
     };
     Ok(link)
+}
+
+/// The running kernel's `[write_seq, sk_shutdown]` socket offsets for the
+/// sockops program's counters ([`super::tcp_sock`]); `[0, 0]` when the
+/// kernel's BTF cannot say, which is logged as a warning: closes are then
+/// counted at `TCP_CLOSE` (three state callbacks per connection instead of
+/// one) and bytes still unacknowledged when the client closed are left
+/// out.
+fn tcp_sock_offsets() -> [u32; 2] {
+    match super::tcp_sock::TcpSockOffsets::of_kernel() {
+        Ok(o) => [o.write_seq, o.sk_shutdown],
+        Err(e) => {
+            tracing::warn!(
+                "kernel-balanced TCP connections are counted closed at TCP_CLOSE, their bytes as acknowledged (no socket offsets from the kernel's BTF: {e})"
+            );
+            [0; 2]
+        }
+    }
+}
+
+/// The entries of the per-CPU `TCP_STATS` / `TCP_STATS6` map `name`, each
+/// summed over CPUs.
+fn summed<K: aya::Pod>(ebpf: &Ebpf, name: &str) -> anyhow::Result<Vec<(K, TcpStats)>> {
+    let map: aya::maps::PerCpuHashMap<_, K, TcpStats> = aya::maps::PerCpuHashMap::try_from(
+        ebpf.map(name)
+            .with_context(|| format!("map {name} missing from the eBPF object"))?,
+    )?;
+    let mut out = Vec::new();
+    for item in map.iter() {
+        let (k, per_cpu) = item.with_context(|| format!("reading {name}"))?;
+        let mut sum = TcpStats::default();
+        for v in per_cpu.iter() {
+            sum.opened += v.opened;
+            sum.closed += v.closed;
+            sum.sent += v.sent;
+            sum.received += v.received;
+        }
+        out.push((k, sum));
+    }
+    Ok(out)
 }
