@@ -59,9 +59,12 @@ pub const BACKEND_STATS: &str = "BACKEND_STATS";
 /// proxy, which reports its own): per-CPU hash [`TcpStatsKey`] →
 /// [`TcpStats`]. The sockops program counts a connection opened when the
 /// client's active open completes and, with the socket's state callback
-/// turned on at that moment, closed with its byte counts when it reaches
-/// `TCP_CLOSE`. Userspace exports the sums as Istio's `istio_tcp_*`
-/// metrics (`reporter="source"`).
+/// turned on at that moment, closed with its exact data bytes at the first
+/// state change where they are final (the client's `close()` in
+/// `ESTABLISHED`: `FIN_WAIT1`; else `LAST_ACK`, `CLOSING` or `TCP_CLOSE`),
+/// turning the callback off there. Userspace exports the sums as Istio's
+/// `istio_tcp_*` metrics (`reporter="source"`). Native IPv6 connections
+/// go to [`crate::TCP_STATS6`].
 pub const TCP_STATS: &str = "TCP_STATS";
 /// Maximum number of (client, service, backend) keys in [`TCP_STATS`]; a
 /// connection with a new key past it is not counted.
@@ -406,12 +409,14 @@ pub struct TcpStats {
     pub opened: u64,
     /// Connections closed.
     pub closed: u64,
-    /// Bytes the client sent and the backend acknowledged, over closed
-    /// connections (Istio's `istio_tcp_received_bytes_total`: bytes
-    /// received during the request).
+    /// Data bytes the client wrote (acknowledged, or still queued when it
+    /// closed), over closed connections (Istio's
+    /// `istio_tcp_received_bytes_total`: bytes received during the
+    /// request).
     pub sent: u64,
-    /// Bytes the client received, over closed connections (Istio's
-    /// `istio_tcp_sent_bytes_total`: bytes sent during the response).
+    /// Data bytes the client received (the peer's FIN not counted), over
+    /// closed connections (Istio's `istio_tcp_sent_bytes_total`: bytes
+    /// sent during the response).
     pub received: u64,
 }
 

@@ -51,9 +51,15 @@ pub const PROXY_CONFIG6: &str = "PROXY_CONFIG6";
 /// socket's [`SOCK_NAT6`] entry (flag [`crate::sock_nat::REDIRECTED`]), as
 /// [`crate::ORIG_DST`] is for IPv4.
 pub const ORIG_DST6: &str = "ORIG_DST6";
+/// Kernel-balanced native IPv6 TCP connections (an IPv6 VIP balanced to an
+/// IPv6 backend by connect6), counted as [`crate::TCP_STATS`] counts IPv4
+/// ones: per-CPU hash [`TcpStatsKey6`] → [`crate::TcpStats`]. An IPv6
+/// socket connecting to an IPv4-mapped VIP is counted in
+/// [`crate::TCP_STATS`] under its IPv4 addresses.
+pub const TCP_STATS6: &str = "TCP_STATS6";
 
 /// The IPv6 maps the loader pins beside [`crate::PINNED_MAPS`].
-pub const PINNED_MAPS6: [&str; 7] = [
+pub const PINNED_MAPS6: [&str; 8] = [
     SERVICES6,
     BACKENDS6,
     SOCK_NAT6,
@@ -61,6 +67,7 @@ pub const PINNED_MAPS6: [&str; 7] = [
     WORKLOADS6,
     PROXY_CONFIG6,
     ORIG_DST6,
+    TCP_STATS6,
 ];
 
 /// Size of [`SOCK_NAT6`] (a power of two; 56 bytes a slot, 3.5 MiB).
@@ -163,6 +170,26 @@ pub struct RevNatKey6 {
     pub pad2: u32,
 }
 
+/// Key of [`TCP_STATS6`]: who connected to which IPv6 service through
+/// which backend (addresses as [`ipv6_words`], ports in network byte
+/// order), as [`crate::TcpStatsKey`] is for IPv4.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct TcpStatsKey6 {
+    /// The client's (pod's) address.
+    pub src: [u32; 4],
+    /// The service VIP the client asked for; all zero when the socket's
+    /// [`SOCK_NAT6`] slot was reused before it closed (the service is then
+    /// found from the backend).
+    pub vip: [u32; 4],
+    /// The backend the kernel chose.
+    pub backend: [u32; 4],
+    /// Service port; 0 with `vip` zero.
+    pub vport: u16,
+    /// Backend port.
+    pub bport: u16,
+}
+
 /// The four words of an IPv6 address as the kernel stores `user_ip6`
 /// (each word holds four address bytes in network order, i.e. it is read
 /// with the machine's byte order from the address bytes).
@@ -207,6 +234,7 @@ mod pod {
     unsafe impl aya::Pod for super::RevNatKey6 {}
     unsafe impl aya::Pod for super::ProxyConfig6 {}
     unsafe impl aya::Pod for super::ClientKey6 {}
+    unsafe impl aya::Pod for super::TcpStatsKey6 {}
 }
 
 #[cfg(test)]
@@ -223,6 +251,7 @@ mod tests {
         assert_eq!(size_of::<RevNatKey6>(), 32);
         assert_eq!(size_of::<ProxyConfig6>(), 20);
         assert_eq!(size_of::<ClientKey6>(), 20);
+        assert_eq!(size_of::<TcpStatsKey6>(), 52);
     }
 
     #[test]

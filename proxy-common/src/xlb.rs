@@ -2,7 +2,8 @@
 //! limits, entry types and the flow hash shared by the `xdp_lb` program and
 //! userspace.
 //!
-//! A packet to `vip:port/proto` listed in [`XLB_VIPS`] is sent to one of
+//! A packet to `vip:port/proto` listed in [`XLB_VIPS`] (found in one of two
+//! buckets, [`vip_buckets`]) is sent to one of
 //! the nodes hosting the service's endpoints (a "real" in Katran's words):
 //! the flow's [`XlbFlow`] is looked up in the connection table
 //! [`XLB_CONNS`] (an LRU with one LRU list per CPU), else hashed with
@@ -16,8 +17,16 @@
 
 use crate::maglev::fmix64;
 
-/// External VIPs: [`XlbVipKey`] → [`XlbVip`] (hash).
-pub const XLB_VIPS: &str = "XLB_VIPS";
+/// External VIPs: an array of [`XLB_VIP_BUCKETS`] [`XlbVipBucket`]s, an
+/// open-addressed table the daemon fills (two-choice buckets of
+/// [`XLB_VIP_BUCKET_SLOTS`] slots, [`vip_buckets`]); the program reads it
+/// with inlined array lookups and word compares, no hash-map helper call.
+/// (Builds before it kept the VIPs in the hash map [`XLB_VIPS_V1`].)
+pub const XLB_VIPS: &str = "XLB_VIP_BUCKETS";
+/// The hash map `XlbVipKey → XlbVip` earlier builds pinned under this name;
+/// a daemon starting over such pins copies its entries into [`XLB_VIPS`]
+/// and unpins it.
+pub const XLB_VIPS_V1: &str = "XLB_VIPS";
 /// Maglev rings: `u32` ring id ([`XlbVip::ring`]) → [`crate::MaglevTable`]
 /// whose entries are indexes into [`XLB_REALS`] (hash, not preallocated).
 pub const XLB_RINGS: &str = "XLB_RINGS";
@@ -34,6 +43,14 @@ pub const XLB_STATS: &str = "XLB_STATS";
 /// Maximum number of (VIP, port, protocol) entries plus one address marker
 /// per VIP address in [`XLB_VIPS`].
 pub const MAX_XLB_VIPS: u32 = 1024;
+/// Buckets of [`XLB_VIPS`] (a power of two): 4 slots for each of the
+/// [`MAX_XLB_VIPS`] entries, so a bucket is rarely full.
+pub const XLB_VIP_BUCKETS: u32 = 1024;
+/// Slots per bucket of [`XLB_VIPS`] (one 64-byte cache line).
+pub const XLB_VIP_BUCKET_SLOTS: usize = 4;
+/// [`XlbVipKey::pad`] of an occupied [`XlbVipSlot`] (a free slot is all
+/// zero, so no packet's key matches it).
+pub const XLB_VIP_USED: u8 = 1;
 /// Size of [`XLB_REALS`].
 pub const MAX_XLB_REALS: u32 = 4096;
 /// Capacity of [`XLB_CONNS`] (over all CPUs).
@@ -44,7 +61,7 @@ pub const XLB_ADDRESS_ONLY: u32 = u32::MAX;
 /// TTL of the outer IPIP header (Katran's `DEFAULT_TTL`).
 pub const XLB_OUTER_TTL: u8 = 64;
 
-/// Key of [`XLB_VIPS`]. `port` and `proto` 0 is the address marker.
+/// Key of a VIP entry. `port` and `proto` 0 is the address marker.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub struct XlbVipKey {
@@ -54,16 +71,63 @@ pub struct XlbVipKey {
     pub port: u16,
     /// IP protocol (6 or 17).
     pub proto: u8,
-    /// Always 0.
+    /// 0 in a key; [`XLB_VIP_USED`] in an occupied [`XlbVipSlot`].
     pub pad: u8,
 }
 
-/// Value of [`XLB_VIPS`].
+impl XlbVipKey {
+    /// The key as the little-endian word the program compares
+    /// (`vip | port << 32 | proto << 48 | pad << 56`).
+    pub const fn word(&self) -> u64 {
+        self.vip as u64
+            | (self.port as u64) << 32
+            | (self.proto as u64) << 48
+            | (self.pad as u64) << 56
+    }
+}
+
+/// The two buckets of [`XLB_VIPS`] a key of word `word` (see
+/// [`XlbVipKey::word`], `pad` 0) may sit in: bits of one multiplicative
+/// hash of the word folded on itself (the two may coincide). Shared by the
+/// program and the daemon.
+pub const fn vip_buckets(word: u64) -> [u32; 2] {
+    let h = (word ^ (word >> 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    [
+        (h >> 54) as u32 & (XLB_VIP_BUCKETS - 1),
+        (h >> 44) as u32 & (XLB_VIP_BUCKETS - 1),
+    ]
+}
+
+/// One slot of [`XLB_VIPS`]: a key (with `pad` [`XLB_VIP_USED`]) and its
+/// value; all zero when free. The daemon writes a new entry into a free
+/// slot and clears a slot before reusing it, so a program reading a slot
+/// while it is written sees the old key, or the new key with ring 0 or the
+/// final ring (ring id 0 is never used: such a packet finds no ring and is
+/// dropped and counted, never sent to another VIP's real).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct XlbVipSlot {
+    /// The key, `pad` = [`XLB_VIP_USED`].
+    pub key: XlbVipKey,
+    /// Its value.
+    pub vip: XlbVip,
+}
+
+/// Value of [`XLB_VIPS`]: [`XLB_VIP_BUCKET_SLOTS`] slots, a key in any.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct XlbVipBucket {
+    /// The slots, free ones all zero.
+    pub slots: [XlbVipSlot; XLB_VIP_BUCKET_SLOTS],
+}
+
+/// Value of a VIP entry ([`XlbVipSlot::vip`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct XlbVip {
-    /// Key of the VIP's ring in [`XLB_RINGS`]; no ring means no healthy
-    /// real, and the packet is dropped. [`XLB_ADDRESS_ONLY`] for markers.
+    /// Key of the VIP's ring in [`XLB_RINGS`] (never 0); no ring means no
+    /// healthy real, and the packet is dropped. [`XLB_ADDRESS_ONLY`] for
+    /// markers.
     pub ring: u32,
     /// Reserved; 0.
     pub flags: u32,
@@ -168,6 +232,8 @@ mod pod {
     // SAFETY: #[repr(C)], Copy, integers only, explicit padding.
     unsafe impl aya::Pod for super::XlbVipKey {}
     unsafe impl aya::Pod for super::XlbVip {}
+    unsafe impl aya::Pod for super::XlbVipSlot {}
+    unsafe impl aya::Pod for super::XlbVipBucket {}
     unsafe impl aya::Pod for super::XlbReal {}
     unsafe impl aya::Pod for super::XlbFlow {}
     unsafe impl aya::Pod for super::XlbConn {}
@@ -184,11 +250,45 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<XlbVipKey>(), 8);
         assert_eq!(size_of::<XlbVip>(), 8);
+        assert_eq!(size_of::<XlbVipSlot>(), 16);
+        assert_eq!(size_of::<XlbVipBucket>(), 64);
         assert_eq!(size_of::<XlbReal>(), 8);
         assert_eq!(size_of::<XlbFlow>(), 16);
         assert_eq!(size_of::<XlbConn>(), 8);
         assert_eq!(size_of::<XlbConfig>(), 12);
         assert_eq!(size_of::<XlbStats>(), 72);
+    }
+
+    #[test]
+    fn vip_buckets_are_in_range_and_spread() {
+        let mut seen = [false; XLB_VIP_BUCKETS as usize];
+        for i in 0..256u32 {
+            let k = XlbVipKey {
+                vip: ipv4_be(198, 51, 100, i as u8),
+                port: 80u16.to_be(),
+                proto: 6,
+                pad: 0,
+            };
+            let [a, b] = vip_buckets(k.word());
+            assert!(a < XLB_VIP_BUCKETS && b < XLB_VIP_BUCKETS);
+            seen[a as usize] = true;
+            // TCP and UDP on the same address and port land apart.
+            let u = XlbVipKey { proto: 17, ..k };
+            assert_ne!(vip_buckets(u.word()), [a, b]);
+        }
+        let n = seen.iter().filter(|s| **s).count();
+        assert!(n > 200, "256 VIPs in {n} first buckets");
+        let k = XlbVipKey {
+            vip: 1,
+            port: 2,
+            proto: 3,
+            pad: XLB_VIP_USED,
+        };
+        assert_eq!(k.word(), 1 | 2 << 32 | 3 << 48 | 1 << 56);
+    }
+
+    fn ipv4_be(a: u8, b: u8, c: u8, d: u8) -> u32 {
+        u32::from_ne_bytes([a, b, c, d])
     }
 
     #[test]

@@ -281,11 +281,25 @@ pub fn original(
 /// `AF_INET6`.
 const AF_INET6: u32 = 10;
 
+/// The [`SOCK_NAT6`] record of the socket `cookie` when connect6 balanced
+/// it to a native IPv6 backend (not redirected to the node proxy).
+#[inline(always)]
+pub fn balanced6(cookie: u64) -> Option<SockNat6> {
+    let p = SOCK_NAT6.get_ptr(slot(cookie))?;
+    // SAFETY: an array slot, copied out at once.
+    let v = unsafe { *p };
+    (v.cookie == cookie
+        && v.flags & sock_nat::REWRITTEN != 0
+        && v.flags & sock_nat::REDIRECTED == 0)
+        .then_some(v)
+}
+
 /// sockops, the client's active open completing: when connect6 redirected
 /// this IPv6 socket to the node proxy, publish its original destination in
 /// `ORIG_DST6` under the client's `[ip]:port` (what the proxy's `accept()`
-/// returns), as `ORIG_DST` for IPv4. Other sockets leave after the family
-/// check and one array lookup.
+/// returns), as `ORIG_DST` for IPv4; when it balanced it to an IPv6
+/// backend, count it opened (`crate::tcp_stats::opened6`). Other sockets
+/// leave after the family check and one array lookup.
 #[inline(always)]
 pub fn publish_orig_dst6(ctx: &SockOpsContext) {
     if ctx.family() != AF_INET6 {
@@ -297,7 +311,13 @@ pub fn publish_orig_dst6(ctx: &SockOpsContext) {
     };
     // SAFETY: an array slot, copied out at once.
     let v = unsafe { *p };
-    if v.cookie != cookie || v.flags & sock_nat::REDIRECTED == 0 {
+    if v.cookie != cookie || v.flags & sock_nat::REWRITTEN == 0 {
+        return;
+    }
+    if v.flags & sock_nat::REDIRECTED == 0 {
+        if crate::tcp_stats::on() {
+            crate::tcp_stats::opened6(ctx, &v);
+        }
         return;
     }
     // One 32-bit load per word, the only width the verifier allows here.

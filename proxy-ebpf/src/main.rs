@@ -14,9 +14,11 @@ mod maps6;
 mod rev_nat;
 mod sock_nat;
 mod sockops;
+mod tcp_stats;
 mod udp;
 mod xdp_deny;
 mod xdp_lb;
+mod xdp_lb6;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use proxy_common::{
     Backend, BackendKey, ClientKey, DenyConfig, DenyDstKey, DenyV4Key, MaglevTable, OrigDst,
     ProxyConfig, RevNatKey, ServiceKey, ServiceStats, ServiceValue, SockNat, TcpStats, TcpStatsKey,
-    Workload, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbStats, XlbVip, XlbVipKey,
+    Workload, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbStats, XlbVipBucket,
 };
 
 /// `BPF_F_NO_PREALLOC`: entries are allocated on insert, so large or
@@ -108,10 +108,11 @@ pub static DENY_STATS: PerCpuArray<u64> =
 /// insert), as Katran's per-CPU connection tables.
 const NO_COMMON_LRU: u32 = 2;
 
-/// External VIP:port/proto → ring (XDP load balancer).
-#[map(name = "XLB_VIPS")]
-pub static XLB_VIPS: HashMap<XlbVipKey, XlbVip> =
-    HashMap::with_max_entries(proxy_common::MAX_XLB_VIPS, 0);
+/// External VIP:port/proto → ring (XDP load balancer): two-choice buckets
+/// (`proxy_common::XLB_VIPS`), read with inlined array lookups.
+#[map(name = "XLB_VIP_BUCKETS")]
+pub static XLB_VIPS: Array<XlbVipBucket> =
+    Array::with_max_entries(proxy_common::XLB_VIP_BUCKETS, 0);
 
 /// Ring id → Maglev table of real indexes.
 #[map(name = "XLB_RINGS")]

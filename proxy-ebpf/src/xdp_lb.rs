@@ -17,8 +17,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use proxy_common::{
-    flow_position, proto, XlbConfig, XlbConn, XlbFlow, XlbStats, XlbVipKey, MAGLEV_TABLE_SIZE,
-    XLB_ADDRESS_ONLY, XLB_OUTER_TTL,
+    flow_position, proto, vip_buckets, XlbConfig, XlbConn, XlbFlow, XlbStats, XlbVipBucket,
+    MAGLEV_TABLE_SIZE, XLB_ADDRESS_ONLY, XLB_OUTER_TTL, XLB_VIP_BUCKET_SLOTS, XLB_VIP_USED,
 };
 
 use crate::maps::{XLB_CONFIG, XLB_CONNS, XLB_REALS, XLB_RINGS, XLB_STATS, XLB_VIPS};
@@ -149,8 +149,40 @@ fn drop_counted(c: Count) -> u32 {
 /// Whether `ip` (network byte order) is an external VIP address.
 #[inline(always)]
 fn is_vip_address(ip: u32) -> bool {
-    let key = vip_key(ip, 0, 0);
-    XLB_VIPS.get_ptr(key.vip()).is_some()
+    find_vip(vip_key(ip, 0, 0)).is_some()
+}
+
+/// The ring of VIP key `word` ([`vip_key`]) in `XLB_VIPS`: its two buckets'
+/// slots compared a word at a time (two inlined array lookups at most, no
+/// hash-map helper call: Katran's VIP map costs a jhash and a bucket walk
+/// per packet). `None` when the key is in neither.
+#[inline(always)]
+fn find_vip(word: u64) -> Option<u32> {
+    let want = word | (XLB_VIP_USED as u64) << 56;
+    let [a, b] = vip_buckets(word);
+    if let Some(ring) = in_bucket(a, want) {
+        return Some(ring);
+    }
+    in_bucket(b, want)
+}
+
+/// The ring of the slot of bucket `index` whose key word is `want`.
+#[inline(always)]
+fn in_bucket(index: u32, want: u64) -> Option<u32> {
+    const _: () = assert!(core::mem::size_of::<XlbVipBucket>() == XLB_VIP_BUCKET_SLOTS * 16);
+    let bucket = XLB_VIPS.get_ptr(index)? as *const u64;
+    let mut s = 0;
+    while s < XLB_VIP_BUCKET_SLOTS {
+        // SAFETY: slot `s` is words 2s (key) and 2s + 1 (ring, flags) of
+        // the 8-aligned 64-byte map value.
+        unsafe {
+            if *bucket.add(2 * s) == want {
+                return Some(*(bucket.add(2 * s + 1) as *const u32));
+            }
+        }
+        s += 1;
+    }
+    None
 }
 
 /// A map key held as whole 64-bit words, so it is written to the stack
@@ -162,13 +194,12 @@ struct Words<const N: usize>([u64; N]);
 // The views below reinterpret the words as the keys' `repr(C)` layouts
 // (fields in ascending offsets, low bytes first on little-endian BPF).
 const _: () = assert!(cfg!(target_endian = "little"));
-const _: () = assert!(core::mem::size_of::<XlbVipKey>() == 8);
 const _: () = assert!(core::mem::size_of::<XlbFlow>() == 16);
 
-/// `XlbVipKey { vip, port, proto, pad: 0 }` as one word.
+/// `XlbVipKey { vip, port, proto, pad: 0 }.word()`.
 #[inline(always)]
-fn vip_key(vip: u32, port: u16, proto: u8) -> Words<1> {
-    Words([vip as u64 | (port as u64) << 32 | (proto as u64) << 48])
+fn vip_key(vip: u32, port: u16, proto: u8) -> u64 {
+    vip as u64 | (port as u64) << 32 | (proto as u64) << 48
 }
 
 /// `XlbFlow { src, dst, sport, dport, proto, pad: 0 }` as two words.
@@ -178,14 +209,6 @@ fn flow_key(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> Words<2> {
         src as u64 | (dst as u64) << 32,
         sport as u64 | (dport as u64) << 16 | (proto as u64) << 32,
     ])
-}
-
-impl Words<1> {
-    #[inline(always)]
-    fn vip(&self) -> &XlbVipKey {
-        // SAFETY: same size, alignment 8 >= 4, every bit pattern valid.
-        unsafe { &*(self as *const Self as *const XlbVipKey) }
-    }
 }
 
 impl Words<2> {
@@ -230,7 +253,7 @@ fn balance(ctx: &XdpContext) -> u32 {
     };
     let dst = (addrs >> 32) as u32;
     if ether_type != ETH_P_IP {
-        return XDP_PASS;
+        return crate::xdp_lb6::balance6(ctx);
     }
     if proto_ == IPPROTO_IPIP {
         return decapsulate(ctx, vihl, frags);
@@ -260,9 +283,7 @@ fn balance(ctx: &XdpContext) -> u32 {
     // SAFETY: the four port bytes are inside the packet (checked above).
     let ports = unsafe { load32(d + ETH_LEN + IP_LEN) };
     let dport = (ports >> 16) as u16;
-    let key = vip_key(dst, dport, proto_);
-    // SAFETY: copied out at once.
-    let Some(vip) = (unsafe { XLB_VIPS.get(key.vip()) }).copied() else {
+    let Some(ring) = find_vip(vip_key(dst, dport, proto_)) else {
         return XDP_PASS;
     };
     // The whole L4 header is in the frame (checked before the total length,
@@ -287,7 +308,7 @@ fn balance(ctx: &XdpContext) -> u32 {
         return drop_counted(Count::Malformed);
     }
     let flow = Words([addrs, ports as u64 | (proto_ as u64) << 32]);
-    forward(ctx, cfg, vip.ring, flow.flow(), syn, true, tot_len)
+    forward(ctx, cfg, ring, flow.flow(), syn, true, tot_len)
 }
 
 /// ICMP to a VIP address: "fragmentation needed" about one of the VIP's
@@ -341,9 +362,7 @@ fn icmp(
         dport,
         in_proto,
     );
-    let key = vip_key(in_src, dport, in_proto);
-    // SAFETY: copied out at once.
-    let Some(vip) = (unsafe { XLB_VIPS.get(key.vip()) }).copied() else {
+    let Some(ring) = find_vip(vip_key(in_src, dport, in_proto)) else {
         return XDP_PASS;
     };
     if tot_len < QUOTE - ETH_LEN + IP_LEN + 8 || d + ETH_LEN + tot_len > e {
@@ -352,7 +371,7 @@ fn icmp(
     if let Some(s) = stats() {
         s.icmp_frag_needed += 1;
     }
-    forward(ctx, cfg, vip.ring, flow.flow(), false, false, tot_len)
+    forward(ctx, cfg, ring, flow.flow(), false, false, tot_len)
 }
 
 /// Picks the flow's real and tunnels the packet to it.

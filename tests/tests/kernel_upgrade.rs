@@ -740,6 +740,108 @@ fn external_vip_tables_and_flows_are_kept_across_a_restart() {
     dp.cleanup().unwrap();
 }
 
+#[test]
+fn an_earlier_builds_vip_hash_map_is_copied_into_the_vip_table_and_unpinned() {
+    let Some(_p) = privileged::require(
+        "an_earlier_builds_vip_hash_map_is_copied_into_the_vip_table_and_unpinned",
+    ) else {
+        return;
+    };
+    use proxy_common::{XlbVip, XlbVipBucket, XlbVipKey, XLB_ADDRESS_ONLY, XLB_VIP_USED};
+    use strait::datapath::{ExternalVip, L4Protocol};
+    let bpffs = TestBpffs::new().unwrap();
+    let node = "upgrade-xlb-v1";
+    let pins = config(bpffs.path(), node).pin_dir();
+    std::fs::create_dir_all(&pins).unwrap();
+    // What a build with the hash map left: 198.51.100.9:443/TCP on ring 0
+    // (ids started at 0 then) and the address marker.
+    let v1 = pins.join(proxy_common::XLB_VIPS_V1);
+    let fd = pin_raw_map(&v1, 1, 8, 8, proxy_common::MAX_XLB_VIPS);
+    drop(fd);
+    let addr = u32::from(Ipv4Addr::new(198, 51, 100, 9)).to_be();
+    let key = XlbVipKey {
+        vip: addr,
+        port: 443u16.to_be(),
+        proto: 6,
+        pad: 0,
+    };
+    let marker = XlbVipKey {
+        vip: addr,
+        port: 0,
+        proto: 0,
+        pad: 0,
+    };
+    {
+        let mut m: aya::maps::HashMap<_, XlbVipKey, XlbVip> = aya::maps::HashMap::try_from(
+            aya::maps::Map::HashMap(aya::maps::MapData::from_pin(&v1).unwrap()),
+        )
+        .unwrap();
+        m.insert(key, XlbVip { ring: 0, flags: 0 }, 0).unwrap();
+        m.insert(
+            marker,
+            XlbVip {
+                ring: XLB_ADDRESS_ONLY,
+                flags: 0,
+            },
+            0,
+        )
+        .unwrap();
+    }
+    let table = || -> Vec<(XlbVipKey, XlbVip)> {
+        let a: aya::maps::Array<_, XlbVipBucket> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(
+                aya::maps::MapData::from_pin(pins.join(proxy_common::XLB_VIPS)).unwrap(),
+            ))
+            .unwrap();
+        a.iter()
+            .flat_map(|b| b.unwrap().slots)
+            .filter(|s| s.key.pad == XLB_VIP_USED)
+            .map(|s| (XlbVipKey { pad: 0, ..s.key }, s.vip))
+            .collect()
+    };
+    let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
+    assert!(!v1.exists(), "the earlier build's map is still pinned");
+    let mut got = table();
+    got.sort_by_key(|(k, _)| *k);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(
+        got[0],
+        (
+            marker,
+            XlbVip {
+                ring: XLB_ADDRESS_ONLY,
+                flags: 0
+            }
+        )
+    );
+    assert_eq!(got[1].0, key);
+    let ring = got[1].1.ring;
+    assert_ne!(ring, 0, "ring id 0 is never used by this build");
+    // The next apply keeps the VIP on its (new) ring id and builds it.
+    let r = dp
+        .set_external_vips(&[ExternalVip {
+            vip: Ipv4Addr::new(198, 51, 100, 9),
+            port: 443,
+            protocol: L4Protocol::Tcp,
+            reals: vec![(Ipv4Addr::new(10, 80, 0, 1), 1)],
+        }])
+        .unwrap();
+    assert_eq!((r.vips, r.without_reals), (1, 0), "{r:?}");
+    let again = table();
+    assert!(
+        again.contains(&(key, XlbVip { ring, flags: 0 })),
+        "{again:?}"
+    );
+    let rings: aya::maps::HashMap<_, u32, proxy_common::MaglevTable> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(
+            aya::maps::MapData::from_pin(pins.join(proxy_common::XLB_RINGS)).unwrap(),
+        ))
+        .unwrap();
+    let ids: Vec<u32> = rings.keys().map(|k| k.unwrap()).collect();
+    assert_eq!(ids, [ring], "rings left: {ids:?}");
+    dp.cleanup().unwrap();
+}
+
 /// `strait run` on `node` (with `extra` flags), logging to `log`, once its
 /// admin API says `/ready`.
 fn start_daemon(

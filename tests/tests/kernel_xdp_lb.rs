@@ -718,3 +718,62 @@ fn xdp_lb_vips_follow_the_snapshots_external_ips_and_endpoints() {
     let frame = tcp_frame([203, 0, 113, 1], 3000, 80, 0x02);
     assert_eq!(run(prog(&ebpf), &frame), (XDP_PASS, frame));
 }
+
+#[test]
+fn xdp_lb_finds_every_vip_of_a_full_table_and_forgets_removed_ones() {
+    let Some(_p) =
+        privileged::require("xdp_lb_finds_every_vip_of_a_full_table_and_forgets_removed_ones")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    let real = [10, 1, 0, 1];
+    // 512 addresses with one TCP port each: 512 entries and 512 address
+    // markers, the table's whole capacity (MAX_XLB_VIPS).
+    let addr = |i: u32| Ipv4Addr::from(0xc612_0000 + i * 7 + 1);
+    let all: Vec<ExternalVip> = (0..512)
+        .map(|i| ExternalVip {
+            vip: addr(i),
+            port: 80,
+            protocol: L4Protocol::Tcp,
+            reals: vec![(Ipv4Addr::from(real), 1)],
+        })
+        .collect();
+    let mut vips = ExternalVips::new();
+    let r = vips.apply(&mut ebpf, &all).unwrap();
+    assert_eq!(r.vips, 512, "{r:?}");
+    let to = |i: u32, dport: u16| {
+        frame(
+            [192, 0, 2, 1],
+            addr(i).octets(),
+            6,
+            &tcp(40_000, dport, 0x02, b"x"),
+        )
+    };
+    for i in 0..512 {
+        let (v, out) = run(prog(&ebpf), &to(i, 80));
+        assert_eq!(
+            (v, real_of(&out)),
+            (XDP_TX, real),
+            "VIP {} not found",
+            addr(i)
+        );
+        assert_eq!(run(prog(&ebpf), &to(i, 81)).0, XDP_PASS, "{}:81", addr(i));
+    }
+    // Every other one removed: those pass, the rest are still balanced.
+    let kept: Vec<ExternalVip> = all.iter().step_by(2).cloned().collect();
+    vips.apply(&mut ebpf, &kept).unwrap();
+    for i in 0..512 {
+        let want = if i % 2 == 0 { XDP_TX } else { XDP_PASS };
+        assert_eq!(run(prog(&ebpf), &to(i, 80)).0, want, "VIP {}", addr(i));
+    }
+    // Over capacity: refused with a message, nothing lost.
+    let mut over = all.clone();
+    over.push(ExternalVip {
+        vip: addr(600),
+        ..all[0].clone()
+    });
+    let e = vips.apply(&mut ebpf, &over).unwrap_err().to_string();
+    assert!(e.contains("exceed"), "{e}");
+    assert_eq!(run(prog(&ebpf), &to(0, 80)).0, XDP_TX);
+}

@@ -6,6 +6,10 @@
 //! labels, as the node proxy reports its own TCP connections
 //! (`daemon/sink.rs`).
 //!
+//! IPv4 connections (and IPv6 sockets' IPv4-mapped ones) come from
+//! `TCP_STATS`, native IPv6 ones from `TCP_STATS6`
+//! ([`Datapath::tcp_stats6`]); both get the same labels.
+//!
 //! Labels: the source workload is the client's pod address, the
 //! destination workload the backend's, the destination service the VIP the
 //! client connected to (for a connection whose kernel record was reused
@@ -13,37 +17,76 @@
 //! `unknown` and `connection_security_policy` is `unknown`, as Istio's
 //! source reporter without mTLS.
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use strait_config::snapshot::MeshSnapshot;
 
 use super::sink::side;
-use crate::datapath::{Datapath, TcpStats, TcpStatsKey};
+use crate::datapath::{Datapath, TcpStats, TcpStatsKey, TcpStatsKey6};
 use crate::telemetry::{Metrics, TcpLabels};
 
 /// How often the kernel counters are read (each read walks the map).
 pub(super) const POLL_EVERY: Duration = Duration::from_secs(2);
 
-/// What was already exported, per key.
+/// What was already exported, per map (`true`: `TCP_STATS6`) and key.
 #[derive(Default)]
 pub(super) struct KernelTcpMetrics {
-    last: HashMap<TcpStatsKey, TcpStats>,
+    last: HashMap<(bool, ConnKey), TcpStats>,
     polled: Option<Instant>,
+}
+
+/// A `TCP_STATS` or `TCP_STATS6` key with its addresses decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct ConnKey {
+    /// The client's address.
+    src: IpAddr,
+    /// The service the client connected to; `None` when the kernel's
+    /// record was reused before the connection closed.
+    vip: Option<SocketAddr>,
+    /// The backend the kernel chose.
+    backend: SocketAddr,
 }
 
 fn v4(be: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(u32::from_be(be)))
 }
 
+/// An address in `ipv6_words` form; IPv4-mapped ones as IPv4.
+fn v6(words: [u32; 4]) -> IpAddr {
+    let a = Ipv6Addr::from(proxy_common::ipv6_from_words(words));
+    a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4)
+}
+
+impl From<&TcpStatsKey> for ConnKey {
+    fn from(k: &TcpStatsKey) -> Self {
+        Self {
+            src: v4(k.src),
+            vip: (k.vip != 0).then(|| SocketAddr::new(v4(k.vip), u16::from_be(k.vport))),
+            backend: SocketAddr::new(v4(k.backend), u16::from_be(k.bport)),
+        }
+    }
+}
+
+impl From<&TcpStatsKey6> for ConnKey {
+    fn from(k: &TcpStatsKey6) -> Self {
+        Self {
+            src: v6(k.src),
+            vip: (k.vip != [0; 4]).then(|| SocketAddr::new(v6(k.vip), u16::from_be(k.vport))),
+            backend: SocketAddr::new(v6(k.backend), u16::from_be(k.bport)),
+        }
+    }
+}
+
 /// The Istio labels of a kernel-balanced connection's key.
-pub(super) fn labels(snap: &MeshSnapshot, k: &TcpStatsKey) -> TcpLabels {
+pub(super) fn labels(snap: &MeshSnapshot, k: impl Into<ConnKey>) -> TcpLabels {
+    let k: ConnKey = k.into();
     let unknown = || "unknown".to_string();
-    let src = side(snap, Some(v4(k.src)));
-    let backend = SocketAddr::new(v4(k.backend), u16::from_be(k.bport));
+    let src = side(snap, Some(k.src));
+    let backend = k.backend;
     let dst = side(snap, Some(backend.ip()));
-    let host = if k.vip != 0 {
-        snap.service_by_vip(v4(k.vip), u16::from_be(k.vport))
+    let host = if let Some(vip) = k.vip {
+        snap.service_by_vip(vip.ip(), vip.port())
             .map(|(s, _)| s.host.clone())
     } else {
         snap.l4
@@ -91,7 +134,15 @@ impl KernelTcpMetrics {
             return;
         }
         self.polled = Some(Instant::now());
-        let stats = match dp.tcp_stats() {
+        let read = dp.tcp_stats().and_then(|v4| {
+            let v6 = dp.tcp_stats6()?;
+            Ok(v4
+                .iter()
+                .map(|(k, s)| ((false, ConnKey::from(k)), *s))
+                .chain(v6.iter().map(|(k, s)| ((true, ConnKey::from(k)), *s)))
+                .collect::<Vec<_>>())
+        });
+        let stats = match read {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("reading the kernel's TCP counters: {e:#}");
@@ -112,7 +163,7 @@ impl KernelTcpMetrics {
                 d(now.sent, before.sent),
             );
             if delta != (0, 0, 0, 0) {
-                metrics.tcp_add(&labels(snap, &k), delta.0, delta.1, delta.2, delta.3);
+                metrics.tcp_add(&labels(snap, k.1), delta.0, delta.1, delta.2, delta.3);
             }
             self.last.insert(k, now);
         }
@@ -192,5 +243,56 @@ mod tests {
             ..key
         };
         assert_eq!(labels(&snap, &stranger).source_workload, "unknown");
+    }
+
+    fn w6(ip: &str) -> [u32; 4] {
+        proxy_common::ipv6_words(ip.parse::<Ipv6Addr>().unwrap().octets())
+    }
+
+    #[test]
+    fn native_ipv6_connections_get_the_same_labels() {
+        let snap = snapshot(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\n\
+             spec: {clusterIP: fd00:96::9, clusterIPs: [fd00:96::9], ipFamilies: [IPv6], selector: {app: reviews}, ports: [{name: tcp, port: 9080}]}\n\
+             ---\napiVersion: v1\nkind: Pod\nmetadata: {name: reviews-v2, namespace: default, labels: {app: reviews, version: v2}}\n\
+             spec: {containers: [{name: c, image: x, ports: [{containerPort: 9080}]}]}\nstatus: {podIP: fd00:244::7, podIPs: [{ip: fd00:244::7}], phase: Running}\n\
+             ---\napiVersion: v1\nkind: Pod\nmetadata: {name: productpage, namespace: default, labels: {app: productpage, version: v1}}\n\
+             spec: {containers: [{name: c, image: x}]}\nstatus: {podIP: fd00:244::5, podIPs: [{ip: fd00:244::5}], phase: Running}\n",
+        );
+        let key = TcpStatsKey6 {
+            src: w6("fd00:244::5"),
+            vip: w6("fd00:96::9"),
+            backend: w6("fd00:244::7"),
+            vport: 9080u16.to_be(),
+            bport: 9080u16.to_be(),
+        };
+        let l = labels(&snap, &key);
+        assert_eq!(
+            (l.source_workload.as_str(), l.destination_workload.as_str()),
+            ("productpage", "reviews-v2")
+        );
+        assert_eq!(l.destination_service, "reviews.default.svc.cluster.local");
+        assert_eq!(l.destination_version, "v2");
+        // Its record reused before close: the service found by backend.
+        let lost = TcpStatsKey6 {
+            vip: [0; 4],
+            vport: 0,
+            ..key
+        };
+        assert_eq!(
+            labels(&snap, &lost).destination_service,
+            "reviews.default.svc.cluster.local"
+        );
+        // IPv4-mapped addresses (a reused record of an IPv6 socket's
+        // IPv4-mapped connection) read as IPv4.
+        let mapped = ConnKey::from(&TcpStatsKey6 {
+            src: w6("::ffff:10.244.0.5"),
+            vip: [0; 4],
+            backend: w6("::ffff:10.244.0.7"),
+            vport: 0,
+            bport: 9080u16.to_be(),
+        });
+        assert_eq!(mapped.src, "10.244.0.5".parse::<IpAddr>().unwrap());
+        assert_eq!(mapped.backend, "10.244.0.7:9080".parse().unwrap());
     }
 }

@@ -12,7 +12,7 @@ use aya::{
     },
     Ebpf,
 };
-use proxy_common::{ProxyConfig, TcpStats, TcpStatsKey, Workload};
+use proxy_common::{ProxyConfig, TcpStats, TcpStatsKey, TcpStatsKey6, Workload};
 use strait_config::snapshot::{L4Protocol, L4Service};
 use strait_config::MeshSnapshot;
 
@@ -162,6 +162,7 @@ pub struct Datapath {
     links: Vec<PinnedLink>,
     deny: DenyTries,
     external_vips: xlb::ExternalVips,
+    external_vips6: super::xlb6::ExternalVips6,
     uplink: Option<String>,
     /// The pinned XDP link on the uplink (`<pin dir>/uplink/xdp_lb@<iface>`).
     uplink_link: Option<PinnedLink>,
@@ -259,8 +260,15 @@ impl Datapath {
         replaced: &mut Replaced,
     ) -> anyhow::Result<Self> {
         let tcp_stats_on = u8::from(config.tcp_stats);
+        let tcp_sk = if config.tcp_stats {
+            tcp_sock_offsets()
+        } else {
+            [0; 2]
+        };
         let mut loader = super::btf::loader(super::EBPF_OBJECT);
         loader.override_global("TCP_STATS_ON", &tcp_stats_on, true);
+        loader.override_global("TCP_SK_WRITE_SEQ", &tcp_sk[0], true);
+        loader.override_global("TCP_SK_SHUTDOWN", &tcp_sk[1], true);
         let paths: Vec<(&str, PathBuf)> = layout::pinned_maps()
             .map(|name| (name, pin_dir.join(name)))
             .collect();
@@ -279,8 +287,13 @@ impl Datapath {
         let mut deny = DenyTries::take(&mut ebpf)?;
         deny.recover()
             .context("reading the pinned XDP deny tries")?;
-        let external_vips =
+        let mut external_vips =
             xlb::ExternalVips::recover(&ebpf).context("reading the pinned XDP balancer tables")?;
+        external_vips
+            .adopt_v1(&mut ebpf, pin_dir)
+            .context("copying an earlier build's pinned XDP VIP map")?;
+        let external_vips6 = super::xlb6::ExternalVips6::recover(&ebpf)
+            .context("reading the pinned XDP balancer's IPv6 tables")?;
         let mut dp = Self {
             ebpf,
             maps,
@@ -289,6 +302,7 @@ impl Datapath {
             links: Vec::new(),
             deny,
             external_vips,
+            external_vips6,
             uplink: None,
             uplink_link: None,
             replaced: std::mem::take(replaced),
@@ -754,49 +768,68 @@ impl Datapath {
         self.external_vips.apply(&mut self.ebpf, vips)
     }
 
+    /// Makes the XDP balancer's IPv6 tables hold exactly `vips`; see
+    /// [`super::xlb6::ExternalVips6::apply`].
+    pub fn set_external_vips6(
+        &mut self,
+        vips: &[super::ExternalVip6],
+    ) -> anyhow::Result<XlbReport> {
+        self.external_vips6.apply(&mut self.ebpf, vips)
+    }
+
+    /// Sets (or with `None` clears: IPv6 VIP packets then pass) the ip6ip6
+    /// outer source and gateway MAC of the uplink program; see
+    /// [`super::resolve_uplink6`].
+    ///
+    /// Errors: the map update is refused.
+    pub fn configure_uplink6(&mut self, cfg: Option<&super::UplinkConfig6>) -> anyhow::Result<()> {
+        super::xlb6::configure_uplink6(&mut self.ebpf, cfg)
+    }
+
     /// Makes the XDP balancer's tables hold the external VIPs of `snap`
     /// (Services' `externalIPs` and `status.loadBalancer.ingress`, spread
-    /// over the nodes hosting their endpoints): only VIPs whose nodes or
-    /// weights changed get a new ring. IPv6 entries are skipped (logged).
+    /// over the nodes hosting their endpoints by node address of the VIP's
+    /// family: IPIP for IPv4, ip6ip6 for IPv6): only VIPs whose nodes or
+    /// weights changed get a new ring. Endpoints without a node address of
+    /// their VIP's family are left out (logged, naming the Service).
     /// Balanced only once [`Self::attach_uplink`] has attached the
     /// program; nodes receiving tunnelled packets must hold the VIP on a
     /// local interface, as Katran's reals do.
     ///
-    /// Errors: as [`xlb::ExternalVips::apply`].
+    /// Errors: as [`xlb::ExternalVips::apply`] (IPv4 first; the IPv6 tables
+    /// are written even when the IPv4 ones fail, and the first error is
+    /// returned). The report sums both families.
     pub fn apply_external_services(&mut self, snap: &MeshSnapshot) -> anyhow::Result<XlbReport> {
         let (vips, skipped) = xlb::external_vips(&snap.external);
-        for s in &skipped {
+        let (vips6, skipped6) = super::xlb6::external_vips6(&snap.external);
+        for s in skipped.iter().chain(&skipped6) {
             tracing::warn!("{s}");
         }
-        self.external_vips.apply(&mut self.ebpf, &vips)
+        let v4 = self.external_vips.apply(&mut self.ebpf, &vips);
+        let v6 = self.external_vips6.apply(&mut self.ebpf, &vips6);
+        let (v4, v6) = (v4?, v6?);
+        Ok(XlbReport {
+            vips: v4.vips + v6.vips,
+            without_reals: v4.without_reals + v6.without_reals,
+            reals: v4.reals + v6.reals,
+        })
     }
 
-    /// The kernel-balanced TCP connections counted by the sockops program
-    /// (`TCP_STATS`), summed over CPUs: per (client, service VIP, backend)
-    /// key, connections opened and closed and the bytes of closed ones.
-    /// Counts only grow while the object is loaded.
+    /// The kernel-balanced IPv4 (and IPv4-mapped) TCP connections counted
+    /// by the sockops program (`TCP_STATS`), summed over CPUs: per (client,
+    /// service VIP, backend) key, connections opened and closed and the
+    /// bytes of closed ones. Counts only grow while the object is loaded.
     ///
     /// Errors: the map cannot be read.
     pub fn tcp_stats(&self) -> anyhow::Result<Vec<(TcpStatsKey, TcpStats)>> {
-        let map: aya::maps::PerCpuHashMap<_, TcpStatsKey, TcpStats> =
-            aya::maps::PerCpuHashMap::try_from(
-                self.ebpf
-                    .map(proxy_common::TCP_STATS)
-                    .context("map TCP_STATS missing from the eBPF object")?,
-            )?;
-        let mut out = Vec::new();
-        for item in map.iter() {
-            let (k, per_cpu) = item.context("reading TCP_STATS")?;
-            let mut sum = TcpStats::default();
-            for v in per_cpu.iter() {
-                sum.opened += v.opened;
-                sum.closed += v.closed;
-                sum.sent += v.sent;
-                sum.received += v.received;
-            }
-            out.push((k, sum));
-        }
-        Ok(out)
+        summed(&self.ebpf, proxy_common::TCP_STATS)
+    }
+
+    /// [`Self::tcp_stats`] for native IPv6 services (`TCP_STATS6`).
+    ///
+    /// Errors: the map cannot be read.
+    pub fn tcp_stats6(&self) -> anyhow::Result<Vec<(TcpStatsKey6, TcpStats)>> {
+        summed(&self.ebpf, proxy_common::TCP_STATS6)
     }
 
     /// Run count and total run time of each loaded program, by name, as
@@ -1052,4 +1085,44 @@ fn attach_cgroup_link(ebpf: &mut Ebpf, name: &str, cgroup: &Path) -> anyhow::Res
         p.take_link(id)?.try_into()?
     };
     Ok(link)
+}
+
+/// The running kernel's `[write_seq, sk_shutdown]` socket offsets for the
+/// sockops program's counters ([`super::tcp_sock`]); `[0, 0]` when the
+/// kernel's BTF cannot say, which is logged as a warning: closes are then
+/// counted at `TCP_CLOSE` (three state callbacks per connection instead of
+/// one) and bytes still unacknowledged when the client closed are left
+/// out.
+fn tcp_sock_offsets() -> [u32; 2] {
+    match super::tcp_sock::TcpSockOffsets::of_kernel() {
+        Ok(o) => [o.write_seq, o.sk_shutdown],
+        Err(e) => {
+            tracing::warn!(
+                "kernel-balanced TCP connections are counted closed at TCP_CLOSE, their bytes as acknowledged (no socket offsets from the kernel's BTF: {e})"
+            );
+            [0; 2]
+        }
+    }
+}
+
+/// The entries of the per-CPU `TCP_STATS` / `TCP_STATS6` map `name`, each
+/// summed over CPUs.
+fn summed<K: aya::Pod>(ebpf: &Ebpf, name: &str) -> anyhow::Result<Vec<(K, TcpStats)>> {
+    let map: aya::maps::PerCpuHashMap<_, K, TcpStats> = aya::maps::PerCpuHashMap::try_from(
+        ebpf.map(name)
+            .with_context(|| format!("map {name} missing from the eBPF object"))?,
+    )?;
+    let mut out = Vec::new();
+    for item in map.iter() {
+        let (k, per_cpu) = item.with_context(|| format!("reading {name}"))?;
+        let mut sum = TcpStats::default();
+        for v in per_cpu.iter() {
+            sum.opened += v.opened;
+            sum.closed += v.closed;
+            sum.sent += v.sent;
+            sum.received += v.received;
+        }
+        out.push((k, sum));
+    }
+    Ok(out)
 }

@@ -19,10 +19,12 @@ use aya::{
     Ebpf,
 };
 use proxy_common::{
-    ipv4_to_be, port_to_be, proto, MaglevTable, XlbConfig, XlbReal, XlbStats, XlbVip, XlbVipKey,
-    MAGLEV_TABLE_SIZE, MAX_XLB_REALS, MAX_XLB_VIPS, XLB_ADDRESS_ONLY,
+    ipv4_to_be, port_to_be, proto, MaglevTable, XlbConfig, XlbReal, XlbStats, XlbVip, XlbVipBucket,
+    XlbVipKey, MAGLEV_TABLE_SIZE, MAX_XLB_REALS, MAX_XLB_VIPS, XLB_ADDRESS_ONLY,
 };
 use strait_config::snapshot::L4Protocol;
+
+use super::xlb_table::VipTable;
 
 /// One external VIP (a Service's `externalIPs` entry or
 /// `status.loadBalancer.ingress` address) on one port: where its packets go.
@@ -41,10 +43,11 @@ pub struct ExternalVip {
     pub reals: Vec<(Ipv4Addr, u32)>,
 }
 
-/// The XDP balancer's entries of a snapshot's external services
+/// The XDP balancer's IPv4 entries of a snapshot's external services
 /// ([`strait_config::snapshot::ExternalL4Service`]): IPv4 VIPs with IPv4
-/// node addresses. IPv6 VIPs and nodes are not balanced by `xdp_lb`
-/// (IPv4-in-IPv4 only); each skipped entry is named in the second list.
+/// node addresses (IPv4-in-IPv4). IPv6 VIPs are left to
+/// [`super::external_vips6`]; an IPv4 VIP's endpoints without an IPv4 node
+/// address are named in the second list.
 pub fn external_vips(
     services: &[strait_config::snapshot::ExternalL4Service],
 ) -> (Vec<ExternalVip>, Vec<String>) {
@@ -52,10 +55,6 @@ pub fn external_vips(
     let mut skipped = Vec::new();
     for s in services {
         let std::net::IpAddr::V4(vip) = s.vip else {
-            skipped.push(format!(
-                "{} {}:{}: IPv6 external VIPs are not balanced in XDP",
-                s.host, s.vip, s.port
-            ));
             continue;
         };
         let reals: Vec<(Ipv4Addr, u32)> = s
@@ -66,9 +65,11 @@ pub fn external_vips(
                 std::net::IpAddr::V6(_) => None,
             })
             .collect();
-        if reals.len() != s.nodes.len() {
+        let unplaced = s.unplaced as usize + s.nodes.len() - reals.len();
+        if unplaced > 0 {
             skipped.push(format!(
-                "{} {vip}:{}: IPv6 node addresses left out of the XDP ring",
+                "Service {} external VIP {vip}:{}: {unplaced} endpoint(s) left out of the XDP ring: \
+                 their Pods' status.hostIP/hostIPs list no IPv4 node address",
                 s.host, s.port
             ));
         }
@@ -110,12 +111,16 @@ pub struct ExternalVips {
     free_reals: Vec<u32>,
     next_real: u32,
     rings: HashMap<XlbVipKey, u32>,
+    /// The next ring id never used (ids start at 1: 0 is never a ring, see
+    /// [`proxy_common::XlbVipSlot`]).
     next_ring: u32,
     free_rings: Vec<u32>,
     markers: HashSet<u32>,
     /// Healthy reals each ring was last built from: an unchanged VIP's
     /// ring is not rebuilt (a reload costs only the VIPs it changes).
     built: HashMap<XlbVipKey, Vec<(Ipv4Addr, u32)>>,
+    /// The VIP table as written.
+    table: VipTable,
 }
 
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
@@ -213,6 +218,8 @@ impl ExternalVips {
                 .with_context(|| format!("map {name} missing from the eBPF object"))
         };
         let mut out = Self::new();
+        let table: Array<_, XlbVipBucket> = Array::try_from(map(proxy_common::XLB_VIPS)?)?;
+        out.table = VipTable::read(&table)?;
         let reals: Array<_, XlbReal> = Array::try_from(map(proxy_common::XLB_REALS)?)?;
         let mut used = Vec::new();
         for (i, r) in reals.iter().enumerate() {
@@ -225,13 +232,10 @@ impl ExternalVips {
         }
         out.next_real = used.iter().max().map_or(0, |m| m + 1);
         out.free_reals = (0..out.next_real).filter(|i| !used.contains(i)).collect();
-        let vips: BpfHashMap<_, XlbVipKey, XlbVip> =
-            BpfHashMap::try_from(map(proxy_common::XLB_VIPS)?)?;
-        for item in vips.iter() {
-            let (k, v) = item.context("reading XLB_VIPS")?;
+        for (k, v) in out.table.entries() {
             if v.ring == XLB_ADDRESS_ONLY {
                 out.markers.insert(k.vip);
-            } else {
+            } else if v.ring != 0 {
                 out.rings.insert(k, v.ring);
             }
         }
@@ -246,13 +250,72 @@ impl ExternalVips {
             .iter()
             .chain(stored.iter())
             .max()
-            .map_or(0, |m| m + 1);
+            .map_or(1, |m| m + 1);
         // Ids no VIP uses are free (a ring left without its VIP is removed
-        // at the next apply).
+        // at the next apply); 0 included, so a ring 0 an earlier build left
+        // is removed, never reused.
         out.free_rings = (0..out.next_ring)
             .filter(|r| !referenced.contains(r))
             .collect();
         Ok(out)
+    }
+
+    /// Copies the VIPs of the hash map earlier builds pinned as
+    /// [`proxy_common::XLB_VIPS_V1`] under `pin_dir` (if any) into the VIP
+    /// table, so this build's program balances them from its first packet,
+    /// then unpins that map (a program still attached keeps it until it is
+    /// replaced). A VIP on ring 0 gets a new ring id (0 is never used now;
+    /// the ring is rebuilt at the next [`ExternalVips::apply`] anyway).
+    /// Returns how many entries were copied.
+    ///
+    /// Errors: the old map cannot be read or the table written; the old pin
+    /// is then left in place.
+    pub fn adopt_v1(
+        &mut self,
+        ebpf: &mut Ebpf,
+        pin_dir: &std::path::Path,
+    ) -> anyhow::Result<usize> {
+        let path = pin_dir.join(proxy_common::XLB_VIPS_V1);
+        if !path.exists() {
+            return Ok(0);
+        }
+        let data = aya::maps::MapData::from_pin(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let old: BpfHashMap<_, XlbVipKey, XlbVip> =
+            BpfHashMap::try_from(aya::maps::Map::HashMap(data))
+                .with_context(|| format!("reading {}", path.display()))?;
+        let entries: Vec<(XlbVipKey, XlbVip)> = old
+            .iter()
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("reading {}", path.display()))?;
+        for (key, mut v) in entries.iter().copied() {
+            if v.ring == XLB_ADDRESS_ONLY {
+                self.markers.insert(key.vip);
+            } else {
+                if v.ring == 0 || self.rings.values().any(|r| *r == v.ring) {
+                    // A new id with a copy of the ring, so new flows keep
+                    // being balanced; the old id is freed (and its ring
+                    // removed) at the next apply.
+                    let id = self.next_ring.max(1);
+                    self.next_ring = id + 1;
+                    let mut rings: BpfHashMap<_, u32, MaglevTable> =
+                        BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS)?)?;
+                    if let Ok(ring) = rings.get(&v.ring, 0) {
+                        rings.insert(id, ring, 0).context("XLB_RINGS is full")?;
+                    }
+                    v.ring = id;
+                } else {
+                    self.free_rings.retain(|r| *r != v.ring);
+                    self.next_ring = self.next_ring.max(v.ring + 1);
+                }
+                self.rings.insert(XlbVipKey { pad: 0, ..key }, v.ring);
+            }
+            let mut table: Array<_, XlbVipBucket> =
+                Array::try_from(map_mut(ebpf, proxy_common::XLB_VIPS)?)?;
+            self.table.set(&mut table, &key, v)?;
+        }
+        std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+        Ok(entries.len())
     }
 
     /// Makes the kernel tables hold exactly `vips`: reals indexed, each
@@ -330,10 +393,16 @@ impl ExternalVips {
                 let ring = match self.rings.get(key) {
                     Some(r) => *r,
                     None => {
-                        let r = self.free_rings.pop().unwrap_or_else(|| {
-                            self.next_ring += 1;
-                            self.next_ring - 1
-                        });
+                        // Never id 0 (an earlier build's ring 0 stays
+                        // listed as free until it is removed below).
+                        let reuse = self.free_rings.iter().rposition(|r| *r != 0);
+                        let r = match reuse {
+                            Some(i) => self.free_rings.remove(i),
+                            None => {
+                                self.next_ring = self.next_ring.max(1) + 1;
+                                self.next_ring - 1
+                            }
+                        };
                         self.rings.insert(*key, r);
                         r
                     }
@@ -377,30 +446,15 @@ impl ExternalVips {
             }
         }
         {
-            let mut map: BpfHashMap<_, XlbVipKey, XlbVip> =
-                BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_VIPS)?)?;
-            for key in want.keys() {
-                let ring = self.rings[key];
-                map.insert(key, XlbVip { ring, flags: 0 }, 0)
-                    .context("XLB_VIPS is full")?;
-            }
-            for a in &addrs {
-                let marker = XlbVipKey {
-                    vip: *a,
-                    port: 0,
-                    proto: 0,
-                    pad: 0,
-                };
-                map.insert(
-                    marker,
-                    XlbVip {
-                        ring: XLB_ADDRESS_ONLY,
-                        flags: 0,
-                    },
-                    0,
-                )
-                .context("XLB_VIPS is full")?;
-            }
+            let mut map: Array<_, XlbVipBucket> =
+                Array::try_from(map_mut(ebpf, proxy_common::XLB_VIPS)?)?;
+            let marker = |vip: u32| XlbVipKey {
+                vip,
+                port: 0,
+                proto: 0,
+                pad: 0,
+            };
+            // Gone entries first: their slots are free for the new ones.
             let gone: Vec<XlbVipKey> = self
                 .rings
                 .keys()
@@ -408,19 +462,28 @@ impl ExternalVips {
                 .copied()
                 .collect();
             for k in gone {
-                let _ = map.remove(&k);
+                self.table.remove(&mut map, &k)?;
                 self.built.remove(&k);
                 if let Some(r) = self.rings.remove(&k) {
                     self.free_rings.push(r);
                 }
             }
             for a in self.markers.difference(&addrs) {
-                let _ = map.remove(&XlbVipKey {
-                    vip: *a,
-                    port: 0,
-                    proto: 0,
-                    pad: 0,
-                });
+                self.table.remove(&mut map, &marker(*a))?;
+            }
+            for key in want.keys() {
+                let ring = self.rings[key];
+                self.table.set(&mut map, key, XlbVip { ring, flags: 0 })?;
+            }
+            for a in &addrs {
+                self.table.set(
+                    &mut map,
+                    &marker(*a),
+                    XlbVip {
+                        ring: XLB_ADDRESS_ONLY,
+                        flags: 0,
+                    },
+                )?;
             }
             self.markers = addrs;
         }
@@ -431,6 +494,7 @@ impl ExternalVips {
             for r in &self.free_rings {
                 let _ = rings.remove(r);
             }
+            self.free_rings.retain(|r| *r != 0);
             let mut reals: Array<_, XlbReal> =
                 Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS)?)?;
             let gone: Vec<Ipv4Addr> = self

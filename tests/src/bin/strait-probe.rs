@@ -18,6 +18,12 @@
 //!   udp ADDR [COUNT] [--connect]
 //!       Sends `ping` COUNT times from one socket and prints per datagram
 //!       `<reply source> <reply>` (or `error <kind>`).
+//!   xfer ADDR SEND RECV|eof|shut
+//!       One connection: writes SEND bytes, then reads RECV bytes and
+//!       closes (the client closes first), or with `eof` reads until the
+//!       server closes, then closes, or with `shut` shuts its sending side
+//!       down first (a half-close) and then reads until the server closes.
+//!       Prints `received <N>`.
 //!   load --bpffs DIR --node NAME --attach CGROUP [--lb random|round_robin|maglev]
 //!        --service VIP:PORT/PROTO=B1,B2,...  (repeatable)
 //!       Loads, attaches, pins and applies the services, then exits.
@@ -92,6 +98,18 @@ fn main() {
             let count: u32 = args.get(1).map_or(1, |c| c.parse().expect("COUNT"));
             udp(addr, count, connected);
         }
+        "xfer" => {
+            let addr = sock(args.first().expect("xfer ADDR"));
+            let send: usize = args.get(1).expect("SEND").parse().expect("SEND");
+            let recv = args.get(2).expect("RECV|eof");
+            match xfer(addr, send, recv) {
+                Ok(n) => println!("received {n}"),
+                Err(e) => {
+                    eprintln!("strait-probe xfer: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         "load" => {
             if let Err(e) = load(args) {
                 eprintln!("strait-probe load: {e:#}");
@@ -103,6 +121,29 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// The `xfer` command: bytes received.
+fn xfer(addr: SocketAddr, send: usize, recv: &str) -> std::io::Result<usize> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(&vec![b'x'; send])?;
+    if recv == "shut" {
+        s.shutdown(std::net::Shutdown::Write)?;
+    }
+    let got = if recv == "eof" || recv == "shut" {
+        let mut all = Vec::new();
+        s.read_to_end(&mut all)?;
+        all.len()
+    } else {
+        let n: usize = recv.parse().expect("RECV");
+        let mut buf = vec![0u8; n];
+        s.read_exact(&mut buf)?;
+        n
+    };
+    drop(s);
+    Ok(got)
 }
 
 fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {

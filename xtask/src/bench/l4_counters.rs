@@ -185,7 +185,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
         intro: vec![format!(
             "`cargo xtask bench l4-counters{}`: one service with three endpoints, the L4 suite's client (`bench-l4`, 8 threads, connect → `PING` → `OK` → close) and backend. \
              Each of {rounds} rounds holds Strait's data path (`bench-datapath`, as the daemon sets it up) twice, once with the `TCP_STATS` counters on and once loaded with them off (`DatapathConfig::tcp_stats`; the order alternates), and under each runs {conns} connections direct and {conns} through Strait's VIP. \
-             \"sockops ns per connection\" is the kernel's run-time statistics (`bpf_stats_enabled`) of the sockops program over every event of every connection through the cgroup, divided by the connections; the counters add one `TCP_STATS` update when the connection is established, the state callbacks they ask for, and one update when it closes. \
+             \"sockops ns per connection\" is the kernel's run-time statistics (`bpf_stats_enabled`) of the sockops program over every event of every connection through the cgroup, divided by the connections; the counters add one `TCP_STATS` update when the connection is established and the state-callback runs until its counts are final (then it is counted closed and the callback turned off): one when the client closes first, two (`CLOSE_WAIT`, then `LAST_ACK`) when the backend does, as `bench-backend` does here. \
              The end-to-end rates move by more than that between runs on this shared machine; the run-time difference is the cost.",
             if env.quick { " --quick" } else { "" }
         )],

@@ -1,0 +1,335 @@
+//! Istio's `istio_tcp_*` counts for kernel-balanced TCP connections (no
+//! proxy sees them), in `TCP_STATS` (IPv4 and IPv4-mapped) and
+//! `TCP_STATS6` (native IPv6), all from the sockops program:
+//! - opened, when the client's active open completes ([`opened`],
+//!   [`opened6`]), which also turns on the socket's state callback;
+//! - closed, with the exact bytes the client wrote and received
+//!   ([`state_changed`]), at the **first** state change after which both
+//!   counts are final, and the state callback is turned off there.
+//!
+//! When are both final? The client's written bytes once it shut down its
+//! side (`FIN_WAIT1`, `LAST_ACK`, `CLOSING`: `write_seq` no longer grows;
+//! bytes still queued count as written, as Envoy counts what it wrote).
+//! The received bytes once the peer's FIN came (`LAST_ACK`, `CLOSING`) or
+//! once the application closed the socket for reading (`close()`: the
+//! kernel resets a connection whose peer sends more, `LINUX_MIB_TCPABORTONDATA`,
+//! so nothing more is received) — so an application's `close()` in
+//! `ESTABLISHED` is counted at its `FIN_WAIT1`, in one state callback
+//! instead of the three (`FIN_WAIT1`, `FIN_WAIT2`, `CLOSE`) that counting
+//! at `TCP_CLOSE` takes. A half-close (`shutdown(SHUT_WR)`, then reading
+//! on) is counted at `CLOSING` or `TCP_CLOSE`; a reset at `TCP_CLOSE`.
+//!
+//! Two values are not in the sockops context: `write_seq` (bytes queued
+//! but not yet sent) and `sk_shutdown` (whether the application closed
+//! for reading). They are loaded through the socket's BTF pointer
+//! (`bpf_skc_to_tcp_sock`) at offsets the loader takes from the running
+//! kernel's BTF and writes into the read-only globals below — plain loads
+//! the verifier checks against the kernel's `struct tcp_sock`, no
+//! `bpf_probe_read_kernel` call. Offsets 0 (unknown): every close is
+//! counted at `TCP_CLOSE`, bytes written = bytes acknowledged, and the
+//! peer's FIN is taken as received.
+//!
+//! Byte counts are data only: `bytes_acked` counts our SYN (and FIN) in
+//! sequence space and `bytes_received` the peer's FIN; both are taken out.
+use aya_ebpf::{
+    bindings::{bpf_sock_ops, BPF_SOCK_OPS_STATE_CB_FLAG},
+    helpers::bpf_skc_to_tcp_sock,
+    programs::SockOpsContext,
+    EbpfContext,
+};
+use proxy_common::{SockNat, SockNat6, TcpStats, TcpStatsKey, TcpStatsKey6};
+
+use crate::maps::TCP_STATS;
+use crate::maps6::TCP_STATS6;
+
+/// 1: count kernel-balanced connections in `TCP_STATS` / `TCP_STATS6` (the
+/// default); 0: don't (no counting, no state callbacks). Set at load time
+/// (a read-only global the verifier treats as a constant, so the branch on
+/// it costs nothing) by `DatapathConfig::tcp_stats`; off only to measure
+/// what the counters cost (`cargo xtask bench l4-counters`).
+#[unsafe(no_mangle)]
+static TCP_STATS_ON: u8 = 1;
+
+/// Byte offset of `write_seq` (`u32`) in the kernel's `struct tcp_sock`;
+/// 0 when unknown. Set by the loader from the kernel's BTF.
+#[unsafe(no_mangle)]
+static TCP_SK_WRITE_SEQ: u32 = 0;
+
+/// Byte offset of `sk_shutdown` (`u8`) in `struct sock` (which opens
+/// `struct tcp_sock`); 0 when unknown.
+#[unsafe(no_mangle)]
+static TCP_SK_SHUTDOWN: u32 = 0;
+
+// TCP states (`include/net/tcp_states.h`).
+const FIN_WAIT1: u32 = 4;
+const FIN_WAIT2: u32 = 5;
+const CLOSE: u32 = 7;
+const CLOSE_WAIT: u32 = 8;
+const LAST_ACK: u32 = 9;
+const CLOSING: u32 = 11;
+
+/// `RCV_SHUTDOWN` in `sk_shutdown`.
+const RCV_SHUTDOWN: u8 = 1;
+/// `AF_INET6`.
+const AF_INET6: u32 = 10;
+/// The third word of an IPv4-mapped IPv6 address (`::ffff:0:0/96`) as the
+/// kernel stores it.
+const MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+/// Whether counting is on (see [`TCP_STATS_ON`]).
+#[inline(always)]
+pub fn on() -> bool {
+    // SAFETY: a plain load of a global (volatile: its value is the
+    // loader's, not the one compiled in).
+    unsafe { core::ptr::read_volatile(&TCP_STATS_ON) != 0 }
+}
+
+/// Adds `d` to `key`'s counters in `map` (one lookup; an insert the first
+/// time the key is seen on this CPU).
+macro_rules! add {
+    ($map:expr, $key:expr, $d:expr) => {{
+        let d: TcpStats = $d;
+        match $map.get_ptr_mut($key) {
+            // SAFETY: this CPU's value; nothing else writes it while we run.
+            Some(s) => unsafe {
+                (*s).opened += d.opened;
+                (*s).closed += d.closed;
+                (*s).sent += d.sent;
+                (*s).received += d.received;
+            },
+            None => {
+                let _ = $map.insert($key, &d, 0);
+            }
+        }
+    }};
+}
+
+const OPENED: TcpStats = TcpStats {
+    opened: 1,
+    closed: 0,
+    sent: 0,
+    received: 0,
+};
+
+/// The `TCP_STATS` key of a balanced socket whose client address is `src`.
+#[inline(always)]
+fn key4(src: u32, nat: &SockNat) -> TcpStatsKey {
+    TcpStatsKey {
+        src,
+        vip: nat.orig.ip,
+        backend: nat.to.ip,
+        vport: nat.orig.port,
+        bport: nat.to.port,
+    }
+}
+
+/// The `TCP_STATS6` key of a balanced native IPv6 socket.
+#[inline(always)]
+fn key6(src: [u32; 4], nat: &SockNat6) -> TcpStatsKey6 {
+    TcpStatsKey6 {
+        src,
+        vip: nat.orig.ip,
+        backend: nat.to.ip,
+        vport: nat.orig.port,
+        bport: nat.to.port,
+    }
+}
+
+/// Counts a kernel-balanced IPv4 (or IPv4-mapped) connection opened, as
+/// connect4/connect6 recorded it in `nat`, and asks for its state changes.
+#[inline(always)]
+pub fn opened(ctx: &SockOpsContext, nat: &SockNat) {
+    add!(TCP_STATS, &key4(ctx.local_ip4(), nat), OPENED);
+    let _ = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32);
+}
+
+/// [`opened`] for a connection connect6 balanced to a native IPv6 backend.
+#[inline(always)]
+pub fn opened6(ctx: &SockOpsContext, nat: &SockNat6) {
+    add!(TCP_STATS6, &key6(ip6(ctx.ops, false), nat), OPENED);
+    let _ = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32);
+}
+
+/// The context's local (`remote`: peer) IPv6 address, one 32-bit load per
+/// word, each at its own constant offset (the verifier refuses a load
+/// through a context pointer the compiler offset first).
+#[inline(always)]
+fn ip6(ops: *mut bpf_sock_ops, remote: bool) -> [u32; 4] {
+    // SAFETY: plain loads of context fields.
+    unsafe {
+        if remote {
+            [
+                core::ptr::read_volatile(&raw const (*ops).remote_ip6[0]),
+                core::ptr::read_volatile(&raw const (*ops).remote_ip6[1]),
+                core::ptr::read_volatile(&raw const (*ops).remote_ip6[2]),
+                core::ptr::read_volatile(&raw const (*ops).remote_ip6[3]),
+            ]
+        } else {
+            [
+                core::ptr::read_volatile(&raw const (*ops).local_ip6[0]),
+                core::ptr::read_volatile(&raw const (*ops).local_ip6[1]),
+                core::ptr::read_volatile(&raw const (*ops).local_ip6[2]),
+                core::ptr::read_volatile(&raw const (*ops).local_ip6[3]),
+            ]
+        }
+    }
+}
+
+/// The peer port in network byte order: sock_ops stores it in the upper
+/// half of the word on little-endian kernels (Linux's
+/// `sock_ops_convert_ctx_access`), in the lower half on others.
+#[inline(always)]
+fn remote_port(ops: *mut bpf_sock_ops) -> u16 {
+    // SAFETY: a plain load of the context field.
+    let p = unsafe { core::ptr::read_volatile(&raw const (*ops).remote_port) };
+    if p > 0xffff {
+        (p >> 16) as u16
+    } else {
+        p as u16
+    }
+}
+
+/// `(sk_shutdown, write_seq)` of the context's socket, through its BTF
+/// pointer; `None` when the offsets are unknown or the socket is not a
+/// full TCP socket.
+#[inline(always)]
+fn tcp_sock_fields(ops: *mut bpf_sock_ops) -> Option<(u8, u32)> {
+    // SAFETY: plain loads of globals the loader set (constants to the
+    // verifier: a frozen read-only map).
+    let (o_shut, o_wseq) = unsafe {
+        (
+            core::ptr::read_volatile(&TCP_SK_SHUTDOWN),
+            core::ptr::read_volatile(&TCP_SK_WRITE_SEQ),
+        )
+    };
+    if o_shut == 0 || o_wseq == 0 {
+        return None;
+    }
+    // SAFETY: `sk` is a context field (the socket, or null); the helper
+    // returns the `struct tcp_sock` it is, or null; loads through the BTF
+    // pointer the helper returns are checked by the verifier against the
+    // kernel's type at these (constant) offsets and fault-safe.
+    unsafe {
+        let sk = core::ptr::read_volatile(&raw const (*ops).__bindgen_anon_2.sk);
+        if sk.is_null() {
+            return None;
+        }
+        let tp = bpf_skc_to_tcp_sock(sk.cast()) as *const u8;
+        if tp.is_null() {
+            return None;
+        }
+        Some((
+            core::ptr::read_volatile(tp.add(o_shut as usize)),
+            core::ptr::read_volatile(tp.add(o_wseq as usize).cast::<u32>()),
+        ))
+    }
+}
+
+/// A balanced socket changed state (its state callback, which [`opened`]
+/// turned on): at the first state where the client's written and received
+/// bytes are both final (module documentation), counts it closed with
+/// them and turns the callback off; other states return at once.
+#[inline(always)]
+pub fn state_changed(ctx: &SockOpsContext) {
+    let old = ctx.arg(0);
+    let new = ctx.arg(1);
+    if !matches!(new, FIN_WAIT1 | FIN_WAIT2 | CLOSING | LAST_ACK | CLOSE) {
+        return;
+    }
+    let ops = ctx.ops;
+    let fields = tcp_sock_fields(ops);
+    let rcv_shut = match fields {
+        Some((shutdown, _)) => shutdown & RCV_SHUTDOWN != 0,
+        // Unknown: wait for TCP_CLOSE, and take the peer's FIN as
+        // received there.
+        None => {
+            if new != CLOSE {
+                return;
+            }
+            true
+        }
+    };
+    // Our side shut down, the peer's not: final only if the application
+    // closed for reading too.
+    if matches!(new, FIN_WAIT1 | FIN_WAIT2) && !rcv_shut {
+        return;
+    }
+    // Every context field is read up front, each with its own constant
+    // offset: the verifier refuses a load through a context pointer the
+    // compiler offset in a shared branch.
+    // SAFETY: the kernel hands a valid `bpf_sock_ops`; plain loads.
+    let (acked, received, una, family) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*ops).bytes_acked),
+            core::ptr::read_volatile(&raw const (*ops).bytes_received),
+            core::ptr::read_volatile(&raw const (*ops).snd_una),
+            core::ptr::read_volatile(&raw const (*ops).family),
+        )
+    };
+    let wseq = match fields {
+        Some((_, w)) => w,
+        None => una,
+    };
+    // Our FIN is in `write_seq` once queued (the callback for FIN_WAIT1 and
+    // LAST_ACK runs before `tcp_send_fin`), the peer's in `bytes_received`
+    // once it came.
+    let fin_sent = matches!(old, FIN_WAIT1 | FIN_WAIT2 | CLOSING | LAST_ACK) || new == CLOSING;
+    let fin_received = matches!(old, CLOSE_WAIT | CLOSING | LAST_ACK)
+        || matches!(new, CLOSING | LAST_ACK)
+        || (new == CLOSE && matches!(old, FIN_WAIT1 | FIN_WAIT2) && rcv_shut);
+    let d = TcpStats {
+        opened: 0,
+        closed: 1,
+        // Bytes acknowledged plus those still queued, less our SYN (the
+        // SYN-ACK acknowledged it) and FIN.
+        sent: (acked + u64::from(wseq.wrapping_sub(una))).saturating_sub(1 + u64::from(fin_sent)),
+        received: received.saturating_sub(u64::from(fin_received)),
+    };
+    if new != CLOSE {
+        let _ = ctx.set_cb_flags(0);
+    }
+    let cookie = crate::sock_nat::cookie(ctx.as_ptr());
+    // SAFETY: plain loads of context fields.
+    let (src, peer) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*ops).local_ip4),
+            core::ptr::read_volatile(&raw const (*ops).remote_ip4),
+        )
+    };
+    if let Some(nat) = crate::sock_nat::of_socket(cookie) {
+        add!(TCP_STATS, &key4(src, &nat), d);
+        return;
+    }
+    if family == AF_INET6 {
+        let remote = ip6(ops, true);
+        // `::ffff:a.b.c.d`: an IPv4 peer, counted under IPv4 below.
+        let mapped = remote[0] == 0 && remote[1] == 0 && remote[2] == MAPPED_WORD;
+        if !mapped {
+            let src6 = ip6(ops, false);
+            let key = match crate::lb6::balanced6(cookie) {
+                Some(nat6) => key6(src6, &nat6),
+                // The record is gone if its slot was reused meanwhile:
+                // the service is then unknown, the backend is the peer.
+                None => TcpStatsKey6 {
+                    src: src6,
+                    vip: [0; 4],
+                    backend: remote,
+                    vport: 0,
+                    bport: remote_port(ops),
+                },
+            };
+            add!(TCP_STATS6, &key, d);
+            return;
+        }
+    }
+    // The record is gone if its slot was reused meanwhile: the service is
+    // then unknown (0), the backend is the socket's peer.
+    let key = TcpStatsKey {
+        src,
+        vip: 0,
+        backend: peer,
+        vport: 0,
+        bport: remote_port(ops),
+    };
+    add!(TCP_STATS, &key, d);
+}

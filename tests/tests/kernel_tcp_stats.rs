@@ -1,0 +1,249 @@
+//! Tier 2: what `TCP_STATS` / `TCP_STATS6` count for a kernel-balanced
+//! connection — opened once when it is established, closed once with the
+//! exact bytes the client wrote and received (the sockops program's state
+//! callback, at the first state where both are final) — whoever closes
+//! first, after a half-close, with data still unacknowledged at close, and
+//! for native IPv6 services. Real sockets from `strait-probe` in a test
+//! cgroup, backends on loopback.
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+
+use strait::datapath::{
+    Datapath, DatapathConfig, L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service, TcpStats,
+};
+use strait_tests::bpffs::TestBpffs;
+use strait_tests::cgroup::TestCgroup;
+use strait_tests::lb::probe;
+use strait_tests::privileged;
+
+const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
+
+/// How the backend ends a connection.
+#[derive(Clone, Copy)]
+enum Close {
+    /// Right after its reply.
+    AfterReply,
+    /// Once the client has closed.
+    AfterClient,
+}
+
+/// A backend on `bind` that reads `expect` bytes, writes `reply` bytes and
+/// closes as `close` says, for every connection.
+fn backend(bind: &str, expect: usize, reply: usize, close: Close) -> SocketAddr {
+    let l = TcpListener::bind(bind).expect("bind backend");
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = vec![0u8; expect];
+            if s.read_exact(&mut buf).is_err() {
+                continue;
+            }
+            let _ = s.write_all(&vec![b'y'; reply]);
+            if let Close::AfterClient = close {
+                let _ = std::io::copy(&mut s, &mut std::io::sink());
+            }
+        }
+    });
+    addr
+}
+
+fn l4(vip: SocketAddr, backend: SocketAddr) -> L4Service {
+    L4Service {
+        host: format!("svc-{}.test.svc.cluster.local", vip.port()),
+        vip: vip.ip(),
+        port: vip.port(),
+        protocol: L4Protocol::Tcp,
+        mode: L4Mode::L4,
+        load_balancer: L4LoadBalancer::Random,
+        backends: vec![L4Backend {
+            addr: backend,
+            weight: 1,
+            healthy: true,
+        }],
+    }
+}
+
+/// Runs `strait-probe xfer` from `cg` and checks what it received.
+fn xfer(cg: &TestCgroup, vip: SocketAddr, send: usize, recv: &str, want: usize) {
+    let lines = probe(
+        PROBE,
+        Some(cg.path()),
+        &["xfer", &vip.to_string(), &send.to_string(), recv],
+    );
+    assert_eq!(lines, [format!("received {want}")], "xfer to {vip}");
+}
+
+/// (send, reply, how the backend closes, how the client reads).
+const CASES: [(usize, usize, Close, &str); 4] = [
+    // The server closes first: the client closes its socket in
+    // CLOSE_WAIT (counted at LAST_ACK), the server's FIN received (not a
+    // byte).
+    (1000, 5000, Close::AfterReply, "eof"),
+    // The client closes first, in ESTABLISHED, after a reply larger than
+    // the initial receive window.
+    (300, 70_000, Close::AfterClient, "70000"),
+    // A large upload closed at once: part of it is still unacknowledged
+    // when the client closes, and counted as written.
+    (300_000, 0, Close::AfterClient, "0"),
+    // A half-close: the client shuts its side down, then reads the reply
+    // until the server closes (counted at CLOSING or TCP_CLOSE, not at
+    // FIN_WAIT1, where the reply was still to come).
+    (2000, 30_000, Close::AfterClient, "shut"),
+];
+
+fn datapath(p: &privileged::Privileged, bpffs: &TestBpffs, name: &str) -> (Datapath, TestCgroup) {
+    let cg = TestCgroup::new(&p.cgroup2, name).unwrap();
+    let mut config = DatapathConfig::new(name);
+    config.bpffs = bpffs.path().to_path_buf();
+    let mut dp = Datapath::new(&config).unwrap();
+    dp.attach(cg.path()).unwrap();
+    (dp, cg)
+}
+
+fn exact(sent: usize, received: usize) -> TcpStats {
+    TcpStats {
+        opened: 1,
+        closed: 1,
+        sent: sent as u64,
+        received: received as u64,
+    }
+}
+
+#[test]
+fn balanced_connections_are_counted_with_their_exact_bytes() {
+    let Some(p) = privileged::require("balanced_connections_are_counted_with_their_exact_bytes")
+    else {
+        return;
+    };
+    let bpffs = TestBpffs::new().unwrap();
+    let (mut dp, cg) = datapath(&p, &bpffs, "tcpstats-bytes");
+    let mut services = Vec::new();
+    let mut want = Vec::new();
+    for (i, (send, reply, close, _)) in CASES.iter().enumerate() {
+        let b = backend("127.0.0.1:0", *send, *reply, *close);
+        let vip: SocketAddr = format!("127.100.7.{}:80", i + 1).parse().unwrap();
+        services.push(l4(vip, b));
+        want.push((vip, b, exact(*send, *reply)));
+    }
+    dp.apply(&services).unwrap();
+    for (i, (send, reply, _, recv)) in CASES.iter().enumerate() {
+        xfer(&cg, want[i].0, *send, recv, *reply);
+    }
+    // The probe has exited: every socket was closed.
+    let stats = dp.tcp_stats().unwrap();
+    for (vip, backend, counts) in &want {
+        let found: Vec<_> = stats
+            .iter()
+            .filter(|(k, _)| {
+                u32::from_be(k.vip)
+                    == u32::from(match vip.ip() {
+                        IpAddr::V4(a) => a,
+                        IpAddr::V6(_) => unreachable!(),
+                    })
+                    && u16::from_be(k.vport) == vip.port()
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "one key for {vip}: {stats:?}");
+        let (k, s) = found[0];
+        assert_eq!(u16::from_be(k.bport), backend.port(), "{k:?}");
+        assert_eq!(u32::from_be(k.src), u32::from_be_bytes([127, 0, 0, 1]));
+        assert_eq!(s, counts, "{vip}");
+    }
+    // Unbalanced connections (to a backend directly) are not counted.
+    xfer(&cg, want[0].1, CASES[0].0, "eof", CASES[0].1);
+    assert_eq!(dp.tcp_stats().unwrap().len(), want.len());
+    dp.cleanup().unwrap();
+}
+
+#[test]
+fn native_ipv6_balanced_connections_are_counted() {
+    let Some(p) = privileged::require("native_ipv6_balanced_connections_are_counted") else {
+        return;
+    };
+    let bpffs = TestBpffs::new().unwrap();
+    let (mut dp, cg) = datapath(&p, &bpffs, "tcpstats-v6");
+    let mut services = Vec::new();
+    let mut want = Vec::new();
+    for (i, (send, reply, close, _)) in CASES.iter().enumerate() {
+        let b = backend("[::1]:0", *send, *reply, *close);
+        // fd00:5719::/64: nothing on the host holds it, so only a
+        // rewritten connection reaches a backend.
+        let vip: SocketAddr = format!("[fd00:5719::7:{}]:80", i + 1).parse().unwrap();
+        services.push(l4(vip, b));
+        want.push((vip, b, exact(*send, *reply)));
+    }
+    dp.apply(&services).unwrap();
+    for (i, (send, reply, _, recv)) in CASES.iter().enumerate() {
+        xfer(&cg, want[i].0, *send, recv, *reply);
+    }
+    let stats = dp.tcp_stats6().unwrap();
+    assert_eq!(stats.len(), want.len(), "{stats:?}");
+    let words = |a: IpAddr| match a {
+        IpAddr::V6(a) => proxy_common::ipv6_words(a.octets()),
+        IpAddr::V4(_) => unreachable!(),
+    };
+    for (vip, backend, counts) in &want {
+        let (k, s) = stats
+            .iter()
+            .find(|(k, _)| k.vip == words(vip.ip()) && u16::from_be(k.vport) == vip.port())
+            .unwrap_or_else(|| panic!("no key for {vip}: {stats:?}"));
+        assert_eq!(k.backend, words(backend.ip()), "{k:?}");
+        assert_eq!(u16::from_be(k.bport), backend.port(), "{k:?}");
+        assert_eq!(k.src, words("::1".parse().unwrap()));
+        assert_eq!(s, counts, "{vip}");
+    }
+    // Nothing went to the IPv4 map.
+    assert!(dp.tcp_stats().unwrap().is_empty());
+    dp.cleanup().unwrap();
+}
+
+/// The sockops program's runs so far (counted while `BPF_ENABLE_STATS` is
+/// held).
+fn sockops_runs(dp: &Datapath) -> u64 {
+    dp.program_stats()
+        .iter()
+        .find(|(name, ..)| name == strait::datapath::programs::SOCKOPS)
+        .map_or(0, |(_, runs, _)| *runs)
+}
+
+#[test]
+fn a_connection_the_client_closes_costs_one_state_callback() {
+    let Some(p) = privileged::require("a_connection_the_client_closes_costs_one_state_callback")
+    else {
+        return;
+    };
+    let bpffs = TestBpffs::new().unwrap();
+    let (mut dp, cg) = datapath(&p, &bpffs, "tcpstats-runs");
+    let b = backend("127.0.0.1:0", 100, 200, Close::AfterClient);
+    let vip: SocketAddr = "127.100.7.9:80".parse().unwrap();
+    dp.apply(&[l4(vip, b)]).unwrap();
+    // Direct connections (not balanced: no state callback) give the runs
+    // the kernel makes without being asked; balanced ones add one each:
+    // the callback is turned off where the connection is counted closed
+    // (FIN_WAIT1), so FIN_WAIT2 and TCP_CLOSE do not run it.
+    const N: u64 = 10;
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).unwrap();
+    let before = sockops_runs(&dp);
+    for _ in 0..N {
+        xfer(&cg, b, 100, "200", 200);
+    }
+    let direct = sockops_runs(&dp) - before;
+    for _ in 0..N {
+        xfer(&cg, vip, 100, "200", 200);
+    }
+    let balanced = sockops_runs(&dp) - before - direct;
+    assert!(direct >= 3 * N, "{direct} runs for {N} direct connections");
+    assert_eq!(balanced, direct + N, "runs for {N} balanced connections");
+    let stats = dp.tcp_stats().unwrap();
+    assert_eq!(stats.len(), 1, "{stats:?}");
+    assert_eq!(
+        stats[0].1,
+        TcpStats {
+            opened: N,
+            closed: N,
+            sent: 100 * N,
+            received: 200 * N,
+        }
+    );
+    dp.cleanup().unwrap();
+}
