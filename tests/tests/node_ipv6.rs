@@ -8,14 +8,13 @@
 //! dual-stack nodes with a CA, a pod's TCP to another pod's IPv6 address
 //! goes over HBONE to `[pod IPv6]:15008`, is delivered from `::6`, and
 //! nothing of the payload crosses the link in plain text.
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv6Addr, SocketAddr, TcpListener};
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use strait_tests::node::capture::{self, Capture};
-use strait_tests::node::{link, Node, Pod, PodSpec};
+use strait_tests::node::echo::{self, Seen, Then};
+use strait_tests::node::{link, Daemon, Guard, Node, Pod, PodSpec};
 
 const ADMIN: &str = "127.0.0.1:15000";
 const ECHO_V4: &str = "10.96.200.10";
@@ -40,52 +39,19 @@ fn curl(node: &Node, url: &str, headers: &[&str]) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-struct Daemon {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Daemon {
-    fn start(node: &Node, config: &Path) -> Daemon {
-        let log = node.tmp_dir().join("strait.log");
-        let f = std::fs::File::create(&log).unwrap();
-        let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
-        let child = node
-            .strait_run(&strait, config)
-            .unwrap()
-            .args(["--admin", ADMIN, "--drain-ms", "200"])
-            .env("RUST_LOG", "info,strait=debug")
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `strait run` on `node` with `args`, its log in the node's directory.
+fn start_with(node: &Node, config: &Path, args: &[&str], admin: &str, log: &str) -> Daemon {
+    Daemon::on(node, config)
+        .args(["--admin", admin, "--drain-ms", "200"])
+        .args(args)
+        .env("RUST_LOG", log)
+        .spawn()
+        .unwrap()
 }
 
 /// Polls `f` until it returns true (generous: the machine is shared).
-fn eventually(what: &str, mut f: impl FnMut() -> bool, d: &Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: never happened; daemon log:\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+fn eventually(what: &str, f: impl FnMut() -> bool, d: &Daemon) {
+    d.eventually(what, Duration::from_secs(90), Duration::from_millis(250), f);
 }
 
 /// The dual-stack Service `echo` (over `echo-a`), the IPv6-only Service
@@ -148,7 +114,7 @@ fn ipv6_clusterips_get_l7_routing_and_policy_through_the_proxy() {
     let config = node.tmp_dir().join("config");
     node.write_config(&config).unwrap();
     write_atomic(&config, "ipv6.yaml", &services(&node));
-    let d = Daemon::start(&node, &config);
+    let d = start_with(&node, &config, &[], ADMIN, "info,strait=debug");
 
     let v6 = format!("http://[{ECHO_V6}]:8080/v6");
     let v4 = format!("http://{ECHO_V4}:8080/v4");
@@ -259,25 +225,6 @@ fn ipv6_clusterips_get_l7_routing_and_policy_through_the_proxy() {
 
 const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
 
-/// `strait run` on `node` with `args`, its log in the node's directory.
-fn start_with(node: &Node, config: &Path, args: &[&str], admin: &str) -> Daemon {
-    let log = node.tmp_dir().join("strait.log");
-    let f = std::fs::File::create(&log).unwrap();
-    let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
-    let child = node
-        .strait_run(&strait, config)
-        .unwrap()
-        .args(["--admin", admin, "--drain-ms", "200"])
-        .args(args)
-        .env("RUST_LOG", "info,strait::transport=debug")
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    Daemon { child, log }
-}
-
 #[test]
 fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
     let name = "ipv6_pod_to_pod_across_two_nodes_goes_through_hbone";
@@ -299,19 +246,12 @@ fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
     // The server (both families): `<canary> peer=<ip>` to every client.
     let srv = b.pod("default", "server").unwrap();
     let server6 = SocketAddr::from((srv.ip6.unwrap(), 7300));
-    let l = srv
-        .run_in(|| TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 7300))))
-        .unwrap()
-        .unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let peer = s.peer_addr().map(|p| p.ip().to_canonical().to_string());
-            let _ = writeln!(s, "{canary} peer={}", peer.unwrap_or_default());
-            let mut line = String::new();
-            let _ = BufReader::new(&s).read_line(&mut line);
-        }
-    });
+    let l = echo::listen(&srv.netns, (Ipv6Addr::UNSPECIFIED, 7300)).unwrap();
+    echo::tcp(
+        l,
+        move |peer| format!("{canary} peer={}", peer.ip().to_canonical()),
+        Then::ReadLine,
+    );
     let config = a.tmp_dir().join("config");
     a.write_config(&config).unwrap();
     b.write_config(&config).unwrap();
@@ -334,6 +274,7 @@ fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
             tokens.to_str().unwrap(),
         ],
         "127.0.0.1:15000",
+        "info,strait::transport=debug",
     );
     let root = ca_dir.join("root-cert.pem");
     eventually("the CA's root", || root.exists(), &da);
@@ -349,6 +290,7 @@ fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
             token_b.to_str().unwrap(),
         ],
         "127.0.0.1:15000",
+        "info,strait::transport=debug",
     );
     let probe = || {
         let out = a
@@ -404,76 +346,25 @@ fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
     );
 }
 
-/// A process in a pod's cgroup, as Kubernetes' pause container: the
-/// daemon finds the pod's network namespace through it. Killed and reaped
-/// on drop.
-struct Pause(Child);
-
-impl Drop for Pause {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Peers (canonical IPs) a test server saw, one per accepted connection.
-type Seen = std::sync::Arc<std::sync::Mutex<Vec<std::net::IpAddr>>>;
-
 /// A server on `[::]:port` in `pod` (both families): records the peer,
 /// answers `hello <port> from <peer>` and closes.
 fn hello_server(pod: &Pod, port: u16) -> Seen {
-    let l = pod
-        .run_in(|| TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))))
-        .unwrap()
-        .unwrap();
-    let seen: Seen = Default::default();
-    let s = seen.clone();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            let peer = c.peer_addr().unwrap().ip().to_canonical();
-            s.lock().unwrap().push(peer);
-            let _ = writeln!(c, "hello {port} from {peer}");
-        }
-    });
-    seen
+    let l = echo::listen(&pod.netns, (Ipv6Addr::UNSPECIFIED, port)).unwrap();
+    echo::tcp(
+        l,
+        move |peer| format!("hello {port} from {}", peer.ip().to_canonical()),
+        Then::Close,
+    )
 }
 
 /// An HTTP server on `[::]:8080` in `pod` (both families: a new
 /// namespace's `bindv6only` is 0): records each peer, answers
 /// `<name> <path> from <peer ip>` and closes.
 fn http_server(pod: &Pod, name: &'static str) -> Seen {
-    let l = pod
-        .run_in(|| TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 8080))))
-        .unwrap()
-        .unwrap();
-    let seen: Seen = Default::default();
-    let s = seen.clone();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            let peer = c.peer_addr().unwrap().ip().to_canonical();
-            s.lock().unwrap().push(peer);
-            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut r = BufReader::new(c.try_clone().unwrap());
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-            let body = format!("{name} {path} from {peer}");
-            let _ = write!(
-                c,
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    seen
+    let l = echo::listen(&pod.netns, (Ipv6Addr::UNSPECIFIED, 8080)).unwrap();
+    echo::http(l, move |peer, path| {
+        format!("{name} {path} from {}", peer.ip().to_canonical())
+    })
 }
 
 /// `strait-probe tcp ADDR` from `pod`: the server's first line, or
@@ -540,7 +431,7 @@ fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() 
     let client = node.pod("default", "client").unwrap().clone();
     let server = node.pod("default", "server").unwrap().clone();
     let outsider = node.pod("outside", "outsider").unwrap().clone();
-    let _pause = Pause(server.command("sleep").unwrap().arg("600").spawn().unwrap());
+    let _pause = Guard::kill_on_drop(server.command("sleep").unwrap().arg("600").spawn().unwrap());
     let v6 = server.ip6.unwrap();
     let (h6, h4) = (
         SocketAddr::from((v6, 8080)),
@@ -555,7 +446,7 @@ fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() 
     // No CA: the capture is on by default (`strait_run` passes
     // `--outbound6`, which takes the meshed client's IPv6 connections to
     // the node proxy).
-    let d = start_with(&node, &config, &[], ADMIN);
+    let d = start_with(&node, &config, &[], ADMIN, "info,strait=debug");
     eventually(
         "the capture is attached",
         || {
@@ -609,8 +500,8 @@ fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() 
     assert_eq!(tcp_from(&outsider, h6), "error ConnectionRefused");
     assert_eq!(curl_from(&outsider, &format!("http://{h6}/admin")).0, 0);
     assert_eq!(
-        http.lock().unwrap().as_slice(),
-        &[std::net::IpAddr::from([127, 0, 0, 6])],
+        echo::peers(&http),
+        [std::net::IpAddr::from([127, 0, 0, 6])],
         "only the checked IPv4 request reached the server"
     );
     // A meshed client on the node dialling the pod's IPv6 address: the

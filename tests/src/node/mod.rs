@@ -25,6 +25,8 @@ mod bpffs;
 pub mod capture;
 mod cgroups;
 pub mod config;
+mod daemon;
+pub mod echo;
 pub mod http;
 pub mod ipam;
 pub mod kube;
@@ -41,6 +43,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
+pub use daemon::{Daemon, DaemonBuilder, Guard, Stop, WAIT};
 pub use kube::{DeploymentDef, Platform, ServiceDef, ServicePort, TargetPort};
 pub use link::link;
 pub use pod::{Pod, PodSpec};

@@ -1,0 +1,301 @@
+//! `strait run` on a simulated [`Node`] for namespace tests: one builder
+//! ([`Daemon::on`], [`Daemon::on_kube`]) with the options the test files
+//! need (flags, environment, log file, how it is stopped), the log read
+//! back and waited on, and the process stopped and reaped on drop (before
+//! the node goes, as long as the `Daemon` is declared after the `Node`),
+//! also while unwinding from a failed assertion. [`Guard`] does the same
+//! for any other child process (a pause process, a peer's binary).
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::Node;
+
+/// How a [`Guard`] stops its process on drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGKILL: no drain, as a crash would.
+    Kill,
+    /// SIGTERM (the daemon drains and exits), then SIGKILL after 10 s.
+    Term,
+}
+
+/// A child process stopped ([`Stop`]) and reaped on drop.
+#[derive(Debug)]
+pub struct Guard {
+    child: Child,
+    stop: Stop,
+}
+
+impl Guard {
+    /// Guards `child`, stopping it with `stop` on drop.
+    pub fn new(child: Child, stop: Stop) -> Guard {
+        Guard { child, stop }
+    }
+
+    /// Guards `child` with SIGKILL on drop.
+    pub fn kill_on_drop(child: Child) -> Guard {
+        Guard::new(child, Stop::Kill)
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if the process has exited, without waiting.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The guarded child (e.g. to take its stdout).
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.stop == Stop::Term {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where `strait run` reads its configuration.
+enum Source {
+    Config(PathBuf),
+    Kube(PathBuf),
+}
+
+/// Options of a [`Daemon`] before it starts; see [`Daemon::on`].
+pub struct DaemonBuilder<'n> {
+    node: &'n Node,
+    source: Source,
+    strait: Option<PathBuf>,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    log_name: String,
+    stop: Stop,
+}
+
+impl DaemonBuilder<'_> {
+    /// Adds flags after the node's own (`--node`, `--pods-cgroup`,
+    /// `--bpffs`, `--outbound`: see [`Node::strait_run`]).
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    /// Adds one flag or value.
+    pub fn arg(self, arg: impl AsRef<OsStr>) -> Self {
+        self.args([arg])
+    }
+
+    /// Sets an environment variable of the daemon (`RUST_LOG`, ...); the
+    /// rest is inherited from the test.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self
+    }
+
+    /// The log file's name in the node's directory ([`Node::tmp_dir`]);
+    /// `strait.log` unless set. It is truncated at start; stdout and
+    /// stderr both go there.
+    pub fn log_name(mut self, name: &str) -> Self {
+        self.log_name = name.to_string();
+        self
+    }
+
+    /// Stops the daemon with SIGTERM on drop (it drains) instead of
+    /// SIGKILL.
+    pub fn sigterm_on_drop(mut self) -> Self {
+        self.stop = Stop::Term;
+        self
+    }
+
+    /// The `strait` binary to run; by default the one `cargo test` built
+    /// beside the test executable (`target/debug/strait`).
+    pub fn strait(mut self, path: impl Into<PathBuf>) -> Self {
+        self.strait = Some(path.into());
+        self
+    }
+
+    /// Starts `strait run` in the node's namespace (stdin `/dev/null`).
+    /// Does not wait for readiness: see [`Daemon::wait_ready`],
+    /// [`Daemon::wait_log`], [`Daemon::wait_file`].
+    pub fn spawn(self) -> anyhow::Result<Daemon> {
+        let strait = match self.strait {
+            Some(s) => s,
+            None => crate::demo::mesh::sibling("strait")?,
+        };
+        let mut cmd = match &self.source {
+            Source::Config(dir) => self.node.strait_run(&strait, dir)?,
+            Source::Kube(kubeconfig) => self.node.strait_run_kube(&strait, kubeconfig)?,
+        };
+        let log = self.node.tmp_dir().join(&self.log_name);
+        let f = File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let child = cmd
+            .args(&self.args)
+            .envs(self.env)
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("start {}", strait.display()))?;
+        Ok(Daemon {
+            proc: Guard::new(child, self.stop),
+            log,
+        })
+    }
+}
+
+/// A running `strait run` on a node: its log, stopped and reaped on drop.
+pub struct Daemon {
+    proc: Guard,
+    log: PathBuf,
+}
+
+/// How long the `wait_*` helpers wait: generous, the machine is shared.
+pub const WAIT: Duration = Duration::from_secs(90);
+
+impl Daemon {
+    /// A builder for `strait run --config <config_dir>` on `node`.
+    pub fn on<'n>(node: &'n Node, config_dir: &Path) -> DaemonBuilder<'n> {
+        Self::builder(node, Source::Config(config_dir.to_path_buf()))
+    }
+
+    /// A builder for `strait run --kubeconfig <kubeconfig>` on `node`.
+    pub fn on_kube<'n>(node: &'n Node, kubeconfig: &Path) -> DaemonBuilder<'n> {
+        Self::builder(node, Source::Kube(kubeconfig.to_path_buf()))
+    }
+
+    fn builder(node: &Node, source: Source) -> DaemonBuilder<'_> {
+        DaemonBuilder {
+            node,
+            source,
+            strait: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            log_name: "strait.log".into(),
+            stop: Stop::Kill,
+        }
+    }
+
+    /// The whole log so far ("" before the file has any).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log file's path.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.proc.id()
+    }
+
+    /// Whether the daemon is still running.
+    pub fn running(&mut self) -> bool {
+        self.proc.try_wait().is_none()
+    }
+
+    /// Waits until `n` lines of the log contain `needle` ([`WAIT`] at
+    /// most). Panics with the log when they do not.
+    pub fn wait_log(&self, needle: &str, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let log = self.log();
+            if log.lines().filter(|l| l.contains(needle)).count() >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {n}× {needle:?} in the daemon's log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until `path` exists (60 s at most). Panics with the log when
+    /// it does not, or at once when the daemon exits.
+    pub fn wait_file(&mut self, path: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !path.exists() {
+            if let Some(st) = self.proc.try_wait() {
+                panic!("the daemon exited ({st}); log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never appeared; log:\n{}",
+                path.display(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the admin API at `admin` (inside `node`) answers
+    /// `/ready` with 200, for `limit` at most. Panics with the log when it
+    /// does not.
+    pub fn wait_ready(&self, node: &Node, admin: SocketAddr, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !matches!(
+            node.run_in(|| super::http::get(admin, "localhost", "/ready", &[])),
+            Ok(Ok((200, _)))
+        ) {
+            assert!(Instant::now() < deadline, "not ready:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Polls `f` every `every` until it returns true; after `limit` panics
+    /// with `what` and the log.
+    pub fn eventually(
+        &self,
+        what: &str,
+        limit: Duration,
+        every: Duration,
+        mut f: impl FnMut() -> bool,
+    ) {
+        let deadline = Instant::now() + limit;
+        while !f() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: never happened; daemon log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(every);
+        }
+    }
+}
