@@ -299,3 +299,71 @@ impl Daemon {
         }
     }
 }
+
+/// The CA embedded in one node's daemon (`strait run --ca-dir`) serving
+/// the daemons of other nodes over the link (`--ca-listen` on the node's
+/// address, port 15012, as istiod's), each node authenticated by a
+/// bearer token `<node name>-token-0123456789` (`--ca-tokens`).
+pub struct MeshCa {
+    /// The CA's directory (`<node tmp>/ca`): `root-cert.pem`, `ca-key.pem`.
+    pub dir: PathBuf,
+    /// Where other nodes ask it: `<node address>:15012`.
+    pub listen: String,
+    tokens: PathBuf,
+}
+
+impl MeshCa {
+    /// The CA of `node` for the nodes named `clients` (writes the token
+    /// file in the node's directory).
+    pub fn new(node: &Node, clients: &[&Node]) -> anyhow::Result<MeshCa> {
+        let tokens = node.tmp_dir().join("tokens");
+        let text: String = clients
+            .iter()
+            .map(|c| format!("{} {}\n", Self::token(c), c.name()))
+            .collect();
+        std::fs::write(&tokens, text).with_context(|| format!("write {}", tokens.display()))?;
+        Ok(MeshCa {
+            dir: node.tmp_dir().join("ca"),
+            listen: format!("{}:15012", node.gateway()),
+            tokens,
+        })
+    }
+
+    fn token(node: &Node) -> String {
+        format!("{}-token-0123456789", node.name())
+    }
+
+    /// The root certificate the CA writes at start.
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("root-cert.pem")
+    }
+
+    /// The flags of the CA node's daemon: `--ca-dir --ca-listen
+    /// --ca-tokens`.
+    pub fn server_args(&self) -> Vec<OsString> {
+        vec![
+            "--ca-dir".into(),
+            self.dir.clone().into(),
+            "--ca-listen".into(),
+            self.listen.clone().into(),
+            "--ca-tokens".into(),
+            self.tokens.clone().into(),
+        ]
+    }
+
+    /// The flags of `client`'s daemon (writes its token file in its
+    /// directory): `--ca-address --ca-root --ca-token-file`.
+    pub fn client_args(&self, client: &Node) -> anyhow::Result<Vec<OsString>> {
+        let token = client.tmp_dir().join("token");
+        std::fs::write(&token, format!("{}\n", Self::token(client)))
+            .with_context(|| format!("write {}", token.display()))?;
+        Ok(vec![
+            "--ca-address".into(),
+            format!("https://{}", self.listen).into(),
+            "--ca-root".into(),
+            self.root().into(),
+            "--ca-token-file".into(),
+            token.into(),
+        ])
+    }
+}

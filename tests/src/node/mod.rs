@@ -43,7 +43,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-pub use daemon::{Daemon, DaemonBuilder, Guard, Stop, WAIT};
+pub use daemon::{Daemon, DaemonBuilder, Guard, MeshCa, Stop, WAIT};
 pub use kube::{DeploymentDef, Platform, ServiceDef, ServicePort, TargetPort};
 pub use link::link;
 pub use pod::{Pod, PodSpec};
