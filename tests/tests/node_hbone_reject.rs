@@ -18,7 +18,6 @@
 //! B); node B runs `strait run --ca-address`; node C runs no daemon: its
 //! pods' port 15008 is served by the test (a mesh-looking destination).
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
