@@ -13,7 +13,6 @@ use strait_tests::node::capture::{self, Capture};
 use strait_tests::node::echo::{self, Then};
 use strait_tests::node::{link, Daemon, MeshCa, Node, PodSpec, ServiceDef, ServicePort};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
 const ECHO_PORT: u16 = 7300;
 
 /// `strait run` on `node` with `args` after the test's own flags.
@@ -33,15 +32,7 @@ fn start<S: AsRef<std::ffi::OsStr>>(
 
 /// The first line the server sent to a probe from `pod`'s client to `addr`.
 fn probe(node: &Node, pod: &str, addr: SocketAddr) -> String {
-    let out = node
-        .pod("default", pod)
-        .unwrap()
-        .command(PROBE)
-        .unwrap()
-        .args(["tcp", &addr.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    node.pod("default", pod).unwrap().probe(addr)
 }
 
 /// A server in the pod: sends `<canary> peer=<ip>` to every client.

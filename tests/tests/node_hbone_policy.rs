@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use strait_tests::node::echo::{self, Then};
 use strait_tests::node::{link, Daemon, MeshCa, Node, PodSpec, ServiceDef, ServicePort};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
 const ADMIN: &str = "127.0.0.1:15000";
 
 /// `strait run` on `node` with `args` after the test's own flags.
@@ -161,15 +160,7 @@ fn curl(m: &Mesh, pod: &str, args: &[&str]) -> (u16, String) {
 
 /// The first line the server sent to a TCP probe from pod `pod` of node A.
 fn probe(m: &Mesh, pod: &str, addr: SocketAddr) -> String {
-    let out =
-        m.a.pod("default", pod)
-            .unwrap()
-            .command(PROBE)
-            .unwrap()
-            .args(["tcp", &addr.to_string()])
-            .output()
-            .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    m.a.pod("default", pod).unwrap().probe(addr)
 }
 
 /// Retries `f` until `ok` holds (certificates and listeners come up

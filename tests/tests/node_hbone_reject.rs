@@ -33,7 +33,6 @@ use strait::transport::hbone::tls;
 use strait_tests::node::echo;
 use strait_tests::node::{link, Daemon, MeshCa, Node, PodSpec, ServiceDef, ServicePort};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
 const ECHO_PORT: u16 = 7300;
 const TD: &str = "cluster.local";
 
@@ -99,15 +98,7 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// `probe tcp` from pod `name` on `node`: the first line it read.
 fn probe(node: &Node, name: &str, addr: SocketAddr) -> String {
-    let out = node
-        .pod("default", name)
-        .unwrap()
-        .command(PROBE)
-        .unwrap()
-        .args(["tcp", &addr.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    node.pod("default", name).unwrap().probe(addr)
 }
 
 /// A server in the pod sending `<canary>` to every client; records each

@@ -141,17 +141,9 @@ fn ipv6_clusterips_get_l7_routing_and_policy_through_the_proxy() {
     // handshake on [node]:15001 (its connections are not redirected, so it
     // would have to dial the listener itself); a meshed pod's dial is
     // accepted (then closed by the proxy: no original destination).
-    let outbound6 = node.outbound6_addr().to_string();
     let dial = |pod: &str| {
-        let out = node
-            .pod("default", pod)
-            .unwrap()
-            .command(PROBE)
-            .unwrap()
-            .args(["tcp", &outbound6])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        let outbound6 = SocketAddr::V6(node.outbound6_addr());
+        node.pod("default", pod).unwrap().probe(outbound6)
     };
     assert_eq!(dial("outsider"), "error TimedOut");
     assert_ne!(dial("client"), "error TimedOut");
@@ -223,8 +215,6 @@ fn ipv6_clusterips_get_l7_routing_and_policy_through_the_proxy() {
     );
 }
 
-const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
-
 #[test]
 fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
     let name = "ipv6_pod_to_pod_across_two_nodes_goes_through_hbone";
@@ -292,17 +282,7 @@ fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
         "127.0.0.1:15000",
         "info,strait::transport=debug",
     );
-    let probe = || {
-        let out = a
-            .pod("default", "client")
-            .unwrap()
-            .command(PROBE)
-            .unwrap()
-            .args(["tcp", &server6.to_string()])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let probe = || a.pod("default", "client").unwrap().probe(server6);
     // Delivered inside the server pod by node B's daemon (from `::6`,
     // Istio's IPv6 inbound passthrough source), not by the client.
     let want = format!("{canary} peer=::6");
@@ -370,13 +350,7 @@ fn http_server(pod: &Pod, name: &'static str) -> Seen {
 /// `strait-probe tcp ADDR` from `pod`: the server's first line, or
 /// `error <kind>`.
 fn tcp_from(pod: &Pod, addr: SocketAddr) -> String {
-    let out = pod
-        .command(PROBE)
-        .unwrap()
-        .args(["tcp", &addr.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    pod.probe(addr)
 }
 
 /// `curl` from `pod`: (status, body); status 0 when no HTTP answer came.
