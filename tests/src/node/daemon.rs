@@ -43,6 +43,11 @@ impl Guard {
         Guard::new(child, Stop::Kill)
     }
 
+    /// Guards `child` with SIGTERM, then SIGKILL after 10 s, on drop.
+    pub fn term_on_drop(child: Child) -> Guard {
+        Guard::new(child, Stop::Term)
+    }
+
     /// The process id.
     pub fn id(&self) -> u32 {
         self.child.id()
