@@ -19,18 +19,9 @@ use strait_tests::node::{link, Daemon, MeshCa, Node, PodSpec, ServiceDef, Servic
 const ADMIN: &str = "127.0.0.1:15000";
 
 /// `strait run` on `node` with `args` after the test's own flags.
-fn start<S: AsRef<std::ffi::OsStr>>(
-    node: &Node,
-    config: &Path,
-    args: impl IntoIterator<Item = S>,
-) -> Daemon {
-    Daemon::on(node, config)
-        .args(["--admin", ADMIN, "--drain-ms", "200"])
-        .args(args)
-        .env("RUST_LOG", "info,strait::serve=debug")
-        .sigterm_on_drop()
-        .spawn()
-        .unwrap()
+fn start<S: AsRef<std::ffi::OsStr>>(node: &Node, config: &Path, args: Vec<S>) -> Daemon {
+    let d = Daemon::on(node, config).quick("info,strait::serve=debug");
+    d.args(args).sigterm_on_drop().spawn().unwrap()
 }
 
 fn port(name: &str, port: u16) -> ServicePort {
@@ -144,18 +135,8 @@ fn serve_canary(node: &Node, port: u16, canary: &'static str) {
 /// curl from pod `pod` of node A: (status, body); status 0 when no HTTP
 /// answer came.
 fn curl(m: &Mesh, pod: &str, args: &[&str]) -> (u16, String) {
-    let out =
-        m.a.pod("default", pod)
-            .unwrap()
-            .command("curl")
-            .unwrap()
-            .args(["-sS", "-m", "10", "-o", "-", "-w", "\n%{http_code}"])
-            .args(args)
-            .output()
-            .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    let client = m.a.pod("default", pod).unwrap();
+    strait_tests::node::http::curl(client.command("curl").unwrap(), args)
 }
 
 /// The first line the server sent to a TCP probe from pod `pod` of node A.

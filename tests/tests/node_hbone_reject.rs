@@ -37,18 +37,9 @@ const ECHO_PORT: u16 = 7300;
 const TD: &str = "cluster.local";
 
 /// `strait run` on `node` with `args` after the test's own flags.
-fn start<S: AsRef<std::ffi::OsStr>>(
-    node: &Node,
-    config: &Path,
-    args: impl IntoIterator<Item = S>,
-) -> Daemon {
-    Daemon::on(node, config)
-        .args(["--admin", "127.0.0.1:15000", "--drain-ms", "200"])
-        .args(args)
-        .env("RUST_LOG", "info,strait::transport=debug")
-        .sigterm_on_drop()
-        .spawn()
-        .unwrap()
+fn start<S: AsRef<std::ffi::OsStr>>(node: &Node, config: &Path, args: Vec<S>) -> Daemon {
+    let d = Daemon::on(node, config).quick("info,strait::transport=debug");
+    d.args(args).sigterm_on_drop().spawn().unwrap()
 }
 
 /// Starts node `a`'s daemon with the embedded CA (serving `clients`) and

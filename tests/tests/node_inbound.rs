@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use strait_tests::node::echo::{self, Seen, Then};
-use strait_tests::node::{Daemon, Guard, Node, Pod, PodSpec};
+use strait_tests::node::{http, Daemon, Guard, Node, Pod, PodSpec};
 
 const ADMIN: &str = "127.0.0.1:15000";
 
@@ -62,14 +62,7 @@ fn tcp_from(cmd: std::process::Command, addr: SocketAddr) -> String {
 /// `curl` from the node or a pod: (status, body); status 0 when no HTTP
 /// answer came.
 fn curl(cmd: std::process::Command, url: &str) -> (u16, String) {
-    let mut cmd = cmd;
-    let out = cmd
-        .args(["-sS", "-m", "10", "-o", "-", "-w", "\n%{http_code}", url])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    http::curl(cmd, &[url])
 }
 
 /// `strait run` with the embedded CA and the deprecated
@@ -88,13 +81,8 @@ fn start(node: &Node, config: &Path) -> Daemon {
 /// `strait run` with `args`, its log in `log_name` (in the node's
 /// directory).
 fn start_with(node: &Node, config: &Path, args: &[&str], log_name: &str) -> Daemon {
-    Daemon::on(node, config)
-        .args(["--admin", ADMIN, "--drain-ms", "200"])
-        .args(args)
-        .env("RUST_LOG", "info,strait=debug")
-        .log_name(log_name)
-        .spawn()
-        .unwrap()
+    let d = Daemon::on(node, config).quick("info,strait=debug");
+    d.args(args).log_name(log_name).spawn().unwrap()
 }
 
 /// Polls `f` until it returns true (generous: the machine is shared).

@@ -14,39 +14,25 @@ use std::time::{Duration, Instant};
 
 use strait_tests::node::capture::{self, Capture};
 use strait_tests::node::echo::{self, Seen, Then};
-use strait_tests::node::{link, Daemon, Guard, Node, Pod, PodSpec};
+use strait_tests::node::{http, link, Daemon, Guard, Node, Pod, PodSpec};
 
-const ADMIN: &str = "127.0.0.1:15000";
 const ECHO_V4: &str = "10.96.200.10";
 const ECHO_V6: &str = "fd00:96::10";
 const ECHO_B_V6: &str = "fd00:96::11";
 
-/// `curl` from the client pod: (status, body); status 0 when no HTTP
-/// answer came.
+/// `curl` from the client pod with `headers`: (status, body); status 0
+/// when no HTTP answer came.
 fn curl(node: &Node, url: &str, headers: &[&str]) -> (u16, String) {
-    let mut cmd = node
-        .pod("default", "client")
-        .unwrap()
-        .command("curl")
-        .unwrap();
-    cmd.args(["-gsS", "-m", "10", "-o", "-", "-w", "\n%{http_code}"]);
-    for h in headers {
-        cmd.args(["-H", h]);
-    }
-    let out = cmd.arg(url).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    let client = node.pod("default", "client").unwrap();
+    let mut args: Vec<&str> = headers.iter().flat_map(|h| ["-H", h]).collect();
+    args.push(url);
+    http::curl(client.command("curl").unwrap(), &args)
 }
 
 /// `strait run` on `node` with `args`, its log in the node's directory.
-fn start_with(node: &Node, config: &Path, args: &[&str], admin: &str, log: &str) -> Daemon {
-    Daemon::on(node, config)
-        .args(["--admin", admin, "--drain-ms", "200"])
-        .args(args)
-        .env("RUST_LOG", log)
-        .spawn()
-        .unwrap()
+fn start_with(node: &Node, config: &Path, args: &[&str], rust_log: &str) -> Daemon {
+    let d = Daemon::on(node, config).quick(rust_log);
+    d.args(args).spawn().unwrap()
 }
 
 /// Polls `f` until it returns true (generous: the machine is shared).
@@ -114,7 +100,7 @@ fn ipv6_clusterips_get_l7_routing_and_policy_through_the_proxy() {
     let config = node.tmp_dir().join("config");
     node.write_config(&config).unwrap();
     write_atomic(&config, "ipv6.yaml", &services(&node));
-    let d = start_with(&node, &config, &[], ADMIN, "info,strait=debug");
+    let d = start_with(&node, &config, &[], "info,strait=debug");
 
     let v6 = format!("http://[{ECHO_V6}]:8080/v6");
     let v4 = format!("http://{ECHO_V4}:8080/v4");
@@ -263,7 +249,6 @@ fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
             "--ca-tokens",
             tokens.to_str().unwrap(),
         ],
-        "127.0.0.1:15000",
         "info,strait::transport=debug",
     );
     let root = ca_dir.join("root-cert.pem");
@@ -279,7 +264,6 @@ fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
             "--ca-token-file",
             token_b.to_str().unwrap(),
         ],
-        "127.0.0.1:15000",
         "info,strait::transport=debug",
     );
     let probe = || a.pod("default", "client").unwrap().probe(server6);
@@ -307,17 +291,8 @@ fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
     }
     std::thread::sleep(Duration::from_millis(200));
     let frames = cap.stop();
-    assert!(
-        !capture::contains(&frames, canary.as_bytes()),
-        "the payload crossed the link in plaintext"
-    );
-    // The tunnel: TCP to port 15008 (0x3aa0) and TLS application data.
-    assert!(
-        capture::contains(&frames, &[0x3a, 0xa0]),
-        "{} frames, none to 15008",
-        frames.len()
-    );
-    assert!(capture::contains(&frames, &[0x17, 0x03, 0x03]));
+    // The tunnel only: TCP to port 15008 and TLS application data.
+    capture::assert_hbone_only(&frames, canary.as_bytes());
     // Over IPv6: an IPv6 header (version 6) to node B's pod CIDR.
     let server_ip = srv.ip6.unwrap().octets();
     assert!(
@@ -355,15 +330,7 @@ fn tcp_from(pod: &Pod, addr: SocketAddr) -> String {
 
 /// `curl` from `pod`: (status, body); status 0 when no HTTP answer came.
 fn curl_from(pod: &Pod, url: &str) -> (u16, String) {
-    let out = pod
-        .command("curl")
-        .unwrap()
-        .args(["-gsS", "-m", "10", "-o", "-", "-w", "\n%{http_code}", url])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    http::curl(pod.command("curl").unwrap(), &[url])
 }
 
 const STRICT_9090_DISABLE: &str = "apiVersion: security.istio.io/v1
@@ -420,7 +387,7 @@ fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() 
     // No CA: the capture is on by default (`strait_run` passes
     // `--outbound6`, which takes the meshed client's IPv6 connections to
     // the node proxy).
-    let d = start_with(&node, &config, &[], ADMIN, "info,strait=debug");
+    let d = start_with(&node, &config, &[], "info,strait=debug");
     eventually(
         "the capture is attached",
         || {

@@ -117,6 +117,14 @@ impl DaemonBuilder<'_> {
         self.args([arg])
     }
 
+    /// The flags most namespace tests run with: the admin API on
+    /// `127.0.0.1:15000` (inside the node), `--drain-ms 200` (a quick
+    /// stop), and `RUST_LOG=<rust_log>`.
+    pub fn quick(self, rust_log: &str) -> Self {
+        self.args(["--admin", "127.0.0.1:15000", "--drain-ms", "200"])
+            .env("RUST_LOG", rust_log)
+    }
+
     /// Sets an environment variable of the daemon (`RUST_LOG`, ...); the
     /// rest is inherited from the test.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
