@@ -118,6 +118,13 @@ pub struct PodEnrollment {
     pub ips: Vec<IpAddr>,
     /// `spec.nodeName`.
     pub node: Option<String>,
+    /// The ports kubelet probes (`livenessProbe`, `readinessProbe`,
+    /// `startupProbe` of every container: `httpGet`, `tcpSocket`, `grpc`;
+    /// a named port resolved against the container's own `ports`, as
+    /// kubelet does), sorted, without duplicates. An unresolvable name is
+    /// left out.
+    #[serde(skip)]
+    pub probe_ports: Vec<u16>,
     /// The decision and why.
     pub reason: Reason,
 }
@@ -165,6 +172,7 @@ impl Enrollment {
                     ip: running_ip(p),
                     ips: crate::compile::pod_ips(p),
                     node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                    probe_ports: probe_ports(p),
                     reason: pod_reason(ns_labels.get(r.namespace()).unwrap_or(&empty), p),
                 }),
                 _ => None,
@@ -195,6 +203,44 @@ impl Enrollment {
             .ok()
             .map(|i| &self.pods[i])
     }
+}
+
+/// See [`PodEnrollment::probe_ports`] (kubelet's
+/// `probe.ResolveContainerPort`).
+fn probe_ports(p: &Pod) -> Vec<u16> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let mut out = Vec::new();
+    for c in p.spec.iter().flat_map(|s| s.containers.iter()) {
+        let resolve = |port: &IntOrString| -> Option<u16> {
+            match port {
+                IntOrString::Int(n) => u16::try_from(*n).ok().filter(|n| *n != 0),
+                IntOrString::String(name) => c
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|cp| cp.name.as_deref() == Some(name.as_str()))
+                    .and_then(|cp| u16::try_from(cp.container_port).ok()),
+            }
+        };
+        let probes = [&c.liveness_probe, &c.readiness_probe, &c.startup_probe];
+        for pr in probes.into_iter().flatten() {
+            let port = pr
+                .http_get
+                .as_ref()
+                .and_then(|h| resolve(&h.port))
+                .or_else(|| pr.tcp_socket.as_ref().and_then(|t| resolve(&t.port)))
+                .or_else(|| {
+                    pr.grpc
+                        .as_ref()
+                        .and_then(|g| u16::try_from(g.port).ok())
+                        .filter(|n| *n != 0)
+                });
+            out.extend(port);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 fn running_ip(p: &Pod) -> Option<IpAddr> {
@@ -326,5 +372,30 @@ status: {podIP: 10.0.0.6}
         }
         // No Namespace object at all: nothing in it is meshed.
         assert!(!load(PODS).pod("shop", "a").unwrap().meshed());
+    }
+
+    #[test]
+    fn probe_ports_are_the_containers_probe_ports_with_names_resolved_per_container() {
+        let e = load(
+            "apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: shop}
+spec:
+  containers:
+  - name: app
+    ports: [{name: http, containerPort: 8080}, {name: admin, containerPort: 9901}]
+    livenessProbe: {httpGet: {path: /healthz, port: http}}
+    readinessProbe: {tcpSocket: {port: 8080}}
+    startupProbe: {exec: {command: [true]}}
+  - name: grpc
+    ports: [{name: g, containerPort: 7070}]
+    readinessProbe: {grpc: {port: 7070}}
+    livenessProbe: {httpGet: {port: admin}}
+status: {podIP: 10.0.0.9}
+",
+        );
+        // `admin` names a port of the other container: kubelet would not
+        // resolve it either.
+        assert_eq!(e.pod("shop", "p").unwrap().probe_ports, vec![7070, 8080]);
     }
 }

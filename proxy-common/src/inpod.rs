@@ -15,26 +15,48 @@
 //! registered; connections from `127.0.0.6` (the daemon's own deliveries)
 //! are never touched.
 //!
-//! IPv6 (dual-stack pods): [`INPOD_V6`] maps each of a captured pod's IPv6
-//! addresses to its IPv4 key, so a connection to `[pod IPv6]:port` gets
-//! the same [`INPOD_MODES`] answer as one to the IPv4 address, except
-//! that [`inpod_action::PLAINTEXT`] is refused (`SK_DROP`): the policy
-//! listener is IPv4-only, so IPv6 plain text to a policy-covered port
-//! fails closed. Connections from `::6` ([`INBOUND_PASSTHROUGH_SOURCE6`],
-//! the daemon's IPv6 deliveries) and to port 15008 pass untouched; an IPv6
-//! address not in [`INPOD_V6`] passes (not a captured pod's).
+//! IPv6: [`INPOD_V6`] maps each of a captured pod's IPv6 addresses to
+//! its key of [`INPOD_MODES`] — the pod's IPv4 address for a dual-stack
+//! pod, a synthetic key from [`V6_ONLY_KEY_BASE`] for an IPv6-only pod —
+//! so a connection to `[pod IPv6]:port` gets the same [`INPOD_MODES`]
+//! answer as one to the IPv4 address. [`inpod_action::PLAINTEXT`] goes to
+//! the daemon's IPv6 policy listener ([`sock_kind::PLAINTEXT6`], `[::]:15006`
+//! in the pod), refused when it is missing (fail closed). Connections from
+//! `::6` ([`INBOUND_PASSTHROUGH_SOURCE6`], the daemon's IPv6 deliveries) and
+//! to port 15008 pass untouched; an IPv6 address not in [`INPOD_V6`]
+//! passes (not a captured pod's).
+//!
+//! Kubelet probes: [`INPOD_PROBES`] names, per (pod key, probe port), the
+//! node's own source addresses towards the pod (what kubelet's probe
+//! connections come from); a plain-text connection from one of them to
+//! that port is delivered untouched even when the port is STRICT or
+//! policy-covered (Istio ambient's probe exemption, which istio-cni makes
+//! by SNAT to `169.254.7.127`).
 
 /// `(pod IP, port)` → [`inpod_action`] (`u32`).
 pub const INPOD_MODES: &str = "INPOD_MODES";
 /// [`InpodSockKey`] → the daemon's listening socket in the pod's netns.
 pub const INPOD_SOCKETS: &str = "INPOD_SOCKETS";
 
-/// A captured pod's IPv6 address ([`Inpod6Key`]) → its IPv4 key of
+/// A captured pod's IPv6 address ([`Inpod6Key`]) → its key of
 /// [`INPOD_MODES`] (`u32`, network byte order). Not pinned, like the other
 /// in-pod maps: the daemon refills it when it attaches.
 pub const INPOD_V6: &str = "INPOD_V6";
 /// Maximum entries of [`INPOD_V6`] (one or two IPv6 addresses per pod).
 pub const MAX_INPOD_V6: u32 = 16_384;
+
+/// First synthetic [`INPOD_MODES`] key of an IPv6-only pod, as an IPv4
+/// address's octets (`224.0.0.0`; keys go up from it): a multicast address, which a
+/// TCP connection never has as its local address (the kernel drops TCP to
+/// multicast before the listener lookup), so the key never meets a real
+/// IPv4 connection.
+pub const V6_ONLY_KEY_BASE: [u8; 4] = [224, 0, 0, 0];
+
+/// `(pod key, probe port)` ([`InpodModeKey`]) → [`InpodProbe`]: the
+/// sources whose plain text to that port is a kubelet probe.
+pub const INPOD_PROBES: &str = "INPOD_PROBES";
+/// Maximum entries of [`INPOD_PROBES`] (pods × probe ports).
+pub const MAX_INPOD_PROBES: u32 = 16_384;
 
 /// Maximum entries of [`INPOD_MODES`] (pods × ports with a mode of their own).
 pub const MAX_INPOD_MODES: u32 = 65_536;
@@ -68,15 +90,19 @@ pub mod sock_kind {
     pub const PLAINTEXT: u32 = 0;
     /// HBONE listener (15008).
     pub const HBONE: u32 = 1;
+    /// IPv6 plaintext inbound listener (`[::]:15006`, IPv6 only).
+    pub const PLAINTEXT6: u32 = 2;
 }
 
-/// Key of [`INPOD_MODES`]: the pod IP (network byte order) and the local
+/// Key of [`INPOD_MODES`] (and [`INPOD_PROBES`]): the pod key — its IPv4
+/// address, or for an IPv6-only pod its synthetic key — (network byte
+/// order) and the local
 /// port in host byte order (as `bpf_sk_lookup.local_port` has it); port 0
 /// is the pod's default.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct InpodModeKey {
-    /// Pod IPv4 address, network byte order.
+    /// Pod key (its IPv4 address or IPv6-only key), network byte order.
     pub ip: u32,
     /// Local (destination) port, host byte order; 0: the pod's default.
     pub port: u32,
@@ -86,7 +112,7 @@ pub struct InpodModeKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct InpodSockKey {
-    /// Pod IPv4 address, network byte order.
+    /// Pod key (its IPv4 address or IPv6-only key), network byte order.
     pub ip: u32,
     /// [`sock_kind`].
     pub kind: u32,
@@ -101,8 +127,21 @@ pub struct Inpod6Key {
     pub ip: [u32; 4],
 }
 
+/// Value of [`INPOD_PROBES`]: the node's source addresses towards the pod
+/// (0 / all zero: none of that family).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InpodProbe {
+    /// IPv4 source, network byte order.
+    pub src4: u32,
+    /// IPv6 source as the four words of `bpf_sk_lookup.remote_ip6`.
+    pub src6: [u32; 4],
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: plain `repr(C)` integers without padding.
+    unsafe impl aya::Pod for super::InpodProbe {}
     // SAFETY: plain `repr(C)` integers without padding.
     unsafe impl aya::Pod for super::Inpod6Key {}
     // SAFETY: plain `repr(C)` integers without padding.

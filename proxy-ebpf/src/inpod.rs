@@ -3,12 +3,12 @@
 //! `proxy_common::inpod` for the maps and actions). It runs once per new
 //! TCP connection (the SYN's listener lookup), never per packet.
 use aya_ebpf::{
-    bindings::{sk_action, bpf_sk_lookup},
+    bindings::{bpf_sk_lookup, sk_action},
     macros::{map, sk_lookup},
     maps::{HashMap, SockHash},
     programs::SkLookupContext,
 };
-use proxy_common::{inpod_action, sock_kind, Inpod6Key, InpodModeKey, InpodSockKey};
+use proxy_common::{inpod_action, sock_kind, Inpod6Key, InpodModeKey, InpodProbe, InpodSockKey};
 
 /// `(pod IP, port)` → action.
 #[map(name = "INPOD_MODES")]
@@ -25,6 +25,11 @@ pub static INPOD_SOCKETS: SockHash<InpodSockKey> =
 pub static INPOD_V6: HashMap<Inpod6Key, u32> =
     HashMap::with_max_entries(proxy_common::MAX_INPOD_V6, 0);
 
+/// `(pod key, probe port)` → the node's sources of kubelet probes.
+#[map(name = "INPOD_PROBES")]
+pub static INPOD_PROBES: HashMap<InpodModeKey, InpodProbe> =
+    HashMap::with_max_entries(proxy_common::MAX_INPOD_PROBES, 0);
+
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 const IPPROTO_TCP: u32 = 6;
@@ -38,7 +43,7 @@ pub fn inpod_lookup(ctx: SkLookupContext) -> u32 {
         return sk_action::SK_PASS;
     }
     if l.family == AF_INET6 {
-        return lookup6(l);
+        return lookup6(&ctx, l);
     }
     if l.family != AF_INET {
         return sk_action::SK_PASS;
@@ -58,21 +63,35 @@ pub fn inpod_lookup(ctx: SkLookupContext) -> u32 {
         let _ = INPOD_SOCKETS.redirect_sk_lookup(&ctx, key, 0);
         return sk_action::SK_PASS;
     }
-    match action(ip, port) {
-        inpod_action::DROP => sk_action::SK_DROP,
+    let a = action(ip, port);
+    if a == inpod_action::PASS {
+        return sk_action::SK_PASS;
+    }
+    // A kubelet probe: the node's own source towards the pod, to a port a
+    // container probe names.
+    // SAFETY: plain read of a `Copy` value.
+    if let Some(p) = unsafe { INPOD_PROBES.get(&InpodModeKey { ip, port }) } {
+        if p.src4 != 0 && p.src4 == l.remote_ip4 {
+            return sk_action::SK_PASS;
+        }
+    }
+    steer(&ctx, ip, a, sock_kind::PLAINTEXT)
+}
+
+/// DROP, or PLAINTEXT: to the pod's policy listener `kind`.
+#[inline(always)]
+fn steer(ctx: &SkLookupContext, ip: u32, a: u32, kind: u32) -> u32 {
+    match a {
         inpod_action::PLAINTEXT => {
-            let key = InpodSockKey {
-                ip,
-                kind: sock_kind::PLAINTEXT,
-            };
-            match INPOD_SOCKETS.redirect_sk_lookup(&ctx, key, 0) {
+            match INPOD_SOCKETS.redirect_sk_lookup(ctx, InpodSockKey { ip, kind }, 0) {
                 Ok(()) => sk_action::SK_PASS,
                 // The policy listener is not there (daemon restarting):
                 // fail closed rather than skip the policy check.
                 Err(_) => sk_action::SK_DROP,
             }
         }
-        _ => sk_action::SK_PASS,
+        // DROP (STRICT), and any action this build does not know.
+        _ => sk_action::SK_DROP,
     }
 }
 
@@ -93,10 +112,10 @@ fn action(ip: u32, port: u32) -> u32 {
     }
 }
 
-/// IPv6 TCP: the pod's IPv4 answer through `INPOD_V6`, with PLAINTEXT
-/// refused (the policy listener is IPv4-only: fail closed).
+/// IPv6 TCP: the pod's answer through `INPOD_V6` (its key), PLAINTEXT to
+/// the pod's IPv6 policy listener.
 #[inline(always)]
-fn lookup6(l: &bpf_sk_lookup) -> u32 {
+fn lookup6(ctx: &SkLookupContext, l: &bpf_sk_lookup) -> u32 {
     // Word-sized reads of the context (the verifier allows 4-byte loads).
     // SAFETY: `l` is the kernel's context; fields are read in place.
     let (remote, local) = unsafe {
@@ -129,9 +148,15 @@ fn lookup6(l: &bpf_sk_lookup) -> u32 {
         Some(ip) => *ip,
         None => return sk_action::SK_PASS,
     };
-    match action(ip, port) {
-        inpod_action::PASS => sk_action::SK_PASS,
-        // DROP (STRICT) and PLAINTEXT (no IPv6 policy listener).
-        _ => sk_action::SK_DROP,
+    let a = action(ip, port);
+    if a == inpod_action::PASS {
+        return sk_action::SK_PASS;
     }
+    // SAFETY: plain read of a `Copy` value.
+    if let Some(p) = unsafe { INPOD_PROBES.get(&InpodModeKey { ip, port }) } {
+        if p.src6 != [0; 4] && p.src6 == remote {
+            return sk_action::SK_PASS;
+        }
+    }
+    steer(ctx, ip, a, sock_kind::PLAINTEXT6)
 }

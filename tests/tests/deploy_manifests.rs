@@ -84,6 +84,8 @@ fn check_daemonset(docs: &[Value]) -> DaemonSet {
         "{ports:?}"
     );
     assert_eq!(arg(c, "--outbound"), Some("$(HOST_IP):15001"));
+    // Dual-stack nodes get the IPv6 listener; IPv4-only ones none.
+    assert_eq!(arg(c, "--outbound6"), Some("auto"));
     assert_eq!(arg(c, "--admin"), Some("127.0.0.1:15000"));
     // Readiness on /ready of the admin API.
     let ready = c
@@ -252,6 +254,11 @@ fn the_daemonsets_arguments_are_accepted_by_strait_run() {
         "in-cluster"
     );
     assert_eq!(run.outbound.to_string(), "10.0.0.1:15001");
+    // `auto`: port 15001 on one of this machine's IPv6 addresses, or none.
+    if let Some(a) = run.outbound6 {
+        assert_eq!(a.port(), 15001);
+        assert!(!a.ip().is_loopback() && !a.ip().is_unicast_link_local());
+    }
     assert_eq!(run.drain.as_millis(), 5000);
 }
 

@@ -419,10 +419,9 @@ fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() 
     );
     assert_eq!(tcp.lock().unwrap().len(), 1);
 
-    // PERMISSIVE with a DENY policy: IPv4 goes through the policy
-    // listener (403 / delivered from 127.0.0.6); IPv6 plain text to the
-    // policy-covered port is refused (no IPv6 policy listener: fail
-    // closed), never delivered unchecked.
+    // PERMISSIVE with a DENY policy: plain text over either family goes
+    // through the pod's policy listener of that family (403, or delivered
+    // from 127.0.0.6 / `::6` inside the pod), never unchecked.
     write_atomic(
         &config,
         "pa.yaml",
@@ -430,20 +429,34 @@ fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() 
     );
     write_atomic(&config, "ap.yaml", DENY_ADMIN);
     eventually(
-        "the DENY policy applies over IPv4",
-        || curl_from(&outsider, &format!("http://{h4}/admin")).0 == 403,
+        "the DENY policy applies over IPv4 and IPv6",
+        || {
+            curl_from(&outsider, &format!("http://{h4}/admin")).0 == 403
+                && curl_from(&outsider, &format!("http://{h6}/admin")).0 == 403
+        },
         &d,
     );
     assert_eq!(
         curl_from(&outsider, &format!("http://{h4}/ok")),
         (200, "ok /ok from 127.0.0.6".to_string())
     );
-    assert_eq!(tcp_from(&outsider, h6), "error ConnectionRefused");
-    assert_eq!(curl_from(&outsider, &format!("http://{h6}/admin")).0, 0);
+    assert_eq!(
+        curl_from(&outsider, &format!("http://{h6}/admin")),
+        (403, "RBAC: access denied".to_string())
+    );
+    assert_eq!(
+        curl_from(&outsider, &format!("http://{h6}/ok")),
+        (200, "ok /ok from ::6".to_string()),
+        "{}",
+        d.log()
+    );
     assert_eq!(
         echo::peers(&http),
-        [std::net::IpAddr::from([127, 0, 0, 6])],
-        "only the checked IPv4 request reached the server"
+        [
+            std::net::IpAddr::from([127, 0, 0, 6]),
+            std::net::IpAddr::from(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6))
+        ],
+        "only the two allowed requests reached the server"
     );
     // A meshed client on the node dialling the pod's IPv6 address: the
     // node proxy checks the policy and delivers from `::6` inside the pod,
@@ -460,10 +473,36 @@ fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() 
         "{}",
         d.log()
     );
+
+    // An L4 ALLOW for the outsider's IPv6 address only: the policy
+    // listener sees the client's own IPv6 address as `source.ip`, so its
+    // IPv6 connection is allowed (delivered from `::6`) and its IPv4 one
+    // is closed unanswered (RBAC), on the DISABLE port as on the others.
+    let allow = format!(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: allow-v6, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: server}}}}\n  action: ALLOW\n  rules:\n  - from: [{{source: {{ipBlocks: [\"{}/128\"]}}}}]\n",
+        outsider.ip6.unwrap()
+    );
+    write_atomic(&config, "ap.yaml", &allow);
+    let t4 = SocketAddr::from((server.ip, 9090));
+    eventually(
+        "the IPv6-only ALLOW applies",
+        || tcp_from(&outsider, t6) == "hello 9090 from ::6",
+        &d,
+    );
+    let denied = tcp_from(&outsider, t4);
     assert!(
-        d.log().contains("the policy listener is IPv4-only"),
-        "no warning about refused IPv6 plain text:\n{}",
-        d.log()
+        !denied.starts_with("hello"),
+        "IPv4 from a source the ALLOW does not name was delivered: {denied}"
+    );
+    assert_eq!(
+        curl_from(&outsider, &format!("http://{h6}/any")),
+        (200, "ok /any from ::6".to_string())
+    );
+    assert_ne!(curl_from(&outsider, &format!("http://{h4}/any")).0, 200);
+    assert!(
+        !echo::peers(&tcp).contains(&std::net::IpAddr::from([127, 0, 0, 6])),
+        "the denied IPv4 connection reached the pod: {:?}",
+        tcp.lock().unwrap()
     );
 
     // PERMISSIVE without policy: IPv6 plain text reaches the pod directly.
@@ -476,4 +515,271 @@ fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() 
         },
         &d,
     );
+}
+
+/// Rewrites the Pod `name` in the pods file [`Node::write_config`] wrote
+/// for `node` into `config` with `f` (what a test cannot say through
+/// `PodSpec`: an IPv6-only status, container probes).
+fn edit_pod(node: &Node, config: &Path, name: &str, f: impl Fn(&mut serde_yaml::Value)) {
+    use serde::Deserialize;
+    let file = format!("k8s-pods-{}.yaml", node.name());
+    let text = std::fs::read_to_string(config.join(&file)).unwrap();
+    let mut out = String::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let mut v = serde_yaml::Value::deserialize(doc).unwrap();
+        if v["metadata"]["name"].as_str() == Some(name) {
+            f(&mut v);
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&v).unwrap());
+    }
+    write_atomic(config, &file, &out);
+}
+
+/// `yaml` parsed as a YAML value.
+fn yaml(text: &str) -> serde_yaml::Value {
+    serde_yaml::from_str(text).unwrap()
+}
+
+#[test]
+fn inpod_capture_covers_an_ipv6_only_pod() {
+    let name = "inpod_capture_covers_an_ipv6_only_pod";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let mut node = Node::new(&p.cgroup2, "node-v6only", 65).unwrap();
+    node.enable_ipv6().unwrap();
+    node.add_pod(PodSpec::new("server", &[("app", "server")]))
+        .unwrap();
+    let mut outsider = PodSpec::new("outsider", &[("app", "outsider")]);
+    outsider.namespace = "outside".into();
+    node.add_pod(outsider).unwrap();
+    node.set_namespace_labels("outside", &[]);
+    let server = node.pod("default", "server").unwrap().clone();
+    let outsider = node.pod("outside", "outsider").unwrap().clone();
+    // IPv6-only: no IPv4 address in the pod, none in its status.
+    let st = std::process::Command::new("ip")
+        .args(["-n", &server.netns, "addr", "del"])
+        .arg(format!("{}/32", server.ip))
+        .args(["dev", "eth0"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let _pause = Guard::kill_on_drop(server.command("sleep").unwrap().arg("600").spawn().unwrap());
+    let v6 = server.ip6.unwrap();
+    let (h6, t6) = (SocketAddr::from((v6, 8080)), SocketAddr::from((v6, 9090)));
+    let http = http_server(&server, "ok");
+    let _tcp = hello_server(&server, 9090);
+    let config = node.tmp_dir().join("config");
+    node.write_config(&config).unwrap();
+    edit_pod(&node, &config, "server", |p| {
+        p["status"]["podIP"] = yaml(&format!("\"{v6}\""));
+        p["status"]["podIPs"] = yaml(&format!("[{{ip: \"{v6}\"}}]"));
+    });
+    write_atomic(&config, "pa.yaml", STRICT_9090_DISABLE);
+    // With a CA: the HBONE listener opens on `[pod IPv6]:15008` too.
+    let ca = node.tmp_dir().join("ca");
+    let d = start_with(
+        &node,
+        &config,
+        &["--ca-dir", ca.to_str().unwrap()],
+        "info,strait=debug",
+    );
+    eventually(
+        "the IPv6-only pod is captured",
+        || {
+            d.log().contains(&format!(
+                "inbound capture attached in the pod's network namespace pod={v6}"
+            ))
+        },
+        &d,
+    );
+    assert!(
+        !d.log().contains("NOT enforced"),
+        "the IPv6-only pod was reported unenforced:\n{}",
+        d.log()
+    );
+    // STRICT: IPv6 plain text from outside the mesh is refused in the
+    // kernel; the DISABLE port takes it untouched.
+    eventually(
+        "STRICT refuses plain text to the IPv6-only pod",
+        || tcp_from(&outsider, h6) == "error ConnectionRefused",
+        &d,
+    );
+    assert_eq!(curl_from(&outsider, &format!("http://{h6}/")).0, 0);
+    assert!(http.lock().unwrap().is_empty());
+    assert_eq!(
+        tcp_from(&outsider, t6),
+        format!("hello 9090 from {}", outsider.ip6.unwrap())
+    );
+    // 15008 reaches the daemon's HBONE listener in the pod.
+    eventually(
+        "the HBONE listener on the pod's IPv6 address",
+        || {
+            d.log().contains(&format!(
+                "HBONE listener open pod=default/server addr=[{v6}]:15008"
+            ))
+        },
+        &d,
+    );
+    let hbone = outsider
+        .run_in(|| {
+            std::net::TcpStream::connect_timeout(
+                &SocketAddr::from((v6, 15008)),
+                Duration::from_secs(5),
+            )
+        })
+        .unwrap();
+    assert!(hbone.is_ok(), "[{v6}]:15008: {hbone:?}");
+
+    // PERMISSIVE with an L7 DENY: the IPv6 policy listener decides.
+    write_atomic(
+        &config,
+        "pa.yaml",
+        &STRICT_9090_DISABLE.replace("STRICT", "PERMISSIVE"),
+    );
+    write_atomic(&config, "ap.yaml", DENY_ADMIN);
+    eventually(
+        "the DENY policy applies to the IPv6-only pod",
+        || curl_from(&outsider, &format!("http://{h6}/admin")).0 == 403,
+        &d,
+    );
+    assert_eq!(
+        curl_from(&outsider, &format!("http://{h6}/ok")),
+        (200, "ok /ok from ::6".to_string())
+    );
+    assert_eq!(
+        echo::peers(&http),
+        [std::net::IpAddr::from(Ipv6Addr::new(
+            0, 0, 0, 0, 0, 0, 0, 6
+        ))]
+    );
+}
+
+const STRICT_SERVER: &str = "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: server, namespace: default}
+spec:
+  selector: {matchLabels: {app: server}}
+  mtls: {mode: STRICT}
+";
+
+/// ALLOW only a documentation address: every other client is denied.
+const ALLOW_NOBODY: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-nobody, namespace: default}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: ALLOW
+  rules:
+  - from: [{source: {ipBlocks: [192.0.2.1/32]}}]
+";
+
+#[test]
+fn kubelet_probes_from_the_node_pass_a_strict_pod_and_other_plain_text_does_not() {
+    let name = "kubelet_probes_from_the_node_pass_a_strict_pod_and_other_plain_text_does_not";
+    let Some(p) = strait_tests::privileged::require(name) else {
+        return;
+    };
+    let mut node = Node::new(&p.cgroup2, "node-probes", 66).unwrap();
+    node.enable_ipv6().unwrap();
+    node.add_pod(PodSpec::new("server", &[("app", "server")]))
+        .unwrap();
+    let mut outsider = PodSpec::new("outsider", &[("app", "outsider")]);
+    outsider.namespace = "outside".into();
+    node.add_pod(outsider).unwrap();
+    node.set_namespace_labels("outside", &[]);
+    let server = node.pod("default", "server").unwrap().clone();
+    let outsider = node.pod("outside", "outsider").unwrap().clone();
+    let _pause = Guard::kill_on_drop(server.command("sleep").unwrap().arg("600").spawn().unwrap());
+    let _http = http_server(&server, "ok");
+    let _probe = hello_server(&server, 9090);
+    let _app = hello_server(&server, 9091);
+    let (p4, p6) = (
+        SocketAddr::from((server.ip, 9090)),
+        SocketAddr::from((server.ip6.unwrap(), 9090)),
+    );
+    let app4 = SocketAddr::from((server.ip, 9091));
+    let config = node.tmp_dir().join("config");
+    node.write_config(&config).unwrap();
+    // The pod's probes: HTTP on a named port (8080), TCP on 9090. 9091 is
+    // served but not probed.
+    edit_pod(&node, &config, "server", |p| {
+        let c = &mut p["spec"]["containers"][0];
+        c["ports"] = yaml("[{name: http, containerPort: 8080}]");
+        c["livenessProbe"] = yaml("{httpGet: {path: /healthz, port: http}}");
+        c["readinessProbe"] = yaml("{tcpSocket: {port: 9090}}");
+    });
+    write_atomic(&config, "pa.yaml", STRICT_SERVER);
+    // What kubelet is: a process in the node's namespace, outside the
+    // pods cgroup, dialling the pod IP without binding.
+    let from_node = |addr: SocketAddr| node.probe(addr);
+    let curl_node = |url: &str| http::curl(node.command("curl").unwrap(), &[url]);
+    let (gw4, gw6) = (node.gateway(), node.gateway6());
+    // `--outbound6 auto` (the DaemonSet's) finds the node's IPv6 address
+    // beside its IPv4 one.
+    assert_eq!(
+        node.run_in(|| strait::daemon::cli::node_ipv6(gw4)).unwrap(),
+        Some(gw6)
+    );
+    let d = start_with(&node, &config, &[], "info,strait=debug");
+    eventually(
+        "STRICT refuses the outsider",
+        || tcp_from(&outsider, p4) == "error ConnectionRefused",
+        &d,
+    );
+    // The probes pass, over both families, untouched (the pod sees the
+    // node's address)...
+    assert_eq!(from_node(p4), format!("hello 9090 from {gw4}"));
+    assert_eq!(from_node(p6), format!("hello 9090 from {gw6}"));
+    assert_eq!(
+        curl_node(&format!("http://{}:8080/healthz", server.ip)),
+        (200, format!("ok /healthz from {gw4}"))
+    );
+    // ...while other plain text stays refused: the outsider on the probe
+    // ports, the node on a port no probe names.
+    assert_eq!(tcp_from(&outsider, p6), "error ConnectionRefused");
+    assert_eq!(
+        curl_from(&outsider, &format!("http://{}:8080/healthz", server.ip)).0,
+        0
+    );
+    assert_eq!(from_node(app4), "error ConnectionRefused");
+
+    // PERMISSIVE with an ALLOW naming nobody: the probe port is still
+    // delivered untouched, the other port goes through the policy
+    // listener and is denied.
+    write_atomic(
+        &config,
+        "pa.yaml",
+        &STRICT_SERVER.replace("STRICT", "PERMISSIVE"),
+    );
+    write_atomic(&config, "ap.yaml", ALLOW_NOBODY);
+    eventually(
+        "the ALLOW denies the outsider",
+        || {
+            let got = tcp_from(&outsider, p4);
+            got != "error ConnectionRefused" && !got.starts_with("hello")
+        },
+        &d,
+    );
+    assert_eq!(from_node(p4), format!("hello 9090 from {gw4}"));
+    assert!(!from_node(app4).starts_with("hello"));
+
+    // --no-probe-exemption: the node's probes are captured like any
+    // other client.
+    std::fs::remove_file(config.join("ap.yaml")).unwrap();
+    write_atomic(&config, "pa.yaml", STRICT_SERVER);
+    drop(d);
+    let d = start_with(
+        &node,
+        &config,
+        &["--no-probe-exemption"],
+        "info,strait=debug",
+    );
+    eventually(
+        "without the exemption the node's probe is refused",
+        || from_node(p4) == "error ConnectionRefused",
+        &d,
+    );
+    assert_eq!(from_node(p6), "error ConnectionRefused");
 }

@@ -47,9 +47,11 @@ pub struct RunCmd {
     /// TCP to IPv6 ClusterIPs that need the proxy (REDIRECT mode) and to
     /// meshed pods' IPv6 addresses. Without it those connections are
     /// refused (fail closed). Pods in their own network namespaces need an
-    /// IPv6 address of the node they can reach, not `[::1]`.
-    #[arg(long, value_name = "ADDR")]
-    pub outbound6: Option<std::net::SocketAddrV6>,
+    /// IPv6 address of the node they can reach, not `[::1]`. `auto`: port
+    /// 15001 on the node's IPv6 address (see [`Outbound6::Auto`]), none
+    /// on a node without one.
+    #[arg(long, value_name = "ADDR|auto")]
+    pub outbound6: Option<Outbound6>,
     /// Longest wait for in-flight requests at shutdown, milliseconds
     /// (Istio's terminationDrainDuration is 5 s).
     #[arg(long, value_name = "MS", default_value_t = 5000)]
@@ -69,6 +71,14 @@ pub struct RunCmd {
     /// policies).
     #[arg(long)]
     pub no_inbound_capture: bool,
+    /// Do not exempt kubelet probes: by default the in-pod capture lets
+    /// plain text from the node's own address (its source towards the
+    /// pod) to a port a container's liveness/readiness/startup probe names
+    /// through to the pod even when the port is STRICT or policy-covered
+    /// (as Istio ambient exempts probes). With this flag such probes are
+    /// captured like any other client.
+    #[arg(long)]
+    pub no_probe_exemption: bool,
     /// Attach the XDP program to this node uplink: external VIPs are
     /// balanced over their nodes (IPIP, direct return) and denied source
     /// prefixes dropped at the driver.
@@ -309,10 +319,24 @@ impl RunCmd {
             bpffs: self.bpffs,
             admin: self.admin,
             outbound: self.outbound,
-            outbound6: self.outbound6,
+            outbound6: match self.outbound6 {
+                None => None,
+                Some(Outbound6::Addr(a)) => Some(a),
+                Some(Outbound6::Auto) => {
+                    let a = node_ipv6(*self.outbound.ip()).map(|ip| {
+                        std::net::SocketAddrV6::new(ip, proxy_common::ports::OUTBOUND, 0, 0)
+                    });
+                    match a {
+                        Some(a) => tracing::info!("--outbound6 auto: listening on {a}"),
+                        None => tracing::info!("--outbound6 auto: the node has no IPv6 address; IPv6 redirection stays off (TCP to IPv6 addresses that need the proxy is refused)"),
+                    }
+                    a
+                }
+            },
             drain: Duration::from_millis(self.drain_ms),
             access_log: !self.no_access_log,
             inbound_capture: !self.no_inbound_capture,
+            probe_exemption: !self.no_probe_exemption,
             xdp_uplink: self.xdp_uplink,
             xdp_source: self.xdp_source,
             xdp_gateway_mac: self.xdp_gateway_mac,
@@ -383,6 +407,73 @@ impl CleanupCmd {
     }
 }
 
+/// `--outbound6`: an address, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outbound6 {
+    /// This address.
+    Addr(std::net::SocketAddrV6),
+    /// Port 15001 on the node's IPv6 address: a global-scope (or unique
+    /// local) address of the interface holding the IPv4 `--outbound`
+    /// address, else of any interface; none when the node has none (what
+    /// the DaemonSet passes: harmless on an IPv4-only node).
+    Auto,
+}
+
+impl std::str::FromStr for Outbound6 {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "auto" {
+            return Ok(Outbound6::Auto);
+        }
+        s.parse()
+            .map(Outbound6::Addr)
+            .map_err(|e| format!("{e}: expected [IPV6]:PORT or auto"))
+    }
+}
+
+/// The node's IPv6 address for [`Outbound6::Auto`]: not loopback,
+/// link-local, multicast or unspecified; on the interface holding `v4`
+/// when it has one.
+pub fn node_ipv6(v4: std::net::Ipv4Addr) -> Option<std::net::Ipv6Addr> {
+    let addrs: Vec<(String, std::net::IpAddr)> = nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter_map(|a| {
+            let s = a.address?;
+            let ip = if let Some(v) = s.as_sockaddr_in() {
+                std::net::IpAddr::V4(v.ip())
+            } else {
+                std::net::IpAddr::V6(s.as_sockaddr_in6()?.ip())
+            };
+            Some((a.interface_name, ip))
+        })
+        .collect();
+    let usable = |ip: &std::net::IpAddr| match ip {
+        std::net::IpAddr::V6(a) => {
+            !(a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || a.is_unicast_link_local()
+                || a.to_ipv4_mapped().is_some())
+        }
+        std::net::IpAddr::V4(_) => false,
+    };
+    let iface = addrs
+        .iter()
+        .find(|(_, ip)| *ip == std::net::IpAddr::V4(v4))
+        .map(|(i, _)| i.clone());
+    let pick = |same: bool| {
+        addrs
+            .iter()
+            .filter(|(i, ip)| usable(ip) && (!same || Some(i) == iface.as_ref()))
+            .find_map(|(_, ip)| match ip {
+                std::net::IpAddr::V6(a) => Some(*a),
+                std::net::IpAddr::V4(_) => None,
+            })
+    };
+    pick(true).or_else(|| pick(false))
+}
+
 /// The host name, or `localhost` when it cannot be read.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -403,4 +494,20 @@ pub fn init_logging(level: &str) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod outbound6_tests {
+    use super::Outbound6;
+
+    #[test]
+    fn outbound6_takes_an_ipv6_address_or_auto() {
+        assert_eq!("auto".parse::<Outbound6>(), Ok(Outbound6::Auto));
+        assert_eq!(
+            "[fd00::1]:15001".parse::<Outbound6>(),
+            Ok(Outbound6::Addr("[fd00::1]:15001".parse().unwrap()))
+        );
+        let e = "10.0.0.1:15001".parse::<Outbound6>().unwrap_err();
+        assert!(e.contains("expected [IPV6]:PORT or auto"), "{e}");
+    }
 }

@@ -79,6 +79,9 @@ pub struct RunArgs {
     /// STRICT ones in the kernel; PeerAuthentication is then also failed
     /// closed in the snapshot ([`compile_options`]).
     pub inbound_capture: bool,
+    /// Kubelet probes (plain text from the node's address to a pod's probe
+    /// ports) pass the in-pod capture; off with `--no-probe-exemption`.
+    pub probe_exemption: bool,
     /// Node uplink to attach the XDP program to (external VIP balancer and
     /// source-prefix deny); none: no XDP program.
     pub xdp_uplink: Option<String>,
@@ -345,7 +348,11 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
     datapath.load_socket_programs()?;
     let inbound = if args.inbound_capture {
-        Some(inbound::Inbound::new(&mut datapath, &pods)?)
+        Some(inbound::Inbound::new(
+            &mut datapath,
+            &pods,
+            args.probe_exemption,
+        )?)
     } else {
         tracing::warn!("{}", inbound::UNENFORCED);
         None

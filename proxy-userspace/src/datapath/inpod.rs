@@ -13,7 +13,7 @@ use anyhow::Context;
 use aya::maps::{HashMap, MapData, SockHash};
 use aya::programs::{sk_lookup::SkLookupLinkId, SkLookup};
 use aya::Ebpf;
-use proxy_common::{inpod_action, Inpod6Key, InpodModeKey, InpodSockKey};
+use proxy_common::{inpod_action, Inpod6Key, InpodModeKey, InpodProbe, InpodSockKey};
 use strait_config::snapshot::{InboundWorkload, MtlsMode};
 
 /// The `sk_lookup` program's name in the eBPF object.
@@ -26,6 +26,8 @@ pub enum InpodSocket {
     Plaintext,
     /// The HBONE listener (15008).
     Hbone,
+    /// The IPv6 plaintext inbound listener (`[::]:15006`).
+    Plaintext6,
 }
 
 impl InpodSocket {
@@ -33,6 +35,7 @@ impl InpodSocket {
         match self {
             InpodSocket::Plaintext => proxy_common::sock_kind::PLAINTEXT,
             InpodSocket::Hbone => proxy_common::sock_kind::HBONE,
+            InpodSocket::Plaintext6 => proxy_common::sock_kind::PLAINTEXT6,
         }
     }
 }
@@ -86,7 +89,10 @@ pub struct InpodCapture {
     modes: HashMap<MapData, InpodModeKey, u32>,
     sockets: SockHash<MapData, InpodSockKey>,
     v6: HashMap<MapData, Inpod6Key, u32>,
-    /// Pod IPv4 → its IPv6 addresses in `v6`.
+    probes: HashMap<MapData, InpodModeKey, InpodProbe>,
+    /// What `probes` holds, per pod key.
+    written_probes: StdHashMap<Ipv4Addr, BTreeMap<u16, InpodProbe>>,
+    /// Pod key → its IPv6 addresses in `v6`.
     written6: StdHashMap<Ipv4Addr, Vec<Ipv6Addr>>,
     /// Pod IP → (netns inode, link).
     links: StdHashMap<Ipv4Addr, (u64, SkLookupLinkId)>,
@@ -115,6 +121,10 @@ impl InpodCapture {
             .take_map(proxy_common::INPOD_V6)
             .context("map INPOD_V6 missing from the eBPF object")?
             .try_into()?;
+        let probes = ebpf
+            .take_map(proxy_common::INPOD_PROBES)
+            .context("map INPOD_PROBES missing from the eBPF object")?
+            .try_into()?;
         let prog: &mut SkLookup = ebpf
             .program_mut(INPOD_LOOKUP)
             .context("program inpod_lookup missing from the eBPF object")?
@@ -125,6 +135,8 @@ impl InpodCapture {
             modes,
             sockets,
             v6,
+            probes,
+            written_probes: StdHashMap::new(),
             written6: StdHashMap::new(),
             links: StdHashMap::new(),
             written: StdHashMap::new(),
@@ -169,7 +181,12 @@ impl InpodCapture {
         }
         self.set_modes(ip, None);
         self.set_v6(ip, &[]);
-        for kind in [InpodSocket::Plaintext, InpodSocket::Hbone] {
+        self.set_probes(ip, &BTreeMap::new());
+        for kind in [
+            InpodSocket::Plaintext,
+            InpodSocket::Hbone,
+            InpodSocket::Plaintext6,
+        ] {
             self.remove_socket(ip, kind);
         }
     }
@@ -207,9 +224,10 @@ impl InpodCapture {
         }
     }
 
-    /// Makes `v6` the IPv6 addresses of pod `ip` (its other
-    /// `status.podIPs`): connections to them get the pod's modes, with
-    /// the policy listener's ports refused (see `proxy_common::inpod`).
+    /// Makes `v6` the IPv6 addresses of the pod keyed `ip` (a dual-stack
+    /// pod's other `status.podIPs`, an IPv6-only pod's addresses):
+    /// connections to them get the pod's modes, policy ports going to its
+    /// IPv6 policy listener (see `proxy_common::inpod`).
     pub fn set_v6(&mut self, ip: Ipv4Addr, v6: &[Ipv6Addr]) {
         let have = self.written6.remove(&ip).unwrap_or_default();
         for a in have.iter().filter(|a| !v6.contains(a)) {
@@ -227,6 +245,32 @@ impl InpodCapture {
         }
         if !v6.is_empty() {
             self.written6.insert(ip, v6.to_vec());
+        }
+    }
+
+    /// Makes `probes` (probe port → the node's sources towards the pod)
+    /// pod `ip`'s kubelet-probe exemptions: plain text from such a source
+    /// to such a port is delivered untouched (see `proxy_common::inpod`).
+    /// Only changed entries are written.
+    pub fn set_probes(&mut self, ip: Ipv4Addr, probes: &BTreeMap<u16, InpodProbe>) {
+        let have = self.written_probes.remove(&ip).unwrap_or_default();
+        let key = |port: u16| InpodModeKey {
+            ip: ip_key(ip),
+            port: u32::from(port),
+        };
+        for port in have.keys().filter(|p| !probes.contains_key(p)) {
+            let _ = self.probes.remove(&key(*port));
+        }
+        for (port, p) in probes {
+            if have.get(port) == Some(p) {
+                continue;
+            }
+            if let Err(e) = self.probes.insert(key(*port), *p, 0) {
+                tracing::error!(pod = %ip, port, "writing INPOD_PROBES: {e}");
+            }
+        }
+        if !probes.is_empty() {
+            self.written_probes.insert(ip, probes.clone());
         }
     }
 

@@ -4,9 +4,10 @@
 //! - the plaintext inbound listener (Istio's 15006, "virtualInbound"): the
 //!   in-pod `sk_lookup` program hands it the plain-text connections to a
 //!   meshed pod's ports that an AuthorizationPolicy or RequestAuthentication
-//!   protects (`datapath/inpod.rs`). One listener per pod, opened inside
-//!   the pod's network namespace; the original destination is the accepted
-//!   socket's local address (`<pod IP>:<port>`, as the client dialled it);
+//!   protects (`datapath/inpod.rs`). One listener per pod and family
+//!   (`0.0.0.0:15006`, `[::]:15006`), opened inside the pod's network
+//!   namespace; the original destination is the accepted socket's local
+//!   address (`<pod IP>:<port>`, as the client dialled it);
 //! - the HBONE destination side (`daemon/hbone.rs`), for a tunnel whose
 //!   pod's policies need HTTP facts: the tunnel's inner stream, with the
 //!   peer's verified SPIFFE identity ([`super::Proxy::serve_inbound_stream`]);
@@ -165,7 +166,11 @@ fn is_own_port(port: u16) -> bool {
 }
 
 fn is_passthrough(peer: SocketAddr) -> bool {
-    peer.ip() == std::net::IpAddr::V4(crate::transport::inpod::INBOUND_SOURCE_V4)
+    use crate::transport::inpod::{INBOUND_SOURCE_V4, INBOUND_SOURCE_V6};
+    match peer.ip() {
+        std::net::IpAddr::V4(a) => a == INBOUND_SOURCE_V4,
+        std::net::IpAddr::V6(a) => a == INBOUND_SOURCE_V6,
+    }
 }
 
 /// The guard of the pod behind `dst`: its policy set with `destination.ip`

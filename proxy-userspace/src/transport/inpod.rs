@@ -175,8 +175,9 @@ fn cgroup_pids(cgroup: &Path) -> Vec<i32> {
 }
 
 /// A listening socket on `addr` inside `netns` (`SO_REUSEADDR`, so a
-/// restarted daemon binds again at once). Must be called inside a tokio
-/// runtime.
+/// restarted daemon binds again at once; an IPv6 one is `IPV6_V6ONLY`, so
+/// `[::]:15006` and `0.0.0.0:15006` are two sockets). Must be called inside
+/// a tokio runtime.
 pub fn listen_in_pod(netns: &InPodNetns, addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     let std_listener = netns.run(|| -> io::Result<std::net::TcpListener> {
         let s = socket2::Socket::new(
@@ -185,6 +186,9 @@ pub fn listen_in_pod(netns: &InPodNetns, addr: SocketAddr) -> io::Result<tokio::
             Some(socket2::Protocol::TCP),
         )?;
         s.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
         s.set_nonblocking(true)?;
         s.bind(&addr.into())?;
         s.listen(1024)?;

@@ -423,6 +423,13 @@ impl Node {
         Ok(cmd)
     }
 
+    /// One TCP connection from the node (its namespace, outside the pods
+    /// cgroup: as kubelet or another node process dials) to `addr` with
+    /// `strait-probe tcp`: see [`Pod::probe`].
+    pub fn probe(&self, addr: std::net::SocketAddr) -> String {
+        pod::probe_with(|probe| self.command(probe), addr)
+    }
+
     /// Where this node's daemon should listen for redirected connections:
     /// `<node address>:15001` (Istio's outbound capture port). Pods have
     /// their own loopback, so `127.0.0.1` in the node's namespace is out of

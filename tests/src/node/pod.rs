@@ -96,13 +96,7 @@ impl Pod {
     /// first line the server sent, trimmed, or `error <kind>` (e.g.
     /// `error ConnectionRefused`).
     pub fn probe(&self, addr: std::net::SocketAddr) -> String {
-        let out = crate::demo::mesh::sibling("strait-probe")
-            .and_then(|probe| self.command(probe))
-            .and_then(|mut c| Ok(c.args(["tcp", &addr.to_string()]).output()?));
-        match out {
-            Ok(out) => String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            Err(e) => format!("error running strait-probe: {e:#}"),
-        }
+        probe_with(|probe| self.command(probe), addr)
     }
 
     /// [`Pod::probe`] every 100 ms until `want` holds of its answer or
@@ -127,5 +121,21 @@ impl Pod {
     /// The processes in the pod's cgroup.
     pub fn pids(&self) -> Vec<i32> {
         super::cgroups::pids(&self.cgroup)
+    }
+}
+
+/// `strait-probe tcp <addr>` run by the command `make` builds for the
+/// probe binary (a [`Pod::command`] or [`super::Node::command`]): the first
+/// line the server sent, trimmed, or `error <kind>`.
+pub(super) fn probe_with(
+    make: impl FnOnce(std::path::PathBuf) -> anyhow::Result<Command>,
+    addr: std::net::SocketAddr,
+) -> String {
+    let out = crate::demo::mesh::sibling("strait-probe")
+        .and_then(make)
+        .and_then(|mut c| Ok(c.args(["tcp", &addr.to_string()]).output()?));
+    match out {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        Err(e) => format!("error running strait-probe: {e:#}"),
     }
 }
