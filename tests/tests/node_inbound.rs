@@ -101,15 +101,8 @@ fn node(p: &strait_tests::privileged::Privileged, name: &str, index: u8) -> (Nod
     outsider.namespace = "outside".into();
     node.add_pod(outsider).unwrap();
     node.set_namespace_labels("outside", &[]);
-    let pause = pause(node.pod("default", "server").unwrap());
+    let pause = node.pod("default", "server").unwrap().pause().unwrap();
     (node, pause)
-}
-
-/// A process in a pod's cgroup, as Kubernetes' pause container: the
-/// daemon finds the pod's network namespace through it. Killed and reaped
-/// on drop.
-fn pause(pod: &Pod) -> Guard {
-    Guard::kill_on_drop(pod.command("sleep").unwrap().arg("600").spawn().unwrap())
 }
 
 fn write(config: &Path, file: &str, yaml: &str) {
@@ -354,7 +347,7 @@ fn authorization_policy_protects_connections_straight_to_the_pod_ip() {
     node.add_pod(PodSpec::new("late", &[("app", "server")]))
         .unwrap();
     let late = node.pod("default", "late").unwrap().clone();
-    let _late_pause = pause(&late);
+    let _late_pause = late.pause().unwrap();
     let late_http = http_server(&late, 8080);
     node.write_config(&config).unwrap();
     d.wait_log(
@@ -766,7 +759,7 @@ fn capture_adds_no_latency_to_a_pod_without_policy() {
     node.add_pod(PodSpec::new("guarded", &[("app", "guarded")]))
         .unwrap();
     let guarded = node.pod("default", "guarded").unwrap().clone();
-    let _guarded_pause = pause(&guarded);
+    let _guarded_pause = guarded.pause().unwrap();
     let server = node.pod("default", "server").unwrap().clone();
     let outsider = node.pod("outside", "outsider").unwrap().clone();
     echo_byte_server(&server, 7000);

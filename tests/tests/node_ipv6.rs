@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use strait_tests::node::capture::{self, Capture};
 use strait_tests::node::echo::{self, Seen, Then};
-use strait_tests::node::{http, link, Daemon, Guard, Node, Pod, PodSpec};
+use strait_tests::node::{http, link, Daemon, Node, Pod, PodSpec};
 
 const ECHO_V4: &str = "10.96.200.10";
 const ECHO_V6: &str = "fd00:96::10";
@@ -353,26 +353,37 @@ spec:
   - to: [{operation: {paths: [/admin]}}]
 ";
 
+/// A dual-stack node with a meshed pod `server`, meshed pods `meshed`
+/// after it, and a pod `outsider` in a namespace outside the mesh.
+fn inpod_node(
+    p: &strait_tests::privileged::Privileged,
+    name: &str,
+    index: u8,
+    meshed: &[&str],
+) -> Node {
+    let mut node = Node::new(&p.cgroup2, name, index).unwrap();
+    node.enable_ipv6().unwrap();
+    for pod in std::iter::once(&"server").chain(meshed) {
+        node.add_pod(PodSpec::new(pod, &[("app", pod)])).unwrap();
+    }
+    let mut outsider = PodSpec::new("outsider", &[("app", "outsider")]);
+    outsider.namespace = "outside".into();
+    node.add_pod(outsider).unwrap();
+    node.set_namespace_labels("outside", &[]);
+    node
+}
+
 #[test]
 fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() {
     let name = "inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address";
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };
-    let mut node = Node::new(&p.cgroup2, "node-inb6", 64).unwrap();
-    node.enable_ipv6().unwrap();
-    node.add_pod(PodSpec::new("server", &[("app", "server")]))
-        .unwrap();
-    node.add_pod(PodSpec::new("client", &[("app", "client")]))
-        .unwrap();
-    let mut outsider = PodSpec::new("outsider", &[("app", "outsider")]);
-    outsider.namespace = "outside".into();
-    node.add_pod(outsider).unwrap();
-    node.set_namespace_labels("outside", &[]);
+    let node = inpod_node(&p, "node-inb6", 64, &["client"]);
     let client = node.pod("default", "client").unwrap().clone();
     let server = node.pod("default", "server").unwrap().clone();
     let outsider = node.pod("outside", "outsider").unwrap().clone();
-    let _pause = Guard::kill_on_drop(server.command("sleep").unwrap().arg("600").spawn().unwrap());
+    let _pause = server.pause().unwrap();
     let v6 = server.ip6.unwrap();
     let (h6, h4) = (
         SocketAddr::from((v6, 8080)),
@@ -547,14 +558,7 @@ fn inpod_capture_covers_an_ipv6_only_pod() {
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };
-    let mut node = Node::new(&p.cgroup2, "node-v6only", 65).unwrap();
-    node.enable_ipv6().unwrap();
-    node.add_pod(PodSpec::new("server", &[("app", "server")]))
-        .unwrap();
-    let mut outsider = PodSpec::new("outsider", &[("app", "outsider")]);
-    outsider.namespace = "outside".into();
-    node.add_pod(outsider).unwrap();
-    node.set_namespace_labels("outside", &[]);
+    let node = inpod_node(&p, "node-v6only", 65, &[]);
     let server = node.pod("default", "server").unwrap().clone();
     let outsider = node.pod("outside", "outsider").unwrap().clone();
     // IPv6-only: no IPv4 address in the pod, none in its status.
@@ -565,7 +569,7 @@ fn inpod_capture_covers_an_ipv6_only_pod() {
         .status()
         .unwrap();
     assert!(st.success());
-    let _pause = Guard::kill_on_drop(server.command("sleep").unwrap().arg("600").spawn().unwrap());
+    let _pause = server.pause().unwrap();
     let v6 = server.ip6.unwrap();
     let (h6, t6) = (SocketAddr::from((v6, 8080)), SocketAddr::from((v6, 9090)));
     let http = http_server(&server, "ok");
@@ -681,17 +685,10 @@ fn kubelet_probes_from_the_node_pass_a_strict_pod_and_other_plain_text_does_not(
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };
-    let mut node = Node::new(&p.cgroup2, "node-probes", 66).unwrap();
-    node.enable_ipv6().unwrap();
-    node.add_pod(PodSpec::new("server", &[("app", "server")]))
-        .unwrap();
-    let mut outsider = PodSpec::new("outsider", &[("app", "outsider")]);
-    outsider.namespace = "outside".into();
-    node.add_pod(outsider).unwrap();
-    node.set_namespace_labels("outside", &[]);
+    let node = inpod_node(&p, "node-probes", 66, &[]);
     let server = node.pod("default", "server").unwrap().clone();
     let outsider = node.pod("outside", "outsider").unwrap().clone();
-    let _pause = Guard::kill_on_drop(server.command("sleep").unwrap().arg("600").spawn().unwrap());
+    let _pause = server.pause().unwrap();
     let _http = http_server(&server, "ok");
     let _probe = hello_server(&server, 9090);
     let _app = hello_server(&server, 9091);

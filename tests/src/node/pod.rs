@@ -118,6 +118,14 @@ impl Pod {
         }
     }
 
+    /// Starts a process in the pod's cgroup, as Kubernetes' pause
+    /// container: the daemon finds the pod's network namespace through it.
+    /// Killed and reaped when the guard drops.
+    pub fn pause(&self) -> anyhow::Result<super::Guard> {
+        let child = self.command("sleep")?.arg("600").spawn()?;
+        Ok(super::Guard::kill_on_drop(child))
+    }
+
     /// The processes in the pod's cgroup.
     pub fn pids(&self) -> Vec<i32> {
         super::cgroups::pids(&self.cgroup)
