@@ -5,7 +5,7 @@
 //! record what they saw ([`Seen`]) so a test can assert that a refused
 //! client never reached the workload.
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,67 +55,68 @@ pub fn tcp(
     greeting: impl Fn(SocketAddr) -> String + Send + 'static,
     then: Then,
 ) -> Seen {
-    let seen: Seen = Default::default();
-    let s = seen.clone();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            let Ok(peer) = c.peer_addr() else { continue };
-            let i = {
-                let mut s = s.lock().unwrap();
-                s.push((peer, String::new()));
-                s.len() - 1
-            };
-            let _ = writeln!(c, "{}", greeting(peer));
-            let got = match then {
-                Then::Close => continue,
-                Then::ReadLine => {
-                    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-                    let mut line = String::new();
-                    let _ = BufReader::new(&c).read_line(&mut line);
-                    line
-                }
-                Then::ReadToEnd(silence) => {
-                    let _ = c.set_read_timeout(Some(silence));
-                    let mut buf = Vec::new();
-                    let _ = c.read_to_end(&mut buf);
-                    String::from_utf8_lossy(&buf).into_owned()
-                }
-            };
-            s.lock().unwrap()[i].1 = got;
-        }
-    });
-    seen
+    serve(l, move |mut c, peer, seen| {
+        let i = {
+            let mut s = seen.lock().unwrap();
+            s.push((peer, String::new()));
+            s.len() - 1
+        };
+        let _ = writeln!(c, "{}", greeting(peer));
+        let got = match then {
+            Then::Close => return,
+            Then::ReadLine => {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut line = String::new();
+                let _ = BufReader::new(&c).read_line(&mut line);
+                line
+            }
+            Then::ReadToEnd(silence) => {
+                let _ = c.set_read_timeout(Some(silence));
+                let mut buf = Vec::new();
+                let _ = c.read_to_end(&mut buf);
+                String::from_utf8_lossy(&buf).into_owned()
+            }
+        };
+        seen.lock().unwrap()[i].1 = got;
+    })
 }
 
 /// An HTTP/1.1 server on `l`: reads each request's head (5 s at most),
 /// records (peer, request line), answers `200` with `body(peer, path)` and
 /// closes.
 pub fn http(l: TcpListener, body: impl Fn(SocketAddr, &str) -> String + Send + 'static) -> Seen {
+    serve(l, move |mut c, peer, seen| {
+        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut r = BufReader::new(&c);
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                break;
+            }
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+        seen.lock().unwrap().push((peer, line.trim().to_string()));
+        let body = body(peer, &path);
+        let _ = write!(
+            c,
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    })
+}
+
+/// Accepts on `l` on a thread of its own and hands each connection (one
+/// after the other) to `each` with its peer and the server's [`Seen`].
+fn serve(l: TcpListener, each: impl Fn(TcpStream, SocketAddr, &Seen) + Send + 'static) -> Seen {
     let seen: Seen = Default::default();
     let s = seen.clone();
     std::thread::spawn(move || {
         for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
+            let Ok(c) = c else { continue };
             let Ok(peer) = c.peer_addr() else { continue };
-            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut r = BufReader::new(&c);
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-            s.lock().unwrap().push((peer, line.trim().to_string()));
-            let body = body(peer, &path);
-            let _ = write!(
-                c,
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
+            each(c, peer, &s);
         }
     });
     seen
