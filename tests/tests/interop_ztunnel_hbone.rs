@@ -290,10 +290,12 @@ fn ztunnel_and_strait_exchange_hbone_with_peer_identities() {
         "{}",
         logs()
     );
-    // Strait's side of that connection names ztunnel's identity upstream.
-    assert!(
-        strait.log().contains(&format!("upstream_peer={ZT_ID}")),
-        "{}",
-        logs()
+    // Strait's side of that connection names ztunnel's identity upstream
+    // (its access-log line is written when the connection closes: wait).
+    wait_for(
+        "Strait's access log names ztunnel's identity upstream",
+        Duration::from_secs(30),
+        &logs,
+        || strait.log().contains(&format!("upstream_peer={ZT_ID}")),
     );
 }
