@@ -14,13 +14,13 @@
 //! entries an older build wrote (or the reverse). Maps not listed are at
 //! version 1.
 
-use crate::{maps::*, maps6::*, xlb::*};
+use crate::{maps::*, maps6::*, xlb::*, xlb6::*};
 
 /// The XDP maps pinned beside [`crate::PINNED_MAPS`]: the deny tries and
-/// their counters, and the external VIP balancer's tables — above all its
+/// their counters, and the external VIP balancer's tables (IPv4 and IPv6) — above all its
 /// connection table [`XLB_CONNS`], so flows keep their node across a
 /// restart.
-pub const PINNED_XDP_MAPS: [&str; 13] = [
+pub const PINNED_XDP_MAPS: [&str; 18] = [
     DENY_V4,
     DENY_V6,
     DENY_V4_LEN,
@@ -34,6 +34,11 @@ pub const PINNED_XDP_MAPS: [&str; 13] = [
     XLB_CONNS,
     XLB_CONFIG,
     XLB_STATS,
+    XLB_VIPS6,
+    XLB_RINGS6,
+    XLB_REALS6,
+    XLB_CONNS6,
+    XLB_CONFIG6,
 ];
 
 /// Layout version of each pinned map (see the module documentation).
@@ -69,6 +74,11 @@ pub const MAP_LAYOUT_VERSIONS: &[(&str, u32)] = &[
     (XLB_CONNS, 1),
     (XLB_CONFIG, 1),
     (XLB_STATS, 1),
+    (XLB_VIPS6, 1),
+    (XLB_RINGS6, 1),
+    (XLB_REALS6, 1),
+    (XLB_CONNS6, 1),
+    (XLB_CONFIG6, 1),
 ];
 
 /// The layout version of map `name` in this build (1 when unlisted).

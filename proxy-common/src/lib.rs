@@ -15,12 +15,14 @@ pub mod maps;
 pub mod maps6;
 pub mod ports;
 pub mod xlb;
+pub mod xlb6;
 
 pub use inpod::*;
 pub use layout::{layout_version, PINNED_XDP_MAPS};
 pub use maps::*;
 pub use maps6::*;
 pub use xlb::*;
+pub use xlb6::*;
 
 /// An IPv4 address from its host-order `u32` (as `u32::from(Ipv4Addr)`)
 /// to the network-byte-order `u32` stored in maps.

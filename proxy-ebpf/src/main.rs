@@ -17,6 +17,7 @@ mod sockops;
 mod udp;
 mod xdp_deny;
 mod xdp_lb;
+mod xdp_lb6;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -5,8 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap},
 };
 use proxy_common::{
-    Backend6, BackendKey, ClientKey6, OrigDst6, ProxyConfig6, RevNatKey6, ServiceKey6,
-    ServiceValue, SockNat6, Workload,
+    Backend6, BackendKey, ClientKey6, MaglevTable, OrigDst6, ProxyConfig6, RevNatKey6,
+    ServiceKey6, ServiceValue, SockNat6, Workload, XlbConfig6, XlbConn, XlbFlow6, XlbReal6,
+    XlbVip, XlbVipKey6,
 };
 
 /// `BPF_F_NO_PREALLOC`, as in [`crate::maps`].
@@ -45,3 +46,29 @@ pub static PROXY_CONFIG6: Array<ProxyConfig6> = Array::with_max_entries(1, 0);
 #[map(name = "ORIG_DST6")]
 pub static ORIG_DST6: LruHashMap<ClientKey6, OrigDst6> =
     LruHashMap::with_max_entries(proxy_common::MAX_CONNECTIONS, 0);
+
+/// `BPF_F_NO_COMMON_LRU`, as in [`crate::maps`].
+const NO_COMMON_LRU: u32 = 2;
+
+/// External IPv6 VIP:port/proto → ring (XDP load balancer, IPv6 side).
+#[map(name = "XLB_VIPS6")]
+pub static XLB_VIPS6: HashMap<XlbVipKey6, XlbVip> =
+    HashMap::with_max_entries(proxy_common::MAX_XLB_VIPS6, 0);
+
+/// Ring id → Maglev table of indexes into `XLB_REALS6`.
+#[map(name = "XLB_RINGS6")]
+pub static XLB_RINGS6: HashMap<u32, MaglevTable> =
+    HashMap::with_max_entries(proxy_common::MAX_XLB_VIPS6, NO_PREALLOC);
+
+/// Real index → node IPv6 address.
+#[map(name = "XLB_REALS6")]
+pub static XLB_REALS6: Array<XlbReal6> = Array::with_max_entries(proxy_common::MAX_XLB_REALS6, 0);
+
+/// IPv6 flow → real, LRU per CPU.
+#[map(name = "XLB_CONNS6")]
+pub static XLB_CONNS6: LruHashMap<XlbFlow6, XlbConn> =
+    LruHashMap::with_max_entries(proxy_common::MAX_XLB_CONNS6, NO_COMMON_LRU);
+
+/// Outer IPv6 source address and gateway MAC.
+#[map(name = "XLB_CONFIG6")]
+pub static XLB_CONFIG6: Array<XlbConfig6> = Array::with_max_entries(1, 0);

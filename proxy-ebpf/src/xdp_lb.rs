@@ -230,7 +230,7 @@ fn balance(ctx: &XdpContext) -> u32 {
     };
     let dst = (addrs >> 32) as u32;
     if ether_type != ETH_P_IP {
-        return XDP_PASS;
+        return crate::xdp_lb6::balance6(ctx);
     }
     if proto_ == IPPROTO_IPIP {
         return decapsulate(ctx, vihl, frags);

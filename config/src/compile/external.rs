@@ -1,7 +1,10 @@
 //! External VIPs of Kubernetes Services for the uplink XDP balancer
 //! ([`ExternalL4Service`]): `spec.externalIPs` and
 //! `status.loadBalancer.ingress[].ip`, each port spread over the nodes
-//! (Pods' `status.hostIP`) hosting the port's endpoints.
+//! hosting the port's endpoints, by the node address of the VIP's family:
+//! the Pod's `status.hostIPs` (Kubernetes 1.28+, one address per family of
+//! a dual-stack node) and `status.hostIP` (the primary address; all that
+//! older clusters publish).
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -30,6 +33,21 @@ fn addresses(svc: &crate::api::Service) -> BTreeSet<IpAddr> {
     out
 }
 
+/// A Pod's node addresses: `status.hostIPs` in order, then `status.hostIP`
+/// if not among them; unparsable entries are left out.
+fn node_addresses(s: &k8s_openapi::api::core::v1::PodStatus) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    let listed = s.host_ips.iter().flatten().map(|h| h.ip.as_str());
+    for ip in listed.chain(s.host_ip.as_deref()) {
+        if let Ok(a) = ip.parse::<IpAddr>() {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
 /// Builds the table, sorted by (vip, port, protocol, host); a VIP:port
 /// claimed by two Services keeps the first host in that order.
 pub(crate) fn build(idx: &Index<'_>, snap: &MeshSnapshot) -> Vec<ExternalL4Service> {
@@ -46,27 +64,36 @@ pub(crate) fn build(idx: &Index<'_>, snap: &MeshSnapshot) -> Vec<ExternalL4Servi
             continue;
         };
         for port in &service.ports {
-            let mut nodes: BTreeMap<IpAddr, u32> = BTreeMap::new();
+            // Per endpoint: its node's addresses and whether it is ready.
+            let mut endpoints: Vec<(Vec<IpAddr>, bool)> = Vec::new();
             if let Some(c) = snap.clusters.get(&cluster_name(port.port, "", &host)) {
                 for e in &c.endpoints {
-                    let host_ip = idx
+                    let status = idx
                         .pods_by_ip
                         .get(&e.addr.ip())
-                        .and_then(|p| p.status.as_ref())
-                        .and_then(|s| s.host_ip.as_deref())
-                        .and_then(|ip| ip.parse().ok());
-                    if let Some(node) = host_ip {
-                        *nodes.entry(node).or_default() += u32::from(e.healthy);
+                        .and_then(|p| p.status.as_ref());
+                    if let Some(s) = status {
+                        endpoints.push((node_addresses(s), e.healthy));
                     }
                 }
             }
             for vip in &vips {
+                let mut nodes: BTreeMap<IpAddr, u32> = BTreeMap::new();
+                let mut unplaced = 0;
+                for (addrs, healthy) in &endpoints {
+                    match addrs.iter().find(|a| a.is_ipv4() == vip.is_ipv4()) {
+                        Some(node) => *nodes.entry(*node).or_default() += u32::from(*healthy),
+                        None if !addrs.is_empty() => unplaced += 1,
+                        None => {}
+                    }
+                }
                 out.push(ExternalL4Service {
                     host: host.clone(),
                     vip: *vip,
                     port: port.port,
                     protocol: port.protocol.l4(),
                     nodes: nodes.iter().map(|(a, w)| (*a, *w)).collect(),
+                    unplaced,
                 });
             }
         }
@@ -169,5 +196,50 @@ mod tests {
             );
         let yaml = format!("{plain}{}", pod("a", "10.244.1.5", "192.168.0.11", true));
         assert!(snap(&yaml).external.is_empty());
+    }
+
+    #[test]
+    fn an_ipv6_vip_is_spread_over_the_nodes_ipv6_host_ips() {
+        let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: front, namespace: web}\n\
+            spec:\n  clusterIP: 10.96.0.20\n  selector: {app: front}\n  externalIPs: [198.51.100.7, \"2001:db8:7::7\"]\n  ports:\n  - {name: http, port: 80}\n";
+        let pod = |name: &str, ip: &str, host_ips: &str| {
+            format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: web, labels: {{app: front}}}}\n\
+                 spec: {{containers: [{{name: c, image: x}}]}}\n\
+                 status: {{podIP: {ip}, hostIP: 192.168.0.{name}, hostIPs: [{host_ips}], phase: Running, conditions: [{{type: Ready, status: \"True\"}}]}}\n"
+            )
+        };
+        let yaml = format!(
+            "{svc}{}{}{}",
+            pod("11", "10.244.1.5", "{ip: 192.168.0.11}, {ip: \"fd00::11\"}"),
+            pod("12", "10.244.2.5", "{ip: 192.168.0.12}, {ip: \"fd00::12\"}"),
+            // A node without an IPv6 address: left out of the IPv6 VIP, counted.
+            pod("13", "10.244.3.5", "{ip: 192.168.0.13}"),
+        );
+        let s = snap(&yaml);
+        let nodes = |vip: &str| -> (Vec<(String, u32)>, u32) {
+            let e = s
+                .external
+                .iter()
+                .find(|e| e.vip.to_string() == vip)
+                .unwrap();
+            let n = e.nodes.iter().map(|(a, w)| (a.to_string(), *w)).collect();
+            (n, e.unplaced)
+        };
+        assert_eq!(
+            nodes("2001:db8:7::7"),
+            (vec![("fd00::11".into(), 1), ("fd00::12".into(), 1)], 1)
+        );
+        assert_eq!(
+            nodes("198.51.100.7"),
+            (
+                vec![
+                    ("192.168.0.11".into(), 1),
+                    ("192.168.0.12".into(), 1),
+                    ("192.168.0.13".into(), 1)
+                ],
+                0
+            )
+        );
     }
 }

@@ -98,10 +98,16 @@ pub struct ExternalL4Service {
     pub port: u16,
     /// Transport protocol.
     pub protocol: L4Protocol,
-    /// Nodes hosting endpoints of the port, by node address (the Pods'
-    /// `status.hostIP`), sorted, with weight = the node's ready endpoints
-    /// (0: only endpoints not ready or terminating, drained: established
-    /// flows stay, new ones go elsewhere). Endpoints without a known node
-    /// address are not reachable this way and left out.
+    /// Nodes hosting endpoints of the port, by node address of the VIP's
+    /// family (the Pods' `status.hostIPs`, else `status.hostIP`), sorted,
+    /// with weight = the node's ready endpoints (0: only endpoints not
+    /// ready or terminating, drained: established flows stay, new ones go
+    /// elsewhere). Endpoints without a known node address are not
+    /// reachable this way and left out.
     pub nodes: Vec<(IpAddr, u32)>,
+    /// Endpoints left out because their Pod lists node addresses, none of
+    /// the VIP's family (e.g. an IPv6 VIP whose Pods' `status.hostIPs`
+    /// hold only IPv4): the daemon warns about them.
+    #[serde(default)]
+    pub unplaced: u32,
 }

@@ -80,7 +80,7 @@ pub struct RunCmd {
     #[arg(long)]
     pub no_probe_exemption: bool,
     /// Attach the XDP program to this node uplink: external VIPs are
-    /// balanced over their nodes (IPIP, direct return) and denied source
+    /// balanced over their nodes (IPIP or ip6ip6, direct return) and denied source
     /// prefixes dropped at the driver.
     #[arg(long, value_name = "IFACE")]
     pub xdp_uplink: Option<String>,
@@ -88,6 +88,11 @@ pub struct RunCmd {
     /// IPv4 address).
     #[arg(long, value_name = "IP", requires = "xdp_uplink")]
     pub xdp_source: Option<std::net::Ipv4Addr>,
+    /// Outer source address of ip6ip6-tunnelled packets to IPv6 VIPs
+    /// (default: the uplink's first global IPv6 address; none: IPv6 VIPs
+    /// are not balanced, with a warning).
+    #[arg(long, value_name = "IPV6", requires = "xdp_uplink")]
+    pub xdp_source6: Option<std::net::Ipv6Addr>,
     /// MAC of the uplink's gateway for tunnelled packets (default: the
     /// neighbour entry of the uplink's default gateway).
     #[arg(long, value_name = "MAC", requires = "xdp_uplink", value_parser = crate::datapath::parse_mac)]
@@ -339,6 +344,7 @@ impl RunCmd {
             probe_exemption: !self.no_probe_exemption,
             xdp_uplink: self.xdp_uplink,
             xdp_source: self.xdp_source,
+            xdp_source6: self.xdp_source6,
             xdp_gateway_mac: self.xdp_gateway_mac,
             reset_maps: self.reset_maps,
             identity: self.identity.into_args(),

@@ -88,6 +88,9 @@ pub struct RunArgs {
     /// Outer source address of tunnelled packets (default: the uplink's
     /// first IPv4 address).
     pub xdp_source: Option<std::net::Ipv4Addr>,
+    /// Outer source address of ip6ip6-tunnelled packets (default: the
+    /// uplink's first global IPv6 address).
+    pub xdp_source6: Option<std::net::Ipv6Addr>,
     /// Gateway MAC for tunnelled packets (default: the neighbour entry of
     /// the uplink's default gateway).
     pub xdp_gateway_mac: Option<[u8; 6]>,
@@ -360,6 +363,14 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     if let Some(iface) = &args.xdp_uplink {
         let uplink = crate::datapath::resolve_uplink(iface, args.xdp_source, args.xdp_gateway_mac)?;
         datapath.attach_uplink(iface, &uplink)?;
+        let uplink6 = crate::datapath::resolve_uplink6(iface, args.xdp_source6, uplink.gateway_mac);
+        if uplink6.is_none() {
+            tracing::warn!(
+                uplink = %iface,
+                "the uplink has no global IPv6 address and --xdp-source6 is not set: packets to IPv6 external VIPs pass unbalanced"
+            );
+        }
+        datapath.configure_uplink6(uplink6.as_ref())?;
     } else {
         datapath.detach_uplink();
     }

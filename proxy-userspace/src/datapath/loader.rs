@@ -162,6 +162,7 @@ pub struct Datapath {
     links: Vec<PinnedLink>,
     deny: DenyTries,
     external_vips: xlb::ExternalVips,
+    external_vips6: super::xlb6::ExternalVips6,
     uplink: Option<String>,
     /// The pinned XDP link on the uplink (`<pin dir>/uplink/xdp_lb@<iface>`).
     uplink_link: Option<PinnedLink>,
@@ -281,6 +282,8 @@ impl Datapath {
             .context("reading the pinned XDP deny tries")?;
         let external_vips =
             xlb::ExternalVips::recover(&ebpf).context("reading the pinned XDP balancer tables")?;
+        let external_vips6 = super::xlb6::ExternalVips6::recover(&ebpf)
+            .context("reading the pinned XDP balancer's IPv6 tables")?;
         let mut dp = Self {
             ebpf,
             maps,
@@ -289,6 +292,7 @@ impl Datapath {
             links: Vec::new(),
             deny,
             external_vips,
+            external_vips6,
             uplink: None,
             uplink_link: None,
             replaced: std::mem::take(replaced),
@@ -754,21 +758,51 @@ impl Datapath {
         self.external_vips.apply(&mut self.ebpf, vips)
     }
 
+    /// Makes the XDP balancer's IPv6 tables hold exactly `vips`; see
+    /// [`super::xlb6::ExternalVips6::apply`].
+    pub fn set_external_vips6(
+        &mut self,
+        vips: &[super::ExternalVip6],
+    ) -> anyhow::Result<XlbReport> {
+        self.external_vips6.apply(&mut self.ebpf, vips)
+    }
+
+    /// Sets (or with `None` clears: IPv6 VIP packets then pass) the ip6ip6
+    /// outer source and gateway MAC of the uplink program; see
+    /// [`super::resolve_uplink6`].
+    ///
+    /// Errors: the map update is refused.
+    pub fn configure_uplink6(&mut self, cfg: Option<&super::UplinkConfig6>) -> anyhow::Result<()> {
+        super::xlb6::configure_uplink6(&mut self.ebpf, cfg)
+    }
+
     /// Makes the XDP balancer's tables hold the external VIPs of `snap`
     /// (Services' `externalIPs` and `status.loadBalancer.ingress`, spread
-    /// over the nodes hosting their endpoints): only VIPs whose nodes or
-    /// weights changed get a new ring. IPv6 entries are skipped (logged).
+    /// over the nodes hosting their endpoints by node address of the VIP's
+    /// family: IPIP for IPv4, ip6ip6 for IPv6): only VIPs whose nodes or
+    /// weights changed get a new ring. Endpoints without a node address of
+    /// their VIP's family are left out (logged, naming the Service).
     /// Balanced only once [`Self::attach_uplink`] has attached the
     /// program; nodes receiving tunnelled packets must hold the VIP on a
     /// local interface, as Katran's reals do.
     ///
-    /// Errors: as [`xlb::ExternalVips::apply`].
+    /// Errors: as [`xlb::ExternalVips::apply`] (IPv4 first; the IPv6 tables
+    /// are written even when the IPv4 ones fail, and the first error is
+    /// returned). The report sums both families.
     pub fn apply_external_services(&mut self, snap: &MeshSnapshot) -> anyhow::Result<XlbReport> {
         let (vips, skipped) = xlb::external_vips(&snap.external);
-        for s in &skipped {
+        let (vips6, skipped6) = super::xlb6::external_vips6(&snap.external);
+        for s in skipped.iter().chain(&skipped6) {
             tracing::warn!("{s}");
         }
-        self.external_vips.apply(&mut self.ebpf, &vips)
+        let v4 = self.external_vips.apply(&mut self.ebpf, &vips);
+        let v6 = self.external_vips6.apply(&mut self.ebpf, &vips6);
+        let (v4, v6) = (v4?, v6?);
+        Ok(XlbReport {
+            vips: v4.vips + v6.vips,
+            without_reals: v4.without_reals + v6.without_reals,
+            reals: v4.reals + v6.reals,
+        })
     }
 
     /// The kernel-balanced TCP connections counted by the sockops program

@@ -33,6 +33,7 @@ mod tables;
 mod uplink;
 mod xdp;
 mod xlb;
+mod xlb6;
 
 pub use bpffs::{ensure_mounted as ensure_bpffs, is_bpffs, DEFAULT_BPFFS};
 pub use deny_rules::kernel_deny_rules;
@@ -41,12 +42,13 @@ pub use orig_dst::OriginalDestinations;
 pub use proxy_common::{TcpStats, TcpStatsKey, XlbStats};
 pub use strait_config::snapshot::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
 pub use tables::ApplyReport;
-pub use uplink::{parse_mac, resolve as resolve_uplink};
+pub use uplink::{parse_mac, resolve as resolve_uplink, resolve6 as resolve_uplink6};
 pub use xdp::{deny_source, load_xdp_deny, DenyReport, DenyScope, DenyTries, SourcePrefix};
 pub use xlb::{
     configure_uplink, external_vips, load_xdp_drop, load_xdp_lb, xlb_stats, ExternalVip,
     ExternalVips, UplinkConfig, XlbReport,
 };
+pub use xlb6::{configure_uplink6, external_vips6, ExternalVip6, ExternalVips6, UplinkConfig6};
 
 use anyhow::{bail, Context};
 use aya::Ebpf;

@@ -1,10 +1,12 @@
 //! The node uplink: resolving what the XDP balancer needs to know about it
-//! (its IPv4 address, the gateway's MAC) from the kernel's tables.
-use std::net::Ipv4Addr;
+//! (its IPv4 and IPv6 addresses, the gateway's MAC) from the kernel's
+//! tables.
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context};
 
 use super::xlb::UplinkConfig;
+use super::xlb6::UplinkConfig6;
 
 /// `source` and `gateway_mac` for `iface`, each taken from the argument
 /// when given, else resolved: the interface's first IPv4 address
@@ -42,6 +44,59 @@ pub fn resolve(
         source,
         gateway_mac,
     })
+}
+
+/// The IPv6 side of [`resolve`]: `source` when given, else `iface`'s first
+/// global IPv6 address (not link-local); tunnelled frames go to
+/// `gateway_mac`, the IPv4 side's (`--xdp-gateway-mac`, else the IPv4
+/// default gateway's neighbour entry: the uplink's router routes both
+/// families). `None` when the interface has no global IPv6 address and
+/// none is given: IPv6 packets to VIPs then pass unbalanced (the caller
+/// warns).
+pub fn resolve6(
+    iface: &str,
+    source: Option<Ipv6Addr>,
+    gateway_mac: [u8; 6],
+) -> Option<UplinkConfig6> {
+    let source = source.or_else(|| interface_ipv6(iface))?;
+    Some(UplinkConfig6 {
+        source,
+        gateway_mac,
+    })
+}
+
+/// `iface`'s first IPv6 address outside `fe80::/10` and `::1`.
+fn interface_ipv6(iface: &str) -> Option<Ipv6Addr> {
+    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we free below.
+    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut p = addrs;
+    while !p.is_null() {
+        // SAFETY: p is a node of the list getifaddrs returned.
+        let a = unsafe { &*p };
+        // SAFETY: ifa_name is a NUL-terminated string.
+        let name = unsafe { std::ffi::CStr::from_ptr(a.ifa_name) };
+        // SAFETY: ifa_addr, when set, points at a sockaddr of its family.
+        if name.to_bytes() == iface.as_bytes()
+            && !a.ifa_addr.is_null()
+            && unsafe { (*a.ifa_addr).sa_family } as i32 == libc::AF_INET6
+        {
+            // SAFETY: an AF_INET6 address is a sockaddr_in6.
+            let sin6 = unsafe { &*(a.ifa_addr as *const libc::sockaddr_in6) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            if ip.segments()[0] & 0xffc0 != 0xfe80 && !ip.is_loopback() {
+                found = Some(ip);
+                break;
+            }
+        }
+        p = a.ifa_next;
+    }
+    // SAFETY: frees the list getifaddrs allocated.
+    unsafe { libc::freeifaddrs(addrs) };
+    found
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.

@@ -41,10 +41,11 @@ pub struct ExternalVip {
     pub reals: Vec<(Ipv4Addr, u32)>,
 }
 
-/// The XDP balancer's entries of a snapshot's external services
+/// The XDP balancer's IPv4 entries of a snapshot's external services
 /// ([`strait_config::snapshot::ExternalL4Service`]): IPv4 VIPs with IPv4
-/// node addresses. IPv6 VIPs and nodes are not balanced by `xdp_lb`
-/// (IPv4-in-IPv4 only); each skipped entry is named in the second list.
+/// node addresses (IPv4-in-IPv4). IPv6 VIPs are left to
+/// [`super::external_vips6`]; an IPv4 VIP's endpoints without an IPv4 node
+/// address are named in the second list.
 pub fn external_vips(
     services: &[strait_config::snapshot::ExternalL4Service],
 ) -> (Vec<ExternalVip>, Vec<String>) {
@@ -52,10 +53,6 @@ pub fn external_vips(
     let mut skipped = Vec::new();
     for s in services {
         let std::net::IpAddr::V4(vip) = s.vip else {
-            skipped.push(format!(
-                "{} {}:{}: IPv6 external VIPs are not balanced in XDP",
-                s.host, s.vip, s.port
-            ));
             continue;
         };
         let reals: Vec<(Ipv4Addr, u32)> = s
@@ -66,9 +63,11 @@ pub fn external_vips(
                 std::net::IpAddr::V6(_) => None,
             })
             .collect();
-        if reals.len() != s.nodes.len() {
+        let unplaced = s.unplaced as usize + s.nodes.len() - reals.len();
+        if unplaced > 0 {
             skipped.push(format!(
-                "{} {vip}:{}: IPv6 node addresses left out of the XDP ring",
+                "Service {} external VIP {vip}:{}: {unplaced} endpoint(s) left out of the XDP ring: \
+                 their Pods' status.hostIP/hostIPs list no IPv4 node address",
                 s.host, s.port
             ));
         }

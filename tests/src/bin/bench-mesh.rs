@@ -33,16 +33,20 @@
 //! the first one rotating; one unrecorded warm-up per scenario precedes
 //! them. Per scenario and round: requests/s at saturation (64 keep-alive
 //! connections), p50/p99 at 1,000 requests/s (open loop, latency
-//! correction, 16 connections), new connections/s (one request per
-//! connection, 16 at a time), the proxies' CPU seconds (utime + stime from
+//! correction, 16 connections) with the proxies' CPU time and context
+//! switches per request during that run (both nodes, all threads, from
+//! `/proc/<pid>/task/*/{schedstat,status}`), new connections/s (one
+//! request per connection, 16 at a time), the proxies' CPU seconds (utime + stime from
 //! `/proc/<pid>/stat`, both nodes) per 1,000 requests of the saturation
 //! run, and each proxy's peak and current RSS. One JSON line per
 //! (scenario, round) on stdout; a scenario that cannot run gets one line
 //! with `missing` saying why.
 //!
 //! `bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH]
-//! [--secs N] [--rounds N] [--ztunnel PATH] [--only SCENARIO]...`
-//! (`--only`: measure just those, e.g. to profile one path); `--ca` holds `root-cert.pem`
+//! [--secs N] [--latency-secs N] [--rounds N] [--ztunnel PATH]
+//! [--only SCENARIO]...` (`--latency-secs`: length of the fixed-rate run,
+//! default `--secs`; `--only`: measure just those, e.g. to profile one
+//! path); `--ca` holds `root-cert.pem`
 //! and `ca-key.pem` (the ztunnel test root, which ztunnel's `FAKE_CA`
 //! signs with). Needs root; removes every namespace, cgroup and process it
 //! made (the nodes' `Drop`), on error too.
@@ -71,6 +75,8 @@ struct Args {
     ca: PathBuf,
     oha: PathBuf,
     secs: u32,
+    /// Seconds of the fixed-rate (latency) run; `secs` when not given.
+    latency_secs: Option<u32>,
     rounds: usize,
     ztunnel: Option<PathBuf>,
     /// Measure only these scenarios (for profiling one path).
@@ -84,6 +90,7 @@ fn args() -> anyhow::Result<Args> {
         ca: PathBuf::new(),
         oha: "oha".into(),
         secs: 3,
+        latency_secs: None,
         rounds: 3,
         ztunnel: None,
         only: Vec::new(),
@@ -97,6 +104,7 @@ fn args() -> anyhow::Result<Args> {
             "--ca" => a.ca = v.into(),
             "--oha" => a.oha = v.into(),
             "--secs" => a.secs = v.parse()?,
+            "--latency-secs" => a.latency_secs = Some(v.parse()?),
             "--rounds" => a.rounds = v.parse()?,
             "--ztunnel" => a.ztunnel = Some(v.into()),
             "--only" => a.only.push(v),
@@ -107,7 +115,7 @@ fn args() -> anyhow::Result<Args> {
         || a.backend.as_os_str().is_empty()
         || a.ca.as_os_str().is_empty()
     {
-        bail!("usage: bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH] [--secs N] [--rounds N] [--ztunnel PATH]");
+        bail!("usage: bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH] [--secs N] [--latency-secs N] [--rounds N] [--ztunnel PATH] [--only SCENARIO]...");
     }
     Ok(a)
 }
@@ -214,6 +222,37 @@ fn cpu_seconds(pid: u32) -> f64 {
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / tck
 }
 
+/// Over all threads of `pids`: CPU time (ns, `/proc/<pid>/task/*/schedstat`
+/// field 1) and context switches (voluntary + involuntary, from each
+/// task's `status`).
+fn sched_totals(pids: &[u32]) -> (f64, f64) {
+    let (mut ns, mut switches) = (0.0, 0.0);
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let p = t.path();
+            let stat = std::fs::read_to_string(p.join("schedstat")).unwrap_or_default();
+            ns += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
+            switches += status
+                .lines()
+                .filter(|l| {
+                    l.starts_with("voluntary_ctxt_switches:")
+                        || l.starts_with("nonvoluntary_ctxt_switches:")
+                })
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+    }
+    (ns, switches)
+}
+
 /// A `VmHWM:`/`VmRSS:` figure of `pid`, MiB.
 fn vm_mib(pid: u32, key: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -239,7 +278,17 @@ fn measure(s: &Scenario, a: &Args, cpus: Cpus, round: usize) -> anyhow::Result<V
     let sat = oha(&s.client, a, cpus, &s.url, Mode::Saturate, a.secs)?;
     let cpu = s.proxies.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu0;
     let ok = sat["statusCodeDistribution"]["200"].as_f64().unwrap_or(0.0);
-    let fixed = oha(&s.client, a, cpus, &s.url, Mode::Fixed, a.secs)?;
+    let lat_secs = a.latency_secs.unwrap_or(a.secs);
+    let sched0 = sched_totals(&s.proxies);
+    let fixed = oha(&s.client, a, cpus, &s.url, Mode::Fixed, lat_secs)?;
+    let sched1 = sched_totals(&s.proxies);
+    let fixed_ok = fixed["statusCodeDistribution"]["200"]
+        .as_f64()
+        .unwrap_or(0.0);
+    // Per request answered at the fixed rate, both proxies together: the
+    // CPU time and the context switches (every one a run-queue pass on
+    // the proxies' shared CPU) each request costs when nothing batches.
+    let per_req = |x: f64| (!s.proxies.is_empty() && fixed_ok > 0.0).then(|| x / fixed_ok);
     let pct = |k: &str| fixed["latencyPercentiles"][k].as_f64().map(|s| s * 1e6);
     let conns = oha(&s.client, a, cpus, &s.url, Mode::Connections, a.secs)?;
     Ok(json!({
@@ -248,7 +297,11 @@ fn measure(s: &Scenario, a: &Args, cpus: Cpus, round: usize) -> anyhow::Result<V
         "rps": ok_per_sec(&sat, a.secs),
         "p50_us": pct("p50"),
         "p99_us": pct("p99"),
-        "fixed_rps": ok_per_sec(&fixed, a.secs),
+        "p90_us": pct("p90"),
+        "p99_9_us": pct("p99.9"),
+        "fixed_rps": ok_per_sec(&fixed, lat_secs),
+        "fixed_cpu_us_per_req": per_req((sched1.0 - sched0.0) / 1e3),
+        "fixed_switches_per_req": per_req(sched1.1 - sched0.1),
         "new_connections_per_s": ok_per_sec(&conns, a.secs),
         "cpu_s_per_1k": (!s.proxies.is_empty()).then(|| cpu / (ok / 1000.0)),
         "rss_peak_mib": s.proxies.iter().map(|p| vm_mib(*p, "VmHWM:")).collect::<Vec<_>>(),

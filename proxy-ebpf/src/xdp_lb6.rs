@@ -1,0 +1,476 @@
+//! The IPv6 side of the XDP load balancer (`xdp_lb`, entered from its
+//! ethertype dispatch; Katran's IPv6 path in `balancer_kern.c`, see
+//! `proxy_common::xlb6` for the maps): VIP lookup, sticky flow table,
+//! Maglev ring, ip6ip6 encapsulation, `XDP_TX`; and the receiving node's
+//! decapsulation of ip6ip6 whose inner destination is a VIP.
+//!
+//! Packets not to a VIP address pass untouched. Packets to a VIP address
+//! that cannot be balanced safely are dropped and counted (the counters of
+//! `XLB_STATS`, shared with IPv4):
+//! - a Fragment header (Katran drops IPv6 fragments: a non-first fragment
+//!   carries no ports) → `fragments_dropped`;
+//! - other extension headers in front of the transport header (Hop-by-Hop,
+//!   Routing, Destination Options, Mobility, HIP, Shim6, experimental),
+//!   a version other than 6, a truncated transport header or a payload
+//!   length beyond the frame → `malformed_dropped`. Katran passes
+//!   extension headers (its VIP lookup, keyed by the next header, misses);
+//!   Strait drops them as it drops IPv4 options, so nothing to a VIP
+//!   reaches the balancer's own stack unbalanced;
+//! - no healthy real → `no_real_dropped`.
+//!
+//! ICMPv6 "packet too big" about a VIP's flow (sent to the VIP by a router
+//! on the client's path, since reals answer from the VIP) is tunnelled to
+//! the real serving the flow, so path MTU discovery works (Katran's
+//! `parse_icmpv6`); other ICMPv6 (neighbour discovery, echo) passes.
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    helpers::bpf_xdp_adjust_head,
+    programs::XdpContext,
+};
+use proxy_common::{
+    flow_position6, proto, XlbConfig6, XlbConn, XlbFlow6, XlbStats, XlbVipKey6, MAGLEV_TABLE_SIZE,
+    XLB_ADDRESS_ONLY, XLB_OUTER_TTL,
+};
+
+use crate::maps::XLB_STATS;
+use crate::maps6::{XLB_CONFIG6, XLB_CONNS6, XLB_REALS6, XLB_RINGS6, XLB_VIPS6};
+use crate::xdp_deny::{load16, load32, load64};
+
+const ETH_LEN: usize = 14;
+const IP6_LEN: usize = 40;
+/// EtherType IPv6 as a native-endian load of the frame's bytes 12..14.
+const ETH_P_IPV6: u16 = u16::from_ne_bytes([0x86, 0xdd]);
+/// Next header: IPv6 encapsulated in IPv6 (RFC 2473).
+const NEXTHDR_IPV6: u8 = 41;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_ICMPV6: u8 = 58;
+/// ICMPv6 "packet too big" (RFC 4443 3.2).
+const ICMPV6_PKT_TOOBIG: u8 = 2;
+
+/// Which counter a drop bumps.
+#[derive(Clone, Copy)]
+enum Count {
+    Malformed,
+    Fragment,
+    NoReal,
+    TooBig,
+}
+
+#[inline(always)]
+fn stats() -> Option<&'static mut XlbStats> {
+    // SAFETY: per-CPU value, no concurrent writer on this CPU.
+    XLB_STATS.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+fn drop_counted(c: Count) -> u32 {
+    if let Some(s) = stats() {
+        match c {
+            Count::Malformed => s.malformed_dropped += 1,
+            Count::Fragment => s.fragments_dropped += 1,
+            Count::NoReal => s.no_real_dropped += 1,
+            Count::TooBig => s.too_big_dropped += 1,
+        }
+    }
+    XDP_DROP
+}
+
+/// Whether `ip` is an external IPv6 VIP address (its marker entry).
+#[inline(always)]
+fn is_vip_address(ip: &[u8; 16]) -> bool {
+    let key = XlbVipKey6 {
+        vip: *ip,
+        port: 0,
+        proto: 0,
+        pad: 0,
+    };
+    XLB_VIPS6.get_ptr(&key).is_some()
+}
+
+/// Drops (counted) if `ip` is a VIP address, else passes.
+#[inline(always)]
+fn drop_if_vip(ip: &[u8; 16], c: Count) -> u32 {
+    if is_vip_address(ip) {
+        drop_counted(c)
+    } else {
+        XDP_PASS
+    }
+}
+
+/// Whether `a` is all zero (an unused real).
+#[inline(always)]
+fn is_zero(a: &[u8; 16]) -> bool {
+    // SAFETY: reads the 16 bytes of `a`.
+    let w = unsafe { (a.as_ptr() as *const [u64; 2]).read_unaligned() };
+    w[0] | w[1] == 0
+}
+
+/// Next headers that are IPv6 extension headers in front of the transport
+/// header (RFC 8200 4, RFC 7045): Hop-by-Hop, Routing, Destination
+/// Options, Mobility, HIP, Shim6 and the experimental 253/254. (Fragment
+/// is handled apart; AH and ESP are protocols the balancer does not
+/// balance, and pass like any other.)
+#[inline(always)]
+fn is_extension_header(n: u8) -> bool {
+    matches!(n, 0 | 43 | 60 | 135 | 139 | 140 | 253 | 254)
+}
+
+/// The IPv6 balancer: called by `xdp_lb` for every frame that is not
+/// IPv4 (after the deny check). Returns the XDP verdict.
+#[inline(always)]
+pub fn balance6(ctx: &XdpContext) -> u32 {
+    let d = ctx.data();
+    let e = ctx.data_end();
+    if d + ETH_LEN + IP6_LEN > e {
+        return XDP_PASS;
+    }
+    // SAFETY: d + 54 <= e checked above; every read is inside it.
+    let (ether_type, vtc, payload_len, next, dst) = unsafe {
+        let ip = d + ETH_LEN;
+        (
+            load16(d + 12),
+            *(ip as *const u8),
+            u16::from_be(load16(ip + 4)) as usize,
+            *((ip + 6) as *const u8),
+            *((ip + 24) as *const [u8; 16]),
+        )
+    };
+    if ether_type != ETH_P_IPV6 {
+        return XDP_PASS;
+    }
+    if vtc >> 4 != 6 {
+        return drop_if_vip(&dst, Count::Malformed);
+    }
+    if next == NEXTHDR_IPV6 {
+        return decapsulate(ctx);
+    }
+    let Some(cfg) = XLB_CONFIG6.get(0) else {
+        return XDP_PASS;
+    };
+    if is_zero(&cfg.src_ip) {
+        return XDP_PASS;
+    }
+    if next == NEXTHDR_ICMPV6 {
+        return icmp6(ctx, cfg, &dst, payload_len);
+    }
+    if next == NEXTHDR_FRAGMENT {
+        return drop_if_vip(&dst, Count::Fragment);
+    }
+    if next != proto::TCP && next != proto::UDP {
+        if is_extension_header(next) {
+            return drop_if_vip(&dst, Count::Malformed);
+        }
+        return XDP_PASS;
+    }
+    const L4: usize = ETH_LEN + IP6_LEN;
+    if d + L4 + 4 > e {
+        return drop_if_vip(&dst, Count::Malformed);
+    }
+    // SAFETY: the four port bytes are inside the packet (checked above).
+    let ports = unsafe { load32(d + L4) }.to_ne_bytes();
+    let sport = u16::from_ne_bytes([ports[0], ports[1]]);
+    let dport = u16::from_ne_bytes([ports[2], ports[3]]);
+    let key = XlbVipKey6 {
+        vip: dst,
+        port: dport,
+        proto: next,
+        pad: 0,
+    };
+    // SAFETY: copied out at once.
+    let Some(vip) = (unsafe { XLB_VIPS6.get(&key) }).copied() else {
+        return XDP_PASS;
+    };
+    // Packet pointers again: the verifier forgets them across the lookup.
+    let d = ctx.data();
+    let e = ctx.data_end();
+    let mut syn = false;
+    let l4_min = if next == proto::TCP {
+        if d + L4 + 20 > e {
+            return drop_counted(Count::Malformed);
+        }
+        // SAFETY: the TCP header is inside the packet (checked above).
+        let flags = unsafe { *((d + L4 + 13) as *const u8) };
+        // A SYN without ACK opens a new flow: Katran skips the table for it.
+        syn = flags & 0x12 == 0x02;
+        20
+    } else {
+        if d + L4 + 8 > e {
+            return drop_counted(Count::Malformed);
+        }
+        8
+    };
+    if payload_len < l4_min || d + L4 + payload_len > e {
+        return drop_counted(Count::Malformed);
+    }
+    if d + L4 > e {
+        return XDP_PASS;
+    }
+    // SAFETY: the source (offset 8..24 of the IPv6 header) is inside the
+    // packet (checked above).
+    let src = unsafe { *((d + ETH_LEN + 8) as *const [u8; 16]) };
+    let flow = XlbFlow6 {
+        src,
+        dst,
+        sport,
+        dport,
+        proto: next,
+        pad: [0; 3],
+    };
+    forward(ctx, cfg, vip.ring, &flow, syn, true, IP6_LEN + payload_len)
+}
+
+/// The real's side (Katran's `decap_kern.c`): an ip6ip6 packet whose inner
+/// destination is a VIP address loses its outer header and goes up the
+/// stack as the client sent it (the node holds the VIP on a local
+/// interface and answers the client directly). ip6ip6 to anything else
+/// passes untouched.
+#[inline(always)]
+fn decapsulate(ctx: &XdpContext) -> u32 {
+    let d = ctx.data();
+    let e = ctx.data_end();
+    if d + ETH_LEN + IP6_LEN + IP6_LEN > e {
+        return XDP_PASS;
+    }
+    // SAFETY: d + 94 <= e checked above.
+    let (inner_v, inner_dst) = unsafe {
+        let q = d + ETH_LEN + IP6_LEN;
+        (*(q as *const u8), *((q + 24) as *const [u8; 16]))
+    };
+    if inner_v >> 4 != 6 || !is_vip_address(&inner_dst) {
+        return XDP_PASS;
+    }
+    let d = ctx.data();
+    let e = ctx.data_end();
+    if d + ETH_LEN + IP6_LEN > e {
+        return XDP_PASS;
+    }
+    // The Ethernet header moves 40 bytes up, over the outer IPv6 header.
+    // SAFETY: reads below d + 14, writes below d + 54 <= e (checked).
+    unsafe {
+        let (a, b, t) = (load64(d), load32(d + 8), load16(d + 12));
+        store64(d + IP6_LEN, a);
+        store32(d + IP6_LEN + 8, b);
+        store16(d + IP6_LEN + 12, t);
+    }
+    // SAFETY: ctx.ctx is the program's context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, IP6_LEN as i32) } != 0 {
+        return XDP_DROP;
+    }
+    if let Some(s) = stats() {
+        s.decapsulated += 1;
+    }
+    XDP_PASS
+}
+
+/// ICMPv6 to an IPv6 address: "packet too big" about one of a VIP's flows
+/// goes to that flow's real; the rest passes.
+#[inline(always)]
+fn icmp6(ctx: &XdpContext, cfg: &XlbConfig6, dst: &[u8; 16], payload_len: usize) -> u32 {
+    let d = ctx.data();
+    let e = ctx.data_end();
+    const ICMP: usize = ETH_LEN + IP6_LEN;
+    if d + ICMP + 4 > e {
+        return drop_if_vip(dst, Count::Malformed);
+    }
+    // SAFETY: d + 58 <= e checked above.
+    let ty = unsafe { *((d + ICMP) as *const u8) };
+    if ty != ICMPV6_PKT_TOOBIG {
+        return XDP_PASS;
+    }
+    // ICMPv6 header (8), quoted IPv6 header (40), the quoted ports (4).
+    const QUOTE: usize = ICMP + 8;
+    if d + QUOTE + IP6_LEN + 4 > e {
+        return drop_if_vip(dst, Count::Malformed);
+    }
+    // SAFETY: d + QUOTE + 44 <= e checked above.
+    let (in_v, in_next, in_src, in_dst, in_ports) = unsafe {
+        let q = d + QUOTE;
+        (
+            *(q as *const u8),
+            *((q + 6) as *const u8),
+            *((q + 8) as *const [u8; 16]),
+            *((q + 24) as *const [u8; 16]),
+            load32(q + IP6_LEN).to_ne_bytes(),
+        )
+    };
+    if in_v >> 4 != 6 || (in_next != proto::TCP && in_next != proto::UDP) {
+        return drop_if_vip(&in_src, Count::Malformed);
+    }
+    // The quoted packet is the real's reply (VIP -> client): the flow it
+    // belongs to is the reverse.
+    let dport = u16::from_ne_bytes([in_ports[0], in_ports[1]]);
+    let key = XlbVipKey6 {
+        vip: in_src,
+        port: dport,
+        proto: in_next,
+        pad: 0,
+    };
+    // SAFETY: copied out at once.
+    let Some(vip) = (unsafe { XLB_VIPS6.get(&key) }).copied() else {
+        return XDP_PASS;
+    };
+    let d = ctx.data();
+    let e = ctx.data_end();
+    if payload_len < 8 + IP6_LEN + 4 || d + ICMP + payload_len > e {
+        return drop_counted(Count::Malformed);
+    }
+    let flow = XlbFlow6 {
+        src: in_dst,
+        dst: in_src,
+        sport: u16::from_ne_bytes([in_ports[2], in_ports[3]]),
+        dport,
+        proto: in_next,
+        pad: [0; 3],
+    };
+    if let Some(s) = stats() {
+        s.icmp_frag_needed += 1;
+    }
+    forward(ctx, cfg, vip.ring, &flow, false, false, IP6_LEN + payload_len)
+}
+
+/// Picks the flow's real and tunnels the packet (`inner_len` bytes from
+/// the IPv6 header on) to it.
+#[inline(always)]
+fn forward(
+    ctx: &XdpContext,
+    cfg: &XlbConfig6,
+    ring: u32,
+    flow: &XlbFlow6,
+    syn: bool,
+    remember: bool,
+    inner_len: usize,
+) -> u32 {
+    if ring == XLB_ADDRESS_ONLY {
+        return drop_counted(Count::NoReal);
+    }
+    let Some(real) = pick(ring, flow, syn, remember) else {
+        return drop_counted(Count::NoReal);
+    };
+    encapsulate(ctx, cfg, &real, inner_len)
+}
+
+/// The real's address for `flow`: the flow table's entry unless `syn` (a
+/// new connection) or its real was removed, else the Maglev ring's
+/// (recorded when `remember`).
+#[inline(always)]
+fn pick(ring: u32, flow: &XlbFlow6, syn: bool, remember: bool) -> Option<[u8; 16]> {
+    if !syn {
+        // SAFETY: copied out at once.
+        if let Some(c) = unsafe { XLB_CONNS6.get(flow) }.copied() {
+            if let Some(real) = XLB_REALS6.get(c.real) {
+                if !is_zero(&real.ip) {
+                    return Some(real.ip);
+                }
+            }
+        }
+    }
+    let table = XLB_RINGS6.get_ptr(&ring)?;
+    let pos = flow_position6(flow, MAGLEV_TABLE_SIZE);
+    // Launder through the stack so LLVM keeps the bound check the verifier
+    // needs (it cannot derive the range of a modulo).
+    // SAFETY: reads a local.
+    let pos = unsafe { core::ptr::read_volatile(&pos) };
+    if pos >= MAGLEV_TABLE_SIZE {
+        return None;
+    }
+    // SAFETY: `table` points at a live map value; `pos` is in bounds.
+    let index = unsafe { *(*table).slots.as_ptr().add(pos as usize) };
+    let real = XLB_REALS6.get(index)?;
+    if is_zero(&real.ip) {
+        return None;
+    }
+    let ip = real.ip;
+    if let Some(s) = stats() {
+        s.new_flows += 1;
+    }
+    if remember {
+        let _ = XLB_CONNS6.insert(
+            flow,
+            &XlbConn {
+                real: index,
+                pad: 0,
+            },
+            0,
+        );
+    }
+    Some(ip)
+}
+
+/// Prepends an outer IPv6 header (ip6ip6, Katran's `create_v6_hdr`: hop
+/// limit 64, traffic class copied, flow label 0) from `cfg.src_ip` to
+/// `real` and a new Ethernet header to the gateway, and transmits.
+#[inline(always)]
+fn encapsulate(ctx: &XdpContext, cfg: &XlbConfig6, real: &[u8; 16], inner_len: usize) -> u32 {
+    if inner_len > 0xffff {
+        return drop_counted(Count::TooBig);
+    }
+    // SAFETY: ctx.ctx is the program's context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(IP6_LEN as i32)) } != 0 {
+        return drop_counted(Count::TooBig);
+    }
+    let d = ctx.data();
+    let e = ctx.data_end();
+    // The new headers overlay the 40 new bytes and the old Ethernet header;
+    // the old destination MAC (d + 40) becomes the source, the inner
+    // traffic class (d + 54, d + 55) is copied.
+    if d + IP6_LEN + ETH_LEN + IP6_LEN > e {
+        return XDP_DROP;
+    }
+    // SAFETY: every access is below d + 94 <= e (checked above).
+    unsafe {
+        let (mac01, mac25) = (load16(d + IP6_LEN), load32(d + IP6_LEN + 2));
+        let inner = d + IP6_LEN + ETH_LEN;
+        let (b0, b1) = (*(inner as *const u8), *((inner + 1) as *const u8));
+        let tc = (b0 & 0x0f) << 4 | b1 >> 4;
+        let gw = cfg.gw_mac;
+        store32(d, u32::from_ne_bytes([gw[0], gw[1], gw[2], gw[3]]));
+        store16(d + 4, u16::from_ne_bytes([gw[4], gw[5]]));
+        store16(d + 6, mac01);
+        store32(d + 8, mac25);
+        store16(d + 12, ETH_P_IPV6);
+        let ip = d + ETH_LEN;
+        let len = (inner_len as u16).to_be_bytes();
+        store32(ip, u32::from_ne_bytes([0x60 | tc >> 4, (tc & 0x0f) << 4, 0, 0]));
+        store32(
+            ip + 4,
+            u32::from_ne_bytes([len[0], len[1], NEXTHDR_IPV6, XLB_OUTER_TTL]),
+        );
+        *((ip + 8) as *mut [u8; 16]) = cfg.src_ip;
+        *((ip + 24) as *mut [u8; 16]) = *real;
+    }
+    if let Some(s) = stats() {
+        s.packets += 1;
+        s.bytes += inner_len as u64;
+    }
+    XDP_TX
+}
+
+/// One 16-bit store to packet memory at `p`.
+///
+/// # Safety
+/// `p + 2` must be at or below `data_end` (checked by the caller).
+#[inline(always)]
+unsafe fn store16(p: usize, v: u16) {
+    // SAFETY: in bounds (caller); unaligned packet stores are allowed.
+    unsafe { core::ptr::write_volatile(p as *mut u16, v) }
+}
+
+/// One 32-bit store to packet memory at `p`.
+///
+/// # Safety
+/// `p + 4` must be at or below `data_end` (checked by the caller).
+#[inline(always)]
+unsafe fn store32(p: usize, v: u32) {
+    // SAFETY: as `store16`.
+    unsafe { core::ptr::write_volatile(p as *mut u32, v) }
+}
+
+/// One 64-bit store to packet memory at `p`.
+///
+/// # Safety
+/// `p + 8` must be at or below `data_end` (checked by the caller).
+#[inline(always)]
+unsafe fn store64(p: usize, v: u64) {
+    // SAFETY: as `store16`.
+    unsafe { core::ptr::write_volatile(p as *mut u64, v) }
+}

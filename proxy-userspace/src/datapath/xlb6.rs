@@ -1,0 +1,418 @@
+//! The XDP load balancer's IPv6 side from userspace (see
+//! [`proxy_common::xlb6`]): writes the IPv6 VIP, ring and real tables and
+//! the ip6ip6 outer source, as [`super::xlb`] does for IPv4.
+//!
+//! An IPv6 VIP is spread over the IPv6 addresses of the nodes hosting its
+//! endpoints (the Pods' `status.hostIPs`, see
+//! [`strait_config::snapshot::ExternalL4Service::nodes`]); packets are
+//! tunnelled ip6ip6, so the underlay between balancer and nodes must route
+//! IPv6 (Katran does not tunnel an IPv6 VIP over IPv4 either). Rings are
+//! built by the one Maglev builder keyed by the node address text, so
+//! every balancer builds the same ring; a real keeps its index while any
+//! VIP lists it.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv6Addr;
+
+use anyhow::{bail, Context};
+use aya::{
+    maps::{Array, HashMap as BpfHashMap},
+    Ebpf,
+};
+use proxy_common::{
+    port_to_be, proto, MaglevTable, XlbConfig6, XlbReal6, XlbVip, XlbVipKey6, MAGLEV_TABLE_SIZE,
+    MAX_XLB_REALS6, MAX_XLB_VIPS6, XLB_ADDRESS_ONLY,
+};
+use strait_config::snapshot::L4Protocol;
+
+/// One external IPv6 VIP on one port: where its packets go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalVip6 {
+    /// The VIP.
+    pub vip: Ipv6Addr,
+    /// Service port.
+    pub port: u16,
+    /// Transport protocol.
+    pub protocol: L4Protocol,
+    /// Nodes (IPv6 addresses) hosting the service's endpoints, with
+    /// weights; weight 0 drains a node (no new flows, established ones
+    /// stay). No real with weight > 0: packets are dropped and counted
+    /// (`no_real_dropped`).
+    pub reals: Vec<(Ipv6Addr, u32)>,
+}
+
+/// The IPv6 entries of a snapshot's external services for the XDP
+/// balancer, and a warning per entry that loses endpoints (named by
+/// Service host, VIP, port and the Pod field at fault).
+pub fn external_vips6(
+    services: &[strait_config::snapshot::ExternalL4Service],
+) -> (Vec<ExternalVip6>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut warnings = Vec::new();
+    for s in services {
+        let std::net::IpAddr::V6(vip) = s.vip else {
+            continue;
+        };
+        let reals: Vec<(Ipv6Addr, u32)> = s
+            .nodes
+            .iter()
+            .filter_map(|(a, w)| match a {
+                std::net::IpAddr::V6(a) => Some((*a, *w)),
+                std::net::IpAddr::V4(_) => None,
+            })
+            .collect();
+        let unplaced = s.unplaced as usize + s.nodes.len() - reals.len();
+        if unplaced > 0 {
+            warnings.push(format!(
+                "Service {} external VIP [{vip}]:{}: {unplaced} endpoint(s) left out of the XDP ring: \
+                 their Pods' status.hostIPs list no IPv6 node address",
+                s.host, s.port
+            ));
+        }
+        out.push(ExternalVip6 {
+            vip,
+            port: s.port,
+            protocol: s.protocol,
+            reals,
+        });
+    }
+    (out, warnings)
+}
+
+/// How ip6ip6-tunnelled packets leave the uplink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UplinkConfig6 {
+    /// Outer source address: this node's uplink IPv6 address.
+    pub source: Ipv6Addr,
+    /// Destination MAC of tunnelled frames: the uplink's IPv6 gateway.
+    pub gateway_mac: [u8; 6],
+}
+
+/// Sets the ip6ip6 outer source and gateway MAC; until this is called (or
+/// with `None`) IPv6 packets to VIPs pass (decapsulation still works).
+pub fn configure_uplink6(ebpf: &mut Ebpf, cfg: Option<&UplinkConfig6>) -> anyhow::Result<()> {
+    let mut a: Array<_, XlbConfig6> = Array::try_from(
+        ebpf.map_mut(proxy_common::XLB_CONFIG6)
+            .context("map XLB_CONFIG6 missing from the eBPF object")?,
+    )?;
+    let value = cfg.map_or(XlbConfig6::default(), |c| XlbConfig6 {
+        src_ip: c.source.octets(),
+        gw_mac: c.gateway_mac,
+        pad: 0,
+    });
+    a.set(0, value, 0)?;
+    Ok(())
+}
+
+fn vip_key(v: &ExternalVip6) -> XlbVipKey6 {
+    XlbVipKey6 {
+        vip: v.vip.octets(),
+        port: port_to_be(v.port),
+        proto: match v.protocol {
+            L4Protocol::Tcp => proto::TCP,
+            L4Protocol::Udp => proto::UDP,
+        },
+        pad: 0,
+    }
+}
+
+fn marker(vip: [u8; 16]) -> XlbVipKey6 {
+    XlbVipKey6 {
+        vip,
+        port: 0,
+        proto: 0,
+        pad: 0,
+    }
+}
+
+/// The IPv6 balancer's tables, as last written.
+#[derive(Default)]
+pub struct ExternalVips6 {
+    reals: HashMap<Ipv6Addr, u32>,
+    free_reals: Vec<u32>,
+    next_real: u32,
+    rings: HashMap<XlbVipKey6, u32>,
+    next_ring: u32,
+    free_rings: Vec<u32>,
+    markers: HashSet<[u8; 16]>,
+    built: HashMap<XlbVipKey6, Vec<(Ipv6Addr, u32)>>,
+}
+
+fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))
+}
+
+impl ExternalVips6 {
+    /// Empty tables (a fresh object).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The bookkeeping of tables an earlier run left in pinned maps (see
+    /// [`super::ExternalVips::recover`]).
+    ///
+    /// Errors: a map cannot be read.
+    pub fn recover(ebpf: &Ebpf) -> anyhow::Result<Self> {
+        let map = |name: &str| {
+            ebpf.map(name)
+                .with_context(|| format!("map {name} missing from the eBPF object"))
+        };
+        let mut out = Self::new();
+        let reals: Array<_, XlbReal6> = Array::try_from(map(proxy_common::XLB_REALS6)?)?;
+        let mut used = Vec::new();
+        for (i, r) in reals.iter().enumerate() {
+            let r = r.context("reading XLB_REALS6")?;
+            if r.ip != [0; 16] {
+                out.reals.insert(Ipv6Addr::from(r.ip), i as u32);
+                used.push(i as u32);
+            }
+        }
+        out.next_real = used.iter().max().map_or(0, |m| m + 1);
+        out.free_reals = (0..out.next_real).filter(|i| !used.contains(i)).collect();
+        let vips: BpfHashMap<_, XlbVipKey6, XlbVip> =
+            BpfHashMap::try_from(map(proxy_common::XLB_VIPS6)?)?;
+        for item in vips.iter() {
+            let (k, v) = item.context("reading XLB_VIPS6")?;
+            if v.ring == XLB_ADDRESS_ONLY {
+                out.markers.insert(k.vip);
+            } else {
+                out.rings.insert(k, v.ring);
+            }
+        }
+        let rings: BpfHashMap<_, u32, MaglevTable> =
+            BpfHashMap::try_from(map(proxy_common::XLB_RINGS6)?)?;
+        let referenced: HashSet<u32> = out.rings.values().copied().collect();
+        let stored: Vec<u32> = rings
+            .keys()
+            .collect::<Result<_, _>>()
+            .context("reading XLB_RINGS6")?;
+        out.next_ring = referenced
+            .iter()
+            .chain(stored.iter())
+            .max()
+            .map_or(0, |m| m + 1);
+        out.free_rings = (0..out.next_ring)
+            .filter(|r| !referenced.contains(r))
+            .collect();
+        Ok(out)
+    }
+
+    /// Makes the kernel's IPv6 tables hold exactly `vips` (as
+    /// [`super::ExternalVips::apply`]: reals first, rings rebuilt only for
+    /// VIPs whose healthy reals changed, each swapped in with one update,
+    /// gone VIPs and reals removed).
+    ///
+    /// Errors: the same VIP:port/protocol twice, more than
+    /// [`MAX_XLB_VIPS6`] entries or [`MAX_XLB_REALS6`] reals, a map update
+    /// refused. The tables then hold what was written before the error.
+    pub fn apply(
+        &mut self,
+        ebpf: &mut Ebpf,
+        vips: &[ExternalVip6],
+    ) -> anyhow::Result<super::XlbReport> {
+        let mut want: BTreeMap<XlbVipKey6, &ExternalVip6> = BTreeMap::new();
+        for v in vips {
+            if want.insert(vip_key(v), v).is_some() {
+                bail!(
+                    "external VIP [{}]:{}/{:?} is listed twice",
+                    v.vip,
+                    v.port,
+                    v.protocol
+                );
+            }
+        }
+        let addrs: HashSet<[u8; 16]> = want.keys().map(|k| k.vip).collect();
+        if want.len() + addrs.len() > MAX_XLB_VIPS6 as usize {
+            bail!(
+                "{} external IPv6 VIP ports on {} addresses exceed the XDP balancer's {MAX_XLB_VIPS6} entries",
+                want.len(),
+                addrs.len()
+            );
+        }
+        let listed: HashSet<Ipv6Addr> = want
+            .values()
+            .flat_map(|v| v.reals.iter().map(|(a, _)| *a))
+            .collect();
+        {
+            let mut reals: Array<_, XlbReal6> =
+                Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS6)?)?;
+            let mut new: Vec<Ipv6Addr> = listed
+                .iter()
+                .filter(|a| !self.reals.contains_key(a))
+                .copied()
+                .collect();
+            new.sort();
+            for a in new {
+                // Fresh indexes before reused ones (see `ExternalVips`).
+                let i = if self.next_real < MAX_XLB_REALS6 {
+                    self.next_real += 1;
+                    self.next_real - 1
+                } else if let Some(i) = self.free_reals.pop() {
+                    i
+                } else {
+                    bail!("more than {MAX_XLB_REALS6} XDP balancer IPv6 reals");
+                };
+                reals.set(i, XlbReal6 { ip: a.octets() }, 0)?;
+                self.reals.insert(a, i);
+            }
+        }
+        let mut report = super::XlbReport::default();
+        {
+            let mut rings: BpfHashMap<_, u32, MaglevTable> =
+                BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS6)?)?;
+            let mut table = Box::new(MaglevTable {
+                slots: [0; MAGLEV_TABLE_SIZE as usize],
+            });
+            for (key, v) in &want {
+                let ring = match self.rings.get(key) {
+                    Some(r) => *r,
+                    None => {
+                        let r = self.free_rings.pop().unwrap_or_else(|| {
+                            self.next_ring += 1;
+                            self.next_ring - 1
+                        });
+                        self.rings.insert(*key, r);
+                        r
+                    }
+                };
+                let mut healthy: Vec<(Ipv6Addr, u32)> =
+                    v.reals.iter().filter(|(_, w)| *w > 0).copied().collect();
+                healthy.sort();
+                healthy.dedup_by_key(|(a, _)| *a);
+                if healthy.is_empty() {
+                    let _ = rings.remove(&ring);
+                    self.built.remove(key);
+                    report.without_reals += 1;
+                    continue;
+                }
+                if self.built.get(key) == Some(&healthy) {
+                    continue;
+                }
+                let perms: Vec<(u64, u64)> = healthy
+                    .iter()
+                    .map(|(a, _)| {
+                        proxy_common::maglev::permutation(
+                            a.to_string().as_bytes(),
+                            MAGLEV_TABLE_SIZE,
+                        )
+                    })
+                    .collect();
+                let mut next = vec![0u64; healthy.len()];
+                proxy_common::maglev::populate(
+                    &perms,
+                    |i| healthy[i].1,
+                    &mut next,
+                    &mut table.slots,
+                );
+                for s in table.slots.iter_mut() {
+                    *s = self.reals[&healthy[*s as usize].0];
+                }
+                rings
+                    .insert(ring, table.as_ref(), 0)
+                    .context("XLB_RINGS6 is full")?;
+                self.built.insert(*key, healthy);
+            }
+        }
+        {
+            let mut map: BpfHashMap<_, XlbVipKey6, XlbVip> =
+                BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_VIPS6)?)?;
+            for key in want.keys() {
+                let ring = self.rings[key];
+                map.insert(key, XlbVip { ring, flags: 0 }, 0)
+                    .context("XLB_VIPS6 is full")?;
+            }
+            for a in &addrs {
+                let v = XlbVip {
+                    ring: XLB_ADDRESS_ONLY,
+                    flags: 0,
+                };
+                map.insert(marker(*a), v, 0).context("XLB_VIPS6 is full")?;
+            }
+            let gone: Vec<XlbVipKey6> = self
+                .rings
+                .keys()
+                .filter(|k| !want.contains_key(k))
+                .copied()
+                .collect();
+            for k in gone {
+                let _ = map.remove(&k);
+                self.built.remove(&k);
+                if let Some(r) = self.rings.remove(&k) {
+                    self.free_rings.push(r);
+                }
+            }
+            for a in self.markers.difference(&addrs) {
+                let _ = map.remove(&marker(*a));
+            }
+            self.markers = addrs;
+        }
+        {
+            let mut rings: BpfHashMap<_, u32, MaglevTable> =
+                BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS6)?)?;
+            for r in &self.free_rings {
+                let _ = rings.remove(r);
+            }
+            let mut reals: Array<_, XlbReal6> =
+                Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS6)?)?;
+            let gone: Vec<Ipv6Addr> = self
+                .reals
+                .keys()
+                .filter(|a| !listed.contains(a))
+                .copied()
+                .collect();
+            for a in gone {
+                if let Some(i) = self.reals.remove(&a) {
+                    reals.set(i, XlbReal6::default(), 0)?;
+                    self.free_reals.push(i);
+                }
+            }
+        }
+        report.vips = want.len();
+        report.reals = self.reals.len();
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_config::snapshot::ExternalL4Service;
+
+    #[test]
+    fn ipv6_entries_keep_ipv6_nodes_and_name_what_is_left_out() {
+        let svc = |vip: &str, nodes: &[(&str, u32)], unplaced| ExternalL4Service {
+            host: "front.web.svc.cluster.local".into(),
+            vip: vip.parse().unwrap(),
+            port: 80,
+            protocol: L4Protocol::Tcp,
+            nodes: nodes
+                .iter()
+                .map(|(a, w)| (a.parse().unwrap(), *w))
+                .collect(),
+            unplaced,
+        };
+        let (list, warnings) = external_vips6(&[
+            svc("198.51.100.7", &[("192.168.0.11", 1)], 0),
+            svc("2001:db8::7", &[("fd00::11", 2), ("fd00::12", 0)], 1),
+        ]);
+        assert_eq!(
+            list,
+            vec![ExternalVip6 {
+                vip: "2001:db8::7".parse().unwrap(),
+                port: 80,
+                protocol: L4Protocol::Tcp,
+                reals: vec![
+                    ("fd00::11".parse().unwrap(), 2),
+                    ("fd00::12".parse().unwrap(), 0)
+                ],
+            }]
+        );
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("front.web.svc.cluster.local")
+                && warnings[0].contains("[2001:db8::7]:80")
+                && warnings[0].contains("status.hostIPs"),
+            "{warnings:?}"
+        );
+    }
+}

@@ -1,0 +1,765 @@
+//! Tier 2: the IPv6 side of the XDP external-VIP load balancer (`xdp_lb`,
+//! IPv6 VIPs tunnelled ip6ip6) through BPF_PROG_TEST_RUN on packet
+//! fixtures, with exact output bytes (outer IPv6 header: version, traffic
+//! class, flow label, payload length, next header 41, hop limit 64,
+//! addresses; the inner packet untouched), decapsulation back to the
+//! client's packet, extension headers, fragments, ICMPv6 packet too big,
+//! malformed and truncated frames, and random mutations that must never
+//! pass a VIP packet unbalanced.
+use std::collections::BTreeSet;
+use std::net::Ipv6Addr;
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use strait::datapath::{ExternalVip6, ExternalVips6, L4Protocol, UplinkConfig6};
+use strait_tests::privileged;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+const VIP: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+const LB_SRC: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const CLIENT: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
+const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+/// A node address `fd00::1:n`.
+fn node(n: u8) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[0] = 0xfd;
+    a[13] = 1;
+    a[15] = n;
+    a
+}
+
+/// A client address `2001:db8:99::n:m`.
+fn client(i: u16) -> [u8; 16] {
+    let mut a = CLIENT;
+    a[14..16].copy_from_slice(&i.to_be_bytes());
+    a
+}
+
+/// An IPv6 header: traffic class `tc`, flow label 0x51234, hop limit 61.
+fn ipv6(src: [u8; 16], dst: [u8; 16], next: u8, payload_len: usize, tc: u8) -> Vec<u8> {
+    let len = payload_len as u16;
+    let mut h = vec![
+        0x60 | tc >> 4,
+        (tc & 0x0f) << 4 | 0x5,
+        0x12,
+        0x34,
+        (len >> 8) as u8,
+        len as u8,
+        next,
+        61,
+    ];
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    h
+}
+
+fn eth(ether_type: [u8; 2]) -> Vec<u8> {
+    let mut f = DST_MAC.to_vec();
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&ether_type);
+    f
+}
+
+/// A TCP segment header with `flags` (SYN = 0x02, ACK = 0x10) and payload.
+fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    t
+}
+
+fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let len = (8 + payload.len()) as u16;
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&len.to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    u
+}
+
+/// Ethernet + IPv6 (next header `next`) + `l4` from `src` to `dst`.
+fn frame(src: [u8; 16], dst: [u8; 16], next: u8, l4: &[u8]) -> Vec<u8> {
+    let mut f = eth([0x86, 0xdd]);
+    f.extend(ipv6(src, dst, next, l4.len(), 0));
+    f.extend_from_slice(l4);
+    f
+}
+
+fn tcp_frame(src: [u8; 16], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    frame(src, VIP, 6, &tcp(sport, dport, flags, b"hello"))
+}
+
+/// The frame `xdp_lb` must transmit for `inner` (an Ethernet frame) sent
+/// to `real`: gateway MAC, the old destination MAC as source, EtherType
+/// IPv6, an outer IPv6 header (traffic class copied, flow label 0, payload
+/// length = the inner IPv6 packet's size, next header 41, hop limit 64,
+/// the balancer's source, the real), then the inner packet byte for byte.
+fn encapsulated(inner: &[u8], real: [u8; 16]) -> Vec<u8> {
+    let ip = &inner[14..];
+    let tc = (ip[0] & 0x0f) << 4 | ip[1] >> 4;
+    let mut f = GW_MAC.to_vec();
+    f.extend_from_slice(&inner[0..6]);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    let len = ip.len() as u16;
+    f.extend_from_slice(&[
+        0x60 | tc >> 4,
+        (tc & 0x0f) << 4,
+        0,
+        0,
+        (len >> 8) as u8,
+        len as u8,
+        41,
+        64,
+    ]);
+    f.extend_from_slice(&LB_SRC);
+    f.extend_from_slice(&real);
+    f.extend_from_slice(ip);
+    f
+}
+
+fn run(prog: &Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    let res = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(res.data_size_out as usize);
+    (res.return_value, out)
+}
+
+fn vip(port: u16, protocol: L4Protocol, reals: &[([u8; 16], u32)]) -> ExternalVip6 {
+    ExternalVip6 {
+        vip: Ipv6Addr::from(VIP),
+        port,
+        protocol,
+        reals: reals
+            .iter()
+            .map(|(a, w)| (Ipv6Addr::from(*a), *w))
+            .collect(),
+    }
+}
+
+fn setup() -> aya::Ebpf {
+    let mut ebpf = strait::datapath::load().unwrap();
+    strait::datapath::configure_uplink6(
+        &mut ebpf,
+        Some(&UplinkConfig6 {
+            source: Ipv6Addr::from(LB_SRC),
+            gateway_mac: GW_MAC,
+        }),
+    )
+    .unwrap();
+    strait::datapath::load_xdp_lb(&mut ebpf).unwrap();
+    ebpf
+}
+
+fn prog(ebpf: &aya::Ebpf) -> &Xdp {
+    ebpf.program("xdp_lb").unwrap().try_into().unwrap()
+}
+
+/// The real a transmitted frame was tunnelled to (outer destination).
+fn real_of(out: &[u8]) -> [u8; 16] {
+    out[38..54].try_into().unwrap()
+}
+
+#[test]
+fn xdp_lb6_tunnels_ipv6_vip_packets_with_exact_outer_headers() {
+    let Some(_p) = privileged::require("xdp_lb6_tunnels_ipv6_vip_packets_with_exact_outer_headers")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    let report = ExternalVips6::new()
+        .apply(
+            &mut ebpf,
+            &[
+                vip(80, L4Protocol::Tcp, &[(node(2), 1)]),
+                vip(53, L4Protocol::Udp, &[(node(3), 1)]),
+            ],
+        )
+        .unwrap();
+    assert_eq!((report.vips, report.reals, report.without_reals), (2, 2, 0));
+    let p = prog(&ebpf);
+
+    // TCP SYN to the VIP: tunnelled to the only real, exact bytes.
+    let syn = tcp_frame(CLIENT, 40000, 80, 0x02);
+    let (v, out) = run(p, &syn);
+    assert_eq!(v, XDP_TX);
+    assert_eq!(out, encapsulated(&syn, node(2)));
+    assert_eq!(&out[0..6], &GW_MAC, "to the gateway");
+    assert_eq!(&out[6..12], &DST_MAC, "from this node's MAC");
+    assert_eq!(out[14] >> 4, 6);
+    assert_eq!(u16::from_be_bytes([out[18], out[19]]) as usize, 40 + 25);
+    assert_eq!((out[20], out[21]), (41, 64), "next header, hop limit");
+    assert_eq!(&out[22..38], &LB_SRC);
+    assert_eq!(&out[54..], &syn[14..], "inner packet untouched");
+
+    // A traffic class is copied to the outer header (the flow label is
+    // not); UDP to the UDP VIP port.
+    let mut tc = eth([0x86, 0xdd]);
+    let l4 = udp(5353, 53, b"q");
+    tc.extend(ipv6(CLIENT, VIP, 17, l4.len(), 0xb8));
+    tc.extend(&l4);
+    let (v, out) = run(p, &tc);
+    assert_eq!((v, out.clone()), (XDP_TX, encapsulated(&tc, node(3))));
+    assert_eq!((out[14], out[15], out[16], out[17]), (0x6b, 0x80, 0, 0));
+
+    // Not a VIP, not a VIP port, not a VIP protocol, an unknown next
+    // header, not IPv6: passed unchanged.
+    let mut other_vip = VIP;
+    other_vip[15] = 0x11;
+    for f in [
+        frame(CLIENT, other_vip, 6, &tcp(40000, 80, 0x02, b"")),
+        tcp_frame(CLIENT, 40000, 81, 0x02),
+        frame(CLIENT, VIP, 17, &udp(5353, 80, b"x")),
+        frame(CLIENT, VIP, 47, &[0u8; 24]),
+        {
+            let mut arp = syn.clone();
+            arp[12..14].copy_from_slice(&[0x08, 0x06]);
+            arp
+        },
+    ] {
+        assert_eq!(run(p, &f), (XDP_PASS, f.clone()));
+    }
+    let s = strait::datapath::xlb_stats(&ebpf).unwrap();
+    assert_eq!((s.packets, s.new_flows), (2, 2));
+    assert_eq!(s.bytes, (40 + 25) + (40 + 9));
+}
+
+#[test]
+fn xdp_lb6_decapsulates_ip6ip6_to_a_vip_back_to_the_clients_packet() {
+    let Some(_p) =
+        privileged::require("xdp_lb6_decapsulates_ip6ip6_to_a_vip_back_to_the_clients_packet")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips6::new()
+        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(node(2), 1)])])
+        .unwrap();
+    let p = prog(&ebpf);
+    // What the balancer sends, through the balancer program and then the
+    // real's: the real sees the Ethernet header it arrived with plus the
+    // client's packet, byte for byte.
+    let inner = tcp_frame(CLIENT, 40000, 80, 0x10);
+    let (v, tunnelled) = run(p, &inner);
+    assert_eq!(v, XDP_TX);
+    let mut want = tunnelled[..14].to_vec();
+    want.extend_from_slice(&inner[14..]);
+    assert_eq!(run(p, &tunnelled), (XDP_PASS, want));
+    assert_eq!(strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated, 1);
+
+    // ip6ip6 to an address that is not a VIP, an IPv4 packet inside, or
+    // truncated inside the inner header: untouched.
+    let other = encapsulated(&frame(CLIENT, node(9), 6, &tcp(1, 80, 0x10, b"")), node(2));
+    assert_eq!(run(p, &other), (XDP_PASS, other.clone()));
+    let mut v4_inside = tunnelled.clone();
+    v4_inside[54] = 0x45;
+    assert_eq!(run(p, &v4_inside), (XDP_PASS, v4_inside.clone()));
+    let cut = &tunnelled[..14 + 40 + 30];
+    assert_eq!(run(p, cut), (XDP_PASS, cut.to_vec()));
+    assert_eq!(strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated, 1);
+
+    // Decapsulation works with the balancer's own IPv6 side off (a node
+    // that is only a real).
+    strait::datapath::configure_uplink6(&mut ebpf, None).unwrap();
+    let p = prog(&ebpf);
+    assert_eq!(run(p, &tunnelled).0, XDP_PASS);
+    assert_eq!(strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated, 2);
+    // ...and VIP packets then pass unbalanced.
+    assert_eq!(run(p, &inner), (XDP_PASS, inner.clone()));
+}
+
+#[test]
+fn xdp_lb6_drops_extension_headers_fragments_and_malformed_vip_packets() {
+    let Some(_p) =
+        privileged::require("xdp_lb6_drops_extension_headers_fragments_and_malformed_vip_packets")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips6::new()
+        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(node(2), 1)])])
+        .unwrap();
+    let p = prog(&ebpf);
+    let good = tcp_frame(CLIENT, 40000, 80, 0x10);
+    let mut other = VIP;
+    other[15] = 0x99;
+
+    // A Fragment header (first or non-first fragment): dropped when to the
+    // VIP address (Katran drops IPv6 fragments), passed to others.
+    let fragment = |dst: [u8; 16], offset_flags: u16| {
+        let mut l4 = vec![6, 0];
+        l4.extend_from_slice(&offset_flags.to_be_bytes());
+        l4.extend_from_slice(&[0, 0, 0, 7]);
+        l4.extend(tcp(40000, 80, 0x10, b"x"));
+        frame(CLIENT, dst, 44, &l4)
+    };
+    assert_eq!(run(p, &fragment(VIP, 0x0001)).0, XDP_DROP);
+    assert_eq!(run(p, &fragment(VIP, 0x0008)).0, XDP_DROP);
+    let f = fragment(other, 0x0008);
+    assert_eq!(run(p, &f), (XDP_PASS, f.clone()));
+
+    // Hop-by-Hop, Routing and Destination Options headers in front of TCP
+    // to the VIP: dropped; to another address: passed.
+    for next in [0u8, 43, 60] {
+        let mut l4 = vec![6, 0, 1, 4, 0, 0, 0, 0];
+        l4.extend(tcp(40000, 80, 0x10, b"x"));
+        assert_eq!(run(p, &frame(CLIENT, VIP, next, &l4)).0, XDP_DROP);
+        let f = frame(CLIENT, other, next, &l4);
+        assert_eq!(run(p, &f), (XDP_PASS, f.clone()), "next header {next}");
+    }
+
+    // A version other than 6 under the IPv6 EtherType, to the VIP.
+    let mut v4 = good.clone();
+    v4[14] = 0x40;
+    assert_eq!(run(p, &v4).0, XDP_DROP);
+    // Payload length beyond the frame, or shorter than the TCP header.
+    let mut long = good.clone();
+    long[18..20].copy_from_slice(&1000u16.to_be_bytes());
+    assert_eq!(run(p, &long).0, XDP_DROP);
+    let mut short_len = good.clone();
+    short_len[18..20].copy_from_slice(&10u16.to_be_bytes());
+    assert_eq!(run(p, &short_len).0, XDP_DROP);
+    // Truncated inside the TCP header (ports present) or inside the ports
+    // (the address is a VIP's): dropped; inside the IPv6 header: not
+    // recognisable, passed unchanged.
+    for cut in [14 + 40 + 10, 14 + 40 + 2] {
+        assert_eq!(run(p, &good[..cut]).0, XDP_DROP, "cut at {cut}");
+    }
+    for cut in [14, 14 + 39] {
+        let f = &good[..cut];
+        assert_eq!(run(p, f), (XDP_PASS, f.to_vec()), "cut at {cut}");
+    }
+    let s = strait::datapath::xlb_stats(&ebpf).unwrap();
+    assert_eq!(s.fragments_dropped, 2);
+    assert_eq!(s.malformed_dropped, 3 + 1 + 2 + 2);
+    assert_eq!(s.packets, 0);
+
+    // A VIP whose reals are all drained: dropped and counted.
+    let mut ebpf2 = setup();
+    let r = ExternalVips6::new()
+        .apply(&mut ebpf2, &[vip(80, L4Protocol::Tcp, &[(node(2), 0)])])
+        .unwrap();
+    assert_eq!(r.without_reals, 1);
+    assert_eq!(run(prog(&ebpf2), &good).0, XDP_DROP);
+    let s = strait::datapath::xlb_stats(&ebpf2).unwrap();
+    assert_eq!(s.no_real_dropped, 1);
+}
+
+/// An ICMPv6 message to the VIP: type, code, checksum 0, then `body`.
+fn icmp6(ty: u8, code: u8, body: &[u8]) -> Vec<u8> {
+    let mut f = frame(
+        [0x20, 1, 0xd, 0xb8, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        VIP,
+        58,
+        &{
+            let mut m = vec![ty, code, 0, 0];
+            m.extend_from_slice(body);
+            m
+        },
+    );
+    f.shrink_to_fit();
+    f
+}
+
+/// The body of a "packet too big" (MTU 1280) quoting the real's reply
+/// (VIP:443 -> client:sport) with 8 bytes of its TCP header.
+fn too_big_body(client: [u8; 16], sport: u16) -> Vec<u8> {
+    let mut b = 1280u32.to_be_bytes().to_vec();
+    b.extend(ipv6(VIP, client, 6, 1400, 0));
+    b.extend(&tcp(443, sport, 0x10, b"")[..8]);
+    b
+}
+
+#[test]
+fn xdp_lb6_packet_too_big_follows_the_flow_and_other_icmpv6_passes() {
+    let Some(_p) =
+        privileged::require("xdp_lb6_packet_too_big_follows_the_flow_and_other_icmpv6_passes")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    let reals: Vec<([u8; 16], u32)> = (2..6).map(|i| (node(i), 1)).collect();
+    ExternalVips6::new()
+        .apply(&mut ebpf, &[vip(443, L4Protocol::Tcp, &reals)])
+        .unwrap();
+    let p = prog(&ebpf);
+    for sport in 40000..40016u16 {
+        let syn = tcp_frame(CLIENT, sport, 443, 0x02);
+        let (v, out) = run(p, &syn);
+        assert_eq!(v, XDP_TX);
+        let real = real_of(&out);
+        let err = icmp6(2, 0, &too_big_body(CLIENT, sport));
+        let (v, out) = run(p, &err);
+        assert_eq!(v, XDP_TX, "sport {sport}");
+        assert_eq!(out, encapsulated(&err, real), "sport {sport}");
+    }
+    assert_eq!(
+        strait::datapath::xlb_stats(&ebpf).unwrap().icmp_frag_needed,
+        16
+    );
+    // Neighbour solicitation, echo request and destination unreachable to
+    // the VIP: passed unchanged.
+    for (ty, code, body) in [
+        (135u8, 0u8, {
+            let mut b = vec![0u8; 4];
+            b.extend_from_slice(&VIP);
+            b
+        }),
+        (128, 0, vec![0, 1, 0, 1]),
+        (1, 4, too_big_body(CLIENT, 40000)),
+    ] {
+        let f = icmp6(ty, code, &body);
+        assert_eq!(run(p, &f), (XDP_PASS, f.clone()), "type {ty}");
+    }
+    // A packet too big quoting UDP to a TCP-only VIP port: passed (not a
+    // VIP flow); quoting a non-TCP/UDP packet from the VIP, or truncated
+    // before the quoted ports: dropped.
+    let mut udp_body = too_big_body(CLIENT, 40000);
+    udp_body[4 + 6] = 17;
+    let f = icmp6(2, 0, &udp_body);
+    assert_eq!(run(p, &f), (XDP_PASS, f.clone()));
+    let mut gre_body = too_big_body(CLIENT, 40000);
+    gre_body[4 + 6] = 47;
+    assert_eq!(run(p, &icmp6(2, 0, &gre_body)).0, XDP_DROP);
+    let f = icmp6(2, 0, &too_big_body(CLIENT, 40000));
+    assert_eq!(run(p, &f[..f.len() - 6]).0, XDP_DROP);
+    // Its payload length beyond the frame: dropped.
+    let mut long = f.clone();
+    long[18..20].copy_from_slice(&2000u16.to_be_bytes());
+    assert_eq!(run(p, &long).0, XDP_DROP);
+}
+
+#[test]
+fn xdp_lb6_spreads_flows_and_keeps_them_when_reals_change() {
+    let Some(_p) = privileged::require("xdp_lb6_spreads_flows_and_keeps_them_when_reals_change")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    let mut vips = ExternalVips6::new();
+    let three: Vec<([u8; 16], u32)> = (2..5).map(|i| (node(i), 1)).collect();
+    vips.apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &three)])
+        .unwrap();
+    const FLOWS: u16 = 300;
+    let mut first = Vec::new();
+    for i in 0..FLOWS {
+        let (v, out) = run(
+            prog(&ebpf),
+            &tcp_frame(client(i % 200), 30000 + i, 80, 0x02),
+        );
+        assert_eq!(v, XDP_TX);
+        first.push(real_of(&out));
+    }
+    for r in &three {
+        let n = first.iter().filter(|x| **x == r.0).count();
+        assert!(n > FLOWS as usize / 6, "real {:?} got {n} of {FLOWS}", r.0);
+    }
+
+    // A fourth real joins: established flows (ACKs) stay; new connections
+    // (SYNs) reach the newcomer too.
+    let mut four = three.clone();
+    four.push((node(5), 1));
+    vips.apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &four)])
+        .unwrap();
+    for i in 0..FLOWS {
+        let out = run(
+            prog(&ebpf),
+            &tcp_frame(client(i % 200), 30000 + i, 80, 0x10),
+        )
+        .1;
+        assert_eq!(real_of(&out), first[i as usize], "flow {i} moved");
+    }
+    let newcomer = (0..FLOWS)
+        .map(|i| {
+            real_of(
+                &run(
+                    prog(&ebpf),
+                    &tcp_frame(client(i % 200), 50000 + i, 80, 0x02),
+                )
+                .1,
+            )
+        })
+        .filter(|r| *r == node(5))
+        .count();
+    assert!(
+        newcomer > FLOWS as usize / 8,
+        "{newcomer} new flows on the new real"
+    );
+
+    // A real leaves: its flows move to the others, the rest stay.
+    let rest: Vec<_> = four.iter().filter(|r| r.0 != node(2)).copied().collect();
+    vips.apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &rest)])
+        .unwrap();
+    for i in 0..FLOWS {
+        let (v, out) = run(
+            prog(&ebpf),
+            &tcp_frame(client(i % 200), 30000 + i, 80, 0x10),
+        );
+        assert_eq!(v, XDP_TX);
+        if first[i as usize] == node(2) {
+            assert_ne!(real_of(&out), node(2), "flow {i} still on the removed real");
+        } else {
+            assert_eq!(real_of(&out), first[i as usize], "flow {i} moved");
+        }
+    }
+
+    // Recovered bookkeeping (a restarted daemon over the same maps) keeps
+    // the indexes: re-applying the same set changes no flow.
+    let mut again = ExternalVips6::recover(&ebpf).unwrap();
+    again
+        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &rest)])
+        .unwrap();
+    let moved: Vec<u16> = (0..FLOWS)
+        .filter(|i| first[*i as usize] != node(2))
+        .filter(|i| {
+            let out = run(
+                prog(&ebpf),
+                &tcp_frame(client(i % 200), 30000 + i, 80, 0x10),
+            )
+            .1;
+            real_of(&out) != first[*i as usize]
+        })
+        .collect();
+    assert!(moved.is_empty(), "flows moved after recover: {moved:?}");
+
+    // The VIP goes: its packets pass to the host again.
+    again.apply(&mut ebpf, &[]).unwrap();
+    let f = tcp_frame(client(1), 30001, 80, 0x10);
+    assert_eq!(run(prog(&ebpf), &f), (XDP_PASS, f.clone()));
+}
+
+#[test]
+fn xdp_lb6_random_mutations_never_pass_a_vip_packet_unbalanced() {
+    let Some(_p) =
+        privileged::require("xdp_lb6_random_mutations_never_pass_a_vip_packet_unbalanced")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips6::new()
+        .apply(
+            &mut ebpf,
+            &[
+                vip(80, L4Protocol::Tcp, &[(node(2), 1)]),
+                vip(80, L4Protocol::Udp, &[(node(3), 1)]),
+            ],
+        )
+        .unwrap();
+    let p = prog(&ebpf);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let bases = [
+        tcp_frame(CLIENT, 40000, 80, 0x10),
+        frame(CLIENT, VIP, 17, &udp(4000, 80, b"abcdef")),
+        icmp6(2, 0, &too_big_body(CLIENT, 40000)),
+    ];
+    for n in 0..3000 {
+        let mut f = bases[n % 3].clone();
+        // Flip 1-4 bytes among the headers, sometimes cut the frame.
+        for _ in 0..(rnd() % 4 + 1) {
+            let i = (rnd() % 74) as usize % f.len();
+            f[i] = rnd() as u8;
+        }
+        if rnd() % 4 == 0 {
+            let cut = 14 + (rnd() as usize) % (f.len() - 14);
+            f.truncate(cut);
+        }
+        let (v, out) = run(p, &f);
+        assert!(
+            [XDP_DROP, XDP_PASS, XDP_TX].contains(&v),
+            "verdict {v} for {f:02x?}"
+        );
+        let ipv6_frame = f.len() >= 54 && f[12..14] == [0x86, 0xdd];
+        let to_vip_port = ipv6_frame
+            && f[14] >> 4 == 6
+            && f.len() >= 58
+            && f[38..54] == VIP
+            && (f[20] == 6 || f[20] == 17)
+            && f[56..58] == [0, 80];
+        match v {
+            XDP_PASS => {
+                assert_eq!(out, f, "passed frames are unchanged");
+                assert!(!to_vip_port, "a packet to a VIP port passed: {f:02x?}");
+            }
+            XDP_TX => {
+                assert!(ipv6_frame && f[14] >> 4 == 6, "{f:02x?}");
+                if f[20] != 58 {
+                    // Only well-formed packets to the VIP port.
+                    assert!(to_vip_port, "{f:02x?}");
+                    let len = u16::from_be_bytes([f[18], f[19]]) as usize;
+                    assert!(len + 54 <= f.len());
+                } else {
+                    assert_eq!(f[54], 2, "only packet too big is tunnelled");
+                }
+                assert_eq!(&out[0..6], &GW_MAC);
+                assert_eq!((out[20], out[21]), (41, 64));
+                assert_eq!(&out[54..], &f[14..], "inner packet untouched");
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn xdp_lb6_drops_denied_ipv6_sources_before_balancing() {
+    let Some(_p) = privileged::require("xdp_lb6_drops_denied_ipv6_sources_before_balancing") else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips6::new()
+        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(node(2), 1)])])
+        .unwrap();
+    let mut deny = strait::datapath::DenyTries::take(&mut ebpf).unwrap();
+    deny.sync(&[("2001:db8:99::".parse().unwrap(), 48)])
+        .unwrap();
+    let p = prog(&ebpf);
+    assert_eq!(run(p, &tcp_frame(CLIENT, 1, 80, 0x02)).0, XDP_DROP);
+    let mut elsewhere = CLIENT;
+    elsewhere[5] = 0x98;
+    assert_eq!(run(p, &tcp_frame(elsewhere, 1, 80, 0x02)).0, XDP_TX);
+    assert_eq!(deny.drops()[0].1, 1);
+}
+
+/// The wiring from the config: a Service's IPv6 `externalIPs` entry
+/// becomes an XDP VIP spread over the IPv6 addresses (Pods'
+/// `status.hostIPs`) of the nodes of its ready endpoints.
+#[test]
+fn xdp_lb6_vips_follow_the_snapshots_ipv6_external_ips_and_host_ips() {
+    let Some(_p) =
+        privileged::require("xdp_lb6_vips_follow_the_snapshots_ipv6_external_ips_and_host_ips")
+    else {
+        return;
+    };
+    let mut yaml = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: front, namespace: web}\n\
+         spec:\n  clusterIP: 10.96.0.20\n  selector: {app: front}\n  externalIPs: [\"2001:db8:7::10\"]\n  ports:\n  - {name: http, port: 80}\n",
+    );
+    for (name, ip, n) in [("a", "10.244.1.5", 11), ("b", "10.244.2.5", 12)] {
+        yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: web, labels: {{app: front}}}}\n\
+             spec: {{containers: [{{name: c, image: x}}]}}\n\
+             status: {{podIP: {ip}, hostIP: 192.168.0.{n}, hostIPs: [{{ip: 192.168.0.{n}}}, {{ip: \"fd00::1:{n}\"}}], phase: Running, conditions: [{{type: Ready, status: \"True\"}}]}}\n"
+        ));
+    }
+    let loaded = strait_config::load::load_str(&yaml, "test.yaml");
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    let (snap, diags) = strait_config::compile(&loaded.resources);
+    assert!(!diags.iter().any(|d| d.is_error()), "{diags:?}");
+    let (v4, _) = strait::datapath::external_vips(&snap.external);
+    assert!(v4.is_empty(), "an IPv6 VIP is not an IPv4 entry: {v4:?}");
+    let (list, warnings) = strait::datapath::external_vips6(&snap.external);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let n11: Ipv6Addr = "fd00::1:11".parse().unwrap();
+    let n12: Ipv6Addr = "fd00::1:12".parse().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].reals, vec![(n11, 1), (n12, 1)]);
+
+    let mut ebpf = setup();
+    ExternalVips6::new().apply(&mut ebpf, &list).unwrap();
+    let mut vip_ip = [0u8; 16];
+    vip_ip.copy_from_slice(&"2001:db8:7::10".parse::<Ipv6Addr>().unwrap().octets());
+    let used: BTreeSet<[u8; 16]> = (1000..1064u16)
+        .map(|sport| {
+            let f = frame(CLIENT, vip_ip, 6, &tcp(sport, 80, 0x02, b""));
+            let (v, out) = run(prog(&ebpf), &f);
+            assert_eq!(v, XDP_TX);
+            real_of(&out)
+        })
+        .collect();
+    assert_eq!(used, [n11.octets(), n12.octets()].into_iter().collect());
+}
+
+/// The daemon's path: a [`strait::datapath::Datapath`] fills the pinned
+/// IPv6 tables from a snapshot (`apply_external_services`), and the next
+/// run over the same pins keeps the flow table and the reals' indexes, so
+/// an established flow stays on its node when another node joins.
+#[test]
+fn xdp_lb6_pinned_tables_keep_flows_across_a_datapath_restart() {
+    let Some(_p) =
+        privileged::require("xdp_lb6_pinned_tables_keep_flows_across_a_datapath_restart")
+    else {
+        return;
+    };
+    use strait::datapath::{Datapath, DatapathConfig};
+    let bpffs = strait_tests::bpffs::TestBpffs::new().unwrap();
+    let mut config =
+        DatapathConfig::new(format!("{}-xlb6", strait_tests::node::names::new_node_id()));
+    config.bpffs = bpffs.path().to_path_buf();
+    let pins = config.pin_dir();
+    let snap = |nodes: &[u8]| {
+        let mut yaml = String::from(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: front, namespace: web}\n\
+             spec:\n  clusterIP: 10.96.0.20\n  selector: {app: front}\n  externalIPs: [\"2001:db8:7::10\"]\n  ports:\n  - {name: http, port: 80}\n",
+        );
+        for n in nodes {
+            yaml.push_str(&format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{n}, namespace: web, labels: {{app: front}}}}\n\
+                 spec: {{containers: [{{name: c, image: x}}]}}\n\
+                 status: {{podIP: 10.244.{n}.5, hostIPs: [{{ip: \"fd00::1:{n}\"}}], phase: Running, conditions: [{{type: Ready, status: \"True\"}}]}}\n"
+            ));
+        }
+        let loaded = strait_config::load::load_str(&yaml, "test.yaml");
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        strait_config::compile(&loaded.resources).0
+    };
+    let uplink = UplinkConfig6 {
+        source: Ipv6Addr::from(LB_SRC),
+        gateway_mac: GW_MAC,
+    };
+    let vip_ip: [u8; 16] = "2001:db8:7::10".parse::<Ipv6Addr>().unwrap().octets();
+    let flows = |dp: &mut Datapath, flags: u8| -> Vec<[u8; 16]> {
+        let ebpf = dp.ebpf_mut();
+        (1000..1032u16)
+            .map(|sport| {
+                let f = frame(CLIENT, vip_ip, 6, &tcp(sport, 80, flags, b""));
+                let (v, out) = run(prog(ebpf), &f);
+                assert_eq!(v, XDP_TX);
+                real_of(&out)
+            })
+            .collect()
+    };
+
+    let mut dp = Datapath::new(&config).unwrap();
+    dp.configure_uplink6(Some(&uplink)).unwrap();
+    let r = dp.apply_external_services(&snap(&[11, 12])).unwrap();
+    assert_eq!((r.vips, r.reals, r.without_reals), (1, 2, 0));
+    strait::datapath::load_xdp_lb(dp.ebpf_mut()).unwrap();
+    let first = flows(&mut dp, 0x02);
+    let used: BTreeSet<[u8; 16]> = first.iter().copied().collect();
+    assert_eq!(used.len(), 2, "32 flows over both nodes");
+    for m in [
+        "XLB_VIPS6",
+        "XLB_RINGS6",
+        "XLB_REALS6",
+        "XLB_CONNS6",
+        "XLB_CONFIG6",
+    ] {
+        assert!(pins.join(m).exists(), "{m} is pinned");
+    }
+    drop(dp);
+
+    // The next run: a third node joins; every established flow stays.
+    let mut dp = Datapath::new(&config).unwrap();
+    dp.configure_uplink6(Some(&uplink)).unwrap();
+    let r = dp.apply_external_services(&snap(&[11, 12, 13])).unwrap();
+    assert_eq!((r.vips, r.reals), (1, 3));
+    strait::datapath::load_xdp_lb(dp.ebpf_mut()).unwrap();
+    assert_eq!(flows(&mut dp, 0x10), first, "established flows moved");
+    dp.cleanup().unwrap();
+}

@@ -1,0 +1,271 @@
+//! Tier 3: the XDP external-VIP balancer's IPv6 side on a veth in network
+//! namespaces, with real IPv6 TCP connections. A client reaches an IPv6
+//! VIP through the balancer node, whose `xdp_lb` tunnels each connection
+//! (ip6ip6) through the gateway to one of the real nodes; the real's
+//! `xdp_lb` decapsulates and the real answers the client directly from the
+//! VIP (direct server return). Connections spread over two reals, and
+//! established ones stay on their real when a third joins.
+//!
+//! ```text
+//!  client fd77::10 ─┐
+//!  lb     fd77::2  ─┼─ br0 fd77::1 (gateway, netns "hub", forwarding)
+//!  real-k fd77::2k ─┘
+//! ```
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aya::programs::{Xdp, XdpMode};
+use strait::datapath::{ExternalVip6, ExternalVips6, L4Protocol, UplinkConfig6};
+use strait_tests::node::{names, netns};
+use strait_tests::privileged;
+
+const VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 0x80);
+const PORT: u16 = 8080;
+const GW_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x61];
+
+/// Deletes the namespaces (and so every veth) when dropped, pass or fail.
+struct Topology {
+    spaces: Vec<String>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(100));
+        for ns in &self.spaces {
+            netns::del(ns);
+        }
+    }
+}
+
+fn ip_in(ns: &str, cmds: &[&str]) {
+    let cmds: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
+    netns::ip_batch(ns, &cmds).unwrap();
+}
+
+/// Serves "who are you" lines: every line read is answered with `name`.
+fn serve(ns: &str, name: &'static str, stop: Arc<AtomicBool>) {
+    let listener = netns::run_in(ns, || {
+        TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, PORT))).unwrap()
+    })
+    .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    std::thread::spawn(move || {
+                        let mut w = s.try_clone().unwrap();
+                        for line in BufReader::new(s).lines() {
+                            if line.is_err() || writeln!(w, "{name}").is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+}
+
+fn ask(s: &mut BufReader<TcpStream>) -> String {
+    writeln!(s.get_mut(), "who").unwrap();
+    let mut line = String::new();
+    s.read_line(&mut line).expect("reply from a real");
+    line.trim().to_string()
+}
+
+const REAL_NAMES: [&str; 3] = ["real-1", "real-2", "real-3"];
+
+/// The namespaces: the hub (IPv6 gateway), the client, the balancer node
+/// and three real nodes, each real serving its name on [`PORT`] with the
+/// VIP on its loopback. Addresses are added without duplicate address
+/// detection, so they are usable at once.
+fn network() -> (Topology, String, String, [String; 3]) {
+    let id = names::new_node_id();
+    let ns = |role: &str| format!("{}{id}-{role}", names::PREFIX);
+    let (hub, client, lb) = (ns("hub6"), ns("cli6"), ns("lb6"));
+    let reals = [ns("r61"), ns("r62"), ns("r63")];
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut topo = Topology {
+        spaces: Vec::new(),
+        stop: stop.clone(),
+    };
+    for n in [&hub, &client, &lb].into_iter().chain(reals.iter()) {
+        netns::add(n).unwrap();
+        topo.spaces.push(n.clone());
+    }
+    let mac = GW_MAC
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    ip_in(
+        &hub,
+        &[
+            &format!("link add br0 address {mac} type bridge"),
+            "addr add fd77::1/64 dev br0 nodad",
+            "link set br0 up",
+            "link set lo up",
+        ],
+    );
+    netns::sysctl(&hub, "ipv6/conf/all/forwarding", "1").unwrap();
+    let plug = |n: &str, port: &str, addr: &str| {
+        ip_in(
+            &hub,
+            &[
+                &format!("link add {port} type veth peer name v0 netns {n}"),
+                &format!("link set {port} master br0"),
+                &format!("link set {port} up"),
+            ],
+        );
+        ip_in(
+            n,
+            &[
+                &format!("addr add {addr}/64 dev v0 nodad"),
+                "link set v0 up",
+                "link set lo up",
+                "route add default via fd77::1",
+            ],
+        );
+    };
+    plug(&client, "hc", "fd77::10");
+    plug(&lb, "hl", "fd77::2");
+    // The client reaches the VIP through the balancer node.
+    ip_in(&client, &[&format!("route add {VIP}/128 via fd77::2")]);
+    for (k, r) in reals.iter().enumerate() {
+        let addr = format!("fd77::2{}", k + 1);
+        plug(r, &format!("hr{}", k + 1), &addr);
+        ip_in(r, &[&format!("addr add {VIP}/128 dev lo nodad")]);
+        serve(r, REAL_NAMES[k], stop.clone());
+    }
+    (topo, client, lb, reals)
+}
+
+/// Real node `k` (1-based) with weight 1.
+fn real(k: u16) -> (Ipv6Addr, u32) {
+    (Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x20 + k), 1)
+}
+
+fn vip(reals: Vec<(Ipv6Addr, u32)>) -> ExternalVip6 {
+    ExternalVip6 {
+        vip: VIP,
+        port: PORT,
+        protocol: L4Protocol::Tcp,
+        reals,
+    }
+}
+
+/// A new connection from the client to the VIP.
+fn connect(client: &str) -> std::io::Result<TcpStream> {
+    let s = netns::run_in(client, || {
+        TcpStream::connect_timeout(&SocketAddr::from((VIP, PORT)), Duration::from_secs(10))
+    })??;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(s)
+}
+
+fn tally<'a>(who: impl Iterator<Item = &'a String>) -> BTreeMap<&'a str, usize> {
+    who.fold(BTreeMap::new(), |mut m, w| {
+        *m.entry(w.as_str()).or_default() += 1;
+        m
+    })
+}
+
+#[test]
+fn xdp_lb6_spreads_real_ipv6_connections_over_nodes_and_keeps_them_when_a_node_joins() {
+    let Some(_p) = privileged::require(
+        "xdp_lb6_spreads_real_ipv6_connections_over_nodes_and_keeps_them_when_a_node_joins",
+    ) else {
+        return;
+    };
+    let (topo, client, lb, reals) = network();
+    // What the daemon resolves without --xdp-source6: the uplink's global
+    // address, not its link-local one; an interface without one gives none.
+    let uplink = netns::run_in(&lb, || {
+        strait::datapath::resolve_uplink6("v0", None, GW_MAC)
+    })
+    .unwrap()
+    .expect("the balancer's veth has a global IPv6 address");
+    assert_eq!(
+        uplink,
+        UplinkConfig6 {
+            source: "fd77::2".parse().unwrap(),
+            gateway_mac: GW_MAC,
+        }
+    );
+    let lo = netns::run_in(&lb, || {
+        strait::datapath::resolve_uplink6("lo", None, GW_MAC)
+    })
+    .unwrap();
+    assert_eq!(lo, None, "::1 is not an uplink source");
+    let mut ebpf = strait::datapath::load().unwrap();
+    strait::datapath::configure_uplink6(&mut ebpf, Some(&uplink)).unwrap();
+    let mut vips = ExternalVips6::new();
+    vips.apply(&mut ebpf, &[vip(vec![real(1), real(2)])])
+        .unwrap();
+    strait::datapath::load_xdp_lb(&mut ebpf).unwrap();
+    {
+        let prog: &mut Xdp = ebpf.program_mut("xdp_lb").unwrap().try_into().unwrap();
+        // Generic mode: a veth in native mode only transmits XDP_TX frames
+        // when its peer runs XDP or GRO; a NIC uplink uses native mode.
+        netns::run_in(&lb, || prog.attach("v0", XdpMode::Skb))
+            .unwrap()
+            .expect("attach xdp_lb to the balancer's veth");
+        // The reals run the same program, which strips the ip6ip6 header
+        // of packets to a VIP (no ip6_tunnel module needed).
+        for r in &reals {
+            netns::run_in(r, || prog.attach("v0", XdpMode::Skb))
+                .unwrap()
+                .expect("attach xdp_lb to a real's veth");
+        }
+    }
+
+    const N: usize = 24;
+    let open = || connect(&client).expect("connect to the IPv6 VIP");
+    let mut first: Vec<(BufReader<TcpStream>, String)> = (0..N)
+        .map(|_| {
+            let mut s = BufReader::new(open());
+            let who = ask(&mut s);
+            (s, who)
+        })
+        .collect();
+    let spread = tally(first.iter().map(|(_, w)| w));
+    eprintln!("two reals: {spread:?}");
+    assert_eq!(
+        spread.keys().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from(["real-1", "real-2"]),
+        "connections spread over both reals"
+    );
+
+    // A third node joins: established connections stay on their real.
+    vips.apply(&mut ebpf, &[vip(vec![real(1), real(2), real(3)])])
+        .unwrap();
+    for (i, (s, who)) in first.iter_mut().enumerate() {
+        assert_eq!(&ask(s), who, "connection {i} moved to another real");
+    }
+    let later: BTreeMap<String, usize> = (0..N).fold(BTreeMap::new(), |mut m, _| {
+        *m.entry(ask(&mut BufReader::new(open()))).or_default() += 1;
+        m
+    });
+    eprintln!("three reals, new connections: {later:?}");
+    assert!(
+        later.contains_key("real-3"),
+        "new connections reach the new real: {later:?}"
+    );
+    let stats = strait::datapath::xlb_stats(&ebpf).unwrap();
+    eprintln!("{stats:?}");
+    assert!(stats.packets >= 4 * N as u64, "{stats:?}");
+    assert_eq!(stats.malformed_dropped + stats.no_real_dropped, 0);
+    assert!(stats.decapsulated >= stats.packets, "{stats:?}");
+    drop(first);
+    drop(ebpf);
+    drop(topo);
+}
