@@ -5,21 +5,14 @@
 //! refuses a token the API server does not authenticate. No root needed.
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use strait::identity::client::{CaClient, CaClientConfig, NodeToken};
 use strait::identity::SpiffeId;
 use strait_tests::fake_apiserver::FakeApiServer;
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use strait_tests::node::Guard;
 
 struct TempDir(std::path::PathBuf);
 impl Drop for TempDir {
@@ -124,7 +117,7 @@ fn strait_ca_serve_in_kubernetes_mode_issues_by_service_account_token_and_node()
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let _ca = Killed(child);
+    let _ca = Guard::kill_on_drop(child);
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // Ready once the Pods are listed.

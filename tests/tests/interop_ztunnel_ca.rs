@@ -12,27 +12,10 @@
 //! (`TOKEN spiffe://...` in the tokens file), as a service-account token is
 //! to istiod.
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use strait_tests::node::Node;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use strait_tests::node::{Guard, Node};
 
 fn curl(node: &Node, url: &str) -> String {
     let out = node
@@ -81,7 +64,7 @@ fn ztunnel_obtains_its_certificate_from_strait_ca() {
     .unwrap();
     let ca_log = dir.join("ca.log");
     let log = std::fs::File::create(&ca_log).unwrap();
-    let _ca = Killed(
+    let _ca = Guard::term_on_drop(
         node.command(&strait)
             .unwrap()
             .args(["ca", "serve", "--ca-dir"])
@@ -113,7 +96,7 @@ fn ztunnel_obtains_its_certificate_from_strait_ca() {
     }
     let zt_log = dir.join("ztunnel.log");
     let log = std::fs::File::create(&zt_log).unwrap();
-    let _zt = Killed(
+    let _zt = Guard::term_on_drop(
         node.command(&ztunnel)
             .unwrap()
             .env("CA_ADDRESS", "https://127.0.0.1:15012")

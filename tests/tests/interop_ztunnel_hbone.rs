@@ -18,32 +18,15 @@
 //! outside this repository) and says so otherwise. Needs root; the nodes'
 //! `Drop` removes every namespace, cgroup and process.
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use strait_tests::node::{link, Node, PodSpec};
+use strait_tests::node::{link, Daemon, Guard, Node, PodSpec};
 
 const ADMIN: &str = "127.0.0.1:15000";
 const APP_PORT: u16 = 8080;
 const ZT_ID: &str = "spiffe://cluster.local/ns/default/sa/zt-sa";
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/strait-client";
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
@@ -105,7 +88,6 @@ fn ztunnel_and_strait_exchange_hbone_with_peer_identities() {
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };
-    let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
     let backend = strait_tests::demo::mesh::sibling("bench-backend").unwrap();
 
     // Node S runs Strait with two pods; node Z holds the ztunnel pod.
@@ -145,7 +127,7 @@ fn ztunnel_and_strait_exchange_hbone_with_peer_identities() {
             .read_line(&mut line)
             .unwrap();
         assert_eq!(line.trim(), "ready");
-        Killed(c)
+        Guard::term_on_drop(c)
     };
     let _server_app = app(&ns, "strait-server", server_ip);
     let _zt_app = app(&nz, "zt-pod", zt_ip);
@@ -161,19 +143,12 @@ fn ztunnel_and_strait_exchange_hbone_with_peer_identities() {
         "accessLogFormat: \"peer=%DOWNSTREAM_PEER_URI_SAN% upstream_peer=%UPSTREAM_PEER_URI_SAN% cluster=%UPSTREAM_CLUSTER% code=%RESPONSE_CODE%\\n\"\n",
     )
     .unwrap();
-    let strait_log = dir.join("strait.log");
-    let f = std::fs::File::create(&strait_log).unwrap();
-    let _strait = Killed(
-        ns.strait_run(&strait, &config)
-            .unwrap()
-            .args(["--admin", ADMIN, "--ca-dir"])
-            .arg(ca_dir(&dir))
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let strait = Daemon::on(&ns, &config)
+        .args(["--admin", ADMIN, "--ca-dir"])
+        .arg(ca_dir(&dir))
+        .sigterm_on_drop()
+        .spawn()
+        .unwrap();
 
     // ztunnel in its pod, dedicated mode, FAKE_CA, outbound capture of the
     // app port by iptables in the pod (as the sidecar-style capture does).
@@ -210,7 +185,7 @@ fn ztunnel_and_strait_exchange_hbone_with_peer_identities() {
     );
     let zt_log = zdir.join("ztunnel.log");
     let f = std::fs::File::create(&zt_log).unwrap();
-    let _zt = Killed(
+    let _zt = Guard::term_on_drop(
         zpod.command(&ztunnel)
             .unwrap()
             .env("FAKE_CA", "true")
@@ -233,7 +208,7 @@ fn ztunnel_and_strait_exchange_hbone_with_peer_identities() {
     let logs = || {
         format!(
             "--- strait log:\n{}\n--- ztunnel log:\n{}",
-            read(&strait_log),
+            strait.log(),
             read(&zt_log)
         )
     };
@@ -273,7 +248,7 @@ fn ztunnel_and_strait_exchange_hbone_with_peer_identities() {
             // The destination node logs each tunnelled connection with the
             // peer's identity (`strait::hbone` line, `src.identity=`).
             curl(c) == "200"
-                && read(&strait_log).lines().any(|l| {
+                && strait.log().lines().any(|l| {
                     l.contains("inbound HBONE connection") && l.contains(&format!("src.identity={ZT_ID}"))
                 })
         },
@@ -315,10 +290,12 @@ fn ztunnel_and_strait_exchange_hbone_with_peer_identities() {
         "{}",
         logs()
     );
-    // Strait's side of that connection names ztunnel's identity upstream.
-    assert!(
-        read(&strait_log).contains(&format!("upstream_peer={ZT_ID}")),
-        "{}",
-        logs()
+    // Strait's side of that connection names ztunnel's identity upstream
+    // (its access-log line is written when the connection closes: wait).
+    wait_for(
+        "Strait's access log names ztunnel's identity upstream",
+        Duration::from_secs(30),
+        &logs,
+        || strait.log().contains(&format!("upstream_peer={ZT_ID}")),
     );
 }

@@ -4,56 +4,20 @@
 //! `istio.io/dataplane-mode=ambient` or `istio-injection=enabled`, the pod
 //! not opted out with `istio.io/dataplane-mode=none`. Label changes take
 //! effect without restarting the daemon.
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
 
-use strait_tests::node::{Node, PodSpec, ServiceDef, ServicePort};
+use std::time::Duration;
 
-const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
+use strait_tests::node::echo::{self, Then};
+use strait_tests::node::{Daemon, Node, PodSpec, ServiceDef, ServicePort};
+
 const ADMIN: &str = "127.0.0.1:15000";
 
-/// Kills the daemon on drop (before the node goes).
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// One connection from `pod` to `addr`: the server's greeting or `error …`.
-fn probe_from(node: &Node, pod: &str, addr: SocketAddr) -> String {
-    let out = node
-        .pod("default", pod)
-        .expect("pod")
-        .command(PROBE)
-        .unwrap()
-        .args(["tcp", &addr.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Probes until `want(line)` holds (30 s at most, the machine may be
-/// loaded); returns the last line.
+/// Probes from pod `client` until `want(line)` holds (30 s at most: the
+/// machine may be loaded); returns the last line.
 fn probe_until(node: &Node, addr: SocketAddr, want: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = probe_from(node, "client", addr);
-        if want(&line) || Instant::now() > deadline {
-            return line;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+    let client = node.pod("default", "client").unwrap();
+    client.probe_until(addr, Duration::from_secs(30), want)
 }
 
 #[test]
@@ -89,37 +53,16 @@ fn label_changes_turn_a_pods_capture_on_and_off_without_a_restart() {
     let vip = SocketAddr::from((vip, 7000));
     let client_ip = node.pod("default", "client").unwrap().ip;
     let server = node.pod("default", "server").unwrap();
-    let listener = server
-        .run_in(|| TcpListener::bind((server.ip, 7000)))
-        .unwrap()
-        .unwrap();
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let peer = s
-                .peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default();
-            let _ = writeln!(s, "hello from server to {peer}");
-        }
-    });
+    let l = echo::listen(&server.netns, (server.ip, 7000)).unwrap();
+    let greet = |peer: SocketAddr| format!("hello from server to {}", peer.ip());
+    echo::tcp(l, greet, Then::Close);
 
     let config = node.tmp_dir().join("config");
     node.write_config(&config).unwrap();
-    let log = node.tmp_dir().join("strait.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let daemon = node
-        .strait_run(
-            &strait_tests::demo::mesh::sibling("strait").unwrap(),
-            &config,
-        )
-        .unwrap()
+    let mut daemon = Daemon::on(&node, &config)
         .args(["--admin", ADMIN, "--no-access-log"])
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let mut daemon = Daemon(daemon);
     let greeting = format!("hello from server to {client_ip}");
     let hello = |l: &str| l == greeting;
 
@@ -130,7 +73,7 @@ fn label_changes_turn_a_pods_capture_on_and_off_without_a_restart() {
         line,
         greeting,
         "meshed pod not captured:\n{}",
-        log_tail(&log)
+        daemon.log_tail(30)
     );
 
     // 2. The namespace label goes: the client is no longer captured, and
@@ -141,7 +84,7 @@ fn label_changes_turn_a_pods_capture_on_and_off_without_a_restart() {
     assert!(
         line.starts_with("error"),
         "a pod of an unlabelled namespace is still captured: {line}\n{}",
-        log_tail(&log)
+        daemon.log_tail(30)
     );
 
     // 3. istio-injection=enabled enrolls it again.
@@ -152,7 +95,7 @@ fn label_changes_turn_a_pods_capture_on_and_off_without_a_restart() {
         line,
         greeting,
         "re-enrolled pod not captured:\n{}",
-        log_tail(&log)
+        daemon.log_tail(30)
     );
 
     // 4. The pod opts out with istio.io/dataplane-mode=none...
@@ -170,11 +113,11 @@ fn label_changes_turn_a_pods_capture_on_and_off_without_a_restart() {
     assert_eq!(line, greeting, "pod back in the mesh not captured");
 
     assert!(
-        daemon.0.try_wait().unwrap().is_none(),
+        daemon.running(),
         "the daemon exited:\n{}",
-        log_tail(&log)
+        daemon.log_tail(30)
     );
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = daemon.log();
     assert_eq!(
         text.matches("strait is serving").count(),
         1,

@@ -5,101 +5,33 @@
 //! directly by pod IP; the server sees the connection delivered from
 //! `127.0.0.6` inside its namespace (the daemon's in-pod delivery), and a
 //! capture on the link between the nodes holds none of the payload.
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use strait_tests::node::capture::{self, Capture};
-use strait_tests::node::{link, Node, PodSpec, ServiceDef, ServicePort};
+use strait_tests::node::echo::{self, Then};
+use strait_tests::node::{link, Daemon, MeshCa, Node, PodSpec, ServiceDef, ServicePort};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
 const ECHO_PORT: u16 = 7300;
 
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-fn start(node: &Node, config: &Path, args: &[&str], admin: &str) -> Daemon {
-    let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
-    let log = node.tmp_dir().join("strait.log");
-    let f = std::fs::File::create(&log).unwrap();
-    let child = node
-        .strait_run(&strait, config)
-        .unwrap()
-        .args(["--admin", admin, "--drain-ms", "200"])
-        .args(args)
-        .env("RUST_LOG", "info,strait::transport=debug")
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    Daemon { child, log }
-}
-
-fn wait_file(path: &Path, d: &mut Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !path.exists() {
-        if let Ok(Some(st)) = d.child.try_wait() {
-            panic!("the daemon exited ({st}); log:\n{}", d.log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared; log:\n{}",
-            path.display(),
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// `strait run` on `node` with `args` after the test's own flags.
+fn start<S: AsRef<std::ffi::OsStr>>(node: &Node, config: &Path, args: Vec<S>) -> Daemon {
+    let d = Daemon::on(node, config).quick("info,strait::transport=debug");
+    d.args(args).sigterm_on_drop().spawn().unwrap()
 }
 
 /// The first line the server sent to a probe from `pod`'s client to `addr`.
 fn probe(node: &Node, pod: &str, addr: SocketAddr) -> String {
-    let out = node
-        .pod("default", pod)
-        .unwrap()
-        .command(PROBE)
-        .unwrap()
-        .args(["tcp", &addr.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    node.pod("default", pod).unwrap().probe(addr)
 }
 
 /// A server in the pod: sends `<canary> peer=<ip>` to every client.
 fn serve_canary(node: &Node, pod: &str, canary: &'static str) -> SocketAddr {
     let p = node.pod("default", pod).unwrap();
     let addr = SocketAddr::from((p.ip, ECHO_PORT));
-    let l = p.run_in(|| TcpListener::bind(addr)).unwrap().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let peer = s
-                .peer_addr()
-                .map(|p| p.ip().to_string())
-                .unwrap_or_default();
-            let _ = writeln!(s, "{canary} peer={peer}");
-            // Drain what the client sends, then close.
-            let mut line = String::new();
-            let _ = BufReader::new(&s).read_line(&mut line);
-        }
-    });
+    let greet = move |peer: SocketAddr| format!("{canary} peer={}", peer.ip());
+    echo::tcp(echo::listen(&p.netns, addr).unwrap(), greet, Then::ReadLine);
     addr
 }
 
@@ -163,40 +95,10 @@ fn two_nodes(
     before_daemons(&b, &config);
 
     // Node A: the embedded CA, serving node B too.
-    let ca_dir = a.tmp_dir().join("ca");
-    let tokens = a.tmp_dir().join("tokens");
-    std::fs::write(&tokens, "node-b-token-0123456789 node-b\n").unwrap();
-    let token_b = b.tmp_dir().join("token");
-    std::fs::write(&token_b, "node-b-token-0123456789\n").unwrap();
-    let ca_listen = format!("{}:15012", a.gateway());
-    let mut da = start(
-        &a,
-        &config,
-        &[
-            "--ca-dir",
-            ca_dir.to_str().unwrap(),
-            "--ca-listen",
-            &ca_listen,
-            "--ca-tokens",
-            tokens.to_str().unwrap(),
-        ],
-        "127.0.0.1:15000",
-    );
-    let root = ca_dir.join("root-cert.pem");
-    wait_file(&root, &mut da);
-    let db = start(
-        &b,
-        &config,
-        &[
-            "--ca-address",
-            &format!("https://{ca_listen}"),
-            "--ca-root",
-            root.to_str().unwrap(),
-            "--ca-token-file",
-            token_b.to_str().unwrap(),
-        ],
-        "127.0.0.1:15000",
-    );
+    let ca = MeshCa::new(&a, &[&b]).unwrap();
+    let mut da = start(&a, &config, ca.server_args());
+    da.wait_file(&ca.root());
+    let db = start(&b, &config, ca.client_args(&b).unwrap());
     Mesh { a, b, da, db, vip }
 }
 
@@ -248,18 +150,7 @@ fn tcp_between_pods_on_two_nodes_goes_through_hbone_and_the_link_carries_no_plai
     assert_eq!(probe(a, "client", server_addr), want);
     std::thread::sleep(Duration::from_millis(200));
     let frames = cap.stop();
-    assert!(
-        !capture::contains(&frames, canary.as_bytes()),
-        "the payload crossed the link in plaintext"
-    );
-    // The capture saw the tunnel: TCP to port 15008 (0x3aa0) and TLS
-    // application-data records (0x17 0x03 0x03).
-    assert!(
-        capture::contains(&frames, &[0x3a, 0xa0]),
-        "{} frames, none to 15008",
-        frames.len()
-    );
-    assert!(capture::contains(&frames, &[0x17, 0x03, 0x03]));
+    capture::assert_hbone_only(&frames, canary.as_bytes());
 
     // Node B logged the client's SPIFFE ID for the tunnelled connections.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -303,76 +194,35 @@ impl hyper::body::Body for GrpcBody {
 /// `application/grpc`) gets it as one gRPC message with `grpc-status: 0`.
 fn serve_http(node: &Node, pod: &str, ports: &[u16], canary: &'static str) {
     let p = node.pod("default", pod).unwrap();
-    let listeners: Vec<std::net::TcpListener> = ports
+    let listeners = ports
         .iter()
-        .map(|&port| {
-            let addr = SocketAddr::from((p.ip, port));
-            let l = p.run_in(|| TcpListener::bind(addr)).unwrap().unwrap();
-            l.set_nonblocking(true).unwrap();
-            l
-        })
+        .map(|&port| echo::listen(&p.netns, (p.ip, port)).unwrap())
         .collect();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            for l in listeners {
-                let l = tokio::net::TcpListener::from_std(l).unwrap();
-                tokio::spawn(async move {
-                    loop {
-                        let Ok((s, peer)) = l.accept().await else {
-                            continue;
-                        };
-                        tokio::spawn(async move {
-                            let svc = hyper::service::service_fn(
-                                move |req: http::Request<hyper::body::Incoming>| async move {
-                                    let text = format!(
-                                        "{canary} peer={} proto={:?}",
-                                        peer.ip(),
-                                        req.version()
-                                    );
-                                    let grpc =
-                                        req.headers().get(http::header::CONTENT_TYPE).is_some_and(
-                                            |v| v.as_bytes().starts_with(b"application/grpc"),
-                                        );
-                                    let resp = if grpc {
-                                        let mut msg = vec![0u8];
-                                        msg.extend((text.len() as u32).to_be_bytes());
-                                        msg.extend(text.as_bytes());
-                                        let mut t = http::HeaderMap::new();
-                                        t.insert(
-                                            "grpc-status",
-                                            http::HeaderValue::from_static("0"),
-                                        );
-                                        http::Response::builder()
-                                            .header("content-type", "application/grpc")
-                                            .body(GrpcBody {
-                                                data: Some(msg.into()),
-                                                trailers: Some(t),
-                                            })
-                                            .unwrap()
-                                    } else {
-                                        http::Response::new(GrpcBody {
-                                            data: Some(text.into()),
-                                            trailers: None,
-                                        })
-                                    };
-                                    Ok::<_, std::convert::Infallible>(resp)
-                                },
-                            );
-                            let _ = hyper_util::server::conn::auto::Builder::new(
-                                hyper_util::rt::TokioExecutor::new(),
-                            )
-                            .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                            .await;
-                        });
-                    }
-                });
-            }
-            std::future::pending::<()>().await
-        });
+    echo::hyper(listeners, move |peer, req| {
+        let text = format!("{canary} peer={} proto={:?}", peer.ip(), req.version());
+        let grpc = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if grpc {
+            let mut msg = vec![0u8];
+            msg.extend((text.len() as u32).to_be_bytes());
+            msg.extend(text.as_bytes());
+            let mut t = http::HeaderMap::new();
+            t.insert("grpc-status", http::HeaderValue::from_static("0"));
+            http::Response::builder()
+                .header("content-type", "application/grpc")
+                .body(GrpcBody {
+                    data: Some(msg.into()),
+                    trailers: Some(t),
+                })
+                .unwrap()
+        } else {
+            http::Response::new(GrpcBody {
+                data: Some(text.into()),
+                trailers: None,
+            })
+        }
     });
 }
 

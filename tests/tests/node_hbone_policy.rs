@@ -9,67 +9,19 @@
 //! Node A runs `strait run --ca-dir` (the embedded CA, also serving node
 //! B) with the client pods; node B runs `strait run --ca-address` with the
 //! server pod. Both read one config directory.
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use strait_tests::node::{link, Node, PodSpec, ServiceDef, ServicePort};
+use strait_tests::node::echo::{self, Then};
+use strait_tests::node::{link, Daemon, MeshCa, Node, PodSpec, ServiceDef, ServicePort};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
 const ADMIN: &str = "127.0.0.1:15000";
 
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-fn start(node: &Node, config: &Path, args: &[&str]) -> Daemon {
-    let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
-    let log = node.tmp_dir().join("strait.log");
-    let f = std::fs::File::create(&log).unwrap();
-    let child = node
-        .strait_run(&strait, config)
-        .unwrap()
-        .args(["--admin", ADMIN, "--drain-ms", "200"])
-        .args(args)
-        .env("RUST_LOG", "info,strait::serve=debug")
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    Daemon { child, log }
-}
-
-fn wait_file(path: &Path, d: &mut Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !path.exists() {
-        if let Ok(Some(st)) = d.child.try_wait() {
-            panic!("the daemon exited ({st}); log:\n{}", d.log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared; log:\n{}",
-            path.display(),
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// `strait run` on `node` with `args` after the test's own flags.
+fn start<S: AsRef<std::ffi::OsStr>>(node: &Node, config: &Path, args: Vec<S>) -> Daemon {
+    let d = Daemon::on(node, config).quick("info,strait::serve=debug");
+    d.args(args).sigterm_on_drop().spawn().unwrap()
 }
 
 fn port(name: &str, port: u16) -> ServicePort {
@@ -148,38 +100,10 @@ fn two_nodes(
     b.write_config(&config).unwrap();
     before_daemons(&b, &config);
 
-    let ca_dir = a.tmp_dir().join("ca");
-    let tokens = a.tmp_dir().join("tokens");
-    std::fs::write(&tokens, "node-b-token-0123456789 node-b\n").unwrap();
-    let token_b = b.tmp_dir().join("token");
-    std::fs::write(&token_b, "node-b-token-0123456789\n").unwrap();
-    let ca_listen = format!("{}:15012", a.gateway());
-    let mut da = start(
-        &a,
-        &config,
-        &[
-            "--ca-dir",
-            ca_dir.to_str().unwrap(),
-            "--ca-listen",
-            &ca_listen,
-            "--ca-tokens",
-            tokens.to_str().unwrap(),
-        ],
-    );
-    let root = ca_dir.join("root-cert.pem");
-    wait_file(&root, &mut da);
-    let db = start(
-        &b,
-        &config,
-        &[
-            "--ca-address",
-            &format!("https://{ca_listen}"),
-            "--ca-root",
-            root.to_str().unwrap(),
-            "--ca-token-file",
-            token_b.to_str().unwrap(),
-        ],
-    );
+    let ca = MeshCa::new(&a, &[&b]).unwrap();
+    let mut da = start(&a, &config, ca.server_args());
+    da.wait_file(&ca.root());
+    let db = start(&b, &config, ca.client_args(&b).unwrap());
     Mesh { a, b, da, db }
 }
 
@@ -187,42 +111,15 @@ fn two_nodes(
 /// `<canary> peer=<ip> <METHOD> <path>`.
 fn serve_http(node: &Node, port: u16, canary: &'static str) {
     let p = node.pod("default", "server").unwrap();
-    let addr = SocketAddr::from((p.ip, port));
-    let l = p.run_in(|| TcpListener::bind(addr)).unwrap().unwrap();
-    l.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::from_std(l).unwrap();
-            loop {
-                let Ok((s, peer)) = l.accept().await else {
-                    continue;
-                };
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(
-                        move |req: http::Request<hyper::body::Incoming>| async move {
-                            let text = format!(
-                                "{canary} peer={} {} {}",
-                                peer.ip(),
-                                req.method(),
-                                req.uri().path()
-                            );
-                            Ok::<_, std::convert::Infallible>(http::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from(text)),
-                            ))
-                        },
-                    );
-                    let _ = hyper_util::server::conn::auto::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                    .await;
-                });
-            }
-        });
+    let l = echo::listen(&p.netns, (p.ip, port)).unwrap();
+    echo::hyper(vec![l], move |peer, req| {
+        let text = format!(
+            "{canary} peer={} {} {}",
+            peer.ip(),
+            req.method(),
+            req.uri().path()
+        );
+        http::Response::new(http_body_util::Full::new(bytes::Bytes::from(text)))
     });
 }
 
@@ -230,50 +127,21 @@ fn serve_http(node: &Node, port: u16, canary: &'static str) {
 /// every client.
 fn serve_canary(node: &Node, port: u16, canary: &'static str) {
     let p = node.pod("default", "server").unwrap();
-    let addr = SocketAddr::from((p.ip, port));
-    let l = p.run_in(|| TcpListener::bind(addr)).unwrap().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let peer = s
-                .peer_addr()
-                .map(|p| p.ip().to_string())
-                .unwrap_or_default();
-            let _ = writeln!(s, "{canary} peer={peer}");
-            let mut line = String::new();
-            let _ = BufReader::new(&s).read_line(&mut line);
-        }
-    });
+    let l = echo::listen(&p.netns, (p.ip, port)).unwrap();
+    let greet = move |peer: SocketAddr| format!("{canary} peer={}", peer.ip());
+    echo::tcp(l, greet, Then::ReadLine);
 }
 
 /// curl from pod `pod` of node A: (status, body); status 0 when no HTTP
 /// answer came.
 fn curl(m: &Mesh, pod: &str, args: &[&str]) -> (u16, String) {
-    let out =
-        m.a.pod("default", pod)
-            .unwrap()
-            .command("curl")
-            .unwrap()
-            .args(["-sS", "-m", "10", "-o", "-", "-w", "\n%{http_code}"])
-            .args(args)
-            .output()
-            .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    let client = m.a.pod("default", pod).unwrap();
+    strait_tests::node::http::curl(client.command("curl").unwrap(), args)
 }
 
 /// The first line the server sent to a TCP probe from pod `pod` of node A.
 fn probe(m: &Mesh, pod: &str, addr: SocketAddr) -> String {
-    let out =
-        m.a.pod("default", pod)
-            .unwrap()
-            .command(PROBE)
-            .unwrap()
-            .args(["tcp", &addr.to_string()])
-            .output()
-            .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    m.a.pod("default", pod).unwrap().probe(addr)
 }
 
 /// Retries `f` until `ok` holds (certificates and listeners come up
@@ -572,46 +440,21 @@ fn request_authentication_is_checked_inside_the_tunnel() {
 /// `denied by ext_authz for testing purpose`.
 fn serve_authorizer(node: &Node, port: u16) {
     let p = node.pod("default", "server").unwrap();
-    let addr = SocketAddr::from((p.ip, port));
-    let l = p.run_in(|| TcpListener::bind(addr)).unwrap().unwrap();
-    l.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::from_std(l).unwrap();
-            loop {
-                let Ok((s, _)) = l.accept().await else {
-                    continue;
-                };
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(
-                        |req: http::Request<hyper::body::Incoming>| async move {
-                            let allow = req
-                                .headers()
-                                .get("x-ext-authz")
-                                .is_some_and(|v| v == "allow");
-                            let (status, body) = if allow {
-                                (200, "")
-                            } else {
-                                (403, "denied by ext_authz for testing purpose")
-                            };
-                            Ok::<_, std::convert::Infallible>(
-                                http::Response::builder()
-                                    .status(status)
-                                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                                    .unwrap(),
-                            )
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                        .await;
-                });
-            }
-        });
+    let l = echo::listen(&p.netns, (p.ip, port)).unwrap();
+    echo::hyper(vec![l], |_, req| {
+        let allow = req
+            .headers()
+            .get("x-ext-authz")
+            .is_some_and(|v| v == "allow");
+        let (status, body) = if allow {
+            (200, "")
+        } else {
+            (403, "denied by ext_authz for testing purpose")
+        };
+        http::Response::builder()
+            .status(status)
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap()
     });
 }
 

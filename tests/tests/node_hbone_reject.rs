@@ -18,11 +18,8 @@
 //! B); node B runs `strait run --ca-address`; node C runs no daemon: its
 //! pods' port 15008 is served by the test (a mesh-looking destination).
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,95 +30,28 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use strait::identity::ca::Authority;
 use strait::identity::{CertStore, SpiffeId, WorkloadCert};
 use strait::transport::hbone::tls;
-use strait_tests::node::{link, Node, PodSpec, ServiceDef, ServicePort};
+use strait_tests::node::echo;
+use strait_tests::node::{link, Daemon, MeshCa, Node, PodSpec, ServiceDef, ServicePort};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
 const ECHO_PORT: u16 = 7300;
 const TD: &str = "cluster.local";
 
-struct Daemon {
-    child: Child,
-    log: PathBuf,
+/// `strait run` on `node` with `args` after the test's own flags.
+fn start<S: AsRef<std::ffi::OsStr>>(node: &Node, config: &Path, args: Vec<S>) -> Daemon {
+    let d = Daemon::on(node, config).quick("info,strait::transport=debug");
+    d.args(args).sigterm_on_drop().spawn().unwrap()
 }
 
-impl Daemon {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-fn start(node: &Node, config: &Path, args: &[&str]) -> Daemon {
-    let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
-    let log = node.tmp_dir().join("strait.log");
-    let f = std::fs::File::create(&log).unwrap();
-    let child = node
-        .strait_run(&strait, config)
-        .unwrap()
-        .args(["--admin", "127.0.0.1:15000", "--drain-ms", "200"])
-        .args(args)
-        .env("RUST_LOG", "info,strait::transport=debug")
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    Daemon { child, log }
-}
-
-/// Starts node `a`'s daemon with the embedded CA in `<a tmp>/ca`; returns
-/// it, the CA directory and the address other nodes ask it at.
-fn start_ca_node(a: &Node, config: &Path) -> (Daemon, PathBuf, String) {
-    let ca_dir = a.tmp_dir().join("ca");
-    let tokens = a.tmp_dir().join("tokens");
-    std::fs::write(&tokens, "node-b-token-0123456789 node-b\n").unwrap();
-    let ca_listen = format!("{}:15012", a.gateway());
-    let mut d = start(
-        a,
-        config,
-        &[
-            "--ca-dir",
-            ca_dir.to_str().unwrap(),
-            "--ca-listen",
-            &ca_listen,
-            "--ca-tokens",
-            tokens.to_str().unwrap(),
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ca_dir.join("ca-key.pem").exists() || !ca_dir.join("root-cert.pem").exists() {
-        if let Ok(Some(st)) = d.child.try_wait() {
-            panic!("the daemon exited ({st}); log:\n{}", d.log());
-        }
-        assert!(Instant::now() < deadline, "no CA files; log:\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Starts node `a`'s daemon with the embedded CA (serving `clients`) and
+/// waits for the CA's files.
+fn start_ca_node(a: &Node, config: &Path, clients: &[&Node]) -> (Daemon, MeshCa) {
+    let ca = MeshCa::new(a, clients).unwrap();
+    let mut d = start(a, config, ca.server_args());
+    d.wait_file(&ca.dir.join("ca-key.pem"));
+    d.wait_file(&ca.root());
     // The files are written one after the other: give the last one a moment.
     std::thread::sleep(Duration::from_millis(300));
-    (d, ca_dir, ca_listen)
-}
-
-fn start_node_b(b: &Node, config: &Path, ca_dir: &Path, ca_listen: &str) -> Daemon {
-    let token = b.tmp_dir().join("token");
-    std::fs::write(&token, "node-b-token-0123456789\n").unwrap();
-    start(
-        b,
-        config,
-        &[
-            "--ca-address",
-            &format!("https://{ca_listen}"),
-            "--ca-root",
-            ca_dir.join("root-cert.pem").to_str().unwrap(),
-            "--ca-token-file",
-            token.to_str().unwrap(),
-        ],
-    )
+    (d, ca)
 }
 
 fn pod(ns_name: &str, sa: &str) -> PodSpec {
@@ -159,47 +89,33 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// `probe tcp` from pod `name` on `node`: the first line it read.
 fn probe(node: &Node, name: &str, addr: SocketAddr) -> String {
-    let out = node
-        .pod("default", name)
-        .unwrap()
-        .command(PROBE)
-        .unwrap()
-        .args(["tcp", &addr.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    node.pod("default", name).unwrap().probe(addr)
 }
 
-/// A server in the pod sending `<canary>` to every client; counts the
-/// connections it accepted and the bytes it received.
+/// A server in the pod sending `<canary>` to every client; records each
+/// connection and the line the client sent.
 struct Canary {
     addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    received: Arc<Mutex<Vec<u8>>>,
+    seen: echo::Seen,
+}
+
+impl Canary {
+    fn accepted(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    fn received(&self) -> String {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().map(|(_, got)| got.as_str()).collect()
+    }
 }
 
 fn serve_canary(node: &Node, name: &str, canary: &'static str) -> Canary {
     let p = node.pod("default", name).unwrap();
     let addr = SocketAddr::from((p.ip, ECHO_PORT));
-    let l = p.run_in(|| TcpListener::bind(addr)).unwrap().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let (acc, rec) = (accepted.clone(), received.clone());
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            acc.fetch_add(1, Ordering::SeqCst);
-            let _ = writeln!(s, "{canary}");
-            let mut line = String::new();
-            let _ = BufReader::new(&s).read_line(&mut line);
-            rec.lock().unwrap().extend(line.as_bytes());
-        }
-    });
-    Canary {
-        addr,
-        accepted,
-        received,
-    }
+    let l = echo::listen(&p.netns, addr).unwrap();
+    let seen = echo::tcp(l, move |_| canary.to_string(), echo::Then::ReadLine);
+    Canary { addr, seen }
 }
 
 /// What a rogue peer presents.
@@ -305,11 +221,11 @@ fn rogue_peers_on_another_node_are_refused_by_the_destination_node_and_the_pod_g
     a.write_config(&config).unwrap();
     b.write_config(&config).unwrap();
     let server = serve_canary(&b, "server", canary);
-    let (da, ca_dir, ca_listen) = start_ca_node(&a, &config);
-    let db = start_node_b(&b, &config, &ca_dir, &ca_listen);
+    let (da, ca) = start_ca_node(&a, &config, &[&b]);
+    let db = start(&b, &config, ca.client_args(&b).unwrap());
     let logs = || format!("node A:\n{}\nnode B:\n{}", da.log(), db.log());
 
-    let mesh_ca = Authority::load_or_generate(&ca_dir, TD).unwrap();
+    let mesh_ca = Authority::load_or_generate(&ca.dir, TD).unwrap();
     let other_root = Authority::generate(TD).unwrap();
     let roots = CertStore::new(vec![mesh_ca.root().clone()]);
     let sleep = SpiffeId::new(TD, "default", "sleep");
@@ -362,7 +278,7 @@ fn rogue_peers_on_another_node_are_refused_by_the_destination_node_and_the_pod_g
         assert!(Instant::now() < deadline, "{got:?}\n{}", logs());
         std::thread::sleep(Duration::from_millis(300));
     }
-    let accepted = server.accepted.load(Ordering::SeqCst);
+    let accepted = server.accepted();
     assert_eq!(accepted, 1, "{}", logs());
 
     for r in &rogues {
@@ -374,12 +290,12 @@ fn rogue_peers_on_another_node_are_refused_by_the_destination_node_and_the_pod_g
     }
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
-        server.accepted.load(Ordering::SeqCst),
+        server.accepted(),
         accepted,
         "a rogue peer reached the pod\n{}",
         logs()
     );
-    let received = String::from_utf8_lossy(&server.received.lock().unwrap()).into_owned();
+    let received = server.received();
     assert_eq!(received, "ROGUE-PAYLOAD mesh certificate\n");
     // Node B saw only the well-formed peer's tunnel.
     let opened = db
@@ -512,9 +428,9 @@ fn the_source_node_dials_from_the_pod_ip_sends_trace_headers_and_refuses_a_wrong
     let config = a.tmp_dir().join("config");
     a.write_config(&config).unwrap();
     c.write_config(&config).unwrap();
-    let (da, ca_dir, _) = start_ca_node(&a, &config);
+    let (da, ca) = start_ca_node(&a, &config, &[&c]);
 
-    let mesh_ca = Authority::load_or_generate(&ca_dir, TD).unwrap();
+    let mesh_ca = Authority::load_or_generate(&ca.dir, TD).unwrap();
     let roots = CertStore::new(vec![mesh_ca.root().clone()]);
     // `tap` presents its own identity (a well-behaved destination).
     let tap = fake_destination(

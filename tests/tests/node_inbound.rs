@@ -19,78 +19,32 @@
 //!   of requests it checked (through a Service) are not checked again with
 //!   the node's address; `--no-inbound-capture` warns that nothing checks
 //!   them.
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use strait_tests::node::{Node, Pod, PodSpec};
+use strait_tests::node::echo::{self, Seen, Then};
+use strait_tests::node::{http, Daemon, Guard, Node, Pod, PodSpec};
 
 const ADMIN: &str = "127.0.0.1:15000";
-
-/// What a test server in the pod saw: one entry per accepted connection,
-/// (peer, request line or "").
-type Seen = Arc<Mutex<Vec<(SocketAddr, String)>>>;
 
 /// An HTTP server on `port` in the pod (the test's own socket): answers
 /// `200 ok <path>` and closes.
 fn http_server(pod: &Pod, port: u16) -> Seen {
-    let l = pod
-        .run_in(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
-        .unwrap()
-        .unwrap();
-    let seen: Seen = Default::default();
-    let s = seen.clone();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            let peer = c.peer_addr().unwrap();
-            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut r = BufReader::new(c.try_clone().unwrap());
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-            s.lock().unwrap().push((peer, line.trim().to_string()));
-            let body = format!("ok {path}");
-            let _ = write!(
-                c,
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    seen
+    let l = echo::listen(&pod.netns, (Ipv4Addr::UNSPECIFIED, port)).unwrap();
+    echo::http(l, |_, path| format!("ok {path}"))
 }
 
 /// A server-first TCP server on `port` in the pod: writes `hello <port>`
 /// and records what the client sent until it closes.
 fn tcp_server(pod: &Pod, port: u16) -> Seen {
-    let l = pod
-        .run_in(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
-        .unwrap()
-        .unwrap();
-    let seen: Seen = Default::default();
-    let s = seen.clone();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            let peer = c.peer_addr().unwrap();
-            s.lock().unwrap().push((peer, String::new()));
-            let _ = writeln!(c, "hello {port}");
-            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = Vec::new();
-            let _ = c.read_to_end(&mut buf);
-        }
-    });
-    seen
+    let l = echo::listen(&pod.netns, (Ipv4Addr::UNSPECIFIED, port)).unwrap();
+    echo::tcp(
+        l,
+        move |_| format!("hello {port}"),
+        Then::ReadToEnd(Duration::from_secs(2)),
+    )
 }
 
 fn probe() -> PathBuf {
@@ -108,99 +62,38 @@ fn tcp_from(cmd: std::process::Command, addr: SocketAddr) -> String {
 /// `curl` from the node or a pod: (status, body); status 0 when no HTTP
 /// answer came.
 fn curl(cmd: std::process::Command, url: &str) -> (u16, String) {
-    let mut cmd = cmd;
-    let out = cmd
-        .args(["-sS", "-m", "10", "-o", "-", "-w", "\n%{http_code}", url])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    http::curl(cmd, &[url])
 }
 
-struct Daemon {
-    child: Child,
-    log: PathBuf,
+/// `strait run` with the embedded CA and the deprecated
+/// `--inbound-capture` flag.
+fn start(node: &Node, config: &Path) -> Daemon {
+    let ca = node.tmp_dir().join("ca");
+    let ca = ca.to_str().unwrap();
+    start_with(
+        node,
+        config,
+        &["--inbound-capture", "--ca-dir", ca],
+        "strait.log",
+    )
 }
 
-impl Daemon {
-    /// With the embedded CA and the deprecated `--inbound-capture` flag.
-    fn start(node: &Node, config: &Path) -> Daemon {
-        let ca = node.tmp_dir().join("ca");
-        let ca = ca.to_str().unwrap();
-        Daemon::start_with(
-            node,
-            config,
-            &["--inbound-capture", "--ca-dir", ca],
-            "strait.log",
-        )
-    }
-
-    /// `strait run` with `args`, its log in `log_name` (in the node's
-    /// directory).
-    fn start_with(node: &Node, config: &Path, args: &[&str], log_name: &str) -> Daemon {
-        let log = node.tmp_dir().join(log_name);
-        let f = std::fs::File::create(&log).unwrap();
-        let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
-        let child = node
-            .strait_run(&strait, config)
-            .unwrap()
-            .args(["--admin", ADMIN, "--drain-ms", "200"])
-            .args(args)
-            .env("RUST_LOG", "info,strait=debug")
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until `n` log lines contain `needle`.
-    fn wait_log(&self, needle: &str, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let log = self.log();
-            if log.lines().filter(|l| l.contains(needle)).count() >= n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {n}× {needle:?} in the daemon's log:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `strait run` with `args`, its log in `log_name` (in the node's
+/// directory).
+fn start_with(node: &Node, config: &Path, args: &[&str], log_name: &str) -> Daemon {
+    let d = Daemon::on(node, config).quick("info,strait=debug");
+    d.args(args).log_name(log_name).spawn().unwrap()
 }
 
 /// Polls `f` until it returns true (generous: the machine is shared).
-fn eventually(what: &str, mut f: impl FnMut() -> bool, log: &Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: never happened; daemon log:\n{}",
-            log.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn eventually(what: &str, f: impl FnMut() -> bool, d: &Daemon) {
+    d.eventually(what, Duration::from_secs(60), Duration::from_millis(200), f);
 }
 
 /// A node with a meshed `server` pod (a pause process keeps its network
 /// namespace findable, as Kubernetes' pause container does) and an
 /// `outsider` pod in a namespace outside the mesh.
-fn node(p: &strait_tests::privileged::Privileged, name: &str, index: u8) -> (Node, Pause) {
+fn node(p: &strait_tests::privileged::Privileged, name: &str, index: u8) -> (Node, Guard) {
     let mut node = Node::new(&p.cgroup2, name, index).unwrap();
     node.add_pod(PodSpec::new("server", &[("app", "server")]))
         .unwrap();
@@ -208,26 +101,8 @@ fn node(p: &strait_tests::privileged::Privileged, name: &str, index: u8) -> (Nod
     outsider.namespace = "outside".into();
     node.add_pod(outsider).unwrap();
     node.set_namespace_labels("outside", &[]);
-    let pause = Pause::start(node.pod("default", "server").unwrap());
+    let pause = node.pod("default", "server").unwrap().pause().unwrap();
     (node, pause)
-}
-
-/// A process in a pod's cgroup, as Kubernetes' pause container: the
-/// daemon finds the pod's network namespace through it. Killed and reaped
-/// on drop.
-struct Pause(Child);
-
-impl Pause {
-    fn start(pod: &Pod) -> Pause {
-        Pause(pod.command("sleep").unwrap().arg("600").spawn().unwrap())
-    }
-}
-
-impl Drop for Pause {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn write(config: &Path, file: &str, yaml: &str) {
@@ -258,7 +133,7 @@ fn strict_peer_authentication_refuses_plaintext_in_the_kernel() {
     let config = node.tmp_dir().join("config");
     node.write_config(&config).unwrap();
     write(&config, "pa.yaml", STRICT_8080_DISABLE_9090);
-    let d = Daemon::start(&node, &config);
+    let d = start(&node, &config);
     d.wait_log(
         &format!(
             "inbound capture attached in the pod's network namespace pod={}",
@@ -366,7 +241,7 @@ fn authorization_policy_protects_connections_straight_to_the_pod_ip() {
     let config = node.tmp_dir().join("config");
     node.write_config(&config).unwrap();
     write(&config, "ap.yaml", DENY_ADMIN_AND_9090);
-    let d = Daemon::start(&node, &config);
+    let d = start(&node, &config);
     d.wait_log(
         &format!(
             "inbound capture attached in the pod's network namespace pod={}",
@@ -472,7 +347,7 @@ fn authorization_policy_protects_connections_straight_to_the_pod_ip() {
     node.add_pod(PodSpec::new("late", &[("app", "server")]))
         .unwrap();
     let late = node.pod("default", "late").unwrap().clone();
-    let _late_pause = Pause::start(&late);
+    let _late_pause = late.pause().unwrap();
     let late_http = http_server(&late, 8080);
     node.write_config(&config).unwrap();
     d.wait_log(
@@ -591,7 +466,7 @@ fn without_any_flag_or_ca_a_deny_policy_is_enforced_straight_to_the_pod_ip() {
     write(&config, "ap.yaml", &deny_policies(client.ip));
 
     // No flag, no CA: the capture is on.
-    let d = Daemon::start_with(&node, &config, &[], "strait.log");
+    let d = start_with(&node, &config, &[], "strait.log");
     d.wait_log(
         &format!(
             "inbound capture attached in the pod's network namespace pod={}",
@@ -724,7 +599,7 @@ fn without_any_flag_or_ca_a_deny_policy_is_enforced_straight_to_the_pod_ip() {
 
     // Opted out: a loud warning naming the workload, and connections
     // straight to the pod IP are no longer checked.
-    let d = Daemon::start_with(&node, &config, &["--no-inbound-capture"], "strait-off.log");
+    let d = start_with(&node, &config, &["--no-inbound-capture"], "strait-off.log");
     d.wait_log("strait is serving", 1);
     d.wait_log(
         "inbound capture is OFF (--no-inbound-capture): connections made straight to pod IPs are NOT checked",
@@ -788,7 +663,7 @@ fn request_authentication_is_checked_for_requests_straight_to_the_pod_ip() {
         jwks.replace('\n', " ")
     );
     write(&config, "jwt.yaml", &ra);
-    let d = Daemon::start(&node, &config);
+    let d = start(&node, &config);
     d.wait_log(
         &format!(
             "inbound capture attached in the pod's network namespace pod={}",
@@ -884,7 +759,7 @@ fn capture_adds_no_latency_to_a_pod_without_policy() {
     node.add_pod(PodSpec::new("guarded", &[("app", "guarded")]))
         .unwrap();
     let guarded = node.pod("default", "guarded").unwrap().clone();
-    let _guarded_pause = Pause::start(&guarded);
+    let _guarded_pause = guarded.pause().unwrap();
     let server = node.pod("default", "server").unwrap().clone();
     let outsider = node.pod("outside", "outsider").unwrap().clone();
     echo_byte_server(&server, 7000);
@@ -903,7 +778,7 @@ fn capture_adds_no_latency_to_a_pod_without_policy() {
     let mut on = Vec::new();
     let mut policy = Vec::new();
     {
-        let d = Daemon::start_with(&node, &config, &[], "strait-on.log");
+        let d = start_with(&node, &config, &[], "strait-on.log");
         d.wait_log("inbound capture attached", 2);
         median_connect_us(&outsider, plain, 200);
         for _ in 0..rounds {
@@ -913,7 +788,7 @@ fn capture_adds_no_latency_to_a_pod_without_policy() {
     }
     let mut off = Vec::new();
     {
-        let d = Daemon::start_with(&node, &config, &["--no-inbound-capture"], "strait-off.log");
+        let d = start_with(&node, &config, &["--no-inbound-capture"], "strait-off.log");
         d.wait_log("strait is serving", 1);
         median_connect_us(&outsider, plain, 200);
         for _ in 0..rounds {

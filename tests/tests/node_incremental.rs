@@ -6,50 +6,22 @@
 //! table built); a change of another kind is compiled in full and still
 //! applied.
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Stdio};
+
 use std::time::{Duration, Instant};
 
-use strait_tests::node::{Node, PodSpec};
+use strait_tests::node::echo::{self, Then};
+use strait_tests::node::{Daemon, Node, PodSpec};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
 const ADMIN: &str = "127.0.0.1:15000";
 const VIP: &str = "10.97.0.1";
 
-/// Kills the daemon on drop (before the node goes).
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn probe(node: &Node, addr: SocketAddr) -> String {
-    let out = node
-        .pod("default", "client")
-        .expect("pod")
-        .command(PROBE)
-        .unwrap()
-        .args(["tcp", &addr.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Probes until the answer is `want` (60 s at most: the machine may be
-/// loaded); returns the last answer.
-fn probe_until(node: &Node, addr: SocketAddr, want: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let line = probe(node, addr);
-        if line == want || Instant::now() > deadline {
-            return line;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Probes from pod `client` until `want(line)` holds (60 s at most: the
+/// machine may be loaded); returns the last line.
+fn probe_until(node: &Node, addr: SocketAddr, want: impl Fn(&str) -> bool) -> String {
+    let client = node.pod("default", "client").unwrap();
+    client.probe_until(addr, Duration::from_secs(60), want)
 }
 
 fn service_yaml(ep: std::net::Ipv4Addr) -> String {
@@ -109,16 +81,9 @@ fn an_endpoint_moved_on_disk_is_applied_incrementally_and_traffic_follows() {
     let ip = |n: &str| node.pod("backends", n).unwrap().ip;
     for name in ["a", "b"] {
         let pod = node.pod("backends", name).unwrap();
-        let l = pod
-            .run_in(|| TcpListener::bind((pod.ip, 7000)))
-            .unwrap()
-            .unwrap();
+        let l = echo::listen(&pod.netns, (pod.ip, 7000)).unwrap();
         let greeting = format!("hello from {name}");
-        std::thread::spawn(move || {
-            for mut s in l.incoming().flatten() {
-                let _ = writeln!(s, "{greeting}");
-            }
-        });
+        echo::tcp(l, move |_| greeting.clone(), Then::Close);
     }
     let config = node.tmp_dir().join("config");
     node.write_config(&config).unwrap();
@@ -133,33 +98,25 @@ fn an_endpoint_moved_on_disk_is_applied_incrementally_and_traffic_follows() {
         .unwrap();
     }
     std::fs::write(config.join("hello.yaml"), service_yaml(ip("a"))).unwrap();
-    let log = node.tmp_dir().join("strait.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let daemon = node
-        .strait_run(
-            &strait_tests::demo::mesh::sibling("strait").unwrap(),
-            &config,
-        )
-        .unwrap()
+    let mut daemon = Daemon::on(&node, &config)
         .args(["--admin", ADMIN, "--no-access-log", "--log-level", "info"])
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let mut daemon = Daemon(daemon);
     let vip: SocketAddr = format!("{VIP}:7000").parse().unwrap();
-    assert_eq!(probe_until(&node, vip, "hello from a"), "hello from a");
+    assert_eq!(
+        probe_until(&node, vip, |l| l == "hello from a"),
+        "hello from a"
+    );
 
     // The endpoint moves to b: traffic follows, applied incrementally.
     std::fs::write(config.join("hello.yaml"), service_yaml(ip("b"))).unwrap();
     assert_eq!(
-        probe_until(&node, vip, "hello from b"),
+        probe_until(&node, vip, |l| l == "hello from b"),
         "hello from b",
         "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        daemon.log()
     );
-    let r = reload_n(&log, 1);
+    let r = reload_n(daemon.log_path(), 1);
     assert_eq!(
         r.get("incremental").map(String::as_str),
         Some("true"),
@@ -180,7 +137,7 @@ fn an_endpoint_moved_on_disk_is_applied_incrementally_and_traffic_follows() {
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: other-1, namespace: default}\nspec:\n  hosts: [other-1]\n  http:\n  - route: [{destination: {host: other-1}}]\n    timeout: 3s\n",
     )
     .unwrap();
-    let r = reload_n(&log, 2);
+    let r = reload_n(daemon.log_path(), 2);
     assert_eq!(
         r.get("incremental").map(String::as_str),
         Some("false"),
@@ -188,16 +145,15 @@ fn an_endpoint_moved_on_disk_is_applied_incrementally_and_traffic_follows() {
     );
     // And back to a, incrementally again.
     std::fs::write(config.join("hello.yaml"), service_yaml(ip("a"))).unwrap();
-    assert_eq!(probe_until(&node, vip, "hello from a"), "hello from a");
-    let r = reload_n(&log, 3);
+    assert_eq!(
+        probe_until(&node, vip, |l| l == "hello from a"),
+        "hello from a"
+    );
+    let r = reload_n(daemon.log_path(), 3);
     assert_eq!(
         r.get("incremental").map(String::as_str),
         Some("true"),
         "{r:?}"
     );
-    assert!(
-        daemon.0.try_wait().unwrap().is_none(),
-        "the daemon exited:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    assert!(daemon.running(), "the daemon exited:\n{}", daemon.log());
 }

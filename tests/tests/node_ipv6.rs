@@ -8,84 +8,36 @@
 //! dual-stack nodes with a CA, a pod's TCP to another pod's IPv6 address
 //! goes over HBONE to `[pod IPv6]:15008`, is delivered from `::6`, and
 //! nothing of the payload crosses the link in plain text.
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv6Addr, SocketAddr, TcpListener};
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use strait_tests::node::capture::{self, Capture};
-use strait_tests::node::{link, Node, Pod, PodSpec};
+use strait_tests::node::echo::{self, Seen, Then};
+use strait_tests::node::{http, link, Daemon, Node, Pod, PodSpec};
 
-const ADMIN: &str = "127.0.0.1:15000";
 const ECHO_V4: &str = "10.96.200.10";
 const ECHO_V6: &str = "fd00:96::10";
 const ECHO_B_V6: &str = "fd00:96::11";
 
-/// `curl` from the client pod: (status, body); status 0 when no HTTP
-/// answer came.
+/// `curl` from the client pod with `headers`: (status, body); status 0
+/// when no HTTP answer came.
 fn curl(node: &Node, url: &str, headers: &[&str]) -> (u16, String) {
-    let mut cmd = node
-        .pod("default", "client")
-        .unwrap()
-        .command("curl")
-        .unwrap();
-    cmd.args(["-gsS", "-m", "10", "-o", "-", "-w", "\n%{http_code}"]);
-    for h in headers {
-        cmd.args(["-H", h]);
-    }
-    let out = cmd.arg(url).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    let client = node.pod("default", "client").unwrap();
+    let mut args: Vec<&str> = headers.iter().flat_map(|h| ["-H", h]).collect();
+    args.push(url);
+    http::curl(client.command("curl").unwrap(), &args)
 }
 
-struct Daemon {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Daemon {
-    fn start(node: &Node, config: &Path) -> Daemon {
-        let log = node.tmp_dir().join("strait.log");
-        let f = std::fs::File::create(&log).unwrap();
-        let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
-        let child = node
-            .strait_run(&strait, config)
-            .unwrap()
-            .args(["--admin", ADMIN, "--drain-ms", "200"])
-            .env("RUST_LOG", "info,strait=debug")
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `strait run` on `node` with `args`, its log in the node's directory.
+fn start_with(node: &Node, config: &Path, args: &[&str], rust_log: &str) -> Daemon {
+    let d = Daemon::on(node, config).quick(rust_log);
+    d.args(args).spawn().unwrap()
 }
 
 /// Polls `f` until it returns true (generous: the machine is shared).
-fn eventually(what: &str, mut f: impl FnMut() -> bool, d: &Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: never happened; daemon log:\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+fn eventually(what: &str, f: impl FnMut() -> bool, d: &Daemon) {
+    d.eventually(what, Duration::from_secs(90), Duration::from_millis(250), f);
 }
 
 /// The dual-stack Service `echo` (over `echo-a`), the IPv6-only Service
@@ -148,7 +100,7 @@ fn ipv6_clusterips_get_l7_routing_and_policy_through_the_proxy() {
     let config = node.tmp_dir().join("config");
     node.write_config(&config).unwrap();
     write_atomic(&config, "ipv6.yaml", &services(&node));
-    let d = Daemon::start(&node, &config);
+    let d = start_with(&node, &config, &[], "info,strait=debug");
 
     let v6 = format!("http://[{ECHO_V6}]:8080/v6");
     let v4 = format!("http://{ECHO_V4}:8080/v4");
@@ -175,17 +127,9 @@ fn ipv6_clusterips_get_l7_routing_and_policy_through_the_proxy() {
     // handshake on [node]:15001 (its connections are not redirected, so it
     // would have to dial the listener itself); a meshed pod's dial is
     // accepted (then closed by the proxy: no original destination).
-    let outbound6 = node.outbound6_addr().to_string();
     let dial = |pod: &str| {
-        let out = node
-            .pod("default", pod)
-            .unwrap()
-            .command(PROBE)
-            .unwrap()
-            .args(["tcp", &outbound6])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        let outbound6 = SocketAddr::V6(node.outbound6_addr());
+        node.pod("default", pod).unwrap().probe(outbound6)
     };
     assert_eq!(dial("outsider"), "error TimedOut");
     assert_ne!(dial("client"), "error TimedOut");
@@ -257,27 +201,6 @@ fn ipv6_clusterips_get_l7_routing_and_policy_through_the_proxy() {
     );
 }
 
-const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
-
-/// `strait run` on `node` with `args`, its log in the node's directory.
-fn start_with(node: &Node, config: &Path, args: &[&str], admin: &str) -> Daemon {
-    let log = node.tmp_dir().join("strait.log");
-    let f = std::fs::File::create(&log).unwrap();
-    let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
-    let child = node
-        .strait_run(&strait, config)
-        .unwrap()
-        .args(["--admin", admin, "--drain-ms", "200"])
-        .args(args)
-        .env("RUST_LOG", "info,strait::transport=debug")
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    Daemon { child, log }
-}
-
 #[test]
 fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
     let name = "ipv6_pod_to_pod_across_two_nodes_goes_through_hbone";
@@ -299,19 +222,12 @@ fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
     // The server (both families): `<canary> peer=<ip>` to every client.
     let srv = b.pod("default", "server").unwrap();
     let server6 = SocketAddr::from((srv.ip6.unwrap(), 7300));
-    let l = srv
-        .run_in(|| TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 7300))))
-        .unwrap()
-        .unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let peer = s.peer_addr().map(|p| p.ip().to_canonical().to_string());
-            let _ = writeln!(s, "{canary} peer={}", peer.unwrap_or_default());
-            let mut line = String::new();
-            let _ = BufReader::new(&s).read_line(&mut line);
-        }
-    });
+    let l = echo::listen(&srv.netns, (Ipv6Addr::UNSPECIFIED, 7300)).unwrap();
+    echo::tcp(
+        l,
+        move |peer| format!("{canary} peer={}", peer.ip().to_canonical()),
+        Then::ReadLine,
+    );
     let config = a.tmp_dir().join("config");
     a.write_config(&config).unwrap();
     b.write_config(&config).unwrap();
@@ -333,7 +249,7 @@ fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
             "--ca-tokens",
             tokens.to_str().unwrap(),
         ],
-        "127.0.0.1:15000",
+        "info,strait::transport=debug",
     );
     let root = ca_dir.join("root-cert.pem");
     eventually("the CA's root", || root.exists(), &da);
@@ -348,19 +264,9 @@ fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
             "--ca-token-file",
             token_b.to_str().unwrap(),
         ],
-        "127.0.0.1:15000",
+        "info,strait::transport=debug",
     );
-    let probe = || {
-        let out = a
-            .pod("default", "client")
-            .unwrap()
-            .command(PROBE)
-            .unwrap()
-            .args(["tcp", &server6.to_string()])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let probe = || a.pod("default", "client").unwrap().probe(server6);
     // Delivered inside the server pod by node B's daemon (from `::6`,
     // Istio's IPv6 inbound passthrough source), not by the client.
     let want = format!("{canary} peer=::6");
@@ -385,17 +291,8 @@ fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
     }
     std::thread::sleep(Duration::from_millis(200));
     let frames = cap.stop();
-    assert!(
-        !capture::contains(&frames, canary.as_bytes()),
-        "the payload crossed the link in plaintext"
-    );
-    // The tunnel: TCP to port 15008 (0x3aa0) and TLS application data.
-    assert!(
-        capture::contains(&frames, &[0x3a, 0xa0]),
-        "{} frames, none to 15008",
-        frames.len()
-    );
-    assert!(capture::contains(&frames, &[0x17, 0x03, 0x03]));
+    // The tunnel only: TCP to port 15008 and TLS application data.
+    capture::assert_hbone_only(&frames, canary.as_bytes());
     // Over IPv6: an IPv6 header (version 6) to node B's pod CIDR.
     let server_ip = srv.ip6.unwrap().octets();
     assert!(
@@ -404,101 +301,36 @@ fn ipv6_pod_to_pod_across_two_nodes_goes_through_hbone() {
     );
 }
 
-/// A process in a pod's cgroup, as Kubernetes' pause container: the
-/// daemon finds the pod's network namespace through it. Killed and reaped
-/// on drop.
-struct Pause(Child);
-
-impl Drop for Pause {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Peers (canonical IPs) a test server saw, one per accepted connection.
-type Seen = std::sync::Arc<std::sync::Mutex<Vec<std::net::IpAddr>>>;
-
 /// A server on `[::]:port` in `pod` (both families): records the peer,
 /// answers `hello <port> from <peer>` and closes.
 fn hello_server(pod: &Pod, port: u16) -> Seen {
-    let l = pod
-        .run_in(|| TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))))
-        .unwrap()
-        .unwrap();
-    let seen: Seen = Default::default();
-    let s = seen.clone();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            let peer = c.peer_addr().unwrap().ip().to_canonical();
-            s.lock().unwrap().push(peer);
-            let _ = writeln!(c, "hello {port} from {peer}");
-        }
-    });
-    seen
+    let l = echo::listen(&pod.netns, (Ipv6Addr::UNSPECIFIED, port)).unwrap();
+    echo::tcp(
+        l,
+        move |peer| format!("hello {port} from {}", peer.ip().to_canonical()),
+        Then::Close,
+    )
 }
 
 /// An HTTP server on `[::]:8080` in `pod` (both families: a new
 /// namespace's `bindv6only` is 0): records each peer, answers
 /// `<name> <path> from <peer ip>` and closes.
 fn http_server(pod: &Pod, name: &'static str) -> Seen {
-    let l = pod
-        .run_in(|| TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 8080))))
-        .unwrap()
-        .unwrap();
-    let seen: Seen = Default::default();
-    let s = seen.clone();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { continue };
-            let peer = c.peer_addr().unwrap().ip().to_canonical();
-            s.lock().unwrap().push(peer);
-            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut r = BufReader::new(c.try_clone().unwrap());
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-            let body = format!("{name} {path} from {peer}");
-            let _ = write!(
-                c,
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    seen
+    let l = echo::listen(&pod.netns, (Ipv6Addr::UNSPECIFIED, 8080)).unwrap();
+    echo::http(l, move |peer, path| {
+        format!("{name} {path} from {}", peer.ip().to_canonical())
+    })
 }
 
 /// `strait-probe tcp ADDR` from `pod`: the server's first line, or
 /// `error <kind>`.
 fn tcp_from(pod: &Pod, addr: SocketAddr) -> String {
-    let out = pod
-        .command(PROBE)
-        .unwrap()
-        .args(["tcp", &addr.to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    pod.probe(addr)
 }
 
 /// `curl` from `pod`: (status, body); status 0 when no HTTP answer came.
 fn curl_from(pod: &Pod, url: &str) -> (u16, String) {
-    let out = pod
-        .command("curl")
-        .unwrap()
-        .args(["-gsS", "-m", "10", "-o", "-", "-w", "\n%{http_code}", url])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    http::curl(pod.command("curl").unwrap(), &[url])
 }
 
 const STRICT_9090_DISABLE: &str = "apiVersion: security.istio.io/v1
@@ -521,26 +353,37 @@ spec:
   - to: [{operation: {paths: [/admin]}}]
 ";
 
+/// A dual-stack node with a meshed pod `server`, meshed pods `meshed`
+/// after it, and a pod `outsider` in a namespace outside the mesh.
+fn inpod_node(
+    p: &strait_tests::privileged::Privileged,
+    name: &str,
+    index: u8,
+    meshed: &[&str],
+) -> Node {
+    let mut node = Node::new(&p.cgroup2, name, index).unwrap();
+    node.enable_ipv6().unwrap();
+    for pod in std::iter::once(&"server").chain(meshed) {
+        node.add_pod(PodSpec::new(pod, &[("app", pod)])).unwrap();
+    }
+    let mut outsider = PodSpec::new("outsider", &[("app", "outsider")]);
+    outsider.namespace = "outside".into();
+    node.add_pod(outsider).unwrap();
+    node.set_namespace_labels("outside", &[]);
+    node
+}
+
 #[test]
 fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() {
     let name = "inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address";
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };
-    let mut node = Node::new(&p.cgroup2, "node-inb6", 64).unwrap();
-    node.enable_ipv6().unwrap();
-    node.add_pod(PodSpec::new("server", &[("app", "server")]))
-        .unwrap();
-    node.add_pod(PodSpec::new("client", &[("app", "client")]))
-        .unwrap();
-    let mut outsider = PodSpec::new("outsider", &[("app", "outsider")]);
-    outsider.namespace = "outside".into();
-    node.add_pod(outsider).unwrap();
-    node.set_namespace_labels("outside", &[]);
+    let node = inpod_node(&p, "node-inb6", 64, &["client"]);
     let client = node.pod("default", "client").unwrap().clone();
     let server = node.pod("default", "server").unwrap().clone();
     let outsider = node.pod("outside", "outsider").unwrap().clone();
-    let _pause = Pause(server.command("sleep").unwrap().arg("600").spawn().unwrap());
+    let _pause = server.pause().unwrap();
     let v6 = server.ip6.unwrap();
     let (h6, h4) = (
         SocketAddr::from((v6, 8080)),
@@ -555,7 +398,7 @@ fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() 
     // No CA: the capture is on by default (`strait_run` passes
     // `--outbound6`, which takes the meshed client's IPv6 connections to
     // the node proxy).
-    let d = start_with(&node, &config, &[], ADMIN);
+    let d = start_with(&node, &config, &[], "info,strait=debug");
     eventually(
         "the capture is attached",
         || {
@@ -619,8 +462,8 @@ fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() 
         d.log()
     );
     assert_eq!(
-        http.lock().unwrap().as_slice(),
-        &[
+        echo::peers(&http),
+        [
             std::net::IpAddr::from([127, 0, 0, 6]),
             std::net::IpAddr::from(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6))
         ],
@@ -668,9 +511,7 @@ fn inpod_capture_enforces_strict_and_policy_on_a_dual_stack_pods_ipv6_address() 
     );
     assert_ne!(curl_from(&outsider, &format!("http://{h4}/any")).0, 200);
     assert!(
-        !tcp.lock()
-            .unwrap()
-            .contains(&std::net::IpAddr::from([127, 0, 0, 6])),
+        !echo::peers(&tcp).contains(&std::net::IpAddr::from([127, 0, 0, 6])),
         "the denied IPv4 connection reached the pod: {:?}",
         tcp.lock().unwrap()
     );
@@ -717,14 +558,7 @@ fn inpod_capture_covers_an_ipv6_only_pod() {
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };
-    let mut node = Node::new(&p.cgroup2, "node-v6only", 65).unwrap();
-    node.enable_ipv6().unwrap();
-    node.add_pod(PodSpec::new("server", &[("app", "server")]))
-        .unwrap();
-    let mut outsider = PodSpec::new("outsider", &[("app", "outsider")]);
-    outsider.namespace = "outside".into();
-    node.add_pod(outsider).unwrap();
-    node.set_namespace_labels("outside", &[]);
+    let node = inpod_node(&p, "node-v6only", 65, &[]);
     let server = node.pod("default", "server").unwrap().clone();
     let outsider = node.pod("outside", "outsider").unwrap().clone();
     // IPv6-only: no IPv4 address in the pod, none in its status.
@@ -735,7 +569,7 @@ fn inpod_capture_covers_an_ipv6_only_pod() {
         .status()
         .unwrap();
     assert!(st.success());
-    let _pause = Pause(server.command("sleep").unwrap().arg("600").spawn().unwrap());
+    let _pause = server.pause().unwrap();
     let v6 = server.ip6.unwrap();
     let (h6, t6) = (SocketAddr::from((v6, 8080)), SocketAddr::from((v6, 9090)));
     let http = http_server(&server, "ok");
@@ -749,7 +583,12 @@ fn inpod_capture_covers_an_ipv6_only_pod() {
     write_atomic(&config, "pa.yaml", STRICT_9090_DISABLE);
     // With a CA: the HBONE listener opens on `[pod IPv6]:15008` too.
     let ca = node.tmp_dir().join("ca");
-    let d = start_with(&node, &config, &["--ca-dir", ca.to_str().unwrap()], ADMIN);
+    let d = start_with(
+        &node,
+        &config,
+        &["--ca-dir", ca.to_str().unwrap()],
+        "info,strait=debug",
+    );
     eventually(
         "the IPv6-only pod is captured",
         || {
@@ -814,8 +653,8 @@ fn inpod_capture_covers_an_ipv6_only_pod() {
         (200, "ok /ok from ::6".to_string())
     );
     assert_eq!(
-        http.lock().unwrap().as_slice(),
-        &[std::net::IpAddr::from(Ipv6Addr::new(
+        echo::peers(&http),
+        [std::net::IpAddr::from(Ipv6Addr::new(
             0, 0, 0, 0, 0, 0, 0, 6
         ))]
     );
@@ -846,17 +685,10 @@ fn kubelet_probes_from_the_node_pass_a_strict_pod_and_other_plain_text_does_not(
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };
-    let mut node = Node::new(&p.cgroup2, "node-probes", 66).unwrap();
-    node.enable_ipv6().unwrap();
-    node.add_pod(PodSpec::new("server", &[("app", "server")]))
-        .unwrap();
-    let mut outsider = PodSpec::new("outsider", &[("app", "outsider")]);
-    outsider.namespace = "outside".into();
-    node.add_pod(outsider).unwrap();
-    node.set_namespace_labels("outside", &[]);
+    let node = inpod_node(&p, "node-probes", 66, &[]);
     let server = node.pod("default", "server").unwrap().clone();
     let outsider = node.pod("outside", "outsider").unwrap().clone();
-    let _pause = Pause(server.command("sleep").unwrap().arg("600").spawn().unwrap());
+    let _pause = server.pause().unwrap();
     let _http = http_server(&server, "ok");
     let _probe = hello_server(&server, 9090);
     let _app = hello_server(&server, 9091);
@@ -878,26 +710,8 @@ fn kubelet_probes_from_the_node_pass_a_strict_pod_and_other_plain_text_does_not(
     write_atomic(&config, "pa.yaml", STRICT_SERVER);
     // What kubelet is: a process in the node's namespace, outside the
     // pods cgroup, dialling the pod IP without binding.
-    let from_node = |addr: SocketAddr| {
-        let out = node
-            .command(PROBE)
-            .unwrap()
-            .args(["tcp", &addr.to_string()])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let curl_node = |url: &str| {
-        let out = node
-            .command("curl")
-            .unwrap()
-            .args(["-gsS", "-m", "10", "-o", "-", "-w", "\n%{http_code}", url])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse::<u16>().unwrap_or(0), body.to_string())
-    };
+    let from_node = |addr: SocketAddr| node.probe(addr);
+    let curl_node = |url: &str| http::curl(node.command("curl").unwrap(), &[url]);
     let (gw4, gw6) = (node.gateway(), node.gateway6());
     // `--outbound6 auto` (the DaemonSet's) finds the node's IPv6 address
     // beside its IPv4 one.
@@ -905,7 +719,7 @@ fn kubelet_probes_from_the_node_pass_a_strict_pod_and_other_plain_text_does_not(
         node.run_in(|| strait::daemon::cli::node_ipv6(gw4)).unwrap(),
         Some(gw6)
     );
-    let d = start_with(&node, &config, &[], ADMIN);
+    let d = start_with(&node, &config, &[], "info,strait=debug");
     eventually(
         "STRICT refuses the outsider",
         || tcp_from(&outsider, p4) == "error ConnectionRefused",
@@ -953,7 +767,12 @@ fn kubelet_probes_from_the_node_pass_a_strict_pod_and_other_plain_text_does_not(
     std::fs::remove_file(config.join("ap.yaml")).unwrap();
     write_atomic(&config, "pa.yaml", STRICT_SERVER);
     drop(d);
-    let d = start_with(&node, &config, &["--no-probe-exemption"], ADMIN);
+    let d = start_with(
+        &node,
+        &config,
+        &["--no-probe-exemption"],
+        "info,strait=debug",
+    );
     eventually(
         "without the exemption the node's probe is refused",
         || from_node(p4) == "error ConnectionRefused",

@@ -4,49 +4,21 @@
 //! the node's namespace. The daemon becomes ready from the API server's
 //! objects, and watch events — a namespace label flip, a Service deleted
 //! and added back — change what it serves without a restart.
-use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use strait_tests::fake_apiserver::FakeApiServer;
-use strait_tests::node::{Node, PodSpec, ServiceDef, ServicePort};
+use strait_tests::node::echo::{self, Then};
+use strait_tests::node::{Daemon, Node, PodSpec, ServiceDef, ServicePort};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
-
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// Probes from pod `client` until `want(line)` holds (30 s at most: the
+/// machine may be loaded); returns the last line.
 fn probe_until(node: &Node, addr: SocketAddr, want: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = node
-            .pod("default", "client")
-            .unwrap()
-            .command(PROBE)
-            .unwrap()
-            .args(["tcp", &addr.to_string()])
-            .output()
-            .unwrap();
-        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if want(&line) || Instant::now() > deadline {
-            return line;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+    let client = node.pod("default", "client").unwrap();
+    client.probe_until(addr, Duration::from_secs(30), want)
 }
 
 /// Every document of the node's config files.
@@ -96,19 +68,9 @@ fn strait_run_kubeconfig_serves_the_api_servers_objects_and_follows_watch_events
     let vip = SocketAddr::from((vip, 7000));
     let client_ip = node.pod("default", "client").unwrap().ip;
     let server = node.pod("default", "server").unwrap();
-    let listener = server
-        .run_in(|| TcpListener::bind((server.ip, 7000)))
-        .unwrap()
-        .unwrap();
-    std::thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let peer = s
-                .peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default();
-            let _ = writeln!(s, "hello from server to {peer}");
-        }
-    });
+    let l = echo::listen(&server.netns, (server.ip, 7000)).unwrap();
+    let greet = |peer: SocketAddr| format!("hello from server to {}", peer.ip());
+    echo::tcp(l, greet, Then::Close);
 
     // The API server: the node's objects, served inside the node.
     let config = node.tmp_dir().join("config");
@@ -144,21 +106,10 @@ fn strait_run_kubeconfig_serves_the_api_servers_objects_and_follows_watch_events
     )
     .unwrap();
 
-    let log = node.tmp_dir().join("strait.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let daemon = node
-        .strait_run_kube(
-            &strait_tests::demo::mesh::sibling("strait").unwrap(),
-            &kubeconfig,
-        )
-        .unwrap()
+    let mut daemon = Daemon::on_kube(&node, &kubeconfig)
         .args(["--admin", "127.0.0.1:15000", "--no-access-log"])
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let mut daemon = Daemon(daemon);
     let greeting = format!("hello from server to {client_ip}");
     let hello = |l: &str| l == greeting;
 
@@ -167,14 +118,12 @@ fn strait_run_kubeconfig_serves_the_api_servers_objects_and_follows_watch_events
         line,
         greeting,
         "not serving the API server's objects:\n{}",
-        log_tail(&log)
+        daemon.log_tail(30)
     );
     assert!(
-        std::fs::read_to_string(&log)
-            .unwrap()
-            .contains("API server in sync"),
+        daemon.log().contains("API server in sync"),
         "{}",
-        log_tail(&log)
+        daemon.log_tail(30)
     );
 
     // A namespace label flip through a watch event: capture off, then on.
@@ -184,14 +133,14 @@ fn strait_run_kubeconfig_serves_the_api_servers_objects_and_follows_watch_events
     assert!(
         line.starts_with("error"),
         "still captured: {line}\n{}",
-        log_tail(&log)
+        daemon.log_tail(30)
     );
     api.apply(ns(json!({"istio.io/dataplane-mode": "ambient"})));
     assert_eq!(
         probe_until(&node, vip, hello),
         greeting,
         "{}",
-        log_tail(&log)
+        daemon.log_tail(30)
     );
 
     // The Service deleted: its VIP goes from the kernel; added back: it returns.
@@ -211,10 +160,10 @@ fn strait_run_kubeconfig_serves_the_api_servers_objects_and_follows_watch_events
         probe_until(&node, vip, hello),
         greeting,
         "{}",
-        log_tail(&log)
+        daemon.log_tail(30)
     );
 
-    assert!(daemon.0.try_wait().unwrap().is_none(), "{}", log_tail(&log));
-    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(daemon.running(), "{}", daemon.log_tail(30));
+    let text = daemon.log();
     assert_eq!(text.matches("strait is serving").count(), 1, "restarted");
 }

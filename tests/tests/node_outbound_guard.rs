@@ -4,28 +4,12 @@
 //! a pod of this node that opted out of the mesh; a pod joining the mesh is
 //! let in without a restart.
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Stdio};
+
 use std::time::{Duration, Instant};
 
-use strait_tests::node::{link, Node, PodSpec};
+use strait_tests::node::{link, Daemon, Node, PodSpec};
 
 const ADMIN: &str = "127.0.0.1:15000";
-
-/// Kills the daemon on drop (before the nodes go).
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
 
 /// Whether a TCP handshake with `addr` completes within 2 s.
 fn handshake(addr: SocketAddr) -> bool {
@@ -70,22 +54,11 @@ fn the_outbound_listener_answers_this_nodes_meshed_pods_only() {
     link(&a, &b).unwrap();
     let config = a.tmp_dir().join("config");
     a.write_config(&config).unwrap();
-    let log = a.tmp_dir().join("strait.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let daemon = a
-        .strait_run(
-            &strait_tests::demo::mesh::sibling("strait").unwrap(),
-            &config,
-        )
-        .unwrap()
+    let daemon = Daemon::on(&a, &config)
         .args(["--admin", ADMIN, "--no-access-log"])
         .env("RUST_LOG", "strait=debug")
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let _daemon = Daemon(daemon);
     let outbound = SocketAddr::V4(a.outbound_addr());
 
     // This node's meshed pod reaches the listener (a connection the kernel
@@ -94,7 +67,7 @@ fn the_outbound_listener_answers_this_nodes_meshed_pods_only() {
     assert!(
         until(true, || from_pod(&a, "client", outbound)),
         "the meshed pod cannot reach the outbound listener:\n{}",
-        log_tail(&log)
+        daemon.log_tail(30)
     );
     // The node itself does too (loopback and its own address).
     assert!(a.run_in(|| handshake(outbound)).unwrap());
@@ -102,7 +75,7 @@ fn the_outbound_listener_answers_this_nodes_meshed_pods_only() {
     assert!(
         !b.run_in(|| handshake(outbound)).unwrap(),
         "another node completed a handshake with the outbound listener:\n{}",
-        log_tail(&log)
+        daemon.log_tail(30)
     );
     // Nor does this node's opted-out pod.
     assert!(!from_pod(&a, "outsider", outbound));
@@ -112,7 +85,7 @@ fn the_outbound_listener_answers_this_nodes_meshed_pods_only() {
     assert!(
         until(true, || from_pod(&a, "outsider", outbound)),
         "a pod that joined the mesh is still refused:\n{}",
-        log_tail(&log)
+        daemon.log_tail(30)
     );
     // Node B still is not.
     assert!(!b.run_in(|| handshake(outbound)).unwrap());

@@ -313,26 +313,16 @@ fn istio_security_tasks_on_a_node() {
     );
 }
 
-/// Stops `strait run` (SIGKILL) when the test ends, pass or fail.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// "Authorization for TCP traffic": tcp-echo on ports 9000 and 9001; an
 /// ALLOW policy on port 9000 closes 9001 connections; an ALLOW rule with
 /// HTTP-only fields allows nothing on TCP; a DENY rule with HTTP-only
 /// fields denies its port.
 #[test]
 fn istio_tcp_authorization_task_on_a_node() {
-    use std::io::Write;
-    use std::net::{SocketAddr, TcpListener};
+    use std::net::SocketAddr;
     use std::time::{Duration, Instant};
-    use strait_tests::node::{Node, PodSpec, ServiceDef, ServicePort};
+    use strait_tests::node::echo::{self, Then};
+    use strait_tests::node::{Daemon, Node, PodSpec, ServiceDef, ServicePort};
 
     let name = "istio_tcp_authorization_task_on_a_node";
     let Some(p) = strait_tests::privileged::require(name) else {
@@ -360,60 +350,27 @@ fn istio_tcp_authorization_task_on_a_node() {
     })
     .unwrap();
     // tcp-echo: answers every connection with "hello <port>".
-    let echo = node.pod("default", "tcp-echo").unwrap().clone();
+    let server = node.pod("default", "tcp-echo").unwrap();
     for n in [9000u16, 9001] {
-        let l = echo
-            .run_in(|| TcpListener::bind(SocketAddr::from((echo.ip, n))))
-            .unwrap()
-            .unwrap();
-        std::thread::spawn(move || {
-            for mut s in l.incoming().map_while(Result::ok) {
-                let _ = writeln!(s, "hello {n}");
-            }
-        });
+        let l = echo::listen(&server.netns, (server.ip, n)).unwrap();
+        echo::tcp(l, move |_| format!("hello {n}"), Then::Close);
     }
     let dir = node.tmp_dir().join("config");
     node.write_config(&dir).unwrap();
-    let log = node.tmp_dir().join("strait.log");
-    let f = std::fs::File::create(&log).unwrap();
-    let strait = demo::mesh::sibling("strait").unwrap();
-    let _daemon = Daemon(
-        node.strait_run(&strait, &dir)
-            .unwrap()
-            .args(["--admin", demo::mesh::ADMIN])
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .unwrap(),
-    );
+    let daemon = Daemon::on(&node, &dir)
+        .args(["--admin", demo::mesh::ADMIN])
+        .spawn()
+        .unwrap();
     let admin: SocketAddr = demo::mesh::ADMIN.parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !matches!(
-        node.run_in(|| strait_tests::node::http::get(admin, "localhost", "/ready", &[])),
-        Ok(Ok((200, _)))
-    ) {
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.wait_ready(&node, admin, Duration::from_secs(20));
     let vip = node
         .service("default", "tcp-echo")
         .unwrap()
         .cluster_ip
         .unwrap();
     let probe = |n: u16| {
-        let out = node
-            .pod("default", "client")
-            .unwrap()
-            .command(env!("CARGO_BIN_EXE_strait-probe"))
-            .unwrap()
-            .args(["tcp", &format!("{vip}:{n}")])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        let client = node.pod("default", "client").unwrap();
+        client.probe(SocketAddr::from((vip, n)))
     };
     // Applies a policy file and waits until the daemon answers as `ready`
     // says (a reload takes well under a second; allow 10 s).
@@ -426,7 +383,7 @@ fn istio_tcp_authorization_task_on_a_node() {
             assert!(
                 Instant::now() < deadline,
                 "policy not in force after 10 s:\n{yaml}\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                daemon.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -466,7 +423,7 @@ fn istio_tcp_authorization_task_on_a_node() {
         &|| probe(9001) == "hello 9001",
     );
     assert!(!probe(9000).contains("hello"));
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = daemon.log();
     assert!(
         text.lines()
             .any(|l| l.contains(" RBAC ") && l.contains("tcp-echo")),

@@ -41,10 +41,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::counted::Counted;
-use super::http::authz::{ext_authz_reply, RBAC_DENIED};
+use super::http::authz::{ask_custom, CustomCheck, RBAC_DENIED};
 use super::local_reply::local_reply;
 use super::Shared;
-use crate::policy::ext_authz::Verdict;
 use crate::policy::{
     self, Guard, GuardEntry, HttpRequest, Outcome, PeerIdentity, Request as PolicyRequest,
 };
@@ -455,38 +454,27 @@ async fn request(
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .to_string();
-            let mut on_allow = Vec::new();
-            for (x, policy) in ask {
-                match x
-                    .check(conn.dst.ip(), req.method(), &pq, &host, req.headers())
-                    .await
-                {
-                    Verdict::Allow(h) => on_allow.extend(h),
-                    Verdict::Deny {
-                        status,
-                        headers,
-                        body,
-                        error,
-                    } => {
-                        rec.response_flags
-                            .insert(ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE);
-                        rec.response_code_details = Some(if error.is_some() {
-                            "ext_authz_error"
-                        } else {
-                            "ext_authz_denied"
-                        });
-                        tracing::debug!(
-                            source = %peer, destination = %dst, %policy, provider = %x.name, %status, ?error,
-                            "inbound request denied by the external authorizer of a CUSTOM AuthorizationPolicy"
-                        );
-                        rec.response_code = status.as_u16();
-                        finish(&shared, rec, start);
-                        return ext_authz_reply(status, headers, body);
+            let at = format!("inbound {dst}");
+            let check = CustomCheck {
+                on_behalf_of: conn.dst.ip(),
+                method: req.method(),
+                path_and_query: &pq,
+                host: &host,
+                headers: req.headers(),
+                peer,
+                at: &at,
+            };
+            match ask_custom(ask, check, &mut rec).await {
+                Ok(on_allow) => {
+                    for (n, v) in on_allow {
+                        req.headers_mut().insert(n, v);
                     }
                 }
-            }
-            for (n, v) in on_allow {
-                req.headers_mut().insert(n, v);
+                Err(reply) => {
+                    rec.response_code = reply.status().as_u16();
+                    finish(&shared, rec, start);
+                    return reply;
+                }
             }
             *then
         }

@@ -112,3 +112,22 @@ pub fn contains(frames: &[Vec<u8>], needle: &[u8]) -> bool {
         .iter()
         .any(|f| f.windows(needle.len()).any(|w| w == needle))
 }
+
+/// Asserts that `frames` (captured on a link between nodes) show traffic
+/// that crossed only through HBONE: none of `plaintext`, TCP to port 15008
+/// (0x3aa0) and TLS application-data records (0x17 0x03 0x03).
+pub fn assert_hbone_only(frames: &[Vec<u8>], plaintext: &[u8]) {
+    assert!(
+        !contains(frames, plaintext),
+        "the payload crossed the link in plaintext"
+    );
+    assert!(
+        contains(frames, &[0x3a, 0xa0]),
+        "{} frames, none to 15008",
+        frames.len()
+    );
+    assert!(
+        contains(frames, &[0x17, 0x03, 0x03]),
+        "no TLS application data on the link"
+    );
+}

@@ -84,3 +84,20 @@ fn read_chunked(r: &mut impl BufRead) -> anyhow::Result<Vec<u8>> {
         body.extend_from_slice(&chunk[..n]);
     }
 }
+
+/// `curl -gsS -m 10 -o - -w "\n%{http_code}" <args>` run by `cmd` (a
+/// [`super::Pod::command`] or [`super::Node::command`] of `curl`, so it runs
+/// in that namespace and cgroup): (status, body); status 0 when no HTTP
+/// answer came (refused, reset, timed out).
+pub fn curl(mut cmd: std::process::Command, args: &[&str]) -> (u16, String) {
+    let out = cmd
+        .args(["-gsS", "-m", "10", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output();
+    let Ok(out) = out else {
+        return (0, String::new());
+    };
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}

@@ -25,6 +25,8 @@ mod bpffs;
 pub mod capture;
 mod cgroups;
 pub mod config;
+mod daemon;
+pub mod echo;
 pub mod http;
 pub mod ipam;
 pub mod kube;
@@ -41,6 +43,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
+pub use daemon::{Daemon, DaemonBuilder, Guard, MeshCa, Stop, WAIT};
 pub use kube::{DeploymentDef, Platform, ServiceDef, ServicePort, TargetPort};
 pub use link::link;
 pub use pod::{Pod, PodSpec};
@@ -418,6 +421,13 @@ impl Node {
         let mut cmd = Command::new(program);
         netns::enter(&mut cmd, &self.netns, Some(&self.cgroup.join("node")))?;
         Ok(cmd)
+    }
+
+    /// One TCP connection from the node (its namespace, outside the pods
+    /// cgroup: as kubelet or another node process dials) to `addr` with
+    /// `strait-probe tcp`: see [`Pod::probe`].
+    pub fn probe(&self, addr: std::net::SocketAddr) -> String {
+        pod::probe_with(|probe| self.command(probe), addr)
     }
 
     /// Where this node's daemon should listen for redirected connections:

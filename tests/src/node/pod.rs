@@ -91,8 +91,59 @@ impl Pod {
         netns::run_in(&self.netns, f)
     }
 
+    /// One TCP connection from this pod (its namespace and cgroup, so the
+    /// daemon's capture sees it) to `addr` with `strait-probe tcp`: the
+    /// first line the server sent, trimmed, or `error <kind>` (e.g.
+    /// `error ConnectionRefused`).
+    pub fn probe(&self, addr: std::net::SocketAddr) -> String {
+        probe_with(|probe| self.command(probe), addr)
+    }
+
+    /// [`Pod::probe`] every 100 ms until `want` holds of its answer or
+    /// `limit` has passed; returns the last answer (so the caller's
+    /// assertion shows what it got).
+    pub fn probe_until(
+        &self,
+        addr: std::net::SocketAddr,
+        limit: std::time::Duration,
+        want: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let line = self.probe(addr);
+            if want(&line) || std::time::Instant::now() > deadline {
+                return line;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Starts a process in the pod's cgroup, as Kubernetes' pause
+    /// container: the daemon finds the pod's network namespace through it.
+    /// Killed and reaped when the guard drops.
+    pub fn pause(&self) -> anyhow::Result<super::Guard> {
+        let child = self.command("sleep")?.arg("600").spawn()?;
+        Ok(super::Guard::kill_on_drop(child))
+    }
+
     /// The processes in the pod's cgroup.
     pub fn pids(&self) -> Vec<i32> {
         super::cgroups::pids(&self.cgroup)
+    }
+}
+
+/// `strait-probe tcp <addr>` run by the command `make` builds for the
+/// probe binary (a [`Pod::command`] or [`super::Node::command`]): the first
+/// line the server sent, trimmed, or `error <kind>`.
+pub(super) fn probe_with(
+    make: impl FnOnce(std::path::PathBuf) -> anyhow::Result<Command>,
+    addr: std::net::SocketAddr,
+) -> String {
+    let out = crate::demo::mesh::sibling("strait-probe")
+        .and_then(make)
+        .and_then(|mut c| Ok(c.args(["tcp", &addr.to_string()]).output()?));
+    match out {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        Err(e) => format!("error running strait-probe: {e:#}"),
     }
 }

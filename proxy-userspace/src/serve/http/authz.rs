@@ -6,7 +6,7 @@
 //! single pointer check. A CUSTOM policy's external authorizer is asked
 //! from [`check_request`] (the only await on this path).
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
@@ -117,12 +117,79 @@ async fn ask_external(
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
     let headers = parts.headers.to_map();
+    let check = CustomCheck {
+        on_behalf_of: peer.ip(),
+        method: &parts.method,
+        path_and_query: &pq,
+        host: &host,
+        headers: &headers,
+        peer,
+        at: cluster,
+    };
+    match ask_custom(ask, check, rec).await {
+        Ok(upstream) => {
+            for (n, v) in upstream {
+                parts.headers.insert(n, v);
+            }
+        }
+        Err(reply) => return Some(reply),
+    }
+    match apply(then, peer, cluster, parts, grpc, rec) {
+        Step::Done(r) => r,
+        // `then` never asks again (enforce wraps once).
+        Step::Ask(..) => Some(local_reply(StatusCode::FORBIDDEN, RBAC_DENIED, grpc)),
+    }
+}
+
+/// One request as a CUSTOM policy's external authorizers are asked about
+/// it ([`ask_custom`]).
+pub(crate) struct CustomCheck<'a> {
+    /// The local workload the check is made for (the source of a tunnel
+    /// to a meshed authorizer): the client pod on the route path, the
+    /// destination pod on the inbound policy listener.
+    pub on_behalf_of: IpAddr,
+    /// The request's method.
+    pub method: &'a http::Method,
+    /// Its path and query, as the authorizer's check request carries it.
+    pub path_and_query: &'a str,
+    /// Its authority.
+    pub host: &'a str,
+    /// Its headers (those the provider includes are sent).
+    pub headers: &'a http::HeaderMap,
+    /// The downstream client, for the log line.
+    pub peer: SocketAddr,
+    /// Where the check is made, for the log line: the cluster, or
+    /// `inbound` on the inbound policy listener.
+    pub at: &'a str,
+}
+
+/// Asks each CUSTOM policy's authorizer in `ask` in turn, before any DENY
+/// or ALLOW policy (Istio's order; Envoy's `ext_authz` filter before
+/// `rbac`). All allow: the headers they return for the upstream
+/// (`headersToUpstreamOnAllow`), for the caller to set. The first deny
+/// ends it: `rec` gets flag `UAEX` and the details `ext_authz_denied`
+/// (`ext_authz_error` when the check itself failed and `statusOnError`
+/// answers), and the reply is the authorizer's ([`ext_authz_reply`]); the
+/// caller records the reply's status. Shared by the route path
+/// ([`check_request`]) and the inbound policy listener
+/// (`serve::inbound`).
+pub(crate) async fn ask_custom(
+    ask: Vec<(Arc<ExtAuthz>, Arc<str>)>,
+    check: CustomCheck<'_>,
+    rec: &mut AccessLogRecord,
+) -> Result<Vec<(HeaderName, HeaderValue)>, Response<ProxyBody>> {
     let mut upstream = Vec::new();
     for (x, policy) in ask {
-        match x
-            .check(peer.ip(), &parts.method, &pq, &host, &headers)
-            .await
-        {
+        let verdict = x
+            .check(
+                check.on_behalf_of,
+                check.method,
+                check.path_and_query,
+                check.host,
+                check.headers,
+            )
+            .await;
+        match verdict {
             Verdict::Allow(h) => upstream.extend(h),
             Verdict::Deny {
                 status,
@@ -138,21 +205,14 @@ async fn ask_external(
                     "ext_authz_denied"
                 });
                 tracing::debug!(
-                    source = %peer, cluster, %policy, provider = %x.name, %status, ?error,
+                    source = %check.peer, at = check.at, %policy, provider = %x.name, %status, ?error,
                     "request denied by the external authorizer of a CUSTOM AuthorizationPolicy"
                 );
-                return Some(ext_authz_reply(status, headers, body));
+                return Err(ext_authz_reply(status, headers, body));
             }
         }
     }
-    for (n, v) in upstream {
-        parts.headers.insert(n, v);
-    }
-    match apply(then, peer, cluster, parts, grpc, rec) {
-        Step::Done(r) => r,
-        // `then` never asks again (enforce wraps once).
-        Step::Ask(..) => Some(local_reply(StatusCode::FORBIDDEN, RBAC_DENIED, grpc)),
-    }
+    Ok(upstream)
 }
 
 /// The client's reply when an external authorizer denies: its status,
@@ -436,3 +496,6 @@ pub fn check_hbone(
     }
     d.allowed
 }
+
+#[cfg(test)]
+mod tests;
