@@ -35,6 +35,7 @@ mod uplink;
 mod xdp;
 mod xlb;
 mod xlb6;
+mod xlb_book;
 mod xlb_table;
 
 pub use bpffs::{ensure_mounted as ensure_bpffs, is_bpffs, DEFAULT_BPFFS};

@@ -20,10 +20,11 @@ use aya::{
 };
 use proxy_common::{
     ipv4_to_be, port_to_be, proto, MaglevTable, XlbConfig, XlbReal, XlbStats, XlbVip, XlbVipBucket,
-    XlbVipKey, MAGLEV_TABLE_SIZE, MAX_XLB_REALS, MAX_XLB_VIPS, XLB_ADDRESS_ONLY,
+    XlbVipKey, MAX_XLB_REALS, MAX_XLB_VIPS, XLB_ADDRESS_ONLY,
 };
 use strait_config::snapshot::L4Protocol;
 
+use super::xlb_book::{family_entries, Reals, Rings};
 use super::xlb_table::VipTable;
 
 /// One external VIP (a Service's `externalIPs` entry or
@@ -53,19 +54,11 @@ pub fn external_vips(
 ) -> (Vec<ExternalVip>, Vec<String>) {
     let mut out = Vec::new();
     let mut skipped = Vec::new();
-    for s in services {
-        let std::net::IpAddr::V4(vip) = s.vip else {
-            continue;
-        };
-        let reals: Vec<(Ipv4Addr, u32)> = s
-            .nodes
-            .iter()
-            .filter_map(|(a, w)| match a {
-                std::net::IpAddr::V4(a) => Some((*a, *w)),
-                std::net::IpAddr::V6(_) => None,
-            })
-            .collect();
-        let unplaced = s.unplaced as usize + s.nodes.len() - reals.len();
+    let v4 = |a| match a {
+        std::net::IpAddr::V4(a) => Some(a),
+        std::net::IpAddr::V6(_) => None,
+    };
+    for (s, vip, reals, unplaced) in family_entries(services, v4) {
         if unplaced > 0 {
             skipped.push(format!(
                 "Service {} external VIP {vip}:{}: {unplaced} endpoint(s) left out of the XDP ring: \
@@ -104,23 +97,28 @@ pub struct XlbReport {
     pub reals: usize,
 }
 
+/// Ring ids of IPv4 VIPs start at 1: 0 is never a ring, see
+/// [`proxy_common::XlbVipSlot`].
+const FIRST_RING: u32 = 1;
+
 /// The XDP balancer's tables, as last written.
-#[derive(Default)]
 pub struct ExternalVips {
-    reals: HashMap<Ipv4Addr, u32>,
-    free_reals: Vec<u32>,
-    next_real: u32,
-    rings: HashMap<XlbVipKey, u32>,
-    /// The next ring id never used (ids start at 1: 0 is never a ring, see
-    /// [`proxy_common::XlbVipSlot`]).
-    next_ring: u32,
-    free_rings: Vec<u32>,
+    reals: Reals<Ipv4Addr>,
+    rings: Rings<XlbVipKey, Ipv4Addr>,
     markers: HashSet<u32>,
-    /// Healthy reals each ring was last built from: an unchanged VIP's
-    /// ring is not rebuilt (a reload costs only the VIPs it changes).
-    built: HashMap<XlbVipKey, Vec<(Ipv4Addr, u32)>>,
     /// The VIP table as written.
     table: VipTable,
+}
+
+impl Default for ExternalVips {
+    fn default() -> Self {
+        Self {
+            reals: Reals::default(),
+            rings: Rings::new(FIRST_RING),
+            markers: HashSet::new(),
+            table: VipTable::default(),
+        }
+    }
 }
 
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
@@ -221,42 +219,27 @@ impl ExternalVips {
         let table: Array<_, XlbVipBucket> = Array::try_from(map(proxy_common::XLB_VIPS)?)?;
         out.table = VipTable::read(&table)?;
         let reals: Array<_, XlbReal> = Array::try_from(map(proxy_common::XLB_REALS)?)?;
-        let mut used = Vec::new();
-        for (i, r) in reals.iter().enumerate() {
+        out.reals = Reals::recover(reals.iter().map(|r| {
             let r = r.context("reading XLB_REALS")?;
-            if r.ip != 0 {
-                out.reals
-                    .insert(Ipv4Addr::from(u32::from_be(r.ip)), i as u32);
-                used.push(i as u32);
-            }
-        }
-        out.next_real = used.iter().max().map_or(0, |m| m + 1);
-        out.free_reals = (0..out.next_real).filter(|i| !used.contains(i)).collect();
+            Ok((r.ip != 0).then(|| Ipv4Addr::from(u32::from_be(r.ip))))
+        }))?;
+        let mut ids = HashMap::new();
         for (k, v) in out.table.entries() {
             if v.ring == XLB_ADDRESS_ONLY {
                 out.markers.insert(k.vip);
             } else if v.ring != 0 {
-                out.rings.insert(k, v.ring);
+                ids.insert(k, v.ring);
             }
         }
         let rings: BpfHashMap<_, u32, MaglevTable> =
             BpfHashMap::try_from(map(proxy_common::XLB_RINGS)?)?;
-        let referenced: HashSet<u32> = out.rings.values().copied().collect();
         let stored: Vec<u32> = rings
             .keys()
             .collect::<Result<_, _>>()
             .context("reading XLB_RINGS")?;
-        out.next_ring = referenced
-            .iter()
-            .chain(stored.iter())
-            .max()
-            .map_or(1, |m| m + 1);
-        // Ids no VIP uses are free (a ring left without its VIP is removed
-        // at the next apply); 0 included, so a ring 0 an earlier build left
-        // is removed, never reused.
-        out.free_rings = (0..out.next_ring)
-            .filter(|r| !referenced.contains(r))
-            .collect();
+        // Ids no VIP uses are free, 0 included, so a ring 0 an earlier
+        // build left is removed, never reused.
+        out.rings = Rings::recover(FIRST_RING, ids, &stored);
         Ok(out)
     }
 
@@ -292,23 +275,19 @@ impl ExternalVips {
             if v.ring == XLB_ADDRESS_ONLY {
                 self.markers.insert(key.vip);
             } else {
-                if v.ring == 0 || self.rings.values().any(|r| *r == v.ring) {
+                if v.ring == 0 || self.rings.uses(v.ring) {
                     // A new id with a copy of the ring, so new flows keep
                     // being balanced; the old id is freed (and its ring
                     // removed) at the next apply.
-                    let id = self.next_ring.max(1);
-                    self.next_ring = id + 1;
+                    let id = self.rings.fresh_id();
                     let mut rings: BpfHashMap<_, u32, MaglevTable> =
                         BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS)?)?;
                     if let Ok(ring) = rings.get(&v.ring, 0) {
                         rings.insert(id, ring, 0).context("XLB_RINGS is full")?;
                     }
                     v.ring = id;
-                } else {
-                    self.free_rings.retain(|r| *r != v.ring);
-                    self.next_ring = self.next_ring.max(v.ring + 1);
                 }
-                self.rings.insert(XlbVipKey { pad: 0, ..key }, v.ring);
+                self.rings.adopt(XlbVipKey { pad: 0, ..key }, v.ring);
             }
             let mut table: Array<_, XlbVipBucket> =
                 Array::try_from(map_mut(ebpf, proxy_common::XLB_VIPS)?)?;
@@ -327,9 +306,9 @@ impl ExternalVips {
     /// [`MAX_XLB_VIPS`] entries or [`MAX_XLB_REALS`] reals, a map update
     /// refused. The tables then hold what was written before the error.
     pub fn apply(&mut self, ebpf: &mut Ebpf, vips: &[ExternalVip]) -> anyhow::Result<XlbReport> {
-        let mut want: BTreeMap<XlbVipKey, &ExternalVip> = BTreeMap::new();
+        let mut want: BTreeMap<XlbVipKey, &[(Ipv4Addr, u32)]> = BTreeMap::new();
         for v in vips {
-            if want.insert(vip_key(v), v).is_some() {
+            if want.insert(vip_key(v), &v.reals).is_some() {
                 bail!(
                     "external VIP {}:{}/{:?} is listed twice",
                     v.vip,
@@ -349,101 +328,26 @@ impl ExternalVips {
         // Reals first, so rings never name an index without an address.
         let listed: HashSet<Ipv4Addr> = want
             .values()
-            .flat_map(|v| v.reals.iter().map(|(a, _)| *a))
+            .flat_map(|reals| reals.iter().map(|(a, _)| *a))
             .collect();
         {
             let mut reals: Array<_, XlbReal> =
                 Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS)?)?;
-            let mut new: Vec<Ipv4Addr> = listed
-                .iter()
-                .filter(|a| !self.reals.contains_key(a))
-                .copied()
-                .collect();
-            new.sort();
-            for a in new {
-                // Fresh indexes before reused ones: a flow still pinned to a
-                // freed index must not land on an unrelated node.
-                let i = if self.next_real < MAX_XLB_REALS {
-                    self.next_real += 1;
-                    self.next_real - 1
-                } else if let Some(i) = self.free_reals.pop() {
-                    i
-                } else {
-                    bail!("more than {MAX_XLB_REALS} XDP balancer reals");
+            self.reals.add(&listed, MAX_XLB_REALS, "reals", |i, a| {
+                let real = XlbReal {
+                    ip: ipv4_to_be(u32::from(a)),
+                    flags: 0,
                 };
-                reals.set(
-                    i,
-                    XlbReal {
-                        ip: ipv4_to_be(u32::from(a)),
-                        flags: 0,
-                    },
-                    0,
-                )?;
-                self.reals.insert(a, i);
-            }
+                Ok(reals.set(i, real, 0)?)
+            })?;
         }
         let mut report = XlbReport::default();
         {
             let mut rings: BpfHashMap<_, u32, MaglevTable> =
                 BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS)?)?;
-            let mut table = Box::new(MaglevTable {
-                slots: [0; MAGLEV_TABLE_SIZE as usize],
-            });
-            for (key, v) in &want {
-                let ring = match self.rings.get(key) {
-                    Some(r) => *r,
-                    None => {
-                        // Never id 0 (an earlier build's ring 0 stays
-                        // listed as free until it is removed below).
-                        let reuse = self.free_rings.iter().rposition(|r| *r != 0);
-                        let r = match reuse {
-                            Some(i) => self.free_rings.remove(i),
-                            None => {
-                                self.next_ring = self.next_ring.max(1) + 1;
-                                self.next_ring - 1
-                            }
-                        };
-                        self.rings.insert(*key, r);
-                        r
-                    }
-                };
-                let mut healthy: Vec<(Ipv4Addr, u32)> =
-                    v.reals.iter().filter(|(_, w)| *w > 0).copied().collect();
-                healthy.sort();
-                healthy.dedup_by_key(|(a, _)| *a);
-                if healthy.is_empty() {
-                    let _ = rings.remove(&ring);
-                    self.built.remove(key);
-                    report.without_reals += 1;
-                    continue;
-                }
-                if self.built.get(key) == Some(&healthy) {
-                    continue;
-                }
-                let perms: Vec<(u64, u64)> = healthy
-                    .iter()
-                    .map(|(a, _)| {
-                        proxy_common::maglev::permutation(
-                            a.to_string().as_bytes(),
-                            MAGLEV_TABLE_SIZE,
-                        )
-                    })
-                    .collect();
-                let mut next = vec![0u64; healthy.len()];
-                proxy_common::maglev::populate(
-                    &perms,
-                    |i| healthy[i].1,
-                    &mut next,
-                    &mut table.slots,
-                );
-                for s in table.slots.iter_mut() {
-                    *s = self.reals[&healthy[*s as usize].0];
-                }
-                rings
-                    .insert(ring, table.as_ref(), 0)
-                    .context("XLB_RINGS is full")?;
-                self.built.insert(*key, healthy);
-            }
+            report.without_reals =
+                self.rings
+                    .build(&mut rings, proxy_common::XLB_RINGS, &want, &self.reals)?;
         }
         {
             let mut map: Array<_, XlbVipBucket> =
@@ -455,24 +359,14 @@ impl ExternalVips {
                 pad: 0,
             };
             // Gone entries first: their slots are free for the new ones.
-            let gone: Vec<XlbVipKey> = self
-                .rings
-                .keys()
-                .filter(|k| !want.contains_key(k))
-                .copied()
-                .collect();
-            for k in gone {
+            for k in self.rings.remove_unwanted(&want) {
                 self.table.remove(&mut map, &k)?;
-                self.built.remove(&k);
-                if let Some(r) = self.rings.remove(&k) {
-                    self.free_rings.push(r);
-                }
             }
             for a in self.markers.difference(&addrs) {
                 self.table.remove(&mut map, &marker(*a))?;
             }
             for key in want.keys() {
-                let ring = self.rings[key];
+                let ring = self.rings.id(key).expect("every wanted VIP has a ring");
                 self.table.set(&mut map, key, XlbVip { ring, flags: 0 })?;
             }
             for a in &addrs {
@@ -491,24 +385,11 @@ impl ExternalVips {
             // Rings of removed VIPs, then reals no VIP lists any more.
             let mut rings: BpfHashMap<_, u32, MaglevTable> =
                 BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS)?)?;
-            for r in &self.free_rings {
-                let _ = rings.remove(r);
-            }
-            self.free_rings.retain(|r| *r != 0);
+            self.rings.remove_free(&mut rings);
             let mut reals: Array<_, XlbReal> =
                 Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS)?)?;
-            let gone: Vec<Ipv4Addr> = self
-                .reals
-                .keys()
-                .filter(|a| !listed.contains(a))
-                .copied()
-                .collect();
-            for a in gone {
-                if let Some(i) = self.reals.remove(&a) {
-                    reals.set(i, XlbReal::default(), 0)?;
-                    self.free_reals.push(i);
-                }
-            }
+            self.reals
+                .remove_unlisted(&listed, |i| Ok(reals.set(i, XlbReal::default(), 0)?))?;
         }
         report.vips = want.len();
         report.reals = self.reals.len();

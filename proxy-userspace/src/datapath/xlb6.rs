@@ -19,10 +19,12 @@ use aya::{
     Ebpf,
 };
 use proxy_common::{
-    port_to_be, proto, MaglevTable, XlbConfig6, XlbReal6, XlbVip, XlbVipKey6, MAGLEV_TABLE_SIZE,
-    MAX_XLB_REALS6, MAX_XLB_VIPS6, XLB_ADDRESS_ONLY,
+    port_to_be, proto, MaglevTable, XlbConfig6, XlbReal6, XlbVip, XlbVipKey6, MAX_XLB_REALS6,
+    MAX_XLB_VIPS6, XLB_ADDRESS_ONLY,
 };
 use strait_config::snapshot::L4Protocol;
+
+use super::xlb_book::{family_entries, Reals, Rings};
 
 /// One external IPv6 VIP on one port: where its packets go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,19 +50,11 @@ pub fn external_vips6(
 ) -> (Vec<ExternalVip6>, Vec<String>) {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
-    for s in services {
-        let std::net::IpAddr::V6(vip) = s.vip else {
-            continue;
-        };
-        let reals: Vec<(Ipv6Addr, u32)> = s
-            .nodes
-            .iter()
-            .filter_map(|(a, w)| match a {
-                std::net::IpAddr::V6(a) => Some((*a, *w)),
-                std::net::IpAddr::V4(_) => None,
-            })
-            .collect();
-        let unplaced = s.unplaced as usize + s.nodes.len() - reals.len();
+    let v6 = |a| match a {
+        std::net::IpAddr::V6(a) => Some(a),
+        std::net::IpAddr::V4(_) => None,
+    };
+    for (s, vip, reals, unplaced) in family_entries(services, v6) {
         if unplaced > 0 {
             warnings.push(format!(
                 "Service {} external VIP [{vip}]:{}: {unplaced} endpoint(s) left out of the XDP ring: \
@@ -124,17 +118,24 @@ fn marker(vip: [u8; 16]) -> XlbVipKey6 {
     }
 }
 
+/// Ring ids of IPv6 VIPs start at 0 (their VIP table is a hash map).
+const FIRST_RING: u32 = 0;
+
 /// The IPv6 balancer's tables, as last written.
-#[derive(Default)]
 pub struct ExternalVips6 {
-    reals: HashMap<Ipv6Addr, u32>,
-    free_reals: Vec<u32>,
-    next_real: u32,
-    rings: HashMap<XlbVipKey6, u32>,
-    next_ring: u32,
-    free_rings: Vec<u32>,
+    reals: Reals<Ipv6Addr>,
+    rings: Rings<XlbVipKey6, Ipv6Addr>,
     markers: HashSet<[u8; 16]>,
-    built: HashMap<XlbVipKey6, Vec<(Ipv6Addr, u32)>>,
+}
+
+impl Default for ExternalVips6 {
+    fn default() -> Self {
+        Self {
+            reals: Reals::default(),
+            rings: Rings::new(FIRST_RING),
+            markers: HashSet::new(),
+        }
+    }
 }
 
 fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
@@ -159,41 +160,28 @@ impl ExternalVips6 {
         };
         let mut out = Self::new();
         let reals: Array<_, XlbReal6> = Array::try_from(map(proxy_common::XLB_REALS6)?)?;
-        let mut used = Vec::new();
-        for (i, r) in reals.iter().enumerate() {
+        out.reals = Reals::recover(reals.iter().map(|r| {
             let r = r.context("reading XLB_REALS6")?;
-            if r.ip != [0; 16] {
-                out.reals.insert(Ipv6Addr::from(r.ip), i as u32);
-                used.push(i as u32);
-            }
-        }
-        out.next_real = used.iter().max().map_or(0, |m| m + 1);
-        out.free_reals = (0..out.next_real).filter(|i| !used.contains(i)).collect();
+            Ok((r.ip != [0; 16]).then(|| Ipv6Addr::from(r.ip)))
+        }))?;
         let vips: BpfHashMap<_, XlbVipKey6, XlbVip> =
             BpfHashMap::try_from(map(proxy_common::XLB_VIPS6)?)?;
+        let mut ids = HashMap::new();
         for item in vips.iter() {
             let (k, v) = item.context("reading XLB_VIPS6")?;
             if v.ring == XLB_ADDRESS_ONLY {
                 out.markers.insert(k.vip);
             } else {
-                out.rings.insert(k, v.ring);
+                ids.insert(k, v.ring);
             }
         }
         let rings: BpfHashMap<_, u32, MaglevTable> =
             BpfHashMap::try_from(map(proxy_common::XLB_RINGS6)?)?;
-        let referenced: HashSet<u32> = out.rings.values().copied().collect();
         let stored: Vec<u32> = rings
             .keys()
             .collect::<Result<_, _>>()
             .context("reading XLB_RINGS6")?;
-        out.next_ring = referenced
-            .iter()
-            .chain(stored.iter())
-            .max()
-            .map_or(0, |m| m + 1);
-        out.free_rings = (0..out.next_ring)
-            .filter(|r| !referenced.contains(r))
-            .collect();
+        out.rings = Rings::recover(FIRST_RING, ids, &stored);
         Ok(out)
     }
 
@@ -210,9 +198,9 @@ impl ExternalVips6 {
         ebpf: &mut Ebpf,
         vips: &[ExternalVip6],
     ) -> anyhow::Result<super::XlbReport> {
-        let mut want: BTreeMap<XlbVipKey6, &ExternalVip6> = BTreeMap::new();
+        let mut want: BTreeMap<XlbVipKey6, &[(Ipv6Addr, u32)]> = BTreeMap::new();
         for v in vips {
-            if want.insert(vip_key(v), v).is_some() {
+            if want.insert(vip_key(v), &v.reals).is_some() {
                 bail!(
                     "external VIP [{}]:{}/{:?} is listed twice",
                     v.vip,
@@ -231,93 +219,29 @@ impl ExternalVips6 {
         }
         let listed: HashSet<Ipv6Addr> = want
             .values()
-            .flat_map(|v| v.reals.iter().map(|(a, _)| *a))
+            .flat_map(|reals| reals.iter().map(|(a, _)| *a))
             .collect();
         {
             let mut reals: Array<_, XlbReal6> =
                 Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS6)?)?;
-            let mut new: Vec<Ipv6Addr> = listed
-                .iter()
-                .filter(|a| !self.reals.contains_key(a))
-                .copied()
-                .collect();
-            new.sort();
-            for a in new {
-                // Fresh indexes before reused ones (see `ExternalVips`).
-                let i = if self.next_real < MAX_XLB_REALS6 {
-                    self.next_real += 1;
-                    self.next_real - 1
-                } else if let Some(i) = self.free_reals.pop() {
-                    i
-                } else {
-                    bail!("more than {MAX_XLB_REALS6} XDP balancer IPv6 reals");
-                };
-                reals.set(i, XlbReal6 { ip: a.octets() }, 0)?;
-                self.reals.insert(a, i);
-            }
+            self.reals
+                .add(&listed, MAX_XLB_REALS6, "IPv6 reals", |i, a| {
+                    Ok(reals.set(i, XlbReal6 { ip: a.octets() }, 0)?)
+                })?;
         }
         let mut report = super::XlbReport::default();
         {
             let mut rings: BpfHashMap<_, u32, MaglevTable> =
                 BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS6)?)?;
-            let mut table = Box::new(MaglevTable {
-                slots: [0; MAGLEV_TABLE_SIZE as usize],
-            });
-            for (key, v) in &want {
-                let ring = match self.rings.get(key) {
-                    Some(r) => *r,
-                    None => {
-                        let r = self.free_rings.pop().unwrap_or_else(|| {
-                            self.next_ring += 1;
-                            self.next_ring - 1
-                        });
-                        self.rings.insert(*key, r);
-                        r
-                    }
-                };
-                let mut healthy: Vec<(Ipv6Addr, u32)> =
-                    v.reals.iter().filter(|(_, w)| *w > 0).copied().collect();
-                healthy.sort();
-                healthy.dedup_by_key(|(a, _)| *a);
-                if healthy.is_empty() {
-                    let _ = rings.remove(&ring);
-                    self.built.remove(key);
-                    report.without_reals += 1;
-                    continue;
-                }
-                if self.built.get(key) == Some(&healthy) {
-                    continue;
-                }
-                let perms: Vec<(u64, u64)> = healthy
-                    .iter()
-                    .map(|(a, _)| {
-                        proxy_common::maglev::permutation(
-                            a.to_string().as_bytes(),
-                            MAGLEV_TABLE_SIZE,
-                        )
-                    })
-                    .collect();
-                let mut next = vec![0u64; healthy.len()];
-                proxy_common::maglev::populate(
-                    &perms,
-                    |i| healthy[i].1,
-                    &mut next,
-                    &mut table.slots,
-                );
-                for s in table.slots.iter_mut() {
-                    *s = self.reals[&healthy[*s as usize].0];
-                }
-                rings
-                    .insert(ring, table.as_ref(), 0)
-                    .context("XLB_RINGS6 is full")?;
-                self.built.insert(*key, healthy);
-            }
+            report.without_reals =
+                self.rings
+                    .build(&mut rings, proxy_common::XLB_RINGS6, &want, &self.reals)?;
         }
         {
             let mut map: BpfHashMap<_, XlbVipKey6, XlbVip> =
                 BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_VIPS6)?)?;
             for key in want.keys() {
-                let ring = self.rings[key];
+                let ring = self.rings.id(key).expect("every wanted VIP has a ring");
                 map.insert(key, XlbVip { ring, flags: 0 }, 0)
                     .context("XLB_VIPS6 is full")?;
             }
@@ -328,18 +252,8 @@ impl ExternalVips6 {
                 };
                 map.insert(marker(*a), v, 0).context("XLB_VIPS6 is full")?;
             }
-            let gone: Vec<XlbVipKey6> = self
-                .rings
-                .keys()
-                .filter(|k| !want.contains_key(k))
-                .copied()
-                .collect();
-            for k in gone {
+            for k in self.rings.remove_unwanted(&want) {
                 let _ = map.remove(&k);
-                self.built.remove(&k);
-                if let Some(r) = self.rings.remove(&k) {
-                    self.free_rings.push(r);
-                }
             }
             for a in self.markers.difference(&addrs) {
                 let _ = map.remove(&marker(*a));
@@ -349,23 +263,11 @@ impl ExternalVips6 {
         {
             let mut rings: BpfHashMap<_, u32, MaglevTable> =
                 BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS6)?)?;
-            for r in &self.free_rings {
-                let _ = rings.remove(r);
-            }
+            self.rings.remove_free(&mut rings);
             let mut reals: Array<_, XlbReal6> =
                 Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS6)?)?;
-            let gone: Vec<Ipv6Addr> = self
-                .reals
-                .keys()
-                .filter(|a| !listed.contains(a))
-                .copied()
-                .collect();
-            for a in gone {
-                if let Some(i) = self.reals.remove(&a) {
-                    reals.set(i, XlbReal6::default(), 0)?;
-                    self.free_reals.push(i);
-                }
-            }
+            self.reals
+                .remove_unlisted(&listed, |i| Ok(reals.set(i, XlbReal6::default(), 0)?))?;
         }
         report.vips = want.len();
         report.reals = self.reals.len();

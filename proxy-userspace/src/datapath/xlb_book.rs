@@ -1,0 +1,322 @@
+//! The XDP balancer's bookkeeping both address families share: which real
+//! (node address) holds which index of the reals array ([`Reals`]), which
+//! VIP:port/protocol entry holds which Maglev ring and what it was built
+//! from ([`Rings`]), and the selection of a snapshot's external services of
+//! one family ([`family_entries`]). [`super::xlb`] (IPv4, an open-addressed
+//! VIP array) and [`super::xlb6`] (IPv6, a VIP hash map) write their own
+//! VIP tables and key/real encodings around it.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Display;
+use std::hash::Hash;
+use std::net::IpAddr;
+
+use anyhow::{bail, Context};
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use proxy_common::{MaglevTable, MAGLEV_TABLE_SIZE};
+use strait_config::snapshot::ExternalL4Service;
+
+/// A service of `services` whose VIP is of one family (`pick` returns the
+/// address for it), with its nodes of that family and weights, and how many
+/// of its endpoints have no node address of that family (its `unplaced`
+/// plus nodes of the other family): the caller warns when that is > 0.
+pub(crate) fn family_entries<A: Copy>(
+    services: &[ExternalL4Service],
+    pick: fn(IpAddr) -> Option<A>,
+) -> impl Iterator<Item = (&ExternalL4Service, A, Vec<(A, u32)>, usize)> {
+    services.iter().filter_map(move |s| {
+        let vip = pick(s.vip)?;
+        let reals: Vec<(A, u32)> = s
+            .nodes
+            .iter()
+            .filter_map(|(a, w)| pick(*a).map(|a| (a, *w)))
+            .collect();
+        let unplaced = s.unplaced as usize + s.nodes.len() - reals.len();
+        Some((s, vip, reals, unplaced))
+    })
+}
+
+/// Real addresses and their indexes in a reals array of `max` entries.
+///
+/// A real keeps its index while any VIP lists it; new reals take fresh
+/// indexes before freed ones, so a flow still pinned in the connection
+/// table to a freed index does not land on an unrelated node.
+#[derive(Debug)]
+pub(crate) struct Reals<A> {
+    index: HashMap<A, u32>,
+    free: Vec<u32>,
+    next: u32,
+}
+
+impl<A> Default for Reals<A> {
+    fn default() -> Self {
+        Self {
+            index: HashMap::new(),
+            free: Vec::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<A: Copy + Ord + Hash> Reals<A> {
+    /// The bookkeeping of a reals array read back in index order (`None`:
+    /// an empty entry): indexes below the highest used one that are empty
+    /// are free.
+    pub(crate) fn recover(
+        entries: impl IntoIterator<Item = anyhow::Result<Option<A>>>,
+    ) -> anyhow::Result<Self> {
+        let mut out = Self::default();
+        let mut used = Vec::new();
+        for (i, a) in entries.into_iter().enumerate() {
+            if let Some(a) = a? {
+                out.index.insert(a, i as u32);
+                used.push(i as u32);
+            }
+        }
+        out.next = used.iter().max().map_or(0, |m| m + 1);
+        out.free = (0..out.next).filter(|i| !used.contains(i)).collect();
+        Ok(out)
+    }
+
+    /// Gives each address of `listed` without an index one (in address
+    /// order) and writes it with `write(index, address)`.
+    ///
+    /// Errors: more than `max` reals (`"more than {max} XDP balancer
+    /// {what}"`), or `write`'s error.
+    pub(crate) fn add(
+        &mut self,
+        listed: &HashSet<A>,
+        max: u32,
+        what: &str,
+        mut write: impl FnMut(u32, A) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut new: Vec<A> = listed
+            .iter()
+            .filter(|a| !self.index.contains_key(a))
+            .copied()
+            .collect();
+        new.sort();
+        for a in new {
+            let i = if self.next < max {
+                self.next += 1;
+                self.next - 1
+            } else if let Some(i) = self.free.pop() {
+                i
+            } else {
+                bail!("more than {max} XDP balancer {what}");
+            };
+            write(i, a)?;
+            self.index.insert(a, i);
+        }
+        Ok(())
+    }
+
+    /// Frees the index of each real not in `listed`, clearing its entry
+    /// with `clear(index)` first.
+    ///
+    /// Errors: `clear`'s error (that real and those after it keep theirs).
+    pub(crate) fn remove_unlisted(
+        &mut self,
+        listed: &HashSet<A>,
+        mut clear: impl FnMut(u32) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let gone: Vec<A> = self
+            .index
+            .keys()
+            .filter(|a| !listed.contains(a))
+            .copied()
+            .collect();
+        for a in gone {
+            if let Some(i) = self.index.get(&a).copied() {
+                clear(i)?;
+                self.index.remove(&a);
+                self.free.push(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reals with an index.
+    pub(crate) fn len(&self) -> usize {
+        self.index.len()
+    }
+}
+
+/// VIP:port/protocol entries (keys `K`) and their Maglev ring ids, with
+/// the healthy reals each ring was last built from, so an unchanged VIP's
+/// ring is not rebuilt (a reload costs only the VIPs it changes).
+///
+/// Ring ids start at `first_id` (IPv4: 1, as 0 is never a ring in its VIP
+/// array, see [`proxy_common::XlbVipSlot`]; IPv6: 0).
+#[derive(Debug)]
+pub(crate) struct Rings<K, A> {
+    ids: HashMap<K, u32>,
+    /// The next ring id never used.
+    next: u32,
+    free: Vec<u32>,
+    built: HashMap<K, Vec<(A, u32)>>,
+    first_id: u32,
+}
+
+impl<K, A> Rings<K, A> {
+    /// No rings; ids start at `first_id`.
+    pub(crate) fn new(first_id: u32) -> Self {
+        Self {
+            ids: HashMap::new(),
+            next: 0,
+            free: Vec::new(),
+            built: HashMap::new(),
+            first_id,
+        }
+    }
+}
+
+impl<K: Copy + Ord + Hash, A: Copy + Ord + Hash + Display> Rings<K, A> {
+    /// The bookkeeping of rings an earlier run left: `ids` as its VIP table
+    /// names them, `stored` the ids in its rings map. Ids no VIP uses are
+    /// free (a ring left without its VIP is removed at the next
+    /// [`Rings::remove_free`]); below `first_id` included, so such a ring
+    /// is removed, never reused. Each ring is rebuilt at the next
+    /// [`Rings::build`] (Maglev is deterministic).
+    pub(crate) fn recover(first_id: u32, ids: HashMap<K, u32>, stored: &[u32]) -> Self {
+        let referenced: HashSet<u32> = ids.values().copied().collect();
+        let next = referenced
+            .iter()
+            .chain(stored.iter())
+            .max()
+            .map_or(first_id, |m| m + 1);
+        let free = (0..next).filter(|r| !referenced.contains(r)).collect();
+        Self {
+            ids,
+            next,
+            free,
+            built: HashMap::new(),
+            first_id,
+        }
+    }
+
+    /// The ring id of `key`, if it has one.
+    pub(crate) fn id(&self, key: &K) -> Option<u32> {
+        self.ids.get(key).copied()
+    }
+
+    /// Whether some entry uses ring `id`.
+    pub(crate) fn uses(&self, id: u32) -> bool {
+        self.ids.values().any(|r| *r == id)
+    }
+
+    /// Gives `key` ring `id`, a ring an earlier build wrote (see
+    /// [`super::ExternalVips::adopt_v1`]): `id` is no longer free.
+    pub(crate) fn adopt(&mut self, key: K, id: u32) {
+        self.free.retain(|r| *r != id);
+        self.next = self.next.max(id + 1);
+        self.ids.insert(key, id);
+    }
+
+    /// A ring id never used (for a copy of a ring being adopted).
+    pub(crate) fn fresh_id(&mut self) -> u32 {
+        let id = self.next.max(self.first_id);
+        self.next = id + 1;
+        id
+    }
+
+    /// `key`'s ring id, a free one (never below `first_id`) or a new one
+    /// when it has none.
+    fn id_for(&mut self, key: K) -> u32 {
+        if let Some(r) = self.ids.get(&key) {
+            return *r;
+        }
+        let first = self.first_id;
+        let r = match self.free.iter().rposition(|r| *r >= first) {
+            Some(i) => self.free.remove(i),
+            None => {
+                self.next = self.next.max(first) + 1;
+                self.next - 1
+            }
+        };
+        self.ids.insert(key, r);
+        r
+    }
+
+    /// Writes into `rings` (the map named `map_name`) the ring of each
+    /// entry of `want` (key → its reals and weights) whose healthy reals
+    /// (weight > 0, by address, each once) changed since it was last built:
+    /// the one Maglev builder ([`proxy_common::maglev`]) keyed by the
+    /// real's address text, slots mapped to `reals`' indexes, swapped in
+    /// with one map update. An entry without a healthy real loses its ring
+    /// (its packets are dropped and counted). Returns how many entries have
+    /// no healthy real.
+    ///
+    /// Errors: the rings map refuses an update (`"{map_name} is full"`).
+    pub(crate) fn build(
+        &mut self,
+        rings: &mut BpfHashMap<&mut MapData, u32, MaglevTable>,
+        map_name: &str,
+        want: &BTreeMap<K, &[(A, u32)]>,
+        reals: &Reals<A>,
+    ) -> anyhow::Result<usize> {
+        let mut without_reals = 0;
+        let mut table = Box::new(MaglevTable {
+            slots: [0; MAGLEV_TABLE_SIZE as usize],
+        });
+        for (key, listed) in want {
+            let ring = self.id_for(*key);
+            let mut healthy: Vec<(A, u32)> =
+                listed.iter().filter(|(_, w)| *w > 0).copied().collect();
+            healthy.sort();
+            healthy.dedup_by_key(|(a, _)| *a);
+            if healthy.is_empty() {
+                let _ = rings.remove(&ring);
+                self.built.remove(key);
+                without_reals += 1;
+                continue;
+            }
+            if self.built.get(key) == Some(&healthy) {
+                continue;
+            }
+            let perms: Vec<(u64, u64)> = healthy
+                .iter()
+                .map(|(a, _)| {
+                    proxy_common::maglev::permutation(a.to_string().as_bytes(), MAGLEV_TABLE_SIZE)
+                })
+                .collect();
+            let mut next = vec![0u64; healthy.len()];
+            proxy_common::maglev::populate(&perms, |i| healthy[i].1, &mut next, &mut table.slots);
+            for s in table.slots.iter_mut() {
+                *s = reals.index[&healthy[*s as usize].0];
+            }
+            rings
+                .insert(ring, table.as_ref(), 0)
+                .with_context(|| format!("{map_name} is full"))?;
+            self.built.insert(*key, healthy);
+        }
+        Ok(without_reals)
+    }
+
+    /// Drops the entries not in `want` (their ring ids become free) and
+    /// returns their keys, for the caller to remove from its VIP table.
+    pub(crate) fn remove_unwanted<V>(&mut self, want: &BTreeMap<K, V>) -> Vec<K> {
+        let gone: Vec<K> = self
+            .ids
+            .keys()
+            .filter(|k| !want.contains_key(k))
+            .copied()
+            .collect();
+        for k in &gone {
+            self.built.remove(k);
+            if let Some(r) = self.ids.remove(k) {
+                self.free.push(r);
+            }
+        }
+        gone
+    }
+
+    /// Removes the rings of free ids from `rings`; ids below `first_id`
+    /// (an earlier build's) are then forgotten.
+    pub(crate) fn remove_free(&mut self, rings: &mut BpfHashMap<&mut MapData, u32, MaglevTable>) {
+        for r in &self.free {
+            let _ = rings.remove(r);
+        }
+        let first = self.first_id;
+        self.free.retain(|r| *r >= first);
+    }
+}
