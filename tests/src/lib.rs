@@ -8,3 +8,5 @@ pub mod fake_apiserver;
 pub mod lb;
 pub mod node;
 pub mod privileged;
+pub mod xdp;
+pub mod xdp_net;

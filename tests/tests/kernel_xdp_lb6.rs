@@ -9,20 +9,13 @@
 use std::collections::BTreeSet;
 use std::net::Ipv6Addr;
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
 use strait::datapath::{ExternalVip6, ExternalVips6, L4Protocol, UplinkConfig6};
 use strait_tests::privileged;
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
+use strait_tests::xdp::{eth, prog, run, tcp, udp, DST_MAC, GW_MAC, XDP_DROP, XDP_PASS, XDP_TX};
 
 const VIP: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
 const LB_SRC: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const CLIENT: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
-const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
 /// A node address `fd00::1:n`.
 fn node(n: u8) -> [u8; 16] {
@@ -56,34 +49,6 @@ fn ipv6(src: [u8; 16], dst: [u8; 16], next: u8, payload_len: usize, tc: u8) -> V
     h.extend_from_slice(&src);
     h.extend_from_slice(&dst);
     h
-}
-
-fn eth(ether_type: [u8; 2]) -> Vec<u8> {
-    let mut f = DST_MAC.to_vec();
-    f.extend_from_slice(&SRC_MAC);
-    f.extend_from_slice(&ether_type);
-    f
-}
-
-/// A TCP segment header with `flags` (SYN = 0x02, ACK = 0x10) and payload.
-fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(&sport.to_be_bytes());
-    t.extend_from_slice(&dport.to_be_bytes());
-    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    t.extend_from_slice(payload);
-    t
-}
-
-fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let len = (8 + payload.len()) as u16;
-    let mut u = Vec::new();
-    u.extend_from_slice(&sport.to_be_bytes());
-    u.extend_from_slice(&dport.to_be_bytes());
-    u.extend_from_slice(&len.to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(payload);
-    u
 }
 
 /// Ethernet + IPv6 (next header `next`) + `l4` from `src` to `dst`.
@@ -126,16 +91,6 @@ fn encapsulated(inner: &[u8], real: [u8; 16]) -> Vec<u8> {
     f
 }
 
-fn run(prog: &Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 256];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    let res = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
-    out.truncate(res.data_size_out as usize);
-    (res.return_value, out)
-}
-
 fn vip(port: u16, protocol: L4Protocol, reals: &[([u8; 16], u32)]) -> ExternalVip6 {
     ExternalVip6 {
         vip: Ipv6Addr::from(VIP),
@@ -160,10 +115,6 @@ fn setup() -> aya::Ebpf {
     .unwrap();
     strait::datapath::load_xdp_lb(&mut ebpf).unwrap();
     ebpf
-}
-
-fn prog(ebpf: &aya::Ebpf) -> &Xdp {
-    ebpf.program("xdp_lb").unwrap().try_into().unwrap()
 }
 
 /// The real a transmitted frame was tunnelled to (outer destination).

@@ -11,78 +11,21 @@
 //!  lb     fd77::2  ─┼─ br0 fd77::1 (gateway, netns "hub", forwarding)
 //!  real-k fd77::2k ─┘
 //! ```
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
-use aya::programs::{Xdp, XdpMode};
 use strait::datapath::{ExternalVip6, ExternalVips6, L4Protocol, UplinkConfig6};
 use strait_tests::node::{names, netns};
 use strait_tests::privileged;
+use strait_tests::xdp_net::{
+    attach_lb_and_reals, ip_in, serve, spreads_then_keeps_flows_when_a_node_joins, Topology,
+    REAL_NAMES,
+};
 
 const VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 0x80);
 const PORT: u16 = 8080;
 const GW_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x61];
-
-/// Deletes the namespaces (and so every veth) when dropped, pass or fail.
-struct Topology {
-    spaces: Vec<String>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(100));
-        for ns in &self.spaces {
-            netns::del(ns);
-        }
-    }
-}
-
-fn ip_in(ns: &str, cmds: &[&str]) {
-    let cmds: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
-    netns::ip_batch(ns, &cmds).unwrap();
-}
-
-/// Serves "who are you" lines: every line read is answered with `name`.
-fn serve(ns: &str, name: &'static str, stop: Arc<AtomicBool>) {
-    let listener = netns::run_in(ns, || {
-        TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, PORT))).unwrap()
-    })
-    .unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((s, _)) => {
-                    s.set_nonblocking(false).unwrap();
-                    std::thread::spawn(move || {
-                        let mut w = s.try_clone().unwrap();
-                        for line in BufReader::new(s).lines() {
-                            if line.is_err() || writeln!(w, "{name}").is_err() {
-                                break;
-                            }
-                        }
-                    });
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    });
-}
-
-fn ask(s: &mut BufReader<TcpStream>) -> String {
-    writeln!(s.get_mut(), "who").unwrap();
-    let mut line = String::new();
-    s.read_line(&mut line).expect("reply from a real");
-    line.trim().to_string()
-}
-
-const REAL_NAMES: [&str; 3] = ["real-1", "real-2", "real-3"];
 
 /// The namespaces: the hub (IPv6 gateway), the client, the balancer node
 /// and three real nodes, each real serving its name on [`PORT`] with the
@@ -144,7 +87,13 @@ fn network() -> (Topology, String, String, [String; 3]) {
         let addr = format!("fd77::2{}", k + 1);
         plug(r, &format!("hr{}", k + 1), &addr);
         ip_in(r, &[&format!("addr add {VIP}/128 dev lo nodad")]);
-        serve(r, REAL_NAMES[k], stop.clone());
+        serve(
+            r,
+            Ipv6Addr::UNSPECIFIED.into(),
+            PORT,
+            REAL_NAMES[k],
+            stop.clone(),
+        );
     }
     (topo, client, lb, reals)
 }
@@ -161,22 +110,6 @@ fn vip(reals: Vec<(Ipv6Addr, u32)>) -> ExternalVip6 {
         protocol: L4Protocol::Tcp,
         reals,
     }
-}
-
-/// A new connection from the client to the VIP.
-fn connect(client: &str) -> std::io::Result<TcpStream> {
-    let s = netns::run_in(client, || {
-        TcpStream::connect_timeout(&SocketAddr::from((VIP, PORT)), Duration::from_secs(10))
-    })??;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    Ok(s)
-}
-
-fn tally<'a>(who: impl Iterator<Item = &'a String>) -> BTreeMap<&'a str, usize> {
-    who.fold(BTreeMap::new(), |mut m, w| {
-        *m.entry(w.as_str()).or_default() += 1;
-        m
-    })
 }
 
 #[test]
@@ -212,60 +145,16 @@ fn xdp_lb6_spreads_real_ipv6_connections_over_nodes_and_keeps_them_when_a_node_j
     vips.apply(&mut ebpf, &[vip(vec![real(1), real(2)])])
         .unwrap();
     strait::datapath::load_xdp_lb(&mut ebpf).unwrap();
-    {
-        let prog: &mut Xdp = ebpf.program_mut("xdp_lb").unwrap().try_into().unwrap();
-        // Generic mode: a veth in native mode only transmits XDP_TX frames
-        // when its peer runs XDP or GRO; a NIC uplink uses native mode.
-        netns::run_in(&lb, || prog.attach("v0", XdpMode::Skb))
-            .unwrap()
-            .expect("attach xdp_lb to the balancer's veth");
-        // The reals run the same program, which strips the ip6ip6 header
-        // of packets to a VIP (no ip6_tunnel module needed).
-        for r in &reals {
-            netns::run_in(r, || prog.attach("v0", XdpMode::Skb))
-                .unwrap()
-                .expect("attach xdp_lb to a real's veth");
-        }
-    }
-
-    const N: usize = 24;
-    let open = || connect(&client).expect("connect to the IPv6 VIP");
-    let mut first: Vec<(BufReader<TcpStream>, String)> = (0..N)
-        .map(|_| {
-            let mut s = BufReader::new(open());
-            let who = ask(&mut s);
-            (s, who)
-        })
-        .collect();
-    let spread = tally(first.iter().map(|(_, w)| w));
-    eprintln!("two reals: {spread:?}");
-    assert_eq!(
-        spread.keys().copied().collect::<BTreeSet<_>>(),
-        BTreeSet::from(["real-1", "real-2"]),
-        "connections spread over both reals"
+    attach_lb_and_reals(&mut ebpf, &lb, &reals);
+    spreads_then_keeps_flows_when_a_node_joins(
+        &mut ebpf,
+        &client,
+        SocketAddr::from((VIP, PORT)),
+        |ebpf| {
+            vips.apply(ebpf, &[vip(vec![real(1), real(2), real(3)])])
+                .unwrap();
+        },
     );
-
-    // A third node joins: established connections stay on their real.
-    vips.apply(&mut ebpf, &[vip(vec![real(1), real(2), real(3)])])
-        .unwrap();
-    for (i, (s, who)) in first.iter_mut().enumerate() {
-        assert_eq!(&ask(s), who, "connection {i} moved to another real");
-    }
-    let later: BTreeMap<String, usize> = (0..N).fold(BTreeMap::new(), |mut m, _| {
-        *m.entry(ask(&mut BufReader::new(open()))).or_default() += 1;
-        m
-    });
-    eprintln!("three reals, new connections: {later:?}");
-    assert!(
-        later.contains_key("real-3"),
-        "new connections reach the new real: {later:?}"
-    );
-    let stats = strait::datapath::xlb_stats(&ebpf).unwrap();
-    eprintln!("{stats:?}");
-    assert!(stats.packets >= 4 * N as u64, "{stats:?}");
-    assert_eq!(stats.malformed_dropped + stats.no_real_dropped, 0);
-    assert!(stats.decapsulated >= stats.packets, "{stats:?}");
-    drop(first);
     drop(ebpf);
     drop(topo);
 }

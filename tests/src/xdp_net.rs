@@ -1,0 +1,180 @@
+//! Fixtures of the XDP balancer's namespace tests (tier 3) both address
+//! families share: namespaces removed when dropped, "who are you" servers
+//! on the reals, clients asking them through the VIP, attaching `xdp_lb`
+//! to the balancer and the reals, and the spread-then-a-node-joins check.
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aya::programs::{Xdp, XdpMode};
+
+use crate::node::netns;
+
+/// Names the reals' servers answer with, in order.
+pub const REAL_NAMES: [&str; 3] = ["real-1", "real-2", "real-3"];
+
+/// Deletes the namespaces (and so every veth) when dropped, pass or fail,
+/// after stopping the servers through `stop`.
+pub struct Topology {
+    /// Namespaces to delete.
+    pub spaces: Vec<String>,
+    /// Set on drop: the servers of [`serve`] stop accepting.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(100));
+        for ns in &self.spaces {
+            netns::del(ns);
+        }
+    }
+}
+
+/// Runs the `ip` commands `cmds` in namespace `ns`.
+///
+/// Panics: a command fails.
+pub fn ip_in(ns: &str, cmds: &[&str]) {
+    let cmds: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
+    netns::ip_batch(ns, &cmds).unwrap();
+}
+
+/// Serves "who are you" lines on `bind`:`port` in namespace `ns`: every
+/// line read is answered with `name`, until `stop` is set.
+pub fn serve(ns: &str, bind: IpAddr, port: u16, name: &'static str, stop: Arc<AtomicBool>) {
+    let listener = netns::run_in(ns, || {
+        TcpListener::bind(SocketAddr::from((bind, port))).unwrap()
+    })
+    .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    std::thread::spawn(move || {
+                        let mut w = s.try_clone().unwrap();
+                        for line in BufReader::new(s).lines() {
+                            if line.is_err() || writeln!(w, "{name}").is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+}
+
+/// Which real answers `s`.
+///
+/// Panics: no answer (see [`try_ask`]).
+pub fn ask(s: &mut BufReader<TcpStream>) -> String {
+    writeln!(s.get_mut(), "who").unwrap();
+    let mut line = String::new();
+    s.read_line(&mut line).expect("reply from a real");
+    line.trim().to_string()
+}
+
+/// Which real answers `s`, or why none did (end of stream included).
+pub fn try_ask(s: &mut BufReader<TcpStream>) -> std::io::Result<String> {
+    writeln!(s.get_mut(), "who")?;
+    let mut line = String::new();
+    if s.read_line(&mut line)? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(line.trim().to_string())
+}
+
+/// A new connection from namespace `client` to `vip` (10 s to connect,
+/// 10 s read timeout).
+pub fn connect(client: &str, vip: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = netns::run_in(client, || {
+        TcpStream::connect_timeout(&vip, Duration::from_secs(10))
+    })??;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(s)
+}
+
+/// How many of `who` name each real.
+pub fn tally<'a>(who: impl Iterator<Item = &'a String>) -> BTreeMap<&'a str, usize> {
+    who.fold(BTreeMap::new(), |mut m, w| {
+        *m.entry(w.as_str()).or_default() += 1;
+        m
+    })
+}
+
+/// Attaches the loaded `xdp_lb` of `ebpf` to `v0` in the balancer's
+/// namespace `lb` and in each of `reals` (whose copy strips the tunnel
+/// header of packets to a VIP: no ipip/ip6_tunnel module needed), in
+/// generic mode: a veth in native mode only transmits `XDP_TX` frames when
+/// its peer runs XDP or GRO (a NIC uplink uses native mode).
+///
+/// Panics: an attach fails.
+pub fn attach_lb_and_reals(ebpf: &mut aya::Ebpf, lb: &str, reals: &[String]) {
+    let prog: &mut Xdp = ebpf.program_mut("xdp_lb").unwrap().try_into().unwrap();
+    netns::run_in(lb, || prog.attach("v0", XdpMode::Skb))
+        .unwrap()
+        .expect("attach xdp_lb to the balancer's veth");
+    for r in reals {
+        netns::run_in(r, || prog.attach("v0", XdpMode::Skb))
+            .unwrap()
+            .expect("attach xdp_lb to a real's veth");
+    }
+}
+
+/// With `ebpf`'s balancer attached and `vip` on reals 1 and 2: 24
+/// connections from `client` spread over both; after `join` (which adds
+/// real 3) each keeps its real, and new connections reach real 3. Then
+/// the counters: every packet balanced and decapsulated, none dropped as
+/// malformed or without a real.
+///
+/// Panics: any of that does not hold.
+pub fn spreads_then_keeps_flows_when_a_node_joins(
+    ebpf: &mut aya::Ebpf,
+    client: &str,
+    vip: SocketAddr,
+    join: impl FnOnce(&mut aya::Ebpf),
+) {
+    const N: usize = 24;
+    let open = || connect(client, vip).unwrap_or_else(|e| panic!("connect to {vip}: {e}"));
+    let mut first: Vec<(BufReader<TcpStream>, String)> = (0..N)
+        .map(|_| {
+            let mut s = BufReader::new(open());
+            let who = ask(&mut s);
+            (s, who)
+        })
+        .collect();
+    let spread = tally(first.iter().map(|(_, w)| w));
+    eprintln!("two reals: {spread:?}");
+    assert_eq!(
+        spread.keys().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from(["real-1", "real-2"]),
+        "connections spread over both reals"
+    );
+
+    // A third node joins: established connections stay on their real.
+    join(ebpf);
+    for (i, (s, who)) in first.iter_mut().enumerate() {
+        assert_eq!(&ask(s), who, "connection {i} moved to another real");
+    }
+    let later: BTreeMap<String, usize> = (0..N).fold(BTreeMap::new(), |mut m, _| {
+        *m.entry(ask(&mut BufReader::new(open()))).or_default() += 1;
+        m
+    });
+    eprintln!("three reals, new connections: {later:?}");
+    assert!(
+        later.contains_key("real-3"),
+        "new connections reach the new real: {later:?}"
+    );
+    let stats = strait::datapath::xlb_stats(ebpf).unwrap();
+    eprintln!("{stats:?}");
+    assert!(stats.packets >= 4 * N as u64, "{stats:?}");
+    assert_eq!(stats.malformed_dropped + stats.no_real_dropped, 0);
+    assert!(stats.decapsulated >= stats.packets, "{stats:?}");
+}
