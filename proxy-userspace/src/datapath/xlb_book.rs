@@ -320,3 +320,129 @@ impl<K: Copy + Ord + Hash, A: Copy + Ord + Hash + Display> Rings<K, A> {
         self.free.retain(|r| *r >= first);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn addr(n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, n)
+    }
+
+    #[test]
+    fn new_reals_take_fresh_indexes_in_address_order_before_freed_ones() {
+        let mut reals = Reals::default();
+        let mut written = Vec::new();
+        let listed: HashSet<_> = [addr(3), addr(1), addr(2)].into();
+        reals
+            .add(&listed, 4, "reals", |i, a| {
+                written.push((i, a));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(written, vec![(0, addr(1)), (1, addr(2)), (2, addr(3))]);
+        let mut cleared = Vec::new();
+        let keep: HashSet<_> = [addr(1), addr(3)].into();
+        reals
+            .remove_unlisted(&keep, |i| {
+                cleared.push(i);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(cleared, vec![1]);
+        assert_eq!(reals.len(), 2);
+        // Index 3 is fresh: taken before the freed 1; then 1 is reused.
+        written.clear();
+        let more: HashSet<_> = [addr(1), addr(3), addr(4), addr(5)].into();
+        reals
+            .add(&more, 4, "reals", |i, a| {
+                written.push((i, a));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(written, vec![(3, addr(4)), (1, addr(5))]);
+        let full: HashSet<_> = [addr(1), addr(3), addr(4), addr(5), addr(6)].into();
+        let err = reals
+            .add(&full, 4, "IPv6 reals", |_, _| Ok(()))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "more than 4 XDP balancer IPv6 reals");
+    }
+
+    #[test]
+    fn recovered_reals_keep_their_indexes_and_holes_are_free() {
+        let entries = [Some(addr(1)), None, Some(addr(2)), None];
+        let mut reals = Reals::recover(entries.into_iter().map(Ok)).unwrap();
+        assert_eq!(reals.len(), 2);
+        let mut written = Vec::new();
+        let listed: HashSet<_> = [addr(1), addr(2), addr(7), addr(8)].into();
+        reals
+            .add(&listed, 4, "reals", |i, a| {
+                written.push((i, a));
+                Ok(())
+            })
+            .unwrap();
+        // 3 is fresh (past the highest used, 2); then the hole 1.
+        assert_eq!(written, vec![(3, addr(7)), (1, addr(8))]);
+    }
+
+    #[test]
+    fn ring_ids_start_at_first_id_and_a_recovered_ring_below_it_is_removed_not_reused() {
+        let key = |p: u16| (p, 0u8);
+        let mut rings: Rings<(u16, u8), Ipv4Addr> =
+            Rings::recover(1, HashMap::from([(key(80), 2)]), &[0, 2]);
+        assert_eq!(rings.id(&key(80)), Some(2));
+        assert!(rings.uses(2) && !rings.uses(0));
+        // Free: 0 and 1; 1 is reused, 0 never is.
+        assert_eq!(rings.id_for(key(81)), 1);
+        assert_eq!(rings.id_for(key(82)), 3);
+        assert_eq!(rings.id_for(key(81)), 1, "an entry keeps its id");
+        let want: BTreeMap<(u16, u8), ()> = [(key(80), ()), (key(82), ())].into();
+        assert_eq!(rings.remove_unwanted(&want), vec![key(81)]);
+        assert_eq!(rings.id(&key(81)), None);
+        assert_eq!(rings.id_for(key(83)), 1, "a removed entry's id is free");
+
+        let mut v6: Rings<(u16, u8), Ipv4Addr> = Rings::new(0);
+        assert_eq!(v6.id_for(key(80)), 0);
+        assert_eq!(v6.id_for(key(81)), 1);
+        let mut v4: Rings<(u16, u8), Ipv4Addr> = Rings::new(1);
+        assert_eq!(v4.id_for(key(80)), 1);
+        assert_eq!(v4.fresh_id(), 2);
+    }
+
+    #[test]
+    fn family_entries_keep_one_family_and_count_endpoints_left_out() {
+        use strait_config::snapshot::L4Protocol;
+        let svc = |vip: &str, nodes: &[(&str, u32)], unplaced| ExternalL4Service {
+            host: "front.web.svc.cluster.local".into(),
+            vip: vip.parse().unwrap(),
+            port: 80,
+            protocol: L4Protocol::Tcp,
+            nodes: nodes
+                .iter()
+                .map(|(a, w)| (a.parse().unwrap(), *w))
+                .collect(),
+            unplaced,
+        };
+        let services = [
+            svc("2001:db8::7", &[("fd00::11", 1)], 0),
+            svc("198.51.100.7", &[("192.168.0.11", 2), ("fd00::12", 1)], 3),
+        ];
+        let v4 = |a| match a {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        };
+        let got: Vec<_> = family_entries(&services, v4)
+            .map(|(s, vip, reals, unplaced)| (s.port, vip, reals, unplaced))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(
+                80,
+                Ipv4Addr::new(198, 51, 100, 7),
+                vec![(Ipv4Addr::new(192, 168, 0, 11), 2)],
+                4
+            )]
+        );
+    }
+}
