@@ -71,3 +71,114 @@ pub fn run(prog: &Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
     out.truncate(res.data_size_out as usize);
     (res.return_value, out)
 }
+
+/// One address family of the XDP balancer as its program tests drive it:
+/// the test file of each family implements it over its own frame builders
+/// and tables, and the checks below run the same steps on both.
+pub trait LbFamily {
+    /// A real's (node's) address, as the outer header carries it.
+    type Addr: Copy + Eq + std::fmt::Debug;
+    /// The daemon's balancer tables of this family.
+    type Tables;
+    /// Real node number `n`.
+    fn node(n: u8) -> Self::Addr;
+    /// Empty tables (a fresh object).
+    fn new_tables() -> Self::Tables;
+    /// The tables' bookkeeping read back from `ebpf`'s maps (a restarted
+    /// daemon).
+    fn recover(ebpf: &aya::Ebpf) -> Self::Tables;
+    /// Makes the kernel hold exactly the VIP (TCP on `port`) over `reals`,
+    /// or no VIP at all with `None`.
+    fn apply(
+        tables: &mut Self::Tables,
+        ebpf: &mut aya::Ebpf,
+        port: u16,
+        reals: Option<&[(Self::Addr, u32)]>,
+    );
+    /// A TCP frame from client number `client` (0..200), `sport` to the
+    /// VIP's `dport`, with `flags`.
+    fn tcp_frame(client: u16, sport: u16, dport: u16, flags: u8) -> Vec<u8>;
+    /// The real a transmitted frame was tunnelled to (outer destination).
+    fn real_of(out: &[u8]) -> Self::Addr;
+}
+
+/// With `ebpf`'s `xdp_lb` loaded and uplink configured: 300 flows to a
+/// VIP on three reals spread over all three; when a fourth joins,
+/// established flows (ACKs) stay and new ones (SYNs) reach it; when a real
+/// leaves, its flows move to the others and the rest stay; recovered
+/// bookkeeping re-applying the same set moves no flow; with the VIP gone
+/// its packets pass to the host again.
+///
+/// Panics: any of that does not hold.
+pub fn spreads_flows_and_keeps_them_when_reals_change<F: LbFamily>(ebpf: &mut aya::Ebpf) {
+    const FLOWS: u16 = 300;
+    let mut vips = F::new_tables();
+    let three: Vec<(F::Addr, u32)> = (2..5).map(|i| (F::node(i), 1)).collect();
+    F::apply(&mut vips, ebpf, 80, Some(&three));
+    let send = |ebpf: &aya::Ebpf, i: u16, sport: u16, flags: u8| {
+        run(prog(ebpf), &F::tcp_frame(i % 200, sport, 80, flags))
+    };
+    let mut first = Vec::new();
+    for i in 0..FLOWS {
+        let (v, out) = send(ebpf, i, 30000 + i, 0x02);
+        assert_eq!(v, XDP_TX);
+        first.push(F::real_of(&out));
+    }
+    for r in &three {
+        let n = first.iter().filter(|x| **x == r.0).count();
+        assert!(
+            n > FLOWS as usize / 6,
+            "real {:?} got {n} of {FLOWS} flows: {first:?}",
+            r.0
+        );
+    }
+
+    // A fourth real joins: established flows (ACKs) stay where they were;
+    // new connections (SYNs) from other ports reach the newcomer too.
+    let mut four = three.clone();
+    four.push((F::node(5), 1));
+    F::apply(&mut vips, ebpf, 80, Some(&four));
+    for i in 0..FLOWS {
+        let out = send(ebpf, i, 30000 + i, 0x10).1;
+        assert_eq!(F::real_of(&out), first[i as usize], "flow {i} moved");
+    }
+    let newcomer = (0..FLOWS)
+        .map(|i| F::real_of(&send(ebpf, i, 50000 + i, 0x02).1))
+        .filter(|r| *r == F::node(5))
+        .count();
+    assert!(
+        newcomer > FLOWS as usize / 8,
+        "{newcomer} new flows on the new real"
+    );
+
+    // A real leaves: its flows move to the others (not dropped), flows on
+    // the remaining reals stay.
+    let gone = F::node(2);
+    let rest: Vec<_> = four.iter().filter(|r| r.0 != gone).copied().collect();
+    F::apply(&mut vips, ebpf, 80, Some(&rest));
+    for i in 0..FLOWS {
+        let (v, out) = send(ebpf, i, 30000 + i, 0x10);
+        assert_eq!(v, XDP_TX);
+        let now = F::real_of(&out);
+        if first[i as usize] == gone {
+            assert_ne!(now, gone, "flow {i} still on the removed real");
+        } else {
+            assert_eq!(now, first[i as usize], "flow {i} moved");
+        }
+    }
+
+    // Recovered bookkeeping (a restarted daemon over the same maps) keeps
+    // the indexes: re-applying the same set changes no flow.
+    let mut again = F::recover(ebpf);
+    F::apply(&mut again, ebpf, 80, Some(&rest));
+    let moved: Vec<u16> = (0..FLOWS)
+        .filter(|i| first[*i as usize] != gone)
+        .filter(|i| F::real_of(&send(ebpf, *i, 30000 + i, 0x10).1) != first[*i as usize])
+        .collect();
+    assert!(moved.is_empty(), "flows moved after recover: {moved:?}");
+
+    // The VIP goes: its packets pass to the host again.
+    F::apply(&mut again, ebpf, 80, None);
+    let f = F::tcp_frame(1, 30001, 80, 0x10);
+    assert_eq!(run(prog(ebpf), &f), (XDP_PASS, f.clone()));
+}

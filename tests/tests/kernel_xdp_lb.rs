@@ -7,7 +7,10 @@ use std::net::Ipv4Addr;
 use aya::programs::Xdp;
 use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig};
 use strait_tests::privileged;
-use strait_tests::xdp::{eth, prog, run, tcp, udp, GW_MAC, XDP_DROP, XDP_PASS, XDP_TX};
+use strait_tests::xdp::{
+    eth, prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp, LbFamily, GW_MAC,
+    XDP_DROP, XDP_PASS, XDP_TX,
+};
 
 const VIP: [u8; 4] = [198, 51, 100, 10];
 const LB_SRC: [u8; 4] = [10, 0, 0, 1];
@@ -380,6 +383,41 @@ fn xdp_lb_icmp_frag_needed_follows_the_flow_and_other_icmp_passes() {
     assert_eq!(run(p, &f[..f.len() - 6]).0, XDP_DROP);
 }
 
+/// The IPv4 side for the checks both families share.
+struct V4;
+
+impl LbFamily for V4 {
+    type Addr = [u8; 4];
+    type Tables = ExternalVips;
+    fn node(n: u8) -> [u8; 4] {
+        [10, 1, 0, n]
+    }
+    fn new_tables() -> ExternalVips {
+        ExternalVips::new()
+    }
+    fn recover(ebpf: &aya::Ebpf) -> ExternalVips {
+        ExternalVips::recover(ebpf).unwrap()
+    }
+    fn apply(
+        tables: &mut ExternalVips,
+        ebpf: &mut aya::Ebpf,
+        port: u16,
+        reals: Option<&[([u8; 4], u32)]>,
+    ) {
+        let list: Vec<ExternalVip> = reals
+            .map(|r| vip(port, L4Protocol::Tcp, r))
+            .into_iter()
+            .collect();
+        tables.apply(ebpf, &list).unwrap();
+    }
+    fn tcp_frame(client: u16, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+        tcp_frame([192, 0, 2, client as u8 + 1], sport, dport, flags)
+    }
+    fn real_of(out: &[u8]) -> [u8; 4] {
+        real_of(out)
+    }
+}
+
 #[test]
 fn xdp_lb_spreads_flows_and_keeps_them_when_reals_change() {
     let Some(_p) = privileged::require("xdp_lb_spreads_flows_and_keeps_them_when_reals_change")
@@ -387,67 +425,7 @@ fn xdp_lb_spreads_flows_and_keeps_them_when_reals_change() {
         return;
     };
     let mut ebpf = setup();
-    let mut vips = ExternalVips::new();
-    let three: Vec<([u8; 4], u32)> = (2..5).map(|i| ([10, 1, 0, i], 1)).collect();
-    vips.apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &three)])
-        .unwrap();
-    const FLOWS: u16 = 300;
-    let client = |i: u16| [192, 0, 2, (i % 200) as u8 + 1];
-    let mut first = Vec::new();
-    for i in 0..FLOWS {
-        let (v, out) = run(prog(&ebpf), &tcp_frame(client(i), 30000 + i, 80, 0x02));
-        assert_eq!(v, XDP_TX);
-        first.push(real_of(&out));
-    }
-    for r in &three {
-        let n = first.iter().filter(|x| **x == r.0).count();
-        assert!(
-            n > FLOWS as usize / 6,
-            "real {:?} got {n} of {FLOWS} flows: {first:?}",
-            r.0
-        );
-    }
-
-    // A fourth real joins: established flows (ACKs) stay where they were;
-    // new connections (SYNs) from other ports reach the newcomer too.
-    let mut four = three.clone();
-    four.push(([10, 1, 0, 5], 1));
-    vips.apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &four)])
-        .unwrap();
-    for i in 0..FLOWS {
-        let out = run(prog(&ebpf), &tcp_frame(client(i), 30000 + i, 80, 0x10)).1;
-        assert_eq!(real_of(&out), first[i as usize], "flow {i} moved");
-    }
-    let newcomer = (0..FLOWS)
-        .map(|i| real_of(&run(prog(&ebpf), &tcp_frame(client(i), 50000 + i, 80, 0x02)).1))
-        .filter(|r| *r == [10, 1, 0, 5])
-        .count();
-    assert!(
-        newcomer > FLOWS as usize / 8,
-        "{newcomer} new flows on the new real"
-    );
-
-    // A real leaves: its flows move to the others (not dropped), flows on
-    // the remaining reals stay.
-    let gone = [10, 1, 0, 2];
-    let rest: Vec<_> = four.iter().filter(|r| r.0 != gone).copied().collect();
-    vips.apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &rest)])
-        .unwrap();
-    for i in 0..FLOWS {
-        let (v, out) = run(prog(&ebpf), &tcp_frame(client(i), 30000 + i, 80, 0x10));
-        assert_eq!(v, XDP_TX);
-        let now = real_of(&out);
-        if first[i as usize] == gone {
-            assert_ne!(now, gone, "flow {i} still on the removed real");
-        } else {
-            assert_eq!(now, first[i as usize], "flow {i} moved");
-        }
-    }
-
-    // The VIP goes: its packets pass to the host again.
-    vips.apply(&mut ebpf, &[]).unwrap();
-    let f = tcp_frame(client(1), 30001, 80, 0x10);
-    assert_eq!(run(prog(&ebpf), &f), (XDP_PASS, f.clone()));
+    spreads_flows_and_keeps_them_when_reals_change::<V4>(&mut ebpf);
 }
 
 #[test]

@@ -11,7 +11,10 @@ use std::net::Ipv6Addr;
 
 use strait::datapath::{ExternalVip6, ExternalVips6, L4Protocol, UplinkConfig6};
 use strait_tests::privileged;
-use strait_tests::xdp::{eth, prog, run, tcp, udp, DST_MAC, GW_MAC, XDP_DROP, XDP_PASS, XDP_TX};
+use strait_tests::xdp::{
+    eth, prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp, LbFamily, DST_MAC,
+    GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
+};
 
 const VIP: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
 const LB_SRC: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
@@ -391,6 +394,41 @@ fn xdp_lb6_packet_too_big_follows_the_flow_and_other_icmpv6_passes() {
     assert_eq!(run(p, &long).0, XDP_DROP);
 }
 
+/// The IPv6 side for the checks both families share.
+struct V6;
+
+impl LbFamily for V6 {
+    type Addr = [u8; 16];
+    type Tables = ExternalVips6;
+    fn node(n: u8) -> [u8; 16] {
+        node(n)
+    }
+    fn new_tables() -> ExternalVips6 {
+        ExternalVips6::new()
+    }
+    fn recover(ebpf: &aya::Ebpf) -> ExternalVips6 {
+        ExternalVips6::recover(ebpf).unwrap()
+    }
+    fn apply(
+        tables: &mut ExternalVips6,
+        ebpf: &mut aya::Ebpf,
+        port: u16,
+        reals: Option<&[([u8; 16], u32)]>,
+    ) {
+        let list: Vec<ExternalVip6> = reals
+            .map(|r| vip(port, L4Protocol::Tcp, r))
+            .into_iter()
+            .collect();
+        tables.apply(ebpf, &list).unwrap();
+    }
+    fn tcp_frame(client: u16, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+        tcp_frame(self::client(client), sport, dport, flags)
+    }
+    fn real_of(out: &[u8]) -> [u8; 16] {
+        real_of(out)
+    }
+}
+
 #[test]
 fn xdp_lb6_spreads_flows_and_keeps_them_when_reals_change() {
     let Some(_p) = privileged::require("xdp_lb6_spreads_flows_and_keeps_them_when_reals_change")
@@ -398,96 +436,7 @@ fn xdp_lb6_spreads_flows_and_keeps_them_when_reals_change() {
         return;
     };
     let mut ebpf = setup();
-    let mut vips = ExternalVips6::new();
-    let three: Vec<([u8; 16], u32)> = (2..5).map(|i| (node(i), 1)).collect();
-    vips.apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &three)])
-        .unwrap();
-    const FLOWS: u16 = 300;
-    let mut first = Vec::new();
-    for i in 0..FLOWS {
-        let (v, out) = run(
-            prog(&ebpf),
-            &tcp_frame(client(i % 200), 30000 + i, 80, 0x02),
-        );
-        assert_eq!(v, XDP_TX);
-        first.push(real_of(&out));
-    }
-    for r in &three {
-        let n = first.iter().filter(|x| **x == r.0).count();
-        assert!(n > FLOWS as usize / 6, "real {:?} got {n} of {FLOWS}", r.0);
-    }
-
-    // A fourth real joins: established flows (ACKs) stay; new connections
-    // (SYNs) reach the newcomer too.
-    let mut four = three.clone();
-    four.push((node(5), 1));
-    vips.apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &four)])
-        .unwrap();
-    for i in 0..FLOWS {
-        let out = run(
-            prog(&ebpf),
-            &tcp_frame(client(i % 200), 30000 + i, 80, 0x10),
-        )
-        .1;
-        assert_eq!(real_of(&out), first[i as usize], "flow {i} moved");
-    }
-    let newcomer = (0..FLOWS)
-        .map(|i| {
-            real_of(
-                &run(
-                    prog(&ebpf),
-                    &tcp_frame(client(i % 200), 50000 + i, 80, 0x02),
-                )
-                .1,
-            )
-        })
-        .filter(|r| *r == node(5))
-        .count();
-    assert!(
-        newcomer > FLOWS as usize / 8,
-        "{newcomer} new flows on the new real"
-    );
-
-    // A real leaves: its flows move to the others, the rest stay.
-    let rest: Vec<_> = four.iter().filter(|r| r.0 != node(2)).copied().collect();
-    vips.apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &rest)])
-        .unwrap();
-    for i in 0..FLOWS {
-        let (v, out) = run(
-            prog(&ebpf),
-            &tcp_frame(client(i % 200), 30000 + i, 80, 0x10),
-        );
-        assert_eq!(v, XDP_TX);
-        if first[i as usize] == node(2) {
-            assert_ne!(real_of(&out), node(2), "flow {i} still on the removed real");
-        } else {
-            assert_eq!(real_of(&out), first[i as usize], "flow {i} moved");
-        }
-    }
-
-    // Recovered bookkeeping (a restarted daemon over the same maps) keeps
-    // the indexes: re-applying the same set changes no flow.
-    let mut again = ExternalVips6::recover(&ebpf).unwrap();
-    again
-        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &rest)])
-        .unwrap();
-    let moved: Vec<u16> = (0..FLOWS)
-        .filter(|i| first[*i as usize] != node(2))
-        .filter(|i| {
-            let out = run(
-                prog(&ebpf),
-                &tcp_frame(client(i % 200), 30000 + i, 80, 0x10),
-            )
-            .1;
-            real_of(&out) != first[*i as usize]
-        })
-        .collect();
-    assert!(moved.is_empty(), "flows moved after recover: {moved:?}");
-
-    // The VIP goes: its packets pass to the host again.
-    again.apply(&mut ebpf, &[]).unwrap();
-    let f = tcp_frame(client(1), 30001, 80, 0x10);
-    assert_eq!(run(prog(&ebpf), &f), (XDP_PASS, f.clone()));
+    spreads_flows_and_keeps_them_when_reals_change::<V6>(&mut ebpf);
 }
 
 #[test]
