@@ -8,8 +8,8 @@ use aya::programs::Xdp;
 use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig};
 use strait_tests::privileged;
 use strait_tests::xdp::{
-    eth, prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp, LbFamily, GW_MAC,
-    XDP_DROP, XDP_PASS, XDP_TX,
+    eth, for_each_mutation, prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp,
+    LbFamily, GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
 };
 
 const VIP: [u8; 4] = [198, 51, 100, 10];
@@ -445,59 +445,40 @@ fn xdp_lb_random_mutations_never_pass_a_vip_packet_unbalanced() {
             ],
         )
         .unwrap();
-    let p = prog(&ebpf);
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
     let bases = [
         tcp_frame([192, 0, 2, 1], 40000, 80, 0x10),
         frame([192, 0, 2, 1], VIP, 17, &udp(4000, 80, b"abcdef")),
     ];
-    for n in 0..3000 {
-        let mut f = bases[n % 2].clone();
-        // Flip 1-4 bytes among the headers, sometimes cut the frame.
-        for _ in 0..(rnd() % 4 + 1) {
-            let i = (rnd() % 54) as usize % f.len();
-            f[i] = rnd() as u8;
-        }
-        if rnd() % 4 == 0 {
-            // At least an Ethernet header: BPF_PROG_TEST_RUN refuses less.
-            let cut = 14 + (rnd() as usize) % (f.len() - 14);
-            f.truncate(cut);
-        }
-        let (v, out) = run(p, &f);
-        assert!(
-            [XDP_DROP, XDP_PASS, XDP_TX].contains(&v),
-            "verdict {v} for {f:02x?}"
-        );
-        let ipv4_frame = f.len() >= 34 && f[12..14] == [0x08, 0x00];
-        let to_vip_port = ipv4_frame
-            && f.len() >= 38
-            && f[30..34] == VIP
-            && (f[23] == 6 || f[23] == 17)
-            && f[36..38] == [0, 80];
-        match v {
-            XDP_PASS => {
-                assert_eq!(out, f, "passed frames are unchanged");
-                assert!(!to_vip_port, "a packet to a VIP port passed: {f:02x?}");
+    for_each_mutation(
+        prog(&ebpf),
+        &bases,
+        0x9e37_79b9_7f4a_7c15,
+        54,
+        |f, v, out| {
+            let ipv4_frame = f.len() >= 34 && f[12..14] == [0x08, 0x00];
+            let to_vip_port = ipv4_frame
+                && f.len() >= 38
+                && f[30..34] == VIP
+                && (f[23] == 6 || f[23] == 17)
+                && f[36..38] == [0, 80];
+            match v {
+                XDP_PASS => {
+                    assert!(!to_vip_port, "a packet to a VIP port passed: {f:02x?}");
+                }
+                XDP_TX => {
+                    // Only well-formed, unfragmented packets to the VIP port.
+                    assert!(to_vip_port, "{f:02x?}");
+                    assert_eq!(f[14], 0x45);
+                    assert_eq!(u16::from_be_bytes([f[20], f[21]]) & 0x3fff, 0);
+                    let tot = u16::from_be_bytes([f[16], f[17]]) as usize;
+                    assert!(tot <= f.len() - 14);
+                    assert_eq!(checksum(&out[14..34]), 0);
+                    assert_eq!(&out[34..], &f[14..]);
+                }
+                _ => {}
             }
-            XDP_TX => {
-                // Only well-formed, unfragmented packets to the VIP port.
-                assert!(to_vip_port, "{f:02x?}");
-                assert_eq!(f[14], 0x45);
-                assert_eq!(u16::from_be_bytes([f[20], f[21]]) & 0x3fff, 0);
-                let tot = u16::from_be_bytes([f[16], f[17]]) as usize;
-                assert!(tot <= f.len() - 14);
-                assert_eq!(checksum(&out[14..34]), 0);
-                assert_eq!(&out[34..], &f[14..]);
-            }
-            _ => {}
-        }
-    }
+        },
+    );
 }
 
 #[test]

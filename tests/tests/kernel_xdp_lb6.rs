@@ -12,8 +12,8 @@ use std::net::Ipv6Addr;
 use strait::datapath::{ExternalVip6, ExternalVips6, L4Protocol, UplinkConfig6};
 use strait_tests::privileged;
 use strait_tests::xdp::{
-    eth, prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp, LbFamily, DST_MAC,
-    GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
+    eth, for_each_mutation, prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp,
+    LbFamily, DST_MAC, GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
 };
 
 const VIP: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
@@ -456,64 +456,46 @@ fn xdp_lb6_random_mutations_never_pass_a_vip_packet_unbalanced() {
             ],
         )
         .unwrap();
-    let p = prog(&ebpf);
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
     let bases = [
         tcp_frame(CLIENT, 40000, 80, 0x10),
         frame(CLIENT, VIP, 17, &udp(4000, 80, b"abcdef")),
         icmp6(2, 0, &too_big_body(CLIENT, 40000)),
     ];
-    for n in 0..3000 {
-        let mut f = bases[n % 3].clone();
-        // Flip 1-4 bytes among the headers, sometimes cut the frame.
-        for _ in 0..(rnd() % 4 + 1) {
-            let i = (rnd() % 74) as usize % f.len();
-            f[i] = rnd() as u8;
-        }
-        if rnd() % 4 == 0 {
-            let cut = 14 + (rnd() as usize) % (f.len() - 14);
-            f.truncate(cut);
-        }
-        let (v, out) = run(p, &f);
-        assert!(
-            [XDP_DROP, XDP_PASS, XDP_TX].contains(&v),
-            "verdict {v} for {f:02x?}"
-        );
-        let ipv6_frame = f.len() >= 54 && f[12..14] == [0x86, 0xdd];
-        let to_vip_port = ipv6_frame
-            && f[14] >> 4 == 6
-            && f.len() >= 58
-            && f[38..54] == VIP
-            && (f[20] == 6 || f[20] == 17)
-            && f[56..58] == [0, 80];
-        match v {
-            XDP_PASS => {
-                assert_eq!(out, f, "passed frames are unchanged");
-                assert!(!to_vip_port, "a packet to a VIP port passed: {f:02x?}");
-            }
-            XDP_TX => {
-                assert!(ipv6_frame && f[14] >> 4 == 6, "{f:02x?}");
-                if f[20] != 58 {
-                    // Only well-formed packets to the VIP port.
-                    assert!(to_vip_port, "{f:02x?}");
-                    let len = u16::from_be_bytes([f[18], f[19]]) as usize;
-                    assert!(len + 54 <= f.len());
-                } else {
-                    assert_eq!(f[54], 2, "only packet too big is tunnelled");
+    for_each_mutation(
+        prog(&ebpf),
+        &bases,
+        0x2545_f491_4f6c_dd1d,
+        74,
+        |f, v, out| {
+            let ipv6_frame = f.len() >= 54 && f[12..14] == [0x86, 0xdd];
+            let to_vip_port = ipv6_frame
+                && f[14] >> 4 == 6
+                && f.len() >= 58
+                && f[38..54] == VIP
+                && (f[20] == 6 || f[20] == 17)
+                && f[56..58] == [0, 80];
+            match v {
+                XDP_PASS => {
+                    assert!(!to_vip_port, "a packet to a VIP port passed: {f:02x?}");
                 }
-                assert_eq!(&out[0..6], &GW_MAC);
-                assert_eq!((out[20], out[21]), (41, 64));
-                assert_eq!(&out[54..], &f[14..], "inner packet untouched");
+                XDP_TX => {
+                    assert!(ipv6_frame && f[14] >> 4 == 6, "{f:02x?}");
+                    if f[20] != 58 {
+                        // Only well-formed packets to the VIP port.
+                        assert!(to_vip_port, "{f:02x?}");
+                        let len = u16::from_be_bytes([f[18], f[19]]) as usize;
+                        assert!(len + 54 <= f.len());
+                    } else {
+                        assert_eq!(f[54], 2, "only packet too big is tunnelled");
+                    }
+                    assert_eq!(&out[0..6], &GW_MAC);
+                    assert_eq!((out[20], out[21]), (41, 64));
+                    assert_eq!(&out[54..], &f[14..], "inner packet untouched");
+                }
+                _ => {}
             }
-            _ => {}
-        }
-    }
+        },
+    );
 }
 
 #[test]
