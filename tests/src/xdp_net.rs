@@ -4,14 +4,14 @@
 //! to the balancer and the reals, and the spread-then-a-node-joins check.
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aya::programs::{Xdp, XdpMode};
 
-use crate::node::netns;
+use crate::node::{names, netns};
 
 /// Names the reals' servers answer with, in order.
 pub const REAL_NAMES: [&str; 3] = ["real-1", "real-2", "real-3"];
@@ -177,4 +177,139 @@ pub fn spreads_then_keeps_flows_when_a_node_joins(
     assert!(stats.packets >= 4 * N as u64, "{stats:?}");
     assert_eq!(stats.malformed_dropped + stats.no_real_dropped, 0);
     assert!(stats.decapsulated >= stats.packets, "{stats:?}");
+}
+
+/// The addressing of a [`network`]: one subnet on the hub's bridge.
+/// Hosts: the hub (gateway) `{prefix}1`, the balancer `{prefix}2`, the
+/// client `{prefix}10`, real `k` (1-based) `{prefix}2k`.
+pub struct Subnet {
+    /// Tag in the namespace names (`hub{tag}`, `cli{tag}`, `lb{tag}`,
+    /// `r{tag}{k}`), so both families' tests can run at once.
+    pub tag: &'static str,
+    /// The hub bridge's MAC (the balancer's gateway MAC).
+    pub gw_mac: [u8; 6],
+    /// Address text before the host part: `"10.77.0."`, `"fd77::"`.
+    pub prefix: &'static str,
+    /// Prefix length of the subnet.
+    pub len: u8,
+    /// Prefix length of one address (32, 128).
+    pub host_len: u8,
+    /// Appended to every `addr add` (IPv6: `" nodad"`, usable at once).
+    pub addr_flags: &'static str,
+    /// Sysctls set in the hub (forwarding, redirects), path and value.
+    pub hub_sysctls: &'static [(&'static str, &'static str)],
+    /// The VIP: the client's route to it goes through the balancer, every
+    /// real holds it on its loopback.
+    pub vip: IpAddr,
+    /// The port the reals serve on (on the unspecified address of the
+    /// VIP's family).
+    pub port: u16,
+}
+
+/// The namespaces of one test (see [`network`]).
+pub struct Net {
+    /// Removes them all when dropped.
+    pub topo: Topology,
+    /// The gateway: a bridge every other namespace's `v0` is plugged into.
+    pub hub: String,
+    /// The client.
+    pub client: String,
+    /// The balancer node.
+    pub lb: String,
+    /// The real nodes, each serving its [`REAL_NAMES`] name.
+    pub reals: [String; 3],
+    /// Stops the reals' servers.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Creates the hub (gateway), the client, the balancer node and three real
+/// nodes on `subnet`, each real serving its name on the VIP's port with
+/// the VIP on its loopback, and the client's route to the VIP through the
+/// balancer.
+///
+/// Panics: a namespace, link, address or route cannot be set up (what was
+/// created is removed when the returned [`Topology`] would have been).
+pub fn network(subnet: &Subnet) -> Net {
+    let id = names::new_node_id();
+    let ns = |role: &str| format!("{}{id}-{role}{}", names::PREFIX, subnet.tag);
+    let (hub, client, lb) = (ns("hub"), ns("cli"), ns("lb"));
+    let reals = [1, 2, 3].map(|k| format!("{}{id}-r{}{k}", names::PREFIX, subnet.tag));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut topo = Topology {
+        spaces: Vec::new(),
+        stop: stop.clone(),
+    };
+    for n in [&hub, &client, &lb].into_iter().chain(reals.iter()) {
+        netns::add(n).unwrap();
+        topo.spaces.push(n.clone());
+    }
+    let Subnet {
+        prefix,
+        len,
+        host_len,
+        addr_flags: flags,
+        vip,
+        ..
+    } = subnet;
+    let mac = subnet
+        .gw_mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    ip_in(
+        &hub,
+        &[
+            &format!("link add br0 address {mac} type bridge"),
+            &format!("addr add {prefix}1/{len} dev br0{flags}"),
+            "link set br0 up",
+            "link set lo up",
+        ],
+    );
+    for (path, value) in subnet.hub_sysctls {
+        netns::sysctl(&hub, path, value).unwrap();
+    }
+    let plug = |n: &str, port: &str, host: &str| {
+        ip_in(
+            &hub,
+            &[
+                &format!("link add {port} type veth peer name v0 netns {n}"),
+                &format!("link set {port} master br0"),
+                &format!("link set {port} up"),
+            ],
+        );
+        ip_in(
+            n,
+            &[
+                &format!("addr add {prefix}{host}/{len} dev v0{flags}"),
+                "link set v0 up",
+                "link set lo up",
+                &format!("route add default via {prefix}1"),
+            ],
+        );
+    };
+    plug(&client, "hc", "10");
+    plug(&lb, "hl", "2");
+    // The client reaches the VIP through the balancer node.
+    ip_in(
+        &client,
+        &[&format!("route add {vip}/{host_len} via {prefix}2")],
+    );
+    let any: IpAddr = match vip {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    for (k, r) in reals.iter().enumerate() {
+        plug(r, &format!("hr{}", k + 1), &format!("2{}", k + 1));
+        ip_in(r, &[&format!("addr add {vip}/{host_len} dev lo{flags}")]);
+        serve(r, any, subnet.port, REAL_NAMES[k], stop.clone());
+    }
+    Net {
+        topo,
+        hub,
+        client,
+        lb,
+        reals,
+        stop,
+    }
 }

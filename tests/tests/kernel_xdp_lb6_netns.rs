@@ -11,92 +11,32 @@
 //!  lb     fd77::2  ─┼─ br0 fd77::1 (gateway, netns "hub", forwarding)
 //!  real-k fd77::2k ─┘
 //! ```
-use std::net::{Ipv6Addr, SocketAddr};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use strait::datapath::{ExternalVip6, ExternalVips6, L4Protocol, UplinkConfig6};
-use strait_tests::node::{names, netns};
+use strait_tests::node::netns;
 use strait_tests::privileged;
 use strait_tests::xdp_net::{
-    attach_lb_and_reals, ip_in, serve, spreads_then_keeps_flows_when_a_node_joins, Topology,
-    REAL_NAMES,
+    attach_lb_and_reals, network, spreads_then_keeps_flows_when_a_node_joins, Net, Subnet,
 };
 
 const VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 0x80);
 const PORT: u16 = 8080;
 const GW_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x61];
 
-/// The namespaces: the hub (IPv6 gateway), the client, the balancer node
-/// and three real nodes, each real serving its name on [`PORT`] with the
-/// VIP on its loopback. Addresses are added without duplicate address
-/// detection, so they are usable at once.
-fn network() -> (Topology, String, String, [String; 3]) {
-    let id = names::new_node_id();
-    let ns = |role: &str| format!("{}{id}-{role}", names::PREFIX);
-    let (hub, client, lb) = (ns("hub6"), ns("cli6"), ns("lb6"));
-    let reals = [ns("r61"), ns("r62"), ns("r63")];
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut topo = Topology {
-        spaces: Vec::new(),
-        stop: stop.clone(),
-    };
-    for n in [&hub, &client, &lb].into_iter().chain(reals.iter()) {
-        netns::add(n).unwrap();
-        topo.spaces.push(n.clone());
-    }
-    let mac = GW_MAC
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
-    ip_in(
-        &hub,
-        &[
-            &format!("link add br0 address {mac} type bridge"),
-            "addr add fd77::1/64 dev br0 nodad",
-            "link set br0 up",
-            "link set lo up",
-        ],
-    );
-    netns::sysctl(&hub, "ipv6/conf/all/forwarding", "1").unwrap();
-    let plug = |n: &str, port: &str, addr: &str| {
-        ip_in(
-            &hub,
-            &[
-                &format!("link add {port} type veth peer name v0 netns {n}"),
-                &format!("link set {port} master br0"),
-                &format!("link set {port} up"),
-            ],
-        );
-        ip_in(
-            n,
-            &[
-                &format!("addr add {addr}/64 dev v0 nodad"),
-                "link set v0 up",
-                "link set lo up",
-                "route add default via fd77::1",
-            ],
-        );
-    };
-    plug(&client, "hc", "fd77::10");
-    plug(&lb, "hl", "fd77::2");
-    // The client reaches the VIP through the balancer node.
-    ip_in(&client, &[&format!("route add {VIP}/128 via fd77::2")]);
-    for (k, r) in reals.iter().enumerate() {
-        let addr = format!("fd77::2{}", k + 1);
-        plug(r, &format!("hr{}", k + 1), &addr);
-        ip_in(r, &[&format!("addr add {VIP}/128 dev lo nodad")]);
-        serve(
-            r,
-            Ipv6Addr::UNSPECIFIED.into(),
-            PORT,
-            REAL_NAMES[k],
-            stop.clone(),
-        );
-    }
-    (topo, client, lb, reals)
-}
+/// The IPv6 subnet of the test's namespaces (addresses without duplicate
+/// address detection, so they are usable at once).
+const SUBNET: Subnet = Subnet {
+    tag: "6",
+    gw_mac: GW_MAC,
+    prefix: "fd77::",
+    len: 64,
+    host_len: 128,
+    addr_flags: " nodad",
+    hub_sysctls: &[("ipv6/conf/all/forwarding", "1")],
+    vip: IpAddr::V6(VIP),
+    port: PORT,
+};
 
 /// Real node `k` (1-based) with weight 1.
 fn real(k: u16) -> (Ipv6Addr, u32) {
@@ -119,7 +59,13 @@ fn xdp_lb6_spreads_real_ipv6_connections_over_nodes_and_keeps_them_when_a_node_j
     ) else {
         return;
     };
-    let (topo, client, lb, reals) = network();
+    let Net {
+        topo,
+        client,
+        lb,
+        reals,
+        ..
+    } = network(&SUBNET);
     // What the daemon resolves without --xdp-source6: the uplink's global
     // address, not its link-local one; an interface without one gives none.
     let uplink = netns::run_in(&lb, || {

@@ -16,7 +16,7 @@
 //! ```
 use std::collections::BTreeSet;
 use std::io::BufReader;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,101 +28,30 @@ use strait::datapath::{
 use strait_tests::node::{names, netns};
 use strait_tests::privileged;
 use strait_tests::xdp_net::{
-    self, ask, attach_lb_and_reals, ip_in, serve, spreads_then_keeps_flows_when_a_node_joins,
-    tally, try_ask, Topology, REAL_NAMES,
+    self, ask, attach_lb_and_reals, network, spreads_then_keeps_flows_when_a_node_joins, tally,
+    try_ask, Net, Subnet,
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 80);
 const PORT: u16 = 8080;
 const GW_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x01];
 
-/// The namespaces of one test: the hub (gateway), the client, the
-/// balancer node and three real nodes, each real serving its name on
-/// [`PORT`] with the VIP on its loopback.
-struct Net {
-    topo: Topology,
-    hub: String,
-    client: String,
-    lb: String,
-    reals: [String; 3],
-    stop: Arc<AtomicBool>,
-}
-
-fn network() -> Net {
-    let id = names::new_node_id();
-    let ns = |role: &str| format!("{}{id}-{role}", names::PREFIX);
-    let (hub, client, lb) = (ns("hub"), ns("cli"), ns("lb"));
-    let reals = [ns("r1"), ns("r2"), ns("r3")];
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut topo = Topology {
-        spaces: Vec::new(),
-        stop: stop.clone(),
-    };
-    for n in [&hub, &client, &lb].into_iter().chain(reals.iter()) {
-        netns::add(n).unwrap();
-        topo.spaces.push(n.clone());
-    }
-    let mac = GW_MAC
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
-    ip_in(
-        &hub,
-        &[
-            &format!("link add br0 address {mac} type bridge"),
-            "addr add 10.77.0.1/24 dev br0",
-            "link set br0 up",
-            "link set lo up",
-        ],
-    );
-    netns::sysctl(&hub, "ipv4/ip_forward", "1").unwrap();
-    netns::sysctl(&hub, "ipv4/conf/all/send_redirects", "0").unwrap();
-    netns::sysctl(&hub, "ipv4/conf/br0/send_redirects", "0").unwrap();
-    let plug = |n: &str, port: &str, addr: &str| {
-        ip_in(
-            &hub,
-            &[
-                &format!("link add {port} type veth peer name v0 netns {n}"),
-                &format!("link set {port} master br0"),
-                &format!("link set {port} up"),
-            ],
-        );
-        ip_in(
-            n,
-            &[
-                &format!("addr add {addr}/24 dev v0"),
-                "link set v0 up",
-                "link set lo up",
-                "route add default via 10.77.0.1",
-            ],
-        );
-    };
-    plug(&client, "hc", "10.77.0.10");
-    plug(&lb, "hl", "10.77.0.2");
-    // The client reaches the VIP through the balancer node.
-    ip_in(&client, &[&format!("route add {VIP}/32 via 10.77.0.2")]);
-    for (k, r) in reals.iter().enumerate() {
-        let addr = format!("10.77.0.2{}", k + 1);
-        plug(r, &format!("hr{}", k + 1), &addr);
-        ip_in(r, &[&format!("addr add {VIP}/32 dev lo")]);
-        serve(
-            r,
-            Ipv4Addr::UNSPECIFIED.into(),
-            PORT,
-            REAL_NAMES[k],
-            stop.clone(),
-        );
-    }
-    Net {
-        topo,
-        hub,
-        client,
-        lb,
-        reals,
-        stop,
-    }
-}
+/// The IPv4 subnet of the test's namespaces.
+const SUBNET: Subnet = Subnet {
+    tag: "",
+    gw_mac: GW_MAC,
+    prefix: "10.77.0.",
+    len: 24,
+    host_len: 32,
+    addr_flags: "",
+    hub_sysctls: &[
+        ("ipv4/ip_forward", "1"),
+        ("ipv4/conf/all/send_redirects", "0"),
+        ("ipv4/conf/br0/send_redirects", "0"),
+    ],
+    vip: IpAddr::V4(VIP),
+    port: PORT,
+};
 
 /// Real node `k` (1-based) with weight 1.
 fn real(k: u8) -> (Ipv4Addr, u32) {
@@ -156,7 +85,7 @@ fn xdp_lb_spreads_real_connections_over_nodes_and_keeps_them_when_a_node_joins()
         lb,
         reals,
         ..
-    } = network();
+    } = network(&SUBNET);
     let mut ebpf = strait::datapath::load().unwrap();
     strait::datapath::configure_uplink(
         &mut ebpf,
@@ -267,7 +196,7 @@ fn xdp_lb_connections_keep_their_real_while_the_node_data_path_restarts() {
         lb,
         reals,
         stop,
-    } = network();
+    } = network(&SUBNET);
     let bpffs = strait_tests::bpffs::TestBpffs::new().unwrap();
     let mut config = DatapathConfig::new(format!("{}-lb", names::new_node_id()));
     config.bpffs = bpffs.path().to_path_buf();
