@@ -128,6 +128,36 @@ pub fn attach_lb_and_reals(ebpf: &mut aya::Ebpf, lb: &str, reals: &[String]) {
     }
 }
 
+/// `n` connections from namespace `client` to `vip`, each with the real
+/// that answered it, checked to spread over both of reals 1 and 2 (the
+/// tally is printed after `label`).
+///
+/// Panics: a connection fails or the connections do not reach exactly
+/// real-1 and real-2.
+pub fn spread_over_two_reals(
+    client: &str,
+    vip: SocketAddr,
+    n: usize,
+    label: &str,
+) -> Vec<(BufReader<TcpStream>, String)> {
+    let first: Vec<(BufReader<TcpStream>, String)> = (0..n)
+        .map(|_| {
+            let s = connect(client, vip).unwrap_or_else(|e| panic!("connect to {vip}: {e}"));
+            let mut s = BufReader::new(s);
+            let who = ask(&mut s);
+            (s, who)
+        })
+        .collect();
+    let spread = tally(first.iter().map(|(_, w)| w));
+    eprintln!("{label}: {spread:?}");
+    assert_eq!(
+        spread.keys().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from(["real-1", "real-2"]),
+        "connections spread over both reals"
+    );
+    first
+}
+
 /// With `ebpf`'s balancer attached and `vip` on reals 1 and 2: 24
 /// connections from `client` spread over both; after `join` (which adds
 /// real 3) each keeps its real, and new connections reach real 3. Then
@@ -143,20 +173,7 @@ pub fn spreads_then_keeps_flows_when_a_node_joins(
 ) {
     const N: usize = 24;
     let open = || connect(client, vip).unwrap_or_else(|e| panic!("connect to {vip}: {e}"));
-    let mut first: Vec<(BufReader<TcpStream>, String)> = (0..N)
-        .map(|_| {
-            let mut s = BufReader::new(open());
-            let who = ask(&mut s);
-            (s, who)
-        })
-        .collect();
-    let spread = tally(first.iter().map(|(_, w)| w));
-    eprintln!("two reals: {spread:?}");
-    assert_eq!(
-        spread.keys().copied().collect::<BTreeSet<_>>(),
-        BTreeSet::from(["real-1", "real-2"]),
-        "connections spread over both reals"
-    );
+    let mut first = spread_over_two_reals(client, vip, N, "two reals");
 
     // A third node joins: established connections stay on their real.
     join(ebpf);

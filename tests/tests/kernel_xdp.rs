@@ -1,6 +1,6 @@
 //! Tier 2: the XDP deny program through BPF_PROG_TEST_RUN on packet fixtures.
-use aya::programs::{TestRun, TestRunOptions};
 use strait_tests::privileged;
+use strait_tests::xdp::run;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -33,16 +33,6 @@ fn udp_frame(src: [u8; 4]) -> Vec<u8> {
     f.extend_from_slice(&[0x30, 0x39, 0, 53, (udp_len >> 8) as u8, udp_len as u8, 0, 0]);
     f.extend_from_slice(payload);
     f
-}
-
-fn run(prog: &aya::programs::Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 256];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    let res = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
-    out.truncate(res.data_size_out as usize);
-    (res.return_value, out)
 }
 
 #[test]

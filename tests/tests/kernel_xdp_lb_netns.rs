@@ -28,8 +28,8 @@ use strait::datapath::{
 use strait_tests::node::{names, netns};
 use strait_tests::privileged;
 use strait_tests::xdp_net::{
-    self, ask, attach_lb_and_reals, network, spreads_then_keeps_flows_when_a_node_joins, tally,
-    try_ask, Net, Subnet,
+    self, ask, attach_lb_and_reals, network, spread_over_two_reals,
+    spreads_then_keeps_flows_when_a_node_joins, tally, try_ask, Net, Subnet,
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 80);
@@ -247,19 +247,11 @@ fn xdp_lb_connections_keep_their_real_while_the_node_data_path_restarts() {
 
     const N: usize = 24;
     let open = || BufReader::new(connect(&client).expect("connect to the VIP"));
-    let first: Vec<(BufReader<TcpStream>, String)> = (0..N)
-        .map(|_| {
-            let mut s = open();
-            let who = ask(&mut s);
-            (s, who)
-        })
-        .collect();
-    let spread = tally(first.iter().map(|(_, w)| w));
-    eprintln!("before the restart: {spread:?}");
-    assert_eq!(
-        spread.keys().copied().collect::<BTreeSet<_>>(),
-        BTreeSet::from(["real-1", "real-2"]),
-        "connections spread over both reals"
+    let first = spread_over_two_reals(
+        &client,
+        SocketAddr::from((VIP, PORT)),
+        N,
+        "before the restart",
     );
 
     // The client keeps talking on every connection and opening new ones

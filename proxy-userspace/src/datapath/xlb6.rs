@@ -278,21 +278,10 @@ impl ExternalVips6 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strait_config::snapshot::ExternalL4Service;
 
     #[test]
     fn ipv6_entries_keep_ipv6_nodes_and_name_what_is_left_out() {
-        let svc = |vip: &str, nodes: &[(&str, u32)], unplaced| ExternalL4Service {
-            host: "front.web.svc.cluster.local".into(),
-            vip: vip.parse().unwrap(),
-            port: 80,
-            protocol: L4Protocol::Tcp,
-            nodes: nodes
-                .iter()
-                .map(|(a, w)| (a.parse().unwrap(), *w))
-                .collect(),
-            unplaced,
-        };
+        let svc = super::super::xlb_book::tests::service;
         let (list, warnings) = external_vips6(&[
             svc("198.51.100.7", &[("192.168.0.11", 1)], 0),
             svc("2001:db8::7", &[("fd00::11", 2), ("fd00::12", 0)], 1),

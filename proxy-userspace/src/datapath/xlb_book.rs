@@ -322,9 +322,25 @@ impl<K: Copy + Ord + Hash, A: Copy + Ord + Hash + Display> Rings<K, A> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+
+    /// Service `front.web.svc.cluster.local`, TCP port 80 on `vip`, with
+    /// `nodes` (address, weight) and `unplaced` endpoints.
+    pub(crate) fn service(vip: &str, nodes: &[(&str, u32)], unplaced: u32) -> ExternalL4Service {
+        ExternalL4Service {
+            host: "front.web.svc.cluster.local".into(),
+            vip: vip.parse().unwrap(),
+            port: 80,
+            protocol: strait_config::snapshot::L4Protocol::Tcp,
+            nodes: nodes
+                .iter()
+                .map(|(a, w)| (a.parse().unwrap(), *w))
+                .collect(),
+            unplaced,
+        }
+    }
 
     fn addr(n: u8) -> Ipv4Addr {
         Ipv4Addr::new(10, 0, 0, n)
@@ -412,18 +428,7 @@ mod tests {
 
     #[test]
     fn family_entries_keep_one_family_and_count_endpoints_left_out() {
-        use strait_config::snapshot::L4Protocol;
-        let svc = |vip: &str, nodes: &[(&str, u32)], unplaced| ExternalL4Service {
-            host: "front.web.svc.cluster.local".into(),
-            vip: vip.parse().unwrap(),
-            port: 80,
-            protocol: L4Protocol::Tcp,
-            nodes: nodes
-                .iter()
-                .map(|(a, w)| (a.parse().unwrap(), *w))
-                .collect(),
-            unplaced,
-        };
+        let svc = service;
         let services = [
             svc("2001:db8::7", &[("fd00::11", 1)], 0),
             svc("198.51.100.7", &[("192.168.0.11", 2), ("fd00::12", 1)], 3),
