@@ -9,10 +9,10 @@
 //! keeps its index while any VIP lists it (a drained real, weight 0, keeps
 //! its established flows); once no VIP lists it, its entry is cleared and
 //! flows pinned to it are hashed again onto the current ring.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use aya::{
     maps::{Array, HashMap as BpfHashMap, PerCpuArray},
     programs::Xdp,
@@ -24,7 +24,7 @@ use proxy_common::{
 };
 use strait_config::snapshot::L4Protocol;
 
-use super::xlb_book::{family_entries, Reals, Rings};
+use super::xlb_book::{family_entries, wanted, Reals, Rings, Wanted};
 use super::xlb_table::VipTable;
 
 /// One external VIP (a Service's `externalIPs` entry or
@@ -306,30 +306,24 @@ impl ExternalVips {
     /// [`MAX_XLB_VIPS`] entries or [`MAX_XLB_REALS`] reals, a map update
     /// refused. The tables then hold what was written before the error.
     pub fn apply(&mut self, ebpf: &mut Ebpf, vips: &[ExternalVip]) -> anyhow::Result<XlbReport> {
-        let mut want: BTreeMap<XlbVipKey, &[(Ipv4Addr, u32)]> = BTreeMap::new();
-        for v in vips {
-            if want.insert(vip_key(v), &v.reals).is_some() {
-                bail!(
+        let Wanted {
+            entries: want,
+            addrs,
+            listed,
+        } = wanted(
+            vips,
+            |v| (vip_key(v), &v.reals[..]),
+            |k| k.vip,
+            MAX_XLB_VIPS,
+            "",
+            |v| {
+                format!(
                     "external VIP {}:{}/{:?} is listed twice",
-                    v.vip,
-                    v.port,
-                    v.protocol
-                );
-            }
-        }
-        let addrs: HashSet<u32> = want.keys().map(|k| k.vip).collect();
-        if want.len() + addrs.len() > MAX_XLB_VIPS as usize {
-            bail!(
-                "{} external VIP ports on {} addresses exceed the XDP balancer's {MAX_XLB_VIPS} entries",
-                want.len(),
-                addrs.len()
-            );
-        }
+                    v.vip, v.port, v.protocol
+                )
+            },
+        )?;
         // Reals first, so rings never name an index without an address.
-        let listed: HashSet<Ipv4Addr> = want
-            .values()
-            .flat_map(|reals| reals.iter().map(|(a, _)| *a))
-            .collect();
         {
             let mut reals: Array<_, XlbReal> =
                 Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS)?)?;

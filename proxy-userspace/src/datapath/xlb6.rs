@@ -10,10 +10,10 @@
 //! built by the one Maglev builder keyed by the node address text, so
 //! every balancer builds the same ring; a real keeps its index while any
 //! VIP lists it.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv6Addr;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use aya::{
     maps::{Array, HashMap as BpfHashMap},
     Ebpf,
@@ -24,7 +24,7 @@ use proxy_common::{
 };
 use strait_config::snapshot::L4Protocol;
 
-use super::xlb_book::{family_entries, Reals, Rings};
+use super::xlb_book::{family_entries, wanted, Reals, Rings, Wanted};
 
 /// One external IPv6 VIP on one port: where its packets go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,29 +198,23 @@ impl ExternalVips6 {
         ebpf: &mut Ebpf,
         vips: &[ExternalVip6],
     ) -> anyhow::Result<super::XlbReport> {
-        let mut want: BTreeMap<XlbVipKey6, &[(Ipv6Addr, u32)]> = BTreeMap::new();
-        for v in vips {
-            if want.insert(vip_key(v), &v.reals).is_some() {
-                bail!(
+        let Wanted {
+            entries: want,
+            addrs,
+            listed,
+        } = wanted(
+            vips,
+            |v| (vip_key(v), &v.reals[..]),
+            |k| k.vip,
+            MAX_XLB_VIPS6,
+            "IPv6 ",
+            |v| {
+                format!(
                     "external VIP [{}]:{}/{:?} is listed twice",
-                    v.vip,
-                    v.port,
-                    v.protocol
-                );
-            }
-        }
-        let addrs: HashSet<[u8; 16]> = want.keys().map(|k| k.vip).collect();
-        if want.len() + addrs.len() > MAX_XLB_VIPS6 as usize {
-            bail!(
-                "{} external IPv6 VIP ports on {} addresses exceed the XDP balancer's {MAX_XLB_VIPS6} entries",
-                want.len(),
-                addrs.len()
-            );
-        }
-        let listed: HashSet<Ipv6Addr> = want
-            .values()
-            .flat_map(|reals| reals.iter().map(|(a, _)| *a))
-            .collect();
+                    v.vip, v.port, v.protocol
+                )
+            },
+        )?;
         {
             let mut reals: Array<_, XlbReal6> =
                 Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS6)?)?;

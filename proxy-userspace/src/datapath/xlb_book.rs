@@ -35,6 +35,58 @@ pub(crate) fn family_entries<A: Copy>(
     })
 }
 
+/// What one apply wants in the kernel: each VIP:port/protocol entry's key
+/// (`K`) with its reals, the VIP addresses (`M`, one marker entry each)
+/// and every real any entry lists.
+pub(crate) struct Wanted<'a, K, M, A> {
+    /// Entries by key, each with its reals and weights.
+    pub(crate) entries: BTreeMap<K, &'a [(A, u32)]>,
+    /// The entries' VIP addresses.
+    pub(crate) addrs: HashSet<M>,
+    /// Every real listed by an entry (drained ones included).
+    pub(crate) listed: HashSet<A>,
+}
+
+/// The [`Wanted`] of `vips`: `entry` gives an item's key and reals,
+/// `address` a key's VIP address.
+///
+/// Errors: two items with the same key (`twice` names the item), or more
+/// entries plus addresses than `max` (`"{n} external {family}VIP ports on
+/// {m} addresses exceed the XDP balancer's {max} entries"`).
+pub(crate) fn wanted<'a, T, K: Ord, M: Hash + Eq, A: Copy + Hash + Eq>(
+    vips: &'a [T],
+    entry: impl Fn(&'a T) -> (K, &'a [(A, u32)]),
+    address: impl Fn(&K) -> M,
+    max: u32,
+    family: &str,
+    twice: impl Fn(&T) -> String,
+) -> anyhow::Result<Wanted<'a, K, M, A>> {
+    let mut entries = BTreeMap::new();
+    for v in vips {
+        let (key, reals) = entry(v);
+        if entries.insert(key, reals).is_some() {
+            bail!("{}", twice(v));
+        }
+    }
+    let addrs: HashSet<M> = entries.keys().map(address).collect();
+    if entries.len() + addrs.len() > max as usize {
+        bail!(
+            "{} external {family}VIP ports on {} addresses exceed the XDP balancer's {max} entries",
+            entries.len(),
+            addrs.len()
+        );
+    }
+    let listed = entries
+        .values()
+        .flat_map(|reals| reals.iter().map(|(a, _)| *a))
+        .collect();
+    Ok(Wanted {
+        entries,
+        addrs,
+        listed,
+    })
+}
+
 /// Real addresses and their indexes in a reals array of `max` entries.
 ///
 /// A real keeps its index while any VIP lists it; new reals take fresh
@@ -424,6 +476,42 @@ pub(crate) mod tests {
         let mut v4: Rings<(u16, u8), Ipv4Addr> = Rings::new(1);
         assert_eq!(v4.id_for(key(80)), 1);
         assert_eq!(v4.fresh_id(), 2);
+    }
+
+    #[test]
+    fn wanted_refuses_a_key_listed_twice_and_more_entries_than_the_table_holds() {
+        // Items: (address, port, reals).
+        type Item = (u8, u16, Vec<(Ipv4Addr, u32)>);
+        let want = |items: &[Item], max| {
+            wanted(
+                items,
+                |(a, p, r): &Item| ((*a, *p), &r[..]),
+                |(a, _)| *a,
+                max,
+                "IPv6 ",
+                |(a, p, _)| format!("{a}:{p} is listed twice"),
+            )
+            .map(|w| (w.entries.len(), w.addrs.len(), w.listed))
+        };
+        let items = vec![
+            (1, 80, vec![(addr(1), 1), (addr(2), 0)]),
+            (1, 443, vec![(addr(2), 1)]),
+            (2, 80, vec![]),
+        ];
+        let (entries, addrs, listed) = want(&items, 5).unwrap();
+        assert_eq!((entries, addrs), (3, 2));
+        assert_eq!(listed, HashSet::from([addr(1), addr(2)]));
+        let err = want(&items, 4).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "3 external IPv6 VIP ports on 2 addresses exceed the XDP balancer's 4 entries"
+        );
+        let mut twice = items.clone();
+        twice.push((1, 443, vec![]));
+        assert_eq!(
+            want(&twice, 100).err().unwrap().to_string(),
+            "1:443 is listed twice"
+        );
     }
 
     #[test]
