@@ -382,7 +382,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let section = format!(
         "{BEGIN}\n{HEADING}\n\n\
          `{}cargo xtask bench mesh{}` ({date}; {rounds} rounds, {secs} s per measurement, {latency_secs} s for the latency one; load average {load_before} at the start, {} at the end (1/5/15 min); \
-         CPU steal over the run {}; a 2-core VM shared by eight developers building at the time, so absolute figures move: compare rows of the same run). \
+         CPU steal over the run {}; a 2-core VM whose other load the load average shows, so absolute figures move: compare rows of the same run). \
          Two simulated nodes (network namespaces joined by a veth link), a client pod on node A running oha 1.16 (HTTP/1.1, one worker thread), \
          a server pod on node B running bench-backend (hyper, 20-byte body). Pinned: oha on CPU 0; both proxies and the backends on CPU 1 \
          (`strait run` then starts one proxy worker; ztunnel `ZTUNNEL_WORKER_THREADS=1`). Rows: direct is plain text between two pods outside the mesh; \
