@@ -17,8 +17,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::Empty;
-use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
-use rustls_pki_types::PrivatePkcs8KeyDer;
 use tokio::net::{TcpListener, TcpStream};
 
 use strait::identity::ca::Authority;
@@ -32,22 +30,7 @@ use strait_config::snapshot::{MeshSnapshot, MeshTlsPolicy, TlsMode};
 const TD: &str = "cluster.local";
 
 fn issue(ca: &Authority, id: &SpiffeId) -> Arc<WorkloadCert> {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params.subject_alt_names = vec![SanType::URI(id.to_string().try_into().unwrap())];
-    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
-    let chain = ca.sign(&csr, id, Duration::from_secs(3600)).unwrap();
-    Arc::new(
-        WorkloadCert::from_response(
-            id.clone(),
-            &chain,
-            PrivatePkcs8KeyDer::from(key.serialize_der()),
-            &key.public_key_der(),
-            0.0,
-        )
-        .unwrap(),
-    )
+    Arc::new(ca.issue(id, Duration::from_secs(3600)).unwrap())
 }
 
 /// An HTTP authorizer at `ip`: allows everything, counts checks.

@@ -23,8 +23,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
-use rustls_pki_types::PrivatePkcs8KeyDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use strait::identity::ca::Authority;
@@ -62,22 +60,7 @@ fn pod(ns_name: &str, sa: &str) -> PodSpec {
 
 /// A certificate for `id` signed by `ca`, as the mesh CA issues them.
 fn issue(ca: &Authority, id: &SpiffeId) -> Arc<WorkloadCert> {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params.subject_alt_names = vec![SanType::URI(id.to_string().try_into().unwrap())];
-    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
-    let chain = ca.sign(&csr, id, Duration::from_secs(3600)).unwrap();
-    Arc::new(
-        WorkloadCert::from_response(
-            id.clone(),
-            &chain,
-            PrivatePkcs8KeyDer::from(key.serialize_der()),
-            &key.public_key_der(),
-            0.0,
-        )
-        .unwrap(),
-    )
+    Arc::new(ca.issue(id, Duration::from_secs(3600)).unwrap())
 }
 
 fn rt() -> tokio::runtime::Runtime {

@@ -12,6 +12,27 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::{IdentityError, SpiffeId};
 
+/// A fresh ECDSA P-256 key and a PEM certificate signing request for `id`:
+/// an empty subject and exactly one URI SAN, the SPIFFE ID, as ztunnel's
+/// CSRs to Istio's CA. Errors: `IdentityError::Cert` when rcgen cannot
+/// build it.
+pub fn csr_for(id: &SpiffeId) -> Result<(rcgen::KeyPair, String), IdentityError> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| IdentityError::Cert(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        id.to_string()
+            .try_into()
+            .map_err(|e| IdentityError::Cert(format!("{id}: {e}")))?,
+    )];
+    let csr = params
+        .serialize_request(&key)
+        .and_then(|c| c.pem())
+        .map_err(|e| IdentityError::Cert(e.to_string()))?;
+    Ok((key, csr))
+}
+
 /// Every `CERTIFICATE` block of a PEM text, in order.
 pub fn parse_pem_certs(text: &str) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
     CertificateDer::pem_slice_iter(text.as_bytes())

@@ -18,7 +18,9 @@ use rcgen::{
 };
 use rustls_pki_types::CertificateDer;
 
-use super::super::certs::{cert_pem, parse_pem_certs, parse_private_key, uri_san_value, CertInfo};
+use super::super::certs::{
+    cert_pem, csr_for, parse_pem_certs, parse_private_key, uri_san_value, CertInfo, WorkloadCert,
+};
 use super::super::{IdentityError, SpiffeId};
 
 /// The four files of Istio's plugged-in CA layout.
@@ -267,6 +269,25 @@ impl Authority {
     /// The trust domain of the identities it signs.
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain
+    }
+
+    /// Issues a workload certificate for `id` in process, valid `ttl`: a
+    /// fresh key ([`csr_for`]), its CSR and this CA's [`Authority::sign`],
+    /// checked as a CA client checks a response
+    /// ([`WorkloadCert::from_response`]). For in-process callers and tests;
+    /// pods get theirs through the CA API. Errors: `IdentityError::Cert`.
+    pub fn issue(&self, id: &SpiffeId, ttl: Duration) -> Result<WorkloadCert, IdentityError> {
+        let (key, csr) = csr_for(id)?;
+        let chain = self
+            .sign(&csr, id, ttl)
+            .map_err(|e| IdentityError::Cert(format!("{id}: {e}")))?;
+        WorkloadCert::from_response(
+            id.clone(),
+            &chain,
+            rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
+            &key.public_key_der(),
+            0.0,
+        )
     }
 
     /// Signs `csr_pem` for `id`, valid `ttl` from now. The certificate

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable};
-use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
@@ -109,19 +108,7 @@ impl CaClient {
     /// Generates an ECDSA P-256 key, sends a CSR for `id` (with
     /// `ImpersonatedIdentity: id`) and returns the verified certificate.
     pub async fn fetch(&self, id: &SpiffeId) -> Result<WorkloadCert, IdentityError> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| IdentityError::Cert(e.to_string()))?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(
-            id.to_string()
-                .try_into()
-                .map_err(|e| IdentityError::Cert(format!("{id}: {e}")))?,
-        )];
-        let csr = params
-            .serialize_request(&key)
-            .and_then(|c| c.pem())
-            .map_err(|e| IdentityError::Cert(e.to_string()))?;
+        let (key, csr) = super::certs::csr_for(id)?;
         let mut req = tonic::Request::new(IstioCertificateRequest {
             csr,
             validity_duration: self.cfg.ttl.as_secs() as i64,
