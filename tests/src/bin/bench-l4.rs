@@ -152,6 +152,9 @@ struct Places {
     home_netns: File,
     home_cgroup: Option<PathBuf>,
     netns: Vec<Option<File>>,
+    /// The cgroup the process is in now, once moved (a move waits for an
+    /// RCU grace period: skipped when the next batch needs the same one).
+    current: Option<PathBuf>,
 }
 
 impl Places {
@@ -179,21 +182,25 @@ impl Places {
             home_netns,
             home_cgroup,
             netns,
+            current: None,
         })
     }
 
     /// Moves this thread into arm `i`'s namespace and the process into its
     /// cgroup (or back home).
-    fn enter(&self, i: usize, arm: &Arm) -> Result<(), String> {
+    fn enter(&mut self, i: usize, arm: &Arm) -> Result<(), String> {
         use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
         use std::os::fd::AsFd;
         let ns = self.netns[i].as_ref().unwrap_or(&self.home_netns);
         move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))
             .map_err(|e| format!("setns for arm {}: {e}", arm.name))?;
         if let Some(dir) = arm.cgroup.as_ref().or(self.home_cgroup.as_ref()) {
-            // Writing 0 moves the writing process (all its threads).
-            std::fs::write(dir.join("cgroup.procs"), "0")
-                .map_err(|e| format!("joining cgroup {}: {e}", dir.display()))?;
+            if self.current.as_ref() != Some(dir) {
+                // Writing 0 moves the writing process (all its threads).
+                std::fs::write(dir.join("cgroup.procs"), "0")
+                    .map_err(|e| format!("joining cgroup {}: {e}", dir.display()))?;
+                self.current = Some(dir.clone());
+            }
         }
         Ok(())
     }
@@ -415,7 +422,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let places = match Places::open(&args.arms) {
+    let mut places = match Places::open(&args.arms) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("bench-l4: {e}");
