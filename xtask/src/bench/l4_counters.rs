@@ -6,10 +6,12 @@
 //! counters on and once with them off (`bench-datapath --no-tcp-stats`:
 //! the sockops program neither counts nor asks for state callbacks; the
 //! order alternates round by round), and under each one `bench-l4` process
-//! measures three paths in alternating batches ([`super::l4_client`]):
+//! measures four paths in alternating batches ([`super::l4_client`]):
 //!
 //! - direct: the backend pods' IPs (round-robin over the three), from
 //!   outside the cgroup: no Strait program runs;
+//! - direct again: the same path, the A/A control (its ratio to direct is
+//!   what the harness itself contributes);
 //! - direct from the cgroup: the same, from the cgroup the programs are
 //!   attached to (they run, and find no service);
 //! - Strait's VIP from the cgroup: balanced by `connect4`.
@@ -46,10 +48,13 @@ const TARGET_WITHIN: f64 = 0.05;
 /// `strait::datapath::programs::SOCKOPS`, `orig_dst_sockops`).
 const SOCKOPS: &str = "orig_dst_sockop";
 
-/// The paths measured under each hold, in this order.
+/// The paths measured under each hold, in this order: direct twice (the
+/// second is the A/A control: same path, so its ratio to the first is the
+/// harness's own noise and bias), direct from the cgroup, the VIP.
 const DIRECT: usize = 0;
-const DIRECT_CG: usize = 1;
-const VIP: usize = 2;
+const DIRECT_AGAIN: usize = 1;
+const DIRECT_CG: usize = 2;
+const VIP: usize = 3;
 
 /// One data-path lifetime: each path's figures.
 struct Held {
@@ -76,6 +81,12 @@ fn hold(env: &Env, file: &std::path::Path, counters: bool, plan: Plan) -> anyhow
     let arms = [
         Arm {
             name: "direct",
+            netns: &env.topo.client,
+            cgroup: false,
+            addrs: backends.clone(),
+        },
+        Arm {
+            name: "direct-again",
             netns: &env.topo.client,
             cgroup: false,
             addrs: backends.clone(),
@@ -170,6 +181,11 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
     let on_pass = all_pass_ratios(&arm(&on, VIP), &on_direct);
     let off_pass = all_pass_ratios(&arm(&off, VIP), &off_direct);
     let cg_pass = all_pass_ratios(&arm(&on, DIRECT_CG), &on_direct);
+    let aa_pass = {
+        let mut s = all_pass_ratios(&arm(&on, DIRECT_AGAIN), &on_direct);
+        s.0.extend(all_pass_ratios(&arm(&off, DIRECT_AGAIN), &off_direct).0);
+        s
+    };
     let on_vs_off = Samples(
         on.iter()
             .zip(&off)
@@ -234,6 +250,11 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
     ];
     let notes = vec![
         format!(
+            "A/A control: direct ÷ direct, batch by batch over both holds ({} passes): {} — the harness's own noise; a path's ratio is distinguishable from direct's only outside that.",
+            aa_pass.0.len(),
+            aa_pass.interval_cell(3)
+        ),
+        format!(
             "Added by the counters per connection (the VIP's sockops run time on − off, same round, median): {} µs ({}); target ≤ {TARGET_ADDED_US} µs: {}.",
             num(added_us, 3),
             added.cell(3, None),
@@ -262,7 +283,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
         intro: vec![format!(
             "`cargo xtask bench l4-counters{}`: one service with three endpoints, the L4 suite's client (`bench-l4`, {CONCURRENCY} threads, connect → `PING` → `OK` → close) and backend. \
              Each of {rounds} rounds holds Strait's data path (`bench-datapath`, as the daemon sets it up) twice, once with the `TCP_STATS` counters on and once loaded with them off (`DatapathConfig::tcp_stats`; the order alternates). \
-             Under each, one client process measures three paths in alternating batches of {} connections ({} passes, the order reversing every pass, one unrecorded pass first): direct to the three backend pods' IPs (round-robin) from outside the cgroup the programs are attached to, the same from inside it, and Strait's VIP (balanced over the same three) from inside it. \
+             Under each, one client process measures four paths in alternating batches of {} connections ({} passes, the order reversing every pass, one unrecorded pass first): direct to the three backend pods' IPs (round-robin) from outside the cgroup the programs are attached to, the same path again (the A/A control), the same from inside the cgroup, and Strait's VIP (balanced over the same three) from inside it. \
              \"batch ÷ direct\" is each batch's rate over direct's batch of the same pass (median over every pass of every round, [95% interval of that median], sign test); \"rate ÷ direct, same round\" is the round's rate over direct's (median, min–max). \
              \"CPU µs per connection\": user + system time of the client process and of the backend per connection (the kernel's network work done in their context included). \
              \"eBPF ns per connection\": the kernel's run-time statistics (`bpf_stats_enabled`) of every program attached to the cgroup (connect4, sockops, ...), read around each batch, so each path gets its own / the sockops program alone; the counters add one `TCP_STATS` update when the connection is established and the state-callback runs until its counts are final: one when the client closes first, two (`CLOSE_WAIT`, then `LAST_ACK`) when the backend does, as `bench-backend` does here. \
@@ -296,6 +317,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
             "on_over_direct_per_pass": on_pass.json(),
             "off_over_direct_per_pass": off_pass.json(),
             "direct_cgroup_over_direct_per_pass": cg_pass.json(),
+            "direct_over_direct_per_pass": aa_pass.json(),
             "on_over_direct_per_round": on_vs_direct.json(),
             "on_over_off": on_vs_off.json(),
             "added_us_per_connection": added.json(),

@@ -203,7 +203,7 @@ mod tests {
         assert_eq!((lo, hi), (40.0, 61.0));
         // Thousands of samples: no underflow, and the interval narrows.
         let (lo, hi, cov) = s(4000).median_interval(0.95).unwrap();
-        assert!(cov >= 0.95 && cov < 0.96, "{cov}");
+        assert!((0.95..0.96).contains(&cov), "{cov}");
         assert!(lo > 1900.0 && hi < 2100.0 && lo < 2000.5 && hi > 2000.5);
     }
 
