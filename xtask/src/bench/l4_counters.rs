@@ -209,7 +209,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
             } else {
                 round_ratios(&arm(holds, i), &arm(holds, DIRECT)).cell(3, None)
             },
-            pass.map_or("1".into(), |p| p.interval_cell(3)),
+            pass.map_or("1.000".into(), |p| p.interval_cell(3)),
             per_round(holds, i, ArmRun::cpu_us_per_conn).cell(1, None),
             if i == DIRECT {
                 "—".into()
