@@ -29,6 +29,7 @@ mod migrate;
 mod orig_dst;
 mod relink;
 mod slots;
+pub mod sockmap;
 mod tables;
 mod tcp_sock;
 mod uplink;
