@@ -713,15 +713,19 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
                 drop(std::mem::take(&mut daemons));
                 daemons = start_daemons(if on { &["--sockmap"] } else { &[] })?;
                 let pids: Vec<u32> = daemons.iter().map(|d| d.0.id()).collect();
-                for s in scenarios.iter_mut().filter(|s| s.name.starts_with("strait")) {
+                for s in scenarios
+                    .iter_mut()
+                    .filter(|s| s.name.starts_with("strait"))
+                {
                     s.proxies = pids.clone();
                 }
                 let these: Vec<&Scenario> = scenarios
                     .iter()
                     .filter(|s| !on || s.name.starts_with("strait"))
                     .collect();
-                let owned: Vec<Scenario> = these
-                    .iter()
+                let n = these.len().max(1);
+                let owned: Vec<Scenario> = (0..these.len())
+                    .map(|i| these[(i + round) % n])
                     .map(|s| Scenario {
                         name: s.name,
                         client: s.client.clone(),
