@@ -21,6 +21,12 @@
 //! with one end missing (map full, the daemon's program not attached)
 //! keeps the TCP path. The kernel drops a socket from the map when it
 //! closes. FIN/RST still travel over TCP (only data is redirected).
+//! A socket is never taken out of the map by these programs: removing it
+//! destroys its psock, and with it the redirected data it has not read.
+//! So a client whose first bytes left over TCP before the proxy's end was
+//! inserted can have later redirected bytes read before them; the proxy's
+//! end is inserted when the handshake's last ACK is processed, normally
+//! before the client's `connect()` returns (README, `--sockmap`).
 use aya_ebpf::{
     bindings::{sk_action, BPF_F_INGRESS},
     macros::{map, sk_msg, sock_ops},
