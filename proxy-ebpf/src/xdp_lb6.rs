@@ -16,7 +16,10 @@
 //!   extension headers (its VIP lookup, keyed by the next header, misses);
 //!   Strait drops them as it drops IPv4 options, so nothing to a VIP
 //!   reaches the balancer's own stack unbalanced;
-//! - no healthy real → `no_real_dropped`.
+//! - no healthy real, or no known IPv6 gateway MAC (`XlbConfig6::gw_mac`
+//!   all zero while the source is set: the daemon found no neighbour entry
+//!   for the uplink's IPv6 default gateway; frames are never sent to a
+//!   guessed MAC) → `no_real_dropped`.
 //!
 //! ICMPv6 "packet too big" about a VIP's flow (sent to the VIP by a router
 //! on the client's path, since reals answer from the VIP) is tunnelled to
@@ -37,9 +40,10 @@ use crate::maps6::{XLB_CONFIG6, XLB_CONNS6, XLB_REALS6, XLB_RINGS6, XLB_VIPS6};
 use crate::xdp_deny::{load16, load32, load64};
 
 const ETH_LEN: usize = 14;
-const IP6_LEN: usize = 40;
+/// Length of the IPv6 header (and of the ip6ip6 tunnel header).
+pub const IP6_LEN: usize = 40;
 /// EtherType IPv6 as a native-endian load of the frame's bytes 12..14.
-const ETH_P_IPV6: u16 = u16::from_ne_bytes([0x86, 0xdd]);
+pub const ETH_P_IPV6: u16 = u16::from_ne_bytes([0x86, 0xdd]);
 /// Next header: IPv6 encapsulated in IPv6 (RFC 2473).
 const NEXTHDR_IPV6: u8 = 41;
 const NEXTHDR_FRAGMENT: u8 = 44;
@@ -340,7 +344,10 @@ fn forward(
     remember: bool,
     inner_len: usize,
 ) -> u32 {
-    if ring == XLB_ADDRESS_ONLY {
+    // No known IPv6 next hop (the daemon found no neighbour entry for the
+    // uplink's IPv6 gateway): fail closed rather than send the frame to a
+    // wrong MAC, counted as a packet without a usable real.
+    if ring == XLB_ADDRESS_ONLY || cfg.gw_mac == [0; 6] {
         return drop_counted(Count::NoReal);
     }
     let Some(real) = pick(ring, flow, syn, remember) else {
