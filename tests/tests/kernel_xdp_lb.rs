@@ -4,11 +4,10 @@
 //! random mutations that must never pass a VIP packet unbalanced.
 use std::net::Ipv4Addr;
 
-use aya::programs::Xdp;
 use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig};
 use strait_tests::privileged;
 use strait_tests::xdp::{
-    eth, for_each_mutation, prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp,
+    bench_program_balances_like_xdp_lb, eth, for_each_mutation, prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp,
     LbFamily, GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
 };
 
@@ -214,39 +213,15 @@ fn xdp_lb_bench_balances_like_xdp_lb_and_restores_the_clients_packet() {
             )],
         )
         .unwrap();
-    {
-        let p: &mut Xdp = ebpf
-            .program_mut("xdp_lb_bench")
-            .unwrap()
-            .try_into()
-            .unwrap();
-        p.load().expect("the verifier accepts xdp_lb_bench");
-    }
-    let bench: &Xdp = ebpf.program("xdp_lb_bench").unwrap().try_into().unwrap();
-    let lb = prog(&ebpf);
-    for flags in [0x02, 0x10] {
-        let f = tcp_frame([192, 0, 2, 1], 40000, 80, flags);
-        let (v, tunnelled) = run(lb, &f);
-        assert_eq!(v, XDP_TX);
-        let before = strait::datapath::xlb_stats(&ebpf).unwrap();
-        let (v, out) = run(bench, &f);
-        let after = strait::datapath::xlb_stats(&ebpf).unwrap();
-        assert_eq!(v, XDP_TX);
-        assert_eq!(after.packets - before.packets, 1, "balanced once");
-        assert_eq!(after.decapsulated, before.decapsulated);
-        // A SYN takes the ring; the ACK that follows is a flow table hit.
-        let new = u64::from(flags == 0x02);
-        assert_eq!(after.new_flows - before.new_flows, new);
-        assert_eq!(&out[..14], &tunnelled[..14], "xdp_lb's Ethernet header");
-        assert_eq!(&out[14..], &f[14..], "the client's packet, byte for byte");
-    }
-    // Not tunnelled: what xdp_lb does, unchanged.
-    for f in [
-        tcp_frame([192, 0, 2, 1], 40000, 81, 0x02),
-        frame([192, 0, 2, 1], VIP, 6, &[0u8; 8]),
-    ] {
-        assert_eq!(run(bench, &f), run(lb, &f));
-    }
+    bench_program_balances_like_xdp_lb(
+        &mut ebpf,
+        &[0x02, 0x10].map(|flags| tcp_frame([192, 0, 2, 1], 40000, 80, flags)),
+        // Not tunnelled: what xdp_lb does, unchanged.
+        &[
+            tcp_frame([192, 0, 2, 1], 40000, 81, 0x02),
+            frame([192, 0, 2, 1], VIP, 6, &[0u8; 8]),
+        ],
+    );
 }
 
 #[test]

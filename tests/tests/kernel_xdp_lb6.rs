@@ -12,7 +12,7 @@ use std::net::Ipv6Addr;
 use strait::datapath::{ExternalVip6, ExternalVips6, L4Protocol, UplinkConfig6};
 use strait_tests::privileged;
 use strait_tests::xdp::{
-    eth, for_each_mutation, prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp,
+    bench_program_balances_like_xdp_lb, eth, for_each_mutation, prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp,
     LbFamily, DST_MAC, GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
 };
 
@@ -231,6 +231,78 @@ fn xdp_lb6_decapsulates_ip6ip6_to_a_vip_back_to_the_clients_packet() {
     assert_eq!(strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated, 2);
     // ...and VIP packets then pass unbalanced.
     assert_eq!(run(p, &inner), (XDP_PASS, inner.clone()));
+}
+
+/// `xdp_lb_bench` (what `cargo xtask bench xdp` times the IPv6 rows on)
+/// balances IPv6 VIP packets as `xdp_lb` does and takes the 40-byte
+/// ip6ip6 header off again (see the shared check).
+#[test]
+fn xdp_lb_bench_balances_ipv6_like_xdp_lb_and_restores_the_clients_packet() {
+    let Some(_p) = privileged::require(
+        "xdp_lb_bench_balances_ipv6_like_xdp_lb_and_restores_the_clients_packet",
+    ) else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips6::new()
+        .apply(
+            &mut ebpf,
+            &[vip(80, L4Protocol::Tcp, &[(node(2), 1), (node(3), 1)])],
+        )
+        .unwrap();
+    bench_program_balances_like_xdp_lb(
+        &mut ebpf,
+        &[0x02, 0x10].map(|flags| tcp_frame(CLIENT, 40000, 80, flags)),
+        &[
+            tcp_frame(CLIENT, 40000, 81, 0x02),
+            frame(CLIENT, VIP, 6, &[0u8; 8]),
+            encapsulated(&frame(CLIENT, node(9), 6, &tcp(1, 80, 0x10, b"")), node(2)),
+        ],
+    );
+}
+
+/// Without a known IPv6 gateway MAC (the daemon found no neighbour entry:
+/// all-zero `gw_mac` beside a source) IPv6 VIP packets are dropped and
+/// counted — never sent to a guessed MAC — while other IPv6 traffic and
+/// the decapsulation of ip6ip6 to this node still work.
+#[test]
+fn xdp_lb6_without_a_gateway_mac_drops_vip_packets_and_passes_the_rest() {
+    let Some(_p) =
+        privileged::require("xdp_lb6_without_a_gateway_mac_drops_vip_packets_and_passes_the_rest")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips6::new()
+        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(node(2), 1)])])
+        .unwrap();
+    let syn = tcp_frame(CLIENT, 40000, 80, 0x02);
+    let (v, tunnelled) = run(prog(&ebpf), &syn);
+    assert_eq!(v, XDP_TX, "with the gateway MAC: balanced");
+    strait::datapath::configure_uplink6(
+        &mut ebpf,
+        Some(&UplinkConfig6 {
+            source: Ipv6Addr::from(LB_SRC),
+            gateway_mac: [0; 6],
+        }),
+    )
+    .unwrap();
+    let p = prog(&ebpf);
+    let before = strait::datapath::xlb_stats(&ebpf).unwrap();
+    for flags in [0x02, 0x10] {
+        let f = tcp_frame(CLIENT, 40000, 80, flags);
+        assert_eq!(run(p, &f), (XDP_DROP, f.clone()));
+    }
+    let after = strait::datapath::xlb_stats(&ebpf).unwrap();
+    assert_eq!(after.no_real_dropped - before.no_real_dropped, 2);
+    assert_eq!(after.packets, before.packets, "nothing tunnelled");
+    let not_vip = frame(CLIENT, node(9), 6, &tcp(1, 80, 0x02, b""));
+    assert_eq!(run(p, &not_vip), (XDP_PASS, not_vip.clone()));
+    assert_eq!(run(p, &tunnelled).0, XDP_PASS, "decapsulated");
+    assert_eq!(
+        strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated,
+        after.decapsulated + 1
+    );
 }
 
 #[test]
