@@ -94,6 +94,9 @@ pub struct RunArgs {
     /// Gateway MAC for tunnelled packets (default: the neighbour entry of
     /// the uplink's default gateway).
     pub xdp_gateway_mac: Option<[u8; 6]>,
+    /// `--xdp-gateway-mac6`: the IPv6 next hop's MAC (else from the NDP
+    /// table).
+    pub xdp_gateway_mac6: Option<[u8; 6]>,
     /// Replace pinned maps of an unusable layout instead of refusing
     /// ([`DatapathConfig::reset_maps`]).
     pub reset_maps: bool,
@@ -364,14 +367,12 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     if let Some(iface) = &args.xdp_uplink {
         let uplink = crate::datapath::resolve_uplink(iface, args.xdp_source, args.xdp_gateway_mac)?;
         datapath.attach_uplink(iface, &uplink)?;
-        let uplink6 = crate::datapath::resolve_uplink6(iface, args.xdp_source6, uplink.gateway_mac);
-        if uplink6.is_none() {
-            tracing::warn!(
-                uplink = %iface,
-                "the uplink has no global IPv6 address and --xdp-source6 is not set: packets to IPv6 external VIPs pass unbalanced"
-            );
+        let uplink6 =
+            crate::datapath::resolve_uplink6(iface, args.xdp_source6, args.xdp_gateway_mac6);
+        if let Some(w) = &uplink6.warning {
+            tracing::warn!(uplink = %iface, "{w}");
         }
-        datapath.configure_uplink6(uplink6.as_ref())?;
+        datapath.configure_uplink6(uplink6.config.as_ref())?;
     } else {
         datapath.detach_uplink();
     }

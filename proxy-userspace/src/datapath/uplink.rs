@@ -1,6 +1,6 @@
 //! The node uplink: resolving what the XDP balancer needs to know about it
-//! (its IPv4 and IPv6 addresses, the gateway's MAC) from the kernel's
-//! tables.
+//! (its IPv4 and IPv6 addresses, each family's gateway MAC) from the
+//! kernel's tables.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context};
@@ -46,23 +46,63 @@ pub fn resolve(
     })
 }
 
-/// The IPv6 side of [`resolve`]: `source` when given, else `iface`'s first
-/// global IPv6 address (not link-local); tunnelled frames go to
-/// `gateway_mac`, the IPv4 side's (`--xdp-gateway-mac`, else the IPv4
-/// default gateway's neighbour entry: the uplink's router routes both
-/// families). `None` when the interface has no global IPv6 address and
-/// none is given: IPv6 packets to VIPs then pass unbalanced (the caller
-/// warns).
+/// What [`resolve6`] found: the IPv6 uplink settings to write (`None`:
+/// the IPv6 balancer stays off) and what the daemon must warn about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved6 {
+    /// For [`super::configure_uplink6`]. With a source but an all-zero
+    /// `gateway_mac` (no IPv6 next hop known) `xdp_lb` drops packets to
+    /// IPv6 VIPs, counted as `no_real_dropped`, rather than send them to a
+    /// wrong MAC.
+    pub config: Option<UplinkConfig6>,
+    /// Why IPv6 VIP packets are not balanced, when they are not.
+    pub warning: Option<String>,
+}
+
+/// The IPv6 side of [`resolve`], per family as Katran configures its
+/// gateway MAC per family: `source` when given, else `iface`'s first
+/// global IPv6 address (not link-local); `gateway_mac` when given
+/// (`--xdp-gateway-mac6`), else the MAC of the gateway of `iface`'s IPv6
+/// default route from the kernel's neighbour (NDP) table
+/// ([`super::neigh::gateway_mac6`]) — never the IPv4 gateway's.
+///
+/// No IPv6 source: `config` `None` (IPv6 packets to VIPs pass unbalanced)
+/// and a warning. A source but no IPv6 gateway MAC (no IPv6 default
+/// route, the neighbour not resolved): a config with an all-zero MAC,
+/// which fails closed (IPv6 VIP packets dropped and counted), and a
+/// warning naming the cause.
 pub fn resolve6(
     iface: &str,
     source: Option<Ipv6Addr>,
-    gateway_mac: [u8; 6],
-) -> Option<UplinkConfig6> {
-    let source = source.or_else(|| interface_ipv6(iface))?;
-    Some(UplinkConfig6 {
-        source,
-        gateway_mac,
-    })
+    gateway_mac: Option<[u8; 6]>,
+) -> Resolved6 {
+    let Some(source) = source.or_else(|| interface_ipv6(iface)) else {
+        return Resolved6 {
+            config: None,
+            warning: Some(format!(
+                "the uplink {iface} has no global IPv6 address and --xdp-source6 is not set: \
+                 packets to IPv6 external VIPs pass unbalanced"
+            )),
+        };
+    };
+    let (gateway_mac, warning) = match gateway_mac.map_or_else(|| super::neigh::gateway_mac6(iface), Ok) {
+        Ok(mac) => (mac, None),
+        Err(e) => (
+            [0; 6],
+            Some(format!(
+                "no IPv6 gateway MAC for the uplink {iface}: {e:#}; packets to IPv6 external VIPs \
+                 are dropped (counted as no_real_dropped) until it is resolved and the daemon \
+                 restarted, or --xdp-gateway-mac6 is set"
+            )),
+        ),
+    };
+    Resolved6 {
+        config: Some(UplinkConfig6 {
+            source,
+            gateway_mac,
+        }),
+        warning,
+    }
 }
 
 /// `iface`'s first IPv6 address outside `fe80::/10` and `::1`.
