@@ -7,8 +7,9 @@ use std::net::Ipv4Addr;
 use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig};
 use strait_tests::privileged;
 use strait_tests::xdp::{
-    bench_program_balances_like_xdp_lb, eth, for_each_mutation, prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp,
-    LbFamily, GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
+    bench_program_balances_like_xdp_lb, eth, for_each_mutation, prog, run,
+    spreads_flows_and_keeps_them_when_reals_change, tcp, udp, LbFamily, GW_MAC, XDP_DROP, XDP_PASS,
+    XDP_TX,
 };
 
 const VIP: [u8; 4] = [198, 51, 100, 10];

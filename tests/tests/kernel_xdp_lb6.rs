@@ -12,8 +12,9 @@ use std::net::Ipv6Addr;
 use strait::datapath::{ExternalVip6, ExternalVips6, L4Protocol, UplinkConfig6};
 use strait_tests::privileged;
 use strait_tests::xdp::{
-    bench_program_balances_like_xdp_lb, eth, for_each_mutation, prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp,
-    LbFamily, DST_MAC, GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
+    bench_program_balances_like_xdp_lb, eth, for_each_mutation, prog, run,
+    spreads_flows_and_keeps_them_when_reals_change, tcp, udp, LbFamily, DST_MAC, GW_MAC, XDP_DROP,
+    XDP_PASS, XDP_TX,
 };
 
 const VIP: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];

@@ -33,7 +33,10 @@ pub fn default_gateway6(route: &str, iface: &str) -> Option<Ipv6Addr> {
             // dst, dst prefix length, src, src prefix length, next hop,
             // metric, refcnt, use, flags, device (hex, no separators).
             let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 10 || f[9] != iface || f[1] != "00" || u128::from_str_radix(f[0], 16).ok()? != 0
+            if f.len() < 10
+                || f[9] != iface
+                || f[1] != "00"
+                || u128::from_str_radix(f[0], 16).ok()? != 0
             {
                 return None;
             }
@@ -144,7 +147,9 @@ pub fn neighbours6() -> anyhow::Result<Vec<NeighbourMessage>> {
     // that never ends it cannot keep the daemon here.
     for _ in 0..4096 {
         let mut d = Vec::with_capacity(64 * 1024);
-        socket.recv(&mut d, 0).context("reading the neighbour dump")?;
+        socket
+            .recv(&mut d, 0)
+            .context("reading the neighbour dump")?;
         datagrams.push(d);
         let (entries, done) = parse_dump(&datagrams)?;
         if done {
@@ -154,18 +159,21 @@ pub fn neighbours6() -> anyhow::Result<Vec<NeighbourMessage>> {
     bail!("the neighbour dump did not end")
 }
 
-/// The MAC of the gateway of `iface`'s IPv6 default route.
+/// The MAC of the gateway of `iface`'s IPv6 default route, in the calling
+/// thread's network namespace.
 ///
 /// Errors (each says what to do): no IPv6 default route on `iface`, the
 /// neighbour table cannot be read, or it holds no usable entry for the
 /// gateway (not resolved yet: ping it from the node, or pass the MAC).
 pub fn gateway_mac6(iface: &str) -> anyhow::Result<[u8; 6]> {
-    let route = std::fs::read_to_string("/proc/net/ipv6_route")
-        .context("reading /proc/net/ipv6_route")?;
+    // The calling thread's namespace's routes (`/proc/net` is the main
+    // thread's).
+    let route = std::fs::read_to_string("/proc/thread-self/net/ipv6_route")
+        .context("reading /proc/thread-self/net/ipv6_route")?;
     let gw = default_gateway6(&route, iface)
         .with_context(|| format!("{iface} has no IPv6 default route via a gateway"))?;
-    let ifindex = nix::net::if_::if_nametoindex(iface)
-        .with_context(|| format!("no interface {iface}"))?;
+    let ifindex =
+        nix::net::if_::if_nametoindex(iface).with_context(|| format!("no interface {iface}"))?;
     let entries = neighbours6()?;
     neighbour_mac6(&entries, gw, ifindex).with_context(|| {
         format!(
@@ -192,8 +200,14 @@ fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
 ";
         // The lowest metric of eth0's two defaults; the on-link /64 and
         // eth1's and lo's (a reject route) routes are not it.
-        assert_eq!(default_gateway6(route, "eth0"), Some("fe80::1".parse().unwrap()));
-        assert_eq!(default_gateway6(route, "eth1"), Some("fe80::9".parse().unwrap()));
+        assert_eq!(
+            default_gateway6(route, "eth0"),
+            Some("fe80::1".parse().unwrap())
+        );
+        assert_eq!(
+            default_gateway6(route, "eth1"),
+            Some("fe80::9".parse().unwrap())
+        );
         assert_eq!(default_gateway6(route, "lo"), None);
         assert_eq!(default_gateway6(route, "eth2"), None);
     }
@@ -241,8 +255,18 @@ fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
         let gw: Ipv6Addr = "fe80::1".parse().unwrap();
         let dump = dump_bytes(&[
             entry(2, NeighbourState::Failed, "fe80::1", &[2, 0, 0, 0, 0, 0xaa]),
-            entry(3, NeighbourState::Reachable, "fe80::1", &[2, 0, 0, 0, 0, 0xbb]),
-            entry(2, NeighbourState::Reachable, "fe80::2", &[2, 0, 0, 0, 0, 0xcc]),
+            entry(
+                3,
+                NeighbourState::Reachable,
+                "fe80::1",
+                &[2, 0, 0, 0, 0, 0xbb],
+            ),
+            entry(
+                2,
+                NeighbourState::Reachable,
+                "fe80::2",
+                &[2, 0, 0, 0, 0, 0xcc],
+            ),
             entry(2, NeighbourState::Stale, "fe80::1", &[2, 0, 0, 0, 0, 0xdd]),
         ]);
         let (entries, done) = parse_dump(&dump).unwrap();

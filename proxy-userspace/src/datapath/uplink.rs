@@ -71,11 +71,7 @@ pub struct Resolved6 {
 /// route, the neighbour not resolved): a config with an all-zero MAC,
 /// which fails closed (IPv6 VIP packets dropped and counted), and a
 /// warning naming the cause.
-pub fn resolve6(
-    iface: &str,
-    source: Option<Ipv6Addr>,
-    gateway_mac: Option<[u8; 6]>,
-) -> Resolved6 {
+pub fn resolve6(iface: &str, source: Option<Ipv6Addr>, gateway_mac: Option<[u8; 6]>) -> Resolved6 {
     let Some(source) = source.or_else(|| interface_ipv6(iface)) else {
         return Resolved6 {
             config: None,
@@ -85,17 +81,18 @@ pub fn resolve6(
             )),
         };
     };
-    let (gateway_mac, warning) = match gateway_mac.map_or_else(|| super::neigh::gateway_mac6(iface), Ok) {
-        Ok(mac) => (mac, None),
-        Err(e) => (
-            [0; 6],
-            Some(format!(
+    let (gateway_mac, warning) =
+        match gateway_mac.map_or_else(|| super::neigh::gateway_mac6(iface), Ok) {
+            Ok(mac) => (mac, None),
+            Err(e) => (
+                [0; 6],
+                Some(format!(
                 "no IPv6 gateway MAC for the uplink {iface}: {e:#}; packets to IPv6 external VIPs \
                  are dropped (counted as no_real_dropped) until it is resolved and the daemon \
                  restarted, or --xdp-gateway-mac6 is set"
             )),
-        ),
-    };
+            ),
+        };
     Resolved6 {
         config: Some(UplinkConfig6 {
             source,

@@ -36,8 +36,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use anyhow::{bail, Context};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use strait::datapath::{
-    ExternalVip, ExternalVip6, ExternalVips, ExternalVips6, L4Protocol, UplinkConfig,
-    UplinkConfig6,
+    ExternalVip, ExternalVip6, ExternalVips, ExternalVips6, L4Protocol, UplinkConfig, UplinkConfig6,
 };
 
 const VIP: [u8; 4] = [198, 51, 100, 10];
@@ -220,7 +219,12 @@ fn main() -> anyhow::Result<()> {
         }],
     )?;
     let reals6 = (0..100u128)
-        .map(|i| (Ipv6Addr::from(0xfd00_0000_0000_0000_0000_0000_0001_0000 + i + 1), 1))
+        .map(|i| {
+            (
+                Ipv6Addr::from(0xfd00_0000_0000_0000_0000_0000_0001_0000 + i + 1),
+                1,
+            )
+        })
         .collect();
     ExternalVips6::new().apply(
         &mut ebpf,
@@ -248,9 +252,7 @@ fn main() -> anyhow::Result<()> {
             [
                 (IpAddr::V4(Ipv4Addr::from(0x6400_0000 + (i << 8))), 24),
                 (
-                    IpAddr::V6(Ipv6Addr::from(
-                        (0x2001_0db8_0100u128 + u128::from(i)) << 80,
-                    )),
+                    IpAddr::V6(Ipv6Addr::from((0x2001_0db8_0100u128 + u128::from(i)) << 80)),
                     48,
                 ),
             ]
@@ -292,7 +294,11 @@ fn main() -> anyhow::Result<()> {
     // ip6ip6 to this node, inner destination not a VIP: the IPv6
     // decapsulation path up to the VIP check, without rewriting.
     let ip6ip6_other = ip6ip6(
-        &tcp_frame6(client6, "2001:db8:113::9".parse::<Ipv6Addr>()?.octets(), 0x10),
+        &tcp_frame6(
+            client6,
+            "2001:db8:113::9".parse::<Ipv6Addr>()?.octets(),
+            0x10,
+        ),
         "fd00::1".parse::<Ipv6Addr>()?.octets(),
         "fd00::1:1".parse::<Ipv6Addr>()?.octets(),
     );

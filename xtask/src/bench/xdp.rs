@@ -97,7 +97,9 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         }
         if r["program"] == "xdp_lb"
             && r["verdict"] == 3
-            && r["case"].as_str().is_some_and(|c| c.contains("established"))
+            && r["case"]
+                .as_str()
+                .is_some_and(|c| c.contains("established"))
         {
             lb_ns[family] = per_packet;
         }
@@ -208,12 +210,20 @@ mod tests {
         let v6 = verdicts("IPv6", 45.0, 95.0);
         assert!(
             v6.starts_with("IPv6 deny: 22.2 Mpps per core, target ≥ 20: met.")
-                && v6.ends_with("LB, established flow: ≥ 10.5 Mpps per core (lower bound), target ≥ 10: met."),
+                && v6.ends_with(
+                    "LB, established flow: ≥ 10.5 Mpps per core (lower bound), target ≥ 10: met."
+                ),
             "{v6}"
         );
         let v4 = verdicts("IPv4", 55.0, 120.0);
-        assert!(v4.contains("18.2 Mpps per core, target ≥ 20: not met."), "{v4}");
-        assert!(v4.contains("≥ 8.3 Mpps per core (lower bound), target ≥ 10: not met (by the bound)."), "{v4}");
+        assert!(
+            v4.contains("18.2 Mpps per core, target ≥ 20: not met."),
+            "{v4}"
+        );
+        assert!(
+            v4.contains("≥ 8.3 Mpps per core (lower bound), target ≥ 10: not met (by the bound)."),
+            "{v4}"
+        );
     }
 
     #[test]
