@@ -168,7 +168,7 @@ fn drop_counted(c: Count) -> u32 {
 
 /// Whether `ip` (network byte order) is an external VIP address.
 #[inline(always)]
-fn is_vip_address(ip: u32) -> bool {
+pub(crate) fn is_vip_address(ip: u32) -> bool {
     find_vip(vip_key(ip, 0, 0)).is_some()
 }
 

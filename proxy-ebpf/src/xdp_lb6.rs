@@ -2,7 +2,9 @@
 //! ethertype dispatch; Katran's IPv6 path in `balancer_kern.c`, see
 //! `proxy_common::xlb6` for the maps): VIP lookup, sticky flow table,
 //! Maglev ring, ip6ip6 encapsulation, `XDP_TX`; and the receiving node's
-//! decapsulation of ip6ip6 whose inner destination is a VIP.
+//! decapsulation of ip6ip6 whose inner destination is a VIP, and of
+//! IPv4-in-IPv6 whose inner destination is an IPv4 VIP (as a Katran
+//! balancer sends to IPv6-only reals).
 //!
 //! Packets not to a VIP address pass untouched. Packets to a VIP address
 //! that cannot be balanced safely are dropped and counted (the counters of
@@ -37,7 +39,7 @@ use proxy_common::{
 
 use crate::maps::XLB_STATS;
 use crate::maps6::{XLB_CONFIG6, XLB_CONNS6, XLB_REALS6, XLB_RINGS6, XLB_VIPS6};
-use crate::xdp_deny::{load16, load32, load64};
+use crate::xdp_deny::{load16, load32, load64, ETH_P_IP};
 
 const ETH_LEN: usize = 14;
 /// Length of the IPv6 header (and of the ip6ip6 tunnel header).
@@ -46,6 +48,9 @@ pub const IP6_LEN: usize = 40;
 pub const ETH_P_IPV6: u16 = u16::from_ne_bytes([0x86, 0xdd]);
 /// Next header: IPv6 encapsulated in IPv6 (RFC 2473).
 const NEXTHDR_IPV6: u8 = 41;
+/// Next header: IPv4 encapsulated in IPv6 (RFC 2473; Katran's 4in6 for an
+/// IPv4 VIP on an IPv6 real).
+const NEXTHDR_IPIP: u8 = 4;
 const NEXTHDR_FRAGMENT: u8 = 44;
 const NEXTHDR_ICMPV6: u8 = 58;
 /// ICMPv6 "packet too big" (RFC 4443 3.2).
@@ -147,6 +152,9 @@ pub fn balance6(ctx: &XdpContext) -> u32 {
     }
     if next == NEXTHDR_IPV6 {
         return decapsulate(ctx);
+    }
+    if next == NEXTHDR_IPIP {
+        return decapsulate_4in6(ctx);
     }
     let Some(cfg) = XLB_CONFIG6.get(0) else {
         return XDP_PASS;
@@ -255,6 +263,52 @@ fn decapsulate(ctx: &XdpContext) -> u32 {
         store64(d + IP6_LEN, a);
         store32(d + IP6_LEN + 8, b);
         store16(d + IP6_LEN + 12, t);
+    }
+    // SAFETY: ctx.ctx is the program's context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, IP6_LEN as i32) } != 0 {
+        return XDP_DROP;
+    }
+    if let Some(s) = stats() {
+        s.decapsulated += 1;
+    }
+    XDP_PASS
+}
+
+/// The real's side of IPv4-in-IPv6 (what Katran sends for an IPv4 VIP
+/// whose real has only an IPv6 address: `create_v6_hdr` with next header
+/// 4): a 4in6 packet whose inner IPv4 destination is an IPv4 VIP address
+/// loses its outer IPv6 header, its EtherType becomes IPv4, and it goes up
+/// the stack as the client sent it. Anything else passes untouched.
+/// (Strait's own balancer tunnels IPv4 VIPs over IPv4 only.)
+#[inline(always)]
+fn decapsulate_4in6(ctx: &XdpContext) -> u32 {
+    const IP4_LEN: usize = 20;
+    let d = ctx.data();
+    let e = ctx.data_end();
+    if d + ETH_LEN + IP6_LEN + IP4_LEN > e {
+        return XDP_PASS;
+    }
+    // SAFETY: d + 74 <= e checked above.
+    let (inner_v, inner_dst) = unsafe {
+        let q = d + ETH_LEN + IP6_LEN;
+        (*(q as *const u8), load32(q + 16))
+    };
+    if inner_v >> 4 != 4 || !crate::xdp_lb::is_vip_address(inner_dst) {
+        return XDP_PASS;
+    }
+    let d = ctx.data();
+    let e = ctx.data_end();
+    if d + ETH_LEN + IP6_LEN > e {
+        return XDP_PASS;
+    }
+    // The MAC addresses move 40 bytes up, over the outer IPv6 header; the
+    // EtherType written there is IPv4's.
+    // SAFETY: reads below d + 12, writes below d + 54 <= e (checked).
+    unsafe {
+        let (a, b) = (load64(d), load32(d + 8));
+        store64(d + IP6_LEN, a);
+        store32(d + IP6_LEN + 8, b);
+        store16(d + IP6_LEN + 12, ETH_P_IP);
     }
     // SAFETY: ctx.ctx is the program's context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, IP6_LEN as i32) } != 0 {

@@ -477,6 +477,62 @@ fn xdp_lb_drops_denied_sources_before_balancing() {
     assert_eq!(deny.drops()[0].1, 1);
 }
 
+/// `inner` (an Ethernet + IPv4 frame) behind an outer IPv6 header with
+/// next header 4, as Katran's `create_v6_hdr` writes IPv4-in-IPv6 for an
+/// IPv4 VIP on an IPv6 real: EtherType IPv6, payload length = the inner
+/// packet, hop limit 64.
+fn in_ipv6(inner: &[u8]) -> Vec<u8> {
+    let mut f = inner[..12].to_vec();
+    f.extend_from_slice(&[0x86, 0xdd]);
+    let len = (inner.len() - 14) as u16;
+    f.extend_from_slice(&[0x60, 0, 0, 0, (len >> 8) as u8, len as u8, 4, 64]);
+    f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2]);
+    f.extend_from_slice(&inner[14..]);
+    f
+}
+
+/// The real's side of IPv4-in-IPv6 (what a Katran balancer sends for an
+/// IPv4 VIP to a node with only an IPv6 address): the outer IPv6 header is
+/// taken off and the EtherType becomes IPv4, leaving the client's packet
+/// byte for byte; 4in6 to an address that is not a VIP, with an IPv6
+/// packet inside, or cut inside the inner header passes untouched.
+#[test]
+fn xdp_lb_decapsulates_ipv4_in_ipv6_to_an_ipv4_vip() {
+    let Some(_p) = privileged::require("xdp_lb_decapsulates_ipv4_in_ipv6_to_an_ipv4_vip") else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips::new()
+        .apply(
+            &mut ebpf,
+            &[vip(80, L4Protocol::Tcp, &[([10, 1, 0, 2], 1)])],
+        )
+        .unwrap();
+    // A node that is only a real: neither family's balancer configured.
+    strait::datapath::configure_uplink6(&mut ebpf, None).unwrap();
+    let p = prog(&ebpf);
+    let inner = tcp_frame([192, 0, 2, 1], 40000, 80, 0x10);
+    let tunnelled = in_ipv6(&inner);
+    let (v, out) = run(p, &tunnelled);
+    assert_eq!(v, XDP_PASS);
+    let mut want = tunnelled[..12].to_vec();
+    want.extend_from_slice(&[0x08, 0x00]);
+    want.extend_from_slice(&inner[14..]);
+    assert_eq!(out, want, "the MACs it arrived with, EtherType IPv4, the client's packet");
+    assert_eq!(out[..], inner[..], "which is the client's frame as sent");
+    assert_eq!(strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated, 1);
+
+    let not_vip = in_ipv6(&frame([192, 0, 2, 1], [203, 0, 113, 9], 6, &tcp(1, 80, 0x10, b"")));
+    let mut v6_inside = tunnelled.clone();
+    v6_inside[54] = 0x60;
+    let cut = tunnelled[..14 + 40 + 19].to_vec();
+    for f in [not_vip, v6_inside, cut] {
+        assert_eq!(run(p, &f), (XDP_PASS, f.clone()));
+    }
+    assert_eq!(strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated, 1);
+}
+
 #[test]
 fn xdp_lb_decapsulates_ipip_to_a_vip_on_the_real() {
     let Some(_p) = privileged::require("xdp_lb_decapsulates_ipip_to_a_vip_on_the_real") else {
