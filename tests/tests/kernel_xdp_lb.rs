@@ -519,11 +519,19 @@ fn xdp_lb_decapsulates_ipv4_in_ipv6_to_an_ipv4_vip() {
     let mut want = tunnelled[..12].to_vec();
     want.extend_from_slice(&[0x08, 0x00]);
     want.extend_from_slice(&inner[14..]);
-    assert_eq!(out, want, "the MACs it arrived with, EtherType IPv4, the client's packet");
+    assert_eq!(
+        out, want,
+        "the MACs it arrived with, EtherType IPv4, the client's packet"
+    );
     assert_eq!(out[..], inner[..], "which is the client's frame as sent");
     assert_eq!(strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated, 1);
 
-    let not_vip = in_ipv6(&frame([192, 0, 2, 1], [203, 0, 113, 9], 6, &tcp(1, 80, 0x10, b"")));
+    let not_vip = in_ipv6(&frame(
+        [192, 0, 2, 1],
+        [203, 0, 113, 9],
+        6,
+        &tcp(1, 80, 0x10, b""),
+    ));
     let mut v6_inside = tunnelled.clone();
     v6_inside[54] = 0x60;
     let cut = tunnelled[..14 + 40 + 19].to_vec();

@@ -81,30 +81,36 @@ fn xdp_lb6_spreads_real_ipv6_connections_over_nodes_and_keeps_them_when_a_node_j
             gateway_mac: [0; 6],
         })
     );
-    let warning = unresolved.warning.expect("a warning without a gateway MAC");
+    let warning = unresolved
+        .warning
+        .clone()
+        .expect("a warning without a gateway MAC");
     assert!(
         warning.contains("fd77::1") && warning.contains("dropped"),
         "{warning}"
     );
-    // One datagram to the gateway makes the kernel resolve it (NDP); the
-    // hub's bridge answers with its MAC.
+    // What the daemon keeps looking up; one datagram to the gateway makes
+    // the kernel resolve it (NDP) and the hub's bridge answers with its
+    // MAC, which the next lookup finds.
+    let mut pending = strait::datapath::PendingGateway6::new("v0", &unresolved)
+        .expect("pending without a gateway MAC");
     let uplink = netns::run_in(&lb, || {
+        assert_eq!(pending.retry(), None, "not resolved yet");
         let udp = std::net::UdpSocket::bind("[::]:0").unwrap();
         udp.send_to(b"x", "[fd77::1]:9").unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            let r = strait::datapath::resolve_uplink6("v0", None, None);
-            if r.warning.is_none() || std::time::Instant::now() > deadline {
-                break r;
+            if let Some(c) = pending.retry() {
+                break c;
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gateway never resolved"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
         }
     })
     .unwrap();
-    assert_eq!(uplink.warning, None);
-    let uplink = uplink
-        .config
-        .expect("the balancer's veth has a global IPv6 address");
     assert_eq!(
         uplink,
         UplinkConfig6 {
@@ -113,6 +119,13 @@ fn xdp_lb6_spreads_real_ipv6_connections_over_nodes_and_keeps_them_when_a_node_j
         },
         "the IPv6 gateway's own MAC, from neighbour discovery"
     );
+    let resolved =
+        netns::run_in(&lb, || strait::datapath::resolve_uplink6("v0", None, None)).unwrap();
+    assert_eq!(
+        (resolved.config, resolved.warning.clone()),
+        (Some(uplink), None)
+    );
+    assert!(strait::datapath::PendingGateway6::new("v0", &resolved).is_none());
     // A given MAC is taken as it is; an interface without a global
     // address gives no config.
     let given = netns::run_in(&lb, || {

@@ -88,8 +88,8 @@ pub fn resolve6(iface: &str, source: Option<Ipv6Addr>, gateway_mac: Option<[u8; 
                 [0; 6],
                 Some(format!(
                 "no IPv6 gateway MAC for the uplink {iface}: {e:#}; packets to IPv6 external VIPs \
-                 are dropped (counted as no_real_dropped) until it is resolved and the daemon \
-                 restarted, or --xdp-gateway-mac6 is set"
+                 are dropped (counted as no_real_dropped) until the node resolves it (looked up \
+                 again every few seconds) or --xdp-gateway-mac6 is set"
             )),
             ),
         };
@@ -99,6 +99,52 @@ pub fn resolve6(iface: &str, source: Option<Ipv6Addr>, gateway_mac: Option<[u8; 
             gateway_mac,
         }),
         warning,
+    }
+}
+
+/// An IPv6 uplink whose gateway MAC was not known at start (and not
+/// given): the daemon keeps looking it up, so IPv6 VIPs start being
+/// balanced once the node has resolved its IPv6 router (any IPv6 traffic
+/// of the node does), without a restart.
+#[derive(Debug)]
+pub struct PendingGateway6 {
+    iface: String,
+    source: Ipv6Addr,
+    last: Option<std::time::Instant>,
+}
+
+impl PendingGateway6 {
+    /// Shortest time between two lookups of [`Self::retry`].
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// `Some` when `resolved` (from [`resolve6`] on `iface`) has a source
+    /// but no gateway MAC.
+    pub fn new(iface: &str, resolved: &Resolved6) -> Option<Self> {
+        let c = resolved.config?;
+        (c.gateway_mac == [0; 6]).then(|| Self {
+            iface: iface.to_string(),
+            source: c.source,
+            last: None,
+        })
+    }
+
+    /// Looks the IPv6 gateway's MAC up again (at most once per
+    /// [`Self::EVERY`]; `None` sooner): the settings to write once it is
+    /// found.
+    pub fn retry(&mut self) -> Option<UplinkConfig6> {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        let mac = super::neigh::gateway_mac6(&self.iface).ok()?;
+        Some(UplinkConfig6 {
+            source: self.source,
+            gateway_mac: mac,
+        })
     }
 }
 
