@@ -262,6 +262,52 @@ fn xdp_lb_bench_balances_ipv6_like_xdp_lb_and_restores_the_clients_packet() {
     );
 }
 
+/// The kernel places a new IPv6 flow where `proxy_common::flow_position6`
+/// says (the ring slot of the flow's position, read back from the maps):
+/// the kernel's word-wise flow key and hash agree with userspace's.
+#[test]
+fn xdp_lb6_new_flows_land_where_flow_position6_says() {
+    let Some(_p) = privileged::require("xdp_lb6_new_flows_land_where_flow_position6_says") else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips6::new()
+        .apply(
+            &mut ebpf,
+            &[vip(
+                80,
+                L4Protocol::Tcp,
+                &[(node(2), 1), (node(3), 1), (node(4), 1)],
+            )],
+        )
+        .unwrap();
+    let rings: aya::maps::HashMap<_, u32, proxy_common::MaglevTable> =
+        aya::maps::HashMap::try_from(ebpf.map(proxy_common::XLB_RINGS6).unwrap()).unwrap();
+    let ring = rings.iter().next().unwrap().unwrap().1;
+    let reals: aya::maps::Array<_, proxy_common::XlbReal6> =
+        aya::maps::Array::try_from(ebpf.map(proxy_common::XLB_REALS6).unwrap()).unwrap();
+    let p = prog(&ebpf);
+    let mut seen = BTreeSet::new();
+    for i in 0..60u16 {
+        let sport = 30000 + i * 7;
+        let (v, out) = run(p, &tcp_frame(client(i), sport, 80, 0x02));
+        assert_eq!(v, XDP_TX);
+        let flow = proxy_common::XlbFlow6 {
+            src: client(i),
+            dst: VIP,
+            sport: sport.to_be(),
+            dport: 80u16.to_be(),
+            proto: 6,
+            pad: [0; 3],
+        };
+        let pos = proxy_common::flow_position6(&flow, proxy_common::MAGLEV_TABLE_SIZE);
+        let want = reals.get(&ring.slots[pos as usize], 0).unwrap().ip;
+        assert_eq!(real_of(&out), want, "client {i}");
+        seen.insert(want);
+    }
+    assert_eq!(seen.len(), 3, "spread over the three reals");
+}
+
 /// Without a known IPv6 gateway MAC (the daemon found no neighbour entry:
 /// all-zero `gw_mac` beside a source) IPv6 VIP packets are dropped and
 /// counted — never sent to a guessed MAC — while other IPv6 traffic and
