@@ -53,12 +53,18 @@ fn main() {
 /// Passes `link/strait.order` to the linker of the `strait` binary
 /// (`--symbol-ordering-file`, lld's) in `release`-based profiles (`release`,
 /// `dist`) on x86_64-unknown-linux-gnu, whose default linker since Rust
-/// 1.90 is `rust-lld`. Other targets and debug builds link as before.
+/// 1.90 is `rust-lld`. Other targets and debug builds link as before, and
+/// so does a build with `STRAIT_SYMBOL_ORDER=0` (for a linker other than
+/// lld).
 fn symbol_order(manifest: &std::path::Path) {
     let order = manifest.join("link/strait.order");
     println!("cargo:rerun-if-changed={}", order.display());
+    println!("cargo:rerun-if-env-changed=STRAIT_SYMBOL_ORDER");
     let var = |k: &str| std::env::var(k).unwrap_or_default();
-    if var("PROFILE") != "release" || var("TARGET") != "x86_64-unknown-linux-gnu" || !order.exists()
+    if var("PROFILE") != "release"
+        || var("TARGET") != "x86_64-unknown-linux-gnu"
+        || var("STRAIT_SYMBOL_ORDER") == "0"
+        || !order.exists()
     {
         return;
     }
