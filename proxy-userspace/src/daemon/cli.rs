@@ -93,10 +93,16 @@ pub struct RunCmd {
     /// are not balanced, with a warning).
     #[arg(long, value_name = "IPV6", requires = "xdp_uplink")]
     pub xdp_source6: Option<std::net::Ipv6Addr>,
-    /// MAC of the uplink's gateway for tunnelled packets (default: the
-    /// neighbour entry of the uplink's default gateway).
+    /// MAC of the uplink's IPv4 gateway for IPIP-tunnelled packets
+    /// (default: the ARP entry of the uplink's IPv4 default gateway).
     #[arg(long, value_name = "MAC", requires = "xdp_uplink", value_parser = crate::datapath::parse_mac)]
     pub xdp_gateway_mac: Option<[u8; 6]>,
+    /// MAC of the uplink's IPv6 gateway for ip6ip6-tunnelled packets
+    /// (default: the NDP neighbour entry of the uplink's IPv6 default
+    /// gateway; none found: packets to IPv6 VIPs are dropped, with a
+    /// warning, never sent to the IPv4 gateway's MAC).
+    #[arg(long, value_name = "MAC", requires = "xdp_uplink", value_parser = crate::datapath::parse_mac)]
+    pub xdp_gateway_mac6: Option<[u8; 6]>,
     /// When a pinned kernel map (from an earlier strait) has a layout this
     /// build can neither use nor migrate, replace it with an empty one and
     /// refill it from the configuration, instead of refusing to start.
@@ -346,6 +352,7 @@ impl RunCmd {
             xdp_source: self.xdp_source,
             xdp_source6: self.xdp_source6,
             xdp_gateway_mac: self.xdp_gateway_mac,
+            xdp_gateway_mac6: self.xdp_gateway_mac6,
             reset_maps: self.reset_maps,
             identity: self.identity.into_args(),
             proxy: crate::serve::ProxySettings {
