@@ -199,7 +199,10 @@ impl Outbound {
 
     /// [`Outbound::dial`] once per key at a time: waits for a dial to
     /// `key` in progress, then takes a connection from the pool if that
-    /// dial (or another) left one with room, else dials.
+    /// dial (or another) left one with room, else dials. The wait is
+    /// bounded by the connect timeout too (a destination whose dials hang
+    /// fails each waiting connection within two timeouts, not after every
+    /// dial before it).
     async fn checkout_or_dial(
         &self,
         key: &PoolKey,
@@ -213,12 +216,17 @@ impl Outbound {
             .entry(key.clone())
             .or_default()
             .clone();
-        let held = lock.lock().await;
-        let r = match self.checkout(key) {
-            Some(c) => Ok(c),
-            None => self.dial(key, req, from).await,
+        let r = match tokio::time::timeout(self.connect_timeout, lock.lock()).await {
+            Err(_) => Err(HboneError::Timeout),
+            Ok(held) => {
+                let r = match self.checkout(key) {
+                    Some(c) => Ok(c),
+                    None => self.dial(key, req, from).await,
+                };
+                drop(held);
+                r
+            }
         };
-        drop(held);
         let mut dialing = self.dialing.lock().unwrap_or_else(|e| e.into_inner());
         // Clones are only made under this lock: the map's and ours left
         // means nobody waits.
