@@ -20,8 +20,10 @@ use strait::datapath::{Datapath, DatapathConfig, L4LoadBalancer, UplinkConfig};
 use strait_tests::bpffs::TestBpffs;
 use strait_tests::cgroup::TestCgroup;
 use strait_tests::lb::{probe, service, tally, tcp_backend};
-use strait_tests::node::{names, netns};
+use strait_tests::node::echo::{self, Then};
+use strait_tests::node::{names, netns, Daemon, Node};
 use strait_tests::privileged;
+use strait_tests::xdp_net::{ip_in, Topology};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
 
@@ -396,46 +398,6 @@ fn a_pinned_map_with_a_smaller_capacity_is_migrated_with_its_entries() {
 
 const PORT: u16 = 8080;
 
-/// Deletes the namespaces (and so the veth) when dropped, pass or fail.
-struct Spaces {
-    names: Vec<String>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for Spaces {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(100));
-        for ns in &self.names {
-            netns::del(ns);
-        }
-    }
-}
-
-fn ip_in(ns: &str, cmds: &[&str]) {
-    let cmds: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
-    netns::ip_batch(ns, &cmds).unwrap();
-}
-
-/// Answers "ok" to every connection on 0.0.0.0:PORT in `ns`.
-fn serve(ns: &str, stop: Arc<AtomicBool>) {
-    let listener = netns::run_in(ns, || {
-        TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], PORT))).unwrap()
-    })
-    .unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    let _ = s.write_all(b"ok");
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    });
-}
-
 /// Whether a connection from `from` (a local address of the client
 /// namespace) to `to` gets the server's answer within `timeout`.
 fn reaches(ns: &str, from: Ipv4Addr, to: Ipv4Addr, timeout: Duration) -> bool {
@@ -516,13 +478,13 @@ fn the_uplink_xdp_program_stays_attached_across_restarts_and_detaches_when_dropp
     let node_name = format!("{}{id}-xdpup", names::PREFIX);
     let (client, node) = (format!("{node_name}-cli"), format!("{node_name}-node"));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut spaces = Spaces {
-        names: Vec::new(),
+    let mut spaces = Topology {
+        spaces: Vec::new(),
         stop: stop.clone(),
     };
     for n in [&client, &node] {
         netns::add(n).unwrap();
-        spaces.names.push(n.clone());
+        spaces.spaces.push(n.clone());
     }
     // 10.79.0.10 is denied in XDP, 10.79.0.20 is not.
     ip_in(
@@ -543,7 +505,8 @@ fn the_uplink_xdp_program_stays_attached_across_restarts_and_detaches_when_dropp
             "link set lo up",
         ],
     );
-    serve(&node, stop.clone());
+    let l = echo::listen(&node, ([0, 0, 0, 0], PORT)).unwrap();
+    echo::tcp(l, |_| "ok".into(), Then::Close);
     let (denied, allowed) = (Ipv4Addr::new(10, 79, 0, 10), Ipv4Addr::new(10, 79, 0, 20));
     let web = Ipv4Addr::new(10, 79, 0, 2);
     let uplink = UplinkConfig {
@@ -842,76 +805,21 @@ fn an_earlier_builds_vip_hash_map_is_copied_into_the_vip_table_and_unpinned() {
     dp.cleanup().unwrap();
 }
 
-/// `strait run` on `node` (with `extra` flags), logging to `log`, once its
-/// admin API says `/ready`.
-fn start_daemon(
-    node: &strait_tests::node::Node,
-    config_dir: &Path,
-    log: &Path,
-    extra: &[&str],
-) -> std::process::Child {
-    let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let mut child = node
-        .strait_run(&strait, config_dir)
-        .unwrap()
+/// `strait run` on `node` (with `extra` flags), logging to `log_name` in
+/// the node's directory, once its admin API says `/ready`.
+fn start_daemon(node: &Node, config_dir: &Path, log_name: &str, extra: &[&str]) -> Daemon {
+    let mut daemon = Daemon::on(node, config_dir)
         .args(["--admin", "127.0.0.1:15000"])
         .args(extra)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
+        .log_name(log_name)
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = node
-            .run_in(|| {
-                let Ok(mut s) = TcpStream::connect("127.0.0.1:15000") else {
-                    return false;
-                };
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let _ = s.write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-                let mut r = String::new();
-                let _ = s.read_to_string(&mut r);
-                r.starts_with("HTTP/1.1 200")
-            })
-            .unwrap();
-        if ready {
-            return child;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "strait run exited with {status}: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "strait run not ready in 30 s: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// SIGTERM, then the exit status.
-fn stop_daemon(mut child: std::process::Child) -> std::process::ExitStatus {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("strait run did not exit within 15 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    daemon.wait_ready(
+        node,
+        "127.0.0.1:15000".parse().unwrap(),
+        Duration::from_secs(30),
+    );
+    daemon
 }
 
 #[test]
@@ -921,7 +829,7 @@ fn strait_run_keeps_its_uplink_program_across_a_restart_and_detaches_it_without_
     let Some(p) = privileged::require(name) else {
         return;
     };
-    let node = strait_tests::node::Node::new(&p.cgroup2, "upgrade-daemon", 191).unwrap();
+    let node = Node::new(&p.cgroup2, "upgrade-daemon", 191).unwrap();
     // The uplink: a veth pair inside the node's namespace (removed with it).
     ip_in(
         node.netns(),
@@ -935,7 +843,6 @@ fn strait_run_keeps_its_uplink_program_across_a_restart_and_detaches_it_without_
     let config_dir = node.tmp_dir().join("config");
     std::fs::create_dir_all(&config_dir).unwrap();
     node.write_config(&config_dir).unwrap();
-    let log = node.tmp_dir().join("strait.log");
     let pins = config(&node.bpffs_dir(), node.name()).pin_dir();
     let uplink = [
         "--xdp-uplink",
@@ -946,30 +853,31 @@ fn strait_run_keeps_its_uplink_program_across_a_restart_and_detaches_it_without_
         "02:00:00:00:00:01",
     ];
 
-    let daemon = start_daemon(&node, &config_dir, &log, &uplink);
+    let stop = Duration::from_secs(15);
+    let daemon = start_daemon(&node, &config_dir, "strait-1.log", &uplink);
     assert!(xdp_attached(node.netns(), "up0"), "not attached");
     let (link, first_prog) = uplink_link(&pins, "up0");
-    assert!(stop_daemon(daemon).success());
+    assert!(daemon.terminate(stop).success());
     assert!(
         xdp_attached(node.netns(), "up0"),
         "the uplink program detached when the daemon stopped"
     );
     assert_eq!(uplink_link(&pins, "up0").0, link);
 
-    let daemon = start_daemon(&node, &config_dir, &log, &uplink);
+    let daemon = start_daemon(&node, &config_dir, "strait-2.log", &uplink);
     let (link2, second_prog) = uplink_link(&pins, "up0");
     assert_eq!(link2, link, "the restarted daemon made a new link");
     assert_ne!(second_prog, first_prog, "its program was not swapped in");
-    assert!(stop_daemon(daemon).success());
+    assert!(daemon.terminate(stop).success());
 
     // Started without --xdp-uplink: the program goes.
-    let daemon = start_daemon(&node, &config_dir, &log, &[]);
+    let daemon = start_daemon(&node, &config_dir, "strait-3.log", &[]);
     assert!(
         !xdp_attached(node.netns(), "up0"),
         "still attached without --xdp-uplink"
     );
     assert!(!pins.join("uplink").join("xdp_lb@up0").exists());
-    assert!(stop_daemon(daemon).success());
+    assert!(daemon.terminate(stop).success());
     let out = Command::new(strait_tests::demo::mesh::sibling("strait").unwrap())
         .args(["cleanup", "--node", node.name(), "--bpffs"])
         .arg(node.bpffs_dir())

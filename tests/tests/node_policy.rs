@@ -357,7 +357,7 @@ fn istio_tcp_authorization_task_on_a_node() {
     }
     let dir = node.tmp_dir().join("config");
     node.write_config(&dir).unwrap();
-    let daemon = Daemon::on(&node, &dir)
+    let mut daemon = Daemon::on(&node, &dir)
         .args(["--admin", demo::mesh::ADMIN])
         .spawn()
         .unwrap();
