@@ -9,9 +9,9 @@
 //!  client 10.78.0.10 (netns "cli") ── v0 ═ v0 ── node 10.78.0.2 (pod "web"), 10.78.0.3 (not selected)
 //!                                              xdp_lb on the node's v0
 //! ```
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
