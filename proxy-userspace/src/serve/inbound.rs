@@ -52,6 +52,7 @@ use crate::proxy::h1::prefixed::Prefixed;
 use crate::telemetry::access_log::AccessLogRecord;
 use crate::telemetry::flags::ResponseFlags;
 use crate::telemetry::{PeerInfo, Reporter, SecurityPolicy};
+use crate::transport::accept::AcceptBackoff;
 use crate::transport::inpod::{connect_in_pod, InPodNetns};
 use crate::transport::sniff::{sniff_read, Sniffed};
 
@@ -124,12 +125,15 @@ pub async fn serve(
     netns: Arc<InPodNetns>,
     snapshot: Arc<ArcSwap<MeshSnapshot>>,
 ) {
+    let mut backoff = AcceptBackoff::new("inbound listener");
     loop {
         let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
+            Ok(s) => {
+                backoff.accepted();
+                s
+            }
             Err(e) => {
-                tracing::warn!("inbound accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                backoff.failed(&e).await;
                 continue;
             }
         };
