@@ -148,6 +148,22 @@ pub fn rfc3339(unix_secs: i64) -> String {
         .unwrap_or_else(|| unix_secs.to_string())
 }
 
+/// The URI SANs of a parsed certificate, in order (empty when it has
+/// none or its SubjectAltName does not parse).
+pub fn uri_sans(c: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(san)) = c.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|g| match g {
+            GeneralName::URI(u) => Some(u.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// What the admin API and `strait ca inspect` show of one certificate:
 /// no key material.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -177,21 +193,7 @@ impl CertInfo {
     pub fn from_der(der: &[u8]) -> Result<Self, IdentityError> {
         let (_, c) = X509Certificate::from_der(der)
             .map_err(|e| IdentityError::Cert(format!("cannot parse certificate: {e}")))?;
-        let uri_sans = c
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .map(|san| {
-                san.value
-                    .general_names
-                    .iter()
-                    .filter_map(|g| match g {
-                        GeneralName::URI(u) => Some(u.to_string()),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let uri_sans = uri_sans(&c);
         let nb = c.validity().not_before.timestamp();
         let na = c.validity().not_after.timestamp();
         Ok(CertInfo {
