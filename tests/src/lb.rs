@@ -104,6 +104,49 @@ pub fn tally<S: AsRef<str>>(lines: &[S]) -> BTreeMap<String, usize> {
     m
 }
 
+/// Checks UDP through the kernel-balanced `vip` as a client in `cgroup`
+/// sees it (`probe`: the strait-probe binary): `n` datagrams from an
+/// unconnected socket (sendmsg/recvmsg) reach every one of the backends
+/// named `names` and no other, each reply from the VIP as addressed;
+/// `connected` datagrams from a connected socket (connect) all reach one
+/// of them, replies from the VIP too. The datapath counts `n + 1`
+/// connections (one per unconnected datagram, one for the socket).
+pub fn assert_udp_through_vip(
+    probe_bin: &str,
+    cgroup: &Path,
+    vip: SocketAddr,
+    names: &[&str],
+    n: usize,
+    connected: usize,
+) {
+    let from = format!("{vip} ");
+    let lines = probe(
+        probe_bin,
+        Some(cgroup),
+        &["udp", &vip.to_string(), &n.to_string()],
+    );
+    let seen: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            l.strip_prefix(&from)
+                .unwrap_or_else(|| panic!("reply not from the VIP: {l} ({lines:?})"))
+        })
+        .collect();
+    assert_eq!(tally(&seen).keys().collect::<Vec<_>>(), names, "{lines:?}");
+    let lines = probe(
+        probe_bin,
+        Some(cgroup),
+        &["udp", &vip.to_string(), &connected.to_string(), "--connect"],
+    );
+    let seen = tally(&lines);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let only = seen.keys().next().unwrap();
+    assert!(
+        names.iter().any(|n| only == &format!("{from}{n}")),
+        "{only}: not one of {names:?} from the VIP"
+    );
+}
+
 /// Asserts `count` of `n` trials is within 5 standard deviations of the
 /// binomial mean for success probability `p` (a false failure about once
 /// in 3.5 million runs).
