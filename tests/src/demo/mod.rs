@@ -58,6 +58,46 @@ pub fn test_options(
     })
 }
 
+/// The bookinfo samples of this crate (`tests/samples/bookinfo`).
+pub fn bookinfo_samples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/bookinfo")
+}
+
+/// Bookinfo (all traffic to v1) plus `ratings-tcp`, a Service in front of
+/// ratings with a `tcp-` port and no VirtualService, so the kernel balances
+/// it on its own (mode L4); without a CA (with workload identities, a
+/// service whose endpoints are meshed pods goes through the proxy for
+/// mutual TLS). Returns the mesh and `ratings-tcp`'s cluster IP.
+pub fn start_with_kernel_balanced_ratings(
+    p: &crate::privileged::Privileged,
+    node_index: u8,
+) -> anyhow::Result<(Mesh, std::net::Ipv4Addr)> {
+    use anyhow::Context;
+    let s = bookinfo_samples();
+    let mut platform = std::fs::read_to_string(s.join("platform.yaml"))?;
+    platform.push_str("\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: ratings-tcp\n  namespace: default\nspec:\n  selector:\n    app: ratings\n  ports:\n  - name: tcp-ratings\n    port: 9080\n");
+    let file = std::env::temp_dir().join(format!(
+        "strait-e2e-platform-{}-{node_index}.yaml",
+        std::process::id()
+    ));
+    std::fs::write(&file, platform)?;
+    let mut opts = test_options(
+        file.clone(),
+        vec![s.join("destination-rules.yaml"), s.join("all-v1.yaml")],
+        node_index,
+    )?;
+    opts.identity = false;
+    let mesh = Mesh::start(p, opts);
+    let _ = std::fs::remove_file(&file);
+    let mesh = mesh?;
+    let vip = mesh
+        .node()
+        .service("default", "ratings-tcp")
+        .and_then(|s| s.cluster_ip)
+        .context("ratings-tcp has no cluster IP")?;
+    Ok((mesh, vip))
+}
+
 /// Runs `checks` against the mesh as it is now; panics with the step name,
 /// the table and the daemon's log tail when one fails.
 pub fn assert_checks(mesh: &Mesh, name: &str, checks: &[Check]) {
