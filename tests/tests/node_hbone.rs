@@ -44,13 +44,7 @@ struct Mesh {
 }
 
 fn port(name: &str, port: u16) -> ServicePort {
-    ServicePort {
-        name: Some(name.into()),
-        port,
-        target_port: None,
-        protocol: "TCP".into(),
-        app_protocol: None,
-    }
+    ServicePort::named(name, port)
 }
 
 /// Node A (client pod `client`, service account `sleep`, the embedded CA)
@@ -77,14 +71,7 @@ fn two_nodes(
     let mut server = PodSpec::new("server", &[("app", "echo")]);
     server.service_account = "echo".into();
     b.add_pod(server).unwrap();
-    let svc = ServiceDef {
-        name: "echo".into(),
-        namespace: "default".into(),
-        selector: [("app".to_string(), "echo".to_string())].into(),
-        ports,
-        cluster_ip: None,
-        headless: false,
-    };
+    let svc = ServiceDef::app("echo", "echo", ports);
     let vip = a.add_service(svc.clone()).unwrap().cluster_ip.unwrap();
     b.add_service(svc).unwrap();
     link(&a, &b).unwrap();

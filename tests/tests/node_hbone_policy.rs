@@ -10,7 +10,7 @@
 //! B) with the client pods; node B runs `strait run --ca-address` with the
 //! server pod. Both read one config directory.
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use strait_tests::node::echo::{self, Then};
@@ -25,13 +25,7 @@ fn start<S: AsRef<std::ffi::OsStr>>(node: &Node, config: &Path, args: Vec<S>) ->
 }
 
 fn port(name: &str, port: u16) -> ServicePort {
-    ServicePort {
-        name: Some(name.into()),
-        port,
-        target_port: None,
-        protocol: "TCP".into(),
-        app_protocol: None,
-    }
+    ServicePort::named(name, port)
 }
 
 struct Mesh {
@@ -84,14 +78,7 @@ fn two_nodes(
     let mut server = PodSpec::new("server", &[("app", "echo")]);
     server.service_account = "echo".into();
     b.add_pod(server).unwrap();
-    let svc = ServiceDef {
-        name: "echo".into(),
-        namespace: "default".into(),
-        selector: [("app".to_string(), "echo".to_string())].into(),
-        ports,
-        cluster_ip: None,
-        headless: false,
-    };
+    let svc = ServiceDef::app("echo", "echo", ports);
     a.add_service(svc.clone()).unwrap();
     b.add_service(svc).unwrap();
     link(&a, &b).unwrap();
@@ -343,39 +330,16 @@ fn l7_authorization_policy_is_enforced_inside_the_tunnel_and_the_destination_rep
     );
 }
 
-/// Istio's JWT samples (`../shared/istio/jwt/`); `None` (SKIP) when
-/// absent, a panic with `STRAIT_NO_SKIP`.
-fn jwt_dir(test: &str) -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for up in ["../../shared/istio/jwt", "../../../shared/istio/jwt"] {
-        let d = root.join(up);
-        if d.join("jwks.json").is_file() {
-            return Some(d);
-        }
-    }
-    let reason = "Istio's JWT samples are not in ../shared/istio/jwt/";
-    if std::env::var_os(strait_tests::privileged::NO_SKIP).is_some() {
-        panic!("{test}: {reason}");
-    }
-    eprintln!("SKIP {test}: {reason}");
-    None
-}
-
 #[test]
 fn request_authentication_is_checked_inside_the_tunnel() {
     let name = "request_authentication_is_checked_inside_the_tunnel";
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };
-    let Some(jwt) = jwt_dir(name) else {
+    let Some(jwt) = strait_tests::demo::istio_jwt(name) else {
         return;
     };
-    let token = |f: &str| {
-        std::fs::read_to_string(jwt.join(f))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
+    let token = |f: &str| strait_tests::demo::jwt_file(&jwt, f);
     let jwks = std::fs::read_to_string(jwt.join("jwks.json")).unwrap();
     let canary: &'static str = "JWT-IN-TUNNEL-9d2a";
     let m = two_nodes(&p, 56, vec![port("http", 7401)], |b, config| {

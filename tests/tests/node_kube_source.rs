@@ -48,20 +48,11 @@ fn strait_run_kubeconfig_serves_the_api_servers_objects_and_follows_watch_events
     node.add_pod(PodSpec::new("server", &[("app", "server")]))
         .unwrap();
     let vip = node
-        .add_service(ServiceDef {
-            name: "server".into(),
-            namespace: "default".into(),
-            selector: [("app".to_string(), "server".to_string())].into(),
-            ports: vec![ServicePort {
-                name: Some("tcp-hello".into()),
-                port: 7000,
-                target_port: None,
-                protocol: "TCP".into(),
-                app_protocol: None,
-            }],
-            cluster_ip: None,
-            headless: false,
-        })
+        .add_service(ServiceDef::app(
+            "server",
+            "server",
+            vec![ServicePort::named("tcp-hello", 7000)],
+        ))
         .unwrap()
         .cluster_ip
         .unwrap();

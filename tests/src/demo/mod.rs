@@ -40,6 +40,35 @@ pub fn istio_samples(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// Istio's JWT samples (`../shared/istio/jwt/` beside the repository or
+/// beside the worktrees' directory: `jwks.json` and the token files).
+/// When they are missing: `SKIP` with a reason, or a panic when
+/// `STRAIT_NO_SKIP` is set.
+pub fn istio_jwt(test: &str) -> Option<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for up in ["../../shared/istio/jwt", "../../../shared/istio/jwt"] {
+        let d = root.join(up);
+        if d.join("jwks.json").is_file() {
+            return Some(d);
+        }
+    }
+    let reason = "Istio's JWT samples are not in ../shared/istio/jwt/";
+    if std::env::var_os(crate::privileged::NO_SKIP).is_some() {
+        panic!("{test}: {reason}");
+    }
+    eprintln!("SKIP {test}: {reason}");
+    None
+}
+
+/// The file `name` of `dir` (see [`istio_jwt`]) without surrounding white
+/// space: a token, or the JWKS. Panics when it cannot be read.
+pub fn jwt_file(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
+        .trim()
+        .to_string()
+}
+
 /// The harness options for a test: this workspace's binaries (the test
 /// executable's siblings), the given platform and config files.
 pub fn test_options(
