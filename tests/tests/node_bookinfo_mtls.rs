@@ -7,16 +7,8 @@ use std::path::{Path, PathBuf};
 
 use strait_tests::demo::{self, assert_checks, Check, Expect, Mesh};
 
-fn net(istio: &Path, f: &str) -> PathBuf {
-    istio.join("bookinfo/networking").join(f)
-}
-
 fn v(user: Option<&'static str>, n: usize, version: &'static str) -> Check {
-    Check {
-        user,
-        n,
-        expect: Expect::Version(version),
-    }
+    Check::version(user, n, version)
 }
 
 #[test]
@@ -30,16 +22,16 @@ fn bookinfo_with_istio_mutual_routes_as_documented_over_hbone() {
     };
     let opts = demo::test_options(
         istio.join("bookinfo/platform/bookinfo.yaml"),
-        vec![net(&istio, "destination-rule-all-mtls.yaml")],
+        vec![demo::istio_net(&istio, "destination-rule-all-mtls.yaml")],
         214,
     )
     .unwrap();
     let mesh = Mesh::start(&p, opts).unwrap();
     let jason = Some("jason");
-    let all_v1 = net(&istio, "virtual-service-all-v1.yaml");
+    let all_v1 = demo::istio_net(&istio, "virtual-service-all-v1.yaml");
     let routing = |extra: &[&str]| {
         let mut files = vec![all_v1.clone()];
-        files.extend(extra.iter().map(|f| net(&istio, f)));
+        files.extend(extra.iter().map(|f| demo::istio_net(&istio, f)));
         let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
         mesh.set_config("routing.yaml", &refs).unwrap();
     };

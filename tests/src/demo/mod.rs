@@ -87,6 +87,25 @@ pub fn test_options(
     })
 }
 
+/// Istio's bookinfo networking sample `file` under [`istio_samples`]'s
+/// directory `istio`.
+pub fn istio_net(istio: &Path, file: &str) -> PathBuf {
+    istio.join("bookinfo/networking").join(file)
+}
+
+/// Sets the mesh's `routing.yaml` to Istio's `virtual-service-all-v1.yaml`
+/// followed by the networking samples `extra` (see [`istio_net`]).
+/// Panics when the files cannot be written.
+pub fn route_istio(mesh: &Mesh, istio: &Path, extra: &[&str]) {
+    let files: Vec<PathBuf> = std::iter::once("virtual-service-all-v1.yaml")
+        .chain(extra.iter().copied())
+        .map(|f| istio_net(istio, f))
+        .collect();
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    mesh.set_config("routing.yaml", &refs)
+        .expect("write routing.yaml");
+}
+
 /// The bookinfo samples of this crate (`tests/samples/bookinfo`).
 pub fn bookinfo_samples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/bookinfo")
