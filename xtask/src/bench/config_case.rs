@@ -45,25 +45,12 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
         return Ok(section);
     }
     step("config: building compile_bench");
-    let status = Command::new("cargo")
-        .current_dir(root())
-        .args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "strait-config",
-            "--example",
-            "compile_bench",
-        ])
-        .status()?;
-    if !status.success() {
+    let Ok(exe) = super::install::release_example("strait-config", "compile_bench") else {
         section
             .intro
             .push("**Not yet available**: the compile_bench example does not build.".into());
         return Ok(section);
-    }
-    let exe = root().join("target/release/examples/compile_bench");
+    };
     let (mut load, mut compile, mut total, mut rss) = (
         Samples::default(),
         Samples::default(),

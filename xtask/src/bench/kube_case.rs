@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 
 use super::stats::Samples;
-use crate::cmd::{root, step};
+use crate::cmd::step;
 
 const BEGIN: &str = "<!-- kube:begin -->";
 const END: &str = "<!-- kube:end -->";
@@ -21,22 +21,7 @@ const END: &str = "<!-- kube:end -->";
 /// bench/results.md.
 pub fn run(quick: bool) -> anyhow::Result<()> {
     step("kube: building the kube_bench example (release)");
-    let status = Command::new("cargo")
-        .current_dir(root())
-        .args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "strait",
-            "--example",
-            "kube_bench",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("building kube_bench failed");
-    }
-    let exe = root().join("target/release/examples/kube_bench");
+    let exe = super::install::release_example("strait", "kube_bench")?;
     let runs = if quick { 1 } else { 3 };
     let mut results: Vec<Value> = Vec::new();
     for i in 0..runs {

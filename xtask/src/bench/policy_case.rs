@@ -34,22 +34,7 @@ fn jwt_dir() -> anyhow::Result<PathBuf> {
 /// Runs the case and updates bench/results.md.
 pub fn run(quick: bool) -> anyhow::Result<()> {
     step("policy: building the policy_bench example (release)");
-    let status = Command::new("cargo")
-        .current_dir(root())
-        .args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "strait",
-            "--example",
-            "policy_bench",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("building policy_bench failed");
-    }
-    let exe = root().join("target/release/examples/policy_bench");
+    let exe = super::install::release_example("strait", "policy_bench")?;
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "1"]).arg(&exe).arg(jwt_dir()?);
     if quick {
