@@ -477,15 +477,7 @@ fn the_uplink_xdp_program_stays_attached_across_restarts_and_detaches_when_dropp
     let id = names::new_node_id();
     let node_name = format!("{}{id}-xdpup", names::PREFIX);
     let (client, node) = (format!("{node_name}-cli"), format!("{node_name}-node"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut spaces = Topology {
-        spaces: Vec::new(),
-        stop: stop.clone(),
-    };
-    for n in [&client, &node] {
-        netns::add(n).unwrap();
-        spaces.spaces.push(n.clone());
-    }
+    let spaces = Topology::create(&[&client, &node]);
     // 10.79.0.10 is denied in XDP, 10.79.0.20 is not.
     ip_in(
         &client,

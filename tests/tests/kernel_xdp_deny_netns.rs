@@ -11,8 +11,6 @@
 //! ```
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 use strait::datapath::UplinkConfig;
@@ -56,15 +54,7 @@ fn deny_ip_blocks_policy_drops_the_source_in_xdp_until_it_is_removed() {
     let id = names::new_node_id();
     let node_name = format!("{}{id}-xdpdeny", names::PREFIX);
     let (client, node) = (format!("{node_name}-cli"), format!("{node_name}-node"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut spaces = Topology {
-        spaces: Vec::new(),
-        stop: stop.clone(),
-    };
-    for n in [&client, &node] {
-        netns::add(n).unwrap();
-        spaces.spaces.push(n.clone());
-    }
+    let spaces = Topology::create(&[&client, &node]);
     ip_in(
         &client,
         &[
