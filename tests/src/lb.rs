@@ -95,6 +95,34 @@ pub fn probe(probe: &str, cgroup: Option<&Path>, args: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Runs `strait-probe load` (path `probe`) as an earlier loader would
+/// (a daemon that then stops): pins the data path of `node` under
+/// `bpffs`, attaches it to `cgroup`, balances TCP `vip` over `backends`,
+/// and exits. Panics when the probe fails.
+pub fn load_and_exit(
+    probe: &str,
+    bpffs: &Path,
+    node: &str,
+    cgroup: &Path,
+    vip: SocketAddrV4,
+    backends: &[SocketAddrV4],
+) {
+    let list: Vec<String> = backends.iter().map(|a| a.to_string()).collect();
+    let out = Command::new(probe)
+        .args(["load", "--bpffs"])
+        .arg(bpffs)
+        .args(["--node", node, "--attach"])
+        .arg(cgroup)
+        .args(["--service", &format!("{vip}/tcp={}", list.join(","))])
+        .output()
+        .expect("run strait-probe load");
+    assert!(
+        out.status.success(),
+        "loader: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// How many times each line occurs.
 pub fn tally<S: AsRef<str>>(lines: &[S]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();

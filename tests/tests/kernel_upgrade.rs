@@ -19,7 +19,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use strait::datapath::{Datapath, DatapathConfig, L4LoadBalancer, UplinkConfig};
 use strait_tests::bpffs::TestBpffs;
 use strait_tests::cgroup::TestCgroup;
-use strait_tests::lb::{probe, service, tally, tcp_backend};
+use strait_tests::lb::{load_and_exit, probe, service, tally, tcp_backend};
 use strait_tests::node::echo::{self, Then};
 use strait_tests::node::{names, netns, Daemon, Node};
 use strait_tests::privileged;
@@ -110,31 +110,6 @@ fn pinned_ids(dir: &Path) -> BTreeMap<PathBuf, u32> {
     out
 }
 
-/// A loader process that pins, attaches `cg` and balances `vip` over
-/// `backends`, then exits (the "earlier daemon").
-fn earlier_loader(bpffs: &Path, node: &str, cg: &Path, vip: SocketAddrV4, b: &[SocketAddrV4]) {
-    let spec = format!(
-        "{vip}/tcp={}",
-        b.iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    let out = Command::new(PROBE)
-        .args(["load", "--bpffs"])
-        .arg(bpffs)
-        .args(["--node", node, "--attach"])
-        .arg(cg)
-        .args(["--service", &spec])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "loader: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn clients_see_no_failure_while_loaders_restart_and_swap_their_programs_in() {
     let Some(p) = privileged::require(
@@ -146,7 +121,7 @@ fn clients_see_no_failure_while_loaders_restart_and_swap_their_programs_in() {
     let cg = TestCgroup::new(&p.cgroup2, "upgrade-load").unwrap();
     let b = [tcp_backend("u0"), tcp_backend("u1")];
     let vip: SocketAddrV4 = "127.100.6.1:80".parse().unwrap();
-    earlier_loader(bpffs.path(), "upgrade-load", cg.path(), vip, &b);
+    load_and_exit(PROBE, bpffs.path(), "upgrade-load", cg.path(), vip, &b);
 
     // Clients connect through the kernel-balanced VIP without pause.
     let stop = Arc::new(AtomicBool::new(false));
@@ -207,7 +182,7 @@ fn a_pinned_map_of_another_layout_is_refused_untouched_or_reset_alone() {
     let cg = TestCgroup::new(&p.cgroup2, node).unwrap();
     let b = [tcp_backend("l0"), tcp_backend("l1")];
     let vip: SocketAddrV4 = "127.100.6.2:80".parse().unwrap();
-    earlier_loader(bpffs.path(), node, cg.path(), vip, &b);
+    load_and_exit(PROBE, bpffs.path(), node, cg.path(), vip, &b);
     let pins = config(bpffs.path(), node).pin_dir();
 
     // An "older build" whose WORKLOADS values were 8 bytes, not 4.
@@ -308,7 +283,7 @@ fn a_pinned_map_with_a_smaller_capacity_is_migrated_with_its_entries() {
     let cg = TestCgroup::new(&p.cgroup2, node).unwrap();
     let b = [tcp_backend("g0"), tcp_backend("g1")];
     let vip: SocketAddrV4 = "127.100.6.3:80".parse().unwrap();
-    earlier_loader(bpffs.path(), node, cg.path(), vip, &b);
+    load_and_exit(PROBE, bpffs.path(), node, cg.path(), vip, &b);
     let pins = config(bpffs.path(), node).pin_dir();
 
     // An older build with a smaller SERVICES map holding the service: its
