@@ -93,6 +93,23 @@ pub fn istio_net(istio: &Path, file: &str) -> PathBuf {
     istio.join("bookinfo/networking").join(file)
 }
 
+/// Istio's bookinfo (`bookinfo/platform/bookinfo.yaml` under `istio`, see
+/// [`istio_samples`]) on node `node_index` under `strait run`, with the
+/// networking sample `destination_rule` (e.g. `destination-rule-all.yaml`).
+pub fn start_istio_bookinfo(
+    p: &crate::privileged::Privileged,
+    istio: &Path,
+    destination_rule: &str,
+    node_index: u8,
+) -> anyhow::Result<Mesh> {
+    let opts = test_options(
+        istio.join("bookinfo/platform/bookinfo.yaml"),
+        vec![istio_net(istio, destination_rule)],
+        node_index,
+    )?;
+    Mesh::start(p, opts)
+}
+
 /// Sets the mesh's `routing.yaml` to Istio's `virtual-service-all-v1.yaml`
 /// followed by the networking samples `extra` (see [`istio_net`]).
 /// Panics when the files cannot be written.
