@@ -27,6 +27,7 @@ mod cgroups;
 pub mod config;
 mod daemon;
 pub mod echo;
+pub mod hello;
 pub mod http;
 pub mod ipam;
 pub mod kube;
