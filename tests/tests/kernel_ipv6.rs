@@ -157,7 +157,7 @@ fn udp_over_an_ipv6_vip_replies_come_from_the_vip() {
     // (P(a backend unseen in 40) = 2·2^-40), every reply from the VIP.
     // Connected (connect6 / recvmsg6): one backend for the socket's life,
     // replies still from the VIP.
-    assert_udp_through_vip(PROBE, &cg, vip.into(), &["u0", "u1"], 40, 10);
+    assert_udp_through_vip(PROBE, &cg, vip, &["u0", "u1"], 40, 10);
     assert_eq!(
         fx.dp().service_counters(vip, L4Protocol::Udp).connections,
         41
