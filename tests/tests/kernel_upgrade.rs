@@ -827,7 +827,7 @@ fn strait_run_keeps_its_uplink_program_across_a_restart_and_detaches_it_without_
     assert!(xdp_attached(node.netns(), "up0"), "not attached");
     // An IPv6 source but no IPv6 default route: IPv6 VIPs fail closed
     // (the IPv4 gateway's MAC is not reused), said at start.
-    let said = std::fs::read_to_string(&log).unwrap();
+    let said = daemon.log();
     assert!(
         said.contains("no IPv6 gateway MAC for the uplink up0")
             && said.contains("no IPv6 default route"),
