@@ -95,6 +95,34 @@ pub fn probe(probe: &str, cgroup: Option<&Path>, args: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Runs `strait-probe load` (path `probe`) as an earlier loader would
+/// (a daemon that then stops): pins the data path of `node` under
+/// `bpffs`, attaches it to `cgroup`, balances TCP `vip` over `backends`,
+/// and exits. Panics when the probe fails.
+pub fn load_and_exit(
+    probe: &str,
+    bpffs: &Path,
+    node: &str,
+    cgroup: &Path,
+    vip: SocketAddrV4,
+    backends: &[SocketAddrV4],
+) {
+    let list: Vec<String> = backends.iter().map(|a| a.to_string()).collect();
+    let out = Command::new(probe)
+        .args(["load", "--bpffs"])
+        .arg(bpffs)
+        .args(["--node", node, "--attach"])
+        .arg(cgroup)
+        .args(["--service", &format!("{vip}/tcp={}", list.join(","))])
+        .output()
+        .expect("run strait-probe load");
+    assert!(
+        out.status.success(),
+        "loader: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// How many times each line occurs.
 pub fn tally<S: AsRef<str>>(lines: &[S]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
@@ -102,6 +130,49 @@ pub fn tally<S: AsRef<str>>(lines: &[S]) -> BTreeMap<String, usize> {
         *m.entry(l.as_ref().to_string()).or_default() += 1;
     }
     m
+}
+
+/// Checks UDP through the kernel-balanced `vip` as a client in `cgroup`
+/// sees it (`probe`: the strait-probe binary): `n` datagrams from an
+/// unconnected socket (sendmsg/recvmsg) reach every one of the backends
+/// named `names` and no other, each reply from the VIP as addressed;
+/// `connected` datagrams from a connected socket (connect) all reach one
+/// of them, replies from the VIP too. The datapath counts `n + 1`
+/// connections (one per unconnected datagram, one for the socket).
+pub fn assert_udp_through_vip(
+    probe_bin: &str,
+    cgroup: &Path,
+    vip: SocketAddr,
+    names: &[&str],
+    n: usize,
+    connected: usize,
+) {
+    let from = format!("{vip} ");
+    let lines = probe(
+        probe_bin,
+        Some(cgroup),
+        &["udp", &vip.to_string(), &n.to_string()],
+    );
+    let seen: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            l.strip_prefix(&from)
+                .unwrap_or_else(|| panic!("reply not from the VIP: {l} ({lines:?})"))
+        })
+        .collect();
+    assert_eq!(tally(&seen).keys().collect::<Vec<_>>(), names, "{lines:?}");
+    let lines = probe(
+        probe_bin,
+        Some(cgroup),
+        &["udp", &vip.to_string(), &connected.to_string(), "--connect"],
+    );
+    let seen = tally(&lines);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let only = seen.keys().next().unwrap();
+    assert!(
+        names.iter().any(|n| only == &format!("{from}{n}")),
+        "{only}: not one of {names:?} from the VIP"
+    );
 }
 
 /// Asserts `count` of `n` trials is within 5 standard deviations of the

@@ -41,3 +41,19 @@ fn check() -> Result<Privileged, String> {
     let cgroup2 = strait::sys::cgroup2_mount().ok_or("no cgroup v2 filesystem mounted")?;
     Ok(Privileged { cgroup2 })
 }
+
+/// The ztunnel binary `ZTUNNEL_BIN` names, for the interoperability tests
+/// (ztunnel is not packaged). Unset: prints `SKIP <test>: ...` with how to
+/// build one (`build`: the cargo features it needs) and returns `None`,
+/// also under [`NO_SKIP`] (a test of an unpackaged program runs only when
+/// it is named). Panics when it names no file.
+pub fn ztunnel_bin(test: &str, build: &str) -> Option<std::path::PathBuf> {
+    let Some(bin) = std::env::var_os("ZTUNNEL_BIN").map(std::path::PathBuf::from) else {
+        println!(
+            "SKIP {test}: ZTUNNEL_BIN is not set (build istio/ztunnel{build} outside this repository and set ZTUNNEL_BIN to the binary)"
+        );
+        return None;
+    };
+    assert!(bin.is_file(), "ZTUNNEL_BIN={} is not a file", bin.display());
+    Some(bin)
+}

@@ -25,6 +25,24 @@ pub struct Topology {
     pub stop: Arc<AtomicBool>,
 }
 
+impl Topology {
+    /// Creates the namespaces `names`, each deleted when the topology is
+    /// dropped (also those made before a failure).
+    ///
+    /// Panics: a namespace cannot be created.
+    pub fn create(names: &[&str]) -> Topology {
+        let mut topo = Topology {
+            spaces: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        for n in names {
+            netns::add(n).unwrap();
+            topo.spaces.push(n.to_string());
+        }
+        topo
+    }
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use strait_tests::demo::{self, assert_checks, mesh, Check, Expect, Mesh};
 
 fn samples() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/bookinfo")
+    demo::bookinfo_samples()
 }
 
 fn start(p: &strait_tests::privileged::Privileged, index: u8, platform: PathBuf) -> Mesh {
@@ -159,32 +159,10 @@ fn l4_clients_keep_connecting_while_the_daemon_restarts_and_sigterm_exits_0() {
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };
-    // bookinfo plus a TCP Service in front of ratings: no VirtualService and
-    // a tcp port, so the kernel balances it on its own (mode L4).
-    let mut platform = std::fs::read_to_string(samples().join("platform.yaml")).unwrap();
-    platform.push_str("\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: ratings-tcp\n  namespace: default\nspec:\n  selector:\n    app: ratings\n  ports:\n  - name: tcp-ratings\n    port: 9080\n");
-    let file =
-        std::env::temp_dir().join(format!("strait-e2e-platform-{}.yaml", std::process::id()));
-    std::fs::write(&file, platform).unwrap();
-    // Without a CA: the kernel fast path is kept only for plaintext
-    // destinations (with workload identities, a service whose endpoints
-    // are meshed pods goes through the proxy for mutual TLS).
-    let s = samples();
-    let mut opts = demo::test_options(
-        file.clone(),
-        vec![s.join("destination-rules.yaml"), s.join("all-v1.yaml")],
-        213,
-    )
-    .unwrap();
-    opts.identity = false;
-    let mut mesh = Mesh::start(&p, opts).unwrap();
-    std::fs::remove_file(&file).unwrap();
-    let vip = mesh
-        .node()
-        .service("default", "ratings-tcp")
-        .unwrap()
-        .cluster_ip
-        .unwrap();
+    // bookinfo plus a TCP Service in front of ratings, balanced by the
+    // kernel on its own; no CA (the kernel fast path is kept only for
+    // plaintext destinations).
+    let (mut mesh, vip) = demo::start_with_kernel_balanced_ratings(&p, 213).unwrap();
     let client = mesh
         .client_command()
         .unwrap()

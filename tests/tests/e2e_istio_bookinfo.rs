@@ -1,21 +1,12 @@
 //! Tier 3: Istio's own bookinfo files (`../shared/istio/bookinfo/`) on a
 //! simulated node under `strait run`, with the outcomes Istio's
 //! documentation describes (`../shared/istio/README.md`).
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use strait_tests::demo::{self, assert_checks, Check, Expect, Mesh};
-
-fn net(istio: &Path, f: &str) -> PathBuf {
-    istio.join("bookinfo/networking").join(f)
-}
+use strait_tests::demo::{self, assert_checks, Check, Expect};
 
 fn v(user: Option<&'static str>, n: usize, version: &'static str) -> Check {
-    Check {
-        user,
-        n,
-        expect: Expect::Version(version),
-    }
+    Check::version(user, n, version)
 }
 
 #[test]
@@ -27,21 +18,9 @@ fn istio_bookinfo_routing_samples_route_as_istio_documents() {
     let Some(istio) = demo::istio_samples(name) else {
         return;
     };
-    let opts = demo::test_options(
-        istio.join("bookinfo/platform/bookinfo.yaml"),
-        vec![net(&istio, "destination-rule-all.yaml")],
-        210,
-    )
-    .unwrap();
-    let mesh = Mesh::start(&p, opts).unwrap();
+    let mesh = demo::start_istio_bookinfo(&p, &istio, "destination-rule-all.yaml", 210).unwrap();
     let jason = Some("jason");
-    let all_v1 = net(&istio, "virtual-service-all-v1.yaml");
-    let routing = |extra: &[&str]| {
-        let mut files = vec![all_v1.clone()];
-        files.extend(extra.iter().map(|f| net(&istio, f)));
-        let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-        mesh.set_config("routing.yaml", &refs).unwrap();
-    };
+    let routing = |extra: &[&str]| demo::route_istio(&mesh, &istio, extra);
 
     routing(&[]);
     assert_checks(&mesh, "all-v1", &[v(None, 10, "v1"), v(jason, 10, "v1")]);

@@ -4,15 +4,10 @@
 //! `istio_tcp_connections_opened_total`, `..._closed_total`,
 //! `istio_tcp_sent_bytes_total` and `istio_tcp_received_bytes_total` with
 //! `reporter="source"` and the client, service and backend labels.
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use strait_tests::demo::{self, mesh, Mesh};
-
-fn samples() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/bookinfo")
-}
+use strait_tests::demo::{self, mesh};
 
 /// The value of the first line of `text` starting with `metric{` that
 /// contains every label in `labels`.
@@ -31,34 +26,11 @@ fn kernel_balanced_connections_are_reported_as_istio_tcp_metrics() {
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };
-    // bookinfo plus a TCP Service in front of ratings: no VirtualService and
-    // a tcp port, so the kernel balances it on its own (mode L4).
-    let mut platform = std::fs::read_to_string(samples().join("platform.yaml")).unwrap();
-    platform.push_str("\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: ratings-tcp\n  namespace: default\nspec:\n  selector:\n    app: ratings\n  ports:\n  - name: tcp-ratings\n    port: 9080\n");
-    let file = std::env::temp_dir().join(format!(
-        "strait-e2e-kmetrics-platform-{}.yaml",
-        std::process::id()
-    ));
-    std::fs::write(&file, platform).unwrap();
-    let s = samples();
-    let mut opts = demo::test_options(
-        file.clone(),
-        vec![s.join("destination-rules.yaml"), s.join("all-v1.yaml")],
-        231,
-    )
-    .unwrap();
-    // No CA: with mesh mTLS, services whose endpoints are meshed pods go
-    // through the proxy (HBONE), and this test is about connections the
-    // kernel balances on its own.
-    opts.identity = false;
-    let mut mesh = Mesh::start(&p, opts).unwrap();
-    std::fs::remove_file(&file).unwrap();
-    let vip = mesh
-        .node()
-        .service("default", "ratings-tcp")
-        .unwrap()
-        .cluster_ip
-        .unwrap();
+    // bookinfo plus a TCP Service in front of ratings, balanced by the
+    // kernel on its own; no CA (with mesh mTLS, services whose endpoints are
+    // meshed pods go through the proxy, and this test is about connections
+    // the kernel balances).
+    let (mut mesh, vip) = demo::start_with_kernel_balanced_ratings(&p, 231).unwrap();
     let out = mesh
         .client_command()
         .unwrap()

@@ -14,11 +14,7 @@ use strait_tests::demo::kube_api;
 use strait_tests::demo::{self, assert_checks, Check, Expect, Mesh};
 
 fn v(user: Option<&'static str>, n: usize, version: &'static str) -> Check {
-    Check {
-        user,
-        n,
-        expect: Expect::Version(version),
-    }
+    Check::version(user, n, version)
 }
 
 #[test]

@@ -11,7 +11,6 @@
 //! `ImpersonatedIdentity`, so its token is a workload token
 //! (`TOKEN spiffe://...` in the tokens file), as a service-account token is
 //! to istiod.
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -30,17 +29,10 @@ fn curl(node: &Node, url: &str) -> String {
 #[test]
 fn ztunnel_obtains_its_certificate_from_strait_ca() {
     let name = "ztunnel_obtains_its_certificate_from_strait_ca";
-    let Some(ztunnel) = std::env::var_os("ZTUNNEL_BIN").map(PathBuf::from) else {
-        println!(
-            "SKIP {name}: ZTUNNEL_BIN is not set (build istio/ztunnel with `--features testing` outside this repository and set ZTUNNEL_BIN to the binary)"
-        );
+    let Some(ztunnel) = strait_tests::privileged::ztunnel_bin(name, " with `--features testing`")
+    else {
         return;
     };
-    assert!(
-        ztunnel.is_file(),
-        "ZTUNNEL_BIN={} is not a file",
-        ztunnel.display()
-    );
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };

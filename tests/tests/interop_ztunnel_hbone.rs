@@ -74,17 +74,9 @@ fn wait_for(
 #[test]
 fn ztunnel_and_strait_exchange_hbone_with_peer_identities() {
     let name = "ztunnel_and_strait_exchange_hbone_with_peer_identities";
-    let Some(ztunnel) = std::env::var_os("ZTUNNEL_BIN").map(PathBuf::from) else {
-        println!(
-            "SKIP {name}: ZTUNNEL_BIN is not set (build istio/ztunnel outside this repository and set ZTUNNEL_BIN to the binary)"
-        );
+    let Some(ztunnel) = strait_tests::privileged::ztunnel_bin(name, "") else {
         return;
     };
-    assert!(
-        ztunnel.is_file(),
-        "ZTUNNEL_BIN={} is not a file",
-        ztunnel.display()
-    );
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };

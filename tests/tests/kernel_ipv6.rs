@@ -11,7 +11,9 @@ use std::net::{Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::process::Command;
 
 use strait::datapath::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
-use strait_tests::lb::{assert_binomial, probe, serve_name, tally, tcp_backend, Fixture};
+use strait_tests::lb::{
+    assert_binomial, assert_udp_through_vip, probe, serve_name, tally, tcp_backend, Fixture,
+};
 use strait_tests::privileged;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
@@ -153,34 +155,9 @@ fn udp_over_an_ipv6_vip_replies_come_from_the_vip() {
 
     // Unconnected (sendmsg6 / recvmsg6): each datagram balanced
     // (P(a backend unseen in 40) = 2·2^-40), every reply from the VIP.
-    let lines = probe(PROBE, Some(&cg), &["udp", &vip.to_string(), "40"]);
-    let names: Vec<&str> = lines
-        .iter()
-        .map(|l| {
-            l.strip_prefix(&format!("{vip} "))
-                .unwrap_or_else(|| panic!("reply not from the VIP: {l} ({lines:?})"))
-        })
-        .collect();
-    assert_eq!(
-        tally(&names).keys().collect::<Vec<_>>(),
-        ["u0", "u1"],
-        "{lines:?}"
-    );
-
     // Connected (connect6 / recvmsg6): one backend for the socket's life,
     // replies still from the VIP.
-    let lines = probe(
-        PROBE,
-        Some(&cg),
-        &["udp", &vip.to_string(), "10", "--connect"],
-    );
-    let seen = tally(&lines);
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    let only = seen.keys().next().unwrap();
-    assert!(
-        only == &format!("{vip} u0") || only == &format!("{vip} u1"),
-        "{only}"
-    );
+    assert_udp_through_vip(PROBE, &cg, vip, &["u0", "u1"], 40, 10);
     assert_eq!(
         fx.dp().service_counters(vip, L4Protocol::Udp).connections,
         41

@@ -3,12 +3,11 @@
 //! pins (same maps, programs not attached twice) and can change them; and
 //! cleanup detaches everything.
 use std::net::SocketAddrV4;
-use std::process::Command;
 
 use strait::datapath::{Datapath, DatapathConfig, L4LoadBalancer, L4Protocol};
 use strait_tests::bpffs::TestBpffs;
 use strait_tests::cgroup::TestCgroup;
-use strait_tests::lb::{probe, service, tally, tcp_backend};
+use strait_tests::lb::{load_and_exit, probe, service, tally, tcp_backend};
 use strait_tests::privileged;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
@@ -22,28 +21,8 @@ fn pinned_data_path_survives_its_loader_and_is_reused() {
     let cg = TestCgroup::new(&p.cgroup2, "restart").unwrap();
     let b = [tcp_backend("k0"), tcp_backend("k1"), tcp_backend("k2")];
     let vip: SocketAddrV4 = "127.100.5.1:80".parse().unwrap();
-    let spec = format!(
-        "{vip}/tcp={}",
-        b.iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-
     // A loader that exits, as a daemon that stops (it is not in the cgroup).
-    let out = Command::new(PROBE)
-        .args(["load", "--bpffs"])
-        .arg(bpffs.path())
-        .args(["--node", "restart", "--attach"])
-        .arg(cg.path())
-        .args(["--service", &spec])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "loader: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    load_and_exit(PROBE, bpffs.path(), "restart", cg.path(), vip, &b);
 
     // Loader gone: still balanced over all three.
     let lines = probe(PROBE, Some(cg.path()), &["tcp", &vip.to_string(), "60"]);

@@ -3,7 +3,7 @@
 use std::net::SocketAddrV4;
 
 use strait::datapath::{L4LoadBalancer, L4Mode, L4Protocol};
-use strait_tests::lb::{probe, service, tally, udp_backend, Fixture};
+use strait_tests::lb::{assert_udp_through_vip, probe, service, udp_backend, Fixture};
 use strait_tests::privileged;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
@@ -26,34 +26,9 @@ fn udp_request_reply_through_a_vip_comes_back_from_the_vip() {
     let cg = fx.cg.path().to_path_buf();
 
     // Unconnected socket: each datagram is balanced (P(a backend unseen in
-    // 40) = 2·2^-40); every reply's source is the VIP.
-    let lines = probe(PROBE, Some(&cg), &["udp", &vip.to_string(), "40"]);
-    let from_vip: Vec<&str> = lines
-        .iter()
-        .map(|l| {
-            l.strip_prefix(&format!("{vip} "))
-                .unwrap_or_else(|| panic!("reply not from the VIP: {l}"))
-        })
-        .collect();
-    assert_eq!(
-        tally(&from_vip).keys().collect::<Vec<_>>(),
-        ["u0", "u1"],
-        "{lines:?}"
-    );
-
-    // Connected socket: one backend for the socket's life, still the VIP.
-    let lines = probe(
-        PROBE,
-        Some(&cg),
-        &["udp", &vip.to_string(), "10", "--connect"],
-    );
-    let seen = tally(&lines);
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    let only = seen.keys().next().unwrap();
-    assert!(
-        only == &format!("{vip} u0") || only == &format!("{vip} u1"),
-        "{only}"
-    );
+    // 40) = 2·2^-40); every reply's source is the VIP. Connected socket:
+    // one backend for the socket's life, still the VIP.
+    assert_udp_through_vip(PROBE, &cg, vip.into(), &["u0", "u1"], 40, 10);
     assert_eq!(
         fx.dp().service_counters(vip, L4Protocol::Udp).connections,
         41
@@ -98,25 +73,7 @@ fn udp_port_of_a_redirect_mode_service_is_balanced_not_passed_through() {
     fx.dp().apply(&[svc]).unwrap();
     let cg = fx.cg.path().to_path_buf();
 
-    let lines = probe(PROBE, Some(&cg), &["udp", &vip.to_string(), "40"]);
-    let from_vip: Vec<&str> = lines
-        .iter()
-        .map(|l| {
-            l.strip_prefix(&format!("{vip} "))
-                .unwrap_or_else(|| panic!("reply not from the VIP: {l}"))
-        })
-        .collect();
-    assert_eq!(
-        tally(&from_vip).keys().collect::<Vec<_>>(),
-        ["r0", "r1"],
-        "{lines:?}"
-    );
-    let lines = probe(
-        PROBE,
-        Some(&cg),
-        &["udp", &vip.to_string(), "3", "--connect"],
-    );
-    assert_eq!(tally(&lines).len(), 1, "{lines:?}");
+    assert_udp_through_vip(PROBE, &cg, vip.into(), &["r0", "r1"], 40, 3);
     assert_eq!(
         fx.dp().service_counters(vip, L4Protocol::Udp).connections,
         41

@@ -7,8 +7,8 @@
 //! attached through its pinned link while no loader runs, takes the new
 //! program in place, and detaches when the uplink is dropped.
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,9 +19,11 @@ use aya::programs::links::{FdLink, PinnedLink};
 use strait::datapath::{Datapath, DatapathConfig, L4LoadBalancer, UplinkConfig};
 use strait_tests::bpffs::TestBpffs;
 use strait_tests::cgroup::TestCgroup;
-use strait_tests::lb::{probe, service, tally, tcp_backend};
-use strait_tests::node::{names, netns};
+use strait_tests::lb::{load_and_exit, probe, service, tally, tcp_backend};
+use strait_tests::node::echo::{self, Then};
+use strait_tests::node::{names, netns, Daemon, Node};
 use strait_tests::privileged;
+use strait_tests::xdp_net::{ip_in, Topology};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
 
@@ -108,31 +110,6 @@ fn pinned_ids(dir: &Path) -> BTreeMap<PathBuf, u32> {
     out
 }
 
-/// A loader process that pins, attaches `cg` and balances `vip` over
-/// `backends`, then exits (the "earlier daemon").
-fn earlier_loader(bpffs: &Path, node: &str, cg: &Path, vip: SocketAddrV4, b: &[SocketAddrV4]) {
-    let spec = format!(
-        "{vip}/tcp={}",
-        b.iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    let out = Command::new(PROBE)
-        .args(["load", "--bpffs"])
-        .arg(bpffs)
-        .args(["--node", node, "--attach"])
-        .arg(cg)
-        .args(["--service", &spec])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "loader: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn clients_see_no_failure_while_loaders_restart_and_swap_their_programs_in() {
     let Some(p) = privileged::require(
@@ -144,7 +121,7 @@ fn clients_see_no_failure_while_loaders_restart_and_swap_their_programs_in() {
     let cg = TestCgroup::new(&p.cgroup2, "upgrade-load").unwrap();
     let b = [tcp_backend("u0"), tcp_backend("u1")];
     let vip: SocketAddrV4 = "127.100.6.1:80".parse().unwrap();
-    earlier_loader(bpffs.path(), "upgrade-load", cg.path(), vip, &b);
+    load_and_exit(PROBE, bpffs.path(), "upgrade-load", cg.path(), vip, &b);
 
     // Clients connect through the kernel-balanced VIP without pause.
     let stop = Arc::new(AtomicBool::new(false));
@@ -205,7 +182,7 @@ fn a_pinned_map_of_another_layout_is_refused_untouched_or_reset_alone() {
     let cg = TestCgroup::new(&p.cgroup2, node).unwrap();
     let b = [tcp_backend("l0"), tcp_backend("l1")];
     let vip: SocketAddrV4 = "127.100.6.2:80".parse().unwrap();
-    earlier_loader(bpffs.path(), node, cg.path(), vip, &b);
+    load_and_exit(PROBE, bpffs.path(), node, cg.path(), vip, &b);
     let pins = config(bpffs.path(), node).pin_dir();
 
     // An "older build" whose WORKLOADS values were 8 bytes, not 4.
@@ -306,7 +283,7 @@ fn a_pinned_map_with_a_smaller_capacity_is_migrated_with_its_entries() {
     let cg = TestCgroup::new(&p.cgroup2, node).unwrap();
     let b = [tcp_backend("g0"), tcp_backend("g1")];
     let vip: SocketAddrV4 = "127.100.6.3:80".parse().unwrap();
-    earlier_loader(bpffs.path(), node, cg.path(), vip, &b);
+    load_and_exit(PROBE, bpffs.path(), node, cg.path(), vip, &b);
     let pins = config(bpffs.path(), node).pin_dir();
 
     // An older build with a smaller SERVICES map holding the service: its
@@ -396,46 +373,6 @@ fn a_pinned_map_with_a_smaller_capacity_is_migrated_with_its_entries() {
 
 const PORT: u16 = 8080;
 
-/// Deletes the namespaces (and so the veth) when dropped, pass or fail.
-struct Spaces {
-    names: Vec<String>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for Spaces {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(100));
-        for ns in &self.names {
-            netns::del(ns);
-        }
-    }
-}
-
-fn ip_in(ns: &str, cmds: &[&str]) {
-    let cmds: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
-    netns::ip_batch(ns, &cmds).unwrap();
-}
-
-/// Answers "ok" to every connection on 0.0.0.0:PORT in `ns`.
-fn serve(ns: &str, stop: Arc<AtomicBool>) {
-    let listener = netns::run_in(ns, || {
-        TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], PORT))).unwrap()
-    })
-    .unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    let _ = s.write_all(b"ok");
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    });
-}
-
 /// Whether a connection from `from` (a local address of the client
 /// namespace) to `to` gets the server's answer within `timeout`.
 fn reaches(ns: &str, from: Ipv4Addr, to: Ipv4Addr, timeout: Duration) -> bool {
@@ -515,15 +452,7 @@ fn the_uplink_xdp_program_stays_attached_across_restarts_and_detaches_when_dropp
     let id = names::new_node_id();
     let node_name = format!("{}{id}-xdpup", names::PREFIX);
     let (client, node) = (format!("{node_name}-cli"), format!("{node_name}-node"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut spaces = Spaces {
-        names: Vec::new(),
-        stop: stop.clone(),
-    };
-    for n in [&client, &node] {
-        netns::add(n).unwrap();
-        spaces.names.push(n.clone());
-    }
+    let spaces = Topology::create(&[&client, &node]);
     // 10.79.0.10 is denied in XDP, 10.79.0.20 is not.
     ip_in(
         &client,
@@ -543,7 +472,8 @@ fn the_uplink_xdp_program_stays_attached_across_restarts_and_detaches_when_dropp
             "link set lo up",
         ],
     );
-    serve(&node, stop.clone());
+    let l = echo::listen(&node, ([0, 0, 0, 0], PORT)).unwrap();
+    echo::tcp(l, |_| "ok".into(), Then::Close);
     let (denied, allowed) = (Ipv4Addr::new(10, 79, 0, 10), Ipv4Addr::new(10, 79, 0, 20));
     let web = Ipv4Addr::new(10, 79, 0, 2);
     let uplink = UplinkConfig {
@@ -842,76 +772,21 @@ fn an_earlier_builds_vip_hash_map_is_copied_into_the_vip_table_and_unpinned() {
     dp.cleanup().unwrap();
 }
 
-/// `strait run` on `node` (with `extra` flags), logging to `log`, once its
-/// admin API says `/ready`.
-fn start_daemon(
-    node: &strait_tests::node::Node,
-    config_dir: &Path,
-    log: &Path,
-    extra: &[&str],
-) -> std::process::Child {
-    let strait = strait_tests::demo::mesh::sibling("strait").unwrap();
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let mut child = node
-        .strait_run(&strait, config_dir)
-        .unwrap()
+/// `strait run` on `node` (with `extra` flags), logging to `log_name` in
+/// the node's directory, once its admin API says `/ready`.
+fn start_daemon(node: &Node, config_dir: &Path, log_name: &str, extra: &[&str]) -> Daemon {
+    let mut daemon = Daemon::on(node, config_dir)
         .args(["--admin", "127.0.0.1:15000"])
         .args(extra)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
+        .log_name(log_name)
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = node
-            .run_in(|| {
-                let Ok(mut s) = TcpStream::connect("127.0.0.1:15000") else {
-                    return false;
-                };
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let _ = s.write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-                let mut r = String::new();
-                let _ = s.read_to_string(&mut r);
-                r.starts_with("HTTP/1.1 200")
-            })
-            .unwrap();
-        if ready {
-            return child;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "strait run exited with {status}: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "strait run not ready in 30 s: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// SIGTERM, then the exit status.
-fn stop_daemon(mut child: std::process::Child) -> std::process::ExitStatus {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("strait run did not exit within 15 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    daemon.wait_ready(
+        node,
+        "127.0.0.1:15000".parse().unwrap(),
+        Duration::from_secs(30),
+    );
+    daemon
 }
 
 #[test]
@@ -921,7 +796,7 @@ fn strait_run_keeps_its_uplink_program_across_a_restart_and_detaches_it_without_
     let Some(p) = privileged::require(name) else {
         return;
     };
-    let node = strait_tests::node::Node::new(&p.cgroup2, "upgrade-daemon", 191).unwrap();
+    let node = Node::new(&p.cgroup2, "upgrade-daemon", 191).unwrap();
     // The uplink: a veth pair inside the node's namespace (removed with it).
     ip_in(
         node.netns(),
@@ -935,7 +810,6 @@ fn strait_run_keeps_its_uplink_program_across_a_restart_and_detaches_it_without_
     let config_dir = node.tmp_dir().join("config");
     std::fs::create_dir_all(&config_dir).unwrap();
     node.write_config(&config_dir).unwrap();
-    let log = node.tmp_dir().join("strait.log");
     let pins = config(&node.bpffs_dir(), node.name()).pin_dir();
     let uplink = [
         "--xdp-uplink",
@@ -948,38 +822,39 @@ fn strait_run_keeps_its_uplink_program_across_a_restart_and_detaches_it_without_
         "fd81::2",
     ];
 
-    let daemon = start_daemon(&node, &config_dir, &log, &uplink);
+    let stop = Duration::from_secs(15);
+    let daemon = start_daemon(&node, &config_dir, "strait-1.log", &uplink);
     assert!(xdp_attached(node.netns(), "up0"), "not attached");
     // An IPv6 source but no IPv6 default route: IPv6 VIPs fail closed
     // (the IPv4 gateway's MAC is not reused), said at start.
-    let said = std::fs::read_to_string(&log).unwrap();
+    let said = daemon.log();
     assert!(
         said.contains("no IPv6 gateway MAC for the uplink up0")
             && said.contains("no IPv6 default route"),
         "{said}"
     );
     let (link, first_prog) = uplink_link(&pins, "up0");
-    assert!(stop_daemon(daemon).success());
+    assert!(daemon.terminate(stop).success());
     assert!(
         xdp_attached(node.netns(), "up0"),
         "the uplink program detached when the daemon stopped"
     );
     assert_eq!(uplink_link(&pins, "up0").0, link);
 
-    let daemon = start_daemon(&node, &config_dir, &log, &uplink);
+    let daemon = start_daemon(&node, &config_dir, "strait-2.log", &uplink);
     let (link2, second_prog) = uplink_link(&pins, "up0");
     assert_eq!(link2, link, "the restarted daemon made a new link");
     assert_ne!(second_prog, first_prog, "its program was not swapped in");
-    assert!(stop_daemon(daemon).success());
+    assert!(daemon.terminate(stop).success());
 
     // Started without --xdp-uplink: the program goes.
-    let daemon = start_daemon(&node, &config_dir, &log, &[]);
+    let daemon = start_daemon(&node, &config_dir, "strait-3.log", &[]);
     assert!(
         !xdp_attached(node.netns(), "up0"),
         "still attached without --xdp-uplink"
     );
     assert!(!pins.join("uplink").join("xdp_lb@up0").exists());
-    assert!(stop_daemon(daemon).success());
+    assert!(daemon.terminate(stop).success());
     let out = Command::new(strait_tests::demo::mesh::sibling("strait").unwrap())
         .args(["cleanup", "--node", node.name(), "--bpffs"])
         .arg(node.bpffs_dir())

@@ -9,58 +9,18 @@
 //!  client 10.78.0.10 (netns "cli") ── v0 ═ v0 ── node 10.78.0.2 (pod "web"), 10.78.0.3 (not selected)
 //!                                              xdp_lb on the node's v0
 //! ```
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use strait::datapath::UplinkConfig;
 use strait_tests::lb::Fixture;
+use strait_tests::node::echo::{self, Then};
 use strait_tests::node::{names, netns};
 use strait_tests::privileged;
+use strait_tests::xdp_net::{ip_in, Topology};
 
 const PORT: u16 = 8080;
-
-/// Deletes the namespaces (and so the veth) when dropped, pass or fail.
-struct Spaces {
-    names: Vec<String>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for Spaces {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(100));
-        for ns in &self.names {
-            netns::del(ns);
-        }
-    }
-}
-
-fn ip_in(ns: &str, cmds: &[&str]) {
-    let cmds: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
-    netns::ip_batch(ns, &cmds).unwrap();
-}
-
-/// Answers "ok" to every connection on 0.0.0.0:PORT in `ns`.
-fn serve(ns: &str, stop: Arc<AtomicBool>) {
-    let listener = netns::run_in(ns, || {
-        TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], PORT))).unwrap()
-    })
-    .unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    let _ = s.write_all(b"ok");
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    });
-}
 
 /// Whether a connection from the client namespace to `ip` gets the
 /// server's answer within `timeout` (a dropped SYN times out).
@@ -94,15 +54,7 @@ fn deny_ip_blocks_policy_drops_the_source_in_xdp_until_it_is_removed() {
     let id = names::new_node_id();
     let node_name = format!("{}{id}-xdpdeny", names::PREFIX);
     let (client, node) = (format!("{node_name}-cli"), format!("{node_name}-node"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut spaces = Spaces {
-        names: Vec::new(),
-        stop: stop.clone(),
-    };
-    for n in [&client, &node] {
-        netns::add(n).unwrap();
-        spaces.names.push(n.clone());
-    }
+    let spaces = Topology::create(&[&client, &node]);
     ip_in(
         &client,
         &[
@@ -121,7 +73,8 @@ fn deny_ip_blocks_policy_drops_the_source_in_xdp_until_it_is_removed() {
             "link set lo up",
         ],
     );
-    serve(&node, stop.clone());
+    let l = echo::listen(&node, ([0, 0, 0, 0], PORT)).unwrap();
+    echo::tcp(l, |_| "ok".into(), Then::Close);
 
     let mut fx = Fixture::new(&p, &node_name, "127.0.0.1:1".parse().unwrap());
     let dp = fx.dp();

@@ -3,20 +3,11 @@
 //! Istio documents, and every hop between the apps now goes through HBONE
 //! (same-node traffic is tunnelled too): the daemon's destination side logs
 //! each tunnelled connection with the calling app's SPIFFE ID.
-use std::path::{Path, PathBuf};
 
-use strait_tests::demo::{self, assert_checks, Check, Expect, Mesh};
-
-fn net(istio: &Path, f: &str) -> PathBuf {
-    istio.join("bookinfo/networking").join(f)
-}
+use strait_tests::demo::{self, assert_checks, Check, Expect};
 
 fn v(user: Option<&'static str>, n: usize, version: &'static str) -> Check {
-    Check {
-        user,
-        n,
-        expect: Expect::Version(version),
-    }
+    Check::version(user, n, version)
 }
 
 #[test]
@@ -28,21 +19,10 @@ fn bookinfo_with_istio_mutual_routes_as_documented_over_hbone() {
     let Some(istio) = demo::istio_samples(name) else {
         return;
     };
-    let opts = demo::test_options(
-        istio.join("bookinfo/platform/bookinfo.yaml"),
-        vec![net(&istio, "destination-rule-all-mtls.yaml")],
-        214,
-    )
-    .unwrap();
-    let mesh = Mesh::start(&p, opts).unwrap();
+    let mesh =
+        demo::start_istio_bookinfo(&p, &istio, "destination-rule-all-mtls.yaml", 214).unwrap();
     let jason = Some("jason");
-    let all_v1 = net(&istio, "virtual-service-all-v1.yaml");
-    let routing = |extra: &[&str]| {
-        let mut files = vec![all_v1.clone()];
-        files.extend(extra.iter().map(|f| net(&istio, f)));
-        let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-        mesh.set_config("routing.yaml", &refs).unwrap();
-    };
+    let routing = |extra: &[&str]| demo::route_istio(&mesh, &istio, extra);
     routing(&[]);
     assert_checks(&mesh, "all-v1", &[v(None, 10, "v1"), v(jason, 10, "v1")]);
     routing(&["virtual-service-reviews-test-v2.yaml"]);

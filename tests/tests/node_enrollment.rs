@@ -4,21 +4,11 @@
 //! `istio.io/dataplane-mode=ambient` or `istio-injection=enabled`, the pod
 //! not opted out with `istio.io/dataplane-mode=none`. Label changes take
 //! effect without restarting the daemon.
-use std::net::SocketAddr;
 
-use std::time::Duration;
-
-use strait_tests::node::echo::{self, Then};
-use strait_tests::node::{Daemon, Node, PodSpec, ServiceDef, ServicePort};
+use strait_tests::node::hello::{hello_node, probe_until, HelloNode};
+use strait_tests::node::Daemon;
 
 const ADMIN: &str = "127.0.0.1:15000";
-
-/// Probes from pod `client` until `want(line)` holds (30 s at most: the
-/// machine may be loaded); returns the last line.
-fn probe_until(node: &Node, addr: SocketAddr, want: impl Fn(&str) -> bool) -> String {
-    let client = node.pod("default", "client").unwrap();
-    client.probe_until(addr, Duration::from_secs(30), want)
-}
 
 #[test]
 fn label_changes_turn_a_pods_capture_on_and_off_without_a_restart() {
@@ -27,35 +17,11 @@ fn label_changes_turn_a_pods_capture_on_and_off_without_a_restart() {
     ) else {
         return;
     };
-    let mut node = Node::new(&p.cgroup2, "node-a", 61).unwrap();
-    node.add_pod(PodSpec::new("client", &[("app", "client")]))
-        .unwrap();
-    node.add_pod(PodSpec::new("server", &[("app", "server")]))
-        .unwrap();
-    let vip = node
-        .add_service(ServiceDef {
-            name: "server".into(),
-            namespace: "default".into(),
-            selector: [("app".to_string(), "server".to_string())].into(),
-            ports: vec![ServicePort {
-                name: Some("tcp-hello".into()),
-                port: 7000,
-                target_port: None,
-                protocol: "TCP".into(),
-                app_protocol: None,
-            }],
-            cluster_ip: None,
-            headless: false,
-        })
-        .unwrap()
-        .cluster_ip
-        .unwrap();
-    let vip = SocketAddr::from((vip, 7000));
-    let client_ip = node.pod("default", "client").unwrap().ip;
-    let server = node.pod("default", "server").unwrap();
-    let l = echo::listen(&server.netns, (server.ip, 7000)).unwrap();
-    let greet = |peer: SocketAddr| format!("hello from server to {}", peer.ip());
-    echo::tcp(l, greet, Then::Close);
+    let HelloNode {
+        mut node,
+        vip,
+        greeting,
+    } = hello_node(&p, 61);
 
     let config = node.tmp_dir().join("config");
     node.write_config(&config).unwrap();
@@ -63,7 +29,6 @@ fn label_changes_turn_a_pods_capture_on_and_off_without_a_restart() {
         .args(["--admin", ADMIN, "--no-access-log"])
         .spawn()
         .unwrap();
-    let greeting = format!("hello from server to {client_ip}");
     let hello = |l: &str| l == greeting;
 
     // 1. The namespace is labelled ambient: the VIP is balanced in the

@@ -11,15 +11,9 @@ use std::time::{Duration, Instant};
 
 use strait_tests::node::capture::{self, Capture};
 use strait_tests::node::echo::{self, Then};
-use strait_tests::node::{link, Daemon, MeshCa, Node, PodSpec, ServiceDef, ServicePort};
+use strait_tests::node::{MeshPair, Node, PairSpec, ServicePort};
 
 const ECHO_PORT: u16 = 7300;
-
-/// `strait run` on `node` with `args` after the test's own flags.
-fn start<S: AsRef<std::ffi::OsStr>>(node: &Node, config: &Path, args: Vec<S>) -> Daemon {
-    let d = Daemon::on(node, config).quick("info,strait::transport=debug");
-    d.args(args).sigterm_on_drop().spawn().unwrap()
-}
 
 /// The first line the server sent to a probe from `pod`'s client to `addr`.
 fn probe(node: &Node, pod: &str, addr: SocketAddr) -> String {
@@ -35,76 +29,37 @@ fn serve_canary(node: &Node, pod: &str, canary: &'static str) -> SocketAddr {
     addr
 }
 
-struct Mesh {
-    a: Node,
-    b: Node,
-    da: Daemon,
-    db: Daemon,
-    vip: std::net::Ipv4Addr,
-}
-
 fn port(name: &str, port: u16) -> ServicePort {
-    ServicePort {
-        name: Some(name.into()),
-        port,
-        target_port: None,
-        protocol: "TCP".into(),
-        app_protocol: None,
-    }
+    ServicePort::named(name, port)
 }
 
-/// Node A (client pod `client`, service account `sleep`, the embedded CA)
-/// and node B (server pod `server`, service account `echo`, certificates
-/// from A's CA), linked; Service `echo` with `ports` selects the server.
-/// `before_daemons` runs once the pods exist (start servers there).
+/// Node A (client pod `client`, service account `sleep`, plus
+/// `extra_clients`; the embedded CA) and node B (server pod `server`,
+/// service account `echo`), linked; Service `echo` with `ports` selects
+/// the server. `before_daemons` runs once the pods exist (start servers
+/// there).
 fn two_nodes(
     p: &strait_tests::privileged::Privileged,
     index: u8,
     ports: Vec<ServicePort>,
     extra_clients: &[(&str, &str)],
     before_daemons: impl FnOnce(&Node, &Path),
-) -> Mesh {
-    let mut a = Node::new(&p.cgroup2, "node-a", index).unwrap();
-    let mut b = Node::new(&p.cgroup2, "node-b", index + 1).unwrap();
-    let mut client = PodSpec::new("client", &[("app", "client")]);
-    client.service_account = "sleep".into();
-    a.add_pod(client).unwrap();
-    for (name, sa) in extra_clients {
-        let mut c = PodSpec::new(name, &[("app", name)]);
-        c.service_account = sa.to_string();
-        a.add_pod(c).unwrap();
-    }
-    let mut server = PodSpec::new("server", &[("app", "echo")]);
-    server.service_account = "echo".into();
-    b.add_pod(server).unwrap();
-    let svc = ServiceDef {
-        name: "echo".into(),
-        namespace: "default".into(),
-        selector: [("app".to_string(), "echo".to_string())].into(),
+) -> MeshPair {
+    let clients: Vec<(&str, &str)> = std::iter::once(("client", "sleep"))
+        .chain(extra_clients.iter().copied())
+        .collect();
+    let spec = PairSpec {
+        index,
         ports,
-        cluster_ip: None,
-        headless: false,
+        clients: &clients,
+        rust_log: "info,strait::transport=debug",
     };
-    let vip = a.add_service(svc.clone()).unwrap().cluster_ip.unwrap();
-    b.add_service(svc).unwrap();
-    link(&a, &b).unwrap();
-    // One config directory for both nodes (each writes its own pods).
-    let config = a.tmp_dir().join("config");
-    a.write_config(&config).unwrap();
-    b.write_config(&config).unwrap();
-    before_daemons(&b, &config);
-
-    // Node A: the embedded CA, serving node B too.
-    let ca = MeshCa::new(&a, &[&b]).unwrap();
-    let mut da = start(&a, &config, ca.server_args());
-    da.wait_file(&ca.root());
-    let db = start(&b, &config, ca.client_args(&b).unwrap());
-    Mesh { a, b, da, db, vip }
+    MeshPair::start(p, spec, before_daemons)
 }
 
 /// Retries `f` until it returns `want` (certificates and listeners come
 /// up asynchronously), 90 s at most.
-fn eventually(m: &Mesh, what: &str, want: &str, f: impl Fn() -> String) {
+fn eventually(m: &MeshPair, what: &str, want: &str, f: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let got = f();

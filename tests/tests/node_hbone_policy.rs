@@ -10,47 +10,22 @@
 //! B) with the client pods; node B runs `strait run --ca-address` with the
 //! server pod. Both read one config directory.
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use strait_tests::node::echo::{self, Then};
-use strait_tests::node::{link, Daemon, MeshCa, Node, PodSpec, ServiceDef, ServicePort};
+use strait_tests::node::{MeshPair, Node, PairSpec, ServicePort};
 
 const ADMIN: &str = "127.0.0.1:15000";
 
-/// `strait run` on `node` with `args` after the test's own flags.
-fn start<S: AsRef<std::ffi::OsStr>>(node: &Node, config: &Path, args: Vec<S>) -> Daemon {
-    let d = Daemon::on(node, config).quick("info,strait::serve=debug");
-    d.args(args).sigterm_on_drop().spawn().unwrap()
-}
-
 fn port(name: &str, port: u16) -> ServicePort {
-    ServicePort {
-        name: Some(name.into()),
-        port,
-        target_port: None,
-        protocol: "TCP".into(),
-        app_protocol: None,
-    }
+    ServicePort::named(name, port)
 }
 
-struct Mesh {
-    a: Node,
-    b: Node,
-    da: Daemon,
-    db: Daemon,
-}
-
-impl Mesh {
-    fn logs(&self) -> String {
-        format!("node A:\n{}\nnode B:\n{}", self.da.log(), self.db.log())
-    }
-
-    /// Node B's `/stats/prometheus`.
-    fn metrics_b(&self) -> String {
-        let out = self
-            .b
-            .command("curl")
+/// Node B's `/stats/prometheus`.
+fn metrics_b(m: &MeshPair) -> String {
+    let out =
+        m.b.command("curl")
             .unwrap()
             .args([
                 "-sS",
@@ -60,8 +35,7 @@ impl Mesh {
             ])
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Node A with pods `client` (service account `sleep`) and `intruder`
@@ -73,38 +47,14 @@ fn two_nodes(
     index: u8,
     ports: Vec<ServicePort>,
     before_daemons: impl FnOnce(&Node, &Path),
-) -> Mesh {
-    let mut a = Node::new(&p.cgroup2, "node-a", index).unwrap();
-    let mut b = Node::new(&p.cgroup2, "node-b", index + 1).unwrap();
-    for (name, sa) in [("client", "sleep"), ("intruder", "other")] {
-        let mut c = PodSpec::new(name, &[("app", name)]);
-        c.service_account = sa.into();
-        a.add_pod(c).unwrap();
-    }
-    let mut server = PodSpec::new("server", &[("app", "echo")]);
-    server.service_account = "echo".into();
-    b.add_pod(server).unwrap();
-    let svc = ServiceDef {
-        name: "echo".into(),
-        namespace: "default".into(),
-        selector: [("app".to_string(), "echo".to_string())].into(),
+) -> MeshPair {
+    let spec = PairSpec {
+        index,
         ports,
-        cluster_ip: None,
-        headless: false,
+        clients: &[("client", "sleep"), ("intruder", "other")],
+        rust_log: "info,strait::serve=debug",
     };
-    a.add_service(svc.clone()).unwrap();
-    b.add_service(svc).unwrap();
-    link(&a, &b).unwrap();
-    let config = a.tmp_dir().join("config");
-    a.write_config(&config).unwrap();
-    b.write_config(&config).unwrap();
-    before_daemons(&b, &config);
-
-    let ca = MeshCa::new(&a, &[&b]).unwrap();
-    let mut da = start(&a, &config, ca.server_args());
-    da.wait_file(&ca.root());
-    let db = start(&b, &config, ca.client_args(&b).unwrap());
-    Mesh { a, b, da, db }
+    MeshPair::start(p, spec, before_daemons)
 }
 
 /// An HTTP/1.1 + h2c server in pod `server` on `port`: answers
@@ -134,20 +84,20 @@ fn serve_canary(node: &Node, port: u16, canary: &'static str) {
 
 /// curl from pod `pod` of node A: (status, body); status 0 when no HTTP
 /// answer came.
-fn curl(m: &Mesh, pod: &str, args: &[&str]) -> (u16, String) {
+fn curl(m: &MeshPair, pod: &str, args: &[&str]) -> (u16, String) {
     let client = m.a.pod("default", pod).unwrap();
     strait_tests::node::http::curl(client.command("curl").unwrap(), args)
 }
 
 /// The first line the server sent to a TCP probe from pod `pod` of node A.
-fn probe(m: &Mesh, pod: &str, addr: SocketAddr) -> String {
+fn probe(m: &MeshPair, pod: &str, addr: SocketAddr) -> String {
     m.a.pod("default", pod).unwrap().probe(addr)
 }
 
 /// Retries `f` until `ok` holds (certificates and listeners come up
 /// asynchronously), 90 s at most; returns the last value.
 fn eventually<T: std::fmt::Debug>(
-    m: &Mesh,
+    m: &MeshPair,
     what: &str,
     f: impl Fn() -> T,
     ok: impl Fn(&T) -> bool,
@@ -272,7 +222,7 @@ fn l7_authorization_policy_is_enforced_inside_the_tunnel_and_the_destination_rep
     let metrics = eventually(
         &m,
         "node B's destination metrics",
-        || m.metrics_b(),
+        || metrics_b(&m),
         |t| {
             !series(t, "istio_tcp_connections_closed_total", &[DEST, OTHER]).is_empty()
                 && series(t, "istio_tcp_connections_opened_total", &[DEST, SLEEP]).len() >= 2
@@ -343,39 +293,16 @@ fn l7_authorization_policy_is_enforced_inside_the_tunnel_and_the_destination_rep
     );
 }
 
-/// Istio's JWT samples (`../shared/istio/jwt/`); `None` (SKIP) when
-/// absent, a panic with `STRAIT_NO_SKIP`.
-fn jwt_dir(test: &str) -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for up in ["../../shared/istio/jwt", "../../../shared/istio/jwt"] {
-        let d = root.join(up);
-        if d.join("jwks.json").is_file() {
-            return Some(d);
-        }
-    }
-    let reason = "Istio's JWT samples are not in ../shared/istio/jwt/";
-    if std::env::var_os(strait_tests::privileged::NO_SKIP).is_some() {
-        panic!("{test}: {reason}");
-    }
-    eprintln!("SKIP {test}: {reason}");
-    None
-}
-
 #[test]
 fn request_authentication_is_checked_inside_the_tunnel() {
     let name = "request_authentication_is_checked_inside_the_tunnel";
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };
-    let Some(jwt) = jwt_dir(name) else {
+    let Some(jwt) = strait_tests::demo::istio_jwt(name) else {
         return;
     };
-    let token = |f: &str| {
-        std::fs::read_to_string(jwt.join(f))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
+    let token = |f: &str| strait_tests::demo::jwt_file(&jwt, f);
     let jwks = std::fs::read_to_string(jwt.join("jwks.json")).unwrap();
     let canary: &'static str = "JWT-IN-TUNNEL-9d2a";
     let m = two_nodes(&p, 56, vec![port("http", 7401)], |b, config| {
@@ -425,7 +352,7 @@ fn request_authentication_is_checked_inside_the_tunnel() {
         "{}",
         m.logs()
     );
-    let metrics = m.metrics_b();
+    let metrics = metrics_b(&m);
     for code in ["200", "401", "403"] {
         let rc = format!("response_code=\"{code}\"");
         assert!(
@@ -526,7 +453,7 @@ fn custom_policy_asks_the_external_authorizer_for_requests_inside_the_tunnel() {
             && l.contains("src.identity=spiffe://cluster.local/ns/default/sa/echo")
     });
     assert!(checked_via_tunnel, "{}", m.logs());
-    let metrics = m.metrics_b();
+    let metrics = metrics_b(&m);
     assert!(
         !series(
             &metrics,

@@ -391,20 +391,7 @@ fn the_source_node_dials_from_the_pod_ip_sends_trace_headers_and_refuses_a_wrong
     c.add_pod(pod("tap", "tap")).unwrap();
     c.add_pod(pod("impostor", "web")).unwrap();
     // Service `web` (HTTP) selects the impostor: the L7 path's refusal.
-    let web = ServiceDef {
-        name: "web".into(),
-        namespace: "default".into(),
-        selector: [("app".to_string(), "impostor".to_string())].into(),
-        ports: vec![ServicePort {
-            name: Some("http".into()),
-            port: 7301,
-            target_port: None,
-            protocol: "TCP".into(),
-            app_protocol: None,
-        }],
-        cluster_ip: None,
-        headless: false,
-    };
+    let web = ServiceDef::app("web", "impostor", vec![ServicePort::named("http", 7301)]);
     let web_vip = a.add_service(web.clone()).unwrap().cluster_ip.unwrap();
     c.add_service(web).unwrap();
     link(&a, &c).unwrap();

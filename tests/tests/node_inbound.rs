@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use strait_tests::node::echo::{self, Seen, Then};
-use strait_tests::node::{http, Daemon, Guard, Node, Pod, PodSpec};
+use strait_tests::node::{http, Daemon, Guard, Node, Pod, PodSpec, ServiceDef, ServicePort};
 
 const ADMIN: &str = "127.0.0.1:15000";
 
@@ -430,29 +430,14 @@ fn without_any_flag_or_ca_a_deny_policy_is_enforced_straight_to_the_pod_ip() {
     node.add_pod(PodSpec::new("client", &[("app", "client")]))
         .unwrap();
     let svc = node
-        .add_service(strait_tests::node::kube::ServiceDef {
-            name: "server".into(),
-            namespace: "default".into(),
-            selector: [("app".to_string(), "server".to_string())].into(),
-            ports: vec![
-                strait_tests::node::kube::ServicePort {
-                    name: Some("http".into()),
-                    port: 8080,
-                    target_port: None,
-                    protocol: "TCP".into(),
-                    app_protocol: None,
-                },
-                strait_tests::node::kube::ServicePort {
-                    name: Some("tcp".into()),
-                    port: 9090,
-                    target_port: None,
-                    protocol: "TCP".into(),
-                    app_protocol: None,
-                },
+        .add_service(ServiceDef::app(
+            "server",
+            "server",
+            vec![
+                ServicePort::named("http", 8080),
+                ServicePort::named("tcp", 9090),
             ],
-            cluster_ip: None,
-            headless: false,
-        })
+        ))
         .unwrap()
         .clone();
     let vip = svc.cluster_ip.unwrap();
@@ -619,39 +604,16 @@ fn without_any_flag_or_ca_a_deny_policy_is_enforced_straight_to_the_pod_ip() {
     );
 }
 
-/// Istio's JWT samples (`../shared/istio/jwt/`); `None` (SKIP) when
-/// absent, a panic with `STRAIT_NO_SKIP`.
-fn jwt_dir(test: &str) -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for up in ["../../shared/istio/jwt", "../../../shared/istio/jwt"] {
-        let d = root.join(up);
-        if d.join("jwks.json").is_file() {
-            return Some(d);
-        }
-    }
-    let reason = "Istio's JWT samples are not in ../shared/istio/jwt/";
-    if std::env::var_os(strait_tests::privileged::NO_SKIP).is_some() {
-        panic!("{test}: {reason}");
-    }
-    eprintln!("SKIP {test}: {reason}");
-    None
-}
-
 #[test]
 fn request_authentication_is_checked_for_requests_straight_to_the_pod_ip() {
     let name = "request_authentication_is_checked_for_requests_straight_to_the_pod_ip";
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };
-    let Some(jwt) = jwt_dir(name) else {
+    let Some(jwt) = strait_tests::demo::istio_jwt(name) else {
         return;
     };
-    let token = |f: &str| {
-        std::fs::read_to_string(jwt.join(f))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
+    let token = |f: &str| strait_tests::demo::jwt_file(&jwt, f);
     let jwks = std::fs::read_to_string(jwt.join("jwks.json")).unwrap();
     let (node, _pause) = node(&p, "node-inb-c", 93);
     let server = node.pod("default", "server").unwrap().clone();

@@ -4,22 +4,13 @@
 //! the node's namespace. The daemon becomes ready from the API server's
 //! objects, and watch events — a namespace label flip, a Service deleted
 //! and added back — change what it serves without a restart.
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::Path;
-
-use std::time::Duration;
 
 use serde_json::{json, Value};
 use strait_tests::fake_apiserver::FakeApiServer;
-use strait_tests::node::echo::{self, Then};
-use strait_tests::node::{Daemon, Node, PodSpec, ServiceDef, ServicePort};
-
-/// Probes from pod `client` until `want(line)` holds (30 s at most: the
-/// machine may be loaded); returns the last line.
-fn probe_until(node: &Node, addr: SocketAddr, want: impl Fn(&str) -> bool) -> String {
-    let client = node.pod("default", "client").unwrap();
-    client.probe_until(addr, Duration::from_secs(30), want)
-}
+use strait_tests::node::hello::{hello_node, probe_until, HelloNode};
+use strait_tests::node::Daemon;
 
 /// Every document of the node's config files.
 fn docs(dir: &Path) -> Vec<Value> {
@@ -42,35 +33,11 @@ fn strait_run_kubeconfig_serves_the_api_servers_objects_and_follows_watch_events
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };
-    let mut node = Node::new(&p.cgroup2, "node-a", 62).unwrap();
-    node.add_pod(PodSpec::new("client", &[("app", "client")]))
-        .unwrap();
-    node.add_pod(PodSpec::new("server", &[("app", "server")]))
-        .unwrap();
-    let vip = node
-        .add_service(ServiceDef {
-            name: "server".into(),
-            namespace: "default".into(),
-            selector: [("app".to_string(), "server".to_string())].into(),
-            ports: vec![ServicePort {
-                name: Some("tcp-hello".into()),
-                port: 7000,
-                target_port: None,
-                protocol: "TCP".into(),
-                app_protocol: None,
-            }],
-            cluster_ip: None,
-            headless: false,
-        })
-        .unwrap()
-        .cluster_ip
-        .unwrap();
-    let vip = SocketAddr::from((vip, 7000));
-    let client_ip = node.pod("default", "client").unwrap().ip;
-    let server = node.pod("default", "server").unwrap();
-    let l = echo::listen(&server.netns, (server.ip, 7000)).unwrap();
-    let greet = |peer: SocketAddr| format!("hello from server to {}", peer.ip());
-    echo::tcp(l, greet, Then::Close);
+    let HelloNode {
+        node,
+        vip,
+        greeting,
+    } = hello_node(&p, 62);
 
     // The API server: the node's objects, served inside the node.
     let config = node.tmp_dir().join("config");
@@ -110,7 +77,6 @@ fn strait_run_kubeconfig_serves_the_api_servers_objects_and_follows_watch_events
         .args(["--admin", "127.0.0.1:15000", "--no-access-log"])
         .spawn()
         .unwrap();
-    let greeting = format!("hello from server to {client_ip}");
     let hello = |l: &str| l == greeting;
 
     let line = probe_until(&node, vip, hello);

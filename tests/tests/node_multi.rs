@@ -1,8 +1,8 @@
 //! Two simulated nodes joined by a veth pair: pods on one reach pods on the
 //! other, by plain routing between the pod CIDRs.
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 
+use strait_tests::node::echo::{self, Then};
 use strait_tests::node::{link, Node, PodSpec};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
@@ -34,16 +34,8 @@ fn a_pod_on_node_a_reaches_a_pod_on_node_b() {
 
     link(&a, &b).unwrap();
     let addr = SocketAddr::from((server_ip, 7200));
-    let listener = b.pods()[0]
-        .run_in(|| TcpListener::bind(addr))
-        .unwrap()
-        .unwrap();
-    let server = std::thread::spawn(move || {
-        for _ in 0..2 {
-            let (mut s, peer) = listener.accept().unwrap();
-            writeln!(s, "node-b saw {}", peer.ip()).unwrap();
-        }
-    });
+    let l = echo::listen(&b.pods()[0].netns, addr).unwrap();
+    let server = echo::tcp(l, |peer| format!("node-b saw {}", peer.ip()), Then::Close);
     let out = a.pods()[0]
         .command(PROBE)
         .unwrap()
@@ -56,16 +48,13 @@ fn a_pod_on_node_a_reaches_a_pod_on_node_b() {
         out.lines().collect::<Vec<_>>(),
         vec![format!("node-b saw {client_ip}"); 2]
     );
-    server.join().unwrap();
+    assert_eq!(echo::peers(&server), [IpAddr::from(client_ip); 2]);
 
     // The node addresses are reachable across the link too (where a peer
     // node's daemon would listen, e.g. HBONE on 15008).
     let gw = SocketAddr::from((b.gateway(), 7201));
-    let node_listener = b.run_in(|| TcpListener::bind(gw)).unwrap().unwrap();
-    let t = std::thread::spawn(move || {
-        let (mut s, peer) = node_listener.accept().unwrap();
-        writeln!(s, "node {}", peer.ip()).unwrap();
-    });
+    let l = echo::listen(b.netns(), gw).unwrap();
+    let on_node = echo::tcp(l, |peer| format!("node {}", peer.ip()), Then::Close);
     let out = a
         .command(PROBE)
         .unwrap()
@@ -76,7 +65,7 @@ fn a_pod_on_node_a_reaches_a_pod_on_node_b() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("node {}", a.gateway())
     );
-    t.join().unwrap();
+    assert_eq!(echo::peers(&on_node), [IpAddr::from(a.gateway())]);
 }
 
 #[test]

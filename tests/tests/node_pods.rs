@@ -2,11 +2,12 @@
 //! node, processes land in their pod's netns and cgroup, and dropping the
 //! node (also during a panic) removes everything it made.
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use strait_tests::node::echo::{self, Seen, Then};
 use strait_tests::node::{Node, PodSpec};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
@@ -14,17 +15,15 @@ const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
 /// Listens in `pod` on `<pod ip>:port`; answers each connection with
 /// `hello from <pod> to <peer ip>`, so the client sees who it reached and
 /// what source address arrived (no NAT on the way).
-fn serve_hello(node: &Node, pod: &str, port: u16) -> std::thread::JoinHandle<()> {
+fn serve_hello(node: &Node, pod: &str, port: u16) -> Seen {
     let pod = node.pod("default", pod).expect("pod");
-    let addr = SocketAddr::from((pod.ip, port));
-    let listener = pod.run_in(|| TcpListener::bind(addr)).unwrap().unwrap();
+    let l = echo::listen(&pod.netns, (pod.ip, port)).unwrap();
     let name = pod.name().to_string();
-    std::thread::spawn(move || {
-        // One connection, then the thread ends and the socket closes.
-        if let Ok((mut s, peer)) = listener.accept() {
-            let _ = writeln!(s, "hello from {name} to {}", peer.ip());
-        }
-    })
+    echo::tcp(
+        l,
+        move |peer| format!("hello from {name} to {}", peer.ip()),
+        Then::Close,
+    )
 }
 
 /// Runs strait-probe in `pod`, connecting once to `addr`; its one line.
@@ -63,7 +62,11 @@ fn pod_to_pod_tcp_goes_through_the_node() {
     let server = serve_hello(&node, "server", 7000);
     let line = probe_from(&node, "client", SocketAddr::from((server_ip, 7000)));
     assert_eq!(line, format!("hello from server to {client_ip}"));
-    server.join().unwrap();
+    assert_eq!(
+        echo::peers(&server),
+        [IpAddr::from(client_ip)],
+        "one connection, no NAT"
+    );
 
     // The path is pod -> node -> pod: the pod's only route out is via the
     // node's address, and the node forwards between the veths.
@@ -277,7 +280,7 @@ fn a_pod_reads_what_a_pod_wrote_over_a_stream() {
     node.add_pod(PodSpec::new("b", &[])).unwrap();
     let b = node.pod("default", "b").unwrap().clone();
     let addr = SocketAddr::from((b.ip, 7100));
-    let listener = b.run_in(|| TcpListener::bind(addr)).unwrap().unwrap();
+    let listener = echo::listen(&b.netns, addr).unwrap();
     let echo = std::thread::spawn(move || {
         let (s, _) = listener.accept().unwrap();
         let mut w = s.try_clone().unwrap();

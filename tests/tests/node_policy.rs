@@ -12,25 +12,6 @@ fn samples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/bookinfo")
 }
 
-/// Istio's JWT samples (`../shared/istio/jwt/` beside the repository or
-/// beside the worktrees' directory); `None` (SKIP) when absent, a panic
-/// with `STRAIT_NO_SKIP`.
-fn jwt_dir(test: &str) -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for up in ["../../shared/istio/jwt", "../../../shared/istio/jwt"] {
-        let d = root.join(up);
-        if d.join("jwks.json").is_file() {
-            return Some(d);
-        }
-    }
-    let reason = "Istio's JWT samples are not in ../shared/istio/jwt/";
-    if std::env::var_os(strait_tests::privileged::NO_SKIP).is_some() {
-        panic!("{test}: {reason}");
-    }
-    eprintln!("SKIP {test}: {reason}");
-    None
-}
-
 /// `curl` from the client pod to productpage: (status, body).
 fn call(mesh: &Mesh, method: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let vip = mesh
@@ -78,7 +59,7 @@ fn istio_security_tasks_on_a_node() {
     let Some(p) = strait_tests::privileged::require(name) else {
         return;
     };
-    let Some(jwt) = jwt_dir(name) else {
+    let Some(jwt) = strait_tests::demo::istio_jwt(name) else {
         return;
     };
     let s = samples();
@@ -179,12 +160,7 @@ fn istio_security_tasks_on_a_node() {
     // request principal; the `sub` claim copied to `end-user`, which
     // productpage echoes.
     let jwks = std::fs::read_to_string(jwt.join("jwks.json")).unwrap();
-    let token = |f: &str| {
-        std::fs::read_to_string(jwt.join(f))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
+    let token = |f: &str| strait_tests::demo::jwt_file(&jwt, f);
     let ra = format!(
         "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: jwt-example\n  namespace: default\nspec:\n  selector:\n    matchLabels:\n      app: productpage\n  jwtRules:\n  - issuer: testing@secure.istio.io\n    outputClaimToHeaders:\n    - header: end-user\n      claim: sub\n    jwks: '{}'\n---\n",
         jwks.replace('\n', " ")
@@ -333,21 +309,12 @@ fn istio_tcp_authorization_task_on_a_node() {
         .unwrap();
     node.add_pod(PodSpec::new("tcp-echo", &[("app", "tcp-echo")]))
         .unwrap();
-    let port = |n: u16| ServicePort {
-        name: Some(format!("tcp-{n}")),
-        port: n,
-        target_port: None,
-        protocol: "TCP".into(),
-        app_protocol: None,
-    };
-    node.add_service(ServiceDef {
-        name: "tcp-echo".into(),
-        namespace: "default".into(),
-        selector: [("app".to_string(), "tcp-echo".to_string())].into(),
-        ports: vec![port(9000), port(9001)],
-        cluster_ip: None,
-        headless: false,
-    })
+    let port = |n: u16| ServicePort::named(&format!("tcp-{n}"), n);
+    node.add_service(ServiceDef::app(
+        "tcp-echo",
+        "tcp-echo",
+        vec![port(9000), port(9001)],
+    ))
     .unwrap();
     // tcp-echo: answers every connection with "hello <port>".
     let server = node.pod("default", "tcp-echo").unwrap();
@@ -357,7 +324,7 @@ fn istio_tcp_authorization_task_on_a_node() {
     }
     let dir = node.tmp_dir().join("config");
     node.write_config(&dir).unwrap();
-    let daemon = Daemon::on(&node, &dir)
+    let mut daemon = Daemon::on(&node, &dir)
         .args(["--admin", demo::mesh::ADMIN])
         .spawn()
         .unwrap();

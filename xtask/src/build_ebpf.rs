@@ -1,9 +1,8 @@
 //! `cargo xtask build-ebpf`: builds `proxy-ebpf` for `bpfel-unknown-none`
 //! with nightly's `-Z build-std=core`, linked by bpf-linker.
 use std::path::PathBuf;
-use std::process::Command;
 
-use crate::cmd::{root, sh, step};
+use crate::cmd::{cargo_nightly, root, sh, step};
 
 /// Target triple of the eBPF programs (little-endian BPF).
 pub const TARGET: &str = "bpfel-unknown-none";
@@ -16,24 +15,8 @@ pub fn run(release: bool) -> anyhow::Result<PathBuf> {
         "build eBPF programs ({})",
         if release { "release" } else { "dev" }
     ));
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(&dir)
-        // Cargo and rustup export these for the stable xtask build; the eBPF
-        // build must pick its own toolchain and target directory.
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WRAPPER")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .args([
-            "+nightly",
-            "build",
-            "--target",
-            TARGET,
-            "-Z",
-            "build-std=core",
-        ])
+    let mut cmd = cargo_nightly(&dir);
+    cmd.args(["build", "--target", TARGET, "-Z", "build-std=core"])
         .arg("--target-dir")
         .arg(&target_dir);
     if release {

@@ -29,6 +29,24 @@ pub fn sh(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo +nightly` in `dir`, without what cargo exports to xtask for the
+/// stable toolchain (`RUSTUP_TOOLCHAIN`, `RUSTC`, wrappers, `RUSTFLAGS`)
+/// and without `CARGO_TARGET_DIR`: the nightly builds (eBPF, fuzz) pick
+/// their own toolchain and target directory.
+pub fn cargo_nightly(dir: &Path) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(dir)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .arg("+nightly");
+    cmd
+}
+
 /// Runs `cmd` quietly and returns its stdout, or `None` if it cannot start or fails.
 pub fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;

@@ -8,11 +8,11 @@ use crate::{build_ebpf, setup};
 
 pub fn run() -> anyhow::Result<()> {
     setup::run()?;
-    let obj = build_ebpf::run(true)?;
+    // The release object, which proxy-userspace/build.rs embeds by default
+    // (no STRAIT_EBPF_OBJECT: see xtask/src/test.rs).
+    build_ebpf::run(true)?;
     step("build strait, bookinfo-app, mesh-client and strait-demo");
-    sh(Command::new("cargo")
-        .args(["build", "-p", "strait", "-p", "strait-tests", "--bins"])
-        .env("STRAIT_EBPF_OBJECT", &obj))?;
+    sh(Command::new("cargo").args(["build", "-p", "strait", "-p", "strait-tests", "--bins"]))?;
     step("run the demo");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)

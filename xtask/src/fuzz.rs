@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cmd::{root, sh, step};
+use crate::cmd::{cargo_nightly, root, sh, step};
 
 /// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`).
 pub const TARGETS: &[&str] = &["h1_request", "config_load", "route_match"];
@@ -60,18 +60,7 @@ pub fn run(seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cargo +nightly` in `dir`, without the stable toolchain's environment
-/// that cargo exports to xtask.
+/// `cargo +nightly` in the parent of `dir` (see [`cargo_nightly`]).
 fn nightly(dir: &std::path::Path) -> Command {
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(dir.parent().expect("fuzz/ has a parent"))
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WRAPPER")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
-        .arg("+nightly");
-    cmd
+    cargo_nightly(dir.parent().expect("fuzz/ has a parent"))
 }

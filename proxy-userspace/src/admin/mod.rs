@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -13,6 +12,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+
+use crate::transport::accept::AcceptBackoff;
 
 /// What the admin API shows; the daemon implements it over its live state.
 pub trait AdminSource: Send + Sync + 'static {
@@ -38,37 +39,20 @@ pub fn no_certs() -> serde_json::Value {
     serde_json::json!({ "certificates": [], "trust_bundle": [] })
 }
 
-/// First pause after a failed `accept` (EMFILE/ENFILE at file-descriptor
-/// exhaustion, ENOBUFS, ...); it doubles per consecutive failure up to
-/// [`ACCEPT_BACKOFF_MAX`], so a persistent failure costs no CPU.
-pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
-/// Longest pause between failed `accept`s.
-pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
 /// Serves the admin API on `listener` until the task is dropped. A failed
 /// `accept` is logged (once per run of failures) and retried after a
 /// back-off instead of at once, as Envoy does, so file-descriptor
 /// exhaustion does not spin a core.
 pub async fn serve(listener: TcpListener, source: Arc<dyn AdminSource>) {
-    let mut backoff = ACCEPT_BACKOFF_MIN;
-    let mut failing = false;
+    let mut backoff = AcceptBackoff::new("admin listener");
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => {
-                if failing {
-                    tracing::info!("admin listener accepting again");
-                }
-                failing = false;
-                backoff = ACCEPT_BACKOFF_MIN;
+                backoff.accepted();
                 stream
             }
             Err(e) => {
-                if !failing {
-                    tracing::warn!(error = %e, "admin listener cannot accept; backing off");
-                }
-                failing = true;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                backoff.failed(&e).await;
                 continue;
             }
         };

@@ -9,6 +9,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::Serialize;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use yasna::models::ObjectIdentifier;
+use yasna::Tag;
 
 use super::{IdentityError, SpiffeId};
 
@@ -40,36 +42,21 @@ pub fn parse_pem_certs(text: &str) -> Result<Vec<CertificateDer<'static>>, Ident
         .map_err(|e| IdentityError::Cert(format!("bad PEM certificate: {e}")))
 }
 
-/// One certificate as PEM.
+/// One certificate as PEM (RFC 7468: base64 in 64-column lines, `\n` line
+/// ends, as Istio's CA returns them).
 pub fn cert_pem(der: &[u8]) -> String {
-    pem_block("CERTIFICATE", der)
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
-/// A PEM block: base64 in 64-column lines (RFC 7468).
-fn pem_block(tag: &str, der: &[u8]) -> String {
-    use std::fmt::Write;
-    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = String::with_capacity(der.len() * 4 / 3 + 4);
-    for chunk in der.chunks(3) {
-        let n = chunk.len();
-        let v = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= n {
-                b64.push(B64[((v >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                b64.push('=');
-            }
-        }
-    }
-    let mut out = format!("-----BEGIN {tag}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        let _ = writeln!(out, "{}", std::str::from_utf8(line).unwrap_or_default());
-    }
-    let _ = writeln!(out, "-----END {tag}-----");
-    out
-}
+/// rsaEncryption (RFC 8017).
+const RSA_ENCRYPTION: &[u64] = &[1, 2, 840, 113549, 1, 1, 1];
+/// id-ecPublicKey (RFC 5480).
+const EC_PUBLIC_KEY: &[u64] = &[1, 2, 840, 10045, 2, 1];
+/// The named curves a SEC1 key may use: P-256 and P-384 (RFC 5480).
+const EC_CURVES: [&[u64]; 2] = [&[1, 2, 840, 10045, 3, 1, 7], &[1, 3, 132, 0, 34]];
 
 /// A private key from PEM in any of the forms Istio's `cacerts` secret
 /// holds: PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`) or SEC1
@@ -79,76 +66,67 @@ pub fn parse_private_key(text: &str) -> Result<PrivatePkcs8KeyDer<'static>, Iden
         .map_err(|e| IdentityError::Cert(format!("no usable private key in PEM: {e}")))?;
     Ok(match key {
         PrivateKeyDer::Pkcs8(k) => k,
-        PrivateKeyDer::Pkcs1(k) => {
-            // AlgorithmIdentifier { rsaEncryption, NULL }
-            let alg = der_seq(&[
-                &der_tlv(
-                    0x06,
-                    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
-                ),
-                &[0x05, 0x00],
-            ]);
-            pkcs8_wrap(&alg, k.secret_pkcs1_der())
-        }
+        // AlgorithmIdentifier { rsaEncryption, NULL }
+        PrivateKeyDer::Pkcs1(k) => pkcs8_wrap(RSA_ENCRYPTION, None, k.secret_pkcs1_der()),
         PrivateKeyDer::Sec1(k) => {
             let sec1 = k.secret_sec1_der();
             // id-ecPublicKey with the curve named in the SEC1 parameters.
             let curve = sec1_curve(sec1).ok_or_else(|| {
                 IdentityError::Cert("EC PRIVATE KEY without a named curve (P-256 or P-384)".into())
             })?;
-            let alg = der_seq(&[
-                &der_tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]),
-                &der_tlv(0x06, &curve),
-            ]);
-            pkcs8_wrap(&alg, sec1)
+            pkcs8_wrap(EC_PUBLIC_KEY, Some(&curve), sec1)
         }
         _ => return Err(IdentityError::Cert("unsupported private key format".into())),
     })
 }
 
-fn pkcs8_wrap(alg: &[u8], key: &[u8]) -> PrivatePkcs8KeyDer<'static> {
-    PrivatePkcs8KeyDer::from(der_seq(&[&[0x02, 0x01, 0x00], alg, &der_tlv(0x04, key)]))
+/// PKCS#8 `PrivateKeyInfo` (RFC 5208) around `key`: version 0, the
+/// algorithm `alg` with `curve` as its parameter (NULL when none).
+fn pkcs8_wrap(alg: &[u64], curve: Option<&[u64]>, key: &[u8]) -> PrivatePkcs8KeyDer<'static> {
+    PrivatePkcs8KeyDer::from(yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_u8(0);
+            w.next().write_sequence(|w| {
+                w.next().write_oid(&ObjectIdentifier::from_slice(alg));
+                match curve {
+                    Some(c) => w.next().write_oid(&ObjectIdentifier::from_slice(c)),
+                    None => w.next().write_null(),
+                }
+            });
+            w.next().write_bytes(key);
+        })
+    }))
 }
 
-/// The named-curve OID inside a SEC1 `ECPrivateKey` (`[0] parameters`).
-fn sec1_curve(sec1: &[u8]) -> Option<Vec<u8>> {
-    const P256: [u8; 8] = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-    const P384: [u8; 5] = [0x2b, 0x81, 0x04, 0x00, 0x22];
-    for oid in [&P256[..], &P384[..]] {
-        let needle = der_tlv(0x06, oid);
-        if sec1.windows(needle.len()).any(|w| w == needle.as_slice()) {
-            return Some(oid.to_vec());
-        }
-    }
-    None
+/// The named curve of a SEC1 `ECPrivateKey` (RFC 5915: `[0] parameters`)
+/// when it is one of [`EC_CURVES`].
+fn sec1_curve(sec1: &[u8]) -> Option<Vec<u64>> {
+    let curve = yasna::parse_der(sec1, |r| {
+        r.read_sequence(|r| {
+            r.next().read_u8()?;
+            r.next().read_bytes()?;
+            let curve = r.read_optional(|r| r.read_tagged(Tag::context(0), |r| r.read_oid()))?;
+            r.read_optional(|r| r.read_tagged_der())?;
+            Ok(curve)
+        })
+    })
+    .ok()??;
+    let components = curve.components();
+    EC_CURVES
+        .iter()
+        .find(|c| components.as_slice() == **c)
+        .map(|c| c.to_vec())
 }
 
-/// DER tag-length-value.
-pub(crate) fn der_tlv(tag: u8, value: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = value.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(value);
-    out
-}
-
-fn der_seq(parts: &[&[u8]]) -> Vec<u8> {
-    der_tlv(0x30, &parts.concat())
-}
-
-/// The DER value of a SubjectAltName extension holding one URI.
+/// The DER value of a SubjectAltName extension holding one URI
+/// (RFC 5280: `GeneralNames` with one `uniformResourceIdentifier [6]`).
 pub(crate) fn uri_san_value(uri: &str) -> Vec<u8> {
-    der_tlv(0x30, &der_tlv(0x86, uri.as_bytes()))
+    yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next()
+                .write_tagged_implicit(Tag::context(6), |w| w.write_ia5_string(uri))
+        })
+    })
 }
 
 /// Seconds since the Unix epoch.
@@ -168,6 +146,22 @@ pub fn rfc3339(unix_secs: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| unix_secs.to_string())
+}
+
+/// The URI SANs of a parsed certificate, in order (empty when it has
+/// none or its SubjectAltName does not parse).
+pub fn uri_sans(c: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(san)) = c.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|g| match g {
+            GeneralName::URI(u) => Some(u.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// What the admin API and `strait ca inspect` show of one certificate:
@@ -199,21 +193,7 @@ impl CertInfo {
     pub fn from_der(der: &[u8]) -> Result<Self, IdentityError> {
         let (_, c) = X509Certificate::from_der(der)
             .map_err(|e| IdentityError::Cert(format!("cannot parse certificate: {e}")))?;
-        let uri_sans = c
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .map(|san| {
-                san.value
-                    .general_names
-                    .iter()
-                    .filter_map(|g| match g {
-                        GeneralName::URI(u) => Some(u.to_string()),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let uri_sans = uri_sans(&c);
         let nb = c.validity().not_before.timestamp();
         let na = c.validity().not_after.timestamp();
         Ok(CertInfo {
@@ -384,9 +364,97 @@ mod tests {
     }
 
     #[test]
-    fn long_der_lengths_use_the_long_form() {
-        assert_eq!(der_tlv(0x04, &[0; 3])[..2], [0x04, 3]);
-        assert_eq!(der_tlv(0x04, &[0; 200])[..3], [0x04, 0x81, 200]);
-        assert_eq!(der_tlv(0x04, &[0; 300])[..4], [0x04, 0x82, 0x01, 0x2c]);
+    fn long_uri_sans_parse_back_with_x509_parser() {
+        // A SAN value over 127 and over 255 bytes needs DER's long length form.
+        for len in [10, 200, 300] {
+            let uri = format!("spiffe://cluster.local/ns/default/sa/{}", "a".repeat(len));
+            let der = uri_san_value(&uri);
+            let (rest, san) =
+                x509_parser::extensions::SubjectAlternativeName::from_der(&der).unwrap();
+            assert!(rest.is_empty());
+            assert_eq!(
+                san.general_names,
+                vec![GeneralName::URI(uri.as_str())],
+                "{len}"
+            );
+        }
+    }
+
+    /// Runs `openssl` in a fresh directory; returns the files it asked for.
+    fn openssl(name: &str, runs: &[&[&str]], files: &[&str]) -> Vec<Vec<u8>> {
+        let dir = std::env::temp_dir().join(format!("strait-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for args in runs {
+            let out = std::process::Command::new("openssl")
+                .current_dir(&dir)
+                .args(*args)
+                .output()
+                .expect("openssl (cargo xtask setup installs it)");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let got = files
+            .iter()
+            .map(|f| std::fs::read(dir.join(f)).unwrap())
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        got
+    }
+
+    #[test]
+    fn sec1_keys_from_openssl_become_pkcs8_that_ring_loads() {
+        for curve in ["prime256v1", "secp384r1"] {
+            let got = openssl(
+                curve,
+                &[
+                    &[
+                        "ecparam", "-name", curve, "-genkey", "-noout", "-out", "k.pem",
+                    ],
+                    &[
+                        "ec", "-in", "k.pem", "-pubout", "-outform", "DER", "-out", "pub.der",
+                    ],
+                ],
+                &["k.pem", "pub.der"],
+            );
+            let sec1 = String::from_utf8(got[0].clone()).unwrap();
+            assert!(sec1.contains("BEGIN EC PRIVATE KEY"), "{sec1}");
+            let pkcs8 = parse_private_key(&sec1).unwrap();
+            let key = rcgen::KeyPair::try_from(&PrivateKeyDer::Pkcs8(pkcs8)).unwrap();
+            assert_eq!(key.public_key_der(), got[1], "{curve}");
+        }
+        // P-521 (ring does not take it) and a key without parameters: no curve.
+        let p521 = [
+            0x30, 0x0f, 0x02, 0x01, 0x01, 0x04, 0x01, 0x07, 0xa0, 0x07, 0x06, 0x05, 0x2b, 0x81,
+            0x04, 0x00, 0x23,
+        ];
+        assert_eq!(sec1_curve(&p521), None);
+        assert_eq!(
+            sec1_curve(&[0x30, 0x06, 0x02, 0x01, 0x01, 0x04, 0x01, 0x07]),
+            None
+        );
+    }
+
+    #[test]
+    fn a_pkcs1_rsa_key_becomes_the_pkcs8_openssl_writes() {
+        let got = openssl(
+            "pkcs1",
+            &[
+                &["genrsa", "-traditional", "-out", "k1.pem", "2048"],
+                &[
+                    "pkcs8", "-topk8", "-nocrypt", "-in", "k1.pem", "-outform", "DER", "-out",
+                    "k8.der",
+                ],
+            ],
+            &["k1.pem", "k8.der"],
+        );
+        let pkcs1 = String::from_utf8(got[0].clone()).unwrap();
+        assert!(pkcs1.contains("BEGIN RSA PRIVATE KEY"));
+        assert_eq!(
+            parse_private_key(&pkcs1).unwrap().secret_pkcs8_der(),
+            got[1].as_slice()
+        );
     }
 }

@@ -264,15 +264,23 @@ impl PolicyTable {
                 remote_ips: vec![dst.ip()],
             });
         }
-        Some(Guard {
+        Some(Guard::local(view.set.clone(), dst))
+    }
+}
+
+impl Guard {
+    /// The guard of one workload on this node reached at `dst`: its policy
+    /// set with `destination.ip` and `destination.port` of `dst`.
+    pub fn local(set: Arc<PolicySet>, dst: std::net::SocketAddr) -> Guard {
+        Guard {
             entries: vec![GuardEntry {
-                set: view.set.clone(),
+                set,
                 dest_ip: Some(dst.ip()),
                 dest_port: dst.port(),
             }],
             remote: None,
             remote_ips: Vec::new(),
-        })
+        }
     }
 }
 

@@ -37,21 +37,20 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use strait_config::MeshSnapshot;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use super::counted::Counted;
 use super::http::authz::{ask_custom, CustomCheck, RBAC_DENIED};
 use super::local_reply::local_reply;
 use super::Shared;
-use crate::policy::{
-    self, Guard, GuardEntry, HttpRequest, Outcome, PeerIdentity, Request as PolicyRequest,
-};
+use crate::policy::{self, Guard, HttpRequest, Outcome, PeerIdentity, Request as PolicyRequest};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::h1::prefixed::Prefixed;
 use crate::telemetry::access_log::AccessLogRecord;
 use crate::telemetry::flags::ResponseFlags;
 use crate::telemetry::{PeerInfo, Reporter, SecurityPolicy};
+use crate::transport::accept::AcceptBackoff;
 use crate::transport::inpod::{connect_in_pod, InPodNetns};
 use crate::transport::sniff::{sniff_read, Sniffed};
 
@@ -124,12 +123,15 @@ pub async fn serve(
     netns: Arc<InPodNetns>,
     snapshot: Arc<ArcSwap<MeshSnapshot>>,
 ) {
+    let mut backoff = AcceptBackoff::new("inbound listener");
     loop {
         let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
+            Ok(s) => {
+                backoff.accepted();
+                s
+            }
             Err(e) => {
-                tracing::warn!("inbound accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                backoff.failed(&e).await;
                 continue;
             }
         };
@@ -179,15 +181,7 @@ fn is_passthrough(peer: SocketAddr) -> bool {
 fn guard_for(shared: &Shared, dst: SocketAddr) -> Option<Guard> {
     let table = shared.table.load();
     let view = table.policy.as_deref()?.workloads.get(&dst.ip())?;
-    Some(Guard {
-        entries: vec![GuardEntry {
-            set: view.set.clone(),
-            dest_ip: Some(dst.ip()),
-            dest_port: dst.port(),
-        }],
-        remote: None,
-        remote_ips: Vec::new(),
-    })
+    Some(Guard::local(view.set.clone(), dst))
 }
 
 /// Whether connections to `dst` (a local pod) are decided per HTTP
@@ -309,16 +303,7 @@ async fn tcp<S: InboundIo>(
     rec.upstream_local_address = upstream.local_addr().ok();
     shared.sink.opened(&rec);
     rec.opened_counted = true;
-    match crate::transport::copy::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((up, down)) => {
-            rec.bytes_received = up;
-            rec.bytes_sent = down;
-        }
-        Err(_) => rec
-            .response_flags
-            .insert(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION),
-    }
-    let _ = client.shutdown().await;
+    super::tcp::relay(&mut client, &mut upstream, &mut rec).await;
     finish(&shared, rec, start);
 }
 

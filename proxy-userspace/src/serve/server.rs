@@ -15,6 +15,7 @@ use super::http::{handle, ConnInfo};
 use super::{tcp, Shared};
 use crate::proxy::h1;
 use crate::runtime::table::PortProtocol;
+use crate::transport::accept::AcceptBackoff;
 use crate::transport::orig_dst::OriginalDst;
 use crate::transport::sniff::{sniff, Sniffed};
 use crate::transport::tls;
@@ -37,18 +38,18 @@ pub async fn serve_counted(
     live: Arc<AtomicUsize>,
 ) -> std::io::Result<()> {
     let listen_addr = listener.local_addr()?;
-    let mut backoff = AcceptBackoff::default();
+    let mut backoff = AcceptBackoff::new("outbound listener");
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => {
-                backoff.reset();
+                backoff.accepted();
                 s
             }
             // Out of file descriptors and the like: keep serving, but
-            // back off (5 ms doubling to 1 s) instead of spinning a core on
-            // a listener that stays readable.
+            // back off instead of spinning a core on a listener that
+            // stays readable.
             Err(e) if is_transient(&e) => {
-                backoff.wait(&e).await;
+                backoff.failed(&e).await;
                 continue;
             }
             Err(e) => return Err(e),
@@ -72,38 +73,6 @@ pub async fn serve_counted(
             drop(guard);
             drop(slot);
         });
-    }
-}
-
-/// Exponential back-off after accept errors (EMFILE, ENFILE, ...).
-#[derive(Default)]
-struct AcceptBackoff {
-    delay_ms: u64,
-    logged: Option<std::time::Instant>,
-}
-
-impl AcceptBackoff {
-    const FIRST_MS: u64 = 5;
-    const MAX_MS: u64 = 1000;
-
-    fn reset(&mut self) {
-        self.delay_ms = 0;
-    }
-
-    async fn wait(&mut self, e: &std::io::Error) {
-        self.delay_ms = (self.delay_ms * 2).clamp(Self::FIRST_MS, Self::MAX_MS);
-        // One warning per 10 s at most: the condition can last.
-        if self
-            .logged
-            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10))
-        {
-            self.logged = Some(std::time::Instant::now());
-            tracing::warn!(
-                "accepting a connection failed: {e}; retrying in {} ms",
-                self.delay_ms
-            );
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(self.delay_ms)).await;
     }
 }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::failure::Failure;
@@ -205,16 +205,7 @@ pub async fn proxy(
         // workload identities (the ones the tunnel presented and checked).
         rec.peer = t.peer_info();
     }
-    match crate::transport::copy::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((up, down)) => {
-            rec.bytes_received = up;
-            rec.bytes_sent = down;
-        }
-        Err(_) => rec
-            .response_flags
-            .insert(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION),
-    }
-    let _ = client.shutdown().await;
+    relay(&mut client, &mut upstream, &mut rec).await;
     finish(&shared, rec, start);
 }
 
@@ -244,7 +235,19 @@ async fn originated(
         cluster.record(ep, super::cluster::outlier::TryResult::Status(200));
     }
     rec.upstream_local_address = upstream.get_ref().0.local_addr().ok();
-    match crate::transport::copy::copy_bidirectional(&mut client, &mut upstream).await {
+    relay(&mut client, &mut upstream, rec).await;
+}
+
+/// Relays bytes both ways until both sides are done (Envoy's tcp_proxy):
+/// the counts go to `rec` (`bytes_received` from the client,
+/// `bytes_sent` to it), a failed copy flags `UC` (upstream connection
+/// termination); then the client's write side is shut down.
+pub(super) async fn relay<C, U>(client: &mut C, upstream: &mut U, rec: &mut AccessLogRecord)
+where
+    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    U: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    match crate::transport::copy::copy_bidirectional(client, upstream).await {
         Ok((up, down)) => {
             rec.bytes_received = up;
             rec.bytes_sent = down;

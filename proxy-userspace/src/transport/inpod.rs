@@ -197,6 +197,34 @@ pub fn listen_in_pod(netns: &InPodNetns, addr: SocketAddr) -> io::Result<tokio::
     tokio::net::TcpListener::from_std(std_listener)
 }
 
+/// A TCP connection to `dst` opened inside `netns`, bound to `src` (the
+/// kernel picks the port); with `freebind`, `src` need not be configured
+/// yet (IPv6 `IP_FREEBIND`). The socket is the daemon's (its cgroup), so
+/// the pod's socket programs do not see it.
+pub async fn connect_bound(
+    netns: &InPodNetns,
+    src: std::net::IpAddr,
+    dst: SocketAddr,
+    freebind: bool,
+) -> io::Result<tokio::net::TcpStream> {
+    let sock = netns.run(|| -> io::Result<std::net::TcpStream> {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(dst),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        s.set_nonblocking(true)?;
+        if freebind {
+            s.set_freebind_v6(true)?;
+        }
+        s.bind(&SocketAddr::new(src, 0).into())?;
+        Ok(s.into())
+    })??;
+    tokio::net::TcpSocket::from_std_stream(sock)
+        .connect(dst)
+        .await
+}
+
 /// Connects to `dst` (the pod's own address) from inside the pod's
 /// namespace, from `127.0.0.6` (`::6`), as Istio delivers inbound traffic.
 pub async fn connect_in_pod(
@@ -207,28 +235,14 @@ pub async fn connect_in_pod(
         SocketAddr::V4(_) => (INBOUND_SOURCE_V4, 0).into(),
         SocketAddr::V6(_) => (INBOUND_SOURCE_V6, 0).into(),
     };
-    let sock = netns.run(|| -> io::Result<std::net::TcpStream> {
-        // ::6 must be local for the pod's answers to come back to it.
-        if src.is_ipv6() && netns.source_v6.get().is_none() {
-            super::loopback6::add_to_loopback(INBOUND_SOURCE_V6)?;
-            let _ = netns.source_v6.set(());
-        }
-        let s = socket2::Socket::new(
-            socket2::Domain::for_address(dst),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        s.set_nonblocking(true)?;
-        // 127.0.0.6 is on the pod's `lo` (127/8); ::6 was just added
-        // there (freebind covers a race with its duplicate address check).
-        if src.is_ipv6() {
-            s.set_freebind_v6(true)?;
-        }
-        s.bind(&src.into())?;
-        Ok(s.into())
-    })??;
-    let sock = tokio::net::TcpSocket::from_std_stream(sock);
-    let stream = sock.connect(dst).await?;
+    // ::6 must be local for the pod's answers to come back to it.
+    if src.is_ipv6() && netns.source_v6.get().is_none() {
+        netns.run(|| super::loopback6::add_to_loopback(INBOUND_SOURCE_V6))??;
+        let _ = netns.source_v6.set(());
+    }
+    // 127.0.0.6 is on the pod's `lo` (127/8); ::6 was just added there
+    // (freebind covers a race with its duplicate address check).
+    let stream = connect_bound(netns, src.ip(), dst, src.is_ipv6()).await?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }

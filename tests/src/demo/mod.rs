@@ -40,6 +40,35 @@ pub fn istio_samples(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// Istio's JWT samples (`../shared/istio/jwt/` beside the repository or
+/// beside the worktrees' directory: `jwks.json` and the token files).
+/// When they are missing: `SKIP` with a reason, or a panic when
+/// `STRAIT_NO_SKIP` is set.
+pub fn istio_jwt(test: &str) -> Option<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for up in ["../../shared/istio/jwt", "../../../shared/istio/jwt"] {
+        let d = root.join(up);
+        if d.join("jwks.json").is_file() {
+            return Some(d);
+        }
+    }
+    let reason = "Istio's JWT samples are not in ../shared/istio/jwt/";
+    if std::env::var_os(crate::privileged::NO_SKIP).is_some() {
+        panic!("{test}: {reason}");
+    }
+    eprintln!("SKIP {test}: {reason}");
+    None
+}
+
+/// The file `name` of `dir` (see [`istio_jwt`]) without surrounding white
+/// space: a token, or the JWKS. Panics when it cannot be read.
+pub fn jwt_file(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
+        .trim()
+        .to_string()
+}
+
 /// The harness options for a test: this workspace's binaries (the test
 /// executable's siblings), the given platform and config files.
 pub fn test_options(
@@ -56,6 +85,82 @@ pub fn test_options(
         node_index,
         identity: true,
     })
+}
+
+/// Istio's bookinfo networking sample `file` under [`istio_samples`]'s
+/// directory `istio`.
+pub fn istio_net(istio: &Path, file: &str) -> PathBuf {
+    istio.join("bookinfo/networking").join(file)
+}
+
+/// Istio's bookinfo (`bookinfo/platform/bookinfo.yaml` under `istio`, see
+/// [`istio_samples`]) on node `node_index` under `strait run`, with the
+/// networking sample `destination_rule` (e.g. `destination-rule-all.yaml`).
+pub fn start_istio_bookinfo(
+    p: &crate::privileged::Privileged,
+    istio: &Path,
+    destination_rule: &str,
+    node_index: u8,
+) -> anyhow::Result<Mesh> {
+    let opts = test_options(
+        istio.join("bookinfo/platform/bookinfo.yaml"),
+        vec![istio_net(istio, destination_rule)],
+        node_index,
+    )?;
+    Mesh::start(p, opts)
+}
+
+/// Sets the mesh's `routing.yaml` to Istio's `virtual-service-all-v1.yaml`
+/// followed by the networking samples `extra` (see [`istio_net`]).
+/// Panics when the files cannot be written.
+pub fn route_istio(mesh: &Mesh, istio: &Path, extra: &[&str]) {
+    let files: Vec<PathBuf> = std::iter::once("virtual-service-all-v1.yaml")
+        .chain(extra.iter().copied())
+        .map(|f| istio_net(istio, f))
+        .collect();
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    mesh.set_config("routing.yaml", &refs)
+        .expect("write routing.yaml");
+}
+
+/// The bookinfo samples of this crate (`tests/samples/bookinfo`).
+pub fn bookinfo_samples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/bookinfo")
+}
+
+/// Bookinfo (all traffic to v1) plus `ratings-tcp`, a Service in front of
+/// ratings with a `tcp-` port and no VirtualService, so the kernel balances
+/// it on its own (mode L4); without a CA (with workload identities, a
+/// service whose endpoints are meshed pods goes through the proxy for
+/// mutual TLS). Returns the mesh and `ratings-tcp`'s cluster IP.
+pub fn start_with_kernel_balanced_ratings(
+    p: &crate::privileged::Privileged,
+    node_index: u8,
+) -> anyhow::Result<(Mesh, std::net::Ipv4Addr)> {
+    use anyhow::Context;
+    let s = bookinfo_samples();
+    let mut platform = std::fs::read_to_string(s.join("platform.yaml"))?;
+    platform.push_str("\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: ratings-tcp\n  namespace: default\nspec:\n  selector:\n    app: ratings\n  ports:\n  - name: tcp-ratings\n    port: 9080\n");
+    let file = std::env::temp_dir().join(format!(
+        "strait-e2e-platform-{}-{node_index}.yaml",
+        std::process::id()
+    ));
+    std::fs::write(&file, platform)?;
+    let mut opts = test_options(
+        file.clone(),
+        vec![s.join("destination-rules.yaml"), s.join("all-v1.yaml")],
+        node_index,
+    )?;
+    opts.identity = false;
+    let mesh = Mesh::start(p, opts);
+    let _ = std::fs::remove_file(&file);
+    let mesh = mesh?;
+    let vip = mesh
+        .node()
+        .service("default", "ratings-tcp")
+        .and_then(|s| s.cluster_ip)
+        .context("ratings-tcp has no cluster IP")?;
+    Ok((mesh, vip))
 }
 
 /// Runs `checks` against the mesh as it is now; panics with the step name,

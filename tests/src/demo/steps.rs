@@ -34,6 +34,18 @@ pub struct Check {
     pub expect: Expect,
 }
 
+impl Check {
+    /// `n` requests as `user` (`None`: anonymous), every one showing
+    /// reviews `version`.
+    pub fn version(user: Option<&'static str>, n: usize, version: &'static str) -> Check {
+        Check {
+            user,
+            n,
+            expect: Expect::Version(version),
+        }
+    }
+}
+
 /// A step: the routing file to apply and the checks after it.
 #[derive(Clone, Debug)]
 pub struct Step {

@@ -62,20 +62,31 @@ impl Guard {
     pub fn child_mut(&mut self) -> &mut Child {
         &mut self.child
     }
+
+    /// Sends SIGTERM and waits `limit` at most for the process to exit:
+    /// its exit status, or `None` while it still runs (the drop kills it).
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if self.stop == Stop::Term {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        if self.try_wait().is_some()
+            || (self.stop == Stop::Term && self.terminate(Duration::from_secs(10)).is_some())
+        {
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -280,15 +291,31 @@ impl Daemon {
 
     /// Waits until the admin API at `admin` (inside `node`) answers
     /// `/ready` with 200, for `limit` at most. Panics with the log when it
-    /// does not.
-    pub fn wait_ready(&self, node: &Node, admin: SocketAddr, limit: Duration) {
+    /// does not, or at once when the daemon exits.
+    pub fn wait_ready(&mut self, node: &Node, admin: SocketAddr, limit: Duration) {
         let deadline = Instant::now() + limit;
         while !matches!(
             node.run_in(|| super::http::get(admin, "localhost", "/ready", &[])),
             Ok(Ok((200, _)))
         ) {
+            if let Some(st) = self.proc.try_wait() {
+                panic!("the daemon exited ({st}); log:\n{}", self.log());
+            }
             assert!(Instant::now() < deadline, "not ready:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and returns its exit status. Panics
+    /// with the log when it has not exited within `limit` (the drop then
+    /// kills it).
+    pub fn terminate(mut self, limit: Duration) -> std::process::ExitStatus {
+        match self.proc.terminate(limit) {
+            Some(status) => status,
+            None => panic!(
+                "the daemon did not exit within {limit:?} of SIGTERM; log:\n{}",
+                self.log()
+            ),
         }
     }
 

@@ -61,6 +61,35 @@ pub struct ServicePort {
     pub app_protocol: Option<String>,
 }
 
+impl ServiceDef {
+    /// A Service `default/<name>` selecting the pods labelled `app=<app>`,
+    /// with `ports` and a VIP allocated by the node.
+    pub fn app(name: &str, app: &str, ports: Vec<ServicePort>) -> ServiceDef {
+        ServiceDef {
+            name: name.into(),
+            namespace: "default".into(),
+            selector: [("app".to_string(), app.to_string())].into(),
+            ports,
+            cluster_ip: None,
+            headless: false,
+        }
+    }
+}
+
+impl ServicePort {
+    /// A TCP port `port` named `name` (Istio reads the protocol from the
+    /// name's prefix: `http`, `tcp-…`) to the same pod port.
+    pub fn named(name: &str, port: u16) -> ServicePort {
+        ServicePort {
+            name: Some(name.into()),
+            port,
+            target_port: None,
+            protocol: "TCP".into(),
+            app_protocol: None,
+        }
+    }
+}
+
 /// `targetPort`: a number or the name of a container port.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]

@@ -27,12 +27,14 @@ mod cgroups;
 pub mod config;
 mod daemon;
 pub mod echo;
+pub mod hello;
 pub mod http;
 pub mod ipam;
 pub mod kube;
 mod link;
 pub mod names;
 pub mod netns;
+mod pair;
 mod pod;
 pub mod sweep;
 
@@ -46,6 +48,7 @@ use anyhow::{bail, Context};
 pub use daemon::{Daemon, DaemonBuilder, Guard, MeshCa, Stop, WAIT};
 pub use kube::{DeploymentDef, Platform, ServiceDef, ServicePort, TargetPort};
 pub use link::link;
+pub use pair::{MeshPair, PairSpec};
 pub use pod::{Pod, PodSpec};
 
 /// Istio's outbound capture port, where the daemon's outbound listener is.

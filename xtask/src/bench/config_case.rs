@@ -45,25 +45,12 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
         return Ok(section);
     }
     step("config: building compile_bench");
-    let status = Command::new("cargo")
-        .current_dir(root())
-        .args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "strait-config",
-            "--example",
-            "compile_bench",
-        ])
-        .status()?;
-    if !status.success() {
+    let Ok(exe) = super::install::release_example("strait-config", "compile_bench") else {
         section
             .intro
             .push("**Not yet available**: the compile_bench example does not build.".into());
         return Ok(section);
-    }
-    let exe = root().join("target/release/examples/compile_bench");
+    };
     let (mut load, mut compile, mut total, mut rss) = (
         Samples::default(),
         Samples::default(),
@@ -159,7 +146,7 @@ fn propagation(env: &Env, _section: &mut Section) -> anyhow::Result<Value> {
     step(&format!(
         "config: propagation of {changes} endpoint changes per path at 10,000 services (strait run on a simulated node)"
     ));
-    let load_before = load_average();
+    let load_before = super::loadavg();
     let out = Command::new(env.bin("bench-propagation"))
         .current_dir(root())
         .arg("--strait")
@@ -181,14 +168,8 @@ fn propagation(env: &Env, _section: &mut Section) -> anyhow::Result<Value> {
         .context("bench-propagation printed no JSON line")?;
     let v: Value =
         serde_json::from_str(line).with_context(|| format!("bench-propagation output: {line}"))?;
-    let md = render(&v, env.quick, &load_before, &load_average());
-    let path = root().join("bench/results.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if e > b => format!("{}{md}{}", &old[..b], &old[e + END.len()..]),
-        _ => format!("{}\n\n{md}\n", old.trim_end()),
-    };
-    std::fs::write(&path, new)?;
+    let md = render(&v, env.quick, &load_before, &super::loadavg());
+    let path = super::report::write_marked(BEGIN, END, &md)?;
     step(&format!(
         "config: wrote the propagation section of {}",
         path.display()
@@ -244,7 +225,7 @@ fn render(v: &Value, quick: bool, load_before: &str, load_after: &str) -> String
              End to end is from the file write to the first answer of the new backend; the daemon's debounce ({debounce:.0} ms without a further event, `daemon/watch.rs`) is subtracted in the row below it. \
              The daemon's own timings come from its `config reloaded` log line. Daemon startup with this config: {} ms; its RSS after the changes: {} MB. Cells: median (min–max) over the changes.",
             if quick { " --quick" } else { "" },
-            date(),
+            super::report::utc_minute(),
             v["services"],
             v["endpoints"],
             v["startup_ms"].as_f64().map_or("?".into(), |x| super::stats::num(x, 0)),
@@ -345,18 +326,4 @@ fn render(v: &Value, quick: bool, load_before: &str, load_after: &str) -> String
     ));
     md.push(END.to_string());
     md.join("\n")
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn date() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }

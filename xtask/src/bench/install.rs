@@ -71,3 +71,19 @@ pub fn build(l7: bool) -> anyhow::Result<PathBuf> {
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
     Ok(target.join("release"))
 }
+
+/// Builds the example `example` of package `pkg` in release (quietly) and
+/// returns its path (under `CARGO_TARGET_DIR` when set). Errors when the
+/// build fails.
+pub fn release_example(pkg: &str, example: &str) -> anyhow::Result<PathBuf> {
+    let status = Command::new("cargo")
+        .current_dir(root())
+        .args(["build", "--release", "-q", "-p", pkg, "--example", example])
+        .status()?;
+    if !status.success() {
+        anyhow::bail!("building the {example} example of {pkg} failed");
+    }
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    Ok(target.join("release/examples").join(example))
+}

@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 
 use super::stats::Samples;
-use crate::cmd::{root, step};
+use crate::cmd::step;
 
 const BEGIN: &str = "<!-- kube:begin -->";
 const END: &str = "<!-- kube:end -->";
@@ -21,22 +21,7 @@ const END: &str = "<!-- kube:end -->";
 /// bench/results.md.
 pub fn run(quick: bool) -> anyhow::Result<()> {
     step("kube: building the kube_bench example (release)");
-    let status = Command::new("cargo")
-        .current_dir(root())
-        .args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "strait",
-            "--example",
-            "kube_bench",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("building kube_bench failed");
-    }
-    let exe = root().join("target/release/examples/kube_bench");
+    let exe = super::install::release_example("strait", "kube_bench")?;
     let runs = if quick { 1 } else { 3 };
     let mut results: Vec<Value> = Vec::new();
     for i in 0..runs {
@@ -64,7 +49,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
              The daemon's Kubernetes source (`strait::sources::kube::start`, one kube-runtime watcher per watched kind, every object loaded and validated as a file's) lists everything; then the first snapshot is compiled as the daemon's first reload does. \
              \"initial sync\" is from starting the source to every kind listed (what `/ready` waits for); peak RSS is the whole process's (VmHWM), the fake server's generated objects and pre-rendered list pages included (an upper bound for the daemon's source + snapshot). The daemon's allocator (mimalloc). Unpinned; other work on this shared 2-core VM moves the absolute times.",
             if quick { " --quick" } else { "" },
-            date(),
+            super::report::utc_minute(),
             runs,
             if runs == 1 { "" } else { "s, median (min–max)" },
             first["objects"],
@@ -82,22 +67,8 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         END.to_string(),
     ];
     let text = md.join("\n");
-    let path = root().join("bench/results.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if e > b => format!("{}{text}{}", &old[..b], &old[e + END.len()..]),
-        _ => format!("{}\n\n{text}\n", old.trim_end()),
-    };
-    std::fs::write(&path, new)?;
+    let path = super::report::write_marked(BEGIN, END, &text)?;
     step(&format!("kube: wrote its section of {}", path.display()));
     println!("{text}");
     Ok(())
-}
-
-fn date() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }

@@ -289,7 +289,7 @@ fn steal_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> String 
 }
 
 /// The first three fields of /proc/loadavg.
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())

@@ -34,22 +34,7 @@ fn jwt_dir() -> anyhow::Result<PathBuf> {
 /// Runs the case and updates bench/results.md.
 pub fn run(quick: bool) -> anyhow::Result<()> {
     step("policy: building the policy_bench example (release)");
-    let status = Command::new("cargo")
-        .current_dir(root())
-        .args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "strait",
-            "--example",
-            "policy_bench",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("building policy_bench failed");
-    }
-    let exe = root().join("target/release/examples/policy_bench");
+    let exe = super::install::release_example("strait", "policy_bench")?;
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "1"]).arg(&exe).arg(jwt_dir()?);
     if quick {
@@ -84,7 +69,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
              JWT: one RequestAuthentication, Istio's `demo.jwt` (RS256, 2048-bit key), the same token on every request: after the first request it is a hit of the verified-token cache (Envoy's jwt_cache; `exp`/`nbf` still checked per request). A token not in the cache costs a signature verification, measured at 25.5 µs before the cache (2026-12-05 05:19 UTC). \
              \"requests/s\" is what one core could check per second at that cost, not an end-to-end proxy rate; end-to-end requests/s through the proxy with policies is not measured yet (the L7 suite measures the no-policy path, where the check is one pointer test).",
             if quick { " --quick" } else { "" },
-            date(),
+            super::report::utc_minute(),
             v["runs"],
             v["iters"],
         ),
@@ -125,22 +110,8 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     }
     md.push(END.to_string());
     let text = md.join("\n");
-    let path = root().join("bench/results.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if e > b => format!("{}{text}{}", &old[..b], &old[e + END.len()..]),
-        _ => format!("{}\n\n{text}\n", old.trim_end()),
-    };
-    std::fs::write(&path, new)?;
+    let path = super::report::write_marked(BEGIN, END, &text)?;
     step(&format!("policy: wrote its section of {}", path.display()));
     println!("{text}");
     Ok(())
-}
-
-fn date() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }

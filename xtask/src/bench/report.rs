@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
+use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use crate::cmd::output;
@@ -128,6 +129,34 @@ pub fn splice(md: &str, title: &str, text: &str) -> String {
     }
 }
 
+/// `md` with the text from `begin` to `end` (two marker lines, e.g.
+/// `<!-- kube:begin -->`) replaced by `section`, or `section` appended.
+pub fn splice_marked(md: &str, begin: &str, end: &str, section: &str) -> String {
+    match (md.find(begin), md.find(end)) {
+        (Some(b), Some(e)) if e > b => format!("{}{section}{}", &md[..b], &md[e + end.len()..]),
+        _ => format!("{}\n\n{section}\n", md.trim_end()),
+    }
+}
+
+/// Writes `section` (from its `begin` marker to its `end` marker) into
+/// the repository's bench/results.md with [`splice_marked`]: the other
+/// sections stay as they are. Returns the file's path.
+pub fn write_marked(begin: &str, end: &str, section: &str) -> anyhow::Result<std::path::PathBuf> {
+    let path = crate::cmd::root().join("bench/results.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, splice_marked(&old, begin, end, section))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Now in UTC to the minute (`2026-12-05 17:45`, `date -u`); "" when
+/// `date` cannot run.
+pub fn utc_minute() -> String {
+    output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M"]))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Updates only `sections` in `dir/results.md` and `dir/results.json`
 /// (a suite run alone: the other suites' figures stay), each headed by
 /// `header` (machine, mode, date, noise of this run).
@@ -220,6 +249,20 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_marked_section_is_replaced_or_appended_and_the_rest_kept() {
+        let (b, e) = ("<!-- k:begin -->", "<!-- k:end -->");
+        let new = format!("{b}\nnew\n{e}");
+        assert_eq!(
+            splice_marked("# B\n\n## L4\n\nx\n", b, e, &new),
+            format!("# B\n\n## L4\n\nx\n\n{new}\n")
+        );
+        assert_eq!(
+            splice_marked(&format!("# B\n\n{b}\nold\n{e}\n\n## L7\n"), b, e, &new),
+            format!("# B\n\n{new}\n\n## L7\n")
+        );
+    }
 
     #[test]
     fn a_section_is_replaced_or_appended_and_the_others_kept() {

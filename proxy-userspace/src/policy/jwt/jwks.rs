@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
@@ -204,7 +205,15 @@ fn refresher(weak: Weak<RemoteJwks>, timeout: Duration) {
     else {
         return;
     };
-    let mut backoff = Duration::from_secs(1);
+    // After a failed fetch: 1 s doubling to 60 s, reset by a success.
+    let retries = || {
+        ExponentialBuilder::new()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(60))
+            .without_max_times()
+            .build()
+    };
+    let mut backoff = retries();
     loop {
         let Some(r) = weak.upgrade() else { return };
         let uri = r.uri.clone();
@@ -214,16 +223,14 @@ fn refresher(weak: Weak<RemoteJwks>, timeout: Duration) {
                 tracing::info!(uri, keys = ks.keys.len(), "JWKS fetched");
                 r.set(ks);
                 *r.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                backoff = Duration::from_secs(1);
+                backoff = retries();
                 REFRESH
             }
             Err(e) => {
                 let kept = r.keys().is_some();
                 tracing::warn!(uri, kept_last_good = kept, "JWKS fetch failed: {e}");
                 *r.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                let w = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
-                w
+                backoff.next().unwrap_or(Duration::from_secs(60))
             }
         };
         drop(r);

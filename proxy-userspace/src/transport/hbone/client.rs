@@ -252,7 +252,12 @@ impl Outbound {
         let addr = req.hbone_addr;
         let tx = tokio::time::timeout(self.connect_timeout, async move {
             let tcp = match (from, key.src) {
-                (Some(netns), Some(src)) => connect_from_pod(netns, src, addr).await?,
+                // Bound to the pod's IP inside its namespace: the destination
+                // sees the pod as the peer, as with ztunnel's in-pod socket
+                // factory (`ztunnel/src/inpod/config.rs`, `InPodSocketFactory`).
+                (Some(netns), Some(src)) => {
+                    crate::transport::inpod::connect_bound(netns, src, addr, false).await?
+                }
                 _ => TcpStream::connect(addr).await?,
             };
             handshake_on(cfg, addr, tcp).await
@@ -322,31 +327,6 @@ pub(crate) async fn handshake(
     addr: SocketAddr,
 ) -> Result<Connection, HboneError> {
     handshake_on(cfg, addr, TcpStream::connect(addr).await?).await
-}
-
-/// A TCP connection to `dst` opened inside the source pod's network
-/// namespace, bound to the pod's IP `src`: the destination sees the pod as
-/// the peer, as with ztunnel's in-pod socket factory
-/// (`ztunnel/src/inpod/config.rs`, `InPodSocketFactory`). The socket is
-/// the daemon's (its cgroup), so the pod's socket programs do not see it.
-async fn connect_from_pod(
-    netns: &InPodNetns,
-    src: IpAddr,
-    dst: SocketAddr,
-) -> std::io::Result<TcpStream> {
-    let sock = netns.run(|| -> std::io::Result<std::net::TcpStream> {
-        let s = socket2::Socket::new(
-            socket2::Domain::for_address(dst),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        s.set_nonblocking(true)?;
-        s.bind(&SocketAddr::new(src, 0).into())?;
-        Ok(s.into())
-    })??;
-    tokio::net::TcpSocket::from_std_stream(sock)
-        .connect(dst)
-        .await
 }
 
 /// One mTLS HTTP/2 connection to a destination's `:15008`, driven by a

@@ -186,16 +186,7 @@ impl MeshOutbound {
         source: SocketAddr,
         service_host: Option<&str>,
     ) -> Result<HboneStream, HboneError> {
-        let req = OutboundRequest {
-            source: t.source.clone(),
-            destination: t.destination.clone(),
-            extra_sans: Vec::new(),
-            hbone_addr: SocketAddr::new(t.dst.ip(), PORT),
-            target: t.dst,
-            forwarded_for: Some(source),
-            service_host: service_host.map(str::to_string),
-            source_ip: Some(t.source_ip),
-        };
+        let req = t.request(source, service_host.map(str::to_string));
         self.client.connect(&req).await
     }
 }
@@ -216,6 +207,22 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
+    /// The `CONNECT` to the destination's `:15008` for `target`, sent from
+    /// the source pod with `forwarded: for=<forwarded_for>` (and `;host=`
+    /// with `service_host`).
+    fn request(&self, forwarded_for: SocketAddr, service_host: Option<String>) -> OutboundRequest {
+        OutboundRequest {
+            source: self.source.clone(),
+            destination: self.destination.clone(),
+            extra_sans: Vec::new(),
+            hbone_addr: SocketAddr::new(self.dst.ip(), PORT),
+            target: self.dst,
+            forwarded_for: Some(forwarded_for),
+            service_host,
+            source_ip: Some(self.source_ip),
+        }
+    }
+
     /// What the source side records for a request or connection that went
     /// through this tunnel: `mutual_tls`, `reporter="source"`, the source
     /// identity presented and the destination identity verified.
@@ -231,16 +238,7 @@ impl Tunnel {
 impl MeshOutbound {
     /// Opens one `CONNECT` stream for `t` (`forwarded: for="<source IP>"`).
     pub async fn open(&self, t: &Tunnel) -> Result<HboneStream, HboneError> {
-        let req = OutboundRequest {
-            source: t.source.clone(),
-            destination: t.destination.clone(),
-            extra_sans: Vec::new(),
-            hbone_addr: SocketAddr::new(t.dst.ip(), PORT),
-            target: t.dst,
-            forwarded_for: Some(SocketAddr::new(t.source_ip, 0)),
-            service_host: None,
-            source_ip: Some(t.source_ip),
-        };
+        let req = t.request(SocketAddr::new(t.source_ip, 0), None);
         self.client.connect(&req).await
     }
 

@@ -23,6 +23,7 @@ use super::settings::*;
 use super::stream::{keep_alive, H2Stream};
 use super::{tls, HboneError, PROTECTED_PORTS};
 use crate::identity::SpiffeId;
+use crate::transport::accept::AcceptBackoff;
 
 /// What the destination side knows about one `CONNECT`.
 #[derive(Clone, Debug)]
@@ -138,12 +139,15 @@ pub async fn serve_on(
     handler: Arc<dyn InboundHandler>,
     spawn: Spawn,
 ) {
+    let mut backoff = AcceptBackoff::new("HBONE listener");
     loop {
         let (tcp, remote) = match listener.accept().await {
-            Ok(c) => c,
+            Ok(c) => {
+                backoff.accepted();
+                c
+            }
             Err(e) => {
-                tracing::warn!("HBONE accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                backoff.failed(&e).await;
                 continue;
             }
         };

@@ -13,10 +13,10 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::HboneError;
-use crate::identity::{CertStore, SpiffeId, WorkloadCert};
+use crate::identity::{certs, CertStore, SpiffeId, WorkloadCert};
 
 /// ALPN of HBONE (both sides).
 pub const ALPN_H2: &[u8] = b"h2";
@@ -41,20 +41,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// The URI SANs of a DER certificate (empty when it does not parse or has
 /// none).
 pub fn uri_sans(der: &[u8]) -> Vec<String> {
-    let Ok((_, c)) = X509Certificate::from_der(der) else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = c.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|g| match g {
-            GeneralName::URI(u) => Some(u.to_string()),
-            _ => None,
-        })
-        .collect()
+    X509Certificate::from_der(der).map_or_else(|_| Vec::new(), |(_, c)| certs::uri_sans(&c))
 }
 
 /// The peer's identity: the first URI SAN of its leaf that parses as a
