@@ -11,11 +11,12 @@ use aya_ebpf::{
 };
 
 use proxy_common::{
-    deny_mode, DenyConfig, DenyDstKey, DenyV4Key, DENY_MAX_HASHED_LENGTHS, DENY_SCOPED,
+    deny_mode, deny_v6_summary_bits, DenyConfig, DenyDstKey, DenyV4Key, DENY_MAX_HASHED_LENGTHS, DENY_SCOPED,
 };
 
 use crate::maps::{
     DENY_CONFIG, DENY_DST, DENY_STATS, DENY_V4, DENY_V4_LEN, DENY_V4_SLASH16, DENY_V6,
+    DENY_V6_SUMMARY,
 };
 
 const ETH_LEN: usize = 14;
@@ -79,8 +80,28 @@ pub fn denied(ctx: &XdpContext) -> bool {
             if cfg.v6_mode == deny_mode::EMPTY || start + ETH_LEN + 40 > end {
                 return false;
             }
-            // SAFETY: bounds checked above (source at IPv6 offset 8).
-            let src = unsafe { *((start + ETH_LEN + 8) as *const [u8; 16]) };
+            // SAFETY: bounds checked above (source at IPv6 offset 8); two
+            // 64-bit loads, bytes as in the packet (read before the map
+            // lookups, after which the verifier forgets the check).
+            let words = unsafe {
+                [
+                    load64(start + ETH_LEN + 8),
+                    load64(start + ETH_LEN + 16),
+                ]
+            };
+            if cfg.v6_mode == deny_mode::BY_SUMMARY6 {
+                // Three array loads decide most packets: no prefix can
+                // contain the source's /16, /32 or /48.
+                let mut maybe = 0u64;
+                for (word, bit) in deny_v6_summary_bits(u64::from_be(words[0])) {
+                    maybe |= DENY_V6_SUMMARY.get(word).copied().unwrap_or(0) & bit;
+                }
+                if maybe == 0 {
+                    return false;
+                }
+            }
+            // SAFETY: two u64 are 16 bytes in memory order, as loaded.
+            let src: [u8; 16] = unsafe { core::mem::transmute(words) };
             (DENY_V6.get(Key::new(128, src)).copied(), true)
         }
         _ => (None, false),
