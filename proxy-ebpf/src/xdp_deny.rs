@@ -91,12 +91,11 @@ pub fn denied(ctx: &XdpContext) -> bool {
             };
             if cfg.v6_mode == deny_mode::BY_SUMMARY6 {
                 // Three array loads decide most packets: no prefix can
-                // contain the source's /16, /32 or /48.
-                let mut maybe = 0u64;
-                for (word, bit) in deny_v6_summary_bits(u64::from_be(words[0])) {
-                    maybe |= DENY_V6_SUMMARY.get(word).copied().unwrap_or(0) & bit;
-                }
-                if maybe == 0 {
+                // contain the source's /48, /32 or /16 (tested in that
+                // order, the first "maybe" going to the trie: /48 and
+                // longer prefixes are the common ones).
+                let [w16, w32, w48] = deny_v6_summary_bits(u64::from_be(words[0]));
+                if !summary_bit(w48) && !summary_bit(w32) && !summary_bit(w16) {
                     return false;
                 }
             }
@@ -118,6 +117,12 @@ pub fn denied(ctx: &XdpContext) -> bool {
         unsafe { *n += 1 };
     }
     true
+}
+
+/// Whether bit `.1` of `DENY_V6_SUMMARY` word `.0` is set.
+#[inline(always)]
+fn summary_bit((word, bit): (u32, u64)) -> bool {
+    DENY_V6_SUMMARY.get(word).copied().unwrap_or(0) & bit != 0
 }
 
 /// TCP flag bits in the header's 14th byte.
