@@ -108,6 +108,14 @@ pub struct RunCmd {
     /// refill it from the configuration, instead of refusing to start.
     #[arg(long)]
     pub reset_maps: bool,
+    /// Redirect the same-node hops through the proxy (a meshed pod's
+    /// connection to this node's proxy, the proxy's delivery into a local
+    /// pod) socket to socket with a sockhash and an `sk_msg` program,
+    /// skipping the TCP/IP stack between them (IPv4; Linux 5.10+). Off by
+    /// default: the receiving socket's queue is not bounded by its receive
+    /// buffer on this path (see README).
+    #[arg(long)]
+    pub sockmap: bool,
     /// Longest time a client may take to send a request head, from its
     /// first byte, milliseconds (Envoy's `request_headers_timeout`); a
     /// slower client gets 408 and is disconnected. 0: no limit (also for
@@ -354,6 +362,7 @@ impl RunCmd {
             xdp_gateway_mac: self.xdp_gateway_mac,
             xdp_gateway_mac6: self.xdp_gateway_mac6,
             reset_maps: self.reset_maps,
+            sockmap: self.sockmap,
             identity: self.identity.into_args(),
             proxy: crate::serve::ProxySettings {
                 request_headers_timeout: ms_or_off(self.request_headers_timeout_ms),

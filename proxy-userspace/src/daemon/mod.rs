@@ -100,6 +100,9 @@ pub struct RunArgs {
     /// Replace pinned maps of an unusable layout instead of refusing
     /// ([`DatapathConfig::reset_maps`]).
     pub reset_maps: bool,
+    /// Redirect same-node hops through the proxy socket to socket
+    /// ([`DatapathConfig::sockmap`], `datapath::sockmap`).
+    pub sockmap: bool,
     /// Bounds on config files (size, documents, nesting depth).
     pub limits: Limits,
     /// Workload certificates for the node's pods (none: no identity).
@@ -140,6 +143,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     dp_cfg.outbound = args.outbound;
     dp_cfg.outbound6 = args.outbound6;
     dp_cfg.reset_maps = args.reset_maps;
+    dp_cfg.sockmap = args.sockmap;
     let node_lock = lock::lock_node(
         std::path::Path::new(lock::LOCK_DIR),
         &dp_cfg.pin_dir(),
@@ -356,6 +360,16 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     std::fs::create_dir_all(&pods)
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
     datapath.load_socket_programs()?;
+    if args.sockmap {
+        match crate::datapath::sockmap::own_cgroup() {
+            Ok(own) => {
+                datapath.start_sockmap(&own);
+            }
+            Err(e) => tracing::warn!(
+                "sockmap: the daemon's own cgroup is unknown, running without the redirect: {e:#}"
+            ),
+        }
+    }
     let inbound = if args.inbound_capture {
         Some(inbound::Inbound::new(
             &mut datapath,

@@ -30,6 +30,7 @@ mod neigh;
 mod orig_dst;
 mod relink;
 mod slots;
+pub mod sockmap;
 mod tables;
 mod tcp_sock;
 mod uplink;
