@@ -5,10 +5,20 @@
 //! whichever is newer. Without one the build still succeeds (so `cargo check`
 //! and clippy work on a fresh clone) and loading fails at run time with a
 //! message that says to run `cargo xtask build-ebpf`.
+//!
+//! It also lays out the `strait` binary's code (issue 20: RSS per node): in
+//! optimised builds for x86_64 Linux, where rustc links with `rust-lld`,
+//! the functions listed in `link/strait.order` (the ones a node's daemon
+//! runs, in the order it first runs them; `cargo xtask symbol-order`
+//! regenerates the list) are placed first and together, so the pages of
+//! `.text` the daemon touches — and the kernel's fault-around maps with
+//! them — are few and contiguous instead of spread over the whole
+//! executable. Names the build does not define are ignored.
 use std::path::PathBuf;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    symbol_order(&manifest);
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("strait-ebpf.o");
     println!("cargo:rerun-if-env-changed=STRAIT_EBPF_OBJECT");
     let base = manifest.join("../proxy-ebpf/target/bpfel-unknown-none");
@@ -38,4 +48,31 @@ fn main() {
             std::fs::write(&out, b"").expect("write empty eBPF object");
         }
     }
+}
+
+/// Passes `link/strait.order` to the linker of the `strait` binary
+/// (`--symbol-ordering-file`, lld's) in `release`-based profiles (`release`,
+/// `dist`) on x86_64-unknown-linux-gnu, whose default linker since Rust
+/// 1.90 is `rust-lld`. Other targets and debug builds link as before, and
+/// so does a build with `STRAIT_SYMBOL_ORDER=0` (for a linker other than
+/// lld).
+fn symbol_order(manifest: &std::path::Path) {
+    let order = manifest.join("link/strait.order");
+    println!("cargo:rerun-if-changed={}", order.display());
+    println!("cargo:rerun-if-env-changed=STRAIT_SYMBOL_ORDER");
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    if var("PROFILE") != "release"
+        || var("TARGET") != "x86_64-unknown-linux-gnu"
+        || var("STRAIT_SYMBOL_ORDER") == "0"
+        || !order.exists()
+    {
+        return;
+    }
+    println!(
+        "cargo:rustc-link-arg-bin=strait=-Wl,--symbol-ordering-file={}",
+        order.display()
+    );
+    // Functions renamed or gone since the list was made are skipped
+    // without one warning each.
+    println!("cargo:rustc-link-arg-bin=strait=-Wl,--no-warn-symbol-ordering");
 }

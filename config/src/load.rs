@@ -705,7 +705,7 @@ fn mesh_error(origin: &Origin, resource: Option<String>, message: String) -> Box
 /// EnvoyFilter, TrafficExtension. They are checked against the schema and
 /// reported as not enforced (`STR0001`).
 pub fn recognised_kind(api: &str, kind: &str) -> bool {
-    crate::schema::schema_for(api, kind).is_some()
+    crate::schema::has_schema(api, kind)
 }
 
 /// Istio's CRD schema applied to an Istio document ([`crate::schema`]):
@@ -722,7 +722,7 @@ fn schema_errors(
     key: &dyn Fn() -> String,
     typed: bool,
 ) -> (Option<Parsed>, Vec<Diagnostic>) {
-    if crate::schema::schema_for(api, kind).is_none() {
+    if !crate::schema::has_schema(api, kind) {
         return (None, Vec::new());
     }
     let value = match serde_yaml::from_str::<serde_yaml::Value>(doc) {

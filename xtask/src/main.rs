@@ -7,6 +7,7 @@ mod fuzz;
 mod image;
 mod layers;
 mod setup;
+mod symbol_order;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +59,15 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         binary: Option<std::path::PathBuf>,
     },
+    /// Regenerate proxy-userspace/link/strait.order, the functions a node's
+    /// daemon runs (laid out first by the linker: fewer resident pages of
+    /// `.text`), from one quick bench-mesh round of the dist build. Root.
+    SymbolOrder {
+        /// List the functions of this strait binary instead of building
+        /// the dist one.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<std::path::PathBuf>,
+    },
     /// Run every cargo-fuzz target (HTTP/1.1 codec, config loader, route
     /// matcher) from the committed seed corpora for a bounded time.
     Fuzz {
@@ -88,5 +98,6 @@ fn main() -> anyhow::Result<()> {
         Command::Demo => demo::run(),
         Command::Image { profile, binary } => image::run(&profile, binary),
         Command::Fuzz { seconds } => fuzz::run(seconds),
+        Command::SymbolOrder { binary } => symbol_order::run(binary),
     }
 }

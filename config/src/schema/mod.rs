@@ -29,17 +29,82 @@ pub struct SchemaError {
     pub unknown_field: bool,
 }
 
+/// The embedded schemas, `{"group/version/Kind": openAPIV3Schema, ...}`.
+const CRDS_JSON: &str = include_str!("istio-crds.json");
+
 /// Every schema, keyed `group/version/Kind` (`networking.istio.io/v1/VirtualService`).
+///
+/// Parses all of them (about 3.8 MB of `Value` trees, kept for the life of
+/// the process): for tests and tools. The loader goes through
+/// [`schema_for`], which parses only the kinds a configuration uses.
 pub fn schemas() -> &'static BTreeMap<String, Value> {
     static S: OnceLock<BTreeMap<String, Value>> = OnceLock::new();
-    S.get_or_init(|| {
-        serde_json::from_str(include_str!("istio-crds.json")).expect("embedded schema is JSON")
-    })
+    S.get_or_init(|| serde_json::from_str(CRDS_JSON).expect("embedded schema is JSON"))
+}
+
+/// The keys of the embedded schemas (parsed once, values skipped).
+fn keys() -> &'static BTreeMap<&'static str, serde::de::IgnoredAny> {
+    static K: OnceLock<BTreeMap<&'static str, serde::de::IgnoredAny>> = OnceLock::new();
+    K.get_or_init(|| serde_json::from_str(CRDS_JSON).expect("embedded schema is JSON"))
+}
+
+/// The schema of one key, parsed out of [`CRDS_JSON`] with every other
+/// key's value skipped.
+fn parse_one(key: &str) -> Option<Value> {
+    struct Only<'k>(&'k str);
+    impl<'de> serde::de::Visitor<'de> for Only<'_> {
+        type Value = Option<Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of schemas")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(k) = map.next_key::<&str>()? {
+                if k == self.0 {
+                    found = Some(map.next_value::<Value>()?);
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(CRDS_JSON);
+    serde::Deserializer::deserialize_map(&mut de, Only(key)).expect("embedded schema is JSON")
 }
 
 /// The schema for `apiVersion` + `kind`, if Istio defines that kind.
+///
+/// Each schema is parsed the first time a document of its kind is checked
+/// and then kept for the life of the process; versions of a kind with the
+/// same schema (`v1`, `v1beta1`, `v1alpha3` of `VirtualService`) share one
+/// tree. So a node's daemon holds the trees of the kinds its configuration
+/// uses (a few hundred KB), not all of Istio's (issue 20: RSS per node).
 pub fn schema_for(api_version: &str, kind: &str) -> Option<&'static Value> {
-    schemas().get(&format!("{api_version}/{kind}"))
+    static TREES: std::sync::Mutex<BTreeMap<&'static str, &'static Value>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let (key, _) = keys().get_key_value(format!("{api_version}/{kind}").as_str())?;
+    let mut trees = TREES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(tree) = trees.get(key) {
+        return Some(tree);
+    }
+    let parsed = parse_one(key)?;
+    let tree = match trees.values().find(|t| ***t == parsed) {
+        Some(same) => *same,
+        // At most one leak per distinct schema (33 keys in all): the cache
+        // is the process's, like `schemas()`'s.
+        None => &*Box::leak(Box::new(parsed)),
+    };
+    trees.insert(key, tree);
+    Some(tree)
+}
+
+/// `true` when Istio's schema defines `apiVersion` + `kind` (parses nothing).
+pub fn has_schema(api_version: &str, kind: &str) -> bool {
+    keys().contains_key(format!("{api_version}/{kind}").as_str())
 }
 
 /// Checks `doc` (a whole resource) against the schema of its kind. `None`
@@ -399,4 +464,28 @@ fn pattern(p: &str) -> Option<regex::Regex> {
     c.entry(p.to_string())
         .or_insert_with(|| regex::Regex::new(p).ok())
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the loader checks against is what `istio-crds.json` holds, for
+    /// every key; versions with one schema share one tree, and a kind Istio
+    /// does not define has none.
+    #[test]
+    fn schema_for_is_each_keys_schema_parsed_once() {
+        for (key, want) in schemas() {
+            let (api, kind) = key.rsplit_once('/').unwrap();
+            assert!(has_schema(api, kind), "{key}");
+            assert_eq!(schema_for(api, kind), Some(want), "{key}");
+        }
+        let v1 = schema_for("networking.istio.io/v1", "VirtualService").unwrap();
+        let beta = schema_for("networking.istio.io/v1beta1", "VirtualService").unwrap();
+        assert!(std::ptr::eq(v1, beta), "one tree for identical versions");
+        let dr = schema_for("networking.istio.io/v1", "DestinationRule").unwrap();
+        assert!(!std::ptr::eq(v1, dr));
+        assert_eq!(schema_for("networking.istio.io/v1", "NoSuchKind"), None);
+        assert!(!has_schema("v1", "Service"));
+    }
 }

@@ -8,9 +8,10 @@
 //! more. Namespaces, the cgroup, processes and temporary files are removed
 //! on success, error, panic and Ctrl-C.
 mod config_case;
-mod install;
+pub(crate) mod install;
 mod kube_case;
 mod l4;
+mod l4_client;
 mod l4_counters;
 mod l7;
 mod mesh;

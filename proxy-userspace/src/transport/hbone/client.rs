@@ -4,8 +4,12 @@
 //! (`ztunnel/src/proxy/pool.rs`): at most
 //! [`MAX_STREAMS_PER_CONNECTION`](super::settings::MAX_STREAMS_PER_CONNECTION)
 //! streams on one connection, idle connections closed after
-//! [`POOL_IDLE_TIMEOUT`](super::settings::POOL_IDLE_TIMEOUT). Each proxied
-//! TCP connection is one `CONNECT` stream ([`HboneStream`]).
+//! [`POOL_IDLE_TIMEOUT`](super::settings::POOL_IDLE_TIMEOUT), and one
+//! connection dialled per key at a time (ztunnel's
+//! `established_conn_writelock`): a burst of new client connections to one
+//! destination shares the first tunnel instead of each opening its own TLS
+//! connection (each holds ~50 KB of TLS and HTTP/2 buffers on both nodes).
+//! Each proxied TCP connection is one `CONNECT` stream ([`HboneStream`]).
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -95,6 +99,10 @@ impl PooledConn {
 pub struct Outbound {
     certs: CertStore,
     pool: Mutex<HashMap<PoolKey, Vec<Arc<PooledConn>>>>,
+    /// Keys with a dial in progress; the dial holds the lock, later
+    /// connects to the key wait on it, then look in the pool again. An
+    /// entry leaves the map with its last user.
+    dialing: Mutex<HashMap<PoolKey, Arc<tokio::sync::Mutex<()>>>>,
     connect_timeout: Duration,
     sources: arc_swap::ArcSwap<HashMap<IpAddr, SourcePod>>,
 }
@@ -114,6 +122,7 @@ impl Outbound {
         let me = Arc::new(Self {
             certs,
             pool: Mutex::new(HashMap::new()),
+            dialing: Mutex::new(HashMap::new()),
             connect_timeout: CONNECT_TIMEOUT,
             sources: arc_swap::ArcSwap::from_pointee(HashMap::new()),
         });
@@ -165,7 +174,7 @@ impl Outbound {
             Some(c) => c,
             None => {
                 let netns = from.as_ref().and_then(|f| f.netns.as_deref());
-                self.dial(&key, req, netns).await?
+                self.checkout_or_dial(&key, req, netns).await?
             }
         };
         let guard = StreamGuard(conn.clone());
@@ -186,6 +195,45 @@ impl Outbound {
         let c = conns.iter().find(|c| c.usable())?.clone();
         c.active.fetch_add(1, Ordering::Relaxed);
         Some(c)
+    }
+
+    /// [`Outbound::dial`] once per key at a time: waits for a dial to
+    /// `key` in progress, then takes a connection from the pool if that
+    /// dial (or another) left one with room, else dials. The wait is
+    /// bounded by the connect timeout too (a destination whose dials hang
+    /// fails each waiting connection within two timeouts, not after every
+    /// dial before it).
+    async fn checkout_or_dial(
+        &self,
+        key: &PoolKey,
+        req: &OutboundRequest,
+        from: Option<&InPodNetns>,
+    ) -> Result<Arc<PooledConn>, HboneError> {
+        let lock = self
+            .dialing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let r = match tokio::time::timeout(self.connect_timeout, lock.lock()).await {
+            Err(_) => Err(HboneError::Timeout),
+            Ok(held) => {
+                let r = match self.checkout(key) {
+                    Some(c) => Ok(c),
+                    None => self.dial(key, req, from).await,
+                };
+                drop(held);
+                r
+            }
+        };
+        let mut dialing = self.dialing.lock().unwrap_or_else(|e| e.into_inner());
+        // Clones are only made under this lock: the map's and ours left
+        // means nobody waits.
+        if Arc::strong_count(&lock) == 2 {
+            dialing.remove(key);
+        }
+        r
     }
 
     async fn dial(
@@ -233,6 +281,12 @@ impl Outbound {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|k, _| keep(&k.source, &k.destination, k.addr));
+    }
+
+    /// Keys with a dial in progress or waited for (for tests).
+    #[cfg(test)]
+    pub(crate) fn dials_in_progress(&self) -> usize {
+        self.dialing.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Pool entries, open or not (for tests: the map never outgrows its

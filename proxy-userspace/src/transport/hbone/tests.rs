@@ -220,6 +220,30 @@ async fn accepted_tunnels_are_served_on_the_runtime_the_spawner_names() {
     thread.join().unwrap();
 }
 
+/// ztunnel's pool: a burst of connects to one destination opens one
+/// tunnel (one TLS connection), not one per client connection; streams
+/// share it.
+#[tokio::test]
+async fn concurrent_first_connects_to_one_destination_share_one_connection() {
+    let ca = Authority::generate(TD).unwrap();
+    let dest = destination(&ca, true).await;
+    let certs = CertStore::new(vec![ca.root().clone()]);
+    certs.insert(issue(&ca, &id("ns", "client")));
+    let out = Outbound::new(certs);
+    let req = request(&dest, id("ns", "client"), id("ns", "server"));
+    let streams = futures_util::future::join_all((0..16).map(|_| out.connect(&req))).await;
+    let mut streams: Vec<HboneStream> = streams.into_iter().map(Result::unwrap).collect();
+    assert_eq!(out.connections(), 1);
+    for (i, s) in streams.iter_mut().enumerate() {
+        let msg = format!("m{i}");
+        assert_eq!(
+            roundtrip(s, msg.as_bytes()).await,
+            msg.to_uppercase().as_bytes()
+        );
+    }
+    assert_eq!(out.dials_in_progress(), 0, "no dial left behind");
+}
+
 #[tokio::test]
 async fn a_different_source_identity_gets_its_own_pooled_connection() {
     let ca = Authority::generate(TD).unwrap();

@@ -1,0 +1,366 @@
+//! `cargo xtask symbol-order [--binary PATH]`: regenerates
+//! `proxy-userspace/link/strait.order`, the functions a node's daemon runs,
+//! which `proxy-userspace/build.rs` hands to the linker so they are laid
+//! out first and together (issue 20: RSS per node).
+//!
+//! Why: the kernel maps a file-backed fault together with the cached pages
+//! around it (`fault_around_bytes`, 64 KiB), and readahead has usually put
+//! the whole executable in the page cache. So every 64 KiB block of `.text`
+//! in which the daemon ever runs one function becomes resident; with the
+//! linker's default order, code that runs is spread over nearly all of
+//! them.
+//!
+//! How: the `dist` binary is copied onto a scratch ext4 file system on a
+//! loop device whose read-ahead is 0, so a page enters the page cache only
+//! when the daemon touches it and fault-around maps nothing else. The two
+//! daemons of `bench-mesh` (one quick round of the Strait rows: start-up,
+//! configuration, certificates, L4 and L7 over HBONE, new connections) run
+//! from that copy while a thread polls `mincore(2)` on it. Every function
+//! whose entry page was touched is listed, in the order the pages were
+//! first touched (then by address). Page granularity over-approximates:
+//! a function sharing a touched page with one that ran is listed too;
+//! running this again on a binary linked with the list refines it.
+//! Needs root (loop device, namespaces), `nm` and `readelf` (binutils).
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::build_ebpf;
+use crate::cmd::{output, root, sh, step};
+
+/// Where the list lives (read by proxy-userspace/build.rs).
+pub const ORDER_FILE: &str = "proxy-userspace/link/strait.order";
+
+pub fn run(binary: Option<PathBuf>) -> anyhow::Result<()> {
+    crate::bench::install::ensure(true)?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let binary = match binary {
+        Some(b) => b,
+        None => {
+            build_ebpf::run(true)?;
+            step("dist build of strait (the binary whose symbols are listed)");
+            sh(Command::new("cargo").current_dir(root()).args([
+                "build",
+                "--profile",
+                "dist",
+                "-p",
+                "strait",
+                "--bin",
+                "strait",
+            ]))?;
+            target.join("dist/strait")
+        }
+    };
+    step("release build of bench-mesh and bench-backend");
+    sh(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "-p",
+        "strait-tests",
+        "--bin",
+        "bench-mesh",
+        "--bin",
+        "bench-backend",
+    ]))?;
+    let scratch = Scratch::new(&binary)?;
+    let touched = watch_while(&scratch.binary, || {
+        step("bench-mesh, one quick round of the Strait rows, from the scratch copy");
+        sh(Command::new(target.join("release/bench-mesh"))
+            .arg("--strait")
+            .arg(&scratch.binary)
+            .arg("--backend")
+            .arg(target.join("release/bench-backend"))
+            .arg("--ca")
+            .arg(root().join("../shared/hbone/ztunnel-test-ca"))
+            .args(["--secs", "2", "--latency-secs", "2", "--rounds", "1"])
+            .args(["--only", "strait-l4-hbone", "--only", "strait-l7-hbone"])
+            .stdout(std::process::Stdio::null()))
+    })?;
+    drop(scratch);
+    let (names, stats) = ordered_functions(&binary, &touched)?;
+    let path = root().join(ORDER_FILE);
+    std::fs::write(&path, names.join("\n") + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    step(&format!(
+        "{} pages of the binary touched; {} of {} functions ({:.2} of {:.2} MB of code) listed in {}",
+        touched.iter().filter(|t| t.is_some()).count(),
+        names.len(),
+        stats.functions,
+        stats.listed_bytes as f64 / 1e6,
+        stats.code_bytes as f64 / 1e6,
+        path.display()
+    ));
+    Ok(())
+}
+
+/// A loop-mounted scratch ext4 with read-ahead 0 holding a copy of the
+/// binary; unmounted and removed on drop.
+struct Scratch {
+    dir: PathBuf,
+    loop_dev: String,
+    binary: PathBuf,
+}
+
+impl Scratch {
+    fn new(binary: &Path) -> anyhow::Result<Scratch> {
+        let size = std::fs::metadata(binary)
+            .with_context(|| format!("{}", binary.display()))?
+            .len();
+        let dir = std::env::temp_dir().join(format!("strait-order-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("mnt"))?;
+        let image = dir.join("fs.img");
+        std::fs::File::create(&image)?.set_len(size * 2 + (32 << 20))?;
+        sh(Command::new("mkfs.ext4").arg("-q").arg(&image))?;
+        let loop_dev = output(Command::new("losetup").args(["-f", "--show"]).arg(&image))
+            .map(|s| s.trim().to_string())
+            .filter(|s| s.starts_with("/dev/loop"))
+            .context("losetup -f --show")?;
+        let mut s = Scratch {
+            dir,
+            loop_dev,
+            binary: PathBuf::new(),
+        };
+        let mnt = s.dir.join("mnt");
+        sh(Command::new("mount").arg(&s.loop_dev).arg(&mnt))?;
+        let dev = s.loop_dev.trim_start_matches("/dev/");
+        std::fs::write(format!("/sys/block/{dev}/queue/read_ahead_kb"), "0")
+            .context("read-ahead of the loop device")?;
+        std::fs::copy(binary, mnt.join("strait"))?;
+        // Remounting drops the copy's pages from the page cache.
+        sh(Command::new("umount").arg(&mnt))?;
+        sh(Command::new("mount").arg(&s.loop_dev).arg(&mnt))?;
+        s.binary = mnt.join("strait");
+        Ok(s)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.join("mnt")).status();
+        let _ = Command::new("losetup")
+            .args(["-d", &self.loop_dev])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `f` while polling which pages of `file` are in the page cache;
+/// per page, the poll in which it was first seen (`None`: never).
+fn watch_while(
+    file: &Path,
+    f: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<Option<u32>>> {
+    let cache = Resident::open(file)?;
+    let mut first: Vec<Option<u32>> = vec![None; cache.pages];
+    let stop = Arc::new(AtomicBool::new(false));
+    let result = std::thread::scope(|s| {
+        let poller = s.spawn(|| {
+            let mut poll = 0u32;
+            loop {
+                let done = stop.load(Ordering::Relaxed);
+                for (page, hit) in cache.pages_in_cache().into_iter().enumerate() {
+                    if hit && first[page].is_none() {
+                        first[page] = Some(poll);
+                    }
+                }
+                if done {
+                    return;
+                }
+                poll += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let r = f();
+        stop.store(true, Ordering::Relaxed);
+        let _ = poller.join();
+        r
+    });
+    result?;
+    if first.iter().all(Option::is_none) {
+        bail!("no page of {} was touched", file.display());
+    }
+    Ok(first)
+}
+
+/// A read-only mapping of a file, for `mincore(2)` (which never faults).
+struct Resident {
+    addr: *mut libc::c_void,
+    len: usize,
+    pages: usize,
+}
+
+// SAFETY: the mapping is only passed to mincore, which reads no memory.
+unsafe impl Sync for Resident {}
+
+impl Resident {
+    fn open(file: &Path) -> anyhow::Result<Resident> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(file)?;
+        let len = f.metadata()?.len() as usize;
+        // SAFETY: a fresh shared read-only mapping of a regular file; the
+        // memory is never read, only queried with mincore.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            bail!(
+                "mmap {}: {}",
+                file.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(Resident {
+            addr,
+            len,
+            pages: len.div_ceil(4096),
+        })
+    }
+
+    fn pages_in_cache(&self) -> Vec<bool> {
+        let mut v = vec![0u8; self.pages];
+        // SAFETY: addr/len is our mapping; v has one byte per page.
+        let r = unsafe { libc::mincore(self.addr, self.len, v.as_mut_ptr()) };
+        if r != 0 {
+            return vec![false; self.pages];
+        }
+        v.into_iter().map(|b| b & 1 == 1).collect()
+    }
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        // SAFETY: unmaps our own mapping once.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct Stats {
+    functions: usize,
+    code_bytes: u64,
+    listed_bytes: u64,
+}
+
+/// The mangled names of `binary`'s functions whose entry page was touched,
+/// by first touch then address, each once.
+fn ordered_functions(
+    binary: &Path,
+    touched: &[Option<u32>],
+) -> anyhow::Result<(Vec<String>, Stats)> {
+    let readelf =
+        output(Command::new("readelf").arg("-lW").arg(binary)).context("readelf -lW (binutils)")?;
+    let nm = output(
+        Command::new("nm")
+            .args(["-S", "--defined-only"])
+            .arg(binary),
+    )
+    .context("nm (binutils)")?;
+    Ok(order(&segments(&readelf), &nm, touched))
+}
+
+/// `(file offset, virtual address, file size)` of each LOAD segment of
+/// `readelf -lW` output.
+fn segments(readelf: &str) -> Vec<(u64, u64, u64)> {
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    readelf
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&"LOAD") && f.len() >= 5)
+                .then(|| Some((hex(f[1])?, hex(f[2])?, hex(f[4])?)))
+                .flatten()
+        })
+        .collect()
+}
+
+fn order(segments: &[(u64, u64, u64)], nm: &str, touched: &[Option<u32>]) -> (Vec<String>, Stats) {
+    let offset = |va: u64| {
+        segments
+            .iter()
+            .find(|(_, v, len)| (*v..v + len).contains(&va))
+            .map(|(off, v, _)| va - v + off)
+    };
+    let mut stats = Stats::default();
+    let mut hit: Vec<(u32, u64, &str)> = Vec::new();
+    for line in nm.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [addr, size, kind, name] = f[..] else {
+            continue;
+        };
+        if !matches!(kind, "t" | "T" | "w" | "W") {
+            continue;
+        }
+        let (Ok(addr), Ok(size)) = (u64::from_str_radix(addr, 16), u64::from_str_radix(size, 16))
+        else {
+            continue;
+        };
+        let Some(off) = offset(addr).filter(|_| size > 0) else {
+            continue;
+        };
+        stats.functions += 1;
+        stats.code_bytes += size;
+        if let Some(Some(poll)) = touched.get((off / 4096) as usize) {
+            stats.listed_bytes += size;
+            hit.push((*poll, addr, name));
+        }
+    }
+    hit.sort();
+    let mut seen = std::collections::HashSet::new();
+    let names = hit
+        .into_iter()
+        .filter(|(_, _, n)| seen.insert(*n))
+        .map(|(_, _, n)| n.to_string())
+        .collect();
+    (names, stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const READELF: &str = "
+Program Headers:
+  Type           Offset   VirtAddr           PhysAddr           FileSiz  MemSiz   Flg Align
+  PHDR           0x000040 0x0000000000000040 0x0000000000000040 0x000310 0x000310 R   0x8
+  LOAD           0x000000 0x0000000000000000 0x0000000000000000 0x425c48 0x425c48 R   0x1000
+  LOAD           0x425c80 0x0000000000426c80 0x0000000000426c80 0x11da160 0x11da160 R E 0x1000
+";
+
+    #[test]
+    fn functions_on_touched_entry_pages_are_listed_by_first_touch_then_address() {
+        let segs = segments(READELF);
+        assert_eq!(segs.len(), 2);
+        // File pages: 0x426 holds 0x427000.., 0x427 holds 0x428000...
+        let nm = "\
+0000000000427010 0000000000000020 t late_a
+0000000000427100 0000000000000020 T early
+0000000000428010 0000000000002000 t late_b
+0000000000429010 0000000000000020 t first_touched
+0000000000427200 0000000000000000 t zero_sized
+0000000001700000 0000000000000020 d data
+0000000000427300 0000000000000010 t early
+";
+        let mut touched = vec![None; 0x500];
+        touched[(0x427010 - 0x1000) / 4096] = Some(3);
+        touched[(0x428010 - 0x1000) / 4096] = Some(3);
+        touched[(0x427100 - 0x1000) / 4096] = Some(3);
+        // late_b's second page is touched earlier, but only its entry page counts.
+        touched[(0x429010 - 0x1000) / 4096] = Some(1);
+        let (names, stats) = order(&segs, nm, &touched);
+        assert_eq!(names, ["first_touched", "late_a", "early", "late_b"]);
+        assert_eq!(stats.functions, 5);
+        assert_eq!(stats.listed_bytes, 0x20 * 3 + 0x10 + 0x2000);
+    }
+}
