@@ -20,9 +20,10 @@ use crate::{maps::*, maps6::*, xlb::*, xlb6::*};
 /// their counters, and the external VIP balancer's tables (IPv4 and IPv6) — above all its
 /// connection table [`XLB_CONNS`], so flows keep their node across a
 /// restart.
-pub const PINNED_XDP_MAPS: [&str; 18] = [
+pub const PINNED_XDP_MAPS: [&str; 19] = [
     DENY_V4,
     DENY_V6,
+    DENY_V6_SUMMARY,
     DENY_V4_LEN,
     DENY_V4_SLASH16,
     DENY_DST,
@@ -64,6 +65,7 @@ pub const MAP_LAYOUT_VERSIONS: &[(&str, u32)] = &[
     (TCP_STATS6, 1),
     (DENY_V4, 1),
     (DENY_V6, 1),
+    (DENY_V6_SUMMARY, 1),
     (DENY_V4_LEN, 1),
     (DENY_V4_SLASH16, 1),
     (DENY_DST, 1),

@@ -353,3 +353,88 @@ fn xdp_deny_scoped_prefixes_drop_only_syns_to_protected_workloads() {
     assert_eq!(run(prog, &udp_frame(src)).0, XDP_PASS);
     assert_eq!(run(prog, &tcp_frame(src, pod, SYN, 0)).0, XDP_DROP);
 }
+
+#[test]
+fn xdp_deny_v6_summary_passes_misses_and_never_hides_a_prefix() {
+    let Some(_p) =
+        privileged::require("xdp_deny_v6_summary_passes_misses_and_never_hides_a_prefix")
+    else {
+        return;
+    };
+    let mut ebpf = strait::datapath::load().unwrap();
+    strait::datapath::load_xdp_deny(&mut ebpf).unwrap();
+    // What an older daemon left: `DENY_V6` filled, `DENY_CONFIG` zeroed
+    // (walk the trie), `DENY_V6_SUMMARY` empty (new to this build).
+    {
+        let mut trie: aya::maps::LpmTrie<_, [u8; 16], u32> =
+            aya::maps::LpmTrie::try_from(ebpf.map_mut("DENY_V6").unwrap()).unwrap();
+        trie.insert(
+            &aya::maps::lpm_trie::Key::new(48, v6("2001:db8:bad::")),
+            0,
+            0,
+        )
+        .unwrap();
+    }
+    let prog: &aya::programs::Xdp = ebpf.program("xdp_deny").unwrap().try_into().unwrap();
+    assert_eq!(run(prog, &udp6_frame(v6("2001:db8:bad::9"))).0, XDP_DROP);
+    let mut deny = strait::datapath::DenyTries::take(&mut ebpf).unwrap();
+    // Adopted: the summary is made to cover the recovered prefix before
+    // the next sync switches the program to it.
+    deny.recover().unwrap();
+    let p = |s: &str, l| (s.parse::<std::net::IpAddr>().unwrap(), l);
+    deny.sync(&[p("2001:db8:bad::", 48)]).unwrap();
+    let prog: &aya::programs::Xdp = ebpf.program("xdp_deny").unwrap().try_into().unwrap();
+    assert_eq!(run(prog, &udp6_frame(v6("2001:db8:bad::9"))).0, XDP_DROP);
+
+    // A /32, a /10 (shorter than the summary's /16: 64 /16s marked), a
+    // /56 (its /48 marked: the rest of that /48 is a "maybe" the trie
+    // answers) and a /128.
+    let report = deny
+        .sync(&[
+            p("2001:db9::", 32),
+            p("2a00::", 10),
+            p("2001:db8:bad:100::", 56),
+            p("2001:db8:5::7", 128),
+        ])
+        .unwrap();
+    assert_eq!(report.v6, 4);
+    for src in [
+        "2001:db9::1",
+        "2001:db9:ffff:ffff::1",
+        "2a00::1",
+        "2a3f:ffff::1",
+        "2001:db8:bad:1ff::1",
+        "2001:db8:5::7",
+    ] {
+        assert_eq!(run(prog, &udp6_frame(v6(src))).0, XDP_DROP, "{src}");
+    }
+    // Misses, neighbours of each prefix (outside it), and the /48 removed
+    // above: passed with their bytes unchanged.
+    for src in [
+        "2001:db8:bad::9",
+        "2001:db8:bad:200::1",
+        "2001:dba::1",
+        "2001:db8::1",
+        "2a40::1",
+        "29ff:ffff::1",
+        "2001:db8:5::8",
+        "fd00::1",
+    ] {
+        let f = udp6_frame(v6(src));
+        assert_eq!(run(prog, &f), (XDP_PASS, f.clone()), "{src}");
+    }
+    let drops = deny.drops();
+    assert_eq!(
+        drops,
+        vec![
+            (p("2001:db8:5::7", 128), 1),
+            (p("2001:db8:bad:100::", 56), 1),
+            (p("2001:db9::", 32), 2),
+            (p("2a00::", 10), 2),
+        ]
+    );
+    // Emptied: nothing is dropped any more.
+    deny.sync(&[]).unwrap();
+    let f = udp6_frame(v6("2001:db9::1"));
+    assert_eq!(run(prog, &f), (XDP_PASS, f.clone()));
+}

@@ -18,9 +18,11 @@
 //!   the frame (caches colder, the kernel's timer overhead included; the
 //!   floors show how much).
 //!
-//! `bench-xdp [--repeat N] [--runs R] [--cpu C] [--deny-prefixes N] [--only TEXT] [--single-calls N]`
+//! `bench-xdp [--repeat N] [--runs R] [--cpu C] [--deny-prefixes N] [--only TEXT] [--single-calls N] [--deny6-trie]`
 //! (`--only`: run only the cases whose name contains TEXT; `--single-calls
-//! 0`: no single runs; both for profiling one case with `perf`)
+//! 0`: no single runs; both for profiling one case with `perf`;
+//! `--deny6-trie`: IPv6 sources walk the `DENY_V6` trie without the
+//! `DENY_V6_SUMMARY` bitmap first, as before it existed, for A/B runs)
 //!
 //! Every case has an IPv4 and an IPv6 form where the program has both:
 //! the IPv6 balancer (ip6ip6, 40-byte tunnel header, `XLB_*6` tables, the
@@ -173,6 +175,7 @@ fn main() -> anyhow::Result<()> {
     let mut deny_prefixes = 1000u32;
     let mut only = String::new();
     let mut single_calls = None;
+    let mut deny6_trie = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -183,6 +186,7 @@ fn main() -> anyhow::Result<()> {
             "--deny-prefixes" => deny_prefixes = val()?.parse()?,
             "--only" => only = val()?,
             "--single-calls" => single_calls = Some(val()?.parse::<u32>()?),
+            "--deny6-trie" => deny6_trie = true,
             _ => bail!("unknown argument {a}"),
         }
     }
@@ -259,6 +263,9 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     deny.sync(&prefixes)?;
+    if deny6_trie {
+        deny.walk_v6_trie_always()?;
+    }
 
     let denied_src = [100, 0, 0, 9];
     let client = [192, 0, 2, 1];
