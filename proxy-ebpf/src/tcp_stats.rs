@@ -37,9 +37,9 @@ use aya_ebpf::{
     programs::SockOpsContext,
     EbpfContext,
 };
-use proxy_common::{SockNat, SockNat6, TcpStats, TcpStatsKey, TcpStatsKey6};
+use proxy_common::{tcp_stats_slot, SockNat, SockNat6, TcpStats, TcpStatsKey, TcpStatsKey6};
 
-use crate::maps::TCP_STATS;
+use crate::maps::{TCP_STATS, TCP_STATS_DIRECT};
 use crate::maps6::TCP_STATS6;
 
 /// 1: count kernel-balanced connections in `TCP_STATS` / `TCP_STATS6` (the
@@ -104,6 +104,39 @@ macro_rules! add {
     }};
 }
 
+/// Adds `d` to `key`'s IPv4 counters: in its [`TCP_STATS_DIRECT`] slot on
+/// this CPU when the slot holds `key` or is free (then it takes it), else
+/// in [`TCP_STATS`].
+#[inline(always)]
+fn add4(key: &TcpStatsKey, d: TcpStats) {
+    if let Some(e) = TCP_STATS_DIRECT.get_ptr_mut(tcp_stats_slot(key)) {
+        // SAFETY: this CPU's slot; nothing else on this CPU writes it while
+        // we run (userspace only reads).
+        unsafe {
+            let k = &mut (*e).key;
+            let free = k.src == 0;
+            if free
+                || (k.src == key.src
+                    && k.vip == key.vip
+                    && k.backend == key.backend
+                    && k.vport == key.vport
+                    && k.bport == key.bport)
+            {
+                if free {
+                    *k = *key;
+                }
+                let s = &mut (*e).stats;
+                s.opened += d.opened;
+                s.closed += d.closed;
+                s.sent += d.sent;
+                s.received += d.received;
+                return;
+            }
+        }
+    }
+    add!(TCP_STATS, key, d);
+}
+
 const OPENED: TcpStats = TcpStats {
     opened: 1,
     closed: 0,
@@ -139,7 +172,7 @@ fn key6(src: [u32; 4], nat: &SockNat6) -> TcpStatsKey6 {
 /// connect4/connect6 recorded it in `nat`, and asks for its state changes.
 #[inline(always)]
 pub fn opened(ctx: &SockOpsContext, nat: &SockNat) {
-    add!(TCP_STATS, &key4(ctx.local_ip4(), nat), OPENED);
+    add4(&key4(ctx.local_ip4(), nat), OPENED);
     let _ = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32);
 }
 
@@ -297,7 +330,7 @@ pub fn state_changed(ctx: &SockOpsContext) {
         )
     };
     if let Some(nat) = crate::sock_nat::of_socket(cookie) {
-        add!(TCP_STATS, &key4(src, &nat), d);
+        add4(&key4(src, &nat), d);
         return;
     }
     if family == AF_INET6 {
@@ -331,5 +364,5 @@ pub fn state_changed(ctx: &SockOpsContext) {
         vport: 0,
         bport: remote_port(ops),
     };
-    add!(TCP_STATS, &key, d);
+    add4(&key, d);
 }
