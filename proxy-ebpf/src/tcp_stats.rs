@@ -129,6 +129,13 @@ macro_rules! add {
 /// Adds `d` to `key`'s IPv4 counters: in its [`TCP_STATS_DIRECT`] slot on
 /// this CPU when the slot holds `key` or is free (then it takes it), else
 /// in [`TCP_STATS`].
+///
+/// Plain (non-atomic) stores, as the per-CPU hash's adds are: only this
+/// CPU writes its slot. A run in a softirq that interrupts a run in
+/// process context on the same CPU in the few instructions between the
+/// free check and the key store, for another key of the same slot, would
+/// leave that connection's counts under the first key — the same window
+/// in which the hash's `+=` can lose an update.
 #[inline(always)]
 fn add4(key: &TcpStatsKey, d: TcpStats) {
     if let Some(e) = TCP_STATS_DIRECT.get_ptr_mut(tcp_stats_slot(key)) {
