@@ -14,6 +14,7 @@ pub mod maglev;
 pub mod maps;
 pub mod maps6;
 pub mod ports;
+pub mod sockmap;
 pub mod xlb;
 pub mod xlb6;
 
@@ -21,6 +22,7 @@ pub use inpod::*;
 pub use layout::{layout_version, PINNED_XDP_MAPS};
 pub use maps::*;
 pub use maps6::*;
+pub use sockmap::{SockPair, MAX_SOCKMAP, SOCKMAP};
 pub use xlb::*;
 pub use xlb6::*;
 

@@ -107,8 +107,26 @@ pub const fn flow_position6(flow: &XlbFlow6, size: u32) -> u32 {
     let s1 = u64::from_ne_bytes([s[8], s[9], s[10], s[11], s[12], s[13], s[14], s[15]]);
     let d0 = u64::from_ne_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
     let d1 = u64::from_ne_bytes([d[8], d[9], d[10], d[11], d[12], d[13], d[14], d[15]]);
-    let ports = ((flow.sport as u64) << 16) | flow.dport as u64;
-    let h = fmix64(s0 ^ fmix64(s1 ^ (ports << 8) ^ flow.proto as u64) ^ d0 ^ d1.rotate_left(17));
+    flow_position6_words([s0, s1], [d0, d1], flow.sport, flow.dport, flow.proto, size)
+}
+
+/// [`flow_position6`] of the flow whose addresses are the native-endian
+/// 64-bit words `src` and `dst` (bytes 0..8 and 8..16 as on the wire): what
+/// the kernel computes from whole-word packet loads, without a byte-wise
+/// copy of the addresses.
+#[inline(always)]
+pub const fn flow_position6_words(
+    src: [u64; 2],
+    dst: [u64; 2],
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    size: u32,
+) -> u32 {
+    let ports = ((sport as u64) << 16) | dport as u64;
+    let h = fmix64(
+        src[0] ^ fmix64(src[1] ^ (ports << 8) ^ proto as u64) ^ dst[0] ^ dst[1].rotate_left(17),
+    );
     (h % size as u64) as u32
 }
 

@@ -13,6 +13,7 @@ mod maps;
 mod maps6;
 mod rev_nat;
 mod sock_nat;
+mod sockmap;
 mod sockops;
 mod tcp_stats;
 mod udp;

@@ -42,6 +42,9 @@ pub fn orig_dst_sockops(ctx: SockOpsContext) -> u32 {
         return 1;
     }
     if op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+        if op == crate::sockmap::PASSIVE_ESTABLISHED {
+            crate::sockmap::passive_established(&ctx);
+        }
         return 1;
     }
     let Some(nat) = crate::sock_nat::of_socket(crate::sock_nat::cookie(ctx.as_ptr())) else {
@@ -61,5 +64,6 @@ pub fn orig_dst_sockops(ctx: SockOpsContext) -> u32 {
         pad: 0,
     };
     let _ = ORIG_DST.insert(&key, &nat.orig, 0);
+    crate::sockmap::client_established(&ctx);
     1
 }

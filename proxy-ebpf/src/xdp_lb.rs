@@ -46,32 +46,52 @@ fn uplink(ctx: &XdpContext) -> u32 {
 
 /// Benchmark only (`cargo xtask bench xdp`, never attached): [`xdp_lb`]'s
 /// code unchanged, then, for a tunnelled packet, the tunnel header taken
-/// off again (the Ethernet header moved back over the outer IPv4 header
-/// and the head advanced by 20 bytes: the same three loads, three stores
-/// and one `bpf_xdp_adjust_head` as a decapsulation, without its checks),
-/// so that `BPF_PROG_TEST_RUN` with repeat balances the same client packet
-/// on every repetition. Its time per repetition is therefore an upper
-/// bound of what balancing one packet costs (the balancer plus that
-/// undo). Returns what `xdp_lb` returned.
+/// off again (the Ethernet header moved back over the outer IPv4 header —
+/// 20 bytes — or, when the outer EtherType is IPv6, the outer IPv6 header —
+/// 40 bytes — and the head advanced by as much: the same three loads,
+/// three stores and one `bpf_xdp_adjust_head` as a decapsulation, without
+/// its checks), so that `BPF_PROG_TEST_RUN` with repeat balances the same
+/// client packet on every repetition. Its time per repetition is therefore
+/// an upper bound of what balancing one packet costs (the balancer plus
+/// that undo). Returns what `xdp_lb` returned.
 #[xdp]
 pub fn xdp_lb_bench(ctx: XdpContext) -> u32 {
     let verdict = uplink(&ctx);
     if verdict == XDP_TX {
         let d = ctx.data();
-        if d + ETH_LEN + IP_LEN > ctx.data_end() {
+        if d + ETH_LEN > ctx.data_end() {
             return XDP_DROP;
         }
-        // SAFETY: reads and writes below d + 34 <= data_end (checked).
-        unsafe {
-            let (a, b, t) = (load64(d), load32(d + 8), load16(d + 12));
-            store64(d + IP_LEN, a);
-            store32(d + IP_LEN + 8, b);
-            store16(d + IP_LEN + 12, t);
-        }
-        // SAFETY: ctx.ctx is the program's context.
-        if unsafe { bpf_xdp_adjust_head(ctx.ctx, IP_LEN as i32) } != 0 {
-            return XDP_DROP;
-        }
+        // SAFETY: d + 14 <= data_end (checked).
+        let outer6 = unsafe { load16(d + 12) } == crate::xdp_lb6::ETH_P_IPV6;
+        return if outer6 {
+            undo_tunnel::<{ crate::xdp_lb6::IP6_LEN }>(&ctx, verdict)
+        } else {
+            undo_tunnel::<IP_LEN>(&ctx, verdict)
+        };
+    }
+    verdict
+}
+
+/// [`xdp_lb_bench`]'s undo: the Ethernet header moved `LEN` bytes up over
+/// the outer header and the head advanced by `LEN`. Returns `verdict`, or
+/// `XDP_DROP` if the frame is too short or the head cannot move.
+#[inline(always)]
+fn undo_tunnel<const LEN: usize>(ctx: &XdpContext, verdict: u32) -> u32 {
+    let d = ctx.data();
+    if d + ETH_LEN + LEN > ctx.data_end() {
+        return XDP_DROP;
+    }
+    // SAFETY: reads and writes below d + LEN + 14 <= data_end (checked).
+    unsafe {
+        let (a, b, t) = (load64(d), load32(d + 8), load16(d + 12));
+        store64(d + LEN, a);
+        store32(d + LEN + 8, b);
+        store16(d + LEN + 12, t);
+    }
+    // SAFETY: ctx.ctx is the program's context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, LEN as i32) } != 0 {
+        return XDP_DROP;
     }
     verdict
 }
@@ -148,7 +168,7 @@ fn drop_counted(c: Count) -> u32 {
 
 /// Whether `ip` (network byte order) is an external VIP address.
 #[inline(always)]
-fn is_vip_address(ip: u32) -> bool {
+pub(crate) fn is_vip_address(ip: u32) -> bool {
     find_vip(vip_key(ip, 0, 0)).is_some()
 }
 

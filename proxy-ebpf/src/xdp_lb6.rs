@@ -2,7 +2,9 @@
 //! ethertype dispatch; Katran's IPv6 path in `balancer_kern.c`, see
 //! `proxy_common::xlb6` for the maps): VIP lookup, sticky flow table,
 //! Maglev ring, ip6ip6 encapsulation, `XDP_TX`; and the receiving node's
-//! decapsulation of ip6ip6 whose inner destination is a VIP.
+//! decapsulation of ip6ip6 whose inner destination is a VIP, and of
+//! IPv4-in-IPv6 whose inner destination is an IPv4 VIP (as a Katran
+//! balancer sends to IPv6-only reals).
 //!
 //! Packets not to a VIP address pass untouched. Packets to a VIP address
 //! that cannot be balanced safely are dropped and counted (the counters of
@@ -16,7 +18,10 @@
 //!   extension headers (its VIP lookup, keyed by the next header, misses);
 //!   Strait drops them as it drops IPv4 options, so nothing to a VIP
 //!   reaches the balancer's own stack unbalanced;
-//! - no healthy real → `no_real_dropped`.
+//! - no healthy real, or no known IPv6 gateway MAC (`XlbConfig6::gw_mac`
+//!   all zero while the source is set: the daemon found no neighbour entry
+//!   for the uplink's IPv6 default gateway; frames are never sent to a
+//!   guessed MAC) → `no_real_dropped`.
 //!
 //! ICMPv6 "packet too big" about a VIP's flow (sent to the VIP by a router
 //! on the client's path, since reals answer from the VIP) is tunnelled to
@@ -28,20 +33,24 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use proxy_common::{
-    flow_position6, proto, XlbConfig6, XlbConn, XlbFlow6, XlbStats, XlbVipKey6, MAGLEV_TABLE_SIZE,
-    XLB_ADDRESS_ONLY, XLB_OUTER_TTL,
+    flow_position6_words, proto, XlbConfig6, XlbConn, XlbFlow6, XlbReal6, XlbStats, XlbVipKey6,
+    MAGLEV_TABLE_SIZE, XLB_ADDRESS_ONLY, XLB_OUTER_TTL,
 };
 
 use crate::maps::XLB_STATS;
 use crate::maps6::{XLB_CONFIG6, XLB_CONNS6, XLB_REALS6, XLB_RINGS6, XLB_VIPS6};
-use crate::xdp_deny::{load16, load32, load64};
+use crate::xdp_deny::{load16, load32, load64, ETH_P_IP};
 
 const ETH_LEN: usize = 14;
-const IP6_LEN: usize = 40;
+/// Length of the IPv6 header (and of the ip6ip6 tunnel header).
+pub const IP6_LEN: usize = 40;
 /// EtherType IPv6 as a native-endian load of the frame's bytes 12..14.
-const ETH_P_IPV6: u16 = u16::from_ne_bytes([0x86, 0xdd]);
+pub const ETH_P_IPV6: u16 = u16::from_ne_bytes([0x86, 0xdd]);
 /// Next header: IPv6 encapsulated in IPv6 (RFC 2473).
 const NEXTHDR_IPV6: u8 = 41;
+/// Next header: IPv4 encapsulated in IPv6 (RFC 2473; Katran's 4in6 for an
+/// IPv4 VIP on an IPv6 real).
+const NEXTHDR_IPIP: u8 = 4;
 const NEXTHDR_FRAGMENT: u8 = 44;
 const NEXTHDR_ICMPV6: u8 = 58;
 /// ICMPv6 "packet too big" (RFC 4443 3.2).
@@ -75,21 +84,87 @@ fn drop_counted(c: Count) -> u32 {
     XDP_DROP
 }
 
+/// An IPv6 address as two native-endian 64-bit words (bytes 0..8 and
+/// 8..16 as on the wire): loaded, compared, hashed and stored a word at a
+/// time (a `[u8; 16]` copy compiles to 16 byte loads and stores, and the
+/// kernel's hash, reading the key a word at a time, then waits on
+/// store-to-load forwarding).
+type Addr = [u64; 2];
+
+/// The address at packet offset `p`.
+///
+/// # Safety
+/// `p + 16` must be at or below `data_end` (checked by the caller).
+#[inline(always)]
+unsafe fn load_addr(p: usize) -> Addr {
+    // SAFETY: in bounds (caller).
+    unsafe { [load64(p), load64(p + 8)] }
+}
+
+/// A map key held as whole 64-bit words (see [`Addr`]), viewed as the
+/// key's `repr(C)` layout (fields in ascending offsets, low bytes first on
+/// little-endian BPF). The kernel reads the map's key size from its start.
+#[repr(C, align(8))]
+struct Words<const N: usize>([u64; N]);
+
+const _: () = assert!(cfg!(target_endian = "little"));
+const _: () = assert!(core::mem::size_of::<XlbFlow6>() == 40);
+const _: () = assert!(core::mem::size_of::<XlbVipKey6>() <= 24);
+const _: () = assert!(core::mem::size_of::<XlbReal6>() == 16);
+
+/// `XlbVipKey6 { vip, port, proto, pad: 0 }` (20 bytes) in three words.
+#[inline(always)]
+fn vip_key(vip: Addr, port: u16, proto: u8) -> Words<3> {
+    Words([vip[0], vip[1], port as u64 | (proto as u64) << 16])
+}
+
+/// `XlbFlow6 { src, dst, sport, dport, proto, pad: 0 }` in five words;
+/// `ports`: both ports as loaded from the transport header (source port
+/// in the low half).
+#[inline(always)]
+fn flow_key(src: Addr, dst: Addr, ports: u32, proto: u8) -> Words<5> {
+    Words([src[0], src[1], dst[0], dst[1], ports as u64 | (proto as u64) << 32])
+}
+
+impl Words<3> {
+    #[inline(always)]
+    fn vip_key(&self) -> &XlbVipKey6 {
+        // SAFETY: at least as large, alignment 8 >= 2, every bit pattern valid.
+        unsafe { &*(self as *const Self as *const XlbVipKey6) }
+    }
+}
+
+impl Words<5> {
+    #[inline(always)]
+    fn flow(&self) -> &XlbFlow6 {
+        // SAFETY: same size, alignment 8 >= 2, every bit pattern valid.
+        unsafe { &*(self as *const Self as *const XlbFlow6) }
+    }
+
+    /// The flow's position in a Maglev ring ([`proxy_common::flow_position6`]).
+    #[inline(always)]
+    fn position(&self) -> u32 {
+        let w = &self.0;
+        flow_position6_words(
+            [w[0], w[1]],
+            [w[2], w[3]],
+            w[4] as u16,
+            (w[4] >> 16) as u16,
+            (w[4] >> 32) as u8,
+            MAGLEV_TABLE_SIZE,
+        )
+    }
+}
+
 /// Whether `ip` is an external IPv6 VIP address (its marker entry).
 #[inline(always)]
-fn is_vip_address(ip: &[u8; 16]) -> bool {
-    let key = XlbVipKey6 {
-        vip: *ip,
-        port: 0,
-        proto: 0,
-        pad: 0,
-    };
-    XLB_VIPS6.get_ptr(&key).is_some()
+fn is_vip_address(ip: Addr) -> bool {
+    XLB_VIPS6.get_ptr(vip_key(ip, 0, 0).vip_key()).is_some()
 }
 
 /// Drops (counted) if `ip` is a VIP address, else passes.
 #[inline(always)]
-fn drop_if_vip(ip: &[u8; 16], c: Count) -> u32 {
+fn drop_if_vip(ip: Addr, c: Count) -> u32 {
     if is_vip_address(ip) {
         drop_counted(c)
     } else {
@@ -97,12 +172,11 @@ fn drop_if_vip(ip: &[u8; 16], c: Count) -> u32 {
     }
 }
 
-/// Whether `a` is all zero (an unused real).
+/// A real's address as words (all zero: an unused index).
 #[inline(always)]
-fn is_zero(a: &[u8; 16]) -> bool {
-    // SAFETY: reads the 16 bytes of `a`.
-    let w = unsafe { (a.as_ptr() as *const [u64; 2]).read_unaligned() };
-    w[0] | w[1] == 0
+fn real_addr(r: &XlbReal6) -> Addr {
+    // SAFETY: 16 bytes; array map values start 8-aligned.
+    unsafe { *(r as *const XlbReal6 as *const Addr) }
 }
 
 /// Next headers that are IPv6 extension headers in front of the transport
@@ -132,52 +206,52 @@ pub fn balance6(ctx: &XdpContext) -> u32 {
             *(ip as *const u8),
             u16::from_be(load16(ip + 4)) as usize,
             *((ip + 6) as *const u8),
-            *((ip + 24) as *const [u8; 16]),
+            load_addr(ip + 24),
         )
     };
     if ether_type != ETH_P_IPV6 {
         return XDP_PASS;
     }
     if vtc >> 4 != 6 {
-        return drop_if_vip(&dst, Count::Malformed);
+        return drop_if_vip(dst, Count::Malformed);
     }
     if next == NEXTHDR_IPV6 {
         return decapsulate(ctx);
     }
+    if next == NEXTHDR_IPIP {
+        return decapsulate_4in6(ctx);
+    }
     let Some(cfg) = XLB_CONFIG6.get(0) else {
         return XDP_PASS;
     };
-    if is_zero(&cfg.src_ip) {
+    let src_ip = config_source(cfg);
+    if src_ip[0] | src_ip[1] == 0 {
         return XDP_PASS;
     }
     if next == NEXTHDR_ICMPV6 {
-        return icmp6(ctx, cfg, &dst, payload_len);
+        return icmp6(ctx, cfg, dst, payload_len);
     }
     if next == NEXTHDR_FRAGMENT {
-        return drop_if_vip(&dst, Count::Fragment);
+        return drop_if_vip(dst, Count::Fragment);
     }
     if next != proto::TCP && next != proto::UDP {
         if is_extension_header(next) {
-            return drop_if_vip(&dst, Count::Malformed);
+            return drop_if_vip(dst, Count::Malformed);
         }
         return XDP_PASS;
     }
     const L4: usize = ETH_LEN + IP6_LEN;
     if d + L4 + 4 > e {
-        return drop_if_vip(&dst, Count::Malformed);
+        return drop_if_vip(dst, Count::Malformed);
     }
+    // `ports`: both ports as one word, source port in the low half (the
+    // flow key's layout).
     // SAFETY: the four port bytes are inside the packet (checked above).
-    let ports = unsafe { load32(d + L4) }.to_ne_bytes();
-    let sport = u16::from_ne_bytes([ports[0], ports[1]]);
-    let dport = u16::from_ne_bytes([ports[2], ports[3]]);
-    let key = XlbVipKey6 {
-        vip: dst,
-        port: dport,
-        proto: next,
-        pad: 0,
-    };
+    let ports = unsafe { load32(d + L4) };
+    let dport = (ports >> 16) as u16;
     // SAFETY: copied out at once.
-    let Some(vip) = (unsafe { XLB_VIPS6.get(&key) }).copied() else {
+    let Some(vip) = (unsafe { XLB_VIPS6.get(vip_key(dst, dport, next).vip_key()) }).copied()
+    else {
         return XDP_PASS;
     };
     // Packet pointers again: the verifier forgets them across the lookup.
@@ -207,15 +281,8 @@ pub fn balance6(ctx: &XdpContext) -> u32 {
     }
     // SAFETY: the source (offset 8..24 of the IPv6 header) is inside the
     // packet (checked above).
-    let src = unsafe { *((d + ETH_LEN + 8) as *const [u8; 16]) };
-    let flow = XlbFlow6 {
-        src,
-        dst,
-        sport,
-        dport,
-        proto: next,
-        pad: [0; 3],
-    };
+    let src = unsafe { load_addr(d + ETH_LEN + 8) };
+    let flow = flow_key(src, dst, ports, next);
     forward(ctx, cfg, vip.ring, &flow, syn, true, IP6_LEN + payload_len)
 }
 
@@ -234,9 +301,9 @@ fn decapsulate(ctx: &XdpContext) -> u32 {
     // SAFETY: d + 94 <= e checked above.
     let (inner_v, inner_dst) = unsafe {
         let q = d + ETH_LEN + IP6_LEN;
-        (*(q as *const u8), *((q + 24) as *const [u8; 16]))
+        (*(q as *const u8), load_addr(q + 24))
     };
-    if inner_v >> 4 != 6 || !is_vip_address(&inner_dst) {
+    if inner_v >> 4 != 6 || !is_vip_address(inner_dst) {
         return XDP_PASS;
     }
     let d = ctx.data();
@@ -262,10 +329,56 @@ fn decapsulate(ctx: &XdpContext) -> u32 {
     XDP_PASS
 }
 
+/// The real's side of IPv4-in-IPv6 (what Katran sends for an IPv4 VIP
+/// whose real has only an IPv6 address: `create_v6_hdr` with next header
+/// 4): a 4in6 packet whose inner IPv4 destination is an IPv4 VIP address
+/// loses its outer IPv6 header, its EtherType becomes IPv4, and it goes up
+/// the stack as the client sent it. Anything else passes untouched.
+/// (Strait's own balancer tunnels IPv4 VIPs over IPv4 only.)
+#[inline(always)]
+fn decapsulate_4in6(ctx: &XdpContext) -> u32 {
+    const IP4_LEN: usize = 20;
+    let d = ctx.data();
+    let e = ctx.data_end();
+    if d + ETH_LEN + IP6_LEN + IP4_LEN > e {
+        return XDP_PASS;
+    }
+    // SAFETY: d + 74 <= e checked above.
+    let (inner_v, inner_dst) = unsafe {
+        let q = d + ETH_LEN + IP6_LEN;
+        (*(q as *const u8), load32(q + 16))
+    };
+    if inner_v >> 4 != 4 || !crate::xdp_lb::is_vip_address(inner_dst) {
+        return XDP_PASS;
+    }
+    let d = ctx.data();
+    let e = ctx.data_end();
+    if d + ETH_LEN + IP6_LEN > e {
+        return XDP_PASS;
+    }
+    // The MAC addresses move 40 bytes up, over the outer IPv6 header; the
+    // EtherType written there is IPv4's.
+    // SAFETY: reads below d + 12, writes below d + 54 <= e (checked).
+    unsafe {
+        let (a, b) = (load64(d), load32(d + 8));
+        store64(d + IP6_LEN, a);
+        store32(d + IP6_LEN + 8, b);
+        store16(d + IP6_LEN + 12, ETH_P_IP);
+    }
+    // SAFETY: ctx.ctx is the program's context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, IP6_LEN as i32) } != 0 {
+        return XDP_DROP;
+    }
+    if let Some(s) = stats() {
+        s.decapsulated += 1;
+    }
+    XDP_PASS
+}
+
 /// ICMPv6 to an IPv6 address: "packet too big" about one of a VIP's flows
 /// goes to that flow's real; the rest passes.
 #[inline(always)]
-fn icmp6(ctx: &XdpContext, cfg: &XlbConfig6, dst: &[u8; 16], payload_len: usize) -> u32 {
+fn icmp6(ctx: &XdpContext, cfg: &XlbConfig6, dst: Addr, payload_len: usize) -> u32 {
     let d = ctx.data();
     let e = ctx.data_end();
     const ICMP: usize = ETH_LEN + IP6_LEN;
@@ -288,25 +401,20 @@ fn icmp6(ctx: &XdpContext, cfg: &XlbConfig6, dst: &[u8; 16], payload_len: usize)
         (
             *(q as *const u8),
             *((q + 6) as *const u8),
-            *((q + 8) as *const [u8; 16]),
-            *((q + 24) as *const [u8; 16]),
-            load32(q + IP6_LEN).to_ne_bytes(),
+            load_addr(q + 8),
+            load_addr(q + 24),
+            load32(q + IP6_LEN),
         )
     };
     if in_v >> 4 != 6 || (in_next != proto::TCP && in_next != proto::UDP) {
-        return drop_if_vip(&in_src, Count::Malformed);
+        return drop_if_vip(in_src, Count::Malformed);
     }
     // The quoted packet is the real's reply (VIP -> client): the flow it
-    // belongs to is the reverse.
-    let dport = u16::from_ne_bytes([in_ports[0], in_ports[1]]);
-    let key = XlbVipKey6 {
-        vip: in_src,
-        port: dport,
-        proto: in_next,
-        pad: 0,
-    };
+    // belongs to is the reverse (ports swapped).
+    let dport = in_ports as u16;
     // SAFETY: copied out at once.
-    let Some(vip) = (unsafe { XLB_VIPS6.get(&key) }).copied() else {
+    let Some(vip) = (unsafe { XLB_VIPS6.get(vip_key(in_src, dport, in_next).vip_key()) }).copied()
+    else {
         return XDP_PASS;
     };
     let d = ctx.data();
@@ -314,14 +422,7 @@ fn icmp6(ctx: &XdpContext, cfg: &XlbConfig6, dst: &[u8; 16], payload_len: usize)
     if payload_len < 8 + IP6_LEN + 4 || d + ICMP + payload_len > e {
         return drop_counted(Count::Malformed);
     }
-    let flow = XlbFlow6 {
-        src: in_dst,
-        dst: in_src,
-        sport: u16::from_ne_bytes([in_ports[2], in_ports[3]]),
-        dport,
-        proto: in_next,
-        pad: [0; 3],
-    };
+    let flow = flow_key(in_dst, in_src, in_ports.rotate_left(16), in_next);
     if let Some(s) = stats() {
         s.icmp_frag_needed += 1;
     }
@@ -335,37 +436,58 @@ fn forward(
     ctx: &XdpContext,
     cfg: &XlbConfig6,
     ring: u32,
-    flow: &XlbFlow6,
+    flow: &Words<5>,
     syn: bool,
     remember: bool,
     inner_len: usize,
 ) -> u32 {
-    if ring == XLB_ADDRESS_ONLY {
+    let (gw03, gw45) = config_gateway(cfg);
+    // No known IPv6 next hop (the daemon found no neighbour entry for the
+    // uplink's IPv6 gateway): fail closed rather than send the frame to a
+    // wrong MAC, counted as a packet without a usable real.
+    if ring == XLB_ADDRESS_ONLY || (gw03 == 0 && gw45 == 0) {
         return drop_counted(Count::NoReal);
     }
     let Some(real) = pick(ring, flow, syn, remember) else {
         return drop_counted(Count::NoReal);
     };
-    encapsulate(ctx, cfg, &real, inner_len)
+    encapsulate(ctx, cfg, real, inner_len)
+}
+
+/// `cfg.src_ip` as words.
+#[inline(always)]
+fn config_source(cfg: &XlbConfig6) -> Addr {
+    // SAFETY: `src_ip` is at offset 0 of the 8-aligned map value.
+    unsafe { *(cfg as *const XlbConfig6 as *const Addr) }
+}
+
+/// `cfg.gw_mac` as its first four and last two bytes.
+#[inline(always)]
+fn config_gateway(cfg: &XlbConfig6) -> (u32, u16) {
+    let gw = cfg.gw_mac.as_ptr();
+    // SAFETY: `gw_mac` sits at offset 16 of the 8-aligned map value:
+    // aligned loads inside it.
+    unsafe { (*(gw as *const u32), *(gw.add(4) as *const u16)) }
 }
 
 /// The real's address for `flow`: the flow table's entry unless `syn` (a
 /// new connection) or its real was removed, else the Maglev ring's
 /// (recorded when `remember`).
 #[inline(always)]
-fn pick(ring: u32, flow: &XlbFlow6, syn: bool, remember: bool) -> Option<[u8; 16]> {
+fn pick(ring: u32, flow: &Words<5>, syn: bool, remember: bool) -> Option<Addr> {
     if !syn {
         // SAFETY: copied out at once.
-        if let Some(c) = unsafe { XLB_CONNS6.get(flow) }.copied() {
+        if let Some(c) = unsafe { XLB_CONNS6.get(flow.flow()) }.copied() {
             if let Some(real) = XLB_REALS6.get(c.real) {
-                if !is_zero(&real.ip) {
-                    return Some(real.ip);
+                let ip = real_addr(real);
+                if ip[0] | ip[1] != 0 {
+                    return Some(ip);
                 }
             }
         }
     }
     let table = XLB_RINGS6.get_ptr(&ring)?;
-    let pos = flow_position6(flow, MAGLEV_TABLE_SIZE);
+    let pos = flow.position();
     // Launder through the stack so LLVM keeps the bound check the verifier
     // needs (it cannot derive the range of a modulo).
     // SAFETY: reads a local.
@@ -375,17 +497,16 @@ fn pick(ring: u32, flow: &XlbFlow6, syn: bool, remember: bool) -> Option<[u8; 16
     }
     // SAFETY: `table` points at a live map value; `pos` is in bounds.
     let index = unsafe { *(*table).slots.as_ptr().add(pos as usize) };
-    let real = XLB_REALS6.get(index)?;
-    if is_zero(&real.ip) {
+    let ip = real_addr(XLB_REALS6.get(index)?);
+    if ip[0] | ip[1] == 0 {
         return None;
     }
-    let ip = real.ip;
     if let Some(s) = stats() {
         s.new_flows += 1;
     }
     if remember {
         let _ = XLB_CONNS6.insert(
-            flow,
+            flow.flow(),
             &XlbConn {
                 real: index,
                 pad: 0,
@@ -400,7 +521,7 @@ fn pick(ring: u32, flow: &XlbFlow6, syn: bool, remember: bool) -> Option<[u8; 16
 /// limit 64, traffic class copied, flow label 0) from `cfg.src_ip` to
 /// `real` and a new Ethernet header to the gateway, and transmits.
 #[inline(always)]
-fn encapsulate(ctx: &XdpContext, cfg: &XlbConfig6, real: &[u8; 16], inner_len: usize) -> u32 {
+fn encapsulate(ctx: &XdpContext, cfg: &XlbConfig6, real: Addr, inner_len: usize) -> u32 {
     if inner_len > 0xffff {
         return drop_counted(Count::TooBig);
     }
@@ -416,16 +537,18 @@ fn encapsulate(ctx: &XdpContext, cfg: &XlbConfig6, real: &[u8; 16], inner_len: u
     if d + IP6_LEN + ETH_LEN + IP6_LEN > e {
         return XDP_DROP;
     }
-    // SAFETY: every access is below d + 94 <= e (checked above).
+    let (gw03, gw45) = config_gateway(cfg);
+    let src = config_source(cfg);
+    // SAFETY: every access is below d + 94 <= e (checked above); whole
+    // words (no byte loops).
     unsafe {
         let (mac01, mac25) = (load16(d + IP6_LEN), load32(d + IP6_LEN + 2));
         let inner = d + IP6_LEN + ETH_LEN;
         let (b0, b1) = (*(inner as *const u8), *((inner + 1) as *const u8));
         let tc = (b0 & 0x0f) << 4 | b1 >> 4;
-        let gw = cfg.gw_mac;
-        store32(d, u32::from_ne_bytes([gw[0], gw[1], gw[2], gw[3]]));
-        store16(d + 4, u16::from_ne_bytes([gw[4], gw[5]]));
-        store16(d + 6, mac01);
+        // Destination: the gateway; source: the frame's old destination
+        // (this node), as a 64-, a 32- and a 16-bit store.
+        store64(d, gw03 as u64 | (gw45 as u64) << 32 | (mac01 as u64) << 48);
         store32(d + 8, mac25);
         store16(d + 12, ETH_P_IPV6);
         let ip = d + ETH_LEN;
@@ -435,8 +558,10 @@ fn encapsulate(ctx: &XdpContext, cfg: &XlbConfig6, real: &[u8; 16], inner_len: u
             ip + 4,
             u32::from_ne_bytes([len[0], len[1], NEXTHDR_IPV6, XLB_OUTER_TTL]),
         );
-        *((ip + 8) as *mut [u8; 16]) = cfg.src_ip;
-        *((ip + 24) as *mut [u8; 16]) = *real;
+        store64(ip + 8, src[0]);
+        store64(ip + 16, src[1]);
+        store64(ip + 24, real[0]);
+        store64(ip + 32, real[1]);
     }
     if let Some(s) = stats() {
         s.packets += 1;

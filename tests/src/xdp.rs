@@ -227,3 +227,51 @@ pub fn for_each_mutation(
         check(&f, v, &out);
     }
 }
+
+/// `xdp_lb_bench` (what `cargo xtask bench xdp` times the balancer on)
+/// against `xdp_lb` in `ebpf` (its VIPs applied, `xdp_lb` loaded): loads
+/// `xdp_lb_bench`, then for each of `tunnelled` (frames `xdp_lb` tunnels:
+/// a SYN then an ACK of one flow) checks the same verdict and counters
+/// (one packet tunnelled, none decapsulated, a new flow only for the SYN)
+/// and that it hands back the client's packet (the tunnel header, 20 or
+/// 40 bytes, taken off; the Ethernet header as `xdp_lb` wrote it), so a
+/// repetition balances the same packet again rather than something
+/// cheaper; for each of `untouched` (frames `xdp_lb` does not tunnel),
+/// the same verdict and output as `xdp_lb`.
+///
+/// Panics: any of that does not hold, or the verifier refuses the program.
+pub fn bench_program_balances_like_xdp_lb(
+    ebpf: &mut aya::Ebpf,
+    tunnelled: &[Vec<u8>],
+    untouched: &[Vec<u8>],
+) {
+    {
+        let p: &mut Xdp = ebpf
+            .program_mut("xdp_lb_bench")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        p.load().expect("the verifier accepts xdp_lb_bench");
+    }
+    let bench: &Xdp = ebpf.program("xdp_lb_bench").unwrap().try_into().unwrap();
+    let lb = prog(ebpf);
+    for f in tunnelled {
+        let l4 = 14 + if f[12..14] == [0x86, 0xdd] { 40 } else { 20 };
+        let syn = f[l4 + 13] & 0x12 == 0x02;
+        let (v, out_lb) = run(lb, f);
+        assert_eq!(v, XDP_TX);
+        let before = strait::datapath::xlb_stats(ebpf).unwrap();
+        let (v, out) = run(bench, f);
+        let after = strait::datapath::xlb_stats(ebpf).unwrap();
+        assert_eq!(v, XDP_TX);
+        assert_eq!(after.packets - before.packets, 1, "balanced once");
+        assert_eq!(after.decapsulated, before.decapsulated);
+        // A SYN takes the ring; the ACK that follows is a flow table hit.
+        assert_eq!(after.new_flows - before.new_flows, u64::from(syn));
+        assert_eq!(&out[..14], &out_lb[..14], "xdp_lb's Ethernet header");
+        assert_eq!(&out[14..], &f[14..], "the client's packet, byte for byte");
+    }
+    for f in untouched {
+        assert_eq!(run(bench, f), run(lb, f));
+    }
+}

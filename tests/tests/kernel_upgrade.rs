@@ -944,10 +944,20 @@ fn strait_run_keeps_its_uplink_program_across_a_restart_and_detaches_it_without_
         "10.81.0.2",
         "--xdp-gateway-mac",
         "02:00:00:00:00:01",
+        "--xdp-source6",
+        "fd81::2",
     ];
 
     let daemon = start_daemon(&node, &config_dir, &log, &uplink);
     assert!(xdp_attached(node.netns(), "up0"), "not attached");
+    // An IPv6 source but no IPv6 default route: IPv6 VIPs fail closed
+    // (the IPv4 gateway's MAC is not reused), said at start.
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("no IPv6 gateway MAC for the uplink up0")
+            && said.contains("no IPv6 default route"),
+        "{said}"
+    );
     let (link, first_prog) = uplink_link(&pins, "up0");
     assert!(stop_daemon(daemon).success());
     assert!(

@@ -4,12 +4,12 @@
 //! random mutations that must never pass a VIP packet unbalanced.
 use std::net::Ipv4Addr;
 
-use aya::programs::Xdp;
 use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig};
 use strait_tests::privileged;
 use strait_tests::xdp::{
-    eth, for_each_mutation, prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp,
-    LbFamily, GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
+    bench_program_balances_like_xdp_lb, eth, for_each_mutation, prog, run,
+    spreads_flows_and_keeps_them_when_reals_change, tcp, udp, LbFamily, GW_MAC, XDP_DROP, XDP_PASS,
+    XDP_TX,
 };
 
 const VIP: [u8; 4] = [198, 51, 100, 10];
@@ -214,39 +214,15 @@ fn xdp_lb_bench_balances_like_xdp_lb_and_restores_the_clients_packet() {
             )],
         )
         .unwrap();
-    {
-        let p: &mut Xdp = ebpf
-            .program_mut("xdp_lb_bench")
-            .unwrap()
-            .try_into()
-            .unwrap();
-        p.load().expect("the verifier accepts xdp_lb_bench");
-    }
-    let bench: &Xdp = ebpf.program("xdp_lb_bench").unwrap().try_into().unwrap();
-    let lb = prog(&ebpf);
-    for flags in [0x02, 0x10] {
-        let f = tcp_frame([192, 0, 2, 1], 40000, 80, flags);
-        let (v, tunnelled) = run(lb, &f);
-        assert_eq!(v, XDP_TX);
-        let before = strait::datapath::xlb_stats(&ebpf).unwrap();
-        let (v, out) = run(bench, &f);
-        let after = strait::datapath::xlb_stats(&ebpf).unwrap();
-        assert_eq!(v, XDP_TX);
-        assert_eq!(after.packets - before.packets, 1, "balanced once");
-        assert_eq!(after.decapsulated, before.decapsulated);
-        // A SYN takes the ring; the ACK that follows is a flow table hit.
-        let new = u64::from(flags == 0x02);
-        assert_eq!(after.new_flows - before.new_flows, new);
-        assert_eq!(&out[..14], &tunnelled[..14], "xdp_lb's Ethernet header");
-        assert_eq!(&out[14..], &f[14..], "the client's packet, byte for byte");
-    }
-    // Not tunnelled: what xdp_lb does, unchanged.
-    for f in [
-        tcp_frame([192, 0, 2, 1], 40000, 81, 0x02),
-        frame([192, 0, 2, 1], VIP, 6, &[0u8; 8]),
-    ] {
-        assert_eq!(run(bench, &f), run(lb, &f));
-    }
+    bench_program_balances_like_xdp_lb(
+        &mut ebpf,
+        &[0x02, 0x10].map(|flags| tcp_frame([192, 0, 2, 1], 40000, 80, flags)),
+        // Not tunnelled: what xdp_lb does, unchanged.
+        &[
+            tcp_frame([192, 0, 2, 1], 40000, 81, 0x02),
+            frame([192, 0, 2, 1], VIP, 6, &[0u8; 8]),
+        ],
+    );
 }
 
 #[test]
@@ -499,6 +475,70 @@ fn xdp_lb_drops_denied_sources_before_balancing() {
     assert_eq!(run(p, &tcp_frame([192, 0, 2, 7], 1, 80, 0x02)).0, XDP_DROP);
     assert_eq!(run(p, &tcp_frame([192, 0, 3, 7], 1, 80, 0x02)).0, XDP_TX);
     assert_eq!(deny.drops()[0].1, 1);
+}
+
+/// `inner` (an Ethernet + IPv4 frame) behind an outer IPv6 header with
+/// next header 4, as Katran's `create_v6_hdr` writes IPv4-in-IPv6 for an
+/// IPv4 VIP on an IPv6 real: EtherType IPv6, payload length = the inner
+/// packet, hop limit 64.
+fn in_ipv6(inner: &[u8]) -> Vec<u8> {
+    let mut f = inner[..12].to_vec();
+    f.extend_from_slice(&[0x86, 0xdd]);
+    let len = (inner.len() - 14) as u16;
+    f.extend_from_slice(&[0x60, 0, 0, 0, (len >> 8) as u8, len as u8, 4, 64]);
+    f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2]);
+    f.extend_from_slice(&inner[14..]);
+    f
+}
+
+/// The real's side of IPv4-in-IPv6 (what a Katran balancer sends for an
+/// IPv4 VIP to a node with only an IPv6 address): the outer IPv6 header is
+/// taken off and the EtherType becomes IPv4, leaving the client's packet
+/// byte for byte; 4in6 to an address that is not a VIP, with an IPv6
+/// packet inside, or cut inside the inner header passes untouched.
+#[test]
+fn xdp_lb_decapsulates_ipv4_in_ipv6_to_an_ipv4_vip() {
+    let Some(_p) = privileged::require("xdp_lb_decapsulates_ipv4_in_ipv6_to_an_ipv4_vip") else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips::new()
+        .apply(
+            &mut ebpf,
+            &[vip(80, L4Protocol::Tcp, &[([10, 1, 0, 2], 1)])],
+        )
+        .unwrap();
+    // A node that is only a real: neither family's balancer configured.
+    strait::datapath::configure_uplink6(&mut ebpf, None).unwrap();
+    let p = prog(&ebpf);
+    let inner = tcp_frame([192, 0, 2, 1], 40000, 80, 0x10);
+    let tunnelled = in_ipv6(&inner);
+    let (v, out) = run(p, &tunnelled);
+    assert_eq!(v, XDP_PASS);
+    let mut want = tunnelled[..12].to_vec();
+    want.extend_from_slice(&[0x08, 0x00]);
+    want.extend_from_slice(&inner[14..]);
+    assert_eq!(
+        out, want,
+        "the MACs it arrived with, EtherType IPv4, the client's packet"
+    );
+    assert_eq!(out[..], inner[..], "which is the client's frame as sent");
+    assert_eq!(strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated, 1);
+
+    let not_vip = in_ipv6(&frame(
+        [192, 0, 2, 1],
+        [203, 0, 113, 9],
+        6,
+        &tcp(1, 80, 0x10, b""),
+    ));
+    let mut v6_inside = tunnelled.clone();
+    v6_inside[54] = 0x60;
+    let cut = tunnelled[..14 + 40 + 19].to_vec();
+    for f in [not_vip, v6_inside, cut] {
+        assert_eq!(run(p, &f), (XDP_PASS, f.clone()));
+    }
+    assert_eq!(strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated, 1);
 }
 
 #[test]

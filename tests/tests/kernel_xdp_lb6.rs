@@ -12,8 +12,9 @@ use std::net::Ipv6Addr;
 use strait::datapath::{ExternalVip6, ExternalVips6, L4Protocol, UplinkConfig6};
 use strait_tests::privileged;
 use strait_tests::xdp::{
-    eth, for_each_mutation, prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp,
-    LbFamily, DST_MAC, GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
+    bench_program_balances_like_xdp_lb, eth, for_each_mutation, prog, run,
+    spreads_flows_and_keeps_them_when_reals_change, tcp, udp, LbFamily, DST_MAC, GW_MAC, XDP_DROP,
+    XDP_PASS, XDP_TX,
 };
 
 const VIP: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
@@ -231,6 +232,124 @@ fn xdp_lb6_decapsulates_ip6ip6_to_a_vip_back_to_the_clients_packet() {
     assert_eq!(strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated, 2);
     // ...and VIP packets then pass unbalanced.
     assert_eq!(run(p, &inner), (XDP_PASS, inner.clone()));
+}
+
+/// `xdp_lb_bench` (what `cargo xtask bench xdp` times the IPv6 rows on)
+/// balances IPv6 VIP packets as `xdp_lb` does and takes the 40-byte
+/// ip6ip6 header off again (see the shared check).
+#[test]
+fn xdp_lb_bench_balances_ipv6_like_xdp_lb_and_restores_the_clients_packet() {
+    let Some(_p) = privileged::require(
+        "xdp_lb_bench_balances_ipv6_like_xdp_lb_and_restores_the_clients_packet",
+    ) else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips6::new()
+        .apply(
+            &mut ebpf,
+            &[vip(80, L4Protocol::Tcp, &[(node(2), 1), (node(3), 1)])],
+        )
+        .unwrap();
+    bench_program_balances_like_xdp_lb(
+        &mut ebpf,
+        &[0x02, 0x10].map(|flags| tcp_frame(CLIENT, 40000, 80, flags)),
+        &[
+            tcp_frame(CLIENT, 40000, 81, 0x02),
+            frame(CLIENT, VIP, 6, &[0u8; 8]),
+            encapsulated(&frame(CLIENT, node(9), 6, &tcp(1, 80, 0x10, b"")), node(2)),
+        ],
+    );
+}
+
+/// The kernel places a new IPv6 flow where `proxy_common::flow_position6`
+/// says (the ring slot of the flow's position, read back from the maps):
+/// the kernel's word-wise flow key and hash agree with userspace's.
+#[test]
+fn xdp_lb6_new_flows_land_where_flow_position6_says() {
+    let Some(_p) = privileged::require("xdp_lb6_new_flows_land_where_flow_position6_says") else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips6::new()
+        .apply(
+            &mut ebpf,
+            &[vip(
+                80,
+                L4Protocol::Tcp,
+                &[(node(2), 1), (node(3), 1), (node(4), 1)],
+            )],
+        )
+        .unwrap();
+    let rings: aya::maps::HashMap<_, u32, proxy_common::MaglevTable> =
+        aya::maps::HashMap::try_from(ebpf.map(proxy_common::XLB_RINGS6).unwrap()).unwrap();
+    let ring = rings.iter().next().unwrap().unwrap().1;
+    let reals: aya::maps::Array<_, proxy_common::XlbReal6> =
+        aya::maps::Array::try_from(ebpf.map(proxy_common::XLB_REALS6).unwrap()).unwrap();
+    let p = prog(&ebpf);
+    let mut seen = BTreeSet::new();
+    for i in 0..60u16 {
+        let sport = 30000 + i * 7;
+        let (v, out) = run(p, &tcp_frame(client(i), sport, 80, 0x02));
+        assert_eq!(v, XDP_TX);
+        let flow = proxy_common::XlbFlow6 {
+            src: client(i),
+            dst: VIP,
+            sport: sport.to_be(),
+            dport: 80u16.to_be(),
+            proto: 6,
+            pad: [0; 3],
+        };
+        let pos = proxy_common::flow_position6(&flow, proxy_common::MAGLEV_TABLE_SIZE);
+        let want = reals.get(&ring.slots[pos as usize], 0).unwrap().ip;
+        assert_eq!(real_of(&out), want, "client {i}");
+        seen.insert(want);
+    }
+    assert_eq!(seen.len(), 3, "spread over the three reals");
+}
+
+/// Without a known IPv6 gateway MAC (the daemon found no neighbour entry:
+/// all-zero `gw_mac` beside a source) IPv6 VIP packets are dropped and
+/// counted — never sent to a guessed MAC — while other IPv6 traffic and
+/// the decapsulation of ip6ip6 to this node still work.
+#[test]
+fn xdp_lb6_without_a_gateway_mac_drops_vip_packets_and_passes_the_rest() {
+    let Some(_p) =
+        privileged::require("xdp_lb6_without_a_gateway_mac_drops_vip_packets_and_passes_the_rest")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips6::new()
+        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(node(2), 1)])])
+        .unwrap();
+    let syn = tcp_frame(CLIENT, 40000, 80, 0x02);
+    let (v, tunnelled) = run(prog(&ebpf), &syn);
+    assert_eq!(v, XDP_TX, "with the gateway MAC: balanced");
+    strait::datapath::configure_uplink6(
+        &mut ebpf,
+        Some(&UplinkConfig6 {
+            source: Ipv6Addr::from(LB_SRC),
+            gateway_mac: [0; 6],
+        }),
+    )
+    .unwrap();
+    let p = prog(&ebpf);
+    let before = strait::datapath::xlb_stats(&ebpf).unwrap();
+    for flags in [0x02, 0x10] {
+        let f = tcp_frame(CLIENT, 40000, 80, flags);
+        assert_eq!(run(p, &f), (XDP_DROP, f.clone()));
+    }
+    let after = strait::datapath::xlb_stats(&ebpf).unwrap();
+    assert_eq!(after.no_real_dropped - before.no_real_dropped, 2);
+    assert_eq!(after.packets, before.packets, "nothing tunnelled");
+    let not_vip = frame(CLIENT, node(9), 6, &tcp(1, 80, 0x02, b""));
+    assert_eq!(run(p, &not_vip), (XDP_PASS, not_vip.clone()));
+    assert_eq!(run(p, &tunnelled).0, XDP_PASS, "decapsulated");
+    assert_eq!(
+        strait::datapath::xlb_stats(&ebpf).unwrap().decapsulated,
+        after.decapsulated + 1
+    );
 }
 
 #[test]

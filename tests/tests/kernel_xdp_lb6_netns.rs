@@ -66,25 +66,79 @@ fn xdp_lb6_spreads_real_ipv6_connections_over_nodes_and_keeps_them_when_a_node_j
         reals,
         ..
     } = network(&SUBNET);
-    // What the daemon resolves without --xdp-source6: the uplink's global
-    // address, not its link-local one; an interface without one gives none.
+    // What the daemon resolves without --xdp-source6 and
+    // --xdp-gateway-mac6: the uplink's global address, not its link-local
+    // one, and the IPv6 default gateway's MAC from the NDP table. Before
+    // the gateway is resolved there is no MAC: the config fails closed
+    // (all-zero MAC) with a warning naming the gateway.
+    netns::ip(&["-n", &lb, "-6", "neigh", "flush", "dev", "v0"]).unwrap();
+    let unresolved =
+        netns::run_in(&lb, || strait::datapath::resolve_uplink6("v0", None, None)).unwrap();
+    assert_eq!(
+        unresolved.config,
+        Some(UplinkConfig6 {
+            source: "fd77::2".parse().unwrap(),
+            gateway_mac: [0; 6],
+        })
+    );
+    let warning = unresolved
+        .warning
+        .clone()
+        .expect("a warning without a gateway MAC");
+    assert!(
+        warning.contains("fd77::1") && warning.contains("dropped"),
+        "{warning}"
+    );
+    // What the daemon keeps looking up; one datagram to the gateway makes
+    // the kernel resolve it (NDP) and the hub's bridge answers with its
+    // MAC, which the next lookup finds.
+    let mut pending = strait::datapath::PendingGateway6::new("v0", &unresolved)
+        .expect("pending without a gateway MAC");
     let uplink = netns::run_in(&lb, || {
-        strait::datapath::resolve_uplink6("v0", None, GW_MAC)
+        assert_eq!(pending.retry(), None, "not resolved yet");
+        let udp = std::net::UdpSocket::bind("[::]:0").unwrap();
+        udp.send_to(b"x", "[fd77::1]:9").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(c) = pending.retry() {
+                break c;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gateway never resolved"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     })
-    .unwrap()
-    .expect("the balancer's veth has a global IPv6 address");
+    .unwrap();
     assert_eq!(
         uplink,
         UplinkConfig6 {
             source: "fd77::2".parse().unwrap(),
             gateway_mac: GW_MAC,
-        }
+        },
+        "the IPv6 gateway's own MAC, from neighbour discovery"
     );
-    let lo = netns::run_in(&lb, || {
-        strait::datapath::resolve_uplink6("lo", None, GW_MAC)
+    let resolved =
+        netns::run_in(&lb, || strait::datapath::resolve_uplink6("v0", None, None)).unwrap();
+    assert_eq!(
+        (resolved.config, resolved.warning.clone()),
+        (Some(uplink), None)
+    );
+    assert!(strait::datapath::PendingGateway6::new("v0", &resolved).is_none());
+    // A given MAC is taken as it is; an interface without a global
+    // address gives no config.
+    let given = netns::run_in(&lb, || {
+        strait::datapath::resolve_uplink6("v0", None, Some([2, 0, 0, 0, 0, 9]))
     })
     .unwrap();
-    assert_eq!(lo, None, "::1 is not an uplink source");
+    assert_eq!(
+        given.config.map(|c| c.gateway_mac),
+        Some([2, 0, 0, 0, 0, 9])
+    );
+    let lo = netns::run_in(&lb, || strait::datapath::resolve_uplink6("lo", None, None)).unwrap();
+    assert_eq!(lo.config, None, "::1 is not an uplink source");
+    assert!(lo.warning.is_some());
     let mut ebpf = strait::datapath::load().unwrap();
     strait::datapath::configure_uplink6(&mut ebpf, Some(&uplink)).unwrap();
     let mut vips = ExternalVips6::new();

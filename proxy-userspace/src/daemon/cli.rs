@@ -93,15 +93,29 @@ pub struct RunCmd {
     /// are not balanced, with a warning).
     #[arg(long, value_name = "IPV6", requires = "xdp_uplink")]
     pub xdp_source6: Option<std::net::Ipv6Addr>,
-    /// MAC of the uplink's gateway for tunnelled packets (default: the
-    /// neighbour entry of the uplink's default gateway).
+    /// MAC of the uplink's IPv4 gateway for IPIP-tunnelled packets
+    /// (default: the ARP entry of the uplink's IPv4 default gateway).
     #[arg(long, value_name = "MAC", requires = "xdp_uplink", value_parser = crate::datapath::parse_mac)]
     pub xdp_gateway_mac: Option<[u8; 6]>,
+    /// MAC of the uplink's IPv6 gateway for ip6ip6-tunnelled packets
+    /// (default: the NDP neighbour entry of the uplink's IPv6 default
+    /// gateway; none found: packets to IPv6 VIPs are dropped, with a
+    /// warning, never sent to the IPv4 gateway's MAC).
+    #[arg(long, value_name = "MAC", requires = "xdp_uplink", value_parser = crate::datapath::parse_mac)]
+    pub xdp_gateway_mac6: Option<[u8; 6]>,
     /// When a pinned kernel map (from an earlier strait) has a layout this
     /// build can neither use nor migrate, replace it with an empty one and
     /// refill it from the configuration, instead of refusing to start.
     #[arg(long)]
     pub reset_maps: bool,
+    /// Redirect the same-node hops through the proxy (a meshed pod's
+    /// connection to this node's proxy, the proxy's delivery into a local
+    /// pod) socket to socket with a sockhash and an `sk_msg` program,
+    /// skipping the TCP/IP stack between them (IPv4; Linux 5.10+). Off by
+    /// default: the receiving socket's queue is not bounded by its receive
+    /// buffer on this path (see README).
+    #[arg(long)]
+    pub sockmap: bool,
     /// Longest time a client may take to send a request head, from its
     /// first byte, milliseconds (Envoy's `request_headers_timeout`); a
     /// slower client gets 408 and is disconnected. 0: no limit (also for
@@ -346,7 +360,9 @@ impl RunCmd {
             xdp_source: self.xdp_source,
             xdp_source6: self.xdp_source6,
             xdp_gateway_mac: self.xdp_gateway_mac,
+            xdp_gateway_mac6: self.xdp_gateway_mac6,
             reset_maps: self.reset_maps,
+            sockmap: self.sockmap,
             identity: self.identity.into_args(),
             proxy: crate::serve::ProxySettings {
                 request_headers_timeout: ms_or_off(self.request_headers_timeout_ms),

@@ -94,9 +94,15 @@ pub struct RunArgs {
     /// Gateway MAC for tunnelled packets (default: the neighbour entry of
     /// the uplink's default gateway).
     pub xdp_gateway_mac: Option<[u8; 6]>,
+    /// `--xdp-gateway-mac6`: the IPv6 next hop's MAC (else from the NDP
+    /// table).
+    pub xdp_gateway_mac6: Option<[u8; 6]>,
     /// Replace pinned maps of an unusable layout instead of refusing
     /// ([`DatapathConfig::reset_maps`]).
     pub reset_maps: bool,
+    /// Redirect same-node hops through the proxy socket to socket
+    /// ([`DatapathConfig::sockmap`], `datapath::sockmap`).
+    pub sockmap: bool,
     /// Bounds on config files (size, documents, nesting depth).
     pub limits: Limits,
     /// Workload certificates for the node's pods (none: no identity).
@@ -137,6 +143,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     dp_cfg.outbound = args.outbound;
     dp_cfg.outbound6 = args.outbound6;
     dp_cfg.reset_maps = args.reset_maps;
+    dp_cfg.sockmap = args.sockmap;
     let node_lock = lock::lock_node(
         std::path::Path::new(lock::LOCK_DIR),
         &dp_cfg.pin_dir(),
@@ -275,6 +282,8 @@ struct Setup {
     guard: outbound_guard::OutboundGuard,
     /// In-pod inbound capture (unless `--no-inbound-capture`).
     inbound: Option<inbound::Inbound>,
+    /// The uplink's IPv6 gateway MAC, when it was not known at start.
+    gateway6: Option<crate::datapath::PendingGateway6>,
 }
 
 /// What the compiled snapshot may leave to this daemon: PeerAuthentication
@@ -351,6 +360,16 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     std::fs::create_dir_all(&pods)
         .with_context(|| format!("creating the pods cgroup {}", pods.display()))?;
     datapath.load_socket_programs()?;
+    if args.sockmap {
+        match crate::datapath::sockmap::own_cgroup() {
+            Ok(own) => {
+                datapath.start_sockmap(&own);
+            }
+            Err(e) => tracing::warn!(
+                "sockmap: the daemon's own cgroup is unknown, running without the redirect: {e:#}"
+            ),
+        }
+    }
     let inbound = if args.inbound_capture {
         Some(inbound::Inbound::new(
             &mut datapath,
@@ -361,17 +380,17 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         tracing::warn!("{}", inbound::UNENFORCED);
         None
     };
+    let mut gateway6 = None;
     if let Some(iface) = &args.xdp_uplink {
         let uplink = crate::datapath::resolve_uplink(iface, args.xdp_source, args.xdp_gateway_mac)?;
         datapath.attach_uplink(iface, &uplink)?;
-        let uplink6 = crate::datapath::resolve_uplink6(iface, args.xdp_source6, uplink.gateway_mac);
-        if uplink6.is_none() {
-            tracing::warn!(
-                uplink = %iface,
-                "the uplink has no global IPv6 address and --xdp-source6 is not set: packets to IPv6 external VIPs pass unbalanced"
-            );
+        let uplink6 =
+            crate::datapath::resolve_uplink6(iface, args.xdp_source6, args.xdp_gateway_mac6);
+        if let Some(w) = &uplink6.warning {
+            tracing::warn!(uplink = %iface, "{w}");
         }
-        datapath.configure_uplink6(uplink6.as_ref())?;
+        datapath.configure_uplink6(uplink6.config.as_ref())?;
+        gateway6 = crate::datapath::PendingGateway6::new(iface, &uplink6);
     } else {
         datapath.detach_uplink();
     }
@@ -399,6 +418,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         capture,
         guard,
         inbound,
+        gateway6,
     })
 }
 
@@ -417,6 +437,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
         mut guard,
         mut inbound,
         mut compiler,
+        mut gateway6,
     } = setup;
     // The source and its first config: the directory's was compiled in
     // setup; an API server's once every watched kind is listed.
@@ -578,6 +599,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                         if let Some(m) = &reload_mesh {
                             m.sync();
                         }
+                        retry_gateway6(&mut gateway6, &mut datapath);
                         continue;
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -634,6 +656,21 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     admin_task.abort();
     tracing::info!("stopped; kernel maps stay pinned for the next start");
     Ok(())
+}
+
+/// Writes the uplink's IPv6 gateway MAC once it is found (IPv6 VIPs were
+/// dropped until then), and stops looking.
+fn retry_gateway6(pending: &mut Option<crate::datapath::PendingGateway6>, dp: &mut Datapath) {
+    let Some(cfg) = pending.as_mut().and_then(|p| p.retry()) else {
+        return;
+    };
+    match dp.configure_uplink6(Some(&cfg)) {
+        Ok(()) => {
+            tracing::info!(source = %cfg.source, "IPv6 gateway MAC resolved: IPv6 external VIPs are balanced");
+            *pending = None;
+        }
+        Err(e) => tracing::warn!("writing the IPv6 uplink settings: {e:#}"),
+    }
 }
 
 /// Waits until [`watch::DEBOUNCE_MS`] pass without a change (at most

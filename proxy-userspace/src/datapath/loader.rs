@@ -104,6 +104,11 @@ pub struct DatapathConfig {
     /// migrate with empty ones (`strait run --reset-maps`) instead of
     /// refusing to start.
     pub reset_maps: bool,
+    /// Redirect same-node hops through the proxy socket to socket
+    /// (`strait run --sockmap`, see `datapath::sockmap`): the pods
+    /// cgroup's sockops program inserts the pods' ends of such pairs only
+    /// when this is set (default off).
+    pub sockmap: bool,
 }
 
 impl DatapathConfig {
@@ -118,6 +123,7 @@ impl DatapathConfig {
             ),
             outbound6: None,
             tcp_stats: true,
+            sockmap: false,
             reset_maps: false,
         }
     }
@@ -260,6 +266,7 @@ impl Datapath {
         replaced: &mut Replaced,
     ) -> anyhow::Result<Self> {
         let tcp_stats_on = u8::from(config.tcp_stats);
+        let sockmap_on = u8::from(config.sockmap);
         let tcp_sk = if config.tcp_stats {
             tcp_sock_offsets()
         } else {
@@ -267,6 +274,7 @@ impl Datapath {
         };
         let mut loader = super::btf::loader(super::EBPF_OBJECT);
         loader.override_global("TCP_STATS_ON", &tcp_stats_on, true);
+        loader.override_global("SOCKMAP_ON", &sockmap_on, true);
         loader.override_global("TCP_SK_WRITE_SEQ", &tcp_sk[0], true);
         loader.override_global("TCP_SK_SHUTDOWN", &tcp_sk[1], true);
         let paths: Vec<(&str, PathBuf)> = layout::pinned_maps()
@@ -367,6 +375,32 @@ impl Datapath {
         }
         self.finish_migration();
         Ok(())
+    }
+
+    /// Turns the same-node redirect on (`strait run --sockmap`): see
+    /// [`super::sockmap::start`]; `cgroup` is the daemon's own. Fails safe:
+    /// when the kernel refuses, logs once and returns `false` (every
+    /// connection keeps the TCP path).
+    pub fn start_sockmap(&mut self, cgroup: &Path) -> bool {
+        match super::sockmap::start(&mut self.ebpf, cgroup) {
+            Ok(()) => {
+                tracing::info!(cgroup = %cgroup.display(), "sockmap: same-node hops through the proxy are redirected socket to socket");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "sockmap: the kernel refused the same-node redirect, running without it: {e:#}"
+                );
+                false
+            }
+        }
+    }
+
+    /// The sockets in `SOCKMAP` now, each by its own 4-tuple.
+    ///
+    /// Errors: the map is missing from the object.
+    pub fn sockmap_pairs(&self) -> anyhow::Result<Vec<proxy_common::SockPair>> {
+        super::sockmap::pairs(&self.ebpf)
     }
 
     /// Loads every socket program into the kernel without attaching it

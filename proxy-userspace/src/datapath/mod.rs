@@ -26,9 +26,11 @@ mod loader;
 mod maglev;
 mod maps;
 mod migrate;
+mod neigh;
 mod orig_dst;
 mod relink;
 mod slots;
+pub mod sockmap;
 mod tables;
 mod tcp_sock;
 mod uplink;
@@ -41,11 +43,14 @@ mod xlb_table;
 pub use bpffs::{ensure_mounted as ensure_bpffs, is_bpffs, DEFAULT_BPFFS};
 pub use deny_rules::kernel_deny_rules;
 pub use loader::{remove_pins, Datapath, DatapathConfig, KernelEntries, ServiceCounters};
+pub use neigh::gateway_mac6;
 pub use orig_dst::OriginalDestinations;
 pub use proxy_common::{TcpStats, TcpStatsKey, TcpStatsKey6, XlbStats};
 pub use strait_config::snapshot::{L4Backend, L4LoadBalancer, L4Mode, L4Protocol, L4Service};
 pub use tables::ApplyReport;
-pub use uplink::{parse_mac, resolve as resolve_uplink, resolve6 as resolve_uplink6};
+pub use uplink::{
+    parse_mac, resolve as resolve_uplink, resolve6 as resolve_uplink6, PendingGateway6, Resolved6,
+};
 pub use xdp::{deny_source, load_xdp_deny, DenyReport, DenyScope, DenyTries, SourcePrefix};
 pub use xlb::{
     configure_uplink, external_vips, load_xdp_drop, load_xdp_lb, xlb_stats, ExternalVip,

@@ -1,6 +1,6 @@
 //! The node uplink: resolving what the XDP balancer needs to know about it
-//! (its IPv4 and IPv6 addresses, the gateway's MAC) from the kernel's
-//! tables.
+//! (its IPv4 and IPv6 addresses, each family's gateway MAC) from the
+//! kernel's tables.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context};
@@ -46,23 +46,106 @@ pub fn resolve(
     })
 }
 
-/// The IPv6 side of [`resolve`]: `source` when given, else `iface`'s first
-/// global IPv6 address (not link-local); tunnelled frames go to
-/// `gateway_mac`, the IPv4 side's (`--xdp-gateway-mac`, else the IPv4
-/// default gateway's neighbour entry: the uplink's router routes both
-/// families). `None` when the interface has no global IPv6 address and
-/// none is given: IPv6 packets to VIPs then pass unbalanced (the caller
-/// warns).
-pub fn resolve6(
-    iface: &str,
-    source: Option<Ipv6Addr>,
-    gateway_mac: [u8; 6],
-) -> Option<UplinkConfig6> {
-    let source = source.or_else(|| interface_ipv6(iface))?;
-    Some(UplinkConfig6 {
-        source,
-        gateway_mac,
-    })
+/// What [`resolve6`] found: the IPv6 uplink settings to write (`None`:
+/// the IPv6 balancer stays off) and what the daemon must warn about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved6 {
+    /// For [`super::configure_uplink6`]. With a source but an all-zero
+    /// `gateway_mac` (no IPv6 next hop known) `xdp_lb` drops packets to
+    /// IPv6 VIPs, counted as `no_real_dropped`, rather than send them to a
+    /// wrong MAC.
+    pub config: Option<UplinkConfig6>,
+    /// Why IPv6 VIP packets are not balanced, when they are not.
+    pub warning: Option<String>,
+}
+
+/// The IPv6 side of [`resolve`], per family as Katran configures its
+/// gateway MAC per family: `source` when given, else `iface`'s first
+/// global IPv6 address (not link-local); `gateway_mac` when given
+/// (`--xdp-gateway-mac6`), else the MAC of the gateway of `iface`'s IPv6
+/// default route from the kernel's neighbour (NDP) table
+/// ([`super::neigh::gateway_mac6`]) — never the IPv4 gateway's.
+///
+/// No IPv6 source: `config` `None` (IPv6 packets to VIPs pass unbalanced)
+/// and a warning. A source but no IPv6 gateway MAC (no IPv6 default
+/// route, the neighbour not resolved): a config with an all-zero MAC,
+/// which fails closed (IPv6 VIP packets dropped and counted), and a
+/// warning naming the cause.
+pub fn resolve6(iface: &str, source: Option<Ipv6Addr>, gateway_mac: Option<[u8; 6]>) -> Resolved6 {
+    let Some(source) = source.or_else(|| interface_ipv6(iface)) else {
+        return Resolved6 {
+            config: None,
+            warning: Some(format!(
+                "the uplink {iface} has no global IPv6 address and --xdp-source6 is not set: \
+                 packets to IPv6 external VIPs pass unbalanced"
+            )),
+        };
+    };
+    let (gateway_mac, warning) =
+        match gateway_mac.map_or_else(|| super::neigh::gateway_mac6(iface), Ok) {
+            Ok(mac) => (mac, None),
+            Err(e) => (
+                [0; 6],
+                Some(format!(
+                "no IPv6 gateway MAC for the uplink {iface}: {e:#}; packets to IPv6 external VIPs \
+                 are dropped (counted as no_real_dropped) until the node resolves it (looked up \
+                 again every few seconds) or --xdp-gateway-mac6 is set"
+            )),
+            ),
+        };
+    Resolved6 {
+        config: Some(UplinkConfig6 {
+            source,
+            gateway_mac,
+        }),
+        warning,
+    }
+}
+
+/// An IPv6 uplink whose gateway MAC was not known at start (and not
+/// given): the daemon keeps looking it up, so IPv6 VIPs start being
+/// balanced once the node has resolved its IPv6 router (any IPv6 traffic
+/// of the node does), without a restart.
+#[derive(Debug)]
+pub struct PendingGateway6 {
+    iface: String,
+    source: Ipv6Addr,
+    last: Option<std::time::Instant>,
+}
+
+impl PendingGateway6 {
+    /// Shortest time between two lookups of [`Self::retry`].
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// `Some` when `resolved` (from [`resolve6`] on `iface`) has a source
+    /// but no gateway MAC.
+    pub fn new(iface: &str, resolved: &Resolved6) -> Option<Self> {
+        let c = resolved.config?;
+        (c.gateway_mac == [0; 6]).then(|| Self {
+            iface: iface.to_string(),
+            source: c.source,
+            last: None,
+        })
+    }
+
+    /// Looks the IPv6 gateway's MAC up again (at most once per
+    /// [`Self::EVERY`]; `None` sooner): the settings to write once it is
+    /// found.
+    pub fn retry(&mut self) -> Option<UplinkConfig6> {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Self::EVERY)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        let mac = super::neigh::gateway_mac6(&self.iface).ok()?;
+        Some(UplinkConfig6 {
+            source: self.source,
+            gateway_mac: mac,
+        })
+    }
 }
 
 /// `iface`'s first IPv6 address outside `fe80::/10` and `::1`.

@@ -44,9 +44,11 @@
 //!
 //! `bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH]
 //! [--secs N] [--latency-secs N] [--rounds N] [--ztunnel PATH]
-//! [--only SCENARIO]...` (`--latency-secs`: length of the fixed-rate run,
+//! [--only SCENARIO]... [--ab-sockmap]` (`--latency-secs`: length of the fixed-rate run,
 //! default `--secs`; `--only`: measure just those, e.g. to profile one
-//! path); `--ca` holds `root-cert.pem`
+//! path; `--ab-sockmap`: each round measures the rows, then (or first,
+//! alternating) the Strait rows again with both daemons restarted with
+//! `strait run --sockmap`, named `<row>+sockmap`); `--ca` holds `root-cert.pem`
 //! and `ca-key.pem` (the ztunnel test root, which ztunnel's `FAKE_CA`
 //! signs with). Needs root; removes every namespace, cgroup and process it
 //! made (the nodes' `Drop`), on error too.
@@ -81,6 +83,9 @@ struct Args {
     ztunnel: Option<PathBuf>,
     /// Measure only these scenarios (for profiling one path).
     only: Vec<String>,
+    /// A/B of `strait run --sockmap`: every round also measures the Strait
+    /// rows with both daemons restarted with the flag (rows `<name>+sockmap`).
+    ab_sockmap: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -94,9 +99,14 @@ fn args() -> anyhow::Result<Args> {
         rounds: 3,
         ztunnel: None,
         only: Vec::new(),
+        ab_sockmap: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
+        if k == "--ab-sockmap" {
+            a.ab_sockmap = true;
+            continue;
+        }
         let v = it.next().with_context(|| format!("{k} needs a value"))?;
         match k.as_str() {
             "--strait" => a.strait = v.into(),
@@ -115,7 +125,7 @@ fn args() -> anyhow::Result<Args> {
         || a.backend.as_os_str().is_empty()
         || a.ca.as_os_str().is_empty()
     {
-        bail!("usage: bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH] [--secs N] [--latency-secs N] [--rounds N] [--ztunnel PATH] [--only SCENARIO]...");
+        bail!("usage: bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH] [--secs N] [--latency-secs N] [--rounds N] [--ztunnel PATH] [--only SCENARIO]... [--ab-sockmap]");
     }
     Ok(a)
 }
@@ -390,13 +400,20 @@ fn ca_dir(src: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// Starts `strait run` on `node` reading `config`, pinned, with its own
 /// embedded CA on the shared test root; waits for `/ready`.
-fn daemon(node: &Node, a: &Args, cpus: Cpus, config: &Path) -> anyhow::Result<Killed> {
+fn daemon(
+    node: &Node,
+    a: &Args,
+    cpus: Cpus,
+    config: &Path,
+    extra: &[&str],
+) -> anyhow::Result<Killed> {
     let log = node.tmp_dir().join("strait.log");
     let f = std::fs::File::create(&log)?;
     let mut cmd = node.strait_run(&a.strait, config)?;
     pin(&mut cmd, cpus.server);
     let mut child = Killed(
         cmd.args(["--admin", ADMIN, "--no-access-log", "--log-level", "warn"])
+            .args(extra)
             .arg("--ca-dir")
             .arg(ca_dir(&a.ca, node.tmp_dir())?)
             .stdin(Stdio::null())
@@ -582,14 +599,20 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
 
     // Strait on both nodes; both see the whole cluster.
     let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bench, namespace: default}\nspec:\n  hosts: [bench]\n  http:\n  - route:\n    - destination: {host: bench}\n";
-    let mut daemons = Vec::new();
     for n in [&na, &nb] {
         let dir = n.tmp_dir().join("config");
         na.write_config(&dir)?;
         nb.write_config(&dir)?;
         std::fs::write(dir.join("bench-vs.yaml"), vs)?;
-        daemons.push(daemon(n, a, cpus, &dir)?);
     }
+    let start_daemons = |extra: &[&str]| -> anyhow::Result<Vec<Killed>> {
+        let mut out = Vec::new();
+        for n in [&na, &nb] {
+            out.push(daemon(n, a, cpus, &n.tmp_dir().join("config"), extra)?);
+        }
+        Ok(out)
+    };
+    let mut daemons = start_daemons(&[])?;
     let strait_pids: Vec<u32> = daemons.iter().map(|d| d.0.id()).collect();
 
     let mut scenarios = vec![
@@ -665,34 +688,7 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
     if !a.only.is_empty() {
         scenarios.retain(|s| a.only.iter().any(|o| o == s.name));
     }
-    // Warm-up (pools, certificates), and the check that the tunnelled
-    // scenarios really tunnel.
-    for s in &scenarios {
-        eprintln!("bench-mesh: warm-up {}", s.name);
-        // Listeners and certificates come up asynchronously after
-        // `/ready`: retry the warm-up for a while before giving up.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while let Err(e) = oha(&s.client, a, cpus, &s.url, Mode::Saturate, 1) {
-            if Instant::now() > deadline {
-                return Err(e.context(format!("{} warm-up", s.name)));
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        }
-        let server_pod = if s.name.starts_with("strait") {
-            &server
-        } else {
-            &zserver
-        };
-        let tunnels = hbone_connections(server_pod);
-        match (s.name, tunnels) {
-            ("direct", 0) => {}
-            ("direct", n) => bail!("direct: {n} HBONE connections in zserver before any tunnel"),
-            (name, 0) => bail!(
-                "{name}: no established HBONE connection (port 15008) in the server pod after the warm-up: not tunnelled"
-            ),
-            _ => {}
-        }
-    }
+    warm_up(&scenarios, a, cpus, &server, &zserver)?;
     let routed = !scenarios.iter().any(|s| s.name == "strait-l7-hbone")
         || curl(
             na.command("curl")?,
@@ -706,6 +702,53 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
         bail!("strait-l7-hbone: node A's daemon counted no HTTP request to the bench service");
     }
 
+    if a.ab_sockmap {
+        // Per round: the rows as they are, then (or first, alternating)
+        // the Strait rows again with both daemons restarted with
+        // `--sockmap`; the daemons are restarted for every half so both
+        // start equally warm.
+        for round in 0..a.rounds {
+            for half in 0..2 {
+                let on = (half + round) % 2 == 1;
+                drop(std::mem::take(&mut daemons));
+                daemons = start_daemons(if on { &["--sockmap"] } else { &[] })?;
+                let pids: Vec<u32> = daemons.iter().map(|d| d.0.id()).collect();
+                for s in scenarios
+                    .iter_mut()
+                    .filter(|s| s.name.starts_with("strait"))
+                {
+                    s.proxies = pids.clone();
+                }
+                let these: Vec<&Scenario> = scenarios
+                    .iter()
+                    .filter(|s| !on || s.name.starts_with("strait"))
+                    .collect();
+                let n = these.len().max(1);
+                let owned: Vec<Scenario> = (0..these.len())
+                    .map(|i| these[(i + round) % n])
+                    .map(|s| Scenario {
+                        name: s.name,
+                        client: s.client.clone(),
+                        url: s.url.clone(),
+                        proxies: s.proxies.clone(),
+                    })
+                    .collect();
+                warm_up(&owned, a, cpus, &server, &zserver)?;
+                for s in &owned {
+                    eprintln!("bench-mesh: round {} {} sockmap={on}", round + 1, s.name);
+                    let mut v = measure(s, a, cpus, round).with_context(|| s.name)?;
+                    if on {
+                        v["scenario"] = json!(format!("{}+sockmap", s.name));
+                    }
+                    out.push(v);
+                }
+            }
+        }
+        drop(_ztunnels);
+        drop(daemons);
+        return Ok(out);
+    }
+
     for round in 0..a.rounds {
         for i in 0..scenarios.len() {
             let s = &scenarios[(i + round) % scenarios.len()];
@@ -716,6 +759,44 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
     drop(_ztunnels);
     drop(daemons);
     Ok(out)
+}
+
+/// Warm-up (pools, certificates) of each scenario, and the check that the
+/// tunnelled scenarios really tunnel.
+fn warm_up(
+    scenarios: &[Scenario],
+    a: &Args,
+    cpus: Cpus,
+    server: &Pod,
+    zserver: &Pod,
+) -> anyhow::Result<()> {
+    for s in scenarios {
+        eprintln!("bench-mesh: warm-up {}", s.name);
+        // Listeners and certificates come up asynchronously after
+        // `/ready`: retry the warm-up for a while before giving up.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(e) = oha(&s.client, a, cpus, &s.url, Mode::Saturate, 1) {
+            if Instant::now() > deadline {
+                return Err(e.context(format!("{} warm-up", s.name)));
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let server_pod = if s.name.starts_with("strait") {
+            server
+        } else {
+            zserver
+        };
+        let tunnels = hbone_connections(server_pod);
+        match (s.name, tunnels) {
+            ("direct", 0) => {}
+            ("direct", n) => bail!("direct: {n} HBONE connections in zserver before any tunnel"),
+            (name, 0) => bail!(
+                "{name}: no established HBONE connection (port 15008) in the server pod after the warm-up: not tunnelled"
+            ),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn main() {

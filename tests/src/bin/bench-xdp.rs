@@ -22,16 +22,26 @@
 //! (`--only`: run only the cases whose name contains TEXT; `--single-calls
 //! 0`: no single runs; both for profiling one case with `perf`)
 //!
-//! Prints one JSON object per case: `{"case", "program", "verdict",
-//! "repeat_ns": [per run], "single_ns": [per run], "timed_with"}`
-//! (`timed_with`: the program the repeat figure was taken on).
-use std::net::Ipv4Addr;
+//! Every case has an IPv4 and an IPv6 form where the program has both:
+//! the IPv6 balancer (ip6ip6, 40-byte tunnel header, `XLB_*6` tables, the
+//! LPM deny trie `DENY_V6` holding 1,000 /48 prefixes) is measured the same
+//! way as the IPv4 one.
+//!
+//! Prints one JSON object per case: `{"case", "family", "program",
+//! "verdict", "repeat_ns": [per run], "single_ns": [per run],
+//! "timed_with"}` (`family`: 4 or 6; `timed_with`: the program the repeat
+//! figure was taken on).
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig};
+use strait::datapath::{
+    ExternalVip, ExternalVip6, ExternalVips, ExternalVips6, L4Protocol, UplinkConfig, UplinkConfig6,
+};
 
 const VIP: [u8; 4] = [198, 51, 100, 10];
+/// The IPv6 VIP, `2001:db8:7::10`.
+const VIP6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
 
 fn checksum(bytes: &[u8]) -> u16 {
     let mut sum = 0u32;
@@ -73,6 +83,34 @@ fn tcp_frame(src: [u8; 4], dst: [u8; 4], flags: u8) -> Vec<u8> {
     ]);
     f.extend_from_slice(&[0, 0, 0, 0]);
     f.extend_from_slice(payload);
+    f
+}
+
+/// An 80-byte TCP frame (Ethernet + IPv6 + TCP + 6 bytes), hop limit 64.
+fn tcp_frame6(src: [u8; 16], dst: [u8; 16], flags: u8) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+    let payload = b"strait";
+    let len = (20 + payload.len()) as u16;
+    f.extend_from_slice(&[0x60, 0, 0, 0, (len >> 8) as u8, len as u8, 6, 64]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&[
+        0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff,
+    ]);
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// `inner` (an Ethernet frame) behind an ip6ip6 header from `src` to `dst`.
+fn ip6ip6(inner: &[u8], src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
+    let mut f = inner[..12].to_vec();
+    f.extend_from_slice(&[0x86, 0xdd]);
+    let len = (inner.len() - 14) as u16;
+    f.extend_from_slice(&[0x60, 0, 0, 0, (len >> 8) as u8, len as u8, 41, 64]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&inner[14..]);
     f
 }
 
@@ -159,8 +197,15 @@ fn main() -> anyhow::Result<()> {
             gateway_mac: [2, 0, 0, 0, 0, 0xfe],
         },
     )?;
-    // 100 reals behind the VIP; 1,000 deny prefixes (so the LB's deny
-    // check is a miss in a populated trie).
+    strait::datapath::configure_uplink6(
+        &mut ebpf,
+        Some(&UplinkConfig6 {
+            source: "fd00::1".parse()?,
+            gateway_mac: [2, 0, 0, 0, 0, 0xfd],
+        }),
+    )?;
+    // 100 reals behind each VIP; 1,000 deny prefixes per family (so the
+    // LB's deny check is a miss in a populated table).
     let reals = (0..100u32)
         .map(|i| (Ipv4Addr::from(0x0a01_0000 + i + 1), 1))
         .collect();
@@ -171,6 +216,23 @@ fn main() -> anyhow::Result<()> {
             port: 80,
             protocol: L4Protocol::Tcp,
             reals,
+        }],
+    )?;
+    let reals6 = (0..100u128)
+        .map(|i| {
+            (
+                Ipv6Addr::from(0xfd00_0000_0000_0000_0000_0000_0001_0000 + i + 1),
+                1,
+            )
+        })
+        .collect();
+    ExternalVips6::new().apply(
+        &mut ebpf,
+        &[ExternalVip6 {
+            vip: Ipv6Addr::from(VIP6),
+            port: 80,
+            protocol: L4Protocol::Tcp,
+            reals: reals6,
         }],
     )?;
     strait::datapath::load_xdp_lb(&mut ebpf)?;
@@ -184,12 +246,16 @@ fn main() -> anyhow::Result<()> {
         p.load()?;
     }
     let mut deny = strait::datapath::DenyTries::take(&mut ebpf)?;
+    // IPv4: /24s from 100.0.0.0; IPv6: /48s from 2001:db8:100::.
     let prefixes: Vec<_> = (0..deny_prefixes.max(1))
-        .map(|i| {
-            (
-                std::net::IpAddr::V4(Ipv4Addr::from(0x6400_0000 + (i << 8))),
-                24,
-            )
+        .flat_map(|i| {
+            [
+                (IpAddr::V4(Ipv4Addr::from(0x6400_0000 + (i << 8))), 24),
+                (
+                    IpAddr::V6(Ipv6Addr::from((0x2001_0db8_0100u128 + u128::from(i)) << 80)),
+                    48,
+                ),
+            ]
         })
         .collect();
     deny.sync(&prefixes)?;
@@ -223,7 +289,20 @@ fn main() -> anyhow::Result<()> {
         f.extend_from_slice(&inner[14..]);
         f
     };
-    let cases: [(&str, &str, Vec<u8>, u32); 7] = [
+    let denied6: [u8; 16] = Ipv6Addr::from((0x2001_0db8_0100u128 + 9) << 80 | 9).octets();
+    let client6: [u8; 16] = "2001:db8:99::1".parse::<Ipv6Addr>()?.octets();
+    // ip6ip6 to this node, inner destination not a VIP: the IPv6
+    // decapsulation path up to the VIP check, without rewriting.
+    let ip6ip6_other = ip6ip6(
+        &tcp_frame6(
+            client6,
+            "2001:db8:113::9".parse::<Ipv6Addr>()?.octets(),
+            0x10,
+        ),
+        "fd00::1".parse::<Ipv6Addr>()?.octets(),
+        "fd00::1:1".parse::<Ipv6Addr>()?.octets(),
+    );
+    let cases: [(&str, &str, Vec<u8>, u32); 12] = [
         (
             "uplink: IPIP, inner not a VIP (decapsulation checks)",
             "xdp_lb",
@@ -266,6 +345,36 @@ fn main() -> anyhow::Result<()> {
             tcp_frame(client, VIP, 0x02),
             3,
         ),
+        (
+            "IPv6 uplink: ip6ip6, inner not a VIP (decapsulation checks)",
+            "xdp_lb",
+            ip6ip6_other,
+            2,
+        ),
+        (
+            "IPv6 deny: source in one of 1,000 /48 prefixes (LPM trie)",
+            "xdp_deny",
+            tcp_frame6(denied6, VIP6, 0x10),
+            1,
+        ),
+        (
+            "IPv6 uplink: deny via xdp_lb",
+            "xdp_lb",
+            tcp_frame6(denied6, VIP6, 0x10),
+            1,
+        ),
+        (
+            "IPv6 LB: established flow (flow table hit)",
+            "xdp_lb",
+            tcp_frame6(client6, VIP6, 0x10),
+            3,
+        ),
+        (
+            "IPv6 LB: new flow (SYN: Maglev ring + flow table update)",
+            "xdp_lb",
+            tcp_frame6(client6, VIP6, 0x02),
+            3,
+        ),
     ];
     for (name, program, frame, want) in cases {
         if !name.contains(only.as_str()) {
@@ -288,7 +397,9 @@ fn main() -> anyhow::Result<()> {
             .program(timed_with)
             .with_context(|| format!("{timed_with} missing"))?
             .try_into()?;
-        let syn = frame[14 + 20 + 13] & 0x12 == 0x02;
+        let v6 = frame[12..14] == [0x86, 0xdd];
+        let l4 = 14 + if v6 { 40 } else { 20 };
+        let syn = frame.get(l4 + 13).is_some_and(|f| f & 0x12 == 0x02);
         let mut same = Vec::new();
         let mut single = Vec::new();
         for _ in 0..runs {
@@ -313,7 +424,8 @@ fn main() -> anyhow::Result<()> {
         }
         println!(
             "{}",
-            serde_json::json!({"case": name, "program": program, "verdict": v, "repeat_ns": same,
+            serde_json::json!({"case": name, "family": if v6 { 6 } else { 4 }, "program": program,
+                "verdict": v, "repeat_ns": same,
                 "single_ns": single, "timed_with": timed_with})
         );
     }

@@ -28,7 +28,15 @@ const HEADING: &str = "## Mesh: pod to pod across two nodes (HBONE)";
 const SCENARIOS: &[(&str, &str)] = &[
     ("direct", "direct (plain text, no proxy)"),
     ("strait-l4-hbone", "Strait L4 over HBONE"),
+    (
+        "strait-l4-hbone+sockmap",
+        "Strait L4 over HBONE, `--sockmap`",
+    ),
     ("strait-l7-hbone", "Strait L7 route + HBONE"),
+    (
+        "strait-l7-hbone+sockmap",
+        "Strait L7 route + HBONE, `--sockmap`",
+    ),
     ("ztunnel", "ztunnel → ztunnel"),
 ];
 
@@ -157,6 +165,9 @@ fn tables(rows: &[Value]) -> String {
             continue;
         }
         if fig.rps.0.is_empty() {
+            if key.ends_with("+sockmap") {
+                continue;
+            }
             t.push(format!("| {title} | not measured | | | | | | |"));
             continue;
         }
@@ -359,7 +370,10 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         .arg("--ca")
         .arg(test_ca())
         .args(["--secs", &secs.to_string(), "--rounds", &rounds.to_string()])
-        .args(["--latency-secs", &latency_secs.to_string()]);
+        .args(["--latency-secs", &latency_secs.to_string()])
+        // A/B of `strait run --sockmap` in the same rounds (rows
+        // `… --sockmap`).
+        .arg("--ab-sockmap");
     if let Some(z) = &ztunnel {
         cmd.arg("--ztunnel").arg(z);
     }
@@ -391,6 +405,8 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
          ztunnel rows are two ztunnels (dedicated mode in the client and server pods, `FAKE_CA`, local workload file, iptables REDIRECT of the client's \
          connections, warn-level logs). Each tunnelled row is checked to hold an HBONE connection (port 15008) in the server pod before it is measured. \
          Each round measures every row back to back, the first one rotating, after one unrecorded warm-up each; cells are the median (min–max) over the rounds. \
+         `--sockmap` rows: the same Strait rows in the same round with both daemons restarted with `strait run --sockmap` (the same-node hops, client pod → node A's proxy and node B's proxy → server pod, moved socket to socket by `sk_msg`); \
+         each round restarts the daemons for both halves, without the flag first in odd rounds and with it first in even ones; direct and ztunnel are measured in the half without it. \
          Saturation: 64 keep-alive connections; latency: 1,000 requests/s open loop with latency correction (16 connections), \
          with the proxies' CPU time and context switches over that run (`/proc/<pid>/task/*/schedstat` and `status`, all threads, both nodes) per request answered; \
          new connections/s: one request per connection, 16 at a time (the tunnels stay pooled: a new `CONNECT` stream, not a new TLS handshake, per connection, for both). \
@@ -575,5 +591,27 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("| 9.5 MiB | met |"), "{t}");
+        // No `--sockmap` lines: no such rows.
+        assert!(!t.contains("--sockmap"), "{t}");
+    }
+
+    #[test]
+    fn sockmap_rows_are_paired_with_direct_of_their_round() {
+        let rows = rows(&[
+            r#"{"scenario":"direct","round":0,"rps":20000,"p50_us":100,"p99_us":300,"new_connections_per_s":5000,"cpu_s_per_1k":null,"rss_peak_mib":[],"rss_mib":[]}"#,
+            r#"{"scenario":"strait-l4-hbone","round":0,"rps":15000,"p50_us":150,"p99_us":420,"new_connections_per_s":4000,"cpu_s_per_1k":0.02,"rss_peak_mib":[9.5,8.0],"rss_mib":[7.0,6.0],"fixed_cpu_us_per_req":90,"fixed_switches_per_req":4.3}"#,
+            r#"{"scenario":"strait-l4-hbone+sockmap","round":0,"rps":17000,"p50_us":140,"p99_us":380,"new_connections_per_s":4100,"cpu_s_per_1k":0.018,"rss_peak_mib":[9.5,8.0],"rss_mib":[7.0,6.0],"fixed_cpu_us_per_req":70,"fixed_switches_per_req":4.1}"#,
+        ]);
+        let t = tables(&rows);
+        assert!(
+            t.contains("| Strait L4 over HBONE, `--sockmap` | 17,000 | – | 140 / 380 | +80 (+80 to +80) | 4,100 | 0.0180 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| Strait L4 over HBONE, `--sockmap` | – / 380 / – | 70.0 | 4.10 |"),
+            "{t}"
+        );
+        // The L7 `--sockmap` row was not run: not listed.
+        assert!(!t.contains("Strait L7 route + HBONE, `--sockmap`"), "{t}");
     }
 }

@@ -1,0 +1,151 @@
+//! Same-node hops without the TCP stack (issue 20): the sockhash
+//! `SOCKMAP` of the sockets at both ends of a connection through Strait's
+//! proxy that never leaves this node, and the `sk_msg` program
+//! `sockmap_redirect` attached to it, which moves each `sendmsg()` of one
+//! end straight into the other end's receive queue
+//! (`bpf_msg_redirect_hash(.., BPF_F_INGRESS)`, as Cilium's
+//! `bpf_sockops.c`/`bpf_redir.c` and merbridge do).
+//!
+//! Who is inserted (IPv4 only; all at the established callbacks, which run
+//! anyway):
+//! - a meshed client pod's socket redirected to the node proxy (the pods
+//!   cgroup's sockops program, active open, [`client_established`]), and
+//!   the proxy's accepted end of it ([`sockmap_daemon_ops`], attached to
+//!   the daemon's own cgroup: passive open on the outbound listener);
+//! - the proxy's in-pod delivery to a local pod (active open from
+//!   `127.0.0.6`, [`sockmap_daemon_ops`]) and the pod's accepted end of it
+//!   (pods cgroup, passive open from `127.0.0.6`,
+//!   [`passive_established`]).
+//!
+//! A send is redirected only when its peer is in the map too, so a pair
+//! with one end missing (map full, the daemon's program not attached)
+//! keeps the TCP path. The kernel drops a socket from the map when it
+//! closes. FIN/RST still travel over TCP (only data is redirected).
+//! A socket is never taken out of the map by these programs: removing it
+//! destroys its psock, and with it the redirected data it has not read.
+//! So a client whose first bytes left over TCP before the proxy's end was
+//! inserted can have later redirected bytes read before them; the proxy's
+//! end is inserted when the handshake's last ACK is processed, normally
+//! before the client's `connect()` returns (README, `--sockmap`).
+use aya_ebpf::{
+    bindings::{sk_action, BPF_F_INGRESS},
+    macros::{map, sk_msg, sock_ops},
+    maps::SockHash,
+    programs::{SkMsgContext, SockOpsContext},
+};
+use proxy_common::{SockPair, INBOUND_PASSTHROUGH_SOURCE};
+
+use crate::maps::PROXY_CONFIG;
+
+/// Same-node socket pairs, keyed by each socket's own 4-tuple.
+#[map(name = "SOCKMAP")]
+pub static SOCKMAP: SockHash<SockPair> = SockHash::with_max_entries(proxy_common::MAX_SOCKMAP, 0);
+
+/// 1 when the daemon runs with the redirect on (`strait run --sockmap`):
+/// set by the loader; the pods cgroup's sockops program inserts nothing
+/// otherwise, so a daemon without it leaves every socket untouched.
+#[unsafe(no_mangle)]
+static SOCKMAP_ON: u8 = 0;
+
+const AF_INET: u32 = 2;
+/// `BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB`.
+const ACTIVE_ESTABLISHED: u32 = 4;
+/// `BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB`.
+pub const PASSIVE_ESTABLISHED: u32 = 5;
+
+/// Whether the redirect is on (see [`SOCKMAP_ON`]).
+#[inline(always)]
+fn on() -> bool {
+    // SAFETY: a plain load of a global (volatile: its value is the
+    // loader's, not the one compiled in).
+    unsafe { core::ptr::read_volatile(&SOCKMAP_ON) != 0 }
+}
+
+/// The established socket's own 4-tuple. `remote_port` comes in network
+/// byte order in the upper 16 bits of the field (little-endian targets),
+/// `local_port` in host byte order.
+#[inline(always)]
+fn key_of_ops(ctx: &SockOpsContext) -> SockPair {
+    SockPair {
+        local_ip: ctx.local_ip4(),
+        remote_ip: ctx.remote_ip4(),
+        local_port: ctx.local_port(),
+        remote_port: u32::from_be(ctx.remote_port()),
+    }
+}
+
+/// Inserts the established socket of `ctx`. A full map or a refused
+/// insert leaves the socket on the TCP path.
+#[inline(always)]
+fn insert(ctx: &SockOpsContext) {
+    let mut key = key_of_ops(ctx);
+    // SAFETY: the context pointer is the kernel's `bpf_sock_ops`.
+    let ops = unsafe { &mut *ctx.ops };
+    let _ = SOCKMAP.update(&mut key, ops, 0);
+}
+
+/// Pods cgroup, active open completing of a connection connect4
+/// redirected to the node proxy: the client's end of a same-node pair.
+#[inline(always)]
+pub fn client_established(ctx: &SockOpsContext) {
+    if on() && ctx.family() == AF_INET {
+        insert(ctx);
+    }
+}
+
+/// Pods cgroup, passive open completing: a pod's end of the proxy's
+/// in-pod delivery (the remote end is `127.0.0.6`).
+#[inline(always)]
+pub fn passive_established(ctx: &SockOpsContext) {
+    if on() && ctx.family() == AF_INET && ctx.remote_ip4() == INBOUND_PASSTHROUGH_SOURCE {
+        insert(ctx);
+    }
+}
+
+/// Attached (with `--sockmap`) to the daemon's own cgroup: inserts the
+/// proxy's end of each same-node pair — a connection accepted on the
+/// outbound listener (`PROXY_CONFIG`) and a delivery into a pod from
+/// `127.0.0.6`. Every other event exits after the op compare.
+#[sock_ops]
+pub fn sockmap_daemon_ops(ctx: SockOpsContext) -> u32 {
+    let op = ctx.op();
+    if op == PASSIVE_ESTABLISHED {
+        let Some(proxy) = PROXY_CONFIG.get(0) else {
+            return 1;
+        };
+        if ctx.family() == AF_INET
+            && ctx.local_port() == u16::from_be(proxy.port) as u32
+            && ctx.local_ip4() == proxy.ip
+        {
+            insert(&ctx);
+        }
+    } else if op == ACTIVE_ESTABLISHED
+        && ctx.family() == AF_INET
+        && ctx.local_ip4() == INBOUND_PASSTHROUGH_SOURCE
+    {
+        insert(&ctx);
+    }
+    1
+}
+
+/// Runs for every `sendmsg()` of a socket in `SOCKMAP`: the data goes to
+/// the receive queue of its peer (the socket stored under the swapped
+/// 4-tuple) when the peer is in the map, else over TCP as usual.
+#[sk_msg]
+pub fn sockmap_redirect(ctx: SkMsgContext) -> u32 {
+    // SAFETY: the kernel hands a valid `sk_msg_md` to this program.
+    let m = unsafe { &*ctx.msg };
+    if m.family != AF_INET {
+        return sk_action::SK_PASS;
+    }
+    let mut peer = SockPair {
+        local_ip: m.remote_ip4,
+        remote_ip: m.local_ip4,
+        local_port: u32::from_be(m.remote_port),
+        remote_port: m.local_port,
+    };
+    // A missing peer returns SK_DROP from the helper and sets no
+    // redirect; SK_PASS then sends over TCP.
+    let _ = SOCKMAP.redirect_msg(&ctx, &mut peer, BPF_F_INGRESS as u64);
+    sk_action::SK_PASS
+}

@@ -1,0 +1,221 @@
+//! `strait run --sockmap` (issue 20): the same-node hops of a connection
+//! through HBONE — client pod → node A's proxy, node B's proxy → server pod —
+//! moved socket to socket by the `sk_msg` redirect instead of the TCP
+//! stack. An 8 MiB upload read slowly by the server, the client's
+//! half-close, and a 4 MiB reply arrive intact (a byte pattern checked at
+//! both ends) whether the redirect is on or off; with it on, the TCP
+//! counters of the pods' sockets (`TCP_INFO` bytes acked/received) show the
+//! payload bypassed TCP on both hops, and with it off they show it did not
+//! (so the check can fail).
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use strait_tests::node::echo::{self, Then};
+use strait_tests::node::{link, Daemon, MeshCa, Node, PodSpec, ServiceDef, ServicePort};
+
+const CANARY_PORT: u16 = 7400;
+const BULK_PORT: u16 = 7401;
+const UPLOAD: u64 = 8 << 20;
+const REPLY: u64 = 4 << 20;
+
+fn port(name: &str, port: u16) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: None,
+        protocol: "TCP".into(),
+        app_protocol: None,
+    }
+}
+
+/// What the two ends printed.
+struct Outcome {
+    client: Vec<String>,
+    server: Vec<String>,
+}
+
+fn words(line: &str) -> Vec<String> {
+    line.split_whitespace().map(str::to_string).collect()
+}
+
+/// Two linked nodes running `strait run` (with `--sockmap` when asked),
+/// a client pod on A and a server pod on B behind Service `bulk`; one
+/// pattern transfer from the client to the service's VIP.
+fn transfer(index: u8, sockmap: bool) -> Option<Outcome> {
+    let name = format!("node_sockmap_{index}");
+    let p = strait_tests::privileged::require(&name)?;
+    let mut a = Node::new(&p.cgroup2, "sm-a", index).unwrap();
+    let mut b = Node::new(&p.cgroup2, "sm-b", index + 1).unwrap();
+    a.add_pod(PodSpec::new("client", &[("app", "client")]))
+        .unwrap();
+    b.add_pod(PodSpec::new("server", &[("app", "bulk")]))
+        .unwrap();
+    let svc = ServiceDef {
+        name: "bulk".into(),
+        namespace: "default".into(),
+        selector: [("app".to_string(), "bulk".to_string())].into(),
+        ports: vec![port("tcp-canary", CANARY_PORT), port("tcp-bulk", BULK_PORT)],
+        cluster_ip: None,
+        headless: false,
+    };
+    let vip = a.add_service(svc.clone()).unwrap().cluster_ip.unwrap();
+    b.add_service(svc).unwrap();
+    link(&a, &b).unwrap();
+    let config = a.tmp_dir().join("config");
+    a.write_config(&config).unwrap();
+    b.write_config(&config).unwrap();
+    let server = b.pod("default", "server").unwrap().clone();
+    let client = a.pod("default", "client").unwrap().clone();
+    echo::tcp(
+        echo::listen(&server.netns, (server.ip, CANARY_PORT)).unwrap(),
+        |_| "up".to_string(),
+        Then::Close,
+    );
+
+    let ca = MeshCa::new(&a, &[&b]).unwrap();
+    let start = |node: &Node, args: Vec<std::ffi::OsString>| -> Daemon {
+        let mut d = Daemon::on(node, &config).quick("info");
+        if sockmap {
+            d = d.args(["--sockmap"]);
+        }
+        d.args(args).sigterm_on_drop().spawn().unwrap()
+    };
+    let mut da = start(&a, ca.server_args());
+    da.wait_file(&ca.root());
+    let db = start(&b, ca.client_args(&b).unwrap());
+    // The tunnel works (certificates, listeners) before the transfer.
+    let canary = SocketAddr::from((vip, CANARY_PORT));
+    let got = client.probe_until(canary, Duration::from_secs(90), |l| l == "up");
+    assert_eq!(got, "up", "node A:\n{}\nnode B:\n{}", da.log(), db.log());
+    if sockmap {
+        for (d, node) in [(&da, "A"), (&db, "B")] {
+            assert!(
+                d.log().contains("sockmap: same-node hops"),
+                "node {node} did not turn the redirect on:\n{}",
+                d.log()
+            );
+        }
+    }
+
+    let xfer = strait_tests::demo::mesh::sibling("pattern-xfer").unwrap();
+    let bulk_at = SocketAddr::from((server.ip, BULK_PORT));
+    let mut sink = server
+        .command(&xfer)
+        .unwrap()
+        .args(["sink", &bulk_at.to_string(), &REPLY.to_string(), "--slow"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(sink.stdout.take().unwrap());
+    let mut ready = String::new();
+    out.read_line(&mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let started = Instant::now();
+    let client_out = client
+        .command("timeout")
+        .unwrap()
+        .arg("120")
+        .arg(&xfer)
+        .args([
+            "send",
+            &SocketAddr::from((vip, BULK_PORT)).to_string(),
+            &UPLOAD.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let mut server_line = String::new();
+    out.read_line(&mut server_line).unwrap();
+    let _ = sink.wait();
+    let client_line = String::from_utf8_lossy(&client_out.stdout).to_string();
+    assert!(
+        client_out.status.success(),
+        "client: {client_line} {}\nserver: {server_line}\nnode A:\n{}\nnode B:\n{}",
+        String::from_utf8_lossy(&client_out.stderr),
+        da.log(),
+        db.log()
+    );
+    eprintln!(
+        "{name}: sockmap={sockmap} in {:?}: client `{}` server `{}`",
+        started.elapsed(),
+        client_line.trim(),
+        server_line.trim()
+    );
+    Some(Outcome {
+        client: words(&client_line),
+        server: words(&server_line),
+    })
+}
+
+fn num(w: &[String], key: &str) -> u64 {
+    let i = w
+        .iter()
+        .position(|x| x == key)
+        .unwrap_or_else(|| panic!("{key} in {w:?}"));
+    w[i + 1].parse().unwrap()
+}
+
+/// Both directions arrived whole and in order, the half-close included
+/// (the server replies only after reading the client's end of stream).
+fn assert_intact(o: &Outcome) {
+    assert_eq!(
+        o.client[..3],
+        ["received".to_string(), REPLY.to_string(), "ok".into()],
+        "client {:?}",
+        o.client
+    );
+    assert_eq!(
+        o.server[..3],
+        ["received".to_string(), UPLOAD.to_string(), "ok".into()],
+        "server {:?}",
+        o.server
+    );
+}
+
+#[test]
+fn with_sockmap_both_same_node_hops_bypass_tcp_and_a_slow_half_closed_transfer_is_intact() {
+    let Some(o) = transfer(87, true) else { return };
+    assert_intact(&o);
+    // Hop on node A: the client's bytes went to the proxy's socket, and
+    // the proxy's reply to the client's, without TCP.
+    assert!(
+        num(&o.client, "tcp_acked") < UPLOAD / 8,
+        "client {:?}",
+        o.client
+    );
+    assert!(
+        num(&o.client, "tcp_received") < REPLY / 8,
+        "client {:?}",
+        o.client
+    );
+    // Hop on node B: the proxy's delivery into the server pod.
+    assert!(
+        num(&o.server, "tcp_received") < UPLOAD / 8,
+        "server {:?}",
+        o.server
+    );
+}
+
+#[test]
+fn without_sockmap_the_same_transfer_goes_through_tcp() {
+    let Some(o) = transfer(89, false) else { return };
+    assert_intact(&o);
+    assert!(
+        num(&o.client, "tcp_acked") >= UPLOAD,
+        "client {:?}",
+        o.client
+    );
+    assert!(
+        num(&o.client, "tcp_received") >= REPLY,
+        "client {:?}",
+        o.client
+    );
+    assert!(
+        num(&o.server, "tcp_received") >= UPLOAD,
+        "server {:?}",
+        o.server
+    );
+}
