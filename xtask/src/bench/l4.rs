@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
+use super::l4_client::{self, Arm, ArmRun, Plan, CONCURRENCY};
 use super::netns::{self, SERVER_IP, VIP_NET};
 use super::procs::{in_ns, Proc};
 use super::report::{Section, Table};
 use super::stats::Samples;
-use super::{interrupted, Env};
+use super::Env;
 use crate::cmd::step;
 
 /// Service counts measured.
@@ -32,8 +33,6 @@ pub const SIZES: [usize; 3] = [1, 1_000, 10_000];
 pub const BACKEND_PORTS: [u16; 3] = [8080, 8081, 8082];
 /// The port every service VIP exposes.
 const SERVICE_PORT: u16 = 80;
-/// Client threads, each running connections back to back.
-const CONCURRENCY: u32 = 8;
 
 /// One L4 service: a VIP and its endpoints.
 pub struct Service {
@@ -162,95 +161,96 @@ fn chain_name(prefix: &str, key: &str) -> String {
     s
 }
 
-/// One bench-l4 run's figures.
-pub(super) struct Run {
-    pub rate: f64,
-    pub p50_us: f64,
-    pub p99_us: f64,
-}
-
-/// Runs `bench-l4` in namespace `ns` against `addr` (`conns` connections;
-/// inside the bench cgroup when `cgroup`, so Strait's socket programs apply).
-pub(super) fn run_client(
-    env: &Env,
-    ns: &str,
-    addr: SocketAddrV4,
-    conns: u32,
-    cgroup: bool,
-) -> anyhow::Result<Run> {
-    if interrupted() {
-        bail!("interrupted");
-    }
-    let mut cmd = in_ns(ns, env.cpus.load, env.bin("bench-l4"));
-    cmd.args(["--addr", &addr.to_string()])
-        .args(["--connections", &conns.to_string()])
-        .args(["--concurrency", &CONCURRENCY.to_string()]);
-    if cgroup {
-        // `ip netns exec` mounts a fresh /sys, hiding the cgroup2 mount, so
-        // join the cgroup first: a shell moves itself in, then execs (same
-        // pid) into `ip netns exec ... bench-l4`.
-        let mut wrapped = std::process::Command::new("sh");
-        wrapped
-            .arg("-c")
-            .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
-            .arg(env.cgroup.path())
-            .arg(cmd.get_program())
-            .args(cmd.get_args());
-        cmd = wrapped;
-    }
-    let out = cmd.output().context("running bench-l4")?;
-    if !out.status.success() {
-        bail!(
-            "bench-l4 to {addr} in {ns} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).context("bench-l4 output")?;
-    let f = |k: &str| {
-        v[k].as_f64()
-            .with_context(|| format!("bench-l4 output lacks {k}"))
-    };
-    Ok(Run {
-        rate: f("rate")?,
-        p50_us: f("p50_us")?,
-        p99_us: f("p99_us")?,
-    })
-}
-
-/// Figures of one contender over the runs.
-#[derive(Default)]
-struct Figures {
-    rate: Samples,
-    p50: Samples,
-    p99: Samples,
-}
-
-impl Figures {
-    fn push(&mut self, r: Run) {
-        self.rate.push(r.rate);
-        self.p50.push(r.p50_us);
-        self.p99.push(r.p99_us);
-    }
-}
-
 const CONTENDERS: [&str; 3] = [
-    "direct (backend pod IP)",
+    "direct (backend pod IPs)",
     "Strait VIP (cgroup/connect4)",
     "iptables DNAT VIP (kube-proxy chains)",
 ];
 
+/// The rounds of one service count: per contender, one [`ArmRun`] a round.
+fn measure(
+    env: &Env,
+    svcs: &[Service],
+    n: usize,
+    rounds: usize,
+    plan: Plan,
+) -> anyhow::Result<[Vec<ArmRun>; 3]> {
+    let target = &svcs[target(n)];
+    let arms = [
+        // Direct goes round-robin over the same three backends the VIPs
+        // spread over, so every path loads the backend alike.
+        Arm {
+            name: "direct",
+            netns: &env.topo.client,
+            cgroup: false,
+            addrs: target.endpoints.clone(),
+        },
+        Arm {
+            name: "strait",
+            netns: &env.topo.client,
+            cgroup: true,
+            addrs: vec![target.vip],
+        },
+        Arm {
+            name: "iptables",
+            netns: &env.topo.kube,
+            cgroup: false,
+            addrs: vec![target.vip],
+        },
+    ];
+    let mut out: [Vec<ArmRun>; 3] = Default::default();
+    for _ in 0..rounds {
+        for (i, r) in l4_client::run(env, &arms, plan)?.into_iter().enumerate() {
+            out[i].push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Per round, `f` of each run.
+fn per_round(runs: &[ArmRun], f: impl Fn(&ArmRun) -> f64) -> Samples {
+    Samples(runs.iter().map(f).collect())
+}
+
+/// Per round, the arm's rate over the baseline's rate in the same round.
+pub(super) fn round_ratios(runs: &[ArmRun], base: &[ArmRun]) -> Samples {
+    Samples(
+        runs.iter()
+            .zip(base)
+            .map(|(r, b)| r.rate() / b.rate())
+            .collect(),
+    )
+}
+
+/// Every pass of every round: the arm's batch rate over the baseline's
+/// batch of the same pass.
+pub(super) fn all_pass_ratios(runs: &[ArmRun], base: &[ArmRun]) -> Samples {
+    Samples(
+        runs.iter()
+            .zip(base)
+            .flat_map(|(r, b)| r.pass_ratios(b).0)
+            .collect(),
+    )
+}
+
 /// Runs the L4 suite and returns its section.
 pub fn run(env: &Env) -> anyhow::Result<Section> {
-    // Each run lasts about a second at least (shorter runs are dominated by
-    // scheduler noise on a 2-core machine), and L4 gets more rounds than the
-    // other suites because its runs are cheap and the target is a 5% margin.
-    let conns: u32 = if env.quick { 10_000 } else { 30_000 };
-    let runs = env.runs * 2 + 1;
+    // Per round and contender 10 (quick) or 15 passes of 1,000 or 2,000
+    // connections, the contenders alternating batch by batch; L4 gets more
+    // rounds than the other suites because its runs are cheap and the
+    // target is a 5% margin.
+    let plan = Plan {
+        batch: if env.quick { 1_000 } else { 2_000 },
+        passes: if env.quick { 10 } else { 15 },
+        warmup: 1,
+    };
+    let rounds = env.runs * 2 + 1;
     let mut tables = Vec::new();
     let mut raw = Vec::new();
     for n in SIZES {
         step(&format!(
-            "L4: {n} services, {runs} runs of {conns} connections per contender"
+            "L4: {n} services, {rounds} rounds of {} passes × {} connections per contender",
+            plan.passes, plan.batch
         ));
         let svcs = services(n);
         let file = env.tmp.join(format!("l4-services-{n}.txt"));
@@ -296,46 +296,23 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
         }
         let ipt_load = t.elapsed().as_secs_f64();
 
-        let vip = svcs[target(n)].vip;
-        let direct = SocketAddrV4::new(SERVER_IP, BACKEND_PORTS[0]);
-        let client = env.topo.client.clone();
-        let kube = env.topo.kube.clone();
-        let paths: [(&str, SocketAddrV4, bool); 3] = [
-            (&client, direct, false),
-            (&client, vip, true),
-            (&kube, vip, false),
-        ];
-        // Warm-up (not recorded): caches, conntrack, page faults, CPU
-        // frequency; as long as one measured run.
-        for (ns, addr, cg) in paths {
-            run_client(env, ns, addr, conns, cg)?;
-        }
-        let mut figs: [Figures; 3] = Default::default();
-        // Interleave contenders within each round so drift hits all alike,
-        // and rotate who goes first so no contender always follows the
-        // slow iptables run or the pause between sizes.
-        for round in 0..runs {
-            for k in 0..paths.len() {
-                let i = (round + k) % paths.len();
-                let (ns, addr, cg) = paths[i];
-                figs[i].push(run_client(env, ns, addr, conns, cg)?);
-            }
-        }
+        let figs = measure(env, &svcs, n, rounds, plan)?;
         dp.check_alive()?;
         drop(dp);
 
+        let direct = &figs[0];
         let rows = CONTENDERS
             .iter()
             .zip(&figs)
             .map(|(name, f)| {
+                let rate = per_round(f, ArmRun::rate);
                 vec![
                     name.to_string(),
-                    f.rate.cell(0, Some(&figs[0].rate)),
-                    f.rate
-                        .paired_ratios(&figs[0].rate)
-                        .map_or("n/a".into(), |r| r.cell(3, None)),
-                    f.p50.cell(0, Some(&figs[0].p50)),
-                    f.p99.cell(0, Some(&figs[0].p99)),
+                    rate.cell(0, Some(&per_round(direct, ArmRun::rate))),
+                    round_ratios(f, direct).cell(3, None),
+                    per_round(f, ArmRun::cpu_us_per_conn).cell(1, None),
+                    per_round(f, |r| r.p50_us).cell(0, Some(&per_round(direct, |r| r.p50_us))),
+                    per_round(f, |r| r.p99_us).cell(0, Some(&per_round(direct, |r| r.p99_us))),
                 ]
             })
             .collect();
@@ -343,14 +320,15 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
             "Rules/maps load time for {} service(s): Strait {strait_load:.2} s (load + attach + map writes), iptables-restore {ipt_load:.2} s.",
             super::stats::num(n as f64, 0)
         )];
-        let paired = |f: &Figures| f.rate.paired_ratios(&figs[0].rate)?.median();
-        if let (Some(s), Some(i)) = (paired(&figs[1]), paired(&figs[2])) {
-            notes.push(format!(
-                "Connection rate relative to direct (median of the {runs} paired rounds): Strait {:+.1}%, iptables {:+.1}%.",
-                (s - 1.0) * 100.0,
-                (i - 1.0) * 100.0
-            ));
-        }
+        let passes = all_pass_ratios(&figs[1], direct);
+        notes.push(format!(
+            "Connection rate relative to direct, batch by batch ({} passes: median [95% interval]): Strait {}, iptables {}. Strait's socket programs ran {} ns per connection ({} runs).",
+            passes.0.len(),
+            passes.interval_cell(3),
+            all_pass_ratios(&figs[2], direct).interval_cell(3),
+            per_round(&figs[1], ArmRun::bpf_ns_per_conn).cell(0, None),
+            per_round(&figs[1], ArmRun::bpf_runs_per_conn).cell(1, None),
+        ));
         tables.push(Table {
             title: format!(
                 "L4: {} service{}",
@@ -361,6 +339,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
                 "path".into(),
                 "connections/s".into(),
                 "rate ÷ direct, same round".into(),
+                "CPU µs per connection".into(),
                 "p50 µs".into(),
                 "p99 µs".into(),
             ],
@@ -369,14 +348,20 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
         });
         raw.push(json!({
             "services": n,
-            "connections_per_run": conns,
-            "runs": runs,
+            "connections_per_batch": plan.batch,
+            "passes_per_round": plan.passes,
+            "rounds": rounds,
             "concurrency": CONCURRENCY,
             "load_seconds": {"strait": strait_load, "iptables": ipt_load},
             "contenders": CONTENDERS.iter().zip(&figs).map(|(name, f)| json!({
-                "name": name, "connections_per_s": f.rate.json(),
-                "rate_over_direct_paired": f.rate.paired_ratios(&figs[0].rate).map(|r| r.json()),
-                "p50_us": f.p50.json(), "p99_us": f.p99.json(),
+                "name": name,
+                "connections_per_s": per_round(f, ArmRun::rate).json(),
+                "rate_over_direct_per_round": round_ratios(f, direct).json(),
+                "rate_over_direct_per_pass": all_pass_ratios(f, direct).json(),
+                "cpu_us_per_connection": per_round(f, ArmRun::cpu_us_per_conn).json(),
+                "bpf_ns_per_connection": per_round(f, ArmRun::bpf_ns_per_conn).json(),
+                "p50_us": per_round(f, |r| r.p50_us).json(),
+                "p99_us": per_round(f, |r| r.p99_us).json(),
             })).collect::<Vec<_>>(),
         }));
     }
@@ -385,8 +370,10 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
         intro: vec![format!(
             "Client `bench-l4` (tests/src/bin/bench-l4.rs): {CONCURRENCY} threads, each connection is connect → write `PING\\n` → read `OK\\n` to EOF → close; latency from connect() to EOF, HDR histogram. \
              Backend `bench-backend --tcp` on 198.18.0.2:{{8080,8081,8082}} in the server namespace; the measured service has those three endpoints, the others two unused endpoints each; VIPs in {VIP_NET}. \
-             Each round runs every contender back to back, the first one rotating; one unrecorded warm-up run per contender precedes the rounds. \
-             Cells: median of the runs (min–max) and ×ratio of medians to direct; \"rate ÷ direct, same round\" is each round's rate over direct's rate in that round (median, min–max), which cancels drift between rounds. For latency, lower is better."
+             Method (since 2026-12-05): one client process per round measures the three paths in alternating batches of {} connections ({} passes, the order reversing every pass: direct, Strait, iptables, then iptables, Strait, direct; one unrecorded pass first), so the machine's drift hits them alike; direct connects round-robin to the same three backends the VIPs spread over (before: one backend, each path a separate process of 10,000–30,000 connections). \
+             Cells: median over the {rounds} rounds (min–max) and ×ratio of medians to direct; \"rate ÷ direct, same round\" is each round's rate over direct's rate in that round; the notes give the batch-by-batch ratio with a 95% interval for its median (sign test). \
+             \"CPU µs per connection\": user + system time of the client process and every thread in the server namespace (the backend) over the batches, the kernel's network work done in their context included, per connection. For latency, lower is better.",
+            plan.batch, plan.passes
         )],
         tables,
         json: Value::Array(raw),

@@ -1,24 +1,36 @@
 //! `cargo xtask bench l4-counters`: what the sockops `TCP_STATS` counters
 //! (Istio's `istio_tcp_*` for kernel-balanced connections, issue 19) cost
-//! per connection. One service, the L4 suite's client and backend; each
-//! round holds Strait's data path twice, once loaded with the counters on
-//! and once with them off (`bench-datapath --no-tcp-stats`: the sockops
-//! program neither counts nor asks for state callbacks), and runs direct
-//! and Strait's VIP under each. Two figures:
+//! per connection, and whether Strait's VIP holds within 5% of direct with
+//! them on. One service with three endpoints, the L4 suite's client and
+//! backend. Each round holds Strait's data path twice, once loaded with the
+//! counters on and once with them off (`bench-datapath --no-tcp-stats`:
+//! the sockops program neither counts nor asks for state callbacks; the
+//! order alternates round by round), and under each one `bench-l4` process
+//! measures four paths in alternating batches ([`super::l4_client`]):
 //!
-//! - the sockops program's kernel run time per connection (BPF run-time
-//!   statistics over every event of every connection through the cgroup),
-//!   on minus off: the counters' own CPU cost (target ≤ 0.2 µs);
-//! - the connection rate of Strait's VIP over direct's in the same round,
-//!   counters on (target: within 5%), and on over off.
+//! - direct: the backend pods' IPs (round-robin over the three), from
+//!   outside the cgroup: no Strait program runs;
+//! - direct again: the same path, the A/A control (its ratio to direct is
+//!   what the harness itself contributes);
+//! - direct from the cgroup: the same, from the cgroup the programs are
+//!   attached to (they run, and find no service);
+//! - Strait's VIP from the cgroup: balanced by `connect4`.
+//!
+//! Figures: the kernel's run time of the attached programs per connection
+//! (BPF run-time statistics read around every batch, so each path gets
+//! its own), on minus off for the VIP's sockops program (the counters' own
+//! cost, target ≤ 0.2 µs); CPU time per connection (client + backend);
+//! and the VIP's rate over direct's, batch by batch and round by round
+//! (target: within 5% with the counters on).
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use super::l4::{self, run_client, BACKEND_PORTS};
-use super::netns::{self, SERVER_IP};
+use super::l4::{self, all_pass_ratios, round_ratios};
+use super::l4_client::{self, Arm, ArmRun, Plan, CONCURRENCY};
+use super::netns;
 use super::procs::Proc;
 use super::report::{Section, Table};
 use super::stats::{num, Samples};
@@ -32,22 +44,25 @@ pub const TITLE: &str = "L4 counters: TCP_STATS cost per kernel-balanced connect
 const TARGET_ADDED_US: f64 = 0.2;
 /// Target of issue 19: Strait's connection rate within this of direct's.
 const TARGET_WITHIN: f64 = 0.05;
+/// The sockops program's name as the kernel keeps it (15 characters of
+/// `strait::datapath::programs::SOCKOPS`, `orig_dst_sockops`).
+const SOCKOPS: &str = "orig_dst_sockop";
 
-/// One data-path lifetime's figures.
+/// The paths measured under each hold, in this order: direct twice (the
+/// second is the A/A control: same path, so its ratio to the first is the
+/// harness's own noise and bias), direct from the cgroup, the VIP.
+const DIRECT: usize = 0;
+const DIRECT_AGAIN: usize = 1;
+const DIRECT_CG: usize = 2;
+const VIP: usize = 3;
+
+/// One data-path lifetime: each path's figures.
 struct Held {
-    direct: f64,
-    strait: f64,
-    /// Sockops kernel run time per connection through the cgroup, ns.
-    sockops_ns: f64,
-    /// Sockops runs per connection.
-    runs_per_conn: f64,
-    /// Connections `TCP_STATS` counted opened.
-    opened: u64,
+    arms: Vec<ArmRun>,
 }
 
-/// Holds the data path (`counters` on or off) for one direct and one
-/// Strait run of `conns` connections each.
-fn hold(env: &Env, file: &std::path::Path, counters: bool, conns: u32) -> anyhow::Result<Held> {
+/// Holds the data path (`counters` on or off) for one round of the paths.
+fn hold(env: &Env, file: &std::path::Path, counters: bool, plan: Plan) -> anyhow::Result<Held> {
     let node = netns::pin_node();
     let _pins = netns::PinGuard(node.clone());
     let mut cmd = std::process::Command::new(env.bin("bench-datapath"));
@@ -61,11 +76,35 @@ fn hold(env: &Env, file: &std::path::Path, counters: bool, conns: u32) -> anyhow
     }
     let mut dp = Proc::spawn("bench-datapath", cmd)?;
     dp.wait_line("ready", Duration::from_secs(120))?;
-    let svcs = l4::services(1);
-    let vip = svcs[l4::target(1)].vip;
-    let direct = SocketAddrV4::new(SERVER_IP, BACKEND_PORTS[0]);
-    let d = run_client(env, &env.topo.client, direct, conns, false)?;
-    let s = run_client(env, &env.topo.client, vip, conns, true)?;
+    let svc = &l4::services(1)[l4::target(1)];
+    let backends: Vec<SocketAddrV4> = svc.endpoints.clone();
+    let arms = [
+        Arm {
+            name: "direct",
+            netns: &env.topo.client,
+            cgroup: false,
+            addrs: backends.clone(),
+        },
+        Arm {
+            name: "direct-again",
+            netns: &env.topo.client,
+            cgroup: false,
+            addrs: backends.clone(),
+        },
+        Arm {
+            name: "direct-cgroup",
+            netns: &env.topo.client,
+            cgroup: true,
+            addrs: backends,
+        },
+        Arm {
+            name: "vip",
+            netns: &env.topo.client,
+            cgroup: true,
+            addrs: vec![svc.vip],
+        },
+    ];
+    let runs = l4_client::run(env, &arms, plan)?;
     dp.close_stdin();
     let line = dp.wait_line("sockops", Duration::from_secs(60))?;
     let f: Vec<u64> = line
@@ -76,118 +115,182 @@ fn hold(env: &Env, file: &std::path::Path, counters: bool, conns: u32) -> anyhow
         .with_context(|| {
             format!("bench-datapath: `sockops <runs> <ns> <opened>` expected, got {line:?}")
         })?;
-    let [runs, ns, opened] = f[..] else {
+    let [_, _, opened] = f[..] else {
         bail!("bench-datapath: `sockops <runs> <ns> <opened>` expected, got {line:?}");
     };
-    if counters && opened < u64::from(conns) {
-        bail!("counters on, yet TCP_STATS counted {opened} of {conns} connections opened");
+    let balanced = runs[VIP].connections();
+    if counters && opened < balanced {
+        bail!("counters on, yet TCP_STATS counted {opened} of {balanced} connections opened");
     }
     if !counters && opened != 0 {
         bail!("counters off, yet TCP_STATS counted {opened} connections");
     }
-    Ok(Held {
-        direct: d.rate,
-        strait: s.rate,
-        sockops_ns: ns as f64 / f64::from(conns),
-        runs_per_conn: runs as f64 / f64::from(conns),
-        opened,
-    })
+    if runs[DIRECT].bpf_runs_per_conn() != 0.0 {
+        bail!("Strait's programs ran for connections made outside the bench cgroup");
+    }
+    Ok(Held { arms: runs })
+}
+
+/// Per round, `f` of the hold's arm `i`.
+fn per_round(holds: &[Held], i: usize, f: impl Fn(&ArmRun) -> f64) -> Samples {
+    Samples(holds.iter().map(|h| f(&h.arms[i])).collect())
+}
+
+/// Arm `i` of every hold.
+fn arm(holds: &[Held], i: usize) -> Vec<ArmRun> {
+    holds.iter().map(|h| h.arms[i].clone()).collect()
 }
 
 /// Runs the case and returns its section.
 pub fn run(env: &Env) -> anyhow::Result<Section> {
-    let conns: u32 = if env.quick { 10_000 } else { 20_000 };
+    let plan = Plan {
+        batch: 1_000,
+        passes: if env.quick { 10 } else { 20 },
+        warmup: 1,
+    };
     let rounds = env.runs * 2 + 1;
     let file = env.tmp.join("l4-counters-services.txt");
     let svc = &l4::services(1)[0];
     let eps: Vec<String> = svc.endpoints.iter().map(|e| e.to_string()).collect();
     std::fs::write(&file, format!("{} {}\n", svc.vip, eps.join(",")))?;
     step(&format!(
-        "L4 counters: {rounds} rounds, counters on and off, {conns} connections per run"
+        "L4 counters: {rounds} rounds, counters on and off, {} passes × {} connections per path",
+        plan.passes, plan.batch
     ));
-    // Warm-up, not recorded.
-    hold(env, &file, true, conns)?;
-    let mut direct = Samples::default();
-    let mut on = Samples::default();
-    let mut off = Samples::default();
-    let mut on_vs_direct = Samples::default();
-    let mut off_vs_direct = Samples::default();
-    let mut on_vs_off = Samples::default();
-    let mut ns_on = Samples::default();
-    let mut ns_off = Samples::default();
-    let mut added = Samples::default();
-    let mut runs_on = Samples::default();
-    let mut runs_off = Samples::default();
+    let mut on = Vec::new();
+    let mut off = Vec::new();
     for round in 0..rounds {
         // Alternate which goes first, so drift hits both alike.
-        let (a, b) = if round % 2 == 0 {
-            let a = hold(env, &file, true, conns)?;
-            (a, hold(env, &file, false, conns)?)
+        if round % 2 == 0 {
+            on.push(hold(env, &file, true, plan)?);
+            off.push(hold(env, &file, false, plan)?);
         } else {
-            let b = hold(env, &file, false, conns)?;
-            (hold(env, &file, true, conns)?, b)
-        };
-        direct.push((a.direct + b.direct) / 2.0);
-        on.push(a.strait);
-        off.push(b.strait);
-        on_vs_direct.push(a.strait / a.direct);
-        off_vs_direct.push(b.strait / b.direct);
-        on_vs_off.push(a.strait / b.strait);
-        ns_on.push(a.sockops_ns);
-        ns_off.push(b.sockops_ns);
-        added.push((a.sockops_ns - b.sockops_ns) / 1000.0);
-        runs_on.push(a.runs_per_conn);
-        runs_off.push(b.runs_per_conn);
-        debug_assert!(a.opened > 0 && b.opened == 0);
+            off.push(hold(env, &file, false, plan)?);
+            on.push(hold(env, &file, true, plan)?);
+        }
     }
+    let sockops = |r: &ArmRun| r.program_ns_per_conn(SOCKOPS).unwrap_or(f64::NAN);
+    let added = Samples(
+        on.iter()
+            .zip(&off)
+            .map(|(a, b)| (sockops(&a.arms[VIP]) - sockops(&b.arms[VIP])) / 1000.0)
+            .collect(),
+    );
+    let (on_direct, off_direct) = (arm(&on, DIRECT), arm(&off, DIRECT));
+    let on_vs_direct = round_ratios(&arm(&on, VIP), &on_direct);
+    let on_pass = all_pass_ratios(&arm(&on, VIP), &on_direct);
+    let off_pass = all_pass_ratios(&arm(&off, VIP), &off_direct);
+    let cg_pass = all_pass_ratios(&arm(&on, DIRECT_CG), &on_direct);
+    let aa_pass = {
+        let mut s = all_pass_ratios(&arm(&on, DIRECT_AGAIN), &on_direct);
+        s.0.extend(all_pass_ratios(&arm(&off, DIRECT_AGAIN), &off_direct).0);
+        s
+    };
+    let on_vs_off = Samples(
+        on.iter()
+            .zip(&off)
+            .map(|(a, b)| a.arms[VIP].rate() / b.arms[VIP].rate())
+            .collect(),
+    );
     let added_us = added.median().unwrap_or(f64::NAN);
-    let within = on_vs_direct.median().unwrap_or(f64::NAN);
+    let within = on_pass.median().unwrap_or(f64::NAN);
     let met = |ok: bool| if ok { "met" } else { "not met" };
+    let direct_rate = {
+        let mut all = per_round(&on, DIRECT, ArmRun::rate);
+        all.0.extend(per_round(&off, DIRECT, ArmRun::rate).0);
+        all
+    };
+    let row = |name: &str, holds: &[Held], i: usize, pass: Option<&Samples>| {
+        vec![
+            name.to_string(),
+            per_round(holds, i, ArmRun::rate).cell(0, Some(&direct_rate)),
+            if i == DIRECT {
+                "1.000".into()
+            } else {
+                round_ratios(&arm(holds, i), &arm(holds, DIRECT)).cell(3, None)
+            },
+            pass.map_or("1.000".into(), |p| p.interval_cell(3)),
+            per_round(holds, i, ArmRun::cpu_us_per_conn).cell(1, None),
+            if i == DIRECT {
+                "—".into()
+            } else {
+                format!(
+                    "{} / {}",
+                    per_round(holds, i, ArmRun::bpf_ns_per_conn).cell(0, None),
+                    per_round(holds, i, sockops).cell(0, None)
+                )
+            },
+            if i == DIRECT {
+                "—".into()
+            } else {
+                per_round(holds, i, ArmRun::bpf_runs_per_conn).cell(1, None)
+            },
+        ]
+    };
     let rows = vec![
-        vec![
-            "direct (backend pod IP)".into(),
-            direct.cell(0, None),
-            "1.000".into(),
-            "—".into(),
-            "—".into(),
-        ],
-        vec![
-            "Strait VIP, counters off".into(),
-            off.cell(0, Some(&direct)),
-            off_vs_direct.cell(3, None),
-            ns_off.cell(0, None),
-            runs_off.cell(1, None),
-        ],
-        vec![
-            "Strait VIP, counters on (default)".into(),
-            on.cell(0, Some(&direct)),
-            on_vs_direct.cell(3, None),
-            ns_on.cell(0, None),
-            runs_on.cell(1, None),
-        ],
+        row(
+            "direct (backend pod IPs, no Strait program)",
+            &on,
+            DIRECT,
+            None,
+        ),
+        row(
+            "direct from the data path's cgroup (programs run, no service), counters on",
+            &on,
+            DIRECT_CG,
+            Some(&cg_pass),
+        ),
+        row("Strait VIP, counters off", &off, VIP, Some(&off_pass)),
+        row(
+            "Strait VIP, counters on (default)",
+            &on,
+            VIP,
+            Some(&on_pass),
+        ),
     ];
     let notes = vec![
         format!(
-            "Added by the counters per connection (sockops run time on − off, same round, median): {} µs ({}); target ≤ {TARGET_ADDED_US} µs: {}.",
+            "A/A control: direct ÷ direct, batch by batch over both holds ({} passes): {} — the harness's own noise; a path's ratio is distinguishable from direct's only outside that.",
+            aa_pass.0.len(),
+            aa_pass.interval_cell(3)
+        ),
+        format!(
+            "Added by the counters per connection (the VIP's sockops run time on − off, same round, median): {} µs ({}); target ≤ {TARGET_ADDED_US} µs: {}.",
             num(added_us, 3),
             added.cell(3, None),
             met(added_us <= TARGET_ADDED_US)
         ),
         format!(
-            "Strait VIP ÷ direct with the counters on (same round, median): {within:.3}; target within {:.0}%: {}. Counters on ÷ off: {}.",
+            "Strait VIP ÷ direct with the counters on, batch by batch ({} passes, median [95% interval]): {}; by round: {}; target within {:.0}%: {}. Counters on ÷ off (the VIP's rate, same round): {}.",
+            on_pass.0.len(),
+            on_pass.interval_cell(3),
+            on_vs_direct.cell(3, None),
             TARGET_WITHIN * 100.0,
             met(within >= 1.0 - TARGET_WITHIN),
             on_vs_off.cell(3, None)
         ),
     ];
+    let arm_json = |holds: &[Held], i: usize| {
+        json!({
+            "connections_per_s": per_round(holds, i, ArmRun::rate).json(),
+            "cpu_us_per_connection": per_round(holds, i, ArmRun::cpu_us_per_conn).json(),
+            "bpf_ns_per_connection": per_round(holds, i, ArmRun::bpf_ns_per_conn).json(),
+            "sockops_ns_per_connection": per_round(holds, i, sockops).json(),
+        })
+    };
     Ok(Section {
         title: TITLE.into(),
         intro: vec![format!(
-            "`cargo xtask bench l4-counters{}`: one service with three endpoints, the L4 suite's client (`bench-l4`, 8 threads, connect → `PING` → `OK` → close) and backend. \
-             Each of {rounds} rounds holds Strait's data path (`bench-datapath`, as the daemon sets it up) twice, once with the `TCP_STATS` counters on and once loaded with them off (`DatapathConfig::tcp_stats`; the order alternates), and under each runs {conns} connections direct and {conns} through Strait's VIP. \
-             \"sockops ns per connection\" is the kernel's run-time statistics (`bpf_stats_enabled`) of the sockops program over every event of every connection through the cgroup, divided by the connections; the counters add one `TCP_STATS` update when the connection is established and the state-callback runs until its counts are final (then it is counted closed and the callback turned off): one when the client closes first, two (`CLOSE_WAIT`, then `LAST_ACK`) when the backend does, as `bench-backend` does here. \
-             The end-to-end rates move by more than that between runs on this shared machine; the run-time difference is the cost.",
-            if env.quick { " --quick" } else { "" }
+            "`cargo xtask bench l4-counters{}`: one service with three endpoints, the L4 suite's client (`bench-l4`, {CONCURRENCY} threads, connect → `PING` → `OK` → close) and backend. \
+             Each of {rounds} rounds holds Strait's data path (`bench-datapath`, as the daemon sets it up) twice, once with the `TCP_STATS` counters on and once loaded with them off (`DatapathConfig::tcp_stats`; the order alternates). \
+             Under each, one client process measures four paths in alternating batches of {} connections ({} passes, the order reversing every pass, one unrecorded pass first): direct to the three backend pods' IPs (round-robin) from outside the cgroup the programs are attached to, the same path again (the A/A control), the same from inside the cgroup, and Strait's VIP (balanced over the same three) from inside it. \
+             \"batch ÷ direct\" is each batch's rate over direct's batch of the same pass (median over every pass of every round, [95% interval of that median], sign test); \"rate ÷ direct, same round\" is the round's rate over direct's (median, min–max). \
+             \"CPU µs per connection\": user + system time of the client process and of the backend per connection (the kernel's network work done in their context included). \
+             \"eBPF ns per connection\": the kernel's run-time statistics (`bpf_stats_enabled`) of every program attached to the cgroup (connect4, sockops, ...), read around each batch, so each path gets its own / the sockops program alone; the counters add one `TCP_STATS` update when the connection is established and the state-callback runs until its counts are final: one when the client closes first, two (`CLOSE_WAIT`, then `LAST_ACK`) when the backend does, as `bench-backend` does here. \
+             Method before 2026-12-05: each data path hold ran 10,000 connections direct (one backend, outside the cgroup) and then 10,000 through the VIP, each a separate process, the direct run always first.",
+            if env.quick { " --quick" } else { "" },
+            plan.batch,
+            plan.passes,
         )],
         tables: vec![Table {
             title: "L4 counters: 1 service".into(),
@@ -195,23 +298,28 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
                 "path".into(),
                 "connections/s".into(),
                 "rate ÷ direct, same round".into(),
-                "sockops ns per connection".into(),
-                "sockops runs per connection".into(),
+                "batch ÷ direct".into(),
+                "CPU µs per connection".into(),
+                "eBPF ns per connection (all / sockops)".into(),
+                "program runs per connection".into(),
             ],
             rows,
             notes,
         }],
         json: json!({
-            "connections_per_run": conns,
+            "connections_per_batch": plan.batch,
+            "passes_per_round": plan.passes,
             "rounds": rounds,
-            "direct": direct.json(),
-            "strait_counters_on": on.json(),
-            "strait_counters_off": off.json(),
-            "on_over_direct": on_vs_direct.json(),
-            "off_over_direct": off_vs_direct.json(),
+            "direct": arm_json(&on, DIRECT),
+            "direct_cgroup": arm_json(&on, DIRECT_CG),
+            "strait_counters_on": arm_json(&on, VIP),
+            "strait_counters_off": arm_json(&off, VIP),
+            "on_over_direct_per_pass": on_pass.json(),
+            "off_over_direct_per_pass": off_pass.json(),
+            "direct_cgroup_over_direct_per_pass": cg_pass.json(),
+            "direct_over_direct_per_pass": aa_pass.json(),
+            "on_over_direct_per_round": on_vs_direct.json(),
             "on_over_off": on_vs_off.json(),
-            "sockops_ns_per_connection_on": ns_on.json(),
-            "sockops_ns_per_connection_off": ns_off.json(),
             "added_us_per_connection": added.json(),
         }),
     })

@@ -11,6 +11,7 @@ mod config_case;
 mod install;
 mod kube_case;
 mod l4;
+mod l4_client;
 mod l4_counters;
 mod l7;
 mod mesh;
