@@ -55,6 +55,7 @@ pub const MAP_LAYOUT_VERSIONS: &[(&str, u32)] = &[
     (SERVICE_STATS, 1),
     (BACKEND_STATS, 1),
     (TCP_STATS, 1),
+    (TCP_STATS_DIRECT, 1),
     (SERVICES6, 1),
     (BACKENDS6, 1),
     (SOCK_NAT6, 1),

@@ -57,7 +57,8 @@ pub const SERVICE_STATS: &str = "SERVICE_STATS";
 pub const BACKEND_STATS: &str = "BACKEND_STATS";
 /// Connections the kernel balanced (never those redirected to the node
 /// proxy, which reports its own): per-CPU hash [`TcpStatsKey`] →
-/// [`TcpStats`]. The sockops program counts a connection opened when the
+/// [`TcpStats`], for the keys that did not find a place in
+/// [`TCP_STATS_DIRECT`] (where most are counted). The sockops program counts a connection opened when the
 /// client's active open completes and, with the socket's state callback
 /// turned on at that moment, closed with its exact data bytes at the first
 /// state change where they are final (the client's `close()` in
@@ -69,6 +70,32 @@ pub const TCP_STATS: &str = "TCP_STATS";
 /// Maximum number of (client, service, backend) keys in [`TCP_STATS`]; a
 /// connection with a new key past it is not counted.
 pub const MAX_TCP_STATS: u32 = 65_536;
+/// The first place the sockops program counts an IPv4 kernel-balanced
+/// connection (the same counts as [`TCP_STATS`]): a per-CPU array of
+/// [`TCP_STATS_DIRECT_SLOTS`] [`TcpStatsEntry`], direct-mapped by
+/// [`tcp_stats_slot`] of the key. On each CPU the first key that lands in
+/// a slot keeps it (entries are never evicted, so nothing counted is
+/// lost); another key whose slot that CPU already gave away is counted in
+/// [`TCP_STATS`] instead. Userspace sums a key's entries over CPUs and both
+/// maps.
+///
+/// Why: the per-CPU hash costs a `jhash` of the key, a bucket walk and a
+/// helper call per update, twice per connection (opened, closed); the
+/// array slot is a few ALU operations and an inlined array load.
+pub const TCP_STATS_DIRECT: &str = "TCP_STATS_DIRECT";
+/// Slots of [`TCP_STATS_DIRECT`] per CPU: a power of two (48 KiB per CPU).
+pub const TCP_STATS_DIRECT_SLOTS: u32 = 1024;
+
+/// The [`TCP_STATS_DIRECT`] slot of `k`: a multiplicative hash of its
+/// words (Knuth's golden-ratio constant), top bits; in
+/// `0..TCP_STATS_DIRECT_SLOTS`.
+#[inline(always)]
+pub fn tcp_stats_slot(k: &TcpStatsKey) -> u32 {
+    let ports = u32::from(k.vport) | (u32::from(k.bport) << 16);
+    let h = (k.src ^ k.vip.rotate_left(8) ^ k.backend.rotate_left(16) ^ ports.rotate_left(24))
+        .wrapping_mul(0x9e37_79b1);
+    h >> (32 - TCP_STATS_DIRECT_SLOTS.trailing_zeros())
+}
 /// Name of the XDP deny map: LPM trie keyed by IPv4 source prefix (the
 /// kernel's `bpf_lpm_trie_key` layout: `u32` prefix length in host order,
 /// then the address in network byte order) → `u32` index of the prefix's
@@ -173,7 +200,7 @@ pub const DENY_STATS: &str = "DENY_STATS";
 /// `<bpffs>/strait/<node>/<name>` and reuses the pins on restart.
 /// `TCP_STATS` is pinned so a restarted daemon reads the counters the
 /// programs it keeps attached write.
-pub const PINNED_MAPS: [&str; 11] = [
+pub const PINNED_MAPS: [&str; 12] = [
     SERVICES,
     BACKENDS,
     MAGLEV,
@@ -185,6 +212,7 @@ pub const PINNED_MAPS: [&str; 11] = [
     SERVICE_STATS,
     BACKEND_STATS,
     TCP_STATS,
+    TCP_STATS_DIRECT,
 ];
 
 /// Maximum number of services (VIP, port, protocol) in [`SERVICES`], and
@@ -468,6 +496,17 @@ pub struct TcpStats {
     pub received: u64,
 }
 
+/// Value of [`TCP_STATS_DIRECT`]: a key and its counts on one CPU; an
+/// all-zero key is a free slot (no socket has source address 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TcpStatsEntry {
+    /// Whose counts these are.
+    pub key: TcpStatsKey,
+    /// The counts.
+    pub stats: TcpStats,
+}
+
 /// Key of [`DENY_V4_LEN`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -564,6 +603,7 @@ mod pod {
     unsafe impl aya::Pod for super::DenyDstKey {}
     unsafe impl aya::Pod for super::TcpStatsKey {}
     unsafe impl aya::Pod for super::TcpStats {}
+    unsafe impl aya::Pod for super::TcpStatsEntry {}
 }
 
 #[cfg(test)]
@@ -589,5 +629,26 @@ mod tests {
         assert_eq!(size_of::<DenyDstKey>(), 20);
         assert_eq!(size_of::<TcpStatsKey>(), 16);
         assert_eq!(size_of::<TcpStats>(), 32);
+        assert_eq!(size_of::<TcpStatsEntry>(), 48);
+    }
+
+    #[test]
+    fn tcp_stats_slots_are_in_range_and_spread() {
+        let mut used = [false; TCP_STATS_DIRECT_SLOTS as usize];
+        // One client, one service, 100 backends on neighbouring addresses.
+        for b in 0..100u32 {
+            let k = TcpStatsKey {
+                src: u32::from_be_bytes([10, 0, 0, 5]).to_be(),
+                vip: u32::from_be_bytes([10, 96, 0, 10]).to_be(),
+                backend: (u32::from_be_bytes([10, 0, 1, 0]) + b).to_be(),
+                vport: 80u16.to_be(),
+                bport: 8080u16.to_be(),
+            };
+            let s = tcp_stats_slot(&k);
+            assert!(s < TCP_STATS_DIRECT_SLOTS, "{s}");
+            used[s as usize] = true;
+        }
+        // Few collisions: most keys get a slot of their own.
+        assert!(used.iter().filter(|u| **u).count() >= 90);
     }
 }

@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use proxy_common::{
     Backend, BackendKey, ClientKey, DenyConfig, DenyDstKey, DenyV4Key, MaglevTable, OrigDst,
-    ProxyConfig, RevNatKey, ServiceKey, ServiceStats, ServiceValue, SockNat, TcpStats, TcpStatsKey,
-    Workload, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbStats, XlbVipBucket,
+    ProxyConfig, RevNatKey, ServiceKey, ServiceStats, ServiceValue, SockNat, TcpStats, TcpStatsEntry,
+    TcpStatsKey, Workload, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbStats, XlbVipBucket,
 };
 
 /// `BPF_F_NO_PREALLOC`: entries are allocated on insert, so large or
@@ -67,6 +67,13 @@ pub static BACKEND_STATS: PerCpuArray<u64> =
 #[map(name = "TCP_STATS")]
 pub static TCP_STATS: PerCpuHashMap<TcpStatsKey, TcpStats> =
     PerCpuHashMap::with_max_entries(proxy_common::MAX_TCP_STATS, NO_PREALLOC);
+
+/// Kernel-balanced IPv4 TCP counters, direct-mapped per CPU
+/// (`proxy_common::TCP_STATS_DIRECT`); [`TCP_STATS`] takes the keys that
+/// find their slot taken.
+#[map(name = "TCP_STATS_DIRECT")]
+pub static TCP_STATS_DIRECT: PerCpuArray<TcpStatsEntry> =
+    PerCpuArray::with_max_entries(proxy_common::TCP_STATS_DIRECT_SLOTS, 0);
 
 /// IPv4 source prefixes an AuthorizationPolicy DENY drops at XDP → the
 /// prefix's counter in [`DENY_STATS`]. `BPF_F_NO_PREALLOC` is mandatory for

@@ -247,3 +247,94 @@ fn a_connection_the_client_closes_costs_one_state_callback() {
     );
     dp.cleanup().unwrap();
 }
+
+/// The test thread (and every process and thread it starts from now on)
+/// runs on CPU 0 only.
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t with bit 0 set; pid 0 is this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The `TCP_STATS` key of a client on 127.0.0.1 through `vip` (port 80) to
+/// `backend`, as the sockops program builds it.
+fn key4(vip: std::net::Ipv4Addr, backend: SocketAddr) -> proxy_common::TcpStatsKey {
+    let lo = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+    proxy_common::TcpStatsKey {
+        src: lo,
+        vip: u32::from(vip).to_be(),
+        backend: lo,
+        vport: 80u16.to_be(),
+        bport: backend.port().to_be(),
+    }
+}
+
+#[test]
+fn a_key_whose_direct_slot_is_taken_is_counted_in_the_hash() {
+    let Some(p) = privileged::require("a_key_whose_direct_slot_is_taken_is_counted_in_the_hash")
+    else {
+        return;
+    };
+    // Both services' connections on one CPU, so the second key finds the
+    // first one in its TCP_STATS_DIRECT slot on that CPU.
+    pin_to_cpu0();
+    let bpffs = TestBpffs::new().unwrap();
+    let (mut dp, cg) = datapath(&p, &bpffs, "tcpstats-slot");
+    let b = backend("127.0.0.1:0", 400, 900, Close::AfterReply);
+    let first = std::net::Ipv4Addr::new(127, 100, 8, 1);
+    let slot = proxy_common::tcp_stats_slot(&key4(first, b));
+    let second = (1..=u32::from(u16::MAX))
+        .map(|i| std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 101, 0, 0)) + i))
+        .find(|v| proxy_common::tcp_stats_slot(&key4(*v, b)) == slot)
+        .expect("a VIP whose key shares the slot");
+    let vips: [SocketAddr; 2] = [
+        SocketAddr::new(first.into(), 80),
+        SocketAddr::new(second.into(), 80),
+    ];
+    dp.apply(&[l4(vips[0], b), l4(vips[1], b)]).unwrap();
+    for vip in vips {
+        for _ in 0..3 {
+            xfer(&cg, vip, 400, "eof", 900);
+        }
+    }
+    // Each key counted exactly, whichever map holds it.
+    let stats = dp.tcp_stats().unwrap();
+    assert_eq!(stats.len(), 2, "{stats:?}");
+    for vip in [first, second] {
+        let (_, s) = stats
+            .iter()
+            .find(|(k, _)| *k == key4(vip, b))
+            .unwrap_or_else(|| panic!("no key for {vip}: {stats:?}"));
+        assert_eq!(
+            *s,
+            TcpStats {
+                opened: 3,
+                closed: 3,
+                sent: 1200,
+                received: 2700,
+            },
+            "{vip}"
+        );
+    }
+    // And the second one went to the hash: its slot was the first's.
+    let pin = bpffs
+        .path()
+        .join("strait/tcpstats-slot")
+        .join(proxy_common::TCP_STATS);
+    let hashed: aya::maps::PerCpuHashMap<_, proxy_common::TcpStatsKey, TcpStats> =
+        aya::maps::PerCpuHashMap::try_from(aya::maps::Map::PerCpuHashMap(
+            aya::maps::MapData::from_pin(&pin).unwrap(),
+        ))
+        .unwrap();
+    let keys: Vec<_> = hashed.keys().map(Result::unwrap).collect();
+    assert_eq!(keys, [key4(second, b)]);
+    dp.cleanup().unwrap();
+}

@@ -850,13 +850,21 @@ impl Datapath {
     }
 
     /// The kernel-balanced IPv4 (and IPv4-mapped) TCP connections counted
-    /// by the sockops program (`TCP_STATS`), summed over CPUs: per (client,
-    /// service VIP, backend) key, connections opened and closed and the
-    /// bytes of closed ones. Counts only grow while the object is loaded.
+    /// by the sockops program (`TCP_STATS_DIRECT`, and `TCP_STATS` for the
+    /// keys that found their direct slot taken), summed over CPUs and both
+    /// maps: per (client, service VIP, backend) key, connections opened and
+    /// closed and the bytes of closed ones, one entry per key, sorted by
+    /// key. Counts only grow while the object is loaded.
     ///
-    /// Errors: the map cannot be read.
+    /// Errors: a map cannot be read.
     pub fn tcp_stats(&self) -> anyhow::Result<Vec<(TcpStatsKey, TcpStats)>> {
-        summed(&self.ebpf, proxy_common::TCP_STATS)
+        let mut all: std::collections::BTreeMap<TcpStatsKey, TcpStats> = Default::default();
+        let direct = direct_entries(&self.ebpf)?;
+        let hashed = summed(&self.ebpf, proxy_common::TCP_STATS)?;
+        for (k, v) in direct.into_iter().chain(hashed) {
+            add_stats(all.entry(k).or_default(), &v);
+        }
+        Ok(all.into_iter().collect())
     }
 
     /// [`Self::tcp_stats`] for native IPv6 services (`TCP_STATS6`).
@@ -1141,6 +1149,37 @@ fn tcp_sock_offsets() -> [u32; 2] {
 
 /// The entries of the per-CPU `TCP_STATS` / `TCP_STATS6` map `name`, each
 /// summed over CPUs.
+/// Adds `v` to `sum`.
+fn add_stats(sum: &mut TcpStats, v: &TcpStats) {
+    sum.opened += v.opened;
+    sum.closed += v.closed;
+    sum.sent += v.sent;
+    sum.received += v.received;
+}
+
+/// The taken slots of `TCP_STATS_DIRECT` on every CPU, as (key, counts)
+/// pairs (a key may appear once per CPU).
+fn direct_entries(ebpf: &Ebpf) -> anyhow::Result<Vec<(TcpStatsKey, TcpStats)>> {
+    let name = proxy_common::TCP_STATS_DIRECT;
+    let map: aya::maps::PerCpuArray<_, proxy_common::TcpStatsEntry> =
+        aya::maps::PerCpuArray::try_from(
+            ebpf.map(name)
+                .with_context(|| format!("map {name} missing from the eBPF object"))?,
+        )?;
+    let mut out = Vec::new();
+    for slot in 0..map.len() {
+        let per_cpu = map
+            .get(&slot, 0)
+            .with_context(|| format!("reading {name} slot {slot}"))?;
+        for e in per_cpu.iter() {
+            if e.key.src != 0 {
+                out.push((e.key, e.stats));
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn summed<K: aya::Pod>(ebpf: &Ebpf, name: &str) -> anyhow::Result<Vec<(K, TcpStats)>> {
     let map: aya::maps::PerCpuHashMap<_, K, TcpStats> = aya::maps::PerCpuHashMap::try_from(
         ebpf.map(name)
@@ -1151,10 +1190,7 @@ fn summed<K: aya::Pod>(ebpf: &Ebpf, name: &str) -> anyhow::Result<Vec<(K, TcpSta
         let (k, per_cpu) = item.with_context(|| format!("reading {name}"))?;
         let mut sum = TcpStats::default();
         for v in per_cpu.iter() {
-            sum.opened += v.opened;
-            sum.closed += v.closed;
-            sum.sent += v.sent;
-            sum.received += v.received;
+            add_stats(&mut sum, v);
         }
         out.push((k, sum));
     }
