@@ -20,16 +20,6 @@ const BULK_PORT: u16 = 7401;
 const UPLOAD: u64 = 8 << 20;
 const REPLY: u64 = 4 << 20;
 
-fn port(name: &str, port: u16) -> ServicePort {
-    ServicePort {
-        name: Some(name.into()),
-        port,
-        target_port: None,
-        protocol: "TCP".into(),
-        app_protocol: None,
-    }
-}
-
 /// What the two ends printed.
 struct Outcome {
     client: Vec<String>,
@@ -52,14 +42,14 @@ fn transfer(index: u8, sockmap: bool) -> Option<Outcome> {
         .unwrap();
     b.add_pod(PodSpec::new("server", &[("app", "bulk")]))
         .unwrap();
-    let svc = ServiceDef {
-        name: "bulk".into(),
-        namespace: "default".into(),
-        selector: [("app".to_string(), "bulk".to_string())].into(),
-        ports: vec![port("tcp-canary", CANARY_PORT), port("tcp-bulk", BULK_PORT)],
-        cluster_ip: None,
-        headless: false,
-    };
+    let svc = ServiceDef::app(
+        "bulk",
+        "bulk",
+        vec![
+            ServicePort::named("tcp-canary", CANARY_PORT),
+            ServicePort::named("tcp-bulk", BULK_PORT),
+        ],
+    );
     let vip = a.add_service(svc.clone()).unwrap().cluster_ip.unwrap();
     b.add_service(svc).unwrap();
     link(&a, &b).unwrap();
