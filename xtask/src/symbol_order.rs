@@ -43,30 +43,11 @@ pub fn run(binary: Option<PathBuf>) -> anyhow::Result<()> {
         Some(b) => b,
         None => {
             build_ebpf::run(true)?;
-            step("dist build of strait (the binary whose symbols are listed)");
-            sh(Command::new("cargo").current_dir(root()).args([
-                "build",
-                "--profile",
-                "dist",
-                "-p",
-                "strait",
-                "--bin",
-                "strait",
-            ]))?;
+            crate::bench::mesh::build_dist_strait("the binary whose symbols are listed")?;
             target.join("dist/strait")
         }
     };
-    step("release build of bench-mesh and bench-backend");
-    sh(Command::new("cargo").current_dir(root()).args([
-        "build",
-        "--release",
-        "-p",
-        "strait-tests",
-        "--bin",
-        "bench-mesh",
-        "--bin",
-        "bench-backend",
-    ]))?;
+    crate::bench::mesh::build_harness()?;
     let scratch = Scratch::new(&binary)?;
     let touched = watch_while(&scratch.binary, || {
         step("bench-mesh, one quick round of the Strait rows, from the scratch copy");

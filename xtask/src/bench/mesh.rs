@@ -318,12 +318,11 @@ fn test_ca() -> std::path::PathBuf {
     root().join("../shared/hbone/ztunnel-test-ca")
 }
 
-pub fn run(quick: bool) -> anyhow::Result<()> {
-    super::install::ensure(true)?;
-    build_ebpf::run(true)?;
-    // The daemon is measured as shipped (the `dist` profile: its size is
-    // most of the RSS); the harness and the backend as `release`.
-    step("dist build of strait (as shipped)");
+/// `cargo build --profile dist -p strait --bin strait` (the daemon as
+/// shipped); `why` goes into the step line. Also used by `cargo xtask
+/// symbol-order`.
+pub(crate) fn build_dist_strait(why: &str) -> anyhow::Result<()> {
+    step(&format!("dist build of strait ({why})"));
     sh(Command::new("cargo").current_dir(root()).args([
         "build",
         "--profile",
@@ -333,6 +332,11 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         "--bin",
         "strait",
     ]))?;
+    Ok(())
+}
+
+/// `cargo build --release` of the `bench-mesh` harness and `bench-backend`.
+pub(crate) fn build_harness() -> anyhow::Result<()> {
     step("release build of bench-mesh and bench-backend");
     sh(Command::new("cargo").current_dir(root()).args([
         "build",
@@ -344,6 +348,16 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         "--bin",
         "bench-backend",
     ]))?;
+    Ok(())
+}
+
+pub fn run(quick: bool) -> anyhow::Result<()> {
+    super::install::ensure(true)?;
+    build_ebpf::run(true)?;
+    // The daemon is measured as shipped (the `dist` profile: its size is
+    // most of the RSS); the harness and the backend as `release`.
+    build_dist_strait("as shipped")?;
+    build_harness()?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root().join("target"), std::path::PathBuf::from);
     let target = target_dir.join("release");

@@ -14,7 +14,7 @@ mod l4;
 mod l4_client;
 mod l4_counters;
 mod l7;
-mod mesh;
+pub(crate) mod mesh;
 mod netns;
 mod policy_case;
 mod procs;
