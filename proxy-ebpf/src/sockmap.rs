@@ -23,14 +23,13 @@
 //! closes. FIN/RST still travel over TCP (only data is redirected).
 //! A socket is never taken out of the map by these programs: removing it
 //! destroys its psock, and with it the redirected data it has not read.
-//! So a client whose first bytes left over TCP before the proxy's end was
-//! inserted can have later redirected bytes read before them; the proxy's
-//! end is inserted when the handshake's last ACK is processed, normally
-//! before the client's `connect()` returns (README, `--sockmap`).
+//! A sender whose send finds no peer (its first bytes left before the
+//! other end was inserted) stays on TCP for good ([`SOCKMAP_TCP`]), so its
+//! later bytes cannot overtake the ones TCP still carries.
 use aya_ebpf::{
     bindings::{sk_action, BPF_F_INGRESS},
     macros::{map, sk_msg, sock_ops},
-    maps::SockHash,
+    maps::{LruHashMap, SockHash},
     programs::{SkMsgContext, SockOpsContext},
 };
 use proxy_common::{SockPair, INBOUND_PASSTHROUGH_SOURCE};
@@ -40,6 +39,16 @@ use crate::maps::PROXY_CONFIG;
 /// Same-node socket pairs, keyed by each socket's own 4-tuple.
 #[map(name = "SOCKMAP")]
 pub static SOCKMAP: SockHash<SockPair> = SockHash::with_max_entries(proxy_common::MAX_SOCKMAP, 0);
+
+/// Senders in `SOCKMAP` that have sent data over TCP (a send found no
+/// peer in the map): they never redirect again, so their bytes reach the
+/// peer in the order sent (see [`sockmap_redirect`]). Keyed like
+/// `SOCKMAP` (the sender's own 4-tuple); an entry is cleared when a socket
+/// with that 4-tuple is inserted, so a reused 4-tuple starts clean and a
+/// closed connection's entry is harmless until the LRU drops it.
+#[map(name = "SOCKMAP_TCP")]
+pub static SOCKMAP_TCP: LruHashMap<SockPair, u8> =
+    LruHashMap::with_max_entries(proxy_common::MAX_SOCKMAP, 0);
 
 /// 1 when the daemon runs with the redirect on (`strait run --sockmap`):
 /// set by the loader; the pods cgroup's sockops program inserts nothing
@@ -79,6 +88,8 @@ fn key_of_ops(ctx: &SockOpsContext) -> SockPair {
 #[inline(always)]
 fn insert(ctx: &SockOpsContext) {
     let mut key = key_of_ops(ctx);
+    // A new connection with a reused 4-tuple starts on the redirect.
+    let _ = SOCKMAP_TCP.remove(&key);
     // SAFETY: the context pointer is the kernel's `bpf_sock_ops`.
     let ops = unsafe { &mut *ctx.ops };
     let _ = SOCKMAP.update(&mut key, ops, 0);
@@ -131,6 +142,14 @@ pub fn sockmap_daemon_ops(ctx: SockOpsContext) -> u32 {
 /// Runs for every `sendmsg()` of a socket in `SOCKMAP`: the data goes to
 /// the receive queue of its peer (the socket stored under the swapped
 /// 4-tuple) when the peer is in the map, else over TCP as usual.
+///
+/// Order: the receiver reads its redirected queue (psock) before its TCP
+/// receive queue (`tcp_bpf_recvmsg`), so a sender may move from the
+/// redirect to TCP but never back: bytes it sent over TCP that the
+/// receiver has not read yet would be overtaken by later redirected ones
+/// (a client's first bytes sent before the proxy's end was inserted). So
+/// the first send that finds no peer puts the sender in `SOCKMAP_TCP`, and
+/// every later send of it takes TCP.
 #[sk_msg]
 pub fn sockmap_redirect(ctx: SkMsgContext) -> u32 {
     // SAFETY: the kernel hands a valid `sk_msg_md` to this program.
@@ -138,14 +157,21 @@ pub fn sockmap_redirect(ctx: SkMsgContext) -> u32 {
     if m.family != AF_INET {
         return sk_action::SK_PASS;
     }
-    let mut peer = SockPair {
-        local_ip: m.remote_ip4,
-        remote_ip: m.local_ip4,
-        local_port: u32::from_be(m.remote_port),
-        remote_port: m.local_port,
+    let me = SockPair {
+        local_ip: m.local_ip4,
+        remote_ip: m.remote_ip4,
+        local_port: m.local_port,
+        remote_port: u32::from_be(m.remote_port),
     };
+    // SAFETY: a lookup whose value is only tested for presence.
+    if unsafe { SOCKMAP_TCP.get(&me) }.is_some() {
+        return sk_action::SK_PASS;
+    }
+    let mut peer = me.peer();
     // A missing peer returns SK_DROP from the helper and sets no
-    // redirect; SK_PASS then sends over TCP.
-    let _ = SOCKMAP.redirect_msg(&ctx, &mut peer, BPF_F_INGRESS as u64);
+    // redirect; SK_PASS then sends over TCP, from now on for good.
+    if SOCKMAP.redirect_msg(&ctx, &mut peer, BPF_F_INGRESS as u64) != sk_action::SK_PASS as i64 {
+        let _ = SOCKMAP_TCP.insert(&me, &1, 0);
+    }
     sk_action::SK_PASS
 }

@@ -23,6 +23,8 @@ use proxy_common::SockPair;
 pub const SK_MSG: &str = "sockmap_redirect";
 /// The sockops program for the daemon's own cgroup.
 pub const DAEMON_OPS: &str = "sockmap_daemon_ops";
+/// The LRU hash of senders that stay on TCP for good.
+pub const SOCKMAP_TCP: &str = "SOCKMAP_TCP";
 
 /// The daemon's own cgroup v2 directory: the `0::` line of
 /// `/proc/self/cgroup` under the cgroup2 mount.
@@ -50,20 +52,7 @@ fn parse_own_cgroup(text: &str) -> Option<&str> {
 /// attach one (kernels before 4.17 have no `sk_msg`). The caller logs and
 /// runs without the redirect.
 pub fn start(ebpf: &mut Ebpf, cgroup: &Path) -> anyhow::Result<()> {
-    let map = ebpf
-        .map(proxy_common::SOCKMAP)
-        .context("map SOCKMAP missing from the eBPF object")?;
-    let map: SockHash<_, SockPair> = SockHash::try_from(map)?;
-    let map_fd = map.fd().try_clone().context("duplicating the SOCKMAP fd")?;
-    let prog: &mut SkMsg = ebpf
-        .program_mut(SK_MSG)
-        .context("program sockmap_redirect missing from the eBPF object")?
-        .try_into()?;
-    if prog.fd().is_err() {
-        prog.load().context("loading sockmap_redirect")?;
-    }
-    prog.attach(&map_fd)
-        .context("attaching sockmap_redirect to SOCKMAP")?;
+    attach_redirect(ebpf)?;
     let cg = std::fs::File::open(cgroup)
         .with_context(|| format!("opening the daemon's cgroup {}", cgroup.display()))?;
     let ops: &mut SockOps = ebpf
@@ -80,6 +69,65 @@ pub fn start(ebpf: &mut Ebpf, cgroup: &Path) -> anyhow::Result<()> {
         )
     })?;
     Ok(())
+}
+
+/// Attaches `sockmap_redirect` to `SOCKMAP` (no sockops program: callers
+/// other than [`start`], e.g. tests, insert sockets themselves with
+/// [`insert`]).
+///
+/// Errors: the map or the program is missing, or the kernel refuses to
+/// load or attach it.
+pub fn attach_redirect(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let map = ebpf
+        .map(proxy_common::SOCKMAP)
+        .context("map SOCKMAP missing from the eBPF object")?;
+    let map: SockHash<_, SockPair> = SockHash::try_from(map)?;
+    let map_fd = map.fd().try_clone().context("duplicating the SOCKMAP fd")?;
+    let prog: &mut SkMsg = ebpf
+        .program_mut(SK_MSG)
+        .context("program sockmap_redirect missing from the eBPF object")?
+        .try_into()?;
+    if prog.fd().is_err() {
+        prog.load().context("loading sockmap_redirect")?;
+    }
+    prog.attach(&map_fd)
+        .context("attaching sockmap_redirect to SOCKMAP")?;
+    Ok(())
+}
+
+/// Puts the established TCP socket `sock` into `SOCKMAP` under `key` (its
+/// own 4-tuple), as the sockops programs do, clearing a stale
+/// `SOCKMAP_TCP` mark of that 4-tuple. For tests and tools.
+///
+/// Errors: a map is missing, the socket is not an established TCP socket,
+/// or the map is full.
+pub fn insert(
+    ebpf: &mut Ebpf,
+    key: SockPair,
+    sock: &impl std::os::fd::AsRawFd,
+) -> anyhow::Result<()> {
+    if let Some(map) = ebpf.map_mut(SOCKMAP_TCP) {
+        let mut tcp: aya::maps::HashMap<_, SockPair, u8> = aya::maps::HashMap::try_from(map)?;
+        let _ = tcp.remove(&key);
+    }
+    let map = ebpf
+        .map_mut(proxy_common::SOCKMAP)
+        .context("map SOCKMAP missing from the eBPF object")?;
+    let mut map: SockHash<_, SockPair> = SockHash::try_from(map)?;
+    map.insert(key, sock.as_raw_fd(), 0)
+        .context("inserting into SOCKMAP")?;
+    Ok(())
+}
+
+/// Whether the socket stored under `key` has been moved to TCP for good
+/// (its send found no peer: `SOCKMAP_TCP`, see proxy-ebpf/src/sockmap.rs).
+/// Errors: the map is missing.
+pub fn on_tcp(ebpf: &Ebpf, key: &SockPair) -> anyhow::Result<bool> {
+    let map = ebpf
+        .map(SOCKMAP_TCP)
+        .context("map SOCKMAP_TCP missing from the eBPF object")?;
+    let map: aya::maps::HashMap<_, SockPair, u8> = aya::maps::HashMap::try_from(map)?;
+    Ok(map.get(key, 0).is_ok())
 }
 
 /// The pairs in `SOCKMAP` now (each socket's own 4-tuple), for the admin

@@ -1,0 +1,322 @@
+//! Tier 2: what this machine's kernel does with loopback TCP pairs whose
+//! ends are in `SOCKMAP` with `sockmap_redirect` attached (the
+//! `strait run --sockmap` redirect, issue 20) — the three costs README's
+//! "Same-node hops without TCP" lists, each reproduced on sockets the test
+//! inserts itself (no sockops program, so the moment each end enters the
+//! map is the test's choice), and the ordering fix (`SOCKMAP_TCP`).
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use aya::Ebpf;
+use proxy_common::SockPair;
+use strait::datapath::sockmap;
+
+/// The eBPF object with `sockmap_redirect` attached to its `SOCKMAP`, or
+/// `None` when the test may not run (see `privileged::require`).
+fn redirect(test: &str) -> Option<Ebpf> {
+    strait_tests::privileged::require(test)?;
+    let mut ebpf = strait::datapath::load().expect("loading the eBPF object");
+    sockmap::attach_redirect(&mut ebpf).expect("attaching sockmap_redirect");
+    Some(ebpf)
+}
+
+/// A connected loopback pair: (client, the server's accepted end).
+fn pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    for x in [&c, &s] {
+        x.set_nodelay(true).unwrap();
+        x.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    }
+    (c, s)
+}
+
+/// A socket's own 4-tuple, the form `SOCKMAP` keys it by.
+fn key(s: &TcpStream) -> SockPair {
+    let ip = |a: SocketAddr| match a {
+        SocketAddr::V4(a) => u32::from(*a.ip()).to_be(),
+        SocketAddr::V6(_) => unreachable!("IPv4 loopback"),
+    };
+    let (l, r) = (s.local_addr().unwrap(), s.peer_addr().unwrap());
+    SockPair {
+        local_ip: ip(l),
+        remote_ip: ip(r),
+        local_port: l.port() as u32,
+        remote_port: r.port() as u32,
+    }
+}
+
+fn insert(ebpf: &mut Ebpf, s: &TcpStream) {
+    sockmap::insert(ebpf, key(s), s).expect("inserting into SOCKMAP");
+}
+
+/// `TCP_INFO`'s `tcpi_bytes_acked` of `s`: what it sent through TCP.
+fn tcp_bytes_acked(s: &TcpStream) -> u64 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: getsockopt fills at most `len` bytes of a zeroed tcp_info.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let r = libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        assert_eq!(r, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+        info.tcpi_bytes_acked
+    }
+}
+
+/// Reads exactly `n` bytes from `s`.
+fn read_n(mut s: &TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    s.read_exact(&mut buf).expect("reading the bytes sent");
+    buf
+}
+
+/// The client's first bytes leave over TCP because the server's end is
+/// not in the map yet (the start-of-connection window: the client's end is
+/// inserted at its ACTIVE_ESTABLISHED, the proxy's at the later
+/// PASSIVE_ESTABLISHED); its later bytes must not overtake them. The
+/// kernel reads the redirected queue first (shown by clearing the
+/// client's `SOCKMAP_TCP` mark, i.e. the program before the fix), so
+/// `sockmap_redirect` keeps such a client on TCP for good.
+#[test]
+fn a_client_whose_first_bytes_took_tcp_keeps_its_order() {
+    let Some(mut ebpf) = redirect("kernel_sockmap_order") else {
+        return;
+    };
+    for fixed in [true, false] {
+        let (c, s) = pair();
+        insert(&mut ebpf, &c);
+        (&c).write_all(&[b'A'; 1000]).unwrap();
+        assert!(
+            sockmap::on_tcp(&ebpf, &key(&c)).unwrap(),
+            "a send without a peer in the map marks the sender"
+        );
+        // The server's end enters the map before it has read them.
+        insert(&mut ebpf, &s);
+        if !fixed {
+            // What the program did before: the client redirects again.
+            let map = ebpf.map_mut(sockmap::SOCKMAP_TCP).unwrap();
+            let mut tcp: aya::maps::HashMap<_, SockPair, u8> =
+                aya::maps::HashMap::try_from(map).unwrap();
+            tcp.remove(&key(&c)).unwrap();
+        }
+        (&c).write_all(&[b'B'; 1000]).unwrap();
+        let got = read_n(&s, 2000);
+        let first_b = got.iter().position(|&b| b == b'B').unwrap();
+        if fixed {
+            assert_eq!(first_b, 1000, "bytes out of order: {:?}", &got[..16]);
+            assert!(tcp_bytes_acked(&c) >= 2000, "both writes went through TCP");
+        } else {
+            assert_eq!(
+                first_b, 0,
+                "without the mark the redirected bytes are read first \
+                 (if this kernel reads TCP first, the mark is not needed)"
+            );
+        }
+        // The other direction was never on TCP and still redirects.
+        (&s).write_all(b"reply").unwrap();
+        assert_eq!(read_n(&c, 5), b"reply");
+        assert!(!sockmap::on_tcp(&ebpf, &key(&s)).unwrap());
+    }
+}
+
+/// Many connections at once whose two ends enter the map as the
+/// test's threads race: each client writes a numbered sequence right
+/// after `connect()` while its server's end is inserted concurrently, and
+/// every server reads it back in order.
+#[test]
+fn many_connections_racing_their_insert_keep_their_order() {
+    let Some(ebpf) = redirect("kernel_sockmap_order_stress") else {
+        return;
+    };
+    let ebpf = std::sync::Arc::new(std::sync::Mutex::new(ebpf));
+    const CONNS: usize = 200;
+    const WORDS: u32 = 2000;
+    let mut on_tcp = 0;
+    let mut threads = Vec::new();
+    for _ in 0..CONNS {
+        let (c, s) = pair();
+        insert(&mut ebpf.lock().unwrap(), &c);
+        let e = ebpf.clone();
+        let inserter = std::thread::spawn(move || {
+            insert(&mut e.lock().unwrap(), &s);
+            s
+        });
+        let writer = std::thread::spawn(move || {
+            for i in 0..WORDS {
+                (&c).write_all(&i.to_be_bytes()).unwrap();
+            }
+            c
+        });
+        threads.push((inserter, writer));
+    }
+    for (inserter, writer) in threads {
+        let s = inserter.join().unwrap();
+        let c = writer.join().unwrap();
+        let got = read_n(&s, WORDS as usize * 4);
+        for (i, w) in got.chunks(4).enumerate() {
+            assert_eq!(
+                u32::from_be_bytes(w.try_into().unwrap()),
+                i as u32,
+                "connection {:?}: word {i} out of order",
+                key(&c)
+            );
+        }
+        if sockmap::on_tcp(&ebpf.lock().unwrap(), &key(&c)).unwrap() {
+            on_tcp += 1;
+        }
+    }
+    eprintln!("{on_tcp} of {CONNS} clients raced their server's insert and stayed on TCP");
+}
+
+/// `SO_MEMINFO`'s receive-queue memory (`SK_MEMINFO_RMEM_ALLOC`) and
+/// receive buffer (`SK_MEMINFO_RCVBUF`) of `s`, in bytes.
+fn meminfo(s: &TcpStream) -> (u32, u32) {
+    use std::os::fd::AsRawFd;
+    let mut m = [0u32; 9];
+    let mut len = std::mem::size_of_val(&m) as libc::socklen_t;
+    // SAFETY: `m` is writable for `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            m.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "SO_MEMINFO: {}", std::io::Error::last_os_error());
+    (m[0], m[1])
+}
+
+/// How many bytes a non-blocking writer gets accepted before `EAGAIN`
+/// (capped at `cap`) while its peer reads nothing.
+fn push_until_blocked(c: &TcpStream, cap: usize) -> usize {
+    c.set_nonblocking(true).unwrap();
+    let chunk = [b'x'; 64 << 10];
+    let mut total = 0;
+    while total < cap {
+        match (&*c).write(&chunk) {
+            Ok(n) => total += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("write after {total} bytes: {e}"),
+        }
+    }
+    total
+}
+
+/// Cost 1 (what a slow reader makes the node hold): over TCP a writer
+/// whose peer reads nothing is stopped by the peer's receive buffer and
+/// its own send buffer (a few MiB at most); over the redirect nothing
+/// stops it — the kernel queues on the receiver's psock past its
+/// `SO_RCVBUF`. Kept as a check of this kernel's behaviour: when it fails,
+/// a kernel bounds the redirect and README's `--sockmap` section is out of
+/// date.
+#[test]
+fn a_redirected_writer_is_not_stopped_by_its_readers_buffer() {
+    let Some(mut ebpf) = redirect("kernel_sockmap_backpressure") else {
+        return;
+    };
+    const CAP: usize = 64 << 20;
+    let (c, s) = pair();
+    let over_tcp = push_until_blocked(&c, CAP);
+    let (rmem_tcp, rcvbuf) = meminfo(&s);
+    let (c, s) = pair();
+    insert(&mut ebpf, &c);
+    insert(&mut ebpf, &s);
+    let redirected = push_until_blocked(&c, CAP);
+    let (rmem_redir, rcvbuf_redir) = meminfo(&s);
+    eprintln!(
+        "non-reading peer: over TCP {over_tcp} bytes accepted (receiver rmem {rmem_tcp}, rcvbuf {rcvbuf}); \
+         redirected {redirected} (receiver rmem {rmem_redir}, rcvbuf {rcvbuf_redir})"
+    );
+    assert!(over_tcp < 16 << 20, "TCP stopped the writer: {over_tcp}");
+    assert!(
+        redirected >= CAP,
+        "the redirect stopped the writer at {redirected} bytes: this kernel bounds it"
+    );
+    // The receiver still gets all of it, in order of arrival.
+    s.set_nonblocking(false).unwrap();
+    let mut left = redirected;
+    let mut buf = vec![0u8; 1 << 20];
+    while left > 0 {
+        let n = (&s).read(&mut buf).unwrap();
+        assert!(n > 0 && buf[..n].iter().all(|&b| b == b'x'));
+        left -= n;
+    }
+}
+
+/// Cost 2: a blocking `recv()` on a socket in the map returns `EAGAIN`
+/// when the thread is woken without data — e.g. by its own socket's
+/// write-space wake-up while another thread of the program writes over
+/// TCP (`tcp_bpf_recvmsg` → `tcp_msg_wait_data` returns 0 on any wake-up).
+/// Returns the number of `EAGAIN`s a blocked reader saw while a writer
+/// thread sent `bytes` on the same socket to a peer that reads them.
+fn spurious_eagains(ebpf: Option<&mut Ebpf>, bytes: usize) -> usize {
+    let (c, s) = pair();
+    c.set_read_timeout(None).unwrap();
+    if let Some(ebpf) = ebpf {
+        // Only the client: its sends find no peer and take TCP (as a
+        // client that raced its proxy's insert does).
+        insert(ebpf, &c);
+    }
+    let reader = c.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut eagain = 0;
+        let mut buf = [0u8; 16];
+        loop {
+            match (&reader).read(&mut buf) {
+                Ok(_) => return eagain,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => eagain += 1,
+                Err(e) => panic!("blocking read: {e}"),
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let drain = std::thread::spawn(move || {
+        let mut left = bytes;
+        let mut buf = vec![0u8; 4096];
+        while left > 0 {
+            let n = (&s).read(&mut buf).unwrap();
+            assert!(n > 0);
+            left -= n;
+            // A slow reader: the writer's send buffer fills, so ACKs wake it.
+            if left % (1 << 20) < 4096 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        (&s).write_all(b"end").unwrap();
+        s
+    });
+    let chunk = vec![b'y'; 256 << 10];
+    let mut sent = 0;
+    while sent < bytes {
+        (&c).write_all(&chunk).unwrap();
+        sent += chunk.len();
+    }
+    let _s = drain.join().unwrap();
+    reader.join().unwrap()
+}
+
+#[test]
+fn a_blocking_reader_on_a_socket_in_the_map_can_see_eagain() {
+    let Some(mut ebpf) = redirect("kernel_sockmap_eagain") else {
+        return;
+    };
+    const BYTES: usize = 64 << 20;
+    let plain = spurious_eagains(None, BYTES);
+    let in_map = spurious_eagains(Some(&mut ebpf), BYTES);
+    eprintln!("blocking reader while its socket sent {BYTES} bytes over TCP: {plain} EAGAIN outside the map, {in_map} in it");
+    assert_eq!(plain, 0, "a blocking TCP read never returns EAGAIN");
+    assert!(
+        in_map > 0,
+        "no EAGAIN for a socket in the map: this kernel fixed tcp_bpf_recvmsg's wake-up"
+    );
+}
