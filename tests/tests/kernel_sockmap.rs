@@ -312,7 +312,15 @@ fn a_blocking_reader_on_a_socket_in_the_map_can_see_eagain() {
     };
     const BYTES: usize = 64 << 20;
     let plain = spurious_eagains(None, BYTES);
-    let in_map = spurious_eagains(Some(&mut ebpf), BYTES);
+    // The wake-ups depend on the writer filling its send buffer: a loaded
+    // machine may need another try.
+    let mut in_map = 0;
+    for _ in 0..3 {
+        in_map = spurious_eagains(Some(&mut ebpf), BYTES);
+        if in_map > 0 {
+            break;
+        }
+    }
     eprintln!("blocking reader while its socket sent {BYTES} bytes over TCP: {plain} EAGAIN outside the map, {in_map} in it");
     assert_eq!(plain, 0, "a blocking TCP read never returns EAGAIN");
     assert!(
