@@ -28,6 +28,7 @@
 //! later bytes cannot overtake the ones TCP still carries.
 use aya_ebpf::{
     bindings::{sk_action, BPF_F_INGRESS},
+    helpers::bpf_probe_read_kernel,
     macros::{map, sk_msg, sock_ops},
     maps::{LruHashMap, SockHash},
     programs::{SkMsgContext, SockOpsContext},
@@ -50,6 +51,26 @@ pub static SOCKMAP: SockHash<SockPair> = SockHash::with_max_entries(proxy_common
 pub static SOCKMAP_TCP: LruHashMap<SockPair, u8> =
     LruHashMap::with_max_entries(proxy_common::MAX_SOCKMAP, 0);
 
+/// The kernel address of each socket in `SOCKMAP` (its `struct sock`),
+/// under the same key, written when it is inserted: what the `sk_msg`
+/// program reads the receiver's queue through (it only has the sender).
+/// Only written when [`SOCK_RCVBUF`] is known.
+#[map(name = "SOCKMAP_SK")]
+pub static SOCKMAP_SK: LruHashMap<SockPair, u64> =
+    LruHashMap::with_max_entries(proxy_common::MAX_SOCKMAP, 0);
+
+/// Byte offset in `struct sock` of `sk_backlog.rmem_alloc` (`int`: the
+/// socket's receive memory, which counts the redirected data queued on it
+/// too on kernels like 6.18); 0 when unknown. Set by the loader from the
+/// kernel's BTF.
+#[unsafe(no_mangle)]
+static SOCK_RMEM_ALLOC: u32 = 0;
+
+/// Byte offset in `struct sock` of `sk_rcvbuf` (`int`, the receive buffer
+/// `SO_RCVBUF` sets); 0 when unknown (then nothing bounds the redirect).
+#[unsafe(no_mangle)]
+static SOCK_RCVBUF: u32 = 0;
+
 /// 1 when the daemon runs with the redirect on (`strait run --sockmap`):
 /// set by the loader; the pods cgroup's sockops program inserts nothing
 /// otherwise, so a daemon without it leaves every socket untouched.
@@ -68,6 +89,51 @@ fn on() -> bool {
     // SAFETY: a plain load of a global (volatile: its value is the
     // loader's, not the one compiled in).
     unsafe { core::ptr::read_volatile(&SOCKMAP_ON) != 0 }
+}
+
+/// ([`SOCK_RMEM_ALLOC`], [`SOCK_RCVBUF`]) when the loader set both.
+#[inline(always)]
+fn offsets() -> Option<(u64, u64)> {
+    // SAFETY: plain loads of read-only globals (constants to the
+    // verifier, so with 0 the code using them is never loaded).
+    let (rmem, rcvbuf) = unsafe {
+        (
+            core::ptr::read_volatile(&SOCK_RMEM_ALLOC),
+            core::ptr::read_volatile(&SOCK_RCVBUF),
+        )
+    };
+    if rmem == 0 || rcvbuf == 0 {
+        None
+    } else {
+        Some((rmem as u64, rcvbuf as u64))
+    }
+}
+
+/// Whether the socket stored under `key` holds at least its receive
+/// buffer's worth of data it has not read (redirected or not), read at its
+/// kernel address ([`SOCKMAP_SK`]; a fault-safe read: a stale address
+/// reads a wrong number, never crashes). `false` when unknown.
+#[inline(always)]
+fn receiver_full(key: &SockPair) -> bool {
+    let Some((o_rmem, o_rcvbuf)) = offsets() else {
+        return false;
+    };
+    // SAFETY: a lookup of a plain u64 value.
+    let Some(&sk) = (unsafe { SOCKMAP_SK.get(key) }) else {
+        return false;
+    };
+    // SAFETY: `bpf_probe_read_kernel` copies from any kernel address and
+    // returns an error instead of faulting.
+    let (rmem, rcvbuf) = unsafe {
+        (
+            bpf_probe_read_kernel((sk + o_rmem) as *const i32),
+            bpf_probe_read_kernel((sk + o_rcvbuf) as *const i32),
+        )
+    };
+    match (rmem, rcvbuf) {
+        (Ok(rmem), Ok(rcvbuf)) => rmem >= rcvbuf,
+        _ => false,
+    }
 }
 
 /// The established socket's own 4-tuple. `remote_port` comes in network
@@ -92,7 +158,11 @@ fn insert(ctx: &SockOpsContext) {
     let _ = SOCKMAP_TCP.remove(&key);
     // SAFETY: the context pointer is the kernel's `bpf_sock_ops`.
     let ops = unsafe { &mut *ctx.ops };
-    let _ = SOCKMAP.update(&mut key, ops, 0);
+    // SAFETY: a plain load of a context field (the socket, or null).
+    let sk = unsafe { core::ptr::read_volatile(&raw const ops.__bindgen_anon_2.sk) } as u64;
+    if SOCKMAP.update(&mut key, ops, 0).is_ok() && sk != 0 && offsets().is_some() {
+        let _ = SOCKMAP_SK.insert(&key, &sk, 0);
+    }
 }
 
 /// Pods cgroup, active open completing of a connection connect4
@@ -150,6 +220,13 @@ pub fn sockmap_daemon_ops(ctx: SockOpsContext) -> u32 {
 /// (a client's first bytes sent before the proxy's end was inserted). So
 /// the first send that finds no peer puts the sender in `SOCKMAP_TCP`, and
 /// every later send of it takes TCP.
+///
+/// Backpressure: the kernel queues redirected data on the receiver without
+/// checking its receive buffer. So before redirecting, the program reads
+/// the receiver's receive memory and buffer ([`receiver_full`]); once the
+/// receiver holds its buffer's worth unread, the sender moves to TCP for
+/// good as above, where the receiver's window — computed from the same
+/// receive memory, redirected bytes included — stops it as TCP does.
 #[sk_msg]
 pub fn sockmap_redirect(ctx: SkMsgContext) -> u32 {
     // SAFETY: the kernel hands a valid `sk_msg_md` to this program.
@@ -168,6 +245,10 @@ pub fn sockmap_redirect(ctx: SkMsgContext) -> u32 {
         return sk_action::SK_PASS;
     }
     let mut peer = me.peer();
+    if receiver_full(&peer) {
+        let _ = SOCKMAP_TCP.insert(&me, &1, 0);
+        return sk_action::SK_PASS;
+    }
     // A missing peer returns SK_DROP from the helper and sets no
     // redirect; SK_PASS then sends over TCP, from now on for good.
     if SOCKMAP.redirect_msg(&ctx, &mut peer, BPF_F_INGRESS as u64) != sk_action::SK_PASS as i64 {

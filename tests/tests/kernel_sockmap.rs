@@ -16,9 +16,7 @@ use strait::datapath::sockmap;
 /// `None` when the test may not run (see `privileged::require`).
 fn redirect(test: &str) -> Option<Ebpf> {
     strait_tests::privileged::require(test)?;
-    let mut ebpf = strait::datapath::load().expect("loading the eBPF object");
-    sockmap::attach_redirect(&mut ebpf).expect("attaching sockmap_redirect");
-    Some(ebpf)
+    Some(sockmap::load_redirect().expect("loading the eBPF object with the redirect"))
 }
 
 /// A connected loopback pair: (client, the server's accepted end).
@@ -71,10 +69,19 @@ fn tcp_bytes_acked(s: &TcpStream) -> u64 {
     }
 }
 
-/// Reads exactly `n` bytes from `s`.
+/// Reads exactly `n` bytes from `s` (blocking), retrying the `EAGAIN` a
+/// socket in the map can return (cost 2 below).
 fn read_n(mut s: &TcpStream, n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];
-    s.read_exact(&mut buf).expect("reading the bytes sent");
+    let mut got = 0;
+    while got < n {
+        match s.read(&mut buf[got..]) {
+            Ok(0) => panic!("end of stream after {got} of {n} bytes"),
+            Ok(k) => got += k,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => panic!("reading after {got} of {n} bytes: {e}"),
+        }
+    }
     buf
 }
 
@@ -197,60 +204,142 @@ fn meminfo(s: &TcpStream) -> (u32, u32) {
 }
 
 /// How many bytes a non-blocking writer gets accepted before `EAGAIN`
-/// (capped at `cap`) while its peer reads nothing.
+/// (capped at `cap`) while its peer reads nothing; the bytes are a
+/// counter (byte `i` is `i % 251`), so the reader can check their order.
 fn push_until_blocked(c: &TcpStream, cap: usize) -> usize {
     c.set_nonblocking(true).unwrap();
-    let chunk = [b'x'; 64 << 10];
     let mut total = 0;
+    let mut chunk = vec![0u8; 64 << 10];
     while total < cap {
+        for (i, b) in chunk.iter_mut().enumerate() {
+            *b = ((total + i) % 251) as u8;
+        }
         match (&*c).write(&chunk) {
             Ok(n) => total += n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) => panic!("write after {total} bytes: {e}"),
         }
     }
+    c.set_nonblocking(false).unwrap();
     total
 }
 
-/// Cost 1 (what a slow reader makes the node hold): over TCP a writer
-/// whose peer reads nothing is stopped by the peer's receive buffer and
-/// its own send buffer (a few MiB at most); over the redirect nothing
-/// stops it — the kernel queues on the receiver's psock past its
-/// `SO_RCVBUF`. Kept as a check of this kernel's behaviour: when it fails,
-/// a kernel bounds the redirect and README's `--sockmap` section is out of
-/// date.
+/// Reads `n` counter bytes (see [`push_until_blocked`]) from `s` and
+/// checks their order.
+fn read_counter(s: &TcpStream, n: usize) {
+    let mut at = 0;
+    while at < n {
+        let k = (n - at).min(1 << 20);
+        let got = read_n(s, k);
+        if let Some(i) = (0..k).find(|&i| got[i] != ((at + i) % 251) as u8) {
+            panic!("byte {} out of order", at + i);
+        }
+        at += k;
+    }
+}
+
+/// A listener whose accepted sockets `sockmap_daemon_ops` inserts into
+/// `SOCKMAP` with their kernel address, as the daemon's proxy end is (the
+/// listener is made in `cg`, where the program is attached, and named in
+/// `PROXY_CONFIG`); the test process is in `cg` only while it binds.
+fn proxy_listener(ebpf: &mut Ebpf, cg: &strait_tests::cgroup::TestCgroup) -> TcpListener {
+    use aya::programs::{links::CgroupAttachMode, SockOps};
+    let ops: &mut SockOps = ebpf
+        .program_mut(sockmap::DAEMON_OPS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    ops.load().unwrap();
+    ops.attach(
+        std::fs::File::open(cg.path()).unwrap(),
+        CgroupAttachMode::Single,
+    )
+    .unwrap();
+    let own = sockmap::own_cgroup().unwrap();
+    let pid = std::process::id().to_string();
+    std::fs::write(cg.path().join("cgroup.procs"), &pid).unwrap();
+    let l = TcpListener::bind("127.0.0.1:0");
+    std::fs::write(own.join("cgroup.procs"), &pid).unwrap();
+    let l = l.unwrap();
+    let SocketAddr::V4(a) = l.local_addr().unwrap() else {
+        unreachable!()
+    };
+    let mut cfg: aya::maps::Array<_, proxy_common::ProxyConfig> =
+        aya::maps::Array::try_from(ebpf.map_mut("PROXY_CONFIG").unwrap()).unwrap();
+    let value = proxy_common::ProxyConfig {
+        ip: u32::from(*a.ip()).to_be(),
+        port: a.port().to_be(),
+        pad: 0,
+    };
+    cfg.set(0, value, 0).unwrap();
+    l
+}
+
+/// Cost 1 (what a slow reader makes the node hold), and its bound. Over
+/// TCP a writer whose peer reads nothing is stopped by the peer's receive
+/// buffer and its own send buffer (a few MiB at most). The kernel queues
+/// redirected data on the receiver's psock past its `SO_RCVBUF` (shown
+/// with a receiver inserted without its address, so unbounded). With the
+/// receiver's address known (inserted by the sockops program, as the
+/// daemon's proxy end is), `sockmap_redirect` stops redirecting once the
+/// receiver holds its buffer's worth and the writer continues over TCP,
+/// where the receiver's window stops it; every byte still arrives in
+/// order.
 #[test]
-fn a_redirected_writer_is_not_stopped_by_its_readers_buffer() {
-    let Some(mut ebpf) = redirect("kernel_sockmap_backpressure") else {
+fn a_redirected_writer_is_stopped_by_its_readers_buffer() {
+    let Some(p) = strait_tests::privileged::require("kernel_sockmap_backpressure") else {
         return;
     };
+    let mut ebpf = sockmap::load_redirect().unwrap();
     const CAP: usize = 64 << 20;
     let (c, s) = pair();
     let over_tcp = push_until_blocked(&c, CAP);
     let (rmem_tcp, rcvbuf) = meminfo(&s);
+    read_counter(&s, over_tcp);
+
     let (c, s) = pair();
     insert(&mut ebpf, &c);
     insert(&mut ebpf, &s);
-    let redirected = push_until_blocked(&c, CAP);
-    let (rmem_redir, rcvbuf_redir) = meminfo(&s);
+    let unbounded = push_until_blocked(&c, CAP);
+    let (rmem_unbounded, _) = meminfo(&s);
+    read_counter(&s, unbounded);
+
+    let cg = strait_tests::cgroup::TestCgroup::new(&p.cgroup2, "sockmap").unwrap();
+    let l = proxy_listener(&mut ebpf, &cg);
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    insert(&mut ebpf, &c);
+    let keys = sockmap::pairs(&ebpf).unwrap();
+    assert!(
+        keys.contains(&key(&s)),
+        "the sockops program inserted the server's end"
+    );
+    let bounded = push_until_blocked(&c, CAP);
+    let (rmem_bounded, rcvbuf_bounded) = meminfo(&s);
+    let acked = tcp_bytes_acked(&c);
     eprintln!(
         "non-reading peer: over TCP {over_tcp} bytes accepted (receiver rmem {rmem_tcp}, rcvbuf {rcvbuf}); \
-         redirected {redirected} (receiver rmem {rmem_redir}, rcvbuf {rcvbuf_redir})"
+         redirected without the bound {unbounded} (rmem {rmem_unbounded}); \
+         with the bound {bounded} (rmem {rmem_bounded}, rcvbuf {rcvbuf_bounded}, {acked} through TCP)"
     );
     assert!(over_tcp < 16 << 20, "TCP stopped the writer: {over_tcp}");
     assert!(
-        redirected >= CAP,
-        "the redirect stopped the writer at {redirected} bytes: this kernel bounds it"
+        unbounded >= CAP,
+        "the kernel stopped the redirect at {unbounded} bytes by itself: README's --sockmap section is out of date"
     );
-    // The receiver still gets all of it, in order of arrival.
-    s.set_nonblocking(false).unwrap();
-    let mut left = redirected;
-    let mut buf = vec![0u8; 1 << 20];
-    while left > 0 {
-        let n = (&s).read(&mut buf).unwrap();
-        assert!(n > 0 && buf[..n].iter().all(|&b| b == b'x'));
-        left -= n;
-    }
+    assert!(
+        bounded < 16 << 20 && (rmem_bounded as usize) < 8 << 20,
+        "the bound held the writer: {bounded} accepted, receiver rmem {rmem_bounded}"
+    );
+    assert!(
+        sockmap::on_tcp(&ebpf, &key(&c)).unwrap(),
+        "the writer moved to TCP"
+    );
+    assert!(
+        (acked as usize) < bounded,
+        "the first bytes were redirected ({acked} of {bounded} through TCP)"
+    );
+    read_counter(&s, bounded);
 }
 
 /// Cost 2: a blocking `recv()` on a socket in the map returns `EAGAIN`

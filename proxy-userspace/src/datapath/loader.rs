@@ -275,6 +275,13 @@ impl Datapath {
         let mut loader = super::btf::loader(super::EBPF_OBJECT);
         loader.override_global("TCP_STATS_ON", &tcp_stats_on, true);
         loader.override_global("SOCKMAP_ON", &sockmap_on, true);
+        let sock_mem = if config.sockmap {
+            super::sockmap::bound_offsets()
+        } else {
+            [0; 2]
+        };
+        loader.override_global("SOCK_RMEM_ALLOC", &sock_mem[0], true);
+        loader.override_global("SOCK_RCVBUF", &sock_mem[1], true);
         loader.override_global("TCP_SK_WRITE_SEQ", &tcp_sk[0], true);
         loader.override_global("TCP_SK_SHUTDOWN", &tcp_sk[1], true);
         let paths: Vec<(&str, PathBuf)> = layout::pinned_maps()

@@ -9,6 +9,7 @@
 //! Neither is pinned: both live as long as the daemon's [`aya::Ebpf`]
 //! (the links stay in their programs), so a daemon that exits leaves no
 //! redirect behind; the pairs of a later daemon go into its own map.
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -18,6 +19,8 @@ use aya::{
     Ebpf,
 };
 use proxy_common::SockPair;
+
+use super::tcp_sock::{Stream, TcpSockError, STRUCT, VMLINUX_BTF};
 
 /// Program names in the eBPF object.
 pub const SK_MSG: &str = "sockmap_redirect";
@@ -138,6 +141,193 @@ pub fn pairs(ebpf: &Ebpf) -> anyhow::Result<Vec<SockPair>> {
         .context("map SOCKMAP missing from the eBPF object")?;
     let map: SockHash<_, SockPair> = SockHash::try_from(map)?;
     Ok(map.keys().filter_map(Result::ok).collect())
+}
+
+/// Byte offsets in the running kernel's `struct sock` of the two fields
+/// `sockmap_redirect` reads on the receiving socket to bound the redirect
+/// (proxy-ebpf/src/sockmap.rs, `receiver_full`): `sk_backlog.rmem_alloc`
+/// (`int`, the receive memory, which counts redirected data too) and
+/// `sk_rcvbuf` (`int`). From the kernel's BTF, as
+/// [`super::tcp_sock::TcpSockOffsets`] (same streaming reader).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockMemOffsets {
+    /// Offset of `sk_backlog.rmem_alloc`.
+    pub rmem_alloc: u32,
+    /// Offset of `sk_rcvbuf`.
+    pub rcvbuf: u32,
+}
+
+impl SockMemOffsets {
+    /// The offsets of the running kernel (`/sys/kernel/btf/vmlinux`).
+    ///
+    /// Errors: the file cannot be read, or as [`Self::from_btf`].
+    pub fn of_kernel() -> Result<Self, TcpSockError> {
+        let f = std::fs::File::open(VMLINUX_BTF).map_err(|source| TcpSockError::Read {
+            path: VMLINUX_BTF.to_string(),
+            source,
+        })?;
+        Self::from_btf(f)
+    }
+
+    /// The offsets described by the raw BTF in `r`.
+    ///
+    /// Errors: `r` is not BTF, has no `struct sock` with the fields, or
+    /// gives one of them another size than 4 bytes or makes it a bit field.
+    pub fn from_btf<R: Read + Seek>(r: R) -> Result<Self, TcpSockError> {
+        let mut b = Stream::new(r)?;
+        let names = names(&mut b, &["sock", "sk_rcvbuf", "sk_backlog", "rmem_alloc"])?;
+        type Member = Option<(u32, u32, u32)>;
+        let member = |kf: bool, off: u32, ty: u32| {
+            if kf {
+                (off & 0xff_ffff, off >> 24, ty)
+            } else {
+                (off, 0, ty)
+            }
+        };
+        let (mut rcvbuf, mut backlog): (Member, Member) = (None, None);
+        b.walk(|s, _, kind, kf, vlen, name, _| {
+            if kind != STRUCT || rcvbuf.is_some() || !names[0].contains(&name) {
+                return Ok(false);
+            }
+            for _ in 0..vlen {
+                let (n, ty, off) = (s.u32()?, s.u32()?, s.u32()?);
+                if names[1].contains(&n) {
+                    rcvbuf = Some(member(kf, off, ty));
+                } else if names[2].contains(&n) {
+                    backlog = Some(member(kf, off, ty));
+                }
+            }
+            Ok(true)
+        })?;
+        let missing = |m: &str| TcpSockError::Field(format!("no struct sock member {m}"));
+        let rcvbuf = rcvbuf.ok_or_else(|| missing("sk_rcvbuf"))?;
+        let backlog = backlog.ok_or_else(|| missing("sk_backlog"))?;
+        let mut rmem: Member = None;
+        b.walk(|s, id, kind, kf, vlen, _, _| {
+            if id != backlog.2 || kind != STRUCT {
+                return Ok(false);
+            }
+            for _ in 0..vlen {
+                let (n, ty, off) = (s.u32()?, s.u32()?, s.u32()?);
+                if names[3].contains(&n) {
+                    rmem = Some(member(kf, off, ty));
+                }
+            }
+            Ok(true)
+        })?;
+        let rmem = rmem.ok_or_else(|| missing("sk_backlog.rmem_alloc"))?;
+        let mut bytes = |what: &str, (bits, bitfield, ty): (u32, u32, u32)| {
+            if bits % 8 != 0 || bitfield != 0 {
+                return Err(TcpSockError::Field(format!(
+                    "struct sock member {what} is a bit field"
+                )));
+            }
+            match b.size_of(ty)? {
+                Some(4) => Ok(bits / 8),
+                have => Err(TcpSockError::Field(format!(
+                    "struct sock member {what} has {have:?} bytes, 4 expected"
+                ))),
+            }
+        };
+        let rcvbuf = bytes("sk_rcvbuf", rcvbuf)?;
+        let rmem_alloc = bytes(
+            "sk_backlog.rmem_alloc",
+            (backlog.0 + rmem.0, rmem.1, rmem.2),
+        )?;
+        Ok(Self { rmem_alloc, rcvbuf })
+    }
+}
+
+/// The string offsets of each of `wanted` in the BTF string section (a
+/// name may be stored more than once).
+fn names<R: Read + Seek>(
+    b: &mut Stream<R>,
+    wanted: &[&str],
+) -> Result<Vec<Vec<u32>>, TcpSockError> {
+    let mut out = vec![Vec::new(); wanted.len()];
+    b.seek(b.strings.0)?;
+    let mut rest = b.strings.1;
+    let (mut cur, mut start, mut pos) = (Vec::with_capacity(32), 0u32, 0u32);
+    let mut chunk = [0u8; 8192];
+    while rest > 0 {
+        let n = (rest as usize).min(chunk.len());
+        b.r.read_exact(&mut chunk[..n])
+            .map_err(|_| TcpSockError::Malformed("string section out of bounds"))?;
+        rest -= n as u64;
+        for &c in &chunk[..n] {
+            if c == 0 {
+                for (i, w) in wanted.iter().enumerate() {
+                    if cur == w.as_bytes() {
+                        out[i].push(start);
+                    }
+                }
+                cur.clear();
+                start = pos + 1;
+            } else if cur.len() <= 32 {
+                cur.push(c);
+            }
+            pos += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The values for the object's `SOCK_RMEM_ALLOC` and `SOCK_RCVBUF`
+/// globals: the running kernel's [`SockMemOffsets`], or zeros (no bound on
+/// the redirect, one warning) when the BTF lacks them or the daemon may not
+/// read kernel memory from BPF (`bpf_probe_read_kernel` and storing socket
+/// addresses need `CAP_PERFMON` or `CAP_SYS_ADMIN`).
+pub fn bound_offsets() -> [u32; 2] {
+    if !perfmon_capable() {
+        tracing::warn!(
+            "sockmap: a redirected hop is not bounded by its receiver's buffer (needs CAP_PERFMON or CAP_SYS_ADMIN)"
+        );
+        return [0; 2];
+    }
+    match SockMemOffsets::of_kernel() {
+        Ok(o) => [o.rmem_alloc, o.rcvbuf],
+        Err(e) => {
+            tracing::warn!(
+                "sockmap: a redirected hop is not bounded by its receiver's buffer (no socket offsets from the kernel's BTF: {e})"
+            );
+            [0; 2]
+        }
+    }
+}
+
+/// Whether this process has `CAP_PERFMON` (38) or `CAP_SYS_ADMIN` (21) in
+/// its effective set (`/proc/self/status` `CapEff`).
+fn perfmon_capable() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 38 | 1 << 21) != 0)
+}
+
+/// The eBPF object loaded with the redirect on (`SOCKMAP_ON`, the bound's
+/// offsets) and `sockmap_redirect` attached, no sockops program attached:
+/// for tests and tools that insert sockets themselves ([`insert`]).
+///
+/// Errors: as [`super::load`] and [`attach_redirect`].
+pub fn load_redirect() -> anyhow::Result<Ebpf> {
+    if super::EBPF_OBJECT.is_empty() {
+        anyhow::bail!("this strait binary was built without its eBPF object");
+    }
+    super::raise_memlock();
+    let [rmem, rcvbuf] = bound_offsets();
+    let mut loader = super::btf::loader(super::EBPF_OBJECT);
+    loader.override_global("SOCKMAP_ON", &1u8, true);
+    loader.override_global("SOCK_RMEM_ALLOC", &rmem, true);
+    loader.override_global("SOCK_RCVBUF", &rcvbuf, true);
+    let mut ebpf = loader
+        .load(super::EBPF_OBJECT)
+        .context("loading the eBPF object")?;
+    attach_redirect(&mut ebpf)?;
+    Ok(ebpf)
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ pub struct TcpSockOffsets {
 const INT: u32 = 1;
 const PTR: u32 = 2;
 const ARRAY: u32 = 3;
-const STRUCT: u32 = 4;
+pub(super) const STRUCT: u32 = 4;
 const UNION: u32 = 5;
 const ENUM: u32 = 6;
 const FWD: u32 = 7;
@@ -123,16 +123,17 @@ impl TcpSockOffsets {
     }
 }
 
-/// A BTF file read front to back, pass by pass.
-struct Stream<R> {
-    r: BufReader<R>,
+/// A BTF file read front to back, pass by pass (also used by
+/// `super::sockmap` for `struct sock`'s receive memory).
+pub(super) struct Stream<R> {
+    pub(super) r: BufReader<R>,
     big_endian: bool,
     types: (u64, u64),
-    strings: (u64, u64),
+    pub(super) strings: (u64, u64),
 }
 
 impl<R: Read + Seek> Stream<R> {
-    fn new(r: R) -> Result<Self, TcpSockError> {
+    pub(super) fn new(r: R) -> Result<Self, TcpSockError> {
         let mut r = BufReader::with_capacity(64 * 1024, r);
         let mut hdr = [0u8; 24];
         r.read_exact(&mut hdr)
@@ -159,14 +160,14 @@ impl<R: Read + Seek> Stream<R> {
         })
     }
 
-    fn seek(&mut self, pos: u64) -> Result<(), TcpSockError> {
+    pub(super) fn seek(&mut self, pos: u64) -> Result<(), TcpSockError> {
         self.r
             .seek(SeekFrom::Start(pos))
             .map(|_| ())
             .map_err(|_| TcpSockError::Malformed("section out of bounds"))
     }
 
-    fn u32(&mut self) -> Result<u32, TcpSockError> {
+    pub(super) fn u32(&mut self) -> Result<u32, TcpSockError> {
         let mut b = [0u8; 4];
         self.r
             .read_exact(&mut b)
@@ -226,7 +227,7 @@ impl<R: Read + Seek> Stream<R> {
     /// name, size_or_type)` per record; `each` returns `true` to read the
     /// members of a struct or union itself (`vlen` × (name, type, offset)
     /// through [`Self::u32`]), else they are skipped.
-    fn walk(
+    pub(super) fn walk(
         &mut self,
         mut each: impl FnMut(&mut Self, u32, u32, bool, u32, u32, u32) -> Result<bool, TcpSockError>,
     ) -> Result<(), TcpSockError> {
@@ -291,7 +292,7 @@ impl<R: Read + Seek> Stream<R> {
 
     /// Byte size of type `id` (an integer, enum or pointer), through
     /// typedefs and qualifiers.
-    fn size_of(&mut self, mut id: u32) -> Result<Option<u32>, TcpSockError> {
+    pub(super) fn size_of(&mut self, mut id: u32) -> Result<Option<u32>, TcpSockError> {
         for _ in 0..16 {
             let mut next = None;
             let mut size = None;
