@@ -24,8 +24,10 @@
 //! A socket is never taken out of the map by these programs: removing it
 //! destroys its psock, and with it the redirected data it has not read.
 //! A sender whose send finds no peer (its first bytes left before the
-//! other end was inserted) stays on TCP for good ([`SOCKMAP_TCP`]), so its
-//! later bytes cannot overtake the ones TCP still carries.
+//! other end was inserted), or whose receiver already holds its receive
+//! buffer's worth unread, stays on TCP for good ([`SOCKMAP_TCP`]), so its
+//! later bytes cannot overtake the ones TCP still carries, and TCP's
+//! window pushes back on it (see [`sockmap_redirect`]).
 use aya_ebpf::{
     bindings::{sk_action, BPF_F_INGRESS},
     helpers::bpf_probe_read_kernel,
@@ -71,6 +73,12 @@ static SOCK_RMEM_ALLOC: u32 = 0;
 #[unsafe(no_mangle)]
 static SOCK_RCVBUF: u32 = 0;
 
+/// Bytes a receiver may hold unread beyond its receive buffer before its
+/// sender moves to TCP: what TCP would let the writer queue in its own
+/// send buffer (the node's `tcp_wmem` maximum, set by the loader).
+#[unsafe(no_mangle)]
+static SOCK_SND_ALLOWANCE: u32 = 4 << 20;
+
 /// 1 when the daemon runs with the redirect on (`strait run --sockmap`):
 /// set by the loader; the pods cgroup's sockops program inserts nothing
 /// otherwise, so a daemon without it leaves every socket untouched.
@@ -110,7 +118,8 @@ fn offsets() -> Option<(u64, u64)> {
 }
 
 /// Whether the socket stored under `key` holds at least its receive
-/// buffer's worth of data it has not read (redirected or not), read at its
+/// buffer's worth of data it has not read (redirected or not), plus
+/// [`SOCK_SND_ALLOWANCE`], read at its
 /// kernel address ([`SOCKMAP_SK`]; a fault-safe read: a stale address
 /// reads a wrong number, never crashes). `false` when unknown.
 #[inline(always)]
@@ -131,7 +140,11 @@ fn receiver_full(key: &SockPair) -> bool {
         )
     };
     match (rmem, rcvbuf) {
-        (Ok(rmem), Ok(rcvbuf)) => rmem >= rcvbuf,
+        (Ok(rmem), Ok(rcvbuf)) => {
+            // SAFETY: a plain load of a read-only global.
+            let allowance = unsafe { core::ptr::read_volatile(&SOCK_SND_ALLOWANCE) };
+            rmem as i64 >= rcvbuf as i64 + allowance as i64
+        }
         _ => false,
     }
 }
@@ -224,7 +237,8 @@ pub fn sockmap_daemon_ops(ctx: SockOpsContext) -> u32 {
 /// Backpressure: the kernel queues redirected data on the receiver without
 /// checking its receive buffer. So before redirecting, the program reads
 /// the receiver's receive memory and buffer ([`receiver_full`]); once the
-/// receiver holds its buffer's worth unread, the sender moves to TCP for
+/// receiver holds its buffer's worth unread plus what the writer's own
+/// TCP send buffer could have held, the sender moves to TCP for
 /// good as above, where the receiver's window — computed from the same
 /// receive memory, redirected bytes included — stops it as TCP does.
 #[sk_msg]

@@ -3,10 +3,12 @@
 //! moved socket to socket by the `sk_msg` redirect instead of the TCP
 //! stack. An 8 MiB upload read slowly by the server, the client's
 //! half-close, and a 4 MiB reply arrive intact (a byte pattern checked at
-//! both ends) whether the redirect is on or off; with it on, the TCP
-//! counters of the pods' sockets (`TCP_INFO` bytes acked/received) show the
-//! payload bypassed TCP on both hops, and with it off they show it did not
-//! (so the check can fail).
+//! both ends) whether the redirect is on or off (with it on, the backed-up
+//! hops move to TCP: the redirect's receive-buffer bound); so does a 1 MiB
+//! exchange read as fast as it comes, for which, with the redirect on, the
+//! TCP counters of the pods' sockets (`TCP_INFO` bytes acked/received) show
+//! the payload bypassed TCP on both hops, and with it off they show it did
+//! not (so the check can fail).
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -19,6 +21,7 @@ const CANARY_PORT: u16 = 7400;
 const BULK_PORT: u16 = 7401;
 const UPLOAD: u64 = 8 << 20;
 const REPLY: u64 = 4 << 20;
+const FAST: u64 = 1 << 20;
 
 /// What the two ends printed.
 struct Outcome {
@@ -33,7 +36,7 @@ fn words(line: &str) -> Vec<String> {
 /// Two linked nodes running `strait run` (with `--sockmap` when asked),
 /// a client pod on A and a server pod on B behind Service `bulk`; one
 /// pattern transfer from the client to the service's VIP.
-fn transfer(index: u8, sockmap: bool) -> Option<Outcome> {
+fn transfer(index: u8, sockmap: bool) -> Option<[Outcome; 2]> {
     let name = format!("node_sockmap_{index}");
     let p = strait_tests::privileged::require(&name)?;
     let mut a = Node::new(&p.cgroup2, "sm-a", index).unwrap();
@@ -89,12 +92,58 @@ fn transfer(index: u8, sockmap: bool) -> Option<Outcome> {
         }
     }
 
+    let run = |kind: Kind| {
+        let o = xfer(&client, &server, vip, kind, &da, &db);
+        eprintln!(
+            "{name}: sockmap={sockmap} {kind:?}: client {:?} server {:?}",
+            o.client, o.server
+        );
+        o
+    };
+    let slow = run(Kind::Slow);
+    let fast = run(Kind::Fast);
+    Some([slow, fast])
+}
+
+/// The two transfers: an 8 MiB upload read slowly by the server then a
+/// 4 MiB reply ([`Kind::Slow`]: the hops back up, so the redirect's bound
+/// moves them to TCP), and a 1 MiB upload and reply both read as fast as
+/// they come ([`Kind::Fast`]).
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Slow,
+    Fast,
+}
+
+impl Kind {
+    fn sizes(self) -> (u64, u64) {
+        match self {
+            Kind::Slow => (UPLOAD, REPLY),
+            Kind::Fast => (FAST, FAST),
+        }
+    }
+}
+
+/// One pattern transfer from `client` to the `bulk` service's VIP.
+fn xfer(
+    client: &strait_tests::node::Pod,
+    server: &strait_tests::node::Pod,
+    vip: std::net::Ipv4Addr,
+    kind: Kind,
+    da: &Daemon,
+    db: &Daemon,
+) -> Outcome {
+    let (upload, reply) = kind.sizes();
     let xfer = strait_tests::demo::mesh::sibling("pattern-xfer").unwrap();
     let bulk_at = SocketAddr::from((server.ip, BULK_PORT));
+    let mut args = vec!["sink".to_string(), bulk_at.to_string(), reply.to_string()];
+    if let Kind::Slow = kind {
+        args.push("--slow".into());
+    }
     let mut sink = server
         .command(&xfer)
         .unwrap()
-        .args(["sink", &bulk_at.to_string(), &REPLY.to_string(), "--slow"])
+        .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -112,7 +161,7 @@ fn transfer(index: u8, sockmap: bool) -> Option<Outcome> {
         .args([
             "send",
             &SocketAddr::from((vip, BULK_PORT)).to_string(),
-            &UPLOAD.to_string(),
+            &upload.to_string(),
         ])
         .stdin(Stdio::null())
         .output()
@@ -128,16 +177,11 @@ fn transfer(index: u8, sockmap: bool) -> Option<Outcome> {
         da.log(),
         db.log()
     );
-    eprintln!(
-        "{name}: sockmap={sockmap} in {:?}: client `{}` server `{}`",
-        started.elapsed(),
-        client_line.trim(),
-        server_line.trim()
-    );
-    Some(Outcome {
+    eprintln!("{kind:?} transfer in {:?}", started.elapsed());
+    Outcome {
         client: words(&client_line),
         server: words(&server_line),
-    })
+    }
 }
 
 fn num(w: &[String], key: &str) -> u64 {
@@ -150,62 +194,72 @@ fn num(w: &[String], key: &str) -> u64 {
 
 /// Both directions arrived whole and in order, the half-close included
 /// (the server replies only after reading the client's end of stream).
-fn assert_intact(o: &Outcome) {
+fn assert_intact(o: &Outcome, kind: Kind) {
+    let (upload, reply) = kind.sizes();
     assert_eq!(
         o.client[..3],
-        ["received".to_string(), REPLY.to_string(), "ok".into()],
-        "client {:?}",
+        ["received".to_string(), reply.to_string(), "ok".into()],
+        "{kind:?}: client {:?}",
         o.client
     );
     assert_eq!(
         o.server[..3],
-        ["received".to_string(), UPLOAD.to_string(), "ok".into()],
-        "server {:?}",
+        ["received".to_string(), upload.to_string(), "ok".into()],
+        "{kind:?}: server {:?}",
         o.server
     );
 }
 
 #[test]
 fn with_sockmap_both_same_node_hops_bypass_tcp_and_a_slow_half_closed_transfer_is_intact() {
-    let Some(o) = transfer(87, true) else { return };
-    assert_intact(&o);
+    let Some([slow, fast]) = transfer(87, true) else {
+        return;
+    };
+    // The slow one backs up both hops: bounded by moving to TCP, intact.
+    assert_intact(&slow, Kind::Slow);
+    assert_intact(&fast, Kind::Fast);
     // Hop on node A: the client's bytes went to the proxy's socket, and
     // the proxy's reply to the client's, without TCP.
     assert!(
-        num(&o.client, "tcp_acked") < UPLOAD / 8,
+        num(&fast.client, "tcp_acked") < FAST / 8,
         "client {:?}",
-        o.client
+        fast.client
     );
     assert!(
-        num(&o.client, "tcp_received") < REPLY / 8,
+        num(&fast.client, "tcp_received") < FAST / 8,
         "client {:?}",
-        o.client
+        fast.client
     );
     // Hop on node B: the proxy's delivery into the server pod.
     assert!(
-        num(&o.server, "tcp_received") < UPLOAD / 8,
+        num(&fast.server, "tcp_received") < FAST / 8,
         "server {:?}",
-        o.server
+        fast.server
     );
 }
 
 #[test]
 fn without_sockmap_the_same_transfer_goes_through_tcp() {
-    let Some(o) = transfer(89, false) else { return };
-    assert_intact(&o);
-    assert!(
-        num(&o.client, "tcp_acked") >= UPLOAD,
-        "client {:?}",
-        o.client
-    );
-    assert!(
-        num(&o.client, "tcp_received") >= REPLY,
-        "client {:?}",
-        o.client
-    );
-    assert!(
-        num(&o.server, "tcp_received") >= UPLOAD,
-        "server {:?}",
-        o.server
-    );
+    let Some(outcomes) = transfer(89, false) else {
+        return;
+    };
+    for (o, kind) in outcomes.iter().zip([Kind::Slow, Kind::Fast]) {
+        assert_intact(o, kind);
+        let (upload, reply) = kind.sizes();
+        assert!(
+            num(&o.client, "tcp_acked") >= upload,
+            "client {:?}",
+            o.client
+        );
+        assert!(
+            num(&o.client, "tcp_received") >= reply,
+            "client {:?}",
+            o.client
+        );
+        assert!(
+            num(&o.server, "tcp_received") >= upload,
+            "server {:?}",
+            o.server
+        );
+    }
 }

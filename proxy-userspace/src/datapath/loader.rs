@@ -282,6 +282,8 @@ impl Datapath {
         };
         loader.override_global("SOCK_RMEM_ALLOC", &sock_mem[0], true);
         loader.override_global("SOCK_RCVBUF", &sock_mem[1], true);
+        let allowance = super::sockmap::send_allowance();
+        loader.override_global("SOCK_SND_ALLOWANCE", &allowance, true);
         loader.override_global("TCP_SK_WRITE_SEQ", &tcp_sk[0], true);
         loader.override_global("TCP_SK_SHUTDOWN", &tcp_sk[1], true);
         let paths: Vec<(&str, PathBuf)> = layout::pinned_maps()

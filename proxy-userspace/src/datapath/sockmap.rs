@@ -295,6 +295,20 @@ pub fn bound_offsets() -> [u32; 2] {
     }
 }
 
+/// The value for the object's `SOCK_SND_ALLOWANCE`: what a receiver may
+/// hold unread beyond its receive buffer before its sender moves to TCP —
+/// the most TCP lets a writer queue in its send buffer, the third value of
+/// `/proc/sys/net/ipv4/tcp_wmem` (4 MiB by default, also when unreadable).
+/// So a redirected connection pins at most about what a TCP one can
+/// (receiver's buffer + writer's send buffer) before TCP's window stops
+/// its writer.
+pub fn send_allowance() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20)
+}
+
 /// Whether this process has `CAP_PERFMON` (38) or `CAP_SYS_ADMIN` (21) in
 /// its effective set (`/proc/self/status` `CapEff`).
 fn perfmon_capable() -> bool {
@@ -323,6 +337,8 @@ pub fn load_redirect() -> anyhow::Result<Ebpf> {
     loader.override_global("SOCKMAP_ON", &1u8, true);
     loader.override_global("SOCK_RMEM_ALLOC", &rmem, true);
     loader.override_global("SOCK_RCVBUF", &rcvbuf, true);
+    let allowance = send_allowance();
+    loader.override_global("SOCK_SND_ALLOWANCE", &allowance, true);
     let mut ebpf = loader
         .load(super::EBPF_OBJECT)
         .context("loading the eBPF object")?;
@@ -332,7 +348,88 @@ pub fn load_redirect() -> anyhow::Result<Ebpf> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_own_cgroup;
+    use super::{parse_own_cgroup, SockMemOffsets};
+    use std::io::Cursor;
+
+    /// A little-endian BTF blob with `struct sock { int sk_rcvbuf at 172;
+    /// struct { atomic_t rmem_alloc at 0; int len at 4 } sk_backlog at
+    /// 184 }` (`rcvbuf_size`: the size of `int`).
+    fn blob(rcvbuf_size: u32) -> Vec<u8> {
+        const INT: u32 = 1;
+        const STRUCT: u32 = 4;
+        const TYPEDEF: u32 = 8;
+        let mut strings = b"\0".to_vec();
+        let mut s = |x: &str| {
+            let off = strings.len() as u32;
+            strings.extend_from_slice(x.as_bytes());
+            strings.push(0);
+            off
+        };
+        let n = [
+            s("int"),
+            s("counter"),
+            s("atomic_t"),
+            s("rmem_alloc"),
+            s("len"),
+            s("sock"),
+            s("sk_rcvbuf"),
+            s("sk_backlog"),
+            s("long"),
+        ];
+        let mut t: Vec<u32> = Vec::new();
+        t.extend([n[0], INT << 24, 4, 32]); // 1: int
+        t.extend([0, (STRUCT << 24) | 1, 4, n[1], 1, 0]); // 2: struct { int counter }
+        t.extend([n[2], TYPEDEF << 24, 2]); // 3: atomic_t
+        t.extend([0, (STRUCT << 24) | 2, 24, n[3], 3, 0, n[4], 1, 32]); // 4: sk_backlog's
+        t.extend([n[8], INT << 24, rcvbuf_size, rcvbuf_size * 8]); // 5
+        t.extend([n[5], (STRUCT << 24) | 2, 800]); // 6: struct sock
+        t.extend([n[6], 5, 172 * 8, n[7], 4, 184 * 8]);
+        let types: Vec<u8> = t.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut out = vec![0x9f, 0xeb, 1, 0];
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            out.extend(w.to_le_bytes());
+        }
+        out.extend(types);
+        out.extend(strings);
+        out
+    }
+
+    #[test]
+    fn receive_memory_offsets_come_from_struct_sock_and_its_backlog() {
+        let o = SockMemOffsets::from_btf(Cursor::new(blob(4))).unwrap();
+        assert_eq!(
+            o,
+            SockMemOffsets {
+                rmem_alloc: 184,
+                rcvbuf: 172
+            }
+        );
+        let e = SockMemOffsets::from_btf(Cursor::new(blob(8))).unwrap_err();
+        assert!(e.to_string().contains("sk_rcvbuf has Some(8) bytes"), "{e}");
+        assert!(SockMemOffsets::from_btf(Cursor::new(b"not btf".to_vec())).is_err());
+    }
+
+    #[test]
+    fn the_running_kernels_receive_memory_offsets_are_found() {
+        if !std::path::Path::new(super::VMLINUX_BTF).exists() {
+            assert!(
+                std::env::var_os("STRAIT_NO_SKIP").is_none(),
+                "STRAIT_NO_SKIP: no kernel BTF"
+            );
+            eprintln!("skipped: no kernel BTF");
+            return;
+        }
+        let o = SockMemOffsets::of_kernel().unwrap();
+        assert!((64..1024).contains(&o.rmem_alloc), "{o:?}");
+        assert!((64..1024).contains(&o.rcvbuf), "{o:?}");
+        assert_ne!(o.rmem_alloc, o.rcvbuf);
+    }
 
     #[test]
     fn own_cgroup_is_the_unified_line() {
