@@ -30,7 +30,7 @@
 //! window pushes back on it (see [`sockmap_redirect`]).
 use aya_ebpf::{
     bindings::{sk_action, BPF_F_INGRESS},
-    helpers::bpf_probe_read_kernel,
+    helpers::{bpf_msg_apply_bytes, bpf_probe_read_kernel},
     macros::{map, sk_msg, sock_ops},
     maps::{LruHashMap, SockHash},
     programs::{SkMsgContext, SockOpsContext},
@@ -44,8 +44,10 @@ use crate::maps::PROXY_CONFIG;
 pub static SOCKMAP: SockHash<SockPair> = SockHash::with_max_entries(proxy_common::MAX_SOCKMAP, 0);
 
 /// Senders in `SOCKMAP` that have sent data over TCP (a send found no
-/// peer in the map): they never redirect again, so their bytes reach the
-/// peer in the order sent (see [`sockmap_redirect`]). Keyed like
+/// peer in the map, or the receiver was full): they never redirect again,
+/// so their bytes reach the peer in the order sent (see
+/// [`sockmap_redirect`]; their psock also keeps the verdict for 4 GiB,
+/// so only past that could an LRU eviction let one redirect again). Keyed like
 /// `SOCKMAP` (the sender's own 4-tuple); an entry is cleared when a socket
 /// with that 4-tuple is inserted, so a reused 4-tuple starts clean and a
 /// closed connection's entry is harmless until the LRU drops it.
@@ -256,17 +258,29 @@ pub fn sockmap_redirect(ctx: SkMsgContext) -> u32 {
     };
     // SAFETY: a lookup whose value is only tested for presence.
     if unsafe { SOCKMAP_TCP.get(&me) }.is_some() {
-        return sk_action::SK_PASS;
+        return on_tcp_for_good(&ctx, &me);
     }
     let mut peer = me.peer();
     if receiver_full(&peer) {
-        let _ = SOCKMAP_TCP.insert(&me, &1, 0);
-        return sk_action::SK_PASS;
+        return on_tcp_for_good(&ctx, &me);
     }
     // A missing peer returns SK_DROP from the helper and sets no
     // redirect; SK_PASS then sends over TCP, from now on for good.
     if SOCKMAP.redirect_msg(&ctx, &mut peer, BPF_F_INGRESS as u64) != sk_action::SK_PASS as i64 {
-        let _ = SOCKMAP_TCP.insert(&me, &1, 0);
+        return on_tcp_for_good(&ctx, &me);
     }
+    sk_action::SK_PASS
+}
+
+/// The verdict of a sender that stays on TCP: SK_PASS (no redirect),
+/// remembered twice — in the socket's own psock, which applies it to the
+/// next 4 GiB sent without running the program again
+/// (`bpf_msg_apply_bytes`: freed with the socket, never evicted), and in
+/// [`SOCKMAP_TCP`] for what follows.
+#[inline(always)]
+fn on_tcp_for_good(ctx: &SkMsgContext, me: &SockPair) -> u32 {
+    let _ = SOCKMAP_TCP.insert(me, &1, 0);
+    // SAFETY: the context pointer is the kernel's `sk_msg_md`.
+    unsafe { bpf_msg_apply_bytes(ctx.msg, u32::MAX) };
     sk_action::SK_PASS
 }
