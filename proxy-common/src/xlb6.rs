@@ -3,7 +3,9 @@
 //! `xdp_lb6.rs`) and userspace.
 //!
 //! The same design as [`crate::xlb`], keyed by IPv6 addresses: a packet to
-//! `[vip]:port/proto` listed in [`XLB_VIPS6`] is sent to one of the nodes
+//! `[vip]:port/proto` listed in [`XLB_VIPS6`] (found in one of two buckets,
+//! [`vip_buckets6`], with its full address, port and protocol compared) is
+//! sent to one of the nodes
 //! hosting the service's endpoints, chosen from the flow table
 //! [`XLB_CONNS6`] (per-CPU LRU) or else the VIP's Maglev ring in
 //! [`XLB_RINGS6`] (entries index [`XLB_REALS6`]), then wrapped in an outer
@@ -17,8 +19,18 @@
 
 use crate::maglev::fmix64;
 
-/// External IPv6 VIPs: [`XlbVipKey6`] → [`crate::XlbVip`] (hash).
-pub const XLB_VIPS6: &str = "XLB_VIPS6";
+/// External IPv6 VIPs: an array of [`XLB_VIP6_BUCKETS`] [`XlbVipBucket6`]s,
+/// an open-addressed table the daemon fills (two-choice buckets of
+/// [`XLB_VIP6_BUCKET_SLOTS`] slots, [`vip_buckets6`]), as IPv4's
+/// [`crate::XLB_VIPS`]: the program reads it with inlined array lookups and
+/// word compares, no hash-map helper call (no jhash of a 20-byte key).
+/// (Builds before it kept the IPv6 VIPs in the hash map
+/// [`XLB_VIPS6_V1`].)
+pub const XLB_VIPS6: &str = "XLB_VIP6_BUCKETS";
+/// The hash map `XlbVipKey6 → XlbVip` earlier builds pinned under this
+/// name; a daemon starting over such pins copies its entries into
+/// [`XLB_VIPS6`] and unpins it.
+pub const XLB_VIPS6_V1: &str = "XLB_VIPS6";
 /// Maglev rings of IPv6 VIPs: `u32` ring id → [`crate::MaglevTable`]
 /// whose entries index [`XLB_REALS6`] (hash, not preallocated).
 pub const XLB_RINGS6: &str = "XLB_RINGS6";
@@ -33,12 +45,18 @@ pub const XLB_CONFIG6: &str = "XLB_CONFIG6";
 /// Maximum number of (VIP, port, protocol) entries plus one address
 /// marker per VIP address in [`XLB_VIPS6`].
 pub const MAX_XLB_VIPS6: u32 = 1024;
+/// Buckets of [`XLB_VIPS6`] (a power of two): 4 slots for each of the
+/// [`MAX_XLB_VIPS6`] entries, so a bucket is rarely full.
+pub const XLB_VIP6_BUCKETS: u32 = 1024;
+/// Slots per bucket of [`XLB_VIPS6`] (32 bytes each: two 64-byte cache
+/// lines a bucket).
+pub const XLB_VIP6_BUCKET_SLOTS: usize = 4;
 /// Size of [`XLB_REALS6`].
 pub const MAX_XLB_REALS6: u32 = 4096;
 /// Capacity of [`XLB_CONNS6`] (over all CPUs).
 pub const MAX_XLB_CONNS6: u32 = 262_144;
 
-/// Key of [`XLB_VIPS6`]. `port` and `proto` 0 is the address marker
+/// Key of an IPv6 VIP entry. `port` and `proto` 0 is the address marker
 /// (value ring [`crate::XLB_ADDRESS_ONLY`]): "this address is a VIP", for
 /// packets without ports (fragments) and for decapsulation.
 #[repr(C)]
@@ -50,8 +68,63 @@ pub struct XlbVipKey6 {
     pub port: u16,
     /// IP protocol (6 or 17).
     pub proto: u8,
-    /// Always 0.
+    /// 0 in a key; [`crate::XLB_VIP_USED`] in an occupied [`XlbVipSlot6`].
     pub pad: u8,
+}
+
+impl XlbVipKey6 {
+    /// The key as the three little-endian words the program compares: the
+    /// address's bytes 0..8 and 8..16 as native-endian words, then
+    /// `port | proto << 16 | pad << 24`.
+    pub const fn words(&self) -> [u64; 3] {
+        let v = &self.vip;
+        [
+            u64::from_ne_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]),
+            u64::from_ne_bytes([v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]]),
+            self.port as u64 | (self.proto as u64) << 16 | (self.pad as u64) << 24,
+        ]
+    }
+}
+
+/// The two buckets of [`XLB_VIPS6`] a key of words `w` (see
+/// [`XlbVipKey6::words`], `pad` 0) may sit in: bits of a two-multiply mix
+/// of the words (the two may coincide). Shared by the program and the
+/// daemon, so both look in the same place. Which bucket a key lands in
+/// only decides where the daemon puts it: the program compares the full
+/// address, port and protocol of every slot it reads, so a key whose
+/// buckets collide with a VIP's never matches it.
+pub const fn vip_buckets6(w: [u64; 3]) -> [u32; 2] {
+    let x = (w[0] ^ w[2].rotate_left(40)).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ w[1];
+    let h = (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    [
+        (h >> 54) as u32 & (XLB_VIP6_BUCKETS - 1),
+        (h >> 44) as u32 & (XLB_VIP6_BUCKETS - 1),
+    ]
+}
+
+/// One slot of [`XLB_VIPS6`]: a key (with `pad` [`crate::XLB_VIP_USED`])
+/// and its value; all zero when free. As words: the address (two), then
+/// `port | proto << 16 | pad << 24 | ring << 32`, then `flags`. Written by
+/// the daemon under the same rules as IPv4's [`crate::XlbVipSlot`] (a
+/// program reading a slot while it is written sees the old key, or the new
+/// key with ring 0 or the final ring; ring id 0 is never used).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct XlbVipSlot6 {
+    /// The key, `pad` = [`crate::XLB_VIP_USED`].
+    pub key: XlbVipKey6,
+    /// Its value.
+    pub vip: crate::XlbVip,
+    /// Always 0.
+    pub pad: u32,
+}
+
+/// Value of [`XLB_VIPS6`]: [`XLB_VIP6_BUCKET_SLOTS`] slots, a key in any.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct XlbVipBucket6 {
+    /// The slots, free ones all zero.
+    pub slots: [XlbVipSlot6; XLB_VIP6_BUCKET_SLOTS],
 }
 
 /// Value of [`XLB_REALS6`]: a node the IPv6 VIPs' traffic is tunnelled to.
@@ -134,6 +207,8 @@ pub const fn flow_position6_words(
 mod pod {
     // SAFETY: #[repr(C)], Copy, integers only, explicit padding.
     unsafe impl aya::Pod for super::XlbVipKey6 {}
+    unsafe impl aya::Pod for super::XlbVipSlot6 {}
+    unsafe impl aya::Pod for super::XlbVipBucket6 {}
     unsafe impl aya::Pod for super::XlbReal6 {}
     unsafe impl aya::Pod for super::XlbFlow6 {}
     unsafe impl aya::Pod for super::XlbConfig6 {}
@@ -147,9 +222,75 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<XlbVipKey6>(), 20);
+        assert_eq!(size_of::<XlbVipSlot6>(), 32);
+        assert_eq!(core::mem::offset_of!(XlbVipSlot6, vip), 20);
+        assert_eq!(size_of::<XlbVipBucket6>(), 128);
         assert_eq!(size_of::<XlbReal6>(), 16);
         assert_eq!(size_of::<XlbFlow6>(), 40);
         assert_eq!(size_of::<XlbConfig6>(), 24);
+    }
+
+    fn key(vip: [u8; 16], port: u16, proto: u8) -> XlbVipKey6 {
+        XlbVipKey6 {
+            vip,
+            port: port.to_be(),
+            proto,
+            pad: 0,
+        }
+    }
+
+    #[test]
+    fn vip_buckets6_are_in_range_and_spread() {
+        // VIPs in one /64 (last byte apart), across /48s (byte 5 apart),
+        // and TCP beside UDP on the same address and port.
+        let mut seen = [false; XLB_VIP6_BUCKETS as usize];
+        let mut n = 0;
+        for i in 0..256u32 {
+            let mut a = [0x20, 1, 0xd, 0xb8, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            a[15] = i as u8;
+            let mut b = a;
+            b[15] = 1;
+            b[5] = i as u8;
+            for vip in [a, b] {
+                let k = key(vip, 443, 6);
+                let [x, y] = vip_buckets6(k.words());
+                assert!(x < XLB_VIP6_BUCKETS && y < XLB_VIP6_BUCKETS);
+                if !seen[x as usize] {
+                    seen[x as usize] = true;
+                    n += 1;
+                }
+                assert_ne!(vip_buckets6(key(vip, 443, 17).words()), [x, y]);
+                assert_ne!(vip_buckets6(key(vip, 444, 6).words()), [x, y]);
+            }
+        }
+        assert!(n > 380, "512 VIPs in {n} first buckets");
+        let k = XlbVipKey6 {
+            vip: [1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0],
+            port: 3,
+            proto: 4,
+            pad: crate::XLB_VIP_USED,
+        };
+        assert_eq!(k.words(), [1, 2, 3 | 4 << 16 | 1 << 24]);
+    }
+
+    #[test]
+    fn a_slots_third_word_holds_the_key_tail_and_the_ring() {
+        let slot = XlbVipSlot6 {
+            key: XlbVipKey6 {
+                vip: [0; 16],
+                port: 0x0102,
+                proto: 6,
+                pad: crate::XLB_VIP_USED,
+            },
+            vip: crate::XlbVip {
+                ring: 0x0a0b_0c0d,
+                flags: 0,
+            },
+            pad: 0,
+        };
+        // SAFETY: 32 bytes, 8-aligned, integers only.
+        let w: [u64; 4] = unsafe { core::mem::transmute(slot) };
+        assert_eq!(w[2], slot.key.words()[2] | 0x0a0b_0c0d << 32);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use proxy_common::{
     Backend6, BackendKey, ClientKey6, MaglevTable, OrigDst6, ProxyConfig6, RevNatKey6,
     ServiceKey6, ServiceValue, SockNat6, TcpStats, TcpStatsKey6, Workload, XlbConfig6, XlbConn,
-    XlbFlow6, XlbReal6, XlbVip, XlbVipKey6,
+    XlbFlow6, XlbReal6, XlbVipBucket6,
 };
 
 /// `BPF_F_NO_PREALLOC`, as in [`crate::maps`].
@@ -50,10 +50,12 @@ pub static ORIG_DST6: LruHashMap<ClientKey6, OrigDst6> =
 /// `BPF_F_NO_COMMON_LRU`, as in [`crate::maps`].
 const NO_COMMON_LRU: u32 = 2;
 
-/// External IPv6 VIP:port/proto → ring (XDP load balancer, IPv6 side).
-#[map(name = "XLB_VIPS6")]
-pub static XLB_VIPS6: HashMap<XlbVipKey6, XlbVip> =
-    HashMap::with_max_entries(proxy_common::MAX_XLB_VIPS6, 0);
+/// External IPv6 VIP:port/proto → ring (XDP load balancer, IPv6 side): the
+/// daemon's two-choice buckets (`proxy_common::XLB_VIPS6`), read with
+/// inlined array lookups.
+#[map(name = "XLB_VIP6_BUCKETS")]
+pub static XLB_VIPS6: Array<XlbVipBucket6> =
+    Array::with_max_entries(proxy_common::XLB_VIP6_BUCKETS, 0);
 
 /// Ring id → Maglev table of indexes into `XLB_REALS6`.
 #[map(name = "XLB_RINGS6")]
