@@ -745,11 +745,11 @@ fn xdp_lb6_pinned_tables_keep_flows_across_a_datapath_restart() {
     let used: BTreeSet<[u8; 16]> = first.iter().copied().collect();
     assert_eq!(used.len(), 2, "32 flows over both nodes");
     for m in [
-        "XLB_VIPS6",
-        "XLB_RINGS6",
-        "XLB_REALS6",
-        "XLB_CONNS6",
-        "XLB_CONFIG6",
+        proxy_common::XLB_VIPS6,
+        proxy_common::XLB_RINGS6,
+        proxy_common::XLB_REALS6,
+        proxy_common::XLB_CONNS6,
+        proxy_common::XLB_CONFIG6,
     ] {
         assert!(pins.join(m).exists(), "{m} is pinned");
     }
@@ -763,4 +763,134 @@ fn xdp_lb6_pinned_tables_keep_flows_across_a_datapath_restart() {
     strait::datapath::load_xdp_lb(dp.ebpf_mut()).unwrap();
     assert_eq!(flows(&mut dp, 0x10), first, "established flows moved");
     dp.cleanup().unwrap();
+}
+
+/// The buckets of `[vip]:port/proto` in `XLB_VIPS6` (as the program and
+/// the daemon compute them).
+fn buckets_of(vip: [u8; 16], port: u16, proto: u8) -> [u32; 2] {
+    proxy_common::vip_buckets6(
+        proxy_common::XlbVipKey6 {
+            vip,
+            port: port.to_be(),
+            proto,
+            pad: 0,
+        }
+        .words(),
+    )
+}
+
+/// `2001:db8:7::<i>` for the `i`s (from 1) whose first bucket for TCP port
+/// 80 is `bucket`, `n` of them.
+fn vips_in_bucket(bucket: u32, n: usize) -> Vec<[u8; 16]> {
+    (1..u32::MAX)
+        .map(|i| {
+            let mut a = VIP;
+            a[12..16].copy_from_slice(&i.to_be_bytes());
+            a
+        })
+        .filter(|a| buckets_of(*a, 80, 6)[0] == bucket)
+        .take(n)
+        .collect()
+}
+
+#[test]
+fn xdp_lb6_vips_sharing_a_bucket_each_reach_their_own_real() {
+    let Some(_p) = privileged::require("xdp_lb6_vips_sharing_a_bucket_each_reach_their_own_real")
+    else {
+        return;
+    };
+    use proxy_common::XLB_VIP6_BUCKET_SLOTS;
+    // More VIPs whose first bucket is the same than a bucket has slots
+    // (their address markers land there or elsewhere too): the daemon
+    // places the rest in their second buckets (or moves a resident), and
+    // each VIP's packets reach its own node, exact bytes.
+    let bucket = buckets_of(VIP, 80, 6)[0];
+    let addrs = vips_in_bucket(bucket, XLB_VIP6_BUCKET_SLOTS + 3);
+    let mut ebpf = setup();
+    let list: Vec<ExternalVip6> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| ExternalVip6 {
+            vip: Ipv6Addr::from(*a),
+            port: 80,
+            protocol: L4Protocol::Tcp,
+            reals: vec![(Ipv6Addr::from(node(i as u8 + 1)), 1)],
+        })
+        .collect();
+    let mut vips = ExternalVips6::new();
+    let r = vips.apply(&mut ebpf, &list).unwrap();
+    assert_eq!(
+        (r.vips, r.reals, r.without_reals),
+        (addrs.len(), addrs.len(), 0)
+    );
+    let p = prog(&ebpf);
+    for (i, a) in addrs.iter().enumerate() {
+        let f = frame(CLIENT, *a, 6, &tcp(40000, 80, 0x10, b"hi"));
+        assert_eq!(
+            run(p, &f),
+            (XDP_TX, encapsulated(&f, node(i as u8 + 1))),
+            "VIP {}",
+            Ipv6Addr::from(*a)
+        );
+        // The same address on another port, or UDP, is no VIP: passed.
+        for g in [
+            frame(CLIENT, *a, 6, &tcp(40000, 81, 0x10, b"hi")),
+            frame(CLIENT, *a, 17, &udp(40000, 80, b"hi")),
+        ] {
+            assert_eq!(run(p, &g), (XDP_PASS, g.clone()));
+        }
+    }
+    // One VIP removed: its packets pass, the others' still reach their
+    // nodes.
+    let r = vips.apply(&mut ebpf, &list[1..]).unwrap();
+    assert_eq!(r.vips, addrs.len() - 1);
+    let p = prog(&ebpf);
+    let gone = frame(CLIENT, addrs[0], 6, &tcp(40000, 80, 0x10, b"hi"));
+    assert_eq!(run(p, &gone), (XDP_PASS, gone.clone()));
+    let last = addrs.len() - 1;
+    let f = frame(CLIENT, addrs[last], 6, &tcp(40000, 80, 0x10, b"hi"));
+    assert_eq!(run(p, &f), (XDP_TX, encapsulated(&f, node(last as u8 + 1))));
+}
+
+#[test]
+fn xdp_lb6_near_miss_addresses_in_the_vips_own_buckets_pass() {
+    let Some(_p) = privileged::require("xdp_lb6_near_miss_addresses_in_the_vips_own_buckets_pass")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips6::new()
+        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(node(2), 1)])])
+        .unwrap();
+    let p = prog(&ebpf);
+    let hit = tcp_frame(CLIENT, 40000, 80, 0x10);
+    assert_eq!(run(p, &hit), (XDP_TX, encapsulated(&hit, node(2))));
+    // Addresses one bit from the VIP in its first word, in its second
+    // word, and an address whose two buckets are exactly the VIP's
+    // (found by search): the program compares the whole address, so all
+    // pass untouched, as does the VIP's address marker key as a port
+    // (port 0).
+    let mut first_word = VIP;
+    first_word[5] ^= 1;
+    let mut second_word = VIP;
+    second_word[15] ^= 1;
+    let want = buckets_of(VIP, 80, 6);
+    let same_buckets = (0..u64::MAX)
+        .map(|i| {
+            let mut a = [0u8; 16];
+            a[..8].copy_from_slice(&0x2001_0db8_0042_0000u64.to_be_bytes());
+            a[8..].copy_from_slice(&i.to_be_bytes());
+            a
+        })
+        .find(|a| buckets_of(*a, 80, 6) == want)
+        .unwrap();
+    assert_ne!(same_buckets, VIP);
+    for dst in [first_word, second_word, same_buckets] {
+        let f = frame(CLIENT, dst, 6, &tcp(40000, 80, 0x10, b"hi"));
+        assert_eq!(run(p, &f), (XDP_PASS, f.clone()), "{}", Ipv6Addr::from(dst));
+    }
+    let port0 = tcp_frame(CLIENT, 40000, 0, 0x10);
+    assert_eq!(run(p, &port0), (XDP_PASS, port0.clone()));
+    let s = strait::datapath::xlb_stats(&ebpf).unwrap();
+    assert_eq!(s.packets, 1);
 }
