@@ -33,9 +33,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use proxy_common::{
-    flow_position6_words, proto, vip_buckets6, XlbConfig6, XlbConn, XlbFlow6, XlbReal6, XlbStats,
-    XlbVipBucket6, MAGLEV_TABLE_SIZE, XLB_ADDRESS_ONLY, XLB_OUTER_TTL, XLB_VIP6_BUCKET_SLOTS,
-    XLB_VIP_USED,
+    flow_hash6_words, flow_position6_words, proto, vip_buckets6, XlbConfig6, XlbConn6, XlbFlow6,
+    XlbReal6, XlbStats, XlbVipBucket6, MAGLEV_TABLE_SIZE, XLB_ADDRESS_ONLY, XLB_OUTER_TTL,
+    XLB_VIP6_BUCKET_SLOTS, XLB_VIP_USED,
 };
 
 use crate::maps::XLB_STATS;
@@ -110,6 +110,7 @@ struct Words<const N: usize>([u64; N]);
 
 const _: () = assert!(cfg!(target_endian = "little"));
 const _: () = assert!(core::mem::size_of::<XlbFlow6>() == 40);
+const _: () = assert!(core::mem::size_of::<XlbConn6>() == 48);
 const _: () = assert!(core::mem::size_of::<XlbVipBucket6>() == XLB_VIP6_BUCKET_SLOTS * 32);
 const _: () = assert!(core::mem::size_of::<XlbReal6>() == 16);
 
@@ -163,10 +164,29 @@ fn flow_key(src: Addr, dst: Addr, ports: u32, proto: u8) -> Words<5> {
 }
 
 impl Words<5> {
+    /// The flow's key in the connection table
+    /// ([`proxy_common::flow_hash6`]).
     #[inline(always)]
-    fn flow(&self) -> &XlbFlow6 {
-        // SAFETY: same size, alignment 8 >= 2, every bit pattern valid.
-        unsafe { &*(self as *const Self as *const XlbFlow6) }
+    fn hash(&self) -> u64 {
+        flow_hash6_words(self.0)
+    }
+
+    /// Whether `conn` (an `XlbConn6`: real and pad, then the flow's five
+    /// words) holds this flow.
+    ///
+    /// # Safety
+    /// `conn` points at a live 48-byte, 8-aligned map value.
+    #[inline(always)]
+    unsafe fn stored_in(&self, conn: *const u64) -> bool {
+        let w = &self.0;
+        // SAFETY: words 1..6 of the value (caller).
+        unsafe {
+            *conn.add(5) == w[4]
+                && *conn.add(1) == w[0]
+                && *conn.add(2) == w[1]
+                && *conn.add(3) == w[2]
+                && *conn.add(4) == w[3]
+        }
     }
 
     /// The flow's position in a Maglev ring ([`proxy_common::flow_position6`]).
@@ -495,17 +515,25 @@ fn config_gateway(cfg: &XlbConfig6) -> (u32, u16) {
 }
 
 /// The real's address for `flow`: the flow table's entry unless `syn` (a
-/// new connection) or its real was removed, else the Maglev ring's
-/// (recorded when `remember`).
+/// new connection), its real was removed, or the entry under the flow's
+/// key holds another flow (a hash collision: never that flow's real),
+/// else the Maglev ring's (recorded when `remember`, taking the entry
+/// over).
 #[inline(always)]
 fn pick(ring: u32, flow: &Words<5>, syn: bool, remember: bool) -> Option<Addr> {
+    let key = flow.hash();
     if !syn {
-        // SAFETY: copied out at once.
-        if let Some(c) = unsafe { XLB_CONNS6.get(flow.flow()) }.copied() {
-            if let Some(real) = XLB_REALS6.get(c.real) {
-                let ip = real_addr(real);
-                if ip[0] | ip[1] != 0 {
-                    return Some(ip);
+        if let Some(c) = XLB_CONNS6.get_ptr(&key) {
+            let c = c as *const u64;
+            // SAFETY: a live 48-byte map value, 8-aligned; the real's index
+            // is its first u32, read before anything else can change it.
+            let (mine, index) = unsafe { (flow.stored_in(c), *(c as *const u32)) };
+            if mine {
+                if let Some(real) = XLB_REALS6.get(index) {
+                    let ip = real_addr(real);
+                    if ip[0] | ip[1] != 0 {
+                        return Some(ip);
+                    }
                 }
             }
         }
@@ -529,14 +557,12 @@ fn pick(ring: u32, flow: &Words<5>, syn: bool, remember: bool) -> Option<Addr> {
         s.new_flows += 1;
     }
     if remember {
-        let _ = XLB_CONNS6.insert(
-            flow.flow(),
-            &XlbConn {
-                real: index,
-                pad: 0,
-            },
-            0,
-        );
+        let w = &flow.0;
+        // `XlbConn6 { real: index, pad: 0, flow }` as six words.
+        let value = Words([index as u64, w[0], w[1], w[2], w[3], w[4]]);
+        // SAFETY: same size, alignment 8, every bit pattern valid.
+        let value = unsafe { &*(&value as *const Words<6> as *const XlbConn6) };
+        let _ = XLB_CONNS6.insert(&key, value, 0);
     }
     Some(ip)
 }

@@ -305,6 +305,8 @@ impl Datapath {
         external_vips6
             .adopt_v1(&mut ebpf, pin_dir)
             .context("copying an earlier build's pinned XDP IPv6 VIP map")?;
+        super::xlb6::ExternalVips6::adopt_conns_v1(&mut ebpf, pin_dir)
+            .context("copying an earlier build's pinned XDP IPv6 connection table")?;
         let mut dp = Self {
             ebpf,
             maps,

@@ -19,9 +19,9 @@ use aya::{
     Ebpf,
 };
 use proxy_common::{
-    port_to_be, proto, vip_buckets6, MaglevTable, XlbConfig6, XlbReal6, XlbVip, XlbVipBucket6,
-    XlbVipKey6, XlbVipSlot6, MAX_XLB_REALS6, MAX_XLB_VIPS6, XLB_ADDRESS_ONLY, XLB_VIP6_BUCKETS,
-    XLB_VIP6_BUCKET_SLOTS,
+    flow_hash6, port_to_be, proto, vip_buckets6, MaglevTable, XlbConfig6, XlbConn, XlbConn6,
+    XlbFlow6, XlbReal6, XlbVip, XlbVipBucket6, XlbVipKey6, XlbVipSlot6, MAX_XLB_REALS6,
+    MAX_XLB_VIPS6, XLB_ADDRESS_ONLY, XLB_VIP6_BUCKETS, XLB_VIP6_BUCKET_SLOTS,
 };
 use strait_config::snapshot::L4Protocol;
 
@@ -282,6 +282,49 @@ impl ExternalVips6 {
         }
         std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
         Ok(entries.len())
+    }
+
+    /// Copies the flows of the connection table earlier builds pinned as
+    /// [`proxy_common::XLB_CONNS6_V1`] (keyed by the whole [`XlbFlow6`])
+    /// under `pin_dir` (if any) into this build's [`proxy_common::XLB_CONNS6`]
+    /// (keyed by [`flow_hash6`], the flow stored beside its real), so
+    /// established IPv6 flows keep their node across the upgrade, then
+    /// unpins the old table. Flows the earlier program records between this
+    /// copy and the swap of the uplink program are not copied (they stay
+    /// on their node unless the ring changes before their next packet).
+    /// Returns how many flows were copied.
+    ///
+    /// Errors: the old table cannot be read or the new one written; the
+    /// old pin is then left in place.
+    pub fn adopt_conns_v1(ebpf: &mut Ebpf, pin_dir: &std::path::Path) -> anyhow::Result<usize> {
+        let path = pin_dir.join(proxy_common::XLB_CONNS6_V1);
+        if !path.exists() {
+            return Ok(0);
+        }
+        let data = aya::maps::MapData::from_pin(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let old: BpfHashMap<_, XlbFlow6, XlbConn> =
+            BpfHashMap::try_from(aya::maps::Map::LruHashMap(data))
+                .with_context(|| format!("reading {}", path.display()))?;
+        // Entries the old program evicts while this reads are skipped.
+        let flows: Vec<(XlbFlow6, XlbConn)> = old.iter().filter_map(Result::ok).collect();
+        let mut new: BpfHashMap<_, u64, XlbConn6> =
+            BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_CONNS6)?)?;
+        for (flow, conn) in &flows {
+            let flow = XlbFlow6 {
+                pad: [0; 3],
+                ..*flow
+            };
+            let value = XlbConn6 {
+                real: conn.real,
+                pad: 0,
+                flow,
+            };
+            new.insert(flow_hash6(&flow), value, 0)
+                .with_context(|| format!("writing {}", proxy_common::XLB_CONNS6))?;
+        }
+        std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+        Ok(flows.len())
     }
 
     /// Makes the kernel's IPv6 tables hold exactly `vips` (as
