@@ -894,3 +894,135 @@ fn xdp_lb6_near_miss_addresses_in_the_vips_own_buckets_pass() {
     let s = strait::datapath::xlb_stats(&ebpf).unwrap();
     assert_eq!(s.packets, 1);
 }
+
+/// The flow of `tcp_frame(CLIENT, sport, 80, _)` as the connection table
+/// stores it.
+fn flow_of(sport: u16) -> proxy_common::XlbFlow6 {
+    proxy_common::XlbFlow6 {
+        src: CLIENT,
+        dst: VIP,
+        sport: sport.to_be(),
+        dport: 80u16.to_be(),
+        proto: 6,
+        pad: [0; 3],
+    }
+}
+
+/// The index of each real in `XLB_REALS6`.
+fn real_indexes(ebpf: &aya::Ebpf) -> std::collections::BTreeMap<[u8; 16], u32> {
+    let reals: aya::maps::Array<_, proxy_common::XlbReal6> =
+        aya::maps::Array::try_from(ebpf.map(proxy_common::XLB_REALS6).unwrap()).unwrap();
+    reals
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let r = r.unwrap();
+            (r.ip != [0; 16]).then_some((r.ip, i as u32))
+        })
+        .collect()
+}
+
+#[test]
+fn xdp_lb6_a_flow_key_held_by_another_flow_is_never_that_flows_real() {
+    let Some(_p) =
+        privileged::require("xdp_lb6_a_flow_key_held_by_another_flow_is_never_that_flows_real")
+    else {
+        return;
+    };
+    use proxy_common::{flow_hash6, XlbConn6, XLB_CONNS6};
+    let mut ebpf = setup();
+    ExternalVips6::new()
+        .apply(
+            &mut ebpf,
+            &[vip(80, L4Protocol::Tcp, &[(node(1), 1), (node(2), 1)])],
+        )
+        .unwrap();
+    let index = real_indexes(&ebpf);
+    let other = |r: [u8; 16]| if r == node(1) { node(2) } else { node(1) };
+    fn conns(ebpf: &mut aya::Ebpf) -> aya::maps::HashMap<&mut aya::maps::MapData, u64, XlbConn6> {
+        aya::maps::HashMap::try_from(ebpf.map_mut(XLB_CONNS6).unwrap()).unwrap()
+    }
+    // Flow A opens on the ring's real and is recorded under its hash with
+    // its own tuple.
+    let a = flow_of(40000);
+    let syn = tcp_frame(CLIENT, 40000, 80, 0x02);
+    let (v, out) = run(prog(&ebpf), &syn);
+    assert_eq!(v, XDP_TX);
+    let ring_real = real_of(&out);
+    let entry = conns(&mut ebpf).get(&flow_hash6(&a), 0).unwrap();
+    assert_eq!(
+        entry,
+        XlbConn6 {
+            real: index[&ring_real],
+            pad: 0,
+            flow: a
+        }
+    );
+    // The table is what keeps A: its entry pointed at the other node sends
+    // A's next packet there (exact bytes).
+    let ack = tcp_frame(CLIENT, 40000, 80, 0x10);
+    let mut moved = entry;
+    moved.real = index[&other(ring_real)];
+    conns(&mut ebpf).insert(flow_hash6(&a), moved, 0).unwrap();
+    assert_eq!(
+        run(prog(&ebpf), &ack),
+        (XDP_TX, encapsulated(&ack, other(ring_real)))
+    );
+    // A hash collision: flow B (another client port) holds A's key, pinned
+    // to the other node. A's packet is not B's: it is balanced as a new
+    // flow on the ring (counted) and takes the entry over.
+    let b = flow_of(40001);
+    let before = strait::datapath::xlb_stats(&ebpf).unwrap();
+    conns(&mut ebpf)
+        .insert(
+            flow_hash6(&a),
+            XlbConn6 {
+                real: index[&other(ring_real)],
+                pad: 0,
+                flow: b,
+            },
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        run(prog(&ebpf), &ack),
+        (XDP_TX, encapsulated(&ack, ring_real)),
+        "a colliding entry sent flow A to flow B's node"
+    );
+    let after = strait::datapath::xlb_stats(&ebpf).unwrap();
+    assert_eq!(after.new_flows - before.new_flows, 1);
+    assert_eq!(
+        conns(&mut ebpf).get(&flow_hash6(&a), 0).unwrap(),
+        XlbConn6 {
+            real: index[&ring_real],
+            pad: 0,
+            flow: a
+        }
+    );
+    // Each word of the stored flow counts: an entry one field off is
+    // another flow.
+    let mut near = [a; 5];
+    near[0].src[0] ^= 1;
+    near[1].src[15] ^= 1;
+    near[2].dst[0] ^= 1;
+    near[3].dst[15] ^= 1;
+    near[4].proto = 17;
+    for n in near {
+        conns(&mut ebpf)
+            .insert(
+                flow_hash6(&a),
+                XlbConn6 {
+                    real: index[&other(ring_real)],
+                    pad: 0,
+                    flow: n,
+                },
+                0,
+            )
+            .unwrap();
+        assert_eq!(
+            run(prog(&ebpf), &ack),
+            (XDP_TX, encapsulated(&ack, ring_real)),
+            "{n:?}"
+        );
+    }
+}
