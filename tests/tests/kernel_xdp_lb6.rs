@@ -1026,3 +1026,67 @@ fn xdp_lb6_a_flow_key_held_by_another_flow_is_never_that_flows_real() {
         );
     }
 }
+
+#[test]
+fn xdp_lb6_finds_every_vip_of_a_full_table_and_forgets_removed_ones() {
+    let Some(_p) =
+        privileged::require("xdp_lb6_finds_every_vip_of_a_full_table_and_forgets_removed_ones")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    // 512 addresses (in one /64 and across /48s) with one TCP port each:
+    // 512 entries and 512 address markers, the table's whole capacity
+    // (MAX_XLB_VIPS6).
+    let addr = |i: u32| {
+        let mut a = VIP;
+        a[4..6].copy_from_slice(&((i % 4) as u16).to_be_bytes());
+        a[12..16].copy_from_slice(&(i * 7 + 1).to_be_bytes());
+        a
+    };
+    let all: Vec<ExternalVip6> = (0..512)
+        .map(|i| ExternalVip6 {
+            vip: Ipv6Addr::from(addr(i)),
+            port: 80,
+            protocol: L4Protocol::Tcp,
+            reals: vec![(Ipv6Addr::from(node(1)), 1)],
+        })
+        .collect();
+    let mut vips = ExternalVips6::new();
+    let r = vips.apply(&mut ebpf, &all).unwrap();
+    assert_eq!(r.vips, 512, "{r:?}");
+    let to = |i: u32, dport: u16| frame(CLIENT, addr(i), 6, &tcp(40_000, dport, 0x02, b"x"));
+    for i in 0..512 {
+        let (v, out) = run(prog(&ebpf), &to(i, 80));
+        assert_eq!(
+            (v, real_of(&out)),
+            (XDP_TX, node(1)),
+            "VIP {} not found",
+            Ipv6Addr::from(addr(i))
+        );
+        let miss = to(i, 81);
+        assert_eq!(run(prog(&ebpf), &miss), (XDP_PASS, miss.clone()));
+    }
+    // Every other one removed: those pass, the rest are still balanced.
+    let kept: Vec<ExternalVip6> = all.iter().step_by(2).cloned().collect();
+    vips.apply(&mut ebpf, &kept).unwrap();
+    for i in 0..512 {
+        let want = if i % 2 == 0 { XDP_TX } else { XDP_PASS };
+        let f = to(i, 80);
+        assert_eq!(
+            run(prog(&ebpf), &f).0,
+            want,
+            "VIP {}",
+            Ipv6Addr::from(addr(i))
+        );
+    }
+    // Over capacity: refused with a message, nothing lost.
+    let mut over = all.clone();
+    over.push(ExternalVip6 {
+        vip: Ipv6Addr::from(addr(600)),
+        ..all[0].clone()
+    });
+    let e = vips.apply(&mut ebpf, &over).unwrap_err().to_string();
+    assert!(e.contains("exceed"), "{e}");
+    assert_eq!(run(prog(&ebpf), &to(0, 80)).0, XDP_TX);
+}
