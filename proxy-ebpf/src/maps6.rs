@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use proxy_common::{
     Backend6, BackendKey, ClientKey6, MaglevTable, OrigDst6, ProxyConfig6, RevNatKey6,
-    ServiceKey6, ServiceValue, SockNat6, TcpStats, TcpStatsKey6, Workload, XlbConfig6, XlbConn,
+    ServiceKey6, ServiceValue, SockNat6, TcpStats, TcpStatsKey6, Workload, XlbConfig6,
     XlbConn6, XlbReal6, XlbVipBucket6,
 };
 
