@@ -169,8 +169,16 @@ fn key_of_ops(ctx: &SockOpsContext) -> SockPair {
 #[inline(always)]
 fn insert(ctx: &SockOpsContext) {
     let mut key = key_of_ops(ctx);
-    // A new connection with a reused 4-tuple starts on the redirect.
-    let _ = SOCKMAP_TCP.remove(&key);
+    // A peer already moved to TCP (its send raced this insert) marked this
+    // end too: keep both on TCP. Otherwise a new connection with a reused
+    // 4-tuple starts on the redirect. (A stale mark of a reused peer
+    // 4-tuple only costs that connection the redirect.)
+    // SAFETY: a lookup whose value is only tested for presence.
+    if unsafe { SOCKMAP_TCP.get(&key.peer()) }.is_some() {
+        let _ = SOCKMAP_TCP.insert(&key, &1, 0);
+    } else {
+        let _ = SOCKMAP_TCP.remove(&key);
+    }
     // SAFETY: the context pointer is the kernel's `bpf_sock_ops`.
     let ops = unsafe { &mut *ctx.ops };
     // SAFETY: a plain load of a context field (the socket, or null).
@@ -277,9 +285,17 @@ pub fn sockmap_redirect(ctx: SkMsgContext) -> u32 {
 /// next 4 GiB sent without running the program again
 /// (`bpf_msg_apply_bytes`: freed with the socket, never evicted), and in
 /// [`SOCKMAP_TCP`] for what follows.
+///
+/// The peer is marked too, so both directions take TCP (a peer may always
+/// leave the redirect: its receiver reads the redirected queue first):
+/// with one direction on TCP and the other redirected, the TCP side's
+/// ACKs never ride on replies and wait for the delayed-ACK timer, which
+/// holds a Nagle sender's next request (measured: a p99 of ~75 ms at
+/// 1,000 requests/s).
 #[inline(always)]
 fn on_tcp_for_good(ctx: &SkMsgContext, me: &SockPair) -> u32 {
     let _ = SOCKMAP_TCP.insert(me, &1, 0);
+    let _ = SOCKMAP_TCP.insert(&me.peer(), &1, 0);
     // SAFETY: the context pointer is the kernel's `sk_msg_md`.
     unsafe { bpf_msg_apply_bytes(ctx.msg, u32::MAX) };
     sk_action::SK_PASS

@@ -99,8 +99,9 @@ pub fn attach_redirect(ebpf: &mut Ebpf) -> anyhow::Result<()> {
 }
 
 /// Puts the established TCP socket `sock` into `SOCKMAP` under `key` (its
-/// own 4-tuple), as the sockops programs do, clearing a stale
-/// `SOCKMAP_TCP` mark of that 4-tuple. For tests and tools.
+/// own 4-tuple), as the sockops programs do: marked in `SOCKMAP_TCP` when
+/// its peer is (the peer's send raced this insert), else with a stale mark
+/// of that 4-tuple cleared. For tests and tools.
 ///
 /// Errors: a map is missing, the socket is not an established TCP socket,
 /// or the map is full.
@@ -111,7 +112,11 @@ pub fn insert(
 ) -> anyhow::Result<()> {
     if let Some(map) = ebpf.map_mut(SOCKMAP_TCP) {
         let mut tcp: aya::maps::HashMap<_, SockPair, u8> = aya::maps::HashMap::try_from(map)?;
-        let _ = tcp.remove(&key);
+        if tcp.get(&key.peer(), 0).is_ok() {
+            tcp.insert(key, 1, 0)?;
+        } else {
+            let _ = tcp.remove(&key);
+        }
     }
     let map = ebpf
         .map_mut(proxy_common::SOCKMAP)
