@@ -7,7 +7,7 @@
 //! module makes the kernel tries hold a given list of prefixes.
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use proxy_common::{deny_mode, DenyConfig, DenyDstKey, DenyV4Key, DENY_SCOPED};
+use proxy_common::{deny_mode, DenyConfig, DenyDstKey, DenyV4Key, DenyV6Key, DENY_SCOPED};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context};
@@ -67,6 +67,25 @@ pub fn deny_source(
         summary.set(i, slash16_entry(old | 1 << prefix_len), 0)?;
     }
     Ok(())
+}
+
+/// Unpins the IPv6 "maybe" bitmap earlier builds pinned under `pin_dir`
+/// ([`proxy_common::DENY_V6_SUMMARY_V1`]), if any: this build decides IPv6
+/// sources from `DENY_V6_LENGTHS`, rebuilt from the `DENY_V6` trie when the
+/// deny tries are recovered. A program of the earlier build still attached
+/// keeps its map until it is replaced; this build's programs walk the trie
+/// until the first sync (the earlier daemon's `DENY_CONFIG` mode is read as
+/// [`deny_mode::TRIE`]). Returns whether a pin was removed.
+///
+/// Errors: the pin exists and cannot be removed.
+pub(super) fn unpin_v1_summary(pin_dir: &std::path::Path) -> anyhow::Result<bool> {
+    let path = pin_dir.join(proxy_common::DENY_V6_SUMMARY_V1);
+    if !path.exists() {
+        return Ok(false);
+    }
+    std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+    tracing::info!(pin = %path.display(), "unpinned an earlier build's IPv6 deny bitmap (superseded by DENY_V6_LENGTHS)");
+    Ok(true)
 }
 
 /// A source prefix: address and prefix length. IPv4-mapped IPv6 prefixes
@@ -135,21 +154,26 @@ pub enum DenyScope {
 /// (most traffic), else do one hash lookup per length in it, longest first
 /// (`DENY_CONFIG` says so: [`deny_mode::BY_SLASH16`]).
 ///
-/// IPv6 prefixes are summarised in the bitmap `DENY_V6_SUMMARY` (the
-/// source's /16, /32 and /48; [`proxy_common::DENY_V6_SUMMARY`]): a source
-/// none of whose three bits is set passes without the trie walk
-/// ([`deny_mode::BY_SUMMARY6`]); a set bit only means "maybe".
+/// IPv6 prefixes are likewise kept by exact (length, address) in
+/// `DENY_V6_LEN`, their lengths listed in `DENY_V6_LENGTHS` by the /48,
+/// /32 and /16 they fall in ([`proxy_common::deny6`]): a source whose three
+/// entries are 0 passes after three array loads, else one hash lookup per
+/// listed length, longest first, the `DENY_V6` trie only past
+/// [`proxy_common::DENY_V6_MAX_HASHED_LENGTHS`] lengths
+/// ([`deny_mode::BY_LENGTH6`]).
 pub struct DenyTries {
     v4: LpmTrie<MapData, u32, u32>,
     v4_len: BpfHashMap<MapData, DenyV4Key, u32>,
     slash16: Array<MapData, u64>,
     /// Non-zero `DENY_V4_SLASH16` entries as written.
     slash16_written: HashMap<u32, u64>,
-    /// The IPv6 "maybe" bitmap (`DENY_V6_SUMMARY`).
-    summary6: Array<MapData, u64>,
-    /// Non-zero `DENY_V6_SUMMARY` words as written.
-    summary6_written: HashMap<u32, u64>,
     v6: LpmTrie<MapData, [u8; 16], u32>,
+    /// IPv6 prefixes by exact (length, address) (`DENY_V6_LEN`).
+    v6_len: BpfHashMap<MapData, DenyV6Key, u32>,
+    /// IPv6 length lists (`DENY_V6_LENGTHS`).
+    lengths6: Array<MapData, u64>,
+    /// Non-zero `DENY_V6_LENGTHS` entries as written.
+    lengths6_written: HashMap<u32, u64>,
     dst: BpfHashMap<MapData, DenyDstKey, u32>,
     config: Array<MapData, DenyConfig>,
     stats: PerCpuArray<MapData, u64>,
@@ -164,6 +188,10 @@ fn v4_len_key(a: Ipv4Addr, len: u8) -> DenyV4Key {
         prefix_len: len as u32,
         addr: u32::from(a),
     }
+}
+
+fn v6_len_key(a: Ipv6Addr, len: u8) -> DenyV6Key {
+    DenyV6Key::new(u128::from(a), u32::from(len))
 }
 
 fn dst_key(addr: IpAddr, index: u32) -> DenyDstKey {
@@ -202,7 +230,7 @@ fn contains(outer: &SourcePrefix, inner: &SourcePrefix) -> bool {
 
 impl DenyTries {
     /// Takes `DENY_V4`, `DENY_V4_LEN`, `DENY_V4_SLASH16`, `DENY_V6`,
-    /// `DENY_V6_SUMMARY`,
+    /// `DENY_V6_LEN`, `DENY_V6_LENGTHS`,
     /// `DENY_DST`, `DENY_CONFIG` and `DENY_STATS` out of `ebpf` (after
     /// loading the programs that use them).
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
@@ -215,9 +243,10 @@ impl DenyTries {
             v4_len: BpfHashMap::try_from(take(proxy_common::DENY_V4_LEN)?)?,
             slash16: Array::try_from(take(proxy_common::DENY_V4_SLASH16)?)?,
             slash16_written: HashMap::new(),
-            summary6: Array::try_from(take(proxy_common::DENY_V6_SUMMARY)?)?,
-            summary6_written: HashMap::new(),
             v6: LpmTrie::try_from(take(proxy_common::DENY_V6)?)?,
+            v6_len: BpfHashMap::try_from(take(proxy_common::DENY_V6_LEN)?)?,
+            lengths6: Array::try_from(take(proxy_common::DENY_V6_LENGTHS)?)?,
+            lengths6_written: HashMap::new(),
             dst: BpfHashMap::try_from(take(proxy_common::DENY_DST)?)?,
             config: Array::try_from(take(proxy_common::DENY_CONFIG)?)?,
             stats: PerCpuArray::try_from(take(proxy_common::DENY_STATS)?)?,
@@ -273,24 +302,33 @@ impl DenyTries {
                 self.slash16_written.insert(i, union);
             }
         }
-        // Likewise the IPv6 bitmap (new to this build when an older daemon
-        // filled `DENY_V6`: its `DENY_CONFIG` still says walk the trie
-        // until the next sync, and by then every bit is set).
-        self.summary6_written.clear();
-        for i in 0..proxy_common::DENY_V6_SUMMARY_WORDS {
-            let v = self
-                .summary6
-                .get(&i, 0)
-                .context("reading DENY_V6_SUMMARY")?;
-            if v != 0 {
-                self.summary6_written.insert(i, v);
+        // IPv6: the exact-length entries of every recovered prefix (new
+        // to this build when an earlier one filled `DENY_V6`: its
+        // `DENY_CONFIG` still says walk the trie until the next sync),
+        // then the length lists as pinned, made to name them.
+        for (p, (_, value)) in &self.counters {
+            if let (IpAddr::V6(a), len) = p {
+                self.v6_len
+                    .insert(v6_len_key(*a, *len), *value, 0)
+                    .context("DENY_V6_LEN is full")?;
             }
         }
-        for (i, bits) in v6_summary(self.counters.keys()) {
-            let old = self.summary6_written.get(&i).copied().unwrap_or(0);
-            if bits & !old != 0 {
-                self.summary6.set(i, old | bits, 0)?;
-                self.summary6_written.insert(i, old | bits);
+        self.lengths6_written.clear();
+        for i in 0..proxy_common::DENY_V6_LENGTHS_ENTRIES {
+            let v = self
+                .lengths6
+                .get(&i, 0)
+                .context("reading DENY_V6_LENGTHS")?;
+            if v != 0 {
+                self.lengths6_written.insert(i, v);
+            }
+        }
+        for (i, want) in v6_lengths(self.counters.keys()) {
+            let old = self.lengths6_written.get(&i).copied().unwrap_or(0);
+            let union = Lengths6::decode(old).union(want).encode();
+            if union != old {
+                self.lengths6.set(i, union, 0)?;
+                self.lengths6_written.insert(i, union);
             }
         }
         Ok(())
@@ -386,6 +424,7 @@ impl DenyTries {
                     let _ = self.v4_len.remove(&v4_len_key(a, len));
                 }
                 (IpAddr::V6(a), len) => {
+                    let _ = self.v6_len.remove(&v6_len_key(a, len));
                     let _ = self.v6.remove(&Key::new(len as u32, a.octets()));
                 }
             }
@@ -431,12 +470,18 @@ impl DenyTries {
                 self.slash16_written.insert(i, old | bits);
             }
         }
-        let summary6 = v6_summary(self.counters.keys());
-        for (&i, &bits) in &summary6 {
-            let old = self.summary6_written.get(&i).copied().unwrap_or(0);
-            if bits & !old != 0 {
-                self.summary6.set(i, old | bits, 0)?;
-                self.summary6_written.insert(i, old | bits);
+        let lengths6: HashMap<u32, u64> = v6_lengths(self.counters.keys())
+            .into_iter()
+            .map(|(i, l)| (i, l.encode()))
+            .collect();
+        for (&i, &want) in &lengths6 {
+            let old = self.lengths6_written.get(&i).copied().unwrap_or(0);
+            let union = Lengths6::decode(old)
+                .union(Lengths6::decode(want))
+                .encode();
+            if union != old {
+                self.lengths6.set(i, union, 0)?;
+                self.lengths6_written.insert(i, union);
             }
         }
         // Destinations before the trie values that send lookups to them;
@@ -454,10 +499,14 @@ impl DenyTries {
                         .insert(v4_len_key(a, len), value, 0)
                         .context("DENY_V4_LEN is full")?;
                 }
-                (IpAddr::V6(a), len) => self
-                    .v6
-                    .insert(&Key::new(len as u32, a.octets()), value, 0)
-                    .context("DENY_V6 is full")?,
+                (IpAddr::V6(a), len) => {
+                    self.v6
+                        .insert(&Key::new(len as u32, a.octets()), value, 0)
+                        .context("DENY_V6 is full")?;
+                    self.v6_len
+                        .insert(v6_len_key(a, len), value, 0)
+                        .context("DENY_V6_LEN is full")?;
+                }
             }
         }
         for k in self.destinations.difference(&dst_want) {
@@ -479,17 +528,17 @@ impl DenyTries {
             }
         }
         let stale6: Vec<(u32, u64)> = self
-            .summary6_written
+            .lengths6_written
             .iter()
-            .filter(|(i, bits)| summary6.get(i) != Some(bits))
-            .map(|(i, _)| (*i, summary6.get(i).copied().unwrap_or(0)))
+            .filter(|(i, list)| lengths6.get(i) != Some(list))
+            .map(|(i, _)| (*i, lengths6.get(i).copied().unwrap_or(0)))
             .collect();
-        for (i, bits) in stale6 {
-            self.summary6.set(i, bits, 0)?;
-            if bits == 0 {
-                self.summary6_written.remove(&i);
+        for (i, list) in stale6 {
+            self.lengths6.set(i, list, 0)?;
+            if list == 0 {
+                self.lengths6_written.remove(&i);
             } else {
-                self.summary6_written.insert(i, bits);
+                self.lengths6_written.insert(i, list);
             }
         }
         // Entries first, then the lookup mode that may use them.
@@ -504,7 +553,7 @@ impl DenyTries {
             deny_mode::BY_SLASH16
         };
         let v6_mode = if self.counters.keys().any(|p| p.0.is_ipv6()) {
-            deny_mode::BY_SUMMARY6
+            deny_mode::BY_LENGTH6
         } else {
             deny_mode::EMPTY
         };
@@ -525,14 +574,14 @@ impl DenyTries {
     }
 
     /// Makes the programs walk the `DENY_V6` trie for every IPv6 source,
-    /// ignoring `DENY_V6_SUMMARY` ([`deny_mode::TRIE`], what a daemon
-    /// before the summary wrote) until the next sync: the same verdicts,
-    /// for A/B measurements (`bench-xdp --deny6-trie`).
+    /// ignoring `DENY_V6_LENGTHS` and `DENY_V6_LEN` ([`deny_mode::TRIE`])
+    /// until the next sync: the same verdicts, for A/B measurements
+    /// (`bench-xdp --deny6-trie`).
     ///
     /// Errors: `DENY_CONFIG` cannot be read or written.
     pub fn walk_v6_trie_always(&mut self) -> anyhow::Result<()> {
         let mut cfg = self.config.get(&0, 0).context("reading DENY_CONFIG")?;
-        if cfg.v6_mode == deny_mode::BY_SUMMARY6 {
+        if cfg.v6_mode == deny_mode::BY_LENGTH6 {
             cfg.v6_mode = deny_mode::TRIE;
             self.config.set(0, cfg, 0)?;
         }
@@ -578,26 +627,72 @@ fn slash16_summary<'a>(prefixes: impl Iterator<Item = &'a SourcePrefix>) -> Hash
     out
 }
 
-/// The `DENY_V6_SUMMARY` words `prefixes` need (word index → bits): an
-/// IPv6 prefix shorter than /32 sets the /16 bit of every /16 it overlaps,
-/// one of /32–/47 the hashed bit of its /32, a longer one that of its /48
-/// ([`proxy_common::deny_v6_summary_bits`] names the bits a source tests).
-fn v6_summary<'a>(prefixes: impl Iterator<Item = &'a SourcePrefix>) -> HashMap<u32, u64> {
-    let mut out: HashMap<u32, u64> = HashMap::new();
+/// A set of IPv6 prefix lengths (bits 0–128) and whether more exist
+/// than a list read back named (bit 129: it ended in
+/// [`proxy_common::DENY_V6_LIST_MORE`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Lengths6([u64; 3]);
+
+impl Lengths6 {
+    const MORE: u32 = 129;
+
+    fn add(&mut self, bit: u32) {
+        self.0[(bit / 64) as usize] |= 1 << (bit % 64);
+    }
+
+    fn has(&self, bit: u32) -> bool {
+        self.0[(bit / 64) as usize] & 1 << (bit % 64) != 0
+    }
+
+    fn union(self, o: Self) -> Self {
+        Self([self.0[0] | o.0[0], self.0[1] | o.0[1], self.0[2] | o.0[2]])
+    }
+
+    /// The set a `DENY_V6_LENGTHS` entry lists.
+    fn decode(entry: u64) -> Self {
+        let (lengths, n, more) = proxy_common::deny_v6_list_lengths(entry);
+        let mut out = Self::default();
+        for l in &lengths[..n] {
+            out.add(u32::from(*l));
+        }
+        if more {
+            out.add(Self::MORE);
+        }
+        out
+    }
+
+    /// The `DENY_V6_LENGTHS` entry listing the set.
+    fn encode(&self) -> u64 {
+        proxy_common::deny_v6_length_list(
+            (0..=128u32).filter(|l| self.has(*l)).map(|l| l as u8),
+            self.has(Self::MORE),
+        )
+    }
+}
+
+/// The `DENY_V6_LENGTHS` entries `prefixes` need (entry index → lengths):
+/// an IPv6 prefix of 48 bits or more lists its length in the entry of its
+/// /48, one of 32–47 bits in that of its /32, a shorter one in the /16
+/// entry of every /16 it overlaps
+/// ([`proxy_common::deny_v6_length_entries`] names the entries a source
+/// reads).
+fn v6_lengths<'a>(prefixes: impl Iterator<Item = &'a SourcePrefix>) -> HashMap<u32, Lengths6> {
+    let mut out: HashMap<u32, Lengths6> = HashMap::new();
     for (addr, len) in prefixes {
         let IpAddr::V6(a) = addr else { continue };
         let hi = (u128::from(*a) >> 64) as u64;
-        let [w16, w32, w48] = proxy_common::deny_v6_summary_bits(hi);
-        if *len >= 48 {
-            *out.entry(w48.0).or_default() |= w48.1;
-        } else if *len >= 32 {
-            *out.entry(w32.0).or_default() |= w32.1;
-        } else if *len >= 16 {
-            *out.entry(w16.0).or_default() |= w16.1;
+        let [e48, e32, e16] = proxy_common::deny_v6_length_entries(hi);
+        let len = u32::from(*len);
+        if len >= 48 {
+            out.entry(e48).or_default().add(len);
+        } else if len >= 32 {
+            out.entry(e32).or_default().add(len);
+        } else if len >= 16 {
+            out.entry(e16).or_default().add(len);
         } else {
             let first = (hi >> 48) as u32;
             for top16 in first..first + (1u32 << (16 - len)) {
-                *out.entry(top16 >> 6).or_default() |= 1u64 << (top16 & 63);
+                out.entry(top16).or_default().add(len);
             }
         }
     }
@@ -639,41 +734,48 @@ mod tests {
         assert_eq!(all[&0xffff], 1);
     }
 
-    /// Whether the summary says "maybe" for `src` (what the program tests).
-    fn maybe(s: &HashMap<u32, u64>, src: &str) -> bool {
+    /// The lengths the program tries for `src`, in its order, and whether
+    /// it ends at the trie (a "more" byte), as `xdp_deny` reads `lists`.
+    fn tried(lists: &HashMap<u32, Lengths6>, src: &str) -> (Vec<u32>, bool) {
         let hi = (u128::from(src.parse::<Ipv6Addr>().unwrap()) >> 64) as u64;
-        proxy_common::deny_v6_summary_bits(hi)
-            .iter()
-            .any(|(w, bit)| s.get(w).copied().unwrap_or(0) & bit != 0)
+        let mut out = Vec::new();
+        for e in proxy_common::deny_v6_length_entries(hi) {
+            let entry = lists.get(&e).map_or(0, |l| l.encode());
+            let (lengths, n, more) = proxy_common::deny_v6_list_lengths(entry);
+            out.extend(lengths[..n].iter().map(|l| u32::from(*l)));
+            if more {
+                return (out, true);
+            }
+        }
+        (out, false)
     }
 
     #[test]
-    fn the_v6_summary_says_maybe_for_every_source_a_prefix_contains() {
+    fn the_v6_length_lists_name_every_length_that_contains_a_source_longest_first() {
         let p = |s: &str, l| (s.parse::<IpAddr>().unwrap(), l);
-        let s = v6_summary(
-            [
-                p("2001:db8:bad::", 48),
-                p("2001:db8:5::7", 128),
-                p("2001:db9::", 32),
-                p("2a00::", 12),
-                p("3000::", 20),
-                p("192.0.2.0", 24),
-            ]
-            .iter(),
-        );
-        for src in [
-            "2001:db8:bad::1",
-            "2001:db8:bad:ffff::9",
-            "2001:db8:5::7",
-            "2001:db9:1234::1",
-            "2a00::1",
-            "2a0f:ffff::1",
-            "3000:fff::1",
+        let prefixes = [
+            p("2001:db8:bad::", 48),
+            p("2001:db8:bad:100::", 56),
+            p("2001:db8:5::7", 128),
+            p("2001:db9::", 32),
+            p("2a00::", 12),
+            p("3000::", 20),
+            p("192.0.2.0", 24),
+        ];
+        let s = v6_lengths(prefixes.iter());
+        for (src, want) in [
+            ("2001:db8:bad::1", vec![56, 48]),
+            ("2001:db8:bad:1ff::9", vec![56, 48]),
+            ("2001:db8:5::7", vec![128]),
+            ("2001:db9:1234::1", vec![32]),
+            ("2a00::1", vec![12]),
+            ("2a0f:ffff::1", vec![12]),
+            ("3000:fff::1", vec![20]),
         ] {
-            assert!(maybe(&s, src), "{src}");
+            assert_eq!(tried(&s, src), (want, false), "{src}");
         }
-        // Neighbours outside every prefix: definite misses (these fall in
-        // no bit the list set).
+        // Neighbours outside every prefix: nothing to look up (these hash
+        // into no entry the list uses).
         for src in [
             "2001:db8:bae::1",
             "2001:db7::1",
@@ -681,14 +783,33 @@ mod tests {
             "3001::1",
             "fd00::1",
         ] {
-            assert!(!maybe(&s, src), "{src}");
+            assert_eq!(tried(&s, src), (vec![], false), "{src}");
         }
-        // A /12 sets 16 /16 bits; the IPv4 prefix none.
-        let ones: u32 = s.values().map(|w| w.count_ones()).sum();
-        assert_eq!(ones, 1 + 1 + 1 + 16 + 1);
-        let all = v6_summary([p("::", 0)].iter());
-        assert_eq!(all.len(), proxy_common::DENY_V6_SUMMARY_WORDS16 as usize);
-        assert!(all.values().all(|w| *w == u64::MAX));
+        // A /12 lists its length in 16 /16 entries; the IPv4 prefix in none.
+        assert_eq!(s.len(), 1 + 1 + 1 + 16 + 1);
+        let all = v6_lengths([p("::", 0)].iter());
+        assert_eq!(all.len(), proxy_common::DENY_V6_LENGTHS_DIRECT as usize);
+        assert_eq!(tried(&all, "fd00::1"), (vec![0], false));
+    }
+
+    #[test]
+    fn more_v6_lengths_than_an_entry_holds_end_in_the_trie() {
+        let p = |s: &str, l| (s.parse::<IpAddr>().unwrap(), l);
+        let nested: Vec<SourcePrefix> = [48u8, 52, 56, 60, 64, 80, 96, 112, 120, 128]
+            .iter()
+            .map(|l| normalise(p("2001:db8:bad:1234:5678::9", *l)).unwrap())
+            .collect();
+        let s = v6_lengths(nested.iter());
+        assert_eq!(
+            tried(&s, "2001:db8:bad:1234:5678::9"),
+            (vec![128, 120, 112, 96, 80, 64, 60], true)
+        );
+        // A list read back with its "more" byte keeps it through a union.
+        let read = Lengths6::decode(s.values().next().unwrap().encode());
+        let mut one = Lengths6::default();
+        one.add(48);
+        assert!(read.union(one).has(Lengths6::MORE));
+        assert_eq!(Lengths6::decode(one.encode()), one);
     }
 
     #[test]
