@@ -3,16 +3,17 @@
 //! [`crate::DENY_V6`] LPM trie, the way IPv4 sources are decided from
 //! [`crate::DENY_V4_SLASH16`] and [`crate::DENY_V4_LEN`].
 //!
-//! A source (its leading 64 bits `hi`, host order) reads three entries of
-//! [`DENY_V6_LENGTHS`] ([`deny_v6_length_entries`]): the lengths 48–128 of
-//! the prefixes whose /48 hashes like the source's, the lengths 32–47 of
-//! those whose /32 does, and the lengths 0–31 of those overlapping its
-//! /16. All three 0 (most traffic): no prefix contains the source, passed
-//! after three array loads. Otherwise the lengths are tried longest first,
-//! one [`DENY_V6_LEN`] hash lookup each with a key built from the source's
-//! two 64-bit words ([`DenyV6Key`]); the first hit is the longest prefix
-//! containing the source. Past [`DENY_V6_MAX_HASHED_LENGTHS`] lookups, or
-//! where an entry lists more lengths than it holds
+//! A source (its leading 64 bits `hi`, host order) reads three buckets of
+//! [`DENY_V6_BUCKETS`] ([`deny_v6_buckets`]): that of its /48 (prefixes of
+//! 48–128 bits), its /32 (32–47) and its /16 (0–31), hashed. All three
+//! empty (most traffic): no prefix contains the source, passed after three
+//! array loads. Otherwise, bucket by bucket, longest lengths first: the
+//! bucket's slot prefix is compared in place (a bucket of one prefix, the
+//! common case, decides a hit without a hash lookup), then the lengths it
+//! lists are looked up in [`DENY_V6_LEN`] with keys built from the
+//! source's two 64-bit words ([`DenyV6Key`]); the first hit is the longest
+//! prefix containing the source. Past [`DENY_V6_MAX_HASHED_LENGTHS`]
+//! lookups, or where a list names more lengths than it holds
 //! ([`DENY_V6_LIST_MORE`]), the trie answers (it holds every prefix, so
 //! nothing is skipped). Cilium's prefilter and Katran's per-length LPM
 //! alternatives make the same trade.
@@ -24,37 +25,70 @@
 /// entries).
 pub const DENY_V6_LEN: &str = "DENY_V6_LEN";
 
-/// Which IPv6 prefix lengths a source may match: array of
-/// [`DENY_V6_LENGTHS_ENTRIES`] `u64` length lists
-/// ([`deny_v6_length_list`]). Entries `0..65,536`: by the source's top 16
-/// bits, the lengths 0–31 of the prefixes overlapping that /16 (a /10
-/// lists its length in 64 entries). Then [`DENY_V6_LENGTHS_HASHED`]
-/// entries by [`deny_v6_length_hash`] of the leading 32 bits: lengths
-/// 32–47 of the prefixes whose /32 hashes there; then as many by the hash
-/// of the leading 48 bits: lengths 48–128. A hash collision only adds a
-/// length to try (a lookup that misses). Userspace writes the union of the
-/// old and new lists before the entries that need them and the exact list
-/// after, so a list never hides a prefix. Used when
+/// Which IPv6 prefixes a source may be in: array of
+/// [`DENY_V6_BUCKET_ENTRIES`] [`DenyV6Bucket`]s in three parts of
+/// [`DENY_V6_PART_BUCKETS`], each indexed by [`deny_v6_bucket_hash`] of
+/// leading bits ([`deny_v6_buckets`]): first by the leading 16 bits, the
+/// prefixes of 0–31 bits overlapping that /16 (a /10 is in the buckets of
+/// its 64 /16s); then by the leading 32 bits, those of 32–47 bits; then by
+/// the leading 48 bits, those of 48–128 bits. A bucket holds its longest
+/// prefix in its slot (compared in place: one array load decides a source
+/// in a bucket of one prefix, the common case) and lists the lengths of
+/// the others, looked up in [`DENY_V6_LEN`]. A hash collision only adds a
+/// compare or a lookup that misses. Used when
 /// [`crate::DenyConfig::v6_mode`] is [`crate::deny_mode::BY_LENGTH6`].
-pub const DENY_V6_LENGTHS: &str = "DENY_V6_LENGTHS";
+pub const DENY_V6_BUCKETS: &str = "DENY_V6_BUCKETS";
 
-/// Entries of the /16 part of [`DENY_V6_LENGTHS`] (one per /16).
-pub const DENY_V6_LENGTHS_DIRECT: u32 = 1 << 16;
-/// Entries of each hashed part (/32, /48) of [`DENY_V6_LENGTHS`].
-pub const DENY_V6_LENGTHS_HASHED: u32 = 1 << 16;
-/// Entries of [`DENY_V6_LENGTHS`]: the /16 part, then the /32 part, then
+/// Buckets of each part (/16, /32, /48) of [`DENY_V6_BUCKETS`].
+pub const DENY_V6_PART_BUCKETS: u32 = 1 << 14;
+/// Entries of [`DENY_V6_BUCKETS`]: the /16 part, then the /32 part, then
 /// the /48 part (1.5 MiB of kernel memory).
-pub const DENY_V6_LENGTHS_ENTRIES: u32 = DENY_V6_LENGTHS_DIRECT + 2 * DENY_V6_LENGTHS_HASHED;
+pub const DENY_V6_BUCKET_ENTRIES: u32 = 3 * DENY_V6_PART_BUCKETS;
 
-/// Lengths one [`DENY_V6_LENGTHS`] entry holds: one per byte.
+/// Lengths one length list ([`DenyV6Bucket::lengths`]) holds: one per
+/// byte.
 pub const DENY_V6_LIST_SLOTS: usize = 8;
-/// A byte of a length list meaning "more lengths than the entry holds":
+/// A byte of a length list meaning "more lengths than the list holds":
 /// the program asks the trie from there on.
 pub const DENY_V6_LIST_MORE: u8 = 0xff;
 /// At most this many [`DENY_V6_LEN`] lookups per source; lengths left
 /// after them are decided by the trie (a lookup costs about what a third
 /// of a 128-bit trie walk does).
 pub const DENY_V6_MAX_HASHED_LENGTHS: u32 = 4;
+
+/// One entry of [`DENY_V6_BUCKETS`]: all zero when no prefix is in it.
+///
+/// The daemon changes a bucket so that a program reading it while it is
+/// written (the kernel copies a value a word at a time, in no promised
+/// order) never misses a prefix nor matches a half-written one: each write
+/// changes either only `lengths`, only `slot`, or only `hi`/`lo` while
+/// `slot` is 0 (first the union of the old and new lengths with the old
+/// and new slot's, then the slot cleared, its address written, the slot
+/// set, and the exact list last).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DenyV6Bucket {
+    /// The lengths of the bucket's other prefixes, a length list
+    /// ([`deny_v6_length_list`]), looked up in [`DENY_V6_LEN`] longest
+    /// first.
+    pub lengths: u64,
+    /// The slot prefix's address bits 127..64, host order, masked.
+    pub hi: u64,
+    /// The slot prefix's address bits 63..0, host order, masked.
+    pub lo: u64,
+    /// 0: no slot prefix; else its length + 1 in the low 32 bits and its
+    /// value (as in [`DENY_V6_LEN`]) in the high 32 bits. The slot prefix
+    /// is one of the bucket's longest, so a match is the longest prefix
+    /// containing the source among those of its part.
+    pub slot: u64,
+}
+
+impl DenyV6Bucket {
+    /// [`DenyV6Bucket::slot`] of prefix length `len` with value `value`.
+    pub const fn slot_word(len: u32, value: u32) -> u64 {
+        (len as u64 + 1) | (value as u64) << 32
+    }
+}
 
 /// The name the /16 + hashed /32 + hashed /48 "maybe" bitmap of earlier
 /// builds was pinned under (array of 33,792 `u64`). This build does not
@@ -112,27 +146,27 @@ pub const fn deny_v6_masks(len: u32) -> (u64, u64) {
     (hi, lo)
 }
 
-/// Index (0..[`DENY_V6_LENGTHS_HASHED`]) of leading bits `x` in a hashed
-/// part of [`DENY_V6_LENGTHS`]: Fibonacci hashing (multiply by 2^64/φ,
-/// keep the top 16 bits), one 64-bit multiply in BPF.
+/// Index (0..[`DENY_V6_PART_BUCKETS`]) of leading bits `x` in a part of
+/// [`DENY_V6_BUCKETS`]: Fibonacci hashing (multiply by 2^64/φ, keep the
+/// top 14 bits), one 64-bit multiply in BPF.
 #[inline(always)]
-pub const fn deny_v6_length_hash(x: u64) -> u32 {
-    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as u32
+pub const fn deny_v6_bucket_hash(x: u64) -> u32 {
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - DENY_V6_PART_BUCKETS.trailing_zeros())) as u32
 }
 
-/// The [`DENY_V6_LENGTHS`] entries a source whose leading 64 bits are `hi`
-/// (host order) reads, longest lengths first: its /48's, its /32's, its
+/// The [`DENY_V6_BUCKETS`] entries a source whose leading 64 bits are `hi`
+/// (host order) reads, longest prefixes first: its /48's, its /32's, its
 /// /16's.
 #[inline(always)]
-pub const fn deny_v6_length_entries(hi: u64) -> [u32; 3] {
+pub const fn deny_v6_buckets(hi: u64) -> [u32; 3] {
     [
-        DENY_V6_LENGTHS_DIRECT + DENY_V6_LENGTHS_HASHED + deny_v6_length_hash(hi >> 16),
-        DENY_V6_LENGTHS_DIRECT + deny_v6_length_hash(hi >> 32),
-        (hi >> 48) as u32,
+        2 * DENY_V6_PART_BUCKETS + deny_v6_bucket_hash(hi >> 16),
+        DENY_V6_PART_BUCKETS + deny_v6_bucket_hash(hi >> 32),
+        deny_v6_bucket_hash(hi >> 48),
     ]
 }
 
-/// The [`DENY_V6_LENGTHS`] entry listing `lengths` (each ≤ 128): from the
+/// The length list ([`DenyV6Bucket::lengths`]) of `lengths` (each ≤ 128): from the
 /// low byte up, `length + 1` of each in descending order, 0 after the
 /// last; more than [`DENY_V6_LIST_SLOTS`] lengths (or `more`: the list is
 /// known to be incomplete) keep the 7 longest and end in
@@ -165,7 +199,7 @@ pub fn deny_v6_length_list(lengths: impl IntoIterator<Item = u8>, more: bool) ->
     out
 }
 
-/// The lengths an entry of [`DENY_V6_LENGTHS`] lists (longest first), and
+/// The lengths a length list names (longest first), and
 /// whether it ends in [`DENY_V6_LIST_MORE`] (or holds a byte no build
 /// writes): the inverse of [`deny_v6_length_list`].
 pub fn deny_v6_list_lengths(entry: u64) -> ([u8; DENY_V6_LIST_SLOTS], usize, bool) {
@@ -186,9 +220,13 @@ pub fn deny_v6_list_lengths(entry: u64) -> ([u8; DENY_V6_LIST_SLOTS], usize, boo
 }
 
 #[cfg(feature = "user")]
-// SAFETY: #[repr(C)], Copy, integers only, explicit padding: every bit
-// pattern is valid.
-unsafe impl aya::Pod for DenyV6Key {}
+mod pod {
+    // SAFETY: #[repr(C)], Copy, integers only, explicit padding: every bit
+    // pattern is valid.
+    unsafe impl aya::Pod for super::DenyV6Key {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DenyV6Bucket {}
+}
 
 #[cfg(test)]
 mod tests {
@@ -235,22 +273,23 @@ mod tests {
     }
 
     #[test]
-    fn entries_are_in_their_parts() {
+    fn buckets_are_in_their_parts() {
+        assert_eq!(core::mem::size_of::<DenyV6Bucket>(), 32);
+        let p = DENY_V6_PART_BUCKETS;
         for hi in [0u64, u64::MAX, 0x2001_0db8_0bad_0001, 0xfd00 << 48] {
-            let [e48, e32, e16] = deny_v6_length_entries(hi);
-            assert!(e16 < DENY_V6_LENGTHS_DIRECT);
-            assert!((DENY_V6_LENGTHS_DIRECT..DENY_V6_LENGTHS_DIRECT + DENY_V6_LENGTHS_HASHED)
-                .contains(&e32));
-            assert!((DENY_V6_LENGTHS_DIRECT + DENY_V6_LENGTHS_HASHED..DENY_V6_LENGTHS_ENTRIES)
-                .contains(&e48));
+            let [b48, b32, b16] = deny_v6_buckets(hi);
+            assert!(b16 < p);
+            assert!((p..2 * p).contains(&b32));
+            assert!((2 * p..DENY_V6_BUCKET_ENTRIES).contains(&b48));
         }
         // Sources in one /48 share all three; the next /48 usually not its
-        // /48 entry.
-        let a = deny_v6_length_entries(0x2001_0db8_0bad_0001);
-        let b = deny_v6_length_entries(0x2001_0db8_0bad_ffff);
+        // /48 bucket.
+        let a = deny_v6_buckets(0x2001_0db8_0bad_0001);
+        let b = deny_v6_buckets(0x2001_0db8_0bad_ffff);
         assert_eq!(a, b);
-        let c = deny_v6_length_entries(0x2001_0db8_0bae_0001);
+        let c = deny_v6_buckets(0x2001_0db8_0bae_0001);
         assert_ne!(a[0], c[0]);
         assert_eq!(a[1..], c[1..]);
+        assert_eq!(DenyV6Bucket::slot_word(128, 7), 129 | 7 << 32);
     }
 }

@@ -502,9 +502,10 @@ pub mod deny_mode {
     /// tested in their "maybe" bitmap ([`crate::DENY_V6_SUMMARY_V1`]), then
     /// the [`super::DENY_V6`] trie. This build's programs walk the trie.
     pub const BY_SUMMARY6: u32 = 4;
-    /// IPv6 sources are decided by their [`crate::DENY_V6_LENGTHS`]
-    /// entries (which lengths to look up in [`crate::DENY_V6_LEN`]; none:
-    /// not denied), the [`super::DENY_V6`] trie only past
+    /// IPv6 sources are decided by their [`crate::DENY_V6_BUCKETS`]
+    /// (a slot prefix compared in place, the other lengths looked up in
+    /// [`crate::DENY_V6_LEN`]; none: not denied), the [`super::DENY_V6`]
+    /// trie only past
     /// [`crate::DENY_V6_MAX_HASHED_LENGTHS`] lengths. What userspace sets
     /// for a non-empty IPv6 list; this build's programs walk the trie for
     /// [`BY_SUMMARY6`] (an earlier daemon's setting, until the next sync).

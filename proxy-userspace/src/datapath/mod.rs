@@ -34,6 +34,7 @@ pub mod sockmap;
 mod tables;
 mod tcp_sock;
 mod uplink;
+mod deny6;
 mod xdp;
 mod xlb;
 mod xlb6;

@@ -7,7 +7,7 @@
 //! module makes the kernel tries hold a given list of prefixes.
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use proxy_common::{deny_mode, DenyConfig, DenyDstKey, DenyV4Key, DenyV6Key, DENY_SCOPED};
+use proxy_common::{deny_mode, DenyConfig, DenyDstKey, DenyV4Key, DENY_SCOPED};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context};
@@ -71,7 +71,7 @@ pub fn deny_source(
 
 /// Unpins the IPv6 "maybe" bitmap earlier builds pinned under `pin_dir`
 /// ([`proxy_common::DENY_V6_SUMMARY_V1`]), if any: this build decides IPv6
-/// sources from `DENY_V6_LENGTHS`, rebuilt from the `DENY_V6` trie when the
+/// sources from `DENY_V6_BUCKETS`, rebuilt from the `DENY_V6` trie when the
 /// deny tries are recovered. A program of the earlier build still attached
 /// keeps its map until it is replaced; this build's programs walk the trie
 /// until the first sync (the earlier daemon's `DENY_CONFIG` mode is read as
@@ -84,7 +84,7 @@ pub(super) fn unpin_v1_summary(pin_dir: &std::path::Path) -> anyhow::Result<bool
         return Ok(false);
     }
     std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
-    tracing::info!(pin = %path.display(), "unpinned an earlier build's IPv6 deny bitmap (superseded by DENY_V6_LENGTHS)");
+    tracing::info!(pin = %path.display(), "unpinned an earlier build's IPv6 deny bitmap (superseded by DENY_V6_BUCKETS)");
     Ok(true)
 }
 
@@ -155,11 +155,12 @@ pub enum DenyScope {
 /// (`DENY_CONFIG` says so: [`deny_mode::BY_SLASH16`]).
 ///
 /// IPv6 prefixes are likewise kept by exact (length, address) in
-/// `DENY_V6_LEN`, their lengths listed in `DENY_V6_LENGTHS` by the /48,
-/// /32 and /16 they fall in ([`proxy_common::deny6`]): a source whose three
-/// entries are 0 passes after three array loads, else one hash lookup per
-/// listed length, longest first, the `DENY_V6` trie only past
-/// [`proxy_common::DENY_V6_MAX_HASHED_LENGTHS`] lengths
+/// `DENY_V6_LEN` and placed in `DENY_V6_BUCKETS` by the /48, /32 or /16
+/// they fall in ([`proxy_common::deny6`], [`super::deny6`]): a source whose
+/// three buckets are empty passes after three array loads; a bucket's
+/// longest prefix is compared in place, its other lengths cost one hash
+/// lookup each, longest first, the `DENY_V6` trie only past
+/// [`proxy_common::DENY_V6_MAX_HASHED_LENGTHS`] lookups
 /// ([`deny_mode::BY_LENGTH6`]).
 pub struct DenyTries {
     v4: LpmTrie<MapData, u32, u32>,
@@ -168,12 +169,9 @@ pub struct DenyTries {
     /// Non-zero `DENY_V4_SLASH16` entries as written.
     slash16_written: HashMap<u32, u64>,
     v6: LpmTrie<MapData, [u8; 16], u32>,
-    /// IPv6 prefixes by exact (length, address) (`DENY_V6_LEN`).
-    v6_len: BpfHashMap<MapData, DenyV6Key, u32>,
-    /// IPv6 length lists (`DENY_V6_LENGTHS`).
-    lengths6: Array<MapData, u64>,
-    /// Non-zero `DENY_V6_LENGTHS` entries as written.
-    lengths6_written: HashMap<u32, u64>,
+    /// IPv6 prefixes by exact (length, address) and their buckets
+    /// (`DENY_V6_LEN`, `DENY_V6_BUCKETS`).
+    v6x: super::deny6::Buckets6,
     dst: BpfHashMap<MapData, DenyDstKey, u32>,
     config: Array<MapData, DenyConfig>,
     stats: PerCpuArray<MapData, u64>,
@@ -188,10 +186,6 @@ fn v4_len_key(a: Ipv4Addr, len: u8) -> DenyV4Key {
         prefix_len: len as u32,
         addr: u32::from(a),
     }
-}
-
-fn v6_len_key(a: Ipv6Addr, len: u8) -> DenyV6Key {
-    DenyV6Key::new(u128::from(a), u32::from(len))
 }
 
 fn dst_key(addr: IpAddr, index: u32) -> DenyDstKey {
@@ -230,10 +224,11 @@ fn contains(outer: &SourcePrefix, inner: &SourcePrefix) -> bool {
 
 impl DenyTries {
     /// Takes `DENY_V4`, `DENY_V4_LEN`, `DENY_V4_SLASH16`, `DENY_V6`,
-    /// `DENY_V6_LEN`, `DENY_V6_LENGTHS`,
+    /// `DENY_V6_LEN`, `DENY_V6_BUCKETS`,
     /// `DENY_DST`, `DENY_CONFIG` and `DENY_STATS` out of `ebpf` (after
     /// loading the programs that use them).
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        let v6x = super::deny6::Buckets6::take(ebpf)?;
         let mut take = |name: &str| {
             ebpf.take_map(name)
                 .with_context(|| format!("map {name} missing from the eBPF object"))
@@ -244,9 +239,7 @@ impl DenyTries {
             slash16: Array::try_from(take(proxy_common::DENY_V4_SLASH16)?)?,
             slash16_written: HashMap::new(),
             v6: LpmTrie::try_from(take(proxy_common::DENY_V6)?)?,
-            v6_len: BpfHashMap::try_from(take(proxy_common::DENY_V6_LEN)?)?,
-            lengths6: Array::try_from(take(proxy_common::DENY_V6_LENGTHS)?)?,
-            lengths6_written: HashMap::new(),
+            v6x,
             dst: BpfHashMap::try_from(take(proxy_common::DENY_DST)?)?,
             config: Array::try_from(take(proxy_common::DENY_CONFIG)?)?,
             stats: PerCpuArray::try_from(take(proxy_common::DENY_STATS)?)?,
@@ -302,35 +295,13 @@ impl DenyTries {
                 self.slash16_written.insert(i, union);
             }
         }
-        // IPv6: the exact-length entries of every recovered prefix (new
-        // to this build when an earlier one filled `DENY_V6`: its
-        // `DENY_CONFIG` still says walk the trie until the next sync),
-        // then the length lists as pinned, made to name them.
-        for (p, (_, value)) in &self.counters {
-            if let (IpAddr::V6(a), len) = p {
-                self.v6_len
-                    .insert(v6_len_key(*a, *len), *value, 0)
-                    .context("DENY_V6_LEN is full")?;
-            }
-        }
-        self.lengths6_written.clear();
-        for i in 0..proxy_common::DENY_V6_LENGTHS_ENTRIES {
-            let v = self
-                .lengths6
-                .get(&i, 0)
-                .context("reading DENY_V6_LENGTHS")?;
-            if v != 0 {
-                self.lengths6_written.insert(i, v);
-            }
-        }
-        for (i, want) in v6_lengths(self.counters.keys()) {
-            let old = self.lengths6_written.get(&i).copied().unwrap_or(0);
-            let union = Lengths6::decode(old).union(want).encode();
-            if union != old {
-                self.lengths6.set(i, union, 0)?;
-                self.lengths6_written.insert(i, union);
-            }
-        }
+        // IPv6: the exact-length entries and buckets of every recovered
+        // prefix (new to this build when an earlier one filled only
+        // `DENY_V6`: its `DENY_CONFIG` still says walk the trie until the
+        // next sync).
+        self.v6x
+            .recover(self.counters.iter().map(|(p, (_, v))| (p, *v)))
+            .context("recovering the IPv6 deny buckets")?;
         Ok(())
     }
 
@@ -424,7 +395,7 @@ impl DenyTries {
                     let _ = self.v4_len.remove(&v4_len_key(a, len));
                 }
                 (IpAddr::V6(a), len) => {
-                    let _ = self.v6_len.remove(&v6_len_key(a, len));
+                    self.v6x.remove(a, len);
                     let _ = self.v6.remove(&Key::new(len as u32, a.octets()));
                 }
             }
@@ -470,20 +441,9 @@ impl DenyTries {
                 self.slash16_written.insert(i, old | bits);
             }
         }
-        let lengths6: HashMap<u32, u64> = v6_lengths(self.counters.keys())
-            .into_iter()
-            .map(|(i, l)| (i, l.encode()))
-            .collect();
-        for (&i, &want) in &lengths6 {
-            let old = self.lengths6_written.get(&i).copied().unwrap_or(0);
-            let union = Lengths6::decode(old)
-                .union(Lengths6::decode(want))
-                .encode();
-            if union != old {
-                self.lengths6.set(i, union, 0)?;
-                self.lengths6_written.insert(i, union);
-            }
-        }
+        let buckets6 =
+            super::deny6::buckets(self.counters.iter().map(|(p, (_, v))| (p, *v)));
+        self.v6x.prepare(&buckets6)?;
         // Destinations before the trie values that send lookups to them;
         // stale destinations after.
         for k in dst_want.difference(&self.destinations) {
@@ -503,9 +463,7 @@ impl DenyTries {
                     self.v6
                         .insert(&Key::new(len as u32, a.octets()), value, 0)
                         .context("DENY_V6 is full")?;
-                    self.v6_len
-                        .insert(v6_len_key(a, len), value, 0)
-                        .context("DENY_V6_LEN is full")?;
+                    self.v6x.insert(a, len, value)?;
                 }
             }
         }
@@ -527,20 +485,7 @@ impl DenyTries {
                 self.slash16_written.insert(i, bits);
             }
         }
-        let stale6: Vec<(u32, u64)> = self
-            .lengths6_written
-            .iter()
-            .filter(|(i, list)| lengths6.get(i) != Some(list))
-            .map(|(i, _)| (*i, lengths6.get(i).copied().unwrap_or(0)))
-            .collect();
-        for (i, list) in stale6 {
-            self.lengths6.set(i, list, 0)?;
-            if list == 0 {
-                self.lengths6_written.remove(&i);
-            } else {
-                self.lengths6_written.insert(i, list);
-            }
-        }
+        self.v6x.finish(&buckets6)?;
         // Entries first, then the lookup mode that may use them.
         let v4_lengths = self
             .counters
@@ -574,7 +519,7 @@ impl DenyTries {
     }
 
     /// Makes the programs walk the `DENY_V6` trie for every IPv6 source,
-    /// ignoring `DENY_V6_LENGTHS` and `DENY_V6_LEN` ([`deny_mode::TRIE`])
+    /// ignoring `DENY_V6_BUCKETS` and `DENY_V6_LEN` ([`deny_mode::TRIE`])
     /// until the next sync: the same verdicts, for A/B measurements
     /// (`bench-xdp --deny6-trie`).
     ///
@@ -627,78 +572,6 @@ fn slash16_summary<'a>(prefixes: impl Iterator<Item = &'a SourcePrefix>) -> Hash
     out
 }
 
-/// A set of IPv6 prefix lengths (bits 0–128) and whether more exist
-/// than a list read back named (bit 129: it ended in
-/// [`proxy_common::DENY_V6_LIST_MORE`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Lengths6([u64; 3]);
-
-impl Lengths6 {
-    const MORE: u32 = 129;
-
-    fn add(&mut self, bit: u32) {
-        self.0[(bit / 64) as usize] |= 1 << (bit % 64);
-    }
-
-    fn has(&self, bit: u32) -> bool {
-        self.0[(bit / 64) as usize] & 1 << (bit % 64) != 0
-    }
-
-    fn union(self, o: Self) -> Self {
-        Self([self.0[0] | o.0[0], self.0[1] | o.0[1], self.0[2] | o.0[2]])
-    }
-
-    /// The set a `DENY_V6_LENGTHS` entry lists.
-    fn decode(entry: u64) -> Self {
-        let (lengths, n, more) = proxy_common::deny_v6_list_lengths(entry);
-        let mut out = Self::default();
-        for l in &lengths[..n] {
-            out.add(u32::from(*l));
-        }
-        if more {
-            out.add(Self::MORE);
-        }
-        out
-    }
-
-    /// The `DENY_V6_LENGTHS` entry listing the set.
-    fn encode(&self) -> u64 {
-        proxy_common::deny_v6_length_list(
-            (0..=128u32).filter(|l| self.has(*l)).map(|l| l as u8),
-            self.has(Self::MORE),
-        )
-    }
-}
-
-/// The `DENY_V6_LENGTHS` entries `prefixes` need (entry index → lengths):
-/// an IPv6 prefix of 48 bits or more lists its length in the entry of its
-/// /48, one of 32–47 bits in that of its /32, a shorter one in the /16
-/// entry of every /16 it overlaps
-/// ([`proxy_common::deny_v6_length_entries`] names the entries a source
-/// reads).
-fn v6_lengths<'a>(prefixes: impl Iterator<Item = &'a SourcePrefix>) -> HashMap<u32, Lengths6> {
-    let mut out: HashMap<u32, Lengths6> = HashMap::new();
-    for (addr, len) in prefixes {
-        let IpAddr::V6(a) = addr else { continue };
-        let hi = (u128::from(*a) >> 64) as u64;
-        let [e48, e32, e16] = proxy_common::deny_v6_length_entries(hi);
-        let len = u32::from(*len);
-        if len >= 48 {
-            out.entry(e48).or_default().add(len);
-        } else if len >= 32 {
-            out.entry(e32).or_default().add(len);
-        } else if len >= 16 {
-            out.entry(e16).or_default().add(len);
-        } else {
-            let first = (hi >> 48) as u32;
-            for top16 in first..first + (1u32 << (16 - len)) {
-                out.entry(top16).or_default().add(len);
-            }
-        }
-    }
-    out
-}
-
 /// A `DENY_V4_SLASH16` entry from its length bits (the longest added).
 fn slash16_entry(lengths: u64) -> u64 {
     let lengths = lengths & ((1 << 33) - 1);
@@ -732,84 +605,6 @@ mod tests {
         let all = slash16_summary([p("0.0.0.0", 0)].iter());
         assert_eq!(all.len(), 65_536);
         assert_eq!(all[&0xffff], 1);
-    }
-
-    /// The lengths the program tries for `src`, in its order, and whether
-    /// it ends at the trie (a "more" byte), as `xdp_deny` reads `lists`.
-    fn tried(lists: &HashMap<u32, Lengths6>, src: &str) -> (Vec<u32>, bool) {
-        let hi = (u128::from(src.parse::<Ipv6Addr>().unwrap()) >> 64) as u64;
-        let mut out = Vec::new();
-        for e in proxy_common::deny_v6_length_entries(hi) {
-            let entry = lists.get(&e).map_or(0, |l| l.encode());
-            let (lengths, n, more) = proxy_common::deny_v6_list_lengths(entry);
-            out.extend(lengths[..n].iter().map(|l| u32::from(*l)));
-            if more {
-                return (out, true);
-            }
-        }
-        (out, false)
-    }
-
-    #[test]
-    fn the_v6_length_lists_name_every_length_that_contains_a_source_longest_first() {
-        let p = |s: &str, l| (s.parse::<IpAddr>().unwrap(), l);
-        let prefixes = [
-            p("2001:db8:bad::", 48),
-            p("2001:db8:bad:100::", 56),
-            p("2001:db8:5::7", 128),
-            p("2001:db9::", 32),
-            p("2a00::", 12),
-            p("3000::", 20),
-            p("192.0.2.0", 24),
-        ];
-        let s = v6_lengths(prefixes.iter());
-        for (src, want) in [
-            ("2001:db8:bad::1", vec![56, 48]),
-            ("2001:db8:bad:1ff::9", vec![56, 48]),
-            ("2001:db8:5::7", vec![128]),
-            ("2001:db9:1234::1", vec![32]),
-            ("2a00::1", vec![12]),
-            ("2a0f:ffff::1", vec![12]),
-            ("3000:fff::1", vec![20]),
-        ] {
-            assert_eq!(tried(&s, src), (want, false), "{src}");
-        }
-        // Neighbours outside every prefix: nothing to look up (these hash
-        // into no entry the list uses).
-        for src in [
-            "2001:db8:bae::1",
-            "2001:db7::1",
-            "2a10::1",
-            "3001::1",
-            "fd00::1",
-        ] {
-            assert_eq!(tried(&s, src), (vec![], false), "{src}");
-        }
-        // A /12 lists its length in 16 /16 entries; the IPv4 prefix in none.
-        assert_eq!(s.len(), 1 + 1 + 1 + 16 + 1);
-        let all = v6_lengths([p("::", 0)].iter());
-        assert_eq!(all.len(), proxy_common::DENY_V6_LENGTHS_DIRECT as usize);
-        assert_eq!(tried(&all, "fd00::1"), (vec![0], false));
-    }
-
-    #[test]
-    fn more_v6_lengths_than_an_entry_holds_end_in_the_trie() {
-        let p = |s: &str, l| (s.parse::<IpAddr>().unwrap(), l);
-        let nested: Vec<SourcePrefix> = [48u8, 52, 56, 60, 64, 80, 96, 112, 120, 128]
-            .iter()
-            .map(|l| normalise(p("2001:db8:bad:1234:5678::9", *l)).unwrap())
-            .collect();
-        let s = v6_lengths(nested.iter());
-        assert_eq!(
-            tried(&s, "2001:db8:bad:1234:5678::9"),
-            (vec![128, 120, 112, 96, 80, 64, 60], true)
-        );
-        // A list read back with its "more" byte keeps it through a union.
-        let read = Lengths6::decode(s.values().next().unwrap().encode());
-        let mut one = Lengths6::default();
-        one.add(48);
-        assert!(read.union(one).has(Lengths6::MORE));
-        assert_eq!(Lengths6::decode(one.encode()), one);
     }
 
     #[test]
