@@ -1,6 +1,8 @@
 //! XDP fast drop of sources that an AuthorizationPolicy DENY rule names by
-//! `ipBlocks`/`remoteIpBlocks` (LPM trie lookup on the source address,
-//! IPv4 and IPv6), each drop counted per prefix; and `xdp_drop`, the
+//! `ipBlocks`/`remoteIpBlocks` (IPv4: the source's /16 length summary,
+//! then one exact-length hash per length; IPv6: three buckets compared in
+//! place, then exact-length hashes, [`crate::deny6`]; each family's LPM
+//! trie past a few lengths), each drop counted per prefix; and `xdp_drop`, the
 //! drop-everything and transmit-everything floors `cargo xtask bench xdp`
 //! compares against.
 use aya_ebpf::{

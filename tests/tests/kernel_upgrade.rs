@@ -908,7 +908,9 @@ fn an_earlier_builds_ipv6_deny_bitmap_is_unpinned_and_its_prefixes_get_buckets()
         f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
         f.extend_from_slice(&src.parse::<std::net::Ipv6Addr>().unwrap().octets());
         f.extend_from_slice(&"fd00::5".parse::<std::net::Ipv6Addr>().unwrap().octets());
-        f.extend_from_slice(&[0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff]);
+        f.extend_from_slice(&[
+            0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff,
+        ]);
         f.extend_from_slice(&[0, 0, 0, 0]);
         f
     };
@@ -934,7 +936,10 @@ fn an_earlier_builds_ipv6_deny_bitmap_is_unpinned_and_its_prefixes_get_buckets()
 
     let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
     strait::datapath::load_xdp_deny(dp.ebpf_mut()).unwrap();
-    assert!(!summary.exists(), "the earlier build's bitmap is still pinned");
+    assert!(
+        !summary.exists(),
+        "the earlier build's bitmap is still pinned"
+    );
     // Before any sync: the earlier mode, read as "walk the trie".
     assert_eq!(verdict(&mut dp, "2001:db8:bad::9"), 1);
     assert_eq!(verdict(&mut dp, "2001:db8:5::7"), 1);

@@ -200,7 +200,11 @@ fn ipv6_sources_past_the_looked_up_lengths_are_decided_by_the_trie() {
         return;
     };
     let (ebpf, mut deny) = loaded();
-    let base = u128::from("2001:db8:bad:1234:5678:9abc:def0:1".parse::<Ipv6Addr>().unwrap());
+    let base = u128::from(
+        "2001:db8:bad:1234:5678:9abc:def0:1"
+            .parse::<Ipv6Addr>()
+            .unwrap(),
+    );
     let lengths = [48u8, 52, 56, 60, 64, 80, 96, 112, 120, 128];
     let prefix = |l: u8| {
         let mask = u128::MAX.checked_shl(128 - u32::from(l)).unwrap_or(0);
@@ -231,8 +235,5 @@ fn ipv6_sources_past_the_looked_up_lengths_are_decided_by_the_trie() {
         assert_eq!(changed, vec![prefix(*l)], "{src}");
     }
     // Beside the /48: passed.
-    assert_eq!(
-        verdict(&ebpf, &tcp6("2001:db8:bae::1", POD, SYN)),
-        XDP_PASS
-    );
+    assert_eq!(verdict(&ebpf, &tcp6("2001:db8:bae::1", POD, SYN)), XDP_PASS);
 }

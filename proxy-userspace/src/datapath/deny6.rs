@@ -180,10 +180,7 @@ impl Buckets6 {
         }
         self.written.clear();
         for i in 0..proxy_common::DENY_V6_BUCKET_ENTRIES {
-            let b = self
-                .buckets
-                .get(&i, 0)
-                .context("reading DENY_V6_BUCKETS")?;
+            let b = self.buckets.get(&i, 0).context("reading DENY_V6_BUCKETS")?;
             if b != DenyV6Bucket::default() {
                 self.written.insert(i, b);
             }
@@ -243,7 +240,6 @@ impl Buckets6 {
         let writes = finish_writes(&self.written, want);
         self.apply(writes)
     }
-
 }
 
 /// Buckets in either map, in index order.
@@ -371,7 +367,9 @@ mod tests {
         Err(false)
     }
 
-    fn model(prefixes: &[(SourcePrefix, u32)]) -> (HashMap<u32, DenyV6Bucket>, HashMap<DenyV6Key, u32>) {
+    fn model(
+        prefixes: &[(SourcePrefix, u32)],
+    ) -> (HashMap<u32, DenyV6Bucket>, HashMap<DenyV6Key, u32>) {
         let b = buckets(prefixes.iter().map(|(p, v)| (p, *v)));
         let exact = prefixes
             .iter()
@@ -448,7 +446,10 @@ mod tests {
         assert_eq!(find(&b, &exact, "2001:db8:bad:1234::1"), Err(true));
         let [b48, _, _] = deny_v6_buckets(0x2001_0db8_0bad_1234);
         let (listed, n, more) = deny_v6_list_lengths(b[&b48].lengths);
-        assert_eq!((&listed[..n], more), (&[120, 112, 96, 80, 64, 60, 56][..], true));
+        assert_eq!(
+            (&listed[..n], more),
+            (&[120, 112, 96, 80, 64, 60, 56][..], true)
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@
 mod bpffs;
 mod btf;
 mod counters;
+mod deny6;
 mod deny_rules;
 pub mod inpod;
 mod layout;
@@ -34,7 +35,6 @@ pub mod sockmap;
 mod tables;
 mod tcp_sock;
 mod uplink;
-mod deny6;
 mod xdp;
 mod xlb;
 mod xlb6;

@@ -441,8 +441,7 @@ impl DenyTries {
                 self.slash16_written.insert(i, old | bits);
             }
         }
-        let buckets6 =
-            super::deny6::buckets(self.counters.iter().map(|(p, (_, v))| (p, *v)));
+        let buckets6 = super::deny6::buckets(self.counters.iter().map(|(p, (_, v))| (p, *v)));
         self.v6x.prepare(&buckets6)?;
         // Destinations before the trie values that send lookups to them;
         // stale destinations after.
