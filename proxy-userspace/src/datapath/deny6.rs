@@ -501,10 +501,10 @@ mod tests {
             .collect();
         let mut state = b_old.clone();
         let mut states = vec![(state.clone(), x_mid.clone())];
-        let mut step = |state: &mut HashMap<u32, DenyV6Bucket>,
-                        writes: Vec<(u32, DenyV6Bucket)>,
-                        x: &HashMap<DenyV6Key, u32>,
-                        states: &mut Vec<_>| {
+        let step = |state: &mut HashMap<u32, DenyV6Bucket>,
+                    writes: Vec<(u32, DenyV6Bucket)>,
+                    x: &HashMap<DenyV6Key, u32>,
+                    states: &mut Vec<_>| {
             for (i, b) in writes {
                 let before = state.get(&i).copied().unwrap_or_default();
                 // The write torn: each of the four words old or new.
