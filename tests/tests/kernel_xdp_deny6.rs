@@ -237,3 +237,115 @@ fn ipv6_sources_past_the_looked_up_lengths_are_decided_by_the_trie() {
     // Beside the /48: passed.
     assert_eq!(verdict(&ebpf, &tcp6("2001:db8:bae::1", POD, SYN)), XDP_PASS);
 }
+
+/// xorshift64*: a fixed pseudo-random sequence (the test is reproducible).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// Random prefix sets clustered into a few /48s (so lengths nest, buckets
+/// hold several and more lengths than the program looks up) against
+/// random sources near them: every verdict and every drop counter is the
+/// longest-prefix match's, as a plain longest-prefix model computes it.
+#[test]
+fn random_ipv6_prefix_sets_match_a_longest_prefix_model() {
+    let Some(_p) = privileged::require("random_ipv6_prefix_sets_match_a_longest_prefix_model")
+    else {
+        return;
+    };
+    let (ebpf, mut deny) = loaded();
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    const LENGTHS: [u8; 20] = [
+        8, 12, 16, 20, 24, 32, 36, 40, 44, 48, 52, 56, 60, 64, 72, 96, 112, 120, 127, 128,
+    ];
+    // Six /48s in three /32s and two /16s.
+    let clusters: [u128; 6] = [
+        0x2001_0db8_0001,
+        0x2001_0db8_0002,
+        0x2001_0db8_8001,
+        0x2001_0db9_0001,
+        0x2a00_0001_0001,
+        0x2a00_0001_0002,
+    ]
+    .map(|c: u128| c << 80);
+    let near = |rng: &mut Rng| -> u128 {
+        let c = clusters[(rng.next() % clusters.len() as u64) as usize];
+        // Random bits below the /48, often mostly zero so sources land
+        // inside long prefixes.
+        let low = (u128::from(rng.next()) << 64 | u128::from(rng.next())) >> 48;
+        match rng.next() % 4 {
+            0 => c | (low & !(u128::MAX >> 72)),
+            1 => c | (low & !(u128::MAX >> 100)),
+            _ => c | low,
+        }
+    };
+    for round in 0..3 {
+        let mut prefixes: Vec<SourcePrefix> = (0..120)
+            .map(|_| {
+                let l = LENGTHS[(rng.next() % LENGTHS.len() as u64) as usize];
+                let mask = u128::MAX.checked_shl(128 - u32::from(l)).unwrap_or(0);
+                (IpAddr::V6(Ipv6Addr::from(near(&mut rng) & mask)), l)
+            })
+            .collect();
+        prefixes.sort();
+        prefixes.dedup();
+        deny.sync(&prefixes).unwrap();
+        let before = deny.drops();
+        let contains = |(a, l): &SourcePrefix, src: u128| {
+            let IpAddr::V6(a) = a else { unreachable!() };
+            let mask = u128::MAX.checked_shl(128 - u32::from(*l)).unwrap_or(0);
+            src & mask == u128::from(*a)
+        };
+        let mut want: std::collections::BTreeMap<SourcePrefix, u64> = Default::default();
+        for i in 0..600 {
+            let src = if i % 3 == 0 {
+                // A prefix's own address, or one bit past its end.
+                let p = prefixes[(rng.next() % prefixes.len() as u64) as usize];
+                let IpAddr::V6(a) = p.0 else { unreachable!() };
+                let flip = if p.1 == 0 || rng.next() % 2 == 0 {
+                    0
+                } else {
+                    1u128 << (128 - u32::from(p.1))
+                };
+                u128::from(a) ^ flip
+            } else {
+                near(&mut rng)
+            };
+            let longest = prefixes
+                .iter()
+                .filter(|p| contains(p, src))
+                .max_by_key(|p| p.1);
+            let s = Ipv6Addr::from(src).to_string();
+            let got = verdict(&ebpf, &tcp6(&s, POD, ACK));
+            match longest {
+                Some(p) => {
+                    assert_eq!(got, XDP_DROP, "round {round}: {s} is in {p:?}");
+                    *want.entry(*p).or_default() += 1;
+                }
+                None => assert_eq!(got, XDP_PASS, "round {round}: {s} is in no prefix"),
+            }
+        }
+        let after = deny.drops();
+        let counted: std::collections::BTreeMap<SourcePrefix, u64> = after
+            .iter()
+            .map(|(p, n)| {
+                let b = before.iter().find(|(q, _)| q == p).map_or(0, |(_, n)| *n);
+                (*p, n - b)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        assert_eq!(counted, want, "round {round}");
+        assert!(want.len() > 10, "round {round}: too few prefixes hit");
+        assert!(
+            want.keys().filter(|p| p.1 > 48).count() > 5,
+            "round {round}: too few long prefixes hit"
+        );
+    }
+}
