@@ -305,11 +305,11 @@ fn random_ipv6_prefix_sets_match_a_longest_prefix_model() {
         };
         let mut want: std::collections::BTreeMap<SourcePrefix, u64> = Default::default();
         for i in 0..600 {
-            let src = if i % 3 == 0 {
+            let src = if i.is_multiple_of(3) {
                 // A prefix's own address, or one bit past its end.
                 let p = prefixes[(rng.next() % prefixes.len() as u64) as usize];
                 let IpAddr::V6(a) = p.0 else { unreachable!() };
-                let flip = if p.1 == 0 || rng.next() % 2 == 0 {
+                let flip = if p.1 == 0 || rng.next().is_multiple_of(2) {
                     0
                 } else {
                     1u128 << (128 - u32::from(p.1))
