@@ -304,7 +304,7 @@ fn random_ipv6_prefix_sets_match_a_longest_prefix_model() {
             src & mask == u128::from(*a)
         };
         let mut want: std::collections::BTreeMap<SourcePrefix, u64> = Default::default();
-        for i in 0..600 {
+        for i in 0..600u32 {
             let src = if i.is_multiple_of(3) {
                 // A prefix's own address, or one bit past its end.
                 let p = prefixes[(rng.next() % prefixes.len() as u64) as usize];
