@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use proxy_common::{
     Backend6, BackendKey, ClientKey6, MaglevTable, OrigDst6, ProxyConfig6, RevNatKey6,
-    ServiceKey6, ServiceValue, SockNat6, TcpStats, TcpStatsKey6, Workload, XlbConfig6, XlbConn,
-    XlbFlow6, XlbReal6, XlbVip, XlbVipKey6,
+    ServiceKey6, ServiceValue, SockNat6, TcpStats, TcpStatsKey6, Workload, XlbConfig6,
+    XlbConn6, XlbReal6, XlbVipBucket6,
 };
 
 /// `BPF_F_NO_PREALLOC`, as in [`crate::maps`].
@@ -50,10 +50,12 @@ pub static ORIG_DST6: LruHashMap<ClientKey6, OrigDst6> =
 /// `BPF_F_NO_COMMON_LRU`, as in [`crate::maps`].
 const NO_COMMON_LRU: u32 = 2;
 
-/// External IPv6 VIP:port/proto → ring (XDP load balancer, IPv6 side).
-#[map(name = "XLB_VIPS6")]
-pub static XLB_VIPS6: HashMap<XlbVipKey6, XlbVip> =
-    HashMap::with_max_entries(proxy_common::MAX_XLB_VIPS6, 0);
+/// External IPv6 VIP:port/proto → ring (XDP load balancer, IPv6 side): the
+/// daemon's two-choice buckets (`proxy_common::XLB_VIPS6`), read with
+/// inlined array lookups.
+#[map(name = "XLB_VIP6_BUCKETS")]
+pub static XLB_VIPS6: Array<XlbVipBucket6> =
+    Array::with_max_entries(proxy_common::XLB_VIP6_BUCKETS, 0);
 
 /// Ring id → Maglev table of indexes into `XLB_REALS6`.
 #[map(name = "XLB_RINGS6")]
@@ -64,9 +66,10 @@ pub static XLB_RINGS6: HashMap<u32, MaglevTable> =
 #[map(name = "XLB_REALS6")]
 pub static XLB_REALS6: Array<XlbReal6> = Array::with_max_entries(proxy_common::MAX_XLB_REALS6, 0);
 
-/// IPv6 flow → real, LRU per CPU.
-#[map(name = "XLB_CONNS6")]
-pub static XLB_CONNS6: LruHashMap<XlbFlow6, XlbConn> =
+/// IPv6 flow hash → real and the flow (`proxy_common::XLB_CONNS6`), LRU
+/// per CPU.
+#[map(name = "XLB_FLOWS6")]
+pub static XLB_CONNS6: LruHashMap<u64, XlbConn6> =
     LruHashMap::with_max_entries(proxy_common::MAX_XLB_CONNS6, NO_COMMON_LRU);
 
 /// Outer IPv6 source address and gateway MAC.

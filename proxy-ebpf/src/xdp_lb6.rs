@@ -33,8 +33,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use proxy_common::{
-    flow_position6_words, proto, XlbConfig6, XlbConn, XlbFlow6, XlbReal6, XlbStats, XlbVipKey6,
-    MAGLEV_TABLE_SIZE, XLB_ADDRESS_ONLY, XLB_OUTER_TTL,
+    flow_hash6_words, flow_position6_words, proto, vip_buckets6, XlbConfig6, XlbConn6, XlbFlow6,
+    XlbReal6, XlbStats, XlbVipBucket6, MAGLEV_TABLE_SIZE, XLB_ADDRESS_ONLY, XLB_OUTER_TTL,
+    XLB_VIP6_BUCKET_SLOTS, XLB_VIP_USED,
 };
 
 use crate::maps::XLB_STATS;
@@ -109,13 +110,49 @@ struct Words<const N: usize>([u64; N]);
 
 const _: () = assert!(cfg!(target_endian = "little"));
 const _: () = assert!(core::mem::size_of::<XlbFlow6>() == 40);
-const _: () = assert!(core::mem::size_of::<XlbVipKey6>() <= 24);
+const _: () = assert!(core::mem::size_of::<XlbConn6>() == 48);
+const _: () = assert!(core::mem::size_of::<XlbVipBucket6>() == XLB_VIP6_BUCKET_SLOTS * 32);
 const _: () = assert!(core::mem::size_of::<XlbReal6>() == 16);
 
-/// `XlbVipKey6 { vip, port, proto, pad: 0 }` (20 bytes) in three words.
+/// `XlbVipKey6 { vip, port, proto, pad: 0 }.words()`.
 #[inline(always)]
-fn vip_key(vip: Addr, port: u16, proto: u8) -> Words<3> {
-    Words([vip[0], vip[1], port as u64 | (proto as u64) << 16])
+fn vip_key(vip: Addr, port: u16, proto: u8) -> [u64; 3] {
+    [vip[0], vip[1], port as u64 | (proto as u64) << 16]
+}
+
+/// The ring of VIP key `key` ([`vip_key`]) in `XLB_VIPS6`: its two
+/// buckets' slots compared a word at a time, the full address, port and
+/// protocol (two inlined array lookups at most, no hash-map helper call).
+/// `None` when the key is in neither.
+#[inline(always)]
+fn find_vip(key: [u64; 3]) -> Option<u32> {
+    let want = key[2] | (XLB_VIP_USED as u64) << 24;
+    let [a, b] = vip_buckets6(key);
+    if let Some(ring) = in_bucket(a, key[0], key[1], want) {
+        return Some(ring);
+    }
+    in_bucket(b, key[0], key[1], want)
+}
+
+/// The ring of the slot of bucket `index` whose key words are `w0`, `w1`
+/// and (low half of the third word) `tail`.
+#[inline(always)]
+fn in_bucket(index: u32, w0: u64, w1: u64, tail: u64) -> Option<u32> {
+    let bucket = XLB_VIPS6.get_ptr(index)? as *const u64;
+    let mut s = 0;
+    while s < XLB_VIP6_BUCKET_SLOTS {
+        // SAFETY: slot `s` is words 4s..4s + 4 of the 8-aligned map value
+        // (address, address, port/proto/used/ring, flags).
+        unsafe {
+            let slot = bucket.add(4 * s);
+            let third = *slot.add(2);
+            if third as u32 as u64 == tail && *slot == w0 && *slot.add(1) == w1 {
+                return Some((third >> 32) as u32);
+            }
+        }
+        s += 1;
+    }
+    None
 }
 
 /// `XlbFlow6 { src, dst, sport, dport, proto, pad: 0 }` in five words;
@@ -126,19 +163,30 @@ fn flow_key(src: Addr, dst: Addr, ports: u32, proto: u8) -> Words<5> {
     Words([src[0], src[1], dst[0], dst[1], ports as u64 | (proto as u64) << 32])
 }
 
-impl Words<3> {
-    #[inline(always)]
-    fn vip_key(&self) -> &XlbVipKey6 {
-        // SAFETY: at least as large, alignment 8 >= 2, every bit pattern valid.
-        unsafe { &*(self as *const Self as *const XlbVipKey6) }
-    }
-}
-
 impl Words<5> {
+    /// The flow's key in the connection table
+    /// ([`proxy_common::flow_hash6`]).
     #[inline(always)]
-    fn flow(&self) -> &XlbFlow6 {
-        // SAFETY: same size, alignment 8 >= 2, every bit pattern valid.
-        unsafe { &*(self as *const Self as *const XlbFlow6) }
+    fn hash(&self) -> u64 {
+        flow_hash6_words(self.0)
+    }
+
+    /// Whether `conn` (an `XlbConn6`: real and pad, then the flow's five
+    /// words) holds this flow.
+    ///
+    /// # Safety
+    /// `conn` points at a live 48-byte, 8-aligned map value.
+    #[inline(always)]
+    unsafe fn stored_in(&self, conn: *const u64) -> bool {
+        let w = &self.0;
+        // SAFETY: words 1..6 of the value (caller).
+        unsafe {
+            *conn.add(5) == w[4]
+                && *conn.add(1) == w[0]
+                && *conn.add(2) == w[1]
+                && *conn.add(3) == w[2]
+                && *conn.add(4) == w[3]
+        }
     }
 
     /// The flow's position in a Maglev ring ([`proxy_common::flow_position6`]).
@@ -159,7 +207,7 @@ impl Words<5> {
 /// Whether `ip` is an external IPv6 VIP address (its marker entry).
 #[inline(always)]
 fn is_vip_address(ip: Addr) -> bool {
-    XLB_VIPS6.get_ptr(vip_key(ip, 0, 0).vip_key()).is_some()
+    find_vip(vip_key(ip, 0, 0)).is_some()
 }
 
 /// Drops (counted) if `ip` is a VIP address, else passes.
@@ -249,9 +297,7 @@ pub fn balance6(ctx: &XdpContext) -> u32 {
     // SAFETY: the four port bytes are inside the packet (checked above).
     let ports = unsafe { load32(d + L4) };
     let dport = (ports >> 16) as u16;
-    // SAFETY: copied out at once.
-    let Some(vip) = (unsafe { XLB_VIPS6.get(vip_key(dst, dport, next).vip_key()) }).copied()
-    else {
+    let Some(ring) = find_vip(vip_key(dst, dport, next)) else {
         return XDP_PASS;
     };
     // Packet pointers again: the verifier forgets them across the lookup.
@@ -283,7 +329,7 @@ pub fn balance6(ctx: &XdpContext) -> u32 {
     // packet (checked above).
     let src = unsafe { load_addr(d + ETH_LEN + 8) };
     let flow = flow_key(src, dst, ports, next);
-    forward(ctx, cfg, vip.ring, &flow, syn, true, IP6_LEN + payload_len)
+    forward(ctx, cfg, ring, &flow, syn, true, IP6_LEN + payload_len)
 }
 
 /// The real's side (Katran's `decap_kern.c`): an ip6ip6 packet whose inner
@@ -412,9 +458,7 @@ fn icmp6(ctx: &XdpContext, cfg: &XlbConfig6, dst: Addr, payload_len: usize) -> u
     // The quoted packet is the real's reply (VIP -> client): the flow it
     // belongs to is the reverse (ports swapped).
     let dport = in_ports as u16;
-    // SAFETY: copied out at once.
-    let Some(vip) = (unsafe { XLB_VIPS6.get(vip_key(in_src, dport, in_next).vip_key()) }).copied()
-    else {
+    let Some(ring) = find_vip(vip_key(in_src, dport, in_next)) else {
         return XDP_PASS;
     };
     let d = ctx.data();
@@ -426,7 +470,7 @@ fn icmp6(ctx: &XdpContext, cfg: &XlbConfig6, dst: Addr, payload_len: usize) -> u
     if let Some(s) = stats() {
         s.icmp_frag_needed += 1;
     }
-    forward(ctx, cfg, vip.ring, &flow, false, false, IP6_LEN + payload_len)
+    forward(ctx, cfg, ring, &flow, false, false, IP6_LEN + payload_len)
 }
 
 /// Picks the flow's real and tunnels the packet (`inner_len` bytes from
@@ -471,17 +515,25 @@ fn config_gateway(cfg: &XlbConfig6) -> (u32, u16) {
 }
 
 /// The real's address for `flow`: the flow table's entry unless `syn` (a
-/// new connection) or its real was removed, else the Maglev ring's
-/// (recorded when `remember`).
+/// new connection), its real was removed, or the entry under the flow's
+/// key holds another flow (a hash collision: never that flow's real),
+/// else the Maglev ring's (recorded when `remember`, taking the entry
+/// over).
 #[inline(always)]
 fn pick(ring: u32, flow: &Words<5>, syn: bool, remember: bool) -> Option<Addr> {
+    let key = flow.hash();
     if !syn {
-        // SAFETY: copied out at once.
-        if let Some(c) = unsafe { XLB_CONNS6.get(flow.flow()) }.copied() {
-            if let Some(real) = XLB_REALS6.get(c.real) {
-                let ip = real_addr(real);
-                if ip[0] | ip[1] != 0 {
-                    return Some(ip);
+        if let Some(c) = XLB_CONNS6.get_ptr(&key) {
+            let c = c as *const u64;
+            // SAFETY: a live 48-byte map value, 8-aligned; the real's index
+            // is its first u32, read before anything else can change it.
+            let (mine, index) = unsafe { (flow.stored_in(c), *(c as *const u32)) };
+            if mine {
+                if let Some(real) = XLB_REALS6.get(index) {
+                    let ip = real_addr(real);
+                    if ip[0] | ip[1] != 0 {
+                        return Some(ip);
+                    }
                 }
             }
         }
@@ -505,14 +557,12 @@ fn pick(ring: u32, flow: &Words<5>, syn: bool, remember: bool) -> Option<Addr> {
         s.new_flows += 1;
     }
     if remember {
-        let _ = XLB_CONNS6.insert(
-            flow.flow(),
-            &XlbConn {
-                real: index,
-                pad: 0,
-            },
-            0,
-        );
+        let w = &flow.0;
+        // `XlbConn6 { real: index, pad: 0, flow }` as six words.
+        let value = Words([index as u64, w[0], w[1], w[2], w[3], w[4]]);
+        // SAFETY: same size, alignment 8, every bit pattern valid.
+        let value = unsafe { &*(&value as *const Words<6> as *const XlbConn6) };
+        let _ = XLB_CONNS6.insert(&key, value, 0);
     }
     Some(ip)
 }

@@ -772,6 +772,209 @@ fn an_earlier_builds_vip_hash_map_is_copied_into_the_vip_table_and_unpinned() {
     dp.cleanup().unwrap();
 }
 
+#[test]
+fn an_earlier_builds_ipv6_vip_hash_map_is_copied_into_the_bucket_table_and_unpinned() {
+    let Some(_p) = privileged::require(
+        "an_earlier_builds_ipv6_vip_hash_map_is_copied_into_the_bucket_table_and_unpinned",
+    ) else {
+        return;
+    };
+    use proxy_common::{XlbVip, XlbVipBucket6, XlbVipKey6, XLB_ADDRESS_ONLY, XLB_VIP_USED};
+    use std::net::Ipv6Addr;
+    use strait::datapath::{ExternalVip6, L4Protocol, UplinkConfig6};
+    let bpffs = TestBpffs::new().unwrap();
+    let node = "upgrade-xlb6-v1";
+    let pins = config(bpffs.path(), node).pin_dir();
+    std::fs::create_dir_all(&pins).unwrap();
+    // What a build with the IPv6 VIP hash map left: [2001:db8:7::9]:443/TCP
+    // on ring 0 (ids started at 0 then) and the address marker.
+    let v1 = pins.join(proxy_common::XLB_VIPS6_V1);
+    let fd = pin_raw_map(&v1, 1, 20, 8, proxy_common::MAX_XLB_VIPS6);
+    drop(fd);
+    let addr: Ipv6Addr = "2001:db8:7::9".parse().unwrap();
+    let key = XlbVipKey6 {
+        vip: addr.octets(),
+        port: 443u16.to_be(),
+        proto: 6,
+        pad: 0,
+    };
+    let marker = XlbVipKey6 {
+        port: 0,
+        proto: 0,
+        ..key
+    };
+    {
+        let mut m: aya::maps::HashMap<_, XlbVipKey6, XlbVip> = aya::maps::HashMap::try_from(
+            aya::maps::Map::HashMap(aya::maps::MapData::from_pin(&v1).unwrap()),
+        )
+        .unwrap();
+        m.insert(key, XlbVip { ring: 0, flags: 0 }, 0).unwrap();
+        let v = XlbVip {
+            ring: XLB_ADDRESS_ONLY,
+            flags: 0,
+        };
+        m.insert(marker, v, 0).unwrap();
+    }
+    let table = || -> Vec<(XlbVipKey6, XlbVip)> {
+        let a: aya::maps::Array<_, XlbVipBucket6> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(
+                aya::maps::MapData::from_pin(pins.join(proxy_common::XLB_VIPS6)).unwrap(),
+            ))
+            .unwrap();
+        let mut v: Vec<_> = a
+            .iter()
+            .flat_map(|b| b.unwrap().slots)
+            .filter(|s| s.key.pad == XLB_VIP_USED)
+            .map(|s| (XlbVipKey6 { pad: 0, ..s.key }, s.vip))
+            .collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    };
+    let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
+    assert!(!v1.exists(), "the earlier build's map is still pinned");
+    let got = table();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let v = XlbVip {
+        ring: XLB_ADDRESS_ONLY,
+        flags: 0,
+    };
+    assert_eq!(got[0], (marker, v));
+    assert_eq!(got[1].0, key);
+    let ring = got[1].1.ring;
+    assert_ne!(ring, 0, "ring id 0 is never used by this build");
+    // The next apply keeps the VIP on its (new) ring id and builds it; the
+    // VIP's packets reach its node.
+    let real: Ipv6Addr = "fd00::80:1".parse().unwrap();
+    dp.configure_uplink6(Some(&UplinkConfig6 {
+        source: "fd00::1".parse().unwrap(),
+        gateway_mac: [2, 0, 0, 0, 0, 0xfd],
+    }))
+    .unwrap();
+    let r = dp
+        .set_external_vips6(&[ExternalVip6 {
+            vip: addr,
+            port: 443,
+            protocol: L4Protocol::Tcp,
+            reals: vec![(real, 1)],
+        }])
+        .unwrap();
+    assert_eq!((r.vips, r.without_reals), (1, 0), "{r:?}");
+    assert!(table().contains(&(key, XlbVip { ring, flags: 0 })));
+    let rings: aya::maps::HashMap<_, u32, proxy_common::MaglevTable> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(
+            aya::maps::MapData::from_pin(pins.join(proxy_common::XLB_RINGS6)).unwrap(),
+        ))
+        .unwrap();
+    let ids: Vec<u32> = rings.keys().map(|k| k.unwrap()).collect();
+    assert_eq!(ids, [ring], "rings left: {ids:?}");
+    strait::datapath::load_xdp_lb(dp.ebpf_mut()).unwrap();
+    let prog = strait_tests::xdp::prog(dp.ebpf_mut());
+    let mut f = strait_tests::xdp::eth([0x86, 0xdd]);
+    let l4 = strait_tests::xdp::tcp(40000, 443, 0x10, b"");
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, l4.len() as u8, 6, 64]);
+    f.extend_from_slice(&"2001:db8:99::1".parse::<Ipv6Addr>().unwrap().octets());
+    f.extend_from_slice(&addr.octets());
+    f.extend_from_slice(&l4);
+    let (v, out) = strait_tests::xdp::run(prog, &f);
+    assert_eq!(v, strait_tests::xdp::XDP_TX);
+    assert_eq!(&out[38..54], &real.octets(), "tunnelled to the VIP's node");
+    dp.cleanup().unwrap();
+}
+
+#[test]
+fn an_earlier_builds_ipv6_connection_table_is_copied_and_its_flows_keep_their_node() {
+    let Some(_p) = privileged::require(
+        "an_earlier_builds_ipv6_connection_table_is_copied_and_its_flows_keep_their_node",
+    ) else {
+        return;
+    };
+    use proxy_common::{flow_hash6, XlbConn, XlbConn6, XlbFlow6};
+    use std::net::Ipv6Addr;
+    use strait::datapath::{ExternalVip6, L4Protocol, UplinkConfig6};
+    let bpffs = TestBpffs::new().unwrap();
+    let node = "upgrade-xlb6-conns";
+    let pins = config(bpffs.path(), node).pin_dir();
+    std::fs::create_dir_all(&pins).unwrap();
+    let vip: Ipv6Addr = "2001:db8:7::9".parse().unwrap();
+    let client: Ipv6Addr = "2001:db8:99::1".parse().unwrap();
+    let (a, b): (Ipv6Addr, Ipv6Addr) =
+        ("fd00::80:1".parse().unwrap(), "fd00::80:2".parse().unwrap());
+    let flow = |sport: u16| XlbFlow6 {
+        src: client.octets(),
+        dst: vip.octets(),
+        sport: sport.to_be(),
+        dport: 443u16.to_be(),
+        proto: 6,
+        pad: [0; 3],
+    };
+    // What a build keyed by the whole flow left: 32 flows pinned to real
+    // index 1 (b: reals take indexes in address order).
+    let v1 = pins.join(proxy_common::XLB_CONNS6_V1);
+    let fd = pin_raw_map(&v1, 9, 40, 8, proxy_common::MAX_XLB_CONNS6);
+    drop(fd);
+    {
+        let mut m: aya::maps::HashMap<_, XlbFlow6, XlbConn> = aya::maps::HashMap::try_from(
+            aya::maps::Map::LruHashMap(aya::maps::MapData::from_pin(&v1).unwrap()),
+        )
+        .unwrap();
+        for sport in 1000..1032 {
+            m.insert(flow(sport), XlbConn { real: 1, pad: 0 }, 0)
+                .unwrap();
+        }
+    }
+    let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
+    assert!(!v1.exists(), "the earlier build's table is still pinned");
+    {
+        let m: aya::maps::HashMap<_, u64, XlbConn6> =
+            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(
+                aya::maps::MapData::from_pin(pins.join(proxy_common::XLB_CONNS6)).unwrap(),
+            ))
+            .unwrap();
+        for sport in 1000..1032 {
+            let f = flow(sport);
+            let want = XlbConn6 {
+                real: 1,
+                pad: 0,
+                flow: f,
+            };
+            assert_eq!(m.get(&flow_hash6(&f), 0).unwrap(), want);
+        }
+    }
+    dp.configure_uplink6(Some(&UplinkConfig6 {
+        source: "fd00::1".parse().unwrap(),
+        gateway_mac: [2, 0, 0, 0, 0, 0xfd],
+    }))
+    .unwrap();
+    dp.set_external_vips6(&[ExternalVip6 {
+        vip,
+        port: 443,
+        protocol: L4Protocol::Tcp,
+        reals: vec![(a, 1), (b, 1)],
+    }])
+    .unwrap();
+    strait::datapath::load_xdp_lb(dp.ebpf_mut()).unwrap();
+    let prog = strait_tests::xdp::prog(dp.ebpf_mut());
+    let send = |sport: u16, flags: u8| -> [u8; 16] {
+        let mut f = strait_tests::xdp::eth([0x86, 0xdd]);
+        let l4 = strait_tests::xdp::tcp(sport, 443, flags, b"");
+        f.extend_from_slice(&[0x60, 0, 0, 0, 0, l4.len() as u8, 6, 64]);
+        f.extend_from_slice(&client.octets());
+        f.extend_from_slice(&vip.octets());
+        f.extend_from_slice(&l4);
+        let (v, out) = strait_tests::xdp::run(prog, &f);
+        assert_eq!(v, strait_tests::xdp::XDP_TX);
+        out[38..54].try_into().unwrap()
+    };
+    // Every migrated flow stays on b, though the ring sends some of them
+    // (as new flows) to a.
+    for sport in 1000..1032 {
+        assert_eq!(send(sport, 0x10), b.octets(), "flow {sport} moved");
+    }
+    let by_ring: Vec<[u8; 16]> = (1000..1032).map(|s| send(s, 0x02)).collect();
+    assert!(by_ring.contains(&a.octets()), "the ring sends no flow to a");
+    dp.cleanup().unwrap();
+}
+
 /// `strait run` on `node` (with `extra` flags), logging to `log_name` in
 /// the node's directory, once its admin API says `/ready`.
 fn start_daemon(node: &Node, config_dir: &Path, log_name: &str, extra: &[&str]) -> Daemon {

@@ -745,11 +745,11 @@ fn xdp_lb6_pinned_tables_keep_flows_across_a_datapath_restart() {
     let used: BTreeSet<[u8; 16]> = first.iter().copied().collect();
     assert_eq!(used.len(), 2, "32 flows over both nodes");
     for m in [
-        "XLB_VIPS6",
-        "XLB_RINGS6",
-        "XLB_REALS6",
-        "XLB_CONNS6",
-        "XLB_CONFIG6",
+        proxy_common::XLB_VIPS6,
+        proxy_common::XLB_RINGS6,
+        proxy_common::XLB_REALS6,
+        proxy_common::XLB_CONNS6,
+        proxy_common::XLB_CONFIG6,
     ] {
         assert!(pins.join(m).exists(), "{m} is pinned");
     }
@@ -763,4 +763,330 @@ fn xdp_lb6_pinned_tables_keep_flows_across_a_datapath_restart() {
     strait::datapath::load_xdp_lb(dp.ebpf_mut()).unwrap();
     assert_eq!(flows(&mut dp, 0x10), first, "established flows moved");
     dp.cleanup().unwrap();
+}
+
+/// The buckets of `[vip]:port/proto` in `XLB_VIPS6` (as the program and
+/// the daemon compute them).
+fn buckets_of(vip: [u8; 16], port: u16, proto: u8) -> [u32; 2] {
+    proxy_common::vip_buckets6(
+        proxy_common::XlbVipKey6 {
+            vip,
+            port: port.to_be(),
+            proto,
+            pad: 0,
+        }
+        .words(),
+    )
+}
+
+/// `2001:db8:7::<i>` for the `i`s (from 1) whose first bucket for TCP port
+/// 80 is `bucket`, `n` of them.
+fn vips_in_bucket(bucket: u32, n: usize) -> Vec<[u8; 16]> {
+    (1..u32::MAX)
+        .map(|i| {
+            let mut a = VIP;
+            a[12..16].copy_from_slice(&i.to_be_bytes());
+            a
+        })
+        .filter(|a| buckets_of(*a, 80, 6)[0] == bucket)
+        .take(n)
+        .collect()
+}
+
+#[test]
+fn xdp_lb6_vips_sharing_a_bucket_each_reach_their_own_real() {
+    let Some(_p) = privileged::require("xdp_lb6_vips_sharing_a_bucket_each_reach_their_own_real")
+    else {
+        return;
+    };
+    use proxy_common::XLB_VIP6_BUCKET_SLOTS;
+    // More VIPs whose first bucket is the same than a bucket has slots
+    // (their address markers land there or elsewhere too): the daemon
+    // places the rest in their second buckets (or moves a resident), and
+    // each VIP's packets reach its own node, exact bytes.
+    let bucket = buckets_of(VIP, 80, 6)[0];
+    let addrs = vips_in_bucket(bucket, XLB_VIP6_BUCKET_SLOTS + 3);
+    let mut ebpf = setup();
+    let list: Vec<ExternalVip6> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| ExternalVip6 {
+            vip: Ipv6Addr::from(*a),
+            port: 80,
+            protocol: L4Protocol::Tcp,
+            reals: vec![(Ipv6Addr::from(node(i as u8 + 1)), 1)],
+        })
+        .collect();
+    let mut vips = ExternalVips6::new();
+    let r = vips.apply(&mut ebpf, &list).unwrap();
+    assert_eq!(
+        (r.vips, r.reals, r.without_reals),
+        (addrs.len(), addrs.len(), 0)
+    );
+    let p = prog(&ebpf);
+    for (i, a) in addrs.iter().enumerate() {
+        let f = frame(CLIENT, *a, 6, &tcp(40000, 80, 0x10, b"hi"));
+        assert_eq!(
+            run(p, &f),
+            (XDP_TX, encapsulated(&f, node(i as u8 + 1))),
+            "VIP {}",
+            Ipv6Addr::from(*a)
+        );
+        // The same address on another port, or UDP, is no VIP: passed.
+        for g in [
+            frame(CLIENT, *a, 6, &tcp(40000, 81, 0x10, b"hi")),
+            frame(CLIENT, *a, 17, &udp(40000, 80, b"hi")),
+        ] {
+            assert_eq!(run(p, &g), (XDP_PASS, g.clone()));
+        }
+    }
+    // One VIP removed: its packets pass, the others' still reach their
+    // nodes.
+    let r = vips.apply(&mut ebpf, &list[1..]).unwrap();
+    assert_eq!(r.vips, addrs.len() - 1);
+    let p = prog(&ebpf);
+    let gone = frame(CLIENT, addrs[0], 6, &tcp(40000, 80, 0x10, b"hi"));
+    assert_eq!(run(p, &gone), (XDP_PASS, gone.clone()));
+    let last = addrs.len() - 1;
+    let f = frame(CLIENT, addrs[last], 6, &tcp(40000, 80, 0x10, b"hi"));
+    assert_eq!(run(p, &f), (XDP_TX, encapsulated(&f, node(last as u8 + 1))));
+}
+
+#[test]
+fn xdp_lb6_near_miss_addresses_in_the_vips_own_buckets_pass() {
+    let Some(_p) = privileged::require("xdp_lb6_near_miss_addresses_in_the_vips_own_buckets_pass")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips6::new()
+        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(node(2), 1)])])
+        .unwrap();
+    let p = prog(&ebpf);
+    let hit = tcp_frame(CLIENT, 40000, 80, 0x10);
+    assert_eq!(run(p, &hit), (XDP_TX, encapsulated(&hit, node(2))));
+    // Addresses one bit from the VIP in its first word, in its second
+    // word, and an address whose two buckets are exactly the VIP's
+    // (found by search): the program compares the whole address, so all
+    // pass untouched, as does the VIP's address marker key as a port
+    // (port 0).
+    let mut first_word = VIP;
+    first_word[5] ^= 1;
+    let mut second_word = VIP;
+    second_word[15] ^= 1;
+    let want = buckets_of(VIP, 80, 6);
+    let same_buckets = (0..u64::MAX)
+        .map(|i| {
+            let mut a = [0u8; 16];
+            a[..8].copy_from_slice(&0x2001_0db8_0042_0000u64.to_be_bytes());
+            a[8..].copy_from_slice(&i.to_be_bytes());
+            a
+        })
+        .find(|a| buckets_of(*a, 80, 6) == want)
+        .unwrap();
+    assert_ne!(same_buckets, VIP);
+    for dst in [first_word, second_word, same_buckets] {
+        let f = frame(CLIENT, dst, 6, &tcp(40000, 80, 0x10, b"hi"));
+        assert_eq!(run(p, &f), (XDP_PASS, f.clone()), "{}", Ipv6Addr::from(dst));
+    }
+    let port0 = tcp_frame(CLIENT, 40000, 0, 0x10);
+    assert_eq!(run(p, &port0), (XDP_PASS, port0.clone()));
+    let s = strait::datapath::xlb_stats(&ebpf).unwrap();
+    assert_eq!(s.packets, 1);
+}
+
+/// The flow of `tcp_frame(CLIENT, sport, 80, _)` as the connection table
+/// stores it.
+fn flow_of(sport: u16) -> proxy_common::XlbFlow6 {
+    proxy_common::XlbFlow6 {
+        src: CLIENT,
+        dst: VIP,
+        sport: sport.to_be(),
+        dport: 80u16.to_be(),
+        proto: 6,
+        pad: [0; 3],
+    }
+}
+
+/// The index of each real in `XLB_REALS6`.
+fn real_indexes(ebpf: &aya::Ebpf) -> std::collections::BTreeMap<[u8; 16], u32> {
+    let reals: aya::maps::Array<_, proxy_common::XlbReal6> =
+        aya::maps::Array::try_from(ebpf.map(proxy_common::XLB_REALS6).unwrap()).unwrap();
+    reals
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let r = r.unwrap();
+            (r.ip != [0; 16]).then_some((r.ip, i as u32))
+        })
+        .collect()
+}
+
+#[test]
+fn xdp_lb6_a_flow_key_held_by_another_flow_is_never_that_flows_real() {
+    let Some(_p) =
+        privileged::require("xdp_lb6_a_flow_key_held_by_another_flow_is_never_that_flows_real")
+    else {
+        return;
+    };
+    use proxy_common::{flow_hash6, XlbConn6, XLB_CONNS6};
+    let mut ebpf = setup();
+    ExternalVips6::new()
+        .apply(
+            &mut ebpf,
+            &[vip(80, L4Protocol::Tcp, &[(node(1), 1), (node(2), 1)])],
+        )
+        .unwrap();
+    let index = real_indexes(&ebpf);
+    let other = |r: [u8; 16]| if r == node(1) { node(2) } else { node(1) };
+    fn conns(ebpf: &mut aya::Ebpf) -> aya::maps::HashMap<&mut aya::maps::MapData, u64, XlbConn6> {
+        aya::maps::HashMap::try_from(ebpf.map_mut(XLB_CONNS6).unwrap()).unwrap()
+    }
+    // Flow A opens on the ring's real and is recorded under its hash with
+    // its own tuple.
+    let a = flow_of(40000);
+    let syn = tcp_frame(CLIENT, 40000, 80, 0x02);
+    let (v, out) = run(prog(&ebpf), &syn);
+    assert_eq!(v, XDP_TX);
+    let ring_real = real_of(&out);
+    let entry = conns(&mut ebpf).get(&flow_hash6(&a), 0).unwrap();
+    assert_eq!(
+        entry,
+        XlbConn6 {
+            real: index[&ring_real],
+            pad: 0,
+            flow: a
+        }
+    );
+    // The table is what keeps A: its entry pointed at the other node sends
+    // A's next packet there (exact bytes).
+    let ack = tcp_frame(CLIENT, 40000, 80, 0x10);
+    let mut moved = entry;
+    moved.real = index[&other(ring_real)];
+    conns(&mut ebpf).insert(flow_hash6(&a), moved, 0).unwrap();
+    assert_eq!(
+        run(prog(&ebpf), &ack),
+        (XDP_TX, encapsulated(&ack, other(ring_real)))
+    );
+    // A hash collision: flow B (another client port) holds A's key, pinned
+    // to the other node. A's packet is not B's: it is balanced as a new
+    // flow on the ring (counted) and takes the entry over.
+    let b = flow_of(40001);
+    let before = strait::datapath::xlb_stats(&ebpf).unwrap();
+    conns(&mut ebpf)
+        .insert(
+            flow_hash6(&a),
+            XlbConn6 {
+                real: index[&other(ring_real)],
+                pad: 0,
+                flow: b,
+            },
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        run(prog(&ebpf), &ack),
+        (XDP_TX, encapsulated(&ack, ring_real)),
+        "a colliding entry sent flow A to flow B's node"
+    );
+    let after = strait::datapath::xlb_stats(&ebpf).unwrap();
+    assert_eq!(after.new_flows - before.new_flows, 1);
+    assert_eq!(
+        conns(&mut ebpf).get(&flow_hash6(&a), 0).unwrap(),
+        XlbConn6 {
+            real: index[&ring_real],
+            pad: 0,
+            flow: a
+        }
+    );
+    // Each word of the stored flow counts: an entry one field off is
+    // another flow.
+    let mut near = [a; 5];
+    near[0].src[0] ^= 1;
+    near[1].src[15] ^= 1;
+    near[2].dst[0] ^= 1;
+    near[3].dst[15] ^= 1;
+    near[4].proto = 17;
+    for n in near {
+        conns(&mut ebpf)
+            .insert(
+                flow_hash6(&a),
+                XlbConn6 {
+                    real: index[&other(ring_real)],
+                    pad: 0,
+                    flow: n,
+                },
+                0,
+            )
+            .unwrap();
+        assert_eq!(
+            run(prog(&ebpf), &ack),
+            (XDP_TX, encapsulated(&ack, ring_real)),
+            "{n:?}"
+        );
+    }
+}
+
+#[test]
+fn xdp_lb6_finds_every_vip_of_a_full_table_and_forgets_removed_ones() {
+    let Some(_p) =
+        privileged::require("xdp_lb6_finds_every_vip_of_a_full_table_and_forgets_removed_ones")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    // 512 addresses (in one /64 and across /48s) with one TCP port each:
+    // 512 entries and 512 address markers, the table's whole capacity
+    // (MAX_XLB_VIPS6).
+    let addr = |i: u32| {
+        let mut a = VIP;
+        a[4..6].copy_from_slice(&((i % 4) as u16).to_be_bytes());
+        a[12..16].copy_from_slice(&(i * 7 + 1).to_be_bytes());
+        a
+    };
+    let all: Vec<ExternalVip6> = (0..512)
+        .map(|i| ExternalVip6 {
+            vip: Ipv6Addr::from(addr(i)),
+            port: 80,
+            protocol: L4Protocol::Tcp,
+            reals: vec![(Ipv6Addr::from(node(1)), 1)],
+        })
+        .collect();
+    let mut vips = ExternalVips6::new();
+    let r = vips.apply(&mut ebpf, &all).unwrap();
+    assert_eq!(r.vips, 512, "{r:?}");
+    let to = |i: u32, dport: u16| frame(CLIENT, addr(i), 6, &tcp(40_000, dport, 0x02, b"x"));
+    for i in 0..512 {
+        let (v, out) = run(prog(&ebpf), &to(i, 80));
+        assert_eq!(
+            (v, real_of(&out)),
+            (XDP_TX, node(1)),
+            "VIP {} not found",
+            Ipv6Addr::from(addr(i))
+        );
+        let miss = to(i, 81);
+        assert_eq!(run(prog(&ebpf), &miss), (XDP_PASS, miss.clone()));
+    }
+    // Every other one removed: those pass, the rest are still balanced.
+    let kept: Vec<ExternalVip6> = all.iter().step_by(2).cloned().collect();
+    vips.apply(&mut ebpf, &kept).unwrap();
+    for i in 0..512 {
+        let want = if i % 2 == 0 { XDP_TX } else { XDP_PASS };
+        let f = to(i, 80);
+        assert_eq!(
+            run(prog(&ebpf), &f).0,
+            want,
+            "VIP {}",
+            Ipv6Addr::from(addr(i))
+        );
+    }
+    // Over capacity: refused with a message, nothing lost.
+    let mut over = all.clone();
+    over.push(ExternalVip6 {
+        vip: Ipv6Addr::from(addr(600)),
+        ..all[0].clone()
+    });
+    let e = vips.apply(&mut ebpf, &over).unwrap_err().to_string();
+    assert!(e.contains("exceed"), "{e}");
+    assert_eq!(run(prog(&ebpf), &to(0, 80)).0, XDP_TX);
 }

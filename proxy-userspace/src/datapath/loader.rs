@@ -300,8 +300,13 @@ impl Datapath {
         external_vips
             .adopt_v1(&mut ebpf, pin_dir)
             .context("copying an earlier build's pinned XDP VIP map")?;
-        let external_vips6 = super::xlb6::ExternalVips6::recover(&ebpf)
+        let mut external_vips6 = super::xlb6::ExternalVips6::recover(&ebpf)
             .context("reading the pinned XDP balancer's IPv6 tables")?;
+        external_vips6
+            .adopt_v1(&mut ebpf, pin_dir)
+            .context("copying an earlier build's pinned XDP IPv6 VIP map")?;
+        super::xlb6::ExternalVips6::adopt_conns_v1(&mut ebpf, pin_dir)
+            .context("copying an earlier build's pinned XDP IPv6 connection table")?;
         let mut dp = Self {
             ebpf,
             maps,

@@ -25,7 +25,7 @@ use proxy_common::{
 use strait_config::snapshot::L4Protocol;
 
 use super::xlb_book::{family_entries, wanted, Reals, Rings, Wanted};
-use super::xlb_table::VipTable;
+use super::xlb_table::{VipTable, V4};
 
 /// One external VIP (a Service's `externalIPs` entry or
 /// `status.loadBalancer.ingress` address) on one port: where its packets go.
@@ -107,7 +107,7 @@ pub struct ExternalVips {
     rings: Rings<XlbVipKey, Ipv4Addr>,
     markers: HashSet<u32>,
     /// The VIP table as written.
-    table: VipTable,
+    table: VipTable<V4>,
 }
 
 impl Default for ExternalVips {

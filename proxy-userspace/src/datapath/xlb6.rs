@@ -19,12 +19,53 @@ use aya::{
     Ebpf,
 };
 use proxy_common::{
-    port_to_be, proto, MaglevTable, XlbConfig6, XlbReal6, XlbVip, XlbVipKey6, MAX_XLB_REALS6,
-    MAX_XLB_VIPS6, XLB_ADDRESS_ONLY,
+    flow_hash6, port_to_be, proto, vip_buckets6, MaglevTable, XlbConfig6, XlbConn, XlbConn6,
+    XlbFlow6, XlbReal6, XlbVip, XlbVipBucket6, XlbVipKey6, XlbVipSlot6, MAX_XLB_REALS6,
+    MAX_XLB_VIPS6, XLB_ADDRESS_ONLY, XLB_VIP6_BUCKETS, XLB_VIP6_BUCKET_SLOTS,
 };
 use strait_config::snapshot::L4Protocol;
 
 use super::xlb_book::{family_entries, wanted, Reals, Rings, Wanted};
+use super::xlb_table::{VipFamily, VipTable};
+
+/// IPv6's VIP table, [`proxy_common::XLB_VIPS6`].
+pub(super) struct V6;
+
+impl VipFamily for V6 {
+    type Key = XlbVipKey6;
+    type Bucket = XlbVipBucket6;
+    const MAP: &'static str = proxy_common::XLB_VIPS6;
+    const BUCKETS: u32 = XLB_VIP6_BUCKETS;
+    const SLOTS: usize = XLB_VIP6_BUCKET_SLOTS;
+    fn with_pad(key: XlbVipKey6, pad: u8) -> XlbVipKey6 {
+        XlbVipKey6 { pad, ..key }
+    }
+    fn pad(key: &XlbVipKey6) -> u8 {
+        key.pad
+    }
+    fn buckets(key: &XlbVipKey6) -> [u32; 2] {
+        vip_buckets6(key.words())
+    }
+    fn slot(bucket: &XlbVipBucket6, s: usize) -> (XlbVipKey6, XlbVip) {
+        (bucket.slots[s].key, bucket.slots[s].vip)
+    }
+    fn set_slot(bucket: &mut XlbVipBucket6, s: usize, key: XlbVipKey6, vip: XlbVip) {
+        bucket.slots[s] = XlbVipSlot6 { key, vip, pad: 0 };
+    }
+    fn describe(key: &XlbVipKey6) -> String {
+        let proto = match key.proto {
+            proto::TCP => "TCP".to_string(),
+            proto::UDP => "UDP".to_string(),
+            0 => "address".to_string(),
+            n => format!("protocol {n}"),
+        };
+        format!(
+            "[{}]:{}/{proto}",
+            Ipv6Addr::from(key.vip),
+            u16::from_be(key.port)
+        )
+    }
+}
 
 /// One external IPv6 VIP on one port: where its packets go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,14 +159,18 @@ fn marker(vip: [u8; 16]) -> XlbVipKey6 {
     }
 }
 
-/// Ring ids of IPv6 VIPs start at 0 (their VIP table is a hash map).
-const FIRST_RING: u32 = 0;
+/// Ring ids of IPv6 VIPs start at 1: 0 is never a ring, see
+/// [`proxy_common::XlbVipSlot6`] (builds with the VIP hash map started at
+/// 0; such a ring is given a new id when adopted).
+const FIRST_RING: u32 = 1;
 
 /// The IPv6 balancer's tables, as last written.
 pub struct ExternalVips6 {
     reals: Reals<Ipv6Addr>,
     rings: Rings<XlbVipKey6, Ipv6Addr>,
     markers: HashSet<[u8; 16]>,
+    /// The VIP table as written.
+    table: VipTable<V6>,
 }
 
 impl Default for ExternalVips6 {
@@ -134,6 +179,7 @@ impl Default for ExternalVips6 {
             reals: Reals::default(),
             rings: Rings::new(FIRST_RING),
             markers: HashSet::new(),
+            table: VipTable::default(),
         }
     }
 }
@@ -159,19 +205,18 @@ impl ExternalVips6 {
                 .with_context(|| format!("map {name} missing from the eBPF object"))
         };
         let mut out = Self::new();
+        let table: Array<_, XlbVipBucket6> = Array::try_from(map(proxy_common::XLB_VIPS6)?)?;
+        out.table = VipTable::read(&table)?;
         let reals: Array<_, XlbReal6> = Array::try_from(map(proxy_common::XLB_REALS6)?)?;
         out.reals = Reals::recover(reals.iter().map(|r| {
             let r = r.context("reading XLB_REALS6")?;
             Ok((r.ip != [0; 16]).then(|| Ipv6Addr::from(r.ip)))
         }))?;
-        let vips: BpfHashMap<_, XlbVipKey6, XlbVip> =
-            BpfHashMap::try_from(map(proxy_common::XLB_VIPS6)?)?;
         let mut ids = HashMap::new();
-        for item in vips.iter() {
-            let (k, v) = item.context("reading XLB_VIPS6")?;
+        for (k, v) in out.table.entries() {
             if v.ring == XLB_ADDRESS_ONLY {
                 out.markers.insert(k.vip);
-            } else {
+            } else if v.ring != 0 {
                 ids.insert(k, v.ring);
             }
         }
@@ -183,6 +228,103 @@ impl ExternalVips6 {
             .context("reading XLB_RINGS6")?;
         out.rings = Rings::recover(FIRST_RING, ids, &stored);
         Ok(out)
+    }
+
+    /// Copies the IPv6 VIPs of the hash map earlier builds pinned as
+    /// [`proxy_common::XLB_VIPS6_V1`] under `pin_dir` (if any) into the VIP
+    /// table, so this build's program balances them from its first packet,
+    /// then unpins that map (a program still attached keeps it until it is
+    /// replaced), as [`super::ExternalVips::adopt_v1`] does for IPv4. A VIP
+    /// on ring 0 (those builds' first id) gets a new ring id with a copy of
+    /// its ring. Returns how many entries were copied.
+    ///
+    /// Errors: the old map cannot be read or the table written; the old pin
+    /// is then left in place.
+    pub fn adopt_v1(
+        &mut self,
+        ebpf: &mut Ebpf,
+        pin_dir: &std::path::Path,
+    ) -> anyhow::Result<usize> {
+        let path = pin_dir.join(proxy_common::XLB_VIPS6_V1);
+        if !path.exists() {
+            return Ok(0);
+        }
+        let data = aya::maps::MapData::from_pin(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let old: BpfHashMap<_, XlbVipKey6, XlbVip> =
+            BpfHashMap::try_from(aya::maps::Map::HashMap(data))
+                .with_context(|| format!("reading {}", path.display()))?;
+        let entries: Vec<(XlbVipKey6, XlbVip)> = old
+            .iter()
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("reading {}", path.display()))?;
+        for (key, mut v) in entries.iter().copied() {
+            if v.ring == XLB_ADDRESS_ONLY {
+                self.markers.insert(key.vip);
+            } else {
+                if v.ring == 0 || self.rings.uses(v.ring) {
+                    // A new id with a copy of the ring, so new flows keep
+                    // being balanced; the old id is freed (and its ring
+                    // removed) at the next apply.
+                    let id = self.rings.fresh_id();
+                    let mut rings: BpfHashMap<_, u32, MaglevTable> =
+                        BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS6)?)?;
+                    if let Ok(ring) = rings.get(&v.ring, 0) {
+                        rings.insert(id, ring, 0).context("XLB_RINGS6 is full")?;
+                    }
+                    v.ring = id;
+                }
+                self.rings.adopt(XlbVipKey6 { pad: 0, ..key }, v.ring);
+            }
+            let mut table: Array<_, XlbVipBucket6> =
+                Array::try_from(map_mut(ebpf, proxy_common::XLB_VIPS6)?)?;
+            self.table.set(&mut table, &key, v)?;
+        }
+        std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+        Ok(entries.len())
+    }
+
+    /// Copies the flows of the connection table earlier builds pinned as
+    /// [`proxy_common::XLB_CONNS6_V1`] (keyed by the whole [`XlbFlow6`])
+    /// under `pin_dir` (if any) into this build's [`proxy_common::XLB_CONNS6`]
+    /// (keyed by [`flow_hash6`], the flow stored beside its real), so
+    /// established IPv6 flows keep their node across the upgrade, then
+    /// unpins the old table. Flows the earlier program records between this
+    /// copy and the swap of the uplink program are not copied (they stay
+    /// on their node unless the ring changes before their next packet).
+    /// Returns how many flows were copied.
+    ///
+    /// Errors: the old table cannot be read or the new one written; the
+    /// old pin is then left in place.
+    pub fn adopt_conns_v1(ebpf: &mut Ebpf, pin_dir: &std::path::Path) -> anyhow::Result<usize> {
+        let path = pin_dir.join(proxy_common::XLB_CONNS6_V1);
+        if !path.exists() {
+            return Ok(0);
+        }
+        let data = aya::maps::MapData::from_pin(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let old: BpfHashMap<_, XlbFlow6, XlbConn> =
+            BpfHashMap::try_from(aya::maps::Map::LruHashMap(data))
+                .with_context(|| format!("reading {}", path.display()))?;
+        // Entries the old program evicts while this reads are skipped.
+        let flows: Vec<(XlbFlow6, XlbConn)> = old.iter().filter_map(Result::ok).collect();
+        let mut new: BpfHashMap<_, u64, XlbConn6> =
+            BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_CONNS6)?)?;
+        for (flow, conn) in &flows {
+            let flow = XlbFlow6 {
+                pad: [0; 3],
+                ..*flow
+            };
+            let value = XlbConn6 {
+                real: conn.real,
+                pad: 0,
+                flow,
+            };
+            new.insert(flow_hash6(&flow), value, 0)
+                .with_context(|| format!("writing {}", proxy_common::XLB_CONNS6))?;
+        }
+        std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+        Ok(flows.len())
     }
 
     /// Makes the kernel's IPv6 tables hold exactly `vips` (as
@@ -232,25 +374,25 @@ impl ExternalVips6 {
                     .build(&mut rings, proxy_common::XLB_RINGS6, &want, &self.reals)?;
         }
         {
-            let mut map: BpfHashMap<_, XlbVipKey6, XlbVip> =
-                BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_VIPS6)?)?;
+            let mut map: Array<_, XlbVipBucket6> =
+                Array::try_from(map_mut(ebpf, proxy_common::XLB_VIPS6)?)?;
+            // Gone entries first: their slots are free for the new ones.
+            for k in self.rings.remove_unwanted(&want) {
+                self.table.remove(&mut map, &k)?;
+            }
+            for a in self.markers.difference(&addrs) {
+                self.table.remove(&mut map, &marker(*a))?;
+            }
             for key in want.keys() {
                 let ring = self.rings.id(key).expect("every wanted VIP has a ring");
-                map.insert(key, XlbVip { ring, flags: 0 }, 0)
-                    .context("XLB_VIPS6 is full")?;
+                self.table.set(&mut map, key, XlbVip { ring, flags: 0 })?;
             }
             for a in &addrs {
                 let v = XlbVip {
                     ring: XLB_ADDRESS_ONLY,
                     flags: 0,
                 };
-                map.insert(marker(*a), v, 0).context("XLB_VIPS6 is full")?;
-            }
-            for k in self.rings.remove_unwanted(&want) {
-                let _ = map.remove(&k);
-            }
-            for a in self.markers.difference(&addrs) {
-                let _ = map.remove(&marker(*a));
+                self.table.set(&mut map, &marker(*a), v)?;
             }
             self.markers = addrs;
         }

@@ -2,9 +2,9 @@
 //! (node address) holds which index of the reals array ([`Reals`]), which
 //! VIP:port/protocol entry holds which Maglev ring and what it was built
 //! from ([`Rings`]), and the selection of a snapshot's external services of
-//! one family ([`family_entries`]). [`super::xlb`] (IPv4, an open-addressed
-//! VIP array) and [`super::xlb6`] (IPv6, a VIP hash map) write their own
-//! VIP tables and key/real encodings around it.
+//! one family ([`family_entries`]). [`super::xlb`] (IPv4) and
+//! [`super::xlb6`] (IPv6) write their own open-addressed VIP arrays
+//! ([`super::xlb_table`]) and key/real encodings around it.
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Display;
 use std::hash::Hash;
@@ -197,8 +197,9 @@ impl<A: Copy + Ord + Hash> Reals<A> {
 /// the healthy reals each ring was last built from, so an unchanged VIP's
 /// ring is not rebuilt (a reload costs only the VIPs it changes).
 ///
-/// Ring ids start at `first_id` (IPv4: 1, as 0 is never a ring in its VIP
-/// array, see [`proxy_common::XlbVipSlot`]; IPv6: 0).
+/// Ring ids start at `first_id` (1 for both families, as 0 is never a ring
+/// in their VIP arrays, see [`proxy_common::XlbVipSlot`]; the tests also
+/// use 0).
 #[derive(Debug)]
 pub(crate) struct Rings<K, A> {
     ids: HashMap<K, u32>,

@@ -1,8 +1,10 @@
-//! The XDP balancer's VIP table ([`proxy_common::XLB_VIPS`]) from
-//! userspace: an array of two-choice buckets the daemon places keys in
-//! (the program compares a key with the slots of its two buckets,
-//! [`proxy_common::vip_buckets`]), mirrored here so a change writes only
-//! the buckets it touches.
+//! The XDP balancer's VIP tables ([`proxy_common::XLB_VIPS`],
+//! [`proxy_common::XLB_VIPS6`]) from userspace: arrays of two-choice
+//! buckets the daemon places keys in (the program compares a key with the
+//! slots of its two buckets, [`proxy_common::vip_buckets`] /
+//! [`proxy_common::vip_buckets6`]), mirrored here so a change writes only
+//! the buckets it touches. One [`VipTable`] per address family
+//! ([`VipFamily`]: [`V4`] here, `V6` in [`super::xlb6`]).
 //!
 //! Placement: the emptier of the key's two buckets; when both are full, one
 //! resident of either moves to its other bucket first (one cuckoo step).
@@ -17,6 +19,62 @@ use proxy_common::{
     vip_buckets, XlbVip, XlbVipBucket, XlbVipKey, XlbVipSlot, XLB_VIP_BUCKETS,
     XLB_VIP_BUCKET_SLOTS, XLB_VIP_USED,
 };
+
+/// One address family's VIP table layout: its key, bucket and slot
+/// encodings and the hash placing a key in two buckets.
+pub(super) trait VipFamily {
+    /// The key (`pad` 0 as callers name it, [`XLB_VIP_USED`] in a slot).
+    type Key: Copy + Eq + Default;
+    /// A bucket, the map's value.
+    type Bucket: Copy + Default + aya::Pod;
+    /// The map's name.
+    const MAP: &'static str;
+    /// Buckets in the map.
+    const BUCKETS: u32;
+    /// Slots per bucket.
+    const SLOTS: usize;
+    /// `key` with its `pad` byte set to `pad`.
+    fn with_pad(key: Self::Key, pad: u8) -> Self::Key;
+    /// The key's `pad` byte.
+    fn pad(key: &Self::Key) -> u8;
+    /// The two buckets of `key` (`pad` 0), as the program computes them.
+    fn buckets(key: &Self::Key) -> [u32; 2];
+    /// Slot `s` of `bucket`: its key and value.
+    fn slot(bucket: &Self::Bucket, s: usize) -> (Self::Key, XlbVip);
+    /// Writes slot `s` of `bucket` (all zero for `Default` key and value).
+    fn set_slot(bucket: &mut Self::Bucket, s: usize, key: Self::Key, vip: XlbVip);
+    /// `address:port/protocol` of a key, for messages.
+    fn describe(key: &Self::Key) -> String;
+}
+
+/// IPv4's VIP table, [`proxy_common::XLB_VIPS`].
+pub(super) struct V4;
+
+impl VipFamily for V4 {
+    type Key = XlbVipKey;
+    type Bucket = XlbVipBucket;
+    const MAP: &'static str = proxy_common::XLB_VIPS;
+    const BUCKETS: u32 = XLB_VIP_BUCKETS;
+    const SLOTS: usize = XLB_VIP_BUCKET_SLOTS;
+    fn with_pad(key: XlbVipKey, pad: u8) -> XlbVipKey {
+        XlbVipKey { pad, ..key }
+    }
+    fn pad(key: &XlbVipKey) -> u8 {
+        key.pad
+    }
+    fn buckets(key: &XlbVipKey) -> [u32; 2] {
+        vip_buckets(key.word())
+    }
+    fn slot(bucket: &XlbVipBucket, s: usize) -> (XlbVipKey, XlbVip) {
+        (bucket.slots[s].key, bucket.slots[s].vip)
+    }
+    fn set_slot(bucket: &mut XlbVipBucket, s: usize, key: XlbVipKey, vip: XlbVip) {
+        bucket.slots[s] = XlbVipSlot { key, vip };
+    }
+    fn describe(key: &XlbVipKey) -> String {
+        describe(key)
+    }
+}
 
 /// Errors of the VIP table.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +104,9 @@ pub enum VipTableError {
     },
 }
 
-fn map_err(source: aya::maps::MapError) -> VipTableError {
+fn map_err<F: VipFamily>(source: aya::maps::MapError) -> VipTableError {
     VipTableError::Map {
-        name: proxy_common::XLB_VIPS,
+        name: F::MAP,
         source,
     }
 }
@@ -69,56 +127,50 @@ pub(super) fn describe(k: &XlbVipKey) -> String {
 }
 
 /// The table as last written (what the kernel holds).
-pub(super) struct VipTable {
-    buckets: Vec<XlbVipBucket>,
+pub(super) struct VipTable<F: VipFamily> {
+    buckets: Vec<F::Bucket>,
 }
 
-impl Default for VipTable {
+impl<F: VipFamily> Default for VipTable<F> {
     fn default() -> Self {
         Self {
-            buckets: vec![XlbVipBucket::default(); XLB_VIP_BUCKETS as usize],
+            buckets: vec![F::Bucket::default(); F::BUCKETS as usize],
         }
     }
 }
 
 /// The key with `pad` 0 (as callers name it).
-fn plain(k: XlbVipKey) -> XlbVipKey {
-    XlbVipKey { pad: 0, ..k }
+fn plain<F: VipFamily>(k: F::Key) -> F::Key {
+    F::with_pad(k, 0)
 }
 
-impl VipTable {
+impl<F: VipFamily> VipTable<F> {
     /// The table in `map` (pinned by an earlier run, or empty).
     ///
     /// Errors: a bucket cannot be read.
-    pub fn read(map: &Array<&MapData, XlbVipBucket>) -> Result<Self, VipTableError> {
+    pub fn read(map: &Array<&MapData, F::Bucket>) -> Result<Self, VipTableError> {
         let mut t = Self::default();
         for (i, b) in t.buckets.iter_mut().enumerate() {
-            *b = map.get(&(i as u32), 0).map_err(map_err)?;
+            *b = map.get(&(i as u32), 0).map_err(map_err::<F>)?;
         }
         Ok(t)
     }
 
     /// Every entry: (key with `pad` 0, value).
-    pub fn entries(&self) -> impl Iterator<Item = (XlbVipKey, XlbVip)> + '_ {
+    pub fn entries(&self) -> impl Iterator<Item = (F::Key, XlbVip)> + '_ {
         self.buckets
             .iter()
-            .flat_map(|b| b.slots.iter())
-            .filter(|s| s.key.pad == XLB_VIP_USED)
-            .map(|s| (plain(s.key), s.vip))
+            .flat_map(|b| (0..F::SLOTS).map(move |s| F::slot(b, s)))
+            .filter(|(k, _)| F::pad(k) == XLB_VIP_USED)
+            .map(|(k, v)| (plain::<F>(k), v))
     }
 
     /// Where `key` (`pad` 0) sits: (bucket, slot).
-    fn find(&self, key: &XlbVipKey) -> Option<(u32, usize)> {
-        let want = XlbVipKey {
-            pad: XLB_VIP_USED,
-            ..*key
-        };
-        for b in vip_buckets(key.word()) {
-            if let Some(s) = self.buckets[b as usize]
-                .slots
-                .iter()
-                .position(|s| s.key == want)
-            {
+    fn find(&self, key: &F::Key) -> Option<(u32, usize)> {
+        let want = F::with_pad(*key, XLB_VIP_USED);
+        for b in F::buckets(key) {
+            let bucket = &self.buckets[b as usize];
+            if let Some(s) = (0..F::SLOTS).position(|s| F::slot(bucket, s).0 == want) {
                 return Some((b, s));
             }
         }
@@ -126,31 +178,27 @@ impl VipTable {
     }
 
     fn free_slot(&self, b: u32) -> Option<usize> {
-        self.buckets[b as usize]
-            .slots
-            .iter()
-            .position(|s| s.key.pad != XLB_VIP_USED)
+        let bucket = &self.buckets[b as usize];
+        (0..F::SLOTS).position(|s| F::pad(&F::slot(bucket, s).0) != XLB_VIP_USED)
     }
 
     fn used(&self, b: u32) -> usize {
-        XLB_VIP_BUCKET_SLOTS
-            - self.buckets[b as usize]
-                .slots
-                .iter()
-                .filter(|s| s.key.pad != XLB_VIP_USED)
-                .count()
+        let bucket = &self.buckets[b as usize];
+        (0..F::SLOTS)
+            .filter(|s| F::pad(&F::slot(bucket, *s).0) == XLB_VIP_USED)
+            .count()
     }
 
     fn write_slot(
         &mut self,
-        map: &mut Array<&mut MapData, XlbVipBucket>,
+        map: &mut Array<&mut MapData, F::Bucket>,
         b: u32,
         s: usize,
-        slot: XlbVipSlot,
+        slot: (F::Key, XlbVip),
     ) -> Result<(), VipTableError> {
         let mut bucket = self.buckets[b as usize];
-        bucket.slots[s] = slot;
-        map.set(b, bucket, 0).map_err(map_err)?;
+        F::set_slot(&mut bucket, s, slot.0, slot.1);
+        map.set(b, bucket, 0).map_err(map_err::<F>)?;
         self.buckets[b as usize] = bucket;
         Ok(())
     }
@@ -163,26 +211,20 @@ impl VipTable {
     /// then holds what was written before).
     pub fn set(
         &mut self,
-        map: &mut Array<&mut MapData, XlbVipBucket>,
-        key: &XlbVipKey,
+        map: &mut Array<&mut MapData, F::Bucket>,
+        key: &F::Key,
         vip: XlbVip,
     ) -> Result<(), VipTableError> {
-        let key = plain(*key);
-        let slot = XlbVipSlot {
-            key: XlbVipKey {
-                pad: XLB_VIP_USED,
-                ..key
-            },
-            vip,
-        };
+        let key = plain::<F>(*key);
+        let slot = (F::with_pad(key, XLB_VIP_USED), vip);
         if let Some((b, s)) = self.find(&key) {
-            if self.buckets[b as usize].slots[s].vip != vip {
+            if F::slot(&self.buckets[b as usize], s).1 != vip {
                 // Same key: only the value word changes.
                 self.write_slot(map, b, s, slot)?;
             }
             return Ok(());
         }
-        let [a, b] = vip_buckets(key.word());
+        let [a, b] = F::buckets(&key);
         let order = if self.used(b) < self.used(a) {
             [b, a]
         } else {
@@ -196,22 +238,22 @@ impl VipTable {
         // Both full: move one resident to its other bucket (new copy
         // first, then the old slot cleared), then take the freed slot.
         for bucket in [a, b] {
-            for s in 0..XLB_VIP_BUCKET_SLOTS {
-                let resident = self.buckets[bucket as usize].slots[s];
-                let [ra, rb] = vip_buckets(plain(resident.key).word());
+            for s in 0..F::SLOTS {
+                let resident = F::slot(&self.buckets[bucket as usize], s);
+                let [ra, rb] = F::buckets(&plain::<F>(resident.0));
                 let other = if ra == bucket { rb } else { ra };
                 if other == bucket {
                     continue;
                 }
                 if let Some(free) = self.free_slot(other) {
                     self.write_slot(map, other, free, resident)?;
-                    self.write_slot(map, bucket, s, XlbVipSlot::default())?;
+                    self.write_slot(map, bucket, s, Default::default())?;
                     return self.write_slot(map, bucket, s, slot);
                 }
             }
         }
         Err(VipTableError::Full {
-            key: describe(&key),
+            key: F::describe(&key),
             a,
             b,
         })
@@ -222,11 +264,11 @@ impl VipTable {
     /// Errors: the bucket write failed.
     pub fn remove(
         &mut self,
-        map: &mut Array<&mut MapData, XlbVipBucket>,
-        key: &XlbVipKey,
+        map: &mut Array<&mut MapData, F::Bucket>,
+        key: &F::Key,
     ) -> Result<(), VipTableError> {
-        match self.find(&plain(*key)) {
-            Some((b, s)) => self.write_slot(map, b, s, XlbVipSlot::default()),
+        match self.find(&plain::<F>(*key)) {
+            Some((b, s)) => self.write_slot(map, b, s, Default::default()),
             None => Ok(()),
         }
     }
