@@ -126,21 +126,24 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::ma
         .with_context(|| format!("map {name} missing from the eBPF object"))
 }
 
-/// Copies ring `from` of `XLB_RINGS` to a new id `to` (nothing when `from`
-/// is absent): [`ExternalVips::adopt_v1`]'s rare path. Its own function,
-/// never inlined, because aya's `get` returns the [`MaglevTable`] by value
-/// (~192 KiB of stack): inlined, the stack probes of `adopt_v1`'s frame
-/// touched those pages of the main thread's stack on every start, even
-/// when no v1 table is pinned, and they stayed resident (issue 20).
+/// Copies ring `from` of the ring map `map` (`XLB_RINGS` or `XLB_RINGS6`)
+/// to a new id `to` (nothing when `from` is absent): the rare path of
+/// [`ExternalVips::adopt_v1`] and `ExternalVips6::adopt_v1`. Its own
+/// function, never inlined, because aya's `get` returns the
+/// [`MaglevTable`] by value (~192 KiB of stack): inlined, the stack probes
+/// of the caller's frame touched those pages of the main thread's stack on
+/// every start, even when no v1 table is pinned, and they stayed resident
+/// (issue 20).
 ///
-/// Errors: `XLB_RINGS` missing from the object or full.
+/// Errors: `map` missing from the object or full.
 #[cold]
 #[inline(never)]
-fn copy_ring(ebpf: &mut Ebpf, from: u32, to: u32) -> anyhow::Result<()> {
-    let mut rings: BpfHashMap<_, u32, MaglevTable> =
-        BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS)?)?;
+pub(crate) fn copy_ring(ebpf: &mut Ebpf, map: &str, from: u32, to: u32) -> anyhow::Result<()> {
+    let mut rings: BpfHashMap<_, u32, MaglevTable> = BpfHashMap::try_from(map_mut(ebpf, map)?)?;
     if let Ok(ring) = rings.get(&from, 0) {
-        rings.insert(to, ring, 0).context("XLB_RINGS is full")?;
+        rings
+            .insert(to, ring, 0)
+            .with_context(|| format!("{map} is full"))?;
     }
     Ok(())
 }
@@ -299,7 +302,7 @@ impl ExternalVips {
                     // being balanced; the old id is freed (and its ring
                     // removed) at the next apply.
                     let id = self.rings.fresh_id();
-                    copy_ring(ebpf, v.ring, id)?;
+                    copy_ring(ebpf, proxy_common::XLB_RINGS, v.ring, id)?;
                     v.ring = id;
                 }
                 self.rings.adopt(XlbVipKey { pad: 0, ..key }, v.ring);
