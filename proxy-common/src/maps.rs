@@ -144,54 +144,6 @@ pub const DENY_V4_SLASH16: &str = "DENY_V4_SLASH16";
 pub const DENY_SLASH16_LONGEST_SHIFT: u32 = 56;
 /// Entries of [`DENY_V4_SLASH16`].
 pub const DENY_SLASH16_ENTRIES: u32 = 1 << 16;
-/// IPv6 deny prefixes summarised by the source's leading bits: array of
-/// [`DENY_V6_SUMMARY_WORDS`] `u64`, a bitmap in three parts that can only
-/// say "maybe": a prefix of length `n` sets, by [`deny_v6_summary_bits`],
-/// for `n < 32` the bit of each /16 it overlaps (words 0..1,024, direct:
-/// bit `top16`), for `32 ≤ n < 48` the bit of its /32 and for `n ≥ 48` the
-/// bit of its /48 (each a 2^20-bit table indexed by
-/// [`deny_v6_summary_hash`] of the leading 32 or 48 bits). IPv6 ipBlocks
-/// are mostly /32 (an allocation), /48 (a site), /56–/64 (a subnet) and
-/// /128 (a host), so a source is tested at the three lengths. When none of
-/// its three bits is set no prefix can contain it and the programs pass it
-/// after three array loads; otherwise the [`DENY_V6`] trie decides (a hash
-/// collision only costs that lookup, no prefix is ever skipped). Used when
-/// [`DenyConfig::v6_mode`] is [`deny_mode::BY_SUMMARY6`]; userspace adds
-/// bits before the prefixes that need them and removes them after.
-pub const DENY_V6_SUMMARY: &str = "DENY_V6_SUMMARY";
-/// Words of [`DENY_V6_SUMMARY`] holding the /16 bitmap (65,536 bits).
-pub const DENY_V6_SUMMARY_WORDS16: u32 = 1 << 10;
-/// Words of each hashed part (/32, /48) of [`DENY_V6_SUMMARY`] (2^20 bits).
-pub const DENY_V6_SUMMARY_HASH_WORDS: u32 = 1 << 14;
-/// Entries of [`DENY_V6_SUMMARY`]: the /16 part, then the /32 part, then
-/// the /48 part.
-pub const DENY_V6_SUMMARY_WORDS: u32 = DENY_V6_SUMMARY_WORDS16 + 2 * DENY_V6_SUMMARY_HASH_WORDS;
-
-/// Bit index (0..2^20) of leading bits `x` in a hashed part of
-/// [`DENY_V6_SUMMARY`]: Fibonacci hashing (multiply by 2^64/φ, keep the top
-/// 20 bits), one 64-bit multiply in BPF.
-#[inline(always)]
-pub const fn deny_v6_summary_hash(x: u64) -> u32 {
-    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 44) as u32
-}
-
-/// The three (word, bit mask) pairs of [`DENY_V6_SUMMARY`] that a source
-/// whose leading 64 bits are `hi` (host order) tests: its /16, /32 and /48.
-#[inline(always)]
-pub const fn deny_v6_summary_bits(hi: u64) -> [(u32, u64); 3] {
-    let top16 = (hi >> 48) as u32;
-    let h32 = deny_v6_summary_hash(hi >> 32);
-    let h48 = deny_v6_summary_hash(hi >> 16);
-    [
-        (top16 >> 6, 1u64 << (top16 & 63)),
-        (DENY_V6_SUMMARY_WORDS16 + (h32 >> 6), 1u64 << (h32 & 63)),
-        (
-            DENY_V6_SUMMARY_WORDS16 + DENY_V6_SUMMARY_HASH_WORDS + (h48 >> 6),
-            1u64 << (h48 & 63),
-        ),
-    ]
-}
-
 /// Drop counters of the deny prefixes: per-CPU array of
 /// [`MAX_DENY_PREFIXES`] `u64` packets, indexed by the tries' values.
 pub const DENY_STATS: &str = "DENY_STATS";
@@ -546,11 +498,18 @@ pub mod deny_mode {
     /// denied). What userspace sets for any non-empty IPv4 list; the
     /// programs read only the summary for IPv4, whatever the mode.
     pub const BY_SLASH16: u32 = 3;
-    /// IPv6 sources are first tested in [`super::DENY_V6_SUMMARY`]; only a
-    /// "maybe" there walks the [`super::DENY_V6`] trie. What userspace sets
-    /// for a non-empty IPv6 list (an older daemon's [`TRIE`] still walks
-    /// the trie for every source, so its entries are never skipped).
+    /// What earlier builds set for a non-empty IPv6 list: sources first
+    /// tested in their "maybe" bitmap ([`crate::DENY_V6_SUMMARY_V1`]), then
+    /// the [`super::DENY_V6`] trie. This build's programs walk the trie.
     pub const BY_SUMMARY6: u32 = 4;
+    /// IPv6 sources are decided by their [`crate::DENY_V6_BUCKETS`]
+    /// (a slot prefix compared in place, the other lengths looked up in
+    /// [`crate::DENY_V6_LEN`]; none: not denied), the [`super::DENY_V6`]
+    /// trie only past
+    /// [`crate::DENY_V6_MAX_HASHED_LENGTHS`] lengths. What userspace sets
+    /// for a non-empty IPv6 list; this build's programs walk the trie for
+    /// [`BY_SUMMARY6`] (an earlier daemon's setting, until the next sync).
+    pub const BY_LENGTH6: u32 = 5;
 }
 
 /// The single entry of [`DENY_CONFIG`].
@@ -561,8 +520,9 @@ pub struct DenyConfig {
     pub v4_lengths: u64,
     /// IPv4 lookup: a [`deny_mode`] value.
     pub v4_mode: u32,
-    /// IPv6 lookup: [`deny_mode::TRIE`], [`deny_mode::BY_SUMMARY6`] or
-    /// [`deny_mode::EMPTY`].
+    /// IPv6 lookup: [`deny_mode::TRIE`], [`deny_mode::BY_LENGTH6`] or
+    /// [`deny_mode::EMPTY`] (an earlier build's [`deny_mode::BY_SUMMARY6`]
+    /// is read as [`deny_mode::TRIE`]).
     pub v6_mode: u32,
 }
 

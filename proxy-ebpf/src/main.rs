@@ -6,6 +6,7 @@
 
 mod connect4;
 mod connect6;
+mod deny6;
 mod inpod;
 mod lb4;
 mod lb6;

@@ -101,11 +101,6 @@ pub static DENY_DST: HashMap<DenyDstKey, u32> =
 #[map(name = "DENY_CONFIG")]
 pub static DENY_CONFIG: Array<DenyConfig> = Array::with_max_entries(1, 0);
 
-/// IPv6 deny prefixes' "maybe" bitmap (`proxy_common::DENY_V6_SUMMARY`).
-#[map(name = "DENY_V6_SUMMARY")]
-pub static DENY_V6_SUMMARY: Array<u64> =
-    Array::with_max_entries(proxy_common::DENY_V6_SUMMARY_WORDS, 0);
-
 /// IPv4 deny prefix lengths per /16 (`proxy_common::DENY_V4_SLASH16`).
 #[map(name = "DENY_V4_SLASH16")]
 pub static DENY_V4_SLASH16: Array<u64> =

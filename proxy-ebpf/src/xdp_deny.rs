@@ -1,6 +1,8 @@
 //! XDP fast drop of sources that an AuthorizationPolicy DENY rule names by
-//! `ipBlocks`/`remoteIpBlocks` (LPM trie lookup on the source address,
-//! IPv4 and IPv6), each drop counted per prefix; and `xdp_drop`, the
+//! `ipBlocks`/`remoteIpBlocks` (IPv4: the source's /16 length summary,
+//! then one exact-length hash per length; IPv6: three buckets compared in
+//! place, then exact-length hashes, [`crate::deny6`]; each family's LPM
+//! trie past a few lengths), each drop counted per prefix; and `xdp_drop`, the
 //! drop-everything and transmit-everything floors `cargo xtask bench xdp`
 //! compares against.
 use aya_ebpf::{
@@ -11,13 +13,10 @@ use aya_ebpf::{
 };
 
 use proxy_common::{
-    deny_mode, deny_v6_summary_bits, DenyConfig, DenyDstKey, DenyV4Key, DENY_MAX_HASHED_LENGTHS, DENY_SCOPED,
+    deny_mode, DenyConfig, DenyDstKey, DenyV4Key, DENY_MAX_HASHED_LENGTHS, DENY_SCOPED,
 };
 
-use crate::maps::{
-    DENY_CONFIG, DENY_DST, DENY_STATS, DENY_V4, DENY_V4_LEN, DENY_V4_SLASH16, DENY_V6,
-    DENY_V6_SUMMARY,
-};
+use crate::maps::{DENY_CONFIG, DENY_DST, DENY_STATS, DENY_V4, DENY_V4_LEN, DENY_V4_SLASH16};
 
 const ETH_LEN: usize = 14;
 
@@ -89,19 +88,14 @@ pub fn denied(ctx: &XdpContext) -> bool {
                     load64(start + ETH_LEN + 16),
                 ]
             };
-            if cfg.v6_mode == deny_mode::BY_SUMMARY6 {
-                // Three array loads decide most packets: no prefix can
-                // contain the source's /48, /32 or /16 (tested in that
-                // order, the first "maybe" going to the trie: /48 and
-                // longer prefixes are the common ones).
-                let [w16, w32, w48] = deny_v6_summary_bits(u64::from_be(words[0]));
-                if !summary_bit(w48) && !summary_bit(w32) && !summary_bit(w16) {
-                    return false;
-                }
-            }
-            // SAFETY: two u64 are 16 bytes in memory order, as loaded.
-            let src: [u8; 16] = unsafe { core::mem::transmute(words) };
-            (DENY_V6.get(Key::new(128, src)).copied(), true)
+            let hit = if cfg.v6_mode == deny_mode::BY_LENGTH6 {
+                crate::deny6::lookup(words)
+            } else {
+                // TRIE, or an earlier daemon's BY_SUMMARY6 until the next
+                // sync: the trie holds every prefix.
+                crate::deny6::trie(words)
+            };
+            (hit, true)
         }
         _ => (None, false),
     };
@@ -117,12 +111,6 @@ pub fn denied(ctx: &XdpContext) -> bool {
         unsafe { *n += 1 };
     }
     true
-}
-
-/// Whether bit `.1` of `DENY_V6_SUMMARY` word `.0` is set.
-#[inline(always)]
-fn summary_bit((word, bit): (u32, u64)) -> bool {
-    DENY_V6_SUMMARY.get(word).copied().unwrap_or(0) & bit != 0
 }
 
 /// TCP flag bits in the header's 14th byte.

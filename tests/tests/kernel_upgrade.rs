@@ -1065,3 +1065,106 @@ fn strait_run_keeps_its_uplink_program_across_a_restart_and_detaches_it_without_
         .unwrap();
     assert!(out.status.success(), "{out:?}");
 }
+
+/// An earlier build's IPv6 deny state — the `DENY_V6` trie, its "maybe"
+/// bitmap `DENY_V6_SUMMARY`, `DENY_CONFIG` naming that bitmap, and no
+/// `DENY_V6_LEN`/`DENY_V6_BUCKETS` — is adopted: the bitmap is unpinned,
+/// the program walks the trie until the first sync, the recovered
+/// prefixes get their buckets, and across a restart of this build the
+/// buckets are reused and a removed prefix leaves none behind.
+#[test]
+fn an_earlier_builds_ipv6_deny_bitmap_is_unpinned_and_its_prefixes_get_buckets() {
+    let Some(_p) = privileged::require(
+        "an_earlier_builds_ipv6_deny_bitmap_is_unpinned_and_its_prefixes_get_buckets",
+    ) else {
+        return;
+    };
+    use proxy_common::{deny_mode, DenyConfig, DenyV6Bucket};
+    let bpffs = TestBpffs::new().unwrap();
+    let node = "upgrade-deny6";
+    let pins = config(bpffs.path(), node).pin_dir();
+    let p = |s: &str, l| (s.parse::<std::net::IpAddr>().unwrap(), l);
+    let site = p("2001:db8:bad::", 48);
+    let host = p("2001:db8:5::7", 128);
+    {
+        let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
+        dp.set_deny_sources(&[site, host]).unwrap();
+    }
+    // Made to look like the earlier build's pins.
+    for name in [proxy_common::DENY_V6_LEN, proxy_common::DENY_V6_BUCKETS] {
+        std::fs::remove_file(pins.join(name)).unwrap();
+    }
+    let summary = pins.join(proxy_common::DENY_V6_SUMMARY_V1);
+    drop(pin_raw_map(&summary, 2, 4, 8, 33_792));
+    {
+        let mut cfg: aya::maps::Array<_, DenyConfig> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(
+                aya::maps::MapData::from_pin(pins.join(proxy_common::DENY_CONFIG)).unwrap(),
+            ))
+            .unwrap();
+        let mut c = cfg.get(&0, 0).unwrap();
+        c.v6_mode = deny_mode::BY_SUMMARY6;
+        cfg.set(0, c, 0).unwrap();
+    }
+    let frame = |src: &str| {
+        let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x86, 0xdd];
+        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
+        f.extend_from_slice(&src.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        f.extend_from_slice(&"fd00::5".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        f.extend_from_slice(&[
+            0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff,
+        ]);
+        f.extend_from_slice(&[0, 0, 0, 0]);
+        f
+    };
+    let verdict = |dp: &mut Datapath, src: &str| {
+        let prog: &aya::programs::Xdp = dp
+            .ebpf_mut()
+            .program("xdp_deny")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        strait_tests::xdp::run(prog, &frame(src)).0
+    };
+    let buckets = |pins: &Path| -> usize {
+        let a: aya::maps::Array<_, DenyV6Bucket> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(
+                aya::maps::MapData::from_pin(pins.join(proxy_common::DENY_V6_BUCKETS)).unwrap(),
+            ))
+            .unwrap();
+        a.iter()
+            .filter(|b| *b.as_ref().unwrap() != DenyV6Bucket::default())
+            .count()
+    };
+
+    let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
+    strait::datapath::load_xdp_deny(dp.ebpf_mut()).unwrap();
+    assert!(
+        !summary.exists(),
+        "the earlier build's bitmap is still pinned"
+    );
+    // Before any sync: the earlier mode, read as "walk the trie".
+    assert_eq!(verdict(&mut dp, "2001:db8:bad::9"), 1);
+    assert_eq!(verdict(&mut dp, "2001:db8:5::7"), 1);
+    assert_eq!(verdict(&mut dp, "2001:db8:5::8"), 2);
+    // The recovered prefixes already have their buckets.
+    assert_eq!(buckets(&pins), 2);
+    dp.set_deny_sources(&[site, host]).unwrap();
+    assert_eq!(verdict(&mut dp, "2001:db8:bad::9"), 1);
+    assert_eq!(verdict(&mut dp, "2001:db8:5::7"), 1);
+    assert_eq!(verdict(&mut dp, "2001:db8:bae::9"), 2);
+    drop(dp);
+
+    // A restart of this build: buckets reused; the host removed.
+    let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
+    strait::datapath::load_xdp_deny(dp.ebpf_mut()).unwrap();
+    assert_eq!(buckets(&pins), 2);
+    assert_eq!(verdict(&mut dp, "2001:db8:5::7"), 1);
+    dp.set_deny_sources(&[site]).unwrap();
+    assert_eq!(buckets(&pins), 1);
+    assert_eq!(verdict(&mut dp, "2001:db8:5::7"), 2);
+    assert_eq!(verdict(&mut dp, "2001:db8:bad::9"), 1);
+    let drops = dp.deny_drops();
+    assert_eq!(drops, vec![(site, 3)], "{drops:?}");
+    dp.cleanup().unwrap();
+}

@@ -355,16 +355,16 @@ fn xdp_deny_scoped_prefixes_drop_only_syns_to_protected_workloads() {
 }
 
 #[test]
-fn xdp_deny_v6_summary_passes_misses_and_never_hides_a_prefix() {
-    let Some(_p) =
-        privileged::require("xdp_deny_v6_summary_passes_misses_and_never_hides_a_prefix")
+fn xdp_deny_v6_buckets_pass_misses_and_never_hide_a_prefix() {
+    let Some(_p) = privileged::require("xdp_deny_v6_buckets_pass_misses_and_never_hide_a_prefix")
     else {
         return;
     };
     let mut ebpf = strait::datapath::load().unwrap();
     strait::datapath::load_xdp_deny(&mut ebpf).unwrap();
     // What an older daemon left: `DENY_V6` filled, `DENY_CONFIG` zeroed
-    // (walk the trie), `DENY_V6_SUMMARY` empty (new to this build).
+    // (walk the trie), `DENY_V6_LEN` and `DENY_V6_BUCKETS` empty (new to
+    // this build).
     {
         let mut trie: aya::maps::LpmTrie<_, [u8; 16], u32> =
             aya::maps::LpmTrie::try_from(ebpf.map_mut("DENY_V6").unwrap()).unwrap();
@@ -378,17 +378,17 @@ fn xdp_deny_v6_summary_passes_misses_and_never_hides_a_prefix() {
     let prog: &aya::programs::Xdp = ebpf.program("xdp_deny").unwrap().try_into().unwrap();
     assert_eq!(run(prog, &udp6_frame(v6("2001:db8:bad::9"))).0, XDP_DROP);
     let mut deny = strait::datapath::DenyTries::take(&mut ebpf).unwrap();
-    // Adopted: the summary is made to cover the recovered prefix before
-    // the next sync switches the program to it.
+    // Adopted: the buckets are made to hold the recovered prefix before
+    // the next sync switches the program to them.
     deny.recover().unwrap();
     let p = |s: &str, l| (s.parse::<std::net::IpAddr>().unwrap(), l);
     deny.sync(&[p("2001:db8:bad::", 48)]).unwrap();
     let prog: &aya::programs::Xdp = ebpf.program("xdp_deny").unwrap().try_into().unwrap();
     assert_eq!(run(prog, &udp6_frame(v6("2001:db8:bad::9"))).0, XDP_DROP);
 
-    // A /32, a /10 (shorter than the summary's /16: 64 /16s marked), a
-    // /56 (its /48 marked: the rest of that /48 is a "maybe" the trie
-    // answers) and a /128.
+    // A /32, a /10 (shorter than the /16 buckets: in 64 of them), a /56
+    // (in its /48's bucket: the rest of that /48 misses the slot) and a
+    // /128.
     let report = deny
         .sync(&[
             p("2001:db9::", 32),

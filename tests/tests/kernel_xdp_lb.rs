@@ -728,3 +728,43 @@ fn xdp_lb_finds_every_vip_of_a_full_table_and_forgets_removed_ones() {
     assert!(e.contains("exceed"), "{e}");
     assert_eq!(run(prog(&ebpf), &to(0, 80)).0, XDP_TX);
 }
+
+/// The balancer sends no IPv4-in-IPv6 yet (issue 19's 4in6 bullet), so an
+/// IPv4 VIP whose endpoints are all on nodes without an IPv4 address (the
+/// snapshot counts them `unplaced`) fails closed: the daemon warns, the
+/// VIP is in the table without a node, and its packets are dropped and
+/// counted — never tunnelled, never passed to this node's stack.
+#[test]
+fn an_ipv4_vip_whose_endpoints_are_all_on_ipv6_only_nodes_is_dropped_and_counted() {
+    let Some(_p) = privileged::require(
+        "an_ipv4_vip_whose_endpoints_are_all_on_ipv6_only_nodes_is_dropped_and_counted",
+    ) else {
+        return;
+    };
+    let svc = strait_config::snapshot::ExternalL4Service {
+        host: "front.web.svc.cluster.local".into(),
+        vip: Ipv4Addr::from(VIP).into(),
+        port: 80,
+        protocol: L4Protocol::Tcp,
+        nodes: vec![],
+        unplaced: 2,
+    };
+    let (list, warnings) = strait::datapath::external_vips(&[svc]);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert!(list[0].reals.is_empty(), "{list:?}");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("2 endpoint(s) left out of the XDP ring")
+            && warnings[0].contains("no IPv4 node address"),
+        "{warnings:?}"
+    );
+    let mut ebpf = setup();
+    let r = ExternalVips::new().apply(&mut ebpf, &list).unwrap();
+    assert_eq!((r.vips, r.without_reals), (1, 1), "{r:?}");
+    for flags in [0x02, 0x10] {
+        let frame = tcp_frame([192, 0, 2, 1], 40000, 80, flags);
+        assert_eq!(run(prog(&ebpf), &frame).0, XDP_DROP, "flags {flags:#x}");
+    }
+    let s = strait::datapath::xlb_stats(&ebpf).unwrap();
+    assert_eq!((s.no_real_dropped, s.packets), (2, 0), "{s:?}");
+}

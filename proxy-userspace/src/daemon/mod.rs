@@ -22,6 +22,7 @@ pub mod lock;
 pub mod outbound_guard;
 pub mod pods;
 pub mod preflight;
+mod priority;
 pub mod privs;
 pub mod sink;
 pub mod state;
@@ -572,6 +573,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("strait-reload".into())
         .spawn(move || {
+            priority::lower_this_thread();
             let _runtime = runtime.enter();
             let _source = source_guard;
             let mut enrollment = enrollment;

@@ -208,6 +208,7 @@ impl Datapath {
         let want = layout::expected(super::EBPF_OBJECT)?;
         // Decided for every map before any is touched.
         let plan = layout::plan(&pin_dir, &want, config.reset_maps)?;
+        super::xdp::unpin_v1_summary(&pin_dir)?;
         for name in layout::unknown_pins(&pin_dir) {
             tracing::warn!(
                 pin = %pin_dir.join(&name).display(),

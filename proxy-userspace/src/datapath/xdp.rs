@@ -69,6 +69,25 @@ pub fn deny_source(
     Ok(())
 }
 
+/// Unpins the IPv6 "maybe" bitmap earlier builds pinned under `pin_dir`
+/// ([`proxy_common::DENY_V6_SUMMARY_V1`]), if any: this build decides IPv6
+/// sources from `DENY_V6_BUCKETS`, rebuilt from the `DENY_V6` trie when the
+/// deny tries are recovered. A program of the earlier build still attached
+/// keeps its map until it is replaced; this build's programs walk the trie
+/// until the first sync (the earlier daemon's `DENY_CONFIG` mode is read as
+/// [`deny_mode::TRIE`]). Returns whether a pin was removed.
+///
+/// Errors: the pin exists and cannot be removed.
+pub(super) fn unpin_v1_summary(pin_dir: &std::path::Path) -> anyhow::Result<bool> {
+    let path = pin_dir.join(proxy_common::DENY_V6_SUMMARY_V1);
+    if !path.exists() {
+        return Ok(false);
+    }
+    std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+    tracing::info!(pin = %path.display(), "unpinned an earlier build's IPv6 deny bitmap (superseded by DENY_V6_BUCKETS)");
+    Ok(true)
+}
+
 /// A source prefix: address and prefix length. IPv4-mapped IPv6 prefixes
 /// (`::ffff:a.b.c.d/96+n`) are stored as IPv4 `/n`.
 pub type SourcePrefix = (IpAddr, u8);
@@ -135,21 +154,24 @@ pub enum DenyScope {
 /// (most traffic), else do one hash lookup per length in it, longest first
 /// (`DENY_CONFIG` says so: [`deny_mode::BY_SLASH16`]).
 ///
-/// IPv6 prefixes are summarised in the bitmap `DENY_V6_SUMMARY` (the
-/// source's /16, /32 and /48; [`proxy_common::DENY_V6_SUMMARY`]): a source
-/// none of whose three bits is set passes without the trie walk
-/// ([`deny_mode::BY_SUMMARY6`]); a set bit only means "maybe".
+/// IPv6 prefixes are likewise kept by exact (length, address) in
+/// `DENY_V6_LEN` and placed in `DENY_V6_BUCKETS` by the /48, /32 or /16
+/// they fall in ([`proxy_common::deny6`], [`super::deny6`]): a source whose
+/// three buckets are empty passes after three array loads; a bucket's
+/// longest prefix is compared in place, its other lengths cost one hash
+/// lookup each, longest first, the `DENY_V6` trie only past
+/// [`proxy_common::DENY_V6_MAX_HASHED_LENGTHS`] lookups
+/// ([`deny_mode::BY_LENGTH6`]).
 pub struct DenyTries {
     v4: LpmTrie<MapData, u32, u32>,
     v4_len: BpfHashMap<MapData, DenyV4Key, u32>,
     slash16: Array<MapData, u64>,
     /// Non-zero `DENY_V4_SLASH16` entries as written.
     slash16_written: HashMap<u32, u64>,
-    /// The IPv6 "maybe" bitmap (`DENY_V6_SUMMARY`).
-    summary6: Array<MapData, u64>,
-    /// Non-zero `DENY_V6_SUMMARY` words as written.
-    summary6_written: HashMap<u32, u64>,
     v6: LpmTrie<MapData, [u8; 16], u32>,
+    /// IPv6 prefixes by exact (length, address) and their buckets
+    /// (`DENY_V6_LEN`, `DENY_V6_BUCKETS`).
+    v6x: super::deny6::Buckets6,
     dst: BpfHashMap<MapData, DenyDstKey, u32>,
     config: Array<MapData, DenyConfig>,
     stats: PerCpuArray<MapData, u64>,
@@ -202,10 +224,11 @@ fn contains(outer: &SourcePrefix, inner: &SourcePrefix) -> bool {
 
 impl DenyTries {
     /// Takes `DENY_V4`, `DENY_V4_LEN`, `DENY_V4_SLASH16`, `DENY_V6`,
-    /// `DENY_V6_SUMMARY`,
+    /// `DENY_V6_LEN`, `DENY_V6_BUCKETS`,
     /// `DENY_DST`, `DENY_CONFIG` and `DENY_STATS` out of `ebpf` (after
     /// loading the programs that use them).
     pub fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        let v6x = super::deny6::Buckets6::take(ebpf)?;
         let mut take = |name: &str| {
             ebpf.take_map(name)
                 .with_context(|| format!("map {name} missing from the eBPF object"))
@@ -215,9 +238,8 @@ impl DenyTries {
             v4_len: BpfHashMap::try_from(take(proxy_common::DENY_V4_LEN)?)?,
             slash16: Array::try_from(take(proxy_common::DENY_V4_SLASH16)?)?,
             slash16_written: HashMap::new(),
-            summary6: Array::try_from(take(proxy_common::DENY_V6_SUMMARY)?)?,
-            summary6_written: HashMap::new(),
             v6: LpmTrie::try_from(take(proxy_common::DENY_V6)?)?,
+            v6x,
             dst: BpfHashMap::try_from(take(proxy_common::DENY_DST)?)?,
             config: Array::try_from(take(proxy_common::DENY_CONFIG)?)?,
             stats: PerCpuArray::try_from(take(proxy_common::DENY_STATS)?)?,
@@ -273,26 +295,13 @@ impl DenyTries {
                 self.slash16_written.insert(i, union);
             }
         }
-        // Likewise the IPv6 bitmap (new to this build when an older daemon
-        // filled `DENY_V6`: its `DENY_CONFIG` still says walk the trie
-        // until the next sync, and by then every bit is set).
-        self.summary6_written.clear();
-        for i in 0..proxy_common::DENY_V6_SUMMARY_WORDS {
-            let v = self
-                .summary6
-                .get(&i, 0)
-                .context("reading DENY_V6_SUMMARY")?;
-            if v != 0 {
-                self.summary6_written.insert(i, v);
-            }
-        }
-        for (i, bits) in v6_summary(self.counters.keys()) {
-            let old = self.summary6_written.get(&i).copied().unwrap_or(0);
-            if bits & !old != 0 {
-                self.summary6.set(i, old | bits, 0)?;
-                self.summary6_written.insert(i, old | bits);
-            }
-        }
+        // IPv6: the exact-length entries and buckets of every recovered
+        // prefix (new to this build when an earlier one filled only
+        // `DENY_V6`: its `DENY_CONFIG` still says walk the trie until the
+        // next sync).
+        self.v6x
+            .recover(self.counters.iter().map(|(p, (_, v))| (p, *v)))
+            .context("recovering the IPv6 deny buckets")?;
         Ok(())
     }
 
@@ -386,6 +395,7 @@ impl DenyTries {
                     let _ = self.v4_len.remove(&v4_len_key(a, len));
                 }
                 (IpAddr::V6(a), len) => {
+                    self.v6x.remove(a, len);
                     let _ = self.v6.remove(&Key::new(len as u32, a.octets()));
                 }
             }
@@ -431,14 +441,8 @@ impl DenyTries {
                 self.slash16_written.insert(i, old | bits);
             }
         }
-        let summary6 = v6_summary(self.counters.keys());
-        for (&i, &bits) in &summary6 {
-            let old = self.summary6_written.get(&i).copied().unwrap_or(0);
-            if bits & !old != 0 {
-                self.summary6.set(i, old | bits, 0)?;
-                self.summary6_written.insert(i, old | bits);
-            }
-        }
+        let buckets6 = super::deny6::buckets(self.counters.iter().map(|(p, (_, v))| (p, *v)));
+        self.v6x.prepare(&buckets6)?;
         // Destinations before the trie values that send lookups to them;
         // stale destinations after.
         for k in dst_want.difference(&self.destinations) {
@@ -454,10 +458,12 @@ impl DenyTries {
                         .insert(v4_len_key(a, len), value, 0)
                         .context("DENY_V4_LEN is full")?;
                 }
-                (IpAddr::V6(a), len) => self
-                    .v6
-                    .insert(&Key::new(len as u32, a.octets()), value, 0)
-                    .context("DENY_V6 is full")?,
+                (IpAddr::V6(a), len) => {
+                    self.v6
+                        .insert(&Key::new(len as u32, a.octets()), value, 0)
+                        .context("DENY_V6 is full")?;
+                    self.v6x.insert(a, len, value)?;
+                }
             }
         }
         for k in self.destinations.difference(&dst_want) {
@@ -478,20 +484,7 @@ impl DenyTries {
                 self.slash16_written.insert(i, bits);
             }
         }
-        let stale6: Vec<(u32, u64)> = self
-            .summary6_written
-            .iter()
-            .filter(|(i, bits)| summary6.get(i) != Some(bits))
-            .map(|(i, _)| (*i, summary6.get(i).copied().unwrap_or(0)))
-            .collect();
-        for (i, bits) in stale6 {
-            self.summary6.set(i, bits, 0)?;
-            if bits == 0 {
-                self.summary6_written.remove(&i);
-            } else {
-                self.summary6_written.insert(i, bits);
-            }
-        }
+        self.v6x.finish(&buckets6)?;
         // Entries first, then the lookup mode that may use them.
         let v4_lengths = self
             .counters
@@ -504,7 +497,7 @@ impl DenyTries {
             deny_mode::BY_SLASH16
         };
         let v6_mode = if self.counters.keys().any(|p| p.0.is_ipv6()) {
-            deny_mode::BY_SUMMARY6
+            deny_mode::BY_LENGTH6
         } else {
             deny_mode::EMPTY
         };
@@ -525,14 +518,14 @@ impl DenyTries {
     }
 
     /// Makes the programs walk the `DENY_V6` trie for every IPv6 source,
-    /// ignoring `DENY_V6_SUMMARY` ([`deny_mode::TRIE`], what a daemon
-    /// before the summary wrote) until the next sync: the same verdicts,
-    /// for A/B measurements (`bench-xdp --deny6-trie`).
+    /// ignoring `DENY_V6_BUCKETS` and `DENY_V6_LEN` ([`deny_mode::TRIE`])
+    /// until the next sync: the same verdicts, for A/B measurements
+    /// (`bench-xdp --deny6-trie`).
     ///
     /// Errors: `DENY_CONFIG` cannot be read or written.
     pub fn walk_v6_trie_always(&mut self) -> anyhow::Result<()> {
         let mut cfg = self.config.get(&0, 0).context("reading DENY_CONFIG")?;
-        if cfg.v6_mode == deny_mode::BY_SUMMARY6 {
+        if cfg.v6_mode == deny_mode::BY_LENGTH6 {
             cfg.v6_mode = deny_mode::TRIE;
             self.config.set(0, cfg, 0)?;
         }
@@ -578,32 +571,6 @@ fn slash16_summary<'a>(prefixes: impl Iterator<Item = &'a SourcePrefix>) -> Hash
     out
 }
 
-/// The `DENY_V6_SUMMARY` words `prefixes` need (word index → bits): an
-/// IPv6 prefix shorter than /32 sets the /16 bit of every /16 it overlaps,
-/// one of /32–/47 the hashed bit of its /32, a longer one that of its /48
-/// ([`proxy_common::deny_v6_summary_bits`] names the bits a source tests).
-fn v6_summary<'a>(prefixes: impl Iterator<Item = &'a SourcePrefix>) -> HashMap<u32, u64> {
-    let mut out: HashMap<u32, u64> = HashMap::new();
-    for (addr, len) in prefixes {
-        let IpAddr::V6(a) = addr else { continue };
-        let hi = (u128::from(*a) >> 64) as u64;
-        let [w16, w32, w48] = proxy_common::deny_v6_summary_bits(hi);
-        if *len >= 48 {
-            *out.entry(w48.0).or_default() |= w48.1;
-        } else if *len >= 32 {
-            *out.entry(w32.0).or_default() |= w32.1;
-        } else if *len >= 16 {
-            *out.entry(w16.0).or_default() |= w16.1;
-        } else {
-            let first = (hi >> 48) as u32;
-            for top16 in first..first + (1u32 << (16 - len)) {
-                *out.entry(top16 >> 6).or_default() |= 1u64 << (top16 & 63);
-            }
-        }
-    }
-    out
-}
-
 /// A `DENY_V4_SLASH16` entry from its length bits (the longest added).
 fn slash16_entry(lengths: u64) -> u64 {
     let lengths = lengths & ((1 << 33) - 1);
@@ -637,58 +604,6 @@ mod tests {
         let all = slash16_summary([p("0.0.0.0", 0)].iter());
         assert_eq!(all.len(), 65_536);
         assert_eq!(all[&0xffff], 1);
-    }
-
-    /// Whether the summary says "maybe" for `src` (what the program tests).
-    fn maybe(s: &HashMap<u32, u64>, src: &str) -> bool {
-        let hi = (u128::from(src.parse::<Ipv6Addr>().unwrap()) >> 64) as u64;
-        proxy_common::deny_v6_summary_bits(hi)
-            .iter()
-            .any(|(w, bit)| s.get(w).copied().unwrap_or(0) & bit != 0)
-    }
-
-    #[test]
-    fn the_v6_summary_says_maybe_for_every_source_a_prefix_contains() {
-        let p = |s: &str, l| (s.parse::<IpAddr>().unwrap(), l);
-        let s = v6_summary(
-            [
-                p("2001:db8:bad::", 48),
-                p("2001:db8:5::7", 128),
-                p("2001:db9::", 32),
-                p("2a00::", 12),
-                p("3000::", 20),
-                p("192.0.2.0", 24),
-            ]
-            .iter(),
-        );
-        for src in [
-            "2001:db8:bad::1",
-            "2001:db8:bad:ffff::9",
-            "2001:db8:5::7",
-            "2001:db9:1234::1",
-            "2a00::1",
-            "2a0f:ffff::1",
-            "3000:fff::1",
-        ] {
-            assert!(maybe(&s, src), "{src}");
-        }
-        // Neighbours outside every prefix: definite misses (these fall in
-        // no bit the list set).
-        for src in [
-            "2001:db8:bae::1",
-            "2001:db7::1",
-            "2a10::1",
-            "3001::1",
-            "fd00::1",
-        ] {
-            assert!(!maybe(&s, src), "{src}");
-        }
-        // A /12 sets 16 /16 bits; the IPv4 prefix none.
-        let ones: u32 = s.values().map(|w| w.count_ones()).sum();
-        assert_eq!(ones, 1 + 1 + 1 + 16 + 1);
-        let all = v6_summary([p("::", 0)].iter());
-        assert_eq!(all.len(), proxy_common::DENY_V6_SUMMARY_WORDS16 as usize);
-        assert!(all.values().all(|w| *w == u64::MAX));
     }
 
     #[test]

@@ -126,6 +126,28 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::ma
         .with_context(|| format!("map {name} missing from the eBPF object"))
 }
 
+/// Copies ring `from` of the ring map `map` (`XLB_RINGS` or `XLB_RINGS6`)
+/// to a new id `to` (nothing when `from` is absent): the rare path of
+/// [`ExternalVips::adopt_v1`] and `ExternalVips6::adopt_v1`. Its own
+/// function, never inlined, because aya's `get` returns the
+/// [`MaglevTable`] by value (~192 KiB of stack): inlined, the stack probes
+/// of the caller's frame touched those pages of the main thread's stack on
+/// every start, even when no v1 table is pinned, and they stayed resident
+/// (issue 20).
+///
+/// Errors: `map` missing from the object or full.
+#[cold]
+#[inline(never)]
+pub(crate) fn copy_ring(ebpf: &mut Ebpf, map: &str, from: u32, to: u32) -> anyhow::Result<()> {
+    let mut rings: BpfHashMap<_, u32, MaglevTable> = BpfHashMap::try_from(map_mut(ebpf, map)?)?;
+    if let Ok(ring) = rings.get(&from, 0) {
+        rings
+            .insert(to, ring, 0)
+            .with_context(|| format!("{map} is full"))?;
+    }
+    Ok(())
+}
+
 /// Loads the uplink program (`xdp_lb`: deny tries, then the external VIP
 /// balancer) of an object from [`super::load`], not attached.
 pub fn load_xdp_lb(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
@@ -280,11 +302,7 @@ impl ExternalVips {
                     // being balanced; the old id is freed (and its ring
                     // removed) at the next apply.
                     let id = self.rings.fresh_id();
-                    let mut rings: BpfHashMap<_, u32, MaglevTable> =
-                        BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS)?)?;
-                    if let Ok(ring) = rings.get(&v.ring, 0) {
-                        rings.insert(id, ring, 0).context("XLB_RINGS is full")?;
-                    }
+                    copy_ring(ebpf, proxy_common::XLB_RINGS, v.ring, id)?;
                     v.ring = id;
                 }
                 self.rings.adopt(XlbVipKey { pad: 0, ..key }, v.ring);

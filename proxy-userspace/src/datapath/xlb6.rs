@@ -267,11 +267,7 @@ impl ExternalVips6 {
                     // being balanced; the old id is freed (and its ring
                     // removed) at the next apply.
                     let id = self.rings.fresh_id();
-                    let mut rings: BpfHashMap<_, u32, MaglevTable> =
-                        BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS6)?)?;
-                    if let Ok(ring) = rings.get(&v.ring, 0) {
-                        rings.insert(id, ring, 0).context("XLB_RINGS6 is full")?;
-                    }
+                    super::xlb::copy_ring(ebpf, proxy_common::XLB_RINGS6, v.ring, id)?;
                     v.ring = id;
                 }
                 self.rings.adopt(XlbVipKey6 { pad: 0, ..key }, v.ring);

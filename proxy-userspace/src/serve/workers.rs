@@ -82,9 +82,7 @@ impl Workers {
         for i in 0..n.max(1) {
             let l = listener.try_clone()?;
             let l2 = second.as_ref().map(|l| l.try_clone()).transpose()?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let rt = worker_runtime()?;
             handles.push(rt.handle().clone());
             let (shared, orig, stop) = (shared.clone(), orig.clone(), stop_rx.clone());
             let t = std::thread::Builder::new()
@@ -133,6 +131,21 @@ impl Workers {
             let _ = t.join();
         }
     }
+}
+
+/// One worker's runtime: single-threaded, with the I/O and timer drivers
+/// only. Not `enable_all`: the signal and child-process drivers would sit
+/// under every park of the worker (a self-pipe in its epoll set and an
+/// orphan-reaping pass before each sleep) although no proxy path waits on
+/// a signal or a child; the daemon's own runtime keeps them (issue 20:
+/// per-request cost of going idle at low rates).
+///
+/// Errors: the runtime's epoll instance or timer cannot be created.
+fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
 }
 
 /// Binds a listening socket for [`Workers`] as tokio's `TcpListener::bind`

@@ -21,12 +21,13 @@
 //! `bench-xdp [--repeat N] [--runs R] [--cpu C] [--deny-prefixes N] [--only TEXT] [--single-calls N] [--deny6-trie]`
 //! (`--only`: run only the cases whose name contains TEXT; `--single-calls
 //! 0`: no single runs; both for profiling one case with `perf`;
-//! `--deny6-trie`: IPv6 sources walk the `DENY_V6` trie without the
-//! `DENY_V6_SUMMARY` bitmap first, as before it existed, for A/B runs)
+//! `--deny6-trie`: IPv6 sources walk the `DENY_V6` trie for every source
+//! instead of their `DENY_V6_BUCKETS` and `DENY_V6_LEN`, for A/B runs)
 //!
 //! Every case has an IPv4 and an IPv6 form where the program has both:
 //! the IPv6 balancer (ip6ip6, 40-byte tunnel header, `XLB_*6` tables, the
-//! LPM deny trie `DENY_V6` holding 1,000 /48 prefixes) is measured the same
+//! IPv6 deny tables holding 1,000 /48 prefixes and one /128 in the first of
+//! them) is measured the same
 //! way as the IPv4 one.
 //!
 //! Prints one JSON object per case: `{"case", "family", "program",
@@ -261,6 +262,7 @@ fn main() -> anyhow::Result<()> {
                 ),
             ]
         })
+        .chain([(IpAddr::V6("2001:db8:100::1".parse()?), 128)])
         .collect();
     deny.sync(&prefixes)?;
     if deny6_trie {
@@ -297,6 +299,9 @@ fn main() -> anyhow::Result<()> {
         f
     };
     let denied6: [u8; 16] = Ipv6Addr::from((0x2001_0db8_0100u128 + 9) << 80 | 9).octets();
+    // In the /48 whose bucket's slot holds the /128 2001:db8:100::1: the
+    // slot misses, the /48 is found in `DENY_V6_LEN`.
+    let denied6_listed: [u8; 16] = "2001:db8:100::9".parse::<Ipv6Addr>()?.octets();
     let client6: [u8; 16] = "2001:db8:99::1".parse::<Ipv6Addr>()?.octets();
     // ip6ip6 to this node, inner destination not a VIP: the IPv6
     // decapsulation path up to the VIP check, without rewriting.
@@ -309,7 +314,7 @@ fn main() -> anyhow::Result<()> {
         "fd00::1".parse::<Ipv6Addr>()?.octets(),
         "fd00::1:1".parse::<Ipv6Addr>()?.octets(),
     );
-    let cases: [(&str, &str, Vec<u8>, u32); 12] = [
+    let cases: [(&str, &str, Vec<u8>, u32); 13] = [
         (
             "uplink: IPIP, inner not a VIP (decapsulation checks)",
             "xdp_lb",
@@ -359,9 +364,15 @@ fn main() -> anyhow::Result<()> {
             2,
         ),
         (
-            "IPv6 deny: source in one of 1,000 /48 prefixes (LPM trie)",
+            "IPv6 deny: source in one of 1,000 /48 prefixes",
             "xdp_deny",
             tcp_frame6(denied6, VIP6, 0x10),
+            1,
+        ),
+        (
+            "IPv6 deny: source in a /48 beside a /128 (slot miss, one hash lookup)",
+            "xdp_deny",
+            tcp_frame6(denied6_listed, VIP6, 0x10),
             1,
         ),
         (
