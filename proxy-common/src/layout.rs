@@ -20,7 +20,7 @@ use crate::{deny6::*, maps::*, maps6::*, xlb::*, xlb6::*};
 /// their counters, and the external VIP balancer's tables (IPv4 and IPv6) — above all its
 /// connection table [`XLB_CONNS`], so flows keep their node across a
 /// restart.
-pub const PINNED_XDP_MAPS: [&str; 20] = [
+pub const PINNED_XDP_MAPS: [&str; 21] = [
     DENY_V4,
     DENY_V6,
     DENY_V6_LEN,
@@ -33,6 +33,7 @@ pub const PINNED_XDP_MAPS: [&str; 20] = [
     XLB_VIPS,
     XLB_RINGS,
     XLB_REALS,
+    XLB_REALS_4IN6,
     XLB_CONNS,
     XLB_CONFIG,
     XLB_STATS,

@@ -10,10 +10,14 @@
 //! [`flow_position`] into the VIP's Maglev ring in [`XLB_RINGS`]; the packet
 //! is then wrapped in an outer IPv4 header (IPIP, protocol 4) to the real's
 //! address and transmitted back out of the same interface (`XDP_TX`) to the
-//! gateway MAC in [`XLB_CONFIG`]. The real's own `xdp_lb` strips the outer
-//! header of IPIP packets to a VIP (Katran's `xdpdecap`; no `ipip` module
-//! needed) and the node answers the client directly from the VIP (direct
-//! server return).
+//! gateway MAC in [`XLB_CONFIG`]. A real may also be an IPv6 node (flag
+//! [`XLB_REAL_IPV6`], address in [`XLB_REALS_4IN6`]): the packet is then
+//! wrapped in an outer IPv6 header (next header 4, Katran's 4in6
+//! `encap_v6(..., is_ipv6 = false)`) and sent to the IPv6 gateway MAC of
+//! [`crate::XLB_CONFIG6`]. The real's own `xdp_lb` strips the outer
+//! header of IPIP / 4in6 packets to a VIP (Katran's `xdpdecap`; no `ipip`
+//! or `ip6_tunnel` module needed) and the node answers the client directly
+//! from the VIP (direct server return).
 
 use crate::maglev::fmix64;
 
@@ -32,6 +36,10 @@ pub const XLB_VIPS_V1: &str = "XLB_VIPS";
 pub const XLB_RINGS: &str = "XLB_RINGS";
 /// Reals (node addresses): array of [`MAX_XLB_REALS`] [`XlbReal`].
 pub const XLB_REALS: &str = "XLB_REALS";
+/// IPv6 addresses of the IPv4 VIPs' IPv6 reals (4in6): array of
+/// [`MAX_XLB_REALS`] [`crate::XlbReal6`], same index as [`XLB_REALS`],
+/// read only for an entry flagged [`XLB_REAL_IPV6`].
+pub const XLB_REALS_4IN6: &str = "XLB_REALS4IN6";
 /// Connection table: [`XlbFlow`] → [`XlbConn`], an LRU hash created with
 /// `BPF_F_NO_COMMON_LRU` (one LRU list per CPU, Katran's per-CPU LRU).
 pub const XLB_CONNS: &str = "XLB_CONNS";
@@ -58,8 +66,15 @@ pub const MAX_XLB_CONNS: u32 = 262_144;
 /// [`XlbVip::ring`] of an address marker: the entry `{vip, 0, 0}` that
 /// says "this address is a VIP" for packets without ports (fragments).
 pub const XLB_ADDRESS_ONLY: u32 = u32::MAX;
-/// TTL of the outer IPIP header (Katran's `DEFAULT_TTL`).
+/// TTL of the outer IPIP header, hop limit of the outer IPv6 header
+/// (Katran's `DEFAULT_TTL`).
 pub const XLB_OUTER_TTL: u8 = 64;
+/// [`XlbReal::flags`] bit: the real is an IPv6 node (Katran's `F_IPV6`);
+/// its address is entry [`XLB_REALS_4IN6`] of the same index and
+/// [`XlbReal::ip`] is 0 (so a build without 4in6 reads the entry as
+/// unused and drops the flow's packets rather than tunnel them to a
+/// wrong address).
+pub const XLB_REAL_IPV6: u32 = 1;
 
 /// Key of a VIP entry. `port` and `proto` 0 is the address marker.
 #[repr(C)]
@@ -134,14 +149,14 @@ pub struct XlbVip {
 }
 
 /// Value of [`XLB_REALS`]: a node the VIPs' traffic is tunnelled to.
+/// All zero for an unused index (a connection table entry pointing at it
+/// is ignored and the flow is hashed again).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct XlbReal {
-    /// Node IPv4 address, network byte order; 0 for an unused index (a
-    /// connection table entry pointing at it is ignored and the flow is
-    /// hashed again).
+    /// Node IPv4 address, network byte order; 0 for an IPv6 real.
     pub ip: u32,
-    /// Reserved; 0.
+    /// 0 for an IPv4 real, [`XLB_REAL_IPV6`] for an IPv6 one.
     pub flags: u32,
 }
 
@@ -179,8 +194,9 @@ pub struct XlbConn {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct XlbConfig {
     /// Outer source address of the IPIP header (this node's uplink
-    /// address), network byte order. 0: the balancer is off and every
-    /// packet passes.
+    /// address), network byte order. 0: the IPv4 balancer is off and every
+    /// IPv4 packet passes. (4in6 takes its outer source and gateway from
+    /// [`crate::XlbConfig6`].)
     pub src_ip: u32,
     /// Destination MAC of tunnelled frames (the uplink's gateway, Katran's
     /// `default_mac`).
@@ -212,9 +228,25 @@ pub struct XlbStats {
     pub no_real_dropped: u64,
     /// Packets whose tunnelled size would exceed 65535 bytes, dropped.
     pub too_big_dropped: u64,
-    /// IPIP packets to a VIP received by this node as a real, decapsulated
-    /// and passed up the stack.
+    /// IPIP (and 4in6, ip6ip6) packets to a VIP received by this node as
+    /// a real, decapsulated and passed up the stack.
     pub decapsulated: u64,
+}
+
+/// Outer IPv6 source of a 4in6 packet of `flow` (Katran's
+/// `create_encap_ipv6_src`): the first 96 bits of `prefix` (this node's
+/// uplink IPv6 address, [`crate::XlbConfig6::src_ip`]; Katran uses a fixed
+/// prefix) and as the last 32 the client address XOR its port
+/// (`src ^ port16[0]`, both as on the wire), so routers hashing the outer
+/// header (ECMP, RSS on the real) spread flows.
+pub const fn source_4in6(prefix: [u8; 16], flow: &XlbFlow) -> [u8; 16] {
+    let suffix = (flow.src ^ flow.sport as u32).to_ne_bytes();
+    let mut out = prefix;
+    out[12] = suffix[0];
+    out[13] = suffix[1];
+    out[14] = suffix[2];
+    out[15] = suffix[3];
+    out
 }
 
 /// Position of `flow` in a Maglev ring of `size` entries: MurmurHash3's

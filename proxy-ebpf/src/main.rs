@@ -20,6 +20,7 @@ mod tcp_stats;
 mod udp;
 mod xdp_deny;
 mod xdp_lb;
+mod xdp_lb46;
 mod xdp_lb6;
 
 #[cfg(not(test))]

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use proxy_common::{
     Backend, BackendKey, ClientKey, DenyConfig, DenyDstKey, DenyV4Key, MaglevTable, OrigDst,
     ProxyConfig, RevNatKey, ServiceKey, ServiceStats, ServiceValue, SockNat, TcpStats, TcpStatsEntry,
-    TcpStatsKey, Workload, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbStats, XlbVipBucket,
+    TcpStatsKey, Workload, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbReal6, XlbStats, XlbVipBucket,
 };
 
 /// `BPF_F_NO_PREALLOC`: entries are allocated on insert, so large or
@@ -129,6 +129,12 @@ pub static XLB_RINGS: HashMap<u32, MaglevTable> =
 /// Real index → node address.
 #[map(name = "XLB_REALS")]
 pub static XLB_REALS: Array<XlbReal> = Array::with_max_entries(proxy_common::MAX_XLB_REALS, 0);
+
+/// Real index → IPv6 address of an IPv4 VIP's IPv6 real (4in6), read when
+/// the `XLB_REALS` entry is flagged `XLB_REAL_IPV6`.
+#[map(name = "XLB_REALS4IN6")]
+pub static XLB_REALS_4IN6: Array<XlbReal6> =
+    Array::with_max_entries(proxy_common::MAX_XLB_REALS, 0);
 
 /// Flow → real, LRU per CPU.
 #[map(name = "XLB_CONNS")]

@@ -1,6 +1,7 @@
 //! XDP load balancer for external VIPs (Katran's `balancer_kern.c` design;
 //! see `proxy_common::xlb` for the maps): deny check, VIP lookup, sticky
-//! flow table, Maglev ring, IPIP encapsulation, `XDP_TX`.
+//! flow table, Maglev ring, IPIP encapsulation (4in6 to an IPv6 real,
+//! `xdp_lb46.rs`), `XDP_TX`.
 //!
 //! Packets not to a VIP pass untouched. Packets to a VIP that cannot be
 //! balanced safely are dropped and counted: IP options or a bad length
@@ -17,8 +18,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use proxy_common::{
-    flow_position, proto, vip_buckets, XlbConfig, XlbConn, XlbFlow, XlbStats, XlbVipBucket,
-    MAGLEV_TABLE_SIZE, XLB_ADDRESS_ONLY, XLB_OUTER_TTL, XLB_VIP_BUCKET_SLOTS, XLB_VIP_USED,
+    flow_position, proto, vip_buckets, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbStats, XlbVipBucket,
+    MAGLEV_TABLE_SIZE, XLB_ADDRESS_ONLY, XLB_OUTER_TTL, XLB_REAL_IPV6, XLB_VIP_BUCKET_SLOTS,
+    XLB_VIP_USED,
 };
 
 use crate::maps::{XLB_CONFIG, XLB_CONNS, XLB_REALS, XLB_RINGS, XLB_STATS, XLB_VIPS};
@@ -65,7 +67,7 @@ pub fn xdp_lb_bench(ctx: XdpContext) -> u32 {
         // SAFETY: d + 14 <= data_end (checked).
         let outer6 = unsafe { load16(d + 12) } == crate::xdp_lb6::ETH_P_IPV6;
         return if outer6 {
-            undo_tunnel::<{ crate::xdp_lb6::IP6_LEN }>(&ctx, verdict)
+            crate::xdp_lb46::undo_tunnel6(&ctx, verdict)
         } else {
             undo_tunnel::<IP_LEN>(&ctx, verdict)
         };
@@ -77,7 +79,7 @@ pub fn xdp_lb_bench(ctx: XdpContext) -> u32 {
 /// the outer header and the head advanced by `LEN`. Returns `verdict`, or
 /// `XDP_DROP` if the frame is too short or the head cannot move.
 #[inline(always)]
-fn undo_tunnel<const LEN: usize>(ctx: &XdpContext, verdict: u32) -> u32 {
+pub(crate) fn undo_tunnel<const LEN: usize>(ctx: &XdpContext, verdict: u32) -> u32 {
     let d = ctx.data();
     if d + ETH_LEN + LEN > ctx.data_end() {
         return XDP_DROP;
@@ -140,7 +142,7 @@ fn decapsulate(ctx: &XdpContext, vihl: u8, frags: [u8; 2]) -> u32 {
 
 /// Which counter a drop or forward bumps.
 #[derive(Clone, Copy)]
-enum Count {
+pub(crate) enum Count {
     Malformed,
     Fragment,
     NoReal,
@@ -148,13 +150,13 @@ enum Count {
 }
 
 #[inline(always)]
-fn stats() -> Option<&'static mut XlbStats> {
+pub(crate) fn stats() -> Option<&'static mut XlbStats> {
     // SAFETY: per-CPU value, no concurrent writer on this CPU.
     XLB_STATS.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
 #[inline(always)]
-fn drop_counted(c: Count) -> u32 {
+pub(crate) fn drop_counted(c: Count) -> u32 {
     if let Some(s) = stats() {
         match c {
             Count::Malformed => s.malformed_dropped += 1,
@@ -394,7 +396,8 @@ fn icmp(
     forward(ctx, cfg, ring, flow.flow(), false, false, tot_len)
 }
 
-/// Picks the flow's real and tunnels the packet to it.
+/// Picks the flow's real and tunnels the packet to it: IPIP to an IPv4
+/// real, 4in6 ([`crate::xdp_lb46`]) to an IPv6 one.
 #[inline(always)]
 fn forward(
     ctx: &XdpContext,
@@ -408,24 +411,39 @@ fn forward(
     if ring == XLB_ADDRESS_ONLY {
         return drop_counted(Count::NoReal);
     }
-    let Some(real_ip) = pick(ring, flow, syn, remember) else {
+    let Some((index, real)) = pick(ring, flow, syn, remember) else {
         return drop_counted(Count::NoReal);
     };
-    encapsulate(ctx, cfg, real_ip, tot_len)
+    if (real >> 32) as u32 & XLB_REAL_IPV6 != 0 {
+        return crate::xdp_lb46::encapsulate_4in6(ctx, index, flow, tot_len);
+    }
+    encapsulate(ctx, cfg, real as u32, tot_len)
 }
 
-/// The real's address for `flow`: the flow table's entry unless `syn` (a
-/// new connection) or its real was removed, else the Maglev ring's
-/// (recorded when `remember`).
+/// The `XLB_REALS` entry at `index` as one word (`ip` low, `flags` high);
+/// 0 when unused or out of range.
 #[inline(always)]
-fn pick(ring: u32, flow: &XlbFlow, syn: bool, remember: bool) -> Option<u32> {
+fn real_word(index: u32) -> u64 {
+    const _: () = assert!(core::mem::size_of::<XlbReal>() == 8);
+    match XLB_REALS.get_ptr(index) {
+        // SAFETY: an 8-byte, 4-aligned map value (array values are
+        // 8-aligned), every bit pattern valid.
+        Some(r) => unsafe { *(r as *const u64) },
+        None => 0,
+    }
+}
+
+/// The real for `flow` as its index and [`real_word`]: the flow table's
+/// entry unless `syn` (a new connection) or its real was removed, else
+/// the Maglev ring's (recorded when `remember`).
+#[inline(always)]
+fn pick(ring: u32, flow: &XlbFlow, syn: bool, remember: bool) -> Option<(u32, u64)> {
     if !syn {
         // SAFETY: copied out at once.
         if let Some(c) = unsafe { XLB_CONNS.get(flow) }.copied() {
-            if let Some(real) = XLB_REALS.get(c.real) {
-                if real.ip != 0 {
-                    return Some(real.ip);
-                }
+            let real = real_word(c.real);
+            if real != 0 {
+                return Some((c.real, real));
             }
         }
     }
@@ -440,11 +458,10 @@ fn pick(ring: u32, flow: &XlbFlow, syn: bool, remember: bool) -> Option<u32> {
     }
     // SAFETY: `table` points at a live map value; `pos` is in bounds.
     let index = unsafe { *(*table).slots.as_ptr().add(pos as usize) };
-    let real = XLB_REALS.get(index)?;
-    if real.ip == 0 {
+    let real = real_word(index);
+    if real == 0 {
         return None;
     }
-    let ip = real.ip;
     if let Some(s) = stats() {
         s.new_flows += 1;
     }
@@ -458,7 +475,7 @@ fn pick(ring: u32, flow: &XlbFlow, syn: bool, remember: bool) -> Option<u32> {
             0,
         );
     }
-    Some(ip)
+    Some((index, real))
 }
 
 /// Prepends an outer IPv4 header (IPIP) from `cfg.src_ip` to `real_ip` and
@@ -532,7 +549,7 @@ fn encapsulate(ctx: &XdpContext, cfg: &XlbConfig, real_ip: u32, tot_len: usize) 
 /// # Safety
 /// `p + 2` must be at or below `data_end` (checked by the caller).
 #[inline(always)]
-unsafe fn store16(p: usize, v: u16) {
+pub(crate) unsafe fn store16(p: usize, v: u16) {
     // SAFETY: in bounds (caller); unaligned packet stores are allowed.
     unsafe { core::ptr::write_volatile(p as *mut u16, v) }
 }
@@ -542,7 +559,7 @@ unsafe fn store16(p: usize, v: u16) {
 /// # Safety
 /// `p + 4` must be at or below `data_end` (checked by the caller).
 #[inline(always)]
-unsafe fn store32(p: usize, v: u32) {
+pub(crate) unsafe fn store32(p: usize, v: u32) {
     // SAFETY: as `store16`.
     unsafe { core::ptr::write_volatile(p as *mut u32, v) }
 }
@@ -552,7 +569,7 @@ unsafe fn store32(p: usize, v: u32) {
 /// # Safety
 /// `p + 8` must be at or below `data_end` (checked by the caller).
 #[inline(always)]
-unsafe fn store64(p: usize, v: u64) {
+pub(crate) unsafe fn store64(p: usize, v: u64) {
     // SAFETY: as `store16`.
     unsafe { core::ptr::write_volatile(p as *mut u64, v) }
 }

@@ -27,6 +27,41 @@ pub fn eth(ether_type: [u8; 2]) -> Vec<u8> {
     f
 }
 
+/// Internet checksum of `bytes` (RFC 1071), computed here independently of
+/// the program.
+pub fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in bytes.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An IPv4 header (no options, id 0x1234, TTL 61) with a correct checksum;
+/// `frags` is the flags/fragment-offset field.
+pub fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload_len: usize, frags: u16) -> Vec<u8> {
+    let tot = (20 + payload_len) as u16;
+    let mut h = vec![0x45, 0, (tot >> 8) as u8, tot as u8, 0x12, 0x34];
+    h.extend_from_slice(&frags.to_be_bytes());
+    h.extend_from_slice(&[61, proto, 0, 0]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    let c = checksum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h
+}
+
+/// Ethernet + IPv4 + `l4` from `src` to `dst` (protocol `proto`).
+pub fn frame(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut f = eth([0x08, 0x00]);
+    f.extend(ipv4(src, dst, proto, l4.len(), 0));
+    f.extend_from_slice(l4);
+    f
+}
+
 /// A TCP segment header (sequence 1, data offset 5, window 0xffff,
 /// checksum 0) with `flags` (SYN = 0x02, ACK = 0x10) and payload.
 pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
@@ -234,7 +269,8 @@ pub fn for_each_mutation(
 /// a SYN then an ACK of one flow) checks the same verdict and counters
 /// (one packet tunnelled, none decapsulated, a new flow only for the SYN)
 /// and that it hands back the client's packet (the tunnel header, 20 or
-/// 40 bytes, taken off; the Ethernet header as `xdp_lb` wrote it), so a
+/// 40 bytes, taken off; the MAC addresses as `xdp_lb` wrote them, the
+/// client's EtherType), so a
 /// repetition balances the same packet again rather than something
 /// cheaper; for each of `untouched` (frames `xdp_lb` does not tunnel),
 /// the same verdict and output as `xdp_lb`.
@@ -268,7 +304,12 @@ pub fn bench_program_balances_like_xdp_lb(
         assert_eq!(after.decapsulated, before.decapsulated);
         // A SYN takes the ring; the ACK that follows is a flow table hit.
         assert_eq!(after.new_flows - before.new_flows, u64::from(syn));
-        assert_eq!(&out[..14], &out_lb[..14], "xdp_lb's Ethernet header");
+        assert_eq!(&out[..12], &out_lb[..12], "xdp_lb's MAC addresses");
+        assert_eq!(
+            &out[12..14],
+            &f[12..14],
+            "the client's EtherType (IPv4 after 4in6)"
+        );
         assert_eq!(&out[14..], &f[14..], "the client's packet, byte for byte");
     }
     for f in untouched {

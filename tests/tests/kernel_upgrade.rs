@@ -619,7 +619,7 @@ fn external_vip_tables_and_flows_are_kept_across_a_restart() {
         vip: Ipv4Addr::new(198, 51, 100, 9),
         port: 443,
         protocol: L4Protocol::Tcp,
-        reals,
+        reals: reals.into_iter().map(|(a, w)| (a.into(), w)).collect(),
     };
     let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
     dp.set_external_vips(&[vip(vec![(a, 1), (b, 1)])]).unwrap();
@@ -753,7 +753,7 @@ fn an_earlier_builds_vip_hash_map_is_copied_into_the_vip_table_and_unpinned() {
             vip: Ipv4Addr::new(198, 51, 100, 9),
             port: 443,
             protocol: L4Protocol::Tcp,
-            reals: vec![(Ipv4Addr::new(10, 80, 0, 1), 1)],
+            reals: vec![(Ipv4Addr::new(10, 80, 0, 1).into(), 1)],
         }])
         .unwrap();
     assert_eq!((r.vips, r.without_reals), (1, 0), "{r:?}");

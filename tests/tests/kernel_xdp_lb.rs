@@ -7,47 +7,13 @@ use std::net::Ipv4Addr;
 use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig};
 use strait_tests::privileged;
 use strait_tests::xdp::{
-    bench_program_balances_like_xdp_lb, eth, for_each_mutation, prog, run,
+    bench_program_balances_like_xdp_lb, checksum, eth, for_each_mutation, frame, ipv4, prog, run,
     spreads_flows_and_keeps_them_when_reals_change, tcp, udp, LbFamily, GW_MAC, XDP_DROP, XDP_PASS,
     XDP_TX,
 };
 
 const VIP: [u8; 4] = [198, 51, 100, 10];
 const LB_SRC: [u8; 4] = [10, 0, 0, 1];
-
-/// Internet checksum of `bytes` (RFC 1071), computed here independently of
-/// the program.
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for c in bytes.chunks(2) {
-        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// An IPv4 header (no options) with a correct checksum.
-fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload_len: usize, frags: u16) -> Vec<u8> {
-    let tot = (20 + payload_len) as u16;
-    let mut h = vec![0x45, 0, (tot >> 8) as u8, tot as u8, 0x12, 0x34];
-    h.extend_from_slice(&frags.to_be_bytes());
-    h.extend_from_slice(&[61, proto, 0, 0]);
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    let c = checksum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h
-}
-
-/// Ethernet + IPv4 + `l4` from `src` to `dst`.
-fn frame(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
-    let mut f = eth([0x08, 0x00]);
-    f.extend(ipv4(src, dst, proto, l4.len(), 0));
-    f.extend_from_slice(l4);
-    f
-}
 
 fn tcp_frame(src: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     frame(src, VIP, 6, &tcp(sport, dport, flags, b"hello"))
@@ -93,7 +59,7 @@ fn vip(port: u16, protocol: L4Protocol, reals: &[([u8; 4], u32)]) -> ExternalVip
         protocol,
         reals: reals
             .iter()
-            .map(|(a, w)| (Ipv4Addr::from(*a), *w))
+            .map(|(a, w)| (Ipv4Addr::from(*a).into(), *w))
             .collect(),
     }
 }
@@ -687,7 +653,7 @@ fn xdp_lb_finds_every_vip_of_a_full_table_and_forgets_removed_ones() {
             vip: addr(i),
             port: 80,
             protocol: L4Protocol::Tcp,
-            reals: vec![(Ipv4Addr::from(real), 1)],
+            reals: vec![(Ipv4Addr::from(real).into(), 1)],
         })
         .collect();
     let mut vips = ExternalVips::new();
@@ -729,11 +695,13 @@ fn xdp_lb_finds_every_vip_of_a_full_table_and_forgets_removed_ones() {
     assert_eq!(run(prog(&ebpf), &to(0, 80)).0, XDP_TX);
 }
 
-/// The balancer sends no IPv4-in-IPv6 yet (issue 19's 4in6 bullet), so an
-/// IPv4 VIP whose endpoints are all on nodes without an IPv4 address (the
-/// snapshot counts them `unplaced`) fails closed: the daemon warns, the
-/// VIP is in the table without a node, and its packets are dropped and
-/// counted — never tunnelled, never passed to this node's stack.
+/// What stays unsupported of an IPv4 VIP on IPv6-only nodes: a balancer
+/// node whose uplink has no IPv6 address cannot send 4in6 (see
+/// `kernel_xdp_lb46`), so such nodes are left out of the ring with a
+/// warning (what `Datapath::apply_external_services` does when
+/// `ipv6_uplink` is false); with all endpoints there the VIP fails closed:
+/// in the table without a node, its packets dropped and counted — never
+/// tunnelled, never passed to this node's stack.
 #[test]
 fn an_ipv4_vip_whose_endpoints_are_all_on_ipv6_only_nodes_is_dropped_and_counted() {
     let Some(_p) = privileged::require(
@@ -746,19 +714,29 @@ fn an_ipv4_vip_whose_endpoints_are_all_on_ipv6_only_nodes_is_dropped_and_counted
         vip: Ipv4Addr::from(VIP).into(),
         port: 80,
         protocol: L4Protocol::Tcp,
-        nodes: vec![],
-        unplaced: 2,
+        nodes: vec![
+            ("fd00::11".parse().unwrap(), 1),
+            ("fd00::12".parse().unwrap(), 1),
+        ],
+        unplaced: 0,
     };
-    let (list, warnings) = strait::datapath::external_vips(&[svc]);
+    let (mut list, warnings) = strait::datapath::external_vips(&[svc]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(list[0].reals.len(), 2, "4in6 reals: {list:?}");
+    let mut ebpf = setup();
+    assert!(
+        !strait::datapath::ipv6_uplink(&ebpf).unwrap(),
+        "setup configures no IPv6 uplink"
+    );
+    let warnings = strait::datapath::without_ipv6_reals(&mut list);
     assert_eq!(list.len(), 1, "{list:?}");
     assert!(list[0].reals.is_empty(), "{list:?}");
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0].contains("2 endpoint(s) left out of the XDP ring")
-            && warnings[0].contains("no IPv4 node address"),
+        warnings[0].contains("2 IPv6-only node(s) left out of the XDP ring")
+            && warnings[0].contains("--xdp-source6"),
         "{warnings:?}"
     );
-    let mut ebpf = setup();
     let r = ExternalVips::new().apply(&mut ebpf, &list).unwrap();
     assert_eq!((r.vips, r.without_reals), (1, 1), "{r:?}");
     for flags in [0x02, 0x10] {

@@ -63,7 +63,7 @@ fn vip(reals: Vec<(Ipv4Addr, u32)>) -> ExternalVip {
         vip: VIP,
         port: PORT,
         protocol: L4Protocol::Tcp,
-        reals,
+        reals: reals.into_iter().map(|(a, w)| (a.into(), w)).collect(),
     }
 }
 

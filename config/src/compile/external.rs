@@ -81,7 +81,13 @@ pub(crate) fn build(idx: &Index<'_>, snap: &MeshSnapshot) -> Vec<ExternalL4Servi
                 let mut nodes: BTreeMap<IpAddr, u32> = BTreeMap::new();
                 let mut unplaced = 0;
                 for (addrs, healthy) in &endpoints {
-                    match addrs.iter().find(|a| a.is_ipv4() == vip.is_ipv4()) {
+                    // The node's address of the VIP's family; for an IPv4
+                    // VIP on a node without IPv4, its IPv6 one (4in6, as
+                    // Katran keys each real by its own family). IPv6 VIPs
+                    // are not sent to IPv4-only nodes (6in4 is not built).
+                    let same = addrs.iter().find(|a| a.is_ipv4() == vip.is_ipv4());
+                    let node = same.or_else(|| addrs.iter().find(|_| vip.is_ipv4()));
+                    match node {
                         Some(node) => *nodes.entry(*node).or_default() += u32::from(*healthy),
                         None if !addrs.is_empty() => unplaced += 1,
                         None => {}

@@ -99,15 +99,18 @@ pub struct ExternalL4Service {
     /// Transport protocol.
     pub protocol: L4Protocol,
     /// Nodes hosting endpoints of the port, by node address of the VIP's
-    /// family (the Pods' `status.hostIPs`, else `status.hostIP`), sorted,
+    /// family (the Pods' `status.hostIPs`, else `status.hostIP`; for an
+    /// IPv4 VIP, a node without an IPv4 address by its IPv6 one: 4in6),
+    /// sorted,
     /// with weight = the node's ready endpoints (0: only endpoints not
     /// ready or terminating, drained: established flows stay, new ones go
     /// elsewhere). Endpoints without a known node address are not
     /// reachable this way and left out.
     pub nodes: Vec<(IpAddr, u32)>,
     /// Endpoints left out because their Pod lists node addresses, none of
-    /// the VIP's family (e.g. an IPv6 VIP whose Pods' `status.hostIPs`
-    /// hold only IPv4): the daemon warns about them.
+    /// the VIP's family, for an IPv6 VIP (its Pods' `status.hostIPs` hold
+    /// only IPv4; 6in4 is not built): the daemon warns about them. Always
+    /// 0 for an IPv4 VIP.
     #[serde(default)]
     pub unplaced: u32,
 }

@@ -838,7 +838,9 @@ impl Datapath {
     /// Makes the XDP balancer's tables hold the external VIPs of `snap`
     /// (Services' `externalIPs` and `status.loadBalancer.ingress`, spread
     /// over the nodes hosting their endpoints by node address of the VIP's
-    /// family: IPIP for IPv4, ip6ip6 for IPv6): only VIPs whose nodes or
+    /// family: IPIP for IPv4, ip6ip6 for IPv6; an IPv4 VIP's IPv6-only
+    /// nodes over 4in6 when the uplink has an IPv6 source, else left out
+    /// with a warning): only VIPs whose nodes or
     /// weights changed get a new ring. Endpoints without a node address of
     /// their VIP's family are left out (logged, naming the Service).
     /// Balanced only once [`Self::attach_uplink`] has attached the
@@ -849,7 +851,10 @@ impl Datapath {
     /// are written even when the IPv4 ones fail, and the first error is
     /// returned). The report sums both families.
     pub fn apply_external_services(&mut self, snap: &MeshSnapshot) -> anyhow::Result<XlbReport> {
-        let (vips, skipped) = xlb::external_vips(&snap.external);
+        let (mut vips, mut skipped) = xlb::external_vips(&snap.external);
+        if !xlb::ipv6_uplink(&self.ebpf)? {
+            skipped.extend(xlb::without_ipv6_reals(&mut vips));
+        }
         let (vips6, skipped6) = super::xlb6::external_vips6(&snap.external);
         for s in skipped.iter().chain(&skipped6) {
             tracing::warn!("{s}");

@@ -9,8 +9,14 @@
 //! keeps its index while any VIP lists it (a drained real, weight 0, keeps
 //! its established flows); once no VIP lists it, its entry is cleared and
 //! flows pinned to it are hashed again onto the current ring.
+//!
+//! A real of an IPv4 VIP may be an IPv6 node (4in6, Katran's reals keyed
+//! by their own family): its `XLB_REALS` entry is flagged
+//! [`XLB_REAL_IPV6`] and its address is the same index of
+//! [`proxy_common::XLB_REALS_4IN6`]; the ring names it by its address text
+//! like any real.
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Context;
 use aya::{
@@ -19,8 +25,8 @@ use aya::{
     Ebpf,
 };
 use proxy_common::{
-    ipv4_to_be, port_to_be, proto, MaglevTable, XlbConfig, XlbReal, XlbStats, XlbVip, XlbVipBucket,
-    XlbVipKey, MAX_XLB_REALS, MAX_XLB_VIPS, XLB_ADDRESS_ONLY,
+    ipv4_to_be, port_to_be, proto, MaglevTable, XlbConfig, XlbConfig6, XlbReal, XlbReal6, XlbStats,
+    XlbVip, XlbVipBucket, XlbVipKey, MAX_XLB_REALS, MAX_XLB_VIPS, XLB_ADDRESS_ONLY, XLB_REAL_IPV6,
 };
 use strait_config::snapshot::L4Protocol;
 
@@ -40,29 +46,32 @@ pub struct ExternalVip {
     /// Nodes hosting the service's endpoints, with weights (e.g. the number
     /// of ready endpoints on the node); weight 0 drains a node: no new
     /// flows, established ones stay. No real with weight > 0: packets to the
-    /// VIP are dropped and counted (`no_real_dropped`), as Katran does.
-    pub reals: Vec<(Ipv4Addr, u32)>,
+    /// VIP are dropped and counted (`no_real_dropped`), as Katran does. An
+    /// IPv4 node is reached over IPIP, an IPv6 node over 4in6 (outer IPv6
+    /// source and gateway MAC from [`super::configure_uplink6`]: without
+    /// them its flows are dropped and counted as `no_real_dropped`).
+    pub reals: Vec<(IpAddr, u32)>,
 }
 
 /// The XDP balancer's IPv4 entries of a snapshot's external services
-/// ([`strait_config::snapshot::ExternalL4Service`]): IPv4 VIPs with IPv4
-/// node addresses (IPv4-in-IPv4). IPv6 VIPs are left to
-/// [`super::external_vips6`]; an IPv4 VIP's endpoints without an IPv4 node
-/// address are named in the second list.
+/// ([`strait_config::snapshot::ExternalL4Service`]): IPv4 VIPs with their
+/// nodes' addresses as compiled (IPv4, else IPv6: 4in6). IPv6 VIPs are
+/// left to [`super::external_vips6`]; an IPv4 VIP's endpoints without a
+/// node address are named in the second list.
 pub fn external_vips(
     services: &[strait_config::snapshot::ExternalL4Service],
 ) -> (Vec<ExternalVip>, Vec<String>) {
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     let v4 = |a| match a {
-        std::net::IpAddr::V4(a) => Some(a),
-        std::net::IpAddr::V6(_) => None,
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
     };
-    for (s, vip, reals, unplaced) in family_entries(services, v4) {
+    for (s, vip, reals, unplaced) in family_entries(services, v4, Some) {
         if unplaced > 0 {
             skipped.push(format!(
                 "Service {} external VIP {vip}:{}: {unplaced} endpoint(s) left out of the XDP ring: \
-                 their Pods' status.hostIP/hostIPs list no IPv4 node address",
+                 their Pods' status.hostIP/hostIPs list no node address",
                 s.host, s.port
             ));
         }
@@ -74,6 +83,42 @@ pub fn external_vips(
         });
     }
     (out, skipped)
+}
+
+/// Removes the IPv6 reals (4in6) from `vips`, for a node whose uplink
+/// has no IPv6 source (see [`ipv6_uplink`]): their flows would only be
+/// dropped, while the VIP's IPv4 reals can serve them. Returns a warning
+/// per VIP that lost reals (the VIP without any real left drops its
+/// packets, counted as `no_real_dropped`).
+pub fn without_ipv6_reals(vips: &mut [ExternalVip]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for v in vips {
+        let before = v.reals.len();
+        v.reals.retain(|(a, _)| a.is_ipv4());
+        if v.reals.len() < before {
+            warnings.push(format!(
+                "external VIP {}:{}/{:?}: {} IPv6-only node(s) left out of the XDP ring: the uplink \
+                 has no IPv6 address for 4in6 (set --xdp-source6)",
+                v.vip,
+                v.port,
+                v.protocol,
+                before - v.reals.len()
+            ));
+        }
+    }
+    warnings
+}
+
+/// Whether the uplink program has an IPv6 outer source (`XLB_CONFIG6`),
+/// which 4in6 needs besides ip6ip6.
+///
+/// Errors: the map is missing or cannot be read.
+pub fn ipv6_uplink(ebpf: &Ebpf) -> anyhow::Result<bool> {
+    let a: Array<_, XlbConfig6> = Array::try_from(
+        ebpf.map(proxy_common::XLB_CONFIG6)
+            .context("map XLB_CONFIG6 missing from the eBPF object")?,
+    )?;
+    Ok(a.get(&0, 0)?.src_ip != [0; 16])
 }
 
 /// How tunnelled packets leave the uplink.
@@ -103,8 +148,8 @@ const FIRST_RING: u32 = 1;
 
 /// The XDP balancer's tables, as last written.
 pub struct ExternalVips {
-    reals: Reals<Ipv4Addr>,
-    rings: Rings<XlbVipKey, Ipv4Addr>,
+    reals: Reals<IpAddr>,
+    rings: Rings<XlbVipKey, IpAddr>,
     markers: HashSet<u32>,
     /// The VIP table as written.
     table: VipTable<V4>,
@@ -207,6 +252,20 @@ pub fn xlb_stats(ebpf: &Ebpf) -> anyhow::Result<XlbStats> {
     Ok(sum)
 }
 
+/// The `XLB_REALS` entry of real `a`.
+fn real_entry(a: IpAddr) -> XlbReal {
+    match a {
+        IpAddr::V4(a) => XlbReal {
+            ip: ipv4_to_be(u32::from(a)),
+            flags: 0,
+        },
+        IpAddr::V6(_) => XlbReal {
+            ip: 0,
+            flags: XLB_REAL_IPV6,
+        },
+    }
+}
+
 fn vip_key(v: &ExternalVip) -> XlbVipKey {
     XlbVipKey {
         vip: ipv4_to_be(u32::from(v.vip)),
@@ -241,9 +300,14 @@ impl ExternalVips {
         let table: Array<_, XlbVipBucket> = Array::try_from(map(proxy_common::XLB_VIPS)?)?;
         out.table = VipTable::read(&table)?;
         let reals: Array<_, XlbReal> = Array::try_from(map(proxy_common::XLB_REALS)?)?;
-        out.reals = Reals::recover(reals.iter().map(|r| {
+        let reals6: Array<_, XlbReal6> = Array::try_from(map(proxy_common::XLB_REALS_4IN6)?)?;
+        out.reals = Reals::recover(reals.iter().zip(reals6.iter()).map(|(r, r6)| {
             let r = r.context("reading XLB_REALS")?;
-            Ok((r.ip != 0).then(|| Ipv4Addr::from(u32::from_be(r.ip))))
+            if r.flags & XLB_REAL_IPV6 != 0 {
+                let r6 = r6.context("reading XLB_REALS4IN6")?;
+                return Ok((r6.ip != [0; 16]).then(|| IpAddr::from(r6.ip)));
+            }
+            Ok((r.ip != 0).then(|| Ipv4Addr::from(u32::from_be(r.ip)).into()))
         }))?;
         let mut ids = HashMap::new();
         for (k, v) in out.table.entries() {
@@ -341,17 +405,26 @@ impl ExternalVips {
                 )
             },
         )?;
-        // Reals first, so rings never name an index without an address.
+        // Reals first, so rings never name an index without an address;
+        // an IPv6 real's address before its flagged entry.
         {
+            let mut new = Vec::new();
+            self.reals.add(&listed, MAX_XLB_REALS, "reals", |i, a| {
+                new.push((i, a));
+                Ok(())
+            })?;
+            let mut reals6: Array<_, XlbReal6> =
+                Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS_4IN6)?)?;
+            for (i, a) in &new {
+                if let IpAddr::V6(a) = a {
+                    reals6.set(*i, XlbReal6 { ip: a.octets() }, 0)?;
+                }
+            }
             let mut reals: Array<_, XlbReal> =
                 Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS)?)?;
-            self.reals.add(&listed, MAX_XLB_REALS, "reals", |i, a| {
-                let real = XlbReal {
-                    ip: ipv4_to_be(u32::from(a)),
-                    flags: 0,
-                };
-                Ok(reals.set(i, real, 0)?)
-            })?;
+            for (i, a) in new {
+                reals.set(i, real_entry(a), 0)?;
+            }
         }
         let mut report = XlbReport::default();
         {

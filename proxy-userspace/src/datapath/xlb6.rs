@@ -95,7 +95,7 @@ pub fn external_vips6(
         std::net::IpAddr::V6(a) => Some(a),
         std::net::IpAddr::V4(_) => None,
     };
-    for (s, vip, reals, unplaced) in family_entries(services, v6) {
+    for (s, vip, reals, unplaced) in family_entries(services, v6, v6) {
         if unplaced > 0 {
             warnings.push(format!(
                 "Service {} external VIP [{vip}]:{}: {unplaced} endpoint(s) left out of the XDP ring: \

@@ -16,19 +16,21 @@ use proxy_common::{MaglevTable, MAGLEV_TABLE_SIZE};
 use strait_config::snapshot::ExternalL4Service;
 
 /// A service of `services` whose VIP is of one family (`pick` returns the
-/// address for it), with its nodes of that family and weights, and how many
-/// of its endpoints have no node address of that family (its `unplaced`
-/// plus nodes of the other family): the caller warns when that is > 0.
-pub(crate) fn family_entries<A: Copy>(
+/// address for it), with its nodes `real` accepts (IPv6: IPv6 nodes; IPv4:
+/// IPv4 nodes and, for 4in6, IPv6 ones) and weights, and how many of its
+/// endpoints have no node address `real` accepts (its `unplaced` plus
+/// the nodes `real` refuses): the caller warns when that is > 0.
+pub(crate) fn family_entries<A: Copy, R: Copy>(
     services: &[ExternalL4Service],
     pick: fn(IpAddr) -> Option<A>,
-) -> impl Iterator<Item = (&ExternalL4Service, A, Vec<(A, u32)>, usize)> {
+    real: fn(IpAddr) -> Option<R>,
+) -> impl Iterator<Item = (&ExternalL4Service, A, Vec<(R, u32)>, usize)> {
     services.iter().filter_map(move |s| {
         let vip = pick(s.vip)?;
-        let reals: Vec<(A, u32)> = s
+        let reals: Vec<(R, u32)> = s
             .nodes
             .iter()
-            .filter_map(|(a, w)| pick(*a).map(|a| (a, *w)))
+            .filter_map(|(a, w)| real(*a).map(|a| (a, *w)))
             .collect();
         let unplaced = s.unplaced as usize + s.nodes.len() - reals.len();
         Some((s, vip, reals, unplaced))
@@ -526,7 +528,7 @@ pub(crate) mod tests {
             IpAddr::V4(a) => Some(a),
             IpAddr::V6(_) => None,
         };
-        let got: Vec<_> = family_entries(&services, v4)
+        let got: Vec<_> = family_entries(&services, v4, v4)
             .map(|(s, vip, reals, unplaced)| (s.port, vip, reals, unplaced))
             .collect();
         assert_eq!(

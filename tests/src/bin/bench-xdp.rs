@@ -212,7 +212,7 @@ fn main() -> anyhow::Result<()> {
     // 100 reals behind each VIP; 1,000 deny prefixes per family (so the
     // LB's deny check is a miss in a populated table).
     let reals = (0..100u32)
-        .map(|i| (Ipv4Addr::from(0x0a01_0000 + i + 1), 1))
+        .map(|i| (Ipv4Addr::from(0x0a01_0000 + i + 1).into(), 1))
         .collect();
     ExternalVips::new().apply(
         &mut ebpf,
