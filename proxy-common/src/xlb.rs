@@ -233,22 +233,6 @@ pub struct XlbStats {
     pub decapsulated: u64,
 }
 
-/// Outer IPv6 source of a 4in6 packet of `flow` (Katran's
-/// `create_encap_ipv6_src`): the first 96 bits of `prefix` (this node's
-/// uplink IPv6 address, [`crate::XlbConfig6::src_ip`]; Katran uses a fixed
-/// prefix) and as the last 32 the client address XOR its port
-/// (`src ^ port16[0]`, both as on the wire), so routers hashing the outer
-/// header (ECMP, RSS on the real) spread flows.
-pub const fn source_4in6(prefix: [u8; 16], flow: &XlbFlow) -> [u8; 16] {
-    let suffix = (flow.src ^ flow.sport as u32).to_ne_bytes();
-    let mut out = prefix;
-    out[12] = suffix[0];
-    out[13] = suffix[1];
-    out[14] = suffix[2];
-    out[15] = suffix[3];
-    out
-}
-
 /// Position of `flow` in a Maglev ring of `size` entries: MurmurHash3's
 /// `fmix64` of the client address and both ports, mixed with the protocol.
 /// Used by the kernel and by userspace (tests, diagnostics) alike, so both

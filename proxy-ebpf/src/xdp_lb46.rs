@@ -2,7 +2,10 @@
 //! `encap_v6(..., is_ipv6 = false)` with `create_encap_ipv6_src` and
 //! `create_v6_hdr`): an outer IPv6 header (next header 4, hop limit 64,
 //! traffic class = the inner TOS, flow label 0, payload length = the inner
-//! packet, source = this node's /96 + client address XOR client port) and
+//! packet, source = this node's /96 + client address XOR client port, so
+//! routers hashing the outer header (ECMP) and the real's RSS spread flows;
+//! Katran uses a fixed prefix, this node's own keeps the source inside its
+//! uplink's prefix for the router's source address validation) and
 //! a new Ethernet header to the IPv6 gateway, then `XDP_TX`. Entered from
 //! `xdp_lb.rs`'s `forward` for a real flagged `XLB_REAL_IPV6`; the flow
 //! table, ring, ICMP and fragment handling are the IPv4 path's.
@@ -25,7 +28,8 @@ const NEXTHDR_IPIP: u8 = 4;
 
 /// Tunnels the IPv4 packet (`tot_len` bytes from its IPv4 header) of
 /// `flow` to the IPv6 real at `index` of `XLB_REALS4IN6`, from the outer
-/// source [`proxy_common::source_4in6`] of `XLB_CONFIG6`'s address, to
+/// source (the first 96 bits of `XLB_CONFIG6`'s address, then Katran's
+/// `create_encap_ipv6_src` suffix: client address XOR client port), to
 /// `XLB_CONFIG6`'s gateway MAC. Without an IPv6 uplink (source or gateway
 /// MAC all zero) or an address at `index`: dropped, counted as
 /// `no_real_dropped` (never sent to a wrong MAC or address).

@@ -248,4 +248,48 @@ mod tests {
             )
         );
     }
+
+    #[test]
+    fn an_ipv4_vip_takes_an_ipv6_only_node_by_its_ipv6_address_and_a_dual_stack_one_by_ipv4() {
+        let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: front, namespace: web}\n\
+            spec:\n  clusterIP: 10.96.0.20\n  selector: {app: front}\n  externalIPs: [198.51.100.7, \"2001:db8:7::7\"]\n  ports:\n  - {name: http, port: 80}\n";
+        let pod = |name: &str, ip: &str, host: &str, host_ips: &str| {
+            format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: web, labels: {{app: front}}}}\n\
+                 spec: {{containers: [{{name: c, image: x}}]}}\n\
+                 status: {{podIP: {ip}, hostIP: \"{host}\", hostIPs: [{host_ips}], phase: Running, conditions: [{{type: Ready, status: \"True\"}}]}}\n"
+            )
+        };
+        let yaml = format!(
+            "{svc}{}{}{}",
+            pod(
+                "a",
+                "10.244.1.5",
+                "192.168.0.11",
+                "{ip: 192.168.0.11}, {ip: \"fd00::11\"}"
+            ),
+            // IPv6-only nodes (two endpoints on one).
+            pod("b", "10.244.2.5", "fd00::12", "{ip: \"fd00::12\"}"),
+            pod("c", "10.244.2.6", "fd00::12", "{ip: \"fd00::12\"}"),
+        );
+        let s = snap(&yaml);
+        let nodes = |vip: &str| -> (Vec<(String, u32)>, u32) {
+            let e = s
+                .external
+                .iter()
+                .find(|e| e.vip.to_string() == vip)
+                .unwrap();
+            let n = e.nodes.iter().map(|(a, w)| (a.to_string(), *w)).collect();
+            (n, e.unplaced)
+        };
+        assert_eq!(
+            nodes("198.51.100.7"),
+            (vec![("192.168.0.11".into(), 1), ("fd00::12".into(), 2)], 0),
+            "IPIP to the dual-stack node, 4in6 to the IPv6-only one"
+        );
+        assert_eq!(
+            nodes("2001:db8:7::7"),
+            (vec![("fd00::11".into(), 1), ("fd00::12".into(), 2)], 0)
+        );
+    }
 }
