@@ -413,11 +413,13 @@ impl ExternalVips {
                 new.push((i, a));
                 Ok(())
             })?;
-            let mut reals6: Array<_, XlbReal6> =
-                Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS_4IN6)?)?;
-            for (i, a) in &new {
-                if let IpAddr::V6(a) = a {
-                    reals6.set(*i, XlbReal6 { ip: a.octets() }, 0)?;
+            if new.iter().any(|(_, a)| a.is_ipv6()) {
+                let mut reals6: Array<_, XlbReal6> =
+                    Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS_4IN6)?)?;
+                for (i, a) in &new {
+                    if let IpAddr::V6(a) = a {
+                        reals6.set(*i, XlbReal6 { ip: a.octets() }, 0)?;
+                    }
                 }
             }
             let mut reals: Array<_, XlbReal> =

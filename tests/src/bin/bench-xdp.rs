@@ -43,6 +43,8 @@ use strait::datapath::{
 };
 
 const VIP: [u8; 4] = [198, 51, 100, 10];
+/// An IPv4 VIP on IPv6 nodes (4in6).
+const VIP46: [u8; 4] = [198, 51, 100, 46];
 /// The IPv6 VIP, `2001:db8:7::10`.
 const VIP6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
 
@@ -214,14 +216,29 @@ fn main() -> anyhow::Result<()> {
     let reals = (0..100u32)
         .map(|i| (Ipv4Addr::from(0x0a01_0000 + i + 1).into(), 1))
         .collect();
+    // And 100 IPv6 reals behind the 4in6 VIP.
+    let reals46 = (0..100u128)
+        .map(|i| {
+            let a = Ipv6Addr::from(0xfd00_0000_0000_0000_0000_0000_0002_0000 + i + 1);
+            (a.into(), 1)
+        })
+        .collect();
     ExternalVips::new().apply(
         &mut ebpf,
-        &[ExternalVip {
-            vip: Ipv4Addr::from(VIP),
-            port: 80,
-            protocol: L4Protocol::Tcp,
-            reals,
-        }],
+        &[
+            ExternalVip {
+                vip: Ipv4Addr::from(VIP),
+                port: 80,
+                protocol: L4Protocol::Tcp,
+                reals,
+            },
+            ExternalVip {
+                vip: Ipv4Addr::from(VIP46),
+                port: 80,
+                protocol: L4Protocol::Tcp,
+                reals: reals46,
+            },
+        ],
     )?;
     let reals6 = (0..100u128)
         .map(|i| {
@@ -314,7 +331,7 @@ fn main() -> anyhow::Result<()> {
         "fd00::1".parse::<Ipv6Addr>()?.octets(),
         "fd00::1:1".parse::<Ipv6Addr>()?.octets(),
     );
-    let cases: [(&str, &str, Vec<u8>, u32); 13] = [
+    let cases: [(&str, &str, Vec<u8>, u32); 15] = [
         (
             "uplink: IPIP, inner not a VIP (decapsulation checks)",
             "xdp_lb",
@@ -355,6 +372,18 @@ fn main() -> anyhow::Result<()> {
             "LB: new flow (SYN: Maglev ring + flow table update)",
             "xdp_lb",
             tcp_frame(client, VIP, 0x02),
+            3,
+        ),
+        (
+            "4in6 LB (IPv4 VIP, IPv6 reals): established flow",
+            "xdp_lb",
+            tcp_frame(client, VIP46, 0x10),
+            3,
+        ),
+        (
+            "4in6 LB (IPv4 VIP, IPv6 reals): new flow (SYN)",
+            "xdp_lb",
+            tcp_frame(client, VIP46, 0x02),
             3,
         ),
         (

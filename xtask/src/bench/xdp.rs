@@ -96,7 +96,10 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         if r["program"] == "xdp_deny" && deny_ns[family].is_nan() {
             deny_ns[family] = per_packet;
         }
+        // The family's first established-flow row (the 4in6 row after it
+        // is reported, not judged).
         if r["program"] == "xdp_lb"
+            && lb_ns[family].is_nan()
             && r["verdict"] == 3
             && r["case"]
                 .as_str()
