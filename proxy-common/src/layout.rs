@@ -78,6 +78,7 @@ pub const MAP_LAYOUT_VERSIONS: &[(&str, u32)] = &[
     (XLB_VIPS, 1),
     (XLB_RINGS, 1),
     (XLB_REALS, 1),
+    (XLB_REALS_4IN6, 1),
     (XLB_CONNS, 1),
     (XLB_CONFIG, 1),
     (XLB_STATS, 1),
