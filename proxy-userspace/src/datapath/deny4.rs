@@ -125,10 +125,12 @@ impl Direct4 {
         bad
     }
 
-    /// The level-1 entry /16 `i` gets for `want` over its length `summary`
-    /// (filling, and allocating, its block first), and the block it left.
-    /// A leaf whose value does not fit, or a block when none is free, is
-    /// the length path (exact, slower).
+    /// The level-1 entry /16 `i` gets for `want` over its length `summary`,
+    /// its block filled first. A block named by an entry is never written:
+    /// changed contents go to another block (copy on write), the old one
+    /// cools once the entry is rewritten ([`Direct4::written`]). A leaf
+    /// whose value does not fit, or a block when none is free, is the
+    /// length path (exact, slower).
     ///
     /// Errors: a `DENY_V4_DIR24` write refused.
     pub(super) fn place(
@@ -143,7 +145,7 @@ impl Direct4 {
                 Some(p) => deny_v4_direct_entry(summary, deny4_kind::LEAF, p),
                 None => deny_v4_direct_entry(summary, deny4_kind::BY_LENGTH, 0),
             },
-            Some(Want16::Block(slots)) => match self.block_for(i) {
+            Some(Want16::Block(slots)) => match self.block_for(i, slots) {
                 Some(b) => {
                     self.fill(b, slots)?;
                     deny_v4_direct_entry(summary, deny4_kind::BLOCK, b as u16)
@@ -176,12 +178,14 @@ impl Direct4 {
         self.owner.len()
     }
 
-    /// /16 `i`'s block: its own, a free one, or a cooling one after a
-    /// grace period; `None` when all are in use (or the grace period
-    /// cannot be waited for).
-    fn block_for(&mut self, i: u32) -> Option<u32> {
+    /// /16 `i`'s block for `slots`: its own when it holds them already,
+    /// else a free one, or a cooling one after a grace period; `None` when
+    /// all are in use (or the grace period cannot be waited for).
+    fn block_for(&mut self, i: u32, slots: &BTreeMap<u8, u32>) -> Option<u32> {
         if let Some(&b) = self.owner.get(&i) {
-            return Some(b);
+            if self.content[b as usize].as_ref() == Some(slots) {
+                return Some(b);
+            }
         }
         if self.free.is_empty() && !self.cooling.is_empty() && rcu_grace_period() {
             self.free.append(&mut self.cooling);
@@ -196,8 +200,9 @@ impl Direct4 {
         b
     }
 
-    /// Makes block `b` hold `slots` (writing only the slots that differ
-    /// from what it is known to hold, every slot when unknown).
+    /// Makes block `b`, which no entry names, hold `slots` (writing only the
+    /// slots that differ from what it is known to hold, every slot when
+    /// unknown); a no-op for a block already holding them.
     fn fill(&mut self, b: u32, slots: &BTreeMap<u8, u32>) -> anyhow::Result<()> {
         let base = b * DENY_V4_BLOCK_SLOTS;
         match self.content[b as usize].take() {
@@ -223,6 +228,40 @@ impl Direct4 {
         self.content[b as usize] = Some(slots.clone());
         Ok(())
     }
+}
+
+/// Rewrites `DENY_V4_SLASH16` entry `i` from `old` to `new` so that a
+/// program reading it while the kernel copies the word (byte by byte, with
+/// `rep movsb`, on CPUs with fast short moves) sees a complete old or new
+/// answer: the kind (the top two bits, in the byte that also holds the
+/// longest length) leaves a leaf or a block alone in one write, the
+/// lengths and payload change while the kind is the length path (which
+/// ignores the payload), and the new kind comes last, alone.
+///
+/// Errors: an update refused.
+pub(super) fn publish(
+    slash16: &mut Array<MapData, u64>,
+    i: u32,
+    old: u64,
+    new: u64,
+) -> anyhow::Result<()> {
+    if old == new {
+        return Ok(());
+    }
+    let kind = 3u64 << DENY_V4_KIND_SHIFT;
+    let mut cur = old;
+    if cur & kind != 0 {
+        cur &= !kind;
+        slash16.set(i, cur, 0)?;
+    }
+    let mid = new & !kind;
+    if mid != cur {
+        slash16.set(i, mid, 0)?;
+    }
+    if new != mid {
+        slash16.set(i, new, 0)?;
+    }
+    Ok(())
 }
 
 /// Waits for an RCU grace period (`membarrier(MEMBARRIER_CMD_GLOBAL)`,

@@ -295,8 +295,9 @@ impl DenyTries {
         // Entries naming no valid block (a newer or corrupt writer's) take
         // the length path.
         for i in self.direct.recover(&self.slash16_written) {
-            let entry = slash16_entry(self.slash16_written[&i]);
-            self.slash16.set(i, entry, 0)?;
+            let old = self.slash16_written[&i];
+            let entry = slash16_entry(old);
+            super::deny4::publish(&mut self.slash16, i, old, entry)?;
             self.slash16_written.insert(i, entry);
         }
         for (i, bits) in slash16_summary(self.counters.keys()) {
@@ -400,21 +401,29 @@ impl DenyTries {
             .filter(|p| !want.contains_key(p))
             .copied()
             .collect();
+        // IPv4 prefixes leave `DENY_V4`/`DENY_V4_LEN` last, once no
+        // summary entry names their lengths (removed first, a source in a
+        // gone prefix and a new shorter one would pass while both sets
+        // drop it); their counters are reused only when no other is free.
+        let mut gone_v4: Vec<(Ipv4Addr, u8)> = Vec::new();
+        let mut gone_index: Vec<u32> = Vec::new();
         for p in gone {
             match p {
-                (IpAddr::V4(a), len) => {
-                    let _ = self.v4.remove(&Key::new(len as u32, u32::from(a).to_be()));
-                    let _ = self.v4_len.remove(&v4_len_key(a, len));
-                }
+                (IpAddr::V4(a), len) => gone_v4.push((a, len)),
                 (IpAddr::V6(a), len) => {
                     self.v6x.remove(a, len);
                     let _ = self.v6.remove(&Key::new(len as u32, a.octets()));
                 }
             }
-            self.counters.remove(&p);
+            if let Some((i, _)) = self.counters.remove(&p) {
+                gone_index.push(i);
+            }
         }
-        let used: HashSet<u32> = self.counters.values().map(|c| c.0).collect();
-        let mut free = (0..proxy_common::MAX_DENY_PREFIXES).filter(|i| !used.contains(i));
+        let mut used: HashSet<u32> = self.counters.values().map(|c| c.0).collect();
+        used.extend(gone_index.iter().copied());
+        let mut free = (0..proxy_common::MAX_DENY_PREFIXES)
+            .filter(|i| !used.contains(i))
+            .chain(gone_index.iter().copied());
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
         let mut list: Vec<(&SourcePrefix, &DenyScope)> = want.iter().collect();
         list.sort_by_key(|(p, _)| **p);
@@ -504,15 +513,18 @@ impl DenyTries {
         for i in touched {
             let bits = summary.get(&i).copied().unwrap_or(0);
             let entry = self.direct.place(i, bits, plan.get(&i))?;
-            if self.slash16_written.get(&i).copied().unwrap_or(0) != entry {
-                self.slash16.set(i, entry, 0)?;
-            }
+            let old = self.slash16_written.get(&i).copied().unwrap_or(0);
+            super::deny4::publish(&mut self.slash16, i, old, entry)?;
             self.direct.written(i, entry);
             if entry == 0 {
                 self.slash16_written.remove(&i);
             } else {
                 self.slash16_written.insert(i, entry);
             }
+        }
+        for (a, len) in gone_v4 {
+            let _ = self.v4.remove(&Key::new(len as u32, u32::from(a).to_be()));
+            let _ = self.v4_len.remove(&v4_len_key(a, len));
         }
         self.v6x.finish(&buckets6)?;
         // Entries first, then the lookup mode that may use them.
@@ -583,7 +595,7 @@ impl DenyTries {
         for (i, e) in entries {
             let plain = slash16_entry(e);
             if plain != e {
-                self.slash16.set(i, plain, 0)?;
+                super::deny4::publish(&mut self.slash16, i, e, plain)?;
                 self.slash16_written.insert(i, plain);
                 self.direct.written(i, plain);
             }
