@@ -120,7 +120,7 @@ mod tests {
         assert_eq!(deny_v4_leaf_payload(1 << 14), None);
         // Lengths 0..=32 and the longest (6 bits at 56) are kept; the
         // direct bits replace the old ones.
-        let summary = (1u64 << 33) - 1 | 32 << DENY_SLASH16_LONGEST_SHIFT;
+        let summary = ((1u64 << 33) - 1) | (32 << DENY_SLASH16_LONGEST_SHIFT);
         let e = deny_v4_direct_entry(summary, deny4_kind::BLOCK, 0xffff);
         assert_eq!(e & !DENY_V4_DIRECT_MASK, summary);
         assert_eq!(e >> DENY_V4_KIND_SHIFT, deny4_kind::BLOCK);
