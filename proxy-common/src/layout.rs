@@ -14,14 +14,15 @@
 //! entries an older build wrote (or the reverse). Maps not listed are at
 //! version 1.
 
-use crate::{deny6::*, maps::*, maps6::*, xlb::*, xlb6::*};
+use crate::{deny4::*, deny6::*, maps::*, maps6::*, xlb::*, xlb6::*};
 
 /// The XDP maps pinned beside [`crate::PINNED_MAPS`]: the deny tries and
 /// their counters, and the external VIP balancer's tables (IPv4 and IPv6) — above all its
 /// connection table [`XLB_CONNS`], so flows keep their node across a
 /// restart.
-pub const PINNED_XDP_MAPS: [&str; 21] = [
+pub const PINNED_XDP_MAPS: [&str; 22] = [
     DENY_V4,
+    DENY_V4_DIR24,
     DENY_V6,
     DENY_V6_LEN,
     DENY_V6_BUCKETS,
@@ -72,6 +73,7 @@ pub const MAP_LAYOUT_VERSIONS: &[(&str, u32)] = &[
     (DENY_V6_BUCKETS, 1),
     (DENY_V4_LEN, 1),
     (DENY_V4_SLASH16, 1),
+    (DENY_V4_DIR24, 1),
     (DENY_DST, 1),
     (DENY_CONFIG, 1),
     (DENY_STATS, 1),

@@ -8,6 +8,7 @@
 //! Userspace converts with [`ipv4_to_be`] / [`port_to_be`].
 #![no_std]
 
+pub mod deny4;
 pub mod deny6;
 pub mod inpod;
 pub mod layout;
@@ -19,6 +20,7 @@ pub mod sockmap;
 pub mod xlb;
 pub mod xlb6;
 
+pub use deny4::*;
 pub use deny6::*;
 pub use inpod::*;
 pub use layout::{layout_version, PINNED_XDP_MAPS};

@@ -139,6 +139,9 @@ pub const DENY_MAX_HASHED_LENGTHS: u32 = 6;
 /// [`DENY_V4_LEN`], longest first (past [`DENY_MAX_HASHED_LENGTHS`], the
 /// rest in [`DENY_V4`]). Userspace adds bits before the prefixes that need
 /// them and removes them after, so the summary never hides a prefix.
+/// This build also keeps a kind and a payload in the entry's other bits
+/// (a leaf verdict, or a [`crate::DENY_V4_DIR24`] block: level 1 of the
+/// DIR-16-8 table, [`crate::deny4`]), which earlier builds mask off.
 pub const DENY_V4_SLASH16: &str = "DENY_V4_SLASH16";
 /// Shift of the longest length in a [`DENY_V4_SLASH16`] entry.
 pub const DENY_SLASH16_LONGEST_SHIFT: u32 = 56;

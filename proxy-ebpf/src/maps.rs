@@ -106,6 +106,12 @@ pub static DENY_CONFIG: Array<DenyConfig> = Array::with_max_entries(1, 0);
 pub static DENY_V4_SLASH16: Array<u64> =
     Array::with_max_entries(proxy_common::DENY_SLASH16_ENTRIES, 0);
 
+/// Level 2 of the IPv4 DIR-16-8 deny table: a block of 256 /24 slots per
+/// /16 that needs one (`proxy_common::DENY_V4_DIR24`).
+#[map(name = "DENY_V4_DIR24")]
+pub static DENY_V4_DIR24: Array<u32> =
+    Array::with_max_entries(proxy_common::DENY_V4_DIR24_ENTRIES, 0);
+
 /// Packets dropped per deny prefix, per CPU.
 #[map(name = "DENY_STATS")]
 pub static DENY_STATS: PerCpuArray<u64> =

@@ -1,6 +1,7 @@
 //! XDP fast drop of sources that an AuthorizationPolicy DENY rule names by
-//! `ipBlocks`/`remoteIpBlocks` (IPv4: the source's /16 length summary,
-//! then one exact-length hash per length; IPv6: three buckets compared in
+//! `ipBlocks`/`remoteIpBlocks` (IPv4: the source's /16 entry, then its
+//! /24 slot — a DIR-16-8 table, `proxy_common::deny4` — else one
+//! exact-length hash per length; IPv6: three buckets compared in
 //! place, then exact-length hashes, [`crate::deny6`]; each family's LPM
 //! trie past a few lengths), each drop counted per prefix; and `xdp_drop`, the
 //! drop-everything and transmit-everything floors `cargo xtask bench xdp`
@@ -13,10 +14,14 @@ use aya_ebpf::{
 };
 
 use proxy_common::{
-    deny_mode, DenyConfig, DenyDstKey, DenyV4Key, DENY_MAX_HASHED_LENGTHS, DENY_SCOPED,
+    deny4_kind, deny_mode, deny_v4_payload_value, DenyConfig, DenyDstKey, DenyV4Key,
+    DENY_MAX_HASHED_LENGTHS, DENY_SCOPED, DENY_V4_BLOCK_SLOTS, DENY_V4_DIR24_LEAF,
+    DENY_V4_KIND_SHIFT, DENY_V4_PAYLOAD_SHIFT,
 };
 
-use crate::maps::{DENY_CONFIG, DENY_DST, DENY_STATS, DENY_V4, DENY_V4_LEN, DENY_V4_SLASH16};
+use crate::maps::{
+    DENY_CONFIG, DENY_DST, DENY_STATS, DENY_V4, DENY_V4_DIR24, DENY_V4_LEN, DENY_V4_SLASH16,
+};
 
 const ETH_LEN: usize = 14;
 
@@ -72,7 +77,7 @@ pub fn denied(ctx: &XdpContext) -> bool {
             if entry == 0 {
                 return false;
             }
-            (by_length(host, entry), false)
+            (direct(host, entry), false)
         }
         ETH_P_IPV6 => {
             let cfg = DENY_CONFIG.get(0).copied().unwrap_or(DenyConfig::default());
@@ -186,6 +191,32 @@ fn protects(ctx: &XdpContext, v6: bool, index: u32) -> bool {
     }
     // SAFETY: only tested for presence.
     unsafe { DENY_DST.get(&key) }.is_some()
+}
+
+/// The value of the longest IPv4 deny prefix containing `src` (host byte
+/// order) from its non-zero `DENY_V4_SLASH16` `entry`: the entry itself (a
+/// leaf), its `DENY_V4_DIR24` block's slot for the source's /24, else the
+/// length path ([`by_length`]) — see `proxy_common::deny4`.
+#[inline(always)]
+fn direct(src: u32, entry: u64) -> Option<u32> {
+    let payload = (entry >> DENY_V4_PAYLOAD_SHIFT) as u32 & 0xffff;
+    let kind = entry >> DENY_V4_KIND_SHIFT;
+    if kind == deny4_kind::LEAF {
+        return Some(deny_v4_payload_value(payload));
+    }
+    if kind == deny4_kind::BLOCK {
+        // A block index past the array (a corrupt entry) reads nothing and
+        // takes the length path, which is exact.
+        let slot = DENY_V4_DIR24
+            .get(payload * DENY_V4_BLOCK_SLOTS + ((src >> 8) & 0xff))
+            .copied();
+        match slot {
+            Some(0) => return None,
+            Some(s) if s & DENY_V4_DIR24_LEAF != 0 => return Some(s & !DENY_V4_DIR24_LEAF),
+            _ => {}
+        }
+    }
+    by_length(src, entry)
 }
 
 /// The counter of the longest prefix in `DENY_V4_LEN` containing `src`

@@ -1168,3 +1168,110 @@ fn an_earlier_builds_ipv6_deny_bitmap_is_unpinned_and_its_prefixes_get_buckets()
     assert_eq!(drops, vec![(site, 3)], "{drops:?}");
     dp.cleanup().unwrap();
 }
+
+/// An earlier build's IPv4 deny state — `DENY_V4_SLASH16` holding length
+/// summaries only and no `DENY_V4_DIR24` — is adopted: until the first
+/// sync every source takes the length path (same verdicts), the sync gives
+/// the /16s their leaves and blocks, and across a restart of this build
+/// the blocks are adopted and a removed prefix's block is released.
+#[test]
+fn an_earlier_builds_ipv4_deny_summary_is_adopted_and_its_slash16s_get_blocks() {
+    let Some(_p) = privileged::require(
+        "an_earlier_builds_ipv4_deny_summary_is_adopted_and_its_slash16s_get_blocks",
+    ) else {
+        return;
+    };
+    use proxy_common::{deny4_kind, DENY_V4_DIRECT_MASK, DENY_V4_KIND_SHIFT};
+    let bpffs = TestBpffs::new().unwrap();
+    let node = "upgrade-deny4";
+    let pins = config(bpffs.path(), node).pin_dir();
+    let p = |s: &str, l| (s.parse::<std::net::IpAddr>().unwrap(), l);
+    let site = p("192.0.2.0", 24);
+    let host = p("198.51.100.7", 32);
+    let wide = p("10.0.0.0", 8);
+    {
+        let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
+        dp.set_deny_sources(&[site, host, wide]).unwrap();
+    }
+    let summary = || -> aya::maps::Array<_, u64> {
+        aya::maps::Array::try_from(aya::maps::Map::Array(
+            aya::maps::MapData::from_pin(pins.join(proxy_common::DENY_V4_SLASH16)).unwrap(),
+        ))
+        .unwrap()
+    };
+    // (leaf entries, block entries) in the pinned summary.
+    let kinds = || -> (usize, usize) {
+        let a = summary();
+        let kind = |k| {
+            a.iter()
+                .filter(|e| *e.as_ref().unwrap() >> DENY_V4_KIND_SHIFT == k)
+                .count()
+        };
+        (kind(deny4_kind::LEAF), kind(deny4_kind::BLOCK))
+    };
+    assert_eq!(kinds(), (256, 2));
+    // Made to look like the earlier build's pins.
+    std::fs::remove_file(pins.join(proxy_common::DENY_V4_DIR24)).unwrap();
+    {
+        let mut a = summary();
+        let entries: Vec<(u32, u64)> = (0..65_536u32)
+            .map(|i| (i, a.get(&i, 0).unwrap()))
+            .filter(|(_, e)| *e != 0)
+            .collect();
+        for (i, e) in entries {
+            a.set(i, e & !DENY_V4_DIRECT_MASK, 0).unwrap();
+        }
+    }
+    assert_eq!(kinds(), (0, 0));
+    let frame = |src: &str| {
+        let mut f = strait_tests::xdp::eth([0x08, 0x00]);
+        f.extend_from_slice(&[0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+        f.extend_from_slice(&src.parse::<Ipv4Addr>().unwrap().octets());
+        f.extend_from_slice(&[10, 96, 0, 5]);
+        f.extend(strait_tests::xdp::tcp(12345, 80, 0x10, &[]));
+        f
+    };
+    let verdict = |dp: &mut Datapath, src: &str| {
+        let prog: &aya::programs::Xdp = dp
+            .ebpf_mut()
+            .program("xdp_deny")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        strait_tests::xdp::run(prog, &frame(src)).0
+    };
+    let check = |dp: &mut Datapath, host_denied: bool| {
+        for (src, want) in [
+            ("192.0.2.9", 1),
+            ("192.0.3.9", 2),
+            ("10.200.1.1", 1),
+            ("11.0.0.1", 2),
+            ("198.51.100.7", if host_denied { 1 } else { 2 }),
+            ("198.51.100.8", 2),
+        ] {
+            assert_eq!(verdict(dp, src), want, "{src}");
+        }
+    };
+
+    let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
+    strait::datapath::load_xdp_deny(dp.ebpf_mut()).unwrap();
+    // Before any sync: the length path.
+    check(&mut dp, true);
+    assert_eq!(kinds(), (0, 0));
+    dp.set_deny_sources(&[site, host, wide]).unwrap();
+    assert_eq!(kinds(), (256, 2));
+    check(&mut dp, true);
+    drop(dp);
+
+    // A restart of this build: blocks adopted; the host removed.
+    let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
+    strait::datapath::load_xdp_deny(dp.ebpf_mut()).unwrap();
+    assert_eq!(kinds(), (256, 2));
+    check(&mut dp, true);
+    dp.set_deny_sources(&[site, wide]).unwrap();
+    assert_eq!(kinds(), (256, 1));
+    check(&mut dp, false);
+    let drops = dp.deny_drops();
+    assert_eq!(drops, vec![(wide, 4), (site, 4)], "{drops:?}");
+    dp.cleanup().unwrap();
+}

@@ -19,6 +19,7 @@
 mod bpffs;
 mod btf;
 mod counters;
+mod deny4;
 mod deny6;
 mod deny_rules;
 pub mod inpod;

@@ -168,6 +168,8 @@ pub struct DenyTries {
     slash16: Array<MapData, u64>,
     /// Non-zero `DENY_V4_SLASH16` entries as written.
     slash16_written: HashMap<u32, u64>,
+    /// The `DENY_V4_DIR24` blocks those entries name.
+    direct: super::deny4::Direct4,
     v6: LpmTrie<MapData, [u8; 16], u32>,
     /// IPv6 prefixes by exact (length, address) and their buckets
     /// (`DENY_V6_LEN`, `DENY_V6_BUCKETS`).
@@ -238,6 +240,9 @@ impl DenyTries {
             v4_len: BpfHashMap::try_from(take(proxy_common::DENY_V4_LEN)?)?,
             slash16: Array::try_from(take(proxy_common::DENY_V4_SLASH16)?)?,
             slash16_written: HashMap::new(),
+            direct: super::deny4::Direct4::new(Array::try_from(take(
+                proxy_common::DENY_V4_DIR24,
+            )?)?),
             v6: LpmTrie::try_from(take(proxy_common::DENY_V6)?)?,
             v6x,
             dst: BpfHashMap::try_from(take(proxy_common::DENY_DST)?)?,
@@ -287,9 +292,17 @@ impl DenyTries {
                 self.slash16_written.insert(i, v);
             }
         }
+        // Entries naming no valid block (a newer or corrupt writer's) take
+        // the length path.
+        for i in self.direct.recover(&self.slash16_written) {
+            let old = self.slash16_written[&i];
+            let entry = slash16_entry(old);
+            super::deny4::publish(&mut self.slash16, i, old, entry)?;
+            self.slash16_written.insert(i, entry);
+        }
         for (i, bits) in slash16_summary(self.counters.keys()) {
             let old = self.slash16_written.get(&i).copied().unwrap_or(0);
-            let union = slash16_entry(old | bits);
+            let union = with_lengths(old, bits);
             if union != old {
                 self.slash16.set(i, union, 0)?;
                 self.slash16_written.insert(i, union);
@@ -388,21 +401,29 @@ impl DenyTries {
             .filter(|p| !want.contains_key(p))
             .copied()
             .collect();
+        // IPv4 prefixes leave `DENY_V4`/`DENY_V4_LEN` last, once no
+        // summary entry names their lengths (removed first, a source in a
+        // gone prefix and a new shorter one would pass while both sets
+        // drop it); their counters are reused only when no other is free.
+        let mut gone_v4: Vec<(Ipv4Addr, u8)> = Vec::new();
+        let mut gone_index: Vec<u32> = Vec::new();
         for p in gone {
             match p {
-                (IpAddr::V4(a), len) => {
-                    let _ = self.v4.remove(&Key::new(len as u32, u32::from(a).to_be()));
-                    let _ = self.v4_len.remove(&v4_len_key(a, len));
-                }
+                (IpAddr::V4(a), len) => gone_v4.push((a, len)),
                 (IpAddr::V6(a), len) => {
                     self.v6x.remove(a, len);
                     let _ = self.v6.remove(&Key::new(len as u32, a.octets()));
                 }
             }
-            self.counters.remove(&p);
+            if let Some((i, _)) = self.counters.remove(&p) {
+                gone_index.push(i);
+            }
         }
-        let used: HashSet<u32> = self.counters.values().map(|c| c.0).collect();
-        let mut free = (0..proxy_common::MAX_DENY_PREFIXES).filter(|i| !used.contains(i));
+        let mut used: HashSet<u32> = self.counters.values().map(|c| c.0).collect();
+        used.extend(gone_index.iter().copied());
+        let mut free = (0..proxy_common::MAX_DENY_PREFIXES)
+            .filter(|i| !used.contains(i))
+            .chain(gone_index.iter().copied());
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
         let mut list: Vec<(&SourcePrefix, &DenyScope)> = want.iter().collect();
         list.sort_by_key(|(p, _)| **p);
@@ -436,9 +457,10 @@ impl DenyTries {
         let summary = slash16_summary(self.counters.keys());
         for (&i, &bits) in &summary {
             let old = self.slash16_written.get(&i).copied().unwrap_or(0);
-            if bits & !old != 0 {
-                self.slash16.set(i, old | bits, 0)?;
-                self.slash16_written.insert(i, old | bits);
+            if bits & !old & SLASH16_LENGTHS != 0 {
+                let union = with_lengths(old, bits);
+                self.slash16.set(i, union, 0)?;
+                self.slash16_written.insert(i, union);
             }
         }
         let buckets6 = super::deny6::buckets(self.counters.iter().map(|(p, (_, v))| (p, *v)));
@@ -470,19 +492,39 @@ impl DenyTries {
             let _ = self.dst.remove(k);
         }
         self.destinations = dst_want;
-        let stale: Vec<(u32, u64)> = self
-            .slash16_written
+        // The exact entries: lengths, and a leaf verdict or a filled
+        // `DENY_V4_DIR24` block where one fits (`proxy_common::deny4`).
+        let v4: Vec<(u32, u8, u32)> = self
+            .counters
             .iter()
-            .filter(|(i, bits)| summary.get(i) != Some(bits))
-            .map(|(i, _)| (*i, summary.get(i).copied().unwrap_or(0)))
+            .filter_map(|(p, (_, v))| match p {
+                (IpAddr::V4(a), len) => Some((u32::from(*a), *len, *v)),
+                _ => None,
+            })
             .collect();
-        for (i, bits) in stale {
-            self.slash16.set(i, bits, 0)?;
-            if bits == 0 {
+        let plan = super::deny4::plan(&v4);
+        let mut touched: Vec<u32> = summary
+            .keys()
+            .chain(self.slash16_written.keys())
+            .copied()
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        for i in touched {
+            let bits = summary.get(&i).copied().unwrap_or(0);
+            let entry = self.direct.place(i, bits, plan.get(&i))?;
+            let old = self.slash16_written.get(&i).copied().unwrap_or(0);
+            super::deny4::publish(&mut self.slash16, i, old, entry)?;
+            self.direct.written(i, entry);
+            if entry == 0 {
                 self.slash16_written.remove(&i);
             } else {
-                self.slash16_written.insert(i, bits);
+                self.slash16_written.insert(i, entry);
             }
+        }
+        for (a, len) in gone_v4 {
+            let _ = self.v4.remove(&Key::new(len as u32, u32::from(a).to_be()));
+            let _ = self.v4_len.remove(&v4_len_key(a, len));
         }
         self.v6x.finish(&buckets6)?;
         // Entries first, then the lookup mode that may use them.
@@ -532,6 +574,35 @@ impl DenyTries {
         Ok(())
     }
 
+    /// `DENY_V4_DIR24` blocks in use: /16s holding a prefix longer than 16
+    /// bits that are decided by their /24 slot (the others with such
+    /// prefixes take the length path).
+    pub fn v4_blocks(&self) -> usize {
+        self.direct.used()
+    }
+
+    /// Makes every IPv4 source take the length path (the `DENY_V4_SLASH16`
+    /// summary, then one `DENY_V4_LEN` lookup per length: what earlier
+    /// builds did), ignoring leaf verdicts and `DENY_V4_DIR24` blocks until
+    /// the next sync: the same verdicts, for A/B measurements
+    /// (`bench-xdp --deny4-by-length`).
+    ///
+    /// Errors: `DENY_V4_SLASH16` cannot be written.
+    pub fn v4_by_length_always(&mut self) -> anyhow::Result<()> {
+        let mut entries: Vec<(u32, u64)> =
+            self.slash16_written.iter().map(|(i, e)| (*i, *e)).collect();
+        entries.sort_unstable();
+        for (i, e) in entries {
+            let plain = slash16_entry(e);
+            if plain != e {
+                super::deny4::publish(&mut self.slash16, i, e, plain)?;
+                self.slash16_written.insert(i, plain);
+                self.direct.written(i, plain);
+            }
+        }
+        Ok(())
+    }
+
     /// Packets dropped per prefix since it was added, summed over CPUs,
     /// sorted by prefix.
     pub fn drops(&self) -> Vec<(SourcePrefix, u64)> {
@@ -571,7 +642,17 @@ fn slash16_summary<'a>(prefixes: impl Iterator<Item = &'a SourcePrefix>) -> Hash
     out
 }
 
-/// A `DENY_V4_SLASH16` entry from its length bits (the longest added).
+/// The length bits of a `DENY_V4_SLASH16` entry.
+const SLASH16_LENGTHS: u64 = (1 << 33) - 1;
+
+/// Entry `old` with the lengths of `bits` added (the longest recomputed,
+/// `old`'s kind and payload kept: the union written before new prefixes).
+fn with_lengths(old: u64, bits: u64) -> u64 {
+    slash16_entry((old | bits) & SLASH16_LENGTHS) | (old & proxy_common::DENY_V4_DIRECT_MASK)
+}
+
+/// A `DENY_V4_SLASH16` entry from its length bits (the longest added;
+/// other bits ignored, so the kind is the length path).
 fn slash16_entry(lengths: u64) -> u64 {
     let lengths = lengths & ((1 << 33) - 1);
     if lengths == 0 {

@@ -18,11 +18,14 @@
 //!   the frame (caches colder, the kernel's timer overhead included; the
 //!   floors show how much).
 //!
-//! `bench-xdp [--repeat N] [--runs R] [--cpu C] [--deny-prefixes N] [--only TEXT] [--single-calls N] [--deny6-trie]`
+//! `bench-xdp [--repeat N] [--runs R] [--cpu C] [--deny-prefixes N] [--only TEXT] [--single-calls N] [--deny6-trie] [--deny4-by-length]`
 //! (`--only`: run only the cases whose name contains TEXT; `--single-calls
 //! 0`: no single runs; both for profiling one case with `perf`;
 //! `--deny6-trie`: IPv6 sources walk the `DENY_V6` trie for every source
-//! instead of their `DENY_V6_BUCKETS` and `DENY_V6_LEN`, for A/B runs)
+//! instead of their `DENY_V6_BUCKETS` and `DENY_V6_LEN`, for A/B runs;
+//! `--deny4-by-length`: IPv4 sources take the length path of earlier
+//! builds — the /16 summary, then `DENY_V4_LEN` — instead of their
+//! `DENY_V4_DIR24` slot)
 //!
 //! Every case has an IPv4 and an IPv6 form where the program has both:
 //! the IPv6 balancer (ip6ip6, 40-byte tunnel header, `XLB_*6` tables, the
@@ -179,6 +182,7 @@ fn main() -> anyhow::Result<()> {
     let mut only = String::new();
     let mut single_calls = None;
     let mut deny6_trie = false;
+    let mut deny4_by_length = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -190,6 +194,7 @@ fn main() -> anyhow::Result<()> {
             "--only" => only = val()?,
             "--single-calls" => single_calls = Some(val()?.parse::<u32>()?),
             "--deny6-trie" => deny6_trie = true,
+            "--deny4-by-length" => deny4_by_length = true,
             _ => bail!("unknown argument {a}"),
         }
     }
@@ -284,6 +289,9 @@ fn main() -> anyhow::Result<()> {
     deny.sync(&prefixes)?;
     if deny6_trie {
         deny.walk_v6_trie_always()?;
+    }
+    if deny4_by_length {
+        deny.v4_by_length_always()?;
     }
 
     let denied_src = [100, 0, 0, 9];
