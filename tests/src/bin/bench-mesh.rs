@@ -33,8 +33,8 @@
 //! the first one rotating; one unrecorded warm-up per scenario precedes
 //! them. Per scenario and round: requests/s at saturation (64 keep-alive
 //! connections), p50/p99 at 1,000 requests/s (open loop, latency
-//! correction, 16 connections) with the proxies' CPU time and context
-//! switches per request during that run (both nodes, all threads, from
+//! correction, 16 connections) with the proxies' CPU time, context
+//! switches and run-queue wait per request during that run (both nodes, all threads, from
 //! `/proc/<pid>/task/*/{schedstat,status}`), new connections/s (one
 //! request per connection, 16 at a time), the proxies' CPU seconds (utime + stime from
 //! `/proc/<pid>/stat`, both nodes) per 1,000 requests of the saturation
@@ -237,10 +237,11 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Over all threads of `pids`: CPU time (ns, `/proc/<pid>/task/*/schedstat`
-/// field 1) and context switches (voluntary + involuntary, from each
-/// task's `status`).
-fn sched_totals(pids: &[u32]) -> (f64, f64) {
-    let (mut ns, mut switches) = (0.0, 0.0);
+/// field 1), context switches (voluntary + involuntary, from each
+/// task's `status`) and time spent runnable waiting for the CPU (ns,
+/// schedstat field 2: run-queue delay).
+fn sched_totals(pids: &[u32]) -> (f64, f64, f64) {
+    let (mut ns, mut switches, mut waited) = (0.0, 0.0, 0.0);
     for pid in pids {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             continue;
@@ -248,11 +249,11 @@ fn sched_totals(pids: &[u32]) -> (f64, f64) {
         for t in tasks.flatten() {
             let p = t.path();
             let stat = std::fs::read_to_string(p.join("schedstat")).unwrap_or_default();
-            ns += stat
+            let mut fields = stat
                 .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0);
+                .map(|v| v.parse::<f64>().unwrap_or(0.0));
+            ns += fields.next().unwrap_or(0.0);
+            waited += fields.next().unwrap_or(0.0);
             let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
             switches += status
                 .lines()
@@ -264,7 +265,7 @@ fn sched_totals(pids: &[u32]) -> (f64, f64) {
                 .sum::<f64>();
         }
     }
-    (ns, switches)
+    (ns, switches, waited)
 }
 
 /// A `VmHWM:`/`VmRSS:` figure of `pid`, MiB.
@@ -316,6 +317,7 @@ fn measure(s: &Scenario, a: &Args, cpus: Cpus, round: usize) -> anyhow::Result<V
         "fixed_rps": ok_per_sec(&fixed, lat_secs),
         "fixed_cpu_us_per_req": per_req((sched1.0 - sched0.0) / 1e3),
         "fixed_switches_per_req": per_req(sched1.1 - sched0.1),
+        "fixed_runq_wait_us_per_req": per_req((sched1.2 - sched0.2) / 1e3),
         "new_connections_per_s": ok_per_sec(&conns, a.secs),
         "cpu_s_per_1k": (!s.proxies.is_empty()).then(|| cpu / (ok / 1000.0)),
         "rss_peak_mib": s.proxies.iter().map(|p| vm_mib(*p, "VmHWM:")).collect::<Vec<_>>(),
