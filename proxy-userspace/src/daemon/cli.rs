@@ -116,6 +116,15 @@ pub struct RunCmd {
     /// buffer on this path (see README).
     #[arg(long)]
     pub sockmap: bool,
+    /// Scheduler slice each proxy worker thread asks for, microseconds
+    /// (`sched_setattr` `SCHED_OTHER` with `sched_runtime`; Linux ≥ 6.12,
+    /// 100 to 100,000). A short slice gives a worker that wakes for a
+    /// request an earlier EEVDF deadline than the backend or another
+    /// proxy on its CPU, so it runs sooner (tail latency). 0: the kernel's
+    /// default slice. When the kernel refuses or ignores the request the
+    /// daemon warns and runs with the default.
+    #[arg(long, value_name = "US", default_value_t = 0, value_parser = parse_slice_us)]
+    pub worker_slice_us: u64,
     /// Longest time a client may take to send a request head, from its
     /// first byte, milliseconds (Envoy's `request_headers_timeout`); a
     /// slower client gets 408 and is disconnected. 0: no limit (also for
@@ -368,6 +377,8 @@ impl RunCmd {
                 request_headers_timeout: ms_or_off(self.request_headers_timeout_ms),
                 stream_idle_timeout: ms_or_off(self.stream_idle_timeout_ms),
                 idle_timeout: ms_or_off(self.idle_timeout_ms),
+                worker_slice: (self.worker_slice_us > 0)
+                    .then(|| Duration::from_micros(self.worker_slice_us)),
                 max_connections: if self.max_connections == 0 {
                     usize::MAX
                 } else {
@@ -382,6 +393,23 @@ impl RunCmd {
             },
         }
     }
+}
+
+/// `--worker-slice-us`: 0, or within the kernel's range
+/// ([`crate::serve::slice::SLICE_RANGE`]), which it would otherwise clamp
+/// silently.
+fn parse_slice_us(v: &str) -> Result<u64, String> {
+    let us: u64 = v.parse().map_err(|e| format!("{e}"))?;
+    let (lo, hi) = crate::serve::slice::SLICE_RANGE;
+    let d = Duration::from_micros(us);
+    if us != 0 && (d < lo || d > hi) {
+        return Err(format!(
+            "{us} µs is outside the kernel's slice range ({} to {} µs; 0 for the default)",
+            lo.as_micros(),
+            hi.as_micros()
+        ));
+    }
+    Ok(us)
 }
 
 /// `ms` milliseconds; 0 turns the timeout off, as in Envoy (ten years).

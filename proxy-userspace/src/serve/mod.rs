@@ -20,6 +20,7 @@ pub mod http;
 pub mod inbound;
 pub(crate) mod local_reply;
 pub(crate) mod server;
+pub mod slice;
 pub mod table;
 pub(crate) mod tcp;
 pub mod workers;
@@ -77,6 +78,11 @@ pub struct ProxySettings {
     /// Mutual TLS between workloads (HBONE), when the daemon has workload
     /// identities: connections to meshed workloads go through it.
     pub hbone: Option<std::sync::Arc<crate::transport::hbone::MeshOutbound>>,
+    /// The scheduler slice each proxy worker thread asks for
+    /// ([`slice::request`], `strait run --worker-slice-us`); `None`: the
+    /// kernel's default. Only the workers ask, not the daemon's other
+    /// threads.
+    pub worker_slice: Option<Duration>,
 }
 
 impl Default for ProxySettings {
@@ -90,6 +96,7 @@ impl Default for ProxySettings {
             max_connections: 32_768,
             path_normalization: PathNormalization::Base,
             hbone: None,
+            worker_slice: None,
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct Workers {
     local: SocketAddr,
     stop: watch::Sender<Option<Instant>>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// The worker threads' kernel thread ids, in worker order.
+    tids: Vec<i32>,
     spawner: WorkerSpawner,
 }
 
@@ -79,21 +81,40 @@ impl Workers {
         let (stop, stop_rx) = watch::channel(None);
         let mut threads = Vec::new();
         let mut handles = Vec::new();
+        let slice = shared.settings.worker_slice;
+        let (slice_tx, slice_rx) = std::sync::mpsc::channel();
         for i in 0..n.max(1) {
             let l = listener.try_clone()?;
             let l2 = second.as_ref().map(|l| l.try_clone()).transpose()?;
             let rt = worker_runtime()?;
             handles.push(rt.handle().clone());
             let (shared, orig, stop) = (shared.clone(), orig.clone(), stop_rx.clone());
+            let slice_tx = slice_tx.clone();
             let t = std::thread::Builder::new()
                 .name(format!("strait-worker-{i}"))
-                .spawn(move || rt.block_on(worker(shared, l, l2, orig, stop)))?;
+                .spawn(move || {
+                    // The slice is asked for by the worker thread itself:
+                    // `sched_setattr` changes only the calling thread.
+                    let asked = slice.map(super::slice::request);
+                    let tid = rustix::thread::gettid().as_raw_nonzero().get();
+                    let _ = slice_tx.send((i, tid, asked));
+                    drop(slice_tx);
+                    rt.block_on(worker(shared, l, l2, orig, stop))
+                })?;
             threads.push(t);
+        }
+        drop(slice_tx);
+        let mut started: Vec<_> = slice_rx.iter().collect();
+        started.sort_by_key(|(i, _, _)| *i);
+        let tids = started.iter().map(|(_, tid, _)| *tid).collect();
+        if let Some(s) = slice {
+            report_slices(s, started.into_iter().filter_map(|(_, _, r)| r));
         }
         Ok(Self {
             local,
             stop,
             threads,
+            tids,
             spawner: WorkerSpawner {
                 handles: handles.into(),
                 next: Arc::new(AtomicUsize::new(0)),
@@ -104,6 +125,12 @@ impl Workers {
     /// Spawns tasks onto these workers ([`WorkerSpawner`]).
     pub fn spawner(&self) -> WorkerSpawner {
         self.spawner.clone()
+    }
+
+    /// The worker threads' kernel thread ids (for per-thread statistics,
+    /// `/proc/self/task/<tid>/`), one per worker.
+    pub fn thread_ids(&self) -> &[i32] {
+        &self.tids
     }
 
     /// The address the workers accept on.
@@ -130,6 +157,28 @@ impl Workers {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+/// Logs what the workers' slice requests got, once for all workers: the
+/// slice at debug level, a refusal as a warning (the workers then run with
+/// the kernel's default slice, nothing else changes).
+fn report_slices(
+    asked: Duration,
+    results: impl Iterator<Item = Result<Duration, super::slice::SliceError>>,
+) {
+    let (mut granted, mut failed) = (0, None);
+    for r in results {
+        match r {
+            Ok(_) => granted += 1,
+            Err(e) => failed = Some(e),
+        }
+    }
+    match failed {
+        None => tracing::debug!("{granted} proxy workers run with a {asked:?} scheduler slice"),
+        Some(e) => tracing::warn!(
+            "proxy workers: the scheduler slice of {asked:?} (--worker-slice-us) is not in force, the kernel's default applies: {e}"
+        ),
     }
 }
 
@@ -209,5 +258,47 @@ async fn worker(
     let deadline = (*stop.borrow()).unwrap_or_else(Instant::now);
     while live.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::{FixedDestination, Proxy, ProxySettings};
+
+    /// Every worker thread asks for the configured slice; the thread that
+    /// started them (the daemon's runtime) keeps its own.
+    #[test]
+    fn the_slice_request_applies_to_the_worker_threads_only() {
+        let slice = Duration::from_micros(200);
+        let mine = crate::serve::slice::slice_of(0).unwrap();
+        let proxy = Proxy::new(&strait_config::snapshot::MeshSnapshot::default())
+            .unwrap()
+            .with_settings(ProxySettings {
+                worker_slice: Some(slice),
+                ..ProxySettings::default()
+            });
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let dest = FixedDestination("127.0.0.1:9".parse().unwrap());
+        let workers = proxy.serve_workers(listener, dest, 2).unwrap();
+        let tids = workers.thread_ids().to_vec();
+        assert_eq!(tids.len(), 2);
+        for tid in &tids {
+            let got = crate::serve::slice::slice_of(*tid).unwrap();
+            // Linux < 6.12 reports no slice at all (the request was
+            // ignored and warned about).
+            if mine.is_some() {
+                assert_eq!(got, Some(slice), "worker {tid}");
+            } else {
+                assert_eq!(got, None);
+            }
+        }
+        assert_eq!(crate::serve::slice::slice_of(0).unwrap(), mine);
+        assert_ne!(mine, Some(slice));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(workers.shutdown(Duration::ZERO));
     }
 }

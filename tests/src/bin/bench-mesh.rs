@@ -33,8 +33,8 @@
 //! the first one rotating; one unrecorded warm-up per scenario precedes
 //! them. Per scenario and round: requests/s at saturation (64 keep-alive
 //! connections), p50/p99 at 1,000 requests/s (open loop, latency
-//! correction, 16 connections) with the proxies' CPU time and context
-//! switches per request during that run (both nodes, all threads, from
+//! correction, 16 connections) with the proxies' CPU time, context
+//! switches and run-queue wait per request during that run (both nodes, all threads, from
 //! `/proc/<pid>/task/*/{schedstat,status}`), new connections/s (one
 //! request per connection, 16 at a time), the proxies' CPU seconds (utime + stime from
 //! `/proc/<pid>/stat`, both nodes) per 1,000 requests of the saturation
@@ -44,11 +44,12 @@
 //!
 //! `bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH]
 //! [--secs N] [--latency-secs N] [--rounds N] [--ztunnel PATH]
-//! [--only SCENARIO]... [--ab-sockmap]` (`--latency-secs`: length of the fixed-rate run,
+//! [--only SCENARIO]... [--ab-sockmap | --ab-args ARGS]` (`--latency-secs`: length of the fixed-rate run,
 //! default `--secs`; `--only`: measure just those, e.g. to profile one
 //! path; `--ab-sockmap`: each round measures the rows, then (or first,
 //! alternating) the Strait rows again with both daemons restarted with
-//! `strait run --sockmap`, named `<row>+sockmap`); `--ca` holds `root-cert.pem`
+//! `strait run --sockmap`, named `<row>+sockmap`; `--ab-args "ARGS"`: the
+//! same with any `strait run` flags, rows `<row>+ab`); `--ca` holds `root-cert.pem`
 //! and `ca-key.pem` (the ztunnel test root, which ztunnel's `FAKE_CA`
 //! signs with). Needs root; removes every namespace, cgroup and process it
 //! made (the nodes' `Drop`), on error too.
@@ -83,9 +84,11 @@ struct Args {
     ztunnel: Option<PathBuf>,
     /// Measure only these scenarios (for profiling one path).
     only: Vec<String>,
-    /// A/B of `strait run --sockmap`: every round also measures the Strait
-    /// rows with both daemons restarted with the flag (rows `<name>+sockmap`).
-    ab_sockmap: bool,
+    /// A/B of `strait run` flags: every round also measures the Strait
+    /// rows with both daemons restarted with these arguments (rows
+    /// `<name>+<suffix>`): `--ab-sockmap` is `--sockmap`, suffix `sockmap`;
+    /// `--ab-args "ARGS"` any flags, suffix `ab`.
+    ab: Option<(Vec<String>, &'static str)>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -99,12 +102,12 @@ fn args() -> anyhow::Result<Args> {
         rounds: 3,
         ztunnel: None,
         only: Vec::new(),
-        ab_sockmap: false,
+        ab: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         if k == "--ab-sockmap" {
-            a.ab_sockmap = true;
+            a.ab = Some((vec!["--sockmap".into()], "sockmap"));
             continue;
         }
         let v = it.next().with_context(|| format!("{k} needs a value"))?;
@@ -118,6 +121,7 @@ fn args() -> anyhow::Result<Args> {
             "--rounds" => a.rounds = v.parse()?,
             "--ztunnel" => a.ztunnel = Some(v.into()),
             "--only" => a.only.push(v),
+            "--ab-args" => a.ab = Some((v.split_whitespace().map(String::from).collect(), "ab")),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -125,7 +129,7 @@ fn args() -> anyhow::Result<Args> {
         || a.backend.as_os_str().is_empty()
         || a.ca.as_os_str().is_empty()
     {
-        bail!("usage: bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH] [--secs N] [--latency-secs N] [--rounds N] [--ztunnel PATH] [--only SCENARIO]... [--ab-sockmap]");
+        bail!("usage: bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH] [--secs N] [--latency-secs N] [--rounds N] [--ztunnel PATH] [--only SCENARIO]... [--ab-sockmap | --ab-args ARGS]");
     }
     Ok(a)
 }
@@ -233,10 +237,11 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Over all threads of `pids`: CPU time (ns, `/proc/<pid>/task/*/schedstat`
-/// field 1) and context switches (voluntary + involuntary, from each
-/// task's `status`).
-fn sched_totals(pids: &[u32]) -> (f64, f64) {
-    let (mut ns, mut switches) = (0.0, 0.0);
+/// field 1), context switches (voluntary + involuntary, from each
+/// task's `status`) and time spent runnable waiting for the CPU (ns,
+/// schedstat field 2: run-queue delay).
+fn sched_totals(pids: &[u32]) -> (f64, f64, f64) {
+    let (mut ns, mut switches, mut waited) = (0.0, 0.0, 0.0);
     for pid in pids {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             continue;
@@ -244,11 +249,11 @@ fn sched_totals(pids: &[u32]) -> (f64, f64) {
         for t in tasks.flatten() {
             let p = t.path();
             let stat = std::fs::read_to_string(p.join("schedstat")).unwrap_or_default();
-            ns += stat
+            let mut fields = stat
                 .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0);
+                .map(|v| v.parse::<f64>().unwrap_or(0.0));
+            ns += fields.next().unwrap_or(0.0);
+            waited += fields.next().unwrap_or(0.0);
             let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
             switches += status
                 .lines()
@@ -260,7 +265,7 @@ fn sched_totals(pids: &[u32]) -> (f64, f64) {
                 .sum::<f64>();
         }
     }
-    (ns, switches)
+    (ns, switches, waited)
 }
 
 /// A `VmHWM:`/`VmRSS:` figure of `pid`, MiB.
@@ -312,6 +317,7 @@ fn measure(s: &Scenario, a: &Args, cpus: Cpus, round: usize) -> anyhow::Result<V
         "fixed_rps": ok_per_sec(&fixed, lat_secs),
         "fixed_cpu_us_per_req": per_req((sched1.0 - sched0.0) / 1e3),
         "fixed_switches_per_req": per_req(sched1.1 - sched0.1),
+        "fixed_runq_wait_us_per_req": per_req((sched1.2 - sched0.2) / 1e3),
         "new_connections_per_s": ok_per_sec(&conns, a.secs),
         "cpu_s_per_1k": (!s.proxies.is_empty()).then(|| cpu / (ok / 1000.0)),
         "rss_peak_mib": s.proxies.iter().map(|p| vm_mib(*p, "VmHWM:")).collect::<Vec<_>>(),
@@ -707,16 +713,17 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
         bail!("strait-l7-hbone: node A's daemon counted no HTTP request to the bench service");
     }
 
-    if a.ab_sockmap {
+    if let Some((ab_args, suffix)) = &a.ab {
         // Per round: the rows as they are, then (or first, alternating)
-        // the Strait rows again with both daemons restarted with
-        // `--sockmap`; the daemons are restarted for every half so both
+        // the Strait rows again with both daemons restarted with the
+        // A/B flags; the daemons are restarted for every half so both
         // start equally warm.
+        let ab_args: Vec<&str> = ab_args.iter().map(String::as_str).collect();
         for round in 0..a.rounds {
             for half in 0..2 {
                 let on = (half + round) % 2 == 1;
                 drop(std::mem::take(&mut daemons));
-                daemons = start_daemons(if on { &["--sockmap"] } else { &[] })?;
+                daemons = start_daemons(if on { &ab_args } else { &[] })?;
                 let pids: Vec<u32> = daemons.iter().map(|d| d.0.id()).collect();
                 for s in scenarios
                     .iter_mut()
@@ -742,10 +749,10 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
                 // open: direct was checked untunnelled by the first warm-up.
                 warm_up(&owned, a, cpus, &server, &zserver, false)?;
                 for s in &owned {
-                    eprintln!("bench-mesh: round {} {} sockmap={on}", round + 1, s.name);
+                    eprintln!("bench-mesh: round {} {} {suffix}={on}", round + 1, s.name);
                     let mut v = measure(s, a, cpus, round).with_context(|| s.name)?;
                     if on {
-                        v["scenario"] = json!(format!("{}+sockmap", s.name));
+                        v["scenario"] = json!(format!("{}+{suffix}", s.name));
                     }
                     out.push(v);
                 }
