@@ -21,6 +21,17 @@
 //! discard it.
 use std::io::{Read, Seek, SeekFrom};
 
+/// `STRAIT_RELEASE_CODE_PAGES=0` in the daemon's environment keeps the
+/// pages mapped (the behaviour before; for A/B measurements and for a
+/// debugger that sets breakpoints through `/proc/<pid>/mem`).
+pub const RELEASE_ENV: &str = "STRAIT_RELEASE_CODE_PAGES";
+
+/// Whether the daemon releases its start-up code pages ([`RELEASE_ENV`]
+/// is not `0`).
+pub fn release_enabled() -> bool {
+    std::env::var_os(RELEASE_ENV).is_none_or(|v| v != "0")
+}
+
 /// `/proc/<pid>/pagemap` entry bits (`Documentation/admin-guide/mm/pagemap.rst`).
 const PM_PRESENT: u64 = 1 << 63;
 /// Set for a file page or shared anonymous page; clear for a private
@@ -53,7 +64,8 @@ pub fn read_only_segments() -> Vec<Segment> {
         let (out, info) = unsafe { (&mut *(data as *mut Vec<Segment>), &*info) };
         let page = page_size();
         // SAFETY: see above.
-        let headers = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        let headers =
+            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
         for h in headers {
             if h.p_type != libc::PT_LOAD || h.p_flags & libc::PF_W != 0 {
                 continue;
@@ -69,7 +81,12 @@ pub fn read_only_segments() -> Vec<Segment> {
     }
     let mut out = Vec::new();
     // SAFETY: the callback only reads the loader's records and writes `out`.
-    unsafe { libc::dl_iterate_phdr(Some(each), &mut out as *mut Vec<Segment> as *mut libc::c_void) };
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(each),
+            &mut out as *mut Vec<Segment> as *mut libc::c_void,
+        )
+    };
     out
 }
 
@@ -175,9 +192,15 @@ mod tests {
         static mut WRITABLE: u64 = 7;
         let segs = read_only_segments();
         let code = finds_the_code_segment_and_no_writable_one as *const () as usize;
-        assert!(segs.iter().any(|s| (s.start..s.end).contains(&code)), "{segs:x?} {code:#x}");
+        assert!(
+            segs.iter().any(|s| (s.start..s.end).contains(&code)),
+            "{segs:x?} {code:#x}"
+        );
         let data = &raw const WRITABLE as usize;
-        assert!(!segs.iter().any(|s| (s.start..s.end).contains(&data)), "{segs:x?} {data:#x}");
+        assert!(
+            !segs.iter().any(|s| (s.start..s.end).contains(&data)),
+            "{segs:x?} {data:#x}"
+        );
     }
 
     /// Released code runs again (mapped back from the page cache), the
@@ -192,7 +215,10 @@ mod tests {
         let released = release_code_pages();
         let after = resident_code_bytes();
         assert!(released > 0);
-        assert!(after < before, "resident code {before} -> {after} after releasing {released}");
+        assert!(
+            after < before,
+            "resident code {before} -> {after} after releasing {released}"
+        );
         // Code and read-only data are mapped back on use.
         let s: String = format!("{:?}", vec![1u32, 2, 3]);
         assert_eq!(s, "[1, 2, 3]");
