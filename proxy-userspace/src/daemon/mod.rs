@@ -662,8 +662,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     if let Some(s) = &secrets {
         s.wait_ready(Duration::from_secs(10)).await;
     }
-    live.set_ready(true);
+    // Before /ready says LIVE: start-up's code is unmapped before traffic.
     release_code_pages("certificates");
+    live.set_ready(true);
     tracing::info!(
         node = %args.node, pods_cgroup = %pods.display(), outbound = %args.outbound,
         admin = %args.admin, config = %source_name(&args), "strait is serving"
