@@ -1,6 +1,8 @@
 //! Facts about the host the daemon needs: privileges and the cgroup v2 mount.
 use std::path::PathBuf;
 
+pub mod code;
+
 /// Whether the process runs with effective uid 0.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.

@@ -155,6 +155,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // The first config's parse tree and the eBPF loader's buffers are gone:
     // return their pages before the serving threads start (issue 20).
     crate::sys::release_free_memory();
+    release_code_pages("setup");
     // Opening sockets in pods' network namespaces (HBONE, and the
     // plaintext inbound listener of the in-pod capture) needs setns.
     let sys_admin = args.identity.is_some() || args.inbound_capture;
@@ -174,6 +175,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     rt.shutdown_timeout(Duration::from_millis(500));
     drop(node_lock);
     result
+}
+
+/// Unmaps the executable's read-only pages at the end of a phase whose
+/// code serving does not run (start-up, a reload): only the code and data
+/// the daemon uses afterwards are mapped again (issue 20: RSS per node;
+/// [`crate::sys::code`]). Off with `STRAIT_RELEASE_CODE_PAGES=0`.
+fn release_code_pages(phase: &'static str) {
+    if !crate::sys::code::release_enabled() {
+        return;
+    }
+    let bytes = crate::sys::code::release_code_pages();
+    tracing::debug!(
+        phase,
+        released_kib = bytes / 1024,
+        "executable pages released"
+    );
 }
 
 fn log_diagnostics(diags: &[Diagnostic]) {
@@ -634,6 +651,9 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     m.update(&reload_live.snapshot.load(), &enrollment);
                 }
                 reload_live.set_reloading(false);
+                if reloaded.is_some() {
+                    release_code_pages("reload");
+                }
             }
         })
         .context("starting the reload thread")?;
@@ -642,6 +662,8 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     if let Some(s) = &secrets {
         s.wait_ready(Duration::from_secs(10)).await;
     }
+    // Before /ready says LIVE: start-up's code is unmapped before traffic.
+    release_code_pages("certificates");
     live.set_ready(true);
     tracing::info!(
         node = %args.node, pods_cgroup = %pods.display(), outbound = %args.outbound,
