@@ -284,6 +284,8 @@ pub fn load_str(text: &str, file: &str) -> Loaded {
 /// documents is one error for the whole text (nothing loads); a document
 /// nested deeper than `limits.max_depth` is an error for that document.
 pub fn load_str_with(text: &str, file: &str, limits: &Limits) -> Loaded {
+    // The text's documents share the schema trees they need.
+    let _schemas = crate::schema::Scope::enter();
     let mut out = Loaded::default();
     // A `mesh.yaml` of plain MeshConfig (no apiVersion/kind), as
     // [`load_paths_with`] reads it (the daemon's file store reads here).
@@ -306,6 +308,8 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Loaded {
 
 /// [`load_paths`] with explicit limits (see [`Limits`]).
 pub fn load_paths_with<P: AsRef<Path>>(paths: &[P], limits: &Limits) -> Loaded {
+    // Every file shares the schema trees it needs; freed on return.
+    let _schemas = crate::schema::Scope::enter();
     let mut out = Loaded::default();
     for p in paths {
         let p = p.as_ref();

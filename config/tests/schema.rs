@@ -315,6 +315,8 @@ fn doc(key: &str, spec: Value) -> (String, String, Value) {
 /// field, every enum value is accepted.
 #[test]
 fn generated_resources_with_every_field_load() {
+    // One parse of each schema for all the loads below, as a reload shares it.
+    let _schemas = schema::Scope::enter();
     let mut failures = Vec::new();
     for (key, s) in schema::schemas() {
         let spec_schema = &s["properties"]["spec"];
@@ -402,6 +404,7 @@ fn generate_all(schema: &Value) -> Value {
 /// spec and nested.
 #[test]
 fn unknown_fields_are_rejected() {
+    let _schemas = schema::Scope::enter();
     for key in schema::schemas().keys() {
         let spec = json!({"straitUnknownField": 1});
         let (_, _, v) = doc(key, spec);

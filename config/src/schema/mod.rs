@@ -6,7 +6,8 @@
 //! messages). This runs before, and on top of, the `validation.go` rules in
 //! [`crate::validate`].
 //!
-//! `istio-crds.json` is the `openAPIV3Schema` of every kind and version of
+//! `istio-crds.json` (split per schema at build time by `config/build.rs`)
+//! is the `openAPIV3Schema` of every kind and version of
 //! Istio's `crd-all.gen.yaml` (descriptions dropped), keyed
 //! `group/version/Kind`; `config/tests/schema.rs` checks it against the file
 //! in `../shared/istio/crds/`. Not applied: `format` (`date-time`, `byte`,
@@ -14,7 +15,7 @@
 pub mod cel;
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
 
@@ -29,8 +30,11 @@ pub struct SchemaError {
     pub unknown_field: bool,
 }
 
-/// The embedded schemas, `{"group/version/Kind": openAPIV3Schema, ...}`.
-const CRDS_JSON: &str = include_str!("istio-crds.json");
+// `TEXTS`: one JSON string per distinct schema; `SCHEMAS`:
+// `(group/version/Kind, index into TEXTS)` sorted by key (config/build.rs
+// splits `istio-crds.json`, so looking one kind up reads only its own
+// schema's pages).
+include!(concat!(env!("OUT_DIR"), "/crds.rs"));
 
 /// Every schema, keyed `group/version/Kind` (`networking.istio.io/v1/VirtualService`).
 ///
@@ -39,72 +43,108 @@ const CRDS_JSON: &str = include_str!("istio-crds.json");
 /// [`schema_for`], which parses only the kinds a configuration uses.
 pub fn schemas() -> &'static BTreeMap<String, Value> {
     static S: OnceLock<BTreeMap<String, Value>> = OnceLock::new();
-    S.get_or_init(|| serde_json::from_str(CRDS_JSON).expect("embedded schema is JSON"))
+    S.get_or_init(|| {
+        SCHEMAS
+            .iter()
+            .map(|(k, i)| (k.to_string(), parse(TEXTS[*i])))
+            .collect()
+    })
 }
 
-/// The keys of the embedded schemas (parsed once, values skipped).
-fn keys() -> &'static BTreeMap<&'static str, serde::de::IgnoredAny> {
-    static K: OnceLock<BTreeMap<&'static str, serde::de::IgnoredAny>> = OnceLock::new();
-    K.get_or_init(|| serde_json::from_str(CRDS_JSON).expect("embedded schema is JSON"))
+/// Which of [`TEXTS`] is the schema of `key` (`group/version/Kind`).
+fn text_of(key: &str) -> Option<usize> {
+    let i = SCHEMAS.binary_search_by(|(k, _)| (*k).cmp(key)).ok()?;
+    Some(SCHEMAS[i].1)
 }
 
-/// The schema of one key, parsed out of [`CRDS_JSON`] with every other
-/// key's value skipped.
-fn parse_one(key: &str) -> Option<Value> {
-    struct Only<'k>(&'k str);
-    impl<'de> serde::de::Visitor<'de> for Only<'_> {
-        type Value = Option<Value>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a map of schemas")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut found = None;
-            while let Some(k) = map.next_key::<&str>()? {
-                if k == self.0 {
-                    found = Some(map.next_value::<Value>()?);
-                } else {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
-            }
-            Ok(found)
+fn parse(text: &str) -> Value {
+    serde_json::from_str(text).expect("embedded schema is JSON")
+}
+
+/// What one [`Scope`] shares: the parsed trees (versions of a kind with
+/// the same schema share one) and the compiled `pattern`s.
+#[derive(Default)]
+struct Cache {
+    /// Live [`Scope`]s; at 0 the cache is emptied.
+    scopes: usize,
+    /// Keyed by index into [`TEXTS`]: versions sharing a schema share
+    /// its text and so its tree.
+    trees: BTreeMap<usize, Arc<Value>>,
+    patterns: BTreeMap<String, Option<regex::Regex>>,
+}
+
+static CACHE: Mutex<Cache> = Mutex::new(Cache {
+    scopes: 0,
+    trees: BTreeMap::new(),
+    patterns: BTreeMap::new(),
+});
+
+fn cache() -> std::sync::MutexGuard<'static, Cache> {
+    CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// While one is alive, parsed schema trees and compiled patterns are kept
+/// and shared by every [`check`] (on any thread); when the last one is
+/// dropped they are freed. Outside any scope each [`check`] parses the
+/// schema it needs and drops it.
+///
+/// A configuration load or reload holds one for its duration: the trees
+/// are large (DestinationRule's ~490 KB of `Value`s, VirtualService's
+/// ~270 KB) and needed only while documents are checked, so a node's
+/// daemon does not keep them between reloads (issue 20: RSS per node).
+/// Scopes nest; hold them briefly (a long-lived scope keeps the trees).
+#[must_use = "the cache is emptied when the scope is dropped"]
+pub struct Scope(());
+
+impl Scope {
+    /// Opens a scope (see [`Scope`]).
+    pub fn enter() -> Self {
+        cache().scopes += 1;
+        Scope(())
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        let mut c = cache();
+        c.scopes -= 1;
+        if c.scopes == 0 {
+            // Freed outside the lock.
+            let trees = std::mem::take(&mut c.trees);
+            let patterns = std::mem::take(&mut c.patterns);
+            drop(c);
+            drop((trees, patterns));
         }
     }
-    let mut de = serde_json::Deserializer::from_str(CRDS_JSON);
-    serde::Deserializer::deserialize_map(&mut de, Only(key)).expect("embedded schema is JSON")
 }
 
 /// The schema for `apiVersion` + `kind`, if Istio defines that kind.
 ///
-/// Each schema is parsed the first time a document of its kind is checked
-/// and then kept for the life of the process; versions of a kind with the
-/// same schema (`v1`, `v1beta1`, `v1alpha3` of `VirtualService`) share one
-/// tree. So a node's daemon holds the trees of the kinds its configuration
-/// uses (a few hundred KB), not all of Istio's (issue 20: RSS per node).
-pub fn schema_for(api_version: &str, kind: &str) -> Option<&'static Value> {
-    static TREES: std::sync::Mutex<BTreeMap<&'static str, &'static Value>> =
-        std::sync::Mutex::new(BTreeMap::new());
-    let (key, _) = keys().get_key_value(format!("{api_version}/{kind}").as_str())?;
-    let mut trees = TREES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(tree) = trees.get(key) {
-        return Some(tree);
+/// Parsed out of the embedded JSON the first time a document of its kind is
+/// checked within a [`Scope`] and shared until the scope ends; versions of
+/// a kind with the same schema (`v1`, `v1beta1`, `v1alpha3` of
+/// `VirtualService`) share one tree. Outside a scope, parsed for this call
+/// only. So a node's daemon holds no schema tree between reloads (issue 20:
+/// RSS per node).
+pub fn schema_for(api_version: &str, kind: &str) -> Option<Arc<Value>> {
+    let id = text_of(&format!("{api_version}/{kind}"))?;
+    if let Some(tree) = cache().trees.get(&id) {
+        return Some(tree.clone());
     }
-    let parsed = parse_one(key)?;
-    let tree = match trees.values().find(|t| ***t == parsed) {
-        Some(same) => *same,
-        // At most one leak per distinct schema (33 keys in all): the cache
-        // is the process's, like `schemas()`'s.
-        None => &*Box::leak(Box::new(parsed)),
-    };
-    trees.insert(key, tree);
-    Some(tree)
+    // Parsed without the lock: another thread's check is not held up.
+    let parsed = Arc::new(parse(TEXTS[id]));
+    let mut c = cache();
+    if c.scopes == 0 {
+        return Some(parsed);
+    }
+    Some(c.trees.entry(id).or_insert(parsed).clone())
 }
 
 /// `true` when Istio's schema defines `apiVersion` + `kind` (parses nothing).
 pub fn has_schema(api_version: &str, kind: &str) -> bool {
-    keys().contains_key(format!("{api_version}/{kind}").as_str())
+    text_of(&format!("{api_version}/{kind}")).is_some()
 }
 
 /// Checks `doc` (a whole resource) against the schema of its kind. `None`
@@ -117,7 +157,7 @@ pub fn check(api_version: &str, kind: &str, doc: &Value) -> Option<Vec<SchemaErr
     if let Some(o) = root.as_object_mut() {
         o.remove("metadata");
     }
-    walk(schema, &root, "", &mut out);
+    walk(&schema, &root, "", &mut out);
     Some(out)
 }
 
@@ -454,16 +494,19 @@ fn exclusive_hint(alts: &[Value], v: &Value) -> String {
     }
 }
 
-/// A schema `pattern`, compiled once (Go's RE2 syntax; Rust's `regex` is
-/// RE2-compatible for the patterns Istio uses).
+/// A schema `pattern`, compiled once per [`Scope`] (outside one, per
+/// call). Go's RE2 syntax; Rust's `regex` is RE2-compatible for the
+/// patterns Istio uses.
 fn pattern(p: &str) -> Option<regex::Regex> {
-    static CACHE: OnceLock<std::sync::Mutex<BTreeMap<String, Option<regex::Regex>>>> =
-        OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
-    c.entry(p.to_string())
-        .or_insert_with(|| regex::Regex::new(p).ok())
-        .clone()
+    if let Some(r) = cache().patterns.get(p) {
+        return r.clone();
+    }
+    let r = regex::Regex::new(p).ok();
+    let mut c = cache();
+    if c.scopes > 0 {
+        c.patterns.insert(p.to_string(), r.clone());
+    }
+    r
 }
 
 #[cfg(test)]
@@ -471,20 +514,21 @@ mod tests {
     use super::*;
 
     /// What the loader checks against is what `istio-crds.json` holds, for
-    /// every key; versions with one schema share one tree, and a kind Istio
-    /// does not define has none.
+    /// every key; within a scope versions with one schema share one tree,
+    /// and a kind Istio does not define has none.
     #[test]
-    fn schema_for_is_each_keys_schema_parsed_once() {
+    fn schema_for_is_each_keys_schema_parsed_once_per_scope() {
+        let _scope = Scope::enter();
         for (key, want) in schemas() {
             let (api, kind) = key.rsplit_once('/').unwrap();
             assert!(has_schema(api, kind), "{key}");
-            assert_eq!(schema_for(api, kind), Some(want), "{key}");
+            assert_eq!(schema_for(api, kind).as_deref(), Some(want), "{key}");
         }
         let v1 = schema_for("networking.istio.io/v1", "VirtualService").unwrap();
         let beta = schema_for("networking.istio.io/v1beta1", "VirtualService").unwrap();
-        assert!(std::ptr::eq(v1, beta), "one tree for identical versions");
+        assert!(Arc::ptr_eq(&v1, &beta), "one tree for identical versions");
         let dr = schema_for("networking.istio.io/v1", "DestinationRule").unwrap();
-        assert!(!std::ptr::eq(v1, dr));
+        assert!(!Arc::ptr_eq(&v1, &dr));
         assert_eq!(schema_for("networking.istio.io/v1", "NoSuchKind"), None);
         assert!(!has_schema("v1", "Service"));
     }

@@ -132,7 +132,11 @@ impl Compiler {
     /// service (`None` before there is one). `None` when the source's
     /// inputs did not change. Load and compile diagnostics are logged.
     pub fn reload(&mut self, store: &mut dyn Source, old: Option<&MeshSnapshot>) -> Option<Step> {
+        // The files read by this reload share the schema trees they need;
+        // freed when it returns (issue 20: RSS per node).
+        let schemas = strait_config::schema::Scope::enter();
         let reload = store.reload();
+        drop(schemas);
         if reload.unchanged {
             return None;
         }

@@ -60,6 +60,10 @@ pub struct ObjectStore {
     /// object (`Reload::changed`); `None` when unknown (before the first
     /// snapshot, after a relist that changed what is served).
     pending: Option<Changed>,
+    /// Held while a kind relists: the relist's objects share the schema
+    /// trees their check needs, which are freed when no kind relists
+    /// (`strait_config::schema::Scope`; issue 20: RSS per node).
+    schemas: Option<strait_config::schema::Scope>,
 }
 
 impl ObjectStore {
@@ -75,6 +79,7 @@ impl ObjectStore {
             wake,
             synced,
             pending: None,
+            schemas: None,
         };
         (store, rx)
     }
@@ -113,6 +118,8 @@ impl ObjectStore {
         let changed = match change {
             Change::Init => {
                 st.relist = Some(BTreeMap::new());
+                self.schemas
+                    .get_or_insert_with(strait_config::schema::Scope::enter);
                 false
             }
             Change::InitApply(v) => {
@@ -164,6 +171,9 @@ impl ObjectStore {
     }
 
     fn after_change(&mut self, changed: bool) {
+        if self.kinds.values().all(|k| k.relist.is_none()) {
+            self.schemas = None;
+        }
         if self.synced() && !*self.synced.borrow() {
             let _ = self.synced.send(true);
         }
