@@ -18,7 +18,6 @@
 //! XDP `BPF_PROG_TEST_RUN` tests.
 mod bpffs;
 mod btf;
-mod btf_fields;
 mod counters;
 mod deny6;
 mod deny_rules;
@@ -92,8 +91,6 @@ pub mod programs {
     /// `sockops`: copies a redirected connection's original destination to
     /// a key of the client's address.
     pub const SOCKOPS: &str = "orig_dst_sockops";
-    /// `fentry/tcp_close`: counts kernel-balanced connections closed.
-    pub const TCP_CLOSE: &str = "tcp_close_stats";
     /// Every program [`super::Datapath::attach`] attaches to the pods cgroup.
     pub const SOCKET: [&str; 9] = [
         CONNECT4,
