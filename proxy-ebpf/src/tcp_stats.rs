@@ -53,6 +53,17 @@
 //! written after the peer's FIN) measured *more*, not less: that run is in
 //! the softirq of the backend's CPU, where the client's socket and the
 //! maps are cold.
+//!
+//! Not measured: counting closes from `fentry/tcp_close` (no state
+//! callback; the balanced socket marked with `BPF_SOCK_OPS_RTO_CB_FLAG` at
+//! open, its fields read through BTF offsets, nested `sock_common` members
+//! included). The kernel of the development machine refuses every
+//! `BPF_PROG_TYPE_TRACING` (and LSM) program with `EPERM` before
+//! verification — kprobe, tracepoint and raw tracepoint programs load —
+//! so it could be neither tested nor measured; the prototype is in the
+//! history of branch `counters5` (commit "counters: fentry/tcp_close
+//! prototype", reverted). A `cgroup/sock_release` program measured no
+//! better than this design and runs for every socket of the cgroup.
 use aya_ebpf::{
     bindings::{bpf_sock_ops, BPF_SOCK_OPS_STATE_CB_FLAG},
     helpers::bpf_skc_to_tcp_sock,
