@@ -16,7 +16,6 @@ mod rev_nat;
 mod sock_nat;
 mod sockmap;
 mod sockops;
-mod tcp_destroy;
 mod tcp_stats;
 mod udp;
 mod xdp_deny;

@@ -65,7 +65,7 @@
 //! prototype", reverted). A `cgroup/sock_release` program measured no
 //! better than this design and runs for every socket of the cgroup.
 use aya_ebpf::{
-    bindings::{bpf_sock_ops, BPF_SOCK_OPS_RTO_CB_FLAG, BPF_SOCK_OPS_STATE_CB_FLAG},
+    bindings::{bpf_sock_ops, BPF_SOCK_OPS_STATE_CB_FLAG},
     helpers::bpf_skc_to_tcp_sock,
     programs::SockOpsContext,
     EbpfContext,
@@ -94,36 +94,12 @@ static TCP_SK_WRITE_SEQ: u32 = 0;
 static TCP_SK_SHUTDOWN: u32 = 0;
 
 // TCP states (`include/net/tcp_states.h`).
-pub const FIN_WAIT1: u32 = 4;
-pub const FIN_WAIT2: u32 = 5;
-pub const CLOSE: u32 = 7;
+const FIN_WAIT1: u32 = 4;
+const FIN_WAIT2: u32 = 5;
+const CLOSE: u32 = 7;
 const CLOSE_WAIT: u32 = 8;
-pub const LAST_ACK: u32 = 9;
-pub const CLOSING: u32 = 11;
-
-/// The callback flag that marks a balanced socket for
-/// [`crate::tcp_destroy`] (its only effect: a sockops run at a
-/// retransmission timeout, which returns at once).
-pub const MARK_FLAG: u32 = BPF_SOCK_OPS_RTO_CB_FLAG;
-
-/// The callback flags a balanced socket gets when its open is counted:
-/// the mark [`crate::tcp_destroy`] counts its close by, or (that program not
-/// loaded) the state callback.
-#[inline(always)]
-fn open_flags() -> i32 {
-    if crate::tcp_destroy::hooked() {
-        MARK_FLAG as i32
-    } else {
-        BPF_SOCK_OPS_STATE_CB_FLAG as i32
-    }
-}
-
-/// [`TCP_SK_WRITE_SEQ`].
-#[inline(always)]
-pub fn write_seq_offset() -> usize {
-    // SAFETY: a plain load of a read-only global.
-    unsafe { core::ptr::read_volatile(&TCP_SK_WRITE_SEQ) as usize }
-}
+const LAST_ACK: u32 = 9;
+const CLOSING: u32 = 11;
 
 /// `RCV_SHUTDOWN` in `sk_shutdown`.
 const RCV_SHUTDOWN: u8 = 1;
@@ -237,14 +213,14 @@ fn key6(src: [u32; 4], nat: &SockNat6) -> TcpStatsKey6 {
 #[inline(always)]
 pub fn opened(ctx: &SockOpsContext, nat: &SockNat) {
     add4(&key4(ctx.local_ip4(), nat), OPENED);
-    let _ = ctx.set_cb_flags(open_flags());
+    let _ = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32);
 }
 
 /// [`opened`] for a connection connect6 balanced to a native IPv6 backend.
 #[inline(always)]
 pub fn opened6(ctx: &SockOpsContext, nat: &SockNat6) {
     add!(TCP_STATS6, &key6(ip6(ctx.ops, false), nat), OPENED);
-    let _ = ctx.set_cb_flags(open_flags());
+    let _ = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32);
 }
 
 /// The context's local (`remote`: peer) IPv6 address, one 32-bit load per
@@ -374,110 +350,59 @@ pub fn state_changed(ctx: &SockOpsContext) {
     let fin_received = matches!(old, CLOSE_WAIT | CLOSING | LAST_ACK)
         || matches!(new, CLOSING | LAST_ACK)
         || (new == CLOSE && matches!(old, FIN_WAIT1 | FIN_WAIT2) && rcv_shut);
-    let d = closed_counts(acked, wseq, una, received, fin_sent, fin_received);
+    let d = TcpStats {
+        opened: 0,
+        closed: 1,
+        // Bytes acknowledged plus those still queued, less our SYN (the
+        // SYN-ACK acknowledged it) and FIN.
+        sent: (acked + u64::from(wseq.wrapping_sub(una))).saturating_sub(1 + u64::from(fin_sent)),
+        received: received.saturating_sub(u64::from(fin_received)),
+    };
     if new != CLOSE {
         let _ = ctx.set_cb_flags(0);
     }
     let cookie = crate::sock_nat::cookie(ctx.as_ptr());
     // SAFETY: plain loads of context fields.
-    let (src4, dst4) = unsafe {
+    let (src, peer) = unsafe {
         (
             core::ptr::read_volatile(&raw const (*ops).local_ip4),
             core::ptr::read_volatile(&raw const (*ops).remote_ip4),
         )
     };
-    let peer = Peer {
-        family,
-        src4,
-        dst4,
-        dport: remote_port(ops),
-        src6: ip6(ops, false),
-        dst6: ip6(ops, true),
-    };
-    count_closed(cookie, &peer, d);
-}
-
-/// A closing connection's counts: one close, the bytes the client wrote
-/// (acknowledged plus still queued, less our SYN, which the SYN-ACK
-/// acknowledged, and our FIN if queued) and received (less the peer's FIN
-/// if it came).
-#[inline(always)]
-pub fn closed_counts(
-    acked: u64,
-    wseq: u32,
-    una: u32,
-    received: u64,
-    fin_sent: bool,
-    fin_received: bool,
-) -> TcpStats {
-    TcpStats {
-        opened: 0,
-        closed: 1,
-        sent: (acked + u64::from(wseq.wrapping_sub(una))).saturating_sub(1 + u64::from(fin_sent)),
-        received: received.saturating_sub(u64::from(fin_received)),
-    }
-}
-
-/// The addresses of a closing socket: family, IPv4 local and peer
-/// addresses, the peer port (network byte order) and IPv6 addresses.
-pub struct Peer {
-    pub family: u32,
-    pub src4: u32,
-    pub dst4: u32,
-    pub dport: u16,
-    pub src6: [u32; 4],
-    pub dst6: [u32; 4],
-}
-
-/// Adds the closing counts `d` of an IPv4 (or IPv4-mapped) balanced
-/// socket whose local address is `src` and record `nat`.
-#[inline(always)]
-pub fn count_nat4(src: u32, nat: &SockNat, d: TcpStats) {
-    add4(&key4(src, nat), d);
-}
-
-/// Adds the closing counts `d` of a native IPv6 balanced socket whose
-/// local address is `src` and record `nat`.
-#[inline(always)]
-pub fn count_nat6(src: [u32; 4], nat: &SockNat6, d: TcpStats) {
-    add!(TCP_STATS6, &key6(src, nat), d);
-}
-
-/// Adds the closing counts `d` of the socket `cookie` under its key: the
-/// service and backend from its `SOCK_NAT` / `SOCK_NAT6` record, or, when
-/// the record's slot was reused meanwhile, the service unknown (0) and the
-/// socket's peer as the backend.
-#[inline(always)]
-pub fn count_closed(cookie: u64, p: &Peer, d: TcpStats) {
     if let Some(nat) = crate::sock_nat::of_socket(cookie) {
-        add4(&key4(p.src4, &nat), d);
+        add4(&key4(src, &nat), d);
         return;
     }
-    if p.family == AF_INET6 {
-        let remote = p.dst6;
+    if family == AF_INET6 {
+        let remote = ip6(ops, true);
         // `::ffff:a.b.c.d`: an IPv4 peer, counted under IPv4 below.
         let mapped = remote[0] == 0 && remote[1] == 0 && remote[2] == MAPPED_WORD;
         if !mapped {
+            let src6 = ip6(ops, false);
             let key = match crate::lb6::balanced6(cookie) {
-                Some(nat6) => key6(p.src6, &nat6),
+                Some(nat6) => key6(src6, &nat6),
+                // The record is gone if its slot was reused meanwhile:
+                // the service is then unknown, the backend is the peer.
                 None => TcpStatsKey6 {
-                    src: p.src6,
+                    src: src6,
                     vip: [0; 4],
                     backend: remote,
                     vport: 0,
-                    bport: p.dport,
+                    bport: remote_port(ops),
                 },
             };
             add!(TCP_STATS6, &key, d);
             return;
         }
     }
+    // The record is gone if its slot was reused meanwhile: the service is
+    // then unknown (0), the backend is the socket's peer.
     let key = TcpStatsKey {
-        src: p.src4,
+        src,
         vip: 0,
-        backend: p.dst4,
+        backend: peer,
         vport: 0,
-        bport: p.dport,
+        bport: remote_port(ops),
     };
     add4(&key, d);
 }

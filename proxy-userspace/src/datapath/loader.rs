@@ -100,12 +100,6 @@ pub struct DatapathConfig {
     /// the sockops program then neither counts nor asks for state
     /// callbacks, and no `istio_tcp_*` series appear for such connections.
     pub tcp_stats: bool,
-    /// Count those connections closed from the `tcp_destroy_sock` raw
-    /// tracepoint (`proxy-ebpf/src/tcp_destroy.rs`: no sockops state
-    /// callback per connection; default on). Off, or when the kernel's BTF
-    /// lacks a field it reads: from sockops state callbacks, as before.
-    /// Off only to compare the two (`cargo xtask bench l4-counters`).
-    pub tcp_destroy_hook: bool,
     /// Replace pinned maps whose layout this build can neither use nor
     /// migrate with empty ones (`strait run --reset-maps`) instead of
     /// refusing to start.
@@ -129,7 +123,6 @@ impl DatapathConfig {
             ),
             outbound6: None,
             tcp_stats: true,
-            tcp_destroy_hook: true,
             sockmap: false,
             reset_maps: false,
         }
@@ -294,13 +287,6 @@ impl Datapath {
         loader.override_global("SOCK_SND_ALLOWANCE", &allowance, true);
         loader.override_global("TCP_SK_WRITE_SEQ", &tcp_sk[0], true);
         loader.override_global("TCP_SK_SHUTDOWN", &tcp_sk[1], true);
-        let destroy_hook = (config.tcp_stats && config.tcp_destroy_hook && tcp_sk[0] != 0)
-            .then(super::btf_fields::destroy_hook)
-            .flatten();
-        let destroy_hook_on = u8::from(destroy_hook.is_some());
-        loader.override_global("TCP_DESTROY_HOOK", &destroy_hook_on, true);
-        let destroy_offsets = destroy_hook.as_ref().map_or([0; 15], |h| h.offsets);
-        loader.override_global("TCP_DESTROY_OFFSETS", &destroy_offsets, true);
         let paths: Vec<(&str, PathBuf)> = layout::pinned_maps()
             .map(|name| (name, pin_dir.join(name)))
             .collect();
@@ -314,16 +300,6 @@ impl Datapath {
             )
         })?;
         replaced.copy_into(pin_dir, migrate::Overwrite::Yes)?;
-        let destroy_pin = pin_dir.join("links").join(programs::TCP_DESTROY);
-        if destroy_hook.is_some() {
-            super::btf_fields::attach_destroy_hook(&mut ebpf, &destroy_pin)?;
-        } else if destroy_pin.exists() {
-            // An earlier run's hook would count the closes of sockets this
-            // build's sockops program no longer marks: none; but it holds
-            // an earlier program, so it goes.
-            std::fs::remove_file(&destroy_pin)
-                .with_context(|| format!("unpinning {}", destroy_pin.display()))?;
-        }
         let mut maps = Maps::take(&mut ebpf)?;
         let tables = tables::ServiceTables::recover(&mut maps)?;
         let mut deny = DenyTries::take(&mut ebpf)?;

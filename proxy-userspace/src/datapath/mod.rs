@@ -19,7 +19,6 @@
 mod batch;
 mod bpffs;
 mod btf;
-mod btf_fields;
 mod counters;
 mod deny6;
 mod deny_rules;
@@ -93,9 +92,6 @@ pub mod programs {
     /// `sockops`: copies a redirected connection's original destination to
     /// a key of the client's address.
     pub const SOCKOPS: &str = "orig_dst_sockops";
-    /// Raw tracepoint `tcp_destroy_sock`: counts kernel-balanced
-    /// connections closed.
-    pub const TCP_DESTROY: &str = "tcp_destroy_stats";
     /// Every program [`super::Datapath::attach`] attaches to the pods cgroup.
     pub const SOCKET: [&str; 9] = [
         CONNECT4,

@@ -263,9 +263,6 @@ fn peer_cpu_us(pids: &[u32]) -> u64 {
     ns / 1000
 }
 
-/// `strait::datapath::programs::TCP_DESTROY`.
-const TCP_DESTROY: &str = "tcp_destroy_stats";
-
 /// The programs attached to the arms' cgroups (BPF_PROG_QUERY), whose
 /// run-time statistics each batch reads.
 struct Programs {
@@ -315,14 +312,6 @@ impl Programs {
                 if r == 0 {
                     ids.extend_from_slice(&buf[..(q.prog_cnt as usize).min(buf.len())]);
                 }
-            }
-        }
-        // Programs that run for the arms' sockets without being attached
-        // to a cgroup: the TCP counters' `tcp_destroy_sock` raw tracepoint
-        // (the kernel keeps 15 characters of a name).
-        for info in aya::programs::loaded_programs().flatten() {
-            if info.name_as_str() == Some(&TCP_DESTROY[..15]) {
-                ids.push(info.id());
             }
         }
         ids.sort_unstable();

@@ -47,10 +47,6 @@ const TARGET_WITHIN: f64 = 0.05;
 /// The sockops program's name as the kernel keeps it (15 characters of
 /// `strait::datapath::programs::SOCKOPS`, `orig_dst_sockops`).
 const SOCKOPS: &str = "orig_dst_sockop";
-/// The `tcp_destroy_sock` raw tracepoint's name as the kernel keeps it
-/// (`strait::datapath::programs::TCP_DESTROY`, `tcp_destroy_stats`): it
-/// runs for every TCP socket destroyed, the bench's included.
-const TCP_DESTROY: &str = "tcp_destroy_sta";
 
 /// The paths measured under each hold, in this order: direct twice (the
 /// second is the A/A control: same path, so its ratio to the first is the
@@ -173,12 +169,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
             on.push(hold(env, &file, true, plan)?);
         }
     }
-    // The counters' programs: sockops, and the raw tracepoint that counts
-    // closes when the kernel has it (absent: 0).
-    let sockops = |r: &ArmRun| {
-        r.program_ns_per_conn(SOCKOPS).unwrap_or(f64::NAN)
-            + r.program_ns_per_conn(TCP_DESTROY).unwrap_or(0.0)
-    };
+    let sockops = |r: &ArmRun| r.program_ns_per_conn(SOCKOPS).unwrap_or(f64::NAN);
     let added = Samples(
         on.iter()
             .zip(&off)
