@@ -53,6 +53,33 @@
 //! written after the peer's FIN) measured *more*, not less: that run is in
 //! the softirq of the backend's CPU, where the client's socket and the
 //! maps are cold.
+//!
+//! Not measured: counting closes from `fentry/tcp_close` (no state
+//! callback; the balanced socket marked with `BPF_SOCK_OPS_RTO_CB_FLAG` at
+//! open, its fields read through BTF offsets, nested `sock_common` members
+//! included). The kernel of the development machine refuses every
+//! `BPF_PROG_TYPE_TRACING` (and LSM) program with `EPERM` before
+//! verification — kprobe, tracepoint and raw tracepoint programs load —
+//! so it could be neither tested nor measured; the prototype is in the
+//! history of branch `counters5` (commit "counters: fentry/tcp_close
+//! prototype", reverted). A `cgroup/sock_release` program measured no
+//! better than this design and runs for every socket of the cgroup.
+//!
+//! Measured, not landed: closes counted by a raw tracepoint on
+//! `tcp_destroy_sock` (once per TCP socket, in `TCP_CLOSE`, counts final;
+//! the balanced socket marked with `BPF_SOCK_OPS_RTO_CB_FLAG` at open, its
+//! fields copied with `bpf_probe_read_kernel` at BTF offsets, `SOCK_DONE`
+//! for the peer's FIN, `bytes_sent - bytes_retrans` to tell whether our
+//! FIN was queued; exact bytes in every `kernel_tcp_stats` case). Same
+//! run, load 5.6–7, one `strait-probe` process per connection (cold
+//! caches), six rounds, on − off per balanced connection: median ~1.9 µs
+//! against ~2.1 µs for this design — within the noise — while every other
+//! TCP socket the node destroys pays one run (one probe read, ~240–390 ns
+//! in the same setting), which this design never charges. The tracepoint
+//! is also node-wide: every data path on the kernel (simulated nodes)
+//! sees every marked socket, so only sockets with a live `SOCK_NAT` record
+//! can be counted. Branch `counters5`, commit "counters: closes counted
+//! by a tcp_destroy_sock raw tracepoint", reverted.
 use aya_ebpf::{
     bindings::{bpf_sock_ops, BPF_SOCK_OPS_STATE_CB_FLAG},
     helpers::bpf_skc_to_tcp_sock,

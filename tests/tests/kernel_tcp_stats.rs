@@ -338,3 +338,78 @@ fn a_key_whose_direct_slot_is_taken_is_counted_in_the_hash() {
     assert_eq!(keys, [key4(second, b)]);
     dp.cleanup().unwrap();
 }
+
+/// The counter read (one `BPF_MAP_LOOKUP_BATCH` over `TCP_STATS_DIRECT`)
+/// returns every taken slot of every CPU with its own counts — first,
+/// middle and last slot, a different key per CPU, free slots left out —
+/// and sums a key that several CPUs hold.
+#[test]
+fn the_counter_read_returns_every_taken_slot_of_every_cpu() {
+    let Some(p) = privileged::require("the_counter_read_returns_every_taken_slot_of_every_cpu")
+    else {
+        return;
+    };
+    let bpffs = TestBpffs::new().unwrap();
+    let (dp, _cg) = datapath(&p, &bpffs, "tcpstats-batch");
+    let pin = bpffs
+        .path()
+        .join("strait/tcpstats-batch")
+        .join(proxy_common::TCP_STATS_DIRECT);
+    let mut direct: aya::maps::PerCpuArray<_, proxy_common::TcpStatsEntry> =
+        aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(
+            aya::maps::MapData::from_pin(&pin).unwrap(),
+        ))
+        .unwrap();
+    let cpus = aya::util::nr_cpus().unwrap();
+    let key = |n: u32| proxy_common::TcpStatsKey {
+        src: u32::from(std::net::Ipv4Addr::new(10, 0, 0, 1)).to_be(),
+        vip: n.to_be(),
+        backend: 7u32.to_be(),
+        vport: 80u16.to_be(),
+        bport: 8080u16.to_be(),
+    };
+    let counts = |n: u64| TcpStats {
+        opened: n,
+        closed: n,
+        sent: 1000 * n,
+        received: 7 * n,
+    };
+    let last = proxy_common::TCP_STATS_DIRECT_SLOTS - 1;
+    let mut want: std::collections::BTreeMap<proxy_common::TcpStatsKey, TcpStats> =
+        Default::default();
+    for slot in [0, 1, 500, last] {
+        let values: Vec<_> = (0..cpus)
+            .map(|cpu| {
+                // Slot 1: the same key on every CPU (summed); slot 500: CPU 0
+                // only (the others free); else a key per CPU.
+                let (k, free) = match slot {
+                    1 => (key(1), false),
+                    500 => (key(500), cpu != 0),
+                    _ => (key(slot * 100 + cpu as u32 + 2), false),
+                };
+                let c = counts(u64::from(slot) + cpu as u64 + 1);
+                if !free {
+                    let e = want.entry(k).or_default();
+                    e.opened += c.opened;
+                    e.closed += c.closed;
+                    e.sent += c.sent;
+                    e.received += c.received;
+                }
+                proxy_common::TcpStatsEntry {
+                    key: if free {
+                        proxy_common::TcpStatsKey::default()
+                    } else {
+                        k
+                    },
+                    stats: if free { TcpStats::default() } else { c },
+                }
+            })
+            .collect();
+        direct
+            .set(slot, aya::maps::PerCpuValues::try_from(values).unwrap(), 0)
+            .unwrap();
+    }
+    let got = dp.tcp_stats().unwrap();
+    assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+    dp.cleanup().unwrap();
+}

@@ -1178,24 +1178,53 @@ fn add_stats(sum: &mut TcpStats, v: &TcpStats) {
 }
 
 /// The taken slots of `TCP_STATS_DIRECT` on every CPU, as (key, counts)
-/// pairs (a key may appear once per CPU).
+/// pairs (a key may appear once per CPU): the whole array in one
+/// `BPF_MAP_LOOKUP_BATCH` ([`super::batch`]), or one lookup per slot on a
+/// kernel without batch operations for arrays (before 5.6).
 fn direct_entries(ebpf: &Ebpf) -> anyhow::Result<Vec<(TcpStatsKey, TcpStats)>> {
+    use std::os::fd::AsFd;
     let name = proxy_common::TCP_STATS_DIRECT;
-    let map: aya::maps::PerCpuArray<_, proxy_common::TcpStatsEntry> =
-        aya::maps::PerCpuArray::try_from(
-            ebpf.map(name)
-                .with_context(|| format!("map {name} missing from the eBPF object"))?,
-        )?;
+    let data = ebpf
+        .map(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))?;
     let mut out = Vec::new();
+    let mut keep = |e: &proxy_common::TcpStatsEntry| {
+        if e.key.src != 0 {
+            out.push((e.key, e.stats));
+        }
+    };
+    if let aya::maps::Map::PerCpuArray(m) = data {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let slots = m.info()?.max_entries();
+        match super::batch::per_cpu_array::<proxy_common::TcpStatsEntry>(
+            m.fd().as_fd(),
+            slots,
+            cpus,
+        ) {
+            Ok(slots) => {
+                slots.iter().flatten().for_each(&mut keep);
+                return Ok(out);
+            }
+            // EINVAL, EOPNOTSUPP, ENOTSUPP (524): the kernel has no batch
+            // lookup for arrays; anything else is an error.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::EOPNOTSUPP | 524)
+                ) =>
+            {
+                tracing::debug!("{name}: no batch lookup ({e}), one lookup per slot");
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {name}")),
+        }
+    }
+    let map: aya::maps::PerCpuArray<_, proxy_common::TcpStatsEntry> =
+        aya::maps::PerCpuArray::try_from(data)?;
     for slot in 0..map.len() {
         let per_cpu = map
             .get(&slot, 0)
             .with_context(|| format!("reading {name} slot {slot}"))?;
-        for e in per_cpu.iter() {
-            if e.key.src != 0 {
-                out.push((e.key, e.stats));
-            }
-        }
+        per_cpu.iter().for_each(&mut keep);
     }
     Ok(out)
 }

@@ -16,6 +16,7 @@
 //!
 //! [`load`] gives an unpinned copy of the object for one-off tools and the
 //! XDP `BPF_PROG_TEST_RUN` tests.
+mod batch;
 mod bpffs;
 mod btf;
 mod counters;
