@@ -20,6 +20,14 @@
 //! first touched (then by address). Page granularity over-approximates:
 //! a function sharing a touched page with one that ran is listed too;
 //! running this again on a binary linked with the list refines it.
+//!
+//! Serving first: the daemon unmaps its start-up code before it turns
+//! LIVE (`proxy-userspace/src/sys/code.rs`), so what stays resident while
+//! it serves is the 64 KiB blocks serving runs code in. When bench-mesh
+//! starts its first warm-up (both daemons LIVE), the copy's pages that no
+//! process maps are dropped from the page cache (`POSIX_FADV_DONTNEED`);
+//! every page resident from then on is serving's, and those functions are
+//! listed first (by first touch after that point), start-up's after them.
 //! Needs root (loop device, namespaces), `nm` and `readelf` (binutils).
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,18 +57,21 @@ pub fn run(binary: Option<PathBuf>) -> anyhow::Result<()> {
     };
     crate::bench::mesh::build_harness()?;
     let scratch = Scratch::new(&binary)?;
-    let touched = watch_while(&scratch.binary, || {
+    let touched = watch_while(&scratch.binary, |serving| {
         step("bench-mesh, one quick round of the Strait rows, from the scratch copy");
-        sh(Command::new(target.join("release/bench-mesh"))
-            .arg("--strait")
-            .arg(&scratch.binary)
-            .arg("--backend")
-            .arg(target.join("release/bench-backend"))
-            .arg("--ca")
-            .arg(root().join("../shared/hbone/ztunnel-test-ca"))
-            .args(["--secs", "2", "--latency-secs", "2", "--rounds", "1"])
-            .args(["--only", "strait-l4-hbone", "--only", "strait-l7-hbone"])
-            .stdout(std::process::Stdio::null()))
+        sh_marking_serving(
+            serving,
+            Command::new(target.join("release/bench-mesh"))
+                .arg("--strait")
+                .arg(&scratch.binary)
+                .arg("--backend")
+                .arg(target.join("release/bench-backend"))
+                .arg("--ca")
+                .arg(root().join("../shared/hbone/ztunnel-test-ca"))
+                .args(["--secs", "2", "--latency-secs", "2", "--rounds", "1"])
+                .args(["--only", "strait-l4-hbone", "--only", "strait-l7-hbone"])
+                .stdout(std::process::Stdio::null()),
+        )
     })?;
     drop(scratch);
     let (names, stats) = ordered_functions(&binary, &touched)?;
@@ -68,12 +79,14 @@ pub fn run(binary: Option<PathBuf>) -> anyhow::Result<()> {
     std::fs::write(&path, names.join("\n") + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
     step(&format!(
-        "{} pages of the binary touched; {} of {} functions ({:.2} of {:.2} MB of code) listed in {}",
-        touched.iter().filter(|t| t.is_some()).count(),
+        "{} pages of the binary touched, {} of them while serving; {} of {} functions ({:.2} of {:.2} MB of code; serving's {:.2} MB first) listed in {}",
+        touched.iter().filter(|t| t.start_up.is_some()).count(),
+        touched.iter().filter(|t| t.serving.is_some()).count(),
         names.len(),
         stats.functions,
         stats.listed_bytes as f64 / 1e6,
         stats.code_bytes as f64 / 1e6,
+        stats.serving_bytes as f64 / 1e6,
         path.display()
     ));
     Ok(())
@@ -130,23 +143,46 @@ impl Drop for Scratch {
     }
 }
 
+/// When a page of the watched file was first seen in the page cache:
+/// the poll number overall, and the poll number once serving began (see
+/// the module docs; `None`: never).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Touch {
+    start_up: Option<u32>,
+    serving: Option<u32>,
+}
+
 /// Runs `f` while polling which pages of `file` are in the page cache;
-/// per page, the poll in which it was first seen (`None`: never).
+/// per page, the poll in which it was first seen, and first seen after `f`
+/// set the flag it is given (serving began: the file's unmapped pages are
+/// dropped from the cache at that moment).
 fn watch_while(
     file: &Path,
-    f: impl FnOnce() -> anyhow::Result<()>,
-) -> anyhow::Result<Vec<Option<u32>>> {
+    f: impl FnOnce(&AtomicBool) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<Touch>> {
     let cache = Resident::open(file)?;
-    let mut first: Vec<Option<u32>> = vec![None; cache.pages];
+    let mut first: Vec<Touch> = vec![Touch::default(); cache.pages];
     let stop = Arc::new(AtomicBool::new(false));
+    let serving = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
         let poller = s.spawn(|| {
             let mut poll = 0u32;
+            let mut dropped = false;
             loop {
                 let done = stop.load(Ordering::Relaxed);
+                if !dropped && serving.load(Ordering::Relaxed) {
+                    // Only pages no process maps leave the cache.
+                    cache.drop_unmapped();
+                    dropped = true;
+                }
                 for (page, hit) in cache.pages_in_cache().into_iter().enumerate() {
-                    if hit && first[page].is_none() {
-                        first[page] = Some(poll);
+                    if !hit {
+                        continue;
+                    }
+                    let t = &mut first[page];
+                    t.start_up.get_or_insert(poll);
+                    if dropped {
+                        t.serving.get_or_insert(poll);
                     }
                 }
                 if done {
@@ -156,20 +192,48 @@ fn watch_while(
                 std::thread::sleep(Duration::from_millis(200));
             }
         });
-        let r = f();
+        let r = f(&serving);
         stop.store(true, Ordering::Relaxed);
         let _ = poller.join();
         r
     });
     result?;
-    if first.iter().all(Option::is_none) {
+    if first.iter().all(|t| t.start_up.is_none()) {
         bail!("no page of {} was touched", file.display());
+    }
+    if first.iter().all(|t| t.serving.is_none()) {
+        bail!("bench-mesh never began its warm-up: no serving phase seen");
     }
     Ok(first)
 }
 
+/// Runs `cmd` like [`sh`], passing its stderr through and setting
+/// `serving` at its first `bench-mesh: warm-up` line (both daemons LIVE).
+fn sh_marking_serving(serving: &AtomicBool, cmd: &mut Command) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    eprintln!("    $ {cmd:?}");
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if let Some(err) = child.stderr.take() {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if line.starts_with("bench-mesh: warm-up") {
+                serving.store(true, Ordering::Relaxed);
+            }
+            eprintln!("{line}");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
 /// A read-only mapping of a file, for `mincore(2)` (which never faults).
 struct Resident {
+    file: std::fs::File,
     addr: *mut libc::c_void,
     len: usize,
     pages: usize,
@@ -203,10 +267,19 @@ impl Resident {
             );
         }
         Ok(Resident {
+            file: f,
             addr,
             len,
             pages: len.div_ceil(4096),
         })
+    }
+
+    /// Drops the file's cached pages that no process maps
+    /// (`POSIX_FADV_DONTNEED`: mapped pages stay).
+    fn drop_unmapped(&self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: advice on our own open file descriptor.
+        unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     }
 
     fn pages_in_cache(&self) -> Vec<bool> {
@@ -232,14 +305,13 @@ struct Stats {
     functions: usize,
     code_bytes: u64,
     listed_bytes: u64,
+    /// Of `listed_bytes`, the functions whose entry page serving touched.
+    serving_bytes: u64,
 }
 
 /// The mangled names of `binary`'s functions whose entry page was touched,
-/// by first touch then address, each once.
-fn ordered_functions(
-    binary: &Path,
-    touched: &[Option<u32>],
-) -> anyhow::Result<(Vec<String>, Stats)> {
+/// serving's first, each group by first touch then address, each once.
+fn ordered_functions(binary: &Path, touched: &[Touch]) -> anyhow::Result<(Vec<String>, Stats)> {
     let readelf =
         output(Command::new("readelf").arg("-lW").arg(binary)).context("readelf -lW (binutils)")?;
     let nm = output(
@@ -266,7 +338,7 @@ fn segments(readelf: &str) -> Vec<(u64, u64, u64)> {
         .collect()
 }
 
-fn order(segments: &[(u64, u64, u64)], nm: &str, touched: &[Option<u32>]) -> (Vec<String>, Stats) {
+fn order(segments: &[(u64, u64, u64)], nm: &str, touched: &[Touch]) -> (Vec<String>, Stats) {
     let offset = |va: u64| {
         segments
             .iter()
@@ -274,7 +346,8 @@ fn order(segments: &[(u64, u64, u64)], nm: &str, touched: &[Option<u32>]) -> (Ve
             .map(|(off, v, _)| va - v + off)
     };
     let mut stats = Stats::default();
-    let mut hit: Vec<(u32, u64, &str)> = Vec::new();
+    // (0 = serving / 1 = start-up only, first touch in that phase, address, name)
+    let mut hit: Vec<(u8, u32, u64, &str)> = Vec::new();
     for line in nm.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         let [addr, size, kind, name] = f[..] else {
@@ -292,17 +365,24 @@ fn order(segments: &[(u64, u64, u64)], nm: &str, touched: &[Option<u32>]) -> (Ve
         };
         stats.functions += 1;
         stats.code_bytes += size;
-        if let Some(Some(poll)) = touched.get((off / 4096) as usize) {
+        let Some(t) = touched.get((off / 4096) as usize) else {
+            continue;
+        };
+        if let Some(poll) = t.serving {
             stats.listed_bytes += size;
-            hit.push((*poll, addr, name));
+            stats.serving_bytes += size;
+            hit.push((0, poll, addr, name));
+        } else if let Some(poll) = t.start_up {
+            stats.listed_bytes += size;
+            hit.push((1, poll, addr, name));
         }
     }
     hit.sort();
     let mut seen = std::collections::HashSet::new();
     let names = hit
         .into_iter()
-        .filter(|(_, _, n)| seen.insert(*n))
-        .map(|(_, _, n)| n.to_string())
+        .filter(|(_, _, _, n)| seen.insert(*n))
+        .map(|(_, _, _, n)| n.to_string())
         .collect();
     (names, stats)
 }
@@ -320,7 +400,8 @@ Program Headers:
 ";
 
     #[test]
-    fn functions_on_touched_entry_pages_are_listed_by_first_touch_then_address() {
+    fn functions_on_touched_entry_pages_are_listed_serving_first_then_by_first_touch_then_address()
+    {
         let segs = segments(READELF);
         assert_eq!(segs.len(), 2);
         // File pages: 0x426 holds 0x427000.., 0x427 holds 0x428000...
@@ -332,16 +413,42 @@ Program Headers:
 0000000000427200 0000000000000000 t zero_sized
 0000000001700000 0000000000000020 d data
 0000000000427300 0000000000000010 t early
+000000000042b010 0000000000000020 t serving_late
+000000000042c010 0000000000000020 t serving_early
 ";
-        let mut touched = vec![None; 0x500];
-        touched[(0x427010 - 0x1000) / 4096] = Some(3);
-        touched[(0x428010 - 0x1000) / 4096] = Some(3);
-        touched[(0x427100 - 0x1000) / 4096] = Some(3);
+        let start_up = |poll| Touch {
+            start_up: Some(poll),
+            serving: None,
+        };
+        let page = |addr: usize| (addr - 0x1000) / 4096;
+        let mut touched = vec![Touch::default(); 0x500];
+        touched[page(0x427010)] = start_up(3);
+        touched[page(0x428010)] = start_up(3);
         // late_b's second page is touched earlier, but only its entry page counts.
-        touched[(0x429010 - 0x1000) / 4096] = Some(1);
+        touched[page(0x429010)] = start_up(1);
+        // Serving's pages come first whatever their start-up touch.
+        touched[page(0x42b010)] = Touch {
+            start_up: Some(0),
+            serving: Some(9),
+        };
+        touched[page(0x42c010)] = Touch {
+            start_up: Some(7),
+            serving: Some(7),
+        };
         let (names, stats) = order(&segs, nm, &touched);
-        assert_eq!(names, ["first_touched", "late_a", "early", "late_b"]);
-        assert_eq!(stats.functions, 5);
-        assert_eq!(stats.listed_bytes, 0x20 * 3 + 0x10 + 0x2000);
+        assert_eq!(
+            names,
+            [
+                "serving_early",
+                "serving_late",
+                "first_touched",
+                "late_a",
+                "early",
+                "late_b"
+            ]
+        );
+        assert_eq!(stats.functions, 7);
+        assert_eq!(stats.listed_bytes, 0x20 * 5 + 0x10 + 0x2000);
+        assert_eq!(stats.serving_bytes, 0x20 * 2);
     }
 }
