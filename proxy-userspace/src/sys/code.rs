@@ -115,15 +115,10 @@ pub fn release_code_pages() -> usize {
     let mut released = 0;
     for seg in read_only_segments() {
         let pages = (seg.end - seg.start) / page;
-        let mut raw = vec![0u8; pages * 8];
-        if pagemap
-            .seek(SeekFrom::Start((seg.start / page * 8) as u64))
-            .and_then(|_| pagemap.read_exact(&mut raw))
-            .is_err()
-        {
+        let Some(raw) = pagemap_entries(&mut pagemap, seg, page) else {
             return released;
-        }
-        let entry = |i: usize| u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap());
+        };
+        let entry = |i: usize| raw[i];
         // Runs of pages that are present file pages.
         let mut i = 0;
         while i < pages {
@@ -149,6 +144,21 @@ pub fn release_code_pages() -> usize {
     released
 }
 
+/// The `/proc/self/pagemap` entries (one `u64` per page) of `seg`;
+/// `None` when they cannot be read.
+fn pagemap_entries(pagemap: &mut std::fs::File, seg: Segment, page: usize) -> Option<Vec<u64>> {
+    let mut raw = vec![0u8; (seg.end - seg.start) / page * 8];
+    pagemap
+        .seek(SeekFrom::Start((seg.start / page * 8) as u64))
+        .and_then(|_| pagemap.read_exact(&mut raw))
+        .ok()?;
+    Some(
+        raw.chunks_exact(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+            .collect(),
+    )
+}
+
 /// A page that is mapped and a file page (not a private copy).
 fn releasable(entry: u64) -> bool {
     entry & PM_PRESENT != 0 && entry & PM_FILE != 0
@@ -163,20 +173,10 @@ pub fn resident_code_bytes() -> usize {
     };
     let mut resident = 0;
     for seg in read_only_segments() {
-        let pages = (seg.end - seg.start) / page;
-        let mut raw = vec![0u8; pages * 8];
-        if pagemap
-            .seek(SeekFrom::Start((seg.start / page * 8) as u64))
-            .and_then(|_| pagemap.read_exact(&mut raw))
-            .is_err()
-        {
+        let Some(raw) = pagemap_entries(&mut pagemap, seg, page) else {
             return 0;
-        }
-        resident += raw
-            .chunks_exact(8)
-            .filter(|c| u64::from_ne_bytes((*c).try_into().unwrap()) & PM_PRESENT != 0)
-            .count()
-            * page;
+        };
+        resident += raw.iter().filter(|e| *e & PM_PRESENT != 0).count() * page;
     }
     resident
 }
