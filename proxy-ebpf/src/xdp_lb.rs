@@ -34,6 +34,7 @@ const IPPROTO_IPIP: u8 = 4;
 /// The uplink program: sources in the deny tries are dropped, VIP traffic
 /// is balanced, everything else passes.
 #[xdp]
+#[inline(always)]
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
     uplink(&ctx)
 }
@@ -57,6 +58,7 @@ fn uplink(ctx: &XdpContext) -> u32 {
 /// an upper bound of what balancing one packet costs (the balancer plus
 /// that undo). Returns what `xdp_lb` returned.
 #[xdp]
+#[inline(always)]
 pub fn xdp_lb_bench(ctx: XdpContext) -> u32 {
     let verdict = uplink(&ctx);
     if verdict == XDP_TX {

@@ -124,9 +124,19 @@ pub fn load() -> anyhow::Result<Ebpf> {
     if EBPF_OBJECT.is_empty() {
         bail!("this strait binary was built without its eBPF object: run `cargo xtask build-ebpf` and rebuild");
     }
+    load_object(EBPF_OBJECT)
+}
+
+/// [`load`] for another build's eBPF object (`object`: the ELF bytes,
+/// 8-byte aligned), for benchmarks that compare two builds of the kernel
+/// programs in one process (`bench-xdp --object`). Its maps must have the
+/// layouts this build's userspace writes.
+///
+/// Errors: as [`load`], or the bytes are not an eBPF object.
+pub fn load_object(object: &[u8]) -> anyhow::Result<Ebpf> {
     raise_memlock();
-    btf::loader(EBPF_OBJECT)
-        .load(EBPF_OBJECT)
+    btf::loader(object)
+        .load(object)
         .context("loading the eBPF object (needs root and a kernel with BPF)")
 }
 

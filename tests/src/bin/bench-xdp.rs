@@ -18,8 +18,11 @@
 //!   the frame (caches colder, the kernel's timer overhead included; the
 //!   floors show how much).
 //!
-//! `bench-xdp [--repeat N] [--runs R] [--cpu C] [--deny-prefixes N] [--only TEXT] [--single-calls N] [--deny6-trie] [--deny4-by-length]`
-//! (`--only`: run only the cases whose name contains TEXT; `--single-calls
+//! `bench-xdp [--repeat N] [--runs R] [--cpu C] [--deny-prefixes N] [--only TEXT] [--single-calls N] [--deny6-trie] [--deny4-by-length] [--object PATH]`
+//! (`--object`: load that eBPF object instead of the embedded one — an
+//! earlier build's `strait-ebpf` with the same map layouts — for
+//! interleaved A/B runs of two builds of the programs;
+//! `--only`: run only the cases whose name contains TEXT; `--single-calls
 //! 0`: no single runs; both for profiling one case with `perf`;
 //! `--deny6-trie`: IPv6 sources walk the `DENY_V6` trie for every source
 //! instead of their `DENY_V6_BUCKETS` and `DENY_V6_LEN`, for A/B runs;
@@ -183,6 +186,7 @@ fn main() -> anyhow::Result<()> {
     let mut single_calls = None;
     let mut deny6_trie = false;
     let mut deny4_by_length = false;
+    let mut object = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -195,13 +199,29 @@ fn main() -> anyhow::Result<()> {
             "--single-calls" => single_calls = Some(val()?.parse::<u32>()?),
             "--deny6-trie" => deny6_trie = true,
             "--deny4-by-length" => deny4_by_length = true,
+            "--object" => object = Some(val()?),
             _ => bail!("unknown argument {a}"),
         }
     }
     if let Some(c) = cpu {
         pin(c)?;
     }
-    let mut ebpf = strait::datapath::load()?;
+    let mut ebpf = match &object {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+            // The ELF parser wants the object 8-byte aligned: copy it into
+            // u64 words.
+            let mut words = vec![0u64; bytes.len().div_ceil(8)];
+            // SAFETY: `words` holds at least `bytes.len()` bytes; u8 has no
+            // alignment requirement.
+            let aligned = unsafe {
+                std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), bytes.len())
+            };
+            aligned.copy_from_slice(&bytes);
+            strait::datapath::load_object(aligned)?
+        }
+        None => strait::datapath::load()?,
+    };
     strait::datapath::configure_uplink(
         &mut ebpf,
         &UplinkConfig {
