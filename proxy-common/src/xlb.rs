@@ -43,6 +43,23 @@ pub const XLB_REALS_4IN6: &str = "XLB_REALS4IN6";
 /// Connection table: [`XlbFlow`] → [`XlbConn`], an LRU hash created with
 /// `BPF_F_NO_COMMON_LRU` (one LRU list per CPU, Katran's per-CPU LRU).
 pub const XLB_CONNS: &str = "XLB_CONNS";
+/// Per-CPU flow cache in front of [`XLB_CONNS`]: a per-CPU array of
+/// [`XLB_FLOW_CACHE_SLOTS`] [`XlbCachedFlow`]s, direct-mapped by
+/// [`flow_cache_slot`]. An established flow's packet is balanced from its
+/// CPU's slot with inlined array loads and word compares (no hash-map
+/// helper: under AMD's SRSO "safe RET" mitigation each of the hash
+/// lookup's function returns costs several nanoseconds); a miss, or a slot
+/// whose real was removed, falls back to [`XLB_CONNS`], whose answer (and
+/// every flow the ring picks and records) is written to the slot. The slot
+/// only ever repeats what this CPU read from or wrote to [`XLB_CONNS`], so
+/// a flow keeps its real as Katran's per-CPU LRUs keep it: a flow whose
+/// packets all reach one CPU (RSS) sees exactly the connection table's
+/// real; a flow the table evicted stays on its real while its slot lasts.
+/// Not pinned: each load starts empty (the pinned [`XLB_CONNS`] keeps the
+/// flows across restarts and upgrades).
+pub const XLB_FLOW_CACHE: &str = "XLB_FLOW_CACHE";
+/// Slots per CPU of [`XLB_FLOW_CACHE`] (a power of two; 96 KiB per CPU).
+pub const XLB_FLOW_CACHE_SLOTS: u32 = 4096;
 /// Settings: array of one [`XlbConfig`].
 pub const XLB_CONFIG: &str = "XLB_CONFIG";
 /// Counters: per-CPU array of one [`XlbStats`].
@@ -189,6 +206,32 @@ pub struct XlbConn {
     pub pad: u32,
 }
 
+/// Value of [`XLB_FLOW_CACHE`]: a flow and the [`XLB_REALS`] index
+/// [`XLB_CONNS`] held (or the ring picked) for it on this CPU. All zero
+/// when empty (protocol 0: no TCP or UDP flow matches).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct XlbCachedFlow {
+    /// The flow, as its [`XLB_CONNS`] key.
+    pub flow: XlbFlow,
+    /// Index in [`XLB_REALS`].
+    pub real: u32,
+    /// Always 0.
+    pub pad: u32,
+}
+
+/// The [`XLB_FLOW_CACHE`] slot of the flow whose [`XlbFlow`] reads as the
+/// little-endian words `w0` (source, destination) and `w1` (ports,
+/// protocol): the top bits of one multiplicative hash of both. Not keyed:
+/// a client can only make its own flows share a slot with another flow,
+/// which costs that flow the cache (its packets then take [`XLB_CONNS`]),
+/// never its real.
+pub const fn flow_cache_slot(w0: u64, w1: u64) -> u32 {
+    const BITS: u32 = XLB_FLOW_CACHE_SLOTS.trailing_zeros();
+    let h = (w0 ^ w1.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> (64 - BITS)) as u32
+}
+
 /// The single entry of [`XLB_CONFIG`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -253,6 +296,7 @@ mod pod {
     unsafe impl aya::Pod for super::XlbReal {}
     unsafe impl aya::Pod for super::XlbFlow {}
     unsafe impl aya::Pod for super::XlbConn {}
+    unsafe impl aya::Pod for super::XlbCachedFlow {}
     unsafe impl aya::Pod for super::XlbConfig {}
     unsafe impl aya::Pod for super::XlbStats {}
 }
@@ -271,6 +315,7 @@ mod tests {
         assert_eq!(size_of::<XlbReal>(), 8);
         assert_eq!(size_of::<XlbFlow>(), 16);
         assert_eq!(size_of::<XlbConn>(), 8);
+        assert_eq!(size_of::<XlbCachedFlow>(), 24);
         assert_eq!(size_of::<XlbConfig>(), 12);
         assert_eq!(size_of::<XlbStats>(), 72);
     }
@@ -305,6 +350,27 @@ mod tests {
 
     fn ipv4_be(a: u8, b: u8, c: u8, d: u8) -> u32 {
         u32::from_ne_bytes([a, b, c, d])
+    }
+
+    #[test]
+    fn flow_cache_slots_are_in_range_and_spread_clients_and_ports() {
+        extern crate std;
+        let mut used = std::collections::BTreeSet::new();
+        for i in 0..1024u64 {
+            // Clients 192.0.2.0/24 (bytes as on the wire) to one VIP, four
+            // source ports each.
+            let src = u32::from_ne_bytes([192, 0, 2, (i >> 2) as u8]) as u64;
+            let w0 = src | (ipv4_be(198, 51, 100, 10) as u64) << 32;
+            let sport = (40_000 + i as u16 % 4).to_be() as u64;
+            let w1 = sport | (80u16.to_be() as u64) << 16 | 6 << 32;
+            let slot = flow_cache_slot(w0, w1);
+            assert!(slot < XLB_FLOW_CACHE_SLOTS);
+            used.insert(slot);
+        }
+        // 1,024 flows in 4,096 slots: about 900 distinct slots expected
+        // (4096 * (1 - e^-0.25) = 905); far fewer means the hash ignores
+        // part of the key.
+        assert!(used.len() > 850, "1024 flows in {} slots", used.len());
     }
 
     #[test]

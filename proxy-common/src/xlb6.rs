@@ -52,6 +52,21 @@ pub const XLB_CONNS6: &str = "XLB_FLOWS6";
 /// name; a daemon starting over such pins copies its entries into
 /// [`XLB_CONNS6`] (keys hashed with [`flow_hash6`]) and unpins it.
 pub const XLB_CONNS6_V1: &str = "XLB_CONNS6";
+/// Per-CPU flow cache in front of [`XLB_CONNS6`] (the IPv6 form of
+/// [`crate::XLB_FLOW_CACHE`]): a per-CPU array of
+/// [`XLB_FLOW_CACHE6_SLOTS`] [`XlbConn6`]s, the slot of a flow the top bits
+/// of its [`flow_hash6`]; a slot answers only for the flow it holds
+/// (compared whole), and only repeats what this CPU read from or wrote to
+/// [`XLB_CONNS6`]. Not pinned: each load starts empty.
+pub const XLB_FLOW_CACHE6: &str = "XLB_FLOW_CACHE6";
+/// Slots per CPU of [`XLB_FLOW_CACHE6`] (a power of two; 96 KiB per CPU).
+pub const XLB_FLOW_CACHE6_SLOTS: u32 = 2048;
+
+/// The [`XLB_FLOW_CACHE6`] slot of a flow whose [`XLB_CONNS6`] key is
+/// `hash` ([`flow_hash6`]): its top bits.
+pub const fn flow_cache6_slot(hash: u64) -> u32 {
+    (hash >> (64 - XLB_FLOW_CACHE6_SLOTS.trailing_zeros())) as u32
+}
 /// IPv6 settings: array of one [`XlbConfig6`].
 pub const XLB_CONFIG6: &str = "XLB_CONFIG6";
 

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use proxy_common::{
     Backend, BackendKey, ClientKey, DenyConfig, DenyDstKey, DenyV4Key, MaglevTable, OrigDst,
     ProxyConfig, RevNatKey, ServiceKey, ServiceStats, ServiceValue, SockNat, TcpStats, TcpStatsEntry,
-    TcpStatsKey, Workload, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbReal6, XlbStats, XlbVipBucket,
+    TcpStatsKey, Workload, XlbCachedFlow, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbReal6, XlbStats, XlbVipBucket,
 };
 
 /// `BPF_F_NO_PREALLOC`: entries are allocated on insert, so large or
@@ -146,6 +146,11 @@ pub static XLB_REALS_4IN6: Array<XlbReal6> =
 #[map(name = "XLB_CONNS")]
 pub static XLB_CONNS: LruHashMap<XlbFlow, XlbConn> =
     LruHashMap::with_max_entries(proxy_common::MAX_XLB_CONNS, NO_COMMON_LRU);
+
+/// Per-CPU flow cache in front of `XLB_CONNS` (`proxy_common::XLB_FLOW_CACHE`).
+#[map(name = "XLB_FLOW_CACHE")]
+pub static XLB_FLOW_CACHE: PerCpuArray<XlbCachedFlow> =
+    PerCpuArray::with_max_entries(proxy_common::XLB_FLOW_CACHE_SLOTS, 0);
 
 /// Outer source address and gateway MAC.
 #[map(name = "XLB_CONFIG")]

@@ -2,7 +2,7 @@
 //! ones of [`crate::maps`].
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use proxy_common::{
     Backend6, BackendKey, ClientKey6, MaglevTable, OrigDst6, ProxyConfig6, RevNatKey6,
@@ -71,6 +71,12 @@ pub static XLB_REALS6: Array<XlbReal6> = Array::with_max_entries(proxy_common::M
 #[map(name = "XLB_FLOWS6")]
 pub static XLB_CONNS6: LruHashMap<u64, XlbConn6> =
     LruHashMap::with_max_entries(proxy_common::MAX_XLB_CONNS6, NO_COMMON_LRU);
+
+/// Per-CPU flow cache in front of `XLB_FLOWS6`
+/// (`proxy_common::XLB_FLOW_CACHE6`).
+#[map(name = "XLB_FLOW_CACHE6")]
+pub static XLB_FLOW_CACHE6: PerCpuArray<XlbConn6> =
+    PerCpuArray::with_max_entries(proxy_common::XLB_FLOW_CACHE6_SLOTS, 0);
 
 /// Outer IPv6 source address and gateway MAC.
 #[map(name = "XLB_CONFIG6")]

@@ -18,12 +18,14 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use proxy_common::{
-    flow_position, proto, vip_buckets, XlbConfig, XlbConn, XlbFlow, XlbReal, XlbStats, XlbVipBucket,
-    MAGLEV_TABLE_SIZE, XLB_ADDRESS_ONLY, XLB_OUTER_TTL, XLB_REAL_IPV6, XLB_VIP_BUCKET_SLOTS,
-    XLB_VIP_USED,
+    flow_cache_slot, flow_position, proto, vip_buckets, XlbCachedFlow, XlbConfig, XlbConn, XlbFlow,
+    XlbReal, XlbStats, XlbVipBucket, MAGLEV_TABLE_SIZE, XLB_ADDRESS_ONLY, XLB_OUTER_TTL,
+    XLB_REAL_IPV6, XLB_VIP_BUCKET_SLOTS, XLB_VIP_USED,
 };
 
-use crate::maps::{XLB_CONFIG, XLB_CONNS, XLB_REALS, XLB_RINGS, XLB_STATS, XLB_VIPS};
+use crate::maps::{
+    XLB_CONFIG, XLB_CONNS, XLB_FLOW_CACHE, XLB_REALS, XLB_RINGS, XLB_STATS, XLB_VIPS,
+};
 use crate::xdp_deny::{load16, load32, load64, ETH_P_IP};
 
 const ETH_LEN: usize = 14;
@@ -332,7 +334,7 @@ fn balance(ctx: &XdpContext) -> u32 {
         return drop_counted(Count::Malformed);
     }
     let flow = Words([addrs, ports as u64 | (proto_ as u64) << 32]);
-    forward(ctx, cfg, ring, flow.flow(), syn, true, tot_len)
+    forward(ctx, cfg, ring, &flow, syn, true, tot_len)
 }
 
 /// ICMP to a VIP address: "fragmentation needed" about one of the VIP's
@@ -395,7 +397,7 @@ fn icmp(
     if let Some(s) = stats() {
         s.icmp_frag_needed += 1;
     }
-    forward(ctx, cfg, ring, flow.flow(), false, false, tot_len)
+    forward(ctx, cfg, ring, &flow, false, false, tot_len)
 }
 
 /// Picks the flow's real and tunnels the packet to it: IPIP to an IPv4
@@ -405,7 +407,7 @@ fn forward(
     ctx: &XdpContext,
     cfg: &XlbConfig,
     ring: u32,
-    flow: &XlbFlow,
+    flow: &Words<2>,
     syn: bool,
     remember: bool,
     tot_len: usize,
@@ -417,7 +419,7 @@ fn forward(
         return drop_counted(Count::NoReal);
     };
     if (real >> 32) as u32 & XLB_REAL_IPV6 != 0 {
-        return crate::xdp_lb46::encapsulate_4in6(ctx, index, flow, tot_len);
+        return crate::xdp_lb46::encapsulate_4in6(ctx, index, flow.flow(), tot_len);
     }
     encapsulate(ctx, cfg, real as u32, tot_len)
 }
@@ -435,22 +437,64 @@ fn real_word(index: u32) -> u64 {
     }
 }
 
-/// The real for `flow` as its index and [`real_word`]: the flow table's
-/// entry unless `syn` (a new connection) or its real was removed, else
-/// the Maglev ring's (recorded when `remember`).
+/// This CPU's `XLB_FLOW_CACHE` slot for `flow` (see
+/// `proxy_common::XLB_FLOW_CACHE`).
 #[inline(always)]
-fn pick(ring: u32, flow: &XlbFlow, syn: bool, remember: bool) -> Option<(u32, u64)> {
+fn cache_slot(flow: &Words<2>) -> Option<*mut XlbCachedFlow> {
+    const _: () = assert!(core::mem::size_of::<XlbCachedFlow>() == 24);
+    XLB_FLOW_CACHE.get_ptr_mut(flow_cache_slot(flow.0[0], flow.0[1]))
+}
+
+/// Records in `slot` that `flow` goes to real `index`.
+#[inline(always)]
+fn cache_store(slot: Option<*mut XlbCachedFlow>, flow: &Words<2>, index: u32) {
+    if let Some(c) = slot {
+        // SAFETY: this CPU's 8-aligned 24-byte value; nothing else writes
+        // it while this program runs on this CPU.
+        unsafe {
+            let w = c as *mut u64;
+            *w = flow.0[0];
+            *w.add(1) = flow.0[1];
+            *w.add(2) = index as u64;
+        }
+    }
+}
+
+/// The real for `flow` as its index and [`real_word`]: unless `syn` (a
+/// new connection), this CPU's flow cache slot if it holds the flow, else
+/// the flow table's entry (then cached), as long as that real is still
+/// there; else the Maglev ring's (recorded in the table and the cache
+/// when `remember`).
+#[inline(always)]
+fn pick(ring: u32, flow: &Words<2>, syn: bool, remember: bool) -> Option<(u32, u64)> {
+    let slot = cache_slot(flow);
     if !syn {
+        if let Some(c) = slot {
+            // SAFETY: this CPU's 8-aligned 24-byte value: the flow's two
+            // words, then the real index and 0.
+            let (w0, w1, index) = unsafe {
+                let w = c as *const u64;
+                (*w, *w.add(1), *w.add(2) as u32)
+            };
+            if w0 == flow.0[0] && w1 == flow.0[1] {
+                let real = real_word(index);
+                if real != 0 {
+                    return Some((index, real));
+                }
+            }
+        }
         // SAFETY: copied out at once.
-        if let Some(c) = unsafe { XLB_CONNS.get(flow) }.copied() {
+        if let Some(c) = unsafe { XLB_CONNS.get(flow.flow()) }.copied() {
             let real = real_word(c.real);
             if real != 0 {
+                cache_store(slot, flow, c.real);
                 return Some((c.real, real));
             }
         }
     }
+    let flow_ = flow.flow();
     let table = XLB_RINGS.get_ptr(&ring)?;
-    let pos = flow_position(flow, MAGLEV_TABLE_SIZE);
+    let pos = flow_position(flow_, MAGLEV_TABLE_SIZE);
     // Launder through the stack so LLVM keeps the bound check the verifier
     // needs (it cannot derive the range of a modulo).
     // SAFETY: reads a local.
@@ -469,13 +513,14 @@ fn pick(ring: u32, flow: &XlbFlow, syn: bool, remember: bool) -> Option<(u32, u6
     }
     if remember {
         let _ = XLB_CONNS.insert(
-            flow,
+            flow_,
             &XlbConn {
                 real: index,
                 pad: 0,
             },
             0,
         );
+        cache_store(slot, flow, index);
     }
     Some((index, real))
 }

@@ -33,13 +33,13 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use proxy_common::{
-    flow_hash6_words, flow_position6_words, proto, vip_buckets6, XlbConfig6, XlbConn6, XlbFlow6,
+    flow_cache6_slot, flow_hash6_words, flow_position6_words, proto, vip_buckets6, XlbConfig6, XlbConn6, XlbFlow6,
     XlbReal6, XlbStats, XlbVipBucket6, MAGLEV_TABLE_SIZE, XLB_ADDRESS_ONLY, XLB_OUTER_TTL,
     XLB_VIP6_BUCKET_SLOTS, XLB_VIP_USED,
 };
 
 use crate::maps::XLB_STATS;
-use crate::maps6::{XLB_CONFIG6, XLB_CONNS6, XLB_REALS6, XLB_RINGS6, XLB_VIPS6};
+use crate::maps6::{XLB_CONFIG6, XLB_CONNS6, XLB_FLOW_CACHE6, XLB_REALS6, XLB_RINGS6, XLB_VIPS6};
 use crate::xdp_deny::{load16, load32, load64, ETH_P_IP};
 
 const ETH_LEN: usize = 14;
@@ -514,26 +514,66 @@ fn config_gateway(cfg: &XlbConfig6) -> (u32, u16) {
     unsafe { (*(gw as *const u32), *(gw.add(4) as *const u16)) }
 }
 
-/// The real's address for `flow`: the flow table's entry unless `syn` (a
-/// new connection), its real was removed, or the entry under the flow's
-/// key holds another flow (a hash collision: never that flow's real),
-/// else the Maglev ring's (recorded when `remember`, taking the entry
-/// over).
+/// The address of real `index` of `XLB_REALS6`; `None` when out of range
+/// or unused (all zero).
+#[inline(always)]
+fn live_real(index: u32) -> Option<Addr> {
+    let ip = real_addr(XLB_REALS6.get(index)?);
+    (ip[0] | ip[1] != 0).then_some(ip)
+}
+
+/// Records in `slot` (this CPU's `XLB_FLOW_CACHE6` slot for `flow`) that
+/// `flow` goes to real `index`: the same six words as its `XLB_FLOWS6`
+/// value.
+#[inline(always)]
+fn cache_store(slot: Option<*mut XlbConn6>, flow: &Words<5>, index: u32) {
+    if let Some(c) = slot {
+        let w = &flow.0;
+        // SAFETY: this CPU's 8-aligned 48-byte value; nothing else writes
+        // it while this program runs on this CPU.
+        unsafe {
+            let c = c as *mut u64;
+            *c = index as u64;
+            *c.add(1) = w[0];
+            *c.add(2) = w[1];
+            *c.add(3) = w[2];
+            *c.add(4) = w[3];
+            *c.add(5) = w[4];
+        }
+    }
+}
+
+/// The real's address for `flow`: unless `syn` (a new connection), this
+/// CPU's flow cache slot if it holds the flow, else the flow table's entry
+/// (then cached), as long as that real is still there and the entry under
+/// the flow's key holds this flow (a hash collision: never that flow's
+/// real); else the Maglev ring's (recorded in the table, taking the entry
+/// over, and in the cache when `remember`).
 #[inline(always)]
 fn pick(ring: u32, flow: &Words<5>, syn: bool, remember: bool) -> Option<Addr> {
     let key = flow.hash();
+    let slot = XLB_FLOW_CACHE6.get_ptr_mut(flow_cache6_slot(key));
     if !syn {
+        if let Some(c) = slot {
+            let c = c as *const u64;
+            // SAFETY: this CPU's 8-aligned 48-byte value (real index, pad,
+            // the flow's five words).
+            let (mine, index) = unsafe { (flow.stored_in(c), *(c as *const u32)) };
+            if mine {
+                if let Some(ip) = live_real(index) {
+                    return Some(ip);
+                }
+            }
+        }
         if let Some(c) = XLB_CONNS6.get_ptr(&key) {
             let c = c as *const u64;
             // SAFETY: a live 48-byte map value, 8-aligned; the real's index
             // is its first u32, read before anything else can change it.
             let (mine, index) = unsafe { (flow.stored_in(c), *(c as *const u32)) };
             if mine {
-                if let Some(real) = XLB_REALS6.get(index) {
-                    let ip = real_addr(real);
-                    if ip[0] | ip[1] != 0 {
-                        return Some(ip);
-                    }
+                if let Some(ip) = live_real(index) {
+                    cache_store(slot, flow, index);
+                    return Some(ip);
                 }
             }
         }
@@ -563,6 +603,7 @@ fn pick(ring: u32, flow: &Words<5>, syn: bool, remember: bool) -> Option<Addr> {
         // SAFETY: same size, alignment 8, every bit pattern valid.
         let value = unsafe { &*(&value as *const Words<6> as *const XlbConn6) };
         let _ = XLB_CONNS6.insert(&key, value, 0);
+        cache_store(slot, flow, index);
     }
     Some(ip)
 }
