@@ -62,7 +62,31 @@ fn uplink(ctx: &XdpContext) -> u32 {
 #[xdp]
 #[inline(always)]
 pub fn xdp_lb_bench(ctx: XdpContext) -> u32 {
-    let verdict = uplink(&ctx);
+    balance_and_undo(&ctx)
+}
+
+/// Benchmark only, as [`xdp_lb_bench`], then this CPU's flow cache slot
+/// of the restored client packet's flow cleared (`XLB_FLOW_CACHE`, or
+/// `XLB_FLOW_CACHE6` for an IPv6 packet), so that every repetition of an
+/// established flow misses the cache and is balanced from the connection
+/// table — a flow whose slot another flow took. Its time per repetition is
+/// an upper bound of that path (the clearing included). Returns what
+/// `xdp_lb` returned.
+#[xdp]
+#[inline(always)]
+pub fn xdp_lb_bench_miss(ctx: XdpContext) -> u32 {
+    let verdict = balance_and_undo(&ctx);
+    if verdict == XDP_TX {
+        forget_cached_flow(&ctx);
+    }
+    verdict
+}
+
+/// [`xdp_lb_bench`]'s body: [`uplink`], then a tunnelled packet's outer
+/// header taken off again.
+#[inline(always)]
+fn balance_and_undo(ctx: &XdpContext) -> u32 {
+    let verdict = uplink(ctx);
     if verdict == XDP_TX {
         let d = ctx.data();
         if d + ETH_LEN > ctx.data_end() {
@@ -71,12 +95,45 @@ pub fn xdp_lb_bench(ctx: XdpContext) -> u32 {
         // SAFETY: d + 14 <= data_end (checked).
         let outer6 = unsafe { load16(d + 12) } == crate::xdp_lb6::ETH_P_IPV6;
         return if outer6 {
-            crate::xdp_lb46::undo_tunnel6(&ctx, verdict)
+            crate::xdp_lb46::undo_tunnel6(ctx, verdict)
         } else {
-            undo_tunnel::<IP_LEN>(&ctx, verdict)
+            undo_tunnel::<IP_LEN>(ctx, verdict)
         };
     }
     verdict
+}
+
+/// [`xdp_lb_bench_miss`]'s clearing: the frame's IPv4 TCP/UDP flow's slot
+/// in this CPU's `XLB_FLOW_CACHE` zeroed (IPv6: `xdp_lb6`'s own).
+#[inline(always)]
+fn forget_cached_flow(ctx: &XdpContext) {
+    let d = ctx.data();
+    if d + ETH_LEN + IP_LEN + 4 > ctx.data_end() {
+        return;
+    }
+    // SAFETY: d + 38 <= data_end (checked).
+    let (ether_type, proto_, addrs, ports) = unsafe {
+        (
+            load16(d + 12),
+            *((d + ETH_LEN + 9) as *const u8),
+            load64(d + ETH_LEN + 12),
+            load32(d + ETH_LEN + IP_LEN),
+        )
+    };
+    if ether_type != ETH_P_IP {
+        crate::xdp_lb6::forget_cached_flow6(ctx);
+        return;
+    }
+    let w1 = ports as u64 | (proto_ as u64) << 32;
+    if let Some(c) = XLB_FLOW_CACHE.get_ptr_mut(flow_cache_slot(addrs, w1)) {
+        // SAFETY: this CPU's 8-aligned 24-byte value.
+        unsafe {
+            let w = c as *mut u64;
+            *w = 0;
+            *w.add(1) = 0;
+            *w.add(2) = 0;
+        }
+    }
 }
 
 /// [`xdp_lb_bench`]'s undo: the Ethernet header moved `LEN` bytes up over

@@ -514,6 +514,31 @@ fn config_gateway(cfg: &XlbConfig6) -> (u32, u16) {
     unsafe { (*(gw as *const u32), *(gw.add(4) as *const u16)) }
 }
 
+/// `xdp_lb_bench_miss`'s clearing for an IPv6 frame: its TCP/UDP flow's
+/// slot in this CPU's `XLB_FLOW_CACHE6` zeroed.
+#[inline(always)]
+pub(crate) fn forget_cached_flow6(ctx: &XdpContext) {
+    let d = ctx.data();
+    if d + ETH_LEN + IP6_LEN + 4 > ctx.data_end() {
+        return;
+    }
+    // SAFETY: d + 58 <= data_end (checked); next header at 6, addresses
+    // at 8..40, ports right after the fixed header.
+    let flow = unsafe {
+        let ip = d + ETH_LEN;
+        flow_key(
+            load_addr(ip + 8),
+            load_addr(ip + 24),
+            load32(ip + IP6_LEN),
+            *((ip + 6) as *const u8),
+        )
+    };
+    if let Some(c) = XLB_FLOW_CACHE6.get_ptr_mut(flow_cache6_slot(flow.hash())) {
+        // SAFETY: this CPU's 8-aligned 48-byte value.
+        unsafe { *(c as *mut Words<6>) = Words([0; 6]) };
+    }
+}
+
 /// The address of real `index` of `XLB_REALS6`; `None` when out of range
 /// or unused (all zero).
 #[inline(always)]

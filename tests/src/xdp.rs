@@ -263,9 +263,10 @@ pub fn for_each_mutation(
     }
 }
 
-/// `xdp_lb_bench` (what `cargo xtask bench xdp` times the balancer on)
-/// against `xdp_lb` in `ebpf` (its VIPs applied, `xdp_lb` loaded): loads
-/// `xdp_lb_bench`, then for each of `tunnelled` (frames `xdp_lb` tunnels:
+/// `xdp_lb_bench` and `xdp_lb_bench_miss` (what `cargo xtask bench xdp`
+/// times the balancer on) against `xdp_lb` in `ebpf` (its VIPs applied,
+/// `xdp_lb` loaded): loads both, then for each and each of `tunnelled`
+/// (frames `xdp_lb` tunnels:
 /// a SYN then an ACK of one flow) checks the same verdict and counters
 /// (one packet tunnelled, none decapsulated, a new flow only for the SYN)
 /// and that it hands back the client's packet (the tunnel header, 20 or
@@ -281,15 +282,25 @@ pub fn bench_program_balances_like_xdp_lb(
     tunnelled: &[Vec<u8>],
     untouched: &[Vec<u8>],
 ) {
-    {
-        let p: &mut Xdp = ebpf
-            .program_mut("xdp_lb_bench")
-            .unwrap()
-            .try_into()
-            .unwrap();
-        p.load().expect("the verifier accepts xdp_lb_bench");
+    for name in ["xdp_lb_bench", "xdp_lb_bench_miss"] {
+        let p: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
+        p.load()
+            .unwrap_or_else(|e| panic!("the verifier refuses {name}: {e}"));
     }
-    let bench: &Xdp = ebpf.program("xdp_lb_bench").unwrap().try_into().unwrap();
+    for name in ["xdp_lb_bench", "xdp_lb_bench_miss"] {
+        bench_program_balances_like(ebpf, name, tunnelled, untouched);
+    }
+}
+
+/// [`bench_program_balances_like_xdp_lb`] for the loaded bench program
+/// `name`.
+fn bench_program_balances_like(
+    ebpf: &aya::Ebpf,
+    name: &str,
+    tunnelled: &[Vec<u8>],
+    untouched: &[Vec<u8>],
+) {
+    let bench: &Xdp = ebpf.program(name).unwrap().try_into().unwrap();
     let lb = prog(ebpf);
     for f in tunnelled {
         let l4 = 14 + if f[12..14] == [0x86, 0xdd] { 40 } else { 20 };

@@ -191,6 +191,53 @@ fn xdp_lb_bench_balances_like_xdp_lb_and_restores_the_clients_packet() {
     );
 }
 
+/// Two flows whose packets share a per-CPU flow cache slot
+/// (`XLB_FLOW_CACHE`) and were balanced to different reals: their ACKs,
+/// interleaved so each takes the slot from the other, each reach the
+/// flow's own real — the cache answers only for the flow it holds.
+#[test]
+fn xdp_lb_flows_sharing_a_flow_cache_slot_each_keep_their_own_real() {
+    let Some(_p) =
+        privileged::require("xdp_lb_flows_sharing_a_flow_cache_slot_each_keep_their_own_real")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    let reals = [([10, 1, 0, 2], 1), ([10, 1, 0, 3], 1), ([10, 1, 0, 4], 1)];
+    ExternalVips::new()
+        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &reals)])
+        .unwrap();
+    let client = [192, 0, 2, 1];
+    // The flow's `XlbFlow` as the program's two little-endian words.
+    let slot = |sport: u16| {
+        let w0 = u32::from_ne_bytes(client) as u64 | (u32::from_ne_bytes(VIP) as u64) << 32;
+        let w1 = sport.to_be() as u64 | (80u16.to_be() as u64) << 16 | 6 << 32;
+        proxy_common::flow_cache_slot(w0, w1)
+    };
+    let mut by_slot = std::collections::HashMap::new();
+    let mut pair = None;
+    for sport in 30000..40000u16 {
+        let (v, out) = run(prog(&ebpf), &tcp_frame(client, sport, 80, 0x02));
+        assert_eq!(v, XDP_TX);
+        let real = real_of(&out);
+        match by_slot.insert(slot(sport), (sport, real)) {
+            Some((other, other_real)) if other_real != real => {
+                pair = Some([(other, other_real), (sport, real)]);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let pair = pair.expect("two flows on different reals sharing a cache slot");
+    for round in 0..4 {
+        for (sport, real) in pair {
+            let (v, out) = run(prog(&ebpf), &tcp_frame(client, sport, 80, 0x10));
+            assert_eq!(v, XDP_TX);
+            assert_eq!(real_of(&out), real, "round {round}: flow from port {sport}");
+        }
+    }
+}
+
 #[test]
 fn xdp_lb_drops_malformed_and_fragmented_vip_packets_and_passes_others() {
     let Some(_p) =

@@ -922,6 +922,54 @@ fn real_indexes(ebpf: &aya::Ebpf) -> std::collections::BTreeMap<[u8; 16], u32> {
         .collect()
 }
 
+/// Two IPv6 flows whose packets share a per-CPU flow cache slot
+/// (`XLB_FLOW_CACHE6`) and were balanced to different reals: their ACKs,
+/// interleaved so each takes the slot from the other, each reach the
+/// flow's own real.
+#[test]
+fn xdp_lb6_flows_sharing_a_flow_cache_slot_each_keep_their_own_real() {
+    let Some(_p) =
+        privileged::require("xdp_lb6_flows_sharing_a_flow_cache_slot_each_keep_their_own_real")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips6::new()
+        .apply(
+            &mut ebpf,
+            &[vip(
+                80,
+                L4Protocol::Tcp,
+                &[(node(1), 1), (node(2), 1), (node(3), 1)],
+            )],
+        )
+        .unwrap();
+    let slot =
+        |sport: u16| proxy_common::flow_cache6_slot(proxy_common::flow_hash6(&flow_of(sport)));
+    let mut by_slot = std::collections::HashMap::new();
+    let mut pair = None;
+    for sport in 30000..40000u16 {
+        let (v, out) = run(prog(&ebpf), &tcp_frame(CLIENT, sport, 80, 0x02));
+        assert_eq!(v, XDP_TX);
+        let real = real_of(&out);
+        match by_slot.insert(slot(sport), (sport, real)) {
+            Some((other, other_real)) if other_real != real => {
+                pair = Some([(other, other_real), (sport, real)]);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let pair = pair.expect("two flows on different reals sharing a cache slot");
+    for round in 0..4 {
+        for (sport, real) in pair {
+            let (v, out) = run(prog(&ebpf), &tcp_frame(CLIENT, sport, 80, 0x10));
+            assert_eq!(v, XDP_TX);
+            assert_eq!(real_of(&out), real, "round {round}: flow from port {sport}");
+        }
+    }
+}
+
 #[test]
 fn xdp_lb6_a_flow_key_held_by_another_flow_is_never_that_flows_real() {
     let Some(_p) =
@@ -929,7 +977,7 @@ fn xdp_lb6_a_flow_key_held_by_another_flow_is_never_that_flows_real() {
     else {
         return;
     };
-    use proxy_common::{flow_hash6, XlbConn6, XLB_CONNS6};
+    use proxy_common::{flow_cache6_slot, flow_hash6, XlbConn6, XLB_CONNS6, XLB_FLOW_CACHE6};
     let mut ebpf = setup();
     ExternalVips6::new()
         .apply(
@@ -942,6 +990,19 @@ fn xdp_lb6_a_flow_key_held_by_another_flow_is_never_that_flows_real() {
     fn conns(ebpf: &mut aya::Ebpf) -> aya::maps::HashMap<&mut aya::maps::MapData, u64, XlbConn6> {
         aya::maps::HashMap::try_from(ebpf.map_mut(XLB_CONNS6).unwrap()).unwrap()
     }
+    // The test writes the table itself (the daemon never does): flow A's
+    // slot of the per-CPU flow cache, which repeats what each CPU last
+    // read from or wrote to the table, is cleared on every CPU after each
+    // write, so A's next packet reads the table.
+    let forget_a = |ebpf: &mut aya::Ebpf| {
+        let mut cache: aya::maps::PerCpuArray<_, XlbConn6> =
+            aya::maps::PerCpuArray::try_from(ebpf.map_mut(XLB_FLOW_CACHE6).unwrap()).unwrap();
+        let empty = vec![XlbConn6::default(); aya::util::nr_cpus().unwrap()];
+        let slot = flow_cache6_slot(flow_hash6(&flow_of(40000)));
+        cache
+            .set(slot, aya::maps::PerCpuValues::try_from(empty).unwrap(), 0)
+            .unwrap();
+    };
     // Flow A opens on the ring's real and is recorded under its hash with
     // its own tuple.
     let a = flow_of(40000);
@@ -964,6 +1025,7 @@ fn xdp_lb6_a_flow_key_held_by_another_flow_is_never_that_flows_real() {
     let mut moved = entry;
     moved.real = index[&other(ring_real)];
     conns(&mut ebpf).insert(flow_hash6(&a), moved, 0).unwrap();
+    forget_a(&mut ebpf);
     assert_eq!(
         run(prog(&ebpf), &ack),
         (XDP_TX, encapsulated(&ack, other(ring_real)))
@@ -984,6 +1046,7 @@ fn xdp_lb6_a_flow_key_held_by_another_flow_is_never_that_flows_real() {
             0,
         )
         .unwrap();
+    forget_a(&mut ebpf);
     assert_eq!(
         run(prog(&ebpf), &ack),
         (XDP_TX, encapsulated(&ack, ring_real)),
@@ -1019,6 +1082,7 @@ fn xdp_lb6_a_flow_key_held_by_another_flow_is_never_that_flows_real() {
                 0,
             )
             .unwrap();
+        forget_a(&mut ebpf);
         assert_eq!(
             run(prog(&ebpf), &ack),
             (XDP_TX, encapsulated(&ack, ring_real)),

@@ -10,7 +10,10 @@
 //!   stores and one `bpf_xdp_adjust_head`), so every repetition balances
 //!   the same client packet (checked on the counters: every repetition
 //!   tunnelled, none decapsulated, no new flow for an established one) —
-//!   an upper bound of the balancer's own time per packet. Live-frame mode
+//!   an upper bound of the balancer's own time per packet; the "flow
+//!   cache miss" rows are timed on `xdp_lb_bench_miss`, which also clears
+//!   the flow's per-CPU flow cache slot after each repetition, so every
+//!   repetition is balanced from the connection table. Live-frame mode
 //!   (`BPF_F_TEST_XDP_LIVE_FRAMES`) does not restore the bytes either
 //!   (after the first batch the program would see its own output), and
 //!   would add the kernel's transmit path to every figure;
@@ -285,7 +288,7 @@ fn main() -> anyhow::Result<()> {
     strait::datapath::load_xdp_lb(&mut ebpf)?;
     strait::datapath::load_xdp_deny(&mut ebpf)?;
     strait::datapath::load_xdp_drop(&mut ebpf)?;
-    for name in ["xdp_tx", "xdp_lb_bench"] {
+    for name in ["xdp_tx", "xdp_lb_bench", "xdp_lb_bench_miss"] {
         let p: &mut Xdp = ebpf
             .program_mut(name)
             .with_context(|| format!("{name} missing"))?
@@ -359,7 +362,7 @@ fn main() -> anyhow::Result<()> {
         "fd00::1".parse::<Ipv6Addr>()?.octets(),
         "fd00::1:1".parse::<Ipv6Addr>()?.octets(),
     );
-    let cases: [(&str, &str, Vec<u8>, u32); 15] = [
+    let cases: [(&str, &str, Vec<u8>, u32); 18] = [
         (
             "uplink: IPIP, inner not a VIP (decapsulation checks)",
             "xdp_lb",
@@ -391,7 +394,13 @@ fn main() -> anyhow::Result<()> {
             1,
         ),
         (
-            "LB: established flow (flow table hit)",
+            "LB: established flow (flow cache hit)",
+            "xdp_lb",
+            tcp_frame(client, VIP, 0x10),
+            3,
+        ),
+        (
+            "LB: established flow, flow cache miss (flow table hit)",
             "xdp_lb",
             tcp_frame(client, VIP, 0x10),
             3,
@@ -404,6 +413,12 @@ fn main() -> anyhow::Result<()> {
         ),
         (
             "4in6 LB (IPv4 VIP, IPv6 reals): established flow",
+            "xdp_lb",
+            tcp_frame(client, VIP46, 0x10),
+            3,
+        ),
+        (
+            "4in6 LB (IPv4 VIP, IPv6 reals): established flow, flow cache miss",
             "xdp_lb",
             tcp_frame(client, VIP46, 0x10),
             3,
@@ -439,7 +454,13 @@ fn main() -> anyhow::Result<()> {
             1,
         ),
         (
-            "IPv6 LB: established flow (flow table hit)",
+            "IPv6 LB: established flow (flow cache hit)",
+            "xdp_lb",
+            tcp_frame6(client6, VIP6, 0x10),
+            3,
+        ),
+        (
+            "IPv6 LB: established flow, flow cache miss (flow table hit)",
             "xdp_lb",
             tcp_frame6(client6, VIP6, 0x10),
             3,
@@ -467,7 +488,11 @@ fn main() -> anyhow::Result<()> {
         // first would see the IPIP packet: the repeat figure is taken on
         // `xdp_lb_bench`, which takes the tunnel header off again.
         let rewrites = program == "xdp_lb" && v == 3;
-        let timed_with = if rewrites { "xdp_lb_bench" } else { program };
+        let timed_with = match (rewrites, name.contains("flow cache miss")) {
+            (true, true) => "xdp_lb_bench_miss",
+            (true, false) => "xdp_lb_bench",
+            (false, _) => program,
+        };
         let timed: &Xdp = ebpf
             .program(timed_with)
             .with_context(|| format!("{timed_with} missing"))?

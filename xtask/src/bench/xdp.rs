@@ -118,7 +118,11 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
             r["case"].as_str().unwrap_or("?"),
             r["program"].as_str().unwrap_or("?"),
             repeat_ns.map_or("–".into(), |n| format!("{n:.0}")),
-            if bound { " (≤, `xdp_lb_bench`)" } else { "" },
+            if bound {
+                format!(" (≤, `{}`)", r["timed_with"].as_str().unwrap_or("?"))
+            } else {
+                String::new()
+            },
             per_packet - drop_repeat,
             if bound { " (≤)" } else { "" },
             single_ns - drop_single,
@@ -137,6 +141,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
          *repeat*: one `BPF_PROG_TEST_RUN` with repeat {repeat}, the kernel's mean per repetition — exact for programs that leave the frame as it is. \
          *single runs*: the mean of repeat-1 calls on a fresh frame (colder caches, timer overhead included: compare with the floors). \
          The load balancer prepends the tunnel header (IPIP: 20 bytes; ip6ip6: 40) to the frame it is given, so a repetition would see the previous one's output: its repeat figure is taken on `xdp_lb_bench`, the same program followed by the removal of that header (three loads, three stores and one `bpf_xdp_adjust_head`, a decapsulation's rewrite without its checks), so every repetition balances the same client packet (checked on the counters: all tunnelled, none decapsulated, no new flow for the established one). That is an upper bound of a balanced packet's time (≤), hence a lower bound of its Mpps (≥). \
+         An established flow is balanced from this CPU's flow cache slot (`XLB_FLOW_CACHE`, `XLB_FLOW_CACHE6`: a direct-mapped per-CPU array in front of the connection table, no hash-map helper call); the *flow cache miss* rows are timed on `xdp_lb_bench_miss`, which also clears that slot after each repetition, so each one takes the connection table (`XLB_CONNS`, `XLB_FLOWS6`: one hash lookup) as a flow whose slot another flow took does. \
          *over the floor (repeat)*: the row's time per packet minus the `XDP_DROP` floor's, what the program itself costs beside the test harness's per-repetition overhead. \
          Targets: LB ≥ 10 Mpps, deny ≥ 20 Mpps per core.\n\n{}\n\n\
          {}\n",
