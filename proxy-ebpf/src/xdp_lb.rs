@@ -1,7 +1,17 @@
 //! XDP load balancer for external VIPs (Katran's `balancer_kern.c` design;
 //! see `proxy_common::xlb` for the maps): deny check, VIP lookup, sticky
-//! flow table, Maglev ring, IPIP encapsulation (4in6 to an IPv6 real,
-//! `xdp_lb46.rs`), `XDP_TX`.
+//! flow table (read through a per-CPU flow cache), Maglev ring, IPIP
+//! encapsulation (4in6 to an IPv6 real, `xdp_lb46.rs`), `XDP_TX`.
+//!
+//! Cost (`cargo xtask bench xdp`): with AMD's SRSO "safe RET" mitigation
+//! every function return in the kernel costs several nanoseconds, so the
+//! established-flow path makes as few calls as it can: the entry points
+//! are `#[inline(always)]` (aya's `#[xdp]` wraps the function it is given
+//! in the exported one, and LLVM left that large body a BPF-to-BPF call),
+//! every map read is an array lookup the verifier inlines, and the one
+//! hash lookup, the connection table, is skipped when this CPU's flow
+//! cache slot holds the flow; `bpf_xdp_adjust_head` is the one helper
+//! call left.
 //!
 //! Packets not to a VIP pass untouched. Packets to a VIP that cannot be
 //! balanced safely are dropped and counted: IP options or a bad length
