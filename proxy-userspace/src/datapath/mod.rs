@@ -23,6 +23,7 @@ mod counters;
 mod deny4;
 mod deny6;
 mod deny_rules;
+mod grace;
 pub mod inpod;
 mod layout;
 mod loader;
