@@ -215,20 +215,56 @@ pub(crate) fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a
     Ok(prog)
 }
 
-/// Sets the outer source address and gateway MAC; until this is called the
-/// balancer passes every packet.
+/// Sets the outer source address and gateway MAC (the uplink MTU set by
+/// [`set_uplink_mtu`] is kept); until this is called the balancer passes
+/// every packet.
 pub fn configure_uplink(ebpf: &mut Ebpf, cfg: &UplinkConfig) -> anyhow::Result<()> {
     let mut a: Array<_, XlbConfig> = Array::try_from(map_mut(ebpf, proxy_common::XLB_CONFIG)?)?;
+    let mtu = a.get(&0, 0).map_or(0, |c| c.mtu);
     a.set(
         0,
         XlbConfig {
             src_ip: ipv4_to_be(u32::from(cfg.source)),
             gw_mac: cfg.gateway_mac,
-            pad: 0,
+            mtu,
         },
         0,
     )?;
     Ok(())
+}
+
+/// Sets the uplink's MTU (bytes of the largest IP packet it sends, as
+/// `ip link` shows it; 0: unknown, nothing checked) in `XLB_CONFIG` and
+/// `XLB_CONFIG6`: a VIP packet that no longer fits once tunnelled (20
+/// bytes of IPIP, 40 of 4in6 or ip6ip6) is answered with ICMP
+/// "fragmentation needed" (IPv4 with DF) or "Packet Too Big" (IPv6)
+/// announcing the MTU minus that overhead, as Katran's
+/// `ICMP_TOOBIG_GENERATION`, else dropped; counted as `too_big_dropped`.
+///
+/// Errors: a map is missing or refuses the update.
+pub fn set_uplink_mtu(ebpf: &mut Ebpf, mtu: u16) -> anyhow::Result<()> {
+    let mut a: Array<_, XlbConfig> = Array::try_from(map_mut(ebpf, proxy_common::XLB_CONFIG)?)?;
+    let cfg = a.get(&0, 0).context("reading XLB_CONFIG")?;
+    a.set(0, XlbConfig { mtu, ..cfg }, 0)?;
+    let mut a: Array<_, proxy_common::XlbConfig6> =
+        Array::try_from(map_mut(ebpf, proxy_common::XLB_CONFIG6)?)?;
+    let cfg = a.get(&0, 0).context("reading XLB_CONFIG6")?;
+    a.set(0, proxy_common::XlbConfig6 { mtu, ..cfg }, 0)?;
+    Ok(())
+}
+
+/// The MTU of interface `iface` (`/sys/class/net/<iface>/mtu`), at most
+/// 65,535.
+///
+/// Errors: the file cannot be read or holds no number.
+pub fn interface_mtu(iface: &str) -> anyhow::Result<u16> {
+    let path = format!("/sys/class/net/{iface}/mtu");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let mtu: u32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{path} holds {text:?}"))?;
+    Ok(mtu.min(u32::from(u16::MAX)) as u16)
 }
 
 /// The balancer's counters summed over CPUs.

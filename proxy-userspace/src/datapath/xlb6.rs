@@ -129,11 +129,19 @@ pub fn configure_uplink6(ebpf: &mut Ebpf, cfg: Option<&UplinkConfig6>) -> anyhow
         ebpf.map_mut(proxy_common::XLB_CONFIG6)
             .context("map XLB_CONFIG6 missing from the eBPF object")?,
     )?;
-    let value = cfg.map_or(XlbConfig6::default(), |c| XlbConfig6 {
-        src_ip: c.source.octets(),
-        gw_mac: c.gateway_mac,
-        pad: 0,
-    });
+    // The uplink MTU (`super::xlb::set_uplink_mtu`) is kept.
+    let mtu = a.get(&0, 0).map_or(0, |c| c.mtu);
+    let value = cfg.map_or(
+        XlbConfig6 {
+            mtu,
+            ..XlbConfig6::default()
+        },
+        |c| XlbConfig6 {
+            src_ip: c.source.octets(),
+            gw_mac: c.gateway_mac,
+            mtu,
+        },
+    );
     a.set(0, value, 0)?;
     Ok(())
 }
