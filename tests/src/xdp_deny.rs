@@ -46,7 +46,7 @@ pub struct Rng(pub u64);
 
 impl Rng {
     /// The next 64 bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -55,7 +55,7 @@ impl Rng {
 
     /// One of `items`, uniformly.
     pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[(self.next() % items.len() as u64) as usize]
+        items[(self.next_u64() % items.len() as u64) as usize]
     }
 }
 
@@ -147,6 +147,9 @@ pub fn model_round(
     want
 }
 
+/// Deny rules as `DenyTries::sync_scoped` takes them.
+pub type Rules = [(SourcePrefix, DenyScope)];
+
 /// `DenyScope::Any` for each prefix of `set`.
 pub fn unscoped(set: &[SourcePrefix]) -> Vec<(SourcePrefix, DenyScope)> {
     set.iter().map(|p| (*p, DenyScope::Any)).collect()
@@ -165,7 +168,7 @@ pub fn unscoped(set: &[SourcePrefix]) -> Vec<(SourcePrefix, DenyScope)> {
 pub fn verdicts_during_updates(
     ebpf: &aya::Ebpf,
     deny: &mut DenyTries,
-    (a, b): (&[(SourcePrefix, DenyScope)], &[(SourcePrefix, DenyScope)]),
+    (a, b): (&Rules, &Rules),
     probes: &[(IpAddr, IpAddr, bool)],
     frame: impl Fn(IpAddr, IpAddr, bool) -> Vec<u8> + Sync,
     syncs: usize,

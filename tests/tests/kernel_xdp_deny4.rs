@@ -139,9 +139,9 @@ fn random_ipv4_prefix_sets_match_a_longest_prefix_model() {
     let mut rng = Rng(0x5eed_4444_abcd_0004);
     let clusters = [v4("10.0.0.0"), v4("100.64.0.0"), v4("192.168.0.0")];
     let near = |rng: &mut Rng| -> u32 {
-        let c = clusters[(rng.next() % clusters.len() as u64) as usize];
-        let low = rng.next() as u32;
-        match rng.next() % 3 {
+        let c = clusters[(rng.next_u64() % clusters.len() as u64) as usize];
+        let low = rng.next_u64() as u32;
+        match rng.next_u64() % 3 {
             0 => c | (low & 0x0003_ff00) | (low & 0xff) >> 6,
             1 => c | (low & 0x00ff_ffff),
             _ => c | (low & 0x0000_ffff),
@@ -152,7 +152,7 @@ fn random_ipv4_prefix_sets_match_a_longest_prefix_model() {
         let mut set: Vec<SourcePrefix> = (0..150)
             .map(|_| {
                 // Lengths 1–32 uniformly; /0 in one round only.
-                let l = (1 + rng.next() % 32) as u8;
+                let l = (1 + rng.next_u64() % 32) as u8;
                 let mask = u32::MAX << (32 - u32::from(l));
                 (IpAddr::V4(Ipv4Addr::from(near(&mut rng) & mask)), l)
             })
@@ -171,13 +171,13 @@ fn random_ipv4_prefix_sets_match_a_longest_prefix_model() {
                         let IpAddr::V4(a) = a else { unreachable!() };
                         let size = 1u64 << (32 - u32::from(l));
                         let a = u64::from(u32::from(a));
-                        (match rng.next() % 3 {
+                        (match rng.next_u64() % 3 {
                             0 => a,
                             1 => a + size - 1,
                             _ => a + size,
                         }) as u32
                     }
-                    3 => rng.next() as u32,
+                    3 => rng.next_u64() as u32,
                     _ => near(&mut rng),
                 };
                 IpAddr::V4(Ipv4Addr::from(src))

@@ -248,11 +248,11 @@ fn random_ipv6_prefix_sets_match_a_longest_prefix_model() {
     ]
     .map(|c: u128| c << 80);
     let near = |rng: &mut Rng| -> u128 {
-        let c = clusters[(rng.next() % clusters.len() as u64) as usize];
+        let c = clusters[(rng.next_u64() % clusters.len() as u64) as usize];
         // Random bits below the /48, often mostly zero so sources land
         // inside long prefixes.
-        let low = (u128::from(rng.next()) << 64 | u128::from(rng.next())) >> 48;
-        match rng.next() % 4 {
+        let low = (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) >> 48;
+        match rng.next_u64() % 4 {
             0 => c | (low & !(u128::MAX >> 72)),
             1 => c | (low & !(u128::MAX >> 100)),
             _ => c | low,
@@ -261,7 +261,7 @@ fn random_ipv6_prefix_sets_match_a_longest_prefix_model() {
     for round in 0..3 {
         let mut prefixes: Vec<SourcePrefix> = (0..120)
             .map(|_| {
-                let l = LENGTHS[(rng.next() % LENGTHS.len() as u64) as usize];
+                let l = LENGTHS[(rng.next_u64() % LENGTHS.len() as u64) as usize];
                 let mask = u128::MAX.checked_shl(128 - u32::from(l)).unwrap_or(0);
                 (IpAddr::V6(Ipv6Addr::from(near(&mut rng) & mask)), l)
             })
@@ -274,7 +274,7 @@ fn random_ipv6_prefix_sets_match_a_longest_prefix_model() {
                     // A prefix's own address, or one bit past its end.
                     let p = rng.pick(&prefixes);
                     let IpAddr::V6(a) = p.0 else { unreachable!() };
-                    let flip = if p.1 == 0 || rng.next().is_multiple_of(2) {
+                    let flip = if p.1 == 0 || rng.next_u64().is_multiple_of(2) {
                         0
                     } else {
                         1u128 << (128 - u32::from(p.1))
