@@ -132,7 +132,7 @@ unsafe fn turn_around(d: usize, old: usize, ether_type: u16) {
 /// the MACs swapped, IPv4 from the packet's destination (the VIP) to its
 /// source (TOS 0, id 0, no fragment flags, TTL 64), ICMP type 3 code 4
 /// with `next_mtu`, then the first [`QUOTE4`] bytes of the packet.
-#[inline(always)]
+#[inline(never)]
 fn answer4(ctx: &XdpContext, next_mtu: usize) -> u32 {
     let d = ctx.data();
     if d + ETH_LEN + IP_LEN > ctx.data_end() {
@@ -184,7 +184,7 @@ fn answer4(ctx: &XdpContext, next_mtu: usize) -> u32 {
 /// VIP) to its source (traffic class and flow label 0, hop limit 64),
 /// ICMPv6 type 2 code 0 with `mtu`, then the first [`QUOTE6`] bytes of the
 /// packet; the checksum covers RFC 8200's pseudo-header.
-#[inline(always)]
+#[inline(never)]
 fn answer6(ctx: &XdpContext, mtu: usize) -> u32 {
     const ROOM: usize = IP6_LEN + ICMP_LEN;
     if !reshape(ctx, ETH_LEN + QUOTE6, ROOM) {
