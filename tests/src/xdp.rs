@@ -73,6 +73,17 @@ pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     t
 }
 
+/// Ethernet + IPv4 + TCP (ACK, from port 40000 to 80) from `src` to `dst`
+/// whose IPv4 packet is `tot` bytes (at least 40), DF set or not: a
+/// packet of a given size for the MTU checks.
+pub fn tcp4_sized(src: [u8; 4], dst: [u8; 4], tot: usize, df: bool) -> Vec<u8> {
+    let l4 = tcp(40000, 80, 0x10, &vec![0x5a; tot - 40]);
+    let mut f = eth([0x08, 0x00]);
+    f.extend(ipv4(src, dst, 6, l4.len(), if df { 0x4000 } else { 0 }));
+    f.extend(l4);
+    f
+}
+
 /// A UDP datagram (checksum 0) with `payload`.
 pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let len = (8 + payload.len()) as u16;

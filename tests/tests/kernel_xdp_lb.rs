@@ -8,8 +8,8 @@ use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig};
 use strait_tests::privileged;
 use strait_tests::xdp::{
     bench_program_balances_like_xdp_lb, checksum, eth, for_each_mutation, frag_needed, frame, ipv4,
-    prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp, LbFamily, GW_MAC,
-    XDP_DROP, XDP_PASS, XDP_TX,
+    prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, tcp4_sized, udp, LbFamily,
+    GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
 };
 
 const VIP: [u8; 4] = [198, 51, 100, 10];
@@ -747,20 +747,9 @@ fn an_ipv4_vip_whose_endpoints_are_all_on_ipv6_only_nodes_is_dropped_and_counted
     assert_eq!((s.no_real_dropped, s.packets), (2, 0), "{s:?}");
 }
 
-/// A TCP frame from 192.0.2.1:40000 to the VIP's port 80 whose IPv4
-/// packet is `tot` bytes, with DF set or not.
+/// A TCP frame to the VIP's port 80 whose IPv4 packet is `tot` bytes.
 fn sized(tot: usize, df: bool) -> Vec<u8> {
-    let l4 = tcp(40000, 80, 0x10, &vec![0x5a; tot - 40]);
-    let mut f = eth([0x08, 0x00]);
-    f.extend(ipv4(
-        [192, 0, 2, 1],
-        VIP,
-        6,
-        l4.len(),
-        if df { 0x4000 } else { 0 },
-    ));
-    f.extend(l4);
-    f
+    tcp4_sized([192, 0, 2, 1], VIP, tot, df)
 }
 
 /// The uplink's MTU set: a packet that fills it once tunnelled goes out;

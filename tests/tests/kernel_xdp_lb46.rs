@@ -11,9 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig, UplinkConfig6};
 use strait_tests::privileged;
 use strait_tests::xdp::{
-    bench_program_balances_like_xdp_lb, checksum, eth, for_each_mutation, frag_needed, frame, ipv4,
-    prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp, LbFamily, GW_MAC,
-    XDP_DROP, XDP_PASS, XDP_TX,
+    bench_program_balances_like_xdp_lb, checksum, for_each_mutation, frag_needed, frame, ipv4,
+    prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, tcp4_sized, udp, LbFamily,
+    GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
 };
 
 const VIP: [u8; 4] = [198, 51, 100, 10];
@@ -486,14 +486,9 @@ fn xdp_lb_vips_take_ipv6_only_nodes_of_an_ipv4_vip_by_their_ipv6_address() {
     );
 }
 
-/// A TCP frame from [`CLIENT`]:40000 to the VIP's port 80 whose IPv4
-/// packet is `tot` bytes, with DF set or not.
+/// A TCP frame to the VIP's port 80 whose IPv4 packet is `tot` bytes.
 fn sized(tot: usize, df: bool) -> Vec<u8> {
-    let l4 = tcp(40000, 80, 0x10, &vec![0x5a; tot - 40]);
-    let mut f = eth([0x08, 0x00]);
-    f.extend(ipv4(CLIENT, VIP, 6, l4.len(), if df { 0x4000 } else { 0 }));
-    f.extend(l4);
-    f
+    tcp4_sized(CLIENT, VIP, tot, df)
 }
 
 /// 4in6 adds 40 bytes: a packet that fills the uplink's MTU with them goes
