@@ -10,12 +10,40 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use strait::datapath::{DenyScope, DenyTries, SourcePrefix};
 
-use crate::xdp::{run, XDP_DROP, XDP_PASS};
+use crate::xdp::{eth, run, tcp, XDP_DROP, XDP_PASS};
 
 /// The TCP SYN flag.
 pub const SYN: u8 = 0x02;
 /// The TCP ACK flag.
 pub const ACK: u8 = 0x10;
+
+/// Ethernet + IPv4 or IPv6 + TCP (no payload, checksums 0) from
+/// `src`:12345 to `dst`:80 with `flags`; IPv4 with DF, TTL 64; IPv6 hop
+/// limit 64.
+///
+/// Panics: `src` and `dst` are of different families.
+pub fn tcp_frame(src: IpAddr, dst: IpAddr, flags: u8) -> Vec<u8> {
+    let l4 = tcp(12345, 80, flags, &[]);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut f = eth([0x08, 0x00]);
+            f.extend_from_slice(&[0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+            f.extend(l4);
+            f
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut f = eth([0x86, 0xdd]);
+            f.extend_from_slice(&[0x60, 0, 0, 0, 0, l4.len() as u8, 6, 64]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+            f.extend(l4);
+            f
+        }
+        _ => panic!("{src} and {dst} are of different families"),
+    }
+}
 
 /// A fresh object with `xdp_deny` loaded (not attached) and its tables.
 ///

@@ -23,6 +23,7 @@ use strait_tests::lb::{load_and_exit, probe, service, tally, tcp_backend};
 use strait_tests::node::echo::{self, Then};
 use strait_tests::node::{names, netns, Daemon, Node};
 use strait_tests::privileged;
+use strait_tests::xdp_deny::tcp_frame;
 use strait_tests::xdp_net::{ip_in, Topology};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
@@ -1110,25 +1111,9 @@ fn an_earlier_builds_ipv6_deny_bitmap_is_unpinned_and_its_prefixes_get_buckets()
         c.v6_mode = deny_mode::BY_SUMMARY6;
         cfg.set(0, c, 0).unwrap();
     }
-    let frame = |src: &str| {
-        let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x86, 0xdd];
-        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
-        f.extend_from_slice(&src.parse::<std::net::Ipv6Addr>().unwrap().octets());
-        f.extend_from_slice(&"fd00::5".parse::<std::net::Ipv6Addr>().unwrap().octets());
-        f.extend_from_slice(&[
-            0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff,
-        ]);
-        f.extend_from_slice(&[0, 0, 0, 0]);
-        f
-    };
     let verdict = |dp: &mut Datapath, src: &str| {
-        let prog: &aya::programs::Xdp = dp
-            .ebpf_mut()
-            .program("xdp_deny")
-            .unwrap()
-            .try_into()
-            .unwrap();
-        strait_tests::xdp::run(prog, &frame(src)).0
+        let dst = "fd00::5".parse().unwrap();
+        deny_verdict(dp, &tcp_frame(src.parse().unwrap(), dst, 0x10))
     };
     let buckets = |pins: &Path| -> usize {
         let a: aya::maps::Array<_, DenyV6Bucket> =
@@ -1171,6 +1156,17 @@ fn an_earlier_builds_ipv6_deny_bitmap_is_unpinned_and_its_prefixes_get_buckets()
     let drops = dp.deny_drops();
     assert_eq!(drops, vec![(site, 3)], "{drops:?}");
     dp.cleanup().unwrap();
+}
+
+/// The verdict of `dp`'s loaded `xdp_deny` for `frame`.
+fn deny_verdict(dp: &mut Datapath, frame: &[u8]) -> u32 {
+    let prog: &aya::programs::Xdp = dp
+        .ebpf_mut()
+        .program("xdp_deny")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    strait_tests::xdp::run(prog, frame).0
 }
 
 /// An earlier build's IPv4 deny state — `DENY_V4_SLASH16` holding length
@@ -1227,23 +1223,11 @@ fn an_earlier_builds_ipv4_deny_summary_is_adopted_and_its_slash16s_get_blocks() 
         }
     }
     assert_eq!(kinds(), (0, 0));
-    let frame = |src: &str| {
-        let mut f = strait_tests::xdp::eth([0x08, 0x00]);
-        f.extend_from_slice(&[0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0]);
-        f.extend_from_slice(&src.parse::<Ipv4Addr>().unwrap().octets());
-        f.extend_from_slice(&[10, 96, 0, 5]);
-        f.extend(strait_tests::xdp::tcp(12345, 80, 0x10, &[]));
-        f
-    };
     let verdict = |dp: &mut Datapath, src: &str| {
-        let prog: &aya::programs::Xdp = dp
-            .ebpf_mut()
-            .program("xdp_deny")
-            .unwrap()
-            .try_into()
-            .unwrap();
-        strait_tests::xdp::run(prog, &frame(src)).0
+        let dst = Ipv4Addr::new(10, 96, 0, 5).into();
+        deny_verdict(dp, &tcp_frame(src.parse().unwrap(), dst, 0x10))
     };
+
     let check = |dp: &mut Datapath, host_denied: bool| {
         for (src, want) in [
             ("192.0.2.9", 1),

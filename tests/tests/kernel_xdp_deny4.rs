@@ -10,9 +10,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use strait::datapath::{DenyScope, SourcePrefix};
 use strait_tests::privileged;
-use strait_tests::xdp::{eth, tcp, XDP_DROP, XDP_PASS};
+use strait_tests::xdp::{XDP_DROP, XDP_PASS};
 use strait_tests::xdp_deny::{
-    self, counted_since, loaded, model_round, unscoped, verdicts_during_updates, Rng, ACK, SYN,
+    self, counted_since, loaded, model_round, tcp_frame, unscoped, verdicts_during_updates, Rng,
+    ACK, SYN,
 };
 
 fn p(s: &str, l: u8) -> SourcePrefix {
@@ -21,12 +22,7 @@ fn p(s: &str, l: u8) -> SourcePrefix {
 
 /// An Ethernet + IPv4 + TCP frame from `src` to `dst`:80 with `flags`.
 fn frame_to(src: u32, dst: [u8; 4], flags: u8) -> Vec<u8> {
-    let mut f = eth([0x08, 0x00]);
-    f.extend_from_slice(&[0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0]);
-    f.extend_from_slice(&src.to_be_bytes());
-    f.extend_from_slice(&dst);
-    f.extend(tcp(12345, 80, flags, &[]));
-    f
+    tcp_frame(Ipv4Addr::from(src).into(), dst.into(), flags)
 }
 
 /// An Ethernet + IPv4 + TCP frame from `src` to 198.51.100.10:80 (ACK).

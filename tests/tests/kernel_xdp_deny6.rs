@@ -9,16 +9,12 @@ use strait::datapath::{DenyScope, DenyTries, SourcePrefix};
 use strait_tests::privileged;
 use strait_tests::xdp::{XDP_DROP, XDP_PASS};
 use strait_tests::xdp_deny::{
-    self, loaded, model_round, unscoped, verdicts_during_updates, Rng, ACK, SYN,
+    self, loaded, model_round, tcp_frame, unscoped, verdicts_during_updates, Rng, ACK, SYN,
 };
 
 /// The workload a scoped prefix protects, and another one.
 const POD: &str = "fd00::5";
 const OTHER_POD: &str = "fd00::6";
-
-fn v6(s: &str) -> [u8; 16] {
-    s.parse::<Ipv6Addr>().unwrap().octets()
-}
 
 fn p(s: &str, l: u8) -> SourcePrefix {
     (s.parse::<IpAddr>().unwrap(), l)
@@ -26,15 +22,7 @@ fn p(s: &str, l: u8) -> SourcePrefix {
 
 /// An Ethernet + IPv6 + TCP frame from `src` to `dst`:80 with `flags`.
 fn tcp6(src: &str, dst: &str, flags: u8) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x86, 0xdd]);
-    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
-    f.extend_from_slice(&v6(src));
-    f.extend_from_slice(&v6(dst));
-    f.extend_from_slice(&[
-        0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0,
-    ]);
-    f
+    tcp_frame(src.parse().unwrap(), dst.parse().unwrap(), flags)
 }
 
 fn scope(ips: &[&str]) -> DenyScope {
