@@ -244,8 +244,12 @@ pub struct XlbConfig {
     /// Destination MAC of tunnelled frames (the uplink's gateway, Katran's
     /// `default_mac`).
     pub gw_mac: [u8; 6],
-    /// Always 0.
-    pub pad: u16,
+    /// The uplink's MTU (largest IP packet it sends, bytes): a VIP packet
+    /// that no longer fits once tunnelled is answered with ICMP
+    /// "fragmentation needed" (DF set) or dropped, as Katran's
+    /// `ICMP_TOOBIG_GENERATION` does (`proxy-ebpf/src/xdp_toobig.rs`). 0:
+    /// not known, nothing checked (earlier builds wrote 0 here as padding).
+    pub mtu: u16,
 }
 
 /// Value of [`XLB_STATS`] (one per CPU; userspace sums them).
@@ -269,7 +273,10 @@ pub struct XlbStats {
     pub malformed_dropped: u64,
     /// Packets to a VIP without a healthy real, dropped.
     pub no_real_dropped: u64,
-    /// Packets whose tunnelled size would exceed 65535 bytes, dropped.
+    /// Packets that would not fit once tunnelled (past the uplink's MTU,
+    /// or 65,535 bytes), not forwarded: answered with ICMP
+    /// "fragmentation needed" (IPv4 with DF) or "Packet Too Big" (IPv6)
+    /// carrying the MTU minus the tunnel's overhead, else dropped.
     pub too_big_dropped: u64,
     /// IPIP (and 4in6, ip6ip6) packets to a VIP received by this node as
     /// a real, decapsulated and passed up the stack.

@@ -249,8 +249,9 @@ pub struct XlbConfig6 {
     pub src_ip: [u8; 16],
     /// Destination MAC of tunnelled frames (the uplink's IPv6 gateway).
     pub gw_mac: [u8; 6],
-    /// Always 0.
-    pub pad: u16,
+    /// The uplink's MTU, as [`crate::XlbConfig::mtu`] (the same uplink):
+    /// checked for ip6ip6 and 4in6. 0: not known, nothing checked.
+    pub mtu: u16,
 }
 
 /// Position of `flow` in a Maglev ring of `size` entries: MurmurHash3's

@@ -22,6 +22,7 @@ mod xdp_deny;
 mod xdp_lb;
 mod xdp_lb46;
 mod xdp_lb6;
+mod xdp_toobig;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -596,6 +596,9 @@ fn pick(ring: u32, flow: &Words<2>, syn: bool, remember: bool) -> Option<(u32, u
 /// a new Ethernet header to the gateway, and transmits.
 #[inline(always)]
 fn encapsulate(ctx: &XdpContext, cfg: &XlbConfig, real_ip: u32, tot_len: usize) -> u32 {
+    if let Some(v) = crate::xdp_toobig::check4(ctx, tot_len, IP_LEN, cfg.mtu) {
+        return v;
+    }
     let outer_len = tot_len + IP_LEN;
     if outer_len > 0xffff {
         return drop_counted(Count::TooBig);

@@ -59,6 +59,11 @@ pub fn encapsulate_4in6(ctx: &XdpContext, index: u32, flow: &XlbFlow, tot_len: u
     if src0 | src1 == 0 || (gw03 == 0 && gw45 == 0) || dst0 | dst1 == 0 {
         return drop_counted(Count::NoReal);
     }
+    // SAFETY: as above (`mtu` at offset 22).
+    let mtu = unsafe { (*cfg).mtu };
+    if let Some(v) = crate::xdp_toobig::check4(ctx, tot_len, IP6_LEN, mtu) {
+        return v;
+    }
     if tot_len > 0xffff {
         return drop_counted(Count::TooBig);
     }

@@ -638,6 +638,9 @@ fn pick(ring: u32, flow: &Words<5>, syn: bool, remember: bool) -> Option<Addr> {
 /// `real` and a new Ethernet header to the gateway, and transmits.
 #[inline(always)]
 fn encapsulate(ctx: &XdpContext, cfg: &XlbConfig6, real: Addr, inner_len: usize) -> u32 {
+    if let Some(v) = crate::xdp_toobig::check6(ctx, inner_len, cfg.mtu) {
+        return v;
+    }
     if inner_len > 0xffff {
         return drop_counted(Count::TooBig);
     }

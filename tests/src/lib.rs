@@ -9,4 +9,5 @@ pub mod lb;
 pub mod node;
 pub mod privileged;
 pub mod xdp;
+pub mod xdp_deny;
 pub mod xdp_net;

@@ -73,6 +73,17 @@ pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     t
 }
 
+/// Ethernet + IPv4 + TCP (ACK, from port 40000 to 80) from `src` to `dst`
+/// whose IPv4 packet is `tot` bytes (at least 40), DF set or not: a
+/// packet of a given size for the MTU checks.
+pub fn tcp4_sized(src: [u8; 4], dst: [u8; 4], tot: usize, df: bool) -> Vec<u8> {
+    let l4 = tcp(40000, 80, 0x10, &vec![0x5a; tot - 40]);
+    let mut f = eth([0x08, 0x00]);
+    f.extend(ipv4(src, dst, 6, l4.len(), if df { 0x4000 } else { 0 }));
+    f.extend(l4);
+    f
+}
+
 /// A UDP datagram (checksum 0) with `payload`.
 pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let len = (8 + payload.len()) as u16;
@@ -326,4 +337,68 @@ fn bench_program_balances_like(
     for f in untouched {
         assert_eq!(run(bench, f), run(lb, f));
     }
+}
+
+/// The ICMP "fragmentation needed" frame the balancer must answer the
+/// IPv4 frame `f` with when it no longer fits once tunnelled, computed
+/// here from RFC 792 / RFC 1191 and Katran's `send_icmp4_too_big` rather
+/// than from the program: the MACs swapped; IPv4 from `f`'s destination
+/// (the VIP) to its source, TOS 0, total length 112, id 0, no fragment
+/// flags, TTL 64, protocol 1, header checksum; ICMP type 3 code 4, unused
+/// 0, next-hop MTU `next_mtu`, checksum; then the first 84 bytes of `f`'s
+/// IPv4 packet.
+///
+/// Panics: `f` holds fewer than 84 bytes of IPv4 packet.
+pub fn frag_needed(f: &[u8], next_mtu: u16) -> Vec<u8> {
+    let mut out = f[6..12].to_vec();
+    out.extend_from_slice(&f[0..6]);
+    out.extend_from_slice(&[0x08, 0x00]);
+    let mut dst = [0u8; 4];
+    dst.copy_from_slice(&f[26..30]);
+    let mut src = [0u8; 4];
+    src.copy_from_slice(&f[30..34]);
+    let mut h = vec![0x45, 0, 0, 112, 0, 0, 0, 0, 64, 1, 0, 0];
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    let c = checksum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    out.extend(h);
+    let mut icmp = vec![3, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&next_mtu.to_be_bytes());
+    icmp.extend_from_slice(&f[14..14 + 84]);
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    out.extend(icmp);
+    out
+}
+
+/// The ICMPv6 "Packet Too Big" frame the balancer must answer the IPv6
+/// frame `f` with when it no longer fits once tunnelled (RFC 4443 3.2,
+/// Katran's `send_icmp6_too_big`): the MACs swapped; IPv6 from `f`'s
+/// destination (the VIP) to its source, traffic class and flow label 0,
+/// payload length 256, next header 58, hop limit 64; ICMPv6 type 2 code
+/// 0, `mtu`, the checksum over RFC 8200's pseudo-header; then the first
+/// 248 bytes of `f`'s IPv6 packet.
+///
+/// Panics: `f` holds fewer than 248 bytes of IPv6 packet.
+pub fn packet_too_big(f: &[u8], mtu: u32) -> Vec<u8> {
+    let mut out = f[6..12].to_vec();
+    out.extend_from_slice(&f[0..6]);
+    out.extend_from_slice(&[0x86, 0xdd]);
+    let (src, dst) = (&f[38..54], &f[22..38]);
+    out.extend_from_slice(&[0x60, 0, 0, 0, 1, 0, 58, 64]);
+    out.extend_from_slice(src);
+    out.extend_from_slice(dst);
+    let mut icmp = vec![2, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(&f[14..14 + 248]);
+    let mut pseudo = src.to_vec();
+    pseudo.extend_from_slice(dst);
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(&icmp);
+    let c = checksum(&pseudo);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    out.extend(icmp);
+    out
 }

@@ -214,6 +214,25 @@ pub fn spreads_then_keeps_flows_when_a_node_joins(
     assert!(stats.decapsulated >= stats.packets, "{stats:?}");
 }
 
+/// The whole namespace check of a balancer family: `apply(ebpf, 2)`
+/// fills the tables with the VIP on reals 1 and 2, `xdp_lb` is loaded and
+/// attached in `lb` and `reals` ([`attach_lb_and_reals`]), then
+/// [`spreads_then_keeps_flows_when_a_node_joins`] with `apply(ebpf, 3)`
+/// adding real 3.
+///
+/// Panics: as those functions.
+pub fn balance_then_a_node_joins(
+    ebpf: &mut aya::Ebpf,
+    (lb, reals, client): (&str, &[String], &str),
+    vip: SocketAddr,
+    mut apply: impl FnMut(&mut aya::Ebpf, u8),
+) {
+    apply(ebpf, 2);
+    strait::datapath::load_xdp_lb(ebpf).unwrap();
+    attach_lb_and_reals(ebpf, lb, reals);
+    spreads_then_keeps_flows_when_a_node_joins(ebpf, client, vip, |ebpf| apply(ebpf, 3));
+}
+
 /// The addressing of a [`network`]: one subnet on the hub's bridge.
 /// Hosts: the hub (gateway) `{prefix}1`, the balancer `{prefix}2`, the
 /// client `{prefix}10`, real `k` (1-based) `{prefix}2k`.

@@ -23,6 +23,7 @@ use strait_tests::lb::{load_and_exit, probe, service, tally, tcp_backend};
 use strait_tests::node::echo::{self, Then};
 use strait_tests::node::{names, netns, Daemon, Node};
 use strait_tests::privileged;
+use strait_tests::xdp_deny::tcp_frame;
 use strait_tests::xdp_net::{ip_in, Topology};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_strait-probe");
@@ -670,6 +671,52 @@ fn external_vip_tables_and_flows_are_kept_across_a_restart() {
     dp.cleanup().unwrap();
 }
 
+/// Fills the VIP hash map an earlier build pinned at `v1` as it left it:
+/// `key` on ring 0 (ids started at 0 then) and the address `marker`.
+fn fill_v1_vips<K: aya::Pod>(v1: &Path, key: K, marker: K) {
+    use proxy_common::{XlbVip, XLB_ADDRESS_ONLY};
+    let mut m: aya::maps::HashMap<_, K, XlbVip> = aya::maps::HashMap::try_from(
+        aya::maps::Map::HashMap(aya::maps::MapData::from_pin(v1).unwrap()),
+    )
+    .unwrap();
+    m.insert(key, XlbVip { ring: 0, flags: 0 }, 0).unwrap();
+    let v = XlbVip {
+        ring: XLB_ADDRESS_ONLY,
+        flags: 0,
+    };
+    m.insert(marker, v, 0).unwrap();
+}
+
+/// The used slots of the pinned VIP bucket table at `path` (buckets of
+/// type `B`; `slots` gives a bucket's slots as (key with `pad` 0, or
+/// `None` when unused; value)), sorted by key.
+fn vip_table<B: aya::Pod, K: Ord>(
+    path: &Path,
+    slots: impl Fn(B) -> Vec<(Option<K>, proxy_common::XlbVip)>,
+) -> Vec<(K, proxy_common::XlbVip)> {
+    let a: aya::maps::Array<_, B> = aya::maps::Array::try_from(aya::maps::Map::Array(
+        aya::maps::MapData::from_pin(path).unwrap(),
+    ))
+    .unwrap();
+    let mut v: Vec<(K, proxy_common::XlbVip)> = a
+        .iter()
+        .flat_map(|b| slots(b.unwrap()))
+        .filter_map(|(k, v)| k.map(|k| (k, v)))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// The ring ids in the pinned rings map at `path`.
+fn ring_ids(path: &Path) -> Vec<u32> {
+    let rings: aya::maps::HashMap<_, u32, proxy_common::MaglevTable> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(
+            aya::maps::MapData::from_pin(path).unwrap(),
+        ))
+        .unwrap();
+    rings.keys().map(|k| k.unwrap()).collect()
+}
+
 #[test]
 fn an_earlier_builds_vip_hash_map_is_copied_into_the_vip_table_and_unpinned() {
     let Some(_p) = privileged::require(
@@ -701,38 +748,21 @@ fn an_earlier_builds_vip_hash_map_is_copied_into_the_vip_table_and_unpinned() {
         proto: 0,
         pad: 0,
     };
-    {
-        let mut m: aya::maps::HashMap<_, XlbVipKey, XlbVip> = aya::maps::HashMap::try_from(
-            aya::maps::Map::HashMap(aya::maps::MapData::from_pin(&v1).unwrap()),
-        )
-        .unwrap();
-        m.insert(key, XlbVip { ring: 0, flags: 0 }, 0).unwrap();
-        m.insert(
-            marker,
-            XlbVip {
-                ring: XLB_ADDRESS_ONLY,
-                flags: 0,
-            },
-            0,
-        )
-        .unwrap();
-    }
-    let table = || -> Vec<(XlbVipKey, XlbVip)> {
-        let a: aya::maps::Array<_, XlbVipBucket> =
-            aya::maps::Array::try_from(aya::maps::Map::Array(
-                aya::maps::MapData::from_pin(pins.join(proxy_common::XLB_VIPS)).unwrap(),
-            ))
-            .unwrap();
-        a.iter()
-            .flat_map(|b| b.unwrap().slots)
-            .filter(|s| s.key.pad == XLB_VIP_USED)
-            .map(|s| (XlbVipKey { pad: 0, ..s.key }, s.vip))
-            .collect()
+    fill_v1_vips(&v1, key, marker);
+    let table = || {
+        vip_table(&pins.join(proxy_common::XLB_VIPS), |b: XlbVipBucket| {
+            b.slots
+                .iter()
+                .map(|s| {
+                    let k = (s.key.pad == XLB_VIP_USED).then_some(XlbVipKey { pad: 0, ..s.key });
+                    (k, s.vip)
+                })
+                .collect()
+        })
     };
     let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
     assert!(!v1.exists(), "the earlier build's map is still pinned");
-    let mut got = table();
-    got.sort_by_key(|(k, _)| *k);
+    let got = table();
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(
         got[0],
@@ -762,12 +792,7 @@ fn an_earlier_builds_vip_hash_map_is_copied_into_the_vip_table_and_unpinned() {
         again.contains(&(key, XlbVip { ring, flags: 0 })),
         "{again:?}"
     );
-    let rings: aya::maps::HashMap<_, u32, proxy_common::MaglevTable> =
-        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(
-            aya::maps::MapData::from_pin(pins.join(proxy_common::XLB_RINGS)).unwrap(),
-        ))
-        .unwrap();
-    let ids: Vec<u32> = rings.keys().map(|k| k.unwrap()).collect();
+    let ids = ring_ids(&pins.join(proxy_common::XLB_RINGS));
     assert_eq!(ids, [ring], "rings left: {ids:?}");
     dp.cleanup().unwrap();
 }
@@ -803,32 +828,17 @@ fn an_earlier_builds_ipv6_vip_hash_map_is_copied_into_the_bucket_table_and_unpin
         proto: 0,
         ..key
     };
-    {
-        let mut m: aya::maps::HashMap<_, XlbVipKey6, XlbVip> = aya::maps::HashMap::try_from(
-            aya::maps::Map::HashMap(aya::maps::MapData::from_pin(&v1).unwrap()),
-        )
-        .unwrap();
-        m.insert(key, XlbVip { ring: 0, flags: 0 }, 0).unwrap();
-        let v = XlbVip {
-            ring: XLB_ADDRESS_ONLY,
-            flags: 0,
-        };
-        m.insert(marker, v, 0).unwrap();
-    }
-    let table = || -> Vec<(XlbVipKey6, XlbVip)> {
-        let a: aya::maps::Array<_, XlbVipBucket6> =
-            aya::maps::Array::try_from(aya::maps::Map::Array(
-                aya::maps::MapData::from_pin(pins.join(proxy_common::XLB_VIPS6)).unwrap(),
-            ))
-            .unwrap();
-        let mut v: Vec<_> = a
-            .iter()
-            .flat_map(|b| b.unwrap().slots)
-            .filter(|s| s.key.pad == XLB_VIP_USED)
-            .map(|s| (XlbVipKey6 { pad: 0, ..s.key }, s.vip))
-            .collect();
-        v.sort_by_key(|(k, _)| *k);
-        v
+    fill_v1_vips(&v1, key, marker);
+    let table = || {
+        vip_table(&pins.join(proxy_common::XLB_VIPS6), |b: XlbVipBucket6| {
+            b.slots
+                .iter()
+                .map(|s| {
+                    let k = (s.key.pad == XLB_VIP_USED).then_some(XlbVipKey6 { pad: 0, ..s.key });
+                    (k, s.vip)
+                })
+                .collect()
+        })
     };
     let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
     assert!(!v1.exists(), "the earlier build's map is still pinned");
@@ -860,12 +870,7 @@ fn an_earlier_builds_ipv6_vip_hash_map_is_copied_into_the_bucket_table_and_unpin
         .unwrap();
     assert_eq!((r.vips, r.without_reals), (1, 0), "{r:?}");
     assert!(table().contains(&(key, XlbVip { ring, flags: 0 })));
-    let rings: aya::maps::HashMap<_, u32, proxy_common::MaglevTable> =
-        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(
-            aya::maps::MapData::from_pin(pins.join(proxy_common::XLB_RINGS6)).unwrap(),
-        ))
-        .unwrap();
-    let ids: Vec<u32> = rings.keys().map(|k| k.unwrap()).collect();
+    let ids = ring_ids(&pins.join(proxy_common::XLB_RINGS6));
     assert_eq!(ids, [ring], "rings left: {ids:?}");
     strait::datapath::load_xdp_lb(dp.ebpf_mut()).unwrap();
     let prog = strait_tests::xdp::prog(dp.ebpf_mut());
@@ -1106,25 +1111,9 @@ fn an_earlier_builds_ipv6_deny_bitmap_is_unpinned_and_its_prefixes_get_buckets()
         c.v6_mode = deny_mode::BY_SUMMARY6;
         cfg.set(0, c, 0).unwrap();
     }
-    let frame = |src: &str| {
-        let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x86, 0xdd];
-        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
-        f.extend_from_slice(&src.parse::<std::net::Ipv6Addr>().unwrap().octets());
-        f.extend_from_slice(&"fd00::5".parse::<std::net::Ipv6Addr>().unwrap().octets());
-        f.extend_from_slice(&[
-            0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff,
-        ]);
-        f.extend_from_slice(&[0, 0, 0, 0]);
-        f
-    };
     let verdict = |dp: &mut Datapath, src: &str| {
-        let prog: &aya::programs::Xdp = dp
-            .ebpf_mut()
-            .program("xdp_deny")
-            .unwrap()
-            .try_into()
-            .unwrap();
-        strait_tests::xdp::run(prog, &frame(src)).0
+        let dst = "fd00::5".parse().unwrap();
+        deny_verdict(dp, &tcp_frame(src.parse().unwrap(), dst, 0x10))
     };
     let buckets = |pins: &Path| -> usize {
         let a: aya::maps::Array<_, DenyV6Bucket> =
@@ -1167,6 +1156,17 @@ fn an_earlier_builds_ipv6_deny_bitmap_is_unpinned_and_its_prefixes_get_buckets()
     let drops = dp.deny_drops();
     assert_eq!(drops, vec![(site, 3)], "{drops:?}");
     dp.cleanup().unwrap();
+}
+
+/// The verdict of `dp`'s loaded `xdp_deny` for `frame`.
+fn deny_verdict(dp: &mut Datapath, frame: &[u8]) -> u32 {
+    let prog: &aya::programs::Xdp = dp
+        .ebpf_mut()
+        .program("xdp_deny")
+        .unwrap()
+        .try_into()
+        .unwrap();
+    strait_tests::xdp::run(prog, frame).0
 }
 
 /// An earlier build's IPv4 deny state — `DENY_V4_SLASH16` holding length
@@ -1223,23 +1223,11 @@ fn an_earlier_builds_ipv4_deny_summary_is_adopted_and_its_slash16s_get_blocks() 
         }
     }
     assert_eq!(kinds(), (0, 0));
-    let frame = |src: &str| {
-        let mut f = strait_tests::xdp::eth([0x08, 0x00]);
-        f.extend_from_slice(&[0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0]);
-        f.extend_from_slice(&src.parse::<Ipv4Addr>().unwrap().octets());
-        f.extend_from_slice(&[10, 96, 0, 5]);
-        f.extend(strait_tests::xdp::tcp(12345, 80, 0x10, &[]));
-        f
-    };
     let verdict = |dp: &mut Datapath, src: &str| {
-        let prog: &aya::programs::Xdp = dp
-            .ebpf_mut()
-            .program("xdp_deny")
-            .unwrap()
-            .try_into()
-            .unwrap();
-        strait_tests::xdp::run(prog, &frame(src)).0
+        let dst = Ipv4Addr::new(10, 96, 0, 5).into();
+        deny_verdict(dp, &tcp_frame(src.parse().unwrap(), dst, 0x10))
     };
+
     let check = |dp: &mut Datapath, host_denied: bool| {
         for (src, want) in [
             ("192.0.2.9", 1),

@@ -7,26 +7,27 @@
 //! is rewritten (old or new, never another).
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use strait::datapath::{DenyTries, SourcePrefix};
+use strait::datapath::{DenyScope, SourcePrefix};
 use strait_tests::privileged;
-use strait_tests::xdp::{eth, run, tcp, XDP_DROP, XDP_PASS};
-
-const ACK: u8 = 0x10;
+use strait_tests::xdp::{XDP_DROP, XDP_PASS};
+use strait_tests::xdp_deny::{
+    self, counted_since, loaded, model_round, tcp_frame, unscoped, verdicts_during_updates, Rng,
+    ACK, SYN,
+};
 
 fn p(s: &str, l: u8) -> SourcePrefix {
     (s.parse::<IpAddr>().unwrap(), l)
 }
 
+/// An Ethernet + IPv4 + TCP frame from `src` to `dst`:80 with `flags`.
+fn frame_to(src: u32, dst: [u8; 4], flags: u8) -> Vec<u8> {
+    tcp_frame(Ipv4Addr::from(src).into(), dst.into(), flags)
+}
+
 /// An Ethernet + IPv4 + TCP frame from `src` to 198.51.100.10:80 (ACK).
 fn frame(src: u32) -> Vec<u8> {
-    let mut f = eth([0x08, 0x00]);
-    f.extend_from_slice(&[0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0]);
-    f.extend_from_slice(&src.to_be_bytes());
-    f.extend_from_slice(&[198, 51, 100, 10]);
-    f.extend(tcp(12345, 80, ACK, &[]));
-    f
+    frame_to(src, [198, 51, 100, 10], ACK)
 }
 
 fn v4(s: &str) -> u32 {
@@ -36,44 +37,7 @@ fn v4(s: &str) -> u32 {
 /// Runs a frame from `src` through `xdp_deny`: the verdict; a passed frame
 /// must come out byte for byte as it went in.
 fn verdict(ebpf: &aya::Ebpf, src: u32) -> u32 {
-    let prog: &aya::programs::Xdp = ebpf.program("xdp_deny").unwrap().try_into().unwrap();
-    let f = frame(src);
-    let (v, out) = run(prog, &f);
-    if v == XDP_PASS {
-        assert_eq!(out, f, "a passed frame was changed");
-    }
-    v
-}
-
-fn loaded() -> (aya::Ebpf, DenyTries) {
-    let mut ebpf = strait::datapath::load().unwrap();
-    strait::datapath::load_xdp_deny(&mut ebpf).unwrap();
-    let deny = DenyTries::take(&mut ebpf).unwrap();
-    (ebpf, deny)
-}
-
-/// The longest prefix of `set` containing `src`.
-fn longest(set: &[SourcePrefix], src: u32) -> Option<SourcePrefix> {
-    set.iter()
-        .filter(|(a, l)| {
-            let IpAddr::V4(a) = a else { return false };
-            let mask = u32::MAX.checked_shl(32 - u32::from(*l)).unwrap_or(0);
-            src & mask == u32::from(*a)
-        })
-        .max_by_key(|p| p.1)
-        .copied()
-}
-
-/// Drop counts since `before`, the prefixes with none left out.
-fn counted_since(deny: &DenyTries, before: &[(SourcePrefix, u64)]) -> BTreeMap<SourcePrefix, u64> {
-    deny.drops()
-        .into_iter()
-        .map(|(p, n)| {
-            let b = before.iter().find(|(q, _)| *q == p).map_or(0, |(_, n)| *n);
-            (p, n - b)
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect()
+    xdp_deny::verdict(ebpf, &frame(src))
 }
 
 #[test]
@@ -156,18 +120,6 @@ fn ipv4_deny_verdicts_are_exact_for_leaves_slots_and_longer_prefixes() {
     }
 }
 
-/// xorshift64*: a fixed pseudo-random sequence (the test is reproducible).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 /// Random sets of prefixes of every length 0–32, clustered into a few /8s
 /// so they nest (leaves, slots, /24s with longer prefixes, more lengths
 /// than the length path looks up), each round replacing the last (blocks
@@ -183,9 +135,9 @@ fn random_ipv4_prefix_sets_match_a_longest_prefix_model() {
     let mut rng = Rng(0x5eed_4444_abcd_0004);
     let clusters = [v4("10.0.0.0"), v4("100.64.0.0"), v4("192.168.0.0")];
     let near = |rng: &mut Rng| -> u32 {
-        let c = clusters[(rng.next() % clusters.len() as u64) as usize];
-        let low = rng.next() as u32;
-        match rng.next() % 3 {
+        let c = clusters[(rng.next_u64() % clusters.len() as u64) as usize];
+        let low = rng.next_u64() as u32;
+        match rng.next_u64() % 3 {
             0 => c | (low & 0x0003_ff00) | (low & 0xff) >> 6,
             1 => c | (low & 0x00ff_ffff),
             _ => c | (low & 0x0000_ffff),
@@ -196,7 +148,7 @@ fn random_ipv4_prefix_sets_match_a_longest_prefix_model() {
         let mut set: Vec<SourcePrefix> = (0..150)
             .map(|_| {
                 // Lengths 1–32 uniformly; /0 in one round only.
-                let l = (1 + rng.next() % 32) as u8;
+                let l = (1 + rng.next_u64() % 32) as u8;
                 let mask = u32::MAX << (32 - u32::from(l));
                 (IpAddr::V4(Ipv4Addr::from(near(&mut rng) & mask)), l)
             })
@@ -206,39 +158,32 @@ fn random_ipv4_prefix_sets_match_a_longest_prefix_model() {
         }
         set.sort();
         set.dedup();
-        deny.sync(&set).unwrap();
+        let sources: Vec<IpAddr> = (0..600u32)
+            .map(|i| {
+                let src = match i % 4 {
+                    // A prefix's own address, its last, or one past its end.
+                    0 => {
+                        let (a, l) = rng.pick(&set);
+                        let IpAddr::V4(a) = a else { unreachable!() };
+                        let size = 1u64 << (32 - u32::from(l));
+                        let a = u64::from(u32::from(a));
+                        (match rng.next_u64() % 3 {
+                            0 => a,
+                            1 => a + size - 1,
+                            _ => a + size,
+                        }) as u32
+                    }
+                    3 => rng.next_u64() as u32,
+                    _ => near(&mut rng),
+                };
+                IpAddr::V4(Ipv4Addr::from(src))
+            })
+            .collect();
+        let want = model_round(&ebpf, &mut deny, round, &set, sources, |s| {
+            let IpAddr::V4(s) = s else { unreachable!() };
+            frame(u32::from(s))
+        });
         blocks_seen = blocks_seen.max(deny.v4_blocks());
-        let before = deny.drops();
-        let mut want: BTreeMap<SourcePrefix, u64> = BTreeMap::new();
-        for i in 0..600u32 {
-            let src = match i % 4 {
-                // A prefix's own address, its last, or one past its end.
-                0 => {
-                    let (a, l) = set[(rng.next() % set.len() as u64) as usize];
-                    let IpAddr::V4(a) = a else { unreachable!() };
-                    let size = 1u64 << (32 - u32::from(l));
-                    let a = u64::from(u32::from(a));
-                    (match rng.next() % 3 {
-                        0 => a,
-                        1 => a + size - 1,
-                        _ => a + size,
-                    }) as u32
-                }
-                3 => rng.next() as u32,
-                _ => near(&mut rng),
-            };
-            let hit = longest(&set, src);
-            let got = verdict(&ebpf, src);
-            let s = Ipv4Addr::from(src);
-            match hit {
-                Some(h) => {
-                    assert_eq!(got, XDP_DROP, "round {round}: {s} is in {h:?}");
-                    *want.entry(h).or_default() += 1;
-                }
-                None => assert_eq!(got, XDP_PASS, "round {round}: {s} is in no prefix"),
-            }
-        }
-        assert_eq!(counted_since(&deny, &before), want, "round {round}");
         assert!(want.len() > 20, "round {round}: too few prefixes hit");
         assert!(
             want.keys().filter(|p| p.1 > 24).count() > 3,
@@ -296,8 +241,11 @@ fn ipv4_slash16s_past_the_blocks_take_the_length_path() {
 }
 
 /// The table rewritten back and forth between two prefix sets (leaf ↔
-/// block, slot ↔ length path, blocks freed and reused) while another
-/// thread runs packets: every verdict is the old set's or the new set's.
+/// block, slot ↔ length path, blocks freed and reused, a source's longest
+/// prefix replaced by a shorter or a longer one, scoped prefixes whose
+/// scope or prefix changes) while another thread runs packets: every
+/// verdict is the old set's or the new set's — a source both sets drop is
+/// never passed mid-update.
 #[test]
 fn ipv4_verdicts_read_during_updates_are_the_old_or_the_new_sets() {
     let Some(_p) =
@@ -306,21 +254,30 @@ fn ipv4_verdicts_read_during_updates_are_the_old_or_the_new_sets() {
         return;
     };
     let (ebpf, mut deny) = loaded();
-    let a = [
+    let (pod, other) = ([198, 51, 100, 10], [198, 51, 100, 11]);
+    let to_pod = || DenyScope::To([IpAddr::from(pod)].into());
+    let mut a = unscoped(&[
         p("10.1.0.0", 16),
         p("10.2.3.0", 24),
         p("10.3.0.0", 16),
         p("10.4.4.4", 32),
-    ];
-    let b = [
+    ]);
+    let mut b = unscoped(&[
         p("10.1.5.0", 24),
         p("10.2.0.0", 16),
         p("10.3.0.0", 17),
         p("10.3.9.0", 24),
         p("10.4.0.0", 16),
         p("10.4.4.0", 30),
-    ];
-    let sources: Vec<u32> = [
+    ]);
+    // Scoped: a /16 replaced by a /24 inside it, and a /16 whose scope
+    // becomes every destination.
+    a.extend([(p("10.6.0.0", 16), to_pod()), (p("10.7.0.0", 16), to_pod())]);
+    b.extend([
+        (p("10.6.7.0", 24), to_pod()),
+        (p("10.7.0.0", 16), DenyScope::Any),
+    ]);
+    let sources = [
         "10.1.5.1",
         "10.1.6.1",
         "10.2.3.1",
@@ -331,50 +288,35 @@ fn ipv4_verdicts_read_during_updates_are_the_old_or_the_new_sets() {
         "10.4.4.6",
         "10.4.5.1",
         "10.5.0.1",
-    ]
-    .iter()
-    .map(|s| v4(s))
-    .collect();
-    let allowed = |src: u32| -> [u32; 2] {
-        [&a[..], &b[..]].map(|set| {
-            if longest(set, src).is_some() {
-                XDP_DROP
-            } else {
-                XDP_PASS
-            }
-        })
-    };
+    ];
+    let mut probes: Vec<(IpAddr, IpAddr, bool)> = sources
+        .iter()
+        .map(|s| (s.parse().unwrap(), IpAddr::from(pod), false))
+        .collect();
+    for s in ["10.6.7.1", "10.6.8.1", "10.7.0.1"] {
+        let s: IpAddr = s.parse().unwrap();
+        probes.extend([
+            (s, IpAddr::from(pod), true),
+            (s, IpAddr::from(pod), false),
+            (s, IpAddr::from(other), true),
+        ]);
+    }
     // Sources both sets drop or both pass (the verdicts checked), and
     // sources they disagree on (the table's entries for them change).
-    let differ = sources
+    let differ = probes
         .iter()
-        .filter(|s| allowed(**s)[0] != allowed(**s)[1])
+        .filter(|(s, d, syn)| {
+            xdp_deny::model(&a, *s, *d, *syn) != xdp_deny::model(&b, *s, *d, *syn)
+        })
         .count();
-    assert!(differ >= 4 && sources.len() - differ >= 4, "{differ}");
-    deny.sync(&a).unwrap();
-    let stop = AtomicBool::new(false);
-    let checked = std::thread::scope(|scope| {
-        let reader = scope.spawn(|| {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                for &src in &sources {
-                    let got = verdict(&ebpf, src);
-                    assert!(
-                        allowed(src).contains(&got),
-                        "{}: verdict {got}, neither set's",
-                        Ipv4Addr::from(src)
-                    );
-                    n += 1;
-                }
-            }
-            n
-        });
-        // Past the blocks' count, so freed blocks are reused.
-        for i in 0..600 {
-            deny.sync(if i % 2 == 0 { &b } else { &a }).unwrap();
-        }
-        stop.store(true, Ordering::Relaxed);
-        reader.join().unwrap()
-    });
+    assert!(differ >= 4 && probes.len() - differ >= 4, "{differ}");
+    let frame = |s: IpAddr, d: IpAddr, syn: bool| {
+        let (IpAddr::V4(s), IpAddr::V4(d)) = (s, d) else {
+            unreachable!()
+        };
+        frame_to(u32::from(s), d.octets(), if syn { SYN } else { ACK })
+    };
+    // Each sync frees blocks, reused by the next ones.
+    let checked = verdicts_during_updates(&ebpf, &mut deny, (&a, &b), &probes, frame, 200);
     assert!(checked > 1000, "only {checked} verdicts read");
 }

@@ -7,20 +7,14 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use strait::datapath::{DenyScope, DenyTries, SourcePrefix};
 use strait_tests::privileged;
-use strait_tests::xdp::run;
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
+use strait_tests::xdp::{XDP_DROP, XDP_PASS};
+use strait_tests::xdp_deny::{
+    self, loaded, model_round, tcp_frame, unscoped, verdicts_during_updates, Rng, ACK, SYN,
+};
 
 /// The workload a scoped prefix protects, and another one.
 const POD: &str = "fd00::5";
 const OTHER_POD: &str = "fd00::6";
-
-fn v6(s: &str) -> [u8; 16] {
-    s.parse::<Ipv6Addr>().unwrap().octets()
-}
 
 fn p(s: &str, l: u8) -> SourcePrefix {
     (s.parse::<IpAddr>().unwrap(), l)
@@ -28,37 +22,15 @@ fn p(s: &str, l: u8) -> SourcePrefix {
 
 /// An Ethernet + IPv6 + TCP frame from `src` to `dst`:80 with `flags`.
 fn tcp6(src: &str, dst: &str, flags: u8) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x86, 0xdd]);
-    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
-    f.extend_from_slice(&v6(src));
-    f.extend_from_slice(&v6(dst));
-    f.extend_from_slice(&[
-        0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0,
-    ]);
-    f
+    tcp_frame(src.parse().unwrap(), dst.parse().unwrap(), flags)
 }
 
 fn scope(ips: &[&str]) -> DenyScope {
     DenyScope::To(ips.iter().map(|s| s.parse().unwrap()).collect())
 }
 
-/// Runs `frame` through `xdp_deny`: the verdict; a passed frame must come
-/// out byte for byte as it went in.
 fn verdict(ebpf: &aya::Ebpf, frame: &[u8]) -> u32 {
-    let prog: &aya::programs::Xdp = ebpf.program("xdp_deny").unwrap().try_into().unwrap();
-    let (v, out) = run(prog, frame);
-    if v == XDP_PASS {
-        assert_eq!(out, frame, "a passed frame was changed");
-    }
-    v
-}
-
-fn loaded() -> (aya::Ebpf, DenyTries) {
-    let mut ebpf = strait::datapath::load().unwrap();
-    strait::datapath::load_xdp_deny(&mut ebpf).unwrap();
-    let deny = DenyTries::take(&mut ebpf).unwrap();
-    (ebpf, deny)
+    xdp_deny::verdict(ebpf, frame)
 }
 
 /// The drop counts of `deny` that are not zero.
@@ -238,18 +210,6 @@ fn ipv6_sources_past_the_looked_up_lengths_are_decided_by_the_trie() {
     assert_eq!(verdict(&ebpf, &tcp6("2001:db8:bae::1", POD, SYN)), XDP_PASS);
 }
 
-/// xorshift64*: a fixed pseudo-random sequence (the test is reproducible).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 /// Random prefix sets clustered into a few /48s (so lengths nest, buckets
 /// hold several and more lengths than the program looks up) against
 /// random sources near them: every verdict and every drop counter is the
@@ -276,11 +236,11 @@ fn random_ipv6_prefix_sets_match_a_longest_prefix_model() {
     ]
     .map(|c: u128| c << 80);
     let near = |rng: &mut Rng| -> u128 {
-        let c = clusters[(rng.next() % clusters.len() as u64) as usize];
+        let c = clusters[(rng.next_u64() % clusters.len() as u64) as usize];
         // Random bits below the /48, often mostly zero so sources land
         // inside long prefixes.
-        let low = (u128::from(rng.next()) << 64 | u128::from(rng.next())) >> 48;
-        match rng.next() % 4 {
+        let low = (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) >> 48;
+        match rng.next_u64() % 4 {
             0 => c | (low & !(u128::MAX >> 72)),
             1 => c | (low & !(u128::MAX >> 100)),
             _ => c | low,
@@ -289,63 +249,115 @@ fn random_ipv6_prefix_sets_match_a_longest_prefix_model() {
     for round in 0..3 {
         let mut prefixes: Vec<SourcePrefix> = (0..120)
             .map(|_| {
-                let l = LENGTHS[(rng.next() % LENGTHS.len() as u64) as usize];
+                let l = LENGTHS[(rng.next_u64() % LENGTHS.len() as u64) as usize];
                 let mask = u128::MAX.checked_shl(128 - u32::from(l)).unwrap_or(0);
                 (IpAddr::V6(Ipv6Addr::from(near(&mut rng) & mask)), l)
             })
             .collect();
         prefixes.sort();
         prefixes.dedup();
-        deny.sync(&prefixes).unwrap();
-        let before = deny.drops();
-        let contains = |(a, l): &SourcePrefix, src: u128| {
-            let IpAddr::V6(a) = a else { unreachable!() };
-            let mask = u128::MAX.checked_shl(128 - u32::from(*l)).unwrap_or(0);
-            src & mask == u128::from(*a)
-        };
-        let mut want: std::collections::BTreeMap<SourcePrefix, u64> = Default::default();
-        for i in 0..600u32 {
-            let src = if i.is_multiple_of(3) {
-                // A prefix's own address, or one bit past its end.
-                let p = prefixes[(rng.next() % prefixes.len() as u64) as usize];
-                let IpAddr::V6(a) = p.0 else { unreachable!() };
-                let flip = if p.1 == 0 || rng.next().is_multiple_of(2) {
-                    0
+        let sources: Vec<IpAddr> = (0..600u32)
+            .map(|i| {
+                let src = if i.is_multiple_of(3) {
+                    // A prefix's own address, or one bit past its end.
+                    let p = rng.pick(&prefixes);
+                    let IpAddr::V6(a) = p.0 else { unreachable!() };
+                    let flip = if p.1 == 0 || rng.next_u64().is_multiple_of(2) {
+                        0
+                    } else {
+                        1u128 << (128 - u32::from(p.1))
+                    };
+                    u128::from(a) ^ flip
                 } else {
-                    1u128 << (128 - u32::from(p.1))
+                    near(&mut rng)
                 };
-                u128::from(a) ^ flip
-            } else {
-                near(&mut rng)
-            };
-            let longest = prefixes
-                .iter()
-                .filter(|p| contains(p, src))
-                .max_by_key(|p| p.1);
-            let s = Ipv6Addr::from(src).to_string();
-            let got = verdict(&ebpf, &tcp6(&s, POD, ACK));
-            match longest {
-                Some(p) => {
-                    assert_eq!(got, XDP_DROP, "round {round}: {s} is in {p:?}");
-                    *want.entry(*p).or_default() += 1;
-                }
-                None => assert_eq!(got, XDP_PASS, "round {round}: {s} is in no prefix"),
-            }
-        }
-        let after = deny.drops();
-        let counted: std::collections::BTreeMap<SourcePrefix, u64> = after
-            .iter()
-            .map(|(p, n)| {
-                let b = before.iter().find(|(q, _)| q == p).map_or(0, |(_, n)| *n);
-                (*p, n - b)
+                IpAddr::V6(Ipv6Addr::from(src))
             })
-            .filter(|(_, n)| *n > 0)
             .collect();
-        assert_eq!(counted, want, "round {round}");
+        let want = model_round(&ebpf, &mut deny, round, &prefixes, sources, |s| {
+            tcp6(&s.to_string(), POD, ACK)
+        });
         assert!(want.len() > 10, "round {round}: too few prefixes hit");
         assert!(
             want.keys().filter(|p| p.1 > 48).count() > 5,
             "round {round}: too few long prefixes hit"
         );
     }
+}
+
+/// The IPv6 tables rewritten back and forth between two sets while another
+/// thread runs packets, a source's longest prefix replaced in each part of
+/// the buckets: a /48 slot by a /32, a /32 by a shorter prefix in the /16
+/// buckets, a /128 by a /120, prefixes nested past the looked-up lengths
+/// (decided by the trie) by other lengths, a scoped /48 by a scoped /40
+/// and a scoped prefix whose scope becomes every destination. Every
+/// verdict is the old set's or the new set's: a source both sets drop is
+/// never passed mid-update (the new prefixes are written before the gone
+/// ones leave, which wait for a grace period).
+#[test]
+fn ipv6_verdicts_read_during_updates_are_the_old_or_the_new_sets() {
+    let Some(_p) =
+        privileged::require("ipv6_verdicts_read_during_updates_are_the_old_or_the_new_sets")
+    else {
+        return;
+    };
+    let (ebpf, mut deny) = loaded();
+    let nested = |base: &str, lengths: &[u8]| -> Vec<SourcePrefix> {
+        let bits = u128::from(base.parse::<Ipv6Addr>().unwrap());
+        lengths
+            .iter()
+            .map(|l| {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*l)).unwrap_or(0);
+                (IpAddr::V6(Ipv6Addr::from(bits & mask)), *l)
+            })
+            .collect()
+    };
+    let mut a = unscoped(&[
+        p("2001:db8:1::", 48),
+        p("2400:1::", 32),
+        p("2600::1", 128),
+        p("2800:5::", 32),
+    ]);
+    let mut b = unscoped(&[
+        p("2001:db8::", 32),
+        p("2400::", 16),
+        p("2600::", 120),
+        p("2800:5:6::", 48),
+    ]);
+    a.extend(unscoped(&nested("2a00:1:1::1", &[48, 52, 56, 60, 64, 80])));
+    b.extend(unscoped(&nested("2a00:1:1::1", &[50, 54, 58, 62, 66, 82])));
+    a.extend([
+        (p("2001:dba::", 48), scope(&[POD])),
+        (p("2001:dbb::", 48), scope(&[POD])),
+    ]);
+    b.extend([
+        (p("2001:dba::", 40), scope(&[POD])),
+        (p("2001:dbb::", 48), DenyScope::Any),
+    ]);
+    let (pod, other): (IpAddr, IpAddr) = (POD.parse().unwrap(), OTHER_POD.parse().unwrap());
+    let mut probes: Vec<(IpAddr, IpAddr, bool)> = Vec::new();
+    for s in [
+        "2001:db8:1::1",
+        "2001:db8:7::1",
+        "2400:1::1",
+        "2400:2::1",
+        "2600::1",
+        "2600::2",
+        "2800:5:6::1",
+        "2800:5:7::1",
+        "2a00:1:1::1",
+        "2a00:1:1:8000::1",
+        "2001:dba::1",
+        "2001:dba:1::1",
+        "2001:dbb::1",
+        "fd00:1::1",
+    ] {
+        let s: IpAddr = s.parse().unwrap();
+        probes.extend([(s, pod, true), (s, pod, false), (s, other, true)]);
+    }
+    let frame = |s: IpAddr, d: IpAddr, syn: bool| {
+        tcp6(&s.to_string(), &d.to_string(), if syn { SYN } else { ACK })
+    };
+    let checked = verdicts_during_updates(&ebpf, &mut deny, (&a, &b), &probes, frame, 200);
+    assert!(checked > 1000, "only {checked} verdicts read");
 }

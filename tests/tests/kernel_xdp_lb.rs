@@ -7,9 +7,9 @@ use std::net::Ipv4Addr;
 use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig};
 use strait_tests::privileged;
 use strait_tests::xdp::{
-    bench_program_balances_like_xdp_lb, checksum, eth, for_each_mutation, frame, ipv4, prog, run,
-    spreads_flows_and_keeps_them_when_reals_change, tcp, udp, LbFamily, GW_MAC, XDP_DROP, XDP_PASS,
-    XDP_TX,
+    bench_program_balances_like_xdp_lb, checksum, eth, for_each_mutation, frag_needed, frame, ipv4,
+    prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, tcp4_sized, udp, LbFamily,
+    GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
 };
 
 const VIP: [u8; 4] = [198, 51, 100, 10];
@@ -792,4 +792,52 @@ fn an_ipv4_vip_whose_endpoints_are_all_on_ipv6_only_nodes_is_dropped_and_counted
     }
     let s = strait::datapath::xlb_stats(&ebpf).unwrap();
     assert_eq!((s.no_real_dropped, s.packets), (2, 0), "{s:?}");
+}
+
+/// A TCP frame to the VIP's port 80 whose IPv4 packet is `tot` bytes.
+fn sized(tot: usize, df: bool) -> Vec<u8> {
+    tcp4_sized([192, 0, 2, 1], VIP, tot, df)
+}
+
+/// The uplink's MTU set: a packet that fills it once tunnelled goes out;
+/// one byte more with DF is answered with ICMP "fragmentation needed"
+/// announcing the MTU minus the 20 bytes of IPIP (exact bytes: swapped
+/// MACs, headers, both checksums, the 84-byte quote, also of a large
+/// packet), without DF dropped, both counted; with no MTU known nothing
+/// is checked.
+#[test]
+fn xdp_lb_answers_packets_too_big_for_the_ipip_tunnel_with_fragmentation_needed() {
+    let Some(_p) = privileged::require(
+        "xdp_lb_answers_packets_too_big_for_the_ipip_tunnel_with_fragmentation_needed",
+    ) else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips::new()
+        .apply(
+            &mut ebpf,
+            &[vip(80, L4Protocol::Tcp, &[([10, 1, 0, 2], 1)])],
+        )
+        .unwrap();
+    strait::datapath::set_uplink_mtu(&mut ebpf, 1500).unwrap();
+    let p = prog(&ebpf);
+    let fits = sized(1480, true);
+    assert_eq!(run(p, &fits), (XDP_TX, encapsulated(&fits, [10, 1, 0, 2])));
+    for tot in [1481, 3000] {
+        let big = sized(tot, true);
+        let (v, out) = run(p, &big);
+        assert_eq!((v, &out), (XDP_TX, &frag_needed(&big, 1480)), "{tot} bytes");
+        assert_eq!(checksum(&out[14..34]), 0, "IPv4 header checksum verifies");
+        assert_eq!(checksum(&out[34..]), 0, "ICMP checksum verifies");
+    }
+    assert_eq!(run(p, &sized(1481, false)).0, XDP_DROP);
+    let s = strait::datapath::xlb_stats(&ebpf).unwrap();
+    assert_eq!((s.too_big_dropped, s.packets), (3, 1));
+    // Unknown MTU: tunnelled, as the driver's limit decides.
+    strait::datapath::set_uplink_mtu(&mut ebpf, 0).unwrap();
+    let big = sized(1481, true);
+    assert_eq!(
+        run(prog(&ebpf), &big),
+        (XDP_TX, encapsulated(&big, [10, 1, 0, 2]))
+    );
 }

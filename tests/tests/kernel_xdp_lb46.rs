@@ -11,9 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig, UplinkConfig6};
 use strait_tests::privileged;
 use strait_tests::xdp::{
-    bench_program_balances_like_xdp_lb, checksum, for_each_mutation, frame, ipv4, prog, run,
-    spreads_flows_and_keeps_them_when_reals_change, tcp, udp, LbFamily, GW_MAC, XDP_DROP, XDP_PASS,
-    XDP_TX,
+    bench_program_balances_like_xdp_lb, checksum, for_each_mutation, frag_needed, frame, ipv4,
+    prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, tcp4_sized, udp, LbFamily,
+    GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
 };
 
 const VIP: [u8; 4] = [198, 51, 100, 10];
@@ -484,4 +484,40 @@ fn xdp_lb_vips_take_ipv6_only_nodes_of_an_ipv4_vip_by_their_ipv6_address() {
         w[0].contains("198.51.100.10:80") && w[0].contains("1 IPv6-only node(s) left out"),
         "{w:?}"
     );
+}
+
+/// A TCP frame to the VIP's port 80 whose IPv4 packet is `tot` bytes.
+fn sized(tot: usize, df: bool) -> Vec<u8> {
+    tcp4_sized(CLIENT, VIP, tot, df)
+}
+
+/// 4in6 adds 40 bytes: a packet that fills the uplink's MTU with them goes
+/// out; one byte more with DF is answered with ICMP "fragmentation needed"
+/// announcing the MTU minus 40 (exact bytes), without DF dropped.
+#[test]
+fn xdp_lb_answers_packets_too_big_for_4in6_with_fragmentation_needed() {
+    let Some(_p) =
+        privileged::require("xdp_lb_answers_packets_too_big_for_4in6_with_fragmentation_needed")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips::new()
+        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(v6(2), 1)])])
+        .unwrap();
+    strait::datapath::set_uplink_mtu(&mut ebpf, 1500).unwrap();
+    let p = prog(&ebpf);
+    let fits = sized(1460, true);
+    assert_eq!(
+        run(p, &fits),
+        (XDP_TX, in_ipv6(&fits, node6(2), CLIENT, 40000))
+    );
+    let big = sized(1461, true);
+    let (v, out) = run(p, &big);
+    assert_eq!((v, &out), (XDP_TX, &frag_needed(&big, 1460)));
+    assert_eq!(checksum(&out[14..34]), 0);
+    assert_eq!(checksum(&out[34..]), 0);
+    assert_eq!(run(p, &sized(1461, false)).0, XDP_DROP);
+    let s = strait::datapath::xlb_stats(&ebpf).unwrap();
+    assert_eq!((s.too_big_dropped, s.packets), (2, 1));
 }

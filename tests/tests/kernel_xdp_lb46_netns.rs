@@ -19,9 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig, UplinkConfig6};
 use strait_tests::node::netns;
 use strait_tests::privileged;
-use strait_tests::xdp_net::{
-    attach_lb_and_reals, ip_in, network, spreads_then_keeps_flows_when_a_node_joins, Net, Subnet,
-};
+use strait_tests::xdp_net::{balance_then_a_node_joins, ip_in, network, Net, Subnet};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 78);
 const PORT: u16 = 8080;
@@ -111,16 +109,12 @@ fn xdp_lb_spreads_ipv4_connections_over_ipv6_only_nodes_and_keeps_them_when_a_no
     )
     .unwrap();
     let mut vips = ExternalVips::new();
-    vips.apply(&mut ebpf, &[vip(vec![real(1), real(2)])])
-        .unwrap();
-    strait::datapath::load_xdp_lb(&mut ebpf).unwrap();
-    attach_lb_and_reals(&mut ebpf, &lb, &reals);
-    spreads_then_keeps_flows_when_a_node_joins(
+    balance_then_a_node_joins(
         &mut ebpf,
-        &client,
+        (&lb, &reals, &client),
         SocketAddr::from((VIP, PORT)),
-        |ebpf| {
-            vips.apply(ebpf, &[vip(vec![real(1), real(2), real(3)])])
+        |ebpf, n| {
+            vips.apply(ebpf, &[vip((1..=n).map(|k| real(u16::from(k))).collect())])
                 .unwrap();
         },
     );

@@ -12,7 +12,7 @@ use std::net::Ipv6Addr;
 use strait::datapath::{ExternalVip6, ExternalVips6, L4Protocol, UplinkConfig6};
 use strait_tests::privileged;
 use strait_tests::xdp::{
-    bench_program_balances_like_xdp_lb, eth, for_each_mutation, prog, run,
+    bench_program_balances_like_xdp_lb, eth, for_each_mutation, packet_too_big, prog, run,
     spreads_flows_and_keeps_them_when_reals_change, tcp, udp, LbFamily, DST_MAC, GW_MAC, XDP_DROP,
     XDP_PASS, XDP_TX,
 };
@@ -1153,4 +1153,42 @@ fn xdp_lb6_finds_every_vip_of_a_full_table_and_forgets_removed_ones() {
     let e = vips.apply(&mut ebpf, &over).unwrap_err().to_string();
     assert!(e.contains("exceed"), "{e}");
     assert_eq!(run(prog(&ebpf), &to(0, 80)).0, XDP_TX);
+}
+
+/// A TCP frame from [`CLIENT`]:40000 to the VIP's port 80 whose IPv6
+/// packet (header included) is `len` bytes.
+fn sized(len: usize) -> Vec<u8> {
+    frame(CLIENT, VIP, 6, &tcp(40000, 80, 0x10, &vec![0x5a; len - 60]))
+}
+
+/// ip6ip6 adds 40 bytes: a packet that fills the uplink's MTU with them
+/// goes out; one byte more is answered with ICMPv6 "Packet Too Big"
+/// announcing the MTU minus 40 (exact bytes, checksum over the
+/// pseudo-header, the 248-byte quote), never less than 1,280.
+#[test]
+fn xdp_lb6_answers_packets_too_big_for_the_tunnel_with_packet_too_big() {
+    let Some(_p) =
+        privileged::require("xdp_lb6_answers_packets_too_big_for_the_tunnel_with_packet_too_big")
+    else {
+        return;
+    };
+    let mut ebpf = setup();
+    ExternalVips6::new()
+        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(node(2), 1)])])
+        .unwrap();
+    strait::datapath::set_uplink_mtu(&mut ebpf, 1500).unwrap();
+    let p = prog(&ebpf);
+    let fits = sized(1460);
+    assert_eq!(run(p, &fits), (XDP_TX, encapsulated(&fits, node(2))));
+    for len in [1461, 3000] {
+        let big = sized(len);
+        let (v, out) = run(p, &big);
+        assert_eq!((v, &out), (XDP_TX, &packet_too_big(&big, 1460)), "{len}");
+    }
+    strait::datapath::set_uplink_mtu(&mut ebpf, 1300).unwrap();
+    let big = sized(1290);
+    let (v, out) = run(prog(&ebpf), &big);
+    assert_eq!((v, &out), (XDP_TX, &packet_too_big(&big, 1280)));
+    let s = strait::datapath::xlb_stats(&ebpf).unwrap();
+    assert_eq!((s.too_big_dropped, s.packets), (3, 1));
 }

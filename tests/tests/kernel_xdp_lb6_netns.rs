@@ -16,9 +16,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use strait::datapath::{ExternalVip6, ExternalVips6, L4Protocol, UplinkConfig6};
 use strait_tests::node::netns;
 use strait_tests::privileged;
-use strait_tests::xdp_net::{
-    attach_lb_and_reals, network, spreads_then_keeps_flows_when_a_node_joins, Net, Subnet,
-};
+use strait_tests::xdp_net::{balance_then_a_node_joins, network, Net, Subnet};
 
 const VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, 0x80);
 const PORT: u16 = 8080;
@@ -142,16 +140,12 @@ fn xdp_lb6_spreads_real_ipv6_connections_over_nodes_and_keeps_them_when_a_node_j
     let mut ebpf = strait::datapath::load().unwrap();
     strait::datapath::configure_uplink6(&mut ebpf, Some(&uplink)).unwrap();
     let mut vips = ExternalVips6::new();
-    vips.apply(&mut ebpf, &[vip(vec![real(1), real(2)])])
-        .unwrap();
-    strait::datapath::load_xdp_lb(&mut ebpf).unwrap();
-    attach_lb_and_reals(&mut ebpf, &lb, &reals);
-    spreads_then_keeps_flows_when_a_node_joins(
+    balance_then_a_node_joins(
         &mut ebpf,
-        &client,
+        (&lb, &reals, &client),
         SocketAddr::from((VIP, PORT)),
-        |ebpf| {
-            vips.apply(ebpf, &[vip(vec![real(1), real(2), real(3)])])
+        |ebpf, n| {
+            vips.apply(ebpf, &[vip((1..=n).map(|k| real(u16::from(k))).collect())])
                 .unwrap();
         },
     );

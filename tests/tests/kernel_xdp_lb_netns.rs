@@ -28,8 +28,8 @@ use strait::datapath::{
 use strait_tests::node::{names, netns};
 use strait_tests::privileged;
 use strait_tests::xdp_net::{
-    self, ask, attach_lb_and_reals, network, spread_over_two_reals,
-    spreads_then_keeps_flows_when_a_node_joins, tally, try_ask, Net, Subnet,
+    self, ask, balance_then_a_node_joins, network, spread_over_two_reals, tally, try_ask, Net,
+    Subnet,
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 80);
@@ -96,16 +96,12 @@ fn xdp_lb_spreads_real_connections_over_nodes_and_keeps_them_when_a_node_joins()
     )
     .unwrap();
     let mut vips = ExternalVips::new();
-    vips.apply(&mut ebpf, &[vip(vec![real(1), real(2)])])
-        .unwrap();
-    strait::datapath::load_xdp_lb(&mut ebpf).unwrap();
-    attach_lb_and_reals(&mut ebpf, &lb, &reals);
-    spreads_then_keeps_flows_when_a_node_joins(
+    balance_then_a_node_joins(
         &mut ebpf,
-        &client,
+        (&lb, &reals, &client),
         SocketAddr::from((VIP, PORT)),
-        |ebpf| {
-            vips.apply(ebpf, &[vip(vec![real(1), real(2), real(3)])])
+        |ebpf, n| {
+            vips.apply(ebpf, &[vip((1..=n).map(real).collect())])
                 .unwrap();
         },
     );

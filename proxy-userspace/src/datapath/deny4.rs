@@ -173,6 +173,12 @@ impl Direct4 {
         }
     }
 
+    /// After an RCU grace period that began once the entries naming the
+    /// cooling blocks were rewritten: they are free to reuse.
+    pub(super) fn after_grace(&mut self) {
+        self.free.append(&mut self.cooling);
+    }
+
     /// Blocks in use.
     pub(super) fn used(&self) -> usize {
         self.owner.len()
@@ -187,7 +193,7 @@ impl Direct4 {
                 return Some(b);
             }
         }
-        if self.free.is_empty() && !self.cooling.is_empty() && rcu_grace_period() {
+        if self.free.is_empty() && !self.cooling.is_empty() && super::grace::rcu_grace_period() {
             self.free.append(&mut self.cooling);
         }
         let b = self.free.pop();
@@ -262,21 +268,6 @@ pub(super) fn publish(
         slash16.set(i, new, 0)?;
     }
     Ok(())
-}
-
-/// Waits for an RCU grace period (`membarrier(MEMBARRIER_CMD_GLOBAL)`,
-/// which the kernel implements with `synchronize_rcu()`): every XDP
-/// program run that started before has finished. False when the call is
-/// refused (e.g. `nohz_full` kernels): the caller then does not reuse.
-fn rcu_grace_period() -> bool {
-    /// `MEMBARRIER_CMD_GLOBAL` from `linux/membarrier.h`.
-    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
-    // SAFETY: membarrier takes two integers and touches no memory of ours.
-    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
-    if r != 0 {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "membarrier(MEMBARRIER_CMD_GLOBAL) refused: freed DENY_V4_DIR24 blocks are not reused");
-    }
-    r == 0
 }
 
 #[cfg(test)]

@@ -84,6 +84,51 @@ pub fn mode_entries(w: &InboundWorkload) -> BTreeMap<u16, InboundAction> {
     out
 }
 
+/// One step of a pod's `INPOD_MODES` update ([`mode_writes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeWrite {
+    /// Write (port, action); port 0 is the pod's default.
+    Set(u16, InboundAction),
+    /// Wait for an RCU grace period (every `sk_lookup` run that started
+    /// before has finished).
+    Grace,
+    /// Remove the port's entry.
+    Remove(u16),
+}
+
+/// The steps that take a pod's mode entries from `have` to `want` so that
+/// a connection looked up meanwhile gets the old entries' action or the
+/// new ones' (the program reads the port's entry, then the default's when
+/// the port has none): the ports' own entries first, then — after a grace
+/// period when a port gained an entry, so no lookup that found none is
+/// still to read the default — the default, then the gone ports (their
+/// lookups fall to the new default), the default last. Removed first (as
+/// before this order), a port STRICT in both would briefly fall to an old
+/// PERMISSIVE default and accept plain text.
+pub fn mode_writes(
+    have: &BTreeMap<u16, InboundAction>,
+    want: &BTreeMap<u16, InboundAction>,
+) -> Vec<ModeWrite> {
+    let mut out: Vec<ModeWrite> = want
+        .iter()
+        .filter(|(p, a)| **p != 0 && have.get(p) != Some(a))
+        .map(|(p, a)| ModeWrite::Set(*p, *a))
+        .collect();
+    if let Some(d) = want.get(&0).filter(|d| have.get(&0) != Some(d)) {
+        if want.keys().any(|p| *p != 0 && !have.contains_key(p)) {
+            out.push(ModeWrite::Grace);
+        }
+        out.push(ModeWrite::Set(0, *d));
+    }
+    out.extend(
+        have.keys()
+            .rev()
+            .filter(|p| !want.contains_key(p))
+            .map(|p| ModeWrite::Remove(*p)),
+    );
+    out
+}
+
 /// The in-pod capture's program, maps and attachments.
 pub struct InpodCapture {
     modes: HashMap<MapData, InpodModeKey, u32>,
@@ -197,26 +242,28 @@ impl InpodCapture {
     }
 
     /// Makes pod `ip`'s mode entries those of `w` (`None`: none, so every
-    /// port passes). Only changed entries are written.
+    /// port passes). Only changed entries are written, in the fail-closed
+    /// order of [`mode_writes`].
     pub fn set_modes(&mut self, ip: Ipv4Addr, w: Option<&InboundWorkload>) {
         let want = w.map(mode_entries).unwrap_or_default();
         let have = self.written.remove(&ip).unwrap_or_default();
-        for port in have.keys().filter(|p| !want.contains_key(p)) {
-            let _ = self.modes.remove(&InpodModeKey {
-                ip: ip_key(ip),
-                port: u32::from(*port),
-            });
-        }
-        for (port, a) in &want {
-            if have.get(port) == Some(a) {
-                continue;
-            }
-            let key = InpodModeKey {
-                ip: ip_key(ip),
-                port: u32::from(*port),
-            };
-            if let Err(e) = self.modes.insert(key, a.raw(), 0) {
-                tracing::error!(pod = %ip, port, "writing INPOD_MODES: {e}");
+        let key = |port: u16| InpodModeKey {
+            ip: ip_key(ip),
+            port: u32::from(port),
+        };
+        for step in mode_writes(&have, &want) {
+            match step {
+                ModeWrite::Set(port, a) => {
+                    if let Err(e) = self.modes.insert(key(port), a.raw(), 0) {
+                        tracing::error!(pod = %ip, port, "writing INPOD_MODES: {e}");
+                    }
+                }
+                ModeWrite::Grace => {
+                    super::grace::wait_before_removing();
+                }
+                ModeWrite::Remove(port) => {
+                    let _ = self.modes.remove(&key(port));
+                }
             }
         }
         if !want.is_empty() {
@@ -326,5 +373,78 @@ mod tests {
         assert_eq!(e, [(0, Plaintext)].into_iter().collect());
         let e = mode_entries(&w(MtlsMode::Disable, &[(9000, MtlsMode::Strict)], false));
         assert_eq!(e, [(0, Pass), (9000, Drop)].into_iter().collect());
+    }
+
+    /// Every verdict an `sk_lookup` run can reach while [`mode_writes`]
+    /// rewrites a pod's entries — the port's entry read at one step, the
+    /// default's at the same or a later one, never across a grace period
+    /// — is the old entries' or the new ones', or refuses: a port both
+    /// refuse (or send to the policy listener) never passes.
+    #[test]
+    fn mode_updates_never_pass_a_port_that_both_entry_sets_enforce() {
+        use InboundAction::*;
+        type Entries = BTreeMap<u16, InboundAction>;
+        let lookup = |m: &Entries, at: &Entries, port: u16| {
+            m.get(&port)
+                .copied()
+                .unwrap_or_else(|| at.get(&0).copied().unwrap_or(Pass))
+        };
+        let sets: [&[(u16, InboundAction)]; 7] = [
+            &[],
+            &[(0, Pass)],
+            &[(0, Drop)],
+            &[(0, Pass), (9000, Drop)],
+            &[(0, Drop), (9000, Pass), (8080, Plaintext)],
+            &[(0, Plaintext), (8080, Drop)],
+            &[(0, Pass), (8080, Drop), (9000, Drop)],
+        ];
+        for have in sets {
+            for want in sets {
+                let have: Entries = have.iter().copied().collect();
+                let want: Entries = want.iter().copied().collect();
+                // The map after each step, and where grace periods fall.
+                let mut states = vec![have.clone()];
+                let mut grace_after = Vec::new();
+                let mut cur = have.clone();
+                for w in mode_writes(&have, &want) {
+                    match w {
+                        ModeWrite::Set(p, a) => {
+                            cur.insert(p, a);
+                        }
+                        ModeWrite::Remove(p) => {
+                            cur.remove(&p);
+                        }
+                        ModeWrite::Grace => {
+                            grace_after.push(states.len() - 1);
+                            continue;
+                        }
+                    }
+                    states.push(cur.clone());
+                }
+                assert_eq!(cur, want);
+                for port in [1u16, 8080, 9000] {
+                    let old = lookup(&have, &have, port);
+                    let new = lookup(&want, &want, port);
+                    for i in 0..states.len() {
+                        for j in i..states.len() {
+                            if grace_after.iter().any(|g| i <= *g && *g < j) {
+                                continue;
+                            }
+                            let got = match states[i].get(&port) {
+                                Some(a) => *a,
+                                None => lookup(&Entries::new(), &states[j], port),
+                            };
+                            assert!(
+                                got == old || got == new || got != Pass,
+                                "{have:?} -> {want:?}: port {port} got {got:?}"
+                            );
+                            if old != Pass && new != Pass {
+                                assert_ne!(got, Pass, "{have:?} -> {want:?}: port {port}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

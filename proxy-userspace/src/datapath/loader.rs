@@ -685,6 +685,15 @@ impl Datapath {
         let pin = dir.join(format!("{}@{iface}", programs::XDP_LB));
         self.unpin_uplinks_except(Some(&pin));
         xlb::configure_uplink(&mut self.ebpf, cfg)?;
+        // ICMP "too big" answers need the uplink's MTU; unknown, nothing
+        // is checked (oversize tunnelled frames are the driver's to drop).
+        match xlb::interface_mtu(iface) {
+            Ok(mtu) => xlb::set_uplink_mtu(&mut self.ebpf, mtu)?,
+            Err(e) => tracing::warn!(
+                uplink = iface,
+                "{e:#}: VIP packets too big once tunnelled are not answered with ICMP"
+            ),
+        }
         let prog = xdp_lb(&mut self.ebpf)?;
         if pin.exists() {
             let fd = prog.fd()?.as_fd().try_clone_to_owned()?;

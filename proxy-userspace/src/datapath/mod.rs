@@ -23,6 +23,7 @@ mod counters;
 mod deny4;
 mod deny6;
 mod deny_rules;
+mod grace;
 pub mod inpod;
 mod layout;
 mod loader;
@@ -56,8 +57,9 @@ pub use uplink::{
 };
 pub use xdp::{deny_source, load_xdp_deny, DenyReport, DenyScope, DenyTries, SourcePrefix};
 pub use xlb::{
-    configure_uplink, external_vips, ipv6_uplink, load_xdp_drop, load_xdp_lb, without_ipv6_reals,
-    xlb_stats, ExternalVip, ExternalVips, UplinkConfig, XlbReport,
+    configure_uplink, external_vips, interface_mtu, ipv6_uplink, load_xdp_drop, load_xdp_lb,
+    set_uplink_mtu, without_ipv6_reals, xlb_stats, ExternalVip, ExternalVips, UplinkConfig,
+    XlbReport,
 };
 pub use xlb6::{configure_uplink6, external_vips6, ExternalVip6, ExternalVips6, UplinkConfig6};
 

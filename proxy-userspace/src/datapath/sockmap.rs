@@ -180,7 +180,7 @@ impl SockMemOffsets {
     /// gives one of them another size than 4 bytes or makes it a bit field.
     pub fn from_btf<R: Read + Seek>(r: R) -> Result<Self, TcpSockError> {
         let mut b = Stream::new(r)?;
-        let names = names(&mut b, &["sock", "sk_rcvbuf", "sk_backlog", "rmem_alloc"])?;
+        let names = b.names(&["sock", "sk_rcvbuf", "sk_backlog", "rmem_alloc"])?;
         type Member = Option<(u32, u32, u32)>;
         let member = |kf: bool, off: u32, ty: u32| {
             if kf {
@@ -241,40 +241,6 @@ impl SockMemOffsets {
         )?;
         Ok(Self { rmem_alloc, rcvbuf })
     }
-}
-
-/// The string offsets of each of `wanted` in the BTF string section (a
-/// name may be stored more than once).
-fn names<R: Read + Seek>(
-    b: &mut Stream<R>,
-    wanted: &[&str],
-) -> Result<Vec<Vec<u32>>, TcpSockError> {
-    let mut out = vec![Vec::new(); wanted.len()];
-    b.seek(b.strings.0)?;
-    let mut rest = b.strings.1;
-    let (mut cur, mut start, mut pos) = (Vec::with_capacity(32), 0u32, 0u32);
-    let mut chunk = [0u8; 8192];
-    while rest > 0 {
-        let n = (rest as usize).min(chunk.len());
-        b.r.read_exact(&mut chunk[..n])
-            .map_err(|_| TcpSockError::Malformed("string section out of bounds"))?;
-        rest -= n as u64;
-        for &c in &chunk[..n] {
-            if c == 0 {
-                for (i, w) in wanted.iter().enumerate() {
-                    if cur == w.as_bytes() {
-                        out[i].push(start);
-                    }
-                }
-                cur.clear();
-                start = pos + 1;
-            } else if cur.len() <= 32 {
-                cur.push(c);
-            }
-            pos += 1;
-        }
-    }
-    Ok(out)
 }
 
 /// The values for the object's `SOCK_RMEM_ALLOC` and `SOCK_RCVBUF`

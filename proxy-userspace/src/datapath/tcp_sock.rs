@@ -97,7 +97,7 @@ impl TcpSockOffsets {
     /// it another size than the program reads, or makes it a bit field.
     pub fn from_btf<R: Read + Seek>(r: R) -> Result<Self, TcpSockError> {
         let mut b = Stream::new(r)?;
-        let names = b.find_names()?;
+        let names = b.names(&[FIELDS[0].0, FIELDS[0].1, FIELDS[1].0, FIELDS[1].1])?;
         let found = b.find_members(&names)?;
         let mut out = [0u32; 2];
         for (i, (st, member, size)) in FIELDS.iter().enumerate() {
@@ -185,12 +185,13 @@ impl<R: Read + Seek> Stream<R> {
             .map_err(|_| TcpSockError::Malformed("truncated type section"))
     }
 
-    /// The string offsets of the struct and member names of [`FIELDS`]:
-    /// `[struct 0, member 0, struct 1, member 1]`, each a list (a name may
-    /// be stored more than once).
-    fn find_names(&mut self) -> Result<[Vec<u32>; 4], TcpSockError> {
-        let wanted = [FIELDS[0].0, FIELDS[0].1, FIELDS[1].0, FIELDS[1].1];
-        let mut out: [Vec<u32>; 4] = Default::default();
+    /// The string offsets of each of `wanted` in the string section
+    /// (a name may be stored more than once: each is a list), read in
+    /// 8 KiB chunks.
+    ///
+    /// Errors: the string section lies past the end of the file.
+    pub(super) fn names(&mut self, wanted: &[&str]) -> Result<Vec<Vec<u32>>, TcpSockError> {
+        let mut out = vec![Vec::new(); wanted.len()];
         self.seek(self.strings.0)?;
         let mut rest = self.strings.1;
         let mut cur = Vec::with_capacity(32);
@@ -264,7 +265,7 @@ impl<R: Read + Seek> Stream<R> {
     #[allow(clippy::type_complexity)]
     fn find_members(
         &mut self,
-        names: &[Vec<u32>; 4],
+        names: &[Vec<u32>],
     ) -> Result<[Option<(u32, u32, u32)>; 2], TcpSockError> {
         let mut found = [None; 2];
         self.walk(|s, _id, kind, kind_flag, vlen, name, _| {

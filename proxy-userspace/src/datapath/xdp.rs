@@ -181,6 +181,11 @@ pub struct DenyTries {
     counters: HashMap<SourcePrefix, (u32, u32)>,
     /// `DENY_DST` entries written.
     destinations: HashSet<DenyDstKey>,
+    /// Prefixes no longer wanted that may still be in `DENY_V4`,
+    /// `DENY_V4_LEN`, `DENY_V6` or `DENY_V6_LEN`: removed at the end of a
+    /// sync, after a grace period (or by the next sync, when one fails
+    /// before its end).
+    leaving: Vec<SourcePrefix>,
 }
 
 fn v4_len_key(a: Ipv4Addr, len: u8) -> DenyV4Key {
@@ -250,6 +255,7 @@ impl DenyTries {
             stats: PerCpuArray::try_from(take(proxy_common::DENY_STATS)?)?,
             counters: HashMap::new(),
             destinations: HashSet::new(),
+            leaving: Vec::new(),
         })
     }
 
@@ -262,6 +268,7 @@ impl DenyTries {
     /// Errors: a map cannot be read.
     pub fn recover(&mut self) -> anyhow::Result<()> {
         self.counters.clear();
+        self.leaving.clear();
         for item in self.v4.iter() {
             let (k, value) = item.context("reading DENY_V4")?;
             let a = Ipv4Addr::from(u32::from_be(k.data()));
@@ -333,6 +340,15 @@ impl DenyTries {
     /// drop counter, gone ones are removed, kept ones keep their counts.
     /// Takes effect for the next packet.
     ///
+    /// Fail-closed order: a packet read while the tables change gets the
+    /// old set's verdict or the new set's, never a pass both would drop.
+    /// Everything new is written first (destinations, then prefix values,
+    /// then the summary entries and buckets that lead to them), the lookup
+    /// structures are then made exact, and only after an RCU grace period
+    /// ([`super::grace`]) do the gone prefixes leave, and after another the
+    /// stale `DENY_DST` entries; a sync that removes nothing waits for
+    /// none (a grace period is about 10 ms).
+    ///
     /// The kernel looks up only the longest prefix containing a source, so
     /// a scoped prefix also protects the destinations of every prefix that
     /// contains it (and drops everything if one of those is
@@ -401,24 +417,21 @@ impl DenyTries {
             .filter(|p| !want.contains_key(p))
             .copied()
             .collect();
-        // IPv4 prefixes leave `DENY_V4`/`DENY_V4_LEN` last, once no
-        // summary entry names their lengths (removed first, a source in a
-        // gone prefix and a new shorter one would pass while both sets
-        // drop it); their counters are reused only when no other is free.
-        let mut gone_v4: Vec<(Ipv4Addr, u8)> = Vec::new();
+        // Gone prefixes leave the tries and exact-length hashes last, once
+        // no summary entry or bucket names their lengths and a grace
+        // period has passed (removed first, a source in a gone prefix and
+        // a new shorter one would pass while both sets drop it); their
+        // counters are reused only when no other is free.
         let mut gone_index: Vec<u32> = Vec::new();
         for p in gone {
-            match p {
-                (IpAddr::V4(a), len) => gone_v4.push((a, len)),
-                (IpAddr::V6(a), len) => {
-                    self.v6x.remove(a, len);
-                    let _ = self.v6.remove(&Key::new(len as u32, a.octets()));
-                }
-            }
             if let Some((i, _)) = self.counters.remove(&p) {
                 gone_index.push(i);
             }
+            self.leaving.push(p);
         }
+        // A prefix left by a sync that failed before removing it, wanted
+        // again: written again as a new one.
+        self.leaving.retain(|p| !want.contains_key(p));
         let mut used: HashSet<u32> = self.counters.values().map(|c| c.0).collect();
         used.extend(gone_index.iter().copied());
         let mut free = (0..proxy_common::MAX_DENY_PREFIXES)
@@ -467,8 +480,10 @@ impl DenyTries {
         self.v6x.prepare(&buckets6)?;
         // Destinations before the trie values that send lookups to them;
         // stale destinations after.
-        for k in dst_want.difference(&self.destinations) {
+        let new_dst: Vec<DenyDstKey> = dst_want.difference(&self.destinations).copied().collect();
+        for k in new_dst {
             self.dst.insert(k, 0, 0).context("DENY_DST is full")?;
+            self.destinations.insert(k);
         }
         for (p, value) in trie_writes {
             match p {
@@ -488,10 +503,6 @@ impl DenyTries {
                 }
             }
         }
-        for k in self.destinations.difference(&dst_want) {
-            let _ = self.dst.remove(k);
-        }
-        self.destinations = dst_want;
         // The exact entries: lengths, and a leaf verdict or a filled
         // `DENY_V4_DIR24` block where one fits (`proxy_common::deny4`).
         let v4: Vec<(u32, u8, u32)> = self
@@ -522,10 +533,6 @@ impl DenyTries {
                 self.slash16_written.insert(i, entry);
             }
         }
-        for (a, len) in gone_v4 {
-            let _ = self.v4.remove(&Key::new(len as u32, u32::from(a).to_be()));
-            let _ = self.v4_len.remove(&v4_len_key(a, len));
-        }
         self.v6x.finish(&buckets6)?;
         // Entries first, then the lookup mode that may use them.
         let v4_lengths = self
@@ -552,11 +559,47 @@ impl DenyTries {
             },
             0,
         )?;
+        self.remove_unreachable(dst_want);
         Ok(DenyReport {
             v4: self.counters.keys().filter(|p| p.0.is_ipv4()).count(),
             v6: self.counters.keys().filter(|p| p.0.is_ipv6()).count(),
             destinations: self.destinations.len(),
         })
+    }
+
+    /// The last step of a sync, once the tables lead only to the wanted
+    /// prefixes: after a grace period (a program run that read an old
+    /// summary entry, bucket or trie path has finished), the prefixes no
+    /// longer wanted ([`DenyTries::leaving`]) leave `DENY_V4`/`DENY_V4_LEN`/`DENY_V6`/`DENY_V6_LEN` and
+    /// the blocks freed meanwhile become reusable; after another (a run
+    /// that found a gone prefix's or a changed prefix's old scoped value
+    /// has finished), the `DENY_DST` entries not in `dst_want` leave. Each
+    /// wait is skipped when nothing is removed after it.
+    fn remove_unreachable(&mut self, dst_want: HashSet<DenyDstKey>) {
+        if !self.leaving.is_empty() {
+            if super::grace::wait_before_removing() {
+                self.direct.after_grace();
+            }
+            for p in std::mem::take(&mut self.leaving) {
+                match p {
+                    (IpAddr::V4(a), len) => {
+                        let _ = self.v4.remove(&Key::new(len as u32, u32::from(a).to_be()));
+                        let _ = self.v4_len.remove(&v4_len_key(a, len));
+                    }
+                    (IpAddr::V6(a), len) => {
+                        let _ = self.v6.remove(&Key::new(len as u32, a.octets()));
+                        self.v6x.remove(a, len);
+                    }
+                }
+            }
+        }
+        if self.destinations.difference(&dst_want).next().is_some() {
+            super::grace::wait_before_removing();
+            for k in self.destinations.difference(&dst_want) {
+                let _ = self.dst.remove(k);
+            }
+        }
+        self.destinations = dst_want;
     }
 
     /// Makes the programs walk the `DENY_V6` trie for every IPv6 source,

@@ -31,7 +31,7 @@ use proxy_common::{
 use strait_config::snapshot::L4Protocol;
 
 use super::xlb_book::{family_entries, wanted, Reals, Rings, Wanted};
-use super::xlb_table::{VipTable, V4};
+use super::xlb_table::{VipFamily, VipTable, V4};
 
 /// One external VIP (a Service's `externalIPs` entry or
 /// `status.loadBalancer.ingress` address) on one port: where its packets go.
@@ -171,6 +171,56 @@ fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::ma
         .with_context(|| format!("map {name} missing from the eBPF object"))
 }
 
+/// Both families' `adopt_v1`: copies the VIPs of the hash map (key →
+/// [`XlbVip`]) an earlier build pinned at `path` (if any) into `table`
+/// (written to the map of `F`), address markers handed to `marker`, each
+/// VIP's ring id adopted by `rings` — a VIP on ring 0 or on an id already
+/// in use gets a fresh id with a copy of its ring in `rings_map` (the old
+/// id is freed, its ring removed, at the next apply) — then unpins the old
+/// map. Returns how many entries were copied.
+///
+/// Errors: the old map cannot be read or the table written; the old pin
+/// is then left in place.
+pub(super) fn adopt_v1_vips<F: VipFamily, A>(
+    ebpf: &mut Ebpf,
+    path: &std::path::Path,
+    rings_map: &str,
+    (table, rings): (&mut VipTable<F>, &mut Rings<F::Key, A>),
+    mut marker: impl FnMut(&F::Key),
+) -> anyhow::Result<usize>
+where
+    F::Key: aya::Pod + Ord + std::hash::Hash,
+    A: Copy + Ord + std::hash::Hash + std::fmt::Display,
+{
+    if !path.exists() {
+        return Ok(0);
+    }
+    let data = aya::maps::MapData::from_pin(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let old: BpfHashMap<_, F::Key, XlbVip> = BpfHashMap::try_from(aya::maps::Map::HashMap(data))
+        .with_context(|| format!("reading {}", path.display()))?;
+    let entries: Vec<(F::Key, XlbVip)> = old
+        .iter()
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("reading {}", path.display()))?;
+    for (key, mut v) in entries.iter().copied() {
+        if v.ring == XLB_ADDRESS_ONLY {
+            marker(&key);
+        } else {
+            if v.ring == 0 || rings.uses(v.ring) {
+                let id = rings.fresh_id();
+                copy_ring(ebpf, rings_map, v.ring, id)?;
+                v.ring = id;
+            }
+            rings.adopt(F::with_pad(key, 0), v.ring);
+        }
+        let mut map: Array<_, F::Bucket> = Array::try_from(map_mut(ebpf, F::MAP)?)?;
+        table.set(&mut map, &key, v)?;
+    }
+    std::fs::remove_file(path).with_context(|| format!("unpinning {}", path.display()))?;
+    Ok(entries.len())
+}
+
 /// Copies ring `from` of the ring map `map` (`XLB_RINGS` or `XLB_RINGS6`)
 /// to a new id `to` (nothing when `from` is absent): the rare path of
 /// [`ExternalVips::adopt_v1`] and `ExternalVips6::adopt_v1`. Its own
@@ -215,20 +265,56 @@ pub(crate) fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a
     Ok(prog)
 }
 
-/// Sets the outer source address and gateway MAC; until this is called the
-/// balancer passes every packet.
+/// Sets the outer source address and gateway MAC (the uplink MTU set by
+/// [`set_uplink_mtu`] is kept); until this is called the balancer passes
+/// every packet.
 pub fn configure_uplink(ebpf: &mut Ebpf, cfg: &UplinkConfig) -> anyhow::Result<()> {
     let mut a: Array<_, XlbConfig> = Array::try_from(map_mut(ebpf, proxy_common::XLB_CONFIG)?)?;
+    let mtu = a.get(&0, 0).map_or(0, |c| c.mtu);
     a.set(
         0,
         XlbConfig {
             src_ip: ipv4_to_be(u32::from(cfg.source)),
             gw_mac: cfg.gateway_mac,
-            pad: 0,
+            mtu,
         },
         0,
     )?;
     Ok(())
+}
+
+/// Sets the uplink's MTU (bytes of the largest IP packet it sends, as
+/// `ip link` shows it; 0: unknown, nothing checked) in `XLB_CONFIG` and
+/// `XLB_CONFIG6`: a VIP packet that no longer fits once tunnelled (20
+/// bytes of IPIP, 40 of 4in6 or ip6ip6) is answered with ICMP
+/// "fragmentation needed" (IPv4 with DF) or "Packet Too Big" (IPv6)
+/// announcing the MTU minus that overhead, as Katran's
+/// `ICMP_TOOBIG_GENERATION`, else dropped; counted as `too_big_dropped`.
+///
+/// Errors: a map is missing or refuses the update.
+pub fn set_uplink_mtu(ebpf: &mut Ebpf, mtu: u16) -> anyhow::Result<()> {
+    let mut a: Array<_, XlbConfig> = Array::try_from(map_mut(ebpf, proxy_common::XLB_CONFIG)?)?;
+    let cfg = a.get(&0, 0).context("reading XLB_CONFIG")?;
+    a.set(0, XlbConfig { mtu, ..cfg }, 0)?;
+    let mut a: Array<_, proxy_common::XlbConfig6> =
+        Array::try_from(map_mut(ebpf, proxy_common::XLB_CONFIG6)?)?;
+    let cfg = a.get(&0, 0).context("reading XLB_CONFIG6")?;
+    a.set(0, proxy_common::XlbConfig6 { mtu, ..cfg }, 0)?;
+    Ok(())
+}
+
+/// The MTU of interface `iface` (`/sys/class/net/<iface>/mtu`), at most
+/// 65,535.
+///
+/// Errors: the file cannot be read or holds no number.
+pub fn interface_mtu(iface: &str) -> anyhow::Result<u16> {
+    let path = format!("/sys/class/net/{iface}/mtu");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let mtu: u32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{path} holds {text:?}"))?;
+    Ok(mtu.min(u32::from(u16::MAX)) as u16)
 }
 
 /// The balancer's counters summed over CPUs.
@@ -344,39 +430,16 @@ impl ExternalVips {
         ebpf: &mut Ebpf,
         pin_dir: &std::path::Path,
     ) -> anyhow::Result<usize> {
-        let path = pin_dir.join(proxy_common::XLB_VIPS_V1);
-        if !path.exists() {
-            return Ok(0);
-        }
-        let data = aya::maps::MapData::from_pin(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let old: BpfHashMap<_, XlbVipKey, XlbVip> =
-            BpfHashMap::try_from(aya::maps::Map::HashMap(data))
-                .with_context(|| format!("reading {}", path.display()))?;
-        let entries: Vec<(XlbVipKey, XlbVip)> = old
-            .iter()
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("reading {}", path.display()))?;
-        for (key, mut v) in entries.iter().copied() {
-            if v.ring == XLB_ADDRESS_ONLY {
-                self.markers.insert(key.vip);
-            } else {
-                if v.ring == 0 || self.rings.uses(v.ring) {
-                    // A new id with a copy of the ring, so new flows keep
-                    // being balanced; the old id is freed (and its ring
-                    // removed) at the next apply.
-                    let id = self.rings.fresh_id();
-                    copy_ring(ebpf, proxy_common::XLB_RINGS, v.ring, id)?;
-                    v.ring = id;
-                }
-                self.rings.adopt(XlbVipKey { pad: 0, ..key }, v.ring);
-            }
-            let mut table: Array<_, XlbVipBucket> =
-                Array::try_from(map_mut(ebpf, proxy_common::XLB_VIPS)?)?;
-            self.table.set(&mut table, &key, v)?;
-        }
-        std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
-        Ok(entries.len())
+        let markers = &mut self.markers;
+        adopt_v1_vips(
+            ebpf,
+            &pin_dir.join(proxy_common::XLB_VIPS_V1),
+            proxy_common::XLB_RINGS,
+            (&mut self.table, &mut self.rings),
+            |k: &XlbVipKey| {
+                markers.insert(k.vip);
+            },
+        )
     }
 
     /// Makes the kernel tables hold exactly `vips`: reals indexed, each

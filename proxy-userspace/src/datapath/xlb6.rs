@@ -129,11 +129,19 @@ pub fn configure_uplink6(ebpf: &mut Ebpf, cfg: Option<&UplinkConfig6>) -> anyhow
         ebpf.map_mut(proxy_common::XLB_CONFIG6)
             .context("map XLB_CONFIG6 missing from the eBPF object")?,
     )?;
-    let value = cfg.map_or(XlbConfig6::default(), |c| XlbConfig6 {
-        src_ip: c.source.octets(),
-        gw_mac: c.gateway_mac,
-        pad: 0,
-    });
+    // The uplink MTU (`super::xlb::set_uplink_mtu`) is kept.
+    let mtu = a.get(&0, 0).map_or(0, |c| c.mtu);
+    let value = cfg.map_or(
+        XlbConfig6 {
+            mtu,
+            ..XlbConfig6::default()
+        },
+        |c| XlbConfig6 {
+            src_ip: c.source.octets(),
+            gw_mac: c.gateway_mac,
+            mtu,
+        },
+    );
     a.set(0, value, 0)?;
     Ok(())
 }
@@ -245,39 +253,16 @@ impl ExternalVips6 {
         ebpf: &mut Ebpf,
         pin_dir: &std::path::Path,
     ) -> anyhow::Result<usize> {
-        let path = pin_dir.join(proxy_common::XLB_VIPS6_V1);
-        if !path.exists() {
-            return Ok(0);
-        }
-        let data = aya::maps::MapData::from_pin(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let old: BpfHashMap<_, XlbVipKey6, XlbVip> =
-            BpfHashMap::try_from(aya::maps::Map::HashMap(data))
-                .with_context(|| format!("reading {}", path.display()))?;
-        let entries: Vec<(XlbVipKey6, XlbVip)> = old
-            .iter()
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("reading {}", path.display()))?;
-        for (key, mut v) in entries.iter().copied() {
-            if v.ring == XLB_ADDRESS_ONLY {
-                self.markers.insert(key.vip);
-            } else {
-                if v.ring == 0 || self.rings.uses(v.ring) {
-                    // A new id with a copy of the ring, so new flows keep
-                    // being balanced; the old id is freed (and its ring
-                    // removed) at the next apply.
-                    let id = self.rings.fresh_id();
-                    super::xlb::copy_ring(ebpf, proxy_common::XLB_RINGS6, v.ring, id)?;
-                    v.ring = id;
-                }
-                self.rings.adopt(XlbVipKey6 { pad: 0, ..key }, v.ring);
-            }
-            let mut table: Array<_, XlbVipBucket6> =
-                Array::try_from(map_mut(ebpf, proxy_common::XLB_VIPS6)?)?;
-            self.table.set(&mut table, &key, v)?;
-        }
-        std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
-        Ok(entries.len())
+        let markers = &mut self.markers;
+        super::xlb::adopt_v1_vips(
+            ebpf,
+            &pin_dir.join(proxy_common::XLB_VIPS6_V1),
+            proxy_common::XLB_RINGS6,
+            (&mut self.table, &mut self.rings),
+            |k: &XlbVipKey6| {
+                markers.insert(k.vip);
+            },
+        )
     }
 
     /// Copies the flows of the connection table earlier builds pinned as
