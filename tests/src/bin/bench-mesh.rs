@@ -34,7 +34,7 @@
 //! scenario precedes them. Per scenario and round: requests/s at
 //! saturation (64 keep-alive connections), new connections/s (one
 //! request per connection, 16 at a time), the proxies' CPU seconds (utime
-//! + stime from `/proc/<pid>/stat`, both nodes) per 1,000 requests of the
+//! plus stime from `/proc/<pid>/stat`, both nodes) per 1,000 requests of the
 //! saturation run, and each proxy's peak and current RSS. Then the
 //! round's latency cycles: each cycle runs one short fixed-rate sub-run
 //! of every scenario (1,000 requests/s open loop with latency
