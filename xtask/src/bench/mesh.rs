@@ -442,13 +442,29 @@ pub(crate) fn build_harness() -> anyhow::Result<()> {
 
 pub fn run(quick: bool) -> anyhow::Result<()> {
     super::install::ensure(true)?;
-    build_ebpf::run(true)?;
-    // The daemon is measured as shipped (the `dist` profile: its size is
-    // most of the RSS); the harness and the backend as `release`.
-    build_dist_strait("as shipped")?;
-    build_harness()?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root().join("target"), std::path::PathBuf::from);
+    // `STRAIT_BENCH_PREBUILT=1`: measure the `dist` binary already built
+    // (a rebuilt eBPF object relinks it: 10–30 min on a busy machine).
+    if std::env::var_os("STRAIT_BENCH_PREBUILT").is_some() {
+        let bin = target_dir.join("dist").join("strait");
+        if !bin.exists() {
+            bail!(
+                "STRAIT_BENCH_PREBUILT is set but {} does not exist",
+                bin.display()
+            );
+        }
+        step(&format!(
+            "STRAIT_BENCH_PREBUILT: measuring {} as built",
+            bin.display()
+        ));
+    } else {
+        build_ebpf::run(true)?;
+        // The daemon is measured as shipped (the `dist` profile: its size
+        // is most of the RSS); the harness and the backend as `release`.
+        build_dist_strait("as shipped")?;
+    }
+    build_harness()?;
     let target = target_dir.join("release");
     let (secs, rounds) = if quick { (2, 3) } else { (10, 5) };
     // Latency: short fixed-rate sub-runs, `cycles` per round, every row's
