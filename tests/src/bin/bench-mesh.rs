@@ -29,26 +29,36 @@
 //! on CPU 1 (`sched_setaffinity` before exec, so Strait sizes its worker
 //! pool to the one CPU it has).
 //!
-//! Measurement rounds: each round measures every scenario back to back,
-//! the first one rotating; one unrecorded warm-up per scenario precedes
-//! them. Per scenario and round: requests/s at saturation (64 keep-alive
-//! connections), p50/p99 at 1,000 requests/s (open loop, latency
-//! correction, 16 connections) with the proxies' CPU time, context
-//! switches and run-queue wait per request during that run (both nodes, all threads, from
-//! `/proc/<pid>/task/*/{schedstat,status}`), new connections/s (one
-//! request per connection, 16 at a time), the proxies' CPU seconds (utime + stime from
-//! `/proc/<pid>/stat`, both nodes) per 1,000 requests of the saturation
-//! run, and each proxy's peak and current RSS. One JSON line per
-//! (scenario, round) on stdout; a scenario that cannot run gets one line
-//! with `missing` saying why.
+//! Measurement rounds: each round measures every scenario's throughput
+//! back to back, the first one rotating; one unrecorded warm-up per
+//! scenario precedes them. Per scenario and round: requests/s at
+//! saturation (64 keep-alive connections), new connections/s (one
+//! request per connection, 16 at a time), the proxies' CPU seconds (utime
+//! plus stime from `/proc/<pid>/stat`, both nodes) per 1,000 requests of the
+//! saturation run, and each proxy's peak and current RSS. Then the
+//! round's latency cycles: each cycle runs one short fixed-rate sub-run
+//! of every scenario (1,000 requests/s open loop with latency
+//! correction, `--latency-conns` keep-alive connections), the order
+//! rotating cycle by cycle, so that every proxied sub-run has a direct
+//! sub-run of its own cycle seconds away to be paired with. Per sub-run:
+//! p50/p90/p99/p99.9, the proxies' CPU time, context switches and
+//! run-queue wait per request (both nodes, all threads, from
+//! `/proc/<pid>/task/*/{schedstat,status}`) and the CPU steal share of
+//! the proxies' CPU. One JSON line per (scenario, round) and per latency
+//! sub-run (`"latency": true`, with its `cycle`) on stdout; a scenario
+//! that cannot run gets one line with `missing` saying why.
 //!
 //! `bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH]
-//! [--secs N] [--latency-secs N] [--rounds N] [--ztunnel PATH]
-//! [--only SCENARIO]... [--ab-sockmap | --ab-args ARGS]` (`--latency-secs`: length of the fixed-rate run,
-//! default `--secs`; `--only`: measure just those, e.g. to profile one
+//! [--secs N] [--latency-secs N] [--latency-cycles N] [--latency-conns N]
+//! [--rounds N] [--ztunnel PATH] [--only SCENARIO]... [--ab-sockmap |
+//! --ab-args ARGS]` (`--latency-secs`: length of one latency sub-run,
+//! default 2; `--latency-cycles`: cycles per round (and per half with an
+//! A/B), default 3; `--latency-conns`: connections of a sub-run, default
+//! 4; `--only`: measure just those, e.g. to profile one
 //! path; `--ab-sockmap`: each round measures the rows, then (or first,
 //! alternating) the Strait rows again with both daemons restarted with
-//! `strait run --sockmap`, named `<row>+sockmap`; `--ab-args "ARGS"`: the
+//! `strait run --sockmap`, named `<row>+sockmap`, each half with its own
+//! latency cycles (direct in both); `--ab-args "ARGS"`: the
 //! same with any `strait run` flags, rows `<row>+ab`); `--ca` holds `root-cert.pem`
 //! and `ca-key.pem` (the ztunnel test root, which ztunnel's `FAKE_CA`
 //! signs with). Needs root; removes every namespace, cgroup and process it
@@ -78,8 +88,12 @@ struct Args {
     ca: PathBuf,
     oha: PathBuf,
     secs: u32,
-    /// Seconds of the fixed-rate (latency) run; `secs` when not given.
-    latency_secs: Option<u32>,
+    /// Seconds of one fixed-rate (latency) sub-run.
+    latency_secs: u32,
+    /// Latency cycles per round: each measures every row's sub-run once.
+    latency_cycles: usize,
+    /// Keep-alive connections of a latency sub-run.
+    latency_conns: u32,
     rounds: usize,
     ztunnel: Option<PathBuf>,
     /// Measure only these scenarios (for profiling one path).
@@ -98,7 +112,9 @@ fn args() -> anyhow::Result<Args> {
         ca: PathBuf::new(),
         oha: "oha".into(),
         secs: 3,
-        latency_secs: None,
+        latency_secs: 2,
+        latency_cycles: 3,
+        latency_conns: 4,
         rounds: 3,
         ztunnel: None,
         only: Vec::new(),
@@ -117,7 +133,9 @@ fn args() -> anyhow::Result<Args> {
             "--ca" => a.ca = v.into(),
             "--oha" => a.oha = v.into(),
             "--secs" => a.secs = v.parse()?,
-            "--latency-secs" => a.latency_secs = Some(v.parse()?),
+            "--latency-secs" => a.latency_secs = v.parse()?,
+            "--latency-cycles" => a.latency_cycles = v.parse()?,
+            "--latency-conns" => a.latency_conns = v.parse()?,
             "--rounds" => a.rounds = v.parse()?,
             "--ztunnel" => a.ztunnel = Some(v.into()),
             "--only" => a.only.push(v),
@@ -129,7 +147,7 @@ fn args() -> anyhow::Result<Args> {
         || a.backend.as_os_str().is_empty()
         || a.ca.as_os_str().is_empty()
     {
-        bail!("usage: bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH] [--secs N] [--latency-secs N] [--rounds N] [--ztunnel PATH] [--only SCENARIO]... [--ab-sockmap | --ab-args ARGS]");
+        bail!("usage: bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH] [--secs N] [--latency-secs N] [--latency-cycles N] [--latency-conns N] [--rounds N] [--ztunnel PATH] [--only SCENARIO]... [--ab-sockmap | --ab-args ARGS]");
     }
     Ok(a)
 }
@@ -162,7 +180,8 @@ fn pin(cmd: &mut Command, cpu: Option<usize>) {
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Saturate,
-    Fixed,
+    /// 1,000 requests/s open loop over this many keep-alive connections.
+    Fixed(u32),
     Connections,
 }
 
@@ -188,9 +207,9 @@ fn oha(
     .args(["-z", &format!("{secs}s")]);
     match mode {
         Mode::Saturate => cmd.args(["-c", "64"]),
-        Mode::Fixed => cmd.args([
+        Mode::Fixed(conns) => cmd.args([
             "-c",
-            "16",
+            &conns.to_string(),
             "-q",
             &FIXED_RPS.to_string(),
             "--latency-correction",
@@ -287,15 +306,65 @@ struct Scenario {
     proxies: Vec<u32>,
 }
 
-/// Measures `s` once: saturation, fixed rate, new connections.
+/// Steal and total jiffies of `cpu` (or of all CPUs) from `/proc/stat`.
+fn cpu_jiffies(cpu: Option<usize>) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let key = cpu.map_or("cpu".to_string(), |c| format!("cpu{c}"));
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(key.as_str()))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    Some((*v.get(7)?, v.iter().take(8).sum()))
+}
+
+/// Measures `s`'s throughput once: saturation, new connections, RSS.
 fn measure(s: &Scenario, a: &Args, cpus: Cpus, round: usize) -> anyhow::Result<Value> {
     let cpu0: f64 = s.proxies.iter().map(|p| cpu_seconds(*p)).sum();
     let sat = oha(&s.client, a, cpus, &s.url, Mode::Saturate, a.secs)?;
     let cpu = s.proxies.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu0;
     let ok = sat["statusCodeDistribution"]["200"].as_f64().unwrap_or(0.0);
-    let lat_secs = a.latency_secs.unwrap_or(a.secs);
+    let conns = oha(&s.client, a, cpus, &s.url, Mode::Connections, a.secs)?;
+    Ok(json!({
+        "scenario": s.name,
+        "round": round,
+        "rps": ok_per_sec(&sat, a.secs),
+        "new_connections_per_s": ok_per_sec(&conns, a.secs),
+        "cpu_s_per_1k": (!s.proxies.is_empty()).then(|| cpu / (ok / 1000.0)),
+        "rss_peak_mib": s.proxies.iter().map(|p| vm_mib(*p, "VmHWM:")).collect::<Vec<_>>(),
+        "rss_mib": s.proxies.iter().map(|p| vm_mib(*p, "VmRSS:")).collect::<Vec<_>>(),
+        "rss_anon_mib": s.proxies.iter().map(|p| vm_mib(*p, "RssAnon:")).collect::<Vec<_>>(),
+    }))
+}
+
+/// One latency sub-run of `s`: 1,000 requests/s open loop for
+/// `latency_secs`, its percentiles, the proxies' CPU time, context
+/// switches and run-queue wait per request answered (both nodes, all
+/// threads) and the steal share of the proxies' CPU over the sub-run.
+/// `cycle` numbers the sub-runs of one round: the rows of one cycle ran
+/// seconds apart, so a proxied row is paired with direct's of its cycle.
+fn latency(
+    s: &Scenario,
+    a: &Args,
+    cpus: Cpus,
+    round: usize,
+    cycle: usize,
+) -> anyhow::Result<Value> {
     let sched0 = sched_totals(&s.proxies);
-    let fixed = oha(&s.client, a, cpus, &s.url, Mode::Fixed, lat_secs)?;
+    let steal0 = cpu_jiffies(cpus.server);
+    let fixed = oha(
+        &s.client,
+        a,
+        cpus,
+        &s.url,
+        Mode::Fixed(a.latency_conns),
+        a.latency_secs,
+    )?;
+    let steal1 = cpu_jiffies(cpus.server);
     let sched1 = sched_totals(&s.proxies);
     let fixed_ok = fixed["statusCodeDistribution"]["200"]
         .as_f64()
@@ -305,25 +374,60 @@ fn measure(s: &Scenario, a: &Args, cpus: Cpus, round: usize) -> anyhow::Result<V
     // the proxies' shared CPU) each request costs when nothing batches.
     let per_req = |x: f64| (!s.proxies.is_empty() && fixed_ok > 0.0).then(|| x / fixed_ok);
     let pct = |k: &str| fixed["latencyPercentiles"][k].as_f64().map(|s| s * 1e6);
-    let conns = oha(&s.client, a, cpus, &s.url, Mode::Connections, a.secs)?;
+    let steal = match (steal0, steal1) {
+        (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => {
+            Some(s1.saturating_sub(s0) as f64 / (t1 - t0) as f64)
+        }
+        _ => None,
+    };
     Ok(json!({
         "scenario": s.name,
         "round": round,
-        "rps": ok_per_sec(&sat, a.secs),
+        "cycle": cycle,
+        "latency": true,
+        "requests": fixed_ok,
         "p50_us": pct("p50"),
-        "p99_us": pct("p99"),
         "p90_us": pct("p90"),
+        "p99_us": pct("p99"),
         "p99_9_us": pct("p99.9"),
-        "fixed_rps": ok_per_sec(&fixed, lat_secs),
+        "fixed_rps": ok_per_sec(&fixed, a.latency_secs),
         "fixed_cpu_us_per_req": per_req((sched1.0 - sched0.0) / 1e3),
         "fixed_switches_per_req": per_req(sched1.1 - sched0.1),
         "fixed_runq_wait_us_per_req": per_req((sched1.2 - sched0.2) / 1e3),
-        "new_connections_per_s": ok_per_sec(&conns, a.secs),
-        "cpu_s_per_1k": (!s.proxies.is_empty()).then(|| cpu / (ok / 1000.0)),
-        "rss_peak_mib": s.proxies.iter().map(|p| vm_mib(*p, "VmHWM:")).collect::<Vec<_>>(),
-        "rss_mib": s.proxies.iter().map(|p| vm_mib(*p, "VmRSS:")).collect::<Vec<_>>(),
-        "rss_anon_mib": s.proxies.iter().map(|p| vm_mib(*p, "RssAnon:")).collect::<Vec<_>>(),
+        "steal": steal,
     }))
+}
+
+/// `a.latency_cycles` latency cycles of `rows` (`rows[0]` is direct when
+/// measured): each cycle runs every row's sub-run once, in an order
+/// rotating cycle by cycle, so every proxied sub-run has a direct one
+/// seconds away. Cycles are numbered from `first_cycle`.
+fn latency_cycles(
+    rows: &[&Scenario],
+    a: &Args,
+    cpus: Cpus,
+    round: usize,
+    first_cycle: usize,
+    rename: impl Fn(&Scenario) -> String,
+) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    let n = rows.len().max(1);
+    for c in 0..a.latency_cycles {
+        let cycle = first_cycle + c;
+        for i in 0..rows.len() {
+            let s = rows[(i + round * a.latency_cycles + c) % n];
+            eprintln!(
+                "bench-mesh: round {} latency cycle {} {}",
+                round + 1,
+                cycle + 1,
+                rename(s)
+            );
+            let mut v = latency(s, a, cpus, round, cycle).with_context(|| s.name)?;
+            v["scenario"] = json!(rename(s));
+            out.push(v);
+        }
+    }
+    Ok(out)
 }
 
 fn missing(name: &str, why: &str) -> Value {
@@ -748,14 +852,28 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
                 // ztunnel's pooled tunnels from the first half are still
                 // open: direct was checked untunnelled by the first warm-up.
                 warm_up(&owned, a, cpus, &server, &zserver, false)?;
+                let rename = |s: &Scenario| {
+                    if on && s.name != "direct" {
+                        format!("{}+{suffix}", s.name)
+                    } else {
+                        s.name.to_string()
+                    }
+                };
                 for s in &owned {
                     eprintln!("bench-mesh: round {} {} {suffix}={on}", round + 1, s.name);
                     let mut v = measure(s, a, cpus, round).with_context(|| s.name)?;
-                    if on {
-                        v["scenario"] = json!(format!("{}+{suffix}", s.name));
-                    }
+                    v["scenario"] = json!(rename(s));
                     out.push(v);
                 }
+                // Latency: direct in both halves, so that every proxied
+                // sub-run has a direct one of its own cycle.
+                let mut lat: Vec<&Scenario> = scenarios
+                    .iter()
+                    .filter(|s| s.name == "direct" && on)
+                    .collect();
+                lat.extend(owned.iter());
+                let first = (round * 2 + half) * a.latency_cycles;
+                out.extend(latency_cycles(&lat, a, cpus, round, first, rename)?);
             }
         }
         drop(_ztunnels);
@@ -769,6 +887,11 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
             eprintln!("bench-mesh: round {} {}", round + 1, s.name);
             out.push(measure(s, a, cpus, round).with_context(|| s.name)?);
         }
+        let lat: Vec<&Scenario> = scenarios.iter().collect();
+        let first = round * a.latency_cycles;
+        out.extend(latency_cycles(&lat, a, cpus, round, first, |s| {
+            s.name.to_string()
+        })?);
     }
     drop(_ztunnels);
     drop(daemons);
