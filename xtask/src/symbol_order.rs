@@ -40,6 +40,12 @@
 //! has the first two or the first and third groups resident, instead of
 //! 64 KiB blocks of both sides' code interleaved in first-touch order; a
 //! daemon that serves both sides has the same union as before.
+//!
+//! Exact: the binary measured is built with every function on its own
+//! 4 KiB page ([`build_page_aligned`]), so a touched page is one function
+//! that ran, not its neighbours too (an earlier version measured the
+//! shipped layout, and a function sharing a page with one that ran was
+//! listed with it, on every later run as well).
 //! Needs root (loop device, namespaces), `nm` and `readelf` (binutils).
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,8 +69,7 @@ pub fn run(binary: Option<PathBuf>) -> anyhow::Result<()> {
         Some(b) => b,
         None => {
             build_ebpf::run(true)?;
-            crate::bench::mesh::build_dist_strait("the binary whose symbols are listed")?;
-            target.join("dist/strait")
+            build_page_aligned(&target)?
         }
     };
     crate::bench::mesh::build_harness()?;
@@ -111,6 +116,41 @@ pub fn run(binary: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// The `--node` of bench-mesh's source-side daemon (its other one is B).
 const NODE_A: &str = "mesh-a";
+
+/// LLVM's `-align-all-functions` for the measured binary: 2^12, one 4 KiB
+/// page.
+const PAGE_ALIGN_LOG2: u32 = 12;
+
+/// Builds the `dist` binary with every function starting on its own 4 KiB
+/// page (LLVM's `-align-all-functions=12`, given to the final crate's
+/// rustc, which does all the fat-LTO code generation), and moves it to
+/// `target/dist/strait-page-aligned`. A function's entry page is then
+/// touched exactly when it runs: listed from an ordinary build, a page
+/// shared with a function that ran would list its neighbours too, and they
+/// would stay in the serving group on every later run (still sharing pages
+/// with it). The same crates and metadata as the shipped `dist` build, so
+/// the same mangled names; its `.text` is ~4 KiB per function (hundreds of
+/// MB), only ever read page by page. The next ordinary `dist` build
+/// relinks (its flags differ).
+fn build_page_aligned(target: &Path) -> anyhow::Result<PathBuf> {
+    step("dist build of strait with page-aligned functions (the binary whose symbols are listed)");
+    sh(Command::new("cargo").current_dir(root()).args([
+        "rustc",
+        "--profile",
+        "dist",
+        "-p",
+        "strait",
+        "--bin",
+        "strait",
+        "--",
+        "-C",
+        &format!("llvm-args=-align-all-functions={PAGE_ALIGN_LOG2}"),
+    ]))?;
+    let aligned = target.join("dist/strait-page-aligned");
+    std::fs::rename(target.join("dist/strait"), &aligned)
+        .with_context(|| format!("moving the page-aligned build to {}", aligned.display()))?;
+    Ok(aligned)
+}
 
 /// A loop-mounted scratch ext4 with read-ahead 0 holding one copy of the
 /// binary per node (`copies`: A's, B's) and `wrapper`, a script that runs
