@@ -17,8 +17,10 @@
 //! It also lays out the `strait` binary's code (issue 20: RSS per node): in
 //! optimised builds for x86_64 Linux, where rustc links with `rust-lld`,
 //! the functions listed in `link/strait.order` (the ones a node's daemon
-//! runs, in the order it first runs them; `cargo xtask symbol-order`
-//! regenerates the list) are placed first and together, so the pages of
+//! runs: serving's first — both sides', then the source side's, then the
+//! destination side's — then start-up's, each in the order it first runs
+//! them; `cargo xtask symbol-order` regenerates the list, measured on a
+//! build with one function per page) are placed first and together, so the pages of
 //! `.text` the daemon touches — and the kernel's fault-around maps with
 //! them — are few and contiguous instead of spread over the whole
 //! executable. Names the build does not define are ignored. The same

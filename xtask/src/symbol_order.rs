@@ -28,6 +28,24 @@
 //! process maps are dropped from the page cache (`POSIX_FADV_DONTNEED`);
 //! every page resident from then on is serving's, and those functions are
 //! listed first (by first touch after that point), start-up's after them.
+//!
+//! Per node: each of bench-mesh's two daemons runs its own copy of the
+//! binary (`strait-a`, `strait-b` on the scratch file system, chosen by a
+//! wrapper script from `--node`), so the pages each one touches are told
+//! apart. Node A serves the source side (capture, L7 routing, the HBONE
+//! client), node B the destination side (the HBONE server, delivery to
+//! the pod), and they share the runtime, TLS and HTTP/2 framing. Serving's
+//! functions are listed in three groups: those both nodes ran, then those
+//! only A ran, then those only B ran. A daemon that serves one side then
+//! has the first two or the first and third groups resident, instead of
+//! 64 KiB blocks of both sides' code interleaved in first-touch order; a
+//! daemon that serves both sides has the same union as before.
+//!
+//! Exact: the binary measured is built with every function on its own
+//! 4 KiB page ([`build_page_aligned`]), so a touched page is one function
+//! that ran, not its neighbours too (an earlier version measured the
+//! shipped layout, and a function sharing a page with one that ran was
+//! listed with it, on every later run as well).
 //! Needs root (loop device, namespaces), `nm` and `readelf` (binutils).
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,19 +69,18 @@ pub fn run(binary: Option<PathBuf>) -> anyhow::Result<()> {
         Some(b) => b,
         None => {
             build_ebpf::run(true)?;
-            crate::bench::mesh::build_dist_strait("the binary whose symbols are listed")?;
-            target.join("dist/strait")
+            build_page_aligned(&target)?
         }
     };
     crate::bench::mesh::build_harness()?;
     let scratch = Scratch::new(&binary)?;
-    let touched = watch_while(&scratch.binary, |serving| {
+    let touched = watch_while(&scratch.copies, |serving| {
         step("bench-mesh, one quick round of the Strait rows, from the scratch copy");
         sh_marking_serving(
             serving,
             Command::new(target.join("release/bench-mesh"))
                 .arg("--strait")
-                .arg(&scratch.binary)
+                .arg(&scratch.wrapper)
                 .arg("--backend")
                 .arg(target.join("release/bench-backend"))
                 .arg("--ca")
@@ -78,26 +95,72 @@ pub fn run(binary: Option<PathBuf>) -> anyhow::Result<()> {
     let path = root().join(ORDER_FILE);
     std::fs::write(&path, names.join("\n") + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
+    let serving_pages = |node: usize| touched.iter().filter(|t| t.serving[node].is_some()).count();
     step(&format!(
-        "{} pages of the binary touched, {} of them while serving; {} of {} functions ({:.2} of {:.2} MB of code; serving's {:.2} MB first) listed in {}",
+        "{} pages of the binary touched, {} / {} of them while serving (nodes A / B); {} of {} functions ({:.2} of {:.2} MB of code; serving's {:.2} MB first: {:.2} both nodes', {:.2} A's, {:.2} B's) listed in {}",
         touched.iter().filter(|t| t.start_up.is_some()).count(),
-        touched.iter().filter(|t| t.serving.is_some()).count(),
+        serving_pages(0),
+        serving_pages(1),
         names.len(),
         stats.functions,
         stats.listed_bytes as f64 / 1e6,
         stats.code_bytes as f64 / 1e6,
-        stats.serving_bytes as f64 / 1e6,
+        stats.serving_bytes.iter().sum::<u64>() as f64 / 1e6,
+        stats.serving_bytes[0] as f64 / 1e6,
+        stats.serving_bytes[1] as f64 / 1e6,
+        stats.serving_bytes[2] as f64 / 1e6,
         path.display()
     ));
     Ok(())
 }
 
-/// A loop-mounted scratch ext4 with read-ahead 0 holding a copy of the
-/// binary; unmounted and removed on drop.
+/// The `--node` of bench-mesh's source-side daemon (its other one is B).
+const NODE_A: &str = "mesh-a";
+
+/// LLVM's `-align-all-functions` for the measured binary: 2^12, one 4 KiB
+/// page.
+const PAGE_ALIGN_LOG2: u32 = 12;
+
+/// Builds the `dist` binary with every function starting on its own 4 KiB
+/// page (LLVM's `-align-all-functions=12`, given to the final crate's
+/// rustc, which does all the fat-LTO code generation), and moves it to
+/// `target/dist/strait-page-aligned`. A function's entry page is then
+/// touched exactly when it runs: listed from an ordinary build, a page
+/// shared with a function that ran would list its neighbours too, and they
+/// would stay in the serving group on every later run (still sharing pages
+/// with it). The same crates and metadata as the shipped `dist` build, so
+/// the same mangled names; its `.text` is ~4 KiB per function (hundreds of
+/// MB), only ever read page by page. The next ordinary `dist` build
+/// relinks (its flags differ).
+fn build_page_aligned(target: &Path) -> anyhow::Result<PathBuf> {
+    step("dist build of strait with page-aligned functions (the binary whose symbols are listed)");
+    sh(Command::new("cargo").current_dir(root()).args([
+        "rustc",
+        "--profile",
+        "dist",
+        "-p",
+        "strait",
+        "--bin",
+        "strait",
+        "--",
+        "-C",
+        &format!("llvm-args=-align-all-functions={PAGE_ALIGN_LOG2}"),
+    ]))?;
+    let aligned = target.join("dist/strait-page-aligned");
+    std::fs::rename(target.join("dist/strait"), &aligned)
+        .with_context(|| format!("moving the page-aligned build to {}", aligned.display()))?;
+    Ok(aligned)
+}
+
+/// A loop-mounted scratch ext4 with read-ahead 0 holding one copy of the
+/// binary per node (`copies`: A's, B's) and `wrapper`, a script that runs
+/// node A's copy for `--node mesh-a` and B's otherwise; unmounted and
+/// removed on drop.
 struct Scratch {
     dir: PathBuf,
     loop_dev: String,
-    binary: PathBuf,
+    wrapper: PathBuf,
+    copies: [PathBuf; 2],
 }
 
 impl Scratch {
@@ -108,27 +171,39 @@ impl Scratch {
         let dir = std::env::temp_dir().join(format!("strait-order-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("mnt"))?;
         let image = dir.join("fs.img");
-        std::fs::File::create(&image)?.set_len(size * 2 + (32 << 20))?;
+        std::fs::File::create(&image)?.set_len(size * 3 + (32 << 20))?;
         sh(Command::new("mkfs.ext4").arg("-q").arg(&image))?;
         let loop_dev = output(Command::new("losetup").args(["-f", "--show"]).arg(&image))
             .map(|s| s.trim().to_string())
             .filter(|s| s.starts_with("/dev/loop"))
             .context("losetup -f --show")?;
-        let mut s = Scratch {
+        let mnt = dir.join("mnt");
+        let s = Scratch {
+            wrapper: mnt.join("strait"),
+            copies: [mnt.join("strait-a"), mnt.join("strait-b")],
             dir,
             loop_dev,
-            binary: PathBuf::new(),
         };
-        let mnt = s.dir.join("mnt");
         sh(Command::new("mount").arg(&s.loop_dev).arg(&mnt))?;
         let dev = s.loop_dev.trim_start_matches("/dev/");
         std::fs::write(format!("/sys/block/{dev}/queue/read_ahead_kb"), "0")
             .context("read-ahead of the loop device")?;
-        std::fs::copy(binary, mnt.join("strait"))?;
-        // Remounting drops the copy's pages from the page cache.
+        for copy in &s.copies {
+            std::fs::copy(binary, copy)?;
+        }
+        std::fs::write(
+            &s.wrapper,
+            format!(
+                "#!/bin/sh\ncase \" $* \" in *\" --node {NODE_A} \"*) exec '{}' \"$@\";; esac\nexec '{}' \"$@\"\n",
+                s.copies[0].display(),
+                s.copies[1].display()
+            ),
+        )?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&s.wrapper, std::fs::Permissions::from_mode(0o755))?;
+        // Remounting drops the copies' pages from the page cache.
         sh(Command::new("umount").arg(&mnt))?;
         sh(Command::new("mount").arg(&s.loop_dev).arg(&mnt))?;
-        s.binary = mnt.join("strait");
         Ok(s)
     }
 }
@@ -143,25 +218,26 @@ impl Drop for Scratch {
     }
 }
 
-/// When a page of the watched file was first seen in the page cache:
-/// the poll number overall, and the poll number once serving began (see
-/// the module docs; `None`: never).
+/// When a page of the watched copies was first seen in the page cache:
+/// the poll number overall (either copy), and per node (A's copy, B's) the
+/// poll number once serving began (see the module docs; `None`: never).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Touch {
     start_up: Option<u32>,
-    serving: Option<u32>,
+    serving: [Option<u32>; 2],
 }
 
-/// Runs `f` while polling which pages of `file` are in the page cache;
-/// per page, the poll in which it was first seen, and first seen after `f`
-/// set the flag it is given (serving began: the file's unmapped pages are
-/// dropped from the cache at that moment).
+/// Runs `f` while polling which pages of `files` (the same binary, one
+/// copy per node) are in the page cache; per page, the poll in which it
+/// was first seen in either copy, and per copy the poll in which it was
+/// first seen after `f` set the flag it is given (serving began: the
+/// copies' unmapped pages are dropped from the cache at that moment).
 fn watch_while(
-    file: &Path,
+    files: &[PathBuf; 2],
     f: impl FnOnce(&AtomicBool) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<Touch>> {
-    let cache = Resident::open(file)?;
-    let mut first: Vec<Touch> = vec![Touch::default(); cache.pages];
+    let caches = [Resident::open(&files[0])?, Resident::open(&files[1])?];
+    let mut first: Vec<Touch> = vec![Touch::default(); caches[0].pages];
     let stop = Arc::new(AtomicBool::new(false));
     let serving = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
@@ -172,17 +248,19 @@ fn watch_while(
                 let done = stop.load(Ordering::Relaxed);
                 if !dropped && serving.load(Ordering::Relaxed) {
                     // Only pages no process maps leave the cache.
-                    cache.drop_unmapped();
+                    caches.iter().for_each(Resident::drop_unmapped);
                     dropped = true;
                 }
-                for (page, hit) in cache.pages_in_cache().into_iter().enumerate() {
-                    if !hit {
-                        continue;
-                    }
-                    let t = &mut first[page];
-                    t.start_up.get_or_insert(poll);
-                    if dropped {
-                        t.serving.get_or_insert(poll);
+                for (node, cache) in caches.iter().enumerate() {
+                    for (page, hit) in cache.pages_in_cache().into_iter().enumerate() {
+                        if !hit {
+                            continue;
+                        }
+                        let t = &mut first[page];
+                        t.start_up.get_or_insert(poll);
+                        if dropped {
+                            t.serving[node].get_or_insert(poll);
+                        }
                     }
                 }
                 if done {
@@ -199,9 +277,9 @@ fn watch_while(
     });
     result?;
     if first.iter().all(|t| t.start_up.is_none()) {
-        bail!("no page of {} was touched", file.display());
+        bail!("no page of {} was touched", files[0].display());
     }
-    if first.iter().all(|t| t.serving.is_none()) {
+    if first.iter().all(|t| t.serving == [None, None]) {
         bail!("bench-mesh never began its warm-up: no serving phase seen");
     }
     Ok(first)
@@ -305,12 +383,15 @@ struct Stats {
     functions: usize,
     code_bytes: u64,
     listed_bytes: u64,
-    /// Of `listed_bytes`, the functions whose entry page serving touched.
-    serving_bytes: u64,
+    /// Of `listed_bytes`, the functions whose entry page serving touched:
+    /// on both nodes, on node A only, on node B only.
+    serving_bytes: [u64; 3],
 }
 
-/// The mangled names of `binary`'s functions whose entry page was touched,
-/// serving's first, each group by first touch then address, each once.
+/// The mangled names of `binary`'s functions whose entry page was touched:
+/// serving's on both nodes, then serving's on node A only, then on node B
+/// only, then start-up's; each group by first touch then address, each
+/// name once.
 fn ordered_functions(binary: &Path, touched: &[Touch]) -> anyhow::Result<(Vec<String>, Stats)> {
     let readelf =
         output(Command::new("readelf").arg("-lW").arg(binary)).context("readelf -lW (binutils)")?;
@@ -346,7 +427,8 @@ fn order(segments: &[(u64, u64, u64)], nm: &str, touched: &[Touch]) -> (Vec<Stri
             .map(|(off, v, _)| va - v + off)
     };
     let mut stats = Stats::default();
-    // (0 = serving / 1 = start-up only, first touch in that phase, address, name)
+    // (group: 0 = serving on both nodes / 1 = on A only / 2 = on B only /
+    // 3 = start-up only, first touch in that phase, address, name)
     let mut hit: Vec<(u8, u32, u64, &str)> = Vec::new();
     for line in nm.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -368,13 +450,18 @@ fn order(segments: &[(u64, u64, u64)], nm: &str, touched: &[Touch]) -> (Vec<Stri
         let Some(t) = touched.get((off / 4096) as usize) else {
             continue;
         };
-        if let Some(poll) = t.serving {
+        let group = match t.serving {
+            [Some(a), Some(b)] => Some((0, a.min(b))),
+            [Some(a), None] => Some((1, a)),
+            [None, Some(b)] => Some((2, b)),
+            [None, None] => t.start_up.map(|poll| (3, poll)),
+        };
+        if let Some((group, poll)) = group {
             stats.listed_bytes += size;
-            stats.serving_bytes += size;
-            hit.push((0, poll, addr, name));
-        } else if let Some(poll) = t.start_up {
-            stats.listed_bytes += size;
-            hit.push((1, poll, addr, name));
+            if let Some(b) = stats.serving_bytes.get_mut(usize::from(group)) {
+                *b += size;
+            }
+            hit.push((group, poll, addr, name));
         }
     }
     hit.sort();
@@ -400,8 +487,8 @@ Program Headers:
 ";
 
     #[test]
-    fn functions_on_touched_entry_pages_are_listed_serving_first_then_by_first_touch_then_address()
-    {
+    fn functions_on_touched_entry_pages_are_listed_serving_first_by_node_then_by_first_touch_then_address(
+    ) {
         let segs = segments(READELF);
         assert_eq!(segs.len(), 2);
         // File pages: 0x426 holds 0x427000.., 0x427 holds 0x428000...
@@ -415,10 +502,12 @@ Program Headers:
 0000000000427300 0000000000000010 t early
 000000000042b010 0000000000000020 t serving_late
 000000000042c010 0000000000000020 t serving_early
+000000000042d010 0000000000000040 t only_a
+000000000042e010 0000000000000080 t only_b
 ";
         let start_up = |poll| Touch {
             start_up: Some(poll),
-            serving: None,
+            serving: [None, None],
         };
         let page = |addr: usize| (addr - 0x1000) / 4096;
         let mut touched = vec![Touch::default(); 0x500];
@@ -426,14 +515,24 @@ Program Headers:
         touched[page(0x428010)] = start_up(3);
         // late_b's second page is touched earlier, but only its entry page counts.
         touched[page(0x429010)] = start_up(1);
-        // Serving's pages come first whatever their start-up touch.
+        // Serving's pages come first whatever their start-up touch: those
+        // both nodes ran (ordered by the earlier node's first touch), then
+        // node A's, then node B's, each whenever it was first touched.
         touched[page(0x42b010)] = Touch {
             start_up: Some(0),
-            serving: Some(9),
+            serving: [Some(9), Some(12)],
         };
         touched[page(0x42c010)] = Touch {
             start_up: Some(7),
-            serving: Some(7),
+            serving: [Some(11), Some(7)],
+        };
+        touched[page(0x42d010)] = Touch {
+            start_up: Some(0),
+            serving: [Some(20), None],
+        };
+        touched[page(0x42e010)] = Touch {
+            start_up: Some(0),
+            serving: [None, Some(1)],
         };
         let (names, stats) = order(&segs, nm, &touched);
         assert_eq!(
@@ -441,14 +540,16 @@ Program Headers:
             [
                 "serving_early",
                 "serving_late",
+                "only_a",
+                "only_b",
                 "first_touched",
                 "late_a",
                 "early",
                 "late_b"
             ]
         );
-        assert_eq!(stats.functions, 7);
-        assert_eq!(stats.listed_bytes, 0x20 * 5 + 0x10 + 0x2000);
-        assert_eq!(stats.serving_bytes, 0x20 * 2);
+        assert_eq!(stats.functions, 9);
+        assert_eq!(stats.listed_bytes, 0x20 * 5 + 0x10 + 0x2000 + 0x40 + 0x80);
+        assert_eq!(stats.serving_bytes, [0x20 * 2, 0x40, 0x80]);
     }
 }
