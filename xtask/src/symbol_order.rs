@@ -51,8 +51,7 @@ pub fn run(binary: Option<PathBuf>) -> anyhow::Result<()> {
         Some(b) => b,
         None => {
             build_ebpf::run(true)?;
-            crate::bench::mesh::build_dist_strait("the binary whose symbols are listed")?;
-            target.join("dist/strait")
+            crate::bench::mesh::build_dist_strait("the binary whose symbols are listed")?
         }
     };
     crate::bench::mesh::build_harness()?;

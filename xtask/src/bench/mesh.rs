@@ -318,21 +318,12 @@ fn test_ca() -> std::path::PathBuf {
     root().join("../shared/hbone/ztunnel-test-ca")
 }
 
-/// `cargo build --profile dist -p strait --bin strait` (the daemon as
-/// shipped); `why` goes into the step line. Also used by `cargo xtask
+/// The daemon as shipped (`cargo xtask dist`: the `dist` profile, static
+/// glibc, fixed load address; [`crate::dist`]); `why` goes into the step
+/// line. Returns the binary's path. Also used by `cargo xtask
 /// symbol-order`.
-pub(crate) fn build_dist_strait(why: &str) -> anyhow::Result<()> {
-    step(&format!("dist build of strait ({why})"));
-    sh(Command::new("cargo").current_dir(root()).args([
-        "build",
-        "--profile",
-        "dist",
-        "-p",
-        "strait",
-        "--bin",
-        "strait",
-    ]))?;
-    Ok(())
+pub(crate) fn build_dist_strait(why: &str) -> anyhow::Result<std::path::PathBuf> {
+    crate::dist::build(false, why)
 }
 
 /// `cargo build --release` of the `bench-mesh` harness and `bench-backend`.
@@ -356,7 +347,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     build_ebpf::run(true)?;
     // The daemon is measured as shipped (the `dist` profile: its size is
     // most of the RSS); the harness and the backend as `release`.
-    build_dist_strait("as shipped")?;
+    let strait = build_dist_strait("as shipped")?;
     build_harness()?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root().join("target"), std::path::PathBuf::from);
@@ -378,7 +369,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     ));
     let mut cmd = Command::new(target.join("bench-mesh"));
     cmd.arg("--strait")
-        .arg(target_dir.join("dist").join("strait"))
+        .arg(&strait)
         .arg("--backend")
         .arg(target.join("bench-backend"))
         .arg("--ca")
