@@ -10,6 +10,12 @@
 //! linker's default order, code that runs is spread over nearly all of
 //! them.
 //!
+//! Which binary: `cargo xtask dist`'s (the one that ships). Its explicit
+//! `--target` changes every crate's symbol hashes (cargo mixes the target
+//! kind into `-C metadata`), so the list only matches binaries built that
+//! way; a list from a plain `cargo build --profile dist` would leave the
+//! shipped binary unordered but for the standard library.
+//!
 //! How: the `dist` binary is copied onto a scratch ext4 file system on a
 //! loop device whose read-ahead is 0, so a page enters the page cache only
 //! when the daemon touches it and fault-around maps nothing else. The two
