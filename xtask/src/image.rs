@@ -1,7 +1,8 @@
 //! `cargo xtask image`: the OCI image the DaemonSet runs, built with
 //! Debian's `buildah` and no registry: `FROM scratch` with the `strait`
-//! binary and the shared libraries `ldd` lists for it (glibc, libgcc_s,
-//! libm, the dynamic loader). The image is committed as
+//! binary and the shared libraries `ldd` lists for it (none for the
+//! shipped build, `cargo xtask dist`, which links glibc in; glibc,
+//! libgcc_s, libm and the dynamic loader for a dynamically linked one). The image is committed as
 //! `localhost/strait:<version>`, `strait --version` is run inside it
 //! (buildah's chroot isolation: no OCI runtime needed), and it is written
 //! as an OCI archive to load into a node's runtime
@@ -29,8 +30,20 @@ fn buildah() -> Command {
 /// The libraries the dynamic loader needs for `bin` (`ldd` output), with
 /// the loader itself; symlinks are kept as the paths the loader opens.
 fn libraries(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let out = output(Command::new("ldd").arg(bin))
-        .with_context(|| format!("ldd {} failed", bin.display()))?;
+    let run = Command::new("ldd")
+        .arg(bin)
+        .output()
+        .context("cannot start ldd")?;
+    let out = String::from_utf8_lossy(&run.stdout);
+    // A static executable: glibc's ldd prints "statically linked" (a
+    // static PIE) or "not a dynamic executable" (exit 1).
+    let all = format!("{out}{}", String::from_utf8_lossy(&run.stderr));
+    if all.contains("statically linked") || all.contains("not a dynamic executable") {
+        return Ok(Vec::new());
+    }
+    if !run.status.success() {
+        bail!("ldd {} failed with {}", bin.display(), run.status);
+    }
     let mut libs = Vec::new();
     for line in out.lines() {
         let line = line.trim();
@@ -51,12 +64,14 @@ fn libraries(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(libs)
 }
 
-/// Builds the image from `binary` (default: `cargo build --profile
-/// <profile> -p strait`) and writes `<root>/target/strait-image.tar`.
+/// Builds the image from `binary` (default: `cargo xtask dist`'s build for
+/// the `dist` profile, else `cargo build --profile <profile> -p strait`)
+/// and writes `<root>/target/strait-image.tar`.
 pub fn run(profile: &str, binary: Option<PathBuf>) -> anyhow::Result<()> {
     crate::setup::debian_packages(&["buildah"])?;
     let bin = match binary {
         Some(b) => b,
+        None if profile == "dist" => crate::dist::build("the image's")?,
         None => {
             step(&format!("build strait ({profile} profile)"));
             sh(Command::new("cargo").current_dir(root()).args([

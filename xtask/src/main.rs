@@ -3,6 +3,7 @@ mod bench;
 mod build_ebpf;
 mod cmd;
 mod demo;
+mod dist;
 mod fuzz;
 mod image;
 mod layers;
@@ -49,6 +50,10 @@ enum Command {
     },
     /// Run the bookinfo demo on a simulated node.
     Demo,
+    /// Build the `strait` binary as it ships: the eBPF object, then the
+    /// `dist` profile with glibc linked in, position-independent
+    /// (`target/dist/strait`; xtask/src/dist.rs).
+    Dist,
     /// Build the OCI image deploy/ runs (buildah, FROM scratch), check
     /// `strait --version` inside it, write target/strait-image.tar.
     Image {
@@ -96,6 +101,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { suite, quick } => bench::run(suite, quick),
         Command::Layers { under, root } => layers::run(root, under),
         Command::Demo => demo::run(),
+        Command::Dist => dist::run(),
         Command::Image { profile, binary } => image::run(&profile, binary),
         Command::Fuzz { seconds } => fuzz::run(seconds),
         Command::SymbolOrder { binary } => symbol_order::run(binary),

@@ -10,6 +10,11 @@
 //! linker's default order, code that runs is spread over nearly all of
 //! them.
 //!
+//! Which binary: `cargo xtask dist`'s (the one that ships: static glibc,
+//! `xtask/src/dist.rs`), built with `-align-all-functions` on top. Its
+//! flags go to the final `rustc` only, so every symbol keeps the name a
+//! plain `cargo build --profile dist` gives it and the list matches both.
+//!
 //! How: the `dist` binary is copied onto a scratch ext4 file system on a
 //! loop device whose read-ahead is 0, so a page enters the page cache only
 //! when the daemon touches it and fault-around maps nothing else. The two
@@ -133,19 +138,11 @@ const PAGE_ALIGN_LOG2: u32 = 12;
 /// MB), only ever read page by page. The next ordinary `dist` build
 /// relinks (its flags differ).
 fn build_page_aligned(target: &Path) -> anyhow::Result<PathBuf> {
-    step("dist build of strait with page-aligned functions (the binary whose symbols are listed)");
-    sh(Command::new("cargo").current_dir(root()).args([
-        "rustc",
-        "--profile",
-        "dist",
-        "-p",
-        "strait",
-        "--bin",
-        "strait",
-        "--",
-        "-C",
-        &format!("llvm-args=-align-all-functions={PAGE_ALIGN_LOG2}"),
-    ]))?;
+    let align = format!("llvm-args=-align-all-functions={PAGE_ALIGN_LOG2}");
+    crate::dist::build_with(
+        "page-aligned functions: the binary whose symbols are listed",
+        &["-C", &align],
+    )?;
     let aligned = target.join("dist/strait-page-aligned");
     std::fs::rename(target.join("dist/strait"), &aligned)
         .with_context(|| format!("moving the page-aligned build to {}", aligned.display()))?;

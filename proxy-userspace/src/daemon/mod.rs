@@ -331,6 +331,12 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
                 kernel_services = first.0.l4.len(),
                 "config compiled"
             );
+            // The parse and schema trees are freed and the YAML, schema
+            // and compile code will not run again before a reload: return
+            // both before the eBPF loader runs, so start-up's peak holds
+            // one phase's pages, not both (issue 20).
+            crate::sys::release_free_memory();
+            release_code_pages("config");
             (Some(store), Some(first))
         }
         // The API server is read once serving starts; the kernel tables

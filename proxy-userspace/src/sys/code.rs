@@ -14,11 +14,15 @@
 //! a minor fault (no I/O while it is cached).
 //!
 //! Only segments the ELF program headers declare without `PF_W` are
-//! touched (never `.data`, `.bss` or the RELRO segment, whose pages hold
-//! relocated values), and within them only pages `/proc/self/pagemap`
+//! touched, plus the RELRO range (`PT_GNU_RELRO`: `.data.rel.ro`, the
+//! GOT, read-only once start-up's relocations are applied) — never
+//! `.data` or `.bss` — and within them only pages `/proc/self/pagemap`
 //! shows as file pages: a private copy (a debugger's or a uprobe's
-//! breakpoint written into `.text`) is kept, since `MADV_DONTNEED` would
-//! discard it.
+//! breakpoint written into `.text`, a RELRO page the loader relocated, as
+//! every one of a position-independent executable's is) is kept, since
+//! `MADV_DONTNEED` would discard it. In the shipped build (`cargo xtask
+//! dist`: a fixed load address, nothing to relocate) RELRO's pages are
+//! file pages, released like `.rodata`.
 use std::io::{Read, Seek, SeekFrom};
 
 /// `STRAIT_RELEASE_CODE_PAGES=0` in the daemon's environment keeps the
@@ -48,10 +52,11 @@ pub struct Segment {
     pub end: usize,
 }
 
-/// The main executable's loadable segments without write permission
-/// (`dl_iterate_phdr`'s first object is the executable itself), rounded
-/// inward to whole pages so no page shared with a writable segment is
-/// included.
+/// The main executable's loadable segments without write permission and
+/// its RELRO range (`PT_GNU_RELRO`, read-only after start-up's
+/// relocations; `dl_iterate_phdr`'s first object is the executable
+/// itself), rounded inward to whole pages so no page shared with a
+/// writable range is included.
 pub fn read_only_segments() -> Vec<Segment> {
     unsafe extern "C" fn each(
         info: *mut libc::dl_phdr_info,
@@ -67,7 +72,8 @@ pub fn read_only_segments() -> Vec<Segment> {
         let headers =
             unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
         for h in headers {
-            if h.p_type != libc::PT_LOAD || h.p_flags & libc::PF_W != 0 {
+            let read_only = h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_W == 0;
+            if !read_only && h.p_type != libc::PT_GNU_RELRO {
                 continue;
             }
             let lo = info.dlpi_addr as usize + h.p_vaddr as usize;
@@ -201,6 +207,24 @@ mod tests {
             !segs.iter().any(|s| (s.start..s.end).contains(&data)),
             "{segs:x?} {data:#x}"
         );
+    }
+
+    /// A static holding a pointer lives in RELRO (`.data.rel.ro`), which
+    /// is listed; after a release it still reads its value — whether its
+    /// page was relocated (a PIE, as test executables are: a private
+    /// copy, kept) or is a clean file page (a fixed-address build:
+    /// released and mapped back).
+    #[test]
+    fn relro_is_listed_and_keeps_its_values() {
+        static NAMES: [&str; 2] = ["relro", "kept"];
+        let at = std::hint::black_box(&raw const NAMES) as usize;
+        let segs = read_only_segments();
+        assert!(
+            segs.iter().any(|s| (s.start..s.end).contains(&at)),
+            "{segs:x?} {at:#x}"
+        );
+        release_code_pages();
+        assert_eq!(std::hint::black_box(&NAMES), &["relro", "kept"]);
     }
 
     /// Released code runs again (mapped back from the page cache), the

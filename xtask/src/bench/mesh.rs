@@ -407,21 +407,12 @@ fn test_ca() -> std::path::PathBuf {
     root().join("../shared/hbone/ztunnel-test-ca")
 }
 
-/// `cargo build --profile dist -p strait --bin strait` (the daemon as
-/// shipped); `why` goes into the step line. Also used by `cargo xtask
+/// The daemon as shipped (`cargo xtask dist`: the `dist` profile, static
+/// glibc, fixed load address; [`crate::dist`]); `why` goes into the step
+/// line. Returns the binary's path. Also used by `cargo xtask
 /// symbol-order`.
-pub(crate) fn build_dist_strait(why: &str) -> anyhow::Result<()> {
-    step(&format!("dist build of strait ({why})"));
-    sh(Command::new("cargo").current_dir(root()).args([
-        "build",
-        "--profile",
-        "dist",
-        "-p",
-        "strait",
-        "--bin",
-        "strait",
-    ]))?;
-    Ok(())
+pub(crate) fn build_dist_strait(why: &str) -> anyhow::Result<std::path::PathBuf> {
+    crate::dist::build(why)
 }
 
 /// `cargo build --release` of the `bench-mesh` harness and `bench-backend`.
@@ -446,8 +437,8 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         .map_or_else(|| root().join("target"), std::path::PathBuf::from);
     // `STRAIT_BENCH_PREBUILT=1`: measure the `dist` binary already built
     // (a rebuilt eBPF object relinks it: 10–30 min on a busy machine).
-    if std::env::var_os("STRAIT_BENCH_PREBUILT").is_some() {
-        let bin = target_dir.join("dist").join("strait");
+    let strait = if std::env::var_os("STRAIT_BENCH_PREBUILT").is_some() {
+        let bin = crate::dist::binary_path()?;
         if !bin.exists() {
             bail!(
                 "STRAIT_BENCH_PREBUILT is set but {} does not exist",
@@ -458,12 +449,13 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
             "STRAIT_BENCH_PREBUILT: measuring {} as built",
             bin.display()
         ));
+        bin
     } else {
         build_ebpf::run(true)?;
         // The daemon is measured as shipped (the `dist` profile: its size
         // is most of the RSS); the harness and the backend as `release`.
-        build_dist_strait("as shipped")?;
-    }
+        build_dist_strait("as shipped")?
+    };
     build_harness()?;
     let target = target_dir.join("release");
     let (secs, rounds) = if quick { (2, 3) } else { (10, 5) };
@@ -488,7 +480,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     ));
     let mut cmd = Command::new(target.join("bench-mesh"));
     cmd.arg("--strait")
-        .arg(target_dir.join("dist").join("strait"))
+        .arg(&strait)
         .arg("--backend")
         .arg(target.join("bench-backend"))
         .arg("--ca")
