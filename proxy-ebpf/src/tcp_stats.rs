@@ -109,6 +109,13 @@ static TCP_SK_WRITE_SEQ: u32 = 0;
 #[unsafe(no_mangle)]
 static TCP_SK_SHUTDOWN: u32 = 0;
 
+/// Byte offset of `skc_cookie` (`atomic64_t`: the socket cookie, which
+/// `bpf_get_socket_cookie` returns once assigned) in `struct sock_common`
+/// (which opens `struct sock`); 0 when unknown (then the state callback
+/// calls the helper).
+#[unsafe(no_mangle)]
+static TCP_SK_COOKIE: u32 = 0;
+
 // TCP states (`include/net/tcp_states.h`).
 const FIN_WAIT1: u32 = 4;
 const FIN_WAIT2: u32 = 5;
@@ -278,17 +285,19 @@ fn remote_port(ops: *mut bpf_sock_ops) -> u16 {
     }
 }
 
-/// `(sk_shutdown, write_seq)` of the context's socket, through its BTF
-/// pointer; `None` when the offsets are unknown or the socket is not a
-/// full TCP socket.
+/// `(sk_shutdown, write_seq, cookie)` of the context's socket, through
+/// its BTF pointer (`cookie` 0: its offset is unknown, or no cookie was
+/// assigned yet); `None` when the offsets are unknown or the socket is
+/// not a full TCP socket.
 #[inline(always)]
-fn tcp_sock_fields(ops: *mut bpf_sock_ops) -> Option<(u8, u32)> {
+fn tcp_sock_fields(ops: *mut bpf_sock_ops) -> Option<(u8, u32, u64)> {
     // SAFETY: plain loads of globals the loader set (constants to the
     // verifier: a frozen read-only map).
-    let (o_shut, o_wseq) = unsafe {
+    let (o_shut, o_wseq, o_cookie) = unsafe {
         (
             core::ptr::read_volatile(&TCP_SK_SHUTDOWN),
             core::ptr::read_volatile(&TCP_SK_WRITE_SEQ),
+            core::ptr::read_volatile(&TCP_SK_COOKIE),
         )
     };
     if o_shut == 0 || o_wseq == 0 {
@@ -307,9 +316,18 @@ fn tcp_sock_fields(ops: *mut bpf_sock_ops) -> Option<(u8, u32)> {
         if tp.is_null() {
             return None;
         }
+        // The cookie in place of `bpf_get_socket_cookie` (a helper call,
+        // ~20 ns with SRSO's safe RET): connect4/connect6 assigned it to
+        // every socket they balanced, so a balanced socket's is non-zero.
+        let cookie = if o_cookie == 0 {
+            0
+        } else {
+            core::ptr::read_volatile(tp.add(o_cookie as usize).cast::<u64>())
+        };
         Some((
             core::ptr::read_volatile(tp.add(o_shut as usize)),
             core::ptr::read_volatile(tp.add(o_wseq as usize).cast::<u32>()),
+            cookie,
         ))
     }
 }
@@ -328,7 +346,7 @@ pub fn state_changed(ctx: &SockOpsContext) {
     let ops = ctx.ops;
     let fields = tcp_sock_fields(ops);
     let rcv_shut = match fields {
-        Some((shutdown, _)) => shutdown & RCV_SHUTDOWN != 0,
+        Some((shutdown, _, _)) => shutdown & RCV_SHUTDOWN != 0,
         // Unknown: wait for TCP_CLOSE, and take the peer's FIN as
         // received there.
         None => {
@@ -356,7 +374,7 @@ pub fn state_changed(ctx: &SockOpsContext) {
         )
     };
     let wseq = match fields {
-        Some((_, w)) => w,
+        Some((_, w, _)) => w,
         None => una,
     };
     // Our FIN is in `write_seq` once queued (the callback for FIN_WAIT1 and
@@ -377,7 +395,10 @@ pub fn state_changed(ctx: &SockOpsContext) {
     if new != CLOSE {
         let _ = ctx.set_cb_flags(0);
     }
-    let cookie = crate::sock_nat::cookie(ctx.as_ptr());
+    let cookie = match fields {
+        Some((_, _, c)) if c != 0 => c,
+        _ => crate::sock_nat::cookie(ctx.as_ptr()),
+    };
     // SAFETY: plain loads of context fields.
     let (src, peer) = unsafe {
         (

@@ -1,9 +1,10 @@
-//! Where the running kernel keeps the two socket fields the sockops
-//! program reads to count a kernel-balanced connection closed with its
-//! exact bytes at the first state change where they are final
+//! Where the running kernel keeps the socket fields the sockops program
+//! reads to count a kernel-balanced connection closed with its exact
+//! bytes at the first state change where they are final
 //! (`proxy-ebpf/src/tcp_stats.rs`): `struct tcp_sock`'s `write_seq` (bytes
-//! queued, not only sent) and `struct sock`'s `sk_shutdown` (closed for
-//! reading). The sockops context has neither; the program loads them
+//! queued, not only sent), `struct sock`'s `sk_shutdown` (closed for
+//! reading) and `struct sock_common`'s `skc_cookie` (the socket cookie,
+//! without a helper call). The sockops context has neither; the program loads them
 //! through the socket's BTF pointer at these offsets, which the loader
 //! writes into its read-only globals. They come from the kernel's own type
 //! information (BTF, `/sys/kernel/btf/vmlinux`; Linux 5.4+ built with
@@ -51,6 +52,10 @@ pub struct TcpSockOffsets {
     pub write_seq: u32,
     /// `struct sock`'s `sk_shutdown` (`u8`).
     pub sk_shutdown: u32,
+    /// `struct sock_common`'s `skc_cookie` (`atomic64_t`, 8 bytes: the
+    /// socket cookie; `struct sock_common` opens `struct sock`, as the
+    /// kernel requires), read instead of calling `bpf_get_socket_cookie`.
+    pub sk_cookie: u32,
 }
 
 // BTF kinds (`include/uapi/linux/btf.h`).
@@ -75,7 +80,13 @@ const TYPE_TAG: u32 = 18;
 const ENUM64: u32 = 19;
 
 /// The fields looked up: (struct, member, size in bytes).
-const FIELDS: [(&str, &str, u32); 2] = [("tcp_sock", "write_seq", 4), ("sock", "sk_shutdown", 1)];
+const FIELDS: [(&str, &str, u32); 3] = [
+    ("tcp_sock", "write_seq", 4),
+    ("sock", "sk_shutdown", 1),
+    ("sock_common", "skc_cookie", 8),
+];
+/// `FIELDS.len()`.
+const N: usize = FIELDS.len();
 
 impl TcpSockOffsets {
     /// The offsets of the running kernel ([`VMLINUX_BTF`]).
@@ -99,7 +110,7 @@ impl TcpSockOffsets {
         let mut b = Stream::new(r)?;
         let names = b.find_names()?;
         let found = b.find_members(&names)?;
-        let mut out = [0u32; 2];
+        let mut out = [0u32; N];
         for (i, (st, member, size)) in FIELDS.iter().enumerate() {
             let (bits, bitfield, ty) = found[i]
                 .ok_or_else(|| TcpSockError::Field(format!("no struct {st} member {member}")))?;
@@ -119,6 +130,7 @@ impl TcpSockOffsets {
         Ok(Self {
             write_seq: out[0],
             sk_shutdown: out[1],
+            sk_cookie: out[2],
         })
     }
 }
@@ -186,11 +198,18 @@ impl<R: Read + Seek> Stream<R> {
     }
 
     /// The string offsets of the struct and member names of [`FIELDS`]:
-    /// `[struct 0, member 0, struct 1, member 1]`, each a list (a name may
-    /// be stored more than once).
-    fn find_names(&mut self) -> Result<[Vec<u32>; 4], TcpSockError> {
-        let wanted = [FIELDS[0].0, FIELDS[0].1, FIELDS[1].0, FIELDS[1].1];
-        let mut out: [Vec<u32>; 4] = Default::default();
+    /// `[struct 0, member 0, struct 1, member 1, ...]`, each a list (a name
+    /// may be stored more than once).
+    fn find_names(&mut self) -> Result<[Vec<u32>; 2 * N], TcpSockError> {
+        let wanted: [&str; 2 * N] = core::array::from_fn(|i| {
+            let (st, member, _) = FIELDS[i / 2];
+            if i % 2 == 0 {
+                st
+            } else {
+                member
+            }
+        });
+        let mut out: [Vec<u32>; 2 * N] = Default::default();
         self.seek(self.strings.0)?;
         let mut rest = self.strings.1;
         let mut cur = Vec::with_capacity(32);
@@ -264,14 +283,14 @@ impl<R: Read + Seek> Stream<R> {
     #[allow(clippy::type_complexity)]
     fn find_members(
         &mut self,
-        names: &[Vec<u32>; 4],
-    ) -> Result<[Option<(u32, u32, u32)>; 2], TcpSockError> {
-        let mut found = [None; 2];
+        names: &[Vec<u32>; 2 * N],
+    ) -> Result<[Option<(u32, u32, u32)>; N], TcpSockError> {
+        let mut found = [None; N];
         self.walk(|s, _id, kind, kind_flag, vlen, name, _| {
             if kind != STRUCT {
                 return Ok(false);
             }
-            let Some(f) = (0..2).find(|&f| found[f].is_none() && names[2 * f].contains(&name))
+            let Some(f) = (0..N).find(|&f| found[f].is_none() && names[2 * f].contains(&name))
             else {
                 return Ok(false);
             };
@@ -344,6 +363,8 @@ mod tests {
             s("inet_conn"),
             s("write_seq"),
             s("sock_common"),
+            s("s64"),
+            s("skc_cookie"),
         ];
         let mut t: Vec<u32> = Vec::new();
         t.extend([n[0], INT << 24, 1, 8]); // 1: u8
@@ -359,6 +380,10 @@ mod tests {
         t.extend([n[6], (STRUCT << 24) | 2, 2304]);
         t.extend([n[7], 5, 0]);
         t.extend([n[8], 3, 1576 * 8]);
+        t.extend([n[10], INT << 24, 8, 64]); // 7: s64
+                                             // 8: struct sock_common { s64 skc_cookie at 48 }
+        t.extend([n[9], (STRUCT << 24) | 1, 136]);
+        t.extend([n[11], 7, 48 * 8]);
         let types: Vec<u8> = t.iter().flat_map(|w| w.to_le_bytes()).collect();
         let mut out = Vec::new();
         out.extend([0x9f, 0xeb, 1, 0]);
@@ -384,6 +409,7 @@ mod tests {
             TcpSockOffsets {
                 write_seq: 1576,
                 sk_shutdown: 575,
+                sk_cookie: 48,
             }
         );
     }
@@ -415,5 +441,8 @@ mod tests {
         // `struct tcp_sock`.
         assert!((136..1024).contains(&o.sk_shutdown), "{o:?}");
         assert!((1024..4096).contains(&o.write_seq), "{o:?}");
+        // `skc_cookie` lies in `struct sock_common`, which opens `struct
+        // sock`, before `sk_shutdown`.
+        assert!((8..o.sk_shutdown).contains(&o.sk_cookie), "{o:?}");
     }
 }
