@@ -54,6 +54,28 @@
 //! the softirq of the backend's CPU, where the client's socket and the
 //! maps are cold.
 //!
+//! Helper and BPF-to-BPF calls per run (`bpftool prog dump xlated` of
+//! the loaded program, 2026-12-06; each call and return costs ~10–20 ns
+//! on a host with AMD SRSO's safe RET): the body is already inlined into
+//! the `#[sock_ops]` entry, and the verifier inlines the array lookups
+//! (`SOCK_NAT`, `TCP_STATS_DIRECT`); the only BPF-to-BPF call is a
+//! `memset` on the native-IPv6 fallback path. The active open calls
+//! `bpf_get_socket_cookie` (counters on or off) and, counting,
+//! `bpf_sock_ops_cb_flags_set`; the counting state callback called
+//! `bpf_skc_to_tcp_sock`, `bpf_get_socket_cookie` and
+//! `bpf_sock_ops_cb_flags_set`. The cookie is now loaded through the BTF
+//! pointer the first helper returns (`skc_cookie`, [`TCP_SK_COOKIE`]):
+//! two helper calls there. `bpf_skc_to_tcp_sock` stays (the only way to
+//! a BTF pointer without kfuncs, which the loader does not relocate), and
+//! so do both `cb_flags_set` calls (turning the callback off saves the
+//! `TCP_CLOSE` run). Same-run A/B, `cargo xtask bench l4-counters
+//! --quick` with main's `bench-datapath` (`STRAIT_BENCH_DATAPATH`) and
+//! this one interleaved (B A B A B), load average 3.9–6.4 on 2 CPUs: on −
+//! off per connection 0.424 / 0.395 µs (main) against 0.392 / 0.326 /
+//! 0.397 µs (this): ~20–30 ns less at best, inside each run's min–max
+//! spread (~0.1–0.3 µs) — not a demonstrated gain, and far from the
+//! 0.2 µs target, which the two state-callback runs themselves exceed.
+//!
 //! Not measured: counting closes from `fentry/tcp_close` (no state
 //! callback; the balanced socket marked with `BPF_SOCK_OPS_RTO_CB_FLAG` at
 //! open, its fields read through BTF offsets, nested `sock_common` members
