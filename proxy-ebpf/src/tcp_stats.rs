@@ -54,6 +54,28 @@
 //! the softirq of the backend's CPU, where the client's socket and the
 //! maps are cold.
 //!
+//! Helper and BPF-to-BPF calls per run (`bpftool prog dump xlated` of
+//! the loaded program, 2026-12-06; each call and return costs ~10–20 ns
+//! on a host with AMD SRSO's safe RET): the body is already inlined into
+//! the `#[sock_ops]` entry, and the verifier inlines the array lookups
+//! (`SOCK_NAT`, `TCP_STATS_DIRECT`); the only BPF-to-BPF call is a
+//! `memset` on the native-IPv6 fallback path. The active open calls
+//! `bpf_get_socket_cookie` (counters on or off) and, counting,
+//! `bpf_sock_ops_cb_flags_set`; the counting state callback called
+//! `bpf_skc_to_tcp_sock`, `bpf_get_socket_cookie` and
+//! `bpf_sock_ops_cb_flags_set`. The cookie is now loaded through the BTF
+//! pointer the first helper returns (`skc_cookie`, [`TCP_SK_COOKIE`]):
+//! two helper calls there. `bpf_skc_to_tcp_sock` stays (the only way to
+//! a BTF pointer without kfuncs, which the loader does not relocate), and
+//! so do both `cb_flags_set` calls (turning the callback off saves the
+//! `TCP_CLOSE` run). Same-run A/B, `cargo xtask bench l4-counters
+//! --quick` with main's `bench-datapath` (`STRAIT_BENCH_DATAPATH`) and
+//! this one interleaved (B A B A B), load average 3.9–6.4 on 2 CPUs: on −
+//! off per connection 0.424 / 0.395 µs (main) against 0.392 / 0.326 /
+//! 0.397 µs (this): ~20–30 ns less at best, inside each run's min–max
+//! spread (~0.1–0.3 µs) — not a demonstrated gain, and far from the
+//! 0.2 µs target, which the two state-callback runs themselves exceed.
+//!
 //! Not measured: counting closes from `fentry/tcp_close` (no state
 //! callback; the balanced socket marked with `BPF_SOCK_OPS_RTO_CB_FLAG` at
 //! open, its fields read through BTF offsets, nested `sock_common` members
@@ -108,6 +130,13 @@ static TCP_SK_WRITE_SEQ: u32 = 0;
 /// `struct tcp_sock`); 0 when unknown.
 #[unsafe(no_mangle)]
 static TCP_SK_SHUTDOWN: u32 = 0;
+
+/// Byte offset of `skc_cookie` (`atomic64_t`: the socket cookie, which
+/// `bpf_get_socket_cookie` returns once assigned) in `struct sock_common`
+/// (which opens `struct sock`); 0 when unknown (then the state callback
+/// calls the helper).
+#[unsafe(no_mangle)]
+static TCP_SK_COOKIE: u32 = 0;
 
 // TCP states (`include/net/tcp_states.h`).
 const FIN_WAIT1: u32 = 4;
@@ -278,17 +307,19 @@ fn remote_port(ops: *mut bpf_sock_ops) -> u16 {
     }
 }
 
-/// `(sk_shutdown, write_seq)` of the context's socket, through its BTF
-/// pointer; `None` when the offsets are unknown or the socket is not a
-/// full TCP socket.
+/// `(sk_shutdown, write_seq, cookie)` of the context's socket, through
+/// its BTF pointer (`cookie` 0: its offset is unknown, or no cookie was
+/// assigned yet); `None` when the offsets are unknown or the socket is
+/// not a full TCP socket.
 #[inline(always)]
-fn tcp_sock_fields(ops: *mut bpf_sock_ops) -> Option<(u8, u32)> {
+fn tcp_sock_fields(ops: *mut bpf_sock_ops) -> Option<(u8, u32, u64)> {
     // SAFETY: plain loads of globals the loader set (constants to the
     // verifier: a frozen read-only map).
-    let (o_shut, o_wseq) = unsafe {
+    let (o_shut, o_wseq, o_cookie) = unsafe {
         (
             core::ptr::read_volatile(&TCP_SK_SHUTDOWN),
             core::ptr::read_volatile(&TCP_SK_WRITE_SEQ),
+            core::ptr::read_volatile(&TCP_SK_COOKIE),
         )
     };
     if o_shut == 0 || o_wseq == 0 {
@@ -307,9 +338,18 @@ fn tcp_sock_fields(ops: *mut bpf_sock_ops) -> Option<(u8, u32)> {
         if tp.is_null() {
             return None;
         }
+        // The cookie in place of `bpf_get_socket_cookie` (a helper call,
+        // ~20 ns with SRSO's safe RET): connect4/connect6 assigned it to
+        // every socket they balanced, so a balanced socket's is non-zero.
+        let cookie = if o_cookie == 0 {
+            0
+        } else {
+            core::ptr::read_volatile(tp.add(o_cookie as usize).cast::<u64>())
+        };
         Some((
             core::ptr::read_volatile(tp.add(o_shut as usize)),
             core::ptr::read_volatile(tp.add(o_wseq as usize).cast::<u32>()),
+            cookie,
         ))
     }
 }
@@ -328,7 +368,7 @@ pub fn state_changed(ctx: &SockOpsContext) {
     let ops = ctx.ops;
     let fields = tcp_sock_fields(ops);
     let rcv_shut = match fields {
-        Some((shutdown, _)) => shutdown & RCV_SHUTDOWN != 0,
+        Some((shutdown, _, _)) => shutdown & RCV_SHUTDOWN != 0,
         // Unknown: wait for TCP_CLOSE, and take the peer's FIN as
         // received there.
         None => {
@@ -356,7 +396,7 @@ pub fn state_changed(ctx: &SockOpsContext) {
         )
     };
     let wseq = match fields {
-        Some((_, w)) => w,
+        Some((_, w, _)) => w,
         None => una,
     };
     // Our FIN is in `write_seq` once queued (the callback for FIN_WAIT1 and
@@ -377,7 +417,10 @@ pub fn state_changed(ctx: &SockOpsContext) {
     if new != CLOSE {
         let _ = ctx.set_cb_flags(0);
     }
-    let cookie = crate::sock_nat::cookie(ctx.as_ptr());
+    let cookie = match fields {
+        Some((_, _, c)) if c != 0 => c,
+        _ => crate::sock_nat::cookie(ctx.as_ptr()),
+    };
     // SAFETY: plain loads of context fields.
     let (src, peer) = unsafe {
         (

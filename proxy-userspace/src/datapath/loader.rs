@@ -271,7 +271,7 @@ impl Datapath {
         let tcp_sk = if config.tcp_stats {
             tcp_sock_offsets()
         } else {
-            [0; 2]
+            [0; 3]
         };
         let mut loader = super::btf::loader(super::EBPF_OBJECT);
         loader.override_global("TCP_STATS_ON", &tcp_stats_on, true);
@@ -287,6 +287,7 @@ impl Datapath {
         loader.override_global("SOCK_SND_ALLOWANCE", &allowance, true);
         loader.override_global("TCP_SK_WRITE_SEQ", &tcp_sk[0], true);
         loader.override_global("TCP_SK_SHUTDOWN", &tcp_sk[1], true);
+        loader.override_global("TCP_SK_COOKIE", &tcp_sk[2], true);
         let paths: Vec<(&str, PathBuf)> = layout::pinned_maps()
             .map(|name| (name, pin_dir.join(name)))
             .collect();
@@ -1158,20 +1159,20 @@ fn attach_cgroup_link(ebpf: &mut Ebpf, name: &str, cgroup: &Path) -> anyhow::Res
     Ok(link)
 }
 
-/// The running kernel's `[write_seq, sk_shutdown]` socket offsets for the
+/// The running kernel's `[write_seq, sk_shutdown, skc_cookie]` socket offsets for the
 /// sockops program's counters ([`super::tcp_sock`]); `[0, 0]` when the
 /// kernel's BTF cannot say, which is logged as a warning: closes are then
 /// counted at `TCP_CLOSE` (three state callbacks per connection instead of
 /// one) and bytes still unacknowledged when the client closed are left
 /// out.
-fn tcp_sock_offsets() -> [u32; 2] {
+fn tcp_sock_offsets() -> [u32; 3] {
     match super::tcp_sock::TcpSockOffsets::of_kernel() {
-        Ok(o) => [o.write_seq, o.sk_shutdown],
+        Ok(o) => [o.write_seq, o.sk_shutdown, o.sk_cookie],
         Err(e) => {
             tracing::warn!(
                 "kernel-balanced TCP connections are counted closed at TCP_CLOSE, their bytes as acknowledged (no socket offsets from the kernel's BTF: {e})"
             );
-            [0; 2]
+            [0; 3]
         }
     }
 }

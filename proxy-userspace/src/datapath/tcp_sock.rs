@@ -1,9 +1,10 @@
-//! Where the running kernel keeps the two socket fields the sockops
-//! program reads to count a kernel-balanced connection closed with its
-//! exact bytes at the first state change where they are final
+//! Where the running kernel keeps the socket fields the sockops program
+//! reads to count a kernel-balanced connection closed with its exact
+//! bytes at the first state change where they are final
 //! (`proxy-ebpf/src/tcp_stats.rs`): `struct tcp_sock`'s `write_seq` (bytes
-//! queued, not only sent) and `struct sock`'s `sk_shutdown` (closed for
-//! reading). The sockops context has neither; the program loads them
+//! queued, not only sent), `struct sock`'s `sk_shutdown` (closed for
+//! reading) and `struct sock_common`'s `skc_cookie` (the socket cookie,
+//! without a helper call). The sockops context has neither; the program loads them
 //! through the socket's BTF pointer at these offsets, which the loader
 //! writes into its read-only globals. They come from the kernel's own type
 //! information (BTF, `/sys/kernel/btf/vmlinux`; Linux 5.4+ built with
@@ -51,6 +52,10 @@ pub struct TcpSockOffsets {
     pub write_seq: u32,
     /// `struct sock`'s `sk_shutdown` (`u8`).
     pub sk_shutdown: u32,
+    /// `struct sock_common`'s `skc_cookie` (`atomic64_t`, 8 bytes: the
+    /// socket cookie; `struct sock_common` opens `struct sock`, as the
+    /// kernel requires), read instead of calling `bpf_get_socket_cookie`.
+    pub sk_cookie: u32,
 }
 
 // BTF kinds (`include/uapi/linux/btf.h`).
@@ -75,7 +80,13 @@ const TYPE_TAG: u32 = 18;
 const ENUM64: u32 = 19;
 
 /// The fields looked up: (struct, member, size in bytes).
-const FIELDS: [(&str, &str, u32); 2] = [("tcp_sock", "write_seq", 4), ("sock", "sk_shutdown", 1)];
+const FIELDS: [(&str, &str, u32); 3] = [
+    ("tcp_sock", "write_seq", 4),
+    ("sock", "sk_shutdown", 1),
+    ("sock_common", "skc_cookie", 8),
+];
+/// `FIELDS.len()`.
+const N: usize = FIELDS.len();
 
 impl TcpSockOffsets {
     /// The offsets of the running kernel ([`VMLINUX_BTF`]).
@@ -97,9 +108,17 @@ impl TcpSockOffsets {
     /// it another size than the program reads, or makes it a bit field.
     pub fn from_btf<R: Read + Seek>(r: R) -> Result<Self, TcpSockError> {
         let mut b = Stream::new(r)?;
-        let names = b.names(&[FIELDS[0].0, FIELDS[0].1, FIELDS[1].0, FIELDS[1].1])?;
+        let wanted: [&str; 2 * N] = core::array::from_fn(|i| {
+            let (st, member, _) = FIELDS[i / 2];
+            if i % 2 == 0 {
+                st
+            } else {
+                member
+            }
+        });
+        let names = b.names(&wanted)?;
         let found = b.find_members(&names)?;
-        let mut out = [0u32; 2];
+        let mut out = [0u32; N];
         for (i, (st, member, size)) in FIELDS.iter().enumerate() {
             let (bits, bitfield, ty) = found[i]
                 .ok_or_else(|| TcpSockError::Field(format!("no struct {st} member {member}")))?;
@@ -119,6 +138,7 @@ impl TcpSockOffsets {
         Ok(Self {
             write_seq: out[0],
             sk_shutdown: out[1],
+            sk_cookie: out[2],
         })
     }
 }
@@ -266,13 +286,13 @@ impl<R: Read + Seek> Stream<R> {
     fn find_members(
         &mut self,
         names: &[Vec<u32>],
-    ) -> Result<[Option<(u32, u32, u32)>; 2], TcpSockError> {
-        let mut found = [None; 2];
+    ) -> Result<[Option<(u32, u32, u32)>; N], TcpSockError> {
+        let mut found = [None; N];
         self.walk(|s, _id, kind, kind_flag, vlen, name, _| {
             if kind != STRUCT {
                 return Ok(false);
             }
-            let Some(f) = (0..2).find(|&f| found[f].is_none() && names[2 * f].contains(&name))
+            let Some(f) = (0..N).find(|&f| found[f].is_none() && names[2 * f].contains(&name))
             else {
                 return Ok(false);
             };
@@ -345,6 +365,8 @@ mod tests {
             s("inet_conn"),
             s("write_seq"),
             s("sock_common"),
+            s("s64"),
+            s("skc_cookie"),
         ];
         let mut t: Vec<u32> = Vec::new();
         t.extend([n[0], INT << 24, 1, 8]); // 1: u8
@@ -360,6 +382,10 @@ mod tests {
         t.extend([n[6], (STRUCT << 24) | 2, 2304]);
         t.extend([n[7], 5, 0]);
         t.extend([n[8], 3, 1576 * 8]);
+        t.extend([n[10], INT << 24, 8, 64]); // 7: s64
+                                             // 8: struct sock_common { s64 skc_cookie at 48 }
+        t.extend([n[9], (STRUCT << 24) | 1, 136]);
+        t.extend([n[11], 7, 48 * 8]);
         let types: Vec<u8> = t.iter().flat_map(|w| w.to_le_bytes()).collect();
         let mut out = Vec::new();
         out.extend([0x9f, 0xeb, 1, 0]);
@@ -385,6 +411,7 @@ mod tests {
             TcpSockOffsets {
                 write_seq: 1576,
                 sk_shutdown: 575,
+                sk_cookie: 48,
             }
         );
     }
@@ -416,5 +443,8 @@ mod tests {
         // `struct tcp_sock`.
         assert!((136..1024).contains(&o.sk_shutdown), "{o:?}");
         assert!((1024..4096).contains(&o.write_seq), "{o:?}");
+        // `skc_cookie` lies in `struct sock_common`, which opens `struct
+        // sock`, before `sk_shutdown`.
+        assert!((8..o.sk_shutdown).contains(&o.sk_cookie), "{o:?}");
     }
 }

@@ -16,6 +16,10 @@
 //!   attached to (they run, and find no service);
 //! - Strait's VIP from the cgroup: balanced by `connect4`.
 //!
+//! `STRAIT_BENCH_DATAPATH=<path>` holds the data path with that
+//! `bench-datapath` binary instead of this build's (another eBPF object
+//! embedded: interleave runs of the two for an A/B of sockops changes).
+//!
 //! Figures: the kernel's run time of the attached programs per connection
 //! (BPF run-time statistics read around every batch, so each path gets
 //! its own), on minus off for the VIP's sockops program (the counters' own
@@ -65,7 +69,9 @@ struct Held {
 fn hold(env: &Env, file: &std::path::Path, counters: bool, plan: Plan) -> anyhow::Result<Held> {
     let node = netns::pin_node();
     let _pins = netns::PinGuard(node.clone());
-    let mut cmd = std::process::Command::new(env.bin("bench-datapath"));
+    let bin = std::env::var_os("STRAIT_BENCH_DATAPATH")
+        .map_or_else(|| env.bin("bench-datapath"), std::path::PathBuf::from);
+    let mut cmd = std::process::Command::new(bin);
     cmd.args(["--node", &node])
         .arg("--cgroup")
         .arg(env.cgroup.path())
