@@ -17,6 +17,11 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     // A C compiler: the mimalloc allocator the `strait` binary links is C.
     "gcc",
+    // glibc's static archives and start files (`libc.a`, `rcrt1.o`):
+    // `cargo xtask dist` links the shipped binary as a static PIE
+    // (xtask/src/dist.rs). Only a recommendation of gcc, which
+    // `--no-install-recommends` skips.
+    "libc6-dev",
     // Namespace tests, the demo and benchmarks.
     "iproute2",
     "iptables",
