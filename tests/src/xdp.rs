@@ -402,3 +402,37 @@ pub fn packet_too_big(f: &[u8], mtu: u32) -> Vec<u8> {
     out.extend(icmp);
     out
 }
+
+/// Checks that two flows the program balances to different reals and that
+/// share one flow cache slot (`slot`: the slot of the flow from a client
+/// port) each keep their own real while they alternate: `balance` sends
+/// one packet of the flow from a client port with the given TCP flags and
+/// returns the real it went to. Panics if no such pair is found among
+/// client ports 30000–39999 or a packet goes to another real.
+pub fn flows_sharing_a_cache_slot_keep_their_reals<R: PartialEq + Copy + std::fmt::Debug>(
+    mut balance: impl FnMut(u16, u8) -> R,
+    slot: impl Fn(u16) -> u32,
+) {
+    let mut by_slot = std::collections::HashMap::new();
+    let mut pair = None;
+    for sport in 30000..40000u16 {
+        let real = balance(sport, 0x02);
+        match by_slot.insert(slot(sport), (sport, real)) {
+            Some((other, other_real)) if other_real != real => {
+                pair = Some([(other, other_real), (sport, real)]);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let pair = pair.expect("two flows on different reals sharing a cache slot");
+    for round in 0..4 {
+        for (sport, real) in pair {
+            assert_eq!(
+                balance(sport, 0x10),
+                real,
+                "round {round}: flow from port {sport}"
+            );
+        }
+    }
+}

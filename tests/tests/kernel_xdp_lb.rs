@@ -7,9 +7,10 @@ use std::net::Ipv4Addr;
 use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig};
 use strait_tests::privileged;
 use strait_tests::xdp::{
-    bench_program_balances_like_xdp_lb, checksum, eth, for_each_mutation, frag_needed, frame, ipv4,
-    prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, tcp4_sized, udp, LbFamily,
-    GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
+    bench_program_balances_like_xdp_lb, checksum, eth, flows_sharing_a_cache_slot_keep_their_reals,
+    for_each_mutation, frag_needed, frame, ipv4, prog, run,
+    spreads_flows_and_keeps_them_when_reals_change, tcp, tcp4_sized, udp, LbFamily, GW_MAC,
+    XDP_DROP, XDP_PASS, XDP_TX,
 };
 
 const VIP: [u8; 4] = [198, 51, 100, 10];
@@ -214,28 +215,14 @@ fn xdp_lb_flows_sharing_a_flow_cache_slot_each_keep_their_own_real() {
         let w1 = sport.to_be() as u64 | (80u16.to_be() as u64) << 16 | 6 << 32;
         proxy_common::flow_cache_slot(w0, w1)
     };
-    let mut by_slot = std::collections::HashMap::new();
-    let mut pair = None;
-    for sport in 30000..40000u16 {
-        let (v, out) = run(prog(&ebpf), &tcp_frame(client, sport, 80, 0x02));
-        assert_eq!(v, XDP_TX);
-        let real = real_of(&out);
-        match by_slot.insert(slot(sport), (sport, real)) {
-            Some((other, other_real)) if other_real != real => {
-                pair = Some([(other, other_real), (sport, real)]);
-                break;
-            }
-            _ => {}
-        }
-    }
-    let pair = pair.expect("two flows on different reals sharing a cache slot");
-    for round in 0..4 {
-        for (sport, real) in pair {
-            let (v, out) = run(prog(&ebpf), &tcp_frame(client, sport, 80, 0x10));
+    flows_sharing_a_cache_slot_keep_their_reals(
+        |sport, flags| {
+            let (v, out) = run(prog(&ebpf), &tcp_frame(client, sport, 80, flags));
             assert_eq!(v, XDP_TX);
-            assert_eq!(real_of(&out), real, "round {round}: flow from port {sport}");
-        }
-    }
+            real_of(&out)
+        },
+        slot,
+    );
 }
 
 #[test]

@@ -12,9 +12,9 @@ use std::net::Ipv6Addr;
 use strait::datapath::{ExternalVip6, ExternalVips6, L4Protocol, UplinkConfig6};
 use strait_tests::privileged;
 use strait_tests::xdp::{
-    bench_program_balances_like_xdp_lb, eth, for_each_mutation, packet_too_big, prog, run,
-    spreads_flows_and_keeps_them_when_reals_change, tcp, udp, LbFamily, DST_MAC, GW_MAC, XDP_DROP,
-    XDP_PASS, XDP_TX,
+    bench_program_balances_like_xdp_lb, eth, flows_sharing_a_cache_slot_keep_their_reals,
+    for_each_mutation, packet_too_big, prog, run, spreads_flows_and_keeps_them_when_reals_change,
+    tcp, udp, LbFamily, DST_MAC, GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
 };
 
 const VIP: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
@@ -946,28 +946,14 @@ fn xdp_lb6_flows_sharing_a_flow_cache_slot_each_keep_their_own_real() {
         .unwrap();
     let slot =
         |sport: u16| proxy_common::flow_cache6_slot(proxy_common::flow_hash6(&flow_of(sport)));
-    let mut by_slot = std::collections::HashMap::new();
-    let mut pair = None;
-    for sport in 30000..40000u16 {
-        let (v, out) = run(prog(&ebpf), &tcp_frame(CLIENT, sport, 80, 0x02));
-        assert_eq!(v, XDP_TX);
-        let real = real_of(&out);
-        match by_slot.insert(slot(sport), (sport, real)) {
-            Some((other, other_real)) if other_real != real => {
-                pair = Some([(other, other_real), (sport, real)]);
-                break;
-            }
-            _ => {}
-        }
-    }
-    let pair = pair.expect("two flows on different reals sharing a cache slot");
-    for round in 0..4 {
-        for (sport, real) in pair {
-            let (v, out) = run(prog(&ebpf), &tcp_frame(CLIENT, sport, 80, 0x10));
+    flows_sharing_a_cache_slot_keep_their_reals(
+        |sport, flags| {
+            let (v, out) = run(prog(&ebpf), &tcp_frame(CLIENT, sport, 80, flags));
             assert_eq!(v, XDP_TX);
-            assert_eq!(real_of(&out), real, "round {round}: flow from port {sport}");
-        }
-    }
+            real_of(&out)
+        },
+        slot,
+    );
 }
 
 #[test]
