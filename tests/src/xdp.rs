@@ -84,6 +84,41 @@ pub fn tcp4_sized(src: [u8; 4], dst: [u8; 4], tot: usize, df: bool) -> Vec<u8> {
     f
 }
 
+/// The frame `xdp_lb` must transmit for `inner` (an Ethernet + IPv4
+/// frame) tunnelled IPIP from `source` to `real`, computed here from the
+/// spec rather than the program: gateway MAC ([`GW_MAC`]), the old
+/// destination MAC as source, an outer IPv4 header (TOS copied, id 0, no
+/// fragment flags, TTL 64, protocol 4, checksum), then the inner IPv4
+/// packet byte for byte.
+pub fn ipip(inner: &[u8], source: [u8; 4], real: [u8; 4]) -> Vec<u8> {
+    let ip = &inner[14..];
+    let mut f = GW_MAC.to_vec();
+    f.extend_from_slice(&inner[0..6]);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let tot = (ip.len() + 20) as u16;
+    let mut h = vec![
+        0x45,
+        ip[1],
+        (tot >> 8) as u8,
+        tot as u8,
+        0,
+        0,
+        0,
+        0,
+        64,
+        4,
+        0,
+        0,
+    ];
+    h.extend_from_slice(&source);
+    h.extend_from_slice(&real);
+    let c = checksum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend(h);
+    f.extend_from_slice(ip);
+    f
+}
+
 /// A UDP datagram (checksum 0) with `payload`.
 pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let len = (8 + payload.len()) as u16;
@@ -128,6 +163,9 @@ pub trait LbFamily {
     type Tables;
     /// Real node number `n`.
     fn node(n: u8) -> Self::Addr;
+    /// A loaded object with this family's uplink configured (outer
+    /// source, gateway MAC) and `xdp_lb` loaded: the test file's `setup`.
+    fn setup() -> aya::Ebpf;
     /// Empty tables (a fresh object).
     fn new_tables() -> Self::Tables;
     /// The tables' bookkeeping read back from `ebpf`'s maps (a restarted
@@ -146,6 +184,17 @@ pub trait LbFamily {
     fn tcp_frame(client: u16, sport: u16, dport: u16, flags: u8) -> Vec<u8>;
     /// The real a transmitted frame was tunnelled to (outer destination).
     fn real_of(out: &[u8]) -> Self::Addr;
+}
+
+/// [`LbFamily::setup`] with one TCP VIP on `port` over `reals` (the
+/// tables' bookkeeping is dropped: a test that changes the set later
+/// keeps its own tables).
+///
+/// Panics: the object cannot be loaded or the VIP written.
+pub fn with_tcp_vip<F: LbFamily>(port: u16, reals: &[(F::Addr, u32)]) -> aya::Ebpf {
+    let mut ebpf = F::setup();
+    F::apply(&mut F::new_tables(), &mut ebpf, port, Some(reals));
+    ebpf
 }
 
 /// With `ebpf`'s `xdp_lb` loaded and uplink configured: 300 flows to a
@@ -401,6 +450,89 @@ pub fn packet_too_big(f: &[u8], mtu: u32) -> Vec<u8> {
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     out.extend(icmp);
     out
+}
+
+/// How one family's VIP packets cross the uplink MTU, for
+/// [`too_big_threshold`].
+pub struct TooBig<'a> {
+    /// Bytes the tunnel adds: 20 (IPIP), 40 (4in6, ip6ip6).
+    pub overhead: usize,
+    /// A VIP packet whose IP packet (header included) is `n` bytes, DF
+    /// set for IPv4.
+    pub sized: &'a dyn Fn(usize) -> Vec<u8>,
+    /// The frame the program transmits for a packet that fits.
+    pub tunnelled: &'a dyn Fn(&[u8]) -> Vec<u8>,
+    /// The ICMP answer to a packet that does not fit, announcing the
+    /// given MTU ([`frag_needed`], [`packet_too_big`]).
+    pub answer: &'a dyn Fn(&[u8], u32) -> Vec<u8>,
+}
+
+/// With the uplink MTU at `mtu` (as `XlbConfig::mtu` holds it): the VIP
+/// packet that fills it once tunnelled goes out tunnelled, exact bytes;
+/// one byte more, and a 3,000-byte packet, are answered (exact bytes:
+/// swapped MACs, headers, checksums, the quote) announcing `announced`
+/// (the MTU minus the overhead; IPv6 never below 1,280): one packet
+/// tunnelled, two answered (`packets` + 1, `too_big_dropped` + 2). Returns
+/// the two answers.
+///
+/// Panics: any of that does not hold.
+pub fn too_big_threshold(prog: &Xdp, f: &TooBig, mtu: usize, announced: u32) -> [Vec<u8>; 2] {
+    let fits = (f.sized)(mtu - f.overhead);
+    assert_eq!(
+        run(prog, &fits),
+        (XDP_TX, (f.tunnelled)(&fits)),
+        "{} bytes fit an MTU of {mtu} once tunnelled",
+        mtu - f.overhead
+    );
+    [mtu - f.overhead + 1, 3000].map(|len| {
+        let big = (f.sized)(len);
+        let (v, out) = run(prog, &big);
+        assert_eq!(
+            (v, &out),
+            (XDP_TX, &(f.answer)(&big, announced)),
+            "{len} bytes over an MTU of {mtu}"
+        );
+        out
+    })
+}
+
+/// [`too_big_threshold`] for an IPv4 VIP tunnelled with `overhead` bytes
+/// (IPIP 20, 4in6 40): TCP from `client` to `vip`:80 of [`tcp4_sized`],
+/// answered with [`frag_needed`] announcing the MTU minus the overhead;
+/// besides, each answer's IPv4 header and ICMP checksums verify, and the
+/// first packet that does not fit, sent without DF, is dropped. One
+/// packet tunnelled, three counted as `too_big_dropped`.
+///
+/// Panics: any of that does not hold.
+pub fn frag_needed_threshold(
+    prog: &Xdp,
+    (client, vip): ([u8; 4], [u8; 4]),
+    overhead: usize,
+    mtu: usize,
+    tunnelled: &dyn Fn(&[u8]) -> Vec<u8>,
+) {
+    let ipv4 = TooBig {
+        overhead,
+        sized: &|n| tcp4_sized(client, vip, n, true),
+        tunnelled,
+        answer: &|f, mtu| frag_needed(f, mtu as u16),
+    };
+    for out in too_big_threshold(prog, &ipv4, mtu, (mtu - overhead) as u32) {
+        assert_eq!(checksum(&out[14..34]), 0, "IPv4 header checksum verifies");
+        assert_eq!(checksum(&out[34..]), 0, "ICMP checksum verifies");
+    }
+    let no_df = tcp4_sized(client, vip, mtu - overhead + 1, false);
+    assert_eq!(run(prog, &no_df).0, XDP_DROP, "too big without DF");
+}
+
+/// Runs `prog` on `frame`, checks that it is tunnelled (`XDP_TX`) and
+/// returns the real it went to.
+///
+/// Panics: another verdict.
+pub fn tunnelled_to<F: LbFamily>(prog: &Xdp, frame: &[u8]) -> F::Addr {
+    let (v, out) = run(prog, frame);
+    assert_eq!(v, XDP_TX, "{frame:02x?}");
+    F::real_of(&out)
 }
 
 /// Checks that two flows the program balances to different reals and that

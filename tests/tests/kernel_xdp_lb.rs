@@ -8,9 +8,9 @@ use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig};
 use strait_tests::privileged;
 use strait_tests::xdp::{
     bench_program_balances_like_xdp_lb, checksum, eth, flows_sharing_a_cache_slot_keep_their_reals,
-    for_each_mutation, frag_needed, frame, ipv4, prog, run,
-    spreads_flows_and_keeps_them_when_reals_change, tcp, tcp4_sized, udp, LbFamily, GW_MAC,
-    XDP_DROP, XDP_PASS, XDP_TX,
+    for_each_mutation, frag_needed_threshold, frame, ipip, ipv4, prog, run,
+    spreads_flows_and_keeps_them_when_reals_change, tcp, tcp4_sized, tunnelled_to, udp,
+    with_tcp_vip, LbFamily, GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
 };
 
 const VIP: [u8; 4] = [198, 51, 100, 10];
@@ -20,37 +20,10 @@ fn tcp_frame(src: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     frame(src, VIP, 6, &tcp(sport, dport, flags, b"hello"))
 }
 
-/// The frame `xdp_lb` must transmit for `inner` (an Ethernet frame) sent
-/// to `real`: gateway MAC, the old destination MAC as source, an outer
-/// IPv4 header (TOS copied, id 0, no fragment flags, TTL 64, protocol 4,
-/// checksum), then the inner IPv4 packet byte for byte.
+/// The IPIP frame `xdp_lb` must transmit for `inner` sent to `real`
+/// (see [`ipip`]).
 fn encapsulated(inner: &[u8], real: [u8; 4]) -> Vec<u8> {
-    let ip = &inner[14..];
-    let mut f = GW_MAC.to_vec();
-    f.extend_from_slice(&inner[0..6]);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let tot = (ip.len() + 20) as u16;
-    let mut h = vec![
-        0x45,
-        ip[1],
-        (tot >> 8) as u8,
-        tot as u8,
-        0,
-        0,
-        0,
-        0,
-        64,
-        4,
-        0,
-        0,
-    ];
-    h.extend_from_slice(&LB_SRC);
-    h.extend_from_slice(&real);
-    let c = checksum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend(h);
-    f.extend_from_slice(ip);
-    f
+    ipip(inner, LB_SRC, real)
 }
 
 fn vip(port: u16, protocol: L4Protocol, reals: &[([u8; 4], u32)]) -> ExternalVip {
@@ -170,17 +143,7 @@ fn xdp_lb_bench_balances_like_xdp_lb_and_restores_the_clients_packet() {
     else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips::new()
-        .apply(
-            &mut ebpf,
-            &[vip(
-                80,
-                L4Protocol::Tcp,
-                &[([10, 1, 0, 2], 1), ([10, 1, 0, 3], 1)],
-            )],
-        )
-        .unwrap();
+    let mut ebpf = with_tcp_vip::<V4>(80, &[([10, 1, 0, 2], 1), ([10, 1, 0, 3], 1)]);
     bench_program_balances_like_xdp_lb(
         &mut ebpf,
         &[0x02, 0x10].map(|flags| tcp_frame([192, 0, 2, 1], 40000, 80, flags)),
@@ -203,11 +166,8 @@ fn xdp_lb_flows_sharing_a_flow_cache_slot_each_keep_their_own_real() {
     else {
         return;
     };
-    let mut ebpf = setup();
     let reals = [([10, 1, 0, 2], 1), ([10, 1, 0, 3], 1), ([10, 1, 0, 4], 1)];
-    ExternalVips::new()
-        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &reals)])
-        .unwrap();
+    let ebpf = with_tcp_vip::<V4>(80, &reals);
     let client = [192, 0, 2, 1];
     // The flow's `XlbFlow` as the program's two little-endian words.
     let slot = |sport: u16| {
@@ -216,11 +176,7 @@ fn xdp_lb_flows_sharing_a_flow_cache_slot_each_keep_their_own_real() {
         proxy_common::flow_cache_slot(w0, w1)
     };
     flows_sharing_a_cache_slot_keep_their_reals(
-        |sport, flags| {
-            let (v, out) = run(prog(&ebpf), &tcp_frame(client, sport, 80, flags));
-            assert_eq!(v, XDP_TX);
-            real_of(&out)
-        },
+        |sport, flags| tunnelled_to::<V4>(prog(&ebpf), &tcp_frame(client, sport, 80, flags)),
         slot,
     );
 }
@@ -232,13 +188,7 @@ fn xdp_lb_drops_malformed_and_fragmented_vip_packets_and_passes_others() {
     else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips::new()
-        .apply(
-            &mut ebpf,
-            &[vip(80, L4Protocol::Tcp, &[([10, 1, 0, 2], 1)])],
-        )
-        .unwrap();
+    let ebpf = with_tcp_vip::<V4>(80, &[([10, 1, 0, 2], 1)]);
     let p = prog(&ebpf);
     let good = tcp_frame([192, 0, 2, 1], 40000, 80, 0x10);
 
@@ -307,11 +257,8 @@ fn xdp_lb_icmp_frag_needed_follows_the_flow_and_other_icmp_passes() {
     else {
         return;
     };
-    let mut ebpf = setup();
     let reals: Vec<([u8; 4], u32)> = (2..6).map(|i| ([10, 1, 0, i], 1)).collect();
-    ExternalVips::new()
-        .apply(&mut ebpf, &[vip(443, L4Protocol::Tcp, &reals)])
-        .unwrap();
+    let ebpf = with_tcp_vip::<V4>(443, &reals);
     let p = prog(&ebpf);
     let client = [192, 0, 2, 9];
     for sport in 40000..40016u16 {
@@ -367,6 +314,9 @@ impl LbFamily for V4 {
     type Tables = ExternalVips;
     fn node(n: u8) -> [u8; 4] {
         [10, 1, 0, n]
+    }
+    fn setup() -> aya::Ebpf {
+        setup()
     }
     fn new_tables() -> ExternalVips {
         ExternalVips::new()
@@ -462,13 +412,7 @@ fn xdp_lb_drops_denied_sources_before_balancing() {
     let Some(_p) = privileged::require("xdp_lb_drops_denied_sources_before_balancing") else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips::new()
-        .apply(
-            &mut ebpf,
-            &[vip(80, L4Protocol::Tcp, &[([10, 1, 0, 2], 1)])],
-        )
-        .unwrap();
+    let mut ebpf = with_tcp_vip::<V4>(80, &[([10, 1, 0, 2], 1)]);
     let mut deny = strait::datapath::DenyTries::take(&mut ebpf).unwrap();
     deny.sync(&[("192.0.2.0".parse().unwrap(), 24)]).unwrap();
     let p = prog(&ebpf);
@@ -502,13 +446,7 @@ fn xdp_lb_decapsulates_ipv4_in_ipv6_to_an_ipv4_vip() {
     let Some(_p) = privileged::require("xdp_lb_decapsulates_ipv4_in_ipv6_to_an_ipv4_vip") else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips::new()
-        .apply(
-            &mut ebpf,
-            &[vip(80, L4Protocol::Tcp, &[([10, 1, 0, 2], 1)])],
-        )
-        .unwrap();
+    let mut ebpf = with_tcp_vip::<V4>(80, &[([10, 1, 0, 2], 1)]);
     // A node that is only a real: neither family's balancer configured.
     strait::datapath::configure_uplink6(&mut ebpf, None).unwrap();
     let p = prog(&ebpf);
@@ -546,13 +484,7 @@ fn xdp_lb_decapsulates_ipip_to_a_vip_on_the_real() {
     let Some(_p) = privileged::require("xdp_lb_decapsulates_ipip_to_a_vip_on_the_real") else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips::new()
-        .apply(
-            &mut ebpf,
-            &[vip(80, L4Protocol::Tcp, &[([10, 1, 0, 2], 1)])],
-        )
-        .unwrap();
+    let ebpf = with_tcp_vip::<V4>(80, &[([10, 1, 0, 2], 1)]);
     let p = prog(&ebpf);
     // What the balancer sent: decapsulated to the Ethernet header it
     // arrived with plus the client's packet, byte for byte.
@@ -799,25 +731,12 @@ fn xdp_lb_answers_packets_too_big_for_the_ipip_tunnel_with_fragmentation_needed(
     ) else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips::new()
-        .apply(
-            &mut ebpf,
-            &[vip(80, L4Protocol::Tcp, &[([10, 1, 0, 2], 1)])],
-        )
-        .unwrap();
+    let mut ebpf = with_tcp_vip::<V4>(80, &[([10, 1, 0, 2], 1)]);
     strait::datapath::set_uplink_mtu(&mut ebpf, 1500).unwrap();
     let p = prog(&ebpf);
-    let fits = sized(1480, true);
-    assert_eq!(run(p, &fits), (XDP_TX, encapsulated(&fits, [10, 1, 0, 2])));
-    for tot in [1481, 3000] {
-        let big = sized(tot, true);
-        let (v, out) = run(p, &big);
-        assert_eq!((v, &out), (XDP_TX, &frag_needed(&big, 1480)), "{tot} bytes");
-        assert_eq!(checksum(&out[14..34]), 0, "IPv4 header checksum verifies");
-        assert_eq!(checksum(&out[34..]), 0, "ICMP checksum verifies");
-    }
-    assert_eq!(run(p, &sized(1481, false)).0, XDP_DROP);
+    frag_needed_threshold(p, ([192, 0, 2, 1], VIP), 20, 1500, &|f| {
+        encapsulated(f, [10, 1, 0, 2])
+    });
     let s = strait::datapath::xlb_stats(&ebpf).unwrap();
     assert_eq!((s.too_big_dropped, s.packets), (3, 1));
     // Unknown MTU: tunnelled, as the driver's limit decides.

@@ -11,9 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use strait::datapath::{ExternalVip, ExternalVips, L4Protocol, UplinkConfig, UplinkConfig6};
 use strait_tests::privileged;
 use strait_tests::xdp::{
-    bench_program_balances_like_xdp_lb, checksum, for_each_mutation, frag_needed, frame, ipv4,
-    prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, tcp4_sized, udp, LbFamily,
-    GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
+    bench_program_balances_like_xdp_lb, checksum, for_each_mutation, frag_needed_threshold, frame,
+    ipv4, prog, run, spreads_flows_and_keeps_them_when_reals_change, tcp, udp, with_tcp_vip,
+    LbFamily, GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
 };
 
 const VIP: [u8; 4] = [198, 51, 100, 10];
@@ -223,10 +223,7 @@ fn xdp_lb_drops_4in6_flows_without_an_ipv6_uplink() {
     let Some(_p) = privileged::require("xdp_lb_drops_4in6_flows_without_an_ipv6_uplink") else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips::new()
-        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(v6(2), 1)])])
-        .unwrap();
+    let mut ebpf = with_tcp_vip::<V4in6>(80, &[(node6(2), 1)]);
     let f = tcp_frame(CLIENT, 40000, 80, 0x02);
     strait::datapath::configure_uplink6(&mut ebpf, None).unwrap();
     assert_eq!(run(prog(&ebpf), &f).0, XDP_DROP, "no IPv6 source");
@@ -249,11 +246,8 @@ fn xdp_lb_4in6_drops_malformed_and_follows_icmp_frag_needed() {
     else {
         return;
     };
-    let mut ebpf = setup();
-    let reals: Vec<(IpAddr, u32)> = (2..6).map(|n| (v6(n), 1)).collect();
-    ExternalVips::new()
-        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &reals)])
-        .unwrap();
+    let reals: Vec<([u8; 16], u32)> = (2..6).map(|n| (node6(n), 1)).collect();
+    let ebpf = with_tcp_vip::<V4in6>(80, &reals);
     let p = prog(&ebpf);
     let ok = tcp_frame(CLIENT, 40000, 80, 0x02);
     let mut fragment = ok.clone();
@@ -302,6 +296,9 @@ impl LbFamily for V4in6 {
     type Tables = ExternalVips;
     fn node(n: u8) -> [u8; 16] {
         node6(n)
+    }
+    fn setup() -> aya::Ebpf {
+        setup()
     }
     fn new_tables() -> ExternalVips {
         ExternalVips::new()
@@ -355,13 +352,7 @@ fn xdp_lb_bench_balances_4in6_like_xdp_lb_and_restores_the_clients_packet() {
     ) else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips::new()
-        .apply(
-            &mut ebpf,
-            &[vip(80, L4Protocol::Tcp, &[(v6(2), 1), (v6(3), 1)])],
-        )
-        .unwrap();
+    let mut ebpf = with_tcp_vip::<V4in6>(80, &[(node6(2), 1), (node6(3), 1)]);
     bench_program_balances_like_xdp_lb(
         &mut ebpf,
         &[0x02, 0x10].map(|flags| tcp_frame(CLIENT, 40000, 80, flags)),
@@ -486,11 +477,6 @@ fn xdp_lb_vips_take_ipv6_only_nodes_of_an_ipv4_vip_by_their_ipv6_address() {
     );
 }
 
-/// A TCP frame to the VIP's port 80 whose IPv4 packet is `tot` bytes.
-fn sized(tot: usize, df: bool) -> Vec<u8> {
-    tcp4_sized(CLIENT, VIP, tot, df)
-}
-
 /// 4in6 adds 40 bytes: a packet that fills the uplink's MTU with them goes
 /// out; one byte more with DF is answered with ICMP "fragmentation needed"
 /// announcing the MTU minus 40 (exact bytes), without DF dropped.
@@ -501,23 +487,12 @@ fn xdp_lb_answers_packets_too_big_for_4in6_with_fragmentation_needed() {
     else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips::new()
-        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(v6(2), 1)])])
-        .unwrap();
+    let mut ebpf = with_tcp_vip::<V4in6>(80, &[(node6(2), 1)]);
     strait::datapath::set_uplink_mtu(&mut ebpf, 1500).unwrap();
     let p = prog(&ebpf);
-    let fits = sized(1460, true);
-    assert_eq!(
-        run(p, &fits),
-        (XDP_TX, in_ipv6(&fits, node6(2), CLIENT, 40000))
-    );
-    let big = sized(1461, true);
-    let (v, out) = run(p, &big);
-    assert_eq!((v, &out), (XDP_TX, &frag_needed(&big, 1460)));
-    assert_eq!(checksum(&out[14..34]), 0);
-    assert_eq!(checksum(&out[34..]), 0);
-    assert_eq!(run(p, &sized(1461, false)).0, XDP_DROP);
+    frag_needed_threshold(p, (CLIENT, VIP), 40, 1500, &|f| {
+        in_ipv6(f, node6(2), CLIENT, 40000)
+    });
     let s = strait::datapath::xlb_stats(&ebpf).unwrap();
-    assert_eq!((s.too_big_dropped, s.packets), (2, 1));
+    assert_eq!((s.too_big_dropped, s.packets), (3, 1));
 }

@@ -14,7 +14,8 @@ use strait_tests::privileged;
 use strait_tests::xdp::{
     bench_program_balances_like_xdp_lb, eth, flows_sharing_a_cache_slot_keep_their_reals,
     for_each_mutation, packet_too_big, prog, run, spreads_flows_and_keeps_them_when_reals_change,
-    tcp, udp, LbFamily, DST_MAC, GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
+    tcp, too_big_threshold, tunnelled_to, udp, with_tcp_vip, LbFamily, TooBig, DST_MAC, GW_MAC,
+    XDP_DROP, XDP_PASS, XDP_TX,
 };
 
 const VIP: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
@@ -197,10 +198,7 @@ fn xdp_lb6_decapsulates_ip6ip6_to_a_vip_back_to_the_clients_packet() {
     else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips6::new()
-        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(node(2), 1)])])
-        .unwrap();
+    let mut ebpf = with_tcp_vip::<V6>(80, &[(node(2), 1)]);
     let p = prog(&ebpf);
     // What the balancer sends, through the balancer program and then the
     // real's: the real sees the Ethernet header it arrived with plus the
@@ -244,13 +242,7 @@ fn xdp_lb_bench_balances_ipv6_like_xdp_lb_and_restores_the_clients_packet() {
     ) else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips6::new()
-        .apply(
-            &mut ebpf,
-            &[vip(80, L4Protocol::Tcp, &[(node(2), 1), (node(3), 1)])],
-        )
-        .unwrap();
+    let mut ebpf = with_tcp_vip::<V6>(80, &[(node(2), 1), (node(3), 1)]);
     bench_program_balances_like_xdp_lb(
         &mut ebpf,
         &[0x02, 0x10].map(|flags| tcp_frame(CLIENT, 40000, 80, flags)),
@@ -270,17 +262,7 @@ fn xdp_lb6_new_flows_land_where_flow_position6_says() {
     let Some(_p) = privileged::require("xdp_lb6_new_flows_land_where_flow_position6_says") else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips6::new()
-        .apply(
-            &mut ebpf,
-            &[vip(
-                80,
-                L4Protocol::Tcp,
-                &[(node(2), 1), (node(3), 1), (node(4), 1)],
-            )],
-        )
-        .unwrap();
+    let ebpf = with_tcp_vip::<V6>(80, &[(node(2), 1), (node(3), 1), (node(4), 1)]);
     let rings: aya::maps::HashMap<_, u32, proxy_common::MaglevTable> =
         aya::maps::HashMap::try_from(ebpf.map(proxy_common::XLB_RINGS6).unwrap()).unwrap();
     let ring = rings.iter().next().unwrap().unwrap().1;
@@ -319,10 +301,7 @@ fn xdp_lb6_without_a_gateway_mac_drops_vip_packets_and_passes_the_rest() {
     else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips6::new()
-        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(node(2), 1)])])
-        .unwrap();
+    let mut ebpf = with_tcp_vip::<V6>(80, &[(node(2), 1)]);
     let syn = tcp_frame(CLIENT, 40000, 80, 0x02);
     let (v, tunnelled) = run(prog(&ebpf), &syn);
     assert_eq!(v, XDP_TX, "with the gateway MAC: balanced");
@@ -359,10 +338,7 @@ fn xdp_lb6_drops_extension_headers_fragments_and_malformed_vip_packets() {
     else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips6::new()
-        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(node(2), 1)])])
-        .unwrap();
+    let ebpf = with_tcp_vip::<V6>(80, &[(node(2), 1)]);
     let p = prog(&ebpf);
     let good = tcp_frame(CLIENT, 40000, 80, 0x10);
     let mut other = VIP;
@@ -461,11 +437,8 @@ fn xdp_lb6_packet_too_big_follows_the_flow_and_other_icmpv6_passes() {
     else {
         return;
     };
-    let mut ebpf = setup();
     let reals: Vec<([u8; 16], u32)> = (2..6).map(|i| (node(i), 1)).collect();
-    ExternalVips6::new()
-        .apply(&mut ebpf, &[vip(443, L4Protocol::Tcp, &reals)])
-        .unwrap();
+    let ebpf = with_tcp_vip::<V6>(443, &reals);
     let p = prog(&ebpf);
     for sport in 40000..40016u16 {
         let syn = tcp_frame(CLIENT, sport, 443, 0x02);
@@ -521,6 +494,9 @@ impl LbFamily for V6 {
     type Tables = ExternalVips6;
     fn node(n: u8) -> [u8; 16] {
         node(n)
+    }
+    fn setup() -> aya::Ebpf {
+        setup()
     }
     fn new_tables() -> ExternalVips6 {
         ExternalVips6::new()
@@ -622,10 +598,7 @@ fn xdp_lb6_drops_denied_ipv6_sources_before_balancing() {
     let Some(_p) = privileged::require("xdp_lb6_drops_denied_ipv6_sources_before_balancing") else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips6::new()
-        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(node(2), 1)])])
-        .unwrap();
+    let mut ebpf = with_tcp_vip::<V6>(80, &[(node(2), 1)]);
     let mut deny = strait::datapath::DenyTries::take(&mut ebpf).unwrap();
     deny.sync(&[("2001:db8:99::".parse().unwrap(), 48)])
         .unwrap();
@@ -858,10 +831,7 @@ fn xdp_lb6_near_miss_addresses_in_the_vips_own_buckets_pass() {
     else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips6::new()
-        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(node(2), 1)])])
-        .unwrap();
+    let ebpf = with_tcp_vip::<V6>(80, &[(node(2), 1)]);
     let p = prog(&ebpf);
     let hit = tcp_frame(CLIENT, 40000, 80, 0x10);
     assert_eq!(run(p, &hit), (XDP_TX, encapsulated(&hit, node(2))));
@@ -933,25 +903,11 @@ fn xdp_lb6_flows_sharing_a_flow_cache_slot_each_keep_their_own_real() {
     else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips6::new()
-        .apply(
-            &mut ebpf,
-            &[vip(
-                80,
-                L4Protocol::Tcp,
-                &[(node(1), 1), (node(2), 1), (node(3), 1)],
-            )],
-        )
-        .unwrap();
+    let ebpf = with_tcp_vip::<V6>(80, &[(node(1), 1), (node(2), 1), (node(3), 1)]);
     let slot =
         |sport: u16| proxy_common::flow_cache6_slot(proxy_common::flow_hash6(&flow_of(sport)));
     flows_sharing_a_cache_slot_keep_their_reals(
-        |sport, flags| {
-            let (v, out) = run(prog(&ebpf), &tcp_frame(CLIENT, sport, 80, flags));
-            assert_eq!(v, XDP_TX);
-            real_of(&out)
-        },
+        |sport, flags| tunnelled_to::<V6>(prog(&ebpf), &tcp_frame(CLIENT, sport, 80, flags)),
         slot,
     );
 }
@@ -964,13 +920,7 @@ fn xdp_lb6_a_flow_key_held_by_another_flow_is_never_that_flows_real() {
         return;
     };
     use proxy_common::{flow_cache6_slot, flow_hash6, XlbConn6, XLB_CONNS6, XLB_FLOW_CACHE6};
-    let mut ebpf = setup();
-    ExternalVips6::new()
-        .apply(
-            &mut ebpf,
-            &[vip(80, L4Protocol::Tcp, &[(node(1), 1), (node(2), 1)])],
-        )
-        .unwrap();
+    let mut ebpf = with_tcp_vip::<V6>(80, &[(node(1), 1), (node(2), 1)]);
     let index = real_indexes(&ebpf);
     let other = |r: [u8; 16]| if r == node(1) { node(2) } else { node(1) };
     fn conns(ebpf: &mut aya::Ebpf) -> aya::maps::HashMap<&mut aya::maps::MapData, u64, XlbConn6> {
@@ -1158,23 +1108,18 @@ fn xdp_lb6_answers_packets_too_big_for_the_tunnel_with_packet_too_big() {
     else {
         return;
     };
-    let mut ebpf = setup();
-    ExternalVips6::new()
-        .apply(&mut ebpf, &[vip(80, L4Protocol::Tcp, &[(node(2), 1)])])
-        .unwrap();
+    let mut ebpf = with_tcp_vip::<V6>(80, &[(node(2), 1)]);
+    let ip6ip6 = TooBig {
+        overhead: 40,
+        sized: &sized,
+        tunnelled: &|f| encapsulated(f, node(2)),
+        answer: &packet_too_big,
+    };
     strait::datapath::set_uplink_mtu(&mut ebpf, 1500).unwrap();
-    let p = prog(&ebpf);
-    let fits = sized(1460);
-    assert_eq!(run(p, &fits), (XDP_TX, encapsulated(&fits, node(2))));
-    for len in [1461, 3000] {
-        let big = sized(len);
-        let (v, out) = run(p, &big);
-        assert_eq!((v, &out), (XDP_TX, &packet_too_big(&big, 1460)), "{len}");
-    }
+    too_big_threshold(prog(&ebpf), &ip6ip6, 1500, 1460);
+    // 1,300 - 40 is below IPv6's minimum MTU: 1,280 is announced.
     strait::datapath::set_uplink_mtu(&mut ebpf, 1300).unwrap();
-    let big = sized(1290);
-    let (v, out) = run(prog(&ebpf), &big);
-    assert_eq!((v, &out), (XDP_TX, &packet_too_big(&big, 1280)));
+    too_big_threshold(prog(&ebpf), &ip6ip6, 1300, 1280);
     let s = strait::datapath::xlb_stats(&ebpf).unwrap();
-    assert_eq!((s.too_big_dropped, s.packets), (3, 1));
+    assert_eq!((s.too_big_dropped, s.packets), (4, 2));
 }
