@@ -127,6 +127,28 @@ unsafe fn turn_around(d: usize, old: usize, ether_type: u16) {
     }
 }
 
+/// Turns the frame into the start of an answer: cut to the Ethernet
+/// header and `quote` bytes of its packet, `room` bytes opened in front
+/// for the answer's IP and ICMP headers, and the answer's Ethernet header
+/// (MACs swapped, `ether_type`) written at the new start. Returns that
+/// start, with `room + 14 + quote` bytes in bounds (the old frame at
+/// `room`, its addresses still to be read); or the verdict when the
+/// kernel refuses to resize (dropped, counted) or the bounds cannot be
+/// proven (dropped).
+#[inline(always)]
+fn open_answer(ctx: &XdpContext, quote: usize, room: usize, ether_type: u16) -> Result<usize, u32> {
+    if !reshape(ctx, ETH_LEN + quote, room) {
+        return Err(drop_counted(Count::TooBig));
+    }
+    let d = ctx.data();
+    if d + room + ETH_LEN + quote > ctx.data_end() {
+        return Err(XDP_DROP);
+    }
+    // SAFETY: d + 14 and d + room + 14 are in bounds (checked above).
+    unsafe { turn_around(d, d + room, ether_type) };
+    Ok(d)
+}
+
 /// "Fragmentation needed" for the IPv4 packet in the frame, announcing
 /// `next_mtu`, if it has DF set; else dropped. The answer: Ethernet with
 /// the MACs swapped, IPv4 from the packet's destination (the VIP) to its
@@ -144,20 +166,16 @@ fn answer4(ctx: &XdpContext, next_mtu: usize) -> u32 {
         return drop_counted(Count::TooBig);
     }
     const ROOM: usize = IP_LEN + ICMP_LEN;
-    if !reshape(ctx, ETH_LEN + QUOTE4, ROOM) {
-        return drop_counted(Count::TooBig);
-    }
-    let d = ctx.data();
-    if d + ROOM + ETH_LEN + QUOTE4 > ctx.data_end() {
-        return XDP_DROP;
-    }
-    // SAFETY: every access is below d + 126 <= data_end (checked above).
-    // The old frame starts at d + 28: its MACs and addresses are read
-    // before the new headers (d .. d + 42) overwrite its Ethernet header.
+    let d = match open_answer(ctx, QUOTE4, ROOM, ETH_P_IP) {
+        Ok(d) => d,
+        Err(verdict) => return verdict,
+    };
+    // SAFETY: every access is below d + 126 <= data_end (open_answer).
+    // The old frame starts at d + 28: its addresses are read before the
+    // new headers (d + 14 .. d + 42) overwrite its Ethernet header.
     unsafe {
         let old = d + ROOM;
         let (src, dst) = (load32(old + ETH_LEN + 12), load32(old + ETH_LEN + 16));
-        turn_around(d, old, ETH_P_IP);
         let ip = d + ETH_LEN;
         let tot = ((IP_LEN + ICMP_LEN + QUOTE4) as u16).to_be_bytes();
         store32(ip, u32::from_ne_bytes([0x45, 0, tot[0], tot[1]]));
@@ -187,21 +205,17 @@ fn answer4(ctx: &XdpContext, next_mtu: usize) -> u32 {
 #[inline(never)]
 fn answer6(ctx: &XdpContext, mtu: usize) -> u32 {
     const ROOM: usize = IP6_LEN + ICMP_LEN;
-    if !reshape(ctx, ETH_LEN + QUOTE6, ROOM) {
-        return drop_counted(Count::TooBig);
-    }
-    let d = ctx.data();
-    if d + ROOM + ETH_LEN + QUOTE6 > ctx.data_end() {
-        return XDP_DROP;
-    }
-    // SAFETY: every access is below d + 310 <= data_end (checked above).
-    // The old frame starts at d + 48: its MACs and addresses are read
-    // before the new headers (d .. d + 62) overwrite its Ethernet header.
+    let d = match open_answer(ctx, QUOTE6, ROOM, ETH_P_IPV6) {
+        Ok(d) => d,
+        Err(verdict) => return verdict,
+    };
+    // SAFETY: every access is below d + 310 <= data_end (open_answer).
+    // The old frame starts at d + 48: its addresses are read before the
+    // new headers (d + 14 .. d + 62) overwrite its Ethernet header.
     unsafe {
         let old = d + ROOM;
         let a = old + ETH_LEN + 8;
         let (s0, s1, t0, t1) = (load64(a), load64(a + 8), load64(a + 16), load64(a + 24));
-        turn_around(d, old, ETH_P_IPV6);
         let ip = d + ETH_LEN;
         let len = ((ICMP_LEN + QUOTE6) as u16).to_be_bytes();
         store32(ip, u32::from_ne_bytes([0x60, 0, 0, 0]));
