@@ -224,6 +224,10 @@ impl Inbound {
                 tracing::info!(pod = %primary, ipv6 = ?want.v6, "inbound capture attached in the pod's network namespace");
             }
         }
+        // Every pod's IPv6 addresses are in `INPOD_V6` now: only then go
+        // the ones no pod has any more (an address another pod took over
+        // is never missing in between).
+        self.capture.sweep_v6();
     }
 
     fn start(

@@ -137,8 +137,8 @@ pub struct InpodCapture {
     probes: HashMap<MapData, InpodModeKey, InpodProbe>,
     /// What `probes` holds, per pod key.
     written_probes: StdHashMap<Ipv4Addr, BTreeMap<u16, InpodProbe>>,
-    /// Pod key → its IPv6 addresses in `v6`.
-    written6: StdHashMap<Ipv4Addr, Vec<Ipv6Addr>>,
+    /// What `v6` holds and which pod claims which address.
+    v6book: super::inpod_v6::V6Book,
     /// Pod IP → (netns inode, link).
     links: StdHashMap<Ipv4Addr, (u64, SkLookupLinkId)>,
     /// What `modes` holds, per pod.
@@ -182,7 +182,7 @@ impl InpodCapture {
             v6,
             probes,
             written_probes: StdHashMap::new(),
-            written6: StdHashMap::new(),
+            v6book: Default::default(),
             links: StdHashMap::new(),
             written: StdHashMap::new(),
         })
@@ -225,7 +225,9 @@ impl InpodCapture {
             }
         }
         self.set_modes(ip, None);
-        self.set_v6(ip, &[]);
+        // Its IPv6 entries go at the next [`Self::sweep_v6`], unless
+        // another pod claims them meanwhile.
+        self.v6book.forget(ip);
         self.set_probes(ip, &BTreeMap::new());
         for kind in [
             InpodSocket::Plaintext,
@@ -274,24 +276,42 @@ impl InpodCapture {
     /// Makes `v6` the IPv6 addresses of the pod keyed `ip` (a dual-stack
     /// pod's other `status.podIPs`, an IPv6-only pod's addresses):
     /// connections to them get the pod's modes, policy ports going to its
-    /// IPv6 policy listener (see `proxy_common::inpod`).
+    /// IPv6 policy listener (see `proxy_common::inpod`). Only adds (or
+    /// re-points) entries: addresses the pod no longer has stay until
+    /// [`Self::sweep_v6`], which the caller runs once every pod is set, so
+    /// an address that moves to another pod is never missing meanwhile.
     pub fn set_v6(&mut self, ip: Ipv4Addr, v6: &[Ipv6Addr]) {
-        let have = self.written6.remove(&ip).unwrap_or_default();
-        for a in have.iter().filter(|a| !v6.contains(a)) {
-            let _ = self.v6.remove(&Inpod6Key {
-                ip: proxy_common::ipv6_words(a.octets()),
-            });
-        }
-        for a in v6.iter().filter(|a| !have.contains(a)) {
-            let key = Inpod6Key {
-                ip: proxy_common::ipv6_words(a.octets()),
-            };
-            if let Err(e) = self.v6.insert(key, ip_key(ip), 0) {
-                tracing::error!(pod = %ip, ipv6 = %a, "writing INPOD_V6: {e}");
+        let writes = self.v6book.claim(ip, v6);
+        self.write_v6(writes);
+    }
+
+    /// Removes the `INPOD_V6` entries no pod claims any more (and points an
+    /// address whose pod dropped it at another pod that claims it): the
+    /// last step of a sync, after every pod's [`Self::set_v6`] and
+    /// [`Self::detach`].
+    pub fn sweep_v6(&mut self) {
+        let writes = self.v6book.sweep();
+        self.write_v6(writes);
+    }
+
+    fn write_v6(&mut self, writes: Vec<super::inpod_v6::V6Write>) {
+        use super::inpod_v6::V6Write;
+        for w in writes {
+            match w {
+                V6Write::Set(a, pod) => {
+                    let key = Inpod6Key {
+                        ip: proxy_common::ipv6_words(a.octets()),
+                    };
+                    if let Err(e) = self.v6.insert(key, ip_key(pod), 0) {
+                        tracing::error!(pod = %pod, ipv6 = %a, "writing INPOD_V6: {e}");
+                    }
+                }
+                V6Write::Remove(a) => {
+                    let _ = self.v6.remove(&Inpod6Key {
+                        ip: proxy_common::ipv6_words(a.octets()),
+                    });
+                }
             }
-        }
-        if !v6.is_empty() {
-            self.written6.insert(ip, v6.to_vec());
         }
     }
 

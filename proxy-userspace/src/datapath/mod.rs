@@ -25,6 +25,7 @@ mod deny6;
 mod deny_rules;
 mod grace;
 pub mod inpod;
+mod inpod_v6;
 mod layout;
 mod loader;
 mod maglev;
