@@ -25,11 +25,12 @@ use aya::programs::{Xdp, XdpMode};
 use strait::datapath::{
     Datapath, DatapathConfig, ExternalVip, ExternalVips, L4Protocol, UplinkConfig,
 };
-use strait_tests::node::{names, netns};
+use strait_tests::node::{names, netns, Daemon, Node};
 use strait_tests::privileged;
+use strait_tests::xdp;
 use strait_tests::xdp_net::{
     self, ask, balance_then_a_node_joins, network, spread_over_two_reals, tally, try_ask, Net,
-    Subnet,
+    Subnet, Topology,
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 80);
@@ -359,4 +360,124 @@ fn xdp_lb_connections_keep_their_real_while_the_node_data_path_restarts() {
     dp.cleanup().unwrap();
     drop(others);
     drop(topo);
+}
+
+/// The too-big threshold follows the uplink's MTU after attach: the
+/// balancer node's data path attached to a veth whose MTU is 1,500 answers
+/// VIP packets over 1,480 bytes with "fragmentation needed"; after `ip link
+/// set v0 mtu 1400` (and 2000) and [`Datapath::follow_uplink_mtu`] — what
+/// the daemon runs on every pod rescan — the threshold is the new MTU minus
+/// IPIP's 20 bytes, exact bytes; with the MTU unchanged nothing is written.
+#[test]
+fn xdp_lb_too_big_threshold_follows_the_uplink_mtu() {
+    let Some(_p) = privileged::require("xdp_lb_too_big_threshold_follows_the_uplink_mtu") else {
+        return;
+    };
+    let id = names::new_node_id();
+    let ns = format!("{}{id}-mtu", names::PREFIX);
+    let topo = Topology::create(&[&ns]);
+    xdp_net::ip_in(
+        &ns,
+        &[
+            "link add v0 type veth peer name v1",
+            "link set v0 up",
+            "link set v1 up",
+        ],
+    );
+    let bpffs = strait_tests::bpffs::TestBpffs::new().unwrap();
+    let mut config = DatapathConfig::new(format!("{id}-mtu"));
+    config.bpffs = bpffs.path().to_path_buf();
+    let source = [10, 77, 0, 2];
+    let mut dp = Datapath::new(&config).unwrap();
+    netns::run_in(&ns, || {
+        dp.attach_uplink(
+            "v0",
+            &UplinkConfig {
+                source: source.into(),
+                gateway_mac: xdp::GW_MAC,
+            },
+        )
+    })
+    .unwrap()
+    .expect("attach the uplink program");
+    let node = [10, 1, 0, 2];
+    dp.set_external_vips(&[ExternalVip {
+        vip: VIP,
+        port: 80,
+        protocol: L4Protocol::Tcp,
+        reals: vec![(Ipv4Addr::from(node).into(), 1)],
+    }])
+    .unwrap();
+    let threshold = |dp: &mut Datapath, mtu: usize| {
+        let prog = xdp::prog(dp.ebpf_mut());
+        xdp::frag_needed_threshold(prog, ([192, 0, 2, 1], VIP.octets()), 20, mtu, &|f| {
+            xdp::ipip(f, source, node)
+        });
+    };
+    threshold(&mut dp, 1500);
+    let follow = |dp: &mut Datapath| netns::run_in(&ns, || dp.follow_uplink_mtu()).unwrap();
+    assert_eq!(follow(&mut dp).unwrap(), None, "the MTU did not change");
+    for (old, new) in [(1500, 1400), (1400, 2000)] {
+        xdp_net::ip_in(&ns, &[&format!("link set v0 mtu {new}")]);
+        assert_eq!(follow(&mut dp).unwrap(), Some((old, new)));
+        threshold(&mut dp, new as usize);
+    }
+    dp.cleanup().unwrap();
+    drop(topo);
+}
+
+/// `strait run --xdp-uplink` follows its uplink's MTU: changed with `ip
+/// link set`, the daemon logs it and writes it to the pinned `XLB_CONFIG`
+/// (the value the program's too-big check reads, see the test above)
+/// within its 500 ms pod rescan.
+#[test]
+fn strait_run_writes_a_changed_uplink_mtu_to_the_xdp_balancer() {
+    let Some(p) = privileged::require("strait_run_writes_a_changed_uplink_mtu_to_the_xdp_balancer")
+    else {
+        return;
+    };
+    let node = Node::new(&p.cgroup2, "uplink-mtu", 192).unwrap();
+    xdp_net::ip_in(
+        node.netns(),
+        &[
+            "link add up0 type veth peer name up1",
+            "addr add 10.82.0.2/24 dev up0",
+            "link set up0 up",
+            "link set up1 up",
+        ],
+    );
+    let config_dir = node.tmp_dir().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    node.write_config(&config_dir).unwrap();
+    let mut daemon = Daemon::on(&node, &config_dir)
+        .quick("info")
+        .args([
+            "--xdp-uplink",
+            "up0",
+            "--xdp-source",
+            "10.82.0.2",
+            "--xdp-gateway-mac",
+            "02:00:00:00:00:01",
+        ])
+        .spawn()
+        .unwrap();
+    daemon.wait_ready(
+        &node,
+        "127.0.0.1:15000".parse().unwrap(),
+        Duration::from_secs(30),
+    );
+    let mut config = DatapathConfig::new(node.name());
+    config.bpffs = node.bpffs_dir();
+    let pinned = config.pin_dir().join(proxy_common::XLB_CONFIG);
+    let mtu = || {
+        let map = aya::maps::Map::Array(aya::maps::MapData::from_pin(&pinned).unwrap());
+        let a: aya::maps::Array<_, proxy_common::XlbConfig> =
+            aya::maps::Array::try_from(map).unwrap();
+        a.get(&0, 0).unwrap().mtu
+    };
+    assert_eq!(mtu(), 1500, "the MTU at attach");
+    xdp_net::ip_in(node.netns(), &["link set up0 mtu 1400"]);
+    daemon.wait_log("uplink MTU changed", 1);
+    assert_eq!(mtu(), 1400, "{}", daemon.log());
+    assert!(daemon.terminate(Duration::from_secs(15)).success());
 }

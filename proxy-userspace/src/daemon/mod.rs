@@ -625,6 +625,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                             m.sync();
                         }
                         retry_gateway6(&mut gateway6, &mut datapath);
+                        follow_uplink_mtu(&mut datapath);
                         continue;
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -643,6 +644,7 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
                     inbound::warn_unenforced(snap);
                 }
                 guard.update(&enrollment);
+                follow_uplink_mtu(&mut datapath);
                 if let Some(ib) = &mut inbound {
                     ib.sync(&mut datapath, &reload_live.snapshot.load(), &enrollment);
                 }
@@ -690,6 +692,20 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     admin_task.abort();
     tracing::info!("stopped; kernel maps stay pinned for the next start");
     Ok(())
+}
+
+/// Makes the XDP balancer's "too big" check follow the uplink's MTU (see
+/// [`Datapath::follow_uplink_mtu`]); a change is logged.
+fn follow_uplink_mtu(dp: &mut Datapath) {
+    match dp.follow_uplink_mtu() {
+        Ok(Some((old, new))) => tracing::info!(
+            old,
+            new,
+            "uplink MTU changed: VIP packets that no longer fit once tunnelled are answered with ICMP too big at the new MTU"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("writing the uplink MTU: {e:#}"),
+    }
 }
 
 /// Writes the uplink's IPv6 gateway MAC once it is found (IPv6 VIPs were

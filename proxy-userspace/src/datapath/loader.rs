@@ -172,6 +172,8 @@ pub struct Datapath {
     uplink: Option<String>,
     /// The pinned XDP link on the uplink (`<pin dir>/uplink/xdp_lb@<iface>`).
     uplink_link: Option<PinnedLink>,
+    /// The uplink's MTU could not be read the last time (warned).
+    uplink_mtu_failed: bool,
     /// Pinned maps replaced by [`Self::new`] (migrated or reset), held
     /// until this build's programs run in every link.
     replaced: Replaced,
@@ -329,6 +331,7 @@ impl Datapath {
             external_vips6,
             uplink: None,
             uplink_link: None,
+            uplink_mtu_failed: false,
             replaced: std::mem::take(replaced),
             node: config.node.clone(),
         };
@@ -688,12 +691,17 @@ impl Datapath {
         xlb::configure_uplink(&mut self.ebpf, cfg)?;
         // ICMP "too big" answers need the uplink's MTU; unknown, nothing
         // is checked (oversize tunnelled frames are the driver's to drop).
-        match xlb::interface_mtu(iface) {
+        // [`Self::follow_uplink_mtu`] keeps it current.
+        self.uplink_mtu_failed = false;
+        match super::uplink_mtu::interface_mtu(iface) {
             Ok(mtu) => xlb::set_uplink_mtu(&mut self.ebpf, mtu)?,
-            Err(e) => tracing::warn!(
-                uplink = iface,
-                "{e:#}: VIP packets too big once tunnelled are not answered with ICMP"
-            ),
+            Err(e) => {
+                self.uplink_mtu_failed = true;
+                tracing::warn!(
+                    uplink = iface,
+                    "{e:#}: VIP packets too big once tunnelled are not answered with ICMP"
+                )
+            }
         }
         let prog = xdp_lb(&mut self.ebpf)?;
         if pin.exists() {
@@ -748,6 +756,37 @@ impl Datapath {
         self.uplink = Some(iface.to_string());
         tracing::info!(uplink = iface, source = %cfg.source, "XDP uplink program attached");
         Ok(())
+    }
+
+    /// Follows the uplink's MTU after [`Self::attach_uplink`]: re-reads it
+    /// from the interface (in the calling thread's network namespace) and,
+    /// when it differs from the one the program checks, writes it (see
+    /// [`super::set_uplink_mtu`]). The daemon calls it on every pod rescan
+    /// and reload. Returns `(old, new)` when it changed; nothing without an
+    /// uplink. An interface whose MTU cannot be read keeps the last one
+    /// (warned once, until it can be read again).
+    ///
+    /// Errors: the map update is refused.
+    pub fn follow_uplink_mtu(&mut self) -> anyhow::Result<Option<(u16, u16)>> {
+        let Some(iface) = &self.uplink else {
+            return Ok(None);
+        };
+        let mtu = match super::uplink_mtu::interface_mtu(iface) {
+            Ok(mtu) => mtu,
+            Err(e) => {
+                if !std::mem::replace(&mut self.uplink_mtu_failed, true) {
+                    tracing::warn!(uplink = %iface, "{e:#}: the XDP balancer keeps the last uplink MTU it had");
+                }
+                return Ok(None);
+            }
+        };
+        self.uplink_mtu_failed = false;
+        let old = super::uplink_mtu::uplink_mtu(&self.ebpf)?;
+        if old == mtu {
+            return Ok(None);
+        }
+        xlb::set_uplink_mtu(&mut self.ebpf, mtu)?;
+        Ok(Some((old, mtu)))
     }
 
     /// Detaches the uplink XDP program: removes the pinned uplink link(s)

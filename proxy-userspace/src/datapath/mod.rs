@@ -39,6 +39,7 @@ pub mod sockmap;
 mod tables;
 mod tcp_sock;
 mod uplink;
+mod uplink_mtu;
 mod xdp;
 mod xlb;
 mod xlb6;
@@ -56,11 +57,11 @@ pub use tables::ApplyReport;
 pub use uplink::{
     parse_mac, resolve as resolve_uplink, resolve6 as resolve_uplink6, PendingGateway6, Resolved6,
 };
+pub use uplink_mtu::interface_mtu;
 pub use xdp::{deny_source, load_xdp_deny, DenyReport, DenyScope, DenyTries, SourcePrefix};
 pub use xlb::{
-    configure_uplink, external_vips, interface_mtu, ipv6_uplink, load_xdp_drop, load_xdp_lb,
-    set_uplink_mtu, without_ipv6_reals, xlb_stats, ExternalVip, ExternalVips, UplinkConfig,
-    XlbReport,
+    configure_uplink, external_vips, ipv6_uplink, load_xdp_drop, load_xdp_lb, set_uplink_mtu,
+    without_ipv6_reals, xlb_stats, ExternalVip, ExternalVips, UplinkConfig, XlbReport,
 };
 pub use xlb6::{configure_uplink6, external_vips6, ExternalVip6, ExternalVips6, UplinkConfig6};
 

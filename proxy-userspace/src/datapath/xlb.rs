@@ -303,20 +303,6 @@ pub fn set_uplink_mtu(ebpf: &mut Ebpf, mtu: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The MTU of interface `iface` (`/sys/class/net/<iface>/mtu`), at most
-/// 65,535.
-///
-/// Errors: the file cannot be read or holds no number.
-pub fn interface_mtu(iface: &str) -> anyhow::Result<u16> {
-    let path = format!("/sys/class/net/{iface}/mtu");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let mtu: u32 = text
-        .trim()
-        .parse()
-        .with_context(|| format!("{path} holds {text:?}"))?;
-    Ok(mtu.min(u32::from(u16::MAX)) as u16)
-}
-
 /// The balancer's counters summed over CPUs.
 pub fn xlb_stats(ebpf: &Ebpf) -> anyhow::Result<XlbStats> {
     let a: PerCpuArray<_, XlbStats> = PerCpuArray::try_from(
