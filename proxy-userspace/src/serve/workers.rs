@@ -14,8 +14,8 @@
 //!
 //! Scheduling at a low request rate (issue 20, measured through two HBONE
 //! hops at 1,000 requests/s with both nodes' workers and the backend on
-//! one CPU): a worker sleeps in `epoll_wait` twice per request, and about
-//! 1.6 times per request (both nodes together) it is preempted at the
+//! one CPU): a worker sleeps in `epoll_wait` up to twice per request, and
+//! about 1.8 times per request (both nodes together) it is preempted at the
 //! return of the `writev`/`sendto` that woke the next task on its CPU
 //! (the other node's worker, the backend), then switched in again to
 //! finish its turn before it can take the response. Making the workers
