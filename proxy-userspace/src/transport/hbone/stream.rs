@@ -16,6 +16,14 @@
 //! Received bytes are returned to the peer's flow-control window as soon as
 //! they arrive (the stream keeps at most one DATA frame of them). Dropping
 //! the stream before both ends finished resets it (RST_STREAM CANCEL).
+//!
+//! On the wire per request/response of a keep-alive connection (issue 20,
+//! `nstat` in each namespace at 1,000 requests/s): one DATA frame each
+//! way, each in one TLS record and one TCP segment; no WINDOW_UPDATE (h2
+//! returns released capacity only once it reaches half of the window
+//! still open, `FlowControl::unclaimed_capacity`: after about a third of
+//! the 4 MiB stream / 16 MiB connection window), no PING (one per
+//! [`super::settings::KEEPALIVE_INTERVAL`]).
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
