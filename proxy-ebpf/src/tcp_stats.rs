@@ -193,7 +193,7 @@ macro_rules! add {
 /// leave that connection's counts under the first key — the same window
 /// in which the hash's `+=` can lose an update.
 #[inline(always)]
-fn add4(key: &TcpStatsKey, d: TcpStats) {
+pub(crate) fn add4(key: &TcpStatsKey, d: TcpStats) {
     if let Some(e) = TCP_STATS_DIRECT.get_ptr_mut(tcp_stats_slot(key)) {
         // SAFETY: this CPU's slot; nothing else on this CPU writes it while
         // we run (userspace only reads).
@@ -229,9 +229,15 @@ const OPENED: TcpStats = TcpStats {
     received: 0,
 };
 
+/// Adds `d` to `key`'s native IPv6 counters in [`TCP_STATS6`].
+#[inline(always)]
+pub(crate) fn add6(key: &TcpStatsKey6, d: TcpStats) {
+    add!(TCP_STATS6, key, d);
+}
+
 /// The `TCP_STATS` key of a balanced socket whose client address is `src`.
 #[inline(always)]
-fn key4(src: u32, nat: &SockNat) -> TcpStatsKey {
+pub(crate) fn key4(src: u32, nat: &SockNat) -> TcpStatsKey {
     TcpStatsKey {
         src,
         vip: nat.orig.ip,
@@ -243,7 +249,7 @@ fn key4(src: u32, nat: &SockNat) -> TcpStatsKey {
 
 /// The `TCP_STATS6` key of a balanced native IPv6 socket.
 #[inline(always)]
-fn key6(src: [u32; 4], nat: &SockNat6) -> TcpStatsKey6 {
+pub(crate) fn key6(src: [u32; 4], nat: &SockNat6) -> TcpStatsKey6 {
     TcpStatsKey6 {
         src,
         vip: nat.orig.ip,
@@ -258,14 +264,26 @@ fn key6(src: [u32; 4], nat: &SockNat6) -> TcpStatsKey6 {
 #[inline(always)]
 pub fn opened(ctx: &SockOpsContext, nat: &SockNat) {
     add4(&key4(ctx.local_ip4(), nat), OPENED);
-    let _ = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32);
+    let _ = ctx.set_cb_flags(close_flag());
+}
+
+/// The callback flag [`opened`] sets: the state callback, or (closes
+/// counted at release, [`crate::tcp_release`]) only the marker the release
+/// program looks for.
+#[inline(always)]
+fn close_flag() -> i32 {
+    if crate::tcp_release::on() {
+        crate::tcp_release::MARK as i32
+    } else {
+        BPF_SOCK_OPS_STATE_CB_FLAG as i32
+    }
 }
 
 /// [`opened`] for a connection connect6 balanced to a native IPv6 backend.
 #[inline(always)]
 pub fn opened6(ctx: &SockOpsContext, nat: &SockNat6) {
     add!(TCP_STATS6, &key6(ip6(ctx.ops, false), nat), OPENED);
-    let _ = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32);
+    let _ = ctx.set_cb_flags(close_flag());
 }
 
 /// The context's local (`remote`: peer) IPv6 address, one 32-bit load per

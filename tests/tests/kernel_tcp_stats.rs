@@ -1,7 +1,9 @@
 //! Tier 2: what `TCP_STATS` / `TCP_STATS6` count for a kernel-balanced
 //! connection — opened once when it is established, closed once with the
-//! exact bytes the client wrote and received (the sockops program's state
-//! callback, at the first state where both are final) — whoever closes
+//! exact bytes the client wrote and received (when the client releases
+//! the socket, `cgroup/sock_release`; on kernels without its kfuncs the
+//! sockops program's state callback, at the first state where both are
+//! final) — whoever closes
 //! first, after a half-close, with data still unacknowledged at close, and
 //! for native IPv6 services. Real sockets from `strait-probe` in a test
 //! cgroup, backends on loopback.
@@ -197,43 +199,62 @@ fn native_ipv6_balanced_connections_are_counted() {
     dp.cleanup().unwrap();
 }
 
-/// The sockops program's runs so far (counted while `BPF_ENABLE_STATS` is
-/// held).
-fn sockops_runs(dp: &Datapath) -> u64 {
+/// Program `name`'s runs so far (counted while `BPF_ENABLE_STATS` is
+/// held); `None` when it is not loaded.
+fn runs(dp: &Datapath, name: &str) -> Option<u64> {
     dp.program_stats()
         .iter()
-        .find(|(name, ..)| name == strait::datapath::programs::SOCKOPS)
-        .map_or(0, |(_, runs, _)| *runs)
+        .find(|(n, ..)| n == name)
+        .map(|(_, runs, _)| *runs)
 }
 
 #[test]
-fn a_connection_the_client_closes_costs_one_state_callback() {
-    let Some(p) = privileged::require("a_connection_the_client_closes_costs_one_state_callback")
+fn a_balanced_connection_costs_one_release_run_and_no_state_callback() {
+    let Some(p) =
+        privileged::require("a_balanced_connection_costs_one_release_run_and_no_state_callback")
     else {
         return;
     };
+    use strait::datapath::programs::{SOCKOPS, TCP_STATS_RELEASE};
     let bpffs = TestBpffs::new().unwrap();
     let (mut dp, cg) = datapath(&p, &bpffs, "tcpstats-runs");
     let b = backend("127.0.0.1:0", 100, 200, Close::AfterClient);
     let vip: SocketAddr = "127.100.7.9:80".parse().unwrap();
     dp.apply(&[l4(vip, b)]).unwrap();
-    // Direct connections (not balanced: no state callback) give the runs
-    // the kernel makes without being asked; balanced ones add one each:
-    // the callback is turned off where the connection is counted closed
-    // (FIN_WAIT1), so FIN_WAIT2 and TCP_CLOSE do not run it.
+    // Direct connections (not balanced) give the runs the kernel makes
+    // without being asked. Balanced ones, closes counted at release (the
+    // kernel has the kfuncs): the same sockops runs, and the release
+    // program runs once per socket either way. Counted by the state
+    // callback (an older kernel): one sockops run more each, turned off
+    // where the connection is counted closed (FIN_WAIT1).
     const N: u64 = 10;
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).unwrap();
-    let before = sockops_runs(&dp);
+    let sockops = |dp: &Datapath| runs(dp, SOCKOPS).unwrap();
+    let release = |dp: &Datapath| runs(dp, TCP_STATS_RELEASE);
+    let (before, release_before) = (sockops(&dp), release(&dp));
     for _ in 0..N {
         xfer(&cg, b, 100, "200", 200);
     }
-    let direct = sockops_runs(&dp) - before;
+    let (direct, release_direct) = (sockops(&dp) - before, release(&dp));
     for _ in 0..N {
         xfer(&cg, vip, 100, "200", 200);
     }
-    let balanced = sockops_runs(&dp) - before - direct;
+    let balanced = sockops(&dp) - before - direct;
     assert!(direct >= 3 * N, "{direct} runs for {N} direct connections");
-    assert_eq!(balanced, direct + N, "runs for {N} balanced connections");
+    match (release_before, release_direct, release(&dp)) {
+        (Some(r0), Some(r1), Some(r2)) => {
+            assert_eq!(
+                balanced, direct,
+                "sockops runs for {N} balanced connections"
+            );
+            assert_eq!(r1 - r0, N, "release runs for {N} direct connections");
+            assert_eq!(r2 - r1, N, "release runs for {N} balanced connections");
+        }
+        _ => {
+            eprintln!("no release counter on this kernel: closes counted by the state callback");
+            assert_eq!(balanced, direct + N, "runs for {N} balanced connections");
+        }
+    }
     let stats = dp.tcp_stats().unwrap();
     assert_eq!(stats.len(), 1, "{stats:?}");
     assert_eq!(

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use aya::{
     programs::{
         links::{CgroupAttachMode, FdLink, PinnedLink},
-        CgroupSockAddr, SockOps,
+        CgroupSock, CgroupSockAddr, SockOps,
     },
     Ebpf,
 };
@@ -166,6 +166,9 @@ pub struct Datapath {
     tables: tables::ServiceTables,
     pin_dir: PathBuf,
     links: Vec<PinnedLink>,
+    /// Closes are counted by [`programs::TCP_STATS_RELEASE`], attached
+    /// beside [`programs::SOCKET`] (see [`tcp_release`]).
+    tcp_release: bool,
     deny: DenyTries,
     external_vips: xlb::ExternalVips,
     external_vips6: super::xlb6::ExternalVips6,
@@ -273,8 +276,20 @@ impl Datapath {
         } else {
             [0; 3]
         };
-        let mut loader = super::btf::loader(super::EBPF_OBJECT);
+        let release = if config.tcp_stats {
+            tcp_release()
+        } else {
+            None
+        };
+        let object = release
+            .as_ref()
+            .map_or(super::EBPF_OBJECT, |(_, o)| o.bytes());
+        let release_btf = release.as_ref().map_or([0; 13], |(r, _)| r.btf);
+        let release_on = u8::from(release.is_some());
+        let mut loader = super::btf::loader(object);
         loader.override_global("TCP_STATS_ON", &tcp_stats_on, true);
+        loader.override_global("TCP_RELEASE_ON", &release_on, true);
+        loader.override_global("TCP_RELEASE_BTF", &release_btf, true);
         loader.override_global("SOCKMAP_ON", &sockmap_on, true);
         let sock_mem = if config.sockmap {
             super::sockmap::bound_offsets()
@@ -294,12 +309,22 @@ impl Datapath {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(super::EBPF_OBJECT).with_context(|| {
+        let mut ebpf = loader.load(object).with_context(|| {
             format!(
                 "loading the eBPF object with maps pinned in {}",
                 pin_dir.display()
             )
         })?;
+        if release.is_some() {
+            // Now rather than at attach: a kernel that refuses it fails the
+            // start with the verifier's log, before any link is swapped.
+            let p: &mut CgroupSock = ebpf
+                .program_mut(programs::TCP_STATS_RELEASE)
+                .context("the release counter missing from the eBPF object")?
+                .try_into()?;
+            p.load()
+                .context("loading the release counter (tcp_stats_release)")?;
+        }
         replaced.copy_into(pin_dir, migrate::Overwrite::Yes)?;
         let mut maps = Maps::take(&mut ebpf)?;
         let tables = tables::ServiceTables::recover(&mut maps)?;
@@ -324,6 +349,7 @@ impl Datapath {
             tables,
             pin_dir: pin_dir.to_path_buf(),
             links: Vec::new(),
+            tcp_release: release.is_some(),
             deny,
             external_vips,
             external_vips6,
@@ -375,7 +401,8 @@ impl Datapath {
         // Our handles on links of an earlier attach: the pins keep those we
         // want; dropping the handles lets the unpinned ones detach.
         self.links.clear();
-        for name in programs::SOCKET {
+        self.unpin_unused(&links_dir);
+        for name in self.socket_programs() {
             self.unpin_other_cgroups(&links_dir, name, cgroup_id);
             let pin = links_dir.join(format!("{name}@{cgroup_id}"));
             if pin.exists() {
@@ -425,13 +452,18 @@ impl Datapath {
     ///
     /// Errors: the verifier rejects a program.
     pub fn load_socket_programs(&mut self) -> anyhow::Result<()> {
-        for name in programs::SOCKET {
+        for name in self.socket_programs() {
             let prog = self
                 .ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the eBPF object"))?;
             if name == programs::SOCKOPS {
                 let p: &mut SockOps = prog.try_into()?;
+                if p.fd().is_err() {
+                    p.load().with_context(|| format!("loading {name}"))?;
+                }
+            } else if name == programs::TCP_STATS_RELEASE {
+                let p: &mut CgroupSock = prog.try_into()?;
                 if p.fd().is_err() {
                     p.load().with_context(|| format!("loading {name}"))?;
                 }
@@ -459,12 +491,14 @@ impl Datapath {
         let mut keep = std::collections::HashSet::new();
         let mut failed = Vec::new();
         let mut links = Vec::new();
+        self.unpin_unused(&links_dir);
+        let names = self.socket_programs();
         for cgroup in cgroups {
             let one = |dp: &mut Self, links: &mut Vec<PinnedLink>| -> anyhow::Result<u64> {
                 let id = std::fs::metadata(cgroup)
                     .with_context(|| format!("opening cgroup {}", cgroup.display()))?
                     .ino();
-                for name in programs::SOCKET {
+                for name in &names {
                     let pin = links_dir.join(format!("{name}@{id}"));
                     if pin.exists() {
                         links.push(dp.reuse_pin(name, &pin)?);
@@ -523,6 +557,12 @@ impl Datapath {
                 p.load().with_context(|| format!("loading {name}"))?;
             }
             p.fd()?.as_fd().try_clone_to_owned()?
+        } else if name == programs::TCP_STATS_RELEASE {
+            let p: &mut CgroupSock = prog.try_into()?;
+            if p.fd().is_err() {
+                p.load().with_context(|| format!("loading {name}"))?;
+            }
+            p.fd()?.as_fd().try_clone_to_owned()?
         } else {
             let p: &mut CgroupSockAddr = prog.try_into()?;
             if p.fd().is_err() {
@@ -573,6 +613,38 @@ impl Datapath {
             }
         }
         Ok(stale)
+    }
+
+    /// The programs attached to a pods cgroup: [`programs::SOCKET`], and
+    /// [`programs::TCP_STATS_RELEASE`] when it counts closes.
+    fn socket_programs(&self) -> Vec<&'static str> {
+        let mut names = programs::SOCKET.to_vec();
+        if self.tcp_release {
+            names.push(programs::TCP_STATS_RELEASE);
+        }
+        names
+    }
+
+    /// Removes pinned links of programs this build does not attach (the
+    /// release counter of an earlier run, now that the counters are off
+    /// or the kernel refused it).
+    fn unpin_unused(&self, links_dir: &Path) {
+        if self.tcp_release {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(links_dir) else {
+            return;
+        };
+        let prefix = format!("{}@", programs::TCP_STATS_RELEASE);
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_str()
+                .is_some_and(|f| f.starts_with(&prefix))
+            {
+                tracing::info!(link = %e.path().display(), "detaching the release counter");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     /// Removes pinned links of `program` to cgroups other than `keep`
@@ -1146,6 +1218,15 @@ fn attach_cgroup_link(ebpf: &mut Ebpf, name: &str, cgroup: &Path) -> anyhow::Res
         }
         let id = p.attach(cg, mode)?;
         p.take_link(id)?.try_into()?
+    } else if name == programs::TCP_STATS_RELEASE {
+        let p: &mut CgroupSock = prog.try_into()?;
+        if p.fd().is_err() {
+            p.load().with_context(|| format!("loading {name}"))?;
+        }
+        let id = p
+            .attach(cg, mode)
+            .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+        p.take_link(id)?.try_into()?
     } else {
         let p: &mut CgroupSockAddr = prog.try_into()?;
         if p.fd().is_err() {
@@ -1157,6 +1238,33 @@ fn attach_cgroup_link(ebpf: &mut Ebpf, name: &str, cgroup: &Path) -> anyhow::Res
         p.take_link(id)?.try_into()?
     };
     Ok(link)
+}
+
+/// What counting closes at release needs ([`super::tcp_sock::TcpRelease`])
+/// and the embedded object with its kfunc calls in place
+/// ([`super::kfunc`]); `None` when the kernel's BTF lacks them (Linux <
+/// 6.2), logged: closes are then counted by the sockops state callback.
+fn tcp_release() -> Option<(super::tcp_sock::TcpRelease, super::kfunc::Patched)> {
+    let found = super::tcp_sock::TcpRelease::of_kernel()
+        .map_err(anyhow::Error::from)
+        .and_then(|r| {
+            let kfuncs = [
+                (proxy_common::kfunc::CAST_TO_KERN_CTX, r.kfuncs[0]),
+                (proxy_common::kfunc::RDONLY_CAST, r.kfuncs[1]),
+            ];
+            let object =
+                super::kfunc::patch(super::EBPF_OBJECT, &["cgroup/sock_release"], &kfuncs)?;
+            Ok((r, object))
+        });
+    match found {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::info!(
+                "kernel-balanced TCP connections are counted closed by the sockops state callback (no release counter: {e:#})"
+            );
+            None
+        }
+    }
 }
 
 /// The running kernel's `[write_seq, sk_shutdown, skc_cookie]` socket offsets for the
