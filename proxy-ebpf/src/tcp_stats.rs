@@ -1,13 +1,19 @@
 //! Istio's `istio_tcp_*` counts for kernel-balanced TCP connections (no
 //! proxy sees them), in `TCP_STATS` (IPv4 and IPv4-mapped) and
-//! `TCP_STATS6` (native IPv6), all from the sockops program:
-//! - opened, when the client's active open completes ([`opened`],
-//!   [`opened6`]), which also turns on the socket's state callback;
-//! - closed, with the exact bytes the client wrote and received
-//!   ([`state_changed`]), at the **first** state change after which both
-//!   counts are final, and the state callback is turned off there.
+//! `TCP_STATS6` (native IPv6):
+//! - opened, by the sockops program when the client's active open
+//!   completes ([`opened`], [`opened6`]), which also sets a callback flag
+//!   on the socket: the mark [`crate::tcp_release::MARK`], or the state
+//!   callback;
+//! - closed, with the exact bytes the client wrote and received, by the
+//!   `cgroup/sock_release` program when the application releases the
+//!   socket ([`crate::tcp_release`]: one run in process context, no helper
+//!   call) — where the kernel has the kfuncs it calls (Linux ≥ 6.2 with
+//!   BTF) — else by the state callback ([`state_changed`], below), at the
+//!   **first** state change after which both counts are final, where the
+//!   state callback is turned off.
 //!
-//! When are both final? The client's written bytes once it shut down its
+//! The state callback (kernels without the kfuncs): when are both final? The client's written bytes once it shut down its
 //! side (`FIN_WAIT1`, `LAST_ACK`, `CLOSING`: `write_seq` no longer grows;
 //! bytes still queued count as written, as Envoy counts what it wrote).
 //! The received bytes once the peer's FIN came (`LAST_ACK`, `CLOSING`) or

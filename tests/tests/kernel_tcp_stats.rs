@@ -27,6 +27,8 @@ enum Close {
     AfterReply,
     /// Once the client has closed.
     AfterClient,
+    /// Right after its reply, with a reset (`SO_LINGER` 0).
+    Reset,
 }
 
 /// A backend on `bind` that reads `expect` bytes, writes `reply` bytes and
@@ -41,8 +43,28 @@ fn backend(bind: &str, expect: usize, reply: usize, close: Close) -> SocketAddr 
                 continue;
             }
             let _ = s.write_all(&vec![b'y'; reply]);
-            if let Close::AfterClient = close {
-                let _ = std::io::copy(&mut s, &mut std::io::sink());
+            match close {
+                Close::AfterClient => {
+                    let _ = std::io::copy(&mut s, &mut std::io::sink());
+                }
+                Close::Reset => {
+                    use std::os::fd::AsRawFd;
+                    let l = libc::linger {
+                        l_onoff: 1,
+                        l_linger: 0,
+                    };
+                    // SAFETY: a valid socket and a `linger` of its size.
+                    unsafe {
+                        libc::setsockopt(
+                            s.as_raw_fd(),
+                            libc::SOL_SOCKET,
+                            libc::SO_LINGER,
+                            (&raw const l).cast(),
+                            std::mem::size_of_val(&l) as libc::socklen_t,
+                        )
+                    };
+                }
+                Close::AfterReply => {}
             }
         }
     });
@@ -76,7 +98,7 @@ fn xfer(cg: &TestCgroup, vip: SocketAddr, send: usize, recv: &str, want: usize) 
 }
 
 /// (send, reply, how the backend closes, how the client reads).
-const CASES: [(usize, usize, Close, &str); 4] = [
+const CASES: [(usize, usize, Close, &str); 5] = [
     // The server closes first: the client closes its socket in
     // CLOSE_WAIT (counted at LAST_ACK), the server's FIN received (not a
     // byte).
@@ -91,6 +113,10 @@ const CASES: [(usize, usize, Close, &str); 4] = [
     // until the server closes (counted at CLOSING or TCP_CLOSE, not at
     // FIN_WAIT1, where the reply was still to come).
     (2000, 30_000, Close::AfterClient, "shut"),
+    // The server resets the connection after its reply: the client reads
+    // the reply and closes a socket in TCP_CLOSE that sent no FIN and
+    // received none.
+    (500, 3000, Close::Reset, "3000"),
 ];
 
 fn datapath(p: &privileged::Privileged, bpffs: &TestBpffs, name: &str) -> (Datapath, TestCgroup) {
