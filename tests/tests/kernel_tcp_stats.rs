@@ -120,9 +120,21 @@ const CASES: [(usize, usize, Close, &str); 5] = [
 ];
 
 fn datapath(p: &privileged::Privileged, bpffs: &TestBpffs, name: &str) -> (Datapath, TestCgroup) {
+    datapath_with(p, bpffs, name, true)
+}
+
+/// [`datapath`], closes counted at release (`release`, where the kernel
+/// allows) or by the sockops state callback.
+fn datapath_with(
+    p: &privileged::Privileged,
+    bpffs: &TestBpffs,
+    name: &str,
+    release: bool,
+) -> (Datapath, TestCgroup) {
     let cg = TestCgroup::new(&p.cgroup2, name).unwrap();
     let mut config = DatapathConfig::new(name);
     config.bpffs = bpffs.path().to_path_buf();
+    config.tcp_stats_release = release;
     let mut dp = Datapath::new(&config).unwrap();
     dp.attach(cg.path()).unwrap();
     (dp, cg)
@@ -143,8 +155,27 @@ fn balanced_connections_are_counted_with_their_exact_bytes() {
     else {
         return;
     };
+    exact_bytes(&p, true);
+}
+
+#[test]
+fn the_state_callback_counts_the_same_exact_bytes() {
+    let Some(p) = privileged::require("the_state_callback_counts_the_same_exact_bytes") else {
+        return;
+    };
+    exact_bytes(&p, false);
+}
+
+/// Every case of [`CASES`] through an IPv4 VIP, closes counted at release
+/// (`release`, where the kernel allows) or by the state callback.
+fn exact_bytes(p: &privileged::Privileged, release: bool) {
     let bpffs = TestBpffs::new().unwrap();
-    let (mut dp, cg) = datapath(&p, &bpffs, "tcpstats-bytes");
+    let name = if release {
+        "tcpstats-bytes"
+    } else {
+        "tcpstats-bytes-cb"
+    };
+    let (mut dp, cg) = datapath_with(p, &bpffs, name, release);
     let mut services = Vec::new();
     let mut want = Vec::new();
     for (i, (send, reply, close, _)) in CASES.iter().enumerate() {

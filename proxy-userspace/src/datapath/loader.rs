@@ -100,6 +100,12 @@ pub struct DatapathConfig {
     /// the sockops program then neither counts nor asks for state
     /// callbacks, and no `istio_tcp_*` series appear for such connections.
     pub tcp_stats: bool,
+    /// With [`Self::tcp_stats`]: count closes with the `cgroup/sock_release`
+    /// program where the kernel has the kfuncs it needs (default on: one
+    /// run per socket at the application's `close()` instead of the sockops
+    /// state callbacks); off: always the state callbacks, as on kernels
+    /// without those kfuncs (to test that path, and to compare the two).
+    pub tcp_stats_release: bool,
     /// Replace pinned maps whose layout this build can neither use nor
     /// migrate with empty ones (`strait run --reset-maps`) instead of
     /// refusing to start.
@@ -123,6 +129,7 @@ impl DatapathConfig {
             ),
             outbound6: None,
             tcp_stats: true,
+            tcp_stats_release: true,
             sockmap: false,
             reset_maps: false,
         }
@@ -276,7 +283,7 @@ impl Datapath {
         } else {
             [0; 3]
         };
-        let release = if config.tcp_stats {
+        let release = if config.tcp_stats && config.tcp_stats_release {
             tcp_release()
         } else {
             None
@@ -316,14 +323,25 @@ impl Datapath {
             )
         })?;
         if release.is_some() {
-            // Now rather than at attach: a kernel that refuses it fails the
-            // start with the verifier's log, before any link is swapped.
+            // Now rather than at attach, before any map is copied or link
+            // swapped: a kernel that refuses it gets the object again with
+            // closes counted by the state callback (its globals are fixed
+            // at load), and the verifier's reason in the log.
             let p: &mut CgroupSock = ebpf
                 .program_mut(programs::TCP_STATS_RELEASE)
                 .context("the release counter missing from the eBPF object")?
                 .try_into()?;
-            p.load()
-                .context("loading the release counter (tcp_stats_release)")?;
+            if let Err(e) = p.load() {
+                tracing::warn!(
+                    "the kernel refused the release counter; kernel-balanced TCP connections are counted closed by the sockops state callback: {e:#}"
+                );
+                drop(ebpf);
+                let state_callback = DatapathConfig {
+                    tcp_stats_release: false,
+                    ..config.clone()
+                };
+                return Self::load_pinned(&state_callback, pin_dir, replaced);
+            }
         }
         replaced.copy_into(pin_dir, migrate::Overwrite::Yes)?;
         let mut maps = Maps::take(&mut ebpf)?;
