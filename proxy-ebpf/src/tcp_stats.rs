@@ -46,7 +46,28 @@
 //! and a helper call). Userspace adds both. Native IPv6 keys (40 bytes)
 //! stay in the `TCP_STATS6` hash.
 //!
-//! What the counters cost (sockops run time per connection, on − off,
+//! What the counters cost with the release counter (2026-12-06, branch
+//! `counters8`): `cargo xtask bench l4-counters --quick`, the VIP's
+//! sockops + `tcp_stats_release` run time per connection on − off, same
+//! round, median of 7 rounds; this build and main's `bench-datapath`
+//! (`STRAIT_BENCH_DATAPATH`) interleaved B A B A B, load average 3.4–6.9
+//! on 2 CPUs: this build 0.261 / 0.247 / 0.321 µs, main (state callbacks)
+//! 0.372 / 0.428 µs. Per connection the counters now add one
+//! `TCP_STATS_DIRECT` update and one `cb_flags_set` call at open, and one
+//! release run (no helper call) at close; the backend closing first costs
+//! nothing more. The price: every other socket of the cgroup now pays one
+//! release run too — a UDP socket one context load, a TCP socket that was
+//! not balanced one more load (its callback flags); the bench's "direct
+//! from the data path's cgroup" row (sockops + release) went from 502 /
+//! 521 ns (main) to 637 / 646 / 672 ns per connection in the same runs (7
+//! program runs instead of 6): ~140–170 ns under that load, nearly what a
+//! balanced socket's release run costs and far more than its three
+//! instructions suggest — one run per connection of a program, its
+//! `.rodata` and the flags' cache line of a socket about to close are all
+//! cold (not profiled further). Before this design the idle machine
+//! measured 0.359 µs; the idle figure of this one is not measured yet.
+//!
+//! The state-callback design's cost (sockops run time per connection, on − off,
 //! kernel `bpf_stats`; 10,000 connections per run of `bench-l4` to a
 //! `bench-backend` that closes first, variants of this file loaded
 //! alternately, six rounds; load average 11–13 on 2 CPUs, so absolute
@@ -91,7 +112,9 @@
 //! so it could be neither tested nor measured; the prototype is in the
 //! history of branch `counters5` (commit "counters: fentry/tcp_close
 //! prototype", reverted). A `cgroup/sock_release` program measured no
-//! better than this design and runs for every socket of the cgroup.
+//! better than this design under that harness (load 11–13, one process
+//! per 10,000 connections, its fields read with helper calls); with the
+//! kfunc casts and the batch harness it is what counts closes now (above).
 //!
 //! Measured, not landed: closes counted by a raw tracepoint on
 //! `tcp_destroy_sock` (once per TCP socket, in `TCP_CLOSE`, counts final;
