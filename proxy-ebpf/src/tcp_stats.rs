@@ -50,17 +50,17 @@
 //! `counters8`): `cargo xtask bench l4-counters --quick`, the VIP's
 //! sockops + `tcp_stats_release` run time per connection on − off, same
 //! round, median of 7 rounds; this build and main's `bench-datapath`
-//! (`STRAIT_BENCH_DATAPATH`) interleaved B A B A B, load average 3.4–6.9
-//! on 2 CPUs: this build 0.261 / 0.247 / 0.321 µs, main (state callbacks)
-//! 0.372 / 0.428 µs. Per connection the counters now add one
+//! (`STRAIT_BENCH_DATAPATH`) interleaved B A B A B, then B A again, load average 1.7–6.9
+//! on 2 CPUs: this build 0.261 / 0.247 / 0.321 / 0.226 µs, main (state
+//! callbacks) 0.372 / 0.428 / 0.306 µs — ~0.1 µs less in every pair. Per connection the counters now add one
 //! `TCP_STATS_DIRECT` update and one `cb_flags_set` call at open, and one
 //! release run (no helper call) at close; the backend closing first costs
 //! nothing more. The price: every other socket of the cgroup now pays one
 //! release run too — a UDP socket one context load, a TCP socket that was
 //! not balanced one more load (its callback flags); the bench's "direct
 //! from the data path's cgroup" row (sockops + release) went from 502 /
-//! 521 ns (main) to 637 / 646 / 672 ns per connection in the same runs (7
-//! program runs instead of 6): ~140–170 ns under that load, nearly what a
+//! 521 / 500 ns (main) to 637 / 646 / 672 / 588 ns per connection in the
+//! same runs (7 program runs instead of 6): ~90–170 ns, nearly what a
 //! balanced socket's release run costs and far more than its three
 //! instructions suggest — one run per connection of a program, its
 //! `.rodata` and the flags' cache line of a socket about to close are all
