@@ -11,6 +11,7 @@
 pub mod deny4;
 pub mod deny6;
 pub mod inpod;
+pub mod kfunc;
 pub mod layout;
 pub mod maglev;
 pub mod maps;

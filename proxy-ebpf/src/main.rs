@@ -16,6 +16,7 @@ mod rev_nat;
 mod sock_nat;
 mod sockmap;
 mod sockops;
+mod tcp_release;
 mod tcp_stats;
 mod udp;
 mod xdp_deny;

@@ -4,19 +4,24 @@
 //!   node proxy finds it from the peer address its `accept()` returns (the
 //!   proxy cannot see the client's socket);
 //! - a kernel-balanced one (IPv4, IPv4-mapped or native IPv6): count it
-//!   opened and turn on the socket's state callback, so it is counted
-//!   closed with its byte counts ([`crate::tcp_stats`]: Istio's
-//!   `istio_tcp_*` metrics for connections no proxy sees).
+//!   opened and mark it for the release counter ([`crate::tcp_release`]),
+//!   or, on kernels without its kfuncs, turn on the socket's state
+//!   callback, so it is counted closed with its byte counts
+//!   ([`crate::tcp_stats`]: Istio's `istio_tcp_*` metrics for connections
+//!   no proxy sees).
 //!
 //! The kernel runs this program for every TCP event of every socket in the
 //! pods cgroup (about five per connection: timeout init, receive window
 //! init, connect, ECN, established); the callbacks it invokes without being
 //! asked cannot be turned off per socket. Every event but the active open
 //! completing (and the state changes of the balanced sockets that asked
-//! for them) exits after one context load and two compares. A balanced
-//! socket's state callback is turned off again at the first state change
-//! where its counts are final: one extra run per connection closed with
-//! `close()`.
+//! for them) exits after one context load and two compares. With the
+//! release counter no state callback is asked for (the mark,
+//! `BPF_SOCK_OPS_RTO_CB_FLAG`, adds a run only on a retransmission
+//! timeout); without it a balanced socket's state callback is turned off
+//! again at the first state change where its counts are final: one extra
+//! run per connection closed with `close()`, two when the peer closes
+//! first.
 use aya_ebpf::{
     bindings::{BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB},
     macros::sock_ops,

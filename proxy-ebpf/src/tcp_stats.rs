@@ -1,13 +1,19 @@
 //! Istio's `istio_tcp_*` counts for kernel-balanced TCP connections (no
 //! proxy sees them), in `TCP_STATS` (IPv4 and IPv4-mapped) and
-//! `TCP_STATS6` (native IPv6), all from the sockops program:
-//! - opened, when the client's active open completes ([`opened`],
-//!   [`opened6`]), which also turns on the socket's state callback;
-//! - closed, with the exact bytes the client wrote and received
-//!   ([`state_changed`]), at the **first** state change after which both
-//!   counts are final, and the state callback is turned off there.
+//! `TCP_STATS6` (native IPv6):
+//! - opened, by the sockops program when the client's active open
+//!   completes ([`opened`], [`opened6`]), which also sets a callback flag
+//!   on the socket: the mark [`crate::tcp_release::MARK`], or the state
+//!   callback;
+//! - closed, with the exact bytes the client wrote and received, by the
+//!   `cgroup/sock_release` program when the application releases the
+//!   socket ([`crate::tcp_release`]: one run in process context, no helper
+//!   call) — where the kernel has the kfuncs it calls (Linux ≥ 6.2 with
+//!   BTF) — else by the state callback ([`state_changed`], below), at the
+//!   **first** state change after which both counts are final, where the
+//!   state callback is turned off.
 //!
-//! When are both final? The client's written bytes once it shut down its
+//! The state callback (kernels without the kfuncs): when are both final? The client's written bytes once it shut down its
 //! side (`FIN_WAIT1`, `LAST_ACK`, `CLOSING`: `write_seq` no longer grows;
 //! bytes still queued count as written, as Envoy counts what it wrote).
 //! The received bytes once the peer's FIN came (`LAST_ACK`, `CLOSING`) or
@@ -40,7 +46,28 @@
 //! and a helper call). Userspace adds both. Native IPv6 keys (40 bytes)
 //! stay in the `TCP_STATS6` hash.
 //!
-//! What the counters cost (sockops run time per connection, on − off,
+//! What the counters cost with the release counter (2026-12-06, branch
+//! `counters8`): `cargo xtask bench l4-counters --quick`, the VIP's
+//! sockops + `tcp_stats_release` run time per connection on − off, same
+//! round, median of 7 rounds; this build and main's `bench-datapath`
+//! (`STRAIT_BENCH_DATAPATH`) interleaved B A B A B, then B A again, load average 1.7–6.9
+//! on 2 CPUs: this build 0.261 / 0.247 / 0.321 / 0.226 µs, main (state
+//! callbacks) 0.372 / 0.428 / 0.306 µs — ~0.1 µs less in every pair. Per connection the counters now add one
+//! `TCP_STATS_DIRECT` update and one `cb_flags_set` call at open, and one
+//! release run (no helper call) at close; the backend closing first costs
+//! nothing more. The price: every other socket of the cgroup now pays one
+//! release run too — a UDP socket one context load, a TCP socket that was
+//! not balanced one more load (its callback flags); the bench's "direct
+//! from the data path's cgroup" row (sockops + release) went from 502 /
+//! 521 / 500 ns (main) to 637 / 646 / 672 / 588 ns per connection in the
+//! same runs (7 program runs instead of 6): ~90–170 ns, nearly what a
+//! balanced socket's release run costs and far more than its three
+//! instructions suggest — one run per connection of a program, its
+//! `.rodata` and the flags' cache line of a socket about to close are all
+//! cold (not profiled further). Before this design the idle machine
+//! measured 0.359 µs; the idle figure of this one is not measured yet.
+//!
+//! The state-callback design's cost (sockops run time per connection, on − off,
 //! kernel `bpf_stats`; 10,000 connections per run of `bench-l4` to a
 //! `bench-backend` that closes first, variants of this file loaded
 //! alternately, six rounds; load average 11–13 on 2 CPUs, so absolute
@@ -85,7 +112,9 @@
 //! so it could be neither tested nor measured; the prototype is in the
 //! history of branch `counters5` (commit "counters: fentry/tcp_close
 //! prototype", reverted). A `cgroup/sock_release` program measured no
-//! better than this design and runs for every socket of the cgroup.
+//! better than this design under that harness (load 11–13, one process
+//! per 10,000 connections, its fields read with helper calls); with the
+//! kfunc casts and the batch harness it is what counts closes now (above).
 //!
 //! Measured, not landed: closes counted by a raw tracepoint on
 //! `tcp_destroy_sock` (once per TCP socket, in `TCP_CLOSE`, counts final;
@@ -193,7 +222,7 @@ macro_rules! add {
 /// leave that connection's counts under the first key — the same window
 /// in which the hash's `+=` can lose an update.
 #[inline(always)]
-fn add4(key: &TcpStatsKey, d: TcpStats) {
+pub(crate) fn add4(key: &TcpStatsKey, d: TcpStats) {
     if let Some(e) = TCP_STATS_DIRECT.get_ptr_mut(tcp_stats_slot(key)) {
         // SAFETY: this CPU's slot; nothing else on this CPU writes it while
         // we run (userspace only reads).
@@ -229,9 +258,15 @@ const OPENED: TcpStats = TcpStats {
     received: 0,
 };
 
+/// Adds `d` to `key`'s native IPv6 counters in [`TCP_STATS6`].
+#[inline(always)]
+pub(crate) fn add6(key: &TcpStatsKey6, d: TcpStats) {
+    add!(TCP_STATS6, key, d);
+}
+
 /// The `TCP_STATS` key of a balanced socket whose client address is `src`.
 #[inline(always)]
-fn key4(src: u32, nat: &SockNat) -> TcpStatsKey {
+pub(crate) fn key4(src: u32, nat: &SockNat) -> TcpStatsKey {
     TcpStatsKey {
         src,
         vip: nat.orig.ip,
@@ -243,7 +278,7 @@ fn key4(src: u32, nat: &SockNat) -> TcpStatsKey {
 
 /// The `TCP_STATS6` key of a balanced native IPv6 socket.
 #[inline(always)]
-fn key6(src: [u32; 4], nat: &SockNat6) -> TcpStatsKey6 {
+pub(crate) fn key6(src: [u32; 4], nat: &SockNat6) -> TcpStatsKey6 {
     TcpStatsKey6 {
         src,
         vip: nat.orig.ip,
@@ -258,14 +293,26 @@ fn key6(src: [u32; 4], nat: &SockNat6) -> TcpStatsKey6 {
 #[inline(always)]
 pub fn opened(ctx: &SockOpsContext, nat: &SockNat) {
     add4(&key4(ctx.local_ip4(), nat), OPENED);
-    let _ = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32);
+    let _ = ctx.set_cb_flags(close_flag());
+}
+
+/// The callback flag [`opened`] sets: the state callback, or (closes
+/// counted at release, [`crate::tcp_release`]) only the marker the release
+/// program looks for.
+#[inline(always)]
+fn close_flag() -> i32 {
+    if crate::tcp_release::on() {
+        crate::tcp_release::MARK as i32
+    } else {
+        BPF_SOCK_OPS_STATE_CB_FLAG as i32
+    }
 }
 
 /// [`opened`] for a connection connect6 balanced to a native IPv6 backend.
 #[inline(always)]
 pub fn opened6(ctx: &SockOpsContext, nat: &SockNat6) {
     add!(TCP_STATS6, &key6(ip6(ctx.ops, false), nat), OPENED);
-    let _ = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32);
+    let _ = ctx.set_cb_flags(close_flag());
 }
 
 /// The context's local (`remote`: peer) IPv6 address, one 32-bit load per

@@ -1,7 +1,9 @@
 //! Tier 2: what `TCP_STATS` / `TCP_STATS6` count for a kernel-balanced
 //! connection — opened once when it is established, closed once with the
-//! exact bytes the client wrote and received (the sockops program's state
-//! callback, at the first state where both are final) — whoever closes
+//! exact bytes the client wrote and received (when the client releases
+//! the socket, `cgroup/sock_release`; on kernels without its kfuncs the
+//! sockops program's state callback, at the first state where both are
+//! final) — whoever closes
 //! first, after a half-close, with data still unacknowledged at close, and
 //! for native IPv6 services. Real sockets from `strait-probe` in a test
 //! cgroup, backends on loopback.
@@ -25,6 +27,8 @@ enum Close {
     AfterReply,
     /// Once the client has closed.
     AfterClient,
+    /// Right after its reply, with a reset (`SO_LINGER` 0).
+    Reset,
 }
 
 /// A backend on `bind` that reads `expect` bytes, writes `reply` bytes and
@@ -39,8 +43,28 @@ fn backend(bind: &str, expect: usize, reply: usize, close: Close) -> SocketAddr 
                 continue;
             }
             let _ = s.write_all(&vec![b'y'; reply]);
-            if let Close::AfterClient = close {
-                let _ = std::io::copy(&mut s, &mut std::io::sink());
+            match close {
+                Close::AfterClient => {
+                    let _ = std::io::copy(&mut s, &mut std::io::sink());
+                }
+                Close::Reset => {
+                    use std::os::fd::AsRawFd;
+                    let l = libc::linger {
+                        l_onoff: 1,
+                        l_linger: 0,
+                    };
+                    // SAFETY: a valid socket and a `linger` of its size.
+                    unsafe {
+                        libc::setsockopt(
+                            s.as_raw_fd(),
+                            libc::SOL_SOCKET,
+                            libc::SO_LINGER,
+                            (&raw const l).cast(),
+                            std::mem::size_of_val(&l) as libc::socklen_t,
+                        )
+                    };
+                }
+                Close::AfterReply => {}
             }
         }
     });
@@ -74,7 +98,7 @@ fn xfer(cg: &TestCgroup, vip: SocketAddr, send: usize, recv: &str, want: usize) 
 }
 
 /// (send, reply, how the backend closes, how the client reads).
-const CASES: [(usize, usize, Close, &str); 4] = [
+const CASES: [(usize, usize, Close, &str); 5] = [
     // The server closes first: the client closes its socket in
     // CLOSE_WAIT (counted at LAST_ACK), the server's FIN received (not a
     // byte).
@@ -89,12 +113,28 @@ const CASES: [(usize, usize, Close, &str); 4] = [
     // until the server closes (counted at CLOSING or TCP_CLOSE, not at
     // FIN_WAIT1, where the reply was still to come).
     (2000, 30_000, Close::AfterClient, "shut"),
+    // The server resets the connection after its reply: the client reads
+    // the reply and closes a socket in TCP_CLOSE that sent no FIN and
+    // received none.
+    (500, 3000, Close::Reset, "3000"),
 ];
 
 fn datapath(p: &privileged::Privileged, bpffs: &TestBpffs, name: &str) -> (Datapath, TestCgroup) {
+    datapath_with(p, bpffs, name, true)
+}
+
+/// [`datapath`], closes counted at release (`release`, where the kernel
+/// allows) or by the sockops state callback.
+fn datapath_with(
+    p: &privileged::Privileged,
+    bpffs: &TestBpffs,
+    name: &str,
+    release: bool,
+) -> (Datapath, TestCgroup) {
     let cg = TestCgroup::new(&p.cgroup2, name).unwrap();
     let mut config = DatapathConfig::new(name);
     config.bpffs = bpffs.path().to_path_buf();
+    config.tcp_stats_release = release;
     let mut dp = Datapath::new(&config).unwrap();
     dp.attach(cg.path()).unwrap();
     (dp, cg)
@@ -115,8 +155,27 @@ fn balanced_connections_are_counted_with_their_exact_bytes() {
     else {
         return;
     };
+    exact_bytes(&p, true);
+}
+
+#[test]
+fn the_state_callback_counts_the_same_exact_bytes() {
+    let Some(p) = privileged::require("the_state_callback_counts_the_same_exact_bytes") else {
+        return;
+    };
+    exact_bytes(&p, false);
+}
+
+/// Every case of [`CASES`] through an IPv4 VIP, closes counted at release
+/// (`release`, where the kernel allows) or by the state callback.
+fn exact_bytes(p: &privileged::Privileged, release: bool) {
     let bpffs = TestBpffs::new().unwrap();
-    let (mut dp, cg) = datapath(&p, &bpffs, "tcpstats-bytes");
+    let name = if release {
+        "tcpstats-bytes"
+    } else {
+        "tcpstats-bytes-cb"
+    };
+    let (mut dp, cg) = datapath_with(p, &bpffs, name, release);
     let mut services = Vec::new();
     let mut want = Vec::new();
     for (i, (send, reply, close, _)) in CASES.iter().enumerate() {
@@ -197,43 +256,62 @@ fn native_ipv6_balanced_connections_are_counted() {
     dp.cleanup().unwrap();
 }
 
-/// The sockops program's runs so far (counted while `BPF_ENABLE_STATS` is
-/// held).
-fn sockops_runs(dp: &Datapath) -> u64 {
+/// Program `name`'s runs so far (counted while `BPF_ENABLE_STATS` is
+/// held); `None` when it is not loaded.
+fn runs(dp: &Datapath, name: &str) -> Option<u64> {
     dp.program_stats()
         .iter()
-        .find(|(name, ..)| name == strait::datapath::programs::SOCKOPS)
-        .map_or(0, |(_, runs, _)| *runs)
+        .find(|(n, ..)| n == name)
+        .map(|(_, runs, _)| *runs)
 }
 
 #[test]
-fn a_connection_the_client_closes_costs_one_state_callback() {
-    let Some(p) = privileged::require("a_connection_the_client_closes_costs_one_state_callback")
+fn a_balanced_connection_costs_one_release_run_and_no_state_callback() {
+    let Some(p) =
+        privileged::require("a_balanced_connection_costs_one_release_run_and_no_state_callback")
     else {
         return;
     };
+    use strait::datapath::programs::{SOCKOPS, TCP_STATS_RELEASE};
     let bpffs = TestBpffs::new().unwrap();
     let (mut dp, cg) = datapath(&p, &bpffs, "tcpstats-runs");
     let b = backend("127.0.0.1:0", 100, 200, Close::AfterClient);
     let vip: SocketAddr = "127.100.7.9:80".parse().unwrap();
     dp.apply(&[l4(vip, b)]).unwrap();
-    // Direct connections (not balanced: no state callback) give the runs
-    // the kernel makes without being asked; balanced ones add one each:
-    // the callback is turned off where the connection is counted closed
-    // (FIN_WAIT1), so FIN_WAIT2 and TCP_CLOSE do not run it.
+    // Direct connections (not balanced) give the runs the kernel makes
+    // without being asked. Balanced ones, closes counted at release (the
+    // kernel has the kfuncs): the same sockops runs, and the release
+    // program runs once per socket either way. Counted by the state
+    // callback (an older kernel): one sockops run more each, turned off
+    // where the connection is counted closed (FIN_WAIT1).
     const N: u64 = 10;
     let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).unwrap();
-    let before = sockops_runs(&dp);
+    let sockops = |dp: &Datapath| runs(dp, SOCKOPS).unwrap();
+    let release = |dp: &Datapath| runs(dp, TCP_STATS_RELEASE);
+    let (before, release_before) = (sockops(&dp), release(&dp));
     for _ in 0..N {
         xfer(&cg, b, 100, "200", 200);
     }
-    let direct = sockops_runs(&dp) - before;
+    let (direct, release_direct) = (sockops(&dp) - before, release(&dp));
     for _ in 0..N {
         xfer(&cg, vip, 100, "200", 200);
     }
-    let balanced = sockops_runs(&dp) - before - direct;
+    let balanced = sockops(&dp) - before - direct;
     assert!(direct >= 3 * N, "{direct} runs for {N} direct connections");
-    assert_eq!(balanced, direct + N, "runs for {N} balanced connections");
+    match (release_before, release_direct, release(&dp)) {
+        (Some(r0), Some(r1), Some(r2)) => {
+            assert_eq!(
+                balanced, direct,
+                "sockops runs for {N} balanced connections"
+            );
+            assert_eq!(r1 - r0, N, "release runs for {N} direct connections");
+            assert_eq!(r2 - r1, N, "release runs for {N} balanced connections");
+        }
+        _ => {
+            eprintln!("no release counter on this kernel: closes counted by the state callback");
+            assert_eq!(balanced, direct + N, "runs for {N} balanced connections");
+        }
+    }
     let stats = dp.tcp_stats().unwrap();
     assert_eq!(stats.len(), 1, "{stats:?}");
     assert_eq!(

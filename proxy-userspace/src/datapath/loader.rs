@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use aya::{
     programs::{
         links::{CgroupAttachMode, FdLink, PinnedLink},
-        CgroupSockAddr, SockOps,
+        CgroupSock, CgroupSockAddr, SockOps,
     },
     Ebpf,
 };
@@ -100,6 +100,12 @@ pub struct DatapathConfig {
     /// the sockops program then neither counts nor asks for state
     /// callbacks, and no `istio_tcp_*` series appear for such connections.
     pub tcp_stats: bool,
+    /// With [`Self::tcp_stats`]: count closes with the `cgroup/sock_release`
+    /// program where the kernel has the kfuncs it needs (default on: one
+    /// run per socket at the application's `close()` instead of the sockops
+    /// state callbacks); off: always the state callbacks, as on kernels
+    /// without those kfuncs (to test that path, and to compare the two).
+    pub tcp_stats_release: bool,
     /// Replace pinned maps whose layout this build can neither use nor
     /// migrate with empty ones (`strait run --reset-maps`) instead of
     /// refusing to start.
@@ -123,6 +129,7 @@ impl DatapathConfig {
             ),
             outbound6: None,
             tcp_stats: true,
+            tcp_stats_release: true,
             sockmap: false,
             reset_maps: false,
         }
@@ -166,6 +173,9 @@ pub struct Datapath {
     tables: tables::ServiceTables,
     pin_dir: PathBuf,
     links: Vec<PinnedLink>,
+    /// Closes are counted by [`programs::TCP_STATS_RELEASE`], attached
+    /// beside [`programs::SOCKET`] (see [`tcp_release`]).
+    tcp_release: bool,
     deny: DenyTries,
     external_vips: xlb::ExternalVips,
     external_vips6: super::xlb6::ExternalVips6,
@@ -275,8 +285,20 @@ impl Datapath {
         } else {
             [0; 3]
         };
-        let mut loader = super::btf::loader(super::EBPF_OBJECT);
+        let release = if config.tcp_stats && config.tcp_stats_release {
+            tcp_release()
+        } else {
+            None
+        };
+        let object = release
+            .as_ref()
+            .map_or(super::EBPF_OBJECT, |(_, o)| o.bytes());
+        let release_btf = release.as_ref().map_or([0; 13], |(r, _)| r.btf);
+        let release_on = u8::from(release.is_some());
+        let mut loader = super::btf::loader(object);
         loader.override_global("TCP_STATS_ON", &tcp_stats_on, true);
+        loader.override_global("TCP_RELEASE_ON", &release_on, true);
+        loader.override_global("TCP_RELEASE_BTF", &release_btf, true);
         loader.override_global("SOCKMAP_ON", &sockmap_on, true);
         let sock_mem = if config.sockmap {
             super::sockmap::bound_offsets()
@@ -296,12 +318,33 @@ impl Datapath {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(super::EBPF_OBJECT).with_context(|| {
+        let mut ebpf = loader.load(object).with_context(|| {
             format!(
                 "loading the eBPF object with maps pinned in {}",
                 pin_dir.display()
             )
         })?;
+        if release.is_some() {
+            // Now rather than at attach, before any map is copied or link
+            // swapped: a kernel that refuses it gets the object again with
+            // closes counted by the state callback (its globals are fixed
+            // at load), and the verifier's reason in the log.
+            let p: &mut CgroupSock = ebpf
+                .program_mut(programs::TCP_STATS_RELEASE)
+                .context("the release counter missing from the eBPF object")?
+                .try_into()?;
+            if let Err(e) = p.load() {
+                tracing::warn!(
+                    "the kernel refused the release counter; kernel-balanced TCP connections are counted closed by the sockops state callback: {e:#}"
+                );
+                drop(ebpf);
+                let state_callback = DatapathConfig {
+                    tcp_stats_release: false,
+                    ..config.clone()
+                };
+                return Self::load_pinned(&state_callback, pin_dir, replaced);
+            }
+        }
         replaced.copy_into(pin_dir, migrate::Overwrite::Yes)?;
         let mut maps = Maps::take(&mut ebpf)?;
         let tables = tables::ServiceTables::recover(&mut maps)?;
@@ -326,6 +369,7 @@ impl Datapath {
             tables,
             pin_dir: pin_dir.to_path_buf(),
             links: Vec::new(),
+            tcp_release: release.is_some(),
             deny,
             external_vips,
             external_vips6,
@@ -378,7 +422,8 @@ impl Datapath {
         // Our handles on links of an earlier attach: the pins keep those we
         // want; dropping the handles lets the unpinned ones detach.
         self.links.clear();
-        for name in programs::SOCKET {
+        self.unpin_unused(&links_dir);
+        for name in self.socket_programs() {
             self.unpin_other_cgroups(&links_dir, name, cgroup_id);
             let pin = links_dir.join(format!("{name}@{cgroup_id}"));
             if pin.exists() {
@@ -428,13 +473,18 @@ impl Datapath {
     ///
     /// Errors: the verifier rejects a program.
     pub fn load_socket_programs(&mut self) -> anyhow::Result<()> {
-        for name in programs::SOCKET {
+        for name in self.socket_programs() {
             let prog = self
                 .ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the eBPF object"))?;
             if name == programs::SOCKOPS {
                 let p: &mut SockOps = prog.try_into()?;
+                if p.fd().is_err() {
+                    p.load().with_context(|| format!("loading {name}"))?;
+                }
+            } else if name == programs::TCP_STATS_RELEASE {
+                let p: &mut CgroupSock = prog.try_into()?;
                 if p.fd().is_err() {
                     p.load().with_context(|| format!("loading {name}"))?;
                 }
@@ -462,12 +512,14 @@ impl Datapath {
         let mut keep = std::collections::HashSet::new();
         let mut failed = Vec::new();
         let mut links = Vec::new();
+        self.unpin_unused(&links_dir);
+        let names = self.socket_programs();
         for cgroup in cgroups {
             let one = |dp: &mut Self, links: &mut Vec<PinnedLink>| -> anyhow::Result<u64> {
                 let id = std::fs::metadata(cgroup)
                     .with_context(|| format!("opening cgroup {}", cgroup.display()))?
                     .ino();
-                for name in programs::SOCKET {
+                for name in &names {
                     let pin = links_dir.join(format!("{name}@{id}"));
                     if pin.exists() {
                         links.push(dp.reuse_pin(name, &pin)?);
@@ -526,6 +578,12 @@ impl Datapath {
                 p.load().with_context(|| format!("loading {name}"))?;
             }
             p.fd()?.as_fd().try_clone_to_owned()?
+        } else if name == programs::TCP_STATS_RELEASE {
+            let p: &mut CgroupSock = prog.try_into()?;
+            if p.fd().is_err() {
+                p.load().with_context(|| format!("loading {name}"))?;
+            }
+            p.fd()?.as_fd().try_clone_to_owned()?
         } else {
             let p: &mut CgroupSockAddr = prog.try_into()?;
             if p.fd().is_err() {
@@ -576,6 +634,38 @@ impl Datapath {
             }
         }
         Ok(stale)
+    }
+
+    /// The programs attached to a pods cgroup: [`programs::SOCKET`], and
+    /// [`programs::TCP_STATS_RELEASE`] when it counts closes.
+    fn socket_programs(&self) -> Vec<&'static str> {
+        let mut names = programs::SOCKET.to_vec();
+        if self.tcp_release {
+            names.push(programs::TCP_STATS_RELEASE);
+        }
+        names
+    }
+
+    /// Removes pinned links of programs this build does not attach (the
+    /// release counter of an earlier run, now that the counters are off
+    /// or the kernel refused it).
+    fn unpin_unused(&self, links_dir: &Path) {
+        if self.tcp_release {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(links_dir) else {
+            return;
+        };
+        let prefix = format!("{}@", programs::TCP_STATS_RELEASE);
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_str()
+                .is_some_and(|f| f.starts_with(&prefix))
+            {
+                tracing::info!(link = %e.path().display(), "detaching the release counter");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     /// Removes pinned links of `program` to cgroups other than `keep`
@@ -1185,6 +1275,15 @@ fn attach_cgroup_link(ebpf: &mut Ebpf, name: &str, cgroup: &Path) -> anyhow::Res
         }
         let id = p.attach(cg, mode)?;
         p.take_link(id)?.try_into()?
+    } else if name == programs::TCP_STATS_RELEASE {
+        let p: &mut CgroupSock = prog.try_into()?;
+        if p.fd().is_err() {
+            p.load().with_context(|| format!("loading {name}"))?;
+        }
+        let id = p
+            .attach(cg, mode)
+            .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+        p.take_link(id)?.try_into()?
     } else {
         let p: &mut CgroupSockAddr = prog.try_into()?;
         if p.fd().is_err() {
@@ -1196,6 +1295,33 @@ fn attach_cgroup_link(ebpf: &mut Ebpf, name: &str, cgroup: &Path) -> anyhow::Res
         p.take_link(id)?.try_into()?
     };
     Ok(link)
+}
+
+/// What counting closes at release needs ([`super::tcp_sock::TcpRelease`])
+/// and the embedded object with its kfunc calls in place
+/// ([`super::kfunc`]); `None` when the kernel's BTF lacks them (Linux <
+/// 6.2), logged: closes are then counted by the sockops state callback.
+fn tcp_release() -> Option<(super::tcp_sock::TcpRelease, super::kfunc::Patched)> {
+    let found = super::tcp_sock::TcpRelease::of_kernel()
+        .map_err(anyhow::Error::from)
+        .and_then(|r| {
+            let kfuncs = [
+                (proxy_common::kfunc::CAST_TO_KERN_CTX, r.kfuncs[0]),
+                (proxy_common::kfunc::RDONLY_CAST, r.kfuncs[1]),
+            ];
+            let object =
+                super::kfunc::patch(super::EBPF_OBJECT, &["cgroup/sock_release"], &kfuncs)?;
+            Ok((r, object))
+        });
+    match found {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::info!(
+                "kernel-balanced TCP connections are counted closed by the sockops state callback (no release counter: {e:#})"
+            );
+            None
+        }
+    }
 }
 
 /// The running kernel's `[write_seq, sk_shutdown, skc_cookie]` socket offsets for the

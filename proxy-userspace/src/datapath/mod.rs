@@ -26,6 +26,7 @@ mod deny_rules;
 mod grace;
 pub mod inpod;
 mod inpod_v6;
+mod kfunc;
 mod layout;
 mod loader;
 mod maglev;
@@ -97,6 +98,11 @@ pub mod programs {
     /// `sockops`: copies a redirected connection's original destination to
     /// a key of the client's address.
     pub const SOCKOPS: &str = "orig_dst_sockops";
+    /// `cgroup/sock_release`: counts kernel-balanced TCP connections closed
+    /// (`proxy-ebpf/src/tcp_release.rs`); loaded and attached beside
+    /// [`SOCKET`] when the counters are on and the kernel has the kfuncs
+    /// it calls, else closes are counted by [`SOCKOPS`]' state callback.
+    pub const TCP_STATS_RELEASE: &str = "tcp_stats_release";
     /// Every program [`super::Datapath::attach`] attaches to the pods cgroup.
     pub const SOCKET: [&str; 9] = [
         CONNECT4,

@@ -70,7 +70,7 @@ const TYPEDEF: u32 = 8;
 const VOLATILE: u32 = 9;
 const CONST: u32 = 10;
 const RESTRICT: u32 = 11;
-const FUNC: u32 = 12;
+pub(super) const FUNC: u32 = 12;
 const FUNC_PROTO: u32 = 13;
 const VAR: u32 = 14;
 const DATASEC: u32 = 15;
@@ -85,8 +85,6 @@ const FIELDS: [(&str, &str, u32); 3] = [
     ("sock", "sk_shutdown", 1),
     ("sock_common", "skc_cookie", 8),
 ];
-/// `FIELDS.len()`.
-const N: usize = FIELDS.len();
 
 impl TcpSockOffsets {
     /// The offsets of the running kernel ([`VMLINUX_BTF`]).
@@ -107,38 +105,81 @@ impl TcpSockOffsets {
     /// Errors: `r` cannot be read or parsed, or lacks a field, or gives
     /// it another size than the program reads, or makes it a bit field.
     pub fn from_btf<R: Read + Seek>(r: R) -> Result<Self, TcpSockError> {
-        let mut b = Stream::new(r)?;
-        let wanted: [&str; 2 * N] = core::array::from_fn(|i| {
-            let (st, member, _) = FIELDS[i / 2];
-            if i % 2 == 0 {
-                st
-            } else {
-                member
-            }
-        });
-        let names = b.names(&wanted)?;
-        let found = b.find_members(&names)?;
-        let mut out = [0u32; N];
-        for (i, (st, member, size)) in FIELDS.iter().enumerate() {
-            let (bits, bitfield, ty) = found[i]
-                .ok_or_else(|| TcpSockError::Field(format!("no struct {st} member {member}")))?;
-            if bits % 8 != 0 || bitfield != 0 {
-                return Err(TcpSockError::Field(format!(
-                    "struct {st} member {member} is a bit field"
-                )));
-            }
-            let have = b.size_of(ty)?;
-            if have != Some(*size) {
-                return Err(TcpSockError::Field(format!(
-                    "struct {st} member {member} has {have:?} bytes, {size} expected"
-                )));
-            }
-            out[i] = bits / 8;
-        }
+        let out = Stream::new(r)?.offsets(&FIELDS)?;
         Ok(Self {
             write_seq: out[0],
             sk_shutdown: out[1],
             sk_cookie: out[2],
+        })
+    }
+}
+
+/// What the `cgroup/sock_release` counter (`proxy-ebpf/src/tcp_release.rs`)
+/// needs from the running kernel's BTF: the ids of the kfuncs it calls
+/// and of `struct tcp_sock`, and the byte offsets it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpRelease {
+    /// `FUNC` ids of `bpf_cast_to_kern_ctx` and `bpf_rdonly_cast`.
+    pub kfuncs: [u32; 2],
+    /// The program's `TCP_RELEASE_BTF`: `struct tcp_sock`'s type id, then
+    /// the offsets of [`RELEASE_FIELDS`] in order.
+    pub btf: [u32; 13],
+}
+
+/// The fields the release counter reads, in its `TCP_RELEASE_BTF` order:
+/// (struct, member, size in bytes).
+pub const RELEASE_FIELDS: [(&str, &str, u32); 12] = [
+    ("sock_common", "skc_cookie", 8),
+    ("tcp_sock", "bpf_sock_ops_cb_flags", 1),
+    ("tcp_sock", "bytes_acked", 8),
+    ("tcp_sock", "bytes_received", 8),
+    ("tcp_sock", "snd_una", 4),
+    ("tcp_sock", "write_seq", 4),
+    ("tcp_sock", "snd_nxt", 4),
+    ("tcp_sock", "bytes_sent", 8),
+    ("tcp_sock", "bytes_retrans", 8),
+    ("sock_common", "skc_flags", 8),
+    ("sock_common", "skc_rcv_saddr", 4),
+    ("sock_common", "skc_v6_rcv_saddr", 16),
+];
+
+impl TcpRelease {
+    /// The running kernel's ([`VMLINUX_BTF`]).
+    ///
+    /// Errors: as [`Self::from_btf`], or the file cannot be opened.
+    pub fn of_kernel() -> Result<Self, TcpSockError> {
+        let path = Path::new(VMLINUX_BTF);
+        let f = std::fs::File::open(path).map_err(|source| TcpSockError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_btf(f)
+    }
+
+    /// From the raw BTF in `r`.
+    ///
+    /// Errors: `r` cannot be parsed; a kfunc (Linux < 6.2), `struct
+    /// tcp_sock` or a field is missing, or a field has another size.
+    pub fn from_btf<R: Read + Seek>(r: R) -> Result<Self, TcpSockError> {
+        let mut b = Stream::new(r)?;
+        let wanted = [
+            (FUNC, "bpf_cast_to_kern_ctx"),
+            (FUNC, "bpf_rdonly_cast"),
+            (STRUCT, "tcp_sock"),
+        ];
+        let ids = b.type_ids(&wanted)?;
+        let mut id = [0u32; 3];
+        for (i, (_, name)) in wanted.iter().enumerate() {
+            id[i] = ids[i]
+                .ok_or_else(|| TcpSockError::Field(format!("no {name} in the kernel's BTF")))?;
+        }
+        let offsets = b.offsets(&RELEASE_FIELDS)?;
+        let mut btf = [0u32; 13];
+        btf[0] = id[2];
+        btf[1..].copy_from_slice(&offsets);
+        Ok(Self {
+            kfuncs: [id[0], id[1]],
+            btf,
         })
     }
 }
@@ -280,35 +321,144 @@ impl<R: Read + Seek> Stream<R> {
         Ok(())
     }
 
-    /// Per field of [`FIELDS`]: (bit offset, bit-field size, type id) of
-    /// the member in the first struct of that name that has it.
+    /// Byte offsets of `fields` — (struct, member, size in bytes) — each
+    /// from the start of its struct, in order.
+    ///
+    /// Errors: the type section cannot be read, or a member is missing,
+    /// is a bit field or has another size.
+    pub(super) fn offsets(
+        &mut self,
+        fields: &[(&str, &str, u32)],
+    ) -> Result<Vec<u32>, TcpSockError> {
+        let wanted: Vec<&str> = fields.iter().flat_map(|(st, m, _)| [*st, *m]).collect();
+        let names = self.names(&wanted)?;
+        let found = self.find_members(&names, fields.len())?;
+        let mut out = Vec::with_capacity(fields.len());
+        for (i, (st, member, size)) in fields.iter().enumerate() {
+            let (bits, bitfield, ty) = found[i]
+                .ok_or_else(|| TcpSockError::Field(format!("no struct {st} member {member}")))?;
+            if bits % 8 != 0 || bitfield != 0 {
+                return Err(TcpSockError::Field(format!(
+                    "struct {st} member {member} is a bit field"
+                )));
+            }
+            let have = self.size_of(ty)?;
+            if have != Some(*size) {
+                return Err(TcpSockError::Field(format!(
+                    "struct {st} member {member} has {have:?} bytes, {size} expected"
+                )));
+            }
+            out.push(bits / 8);
+        }
+        Ok(out)
+    }
+
+    /// Per field `f < n` (`names[2f]`: its struct's name offsets,
+    /// `names[2f + 1]`: its member's): (bit offset, bit-field size, type
+    /// id) of the member in the first struct of that name that has it,
+    /// directly or in one of its anonymous unions or structs (as
+    /// `sock_common`'s `skc_flags`).
     #[allow(clippy::type_complexity)]
     fn find_members(
         &mut self,
         names: &[Vec<u32>],
-    ) -> Result<[Option<(u32, u32, u32)>; N], TcpSockError> {
-        let mut found = [None; N];
+        n: usize,
+    ) -> Result<Vec<Option<(u32, u32, u32)>>, TcpSockError> {
+        let mut found = vec![None; n];
+        // Per field: the anonymous members of its struct, (type, bit offset).
+        let mut anon: Vec<Vec<(u32, u32)>> = vec![Vec::new(); n];
+        let mut seen = vec![false; n];
         self.walk(|s, _id, kind, kind_flag, vlen, name, _| {
             if kind != STRUCT {
                 return Ok(false);
             }
-            let Some(f) = (0..N).find(|&f| found[f].is_none() && names[2 * f].contains(&name))
-            else {
+            let fs: Vec<usize> = (0..n)
+                .filter(|&f| !seen[f] && names[2 * f].contains(&name))
+                .collect();
+            if fs.is_empty() {
                 return Ok(false);
-            };
+            }
             for _ in 0..vlen {
-                let (n, ty, off) = (s.u32()?, s.u32()?, s.u32()?);
-                if names[2 * f + 1].contains(&n) {
-                    found[f] = Some(if kind_flag {
-                        (off & 0xff_ffff, off >> 24, ty)
-                    } else {
-                        (off, 0, ty)
-                    });
+                let (m, ty, off) = (s.u32()?, s.u32()?, s.u32()?);
+                let off = if kind_flag {
+                    (off & 0xff_ffff, off >> 24)
+                } else {
+                    (off, 0)
+                };
+                for &f in &fs {
+                    if m == 0 && off.1 == 0 {
+                        anon[f].push((ty, off.0));
+                    } else if found[f].is_none() && names[2 * f + 1].contains(&m) {
+                        found[f] = Some((off.0, off.1, ty));
+                    }
                 }
+            }
+            for &f in &fs {
+                // The first struct of that name only.
+                seen[f] = true;
             }
             Ok(true)
         })?;
+        // Anonymous members, one nesting level per pass (`sock_common`'s
+        // `skc_rcv_saddr` is in a struct in a union).
+        for _ in 0..3 {
+            if (0..n).all(|f| found[f].is_some() || anon[f].is_empty()) {
+                break;
+            }
+            let mut next: Vec<Vec<(u32, u32)>> = vec![Vec::new(); n];
+            self.walk(|s, id, kind, kind_flag, vlen, _, _| {
+                if kind != STRUCT && kind != UNION {
+                    return Ok(false);
+                }
+                let fs: Vec<(usize, u32)> = (0..n)
+                    .filter(|&f| found[f].is_none())
+                    .filter_map(|f| anon[f].iter().find(|(t, _)| *t == id).map(|&(_, o)| (f, o)))
+                    .collect();
+                if fs.is_empty() {
+                    return Ok(false);
+                }
+                for _ in 0..vlen {
+                    let (m, ty, off) = (s.u32()?, s.u32()?, s.u32()?);
+                    let off = if kind_flag {
+                        (off & 0xff_ffff, off >> 24)
+                    } else {
+                        (off, 0)
+                    };
+                    for &(f, base) in &fs {
+                        if m == 0 && off.1 == 0 {
+                            next[f].push((ty, base + off.0));
+                        } else if found[f].is_none() && names[2 * f + 1].contains(&m) {
+                            found[f] = Some((base + off.0, off.1, ty));
+                        }
+                    }
+                }
+                Ok(true)
+            })?;
+            anon = next;
+        }
         Ok(found)
+    }
+
+    /// The type id of the first record of each `(kind, name)` in `wanted`
+    /// (`None`: absent).
+    ///
+    /// Errors: the type section cannot be read.
+    pub(super) fn type_ids(
+        &mut self,
+        wanted: &[(u32, &str)],
+    ) -> Result<Vec<Option<u32>>, TcpSockError> {
+        let strs: Vec<&str> = wanted.iter().map(|(_, n)| *n).collect();
+        let names = self.names(&strs)?;
+        let mut out = vec![None; wanted.len()];
+        self.walk(|_, id, kind, _, _, name, _| {
+            for (i, (k, _)) in wanted.iter().enumerate() {
+                if out[i].is_none() && *k == kind && names[i].contains(&name) {
+                    out[i] = Some(id);
+                }
+            }
+            Ok(false)
+        })?;
+        Ok(out)
     }
 
     /// Byte size of type `id` (an integer, enum or pointer), through
@@ -446,5 +596,25 @@ mod tests {
         // `skc_cookie` lies in `struct sock_common`, which opens `struct
         // sock`, before `sk_shutdown`.
         assert!((8..o.sk_shutdown).contains(&o.sk_cookie), "{o:?}");
+    }
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    use super::*;
+
+    /// The running kernel's BTF, when it has one, gives every offset and
+    /// the kfunc ids.
+    #[test]
+    fn the_running_kernel_has_the_release_fields() {
+        if !Path::new(VMLINUX_BTF).exists() {
+            eprintln!("SKIP: no {VMLINUX_BTF}");
+            return;
+        }
+        let r = TcpRelease::of_kernel();
+        eprintln!("{r:?}");
+        let r = r.unwrap();
+        assert!(r.kfuncs.iter().all(|&k| k != 0));
+        assert!(r.btf.iter().skip(2).all(|&o| o != 0), "{r:?}");
     }
 }

@@ -22,8 +22,9 @@
 //!
 //! Figures: the kernel's run time of the attached programs per connection
 //! (BPF run-time statistics read around every batch, so each path gets
-//! its own), on minus off for the VIP's sockops program (the counters' own
-//! cost, target ≤ 0.2 µs); CPU time per connection (client + backend);
+//! its own), on minus off for the VIP's counting programs — sockops plus
+//! the release counter attached only with the counters on (the counters'
+//! own cost, target ≤ 0.2 µs); CPU time per connection (client + backend);
 //! and the VIP's rate over direct's, batch by batch and round by round
 //! (target: within 5% with the counters on).
 use std::net::SocketAddrV4;
@@ -51,6 +52,13 @@ const TARGET_WITHIN: f64 = 0.05;
 /// The sockops program's name as the kernel keeps it (15 characters of
 /// `strait::datapath::programs::SOCKOPS`, `orig_dst_sockops`).
 const SOCKOPS: &str = "orig_dst_sockop";
+/// The release counter's kernel name (`tcp_stats_release`, 15
+/// characters), attached beside sockops while the counters are on (where
+/// the kernel has its kfuncs): it counts closes, and runs for every socket
+/// of the cgroup.
+const RELEASE: &str = "tcp_stats_relea";
+/// The programs whose run time is the counters' cost: their sum, on − off.
+const COUNTING: [&str; 2] = [SOCKOPS, RELEASE];
 
 /// The paths measured under each hold, in this order: direct twice (the
 /// second is the A/A control: same path, so its ratio to the first is the
@@ -175,7 +183,16 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
             on.push(hold(env, &file, true, plan)?);
         }
     }
-    let sockops = |r: &ArmRun| r.program_ns_per_conn(SOCKOPS).unwrap_or(f64::NAN);
+    // Sockops (always attached) plus the release counter (attached only
+    // with the counters on: absent counts 0).
+    let sockops = |r: &ArmRun| {
+        r.program_ns_per_conn(SOCKOPS).map_or(f64::NAN, |ns| {
+            ns + COUNTING[1..]
+                .iter()
+                .filter_map(|p| r.program_ns_per_conn(p))
+                .sum::<f64>()
+        })
+    };
     let added = Samples(
         on.iter()
             .zip(&off)
@@ -261,7 +278,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
             aa_pass.interval_cell(3)
         ),
         format!(
-            "Added by the counters per connection (the VIP's sockops run time on − off, same round, median): {} µs ({}); target ≤ {TARGET_ADDED_US} µs: {}.",
+            "Added by the counters per connection (the VIP's sockops + release-counter run time on − off, same round, median): {} µs ({}); target ≤ {TARGET_ADDED_US} µs: {}.",
             num(added_us, 3),
             added.cell(3, None),
             met(added_us <= TARGET_ADDED_US)
@@ -292,7 +309,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
              Under each, one client process measures four paths in alternating batches of {} connections ({} passes, the order reversing every pass, one unrecorded pass first): direct to the three backend pods' IPs (round-robin) from outside the cgroup the programs are attached to, the same path again (the A/A control), the same from inside the cgroup, and Strait's VIP (balanced over the same three) from inside it. \
              \"batch ÷ direct\" is each batch's rate over direct's batch of the same pass (median over every pass of every round, [95% interval of that median], sign test); \"rate ÷ direct, same round\" is the round's rate over direct's (median, min–max). \
              \"CPU µs per connection\": user + system time of the client process and of the backend per connection (the kernel's network work done in their context included). \
-             \"eBPF ns per connection\": the kernel's run-time statistics (`bpf_stats_enabled`) of every program attached to the cgroup (connect4, sockops, ...), read around each batch, so each path gets its own / the sockops program alone; the counters add one `TCP_STATS` update when the connection is established and the state-callback runs until its counts are final: one when the client closes first, two (`CLOSE_WAIT`, then `LAST_ACK`) when the backend does, as `bench-backend` does here. \
+             \"eBPF ns per connection\": the kernel's run-time statistics (`bpf_stats_enabled`) of every program attached to the cgroup (connect4, sockops, ...), read around each batch, so each path gets its own / the counting programs alone: sockops plus, with the counters on, the release counter (`cgroup/sock_release`, attached only then, run once per socket of the cgroup, balanced or not); the counters add one `TCP_STATS` update when the connection is established and one release run at the client's `close()`, where it is counted closed (on kernels without the kfuncs the release counter calls: the sockops state-callback runs until the counts are final instead). \
              Method before 2026-12-05: each data path hold ran 10,000 connections direct (one backend, outside the cgroup) and then 10,000 through the VIP, each a separate process, the direct run always first.",
             if env.quick { " --quick" } else { "" },
             plan.batch,
@@ -306,7 +323,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
                 "rate ÷ direct, same round".into(),
                 "batch ÷ direct".into(),
                 "CPU µs per connection".into(),
-                "eBPF ns per connection (all / sockops)".into(),
+                "eBPF ns per connection (all / sockops + release)".into(),
                 "program runs per connection".into(),
             ],
             rows,
