@@ -387,7 +387,53 @@ fn tables(rows: &[Value]) -> String {
     ));
     t.push(String::new());
     t.push(per_request(rows));
+    if let Some(line) = stall_balance(rows, "strait-l4-hbone") {
+        t.push(String::new());
+        t.push(line);
+    }
     t.join("\n")
+}
+
+/// Whether the host-stall probe's reading depends on the path: over the
+/// judged row's cycles, in how many its sub-run saw more stalled time
+/// than direct's of the same cycle. A covariate blind to the path gives
+/// about half (a sign test: the 95% range is printed beside it); `None`
+/// without probe readings.
+fn stall_balance(rows: &[Value], key: &str) -> Option<String> {
+    let stall = |r: &Value| f(r, "stall_sum_us");
+    let (mut more, mut n) = (0usize, 0usize);
+    for r in rows
+        .iter()
+        .filter(|r| is_latency(r) && r["scenario"] == key)
+    {
+        let d = rows.iter().find(|d| {
+            is_latency(d)
+                && d["scenario"] == "direct"
+                && d["round"] == r["round"]
+                && d["cycle"] == r["cycle"]
+        });
+        if let (Some(a), Some(b)) = (stall(r), d.and_then(stall)) {
+            n += 1;
+            more += usize::from(a > b);
+        }
+    }
+    if n == 0 {
+        return None;
+    }
+    // The sign test's 95% acceptance range for "more" under p = ½:
+    // [k, n − k] for the k of the median's interval over n samples
+    // (ranks k and n + 1 − k: P(B ≤ k − 1) ≤ 2.5%).
+    let range = Samples((1..=n).map(|i| i as f64).collect())
+        .median_interval(0.95)
+        .map_or(String::new(), |(k, _, _)| {
+            format!(
+                " (a path-blind probe: {k:.0} to {:.0} at 95%)",
+                n as f64 - k
+            )
+        });
+    Some(format!(
+        "Host-stall probe vs path: the Strait L4 over HBONE sub-run saw more stalled time than direct's of its cycle in {more} of {n} cycles{range}."
+    ))
 }
 
 /// The fixed-rate run in detail: the latency tail, and what one request
@@ -558,6 +604,10 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()
         .context("parsing bench-mesh output")?;
+    // Every line kept for a closer look (pairs, probe readings).
+    let raw = target_dir.join("bench-mesh.jsonl");
+    std::fs::write(&raw, &out.stdout).with_context(|| format!("writing {}", raw.display()))?;
+    step(&format!("bench-mesh's lines: {}", raw.display()));
     // The judged pair's sub-runs and its 95% interval's ranks.
     let judged = rounds * (cycles + pair_cycles);
     let judged_ranks = Samples((1..=judged).map(|i| i as f64).collect())
@@ -829,6 +879,35 @@ mod tests {
             row.ends_with("| not judged: a negative added p99 (direct's baseline was disturbed) |"),
             "{row}"
         );
+    }
+
+    #[test]
+    fn the_probe_is_checked_for_path_dependence() {
+        // 24 cycles: the L4 sub-run saw more stall than direct's in 15.
+        let mut rows = latency_rows(DIRECT, &[("strait-l4-hbone", L4)]);
+        rows.extend(latency_rows(DIRECT, &[("strait-l4-hbone", L4)]));
+        rows.extend(latency_rows(DIRECT, &[("strait-l4-hbone", L4)]));
+        rows.extend(latency_rows(DIRECT, &[("strait-l4-hbone", L4)]));
+        let mut i = 0;
+        for v in rows.iter_mut() {
+            if let Some(c) = v["cycle"].as_u64() {
+                // Make the 24 cycles distinct, then L4 higher in 15.
+                v["cycle"] = serde_json::json!(c + 10 * (i / 12));
+                if v["scenario"] == "strait-l4-hbone" {
+                    let k = i / 2;
+                    v["stall_sum_us"] = serde_json::json!(if k < 15 { 3000.0 } else { 0.0 });
+                }
+                i += 1;
+            }
+        }
+        let line = stall_balance(&rows, "strait-l4-hbone").unwrap();
+        // n = 24: the sign test accepts 7 to 17 (P(B ≤ 6) = 1.1%, P(B ≤ 7) = 3.2%).
+        assert_eq!(
+            line,
+            "Host-stall probe vs path: the Strait L4 over HBONE sub-run saw more stalled time than direct's of its cycle in 15 of 24 cycles (a path-blind probe: 7 to 17 at 95%)."
+        );
+        assert!(tables(&rows).ends_with(&line));
+        assert!(stall_balance(&throughput_rows(), "strait-l4-hbone").is_none());
     }
 
     #[test]
