@@ -133,17 +133,22 @@ fn now() -> libc::timespec {
     ts
 }
 
+/// `ts` in nanoseconds.
+fn ns(ts: libc::timespec) -> i128 {
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
 fn add(ts: libc::timespec, d: Duration) -> libc::timespec {
-    let ns = ts.tv_nsec as i64 + i64::from(d.subsec_nanos());
+    let t = ns(ts) + d.as_nanos() as i128;
     libc::timespec {
-        tv_sec: ts.tv_sec + d.as_secs() as libc::time_t + (ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (ns % 1_000_000_000) as _,
+        tv_sec: (t / 1_000_000_000) as libc::time_t,
+        tv_nsec: (t % 1_000_000_000) as libc::c_long,
     }
 }
 
 /// `a - b` in nanoseconds.
-fn diff_ns(a: libc::timespec, b: libc::timespec) -> i64 {
-    (a.tv_sec as i64 - b.tv_sec as i64) * 1_000_000_000 + (a.tv_nsec as i64 - b.tv_nsec as i64)
+fn diff_ns(a: libc::timespec, b: libc::timespec) -> i128 {
+    ns(a) - ns(b)
 }
 
 fn run(cpu: usize, threshold: Duration, stalls: &Mutex<Vec<Stall>>, stop: &AtomicBool) {
@@ -161,7 +166,7 @@ fn run(cpu: usize, threshold: Duration, stalls: &Mutex<Vec<Stall>>, stop: &Atomi
         };
         let woke = now();
         let late = diff_ns(woke, next).max(0) as u64;
-        if late > threshold.as_nanos() as u64 {
+        if u128::from(late) > threshold.as_nanos() {
             if let Ok(mut s) = stalls.lock() {
                 s.push(Stall {
                     cpu,
