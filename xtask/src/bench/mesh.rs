@@ -250,14 +250,15 @@ fn latency_verdict(direct_p99: &Samples, added: &Added) -> String {
     let Some(m) = added.kept.median() else {
         return verdict(None).into();
     };
+    // Over the target is a miss first, whatever the host did.
+    if m > ADDED_P99_TARGET_US {
+        return verdict(Some(false)).into();
+    }
     if let Some(d) = direct_p99.median().filter(|d| *d > LOADED_DIRECT_US) {
         return format!(
             "not judged: direct's own p99 is {} µs (host scheduling delays dominate)",
             num(d, 0)
         );
-    }
-    if m > ADDED_P99_TARGET_US {
-        return verdict(Some(false)).into();
     }
     if m < 0.0 {
         return "not judged: a negative added p99 (direct's baseline was disturbed)".into();
@@ -871,6 +872,12 @@ mod tests {
             row.ends_with(
                 "| not judged: direct's own p99 is 3,000 µs (host scheduling delays dominate) |"
             ),
+            "{row}"
+        );
+        // A loaded host does not excuse a median over the target.
+        let row = with([3000.0; 6], [400.0; 6]);
+        assert!(
+            row.ends_with("| +400 [+400 to +400], 6 of 6 pairs | not met |"),
             "{row}"
         );
         // Direct steadily slower than two proxies: its baseline was off.
