@@ -56,13 +56,16 @@
 //!
 //! `bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH]
 //! [--secs N] [--latency-secs N] [--latency-cycles N]
-//! [--latency-pair-cycles N] [--latency-conns N[,N]...] [--rounds N] [--ztunnel PATH] [--only SCENARIO]... [--ab-sockmap |
+//! [--latency-pair-cycles N] [--latency-conns N[,N]...] [--probe-ab]
+//! [--rounds N] [--ztunnel PATH] [--only SCENARIO]... [--ab-sockmap |
 //! --ab-args ARGS]` (`--latency-secs`: length of one latency sub-run,
 //! default 2; `--latency-cycles`: cycles per round (and per half with an
 //! A/B), default 3; `--latency-pair-cycles`: default 0;
 //! `--latency-conns`: connections of a sub-run, default 4 (a list runs
 //! every latency sub-run at each count, rows of the later counts named
-//! `<row>@<conns>`: an A/B of the count); `--only`: measure just those, e.g. to profile one
+//! `<row>@<conns>`: an A/B of the count); `--probe-ab`: every latency
+//! sub-run with the host-stall probe and without it (`<row>@noprobe`),
+//! to see what the probe itself costs; `--only`: measure just those, e.g. to profile one
 //! path; `--ab-sockmap`: each round measures the rows, then (or first,
 //! alternating) the Strait rows again with both daemons restarted with
 //! `strait run --sockmap`, named `<row>+sockmap`, each half with its own
@@ -114,6 +117,9 @@ struct Args {
     latency_conns: Vec<u32>,
     rounds: usize,
     ztunnel: Option<PathBuf>,
+    /// A/B of the host-stall probe's own cost: every latency sub-run
+    /// with and without it (`--probe-ab`).
+    probe_ab: bool,
     /// Measure only these scenarios (for profiling one path).
     only: Vec<String>,
     /// A/B of `strait run` flags: every round also measures the Strait
@@ -138,9 +144,14 @@ fn args() -> anyhow::Result<Args> {
         ztunnel: None,
         only: Vec::new(),
         ab: None,
+        probe_ab: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
+        if k == "--probe-ab" {
+            a.probe_ab = true;
+            continue;
+        }
         if k == "--ab-sockmap" {
             a.ab = Some((vec!["--sockmap".into()], "sockmap"));
             continue;
@@ -173,7 +184,7 @@ fn args() -> anyhow::Result<Args> {
         || a.backend.as_os_str().is_empty()
         || a.ca.as_os_str().is_empty()
     {
-        bail!("usage: bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH] [--secs N] [--latency-secs N] [--latency-cycles N] [--latency-pair-cycles N] [--latency-conns N[,N]...] [--rounds N] [--ztunnel PATH] [--only SCENARIO]... [--ab-sockmap | --ab-args ARGS]");
+        bail!("usage: bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH] [--secs N] [--latency-secs N] [--latency-cycles N] [--latency-pair-cycles N] [--latency-conns N[,N]...] [--probe-ab] [--rounds N] [--ztunnel PATH] [--only SCENARIO]... [--ab-sockmap | --ab-args ARGS]");
     }
     Ok(a)
 }
@@ -469,26 +480,41 @@ fn latency_cycles(
         for j in 0..a.latency_conns.len() {
             let ci = (j + c) % k;
             let conns = a.latency_conns[ci];
-            for i in 0..rows.len() {
-                let s = rows[(i + round * cycles + c) % n];
-                let name = if ci == 0 {
-                    rename(s)
-                } else {
-                    format!("{}@{conns}", rename(s))
-                };
-                eprintln!(
-                    "bench-mesh: round {} latency cycle {} {name}",
-                    round + 1,
-                    cycle + 1,
-                );
-                let at = SubRun {
-                    round,
-                    cycle,
-                    conns,
-                };
-                let mut v = latency(s, a, cpus, at, probe).with_context(|| s.name)?;
-                v["scenario"] = json!(name);
-                out.push(v);
+            // `--probe-ab`: every sub-run with the probe running (started
+            // for it) and without (rows `<row>@noprobe`), alternating.
+            for variant in 0..1 + usize::from(a.probe_ab) {
+                let with_probe = !a.probe_ab || (variant + c) % 2 == 0;
+                for i in 0..rows.len() {
+                    let s = rows[(i + round * cycles + c) % n];
+                    let mut name = if ci == 0 {
+                        rename(s)
+                    } else {
+                        format!("{}@{conns}", rename(s))
+                    };
+                    if !with_probe {
+                        name.push_str("@noprobe");
+                    }
+                    eprintln!(
+                        "bench-mesh: round {} latency cycle {} {name}",
+                        round + 1,
+                        cycle + 1,
+                    );
+                    let at = SubRun {
+                        round,
+                        cycle,
+                        conns,
+                    };
+                    let local = match (a.probe_ab && with_probe, cpus.load, cpus.server) {
+                        (true, Some(l), Some(sv)) => {
+                            Some(StallProbe::start(&[l, sv], STALL_RECORD)?)
+                        }
+                        _ => None,
+                    };
+                    let here = if a.probe_ab { local.as_ref() } else { probe };
+                    let mut v = latency(s, a, cpus, at, here).with_context(|| s.name)?;
+                    v["scenario"] = json!(name);
+                    out.push(v);
+                }
             }
         }
     }
@@ -792,6 +818,7 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
     // The host-stall probe on both CPUs (load generator's and proxies'):
     // recorded per latency sub-run; without it the lines say null.
     let probe = match (cpus.load, cpus.server) {
+        _ if a.probe_ab => None,
         (Some(l), Some(s)) => match StallProbe::start(&[l, s], STALL_RECORD) {
             Ok(p) => Some(p),
             Err(e) => {

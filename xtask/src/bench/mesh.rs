@@ -78,9 +78,9 @@ const DISTURBED_DIRECT: f64 = 2.0;
 const DISTURBED_STEAL: f64 = 0.02;
 /// A pair is dropped as disturbed when the host-stall probe (a pinned
 /// `SCHED_FIFO` thread per CPU, `cyclictest`-like: `bench-mesh`'s
-/// `stall_sum_us`, wake-ups over 250 µs late) saw the load generator's or
-/// the proxies' CPU unavailable to every task for at least this share of
-/// either of its sub-runs in total. At a fixed rate the requests that
+/// `stall_sum_us`, wake-ups over 250 µs late) saw the load generator's and
+/// the proxies' CPUs unavailable to every task, summed over both, for at
+/// least this share of either of its sub-runs. At a fixed rate the requests that
 /// arrive during a stall wait it out, so stalls adding up to 1% of a
 /// sub-run hold about 1% of its requests: its whole 1% tail, whose lower
 /// end is the p99, then measures the host rather than the path. The
@@ -639,7 +639,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
          (a sub-run's p99 is its 1% tail: its rank's 95% band stays within p98.5–p99.5 from 1,521 requests on; the first request of each connection, which opens it, is 0.2% of a sub-run; \
          Istio's benchmark uses 16 connections at 1,000 requests/s over 240 s, where openers are 0.007%: 16 in a 2 s sub-run would make them 0.8%, most of the 1% tail, so 4 stands closer to it). \
          Added p99: each proxied sub-run's p99 minus the p99 of the direct sub-run of its cycle (seconds apart), then the median of these paired differences with its 95% sign-test interval; \
-         a pair is dropped as disturbed, on either side alike and never by the proxied value, when a host-stall probe saw the load generator's or the proxies' CPU unavailable for {stall_pct}% of either sub-run or more \
+         a pair is dropped as disturbed, on either side alike and never by the proxied value, when a host-stall probe saw the load generator's and the proxies' CPUs unavailable, summed over both, for {stall_pct}% of either sub-run or more \
          (one `SCHED_FIFO` thread pinned per CPU waking every 1 ms, as `cyclictest` does, summing wake-ups over 250 µs late: stalls that long hold the sub-run's whole 1% tail), \
          when the hypervisor stole over {steal_pct}% of the proxies' CPU during either sub-run, \
          or when its direct p99 is over {DISTURBED_DIRECT}× the median direct p99 (a slowed baseline only understates the difference: dropping it never hides a miss); the cell says how many and why. \
