@@ -8,6 +8,7 @@ pub mod fake_apiserver;
 pub mod lb;
 pub mod node;
 pub mod privileged;
+pub mod stall;
 pub mod xdp;
 pub mod xdp_deny;
 pub mod xdp_net;

@@ -43,18 +43,29 @@
 //! sub-run of its own cycle seconds away to be paired with. Per sub-run:
 //! p50/p90/p99/p99.9, the proxies' CPU time, context switches and
 //! run-queue wait per request (both nodes, all threads, from
-//! `/proc/<pid>/task/*/{schedstat,status}`) and the CPU steal share of
-//! the proxies' CPU. One JSON line per (scenario, round) and per latency
-//! sub-run (`"latency": true`, with its `cycle`) on stdout; a scenario
-//! that cannot run gets one line with `missing` saying why.
+//! `/proc/<pid>/task/*/{schedstat,status}`), the CPU steal share of
+//! the proxies' CPU, and the host stalls a `cyclictest`-like probe saw
+//! on either CPU during the sub-run (`stall_max_us`, `stall_sum_us`:
+//! wake-ups of a pinned `SCHED_FIFO` thread later than 250 µs,
+//! [`strait_tests::stall`]; null when the probe could not start). With
+//! `--latency-pair-cycles N` each round (the half without the A/B flags)
+//! then runs N more cycles of direct and `strait-l4-hbone` only. One JSON
+//! line per (scenario, round) and per latency sub-run (`"latency": true`,
+//! with its `cycle` and `conns`) on stdout; a scenario that cannot run
+//! gets one line with `missing` saying why.
 //!
 //! `bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH]
-//! [--secs N] [--latency-secs N] [--latency-cycles N] [--latency-conns N]
+//! [--secs N] [--latency-secs N] [--latency-cycles N]
+//! [--latency-pair-cycles N] [--latency-conns N[,N]...] [--probe-ab]
 //! [--rounds N] [--ztunnel PATH] [--only SCENARIO]... [--ab-sockmap |
 //! --ab-args ARGS]` (`--latency-secs`: length of one latency sub-run,
 //! default 2; `--latency-cycles`: cycles per round (and per half with an
-//! A/B), default 3; `--latency-conns`: connections of a sub-run, default
-//! 4; `--only`: measure just those, e.g. to profile one
+//! A/B), default 3; `--latency-pair-cycles`: default 0;
+//! `--latency-conns`: connections of a sub-run, default 4 (a list runs
+//! every latency sub-run at each count, rows of the later counts named
+//! `<row>@<conns>`: an A/B of the count); `--probe-ab`: every latency
+//! sub-run with the host-stall probe and without it (`<row>@noprobe`),
+//! to see what the probe itself costs; `--only`: measure just those, e.g. to profile one
 //! path; `--ab-sockmap`: each round measures the rows, then (or first,
 //! alternating) the Strait rows again with both daemons restarted with
 //! `strait run --sockmap`, named `<row>+sockmap`, each half with its own
@@ -72,6 +83,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use strait_tests::node::{link, Node, Pod, PodSpec, ServiceDef, ServicePort, TargetPort};
+use strait_tests::stall::{Stall, StallProbe};
 
 const ADMIN: &str = "127.0.0.1:15000";
 /// The backend port every scenario but ztunnel's reaches.
@@ -79,6 +91,10 @@ const BACKEND_PORT: u16 = 8090;
 /// The backend port in `zserver` that `zclient`'s ztunnel captures.
 const ZT_PORT: u16 = 8091;
 const FIXED_RPS: u32 = 1_000;
+/// The host-stall probe records wake-ups later than this (a quarter of
+/// the 1 ms period: finer than any threshold `cargo xtask bench mesh`
+/// judges by).
+const STALL_RECORD: Duration = Duration::from_micros(250);
 /// Namespace of the pods outside the mesh (direct and ztunnel rows).
 const PLAIN_NS: &str = "plain";
 
@@ -92,10 +108,18 @@ struct Args {
     latency_secs: u32,
     /// Latency cycles per round: each measures every row's sub-run once.
     latency_cycles: usize,
-    /// Keep-alive connections of a latency sub-run.
-    latency_conns: u32,
+    /// Extra latency cycles per round of direct and `strait-l4-hbone`
+    /// only (the judged pair), after the full cycles.
+    latency_pair_cycles: usize,
+    /// Keep-alive connections of a latency sub-run; with more than one
+    /// value every cycle runs each row at each count, the rows at the
+    /// second and later counts named `<row>@<conns>`.
+    latency_conns: Vec<u32>,
     rounds: usize,
     ztunnel: Option<PathBuf>,
+    /// A/B of the host-stall probe's own cost: every latency sub-run
+    /// with and without it (`--probe-ab`).
+    probe_ab: bool,
     /// Measure only these scenarios (for profiling one path).
     only: Vec<String>,
     /// A/B of `strait run` flags: every round also measures the Strait
@@ -114,14 +138,20 @@ fn args() -> anyhow::Result<Args> {
         secs: 3,
         latency_secs: 2,
         latency_cycles: 3,
-        latency_conns: 4,
+        latency_pair_cycles: 0,
+        latency_conns: vec![4],
         rounds: 3,
         ztunnel: None,
         only: Vec::new(),
         ab: None,
+        probe_ab: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
+        if k == "--probe-ab" {
+            a.probe_ab = true;
+            continue;
+        }
         if k == "--ab-sockmap" {
             a.ab = Some((vec!["--sockmap".into()], "sockmap"));
             continue;
@@ -135,7 +165,14 @@ fn args() -> anyhow::Result<Args> {
             "--secs" => a.secs = v.parse()?,
             "--latency-secs" => a.latency_secs = v.parse()?,
             "--latency-cycles" => a.latency_cycles = v.parse()?,
-            "--latency-conns" => a.latency_conns = v.parse()?,
+            "--latency-pair-cycles" => a.latency_pair_cycles = v.parse()?,
+            "--latency-conns" => {
+                a.latency_conns = v
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .context("--latency-conns: N[,N]...")?
+            }
             "--rounds" => a.rounds = v.parse()?,
             "--ztunnel" => a.ztunnel = Some(v.into()),
             "--only" => a.only.push(v),
@@ -147,7 +184,7 @@ fn args() -> anyhow::Result<Args> {
         || a.backend.as_os_str().is_empty()
         || a.ca.as_os_str().is_empty()
     {
-        bail!("usage: bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH] [--secs N] [--latency-secs N] [--latency-cycles N] [--latency-conns N] [--rounds N] [--ztunnel PATH] [--only SCENARIO]... [--ab-sockmap | --ab-args ARGS]");
+        bail!("usage: bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH] [--secs N] [--latency-secs N] [--latency-cycles N] [--latency-pair-cycles N] [--latency-conns N[,N]...] [--probe-ab] [--rounds N] [--ztunnel PATH] [--only SCENARIO]... [--ab-sockmap | --ab-args ARGS]");
     }
     Ok(a)
 }
@@ -341,31 +378,46 @@ fn measure(s: &Scenario, a: &Args, cpus: Cpus, round: usize) -> anyhow::Result<V
     }))
 }
 
+/// Where one latency sub-run stands: its round, its cycle and its
+/// connection count.
+#[derive(Clone, Copy)]
+struct SubRun {
+    round: usize,
+    /// Numbers the cycles of the whole run: the rows of one cycle ran
+    /// seconds apart, so a proxied row is paired with direct's of its
+    /// cycle.
+    cycle: usize,
+    conns: u32,
+}
+
 /// One latency sub-run of `s`: 1,000 requests/s open loop for
 /// `latency_secs`, its percentiles, the proxies' CPU time, context
 /// switches and run-queue wait per request answered (both nodes, all
-/// threads) and the steal share of the proxies' CPU over the sub-run.
-/// `cycle` numbers the sub-runs of one round: the rows of one cycle ran
-/// seconds apart, so a proxied row is paired with direct's of its cycle.
+/// threads), the steal share of the proxies' CPU and the host stalls the
+/// probe saw on either CPU ([`StallProbe`]) over the sub-run.
 fn latency(
     s: &Scenario,
     a: &Args,
     cpus: Cpus,
-    round: usize,
-    cycle: usize,
+    at: SubRun,
+    probe: Option<&StallProbe>,
 ) -> anyhow::Result<Value> {
     let sched0 = sched_totals(&s.proxies);
     let steal0 = cpu_jiffies(cpus.server);
+    let t0 = Instant::now();
     let fixed = oha(
         &s.client,
         a,
         cpus,
         &s.url,
-        Mode::Fixed(a.latency_conns),
+        Mode::Fixed(at.conns),
         a.latency_secs,
     )?;
+    let t1 = Instant::now();
     let steal1 = cpu_jiffies(cpus.server);
     let sched1 = sched_totals(&s.proxies);
+    let stalls = probe.map(|p| p.between(t0, t1));
+    let stall_us = |f: fn(&[Stall]) -> f64| stalls.as_deref().map(f);
     let fixed_ok = fixed["statusCodeDistribution"]["200"]
         .as_f64()
         .unwrap_or(0.0);
@@ -382,8 +434,10 @@ fn latency(
     };
     Ok(json!({
         "scenario": s.name,
-        "round": round,
-        "cycle": cycle,
+        "round": at.round,
+        "cycle": at.cycle,
+        "conns": at.conns,
+        "secs": a.latency_secs,
         "latency": true,
         "requests": fixed_ok,
         "p50_us": pct("p50"),
@@ -395,39 +449,130 @@ fn latency(
         "fixed_switches_per_req": per_req(sched1.1 - sched0.1),
         "fixed_runq_wait_us_per_req": per_req((sched1.2 - sched0.2) / 1e3),
         "steal": steal,
+        // Longest stall on either CPU, and all stalls over the
+        // threshold summed (µs; null without the probe).
+        "stall_max_us": stall_us(|v| v.iter().map(|s| s.late.as_secs_f64() * 1e6).fold(0.0, f64::max)),
+        "stall_sum_us": stall_us(|v| v.iter().map(|s| s.late.as_secs_f64() * 1e6).sum()),
     }))
 }
 
-/// `a.latency_cycles` latency cycles of `rows` (`rows[0]` is direct when
-/// measured): each cycle runs every row's sub-run once, in an order
-/// rotating cycle by cycle, so every proxied sub-run has a direct one
-/// seconds away. Cycles are numbered from `first_cycle`.
+/// `cycles` latency cycles of `rows` (`rows[0]` is direct when
+/// measured): each cycle runs every row's sub-run once at each of
+/// `a.latency_conns`, in an order rotating cycle by cycle (the counts
+/// too), so every proxied sub-run has a direct one of its count seconds
+/// away. Cycles are numbered from `first_cycle`; rows at a count other
+/// than the first are named `<row>@<conns>`.
+#[allow(clippy::too_many_arguments)]
 fn latency_cycles(
     rows: &[&Scenario],
     a: &Args,
     cpus: Cpus,
+    probe: Option<&StallProbe>,
     round: usize,
-    first_cycle: usize,
+    (first_cycle, cycles): (usize, usize),
     rename: impl Fn(&Scenario) -> String,
 ) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
     let n = rows.len().max(1);
-    for c in 0..a.latency_cycles {
+    let k = a.latency_conns.len().max(1);
+    for c in 0..cycles {
         let cycle = first_cycle + c;
-        for i in 0..rows.len() {
-            let s = rows[(i + round * a.latency_cycles + c) % n];
-            eprintln!(
-                "bench-mesh: round {} latency cycle {} {}",
-                round + 1,
-                cycle + 1,
-                rename(s)
-            );
-            let mut v = latency(s, a, cpus, round, cycle).with_context(|| s.name)?;
-            v["scenario"] = json!(rename(s));
-            out.push(v);
+        for j in 0..a.latency_conns.len() {
+            let ci = (j + c) % k;
+            let conns = a.latency_conns[ci];
+            // `--probe-ab`: every sub-run with the probe running (started
+            // for it) and without (rows `<row>@noprobe`), alternating.
+            for variant in 0..1 + usize::from(a.probe_ab) {
+                let with_probe = !a.probe_ab || (variant + c) % 2 == 0;
+                for i in 0..rows.len() {
+                    let s = rows[(i + round * cycles + c) % n];
+                    let mut name = if ci == 0 {
+                        rename(s)
+                    } else {
+                        format!("{}@{conns}", rename(s))
+                    };
+                    if !with_probe {
+                        name.push_str("@noprobe");
+                    }
+                    eprintln!(
+                        "bench-mesh: round {} latency cycle {} {name}",
+                        round + 1,
+                        cycle + 1,
+                    );
+                    let at = SubRun {
+                        round,
+                        cycle,
+                        conns,
+                    };
+                    let local = match (a.probe_ab && with_probe, cpus.load, cpus.server) {
+                        (true, Some(l), Some(sv)) => {
+                            Some(StallProbe::start(&[l, sv], STALL_RECORD)?)
+                        }
+                        _ => None,
+                    };
+                    let here = if a.probe_ab { local.as_ref() } else { probe };
+                    let mut v = latency(s, a, cpus, at, here).with_context(|| s.name)?;
+                    v["scenario"] = json!(name);
+                    out.push(v);
+                }
+            }
         }
     }
     Ok(out)
+}
+
+/// The judged pair's extra latency cycles ([`Args::latency_pair_cycles`]):
+/// direct and `strait-l4-hbone` only, numbered after the round's (or
+/// half's) full cycles from `first_cycle`.
+fn pair_cycles(
+    scenarios: &[&Scenario],
+    a: &Args,
+    cpus: Cpus,
+    probe: Option<&StallProbe>,
+    round: usize,
+    first_cycle: usize,
+) -> anyhow::Result<Vec<Value>> {
+    let pair: Vec<&Scenario> = scenarios
+        .iter()
+        .copied()
+        .filter(|s| s.name == "direct" || s.name == "strait-l4-hbone")
+        .collect();
+    if pair.len() != 2 || a.latency_pair_cycles == 0 {
+        return Ok(Vec::new());
+    }
+    latency_cycles(
+        &pair,
+        a,
+        cpus,
+        probe,
+        round,
+        (first_cycle, a.latency_pair_cycles),
+        |s| s.name.to_string(),
+    )
+}
+
+/// `e` with each Strait daemon's state (running, or how it exited) and
+/// the end of its log: a failed sub-run says whether a daemon died.
+fn with_daemon_logs(e: anyhow::Error, daemons: &mut [Killed], nodes: [&Node; 2]) -> anyhow::Error {
+    let mut ctx = String::new();
+    for (d, n) in daemons.iter_mut().zip(nodes) {
+        let state = match d.0.try_wait() {
+            Ok(Some(st)) => format!("exited ({st})"),
+            Ok(None) => "running".into(),
+            Err(e) => format!("unknown ({e})"),
+        };
+        let log = std::fs::read_to_string(n.tmp_dir().join("strait.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        ctx.push_str(&format!(
+            "\nstrait run on {}: {state}; its log ends:\n",
+            n.name()
+        ));
+        for l in tail.iter().rev() {
+            ctx.push_str(l);
+            ctx.push('\n');
+        }
+    }
+    e.context(ctx)
 }
 
 fn missing(name: &str, why: &str) -> Value {
@@ -670,6 +815,20 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
             server: None,
         }
     };
+    // The host-stall probe on both CPUs (load generator's and proxies'):
+    // recorded per latency sub-run; without it the lines say null.
+    let probe = match (cpus.load, cpus.server) {
+        _ if a.probe_ab => None,
+        (Some(l), Some(s)) => match StallProbe::start(&[l, s], STALL_RECORD) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("bench-mesh: no host-stall probe: {e}");
+                None
+            }
+        },
+        _ => None,
+    };
+    let probe = probe.as_ref();
     let mut na = Node::new(&p.cgroup2, "mesh-a", 61)?;
     let mut nb = Node::new(&p.cgroup2, "mesh-b", 62)?;
     link(&na, &nb)?;
@@ -823,6 +982,7 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
         // A/B flags; the daemons are restarted for every half so both
         // start equally warm.
         let ab_args: Vec<&str> = ab_args.iter().map(String::as_str).collect();
+        let per_half = a.latency_cycles + a.latency_pair_cycles;
         for round in 0..a.rounds {
             for half in 0..2 {
                 let on = (half + round) % 2 == 1;
@@ -872,8 +1032,20 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
                     .filter(|s| s.name == "direct" && on)
                     .collect();
                 lat.extend(owned.iter());
-                let first = (round * 2 + half) * a.latency_cycles;
-                out.extend(latency_cycles(&lat, a, cpus, round, first, rename)?);
+                let first = (round * 2 + half) * per_half;
+                let cycles = (first, a.latency_cycles);
+                let lines = latency_cycles(&lat, a, cpus, probe, round, cycles, rename).and_then(
+                    |mut v| {
+                        // The judged pair's extra cycles: in the half
+                        // without the A/B flags.
+                        if !on {
+                            let first = first + a.latency_cycles;
+                            v.extend(pair_cycles(&lat, a, cpus, probe, round, first)?);
+                        }
+                        Ok(v)
+                    },
+                );
+                out.extend(lines.map_err(|e| with_daemon_logs(e, &mut daemons, [&na, &nb]))?);
             }
         }
         drop(_ztunnels);
@@ -888,10 +1060,15 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
             out.push(measure(s, a, cpus, round).with_context(|| s.name)?);
         }
         let lat: Vec<&Scenario> = scenarios.iter().collect();
-        let first = round * a.latency_cycles;
-        out.extend(latency_cycles(&lat, a, cpus, round, first, |s| {
-            s.name.to_string()
-        })?);
+        let first = round * (a.latency_cycles + a.latency_pair_cycles);
+        let cycles = (first, a.latency_cycles);
+        let lines = latency_cycles(&lat, a, cpus, probe, round, cycles, |s| s.name.to_string())
+            .and_then(|mut v| {
+                let first = first + a.latency_cycles;
+                v.extend(pair_cycles(&lat, a, cpus, probe, round, first)?);
+                Ok(v)
+            });
+        out.extend(lines.map_err(|e| with_daemon_logs(e, &mut daemons, [&na, &nb]))?);
     }
     drop(_ztunnels);
     drop(daemons);
