@@ -42,7 +42,10 @@
 use aya_ebpf::{bindings::BPF_SOCK_OPS_RTO_CB_FLAG, macros::cgroup_sock, programs::SockContext};
 use proxy_common::{kfunc, TcpStats, TcpStatsKey, TcpStatsKey6};
 
-use crate::tcp_stats::{add4, add6, key4, key6};
+use crate::tcp_stats::{
+    add4, add6, key4, key6, AF_INET6, CLOSE, CLOSE_WAIT, CLOSING, FIN_WAIT1, FIN_WAIT2, LAST_ACK,
+    MAPPED_WORD,
+};
 
 /// The callback flag that marks a socket counted opened (see the module
 /// documentation).
@@ -77,15 +80,6 @@ const V6_RCV_SADDR: usize = 12;
 /// `SOCK_DONE` in `sk_flags` (`enum sock_flags`: the peer's FIN came).
 const SOCK_DONE: u64 = 1 << 1;
 const IPPROTO_TCP: u32 = 6;
-const AF_INET6: u32 = 10;
-const CLOSE_WAIT: u32 = 8;
-const FIN_WAIT1: u32 = 4;
-const FIN_WAIT2: u32 = 5;
-const CLOSE: u32 = 7;
-const LAST_ACK: u32 = 9;
-const CLOSING: u32 = 11;
-/// The third word of an IPv4-mapped IPv6 address as the kernel stores it.
-const MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
 /// Whether closes are counted at release (see [`TCP_RELEASE_ON`]).
 #[inline(always)]

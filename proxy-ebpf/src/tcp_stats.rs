@@ -167,21 +167,21 @@ static TCP_SK_SHUTDOWN: u32 = 0;
 #[unsafe(no_mangle)]
 static TCP_SK_COOKIE: u32 = 0;
 
-// TCP states (`include/net/tcp_states.h`).
-const FIN_WAIT1: u32 = 4;
-const FIN_WAIT2: u32 = 5;
-const CLOSE: u32 = 7;
-const CLOSE_WAIT: u32 = 8;
-const LAST_ACK: u32 = 9;
-const CLOSING: u32 = 11;
+// TCP states (`include/net/tcp_states.h`), shared with `tcp_release`.
+pub(crate) const FIN_WAIT1: u32 = 4;
+pub(crate) const FIN_WAIT2: u32 = 5;
+pub(crate) const CLOSE: u32 = 7;
+pub(crate) const CLOSE_WAIT: u32 = 8;
+pub(crate) const LAST_ACK: u32 = 9;
+pub(crate) const CLOSING: u32 = 11;
 
 /// `RCV_SHUTDOWN` in `sk_shutdown`.
 const RCV_SHUTDOWN: u8 = 1;
 /// `AF_INET6`.
-const AF_INET6: u32 = 10;
+pub(crate) const AF_INET6: u32 = 10;
 /// The third word of an IPv4-mapped IPv6 address (`::ffff:0:0/96`) as the
 /// kernel stores it.
-const MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+pub(crate) const MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
 
 /// Whether counting is on (see [`TCP_STATS_ON`]).
 #[inline(always)]

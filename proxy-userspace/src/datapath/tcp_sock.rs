@@ -79,6 +79,17 @@ const DECL_TAG: u32 = 17;
 const TYPE_TAG: u32 = 18;
 const ENUM64: u32 = 19;
 
+/// The running kernel's raw BTF ([`VMLINUX_BTF`]), opened for reading.
+///
+/// Errors: [`TcpSockError::Read`] naming the file.
+fn open_vmlinux_btf() -> Result<std::fs::File, TcpSockError> {
+    let path = Path::new(VMLINUX_BTF);
+    std::fs::File::open(path).map_err(|source| TcpSockError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 /// The fields looked up: (struct, member, size in bytes).
 const FIELDS: [(&str, &str, u32); 3] = [
     ("tcp_sock", "write_seq", 4),
@@ -91,12 +102,7 @@ impl TcpSockOffsets {
     ///
     /// Errors: as [`Self::from_btf`], or the file cannot be opened.
     pub fn of_kernel() -> Result<Self, TcpSockError> {
-        let path = Path::new(VMLINUX_BTF);
-        let f = std::fs::File::open(path).map_err(|source| TcpSockError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_btf(f)
+        Self::from_btf(open_vmlinux_btf()?)
     }
 
     /// The offsets described by the raw BTF in `r` (little- or
@@ -148,12 +154,7 @@ impl TcpRelease {
     ///
     /// Errors: as [`Self::from_btf`], or the file cannot be opened.
     pub fn of_kernel() -> Result<Self, TcpSockError> {
-        let path = Path::new(VMLINUX_BTF);
-        let f = std::fs::File::open(path).map_err(|source| TcpSockError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_btf(f)
+        Self::from_btf(open_vmlinux_btf()?)
     }
 
     /// From the raw BTF in `r`.
