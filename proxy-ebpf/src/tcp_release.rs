@@ -40,10 +40,10 @@
 //! `bytes_retrans`), and the peer's FIN came iff `SOCK_DONE` is set
 //! (`tcp_fin`; a reset does not set it).
 use aya_ebpf::{bindings::BPF_SOCK_OPS_RTO_CB_FLAG, macros::cgroup_sock, programs::SockContext};
-use proxy_common::{kfunc, TcpStats, TcpStatsKey, TcpStatsKey6};
+use proxy_common::{kfunc, TcpStats, TcpStatsKey};
 
 use crate::tcp_stats::{
-    add4, add6, key4, key6, AF_INET6, CLOSE, CLOSE_WAIT, CLOSING, FIN_WAIT1, FIN_WAIT2, LAST_ACK,
+    add4, add6, key4, key6_of, AF_INET6, CLOSE, CLOSE_WAIT, CLOSING, FIN_WAIT1, FIN_WAIT2, LAST_ACK,
     MAPPED_WORD,
 };
 
@@ -179,19 +179,7 @@ pub fn tcp_stats_release(ctx: SockContext) -> i32 {
                     field(tp, o + 8),
                     field(tp, o + 12),
                 ];
-                let key = match crate::lb6::balanced6(cookie) {
-                    Some(nat6) => key6(src6, &nat6),
-                    // The record's slot was reused meanwhile: the service
-                    // is unknown, the backend is the peer.
-                    None => TcpStatsKey6 {
-                        src: src6,
-                        vip: [0; 4],
-                        backend: remote,
-                        vport: 0,
-                        bport,
-                    },
-                };
-                add6(&key, d);
+                add6(&key6_of(cookie, src6, remote, bport), d);
                 return 1;
             }
         }

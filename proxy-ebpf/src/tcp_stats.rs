@@ -288,6 +288,24 @@ pub(crate) fn key6(src: [u32; 4], nat: &SockNat6) -> TcpStatsKey6 {
     }
 }
 
+/// The `TCP_STATS6` key of the native IPv6 socket with `cookie` whose
+/// client address is `src6` and peer `remote`:`bport` (network byte
+/// order), from its `SOCK_NAT6` record; if the record's slot was reused
+/// meanwhile, the service is unknown and the backend is the peer.
+#[inline(always)]
+pub(crate) fn key6_of(cookie: u64, src6: [u32; 4], remote: [u32; 4], bport: u16) -> TcpStatsKey6 {
+    match crate::lb6::balanced6(cookie) {
+        Some(nat6) => key6(src6, &nat6),
+        None => TcpStatsKey6 {
+            src: src6,
+            vip: [0; 4],
+            backend: remote,
+            vport: 0,
+            bport,
+        },
+    }
+}
+
 /// Counts a kernel-balanced IPv4 (or IPv4-mapped) connection opened, as
 /// connect4/connect6 recorded it in `nat`, and asks for its state changes.
 #[inline(always)]
@@ -484,19 +502,7 @@ pub fn state_changed(ctx: &SockOpsContext) {
         // `::ffff:a.b.c.d`: an IPv4 peer, counted under IPv4 below.
         let mapped = remote[0] == 0 && remote[1] == 0 && remote[2] == MAPPED_WORD;
         if !mapped {
-            let src6 = ip6(ops, false);
-            let key = match crate::lb6::balanced6(cookie) {
-                Some(nat6) => key6(src6, &nat6),
-                // The record is gone if its slot was reused meanwhile:
-                // the service is then unknown, the backend is the peer.
-                None => TcpStatsKey6 {
-                    src: src6,
-                    vip: [0; 4],
-                    backend: remote,
-                    vport: 0,
-                    bport: remote_port(ops),
-                },
-            };
+            let key = key6_of(cookie, ip6(ops, false), remote, remote_port(ops));
             add!(TCP_STATS6, &key, d);
             return;
         }
