@@ -308,10 +308,19 @@ impl Daemon {
 
     /// Stops the daemon with SIGTERM and returns its exit status. Panics
     /// with the log when it has not exited within `limit` (the drop then
-    /// kills it).
+    /// kills it); prints the log's end to stderr (shown with a failing
+    /// test) when it exited unsuccessfully.
     pub fn terminate(mut self, limit: Duration) -> std::process::ExitStatus {
         match self.proc.terminate(limit) {
-            Some(status) => status,
+            Some(status) => {
+                if !status.success() {
+                    eprintln!(
+                        "the daemon exited with {status}; log:\n{}",
+                        self.log_tail(40)
+                    );
+                }
+                status
+            }
             None => panic!(
                 "the daemon did not exit within {limit:?} of SIGTERM; log:\n{}",
                 self.log()
