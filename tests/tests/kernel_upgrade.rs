@@ -1055,6 +1055,22 @@ fn strait_run_keeps_its_uplink_program_across_a_restart_and_detaches_it_without_
     assert_ne!(second_prog, first_prog, "its program was not swapped in");
     assert!(daemon.terminate(stop).success());
 
+    // SIGTERM in the middle of a start (config read, programs not yet
+    // swapped in): the start completes, then the daemon stops with exit 0
+    // — never killed by the signal, never leaving a half-made attach.
+    let daemon = Daemon::on(&node, &config_dir)
+        .args(["--admin", "127.0.0.1:15000"])
+        .args(uplink)
+        .log_name("strait-sigterm.log")
+        .spawn()
+        .unwrap();
+    daemon.wait_log("config compiled", 1);
+    assert!(daemon.terminate(stop).success());
+    assert!(xdp_attached(node.netns(), "up0"), "detached by a cut start");
+    let (link3, third_prog) = uplink_link(&pins, "up0");
+    assert_eq!(link3, link);
+    assert_ne!(third_prog, second_prog, "the start was cut before its swap");
+
     // Started without --xdp-uplink: the program goes.
     let daemon = start_daemon(&node, &config_dir, "strait-3.log", &[]);
     assert!(

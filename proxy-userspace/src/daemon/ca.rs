@@ -101,6 +101,9 @@ pub fn serve_ca(args: CaServeArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: CaServeArgs) -> anyhow::Result<()> {
+    // Before anything listens: a SIGTERM once the CA answers drains it
+    // rather than kill it ([`super::shutdown`]).
+    let stop = super::shutdown::Shutdown::install()?;
     let authority = Authority::load_or_generate(&args.ca_dir, &args.trust_domain)?;
     let (signing, root) = authority.describe();
     tracing::info!(
@@ -156,7 +159,7 @@ async fn run(args: CaServeArgs) -> anyhow::Result<()> {
             anyhow::anyhow!("cannot listen on {}: {e} (pass --listen ADDR)", args.listen)
         })?;
     tracing::info!(listen = %args.listen, monitoring = %args.monitoring, "CA: serving istio.v1.auth.IstioCertificateService");
-    ca::serve(svc, listener, &args.server_names, super::shutdown_signal()).await?;
+    ca::serve(svc, listener, &args.server_names, stop.wait()).await?;
     tracing::info!("CA: stopped");
     Ok(())
 }

@@ -24,6 +24,7 @@ pub mod pods;
 pub mod preflight;
 mod priority;
 pub mod privs;
+pub mod shutdown;
 pub mod sink;
 pub mod state;
 pub mod watch;
@@ -135,6 +136,9 @@ impl OriginalDst for KernelOriginalDst {
 /// wrong and what to do (not root, no BPF, no cgroup v2, port taken,
 /// another daemon on the node, ...).
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Pending until serving installs the handlers ([`shutdown`]): a stop
+    // request never cuts setup halfway nor kills a daemon that is ready.
+    shutdown::block_stop_signals()?;
     crate::sys::tune_allocator();
     let dir = args.kube.is_none().then_some(args.config.as_path());
     let cgroup2 = preflight::check(dir)?;
@@ -446,7 +450,44 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
     })
 }
 
+/// Serves until SIGTERM/SIGINT, then drains. The handlers are installed
+/// before anything serves and the signals unblocked only then
+/// ([`shutdown`]): one sent during setup, or as soon as `/ready` answers,
+/// stops the daemon with exit 0, never kills it. One during the rest of
+/// start-up (the API server's first sync, the first certificates) stops
+/// it before it serves.
 async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
+    let mut stop = shutdown::Shutdown::install()?;
+    shutdown::unblock_stop_signals()?;
+    let running = tokio::select! {
+        r = start(&args, setup) => r?,
+        () = stop.recv() => {
+            tracing::info!("SIGTERM/SIGINT during start-up: stopping before serving");
+            return Ok(());
+        }
+    };
+    stop.recv().await;
+    tracing::info!(
+        drain_ms = args.drain.as_millis() as u64,
+        "shutting down: draining in-flight requests"
+    );
+    running.live.set_ready(false);
+    running.workers.shutdown(args.drain).await;
+    running.admin.abort();
+    tracing::info!("stopped; kernel maps stay pinned for the next start");
+    Ok(())
+}
+
+/// What [`start`] leaves running until the stop request.
+struct Running {
+    live: Arc<Live>,
+    workers: crate::serve::workers::Workers,
+    admin: tokio::task::JoinHandle<()>,
+}
+
+/// Everything from the first config to `/ready` saying ready: the proxy,
+/// the admin API, the reload thread.
+async fn start(args: &RunArgs, setup: Setup) -> anyhow::Result<Running> {
     let Setup {
         store,
         first,
@@ -679,19 +720,13 @@ async fn serve(args: RunArgs, setup: Setup) -> anyhow::Result<()> {
     live.set_ready(true);
     tracing::info!(
         node = %args.node, pods_cgroup = %pods.display(), outbound = %args.outbound,
-        admin = %args.admin, config = %source_name(&args), "strait is serving"
+        admin = %args.admin, config = %source_name(args), "strait is serving"
     );
-
-    shutdown_signal().await;
-    tracing::info!(
-        drain_ms = args.drain.as_millis() as u64,
-        "shutting down: draining in-flight requests"
-    );
-    live.set_ready(false);
-    proxy_workers.shutdown(args.drain).await;
-    admin_task.abort();
-    tracing::info!("stopped; kernel maps stay pinned for the next start");
-    Ok(())
+    Ok(Running {
+        live,
+        workers: proxy_workers,
+        admin: admin_task,
+    })
 }
 
 /// Makes the XDP balancer's "too big" check follow the uplink's MTU (see
@@ -901,13 +936,4 @@ fn apply_kernel_changes(
         apply_uplink(datapath, snap);
     }
     ok
-}
-
-pub(crate) async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
