@@ -306,6 +306,8 @@ struct Setup {
     inbound: Option<inbound::Inbound>,
     /// The uplink's IPv6 gateway MAC, when it was not known at start.
     gateway6: Option<crate::datapath::PendingGateway6>,
+    /// The uplink's MTU announcements (with `--xdp-uplink`).
+    mtu_watch: Option<crate::datapath::MtuWatch>,
 }
 
 /// What the compiled snapshot may leave to this daemon: PeerAuthentication
@@ -409,6 +411,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         None
     };
     let mut gateway6 = None;
+    let mut mtu_watch = None;
     if let Some(iface) = &args.xdp_uplink {
         let uplink = crate::datapath::resolve_uplink(iface, args.xdp_source, args.xdp_gateway_mac)?;
         datapath.attach_uplink(iface, &uplink)?;
@@ -419,6 +422,12 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         }
         datapath.configure_uplink6(uplink6.config.as_ref())?;
         gateway6 = crate::datapath::PendingGateway6::new(iface, &uplink6);
+        // Subscribed after the MTU was read at attach: a change in between
+        // is caught by the first 500 ms re-read.
+        mtu_watch = datapath.watch_uplink_mtu().unwrap_or_else(|e| {
+            tracing::warn!(uplink = %iface, "{e:#}: the uplink MTU is re-read every 500 ms only");
+            None
+        });
     } else {
         datapath.detach_uplink();
     }
@@ -447,6 +456,7 @@ fn setup(args: &RunArgs, dp_cfg: &DatapathConfig, cgroup2: PathBuf) -> anyhow::R
         guard,
         inbound,
         gateway6,
+        mtu_watch,
     })
 }
 
@@ -503,6 +513,7 @@ async fn start(args: &RunArgs, setup: Setup) -> anyhow::Result<Running> {
         mut inbound,
         mut compiler,
         mut gateway6,
+        mtu_watch,
     } = setup;
     // The source and its first config: the directory's was compiled in
     // setup; an API server's once every watched kind is listed.
@@ -614,6 +625,9 @@ async fn start(args: &RunArgs, setup: Setup) -> anyhow::Result<Running> {
         ib.serve_with(proxy.clone(), snapshot.clone());
     }
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, live.clone()));
+    if let Some(w) = mtu_watch {
+        tokio::spawn(watch_uplink_mtu(w));
+    }
     // Thread-per-core: one worker (own single-threaded runtime) per CPU.
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let proxy_workers = proxy
@@ -729,15 +743,66 @@ async fn start(args: &RunArgs, setup: Setup) -> anyhow::Result<Running> {
     })
 }
 
+/// Makes the XDP balancer's "too big" check follow the uplink's MTU as
+/// the kernel announces it ([`crate::datapath::MtuWatch`]): one task on
+/// the runtime, woken by the netlink socket; a change is logged. Lost
+/// announcements are the 500 ms re-read's ([`follow_uplink_mtu`]).
+async fn watch_uplink_mtu(watch: crate::datapath::MtuWatch) {
+    // SAFETY: the watch owns its socket; the descriptor stays open and the
+    // same for the watch's life, which the `AsyncFd` holds.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(watch, tokio::io::Interest::READABLE)
+    };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("the uplink MTU is re-read every 500 ms only: {e}");
+            return;
+        }
+    };
+    loop {
+        let mut ready = match fd.readable_mut().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("the uplink MTU is re-read every 500 ms only: {e}");
+                return;
+            }
+        };
+        let watch = ready.get_inner_mut();
+        match watch.read() {
+            Ok(r) => {
+                if let Some((old, new)) = r.changed {
+                    log_mtu_change(old, new, "netlink");
+                }
+                if r.lost {
+                    tracing::debug!(
+                        uplink = watch.iface(),
+                        "link announcements lost: the 500 ms re-read catches up"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(uplink = watch.iface(), "following the uplink MTU: {e:#}"),
+        }
+        // `read` returned once the socket had nothing left.
+        ready.clear_ready();
+    }
+}
+
+fn log_mtu_change(old: u16, new: u16, via: &'static str) {
+    tracing::info!(
+        old,
+        new,
+        via,
+        "uplink MTU changed: VIP packets that no longer fit once tunnelled are answered with ICMP too big at the new MTU"
+    );
+}
+
 /// Makes the XDP balancer's "too big" check follow the uplink's MTU (see
-/// [`Datapath::follow_uplink_mtu`]); a change is logged.
+/// [`Datapath::follow_uplink_mtu`]): the fallback of [`watch_uplink_mtu`];
+/// a change is logged.
 fn follow_uplink_mtu(dp: &mut Datapath) {
     match dp.follow_uplink_mtu() {
-        Ok(Some((old, new))) => tracing::info!(
-            old,
-            new,
-            "uplink MTU changed: VIP packets that no longer fit once tunnelled are answered with ICMP too big at the new MTU"
-        ),
+        Ok(Some((old, new))) => log_mtu_change(old, new, "rescan"),
         Ok(None) => {}
         Err(e) => tracing::warn!("writing the uplink MTU: {e:#}"),
     }

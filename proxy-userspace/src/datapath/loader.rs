@@ -184,6 +184,9 @@ pub struct Datapath {
     uplink_link: Option<PinnedLink>,
     /// The uplink's MTU could not be read the last time (warned).
     uplink_mtu_failed: bool,
+    /// Taken by every read-modify-write of the uplink config maps (shared
+    /// with the [`super::uplink_mtu::MtuWatch`]).
+    uplink_lock: super::uplink_mtu::UplinkConfigLock,
     /// Pinned maps replaced by [`Self::new`] (migrated or reset), held
     /// until this build's programs run in every link.
     replaced: Replaced,
@@ -376,6 +379,7 @@ impl Datapath {
             uplink: None,
             uplink_link: None,
             uplink_mtu_failed: false,
+            uplink_lock: Default::default(),
             replaced: std::mem::take(replaced),
             node: config.node.clone(),
         };
@@ -778,6 +782,7 @@ impl Datapath {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let pin = dir.join(format!("{}@{iface}", programs::XDP_LB));
         self.unpin_uplinks_except(Some(&pin));
+        let held = self.uplink_lock.hold();
         xlb::configure_uplink(&mut self.ebpf, cfg)?;
         // ICMP "too big" answers need the uplink's MTU; unknown, nothing
         // is checked (oversize tunnelled frames are the driver's to drop).
@@ -793,6 +798,7 @@ impl Datapath {
                 )
             }
         }
+        drop(held);
         let prog = xdp_lb(&mut self.ebpf)?;
         if pin.exists() {
             let fd = prog.fd()?.as_fd().try_clone_to_owned()?;
@@ -852,7 +858,7 @@ impl Datapath {
     /// from the interface (in the calling thread's network namespace) and,
     /// when it differs from the one the program checks, writes it (see
     /// [`super::set_uplink_mtu`]). The daemon calls it on every pod rescan
-    /// and reload. Returns `(old, new)` when it changed; nothing without an
+    /// and reload, the fallback of [`Self::watch_uplink_mtu`]. Returns `(old, new)` when it changed; nothing without an
     /// uplink. An interface whose MTU cannot be read keeps the last one
     /// (warned once, until it can be read again).
     ///
@@ -871,12 +877,26 @@ impl Datapath {
             }
         };
         self.uplink_mtu_failed = false;
+        let _held = self.uplink_lock.hold();
         let old = super::uplink_mtu::uplink_mtu(&self.ebpf)?;
         if old == mtu {
             return Ok(None);
         }
         xlb::set_uplink_mtu(&mut self.ebpf, mtu)?;
         Ok(Some((old, mtu)))
+    }
+
+    /// Follows the uplink's MTU as the kernel announces it (see
+    /// [`super::MtuWatch`]): `None` without an uplink. Call it in the
+    /// uplink's network namespace, after [`Self::attach_uplink`]; the
+    /// watch and [`Self::follow_uplink_mtu`] may run on different threads.
+    ///
+    /// Errors: the interface is gone, the netlink socket cannot be opened.
+    pub fn watch_uplink_mtu(&self) -> anyhow::Result<Option<super::MtuWatch>> {
+        let Some(iface) = &self.uplink else {
+            return Ok(None);
+        };
+        super::uplink_mtu::MtuWatch::open(iface, &self.ebpf, self.uplink_lock.clone()).map(Some)
     }
 
     /// Detaches the uplink XDP program: removes the pinned uplink link(s)
@@ -971,6 +991,7 @@ impl Datapath {
     ///
     /// Errors: the map update is refused.
     pub fn configure_uplink6(&mut self, cfg: Option<&super::UplinkConfig6>) -> anyhow::Result<()> {
+        let _held = self.uplink_lock.hold();
         super::xlb6::configure_uplink6(&mut self.ebpf, cfg)
     }
 

@@ -58,7 +58,7 @@ pub use tables::ApplyReport;
 pub use uplink::{
     parse_mac, resolve as resolve_uplink, resolve6 as resolve_uplink6, PendingGateway6, Resolved6,
 };
-pub use uplink_mtu::interface_mtu;
+pub use uplink_mtu::{interface_mtu, link_mtu, MtuRead, MtuWatch};
 pub use xdp::{deny_source, load_xdp_deny, DenyReport, DenyScope, DenyTries, SourcePrefix};
 pub use xlb::{
     configure_uplink, external_vips, ipv6_uplink, load_xdp_drop, load_xdp_lb, set_uplink_mtu,

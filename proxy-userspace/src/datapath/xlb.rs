@@ -293,14 +293,12 @@ pub fn configure_uplink(ebpf: &mut Ebpf, cfg: &UplinkConfig) -> anyhow::Result<(
 ///
 /// Errors: a map is missing or refuses the update.
 pub fn set_uplink_mtu(ebpf: &mut Ebpf, mtu: u16) -> anyhow::Result<()> {
-    let mut a: Array<_, XlbConfig> = Array::try_from(map_mut(ebpf, proxy_common::XLB_CONFIG)?)?;
-    let cfg = a.get(&0, 0).context("reading XLB_CONFIG")?;
-    a.set(0, XlbConfig { mtu, ..cfg }, 0)?;
-    let mut a: Array<_, proxy_common::XlbConfig6> =
-        Array::try_from(map_mut(ebpf, proxy_common::XLB_CONFIG6)?)?;
-    let cfg = a.get(&0, 0).context("reading XLB_CONFIG6")?;
-    a.set(0, proxy_common::XlbConfig6 { mtu, ..cfg }, 0)?;
-    Ok(())
+    let [c4, c6] = ebpf
+        .maps_disjoint_mut([proxy_common::XLB_CONFIG, proxy_common::XLB_CONFIG6])
+        .map(|m| m.context("map XLB_CONFIG or XLB_CONFIG6 missing from the eBPF object"));
+    let mut c4: Array<_, XlbConfig> = Array::try_from(c4?)?;
+    let mut c6: Array<_, proxy_common::XlbConfig6> = Array::try_from(c6?)?;
+    super::uplink_mtu::write_mtu(&mut c4, &mut c6, mtu)
 }
 
 /// The balancer's counters summed over CPUs.
