@@ -10,6 +10,8 @@
 //! Targets, judged against ztunnel in the same run: Strait L4 HBONE ≥ 1.3×
 //! ztunnel's requests/s at ≤ 0.7× its CPU per request; two hops add
 //! ≤ 0.2 ms p99 at 1,000 requests/s; RSS ≤ 12 MB per node.
+//!
+//! One run at a time ([`super::mesh_lock`]): a second is refused at start.
 use std::process::Command;
 
 use anyhow::{bail, Context};
@@ -525,9 +527,12 @@ pub(crate) fn build_harness() -> anyhow::Result<()> {
 }
 
 pub fn run(quick: bool) -> anyhow::Result<()> {
-    super::install::ensure(true)?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root().join("target"), std::path::PathBuf::from);
+    // Before anything else: a second run is refused, naming the first
+    // (held until this process exits, pass or fail).
+    let _one_at_a_time = super::mesh_lock::take(&target_dir)?;
+    super::install::ensure(true)?;
     // `STRAIT_BENCH_PREBUILT=1`: measure the `dist` binary already built
     // (a rebuilt eBPF object relinks it: 10–30 min on a busy machine).
     let strait = if std::env::var_os("STRAIT_BENCH_PREBUILT").is_some() {

@@ -15,6 +15,7 @@ mod l4_client;
 mod l4_counters;
 mod l7;
 pub(crate) mod mesh;
+mod mesh_lock;
 mod netns;
 mod policy_case;
 mod procs;
