@@ -48,12 +48,26 @@ pub fn remember(cookie: u64, to: &OrigDst, orig: &OrigDst, redirected: bool) {
             to: *to,
             orig: *orig,
             flags,
-            pad: 0,
+            src: 0,
         }
     };
 }
 
-/// Forgets an earlier rewrite of the socket `cookie` (a UDP socket that
+/// Records the client address `src` the sockops program counted the
+/// balanced socket `cookie` opened with ([`SockNat::src`]).
+#[inline(always)]
+pub fn set_src(cookie: u64, src: u32) {
+    if let Some(p) = SOCK_NAT.get_ptr_mut(slot(cookie)) {
+        // SAFETY: an array slot (see `remember`).
+        unsafe {
+            if (*p).cookie == cookie {
+                (*p).src = src;
+            }
+        }
+    }
+}
+
+/// Forgets an earlier rewrite of the socket `cookie` (a socket that
 /// connects again, somewhere not rewritten).
 #[inline(always)]
 pub fn forget(cookie: u64) {

@@ -223,6 +223,12 @@ macro_rules! add {
 /// in which the hash's `+=` can lose an update.
 #[inline(always)]
 pub(crate) fn add4(key: &TcpStatsKey, d: TcpStats) {
+    // A key without a client address (a disconnected socket's, when the
+    // record has none either) would look like a free slot: the hash.
+    if key.src == 0 {
+        add!(TCP_STATS, key, d);
+        return;
+    }
     if let Some(e) = TCP_STATS_DIRECT.get_ptr_mut(tcp_stats_slot(key)) {
         // SAFETY: this CPU's slot; nothing else on this CPU writes it while
         // we run (userspace only reads).
@@ -306,11 +312,63 @@ pub(crate) fn key6_of(cookie: u64, src6: [u32; 4], remote: [u32; 4], bport: u16)
     }
 }
 
-/// Counts a kernel-balanced IPv4 (or IPv4-mapped) connection opened, as
-/// connect4/connect6 recorded it in `nat`, and asks for its state changes.
+/// One close without bytes: the connection before a reconnect of the same
+/// socket, ended by `connect(AF_UNSPEC)` (module documentation).
+const DISCONNECTED: TcpStats = TcpStats {
+    opened: 0,
+    closed: 1,
+    sent: 0,
+    received: 0,
+};
+
+/// [`OPENED`] plus [`DISCONNECTED`]: a socket reconnected through a VIP.
+const REOPENED: TcpStats = TcpStats {
+    opened: 1,
+    closed: 1,
+    sent: 0,
+    received: 0,
+};
+
+/// Whether the socket's callback flags `flags` carry the release counter's
+/// mark from an earlier connection that was counted opened and not closed:
+/// the socket was disconnected (`connect(AF_UNSPEC)`: `tcp_disconnect`
+/// keeps the flags, zeroes the byte counters and runs no program) and is
+/// connecting again. The state callback counts such a connection at its
+/// `TCP_CLOSE` (`tcp_disconnect` sets the state before it zeroes), so only
+/// the release counter needs this.
 #[inline(always)]
-pub fn opened(ctx: &SockOpsContext, nat: &SockNat) {
-    add4(&key4(ctx.local_ip4(), nat), OPENED);
+fn disconnected(flags: u32) -> bool {
+    crate::tcp_release::on() && flags & crate::tcp_release::MARK != 0
+}
+
+/// Counts a kernel-balanced IPv4 (or IPv4-mapped) connection opened, as
+/// connect4/connect6 recorded it in `nat` for the socket `cookie`, and
+/// marks it for its close (the release counter's mark, or the state
+/// callback).
+///
+/// A record whose backend is not the socket's peer is stale: the socket
+/// connected through a VIP before, was disconnected, and has now connected
+/// somewhere connect4 did not rewrite — it is not balanced; the record is
+/// forgotten and the socket's flags cleared. A socket still marked from a
+/// counted connection (see [`disconnected`]) counts that one closed
+/// (without bytes: the kernel zeroed them) with this one opened.
+#[inline(always)]
+pub fn opened(ctx: &SockOpsContext, cookie: u64, nat: &SockNat) {
+    let src = ctx.local_ip4();
+    let flags = ctx.cb_flags();
+    if nat.to.ip != ctx.remote_ip4() || nat.to.port != remote_port(ctx.ops) {
+        if disconnected(flags) {
+            add4(&key4(src, nat), DISCONNECTED);
+        }
+        crate::sock_nat::forget(cookie);
+        if flags != 0 {
+            let _ = ctx.set_cb_flags(0);
+        }
+        return;
+    }
+    let d = if disconnected(flags) { REOPENED } else { OPENED };
+    add4(&key4(src, nat), d);
+    crate::sock_nat::set_src(cookie, src);
     let _ = ctx.set_cb_flags(close_flag());
 }
 
@@ -328,8 +386,27 @@ fn close_flag() -> i32 {
 
 /// [`opened`] for a connection connect6 balanced to a native IPv6 backend.
 #[inline(always)]
-pub fn opened6(ctx: &SockOpsContext, nat: &SockNat6) {
-    add!(TCP_STATS6, &key6(ip6(ctx.ops, false), nat), OPENED);
+pub fn opened6(ctx: &SockOpsContext, cookie: u64, nat: &SockNat6) {
+    let key = key6(ip6(ctx.ops, false), nat);
+    let flags = ctx.cb_flags();
+    let peer = ip6(ctx.ops, true);
+    if nat.to.port != remote_port(ctx.ops)
+        || nat.to.ip[0] != peer[0]
+        || nat.to.ip[1] != peer[1]
+        || nat.to.ip[2] != peer[2]
+        || nat.to.ip[3] != peer[3]
+    {
+        if disconnected(flags) {
+            add6(&key, DISCONNECTED);
+        }
+        crate::lb6::forget(cookie);
+        if flags != 0 {
+            let _ = ctx.set_cb_flags(0);
+        }
+        return;
+    }
+    let d = if disconnected(flags) { REOPENED } else { OPENED };
+    add6(&key, d);
     let _ = ctx.set_cb_flags(close_flag());
 }
 
