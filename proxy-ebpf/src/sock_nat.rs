@@ -53,18 +53,15 @@ pub fn remember(cookie: u64, to: &OrigDst, orig: &OrigDst, redirected: bool) {
     };
 }
 
-/// Records the client address `src` the sockops program counted the
-/// balanced socket `cookie` opened with ([`SockNat::src`]).
+/// The live record of the socket `cookie` in place (see [`of_socket`]),
+/// for the sockops program to read and then note the client address it
+/// counted the connection opened with ([`SockNat::src`]).
 #[inline(always)]
-pub fn set_src(cookie: u64, src: u32) {
-    if let Some(p) = SOCK_NAT.get_ptr_mut(slot(cookie)) {
-        // SAFETY: an array slot (see `remember`).
-        unsafe {
-            if (*p).cookie == cookie {
-                (*p).src = src;
-            }
-        }
-    }
+pub fn record(cookie: u64) -> Option<*mut SockNat> {
+    let p = SOCK_NAT.get_ptr_mut(slot(cookie))?;
+    // SAFETY: an array slot (see `remember`).
+    let live = unsafe { (*p).cookie == cookie && (*p).flags & sock_nat::REWRITTEN != 0 };
+    live.then_some(p)
 }
 
 /// Forgets an earlier rewrite of the socket `cookie` (a socket that

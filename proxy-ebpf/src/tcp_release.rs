@@ -64,7 +64,7 @@ use aya_ebpf::{bindings::BPF_SOCK_OPS_RTO_CB_FLAG, macros::cgroup_sock, programs
 use proxy_common::{kfunc, TcpStats, TcpStatsKey};
 
 use crate::tcp_stats::{
-    add4, add6, key4, key6_of, AF_INET6, CLOSE, CLOSE_WAIT, CLOSING, FIN_WAIT1, FIN_WAIT2, LAST_ACK,
+    add4_any, add6, key4, key6_of, AF_INET6, CLOSE, CLOSE_WAIT, CLOSING, FIN_WAIT1, FIN_WAIT2, LAST_ACK,
     MAPPED_WORD,
 };
 
@@ -194,7 +194,7 @@ pub fn tcp_stats_release(ctx: SockContext) -> i32 {
         if let Some(nat) = crate::sock_nat::of_socket(cookie) {
             // 0: a disconnect cleared it; the one counted opened.
             let src = if src == 0 { nat.src } else { src };
-            add4(&key4(src, &nat), d);
+            add4_any(&key4(src, &nat), d);
             return 1;
         }
         let peer = core::ptr::read_volatile(&raw const (*sk).dst_ip4);
@@ -221,7 +221,7 @@ pub fn tcp_stats_release(ctx: SockContext) -> i32 {
         }
         // The record's slot was reused meanwhile: the service is unknown
         // (0), the backend is the socket's peer.
-        add4(
+        add4_any(
             &TcpStatsKey {
                 src,
                 vip: 0,

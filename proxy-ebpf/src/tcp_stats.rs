@@ -213,7 +213,8 @@ macro_rules! add {
 
 /// Adds `d` to `key`'s IPv4 counters: in its [`TCP_STATS_DIRECT`] slot on
 /// this CPU when the slot holds `key` or is free (then it takes it), else
-/// in [`TCP_STATS`].
+/// in [`TCP_STATS`]. `key.src` must not be 0 (a free slot's); see
+/// [`add4_any`].
 ///
 /// Plain (non-atomic) stores, as the per-CPU hash's adds are: only this
 /// CPU writes its slot. A run in a softirq that interrupts a run in
@@ -223,12 +224,6 @@ macro_rules! add {
 /// in which the hash's `+=` can lose an update.
 #[inline(always)]
 pub(crate) fn add4(key: &TcpStatsKey, d: TcpStats) {
-    // A key without a client address (a disconnected socket's, when the
-    // record has none either) would look like a free slot: the hash.
-    if key.src == 0 {
-        add!(TCP_STATS, key, d);
-        return;
-    }
     if let Some(e) = TCP_STATS_DIRECT.get_ptr_mut(tcp_stats_slot(key)) {
         // SAFETY: this CPU's slot; nothing else on this CPU writes it while
         // we run (userspace only reads).
@@ -255,6 +250,18 @@ pub(crate) fn add4(key: &TcpStatsKey, d: TcpStats) {
         }
     }
     add!(TCP_STATS, key, d);
+}
+
+/// [`add4`] for a key whose client address may be 0 (a disconnected
+/// socket's, recorded by an older build): such a key goes to the hash, as
+/// in a direct slot it would look free.
+#[inline(always)]
+pub(crate) fn add4_any(key: &TcpStatsKey, d: TcpStats) {
+    if key.src == 0 {
+        add!(TCP_STATS, key, d);
+    } else {
+        add4(key, d);
+    }
 }
 
 const OPENED: TcpStats = TcpStats {
@@ -353,7 +360,7 @@ fn disconnected(flags: u32) -> bool {
 /// counted connection (see [`disconnected`]) counts that one closed
 /// (without bytes: the kernel zeroed them) with this one opened.
 #[inline(always)]
-pub fn opened(ctx: &SockOpsContext, cookie: u64, nat: &SockNat) {
+pub fn opened(ctx: &SockOpsContext, cookie: u64, rec: *mut SockNat, nat: &SockNat) {
     let src = ctx.local_ip4();
     let flags = ctx.cb_flags();
     if nat.to.ip != ctx.remote_ip4() || nat.to.port != remote_port(ctx.ops) {
@@ -368,7 +375,8 @@ pub fn opened(ctx: &SockOpsContext, cookie: u64, nat: &SockNat) {
     }
     let d = if disconnected(flags) { REOPENED } else { OPENED };
     add4(&key4(src, nat), d);
-    crate::sock_nat::set_src(cookie, src);
+    // SAFETY: `rec` is `nat`'s array slot (`sock_nat::record`).
+    unsafe { (*rec).src = src };
     let _ = ctx.set_cb_flags(close_flag());
 }
 
@@ -593,5 +601,5 @@ pub fn state_changed(ctx: &SockOpsContext) {
         vport: 0,
         bport: remote_port(ops),
     };
-    add4(&key, d);
+    add4_any(&key, d);
 }
