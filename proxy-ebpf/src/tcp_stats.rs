@@ -67,6 +67,30 @@
 //! cold (not profiled further). Before this design the idle machine
 //! measured 0.359 µs; the idle figure of this one is not measured yet.
 //!
+//! Where that time goes, and what exact release counts cost (2026-12-06,
+//! branch `counters9`, `cargo xtask bench l4-counters --quick`, which now
+//! also prints each counting program's share; load average 1.8–7.7 on 2
+//! CPUs): of the added ~0.15–0.22 µs, the sockops work at open (one
+//! `TCP_STATS_DIRECT` update, the `cb_flags_set` call) is ~35–60 ns and
+//! the release run of a balanced socket ~115–180 ns, of which ~85–115 ns
+//! is what a run costs at all — an unbalanced TCP socket's run (three
+//! loads and an exit) measures that much in the same rounds: one cold run
+//! per connection, in the kernel's accounting window. The body's
+//! loads, record and counter update are the remaining ~30–50 ns. The
+//! release-count fixes (reconnects, a queued FIN at a reset: one
+//! callback-flags load, the peer compared with the record and the client
+//! address stored in it at open; a branch or two at release) measured
+//! against main's build interleaved A B A B A B and B A B A B: on − off
+//! per connection 0.221 / 0.182 / 0.174 / 0.187 / 0.151 / 0.175 µs
+//! against main's 0.159 / 0.158 / 0.164 / 0.211 / 0.222 — no difference
+//! the runs can tell apart (each run's own min–max spans ~0.1 µs). Not
+//! tried: marking the socket without the helper call (only `sk_txhash`
+//! is writable from sockops, and it is the flow hash), or telling a
+//! balanced socket at release by its `SOCK_NAT` record alone: a record's
+//! slot is reused after 131,072 newer cookies, so a long-lived
+//! connection's close would go uncounted, where the mark still counts it
+//! (under an unknown service).
+//!
 //! The state-callback design's cost (sockops run time per connection, on − off,
 //! kernel `bpf_stats`; 10,000 connections per run of `bench-l4` to a
 //! `bench-backend` that closes first, variants of this file loaded
