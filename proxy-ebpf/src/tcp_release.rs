@@ -58,8 +58,13 @@
 //! ([`crate::tcp_stats::opened`]) — through a VIP, under the new
 //! connection's key (the record of the old one was replaced), else (a
 //! stale record whose backend is not the peer) under the old one, the
-//! mark then cleared. The state-callback fallback counts it exactly, at
-//! the `TCP_CLOSE` that `tcp_disconnect` sets before it zeroes.
+//! mark then cleared. A disconnect also clears an unbound socket's source
+//! address: an IPv4 key takes the one the sockops program noted in the
+//! record at open ([`proxy_common::SockNat::src`]); a native IPv6 socket
+//! released while disconnected is counted under the unspecified client
+//! address (`SOCK_NAT6`'s record has no room for one). The state-callback
+//! fallback counts a disconnected connection exactly, at the `TCP_CLOSE`
+//! that `tcp_disconnect` sets before it zeroes.
 use aya_ebpf::{bindings::BPF_SOCK_OPS_RTO_CB_FLAG, macros::cgroup_sock, programs::SockContext};
 use proxy_common::{kfunc, TcpStats, TcpStatsKey};
 
