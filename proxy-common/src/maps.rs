@@ -397,8 +397,12 @@ pub struct SockNat {
     pub orig: OrigDst,
     /// [`sock_nat`] flags.
     pub flags: u32,
-    /// Always 0.
-    pub pad: u32,
+    /// The client's address (IPv4, network byte order) as the sockops
+    /// program counted the connection opened (`TCP_STATS` key); 0 before,
+    /// for redirected connections, or when an older build wrote the record.
+    /// The release counter's key when a disconnect (`connect(AF_UNSPEC)`)
+    /// cleared the socket's own source address.
+    pub src: u32,
 }
 
 /// Value of [`SERVICE_STATS`] (one per CPU; userspace sums them).

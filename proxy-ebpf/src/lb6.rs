@@ -213,7 +213,7 @@ pub fn remember(cookie: u64, to: &OrigDst6, orig: &OrigDst6, redirected: bool) {
     };
 }
 
-/// Forgets an earlier rewrite of the socket `cookie` (a UDP socket that
+/// Forgets an earlier rewrite of the socket `cookie` (a socket that
 /// connects again somewhere not rewritten).
 #[inline(always)]
 pub fn forget(cookie: u64) {
@@ -316,7 +316,7 @@ pub fn publish_orig_dst6(ctx: &SockOpsContext) {
     }
     if v.flags & sock_nat::REDIRECTED == 0 {
         if crate::tcp_stats::on() {
-            crate::tcp_stats::opened6(ctx, &v);
+            crate::tcp_stats::opened6(ctx, cookie, &v);
         }
         return;
     }

@@ -48,12 +48,23 @@ pub fn remember(cookie: u64, to: &OrigDst, orig: &OrigDst, redirected: bool) {
             to: *to,
             orig: *orig,
             flags,
-            pad: 0,
+            src: 0,
         }
     };
 }
 
-/// Forgets an earlier rewrite of the socket `cookie` (a UDP socket that
+/// The live record of the socket `cookie` in place (see [`of_socket`]),
+/// for the sockops program to read and then note the client address it
+/// counted the connection opened with ([`SockNat::src`]).
+#[inline(always)]
+pub fn record(cookie: u64) -> Option<*mut SockNat> {
+    let p = SOCK_NAT.get_ptr_mut(slot(cookie))?;
+    // SAFETY: an array slot (see `remember`).
+    let live = unsafe { (*p).cookie == cookie && (*p).flags & sock_nat::REWRITTEN != 0 };
+    live.then_some(p)
+}
+
+/// Forgets an earlier rewrite of the socket `cookie` (a socket that
 /// connects again, somewhere not rewritten).
 #[inline(always)]
 pub fn forget(cookie: u64) {

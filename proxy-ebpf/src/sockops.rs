@@ -52,13 +52,16 @@ pub fn orig_dst_sockops(ctx: SockOpsContext) -> u32 {
         }
         return 1;
     }
-    let Some(nat) = crate::sock_nat::of_socket(crate::sock_nat::cookie(ctx.as_ptr())) else {
+    let cookie = crate::sock_nat::cookie(ctx.as_ptr());
+    let Some(rec) = crate::sock_nat::record(cookie) else {
         crate::lb6::publish_orig_dst6(&ctx);
         return 1;
     };
+    // SAFETY: an array slot, copied out at once.
+    let nat = unsafe { *rec };
     if nat.flags & sock_nat::REDIRECTED == 0 {
         if tcp_stats::on() {
-            tcp_stats::opened(&ctx, &nat);
+            tcp_stats::opened(&ctx, cookie, rec, &nat);
         }
         return 1;
     }

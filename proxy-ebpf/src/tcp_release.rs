@@ -38,12 +38,38 @@
 //! sequence space sent (`snd_nxt` − ISN, ISN = `snd_una` − `bytes_acked`)
 //! exceeds the SYN and the unique data sent (`bytes_sent` −
 //! `bytes_retrans`), and the peer's FIN came iff `SOCK_DONE` is set
-//! (`tcp_fin`; a reset does not set it).
+//! (`tcp_fin`; a reset does not set it). A FIN queued but never sent (a
+//! reset came while it waited behind unsent data or for a window) is in
+//! `write_seq` too: then `write_seq` ≠ `snd_nxt` and ≠ `pushed_seq`, which
+//! `tcp_push` sets to `write_seq` at the end of every write that leaves
+//! data unsent (nothing is written after the FIN), while unsent data
+//! without a FIN leaves `pushed_seq` = `write_seq`. The one case this
+//! misreads: a reset while data is unsent and the application's last write
+//! was `MSG_MORE` (or a splice with more to come) without a forced push and
+//! no FIN queued — one byte too few counted as sent.
+//!
+//! A disconnect (`connect(AF_UNSPEC)`, `tcp_disconnect`) keeps the
+//! socket's callback flags (the mark) but zeroes `bytes_acked`,
+//! `bytes_received` and the other byte counters, and runs no program that
+//! could read them first. Its connection is counted closed without bytes:
+//! here when the socket is released next (no SYN acknowledged since:
+//! `bytes_acked` 0), or, when it connects again and completes the open, by
+//! the sockops program, which finds the mark already set
+//! ([`crate::tcp_stats::opened`]) — through a VIP, under the new
+//! connection's key (the record of the old one was replaced), else (a
+//! stale record whose backend is not the peer) under the old one, the
+//! mark then cleared. A disconnect also clears an unbound socket's source
+//! address: an IPv4 key takes the one the sockops program noted in the
+//! record at open ([`proxy_common::SockNat::src`]); a native IPv6 socket
+//! released while disconnected is counted under the unspecified client
+//! address (`SOCK_NAT6`'s record has no room for one). The state-callback
+//! fallback counts a disconnected connection exactly, at the `TCP_CLOSE`
+//! that `tcp_disconnect` sets before it zeroes.
 use aya_ebpf::{bindings::BPF_SOCK_OPS_RTO_CB_FLAG, macros::cgroup_sock, programs::SockContext};
 use proxy_common::{kfunc, TcpStats, TcpStatsKey};
 
 use crate::tcp_stats::{
-    add4, add6, key4, key6_of, AF_INET6, CLOSE, CLOSE_WAIT, CLOSING, FIN_WAIT1, FIN_WAIT2, LAST_ACK,
+    add4_any, add6, key4, key6_of, AF_INET6, CLOSE, CLOSE_WAIT, CLOSING, FIN_WAIT1, FIN_WAIT2, LAST_ACK,
     MAPPED_WORD,
 };
 
@@ -61,7 +87,7 @@ static TCP_RELEASE_ON: u8 = 0;
 /// BTF id of `struct tcp_sock`, then byte offsets from the socket's start
 /// (in this order, as `proxy-userspace`'s `TcpReleaseOffsets`).
 #[unsafe(no_mangle)]
-static TCP_RELEASE_BTF: [u32; 13] = [0; 13];
+static TCP_RELEASE_BTF: [u32; 14] = [0; 14];
 
 const TCP_SOCK_ID: usize = 0;
 const COOKIE: usize = 1;
@@ -76,6 +102,7 @@ const BYTES_RETRANS: usize = 9;
 const SK_FLAGS: usize = 10;
 const RCV_SADDR: usize = 11;
 const V6_RCV_SADDR: usize = 12;
+const PUSHED_SEQ: usize = 13;
 
 /// `SOCK_DONE` in `sk_flags` (`enum sock_flags`: the peer's FIN came).
 const SOCK_DONE: u64 = 1 << 1;
@@ -138,27 +165,41 @@ pub fn tcp_stats_release(ctx: SockContext) -> i32 {
                 let sent: u64 = field(tp, btf(BYTES_SENT));
                 let retrans: u64 = field(tp, btf(BYTES_RETRANS));
                 let flags: u64 = field(tp, btf(SK_FLAGS));
+                let pushed: u32 = field(tp, btf(PUSHED_SEQ));
                 // Sequence space sent after the SYN, less unique data.
                 let isn = una.wrapping_sub(acked as u32);
                 let space = u64::from(nxt.wrapping_sub(isn).wrapping_sub(1));
-                (
-                    u64::from(space > sent.wrapping_sub(retrans)),
-                    u64::from(flags & SOCK_DONE != 0),
-                )
+                // Our FIN sent, or queued unsent (behind unsent data, or
+                // against a zero window) when a reset came: then it is the
+                // last sequence number queued, after the last write's push
+                // mark (`tcp_push` sets `pushed_seq` = `write_seq` when a
+                // write leaves data unsent; nothing is written after the
+                // FIN).
+                let fin_queued = (wseq != nxt && pushed != wseq) || space > sent.wrapping_sub(retrans);
+                (u64::from(fin_queued), u64::from(flags & SOCK_DONE != 0))
             }
             _ => (0, 0),
         };
         let d = TcpStats {
             opened: 0,
             closed: 1,
-            sent: (acked + u64::from(wseq.wrapping_sub(una))).saturating_sub(1 + fin_sent),
+            // No SYN acknowledged: disconnected (`tcp_disconnect` zeroed the
+            // counts; the connection is counted closed without bytes) or a
+            // reconnect that did not complete.
+            sent: if acked == 0 {
+                0
+            } else {
+                (acked + u64::from(wseq.wrapping_sub(una))).saturating_sub(1 + fin_sent)
+            },
             received: received.saturating_sub(fin_received),
         };
         let cookie: u64 = field(tp, btf(COOKIE));
         // (The context's source fields are for post-bind programs only.)
         let src: u32 = field(tp, btf(RCV_SADDR));
         if let Some(nat) = crate::sock_nat::of_socket(cookie) {
-            add4(&key4(src, &nat), d);
+            // 0: a disconnect cleared it; the one counted opened.
+            let src = if src == 0 { nat.src } else { src };
+            add4_any(&key4(src, &nat), d);
             return 1;
         }
         let peer = core::ptr::read_volatile(&raw const (*sk).dst_ip4);
@@ -185,7 +226,7 @@ pub fn tcp_stats_release(ctx: SockContext) -> i32 {
         }
         // The record's slot was reused meanwhile: the service is unknown
         // (0), the backend is the socket's peer.
-        add4(
+        add4_any(
             &TcpStatsKey {
                 src,
                 vip: 0,

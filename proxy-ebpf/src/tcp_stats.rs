@@ -67,6 +67,30 @@
 //! cold (not profiled further). Before this design the idle machine
 //! measured 0.359 µs; the idle figure of this one is not measured yet.
 //!
+//! Where that time goes, and what exact release counts cost (2026-12-06,
+//! branch `counters9`, `cargo xtask bench l4-counters --quick`, which now
+//! also prints each counting program's share; load average 1.8–7.7 on 2
+//! CPUs): of the added ~0.15–0.22 µs, the sockops work at open (one
+//! `TCP_STATS_DIRECT` update, the `cb_flags_set` call) is ~35–60 ns and
+//! the release run of a balanced socket ~115–180 ns, of which ~85–115 ns
+//! is what a run costs at all — an unbalanced TCP socket's run (three
+//! loads and an exit) measures that much in the same rounds: one cold run
+//! per connection, in the kernel's accounting window. The body's
+//! loads, record and counter update are the remaining ~30–50 ns. The
+//! release-count fixes (reconnects, a queued FIN at a reset: one
+//! callback-flags load, the peer compared with the record and the client
+//! address stored in it at open; a branch or two at release) measured
+//! against main's build interleaved A B A B A B and B A B A B: on − off
+//! per connection 0.221 / 0.182 / 0.174 / 0.187 / 0.151 / 0.175 µs
+//! against main's 0.159 / 0.158 / 0.164 / 0.211 / 0.222 — no difference
+//! the runs can tell apart (each run's own min–max spans ~0.1 µs). Not
+//! tried: marking the socket without the helper call (only `sk_txhash`
+//! is writable from sockops, and it is the flow hash), or telling a
+//! balanced socket at release by its `SOCK_NAT` record alone: a record's
+//! slot is reused after 131,072 newer cookies, so a long-lived
+//! connection's close would go uncounted, where the mark still counts it
+//! (under an unknown service).
+//!
 //! The state-callback design's cost (sockops run time per connection, on − off,
 //! kernel `bpf_stats`; 10,000 connections per run of `bench-l4` to a
 //! `bench-backend` that closes first, variants of this file loaded
@@ -213,7 +237,8 @@ macro_rules! add {
 
 /// Adds `d` to `key`'s IPv4 counters: in its [`TCP_STATS_DIRECT`] slot on
 /// this CPU when the slot holds `key` or is free (then it takes it), else
-/// in [`TCP_STATS`].
+/// in [`TCP_STATS`]. `key.src` must not be 0 (a free slot's); see
+/// [`add4_any`].
 ///
 /// Plain (non-atomic) stores, as the per-CPU hash's adds are: only this
 /// CPU writes its slot. A run in a softirq that interrupts a run in
@@ -249,6 +274,18 @@ pub(crate) fn add4(key: &TcpStatsKey, d: TcpStats) {
         }
     }
     add!(TCP_STATS, key, d);
+}
+
+/// [`add4`] for a key whose client address may be 0 (a disconnected
+/// socket's, recorded by an older build): such a key goes to the hash, as
+/// in a direct slot it would look free.
+#[inline(always)]
+pub(crate) fn add4_any(key: &TcpStatsKey, d: TcpStats) {
+    if key.src == 0 {
+        add!(TCP_STATS, key, d);
+    } else {
+        add4(key, d);
+    }
 }
 
 const OPENED: TcpStats = TcpStats {
@@ -306,11 +343,64 @@ pub(crate) fn key6_of(cookie: u64, src6: [u32; 4], remote: [u32; 4], bport: u16)
     }
 }
 
-/// Counts a kernel-balanced IPv4 (or IPv4-mapped) connection opened, as
-/// connect4/connect6 recorded it in `nat`, and asks for its state changes.
+/// One close without bytes: the connection before a reconnect of the same
+/// socket, ended by `connect(AF_UNSPEC)` (module documentation).
+const DISCONNECTED: TcpStats = TcpStats {
+    opened: 0,
+    closed: 1,
+    sent: 0,
+    received: 0,
+};
+
+/// [`OPENED`] plus [`DISCONNECTED`]: a socket reconnected through a VIP.
+const REOPENED: TcpStats = TcpStats {
+    opened: 1,
+    closed: 1,
+    sent: 0,
+    received: 0,
+};
+
+/// Whether the socket's callback flags `flags` carry the release counter's
+/// mark from an earlier connection that was counted opened and not closed:
+/// the socket was disconnected (`connect(AF_UNSPEC)`: `tcp_disconnect`
+/// keeps the flags, zeroes the byte counters and runs no program) and is
+/// connecting again. The state callback counts such a connection at its
+/// `TCP_CLOSE` (`tcp_disconnect` sets the state before it zeroes), so only
+/// the release counter needs this.
 #[inline(always)]
-pub fn opened(ctx: &SockOpsContext, nat: &SockNat) {
-    add4(&key4(ctx.local_ip4(), nat), OPENED);
+fn disconnected(flags: u32) -> bool {
+    crate::tcp_release::on() && flags & crate::tcp_release::MARK != 0
+}
+
+/// Counts a kernel-balanced IPv4 (or IPv4-mapped) connection opened, as
+/// connect4/connect6 recorded it in `nat` for the socket `cookie`, and
+/// marks it for its close (the release counter's mark, or the state
+/// callback).
+///
+/// A record whose backend is not the socket's peer is stale: the socket
+/// connected through a VIP before, was disconnected, and has now connected
+/// somewhere connect4 did not rewrite — it is not balanced; the record is
+/// forgotten and the socket's flags cleared. A socket still marked from a
+/// counted connection (see [`disconnected`]) counts that one closed
+/// (without bytes: the kernel zeroed them) with this one opened.
+#[inline(always)]
+pub fn opened(ctx: &SockOpsContext, cookie: u64, rec: *mut SockNat, nat: &SockNat) {
+    let src = ctx.local_ip4();
+    let flags = ctx.cb_flags();
+    if nat.to.ip != ctx.remote_ip4() || nat.to.port != remote_port(ctx.ops) {
+        if disconnected(flags) {
+            add4(&key4(src, nat), DISCONNECTED);
+        }
+        crate::sock_nat::forget(cookie);
+        if flags != 0 {
+            let _ = ctx.set_cb_flags(0);
+        }
+        return;
+    }
+    let d = if disconnected(flags) { REOPENED } else { OPENED };
+    add4(&key4(src, nat), d);
+    // SAFETY: `rec` is `nat`'s array slot (`sock_nat::record`).
+    unsafe { (*rec).src = src };
     let _ = ctx.set_cb_flags(close_flag());
 }
 
@@ -328,8 +418,27 @@ fn close_flag() -> i32 {
 
 /// [`opened`] for a connection connect6 balanced to a native IPv6 backend.
 #[inline(always)]
-pub fn opened6(ctx: &SockOpsContext, nat: &SockNat6) {
-    add!(TCP_STATS6, &key6(ip6(ctx.ops, false), nat), OPENED);
+pub fn opened6(ctx: &SockOpsContext, cookie: u64, nat: &SockNat6) {
+    let key = key6(ip6(ctx.ops, false), nat);
+    let flags = ctx.cb_flags();
+    let peer = ip6(ctx.ops, true);
+    if nat.to.port != remote_port(ctx.ops)
+        || nat.to.ip[0] != peer[0]
+        || nat.to.ip[1] != peer[1]
+        || nat.to.ip[2] != peer[2]
+        || nat.to.ip[3] != peer[3]
+    {
+        if disconnected(flags) {
+            add6(&key, DISCONNECTED);
+        }
+        crate::lb6::forget(cookie);
+        if flags != 0 {
+            let _ = ctx.set_cb_flags(0);
+        }
+        return;
+    }
+    let d = if disconnected(flags) { REOPENED } else { OPENED };
+    add6(&key, d);
     let _ = ctx.set_cb_flags(close_flag());
 }
 
@@ -516,5 +625,5 @@ pub fn state_changed(ctx: &SockOpsContext) {
         vport: 0,
         bport: remote_port(ops),
     };
-    add4(&key, d);
+    add4_any(&key, d);
 }

@@ -47,28 +47,31 @@ fn backend(bind: &str, expect: usize, reply: usize, close: Close) -> SocketAddr 
                 Close::AfterClient => {
                     let _ = std::io::copy(&mut s, &mut std::io::sink());
                 }
-                Close::Reset => {
-                    use std::os::fd::AsRawFd;
-                    let l = libc::linger {
-                        l_onoff: 1,
-                        l_linger: 0,
-                    };
-                    // SAFETY: a valid socket and a `linger` of its size.
-                    unsafe {
-                        libc::setsockopt(
-                            s.as_raw_fd(),
-                            libc::SOL_SOCKET,
-                            libc::SO_LINGER,
-                            (&raw const l).cast(),
-                            std::mem::size_of_val(&l) as libc::socklen_t,
-                        )
-                    };
-                }
+                Close::Reset => set_linger0(&s),
                 Close::AfterReply => {}
             }
         }
     });
     addr
+}
+
+/// `SO_LINGER` 0 on `s`: closing it sends a reset.
+fn set_linger0(s: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a `linger` of its size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const l).cast(),
+            std::mem::size_of_val(&l) as libc::socklen_t,
+        )
+    };
 }
 
 fn l4(vip: SocketAddr, backend: SocketAddr) -> L4Service {
@@ -211,6 +214,185 @@ fn exact_bytes(p: &privileged::Privileged, release: bool) {
     // Unbalanced connections (to a backend directly) are not counted.
     xfer(&cg, want[0].1, CASES[0].0, "eof", CASES[0].1);
     assert_eq!(dp.tcp_stats().unwrap().len(), want.len());
+    dp.cleanup().unwrap();
+}
+
+/// The IPv4 `TCP_STATS` counts of `vip` (one key expected).
+fn counts_of(dp: &Datapath, vip: SocketAddr) -> TcpStats {
+    let IpAddr::V4(ip) = vip.ip() else {
+        unreachable!()
+    };
+    let stats = dp.tcp_stats().unwrap();
+    let found: Vec<_> = stats
+        .iter()
+        .filter(|(k, _)| {
+            u32::from_be(k.vip) == u32::from(ip) && u16::from_be(k.vport) == vip.port()
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one key for {vip}: {stats:?}");
+    found[0].1
+}
+
+/// A backend on loopback that accepts, reads nothing, and resets every
+/// connection (`SO_LINGER` 0) after `after`.
+fn resetting_backend(after: std::time::Duration) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                std::thread::sleep(after);
+                set_linger0(&s);
+                drop(s);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_reset_with_unsent_data_and_a_queued_fin_counts_exactly_the_bytes_written() {
+    let Some(p) = privileged::require(
+        "a_reset_with_unsent_data_and_a_queued_fin_counts_exactly_the_bytes_written",
+    ) else {
+        return;
+    };
+    for release in [true, false] {
+        let bpffs = TestBpffs::new().unwrap();
+        let name = if release {
+            "tcpstats-rst"
+        } else {
+            "tcpstats-rst-cb"
+        };
+        let (mut dp, cg) = datapath_with(&p, &bpffs, name, release);
+        // The server reads nothing: the client's last data stays unsent
+        // (zero window), with its FIN queued behind it (`--shut`) or not,
+        // when the reset comes.
+        let b = resetting_backend(std::time::Duration::from_millis(400));
+        let vips: [SocketAddr; 2] = [
+            "127.100.9.1:80".parse().unwrap(),
+            "127.100.9.2:80".parse().unwrap(),
+        ];
+        dp.apply(&[l4(vips[0], b), l4(vips[1], b)]).unwrap();
+        for (vip, shut) in [(vips[0], true), (vips[1], false)] {
+            let mut args = vec!["stuck".to_string(), vip.to_string()];
+            if shut {
+                args.push("--shut".into());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let lines = probe(PROBE, Some(cg.path()), &args);
+            let written: u64 = lines
+                .first()
+                .and_then(|l| l.strip_prefix("written "))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("stuck {vip}: {lines:?}"));
+            assert!(written > 0);
+            assert_eq!(
+                counts_of(&dp, vip),
+                TcpStats {
+                    opened: 1,
+                    closed: 1,
+                    sent: written,
+                    received: 0,
+                },
+                "{vip}, FIN queued: {shut}, closes counted at release: {release}"
+            );
+        }
+        dp.cleanup().unwrap();
+    }
+}
+
+#[test]
+fn a_socket_disconnected_and_connected_again_counts_one_close_per_open() {
+    let Some(p) =
+        privileged::require("a_socket_disconnected_and_connected_again_counts_one_close_per_open")
+    else {
+        return;
+    };
+    for release in [true, false] {
+        let bpffs = TestBpffs::new().unwrap();
+        let name = if release {
+            "tcpstats-disc"
+        } else {
+            "tcpstats-disc-cb"
+        };
+        let (mut dp, cg) = datapath_with(&p, &bpffs, name, release);
+        let b: Vec<SocketAddr> = [(100, 200), (300, 400), (500, 600)]
+            .iter()
+            .map(|(e, r)| backend("127.0.0.1:0", *e, *r, Close::AfterClient))
+            .collect();
+        // Not a service: a connection straight to it is not balanced.
+        let elsewhere = backend("127.0.0.1:0", 300, 400, Close::AfterClient);
+        let vip = |i: usize| -> SocketAddr { format!("127.100.10.{}:80", i + 1).parse().unwrap() };
+        dp.apply(&(0..3).map(|i| l4(vip(i), b[i])).collect::<Vec<_>>())
+            .unwrap();
+        let run = |args: &[&str], want: usize| {
+            let lines = probe(PROBE, Some(cg.path()), args);
+            assert_eq!(lines.len(), want, "{args:?}: {lines:?}");
+        };
+        let (v0, v1, v2, other) = (
+            vip(0).to_string(),
+            vip(1).to_string(),
+            vip(2).to_string(),
+            elsewhere.to_string(),
+        );
+        // The same socket through the same VIP again; through a VIP, then
+        // straight to a server that is no service's backend; disconnected
+        // and closed.
+        run(&["reconnect", &v0, "100", "200", &v0, "100", "200"], 2);
+        run(&["reconnect", &v1, "300", "400", &other, "300", "400"], 2);
+        run(&["reconnect", &v2, "500", "600"], 1);
+        // Every connection through a VIP is counted opened and closed once.
+        // The state callback counts a disconnected one with its bytes (at
+        // its `TCP_CLOSE`, before `tcp_disconnect` zeroes them); the release
+        // counter without (nothing runs at a disconnect that could read
+        // them) — documented in tcp_release.rs.
+        let c = |opened, sent, received| TcpStats {
+            opened,
+            closed: opened,
+            sent,
+            received,
+        };
+        let want = if release {
+            [c(2, 100, 200), c(1, 0, 0), c(1, 0, 0)]
+        } else {
+            [c(2, 200, 400), c(1, 300, 400), c(1, 500, 600)]
+        };
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(counts_of(&dp, vip(i)), *w, "{}, release: {release}", vip(i));
+        }
+        // The connection straight to the other server is not counted.
+        assert_eq!(dp.tcp_stats().unwrap().len(), 3);
+        dp.cleanup().unwrap();
+    }
+}
+
+/// An IPv6 socket to the IPv4-mapped form of an IPv4 VIP is balanced by
+/// connect6 over the IPv4 maps and counted under the IPv4 key, its peer
+/// (the backend) matching its record.
+#[test]
+fn an_ipv4_mapped_connection_is_counted_under_its_ipv4_key() {
+    let Some(p) = privileged::require("an_ipv4_mapped_connection_is_counted_under_its_ipv4_key")
+    else {
+        return;
+    };
+    let bpffs = TestBpffs::new().unwrap();
+    let (mut dp, cg) = datapath(&p, &bpffs, "tcpstats-mapped");
+    let b = backend("127.0.0.1:0", 700, 800, Close::AfterClient);
+    let vip: SocketAddr = "127.100.11.1:80".parse().unwrap();
+    dp.apply(&[l4(vip, b)]).unwrap();
+    let mapped: SocketAddr = "[::ffff:127.100.11.1]:80".parse().unwrap();
+    xfer(&cg, mapped, 700, "800", 800);
+    xfer(&cg, mapped, 700, "800", 800);
+    assert_eq!(
+        counts_of(&dp, vip),
+        TcpStats {
+            opened: 2,
+            closed: 2,
+            sent: 1400,
+            received: 1600,
+        }
+    );
     dp.cleanup().unwrap();
 }
 

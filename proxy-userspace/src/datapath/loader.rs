@@ -296,7 +296,7 @@ impl Datapath {
         let object = release
             .as_ref()
             .map_or(super::EBPF_OBJECT, |(_, o)| o.bytes());
-        let release_btf = release.as_ref().map_or([0; 13], |(r, _)| r.btf);
+        let release_btf = release.as_ref().map_or([0; 14], |(r, _)| r.btf);
         let release_on = u8::from(release.is_some());
         let mut loader = super::btf::loader(object);
         loader.override_global("TCP_STATS_ON", &tcp_stats_on, true);

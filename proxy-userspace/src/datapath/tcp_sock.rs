@@ -129,12 +129,12 @@ pub struct TcpRelease {
     pub kfuncs: [u32; 2],
     /// The program's `TCP_RELEASE_BTF`: `struct tcp_sock`'s type id, then
     /// the offsets of [`RELEASE_FIELDS`] in order.
-    pub btf: [u32; 13],
+    pub btf: [u32; 14],
 }
 
 /// The fields the release counter reads, in its `TCP_RELEASE_BTF` order:
 /// (struct, member, size in bytes).
-pub const RELEASE_FIELDS: [(&str, &str, u32); 12] = [
+pub const RELEASE_FIELDS: [(&str, &str, u32); 13] = [
     ("sock_common", "skc_cookie", 8),
     ("tcp_sock", "bpf_sock_ops_cb_flags", 1),
     ("tcp_sock", "bytes_acked", 8),
@@ -147,6 +147,7 @@ pub const RELEASE_FIELDS: [(&str, &str, u32); 12] = [
     ("sock_common", "skc_flags", 8),
     ("sock_common", "skc_rcv_saddr", 4),
     ("sock_common", "skc_v6_rcv_saddr", 16),
+    ("tcp_sock", "pushed_seq", 4),
 ];
 
 impl TcpRelease {
@@ -175,7 +176,7 @@ impl TcpRelease {
                 .ok_or_else(|| TcpSockError::Field(format!("no {name} in the kernel's BTF")))?;
         }
         let offsets = b.offsets(&RELEASE_FIELDS)?;
-        let mut btf = [0u32; 13];
+        let mut btf = [0u32; 14];
         btf[0] = id[2];
         btf[1..].copy_from_slice(&offsets);
         Ok(Self {

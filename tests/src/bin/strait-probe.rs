@@ -24,6 +24,18 @@
 //!       server closes, then closes, or with `shut` shuts its sending side
 //!       down first (a half-close) and then reads until the server closes.
 //!       Prints `received <N>`.
+//!   stuck ADDR [--shut]
+//!       One connection to a server that does not read: writes until the
+//!       socket's buffers are full (data left unsent), with --shut then
+//!       shuts its sending side down (the FIN queued behind that data),
+//!       then reads until the server resets the connection, and closes.
+//!       Prints `written <N>`.
+//!   reconnect ADDR SEND RECV [ADDR2 SEND2 RECV2]
+//!       One socket: connects to ADDR, writes SEND bytes, reads RECV bytes,
+//!       disconnects (`connect(AF_UNSPEC)`), then connects the same socket
+//!       to ADDR2 and does the same and closes (or, without ADDR2, closes
+//!       the disconnected socket). IPv4. Prints
+//!       `received <N>` per connection.
 //!   load --bpffs DIR --node NAME --attach CGROUP [--lb random|round_robin|maglev]
 //!        --service VIP:PORT/PROTO=B1,B2,...  (repeatable)
 //!       Loads, attaches, pins and applies the services, then exits.
@@ -110,6 +122,23 @@ fn main() {
                 }
             }
         }
+        "stuck" => {
+            let shut = take_flag(&mut args, "--shut");
+            let addr = sock(args.first().expect("stuck ADDR"));
+            match stuck(addr, shut) {
+                Ok(n) => println!("written {n}"),
+                Err(e) => {
+                    eprintln!("strait-probe stuck: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        "reconnect" => {
+            if let Err(e) = reconnect(&args) {
+                eprintln!("strait-probe reconnect: {e}");
+                std::process::exit(1);
+            }
+        }
         "load" => {
             if let Err(e) = load(args) {
                 eprintln!("strait-probe load: {e:#}");
@@ -144,6 +173,115 @@ fn xfer(addr: SocketAddr, send: usize, recv: &str) -> std::io::Result<usize> {
     };
     drop(s);
     Ok(got)
+}
+
+/// The `stuck` command: bytes written before the buffers filled.
+fn stuck(addr: SocketAddr, shut: bool) -> std::io::Result<usize> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    s.set_nonblocking(true)?;
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut written = 0;
+    loop {
+        match s.write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if shut {
+        s.shutdown(std::net::Shutdown::Write)?;
+    }
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut buf = [0u8; 512];
+    match s.read(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(written),
+        other => Err(std::io::Error::other(format!(
+            "expected a reset, got {other:?}"
+        ))),
+    }
+}
+
+/// `connect(AF_UNSPEC)` on `s`: the kernel's `tcp_disconnect` (a reset to
+/// the peer; the socket can connect again).
+fn disconnect(s: &TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an `AF_UNSPEC` sockaddr of its size on a valid socket.
+    let rc = unsafe {
+        let mut un: libc::sockaddr = std::mem::zeroed();
+        un.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+        libc::connect(
+            s.as_raw_fd(),
+            &un,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The `reconnect` command.
+fn reconnect(args: &[String]) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let conn = |i: usize| -> Option<(SocketAddrV4, usize, usize)> {
+        let a = args.get(i)?;
+        let SocketAddr::V4(a) = sock(a) else {
+            panic!("reconnect: IPv4 only")
+        };
+        let n = |j: usize| args.get(j).expect("SEND RECV").parse().expect("a count");
+        Some((a, n(i + 1), n(i + 2)))
+    };
+    let sa = |a: SocketAddrV4| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a new descriptor this function owns from here on.
+    let mut s = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        TcpStream::from_raw_fd(fd)
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    for i in [0, 3] {
+        let Some((addr, send, recv)) = conn(i) else {
+            break;
+        };
+        if i > 0 {
+            disconnect(&s)?;
+        }
+        let remote = sa(addr);
+        // SAFETY: a sockaddr_in of `len` bytes on our socket.
+        let rc = unsafe {
+            libc::connect(
+                s.as_raw_fd(),
+                &remote as *const _ as *const libc::sockaddr,
+                len,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        s.write_all(&vec![b'x'; send])?;
+        let mut buf = vec![0u8; recv];
+        s.read_exact(&mut buf)?;
+        println!("received {recv}");
+        if conn(3).is_none() {
+            disconnect(&s)?;
+        }
+    }
+    drop(s);
+    Ok(())
 }
 
 fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {

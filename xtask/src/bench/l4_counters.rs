@@ -271,7 +271,28 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
             Some(&on_pass),
         ),
     ];
+    // Each counting program alone (on − off for sockops; the release
+    // counter runs only with the counters on), to see where the added time
+    // goes.
+    let alone = |holds: &[Held], i: usize, p: &str| {
+        per_round(holds, i, |r| r.program_ns_per_conn(p).unwrap_or(0.0))
+    };
+    let sockops_added = Samples(
+        on.iter()
+            .zip(&off)
+            .map(|(a, b)| {
+                a.arms[VIP].program_ns_per_conn(SOCKOPS).unwrap_or(f64::NAN)
+                    - b.arms[VIP].program_ns_per_conn(SOCKOPS).unwrap_or(f64::NAN)
+            })
+            .collect(),
+    );
     let notes = vec![
+        format!(
+            "Where the added time goes (ns per connection, median (min–max) over rounds): sockops on − off {}; the release counter's run {} for a balanced socket (VIP), {} for an unbalanced one (direct from the cgroup).",
+            sockops_added.cell(0, None),
+            alone(&on, VIP, RELEASE).cell(0, None),
+            alone(&on, DIRECT_CG, RELEASE).cell(0, None),
+        ),
         format!(
             "A/A control: direct ÷ direct, batch by batch over both holds ({} passes): {} — the harness's own noise; a path's ratio is distinguishable from direct's only outside that.",
             aa_pass.0.len(),
