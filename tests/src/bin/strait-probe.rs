@@ -235,15 +235,8 @@ fn reconnect(args: &[String]) -> std::io::Result<()> {
         let n = |j: usize| args.get(j).expect("SEND RECV").parse().expect("a count");
         Some((a, n(i + 1), n(i + 2)))
     };
-    let sa = |a: SocketAddrV4| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*a.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let sa = sockaddr_v4;
+    let len = SOCKADDR_V4_LEN;
     // SAFETY: a new descriptor this function owns from here on.
     let mut s = unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
@@ -329,15 +322,8 @@ fn connect(addr: SocketAddr, src: Option<IpAddr>) -> std::io::Result<TcpStream> 
             return Err(std::io::Error::last_os_error());
         }
         let stream = TcpStream::from_raw_fd(fd);
-        let sa = |a: SocketAddrV4| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: a.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*a.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let sa = sockaddr_v4;
+        let len = SOCKADDR_V4_LEN;
         let local = sa(SocketAddrV4::new(src, 0));
         if libc::bind(fd, &local as *const _ as *const libc::sockaddr, len) != 0 {
             return Err(std::io::Error::last_os_error());
@@ -486,3 +472,20 @@ fn raise_nofile() {
         },
     );
 }
+
+/// `a` as the kernel's `struct sockaddr_in` (port and address in network
+/// byte order), for the raw socket calls above.
+fn sockaddr_v4(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// The size of a `struct sockaddr_in`, bytes.
+const SOCKADDR_V4_LEN: libc::socklen_t =
+    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
