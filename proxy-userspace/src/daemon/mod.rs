@@ -746,7 +746,8 @@ async fn start(args: &RunArgs, setup: Setup) -> anyhow::Result<Running> {
 /// Makes the XDP balancer's "too big" check follow the uplink's MTU as
 /// the kernel announces it ([`crate::datapath::MtuWatch`]): one task on
 /// the runtime, woken by the netlink socket; a change is logged. Lost
-/// announcements are the 500 ms re-read's ([`follow_uplink_mtu`]).
+/// announcements are the 500 ms re-read's ([`follow_uplink_mtu`]); a socket
+/// error ends the watch (warned), leaving the MTU to that re-read.
 async fn watch_uplink_mtu(watch: crate::datapath::MtuWatch) {
     // SAFETY: the watch owns its socket; the descriptor stays open and the
     // same for the watch's life, which the `AsyncFd` holds.
@@ -781,7 +782,15 @@ async fn watch_uplink_mtu(watch: crate::datapath::MtuWatch) {
                     );
                 }
             }
-            Err(e) => tracing::warn!(uplink = watch.iface(), "following the uplink MTU: {e:#}"),
+            Err(e) => {
+                // A socket that fails once may stay readable and fail
+                // again: stop rather than spin, the re-read carries on.
+                tracing::warn!(
+                    uplink = watch.iface(),
+                    "following the uplink MTU: {e:#}; the MTU is re-read every 500 ms only from now on"
+                );
+                return;
+            }
         }
         // `read` returned once the socket had nothing left.
         ready.clear_ready();
