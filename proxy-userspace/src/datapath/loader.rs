@@ -859,8 +859,9 @@ impl Datapath {
     /// when it differs from the one the program checks, writes it (see
     /// [`super::set_uplink_mtu`]). The daemon calls it on every pod rescan
     /// and reload, the fallback of [`Self::watch_uplink_mtu`]. Returns
-    /// `(old, new)` when it changed; nothing without an uplink. An interface whose MTU cannot be read keeps the last one
-    /// (warned once, until it can be read again).
+    /// `(old, new)` when it changed; nothing without an uplink. An
+    /// interface whose MTU cannot be read keeps the last one (warned once,
+    /// until it can be read again).
     ///
     /// Errors: the map update is refused.
     pub fn follow_uplink_mtu(&mut self) -> anyhow::Result<Option<(u16, u16)>> {
