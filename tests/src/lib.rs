@@ -5,6 +5,7 @@ pub mod bpffs;
 pub mod cgroup;
 pub mod demo;
 pub mod fake_apiserver;
+pub mod foreign_cpu;
 pub mod lb;
 pub mod node;
 pub mod privileged;

@@ -47,7 +47,9 @@
 //! the proxies' CPU, and the host stalls a `cyclictest`-like probe saw
 //! on either CPU during the sub-run (`stall_max_us`, `stall_sum_us`:
 //! wake-ups of a pinned `SCHED_FIFO` thread later than 250 µs,
-//! [`strait_tests::stall`]; null when the probe could not start). With
+//! [`strait_tests::stall`]; null when the probe could not start) and the
+//! CPU time other user-space processes took meanwhile, which the probe
+//! cannot see (`foreign_cpu_us`, [`strait_tests::foreign_cpu`]). With
 //! `--latency-pair-cycles N` each round (the half without the A/B flags)
 //! then runs N more cycles of direct and `strait-l4-hbone` only. One JSON
 //! line per (scenario, round) and per latency sub-run (`"latency": true`,
@@ -82,6 +84,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
+use strait_tests::foreign_cpu::ForeignCpu;
 use strait_tests::node::{link, Node, Pod, PodSpec, ServiceDef, ServicePort, TargetPort};
 use strait_tests::stall::{Stall, StallProbe};
 
@@ -404,6 +407,7 @@ fn latency(
 ) -> anyhow::Result<Value> {
     let sched0 = sched_totals(&s.proxies);
     let steal0 = cpu_jiffies(cpus.server);
+    let foreign0 = ForeignCpu::now();
     let t0 = Instant::now();
     let fixed = oha(
         &s.client,
@@ -414,6 +418,7 @@ fn latency(
         a.latency_secs,
     )?;
     let t1 = Instant::now();
+    let foreign = foreign0.since(&ForeignCpu::now());
     let steal1 = cpu_jiffies(cpus.server);
     let sched1 = sched_totals(&s.proxies);
     let stalls = probe.map(|p| p.between(t0, t1));
@@ -453,6 +458,9 @@ fn latency(
         // threshold summed (µs; null without the probe).
         "stall_max_us": stall_us(|v| v.iter().map(|s| s.late.as_secs_f64() * 1e6).fold(0.0, f64::max)),
         "stall_sum_us": stall_us(|v| v.iter().map(|s| s.late.as_secs_f64() * 1e6).sum()),
+        // CPU time of user-space processes outside the benchmark (µs,
+        // any CPU): work the probe cannot see ([`ForeignCpu`]).
+        "foreign_cpu_us": foreign as f64 / 1e3,
     }))
 }
 
