@@ -29,7 +29,7 @@ use proxy_common::{
 };
 use strait_config::snapshot::L4Protocol;
 
-use super::xlb_book::{family_entries, wanted, Reals, Wanted};
+use super::xlb_book::{family_entries, wanted, Reals};
 use super::xlb_table::V4;
 use super::xlb_vips::{map_mut, VipBook};
 
@@ -314,11 +314,7 @@ impl ExternalVips {
     /// [`MAX_XLB_VIPS`] entries or [`MAX_XLB_REALS`] reals, a map update
     /// refused. The tables then hold what was written before the error.
     pub fn apply(&mut self, ebpf: &mut Ebpf, vips: &[ExternalVip]) -> anyhow::Result<XlbReport> {
-        let Wanted {
-            entries: want,
-            addrs,
-            listed,
-        } = wanted(
+        let want = wanted(
             vips,
             |v| (vip_key(v), &v.reals[..]),
             |k| k.vip,
@@ -337,7 +333,7 @@ impl ExternalVips {
             let mut new = Vec::new();
             self.book
                 .reals
-                .add(&listed, MAX_XLB_REALS, "reals", |i, a| {
+                .add(&want.listed, MAX_XLB_REALS, "reals", |i, a| {
                     new.push((i, a));
                     Ok(())
                 })?;
@@ -357,6 +353,6 @@ impl ExternalVips {
             }
         }
         self.book
-            .write_vips::<XlbReal>(ebpf, (want, addrs, &listed), proxy_common::XLB_REALS)
+            .write_vips::<XlbReal>(ebpf, want, proxy_common::XLB_REALS)
     }
 }

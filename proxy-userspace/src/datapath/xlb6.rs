@@ -24,7 +24,7 @@ use proxy_common::{
 };
 use strait_config::snapshot::L4Protocol;
 
-use super::xlb_book::{family_entries, wanted, Reals, Wanted};
+use super::xlb_book::{family_entries, wanted, Reals};
 use super::xlb_table::VipFamily;
 use super::xlb_vips::{map_mut, VipBook};
 
@@ -277,11 +277,7 @@ impl ExternalVips6 {
         ebpf: &mut Ebpf,
         vips: &[ExternalVip6],
     ) -> anyhow::Result<super::XlbReport> {
-        let Wanted {
-            entries: want,
-            addrs,
-            listed,
-        } = wanted(
+        let want = wanted(
             vips,
             |v| (vip_key(v), &v.reals[..]),
             |k| k.vip,
@@ -299,12 +295,12 @@ impl ExternalVips6 {
                 Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS6)?)?;
             self.book
                 .reals
-                .add(&listed, MAX_XLB_REALS6, "IPv6 reals", |i, a| {
+                .add(&want.listed, MAX_XLB_REALS6, "IPv6 reals", |i, a| {
                     Ok(reals.set(i, XlbReal6 { ip: a.octets() }, 0)?)
                 })?;
         }
         self.book
-            .write_vips::<XlbReal6>(ebpf, (want, addrs, &listed), proxy_common::XLB_REALS6)
+            .write_vips::<XlbReal6>(ebpf, want, proxy_common::XLB_REALS6)
     }
 }
 

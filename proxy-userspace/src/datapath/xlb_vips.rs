@@ -5,7 +5,7 @@
 //! adopting an earlier build's VIP hash map, writing rings and VIP entries
 //! and removing what is gone. Each family writes its own reals (IPv4's
 //! may be 4in6) and keeps its own key encoding ([`VipFamily`]).
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::hash::Hash;
 
@@ -17,7 +17,7 @@ use aya::{
 use proxy_common::{MaglevTable, XlbVip, XLB_ADDRESS_ONLY};
 
 use super::xlb::XlbReport;
-use super::xlb_book::{Reals, Rings};
+use super::xlb_book::{Reals, Rings, Wanted};
 use super::xlb_table::{VipFamily, VipTable};
 
 /// Ring ids of both families' VIPs start at 1: 0 is never a ring, see
@@ -143,22 +143,28 @@ impl<F: VipFamily, A: Copy + Ord + Hash + Display> VipBook<F, A> {
         Ok(entries.len())
     }
 
-    /// After the caller wrote the reals of `listed` (so rings never name an
-    /// index without an address): rebuilds the ring of each entry of
-    /// `want` whose healthy reals changed ([`Rings::build`]), writes the
-    /// VIP table (gone entries and markers removed first, their slots free
-    /// for the new ones; then each entry with its ring and each address of
-    /// `addrs` as a marker), removes the rings of removed VIPs, then clears
-    /// the entries of `reals_map` (values `R`) of reals no VIP lists.
+    /// After the caller wrote the reals of `wanted.listed` (so rings never
+    /// name an index without an address): rebuilds the ring of each entry
+    /// of `wanted.entries` whose healthy reals changed ([`Rings::build`]),
+    /// writes the VIP table (gone entries and markers removed first, their
+    /// slots free for the new ones; then each entry with its ring and each
+    /// address of `wanted.addrs` as a marker), removes the rings of removed
+    /// VIPs, then clears the entries of `reals_map` (values `R`) of reals
+    /// no VIP lists. Returns what the tables hold.
     ///
     /// Errors: a map is missing or refuses an update; the tables then hold
     /// what was written before the error.
     pub(super) fn write_vips<R: aya::Pod + Default>(
         &mut self,
         ebpf: &mut Ebpf,
-        (want, addrs, listed): (BTreeMap<F::Key, &[(A, u32)]>, HashSet<F::Addr>, &HashSet<A>),
+        wanted: Wanted<'_, F::Key, F::Addr, A>,
         reals_map: &str,
     ) -> anyhow::Result<XlbReport> {
+        let Wanted {
+            entries: want,
+            addrs,
+            listed,
+        } = wanted;
         let mut report = XlbReport::default();
         {
             let mut rings: BpfHashMap<_, u32, MaglevTable> =
@@ -194,7 +200,7 @@ impl<F: VipFamily, A: Copy + Ord + Hash + Display> VipBook<F, A> {
             self.rings.remove_free(&mut rings);
             let mut reals: Array<_, R> = Array::try_from(map_mut(ebpf, reals_map)?)?;
             self.reals
-                .remove_unlisted(listed, |i| Ok(reals.set(i, R::default(), 0)?))?;
+                .remove_unlisted(&listed, |i| Ok(reals.set(i, R::default(), 0)?))?;
         }
         report.vips = want.len();
         report.reals = self.reals.len();
