@@ -31,7 +31,7 @@ use strait_config::snapshot::L4Protocol;
 
 use super::xlb_book::{family_entries, wanted, Reals};
 use super::xlb_table::V4;
-use super::xlb_vips::{map_mut, VipBook};
+use super::xlb_vips::{map_mut, map_ref, VipBook};
 
 /// One external VIP (a Service's `externalIPs` entry or
 /// `status.loadBalancer.ingress` address) on one port: where its packets go.
@@ -267,10 +267,7 @@ impl ExternalVips {
     ///
     /// Errors: a map cannot be read.
     pub fn recover(ebpf: &Ebpf) -> anyhow::Result<Self> {
-        let map = |name: &str| {
-            ebpf.map(name)
-                .with_context(|| format!("map {name} missing from the eBPF object"))
-        };
+        let map = |name: &str| map_ref(ebpf, name);
         let reals: Array<_, XlbReal> = Array::try_from(map(proxy_common::XLB_REALS)?)?;
         let reals6: Array<_, XlbReal6> = Array::try_from(map(proxy_common::XLB_REALS_4IN6)?)?;
         let reals = Reals::recover(reals.iter().zip(reals6.iter()).map(|(r, r6)| {

@@ -26,7 +26,7 @@ use strait_config::snapshot::L4Protocol;
 
 use super::xlb_book::{family_entries, wanted, Reals};
 use super::xlb_table::VipFamily;
-use super::xlb_vips::{map_mut, VipBook};
+use super::xlb_vips::{map_mut, map_ref, VipBook};
 
 /// IPv6's VIP table, [`proxy_common::XLB_VIPS6`].
 pub(super) struct V6;
@@ -188,10 +188,7 @@ impl ExternalVips6 {
     ///
     /// Errors: a map cannot be read.
     pub fn recover(ebpf: &Ebpf) -> anyhow::Result<Self> {
-        let map = |name: &str| {
-            ebpf.map(name)
-                .with_context(|| format!("map {name} missing from the eBPF object"))
-        };
+        let map = |name: &str| map_ref(ebpf, name);
         let reals: Array<_, XlbReal6> = Array::try_from(map(proxy_common::XLB_REALS6)?)?;
         let reals = Reals::recover(reals.iter().map(|r| {
             let r = r.context("reading XLB_REALS6")?;

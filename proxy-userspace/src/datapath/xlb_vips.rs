@@ -26,6 +26,14 @@ use super::xlb_table::{VipFamily, VipTable};
 /// adopted).
 const FIRST_RING: u32 = 1;
 
+/// Map `name` of `ebpf`, read-only.
+///
+/// Errors: `"map {name} missing from the eBPF object"`.
+pub(super) fn map_ref<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a aya::maps::Map> {
+    ebpf.map(name)
+        .with_context(|| format!("map {name} missing from the eBPF object"))
+}
+
 /// Map `name` of `ebpf`, writable.
 ///
 /// Errors: `"map {name} missing from the eBPF object"`.
@@ -71,10 +79,7 @@ impl<F: VipFamily, A: Copy + Ord + Hash + Display> VipBook<F, A> {
     ///
     /// Errors: a map is missing or cannot be read.
     pub(super) fn recover(ebpf: &Ebpf, reals: Reals<A>) -> anyhow::Result<Self> {
-        let map = |name: &str| {
-            ebpf.map(name)
-                .with_context(|| format!("map {name} missing from the eBPF object"))
-        };
+        let map = |name: &str| map_ref(ebpf, name);
         let table: Array<_, F::Bucket> = Array::try_from(map(F::MAP)?)?;
         let table = VipTable::<F>::read(&table)?;
         let mut markers = HashSet::new();
