@@ -1289,32 +1289,25 @@ fn attach_cgroup_link(ebpf: &mut Ebpf, name: &str, cgroup: &Path) -> anyhow::Res
     let prog = ebpf
         .program_mut(name)
         .with_context(|| format!("program {name} missing from the eBPF object"))?;
-    let mode = CgroupAttachMode::Single;
+    // The program types share no trait for load/attach: one body, each type.
+    macro_rules! load_attach {
+        ($ty:ty) => {{
+            let p: &mut $ty = prog.try_into()?;
+            if p.fd().is_err() {
+                p.load().with_context(|| format!("loading {name}"))?;
+            }
+            let id = p
+                .attach(cg, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
+            p.take_link(id)?.try_into()?
+        }};
+    }
     let link: FdLink = if name == programs::SOCKOPS {
-        let p: &mut SockOps = prog.try_into()?;
-        if p.fd().is_err() {
-            p.load().with_context(|| format!("loading {name}"))?;
-        }
-        let id = p.attach(cg, mode)?;
-        p.take_link(id)?.try_into()?
+        load_attach!(SockOps)
     } else if name == programs::TCP_STATS_RELEASE {
-        let p: &mut CgroupSock = prog.try_into()?;
-        if p.fd().is_err() {
-            p.load().with_context(|| format!("loading {name}"))?;
-        }
-        let id = p
-            .attach(cg, mode)
-            .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
-        p.take_link(id)?.try_into()?
+        load_attach!(CgroupSock)
     } else {
-        let p: &mut CgroupSockAddr = prog.try_into()?;
-        if p.fd().is_err() {
-            p.load().with_context(|| format!("loading {name}"))?;
-        }
-        let id = p
-            .attach(cg, mode)
-            .with_context(|| format!("attaching {name} to {}", cgroup.display()))?;
-        p.take_link(id)?.try_into()?
+        load_attach!(CgroupSockAddr)
     };
     Ok(link)
 }

@@ -46,6 +46,7 @@ mod xlb;
 mod xlb6;
 mod xlb_book;
 mod xlb_table;
+mod xlb_vips;
 
 pub use bpffs::{ensure_mounted as ensure_bpffs, is_bpffs, DEFAULT_BPFFS};
 pub use deny_rules::kernel_deny_rules;

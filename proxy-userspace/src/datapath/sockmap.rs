@@ -20,7 +20,7 @@ use aya::{
 };
 use proxy_common::SockPair;
 
-use super::tcp_sock::{Stream, TcpSockError, STRUCT, VMLINUX_BTF};
+use super::tcp_sock::{open_vmlinux_btf, Stream, TcpSockError, STRUCT};
 
 /// Program names in the eBPF object.
 pub const SK_MSG: &str = "sockmap_redirect";
@@ -167,11 +167,7 @@ impl SockMemOffsets {
     ///
     /// Errors: the file cannot be read, or as [`Self::from_btf`].
     pub fn of_kernel() -> Result<Self, TcpSockError> {
-        let f = std::fs::File::open(VMLINUX_BTF).map_err(|source| TcpSockError::Read {
-            path: VMLINUX_BTF.to_string(),
-            source,
-        })?;
-        Self::from_btf(f)
+        Self::from_btf(open_vmlinux_btf()?)
     }
 
     /// The offsets described by the raw BTF in `r`.
@@ -319,6 +315,7 @@ pub fn load_redirect() -> anyhow::Result<Ebpf> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tcp_sock::tests::raw_btf;
     use super::{parse_own_cgroup, SockMemOffsets};
     use std::io::Cursor;
 
@@ -329,46 +326,28 @@ mod tests {
         const INT: u32 = 1;
         const STRUCT: u32 = 4;
         const TYPEDEF: u32 = 8;
-        let mut strings = b"\0".to_vec();
-        let mut s = |x: &str| {
-            let off = strings.len() as u32;
-            strings.extend_from_slice(x.as_bytes());
-            strings.push(0);
-            off
-        };
-        let n = [
-            s("int"),
-            s("counter"),
-            s("atomic_t"),
-            s("rmem_alloc"),
-            s("len"),
-            s("sock"),
-            s("sk_rcvbuf"),
-            s("sk_backlog"),
-            s("long"),
+        let names = [
+            "int",
+            "counter",
+            "atomic_t",
+            "rmem_alloc",
+            "len",
+            "sock",
+            "sk_rcvbuf",
+            "sk_backlog",
+            "long",
         ];
-        let mut t: Vec<u32> = Vec::new();
-        t.extend([n[0], INT << 24, 4, 32]); // 1: int
-        t.extend([0, (STRUCT << 24) | 1, 4, n[1], 1, 0]); // 2: struct { int counter }
-        t.extend([n[2], TYPEDEF << 24, 2]); // 3: atomic_t
-        t.extend([0, (STRUCT << 24) | 2, 24, n[3], 3, 0, n[4], 1, 32]); // 4: sk_backlog's
-        t.extend([n[8], INT << 24, rcvbuf_size, rcvbuf_size * 8]); // 5
-        t.extend([n[5], (STRUCT << 24) | 2, 800]); // 6: struct sock
-        t.extend([n[6], 5, 172 * 8, n[7], 4, 184 * 8]);
-        let types: Vec<u8> = t.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let mut out = vec![0x9f, 0xeb, 1, 0];
-        for w in [
-            24u32,
-            0,
-            types.len() as u32,
-            types.len() as u32,
-            strings.len() as u32,
-        ] {
-            out.extend(w.to_le_bytes());
-        }
-        out.extend(types);
-        out.extend(strings);
-        out
+        raw_btf(&names, |n| {
+            let mut t: Vec<u32> = Vec::new();
+            t.extend([n[0], INT << 24, 4, 32]); // 1: int
+            t.extend([0, (STRUCT << 24) | 1, 4, n[1], 1, 0]); // 2: struct { int counter }
+            t.extend([n[2], TYPEDEF << 24, 2]); // 3: atomic_t
+            t.extend([0, (STRUCT << 24) | 2, 24, n[3], 3, 0, n[4], 1, 32]); // 4: sk_backlog's
+            t.extend([n[8], INT << 24, rcvbuf_size, rcvbuf_size * 8]); // 5
+            t.extend([n[5], (STRUCT << 24) | 2, 800]); // 6: struct sock
+            t.extend([n[6], 5, 172 * 8, n[7], 4, 184 * 8]);
+            t
+        })
     }
 
     #[test]
@@ -388,7 +367,7 @@ mod tests {
 
     #[test]
     fn the_running_kernels_receive_memory_offsets_are_found() {
-        if !std::path::Path::new(super::VMLINUX_BTF).exists() {
+        if !std::path::Path::new(super::super::tcp_sock::VMLINUX_BTF).exists() {
             assert!(
                 std::env::var_os("STRAIT_NO_SKIP").is_none(),
                 "STRAIT_NO_SKIP: no kernel BTF"

@@ -82,7 +82,7 @@ const ENUM64: u32 = 19;
 /// The running kernel's raw BTF ([`VMLINUX_BTF`]), opened for reading.
 ///
 /// Errors: [`TcpSockError::Read`] naming the file.
-fn open_vmlinux_btf() -> Result<std::fs::File, TcpSockError> {
+pub(super) fn open_vmlinux_btf() -> Result<std::fs::File, TcpSockError> {
     let path = Path::new(VMLINUX_BTF);
     std::fs::File::open(path).map_err(|source| TcpSockError::Read {
         path: path.display().to_string(),
@@ -491,56 +491,26 @@ impl<R: Read + Seek> Stream<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::io::Cursor;
 
-    /// A little-endian BTF blob: `u8`/`u32` integers, a typedef, `struct
-    /// sock` and `struct tcp_sock` with the fields (`shutdown_bits`: 0, or
-    /// `sk_shutdown` as a bit field of that many bits).
-    fn blob(write_seq_size: u32, shutdown_bits: u32) -> Vec<u8> {
+    /// A little-endian raw BTF blob (header, type section, string
+    /// section): `names` go into the string table and `types` gets their
+    /// offsets, in order, and returns the type section's words.
+    pub(in crate::datapath) fn raw_btf(
+        names: &[&str],
+        types: impl FnOnce(&[u32]) -> Vec<u32>,
+    ) -> Vec<u8> {
         let mut strings = b"\0".to_vec();
-        let mut s = |x: &str| {
-            let off = strings.len() as u32;
+        let mut n = Vec::with_capacity(names.len());
+        for x in names {
+            n.push(strings.len() as u32);
             strings.extend_from_slice(x.as_bytes());
             strings.push(0);
-            off
-        };
-        let n = [
-            s("u8"),
-            s("u32"),
-            s("__u32"),
-            s("sock"),
-            s("sk_err"),
-            s("sk_shutdown"),
-            s("tcp_sock"),
-            s("inet_conn"),
-            s("write_seq"),
-            s("sock_common"),
-            s("s64"),
-            s("skc_cookie"),
-        ];
-        let mut t: Vec<u32> = Vec::new();
-        t.extend([n[0], INT << 24, 1, 8]); // 1: u8
-        t.extend([n[1], INT << 24, write_seq_size, write_seq_size * 8]); // 2: u32
-        t.extend([n[2], TYPEDEF << 24, 2]); // 3: __u32 → u32
-        t.extend([n[9], FWD << 24, 0]); // 4: a forward declaration
-                                        // 5: struct sock { u32 sk_err at 284; u8 sk_shutdown at 575 }
-        let kf = if shutdown_bits > 0 { 1 << 31 } else { 0 };
-        t.extend([n[3], kf | (STRUCT << 24) | 2, 784]);
-        t.extend([n[4], 2, 284 * 8]);
-        t.extend([n[5], 1, (shutdown_bits << 24) | (575 * 8)]);
-        // 6: struct tcp_sock { struct sock inet_conn; __u32 write_seq at 1576 }
-        t.extend([n[6], (STRUCT << 24) | 2, 2304]);
-        t.extend([n[7], 5, 0]);
-        t.extend([n[8], 3, 1576 * 8]);
-        t.extend([n[10], INT << 24, 8, 64]); // 7: s64
-                                             // 8: struct sock_common { s64 skc_cookie at 48 }
-        t.extend([n[9], (STRUCT << 24) | 1, 136]);
-        t.extend([n[11], 7, 48 * 8]);
-        let types: Vec<u8> = t.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let mut out = Vec::new();
-        out.extend([0x9f, 0xeb, 1, 0]);
+        }
+        let types: Vec<u8> = types(&n).iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut out = vec![0x9f, 0xeb, 1, 0];
         for w in [
             24u32,
             0,
@@ -553,6 +523,47 @@ mod tests {
         out.extend(types);
         out.extend(strings);
         out
+    }
+
+    /// A little-endian BTF blob: `u8`/`u32` integers, a typedef, `struct
+    /// sock` and `struct tcp_sock` with the fields (`shutdown_bits`: 0, or
+    /// `sk_shutdown` as a bit field of that many bits).
+    fn blob(write_seq_size: u32, shutdown_bits: u32) -> Vec<u8> {
+        let names = [
+            "u8",
+            "u32",
+            "__u32",
+            "sock",
+            "sk_err",
+            "sk_shutdown",
+            "tcp_sock",
+            "inet_conn",
+            "write_seq",
+            "sock_common",
+            "s64",
+            "skc_cookie",
+        ];
+        raw_btf(&names, |n| {
+            let mut t: Vec<u32> = Vec::new();
+            t.extend([n[0], INT << 24, 1, 8]); // 1: u8
+            t.extend([n[1], INT << 24, write_seq_size, write_seq_size * 8]); // 2: u32
+            t.extend([n[2], TYPEDEF << 24, 2]); // 3: __u32 → u32
+            t.extend([n[9], FWD << 24, 0]); // 4: a forward declaration
+                                            // 5: struct sock { u32 sk_err at 284; u8 sk_shutdown at 575 }
+            let kf = if shutdown_bits > 0 { 1 << 31 } else { 0 };
+            t.extend([n[3], kf | (STRUCT << 24) | 2, 784]);
+            t.extend([n[4], 2, 284 * 8]);
+            t.extend([n[5], 1, (shutdown_bits << 24) | (575 * 8)]);
+            // 6: struct tcp_sock { struct sock inet_conn; __u32 write_seq at 1576 }
+            t.extend([n[6], (STRUCT << 24) | 2, 2304]);
+            t.extend([n[7], 5, 0]);
+            t.extend([n[8], 3, 1576 * 8]);
+            t.extend([n[10], INT << 24, 8, 64]); // 7: s64
+                                                 // 8: struct sock_common { s64 skc_cookie at 48 }
+            t.extend([n[9], (STRUCT << 24) | 1, 136]);
+            t.extend([n[11], 7, 48 * 8]);
+            t
+        })
     }
 
     #[test]

@@ -15,23 +15,23 @@
 //! [`XLB_REAL_IPV6`] and its address is the same index of
 //! [`proxy_common::XLB_REALS_4IN6`]; the ring names it by its address text
 //! like any real.
-use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Context;
 use aya::{
-    maps::{Array, HashMap as BpfHashMap, PerCpuArray},
+    maps::{Array, PerCpuArray},
     programs::Xdp,
     Ebpf,
 };
 use proxy_common::{
-    ipv4_to_be, port_to_be, proto, MaglevTable, XlbConfig, XlbConfig6, XlbReal, XlbReal6, XlbStats,
-    XlbVip, XlbVipBucket, XlbVipKey, MAX_XLB_REALS, MAX_XLB_VIPS, XLB_ADDRESS_ONLY, XLB_REAL_IPV6,
+    ipv4_to_be, port_to_be, proto, XlbConfig, XlbConfig6, XlbReal, XlbReal6, XlbStats, XlbVipKey,
+    MAX_XLB_REALS, MAX_XLB_VIPS, XLB_REAL_IPV6,
 };
 use strait_config::snapshot::L4Protocol;
 
-use super::xlb_book::{family_entries, wanted, Reals, Rings, Wanted};
-use super::xlb_table::{VipFamily, VipTable, V4};
+use super::xlb_book::{family_entries, wanted, Reals};
+use super::xlb_table::V4;
+use super::xlb_vips::{map_mut, map_ref, VipBook};
 
 /// One external VIP (a Service's `externalIPs` entry or
 /// `status.loadBalancer.ingress` address) on one port: where its packets go.
@@ -142,105 +142,10 @@ pub struct XlbReport {
     pub reals: usize,
 }
 
-/// Ring ids of IPv4 VIPs start at 1: 0 is never a ring, see
-/// [`proxy_common::XlbVipSlot`].
-const FIRST_RING: u32 = 1;
-
 /// The XDP balancer's tables, as last written.
+#[derive(Default)]
 pub struct ExternalVips {
-    reals: Reals<IpAddr>,
-    rings: Rings<XlbVipKey, IpAddr>,
-    markers: HashSet<u32>,
-    /// The VIP table as written.
-    table: VipTable<V4>,
-}
-
-impl Default for ExternalVips {
-    fn default() -> Self {
-        Self {
-            reals: Reals::default(),
-            rings: Rings::new(FIRST_RING),
-            markers: HashSet::new(),
-            table: VipTable::default(),
-        }
-    }
-}
-
-fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
-    ebpf.map_mut(name)
-        .with_context(|| format!("map {name} missing from the eBPF object"))
-}
-
-/// Both families' `adopt_v1`: copies the VIPs of the hash map (key →
-/// [`XlbVip`]) an earlier build pinned at `path` (if any) into `table`
-/// (written to the map of `F`), address markers handed to `marker`, each
-/// VIP's ring id adopted by `rings` — a VIP on ring 0 or on an id already
-/// in use gets a fresh id with a copy of its ring in `rings_map` (the old
-/// id is freed, its ring removed, at the next apply) — then unpins the old
-/// map. Returns how many entries were copied.
-///
-/// Errors: the old map cannot be read or the table written; the old pin
-/// is then left in place.
-pub(super) fn adopt_v1_vips<F: VipFamily, A>(
-    ebpf: &mut Ebpf,
-    path: &std::path::Path,
-    rings_map: &str,
-    (table, rings): (&mut VipTable<F>, &mut Rings<F::Key, A>),
-    mut marker: impl FnMut(&F::Key),
-) -> anyhow::Result<usize>
-where
-    F::Key: aya::Pod + Ord + std::hash::Hash,
-    A: Copy + Ord + std::hash::Hash + std::fmt::Display,
-{
-    if !path.exists() {
-        return Ok(0);
-    }
-    let data = aya::maps::MapData::from_pin(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let old: BpfHashMap<_, F::Key, XlbVip> = BpfHashMap::try_from(aya::maps::Map::HashMap(data))
-        .with_context(|| format!("reading {}", path.display()))?;
-    let entries: Vec<(F::Key, XlbVip)> = old
-        .iter()
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("reading {}", path.display()))?;
-    for (key, mut v) in entries.iter().copied() {
-        if v.ring == XLB_ADDRESS_ONLY {
-            marker(&key);
-        } else {
-            if v.ring == 0 || rings.uses(v.ring) {
-                let id = rings.fresh_id();
-                copy_ring(ebpf, rings_map, v.ring, id)?;
-                v.ring = id;
-            }
-            rings.adopt(F::with_pad(key, 0), v.ring);
-        }
-        let mut map: Array<_, F::Bucket> = Array::try_from(map_mut(ebpf, F::MAP)?)?;
-        table.set(&mut map, &key, v)?;
-    }
-    std::fs::remove_file(path).with_context(|| format!("unpinning {}", path.display()))?;
-    Ok(entries.len())
-}
-
-/// Copies ring `from` of the ring map `map` (`XLB_RINGS` or `XLB_RINGS6`)
-/// to a new id `to` (nothing when `from` is absent): the rare path of
-/// [`ExternalVips::adopt_v1`] and `ExternalVips6::adopt_v1`. Its own
-/// function, never inlined, because aya's `get` returns the
-/// [`MaglevTable`] by value (~192 KiB of stack): inlined, the stack probes
-/// of the caller's frame touched those pages of the main thread's stack on
-/// every start, even when no v1 table is pinned, and they stayed resident
-/// (issue 20).
-///
-/// Errors: `map` missing from the object or full.
-#[cold]
-#[inline(never)]
-pub(crate) fn copy_ring(ebpf: &mut Ebpf, map: &str, from: u32, to: u32) -> anyhow::Result<()> {
-    let mut rings: BpfHashMap<_, u32, MaglevTable> = BpfHashMap::try_from(map_mut(ebpf, map)?)?;
-    if let Ok(ring) = rings.get(&from, 0) {
-        rings
-            .insert(to, ring, 0)
-            .with_context(|| format!("{map} is full"))?;
-    }
-    Ok(())
+    book: VipBook<V4, IpAddr>,
 }
 
 /// Loads the uplink program (`xdp_lb`: deny tries, then the external VIP
@@ -362,16 +267,10 @@ impl ExternalVips {
     ///
     /// Errors: a map cannot be read.
     pub fn recover(ebpf: &Ebpf) -> anyhow::Result<Self> {
-        let map = |name: &str| {
-            ebpf.map(name)
-                .with_context(|| format!("map {name} missing from the eBPF object"))
-        };
-        let mut out = Self::new();
-        let table: Array<_, XlbVipBucket> = Array::try_from(map(proxy_common::XLB_VIPS)?)?;
-        out.table = VipTable::read(&table)?;
+        let map = |name: &str| map_ref(ebpf, name);
         let reals: Array<_, XlbReal> = Array::try_from(map(proxy_common::XLB_REALS)?)?;
         let reals6: Array<_, XlbReal6> = Array::try_from(map(proxy_common::XLB_REALS_4IN6)?)?;
-        out.reals = Reals::recover(reals.iter().zip(reals6.iter()).map(|(r, r6)| {
+        let reals = Reals::recover(reals.iter().zip(reals6.iter()).map(|(r, r6)| {
             let r = r.context("reading XLB_REALS")?;
             if r.flags & XLB_REAL_IPV6 != 0 {
                 let r6 = r6.context("reading XLB_REALS4IN6")?;
@@ -379,24 +278,9 @@ impl ExternalVips {
             }
             Ok((r.ip != 0).then(|| Ipv4Addr::from(u32::from_be(r.ip)).into()))
         }))?;
-        let mut ids = HashMap::new();
-        for (k, v) in out.table.entries() {
-            if v.ring == XLB_ADDRESS_ONLY {
-                out.markers.insert(k.vip);
-            } else if v.ring != 0 {
-                ids.insert(k, v.ring);
-            }
-        }
-        let rings: BpfHashMap<_, u32, MaglevTable> =
-            BpfHashMap::try_from(map(proxy_common::XLB_RINGS)?)?;
-        let stored: Vec<u32> = rings
-            .keys()
-            .collect::<Result<_, _>>()
-            .context("reading XLB_RINGS")?;
-        // Ids no VIP uses are free, 0 included, so a ring 0 an earlier
-        // build left is removed, never reused.
-        out.rings = Rings::recover(FIRST_RING, ids, &stored);
-        Ok(out)
+        Ok(Self {
+            book: VipBook::recover(ebpf, reals)?,
+        })
     }
 
     /// Copies the VIPs of the hash map earlier builds pinned as
@@ -414,16 +298,8 @@ impl ExternalVips {
         ebpf: &mut Ebpf,
         pin_dir: &std::path::Path,
     ) -> anyhow::Result<usize> {
-        let markers = &mut self.markers;
-        adopt_v1_vips(
-            ebpf,
-            &pin_dir.join(proxy_common::XLB_VIPS_V1),
-            proxy_common::XLB_RINGS,
-            (&mut self.table, &mut self.rings),
-            |k: &XlbVipKey| {
-                markers.insert(k.vip);
-            },
-        )
+        self.book
+            .adopt_v1(ebpf, &pin_dir.join(proxy_common::XLB_VIPS_V1))
     }
 
     /// Makes the kernel tables hold exactly `vips`: reals indexed, each
@@ -435,11 +311,7 @@ impl ExternalVips {
     /// [`MAX_XLB_VIPS`] entries or [`MAX_XLB_REALS`] reals, a map update
     /// refused. The tables then hold what was written before the error.
     pub fn apply(&mut self, ebpf: &mut Ebpf, vips: &[ExternalVip]) -> anyhow::Result<XlbReport> {
-        let Wanted {
-            entries: want,
-            addrs,
-            listed,
-        } = wanted(
+        let want = wanted(
             vips,
             |v| (vip_key(v), &v.reals[..]),
             |k| k.vip,
@@ -456,10 +328,12 @@ impl ExternalVips {
         // an IPv6 real's address before its flagged entry.
         {
             let mut new = Vec::new();
-            self.reals.add(&listed, MAX_XLB_REALS, "reals", |i, a| {
-                new.push((i, a));
-                Ok(())
-            })?;
+            self.book
+                .reals
+                .add(&want.listed, MAX_XLB_REALS, "reals", |i, a| {
+                    new.push((i, a));
+                    Ok(())
+                })?;
             if new.iter().any(|(_, a)| a.is_ipv6()) {
                 let mut reals6: Array<_, XlbReal6> =
                     Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS_4IN6)?)?;
@@ -475,58 +349,7 @@ impl ExternalVips {
                 reals.set(i, real_entry(a), 0)?;
             }
         }
-        let mut report = XlbReport::default();
-        {
-            let mut rings: BpfHashMap<_, u32, MaglevTable> =
-                BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS)?)?;
-            report.without_reals =
-                self.rings
-                    .build(&mut rings, proxy_common::XLB_RINGS, &want, &self.reals)?;
-        }
-        {
-            let mut map: Array<_, XlbVipBucket> =
-                Array::try_from(map_mut(ebpf, proxy_common::XLB_VIPS)?)?;
-            let marker = |vip: u32| XlbVipKey {
-                vip,
-                port: 0,
-                proto: 0,
-                pad: 0,
-            };
-            // Gone entries first: their slots are free for the new ones.
-            for k in self.rings.remove_unwanted(&want) {
-                self.table.remove(&mut map, &k)?;
-            }
-            for a in self.markers.difference(&addrs) {
-                self.table.remove(&mut map, &marker(*a))?;
-            }
-            for key in want.keys() {
-                let ring = self.rings.id(key).expect("every wanted VIP has a ring");
-                self.table.set(&mut map, key, XlbVip { ring, flags: 0 })?;
-            }
-            for a in &addrs {
-                self.table.set(
-                    &mut map,
-                    &marker(*a),
-                    XlbVip {
-                        ring: XLB_ADDRESS_ONLY,
-                        flags: 0,
-                    },
-                )?;
-            }
-            self.markers = addrs;
-        }
-        {
-            // Rings of removed VIPs, then reals no VIP lists any more.
-            let mut rings: BpfHashMap<_, u32, MaglevTable> =
-                BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS)?)?;
-            self.rings.remove_free(&mut rings);
-            let mut reals: Array<_, XlbReal> =
-                Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS)?)?;
-            self.reals
-                .remove_unlisted(&listed, |i| Ok(reals.set(i, XlbReal::default(), 0)?))?;
-        }
-        report.vips = want.len();
-        report.reals = self.reals.len();
-        Ok(report)
+        self.book
+            .write_vips::<XlbReal>(ebpf, want, proxy_common::XLB_REALS)
     }
 }

@@ -10,7 +10,6 @@
 //! built by the one Maglev builder keyed by the node address text, so
 //! every balancer builds the same ring; a real keeps its index while any
 //! VIP lists it.
-use std::collections::{HashMap, HashSet};
 use std::net::Ipv6Addr;
 
 use anyhow::Context;
@@ -19,22 +18,25 @@ use aya::{
     Ebpf,
 };
 use proxy_common::{
-    flow_hash6, port_to_be, proto, vip_buckets6, MaglevTable, XlbConfig6, XlbConn, XlbConn6,
-    XlbFlow6, XlbReal6, XlbVip, XlbVipBucket6, XlbVipKey6, XlbVipSlot6, MAX_XLB_REALS6,
-    MAX_XLB_VIPS6, XLB_ADDRESS_ONLY, XLB_VIP6_BUCKETS, XLB_VIP6_BUCKET_SLOTS,
+    flow_hash6, port_to_be, proto, vip_buckets6, XlbConfig6, XlbConn, XlbConn6, XlbFlow6, XlbReal6,
+    XlbVip, XlbVipBucket6, XlbVipKey6, XlbVipSlot6, MAX_XLB_REALS6, MAX_XLB_VIPS6,
+    XLB_VIP6_BUCKETS, XLB_VIP6_BUCKET_SLOTS,
 };
 use strait_config::snapshot::L4Protocol;
 
-use super::xlb_book::{family_entries, wanted, Reals, Rings, Wanted};
-use super::xlb_table::{VipFamily, VipTable};
+use super::xlb_book::{family_entries, wanted, Reals};
+use super::xlb_table::VipFamily;
+use super::xlb_vips::{map_mut, map_ref, VipBook};
 
 /// IPv6's VIP table, [`proxy_common::XLB_VIPS6`].
 pub(super) struct V6;
 
 impl VipFamily for V6 {
     type Key = XlbVipKey6;
+    type Addr = [u8; 16];
     type Bucket = XlbVipBucket6;
     const MAP: &'static str = proxy_common::XLB_VIPS6;
+    const RINGS: &'static str = proxy_common::XLB_RINGS6;
     const BUCKETS: u32 = XLB_VIP6_BUCKETS;
     const SLOTS: usize = XLB_VIP6_BUCKET_SLOTS;
     fn with_pad(key: XlbVipKey6, pad: u8) -> XlbVipKey6 {
@@ -64,6 +66,17 @@ impl VipFamily for V6 {
             Ipv6Addr::from(key.vip),
             u16::from_be(key.port)
         )
+    }
+    fn addr(key: &XlbVipKey6) -> [u8; 16] {
+        key.vip
+    }
+    fn marker(vip: [u8; 16]) -> XlbVipKey6 {
+        XlbVipKey6 {
+            vip,
+            port: 0,
+            proto: 0,
+            pad: 0,
+        }
     }
 }
 
@@ -158,43 +171,10 @@ fn vip_key(v: &ExternalVip6) -> XlbVipKey6 {
     }
 }
 
-fn marker(vip: [u8; 16]) -> XlbVipKey6 {
-    XlbVipKey6 {
-        vip,
-        port: 0,
-        proto: 0,
-        pad: 0,
-    }
-}
-
-/// Ring ids of IPv6 VIPs start at 1: 0 is never a ring, see
-/// [`proxy_common::XlbVipSlot6`] (builds with the VIP hash map started at
-/// 0; such a ring is given a new id when adopted).
-const FIRST_RING: u32 = 1;
-
 /// The IPv6 balancer's tables, as last written.
+#[derive(Default)]
 pub struct ExternalVips6 {
-    reals: Reals<Ipv6Addr>,
-    rings: Rings<XlbVipKey6, Ipv6Addr>,
-    markers: HashSet<[u8; 16]>,
-    /// The VIP table as written.
-    table: VipTable<V6>,
-}
-
-impl Default for ExternalVips6 {
-    fn default() -> Self {
-        Self {
-            reals: Reals::default(),
-            rings: Rings::new(FIRST_RING),
-            markers: HashSet::new(),
-            table: VipTable::default(),
-        }
-    }
-}
-
-fn map_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
-    ebpf.map_mut(name)
-        .with_context(|| format!("map {name} missing from the eBPF object"))
+    book: VipBook<V6, Ipv6Addr>,
 }
 
 impl ExternalVips6 {
@@ -208,34 +188,15 @@ impl ExternalVips6 {
     ///
     /// Errors: a map cannot be read.
     pub fn recover(ebpf: &Ebpf) -> anyhow::Result<Self> {
-        let map = |name: &str| {
-            ebpf.map(name)
-                .with_context(|| format!("map {name} missing from the eBPF object"))
-        };
-        let mut out = Self::new();
-        let table: Array<_, XlbVipBucket6> = Array::try_from(map(proxy_common::XLB_VIPS6)?)?;
-        out.table = VipTable::read(&table)?;
+        let map = |name: &str| map_ref(ebpf, name);
         let reals: Array<_, XlbReal6> = Array::try_from(map(proxy_common::XLB_REALS6)?)?;
-        out.reals = Reals::recover(reals.iter().map(|r| {
+        let reals = Reals::recover(reals.iter().map(|r| {
             let r = r.context("reading XLB_REALS6")?;
             Ok((r.ip != [0; 16]).then(|| Ipv6Addr::from(r.ip)))
         }))?;
-        let mut ids = HashMap::new();
-        for (k, v) in out.table.entries() {
-            if v.ring == XLB_ADDRESS_ONLY {
-                out.markers.insert(k.vip);
-            } else if v.ring != 0 {
-                ids.insert(k, v.ring);
-            }
-        }
-        let rings: BpfHashMap<_, u32, MaglevTable> =
-            BpfHashMap::try_from(map(proxy_common::XLB_RINGS6)?)?;
-        let stored: Vec<u32> = rings
-            .keys()
-            .collect::<Result<_, _>>()
-            .context("reading XLB_RINGS6")?;
-        out.rings = Rings::recover(FIRST_RING, ids, &stored);
-        Ok(out)
+        Ok(Self {
+            book: VipBook::recover(ebpf, reals)?,
+        })
     }
 
     /// Copies the IPv6 VIPs of the hash map earlier builds pinned as
@@ -253,16 +214,8 @@ impl ExternalVips6 {
         ebpf: &mut Ebpf,
         pin_dir: &std::path::Path,
     ) -> anyhow::Result<usize> {
-        let markers = &mut self.markers;
-        super::xlb::adopt_v1_vips(
-            ebpf,
-            &pin_dir.join(proxy_common::XLB_VIPS6_V1),
-            proxy_common::XLB_RINGS6,
-            (&mut self.table, &mut self.rings),
-            |k: &XlbVipKey6| {
-                markers.insert(k.vip);
-            },
-        )
+        self.book
+            .adopt_v1(ebpf, &pin_dir.join(proxy_common::XLB_VIPS6_V1))
     }
 
     /// Copies the flows of the connection table earlier builds pinned as
@@ -321,11 +274,7 @@ impl ExternalVips6 {
         ebpf: &mut Ebpf,
         vips: &[ExternalVip6],
     ) -> anyhow::Result<super::XlbReport> {
-        let Wanted {
-            entries: want,
-            addrs,
-            listed,
-        } = wanted(
+        let want = wanted(
             vips,
             |v| (vip_key(v), &v.reals[..]),
             |k| k.vip,
@@ -341,54 +290,14 @@ impl ExternalVips6 {
         {
             let mut reals: Array<_, XlbReal6> =
                 Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS6)?)?;
-            self.reals
-                .add(&listed, MAX_XLB_REALS6, "IPv6 reals", |i, a| {
+            self.book
+                .reals
+                .add(&want.listed, MAX_XLB_REALS6, "IPv6 reals", |i, a| {
                     Ok(reals.set(i, XlbReal6 { ip: a.octets() }, 0)?)
                 })?;
         }
-        let mut report = super::XlbReport::default();
-        {
-            let mut rings: BpfHashMap<_, u32, MaglevTable> =
-                BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS6)?)?;
-            report.without_reals =
-                self.rings
-                    .build(&mut rings, proxy_common::XLB_RINGS6, &want, &self.reals)?;
-        }
-        {
-            let mut map: Array<_, XlbVipBucket6> =
-                Array::try_from(map_mut(ebpf, proxy_common::XLB_VIPS6)?)?;
-            // Gone entries first: their slots are free for the new ones.
-            for k in self.rings.remove_unwanted(&want) {
-                self.table.remove(&mut map, &k)?;
-            }
-            for a in self.markers.difference(&addrs) {
-                self.table.remove(&mut map, &marker(*a))?;
-            }
-            for key in want.keys() {
-                let ring = self.rings.id(key).expect("every wanted VIP has a ring");
-                self.table.set(&mut map, key, XlbVip { ring, flags: 0 })?;
-            }
-            for a in &addrs {
-                let v = XlbVip {
-                    ring: XLB_ADDRESS_ONLY,
-                    flags: 0,
-                };
-                self.table.set(&mut map, &marker(*a), v)?;
-            }
-            self.markers = addrs;
-        }
-        {
-            let mut rings: BpfHashMap<_, u32, MaglevTable> =
-                BpfHashMap::try_from(map_mut(ebpf, proxy_common::XLB_RINGS6)?)?;
-            self.rings.remove_free(&mut rings);
-            let mut reals: Array<_, XlbReal6> =
-                Array::try_from(map_mut(ebpf, proxy_common::XLB_REALS6)?)?;
-            self.reals
-                .remove_unlisted(&listed, |i| Ok(reals.set(i, XlbReal6::default(), 0)?))?;
-        }
-        report.vips = want.len();
-        report.reals = self.reals.len();
-        Ok(report)
+        self.book
+            .write_vips::<XlbReal6>(ebpf, want, proxy_common::XLB_REALS6)
     }
 }
 

@@ -24,11 +24,15 @@ use proxy_common::{
 /// encodings and the hash placing a key in two buckets.
 pub(super) trait VipFamily {
     /// The key (`pad` 0 as callers name it, [`XLB_VIP_USED`] in a slot).
-    type Key: Copy + Eq + Default;
+    type Key: Copy + Eq + Default + Ord + std::hash::Hash + aya::Pod;
+    /// A VIP address as the key encodes it (network order).
+    type Addr: Copy + Eq + std::hash::Hash;
     /// A bucket, the map's value.
     type Bucket: Copy + Default + aya::Pod;
     /// The map's name.
     const MAP: &'static str;
+    /// The name of the family's ring map (ring id → [`proxy_common::MaglevTable`]).
+    const RINGS: &'static str;
     /// Buckets in the map.
     const BUCKETS: u32;
     /// Slots per bucket.
@@ -45,6 +49,11 @@ pub(super) trait VipFamily {
     fn set_slot(bucket: &mut Self::Bucket, s: usize, key: Self::Key, vip: XlbVip);
     /// `address:port/protocol` of a key, for messages.
     fn describe(key: &Self::Key) -> String;
+    /// The VIP address of `key`.
+    fn addr(key: &Self::Key) -> Self::Addr;
+    /// The address marker entry's key of VIP address `addr` (port and
+    /// protocol 0).
+    fn marker(addr: Self::Addr) -> Self::Key;
 }
 
 /// IPv4's VIP table, [`proxy_common::XLB_VIPS`].
@@ -52,8 +61,10 @@ pub(super) struct V4;
 
 impl VipFamily for V4 {
     type Key = XlbVipKey;
+    type Addr = u32;
     type Bucket = XlbVipBucket;
     const MAP: &'static str = proxy_common::XLB_VIPS;
+    const RINGS: &'static str = proxy_common::XLB_RINGS;
     const BUCKETS: u32 = XLB_VIP_BUCKETS;
     const SLOTS: usize = XLB_VIP_BUCKET_SLOTS;
     fn with_pad(key: XlbVipKey, pad: u8) -> XlbVipKey {
@@ -73,6 +84,17 @@ impl VipFamily for V4 {
     }
     fn describe(key: &XlbVipKey) -> String {
         describe(key)
+    }
+    fn addr(key: &XlbVipKey) -> u32 {
+        key.vip
+    }
+    fn marker(vip: u32) -> XlbVipKey {
+        XlbVipKey {
+            vip,
+            port: 0,
+            proto: 0,
+            pad: 0,
+        }
     }
 }
 

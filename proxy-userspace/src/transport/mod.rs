@@ -15,5 +15,6 @@ pub(crate) mod orig_dst;
 pub mod origination;
 pub(crate) mod sniff;
 pub(crate) mod tls;
+pub(crate) mod verify_sig;
 
 pub use orig_dst::{FixedDestination, OriginalDst, StaticOriginalDst};
