@@ -39,9 +39,7 @@ fn policies_exist(snap: &MeshSnapshot) -> bool {
 use crate::api::{Object, Resource};
 use crate::diag::Diagnostic;
 use crate::snapshot::diff::L4Key;
-use crate::snapshot::{
-    cluster_name, Changes, L4Backend, MeshSnapshot, ServiceSource, SnapshotDiff, Workload,
-};
+use crate::snapshot::{cluster_name, Changes, MeshSnapshot, ServiceSource, SnapshotDiff, Workload};
 
 /// `Kind/namespace/name` of a resource.
 type Key = (&'static str, String, String);
@@ -409,21 +407,7 @@ impl Incremental {
                 if snap.l4[i].host != *h {
                     continue;
                 }
-                let mut backends: Vec<L4Backend> = snap
-                    .clusters
-                    .get(&cluster_name(port.port, "", h))
-                    .map(|c| {
-                        c.endpoints
-                            .iter()
-                            .map(|e| L4Backend {
-                                addr: e.addr,
-                                weight: e.weight.max(1),
-                                healthy: e.healthy,
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                backends.sort();
+                let backends = l4::backends(snap.clusters.get(&cluster_name(port.port, "", h)));
                 if snap.l4[i].backends != backends {
                     snap.l4[i].backends = backends;
                     diff.l4.changed.push(k);
