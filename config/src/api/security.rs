@@ -80,6 +80,13 @@ pub struct RequestAuthentication {
     pub jwt_rules: Vec<JwtRule>,
 }
 
+impl RequestAuthentication {
+    /// `targetRef`, then `targetRefs`.
+    pub fn targets(&self) -> impl Iterator<Item = &PolicyTargetReference> {
+        self.target_ref.iter().chain(&self.target_refs)
+    }
+}
+
 /// `JWTRule`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
@@ -149,6 +156,13 @@ pub struct AuthorizationPolicy {
     pub action: Option<String>,
     /// Extension provider for CUSTOM.
     pub provider: Option<ExtensionProvider>,
+}
+
+impl AuthorizationPolicy {
+    /// `targetRef`, then `targetRefs`.
+    pub fn targets(&self) -> impl Iterator<Item = &PolicyTargetReference> {
+        self.target_ref.iter().chain(&self.target_refs)
+    }
 }
 
 /// `AuthorizationPolicy.ExtensionProvider`.
