@@ -241,15 +241,7 @@ impl Incremental {
             let take = match &r.object {
                 Object::Pod(_) | Object::Deployment(_) | Object::DestinationRule(_) => true,
                 Object::Service(_) => hit(r.namespace(), r.name()),
-                Object::EndpointSlice(s) => {
-                    let svc = s
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("kubernetes.io/service-name"))
-                        .map_or("", String::as_str);
-                    hit(r.namespace(), svc)
-                }
+                Object::EndpointSlice(s) => hit(r.namespace(), s.service_name().unwrap_or("")),
                 Object::Endpoints(_) => hit(r.namespace(), r.name()),
                 _ => false,
             };
@@ -580,12 +572,7 @@ fn endpoint_service(r: &Resource) -> Option<(String, String)> {
     match &r.object {
         Object::EndpointSlice(s) => Some((
             r.namespace().to_string(),
-            s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("kubernetes.io/service-name"))
-                .cloned()
-                .unwrap_or_default(),
+            s.service_name().unwrap_or("").to_string(),
         )),
         Object::Endpoints(_) => Some((r.namespace().to_string(), r.name().to_string())),
         _ => None,

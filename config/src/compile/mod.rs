@@ -147,13 +147,7 @@ impl<'a> Index<'a> {
                     idx.deployments.insert((ns, r.name().to_string()), d);
                 }
                 Object::EndpointSlice(s) => {
-                    let svc = s
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("kubernetes.io/service-name"))
-                        .cloned()
-                        .unwrap_or_default();
+                    let svc = s.service_name().unwrap_or("").to_string();
                     idx.slices_by_service.entry((ns, svc)).or_default().push(s);
                 }
                 Object::Endpoints(e) => {
