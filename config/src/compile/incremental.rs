@@ -598,20 +598,7 @@ fn workload_at<'a>(
                 if !from_kube {
                     continue;
                 }
-                w = Some(Workload {
-                    name: e.name.clone(),
-                    namespace: e.namespace.to_string(),
-                    ip: e.ip,
-                    labels: e.labels.clone(),
-                    service_account: e
-                        .service_account
-                        .as_deref()
-                        .unwrap_or("default")
-                        .to_string(),
-                    locality: e.locality.to_string(),
-                    node: e.node.clone(),
-                    services: Vec::with_capacity(1),
-                });
+                w = Some(e.clone().into_workload());
             }
             let w = w.as_mut().expect("set above");
             if !w.services.iter().any(|s| s == host) {

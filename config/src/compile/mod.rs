@@ -376,21 +376,7 @@ pub(crate) fn compile_keeping(
             use std::collections::btree_map::Entry;
             let w = match snap.workloads.entry(e.ip) {
                 Entry::Occupied(o) => o.into_mut(),
-                Entry::Vacant(v) if from_kube => v.insert(Workload {
-                    name: e.name,
-                    namespace: e.namespace.to_string(),
-                    ip: e.ip,
-                    labels: e.labels,
-                    service_account: e
-                        .service_account
-                        .as_deref()
-                        .unwrap_or("default")
-                        .to_string(),
-                    locality: e.locality.to_string(),
-                    node: e.node,
-                    // Usually one Service per workload.
-                    services: Vec::with_capacity(1),
-                }),
+                Entry::Vacant(v) if from_kube => v.insert(e.into_workload()),
                 Entry::Vacant(_) => continue,
             };
             if !w.services.contains(&host) {
