@@ -210,37 +210,26 @@ fn vs_rules(v: &VirtualService) -> [(&'static str, Vec<RuleMatches>); 3] {
             (rule_name(r.name.as_deref(), i), ms)
         })
         .collect();
-    let tcp = v
-        .tcp
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            (
-                format!("#{i}"),
-                r.matches
-                    .iter()
-                    .enumerate()
-                    .map(|(j, m)| (format!("#{j}"), json(m)))
-                    .collect(),
-            )
-        })
-        .collect();
-    let tls = v
-        .tls
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            (
-                format!("#{i}"),
-                r.matches
-                    .iter()
-                    .enumerate()
-                    .map(|(j, m)| (format!("#{j}"), json(m)))
-                    .collect(),
-            )
-        })
-        .collect();
+    let tcp = numbered(v.tcp.iter().map(|r| &r.matches[..]));
+    let tls = numbered(v.tls.iter().map(|r| &r.matches[..]));
     [("http", http), ("tcp", tcp), ("tls", tls)]
+}
+
+/// TCP or TLS rules (`rules`: each rule's matches), which have no names:
+/// `#i` for rule `i`, `#j` for its match `j`.
+fn numbered<'v, M: serde::Serialize + 'v>(
+    rules: impl Iterator<Item = &'v [M]>,
+) -> Vec<RuleMatches> {
+    rules
+        .enumerate()
+        .map(|(i, ms)| {
+            let ms = ms.iter().enumerate();
+            (
+                format!("#{i}"),
+                ms.map(|(j, m)| (format!("#{j}"), json(m))).collect(),
+            )
+        })
+        .collect()
 }
 
 /// A match's comparison key (Istio compares matches as JSON).

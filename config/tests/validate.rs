@@ -156,6 +156,15 @@ fn other_kinds() {
             vec!["spec.rules: invalid policy a.ns: DENY action without `rules` is meaningless as it will never be triggered, add an empty rule `{}` if you want it be triggered for every request"],
         ),
         (
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: ns}\nspec:\n  rules:\n  - from:\n    - source: {principals: [\"\"], notNamespaces: [x, \"\"]}\n    to:\n    - operation: {methods: [GET, \"\"], notHosts: [\"\"]}\n",
+            vec![
+                "spec.rules[0].from[0].source: invalid policy a.ns: empty value not allowed, found in Principals",
+                "spec.rules[0].from[0].source: invalid policy a.ns: empty value not allowed, found in NotNamespaces",
+                "spec.rules[0].to[0].operation: invalid policy a.ns: empty value not allowed, found in Methods",
+                "spec.rules[0].to[0].operation: invalid policy a.ns: empty value not allowed, found in NotHosts",
+            ],
+        ),
+        (
             "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: ns}\nspec:\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n",
             vec!["spec.servers[0].tls: server must have TLS settings for HTTPS/TLS protocols"],
         ),

@@ -39,6 +39,15 @@ pub struct Endpoint {
     pub node_name: Option<String>,
 }
 
+impl EndpointSlice {
+    /// The Service the slice belongs to: its `kubernetes.io/service-name`
+    /// label (Kubernetes' `discovery.k8s.io/v1` `LabelServiceName`), if set.
+    pub fn service_name(&self) -> Option<&str> {
+        let labels = self.metadata.labels.as_ref()?;
+        labels.get("kubernetes.io/service-name").map(String::as_str)
+    }
+}
+
 impl From<kube::EndpointSlice> for EndpointSlice {
     fn from(s: kube::EndpointSlice) -> Self {
         EndpointSlice {

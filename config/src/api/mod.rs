@@ -5,6 +5,11 @@
 //! Istio's protobuf JSON field names; Kubernetes kinds are `k8s-openapi`'s
 //! types, except [`Deployment`] and [`EndpointSlice`], kept slim after
 //! parsing with k8s-openapi's types ([`deployment`], [`endpoint_slice`]). A [`Resource`] is one YAML document with where it came from.
+//!
+//! Every field of the Istio spec types is optional, as in Istio's protobuf:
+//! each struct carries `#[serde(default)]` (a missing field takes its type's
+//! default, the derived `Default`) and `deny_unknown_fields` (an unknown
+//! field is an error, as Istio's CRD schema has it).
 pub mod deployment;
 pub mod destination_rule;
 pub mod endpoint_slice;

@@ -8,16 +8,14 @@ use super::destination_rule::WorkloadSelector;
 
 /// `istio.security.v1.PeerAuthentication`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerAuthentication {
     /// Workloads (none: namespace; none in the root namespace: mesh).
-    #[serde(default)]
     pub selector: Option<WorkloadSelector>,
     /// mTLS mode.
-    #[serde(default)]
     pub mtls: Option<MutualTls>,
     /// Port → mTLS mode (needs a selector).
-    #[serde(default, deserialize_with = "port_keys")]
+    #[serde(deserialize_with = "port_keys")]
     pub port_level_mtls: BTreeMap<u32, MutualTls>,
 }
 
@@ -48,273 +46,245 @@ where
 
 /// `PeerAuthentication.MutualTLS`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct MutualTls {
     /// `UNSET`, `DISABLE`, `PERMISSIVE`, `STRICT`.
-    #[serde(default)]
     pub mode: Option<String>,
 }
 
 /// `PolicyTargetReference`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyTargetReference {
     /// API group.
-    #[serde(default)]
     pub group: Option<String>,
     /// Kind.
-    #[serde(default)]
     pub kind: String,
     /// Name.
-    #[serde(default)]
     pub name: String,
     /// Namespace.
-    #[serde(default)]
     pub namespace: Option<String>,
 }
 
 /// `istio.security.v1.RequestAuthentication`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestAuthentication {
     /// Workloads.
-    #[serde(default)]
     pub selector: Option<WorkloadSelector>,
     /// Gateway target.
-    #[serde(default)]
     pub target_ref: Option<PolicyTargetReference>,
     /// Gateway targets.
-    #[serde(default)]
     pub target_refs: Vec<PolicyTargetReference>,
     /// Accepted JWT issuers.
-    #[serde(default)]
     pub jwt_rules: Vec<JwtRule>,
+}
+
+impl RequestAuthentication {
+    /// `targetRef`, then `targetRefs`.
+    pub fn targets(&self) -> impl Iterator<Item = &PolicyTargetReference> {
+        self.target_ref.iter().chain(&self.target_refs)
+    }
 }
 
 /// `JWTRule`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwtRule {
     /// `iss` claim; required.
-    #[serde(default)]
     pub issuer: String,
     /// Accepted `aud` values (empty: any).
-    #[serde(default)]
     pub audiences: Vec<String>,
     /// JWKS URL.
-    #[serde(default, alias = "jwks_uri")]
+    #[serde(alias = "jwks_uri")]
     pub jwks_uri: Option<String>,
     /// Inline JWKS JSON.
-    #[serde(default)]
     pub jwks: Option<String>,
     /// Token locations in headers.
-    #[serde(default)]
     pub from_headers: Vec<JwtHeader>,
     /// Token locations in query parameters.
-    #[serde(default)]
     pub from_params: Vec<String>,
     /// Token locations in cookies.
-    #[serde(default)]
     pub from_cookies: Vec<String>,
     /// Header receiving the base64 payload.
-    #[serde(default)]
     pub output_payload_to_header: Option<String>,
     /// Keep the token upstream.
-    #[serde(default)]
     pub forward_original_token: Option<bool>,
     /// Claims copied to headers.
-    #[serde(default)]
     pub output_claim_to_headers: Vec<ClaimToHeader>,
     /// JWKS fetch timeout (duration string).
-    #[serde(default)]
     pub timeout: Option<String>,
     /// `spaceDelimitedClaims`.
-    #[serde(default)]
     pub space_delimited_claims: Vec<String>,
     /// `presence`: `OPTIONAL` (default) or `REQUIRED`.
-    #[serde(default)]
     pub presence: Option<serde_yaml::Value>,
 }
 
 /// `JWTHeader`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwtHeader {
     /// Header name.
-    #[serde(default)]
     pub name: String,
     /// Prefix before the token (e.g. `Bearer `).
-    #[serde(default)]
     pub prefix: Option<String>,
 }
 
 /// `ClaimToHeader`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimToHeader {
     /// Header name.
-    #[serde(default)]
     pub header: String,
     /// Claim name.
-    #[serde(default)]
     pub claim: String,
 }
 
 /// `istio.security.v1.AuthorizationPolicy`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationPolicy {
     /// Workloads.
-    #[serde(default)]
     pub selector: Option<WorkloadSelector>,
     /// Gateway target.
-    #[serde(default)]
     pub target_ref: Option<PolicyTargetReference>,
     /// Gateway targets.
-    #[serde(default)]
     pub target_refs: Vec<PolicyTargetReference>,
     /// Rules, ORed.
-    #[serde(default)]
     pub rules: Vec<Rule>,
     /// `ALLOW` (default), `DENY`, `AUDIT`, `CUSTOM`.
-    #[serde(default)]
     pub action: Option<String>,
     /// Extension provider for CUSTOM.
-    #[serde(default)]
     pub provider: Option<ExtensionProvider>,
+}
+
+impl AuthorizationPolicy {
+    /// `targetRef`, then `targetRefs`.
+    pub fn targets(&self) -> impl Iterator<Item = &PolicyTargetReference> {
+        self.target_ref.iter().chain(&self.target_refs)
+    }
 }
 
 /// `AuthorizationPolicy.ExtensionProvider`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExtensionProvider {
     /// Provider name.
-    #[serde(default)]
     pub name: String,
 }
 
 /// `Rule`: `from` AND `to` AND `when`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
     /// Sources, ORed.
-    #[serde(default)]
     pub from: Vec<RuleFrom>,
     /// Operations, ORed.
-    #[serde(default)]
     pub to: Vec<RuleTo>,
     /// Conditions, ANDed.
-    #[serde(default)]
     pub when: Vec<Condition>,
 }
 
 /// `Rule.From`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleFrom {
     /// The source.
-    #[serde(default)]
     pub source: Source,
 }
 
 /// `Rule.To`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleTo {
     /// The operation.
-    #[serde(default)]
     pub operation: Operation,
 }
 
 /// `Source`: fields ANDed, values within a field ORed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Source {
     /// Peer identities `<trust-domain>/ns/<ns>/sa/<sa>`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub principals: Vec<String>,
     /// Negated principals.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_principals: Vec<String>,
     /// JWT `iss/sub`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub request_principals: Vec<String>,
     /// Negated request principals.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_request_principals: Vec<String>,
     /// Peer namespaces.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
     /// Negated namespaces.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_namespaces: Vec<String>,
     /// Peer IPs/CIDRs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ip_blocks: Vec<String>,
     /// Negated IP blocks.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_ip_blocks: Vec<String>,
     /// Original client IPs (X-Forwarded-For).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remote_ip_blocks: Vec<String>,
     /// Negated remote IP blocks.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_remote_ip_blocks: Vec<String>,
     /// `serviceAccounts` (`namespace/name`).
-    #[serde(default)]
     pub service_accounts: Vec<String>,
     /// `notServiceAccounts`.
-    #[serde(default)]
     pub not_service_accounts: Vec<String>,
     /// `trustDomains`.
-    #[serde(default)]
     pub trust_domains: Vec<String>,
     /// `notTrustDomains`.
-    #[serde(default)]
     pub not_trust_domains: Vec<String>,
 }
 
 /// `Operation`: fields ANDed, values ORed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Operation {
     /// Hosts (Host header).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
     /// Negated hosts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_hosts: Vec<String>,
     /// Destination ports (strings, like Istio).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
     /// Negated ports.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_ports: Vec<String>,
     /// HTTP methods.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
     /// Negated methods.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_methods: Vec<String>,
     /// Paths (exact, `prefix*`, `*suffix`, `*`, `{*}`/`{**}` templates).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
     /// Negated paths.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_paths: Vec<String>,
 }
 
 /// `Condition`: `key` in `values` and not in `notValues`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Condition {
     /// Attribute, e.g. `request.headers[x-token]`, `source.ip`.
-    #[serde(default)]
     pub key: String,
     /// Accepted values.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
     /// Rejected values.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_values: Vec<String>,
 }

@@ -29,22 +29,8 @@ struct Scope<'a> {
 fn scope(res: &Resource) -> Option<Scope<'_>> {
     let ns = res.namespace();
     let (selector, targets) = match &res.object {
-        Object::AuthorizationPolicy(o) => (
-            o.spec.selector.as_ref(),
-            o.spec
-                .target_ref
-                .iter()
-                .chain(&o.spec.target_refs)
-                .collect(),
-        ),
-        Object::RequestAuthentication(o) => (
-            o.spec.selector.as_ref(),
-            o.spec
-                .target_ref
-                .iter()
-                .chain(&o.spec.target_refs)
-                .collect(),
-        ),
+        Object::AuthorizationPolicy(o) => (o.spec.selector.as_ref(), o.spec.targets().collect()),
+        Object::RequestAuthentication(o) => (o.spec.selector.as_ref(), o.spec.targets().collect()),
         Object::PeerAuthentication(o) => (o.spec.selector.as_ref(), Vec::new()),
         _ => return None,
     };

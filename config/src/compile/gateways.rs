@@ -9,7 +9,7 @@
 //! VirtualServices of that namespace (`.`: the Gateway's own, `*`: any).
 use std::collections::BTreeMap;
 
-use super::routes::{http_routes, tcp_routes, tls_routes, vs_gateways};
+use super::routes::{http_routes, l4_routes, vs_gateways};
 use super::Index;
 use crate::diag::Diagnostic;
 use crate::hosts;
@@ -92,8 +92,7 @@ pub(crate) fn build(
                 } else {
                     vec![]
                 };
-                let tcp = tcp_routes(r, v, server.port, &key, services);
-                let tls = tls_routes(r, v, server.port, &key, services);
+                let (tcp, tls) = l4_routes(r, v, server.port, &key, services);
                 if http.is_empty() && tcp.is_empty() && tls.is_empty() {
                     continue;
                 }

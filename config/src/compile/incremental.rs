@@ -39,9 +39,7 @@ fn policies_exist(snap: &MeshSnapshot) -> bool {
 use crate::api::{Object, Resource};
 use crate::diag::Diagnostic;
 use crate::snapshot::diff::L4Key;
-use crate::snapshot::{
-    cluster_name, Changes, L4Backend, MeshSnapshot, ServiceSource, SnapshotDiff, Workload,
-};
+use crate::snapshot::{cluster_name, Changes, MeshSnapshot, ServiceSource, SnapshotDiff, Workload};
 
 /// `Kind/namespace/name` of a resource.
 type Key = (&'static str, String, String);
@@ -243,15 +241,7 @@ impl Incremental {
             let take = match &r.object {
                 Object::Pod(_) | Object::Deployment(_) | Object::DestinationRule(_) => true,
                 Object::Service(_) => hit(r.namespace(), r.name()),
-                Object::EndpointSlice(s) => {
-                    let svc = s
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("kubernetes.io/service-name"))
-                        .map_or("", String::as_str);
-                    hit(r.namespace(), svc)
-                }
+                Object::EndpointSlice(s) => hit(r.namespace(), s.service_name().unwrap_or("")),
                 Object::Endpoints(_) => hit(r.namespace(), r.name()),
                 _ => false,
             };
@@ -409,21 +399,7 @@ impl Incremental {
                 if snap.l4[i].host != *h {
                     continue;
                 }
-                let mut backends: Vec<L4Backend> = snap
-                    .clusters
-                    .get(&cluster_name(port.port, "", h))
-                    .map(|c| {
-                        c.endpoints
-                            .iter()
-                            .map(|e| L4Backend {
-                                addr: e.addr,
-                                weight: e.weight.max(1),
-                                healthy: e.healthy,
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                backends.sort();
+                let backends = l4::backends(snap.clusters.get(&cluster_name(port.port, "", h)));
                 if snap.l4[i].backends != backends {
                     snap.l4[i].backends = backends;
                     diff.l4.changed.push(k);
@@ -596,12 +572,7 @@ fn endpoint_service(r: &Resource) -> Option<(String, String)> {
     match &r.object {
         Object::EndpointSlice(s) => Some((
             r.namespace().to_string(),
-            s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("kubernetes.io/service-name"))
-                .cloned()
-                .unwrap_or_default(),
+            s.service_name().unwrap_or("").to_string(),
         )),
         Object::Endpoints(_) => Some((r.namespace().to_string(), r.name().to_string())),
         _ => None,
@@ -627,20 +598,7 @@ fn workload_at<'a>(
                 if !from_kube {
                     continue;
                 }
-                w = Some(Workload {
-                    name: e.name.clone(),
-                    namespace: e.namespace.to_string(),
-                    ip: e.ip,
-                    labels: e.labels.clone(),
-                    service_account: e
-                        .service_account
-                        .as_deref()
-                        .unwrap_or("default")
-                        .to_string(),
-                    locality: e.locality.to_string(),
-                    node: e.node.clone(),
-                    services: Vec::with_capacity(1),
-                });
+                w = Some(e.clone().into_workload());
             }
             let w = w.as_mut().expect("set above");
             if !w.services.iter().any(|s| s == host) {

@@ -25,7 +25,7 @@ use super::clusters::{dr_for, effective};
 use super::routes::mesh_vs_for;
 use super::Index;
 use crate::snapshot::{
-    cluster_name, HashAlgorithm, HashKey, L4Backend, L4LoadBalancer, L4Mode, L4Service,
+    cluster_name, Cluster, HashAlgorithm, HashKey, L4Backend, L4LoadBalancer, L4Mode, L4Service,
     LoadBalancer, MeshSnapshot, MtlsMode, SimpleLb, Workload,
 };
 
@@ -123,19 +123,7 @@ fn service_entries(
             }
             _ => L4LoadBalancer::Random,
         };
-        let mut backends: Vec<L4Backend> = cluster
-            .map(|c| {
-                c.endpoints
-                    .iter()
-                    .map(|e| L4Backend {
-                        addr: e.addr,
-                        weight: e.weight.max(1),
-                        healthy: e.healthy,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        backends.sort();
+        let backends = backends(cluster);
         out.push(L4Service {
             host: svc.host.clone(),
             vip,
@@ -150,4 +138,23 @@ fn service_entries(
             backends,
         });
     }
+}
+
+/// The kernel backends of a port's service-wide `cluster` (none without
+/// one), sorted: each endpoint's address, weight (at least 1) and health.
+pub(crate) fn backends(cluster: Option<&Cluster>) -> Vec<L4Backend> {
+    let mut backends: Vec<L4Backend> = cluster
+        .map(|c| {
+            c.endpoints
+                .iter()
+                .map(|e| L4Backend {
+                    addr: e.addr,
+                    weight: e.weight.max(1),
+                    healthy: e.healthy,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    backends.sort();
+    backends
 }

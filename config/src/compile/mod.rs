@@ -147,13 +147,7 @@ impl<'a> Index<'a> {
                     idx.deployments.insert((ns, r.name().to_string()), d);
                 }
                 Object::EndpointSlice(s) => {
-                    let svc = s
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("kubernetes.io/service-name"))
-                        .cloned()
-                        .unwrap_or_default();
+                    let svc = s.service_name().unwrap_or("").to_string();
                     idx.slices_by_service.entry((ns, svc)).or_default().push(s);
                 }
                 Object::Endpoints(e) => {
@@ -382,21 +376,7 @@ pub(crate) fn compile_keeping(
             use std::collections::btree_map::Entry;
             let w = match snap.workloads.entry(e.ip) {
                 Entry::Occupied(o) => o.into_mut(),
-                Entry::Vacant(v) if from_kube => v.insert(Workload {
-                    name: e.name,
-                    namespace: e.namespace.to_string(),
-                    ip: e.ip,
-                    labels: e.labels,
-                    service_account: e
-                        .service_account
-                        .as_deref()
-                        .unwrap_or("default")
-                        .to_string(),
-                    locality: e.locality.to_string(),
-                    node: e.node,
-                    // Usually one Service per workload.
-                    services: Vec::with_capacity(1),
-                }),
+                Entry::Vacant(v) if from_kube => v.insert(e.into_workload()),
                 Entry::Vacant(_) => continue,
             };
             if !w.services.contains(&host) {

@@ -9,23 +9,20 @@ use crate::snapshot::{
     Selector, TargetRef,
 };
 
-fn target_refs(
+fn target_refs<'a>(
     res: &Resource,
-    one: Option<&PolicyTargetReference>,
-    many: &[PolicyTargetReference],
+    refs: impl Iterator<Item = &'a PolicyTargetReference>,
 ) -> Vec<TargetRef> {
-    one.into_iter()
-        .chain(many)
-        .map(|t| TargetRef {
-            group: t.group.clone().unwrap_or_default(),
-            kind: t.kind.clone(),
-            name: t.name.clone(),
-            namespace: t
-                .namespace
-                .clone()
-                .unwrap_or_else(|| res.namespace().to_string()),
-        })
-        .collect()
+    refs.map(|t| TargetRef {
+        group: t.group.clone().unwrap_or_default(),
+        kind: t.kind.clone(),
+        name: t.name.clone(),
+        namespace: t
+            .namespace
+            .clone()
+            .unwrap_or_else(|| res.namespace().to_string()),
+    })
+    .collect()
 }
 
 /// `when` keys Strait evaluates (Istio's condition keys). Keys are matched
@@ -173,7 +170,7 @@ pub(crate) fn build(idx: &Index<'_>) -> Policies {
         p.request_authentication.push(RequestAuthn {
             name: name(r),
             selector: selector(r, ra.selector.as_ref()),
-            target_refs: target_refs(r, ra.target_ref.as_ref(), &ra.target_refs),
+            target_refs: target_refs(r, ra.targets()),
             jwt_rules: ra
                 .jwt_rules
                 .iter()
@@ -216,7 +213,7 @@ pub(crate) fn build(idx: &Index<'_>) -> Policies {
         });
     }
     for (r, ap) in &idx.authz {
-        let refs = target_refs(r, ap.target_ref.as_ref(), &ap.target_refs);
+        let refs = target_refs(r, ap.targets());
         p.authorization.push(AuthzPolicy {
             name: name(r),
             selector: selector(r, ap.selector.as_ref()),

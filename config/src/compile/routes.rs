@@ -395,83 +395,130 @@ fn weighted(
         .collect()
 }
 
-/// TCP rules of one VirtualService for `port` on `gateway`.
-pub(crate) fn tcp_routes(
+/// TCP and TLS rules of one VirtualService for `port` on `gateway`. A TCP
+/// rule without matches applies wherever its VirtualService does; a TLS
+/// one nowhere (SNI is required).
+pub(crate) fn l4_routes(
     res: &Resource,
     v: &VirtualService,
     port: u16,
     gateway: &str,
     services: &BTreeMap<String, Service>,
-) -> Vec<TcpRoute> {
+) -> (Vec<TcpRoute>, Vec<TlsRoute>) {
+    let on = (port, gateway);
+    let tcp = v.tcp.iter().map(|r| (&r.matches[..], &r.route[..]));
+    let tls = v.tls.iter().map(|r| (&r.matches[..], &r.route[..]));
+    (
+        rules(res, v, on, services, tcp),
+        rules(res, v, on, services, tls),
+    )
+}
+
+/// What TCP and TLS rules share: the rules of `v` (`rules`: each rule's
+/// matches and destinations) for `port` on `gateway`, each with the
+/// matches that apply there. A rule whose matches all apply elsewhere is
+/// left out; so is one without matches, unless
+/// [`L4Attributes::EMPTY_MATCHES_ALL`] and `v` binds `gateway`.
+fn rules<'v, M: L4Attributes + 'v>(
+    res: &Resource,
+    v: &VirtualService,
+    (port, gateway): (u16, &str),
+    services: &BTreeMap<String, Service>,
+    rules: impl Iterator<Item = (&'v [M], &'v [vs::RouteDestination])>,
+) -> Vec<M::Route> {
     let ns = res.namespace();
     let vs_gws = vs_gateways(res, v);
     let mut out = Vec::new();
-    for r in &v.tcp {
-        let matches: Vec<L4Match> = r
-            .matches
+    for (given, route) in rules {
+        let matches: Vec<L4Match> = given
             .iter()
-            .filter(|m| match_applies(m.port, &m.gateways, ns, port, gateway, &vs_gws))
-            .map(|m| L4Match {
-                destination_subnets: m.destination_subnets.clone(),
-                port: m.port.map(|p| p as u16),
-                source_labels: m.source_labels.clone(),
-                source_namespace: m.source_namespace.clone(),
-                gateways: m.gateways.iter().map(|g| gateway_ref(g, ns)).collect(),
-                sni_hosts: vec![],
-            })
+            .filter(|m| match_applies(m.port(), m.gateways(), ns, port, gateway, &vs_gws))
+            .map(|m| m.compile(ns))
             .collect();
-        if (!r.matches.is_empty() && matches.is_empty())
-            || (r.matches.is_empty() && !vs_gws.iter().any(|g| g == gateway))
-        {
+        let applies = if given.is_empty() {
+            M::EMPTY_MATCHES_ALL && vs_gws.iter().any(|g| g == gateway)
+        } else {
+            !matches.is_empty()
+        };
+        if !applies {
             continue;
         }
-        out.push(TcpRoute {
-            virtual_service: format!("{ns}/{}", res.name()),
+        out.push(M::route(
+            format!("{ns}/{}", res.name()),
             matches,
-            route: weighted(&r.route, ns, port, services),
-        });
+            weighted(route, ns, port, services),
+        ));
     }
     out.shrink_to_fit();
     out
 }
 
-/// TLS rules of one VirtualService for `port` on `gateway`.
-pub(crate) fn tls_routes(
-    res: &Resource,
-    v: &VirtualService,
-    port: u16,
-    gateway: &str,
-    services: &BTreeMap<String, Service>,
-) -> Vec<TlsRoute> {
-    let ns = res.namespace();
-    let vs_gws = vs_gateways(res, v);
-    let mut out = Vec::new();
-    for r in &v.tls {
-        let matches: Vec<L4Match> = r
-            .matches
-            .iter()
-            .filter(|m| match_applies(m.port, &m.gateways, ns, port, gateway, &vs_gws))
-            .map(|m| L4Match {
-                destination_subnets: m.destination_subnets.clone(),
-                port: m.port.map(|p| p as u16),
-                source_labels: m.source_labels.clone(),
-                source_namespace: m.source_namespace.clone(),
-                gateways: m.gateways.iter().map(|g| gateway_ref(g, ns)).collect(),
-                sni_hosts: m.sni_hosts.clone(),
-            })
-            .collect();
-        if matches.is_empty() {
-            continue;
-        }
-        out.push(TlsRoute {
-            virtual_service: format!("{ns}/{}", res.name()),
-            matches,
-            route: weighted(&r.route, ns, port, services),
-        });
-    }
-    out.shrink_to_fit();
-    out
+/// A TCP (`L4MatchAttributes`) or TLS (`TLSMatchAttributes`) match: the
+/// fields [`rules`] reads, which the two API types share, and what their
+/// rules compile to.
+trait L4Attributes {
+    /// The compiled rule: [`TcpRoute`] or [`TlsRoute`].
+    type Route;
+    /// A rule without matches applies wherever its VirtualService does
+    /// (TCP), or nowhere (TLS: SNI is required).
+    const EMPTY_MATCHES_ALL: bool;
+    /// `port`.
+    fn port(&self) -> Option<u32>;
+    /// `gateways`, as written.
+    fn gateways(&self) -> &[String];
+    /// The compiled match, gateways resolved in the VirtualService's `ns`.
+    fn compile(&self, ns: &str) -> L4Match;
+    /// The compiled rule of VirtualService `virtual_service` (`ns/name`).
+    fn route(
+        virtual_service: String,
+        matches: Vec<L4Match>,
+        route: Vec<WeightedCluster>,
+    ) -> Self::Route;
 }
+
+/// Implements [`L4Attributes`] for an API match type (same field names,
+/// no common type): its rule type, [`L4Attributes::EMPTY_MATCHES_ALL`], and
+/// [`L4Match::sni_hosts`] from `$m`.
+macro_rules! l4_attributes {
+    ($t:ty => $route:ident, $empty_matches_all:expr, |$m:ident| $sni_hosts:expr) => {
+        impl L4Attributes for $t {
+            type Route = $route;
+            const EMPTY_MATCHES_ALL: bool = $empty_matches_all;
+            fn port(&self) -> Option<u32> {
+                self.port
+            }
+            fn gateways(&self) -> &[String] {
+                &self.gateways
+            }
+            fn compile(&self, ns: &str) -> L4Match {
+                L4Match {
+                    destination_subnets: self.destination_subnets.clone(),
+                    port: self.port.map(|p| p as u16),
+                    source_labels: self.source_labels.clone(),
+                    source_namespace: self.source_namespace.clone(),
+                    gateways: self.gateways.iter().map(|g| gateway_ref(g, ns)).collect(),
+                    sni_hosts: {
+                        let $m = self;
+                        $sni_hosts
+                    },
+                }
+            }
+            fn route(
+                virtual_service: String,
+                matches: Vec<L4Match>,
+                route: Vec<WeightedCluster>,
+            ) -> $route {
+                $route {
+                    virtual_service,
+                    matches,
+                    route,
+                }
+            }
+        }
+    };
+}
+l4_attributes!(vs::L4MatchAttributes => TcpRoute, true, |_m| vec![]);
+l4_attributes!(vs::TlsMatchAttributes => TlsRoute, false, |m| m.sni_hosts.clone());
 
 /// The VirtualService that routes mesh traffic for `host`, if any.
 pub(crate) fn mesh_vs_for<'a>(
@@ -548,8 +595,7 @@ pub(crate) fn mesh_routes(
                 if p.protocol.is_http() || p.protocol == Protocol::Unknown {
                     routes.http = http_routes(idx, r, v, p.port, MESH, services);
                 }
-                routes.tcp = tcp_routes(r, v, p.port, MESH, services);
-                routes.tls = tls_routes(r, v, p.port, MESH, services);
+                (routes.tcp, routes.tls) = l4_routes(r, v, p.port, MESH, services);
             }
             let wants_http = p.protocol.is_http() || p.protocol == Protocol::Unknown;
             if (routes.http.is_empty() && wants_http)

@@ -37,6 +37,29 @@ pub(crate) struct RawEndpoint {
     pub node: Option<String>,
 }
 
+impl RawEndpoint {
+    /// The workload of an endpoint without a Pod or WorkloadEntry behind it
+    /// (Endpoints without Pod objects): its name, labels, locality and node,
+    /// service account `default` when unknown, no services yet.
+    pub(crate) fn into_workload(self) -> Workload {
+        Workload {
+            name: self.name,
+            namespace: self.namespace.to_string(),
+            ip: self.ip,
+            labels: self.labels,
+            service_account: self
+                .service_account
+                .as_deref()
+                .unwrap_or("default")
+                .to_string(),
+            locality: self.locality.to_string(),
+            node: self.node,
+            // Usually one Service per workload.
+            services: Vec::with_capacity(1),
+        }
+    }
+}
+
 /// Istio's locality from workload labels: `istio-locality`
 /// (`region.zone.subzone`), else `topology.kubernetes.io/region` / `zone`
 /// and `topology.istio.io/subzone`.

@@ -204,21 +204,15 @@ pub(crate) fn authorization_policy(r: &mut Report<'_>, ap: &AuthorizationPolicy)
                     }
                 }
             }
-            for (name, list) in [
+            let lists = [
                 ("Principals", &s.principals),
                 ("RequestPrincipals", &s.request_principals),
                 ("Namespaces", &s.namespaces),
                 ("NotPrincipals", &s.not_principals),
                 ("NotRequestPrincipals", &s.not_request_principals),
                 ("NotNamespaces", &s.not_namespaces),
-            ] {
-                if list.iter().any(String::is_empty) {
-                    errs.push((
-                        format!("{f}.from[{j}].source"),
-                        format!("empty value not allowed, found in {name}"),
-                    ));
-                }
-            }
+            ];
+            no_empty_values(|| format!("{f}.from[{j}].source"), lists, &mut errs);
         }
         for (j, to) in rule.to.iter().enumerate() {
             let o = &to.operation;
@@ -236,21 +230,15 @@ pub(crate) fn authorization_policy(r: &mut Report<'_>, ap: &AuthorizationPolicy)
                     ));
                 }
             }
-            for (name, list) in [
+            let lists = [
                 ("Methods", &o.methods),
                 ("Paths", &o.paths),
                 ("Hosts", &o.hosts),
                 ("NotMethods", &o.not_methods),
                 ("NotPaths", &o.not_paths),
                 ("NotHosts", &o.not_hosts),
-            ] {
-                if list.iter().any(String::is_empty) {
-                    errs.push((
-                        format!("{f}.to[{j}].operation"),
-                        format!("empty value not allowed, found in {name}"),
-                    ));
-                }
-            }
+            ];
+            no_empty_values(|| format!("{f}.to[{j}].operation"), lists, &mut errs);
         }
         for (j, c) in rule.when.iter().enumerate() {
             if c.key.is_empty() {
@@ -272,6 +260,21 @@ pub(crate) fn authorization_policy(r: &mut Report<'_>, ap: &AuthorizationPolicy)
     let name = format!("{}.{}", r_name(r), r.namespace());
     for (f, m) in errs {
         r.err(f, format!("invalid policy {name}: {m}"));
+    }
+}
+
+/// Istio's check that a source's or an operation's lists hold no empty
+/// value: one error at `field()` per list of `lists` (`(name, values)`, in
+/// Istio's order) with an empty value.
+fn no_empty_values(
+    field: impl Fn() -> String,
+    lists: [(&str, &Vec<String>); 6],
+    errs: &mut Vec<(String, String)>,
+) {
+    for (name, list) in lists {
+        if list.iter().any(String::is_empty) {
+            errs.push((field(), format!("empty value not allowed, found in {name}")));
+        }
     }
 }
 
