@@ -20,9 +20,11 @@ use std::time::{Duration, Instant};
 
 /// The probe's period (cyclictest's default interval, 1,000 µs).
 const PERIOD: Duration = Duration::from_millis(1);
-/// Real-time priority of the probe threads: the lowest `SCHED_FIFO` one,
-/// still ahead of every `SCHED_OTHER` task.
-const PRIORITY: libc::c_int = 1;
+/// Real-time priority of the probe threads: above the proxy workers'
+/// `SCHED_FIFO` 1 (`strait run --worker-priority auto`, the default), so
+/// a worker's run is never taken for a host stall; ahead of every
+/// `SCHED_OTHER` task. (cyclictest is commonly run at 80–99.)
+const PRIORITY: libc::c_int = 50;
 
 /// One late wake-up of a probe thread.
 #[derive(Clone, Copy, Debug)]

@@ -110,7 +110,7 @@ fn check_daemonset(docs: &[Value]) -> DaemonSet {
     let caps = sc.capabilities.as_ref().unwrap();
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
     let add = caps.add.clone().unwrap();
-    for cap in ["BPF", "NET_ADMIN", "SYS_ADMIN"] {
+    for cap in ["BPF", "NET_ADMIN", "SYS_ADMIN", "SYS_NICE"] {
         assert!(add.iter().any(|a| a == cap), "{cap} missing: {add:?}");
     }
     // bpffs and the host's cgroup tree, where --pods-cgroup points.

@@ -244,13 +244,14 @@ fn capabilities_are_dropped_and_a_reload_still_writes_the_kernel_maps() {
     // CAP_BPF for map writes, CAP_NET_ADMIN for attaching the socket
     // programs to pods that join the mesh, and (the daemon has a CA, so
     // mutual TLS is on) CAP_SYS_ADMIN for opening HBONE sockets inside the
-    // pods' network namespaces.
-    const KEPT: u64 = (1 << 39) | (1 << 21) | (1 << 12);
+    // pods' network namespaces, and CAP_SYS_NICE for the proxy workers'
+    // scheduling (`--worker-priority auto`, the default).
+    const KEPT: u64 = (1 << 39) | (1 << 23) | (1 << 21) | (1 << 12);
     for k in ["CapEff:", "CapPrm:", "CapBnd:"] {
         let v = u64::from_str_radix(&field(k), 16).unwrap();
         assert_eq!(
             v, KEPT,
-            "{k} {v:016x}: only CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN are kept"
+            "{k} {v:016x}: only CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN and CAP_SYS_NICE are kept"
         );
     }
     assert_eq!(u64::from_str_radix(&field("CapInh:"), 16).unwrap(), 0);
@@ -259,10 +260,31 @@ fn capabilities_are_dropped_and_a_reload_still_writes_the_kernel_maps() {
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let s = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
         assert!(
-            s.contains("CapEff:\t0000008000201000"),
+            s.contains("CapEff:\t0000008000a01000"),
             "a thread kept capabilities"
         );
     }
+    // With the capability kept, the idle proxy workers run `SCHED_FIFO`
+    // (policy 1, `/proc/<pid>/task/<tid>/stat` field 41).
+    let mut workers = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = t.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("strait-worker") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy = after_comm.split(' ').nth(38).unwrap();
+        assert_eq!(
+            policy,
+            "1",
+            "{} runs policy {policy}, not SCHED_FIFO",
+            comm.trim()
+        );
+        workers += 1;
+    }
+    assert!(workers > 0, "no strait-worker thread found");
     // A reload after the drop writes the kernel tables: a new TCP Service
     // (no VirtualService, so balanced in the kernel, mode L4).
     let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: ratings-tcp\n  namespace: default\nspec:\n  clusterIP: 10.96.222.222\n  selector:\n    app: ratings\n  ports:\n  - name: tcp-ratings\n    port: 9080\n";

@@ -125,6 +125,19 @@ pub struct RunCmd {
     /// daemon warns and runs with the default.
     #[arg(long, value_name = "US", default_value_t = 0, value_parser = parse_slice_us)]
     pub worker_slice_us: u64,
+    /// Scheduling priority of the proxy worker threads (only those).
+    /// `auto` (default): `SCHED_FIFO` at priority 1 while a worker uses
+    /// under a quarter of its CPU, the fair class while it is busier
+    /// (checked every 100 ms), so a woken worker runs ahead of the pods'
+    /// tasks at the loads where latency counts and a busy one shares the
+    /// CPU; if the kernel refuses (no `CAP_SYS_NICE`, a cgroup without
+    /// real-time runtime) the daemon warns and runs at its own priority.
+    /// `inherit`: the daemon's own. `nice:N` (-20 to 19), `fifo:P`
+    /// (`SCHED_FIFO` at P, 1 to 99): fixed; a refusal of a value given
+    /// here, `auto` included, fails the start. See README "Run it on a
+    /// node".
+    #[arg(long, value_name = "auto|inherit|nice:N|fifo:P")]
+    pub worker_priority: Option<crate::serve::sched::WorkerPriority>,
     /// Longest time a client may take to send a request head, from its
     /// first byte, milliseconds (Envoy's `request_headers_timeout`); a
     /// slower client gets 408 and is disconnected. 0: no limit (also for
@@ -379,6 +392,12 @@ impl RunCmd {
                 idle_timeout: ms_or_off(self.idle_timeout_ms),
                 worker_slice: (self.worker_slice_us > 0)
                     .then(|| Duration::from_micros(self.worker_slice_us)),
+                worker_priority: match self.worker_priority {
+                    None => Some(crate::serve::sched::WorkerPriority::Auto),
+                    Some(crate::serve::sched::WorkerPriority::Inherit) => None,
+                    p => p,
+                },
+                worker_priority_required: self.worker_priority.is_some(),
                 max_connections: if self.max_connections == 0 {
                     usize::MAX
                 } else {
@@ -559,5 +578,48 @@ mod outbound6_tests {
         );
         let e = "10.0.0.1:15001".parse::<Outbound6>().unwrap_err();
         assert!(e.contains("expected [IPV6]:PORT or auto"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod worker_priority_tests {
+    use super::RunCmd;
+    use crate::serve::sched::WorkerPriority;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunCmd,
+    }
+
+    /// `(worker_priority, worker_priority_required)` for these flags.
+    fn settings(flags: &[&str]) -> (Option<WorkerPriority>, bool) {
+        let mut argv = vec!["strait", "--config", "/nonexistent"];
+        argv.extend_from_slice(flags);
+        let a = Cli::try_parse_from(argv).unwrap().run.into_args();
+        (a.proxy.worker_priority, a.proxy.worker_priority_required)
+    }
+
+    /// The default is `auto`, not required (a refusal is a warning); a
+    /// value given on the command line is required; `inherit` leaves the
+    /// workers alone; a bad value is refused by the parser.
+    #[test]
+    fn default_is_auto_and_a_given_value_is_required() {
+        assert_eq!(settings(&[]), (Some(WorkerPriority::Auto), false));
+        assert_eq!(
+            settings(&["--worker-priority", "auto"]),
+            (Some(WorkerPriority::Auto), true)
+        );
+        assert_eq!(
+            settings(&["--worker-priority", "fifo:3"]),
+            (Some(WorkerPriority::Fifo(3)), true)
+        );
+        assert_eq!(settings(&["--worker-priority", "inherit"]), (None, true));
+        let e = Cli::try_parse_from(["strait", "--config", "/x", "--worker-priority", "rr:1"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("expected auto, inherit, nice:N"), "{e}");
     }
 }

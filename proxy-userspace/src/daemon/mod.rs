@@ -163,10 +163,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     // Opening sockets in pods' network namespaces (HBONE, and the
     // plaintext inbound listener of the in-pod capture) needs setns.
     let sys_admin = args.identity.is_some() || args.inbound_capture;
-    privs::drop_privileges(sys_admin)?;
+    let sys_nice = args.proxy.worker_priority.is_some();
+    privs::drop_privileges(sys_admin, sys_nice)?;
     tracing::info!(
         kept = ?privs::KEEP,
         sys_admin,
+        sys_nice,
         "capabilities dropped after setup; no_new_privs set"
     );
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -19,7 +19,8 @@
 //! `--no-inbound-capture`), `CAP_SYS_ADMIN` is kept too: the HBONE and
 //! plaintext inbound listeners and the deliveries are sockets opened
 //! inside each meshed pod's network namespace (`setns`), as ztunnel's
-//! in-pod mode, which keeps `SYS_ADMIN`.
+//! in-pod mode, which keeps `SYS_ADMIN`. With `--worker-priority`,
+//! `CAP_SYS_NICE` is kept for the workers to take it.
 //!
 //! Capabilities are per thread: this must run before the process starts
 //! any thread that outlives setup (the tokio runtime, the proxy workers, the
@@ -33,14 +34,19 @@ pub const KEEP: &[Capability] = &[Capability::CAP_BPF, Capability::CAP_NET_ADMIN
 /// `keep_sys_admin`: with workload identities or the in-pod inbound
 /// capture the daemon opens sockets inside pods' network namespaces,
 /// which needs `setns`, as ztunnel's in-pod mode keeps `SYS_ADMIN`) and
-/// sets `no_new_privs`.
+/// sets `no_new_privs`. `CAP_SYS_NICE` is kept when `keep_sys_nice`:
+/// `--worker-priority` sets each proxy worker thread's priority when the
+/// workers start, after this.
 ///
 /// Errors: a `capset`/`prctl` call failed (the message names it); the
 /// daemon then refuses to serve rather than serve with full privileges.
-pub fn drop_privileges(keep_sys_admin: bool) -> anyhow::Result<()> {
+pub fn drop_privileges(keep_sys_admin: bool, keep_sys_nice: bool) -> anyhow::Result<()> {
     let mut keep: CapsHashSet = KEEP.iter().copied().collect();
     if keep_sys_admin {
         keep.insert(Capability::CAP_SYS_ADMIN);
+    }
+    if keep_sys_nice {
+        keep.insert(Capability::CAP_SYS_NICE);
     }
     let err = |what: &str, e: caps::errors::CapsError| {
         anyhow::anyhow!("dropping capabilities ({what}): {e}")

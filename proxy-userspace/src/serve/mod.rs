@@ -19,6 +19,8 @@ pub(crate) mod failure;
 pub mod http;
 pub mod inbound;
 pub(crate) mod local_reply;
+pub mod sched;
+pub mod sched_auto;
 pub(crate) mod server;
 pub mod slice;
 pub mod table;
@@ -83,6 +85,15 @@ pub struct ProxySettings {
     /// kernel's default. Only the workers ask, not the daemon's other
     /// threads.
     pub worker_slice: Option<Duration>,
+    /// The scheduling priority each proxy worker thread takes
+    /// ([`sched::WorkerPriority`], `strait run --worker-priority`); `None`:
+    /// the daemon's own (normally nice 0, `SCHED_OTHER`).
+    pub worker_priority: Option<sched::WorkerPriority>,
+    /// Whether the kernel refusing [`Self::worker_priority`] fails
+    /// [`workers::Workers::start`] (asked for on the command line) or is
+    /// one warning, the workers then keeping the daemon's priority
+    /// (`strait run`'s default `auto`).
+    pub worker_priority_required: bool,
 }
 
 impl Default for ProxySettings {
@@ -97,6 +108,8 @@ impl Default for ProxySettings {
             path_normalization: PathNormalization::Base,
             hbone: None,
             worker_slice: None,
+            worker_priority: None,
+            worker_priority_required: false,
         }
     }
 }

@@ -22,9 +22,12 @@
 //! `SCHED_BATCH` (no wake-up preemption) cut their CPU per request by
 //! ~40% but let a woken worker wait behind any CPU-bound task (p50 7–9 ms
 //! on a loaded machine); nice −5 and a 100 µs slice (`slice.rs`) did not
-//! lower CPU or switches per request. So the workers keep the default
-//! policy, priority and slice; figures in ARCHITECTURE.md ("Per request
-//! through two hops").
+//! lower CPU or switches per request. What did shorten the tail is a
+//! worker that never waits behind another task when it wakes:
+//! `SCHED_FIFO` while lightly loaded, the fair class while busy
+//! (`--worker-priority auto`, the default: `sched.rs`, `sched_auto.rs`,
+//! which each worker applies to itself when it starts); figures in
+//! ARCHITECTURE.md ("Per request through two hops").
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -44,6 +47,9 @@ pub struct Workers {
     /// The worker threads' kernel thread ids, in worker order.
     tids: Vec<i32>,
     spawner: WorkerSpawner,
+    /// `--worker-priority auto`'s monitor (`sched_auto.rs`); stops when
+    /// dropped.
+    _sched: Option<super::sched_auto::Monitor>,
 }
 
 /// Spawns tasks onto the workers' runtimes, one worker after the other
@@ -96,33 +102,69 @@ impl Workers {
         let mut threads = Vec::new();
         let mut handles = Vec::new();
         let slice = shared.settings.worker_slice;
-        let (slice_tx, slice_rx) = std::sync::mpsc::channel();
+        let priority = shared.settings.worker_priority;
+        let required = shared.settings.worker_priority_required;
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
         for i in 0..n.max(1) {
             let l = listener.try_clone()?;
             let l2 = second.as_ref().map(|l| l.try_clone()).transpose()?;
             let rt = worker_runtime()?;
             handles.push(rt.handle().clone());
             let (shared, orig, stop) = (shared.clone(), orig.clone(), stop_rx.clone());
-            let slice_tx = slice_tx.clone();
+            let started_tx = started_tx.clone();
             let t = std::thread::Builder::new()
                 .name(format!("strait-worker-{i}"))
                 .spawn(move || {
                     // The slice is asked for by the worker thread itself:
                     // `sched_setattr` changes only the calling thread.
+                    // So is the priority (`sched.rs`): per thread too.
+                    let refused = priority.and_then(|p| p.apply_to_this_thread().err());
                     let asked = slice.map(super::slice::request);
                     let tid = rustix::thread::gettid().as_raw_nonzero().get();
-                    let _ = slice_tx.send((i, tid, asked));
-                    drop(slice_tx);
-                    rt.block_on(worker(shared, l, l2, orig, stop))
+                    let serve = refused.is_none() || !required;
+                    let _ = started_tx.send((i, tid, asked, refused));
+                    drop(started_tx);
+                    if serve {
+                        rt.block_on(worker(shared, l, l2, orig, stop))
+                    }
                 })?;
             threads.push(t);
         }
-        drop(slice_tx);
-        let mut started: Vec<_> = slice_rx.iter().collect();
-        started.sort_by_key(|(i, _, _)| *i);
-        let tids = started.iter().map(|(_, tid, _)| *tid).collect();
+        drop(started_tx);
+        let mut started: Vec<_> = started_rx.iter().collect();
+        started.sort_by_key(|(i, ..)| *i);
+        let refused = started.iter_mut().find_map(|(.., refused)| refused.take());
+        let p = priority.map(|p| p.to_string()).unwrap_or_default();
+        if let (Some(e), false) = (&refused, required) {
+            // Those that took it go back to the fair class (always allowed):
+            // no worker keeps `SCHED_FIFO` without the monitor.
+            for (_, tid, ..) in &started {
+                let _ = super::sched_auto::set_class(*tid, super::sched_auto::Class::Fair, 0);
+            }
+            tracing::warn!(
+                "proxy workers: the kernel refused the scheduling priority {p} (--worker-priority's default), they run at the daemon's own: {e}"
+            );
+        }
+        if let (Some(e), true) = (refused.as_ref(), required) {
+            // Every worker that did take it is serving: stop them now.
+            let _ = stop.send(Some(Instant::now()));
+            for t in threads {
+                let _ = t.join();
+            }
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("--worker-priority {p}: the kernel refused it for a proxy worker: {e}"),
+            ));
+        }
+        let tids: Vec<i32> = started.iter().map(|(_, tid, ..)| *tid).collect();
+        let sched = match priority {
+            Some(super::sched::WorkerPriority::Auto) if refused.is_none() => Some(
+                super::sched_auto::start(tids.clone(), super::sched::AUTO_FIFO)?,
+            ),
+            _ => None,
+        };
         if let Some(s) = slice {
-            report_slices(s, started.into_iter().filter_map(|(_, _, r)| r));
+            report_slices(s, started.into_iter().filter_map(|(_, _, r, _)| r));
         }
         Ok(Self {
             local,
@@ -133,6 +175,7 @@ impl Workers {
                 handles: handles.into(),
                 next: Arc::new(AtomicUsize::new(0)),
             },
+            _sched: sched,
         })
     }
 
@@ -314,5 +357,84 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(workers.shutdown(Duration::ZERO));
+    }
+
+    /// Every worker thread takes the configured priority; the thread that
+    /// started them keeps its own. (A nice value above the caller's needs
+    /// no privilege; `sched.rs` tests `fifo:P`.)
+    #[test]
+    fn the_priority_applies_to_the_worker_threads_only() {
+        let me = rustix::thread::gettid();
+        let mine = rustix::process::getpriority_process(Some(me)).unwrap();
+        let want = (mine + 4).min(19);
+        let proxy = Proxy::new(&strait_config::snapshot::MeshSnapshot::default())
+            .unwrap()
+            .with_settings(ProxySettings {
+                worker_priority: Some(crate::serve::sched::WorkerPriority::Nice(want)),
+                ..ProxySettings::default()
+            });
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let dest = FixedDestination("127.0.0.1:9".parse().unwrap());
+        let workers = proxy.serve_workers(listener, dest, 2).unwrap();
+        for tid in workers.thread_ids() {
+            let tid = rustix::process::Pid::from_raw(*tid).unwrap();
+            assert_eq!(
+                rustix::process::getpriority_process(Some(tid)).unwrap(),
+                want
+            );
+        }
+        assert_eq!(
+            rustix::process::getpriority_process(Some(me)).unwrap(),
+            mine
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(workers.shutdown(Duration::ZERO));
+    }
+
+    /// Without `CAP_SYS_NICE` (dropped from this test thread, whose
+    /// workers inherit it): a priority asked for fails the start with the
+    /// flag named; the default `auto` is a warning and the workers serve in
+    /// the fair class. Needs root to start with the capability.
+    #[test]
+    fn a_refused_priority_fails_when_asked_and_falls_back_by_default() {
+        use caps::{CapSet, Capability};
+        if !caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_NICE).unwrap_or(false) {
+            eprintln!("skipped: not running with CAP_SYS_NICE");
+            return;
+        }
+        std::thread::spawn(|| {
+            caps::drop(None, CapSet::Effective, Capability::CAP_SYS_NICE).unwrap();
+            let start = |p, required| {
+                let proxy = Proxy::new(&strait_config::snapshot::MeshSnapshot::default())
+                    .unwrap()
+                    .with_settings(ProxySettings {
+                        worker_priority: Some(p),
+                        worker_priority_required: required,
+                        ..ProxySettings::default()
+                    });
+                let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+                let dest = FixedDestination("127.0.0.1:9".parse().unwrap());
+                proxy.serve_workers(listener, dest, 2)
+            };
+            let e = start(crate::serve::sched::WorkerPriority::Fifo(1), true)
+                .err()
+                .expect("a refused fifo:1 must fail the start");
+            assert!(e.to_string().contains("--worker-priority fifo:1"), "{e}");
+            let workers = start(crate::serve::sched::WorkerPriority::Auto, false).unwrap();
+            for tid in workers.thread_ids() {
+                // SAFETY: sched_getscheduler(2) of a live thread.
+                assert_eq!(unsafe { libc::sched_getscheduler(*tid) }, libc::SCHED_OTHER);
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(workers.shutdown(Duration::ZERO));
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -709,7 +709,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
          Istio's benchmark uses 16 connections at 1,000 requests/s over 240 s, where openers are 0.007%: 16 in a 2 s sub-run would make them 0.8%, most of the 1% tail, so 4 stands closer to it). \
          Added p99: each proxied sub-run's p99 minus the p99 of the direct sub-run of its cycle (seconds apart), then the median of these paired differences with its 95% sign-test interval; \
          a pair is dropped as disturbed, on either side alike and never by the proxied value, when a host-stall probe saw the load generator's and the proxies' CPUs unavailable, summed over both, for {stall_pct}% of either sub-run or more \
-         (one `SCHED_FIFO` thread pinned per CPU waking every 1 ms, as `cyclictest` does, summing wake-ups over 250 µs late: stalls that long hold the sub-run's whole 1% tail), \
+         (one `SCHED_FIFO` thread at priority 50, above Strait's workers, pinned per CPU waking every 1 ms, as `cyclictest` does, summing wake-ups over 250 µs late: stalls that long hold the sub-run's whole 1% tail), \
          when the hypervisor stole over {steal_pct}% of the proxies' CPU during either sub-run, \
          or when its direct p99 is over {DISTURBED_DIRECT}× the median direct p99 (a slowed baseline only understates the difference: dropping it never hides a miss); the cell says how many and why. \
          Verdict: a median over 200 µs is not met whatever the host did; \
