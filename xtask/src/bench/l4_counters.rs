@@ -342,7 +342,7 @@ pub fn run(env: &Env) -> anyhow::Result<Section> {
             judged.cell(3, None),
             num(added.median().unwrap_or(f64::NAN), 3),
             added.cell(3, None),
-            if judged.0.len() * 2 < rounds as usize {
+            if judged.0.len() * 2 < rounds {
                 "not judged (the host stole over the limit in most rounds)"
             } else {
                 met(added_us <= TARGET_ADDED_US)
