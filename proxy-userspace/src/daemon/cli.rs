@@ -128,7 +128,7 @@ pub struct RunCmd {
     /// Scheduling priority of the proxy worker threads (only those).
     /// `auto` (default): `SCHED_FIFO` at priority 1 while a worker uses
     /// under a quarter of its CPU, the fair class while it is busier
-    /// (checked every 100 ms), so a woken worker runs ahead of the pods'
+    /// (checked every 50 ms), so a woken worker runs ahead of the pods'
     /// tasks at the loads where latency counts and a busy one shares the
     /// CPU; if the kernel refuses (no `CAP_SYS_NICE`, a cgroup without
     /// real-time runtime) the daemon warns and runs at its own priority.
