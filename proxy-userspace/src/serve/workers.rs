@@ -323,21 +323,40 @@ mod tests {
     use super::*;
     use crate::serve::{FixedDestination, Proxy, ProxySettings};
 
+    /// Two workers of an empty proxy with `settings`, accepting on a
+    /// loopback port (connections to 127.0.0.1:9).
+    fn start_two(settings: ProxySettings) -> std::io::Result<Workers> {
+        let proxy = Proxy::new(&strait_config::snapshot::MeshSnapshot::default())
+            .unwrap()
+            .with_settings(settings);
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        proxy.serve_workers(
+            listener,
+            FixedDestination("127.0.0.1:9".parse().unwrap()),
+            2,
+        )
+    }
+
+    /// Stops `workers` and waits for their threads.
+    fn stop(workers: Workers) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(workers.shutdown(Duration::ZERO));
+    }
+
     /// Every worker thread asks for the configured slice; the thread that
     /// started them (the daemon's runtime) keeps its own.
     #[test]
     fn the_slice_request_applies_to_the_worker_threads_only() {
         let slice = Duration::from_micros(200);
         let mine = crate::serve::slice::slice_of(0).unwrap();
-        let proxy = Proxy::new(&strait_config::snapshot::MeshSnapshot::default())
-            .unwrap()
-            .with_settings(ProxySettings {
-                worker_slice: Some(slice),
-                ..ProxySettings::default()
-            });
-        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let dest = FixedDestination("127.0.0.1:9".parse().unwrap());
-        let workers = proxy.serve_workers(listener, dest, 2).unwrap();
+        let workers = start_two(ProxySettings {
+            worker_slice: Some(slice),
+            ..ProxySettings::default()
+        })
+        .unwrap();
         let tids = workers.thread_ids().to_vec();
         assert_eq!(tids.len(), 2);
         for tid in &tids {
@@ -352,11 +371,7 @@ mod tests {
         }
         assert_eq!(crate::serve::slice::slice_of(0).unwrap(), mine);
         assert_ne!(mine, Some(slice));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(workers.shutdown(Duration::ZERO));
+        stop(workers);
     }
 
     /// Every worker thread takes the configured priority; the thread that
@@ -367,15 +382,11 @@ mod tests {
         let me = rustix::thread::gettid();
         let mine = rustix::process::getpriority_process(Some(me)).unwrap();
         let want = (mine + 4).min(19);
-        let proxy = Proxy::new(&strait_config::snapshot::MeshSnapshot::default())
-            .unwrap()
-            .with_settings(ProxySettings {
-                worker_priority: Some(crate::serve::sched::WorkerPriority::Nice(want)),
-                ..ProxySettings::default()
-            });
-        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let dest = FixedDestination("127.0.0.1:9".parse().unwrap());
-        let workers = proxy.serve_workers(listener, dest, 2).unwrap();
+        let workers = start_two(ProxySettings {
+            worker_priority: Some(crate::serve::sched::WorkerPriority::Nice(want)),
+            ..ProxySettings::default()
+        })
+        .unwrap();
         for tid in workers.thread_ids() {
             let tid = rustix::process::Pid::from_raw(*tid).unwrap();
             assert_eq!(
@@ -387,11 +398,7 @@ mod tests {
             rustix::process::getpriority_process(Some(me)).unwrap(),
             mine
         );
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(workers.shutdown(Duration::ZERO));
+        stop(workers);
     }
 
     /// Without `CAP_SYS_NICE` (dropped from this test thread, whose
@@ -408,16 +415,11 @@ mod tests {
         std::thread::spawn(|| {
             caps::drop(None, CapSet::Effective, Capability::CAP_SYS_NICE).unwrap();
             let start = |p, required| {
-                let proxy = Proxy::new(&strait_config::snapshot::MeshSnapshot::default())
-                    .unwrap()
-                    .with_settings(ProxySettings {
-                        worker_priority: Some(p),
-                        worker_priority_required: required,
-                        ..ProxySettings::default()
-                    });
-                let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
-                let dest = FixedDestination("127.0.0.1:9".parse().unwrap());
-                proxy.serve_workers(listener, dest, 2)
+                start_two(ProxySettings {
+                    worker_priority: Some(p),
+                    worker_priority_required: required,
+                    ..ProxySettings::default()
+                })
             };
             let e = start(crate::serve::sched::WorkerPriority::Fifo(1), true)
                 .err()
@@ -428,11 +430,7 @@ mod tests {
                 // SAFETY: sched_getscheduler(2) of a live thread.
                 assert_eq!(unsafe { libc::sched_getscheduler(*tid) }, libc::SCHED_OTHER);
             }
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(workers.shutdown(Duration::ZERO));
+            stop(workers);
         })
         .join()
         .unwrap();
