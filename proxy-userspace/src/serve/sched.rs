@@ -6,8 +6,8 @@
 //! a worker that wakes for a request waits behind whatever fair-class task
 //! holds its CPU until EEVDF lets it preempt (up to a slice, 0.75 ms ×
 //! (1 + log2 CPUs), longer behind a task of a better nice value), and the
-//! request waits with it. Two ways to put the workers first, per thread
-//! (only the workers change: the daemon's other threads keep theirs):
+//! request waits with it. The settings, per thread (only the workers
+//! change: the daemon's other threads keep theirs):
 //!
 //! - `nice:N` (−20 … 19): `setpriority(PRIO_PROCESS, tid, N)`; the worker
 //!   stays in the fair class with the weight of nice N
@@ -21,15 +21,17 @@
 //!   6.12 the fair server), so a worker spinning on a bug cannot take a
 //!   CPU from the pods entirely — but up to 95% of it can: use it on nodes
 //!   whose proxy load is known, as one would for any real-time thread.
+//! - `auto` (`strait run`'s default): `SCHED_FIFO` at priority 1 while a
+//!   worker is lightly loaded, the fair class while it is busy
+//!   (`sched_auto.rs`, which has the measurements: `fifo` alone cuts the
+//!   tail but also the requests/s at saturation).
+//! - `inherit`: the daemon's own priority.
 //!
-//! - `auto`: `SCHED_FIFO` at priority 1 while a worker is lightly loaded,
-//!   the fair class while it is busy (`sched_auto.rs`, which has the
-//!   measurements: `fifo` alone cuts the tail but also the requests/s at
-//!   saturation).
-//!
-//! All need `CAP_SYS_NICE` (the daemon runs as root); a refusal fails the
-//! start with the flag named (a priority asked for and not in force would
-//! be a setting silently ignored).
+//! All but `inherit` need `CAP_SYS_NICE` (the daemon keeps it). A value
+//! given on the command line that the kernel refuses fails the start with
+//! the flag named (a priority asked for and not in force would be a
+//! setting silently ignored); the default `auto` refused is one warning
+//! and the workers keep the daemon's priority (`workers.rs`).
 use std::fmt;
 use std::str::FromStr;
 
@@ -97,12 +99,32 @@ impl fmt::Display for WorkerPriority {
 /// The real-time priority of `auto`'s `SCHED_FIFO` (the lowest).
 pub const AUTO_FIFO: u8 = 1;
 
-/// `fifo:P`'s P; [`AUTO_FIFO`] for `auto` (and the rest, unused).
-fn p_of(p: WorkerPriority) -> u8 {
-    match p {
-        WorkerPriority::Fifo(p) => p,
-        _ => AUTO_FIFO,
+/// A thread's scheduling class as `auto` moves it ([`set_class`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// `SCHED_FIFO` at a given real-time priority.
+    Fifo,
+    /// `SCHED_OTHER` (the fair class).
+    Fair,
+}
+
+/// Sets thread `tid`'s class: `SCHED_FIFO` at `prio`, or `SCHED_OTHER`
+/// (which keeps the thread's nice value; always allowed).
+///
+/// Errors: the kernel's refusal (`EPERM` without `CAP_SYS_NICE` or in a
+/// cgroup without real-time runtime, `ESRCH` for a thread gone).
+pub fn set_class(tid: i32, class: Class, prio: u8) -> std::io::Result<()> {
+    let (policy, p) = match class {
+        Class::Fifo => (libc::SCHED_FIFO, i32::from(prio)),
+        Class::Fair => (libc::SCHED_OTHER, 0),
+    };
+    let param = libc::sched_param { sched_priority: p };
+    // SAFETY: sched_setscheduler(2) on a thread of this process with an
+    // initialized `sched_param` on the stack.
+    if unsafe { libc::sched_setscheduler(tid, policy, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }
 
 impl WorkerPriority {
@@ -117,20 +139,8 @@ impl WorkerPriority {
         match self {
             Self::Inherit => {}
             Self::Nice(n) => rustix::process::setpriority_process(Some(tid), n)?,
-            Self::Fifo(_) | Self::Auto => {
-                let p = p_of(self);
-                let param = libc::sched_param {
-                    sched_priority: i32::from(p),
-                };
-                // SAFETY: sched_setscheduler(2) on this thread with a
-                // valid, initialized `sched_param` on the stack.
-                let r = unsafe {
-                    libc::sched_setscheduler(tid.as_raw_nonzero().get(), libc::SCHED_FIFO, &param)
-                };
-                if r != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
+            Self::Fifo(p) => set_class(tid.as_raw_nonzero().get(), Class::Fifo, p)?,
+            Self::Auto => set_class(tid.as_raw_nonzero().get(), Class::Fifo, AUTO_FIFO)?,
         }
         Ok(())
     }

@@ -23,6 +23,8 @@
 //! on the workers' own path: no clock read, no system call per request.
 use std::time::{Duration, Instant};
 
+use super::sched::{set_class, Class};
+
 /// How often the monitor reads the workers' CPU time: a worker that
 /// turns busy keeps `SCHED_FIFO` for up to this long (at a third of the
 /// fair class's requests/s, measured: 100 ms cost a 2 s saturation run
@@ -35,15 +37,6 @@ pub const BUSY: f64 = 0.25;
 /// A worker in the fair class that ran less than this share of a period
 /// returns to `SCHED_FIFO`.
 pub const IDLE: f64 = 0.10;
-
-/// A worker's current class under the monitor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    /// `SCHED_FIFO` at the monitor's priority.
-    Fifo,
-    /// `SCHED_OTHER` (the fair class).
-    Fair,
-}
 
 /// The class a worker should have next, given its current class and the
 /// share of the last period it ran (0.0–1.0): [`BUSY`] and [`IDLE`] with
@@ -61,25 +54,6 @@ pub fn next_class(now: Class, busy_share: f64) -> Class {
 fn cpu_ns(tid: i32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
     s.split_ascii_whitespace().next()?.parse().ok()
-}
-
-/// Sets `tid`'s class: `SCHED_FIFO` at `prio`, or `SCHED_OTHER` (which
-/// keeps the thread's nice value; always allowed).
-///
-/// Errors: the kernel's refusal (`EPERM` without `CAP_SYS_NICE` or in a
-/// cgroup without real-time runtime, `ESRCH` for a thread gone).
-pub(crate) fn set_class(tid: i32, class: Class, prio: u8) -> std::io::Result<()> {
-    let (policy, p) = match class {
-        Class::Fifo => (libc::SCHED_FIFO, i32::from(prio)),
-        Class::Fair => (libc::SCHED_OTHER, 0),
-    };
-    let param = libc::sched_param { sched_priority: p };
-    // SAFETY: sched_setscheduler(2) on a thread of this process with an
-    // initialized `sched_param` on the stack.
-    if unsafe { libc::sched_setscheduler(tid, policy, &param) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The running monitor; dropping it stops the thread (within one

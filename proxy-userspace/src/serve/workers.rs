@@ -139,7 +139,7 @@ impl Workers {
             // Those that took it go back to the fair class (always allowed):
             // no worker keeps `SCHED_FIFO` without the monitor.
             for (_, tid, ..) in &started {
-                let _ = super::sched_auto::set_class(*tid, super::sched_auto::Class::Fair, 0);
+                let _ = super::sched::set_class(*tid, super::sched::Class::Fair, 0);
             }
             tracing::warn!(
                 "proxy workers: the kernel refused the scheduling priority {p} (--worker-priority's default), they run at the daemon's own: {e}"
