@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod demo;
 pub mod fake_apiserver;
 pub mod foreign_cpu;
+pub mod judged_pairs;
 pub mod lb;
 pub mod node;
 pub mod privileged;

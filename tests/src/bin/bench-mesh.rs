@@ -51,7 +51,13 @@
 //! CPU time other user-space processes took meanwhile, which the probe
 //! cannot see (`foreign_cpu_us`, [`strait_tests::foreign_cpu`]). With
 //! `--latency-pair-cycles N` each round (the half without the A/B flags)
-//! then runs N more cycles of direct and `strait-l4-hbone` only. One JSON
+//! then runs N more cycles of direct and `strait-l4-hbone` only. With
+//! `--latency-judged-pairs N --latency-max-pairs M`, after the last round
+//! the harness runs more cycles of that pair, one at a time, until N of
+//! its pairs would be kept by the verdict's disturbance limits
+//! (`--stall-share`, `--steal-limit`, `--slowed-direct`, passed by the
+//! xtask; [`strait_tests::judged_pairs`]) or M were measured in all:
+//! a rule that looks at the host only, never at the proxied p99. One JSON
 //! line per (scenario, round) and per latency sub-run (`"latency": true`,
 //! with its `cycle` and `conns`) on stdout; a scenario that cannot run
 //! gets one line with `missing` saying why.
@@ -85,6 +91,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use strait_tests::foreign_cpu::ForeignCpu;
+use strait_tests::judged_pairs;
 use strait_tests::node::{link, Node, Pod, PodSpec, ServiceDef, ServicePort, TargetPort};
 use strait_tests::stall::{Stall, StallProbe};
 
@@ -114,6 +121,16 @@ struct Args {
     /// Extra latency cycles per round of direct and `strait-l4-hbone`
     /// only (the judged pair), after the full cycles.
     latency_pair_cycles: usize,
+    /// `--latency-judged-pairs N`: after the last round, more cycles of
+    /// the judged pair until N of its pairs are kept under
+    /// [`Args::limits`] (0: off).
+    judged_pairs: usize,
+    /// `--latency-max-pairs M`: the judged pair's pairs measured in all,
+    /// top-up included, at most.
+    max_pairs: usize,
+    /// `--stall-share`, `--steal-limit`, `--slowed-direct`: the limits the
+    /// verdict drops disturbed pairs by ([`judged_pairs::Limits`]).
+    limits: judged_pairs::Limits,
     /// Keep-alive connections of a latency sub-run; with more than one
     /// value every cycle runs each row at each count, the rows at the
     /// second and later counts named `<row>@<conns>`.
@@ -142,6 +159,13 @@ fn args() -> anyhow::Result<Args> {
         latency_secs: 2,
         latency_cycles: 3,
         latency_pair_cycles: 0,
+        judged_pairs: 0,
+        max_pairs: 0,
+        limits: judged_pairs::Limits {
+            stall_share: 0.01,
+            steal: 0.02,
+            direct_factor: 2.0,
+        },
         latency_conns: vec![4],
         rounds: 3,
         ztunnel: None,
@@ -169,6 +193,11 @@ fn args() -> anyhow::Result<Args> {
             "--latency-secs" => a.latency_secs = v.parse()?,
             "--latency-cycles" => a.latency_cycles = v.parse()?,
             "--latency-pair-cycles" => a.latency_pair_cycles = v.parse()?,
+            "--latency-judged-pairs" => a.judged_pairs = v.parse()?,
+            "--latency-max-pairs" => a.max_pairs = v.parse()?,
+            "--stall-share" => a.limits.stall_share = v.parse()?,
+            "--steal-limit" => a.limits.steal = v.parse()?,
+            "--slowed-direct" => a.limits.direct_factor = v.parse()?,
             "--latency-conns" => {
                 a.latency_conns = v
                     .split(',')
@@ -187,7 +216,7 @@ fn args() -> anyhow::Result<Args> {
         || a.backend.as_os_str().is_empty()
         || a.ca.as_os_str().is_empty()
     {
-        bail!("usage: bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH] [--secs N] [--latency-secs N] [--latency-cycles N] [--latency-pair-cycles N] [--latency-conns N[,N]...] [--probe-ab] [--rounds N] [--ztunnel PATH] [--only SCENARIO]... [--ab-sockmap | --ab-args ARGS]");
+        bail!("usage: bench-mesh --strait PATH --backend PATH --ca DIR [--oha PATH] [--secs N] [--latency-secs N] [--latency-cycles N] [--latency-pair-cycles N] [--latency-judged-pairs N --latency-max-pairs M [--stall-share F] [--steal-limit F] [--slowed-direct F]] [--latency-conns N[,N]...] [--probe-ab] [--rounds N] [--ztunnel PATH] [--only SCENARIO]... [--ab-sockmap | --ab-args ARGS]");
     }
     Ok(a)
 }
@@ -339,6 +368,7 @@ fn vm_mib(pid: u32, key: &str) -> f64 {
 
 /// One scenario: how to reach the backend and which processes are its
 /// proxies (one per node).
+#[derive(Clone)]
 struct Scenario {
     name: &'static str,
     client: Pod,
@@ -493,7 +523,7 @@ fn latency_cycles(
             for variant in 0..1 + usize::from(a.probe_ab) {
                 let with_probe = !a.probe_ab || (variant + c) % 2 == 0;
                 for i in 0..rows.len() {
-                    let s = rows[(i + round * cycles + c) % n];
+                    let s = rows[(i + cycle) % n];
                     let mut name = if ci == 0 {
                         rename(s)
                     } else {
@@ -557,6 +587,62 @@ fn pair_cycles(
         (first_cycle, a.latency_pair_cycles),
         |s| s.name.to_string(),
     )
+}
+
+/// Points the Strait scenarios at the daemons just (re)started.
+fn set_proxies(scenarios: &mut [Scenario], daemons: &[Killed]) {
+    let pids: Vec<u32> = daemons.iter().map(|d| d.0.id()).collect();
+    for s in scenarios
+        .iter_mut()
+        .filter(|s| s.name.starts_with("strait"))
+    {
+        s.proxies = pids.clone();
+    }
+}
+
+/// Whether the judged pair needs more cycles after the last round
+/// (`--latency-judged-pairs`): fewer of its pairs kept than asked for,
+/// and fewer measured than `--latency-max-pairs`.
+fn needs_top_up(out: &[Value], a: &Args) -> bool {
+    let (kept, measured) = judged_pairs::count(out, "strait-l4-hbone", a.limits);
+    a.judged_pairs > 0 && kept < a.judged_pairs && measured < a.max_pairs
+}
+
+/// `--latency-judged-pairs`: after the last round, one more cycle of the
+/// judged pair at a time (numbered as round `a.rounds`, cycles from 0,
+/// the order alternating) until [`needs_top_up`] says enough. `scenarios`
+/// are filtered to direct and `strait-l4-hbone`, run as they are (the
+/// caller restarts the daemons without A/B flags first).
+fn top_up(
+    out: &mut Vec<Value>,
+    scenarios: &[&Scenario],
+    a: &Args,
+    cpus: Cpus,
+    probe: Option<&StallProbe>,
+) -> anyhow::Result<()> {
+    let pair: Vec<&Scenario> = scenarios
+        .iter()
+        .copied()
+        .filter(|s| s.name == "direct" || s.name == "strait-l4-hbone")
+        .collect();
+    let mut cycle = 0;
+    while pair.len() == 2 && needs_top_up(out, a) {
+        out.extend(latency_cycles(
+            &pair,
+            a,
+            cpus,
+            probe,
+            a.rounds,
+            (cycle, 1),
+            |s| s.name.to_string(),
+        )?);
+        cycle += 1;
+    }
+    let (kept, measured) = judged_pairs::count(out, "strait-l4-hbone", a.limits);
+    eprintln!(
+        "bench-mesh: judged pair: {kept} of {measured} pairs kept ({cycle} cycles after the last round)"
+    );
+    Ok(())
 }
 
 /// `e` with each Strait daemon's state (running, or how it exited) and
@@ -996,26 +1082,14 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
                 let on = (half + round) % 2 == 1;
                 drop(std::mem::take(&mut daemons));
                 daemons = start_daemons(if on { &ab_args } else { &[] })?;
-                let pids: Vec<u32> = daemons.iter().map(|d| d.0.id()).collect();
-                for s in scenarios
-                    .iter_mut()
-                    .filter(|s| s.name.starts_with("strait"))
-                {
-                    s.proxies = pids.clone();
-                }
+                set_proxies(&mut scenarios, &daemons);
                 let these: Vec<&Scenario> = scenarios
                     .iter()
                     .filter(|s| !on || s.name.starts_with("strait"))
                     .collect();
                 let n = these.len().max(1);
                 let owned: Vec<Scenario> = (0..these.len())
-                    .map(|i| these[(i + round) % n])
-                    .map(|s| Scenario {
-                        name: s.name,
-                        client: s.client.clone(),
-                        url: s.url.clone(),
-                        proxies: s.proxies.clone(),
-                    })
+                    .map(|i| these[(i + round) % n].clone())
                     .collect();
                 // ztunnel's pooled tunnels from the first half are still
                 // open: direct was checked untunnelled by the first warm-up.
@@ -1056,6 +1130,22 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
                 out.extend(lines.map_err(|e| with_daemon_logs(e, &mut daemons, [&na, &nb]))?);
             }
         }
+        if needs_top_up(&out, a) {
+            // The last half may have run with the A/B flags: the judged
+            // pair's top-up runs without them, like its other cycles.
+            drop(std::mem::take(&mut daemons));
+            daemons = start_daemons(&[])?;
+            set_proxies(&mut scenarios, &daemons);
+            let pair: Vec<Scenario> = scenarios
+                .iter()
+                .filter(|s| s.name == "direct" || s.name == "strait-l4-hbone")
+                .cloned()
+                .collect();
+            warm_up(&pair, a, cpus, &server, &zserver, false)?;
+            let refs: Vec<&Scenario> = pair.iter().collect();
+            top_up(&mut out, &refs, a, cpus, probe)
+                .map_err(|e| with_daemon_logs(e, &mut daemons, [&na, &nb]))?;
+        }
         drop(_ztunnels);
         drop(daemons);
         return Ok(out);
@@ -1078,6 +1168,9 @@ fn run(a: &Args) -> anyhow::Result<Vec<Value>> {
             });
         out.extend(lines.map_err(|e| with_daemon_logs(e, &mut daemons, [&na, &nb]))?);
     }
+    let lat: Vec<&Scenario> = scenarios.iter().collect();
+    top_up(&mut out, &lat, a, cpus, probe)
+        .map_err(|e| with_daemon_logs(e, &mut daemons, [&na, &nb]))?;
     drop(_ztunnels);
     drop(daemons);
     Ok(out)
