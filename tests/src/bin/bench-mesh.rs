@@ -610,7 +610,8 @@ fn needs_top_up(out: &[Value], a: &Args) -> bool {
 
 /// `--latency-judged-pairs`: after the last round, one more cycle of the
 /// judged pair at a time (numbered as round `a.rounds`, cycles from 0,
-/// the order alternating) until [`needs_top_up`] says enough. `scenarios`
+/// the order alternating) until [`needs_top_up`] says enough or
+/// `--latency-max-pairs` cycles ran. `scenarios`
 /// are filtered to direct and `strait-l4-hbone`, run as they are (the
 /// caller restarts the daemons without A/B flags first).
 fn top_up(
@@ -626,7 +627,9 @@ fn top_up(
         .filter(|s| s.name == "direct" || s.name == "strait-l4-hbone")
         .collect();
     let mut cycle = 0;
-    while pair.len() == 2 && needs_top_up(out, a) {
+    // Bounded by cycles run too: a sub-run without a p99 (oha failed)
+    // is not a pair, so the count alone might never reach the limit.
+    while pair.len() == 2 && cycle < a.max_pairs && needs_top_up(out, a) {
         out.extend(latency_cycles(
             &pair,
             a,
