@@ -14,3 +14,4 @@ pub mod stall;
 pub mod xdp;
 pub mod xdp_deny;
 pub mod xdp_net;
+pub mod xdp_pass;

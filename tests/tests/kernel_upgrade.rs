@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aya::programs::links::{FdLink, PinnedLink};
-use strait::datapath::{Datapath, DatapathConfig, L4LoadBalancer, UplinkConfig};
+use strait::datapath::{Datapath, DatapathConfig, L4LoadBalancer, SourcePrefix, UplinkConfig};
 use strait_tests::bpffs::TestBpffs;
 use strait_tests::cgroup::TestCgroup;
 use strait_tests::lb::{load_and_exit, probe, service, tally, tcp_backend};
@@ -111,6 +111,73 @@ fn pinned_ids(dir: &Path) -> BTreeMap<PathBuf, u32> {
     out
 }
 
+/// A new bpffs and the pin directory (not created here) that the data path
+/// of `node` uses in it.
+fn fresh_pins(node: &str) -> (TestBpffs, PathBuf) {
+    let bpffs = TestBpffs::new().unwrap();
+    let pins = config(bpffs.path(), node).pin_dir();
+    (bpffs, pins)
+}
+
+/// What a loader that has exited left for the next one: a service in the
+/// pins of `node`, attached to a new cgroup.
+struct Loaded {
+    bpffs: TestBpffs,
+    cg: TestCgroup,
+    /// The two TCP backends, answering with the names given to `loaded`.
+    backends: [SocketAddrV4; 2],
+    /// The pin directory of `node` in `bpffs`.
+    pins: PathBuf,
+}
+
+/// Starts two TCP backends answering `names`, and has a loader that then
+/// exits balance `vip` over them for a new cgroup (named `node`) in a new
+/// bpffs under the node name `node`.
+fn loaded(cgroup2: &Path, node: &str, names: [&str; 2], vip: SocketAddrV4) -> Loaded {
+    let bpffs = TestBpffs::new().unwrap();
+    let cg = TestCgroup::new(cgroup2, node).unwrap();
+    let backends = names.map(tcp_backend);
+    load_and_exit(PROBE, bpffs.path(), node, cg.path(), vip, &backends);
+    let pins = config(bpffs.path(), node).pin_dir();
+    Loaded {
+        bpffs,
+        cg,
+        backends,
+        pins,
+    }
+}
+
+/// Asserts that `count` TCP connections (strait-probe's count argument)
+/// from the cgroup `cg` to `vip` are answered, between them, by exactly
+/// the backends named `want` (sorted), and nothing else.
+fn assert_answered_by(cg: &Path, vip: SocketAddrV4, count: &str, want: &[&str]) {
+    let lines = probe(PROBE, Some(cg), &["tcp", &vip.to_string(), count]);
+    assert_eq!(tally(&lines).keys().collect::<Vec<_>>(), want, "{lines:?}");
+}
+
+/// Creates the pin directory `pins` and pins in it, as `name`, an empty map
+/// of an earlier build (`pin_raw_map`'s type, key and value sizes in bytes,
+/// and capacity); returns the map's pin path.
+fn pin_earlier_map(
+    pins: &Path,
+    name: &str,
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+) -> PathBuf {
+    std::fs::create_dir_all(pins).unwrap();
+    let path = pins.join(name);
+    drop(pin_raw_map(
+        &path,
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+    ));
+    path
+}
+
 #[test]
 fn clients_see_no_failure_while_loaders_restart_and_swap_their_programs_in() {
     let Some(p) = privileged::require(
@@ -118,11 +185,8 @@ fn clients_see_no_failure_while_loaders_restart_and_swap_their_programs_in() {
     ) else {
         return;
     };
-    let bpffs = TestBpffs::new().unwrap();
-    let cg = TestCgroup::new(&p.cgroup2, "upgrade-load").unwrap();
-    let b = [tcp_backend("u0"), tcp_backend("u1")];
     let vip: SocketAddrV4 = "127.100.6.1:80".parse().unwrap();
-    load_and_exit(PROBE, bpffs.path(), "upgrade-load", cg.path(), vip, &b);
+    let Loaded { bpffs, cg, .. } = loaded(&p.cgroup2, "upgrade-load", ["u0", "u1"], vip);
 
     // Clients connect through the kernel-balanced VIP without pause.
     let stop = Arc::new(AtomicBool::new(false));
@@ -178,13 +242,11 @@ fn a_pinned_map_of_another_layout_is_refused_untouched_or_reset_alone() {
     else {
         return;
     };
-    let bpffs = TestBpffs::new().unwrap();
     let node = "upgrade-layout";
-    let cg = TestCgroup::new(&p.cgroup2, node).unwrap();
-    let b = [tcp_backend("l0"), tcp_backend("l1")];
     let vip: SocketAddrV4 = "127.100.6.2:80".parse().unwrap();
-    load_and_exit(PROBE, bpffs.path(), node, cg.path(), vip, &b);
-    let pins = config(bpffs.path(), node).pin_dir();
+    let Loaded {
+        bpffs, cg, pins, ..
+    } = loaded(&p.cgroup2, node, ["l0", "l1"], vip);
 
     // An "older build" whose WORKLOADS values were 8 bytes, not 4.
     let workloads = pins.join(proxy_common::WORKLOADS);
@@ -236,12 +298,7 @@ fn a_pinned_map_of_another_layout_is_refused_untouched_or_reset_alone() {
     );
     assert_eq!(pinned_ids(&pins), before, "strait run changed a pin");
     // The earlier programs still balance.
-    let lines = probe(PROBE, Some(cg.path()), &["tcp", &vip.to_string(), "20"]);
-    assert_eq!(
-        tally(&lines).keys().collect::<Vec<_>>(),
-        ["l0", "l1"],
-        "{lines:?}"
-    );
+    assert_answered_by(cg.path(), vip, "20", &["l0", "l1"]);
 
     // --reset-maps: only WORKLOADS is replaced (empty, this build's
     // layout); the service map and its entries are reused.
@@ -261,12 +318,7 @@ fn a_pinned_map_of_another_layout_is_refused_untouched_or_reset_alone() {
     assert_eq!(dp.service_count(), 1);
     dp.attach(cg.path()).unwrap();
     assert_eq!(dp.stale_links().unwrap(), 0);
-    let lines = probe(PROBE, Some(cg.path()), &["tcp", &vip.to_string(), "20"]);
-    assert_eq!(
-        tally(&lines).keys().collect::<Vec<_>>(),
-        ["l0", "l1"],
-        "{lines:?}"
-    );
+    assert_answered_by(cg.path(), vip, "20", &["l0", "l1"]);
     // The versions are recorded beside the pins.
     assert!(pins.join("layout").join("WORKLOADS@1").is_dir());
     dp.cleanup().unwrap();
@@ -279,13 +331,14 @@ fn a_pinned_map_with_a_smaller_capacity_is_migrated_with_its_entries() {
     else {
         return;
     };
-    let bpffs = TestBpffs::new().unwrap();
     let node = "upgrade-grow";
-    let cg = TestCgroup::new(&p.cgroup2, node).unwrap();
-    let b = [tcp_backend("g0"), tcp_backend("g1")];
     let vip: SocketAddrV4 = "127.100.6.3:80".parse().unwrap();
-    load_and_exit(PROBE, bpffs.path(), node, cg.path(), vip, &b);
-    let pins = config(bpffs.path(), node).pin_dir();
+    let Loaded {
+        bpffs,
+        cg,
+        backends: b,
+        pins,
+    } = loaded(&p.cgroup2, node, ["g0", "g1"], vip);
 
     // An older build with a smaller SERVICES map holding the service: its
     // entry is copied from the map the running programs use.
@@ -352,21 +405,11 @@ fn a_pinned_map_with_a_smaller_capacity_is_migrated_with_its_entries() {
         "the late entry was not copied"
     );
     assert_eq!(dp.stale_links().unwrap(), 0);
-    let lines = probe(PROBE, Some(cg.path()), &["tcp", &vip.to_string(), "20"]);
-    assert_eq!(
-        tally(&lines).keys().collect::<Vec<_>>(),
-        ["g0", "g1"],
-        "{lines:?}"
-    );
+    assert_answered_by(cg.path(), vip, "20", &["g0", "g1"]);
     // The new map is the one the programs use: a change is seen.
     dp.apply(&[service(vip, L4LoadBalancer::Random, &[(b[1], 1, true)])])
         .unwrap();
-    let lines = probe(PROBE, Some(cg.path()), &["tcp", &vip.to_string(), "10"]);
-    assert_eq!(
-        tally(&lines).keys().collect::<Vec<_>>(),
-        ["g1"],
-        "{lines:?}"
-    );
+    assert_answered_by(cg.path(), vip, "10", &["g1"]);
     dp.cleanup().unwrap();
 }
 
@@ -481,8 +524,7 @@ fn the_uplink_xdp_program_stays_attached_across_restarts_and_detaches_when_dropp
         source: web,
         gateway_mac: [0x02, 0, 0, 0, 0, 1],
     };
-    let bpffs = TestBpffs::new().unwrap();
-    let pins = config(bpffs.path(), &node_name).pin_dir();
+    let (bpffs, pins) = fresh_pins(&node_name);
     let attach = |dp: &mut Datapath| {
         netns::run_in(&node, || dp.attach_uplink("v0", &uplink))
             .unwrap()
@@ -608,9 +650,8 @@ fn external_vip_tables_and_flows_are_kept_across_a_restart() {
         return;
     };
     use strait::datapath::{ExternalVip, L4Protocol};
-    let bpffs = TestBpffs::new().unwrap();
     let node = "upgrade-xlb";
-    let pins = config(bpffs.path(), node).pin_dir();
+    let (bpffs, pins) = fresh_pins(node);
     let (a, b, c) = (
         Ipv4Addr::new(10, 80, 0, 1),
         Ipv4Addr::new(10, 80, 0, 2),
@@ -707,6 +748,31 @@ fn vip_table<B: aya::Pod, K: Ord>(
     v
 }
 
+/// Asserts that the earlier build's VIP hash map at `v1` is unpinned and
+/// that `table` (the VIP table, as `vip_table` reads it) now holds its two
+/// entries: `marker` (address only) first, then `key` on a ring id this
+/// build uses (never 0). Returns that ring id.
+fn assert_copied_from_v1<K: PartialEq + std::fmt::Debug>(
+    v1: &Path,
+    table: impl Fn() -> Vec<(K, proxy_common::XlbVip)>,
+    marker: K,
+    key: K,
+) -> u32 {
+    use proxy_common::{XlbVip, XLB_ADDRESS_ONLY};
+    assert!(!v1.exists(), "the earlier build's map is still pinned");
+    let got = table();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let v = XlbVip {
+        ring: XLB_ADDRESS_ONLY,
+        flags: 0,
+    };
+    assert_eq!(got[0], (marker, v));
+    assert_eq!(got[1].0, key);
+    let ring = got[1].1.ring;
+    assert_ne!(ring, 0, "ring id 0 is never used by this build");
+    ring
+}
+
 /// The ring ids in the pinned rings map at `path`.
 fn ring_ids(path: &Path) -> Vec<u32> {
     let rings: aya::maps::HashMap<_, u32, proxy_common::MaglevTable> =
@@ -724,17 +790,14 @@ fn an_earlier_builds_vip_hash_map_is_copied_into_the_vip_table_and_unpinned() {
     ) else {
         return;
     };
-    use proxy_common::{XlbVip, XlbVipBucket, XlbVipKey, XLB_ADDRESS_ONLY, XLB_VIP_USED};
+    use proxy_common::{XlbVip, XlbVipBucket, XlbVipKey, XLB_VIP_USED};
     use strait::datapath::{ExternalVip, L4Protocol};
-    let bpffs = TestBpffs::new().unwrap();
     let node = "upgrade-xlb-v1";
-    let pins = config(bpffs.path(), node).pin_dir();
-    std::fs::create_dir_all(&pins).unwrap();
+    let (bpffs, pins) = fresh_pins(node);
     // What a build with the hash map left: 198.51.100.9:443/TCP on ring 0
     // (ids started at 0 then) and the address marker.
-    let v1 = pins.join(proxy_common::XLB_VIPS_V1);
-    let fd = pin_raw_map(&v1, 1, 8, 8, proxy_common::MAX_XLB_VIPS);
-    drop(fd);
+    let max = proxy_common::MAX_XLB_VIPS;
+    let v1 = pin_earlier_map(&pins, proxy_common::XLB_VIPS_V1, 1, 8, 8, max);
     let addr = u32::from(Ipv4Addr::new(198, 51, 100, 9)).to_be();
     let key = XlbVipKey {
         vip: addr,
@@ -761,22 +824,7 @@ fn an_earlier_builds_vip_hash_map_is_copied_into_the_vip_table_and_unpinned() {
         })
     };
     let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
-    assert!(!v1.exists(), "the earlier build's map is still pinned");
-    let got = table();
-    assert_eq!(got.len(), 2, "{got:?}");
-    assert_eq!(
-        got[0],
-        (
-            marker,
-            XlbVip {
-                ring: XLB_ADDRESS_ONLY,
-                flags: 0
-            }
-        )
-    );
-    assert_eq!(got[1].0, key);
-    let ring = got[1].1.ring;
-    assert_ne!(ring, 0, "ring id 0 is never used by this build");
+    let ring = assert_copied_from_v1(&v1, table, marker, key);
     // The next apply keeps the VIP on its (new) ring id and builds it.
     let r = dp
         .set_external_vips(&[ExternalVip {
@@ -797,6 +845,37 @@ fn an_earlier_builds_vip_hash_map_is_copied_into_the_vip_table_and_unpinned() {
     dp.cleanup().unwrap();
 }
 
+/// Gives `dp` an IPv6 uplink (source fd00::1, gateway MAC
+/// 02:00:00:00:00:fd), so IPv6 VIPs are tunnelled to their nodes.
+fn configure_uplink6(dp: &mut Datapath) {
+    dp.configure_uplink6(Some(&strait::datapath::UplinkConfig6 {
+        source: "fd00::1".parse().unwrap(),
+        gateway_mac: [2, 0, 0, 0, 0, 0xfd],
+    }))
+    .unwrap();
+}
+
+/// Runs `prog` on an IPv6 TCP segment from `src`:`sport` to `dst`:443 with
+/// TCP `flags`, asserts it is transmitted (XDP_TX), and returns the outer
+/// IPv6 destination it was tunnelled to (the real's address).
+fn tunnelled_to(
+    prog: &aya::programs::Xdp,
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+    sport: u16,
+    flags: u8,
+) -> [u8; 16] {
+    let mut f = strait_tests::xdp::eth([0x86, 0xdd]);
+    let l4 = strait_tests::xdp::tcp(sport, 443, flags, b"");
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, l4.len() as u8, 6, 64]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&l4);
+    let (v, out) = strait_tests::xdp::run(prog, &f);
+    assert_eq!(v, strait_tests::xdp::XDP_TX);
+    out[38..54].try_into().unwrap()
+}
+
 #[test]
 fn an_earlier_builds_ipv6_vip_hash_map_is_copied_into_the_bucket_table_and_unpinned() {
     let Some(_p) = privileged::require(
@@ -804,18 +883,15 @@ fn an_earlier_builds_ipv6_vip_hash_map_is_copied_into_the_bucket_table_and_unpin
     ) else {
         return;
     };
-    use proxy_common::{XlbVip, XlbVipBucket6, XlbVipKey6, XLB_ADDRESS_ONLY, XLB_VIP_USED};
+    use proxy_common::{XlbVip, XlbVipBucket6, XlbVipKey6, XLB_VIP_USED};
     use std::net::Ipv6Addr;
-    use strait::datapath::{ExternalVip6, L4Protocol, UplinkConfig6};
-    let bpffs = TestBpffs::new().unwrap();
+    use strait::datapath::{ExternalVip6, L4Protocol};
     let node = "upgrade-xlb6-v1";
-    let pins = config(bpffs.path(), node).pin_dir();
-    std::fs::create_dir_all(&pins).unwrap();
+    let (bpffs, pins) = fresh_pins(node);
     // What a build with the IPv6 VIP hash map left: [2001:db8:7::9]:443/TCP
     // on ring 0 (ids started at 0 then) and the address marker.
-    let v1 = pins.join(proxy_common::XLB_VIPS6_V1);
-    let fd = pin_raw_map(&v1, 1, 20, 8, proxy_common::MAX_XLB_VIPS6);
-    drop(fd);
+    let max = proxy_common::MAX_XLB_VIPS6;
+    let v1 = pin_earlier_map(&pins, proxy_common::XLB_VIPS6_V1, 1, 20, 8, max);
     let addr: Ipv6Addr = "2001:db8:7::9".parse().unwrap();
     let key = XlbVipKey6 {
         vip: addr.octets(),
@@ -841,25 +917,11 @@ fn an_earlier_builds_ipv6_vip_hash_map_is_copied_into_the_bucket_table_and_unpin
         })
     };
     let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
-    assert!(!v1.exists(), "the earlier build's map is still pinned");
-    let got = table();
-    assert_eq!(got.len(), 2, "{got:?}");
-    let v = XlbVip {
-        ring: XLB_ADDRESS_ONLY,
-        flags: 0,
-    };
-    assert_eq!(got[0], (marker, v));
-    assert_eq!(got[1].0, key);
-    let ring = got[1].1.ring;
-    assert_ne!(ring, 0, "ring id 0 is never used by this build");
+    let ring = assert_copied_from_v1(&v1, table, marker, key);
     // The next apply keeps the VIP on its (new) ring id and builds it; the
     // VIP's packets reach its node.
     let real: Ipv6Addr = "fd00::80:1".parse().unwrap();
-    dp.configure_uplink6(Some(&UplinkConfig6 {
-        source: "fd00::1".parse().unwrap(),
-        gateway_mac: [2, 0, 0, 0, 0, 0xfd],
-    }))
-    .unwrap();
+    configure_uplink6(&mut dp);
     let r = dp
         .set_external_vips6(&[ExternalVip6 {
             vip: addr,
@@ -874,15 +936,12 @@ fn an_earlier_builds_ipv6_vip_hash_map_is_copied_into_the_bucket_table_and_unpin
     assert_eq!(ids, [ring], "rings left: {ids:?}");
     strait::datapath::load_xdp_lb(dp.ebpf_mut()).unwrap();
     let prog = strait_tests::xdp::prog(dp.ebpf_mut());
-    let mut f = strait_tests::xdp::eth([0x86, 0xdd]);
-    let l4 = strait_tests::xdp::tcp(40000, 443, 0x10, b"");
-    f.extend_from_slice(&[0x60, 0, 0, 0, 0, l4.len() as u8, 6, 64]);
-    f.extend_from_slice(&"2001:db8:99::1".parse::<Ipv6Addr>().unwrap().octets());
-    f.extend_from_slice(&addr.octets());
-    f.extend_from_slice(&l4);
-    let (v, out) = strait_tests::xdp::run(prog, &f);
-    assert_eq!(v, strait_tests::xdp::XDP_TX);
-    assert_eq!(&out[38..54], &real.octets(), "tunnelled to the VIP's node");
+    let client: Ipv6Addr = "2001:db8:99::1".parse().unwrap();
+    assert_eq!(
+        tunnelled_to(prog, client, addr, 40000, 0x10),
+        real.octets(),
+        "tunnelled to the VIP's node"
+    );
     dp.cleanup().unwrap();
 }
 
@@ -895,11 +954,9 @@ fn an_earlier_builds_ipv6_connection_table_is_copied_and_its_flows_keep_their_no
     };
     use proxy_common::{flow_hash6, XlbConn, XlbConn6, XlbFlow6};
     use std::net::Ipv6Addr;
-    use strait::datapath::{ExternalVip6, L4Protocol, UplinkConfig6};
-    let bpffs = TestBpffs::new().unwrap();
+    use strait::datapath::{ExternalVip6, L4Protocol};
     let node = "upgrade-xlb6-conns";
-    let pins = config(bpffs.path(), node).pin_dir();
-    std::fs::create_dir_all(&pins).unwrap();
+    let (bpffs, pins) = fresh_pins(node);
     let vip: Ipv6Addr = "2001:db8:7::9".parse().unwrap();
     let client: Ipv6Addr = "2001:db8:99::1".parse().unwrap();
     let (a, b): (Ipv6Addr, Ipv6Addr) =
@@ -914,9 +971,8 @@ fn an_earlier_builds_ipv6_connection_table_is_copied_and_its_flows_keep_their_no
     };
     // What a build keyed by the whole flow left: 32 flows pinned to real
     // index 1 (b: reals take indexes in address order).
-    let v1 = pins.join(proxy_common::XLB_CONNS6_V1);
-    let fd = pin_raw_map(&v1, 9, 40, 8, proxy_common::MAX_XLB_CONNS6);
-    drop(fd);
+    let max = proxy_common::MAX_XLB_CONNS6;
+    let v1 = pin_earlier_map(&pins, proxy_common::XLB_CONNS6_V1, 9, 40, 8, max);
     {
         let mut m: aya::maps::HashMap<_, XlbFlow6, XlbConn> = aya::maps::HashMap::try_from(
             aya::maps::Map::LruHashMap(aya::maps::MapData::from_pin(&v1).unwrap()),
@@ -945,11 +1001,7 @@ fn an_earlier_builds_ipv6_connection_table_is_copied_and_its_flows_keep_their_no
             assert_eq!(m.get(&flow_hash6(&f), 0).unwrap(), want);
         }
     }
-    dp.configure_uplink6(Some(&UplinkConfig6 {
-        source: "fd00::1".parse().unwrap(),
-        gateway_mac: [2, 0, 0, 0, 0, 0xfd],
-    }))
-    .unwrap();
+    configure_uplink6(&mut dp);
     dp.set_external_vips6(&[ExternalVip6 {
         vip,
         port: 443,
@@ -959,17 +1011,7 @@ fn an_earlier_builds_ipv6_connection_table_is_copied_and_its_flows_keep_their_no
     .unwrap();
     strait::datapath::load_xdp_lb(dp.ebpf_mut()).unwrap();
     let prog = strait_tests::xdp::prog(dp.ebpf_mut());
-    let send = |sport: u16, flags: u8| -> [u8; 16] {
-        let mut f = strait_tests::xdp::eth([0x86, 0xdd]);
-        let l4 = strait_tests::xdp::tcp(sport, 443, flags, b"");
-        f.extend_from_slice(&[0x60, 0, 0, 0, 0, l4.len() as u8, 6, 64]);
-        f.extend_from_slice(&client.octets());
-        f.extend_from_slice(&vip.octets());
-        f.extend_from_slice(&l4);
-        let (v, out) = strait_tests::xdp::run(prog, &f);
-        assert_eq!(v, strait_tests::xdp::XDP_TX);
-        out[38..54].try_into().unwrap()
-    };
+    let send = |sport: u16, flags: u8| tunnelled_to(prog, client, vip, sport, flags);
     // Every migrated flow stays on b, though the ring sends some of them
     // (as new flows) to a.
     for sport in 1000..1032 {
@@ -1087,6 +1129,26 @@ fn strait_run_keeps_its_uplink_program_across_a_restart_and_detaches_it_without_
     assert!(out.status.success(), "{out:?}");
 }
 
+/// `(address, length)` of the source prefix `addr`/`len`.
+fn prefix(addr: &str, len: u8) -> SourcePrefix {
+    (addr.parse().unwrap(), len)
+}
+
+/// Has a loader for `node` in `bpffs` pin the deny state for `prefixes`,
+/// then exit.
+fn pin_deny_sources(bpffs: &Path, node: &str, prefixes: &[SourcePrefix]) {
+    let mut dp = Datapath::new(&config(bpffs, node)).unwrap();
+    dp.set_deny_sources(prefixes).unwrap();
+}
+
+/// A (re)started loader for `node` in `bpffs`, reusing its pins, with
+/// `xdp_deny` loaded (not attached).
+fn with_xdp_deny(bpffs: &Path, node: &str) -> Datapath {
+    let mut dp = Datapath::new(&config(bpffs, node)).unwrap();
+    strait::datapath::load_xdp_deny(dp.ebpf_mut()).unwrap();
+    dp
+}
+
 /// An earlier build's IPv6 deny state — the `DENY_V6` trie, its "maybe"
 /// bitmap `DENY_V6_SUMMARY`, `DENY_CONFIG` naming that bitmap, and no
 /// `DENY_V6_LEN`/`DENY_V6_BUCKETS` — is adopted: the bitmap is unpinned,
@@ -1101,16 +1163,11 @@ fn an_earlier_builds_ipv6_deny_bitmap_is_unpinned_and_its_prefixes_get_buckets()
         return;
     };
     use proxy_common::{deny_mode, DenyConfig, DenyV6Bucket};
-    let bpffs = TestBpffs::new().unwrap();
     let node = "upgrade-deny6";
-    let pins = config(bpffs.path(), node).pin_dir();
-    let p = |s: &str, l| (s.parse::<std::net::IpAddr>().unwrap(), l);
-    let site = p("2001:db8:bad::", 48);
-    let host = p("2001:db8:5::7", 128);
-    {
-        let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
-        dp.set_deny_sources(&[site, host]).unwrap();
-    }
+    let (bpffs, pins) = fresh_pins(node);
+    let site = prefix("2001:db8:bad::", 48);
+    let host = prefix("2001:db8:5::7", 128);
+    pin_deny_sources(bpffs.path(), node, &[site, host]);
     // Made to look like the earlier build's pins.
     for name in [proxy_common::DENY_V6_LEN, proxy_common::DENY_V6_BUCKETS] {
         std::fs::remove_file(pins.join(name)).unwrap();
@@ -1142,8 +1199,7 @@ fn an_earlier_builds_ipv6_deny_bitmap_is_unpinned_and_its_prefixes_get_buckets()
             .count()
     };
 
-    let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
-    strait::datapath::load_xdp_deny(dp.ebpf_mut()).unwrap();
+    let mut dp = with_xdp_deny(bpffs.path(), node);
     assert!(
         !summary.exists(),
         "the earlier build's bitmap is still pinned"
@@ -1161,8 +1217,7 @@ fn an_earlier_builds_ipv6_deny_bitmap_is_unpinned_and_its_prefixes_get_buckets()
     drop(dp);
 
     // A restart of this build: buckets reused; the host removed.
-    let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
-    strait::datapath::load_xdp_deny(dp.ebpf_mut()).unwrap();
+    let mut dp = with_xdp_deny(bpffs.path(), node);
     assert_eq!(buckets(&pins), 2);
     assert_eq!(verdict(&mut dp, "2001:db8:5::7"), 1);
     dp.set_deny_sources(&[site]).unwrap();
@@ -1198,17 +1253,12 @@ fn an_earlier_builds_ipv4_deny_summary_is_adopted_and_its_slash16s_get_blocks() 
         return;
     };
     use proxy_common::{deny4_kind, DENY_V4_DIRECT_MASK, DENY_V4_KIND_SHIFT};
-    let bpffs = TestBpffs::new().unwrap();
     let node = "upgrade-deny4";
-    let pins = config(bpffs.path(), node).pin_dir();
-    let p = |s: &str, l| (s.parse::<std::net::IpAddr>().unwrap(), l);
-    let site = p("192.0.2.0", 24);
-    let host = p("198.51.100.7", 32);
-    let wide = p("10.0.0.0", 8);
-    {
-        let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
-        dp.set_deny_sources(&[site, host, wide]).unwrap();
-    }
+    let (bpffs, pins) = fresh_pins(node);
+    let site = prefix("192.0.2.0", 24);
+    let host = prefix("198.51.100.7", 32);
+    let wide = prefix("10.0.0.0", 8);
+    pin_deny_sources(bpffs.path(), node, &[site, host, wide]);
     let summary = || -> aya::maps::Array<_, u64> {
         aya::maps::Array::try_from(aya::maps::Map::Array(
             aya::maps::MapData::from_pin(pins.join(proxy_common::DENY_V4_SLASH16)).unwrap(),
@@ -1257,8 +1307,7 @@ fn an_earlier_builds_ipv4_deny_summary_is_adopted_and_its_slash16s_get_blocks() 
         }
     };
 
-    let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
-    strait::datapath::load_xdp_deny(dp.ebpf_mut()).unwrap();
+    let mut dp = with_xdp_deny(bpffs.path(), node);
     // Before any sync: the length path.
     check(&mut dp, true);
     assert_eq!(kinds(), (0, 0));
@@ -1268,8 +1317,7 @@ fn an_earlier_builds_ipv4_deny_summary_is_adopted_and_its_slash16s_get_blocks() 
     drop(dp);
 
     // A restart of this build: blocks adopted; the host removed.
-    let mut dp = Datapath::new(&config(bpffs.path(), node)).unwrap();
-    strait::datapath::load_xdp_deny(dp.ebpf_mut()).unwrap();
+    let mut dp = with_xdp_deny(bpffs.path(), node);
     assert_eq!(kinds(), (256, 2));
     check(&mut dp, true);
     dp.set_deny_sources(&[site, wide]).unwrap();

@@ -12,6 +12,7 @@ use strait_tests::xdp::{
     spreads_flows_and_keeps_them_when_reals_change, tcp, tcp4_sized, tunnelled_to, udp,
     with_tcp_vip, LbFamily, GW_MAC, XDP_DROP, XDP_PASS, XDP_TX,
 };
+use strait_tests::xdp_pass::{as_arp, assert_passed_unchanged};
 
 const VIP: [u8; 4] = [198, 51, 100, 10];
 const LB_SRC: [u8; 4] = [10, 0, 0, 1];
@@ -109,7 +110,7 @@ fn xdp_lb_tunnels_vip_packets_with_exact_outer_headers() {
 
     // Not a VIP, not a VIP port, not a VIP protocol, not IPv4: passed
     // unchanged.
-    for f in [
+    let unchanged = [
         frame(
             [192, 0, 2, 1],
             [198, 51, 100, 11],
@@ -119,14 +120,9 @@ fn xdp_lb_tunnels_vip_packets_with_exact_outer_headers() {
         tcp_frame([192, 0, 2, 1], 40000, 81, 0x02),
         frame([192, 0, 2, 1], VIP, 17, &udp(5353, 80, b"x")),
         frame([192, 0, 2, 1], VIP, 47, &[0u8; 24]),
-        {
-            let mut arp = syn.clone();
-            arp[12..14].copy_from_slice(&[0x08, 0x06]);
-            arp
-        },
-    ] {
-        assert_eq!(run(p, &f), (XDP_PASS, f.clone()));
-    }
+        as_arp(&syn),
+    ];
+    assert_passed_unchanged(p, unchanged);
     let s = strait::datapath::xlb_stats(&ebpf).unwrap();
     assert_eq!((s.packets, s.new_flows), (2, 2));
 }

@@ -17,6 +17,7 @@ use strait_tests::xdp::{
     tcp, too_big_threshold, tunnelled_to, udp, with_tcp_vip, LbFamily, TooBig, DST_MAC, GW_MAC,
     XDP_DROP, XDP_PASS, XDP_TX,
 };
+use strait_tests::xdp_pass::{as_arp, assert_passed_unchanged};
 
 const VIP: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
 const LB_SRC: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
@@ -173,19 +174,14 @@ fn xdp_lb6_tunnels_ipv6_vip_packets_with_exact_outer_headers() {
     // header, not IPv6: passed unchanged.
     let mut other_vip = VIP;
     other_vip[15] = 0x11;
-    for f in [
+    let unchanged = [
         frame(CLIENT, other_vip, 6, &tcp(40000, 80, 0x02, b"")),
         tcp_frame(CLIENT, 40000, 81, 0x02),
         frame(CLIENT, VIP, 17, &udp(5353, 80, b"x")),
         frame(CLIENT, VIP, 47, &[0u8; 24]),
-        {
-            let mut arp = syn.clone();
-            arp[12..14].copy_from_slice(&[0x08, 0x06]);
-            arp
-        },
-    ] {
-        assert_eq!(run(p, &f), (XDP_PASS, f.clone()));
-    }
+        as_arp(&syn),
+    ];
+    assert_passed_unchanged(p, unchanged);
     let s = strait::datapath::xlb_stats(&ebpf).unwrap();
     assert_eq!((s.packets, s.new_flows), (2, 2));
     assert_eq!(s.bytes, (40 + 25) + (40 + 9));
@@ -919,7 +915,9 @@ fn xdp_lb6_a_flow_key_held_by_another_flow_is_never_that_flows_real() {
     else {
         return;
     };
-    use proxy_common::{flow_cache6_slot, flow_hash6, XlbConn6, XLB_CONNS6, XLB_FLOW_CACHE6};
+    use proxy_common::{
+        flow_cache6_slot, flow_hash6, XlbConn6, XlbFlow6, XLB_CONNS6, XLB_FLOW_CACHE6,
+    };
     let mut ebpf = with_tcp_vip::<V6>(80, &[(node(1), 1), (node(2), 1)]);
     let index = real_indexes(&ebpf);
     let other = |r: [u8; 16]| if r == node(1) { node(2) } else { node(1) };
@@ -969,19 +967,18 @@ fn xdp_lb6_a_flow_key_held_by_another_flow_is_never_that_flows_real() {
     // A hash collision: flow B (another client port) holds A's key, pinned
     // to the other node. A's packet is not B's: it is balanced as a new
     // flow on the ring (counted) and takes the entry over.
+    // Writes, under A's key, an entry of `flow` pinned to the other node.
+    let other_flow_holds_a = |ebpf: &mut aya::Ebpf, flow: XlbFlow6| {
+        let held = XlbConn6 {
+            real: index[&other(ring_real)],
+            pad: 0,
+            flow,
+        };
+        conns(ebpf).insert(flow_hash6(&a), held, 0).unwrap();
+    };
     let b = flow_of(40001);
     let before = strait::datapath::xlb_stats(&ebpf).unwrap();
-    conns(&mut ebpf)
-        .insert(
-            flow_hash6(&a),
-            XlbConn6 {
-                real: index[&other(ring_real)],
-                pad: 0,
-                flow: b,
-            },
-            0,
-        )
-        .unwrap();
+    other_flow_holds_a(&mut ebpf, b);
     forget_a(&mut ebpf);
     assert_eq!(
         run(prog(&ebpf), &ack),
@@ -1007,17 +1004,7 @@ fn xdp_lb6_a_flow_key_held_by_another_flow_is_never_that_flows_real() {
     near[3].dst[15] ^= 1;
     near[4].proto = 17;
     for n in near {
-        conns(&mut ebpf)
-            .insert(
-                flow_hash6(&a),
-                XlbConn6 {
-                    real: index[&other(ring_real)],
-                    pad: 0,
-                    flow: n,
-                },
-                0,
-            )
-            .unwrap();
+        other_flow_holds_a(&mut ebpf, n);
         forget_a(&mut ebpf);
         assert_eq!(
             run(prog(&ebpf), &ack),
