@@ -233,15 +233,10 @@ async fn malformed_chunked_bodies_do_not_eject_the_backend() {
     b.service("ratings", 9080, "http", &[("ratings-v1", &[])])
         .await;
     b.yaml(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: ratings, namespace: default}
-spec:
-  host: ratings
+        &support::yaml::destination_rule("ratings", r#"
   trafficPolicy:
     outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}
-"#,
+"#),
     );
     let mesh = b.start().await;
     let front = mesh.fronts["ratings"];
