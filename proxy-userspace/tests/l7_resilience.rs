@@ -14,10 +14,17 @@ async fn ratings_mesh(pods: &[(&str, &[(&str, &str)])], istio: &str) -> support:
     b.start().await
 }
 
+/// [`ratings_mesh`] with one pod `ratings-v1` and a VirtualService on
+/// `ratings` whose `http:` list is `routes` (see
+/// [`support::yaml::virtual_service`]).
+async fn ratings_routes(routes: &str) -> support::Mesh {
+    let vs = support::yaml::virtual_service("ratings", routes);
+    ratings_mesh(&[("ratings-v1", &[])], &vs).await
+}
+
 #[tokio::test]
 async fn fault_delay_and_abort_with_percentages() {
-    let vs = &support::yaml::virtual_service(
-        "ratings",
+    let mesh = ratings_routes(
         r#"
   - match: [{headers: {end-user: {exact: jason}}}]
     fault: {delay: {percentage: {value: 100.0}, fixedDelay: 300ms}}
@@ -30,8 +37,8 @@ async fn fault_delay_and_abort_with_percentages() {
     route: [{destination: {host: ratings}}]
   - route: [{destination: {host: ratings}}]
 "#,
-    );
-    let mesh = ratings_mesh(&[("ratings-v1", &[])], vs).await;
+    )
+    .await;
     let c = Client::http1();
 
     let t = Instant::now();
@@ -96,8 +103,7 @@ async fn fault_delay_and_abort_with_percentages() {
 
 #[tokio::test]
 async fn retries_hide_failing_first_tries() {
-    let vs = &support::yaml::virtual_service(
-        "ratings",
+    let mesh = ratings_routes(
         r#"
   - match: [{uri: {prefix: /retry}}]
     retries: {attempts: 3, retryOn: "5xx"}
@@ -110,8 +116,8 @@ async fn retries_hide_failing_first_tries() {
     route: [{destination: {host: ratings}}]
   - route: [{destination: {host: ratings}}]
 "#,
-    );
-    let mesh = ratings_mesh(&[("ratings-v1", &[])], vs).await;
+    )
+    .await;
     let b = mesh.backend("ratings", "ratings-v1");
     let c = Client::http1();
 
@@ -161,8 +167,7 @@ async fn retries_hide_failing_first_tries() {
 
 #[tokio::test]
 async fn route_timeout_and_per_try_timeout() {
-    let vs = &support::yaml::virtual_service(
-        "ratings",
+    let mesh = ratings_routes(
         r#"
   - match: [{uri: {prefix: /delay/}}]
     timeout: 200ms
@@ -173,8 +178,8 @@ async fn route_timeout_and_per_try_timeout() {
     route: [{destination: {host: ratings}}]
   - route: [{destination: {host: ratings}}]
 "#,
-    );
-    let mesh = ratings_mesh(&[("ratings-v1", &[])], vs).await;
+    )
+    .await;
     let c = Client::http1();
     let t = Instant::now();
     let r = c.get(&mesh.url("ratings", "/delay/1000"), &[]).await;
@@ -344,8 +349,7 @@ async fn mirror_gets_a_copy_client_sees_primary() {
 
 #[tokio::test]
 async fn cors_preflight_answered_by_proxy() {
-    let vs = &support::yaml::virtual_service(
-        "ratings",
+    let mesh = ratings_routes(
         r#"
   - route: [{destination: {host: ratings}}]
     corsPolicy:
@@ -356,8 +360,8 @@ async fn cors_preflight_answered_by_proxy() {
       maxAge: 24h
       allowCredentials: true
 "#,
-    );
-    let mesh = ratings_mesh(&[("ratings-v1", &[])], vs).await;
+    )
+    .await;
     let c = Client::http1();
     let pre = [
         ("origin", "https://api.trusted.io"),

@@ -29,6 +29,14 @@ pub fn destination_rule(host: &str, spec: &str) -> String {
     format!("{head}  host: {host}{spec}")
 }
 
+/// [`destination_rule`] for `host` whose only field is
+/// `trafficPolicy.connectionPool.http: <http>` (`http` a YAML flow map such
+/// as `{maxRequestsPerConnection: 1}`), with a trailing newline.
+pub fn http_pool_rule(host: &str, http: &str) -> String {
+    let spec = format!("\n  trafficPolicy:\n    connectionPool:\n      http: {http}\n");
+    destination_rule(host, &spec)
+}
+
 /// [`destination_rule`] for `host` with `spec`, then `---`, then
 /// [`virtual_service`] for `host` with `routes`: one YAML text.
 pub fn rule_and_routes(host: &str, spec: &str, routes: &str) -> String {
