@@ -238,21 +238,8 @@ async fn authorizer_allows_and_denies_only_what_custom_rules_match() {
 #[tokio::test]
 async fn custom_is_asked_before_deny_and_allow() {
     let authz = Authorizer::start().await;
-    let policies = format!(
-        "{CUSTOM_ON_ADMIN}\n---\n{}",
-        r#"
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: no-delete, namespace: default}
-spec:
-  selector: {matchLabels: {app: api}}
-  action: DENY
-  rules:
-  - to:
-    - operation:
-        methods: ["DELETE"]
-"#
-    );
+    let deny = support::yaml::deny_policy("no-delete", "api", r#"methods: ["DELETE"]"#);
+    let policies = format!("{CUSTOM_ON_ADMIN}\n---\n{deny}");
     let m = mesh(
         &provider(
             "sample",

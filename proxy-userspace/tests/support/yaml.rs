@@ -43,3 +43,23 @@ pub fn rule_and_routes(host: &str, spec: &str, routes: &str) -> String {
     let rule = destination_rule(host, spec);
     format!("{rule}---\n{}", virtual_service(host, routes))
 }
+
+/// A `security.istio.io/v1` AuthorizationPolicy named `name` (namespace
+/// `default`) with action DENY for workloads labelled `app: <app>`, one
+/// rule whose one `to.operation` is `operation` (YAML such as
+/// `paths: ["/admin/*"]`). Returns the document with a trailing newline.
+pub fn deny_policy(name: &str, app: &str, operation: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: {name}, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: {app}}}}}
+  action: DENY
+  rules:
+  - to:
+    - operation:
+        {operation}
+"
+    )
+}
