@@ -53,13 +53,25 @@ async fn plain_server() -> (SocketAddr, Arc<AtomicUsize>) {
 /// ServiceEntry `api.internal` (VIP `vip`, port 80, `protocol`) whose one
 /// endpoint is `backend`, plus a DestinationRule with `tls` when given.
 fn mesh_yaml(backend: SocketAddr, vip: &str, protocol: &str, tls: Option<&str>) -> String {
-    let mut y = format!(
+    let addresses = format!("\n  addresses: [{vip}]");
+    let mut y = service_entry("api", &addresses, protocol, backend);
+    if let Some(tls) = tls {
+        y.push_str(&tls_rule("api", tls));
+    }
+    y
+}
+
+/// ServiceEntry `<name>` for host `<name>.internal` (MESH_INTERNAL,
+/// STATIC) with `extra` YAML lines after `hosts` (starting with a newline,
+/// indented as under `spec:`; may be empty), port 80 named `p` with
+/// `protocol`, and the one endpoint `backend`. Ends with a newline.
+fn service_entry(name: &str, extra: &str, protocol: &str, backend: SocketAddr) -> String {
+    format!(
         "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
-metadata: {{name: api, namespace: default}}
+metadata: {{name: {name}, namespace: default}}
 spec:
-  hosts: [api.internal]
-  addresses: [{vip}]
+  hosts: [{name}.internal]{extra}
   ports: [{{number: 80, name: p, protocol: {protocol}}}]
   resolution: STATIC
   location: MESH_INTERNAL
@@ -67,21 +79,23 @@ spec:
 ",
         ip = backend.ip(),
         port = backend.port(),
-    );
-    if let Some(tls) = tls {
-        y.push_str(&format!(
-            "---
+    )
+}
+
+/// `---` and a DestinationRule `<name>` for host `<name>.internal` whose
+/// `trafficPolicy.tls` is `tls` (a YAML flow map). Ends with a newline.
+fn tls_rule(name: &str, tls: &str) -> String {
+    format!(
+        "---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
-metadata: {{name: api, namespace: default}}
+metadata: {{name: {name}, namespace: default}}
 spec:
-  host: api.internal
+  host: {name}.internal
   trafficPolicy:
     tls: {tls}
 "
-        ));
-    }
-    y
+    )
 }
 
 /// The node's HBONE view: `meshed` pods (IP → service account in
@@ -262,43 +276,23 @@ async fn mirror_copies_follow_the_same_decision() {
         let (backend, _) = plain_server().await;
         let (shadow, copies) = plain_server().await;
         let mut yaml = mesh_yaml(backend, vip, "HTTP", None);
-        yaml.push_str(&format!(
+        yaml.push_str("---\n");
+        yaml.push_str(&service_entry("shadow", "", "HTTP", shadow));
+        yaml.push_str(
             "---
 apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: shadow, namespace: default}}
-spec:
-  hosts: [shadow.internal]
-  ports: [{{number: 80, name: p, protocol: HTTP}}]
-  resolution: STATIC
-  location: MESH_INTERNAL
-  endpoints: [{{address: {ip}, ports: {{p: {port}}}}}]
----
-apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {{name: api, namespace: default}}
+metadata: {name: api, namespace: default}
 spec:
   hosts: [api.internal]
   http:
-  - route: [{{destination: {{host: api.internal}}}}]
-    mirror: {{host: shadow.internal}}
-    mirrorPercentage: {{value: 100}}
+  - route: [{destination: {host: api.internal}}]
+    mirror: {host: shadow.internal}
+    mirrorPercentage: {value: 100}
 ",
-            ip = shadow.ip(),
-            port = shadow.port(),
-        ));
+        );
         if let Some(tls) = shadow_tls {
-            yaml.push_str(&format!(
-                "---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: shadow, namespace: default}}
-spec:
-  host: shadow.internal
-  trafficPolicy:
-    tls: {tls}
-"
-            ));
+            yaml.push_str(&tls_rule("shadow", tls));
         }
         let (front, _log) = proxy(&yaml, vip, Some(mesh_with(&[]))).await;
         let r = get(front).await;
