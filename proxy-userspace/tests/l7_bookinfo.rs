@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use strait::runtime::route::RouteAction;
 use support::client::Client;
-use support::{assert_binomial, Mesh, MeshBuilder};
+use support::{assert_binomial, Kind, Mesh, MeshBuilder};
 
 /// The samples directory, or `None` (with the reason printed) when it is
 /// missing and `STRAIT_NO_SKIP` is unset.
@@ -35,38 +35,14 @@ fn sample(dir: &std::path::Path, file: &str) -> String {
 /// Bookinfo's services (port 9080, `http`) with one backend per version.
 async fn bookinfo(dir: &std::path::Path, files: &[&str]) -> Mesh {
     let mut b = MeshBuilder::new();
-    b.service(
-        "productpage",
-        9080,
-        "http",
-        &[("productpage-v1", &[("version", "v1")])],
-    )
-    .await;
-    b.service(
-        "details",
-        9080,
-        "http",
-        &[("details-v1", &[("version", "v1")])],
-    )
-    .await;
-    b.service(
-        "ratings",
-        9080,
-        "http",
-        &[("ratings-v1", &[("version", "v1")])],
-    )
-    .await;
-    b.service(
-        "reviews",
-        9080,
-        "http",
-        &[
-            ("reviews-v1", &[("version", "v1")]),
-            ("reviews-v2", &[("version", "v2")]),
-            ("reviews-v3", &[("version", "v3")]),
-        ],
-    )
-    .await;
+    b.versioned(Kind::Http, "productpage", 9080, "http", &["v1"])
+        .await;
+    b.versioned(Kind::Http, "details", 9080, "http", &["v1"])
+        .await;
+    b.versioned(Kind::Http, "ratings", 9080, "http", &["v1"])
+        .await;
+    b.versioned(Kind::Http, "reviews", 9080, "http", &["v1", "v2", "v3"])
+        .await;
     for f in files {
         b.yaml(&sample(dir, f));
     }
@@ -218,13 +194,8 @@ async fn ratings_delay_for_jason() {
 
     // The same sample with the delay shortened, to time real requests.
     let mut b = MeshBuilder::new();
-    b.service(
-        "ratings",
-        9080,
-        "http",
-        &[("ratings-v1", &[("version", "v1")])],
-    )
-    .await;
+    b.versioned(Kind::Http, "ratings", 9080, "http", &["v1"])
+        .await;
     b.yaml(&sample(&dir, "destination-rule-all.yaml"));
     b.yaml(
         &sample(&dir, "virtual-service-ratings-test-delay.yaml")

@@ -149,6 +149,32 @@ async fn mesh(providers: &str, policies: &str) -> support::Mesh {
     b.start().await
 }
 
+/// Services `api`, `web` and `db` (port 9080, one pod `<name>-v1` each),
+/// the extension `providers` in MeshConfig, and for each `(app, provider)`
+/// of `policies` a CUSTOM AuthorizationPolicy `ext-<app>` selecting
+/// `app: <app>` whose `rules` (a YAML flow list) send matching requests to
+/// `provider`. Returns the running mesh.
+async fn custom_authz_mesh(
+    providers: &str,
+    policies: &[(&str, &str)],
+    rules: &str,
+) -> support::Mesh {
+    let mut yaml = String::new();
+    for (app, p) in policies {
+        yaml.push_str(&format!(
+            "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: ext-{app}, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: {app}}}}}\n  action: CUSTOM\n  provider: {{name: {p}}}\n  rules: {rules}\n"
+        ));
+    }
+    let mut b = MeshBuilder::new();
+    for s in ["api", "web", "db"] {
+        b.service(s, 9080, "http", &[(&format!("{s}-v1"), &[])])
+            .await;
+    }
+    b.yaml(&mesh_config(providers));
+    b.yaml(&yaml);
+    b.start().await
+}
+
 #[tokio::test]
 async fn authorizer_allows_and_denies_only_what_custom_rules_match() {
     let authz = Authorizer::start().await;
@@ -212,21 +238,8 @@ async fn authorizer_allows_and_denies_only_what_custom_rules_match() {
 #[tokio::test]
 async fn custom_is_asked_before_deny_and_allow() {
     let authz = Authorizer::start().await;
-    let policies = format!(
-        "{CUSTOM_ON_ADMIN}\n---\n{}",
-        r#"
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: no-delete, namespace: default}
-spec:
-  selector: {matchLabels: {app: api}}
-  action: DENY
-  rules:
-  - to:
-    - operation:
-        methods: ["DELETE"]
-"#
-    );
+    let deny = support::yaml::deny_policy("no-delete", "api", r#"methods: ["DELETE"]"#);
+    let policies = format!("{CUSTOM_ON_ADMIN}\n---\n{deny}");
     let m = mesh(
         &provider(
             "sample",
@@ -280,20 +293,12 @@ async fn errors_follow_fail_open_and_status_on_error() {
         provider("default", dead, ""),
     ]
     .join("");
-    let mut policies = String::new();
-    for (app, p) in [("api", "closed"), ("web", "open"), ("db", "default")] {
-        policies.push_str(&format!(
-            "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: ext-{app}, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: {app}}}}}\n  action: CUSTOM\n  provider: {{name: {p}}}\n  rules: [{{}}]\n"
-        ));
-    }
-    let mut b = MeshBuilder::new();
-    for s in ["api", "web", "db"] {
-        b.service(s, 9080, "http", &[(&format!("{s}-v1"), &[])])
-            .await;
-    }
-    b.yaml(&mesh_config(&providers));
-    b.yaml(&policies);
-    let m = b.start().await;
+    let m = custom_authz_mesh(
+        &providers,
+        &[("api", "closed"), ("web", "open"), ("db", "default")],
+        "[{}]",
+    )
+    .await;
     let c = Client::http1();
 
     // A 5xx from the authorizer is an error: statusOnError.
@@ -339,20 +344,12 @@ async fn providers_strait_cannot_ask_fail_closed() {
         provider("ok", authz.addr, ""),
     ]
     .join("");
-    let mut policies = String::new();
-    for (app, p) in [("api", "grpc"), ("web", "body"), ("db", "missing")] {
-        policies.push_str(&format!(
-            "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: ext-{app}, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: {app}}}}}\n  action: CUSTOM\n  provider: {{name: {p}}}\n  rules: [{{to: [{{operation: {{paths: [\"/private/*\"]}}}}]}}]\n"
-        ));
-    }
-    let mut b = MeshBuilder::new();
-    for s in ["api", "web", "db"] {
-        b.service(s, 9080, "http", &[(&format!("{s}-v1"), &[])])
-            .await;
-    }
-    b.yaml(&mesh_config(&providers));
-    b.yaml(&policies);
-    let m = b.start().await;
+    let m = custom_authz_mesh(
+        &providers,
+        &[("api", "grpc"), ("web", "body"), ("db", "missing")],
+        r#"[{to: [{operation: {paths: ["/private/*"]}}]}]"#,
+    )
+    .await;
     let c = Client::http1();
     for s in ["api", "web", "db"] {
         let r = c

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::Method;
-use strait::serve::{FixedDestination, Proxy};
+use strait::serve::Proxy;
 use support::client::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -154,13 +154,8 @@ status: {{podIP: {ip}}}
         ip = backend.ip()
     );
     let proxy = Proxy::new(&support::compile(&yaml)).unwrap();
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let front = l.local_addr().unwrap();
     let dst: SocketAddr = "127.0.250.9:80".parse().unwrap();
-    tokio::spawn(async move {
-        let _ = proxy.serve(l, FixedDestination(dst)).await;
-    });
-    front
+    support::front::serve_fixed(proxy, dst).await.0
 }
 
 fn conns(seen: &Seen) -> Vec<usize> {

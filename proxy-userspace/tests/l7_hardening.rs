@@ -233,15 +233,10 @@ async fn malformed_chunked_bodies_do_not_eject_the_backend() {
     b.service("ratings", 9080, "http", &[("ratings-v1", &[])])
         .await;
     b.yaml(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: ratings, namespace: default}
-spec:
-  host: ratings
+        &support::yaml::destination_rule("ratings", r#"
   trafficPolicy:
     outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}
-"#,
+"#),
     );
     let mesh = b.start().await;
     let front = mesh.fronts["ratings"];
@@ -466,20 +461,8 @@ async fn connections_over_the_cap_get_the_overload_reply() {
 async fn authorization_policy_sees_the_normalized_path() {
     let mut b = MeshBuilder::new();
     b.service("api", 9080, "http", &[("api-v1", &[])]).await;
-    b.yaml(
-        r#"
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: no-admin, namespace: default}
-spec:
-  selector: {matchLabels: {app: api}}
-  action: DENY
-  rules:
-  - to:
-    - operation:
-        paths: ["/admin/*"]
-"#,
-    );
+    let deny = support::yaml::deny_policy("no-admin", "api", r#"paths: ["/admin/*"]"#);
+    b.yaml(&deny);
     let mesh = b.start().await;
     let front = mesh.fronts["api"];
     let done = |t: &str| t.contains("\r\n\r\n") && (t.contains("RBAC") || t.contains("api-v1"));

@@ -5,7 +5,7 @@
 mod support;
 
 use support::client::Client;
-use support::{assert_binomial, MeshBuilder};
+use support::{assert_binomial, Kind, MeshBuilder};
 
 const DR_REVIEWS: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -21,17 +21,8 @@ spec:
 
 async fn reviews_mesh(vs: &str) -> support::Mesh {
     let mut b = MeshBuilder::new();
-    b.service(
-        "reviews",
-        9080,
-        "http",
-        &[
-            ("reviews-v1", &[("version", "v1")]),
-            ("reviews-v2", &[("version", "v2")]),
-            ("reviews-v3", &[("version", "v3")]),
-        ],
-    )
-    .await;
+    b.versioned(Kind::Http, "reviews", 9080, "http", &["v1", "v2", "v3"])
+        .await;
     b.yaml(DR_REVIEWS);
     b.yaml(vs);
     b.start().await
@@ -48,13 +39,9 @@ struct Case {
 
 #[tokio::test]
 async fn every_match_kind_first_match_wins() {
-    let vs = r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: [reviews]
-  http:
+    let vs = &support::yaml::virtual_service(
+        "reviews",
+        r#"
   - name: exact-uri
     match: [{uri: {exact: /exact}}]
     route: [{destination: {host: reviews, subset: v2}}]
@@ -96,7 +83,8 @@ spec:
     route: [{destination: {host: reviews, subset: v2}}]
   - name: catch-all
     route: [{destination: {host: reviews, subset: v1}}]
-"#;
+"#,
+    );
     let mesh = reviews_mesh(vs).await;
     let c = Client::http1();
     let cases = [
@@ -257,17 +245,14 @@ spec:
 
 #[tokio::test]
 async fn weighted_subsets_follow_weights() {
-    let vs = r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: [reviews]
-  http:
+    let vs = &support::yaml::virtual_service(
+        "reviews",
+        r#"
   - route:
     - {destination: {host: reviews, subset: v1}, weight: 80}
     - {destination: {host: reviews, subset: v3}, weight: 20}
-"#;
+"#,
+    );
     let mesh = reviews_mesh(vs).await;
     let c = Client::http1();
     let n = 400;
@@ -290,13 +275,9 @@ spec:
 
 #[tokio::test]
 async fn rewrite_redirect_direct_response_and_headers() {
-    let vs = r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: [reviews]
-  http:
+    let vs = &support::yaml::virtual_service(
+        "reviews",
+        r#"
   - match: [{uri: {prefix: /old}}]
     rewrite: {uri: /new, authority: rewritten.example}
     route: [{destination: {host: reviews, subset: v1}}]
@@ -321,7 +302,8 @@ spec:
       headers:
         request: {set: {x-dest: v2}}
         response: {add: {x-dest-resp: v2}}
-"#;
+"#,
+    );
     let mesh = reviews_mesh(vs).await;
     let c = Client::http1();
     let v1 = mesh.backend("reviews", "reviews-v1");
@@ -378,17 +360,14 @@ spec:
 
 #[tokio::test]
 async fn no_route_is_404_nr_and_logged_like_envoy() {
-    let vs = r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: [reviews]
-  http:
+    let vs = &support::yaml::virtual_service(
+        "reviews",
+        r#"
   - name: only-api
     match: [{uri: {prefix: /api}}]
     route: [{destination: {host: reviews, subset: v1}}]
-"#;
+"#,
+    );
     let mesh = reviews_mesh(vs).await;
     let c = Client::http1();
     let r = c
@@ -453,19 +432,16 @@ async fn no_virtual_service_balances_over_all_endpoints() {
 
 #[tokio::test]
 async fn source_labels_and_namespace_match_the_client_pod() {
-    let vs = r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: [reviews]
-  http:
+    let vs = &support::yaml::virtual_service(
+        "reviews",
+        r#"
   - match: [{sourceLabels: {app: sleep}, sourceNamespace: other}]
     route: [{destination: {host: reviews, subset: v3}}]
   - match: [{sourceLabels: {app: sleep}}]
     route: [{destination: {host: reviews, subset: v2}}]
   - route: [{destination: {host: reviews, subset: v1}}]
-"#;
+"#,
+    );
     let without_client = reviews_mesh(vs).await;
     let c = Client::http1();
     let r = c.get(&without_client.url("reviews", "/"), &[]).await;

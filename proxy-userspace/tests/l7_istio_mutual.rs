@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strait::identity::{CertStore, SpiffeId};
-use strait::serve::{AccessLogRecord, FixedDestination, Proxy, ProxySettings};
+use strait::serve::{AccessLogRecord, Proxy, ProxySettings};
 use strait::transport::hbone::{MeshOutbound, MeshView};
 use strait_config::snapshot::{REFUSE_NOT_MESHED, REFUSE_NO_IDENTITY};
 use support::client::Client;
+use support::front::next_record as record;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -52,13 +53,25 @@ async fn plain_server() -> (SocketAddr, Arc<AtomicUsize>) {
 /// ServiceEntry `api.internal` (VIP `vip`, port 80, `protocol`) whose one
 /// endpoint is `backend`, plus a DestinationRule with `tls` when given.
 fn mesh_yaml(backend: SocketAddr, vip: &str, protocol: &str, tls: Option<&str>) -> String {
-    let mut y = format!(
+    let addresses = format!("\n  addresses: [{vip}]");
+    let mut y = service_entry("api", &addresses, protocol, backend);
+    if let Some(tls) = tls {
+        y.push_str(&tls_rule("api", tls));
+    }
+    y
+}
+
+/// ServiceEntry `<name>` for host `<name>.internal` (MESH_INTERNAL,
+/// STATIC) with `extra` YAML lines after `hosts` (starting with a newline,
+/// indented as under `spec:`; may be empty), port 80 named `p` with
+/// `protocol`, and the one endpoint `backend`. Ends with a newline.
+fn service_entry(name: &str, extra: &str, protocol: &str, backend: SocketAddr) -> String {
+    format!(
         "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
-metadata: {{name: api, namespace: default}}
+metadata: {{name: {name}, namespace: default}}
 spec:
-  hosts: [api.internal]
-  addresses: [{vip}]
+  hosts: [{name}.internal]{extra}
   ports: [{{number: 80, name: p, protocol: {protocol}}}]
   resolution: STATIC
   location: MESH_INTERNAL
@@ -66,21 +79,23 @@ spec:
 ",
         ip = backend.ip(),
         port = backend.port(),
-    );
-    if let Some(tls) = tls {
-        y.push_str(&format!(
-            "---
+    )
+}
+
+/// `---` and a DestinationRule `<name>` for host `<name>.internal` whose
+/// `trafficPolicy.tls` is `tls` (a YAML flow map). Ends with a newline.
+fn tls_rule(name: &str, tls: &str) -> String {
+    format!(
+        "---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
-metadata: {{name: api, namespace: default}}
+metadata: {{name: {name}, namespace: default}}
 spec:
-  host: api.internal
+  host: {name}.internal
   trafficPolicy:
     tls: {tls}
 "
-        ));
-    }
-    y
+    )
 }
 
 /// The node's HBONE view: `meshed` pods (IP → service account in
@@ -97,16 +112,13 @@ fn mesh_with(meshed: &[(SocketAddr, &str)]) -> Arc<MeshOutbound> {
     m
 }
 
+/// The access log of a proxy made here: one record per request or
+/// connection.
+type Log = tokio::sync::mpsc::UnboundedReceiver<AccessLogRecord>;
+
 /// A proxy for [`mesh_yaml`] (with HBONE when `mesh` is set); returns its
 /// front listener and the access log.
-async fn proxy(
-    yaml: &str,
-    vip: &str,
-    mesh: Option<Arc<MeshOutbound>>,
-) -> (
-    SocketAddr,
-    tokio::sync::mpsc::UnboundedReceiver<AccessLogRecord>,
-) {
+async fn proxy(yaml: &str, vip: &str, mesh: Option<Arc<MeshOutbound>>) -> (SocketAddr, Log) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let proxy = Proxy::new(&support::compile(yaml)).unwrap();
     let proxy = match mesh {
@@ -117,12 +129,8 @@ async fn proxy(
         None => proxy,
     }
     .with_access_log(Arc::new(tx));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let front = l.local_addr().unwrap();
     let dst: SocketAddr = format!("{vip}:80").parse().unwrap();
-    tokio::spawn(async move {
-        let _ = proxy.serve(l, FixedDestination(dst)).await;
-    });
+    let (front, _) = support::front::serve_fixed(proxy, dst).await;
     (front, rx)
 }
 
@@ -132,25 +140,24 @@ async fn get(front: SocketAddr) -> support::client::Resp {
         .await
 }
 
-async fn record(rx: &mut tokio::sync::mpsc::UnboundedReceiver<AccessLogRecord>) -> AccessLogRecord {
-    tokio::time::timeout(Duration::from_secs(30), rx.recv())
-        .await
-        .expect("an access-log record")
-        .unwrap()
-}
-
 /// 503 with `UF` (retried as connect failures: `URX`) and `reason` as
 /// `%UPSTREAM_TRANSPORT_FAILURE_REASON%`; the upstream accepted nothing.
 async fn assert_refused_503(
     front: SocketAddr,
-    log: &mut tokio::sync::mpsc::UnboundedReceiver<AccessLogRecord>,
+    log: &mut Log,
     accepted: &AtomicUsize,
     reason: &str,
 ) {
     let r = get(front).await;
     assert_eq!(r.status, 503, "{}", r.body);
-    let rec = record(log).await;
-    assert_eq!(rec.response_flags.to_string(), "UF,URX");
+    assert_refused(&record(log).await, "UF,URX", accepted, reason);
+}
+
+/// `rec` has response flags `flags` and `reason` as
+/// `%UPSTREAM_TRANSPORT_FAILURE_REASON%`, and the upstream accepted no
+/// connection (`accepted` is its accept count).
+fn assert_refused(rec: &AccessLogRecord, flags: &str, accepted: &AtomicUsize, reason: &str) {
+    assert_eq!(rec.response_flags.to_string(), flags);
     assert_eq!(
         rec.upstream_transport_failure_reason.as_deref(),
         Some(reason)
@@ -162,16 +169,25 @@ async fn assert_refused_503(
     );
 }
 
+/// [`proxy`] for [`mesh_yaml`] with DestinationRule `tls` mode
+/// `ISTIO_MUTUAL` to `backend` behind `vip` (`protocol` `HTTP` or `TCP`),
+/// with HBONE when `mesh` is set; returns the front listener and the
+/// access log.
+async fn mutual_proxy(
+    backend: SocketAddr,
+    vip: &str,
+    protocol: &str,
+    mesh: Option<Arc<MeshOutbound>>,
+) -> (SocketAddr, Log) {
+    let tls = Some("{mode: ISTIO_MUTUAL}");
+    proxy(&mesh_yaml(backend, vip, protocol, tls), vip, mesh).await
+}
+
 #[tokio::test]
 async fn istio_mutual_without_a_ca_is_503_uf_and_nothing_is_sent() {
     let (backend, accepted) = plain_server().await;
     let vip = "240.0.1.1";
-    let (front, mut log) = proxy(
-        &mesh_yaml(backend, vip, "HTTP", Some("{mode: ISTIO_MUTUAL}")),
-        vip,
-        None,
-    )
-    .await;
+    let (front, mut log) = mutual_proxy(backend, vip, "HTTP", None).await;
     assert_refused_503(front, &mut log, &accepted, REFUSE_NO_IDENTITY).await;
 }
 
@@ -179,12 +195,7 @@ async fn istio_mutual_without_a_ca_is_503_uf_and_nothing_is_sent() {
 async fn istio_mutual_to_a_destination_outside_the_mesh_is_503_uf() {
     let (backend, accepted) = plain_server().await;
     let vip = "240.0.1.2";
-    let (front, mut log) = proxy(
-        &mesh_yaml(backend, vip, "HTTP", Some("{mode: ISTIO_MUTUAL}")),
-        vip,
-        Some(mesh_with(&[])),
-    )
-    .await;
+    let (front, mut log) = mutual_proxy(backend, vip, "HTTP", Some(mesh_with(&[]))).await;
     assert_refused_503(front, &mut log, &accepted, REFUSE_NOT_MESHED).await;
 }
 
@@ -195,12 +206,7 @@ async fn istio_mutual_tcp_to_a_destination_outside_the_mesh_is_closed() {
         ("240.0.1.3", Some(mesh_with(&[])), REFUSE_NOT_MESHED),
         ("240.0.1.4", None, REFUSE_NO_IDENTITY),
     ] {
-        let (front, mut log) = proxy(
-            &mesh_yaml(backend, vip, "TCP", Some("{mode: ISTIO_MUTUAL}")),
-            vip,
-            mesh,
-        )
-        .await;
+        let (front, mut log) = mutual_proxy(backend, vip, "TCP", mesh).await;
         let mut c = TcpStream::connect(front).await.unwrap();
         // The write may race the close; the read must see EOF, no byte.
         let _ = c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
@@ -211,16 +217,7 @@ async fn istio_mutual_tcp_to_a_destination_outside_the_mesh_is_closed() {
         assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
         let rec = record(&mut log).await;
         assert_eq!(rec.request_protocol, "tcp");
-        assert_eq!(rec.response_flags.to_string(), "UF");
-        assert_eq!(
-            rec.upstream_transport_failure_reason.as_deref(),
-            Some(reason)
-        );
-        assert_eq!(
-            accepted.load(Ordering::SeqCst),
-            0,
-            "nothing reached the upstream"
-        );
+        assert_refused(&rec, "UF", &accepted, reason);
     }
 }
 
@@ -279,43 +276,23 @@ async fn mirror_copies_follow_the_same_decision() {
         let (backend, _) = plain_server().await;
         let (shadow, copies) = plain_server().await;
         let mut yaml = mesh_yaml(backend, vip, "HTTP", None);
-        yaml.push_str(&format!(
+        yaml.push_str("---\n");
+        yaml.push_str(&service_entry("shadow", "", "HTTP", shadow));
+        yaml.push_str(
             "---
 apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: shadow, namespace: default}}
-spec:
-  hosts: [shadow.internal]
-  ports: [{{number: 80, name: p, protocol: HTTP}}]
-  resolution: STATIC
-  location: MESH_INTERNAL
-  endpoints: [{{address: {ip}, ports: {{p: {port}}}}}]
----
-apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {{name: api, namespace: default}}
+metadata: {name: api, namespace: default}
 spec:
   hosts: [api.internal]
   http:
-  - route: [{{destination: {{host: api.internal}}}}]
-    mirror: {{host: shadow.internal}}
-    mirrorPercentage: {{value: 100}}
+  - route: [{destination: {host: api.internal}}]
+    mirror: {host: shadow.internal}
+    mirrorPercentage: {value: 100}
 ",
-            ip = shadow.ip(),
-            port = shadow.port(),
-        ));
+        );
         if let Some(tls) = shadow_tls {
-            yaml.push_str(&format!(
-                "---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: shadow, namespace: default}}
-spec:
-  host: shadow.internal
-  trafficPolicy:
-    tls: {tls}
-"
-            ));
+            yaml.push_str(&tls_rule("shadow", tls));
         }
         let (front, _log) = proxy(&yaml, vip, Some(mesh_with(&[]))).await;
         let r = get(front).await;

@@ -8,11 +8,9 @@ mod support;
 
 use std::net::SocketAddr;
 
-use strait::serve::FixedDestination;
 use support::backend::Backend;
 use support::client::Client;
 use support::{fresh_ip, MeshBuilder};
-use tokio::net::TcpListener;
 
 fn mesh_config(mesh: &str) -> String {
     let body: String = mesh.lines().map(|l| format!("    {l}\n")).collect();
@@ -32,13 +30,8 @@ async fn unknown_destination(mesh: &str) -> (u16, usize, Option<String>) {
     let outside = Backend::start("outside", SocketAddr::new(fresh_ip(), 0))
         .await
         .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let front = listener.local_addr().unwrap();
-    let p = m.proxy.clone();
     let dst = outside.addr;
-    let task = tokio::spawn(async move {
-        let _ = p.serve(listener, FixedDestination(dst)).await;
-    });
+    let (front, task) = support::front::serve_fixed(m.proxy.clone(), dst).await;
     let r = Client::http1().get(&format!("http://{front}/x"), &[]).await;
     let logs = m.logs().await;
     task.abort();

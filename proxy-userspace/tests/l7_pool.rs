@@ -19,17 +19,7 @@ async fn mesh(dr: &str) -> support::Mesh {
 }
 
 fn dr(http: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: ratings, namespace: default}}
-spec:
-  host: ratings
-  trafficPolicy:
-    connectionPool:
-      http: {http}
-"
-    )
+    support::yaml::http_pool_rule("ratings", http)
 }
 
 /// Sends `n` requests one after the other (each response read to the

@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::backend::{grpc_frame, grpc_messages};
 use support::client::Client;
 use support::tcp::{client_hello, exchange};
-use support::MeshBuilder;
+use support::{Kind, MeshBuilder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -82,25 +82,30 @@ fn grpc_request(path: &str, body: GrpcBody) -> http::Request<GrpcBody> {
         .unwrap()
 }
 
-#[tokio::test]
-async fn grpc_unary_streaming_trailers_and_abort() {
+/// Service `grpc` (port 50051, `grpc`, one pod `grpc-1`) whose
+/// VirtualService aborts every call under `/test.Echo/Aborted` with gRPC
+/// status `abort` (a name such as `UNAVAILABLE`) and routes the rest.
+/// Returns the running mesh.
+async fn grpc_mesh(abort: &str) -> support::Mesh {
     let mut b = MeshBuilder::new();
     b.service("grpc", 50051, "grpc", &[("grpc-1", &[])]).await;
-    b.yaml(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: grpc, namespace: default}
-spec:
-  hosts: [grpc]
-  http:
-  - match: [{uri: {prefix: /test.Echo/Aborted}}]
-    fault: {abort: {percentage: {value: 100}, grpcStatus: UNAVAILABLE}}
-    route: [{destination: {host: grpc}}]
-  - route: [{destination: {host: grpc}}]
-"#,
-    );
-    let mesh = b.start().await;
+    b.yaml(&support::yaml::virtual_service(
+        "grpc",
+        &format!(
+            "
+  - match: [{{uri: {{prefix: /test.Echo/Aborted}}}}]
+    fault: {{abort: {{percentage: {{value: 100}}, grpcStatus: {abort}}}}}
+    route: [{{destination: {{host: grpc}}}}]
+  - route: [{{destination: {{host: grpc}}}}]
+"
+        ),
+    ));
+    b.start().await
+}
+
+#[tokio::test]
+async fn grpc_unary_streaming_trailers_and_abort() {
+    let mesh = grpc_mesh("UNAVAILABLE").await;
     let mut send = h2_conn(mesh.fronts["grpc"]).await;
 
     // Unary.
@@ -244,26 +249,10 @@ async fn websocket_upgrade_tunnels_bytes() {
 #[tokio::test]
 async fn tcp_routes_tls_sni_and_sniffing() {
     let mut b = MeshBuilder::new();
-    b.tcp_service(
-        "db",
-        3306,
-        "tcp",
-        &[
-            ("db-v1", &[("version", "v1")]),
-            ("db-v2", &[("version", "v2")]),
-        ],
-    )
-    .await;
-    b.tcp_service(
-        "secure",
-        443,
-        "tls",
-        &[
-            ("secure-a", &[("version", "a")]),
-            ("secure-b", &[("version", "b")]),
-        ],
-    )
-    .await;
+    b.versioned(Kind::Tcp, "db", 3306, "tcp", &["v1", "v2"])
+        .await;
+    b.versioned(Kind::Tcp, "secure", 443, "tls", &["a", "b"])
+        .await;
     b.tcp_service("opaque", 7000, "custom", &[("opaque-1", &[])])
         .await;
     b.service("sniffed", 7001, "custom", &[("sniffed-1", &[])])
@@ -357,24 +346,14 @@ spec:
 #[tokio::test]
 async fn snapshot_swap_is_atomic_and_in_flight_requests_finish() {
     let mut b = MeshBuilder::new();
-    b.service(
+    b.versioned(Kind::Http, "reviews", 9080, "http", &["v1", "v2"])
+        .await;
+    let dr = &support::yaml::destination_rule(
         "reviews",
-        9080,
-        "http",
-        &[
-            ("reviews-v1", &[("version", "v1")]),
-            ("reviews-v2", &[("version", "v2")]),
-        ],
-    )
-    .await;
-    let dr = r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: reviews, namespace: default}
-spec:
-  host: reviews
+        r#"
   subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
-"#;
+"#,
+    );
     let vs = |subset: &str| {
         format!(
             "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{{destination: {{host: reviews, subset: {subset}}}}}]\n"
@@ -454,23 +433,7 @@ impl tonic::codec::Decoder for RawCodec {
 
 #[tokio::test]
 async fn tonic_client_sees_messages_and_statuses_through_the_proxy() {
-    let mut b = MeshBuilder::new();
-    b.service("grpc", 50051, "grpc", &[("grpc-1", &[])]).await;
-    b.yaml(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: grpc, namespace: default}
-spec:
-  hosts: [grpc]
-  http:
-  - match: [{uri: {prefix: /test.Echo/Aborted}}]
-    fault: {abort: {percentage: {value: 100}, grpcStatus: RESOURCE_EXHAUSTED}}
-    route: [{destination: {host: grpc}}]
-  - route: [{destination: {host: grpc}}]
-"#,
-    );
-    let mesh = b.start().await;
+    let mesh = grpc_mesh("RESOURCE_EXHAUSTED").await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", mesh.fronts["grpc"]))
         .unwrap()
         .connect()

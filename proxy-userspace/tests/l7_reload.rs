@@ -50,19 +50,9 @@ async fn two_services(proto: Proto, pods: &[support::Pod<'_>]) -> (support::Mesh
 /// A DestinationRule on `other` that differs with `i` (so each reload
 /// really changes the snapshot), plus `ratings_istio`.
 fn reload_yaml(i: usize, ratings_istio: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: other, namespace: default}}
-spec:
-  host: other
-  trafficPolicy:
-    connectionPool:
-      http: {{maxRequestsPerConnection: {}}}
----
-{ratings_istio}",
-        i + 1
-    )
+    let http = format!("{{maxRequestsPerConnection: {}}}", i + 1);
+    let other = support::yaml::http_pool_rule("other", &http);
+    format!("{other}---\n{ratings_istio}")
 }
 
 async fn reloads_keep_upstream_connections(proto: Proto) {

@@ -5,7 +5,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::client::Client;
-use support::MeshBuilder;
+use support::{Kind, MeshBuilder};
 
 async fn ratings_mesh(pods: &[(&str, &[(&str, &str)])], istio: &str) -> support::Mesh {
     let mut b = MeshBuilder::new();
@@ -14,15 +14,18 @@ async fn ratings_mesh(pods: &[(&str, &[(&str, &str)])], istio: &str) -> support:
     b.start().await
 }
 
+/// [`ratings_mesh`] with one pod `ratings-v1` and a VirtualService on
+/// `ratings` whose `http:` list is `routes` (see
+/// [`support::yaml::virtual_service`]).
+async fn ratings_routes(routes: &str) -> support::Mesh {
+    let vs = support::yaml::virtual_service("ratings", routes);
+    ratings_mesh(&[("ratings-v1", &[])], &vs).await
+}
+
 #[tokio::test]
 async fn fault_delay_and_abort_with_percentages() {
-    let vs = r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: ratings, namespace: default}
-spec:
-  hosts: [ratings]
-  http:
+    let mesh = ratings_routes(
+        r#"
   - match: [{headers: {end-user: {exact: jason}}}]
     fault: {delay: {percentage: {value: 100.0}, fixedDelay: 300ms}}
     route: [{destination: {host: ratings}}]
@@ -33,8 +36,9 @@ spec:
     fault: {abort: {percentage: {value: 50.0}, httpStatus: 503}}
     route: [{destination: {host: ratings}}]
   - route: [{destination: {host: ratings}}]
-"#;
-    let mesh = ratings_mesh(&[("ratings-v1", &[])], vs).await;
+"#,
+    )
+    .await;
     let c = Client::http1();
 
     let t = Instant::now();
@@ -99,13 +103,8 @@ spec:
 
 #[tokio::test]
 async fn retries_hide_failing_first_tries() {
-    let vs = r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: ratings, namespace: default}
-spec:
-  hosts: [ratings]
-  http:
+    let mesh = ratings_routes(
+        r#"
   - match: [{uri: {prefix: /retry}}]
     retries: {attempts: 3, retryOn: "5xx"}
     route: [{destination: {host: ratings}}]
@@ -116,8 +115,9 @@ spec:
     retries: {attempts: 0}
     route: [{destination: {host: ratings}}]
   - route: [{destination: {host: ratings}}]
-"#;
-    let mesh = ratings_mesh(&[("ratings-v1", &[])], vs).await;
+"#,
+    )
+    .await;
     let b = mesh.backend("ratings", "ratings-v1");
     let c = Client::http1();
 
@@ -167,13 +167,8 @@ spec:
 
 #[tokio::test]
 async fn route_timeout_and_per_try_timeout() {
-    let vs = r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: ratings, namespace: default}
-spec:
-  hosts: [ratings]
-  http:
+    let mesh = ratings_routes(
+        r#"
   - match: [{uri: {prefix: /delay/}}]
     timeout: 200ms
     route: [{destination: {host: ratings}}]
@@ -182,8 +177,9 @@ spec:
     rewrite: {uri: /delay/}
     route: [{destination: {host: ratings}}]
   - route: [{destination: {host: ratings}}]
-"#;
-    let mesh = ratings_mesh(&[("ratings-v1", &[])], vs).await;
+"#,
+    )
+    .await;
     let c = Client::http1();
     let t = Instant::now();
     let r = c.get(&mesh.url("ratings", "/delay/1000"), &[]).await;
@@ -203,17 +199,15 @@ spec:
 #[tokio::test]
 async fn circuit_breaker_overflows_with_uo() {
     // Istio's circuit-breaking task: maxConnections 1, one pending request.
-    let dr = r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: ratings, namespace: default}
-spec:
-  host: ratings
+    let dr = &support::yaml::destination_rule(
+        "ratings",
+        r#"
   trafficPolicy:
     connectionPool:
       tcp: {maxConnections: 1}
       http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}
-"#;
+"#,
+    );
     let mesh = ratings_mesh(&[("ratings-v1", &[])], dr).await;
     let url = mesh.url("ratings", "/delay/150");
     let mut tasks = Vec::new();
@@ -249,25 +243,18 @@ spec:
 
 #[tokio::test]
 async fn outlier_detection_ejects_failing_host() {
-    let dr = r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: ratings, namespace: default}
-spec:
-  host: ratings
+    let dr = &support::yaml::rule_and_routes(
+        "ratings",
+        r#"
   trafficPolicy:
     loadBalancer: {simple: ROUND_ROBIN}
     outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: ratings, namespace: default}
-spec:
-  hosts: [ratings]
-  http:
+"#,
+        r#"
   - retries: {attempts: 0}
     route: [{destination: {host: ratings}}]
-"#;
+"#,
+    );
     let mesh = ratings_mesh(&[("ratings-a", &[]), ("ratings-b", &[])], dr).await;
     let bad = mesh.backend("ratings", "ratings-a");
     bad.fail_next(1000, 500);
@@ -290,33 +277,19 @@ spec:
 #[tokio::test]
 async fn no_healthy_upstream_and_connect_failure() {
     let mut b = MeshBuilder::new();
-    b.service(
+    b.versioned(Kind::Http, "ratings", 9080, "http", &["v1"])
+        .await;
+    b.yaml(&support::yaml::rule_and_routes(
         "ratings",
-        9080,
-        "http",
-        &[("ratings-v1", &[("version", "v1")])],
-    )
-    .await;
-    b.yaml(
         r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: ratings, namespace: default}
-spec:
-  host: ratings
   subsets: [{name: v9, labels: {version: v9}}, {name: v1, labels: {version: v1}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: ratings, namespace: default}
-spec:
-  hosts: [ratings]
-  http:
+"#,
+        r#"
   - match: [{uri: {prefix: /empty}}]
     route: [{destination: {host: ratings, subset: v9}}]
   - route: [{destination: {host: ratings, subset: v1}}]
 "#,
-    );
+    ));
     let mut mesh = b.start().await;
     let c = Client::http1();
     let r = c.get(&mesh.url("ratings", "/empty"), &[]).await;
@@ -343,36 +316,19 @@ spec:
 #[tokio::test]
 async fn mirror_gets_a_copy_client_sees_primary() {
     let mut b = MeshBuilder::new();
-    b.service(
+    b.versioned(Kind::Http, "httpbin", 8000, "http", &["v1", "v2"])
+        .await;
+    b.yaml(&support::yaml::rule_and_routes(
         "httpbin",
-        8000,
-        "http",
-        &[
-            ("httpbin-v1", &[("version", "v1")]),
-            ("httpbin-v2", &[("version", "v2")]),
-        ],
-    )
-    .await;
-    b.yaml(
         r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: httpbin, namespace: default}
-spec:
-  host: httpbin
   subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: httpbin, namespace: default}
-spec:
-  hosts: [httpbin]
-  http:
+"#,
+        r#"
   - route: [{destination: {host: httpbin, subset: v1}, weight: 100}]
     mirror: {host: httpbin, subset: v2}
     mirrorPercentage: {value: 100.0}
 "#,
-    );
+    ));
     let mesh = b.start().await;
     let c = Client::http1();
     for _ in 0..5 {
@@ -393,13 +349,8 @@ spec:
 
 #[tokio::test]
 async fn cors_preflight_answered_by_proxy() {
-    let vs = r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: ratings, namespace: default}
-spec:
-  hosts: [ratings]
-  http:
+    let mesh = ratings_routes(
+        r#"
   - route: [{destination: {host: ratings}}]
     corsPolicy:
       allowOrigins: [{exact: "https://example.com"}, {regex: "https://.*\\.trusted\\.io"}]
@@ -408,8 +359,9 @@ spec:
       exposeHeaders: [x-served-by]
       maxAge: 24h
       allowCredentials: true
-"#;
-    let mesh = ratings_mesh(&[("ratings-v1", &[])], vs).await;
+"#,
+    )
+    .await;
     let c = Client::http1();
     let pre = [
         ("origin", "https://api.trusted.io"),

@@ -14,8 +14,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use strait::serve::{AccessLogRecord, FixedDestination, Proxy};
+use strait::serve::{AccessLogRecord, Proxy};
 use support::client::Client;
+use support::front::next_record as record;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -104,10 +105,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// An HTTPS server (HTTP/1.1 and h2 by ALPN) whose responses say what it
-/// saw: `sni=<name> client_cert=<bool> version=<HTTP version>`. With
-/// `client_ca` it requires a client certificate from that CA.
-async fn https_server(pki: &Pki, client_ca: bool) -> SocketAddr {
+/// The server side of the test PKI: a rustls server configuration whose
+/// certificate is a leaf of `pki.server_ca` for `api.example.com`. With
+/// `client_ca` it requires a client certificate from `pki.client_ca`. No
+/// ALPN protocols are set.
+fn server_config(pki: &Pki, client_ca: bool) -> rustls::ServerConfig {
     let (cert, key) = pki.server_ca.leaf(&["api.example.com"]);
     let chain = vec![CertificateDer::from(cert.der().to_vec())];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
@@ -129,39 +131,69 @@ async fn https_server(pki: &Pki, client_ca: bool) -> SocketAddr {
     } else {
         builder.with_no_client_auth()
     };
-    let mut cfg = builder.with_single_cert(chain, key).unwrap();
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    builder.with_single_cert(chain, key).unwrap()
+}
+
+/// A TLS server on a fresh loopback address with configuration `cfg`: each
+/// accepted connection's handshake runs in its own task and, when it
+/// succeeds, `serve` is handed the TLS stream (a failed handshake just
+/// closes the connection). Returns the listening address.
+async fn tls_server<F, Fut>(cfg: rustls::ServerConfig, serve: F) -> SocketAddr
+where
+    F: Fn(tokio_rustls::server::TlsStream<TcpStream>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let l = TcpListener::bind((support::fresh_ip(), 0)).await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((sock, _)) = l.accept().await {
             let acceptor = acceptor.clone();
+            let serve = serve.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(sock).await else {
-                    return;
-                };
-                let (_, session) = tls.get_ref();
-                let sni = session.server_name().unwrap_or("-").to_string();
-                let client_cert = session.peer_certificates().is_some_and(|c| !c.is_empty());
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let body = format!(
-                        "sni={sni} client_cert={client_cert} version={:?}",
-                        req.version()
-                    );
-                    async move {
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from(body),
-                        )))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
+                if let Ok(tls) = acceptor.accept(sock).await {
+                    serve(tls).await;
+                }
             });
         }
     });
     addr
+}
+
+/// An HTTPS server (HTTP/1.1 and h2 by ALPN) whose responses say what it
+/// saw: `sni=<name> client_cert=<bool> version=<HTTP version>`. With
+/// `client_ca` it requires a client certificate from that CA.
+async fn https_server(pki: &Pki, client_ca: bool) -> SocketAddr {
+    let mut cfg = server_config(pki, client_ca);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tls_server(cfg, |tls| async move {
+        let (_, session) = tls.get_ref();
+        let sni = session.server_name().unwrap_or("-").to_string();
+        let client_cert = session.peer_certificates().is_some_and(|c| !c.is_empty());
+        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let body = format!(
+                "sni={sni} client_cert={client_cert} version={:?}",
+                req.version()
+            );
+            async move {
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(body))))
+            }
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(tls), svc)
+            .await;
+    })
+    .await
+}
+
+/// The common start of a test: a fresh [`Pki`], an [`https_server`] (with
+/// `client_ca` as there) and the server CA written to `ca.pem`. Returns the
+/// PKI, the server's address and the path of `ca.pem`.
+async fn https_setup(client_ca: bool) -> (Pki, SocketAddr, String) {
+    let pki = Pki::new();
+    let server = https_server(&pki, client_ca).await;
+    let ca = pki.files.write("ca.pem", &pki.server_ca.cert.pem());
+    (pki, server, ca)
 }
 
 /// A plain HTTP/1.1 server answering `plain`.
@@ -229,13 +261,8 @@ async fn proxy_for(
     let proxy = Proxy::new(&support::compile(&mesh_yaml(backend, vip, protocol, tls)))
         .unwrap()
         .with_access_log(Arc::new(tx));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let front = l.local_addr().unwrap();
     let dst: SocketAddr = format!("{vip}:80").parse().unwrap();
-    let p = proxy.clone();
-    tokio::spawn(async move {
-        let _ = p.serve(l, FixedDestination(dst)).await;
-    });
+    let (front, _) = support::front::serve_fixed(proxy.clone(), dst).await;
     (proxy, front, rx)
 }
 
@@ -259,25 +286,52 @@ async fn get(front: SocketAddr) -> support::client::Resp {
         .await
 }
 
-async fn record(rx: &mut tokio::sync::mpsc::UnboundedReceiver<AccessLogRecord>) -> AccessLogRecord {
-    tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv())
-        .await
-        .expect("an access-log record")
-        .unwrap()
+/// The `tls` block of mode SIMPLE trusting the CA file `ca`, with `extra`
+/// appended inside the braces (`""` or `", key: value, …"`).
+fn simple(ca: &str, extra: &str) -> String {
+    format!("{{mode: SIMPLE, caCertificates: {ca}{extra}}}")
+}
+
+/// [`proxy`] for an `HTTP` port: the front listener and the access log.
+async fn http_proxy(
+    backend: SocketAddr,
+    vip: &str,
+    tls: &str,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<AccessLogRecord>,
+) {
+    proxy(backend, vip, "HTTP", tls).await
+}
+
+/// The status of one GET through a fresh [`http_proxy`] for `tls` (its
+/// access log is dropped).
+async fn status_through(backend: SocketAddr, vip: &str, tls: &str) -> http::StatusCode {
+    let (front, _log) = http_proxy(backend, vip, tls).await;
+    get(front).await.status
+}
+
+/// Takes the next access-log record and asserts it is an upstream TLS
+/// failure after the default retry: flags `UF,URX` and a transport failure
+/// reason containing `needle` (`what` names the case in the messages).
+/// Returns the reason.
+async fn assert_uf(
+    log: &mut tokio::sync::mpsc::UnboundedReceiver<AccessLogRecord>,
+    needle: &str,
+    what: &str,
+) -> String {
+    let rec = record(log).await;
+    // Envoy retries connect failures (MeshConfig defaultHttpRetryPolicy).
+    assert_eq!(rec.response_flags.to_string(), "UF,URX", "{what}");
+    let reason = rec.upstream_transport_failure_reason.unwrap_or_default();
+    assert!(reason.contains(needle), "{what}: {reason}");
+    reason
 }
 
 #[tokio::test]
 async fn simple_verifies_the_ca_and_sends_the_host_as_sni() {
-    let pki = Pki::new();
-    let server = https_server(&pki, false).await;
-    let ca = pki.files.write("ca.pem", &pki.server_ca.cert.pem());
-    let (front, mut log) = proxy(
-        server,
-        "240.0.0.1",
-        "HTTP",
-        &format!("{{mode: SIMPLE, caCertificates: {ca}}}"),
-    )
-    .await;
+    let (_pki, server, ca) = https_setup(false).await;
+    let (front, mut log) = http_proxy(server, "240.0.0.1", &simple(&ca, "")).await;
     let r = get(front).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
@@ -295,108 +349,62 @@ async fn simple_verifies_the_ca_and_sends_the_host_as_sni() {
 
 #[tokio::test]
 async fn simple_with_the_wrong_ca_is_503_uf() {
-    let pki = Pki::new();
-    let server = https_server(&pki, false).await;
+    let (pki, server, _) = https_setup(false).await;
     let ca = pki.files.write("other.pem", &pki.other_ca.cert.pem());
-    let (front, mut log) = proxy(
-        server,
-        "240.0.0.2",
-        "HTTP",
-        &format!("{{mode: SIMPLE, caCertificates: {ca}}}"),
-    )
-    .await;
+    let (front, mut log) = http_proxy(server, "240.0.0.2", &simple(&ca, "")).await;
     let r = get(front).await;
     assert_eq!(r.status, 503);
-    let rec = record(&mut log).await;
-    // Envoy retries connect failures (MeshConfig defaultHttpRetryPolicy).
-    assert_eq!(rec.response_flags.to_string(), "UF,URX");
-    let reason = rec.upstream_transport_failure_reason.unwrap_or_default();
-    assert!(
-        reason.starts_with("TLS_error:") && reason.contains("UnknownIssuer"),
-        "{reason}"
-    );
+    let reason = assert_uf(&mut log, "UnknownIssuer", "wrong CA").await;
+    assert!(reason.starts_with("TLS_error:"), "{reason}");
 }
 
 #[tokio::test]
 async fn sni_and_subject_alt_names_replace_the_host_name_check() {
-    let pki = Pki::new();
-    let server = https_server(&pki, false).await;
-    let ca = pki.files.write("ca.pem", &pki.server_ca.cert.pem());
+    let (_pki, server, ca) = https_setup(false).await;
     // The SNI names another host; the SAN list accepts the certificate.
-    let (front, _log) = proxy(
-        server,
-        "240.0.0.3",
-        "HTTP",
-        &format!("{{mode: SIMPLE, caCertificates: {ca}, sni: edge.example.net, subjectAltNames: [api.example.com]}}"),
-    )
-    .await;
+    let tls = simple(
+        &ca,
+        ", sni: edge.example.net, subjectAltNames: [api.example.com]",
+    );
+    let (front, _log) = http_proxy(server, "240.0.0.3", &tls).await;
     let r = get(front).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.starts_with("sni=edge.example.net "), "{}", r.body);
     // A SAN list the certificate does not satisfy: 503 UF.
-    let (front, mut log) = proxy(
-        server,
-        "240.0.0.4",
-        "HTTP",
-        &format!("{{mode: SIMPLE, caCertificates: {ca}, subjectAltNames: [spiffe://cluster.local/ns/x/sa/y, web.example.com]}}"),
-    )
-    .await;
-    assert_eq!(get(front).await.status, 503);
-    let rec = record(&mut log).await;
-    assert_eq!(rec.response_flags.to_string(), "UF,URX");
-    assert!(
-        rec.upstream_transport_failure_reason
-            .as_deref()
-            .is_some_and(|r| r.contains("SAN mismatch")),
-        "{:?}",
-        rec.upstream_transport_failure_reason
+    let tls = simple(
+        &ca,
+        ", subjectAltNames: [spiffe://cluster.local/ns/x/sa/y, web.example.com]",
     );
-    // Without a SAN list the SNI must be one of the certificate's names.
-    let (front, _log) = proxy(
-        server,
-        "240.0.0.5",
-        "HTTP",
-        &format!("{{mode: SIMPLE, caCertificates: {ca}, sni: edge.example.net}}"),
-    )
-    .await;
+    let (front, mut log) = http_proxy(server, "240.0.0.4", &tls).await;
     assert_eq!(get(front).await.status, 503);
+    assert_uf(&mut log, "SAN mismatch", "SAN list").await;
+    // Without a SAN list the SNI must be one of the certificate's names.
+    let tls = simple(&ca, ", sni: edge.example.net");
+    assert_eq!(status_through(server, "240.0.0.5", &tls).await, 503);
 }
 
 #[tokio::test]
 async fn insecure_skip_verify_accepts_any_certificate() {
-    let pki = Pki::new();
-    let server = https_server(&pki, false).await;
+    let (pki, server, _) = https_setup(false).await;
     let ca = pki.files.write("other.pem", &pki.other_ca.cert.pem());
-    let (front, _log) = proxy(
-        server,
-        "240.0.0.6",
-        "HTTP",
-        &format!("{{mode: SIMPLE, caCertificates: {ca}, insecureSkipVerify: true}}"),
-    )
-    .await;
+    let tls = simple(&ca, ", insecureSkipVerify: true");
+    let (front, _log) = http_proxy(server, "240.0.0.6", &tls).await;
     let r = get(front).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
 #[tokio::test]
 async fn mutual_presents_the_client_certificate() {
-    let pki = Pki::new();
-    let server = https_server(&pki, true).await;
-    let ca = pki.files.write("ca.pem", &pki.server_ca.cert.pem());
+    let (pki, server, ca) = https_setup(true).await;
     let (cert, key) = pki
         .client_ca
         .leaf(&["spiffe://cluster.local/ns/default/sa/client"]);
     let cert = pki.files.write("client.pem", &cert.pem());
     let key = pki.files.write("client.key", &key.serialize_pem());
-    let (front, _log) = proxy(
-        server,
-        "240.0.0.7",
-        "HTTP",
-        &format!(
-            "{{mode: MUTUAL, caCertificates: {ca}, clientCertificate: {cert}, privateKey: {key}}}"
-        ),
-    )
-    .await;
+    let tls = format!(
+        "{{mode: MUTUAL, caCertificates: {ca}, clientCertificate: {cert}, privateKey: {key}}}"
+    );
+    let (front, _log) = http_proxy(server, "240.0.0.7", &tls).await;
     let r = get(front).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
@@ -404,13 +412,7 @@ async fn mutual_presents_the_client_certificate() {
         "sni=api.example.com client_cert=true version=HTTP/1.1"
     );
     // The same server refuses a SIMPLE client (no certificate).
-    let (front, mut log) = proxy(
-        server,
-        "240.0.0.8",
-        "HTTP",
-        &format!("{{mode: SIMPLE, caCertificates: {ca}}}"),
-    )
-    .await;
+    let (front, mut log) = http_proxy(server, "240.0.0.8", &simple(&ca, "")).await;
     assert_eq!(get(front).await.status, 503);
     let rec = record(&mut log).await;
     assert!(!rec.response_flags.is_empty(), "an upstream failure flag");
@@ -418,16 +420,8 @@ async fn mutual_presents_the_client_certificate() {
 
 #[tokio::test]
 async fn http2_cluster_negotiates_h2_over_tls() {
-    let pki = Pki::new();
-    let server = https_server(&pki, false).await;
-    let ca = pki.files.write("ca.pem", &pki.server_ca.cert.pem());
-    let (front, _log) = proxy(
-        server,
-        "240.0.0.9",
-        "HTTP2",
-        &format!("{{mode: SIMPLE, caCertificates: {ca}}}"),
-    )
-    .await;
+    let (_pki, server, ca) = https_setup(false).await;
+    let (front, _log) = proxy(server, "240.0.0.9", "HTTP2", &simple(&ca, "")).await;
     let r = get(front).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
@@ -439,7 +433,7 @@ async fn http2_cluster_negotiates_h2_over_tls() {
 #[tokio::test]
 async fn disable_sends_plain_text() {
     let server = http_server().await;
-    let (front, _log) = proxy(server, "240.0.0.10", "HTTP", "{mode: DISABLE}").await;
+    let (front, _log) = http_proxy(server, "240.0.0.10", "{mode: DISABLE}").await;
     let r = get(front).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, "plain");
@@ -461,12 +455,9 @@ async fn settings_that_cannot_be_honoured_fail_closed() {
             "caCertificates: /nonexistent/strait-ca.pem",
         ),
     ] {
-        let (front, mut log) = proxy(server, vip, "HTTP", &tls).await;
+        let (front, mut log) = http_proxy(server, vip, &tls).await;
         assert_eq!(get(front).await.status, 503, "{tls}");
-        let rec = record(&mut log).await;
-        assert_eq!(rec.response_flags.to_string(), "UF,URX");
-        let reason = rec.upstream_transport_failure_reason.unwrap_or_default();
-        assert!(reason.contains(why), "{tls}: {reason}");
+        assert_uf(&mut log, why, &tls).await;
     }
 }
 
@@ -474,43 +465,17 @@ async fn settings_that_cannot_be_honoured_fail_closed() {
 #[tokio::test]
 async fn tcp_cluster_originates_tls() {
     let pki = Pki::new();
-    let (cert, key) = pki.server_ca.leaf(&["api.example.com"]);
-    let cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let l = TcpListener::bind((support::fresh_ip(), 0)).await.unwrap();
-    let server = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = l.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(sock).await else {
-                    return;
-                };
-                let mut buf = [0u8; 5];
-                if tls.read_exact(&mut buf).await.is_ok() {
-                    let _ = tls.write_all(b"tls:").await;
-                    let _ = tls.write_all(&buf).await;
-                    let _ = tls.shutdown().await;
-                }
-            });
+    let server = tls_server(server_config(&pki, false), |mut tls| async move {
+        let mut buf = [0u8; 5];
+        if tls.read_exact(&mut buf).await.is_ok() {
+            let _ = tls.write_all(b"tls:").await;
+            let _ = tls.write_all(&buf).await;
+            let _ = tls.shutdown().await;
         }
-    });
-    let ca = pki.files.write("ca.pem", &pki.server_ca.cert.pem());
-    let (front, mut log) = proxy(
-        server,
-        "240.0.0.13",
-        "TCP",
-        &format!("{{mode: SIMPLE, caCertificates: {ca}}}"),
-    )
+    })
     .await;
+    let ca = pki.files.write("ca.pem", &pki.server_ca.cert.pem());
+    let (front, mut log) = proxy(server, "240.0.0.13", "TCP", &simple(&ca, "")).await;
     let mut c = TcpStream::connect(front).await.unwrap();
     c.write_all(b"hello").await.unwrap();
     let mut got = Vec::new();
@@ -529,9 +494,7 @@ async fn tcp_cluster_originates_tls() {
 /// CRL that does not list it changes nothing.
 #[tokio::test]
 async fn ca_crl_refuses_a_revoked_server_certificate() {
-    let pki = Pki::new();
-    let server = https_server(&pki, false).await;
-    let ca = pki.files.write("ca.pem", &pki.server_ca.cert.pem());
+    let (pki, server, ca) = https_setup(false).await;
     let crl = |serial: u64| {
         rcgen::CertificateRevocationListParams {
             this_update: rcgen::date_time_ymd(2024, 1, 1),
@@ -552,27 +515,13 @@ async fn ca_crl_refuses_a_revoked_server_certificate() {
         .unwrap()
     };
     let revoked = pki.files.write("revoked.crl", &crl(LEAF_SERIAL));
-    let (front, mut log) = proxy(
-        server,
-        "240.0.0.14",
-        "HTTP",
-        &format!("{{mode: SIMPLE, caCertificates: {ca}, caCrl: {revoked}}}"),
-    )
-    .await;
+    let tls = simple(&ca, &format!(", caCrl: {revoked}"));
+    let (front, mut log) = http_proxy(server, "240.0.0.14", &tls).await;
     assert_eq!(get(front).await.status, 503);
-    let rec = record(&mut log).await;
-    assert_eq!(rec.response_flags.to_string(), "UF,URX");
-    let reason = rec.upstream_transport_failure_reason.unwrap_or_default();
-    assert!(reason.contains("Revoked"), "{reason}");
+    assert_uf(&mut log, "Revoked", "revoked").await;
     let other = pki.files.write("other.crl", &crl(7));
-    let (front, _log) = proxy(
-        server,
-        "240.0.0.15",
-        "HTTP",
-        &format!("{{mode: SIMPLE, caCertificates: {ca}, caCrl: {other}}}"),
-    )
-    .await;
-    assert_eq!(get(front).await.status, 200);
+    let tls = simple(&ca, &format!(", caCrl: {other}"));
+    assert_eq!(status_through(server, "240.0.0.15", &tls).await, 200);
 }
 
 /// A changed `tls` policy applies on reload: the cluster's pools are
@@ -580,31 +529,24 @@ async fn ca_crl_refuses_a_revoked_server_certificate() {
 /// one, then back).
 #[tokio::test]
 async fn a_changed_tls_policy_applies_on_reload() {
-    let pki = Pki::new();
-    let server = https_server(&pki, false).await;
-    let good = pki.files.write("ca.pem", &pki.server_ca.cert.pem());
+    let (pki, server, good) = https_setup(false).await;
     let bad = pki.files.write("other.pem", &pki.other_ca.cert.pem());
     let vip = "240.0.0.16";
-    let tls = |ca: &str| format!("{{mode: SIMPLE, caCertificates: {ca}}}");
-    let (proxy, front, _log) = proxy_for(server, vip, "HTTP", &tls(&bad)).await;
+    let (proxy, front, _log) = proxy_for(server, vip, "HTTP", &simple(&bad, "")).await;
+    let reload = |ca: &str| {
+        proxy
+            .update(&support::compile(&mesh_yaml(
+                server,
+                vip,
+                "HTTP",
+                &simple(ca, ""),
+            )))
+            .unwrap()
+    };
     assert_eq!(get(front).await.status, 503);
-    proxy
-        .update(&support::compile(&mesh_yaml(
-            server,
-            vip,
-            "HTTP",
-            &tls(&good),
-        )))
-        .unwrap();
+    reload(&good);
     assert_eq!(get(front).await.status, 200);
-    proxy
-        .update(&support::compile(&mesh_yaml(
-            server,
-            vip,
-            "HTTP",
-            &tls(&bad),
-        )))
-        .unwrap();
+    reload(&bad);
     assert_eq!(
         get(front).await.status,
         503,
@@ -616,9 +558,7 @@ async fn a_changed_tls_policy_applies_on_reload() {
 /// the address the client connected to.
 #[tokio::test]
 async fn passthrough_cluster_originates_tls_to_the_original_destination() {
-    let pki = Pki::new();
-    let server = https_server(&pki, false).await;
-    let ca = pki.files.write("ca.pem", &pki.server_ca.cert.pem());
+    let (_pki, server, ca) = https_setup(false).await;
     let yaml = format!(
         "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -643,11 +583,7 @@ spec:
         port = server.port(),
     );
     let proxy = Proxy::new(&support::compile(&yaml)).unwrap();
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let front = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = proxy.serve(l, FixedDestination(server)).await;
-    });
+    let (front, _) = support::front::serve_fixed(proxy, server).await;
     let r = get(front).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(

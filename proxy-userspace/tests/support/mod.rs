@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 pub mod backend;
 pub mod client;
+pub mod front;
 pub mod tcp;
+pub mod yaml;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -81,10 +83,14 @@ pub struct MeshBuilder {
     settings: Option<strait::serve::ProxySettings>,
 }
 
+/// What a service's backends speak.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
+    /// [`Backend`]: HTTP/1.1 and h2 that echoes what it saw.
     Http,
+    /// [`tcp::TcpBackend`]: raw TCP echo.
     Tcp,
+    /// [`tcp::RawHttpBackend`]: records the exact bytes, answers `200 ok`.
     RawHttp,
 }
 
@@ -114,6 +120,27 @@ impl MeshBuilder {
     ) {
         self.add_service(name, port, port_name, pods, Kind::RawHttp)
             .await
+    }
+
+    /// Adds service `name` like [`MeshBuilder::service`] with `kind`
+    /// backends, one per entry of `versions`: pod `<name>-<version>`
+    /// labelled `version: <version>` (and `app: <name>`).
+    pub async fn versioned(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        port: u16,
+        port_name: &str,
+        versions: &[&str],
+    ) {
+        let pods: Vec<String> = versions.iter().map(|v| format!("{name}-{v}")).collect();
+        let labels: Vec<[(&str, &str); 1]> = versions.iter().map(|v| [("version", *v)]).collect();
+        let pods: Vec<Pod<'_>> = pods
+            .iter()
+            .zip(&labels)
+            .map(|(p, l)| (p.as_str(), &l[..]))
+            .collect();
+        self.add_service(name, port, port_name, &pods, kind).await
     }
 
     /// Proxy settings (timeouts, limits) instead of the defaults.
